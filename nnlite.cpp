@@ -1,0 +1,3780 @@
+/* nnlite.cpp - the CPU runtime of nnlite, one file. See nnlite.h for the API.
+
+   Build:  g++ -std=c++17 -O2 [-fopenmp] -c nnlite.cpp
+   Needs nothing but a C++17 compiler; stb (Debian libstb-dev, or stb_image.h
+   beside this file) adds .gz and deflated .npz reading.
+
+   CONTENTS
+     1  Utilities and errors       status codes, exceptions at the ABI edge,
+                                   RNG, the Keras call-syntax spec parser
+     2  Kernels                    the kernel table (CPU): SGEMM, activations,
+                                   softmax, reductions
+     3  Layers                     Dense, Activation, Dropout, Flatten, Reshape
+     4  Losses and metrics
+     5  Optimizers                 SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW,
+                                   Adamax, Nadam, clipping
+     6  Model and training loop    weights arena, compile, fit, evaluate,
+                                   predict, summary, history, progress line
+     7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...
+     8  C ABI                      the extern "C" functions of nnlite.h
+
+   Design notes
+   - Internal code throws nnl::Error; every extern "C" function runs its body
+     inside nnl::guard, which turns exceptions into status codes and the
+     thread-local last-error message. Nothing throws across the ABI.
+   - All math goes through the kernel table `nnl::K()`; layers never touch a
+     device. A GPU backend provides another table.
+   - A model's weights live in one arena and its gradients in another with the
+     same layout, so a single call (an MPI allreduce, an optimizer step, a
+     finite check) reaches all of them. Activations live in a third arena sized
+     once per batch size: the training loop allocates nothing per batch. */
+
+#include "nnlite.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NNL_X86 1
+#else
+#define NNL_X86 0
+#endif
+
+#ifndef NNL_MAX_THREADS
+#define NNL_MAX_THREADS 256
+#endif
+
+/* stb: its zlib decoder reads .gz and deflated .npz members. Static, so a
+   program that also uses stb_image gets no duplicate symbols. */
+#ifndef NNL_NO_STB
+#  if defined(__has_include)
+#    if __has_include(<stb/stb_image.h>)
+#      define NNL_HAVE_STB 1
+#      define NNL_STB_HEADER <stb/stb_image.h>
+#    elif __has_include("stb_image.h")
+#      define NNL_HAVE_STB 1
+#      define NNL_STB_HEADER "stb_image.h"
+#    endif
+#  endif
+#endif
+#ifndef NNL_HAVE_STB
+#  define NNL_HAVE_STB 0
+#endif
+#if NNL_HAVE_STB
+#  define STB_IMAGE_IMPLEMENTATION
+#  define STB_IMAGE_STATIC
+#  define STBI_NO_FAILURE_STRINGS
+#  if defined(__GNUC__)
+#    pragma GCC diagnostic push
+#    pragma GCC diagnostic ignored "-Wunused-function"
+#    pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#    pragma GCC diagnostic ignored "-Wsign-compare"
+#    pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#  endif
+#  include NNL_STB_HEADER
+#  if defined(__GNUC__)
+#    pragma GCC diagnostic pop
+#  endif
+#endif
+
+/* ========================================================================
+   1  Utilities and errors
+   ======================================================================== */
+namespace nnl {
+
+struct Error {
+    int status;
+    std::string msg;
+};
+
+static std::string vformat(const char *fmt, va_list ap) {
+    char buf[1024];
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    std::string s;
+    if (n < (int)sizeof buf) {
+        s = buf;
+    } else {
+        s.resize((size_t)n + 1);
+        vsnprintf(&s[0], s.size(), fmt, ap2);
+        s.resize((size_t)n);
+    }
+    va_end(ap2);
+    return s;
+}
+
+static std::string format(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::string s = vformat(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static thread_local std::string g_last_error;
+
+[[noreturn]] void raise(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::string s = vformat(fmt, ap);
+    va_end(ap);
+    throw Error{status, s};
+}
+
+int set_error(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    g_last_error = vformat(fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* The ABI edge: runs f and converts whatever it throws into a status. */
+template <class F> int guard(F &&f) {
+    try {
+        if constexpr (std::is_void_v<decltype(f())>) {
+            f();
+            return NNL_OK;
+        } else {
+            return f();
+        }
+    } catch (const Error &e) {
+        g_last_error = e.msg;
+        return e.status;
+    } catch (const std::bad_alloc &) {
+        g_last_error = "out of memory";
+        return NNL_ERR_MEMORY;
+    } catch (const std::exception &e) {
+        g_last_error = std::string("internal error: ") + e.what();
+        return NNL_ERR_INTERNAL;
+    } catch (...) {
+        g_last_error = "internal error: unknown exception";
+        return NNL_ERR_INTERNAL;
+    }
+}
+
+#define NNL_REQUIRE(cond, status, ...) \
+    do {                               \
+        if (!(cond)) nnl::raise(status, __VA_ARGS__); \
+    } while (0)
+
+/* xoshiro256** seeded through splitmix64: fast, and the same stream on every
+   platform, so a seed reproduces a model anywhere. */
+struct Rng {
+    uint64_t s[4];
+    explicit Rng(uint64_t seed = 0) { reseed(seed); }
+    void reseed(uint64_t seed) {
+        for (int i = 0; i < 4; i++) {
+            seed += 0x9E3779B97F4A7C15ull;
+            uint64_t z = seed;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            s[i] = z ^ (z >> 31);
+        }
+    }
+    static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+    uint64_t next() {
+        uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = rotl(s[3], 45);
+        return r;
+    }
+    double uniform() { return (double)(next() >> 11) * (1.0 / 9007199254740992.0); }
+    uint64_t below(uint64_t n) { /* Lemire's method without bias */
+        if (n == 0) return 0;
+        uint64_t threshold = (0 - n) % n;
+        for (;;) {
+            uint64_t r = next();
+            if (r >= threshold) return r % n;
+        }
+    }
+    float normal() {
+        double u1 = uniform(), u2 = uniform();
+        if (u1 < 1e-300) u1 = 1e-300;
+        return (float)(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+    }
+};
+
+static int g_threads = 0; /* 0: the OpenMP default */
+
+int threads() {
+#ifdef _OPENMP
+    return g_threads > 0 ? g_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+bool read_file(const char *path, std::vector<uint8_t> &out) {
+    NNL_REQUIRE(path, NNL_ERR_ARGUMENT, "path is NULL");
+    FILE *f = fopen(path, "rb");
+    if (!f) raise(NNL_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        raise(NNL_ERR_IO, "'%s' is not a regular file", path);
+    }
+    out.resize((size_t)st.st_size);
+    size_t got = out.empty() ? 0 : fread(out.data(), 1, out.size(), f);
+    int err = ferror(f);
+    fclose(f);
+    if (err || got != out.size()) raise(NNL_ERR_IO, "cannot read '%s'", path);
+    return true;
+}
+
+/* ---- Spec strings: Keras' call syntax -----------------------------------
+   "Dense(128, activation='relu', input_shape=(784,))" parses into a name,
+   positional values and keyword values. Values: numbers, strings (quoted or
+   bare words), True/False/None, tuples (...) or lists [...]. */
+struct Value {
+    enum Kind { NONE, BOOL, NUM, STR, TUPLE } kind = NONE;
+    double num = 0;
+    std::string str;
+    std::vector<Value> items;
+    std::string repr() const {
+        switch (kind) {
+        case NONE: return "None";
+        case BOOL: return num != 0 ? "True" : "False";
+        case NUM: return format("%.17g", num);
+        case STR: return "'" + str + "'";
+        case TUPLE: {
+            std::string s = "(";
+            for (size_t i = 0; i < items.size(); i++) s += (i ? ", " : "") + items[i].repr();
+            return s + (items.size() == 1 ? ",)" : ")");
+        }
+        }
+        return "?";
+    }
+};
+
+struct Spec {
+    std::string name;
+    std::vector<Value> pos;
+    std::vector<std::pair<std::string, Value>> kw;
+};
+
+class SpecParser {
+    const char *s, *p;
+    [[noreturn]] void fail(const char *what) {
+        raise(NNL_ERR_ARGUMENT, "cannot parse '%s' at position %d: %s", s, (int)(p - s), what);
+    }
+    void ws() {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    }
+    static bool idstart(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+    static bool idchar(char c) { return idstart(c) || (c >= '0' && c <= '9') || c == '.'; }
+    std::string ident() {
+        ws();
+        if (!idstart(*p)) fail("expected a name");
+        const char *b = p;
+        while (idchar(*p)) p++;
+        return std::string(b, p);
+    }
+    Value value() {
+        ws();
+        Value v;
+        if (*p == '(' || *p == '[') {
+            char close = *p == '(' ? ')' : ']';
+            p++;
+            v.kind = Value::TUPLE;
+            ws();
+            while (*p != close) {
+                v.items.push_back(value());
+                ws();
+                if (*p == ',') {
+                    p++;
+                    ws();
+                } else if (*p != close) {
+                    fail("expected ',' or the closing bracket");
+                }
+            }
+            p++;
+        } else if (*p == '\'' || *p == '"') {
+            char q = *p++;
+            const char *b = p;
+            while (*p && *p != q) p++;
+            if (!*p) fail("unterminated string");
+            v.kind = Value::STR;
+            v.str.assign(b, p);
+            p++;
+        } else if ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.') {
+            char *end;
+            v.num = strtod(p, &end);
+            if (end == p) fail("expected a number");
+            p = end;
+            v.kind = Value::NUM;
+        } else if (idstart(*p)) {
+            std::string w = ident();
+            if (w == "True" || w == "true") {
+                v.kind = Value::BOOL;
+                v.num = 1;
+            } else if (w == "False" || w == "false") {
+                v.kind = Value::BOOL;
+            } else if (w == "None" || w == "null") {
+                v.kind = Value::NONE;
+            } else if (w == "inf" || w == "nan") {
+                v.kind = Value::NUM;
+                v.num = w == "inf" ? INFINITY : NAN;
+            } else {
+                v.kind = Value::STR;
+                v.str = w;
+            }
+        } else {
+            fail("expected a value");
+        }
+        return v;
+    }
+
+public:
+    explicit SpecParser(const char *text) : s(text), p(text) {}
+    Spec parse() {
+        Spec sp;
+        sp.name = ident();
+        ws();
+        if (*p == '(') {
+            p++;
+            ws();
+            while (*p != ')') {
+                const char *save = p;
+                if (idstart(*p)) {
+                    std::string k = ident();
+                    ws();
+                    if (*p == '=') {
+                        p++;
+                        for (auto &kv : sp.kw)
+                            if (kv.first == k) fail("argument given twice");
+                        sp.kw.emplace_back(k, value());
+                        goto next;
+                    }
+                    p = save;
+                }
+                if (!sp.kw.empty()) fail("positional argument after keyword argument");
+                sp.pos.push_back(value());
+            next:
+                ws();
+                if (*p == ',') {
+                    p++;
+                    ws();
+                } else if (*p != ')') {
+                    fail("expected ',' or ')'");
+                }
+            }
+            p++;
+        }
+        ws();
+        if (*p) fail("unexpected text after the closing ')'");
+        return sp;
+    }
+};
+
+static Spec parse_spec(const char *text) {
+    NNL_REQUIRE(text && *text, NNL_ERR_ARGUMENT, "empty specification string");
+    return SpecParser(text).parse();
+}
+
+static std::string lower(std::string s) {
+    for (auto &c : s) c = (char)tolower((unsigned char)c);
+    return s;
+}
+
+/* Typed access to a Spec's arguments. Each argument has a keyword and an
+   optional position (as in the Keras constructor); done() rejects anything
+   the reader did not ask for, so typos never pass silently. */
+class Args {
+    const Spec &sp;
+    std::vector<bool> used_kw, used_pos;
+    const char *owner;
+
+public:
+    Args(const Spec &s, const char *owner_name)
+        : sp(s), used_kw(s.kw.size()), used_pos(s.pos.size()), owner(owner_name) {}
+    const Value *get(const char *key, int pos = -1) {
+        for (size_t i = 0; i < sp.kw.size(); i++)
+            if (sp.kw[i].first == key) {
+                if (pos >= 0 && pos < (int)sp.pos.size())
+                    raise(NNL_ERR_ARGUMENT, "%s: argument '%s' given by position and by name", owner, key);
+                used_kw[i] = true;
+                return &sp.kw[i].second;
+            }
+        if (pos >= 0 && pos < (int)sp.pos.size()) {
+            used_pos[pos] = true;
+            return &sp.pos[pos];
+        }
+        return nullptr;
+    }
+    bool has(const char *key, int pos = -1) {
+        for (auto &kv : sp.kw)
+            if (kv.first == key) return true;
+        return pos >= 0 && pos < (int)sp.pos.size();
+    }
+    double num(const char *key, int pos, double def) {
+        const Value *v = get(key, pos);
+        if (!v || v->kind == Value::NONE) return def;
+        if (v->kind != Value::NUM && v->kind != Value::BOOL)
+            raise(NNL_ERR_ARGUMENT, "%s: '%s' must be a number, got %s", owner, key, v->repr().c_str());
+        return v->num;
+    }
+    int64_t integer(const char *key, int pos, int64_t def) {
+        double d = num(key, pos, (double)def);
+        if (d != std::floor(d) || std::fabs(d) > 9e15)
+            raise(NNL_ERR_ARGUMENT, "%s: '%s' must be an integer, got %g", owner, key, d);
+        return (int64_t)d;
+    }
+    bool flag(const char *key, int pos, bool def) {
+        const Value *v = get(key, pos);
+        if (!v || v->kind == Value::NONE) return def;
+        if (v->kind != Value::BOOL && v->kind != Value::NUM)
+            raise(NNL_ERR_ARGUMENT, "%s: '%s' must be True or False", owner, key);
+        return v->num != 0;
+    }
+    std::string str(const char *key, int pos, const std::string &def) {
+        const Value *v = get(key, pos);
+        if (!v || v->kind == Value::NONE) return def;
+        if (v->kind != Value::STR)
+            raise(NNL_ERR_ARGUMENT, "%s: '%s' must be a string, got %s", owner, key, v->repr().c_str());
+        return v->str;
+    }
+    /* A tuple of integers, or one integer. Empty when absent. */
+    std::vector<int64_t> ints(const char *key, int pos) {
+        const Value *v = get(key, pos);
+        std::vector<int64_t> out;
+        if (!v || v->kind == Value::NONE) return out;
+        auto one = [&](const Value &x) {
+            if (x.kind == Value::NONE) return (int64_t)-1; /* Keras' batch dimension None */
+            if (x.kind != Value::NUM || x.num != std::floor(x.num))
+                raise(NNL_ERR_ARGUMENT, "%s: '%s' must hold integers, got %s", owner, key, v->repr().c_str());
+            return (int64_t)x.num;
+        };
+        if (v->kind == Value::TUPLE)
+            for (auto &x : v->items) out.push_back(one(x));
+        else
+            out.push_back(one(*v));
+        return out;
+    }
+    void done() {
+        for (size_t i = 0; i < sp.kw.size(); i++)
+            if (!used_kw[i]) raise(NNL_ERR_ARGUMENT, "%s: unknown argument '%s'", owner, sp.kw[i].first.c_str());
+        for (size_t i = 0; i < sp.pos.size(); i++)
+            if (!used_pos[i])
+                raise(NNL_ERR_ARGUMENT, "%s: too many positional arguments (%d given)", owner, (int)sp.pos.size());
+    }
+};
+
+/* Per-sample shape; the batch dimension is kept apart. */
+struct Shape {
+    int rank = 0;
+    int64_t d[NNL_MAX_RANK] = {0};
+    Shape() = default;
+    Shape(std::initializer_list<int64_t> l) {
+        for (int64_t x : l) d[rank++] = x;
+    }
+    static Shape of(int r, const int64_t *dims) {
+        NNL_REQUIRE(r >= 0 && r <= NNL_MAX_RANK, NNL_ERR_SHAPE, "rank %d is out of range 0..%d", r, NNL_MAX_RANK);
+        Shape s;
+        s.rank = r;
+        for (int i = 0; i < r; i++) s.d[i] = dims[i];
+        return s;
+    }
+    int64_t size() const {
+        int64_t n = 1;
+        for (int i = 0; i < rank; i++) n *= d[i];
+        return n;
+    }
+    int64_t last() const { return rank ? d[rank - 1] : 1; }
+    bool operator==(const Shape &o) const {
+        if (rank != o.rank) return false;
+        for (int i = 0; i < rank; i++)
+            if (d[i] != o.d[i]) return false;
+        return true;
+    }
+    bool operator!=(const Shape &o) const { return !(*this == o); }
+    /* Keras style: (None, 28, 28) */
+    std::string str(bool batch = true) const {
+        std::string s = batch ? "(None" : "(";
+        for (int i = 0; i < rank; i++) s += format((batch || i) ? ", %lld" : "%lld", (long long)d[i]);
+        if (!batch && rank == 1) s += ",";
+        return s + ")";
+    }
+};
+
+static Shape shape_from_ints(const std::vector<int64_t> &v, const char *owner) {
+    NNL_REQUIRE(!v.empty() && v.size() <= NNL_MAX_RANK, NNL_ERR_SHAPE, "%s: shape must have 1..%d dimensions", owner,
+                NNL_MAX_RANK);
+    Shape s;
+    for (int64_t x : v) {
+        NNL_REQUIRE(x > 0 && x < ((int64_t)1 << 40), NNL_ERR_SHAPE, "%s: dimension %lld is not a positive size",
+                    owner, (long long)x);
+        s.d[s.rank++] = x;
+    }
+    return s;
+}
+
+} // namespace nnl
+
+/* ========================================================================
+   2  Kernels
+   All arithmetic of the layers, losses and optimizers goes through this
+   table. Arrays are row-major float32; sizes are element counts.
+   ======================================================================== */
+namespace nnl {
+
+enum Act {
+    ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_TANH, ACT_SOFTMAX, ACT_LEAKY_RELU, ACT_ELU, ACT_SELU,
+    ACT_GELU, ACT_SOFTPLUS, ACT_SOFTSIGN, ACT_SWISH, ACT_HARD_SIGMOID, ACT_EXPONENTIAL, ACT_COUNT
+};
+
+static const char *const act_names[ACT_COUNT] = {"linear", "relu", "sigmoid", "tanh", "softmax",
+                                                "leaky_relu", "elu", "selu", "gelu", "softplus",
+                                                "softsign", "swish", "hard_sigmoid", "exponential"};
+
+static Act parse_act(const std::string &name_in, const char *owner) {
+    std::string name = lower(name_in);
+    if (name.empty() || name == "none") return ACT_LINEAR;
+    if (name == "silu") return ACT_SWISH;
+    for (int i = 0; i < ACT_COUNT; i++)
+        if (name == act_names[i]) return (Act)i;
+    std::string all;
+    for (int i = 0; i < ACT_COUNT; i++) all += std::string(i ? ", " : "") + act_names[i];
+    raise(NNL_ERR_ARGUMENT, "%s: unknown activation '%s' (known: %s)", owner, name_in.c_str(), all.c_str());
+}
+
+struct Kernels {
+    const char *name;
+    /* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C; op transposes when ta/tb. */
+    void (*sgemm)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+    /* y[r, :] += b for rows r < rows, row length n */
+    void (*bias_add)(float *y, const float *b, int64_t rows, int64_t n);
+    /* db[j] = sum_r dy[r, j] */
+    void (*bias_grad)(const float *dy, float *db, int64_t rows, int64_t n);
+    /* y = act(x) elementwise (softmax over rows of length n) */
+    void (*act_forward)(Act a, const float *x, float *y, int64_t rows, int64_t n);
+    /* dx = dy * act'(x); y = act(x) is given too (softmax uses y only) */
+    void (*act_backward)(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t rows, int64_t n);
+    /* mask[i] = 0 with probability rate else 1/(1-rate); y = x * mask */
+    void (*dropout_forward)(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed);
+    void (*mul)(const float *a, const float *b, float *y, int64_t n); /* y = a*b */
+    void (*copy)(const float *x, float *y, int64_t n);
+    /* sum of squares, and whether every value is finite */
+    double (*sumsq)(const float *x, int64_t n, bool *finite);
+};
+
+/* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
+   Loops: columns by NC, depth by KC (B packed into NR-wide panels), rows by
+   MC (A packed into MR-high panels), then MR x NR register tiles computed by
+   a micro-kernel. The AVX2+FMA micro-kernel is chosen at run time; the
+   portable one is plain C++. Threads split the register tiles. */
+namespace gemm {
+constexpr int MR = 6, NR = 16, KC = 256, MC = 192, NC = 3072;
+
+struct Buffers {
+    float *bp = nullptr, *ap = nullptr;
+    size_t bp_n = 0, ap_n = 0;
+    ~Buffers() {
+        free(bp);
+        free(ap);
+    }
+    static float *grow(float *p, size_t &have, size_t need) {
+        if (need <= have) return p;
+        free(p);
+        void *q = nullptr;
+        if (posix_memalign(&q, 64, need * sizeof(float)) != 0) throw std::bad_alloc();
+        have = need;
+        return (float *)q;
+    }
+};
+/* Packing buffers, per calling thread, grown once and reused: no allocation
+   per call in steady state. */
+static thread_local Buffers tl_buf;
+
+static inline float at(const float *X, int64_t ld, bool t, int64_t r, int64_t c) {
+    return t ? X[c * ld + r] : X[r * ld + c];
+}
+
+/* Ap: panels of MR rows, each kc x MR (k-major), zero padded. */
+static void pack_a(bool ta, const float *A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float *Ap,
+                   int64_t panel) {
+    int64_t p = panel * MR, mr = std::min<int64_t>(MR, mc - p);
+    float *dst = Ap + panel * MR * kc;
+    if (!ta) {
+        for (int64_t r = 0; r < mr; r++) {
+            const float *src = A + (i0 + p + r) * lda + k0;
+            for (int64_t k = 0; k < kc; k++) dst[k * MR + r] = src[k];
+        }
+    } else {
+        for (int64_t k = 0; k < kc; k++) {
+            const float *src = A + (k0 + k) * lda + i0 + p;
+            for (int64_t r = 0; r < mr; r++) dst[k * MR + r] = src[r];
+        }
+    }
+    if (mr < MR)
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t r = mr; r < MR; r++) dst[k * MR + r] = 0.f;
+}
+
+/* Bp: panels of NR columns, each kc x NR (k-major), zero padded. */
+static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, float *Bp,
+                   int64_t panel) {
+    int64_t j = panel * NR, nr = std::min<int64_t>(NR, nc - j);
+    float *dst = Bp + panel * NR * kc;
+    if (!tb) {
+        for (int64_t k = 0; k < kc; k++) {
+            const float *src = B + (k0 + k) * ldb + j0 + j;
+            int64_t c = 0;
+            for (; c < nr; c++) dst[k * NR + c] = src[c];
+            for (; c < NR; c++) dst[k * NR + c] = 0.f;
+        }
+    } else {
+        for (int64_t c = 0; c < nr; c++) {
+            const float *src = B + (j0 + j + c) * ldb + k0;
+            for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = src[k];
+        }
+        for (int64_t c = nr; c < NR; c++)
+            for (int64_t k = 0; k < kc; k++) dst[k * NR + c] = 0.f;
+    }
+}
+
+/* Writes an MR x NR accumulator tile into C (mr x nr valid). */
+static inline void store_tile(const float *acc, float *C, int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr) {
+    for (int64_t r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        const float *a = acc + r * NR;
+        if (beta == 0.f)
+            for (int64_t j = 0; j < nr; j++) c[j] = alpha * a[j];
+        else
+            for (int64_t j = 0; j < nr; j++) c[j] = alpha * a[j] + beta * c[j];
+    }
+}
+
+static void ukr_generic(int64_t kc, const float *a, const float *b, float *C, int64_t ldc, float alpha, float beta,
+                        int64_t mr, int64_t nr) {
+    float acc[MR * NR] = {0};
+    for (int64_t k = 0; k < kc; k++, a += MR, b += NR)
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++) acc[r * NR + j] += a[r] * b[j];
+    store_tile(acc, C, ldc, alpha, beta, mr, nr);
+}
+
+#if NNL_X86
+__attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float *a, const float *b, float *C,
+                                                          int64_t ldc, float alpha, float beta, int64_t mr,
+                                                          int64_t nr) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; k++, a += MR, b += NR) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
+        x = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    if (mr == MR && nr == NR) {
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        for (int r = 0; r < MR; r++)
+            for (int h = 0; h < 2; h++) {
+                float *c = C + r * ldc + h * 8;
+                __m256 v = _mm256_mul_ps(va, acc[2 * r + h]);
+                if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), v);
+                _mm256_storeu_ps(c, v);
+            }
+        return;
+    }
+    alignas(32) float tmp[MR * NR];
+    for (int i = 0; i < 12; i++) _mm256_store_ps(tmp + i * 8, acc[i]);
+    store_tile(tmp, C, ldc, alpha, beta, mr, nr);
+}
+#endif
+
+typedef void (*Ukr)(int64_t, const float *, const float *, float *, int64_t, float, float, int64_t, int64_t);
+
+static Ukr pick_ukr() {
+#if NNL_X86
+    if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ukr_avx2;
+#endif
+    return ukr_generic;
+}
+static const Ukr ukr = pick_ukr();
+
+static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.f) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+        return;
+    }
+    Buffers &buf = tl_buf;
+    int64_t ncmax = std::min<int64_t>(N, NC), kcmax = std::min<int64_t>(K, KC), mcmax = std::min<int64_t>(M, MC);
+    buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kcmax));
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)((mcmax + MR - 1) / MR * MR * kcmax));
+    float *Bp = buf.bp, *Ap = buf.ap;
+    bool par = threads() > 1 && (double)M * N * K > 4e5;
+    (void)par;
+#pragma omp parallel num_threads(threads()) if (par)
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        int64_t nc = std::min<int64_t>(NC, N - jc), npan = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kc = std::min<int64_t>(KC, K - pc);
+            float bet = pc == 0 ? beta : 1.f;
+#pragma omp for schedule(static)
+            for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
+#pragma omp for schedule(static)
+                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+#pragma omp for schedule(static) collapse(2)
+                for (int64_t jp = 0; jp < npan; jp++)
+                    for (int64_t ip = 0; ip < mpan; ip++) {
+                        int64_t i = ip * MR, j = jp * NR;
+                        ukr(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j, ldc, alpha, bet,
+                            std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
+                    }
+            }
+        }
+    }
+}
+} // namespace gemm
+
+/* ---- Elementwise kernels ---- */
+#define NNL_PAR_FOR _Pragma("omp parallel for schedule(static) num_threads(threads()) if (n > 32768)")
+
+static void cpu_bias_add(float *y, const float *b, int64_t rows, int64_t n) {
+    int64_t total = rows * n;
+    (void)total;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        float *yr = y + r * n;
+        for (int64_t j = 0; j < n; j++) yr[j] += b[j];
+    }
+}
+
+static void cpu_bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
+    for (int64_t j = 0; j < n; j++) db[j] = 0.f;
+    /* rows outer keeps dy streaming; db stays in cache */
+    for (int64_t r = 0; r < rows; r++) {
+        const float *d = dy + r * n;
+        for (int64_t j = 0; j < n; j++) db[j] += d[j];
+    }
+}
+
+static const float SELU_ALPHA = 1.6732632423543772f, SELU_SCALE = 1.0507009873554805f;
+static const float LEAKY_SLOPE = 0.2f; /* keras.activations.leaky_relu's default */
+
+static inline float sigmoidf(float x) {
+    return x >= 0 ? 1.f / (1.f + std::exp(-x)) : std::exp(x) / (1.f + std::exp(x));
+}
+
+static inline float act1(Act a, float x) {
+    switch (a) {
+    case ACT_RELU: return x > 0 ? x : 0.f;
+    case ACT_SIGMOID: return sigmoidf(x);
+    case ACT_TANH: return std::tanh(x);
+    case ACT_LEAKY_RELU: return x > 0 ? x : LEAKY_SLOPE * x;
+    case ACT_ELU: return x > 0 ? x : std::expm1(x);
+    case ACT_SELU: return SELU_SCALE * (x > 0 ? x : SELU_ALPHA * std::expm1(x));
+    case ACT_GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
+    case ACT_SOFTPLUS: return x > 20.f ? x : std::log1p(std::exp(x));
+    case ACT_SOFTSIGN: return x / (1.f + std::fabs(x));
+    case ACT_SWISH: return x * sigmoidf(x);
+    case ACT_HARD_SIGMOID: return std::min(1.f, std::max(0.f, 0.2f * x + 0.5f));
+    case ACT_EXPONENTIAL: return std::exp(x);
+    default: return x;
+    }
+}
+
+/* d act / dx at x (y = act(x) given for the cheap cases) */
+static inline float dact1(Act a, float x, float y) {
+    switch (a) {
+    case ACT_RELU: return x > 0 ? 1.f : 0.f;
+    case ACT_SIGMOID: return y * (1.f - y);
+    case ACT_TANH: return 1.f - y * y;
+    case ACT_LEAKY_RELU: return x > 0 ? 1.f : LEAKY_SLOPE;
+    case ACT_ELU: return x > 0 ? 1.f : y + 1.f;
+    case ACT_SELU: return x > 0 ? SELU_SCALE : y + SELU_SCALE * SELU_ALPHA;
+    case ACT_GELU:
+        return 0.5f * (1.f + std::erf(x * 0.70710678118654752f)) +
+               x * 0.3989422804014327f * std::exp(-0.5f * x * x);
+    case ACT_SOFTPLUS: return sigmoidf(x);
+    case ACT_SOFTSIGN: {
+        float d = 1.f + std::fabs(x);
+        return 1.f / (d * d);
+    }
+    case ACT_SWISH: {
+        float s = sigmoidf(x);
+        return s * (1.f + x * (1.f - s));
+    }
+    case ACT_HARD_SIGMOID: return (x > -2.5f && x < 2.5f) ? 0.2f : 0.f;
+    case ACT_EXPONENTIAL: return y;
+    default: return 1.f;
+    }
+}
+
+static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n) {
+    if (a == ACT_SOFTMAX) {
+        int64_t total = rows * n;
+        (void)total;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 32768)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * n;
+            float *yr = y + r * n, m = xr[0], s = 0.f;
+            for (int64_t j = 1; j < n; j++) m = std::max(m, xr[j]);
+            for (int64_t j = 0; j < n; j++) s += (yr[j] = std::exp(xr[j] - m));
+            float inv = 1.f / s;
+            for (int64_t j = 0; j < n; j++) yr[j] *= inv;
+        }
+        return;
+    }
+    n *= rows;
+    if (a == ACT_LINEAR) {
+        if (x != y) memcpy(y, x, (size_t)n * sizeof(float));
+        return;
+    }
+    if (a == ACT_RELU) {
+        NNL_PAR_FOR
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.f;
+        return;
+    }
+    NNL_PAR_FOR
+    for (int64_t i = 0; i < n; i++) y[i] = act1(a, x[i]);
+}
+
+static void cpu_act_backward(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t rows,
+                             int64_t n) {
+    if (a == ACT_SOFTMAX) {
+        for (int64_t r = 0; r < rows; r++) {
+            const float *yr = y + r * n, *dr = dy + r * n;
+            float *o = dx + r * n, dot = 0.f;
+            for (int64_t j = 0; j < n; j++) dot += dr[j] * yr[j];
+            for (int64_t j = 0; j < n; j++) o[j] = yr[j] * (dr[j] - dot);
+        }
+        return;
+    }
+    n *= rows;
+    if (a == ACT_RELU) {
+        NNL_PAR_FOR
+        for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.f;
+        return;
+    }
+    NNL_PAR_FOR
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * dact1(a, x[i], y[i]);
+}
+
+/* Counter-based mask: element i's draw depends only on (seed, i), so the
+   mask is the same whatever the thread count (and on the GPU). */
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
+    float keep = 1.f / (1.f - rate);
+    NNL_PAR_FOR
+    for (int64_t i = 0; i < n; i++) {
+        double u = (double)(mix64(seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)) >> 11) * (1.0 / 9007199254740992.0);
+        mask[i] = u < rate ? 0.f : keep;
+        y[i] = x[i] * mask[i];
+    }
+}
+
+static void cpu_mul(const float *a, const float *b, float *y, int64_t n) {
+    NNL_PAR_FOR
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+}
+
+static void cpu_copy(const float *x, float *y, int64_t n) {
+    if (x != y) memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    if (finite) *finite = std::isfinite(s);
+    return s;
+}
+
+static const Kernels cpu_kernels = {"cpu", gemm::sgemm, cpu_bias_add, cpu_bias_grad, cpu_act_forward,
+                                    cpu_act_backward, cpu_dropout_forward, cpu_mul, cpu_copy, cpu_sumsq};
+
+static const Kernels &K() { return cpu_kernels; }
+
+} // namespace nnl
+
+/* ========================================================================
+   3  Layers
+   A layer is one self-contained unit: its Keras configuration (read in the
+   constructor), its shape rule (build), forward, backward, and its weights.
+   Adding a layer means one class here and one line in layer_registry().
+   Activations x, y and their gradients are (B, per-sample shape) arrays that
+   the model owns; a layer's private scratch (ws) is sized by workspace().
+   ======================================================================== */
+namespace nnl {
+
+struct WeightSpec {
+    std::string name; /* "kernel", "bias" */
+    Shape shape;
+    std::string init;
+    float *w = nullptr, *g = nullptr; /* into the model's arenas */
+};
+
+struct Ctx {
+    bool training = false;
+    uint64_t seed = 0; /* per-batch seed for dropout masks */
+};
+
+class Layer {
+public:
+    Spec spec;            /* the Keras configuration as given */
+    std::string name;     /* "dense_1" */
+    const char *cls = ""; /* "Dense" */
+    Shape in, out;        /* per-sample shapes */
+    std::vector<WeightSpec> weights;
+    float *ws = nullptr;  /* private scratch, workspace(B) floats */
+    /* Set by compile when the loss computes its gradient w.r.t. this layer's
+       pre-activation (softmax/sigmoid + cross-entropy, as Keras does): then
+       backward receives dL/dz in dy and skips the activation. */
+    bool fused_output = false;
+
+    virtual ~Layer() {}
+    virtual void build(const Shape &input) = 0;
+    virtual int64_t workspace(int64_t /*B*/) const { return 0; }
+    /* A view shares its input's memory (Flatten, Reshape): no copy at all. */
+    virtual bool is_view() const { return false; }
+    virtual void forward(const float *x, float *y, int64_t B, const Ctx &c) = 0;
+    /* dx may be NULL (first layer): then only weight gradients are needed. */
+    virtual void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) = 0;
+    /* The activation applied last, and where its input (the logits) is kept;
+       used by compile to fuse softmax/sigmoid with cross-entropy. */
+    virtual Act output_act() const { return ACT_LINEAR; }
+    virtual const float *logits(const float * /*x*/) const { return nullptr; }
+    int64_t param_count() const {
+        int64_t n = 0;
+        for (auto &w : weights) n += w.shape.size();
+        return n;
+    }
+};
+
+/* Keras' default layer names: the class in snake case. */
+static std::string snake(const char *cls) {
+    std::string s;
+    for (const char *p = cls; *p; p++) {
+        if (isupper((unsigned char)*p) && p != cls && !isupper((unsigned char)p[-1])) s += '_';
+        s += (char)tolower((unsigned char)*p);
+    }
+    return s;
+}
+
+/* y = act(x W + b) on the last axis: x (B, ..., in), W (in, units),
+   b (units,), y (B, ..., units). The pre-activation z is kept in ws for
+   backward when the activation is not linear. */
+class Dense : public Layer {
+public:
+    int64_t units;
+    Act act;
+    bool use_bias;
+    explicit Dense(Args &a) {
+        cls = "Dense";
+        units = a.integer("units", 0, 0);
+        NNL_REQUIRE(units > 0 && units < (1 << 28), NNL_ERR_ARGUMENT, "Dense: units must be a positive integer");
+        act = parse_act(a.str("activation", 1, "linear"), "Dense");
+        use_bias = a.flag("use_bias", 2, true);
+        std::string ki = a.str("kernel_initializer", 3, "glorot_uniform");
+        std::string bi = a.str("bias_initializer", 4, "zeros");
+        WeightSpec k;
+        k.name = "kernel";
+        k.init = ki;
+        weights.push_back(k);
+        if (use_bias) {
+            WeightSpec b;
+            b.name = "bias";
+            b.init = bi;
+            weights.push_back(b);
+        }
+    }
+    void build(const Shape &input) override {
+        NNL_REQUIRE(input.rank >= 1, NNL_ERR_SHAPE, "Dense: input must have at least one dimension");
+        in = out = input;
+        out.d[out.rank - 1] = units;
+        weights[0].shape = Shape{input.last(), units};
+        if (use_bias) weights[1].shape = Shape{units};
+    }
+    int64_t workspace(int64_t B) const override { return act == ACT_LINEAR ? 0 : B * out.size(); }
+    Act output_act() const override { return act; }
+    const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        int64_t rows = B * (in.size() / in.last()), nin = in.last();
+        float *z = act == ACT_LINEAR ? y : ws;
+        K().sgemm(false, false, rows, units, nin, 1.f, x, nin, weights[0].w, units, 0.f, z, units);
+        if (use_bias) K().bias_add(z, weights[1].w, rows, units);
+        if (act != ACT_LINEAR) K().act_forward(act, z, y, act == ACT_SOFTMAX ? rows : 1, act == ACT_SOFTMAX ? units : rows * units);
+    }
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        int64_t rows = B * (in.size() / in.last()), nin = in.last();
+        const float *dz = dy;
+        if (act != ACT_LINEAR && !fused_output) {
+            /* dz overwrites the saved z: it is not needed after this. */
+            K().act_backward(act, ws, y, dy, ws, act == ACT_SOFTMAX ? rows : 1,
+                             act == ACT_SOFTMAX ? units : rows * units);
+            dz = ws;
+        }
+        K().sgemm(true, false, nin, units, rows, 1.f, x, nin, dz, units, 0.f, weights[0].g, units);
+        if (use_bias) K().bias_grad(dz, weights[1].g, rows, units);
+        if (dx) K().sgemm(false, true, rows, nin, units, 1.f, dz, units, weights[0].w, units, 0.f, dx, nin);
+    }
+};
+
+class Activation : public Layer {
+public:
+    Act act;
+    explicit Activation(Args &a) {
+        cls = "Activation";
+        NNL_REQUIRE(a.has("activation", 0), NNL_ERR_ARGUMENT, "Activation: needs an activation name");
+        act = parse_act(a.str("activation", 0, ""), "Activation");
+    }
+    void build(const Shape &input) override { in = out = input; }
+    Act output_act() const override { return act; }
+    const float *logits(const float *x) const override { return x; }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        int64_t n = B * in.size();
+        K().act_forward(act, x, y, act == ACT_SOFTMAX ? n / in.last() : 1, act == ACT_SOFTMAX ? in.last() : n);
+    }
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        if (!dx) return;
+        int64_t n = B * in.size();
+        if (fused_output)
+            K().copy(dy, dx, n);
+        else
+            K().act_backward(act, x, y, dy, dx, act == ACT_SOFTMAX ? n / in.last() : 1,
+                             act == ACT_SOFTMAX ? in.last() : n);
+    }
+};
+
+/* Inverted dropout: in training, zero each value with probability rate and
+   scale the rest by 1/(1-rate); at inference the identity. The mask lives in ws. */
+class Dropout : public Layer {
+public:
+    float rate;
+    int64_t seed;
+    explicit Dropout(Args &a) {
+        cls = "Dropout";
+        rate = (float)a.num("rate", 0, -1);
+        NNL_REQUIRE(rate >= 0 && rate < 1, NNL_ERR_ARGUMENT, "Dropout: rate must be in [0, 1), got %g", rate);
+        a.get("noise_shape", 1);
+        seed = a.integer("seed", 2, 0);
+    }
+    void build(const Shape &input) override { in = out = input; }
+    int64_t workspace(int64_t B) const override { return B * in.size(); }
+    void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
+        int64_t n = B * in.size();
+        if (!c.training || rate == 0.f)
+            K().copy(x, y, n);
+        else
+            K().dropout_forward(x, y, ws, n, rate, mix64(c.seed ^ (uint64_t)seed ^ (uint64_t)(uintptr_t)this));
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {
+        if (!dx) return;
+        int64_t n = B * in.size();
+        if (!c.training || rate == 0.f)
+            K().copy(dy, dx, n);
+        else
+            K().mul(dy, ws, dx, n);
+    }
+};
+
+class Flatten : public Layer {
+public:
+    explicit Flatten(Args &a) {
+        cls = "Flatten";
+        std::string df = a.str("data_format", 0, "channels_last");
+        NNL_REQUIRE(df == "channels_last", NNL_ERR_UNSUPPORTED, "Flatten: data_format '%s' is not supported",
+                    df.c_str());
+    }
+    void build(const Shape &input) override {
+        in = input;
+        out = Shape{input.size()};
+    }
+    bool is_view() const override { return true; }
+    void forward(const float *, float *, int64_t, const Ctx &) override {}
+    void backward(const float *, const float *, const float *, float *, int64_t, const Ctx &) override {}
+};
+
+class Reshape : public Layer {
+public:
+    std::vector<int64_t> target;
+    explicit Reshape(Args &a) {
+        cls = "Reshape";
+        target = a.ints("target_shape", 0);
+        NNL_REQUIRE(!target.empty() && target.size() <= NNL_MAX_RANK, NNL_ERR_ARGUMENT,
+                    "Reshape: target_shape needs 1..%d dimensions", NNL_MAX_RANK);
+    }
+    void build(const Shape &input) override {
+        in = input;
+        out = Shape();
+        int unknown = -1;
+        int64_t known = 1;
+        for (size_t i = 0; i < target.size(); i++) {
+            if (target[i] == -1) {
+                NNL_REQUIRE(unknown < 0, NNL_ERR_SHAPE, "Reshape: only one dimension may be -1");
+                unknown = (int)i;
+            } else {
+                NNL_REQUIRE(target[i] > 0, NNL_ERR_SHAPE, "Reshape: bad dimension %lld", (long long)target[i]);
+                known *= target[i];
+            }
+            out.d[out.rank++] = target[i];
+        }
+        if (unknown >= 0) {
+            NNL_REQUIRE(input.size() % known == 0, NNL_ERR_SHAPE, "Reshape: cannot reshape %s into %s",
+                        input.str().c_str(), out.str().c_str());
+            out.d[unknown] = input.size() / known;
+        }
+        NNL_REQUIRE(out.size() == input.size(), NNL_ERR_SHAPE,
+                    "Reshape: cannot reshape %s (%lld values) into %s (%lld values)", input.str().c_str(),
+                    (long long)input.size(), out.str().c_str(), (long long)out.size());
+    }
+    bool is_view() const override { return true; }
+    void forward(const float *, float *, int64_t, const Ctx &) override {}
+    void backward(const float *, const float *, const float *, float *, int64_t, const Ctx &) override {}
+};
+
+typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
+template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
+
+static const std::map<std::string, LayerFactory> &layer_registry() {
+    static const std::map<std::string, LayerFactory> r = {
+        {"Dense", make_layer<Dense>},     {"Activation", make_layer<Activation>}, {"Dropout", make_layer<Dropout>},
+        {"Flatten", make_layer<Flatten>}, {"Reshape", make_layer<Reshape>},
+    };
+    return r;
+}
+
+/* Weight initialisers (Keras semantics; fans of a (in, out) kernel). */
+static void init_weights(float *w, const Shape &s, const std::string &init_in, Rng &rng, const char *owner) {
+    std::string init = lower(init_in);
+    int64_t n = s.size();
+    double fan_in = s.rank >= 2 ? (double)s.size() / s.last() : (double)n;
+    double fan_out = s.rank >= 2 ? (double)s.size() / s.d[s.rank - 2] : (double)n;
+    if (s.rank > 2) { /* convolution kernels (..., in, out): receptive field times channels */
+        double rf = (double)s.size() / (s.d[s.rank - 2] * s.d[s.rank - 1]);
+        fan_in = rf * s.d[s.rank - 2];
+        fan_out = rf * s.d[s.rank - 1];
+    }
+    auto uniform = [&](double limit) {
+        for (int64_t i = 0; i < n; i++) w[i] = (float)((rng.uniform() * 2 - 1) * limit);
+    };
+    auto truncated = [&](double stddev) { /* Keras' truncated normal: redraw beyond 2 stddev */
+        for (int64_t i = 0; i < n; i++) {
+            float z;
+            do z = rng.normal();
+            while (std::fabs(z) > 2.f);
+            w[i] = (float)(z * stddev);
+        }
+    };
+    /* 0.8796...: stddev of a standard normal truncated to [-2, 2] */
+    const double tn = 0.87962566103423978;
+    if (init == "zeros") {
+        std::fill(w, w + n, 0.f);
+    } else if (init == "ones") {
+        std::fill(w, w + n, 1.f);
+    } else if (init == "glorot_uniform") {
+        uniform(std::sqrt(6.0 / (fan_in + fan_out)));
+    } else if (init == "he_uniform") {
+        uniform(std::sqrt(6.0 / fan_in));
+    } else if (init == "lecun_uniform") {
+        uniform(std::sqrt(3.0 / fan_in));
+    } else if (init == "glorot_normal") {
+        truncated(std::sqrt(2.0 / (fan_in + fan_out)) / tn);
+    } else if (init == "he_normal") {
+        truncated(std::sqrt(2.0 / fan_in) / tn);
+    } else if (init == "lecun_normal") {
+        truncated(std::sqrt(1.0 / fan_in) / tn);
+    } else if (init == "random_uniform") {
+        uniform(0.05);
+    } else if (init == "random_normal") {
+        for (int64_t i = 0; i < n; i++) w[i] = 0.05f * rng.normal();
+    } else {
+        raise(NNL_ERR_ARGUMENT,
+              "%s: unknown initializer '%s' (known: glorot_uniform, glorot_normal, he_uniform, he_normal, "
+              "lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal)",
+              owner, init_in.c_str());
+    }
+}
+
+} // namespace nnl
+
+/* ========================================================================
+   4  Losses and metrics
+   Targets arrive as float rows: class ids for the sparse losses (one per
+   position), else one value per output element. Losses return the mean
+   over the batch (Keras' sum_over_batch_size) and write dL/dy, or dL/dz
+   for a fused softmax/sigmoid output, already divided by the batch size.
+   ======================================================================== */
+namespace nnl {
+
+enum LossKind { LOSS_SPARSE_CCE, LOSS_CCE, LOSS_BCE, LOSS_MSE, LOSS_MAE, LOSS_HUBER };
+static const float PROB_EPS = 1e-7f; /* Keras' backend epsilon */
+
+struct Loss {
+    LossKind kind = LOSS_MSE;
+    bool from_logits = false;
+    float delta = 1.f;
+    std::string name;
+    /* Fusion state set by compile: the last layer applies softmax/sigmoid and
+       the loss works from its logits. */
+    Act fused = ACT_LINEAR;
+
+    bool sparse() const { return kind == LOSS_SPARSE_CCE; }
+    bool crossentropy() const { return kind == LOSS_SPARSE_CCE || kind == LOSS_CCE || kind == LOSS_BCE; }
+
+    /* y: outputs (B, D) where D = classes * positions; t: targets; z: logits
+       or NULL. Returns the summed per-sample loss (divide by B for the mean);
+       dy may be NULL (evaluation). */
+    double run(const float *y, const float *z, const float *t, int64_t B, int64_t D, int64_t C, float *dy) const {
+        bool logits = from_logits || fused != ACT_LINEAR;
+        const float *src = (logits && z) ? z : y; /* when from_logits, y are the logits themselves */
+        double total = 0;
+        float invB = 1.f / (float)B;
+        if (kind == LOSS_SPARSE_CCE || kind == LOSS_CCE) {
+            int64_t rows = B * (D / C), per = D / C;
+            float scale = invB / (float)per; /* mean over positions too */
+            for (int64_t r = 0; r < rows; r++) {
+                const float *p = src + r * C;
+                float *d = dy ? dy + r * C : nullptr;
+                if (logits) { /* stable: log_softmax = z - m - log(sum exp(z - m)) */
+                    float m = p[0];
+                    for (int64_t j = 1; j < C; j++) m = std::max(m, p[j]);
+                    double s = 0;
+                    for (int64_t j = 0; j < C; j++) s += std::exp((double)p[j] - m);
+                    double lse = m + std::log(s);
+                    if (kind == LOSS_SPARSE_CCE) {
+                        int64_t c = (int64_t)t[r];
+                        total += (lse - p[c]) / per;
+                        if (d) {
+                            for (int64_t j = 0; j < C; j++) d[j] = (float)std::exp(p[j] - lse) * scale;
+                            d[c] -= scale;
+                        }
+                    } else {
+                        const float *tr = t + r * C;
+                        double tsum = 0, l = 0;
+                        for (int64_t j = 0; j < C; j++) {
+                            l += tr[j] * (lse - p[j]);
+                            tsum += tr[j];
+                        }
+                        total += l / per;
+                        if (d)
+                            for (int64_t j = 0; j < C; j++)
+                                d[j] = (float)(std::exp(p[j] - lse) * tsum - tr[j]) * scale;
+                    }
+                } else { /* probabilities: normalise rows, clip to [eps, 1-eps] as Keras */
+                    double s = 0;
+                    for (int64_t j = 0; j < C; j++) s += p[j];
+                    if (s <= 0) s = 1;
+                    if (kind == LOSS_SPARSE_CCE) {
+                        int64_t c = (int64_t)t[r];
+                        double q = p[c] / s, qc = std::min(std::max(q, (double)PROB_EPS), 1.0 - PROB_EPS);
+                        total += -std::log(qc) / per;
+                        if (d) {
+                            /* d/dp_j of -log(p_c / s) = 1/s - [j==c]/p_c; zero where clipped */
+                            bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
+                            for (int64_t j = 0; j < C; j++) d[j] = live ? (float)(1.0 / s) * scale : 0.f;
+                            if (live) d[c] -= (float)(1.0 / p[c]) * scale;
+                        }
+                    } else {
+                        const float *tr = t + r * C;
+                        double l = 0, tsum = 0;
+                        for (int64_t j = 0; j < C; j++) tsum += tr[j];
+                        for (int64_t j = 0; j < C; j++) {
+                            double q = p[j] / s, qc = std::min(std::max(q, (double)PROB_EPS), 1.0 - PROB_EPS);
+                            l -= tr[j] * std::log(qc);
+                            if (d) {
+                                bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
+                                d[j] = (float)(tsum / s - (live ? tr[j] / p[j] : 0.0)) * scale;
+                            }
+                        }
+                        total += l / per;
+                    }
+                }
+            }
+            return total;
+        }
+        float scale = invB / (float)D; /* mean over the last axes, then the batch */
+        for (int64_t i = 0; i < B * D; i++) {
+            float v = src[i], tv = t[i], g;
+            double l;
+            switch (kind) {
+            case LOSS_BCE:
+                if (logits) { /* max(z,0) - z t + log(1 + exp(-|z|)) */
+                    l = std::max(v, 0.f) - v * tv + std::log1p(std::exp(-std::fabs((double)v)));
+                    g = sigmoidf(v) - tv;
+                } else {
+                    float q = std::min(std::max(v, PROB_EPS), 1.f - PROB_EPS);
+                    l = -(tv * std::log((double)q) + (1 - tv) * std::log(1.0 - q));
+                    g = (v > PROB_EPS && v < 1.f - PROB_EPS) ? (q - tv) / (q * (1 - q)) : 0.f;
+                }
+                break;
+            case LOSS_MSE:
+                l = (double)(v - tv) * (v - tv);
+                g = 2 * (v - tv);
+                break;
+            case LOSS_MAE:
+                l = std::fabs(v - tv);
+                g = v > tv ? 1.f : (v < tv ? -1.f : 0.f);
+                break;
+            default: { /* Huber */
+                float e = v - tv, a = std::fabs(e);
+                l = a <= delta ? 0.5 * e * e : delta * (a - 0.5 * delta);
+                g = a <= delta ? e : (e > 0 ? delta : -delta);
+            }
+            }
+            total += l / D;
+            if (dy) dy[i] = g * scale;
+        }
+        return total;
+    }
+};
+
+static Loss make_loss(const std::string &text) {
+    Spec sp = parse_spec(text.c_str());
+    Args a(sp, "loss");
+    std::string n = lower(sp.name);
+    Loss L;
+    if (n == "sparse_categorical_crossentropy" || n == "sparsecategoricalcrossentropy") {
+        L.kind = LOSS_SPARSE_CCE;
+        L.name = "sparse_categorical_crossentropy";
+    } else if (n == "categorical_crossentropy" || n == "categoricalcrossentropy") {
+        L.kind = LOSS_CCE;
+        L.name = "categorical_crossentropy";
+    } else if (n == "binary_crossentropy" || n == "binarycrossentropy") {
+        L.kind = LOSS_BCE;
+        L.name = "binary_crossentropy";
+    } else if (n == "mean_squared_error" || n == "mse" || n == "meansquarederror") {
+        L.kind = LOSS_MSE;
+        L.name = "mean_squared_error";
+    } else if (n == "mean_absolute_error" || n == "mae" || n == "meanabsoluteerror") {
+        L.kind = LOSS_MAE;
+        L.name = "mean_absolute_error";
+    } else if (n == "huber" || n == "huber_loss") {
+        L.kind = LOSS_HUBER;
+        L.name = "huber";
+    } else {
+        raise(NNL_ERR_ARGUMENT,
+              "unknown loss '%s' (known: sparse_categorical_crossentropy, categorical_crossentropy, "
+              "binary_crossentropy, mean_squared_error, mean_absolute_error, huber)",
+              sp.name.c_str());
+    }
+    if (L.crossentropy()) L.from_logits = a.flag("from_logits", 0, false);
+    if (L.kind == LOSS_HUBER) {
+        L.delta = (float)a.num("delta", 0, 1.0);
+        NNL_REQUIRE(L.delta > 0, NNL_ERR_ARGUMENT, "huber: delta must be positive");
+    }
+    a.done();
+    return L;
+}
+
+enum MetricKind { M_SPARSE_ACC, M_CAT_ACC, M_BIN_ACC, M_SPARSE_TOPK, M_TOPK, M_MSE, M_MAE };
+
+struct Metric {
+    MetricKind kind;
+    std::string name;
+    int k = 5;
+    float threshold = 0.5f;
+    /* Sum over the batch of the per-sample metric (mean over positions). */
+    double run(const float *y, const float *t, int64_t B, int64_t D, int64_t C) const {
+        double total = 0;
+        if (kind == M_MSE || kind == M_MAE) {
+            for (int64_t i = 0; i < B * D; i++) {
+                double e = (double)y[i] - t[i];
+                total += (kind == M_MSE ? e * e : std::fabs(e)) / D;
+            }
+            return total;
+        }
+        if (kind == M_BIN_ACC) {
+            for (int64_t i = 0; i < B * D; i++) total += ((y[i] > threshold ? 1.f : 0.f) == (t[i] > 0.5f ? 1.f : 0.f)) ? 1.0 / D : 0.0;
+            return total;
+        }
+        int64_t per = D / C, rows = B * per;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *p = y + r * C;
+            int64_t c;
+            if (kind == M_SPARSE_ACC || kind == M_SPARSE_TOPK) {
+                c = (int64_t)t[r];
+            } else { /* one-hot: the true class is the argmax of the target row */
+                const float *tr = t + r * C;
+                c = std::max_element(tr, tr + C) - tr;
+            }
+            bool hit;
+            if (kind == M_SPARSE_ACC || kind == M_CAT_ACC) {
+                hit = (std::max_element(p, p + C) - p) == c;
+            } else { /* in the top k: fewer than k classes score higher */
+                int64_t above = 0;
+                for (int64_t j = 0; j < C; j++) above += p[j] > p[c];
+                hit = above < k;
+            }
+            total += hit ? 1.0 / per : 0.0;
+        }
+        return total;
+    }
+};
+
+static Metric make_metric(const std::string &text, const Loss &L, int64_t out_last) {
+    Spec sp = parse_spec(text.c_str());
+    Args a(sp, "metric");
+    std::string n = lower(sp.name);
+    Metric m;
+    m.name = n;
+    if (n == "accuracy" || n == "acc") {
+        m.name = n;
+        if (L.kind == LOSS_SPARSE_CCE)
+            m.kind = M_SPARSE_ACC;
+        else if (L.kind == LOSS_CCE)
+            m.kind = M_CAT_ACC;
+        else if (L.kind == LOSS_BCE || out_last == 1)
+            m.kind = M_BIN_ACC;
+        else
+            m.kind = M_CAT_ACC;
+    } else if (n == "sparse_categorical_accuracy") {
+        m.kind = M_SPARSE_ACC;
+    } else if (n == "categorical_accuracy") {
+        m.kind = M_CAT_ACC;
+    } else if (n == "binary_accuracy") {
+        m.kind = M_BIN_ACC;
+        m.threshold = (float)a.num("threshold", 0, 0.5);
+    } else if (n == "top_k_categorical_accuracy" || n == "sparse_top_k_categorical_accuracy") {
+        m.kind = n[0] == 's' ? M_SPARSE_TOPK : M_TOPK;
+        m.k = (int)a.integer("k", 0, 5);
+        NNL_REQUIRE(m.k >= 1, NNL_ERR_ARGUMENT, "%s: k must be >= 1", n.c_str());
+    } else if (n == "mse" || n == "mean_squared_error") {
+        m.kind = M_MSE;
+        m.name = "mse";
+    } else if (n == "mae" || n == "mean_absolute_error") {
+        m.kind = M_MAE;
+        m.name = "mae";
+    } else {
+        raise(NNL_ERR_ARGUMENT,
+              "unknown metric '%s' (known: accuracy, sparse_categorical_accuracy, categorical_accuracy, "
+              "binary_accuracy, top_k_categorical_accuracy, sparse_top_k_categorical_accuracy, mse, mae)",
+              sp.name.c_str());
+    }
+    if (m.kind == M_BIN_ACC && L.kind == LOSS_BCE && L.from_logits) m.threshold = 0.f; /* logits: sign */
+    NNL_REQUIRE(!((m.kind == M_SPARSE_ACC || m.kind == M_SPARSE_TOPK) && L.kind != LOSS_SPARSE_CCE), NNL_ERR_ARGUMENT,
+                "metric '%s' needs integer class labels (loss sparse_categorical_crossentropy)", m.name.c_str());
+    NNL_REQUIRE(!((m.kind == M_CAT_ACC || m.kind == M_TOPK) && L.kind == LOSS_SPARSE_CCE), NNL_ERR_ARGUMENT,
+                "metric '%s' needs one-hot targets; with integer labels use sparse_%s", m.name.c_str(),
+                m.name.c_str());
+    a.done();
+    return m;
+}
+
+} // namespace nnl
+
+/* ========================================================================
+   5  Optimizers
+   Keras 3 update rules and defaults (tf.keras >= 2.11). Every optimizer
+   owns slot arrays with the layout of the weights it updates (one arena per
+   slot), so a checkpoint or an all-reduce can treat them as flat arrays.
+   ======================================================================== */
+namespace nnl {
+
+struct ParamSlice {
+    float *w;
+    float *g;
+    int64_t n;
+};
+
+class Optimizer {
+public:
+    std::string name;
+    double learning_rate = 0.001;
+    int64_t iterations = 0;
+    double decay = 0, clipnorm = 0, clipvalue = 0, global_clipnorm = 0;
+    std::vector<std::vector<float>> slots; /* each the total weight count long */
+    virtual ~Optimizer() {}
+
+    void apply(ParamSlice *p, int count) {
+        int64_t total = 0;
+        for (int i = 0; i < count; i++) total += p[i].n;
+        if (slots.empty() || (int64_t)slots[0].size() != total) {
+            slots.assign(nslots(), std::vector<float>((size_t)total, 0.f));
+            init_slots();
+        }
+        clip(p, count);
+        double lr = learning_rate;
+        if (decay > 0) lr = lr / (1.0 + decay * (double)iterations);
+        int64_t off = 0;
+        for (int i = 0; i < count; i++) {
+            update(p[i].w, p[i].g, p[i].n, off, lr);
+            off += p[i].n;
+        }
+        iterations++;
+        after_step();
+    }
+
+protected:
+    virtual int nslots() const = 0;
+    virtual void init_slots() {}
+    virtual void after_step() {}
+    /* One tensor: w (n), g (n), its slots start at off in every slot arena. */
+    virtual void update(float *w, const float *g, int64_t n, int64_t off, double lr) = 0;
+    float *slot(int k, int64_t off) { return slots[(size_t)k].data() + off; }
+    double t() const { return (double)(iterations + 1); }
+
+    void clip(ParamSlice *p, int count) {
+        if (clipvalue > 0)
+            for (int i = 0; i < count; i++)
+                for (int64_t j = 0; j < p[i].n; j++)
+                    p[i].g[j] = std::min((float)clipvalue, std::max(-(float)clipvalue, p[i].g[j]));
+        if (clipnorm > 0)
+            for (int i = 0; i < count; i++) {
+                double nrm = std::sqrt(K().sumsq(p[i].g, p[i].n, nullptr));
+                if (nrm > clipnorm)
+                    for (int64_t j = 0; j < p[i].n; j++) p[i].g[j] = (float)(p[i].g[j] * (clipnorm / nrm));
+            }
+        if (global_clipnorm > 0) {
+            double s = 0;
+            for (int i = 0; i < count; i++) s += K().sumsq(p[i].g, p[i].n, nullptr);
+            double nrm = std::sqrt(s);
+            if (nrm > global_clipnorm)
+                for (int i = 0; i < count; i++)
+                    for (int64_t j = 0; j < p[i].n; j++) p[i].g[j] = (float)(p[i].g[j] * (global_clipnorm / nrm));
+        }
+    }
+};
+
+class SGD : public Optimizer {
+public:
+    double momentum;
+    bool nesterov;
+    SGD(Args &a) {
+        learning_rate = a.num("learning_rate", 0, 0.01);
+        momentum = a.num("momentum", 1, 0.0);
+        nesterov = a.flag("nesterov", 2, false);
+        NNL_REQUIRE(momentum >= 0 && momentum <= 1, NNL_ERR_ARGUMENT, "SGD: momentum must be in [0, 1]");
+    }
+    int nslots() const override { return momentum > 0 ? 1 : 0; }
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float l = (float)lr, m = (float)momentum;
+        if (momentum == 0) {
+            for (int64_t i = 0; i < n; i++) w[i] -= l * g[i];
+            return;
+        }
+        float *v = slot(0, off);
+        for (int64_t i = 0; i < n; i++) {
+            v[i] = m * v[i] - l * g[i];
+            w[i] += nesterov ? m * v[i] - l * g[i] : v[i];
+        }
+    }
+};
+
+class RMSprop : public Optimizer {
+public:
+    double rho, momentum, eps;
+    bool centered;
+    RMSprop(Args &a) {
+        learning_rate = a.num("learning_rate", 0, 0.001);
+        rho = a.num("rho", 1, 0.9);
+        momentum = a.num("momentum", 2, 0.0);
+        eps = a.num("epsilon", 3, 1e-7);
+        centered = a.flag("centered", 4, false);
+    }
+    int nslots() const override { return 3; } /* velocity, momentum, average gradient */
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float *v = slot(0, off), *mo = slot(1, off), *ag = slot(2, off);
+        float r = (float)rho, l = (float)lr, e = (float)eps, mm = (float)momentum;
+        for (int64_t i = 0; i < n; i++) {
+            v[i] = r * v[i] + (1 - r) * g[i] * g[i];
+            float den = v[i];
+            if (centered) {
+                ag[i] = r * ag[i] + (1 - r) * g[i];
+                den -= ag[i] * ag[i];
+            }
+            float inc = l * g[i] / std::sqrt(den + e);
+            if (momentum > 0) {
+                mo[i] = mm * mo[i] + inc;
+                w[i] -= mo[i];
+            } else {
+                w[i] -= inc;
+            }
+        }
+    }
+};
+
+class Adagrad : public Optimizer {
+public:
+    double init_acc, eps;
+    Adagrad(Args &a) {
+        learning_rate = a.num("learning_rate", 0, 0.001);
+        init_acc = a.num("initial_accumulator_value", 1, 0.1);
+        eps = a.num("epsilon", 2, 1e-7);
+    }
+    int nslots() const override { return 1; }
+    void init_slots() override { std::fill(slots[0].begin(), slots[0].end(), (float)init_acc); }
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float *acc = slot(0, off), l = (float)lr, e = (float)eps;
+        for (int64_t i = 0; i < n; i++) {
+            acc[i] += g[i] * g[i];
+            w[i] -= l * g[i] / std::sqrt(acc[i] + e);
+        }
+    }
+};
+
+class Adadelta : public Optimizer {
+public:
+    double rho, eps;
+    Adadelta(Args &a) {
+        learning_rate = a.num("learning_rate", 0, 0.001);
+        rho = a.num("rho", 1, 0.95);
+        eps = a.num("epsilon", 2, 1e-7);
+    }
+    int nslots() const override { return 2; } /* accumulated gradient, accumulated delta */
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float *ag = slot(0, off), *ad = slot(1, off), r = (float)rho, e = (float)eps, l = (float)lr;
+        for (int64_t i = 0; i < n; i++) {
+            ag[i] = r * ag[i] + (1 - r) * g[i] * g[i];
+            float d = std::sqrt(ad[i] + e) / std::sqrt(ag[i] + e) * g[i];
+            ad[i] = r * ad[i] + (1 - r) * d * d;
+            w[i] -= l * d;
+        }
+    }
+};
+
+/* Adam and its relatives share the moment arithmetic. */
+class Adam : public Optimizer {
+public:
+    double b1, b2, eps, weight_decay = 0;
+    bool amsgrad;
+    Adam(Args &a, bool adamw) {
+        learning_rate = a.num("learning_rate", 0, 0.001);
+        int p = 1;
+        if (adamw) weight_decay = a.num("weight_decay", p++, 0.004);
+        b1 = a.num("beta_1", p++, 0.9);
+        b2 = a.num("beta_2", p++, 0.999);
+        eps = a.num("epsilon", p++, 1e-7);
+        amsgrad = a.flag("amsgrad", p++, false);
+    }
+    int nslots() const override { return amsgrad ? 3 : 2; }
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float *m = slot(0, off), *v = slot(1, off), *vh = amsgrad ? slot(2, off) : nullptr;
+        double tt = t();
+        float alpha = (float)(lr * std::sqrt(1 - std::pow(b2, tt)) / (1 - std::pow(b1, tt)));
+        float c1 = (float)(1 - b1), c2 = (float)(1 - b2), e = (float)eps, wd = (float)(weight_decay * lr);
+        for (int64_t i = 0; i < n; i++) {
+            if (wd != 0.f) w[i] -= w[i] * wd;
+            m[i] += (g[i] - m[i]) * c1;
+            v[i] += (g[i] * g[i] - v[i]) * c2;
+            float vv = v[i];
+            if (vh) vv = vh[i] = std::max(vh[i], v[i]);
+            w[i] -= alpha * m[i] / (std::sqrt(vv) + e);
+        }
+    }
+};
+
+class Adamax : public Optimizer {
+public:
+    double b1, b2, eps;
+    Adamax(Args &a) {
+        learning_rate = a.num("learning_rate", 0, 0.001);
+        b1 = a.num("beta_1", 1, 0.9);
+        b2 = a.num("beta_2", 2, 0.999);
+        eps = a.num("epsilon", 3, 1e-7);
+    }
+    int nslots() const override { return 2; } /* m, u */
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float *m = slot(0, off), *u = slot(1, off);
+        float step = (float)(lr / (1 - std::pow(b1, t()))), c1 = (float)(1 - b1), bb2 = (float)b2, e = (float)eps;
+        for (int64_t i = 0; i < n; i++) {
+            m[i] += (g[i] - m[i]) * c1;
+            u[i] = std::max(bb2 * u[i], std::fabs(g[i]));
+            w[i] -= step * m[i] / (u[i] + e);
+        }
+    }
+};
+
+/* Nadam with Keras 3's momentum schedule u_t = b1 (1 - 0.5 * 0.96^t)
+   (keras/src/optimizers/nadam.py; legacy Keras 2 and PyTorch's NAdam use
+   0.96^(0.004 t) instead). u_product holds u_1 ... u_t. */
+class Nadam : public Optimizer {
+public:
+    double b1, b2, eps, u_product = 1.0;
+    Nadam(Args &a) {
+        learning_rate = a.num("learning_rate", 0, 0.001);
+        b1 = a.num("beta_1", 1, 0.9);
+        b2 = a.num("beta_2", 2, 0.999);
+        eps = a.num("epsilon", 3, 1e-7);
+    }
+    int nslots() const override { return 2; }
+    double u(double step) const { return b1 * (1 - 0.5 * std::pow(0.96, step)); }
+    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
+        float *m = slot(0, off), *v = slot(1, off);
+        double tt = t(), ut = u(tt), ut1 = u(tt + 1), up = u_product * ut, up1 = up * ut1;
+        float a1 = (float)(ut1 / (1 - up1)), a2 = (float)((1 - ut) / (1 - up)), vb = (float)(1 / (1 - std::pow(b2, tt)));
+        float c1 = (float)(1 - b1), c2 = (float)(1 - b2), e = (float)eps, l = (float)lr;
+        for (int64_t i = 0; i < n; i++) {
+            m[i] += (g[i] - m[i]) * c1;
+            v[i] += (g[i] * g[i] - v[i]) * c2;
+            float mh = a1 * m[i] + a2 * g[i];
+            w[i] -= l * mh / (std::sqrt(v[i] * vb) + e);
+        }
+    }
+    void after_step() override { u_product *= u((double)iterations); }
+};
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string &text) {
+    Spec sp = parse_spec(text.c_str());
+    std::string n = lower(sp.name);
+    Args a(sp, sp.name.c_str());
+    std::unique_ptr<Optimizer> o;
+    if (n == "sgd") o.reset(new SGD(a));
+    else if (n == "rmsprop") o.reset(new RMSprop(a));
+    else if (n == "adagrad") o.reset(new Adagrad(a));
+    else if (n == "adadelta") o.reset(new Adadelta(a));
+    else if (n == "adam") o.reset(new Adam(a, false));
+    else if (n == "adamw") o.reset(new Adam(a, true));
+    else if (n == "adamax") o.reset(new Adamax(a));
+    else if (n == "nadam") o.reset(new Nadam(a));
+    else
+        raise(NNL_ERR_ARGUMENT, "unknown optimizer '%s' (known: SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, "
+                                "Adamax, Nadam)", sp.name.c_str());
+    o->name = sp.name;
+    if (a.has("lr")) o->learning_rate = a.num("lr", -1, o->learning_rate); /* Keras 2 spelling */
+    o->decay = a.num("decay", -1, 0.0);
+    o->clipnorm = a.num("clipnorm", -1, 0.0);
+    o->clipvalue = a.num("clipvalue", -1, 0.0);
+    o->global_clipnorm = a.num("global_clipnorm", -1, 0.0);
+    NNL_REQUIRE(o->learning_rate >= 0 && std::isfinite(o->learning_rate), NNL_ERR_ARGUMENT,
+                "%s: learning_rate must be a finite number >= 0", sp.name.c_str());
+    NNL_REQUIRE(o->decay >= 0 && o->clipnorm >= 0 && o->clipvalue >= 0 && o->global_clipnorm >= 0,
+                NNL_ERR_ARGUMENT, "%s: decay and clipping values must be >= 0", sp.name.c_str());
+    /* Keras applies one clipping mode only; a second would be ignored there. */
+    NNL_REQUIRE((o->clipnorm > 0) + (o->clipvalue > 0) + (o->global_clipnorm > 0) <= 1, NNL_ERR_ARGUMENT,
+                "%s: set only one of clipnorm, clipvalue and global_clipnorm", sp.name.c_str());
+    a.done();
+    return o;
+}
+
+} // namespace nnl
+
+/* ========================================================================
+   6  Model and training loop
+   ======================================================================== */
+namespace nnl {
+
+int64_t label_at(const void *y, int dtype, int64_t i); /* section 7 */
+size_t dtype_size(int dtype);
+
+/* An input array from the ABI: x (n, per-sample shape...) */
+struct InputArray {
+    const float *x = nullptr;
+    int64_t n = 0;
+};
+
+static double now_seconds() {
+    using namespace std::chrono;
+    return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+class Model {
+public:
+    std::vector<std::unique_ptr<Layer>> layers;
+    Shape input;
+    bool has_input = false;
+    std::map<std::string, int> name_counts;
+    uint64_t seed = 0;
+    Rng rng;
+    bool seeded = false;
+
+    /* Weights and gradients: one arena each, same layout, Keras order. */
+    std::vector<float> W, G;
+    std::vector<ParamSlice> slices;
+
+    /* Compile state */
+    bool compiled = false;
+    Loss loss;
+    std::vector<Metric> metrics;
+    std::unique_ptr<Optimizer> opt;
+
+    /* Activations: act[i] is layer i's input, act[L] the output; dact the
+       gradients. One arena, grown only when a larger batch arrives. */
+    std::vector<float> arena;
+    int64_t cap_batch = 0;
+    std::vector<float *> act, dact;
+    float *targets = nullptr;
+
+    /* History: keys in order, one row of values per key. */
+    std::vector<std::string> hist_keys;
+    std::vector<std::vector<double>> hist;
+    int hist_epochs = 0;
+
+    void ensure_seed() {
+        if (!seeded) {
+            seed = (uint64_t)std::chrono::high_resolution_clock::now().time_since_epoch().count() ^
+                   (uint64_t)(uintptr_t)this;
+            rng.reseed(seed);
+            seeded = true;
+        }
+    }
+    Shape out_shape() const { return layers.empty() ? input : layers.back()->out; }
+
+    /* Re-lays the weight arenas after a layer is added; values are kept. */
+    void relayout() {
+        int64_t total = 0;
+        for (auto &l : layers) total += l->param_count();
+        std::vector<float> nw((size_t)total), ng((size_t)total, 0.f);
+        int64_t off = 0;
+        slices.clear();
+        for (auto &l : layers)
+            for (auto &w : l->weights) {
+                int64_t n = w.shape.size();
+                if (w.w) std::copy(w.w, w.w + n, nw.data() + off);
+                w.w = nw.data() + off;
+                w.g = ng.data() + off;
+                slices.push_back({w.w, w.g, n});
+                off += n;
+            }
+        W.swap(nw);
+        G.swap(ng);
+        cap_batch = 0; /* activation pointers depend on the layer list */
+    }
+
+    void add(const char *text) {
+        NNL_REQUIRE(!compiled, NNL_ERR_STATE, "cannot add layers after compile");
+        Spec sp = parse_spec(text);
+        if (sp.name == "Input" || sp.name == "InputLayer") {
+            Args a(sp, sp.name.c_str());
+            std::vector<int64_t> s = a.ints("shape", 0);
+            if (s.empty()) {
+                s = a.ints("batch_input_shape", -1);
+                if (!s.empty()) s.erase(s.begin());
+            }
+            a.str("name", -1, "");
+            a.str("dtype", -1, "float32");
+            a.done();
+            NNL_REQUIRE(layers.empty() && !has_input, NNL_ERR_STATE, "Input must come first, and only once");
+            input = shape_from_ints(s, "Input");
+            has_input = true;
+            return;
+        }
+        auto &reg = layer_registry();
+        auto it = reg.find(sp.name);
+        if (it == reg.end()) {
+            std::string all;
+            for (auto &kv : reg) all += (all.empty() ? "" : ", ") + kv.first;
+            raise(NNL_ERR_ARGUMENT, "unknown layer '%s' (known: Input, %s)", sp.name.c_str(), all.c_str());
+        }
+        Args a(sp, sp.name.c_str());
+        std::unique_ptr<Layer> l = it->second(a);
+        l->spec = sp;
+        std::string name = a.str("name", -1, "");
+        std::vector<int64_t> ishape = a.ints("input_shape", -1);
+        std::vector<int64_t> bshape = a.ints("batch_input_shape", -1);
+        a.str("dtype", -1, "float32");
+        NNL_REQUIRE(a.flag("trainable", -1, true), NNL_ERR_UNSUPPORTED, "%s: frozen layers are not supported yet",
+                    sp.name.c_str());
+        a.done();
+        if (ishape.empty() && !bshape.empty()) ishape.assign(bshape.begin() + 1, bshape.end());
+        Shape prev = out_shape();
+        if (!ishape.empty()) {
+            Shape s = shape_from_ints(ishape, sp.name.c_str());
+            if (layers.empty() && !has_input) {
+                input = s;
+                has_input = true;
+                prev = s;
+            } else {
+                NNL_REQUIRE(s == prev, NNL_ERR_SHAPE, "%s: input_shape %s does not match the previous output %s",
+                            sp.name.c_str(), s.str(false).c_str(), prev.str(false).c_str());
+            }
+        }
+        NNL_REQUIRE(has_input, NNL_ERR_STATE,
+                    "%s: the first layer needs input_shape=(...) (or add an Input(shape=(...)) first)",
+                    sp.name.c_str());
+        l->build(prev);
+        if (name.empty()) {
+            std::string base = snake(l->cls);
+            int k = name_counts[base]++;
+            name = k ? format("%s_%d", base.c_str(), k) : base;
+        }
+        for (auto &o : layers)
+            NNL_REQUIRE(o->name != name, NNL_ERR_ARGUMENT, "a layer named '%s' exists already", name.c_str());
+        l->name = name;
+        ensure_seed();
+        layers.push_back(std::move(l));
+        relayout();
+        Layer &L = *layers.back();
+        for (auto &w : L.weights) init_weights(w.w, w.shape, w.init, rng, L.cls);
+    }
+
+    void compile(const char *opt_text, const char *loss_text, const char *metrics_text) {
+        NNL_REQUIRE(!layers.empty(), NNL_ERR_STATE, "compile: the model has no layers");
+        NNL_REQUIRE(opt_text && loss_text, NNL_ERR_ARGUMENT, "compile: optimizer and loss are required");
+        std::unique_ptr<Optimizer> o = make_optimizer(opt_text);
+        Loss L = make_loss(loss_text);
+        int64_t C = out_shape().last();
+        if (L.kind == LOSS_SPARSE_CCE || L.kind == LOSS_CCE)
+            NNL_REQUIRE(C >= 2, NNL_ERR_SHAPE, "%s needs an output of at least 2 classes, the model gives %s",
+                        L.name.c_str(), out_shape().str().c_str());
+        std::vector<Metric> ms;
+        if (metrics_text && *metrics_text) {
+            /* split on top-level commas: "accuracy, top_k_categorical_accuracy(k=3)" */
+            std::string s = metrics_text, cur;
+            int depth = 0;
+            for (size_t i = 0; i <= s.size(); i++) {
+                char c = i < s.size() ? s[i] : ',';
+                if (c == '(' || c == '[') depth++;
+                if (c == ')' || c == ']') depth--;
+                if (c == ',' && depth == 0) {
+                    size_t b = cur.find_first_not_of(" \t"), e = cur.find_last_not_of(" \t");
+                    if (b != std::string::npos) ms.push_back(make_metric(cur.substr(b, e - b + 1), L, C));
+                    cur.clear();
+                } else {
+                    cur += c;
+                }
+            }
+        }
+        /* Keras computes cross-entropy from the logits when the output is a
+           softmax (sigmoid for binary): stable, and the gradient is p - t. */
+        for (auto &l : layers) l->fused_output = false;
+        L.fused = ACT_LINEAR;
+        Layer &last = *layers.back();
+        if (!L.from_logits && ((L.kind != LOSS_BCE && L.crossentropy() && last.output_act() == ACT_SOFTMAX) ||
+                               (L.kind == LOSS_BCE && last.output_act() == ACT_SIGMOID))) {
+            L.fused = last.output_act();
+            last.fused_output = true;
+        }
+        opt = std::move(o);
+        loss = L;
+        metrics = ms;
+        compiled = true;
+    }
+
+    /* Sizes the activation arena for batch B (no-op when large enough). */
+    void ensure_batch(int64_t B) {
+        if (B <= cap_batch) return;
+        size_t L = layers.size();
+        int64_t total = B * input.size() + B * out_shape().size() /* output grad */ + B * target_width();
+        for (size_t i = 0; i < L; i++) {
+            Layer &l = *layers[i];
+            if (!l.is_view()) total += B * (l.out.size() + l.in.size()); /* act[i+1], dact[i] */
+            total += l.workspace(B);
+        }
+        arena.assign((size_t)total, 0.f);
+        float *p = arena.data();
+        auto take = [&](int64_t n) { float *q = p; p += n; return q; };
+        act.assign(L + 1, nullptr);
+        dact.assign(L + 1, nullptr);
+        act[0] = take(B * input.size());
+        for (size_t i = 0; i < L; i++) {
+            Layer &l = *layers[i];
+            act[i + 1] = l.is_view() ? act[i] : take(B * l.out.size());
+            l.ws = l.workspace(B) ? take(l.workspace(B)) : nullptr;
+        }
+        dact[L] = take(B * out_shape().size());
+        for (size_t i = L; i-- > 0;) dact[i] = layers[i]->is_view() ? dact[i + 1] : take(B * layers[i]->in.size());
+        targets = take(B * target_width());
+        cap_batch = B;
+    }
+
+    int64_t classes() const { return out_shape().last(); }
+    /* Floats per sample in the target buffer. */
+    int64_t target_width() const {
+        if (compiled && loss.sparse()) return out_shape().size() / classes();
+        return out_shape().size();
+    }
+
+    void forward(int64_t B, bool training, uint64_t seed_) {
+        Ctx c;
+        c.training = training;
+        c.seed = seed_;
+        for (size_t i = 0; i < layers.size(); i++)
+            if (!layers[i]->is_view()) layers[i]->forward(act[i], act[i + 1], B, c);
+    }
+
+    void backward(int64_t B, uint64_t seed_) {
+        Ctx c;
+        c.training = true;
+        c.seed = seed_;
+        /* dx is needed only below the first layer that has weights or feeds one */
+        size_t first = 0;
+        while (first < layers.size() && layers[first]->is_view()) first++;
+        for (size_t i = layers.size(); i-- > first;)
+            if (!layers[i]->is_view())
+                layers[i]->backward(act[i], act[i + 1], dact[i + 1], i > first ? dact[i] : nullptr, B, c);
+    }
+
+    /* Loss (summed over the batch) and metric sums for the outputs in act[L]. */
+    double loss_and_grad(int64_t B, float *grad, double *msum) {
+        size_t L = layers.size();
+        const float *z = loss.fused != ACT_LINEAR ? layers.back()->logits(act[L - 1]) : nullptr;
+        int64_t D = out_shape().size(), C = classes();
+        double l = loss.run(act[L], z, targets, B, D, C, grad);
+        for (size_t k = 0; k < metrics.size(); k++) msum[k] += metrics[k].run(act[L], targets, B, D, C);
+        return l;
+    }
+
+    /* ---- checking arrays from the ABI ---- */
+    InputArray check_x(const float *x, int rank, const int64_t *shape, const char *what) const {
+        NNL_REQUIRE(has_input && !layers.empty(), NNL_ERR_STATE, "the model has no layers");
+        NNL_REQUIRE(x && shape, NNL_ERR_ARGUMENT, "%s: NULL array", what);
+        NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: rank %d is out of range", what, rank);
+        int64_t per = 1;
+        for (int i = 1; i < rank; i++) {
+            NNL_REQUIRE(shape[i] > 0, NNL_ERR_SHAPE, "%s: dimension %d is %lld", what, i, (long long)shape[i]);
+            per *= shape[i];
+        }
+        NNL_REQUIRE(shape[0] >= 0, NNL_ERR_SHAPE, "%s: negative sample count", what);
+        Shape s = Shape::of(rank - 1, shape + 1);
+        NNL_REQUIRE(s == input || (rank == 2 && per == input.size()), NNL_ERR_SHAPE,
+                    "%s: samples of shape %s do not fit the model's input %s", what, s.str(false).c_str(),
+                    input.str(false).c_str());
+        return {x, shape[0]};
+    }
+
+    /* Converts y into float target rows (class ids for sparse losses),
+       checking shapes and label ranges. */
+    std::vector<float> check_y(const void *y, int dtype, int rank, const int64_t *shape, int64_t n,
+                               const char *what) const {
+        NNL_REQUIRE(compiled, NNL_ERR_STATE, "the model is not compiled: call nnl_compile first");
+        NNL_REQUIRE(y && shape, NNL_ERR_ARGUMENT, "%s: NULL array", what);
+        NNL_REQUIRE(dtype_size(dtype) > 0, NNL_ERR_ARGUMENT, "%s: unknown dtype code %d", what, dtype);
+        NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: rank %d is out of range", what, rank);
+        NNL_REQUIRE(shape[0] == n, NNL_ERR_SHAPE, "%s: %lld samples, but x has %lld", what, (long long)shape[0],
+                    (long long)n);
+        int64_t per = 1;
+        for (int i = 1; i < rank; i++) per *= shape[i];
+        int64_t tw = target_width(), C = classes();
+        Shape ys = Shape::of(rank - 1, shape + 1);
+        if (loss.sparse()) {
+            NNL_REQUIRE(per == tw, NNL_ERR_SHAPE,
+                        "%s: %s wants one integer class id per %s, got samples of shape %s (for one-hot rows use "
+                        "categorical_crossentropy)",
+                        what, loss.name.c_str(), tw == 1 ? "sample" : "position", ys.str(false).c_str());
+        } else {
+            NNL_REQUIRE(per == out_shape().size(), NNL_ERR_SHAPE,
+                        "%s: targets of shape %s do not match the model's output %s%s", what, ys.str(false).c_str(),
+                        out_shape().str(false).c_str(),
+                        (per == 1 && C > 1 && loss.kind == LOSS_CCE)
+                            ? " (integer labels need sparse_categorical_crossentropy or nnl_to_categorical)"
+                            : "");
+        }
+        std::vector<float> t((size_t)(n * tw));
+        if (dtype == NNL_FLOAT32) {
+            memcpy(t.data(), y, t.size() * sizeof(float));
+        } else {
+            for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = (float)label_at(y, dtype, i);
+        }
+        for (int64_t i = 0; i < n * tw; i++) {
+            float v = t[(size_t)i];
+            NNL_REQUIRE(std::isfinite(v), NNL_ERR_NUMERIC, "%s: value %lld is %g", what, (long long)i, v);
+            if (loss.sparse())
+                NNL_REQUIRE(v >= 0 && v < C && v == std::floor(v), NNL_ERR_ARGUMENT,
+                            "%s: label %g of sample %lld is not a class id in [0, %lld)", what, v,
+                            (long long)(i / tw), (long long)C);
+        }
+        return t;
+    }
+
+    static void check_finite(const float *x, int64_t n, int64_t per, const char *what) {
+        for (int64_t i = 0; i < n * per; i++)
+            if (!std::isfinite(x[i]))
+                raise(NNL_ERR_NUMERIC, "%s: sample %lld holds a non-finite value (%g)", what, (long long)(i / per),
+                      x[i]);
+    }
+
+    void gather(const float *x, const float *t, const int64_t *idx, int64_t B) {
+        int64_t d = input.size(), tw = target_width();
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(act[0] + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
+            if (t) memcpy(targets + b * tw, t + idx[b] * tw, (size_t)tw * sizeof(float));
+        }
+    }
+
+    /* Mean loss and metrics over n samples, in inference mode. */
+    std::vector<double> evaluate(const float *x, const float *t, int64_t n, int64_t bs) {
+        std::vector<double> ms(metrics.size(), 0.0);
+        double l = 0;
+        bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
+        ensure_batch(bs);
+        std::vector<int64_t> idx((size_t)bs);
+        for (int64_t s = 0; s < n; s += bs) {
+            int64_t B = std::min(bs, n - s);
+            for (int64_t b = 0; b < B; b++) idx[(size_t)b] = s + b;
+            gather(x, t, idx.data(), B);
+            forward(B, false, 0);
+            l += loss_and_grad(B, nullptr, ms.data());
+        }
+        std::vector<double> out;
+        out.push_back(n ? l / n : 0.0);
+        for (double m : ms) out.push_back(n ? m / n : 0.0);
+        return out;
+    }
+
+    void predict(const float *x, int64_t n, int64_t bs, float *out) {
+        bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
+        ensure_batch(bs);
+        int64_t D = out_shape().size();
+        std::vector<int64_t> idx((size_t)bs);
+        for (int64_t s = 0; s < n; s += bs) {
+            int64_t B = std::min(bs, n - s);
+            for (int64_t b = 0; b < B; b++) idx[(size_t)b] = s + b;
+            gather(x, nullptr, idx.data(), B);
+            forward(B, false, 0);
+            memcpy(out + s * D, act[layers.size()], (size_t)(B * D) * sizeof(float));
+        }
+    }
+
+    std::vector<std::string> log_names(bool val) const {
+        std::vector<std::string> k{"loss"};
+        for (auto &m : metrics) k.push_back(m.name);
+        if (val) {
+            size_t n = k.size();
+            for (size_t i = 0; i < n; i++) k.push_back("val_" + k[i]);
+        }
+        return k;
+    }
+
+    void record(const std::vector<std::string> &keys, const std::vector<double> &vals) {
+        for (size_t i = 0; i < keys.size(); i++) {
+            size_t j = std::find(hist_keys.begin(), hist_keys.end(), keys[i]) - hist_keys.begin();
+            if (j == hist_keys.size()) {
+                hist_keys.push_back(keys[i]);
+                hist.emplace_back((size_t)hist_epochs, NAN);
+            }
+        }
+        for (size_t j = 0; j < hist_keys.size(); j++) {
+            size_t i = std::find(keys.begin(), keys.end(), hist_keys[j]) - keys.begin();
+            hist[j].push_back(i < keys.size() ? vals[i] : NAN);
+        }
+        hist_epochs++;
+    }
+
+    void fit(const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype, int y_rank,
+             const int64_t *y_shape, const nnl_fit_options &o, nnl_model *handle);
+
+    std::string summary() const;
+};
+
+/* Keras' progress line: "450/450 [=====>....] - 2s 4ms/step - loss: 0.3412 - accuracy: 0.9032" */
+struct Progress {
+    FILE *f;
+    int verbose;
+    bool tty;
+    double t0, last = 0;
+    int64_t steps;
+    Progress(FILE *f_, int v, int64_t steps_) : f(f_), verbose(v), steps(steps_) {
+        tty = isatty(fileno(f));
+        t0 = now_seconds();
+    }
+    static std::string logs(const std::vector<std::string> &k, const double *v, size_t n) {
+        std::string s;
+        for (size_t i = 0; i < n; i++) s += format(" - %s: %.4f", k[i].c_str(), v[i]);
+        return s;
+    }
+    static std::string dur(double s) {
+        if (s >= 1) return format("%.0fs", s);
+        if (s >= 1e-3) return format("%.0fms", s * 1e3);
+        return format("%.0fus", s * 1e6);
+    }
+    void batch(int64_t step, const std::vector<std::string> &k, const double *v, size_t n) {
+        if (verbose != 1 || !tty) return;
+        double t = now_seconds();
+        if (step < steps && t - last < 0.1) return;
+        last = t;
+        int w = 30, done = (int)(w * step / std::max<int64_t>(steps, 1));
+        std::string bar(done, '=');
+        if (step < steps) bar += '>';
+        bar.resize(w, '.');
+        double per = (t - t0) / std::max<int64_t>(step, 1);
+        fprintf(f, "\r%*lld/%lld [%s] - %s %s/step%s", (int)std::to_string(steps).size(), (long long)step,
+                (long long)steps, bar.c_str(), step < steps ? ("ETA: " + dur(per * (steps - step))).c_str() : dur(t - t0).c_str(),
+                dur(per).c_str(), logs(k, v, n).c_str());
+        fprintf(f, "\033[K");
+        fflush(f);
+    }
+    void epoch_end(const std::vector<std::string> &k, const std::vector<double> &v) {
+        double t = now_seconds() - t0;
+        double per = t / std::max<int64_t>(steps, 1);
+        if (verbose == 1) {
+            std::string bar(30, '=');
+            if (tty) fprintf(f, "\r");
+            fprintf(f, "%lld/%lld [%s] - %s %s/step%s", (long long)steps, (long long)steps, bar.c_str(),
+                    dur(t).c_str(), dur(per).c_str(), logs(k, v.data(), v.size()).c_str());
+            if (tty) fprintf(f, "\033[K");
+            fprintf(f, "\n");
+        } else if (verbose >= 2) {
+            fprintf(f, "%lld/%lld - %s - %s/step%s\n", (long long)steps, (long long)steps, dur(t).c_str(),
+                    dur(per).c_str(), logs(k, v.data(), v.size()).c_str());
+        }
+        fflush(f);
+    }
+};
+
+void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype, int y_rank,
+                const int64_t *y_shape, const nnl_fit_options &o, nnl_model *handle) {
+    NNL_REQUIRE(compiled, NNL_ERR_STATE, "fit: the model is not compiled: call nnl_compile first");
+    InputArray X = check_x(x, x_rank, x_shape, "fit x");
+    std::vector<float> T = check_y(y, y_dtype, y_rank, y_shape, X.n, "fit y");
+    NNL_REQUIRE(o.epochs >= 0 && o.batch_size >= 1, NNL_ERR_ARGUMENT, "fit: epochs must be >= 0 and batch_size >= 1");
+    NNL_REQUIRE(o.validation_split >= 0 && o.validation_split < 1, NNL_ERR_ARGUMENT,
+                "fit: validation_split must be in [0, 1), got %g", o.validation_split);
+    NNL_REQUIRE(o.initial_epoch >= 0, NNL_ERR_ARGUMENT, "fit: initial_epoch must be >= 0");
+    int64_t d = input.size();
+    check_finite(X.x, X.n, d, "fit x");
+
+    /* Validation: explicit data, or the LAST fraction before any shuffling. */
+    const float *xv = nullptr, *tv = nullptr;
+    int64_t nv = 0, nt = X.n;
+    std::vector<float> TV;
+    if (o.x_val) {
+        InputArray V = check_x(o.x_val, o.x_val_rank, o.x_val_shape, "validation x");
+        TV = check_y(o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape, V.n, "validation y");
+        check_finite(V.x, V.n, d, "validation x");
+        xv = V.x;
+        tv = TV.data();
+        nv = V.n;
+    } else if (o.validation_split > 0) {
+        nt = (int64_t)((double)X.n * (1.0 - o.validation_split)); /* Keras: int(n * (1 - split)) */
+        nv = X.n - nt;
+        xv = X.x + nt * d;
+        tv = T.data() + nt * target_width();
+    }
+    NNL_REQUIRE(nt > 0, NNL_ERR_ARGUMENT, "fit: no training samples left (n = %lld, validation_split = %g)",
+                (long long)X.n, o.validation_split);
+    bool val = nv > 0;
+
+    Rng r = rng;
+    if (o.seed) r.reseed(o.seed);
+    int64_t bs = std::min<int64_t>(o.batch_size, nt);
+    int64_t steps = (nt + bs - 1) / bs;
+    ensure_batch(bs);
+    std::vector<int64_t> idx((size_t)nt);
+    for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
+    std::vector<std::string> keys = log_names(val);
+    size_t nm = metrics.size();
+    std::vector<double> msum(nm), logs(1 + nm);
+    FILE *f = o.log ? o.log : stdout;
+    size_t L = layers.size();
+    bool stop = false;
+
+    for (int epoch = o.initial_epoch; epoch < o.epochs && !stop; epoch++) {
+        if (o.verbose == 1) fprintf(f, "Epoch %d/%d\n", epoch + 1, o.epochs);
+        Progress prog(f, o.verbose, steps);
+        if (o.shuffle)
+            for (int64_t i = nt - 1; i > 0; i--) std::swap(idx[(size_t)i], idx[(size_t)r.below((uint64_t)i + 1)]);
+        double lsum = 0;
+        std::fill(msum.begin(), msum.end(), 0.0);
+        int64_t seen = 0;
+        for (int64_t s = 0; s < steps && !stop; s++) {
+            int64_t B = std::min(bs, nt - s * bs);
+            uint64_t bseed = r.next();
+            gather(X.x, T.data(), idx.data() + s * bs, B);
+            forward(B, true, bseed);
+            double l = loss_and_grad(B, dact[L], msum.data());
+            backward(B, bseed);
+            /* Distributed training averages G across processes here. */
+            bool finite = std::isfinite(l);
+            if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite);
+            if (!finite)
+                raise(NNL_ERR_NUMERIC,
+                      "fit: the loss or its gradient became %s at epoch %d, batch %lld; the update was not applied "
+                      "and the weights are those of the last good step (lower the learning rate, or check the data)",
+                      std::isnan(l) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
+            opt->apply(slices.data(), (int)slices.size());
+            lsum += l;
+            seen += B;
+            logs[0] = lsum / seen;
+            for (size_t k = 0; k < nm; k++) logs[1 + k] = msum[k] / seen;
+            prog.batch(s + 1, keys, logs.data(), logs.size());
+            if (o.callback && o.callback(o.callback_user, handle, NNL_EVENT_BATCH_END, epoch, s, logs.data(),
+                                         (int)logs.size()))
+                stop = true;
+        }
+        if (seen < nt) break; /* stopped inside the epoch: it is not recorded */
+        std::vector<double> row(logs.begin(), logs.end());
+        if (val) {
+            std::vector<double> v = evaluate(xv, tv, nv, bs);
+            row.insert(row.end(), v.begin(), v.end());
+        }
+        prog.epoch_end(keys, row);
+        record(keys, row);
+        if (o.callback && o.callback(o.callback_user, handle, NNL_EVENT_EPOCH_END, epoch, steps, row.data(),
+                                     (int)row.size()))
+            stop = true;
+    }
+    rng = r;
+}
+
+static std::string with_commas(int64_t v) {
+    std::string s = std::to_string(v);
+    for (int i = (int)s.size() - 3; i > 0; i -= 3) s.insert((size_t)i, ",");
+    return s;
+}
+
+static std::string bytes_str(double b) {
+    if (b < 1024) return format("%.2f Byte", b);
+    if (b < 1024 * 1024) return format("%.2f KB", b / 1024);
+    return format("%.2f MB", b / (1024 * 1024));
+}
+
+std::string Model::summary() const {
+    std::string s = "Model: \"sequential\"\n";
+    std::string rule(65, '_'), dbl(65, '=');
+    auto row = [](const std::string &a, const std::string &b, const std::string &c) {
+        std::string r = " " + a;
+        r.resize(std::max<size_t>(29, r.size() + 1), ' ');
+        r += b;
+        r.resize(std::max<size_t>(55, r.size() + 1), ' ');
+        r += c;
+        return r + "\n";
+    };
+    s += rule + "\n" + row("Layer (type)", "Output Shape", "Param #") + dbl + "\n";
+    int64_t total = 0;
+    for (size_t i = 0; i < layers.size(); i++) {
+        const Layer &l = *layers[i];
+        s += row(l.name + " (" + l.cls + ")", l.out.str(), with_commas(l.param_count()));
+        s += i + 1 < layers.size() ? "\n" : "";
+        total += l.param_count();
+    }
+    s += dbl + "\n";
+    s += "Total params: " + with_commas(total) + " (" + bytes_str(4.0 * total) + ")\n";
+    s += "Trainable params: " + with_commas(total) + " (" + bytes_str(4.0 * total) + ")\n";
+    s += "Non-trainable params: 0 (0.00 Byte)\n" + rule + "\n";
+    return s;
+}
+
+} // namespace nnl
+
+struct nnl_model : nnl::Model {};
+
+/* ========================================================================
+   7  Data loaders and helpers
+   nnl_array, stored-dtype decoding, idx (plain or gzip), npy, npz (zip,
+   stored or deflated), MNIST folders and .npz files, normalize, scale,
+   to_categorical, shuffle, confusion matrix.
+   Loaders read the whole file, then check every size and count found in it
+   against the bytes actually there before allocating anything, so a
+   truncated or hostile file ends in NNL_ERR_FORMAT, never in a crash or a
+   huge allocation.
+   ======================================================================== */
+#include <cfloat>
+#include <climits>
+
+/* An owned array: size elements of dtype (NNL_FLOAT32 or NNL_INT64),
+   row-major. data is malloc'ed with at least one byte, so never NULL. */
+struct nnl_array {
+    int dtype;
+    int rank;
+    int64_t shape[NNL_MAX_RANK];
+    int64_t size;
+    void *data;
+};
+
+namespace nnl {
+
+/* ---- Dtype codes ---------------------------------------------------------- */
+
+size_t dtype_size(int dtype) {
+    switch (dtype) {
+    case NNL_UINT8: case NNL_INT8: case NNL_BOOL: return 1;
+    case NNL_INT16: case NNL_UINT16: case NNL_FLOAT16: return 2;
+    case NNL_FLOAT32: case NNL_INT32: case NNL_UINT32: return 4;
+    case NNL_FLOAT64: case NNL_INT64: case NNL_UINT64: return 8;
+    default: return 0;
+    }
+}
+
+namespace io {
+
+/* IEEE half -> float, by hand (no compiler support assumed). */
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (man << 13); /* inf, NaN (payload kept) */
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13); /* normal: bias 15 -> 127 */
+    } else {
+        float f = std::ldexp((float)man, -24); /* zero or subnormal: man * 2^-24, exact */
+        return sign ? -f : f;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* double -> float without the undefined behaviour of an out-of-range cast. */
+static float to_f32(double d) {
+    if (d > FLT_MAX) return INFINITY;
+    if (d < -FLT_MAX) return -INFINITY;
+    return (float)d; /* NaN passes through */
+}
+
+/* Whether v converts to int64 exactly (finite, integral, in range). */
+static bool is_int64(double v) {
+    return v >= -9223372036854775808.0 && v < 9223372036854775808.0 && v == std::floor(v);
+}
+
+} // namespace io
+
+/* Label i of y (dtype code) as an integer. Float labels must be integral. */
+int64_t label_at(const void *y, int dtype, int64_t i) {
+    auto integral = [&](double v) {
+        if (!io::is_int64(v)) raise(NNL_ERR_ARGUMENT, "label %g at index %lld is not an integer", v, (long long)i);
+        return (int64_t)v;
+    };
+    switch (dtype) {
+    case NNL_INT64: return ((const int64_t *)y)[i];
+    case NNL_INT32: return ((const int32_t *)y)[i];
+    case NNL_INT16: return ((const int16_t *)y)[i];
+    case NNL_INT8: return ((const int8_t *)y)[i];
+    case NNL_UINT8: return ((const uint8_t *)y)[i];
+    case NNL_UINT16: return ((const uint16_t *)y)[i];
+    case NNL_UINT32: return ((const uint32_t *)y)[i];
+    case NNL_BOOL: return ((const uint8_t *)y)[i] != 0;
+    case NNL_UINT64: {
+        uint64_t v = ((const uint64_t *)y)[i];
+        if (v > (uint64_t)INT64_MAX)
+            raise(NNL_ERR_ARGUMENT, "label %llu at index %lld does not fit int64", (unsigned long long)v, (long long)i);
+        return (int64_t)v;
+    }
+    case NNL_FLOAT32: return integral(((const float *)y)[i]);
+    case NNL_FLOAT64: return integral(((const double *)y)[i]);
+    case NNL_FLOAT16: return integral(io::half_to_float(((const uint16_t *)y)[i]));
+    default: raise(NNL_ERR_ARGUMENT, "unknown dtype code %d for labels", dtype);
+    }
+}
+
+namespace io {
+
+/* ---- Owned arrays ---------------------------------------------------------- */
+
+static void free_array(nnl_array *a) {
+    if (a) std::free(a->data);
+    delete a;
+}
+struct ArrayFree {
+    void operator()(nnl_array *a) const { free_array(a); }
+};
+using ArrayPtr = std::unique_ptr<nnl_array, ArrayFree>;
+
+static std::string shape_str(int rank, const int64_t *shape) {
+    std::string s = "(";
+    for (int i = 0; i < rank; i++) s += std::to_string((long long)shape[i]) + (rank == 1 ? "," : i + 1 < rank ? ", " : "");
+    return s + ")";
+}
+
+static void check_out_dtype(int dtype, const char *what) {
+    if (dtype != NNL_FLOAT32 && dtype != NNL_INT64)
+        raise(NNL_ERR_ARGUMENT, "%s: dtype must be NNL_FLOAT32 (%d) or NNL_INT64 (%d), got %d", what, NNL_FLOAT32,
+              NNL_INT64, dtype);
+}
+
+/* Element count of a caller's shape; rejects NULL, bad ranks, negative dims. */
+static int64_t checked_count(int rank, const int64_t *shape, const char *what) {
+    if (rank < 0 || rank > NNL_MAX_RANK) raise(NNL_ERR_ARGUMENT, "%s: rank %d is not in 0..%d", what, rank, NNL_MAX_RANK);
+    if (rank > 0 && !shape) raise(NNL_ERR_ARGUMENT, "%s: shape is NULL", what);
+    int64_t count = 1;
+    bool overflow = false;
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] < 0) raise(NNL_ERR_ARGUMENT, "%s: negative dimension in shape %s", what, shape_str(rank, shape).c_str());
+        if (shape[i] != 0 && count > INT64_MAX / shape[i]) overflow = true;
+        else count *= shape[i];
+    }
+    for (int i = 0; i < rank; i++)
+        if (shape[i] == 0) return 0;
+    if (overflow) raise(NNL_ERR_MEMORY, "%s: shape %s is too large", what, shape_str(rank, shape).c_str());
+    return count;
+}
+
+/* A zero-filled array; shape already validated (count = its product). */
+static ArrayPtr new_array(int dtype, int rank, const int64_t *shape, int64_t count) {
+    size_t es = dtype_size(dtype);
+    if ((uint64_t)count > (uint64_t)PTRDIFF_MAX / es)
+        raise(NNL_ERR_MEMORY, "an array of shape %s is too large", shape_str(rank, shape).c_str());
+    size_t bytes = (size_t)count * es;
+    ArrayPtr a(new nnl_array());
+    a->dtype = dtype;
+    a->rank = rank;
+    for (int i = 0; i < rank; i++) a->shape[i] = shape[i];
+    a->size = count;
+    a->data = std::calloc(bytes ? bytes : 1, 1);
+    if (!a->data) raise(NNL_ERR_MEMORY, "cannot allocate %zu bytes for an array of shape %s", bytes,
+                        shape_str(rank, shape).c_str());
+    return a;
+}
+
+/* ---- Decoding stored elements into float32 / int64 -------------------------- */
+
+static bool host_little() {
+    const uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+struct Half { uint16_t bits; }; /* tags stored float16 */
+struct Bool { uint8_t v; };     /* tags stored bool (any nonzero byte is true) */
+
+template <class S> static S load_elem(const uint8_t *p, bool swap) {
+    uint8_t b[sizeof(S)];
+    memcpy(b, p, sizeof b);
+    if (swap) std::reverse(b, b + sizeof b);
+    S v;
+    memcpy(&v, b, sizeof v);
+    return v;
+}
+
+template <class S> static float as_f32(S v) {
+    if constexpr (std::is_same_v<S, Half>) return half_to_float(v.bits);
+    else if constexpr (std::is_same_v<S, Bool>) return v.v ? 1.0f : 0.0f;
+    else if constexpr (std::is_same_v<S, double>) return to_f32(v);
+    else return (float)v;
+}
+
+/* Stored value -> int64; fails (NNL_ERR_ARGUMENT) when it is not exact. */
+template <class S> static int64_t as_i64(S v, const std::string &what, int64_t i) {
+    if constexpr (std::is_same_v<S, Bool>) {
+        return v.v != 0;
+    } else if constexpr (std::is_same_v<S, uint64_t>) {
+        if (v > (uint64_t)INT64_MAX)
+            raise(NNL_ERR_ARGUMENT, "%s: element %lld (%llu) does not fit int64; load it as NNL_FLOAT32", what.c_str(),
+                  (long long)i, (unsigned long long)v);
+        return (int64_t)v;
+    } else if constexpr (std::is_integral_v<S>) {
+        return (int64_t)v;
+    } else {
+        double d;
+        if constexpr (std::is_same_v<S, Half>) d = half_to_float(v.bits);
+        else d = v;
+        if (!is_int64(d))
+            raise(NNL_ERR_ARGUMENT, "%s: element %lld (%g) is not an integer; load it as NNL_FLOAT32", what.c_str(),
+                  (long long)i, d);
+        return (int64_t)d;
+    }
+}
+
+template <class S, class D> static void decode_run(const uint8_t *src, bool swap, int64_t n, D *dst,
+                                                   const std::string &what) {
+    for (int64_t i = 0; i < n; i++) {
+        S v = load_elem<S>(src + (size_t)i * sizeof(S), swap);
+        if constexpr (std::is_same_v<D, float>) dst[i] = as_f32(v);
+        else dst[i] = as_i64(v, what, i);
+    }
+}
+
+/* n stored elements of dtype code src (byte-swapped when swap) into dst. */
+template <class D> static void decode_to(const uint8_t *src, int src_dtype, bool swap, int64_t n, D *dst,
+                                         const std::string &what) {
+    switch (src_dtype) {
+    case NNL_BOOL: return decode_run<Bool>(src, swap, n, dst, what);
+    case NNL_INT8: return decode_run<int8_t>(src, swap, n, dst, what);
+    case NNL_INT16: return decode_run<int16_t>(src, swap, n, dst, what);
+    case NNL_INT32: return decode_run<int32_t>(src, swap, n, dst, what);
+    case NNL_INT64: return decode_run<int64_t>(src, swap, n, dst, what);
+    case NNL_UINT8: return decode_run<uint8_t>(src, swap, n, dst, what);
+    case NNL_UINT16: return decode_run<uint16_t>(src, swap, n, dst, what);
+    case NNL_UINT32: return decode_run<uint32_t>(src, swap, n, dst, what);
+    case NNL_UINT64: return decode_run<uint64_t>(src, swap, n, dst, what);
+    case NNL_FLOAT16: return decode_run<Half>(src, swap, n, dst, what);
+    case NNL_FLOAT32: return decode_run<float>(src, swap, n, dst, what);
+    case NNL_FLOAT64: return decode_run<double>(src, swap, n, dst, what);
+    default: raise(NNL_ERR_INTERNAL, "%s: no decoder for dtype %d", what.c_str(), src_dtype);
+    }
+}
+
+static bool is_float_dtype(int dtype) { return dtype == NNL_FLOAT16 || dtype == NNL_FLOAT32 || dtype == NNL_FLOAT64; }
+
+/* Loader result dtype: want (NNL_FLOAT32 / NNL_INT64), or for want 0 the
+   natural one: float32 for float data, int64 for integer and bool data. */
+static int result_dtype(int src_dtype, int want) {
+    if (want) return want;
+    return is_float_dtype(src_dtype) ? NNL_FLOAT32 : NNL_INT64;
+}
+
+/* Checks that `have` payload bytes hold exactly the elements of shape (es
+   bytes each) and returns their count. Shapes come from files here. */
+static int64_t payload_count(int rank, const int64_t *shape, size_t es, size_t have, const std::string &what) {
+    uint64_t count = 1;
+    bool zero = false, over = false;
+    for (int i = 0; i < rank; i++) {
+        uint64_t d = (uint64_t)shape[i];
+        if (d == 0) zero = true;
+        else if (count > (uint64_t)INT64_MAX / es / d) over = true;
+        else count *= d;
+    }
+    if (zero) count = 0;
+    else if (over || count * es > have)
+        raise(NNL_ERR_FORMAT, "%s: truncated: shape %s needs %s bytes of data, the file holds %zu", what.c_str(),
+              shape_str(rank, shape).c_str(), over ? "more" : std::to_string(count * es).c_str(), have);
+    if (count * es < have)
+        raise(NNL_ERR_FORMAT, "%s: %zu bytes of trailing data after the %s array", what.c_str(),
+              have - (size_t)(count * es), shape_str(rank, shape).c_str());
+    return (int64_t)count;
+}
+
+/* Decodes a payload of `count` elements into a new array of the result dtype. */
+static ArrayPtr decode_array(const uint8_t *src, int src_dtype, bool swap, int rank, const int64_t *shape,
+                             int64_t count, int want, const std::string &what) {
+    ArrayPtr a = new_array(result_dtype(src_dtype, want), rank, shape, count);
+    if (a->dtype == NNL_FLOAT32) decode_to(src, src_dtype, swap, count, (float *)a->data, what);
+    else decode_to(src, src_dtype, swap, count, (int64_t *)a->data, what);
+    return a;
+}
+
+/* Column-major (Fortran) data of shape d[0..rank) to row-major: walks the C
+   order with an index counter, keeping the Fortran offset in step. */
+template <class T> static void fortran_to_c(T *data, int rank, const int64_t *d, int64_t count) {
+    if (rank < 2 || count == 0) return;
+    std::vector<T> src(data, data + count);
+    int64_t stride[NNL_MAX_RANK], idx[NNL_MAX_RANK] = {0};
+    stride[0] = 1;
+    for (int j = 1; j < rank; j++) stride[j] = stride[j - 1] * d[j - 1];
+    int64_t off = 0;
+    for (int64_t c = 0; c < count; c++) {
+        data[c] = src[(size_t)off];
+        for (int j = rank - 1; j >= 0; j--) { /* next C index: last axis fastest */
+            off += stride[j];
+            if (++idx[j] < d[j]) break;
+            off -= stride[j] * d[j];
+            idx[j] = 0;
+        }
+    }
+}
+
+/* ---- Little helpers for binary formats ------------------------------------ */
+
+static uint32_t rd16le(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t rd32le(const uint8_t *p) { return rd16le(p) | rd16le(p + 2) << 16; }
+static uint64_t rd64le(const uint8_t *p) { return (uint64_t)rd32le(p) | (uint64_t)rd32le(p + 4) << 32; }
+static uint32_t rd32be(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* CRC-32 (zip, gzip): reflected polynomial 0xEDB88320, slicing by 4. */
+static uint32_t crc32(const uint8_t *p, size_t n) {
+    struct Table {
+        uint32_t t[4][256];
+        Table() {
+            for (uint32_t i = 0; i < 256; i++) {
+                uint32_t c = i;
+                for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+                t[0][i] = c;
+            }
+            for (int s = 1; s < 4; s++)
+                for (int i = 0; i < 256; i++) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFF];
+        }
+    };
+    static const Table tb;
+    const auto &t = tb.t;
+    uint32_t c = 0xFFFFFFFFu;
+    for (; n >= 4; n -= 4, p += 4) {
+        c ^= rd32le(p);
+        c = t[3][c & 0xFF] ^ t[2][(c >> 8) & 0xFF] ^ t[1][(c >> 16) & 0xFF] ^ t[0][c >> 24];
+    }
+    for (; n; n--) c = t[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* Raw deflate data (len bytes at src, of which `avail` >= len are readable)
+   into exactly usize bytes. The output buffer is fixed (not grown), so a
+   corrupt or hostile stream cannot make stb allocate more than usize, which
+   is bounded first by deflate's best ratio (~1032:1) and by int range. */
+static std::vector<uint8_t> inflate(const uint8_t *src, size_t len, size_t avail, uint64_t usize,
+                                    const std::string &what) {
+#if NNL_HAVE_STB
+    if (usize > (uint64_t)len * 1032 + 1024)
+        raise(NNL_ERR_FORMAT, "%s: corrupt: %llu bytes cannot come from %zu bytes of deflate data", what.c_str(),
+              (unsigned long long)usize, len);
+    if (len > (size_t)INT_MAX || usize > (uint64_t)INT_MAX)
+        raise(NNL_ERR_UNSUPPORTED, "%s: compressed data over 2 GiB is not supported (stb's decoder uses int sizes)",
+              what.c_str());
+    std::vector<uint8_t> out((size_t)usize + 1);
+    /* stb (2.27) fails on a stream whose last code lies in the last two bytes
+       of its input; the bytes after the stream (gzip trailer, zip directory)
+       are handed over too, and its end-of-stream block stops it anyway. */
+    int ilen = (int)std::min<size_t>(avail, std::min<size_t>(len + 16, (size_t)INT_MAX));
+    int got = stbi_zlib_decode_noheader_buffer((char *)out.data(), (int)usize, (const char *)src, ilen);
+    if (got < 0) raise(NNL_ERR_FORMAT, "%s: corrupt deflate data (or more than the %llu bytes announced)",
+                       what.c_str(), (unsigned long long)usize);
+    if ((uint64_t)got != usize)
+        raise(NNL_ERR_FORMAT, "%s: corrupt: deflate data gives %d bytes, %llu announced", what.c_str(), got,
+              (unsigned long long)usize);
+    out.resize((size_t)usize);
+    return out;
+#else
+    (void)src, (void)len, (void)avail, (void)usize;
+    raise(NNL_ERR_UNSUPPORTED,
+          "%s is compressed: reading it needs stb: install Debian's libstb-dev (apt-get install libstb-dev) or "
+          "put stb_image.h beside nnlite.cpp",
+          what.c_str());
+#endif
+}
+
+/* ---- gzip (RFC 1952), one member ----------------------------------------- */
+
+static bool is_gzip(const std::vector<uint8_t> &f) { return f.size() >= 2 && f[0] == 0x1F && f[1] == 0x8B; }
+
+static std::vector<uint8_t> gunzip(const std::vector<uint8_t> &f, const std::string &what) {
+    const size_t n = f.size();
+    const uint8_t *p = f.data();
+    if (n < 18) raise(NNL_ERR_FORMAT, "%s: truncated gzip file (%zu bytes)", what.c_str(), n);
+    if (p[2] != 8) raise(NNL_ERR_FORMAT, "%s: gzip compression method %d is not deflate", what.c_str(), p[2]);
+    const int flg = p[3];
+    if (flg & 0xE0) raise(NNL_ERR_FORMAT, "%s: reserved gzip header flags 0x%02x set", what.c_str(), flg);
+    const size_t end = n - 8; /* the trailer: CRC-32 and size mod 2^32 of the data */
+    size_t pos = 10;
+    auto field_end = [&](const char *name) { /* zero-terminated FNAME / FCOMMENT */
+        const void *z = memchr(p + pos, 0, end - pos);
+        if (!z) raise(NNL_ERR_FORMAT, "%s: truncated gzip header (unterminated %s)", what.c_str(), name);
+        pos = (size_t)((const uint8_t *)z - p) + 1;
+    };
+    if (flg & 4) { /* FEXTRA */
+        if (end - pos < 2 || end - pos - 2 < rd16le(p + pos))
+            raise(NNL_ERR_FORMAT, "%s: truncated gzip header (extra field)", what.c_str());
+        pos += 2 + rd16le(p + pos);
+    }
+    if (flg & 8) field_end("file name");
+    if (flg & 16) field_end("comment");
+    if (flg & 2) { /* FHCRC: low 16 bits of the header's CRC-32 */
+        if (end - pos < 2) raise(NNL_ERR_FORMAT, "%s: truncated gzip header (header CRC)", what.c_str());
+        if ((crc32(p, pos) & 0xFFFF) != rd16le(p + pos))
+            raise(NNL_ERR_FORMAT, "%s: gzip header CRC mismatch (corrupt file)", what.c_str());
+        pos += 2;
+    }
+    std::vector<uint8_t> out = inflate(p + pos, end - pos, n - pos, rd32le(p + end + 4), what);
+    if (crc32(out.data(), out.size()) != rd32le(p + end))
+        raise(NNL_ERR_FORMAT, "%s: gzip CRC mismatch (corrupt file)", what.c_str());
+    return out;
+}
+
+/* ---- idx (MNIST): magic 0 0 type rank, rank big-endian uint32 dims, data -- */
+
+static ArrayPtr parse_idx(const uint8_t *p, size_t n, int want, const std::string &what) {
+    if (n < 4) raise(NNL_ERR_FORMAT, "%s: truncated idx header (%zu bytes)", what.c_str(), n);
+    if (p[0] || p[1]) raise(NNL_ERR_FORMAT, "%s: not an idx file (magic %02x %02x, expected 00 00)", what.c_str(), p[0], p[1]);
+    int src;
+    switch (p[2]) {
+    case 0x08: src = NNL_UINT8; break;
+    case 0x09: src = NNL_INT8; break;
+    case 0x0B: src = NNL_INT16; break;
+    case 0x0C: src = NNL_INT32; break;
+    case 0x0D: src = NNL_FLOAT32; break;
+    case 0x0E: src = NNL_FLOAT64; break;
+    default: raise(NNL_ERR_FORMAT, "%s: unknown idx data type 0x%02x", what.c_str(), p[2]);
+    }
+    const int rank = p[3];
+    if (rank < 1 || rank > NNL_MAX_RANK)
+        raise(NNL_ERR_FORMAT, "%s: idx rank %d is not in 1..%d", what.c_str(), rank, NNL_MAX_RANK);
+    const size_t hdr = 4 + 4 * (size_t)rank;
+    if (n < hdr) raise(NNL_ERR_FORMAT, "%s: truncated idx header (%zu bytes, rank %d)", what.c_str(), n, rank);
+    int64_t shape[NNL_MAX_RANK];
+    for (int i = 0; i < rank; i++) shape[i] = rd32be(p + 4 + 4 * i);
+    int64_t count = payload_count(rank, shape, dtype_size(src), n - hdr, what);
+    return decode_array(p + hdr, src, host_little(), rank, shape, count, want, what);
+}
+
+/* An idx file, gzip-compressed or not (told by its magic bytes, not its name). */
+static ArrayPtr load_idx_file(const std::string &path, int want) {
+    std::vector<uint8_t> f;
+    read_file(path.c_str(), f);
+    const std::string what = "'" + path + "'";
+    if (is_gzip(f)) {
+        std::vector<uint8_t> raw = gunzip(f, what);
+        f.clear();
+        f.shrink_to_fit();
+        return parse_idx(raw.data(), raw.size(), want, what);
+    }
+    return parse_idx(f.data(), f.size(), want, what);
+}
+
+/* ---- npy: magic, version, header length, Python dict header, data -------- */
+
+struct NpyHeader {
+    std::string descr;
+    bool fortran = false;
+    int rank = 0;
+    int64_t shape[NNL_MAX_RANK] = {0};
+};
+
+/* The header is a Python literal, e.g.
+     {'descr': '<f4', 'fortran_order': False, 'shape': (60000, 28, 28), }
+   Strings may use either quote; shape ints may carry py2's 'L'. */
+class NpyDictParser {
+    const char *p, *end;
+    const std::string &what;
+    [[noreturn]] void fail(const char *msg) {
+        raise(NNL_ERR_FORMAT, "%s: bad npy header: %s", what.c_str(), msg);
+    }
+    void ws() {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    }
+    bool eat(char c) {
+        ws();
+        if (p < end && *p == c) return p++, true;
+        return false;
+    }
+    void expect(char c, const char *msg) {
+        if (!eat(c)) fail(msg);
+    }
+    std::string str() {
+        ws();
+        if (p >= end || (*p != '\'' && *p != '"')) fail("expected a quoted string");
+        const char q = *p++, *b = p;
+        while (p < end && *p != q) p++;
+        if (p >= end) fail("unterminated string");
+        return std::string(b, p++);
+    }
+    bool boolean() {
+        ws();
+        for (const char *w : {"True", "False"}) {
+            size_t l = strlen(w);
+            if ((size_t)(end - p) >= l && !memcmp(p, w, l)) {
+                p += l;
+                return w[0] == 'T';
+            }
+        }
+        fail("fortran_order is not True or False");
+    }
+    void shape(NpyHeader &h) {
+        expect('(', "shape is not a tuple");
+        while (!eat(')')) {
+            ws();
+            if (p < end && *p == '-') fail("negative dimension in shape");
+            if (p >= end || *p < '0' || *p > '9') fail("shape holds something other than integers");
+            uint64_t v = 0;
+            for (; p < end && *p >= '0' && *p <= '9'; p++) {
+                v = v * 10 + (uint64_t)(*p - '0');
+                if (v > (uint64_t)INT64_MAX) fail("dimension out of range");
+            }
+            if (p < end && *p == 'L') p++;
+            if (h.rank == NNL_MAX_RANK)
+                raise(NNL_ERR_FORMAT, "%s: npy shape has more than NNL_MAX_RANK (%d) dimensions", what.c_str(),
+                      NNL_MAX_RANK);
+            h.shape[h.rank++] = (int64_t)v;
+            if (!eat(',')) {
+                expect(')', "expected ',' or ')' in shape");
+                break;
+            }
+        }
+    }
+
+public:
+    NpyDictParser(const char *text, size_t n, const std::string &w) : p(text), end(text + n), what(w) {}
+    NpyHeader parse() {
+        NpyHeader h;
+        bool seen[3] = {false, false, false};
+        expect('{', "not a dict");
+        while (!eat('}')) {
+            std::string key = str();
+            expect(':', "expected ':' after a key");
+            if (key == "descr") {
+                if (eat('[')) raise(NNL_ERR_UNSUPPORTED, "%s: structured npy dtypes are not supported", what.c_str());
+                h.descr = str();
+                seen[0] = true;
+            } else if (key == "fortran_order") {
+                h.fortran = boolean();
+                seen[1] = true;
+            } else if (key == "shape") {
+                shape(h);
+                seen[2] = true;
+            } else {
+                fail(("unexpected key '" + key + "'").c_str());
+            }
+            if (!eat(',')) {
+                expect('}', "expected ',' or '}'");
+                break;
+            }
+        }
+        if (!seen[0] || !seen[1] || !seen[2]) fail("'descr', 'fortran_order' or 'shape' missing");
+        return h;
+    }
+};
+
+/* descr such as '<f4', '>i2', '|b1', '=u8' -> dtype code and byte swap. */
+static int npy_dtype(const std::string &descr, bool &swap, const std::string &what) {
+    std::string d = descr;
+    char order = '=';
+    if (!d.empty() && strchr("<>|=", d[0])) order = d[0], d.erase(0, 1);
+    static const struct { const char *name; int dtype; } types[] = {
+        {"b1", NNL_BOOL},    {"i1", NNL_INT8},    {"i2", NNL_INT16},   {"i4", NNL_INT32},
+        {"i8", NNL_INT64},   {"u1", NNL_UINT8},   {"u2", NNL_UINT16},  {"u4", NNL_UINT32},
+        {"u8", NNL_UINT64},  {"f2", NNL_FLOAT16}, {"f4", NNL_FLOAT32}, {"f8", NNL_FLOAT64}};
+    for (const auto &t : types)
+        if (d == t.name) {
+            swap = (order == '<' && !host_little()) || (order == '>' && host_little());
+            return t.dtype;
+        }
+    raise(NNL_ERR_UNSUPPORTED, "%s: npy dtype '%s' is not supported (bool, int8..int64, uint8..uint64, float16/32/64 are)",
+          what.c_str(), descr.c_str());
+}
+
+/* A whole .npy image in memory (a file, or an npz member). */
+static ArrayPtr parse_npy(const uint8_t *p, size_t n, int want, const std::string &what) {
+    static const uint8_t magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+    for (size_t i = 0; i < 6 && i < n; i++)
+        if (p[i] != magic[i]) raise(NNL_ERR_FORMAT, "%s: not a .npy file (bad magic)", what.c_str());
+    if (n < 10) raise(NNL_ERR_FORMAT, "%s: truncated npy header (%zu bytes)", what.c_str(), n);
+    const int major = p[6], minor = p[7];
+    if (major < 1 || major > 3)
+        raise(NNL_ERR_UNSUPPORTED, "%s: npy format version %d.%d is not supported (1.0 to 3.0 are)", what.c_str(),
+              major, minor);
+    /* version 1: 2-byte header length; 2 and 3: 4 bytes (3: UTF-8 text) */
+    const size_t start = major == 1 ? 10 : 12;
+    if (n < start) raise(NNL_ERR_FORMAT, "%s: truncated npy header (%zu bytes)", what.c_str(), n);
+    const size_t hlen = major == 1 ? rd16le(p + 8) : rd32le(p + 8);
+    if (hlen > n - start)
+        raise(NNL_ERR_FORMAT, "%s: truncated: npy header of %zu bytes runs past the end (%zu bytes)", what.c_str(),
+              hlen, n);
+    NpyHeader h = NpyDictParser((const char *)p + start, hlen, what).parse();
+    bool swap = false;
+    const int src = npy_dtype(h.descr, swap, what);
+    int64_t count = payload_count(h.rank, h.shape, dtype_size(src), n - start - hlen, what);
+    ArrayPtr a = decode_array(p + start + hlen, src, swap, h.rank, h.shape, count, want, what);
+    if (h.fortran) {
+        if (a->dtype == NNL_FLOAT32) fortran_to_c((float *)a->data, a->rank, a->shape, a->size);
+        else fortran_to_c((int64_t *)a->data, a->rank, a->shape, a->size);
+    }
+    return a;
+}
+
+/* ---- npz: a zip archive of .npy members ------------------------------------ */
+
+struct ZipEntry {
+    std::string name;
+    uint32_t flags = 0, method = 0, crc = 0;
+    uint64_t csize = 0, usize = 0, offset = 0; /* compressed, uncompressed, local header */
+};
+
+/* The central directory of a zip held in memory (the whole file). */
+class Zip {
+    const std::vector<uint8_t> &f;
+    std::string what;
+    std::vector<ZipEntry> entries;
+
+    [[noreturn]] void bad(const char *msg) const { raise(NNL_ERR_FORMAT, "%s: corrupt zip (.npz): %s", what.c_str(), msg); }
+
+    /* Sizes and offset that do not fit 32 bits sit in the zip64 extra field
+       (id 1), in this order, present only where the 32-bit field is ~0. */
+    void zip64_extra(ZipEntry &e, const uint8_t *x, size_t xlen, bool u, bool c, bool o) const {
+        while (xlen >= 4) {
+            uint32_t id = rd16le(x), len = rd16le(x + 2);
+            if (len > xlen - 4) bad("extra field runs past its entry");
+            if (id == 1) {
+                size_t at = 0;
+                for (uint64_t *v : {u ? &e.usize : nullptr, c ? &e.csize : nullptr, o ? &e.offset : nullptr}) {
+                    if (!v) continue;
+                    if (len - at < 8) bad("zip64 extra field too short");
+                    *v = rd64le(x + 4 + at);
+                    at += 8;
+                }
+                return;
+            }
+            x += 4 + len;
+            xlen -= 4 + len;
+        }
+        bad("zip64 sizes announced but no zip64 extra field");
+    }
+
+public:
+    Zip(const std::vector<uint8_t> &file, const std::string &path) : f(file), what("'" + path + "'") {
+        const uint8_t *p = f.data();
+        const size_t n = f.size();
+        if (n < 22) raise(NNL_ERR_FORMAT, "%s: not a zip (.npz) file (%zu bytes)", what.c_str(), n);
+        /* end of central directory record: 22 bytes + a comment of <= 65535 */
+        size_t eocd = SIZE_MAX;
+        for (size_t pos = n - 22 + 1, lo = n - 22 > 65535 ? n - 22 - 65535 : 0; pos-- > lo;)
+            if (rd32le(p + pos) == 0x06054B50 && pos + 22 + rd16le(p + pos + 20) <= n) {
+                eocd = pos;
+                break;
+            }
+        if (eocd == SIZE_MAX)
+            raise(NNL_ERR_FORMAT, "%s: not a zip (.npz) file, or truncated (no end of central directory)", what.c_str());
+        if (rd16le(p + eocd + 4) || rd16le(p + eocd + 6))
+            raise(NNL_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported", what.c_str());
+        uint64_t count = rd16le(p + eocd + 10), cd_size = rd32le(p + eocd + 12), cd_off = rd32le(p + eocd + 16);
+        size_t cd_limit = eocd; /* the directory ends before the end records */
+        if (count == 0xFFFF || cd_size == 0xFFFFFFFF || cd_off == 0xFFFFFFFF) {
+            /* zip64: a 20-byte locator before the record points at the zip64 record */
+            if (eocd < 20 || rd32le(p + eocd - 20) != 0x07064B50) bad("zip64 end locator missing");
+            uint64_t z = rd64le(p + eocd - 20 + 8);
+            if (eocd - 20 < 56 || z > eocd - 20 - 56 || rd32le(p + z) != 0x06064B50) bad("zip64 end record missing");
+            count = rd64le(p + z + 32);
+            cd_size = rd64le(p + z + 40);
+            cd_off = rd64le(p + z + 48);
+            cd_limit = (size_t)z;
+        }
+        if (cd_off > cd_limit || cd_size > cd_limit - cd_off) bad("central directory lies outside the file");
+        if (count > cd_size / 46) bad("more entries than the central directory can hold");
+        entries.reserve((size_t)count);
+        size_t pos = (size_t)cd_off;
+        const size_t cd_end = (size_t)(cd_off + cd_size);
+        for (uint64_t i = 0; i < count; i++) {
+            if (cd_end - pos < 46 || rd32le(p + pos) != 0x02014B50) bad("bad central directory entry");
+            const uint8_t *h = p + pos;
+            ZipEntry e;
+            e.flags = rd16le(h + 8);
+            e.method = rd16le(h + 10);
+            e.crc = rd32le(h + 16);
+            e.csize = rd32le(h + 20);
+            e.usize = rd32le(h + 24);
+            e.offset = rd32le(h + 42);
+            const size_t nl = rd16le(h + 28), xl = rd16le(h + 30), cl = rd16le(h + 32);
+            if (cd_end - pos - 46 < nl + xl + cl) bad("central directory entry runs past the directory");
+            e.name.assign((const char *)h + 46, nl);
+            const bool u = e.usize == 0xFFFFFFFF, c = e.csize == 0xFFFFFFFF, o = e.offset == 0xFFFFFFFF;
+            if (u || c || o) zip64_extra(e, h + 46 + nl, xl, u, c, o);
+            entries.push_back(std::move(e));
+            pos += 46 + nl + xl + cl;
+        }
+    }
+
+    /* The member named key or key + ".npy"; NULL when absent. */
+    const ZipEntry *find(const std::string &key) const {
+        for (const ZipEntry &e : entries)
+            if (e.name == key || e.name == key + ".npy") return &e;
+        return nullptr;
+    }
+
+    /* "x_train, y_train, ..." (".npy" dropped) for error messages. */
+    std::string keys() const {
+        std::string s;
+        for (size_t i = 0; i < entries.size() && i < 50; i++) {
+            std::string k = entries[i].name;
+            if (k.size() > 4 && k.compare(k.size() - 4, 4, ".npy") == 0) k.resize(k.size() - 4);
+            s += (i ? ", " : "") + k;
+        }
+        if (entries.size() > 50) s += ", ...";
+        return entries.empty() ? "none" : s;
+    }
+
+    /* A member's bytes, CRC-checked: a view into the file when stored,
+       else inflated into `store`. */
+    std::pair<const uint8_t *, size_t> member(const ZipEntry &e, std::vector<uint8_t> &store) const {
+        const uint8_t *p = f.data();
+        const size_t n = f.size();
+        const std::string mwhat = what + " member '" + e.name + "'";
+        if (e.flags & 1) raise(NNL_ERR_UNSUPPORTED, "%s is encrypted", mwhat.c_str());
+        if (e.offset > n || n - e.offset < 30 || rd32le(p + e.offset) != 0x04034B50)
+            raise(NNL_ERR_FORMAT, "%s: bad local header offset (corrupt zip)", mwhat.c_str());
+        const size_t data = (size_t)e.offset + 30 + rd16le(p + e.offset + 26) + rd16le(p + e.offset + 28);
+        if (data > n || e.csize > n - data)
+            raise(NNL_ERR_FORMAT, "%s: truncated: data runs past the end of the file", mwhat.c_str());
+        std::pair<const uint8_t *, size_t> out;
+        if (e.method == 0) {
+            if (e.csize != e.usize) raise(NNL_ERR_FORMAT, "%s: stored member with two different sizes", mwhat.c_str());
+            out = {p + data, (size_t)e.usize};
+        } else if (e.method == 8) {
+            store = inflate(p + data, (size_t)e.csize, n - data, e.usize, mwhat);
+            out = {store.data(), store.size()};
+        } else {
+            raise(NNL_ERR_UNSUPPORTED, "%s: zip compression method %u is not supported (stored and deflate are)",
+                  mwhat.c_str(), e.method);
+        }
+        if (crc32(out.first, out.second) != e.crc) raise(NNL_ERR_FORMAT, "%s: CRC mismatch (corrupt zip)", mwhat.c_str());
+        return out;
+    }
+
+    /* The member as an array. */
+    ArrayPtr load(const ZipEntry &e, int want) const {
+        std::vector<uint8_t> store;
+        auto m = member(e, store);
+        return parse_npy(m.first, m.second, want, what + " member '" + e.name + "'");
+    }
+};
+
+/* ---- MNIST ----------------------------------------------------------------- */
+
+/* The four parts, in the order of nnl_load_mnist's arguments. */
+static const char *const kMnistFiles[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+static const char *const kMnistKeys[4] = {"x_train", "y_train", "x_test", "y_test"};
+
+static bool is_regular(const std::string &path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* MNIST into a[0..4) (x_train, y_train, x_test, y_test), the parts with
+   want[i] set; images float32 (N, rows, cols), labels int64 (N,). */
+static void load_mnist(const char *path, const bool want[4], ArrayPtr a[4]) {
+    struct stat st;
+    if (stat(path, &st) != 0) raise(NNL_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        for (int i = 0; i < 4; i++) {
+            if (!want[i]) continue;
+            std::string f = std::string(path) + "/" + kMnistFiles[i];
+            if (!is_regular(f)) f += ".gz";
+            if (!is_regular(f))
+                raise(NNL_ERR_IO, "MNIST folder '%s' has neither %s nor %s.gz", path, kMnistFiles[i], kMnistFiles[i]);
+            a[i] = load_idx_file(f, i % 2 ? NNL_INT64 : NNL_FLOAT32);
+        }
+    } else {
+        std::vector<uint8_t> f;
+        read_file(path, f);
+        Zip zip(f, path);
+        for (int i = 0; i < 4; i++) {
+            if (!want[i]) continue;
+            const ZipEntry *e = zip.find(kMnistKeys[i]);
+            if (!e)
+                raise(NNL_ERR_FORMAT, "'%s' is not an MNIST .npz: no member '%s' (members: %s)", path, kMnistKeys[i],
+                      zip.keys().c_str());
+            a[i] = zip.load(*e, i % 2 ? NNL_INT64 : NNL_FLOAT32);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!a[i]) continue;
+        const int rank = i % 2 ? 1 : 3;
+        if (a[i]->rank != rank)
+            raise(NNL_ERR_FORMAT, "'%s': %s has shape %s, expected %s", path, kMnistKeys[i],
+                  shape_str(a[i]->rank, a[i]->shape).c_str(), rank == 1 ? "(N,)" : "(N, rows, cols)");
+    }
+    for (int i = 0; i < 4; i += 2)
+        if (a[i] && a[i + 1] && a[i]->shape[0] != a[i + 1]->shape[0])
+            raise(NNL_ERR_FORMAT, "'%s': %lld images in %s but %lld labels in %s", path, (long long)a[i]->shape[0],
+                  kMnistKeys[i], (long long)a[i + 1]->shape[0], kMnistKeys[i + 1]);
+}
+
+/* ---- .npy writer ----------------------------------------------------------- */
+
+static void save_npy(const char *path, const nnl_array &a) {
+    std::string hdr = std::string("{'descr': '") + (a.dtype == NNL_FLOAT32 ? "<f4" : "<i8") +
+                      "', 'fortran_order': False, 'shape': " + shape_str(a.rank, a.shape) + ", }";
+    /* pad with spaces to a multiple of 64 bytes with the 10-byte preamble, end in '\n' */
+    hdr.append(63 - (10 + hdr.size()) % 64, ' ');
+    hdr += '\n';
+    std::string pre("\x93NUMPY\x01\x00", 8);
+    pre += (char)(hdr.size() & 0xFF);
+    pre += (char)(hdr.size() >> 8);
+    const size_t es = dtype_size(a.dtype), bytes = (size_t)a.size * es;
+    const uint8_t *body = (const uint8_t *)a.data;
+    std::vector<uint8_t> swapped; /* big-endian hosts write a little-endian copy */
+    if (!host_little()) {
+        swapped.assign(body, body + bytes);
+        for (size_t i = 0; i < bytes; i += es) std::reverse(swapped.begin() + i, swapped.begin() + i + es);
+        body = swapped.data();
+    }
+    FILE *fp = fopen(path, "wb");
+    if (!fp) raise(NNL_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    bool ok = fwrite(pre.data(), 1, pre.size(), fp) == pre.size() && fwrite(hdr.data(), 1, hdr.size(), fp) == hdr.size() &&
+              (bytes == 0 || fwrite(body, 1, bytes, fp) == bytes);
+    ok = (fclose(fp) == 0) && ok;
+    if (!ok) raise(NNL_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+}
+
+/* ---- Confusion matrix table ------------------------------------------------- */
+
+static std::string confusion_table(const int64_t *cm, int k, const char *const *labels, bool normalize) {
+    auto label = [&](int i) { return labels && labels[i] ? std::string(labels[i]) : std::to_string(i); };
+    auto cell = [&](int t, int p) {
+        if (!normalize) return std::to_string((long long)cm[(size_t)t * k + p]);
+        int64_t total = 0;
+        for (int j = 0; j < k; j++) total += cm[(size_t)t * k + j];
+        char buf[32];
+        snprintf(buf, sizeof buf, "%.2f", total ? (double)cm[(size_t)t * k + p] / (double)total : 0.0);
+        return std::string(buf);
+    };
+    const std::string corner = "true\\pred";
+    size_t w0 = corner.size(), w = 1; /* row-label column, data columns */
+    for (int i = 0; i < k; i++) {
+        w0 = std::max(w0, label(i).size());
+        w = std::max(w, label(i).size());
+        for (int j = 0; j < k; j++) w = std::max(w, cell(i, j).size());
+    }
+    auto pad_left = [](const std::string &s, size_t width) { return std::string(width - std::min(width, s.size()), ' ') + s; };
+    auto pad_right = [](const std::string &s, size_t width) { return s + std::string(width - std::min(width, s.size()), ' '); };
+    std::string out = pad_right(corner, w0);
+    for (int j = 0; j < k; j++) out += "  " + pad_left(label(j), w);
+    out += '\n';
+    for (int i = 0; i < k; i++) {
+        out += pad_right(label(i), w0);
+        for (int j = 0; j < k; j++) out += "  " + pad_left(cell(i, j), w);
+        out += '\n';
+    }
+    return out;
+}
+
+} // namespace io
+} // namespace nnl
+
+/* ---- C ABI: arrays, loaders, helpers ---------------------------------------- */
+
+extern "C" {
+
+NNL_API int nnl_array_create(int dtype, int rank, const int64_t *shape, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard([&] {
+        if (!out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_array_create: out is NULL");
+        nnl::io::check_out_dtype(dtype, "nnl_array_create");
+        int64_t count = nnl::io::checked_count(rank, shape, "nnl_array_create");
+        *out = nnl::io::new_array(dtype, rank, shape, count).release();
+    });
+}
+
+NNL_API void nnl_array_free(nnl_array *a) { nnl::io::free_array(a); }
+
+NNL_API int nnl_array_dtype(const nnl_array *a) { return a ? a->dtype : 0; }
+NNL_API int nnl_array_rank(const nnl_array *a) { return a ? a->rank : 0; }
+NNL_API int64_t nnl_array_dim(const nnl_array *a, int axis) {
+    return a && axis >= 0 && axis < a->rank ? a->shape[axis] : 0;
+}
+NNL_API const int64_t *nnl_array_shape(const nnl_array *a) { return a ? a->shape : nullptr; }
+NNL_API int64_t nnl_array_size(const nnl_array *a) { return a ? a->size : 0; }
+NNL_API void *nnl_array_data(nnl_array *a) { return a ? a->data : nullptr; }
+
+NNL_API int nnl_array_reshape(nnl_array *a, int rank, const int64_t *shape) {
+    return nnl::guard([&] {
+        if (!a) nnl::raise(NNL_ERR_ARGUMENT, "nnl_array_reshape: array is NULL");
+        int64_t count = nnl::io::checked_count(rank, shape, "nnl_array_reshape");
+        if (count != a->size)
+            nnl::raise(NNL_ERR_SHAPE, "nnl_array_reshape: cannot reshape %s (%lld elements) to %s (%lld)",
+                       nnl::io::shape_str(a->rank, a->shape).c_str(), (long long)a->size,
+                       nnl::io::shape_str(rank, shape).c_str(), (long long)count);
+        a->rank = rank;
+        for (int i = 0; i < rank; i++) a->shape[i] = shape[i];
+    });
+}
+
+NNL_API int nnl_array_convert(nnl_array *a, int dtype) {
+    return nnl::guard([&] {
+        if (!a) nnl::raise(NNL_ERR_ARGUMENT, "nnl_array_convert: array is NULL");
+        nnl::io::check_out_dtype(dtype, "nnl_array_convert");
+        if (dtype == a->dtype) return;
+        /* decode the current buffer as a native-endian "stored" array; the
+           array stays unchanged when a value does not convert */
+        nnl::io::ArrayPtr b = nnl::io::decode_array((const uint8_t *)a->data, a->dtype, false, a->rank, a->shape,
+                                                    a->size, dtype, "nnl_array_convert");
+        std::swap(a->data, b->data);
+        a->dtype = dtype;
+    });
+}
+
+NNL_API int nnl_load_idx(const char *path, int want_dtype, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard([&] {
+        if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_idx: path or out is NULL");
+        if (want_dtype) nnl::io::check_out_dtype(want_dtype, "nnl_load_idx");
+        *out = nnl::io::load_idx_file(path, want_dtype).release();
+    });
+}
+
+NNL_API int nnl_load_npy(const char *path, int want_dtype, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard([&] {
+        if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_npy: path or out is NULL");
+        if (want_dtype) nnl::io::check_out_dtype(want_dtype, "nnl_load_npy");
+        std::vector<uint8_t> f;
+        nnl::read_file(path, f);
+        *out = nnl::io::parse_npy(f.data(), f.size(), want_dtype, std::string("'") + path + "'").release();
+    });
+}
+
+NNL_API int nnl_load_npz(const char *path, const char *key, int want_dtype, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard([&] {
+        if (!path || !key || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_npz: path, key or out is NULL");
+        if (want_dtype) nnl::io::check_out_dtype(want_dtype, "nnl_load_npz");
+        std::vector<uint8_t> f;
+        nnl::read_file(path, f);
+        nnl::io::Zip zip(f, path);
+        const nnl::io::ZipEntry *e = zip.find(key);
+        if (!e) nnl::raise(NNL_ERR_ARGUMENT, "'%s' has no member '%s' (members: %s)", path, key, zip.keys().c_str());
+        *out = zip.load(*e, want_dtype).release();
+    });
+}
+
+NNL_API int nnl_save_npy(const char *path, const nnl_array *a) {
+    return nnl::guard([&] {
+        if (!path || !a) nnl::raise(NNL_ERR_ARGUMENT, "nnl_save_npy: path or array is NULL");
+        nnl::io::save_npy(path, *a);
+    });
+}
+
+NNL_API int nnl_load_mnist(const char *path, nnl_array **x_train, nnl_array **y_train, nnl_array **x_test,
+                           nnl_array **y_test) {
+    nnl_array **outs[4] = {x_train, y_train, x_test, y_test};
+    for (nnl_array **o : outs)
+        if (o) *o = nullptr;
+    return nnl::guard([&] {
+        if (!path) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_mnist: path is NULL");
+        bool want[4];
+        nnl::io::ArrayPtr a[4];
+        for (int i = 0; i < 4; i++) want[i] = outs[i] != nullptr;
+        nnl::io::load_mnist(path, want, a);
+        for (int i = 0; i < 4; i++)
+            if (outs[i]) *outs[i] = a[i].release();
+    });
+}
+
+NNL_API int nnl_normalize(float *x, int rank, const int64_t *shape, int axis) {
+    return nnl::guard([&] {
+        int64_t count = nnl::io::checked_count(rank, shape, "nnl_normalize");
+        if (rank < 1) nnl::raise(NNL_ERR_ARGUMENT, "nnl_normalize: rank must be at least 1");
+        if (axis < -rank || axis >= rank)
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_normalize: axis %d is out of range for rank %d", axis, rank);
+        if (count == 0) return;
+        if (!x) nnl::raise(NNL_ERR_ARGUMENT, "nnl_normalize: x is NULL");
+        if (axis < 0) axis += rank;
+        /* x viewed as (outer, len, inner): the vectors run along len, stride inner */
+        int64_t outer = 1, inner = 1, len = shape[axis];
+        for (int i = 0; i < axis; i++) outer *= shape[i];
+        for (int i = axis + 1; i < rank; i++) inner *= shape[i];
+        std::vector<double> norm((size_t)inner);
+        for (int64_t o = 0; o < outer; o++) {
+            float *b = x + o * len * inner;
+            std::fill(norm.begin(), norm.end(), 0.0);
+            for (int64_t k = 0; k < len; k++)
+                for (int64_t i = 0; i < inner; i++) norm[(size_t)i] += (double)b[k * inner + i] * b[k * inner + i];
+            for (double &v : norm) v = v > 0 ? std::sqrt(v) : 1.0; /* zero vectors stay as they are */
+            for (int64_t k = 0; k < len; k++)
+                for (int64_t i = 0; i < inner; i++) b[k * inner + i] = (float)(b[k * inner + i] / norm[(size_t)i]);
+        }
+    });
+}
+
+NNL_API int nnl_scale(float *x, int64_t n, float scale, float shift) {
+    return nnl::guard([&] {
+        if (n < 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_scale: n is negative (%lld)", (long long)n);
+        if (n > 0 && !x) nnl::raise(NNL_ERR_ARGUMENT, "nnl_scale: x is NULL");
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale + shift;
+    });
+}
+
+NNL_API int nnl_to_categorical(const void *labels, int dtype, int64_t n, int num_classes, float *out) {
+    return nnl::guard([&] {
+        if (n < 0 || num_classes < 1)
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: n = %lld, num_classes = %d", (long long)n, num_classes);
+        if (n > 0 && (!labels || !out)) nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: labels or out is NULL");
+        if (nnl::dtype_size(dtype) == 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: unknown dtype code %d", dtype);
+        if (n > INT64_MAX / num_classes) nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: n * num_classes overflows");
+        for (int64_t i = 0; i < n; i++) { /* check all before writing anything */
+            int64_t c = nnl::label_at(labels, dtype, i);
+            if (c < 0 || c >= num_classes)
+                nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: label %lld of sample %lld is not in [0, %d)",
+                           (long long)c, (long long)i, num_classes);
+        }
+        std::fill(out, out + n * num_classes, 0.0f);
+        for (int64_t i = 0; i < n; i++) out[i * num_classes + nnl::label_at(labels, dtype, i)] = 1.0f;
+    });
+}
+
+NNL_API int nnl_shuffle(float *x, int64_t row_x, void *y, int y_dtype, int64_t row_y, int64_t n, uint64_t seed) {
+    return nnl::guard([&] {
+        if (n < 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_shuffle: n is negative (%lld)", (long long)n);
+        if (!x || row_x < 1) nnl::raise(NNL_ERR_ARGUMENT, "nnl_shuffle: x is NULL or row_x < 1");
+        const size_t ys = y ? nnl::dtype_size(y_dtype) : 0;
+        if (y && (ys == 0 || row_y < 1))
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_shuffle: y has unknown dtype code %d or row_y < 1", y_dtype);
+        if (row_x > PTRDIFF_MAX / (int64_t)sizeof(float) / std::max<int64_t>(n, 1) ||
+            (y && row_y > PTRDIFF_MAX / (int64_t)ys / std::max<int64_t>(n, 1)))
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_shuffle: rows too large");
+        const size_t bx = (size_t)row_x * sizeof(float), by = y ? (size_t)row_y * ys : 0;
+        std::vector<uint8_t> tmp(std::max(bx, by));
+        auto swap_rows = [&](uint8_t *base, size_t bytes, int64_t i, int64_t j) {
+            memcpy(tmp.data(), base + (size_t)i * bytes, bytes);
+            memcpy(base + (size_t)i * bytes, base + (size_t)j * bytes, bytes);
+            memcpy(base + (size_t)j * bytes, tmp.data(), bytes);
+        };
+        /* Fisher-Yates from the end: the same seed gives the same permutation */
+        nnl::Rng rng(seed);
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)rng.below((uint64_t)i + 1);
+            if (j == i) continue;
+            swap_rows((uint8_t *)x, bx, i, j);
+            if (y) swap_rows((uint8_t *)y, by, i, j);
+        }
+    });
+}
+
+NNL_API int nnl_confusion_matrix(const void *y_true, int dtype, const int32_t *y_pred, int64_t n, int num_classes,
+                                 int64_t *out) {
+    return nnl::guard([&] {
+        if (n < 0 || num_classes < 1)
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_confusion_matrix: n = %lld, num_classes = %d", (long long)n, num_classes);
+        if (!out || (n > 0 && (!y_true || !y_pred)))
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_confusion_matrix: y_true, y_pred or out is NULL");
+        if (nnl::dtype_size(dtype) == 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_confusion_matrix: unknown dtype code %d", dtype);
+        const size_t k = (size_t)num_classes;
+        std::vector<int64_t> cm(k * k, 0); /* out is written only on success */
+        for (int64_t i = 0; i < n; i++) {
+            int64_t t = nnl::label_at(y_true, dtype, i), p = y_pred[i];
+            if (t < 0 || t >= num_classes || p < 0 || p >= num_classes)
+                nnl::raise(NNL_ERR_ARGUMENT, "nnl_confusion_matrix: sample %lld: true %lld / predicted %lld not in [0, %d)",
+                           (long long)i, (long long)t, (long long)p, num_classes);
+            cm[(size_t)t * k + (size_t)p]++;
+        }
+        std::copy(cm.begin(), cm.end(), out);
+    });
+}
+
+NNL_API int nnl_print_confusion_matrix(FILE *f, const int64_t *cm, int num_classes, const char *const *labels,
+                                       int normalize) {
+    return nnl::guard([&] {
+        if (!cm || num_classes < 1)
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_print_confusion_matrix: cm is NULL or num_classes < 1");
+        std::string s = nnl::io::confusion_table(cm, num_classes, labels, normalize != 0);
+        if (fputs(s.c_str(), f ? f : stdout) < 0) nnl::raise(NNL_ERR_IO, "nnl_print_confusion_matrix: write failed");
+    });
+}
+
+} // extern "C"
+
+/* ========================================================================
+   8  C ABI
+   Every function body runs inside nnl::guard: no exception crosses.
+   ======================================================================== */
+using nnl::guard;
+using nnl::raise;
+
+#define NNL_CHECK_MODEL(m) NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "%s: model handle is NULL", __func__)
+
+extern "C" {
+
+NNL_API const char *nnl_last_error(void) { return nnl::g_last_error.c_str(); }
+
+NNL_API const char *nnl_status_string(int status) {
+    static const char *const names[] = {"NNL_OK", "NNL_ERR_ARGUMENT", "NNL_ERR_SHAPE", "NNL_ERR_STATE",
+                                        "NNL_ERR_IO", "NNL_ERR_FORMAT", "NNL_ERR_MEMORY", "NNL_ERR_UNSUPPORTED",
+                                        "NNL_ERR_NUMERIC", "NNL_ERR_INTERNAL"};
+    return status >= 0 && status <= NNL_ERR_INTERNAL ? names[status] : "NNL_UNKNOWN_STATUS";
+}
+
+NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }
+NNL_API int nnl_version_number(void) { return NNL_VERSION_NUMBER; }
+
+NNL_API int nnl_set_threads(int n) {
+    nnl::g_threads = n <= 0 ? 0 : std::min(n, NNL_MAX_THREADS);
+    return NNL_OK;
+}
+NNL_API int nnl_get_threads(void) { return nnl::threads(); }
+
+NNL_API nnl_model *nnl_model_create(void) {
+    nnl_model *m = nullptr;
+    guard([&] { m = new nnl_model(); });
+    return m;
+}
+
+NNL_API void nnl_model_free(nnl_model *m) { delete m; }
+
+NNL_API int nnl_add(nnl_model *m, const char *spec) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->add(spec);
+    });
+}
+
+static std::string shape_tuple(int rank, const int64_t *shape) {
+    NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK && shape, NNL_ERR_ARGUMENT, "shape: rank %d or NULL shape", rank);
+    std::string s = "(";
+    for (int i = 0; i < rank; i++) s += std::to_string((long long)shape[i]) + ",";
+    return s + ")";
+}
+
+static std::string act_arg(const char *activation) {
+    if (!activation || !*activation) return "None";
+    NNL_REQUIRE(!strpbrk(activation, "'\"(),="), NNL_ERR_ARGUMENT, "bad activation name '%s'", activation);
+    return std::string("'") + activation + "'";
+}
+
+NNL_API int nnl_add_input(nnl_model *m, int rank, const int64_t *shape) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->add(("Input(shape=" + shape_tuple(rank, shape) + ")").c_str());
+    });
+}
+
+NNL_API int nnl_add_dense(nnl_model *m, int units, const char *activation) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->add(nnl::format("Dense(%d, activation=%s)", units, act_arg(activation).c_str()).c_str());
+    });
+}
+
+NNL_API int nnl_add_activation(nnl_model *m, const char *activation) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(activation, NNL_ERR_ARGUMENT, "nnl_add_activation: activation is NULL");
+        m->add(("Activation(" + act_arg(activation) + ")").c_str());
+    });
+}
+
+NNL_API int nnl_add_dropout(nnl_model *m, float rate) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->add(nnl::format("Dropout(%.9g)", rate).c_str());
+    });
+}
+
+NNL_API int nnl_add_flatten(nnl_model *m) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->add("Flatten()");
+    });
+}
+
+NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->add(("Reshape(" + shape_tuple(rank, shape) + ")").c_str());
+    });
+}
+
+NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        if (seed == 0) {
+            m->seeded = false;
+            m->ensure_seed();
+        } else {
+            m->seed = seed;
+            m->rng.reseed(seed);
+            m->seeded = true;
+        }
+    });
+}
+
+NNL_API int nnl_layer_count(const nnl_model *m) { return m ? (int)m->layers.size() : 0; }
+
+NNL_API int64_t nnl_param_count(const nnl_model *m) { return m ? (int64_t)m->W.size() : 0; }
+
+static int write_shape(const nnl::Shape &s, int64_t *shape) {
+    if (shape)
+        for (int i = 0; i < s.rank; i++) shape[i] = s.d[i];
+    return s.rank;
+}
+
+NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape) {
+    if (!m || !m->has_input) return -1;
+    return write_shape(m->out_shape(), shape);
+}
+
+NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape) {
+    if (!m || !m->has_input) return -1;
+    return write_shape(m->input, shape);
+}
+
+NNL_API int nnl_summary(const nnl_model *m, FILE *f) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        std::string s = m->summary();
+        FILE *out = f ? f : stdout;
+        NNL_REQUIRE(fwrite(s.data(), 1, s.size(), out) == s.size(), NNL_ERR_IO, "nnl_summary: write failed");
+        fflush(out);
+    });
+}
+
+NNL_API int64_t nnl_summary_string(const nnl_model *m, char *buf, int64_t cap) {
+    int64_t len = -1;
+    guard([&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(cap <= 0 || buf, NNL_ERR_ARGUMENT, "nnl_summary_string: buf is NULL");
+        std::string s = m->summary();
+        if (cap > 0) {
+            size_t n = std::min((size_t)cap - 1, s.size());
+            memcpy(buf, s.data(), n);
+            buf[n] = 0;
+        }
+        len = (int64_t)s.size();
+    });
+    return len;
+}
+
+static nnl::WeightSpec &weight_at(const nnl_model *m, int i) {
+    NNL_CHECK_MODEL(m);
+    int k = 0;
+    for (auto &l : m->layers)
+        for (auto &w : l->weights)
+            if (k++ == i) return w;
+    raise(NNL_ERR_ARGUMENT, "weight index %d is out of range (the model has %d)", i, k);
+}
+
+NNL_API int nnl_weight_count(const nnl_model *m) { return m ? (int)m->slices.size() : 0; }
+
+NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap, int *rank, int64_t *shape) {
+    return guard([&] {
+        nnl::WeightSpec &w = weight_at(m, i);
+        if (name && name_cap > 0) {
+            std::string full;
+            for (auto &l : m->layers)
+                for (auto &x : l->weights)
+                    if (&x == &w) full = l->name + "/" + w.name;
+            snprintf(name, (size_t)name_cap, "%s", full.c_str());
+        }
+        if (rank) *rank = w.shape.rank;
+        write_shape(w.shape, shape);
+    });
+}
+
+NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count) {
+    return guard([&] {
+        nnl::WeightSpec &w = weight_at(m, i);
+        NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_get_weight: out is NULL");
+        NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_get_weight: weight %d has %lld values, not %lld", i,
+                    (long long)w.shape.size(), (long long)count);
+        memcpy(out, w.w, (size_t)count * sizeof(float));
+    });
+}
+
+NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count) {
+    return guard([&] {
+        nnl::WeightSpec &w = weight_at(m, i);
+        NNL_REQUIRE(in, NNL_ERR_ARGUMENT, "nnl_set_weight: in is NULL");
+        NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_set_weight: weight %d has %lld values, not %lld", i,
+                    (long long)w.shape.size(), (long long)count);
+        nnl::Model::check_finite(in, 1, count, "nnl_set_weight");
+        memcpy(w.w, in, (size_t)count * sizeof(float));
+    });
+}
+
+NNL_API int nnl_compile(nnl_model *m, const char *optimizer, const char *loss, const char *metrics) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->compile(optimizer, loss, metrics);
+    });
+}
+
+NNL_API int nnl_set_learning_rate(nnl_model *m, double lr) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_set_learning_rate: the model is not compiled");
+        NNL_REQUIRE(lr >= 0 && std::isfinite(lr), NNL_ERR_ARGUMENT, "learning rate must be finite and >= 0");
+        m->opt->learning_rate = lr;
+    });
+}
+
+NNL_API double nnl_get_learning_rate(const nnl_model *m) {
+    return m && m->compiled ? m->opt->learning_rate : NAN;
+}
+
+NNL_API void nnl_fit_options_init(nnl_fit_options *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->struct_size = (int)sizeof *o;
+    o->epochs = 1;
+    o->batch_size = 32;
+    o->shuffle = 1;
+    o->verbose = 1;
+    o->y_val_dtype = NNL_FLOAT32;
+}
+
+NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
+                    int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        if (opt) {
+            /* Read only what the caller's version of the struct holds. */
+            NNL_REQUIRE(opt->struct_size > 0, NNL_ERR_ARGUMENT,
+                        "nnl_fit: options not initialised (call nnl_fit_options_init)");
+            memcpy(&o, opt, std::min((size_t)opt->struct_size, sizeof o));
+        }
+        m->fit(x, x_rank, x_shape, y, y_dtype, y_rank, y_shape, o, m);
+    });
+}
+
+NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y,
+                         int y_dtype, int y_rank, const int64_t *y_shape, int batch_size, double *out, int out_cap) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
+        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "evaluate x");
+        std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "evaluate y");
+        NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
+        std::vector<double> r = m->evaluate(X.x, T.data(), X.n, batch_size > 0 ? batch_size : 32);
+        for (int i = 0; i < out_cap && i < (int)r.size(); i++) out[i] = r[(size_t)i];
+    });
+}
+
+NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size, float *out,
+                        int64_t out_count) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "predict x");
+        int64_t need = X.n * m->out_shape().size();
+        NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_predict: out is NULL");
+        NNL_REQUIRE(out_count >= need, NNL_ERR_SHAPE, "nnl_predict: out holds %lld floats, %lld needed",
+                    (long long)out_count, (long long)need);
+        m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out);
+    });
+}
+
+NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size,
+                                int32_t *classes, int64_t count) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "predict x");
+        NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
+        NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",
+                    (long long)count, (long long)X.n);
+        int64_t D = m->out_shape().size();
+        std::vector<float> p((size_t)(X.n * D));
+        m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, p.data());
+        for (int64_t i = 0; i < X.n; i++) {
+            const float *r = p.data() + i * D;
+            classes[i] = D == 1 ? (r[0] > 0.5f ? 1 : 0) : (int32_t)(std::max_element(r, r + D) - r);
+        }
+    });
+}
+
+NNL_API int nnl_history_epochs(const nnl_model *m) { return m ? m->hist_epochs : 0; }
+
+NNL_API int nnl_history_key_count(const nnl_model *m) { return m ? (int)m->hist_keys.size() : 0; }
+
+NNL_API const char *nnl_history_key(const nnl_model *m, int i) {
+    if (!m || i < 0 || i >= (int)m->hist_keys.size()) return nullptr;
+    return m->hist_keys[(size_t)i].c_str();
+}
+
+NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, int cap) {
+    int n = -1;
+    guard([&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(key, NNL_ERR_ARGUMENT, "nnl_history_get: key is NULL");
+        NNL_REQUIRE(out || cap <= 0, NNL_ERR_ARGUMENT, "nnl_history_get: out is NULL");
+        for (size_t j = 0; j < m->hist_keys.size(); j++)
+            if (m->hist_keys[j] == key) {
+                for (int i = 0; i < cap && i < m->hist_epochs; i++) out[i] = m->hist[j][(size_t)i];
+                n = m->hist_epochs;
+                return;
+            }
+        raise(NNL_ERR_ARGUMENT, "history has no key '%s'", key);
+    });
+    return n;
+}
+
+NNL_API int nnl_history_clear(nnl_model *m) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        m->hist_keys.clear();
+        m->hist.clear();
+        m->hist_epochs = 0;
+    });
+}
+
+} /* extern "C" */

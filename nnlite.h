@@ -1,0 +1,432 @@
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.1.0
+
+   nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
+   Python without a Python framework. Two files are all a project needs:
+
+       nnlite.h     this header: the whole public API, valid C99 and C++
+       nnlite.cpp   the CPU runtime (C++17), one file
+
+   DROP-IN USE
+       g++ -std=c++17 -O2 -fopenmp -c nnlite.cpp     (-fopenmp: threads, optional)
+       cc  -std=c99 -O2 -c app.c
+       g++ -fopenmp app.o nnlite.o -o app
+
+   BUILD OPTIONS (macros, set when compiling nnlite.cpp)
+       NNL_NO_STB        build without stb: .gz idx files and deflated .npz
+                         members then fail with NNL_ERR_UNSUPPORTED and a
+                         message naming the fix (Debian: apt-get install libstb-dev).
+                         By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
+                         or "stb_image.h" beside the sources when __has_include
+                         finds one, and NNL_NO_STB otherwise.
+       NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
+
+   EXAMPLE (XOR; error checks shortened to CHECK)
+       #include "nnlite.h"
+       #define CHECK(x) if ((x) != NNL_OK) { puts(nnl_last_error()); return 1; }
+       float x[8] = {0,0, 0,1, 1,0, 1,1}, y[4] = {0,1,1,0}, p[4];
+       int64_t xs[2] = {4, 2}, ys[2] = {4, 1};
+       nnl_model *m = nnl_model_create();
+       CHECK(nnl_add(m, "Dense(8, activation='tanh', input_shape=(2,))"));
+       CHECK(nnl_add(m, "Dense(1, activation='sigmoid')"));
+       CHECK(nnl_compile(m, "Adam(learning_rate=0.05)", "binary_crossentropy", "accuracy"));
+       nnl_fit_options o; nnl_fit_options_init(&o);
+       o.epochs = 500; o.batch_size = 4; o.verbose = 0;
+       CHECK(nnl_fit(m, x, 2, xs, y, NNL_FLOAT32, 2, ys, &o));
+       CHECK(nnl_predict(m, x, 2, xs, 0, p, 4));
+       nnl_model_free(m);
+
+   CONVENTIONS
+     - Every function that can fail returns an int status: NNL_OK (0) or one of
+       the NNL_ERR_* codes below, and sets a message that nnl_last_error()
+       returns. No C++ exception ever crosses this API; nothing aborts on bad
+       input.
+     - Arrays are plain pointers in row-major (C) order, samples first, with a
+       rank and an int64_t shape. Inputs x are float32. Targets y carry a dtype
+       code: NNL_FLOAT32 (one-hot rows, regression targets, 0/1 for binary
+       cross-entropy) or an integer type (class ids for the sparse losses).
+       Fortran's column-major x(features, samples) is this same memory.
+     - Layer, optimizer and loss specifications are short strings in Keras'
+       call syntax, e.g. "Dense(128, activation='relu')",
+       "SGD(learning_rate=0.01, momentum=0.9, nesterov=True)". Positional and
+       keyword arguments, numbers, quoted or bare strings, tuples and
+       True/False/None are accepted; unknown names are an error naming them.
+     - Handles are opaque. A handle must not be used from two threads at once;
+       different handles may be used from different threads concurrently.
+       nnl_last_error() is per thread. Functions documented as "thread-safe"
+       may be called from any thread at any time.
+
+   WHAT IS NOT SUPPORTED (yet)
+       Only Sequential models (a stack of layers, one input, one output).
+       float32 arithmetic only. Convolution, recurrent layers, model files,
+       the CUDA backend and MPI come with later versions of this header; the
+       ABI grows by adding functions, never by changing these.
+*/
+#ifndef NNLITE_H
+#define NNLITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define NNL_VERSION_MAJOR 0
+#define NNL_VERSION_MINOR 1
+#define NNL_VERSION_PATCH 0
+#define NNL_VERSION_STRING "0.1.0"
+/* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
+#define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
+
+#if defined(_WIN32) && defined(NNL_BUILD_SHARED)
+#  define NNL_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#  define NNL_API __attribute__((visibility("default")))
+#else
+#  define NNL_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== Status codes and errors ============================================ */
+
+enum {
+    NNL_OK = 0,
+    NNL_ERR_ARGUMENT = 1,    /* NULL handle or pointer, bad value, bad spec string */
+    NNL_ERR_SHAPE = 2,       /* array shape does not fit the model or the other array */
+    NNL_ERR_STATE = 3,       /* call out of order: fit before compile, add after compile... */
+    NNL_ERR_IO = 4,          /* a file could not be opened, read or written */
+    NNL_ERR_FORMAT = 5,      /* a file is truncated, corrupt or not of the expected kind */
+    NNL_ERR_MEMORY = 6,      /* an allocation failed or a size exceeds sane limits */
+    NNL_ERR_UNSUPPORTED = 7, /* feature not built in (e.g. no stb) or not implemented */
+    NNL_ERR_NUMERIC = 8,     /* NaN or Inf in the loss or the weights; training stopped */
+    NNL_ERR_INTERNAL = 9     /* a bug in nnlite; please report the message */
+};
+
+/* The message of the last failing call on this thread ("" when none).
+   Thread-safe. The pointer stays valid until the next nnlite call on this thread. */
+NNL_API const char *nnl_last_error(void);
+
+/* A short constant name for a status code, e.g. "NNL_ERR_SHAPE". Thread-safe. */
+NNL_API const char *nnl_status_string(int status);
+
+/* The library's version as "MAJOR.MINOR.PATCH" and as NNL_VERSION_NUMBER's
+   encoding. Compare with the macros to detect a header/library mismatch.
+   Thread-safe. */
+NNL_API const char *nnl_version(void);
+NNL_API int nnl_version_number(void);
+
+/* Number of threads the kernels use. Default: OMP_NUM_THREADS when set, else
+   the number of cores. n <= 0 restores the default. A process-wide setting;
+   not to be changed while another thread trains. Without OpenMP it is always 1. */
+NNL_API int nnl_set_threads(int n);
+NNL_API int nnl_get_threads(void);
+
+/* ==== Dtypes ============================================================== */
+
+enum {
+    NNL_FLOAT32 = 1,
+    NNL_FLOAT64 = 2,
+    NNL_INT32 = 3,
+    NNL_INT64 = 4,
+    NNL_UINT8 = 5,
+    NNL_INT8 = 6,
+    NNL_INT16 = 7,
+    NNL_UINT16 = 8,
+    NNL_UINT32 = 9,
+    NNL_UINT64 = 10,
+    NNL_BOOL = 11,
+    NNL_FLOAT16 = 12
+};
+
+/* ==== Arrays (what the loaders return) ==================================== */
+
+/* An owned n-dimensional array, row-major, of dtype NNL_FLOAT32 or NNL_INT64
+   (loaders convert every stored type to one of these two). */
+typedef struct nnl_array nnl_array;
+
+#define NNL_MAX_RANK 8
+
+/* Creates a zero-filled array. dtype: NNL_FLOAT32 or NNL_INT64; 0 <= rank <=
+   NNL_MAX_RANK; every shape[i] >= 0. The caller owns *out (nnl_array_free). */
+NNL_API int nnl_array_create(int dtype, int rank, const int64_t *shape, nnl_array **out);
+/* Frees the array; NULL is ignored. */
+NNL_API void nnl_array_free(nnl_array *a);
+/* Accessors; on NULL they return 0 / NULL. The data pointer is owned by the
+   array and valid until nnl_array_free or nnl_array_reshape. */
+NNL_API int nnl_array_dtype(const nnl_array *a);
+NNL_API int nnl_array_rank(const nnl_array *a);
+NNL_API int64_t nnl_array_dim(const nnl_array *a, int axis); /* 0 when axis is out of range */
+NNL_API const int64_t *nnl_array_shape(const nnl_array *a);
+NNL_API int64_t nnl_array_size(const nnl_array *a);             /* number of elements */
+NNL_API void *nnl_array_data(nnl_array *a);
+/* Changes the shape without moving data; the element count must not change. */
+NNL_API int nnl_array_reshape(nnl_array *a, int rank, const int64_t *shape);
+/* Converts in place to dtype (NNL_FLOAT32 or NNL_INT64). Float to int fails
+   with NNL_ERR_ARGUMENT unless every value is integral. */
+NNL_API int nnl_array_convert(nnl_array *a, int dtype);
+
+/* ==== Data loaders =========================================================
+   Every loader checks sizes against the file before allocating and fails with
+   NNL_ERR_FORMAT (never a crash) on truncated or corrupt input; a missing file
+   is NNL_ERR_IO. The caller owns the arrays returned and frees them with
+   nnl_array_free; on failure *out is set to NULL. */
+
+/* MNIST idx file (idx1/idx3/any rank, ubyte/byte/short/int/float/double),
+   plain or gzip-compressed (.gz; needs stb). ubyte/byte/short/int data loads
+   as NNL_INT64 unless want_dtype is NNL_FLOAT32; want_dtype 0 keeps it.
+   Images are not scaled. */
+NNL_API int nnl_load_idx(const char *path, int want_dtype, nnl_array **out);
+
+/* A .npy file (format 1.0, 2.0, 3.0; bool, int8..int64, uint8..uint64,
+   float16/32/64; little or big endian; C or Fortran order, the latter
+   transposed to C order). Integer and bool data load as NNL_INT64, float as
+   NNL_FLOAT32, unless want_dtype (NNL_FLOAT32 or NNL_INT64) asks otherwise. */
+NNL_API int nnl_load_npy(const char *path, int want_dtype, nnl_array **out);
+
+/* One member of a .npz archive ("x_train" or "x_train.npy"), stored or
+   deflate-compressed (deflate needs stb). */
+NNL_API int nnl_load_npz(const char *path, const char *key, int want_dtype, nnl_array **out);
+
+/* Writes a as a .npy file (format 1.0, C order, '<f4' or '<i8'). */
+NNL_API int nnl_save_npy(const char *path, const nnl_array *a);
+
+/* MNIST-style dataset from a folder holding train-images-idx3-ubyte,
+   train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte
+   (each plain or .gz), or from a Keras-style .npz file (x_train, y_train,
+   x_test, y_test). Images come as NNL_FLOAT32 (N,28,28) with values 0..255,
+   labels as NNL_INT64 (N,). Any out pointer may be NULL to skip that part. */
+NNL_API int nnl_load_mnist(const char *path, nnl_array **x_train, nnl_array **y_train,
+                           nnl_array **x_test, nnl_array **y_test);
+
+/* ==== Data helpers ======================================================== */
+
+/* Keras' tf.keras.utils.normalize(x, axis, order=2): divides each vector
+   along `axis` by its L2 norm, leaving all-zero vectors as they are.
+   Negative axis counts from the end. In place on float32 data. */
+NNL_API int nnl_normalize(float *x, int rank, const int64_t *shape, int axis);
+/* x[i] = x[i] * scale + shift for n elements (e.g. scale 1/255 for images). */
+NNL_API int nnl_scale(float *x, int64_t n, float scale, float shift);
+/* One-hot rows: out (n, num_classes) float32 from integer labels of dtype
+   `dtype`. A label outside [0, num_classes) is NNL_ERR_ARGUMENT. */
+NNL_API int nnl_to_categorical(const void *labels, int dtype, int64_t n, int num_classes,
+                               float *out);
+/* Shuffles the n samples of x (row_x floats each) and, when y is not NULL,
+   the n rows of y (row_y elements of y_dtype each) with the same seeded
+   permutation. The same seed gives the same permutation on every platform. */
+NNL_API int nnl_shuffle(float *x, int64_t row_x, void *y, int y_dtype, int64_t row_y,
+                        int64_t n, uint64_t seed);
+/* Confusion matrix: out[t * num_classes + p] counts samples of true class t
+   predicted as p (rows true, columns predicted), out zeroed first. y_true has
+   dtype `dtype` (integer class ids), y_pred is int32 (nnl_predict_classes). */
+NNL_API int nnl_confusion_matrix(const void *y_true, int dtype, const int32_t *y_pred,
+                                 int64_t n, int num_classes, int64_t *out);
+/* Prints the matrix as a table with row and column labels to f (stdout when
+   NULL); labels may be NULL for 0..num_classes-1. normalize != 0 prints each
+   row as fractions of its total. */
+NNL_API int nnl_print_confusion_matrix(FILE *f, const int64_t *cm, int num_classes,
+                                       const char *const *labels, int normalize);
+
+/* ==== Models ==============================================================
+   A model is a Sequential stack of layers. Lifetime: nnl_model_create ...
+   nnl_model_free. A model handle must not be used from two threads at once. */
+
+typedef struct nnl_model nnl_model;
+
+/* Creates an empty model; NULL only when out of memory. Caller frees it. */
+NNL_API nnl_model *nnl_model_create(void);
+/* Frees the model and everything it owns. NULL is ignored. */
+NNL_API void nnl_model_free(nnl_model *m);
+
+/* Appends a layer given as a Keras-style call. Layers of this version:
+     Input(shape=(...))                    declares the input shape per sample
+     Dense(units, activation=None, use_bias=True, kernel_initializer=
+           'glorot_uniform', bias_initializer='zeros', input_shape=None)
+     Activation(activation)                any name listed under ACTIVATIONS
+     Dropout(rate, seed=None)              inverted dropout, active in fit only
+     Flatten()
+     Reshape(target_shape)                 one entry may be -1
+   Every layer also takes name='...'. The first layer needs input_shape (or
+   an Input layer first). Shape errors are reported here, when the layer is
+   added, naming the layer and both shapes. Layers can only be added before
+   nnl_compile (NNL_ERR_STATE after).
+   ACTIVATIONS: linear, relu, sigmoid, tanh, softmax, leaky_relu (slope 0.2 as
+   keras.activations.leaky_relu), elu, selu, gelu (exact erf form), softplus,
+   softsign, swish (= silu), hard_sigmoid (Keras 2: clip(0.2x+0.5,0,1)),
+   exponential.
+   INITIALIZERS: glorot_uniform, glorot_normal, he_uniform, he_normal,
+   lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal
+   (normal ones are truncated at 2 stddev as in Keras). Weights are drawn from
+   the model seed (nnl_model_set_seed), so a seed gives the same model. */
+NNL_API int nnl_add(nnl_model *m, const char *layer_spec);
+
+/* Typed shortcuts for the common layers (same rules as nnl_add).
+   activation may be NULL for linear; rank/shape describe one sample. */
+NNL_API int nnl_add_input(nnl_model *m, int rank, const int64_t *shape);
+NNL_API int nnl_add_dense(nnl_model *m, int units, const char *activation);
+NNL_API int nnl_add_activation(nnl_model *m, const char *activation);
+NNL_API int nnl_add_dropout(nnl_model *m, float rate);
+NNL_API int nnl_add_flatten(nnl_model *m);
+NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape);
+
+/* Seed for weight initialisation, dropout masks and shuffling when the fit
+   options give none. Set it before adding layers to make the initial weights
+   reproducible; default 0 draws from the system's clock. */
+NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed);
+
+/* Number of layers (Input excluded) and trainable parameters. */
+NNL_API int nnl_layer_count(const nnl_model *m);
+NNL_API int64_t nnl_param_count(const nnl_model *m);
+/* Per-sample output shape of the model: writes up to NNL_MAX_RANK dims into
+   shape (may be NULL) and returns the rank, or -1 with no layers. */
+NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape);
+NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape);
+
+/* Model summary as Keras prints it (layer name and type, output shape,
+   parameter count, totals). f NULL means stdout. */
+NNL_API int nnl_summary(const nnl_model *m, FILE *f);
+/* The same into buf (always NUL-terminated when cap > 0). Returns the length
+   the full text needs, excluding the NUL, or -1 on error. */
+NNL_API int64_t nnl_summary_string(const nnl_model *m, char *buf, int64_t cap);
+
+/* Weights in Keras get_weights() order: per layer, kernel (in, out) then
+   bias (out,). nnl_weight_info fills the name ("dense_1/kernel"), rank and
+   shape (name_cap bytes, NUL-terminated, may be NULL). get/set copy count
+   floats, which must equal the tensor's size. */
+NNL_API int nnl_weight_count(const nnl_model *m);
+NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap, int *rank,
+                            int64_t *shape);
+NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count);
+NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count);
+
+/* ==== Compile =============================================================
+   optimizer: "SGD(learning_rate=0.01, momentum=0.0, nesterov=False,
+               decay=0.0)"  (decay: Keras' legacy lr / (1 + decay * iterations))
+              "RMSprop(learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+               centered=False)"
+              "Adagrad(learning_rate=0.001, initial_accumulator_value=0.1,
+               epsilon=1e-7)"
+              "Adadelta(learning_rate=0.001, rho=0.95, epsilon=1e-7)"
+              "Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999,
+               epsilon=1e-7, amsgrad=False)"
+              "AdamW(learning_rate=0.001, weight_decay=0.004, beta_1, beta_2,
+               epsilon, amsgrad)"
+              "Adamax(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)"
+              "Nadam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)"
+              Every optimizer also takes one of clipnorm= (per weight tensor),
+              global_clipnorm= (over all) or clipvalue=, and decay=. Hyper-
+              parameters and update rules are Keras 3's (Nadam: u_t =
+              beta_1 (1 - 0.5 * 0.96^t)). A bare name ("adam") takes the defaults.
+   loss:      sparse_categorical_crossentropy, categorical_crossentropy,
+              binary_crossentropy (each takes from_logits=True), mean_squared_error
+              (mse), mean_absolute_error (mae), huber (delta=1.0). Probabilities
+              are clipped to [1e-7, 1-1e-7] as Keras does; with from_logits the
+              loss is computed from logits directly (stable log-softmax).
+   metrics:   comma-separated list, may be NULL or "": accuracy (picks sparse,
+              categorical or binary from the loss, as Keras does),
+              sparse_categorical_accuracy, categorical_accuracy, binary_accuracy,
+              top_k_categorical_accuracy(k=5), sparse_top_k_categorical_accuracy(k=5),
+              mse, mae.
+   Compiling twice replaces the optimizer (its state restarts); the weights
+   stay. Fails with NNL_ERR_STATE on a model with no layers. */
+NNL_API int nnl_compile(nnl_model *m, const char *optimizer, const char *loss,
+                        const char *metrics);
+
+/* Learning rate in use (after compile); settable between epochs, e.g. from a
+   callback. */
+NNL_API int nnl_set_learning_rate(nnl_model *m, double lr);
+NNL_API double nnl_get_learning_rate(const nnl_model *m);
+
+/* ==== Training ============================================================ */
+
+enum {
+    NNL_EVENT_BATCH_END = 1, /* logs: loss and metrics averaged over the epoch so far */
+    NNL_EVENT_EPOCH_END = 2  /* logs: as the history row for this epoch */
+};
+
+/* Called during fit. logs holds n_logs values named by nnl_history_key(m, i)
+   (loss, metrics, then val_ ones at epoch end). Return nonzero to stop
+   training after this batch; fit then returns NNL_OK with the epochs done.
+   Runs on the thread that called nnl_fit; it may call nnl_set_learning_rate
+   and the read-only functions on m, nothing else on m. */
+typedef int (*nnl_callback)(void *user, nnl_model *m, int event, int epoch, int64_t batch,
+                            const double *logs, int n_logs);
+
+/* Options for nnl_fit. Always initialise with nnl_fit_options_init, which
+   sets struct_size; fields added in later versions go at the end, and a
+   library reads only the fields that the caller's struct_size covers. */
+typedef struct nnl_fit_options {
+    int struct_size;
+    int epochs;               /* default 1; as in Keras, the index of the last epoch
+                                 to train: epochs initial_epoch .. epochs-1 run */
+    int batch_size;           /* default 32 */
+    double validation_split;  /* 0 <= v < 1: the LAST fraction of x/y, before shuffling;
+                                 n_train = (int64)(n * (1 - v)) as in Keras */
+    int shuffle;              /* default 1: reshuffle the training part every epoch */
+    int verbose;              /* 0 silent, 1 progress line (default), 2 one line per epoch */
+    uint64_t seed;            /* shuffling/dropout seed; 0: the model's */
+    int initial_epoch;        /* epoch to start at (resuming); default 0 */
+    /* Validation data; used instead of validation_split when x_val != NULL. */
+    const float *x_val;
+    int x_val_rank;
+    const int64_t *x_val_shape;
+    const void *y_val;
+    int y_val_dtype;
+    int y_val_rank;
+    const int64_t *y_val_shape;
+    nnl_callback callback;    /* may be NULL */
+    void *callback_user;
+    FILE *log;                /* where progress goes; NULL: stdout */
+} nnl_fit_options;
+
+NNL_API void nnl_fit_options_init(nnl_fit_options *o);
+
+/* Trains the model. x: float32 (n, input shape...) or (n, flat size). y:
+   (n,) or (n,1) integer/float class ids for sparse losses; (n, classes)
+   for categorical; (n, output shape...) otherwise. opt NULL: defaults.
+   History is appended per completed epoch (nnl_history_*). Non-finite values
+   in x or y are refused before training (NNL_ERR_NUMERIC). If the loss or a
+   gradient becomes NaN or Inf, training stops with NNL_ERR_NUMERIC before
+   that update is applied: weights and optimizer state stay those of the last
+   good step. Errors: NNL_ERR_STATE before compile, NNL_ERR_SHAPE on
+   mismatched arrays (the message gives both shapes). */
+NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
+                    const void *y, int y_dtype, int y_rank, const int64_t *y_shape,
+                    const nnl_fit_options *opt);
+
+/* Loss and metrics over (x, y), in the order of nnl_history_key minus the
+   val_ ones: out[0] = loss, out[1..] = metrics. out_cap values at most are
+   written; returns the status. batch_size <= 0 means 32. */
+NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
+                         const void *y, int y_dtype, int y_rank, const int64_t *y_shape,
+                         int batch_size, double *out, int out_cap);
+
+/* Forward pass in inference mode. out receives n * (product of the output
+   shape) floats; out_count must be at least that (NNL_ERR_SHAPE otherwise).
+   Works before compile. batch_size <= 0 means 32. */
+NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
+                        int batch_size, float *out, int64_t out_count);
+/* argmax of each prediction row (or > 0.5 for a single sigmoid unit) into
+   classes; count must be at least n (NNL_ERR_SHAPE otherwise). */
+NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank,
+                                const int64_t *x_shape, int batch_size, int32_t *classes,
+                                int64_t count);
+
+/* ==== History ============================================================= */
+
+/* Number of epochs recorded by nnl_fit calls (0 before). */
+NNL_API int nnl_history_epochs(const nnl_model *m);
+/* Number of history keys and the i-th key: "loss", the metrics, then
+   "val_loss" and "val_<metric>" when validation ran. NULL when out of range. */
+NNL_API int nnl_history_key_count(const nnl_model *m);
+NNL_API const char *nnl_history_key(const nnl_model *m, int i);
+/* Copies up to cap per-epoch values of key into out; returns the number of
+   epochs available, or -1 (with an error) when the key does not exist. */
+NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, int cap);
+/* Empties the history. */
+NNL_API int nnl_history_clear(nnl_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NNLITE_H */

@@ -1,0 +1,486 @@
+/* The C ABI as a user sees it: models, training, errors. Linked against the
+   library; uses nnlite.h only. */
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../nnlite.h"
+
+static std::string err() { return nnl_last_error(); }
+
+/* y = class of the quadrant of (x0, x1): a small separable 4-class problem */
+static void quadrants(int n, std::vector<float> &x, std::vector<int32_t> &y, unsigned seed) {
+    x.resize((size_t)n * 2);
+    y.resize((size_t)n);
+    uint64_t s = seed * 2654435761u + 1;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < 2; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            x[(size_t)(2 * i + j)] = (float)((double)(s >> 11) / 9007199254740992.0 * 2 - 1);
+        }
+        y[(size_t)i] = (x[(size_t)(2 * i)] > 0) * 2 + (x[(size_t)(2 * i + 1)] > 0);
+    }
+}
+
+static nnl_model *quadrant_model(uint64_t seed, const char *opt = "Adam(learning_rate=0.01)") {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(m);
+    REQUIRE(nnl_model_set_seed(m, seed) == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(16, activation='relu', input_shape=(2,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(4, activation='softmax')") == NNL_OK);
+    REQUIRE(nnl_compile(m, opt, "sparse_categorical_crossentropy", "accuracy") == NNL_OK);
+    return m;
+}
+
+TEST_CASE("version macros agree with the library") {
+    CHECK(std::string(nnl_version()) == NNL_VERSION_STRING);
+    CHECK(nnl_version_number() == NNL_VERSION_NUMBER);
+    CHECK(std::string(nnl_status_string(NNL_ERR_SHAPE)) == "NNL_ERR_SHAPE");
+    CHECK(std::string(nnl_status_string(12345)) == "NNL_UNKNOWN_STATUS");
+}
+
+TEST_CASE("NULL handles and pointers give errors with messages, never crashes") {
+    float x[2] = {0, 0};
+    int64_t s[2] = {1, 2};
+    double out[2];
+    CHECK(nnl_add(nullptr, "Dense(1)") == NNL_ERR_ARGUMENT);
+    CHECK(!err().empty());
+    CHECK(nnl_add_dense(nullptr, 3, "relu") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_compile(nullptr, "adam", "mse", nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_fit(nullptr, x, 2, s, x, NNL_FLOAT32, 2, s, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_evaluate(nullptr, x, 2, s, x, NNL_FLOAT32, 2, s, 0, out, 2) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_predict(nullptr, x, 2, s, 0, x, 2) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_summary(nullptr, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_summary_string(nullptr, nullptr, 0) == -1);
+    CHECK(nnl_history_get(nullptr, "loss", out, 2) == -1);
+    CHECK(nnl_layer_count(nullptr) == 0);
+    CHECK(nnl_param_count(nullptr) == 0);
+    CHECK(nnl_output_shape(nullptr, nullptr) == -1);
+    CHECK(nnl_history_key(nullptr, 0) == nullptr);
+    CHECK(std::isnan(nnl_get_learning_rate(nullptr)));
+    nnl_model_free(nullptr);
+    nnl_fit_options_init(nullptr);
+
+    nnl_model *m = nnl_model_create();
+    CHECK(nnl_add(m, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add(m, "") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add_activation(m, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add_input(m, 1, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add(m, "Dense(4, input_shape=(2,))") == NNL_OK);
+    CHECK(nnl_compile(m, nullptr, "mse", nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_compile(m, "sgd", "mse", nullptr) == NNL_OK);
+    CHECK(nnl_fit(m, nullptr, 2, s, x, NNL_FLOAT32, 2, s, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_fit(m, x, 2, nullptr, x, NNL_FLOAT32, 2, s, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_predict(m, x, 2, s, 0, nullptr, 4) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_weight_info(m, 99, nullptr, 0, nullptr, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_get_weight(m, 0, nullptr, 8) == NNL_ERR_ARGUMENT);
+    nnl_model_free(m);
+}
+
+TEST_CASE("calls out of order are NNL_ERR_STATE") {
+    nnl_model *m = nnl_model_create();
+    float x[4] = {0, 1, 2, 3}, y[2] = {0, 1};
+    int64_t xs[2] = {2, 2}, ys[2] = {2, 1};
+    CHECK(nnl_compile(m, "adam", "mse", "") == NNL_ERR_STATE);
+    CHECK(nnl_add(m, "Dense(3)") == NNL_ERR_STATE); /* no input shape known */
+    CHECK(err().find("input_shape") != std::string::npos);
+    CHECK(nnl_add(m, "Dense(1, input_shape=(2,))") == NNL_OK);
+    CHECK(nnl_fit(m, x, 2, xs, y, NNL_FLOAT32, 2, ys, nullptr) == NNL_ERR_STATE);
+    CHECK(err().find("compile") != std::string::npos);
+    double r[2];
+    CHECK(nnl_evaluate(m, x, 2, xs, y, NNL_FLOAT32, 2, ys, 0, r, 2) == NNL_ERR_STATE);
+    CHECK(nnl_set_learning_rate(m, 0.1) == NNL_ERR_STATE);
+    float p[2];
+    CHECK(nnl_predict(m, x, 2, xs, 0, p, 2) == NNL_OK); /* predict needs no compile */
+    CHECK(nnl_compile(m, "adam", "mse", "") == NNL_OK);
+    CHECK(nnl_add(m, "Dense(1)") == NNL_ERR_STATE);
+    CHECK(nnl_add(m, "Input(shape=(2,))") == NNL_ERR_STATE);
+    nnl_model_free(m);
+}
+
+TEST_CASE("wrong shapes are refused with both shapes in the message") {
+    nnl_model *m = quadrant_model(1);
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(10, x, y, 1);
+    int64_t xs_bad[2] = {5, 4}, ys[1] = {10}, xs[2] = {10, 2}, ys_bad[1] = {9};
+    CHECK(nnl_fit(m, x.data(), 2, xs_bad, y.data(), NNL_INT32, 1, ys, nullptr) == NNL_ERR_SHAPE);
+    CHECK(err().find("(4,)") != std::string::npos);
+    CHECK(err().find("(2,)") != std::string::npos);
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys_bad, nullptr) == NNL_ERR_SHAPE);
+    int64_t ys_onehot[2] = {10, 3};
+    CHECK(nnl_fit(m, x.data(), 2, xs, x.data(), NNL_FLOAT32, 2, ys_onehot, nullptr) == NNL_ERR_SHAPE);
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), 999, 1, ys, nullptr) == NNL_ERR_ARGUMENT);
+    y[3] = 7; /* not a class of a 4-way softmax */
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(err().find("label 7") != std::string::npos);
+    y[3] = -1;
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, nullptr) == NNL_ERR_ARGUMENT);
+    std::vector<float> out(10 * 4);
+    CHECK(nnl_predict(m, x.data(), 2, xs, 0, out.data(), 39) == NNL_ERR_SHAPE);
+    CHECK(nnl_predict(m, x.data(), 2, xs, 0, out.data(), 40) == NNL_OK);
+    int64_t rank0[1] = {10};
+    CHECK(nnl_predict(m, x.data(), 1, rank0, 0, out.data(), 40) == NNL_ERR_SHAPE);
+    CHECK(nnl_predict(m, x.data(), 42, xs, 0, out.data(), 40) == NNL_ERR_SHAPE);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.validation_split = 1.0;
+    y[3] = 0;
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_ERR_ARGUMENT);
+    o.validation_split = 0;
+    o.batch_size = 0;
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_ERR_ARGUMENT);
+    nnl_model_free(m);
+}
+
+TEST_CASE("shape errors when layers are added name the layer and the shapes") {
+    nnl_model *m = nnl_model_create();
+    CHECK(nnl_add(m, "Input(shape=(4, 6))") == NNL_OK);
+    CHECK(nnl_add(m, "Reshape((5, -1))") == NNL_ERR_SHAPE);
+    CHECK(err().find("Reshape") != std::string::npos);
+    CHECK(nnl_add(m, "Reshape((3, 8))") == NNL_OK);
+    CHECK(nnl_add(m, "Dense(2, input_shape=(9,))") == NNL_ERR_SHAPE);
+    CHECK(nnl_add(m, "Dense(0)") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add(m, "Dropout(1.5)") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_layer_count(m) == 1);
+    nnl_model_free(m);
+}
+
+TEST_CASE("non-finite inputs are refused and a diverging run stops before the bad update") {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 3);
+    REQUIRE(nnl_add(m, "Dense(1, kernel_initializer='ones', input_shape=(1,))") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=10.0)", "mse", "") == NNL_OK);
+    std::vector<float> x(16, 5.f), y(16, 1.f);
+    int64_t s[2] = {16, 1};
+    x[7] = NAN;
+    CHECK(nnl_fit(m, x.data(), 2, s, y.data(), NNL_FLOAT32, 2, s, nullptr) == NNL_ERR_NUMERIC);
+    CHECK(err().find("sample 7") != std::string::npos);
+    x[7] = 5.f;
+    float w0[1];
+    nnl_get_weight(m, 0, w0, 1);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 50;
+    o.verbose = 0;
+    CHECK(nnl_fit(m, x.data(), 2, s, y.data(), NNL_FLOAT32, 2, s, &o) == NNL_ERR_NUMERIC);
+    CHECK(err().find("last good step") != std::string::npos);
+    float w[1], b[1];
+    nnl_get_weight(m, 0, w, 1);
+    nnl_get_weight(m, 1, b, 1);
+    CHECK(std::isfinite(w[0]));
+    CHECK(std::isfinite(b[0]));
+    float bad = INFINITY;
+    CHECK(nnl_set_weight(m, 0, &bad, 1) == NNL_ERR_NUMERIC);
+    nnl_model_free(m);
+}
+
+TEST_CASE("XOR reaches 100 %") {
+    float x[8] = {0, 0, 0, 1, 1, 0, 1, 1}, y[4] = {0, 1, 1, 0};
+    int64_t xs[2] = {4, 2}, ys[2] = {4, 1};
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 7);
+    REQUIRE(nnl_add(m, "Dense(8, activation='tanh', input_shape=(2,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(1, activation='sigmoid')") == NNL_OK);
+    REQUIRE(nnl_compile(m, "Adam(learning_rate=0.05)", "binary_crossentropy", "accuracy") == NNL_OK);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 400;
+    o.batch_size = 4;
+    o.verbose = 0;
+    REQUIRE(nnl_fit(m, x, 2, xs, y, NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    int32_t cls[4];
+    REQUIRE(nnl_predict_classes(m, x, 2, xs, 0, cls, 4) == NNL_OK);
+    for (int i = 0; i < 4; i++) CHECK(cls[i] == (int)y[i]);
+    double r[2];
+    REQUIRE(nnl_evaluate(m, x, 2, xs, y, NNL_FLOAT32, 2, ys, 4, r, 2) == NNL_OK);
+    CHECK(r[1] == 1.0);
+    CHECK(r[0] < 0.1);
+    nnl_model_free(m);
+}
+
+TEST_CASE("validation_split takes the last fraction before shuffling (Keras semantics)") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(50, x, y, 5);
+    /* learning rate 0: the weights stay, so the logged losses must equal
+       evaluate() on exactly the first 40 and the last 10 samples */
+    nnl_model *m = quadrant_model(2, "SGD(learning_rate=0.0)");
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 2;
+    o.batch_size = 7;
+    o.validation_split = 0.2;
+    o.verbose = 0;
+    o.seed = 99;
+    int64_t xs[2] = {50, 2}, ys[1] = {50};
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    REQUIRE(nnl_history_epochs(m) == 2);
+    REQUIRE(nnl_history_key_count(m) == 4);
+    CHECK(std::string(nnl_history_key(m, 0)) == "loss");
+    CHECK(std::string(nnl_history_key(m, 1)) == "accuracy");
+    CHECK(std::string(nnl_history_key(m, 2)) == "val_loss");
+    CHECK(std::string(nnl_history_key(m, 3)) == "val_accuracy");
+    double loss[2], vloss[2], vacc[2], head[2], tail[2];
+    CHECK(nnl_history_get(m, "loss", loss, 2) == 2);
+    CHECK(nnl_history_get(m, "val_loss", vloss, 2) == 2);
+    CHECK(nnl_history_get(m, "val_accuracy", vacc, 2) == 2);
+    CHECK(nnl_history_get(m, "nope", loss, 2) == -1);
+    int64_t hs[2] = {40, 2}, hy[1] = {40}, ts[2] = {10, 2}, ty[1] = {10};
+    REQUIRE(nnl_evaluate(m, x.data(), 2, hs, y.data(), NNL_INT32, 1, hy, 5, head, 2) == NNL_OK);
+    REQUIRE(nnl_evaluate(m, x.data() + 80, 2, ts, y.data() + 40, NNL_INT32, 1, ty, 3, tail, 2) == NNL_OK);
+    CHECK(loss[0] == doctest::Approx(head[0]).epsilon(1e-5));
+    CHECK(vloss[1] == doctest::Approx(tail[0]).epsilon(1e-5));
+    CHECK(vacc[1] == doctest::Approx(tail[1]));
+    nnl_model_free(m);
+}
+
+TEST_CASE("explicit validation data, callbacks that stop, and history across fits") {
+    std::vector<float> x, xv;
+    std::vector<int32_t> y, yv;
+    quadrants(64, x, y, 8);
+    quadrants(16, xv, yv, 9);
+    nnl_model *m = quadrant_model(4);
+    int64_t xs[2] = {64, 2}, ys[1] = {64}, vs[2] = {16, 2}, vys[1] = {16};
+    struct Stop {
+        int batches = 0, epochs = 0, stop_at_epoch = 2;
+        double last_val = -1;
+    } st;
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 10;
+    o.batch_size = 16;
+    o.verbose = 0;
+    o.x_val = xv.data();
+    o.x_val_rank = 2;
+    o.x_val_shape = vs;
+    o.y_val = yv.data();
+    o.y_val_dtype = NNL_INT32;
+    o.y_val_rank = 1;
+    o.y_val_shape = vys;
+    o.callback_user = &st;
+    o.callback = [](void *u, nnl_model *mm, int ev, int epoch, int64_t, const double *logs, int n) -> int {
+        Stop *s = (Stop *)u;
+        if (ev == NNL_EVENT_BATCH_END) {
+            s->batches++;
+            return 0;
+        }
+        s->epochs++;
+        CHECK(n == 4);
+        s->last_val = logs[2];
+        nnl_set_learning_rate(mm, nnl_get_learning_rate(mm) * 0.5); /* a schedule from a callback */
+        return epoch + 1 >= s->stop_at_epoch;
+    };
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    CHECK(st.epochs == 2);
+    CHECK(st.batches == 8);
+    CHECK(nnl_history_epochs(m) == 2);
+    CHECK(nnl_get_learning_rate(m) == doctest::Approx(0.0025));
+    double vl[2];
+    nnl_history_get(m, "val_loss", vl, 2);
+    CHECK(vl[1] == doctest::Approx(st.last_val));
+    /* a callback stopping mid-epoch: that epoch is not recorded */
+    o.callback = [](void *, nnl_model *, int ev, int, int64_t b, const double *, int) -> int {
+        return ev == NNL_EVENT_BATCH_END && b == 1;
+    };
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    CHECK(nnl_history_epochs(m) == 2);
+    /* a second fit without validation appends, the val_ columns get NaN */
+    o.callback = nullptr;
+    o.x_val = nullptr;
+    o.epochs = 1;
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    CHECK(nnl_history_epochs(m) == 3);
+    double v3[3];
+    nnl_history_get(m, "val_loss", v3, 3);
+    CHECK(std::isnan(v3[2]));
+    CHECK(nnl_history_clear(m) == NNL_OK);
+    CHECK(nnl_history_epochs(m) == 0);
+    nnl_model_free(m);
+}
+
+TEST_CASE("a seed reproduces initial weights and the whole training run") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(100, x, y, 3);
+    int64_t xs[2] = {100, 2}, ys[1] = {100};
+    std::vector<float> w[3];
+    for (int k = 0; k < 3; k++) {
+        nnl_model *m = nnl_model_create();
+        nnl_model_set_seed(m, 11);
+        nnl_add(m, "Dense(16, activation='relu', input_shape=(2,))");
+        nnl_add(m, "Dropout(0.3)");
+        nnl_add(m, "Dense(4, activation='softmax')");
+        nnl_compile(m, "adam", "sparse_categorical_crossentropy", "accuracy");
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 3;
+        o.batch_size = 10;
+        o.verbose = 0;
+        o.seed = k == 2 ? 12 : 5; /* the third run shuffles differently */
+        REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+        w[k].resize(32);
+        nnl_get_weight(m, 0, w[k].data(), 32);
+        nnl_model_free(m);
+    }
+    CHECK(w[0] == w[1]);
+    CHECK(w[0] != w[2]);
+}
+
+TEST_CASE("the same run gives the same weights with 1 and 2 threads") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(300, x, y, 4);
+    int64_t xs[2] = {300, 2}, ys[1] = {300};
+    std::vector<float> w[2];
+    for (int t = 0; t < 2; t++) {
+        nnl_set_threads(t + 1);
+        nnl_model *m = nnl_model_create();
+        nnl_model_set_seed(m, 1);
+        nnl_add(m, "Dense(300, activation='relu', input_shape=(2,))");
+        nnl_add(m, "Dense(4, activation='softmax')");
+        nnl_compile(m, "adam", "sparse_categorical_crossentropy", "");
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 2;
+        o.batch_size = 100;
+        o.verbose = 0;
+        o.seed = 3;
+        REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+        w[t].resize(1200);
+        nnl_get_weight(m, 2, w[t].data(), 1200);
+        nnl_model_free(m);
+    }
+    nnl_set_threads(0);
+    CHECK(w[0] == w[1]); /* each output element is summed in the same order */
+}
+
+TEST_CASE("every optimizer and loss trains a small problem") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(200, x, y, 6);
+    int64_t xs[2] = {200, 2}, ys[1] = {200};
+    for (const char *opt : {"SGD(learning_rate=0.1, momentum=0.9, nesterov=True)", "RMSprop(learning_rate=0.01)",
+                            "Adagrad(learning_rate=0.1)", "Adadelta(learning_rate=1.0)", "Adam(learning_rate=0.01)",
+                            "AdamW(learning_rate=0.01)", "Adamax(learning_rate=0.02)", "Nadam(learning_rate=0.01)",
+                            "SGD(learning_rate=0.5, decay=0.01, clipnorm=1.0)", "adam"}) {
+        INFO(opt);
+        nnl_model *m = quadrant_model(9, opt);
+        double before[2], after[2];
+        nnl_evaluate(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, 0, before, 2);
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 30;
+        o.batch_size = 20;
+        o.verbose = 0;
+        REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+        nnl_evaluate(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, 0, after, 2);
+        CHECK(after[0] < before[0]);
+        if (strcmp(opt, "adam") != 0) CHECK(after[1] > 0.85); /* default lr 1e-3 is slow here */
+        nnl_model_free(m);
+    }
+    /* one-hot targets with categorical CE, and a regression with MSE */
+    std::vector<float> onehot(200 * 4);
+    REQUIRE(nnl_to_categorical(y.data(), NNL_INT32, 200, 4, onehot.data()) == NNL_OK);
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 5);
+    nnl_add(m, "Dense(16, activation='relu', input_shape=(2,))");
+    nnl_add(m, "Dense(4, activation='softmax')");
+    REQUIRE(nnl_compile(m, "Adam(learning_rate=0.01)", "categorical_crossentropy",
+                        "accuracy, top_k_categorical_accuracy(k=2)") == NNL_OK);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 30;
+    o.batch_size = 20;
+    o.verbose = 0;
+    int64_t os[2] = {200, 4};
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, onehot.data(), NNL_FLOAT32, 2, os, &o) == NNL_OK);
+    double r[3];
+    REQUIRE(nnl_evaluate(m, x.data(), 2, xs, onehot.data(), NNL_FLOAT32, 2, os, 0, r, 3) == NNL_OK);
+    CHECK(r[1] > 0.85);
+    CHECK(r[2] >= r[1]);
+    nnl_model_free(m);
+}
+
+TEST_CASE("summary, parameter counts and weights match Keras for the seed MLPs") {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_add(m, "Flatten(input_shape=(28, 28))") == NNL_OK);
+    REQUIRE(nnl_add_dense(m, 128, "relu") == NNL_OK);
+    REQUIRE(nnl_add_dense(m, 10, "softmax") == NNL_OK);
+    CHECK(nnl_param_count(m) == 101770); /* K-MLP */
+    char buf[4096];
+    int64_t n = nnl_summary_string(m, buf, sizeof buf);
+    REQUIRE(n > 0);
+    std::string s(buf);
+    CHECK(s.find("flatten (Flatten)") != std::string::npos);
+    CHECK(s.find("(None, 784)") != std::string::npos);
+    CHECK(s.find("dense_1 (Dense)") != std::string::npos);
+    CHECK(s.find("Total params: 101,770") != std::string::npos);
+    char small[16];
+    CHECK(nnl_summary_string(m, small, sizeof small) == n);
+    CHECK(strlen(small) == 15);
+    CHECK(nnl_weight_count(m) == 4);
+    char name[64];
+    int rank;
+    int64_t shape[8];
+    REQUIRE(nnl_weight_info(m, 0, name, sizeof name, &rank, shape) == NNL_OK);
+    CHECK(std::string(name) == "dense/kernel");
+    CHECK(rank == 2);
+    CHECK(shape[0] == 784);
+    CHECK(shape[1] == 128);
+    std::vector<float> k(784 * 128);
+    REQUIRE(nnl_get_weight(m, 0, k.data(), (int64_t)k.size()) == NNL_OK);
+    k[5] = 0.25f;
+    REQUIRE(nnl_set_weight(m, 0, k.data(), (int64_t)k.size()) == NNL_OK);
+    std::vector<float> k2(k.size());
+    nnl_get_weight(m, 0, k2.data(), (int64_t)k2.size());
+    CHECK(k2 == k);
+    CHECK(nnl_set_weight(m, 0, k.data(), 10) == NNL_ERR_SHAPE);
+    int64_t os[8];
+    CHECK(nnl_output_shape(m, os) == 1);
+    CHECK(os[0] == 10);
+    CHECK(nnl_input_shape(m, os) == 2);
+    nnl_model_free(m);
+
+    m = nnl_model_create(); /* R-MLP and R-PERC */
+    nnl_add(m, "Dense(128, activation='relu', input_shape=(784,))");
+    nnl_add(m, "Dense(128, activation='relu')");
+    nnl_add(m, "Dense(10, activation='softmax')");
+    CHECK(nnl_param_count(m) == 118282);
+    nnl_model_free(m);
+    m = nnl_model_create();
+    int64_t in[1] = {784};
+    nnl_add_input(m, 1, in);
+    nnl_add_dense(m, 10, "softmax");
+    CHECK(nnl_param_count(m) == 7850);
+    nnl_model_free(m);
+}
+
+TEST_CASE("an older caller's smaller options struct is read only as far as it goes") {
+    nnl_model *m = quadrant_model(2);
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(20, x, y, 2);
+    int64_t xs[2] = {20, 2}, ys[1] = {20};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 2;
+    o.verbose = 0;
+    o.callback = [](void *, nnl_model *, int, int, int64_t, const double *, int) -> int { return 1; };
+    o.struct_size = (int)offsetof(nnl_fit_options, x_val); /* a caller that knows no callbacks */
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    CHECK(nnl_history_epochs(m) == 2); /* the callback was not seen, so nothing stopped */
+    o.struct_size = 0;
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_ERR_ARGUMENT);
+    nnl_model_free(m);
+}
+
+TEST_CASE("threads can be set and restored") {
+    CHECK(nnl_set_threads(1) == NNL_OK);
+    CHECK(nnl_get_threads() == 1);
+    CHECK(nnl_set_threads(0) == NNL_OK);
+    CHECK(nnl_get_threads() >= 1);
+}

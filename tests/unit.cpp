@@ -1,0 +1,11 @@
+/* Unit tests of nnlite's internals: this file compiles nnlite.cpp into itself
+   so the tests can reach the kernels, layers, losses and optimizers directly.
+   The C ABI is tested separately (api_*.cpp), linked against the library. */
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "../nnlite.cpp"
+
+#include "unit_kernels.hpp"
+#include "unit_layers.hpp"
+#include "unit_optimizers.hpp"

@@ -1,0 +1,103 @@
+/* Kernels and the spec parser. Included by unit.cpp. */
+#include <random>
+
+static std::vector<float> random_vec(size_t n, unsigned seed, float lo = -1.f, float hi = 1.f) {
+    std::mt19937 g(seed);
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(g);
+    return v;
+}
+
+/* Reference C = alpha op(A) op(B) + beta C in double. */
+static void naive_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+            C[i * ldc + j] = (float)(alpha * s + (beta == 0.f ? 0.0 : (double)beta * C[i * ldc + j]));
+        }
+}
+
+TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and block edges") {
+    struct Case { int M, N, K; } cases[] = {{1, 1, 1}, {4, 2, 2}, {7, 17, 5}, {6, 16, 256}, {13, 33, 300},
+                                           {200, 35, 70}, {97, 3100, 9}, {250, 130, 520}};
+    for (int threads : {1, 2}) {
+        nnl::g_threads = threads;
+        for (auto c : cases)
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++)
+                    for (float beta : {0.f, 0.5f}) {
+                        int lda = (ta ? c.M : c.K) + 3, ldb = (tb ? c.K : c.N) + 1, ldc = c.N + 2;
+                        auto A = random_vec((size_t)(ta ? c.K : c.M) * lda, 1);
+                        auto B = random_vec((size_t)(tb ? c.N : c.K) * ldb, 2);
+                        auto C0 = random_vec((size_t)c.M * ldc, 3);
+                        auto C1 = C0;
+                        nnl::K().sgemm(ta, tb, c.M, c.N, c.K, 1.5f, A.data(), lda, B.data(), ldb, beta, C0.data(), ldc);
+                        naive_gemm(ta, tb, c.M, c.N, c.K, 1.5f, A.data(), lda, B.data(), ldb, beta, C1.data(), ldc);
+                        double worst = 0;
+                        for (int i = 0; i < c.M; i++)
+                            for (int j = 0; j < c.N; j++)
+                                worst = std::max(worst, (double)std::fabs(C0[i * ldc + j] - C1[i * ldc + j]) /
+                                                            (1.0 + std::fabs(C1[i * ldc + j])));
+                        INFO("M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << ta << " tb=" << tb
+                                  << " threads=" << threads);
+                        CHECK(worst < 1e-4 * std::sqrt((double)c.K));
+                        /* the padding between rows (ldc > N) is never written */
+                        for (int i = 0; i < c.M; i++)
+                            for (int j = c.N; j < ldc; j++) CHECK(C0[i * ldc + j] == C1[i * ldc + j]);
+                    }
+    }
+    nnl::g_threads = 0;
+}
+
+TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
+    /* packed panels are 64-byte aligned in the library; the SIMD kernel relies on it */
+    alignas(64) float A[6 * 40], B[16 * 40], c1[6 * 16], c2[6 * 16];
+    auto a = random_vec(6 * 40, 4), b = random_vec(16 * 40, 5);
+    std::copy(a.begin(), a.end(), A);
+    std::copy(b.begin(), b.end(), B);
+    nnl::gemm::ukr_generic(40, A, B, c1, 16, 1.f, 0.f, 6, 16);
+    nnl::gemm::ukr(40, A, B, c2, 16, 1.f, 0.f, 6, 16);
+    for (int i = 0; i < 96; i++) CHECK(c1[i] == doctest::Approx(c2[i]).epsilon(1e-5));
+}
+
+TEST_CASE("spec strings parse like Keras calls") {
+    nnl::Spec s = nnl::parse_spec("Dense(128, activation='relu', input_shape=(784,), use_bias=True)");
+    CHECK(s.name == "Dense");
+    REQUIRE(s.pos.size() == 1);
+    CHECK(s.pos[0].num == 128);
+    REQUIRE(s.kw.size() == 3);
+    CHECK(s.kw[0].second.str == "relu");
+    CHECK(s.kw[1].second.kind == nnl::Value::TUPLE);
+    CHECK(s.kw[1].second.items.size() == 1);
+    CHECK(s.kw[2].second.kind == nnl::Value::BOOL);
+    nnl::Spec b = nnl::parse_spec("  adam ");
+    CHECK(b.name == "adam");
+    CHECK(b.pos.empty());
+    nnl::Spec c = nnl::parse_spec("Reshape([7, 4, -1], name=\"r\")");
+    CHECK(c.pos[0].items.size() == 3);
+    CHECK(c.pos[0].items[2].num == -1);
+    for (const char *bad : {"", "Dense(", "Dense(1,,2)", "Dense(units=1, 2)", "Dense(1) x", "Dense('abc)",
+                            "Dense(a=1, a=2)", "(1)", "Dense(1 2)"}) {
+        INFO(bad);
+        CHECK_THROWS_AS(nnl::parse_spec(bad), nnl::Error);
+    }
+}
+
+TEST_CASE("unknown and misspelt arguments are errors, not silently ignored") {
+    nnl_model *m = nnl_model_create();
+    CHECK(nnl_add(m, "Dense(4, activaton='relu', input_shape=(3,))") == NNL_ERR_ARGUMENT);
+    CHECK(std::string(nnl_last_error()).find("activaton") != std::string::npos);
+    CHECK(nnl_add(m, "Dense(4, activation='rleu', input_shape=(3,))") == NNL_ERR_ARGUMENT);
+    CHECK(std::string(nnl_last_error()).find("rleu") != std::string::npos);
+    CHECK(nnl_add(m, "Conv9D(4)") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add(m, "Dense(4, 'relu', True, 'zeros', 'zeros', 7, input_shape=(3,))") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_add(m, "Dense(4, input_shape=(3,))") == NNL_OK);
+    CHECK(nnl_compile(m, "Adam(learning_rat=0.1)", "mse", "") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_compile(m, "adam", "mse", "accuracy, precision") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_compile(m, "adam", "msle", "") == NNL_ERR_ARGUMENT);
+    nnl_model_free(m);
+}
