@@ -15,7 +15,8 @@
                                    Adamax, Nadam, clipping
      6  Model and training loop    weights arena, compile, fit, evaluate,
                                    predict, summary, history, progress line
-     7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...
+     7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
+                                   pictures (SVG curves, confusion matrices)
      8  C ABI                      the extern "C" functions of nnlite.h
 
    Design notes
@@ -248,6 +249,23 @@ bool read_file(const char *path, std::vector<uint8_t> &out) {
     fclose(f);
     if (err || got != out.size()) raise(NNL_ERR_IO, "cannot read '%s'", path);
     return true;
+}
+
+/* Writes a whole file so that a reader sees either the old file or the new
+   one, never a part: a temporary file in the same folder, fsync, rename. */
+void write_file_atomic(const char *path, const std::string &data) {
+    NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
+    std::string tmp = format("%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp.c_str(), "wb");
+    if (!f) raise(NNL_ERR_IO, "cannot write '%s': %s", tmp.c_str(), strerror(errno));
+    bool ok = fwrite(data.data(), 1, data.size(), f) == data.size() && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int err = errno;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp.c_str(), path) != 0) {
+        if (ok) err = errno;
+        remove(tmp.c_str());
+        raise(NNL_ERR_IO, "cannot write '%s': %s", path, strerror(err));
+    }
 }
 
 /* ---- Spec strings: Keras' call syntax -----------------------------------
@@ -3443,6 +3461,162 @@ NNL_API int nnl_print_confusion_matrix(FILE *f, const int64_t *cm, int num_class
 }
 
 } // extern "C"
+
+/* ---- Pictures: training curves and confusion matrices as SVG ------------
+   SVG needs no library and opens in any browser; the layout follows the
+   Keras tutorial's plots ("model accuracy", "model loss", a blue heat map). */
+namespace nnl {
+
+static std::string xml_escape(const std::string &s) {
+    std::string o;
+    for (char c : s) {
+        if (c == '<') o += "&lt;";
+        else if (c == '>') o += "&gt;";
+        else if (c == '&') o += "&amp;";
+        else if (c == '"') o += "&quot;";
+        else o += c;
+    }
+    return o;
+}
+
+/* One panel: the series `key` and `val_key` of the history against epochs. */
+static std::string svg_panel(const Model &m, const std::string &key, double x0, double y0, double w, double h) {
+    static const char *const colours[2] = {"#1f77b4", "#ff7f0e"}; /* matplotlib's first two */
+    std::vector<const std::vector<double> *> series;
+    std::vector<std::string> names;
+    for (const std::string &k : {key, "val_" + key}) {
+        size_t j = std::find(m.hist_keys.begin(), m.hist_keys.end(), k) - m.hist_keys.begin();
+        if (j < m.hist_keys.size()) {
+            series.push_back(&m.hist[j]);
+            names.push_back(k.compare(0, 4, "val_") == 0 ? "validation" : "train");
+        }
+    }
+    double lo = INFINITY, hi = -INFINITY;
+    for (auto *s : series)
+        for (double v : *s)
+            if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+    if (!(lo <= hi)) lo = 0, hi = 1;
+    if (hi - lo < 1e-12) lo -= 0.5, hi += 0.5;
+    double pad = 0.05 * (hi - lo);
+    lo -= pad, hi += pad;
+    int n = m.hist_epochs;
+    double L = x0 + 60, R = x0 + w - 15, T = y0 + 35, B = y0 + h - 45;
+    auto X = [&](int e) { return n > 1 ? L + (R - L) * e / (n - 1) : (L + R) / 2; };
+    auto Y = [&](double v) { return B - (B - T) * (v - lo) / (hi - lo); };
+    std::string s = format("<text x='%.1f' y='%.1f' font-size='16' text-anchor='middle'>model %s</text>\n",
+                           (L + R) / 2, y0 + 22, xml_escape(key).c_str());
+    s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", L, T, R - L, B - T);
+    for (int i = 0; i <= 4; i++) { /* y ticks */
+        double v = lo + (hi - lo) * i / 4;
+        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>"
+                    "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n",
+                    L, Y(v), R, Y(v), L - 5, Y(v) + 4, v);
+    }
+    int step = std::max(1, n / 8);
+    for (int e = 0; e < n; e += step) /* x ticks: epochs counted from 1 */
+        s += format("<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n", X(e), B + 15, e + 1);
+    s += format("<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n", (L + R) / 2, B + 32);
+    for (size_t k = 0; k < series.size(); k++) {
+        std::string pts;
+        for (int e = 0; e < n && e < (int)series[k]->size(); e++)
+            if (std::isfinite((*series[k])[(size_t)e])) pts += format("%.1f,%.1f ", X(e), Y((*series[k])[(size_t)e]));
+        s += format("<polyline points='%s' fill='none' stroke='%s' stroke-width='2'/>\n", pts.c_str(), colours[k]);
+        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='2'/>"
+                    "<text x='%.1f' y='%.1f' font-size='12'>%s</text>\n",
+                    L + 10, T + 15 + 16 * k, L + 30, T + 15 + 16 * k, colours[k], L + 35, T + 19 + 16 * k,
+                    names[k].c_str());
+    }
+    return s;
+}
+
+static std::string svg_history(const Model &m) {
+    NNL_REQUIRE(m.hist_epochs > 0, NNL_ERR_STATE, "the history is empty: train with nnl_fit first");
+    std::vector<std::string> keys;
+    for (auto &k : m.hist_keys)
+        if (k.compare(0, 4, "val_") != 0) keys.push_back(k);
+    /* Keras' tutorial shows accuracy first, then loss */
+    std::stable_partition(keys.begin(), keys.end(), [](const std::string &k) { return k != "loss"; });
+    double pw = 420, ph = 300;
+    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
+                           "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+                           pw * keys.size(), ph);
+    for (size_t i = 0; i < keys.size(); i++) s += svg_panel(m, keys[i], pw * i, 0, pw, ph);
+    return s + "</svg>\n";
+}
+
+static std::string svg_confusion(const int64_t *cm, int n, const char *const *labels, bool normalize,
+                                 const char *title) {
+    double cell = n <= 10 ? 48 : std::max(14.0, 480.0 / n), left = 110, top = 50;
+    double W = left + cell * n + 20, H = top + cell * n + 110;
+    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
+                           "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+                           W, H);
+    s += format("<text x='%.1f' y='28' font-size='16' text-anchor='middle'>%s</text>\n", left + cell * n / 2,
+                xml_escape(title && *title ? title : (normalize ? "Normalized confusion matrix" : "Confusion matrix"))
+                    .c_str());
+    std::vector<double> row(n, 0.0);
+    double vmax = 0;
+    for (int t = 0; t < n; t++) {
+        for (int p = 0; p < n; p++) row[t] += (double)cm[t * n + p];
+        for (int p = 0; p < n; p++) {
+            double v = normalize ? (row[t] > 0 ? cm[t * n + p] / row[t] : 0) : (double)cm[t * n + p];
+            vmax = std::max(vmax, v);
+        }
+    }
+    auto label = [&](int i) { return labels && labels[i] ? xml_escape(labels[i]) : std::to_string(i); };
+    for (int t = 0; t < n; t++)
+        for (int p = 0; p < n; p++) {
+            double v = normalize ? (row[t] > 0 ? cm[t * n + p] / row[t] : 0) : (double)cm[t * n + p];
+            double a = vmax > 0 ? v / vmax : 0; /* white to matplotlib's Blues dark end #08306b */
+            int r = (int)(255 - a * (255 - 8)), g = (int)(255 - a * (255 - 48)), b = (int)(255 - a * (255 - 107));
+            double x = left + p * cell, y = top + t * cell;
+            s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='rgb(%d,%d,%d)' stroke='#fff'/>", x, y,
+                        cell, cell, r, g, b);
+            if (cell >= 28)
+                s += format("<text x='%.1f' y='%.1f' font-size='%.0f' text-anchor='middle' fill='%s'>%s</text>",
+                            x + cell / 2, y + cell / 2 + 4, cell >= 40 ? 12.0 : 9.0, a > 0.5 ? "white" : "black",
+                            normalize ? format("%.2f", v).c_str() : format("%lld", (long long)cm[t * n + p]).c_str());
+            s += "\n";
+        }
+    for (int i = 0; i < n; i++) {
+        s += format("<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%s</text>\n", left - 6,
+                    top + i * cell + cell / 2 + 4, label(i).c_str());
+        double x = left + i * cell + cell / 2, y = top + n * cell + 8;
+        s += format("<text x='%.1f' y='%.1f' font-size='11' text-anchor='end' transform='rotate(-45 %.1f %.1f)'>%s"
+                    "</text>\n", x, y + 6, x, y + 6, label(i).c_str());
+    }
+    s += format("<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>Predicted label</text>\n",
+                left + cell * n / 2, H - 12);
+    s += format("<text x='16' y='%.1f' font-size='13' text-anchor='middle' transform='rotate(-90 16 %.1f)'>"
+                "True label</text>\n", top + cell * n / 2, top + cell * n / 2);
+    return s + "</svg>\n";
+}
+
+} // namespace nnl
+
+extern "C" {
+
+NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_plot_history: model handle is NULL");
+        nnl::write_file_atomic(path, nnl::svg_history(*m));
+    });
+}
+
+NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int num_classes,
+                                      const char *const *labels, int normalize, const char *title) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(cm, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: cm is NULL");
+        NNL_REQUIRE(num_classes >= 1 && num_classes <= 1000, NNL_ERR_ARGUMENT,
+                    "nnl_plot_confusion_matrix: num_classes must be in 1..1000");
+        for (int i = 0; i < num_classes * num_classes; i++)
+            NNL_REQUIRE(cm[i] >= 0, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: negative count");
+        nnl::write_file_atomic(path, nnl::svg_confusion(cm, num_classes, labels, normalize != 0, title));
+    });
+}
+
+} /* extern "C" */
+
 
 /* ========================================================================
    8  C ABI

@@ -425,6 +425,20 @@ NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, in
 /* Empties the history. */
 NNL_API int nnl_history_clear(nnl_model *m);
 
+/* ==== Pictures ============================================================
+   SVG files any browser shows; written atomically (a temporary file renamed
+   over path), so a failed write never leaves half a picture. */
+
+/* Training curves, one panel per metric ("model accuracy", "model loss"),
+   train and validation lines against epochs. NNL_ERR_STATE before any fit. */
+NNL_API int nnl_plot_history(const nnl_model *m, const char *path);
+/* A confusion matrix (as from nnl_confusion_matrix) as a blue heat map with
+   the counts (or, with normalize != 0, row fractions) in the cells; labels
+   and title may be NULL. */
+NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int num_classes,
+                                      const char *const *labels, int normalize,
+                                      const char *title);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../nnlite.h"
 
 static std::string err() { return nnl_last_error(); }
@@ -483,4 +485,58 @@ TEST_CASE("threads can be set and restored") {
     CHECK(nnl_get_threads() == 1);
     CHECK(nnl_set_threads(0) == NNL_OK);
     CHECK(nnl_get_threads() >= 1);
+}
+
+TEST_CASE("training curves and confusion matrices are written as SVG pictures") {
+    char dir[] = "/tmp/nnl_plot_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string hist = std::string(dir) + "/h.svg", conf = std::string(dir) + "/c.svg";
+    nnl_model *m = quadrant_model(3);
+    CHECK(nnl_plot_history(m, hist.c_str()) == NNL_ERR_STATE); /* nothing trained yet */
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(40, x, y, 3);
+    int64_t xs[2] = {40, 2}, ys[1] = {40};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 3;
+    o.verbose = 0;
+    o.validation_split = 0.25;
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    REQUIRE(nnl_plot_history(m, hist.c_str()) == NNL_OK);
+    auto slurp = [](const std::string &p) {
+        std::string s;
+        FILE *f = fopen(p.c_str(), "rb");
+        if (!f) return s;
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+        fclose(f);
+        return s;
+    };
+    std::string h = slurp(hist);
+    CHECK(h.rfind("<svg", 0) == 0);
+    CHECK(h.find("model accuracy") != std::string::npos);
+    CHECK(h.find("model loss") != std::string::npos);
+    CHECK(h.find("validation") != std::string::npos);
+    CHECK(h.find("</svg>") != std::string::npos);
+
+    std::vector<int32_t> pred(40);
+    REQUIRE(nnl_predict_classes(m, x.data(), 2, xs, 0, pred.data(), 40) == NNL_OK);
+    int64_t cm[16];
+    REQUIRE(nnl_confusion_matrix(y.data(), NNL_INT32, pred.data(), 40, 4, cm) == NNL_OK);
+    const char *names[4] = {"a<b", "b", "c", "d"};
+    REQUIRE(nnl_plot_confusion_matrix(conf.c_str(), cm, 4, names, 1, "quadrants") == NNL_OK);
+    std::string c = slurp(conf);
+    CHECK(c.find("quadrants") != std::string::npos);
+    CHECK(c.find("a&lt;b") != std::string::npos); /* labels are escaped */
+    CHECK(nnl_plot_confusion_matrix(conf.c_str(), nullptr, 4, nullptr, 0, nullptr) == NNL_ERR_ARGUMENT);
+    /* a failed write reports NNL_ERR_IO and leaves the old picture whole */
+    CHECK(nnl_plot_history(m, (std::string(dir) + "/no/such/dir/h.svg").c_str()) == NNL_ERR_IO);
+    CHECK(nnl_plot_history(m, "") == NNL_ERR_ARGUMENT);
+    CHECK(slurp(hist) == h);
+    remove(hist.c_str());
+    remove(conf.c_str());
+    rmdir(dir);
+    nnl_model_free(m);
 }

@@ -1,0 +1,58 @@
+#!/bin/bash
+# deps.sh MODE - make sure what MODE needs is installed (Debian / Ubuntu).
+#   test   compilers, make, doctest-dev, libstb-dev        (make test)
+#   demo   compilers, make, libstb-dev, dataset-fashion-mnist (make demo)
+#   all    both
+# Prints "deps: ok" when everything is there. Otherwise, as root, installs the
+# missing packages with apt-get; as any other user, prints the apt-get line to
+# run and exits 1.
+set -euo pipefail
+
+mode=${1:-}
+case "$mode" in
+test | demo | all) ;;
+*)
+    echo "usage: $0 test|demo|all" >&2
+    exit 2
+    ;;
+esac
+
+missing=()  # Debian packages
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need_file() { [ -e "$1" ] || missing+=("$2"); }
+
+need_cmd g++ g++
+need_cmd cc gcc
+need_cmd make make
+need_file /usr/include/stb/stb_image.h libstb-dev
+if [ "$mode" != demo ]; then
+    need_file /usr/include/doctest/doctest.h doctest-dev
+fi
+if [ "$mode" != test ]; then
+    for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        need_file "/usr/share/datasets/fashion-mnist/$f.gz" dataset-fashion-mnist
+    done
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "deps: ok"
+    exit 0
+fi
+pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+pkgs=${pkgs% }
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "deps: missing Debian packages $pkgs (or their equivalents); install them and retry" >&2
+    exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages; run:" >&2
+    echo "sudo apt-get install -y $pkgs"
+    exit 1
+fi
+
+echo "deps: installing $pkgs"
+apt-get update -qq
+# shellcheck disable=SC2086  # one word per package
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
+echo "deps: ok"
