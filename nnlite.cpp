@@ -64,6 +64,13 @@
 #define NNL_X86 0
 #endif
 
+/* The hot loops (optimizer updates, elementwise kernels, reductions) are
+   written to be vectorised by the compiler: allow it even at -O2, and let it
+   use vector square roots (nnlite never reads errno from libm). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-math-errno", "tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
 #ifndef NNL_MAX_THREADS
 #define NNL_MAX_THREADS 256
 #endif
@@ -744,6 +751,41 @@ static Ukr pick_ukr() {
 }
 static const Ukr ukr = pick_ukr();
 
+/* One thread's share: the whole loop nest over a block of C, with private
+   packing buffers. */
+static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    Buffers &buf = tl_buf;
+    int64_t ncmax = std::min<int64_t>(N, NC), kcmax = std::min<int64_t>(K, KC), mcmax = std::min<int64_t>(M, MC);
+    buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kcmax));
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)((mcmax + MR - 1) / MR * MR * kcmax));
+    float *Bp = buf.bp, *Ap = buf.ap;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        int64_t nc = std::min<int64_t>(NC, N - jc), npan = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kc = std::min<int64_t>(KC, K - pc);
+            float bet = pc == 0 ? beta : 1.f;
+            for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
+                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+                /* jp outer: one B panel stays in L1 while the A panels stream */
+                for (int64_t jp = 0; jp < npan; jp++)
+                    for (int64_t ip = 0; ip < mpan; ip++) {
+                        int64_t i = ip * MR, j = jp * NR;
+                        ukr(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j, ldc, alpha, bet,
+                            std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
+                    }
+            }
+        }
+    }
+}
+
+/* Threads split C into independent blocks (rows when M >= N, else columns),
+   each packing what it needs: one fork/join per call and no barrier inside,
+   which keeps the cost low on a busy machine where a waiting thread may be
+   descheduled. Every element is summed in the same order whatever the
+   thread count, so results do not depend on it. */
 static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
@@ -752,33 +794,28 @@ static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
         return;
     }
-    Buffers &buf = tl_buf;
-    int64_t ncmax = std::min<int64_t>(N, NC), kcmax = std::min<int64_t>(K, KC), mcmax = std::min<int64_t>(M, MC);
-    buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kcmax));
-    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)((mcmax + MR - 1) / MR * MR * kcmax));
-    float *Bp = buf.bp, *Ap = buf.ap;
-    bool par = threads() > 1 && (double)M * N * K > 4e5;
-    (void)par;
-#pragma omp parallel num_threads(threads()) if (par)
-    for (int64_t jc = 0; jc < N; jc += NC) {
-        int64_t nc = std::min<int64_t>(NC, N - jc), npan = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < K; pc += KC) {
-            int64_t kc = std::min<int64_t>(KC, K - pc);
-            float bet = pc == 0 ? beta : 1.f;
-#pragma omp for schedule(static)
-            for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
-            for (int64_t ic = 0; ic < M; ic += MC) {
-                int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
-#pragma omp for schedule(static)
-                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
-#pragma omp for schedule(static) collapse(2)
-                for (int64_t jp = 0; jp < npan; jp++)
-                    for (int64_t ip = 0; ip < mpan; ip++) {
-                        int64_t i = ip * MR, j = jp * NR;
-                        ukr(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j, ldc, alpha, bet,
-                            std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
-                    }
-            }
+    bool split_m = M >= N;
+    int64_t unit = split_m ? MR : NR, units = ((split_m ? M : N) + unit - 1) / unit;
+    int T = (int)std::min<int64_t>(threads(), units);
+    if (T <= 1 || (double)M * N * K < 1e6) {
+        sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel num_threads(T)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        int t = 0, nt = 1;
+#endif
+        int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
+        int64_t lo = u0 * unit, hi = std::min(u1 * unit, split_m ? M : N);
+        if (hi > lo) {
+            if (split_m)
+                sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc,
+                            ldc);
+            else
+                sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
         }
     }
 }
@@ -936,9 +973,18 @@ static void cpu_copy(const float *x, float *y, int64_t n) {
 }
 
 static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
+    /* float partial sums over short blocks vectorise; the total is double */
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    if (finite) *finite = std::isfinite(s);
+    for (int64_t b = 0; b < n; b += 256) {
+        int64_t e = std::min<int64_t>(n, b + 256);
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = b;
+        for (; i + 8 <= e; i += 8)
+            for (int k = 0; k < 8; k++) acc[k] += x[i + k] * x[i + k];
+        for (; i < e; i++) acc[0] += x[i] * x[i];
+        for (int k = 0; k < 8; k++) s += acc[k];
+    }
+    if (finite) *finite = std::isfinite(s); /* NaN and Inf propagate into the sum */
     return s;
 }
 
@@ -1705,13 +1751,22 @@ public:
         double tt = t();
         float alpha = (float)(lr * std::sqrt(1 - std::pow(b2, tt)) / (1 - std::pow(b1, tt)));
         float c1 = (float)(1 - b1), c2 = (float)(1 - b2), e = (float)eps, wd = (float)(weight_decay * lr);
-        for (int64_t i = 0; i < n; i++) {
-            if (wd != 0.f) w[i] -= w[i] * wd;
-            m[i] += (g[i] - m[i]) * c1;
-            v[i] += (g[i] * g[i] - v[i]) * c2;
-            float vv = v[i];
-            if (vh) vv = vh[i] = std::max(vh[i], v[i]);
-            w[i] -= alpha * m[i] / (std::sqrt(vv) + e);
+        /* branch-free loops (w - w*0 == w exactly), so the compiler vectorises them */
+        if (vh) {
+            for (int64_t i = 0; i < n; i++) {
+                w[i] -= w[i] * wd;
+                m[i] += (g[i] - m[i]) * c1;
+                v[i] += (g[i] * g[i] - v[i]) * c2;
+                vh[i] = std::max(vh[i], v[i]);
+                w[i] -= alpha * m[i] / (std::sqrt(vh[i]) + e);
+            }
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                w[i] -= w[i] * wd;
+                m[i] += (g[i] - m[i]) * c1;
+                v[i] += (g[i] * g[i] - v[i]) * c2;
+                w[i] -= alpha * m[i] / (std::sqrt(v[i]) + e);
+            }
         }
     }
 };
@@ -1808,6 +1863,9 @@ namespace nnl {
 
 int64_t label_at(const void *y, int dtype, int64_t i); /* section 7 */
 size_t dtype_size(int dtype);
+namespace io {
+static float half_to_float(uint16_t h);
+}
 
 /* An input array from the ABI: x (n, per-sample shape...) */
 struct InputArray {
@@ -2105,6 +2163,10 @@ public:
         std::vector<float> t((size_t)(n * tw));
         if (dtype == NNL_FLOAT32) {
             memcpy(t.data(), y, t.size() * sizeof(float));
+        } else if (dtype == NNL_FLOAT64) { /* regression targets stay fractional */
+            for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = (float)((const double *)y)[i];
+        } else if (dtype == NNL_FLOAT16) {
+            for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = io::half_to_float(((const uint16_t *)y)[i]);
         } else {
             for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = (float)label_at(y, dtype, i);
         }
@@ -2597,13 +2659,20 @@ template <class S> static int64_t as_i64(S v, const std::string &what, int64_t i
     }
 }
 
-template <class S, class D> static void decode_run(const uint8_t *src, bool swap, int64_t n, D *dst,
-                                                   const std::string &what) {
+template <class S, bool Swap, class D> static void decode_loop(const uint8_t *src, int64_t n, D *dst,
+                                                               const std::string &what) {
     for (int64_t i = 0; i < n; i++) {
-        S v = load_elem<S>(src + (size_t)i * sizeof(S), swap);
+        S v = load_elem<S>(src + (size_t)i * sizeof(S), Swap);
         if constexpr (std::is_same_v<D, float>) dst[i] = as_f32(v);
         else dst[i] = as_i64(v, what, i);
     }
+}
+
+/* The swap decided outside the loop, so the common cases vectorize. */
+template <class S, class D> static void decode_run(const uint8_t *src, bool swap, int64_t n, D *dst,
+                                                   const std::string &what) {
+    if (swap && sizeof(S) > 1) decode_loop<S, true>(src, n, dst, what);
+    else decode_loop<S, false>(src, n, dst, what);
 }
 
 /* n stored elements of dtype code src (byte-swapped when swap) into dst. */
@@ -2733,9 +2802,10 @@ static std::vector<uint8_t> inflate(const uint8_t *src, size_t len, size_t avail
         raise(NNL_ERR_UNSUPPORTED, "%s: compressed data over 2 GiB is not supported (stb's decoder uses int sizes)",
               what.c_str());
     std::vector<uint8_t> out((size_t)usize + 1);
-    /* stb (2.27) fails on a stream whose last code lies in the last two bytes
-       of its input; the bytes after the stream (gzip trailer, zip directory)
-       are handed over too, and its end-of-stream block stops it anyway. */
+    /* stb 2.27 reports an error when a stream's last codes sit in the final
+       two bytes of its input, so up to 16 bytes after the stream (the gzip
+       trailer, the zip directory: always there) are handed over too; the
+       stream's final block stops the decoder before them. */
     int ilen = (int)std::min<size_t>(avail, std::min<size_t>(len + 16, (size_t)INT_MAX));
     int got = stbi_zlib_decode_noheader_buffer((char *)out.data(), (int)usize, (const char *)src, ilen);
     if (got < 0) raise(NNL_ERR_FORMAT, "%s: corrupt deflate data (or more than the %llu bytes announced)",

@@ -1280,12 +1280,14 @@ TEST_CASE("real MNIST files (set NNL_MNIST_DIR to run)") {
     CHECK(nnl_array_dim(a[3], 0) == 10000);
     for (int part = 1; part < 4; part += 2) {
         std::vector<int64_t> counts(10, 0);
+        int64_t outside = 0;
         const int64_t *l = (const int64_t *)nnl_array_data(a[part]);
         for (int64_t i = 0; i < nnl_array_size(a[part]); i++) {
-            REQUIRE((l[i] >= 0 && l[i] < 10));
-            counts[(size_t)l[i]]++;
+            if (l[i] >= 0 && l[i] < 10) counts[(size_t)l[i]]++;
+            else outside++;
         }
-        for (int64_t c : counts) CHECK(c > nnl_array_size(a[part]) / 20);
+        CHECK(outside == 0);
+        for (int64_t c : counts) CHECK(c > nnl_array_size(a[part]) / 20); /* every class well present */
     }
     const float *px = (const float *)nnl_array_data(a[0]);
     float lo = 255, hi = 0;

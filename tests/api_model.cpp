@@ -540,3 +540,47 @@ TEST_CASE("training curves and confusion matrices are written as SVG pictures") 
     rmdir(dir);
     nnl_model_free(m);
 }
+
+TEST_CASE("regression targets may be float64; integer dtypes work for every label type") {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 1);
+    REQUIRE(nnl_add(m, "Dense(1, input_shape=(1,))") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=0.1)", "mse", "mae") == NNL_OK);
+    std::vector<float> x(32);
+    std::vector<double> y(32);
+    for (int i = 0; i < 32; i++) {
+        x[(size_t)i] = (float)i / 32;
+        y[(size_t)i] = 0.25 + 1.5 * x[(size_t)i]; /* fractional targets */
+    }
+    int64_t s[2] = {32, 1};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 300;
+    o.batch_size = 8;
+    o.verbose = 0;
+    REQUIRE(nnl_fit(m, x.data(), 2, s, y.data(), NNL_FLOAT64, 2, s, &o) == NNL_OK);
+    float w, b;
+    nnl_get_weight(m, 0, &w, 1);
+    nnl_get_weight(m, 1, &b, 1);
+    CHECK(w == doctest::Approx(1.5).epsilon(0.01));
+    CHECK(b == doctest::Approx(0.25).epsilon(0.01));
+    nnl_model_free(m);
+
+    std::vector<float> xq;
+    std::vector<int32_t> yq;
+    quadrants(8, xq, yq, 1);
+    std::vector<uint8_t> y8(yq.begin(), yq.end());
+    std::vector<int64_t> y64(yq.begin(), yq.end());
+    std::vector<double> yd(yq.begin(), yq.end());
+    int64_t xs[2] = {8, 2}, ys[1] = {8};
+    m = quadrant_model(1);
+    double r8[2], r64[2], rd[2];
+    REQUIRE(nnl_evaluate(m, xq.data(), 2, xs, y8.data(), NNL_UINT8, 1, ys, 0, r8, 2) == NNL_OK);
+    REQUIRE(nnl_evaluate(m, xq.data(), 2, xs, y64.data(), NNL_INT64, 1, ys, 0, r64, 2) == NNL_OK);
+    REQUIRE(nnl_evaluate(m, xq.data(), 2, xs, yd.data(), NNL_FLOAT64, 1, ys, 0, rd, 2) == NNL_OK);
+    CHECK(r8[0] == r64[0]);
+    CHECK(rd[0] == r64[0]);
+    yd[2] = 1.5; /* a fractional class id is refused */
+    CHECK(nnl_evaluate(m, xq.data(), 2, xs, yd.data(), NNL_FLOAT64, 1, ys, 0, rd, 2) == NNL_ERR_ARGUMENT);
+    nnl_model_free(m);
+}
