@@ -591,6 +591,18 @@ static Act parse_act(const std::string &name_in, const char *owner) {
     raise(NNL_ERR_ARGUMENT, "%s: unknown activation '%s' (known: %s)", owner, name_in.c_str(), all.c_str());
 }
 
+/* Geometry of a convolution or pooling window over up to three spatial
+   axes, channels last; 1-D and 2-D use leading axes of size 1. pad is the
+   padding before each axis (the rest, if any, falls after it). */
+struct Window {
+    int64_t C = 1;
+    int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1};
+    int64_t k[3] = {1, 1, 1}, s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+    int64_t in_size() const { return in[0] * in[1] * in[2]; }
+    int64_t out_size() const { return out[0] * out[1] * out[2]; }
+    int64_t kvol() const { return k[0] * k[1] * k[2]; }
+};
+
 struct Kernels {
     const char *name;
     /* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C; op transposes when ta/tb. */
@@ -610,6 +622,25 @@ struct Kernels {
     void (*copy)(const float *x, float *y, int64_t n);
     /* sum of squares, and whether every value is finite */
     double (*sumsq)(const float *x, int64_t n, bool *finite);
+    /* ---- convolution, pooling, normalisation (channels-last layouts) ---- */
+    /* per sample, the R x C matrix x becomes the C x R matrix y */
+    void (*transpose)(const float *x, float *y, int64_t batch, int64_t R, int64_t C);
+    /* col[n*P, kvol*C] from n samples x[n, in..., C] (zeros where padded) */
+    void (*im2col)(const Window &g, const float *x, float *col, int64_t n);
+    /* dx[n, in..., C] = the sum of col's entries over the windows (overwrites dx) */
+    void (*col2im)(const Window &g, const float *col, float *dx, int64_t n);
+    /* max (arg: index of the chosen input within its sample) or average
+       (over the unpadded entries) of each window */
+    void (*pool_forward)(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n);
+    void (*pool_backward)(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n);
+    /* biased mean and variance of each column of x[rows, C] */
+    void (*moments)(const float *x, int64_t rows, int64_t C, float *mean, float *var);
+    /* y[r, c] = x[r, c] * scale[c] + shift[c] */
+    void (*scale_shift)(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift);
+    /* batch-norm backward with batch statistics (training) or fixed ones:
+       dgamma/dbeta may be NULL (no scale/center), gamma NULL means 1 */
+    void (*bn_backward)(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                        const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -988,8 +1019,236 @@ static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
     return s;
 }
 
-static const Kernels cpu_kernels = {"cpu", gemm::sgemm, cpu_bias_add, cpu_bias_grad, cpu_act_forward,
-                                    cpu_act_backward, cpu_dropout_forward, cpu_mul, cpu_copy, cpu_sumsq};
+/* ---- Convolution, pooling and normalisation kernels ---- */
+
+static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
+    const int64_t T = 32; /* tiles keep both sides in cache */
+    int64_t total = batch * R * C;
+    (void)total;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads()) if (total > 65536)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t r0 = 0; r0 < R; r0 += T) {
+            const float *xb = x + b * R * C;
+            float *yb = y + b * R * C;
+            int64_t r1 = std::min(R, r0 + T);
+            for (int64_t c0 = 0; c0 < C; c0 += T) {
+                int64_t c1 = std::min(C, c0 + T);
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t c = c0; c < c1; c++) yb[c * R + r] = xb[r * C + c];
+            }
+        }
+}
+
+/* Calls f(pos, j) for every kernel tap j of output position (od, oh, ow)
+   whose input position pos (a spatial index) lies inside the input. */
+template <class F> static inline void for_taps(const Window &g, int64_t od, int64_t oh, int64_t ow, F f) {
+    int64_t j = 0;
+    for (int64_t kd = 0; kd < g.k[0]; kd++) {
+        int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
+        bool okd = id >= 0 && id < g.in[0];
+        for (int64_t kh = 0; kh < g.k[1]; kh++) {
+            int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
+            bool okh = okd && ih >= 0 && ih < g.in[1];
+            for (int64_t kw = 0; kw < g.k[2]; kw++, j++) {
+                int64_t iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+                if (okh && iw >= 0 && iw < g.in[2]) f((id * g.in[1] + ih) * g.in[2] + iw, j);
+            }
+        }
+    }
+}
+
+static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
+    const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, rows = n * P;
+    (void)rows;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (rows * row > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t b = r / P, p = r % P;
+        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+        const float *xb = x + b * g.in_size() * C;
+        float *o = col + r * row;
+        memset(o, 0, (size_t)row * sizeof(float));
+        if (C == 1)
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) { o[j] = xb[pos]; });
+        else
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) { memcpy(o + j * C, xb + pos * C, (size_t)C * 4); });
+    }
+}
+
+static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) {
+    const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, S = g.in_size() * C;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (n > 1 && n * P * row > 65536)
+    for (int64_t b = 0; b < n; b++) {
+        float *db = dx + b * S;
+        memset(db, 0, (size_t)S * sizeof(float));
+        for (int64_t p = 0; p < P; p++) {
+            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+            const float *c = col + (b * P + p) * row;
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
+                float *d = db + pos * C;
+                const float *s = c + j * C;
+                for (int64_t q = 0; q < C; q++) d[q] += s[q];
+            });
+        }
+    }
+}
+
+static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
+    const int64_t P = g.out_size(), C = g.C, rows = n * P;
+    (void)rows;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (rows * C * g.kvol() > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t b = r / P, p = r % P;
+        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+        const float *xb = x + b * g.in_size() * C;
+        float *o = y + r * C;
+        if (max) {
+            int32_t *a = arg + r * C;
+            for (int64_t c = 0; c < C; c++) {
+                o[c] = -INFINITY;
+                a[c] = -1;
+            }
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                const float *xs = xb + pos * C;
+                for (int64_t c = 0; c < C; c++) {
+                    bool gt = xs[c] > o[c] || a[c] < 0; /* first maximum wins; NaN propagates once chosen */
+                    o[c] = gt ? xs[c] : o[c];
+                    a[c] = gt ? (int32_t)(pos * C + c) : a[c];
+                }
+            });
+        } else {
+            int64_t cnt = 0;
+            for (int64_t c = 0; c < C; c++) o[c] = 0.f;
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                const float *xs = xb + pos * C;
+                for (int64_t c = 0; c < C; c++) o[c] += xs[c];
+                cnt++;
+            });
+            float inv = cnt ? 1.f / (float)cnt : 0.f;
+            for (int64_t c = 0; c < C; c++) o[c] *= inv;
+        }
+    }
+}
+
+static void cpu_pool_backward(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
+    const int64_t P = g.out_size(), C = g.C, S = g.in_size() * C;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (n > 1 && n * P * C > 65536)
+    for (int64_t b = 0; b < n; b++) {
+        float *db = dx + b * S;
+        memset(db, 0, (size_t)S * sizeof(float));
+        const float *d = dy + b * P * C;
+        if (max) {
+            const int32_t *a = arg + b * P * C;
+            for (int64_t i = 0; i < P * C; i++)
+                if (a[i] >= 0) db[a[i]] += d[i];
+            continue;
+        }
+        for (int64_t p = 0; p < P; p++) {
+            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+            int64_t cnt = 0;
+            for_taps(g, od, oh, ow, [&](int64_t, int64_t) { cnt++; });
+            if (!cnt) continue;
+            float inv = 1.f / (float)cnt;
+            const float *dp = d + p * C;
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                float *o = db + pos * C;
+                for (int64_t c = 0; c < C; c++) o[c] += dp[c] * inv;
+            });
+        }
+    }
+}
+
+/* Column sums in double over row blocks of float partials: exact enough
+   for batch statistics of millions of rows, and vectorised along C. */
+static void column_sums(const float *x, int64_t rows, int64_t C, const float *center, double *out) {
+    std::vector<float> part((size_t)C);
+    for (int64_t c = 0; c < C; c++) out[c] = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += 64) {
+        int64_t r1 = std::min(rows, r0 + 64);
+        std::fill(part.begin(), part.end(), 0.f);
+        float *pp = part.data();
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * C;
+            if (center)
+                for (int64_t c = 0; c < C; c++) {
+                    float v = xr[c] - center[c];
+                    pp[c] += v * v;
+                }
+            else
+                for (int64_t c = 0; c < C; c++) pp[c] += xr[c];
+        }
+        for (int64_t c = 0; c < C; c++) out[c] += pp[c];
+    }
+}
+
+static void cpu_moments(const float *x, int64_t rows, int64_t C, float *mean, float *var) {
+    std::vector<double> s((size_t)C);
+    column_sums(x, rows, C, nullptr, s.data());
+    for (int64_t c = 0; c < C; c++) mean[c] = (float)(s[(size_t)c] / (double)rows);
+    column_sums(x, rows, C, mean, s.data()); /* two passes: no cancellation */
+    for (int64_t c = 0; c < C; c++) var[c] = (float)(s[(size_t)c] / (double)rows);
+}
+
+static void cpu_scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale,
+                            const float *shift) {
+    int64_t total = rows * C;
+    (void)total;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        for (int64_t c = 0; c < C; c++) yr[c] = xr[c] * scale[c] + shift[c];
+    }
+}
+
+static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                            const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training) {
+    /* sums of dy and dy * xhat per channel */
+    std::vector<double> sdy((size_t)C, 0.0), sdx((size_t)C, 0.0);
+    std::vector<float> p1((size_t)C), p2((size_t)C);
+    for (int64_t r0 = 0; r0 < rows; r0 += 64) {
+        int64_t r1 = std::min(rows, r0 + 64);
+        std::fill(p1.begin(), p1.end(), 0.f);
+        std::fill(p2.begin(), p2.end(), 0.f);
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * C, *dr = dy + r * C;
+            for (int64_t c = 0; c < C; c++) {
+                p1[(size_t)c] += dr[c];
+                p2[(size_t)c] += dr[c] * (xr[c] - mean[c]) * invstd[c];
+            }
+        }
+        for (int64_t c = 0; c < C; c++) {
+            sdy[(size_t)c] += p1[(size_t)c];
+            sdx[(size_t)c] += p2[(size_t)c];
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        if (dbeta) dbeta[c] = (float)sdy[(size_t)c];
+        if (dgamma) dgamma[c] = (float)sdx[(size_t)c];
+    }
+    if (!dx) return;
+    std::vector<float> a((size_t)C), m1((size_t)C), m2((size_t)C);
+    for (int64_t c = 0; c < C; c++) {
+        float gm = gamma ? gamma[c] : 1.f;
+        a[(size_t)c] = gm * invstd[c];
+        m1[(size_t)c] = training ? (float)(sdy[(size_t)c] / (double)rows) : 0.f;
+        m2[(size_t)c] = training ? (float)(sdx[(size_t)c] / (double)rows) : 0.f;
+    }
+    const float *A = a.data(), *M1 = m1.data(), *M2 = m2.data();
+    int64_t total = rows * C;
+    (void)total;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C, *dr = dy + r * C;
+        float *o = dx + r * C;
+        for (int64_t c = 0; c < C; c++) o[c] = A[c] * (dr[c] - M1[c] - (xr[c] - mean[c]) * invstd[c] * M2[c]);
+    }
+}
+
+static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       cpu_bias_add,     cpu_bias_grad,
+                                    cpu_act_forward, cpu_act_backward,  cpu_dropout_forward, cpu_mul,
+                                    cpu_copy,        cpu_sumsq,         cpu_transpose,    cpu_im2col,
+                                    cpu_col2im,      cpu_pool_forward,  cpu_pool_backward, cpu_moments,
+                                    cpu_scale_shift, cpu_bn_backward};
 
 static const Kernels &K() { return cpu_kernels; }
 
@@ -1009,6 +1268,7 @@ struct WeightSpec {
     std::string name; /* "kernel", "bias" */
     Shape shape;
     std::string init;
+    bool trainable = true; /* false: state the optimizer leaves alone (moving statistics) */
     float *w = nullptr, *g = nullptr; /* into the model's arenas */
 };
 
@@ -1042,9 +1302,10 @@ public:
        used by compile to fuse softmax/sigmoid with cross-entropy. */
     virtual Act output_act() const { return ACT_LINEAR; }
     virtual const float *logits(const float * /*x*/) const { return nullptr; }
-    int64_t param_count() const {
+    int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
-        for (auto &w : weights) n += w.shape.size();
+        for (auto &w : weights)
+            if (w.trainable || !trainable_only) n += w.shape.size();
         return n;
     }
 };
@@ -1231,6 +1492,594 @@ public:
     void backward(const float *, const float *, const float *, float *, int64_t, const Ctx &) override {}
 };
 
+/* ---- Convolution and friends ---------------------------------------------
+   Keras' data formats: channels_last (..., C) by default, channels_first
+   (C, ...) on request. The kernels work channels-last; a channels-first
+   layer transposes its input and output around them (one pass each). */
+
+static bool parse_data_format(Args &a, int pos, const char *owner) {
+    std::string df = a.str("data_format", pos, "channels_last");
+    NNL_REQUIRE(df == "channels_last" || df == "channels_first", NNL_ERR_ARGUMENT,
+                "%s: data_format must be 'channels_last' or 'channels_first', got '%s'", owner, df.c_str());
+    return df == "channels_first";
+}
+
+/* A tuple of nd positive integers (one integer means the same on each axis). */
+static void parse_tuple(Args &a, const char *key, int pos, int nd, int64_t def, int64_t *out, const char *owner) {
+    std::vector<int64_t> v = a.ints(key, pos);
+    if (v.empty()) v.assign((size_t)nd, def);
+    if (v.size() == 1) v.assign((size_t)nd, v[0]);
+    NNL_REQUIRE((int)v.size() == nd, NNL_ERR_ARGUMENT, "%s: '%s' needs %d values, got %d", owner, key, nd,
+                (int)v.size());
+    for (int i = 0; i < nd; i++) {
+        NNL_REQUIRE(v[(size_t)i] > 0 && v[(size_t)i] < (1 << 24), NNL_ERR_ARGUMENT,
+                    "%s: '%s' must hold positive integers", owner, key);
+        out[i] = v[(size_t)i];
+    }
+}
+
+/* Spatial axes and channels of a per-sample shape in either format, into a
+   Window's channels-last view (leading axes of size 1 below three). */
+static void read_spatial(const Shape &s, int nd, bool cf, Window &g, const char *owner) {
+    NNL_REQUIRE(s.rank == nd + 1, NNL_ERR_SHAPE, "%s: expects inputs of rank %d per sample (%s), got %s", owner,
+                nd + 1, cf ? "channels, then spatial axes" : "spatial axes, then channels", s.str().c_str());
+    g.C = cf ? s.d[0] : s.d[nd];
+    for (int i = 0; i < nd; i++) g.in[3 - nd + i] = s.d[cf ? i + 1 : i];
+}
+
+static Shape spatial_shape(const Window &g, int nd, bool cf, int64_t channels) {
+    Shape o;
+    o.rank = nd + 1;
+    for (int i = 0; i < nd; i++) o.d[cf ? i + 1 : i] = g.out[3 - nd + i];
+    o.d[cf ? 0 : nd] = channels;
+    return o;
+}
+
+/* Output sizes and padding, as TensorFlow computes them. */
+static void window_outputs(Window &g, int nd, const std::string &padding, const char *owner) {
+    for (int i = 3 - nd; i < 3; i++) {
+        int64_t span = (g.k[i] - 1) * g.d[i] + 1;
+        if (padding == "valid") {
+            NNL_REQUIRE(g.in[i] >= span, NNL_ERR_SHAPE,
+                        "%s: input size %lld is smaller than the window (%lld) with padding='valid'", owner,
+                        (long long)g.in[i], (long long)span);
+            g.out[i] = (g.in[i] - span) / g.s[i] + 1;
+            g.pad[i] = 0;
+        } else if (padding == "same") {
+            g.out[i] = (g.in[i] + g.s[i] - 1) / g.s[i];
+            int64_t total = std::max<int64_t>((g.out[i] - 1) * g.s[i] + span - g.in[i], 0);
+            g.pad[i] = total / 2;
+        } else { /* causal (Conv1D): all the padding in front */
+            g.pad[i] = span - 1;
+            g.out[i] = (g.in[i] - 1) / g.s[i] + 1;
+        }
+    }
+}
+
+static std::string parse_padding(Args &a, int pos, bool causal_ok, const char *owner) {
+    std::string p = lower(a.str("padding", pos, "valid"));
+    NNL_REQUIRE(p == "valid" || p == "same" || (causal_ok && p == "causal"), NNL_ERR_ARGUMENT,
+                "%s: padding must be 'valid'%s or 'same', got '%s'", owner, causal_ok ? ", 'causal'" : "", p.c_str());
+    return p;
+}
+
+/* Conv1D, Conv2D, Conv3D: im2col + SGEMM in chunks of samples (the column
+   buffer stays a few MB), bias and activation on the GEMM's output. The
+   kernel has Keras' layout (k..., in, out), which is exactly the GEMM's
+   (kvol * in, out) matrix. A 1x1 convolution with stride 1 skips im2col. */
+class Conv : public Layer {
+public:
+    int nd;
+    int64_t filters;
+    int64_t ks[3], st[3], dil[3];
+    std::string padding;
+    bool cf, use_bias;
+    Act act;
+    Window g;
+
+    Conv(Args &a, int nd_, const char *cls_) : nd(nd_) {
+        cls = cls_;
+        filters = a.integer("filters", 0, 0);
+        NNL_REQUIRE(filters > 0 && filters < (1 << 24), NNL_ERR_ARGUMENT, "%s: filters must be a positive integer",
+                    cls);
+        NNL_REQUIRE(a.has("kernel_size", 1), NNL_ERR_ARGUMENT, "%s: needs a kernel_size", cls);
+        parse_tuple(a, "kernel_size", 1, nd, 1, ks, cls);
+        parse_tuple(a, "strides", 2, nd, 1, st, cls);
+        padding = parse_padding(a, 3, nd == 1, cls);
+        cf = parse_data_format(a, 4, cls);
+        parse_tuple(a, "dilation_rate", 5, nd, 1, dil, cls);
+        NNL_REQUIRE(a.integer("groups", 6, 1) == 1, NNL_ERR_UNSUPPORTED, "%s: groups other than 1 are not supported",
+                    cls);
+        act = parse_act(a.str("activation", 7, "linear"), cls);
+        use_bias = a.flag("use_bias", 8, true);
+        WeightSpec k;
+        k.name = "kernel";
+        k.init = a.str("kernel_initializer", 9, "glorot_uniform");
+        weights.push_back(k);
+        if (use_bias) {
+            WeightSpec b;
+            b.name = "bias";
+            b.init = a.str("bias_initializer", 10, "zeros");
+            weights.push_back(b);
+        }
+    }
+    void build(const Shape &input) override {
+        g = Window();
+        read_spatial(input, nd, cf, g, cls);
+        for (int i = 0; i < nd; i++) {
+            g.k[3 - nd + i] = ks[i];
+            g.s[3 - nd + i] = st[i];
+            g.d[3 - nd + i] = dil[i];
+        }
+        window_outputs(g, nd, padding, cls);
+        in = input;
+        out = spatial_shape(g, nd, cf, filters);
+        Shape kshape;
+        kshape.rank = nd + 2;
+        for (int i = 0; i < nd; i++) kshape.d[i] = ks[i];
+        kshape.d[nd] = g.C;
+        kshape.d[nd + 1] = filters;
+        weights[0].shape = kshape;
+        if (use_bias) weights[1].shape = Shape{filters};
+    }
+    bool direct() const { return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]; }
+    int64_t col_row() const { return g.kvol() * g.C; }
+    int64_t chunk(int64_t B) const {
+        int64_t per = g.out_size() * col_row();
+        return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 21) / std::max<int64_t>(per, 1)));
+    }
+    /* ws: [z: pre-activation][xcl][ycl][dxcl] (channels-first only)[col] */
+    int64_t zsize(int64_t B) const { return act == ACT_LINEAR ? 0 : B * out.size(); }
+    int64_t cfsize(int64_t B) const { return cf ? B * (2 * in.size() + out.size()) : 0; }
+    int64_t workspace(int64_t B) const override {
+        return zsize(B) + cfsize(B) + (direct() ? 0 : chunk(B) * g.out_size() * col_row());
+    }
+    Act output_act() const override { return act; }
+    const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
+    float *xcl(int64_t B) const { return ws + zsize(B); }
+    float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
+    float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
+    float *col(int64_t B) const { return ws + zsize(B) + cfsize(B); }
+    const float *to_cl(const float *x, int64_t B) const {
+        if (!cf) return x;
+        K().transpose(x, xcl(B), B, g.C, g.in_size());
+        return xcl(B);
+    }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        const float *xc = to_cl(x, B);
+        float *z = act == ACT_LINEAR ? y : ws;
+        float *zc = cf ? ycl(B) : z;
+        const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
+        for (int64_t b0 = 0; b0 < B; b0 += nb) {
+            int64_t n = std::min(nb, B - b0);
+            const float *cm = xc + b0 * S;
+            if (!direct()) {
+                K().im2col(g, cm, col(B), n);
+                cm = col(B);
+            }
+            K().sgemm(false, false, n * P, filters, R, 1.f, cm, R, weights[0].w, filters, 0.f, zc + b0 * P * filters,
+                      filters);
+        }
+        if (use_bias) K().bias_add(zc, weights[1].w, B * P, filters);
+        if (cf) K().transpose(zc, z, B, P, filters);
+        if (act != ACT_LINEAR)
+            K().act_forward(act, z, y, act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
+                            act == ACT_SOFTMAX ? out.last() : B * out.size());
+    }
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        const float *dz = dy;
+        if (act != ACT_LINEAR && !fused_output) {
+            K().act_backward(act, ws, y, dy, ws, act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
+                             act == ACT_SOFTMAX ? out.last() : B * out.size());
+            dz = ws;
+        }
+        const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
+        const float *dzc = dz;
+        if (cf) {
+            K().transpose(dz, ycl(B), B, filters, P);
+            dzc = ycl(B);
+        }
+        const float *xc = to_cl(x, B);
+        if (use_bias) K().bias_grad(dzc, weights[1].g, B * P, filters);
+        for (int64_t b0 = 0; b0 < B; b0 += nb) {
+            int64_t n = std::min(nb, B - b0);
+            const float *cm = xc + b0 * S;
+            if (!direct()) {
+                K().im2col(g, cm, col(B), n);
+                cm = col(B);
+            }
+            K().sgemm(true, false, R, filters, n * P, 1.f, cm, R, dzc + b0 * P * filters, filters, b0 ? 1.f : 0.f,
+                      weights[0].g, filters);
+        }
+        if (!dx) return;
+        float *dxc = cf ? dxcl(B) : dx;
+        for (int64_t b0 = 0; b0 < B; b0 += nb) {
+            int64_t n = std::min(nb, B - b0);
+            if (direct()) {
+                K().sgemm(false, true, n * P, R, filters, 1.f, dzc + b0 * P * filters, filters, weights[0].w, filters,
+                          0.f, dxc + b0 * S, R);
+            } else {
+                K().sgemm(false, true, n * P, R, filters, 1.f, dzc + b0 * P * filters, filters, weights[0].w, filters,
+                          0.f, col(B), R);
+                K().col2im(g, col(B), dxc + b0 * S, n);
+            }
+        }
+        if (cf) K().transpose(dxc, dx, B, g.in_size(), g.C);
+    }
+};
+
+struct Conv1D : Conv {
+    explicit Conv1D(Args &a) : Conv(a, 1, "Conv1D") {}
+};
+struct Conv2D : Conv {
+    explicit Conv2D(Args &a) : Conv(a, 2, "Conv2D") {}
+};
+struct Conv3D : Conv {
+    explicit Conv3D(Args &a) : Conv(a, 3, "Conv3D") {}
+};
+
+/* Max and average pooling over windows (Keras: pool_size, strides = the pool
+   size when None, padding, data_format). Average pooling with 'same'
+   divides by the number of unpadded entries, as TensorFlow does. */
+class Pool : public Layer {
+public:
+    int nd;
+    bool max, cf;
+    int64_t ps[3], st[3];
+    std::string padding;
+    Window g;
+    Pool(Args &a, int nd_, bool max_, const char *cls_) : nd(nd_), max(max_) {
+        cls = cls_;
+        parse_tuple(a, "pool_size", 0, nd, 2, ps, cls);
+        std::vector<int64_t> sv = a.ints("strides", 1);
+        if (sv.empty()) sv.assign(ps, ps + nd);
+        if (sv.size() == 1) sv.assign((size_t)nd, sv[0]);
+        NNL_REQUIRE((int)sv.size() == nd, NNL_ERR_ARGUMENT, "%s: 'strides' needs %d values", cls, nd);
+        for (int i = 0; i < nd; i++) {
+            NNL_REQUIRE(sv[(size_t)i] > 0 && sv[(size_t)i] < (1 << 24), NNL_ERR_ARGUMENT,
+                        "%s: 'strides' must hold positive integers", cls);
+            st[i] = sv[(size_t)i];
+        }
+        padding = parse_padding(a, 2, false, cls);
+        cf = parse_data_format(a, 3, cls);
+    }
+    void build(const Shape &input) override {
+        g = Window();
+        read_spatial(input, nd, cf, g, cls);
+        for (int i = 0; i < nd; i++) {
+            g.k[3 - nd + i] = ps[i];
+            g.s[3 - nd + i] = st[i];
+        }
+        window_outputs(g, nd, padding, cls);
+        in = input;
+        out = spatial_shape(g, nd, cf, g.C);
+        NNL_REQUIRE(g.in_size() * g.C < ((int64_t)1 << 31), NNL_ERR_SHAPE, "%s: input too large", cls);
+    }
+    /* ws: [arg (max only)][xcl][ycl][dxcl] (channels-first only) */
+    int64_t argsize(int64_t B) const { return max ? B * out.size() : 0; }
+    int64_t workspace(int64_t B) const override {
+        return argsize(B) + (cf ? B * (2 * in.size() + out.size()) : 0);
+    }
+    int32_t *arg() const { return reinterpret_cast<int32_t *>(ws); }
+    float *xcl(int64_t B) const { return ws + argsize(B); }
+    float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
+    float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        if (!cf) {
+            K().pool_forward(g, max, x, y, arg(), B);
+            return;
+        }
+        K().transpose(x, xcl(B), B, g.C, g.in_size());
+        K().pool_forward(g, max, xcl(B), ycl(B), arg(), B);
+        K().transpose(ycl(B), y, B, g.out_size(), g.C);
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        if (!dx) return;
+        if (!cf) {
+            K().pool_backward(g, max, dy, arg(), dx, B);
+            return;
+        }
+        K().transpose(dy, ycl(B), B, g.C, g.out_size());
+        K().pool_backward(g, max, ycl(B), arg(), dxcl(B), B);
+        K().transpose(dxcl(B), dx, B, g.in_size(), g.C);
+    }
+};
+
+#define NNL_POOL(NAME, ND, MAX)                                                                                        \
+    struct NAME : Pool {                                                                                               \
+        explicit NAME(Args &a) : Pool(a, ND, MAX, #NAME) {}                                                            \
+    };
+NNL_POOL(MaxPooling1D, 1, true)
+NNL_POOL(MaxPooling2D, 2, true)
+NNL_POOL(MaxPooling3D, 3, true)
+NNL_POOL(AveragePooling1D, 1, false)
+NNL_POOL(AveragePooling2D, 2, false)
+NNL_POOL(AveragePooling3D, 3, false)
+#undef NNL_POOL
+
+/* Global pooling: one value per channel (keepdims=False). */
+class GlobalPool : public Layer {
+public:
+    int nd;
+    bool max, cf;
+    int64_t S = 1, C = 1;
+    GlobalPool(Args &a, int nd_, bool max_, const char *cls_) : nd(nd_), max(max_) {
+        cls = cls_;
+        cf = parse_data_format(a, 0, cls);
+        NNL_REQUIRE(!a.flag("keepdims", 1, false), NNL_ERR_UNSUPPORTED, "%s: keepdims=True is not supported", cls);
+    }
+    void build(const Shape &input) override {
+        Window g;
+        read_spatial(input, nd, cf, g, cls);
+        S = g.in_size();
+        C = g.C;
+        in = input;
+        out = Shape{C};
+    }
+    /* element (s, c) of sample b */
+    int64_t at(int64_t b, int64_t s, int64_t c) const { return b * S * C + (cf ? c * S + s : s * C + c); }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t c = 0; c < C; c++) {
+                float acc = max ? -INFINITY : 0.f;
+                for (int64_t s = 0; s < S; s++) {
+                    float v = x[at(b, s, c)];
+                    acc = max ? (v > acc || s == 0 ? v : acc) : acc + v;
+                }
+                y[b * C + c] = max ? acc : acc / (float)S;
+            }
+    }
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        if (!dx) return;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t c = 0; c < C; c++) {
+                float d = dy[b * C + c];
+                bool done = false;
+                for (int64_t s = 0; s < S; s++) {
+                    int64_t i = at(b, s, c);
+                    if (max) { /* the first position holding the maximum */
+                        bool hit = !done && (x[i] == y[b * C + c] || (std::isnan(x[i]) && std::isnan(y[b * C + c])));
+                        dx[i] = hit ? d : 0.f;
+                        done = done || hit;
+                    } else {
+                        dx[i] = d / (float)S;
+                    }
+                }
+            }
+    }
+};
+
+#define NNL_GPOOL(NAME, ND, MAX)                                                                                       \
+    struct NAME : GlobalPool {                                                                                         \
+        explicit NAME(Args &a) : GlobalPool(a, ND, MAX, #NAME) {}                                                      \
+    };
+NNL_GPOOL(GlobalAveragePooling1D, 1, false)
+NNL_GPOOL(GlobalAveragePooling2D, 2, false)
+NNL_GPOOL(GlobalAveragePooling3D, 3, false)
+NNL_GPOOL(GlobalMaxPooling1D, 1, true)
+NNL_GPOOL(GlobalMaxPooling2D, 2, true)
+NNL_GPOOL(GlobalMaxPooling3D, 3, true)
+#undef NNL_GPOOL
+
+/* BatchNormalization (Keras): in training, normalise with the batch's
+   mean and biased variance over every axis but `axis`, and move the
+   moving statistics by momentum (m = m * momentum + batch * (1 - momentum));
+   at inference use the moving statistics. Weights in Keras' order: gamma,
+   beta (each optional), moving_mean, moving_variance (not trainable). */
+class BatchNormalization : public Layer {
+public:
+    int64_t axis;
+    float momentum, epsilon;
+    bool center, scale;
+    int64_t outer = 1, C = 1, inner = 1;
+    explicit BatchNormalization(Args &a) {
+        cls = "BatchNormalization";
+        axis = a.integer("axis", 0, -1);
+        momentum = (float)a.num("momentum", 1, 0.99);
+        epsilon = (float)a.num("epsilon", 2, 1e-3);
+        center = a.flag("center", 3, true);
+        scale = a.flag("scale", 4, true);
+        NNL_REQUIRE(momentum >= 0 && momentum <= 1, NNL_ERR_ARGUMENT, "BatchNormalization: momentum must be in [0, 1]");
+        NNL_REQUIRE(epsilon > 0, NNL_ERR_ARGUMENT, "BatchNormalization: epsilon must be positive");
+        std::string bi = a.str("beta_initializer", 5, "zeros"), gi = a.str("gamma_initializer", 6, "ones");
+        std::string mi = a.str("moving_mean_initializer", 7, "zeros"),
+                    vi = a.str("moving_variance_initializer", 8, "ones");
+        auto add = [&](const char *n, const std::string &init, bool trainable) {
+            WeightSpec w;
+            w.name = n;
+            w.init = init;
+            w.trainable = trainable;
+            weights.push_back(w);
+        };
+        if (scale) add("gamma", gi, true);
+        if (center) add("beta", bi, true);
+        add("moving_mean", mi, false);
+        add("moving_variance", vi, false);
+    }
+    void build(const Shape &input) override {
+        int64_t ax = axis < 0 ? input.rank + axis : axis - 1; /* Keras counts the batch axis */
+        NNL_REQUIRE(ax >= 0 && ax < input.rank, NNL_ERR_ARGUMENT,
+                    "BatchNormalization: axis %lld is out of range for inputs %s", (long long)axis,
+                    input.str().c_str());
+        outer = inner = 1;
+        for (int i = 0; i < ax; i++) outer *= input.d[i];
+        for (int i = (int)ax + 1; i < input.rank; i++) inner *= input.d[i];
+        C = input.d[ax];
+        in = out = input;
+        for (auto &w : weights) w.shape = Shape{C};
+    }
+    float *gamma() const { return scale ? weights[0].w : nullptr; }
+    float *beta() const { return center ? weights[scale ? 1 : 0].w : nullptr; }
+    WeightSpec &moving(int k) { return weights[weights.size() - 2 + (size_t)k]; }
+    /* ws: mean, invstd, scale, shift (C each); then, when the channel axis is
+       not last, channels-last copies of x, y and dx */
+    int64_t workspace(int64_t B) const override { return 4 * C + (inner > 1 ? 3 * B * in.size() : 0); }
+    float *xcl(int64_t) const { return ws + 4 * C; }
+    float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
+    float *dxcl(int64_t B) const { return ycl(B) + B * in.size(); }
+    void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
+        int64_t rows = B * outer * inner;
+        const float *xc = x;
+        if (inner > 1) {
+            K().transpose(x, xcl(B), B * outer, C, inner);
+            xc = xcl(B);
+        }
+        float *mean = ws, *invstd = ws + C, *sc = ws + 2 * C, *sh = ws + 3 * C;
+        float *mm = moving(0).w, *mv = moving(1).w;
+        if (c.training) {
+            K().moments(xc, rows, C, mean, invstd);
+            for (int64_t i = 0; i < C; i++) {
+                mm[i] = mm[i] * momentum + mean[i] * (1 - momentum);
+                mv[i] = mv[i] * momentum + invstd[i] * (1 - momentum);
+                invstd[i] = 1.f / std::sqrt(invstd[i] + epsilon);
+            }
+        } else {
+            for (int64_t i = 0; i < C; i++) {
+                mean[i] = mm[i];
+                invstd[i] = 1.f / std::sqrt(mv[i] + epsilon);
+            }
+        }
+        for (int64_t i = 0; i < C; i++) {
+            sc[i] = (gamma() ? gamma()[i] : 1.f) * invstd[i];
+            sh[i] = (beta() ? beta()[i] : 0.f) - mean[i] * sc[i];
+        }
+        if (inner > 1) {
+            K().scale_shift(xc, ycl(B), rows, C, sc, sh);
+            K().transpose(ycl(B), y, B * outer, inner, C);
+        } else {
+            K().scale_shift(xc, y, rows, C, sc, sh);
+        }
+    }
+    void backward(const float *x, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {
+        int64_t rows = B * outer * inner;
+        const float *xc = x, *dyc = dy;
+        float *dxc = dx;
+        if (inner > 1) {
+            K().transpose(x, xcl(B), B * outer, C, inner);
+            K().transpose(dy, ycl(B), B * outer, C, inner);
+            xc = xcl(B);
+            dyc = ycl(B);
+            dxc = dx ? dxcl(B) : nullptr;
+        }
+        K().bn_backward(xc, dyc, dxc, rows, C, ws, ws + C, gamma(), scale ? weights[0].g : nullptr,
+                        center ? weights[scale ? 1 : 0].g : nullptr, c.training);
+        if (dx && inner > 1) K().transpose(dxc, dx, B * outer, inner, C);
+    }
+};
+
+/* ZeroPadding2D and UpSampling2D (nearest): per sample an (outer, H, W,
+   inner) block, outer = C for channels_first, inner = C for channels_last. */
+static void read_hw(const Shape &s, bool cf, const char *owner, int64_t &outer, int64_t &H, int64_t &W,
+                    int64_t &inner) {
+    NNL_REQUIRE(s.rank == 3, NNL_ERR_SHAPE, "%s: expects inputs of rank 3 per sample, got %s", owner,
+                s.str().c_str());
+    outer = cf ? s.d[0] : 1;
+    inner = cf ? 1 : s.d[2];
+    H = s.d[cf ? 1 : 0];
+    W = s.d[cf ? 2 : 1];
+}
+
+static Shape hw_shape(bool cf, int64_t C, int64_t H, int64_t W) { return cf ? Shape{C, H, W} : Shape{H, W, C}; }
+
+class ZeroPadding2D : public Layer {
+public:
+    int64_t t = 1, b = 1, l = 1, r = 1;
+    bool cf;
+    int64_t outer = 1, H = 1, W = 1, inner = 1;
+    explicit ZeroPadding2D(Args &a) {
+        cls = "ZeroPadding2D";
+        const Value *v = a.get("padding", 0);
+        if (v && v->kind != Value::NONE) {
+            auto num = [&](const Value &x) {
+                NNL_REQUIRE(x.kind == Value::NUM && x.num >= 0 && x.num == std::floor(x.num) && x.num < (1 << 24),
+                            NNL_ERR_ARGUMENT, "ZeroPadding2D: padding must hold non-negative integers");
+                return (int64_t)x.num;
+            };
+            if (v->kind == Value::NUM) {
+                t = b = l = r = num(*v);
+            } else {
+                NNL_REQUIRE(v->kind == Value::TUPLE && v->items.size() == 2, NNL_ERR_ARGUMENT,
+                            "ZeroPadding2D: padding is an int, (h, w) or ((top, bottom), (left, right))");
+                const Value &ph = v->items[0], &pw = v->items[1];
+                if (ph.kind == Value::TUPLE || pw.kind == Value::TUPLE) {
+                    NNL_REQUIRE(ph.kind == Value::TUPLE && pw.kind == Value::TUPLE && ph.items.size() == 2 &&
+                                    pw.items.size() == 2,
+                                NNL_ERR_ARGUMENT, "ZeroPadding2D: padding is ((top, bottom), (left, right))");
+                    t = num(ph.items[0]);
+                    b = num(ph.items[1]);
+                    l = num(pw.items[0]);
+                    r = num(pw.items[1]);
+                } else {
+                    t = b = num(ph);
+                    l = r = num(pw);
+                }
+            }
+        }
+        cf = parse_data_format(a, 1, cls);
+    }
+    void build(const Shape &input) override {
+        read_hw(input, cf, cls, outer, H, W, inner);
+        in = input;
+        out = hw_shape(cf, cf ? outer : inner, H + t + b, W + l + r);
+    }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        int64_t Ho = H + t + b, Wo = W + l + r;
+        memset(y, 0, (size_t)(B * out.size()) * sizeof(float));
+        for (int64_t n = 0; n < B * outer; n++)
+            for (int64_t h = 0; h < H; h++)
+                memcpy(y + ((n * Ho + h + t) * Wo + l) * inner, x + (n * H + h) * W * inner,
+                       (size_t)(W * inner) * sizeof(float));
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        if (!dx) return;
+        int64_t Ho = H + t + b, Wo = W + l + r;
+        for (int64_t n = 0; n < B * outer; n++)
+            for (int64_t h = 0; h < H; h++)
+                memcpy(dx + (n * H + h) * W * inner, dy + ((n * Ho + h + t) * Wo + l) * inner,
+                       (size_t)(W * inner) * sizeof(float));
+    }
+};
+
+class UpSampling2D : public Layer {
+public:
+    int64_t sz[2];
+    bool cf;
+    int64_t outer = 1, H = 1, W = 1, inner = 1;
+    explicit UpSampling2D(Args &a) {
+        cls = "UpSampling2D";
+        parse_tuple(a, "size", 0, 2, 2, sz, cls);
+        cf = parse_data_format(a, 1, cls);
+        std::string ip = a.str("interpolation", 2, "nearest");
+        NNL_REQUIRE(ip == "nearest", NNL_ERR_UNSUPPORTED,
+                    "UpSampling2D: interpolation '%s' is not supported (only 'nearest')", ip.c_str());
+    }
+    void build(const Shape &input) override {
+        read_hw(input, cf, cls, outer, H, W, inner);
+        in = input;
+        out = hw_shape(cf, cf ? outer : inner, H * sz[0], W * sz[1]);
+    }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        int64_t Ho = H * sz[0], Wo = W * sz[1];
+        for (int64_t n = 0; n < B * outer; n++)
+            for (int64_t h = 0; h < Ho; h++)
+                for (int64_t w = 0; w < Wo; w++)
+                    memcpy(y + ((n * Ho + h) * Wo + w) * inner, x + ((n * H + h / sz[0]) * W + w / sz[1]) * inner,
+                           (size_t)inner * sizeof(float));
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        if (!dx) return;
+        int64_t Ho = H * sz[0], Wo = W * sz[1];
+        memset(dx, 0, (size_t)(B * in.size()) * sizeof(float));
+        for (int64_t n = 0; n < B * outer; n++)
+            for (int64_t h = 0; h < Ho; h++)
+                for (int64_t w = 0; w < Wo; w++) {
+                    float *d = dx + ((n * H + h / sz[0]) * W + w / sz[1]) * inner;
+                    const float *s = dy + ((n * Ho + h) * Wo + w) * inner;
+                    for (int64_t c = 0; c < inner; c++) d[c] += s[c];
+                }
+    }
+};
+
 typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
 template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
 
@@ -1238,6 +2087,25 @@ static const std::map<std::string, LayerFactory> &layer_registry() {
     static const std::map<std::string, LayerFactory> r = {
         {"Dense", make_layer<Dense>},     {"Activation", make_layer<Activation>}, {"Dropout", make_layer<Dropout>},
         {"Flatten", make_layer<Flatten>}, {"Reshape", make_layer<Reshape>},
+        {"Conv1D", make_layer<Conv1D>}, {"Conv2D", make_layer<Conv2D>}, {"Conv3D", make_layer<Conv3D>},
+        {"Convolution1D", make_layer<Conv1D>}, {"Convolution2D", make_layer<Conv2D>},
+        {"Convolution3D", make_layer<Conv3D>},
+        {"MaxPooling1D", make_layer<MaxPooling1D>}, {"MaxPooling2D", make_layer<MaxPooling2D>},
+        {"MaxPooling3D", make_layer<MaxPooling3D>}, {"MaxPool1D", make_layer<MaxPooling1D>},
+        {"MaxPool2D", make_layer<MaxPooling2D>}, {"MaxPool3D", make_layer<MaxPooling3D>},
+        {"AveragePooling1D", make_layer<AveragePooling1D>}, {"AveragePooling2D", make_layer<AveragePooling2D>},
+        {"AveragePooling3D", make_layer<AveragePooling3D>}, {"AvgPool1D", make_layer<AveragePooling1D>},
+        {"AvgPool2D", make_layer<AveragePooling2D>}, {"AvgPool3D", make_layer<AveragePooling3D>},
+        {"GlobalAveragePooling1D", make_layer<GlobalAveragePooling1D>},
+        {"GlobalAveragePooling2D", make_layer<GlobalAveragePooling2D>},
+        {"GlobalAveragePooling3D", make_layer<GlobalAveragePooling3D>},
+        {"GlobalMaxPooling1D", make_layer<GlobalMaxPooling1D>},
+        {"GlobalMaxPooling2D", make_layer<GlobalMaxPooling2D>},
+        {"GlobalMaxPooling3D", make_layer<GlobalMaxPooling3D>},
+        {"GlobalAvgPool1D", make_layer<GlobalAveragePooling1D>}, {"GlobalAvgPool2D", make_layer<GlobalAveragePooling2D>},
+        {"GlobalMaxPool1D", make_layer<GlobalMaxPooling1D>}, {"GlobalMaxPool2D", make_layer<GlobalMaxPooling2D>},
+        {"BatchNormalization", make_layer<BatchNormalization>},
+        {"ZeroPadding2D", make_layer<ZeroPadding2D>}, {"UpSampling2D", make_layer<UpSampling2D>},
     };
     return r;
 }
@@ -1933,7 +2801,7 @@ public:
                 if (w.w) std::copy(w.w, w.w + n, nw.data() + off);
                 w.w = nw.data() + off;
                 w.g = ng.data() + off;
-                slices.push_back({w.w, w.g, n});
+                if (w.trainable) slices.push_back({w.w, w.g, n});
                 off += n;
             }
         W.swap(nw);
@@ -2435,17 +3303,19 @@ std::string Model::summary() const {
         return r + "\n";
     };
     s += rule + "\n" + row("Layer (type)", "Output Shape", "Param #") + dbl + "\n";
-    int64_t total = 0;
+    int64_t total = 0, trainable = 0;
     for (size_t i = 0; i < layers.size(); i++) {
         const Layer &l = *layers[i];
         s += row(l.name + " (" + l.cls + ")", l.out.str(), with_commas(l.param_count()));
         s += i + 1 < layers.size() ? "\n" : "";
         total += l.param_count();
+        trainable += l.param_count(true);
     }
+    int64_t fixed = total - trainable;
     s += dbl + "\n";
     s += "Total params: " + with_commas(total) + " (" + bytes_str(4.0 * total) + ")\n";
-    s += "Trainable params: " + with_commas(total) + " (" + bytes_str(4.0 * total) + ")\n";
-    s += "Non-trainable params: 0 (0.00 Byte)\n" + rule + "\n";
+    s += "Trainable params: " + with_commas(trainable) + " (" + bytes_str(4.0 * trainable) + ")\n";
+    s += "Non-trainable params: " + with_commas(fixed) + " (" + bytes_str(4.0 * fixed) + ")\n" + rule + "\n";
     return s;
 }
 

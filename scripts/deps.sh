@@ -34,7 +34,26 @@ if [ "$mode" != test ]; then
     done
 fi
 
+# Optional for tests: PyTorch as the reference the layer tests compare
+# against (skipped with a message when absent). Installed only as root.
+optional=()
+if [ "$mode" != demo ] && ! /usr/bin/python3 -c 'import numpy, torch' >/dev/null 2>&1; then
+    optional+=(python3-numpy python3-torch)
+fi
+install_optional() {
+    [ ${#optional[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "deps: installing optional ${optional[*]} (reference for the layer tests)"
+        # shellcheck disable=SC2068
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${optional[@]} ||
+            echo "deps: could not install ${optional[*]}; the PyTorch comparisons will be skipped"
+    else
+        echo "deps: optional, for the PyTorch comparisons in the tests: sudo apt-get install -y ${optional[*]}"
+    fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+    install_optional
     echo "deps: ok"
     exit 0
 fi
@@ -55,4 +74,5 @@ echo "deps: installing $pkgs"
 apt-get update -qq
 # shellcheck disable=SC2086  # one word per package
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
+install_optional
 echo "deps: ok"

@@ -8,4 +8,5 @@
 
 #include "unit_kernels.hpp"
 #include "unit_layers.hpp"
+#include "unit_conv.hpp"
 #include "unit_optimizers.hpp"

@@ -17,7 +17,8 @@ static void check_close(const std::vector<double> &analytic, const std::vector<d
 
 /* Checks dL/dx and dL/dW of the single layer `spec` on inputs of shape `in`,
    with L = sum(r * y) for a fixed random r (so dL/dy = r). */
-static void gradcheck_layer(const char *spec, nnl::Shape in, bool training = false, int B = 3) {
+static void gradcheck_layer(const char *spec, nnl::Shape in, bool training = false, int B = 3,
+                            bool distinct = false) {
     INFO("layer " << spec << " training=" << training);
     nnl_model m;
     m.add(("Input(shape=" + in.str(false) + ")").c_str());
@@ -27,9 +28,14 @@ static void gradcheck_layer(const char *spec, nnl::Shape in, bool training = fal
     int64_t nin = B * in.size(), nout = B * L.out.size();
     auto x = random_vec((size_t)nin, 11, -1.5f, 1.5f);
     auto r = random_vec((size_t)nout, 12);
-    /* move inputs off the kinks of relu-like functions */
-    for (auto &v : x)
-        if (std::fabs(v) < 3 * FD_EPS) v += 0.1f;
+    if (distinct) { /* values 0.05 apart, shuffled: no ties for max pooling */
+        for (int64_t i = 0; i < nin; i++) x[(size_t)i] = 0.05f * (float)(i - nin / 2);
+        std::mt19937 g(5);
+        std::shuffle(x.begin(), x.end(), g);
+    } else { /* move inputs off the kinks of relu-like functions */
+        for (auto &v : x)
+            if (std::fabs(v) < 3 * FD_EPS) v += 0.1f;
+    }
     nnl::Ctx c;
     c.training = training;
     c.seed = 42;
@@ -59,6 +65,7 @@ static void gradcheck_layer(const char *spec, nnl::Shape in, bool training = fal
     }
     check_close(an, nu, "dx");
     for (auto &w : L.weights) {
+        if (!w.trainable) continue; /* state such as moving statistics has no gradient */
         /* randomise biases too, so their gradients are exercised off zero */
         auto init = random_vec((size_t)w.shape.size(), 13);
         std::copy(init.begin(), init.end(), w.w);

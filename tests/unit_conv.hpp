@@ -1,0 +1,285 @@
+/* Convolution, pooling, batch norm, padding and upsampling: finite-difference
+   gradient checks, the thesis' worked example, Keras' shapes and parameter
+   counts, and a comparison with PyTorch (when python3-torch is installed).
+   Included by unit.cpp. */
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+TEST_CASE("gradient check: Conv1D, Conv2D, Conv3D in both data formats") {
+    const char *cf = ", data_format='channels_first'";
+    for (int f = 0; f < 2; f++) {
+        std::string df = f ? cf : "";
+        auto S = [&](nnl::Shape cl, nnl::Shape cfs) { return f ? cfs : cl; };
+        gradcheck_layer(("Conv1D(3, 3" + df + ")").c_str(), S({7, 2}, {2, 7}));
+        gradcheck_layer(("Conv1D(2, 3, strides=2, padding='same', activation='tanh'" + df + ")").c_str(),
+                        S({8, 2}, {2, 8}));
+        gradcheck_layer(("Conv1D(2, 2, padding='causal', dilation_rate=2" + df + ")").c_str(), S({6, 1}, {1, 6}));
+        gradcheck_layer(("Conv2D(3, (3, 2), activation='sigmoid'" + df + ")").c_str(), S({5, 4, 2}, {2, 5, 4}));
+        gradcheck_layer(("Conv2D(2, 3, strides=2, padding='same'" + df + ")").c_str(), S({5, 6, 2}, {2, 5, 6}));
+        gradcheck_layer(("Conv2D(2, 3, dilation_rate=2, padding='same', use_bias=False" + df + ")").c_str(),
+                        S({5, 5, 1}, {1, 5, 5}));
+        gradcheck_layer(("Conv2D(3, 1" + df + ")").c_str(), S({3, 3, 4}, {4, 3, 3})); /* 1x1: no im2col */
+        gradcheck_layer(("Conv3D(2, (2, 3, 2), strides=(1, 2, 1), padding='same'" + df + ")").c_str(),
+                        S({3, 4, 3, 2}, {2, 3, 4, 3}), false, 2);
+    }
+}
+
+TEST_CASE("gradient check: pooling (max on distinct values), global pooling, padding, upsampling") {
+    const char *cf = ", data_format='channels_first'";
+    for (int f = 0; f < 2; f++) {
+        std::string df = f ? cf : "", df0 = f ? "data_format='channels_first'" : "";
+        auto S = [&](nnl::Shape cl, nnl::Shape cfs) { return f ? cfs : cl; };
+        gradcheck_layer(("MaxPooling1D(3" + df + ")").c_str(), S({7, 2}, {2, 7}), false, 3, true);
+        gradcheck_layer(("MaxPooling2D(2" + df + ")").c_str(), S({4, 5, 2}, {2, 4, 5}), false, 3, true);
+        gradcheck_layer(("MaxPooling2D(3, strides=2, padding='same'" + df + ")").c_str(), S({5, 5, 2}, {2, 5, 5}),
+                        false, 3, true);
+        gradcheck_layer(("MaxPooling3D(2" + df + ")").c_str(), S({4, 4, 2, 2}, {2, 4, 4, 2}), false, 2, true);
+        gradcheck_layer(("AveragePooling1D(2" + df + ")").c_str(), S({6, 2}, {2, 6}));
+        gradcheck_layer(("AveragePooling2D(3, strides=2, padding='same'" + df + ")").c_str(),
+                        S({5, 4, 2}, {2, 5, 4}));
+        gradcheck_layer(("AveragePooling3D(2, padding='same'" + df + ")").c_str(), S({3, 3, 3, 2}, {2, 3, 3, 3}),
+                        false, 2);
+        gradcheck_layer(("GlobalAveragePooling1D(" + df0 + ")").c_str(), S({5, 3}, {3, 5}));
+        gradcheck_layer(("GlobalAveragePooling2D(" + df0 + ")").c_str(), S({3, 4, 2}, {2, 3, 4}));
+        gradcheck_layer(("GlobalMaxPooling1D(" + df0 + ")").c_str(), S({5, 3}, {3, 5}), false, 3, true);
+        gradcheck_layer(("GlobalMaxPooling2D(" + df0 + ")").c_str(), S({3, 4, 2}, {2, 3, 4}), false, 3, true);
+        gradcheck_layer(("ZeroPadding2D(((1, 0), (2, 1))" + df + ")").c_str(), S({3, 2, 2}, {2, 3, 2}));
+        gradcheck_layer(("UpSampling2D((2, 3)" + df + ")").c_str(), S({2, 3, 2}, {2, 2, 3}));
+    }
+}
+
+TEST_CASE("gradient check: BatchNormalization, training and inference, any axis") {
+    gradcheck_layer("BatchNormalization()", nnl::Shape{4}, true, 5);
+    gradcheck_layer("BatchNormalization()", nnl::Shape{4}, false, 5);
+    gradcheck_layer("BatchNormalization()", nnl::Shape{3, 3, 2}, true);
+    gradcheck_layer("BatchNormalization(axis=1)", nnl::Shape{2, 3, 3}, true); /* channels first */
+    gradcheck_layer("BatchNormalization(axis=1)", nnl::Shape{2, 3, 3}, false);
+    gradcheck_layer("BatchNormalization(center=False, scale=False)", nnl::Shape{3}, true, 4);
+}
+
+/* Runs a single layer on x (B samples) and returns its output. */
+static std::vector<float> run_layer(const char *spec, nnl::Shape in, const std::vector<float> &x, int B,
+                                    nnl_model &m, bool training = false) {
+    m.add(("Input(shape=" + in.str(false) + ")").c_str());
+    m.add(spec);
+    nnl::Layer &L = *m.layers[0];
+    m.ensure_batch(B);
+    std::vector<float> y((size_t)(B * L.out.size()));
+    nnl::Ctx c;
+    c.training = training;
+    L.forward(x.data(), y.data(), B, c);
+    return y;
+}
+
+TEST_CASE("the thesis' worked convolution example (cross-correlation, no kernel flip)") {
+    /* ../shared/SEEDS.md section 3: X 4x4, W 3x3 with a middle row of ones,
+       stride 1, valid -> [[85, 82], [41, 79]] */
+    std::vector<float> x = {22, 15, 1, 3, 42, 5, 38, 39, 28, 9, 4, 66, 0, 2, 25, 12};
+    nnl_model m;
+    m.add("Input(shape=(4, 4, 1))");
+    m.add("Conv2D(1, 3, use_bias=False)");
+    float w[9] = {0, 0, 0, 1, 1, 1, 0, 0, 0};
+    std::copy(w, w + 9, m.layers[0]->weights[0].w);
+    m.ensure_batch(1);
+    std::vector<float> y(4);
+    m.layers[0]->forward(x.data(), y.data(), 1, nnl::Ctx());
+    CHECK(y[0] == 85.f);
+    CHECK(y[1] == 82.f);
+    CHECK(y[2] == 41.f);
+    CHECK(y[3] == 79.f);
+}
+
+TEST_CASE("K-TOY: Keras' output shapes of valid and strided same convolutions") {
+    nnl_model a, b;
+    a.add("Input(shape=(7, 7, 1))");
+    a.add("Conv2D(1, (3, 3))");
+    CHECK(a.out_shape() == nnl::Shape({5, 5, 1}));
+    b.add("Input(shape=(7, 7, 1))");
+    b.add("Conv2D(1, (3, 3), strides=2, padding='same')");
+    CHECK(b.out_shape() == nnl::Shape({4, 4, 1}));
+}
+
+TEST_CASE("seed CNNs have the parameter counts their sources print") {
+    struct Net {
+        const char *id;
+        std::vector<const char *> layers;
+        int64_t params;
+    } nets[] = {
+        {"K-CNN",
+         {"Conv2D(32, kernel_size=(3, 3), activation='relu', input_shape=(28, 28, 1))",
+          "Conv2D(64, (3, 3), activation='relu')", "MaxPooling2D(pool_size=(2, 2))", "Dropout(0.25)", "Flatten()",
+          "Dense(128, activation='relu')", "Dropout(0.5)", "Dense(10, activation='softmax')"},
+         1199882},
+        {"R-LENET (channels first)",
+         {"Conv2D(20, 5, padding='same', activation='relu', data_format='channels_first', input_shape=(1, 28, 28))",
+          "MaxPooling2D(2, data_format='channels_first')",
+          "Conv2D(50, 5, padding='same', activation='relu', data_format='channels_first')",
+          "MaxPooling2D(2, data_format='channels_first')", "Flatten()", "Dense(500, activation='relu')",
+          "Dense(10, activation='softmax')"},
+         1256080},
+        {"T-LENET",
+         {"Conv2D(20, 5, activation='tanh', input_shape=(28, 28, 1))", "MaxPooling2D(2)",
+          "Conv2D(50, 5, activation='tanh')", "MaxPooling2D(2)", "Flatten()", "Dense(500, activation='tanh')",
+          "Dense(10)"},
+         431080},
+        {"K-SPEC",
+         {"Conv1D(64, 80, strides=10, activation='relu', input_shape=(3522, 1))", "MaxPooling1D(3)", "Dropout(0.35)",
+          "Conv1D(128, 40, strides=10, activation='relu')", "MaxPooling1D(3)", "Dropout(0.35)", "Flatten()",
+          "Dense(128, activation='relu')", "Dropout(0.35)", "Dense(4, activation='softmax')"},
+         366404},
+    };
+    for (auto &n : nets) {
+        INFO(n.id);
+        nnl_model m;
+        for (auto *l : n.layers) m.add(l);
+        CHECK((int64_t)m.W.size() == n.params);
+    }
+}
+
+TEST_CASE("BatchNormalization: moving statistics, inference, non-trainable count in the summary") {
+    nnl_model m;
+    m.add("Input(shape=(2,))");
+    m.add("BatchNormalization(momentum=0.5)");
+    nnl::Layer &L = *m.layers[0];
+    REQUIRE(L.weights.size() == 4);
+    CHECK(!L.weights[2].trainable);
+    CHECK(m.slices.size() == 2); /* the optimizer sees gamma and beta only */
+    m.ensure_batch(4);
+    std::vector<float> x = {1, 10, 2, 20, 3, 30, 6, 40}, y(8);
+    nnl::Ctx c;
+    c.training = true;
+    L.forward(x.data(), y.data(), 4, c);
+    /* column 0: mean 3, biased variance 3.5; column 1: mean 25, variance 125 */
+    CHECK(L.weights[2].w[0] == doctest::Approx(0.5 * 0 + 0.5 * 3));
+    CHECK(L.weights[2].w[1] == doctest::Approx(0.5 * 25));
+    CHECK(L.weights[3].w[0] == doctest::Approx(0.5 * 1 + 0.5 * 3.5));
+    CHECK(L.weights[3].w[1] == doctest::Approx(0.5 * 1 + 0.5 * 125));
+    CHECK(y[0] == doctest::Approx((1 - 3) / std::sqrt(3.5 + 1e-3)));
+    c.training = false;
+    L.forward(x.data(), y.data(), 4, c);
+    CHECK(y[0] == doctest::Approx((1 - 1.5) / std::sqrt(2.25 + 1e-3)));
+    std::string s = m.summary();
+    CHECK(s.find("Trainable params: 4 ") != std::string::npos);
+    CHECK(s.find("Non-trainable params: 4 ") != std::string::npos);
+}
+
+TEST_CASE("convolution results do not depend on the thread count") {
+    nnl_model m1, m2;
+    std::vector<float> x = random_vec(64 * 12 * 12 * 3, 21);
+    int keep = nnl::g_threads;
+    nnl::g_threads = 1;
+    auto y1 = run_layer("Conv2D(8, 3, padding='same', activation='relu')", nnl::Shape{12, 12, 3}, x, 64, m1);
+    nnl::g_threads = 2;
+    m2.add("Input(shape=(12, 12, 3))");
+    m2.add("Conv2D(8, 3, padding='same', activation='relu')");
+    std::copy(m1.W.begin(), m1.W.end(), m2.W.begin());
+    m2.ensure_batch(64);
+    std::vector<float> y2(y1.size());
+    m2.layers[0]->forward(x.data(), y2.data(), 64, nnl::Ctx());
+    nnl::g_threads = keep;
+    CHECK(y1 == y2);
+}
+
+/* ---- comparison with PyTorch (tests/reference/layers_reference.py) ---- */
+
+static std::string find_torch_python() {
+    const char *cands[] = {getenv("NNL_PYTHON"), "/usr/bin/python3", "python3"};
+    for (const char *c : cands) {
+        if (!c || !*c) continue;
+        std::string cmd = std::string(c) + " -c 'import numpy, torch' >/dev/null 2>&1";
+        if (system(cmd.c_str()) == 0) return c;
+    }
+    return "";
+}
+
+static std::vector<float> npz_array(const std::string &path, const char *key, bool *found = nullptr) {
+    nnl_array *a = nullptr;
+    int rc = nnl_load_npz(path.c_str(), key, NNL_FLOAT32, &a);
+    if (found) *found = rc == NNL_OK;
+    if (rc != NNL_OK) {
+        if (!found) FAIL("cannot read " << key << " from " << path << ": " << nnl_last_error());
+        return {};
+    }
+    const float *p = (const float *)nnl_array_data(a);
+    std::vector<float> v(p, p + nnl_array_size(a));
+    std::vector<int64_t> shape(nnl_array_shape(a), nnl_array_shape(a) + nnl_array_rank(a));
+    nnl_array_free(a);
+    return v;
+}
+
+static void compare(const std::vector<float> &got, const std::vector<float> &want, const std::string &what) {
+    REQUIRE(got.size() == want.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); i++)
+        worst = std::max(worst, std::fabs((double)got[i] - want[i]) / (1.0 + std::fabs((double)want[i])));
+    INFO(what << ": largest relative difference " << worst);
+    CHECK(worst < 1e-4);
+}
+
+TEST_CASE("conv, pooling, batch norm, padding and upsampling match PyTorch, both data formats") {
+    std::string py = find_torch_python();
+    if (py.empty()) {
+        MESSAGE("skipped: no python3 with numpy and torch (Debian: apt-get install python3-torch)");
+        return;
+    }
+    char dir[] = "/tmp/nnlite_ref_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string here = __FILE__;
+    std::string script = here.substr(0, here.find_last_of('/') + 1) + "reference/layers_reference.py";
+    std::string cmd = py + " " + script + " " + dir + " >/dev/null";
+    REQUIRE(system(cmd.c_str()) == 0);
+    std::ifstream list(std::string(dir) + "/cases.txt");
+    std::string line;
+    int ncases = 0;
+    while (std::getline(list, line)) {
+        std::istringstream ls(line);
+        std::string name, spec, tr;
+        std::getline(ls, name, '\t');
+        std::getline(ls, spec, '\t');
+        std::getline(ls, tr, '\t');
+        INFO("case " << name << ": " << spec);
+        std::string f = std::string(dir) + "/" + name + ".npz";
+        nnl_array *xa = nullptr;
+        REQUIRE(nnl_load_npz(f.c_str(), "x", NNL_FLOAT32, &xa) == NNL_OK);
+        int B = (int)nnl_array_dim(xa, 0);
+        nnl::Shape in = nnl::Shape::of(nnl_array_rank(xa) - 1, nnl_array_shape(xa) + 1);
+        std::vector<float> x((float *)nnl_array_data(xa), (float *)nnl_array_data(xa) + nnl_array_size(xa));
+        nnl_array_free(xa);
+        nnl_model m;
+        m.add(("Input(shape=" + in.str(false) + ")").c_str());
+        m.add(spec.c_str());
+        nnl::Layer &L = *m.layers[0];
+        for (size_t k = 0; k < L.weights.size(); k++) {
+            auto w = npz_array(f, ("w" + std::to_string(k)).c_str());
+            REQUIRE((int64_t)w.size() == L.weights[k].shape.size());
+            std::copy(w.begin(), w.end(), L.weights[k].w);
+        }
+        m.ensure_batch(B);
+        nnl::Ctx c;
+        c.training = tr == "1";
+        std::vector<float> y((size_t)(B * L.out.size())), dx(x.size());
+        L.forward(x.data(), y.data(), B, c);
+        compare(y, npz_array(f, "y"), "y");
+        auto dy = npz_array(f, "dy");
+        L.backward(x.data(), y.data(), dy.data(), dx.data(), B, c);
+        compare(dx, npz_array(f, "dx"), "dx");
+        for (size_t k = 0; k < L.weights.size(); k++) {
+            auto &w = L.weights[k];
+            bool found = false;
+            if (w.trainable) {
+                auto gw = npz_array(f, ("gw" + std::to_string(k)).c_str());
+                compare(std::vector<float>(w.g, w.g + w.shape.size()), gw, "d" + w.name);
+            } else {
+                auto mw = npz_array(f, ("mw" + std::to_string(k)).c_str(), &found);
+                if (found) compare(std::vector<float>(w.w, w.w + w.shape.size()), mw, w.name);
+            }
+        }
+        ncases++;
+    }
+    CHECK(ncases >= 40);
+    MESSAGE(ncases << " layer configurations compared with PyTorch");
+    std::string rm = std::string("rm -rf ") + dir;
+    CHECK(system(rm.c_str()) == 0);
+}
