@@ -730,29 +730,37 @@ static inline void store_tile(const float *acc, float *C, int64_t ldc, float alp
     }
 }
 
-static void ukr_generic(int64_t kc, const float *a, const float *b, float *C, int64_t ldc, float alpha, float beta,
-                        int64_t mr, int64_t nr) {
+/* Micro-kernels: C[mr, nr] = alpha * A B + beta * C for an MR x NR tile over
+   kc steps. B is packed (NR-wide, k-major). A is packed (rs = 1, cs = MR),
+   or read in place from a row-major matrix (rs = lda, cs = 1): skipping
+   A's packing pays when N is small, as in convolutions with few filters. */
+static void ukr_generic(int64_t kc, const float *a, int64_t rs, int64_t cs, const float *b, float *C, int64_t ldc,
+                        float alpha, float beta, int64_t mr, int64_t nr) {
     float acc[MR * NR] = {0};
-    for (int64_t k = 0; k < kc; k++, a += MR, b += NR)
-        for (int r = 0; r < MR; r++)
-            for (int j = 0; j < NR; j++) acc[r * NR + j] += a[r] * b[j];
+    for (int64_t k = 0; k < kc; k++, b += NR)
+        for (int r = 0; r < MR; r++) {
+            float av = a[r * rs + k * cs];
+            for (int j = 0; j < NR; j++) acc[r * NR + j] += av * b[j];
+        }
     store_tile(acc, C, ldc, alpha, beta, mr, nr);
 }
 
 #if NNL_X86
-__attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float *a, const float *b, float *C,
-                                                          int64_t ldc, float alpha, float beta, int64_t mr,
-                                                          int64_t nr) {
+__attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                          const float *b, float *C, int64_t ldc, float alpha,
+                                                          float beta, int64_t mr, int64_t nr) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int64_t k = 0; k < kc; k++, a += MR, b += NR) {
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
+    for (int64_t k = 0; k < kc; k++, b += NR) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
-        x = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        int64_t o = k * cs;
+        x = _mm256_broadcast_ss(a0 + o); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1 + o); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2 + o); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3 + o); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a4 + o); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a5 + o); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     if (mr == MR && nr == NR) {
@@ -772,7 +780,8 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
 }
 #endif
 
-typedef void (*Ukr)(int64_t, const float *, const float *, float *, int64_t, float, float, int64_t, int64_t);
+typedef void (*Ukr)(int64_t, const float *, int64_t, int64_t, const float *, float *, int64_t, float, float, int64_t,
+                    int64_t);
 
 static Ukr pick_ukr() {
 #if NNL_X86
@@ -781,6 +790,94 @@ static Ukr pick_ukr() {
     return ukr_generic;
 }
 static const Ukr ukr = pick_ukr();
+
+/* A few rows (single-sample inference): packing B would cost more than
+   the product, so stream B once in place, up to four rows of C at a time. */
+template <int R>
+static inline __attribute__((always_inline)) void small_rows(bool ta, bool tb, int64_t N, int64_t K, float alpha,
+                                                             const float *A, int64_t lda, const float *B, int64_t ldb,
+                                                             float beta, float *C, int64_t ldc, float *acc) {
+    auto a = [&](int r, int64_t k) { return ta ? A[k * lda + r] : A[r * lda + k]; };
+    if (tb) { /* rows of B are columns of op(B): dot products */
+        for (int64_t j = 0; j < N; j++) {
+            const float *b = B + j * ldb;
+            for (int r = 0; r < R; r++) {
+                float p[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s = 0.f; /* 8 partial sums vectorise */
+                int64_t k = 0;
+                if (!ta) {
+                    const float *ar = A + r * lda;
+                    for (; k + 8 <= K; k += 8)
+                        for (int q = 0; q < 8; q++) p[q] += ar[k + q] * b[k + q];
+                }
+                for (; k < K; k++) s += a(r, k) * b[k];
+                s += ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+                float *c = C + r * ldc + j;
+                *c = alpha * s + (beta == 0.f ? 0.f : beta * *c);
+            }
+        }
+        return;
+    }
+    for (int r = 0; r < R; r++)
+        for (int64_t j = 0; j < N; j++) acc[r * N + j] = 0.f;
+    for (int64_t k = 0; k < K; k++) {
+        const float *b = B + k * ldb;
+        for (int r = 0; r < R; r++) {
+            float av = a(r, k);
+            float *ar = acc + r * N;
+            for (int64_t j = 0; j < N; j++) ar[j] += av * b[j];
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float *c = C + r * ldc;
+        const float *ar = acc + r * N;
+        for (int64_t j = 0; j < N; j++) c[j] = alpha * ar[j] + (beta == 0.f ? 0.f : beta * c[j]);
+    }
+}
+
+template <int R>
+static void small_rows_generic(bool ta, bool tb, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc, float *acc) {
+    small_rows<R>(ta, tb, N, K, alpha, A, lda, B, ldb, beta, C, ldc, acc);
+}
+#if NNL_X86
+template <int R>
+__attribute__((target("avx2,fma"))) static void small_rows_avx2(bool ta, bool tb, int64_t N, int64_t K, float alpha,
+                                                                 const float *A, int64_t lda, const float *B,
+                                                                 int64_t ldb, float beta, float *C, int64_t ldc,
+                                                                 float *acc) {
+    small_rows<R>(ta, tb, N, K, alpha, A, lda, B, ldb, beta, C, ldc, acc);
+}
+#endif
+
+static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    Buffers &buf = tl_buf;
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(2 * N));
+#if NNL_X86
+    bool v = ukr == ukr_avx2;
+#else
+    bool v = false;
+#endif
+    for (int64_t i = 0; i < M; i += 2) {
+        const float *Ai = ta ? A + i : A + i * lda;
+        float *Ci = C + i * ldc;
+        bool two = i + 1 < M;
+#if NNL_X86
+        if (v) {
+            if (two)
+                small_rows_avx2<2>(ta, tb, N, K, alpha, Ai, lda, B, ldb, beta, Ci, ldc, buf.ap);
+            else
+                small_rows_avx2<1>(ta, tb, N, K, alpha, Ai, lda, B, ldb, beta, Ci, ldc, buf.ap);
+            continue;
+        }
+#endif
+        if (two)
+            small_rows_generic<2>(ta, tb, N, K, alpha, Ai, lda, B, ldb, beta, Ci, ldc, buf.ap);
+        else
+            small_rows_generic<1>(ta, tb, N, K, alpha, Ai, lda, B, ldb, beta, Ci, ldc, buf.ap);
+    }
+    (void)v;
+}
 
 /* One thread's share: the whole loop nest over a block of C, with private
    packing buffers. */
@@ -799,13 +896,27 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
             for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
-                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+                /* A in place when it is row-major and few B panels reuse it;
+                   a partial last panel is always packed (no reads past M) */
+                bool in_place = !ta && npan <= 4;
+                if (ta && mc == mpan * MR) /* A^T: whole rows of A at a time, full panels */
+                    for (int64_t k = 0; k < kc; k++) {
+                        const float *src = A + (pc + k) * lda + ic;
+                        float *dst = Ap + k * MR;
+                        for (int64_t ip = 0; ip < mpan; ip++, src += MR, dst += MR * kc)
+                            for (int r = 0; r < MR; r++) dst[r] = src[r];
+                    }
+                else
+                    for (int64_t ip = 0; ip < mpan; ip++)
+                        if (!in_place || (ip + 1) * MR > mc) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
                 /* jp outer: one B panel stays in L1 while the A panels stream */
                 for (int64_t jp = 0; jp < npan; jp++)
                     for (int64_t ip = 0; ip < mpan; ip++) {
                         int64_t i = ip * MR, j = jp * NR;
-                        ukr(kc, Ap + ip * MR * kc, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j, ldc, alpha, bet,
-                            std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
+                        bool packed = !in_place || (ip + 1) * MR > mc;
+                        const float *a = packed ? Ap + ip * MR * kc : A + (ic + i) * lda + pc;
+                        ukr(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j,
+                            ldc, alpha, bet, std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
                     }
             }
         }
@@ -823,6 +934,10 @@ static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     if (K <= 0 || alpha == 0.f) {
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+        return;
+    }
+    if (M <= 4) {
+        sgemm_small_m(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     bool split_m = M >= N;
@@ -926,6 +1041,70 @@ static inline float dact1(Act a, float x, float y) {
     }
 }
 
+/* Vectorised tanh, sigmoid (AVX2+FMA, chosen at run time like the GEMM
+   micro-kernel). exp: Cephes' polynomial after range reduction (about 1 ulp),
+   its input clamped to where 2^n is a normal float (enough for sigmoid).
+   tanh: the odd/even rational approximation Eigen uses (a few ulp). */
+#if NNL_X86
+static bool have_avx2() {
+    static const bool yes = !getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return yes;
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.02f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 tanh256(__m256 x) {
+    const __m256 lim = _mm256_set1_ps(7.90531110763549805f);
+    __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
+    __m256 tiny = _mm256_cmp_ps(ax, _mm256_set1_ps(0.0004f), _CMP_LT_OQ);
+    __m256 c = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+    __m256 x2 = _mm256_mul_ps(c, c);
+    __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+    p = _mm256_mul_ps(p, c);
+    __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+    return _mm256_blendv_ps(_mm256_div_ps(p, q), x, tiny);
+}
+
+/* y = act(x) for tanh and sigmoid, 8 at a time; the tail in scalar code */
+__attribute__((target("avx2,fma"))) static void act_avx2(Act a, const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        if (a == ACT_TANH)
+            v = tanh256(v);
+        else
+            v = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+        _mm256_storeu_ps(y + i, v);
+    }
+    for (; i < n; i++) y[i] = a == ACT_TANH ? std::tanh(x[i]) : sigmoidf(x[i]);
+}
+#endif
+
 static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n) {
     if (a == ACT_SOFTMAX) {
         int64_t total = rows * n;
@@ -951,6 +1130,14 @@ static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64
         for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.f;
         return;
     }
+#if NNL_X86
+    if ((a == ACT_TANH || a == ACT_SIGMOID) && have_avx2()) {
+        const int64_t blk = 4096, nb = (n + blk - 1) / blk;
+#pragma omp parallel for schedule(static) num_threads(threads()) if (n > 32768)
+        for (int64_t b = 0; b < nb; b++) act_avx2(a, x + b * blk, y + b * blk, std::min(blk, n - b * blk));
+        return;
+    }
+#endif
     NNL_PAR_FOR
     for (int64_t i = 0; i < n; i++) y[i] = act1(a, x[i]);
 }
@@ -970,6 +1157,16 @@ static void cpu_act_backward(Act a, const float *x, const float *y, const float 
     if (a == ACT_RELU) {
         NNL_PAR_FOR
         for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.f;
+        return;
+    }
+    if (a == ACT_TANH) {
+        NNL_PAR_FOR
+        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (1.f - y[i] * y[i]);
+        return;
+    }
+    if (a == ACT_SIGMOID) {
+        NNL_PAR_FOR
+        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.f - y[i]);
         return;
     }
     NNL_PAR_FOR
@@ -1058,7 +1255,7 @@ template <class F> static inline void for_taps(const Window &g, int64_t od, int6
 }
 
 static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
-    const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, rows = n * P;
+    const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, rows = n * P, KW = g.k[2];
     (void)rows;
 #pragma omp parallel for schedule(static) num_threads(threads()) if (rows * row > 65536)
     for (int64_t r = 0; r < rows; r++) {
@@ -1066,11 +1263,30 @@ static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
         int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
         const float *xb = x + b * g.in_size() * C;
         float *o = col + r * row;
-        memset(o, 0, (size_t)row * sizeof(float));
-        if (C == 1)
-            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) { o[j] = xb[pos]; });
-        else
-            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) { memcpy(o + j * C, xb + pos * C, (size_t)C * 4); });
+        int64_t iw0 = ow * g.s[2] - g.pad[2];
+        /* the taps along W are one contiguous run when dilation is 1 and all are inside */
+        bool run = g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2];
+        for (int64_t kd = 0; kd < g.k[0]; kd++) {
+            int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
+            for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
+                int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
+                if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+                    for (int64_t q = 0; q < KW * C; q++) o[q] = 0.f;
+                    continue;
+                }
+                const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
+                if (run) {
+                    src += iw0 * C;
+                    for (int64_t q = 0; q < KW * C; q++) o[q] = src[q];
+                    continue;
+                }
+                for (int64_t kw = 0; kw < KW; kw++) {
+                    int64_t iw = iw0 + kw * g.d[2];
+                    bool in = iw >= 0 && iw < g.in[2];
+                    for (int64_t q = 0; q < C; q++) o[kw * C + q] = in ? src[iw * C + q] : 0.f;
+                }
+            }
+        }
     }
 }
 

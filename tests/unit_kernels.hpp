@@ -23,7 +23,8 @@ static void naive_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const
 
 TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and block edges") {
     struct Case { int M, N, K; } cases[] = {{1, 1, 1}, {4, 2, 2}, {7, 17, 5}, {6, 16, 256}, {13, 33, 300},
-                                           {200, 35, 70}, {97, 3100, 9}, {250, 130, 520}};
+                                           {200, 35, 70}, {97, 3100, 9}, {250, 130, 520},
+                                           {3, 40, 37}, {2, 300, 50}, {4, 9, 1000}};
     for (int threads : {1, 2}) {
         nnl::g_threads = threads;
         for (auto c : cases)
@@ -59,8 +60,14 @@ TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
     auto a = random_vec(6 * 40, 4), b = random_vec(16 * 40, 5);
     std::copy(a.begin(), a.end(), A);
     std::copy(b.begin(), b.end(), B);
-    nnl::gemm::ukr_generic(40, A, B, c1, 16, 1.f, 0.f, 6, 16);
-    nnl::gemm::ukr(40, A, B, c2, 16, 1.f, 0.f, 6, 16);
+    nnl::gemm::ukr_generic(40, A, 1, 6, B, c1, 16, 1.f, 0.f, 6, 16);
+    nnl::gemm::ukr(40, A, 1, 6, B, c2, 16, 1.f, 0.f, 6, 16);
+    for (int i = 0; i < 96; i++) CHECK(c1[i] == doctest::Approx(c2[i]).epsilon(1e-5));
+    /* A read in place: the same panel as a row-major 6 x 40 matrix */
+    float R[6 * 40];
+    for (int r = 0; r < 6; r++)
+        for (int k = 0; k < 40; k++) R[r * 40 + k] = A[k * 6 + r];
+    nnl::gemm::ukr(40, R, 40, 1, B, c2, 16, 1.f, 0.f, 6, 16);
     for (int i = 0; i < 96; i++) CHECK(c1[i] == doctest::Approx(c2[i]).epsilon(1e-5));
 }
 
@@ -100,4 +107,22 @@ TEST_CASE("unknown and misspelt arguments are errors, not silently ignored") {
     CHECK(nnl_compile(m, "adam", "mse", "accuracy, precision") == NNL_ERR_ARGUMENT);
     CHECK(nnl_compile(m, "adam", "msle", "") == NNL_ERR_ARGUMENT);
     nnl_model_free(m);
+}
+
+TEST_CASE("vectorised tanh and sigmoid agree with libm") {
+    /* a sweep over [-20, 20] plus the tiny and saturated ends */
+    std::vector<float> x;
+    for (int i = -200000; i <= 200000; i++) x.push_back((float)i * 1e-4f);
+    for (float v : {1e-30f, -1e-30f, 3e-4f, -5e-4f, 50.f, -50.f, 90.f, -90.f, 1e10f, -1e10f}) x.push_back(v);
+    std::vector<float> y(x.size());
+    for (nnl::Act a : {nnl::ACT_TANH, nnl::ACT_SIGMOID}) {
+        nnl::K().act_forward(a, x.data(), y.data(), 1, (int64_t)x.size());
+        for (size_t i = 0; i < x.size(); i++) {
+            double ref = a == nnl::ACT_TANH ? std::tanh((double)x[i]) : 1.0 / (1.0 + std::exp(-(double)x[i]));
+            double err = std::fabs(y[i] - ref) / std::max(std::fabs(ref), 1e-30);
+            if (std::fabs(ref) < 1e-30) err = std::fabs(y[i] - ref); /* underflowing sigmoid tails */
+            INFO("act " << nnl::act_names[a] << " x " << x[i] << " got " << y[i] << " want " << ref);
+            REQUIRE(err < 1e-6);
+        }
+    }
 }

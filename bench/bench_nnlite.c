@@ -1,0 +1,117 @@
+/* bench_nnlite.c - training throughput, single-sample inference latency and
+   peak memory of one seed model in nnlite, on synthetic MNIST-shaped data.
+
+   usage: bench_nnlite MODEL BATCH THREADS [SECONDS]
+   prints one line: nnlite MODEL BATCH THREADS train_samples_per_s infer_us peak_rss_mb */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "nnlite.h"
+#include "models.h"
+
+#define CHECK(call)                                                                  \
+    do {                                                                             \
+        if ((call) != NNL_OK) {                                                      \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, nnl_last_error());   \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Trains `epochs` epochs over `steps` batches; returns the seconds it took. */
+static double train(nnl_model *m, const float *x, const int64_t *y, int rank, const int64_t *per, int64_t steps,
+                    int batch, int epochs) {
+    int64_t shape[4], ys[1];
+    int i;
+    shape[0] = steps * batch;
+    for (i = 0; i < rank; i++) shape[i + 1] = per[i];
+    ys[0] = shape[0];
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = epochs;
+    o.batch_size = batch;
+    o.verbose = 0;
+    o.shuffle = 1;
+    double t = now();
+    CHECK(nnl_fit(m, x, rank + 1, shape, y, NNL_INT64, 1, ys, &o));
+    return now() - t;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s MODEL BATCH THREADS [SECONDS]\n", argv[0]);
+        return 2;
+    }
+    const bench_model *bm = NULL;
+    size_t k;
+    for (k = 0; k < sizeof bench_models / sizeof bench_models[0]; k++)
+        if (!strcmp(bench_models[k].name, argv[1])) bm = &bench_models[k];
+    if (!bm) {
+        fprintf(stderr, "unknown model %s\n", argv[1]);
+        return 2;
+    }
+    int batch = atoi(argv[2]), threads = atoi(argv[3]), i;
+    double budget = argc > 4 ? atof(argv[4]) : 4.0;
+    CHECK(nnl_set_threads(threads));
+
+    nnl_model *m = nnl_model_create();
+    CHECK(nnl_model_set_seed(m, 1));
+    for (i = 0; bm->layers[i]; i++) CHECK(nnl_add(m, bm->layers[i]));
+    CHECK(nnl_compile(m, bm->optimizer, bm->loss, "accuracy"));
+
+    /* synthetic data: 20 batches (the PyTorch side uses as many), values in [0, 1) */
+    int64_t per[3], feat = 1, nb = 20, n;
+    for (i = 0; i < bm->rank; i++) feat *= (per[i] = bm->shape[i]);
+    n = nb * batch;
+    float *x = (float *)malloc(sizeof(float) * (size_t)(n * feat));
+    int64_t *y = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
+    if (!x || !y) return 1;
+    srand(7);
+    for (i = 0; i < n * feat; i++) x[i] = (float)rand() / ((float)RAND_MAX + 1.f);
+    for (i = 0; i < n; i++) y[i] = rand() % 10;
+
+    /* warm up (arena sizing, page faults, thread pool), then size the run */
+    double t1 = train(m, x, y, bm->rank, per, 3, batch, 1) / 3;
+    int epochs = (int)(budget / (nb * (t1 > 1e-6 ? t1 : 1e-6)));
+    if (epochs < 1) epochs = 1;
+    double t = train(m, x, y, bm->rank, per, nb, batch, epochs);
+    double sps = (double)(nb * batch * epochs) / t;
+
+    /* single-sample inference: median of many calls */
+    int64_t s1[4];
+    s1[0] = 1;
+    for (i = 0; i < bm->rank; i++) s1[i + 1] = per[i];
+    float out[16];
+    double lat[301];
+    for (i = 0; i < 301; i++) {
+        double a = now();
+        CHECK(nnl_predict(m, x + (size_t)(i % 50) * feat, bm->rank + 1, s1, 1, out, 16));
+        lat[i] = now() - a;
+    }
+    qsort(lat, 301, sizeof(double), cmp);
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("nnlite %s %d %d %.1f %.1f %.1f\n", bm->name, batch, threads, sps, 1e6 * lat[150],
+           (double)ru.ru_maxrss / 1024.0);
+    nnl_model_free(m);
+    free(x);
+    free(y);
+    return 0;
+}
