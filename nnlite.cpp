@@ -778,6 +778,57 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
     for (int i = 0; i < 12; i++) _mm256_store_ps(tmp + i * 8, acc[i]);
     store_tile(tmp, C, ldc, alpha, beta, mr, nr);
 }
+/* AVX-512: the same 6 x 16 tile and packing, one zmm per row; k unrolled by
+   two into separate accumulators so the FMA latency is hidden. */
+__attribute__((target("avx512f"))) static void ukr_avx512(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                           const float *b, float *C, int64_t ldc, float alpha,
+                                                           float beta, int64_t mr, int64_t nr) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    __m512 d0 = c0, d1 = c0, d2 = c0, d3 = c0, d4 = c0, d5 = c0;
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
+    int64_t k = 0;
+    for (; k + 2 <= kc; k += 2, b += 2 * NR) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + NR);
+        int64_t o = k * cs, p = o + cs;
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[o]), b0, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[o]), b0, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[o]), b0, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[o]), b0, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[o]), b0, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[o]), b0, c5);
+        d0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[p]), b1, d0);
+        d1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[p]), b1, d1);
+        d2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[p]), b1, d2);
+        d3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[p]), b1, d3);
+        d4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[p]), b1, d4);
+        d5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[p]), b1, d5);
+    }
+    if (k < kc) {
+        __m512 b0 = _mm512_load_ps(b);
+        int64_t o = k * cs;
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[o]), b0, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[o]), b0, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[o]), b0, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[o]), b0, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[o]), b0, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[o]), b0, c5);
+    }
+    __m512 acc[MR] = {_mm512_add_ps(c0, d0), _mm512_add_ps(c1, d1), _mm512_add_ps(c2, d2),
+                      _mm512_add_ps(c3, d3), _mm512_add_ps(c4, d4), _mm512_add_ps(c5, d5)};
+    if (mr == MR && nr == NR) {
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        for (int r = 0; r < MR; r++) {
+            float *c = C + r * ldc;
+            __m512 v = _mm512_mul_ps(va, acc[r]);
+            if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c), v);
+            _mm512_storeu_ps(c, v);
+        }
+        return;
+    }
+    alignas(64) float tmp[MR * NR];
+    for (int r = 0; r < MR; r++) _mm512_store_ps(tmp + r * NR, acc[r]);
+    store_tile(tmp, C, ldc, alpha, beta, mr, nr);
+}
 #endif
 
 typedef void (*Ukr)(int64_t, const float *, int64_t, int64_t, const float *, float *, int64_t, float, float, int64_t,
@@ -785,6 +836,9 @@ typedef void (*Ukr)(int64_t, const float *, int64_t, int64_t, const float *, flo
 
 static Ukr pick_ukr() {
 #if NNL_X86
+    const char *simd = getenv("NNL_SIMD"); /* "avx2" caps the choice (to compare kernels) */
+    if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx512f") && !(simd && !strcmp(simd, "avx2")))
+        return ukr_avx512;
     if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ukr_avx2;
 #endif
     return ukr_generic;
@@ -854,7 +908,7 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
     Buffers &buf = tl_buf;
     buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(2 * N));
 #if NNL_X86
-    bool v = ukr == ukr_avx2;
+    bool v = ukr == ukr_avx2 || ukr == ukr_avx512;
 #else
     bool v = false;
 #endif

@@ -69,6 +69,32 @@ TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
         for (int k = 0; k < 40; k++) R[r * 40 + k] = A[k * 6 + r];
     nnl::gemm::ukr(40, R, 40, 1, B, c2, 16, 1.f, 0.f, 6, 16);
     for (int i = 0; i < 96; i++) CHECK(c1[i] == doctest::Approx(c2[i]).epsilon(1e-5));
+#if NNL_X86
+    /* each SIMD kernel this CPU can run, on an odd depth and a partial tile */
+    struct K {
+        const char *name;
+        bool ok;
+        nnl::gemm::Ukr f;
+    } ks[] = {{"avx2", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), nnl::gemm::ukr_avx2},
+              {"avx512", (bool)__builtin_cpu_supports("avx512f"), nnl::gemm::ukr_avx512}};
+    for (auto &k : ks) {
+        if (!k.ok) {
+            MESSAGE("the " << k.name << " micro-kernel is not tested: this CPU lacks " << k.name);
+            continue;
+        }
+        for (int kc : {39, 40}) {
+            float e1[96], e2[96], e3[96];
+            for (int i = 0; i < 96; i++) e1[i] = e2[i] = e3[i] = 0.25f * (float)i;
+            nnl::gemm::ukr_generic(kc, A, 1, 6, B, e1, 16, 1.5f, 0.5f, 5, 13);
+            k.f(kc, A, 1, 6, B, e2, 16, 1.5f, 0.5f, 5, 13); /* A packed */
+            k.f(kc, R, 40, 1, B, e3, 16, 1.5f, 0.5f, 5, 13); /* A in place */
+            for (int i = 0; i < 96; i++) {
+                CHECK(e1[i] == doctest::Approx(e2[i]).epsilon(1e-5));
+                CHECK(e1[i] == doctest::Approx(e3[i]).epsilon(1e-5));
+            }
+        }
+    }
+#endif
 }
 
 TEST_CASE("spec strings parse like Keras calls") {

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""report.py RAW - turns bench/run.sh's raw lines into bench/RESULTS.md."""
+import sys
+from collections import defaultdict
+
+meta, runs, gemm = {}, defaultdict(dict), defaultdict(dict)
+for line in open(sys.argv[1]):
+    w = line.split()
+    if not w:
+        continue
+    if w[0] in ("machine", "date", "simd") or (w[0] == "torch" and len(w) == 2):
+        meta[w[0]] = " ".join(w[1:])
+        continue
+    if w[0] in ("nnlite", "torch", "torch-haswell") and len(w) == 7:
+        fw, model, bs, th = w[0], w[1], int(w[2]), int(w[3])
+        runs[(model, bs)][(fw, th)] = (float(w[4]), float(w[5]), float(w[6]))
+    elif w[0] in ("gemm", "gemm-haswell"):
+        n, th = int(w[1]), int(w[2])
+        gemm[n][(w[0], th)] = (float(w[3]), float(w[4]))
+
+names = {"kmlp": "K-MLP", "rmlp": "R-MLP", "tlenet": "T-LENET", "kcnn": "K-CNN", "rlenet": "R-LENET"}
+print("# nnlite benchmark results\n")
+print("Machine: %s; %s; PyTorch %s (CPU, Debian python3-torch, oneDNN + OpenBLAS).  " %
+      (meta.get("machine", "?"), meta.get("simd", "").strip(), meta.get("torch", "?")))
+print("Date: %s. Produced by `bash bench/run.sh` (all figures from that one run).\n" % meta.get("date", "?"))
+print("Synthetic MNIST-shaped data, same architecture, optimizer, batch size and thread count on both")
+print("sides; training samples/s over a timed window after warm-up; single-sample inference is the median")
+print("of 301 calls (PyTorch: eager, no_grad); peak RSS of the whole process. PyTorch columns are the")
+print("better of OPENBLAS_CORETYPE unset and =Haswell.\n")
+print("## Training throughput (samples/s)\n")
+print("| model | batch | nnlite 1T | nnlite 2T | PyTorch 1T | PyTorch 2T | nnlite best / PyTorch best |")
+print("|---|---|---|---|---|---|---|")
+summary = []
+for (model, bs), r in runs.items():
+    def best_torch(th, k=0):
+        v = [r[(f, th)][k] for f in ("torch", "torch-haswell") if (f, th) in r]
+        return (max(v) if k == 0 else min(v)) if v else float("nan")
+    n1, n2 = r.get(("nnlite", 1), (float("nan"),) * 3), r.get(("nnlite", 2), (float("nan"),) * 3)
+    t1, t2 = best_torch(1), best_torch(2)
+    ratio = max(n1[0], n2[0]) / max(t1, t2)
+    summary.append((model, bs, ratio, n1, n2, r, best_torch))
+    print("| %s | %d | %.0f | %.0f | %.0f | %.0f | **%.2f×** |" % (names[model], bs, n1[0], n2[0], t1, t2, ratio))
+print("\n## Single-sample inference latency (µs, 1 thread) and peak RSS (MB, 1 thread)\n")
+print("| model | nnlite µs | PyTorch µs | speed-up | nnlite RSS | PyTorch RSS | RSS ratio |")
+print("|---|---|---|---|---|---|---|")
+for model, bs, ratio, n1, n2, r, bt in summary:
+    tl, tr = bt(1, 1), bt(1, 2)
+    print("| %s (batch %d) | %.1f | %.1f | **%.1f×** | %.0f | %.0f | %.2f |" %
+          (names[model], bs, n1[1], tl, tl / n1[1], n1[2], tr, n1[2] / tr))
+print("\n## SGEMM, square row-major C = A B (GFLOP/s)\n")
+print("| n | threads | nnlite | OpenBLAS (auto) | OpenBLAS (Haswell) | nnlite / best OpenBLAS |")
+print("|---|---|---|---|---|---|")
+for n in sorted(gemm):
+    for th in (1, 2):
+        a = gemm[n].get(("gemm", th))
+        b = gemm[n].get(("gemm-haswell", th))
+        if not a:
+            continue
+        ob = max(a[1], b[1] if b else 0)
+        print("| %d | %d | %.1f | %.1f | %.1f | **%.0f %%** |" % (n, th, a[0], a[1], b[1] if b else float("nan"),
+                                                               100 * a[0] / ob))

@@ -1,0 +1,59 @@
+#!/bin/bash
+# bench/run.sh - the benchmark (not part of the tests): nnlite against
+# PyTorch (CPU, Debian python3-torch) on the seed models, and nnlite's SGEMM
+# against OpenBLAS (Debian libopenblas-dev), all in this one run. Writes
+# bench/RESULTS.md; the raw lines go to build/bench/raw.txt.
+#
+#   bash bench/run.sh            (about 10 minutes on 2 cores)
+#   SECONDS_PER_RUN=8 bash bench/run.sh    longer timed windows
+#
+# PyTorch and OpenBLAS run twice: with OPENBLAS_CORETYPE unset (their best
+# kernels for this CPU) and with OPENBLAS_CORETYPE=Haswell (how these
+# machines are set up); the ratios use the faster of the two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${NNL_PYTHON:-/usr/bin/python3}
+missing=()
+$PY -c 'import torch, numpy' 2>/dev/null || missing+=(python3-torch python3-numpy)
+[ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || missing+=(libopenblas-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+        echo "bench: missing packages; run: sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+secs=${SECONDS_PER_RUN:-4}
+out=build/bench
+mkdir -p "$out"
+make -s lib
+gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -fopenmp -lm -lstdc++ -o "$out/bench_nnlite"
+g++ -std=c++17 -O2 -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm_bench.cpp \
+    -o "$out/gemm_bench" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
+raw=$out/raw.txt
+{
+    echo "machine $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+    echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "torch $($PY -c 'import torch; print(torch.__version__)')"
+    echo "simd $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f)$' | tr '\n' ' ')"
+} >"$raw"
+for threads in 1 2; do
+    for mb in "kmlp 120" "rmlp 128" "tlenet 512" "tlenet 128" "kcnn 120" "rlenet 128"; do
+        set -- $mb
+        echo "bench: $1 batch $2, $threads thread(s)" >&2
+        OMP_NUM_THREADS=$threads "$out/bench_nnlite" "$1" "$2" "$threads" "$secs" | tee -a "$raw"
+        env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs" | tee -a "$raw"
+        OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs" |
+            sed 's/^torch /torch-haswell /' | tee -a "$raw"
+    done
+done
+for threads in 1 2; do
+    env -u OPENBLAS_CORETYPE "$out/gemm_bench" "$threads" 256 512 1024 2048 | tee -a "$raw"
+    OPENBLAS_CORETYPE=Haswell "$out/gemm_bench" "$threads" 256 512 1024 2048 | sed 's/^gemm /gemm-haswell /' |
+        tee -a "$raw"
+done
+$PY bench/report.py "$raw" >bench/RESULTS.md
+echo "bench: wrote bench/RESULTS.md"
