@@ -608,6 +608,10 @@ struct Kernels {
     /* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C; op transposes when ta/tb. */
     void (*sgemm)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+    /* C[M,N] = act(A[M,K] B[K,N] + bias) (bias may be NULL): the bias and an
+       elementwise activation applied while each block of C is in cache */
+    void (*sgemm_bias_act)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                           float *C, int64_t ldc, const float *bias, Act act);
     /* y[r, :] += b for rows r < rows, row length n */
     void (*bias_add)(float *y, const float *b, int64_t rows, int64_t n);
     /* db[j] = sum_r dy[r, j] */
@@ -648,6 +652,21 @@ struct Kernels {
    MC (A packed into MR-high panels), then MR x NR register tiles computed by
    a micro-kernel. The AVX2+FMA micro-kernel is chosen at run time; the
    portable one is plain C++. Threads split the register tiles. */
+static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n);
+
+/* The epilogue of a GEMM block: bias, then activation, on rows of C. */
+static void epilogue(float *C, int64_t ldc, int64_t rows, int64_t n, const float *bias, Act act) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *c = C + r * ldc;
+        if (bias)
+            for (int64_t j = 0; j < n; j++) c[j] += bias[j];
+        if (act == ACT_RELU)
+            for (int64_t j = 0; j < n; j++) c[j] = c[j] > 0 ? c[j] : 0.f;
+        else if (act != ACT_LINEAR)
+            cpu_act_forward(act, c, c, 1, n);
+    }
+}
+
 namespace gemm {
 constexpr int MR = 6, NR = 16, KC = 256, MC = 192, NC = 3072;
 
@@ -680,6 +699,15 @@ static void pack_a(bool ta, const float *A, int64_t lda, int64_t i0, int64_t k0,
                    int64_t panel) {
     int64_t p = panel * MR, mr = std::min<int64_t>(MR, mc - p);
     float *dst = Ap + panel * MR * kc;
+    if (!ta && mr == MR) { /* six rows side by side: the writes stay sequential */
+        const float *s0 = A + (i0 + p) * lda + k0, *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda, *s4 = s3 + lda,
+                    *s5 = s4 + lda;
+        for (int64_t k = 0; k < kc; k++, dst += MR) {
+            dst[0] = s0[k], dst[1] = s1[k], dst[2] = s2[k];
+            dst[3] = s3[k], dst[4] = s4[k], dst[5] = s5[k];
+        }
+        return;
+    }
     if (!ta) {
         for (int64_t r = 0; r < mr; r++) {
             const float *src = A + (i0 + p + r) * lda + k0;
@@ -936,7 +964,9 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
 /* One thread's share: the whole loop nest over a block of C, with private
    packing buffers. */
 static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias = nullptr,
+                        Act act = ACT_LINEAR) {
+    bool ep = bias || act != ACT_LINEAR;
     Buffers &buf = tl_buf;
     int64_t ncmax = std::min<int64_t>(N, NC), kcmax = std::min<int64_t>(K, KC), mcmax = std::min<int64_t>(M, MC);
     buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kcmax));
@@ -972,6 +1002,8 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                         ukr(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j,
                             ldc, alpha, bet, std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
                     }
+                if (ep && pc + kc >= K) /* this block of C is final and still in cache */
+                    epilogue(C + ic * ldc + jc, ldc, mc, nc, bias ? bias + jc : nullptr, act);
             }
         }
     }
@@ -982,23 +1014,25 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
    which keeps the cost low on a busy machine where a waiting thread may be
    descheduled. Every element is summed in the same order whatever the
    thread count, so results do not depend on it. */
-static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.f) {
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+        epilogue(C, ldc, M, N, bias, act);
         return;
     }
     if (M <= 4) {
         sgemm_small_m(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        epilogue(C, ldc, M, N, bias, act);
         return;
     }
     bool split_m = M >= N;
     int64_t unit = split_m ? MR : NR, units = ((split_m ? M : N) + unit - 1) / unit;
     int T = (int)std::min<int64_t>(threads(), units);
     if (T <= 1 || (double)M * N * K < 1e6) {
-        sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
 #pragma omp parallel num_threads(T)
@@ -1013,11 +1047,22 @@ static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
         if (hi > lo) {
             if (split_m)
                 sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc,
-                            ldc);
+                            ldc, bias, act);
             else
-                sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
+                sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
+                            bias ? bias + lo : nullptr, act);
         }
     }
+}
+
+static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    sgemm_ep(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr, ACT_LINEAR);
+}
+
+static void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                           float *C, int64_t ldc, const float *bias, Act act) {
+    sgemm_ep(false, false, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc, bias, act);
 }
 } // namespace gemm
 
@@ -1158,6 +1203,14 @@ __attribute__((target("avx2,fma"))) static void act_avx2(Act a, const float *x, 
     for (; i < n; i++) y[i] = a == ACT_TANH ? std::tanh(x[i]) : sigmoidf(x[i]);
 }
 #endif
+
+/* Activations whose derivative cpu_act_backward can take from the output
+   alone (passed as x too): layers then need not keep the pre-activation,
+   and the GEMM can apply them in its epilogue. */
+static bool act_from_output(Act a) {
+    return a == ACT_LINEAR || a == ACT_RELU || a == ACT_LEAKY_RELU || a == ACT_ELU || a == ACT_SELU ||
+           a == ACT_SIGMOID || a == ACT_TANH || a == ACT_EXPONENTIAL;
+}
 
 static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n) {
     if (a == ACT_SOFTMAX) {
@@ -1514,7 +1567,7 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
     }
 }
 
-static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       cpu_bias_add,     cpu_bias_grad,
+static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       gemm::sgemm_bias_act, cpu_bias_add,     cpu_bias_grad,
                                     cpu_act_forward, cpu_act_backward,  cpu_dropout_forward, cpu_mul,
                                     cpu_copy,        cpu_sumsq,         cpu_transpose,    cpu_im2col,
                                     cpu_col2im,      cpu_pool_forward,  cpu_pool_backward, cpu_moments,
@@ -1627,8 +1680,15 @@ public:
     int64_t workspace(int64_t B) const override { return act == ACT_LINEAR ? 0 : B * out.size(); }
     Act output_act() const override { return act; }
     const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
+    /* bias and activation in the GEMM's epilogue, straight into y */
+    bool fused_epilogue() const { return act_from_output(act) && !fused_output; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         int64_t rows = B * (in.size() / in.last()), nin = in.last();
+        if (fused_epilogue()) {
+            K().sgemm_bias_act(rows, units, nin, x, nin, weights[0].w, units, y, units,
+                               use_bias ? weights[1].w : nullptr, act);
+            return;
+        }
         float *z = act == ACT_LINEAR ? y : ws;
         K().sgemm(false, false, rows, units, nin, 1.f, x, nin, weights[0].w, units, 0.f, z, units);
         if (use_bias) K().bias_add(z, weights[1].w, rows, units);
@@ -1639,7 +1699,7 @@ public:
         const float *dz = dy;
         if (act != ACT_LINEAR && !fused_output) {
             /* dz overwrites the saved z: it is not needed after this. */
-            K().act_backward(act, ws, y, dy, ws, act == ACT_SOFTMAX ? rows : 1,
+            K().act_backward(act, fused_epilogue() ? y : ws, y, dy, ws, act == ACT_SOFTMAX ? rows : 1,
                              act == ACT_SOFTMAX ? units : rows * units);
             dz = ws;
         }
@@ -1892,6 +1952,7 @@ public:
         weights[0].shape = kshape;
         if (use_bias) weights[1].shape = Shape{filters};
     }
+    bool fused_epilogue() const { return act_from_output(act) && !fused_output; }
     bool direct() const { return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]; }
     int64_t col_row() const { return g.kvol() * g.C; }
     int64_t chunk(int64_t B) const {
@@ -1917,9 +1978,11 @@ public:
     }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         const float *xc = to_cl(x, B);
-        float *z = act == ACT_LINEAR ? y : ws;
+        bool ep = fused_epilogue(); /* bias and activation inside the GEMM */
+        float *z = act == ACT_LINEAR || ep ? y : ws;
         float *zc = cf ? ycl(B) : z;
         const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
+        const float *bias = use_bias ? weights[1].w : nullptr;
         for (int64_t b0 = 0; b0 < B; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             const float *cm = xc + b0 * S;
@@ -1927,19 +1990,24 @@ public:
                 K().im2col(g, cm, col(B), n);
                 cm = col(B);
             }
-            K().sgemm(false, false, n * P, filters, R, 1.f, cm, R, weights[0].w, filters, 0.f, zc + b0 * P * filters,
-                      filters);
+            if (ep)
+                K().sgemm_bias_act(n * P, filters, R, cm, R, weights[0].w, filters, zc + b0 * P * filters, filters,
+                                   bias, act);
+            else
+                K().sgemm(false, false, n * P, filters, R, 1.f, cm, R, weights[0].w, filters, 0.f,
+                          zc + b0 * P * filters, filters);
         }
-        if (use_bias) K().bias_add(zc, weights[1].w, B * P, filters);
+        if (use_bias && !ep) K().bias_add(zc, bias, B * P, filters);
         if (cf) K().transpose(zc, z, B, P, filters);
-        if (act != ACT_LINEAR)
+        if (act != ACT_LINEAR && !ep)
             K().act_forward(act, z, y, act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
                             act == ACT_SOFTMAX ? out.last() : B * out.size());
     }
     void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
         const float *dz = dy;
         if (act != ACT_LINEAR && !fused_output) {
-            K().act_backward(act, ws, y, dy, ws, act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
+            K().act_backward(act, fused_epilogue() ? y : ws, y, dy, ws,
+                             act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
                              act == ACT_SOFTMAX ? out.last() : B * out.size());
             dz = ws;
         }

@@ -152,3 +152,23 @@ TEST_CASE("vectorised tanh and sigmoid agree with libm") {
         }
     }
 }
+
+TEST_CASE("sgemm with a bias and activation epilogue equals sgemm, bias_add, act_forward") {
+    struct Case { int M, N, K; } cases[] = {{3, 20, 9}, {50, 300, 40}, {300, 50, 300}, {7, 17, 600}};
+    for (int threads : {1, 2})
+        for (auto c : cases)
+            for (nnl::Act a : {nnl::ACT_LINEAR, nnl::ACT_RELU, nnl::ACT_TANH, nnl::ACT_ELU}) {
+                nnl::g_threads = threads;
+                auto A = random_vec((size_t)(c.M * c.K), 31), B = random_vec((size_t)(c.K * c.N), 32);
+                auto bias = random_vec((size_t)c.N, 33);
+                std::vector<float> C1((size_t)(c.M * c.N)), C2(C1.size());
+                nnl::K().sgemm_bias_act(c.M, c.N, c.K, A.data(), c.K, B.data(), c.N, C1.data(), c.N, bias.data(), a);
+                nnl::K().sgemm(false, false, c.M, c.N, c.K, 1.f, A.data(), c.K, B.data(), c.N, 0.f, C2.data(), c.N);
+                nnl::K().bias_add(C2.data(), bias.data(), c.M, c.N);
+                nnl::K().act_forward(a, C2.data(), C2.data(), 1, c.M * c.N);
+                INFO("M=" << c.M << " N=" << c.N << " K=" << c.K << " act " << nnl::act_names[a] << " threads "
+                          << threads);
+                for (size_t i = 0; i < C1.size(); i++) REQUIRE(C1[i] == doctest::Approx(C2[i]).epsilon(1e-6));
+            }
+    nnl::g_threads = 0;
+}
