@@ -1482,13 +1482,20 @@ static void cpu_pool_backward(const Window &g, bool max, const float *dy, const 
 
 /* Column sums in double over row blocks of float partials: exact enough
    for batch statistics of millions of rows, and vectorised along C. */
+/* Per-thread scratch that only grows: no allocation per batch once warm. */
+template <class T> static T *scratch(int slot, size_t n) {
+    static thread_local std::vector<T> bufs[6];
+    std::vector<T> &b = bufs[slot];
+    if (b.size() < n) b.resize(n);
+    return b.data();
+}
+
 static void column_sums(const float *x, int64_t rows, int64_t C, const float *center, double *out) {
-    std::vector<float> part((size_t)C);
+    float *pp = scratch<float>(0, (size_t)C);
     for (int64_t c = 0; c < C; c++) out[c] = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += 64) {
         int64_t r1 = std::min(rows, r0 + 64);
-        std::fill(part.begin(), part.end(), 0.f);
-        float *pp = part.data();
+        std::fill(pp, pp + C, 0.f);
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = x + r * C;
             if (center)
@@ -1504,11 +1511,11 @@ static void column_sums(const float *x, int64_t rows, int64_t C, const float *ce
 }
 
 static void cpu_moments(const float *x, int64_t rows, int64_t C, float *mean, float *var) {
-    std::vector<double> s((size_t)C);
-    column_sums(x, rows, C, nullptr, s.data());
-    for (int64_t c = 0; c < C; c++) mean[c] = (float)(s[(size_t)c] / (double)rows);
-    column_sums(x, rows, C, mean, s.data()); /* two passes: no cancellation */
-    for (int64_t c = 0; c < C; c++) var[c] = (float)(s[(size_t)c] / (double)rows);
+    double *s = scratch<double>(1, (size_t)C);
+    column_sums(x, rows, C, nullptr, s);
+    for (int64_t c = 0; c < C; c++) mean[c] = (float)(s[c] / (double)rows);
+    column_sums(x, rows, C, mean, s); /* two passes: no cancellation */
+    for (int64_t c = 0; c < C; c++) var[c] = (float)(s[c] / (double)rows);
 }
 
 static void cpu_scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale,
@@ -1526,37 +1533,38 @@ static void cpu_scale_shift(const float *x, float *y, int64_t rows, int64_t C, c
 static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
                             const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training) {
     /* sums of dy and dy * xhat per channel */
-    std::vector<double> sdy((size_t)C, 0.0), sdx((size_t)C, 0.0);
-    std::vector<float> p1((size_t)C), p2((size_t)C);
+    double *sdy = scratch<double>(1, (size_t)C), *sdx = scratch<double>(2, (size_t)C);
+    float *p1 = scratch<float>(3, (size_t)C), *p2 = scratch<float>(4, (size_t)C);
+    std::fill(sdy, sdy + C, 0.0);
+    std::fill(sdx, sdx + C, 0.0);
     for (int64_t r0 = 0; r0 < rows; r0 += 64) {
         int64_t r1 = std::min(rows, r0 + 64);
-        std::fill(p1.begin(), p1.end(), 0.f);
-        std::fill(p2.begin(), p2.end(), 0.f);
+        std::fill(p1, p1 + C, 0.f);
+        std::fill(p2, p2 + C, 0.f);
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = x + r * C, *dr = dy + r * C;
             for (int64_t c = 0; c < C; c++) {
-                p1[(size_t)c] += dr[c];
-                p2[(size_t)c] += dr[c] * (xr[c] - mean[c]) * invstd[c];
+                p1[c] += dr[c];
+                p2[c] += dr[c] * (xr[c] - mean[c]) * invstd[c];
             }
         }
         for (int64_t c = 0; c < C; c++) {
-            sdy[(size_t)c] += p1[(size_t)c];
-            sdx[(size_t)c] += p2[(size_t)c];
+            sdy[c] += p1[c];
+            sdx[c] += p2[c];
         }
     }
     for (int64_t c = 0; c < C; c++) {
-        if (dbeta) dbeta[c] = (float)sdy[(size_t)c];
-        if (dgamma) dgamma[c] = (float)sdx[(size_t)c];
+        if (dbeta) dbeta[c] = (float)sdy[c];
+        if (dgamma) dgamma[c] = (float)sdx[c];
     }
     if (!dx) return;
-    std::vector<float> a((size_t)C), m1((size_t)C), m2((size_t)C);
+    float *A = scratch<float>(0, (size_t)(3 * C)), *M1 = A + C, *M2 = A + 2 * C;
     for (int64_t c = 0; c < C; c++) {
         float gm = gamma ? gamma[c] : 1.f;
-        a[(size_t)c] = gm * invstd[c];
-        m1[(size_t)c] = training ? (float)(sdy[(size_t)c] / (double)rows) : 0.f;
-        m2[(size_t)c] = training ? (float)(sdx[(size_t)c] / (double)rows) : 0.f;
+        A[c] = gm * invstd[c];
+        M1[c] = training ? (float)(sdy[c] / (double)rows) : 0.f;
+        M2[c] = training ? (float)(sdx[c] / (double)rows) : 0.f;
     }
-    const float *A = a.data(), *M1 = m1.data(), *M2 = m2.data();
     int64_t total = rows * C;
     (void)total;
 #pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
