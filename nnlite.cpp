@@ -1749,6 +1749,13 @@ class Dropout : public Layer {
 public:
     float rate;
     int64_t seed;
+    /* distinct masks per Dropout layer from the layer's (unique) name: the
+       same on every run, unlike an address */
+    uint64_t name_hash() const {
+        uint64_t h = 1469598103934665603ull;
+        for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
+        return h;
+    }
     explicit Dropout(Args &a) {
         cls = "Dropout";
         rate = (float)a.num("rate", 0, -1);
@@ -1763,7 +1770,7 @@ public:
         if (!c.training || rate == 0.f)
             K().copy(x, y, n);
         else
-            K().dropout_forward(x, y, ws, n, rate, mix64(c.seed ^ (uint64_t)seed ^ (uint64_t)(uintptr_t)this));
+            K().dropout_forward(x, y, ws, n, rate, mix64(c.seed ^ (uint64_t)seed ^ name_hash()));
     }
     void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         if (!dx) return;
