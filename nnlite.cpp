@@ -241,6 +241,31 @@ int threads() {
 #endif
 }
 
+/* body(lo, hi) over [0, n): one contiguous range per thread when the work
+   (in elements touched) is worth a fork, else inline. An OpenMP region
+   entered with if(false) still costs libgomp a system call, so small calls
+   never enter one. */
+template <class F> static void par_for(int64_t n, int64_t work, F body) {
+    int T = threads();
+    if (T <= 1 || n < 2 || work <= 32768) {
+        body((int64_t)0, n);
+        return;
+    }
+    T = (int)std::min<int64_t>(T, n);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T)
+#endif
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        int t = 0, nt = 1;
+#endif
+        int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        if (hi > lo) body(lo, hi);
+    }
+}
+
 bool read_file(const char *path, std::vector<uint8_t> &out) {
     NNL_REQUIRE(path, NNL_ERR_ARGUMENT, "path is NULL");
     FILE *f = fopen(path, "rb");
@@ -1035,7 +1060,9 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
         sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
+#ifdef _OPENMP
 #pragma omp parallel num_threads(T)
+#endif
     {
 #ifdef _OPENMP
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -1067,16 +1094,16 @@ static void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int6
 } // namespace gemm
 
 /* ---- Elementwise kernels ---- */
-#define NNL_PAR_FOR _Pragma("omp parallel for schedule(static) num_threads(threads()) if (n > 32768)")
 
 static void cpu_bias_add(float *y, const float *b, int64_t rows, int64_t n) {
     int64_t total = rows * n;
     (void)total;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        float *yr = y + r * n;
-        for (int64_t j = 0; j < n; j++) yr[j] += b[j];
-    }
+    par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
+        for (int64_t r = lo_; r < hi_; r++) {
+            float *yr = y + r * n;
+            for (int64_t j = 0; j < n; j++) yr[j] += b[j];
+        }
+    });
 }
 
 static void cpu_bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
@@ -1216,15 +1243,16 @@ static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64
     if (a == ACT_SOFTMAX) {
         int64_t total = rows * n;
         (void)total;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 32768)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *xr = x + r * n;
-            float *yr = y + r * n, m = xr[0], s = 0.f;
-            for (int64_t j = 1; j < n; j++) m = std::max(m, xr[j]);
-            for (int64_t j = 0; j < n; j++) s += (yr[j] = std::exp(xr[j] - m));
-            float inv = 1.f / s;
-            for (int64_t j = 0; j < n; j++) yr[j] *= inv;
-        }
+        par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
+            for (int64_t r = lo_; r < hi_; r++) {
+                const float *xr = x + r * n;
+                float *yr = y + r * n, m = xr[0], s = 0.f;
+                for (int64_t j = 1; j < n; j++) m = std::max(m, xr[j]);
+                for (int64_t j = 0; j < n; j++) s += (yr[j] = std::exp(xr[j] - m));
+                float inv = 1.f / s;
+                for (int64_t j = 0; j < n; j++) yr[j] *= inv;
+            }
+        });
         return;
     }
     n *= rows;
@@ -1233,20 +1261,23 @@ static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64
         return;
     }
     if (a == ACT_RELU) {
-        NNL_PAR_FOR
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.f;
+        par_for(n, n, [&](int64_t lo, int64_t hi) {
+            for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0 ? x[i] : 0.f;
+        });
         return;
     }
 #if NNL_X86
     if ((a == ACT_TANH || a == ACT_SIGMOID) && have_avx2()) {
         const int64_t blk = 4096, nb = (n + blk - 1) / blk;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (n > 32768)
-        for (int64_t b = 0; b < nb; b++) act_avx2(a, x + b * blk, y + b * blk, std::min(blk, n - b * blk));
+        par_for(nb, n, [&](int64_t lo_, int64_t hi_) {
+            for (int64_t b = lo_; b < hi_; b++) act_avx2(a, x + b * blk, y + b * blk, std::min(blk, n - b * blk));
+        });
         return;
     }
 #endif
-    NNL_PAR_FOR
-    for (int64_t i = 0; i < n; i++) y[i] = act1(a, x[i]);
+    par_for(n, n, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; i++) y[i] = act1(a, x[i]);
+    });
 }
 
 static void cpu_act_backward(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t rows,
@@ -1262,22 +1293,29 @@ static void cpu_act_backward(Act a, const float *x, const float *y, const float 
     }
     n *= rows;
     if (a == ACT_RELU) {
-        NNL_PAR_FOR
-        for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0.f;
+        par_for(n, n, [&](int64_t lo, int64_t hi) {
+            for (int64_t i = lo; i < hi; i++) { /* both loads unconditional: vectorises to a blend */
+                float d = dy[i];
+                dx[i] = x[i] > 0 ? d : 0.f;
+            }
+        });
         return;
     }
     if (a == ACT_TANH) {
-        NNL_PAR_FOR
-        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (1.f - y[i] * y[i]);
+        par_for(n, n, [&](int64_t lo, int64_t hi) {
+            for (int64_t i = lo; i < hi; i++) dx[i] = dy[i] * (1.f - y[i] * y[i]);
+        });
         return;
     }
     if (a == ACT_SIGMOID) {
-        NNL_PAR_FOR
-        for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.f - y[i]);
+        par_for(n, n, [&](int64_t lo, int64_t hi) {
+            for (int64_t i = lo; i < hi; i++) dx[i] = dy[i] * y[i] * (1.f - y[i]);
+        });
         return;
     }
-    NNL_PAR_FOR
-    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * dact1(a, x[i], y[i]);
+    par_for(n, n, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; i++) dx[i] = dy[i] * dact1(a, x[i], y[i]);
+    });
 }
 
 /* Counter-based mask: element i's draw depends only on (seed, i), so the
@@ -1290,17 +1328,19 @@ static inline uint64_t mix64(uint64_t z) {
 
 static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
     float keep = 1.f / (1.f - rate);
-    NNL_PAR_FOR
-    for (int64_t i = 0; i < n; i++) {
-        double u = (double)(mix64(seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)) >> 11) * (1.0 / 9007199254740992.0);
-        mask[i] = u < rate ? 0.f : keep;
-        y[i] = x[i] * mask[i];
-    }
+    par_for(n, n, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; i++) {
+            double u = (double)(mix64(seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)) >> 11) * (1.0 / 9007199254740992.0);
+            mask[i] = u < rate ? 0.f : keep;
+            y[i] = x[i] * mask[i];
+        }
+    });
 }
 
 static void cpu_mul(const float *a, const float *b, float *y, int64_t n) {
-    NNL_PAR_FOR
-    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+    par_for(n, n, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; i++) y[i] = a[i] * b[i];
+    });
 }
 
 static void cpu_copy(const float *x, float *y, int64_t n) {
@@ -1329,9 +1369,10 @@ static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, in
     const int64_t T = 32; /* tiles keep both sides in cache */
     int64_t total = batch * R * C;
     (void)total;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads()) if (total > 65536)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t r0 = 0; r0 < R; r0 += T) {
+    const int64_t tiles = (R + T - 1) / T;
+    par_for(batch * tiles, total, [&](int64_t lo, int64_t hi) {
+        for (int64_t it = lo; it < hi; it++) {
+            int64_t b = it / tiles, r0 = it % tiles * T;
             const float *xb = x + b * R * C;
             float *yb = y + b * R * C;
             int64_t r1 = std::min(R, r0 + T);
@@ -1341,6 +1382,7 @@ static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, in
                     for (int64_t c = c0; c < c1; c++) yb[c * R + r] = xb[r * C + c];
             }
         }
+    });
 }
 
 /* Calls f(pos, j) for every kernel tap j of output position (od, oh, ow)
@@ -1364,120 +1406,124 @@ template <class F> static inline void for_taps(const Window &g, int64_t od, int6
 static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, rows = n * P, KW = g.k[2];
     (void)rows;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (rows * row > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t b = r / P, p = r % P;
-        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-        const float *xb = x + b * g.in_size() * C;
-        float *o = col + r * row;
-        int64_t iw0 = ow * g.s[2] - g.pad[2];
-        /* the taps along W are one contiguous run when dilation is 1 and all are inside */
-        bool run = g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2];
-        for (int64_t kd = 0; kd < g.k[0]; kd++) {
-            int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
-            for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
-                int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
-                if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
-                    for (int64_t q = 0; q < KW * C; q++) o[q] = 0.f;
-                    continue;
-                }
-                const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
-                if (run) {
-                    src += iw0 * C;
-                    for (int64_t q = 0; q < KW * C; q++) o[q] = src[q];
-                    continue;
-                }
-                for (int64_t kw = 0; kw < KW; kw++) {
-                    int64_t iw = iw0 + kw * g.d[2];
-                    bool in = iw >= 0 && iw < g.in[2];
-                    for (int64_t q = 0; q < C; q++) o[kw * C + q] = in ? src[iw * C + q] : 0.f;
+    par_for(rows, rows * row, [&](int64_t lo_, int64_t hi_) {
+        for (int64_t r = lo_; r < hi_; r++) {
+            int64_t b = r / P, p = r % P;
+            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+            const float *xb = x + b * g.in_size() * C;
+            float *o = col + r * row;
+            int64_t iw0 = ow * g.s[2] - g.pad[2];
+            /* the taps along W are one contiguous run when dilation is 1 and all are inside */
+            bool run = g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2];
+            for (int64_t kd = 0; kd < g.k[0]; kd++) {
+                int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
+                for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
+                    int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
+                    if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+                        for (int64_t q = 0; q < KW * C; q++) o[q] = 0.f;
+                        continue;
+                    }
+                    const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
+                    if (run) {
+                        src += iw0 * C;
+                        for (int64_t q = 0; q < KW * C; q++) o[q] = src[q];
+                        continue;
+                    }
+                    for (int64_t kw = 0; kw < KW; kw++) {
+                        int64_t iw = iw0 + kw * g.d[2];
+                        bool in = iw >= 0 && iw < g.in[2];
+                        for (int64_t q = 0; q < C; q++) o[kw * C + q] = in ? src[iw * C + q] : 0.f;
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, S = g.in_size() * C;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (n > 1 && n * P * row > 65536)
-    for (int64_t b = 0; b < n; b++) {
-        float *db = dx + b * S;
-        memset(db, 0, (size_t)S * sizeof(float));
-        for (int64_t p = 0; p < P; p++) {
-            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-            const float *c = col + (b * P + p) * row;
-            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
-                float *d = db + pos * C;
-                const float *s = c + j * C;
-                for (int64_t q = 0; q < C; q++) d[q] += s[q];
-            });
+    par_for(n, n * P * row, [&](int64_t lo_, int64_t hi_) {
+        for (int64_t b = lo_; b < hi_; b++) {
+            float *db = dx + b * S;
+            memset(db, 0, (size_t)S * sizeof(float));
+            for (int64_t p = 0; p < P; p++) {
+                int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+                const float *c = col + (b * P + p) * row;
+                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
+                    float *d = db + pos * C;
+                    const float *s = c + j * C;
+                    for (int64_t q = 0; q < C; q++) d[q] += s[q];
+                });
+            }
         }
-    }
+    });
 }
 
 static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, rows = n * P;
     (void)rows;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (rows * C * g.kvol() > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t b = r / P, p = r % P;
-        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-        const float *xb = x + b * g.in_size() * C;
-        float *o = y + r * C;
-        if (max) {
-            int32_t *a = arg + r * C;
-            for (int64_t c = 0; c < C; c++) {
-                o[c] = -INFINITY;
-                a[c] = -1;
-            }
-            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
-                const float *xs = xb + pos * C;
+    par_for(rows, rows * C * g.kvol(), [&](int64_t lo_, int64_t hi_) {
+        for (int64_t r = lo_; r < hi_; r++) {
+            int64_t b = r / P, p = r % P;
+            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+            const float *xb = x + b * g.in_size() * C;
+            float *o = y + r * C;
+            if (max) {
+                int32_t *a = arg + r * C;
                 for (int64_t c = 0; c < C; c++) {
-                    bool gt = xs[c] > o[c] || a[c] < 0; /* first maximum wins; NaN propagates once chosen */
-                    o[c] = gt ? xs[c] : o[c];
-                    a[c] = gt ? (int32_t)(pos * C + c) : a[c];
+                    o[c] = -INFINITY;
+                    a[c] = -1;
                 }
-            });
-        } else {
-            int64_t cnt = 0;
-            for (int64_t c = 0; c < C; c++) o[c] = 0.f;
-            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
-                const float *xs = xb + pos * C;
-                for (int64_t c = 0; c < C; c++) o[c] += xs[c];
-                cnt++;
-            });
-            float inv = cnt ? 1.f / (float)cnt : 0.f;
-            for (int64_t c = 0; c < C; c++) o[c] *= inv;
+                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                    const float *xs = xb + pos * C;
+                    for (int64_t c = 0; c < C; c++) {
+                        bool gt = xs[c] > o[c] || a[c] < 0; /* first maximum wins; NaN propagates once chosen */
+                        o[c] = gt ? xs[c] : o[c];
+                        a[c] = gt ? (int32_t)(pos * C + c) : a[c];
+                    }
+                });
+            } else {
+                int64_t cnt = 0;
+                for (int64_t c = 0; c < C; c++) o[c] = 0.f;
+                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                    const float *xs = xb + pos * C;
+                    for (int64_t c = 0; c < C; c++) o[c] += xs[c];
+                    cnt++;
+                });
+                float inv = cnt ? 1.f / (float)cnt : 0.f;
+                for (int64_t c = 0; c < C; c++) o[c] *= inv;
+            }
         }
-    }
+    });
 }
 
 static void cpu_pool_backward(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, S = g.in_size() * C;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (n > 1 && n * P * C > 65536)
-    for (int64_t b = 0; b < n; b++) {
-        float *db = dx + b * S;
-        memset(db, 0, (size_t)S * sizeof(float));
-        const float *d = dy + b * P * C;
-        if (max) {
-            const int32_t *a = arg + b * P * C;
-            for (int64_t i = 0; i < P * C; i++)
-                if (a[i] >= 0) db[a[i]] += d[i];
-            continue;
+    par_for(n, n * P * C, [&](int64_t lo_, int64_t hi_) {
+        for (int64_t b = lo_; b < hi_; b++) {
+            float *db = dx + b * S;
+            memset(db, 0, (size_t)S * sizeof(float));
+            const float *d = dy + b * P * C;
+            if (max) {
+                const int32_t *a = arg + b * P * C;
+                for (int64_t i = 0; i < P * C; i++)
+                    if (a[i] >= 0) db[a[i]] += d[i];
+                continue;
+            }
+            for (int64_t p = 0; p < P; p++) {
+                int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+                int64_t cnt = 0;
+                for_taps(g, od, oh, ow, [&](int64_t, int64_t) { cnt++; });
+                if (!cnt) continue;
+                float inv = 1.f / (float)cnt;
+                const float *dp = d + p * C;
+                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                    float *o = db + pos * C;
+                    for (int64_t c = 0; c < C; c++) o[c] += dp[c] * inv;
+                });
+            }
         }
-        for (int64_t p = 0; p < P; p++) {
-            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-            int64_t cnt = 0;
-            for_taps(g, od, oh, ow, [&](int64_t, int64_t) { cnt++; });
-            if (!cnt) continue;
-            float inv = 1.f / (float)cnt;
-            const float *dp = d + p * C;
-            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
-                float *o = db + pos * C;
-                for (int64_t c = 0; c < C; c++) o[c] += dp[c] * inv;
-            });
-        }
-    }
+    });
 }
 
 /* Column sums in double over row blocks of float partials: exact enough
@@ -1522,12 +1568,13 @@ static void cpu_scale_shift(const float *x, float *y, int64_t rows, int64_t C, c
                             const float *shift) {
     int64_t total = rows * C;
     (void)total;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *yr = y + r * C;
-        for (int64_t c = 0; c < C; c++) yr[c] = xr[c] * scale[c] + shift[c];
-    }
+    par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
+        for (int64_t r = lo_; r < hi_; r++) {
+            const float *xr = x + r * C;
+            float *yr = y + r * C;
+            for (int64_t c = 0; c < C; c++) yr[c] = xr[c] * scale[c] + shift[c];
+        }
+    });
 }
 
 static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
@@ -1567,12 +1614,13 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
     }
     int64_t total = rows * C;
     (void)total;
-#pragma omp parallel for schedule(static) num_threads(threads()) if (total > 65536)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C, *dr = dy + r * C;
-        float *o = dx + r * C;
-        for (int64_t c = 0; c < C; c++) o[c] = A[c] * (dr[c] - M1[c] - (xr[c] - mean[c]) * invstd[c] * M2[c]);
-    }
+    par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
+        for (int64_t r = lo_; r < hi_; r++) {
+            const float *xr = x + r * C, *dr = dy + r * C;
+            float *o = dx + r * C;
+            for (int64_t c = 0; c < C; c++) o[c] = A[c] * (dr[c] - M1[c] - (xr[c] - mean[c]) * invstd[c] * M2[c]);
+        }
+    });
 }
 
 static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       gemm::sgemm_bias_act, cpu_bias_add,     cpu_bias_grad,
@@ -1972,7 +2020,7 @@ public:
     int64_t col_row() const { return g.kvol() * g.C; }
     int64_t chunk(int64_t B) const {
         int64_t per = g.out_size() * col_row();
-        return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 21) / std::max<int64_t>(per, 1)));
+        return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 17) / std::max<int64_t>(per, 1)));
     }
     /* ws: [z: pre-activation][xcl][ycl][dxcl] (channels-first only)[col] */
     int64_t zsize(int64_t B) const { return act == ACT_LINEAR ? 0 : B * out.size(); }
