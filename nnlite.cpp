@@ -1365,21 +1365,56 @@ static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
 
 /* ---- Convolution, pooling and normalisation kernels ---- */
 
+#if NNL_X86
+/* dst (8 x 8, row stride ldd) = the transpose of src (8 x 8, row stride lds) */
+__attribute__((target("avx2"))) static void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds), r2 = _mm256_loadu_ps(src + 2 * lds),
+           r3 = _mm256_loadu_ps(src + 3 * lds), r4 = _mm256_loadu_ps(src + 4 * lds),
+           r5 = _mm256_loadu_ps(src + 5 * lds), r6 = _mm256_loadu_ps(src + 6 * lds),
+           r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
     const int64_t T = 32; /* tiles keep both sides in cache */
-    int64_t total = batch * R * C;
-    (void)total;
     const int64_t tiles = (R + T - 1) / T;
-    par_for(batch * tiles, total, [&](int64_t lo, int64_t hi) {
+#if NNL_X86
+    const bool v8 = have_avx2();
+#else
+    const bool v8 = false;
+#endif
+    par_for(batch * tiles, batch * R * C, [&](int64_t lo, int64_t hi) {
         for (int64_t it = lo; it < hi; it++) {
-            int64_t b = it / tiles, r0 = it % tiles * T;
+            int64_t b = it / tiles, r0 = it % tiles * T, r1 = std::min(R, r0 + T);
             const float *xb = x + b * R * C;
             float *yb = y + b * R * C;
-            int64_t r1 = std::min(R, r0 + T);
             for (int64_t c0 = 0; c0 < C; c0 += T) {
-                int64_t c1 = std::min(C, c0 + T);
+                int64_t c1 = std::min(C, c0 + T), rv = r0, cv = c0;
+#if NNL_X86
+                if (v8) { /* 8 x 8 blocks in registers, the ragged edges below */
+                    rv = r0 + (r1 - r0) / 8 * 8;
+                    cv = c0 + (c1 - c0) / 8 * 8;
+                    for (int64_t r = r0; r < rv; r += 8)
+                        for (int64_t c = c0; c < cv; c += 8) transpose8x8(xb + r * C + c, C, yb + c * R + r, R);
+                }
+#endif
                 for (int64_t r = r0; r < r1; r++)
-                    for (int64_t c = c0; c < c1; c++) yb[c * R + r] = xb[r * C + c];
+                    for (int64_t c = (r < rv ? cv : c0); c < c1; c++) yb[c * R + r] = xb[r * C + c];
             }
         }
     });
@@ -1675,7 +1710,8 @@ public:
     /* A view shares its input's memory (Flatten, Reshape): no copy at all. */
     virtual bool is_view() const { return false; }
     virtual void forward(const float *x, float *y, int64_t B, const Ctx &c) = 0;
-    /* dx may be NULL (first layer): then only weight gradients are needed. */
+    /* dx may be NULL (first layer): then only weight gradients are needed.
+       dy may be overwritten: the model no longer needs it afterwards. */
     virtual void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) = 0;
     /* The activation applied last, and where its input (the logits) is kept;
        used by compile to fuse softmax/sigmoid with cross-entropy. */
@@ -1733,7 +1769,10 @@ public:
         weights[0].shape = Shape{input.last(), units};
         if (use_bias) weights[1].shape = Shape{units};
     }
-    int64_t workspace(int64_t B) const override { return act == ACT_LINEAR ? 0 : B * out.size(); }
+    /* the pre-activation, kept only when backward needs it */
+    int64_t workspace(int64_t B) const override {
+        return act == ACT_LINEAR || fused_epilogue() ? 0 : B * out.size();
+    }
     Act output_act() const override { return act; }
     const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
     /* bias and activation in the GEMM's epilogue, straight into y */
@@ -1754,10 +1793,11 @@ public:
         int64_t rows = B * (in.size() / in.last()), nin = in.last();
         const float *dz = dy;
         if (act != ACT_LINEAR && !fused_output) {
-            /* dz overwrites the saved z: it is not needed after this. */
-            K().act_backward(act, fused_epilogue() ? y : ws, y, dy, ws, act == ACT_SOFTMAX ? rows : 1,
+            /* dz overwrites the saved z, or dy itself when no z is kept */
+            float *d = fused_epilogue() ? const_cast<float *>(dy) : ws;
+            K().act_backward(act, fused_epilogue() ? y : ws, y, dy, d, act == ACT_SOFTMAX ? rows : 1,
                              act == ACT_SOFTMAX ? units : rows * units);
-            dz = ws;
+            dz = d;
         }
         K().sgemm(true, false, nin, units, rows, 1.f, x, nin, dz, units, 0.f, weights[0].g, units);
         if (use_bias) K().bias_grad(dz, weights[1].g, rows, units);
@@ -2023,7 +2063,7 @@ public:
         return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 17) / std::max<int64_t>(per, 1)));
     }
     /* ws: [z: pre-activation][xcl][ycl][dxcl] (channels-first only)[col] */
-    int64_t zsize(int64_t B) const { return act == ACT_LINEAR ? 0 : B * out.size(); }
+    int64_t zsize(int64_t B) const { return act == ACT_LINEAR || fused_epilogue() ? 0 : B * out.size(); }
     int64_t cfsize(int64_t B) const { return cf ? B * (2 * in.size() + out.size()) : 0; }
     int64_t workspace(int64_t B) const override {
         return zsize(B) + cfsize(B) + (direct() ? 0 : chunk(B) * g.out_size() * col_row());
@@ -2069,10 +2109,11 @@ public:
     void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
         const float *dz = dy;
         if (act != ACT_LINEAR && !fused_output) {
-            K().act_backward(act, fused_epilogue() ? y : ws, y, dy, ws,
+            float *d = fused_epilogue() ? const_cast<float *>(dy) : ws;
+            K().act_backward(act, fused_epilogue() ? y : ws, y, dy, d,
                              act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
                              act == ACT_SOFTMAX ? out.last() : B * out.size());
-            dz = ws;
+            dz = d;
         }
         const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
         const float *dzc = dz;
@@ -3318,6 +3359,7 @@ public:
         loss = L;
         metrics = ms;
         compiled = true;
+        cap_batch = 0; /* workspaces depend on the fusion chosen here */
     }
 
     /* Sizes the activation arena for batch B (no-op when large enough). */

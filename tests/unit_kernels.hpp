@@ -172,3 +172,18 @@ TEST_CASE("sgemm with a bias and activation epilogue equals sgemm, bias_add, act
             }
     nnl::g_threads = 0;
 }
+
+TEST_CASE("transpose: every shape, ragged edges, several samples") {
+    for (int R : {1, 7, 8, 9, 31, 33, 70})
+        for (int C : {1, 5, 8, 16, 20, 41})
+            for (int B : {1, 3}) {
+                auto x = random_vec((size_t)(B * R * C), 41);
+                std::vector<float> y((size_t)(B * R * C), -7.f);
+                nnl::K().transpose(x.data(), y.data(), B, R, C);
+                INFO("R=" << R << " C=" << C << " B=" << B);
+                for (int b = 0; b < B; b++)
+                    for (int r = 0; r < R; r++)
+                        for (int c = 0; c < C; c++)
+                            REQUIRE(y[(size_t)(b * R * C + c * R + r)] == x[(size_t)(b * R * C + r * C + c)]);
+            }
+}

@@ -56,7 +56,8 @@ static void gradcheck_layer(const char *spec, nnl::Shape in, bool training = fal
         CHECK(L.out.size() == L.in.size());
         return;
     }
-    L.backward(x.data(), y.data(), r.data(), dx.data(), B, c);
+    auto r1 = r; /* backward may overwrite its dy */
+    L.backward(x.data(), y.data(), r1.data(), dx.data(), B, c);
     std::vector<double> an(dx.begin(), dx.end()), nu;
     for (int64_t i = 0; i < nin; i++) {
         float keep = x[(size_t)i];
@@ -74,7 +75,8 @@ static void gradcheck_layer(const char *spec, nnl::Shape in, bool training = fal
         auto init = random_vec((size_t)w.shape.size(), 13);
         std::copy(init.begin(), init.end(), w.w);
         objective();
-        L.backward(x.data(), y.data(), r.data(), dx.data(), B, c);
+        auto r2 = r;
+        L.backward(x.data(), y.data(), r2.data(), dx.data(), B, c);
         std::vector<double> ga(w.g, w.g + w.shape.size()), gn;
         for (int64_t i = 0; i < w.shape.size(); i++) {
             float keep = w.w[i];
