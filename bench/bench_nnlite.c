@@ -1,7 +1,7 @@
 /* bench_nnlite.c - training throughput, single-sample inference latency and
    peak memory of one seed model in nnlite, on synthetic MNIST-shaped data.
 
-   usage: bench_nnlite MODEL BATCH THREADS [SECONDS]
+   usage: bench_nnlite MODEL BATCH THREADS [SECONDS]   (SECONDS: all three timed windows)
    prints one line: nnlite MODEL BATCH THREADS train_samples_per_s infer_us peak_rss_mb */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -88,9 +88,15 @@ int main(int argc, char **argv) {
 
     /* warm up (arena sizing, page faults, thread pool), then size the run */
     double t1 = train(m, x, y, bm->rank, per, 3, batch, 1) / 3;
-    int epochs = (int)(budget / (nb * (t1 > 1e-6 ? t1 : 1e-6)));
+    int epochs = (int)(budget / 3 / (nb * (t1 > 1e-6 ? t1 : 1e-6)));
     if (epochs < 1) epochs = 1;
-    double t = train(m, x, y, bm->rank, per, nb, batch, epochs);
+    /* the best of three timed windows: other tenants of a shared machine
+       only ever slow a window down */
+    double t = 1e30;
+    for (i = 0; i < 3; i++) {
+        double w = train(m, x, y, bm->rank, per, nb, batch, epochs);
+        if (w < t) t = w;
+    }
     double sps = (double)(nb * batch * epochs) / t;
 
     /* single-sample inference: median of many calls */

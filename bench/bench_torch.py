@@ -68,11 +68,14 @@ model.train()
 t = time.perf_counter()
 epoch(3)
 t1 = (time.perf_counter() - t) / 3
-epochs = max(1, int(budget / (nb * max(t1, 1e-6))))
-t = time.perf_counter()
-for _ in range(epochs):
-    epoch(nb)
-sps = nb * batch * epochs / (time.perf_counter() - t)
+epochs = max(1, int(budget / 3 / (nb * max(t1, 1e-6))))
+best = 1e30
+for _ in range(3):  # the best of three timed windows, as bench_nnlite does
+    t = time.perf_counter()
+    for _ in range(epochs):
+        epoch(nb)
+    best = min(best, time.perf_counter() - t)
+sps = nb * batch * epochs / best
 
 model.eval()
 lat = []

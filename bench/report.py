@@ -24,7 +24,7 @@ print("Machine: %s; %s; PyTorch %s (CPU, Debian python3-torch, oneDNN + OpenBLAS
       (meta.get("machine", "?"), meta.get("simd", "").strip(), meta.get("torch", "?")))
 print("Date: %s. Produced by `bash bench/run.sh` (all figures from that one run).\n" % meta.get("date", "?"))
 print("Synthetic MNIST-shaped data, same architecture, optimizer, batch size and thread count on both")
-print("sides; training samples/s over a timed window after warm-up; single-sample inference is the median")
+print("sides; training samples/s = the best of three timed windows after warm-up; single-sample inference is the median")
 print("of 301 calls (PyTorch: eager, no_grad); peak RSS of the whole process. PyTorch columns are the")
 print("better of OPENBLAS_CORETYPE unset and =Haswell.\n")
 print("## Training throughput (samples/s)\n")

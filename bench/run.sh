@@ -4,8 +4,8 @@
 # against OpenBLAS (Debian libopenblas-dev), all in this one run. Writes
 # bench/RESULTS.md; the raw lines go to build/bench/raw.txt.
 #
-#   bash bench/run.sh            (about 10 minutes on 2 cores)
-#   SECONDS_PER_RUN=8 bash bench/run.sh    longer timed windows
+#   bash bench/run.sh            (about 12 minutes on 2 cores)
+#   SECONDS_PER_RUN=12 bash bench/run.sh   longer timed windows (default 6 s per run, best of 3)
 #
 # PyTorch and OpenBLAS run twice: with OPENBLAS_CORETYPE unset (their best
 # kernels for this CPU) and with OPENBLAS_CORETYPE=Haswell (how these
@@ -26,7 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-secs=${SECONDS_PER_RUN:-4}
+secs=${SECONDS_PER_RUN:-6}
 out=build/bench
 mkdir -p "$out"
 make -s lib
