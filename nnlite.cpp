@@ -882,10 +882,70 @@ __attribute__((target("avx512f"))) static void ukr_avx512(int64_t kc, const floa
     for (int r = 0; r < MR; r++) _mm512_store_ps(tmp + r * NR, acc[r]);
     store_tile(tmp, C, ldc, alpha, beta, mr, nr);
 }
+
+/* AVX-512, two B panels at once: a 6 x 32 tile. Per k step it loads two B
+   vectors and six A values for twelve FMAs (the 6 x 16 kernel: one and six
+   for six), so the FMA units, not the loads, set the pace. Each element is
+   summed exactly as ukr_avx512 sums it (even and odd k apart, then added),
+   so results do not depend on which kernel a tile got. b0 and b1 are the two
+   packed panels; nr <= 2 * NR. */
+__attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                            const float *b0p, const float *b1p, float *C,
+                                                            int64_t ldc, float alpha, float beta, int64_t mr,
+                                                            int64_t nr) {
+    __m512 c[MR][2], d[MR][2];
+    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = d[r][0] = d[r][1] = _mm512_setzero_ps();
+    const float *ar[MR] = {a, a + rs, a + 2 * rs, a + 3 * rs, a + 4 * rs, a + 5 * rs};
+    int64_t k = 0;
+    for (; k + 2 <= kc; k += 2, b0p += 2 * NR, b1p += 2 * NR) {
+        __m512 x0 = _mm512_load_ps(b0p), x1 = _mm512_load_ps(b1p);
+        __m512 y0 = _mm512_load_ps(b0p + NR), y1 = _mm512_load_ps(b1p + NR);
+        int64_t o = k * cs, p = o + cs;
+#define NNL_ROW(r)                                                                                                     \
+    {                                                                                                                  \
+        __m512 u = _mm512_set1_ps(ar[r][o]), v = _mm512_set1_ps(ar[r][p]);                                             \
+        c[r][0] = _mm512_fmadd_ps(u, x0, c[r][0]);                                                                     \
+        c[r][1] = _mm512_fmadd_ps(u, x1, c[r][1]);                                                                     \
+        d[r][0] = _mm512_fmadd_ps(v, y0, d[r][0]);                                                                     \
+        d[r][1] = _mm512_fmadd_ps(v, y1, d[r][1]);                                                                     \
+    }
+        NNL_ROW(0) NNL_ROW(1) NNL_ROW(2) NNL_ROW(3) NNL_ROW(4) NNL_ROW(5)
+#undef NNL_ROW
+    }
+    if (k < kc) {
+        __m512 x0 = _mm512_load_ps(b0p), x1 = _mm512_load_ps(b1p);
+        int64_t o = k * cs;
+        for (int r = 0; r < MR; r++) {
+            __m512 u = _mm512_set1_ps(ar[r][o]);
+            c[r][0] = _mm512_fmadd_ps(u, x0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(u, x1, c[r][1]);
+        }
+    }
+    /* each half stored exactly as ukr_avx512 stores a tile of that size */
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    alignas(64) float tmp[MR * NR];
+    for (int h = 0; h < 2; h++) {
+        int64_t n = std::min<int64_t>(NR, nr - h * NR);
+        if (n <= 0) break;
+        if (mr == MR && n == NR) {
+            for (int r = 0; r < MR; r++) {
+                float *cp = C + r * ldc + h * NR;
+                __m512 v = _mm512_mul_ps(va, _mm512_add_ps(c[r][h], d[r][h]));
+                if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cp), v);
+                _mm512_storeu_ps(cp, v);
+            }
+            continue;
+        }
+        for (int r = 0; r < MR; r++) _mm512_store_ps(tmp + r * NR, _mm512_add_ps(c[r][h], d[r][h]));
+        store_tile(tmp, C + h * NR, ldc, alpha, beta, mr, n);
+    }
+}
 #endif
 
 typedef void (*Ukr)(int64_t, const float *, int64_t, int64_t, const float *, float *, int64_t, float, float, int64_t,
                     int64_t);
+typedef void (*Ukr2)(int64_t, const float *, int64_t, int64_t, const float *, const float *, float *, int64_t, float,
+                     float, int64_t, int64_t);
 
 static Ukr pick_ukr() {
 #if NNL_X86
@@ -897,6 +957,12 @@ static Ukr pick_ukr() {
     return ukr_generic;
 }
 static const Ukr ukr = pick_ukr();
+/* A kernel over two B panels, where the ISA has registers for it (else NULL). */
+#if NNL_X86
+static const Ukr2 ukr2 = ukr == ukr_avx512 ? ukr2_avx512 : nullptr;
+#else
+static const Ukr2 ukr2 = nullptr;
+#endif
 
 /* A few rows (single-sample inference): packing B would cost more than
    the product, so stream B once in place, up to four rows of C at a time. */
@@ -1018,15 +1084,25 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                 else
                     for (int64_t ip = 0; ip < mpan; ip++)
                         if (!in_place || (ip + 1) * MR > mc) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
-                /* jp outer: one B panel stays in L1 while the A panels stream */
-                for (int64_t jp = 0; jp < npan; jp++)
+                /* jp outer: one B panel (or two, for ukr2) stays in L1 while
+                   the A panels stream */
+                for (int64_t jp = 0; jp < npan;) {
+                    int w = ukr2 && jp + 1 < npan ? 2 : 1;
                     for (int64_t ip = 0; ip < mpan; ip++) {
                         int64_t i = ip * MR, j = jp * NR;
                         bool packed = !in_place || (ip + 1) * MR > mc;
                         const float *a = packed ? Ap + ip * MR * kc : A + (ic + i) * lda + pc;
-                        ukr(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j,
-                            ldc, alpha, bet, std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, nc - j));
+                        if (w == 2)
+                            ukr2(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc, Bp + (jp + 1) * NR * kc,
+                                 C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
+                                 std::min<int64_t>(2 * NR, nc - j));
+                        else
+                            ukr(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc,
+                                C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
+                                std::min<int64_t>(NR, nc - j));
                     }
+                    jp += w;
+                }
                 if (ep && pc + kc >= K) /* this block of C is final and still in cache */
                     epilogue(C + ic * ldc + jc, ldc, mc, nc, bias ? bias + jc : nullptr, act);
             }

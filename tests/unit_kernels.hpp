@@ -97,6 +97,32 @@ TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
 #endif
 }
 
+#if NNL_X86
+TEST_CASE("the two-panel AVX-512 kernel equals two one-panel calls, bit for bit") {
+    if (!__builtin_cpu_supports("avx512f")) {
+        MESSAGE("ukr2_avx512 is not tested: this CPU lacks avx512f");
+        return;
+    }
+    alignas(64) float A[6 * 41], B0[16 * 41], B1[16 * 41];
+    auto a = random_vec(6 * 41, 6), b = random_vec(32 * 41, 7);
+    std::copy(a.begin(), a.end(), A);
+    std::copy(b.begin(), b.begin() + 16 * 41, B0);
+    std::copy(b.begin() + 16 * 41, b.end(), B1);
+    /* full tile, and partial ones (rows, and a second panel partly used) */
+    struct T { int kc, mr, nr; } ts[] = {{41, 6, 32}, {40, 6, 32}, {41, 5, 32}, {40, 6, 19}, {41, 3, 17}};
+    for (auto t : ts)
+        for (float beta : {0.f, 0.5f}) {
+            float ref[6 * 34], got[6 * 34];
+            for (int i = 0; i < 6 * 34; i++) ref[i] = got[i] = 0.125f * (float)i;
+            nnl::gemm::ukr_avx512(t.kc, A, 1, 6, B0, ref, 34, 1.5f, beta, t.mr, std::min(16, t.nr));
+            if (t.nr > 16) nnl::gemm::ukr_avx512(t.kc, A, 1, 6, B1, ref + 16, 34, 1.5f, beta, t.mr, t.nr - 16);
+            nnl::gemm::ukr2_avx512(t.kc, A, 1, 6, B0, B1, got, 34, 1.5f, beta, t.mr, t.nr);
+            INFO("kc=" << t.kc << " mr=" << t.mr << " nr=" << t.nr << " beta=" << beta);
+            for (int i = 0; i < 6 * 34; i++) CHECK(ref[i] == got[i]); /* untouched entries too */
+        }
+}
+#endif
+
 TEST_CASE("spec strings parse like Keras calls") {
     nnl::Spec s = nnl::parse_spec("Dense(128, activation='relu', input_shape=(784,), use_bias=True)");
     CHECK(s.name == "Dense");
