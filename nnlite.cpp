@@ -1774,7 +1774,8 @@ public:
     const char *cls = ""; /* "Dense" */
     Shape in, out;        /* per-sample shapes */
     std::vector<WeightSpec> weights;
-    float *ws = nullptr;  /* private scratch, workspace(B) floats */
+    float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward */
+    float *sc = nullptr;  /* scratch(B) floats shared by all layers: valid only inside one call */
     /* Set by compile when the loss computes its gradient w.r.t. this layer's
        pre-activation (softmax/sigmoid + cross-entropy, as Keras does): then
        backward receives dL/dz in dy and skips the activation. */
@@ -1783,6 +1784,10 @@ public:
     virtual ~Layer() {}
     virtual void build(const Shape &input) = 0;
     virtual int64_t workspace(int64_t /*B*/) const { return 0; }
+    /* Memory needed only while one forward or backward call runs (layout
+       transposes, im2col columns). Every layer gets the same region, sized
+       for the largest, so these buffers cost the model one layer's worth. */
+    virtual int64_t scratch(int64_t /*B*/) const { return 0; }
     /* A view shares its input's memory (Flatten, Reshape): no copy at all. */
     virtual bool is_view() const { return false; }
     virtual void forward(const float *x, float *y, int64_t B, const Ctx &c) = 0;
@@ -2138,18 +2143,19 @@ public:
         int64_t per = g.out_size() * col_row();
         return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 17) / std::max<int64_t>(per, 1)));
     }
-    /* ws: [z: pre-activation][xcl][ycl][dxcl] (channels-first only)[col] */
+    /* ws: [z: pre-activation]; scratch: [xcl][ycl][dxcl] (channels-first only)[col] */
     int64_t zsize(int64_t B) const { return act == ACT_LINEAR || fused_epilogue() ? 0 : B * out.size(); }
     int64_t cfsize(int64_t B) const { return cf ? B * (2 * in.size() + out.size()) : 0; }
-    int64_t workspace(int64_t B) const override {
-        return zsize(B) + cfsize(B) + (direct() ? 0 : chunk(B) * g.out_size() * col_row());
+    int64_t workspace(int64_t B) const override { return zsize(B); }
+    int64_t scratch(int64_t B) const override {
+        return cfsize(B) + (direct() ? 0 : chunk(B) * g.out_size() * col_row());
     }
     Act output_act() const override { return act; }
     const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
-    float *xcl(int64_t B) const { return ws + zsize(B); }
+    float *xcl(int64_t) const { return sc; }
     float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
     float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
-    float *col(int64_t B) const { return ws + zsize(B) + cfsize(B); }
+    float *col(int64_t B) const { return sc + cfsize(B); }
     const float *to_cl(const float *x, int64_t B) const {
         if (!cf) return x;
         K().transpose(x, xcl(B), B, g.C, g.in_size());
@@ -2273,13 +2279,12 @@ public:
         out = spatial_shape(g, nd, cf, g.C);
         NNL_REQUIRE(g.in_size() * g.C < ((int64_t)1 << 31), NNL_ERR_SHAPE, "%s: input too large", cls);
     }
-    /* ws: [arg (max only)][xcl][ycl][dxcl] (channels-first only) */
+    /* ws: [arg (max only)]; scratch: [xcl][ycl][dxcl] (channels-first only) */
     int64_t argsize(int64_t B) const { return max ? B * out.size() : 0; }
-    int64_t workspace(int64_t B) const override {
-        return argsize(B) + (cf ? B * (2 * in.size() + out.size()) : 0);
-    }
+    int64_t workspace(int64_t B) const override { return argsize(B); }
+    int64_t scratch(int64_t B) const override { return cf ? B * (2 * in.size() + out.size()) : 0; }
     int32_t *arg() const { return reinterpret_cast<int32_t *>(ws); }
-    float *xcl(int64_t B) const { return ws + argsize(B); }
+    float *xcl(int64_t) const { return sc; }
     float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
     float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
@@ -3438,16 +3443,36 @@ public:
         cap_batch = 0; /* workspaces depend on the fusion chosen here */
     }
 
-    /* Sizes the activation arena for batch B (no-op when large enough). */
+    /* Sizes the activation arena for batch B (no-op when large enough).
+       Gradients take two buffers in turn: layer i reads dact[i+1] and
+       writes dact[i], after which dact[i+1] is dead, so dact[i] and dact[i+2]
+       can share memory. The first layer with weights computes no input
+       gradient, so nothing below it has a buffer (dact[i] is NULL there). */
     void ensure_batch(int64_t B) {
         if (B <= cap_batch) return;
         size_t L = layers.size();
-        int64_t total = B * input.size() + B * out_shape().size() /* output grad */ + B * target_width();
+        size_t first = 0;
+        while (first < L && layers[first]->is_view()) first++;
+        std::vector<int> buf(L + 1, -1); /* which of the two gradient buffers, -1: none */
+        int64_t need[2] = {B * out_shape().size(), 0};
+        buf[L] = 0;
+        for (size_t i = L; i-- > 0;) {
+            if (layers[i]->is_view()) {
+                buf[i] = buf[i + 1]; /* same memory, same element count */
+            } else if (i > first) {
+                buf[i] = buf[i + 1] ^ 1;
+                need[buf[i]] = std::max(need[buf[i]], B * layers[i]->in.size());
+            }
+        }
+        int64_t total = B * input.size() + need[0] + need[1] + B * target_width();
+        int64_t scratch = 0;
         for (size_t i = 0; i < L; i++) {
             Layer &l = *layers[i];
-            if (!l.is_view()) total += B * (l.out.size() + l.in.size()); /* act[i+1], dact[i] */
+            if (!l.is_view()) total += B * l.out.size(); /* act[i+1] */
             total += l.workspace(B);
+            scratch = std::max(scratch, l.scratch(B));
         }
+        total += scratch;
         arena.assign((size_t)total, 0.f);
         float *p = arena.data();
         auto take = [&](int64_t n) { float *q = p; p += n; return q; };
@@ -3459,9 +3484,11 @@ public:
             act[i + 1] = l.is_view() ? act[i] : take(B * l.out.size());
             l.ws = l.workspace(B) ? take(l.workspace(B)) : nullptr;
         }
-        dact[L] = take(B * out_shape().size());
-        for (size_t i = L; i-- > 0;) dact[i] = layers[i]->is_view() ? dact[i + 1] : take(B * layers[i]->in.size());
+        float *grads[2] = {take(need[0]), need[1] ? take(need[1]) : nullptr};
+        for (size_t i = 0; i <= L; i++) dact[i] = buf[i] < 0 ? nullptr : grads[buf[i]];
         targets = take(B * target_width());
+        float *shared = scratch ? take(scratch) : nullptr;
+        for (auto &l : layers) l->sc = l->scratch(B) ? shared : nullptr;
         cap_batch = B;
     }
 

@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
             double b = min_time(
                 [&] {
                     std::copy(dy.begin(), dy.end(), m.dact[i + 1]);
-                    l.backward(m.act[i], m.act[i + 1], m.dact[i + 1], i ? m.dact[i] : nullptr, B, c);
+                    l.backward(m.act[i], m.act[i + 1], m.dact[i + 1], m.dact[i], B, c);
                 },
                 reps);
             double fs = layer_flops(l);

@@ -283,3 +283,37 @@ TEST_CASE("conv, pooling, batch norm, padding and upsampling match PyTorch, both
     std::string rm = std::string("rm -rf ") + dir;
     CHECK(system(rm.c_str()) == 0);
 }
+
+TEST_CASE("activation arena: scratch shared by all layers, gradients in two alternating buffers") {
+    nnl_model m;
+    for (auto *l : {"Conv2D(20, 5, padding='same', activation='relu', data_format='channels_first', input_shape=(1, 28, 28))",
+                    "MaxPooling2D(2, data_format='channels_first')",
+                    "Conv2D(50, 5, padding='same', activation='relu', data_format='channels_first')",
+                    "MaxPooling2D(2, data_format='channels_first')", "Flatten()", "Dense(500, activation='relu')",
+                    "Dense(10, activation='softmax')"})
+        m.add(l);
+    m.compile("adam", "sparse_categorical_crossentropy", "accuracy");
+    const int64_t B = 16;
+    m.ensure_batch(B);
+    size_t L = m.layers.size();
+    int64_t acts = B * m.input.size(), ws = 0, scratch_sum = 0, scratch_max = 0, grads_sum = B * m.out_shape().size();
+    for (auto &l : m.layers) {
+        if (!l->is_view()) acts += B * l->out.size(), grads_sum += B * l->in.size();
+        ws += l->workspace(B);
+        scratch_sum += l->scratch(B);
+        scratch_max = std::max(scratch_max, l->scratch(B));
+        if (l->scratch(B)) CHECK(l->sc == m.layers[0]->sc); /* one region for all */
+    }
+    CHECK(scratch_max > 0);
+    CHECK(m.dact[0] == nullptr); /* the first layer computes no input gradient */
+    for (size_t i = 1; i < L; i++)
+        if (!m.layers[i]->is_view()) {
+            CHECK(m.dact[i] != nullptr);
+            CHECK(m.dact[i] != m.dact[i + 1]); /* a layer never reads and writes one buffer */
+        }
+    /* the arena holds activations, private workspaces, one scratch region and
+       two gradient buffers: less than one buffer per layer would need */
+    int64_t naive = acts + ws + scratch_sum + grads_sum + B * m.target_width();
+    CHECK((int64_t)m.arena.size() < naive - (scratch_sum - scratch_max));
+    INFO("arena " << m.arena.size() << " floats, one buffer each: " << naive);
+}
