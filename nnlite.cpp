@@ -1402,15 +1402,48 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+/* Element i is dropped when the top 24 bits of a 32-bit hash of (seed, i)
+   fall below rate * 2^24: two rounds of Wellons' lowbias32 mixer, keyed by
+   both halves of the seed. 32-bit integer lanes vectorise (the 64-bit mix
+   above does not), and the GPU computes the same hash. */
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+static inline __attribute__((always_inline)) void dropout_range(const float *x, float *y, float *mask, int64_t lo,
+                                                                int64_t hi, uint32_t thresh, float keep,
+                                                                uint64_t seed) {
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int64_t i = lo; i < hi; i++) {
+        uint32_t h = mix32(mix32((uint32_t)i ^ k0) + k1);
+        float m = (h >> 8) < thresh ? 0.f : keep;
+        mask[i] = m;
+        y[i] = x[i] * m;
+    }
+}
+static void dropout_generic(const float *x, float *y, float *mask, int64_t lo, int64_t hi, uint32_t thresh,
+                            float keep, uint64_t seed) {
+    dropout_range(x, y, mask, lo, hi, thresh, keep, seed);
+}
+#if NNL_X86
+__attribute__((target("avx2"))) static void dropout_avx2(const float *x, float *y, float *mask, int64_t lo,
+                                                           int64_t hi, uint32_t thresh, float keep, uint64_t seed) {
+    dropout_range(x, y, mask, lo, hi, thresh, keep, seed);
+}
+#endif
+
 static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
     float keep = 1.f / (1.f - rate);
-    par_for(n, n, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; i++) {
-            double u = (double)(mix64(seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)) >> 11) * (1.0 / 9007199254740992.0);
-            mask[i] = u < rate ? 0.f : keep;
-            y[i] = x[i] * mask[i];
-        }
-    });
+    uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
+    auto f = dropout_generic;
+#if NNL_X86
+    if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2")) f = dropout_avx2;
+#endif
+    par_for(n, n, [&](int64_t lo, int64_t hi) { f(x, y, mask, lo, hi, thresh, keep, seed); });
 }
 
 static void cpu_mul(const float *a, const float *b, float *y, int64_t n) {

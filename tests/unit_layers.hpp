@@ -284,3 +284,33 @@ TEST_CASE("a model's forward pass equals the hand-written network") {
     CHECK(out[0] == doctest::Approx(e0 / (e0 + e1)));
     CHECK(out[1] == doctest::Approx(e1 / (e0 + e1)));
 }
+
+TEST_CASE("dropout masks: the rate, inverted scaling, seeds, and no dependence on threads or SIMD") {
+    const int64_t n = 200003;
+    std::vector<float> x((size_t)n, 2.f), y1((size_t)n), y2((size_t)n), m1((size_t)n), m2((size_t)n);
+    for (float rate : {0.1f, 0.5f, 0.9f}) {
+        nnl::g_threads = 1;
+        nnl::K().dropout_forward(x.data(), y1.data(), m1.data(), n, rate, 12345);
+        nnl::g_threads = 2;
+        nnl::K().dropout_forward(x.data(), y2.data(), m2.data(), n, rate, 12345);
+        nnl::g_threads = 0;
+        int64_t dropped = 0;
+        for (int64_t i = 0; i < n; i++) {
+            dropped += m1[(size_t)i] == 0.f;
+            CHECK(m1[(size_t)i] == m2[(size_t)i]);
+            CHECK(y1[(size_t)i] == 2.f * m1[(size_t)i]);
+            if (m1[(size_t)i] != 0.f) CHECK(m1[(size_t)i] == doctest::Approx(1.0 / (1.0 - rate)));
+        }
+        /* binomial: 5 standard deviations */
+        double sd = std::sqrt(n * rate * (1 - rate));
+        CHECK(std::fabs((double)dropped - n * rate) < 5 * sd);
+        /* the portable path draws the same mask as the vectorised one */
+        std::vector<float> y3((size_t)n), m3((size_t)n);
+        nnl::dropout_generic(x.data(), y3.data(), m3.data(), 0, n, (uint32_t)std::ceil(rate * 16777216.0),
+                             1.f / (1.f - rate), 12345);
+        CHECK(m3 == m1);
+        /* another seed, another mask */
+        nnl::K().dropout_forward(x.data(), y2.data(), m2.data(), n, rate, 12346);
+        CHECK(m2 != m1);
+    }
+}
