@@ -3020,7 +3020,10 @@ public:
         if (decay > 0) lr = lr / (1.0 + decay * (double)iterations);
         int64_t off = 0;
         for (int i = 0; i < count; i++) {
-            update(p[i].w, p[i].g, p[i].n, off, lr);
+            /* every update rule is elementwise: threads take slices of a tensor */
+            float *w = p[i].w;
+            const float *g = p[i].g;
+            par_for(p[i].n, 4 * p[i].n, [&](int64_t lo, int64_t hi) { update(w + lo, g + lo, hi - lo, off + lo, lr); });
             off += p[i].n;
         }
         iterations++;
