@@ -3,7 +3,7 @@
    for POSIX clock_gettime before any system header is read).
 
    Command line of every data example:
-       prog [data path] [--epochs N] [--batch N] [--threads N]
+       prog [data path] [--epochs N] [--batch N] [--threads N] [--seed N]
    The data path is a folder with the four MNIST-style idx files (.gz or not)
    or a Keras .npz file; without one the usual places are searched. */
 #ifndef NNL_EXAMPLES_COMMON_H
@@ -32,10 +32,12 @@
 typedef struct {
     const char *data; /* NULL: search the usual places */
     int epochs, batch, threads;
+    int seed; /* 0: the example's own (42); weights, shuffling and dropout follow it */
 } ex_args;
 
 /* Parses the command line; epochs and batch are the example's defaults.
-   --threads sets nnl_set_threads. Bad arguments print the usage and exit 2. */
+   --threads sets nnl_set_threads; --seed the model seed (ex_seed). Bad
+   arguments print the usage and exit 2. */
 static inline ex_args ex_parse_args(int argc, char **argv, int epochs, int batch) {
     ex_args a;
     int i;
@@ -43,10 +45,12 @@ static inline ex_args ex_parse_args(int argc, char **argv, int epochs, int batch
     a.epochs = epochs;
     a.batch = batch;
     a.threads = 0;
+    a.seed = 0;
     for (i = 1; i < argc; i++) {
         int *opt = !strcmp(argv[i], "--epochs")    ? &a.epochs
                    : !strcmp(argv[i], "--batch")   ? &a.batch
                    : !strcmp(argv[i], "--threads") ? &a.threads
+                   : !strcmp(argv[i], "--seed")    ? &a.seed
                                                    : NULL;
         if (opt && i + 1 < argc && atoi(argv[i + 1]) > 0) {
             *opt = atoi(argv[++i]);
@@ -54,12 +58,17 @@ static inline ex_args ex_parse_args(int argc, char **argv, int epochs, int batch
             a.data = argv[i];
         } else {
             fprintf(stderr, "usage: %s [data path] [--epochs N (%d)] [--batch N (%d)]"
-                            " [--threads N]\n", argv[0], epochs, batch);
+                            " [--threads N] [--seed N]\n", argv[0], epochs, batch);
             exit(2);
         }
     }
     if (a.threads > 0) CHECK(nnl_set_threads(a.threads));
     return a;
+}
+
+/* The model seed: --seed N, else the example's default. */
+static inline uint64_t ex_seed(const ex_args *a, uint64_t fallback) {
+    return a->seed > 0 ? (uint64_t)a->seed : fallback;
 }
 
 static inline int ex_readable(const char *path) {
