@@ -5501,9 +5501,16 @@ static Value to_value(const Json &j, const std::string &owner, const std::string
     switch (j.kind) {
     case Json::NUL: break;
     case Json::BOOL: v.kind = Value::BOOL; v.num = j.b; break;
-    case Json::NUM: v.kind = Value::NUM; v.num = j.num; break;
+    case Json::NUM:
+        NNL_REQUIRE(std::fabs(j.num) <= 1e12, NNL_ERR_FORMAT, "%s: '%s' holds %g, out of range", owner.c_str(),
+                    key.c_str(), j.num);
+        v.kind = Value::NUM;
+        v.num = j.num;
+        break;
     case Json::STR: v.kind = Value::STR; v.str = j.s; break;
     case Json::ARR:
+        NNL_REQUIRE(j.a.size() <= 64, NNL_ERR_FORMAT, "%s: '%s' is a list of %zu values, too long", owner.c_str(),
+                    key.c_str(), j.a.size());
         v.kind = Value::TUPLE;
         for (auto &x : j.a) v.items.push_back(to_value(x, owner, key));
         break;
@@ -5573,8 +5580,68 @@ static bool ends_with(const std::string &s, const char *t) {
     return s.size() >= n && s.compare(s.size() - n, n, t) == 0;
 }
 
+/* Hostile JSON must not make a layer allocate terabytes or overflow a
+   size: before a layer is built, its output and weight sizes are estimated
+   in floating point from the config and bounded. nnl_add trusts its
+   caller; JSON comes from files. */
+#ifndef NNL_MAX_JSON_PARAMS
+#define NNL_MAX_JSON_PARAMS ((double)((int64_t)1 << 31)) /* weights of a model read from JSON */
+#endif
+static const double MAX_SAMPLE = (double)((int64_t)1 << 31); /* values per sample of any layer */
+
+static double kw_product(const Spec &sp, const char *key, double def, int nd) {
+    for (auto &kv : sp.kw)
+        if (kv.first == key) {
+            const Value &v = kv.second;
+            if (v.kind == Value::NUM) return std::pow(std::fabs(v.num), nd);
+            if (v.kind != Value::TUPLE) return def;
+            double p = 1;
+            std::vector<const Value *> todo;
+            for (auto &x : v.items) todo.push_back(&x);
+            for (size_t i = 0; i < todo.size() && i < 64; i++) {
+                if (todo[i]->kind == Value::NUM) p *= std::fabs(todo[i]->num);
+                if (todo[i]->kind == Value::TUPLE)
+                    for (auto &y : todo[i]->items) todo.push_back(&y);
+            }
+            return p;
+        }
+    return def;
+}
+
+static void check_growth(const Model &m, const Spec &sp, double &params, const std::string &owner) {
+    Shape in = m.out_shape();
+    double size = (double)in.size(), last = (double)in.last(), out = size, w = 0;
+    const std::string &c = sp.name;
+    auto filters_of = [&](const char *k) { return kw_product(sp, k, 1, 1); };
+    bool cf = false;
+    for (auto &kv : sp.kw) cf = cf || (kv.first == "data_format" && kv.second.str == "channels_first");
+    double C = in.rank ? (cf ? (double)in.d[0] : last) : 1;
+    int nd = c.find("1D") != std::string::npos ? 1 : c.find("3D") != std::string::npos ? 3 : 2;
+    if (c == "Dense") {
+        double u = filters_of("units");
+        out = size / std::max(last, 1.0) * u;
+        w = last * u + u;
+    } else if (c.compare(0, 4, "Conv") == 0) {
+        double f = filters_of("filters");
+        out = size / std::max(C, 1.0) * f;
+        w = kw_product(sp, "kernel_size", 1, nd) * C * f + f;
+    } else if (c == "UpSampling2D") {
+        out = size * kw_product(sp, "size", 4, 2);
+    } else if (c == "ZeroPadding2D") {
+        out = size * (1 + kw_product(sp, "padding", 1, 1)) * (1 + kw_product(sp, "padding", 1, 1));
+    } else if (c == "BatchNormalization") {
+        w = 4 * size;
+    } else if (c == "Reshape") {
+        out = kw_product(sp, "target_shape", 1, 1);
+    }
+    params += w;
+    NNL_REQUIRE(std::isfinite(out) && out <= MAX_SAMPLE && std::isfinite(params) && params <= NNL_MAX_JSON_PARAMS,
+                NNL_ERR_MEMORY, "%s: too large (%.3g values per sample, %.3g weights in the model so far)",
+                owner.c_str(), out, params);
+}
+
 /* One {"class_name": ..., "config": {...}} into model m. */
-static void add_layer_json(Model &m, const Json &lj, size_t index) {
+static void add_layer_json(Model &m, const Json &lj, size_t index, double &params) {
     std::string owner = format("from_json: layer %zu", index);
     NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
     const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
@@ -5658,6 +5725,25 @@ static void add_layer_json(Model &m, const Json &lj, size_t index) {
         if (is && !has) sp.kw.emplace_back("input_shape", shape_value(*is, owner, true));
     }
     try {
+        if (input) {
+            NNL_REQUIRE(kw_product(sp, "shape", 1, 1) <= MAX_SAMPLE, NNL_ERR_MEMORY, "input shape too large");
+        } else {
+            if (!m.has_input && m.layers.empty()) { /* input_shape on the first layer: an Input first */
+                Spec in;
+                in.name = "Input";
+                std::vector<std::pair<std::string, Value>> kw;
+                for (auto &kv : sp.kw) {
+                    if (kv.first == "input_shape") in.kw.emplace_back("shape", kv.second);
+                    else kw.push_back(kv);
+                }
+                if (!in.kw.empty()) {
+                    NNL_REQUIRE(kw_product(in, "shape", 1, 1) <= MAX_SAMPLE, NNL_ERR_MEMORY, "input shape too large");
+                    m.add_spec(in);
+                    sp.kw = kw;
+                }
+            }
+            if (m.has_input) check_growth(m, sp, params, owner);
+        }
         m.add_spec(sp);
     } catch (const Error &e) {
         raise(e.status, "%s: %s", owner.c_str(), e.msg.c_str());
@@ -5683,7 +5769,8 @@ static void model_from_json(Model &m, const Json &j) {
         NNL_REQUIRE(!d || is_float32(*d), NNL_ERR_UNSUPPORTED, "from_json: dtype %s is not supported",
                     json_text(*d).c_str());
     }
-    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i);
+    double params = 0;
+    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params);
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "from_json: the model has an input but no layers");
 }
 

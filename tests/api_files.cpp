@@ -307,6 +307,22 @@ TEST_CASE("the JSON reader survives hostile text") {
         CHECK_MESSAGE(st == NNL_ERR_FORMAT, b << " -> " << st << " " << err());
         CHECK(m == nullptr);
     }
+    /* sizes that would need terabytes are refused before anything is allocated */
+    std::string huge[][2] = {{"\"units\": 128", "\"units\": 100000000"},
+                             {"[null, 28, 28, 1], \"dtype\": \"float32\", \"sparse\"",
+                              "[null, 2800000, 2800000, 1], \"dtype\": \"float32\", \"sparse\""},
+                             {"\"filters\": 64", "\"filters\": 1e300"},
+                             {"\"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": \"valid\", \"data_format\": \"channels_last\", \"dilation_rate\": [1, 1], \"groups\": 1, \"activation\": \"relu\", \"use_bias\": true, \"kernel_initializer\": {\"class_name\": \"GlorotUniform\", \"config\": {\"seed\": null}}, \"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, \"kernel_regularizer\": null, \"bias_regularizer\": null, \"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": null}},\n{\"class_name\": \"MaxPooling2D\"",
+                              "\"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": \"same\", \"data_format\": \"channels_last\", \"dilation_rate\": [1, 1], \"groups\": 1, \"activation\": \"relu\", \"use_bias\": true, \"kernel_initializer\": {\"class_name\": \"GlorotUniform\", \"config\": {\"seed\": null}}, \"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, \"kernel_regularizer\": null, \"bias_regularizer\": null, \"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": null}},\n{\"class_name\": \"UpSampling2D\", \"config\": {\"size\": [60000, 60000]}},\n{\"class_name\": \"MaxPooling2D\""}};
+    for (auto &h : huge) {
+        std::string t = KERAS2_KCNN;
+        size_t at = t.find(h[0]);
+        REQUIRE_MESSAGE(at != std::string::npos, h[0]);
+        t.replace(at, h[0].size(), h[1]);
+        int st = nnl_model_from_json(t.c_str(), &m);
+        CHECK_MESSAGE((st == NNL_ERR_MEMORY || st == NNL_ERR_FORMAT), st << " " << err());
+        CHECK(m == nullptr);
+    }
     /* every prefix of a real file fails cleanly; random bytes never crash */
     std::string j = KERAS2_KCNN;
     for (size_t n = 0; n < j.size(); n++) {
