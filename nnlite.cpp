@@ -5608,7 +5608,8 @@ static double kw_product(const Spec &sp, const char *key, double def, int nd) {
     return def;
 }
 
-static void check_growth(const Model &m, const Spec &sp, double &params, const std::string &owner) {
+static void check_growth(const Model &m, const Spec &sp, double &params, double max_params,
+                         const std::string &owner) {
     Shape in = m.out_shape();
     double size = (double)in.size(), last = (double)in.last(), out = size, w = 0;
     const std::string &c = sp.name;
@@ -5630,18 +5631,24 @@ static void check_growth(const Model &m, const Spec &sp, double &params, const s
     } else if (c == "ZeroPadding2D") {
         out = size * (1 + kw_product(sp, "padding", 1, 1)) * (1 + kw_product(sp, "padding", 1, 1));
     } else if (c == "BatchNormalization") {
-        w = 4 * size;
+        double ax = -1, ch = 0;
+        for (auto &kv : sp.kw)
+            if (kv.first == "axis" && kv.second.kind == Value::NUM) ax = kv.second.num;
+        int a = ax < 0 ? in.rank + (int)std::max(ax, -64.0) : (int)std::min(ax, 64.0) - 1;
+        for (int i = 0; i < in.rank; i++)
+            if (i == a || a < 0 || a >= in.rank) ch = std::max(ch, (double)in.d[i]);
+        w = 4 * ch;
     } else if (c == "Reshape") {
         out = kw_product(sp, "target_shape", 1, 1);
     }
     params += w;
-    NNL_REQUIRE(std::isfinite(out) && out <= MAX_SAMPLE && std::isfinite(params) && params <= NNL_MAX_JSON_PARAMS,
+    NNL_REQUIRE(std::isfinite(out) && out <= MAX_SAMPLE && std::isfinite(params) && params <= max_params,
                 NNL_ERR_MEMORY, "%s: too large (%.3g values per sample, %.3g weights in the model so far)",
                 owner.c_str(), out, params);
 }
 
 /* One {"class_name": ..., "config": {...}} into model m. */
-static void add_layer_json(Model &m, const Json &lj, size_t index, double &params) {
+static void add_layer_json(Model &m, const Json &lj, size_t index, double &params, double max_params) {
     std::string owner = format("from_json: layer %zu", index);
     NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
     const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
@@ -5742,7 +5749,7 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
                     sp.kw = kw;
                 }
             }
-            if (m.has_input) check_growth(m, sp, params, owner);
+            if (m.has_input) check_growth(m, sp, params, max_params, owner);
         }
         m.add_spec(sp);
     } catch (const Error &e) {
@@ -5750,7 +5757,8 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
     }
 }
 
-static void model_from_json(Model &m, const Json &j) {
+/* max_params: a bound on the weights the architecture may declare */
+static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX_JSON_PARAMS) {
     NNL_REQUIRE(j.kind == Json::OBJ, NNL_ERR_FORMAT, "from_json: the text is not a JSON object");
     const Json *cn = j.get("class_name");
     NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "from_json: no \"class_name\" at the top level");
@@ -5770,7 +5778,7 @@ static void model_from_json(Model &m, const Json &j) {
                     json_text(*d).c_str());
     }
     double params = 0;
-    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params);
+    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params, max_params);
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "from_json: the model has an input but no layers");
 }
 
@@ -6163,8 +6171,20 @@ static void load_model(Model &m, const char *path) {
     const std::string &w = F.what;
     const Json *arch = F.meta.get("architecture");
     NNL_REQUIRE(arch, NNL_ERR_FORMAT, "%s: no architecture in the metadata", w.c_str());
-    model_from_json(m, *arch);
-    set_weights_from(m, F, "load_model");
+    /* the weights are in the file: an architecture needing many more is a lie */
+    double in_file = 0;
+    for (auto &t : F.tensors) in_file += (double)t.shape.size();
+    try {
+        model_from_json(m, *arch, std::min((double)NNL_MAX_JSON_PARAMS, 2 * in_file + 65536));
+    } catch (const Error &e) {
+        raise(e.status == NNL_ERR_UNSUPPORTED ? e.status : NNL_ERR_FORMAT, "%s: architecture: %s", w.c_str(),
+              e.msg.c_str());
+    }
+    try {
+        set_weights_from(m, F, "load_model");
+    } catch (const Error &e) { /* the file disagrees with itself */
+        raise(e.status == NNL_ERR_SHAPE ? NNL_ERR_FORMAT : e.status, "%s", e.msg.c_str());
+    }
     const Json *state = F.meta.get("state");
     if (F.kind != KIND_MODEL || !state) return; /* a weights file: an uncompiled model */
     NNL_REQUIRE(state->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: 'state' is not an object", w.c_str());

@@ -19,6 +19,9 @@
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
+       NNL_MAX_JSON_PARAMS  most weights a model read from JSON or a model
+                         file may have (default 2^31, as a double); a fuzzing
+                         build sets it lower to stay in its memory limit.
 
    EXAMPLE (XOR; error checks shortened to CHECK)
        #include "nnlite.h"

@@ -557,6 +557,104 @@ TEST_CASE("truncated and corrupted model files are refused with NNL_ERR_FORMAT")
     nnl_model_free(w);
 }
 
+namespace {
+
+uint32_t crc32(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Replaces the metadata of an nnlite file and fixes every checksum but the
+   tensors': a forged file that only the reader's checks can refuse. */
+std::vector<uint8_t> forge(const std::vector<uint8_t> &f, const std::string &meta) {
+    uint64_t msize = 0;
+    for (int i = 0; i < 8; i++) msize |= (uint64_t)f[40 + (size_t)i] << (8 * i);
+    size_t old_end = 64 + (size_t)msize, new_end = 64 + meta.size();
+    /* the tensors stay at their offsets when the new text is not longer */
+    size_t body = std::max(old_end, new_end);
+    std::string g((const char *)f.data(), 64);
+    g += meta;
+    g.resize(body, '\0');
+    g.append((const char *)f.data() + old_end, f.size() - old_end);
+    std::vector<uint8_t> out(g.begin(), g.end());
+    uint64_t fsize = out.size();
+    for (int i = 0; i < 8; i++) out[24 + (size_t)i] = (uint8_t)(fsize >> (8 * i));
+    for (int i = 0; i < 8; i++) out[40 + (size_t)i] = (uint8_t)((uint64_t)meta.size() >> (8 * i));
+    put32(&out[48], crc32((const uint8_t *)meta.data(), meta.size()));
+    put32(&out[60], crc32(out.data(), 60));
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("forged metadata with valid checksums is refused, never trusted") {
+    TempDir dir;
+    Data d;
+    nnl_model *m = resume_model("Adam(learning_rate=0.01)");
+    REQUIRE(fit(m, d, 0, 1, 3) == NNL_OK);
+    std::string p = dir / "m.nnl", q = dir / "forged.nnl";
+    REQUIRE(nnl_save_model(m, p.c_str()) == NNL_OK);
+    std::vector<uint8_t> f = slurp(p);
+    uint64_t msize = 0;
+    for (int i = 0; i < 8; i++) msize |= (uint64_t)f[40 + (size_t)i] << (8 * i);
+    std::string meta(f.begin() + 64, f.begin() + 64 + (long)msize);
+    nnl_model *l = nullptr;
+    /* the unchanged text passes (the forger is right) */
+    std::vector<uint8_t> g = forge(f, meta);
+    spit(q, g.data(), g.size());
+    REQUIRE_MESSAGE(nnl_load_model(q.c_str(), &l) == NNL_OK, err());
+    nnl_model_free(l);
+    /* targeted lies */
+    struct Lie {
+        const char *from, *to;
+    } lies[] = {{"\"shape\": [20, 32]", "\"shape\": [20000000, 32000]"},
+                {"\"shape\": [20, 32]", "\"shape\": [32, 20]"},
+                {"\"units\": 32", "\"units\": 3200000"},
+                {"\"iterations\": ", "\"iterations\": -"},
+                {"\"slots\": 2", "\"slots\": 3"},
+                {"\"epochs\": 1", "\"epochs\": 2"},
+                {"\"rng\": [\"", "\"rng\": [\"zz"},
+                {"\"optimizer\": \"Adam", "\"optimizer\": \"Adamm"},
+                {"\"class_name\": \"Dense\"", "\"class_name\": \"Dens\""}};
+    for (auto &lie : lies) {
+        std::string t = meta;
+        size_t at = t.find(lie.from);
+        REQUIRE_MESSAGE(at != std::string::npos, lie.from);
+        t.replace(at, strlen(lie.from), lie.to);
+        g = forge(f, t);
+        spit(q, g.data(), g.size());
+        int st = nnl_load_model(q.c_str(), &l);
+        CHECK_MESSAGE(st == NNL_ERR_FORMAT, lie.to << ": " << st << " " << err());
+        CHECK(l == nullptr);
+    }
+    /* random edits of the text: any status, no crash, no leak (ASan) */
+    uint64_t s = 5;
+    int refused = 0;
+    for (int round = 0; round < 1500; round++) {
+        std::string t = meta;
+        for (int k = 0; k < 2; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            t[(size_t)(s >> 33) % t.size()] = "0123456789-.e,:[]{}\"9 "[(s >> 20) % 22];
+        }
+        g = forge(f, t);
+        spit(q, g.data(), g.size());
+        if (nnl_load_model(q.c_str(), &l) == NNL_OK)
+            nnl_model_free(l);
+        else
+            refused++;
+    }
+    MESSAGE("forged metadata: " << refused << " of 1500 random edits refused, the rest loaded harmlessly");
+    nnl_model_free(m);
+}
+
 TEST_CASE("saves are atomic: a process killed while saving leaves a complete file") {
     TempDir dir;
     std::string target = dir / "big.nnl";
