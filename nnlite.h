@@ -502,7 +502,10 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    the history (so its epoch count), the model seed and the RNG state. A run
    saved after epoch k and resumed in another process by nnl_load_model and
    nnl_fit with initial_epoch = k ends bit-for-bit as the uninterrupted run
-   (same data, batch size and fit options). Works before compile too. */
+   (same data, batch size and fit options). This holds because each epoch
+   shuffles from the identity order, and its shuffle and dropout draws come
+   from the model's RNG (saved here) or, when the fit options give a seed,
+   from (seed, epoch) alone. Works before compile too. */
 NNL_API int nnl_save_model(const nnl_model *m, const char *path);
 
 /* A new model from a file of nnl_save_model, compiled when it was saved
