@@ -161,3 +161,76 @@ ifneq ($(filter-out build build-san,$(BUILD)),)
 endif
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ======================================================================
+# Front ends, install, ABI (issue 5): the C++ wrapper (nnlite.hpp), the
+# Fortran module (bindings/fortran), the Python package (bindings/python),
+# `make install`, the exported-symbol list, out-of-tree consumers.
+# ======================================================================
+ifeq ($(origin FC),default)
+FC := gfortran
+endif
+FFLAGS ?= -O2 -Wall
+NNL_FFLAGS := $(FFLAGS) -ffpe-summary=none $(SANFLAGS)
+FDIR  := $(BUILD)/fortran
+F_LIB := $(BUILD)/libnnlite_fortran.a
+F_EXAMPLES := $(patsubst examples/fortran/%.f90,$(FDIR)/%,$(wildcard examples/fortran/*.f90))
+F_TEST := $(FDIR)/test_nnlite
+CXX_WRAP := $(BUILD)/cxx_wrapper
+# gfortran links the C++ runtime (and OpenMP) that the static library needs.
+F_LINK := $(LIB_A) -lstdc++ $(filter -fopenmp,$(OMPFLAGS)) $(LIBS)
+
+.PHONY: fortran install update-symbols
+fortran: $(F_LIB) $(F_EXAMPLES) $(F_TEST)
+tests: $(CXX_WRAP) $(F_LIB) $(F_EXAMPLES) $(F_TEST)
+
+$(FDIR)/nnlite.o: bindings/fortran/nnlite.f90 $(STAMP)
+	@mkdir -p $(@D)
+	$(FC) $(NNL_FFLAGS) -fPIC -J$(FDIR) -c $< -o $@
+$(FDIR)/nnlite.mod: $(FDIR)/nnlite.o
+$(F_LIB): $(FDIR)/nnlite.o
+	@rm -f $@
+	$(AR) rcs $@ $^
+$(FDIR)/%: examples/fortran/%.f90 $(F_LIB) $(LIB_A)
+	$(FC) $(NNL_FFLAGS) -I$(FDIR) $< $(F_LIB) $(F_LINK) -o $@
+$(F_TEST): tests/fortran/test_nnlite.f90 $(F_LIB) $(LIB_A)
+	$(FC) $(NNL_FFLAGS) -Wno-uninitialized -I$(FDIR) $< $(F_LIB) $(F_LINK) -o $@
+
+$(CXX_WRAP): tests/cxx_wrapper.cpp nnlite.hpp nnlite.h $(LIB_A) $(STAMP)
+	$(CXX) $(NNL_CXXFLAGS) -Wall -Wextra -pedantic -Werror $< $(LIB_A) -o $@ $(NNL_LDFLAGS) $(LIBS)
+
+CHECKS += symbols cxx fortran python consumers
+.PHONY: check-symbols check-cxx check-fortran check-python check-consumers
+# The exported symbols are exactly scripts/abi/nnlite.symbols (after adding
+# an API function: make update-symbols, and commit the file).
+check-symbols: $(LIB_SO)
+	bash scripts/check_symbols.sh $(LIB_SO) scripts/abi/nnlite.symbols
+update-symbols: $(LIB_SO)
+	bash scripts/check_symbols.sh $(LIB_SO) scripts/abi/nnlite.symbols --update
+check-cxx: $(CXX_WRAP)
+	$(CXX_WRAP)
+# The module's unit tests, the surrogate example, and R-MLP on Fashion-MNIST
+# (quick settings) when the data set is installed.
+check-fortran: $(F_TEST) $(F_EXAMPLES)
+	bash scripts/check_fortran.sh $(BUILD)
+check-python: $(LIB_SO)
+	cd $(BUILD) && PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$(abspath bindings/python) \
+	    NNLITE_LIBRARY=$(abspath $(LIB_SO)) /usr/bin/python3 -m unittest discover -s $(abspath tests/python)
+# An out-of-tree program built four ways: files dropped in, pkg-config and
+# find_package against `make install` into $(BUILD)/consumers, add_subdirectory.
+check-consumers: $(LIB_A) $(LIB_SO)
+	bash scripts/check_consumers.sh $(BUILD)
+
+# ---- install ----
+#   make install PREFIX=/usr/local DESTDIR=   (also LIBDIR, INCLUDEDIR, PYTHONDIR)
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share
+PYTHONDIR ?= $(LIBDIR)/python3/dist-packages
+HAVE_FC := $(shell command -v $(FC) >/dev/null 2>&1 && echo 1 || echo 0)
+INSTALL_DEPS := $(LIB_A) $(LIB_SO) $(if $(filter 1,$(HAVE_FC)),$(F_LIB))
+PC_PRIVATE := -lstdc++ $(filter -fopenmp,$(OMPFLAGS)) -lm
+install: $(INSTALL_DEPS)
+	bash scripts/install.sh "$(DESTDIR)" "$(PREFIX)" "$(LIBDIR)" "$(INCLUDEDIR)" "$(DATADIR)" \
+	    "$(PYTHONDIR)" "$(BUILD)" "$(VERSION)" "$(PC_PRIVATE)" "$(HAVE_FC)"

@@ -6609,6 +6609,26 @@ NNL_API const char *nnl_status_string(int status) {
 NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }
 NNL_API int nnl_version_number(void) { return NNL_VERSION_NUMBER; }
 
+NNL_API int nnl_init(int header_version_number) {
+    return guard([&] {
+        int v = header_version_number;
+        NNL_REQUIRE(v >= 0, NNL_ERR_ARGUMENT,
+                    "nnl_init: %d is not a version number (MAJOR*10000 + MINOR*100 + PATCH); pass NNL_VERSION_NUMBER",
+                    v);
+        int major = v / 10000, minor = v % 10000 / 100, patch = v % 100;
+        if (major != NNL_VERSION_MAJOR)
+            raise(NNL_ERR_UNSUPPORTED,
+                  "nnlite: library %s cannot serve a program built against header %d.%d.%d (ABI major versions "
+                  "differ); rebuild against this library's nnlite.h or load libnnlite.so.%d",
+                  NNL_VERSION_STRING, major, minor, patch, major);
+        if (minor > NNL_VERSION_MINOR)
+            raise(NNL_ERR_UNSUPPORTED,
+                  "nnlite: library %s is older than the header %d.%d.%d the program was built against (it may "
+                  "lack functions that header declares); install nnlite %d.%d or newer",
+                  NNL_VERSION_STRING, major, minor, patch, major, minor);
+    });
+}
+
 NNL_API int nnl_set_threads(int n) {
     nnl::g_threads = n <= 0 ? 0 : std::min(n, NNL_MAX_THREADS);
     return NNL_OK;

@@ -118,6 +118,23 @@ NNL_API const char *nnl_status_string(int status);
 NNL_API const char *nnl_version(void);
 NNL_API int nnl_version_number(void);
 
+/* Version handshake: call once at start-up (or use NNL_INIT(), which passes
+   this header's NNL_VERSION_NUMBER) before any other nnlite call.
+   Returns NNL_OK when the library can serve code compiled against a header of
+   version header_version_number: same MAJOR (the ABI version, also the
+   SONAME's number) and a library MINOR at least the header's (a newer header
+   may declare functions an older library lacks). Otherwise it returns
+   NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnlite:
+   library 1.0.0 cannot serve a program built against header 0.1.0 (ABI major
+   versions differ); rebuild against this library's nnlite.h or load the
+   matching libnnlite.so.0". A negative or malformed number is NNL_ERR_ARGUMENT.
+   Nothing else is initialised: the other functions work without it; the
+   point is to refuse a mismatched library with a clear error instead of
+   undefined behaviour. The Fortran and Python bindings and nnlite.hpp call
+   it when they load. Thread-safe. */
+NNL_API int nnl_init(int header_version_number);
+#define NNL_INIT() nnl_init(NNL_VERSION_NUMBER)
+
 /* Number of threads the kernels use. Default: OMP_NUM_THREADS when set, else
    the number of cores. n <= 0 restores the default. A process-wide setting;
    not to be changed while another thread trains. Without OpenMP it is always 1. */

@@ -27,6 +27,11 @@ need_cmd make make
 need_file /usr/include/stb/stb_image.h libstb-dev
 if [ "$mode" != demo ]; then
     need_file /usr/include/doctest/doctest.h doctest-dev
+    # front ends and consumers (checks fortran, python, consumers)
+    need_cmd gfortran gfortran
+    need_cmd cmake cmake
+    need_cmd pkg-config pkg-config
+    [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || missing+=(python3-numpy)
 fi
 if [ "$mode" != test ]; then
     for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do

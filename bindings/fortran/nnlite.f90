@@ -1,0 +1,786 @@
+! nnlite.f90 - Fortran 2018 module over nnlite's C ABI (ISO_C_BINDING).
+!
+!   use nnlite
+!   type(nnl_model) :: model
+!   real(c_float) :: x(784, 60000), p(10, 60000)      ! x(features, samples)
+!   integer(c_int64_t) :: y(60000)                      ! class ids
+!   call model%create(seed=42)
+!   call model%add("Dense(128, activation='relu', input_shape=(784,))")
+!   call model%add("Dense(10, activation='softmax')")
+!   call model%compile("adam", "sparse_categorical_crossentropy", "accuracy")
+!   call model%fit(x, y, epochs=5, batch_size=32, validation_split=0.1)
+!   call model%predict(x, p)
+!   call model%save("mlp.nnl")
+!   call model%free()
+!
+! ARRAYS. Fortran stores x(features, samples) column-major: that is exactly
+! C's row-major (samples, features), the layout nnlite wants. Arrays are
+! passed to the library by address, without copies (assumed-shape,
+! CONTIGUOUS; a non-contiguous section is copied in by the compiler). Images
+! are x(channels, width, height, samples) for nnlite's channels-last
+! (samples, height, width, channels), i.e. every shape is reversed. Any rank
+! works (assumed-rank dummies).
+!
+! ERRORS. Every procedure takes an optional integer `status`: present, it
+! receives NNL_OK or an NNL_ERR_* code and the message is nnl_error_message();
+! absent, a failure stops the program (error stop) printing nnlite's message.
+!
+! VERSION. The first create/load calls nnl_init with this module's version
+! (NNL_VERSION_NUMBER below, kept equal to nnlite.h's by the test suite): a
+! library of another ABI major version is refused with a clear message.
+!
+! The C handle is not freed automatically (no finalizer: a Fortran assignment
+! would copy the handle and free it twice): call model%free().
+module nnlite
+    use, intrinsic :: iso_c_binding
+    use, intrinsic :: iso_fortran_env, only: error_unit, output_unit
+    implicit none
+    private
+
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 1, NNL_VERSION_PATCH = 0
+    integer, parameter, public :: NNL_VERSION_NUMBER = &
+        NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
+    integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
+        NNL_ERR_IO = 4, NNL_ERR_FORMAT = 5, NNL_ERR_MEMORY = 6, NNL_ERR_UNSUPPORTED = 7, &
+        NNL_ERR_NUMERIC = 8, NNL_ERR_INTERNAL = 9
+    integer(c_int), parameter :: NNL_FLOAT32 = 1, NNL_INT32 = 3, NNL_INT64 = 4
+
+    public :: c_float, c_double, c_int, c_int32_t, c_int64_t
+    public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist
+
+    !> A Sequential model: the handle of a C nnl_model.
+    type, public :: nnl_model
+        type(c_ptr) :: handle = c_null_ptr
+    contains
+        procedure :: create => model_create
+        procedure :: free => model_free
+        procedure :: is_valid => model_is_valid
+        procedure :: add => model_add
+        procedure :: set_seed => model_set_seed
+        procedure :: compile => model_compile
+        procedure, private :: fit_f32, fit_i32, fit_i64
+        generic :: fit => fit_f32, fit_i32, fit_i64
+        procedure, private :: evaluate_f32, evaluate_i32, evaluate_i64
+        generic :: evaluate => evaluate_f32, evaluate_i32, evaluate_i64
+        procedure :: predict => model_predict
+        procedure :: predict_classes => model_predict_classes
+        procedure :: summary => model_summary
+        procedure :: param_count => model_param_count
+        procedure :: history => model_history
+        procedure :: learning_rate => model_learning_rate
+        procedure :: set_learning_rate => model_set_learning_rate
+        procedure :: save => model_save
+        procedure :: load => model_load
+        procedure :: save_weights => model_save_weights
+        procedure :: load_weights => model_load_weights
+        procedure :: to_json => model_to_json
+        procedure :: from_json => model_from_json
+    end type nnl_model
+
+    ! nnl_fit_options of nnlite.h, and room for a newer library's longer one
+    type, bind(C) :: c_fit_options
+        integer(c_int) :: struct_size, epochs, batch_size
+        real(c_double) :: validation_split
+        integer(c_int) :: shuffle, verbose
+        integer(c_int64_t) :: seed
+        integer(c_int) :: initial_epoch
+        type(c_ptr) :: x_val
+        integer(c_int) :: x_val_rank
+        type(c_ptr) :: x_val_shape, y_val
+        integer(c_int) :: y_val_dtype, y_val_rank
+        type(c_ptr) :: y_val_shape
+        type(c_funptr) :: callback
+        type(c_ptr) :: callback_user, log
+    end type c_fit_options
+    type, bind(C) :: c_fit_buffer
+        type(c_fit_options) :: o
+        integer(c_int64_t) :: room(64)
+    end type c_fit_buffer
+
+    logical, save :: initialised = .false.
+
+    interface
+        function c_strlen(s) bind(C, name="strlen")
+            import :: c_ptr, c_size_t
+            type(c_ptr), value :: s
+            integer(c_size_t) :: c_strlen
+        end function
+        function c_fflush(f) bind(C, name="fflush")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: f
+            integer(c_int) :: c_fflush
+        end function
+        function c_last_error() bind(C, name="nnl_last_error")
+            import :: c_ptr
+            type(c_ptr) :: c_last_error
+        end function
+        function c_version() bind(C, name="nnl_version")
+            import :: c_ptr
+            type(c_ptr) :: c_version
+        end function
+        function c_init(v) bind(C, name="nnl_init")
+            import :: c_int
+            integer(c_int), value :: v
+            integer(c_int) :: c_init
+        end function
+        function c_set_threads(n) bind(C, name="nnl_set_threads")
+            import :: c_int
+            integer(c_int), value :: n
+            integer(c_int) :: c_set_threads
+        end function
+        function c_model_create() bind(C, name="nnl_model_create")
+            import :: c_ptr
+            type(c_ptr) :: c_model_create
+        end function
+        subroutine c_model_free(m) bind(C, name="nnl_model_free")
+            import :: c_ptr
+            type(c_ptr), value :: m
+        end subroutine
+        function c_add(m, spec) bind(C, name="nnl_add")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: spec
+            integer(c_int) :: c_add
+        end function
+        function c_set_seed(m, seed) bind(C, name="nnl_model_set_seed")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: m
+            integer(c_int64_t), value :: seed
+            integer(c_int) :: c_set_seed
+        end function
+        function c_compile(m, opt, loss, metrics) bind(C, name="nnl_compile")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: opt, loss, metrics
+            integer(c_int) :: c_compile
+        end function
+        subroutine c_fit_options_init(o) bind(C, name="nnl_fit_options_init")
+            import :: c_ptr
+            type(c_ptr), value :: o
+        end subroutine
+        function c_fit(m, x, xr, xs, y, yd, yr, ys, o) bind(C, name="nnl_fit")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m, x, xs, y, ys, o
+            integer(c_int), value :: xr, yd, yr
+            integer(c_int) :: c_fit
+        end function
+        function c_evaluate(m, x, xr, xs, y, yd, yr, ys, bs, out, cap) bind(C, name="nnl_evaluate")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m, x, xs, y, ys, out
+            integer(c_int), value :: xr, yd, yr, bs, cap
+            integer(c_int) :: c_evaluate
+        end function
+        function c_predict(m, x, xr, xs, bs, out, n) bind(C, name="nnl_predict")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: m, x, xs, out
+            integer(c_int), value :: xr, bs
+            integer(c_int64_t), value :: n
+            integer(c_int) :: c_predict
+        end function
+        function c_predict_classes(m, x, xr, xs, bs, out, n) bind(C, name="nnl_predict_classes")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: m, x, xs, out
+            integer(c_int), value :: xr, bs
+            integer(c_int64_t), value :: n
+            integer(c_int) :: c_predict_classes
+        end function
+        function c_summary(m, f) bind(C, name="nnl_summary")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m, f
+            integer(c_int) :: c_summary
+        end function
+        function c_param_count(m) bind(C, name="nnl_param_count")
+            import :: c_ptr, c_int64_t
+            type(c_ptr), value :: m
+            integer(c_int64_t) :: c_param_count
+        end function
+        function c_history_get(m, key, out, cap) bind(C, name="nnl_history_get")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m, out
+            character(kind=c_char), dimension(*) :: key
+            integer(c_int), value :: cap
+            integer(c_int) :: c_history_get
+        end function
+        function c_get_lr(m) bind(C, name="nnl_get_learning_rate")
+            import :: c_ptr, c_double
+            type(c_ptr), value :: m
+            real(c_double) :: c_get_lr
+        end function
+        function c_set_lr(m, lr) bind(C, name="nnl_set_learning_rate")
+            import :: c_ptr, c_double, c_int
+            type(c_ptr), value :: m
+            real(c_double), value :: lr
+            integer(c_int) :: c_set_lr
+        end function
+        function c_save_model(m, path) bind(C, name="nnl_save_model")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: path
+            integer(c_int) :: c_save_model
+        end function
+        function c_load_model(path, out) bind(C, name="nnl_load_model")
+            import :: c_ptr, c_int, c_char
+            character(kind=c_char), dimension(*) :: path
+            type(c_ptr) :: out
+            integer(c_int) :: c_load_model
+        end function
+        function c_save_weights(m, path) bind(C, name="nnl_save_weights")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: path
+            integer(c_int) :: c_save_weights
+        end function
+        function c_load_weights(m, path) bind(C, name="nnl_load_weights")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: path
+            integer(c_int) :: c_load_weights
+        end function
+        function c_save_weights_npz(m, path) bind(C, name="nnl_save_weights_npz")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: path
+            integer(c_int) :: c_save_weights_npz
+        end function
+        function c_load_weights_npz(m, path) bind(C, name="nnl_load_weights_npz")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: path
+            integer(c_int) :: c_load_weights_npz
+        end function
+        function c_to_json(m, buf, cap) bind(C, name="nnl_model_to_json")
+            import :: c_ptr, c_int64_t
+            type(c_ptr), value :: m, buf
+            integer(c_int64_t), value :: cap
+            integer(c_int64_t) :: c_to_json
+        end function
+        function c_from_json(json, out) bind(C, name="nnl_model_from_json")
+            import :: c_ptr, c_int, c_char
+            character(kind=c_char), dimension(*) :: json
+            type(c_ptr) :: out
+            integer(c_int) :: c_from_json
+        end function
+        function c_load_mnist(path, xtr, ytr, xte, yte) bind(C, name="nnl_load_mnist")
+            import :: c_ptr, c_int, c_char
+            character(kind=c_char), dimension(*) :: path
+            type(c_ptr) :: xtr, ytr, xte, yte
+            integer(c_int) :: c_load_mnist
+        end function
+        subroutine c_array_free(a) bind(C, name="nnl_array_free")
+            import :: c_ptr
+            type(c_ptr), value :: a
+        end subroutine
+        function c_array_rank(a) bind(C, name="nnl_array_rank")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: a
+            integer(c_int) :: c_array_rank
+        end function
+        function c_array_dim(a, axis) bind(C, name="nnl_array_dim")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: a
+            integer(c_int), value :: axis
+            integer(c_int64_t) :: c_array_dim
+        end function
+        function c_array_data(a) bind(C, name="nnl_array_data")
+            import :: c_ptr
+            type(c_ptr), value :: a
+            type(c_ptr) :: c_array_data
+        end function
+    end interface
+
+contains
+
+    ! ---- strings and errors ----
+
+    function cstr(s) result(c)
+        character(len=*), intent(in) :: s
+        character(kind=c_char, len=len_trim(s) + 1) :: c
+        c = trim(s) // c_null_char
+    end function
+
+    function fstr(p) result(s)
+        type(c_ptr), intent(in) :: p
+        character(len=:), allocatable :: s
+        character(kind=c_char), pointer :: chars(:)
+        integer :: i, n
+        if (.not. c_associated(p)) then
+            s = ""
+            return
+        end if
+        n = int(c_strlen(p))
+        call c_f_pointer(p, chars, [n])
+        allocate (character(len=n) :: s)
+        do i = 1, n
+            s(i:i) = chars(i)
+        end do
+    end function
+
+    !> nnlite's message for the last failing call on this thread.
+    function nnl_error_message() result(msg)
+        character(len=:), allocatable :: msg
+        msg = fstr(c_last_error())
+    end function
+
+    !> The library's version, "MAJOR.MINOR.PATCH".
+    function nnl_library_version() result(v)
+        character(len=:), allocatable :: v
+        v = fstr(c_version())
+    end function
+
+    subroutine finish(rc, status, what)
+        integer(c_int), intent(in) :: rc
+        integer, intent(out), optional :: status
+        character(len=*), intent(in) :: what
+        if (present(status)) then
+            status = int(rc)
+        else if (rc /= NNL_OK) then
+            flush (output_unit)
+            write (error_unit, '(a)') "nnlite: " // what // ": " // nnl_error_message()
+            error stop 1
+        end if
+    end subroutine
+
+    subroutine flush_all()
+        integer(c_int) :: rc
+        flush (output_unit)
+        rc = c_fflush(c_null_ptr)
+    end subroutine
+
+    !> The nnl_init version handshake (done by the first create or load):
+    !> refuses a library whose ABI major version differs from this module's.
+    subroutine nnl_initialize(status, header_version)
+        integer, intent(out), optional :: status
+        integer, intent(in), optional :: header_version
+        integer(c_int) :: v, rc
+        v = NNL_VERSION_NUMBER
+        if (present(header_version)) v = int(header_version, c_int)
+        rc = c_init(v)
+        if (rc == NNL_OK .and. .not. present(header_version)) initialised = .true.
+        call finish(rc, status, "version check")
+    end subroutine
+
+    subroutine ensure_init(status)
+        integer, intent(out), optional :: status
+        if (present(status)) status = NNL_OK
+        if (.not. initialised) call nnl_initialize(status)
+    end subroutine
+
+    !> Threads the kernels use (n <= 0: OMP_NUM_THREADS or all cores).
+    subroutine nnl_set_threads(n)
+        integer, intent(in) :: n
+        integer(c_int) :: rc
+        rc = c_set_threads(int(n, c_int))
+    end subroutine
+
+    ! ---- the model ----
+
+    !> Creates an empty model (frees one the variable held). seed: reproducible weights.
+    subroutine model_create(self, seed, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(in), optional :: seed
+        integer, intent(out), optional :: status
+        integer :: st
+        call ensure_init(st)
+        if (st /= NNL_OK) then
+            if (present(status)) status = st
+            return
+        end if
+        call self%free()
+        self%handle = c_model_create()
+        if (.not. c_associated(self%handle)) then
+            call finish(int(NNL_ERR_MEMORY, c_int), status, "create")
+            return
+        end if
+        if (present(seed)) then
+            call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "create")
+        else
+            if (present(status)) status = NNL_OK
+        end if
+    end subroutine
+
+    !> Frees the C model (no-op when none).
+    subroutine model_free(self)
+        class(nnl_model), intent(inout) :: self
+        if (c_associated(self%handle)) call c_model_free(self%handle)
+        self%handle = c_null_ptr
+    end subroutine
+
+    logical function model_is_valid(self)
+        class(nnl_model), intent(in) :: self
+        model_is_valid = c_associated(self%handle)
+    end function
+
+    !> Appends a layer in Keras' call syntax, e.g. "Dense(64, activation='tanh', input_shape=(2,))".
+    subroutine model_add(self, spec, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: spec
+        integer, intent(out), optional :: status
+        call finish(c_add(self%handle, cstr(spec)), status, "add " // trim(spec))
+    end subroutine
+
+    subroutine model_set_seed(self, seed, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(in) :: seed
+        integer, intent(out), optional :: status
+        call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "set_seed")
+    end subroutine
+
+    !> optimizer and loss as nnlite.h lists them; metrics comma-separated (optional).
+    subroutine model_compile(self, optimizer, loss, metrics, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: optimizer, loss
+        character(len=*), intent(in), optional :: metrics
+        integer, intent(out), optional :: status
+        if (present(metrics)) then
+            call finish(c_compile(self%handle, cstr(optimizer), cstr(loss), cstr(metrics)), status, "compile")
+        else
+            call finish(c_compile(self%handle, cstr(optimizer), cstr(loss), cstr("")), status, "compile")
+        end if
+    end subroutine
+
+    ! C shape (row-major) of a Fortran array: the reversed Fortran shape.
+    subroutine c_shape_of(fshape, cs)
+        integer, intent(in) :: fshape(:)
+        integer(c_int64_t), intent(out) :: cs(:)
+        integer :: i, r
+        r = size(fshape)
+        do i = 1, r
+            cs(i) = int(fshape(r + 1 - i), c_int64_t)
+        end do
+    end subroutine
+
+    subroutine fit_any(self, x, xshape, y, yshape, ydtype, epochs, batch_size, validation_split, shuffle, &
+                       verbose, seed, initial_epoch, status)
+        class(nnl_model), intent(inout) :: self
+        type(c_ptr), intent(in) :: x, y
+        integer, intent(in) :: xshape(:), yshape(:)
+        integer(c_int), intent(in) :: ydtype
+        integer, intent(in), optional :: epochs, batch_size, verbose, seed, initial_epoch
+        real, intent(in), optional :: validation_split
+        logical, intent(in), optional :: shuffle
+        integer, intent(out), optional :: status
+        type(c_fit_buffer), target :: buf
+        integer(c_int64_t), target :: xs(max(1, size(xshape))), ys(max(1, size(yshape)))
+        call c_fit_options_init(c_loc(buf))
+        buf%o%struct_size = int(c_sizeof(buf%o), c_int)
+        if (present(epochs)) buf%o%epochs = int(epochs, c_int)
+        if (present(batch_size)) buf%o%batch_size = int(batch_size, c_int)
+        if (present(validation_split)) buf%o%validation_split = real(validation_split, c_double)
+        if (present(shuffle)) buf%o%shuffle = merge(1_c_int, 0_c_int, shuffle)
+        if (present(verbose)) buf%o%verbose = int(verbose, c_int)
+        if (present(seed)) buf%o%seed = int(seed, c_int64_t)
+        if (present(initial_epoch)) buf%o%initial_epoch = int(initial_epoch, c_int)
+        call c_shape_of(xshape, xs)
+        call c_shape_of(yshape, ys)
+        call flush_all()
+        call finish(c_fit(self%handle, x, int(size(xshape), c_int), c_loc(xs), y, ydtype, &
+                          int(size(yshape), c_int), c_loc(ys), c_loc(buf)), status, "fit")
+        call flush_all()
+    end subroutine
+
+    !> Trains on x(features..., samples) and float targets y(outputs..., samples) (or y(samples)).
+    subroutine fit_f32(self, x, y, epochs, batch_size, validation_split, shuffle, verbose, seed, &
+                       initial_epoch, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..), y(..)
+        integer, intent(in), optional :: epochs, batch_size, verbose, seed, initial_epoch
+        real, intent(in), optional :: validation_split
+        logical, intent(in), optional :: shuffle
+        integer, intent(out), optional :: status
+        call fit_any(self, c_loc(x), shape(x), c_loc(y), shape(y), NNL_FLOAT32, epochs, batch_size, &
+                     validation_split, shuffle, verbose, seed, initial_epoch, status)
+    end subroutine
+
+    !> Trains on x(features..., samples) and class ids y(samples) (sparse losses).
+    subroutine fit_i32(self, x, y, epochs, batch_size, validation_split, shuffle, verbose, seed, &
+                       initial_epoch, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..)
+        integer(c_int32_t), intent(in), contiguous, target :: y(..)
+        integer, intent(in), optional :: epochs, batch_size, verbose, seed, initial_epoch
+        real, intent(in), optional :: validation_split
+        logical, intent(in), optional :: shuffle
+        integer, intent(out), optional :: status
+        call fit_any(self, c_loc(x), shape(x), c_loc(y), shape(y), NNL_INT32, epochs, batch_size, &
+                     validation_split, shuffle, verbose, seed, initial_epoch, status)
+    end subroutine
+
+    subroutine fit_i64(self, x, y, epochs, batch_size, validation_split, shuffle, verbose, seed, &
+                       initial_epoch, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..)
+        integer(c_int64_t), intent(in), contiguous, target :: y(..)
+        integer, intent(in), optional :: epochs, batch_size, verbose, seed, initial_epoch
+        real, intent(in), optional :: validation_split
+        logical, intent(in), optional :: shuffle
+        integer, intent(out), optional :: status
+        call fit_any(self, c_loc(x), shape(x), c_loc(y), shape(y), NNL_INT64, epochs, batch_size, &
+                     validation_split, shuffle, verbose, seed, initial_epoch, status)
+    end subroutine
+
+    subroutine evaluate_any(self, x, xshape, y, yshape, ydtype, results, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        type(c_ptr), intent(in) :: x, y
+        integer, intent(in) :: xshape(:), yshape(:)
+        integer(c_int), intent(in) :: ydtype
+        real(c_double), intent(out), contiguous, target :: results(:)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        integer(c_int64_t), target :: xs(max(1, size(xshape))), ys(max(1, size(yshape)))
+        integer(c_int) :: bs
+        bs = 0
+        if (present(batch_size)) bs = int(batch_size, c_int)
+        call c_shape_of(xshape, xs)
+        call c_shape_of(yshape, ys)
+        results = 0
+        call finish(c_evaluate(self%handle, x, int(size(xshape), c_int), c_loc(xs), y, ydtype, &
+                               int(size(yshape), c_int), c_loc(ys), bs, c_loc(results), &
+                               int(size(results), c_int)), status, "evaluate")
+    end subroutine
+
+    !> results(1) = loss, results(2:) = the metrics, as many as results holds.
+    subroutine evaluate_f32(self, x, y, results, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..), y(..)
+        real(c_double), intent(out), contiguous, target :: results(:)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        call evaluate_any(self, c_loc(x), shape(x), c_loc(y), shape(y), NNL_FLOAT32, results, batch_size, status)
+    end subroutine
+
+    subroutine evaluate_i32(self, x, y, results, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..)
+        integer(c_int32_t), intent(in), contiguous, target :: y(..)
+        real(c_double), intent(out), contiguous, target :: results(:)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        call evaluate_any(self, c_loc(x), shape(x), c_loc(y), shape(y), NNL_INT32, results, batch_size, status)
+    end subroutine
+
+    subroutine evaluate_i64(self, x, y, results, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..)
+        integer(c_int64_t), intent(in), contiguous, target :: y(..)
+        real(c_double), intent(out), contiguous, target :: results(:)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        call evaluate_any(self, c_loc(x), shape(x), c_loc(y), shape(y), NNL_INT64, results, batch_size, status)
+    end subroutine
+
+    !> Inference: y(outputs..., samples) from x(features..., samples); no allocation, no copy.
+    subroutine model_predict(self, x, y, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..)
+        real(c_float), intent(inout), contiguous, target :: y(..)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        integer(c_int64_t), target :: xs(max(1, rank(x)))
+        integer(c_int) :: bs
+        bs = 0
+        if (present(batch_size)) bs = int(batch_size, c_int)
+        call c_shape_of(shape(x), xs)
+        call finish(c_predict(self%handle, c_loc(x), int(rank(x), c_int), c_loc(xs), bs, c_loc(y), &
+                              int(size(y), c_int64_t)), status, "predict")
+    end subroutine
+
+    !> Class ids (0-based, as nnlite's) of each sample's prediction.
+    subroutine model_predict_classes(self, x, classes, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_float), intent(in), contiguous, target :: x(..)
+        integer(c_int32_t), intent(inout), contiguous, target :: classes(:)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        integer(c_int64_t), target :: xs(max(1, rank(x)))
+        integer(c_int) :: bs
+        bs = 0
+        if (present(batch_size)) bs = int(batch_size, c_int)
+        call c_shape_of(shape(x), xs)
+        call finish(c_predict_classes(self%handle, c_loc(x), int(rank(x), c_int), c_loc(xs), bs, &
+                                      c_loc(classes), int(size(classes), c_int64_t)), status, "predict_classes")
+    end subroutine
+
+    !> Prints Keras' summary table on standard output.
+    subroutine model_summary(self, status)
+        class(nnl_model), intent(in) :: self
+        integer, intent(out), optional :: status
+        integer(c_int) :: rc
+        call flush_all()
+        rc = c_summary(self%handle, c_null_ptr)
+        call flush_all()
+        call finish(rc, status, "summary")
+    end subroutine
+
+    integer(c_int64_t) function model_param_count(self)
+        class(nnl_model), intent(in) :: self
+        model_param_count = c_param_count(self%handle)
+    end function
+
+    !> Per-epoch values of a history key ("loss", "val_accuracy", ...); empty when unknown.
+    function model_history(self, key) result(v)
+        class(nnl_model), intent(in) :: self
+        character(len=*), intent(in) :: key
+        real(c_double), allocatable, target :: v(:)
+        integer(c_int) :: n
+        n = c_history_get(self%handle, cstr(key), c_null_ptr, 0_c_int)
+        allocate (v(max(0, n)))
+        if (n > 0) n = c_history_get(self%handle, cstr(key), c_loc(v), n)
+    end function
+
+    real(c_double) function model_learning_rate(self)
+        class(nnl_model), intent(in) :: self
+        model_learning_rate = c_get_lr(self%handle)
+    end function
+
+    subroutine model_set_learning_rate(self, lr, status)
+        class(nnl_model), intent(inout) :: self
+        real(c_double), intent(in) :: lr
+        integer, intent(out), optional :: status
+        call finish(c_set_lr(self%handle, lr), status, "set_learning_rate")
+    end subroutine
+
+    ! ---- files ----
+
+    !> Structure, weights, compile state and optimizer state (resumable).
+    subroutine model_save(self, path, status)
+        class(nnl_model), intent(in) :: self
+        character(len=*), intent(in) :: path
+        integer, intent(out), optional :: status
+        call finish(c_save_model(self%handle, cstr(path)), status, "save " // trim(path))
+    end subroutine
+
+    !> Replaces this model by the one saved in path.
+    subroutine model_load(self, path, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: path
+        integer, intent(out), optional :: status
+        type(c_ptr) :: h
+        integer :: st
+        call ensure_init(st)
+        if (st /= NNL_OK) then
+            if (present(status)) status = st
+            return
+        end if
+        h = c_null_ptr
+        call finish(c_load_model(cstr(path), h), status, "load " // trim(path))
+        if (c_associated(h)) then
+            call self%free()
+            self%handle = h
+        end if
+    end subroutine
+
+    logical function is_npz(path)
+        character(len=*), intent(in) :: path
+        integer :: n
+        n = len_trim(path)
+        is_npz = .false.
+        if (n >= 4) is_npz = path(n - 3:n) == ".npz"
+    end function
+
+    !> Weights only; a path ending in .npz writes a numpy archive.
+    subroutine model_save_weights(self, path, status)
+        class(nnl_model), intent(in) :: self
+        character(len=*), intent(in) :: path
+        integer, intent(out), optional :: status
+        if (is_npz(path)) then
+            call finish(c_save_weights_npz(self%handle, cstr(path)), status, "save_weights " // trim(path))
+        else
+            call finish(c_save_weights(self%handle, cstr(path)), status, "save_weights " // trim(path))
+        end if
+    end subroutine
+
+    subroutine model_load_weights(self, path, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: path
+        integer, intent(out), optional :: status
+        if (is_npz(path)) then
+            call finish(c_load_weights_npz(self%handle, cstr(path)), status, "load_weights " // trim(path))
+        else
+            call finish(c_load_weights(self%handle, cstr(path)), status, "load_weights " // trim(path))
+        end if
+    end subroutine
+
+    !> The structure as JSON text.
+    function model_to_json(self) result(json)
+        class(nnl_model), intent(in) :: self
+        character(len=:), allocatable :: json
+        character(kind=c_char), allocatable, target :: buf(:)
+        integer(c_int64_t) :: n
+        integer :: i
+        n = c_to_json(self%handle, c_null_ptr, 0_c_int64_t)
+        if (n < 0) then
+            call finish(int(NNL_ERR_ARGUMENT, c_int), what="to_json")
+            json = ""
+            return
+        end if
+        allocate (buf(n + 1))
+        n = c_to_json(self%handle, c_loc(buf), n + 1)
+        allocate (character(len=n) :: json)
+        do i = 1, int(n)
+            json(i:i) = buf(i)
+        end do
+    end function
+
+    !> Replaces this model by a new, uncompiled one built from JSON text.
+    subroutine model_from_json(self, json, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: json
+        integer, intent(out), optional :: status
+        type(c_ptr) :: h
+        integer :: st
+        call ensure_init(st)
+        if (st /= NNL_OK) then
+            if (present(status)) status = st
+            return
+        end if
+        h = c_null_ptr
+        call finish(c_from_json(cstr(json), h), status, "from_json")
+        if (c_associated(h)) then
+            call self%free()
+            self%handle = h
+        end if
+    end subroutine
+
+    ! ---- data ----
+
+    !> MNIST-style data set (folder of idx files, plain or .gz, or a Keras .npz):
+    !> x_train(28, 28, N) images 0..255 (Fortran order of C's (N, 28, 28)), y_train(N) class ids.
+    subroutine nnl_load_mnist(path, x_train, y_train, x_test, y_test, status)
+        character(len=*), intent(in) :: path
+        real(c_float), allocatable, intent(out) :: x_train(:, :, :), x_test(:, :, :)
+        integer(c_int64_t), allocatable, intent(out) :: y_train(:), y_test(:)
+        integer, intent(out), optional :: status
+        type(c_ptr) :: a(4)
+        integer(c_int) :: rc
+        integer :: i
+        a = c_null_ptr
+        rc = c_load_mnist(cstr(path), a(1), a(2), a(3), a(4))
+        if (rc == NNL_OK) then
+            call images(a(1), x_train)
+            call labels(a(2), y_train)
+            call images(a(3), x_test)
+            call labels(a(4), y_test)
+        end if
+        do i = 1, 4
+            call c_array_free(a(i))
+        end do
+        call finish(rc, status, "load_mnist " // trim(path))
+    contains
+        subroutine images(arr, x)
+            type(c_ptr), intent(in) :: arr
+            real(c_float), allocatable, intent(out) :: x(:, :, :)
+            real(c_float), pointer :: p(:, :, :)
+            call c_f_pointer(c_array_data(arr), p, [c_array_dim(arr, 2_c_int), c_array_dim(arr, 1_c_int), &
+                                                    c_array_dim(arr, 0_c_int)])
+            x = p
+        end subroutine
+        subroutine labels(arr, y)
+            type(c_ptr), intent(in) :: arr
+            integer(c_int64_t), allocatable, intent(out) :: y(:)
+            integer(c_int64_t), pointer :: p(:)
+            call c_f_pointer(c_array_data(arr), p, [c_array_dim(arr, 0_c_int)])
+            y = p
+        end subroutine
+    end subroutine
+
+end module nnlite

@@ -1,0 +1,63 @@
+"""nnlite for Python: Keras-like models over libnnlite's C ABI (ctypes +
+numpy, no compiled extension).
+
+    import numpy as np, nnlite
+    from nnlite import layers
+    model = nnlite.Sequential([layers.Dense(128, activation="relu", input_shape=(784,)),
+                               layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=5, validation_split=0.1)
+    loss, acc = model.evaluate(x_test, y_test)
+    model.save("mlp.nnl"); again = nnlite.load_model("mlp.nnl")
+
+Arrays go in as numpy arrays (converted to C-contiguous float32 only when
+they are not already) and predictions come back as numpy arrays. Failures
+raise an nnlite.Error subclass per status code carrying nnlite's message.
+The library is found as nnlite._lib explains (NNLITE_LIBRARY first)."""
+
+from . import _lib
+from . import errors
+from . import layers
+from . import optimizers
+from .errors import (Error, ArgumentError, ShapeError, StateError, FileError, FormatError, OutOfMemoryError,
+                     UnsupportedError, NumericError, InternalError)
+from .models import Sequential, History, Callback, load_model, model_from_json
+from .layers import Input
+
+__version__ = "%d.%d.%d" % _lib.HEADER_VERSION
+
+
+def check_version(header_version_number=_lib.HEADER_VERSION_NUMBER):
+    """The nnl_init() handshake: raises UnsupportedError (nnlite's message
+    names both versions) when the loaded library cannot serve this package's
+    header version. Done once at import."""
+    status = _lib.lib.nnl_init(int(header_version_number))
+    if status != 0:
+        raise errors.make(status, _lib.lib.nnl_last_error().decode() + " [library: %s]" % _lib.path)
+
+
+check_version()
+
+
+def library_version():
+    """The loaded library's version string (nnl_version())."""
+    return _lib.lib.nnl_version().decode()
+
+
+def library_path():
+    return _lib.path
+
+
+def set_threads(n):
+    """Threads the kernels use (nnl_set_threads); n <= 0 restores the default."""
+    _lib.lib.nnl_set_threads(int(n))
+
+
+def get_threads():
+    return int(_lib.lib.nnl_get_threads())
+
+
+__all__ = ["Sequential", "History", "Callback", "Input", "layers", "optimizers", "load_model",
+           "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError", "FormatError",
+           "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "check_version",
+           "library_version", "library_path", "set_threads", "get_threads"]

@@ -1,0 +1,385 @@
+"""nnlite.Sequential: a Keras-like model over nnlite's C ABI."""
+import ctypes
+import os
+import sys
+
+import numpy as np
+
+from . import _lib
+from . import errors
+from .layers import Layer, render
+
+_L = _lib.lib
+
+# numpy dtype -> nnlite dtype code (targets y may be any of these)
+_DTYPES = {
+    np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3, np.dtype(np.int64): 4,
+    np.dtype(np.uint8): 5, np.dtype(np.int8): 6, np.dtype(np.int16): 7, np.dtype(np.uint16): 8,
+    np.dtype(np.uint32): 9, np.dtype(np.uint64): 10, np.dtype(np.bool_): 11, np.dtype(np.float16): 12,
+}
+
+
+def _raise_for(status):
+    """Raises the nnlite.Error subclass for a nonzero status, with nnlite's message."""
+    if status != 0:
+        msg = _L.nnl_last_error().decode("utf-8", "replace")
+        raise errors.make(status, msg or _L.nnl_status_string(status).decode())
+
+
+def _need(name):
+    if not hasattr(_L, name):
+        raise errors.UnsupportedError("nnlite: %s is not in the loaded library %s (version %s); model files "
+                                      "need a newer libnnlite" % (name, _lib.path, _L.nnl_version().decode()),
+                                      errors.UNSUPPORTED)
+    return getattr(_L, name)
+
+
+def _path(p):
+    return os.fsencode(os.fspath(p))
+
+
+def _x(x):
+    """float32, C-contiguous (copies only when it must) and its shape."""
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    if a.ndim < 1:
+        raise errors.ShapeError("nnlite: x must have a samples axis, got a scalar", errors.SHAPE)
+    shape = (ctypes.c_int64 * a.ndim)(*a.shape)
+    return a, a.ctypes.data_as(_lib.P_float), a.ndim, shape
+
+
+def _y(y):
+    a = np.asarray(y)
+    if a.dtype not in _DTYPES:
+        a = a.astype(np.float32)
+    a = np.ascontiguousarray(a)
+    if a.ndim < 1:
+        raise errors.ShapeError("nnlite: y must have a samples axis, got a scalar", errors.SHAPE)
+    shape = (ctypes.c_int64 * a.ndim)(*a.shape)
+    return a, a.ctypes.data_as(ctypes.c_void_p), _DTYPES[a.dtype], a.ndim, shape
+
+
+def _flush():
+    """nnlite prints through C's stdout: keep Python's output in order with it."""
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+
+
+class History:
+    """What fit() returns, as Keras: .history maps each key (loss, metrics,
+    val_loss, ...) to a list with one value per epoch of that fit; .epoch
+    lists the epoch indices."""
+
+    def __init__(self, history, epoch):
+        self.history = history
+        self.epoch = epoch
+
+    def __repr__(self):
+        return "History(epochs=%d, keys=%s)" % (len(self.epoch), list(self.history))
+
+
+class Callback:
+    """Base class for fit() callbacks (Keras' names). Set model.stop_training =
+    True inside one to stop after the current batch."""
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+
+class Sequential:
+    """A stack of layers, as keras.Sequential.
+
+        model = nnlite.Sequential([nnlite.layers.Dense(128, activation="relu", input_shape=(784,)),
+                                   nnlite.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, epochs=5, batch_size=32, validation_split=0.1)
+
+    Layers are added to the library at once, so a shape error is raised by
+    add() (as nnlite.ShapeError naming the layer and both shapes). Layers may
+    be nnlite.layers objects or spec strings ("Dense(10)"). seed makes the
+    initial weights reproducible (nnl_model_set_seed)."""
+
+    def __init__(self, layers=None, seed=None, name=None):
+        self._h = _L.nnl_model_create()
+        if not self._h:
+            raise errors.OutOfMemoryError("nnlite: could not create a model", errors.MEMORY)
+        self.name = name or "sequential"
+        self.stop_training = False
+        self._metrics = None
+        if seed is not None:
+            _raise_for(_L.nnl_model_set_seed(self._h, int(seed)))
+        for layer in layers or ():
+            self.add(layer)
+
+    @classmethod
+    def _adopt(cls, handle):
+        m = cls.__new__(cls)
+        m._h = handle
+        m.name = "sequential"
+        m.stop_training = False
+        m._metrics = None
+        return m
+
+    def __del__(self):
+        h = getattr(self, "_h", None)
+        if h:
+            self._h = None
+            _L.nnl_model_free(h)
+
+    def close(self):
+        """Frees the library's model now (also done when the object is collected)."""
+        self.__del__()
+
+    @property
+    def handle(self):
+        """The nnl_model* (a ctypes void pointer value) for calling the C API directly."""
+        if not self._h:
+            raise errors.StateError("nnlite: the model was closed", errors.STATE)
+        return self._h
+
+    # ---- building ----
+    def add(self, layer):
+        spec = layer.spec() if isinstance(layer, Layer) else str(layer)
+        _raise_for(_L.nnl_add(self.handle, spec.encode()))
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """optimizer: a name, a spec string or an nnlite.optimizers object;
+        loss: a name or spec string; metrics: a list of names (or None)."""
+        if loss is None:
+            raise errors.ArgumentError("nnlite: compile needs a loss", errors.ARGUMENT)
+        opt = optimizer.spec() if isinstance(optimizer, Layer) else str(optimizer)
+        loss_s = loss.spec() if isinstance(loss, Layer) else str(loss)
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, str):
+            metrics = [metrics]
+        mets = [m.spec() if isinstance(m, Layer) else str(m) for m in metrics]
+        _raise_for(_L.nnl_compile(self.handle, opt.encode(), loss_s.encode(), ",".join(mets).encode()))
+        self._metrics = [m.split("(")[0].strip() for m in mets]
+
+    # ---- properties ----
+    def count_params(self):
+        return int(_L.nnl_param_count(self.handle))
+
+    @property
+    def input_shape(self):
+        s = (ctypes.c_int64 * 8)()
+        r = _L.nnl_input_shape(self.handle, s)
+        return None if r < 0 else (None,) + tuple(s[:r])
+
+    @property
+    def output_shape(self):
+        s = (ctypes.c_int64 * 8)()
+        r = _L.nnl_output_shape(self.handle, s)
+        return None if r < 0 else (None,) + tuple(s[:r])
+
+    def _out_shape(self):
+        s = (ctypes.c_int64 * 8)()
+        r = _L.nnl_output_shape(self.handle, s)
+        if r < 0:
+            raise errors.StateError("nnlite: the model has no layers", errors.STATE)
+        return tuple(s[:r])
+
+    @property
+    def learning_rate(self):
+        return float(_L.nnl_get_learning_rate(self.handle))
+
+    @learning_rate.setter
+    def learning_rate(self, lr):
+        _raise_for(_L.nnl_set_learning_rate(self.handle, float(lr)))
+
+    def summary(self, print_fn=None):
+        """Prints Keras' summary table (or passes it to print_fn); returns it."""
+        n = _L.nnl_summary_string(self.handle, None, 0)
+        if n < 0:
+            _raise_for(errors.STATE)
+        buf = ctypes.create_string_buffer(int(n) + 1)
+        _L.nnl_summary_string(self.handle, buf, n + 1)
+        text = buf.value.decode()
+        (print_fn or print)(text.rstrip("\n"))
+        return text
+
+    # ---- weights ----
+    def get_weights(self):
+        """Keras' get_weights(): per layer, kernel then bias, as float32 arrays."""
+        out = []
+        for i in range(_L.nnl_weight_count(self.handle)):
+            rank = ctypes.c_int()
+            shape = (ctypes.c_int64 * 8)()
+            _raise_for(_L.nnl_weight_info(self.handle, i, None, 0, ctypes.byref(rank), shape))
+            a = np.empty(tuple(shape[:rank.value]), dtype=np.float32)
+            _raise_for(_L.nnl_get_weight(self.handle, i, a.ctypes.data_as(_lib.P_float), a.size))
+            out.append(a)
+        return out
+
+    def set_weights(self, weights):
+        n = _L.nnl_weight_count(self.handle)
+        if len(weights) != n:
+            raise errors.ShapeError("nnlite: set_weights got %d arrays, the model has %d" % (len(weights), n),
+                                    errors.SHAPE)
+        for i, w in enumerate(weights):
+            a = np.ascontiguousarray(w, dtype=np.float32)
+            _raise_for(_L.nnl_set_weight(self.handle, i, a.ctypes.data_as(_lib.P_float), a.size))
+
+    # ---- training ----
+    def fit(self, x, y, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, initial_epoch=0, seed=None):
+        """Keras' fit. Returns a History. verbose: 0 silent, 1 progress line,
+        2 one line per epoch (printed by nnlite on the process' stdout)."""
+        xa, xp, xr, xs = _x(x)
+        ya, yp, yd, yr, ys = _y(y)
+        # room for a newer library's longer struct; struct_size then says
+        # which fields this package fills
+        raw = ctypes.create_string_buffer(1024)
+        _L.nnl_fit_options_init(raw)
+        o = _lib.FitOptions.from_buffer(raw)
+        o.struct_size = ctypes.sizeof(_lib.FitOptions)
+        o.epochs = int(epochs)
+        o.batch_size = int(batch_size) if batch_size else 32
+        o.validation_split = float(validation_split)
+        o.shuffle = 1 if shuffle else 0
+        o.verbose = int(verbose)
+        o.seed = int(seed) if seed else 0
+        o.initial_epoch = int(initial_epoch)
+        keep = [xa, ya, raw]
+        if validation_data is not None:
+            xv, yv = validation_data[0], validation_data[1]
+            xva, xvp, xvr, xvs = _x(xv)
+            yva, yvp, yvd, yvr, yvs = _y(yv)
+            keep += [xva, yva, xvs, yvs]
+            o.x_val, o.x_val_rank, o.x_val_shape = xvp, xvr, xvs
+            o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape = yvp, yvd, yvr, yvs
+        failure = []
+        if callbacks:
+            cbs = list(callbacks)
+
+            def trampoline(user, m, event, epoch, batch, logs, n_logs):
+                try:
+                    base = ["loss"] + (self._metrics or [])
+                    names = base + ["val_" + k for k in base]
+                    d = {}
+                    for i in range(n_logs):
+                        k = _L.nnl_history_key(self._h, i)  # NULL before the first epoch ends
+                        d[k.decode() if k else (names[i] if i < len(names) else "log_%d" % i)] = logs[i]
+                    for cb in cbs:
+                        cb.model = self
+                        if event == 1:
+                            cb.on_batch_end(int(batch), d)
+                        else:
+                            cb.on_epoch_end(int(epoch), d)
+                    return 1 if self.stop_training else 0
+                except BaseException as e:  # raised again after nnl_fit returns
+                    failure.append(e)
+                    return 1
+
+            cfun = _lib.CALLBACK(trampoline)
+            keep.append(cfun)
+            o.callback = cfun
+        self.stop_training = False
+        before = _L.nnl_history_epochs(self.handle)
+        _flush()
+        status = _L.nnl_fit(self.handle, xp, xr, xs, yp, yd, yr, ys, ctypes.addressof(o))
+        if failure:
+            raise failure[0]
+        _raise_for(status)
+        after = _L.nnl_history_epochs(self.handle)
+        hist = {}
+        for i in range(_L.nnl_history_key_count(self.handle)):
+            key = _L.nnl_history_key(self.handle, i)
+            vals = (ctypes.c_double * max(after, 1))()
+            _L.nnl_history_get(self.handle, key, vals, after)
+            hist[key.decode()] = [float(v) for v in vals[before:after]]
+        done = after - before
+        return History(hist, list(range(int(initial_epoch), int(initial_epoch) + done)))
+
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
+        """Loss (and metrics) over (x, y): a float when the model has no
+        metrics, else [loss, metric...]; a dict with return_dict=True."""
+        xa, xp, xr, xs = _x(x)
+        ya, yp, yd, yr, ys = _y(y)
+        cap = 32
+        out = (ctypes.c_double * cap)(*([float("nan")] * cap))
+        _raise_for(_L.nnl_evaluate(self.handle, xp, xr, xs, yp, yd, yr, ys, int(batch_size or 32), out, cap))
+        if self._metrics is not None:
+            names = ["loss"] + self._metrics
+        else:  # a loaded model: the history's keys, else as many values as were written
+            keys = [_L.nnl_history_key(self.handle, i).decode() for i in range(_L.nnl_history_key_count(self.handle))]
+            names = [k for k in keys if not k.startswith("val_")]
+            if not names:
+                n = max(i + 1 for i in range(cap) if out[i] == out[i]) if any(v == v for v in out) else 1
+                names = ["loss"] + ["metric_%d" % i for i in range(1, n)]
+        vals = [float(out[i]) for i in range(len(names))]
+        if verbose:
+            print(" - ".join("%s: %.4f" % (k, v) for k, v in zip(names, vals)))
+        if return_dict:
+            return dict(zip(names, vals))
+        return vals[0] if len(vals) == 1 else vals
+
+    def predict(self, x, batch_size=32, verbose=0):
+        """Forward pass in inference mode: float32 array (n, output shape...)."""
+        xa, xp, xr, xs = _x(x)
+        out = np.empty((xa.shape[0],) + self._out_shape(), dtype=np.float32)
+        _raise_for(_L.nnl_predict(self.handle, xp, xr, xs, int(batch_size or 32),
+                                  out.ctypes.data_as(_lib.P_float), out.size))
+        return out
+
+    def predict_classes(self, x, batch_size=32):
+        """argmax of each prediction (or > 0.5 for one sigmoid unit), int32."""
+        xa, xp, xr, xs = _x(x)
+        out = np.empty((xa.shape[0],), dtype=np.int32)
+        _raise_for(_L.nnl_predict_classes(self.handle, xp, xr, xs, int(batch_size or 32),
+                                          out.ctypes.data_as(_lib.P_int32), out.size))
+        return out
+
+    def __call__(self, x):
+        return self.predict(x)
+
+    def plot_history(self, path):
+        """Training curves as an SVG picture."""
+        _raise_for(_L.nnl_plot_history(self.handle, _path(path)))
+
+    # ---- files (nnlite's model files) ----
+    def save(self, path):
+        """Structure, weights, compile configuration and optimizer state (Keras' model.save)."""
+        _raise_for(_need("nnl_save_model")(self.handle, _path(path)))
+
+    def save_weights(self, path):
+        """Weights only; a path ending in .npz writes a numpy archive."""
+        fn = "nnl_save_weights_npz" if os.fspath(path).endswith(".npz") else "nnl_save_weights"
+        _raise_for(_need(fn)(self.handle, _path(path)))
+
+    def load_weights(self, path):
+        """Weights into this (identically built) model; .npz as save_weights writes it."""
+        fn = "nnl_load_weights_npz" if os.fspath(path).endswith(".npz") else "nnl_load_weights"
+        _raise_for(_need(fn)(self.handle, _path(path)))
+
+    def to_json(self):
+        """The model's structure as JSON text (Keras' to_json)."""
+        fn = _need("nnl_model_to_json")
+        n = fn(self.handle, None, 0)
+        if n < 0:
+            _raise_for(errors.INTERNAL if not _L.nnl_last_error() else errors.ARGUMENT)
+        buf = ctypes.create_string_buffer(int(n) + 1)
+        if fn(self.handle, buf, n + 1) < 0:
+            _raise_for(errors.ARGUMENT)
+        return buf.value.decode()
+
+
+def load_model(path):
+    """A model saved by save(): structure, weights, compile state (Keras' load_model)."""
+    h = ctypes.c_void_p()
+    _raise_for(_need("nnl_load_model")(_path(path), ctypes.byref(h)))
+    return Sequential._adopt(h.value)
+
+
+def model_from_json(text):
+    """A new, uncompiled model with fresh weights from to_json() text."""
+    h = ctypes.c_void_p()
+    if isinstance(text, str):
+        text = text.encode()
+    _raise_for(_need("nnl_model_from_json")(text, ctypes.byref(h)))
+    return Sequential._adopt(h.value)

@@ -1,0 +1,146 @@
+/* nnlite.hpp, the header-only C++ wrapper: RAII, moves, exceptions, the
+   version handshake, model files. Linked against the library. */
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <unistd.h>
+
+#include "../nnlite.hpp"
+
+static_assert(!std::is_copy_constructible<nnlite::Model>::value, "Model is move-only");
+static_assert(std::is_nothrow_move_constructible<nnlite::Model>::value, "Model moves without throwing");
+static_assert(std::is_nothrow_move_assignable<nnlite::Array>::value, "Array moves without throwing");
+
+static void quadrants(int n, std::vector<float> &x, std::vector<int32_t> &y, unsigned seed) {
+    x.resize((size_t)n * 2);
+    y.resize((size_t)n);
+    uint64_t s = seed * 2654435761u + 1;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < 2; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            x[(size_t)(2 * i + j)] = (float)((double)(s >> 11) / 9007199254740992.0 * 2 - 1);
+        }
+        y[(size_t)i] = (x[(size_t)(2 * i)] > 0) * 2 + (x[(size_t)(2 * i + 1)] > 0);
+    }
+}
+
+static nnlite::Model quadrant_model(uint64_t seed) {
+    nnlite::Model m;
+    m.set_seed(seed)
+        .add("Dense(16, activation='relu', input_shape=(2,))")
+        .add("Dense(4, activation='softmax')")
+        .compile("Adam(learning_rate=0.01)", "sparse_categorical_crossentropy", "accuracy");
+    return m; /* moved out */
+}
+
+TEST_CASE("C++: train, evaluate, predict through the wrapper") {
+    std::vector<float> x, xt;
+    std::vector<int32_t> y, yt;
+    quadrants(800, x, y, 1);
+    quadrants(300, xt, yt, 2);
+    nnlite::Model m = quadrant_model(3);
+    CHECK(m.layer_count() == 2);
+    CHECK(m.param_count() == 2 * 16 + 16 + 16 * 4 + 4);
+    CHECK(m.output_shape() == nnlite::Shape{4});
+    nnlite::FitOptions o;
+    o.epochs = 10;
+    o.verbose = 0;
+    o.validation_split = 0.25;
+    m.fit(x, {800, 2}, y, {800}, o);
+    CHECK(m.history_epochs() == 10);
+    CHECK(m.history_keys() == std::vector<std::string>{"loss", "accuracy", "val_loss", "val_accuracy"});
+    CHECK(m.history("loss").size() == 10);
+    std::vector<double> ev = m.evaluate(xt, {300, 2}, yt, {300});
+    REQUIRE(ev.size() == 2);
+    CHECK(ev[1] > 0.9);
+    std::vector<float> p = m.predict(xt, {300, 2});
+    CHECK(p.size() == 300 * 4);
+    std::vector<int32_t> c = m.predict_classes(xt, {300, 2});
+    int right = 0;
+    for (size_t i = 0; i < c.size(); i++) right += c[i] == yt[i];
+    CHECK(right / 300.0 == doctest::Approx(ev[1]).epsilon(1e-6));
+    CHECK(m.summary().find("Total params: 116") != std::string::npos);
+}
+
+TEST_CASE("C++: errors are exceptions with status and message") {
+    nnlite::Model m;
+    m.add("Dense(4, input_shape=(3,))");
+    try {
+        m.add("Dense(2, activation='nosuch')");
+        FAIL("no exception");
+    } catch (const nnlite::Error &e) {
+        CHECK(e.status() == NNL_ERR_ARGUMENT);
+        CHECK(std::string(e.what()).find("nosuch") != std::string::npos);
+        CHECK(std::string(e.status_name()) == "NNL_ERR_ARGUMENT");
+    }
+    std::vector<float> x(12, 0.f), y(16, 0.f);
+    CHECK_THROWS_AS(m.fit(x, {4, 3}, y, {4, 4}), nnlite::Error); /* not compiled */
+    try {
+        m.predict(std::vector<float>(10), {2, 5});
+        FAIL("no exception");
+    } catch (const nnlite::Error &e) {
+        CHECK(e.status() == NNL_ERR_SHAPE);
+    }
+    CHECK_THROWS_AS(m.predict(std::vector<float>(10), {2, 3}), nnlite::Error); /* 10 values, shape says 6 */
+}
+
+TEST_CASE("C++: moves transfer ownership") {
+    nnlite::Model a = quadrant_model(5);
+    nnl_model *h = a.get();
+    nnlite::Model b(std::move(a));
+    CHECK(!a);
+    CHECK(b.get() == h);
+    nnlite::Model c;
+    c = std::move(b);
+    CHECK(c.get() == h);
+    CHECK(c.param_count() == 116);
+    nnl_model *raw = c.release();
+    CHECK(!c);
+    nnlite::Model d(raw); /* adopt it back */
+    CHECK(d.layer_count() == 2);
+}
+
+TEST_CASE("C++: weights and model files") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    quadrants(200, x, y, 7);
+    nnlite::Model m = quadrant_model(9);
+    nnlite::FitOptions o;
+    o.epochs = 2;
+    o.verbose = 0;
+    m.fit(x, {200, 2}, y, {200}, o);
+    std::vector<float> p = m.predict(x, {200, 2});
+
+    nnlite::Model w = quadrant_model(10);
+    w.set_weights(m.get_weights());
+    CHECK(w.predict(x, {200, 2}) == p);
+
+    char dir[] = "/tmp/nnlite_cxx_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string base = dir;
+    m.save(base + "/m.nnl");
+    nnlite::Model l = nnlite::Model::load(base + "/m.nnl");
+    CHECK(l.predict(x, {200, 2}) == p);
+    std::string json = m.to_json();
+    CHECK(json.find("Dense") != std::string::npos);
+    for (const char *name : {"/w.weights", "/w.npz"}) {
+        m.save_weights(base + name);
+        nnlite::Model j = nnlite::Model::from_json(json);
+        j.load_weights(base + name);
+        CHECK(j.predict(x, {200, 2}) == p);
+        std::remove((base + name).c_str());
+    }
+    CHECK_THROWS_AS(nnlite::Model::load(base + "/missing.nnl"), nnlite::Error);
+    std::remove((base + "/m.nnl").c_str());
+    rmdir(dir);
+}
+
+TEST_CASE("C++: the version handshake passed") {
+    CHECK_NOTHROW(nnlite::init());
+    CHECK(nnl_init(NNL_VERSION_NUMBER + 10000) == NNL_ERR_UNSUPPORTED);
+}

@@ -1,0 +1,160 @@
+! Tests of the Fortran module (bindings/fortran/nnlite.f90), run by `make test`.
+! Exits nonzero when a check fails.
+program test_nnlite
+    use nnlite
+    use, intrinsic :: iso_c_binding
+    implicit none
+    integer :: failures = 0, st, i, n, right
+    type(nnl_model) :: m, m2
+    real(c_float), allocatable :: x(:, :), p(:, :), p2(:, :), w1(:, :), ref(:, :), xt(:, :)
+    integer(c_int32_t), allocatable :: y(:), cls(:)
+    integer(c_int64_t), allocatable :: yt(:)
+    real(c_double) :: res(2)
+    real(c_double), allocatable :: loss(:)
+    character(len=:), allocatable :: json
+    character(len=256) :: dir
+
+    call check(nnl_library_version() == "0.1.0" .or. len(nnl_library_version()) > 0, "library version")
+    call nnl_initialize(st)
+    call check(st == NNL_OK, "nnl_init accepts this module's version")
+    call nnl_initialize(st, header_version=(NNL_VERSION_MAJOR + 1) * 10000)
+    call check(st == NNL_ERR_UNSUPPORTED, "nnl_init refuses another major version")
+    call check(index(nnl_error_message(), "major") > 0, "the refusal says why: " // nnl_error_message())
+
+    ! quadrant classes: x(2, n) column-major is C's (n, 2)
+    n = 800
+    call quadrants(n, 1, x, y)
+    call m%create(seed=3)
+    call m%add("Dense(16, activation='relu', input_shape=(2,))")
+    call m%add("Dense(4, activation='softmax')")
+    call check(m%param_count() == 116, "param count")
+    call m%compile("Adam(learning_rate=0.01)", "sparse_categorical_crossentropy", "accuracy")
+    call m%fit(x, y, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
+    loss = m%history("loss")
+    call check(size(loss) == 10, "history has 10 epochs")
+    call check(loss(10) < loss(1), "loss went down")
+    call check(size(m%history("val_accuracy")) == 10, "validation ran")
+    call check(size(m%history("no_such_key")) == 0, "unknown key: empty")
+
+    call quadrants(300, 2, xt, y)
+    allocate (yt(size(y)))
+    yt = int(y, c_int64_t)
+    call m%evaluate(xt, yt, res)
+    call check(res(2) > 0.9d0, "test accuracy > 0.9")
+    allocate (p(4, 300), cls(300))
+    call m%predict(xt, p)
+    call m%predict_classes(xt, cls)
+    right = 0
+    do i = 1, 300
+        if (maxloc(p(:, i), 1) - 1 == cls(i)) right = right + 1
+    end do
+    call check(right == 300, "predict_classes = argmax of predict")
+    right = count(int(cls, c_int64_t) == yt)
+    call check(abs(right / 300d0 - res(2)) < 1d-6, "evaluate's accuracy = predictions'")
+    call check(all(abs(sum(p, 1) - 1) < 1e-5), "softmax columns sum to 1")
+
+    ! layout: a one-layer linear model is p = W^T x + b, with W (in=2, out=3) as nnlite's (in, out)
+    call m2%create(seed=5)
+    call m2%add("Dense(3, input_shape=(2,), bias_initializer='ones')")
+    allocate (w1(3, 2), ref(3, 4), p2(3, 4))
+    call weights_of(m2, w1)
+    call m2%predict(xt(:, 1:4), p2)
+    ref = matmul(w1, xt(:, 1:4)) + 1
+    call check(all(abs(p2 - ref) < 1e-5), "predict(x(features, samples)) = W x + b")
+    ! a non-contiguous section is copied in by the compiler and gives the same
+    call m2%predict(xt(:, 1:8:2), p2)
+    ref = matmul(w1, xt(:, 1:8:2)) + 1
+    call check(all(abs(p2 - ref) < 1e-5), "strided section")
+
+    ! errors: with status they come back, with the message
+    call m2%predict(xt, p2, status=st) ! 300 samples into 3 x 4
+    call check(st == NNL_ERR_SHAPE, "predict into too small an array: NNL_ERR_SHAPE")
+    call m2%add("Dense(2, activation='nosuch')", status=st)
+    call check(st == NNL_ERR_ARGUMENT .and. index(nnl_error_message(), "nosuch") > 0, "bad activation")
+    call m2%fit(xt, yt, status=st)
+    call check(st == NNL_ERR_STATE, "fit before compile: NNL_ERR_STATE")
+
+    ! files (nnl_save_model & co)
+    call get_environment_variable("TMPDIR", dir)
+    if (len_trim(dir) == 0) dir = "/tmp"
+    dir = trim(dir) // "/nnlite_fortran_test"
+    call m%save(trim(dir) // ".nnl")
+    call m2%load(trim(dir) // ".nnl")
+    allocate (xt(2, 300))
+    deallocate (p2)
+    allocate (p2(4, 300))
+    call quadrants(300, 2, xt, y)
+    call m2%predict(xt, p2)
+    call check(all(p2 == p), "load(save(m)) predicts the same")
+    json = m%to_json()
+    call check(index(json, "Dense") > 0, "to_json names the layers")
+    call m%save_weights(trim(dir) // ".npz")
+    call m2%from_json(json)
+    call m2%load_weights(trim(dir) // ".npz")
+    call m2%predict(xt, p2)
+    call check(all(p2 == p), "from_json + load_weights(.npz) predicts the same")
+    call m2%load(trim(dir) // "_missing.nnl", status=st)
+    call check(st == NNL_ERR_IO, "load of a missing file: NNL_ERR_IO")
+    call delete(trim(dir) // ".nnl")
+    call delete(trim(dir) // ".npz")
+
+    call m%free()
+    call m2%free()
+    call check(.not. m%is_valid(), "free")
+    if (failures > 0) then
+        print '(a, i0, a)', "fortran tests: ", failures, " FAILED"
+        error stop 1
+    end if
+    print '(a)', "fortran tests: all passed"
+
+contains
+
+    subroutine check(ok, what)
+        logical, intent(in) :: ok
+        character(len=*), intent(in) :: what
+        if (.not. ok) then
+            failures = failures + 1
+            print '(a)', "FAILED: " // what
+        end if
+    end subroutine
+
+    subroutine quadrants(n, seed, x, y)
+        integer, intent(in) :: n, seed
+        real(c_float), allocatable, intent(out) :: x(:, :)
+        integer(c_int32_t), allocatable, intent(out) :: y(:)
+        integer :: i
+        integer(c_int64_t) :: s
+        allocate (x(2, n), y(n))
+        s = seed * 7919_c_int64_t + 1
+        do i = 1, n
+            s = modulo(s * 48271_c_int64_t, 2147483647_c_int64_t)
+            x(1, i) = real(s, c_float) / 2147483647.0 * 2 - 1
+            s = modulo(s * 48271_c_int64_t, 2147483647_c_int64_t)
+            x(2, i) = real(s, c_float) / 2147483647.0 * 2 - 1
+            y(i) = merge(2, 0, x(1, i) > 0) + merge(1, 0, x(2, i) > 0)
+        end do
+    end subroutine
+
+    ! W(out, in) from nnlite's kernel (in, out): the C call fills the transposed Fortran array.
+    subroutine weights_of(model, w)
+        type(nnl_model), intent(in) :: model
+        real(c_float), intent(out), target, contiguous :: w(:, :)
+        interface
+            function c_get_weight(m, i, out, count) bind(C, name="nnl_get_weight")
+                import :: c_ptr, c_int, c_int64_t
+                type(c_ptr), value :: m, out
+                integer(c_int), value :: i
+                integer(c_int64_t), value :: count
+                integer(c_int) :: c_get_weight
+            end function
+        end interface
+        call check(c_get_weight(model%handle, 0_c_int, c_loc(w), int(size(w), c_int64_t)) == NNL_OK, "get_weight")
+    end subroutine
+
+    subroutine delete(path)
+        character(len=*), intent(in) :: path
+        integer :: u, ios
+        open (newunit=u, file=path, status="old", iostat=ios)
+        if (ios == 0) close (u, status="delete")
+    end subroutine
+end program test_nnlite

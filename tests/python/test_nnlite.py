@@ -1,0 +1,242 @@
+"""Tests of the Python binding (bindings/python/nnlite). Run by `make test`:
+    PYTHONPATH=bindings/python NNLITE_LIBRARY=build/libnnlite.so /usr/bin/python3 -m unittest discover -s tests/python
+"""
+import os
+import re
+import tempfile
+import unittest
+
+import numpy as np
+
+import nnlite
+from nnlite import layers
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def quadrants(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    y = ((x[:, 0] > 0) * 2 + (x[:, 1] > 0)).astype(np.int64)
+    return x, y
+
+
+def quadrant_model(seed=7):
+    m = nnlite.Sequential([layers.Dense(16, activation="relu", input_shape=(2,)),
+                           layers.Dense(4, activation="softmax")], seed=seed)
+    m.compile(optimizer=nnlite.optimizers.Adam(learning_rate=0.01), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"])
+    return m
+
+
+class Version(unittest.TestCase):
+    def test_package_mirrors_the_header(self):
+        text = open(os.path.join(ROOT, "nnlite.h")).read()
+        got = tuple(int(re.search(r"#define NNL_VERSION_%s (\d+)" % k, text).group(1))
+                    for k in ("MAJOR", "MINOR", "PATCH"))
+        self.assertEqual(got, nnlite._lib.HEADER_VERSION)
+        self.assertEqual(nnlite.library_version(), nnlite.__version__)
+
+    def test_other_major_refused(self):
+        nnlite.check_version()  # this package's version: accepted
+        with self.assertRaises(nnlite.UnsupportedError) as cm:
+            nnlite.check_version((nnlite._lib.HEADER_VERSION[0] + 1) * 10000)
+        self.assertIn("major", str(cm.exception))
+        self.assertEqual(cm.exception.status, 7)
+
+
+class Layers(unittest.TestCase):
+    def test_spec_strings(self):
+        self.assertEqual(layers.Dense(128, activation="relu").spec(), "Dense(128, activation='relu')")
+        self.assertEqual(layers.Conv2D(32, (3, 3), padding="same", use_bias=False).spec(),
+                         "Conv2D(32, (3,3,), padding='same', use_bias=False)")
+        self.assertEqual(layers.Input(shape=(28, 28, 1)).spec(), "Input(shape=(28,28,1,))")
+        self.assertEqual(layers.Dropout(0.25).spec(), "Dropout(0.25)")
+
+    def test_every_registry_kind_has_a_class(self):
+        m = nnlite.Sequential()
+        with self.assertRaises(nnlite.ArgumentError) as cm:
+            m.add("NoSuchLayer()")
+        known = re.search(r"known: (.*)\)", str(cm.exception)).group(1)
+        names = [k.strip() for k in known.split(",")]
+        self.assertGreater(len(names), 20)
+        for k in names:
+            self.assertTrue(hasattr(layers, k), "nnlite.layers lacks " + k)
+        for k in layers.KINDS:
+            self.assertIn(k, names)
+
+    def test_cnn_builds_with_the_expected_parameter_count(self):
+        # K-CNN of the Keras tutorial: 1,199,882 parameters
+        m = nnlite.Sequential([
+            layers.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax")])
+        self.assertEqual(m.count_params(), 1199882)
+        self.assertEqual(m.output_shape, (None, 10))
+        self.assertEqual(m.input_shape, (None, 28, 28, 1))
+
+
+class Training(unittest.TestCase):
+    def test_fit_evaluate_predict(self):
+        x, y = quadrants(1000, 1)
+        m = quadrant_model()
+        h = m.fit(x, y, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
+        self.assertIsInstance(h, nnlite.History)
+        self.assertEqual(sorted(h.history), ["accuracy", "loss", "val_accuracy", "val_loss"])
+        self.assertEqual(len(h.history["loss"]), 10)
+        self.assertEqual(h.epoch, list(range(10)))
+        self.assertLess(h.history["loss"][-1], h.history["loss"][0])
+        xt, yt = quadrants(500, 2)
+        loss, acc = m.evaluate(xt, yt)
+        self.assertGreater(acc, 0.9)
+        d = m.evaluate(xt, yt, return_dict=True)
+        self.assertEqual(sorted(d), ["accuracy", "loss"])
+        self.assertAlmostEqual(d["loss"], loss, places=6)
+        p = m.predict(xt)
+        self.assertEqual(p.shape, (500, 4))
+        self.assertEqual(p.dtype, np.float32)
+        np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
+        self.assertAlmostEqual(float(np.mean(p.argmax(1) == yt)), acc, places=6)
+        np.testing.assert_array_equal(m.predict_classes(xt), p.argmax(1))
+        # a second fit returns only its own epochs
+        h2 = m.fit(x, y, epochs=12, initial_epoch=10, verbose=0)
+        self.assertEqual(h2.epoch, [10, 11])
+        self.assertEqual(len(h2.history["loss"]), 2)
+
+    def test_predict_matches_numpy_forward_pass(self):
+        x, _ = quadrants(64, 3)
+        m = quadrant_model(seed=11)
+        k1, b1, k2, b2 = m.get_weights()
+        self.assertEqual(k1.shape, (2, 16))
+        self.assertEqual(b2.shape, (4,))
+        h = np.maximum(x @ k1 + b1, 0)
+        z = h @ k2 + b2
+        ref = np.exp(z - z.max(1, keepdims=True))
+        ref /= ref.sum(1, keepdims=True)
+        np.testing.assert_allclose(m.predict(x), ref, rtol=1e-5, atol=1e-6)
+
+    def test_array_conversions(self):
+        x, y = quadrants(50, 4)
+        m = quadrant_model()
+        ref = m.predict(x)
+        np.testing.assert_array_equal(m.predict(x.astype(np.float64)), ref)  # float64 in
+        xf = np.asfortranarray(x)  # not C-contiguous
+        np.testing.assert_array_equal(m.predict(xf), ref)
+        wide = np.zeros((50, 4), dtype=np.float32)
+        wide[:, ::2] = x  # a strided view
+        np.testing.assert_array_equal(m.predict(wide[:, ::2]), ref)
+        np.testing.assert_array_equal(m.predict(x.tolist()), ref)  # lists
+        # targets of several integer dtypes give the same loss
+        l64 = m.evaluate(x, y)[0]
+        for dt in (np.int32, np.uint8, np.float32, np.float64):
+            self.assertAlmostEqual(m.evaluate(x, y.astype(dt))[0], l64, places=6)
+
+    def test_validation_data_and_weights_roundtrip(self):
+        x, y = quadrants(300, 5)
+        xv, yv = quadrants(100, 6)
+        m = quadrant_model()
+        h = m.fit(x, y, epochs=2, validation_data=(xv, yv), verbose=0)
+        self.assertIn("val_loss", h.history)
+        self.assertAlmostEqual(h.history["val_loss"][-1], m.evaluate(xv, yv)[0], places=5)
+        w = m.get_weights()
+        m2 = quadrant_model(seed=99)
+        self.assertFalse(np.allclose(m2.predict(xv), m.predict(xv)))
+        m2.set_weights(w)
+        np.testing.assert_array_equal(m2.predict(xv), m.predict(xv))
+
+    def test_callbacks(self):
+        x, y = quadrants(200, 7)
+        m = quadrant_model()
+        seen = []
+
+        class Stop(nnlite.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                seen.append((epoch, sorted(logs)))
+                if epoch == 1:
+                    self.model.stop_training = True
+
+        h = m.fit(x, y, epochs=10, verbose=0, callbacks=[Stop()])
+        self.assertEqual(len(h.history["loss"]), 2)
+        self.assertEqual(seen[0], (0, ["accuracy", "loss"]))
+
+        class Boom(nnlite.Callback):
+            def on_batch_end(self, batch, logs=None):
+                raise KeyError("from the callback")
+
+        with self.assertRaises(KeyError):
+            m.fit(x, y, epochs=1, verbose=0, callbacks=[Boom()])
+
+
+class Errors(unittest.TestCase):
+    def test_errors_carry_status_and_message(self):
+        m = nnlite.Sequential([layers.Dense(4, input_shape=(3,))])
+        with self.assertRaises(nnlite.StateError) as cm:
+            m.fit(np.zeros((4, 3)), np.zeros((4, 4)), verbose=0)
+        self.assertIn("compile", str(cm.exception))
+        self.assertEqual(cm.exception.status, 3)
+        self.assertIsInstance(cm.exception, nnlite.Error)
+        with self.assertRaises(nnlite.ShapeError) as cm:
+            m.predict(np.zeros((4, 5)))
+        self.assertIsInstance(cm.exception, ValueError)
+        with self.assertRaises(nnlite.ArgumentError) as cm:
+            m.add(layers.Dense(2, activation="nosuch"))
+        self.assertIn("nosuch", cm.exception.message)
+        m.compile("sgd", "mse")
+        with self.assertRaises(nnlite.NumericError):
+            m.fit(np.full((4, 3), np.nan), np.zeros((4, 4)), verbose=0)
+        with self.assertRaises(nnlite.FileError):
+            nnlite.load_model(os.path.join(tempfile.gettempdir(), "nnlite-no-such-dir", "x.nnl"))
+
+
+class Files(unittest.TestCase):
+    """Model files (nnl_save_model & co). These need a library with them:
+    with an older one they raise UnsupportedError and fail."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def p(self, name):
+        return os.path.join(self.dir.name, name)
+
+    def test_save_and_load_model_resumes(self):
+        x, y = quadrants(400, 8)
+        m = quadrant_model()
+        m.fit(x, y, epochs=3, verbose=0, seed=5)
+        m.save(self.p("m.nnl"))
+        m2 = nnlite.load_model(self.p("m.nnl"))
+        np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+        # optimizer state travels: one more epoch on both gives the same weights
+        m.fit(x, y, epochs=4, initial_epoch=3, verbose=0, seed=9, shuffle=False)
+        m2.fit(x, y, epochs=4, initial_epoch=3, verbose=0, seed=9, shuffle=False)
+        for a, b in zip(m.get_weights(), m2.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    def test_json_structure_and_weights(self):
+        x, y = quadrants(100, 9)
+        m = quadrant_model()
+        m.fit(x, y, epochs=2, verbose=0)
+        text = m.to_json()
+        self.assertIn("Dense", text)
+        m2 = nnlite.model_from_json(text)
+        self.assertEqual(m2.count_params(), m.count_params())
+        self.assertEqual(m2.output_shape, m.output_shape)
+        for ext in (".weights", ".npz"):
+            m.save_weights(self.p("w" + ext))
+            m3 = nnlite.model_from_json(text)
+            m3.load_weights(self.p("w" + ext))
+            np.testing.assert_array_equal(m3.predict(x), m.predict(x))
+        with self.assertRaises(nnlite.Error):
+            nnlite.model_from_json("{not json")
+
+
+if __name__ == "__main__":
+    unittest.main()
