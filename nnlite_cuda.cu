@@ -247,6 +247,31 @@ void unpin(void *h) {
     }
 }
 
+void *host_alloc(size_t bytes) {
+    void *h = nullptr;
+    CK(cudaMallocHost(&h, std::max<size_t>(bytes, 1)));
+    return h;
+}
+void host_free(void *h) {
+    if (h) {
+        cudaFreeHost(h);
+        cudaGetLastError();
+    }
+}
+void *event_create() {
+    cudaEvent_t e;
+    CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return (void *)e;
+}
+void event_record(void *e) { CK(cudaEventRecord((cudaEvent_t)e, S())); }
+void event_wait(void *e) { CK(cudaEventSynchronize((cudaEvent_t)e)); }
+void event_free(void *e) {
+    if (e) {
+        cudaEventDestroy((cudaEvent_t)e);
+        cudaGetLastError();
+    }
+}
+
 /* scratch that only grows: no allocation per batch once warm */
 static double *part_scratch(size_t n) {
     Context &c = ctx();

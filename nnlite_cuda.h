@@ -60,6 +60,14 @@ void download(void *h, const void *d, size_t bytes); /* waits */
 /* Pins [h, h+bytes) in place for asynchronous copies; unpin undoes it. */
 void pin(void *h, size_t bytes);
 void unpin(void *h);
+void *host_alloc(size_t bytes); /* pinned host memory */
+void host_free(void *h);        /* NULL is fine; never fails */
+/* Events on the current context's stream: record marks the work queued so
+   far; wait blocks until it has run. */
+void *event_create();
+void event_record(void *e);
+void event_wait(void *e);
+void event_free(void *e); /* NULL is fine; never fails */
 
 /* ---- kernels (mirror nnl::Kernels) ---- */
 void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
