@@ -3198,7 +3198,7 @@ struct GpuModel;
 #ifdef NNL_CUDA
 struct GpuScope {
     Model *m = nullptr;
-    bool training = false;
+    bool training = false, cpu_inside = false;
     const Kernels *prev_k = nullptr;
     void *prev_ctx = nullptr, *prev_model = nullptr;
     GpuScope(Model &model, bool train);
@@ -4110,6 +4110,7 @@ static nnl_cuda::OptStep gpu_opt_step(Optimizer &o, double lr) {
    weights and slots (compared with their snapshots), and (re)creates the
    mirrors when an array was re-laid. */
 void gpu_sync_device(Model &m) {
+    if (!m.gpu) return;
     GpuModel &g = *m.gpu;
     if (g.W.h != m.W.data() || g.W.n != m.W.size() || memcmp(g.W.seen.data(), m.W.data(), m.W.size() * 4))
         g.mirror(g.W, m.W.data(), m.W.size(), true);
@@ -4129,6 +4130,7 @@ void gpu_sync_device(Model &m) {
 
 /* Copies weights and optimizer slots back into the host arrays. */
 void gpu_sync_host(Model &m) {
+    if (!m.gpu) return;
     GpuModel &g = *m.gpu;
     if (g.W.h == m.W.data() && g.W.n == m.W.size()) {
         nnl_cuda::download(m.W.data(), g.W.d, g.W.n * 4);
@@ -4146,7 +4148,18 @@ void gpu_sync_host(Model &m) {
 }
 
 GpuScope::GpuScope(Model &model, bool train) {
-    if (!model.gpu) return;
+    if (!model.gpu) {
+        /* a CPU model used while a GPU model runs on this thread (from a
+           callback): the CPU table for the duration */
+        if (tl_kernels || tl_gpu) {
+            cpu_inside = true;
+            prev_k = tl_kernels;
+            prev_model = tl_gpu;
+            tl_kernels = nullptr;
+            tl_gpu = nullptr;
+        }
+        return;
+    }
     GpuModel &g = *model.gpu;
     if (g.depth > 0) { /* nested (evaluate inside fit): already set up */
         g.depth++;
@@ -4173,6 +4186,11 @@ GpuScope::GpuScope(Model &model, bool train) {
 }
 
 GpuScope::~GpuScope() {
+    if (cpu_inside) {
+        tl_kernels = prev_k;
+        tl_gpu = (GpuModel *)prev_model;
+        return;
+    }
     if (!m) return;
     GpuModel &g = *m->gpu;
     if (--g.depth > 0) return;
