@@ -6,7 +6,10 @@
 #   make clean
 #
 # Options: OPENMP=0 (no threads), SANITIZE=1 (ASan + UBSan, builds in build-san/),
-# BUILD=dir, and the usual CC, CXX, CFLAGS, CXXFLAGS, LDFLAGS.
+# CUDA=1 (the GPU backend: nvcc compiles nnlite_cuda.cu, cudart is linked
+# statically; also builds $(BUILD)/nnlite_gpu, the GPU test suite; NVCC=path,
+# CUDA_ARCH=gencode flags), BUILD=dir, and the usual CC, CXX, CFLAGS,
+# CXXFLAGS, LDFLAGS.
 
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -37,6 +40,21 @@ NNL_CFLAGS   := -std=c99 -I. -Iexamples $(CFLAGS) $(SANFLAGS) -MMD -MP
 NNL_LDFLAGS  := $(filter -fopenmp,$(OMPFLAGS)) $(SANFLAGS) $(LDFLAGS)
 LIBS         := -lm
 
+# ---- CUDA backend (CUDA=1) ----
+CUDA ?= 0
+NVCC ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc),nvcc)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+# sm_90 code (H100/H200), PTX for newer GPUs, and PTX for Ampere (compute_80,
+# TF32 tensor cores) and Turing (compute_75, CUDA 13's oldest; FP32 GEMM only)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+             -gencode arch=compute_80,code=compute_80 -gencode arch=compute_75,code=compute_75
+NVCCFLAGS ?= -O2
+ifeq ($(CUDA),1)
+NNL_CXXFLAGS += -DNNL_CUDA
+CUDA_OBJ := $(BUILD)/obj/nnlite_cuda.o
+LIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lpthread -lrt
+endif
+
 VERSION := $(shell sed -n 's/.*NNL_VERSION_STRING "\([0-9.]*\)".*/\1/p' nnlite.h)
 SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 
@@ -55,7 +73,7 @@ TESTS    := $(UNIT) $(API) $(C99) $(BUILD)/xor $(LIB_SO)
 # Everything is rebuilt when the flags change (OPENMP=0 after OPENMP=1, ...)
 # or when stb appears: nnlite.cpp compiles without .gz support when it is absent.
 STAMP := $(BUILD)/.flags
-STAMP_TEXT := $(CC) $(CXX) | $(NNL_CFLAGS) | $(NNL_CXXFLAGS) | $(NNL_LDFLAGS) | $(wildcard /usr/include/stb/stb_image.h stb_image.h)
+STAMP_TEXT := $(CC) $(CXX) | $(NNL_CFLAGS) | $(NNL_CXXFLAGS) | $(NNL_LDFLAGS) | $(wildcard /usr/include/stb/stb_image.h stb_image.h)$(if $(CUDA_OBJ), | $(NVCC) $(NVCCFLAGS) $(CUDA_ARCH))
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
 $(shell mkdir -p $(BUILD) && { printf '%s\n' '$(STAMP_TEXT)' | cmp -s - $(STAMP) || printf '%s\n' '$(STAMP_TEXT)' > $(STAMP); })
 endif
@@ -63,7 +81,7 @@ $(STAMP):
 	@mkdir -p $(@D)
 	@printf '%s\n' '$(STAMP_TEXT)' > $@
 
-.PHONY: all lib examples tests test demo clean
+.PHONY: all lib examples tests test demo clean gpu-tests
 .DEFAULT_GOAL := all
 .SECONDARY:
 .DELETE_ON_ERROR:
@@ -78,15 +96,20 @@ $(LIB_OBJ): nnlite.cpp nnlite.h $(STAMP)
 	@mkdir -p $(@D)
 	$(CXX) $(NNL_CXXFLAGS) -fvisibility=hidden -fvisibility-inlines-hidden -c $< -o $@
 
-$(LIB_A): $(LIB_OBJ)
+$(LIB_A): $(LIB_OBJ) $(CUDA_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+# the CUDA backend: one nvcc compile, position-independent, hidden symbols
+$(BUILD)/obj/nnlite_cuda.o: nnlite_cuda.cu nnlite_cuda.h $(STAMP)
+	@mkdir -p $(@D)
+	$(NVCC) -std=c++17 $(NVCCFLAGS) $(CUDA_ARCH) -Xcompiler -fPIC,-fvisibility=hidden -c $< -o $@
+
 # libnnlite.so -> libnnlite.so.0 -> libnnlite.so.0.1.0 (SONAME libnnlite.so.0),
 # exporting nnl_* only.
-$(LIB_SOV): $(LIB_OBJ) scripts/libnnlite.map
+$(LIB_SOV): $(LIB_OBJ) $(CUDA_OBJ) scripts/libnnlite.map
 	$(CXX) -shared -Wl,-soname,libnnlite.so.$(SOMAJOR) -Wl,--no-undefined \
-	    -Wl,--version-script=scripts/libnnlite.map $(NNL_LDFLAGS) $< -o $@ $(LIBS)
+	    -Wl,--version-script=scripts/libnnlite.map $(NNL_LDFLAGS) $(LIB_OBJ) $(CUDA_OBJ) -o $@ $(LIBS)
 
 $(LIB_SO): $(LIB_SOV)
 	ln -sf $(notdir $(LIB_SOV)) $(LIB_SO).$(SOMAJOR)
@@ -102,9 +125,18 @@ $(EXAMPLES): $(BUILD)/%: $(BUILD)/obj/examples/%.o $(LIB_A)
 
 # ---- tests ----
 # unit.cpp #includes ../nnlite.cpp: compiled alone, never linked with the library.
-$(UNIT): tests/unit.cpp nnlite.cpp nnlite.h $(wildcard tests/unit_*.hpp) $(STAMP)
+$(UNIT): tests/unit.cpp nnlite.cpp nnlite.h $(wildcard tests/unit_*.hpp) $(CUDA_OBJ) $(STAMP)
 	@mkdir -p $(BUILD)/obj
-	$(CXX) $(NNL_CXXFLAGS) -MF $(BUILD)/obj/nnlite_unit.d $< -o $@ $(NNL_LDFLAGS) $(LIBS)
+	$(CXX) $(NNL_CXXFLAGS) -MF $(BUILD)/obj/nnlite_unit.d $< $(CUDA_OBJ) -o $@ $(NNL_LDFLAGS) $(LIBS)
+
+# GPU suite (CUDA=1): gpu_main.cpp #includes ../nnlite.cpp, as unit.cpp does,
+# and links the CUDA object; without a GPU it says so and passes.
+GPU_TESTS := $(BUILD)/nnlite_gpu
+$(GPU_TESTS): tests/gpu_main.cpp nnlite.cpp nnlite.h nnlite_cuda.h $(wildcard tests/gpu_*.hpp) $(CUDA_OBJ) $(STAMP)
+	@test -n "$(CUDA_OBJ)" || { echo "$@: needs CUDA=1"; exit 1; }
+	@mkdir -p $(BUILD)/obj
+	$(CXX) $(NNL_CXXFLAGS) -MF $(BUILD)/obj/nnlite_gpu.d $< $(CUDA_OBJ) -o $@ $(NNL_LDFLAGS) $(LIBS)
+gpu-tests: $(GPU_TESTS)
 
 $(BUILD)/obj/tests/%.o: tests/%.cpp nnlite.h $(STAMP)
 	@mkdir -p $(@D)
@@ -122,7 +154,7 @@ $(C99): $(BUILD)/obj/tests/c99_consumer.o $(LIB_A)
 
 # make test: packages first, then build everything it can (in parallel with -j),
 # then one check per program; a program that did not build counts as failed.
-CHECKS := unit api c99 xor exports
+CHECKS := unit api c99 xor exports cuda-build
 
 test:
 	@bash scripts/deps.sh test
@@ -151,13 +183,23 @@ check-xor: $(BUILD)/xor
 check-exports: $(LIB_SO)
 	bash scripts/check_exports.sh $(LIB_SO) nnlite.h
 
+# The CUDA build (in build-cuda/): compiles and links the GPU backend, checks
+# its exports and runs the GPU suite, which skips without a GPU. Skipped,
+# saying so, where there is no nvcc.
+check-cuda-build:
+	+@if ! command -v $(NVCC) >/dev/null 2>&1; then \
+	    echo "cuda-build: SKIPPED: nvcc not found (install the CUDA toolkit, or set NVCC=path)"; exit 0; fi; \
+	$(MAKE) --no-print-directory CUDA=1 BUILD=build-cuda lib gpu-tests && \
+	bash scripts/check_exports.sh build-cuda/libnnlite.so nnlite.h && \
+	build-cuda/nnlite_gpu
+
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
 
 clean:
-	rm -rf build build-san
-ifneq ($(filter-out build build-san,$(BUILD)),)
-	rm -rf $(BUILD)/obj $(BUILD)/.flags $(BUILD)/libnnlite.* $(TESTS) $(EXAMPLES)
+	rm -rf build build-san build-cuda
+ifneq ($(filter-out build build-san build-cuda,$(BUILD)),)
+	rm -rf $(BUILD)/obj $(BUILD)/.flags $(BUILD)/libnnlite.* $(TESTS) $(EXAMPLES) $(GPU_TESTS)
 endif
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -15,6 +15,8 @@
                                    Adamax, Nadam, clipping
      6  Model and training loop    weights arena, compile, fit, evaluate,
                                    predict, summary, history, progress line
+     6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
+                                   of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
                                    pictures (SVG curves, confusion matrices)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
@@ -1776,7 +1778,15 @@ static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       gemm::sg
                                     cpu_col2im,      cpu_pool_forward,  cpu_pool_backward, cpu_moments,
                                     cpu_scale_shift, cpu_bn_backward};
 
+#ifdef NNL_CUDA
+/* While a model that lives on a GPU runs on this thread, K() is the CUDA
+   table of section 6b (its functions take the host arenas' addresses and
+   work on their device mirrors). */
+static thread_local const Kernels *tl_kernels = nullptr;
+static const Kernels &K() { return tl_kernels ? *tl_kernels : cpu_kernels; }
+#else
 static const Kernels &K() { return cpu_kernels; }
+#endif
 
 } // namespace nnl
 
@@ -3297,6 +3307,41 @@ namespace io {
 static float half_to_float(uint16_t h);
 }
 
+/* GPU hooks (section 6b). Without NNL_CUDA they are empty inline functions.
+   A model on a GPU keeps its host arenas (W, G, arena, optimizer slots) as
+   the address space the layers compute with; the CUDA kernel table maps
+   those addresses to device mirrors. gpu_push/gpu_pull copy a host range
+   to/from its mirror; GpuScope makes the model's device current for one
+   fit/evaluate/predict call. */
+class Model;
+struct GpuModel;
+#ifdef NNL_CUDA
+struct GpuScope {
+    Model *m = nullptr;
+    bool training = false, cpu_inside = false;
+    const Kernels *prev_k = nullptr;
+    void *prev_ctx = nullptr, *prev_model = nullptr;
+    GpuScope(Model &model, bool train);
+    ~GpuScope();
+};
+void gpu_push(const float *h, int64_t n);
+void gpu_pull(const float *h, int64_t n);
+bool gpu_apply(Model &m);
+bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss);
+void gpu_sync_host(Model &m);
+void gpu_sync_device(Model &m);
+#else
+struct GpuScope {
+    GpuScope(Model &, bool) {}
+};
+static inline void gpu_push(const float *, int64_t) {}
+static inline void gpu_pull(const float *, int64_t) {}
+static inline bool gpu_apply(Model &) { return false; }
+static inline bool gpu_loss(Model &, int64_t, float *, double *, double *) { return false; }
+static inline void gpu_sync_host(Model &) {}
+static inline void gpu_sync_device(Model &) {}
+#endif
+
 /* An input array from the ABI: x (n, per-sample shape...) */
 struct InputArray {
     const float *x = nullptr;
@@ -3340,6 +3385,9 @@ public:
     std::vector<std::string> hist_keys;
     std::vector<std::vector<double>> hist;
     int hist_epochs = 0;
+
+    /* Device mirrors when the model lives on a GPU (nnl_set_device), else NULL. */
+    std::shared_ptr<GpuModel> gpu;
 
     void ensure_seed() {
         if (!seeded) {
@@ -3565,11 +3613,16 @@ public:
 
     /* Loss (summed over the batch) and metric sums for the outputs in act[L]. */
     double loss_and_grad(int64_t B, float *grad, double *msum) {
+        double gl;
+        if (gpu_loss(*this, B, grad, msum, &gl)) return gl; /* on the device (sparse CE from logits) */
         size_t L = layers.size();
         const float *z = loss.fused != ACT_LINEAR ? layers.back()->logits(act[L - 1]) : nullptr;
         int64_t D = out_shape().size(), C = classes();
+        gpu_pull(act[L], B * D); /* other losses: on the host */
+        if (z) gpu_pull(z, B * D);
         double l = loss.run(act[L], z, targets, B, D, C, grad);
         for (size_t k = 0; k < metrics.size(); k++) msum[k] += metrics[k].run(act[L], targets, B, D, C);
+        if (grad) gpu_push(grad, B * D);
         return l;
     }
 
@@ -3652,10 +3705,13 @@ public:
             memcpy(act[0] + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
             if (t) memcpy(targets + b * tw, t + idx[b] * tw, (size_t)tw * sizeof(float));
         }
+        gpu_push(act[0], B * d);
+        if (t) gpu_push(targets, B * tw);
     }
 
     /* Mean loss and metrics over n samples, in inference mode. */
     std::vector<double> evaluate(const float *x, const float *t, int64_t n, int64_t bs) {
+        GpuScope gs(*this, false);
         std::vector<double> ms(metrics.size(), 0.0);
         double l = 0;
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
@@ -3675,6 +3731,7 @@ public:
     }
 
     void predict(const float *x, int64_t n, int64_t bs, float *out) {
+        GpuScope gs(*this, false);
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
         ensure_batch(bs);
         int64_t D = out_shape().size();
@@ -3684,6 +3741,7 @@ public:
             for (int64_t b = 0; b < B; b++) idx[(size_t)b] = s + b;
             gather(x, nullptr, idx.data(), B);
             forward(B, false, 0);
+            gpu_pull(act[layers.size()], B * D);
             memcpy(out + s * D, act[layers.size()], (size_t)(B * D) * sizeof(float));
         }
     }
@@ -3785,6 +3843,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     NNL_REQUIRE(o.initial_epoch >= 0, NNL_ERR_ARGUMENT, "fit: initial_epoch must be >= 0");
     int64_t d = input.size();
     check_finite(X.x, X.n, d, "fit x");
+    GpuScope gs(*this, true); /* on a GPU: the weights come back to W when fit returns */
 
     /* Validation: explicit data, or the LAST fraction before any shuffling. */
     const float *xv = nullptr, *tv = nullptr;
@@ -3850,15 +3909,17 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
                       "fit: the loss or its gradient became %s at epoch %d, batch %lld; the update was not applied "
                       "and the weights are those of the last good step (lower the learning rate, or check the data)",
                       std::isnan(l) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
-            opt->apply(slices.data(), (int)slices.size());
+            if (!gpu_apply(*this)) opt->apply(slices.data(), (int)slices.size());
             lsum += l;
             seen += B;
             logs[0] = lsum / seen;
             for (size_t k = 0; k < nm; k++) logs[1 + k] = msum[k] / seen;
             prog.batch(s + 1, keys, logs.data(), logs.size());
+            if (o.callback) gpu_sync_host(*this); /* the callback may read or write the weights */
             if (o.callback && o.callback(o.callback_user, handle, NNL_EVENT_BATCH_END, epoch, s, logs.data(),
                                          (int)logs.size()))
                 stop = true;
+            if (o.callback) gpu_sync_device(*this);
         }
         if (seen < nt) break; /* stopped inside the epoch: it is not recorded */
         std::vector<double> row(logs.begin(), logs.end());
@@ -3868,9 +3929,11 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
         }
         prog.epoch_end(keys, row);
         record(keys, row);
+        if (o.callback) gpu_sync_host(*this);
         if (o.callback && o.callback(o.callback_user, handle, NNL_EVENT_EPOCH_END, epoch, steps, row.data(),
                                      (int)row.size()))
             stop = true;
+        if (o.callback) gpu_sync_device(*this);
     }
     rng = r;
 }
@@ -3918,6 +3981,541 @@ std::string Model::summary() const {
 } // namespace nnl
 
 struct nnl_model : nnl::Model {};
+
+/* ========================================================================
+   6b GPU backend (compiled with -DNNL_CUDA; nnlite_cuda.cu holds the kernels)
+   A model on a GPU keeps every host array it has: W, G, the activation
+   arena and the optimizer slots are the address space that layers, losses
+   and optimizers compute with, exactly as on the CPU. Each has a device
+   mirror of the same layout; the CUDA kernel table below translates every
+   host address it is given into its mirror, so layers run unchanged.
+   - Weights and slots move to the device once; before each call the host
+     copies are compared with what was last synchronised (a set_weight or a
+     checkpoint load in between is uploaded), and fit copies them back when
+     it returns (and around callbacks), so get_weight, summary and save read
+     current values from W and the optimizer's slots.
+   - Per batch: the inputs and targets go up (pinned staging, async), the
+     loss comes back as a few numbers (sparse CE from logits on the device)
+     or the outputs round-trip through the host loss, and the update runs as
+     one fused kernel per tensor.
+   - Layers whose code loops over data on the host (BatchNormalization, the
+     global poolings, ZeroPadding2D, UpSampling2D, and any layer added later
+     and not listed in gpu_layer_ok) are refused with NNL_ERR_UNSUPPORTED.
+   ======================================================================== */
+#ifdef NNL_CUDA
+#include "nnlite_cuda.h"
+
+namespace nnl {
+
+static_assert((int)ACT_LINEAR == (int)nnl_cuda::A_LINEAR && (int)ACT_RELU == (int)nnl_cuda::A_RELU &&
+                  (int)ACT_SIGMOID == (int)nnl_cuda::A_SIGMOID && (int)ACT_TANH == (int)nnl_cuda::A_TANH &&
+                  (int)ACT_SOFTMAX == (int)nnl_cuda::A_SOFTMAX && (int)ACT_LEAKY_RELU == (int)nnl_cuda::A_LEAKY_RELU &&
+                  (int)ACT_ELU == (int)nnl_cuda::A_ELU && (int)ACT_SELU == (int)nnl_cuda::A_SELU && (int)ACT_GELU == (int)nnl_cuda::A_GELU &&
+                  (int)ACT_SOFTPLUS == (int)nnl_cuda::A_SOFTPLUS && (int)ACT_SOFTSIGN == (int)nnl_cuda::A_SOFTSIGN &&
+                  (int)ACT_SWISH == (int)nnl_cuda::A_SWISH && (int)ACT_HARD_SIGMOID == (int)nnl_cuda::A_HARD_SIGMOID &&
+                  (int)ACT_EXPONENTIAL == (int)nnl_cuda::A_EXPONENTIAL && (int)ACT_COUNT == (int)nnl_cuda::A_COUNT,
+              "nnl::Act and nnl_cuda's activation numbers differ");
+static_assert(sizeof(Window) == sizeof(nnl_cuda::Win), "nnl::Window and nnl_cuda::Win differ");
+
+[[noreturn]] static void cuda_raise(int status, const char *msg) { raise(status, "%s", msg); }
+
+/* A host range and its device mirror. seen: the host values last
+   synchronised (weights and slots only), to notice host-side writes. */
+struct Mirror {
+    const float *h = nullptr;
+    size_t n = 0;
+    float *d = nullptr;
+    std::vector<float> seen;
+    bool holds(const float *p) const { return h && p >= h && p <= h + n; }
+};
+
+struct GpuModel {
+    nnl_cuda::Context *ctx = nullptr;
+    int device = 0;
+    std::string name; /* "cuda:0" */
+    Mirror W, G, arena;
+    std::vector<Mirror> slots;
+    float *stage[2] = {nullptr, nullptr}; /* pinned staging for batch copies */
+    size_t stage_n[2] = {0, 0};
+    void *stage_ev[2] = {nullptr, nullptr};
+    int next_stage = 0;
+    int depth = 0; /* nested scopes (evaluate inside fit) */
+    Model *model = nullptr;
+
+    ~GpuModel();
+    float *dev(const float *p);
+    void mirror(Mirror &m, const float *h, size_t n, bool snapshot);
+    void release(Mirror &m);
+};
+
+static thread_local GpuModel *tl_gpu = nullptr;
+
+GpuModel::~GpuModel() {
+    if (!ctx) return;
+    nnl_cuda::Context *prev = nnl_cuda::context_current();
+    try {
+        nnl_cuda::context_use(ctx);
+        release(W);
+        release(G);
+        release(arena);
+        for (auto &s : slots) release(s);
+    } catch (...) {
+    }
+    for (int i = 0; i < 2; i++) {
+        nnl_cuda::event_free(stage_ev[i]);
+        nnl_cuda::host_free(stage[i]);
+    }
+    nnl_cuda::context_free(ctx);
+    try {
+        nnl_cuda::context_use(prev == ctx ? nullptr : prev);
+    } catch (...) {
+    }
+}
+
+void GpuModel::release(Mirror &m) {
+    nnl_cuda::dev_free(m.d);
+    m = Mirror();
+}
+
+/* (Re)creates m's device copy of [h, h+n) and uploads it; snapshot keeps
+   the values to detect later host-side writes. */
+void GpuModel::mirror(Mirror &m, const float *h, size_t n, bool snapshot) {
+    if (m.h != h || m.n != n) {
+        release(m);
+        m.d = (float *)nnl_cuda::dev_alloc(std::max<size_t>(n, 1) * sizeof(float));
+        m.h = h;
+        m.n = n;
+    }
+    nnl_cuda::upload(m.d, h, n * sizeof(float));
+    if (snapshot) m.seen.assign(h, h + n);
+}
+
+float *GpuModel::dev(const float *p) {
+    if (!p) return nullptr;
+    const Model &mm = *model;
+    if ((arena.h != mm.arena.data() || arena.n != mm.arena.size()) && !mm.arena.empty()) {
+        /* the activation arena was re-laid (a larger batch): mirror it anew */
+        release(arena);
+        arena.d = (float *)nnl_cuda::dev_alloc(mm.arena.size() * sizeof(float));
+        arena.h = mm.arena.data();
+        arena.n = mm.arena.size();
+        nnl_cuda::memset0(arena.d, arena.n * sizeof(float));
+    }
+    if (arena.holds(p)) return arena.d + (p - arena.h);
+    if (W.holds(p)) return W.d + (p - W.h);
+    if (G.holds(p)) return G.d + (p - G.h);
+    for (auto &s : slots)
+        if (s.holds(p)) return s.d + (p - s.h);
+    raise(NNL_ERR_INTERNAL, "GPU backend: an array at %p is not mirrored on the device", (const void *)p);
+}
+
+static float *D(const float *p) { return tl_gpu->dev(p); }
+static int32_t *Di(const int32_t *p) { return (int32_t *)tl_gpu->dev((const float *)p); }
+static nnl_cuda::Win win(const Window &g) {
+    nnl_cuda::Win w;
+    memcpy(&w, &g, sizeof w);
+    return w;
+}
+
+/* ---- the CUDA kernel table: host addresses in, device mirrors used ---- */
+static void cu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t Kd, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    nnl_cuda::sgemm(ta, tb, M, N, Kd, alpha, D(A), lda, D(B), ldb, beta, D(C), ldc);
+}
+static void cu_sgemm_bias_act(int64_t M, int64_t N, int64_t Kd, const float *A, int64_t lda, const float *B,
+                              int64_t ldb, float *C, int64_t ldc, const float *bias, Act act) {
+    nnl_cuda::sgemm_bias_act(M, N, Kd, D(A), lda, D(B), ldb, D(C), ldc, D(bias), (int)act);
+}
+static void cu_bias_add(float *y, const float *b, int64_t rows, int64_t n) { nnl_cuda::bias_add(D(y), D(b), rows, n); }
+static void cu_bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
+    nnl_cuda::bias_grad(D(dy), D(db), rows, n);
+}
+static void cu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n) {
+    nnl_cuda::act_forward((int)a, D(x), D(y), rows, n);
+}
+static void cu_act_backward(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t rows,
+                            int64_t n) {
+    nnl_cuda::act_backward((int)a, D(x), D(y), D(dy), D(dx), rows, n);
+}
+static void cu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
+    nnl_cuda::dropout_forward(D(x), D(y), D(mask), n, rate, seed);
+}
+static void cu_mul(const float *a, const float *b, float *y, int64_t n) { nnl_cuda::mul(D(a), D(b), D(y), n); }
+static void cu_copy(const float *x, float *y, int64_t n) { nnl_cuda::copy(D(x), D(y), n); }
+static double cu_sumsq(const float *x, int64_t n, bool *finite) { return nnl_cuda::sumsq(D(x), n, finite); }
+static void cu_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
+    nnl_cuda::transpose(D(x), D(y), batch, R, C);
+}
+static void cu_im2col(const Window &g, const float *x, float *col, int64_t n) {
+    nnl_cuda::im2col(win(g), D(x), D(col), n);
+}
+static void cu_col2im(const Window &g, const float *col, float *dx, int64_t n) {
+    nnl_cuda::col2im(win(g), D(col), D(dx), n);
+}
+static void cu_pool_forward(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
+    nnl_cuda::pool_forward(win(g), max, D(x), D(y), max ? Di(arg) : nullptr, n);
+}
+static void cu_pool_backward(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
+    nnl_cuda::pool_backward(win(g), max, D(dy), max ? Di(arg) : nullptr, D(dx), n);
+}
+static void cu_moments(const float *x, int64_t rows, int64_t C, float *mean, float *var) {
+    nnl_cuda::moments(D(x), rows, C, D(mean), D(var));
+}
+static void cu_scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift) {
+    nnl_cuda::scale_shift(D(x), D(y), rows, C, D(scale), D(shift));
+}
+static void cu_bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                           const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training) {
+    nnl_cuda::bn_backward(D(x), D(dy), D(dx), rows, C, D(mean), D(invstd), D(gamma), D(dgamma), D(dbeta), training);
+}
+
+static const Kernels cuda_kernels = {"cuda",         cu_sgemm,        cu_sgemm_bias_act, cu_bias_add,
+                                     cu_bias_grad,   cu_act_forward,  cu_act_backward,   cu_dropout_forward,
+                                     cu_mul,         cu_copy,         cu_sumsq,          cu_transpose,
+                                     cu_im2col,      cu_col2im,       cu_pool_forward,   cu_pool_backward,
+                                     cu_moments,     cu_scale_shift,  cu_bn_backward};
+
+/* Layers whose forward and backward go through K() only. */
+static bool gpu_layer_ok(const Layer &l) {
+    static const char *const ok[] = {"Dense",        "Activation",   "Dropout",          "Flatten",
+                                     "Reshape",      "Conv1D",       "Conv2D",           "Conv3D",
+                                     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",     "AveragePooling1D",
+                                     "AveragePooling2D", "AveragePooling3D"};
+    for (const char *c : ok)
+        if (!strcmp(l.cls, c)) return true;
+    return false;
+}
+
+static void gpu_check_layers(const Model &m) {
+    for (auto &l : m.layers)
+        NNL_REQUIRE(gpu_layer_ok(*l), NNL_ERR_UNSUPPORTED,
+                    "layer '%s' (%s) has no GPU path yet (GPU layers: Dense, Activation, Dropout, Flatten, Reshape, "
+                    "Conv1D/2D/3D, MaxPooling1D/2D/3D, AveragePooling1D/2D/3D); keep this model on the CPU",
+                    l->name.c_str(), l->cls);
+}
+
+/* The optimizer's slot arrays, sized as Optimizer::apply sizes them; number
+   of slots per class as each class's nslots(). */
+static int gpu_nslots(Optimizer &o, const char **name) {
+    if (auto *s = dynamic_cast<SGD *>(&o)) return *name = "SGD", s->nslots();
+    if (auto *s = dynamic_cast<RMSprop *>(&o)) return *name = "RMSprop", s->nslots();
+    if (auto *s = dynamic_cast<Adagrad *>(&o)) return *name = "Adagrad", s->nslots();
+    if (auto *s = dynamic_cast<Adadelta *>(&o)) return *name = "Adadelta", s->nslots();
+    if (auto *s = dynamic_cast<Adam *>(&o)) return *name = "Adam", s->nslots();
+    if (auto *s = dynamic_cast<Adamax *>(&o)) return *name = "Adamax", s->nslots();
+    if (auto *s = dynamic_cast<Nadam *>(&o)) return *name = "Nadam", s->nslots();
+    raise(NNL_ERR_UNSUPPORTED, "optimizer '%s' has no GPU path yet", o.name.c_str());
+}
+
+/* The step's scalars, as each CPU update() computes them. */
+static nnl_cuda::OptStep gpu_opt_step(Optimizer &o, double lr) {
+    nnl_cuda::OptStep s;
+    memset(&s, 0, sizeof s);
+    s.lr = (float)lr;
+    double tt = (double)(o.iterations + 1);
+    if (auto *p = dynamic_cast<SGD *>(&o)) {
+        s.kind = p->momentum == 0 ? nnl_cuda::OPT_SGD : nnl_cuda::OPT_SGD_MOMENTUM;
+        s.momentum = (float)p->momentum;
+        s.nesterov = p->nesterov;
+    } else if (auto *p = dynamic_cast<RMSprop *>(&o)) {
+        s.kind = nnl_cuda::OPT_RMSPROP;
+        s.rho = (float)p->rho;
+        s.eps = (float)p->eps;
+        s.momentum = (float)p->momentum;
+        s.centered = p->centered;
+    } else if (auto *p = dynamic_cast<Adagrad *>(&o)) {
+        s.kind = nnl_cuda::OPT_ADAGRAD;
+        s.eps = (float)p->eps;
+    } else if (auto *p = dynamic_cast<Adadelta *>(&o)) {
+        s.kind = nnl_cuda::OPT_ADADELTA;
+        s.rho = (float)p->rho;
+        s.eps = (float)p->eps;
+    } else if (auto *p = dynamic_cast<Adam *>(&o)) {
+        s.kind = nnl_cuda::OPT_ADAM;
+        s.alpha = (float)(lr * std::sqrt(1 - std::pow(p->b2, tt)) / (1 - std::pow(p->b1, tt)));
+        s.b1c = (float)(1 - p->b1);
+        s.b2c = (float)(1 - p->b2);
+        s.eps = (float)p->eps;
+        s.wd = (float)(p->weight_decay * lr);
+        s.amsgrad = p->amsgrad;
+    } else if (auto *p = dynamic_cast<Adamax *>(&o)) {
+        s.kind = nnl_cuda::OPT_ADAMAX;
+        s.step = (float)(lr / (1 - std::pow(p->b1, tt)));
+        s.b1c = (float)(1 - p->b1);
+        s.b2 = (float)p->b2;
+        s.eps = (float)p->eps;
+    } else if (auto *p = dynamic_cast<Nadam *>(&o)) {
+        s.kind = nnl_cuda::OPT_NADAM;
+        double ut = p->u(tt), ut1 = p->u(tt + 1), up = p->u_product * ut, up1 = up * ut1;
+        s.a1 = (float)(ut1 / (1 - up1));
+        s.a2 = (float)((1 - ut) / (1 - up));
+        s.vb = (float)(1 / (1 - std::pow(p->b2, tt)));
+        s.b1c = (float)(1 - p->b1);
+        s.b2c = (float)(1 - p->b2);
+        s.eps = (float)p->eps;
+    } else {
+        raise(NNL_ERR_UNSUPPORTED, "optimizer '%s' has no GPU path yet", o.name.c_str());
+    }
+    return s;
+}
+
+/* Uploads what changed on the host since the last synchronisation:
+   weights and slots (compared with their snapshots), and (re)creates the
+   mirrors when an array was re-laid. */
+void gpu_sync_device(Model &m) {
+    if (!m.gpu) return;
+    GpuModel &g = *m.gpu;
+    if (g.W.h != m.W.data() || g.W.n != m.W.size() || memcmp(g.W.seen.data(), m.W.data(), m.W.size() * 4))
+        g.mirror(g.W, m.W.data(), m.W.size(), true);
+    if (g.G.h != m.G.data() || g.G.n != m.G.size()) g.mirror(g.G, m.G.data(), m.G.size(), false);
+    size_t ns = m.opt ? m.opt->slots.size() : 0;
+    if (g.slots.size() != ns) {
+        for (auto &s : g.slots) g.release(s);
+        g.slots.assign(ns, Mirror());
+    }
+    for (size_t k = 0; k < ns; k++) {
+        const std::vector<float> &v = m.opt->slots[k];
+        Mirror &s = g.slots[k];
+        if (s.h != v.data() || s.n != v.size() || memcmp(s.seen.data(), v.data(), v.size() * 4))
+            g.mirror(s, v.data(), v.size(), true);
+    }
+}
+
+/* Copies weights and optimizer slots back into the host arrays. */
+void gpu_sync_host(Model &m) {
+    if (!m.gpu) return;
+    GpuModel &g = *m.gpu;
+    if (g.W.h == m.W.data() && g.W.n == m.W.size()) {
+        nnl_cuda::download(m.W.data(), g.W.d, g.W.n * 4);
+        g.W.seen.assign(m.W.begin(), m.W.end());
+    }
+    size_t ns = m.opt ? m.opt->slots.size() : 0;
+    for (size_t k = 0; k < ns && k < g.slots.size(); k++) {
+        std::vector<float> &v = m.opt->slots[k];
+        Mirror &s = g.slots[k];
+        if (s.h == v.data() && s.n == v.size()) {
+            nnl_cuda::download(v.data(), s.d, s.n * 4);
+            s.seen.assign(v.begin(), v.end());
+        }
+    }
+}
+
+GpuScope::GpuScope(Model &model, bool train) {
+    if (!model.gpu) {
+        /* a CPU model used while a GPU model runs on this thread (from a
+           callback): the CPU table for the duration */
+        if (tl_kernels || tl_gpu) {
+            cpu_inside = true;
+            prev_k = tl_kernels;
+            prev_model = tl_gpu;
+            tl_kernels = nullptr;
+            tl_gpu = nullptr;
+        }
+        return;
+    }
+    GpuModel &g = *model.gpu;
+    if (g.depth > 0) { /* nested (evaluate inside fit): already set up */
+        g.depth++;
+        m = &model;
+        return;
+    }
+    prev_ctx = nnl_cuda::context_current();
+    prev_model = tl_gpu;
+    prev_k = tl_kernels;
+    gpu_check_layers(model);
+    nnl_cuda::context_use(g.ctx);
+    tl_gpu = &g;
+    try {
+        gpu_sync_device(model);
+    } catch (...) {
+        tl_gpu = (GpuModel *)prev_model;
+        nnl_cuda::context_use((nnl_cuda::Context *)prev_ctx);
+        throw;
+    }
+    g.depth = 1;
+    m = &model;
+    training = train;
+    tl_kernels = &cuda_kernels;
+}
+
+GpuScope::~GpuScope() {
+    if (cpu_inside) {
+        tl_kernels = prev_k;
+        tl_gpu = (GpuModel *)prev_model;
+        return;
+    }
+    if (!m) return;
+    GpuModel &g = *m->gpu;
+    if (--g.depth > 0) return;
+    try {
+        if (training) gpu_sync_host(*m); /* also after a failed step: the last good weights */
+        nnl_cuda::synchronize();
+    } catch (const Error &e) {
+        fprintf(stderr, "nnlite: GPU: copying the weights back failed: %s\n", e.msg.c_str());
+    } catch (...) {
+    }
+    tl_kernels = prev_k;
+    tl_gpu = (GpuModel *)prev_model;
+    try {
+        nnl_cuda::context_use((nnl_cuda::Context *)prev_ctx);
+    } catch (...) {
+    }
+}
+
+/* Host -> device for a batch: through a pinned staging buffer (two, used in
+   turn, each reused only once its previous copy has finished). */
+void gpu_push(const float *h, int64_t n) {
+    GpuModel *g = tl_gpu;
+    if (!g || n <= 0) return;
+    float *d = g->dev(h);
+    int k = g->next_stage;
+    g->next_stage ^= 1;
+    if (g->stage_ev[k])
+        nnl_cuda::event_wait(g->stage_ev[k]); /* its previous copy has finished */
+    else
+        g->stage_ev[k] = nnl_cuda::event_create();
+    if (g->stage_n[k] < (size_t)n) {
+        nnl_cuda::host_free(g->stage[k]);
+        g->stage[k] = nullptr;
+        g->stage_n[k] = 0;
+        g->stage[k] = (float *)nnl_cuda::host_alloc((size_t)n * sizeof(float));
+        g->stage_n[k] = (size_t)n;
+    }
+    memcpy(g->stage[k], h, (size_t)n * sizeof(float));
+    nnl_cuda::upload(d, g->stage[k], (size_t)n * sizeof(float));
+    nnl_cuda::event_record(g->stage_ev[k]);
+}
+
+void gpu_pull(const float *h, int64_t n) {
+    GpuModel *g = tl_gpu;
+    if (!g || n <= 0) return;
+    nnl_cuda::download(const_cast<float *>(h), g->dev(h), (size_t)n * sizeof(float));
+}
+
+/* Sparse categorical cross-entropy from logits (a fused softmax output, or
+   from_logits=True) with sparse accuracy metrics only: on the device. */
+bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
+    if (!tl_gpu || m.loss.kind != LOSS_SPARSE_CCE) return false;
+    bool logits = m.loss.fused == ACT_SOFTMAX || (m.loss.from_logits && m.loss.fused == ACT_LINEAR);
+    if (!logits) return false;
+    for (auto &mt : m.metrics)
+        if (mt.kind != M_SPARSE_ACC) return false;
+    size_t L = m.layers.size();
+    const float *z = m.loss.fused == ACT_SOFTMAX ? m.layers.back()->logits(m.act[L - 1]) : m.act[L];
+    if (!z) return false;
+    int64_t per = m.out_shape().size() / m.classes(), C = m.classes();
+    float scale = 1.f / (float)B / (float)per;
+    double hits = 0;
+    double sum = nnl_cuda::sparse_xent(D(z), D(m.targets), B * per, C, scale, grad ? D(grad) : nullptr, &hits);
+    for (size_t k = 0; k < m.metrics.size(); k++) msum[k] += hits / (double)per;
+    *loss = sum / (double)per;
+    return true;
+}
+
+/* One optimizer step on the device: clipping, then one fused kernel per
+   tensor; the host keeps the step count (and Nadam's product). */
+bool gpu_apply(Model &m) {
+    if (!tl_gpu) return false;
+    GpuModel &g = *tl_gpu;
+    Optimizer &o = *m.opt;
+    ParamSlice *p = m.slices.data();
+    int count = (int)m.slices.size();
+    int64_t total = 0;
+    for (int i = 0; i < count; i++) total += p[i].n;
+    const char *oname = "";
+    int ns = gpu_nslots(o, &oname);
+    if ((int)o.slots.size() != ns || (ns && (int64_t)o.slots[0].size() != total)) {
+        o.slots.assign((size_t)ns, std::vector<float>((size_t)total, 0.f));
+        if (auto *a = dynamic_cast<Adagrad *>(&o)) a->init_slots();
+        gpu_sync_device(m);
+    }
+    if (o.clipvalue > 0)
+        for (int i = 0; i < count; i++) nnl_cuda::clip_value(D(p[i].g), p[i].n, (float)o.clipvalue);
+    if (o.clipnorm > 0)
+        for (int i = 0; i < count; i++) {
+            double nrm = std::sqrt(nnl_cuda::sumsq(D(p[i].g), p[i].n, nullptr));
+            if (nrm > o.clipnorm) nnl_cuda::scale(D(p[i].g), p[i].n, (float)(o.clipnorm / nrm));
+        }
+    if (o.global_clipnorm > 0) {
+        double s = 0;
+        for (int i = 0; i < count; i++) s += nnl_cuda::sumsq(D(p[i].g), p[i].n, nullptr);
+        double nrm = std::sqrt(s);
+        if (nrm > o.global_clipnorm)
+            for (int i = 0; i < count; i++) nnl_cuda::scale(D(p[i].g), p[i].n, (float)(o.global_clipnorm / nrm));
+    }
+    double lr = o.learning_rate;
+    if (o.decay > 0) lr = lr / (1.0 + o.decay * (double)o.iterations);
+    nnl_cuda::OptStep st = gpu_opt_step(o, lr);
+    int64_t off = 0;
+    for (int i = 0; i < count; i++) {
+        float *sl[3] = {nullptr, nullptr, nullptr};
+        for (int k = 0; k < ns && k < 3; k++) sl[k] = g.dev(o.slots[(size_t)k].data() + off);
+        nnl_cuda::opt_update(st, D(p[i].w), D(p[i].g), sl[0], sl[1], sl[2], p[i].n);
+        off += p[i].n;
+    }
+    o.iterations++;
+    if (auto *n = dynamic_cast<Nadam *>(&o)) n->after_step();
+    return true;
+}
+
+/* nnl_set_device's work: "cpu", "cuda" or "cuda:N". Nothing changes when
+   it fails. */
+static void set_device(Model &m, const char *device) {
+    NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
+    std::string d = lower(device);
+    if (d == "cpu") {
+        if (m.gpu) {
+            nnl_cuda::Context *prev = nnl_cuda::context_current();
+            nnl_cuda::context_use(m.gpu->ctx);
+            gpu_sync_host(m);
+            nnl_cuda::context_use(prev);
+            m.gpu.reset();
+        }
+        return;
+    }
+    int idx = 0;
+    if (d == "cuda" || d == "gpu") {
+        idx = 0;
+    } else if ((d.compare(0, 5, "cuda:") == 0 || d.compare(0, 4, "gpu:") == 0) &&
+               d.find(':') + 1 < d.size() &&
+               d.find_first_not_of("0123456789", d.find(':') + 1) == std::string::npos) {
+        idx = atoi(d.c_str() + d.find(':') + 1);
+    } else {
+        raise(NNL_ERR_ARGUMENT, "nnl_set_device: unknown device '%s' (use \"cpu\", \"cuda\" or \"cuda:N\")", device);
+    }
+    nnl_cuda::set_error_handler(cuda_raise);
+    int n = nnl_cuda::device_count();
+    NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
+    NNL_REQUIRE(idx < n, NNL_ERR_UNSUPPORTED, "nnl_set_device: CUDA device %d does not exist (%d present)", idx, n);
+    if (m.gpu && m.gpu->device == idx) return;
+    gpu_check_layers(m);
+    if (m.opt) {
+        const char *on = "";
+        gpu_nslots(*m.opt, &on);
+    }
+    /* leave a previous GPU first (its weights back on the host) */
+    if (m.gpu) set_device(m, "cpu");
+    std::shared_ptr<GpuModel> g(new GpuModel());
+    g->model = &m;
+    g->device = idx;
+    g->name = format("cuda:%d", idx);
+    nnl_cuda::Context *prev = nnl_cuda::context_current();
+    g->ctx = nnl_cuda::context_create(idx);
+    try {
+        nnl_cuda::context_use(g->ctx);
+        m.gpu = g;
+        gpu_sync_device(m); /* the weights and slots move now */
+        nnl_cuda::synchronize();
+    } catch (...) {
+        m.gpu.reset();
+        nnl_cuda::context_use(prev);
+        throw;
+    }
+    nnl_cuda::context_use(prev);
+}
+
+} // namespace nnl
+#endif /* NNL_CUDA */
 
 /* ========================================================================
    7  Data loaders and helpers
@@ -6936,6 +7534,71 @@ NNL_API int nnl_history_clear(nnl_model *m) {
         m->hist_keys.clear();
         m->hist.clear();
         m->hist_epochs = 0;
+    });
+}
+
+/* ---- GPU (section 6b) ---- */
+NNL_API int nnl_cuda_device_count(void) {
+#ifdef NNL_CUDA
+    return nnl_cuda::device_count();
+#else
+    return 0;
+#endif
+}
+
+NNL_API int nnl_cuda_device_name(int device, char *buf, int cap) {
+    return guard([&] {
+        NNL_REQUIRE(buf && cap > 0, NNL_ERR_ARGUMENT, "nnl_cuda_device_name: buf is NULL or cap <= 0");
+        buf[0] = 0;
+#ifdef NNL_CUDA
+        int n = nnl_cuda::device_count();
+        NNL_REQUIRE(device >= 0 && device < n, NNL_ERR_UNSUPPORTED, "nnl_cuda_device_name: no CUDA device %d (%d present)",
+                    device, n);
+        nnl_cuda::device_name(device, buf, (size_t)cap);
+#else
+        (void)device;
+        raise(NNL_ERR_UNSUPPORTED, "nnl_cuda_device_name: this nnlite was built without CUDA (make CUDA=1)");
+#endif
+    });
+}
+
+NNL_API int nnl_set_device(nnl_model *m, const char *device) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
+#ifdef NNL_CUDA
+        nnl::set_device(*m, device);
+#else
+        std::string d = nnl::lower(device);
+        if (d == "cpu") return;
+        NNL_REQUIRE(d.compare(0, 4, "cuda") != 0 && d.compare(0, 3, "gpu") != 0, NNL_ERR_UNSUPPORTED,
+                    "nnl_set_device: this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake "
+                    "-DNNLITE_CUDA=ON) to use '%s'",
+                    device);
+        raise(NNL_ERR_ARGUMENT, "nnl_set_device: unknown device '%s' (use \"cpu\", \"cuda\" or \"cuda:N\")", device);
+#endif
+    });
+}
+
+NNL_API const char *nnl_get_device(const nnl_model *m) {
+#ifdef NNL_CUDA
+    if (m && m->gpu) return m->gpu->name.c_str();
+#endif
+    return m ? "cpu" : "";
+}
+
+NNL_API int nnl_set_tf32(nnl_model *m, int on) {
+    return guard([&] {
+        NNL_CHECK_MODEL(m);
+#ifdef NNL_CUDA
+        NNL_REQUIRE(m->gpu, NNL_ERR_STATE, "nnl_set_tf32: the model is on the CPU (call nnl_set_device first)");
+        NNL_REQUIRE(!on || nnl_cuda::tf32_available(m->gpu->ctx), NNL_ERR_UNSUPPORTED,
+                    "nnl_set_tf32: TF32 tensor cores need compute capability 8.0 or newer");
+        nnl_cuda::set_tf32(m->gpu->ctx, on != 0);
+#else
+        (void)on;
+        raise(NNL_ERR_STATE, "nnl_set_tf32: the model is on the CPU (this nnlite was built without CUDA)");
+#endif
     });
 }
 

@@ -22,6 +22,8 @@
        NNL_MAX_JSON_PARAMS  most weights a model read from JSON or a model
                          file may have (default 2^31, as a double); a fuzzing
                          build sets it lower to stay in its memory limit.
+       NNL_CUDA          the CUDA backend: also compile nnlite_cuda.cu with
+                         nvcc and link cudart (make CUDA=1); see "GPU" below.
 
    EXAMPLE (XOR; error checks shortened to CHECK)
        #include "nnlite.h"
@@ -562,6 +564,49 @@ NNL_API int nnl_plot_history(const nnl_model *m, const char *path);
 NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int num_classes,
                                       const char *const *labels, int normalize,
                                       const char *title);
+
+/* ==== GPU (CUDA) ==========================================================
+   Present in every build; they do GPU work only in a library built with the
+   CUDA backend (make CUDA=1, CMake -DNNLITE_CUDA=ON: nnlite.cpp compiled with
+   -DNNL_CUDA and linked with nnlite_cuda.cu). Elsewhere nnl_cuda_device_count
+   is 0 and asking for a GPU fails with NNL_ERR_UNSUPPORTED, changing nothing.
+   STATUS: the CUDA backend compiles and links, but has not yet been run on a
+   GPU; see README.md "GPU". */
+
+/* Number of CUDA devices usable by this process: 0 in a build without CUDA,
+   without an NVIDIA driver or without a device. Never fails. Thread-safe. */
+NNL_API int nnl_cuda_device_count(void);
+/* The name of CUDA device `device` ("NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)")
+   into buf (cap bytes, always NUL-terminated). NNL_ERR_UNSUPPORTED when there
+   is no such device or no CUDA in this build. Thread-safe. */
+NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
+
+/* Where the model computes: "cpu" (the default), "cuda" (device 0) or
+   "cuda:N". Moving to a GPU copies the weights and optimizer state there once;
+   nnl_fit, nnl_evaluate and nnl_predict then run there. nnl_get_weight,
+   nnl_summary and the save functions keep reading the model's host copy,
+   which nnl_fit refreshes from the GPU when it returns (and around each
+   callback), and host-side writes (nnl_set_weight, loading weights) are
+   uploaded before the next GPU call. "cpu" brings the model back.
+   Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
+   has no CUDA, no such device exists, or the model holds a layer or
+   optimizer without a GPU path (the message names it; GPU layers: Dense,
+   Activation, Dropout, Flatten, Reshape, Conv1D/2D/3D, Max/AveragePooling
+   1D/2D/3D); NNL_ERR_ARGUMENT for an unknown device string. CUDA errors
+   while training become NNL_ERR_MEMORY (out of device memory) or
+   NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
+   GPU has its own CUDA stream: different models may train concurrently from
+   different threads; one model still from one thread at a time. */
+NNL_API int nnl_set_device(nnl_model *m, const char *device);
+/* "cpu" or "cuda:N" (owned by the model, valid until the next
+   nnl_set_device or nnl_model_free); "" for a NULL model. */
+NNL_API const char *nnl_get_device(const nnl_model *m);
+/* GEMMs (dense and convolution layers) on TF32 tensor cores (on != 0:
+   inputs rounded to 10-bit mantissas, FP32 accumulation; faster, about 1e-3
+   relative error) or in full FP32 (on == 0, the default). NNL_ERR_STATE when
+   the model is not on a GPU; NNL_ERR_UNSUPPORTED on a GPU older than
+   compute capability 8.0. */
+NNL_API int nnl_set_tf32(nnl_model *m, int on);
 
 #ifdef __cplusplus
 }

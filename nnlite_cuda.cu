@@ -1,0 +1,1227 @@
+/* nnlite_cuda.cu - the CUDA backend of nnlite: hand-written kernels that
+   mirror the CPU kernel table of nnlite.cpp (section 2) one by one, a caching
+   device allocator, contexts (a device, a stream, scratch) and the fused
+   optimizer updates. The interface is nnlite_cuda.h (internal, not public).
+
+   Build: nvcc -std=c++17 -O2 -c nnlite_cuda.cu (make CUDA=1 does it, with
+   code for sm_90 and PTX for compute_75 and compute_90).
+
+   CONTENTS
+     1  Errors, contexts, memory   status mapping, per-model stream and
+                                   scratch, caching allocator, pinned copies
+     2  GEMM                       FP32 shared-memory tiles; TF32 tensor
+                                   cores (WMMA, sm_80+); bias + activation
+                                   epilogue
+     3  Elementwise                activations, dropout (counter-based, the
+                                   CPU's hash), bias, mul, copy
+     4  Reductions                 sumsq (double), column sums (bias grad,
+                                   moments, batch-norm backward)
+     5  Convolution and pooling    transpose, im2col, col2im (gather, no
+                                   atomics), max/average pooling
+     6  Losses and optimizers      fused sparse softmax cross-entropy; one
+                                   fused update kernel per tensor
+
+   Determinism: no kernel uses atomics; every reduction has a fixed order for
+   a given shape and device, so a run repeats bit for bit on the same GPU. */
+
+#include "nnlite_cuda.h"
+
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+namespace nnl_cuda {
+
+/* ========================================================================
+   1  Errors, contexts, memory
+   ======================================================================== */
+
+/* nnlite's status codes (nnlite.h), repeated to keep this file independent */
+enum { ST_MEMORY = 6, ST_UNSUPPORTED = 7, ST_INTERNAL = 9 };
+
+static void default_handler(int, const char *msg) { throw std::runtime_error(msg); }
+static ErrorHandler g_handler = default_handler;
+void set_error_handler(ErrorHandler h) { g_handler = h ? h : default_handler; }
+
+static void fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(int status, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    g_handler(status, buf);
+    throw std::runtime_error(buf); /* a handler that returns is a bug */
+}
+
+static void check(cudaError_t e, const char *what, int line) {
+    if (e == cudaSuccess) return;
+    int st = e == cudaErrorMemoryAllocation ? ST_MEMORY
+             : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice)
+                 ? ST_UNSUPPORTED
+                 : ST_INTERNAL;
+    cudaGetLastError(); /* clear a non-sticky error */
+    fail(st, "CUDA error %s (%s) in %s (nnlite_cuda.cu:%d)", cudaGetErrorName(e), cudaGetErrorString(e), what, line);
+}
+#define CK(x) check((x), #x, __LINE__)
+#define LAUNCHED() check(cudaGetLastError(), "kernel launch", __LINE__)
+
+struct Context {
+    int device = 0;
+    int cc = 0; /* compute capability, 10 * major + minor */
+    cudaStream_t stream = nullptr;
+    bool tf32 = false;
+    double *part = nullptr; /* reduction partials (device) */
+    size_t part_n = 0;
+    float *fs = nullptr; /* float scratch (device) */
+    size_t fs_n = 0;
+    double *host = nullptr; /* pinned results */
+};
+
+static thread_local Context *tl_ctx = nullptr;
+
+static Context &ctx() {
+    if (!tl_ctx) fail(ST_INTERNAL, "nnlite CUDA backend used with no current context");
+    return *tl_ctx;
+}
+static cudaStream_t S() { return ctx().stream; }
+
+int device_count() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+void device_name(int i, char *buf, size_t cap) {
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(buf, cap, "CUDA device %d (unavailable)", i);
+        return;
+    }
+    snprintf(buf, cap, "%s (sm_%d%d, %.0f GiB)", p.name, p.major, p.minor, (double)p.totalGlobalMem / (1 << 30));
+}
+
+Context *context_create(int device) {
+    int n = device_count();
+    if (n == 0) fail(ST_UNSUPPORTED, "no CUDA device (cudaGetDeviceCount found none or no driver)");
+    if (device < 0 || device >= n) fail(ST_UNSUPPORTED, "CUDA device %d does not exist (%d present)", device, n);
+    CK(cudaSetDevice(device));
+    Context *c = new Context();
+    c->device = device;
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, device));
+    c->cc = p.major * 10 + p.minor;
+    if (c->cc < 75) {
+        delete c;
+        fail(ST_UNSUPPORTED, "CUDA device %d (%s) has compute capability %d.%d; nnlite needs 7.5 or newer", device,
+             p.name, p.major, p.minor);
+    }
+    try {
+        CK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+        CK(cudaMallocHost((void **)&c->host, 64 * sizeof(double)));
+    } catch (...) {
+        if (c->stream) cudaStreamDestroy(c->stream);
+        delete c;
+        throw;
+    }
+    return c;
+}
+
+void context_free(Context *c) {
+    if (!c) return;
+    Context *prev = tl_ctx;
+    tl_ctx = c;
+    cudaSetDevice(c->device);
+    cudaStreamSynchronize(c->stream);
+    dev_free(c->part);
+    dev_free(c->fs);
+    cudaFreeHost(c->host);
+    cudaStreamDestroy(c->stream);
+    cudaGetLastError();
+    tl_ctx = prev == c ? nullptr : prev;
+    delete c;
+}
+
+void context_use(Context *c) {
+    tl_ctx = c;
+    if (c) CK(cudaSetDevice(c->device));
+}
+Context *context_current() { return tl_ctx; }
+bool tf32_available(Context *c) { return c && c->cc >= 80; }
+void set_tf32(Context *c, bool on) {
+    if (c) c->tf32 = on && c->cc >= 80;
+}
+void synchronize() { CK(cudaStreamSynchronize(S())); }
+
+/* Caching allocator: blocks are rounded up (256 B, then 1 MiB above 1 MiB),
+   freed blocks wait in a per-device free list and are handed out again; CUDA
+   memory is released only when an allocation fails (then the cache is
+   emptied and the allocation retried). */
+namespace {
+std::mutex g_mem_mu;
+std::multimap<std::pair<int, size_t>, void *> g_free; /* (device, size) -> block */
+std::map<void *, std::pair<int, size_t>> g_live;
+} // namespace
+
+static size_t round_size(size_t b) {
+    if (b <= ((size_t)1 << 20)) return (b + 255) / 256 * 256;
+    return (b + ((size_t)1 << 20) - 1) >> 20 << 20;
+}
+
+void *dev_alloc(size_t bytes) {
+    int dev = ctx().device;
+    size_t sz = round_size(std::max<size_t>(bytes, 1));
+    std::lock_guard<std::mutex> lk(g_mem_mu);
+    auto it = g_free.find({dev, sz});
+    if (it != g_free.end()) {
+        void *p = it->second;
+        g_free.erase(it);
+        g_live[p] = {dev, sz};
+        return p;
+    }
+    void *p = nullptr;
+    cudaError_t e = cudaMalloc(&p, sz);
+    if (e == cudaErrorMemoryAllocation) { /* empty this device's cache and retry */
+        cudaGetLastError();
+        for (auto f = g_free.begin(); f != g_free.end();)
+            if (f->first.first == dev) {
+                cudaFree(f->second);
+                f = g_free.erase(f);
+            } else {
+                ++f;
+            }
+        e = cudaMalloc(&p, sz);
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fail(e == cudaErrorMemoryAllocation ? ST_MEMORY : ST_INTERNAL,
+             "CUDA error %s (%s) allocating %zu bytes on device %d", cudaGetErrorName(e), cudaGetErrorString(e), sz,
+             dev);
+    }
+    g_live[p] = {dev, sz};
+    return p;
+}
+
+void dev_free(void *p) {
+    if (!p) return;
+    /* another context's stream may reuse the block: let this stream finish */
+    if (tl_ctx) cudaStreamSynchronize(tl_ctx->stream);
+    std::lock_guard<std::mutex> lk(g_mem_mu);
+    auto it = g_live.find(p);
+    if (it == g_live.end()) return;
+    g_free.insert({it->second, p});
+    g_live.erase(it);
+}
+
+void memset0(void *d, size_t bytes) {
+    if (bytes) CK(cudaMemsetAsync(d, 0, bytes, S()));
+}
+void upload(void *d, const void *h, size_t bytes) {
+    if (bytes) CK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, S()));
+}
+void download(void *h, const void *d, size_t bytes) {
+    if (!bytes) return;
+    CK(cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, S()));
+    CK(cudaStreamSynchronize(S()));
+}
+void pin(void *h, size_t bytes) {
+    if (h && bytes) CK(cudaHostRegister(h, bytes, cudaHostRegisterDefault));
+}
+void unpin(void *h) {
+    if (h) {
+        cudaHostUnregister(h);
+        cudaGetLastError();
+    }
+}
+
+void *host_alloc(size_t bytes) {
+    void *h = nullptr;
+    CK(cudaMallocHost(&h, std::max<size_t>(bytes, 1)));
+    return h;
+}
+void host_free(void *h) {
+    if (h) {
+        cudaFreeHost(h);
+        cudaGetLastError();
+    }
+}
+void *event_create() {
+    cudaEvent_t e;
+    CK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return (void *)e;
+}
+void event_record(void *e) { CK(cudaEventRecord((cudaEvent_t)e, S())); }
+void event_wait(void *e) { CK(cudaEventSynchronize((cudaEvent_t)e)); }
+void event_free(void *e) {
+    if (e) {
+        cudaEventDestroy((cudaEvent_t)e);
+        cudaGetLastError();
+    }
+}
+
+/* scratch that only grows: no allocation per batch once warm */
+static double *part_scratch(size_t n) {
+    Context &c = ctx();
+    if (c.part_n < n) {
+        dev_free(c.part);
+        c.part = (double *)dev_alloc(n * sizeof(double));
+        c.part_n = n;
+    }
+    return c.part;
+}
+static float *float_scratch(size_t n) {
+    Context &c = ctx();
+    if (c.fs_n < n) {
+        dev_free(c.fs);
+        c.fs = (float *)dev_alloc(n * sizeof(float));
+        c.fs_n = n;
+    }
+    return c.fs;
+}
+
+static unsigned grid_for(int64_t n, int threads = 256) {
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned)std::max<int64_t>(1, std::min<int64_t>(b, 65535LL * 16));
+}
+#define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+/* ========================================================================
+   3 (first: the GEMM epilogue needs them)  Activations
+   The same formulas as nnlite.cpp's act1 / dact1, in float.
+   ======================================================================== */
+__device__ const float SELU_ALPHA = 1.6732632423543772f, SELU_SCALE = 1.0507009873554805f, LEAKY_SLOPE = 0.2f;
+
+__device__ __forceinline__ float sigmoidf_(float x) {
+    return x >= 0 ? 1.f / (1.f + expf(-x)) : expf(x) / (1.f + expf(x));
+}
+
+__device__ __forceinline__ float act1(int a, float x) {
+    switch (a) {
+    case A_RELU: return x > 0 ? x : 0.f;
+    case A_SIGMOID: return sigmoidf_(x);
+    case A_TANH: return tanhf(x);
+    case A_LEAKY_RELU: return x > 0 ? x : LEAKY_SLOPE * x;
+    case A_ELU: return x > 0 ? x : expm1f(x);
+    case A_SELU: return SELU_SCALE * (x > 0 ? x : SELU_ALPHA * expm1f(x));
+    case A_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case A_SOFTPLUS: return x > 20.f ? x : log1pf(expf(x));
+    case A_SOFTSIGN: return x / (1.f + fabsf(x));
+    case A_SWISH: return x * sigmoidf_(x);
+    case A_HARD_SIGMOID: return fminf(1.f, fmaxf(0.f, 0.2f * x + 0.5f));
+    case A_EXPONENTIAL: return expf(x);
+    default: return x;
+    }
+}
+
+__device__ __forceinline__ float dact1(int a, float x, float y) {
+    switch (a) {
+    case A_RELU: return x > 0 ? 1.f : 0.f;
+    case A_SIGMOID: return y * (1.f - y);
+    case A_TANH: return 1.f - y * y;
+    case A_LEAKY_RELU: return x > 0 ? 1.f : LEAKY_SLOPE;
+    case A_ELU: return x > 0 ? 1.f : y + 1.f;
+    case A_SELU: return x > 0 ? SELU_SCALE : y + SELU_SCALE * SELU_ALPHA;
+    case A_GELU: return 0.5f * (1.f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+    case A_SOFTPLUS: return sigmoidf_(x);
+    case A_SOFTSIGN: {
+        float d = 1.f + fabsf(x);
+        return 1.f / (d * d);
+    }
+    case A_SWISH: {
+        float s = sigmoidf_(x);
+        return s * (1.f + x * (1.f - s));
+    }
+    case A_HARD_SIGMOID: return (x > -2.5f && x < 2.5f) ? 0.2f : 0.f;
+    case A_EXPONENTIAL: return y;
+    default: return 1.f;
+    }
+}
+
+/* ========================================================================
+   2  GEMM
+   C[M,N] = alpha op(A) op(B) + beta C, then (+ bias[j], act) when asked.
+   beta == 0 never reads C (it may hold anything, NaN included).
+   ======================================================================== */
+namespace gemm {
+constexpr int BM = 64, BN = 64, BK = 16;
+
+__device__ __forceinline__ void store(float *C, int64_t ldc, int64_t i, int64_t j, float v, float alpha, float beta,
+                                      const float *bias, int act) {
+    float *c = C + i * ldc + j;
+    float r = alpha * v;
+    if (beta != 0.f) r += beta * *c;
+    if (bias) r += bias[j];
+    if (act != A_LINEAR) r = act1(act, r);
+    *c = r;
+}
+
+/* FP32: a 64 x 64 block of C per 256 threads, 4 x 4 values each, A and B
+   staged through shared memory 16 deep (k-major, so the inner loop reads
+   broadcast or consecutive words). */
+__global__ void __launch_bounds__(256) sgemm_fp32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                                                  const float *__restrict__ A, int64_t lda,
+                                                  const float *__restrict__ B, int64_t ldb, float beta, float *C,
+                                                  int64_t ldc, const float *__restrict__ bias, int act) {
+    __shared__ float As[BK][BM + 4], Bs[BK][BN + 4];
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int e = tid + 256 * q;
+            int m, k;
+            if (ta) { m = e % BM; k = e / BM; } else { m = e / BK; k = e % BK; }
+            int64_t gi = i0 + m, gk = k0 + k;
+            As[k][m] = (gi < M && gk < K) ? (ta ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.f;
+            int n;
+            if (tb) { n = e / BK; k = e % BK; } else { k = e / BN; n = e % BN; }
+            int64_t gj = j0 + n;
+            gk = k0 + k;
+            Bs[k][n] = (gj < N && gk < K) ? (tb ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < BK; k++) {
+            float a[4], b[4];
+#pragma unroll
+            for (int r = 0; r < 4; r++) a[r] = As[k][ty + 16 * r];
+#pragma unroll
+            for (int c = 0; c < 4; c++) b[c] = Bs[k][tx + 16 * c];
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            int64_t i = i0 + ty + 16 * r, j = j0 + tx + 16 * c;
+            if (i < M && j < N) store(C, ldc, i, j, acc[r][c], alpha, beta, bias, act);
+        }
+}
+
+/* TF32 tensor cores (sm_80+): a 64 x 64 block per 4 warps, each warp 32 x 32
+   as 2 x 2 WMMA 16x16x8 tiles; operands rounded to TF32 (10-bit mantissa),
+   accumulation in FP32. Compiled to a trap below sm_80; the host never
+   launches it there. */
+__global__ void __launch_bounds__(128) sgemm_tf32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                                                  const float *__restrict__ A, int64_t lda,
+                                                  const float *__restrict__ B, int64_t ldb, float beta, float *C,
+                                                  int64_t ldc, const float *__restrict__ bias, int act) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    __shared__ __align__(128) float As[BM][BK + 4];
+    __shared__ __align__(128) float Bs[BK][BN + 4];
+    __shared__ __align__(128) float Cs[BM][BN + 4];
+    const int tid = threadIdx.x, warp = tid / 32, wm = warp / 2, wn = warp % 2;
+    const int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+#pragma unroll
+        for (int b = 0; b < 2; b++) wmma::fill_fragment(acc[a][b], 0.f);
+    for (int64_t k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+            int e = tid + 128 * q;
+            int m, k;
+            if (ta) { m = e % BM; k = e / BM; } else { m = e / BK; k = e % BK; }
+            int64_t gi = i0 + m, gk = k0 + k;
+            As[m][k] = (gi < M && gk < K) ? (ta ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.f;
+            int n;
+            if (tb) { n = e / BK; k = e % BK; } else { k = e / BN; n = e % BN; }
+            int64_t gj = j0 + n;
+            gk = k0 + k;
+            Bs[k][n] = (gj < N && gk < K) ? (tb ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[2];
+#pragma unroll
+            for (int a = 0; a < 2; a++) {
+                wmma::load_matrix_sync(fa[a], &As[wm * 32 + a * 16][kk], BK + 4);
+#pragma unroll
+                for (int t = 0; t < fa[a].num_elements; t++) fa[a].x[t] = wmma::__float_to_tf32(fa[a].x[t]);
+            }
+#pragma unroll
+            for (int b = 0; b < 2; b++) {
+                wmma::load_matrix_sync(fb[b], &Bs[kk][wn * 32 + b * 16], BN + 4);
+#pragma unroll
+                for (int t = 0; t < fb[b].num_elements; t++) fb[b].x[t] = wmma::__float_to_tf32(fb[b].x[t]);
+            }
+#pragma unroll
+            for (int a = 0; a < 2; a++)
+#pragma unroll
+                for (int b = 0; b < 2; b++) wmma::mma_sync(acc[a][b], fa[a], fb[b], acc[a][b]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+#pragma unroll
+        for (int b = 0; b < 2; b++)
+            wmma::store_matrix_sync(&Cs[wm * 32 + a * 16][wn * 32 + b * 16], acc[a][b], BN + 4, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < BM * BN; e += 128) {
+        int r = e / BN, c = e % BN;
+        int64_t i = i0 + r, j = j0 + c;
+        if (i < M && j < N) store(C, ldc, i, j, Cs[r][c], alpha, beta, bias, act);
+    }
+#else
+    __trap();
+#endif
+}
+
+/* K == 0 (or alpha == 0): C = beta C, then the epilogue */
+__global__ void scale_ep(int64_t M, int64_t N, float beta, float *C, int64_t ldc, const float *bias, int act) {
+    GRID_STRIDE(e, M * N) {
+        int64_t i = e / N, j = e % N;
+        store(C, ldc, i, j, 0.f, 0.f, beta, bias, act);
+    }
+}
+} // namespace gemm
+
+void act_forward(int act, const float *x, float *y, int64_t rows, int64_t n);
+
+static void gemm_launch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, int act) {
+    if (M <= 0 || N <= 0) return;
+    int ep_act = act == A_SOFTMAX ? A_LINEAR : act; /* softmax needs whole rows: a second pass */
+    if (K <= 0 || alpha == 0.f) {
+        gemm::scale_ep<<<grid_for(M * N), 256, 0, S()>>>(M, N, beta, C, ldc, bias, ep_act);
+    } else {
+        int64_t gx = (N + gemm::BN - 1) / gemm::BN, gy = (M + gemm::BM - 1) / gemm::BM;
+        if (gy > 65535) fail(ST_UNSUPPORTED, "sgemm: M = %lld is too large for one launch", (long long)M);
+        dim3 grid((unsigned)gx, (unsigned)gy);
+        if (ctx().tf32)
+            gemm::sgemm_tf32<<<grid, 128, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias,
+                                                    ep_act);
+        else
+            gemm::sgemm_fp32<<<grid, 256, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias,
+                                                    ep_act);
+    }
+    LAUNCHED();
+    if (act == A_SOFTMAX) {
+        if (ldc != N) fail(ST_UNSUPPORTED, "sgemm_bias_act: softmax needs ldc == N");
+        act_forward(A_SOFTMAX, C, C, M, N);
+    }
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    gemm_launch(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr, A_LINEAR);
+}
+
+void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                    float *C, int64_t ldc, const float *bias, int act) {
+    gemm_launch(false, false, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc, bias, act);
+}
+
+/* ========================================================================
+   3  Elementwise
+   ======================================================================== */
+__global__ void k_act_fwd(int a, const float *x, float *y, int64_t n) {
+    GRID_STRIDE(i, n) y[i] = act1(a, x[i]);
+}
+__global__ void k_act_bwd(int a, const float *x, const float *y, const float *dy, float *dx, int64_t n) {
+    GRID_STRIDE(i, n) dx[i] = dy[i] * dact1(a, x ? x[i] : 0.f, y ? y[i] : 0.f);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sumd(double v) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* softmax over rows of n: one warp per row, max subtracted */
+__global__ void k_softmax(const float *x, float *y, int64_t rows, int64_t n) {
+    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const float *xr = x + r * n;
+    float *yr = y + r * n;
+    float m = -INFINITY;
+    for (int64_t j = lane; j < n; j += 32) m = fmaxf(m, xr[j]);
+    m = warp_max(m);
+    float s = 0.f;
+    for (int64_t j = lane; j < n; j += 32) {
+        float e = expf(xr[j] - m);
+        yr[j] = e;
+        s += e;
+    }
+    s = warp_sum(s);
+    float inv = 1.f / s;
+    for (int64_t j = lane; j < n; j += 32) yr[j] *= inv;
+}
+
+__global__ void k_softmax_bwd(const float *y, const float *dy, float *dx, int64_t rows, int64_t n) {
+    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const float *yr = y + r * n, *dr = dy + r * n;
+    float *o = dx + r * n;
+    float dot = 0.f;
+    for (int64_t j = lane; j < n; j += 32) dot += dr[j] * yr[j];
+    dot = warp_sum(dot);
+    for (int64_t j = lane; j < n; j += 32) o[j] = yr[j] * (dr[j] - dot);
+}
+
+void act_forward(int act, const float *x, float *y, int64_t rows, int64_t n) {
+    if (rows <= 0 || n <= 0) return;
+    if (act == A_SOFTMAX) {
+        k_softmax<<<grid_for(rows * 32), 256, 0, S()>>>(x, y, rows, n);
+    } else if (act == A_LINEAR) {
+        copy(x, y, rows * n);
+        return;
+    } else {
+        k_act_fwd<<<grid_for(rows * n), 256, 0, S()>>>(act, x, y, rows * n);
+    }
+    LAUNCHED();
+}
+
+void act_backward(int act, const float *x, const float *y, const float *dy, float *dx, int64_t rows, int64_t n) {
+    if (rows <= 0 || n <= 0) return;
+    if (act == A_SOFTMAX)
+        k_softmax_bwd<<<grid_for(rows * 32), 256, 0, S()>>>(y, dy, dx, rows, n);
+    else
+        k_act_bwd<<<grid_for(rows * n), 256, 0, S()>>>(act, x, y, dy, dx, rows * n);
+    LAUNCHED();
+}
+
+/* nnlite.cpp's dropout hash (mix32, two rounds keyed by the seed's halves):
+   element i's draw depends on (seed, i) only, so the GPU's masks are the
+   CPU's, bit for bit */
+__device__ __forceinline__ uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+__global__ void k_dropout(const float *x, float *y, float *mask, int64_t n, uint32_t thresh, float keep,
+                          uint64_t seed) {
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    GRID_STRIDE(i, n) {
+        uint32_t h = mix32(mix32((uint32_t)i ^ k0) + k1);
+        float m = (h >> 8) < thresh ? 0.f : keep;
+        mask[i] = m;
+        y[i] = x[i] * m;
+    }
+}
+void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
+    if (n <= 0) return;
+    uint32_t thresh = (uint32_t)fmin(16777216.0, ceil((double)rate * 16777216.0));
+    k_dropout<<<grid_for(n), 256, 0, S()>>>(x, y, mask, n, thresh, 1.f / (1.f - rate), seed);
+    LAUNCHED();
+}
+
+__global__ void k_mul(const float *a, const float *b, float *y, int64_t n) {
+    GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+}
+void mul(const float *a, const float *b, float *y, int64_t n) {
+    if (n <= 0) return;
+    k_mul<<<grid_for(n), 256, 0, S()>>>(a, b, y, n);
+    LAUNCHED();
+}
+void copy(const float *x, float *y, int64_t n) {
+    if (n > 0 && x != y) CK(cudaMemcpyAsync(y, x, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, S()));
+}
+
+__global__ void k_bias_add(float *y, const float *b, int64_t rows, int64_t n) {
+    GRID_STRIDE(i, rows * n) y[i] += b[i % n];
+}
+void bias_add(float *y, const float *b, int64_t rows, int64_t n) {
+    if (rows <= 0 || n <= 0) return;
+    k_bias_add<<<grid_for(rows * n), 256, 0, S()>>>(y, b, rows, n);
+    LAUNCHED();
+}
+
+__global__ void k_scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *sc, const float *sh) {
+    GRID_STRIDE(i, rows * C) {
+        int64_t c = i % C;
+        y[i] = x[i] * sc[c] + sh[c];
+    }
+}
+void scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale_, const float *shift) {
+    if (rows <= 0 || C <= 0) return;
+    k_scale_shift<<<grid_for(rows * C), 256, 0, S()>>>(x, y, rows, C, scale_, shift);
+    LAUNCHED();
+}
+
+/* ========================================================================
+   4  Reductions
+   ======================================================================== */
+constexpr int RED_BLOCKS = 512;
+
+/* sum of squares: double per thread, then per block, then one block */
+__global__ void k_sumsq_part(const float *x, int64_t n, double *part) {
+    __shared__ double sh[8];
+    double s = 0;
+    GRID_STRIDE(i, n) {
+        double v = x[i];
+        s += v * v;
+    }
+    s = warp_sumd(s);
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int w = 0; w < (int)blockDim.x / 32; w++) t += sh[w];
+        part[blockIdx.x] = t;
+    }
+}
+/* out[0] = sum of part[0..n) (one block of 256; fixed order) */
+__global__ void k_sum_parts(const double *part, int n, double *out) {
+    __shared__ double sh[256];
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += 256) s += part[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = 128; o > 0; o /= 2) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = sh[0];
+}
+
+static double sum_parts_to_host(double *part, int n) {
+    k_sum_parts<<<1, 256, 0, S()>>>(part, n, part + RED_BLOCKS);
+    LAUNCHED();
+    double *h = ctx().host;
+    CK(cudaMemcpyAsync(h, part + RED_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost, S()));
+    CK(cudaStreamSynchronize(S()));
+    return h[0];
+}
+
+double sumsq(const float *x, int64_t n, bool *finite) {
+    double s = 0;
+    if (n > 0) {
+        double *part = part_scratch(RED_BLOCKS + 1);
+        int blocks = (int)std::min<int64_t>(RED_BLOCKS, (n + 255) / 256);
+        k_sumsq_part<<<blocks, 256, 0, S()>>>(x, n, part);
+        LAUNCHED();
+        s = sum_parts_to_host(part, blocks);
+    }
+    if (finite) *finite = std::isfinite(s);
+    return s;
+}
+
+/* Column sums of x[rows, C] over row chunks: a block is 32 columns x 8 row
+   lanes; out[chunk * C + c] in double. MODE 0: x; 1: (x - center)^2;
+   2: dy (into out) and dy * (x - mean) * invstd (into out2). */
+template <int MODE>
+__global__ void k_colpart(const float *x, const float *dy, int64_t rows, int64_t C, const float *center,
+                          const float *invstd, double *out, double *out2) {
+    __shared__ double s1[8][33], s2[8][33];
+    int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+    int64_t c = blockIdx.x * 32LL + tx;
+    int64_t per = (rows + gridDim.y - 1) / gridDim.y, r0 = blockIdx.y * per, r1 = min(rows, r0 + per);
+    double a = 0, b = 0;
+    if (c < C)
+        for (int64_t r = r0 + ty; r < r1; r += 8) {
+            float v = x ? x[r * C + c] : 0.f;
+            if (MODE == 0) {
+                a += v;
+            } else if (MODE == 1) {
+                float d = v - center[c];
+                a += (double)d * d;
+            } else {
+                float d = dy[r * C + c];
+                a += d;
+                b += (double)d * ((v - center[c]) * invstd[c]);
+            }
+        }
+    s1[ty][tx] = a;
+    s2[ty][tx] = b;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        double t = 0, u = 0;
+        for (int k = 0; k < 8; k++) {
+            t += s1[k][tx];
+            u += s2[k][tx];
+        }
+        out[blockIdx.y * C + c] = t;
+        if (MODE == 2) out2[blockIdx.y * C + c] = u;
+    }
+}
+
+/* Sums the chunks: res[c] = sum_k part[k * C + c] */
+__global__ void k_colsum(const double *part, int chunks, int64_t C, double *res) {
+    GRID_STRIDE(c, C) {
+        double t = 0;
+        for (int k = 0; k < chunks; k++) t += part[k * C + c];
+        res[c] = t;
+    }
+}
+
+static int chunks_for(int64_t rows) { return (int)std::max<int64_t>(1, std::min<int64_t>(256, (rows + 63) / 64)); }
+
+/* column sums of mode MODE into res (C doubles, device), res2 likewise for MODE 2 */
+template <int MODE>
+static void colsums(const float *x, const float *dy, int64_t rows, int64_t C, const float *center,
+                    const float *invstd, double *res, double *res2) {
+    int ch = chunks_for(rows);
+    double *part = part_scratch((size_t)(2 * ch * C + 2 * C)) + 2 * C; /* res, res2 live at the start */
+    dim3 grid((unsigned)((C + 31) / 32), (unsigned)ch);
+    k_colpart<MODE><<<grid, 256, 0, S()>>>(x, dy, rows, C, center, invstd, part, part + ch * C);
+    LAUNCHED();
+    k_colsum<<<grid_for(C), 256, 0, S()>>>(part, ch, C, res);
+    LAUNCHED();
+    if (MODE == 2) {
+        k_colsum<<<grid_for(C), 256, 0, S()>>>(part + ch * C, ch, C, res2);
+        LAUNCHED();
+    }
+}
+
+__global__ void k_d2f(const double *s, float *y, int64_t n, double div) {
+    GRID_STRIDE(i, n) y[i] = (float)(s[i] / div);
+}
+
+void bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
+    if (n <= 0) return;
+    if (rows <= 0) {
+        CK(cudaMemsetAsync(db, 0, (size_t)n * sizeof(float), S()));
+        return;
+    }
+    /* MODE 0 sums its x argument: pass dy as x */
+    int ch = chunks_for(rows);
+    double *res = part_scratch((size_t)(2 * ch * n + 2 * n));
+    colsums<0>(dy, nullptr, rows, n, nullptr, nullptr, res, nullptr);
+    k_d2f<<<grid_for(n), 256, 0, S()>>>(res, db, n, 1.0);
+    LAUNCHED();
+}
+
+void moments(const float *x, int64_t rows, int64_t C, float *mean, float *var) {
+    if (C <= 0 || rows <= 0) return;
+    int ch = chunks_for(rows);
+    double *res = part_scratch((size_t)(2 * ch * C + 2 * C));
+    colsums<0>(x, nullptr, rows, C, nullptr, nullptr, res, nullptr);
+    k_d2f<<<grid_for(C), 256, 0, S()>>>(res, mean, C, (double)rows);
+    LAUNCHED();
+    colsums<1>(x, nullptr, rows, C, mean, nullptr, res, nullptr); /* two passes: no cancellation */
+    k_d2f<<<grid_for(C), 256, 0, S()>>>(res, var, C, (double)rows);
+    LAUNCHED();
+}
+
+__global__ void k_bn_finish(const double *sdy, const double *sdx, int64_t rows, int64_t C, const float *gamma,
+                            const float *invstd, float *dgamma, float *dbeta, float *coef, bool training) {
+    GRID_STRIDE(c, C) {
+        if (dbeta) dbeta[c] = (float)sdy[c];
+        if (dgamma) dgamma[c] = (float)sdx[c];
+        float gm = gamma ? gamma[c] : 1.f;
+        coef[c] = gm * invstd[c];
+        coef[C + c] = training ? (float)(sdy[c] / (double)rows) : 0.f;
+        coef[2 * C + c] = training ? (float)(sdx[c] / (double)rows) : 0.f;
+    }
+}
+__global__ void k_bn_dx(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                        const float *invstd, const float *coef) {
+    GRID_STRIDE(i, rows * C) {
+        int64_t c = i % C;
+        dx[i] = coef[c] * (dy[i] - coef[C + c] - (x[i] - mean[c]) * invstd[c] * coef[2 * C + c]);
+    }
+}
+
+void bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                 const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training) {
+    if (C <= 0) return;
+    int ch = chunks_for(rows);
+    double *res = part_scratch((size_t)(2 * ch * C + 2 * C));
+    colsums<2>(x, dy, rows, C, mean, invstd, res, res + C);
+    float *coef = float_scratch((size_t)(3 * C));
+    k_bn_finish<<<grid_for(C), 256, 0, S()>>>(res, res + C, rows, C, gamma, invstd, dgamma, dbeta, coef, training);
+    LAUNCHED();
+    if (!dx || rows <= 0) return;
+    k_bn_dx<<<grid_for(rows * C), 256, 0, S()>>>(x, dy, dx, rows, C, mean, invstd, coef);
+    LAUNCHED();
+}
+
+/* ========================================================================
+   5  Convolution and pooling (channels last)
+   ======================================================================== */
+__global__ void k_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
+    __shared__ float t[32][33];
+    int64_t c0 = blockIdx.x * 32LL, r0 = blockIdx.y * 32LL;
+    for (int64_t b = blockIdx.z; b < batch; b += gridDim.z) {
+        const float *xb = x + b * R * C;
+        float *yb = y + b * R * C;
+        for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+            int64_t r = r0 + k, c = c0 + threadIdx.x;
+            if (r < R && c < C) t[k][threadIdx.x] = xb[r * C + c];
+        }
+        __syncthreads();
+        for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+            int64_t c = c0 + k, r = r0 + threadIdx.x;
+            if (r < R && c < C) yb[c * R + r] = t[threadIdx.x][k];
+        }
+        __syncthreads();
+    }
+}
+void transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
+    if (batch <= 0 || R <= 0 || C <= 0) return;
+    int64_t gx = (C + 31) / 32, gy = (R + 31) / 32;
+    if (gy > 65535) fail(ST_UNSUPPORTED, "transpose: %lld rows is too many", (long long)R);
+    dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)std::min<int64_t>(batch, 65535));
+    k_transpose<<<grid, dim3(32, 8), 0, S()>>>(x, y, batch, R, C);
+    LAUNCHED();
+}
+
+/* col[r, j * C + c] for r = (sample, output position), tap j */
+__global__ void k_im2col(Win g, const float *x, float *col, int64_t n) {
+    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, kv = g.k[0] * g.k[1] * g.k[2], row = kv * C;
+    const int64_t in_sz = g.in[0] * g.in[1] * g.in[2];
+    GRID_STRIDE(e, n * P * row) {
+        int64_t r = e / row, q = e % row, j = q / C, c = q % C;
+        int64_t b = r / P, p = r % P;
+        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+        int64_t kw = j % g.k[2], kh = j / g.k[2] % g.k[1], kd = j / (g.k[2] * g.k[1]);
+        int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0], ih = oh * g.s[1] - g.pad[1] + kh * g.d[1],
+                iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+        bool in = id >= 0 && id < g.in[0] && ih >= 0 && ih < g.in[1] && iw >= 0 && iw < g.in[2];
+        col[e] = in ? x[(b * in_sz + (id * g.in[1] + ih) * g.in[2] + iw) * C + c] : 0.f;
+    }
+}
+void im2col(const Win &g, const float *x, float *col, int64_t n) {
+    int64_t total = n * g.out[0] * g.out[1] * g.out[2] * g.k[0] * g.k[1] * g.k[2] * g.C;
+    if (total <= 0) return;
+    k_im2col<<<grid_for(total), 256, 0, S()>>>(g, x, col, n);
+    LAUNCHED();
+}
+
+/* For input position i along one axis: the output positions o and taps k
+   with o * s - pad + k * d == i, o in [0, out). Calls f(o, k). */
+template <class F>
+__device__ __forceinline__ void taps_of(int64_t i, int64_t s, int64_t pad, int64_t d, int64_t k, int64_t out, F f) {
+    for (int64_t t = 0; t < k; t++) {
+        int64_t v = i + pad - t * d;
+        if (v < 0 || v % s) continue;
+        int64_t o = v / s;
+        if (o < out) f(o, t);
+    }
+}
+
+/* dx as a gather: each input element sums the column entries that read it */
+__global__ void k_col2im(Win g, const float *col, float *dx, int64_t n) {
+    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, row = g.k[0] * g.k[1] * g.k[2] * C;
+    const int64_t in_sz = g.in[0] * g.in[1] * g.in[2];
+    GRID_STRIDE(e, n * in_sz * C) {
+        int64_t c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
+        int64_t iw = pos % g.in[2], ih = pos / g.in[2] % g.in[1], id = pos / (g.in[2] * g.in[1]);
+        float s = 0.f;
+        taps_of(id, g.s[0], g.pad[0], g.d[0], g.k[0], g.out[0], [&](int64_t od, int64_t kd) {
+            taps_of(ih, g.s[1], g.pad[1], g.d[1], g.k[1], g.out[1], [&](int64_t oh, int64_t kh) {
+                taps_of(iw, g.s[2], g.pad[2], g.d[2], g.k[2], g.out[2], [&](int64_t ow, int64_t kw) {
+                    int64_t p = (od * g.out[1] + oh) * g.out[2] + ow, j = (kd * g.k[1] + kh) * g.k[2] + kw;
+                    s += col[(b * P + p) * row + j * C + c];
+                });
+            });
+        });
+        dx[e] = s;
+    }
+}
+void col2im(const Win &g, const float *col, float *dx, int64_t n) {
+    int64_t total = n * g.in[0] * g.in[1] * g.in[2] * g.C;
+    if (total <= 0) return;
+    k_col2im<<<grid_for(total), 256, 0, S()>>>(g, col, dx, n);
+    LAUNCHED();
+}
+
+/* number of unpadded taps of output position (od, oh, ow) */
+__device__ __forceinline__ int64_t window_count(const Win &g, int64_t od, int64_t oh, int64_t ow) {
+    int64_t cnt[3], o[3] = {od, oh, ow};
+    for (int a = 0; a < 3; a++) {
+        cnt[a] = 0;
+        for (int64_t t = 0; t < g.k[a]; t++) {
+            int64_t i = o[a] * g.s[a] - g.pad[a] + t * g.d[a];
+            cnt[a] += i >= 0 && i < g.in[a];
+        }
+    }
+    return cnt[0] * cnt[1] * cnt[2];
+}
+
+__global__ void k_pool_fwd(Win g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
+    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, in_sz = g.in[0] * g.in[1] * g.in[2];
+    GRID_STRIDE(e, n * P * C) {
+        int64_t c = e % C, r = e / C, b = r / P, p = r % P;
+        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+        const float *xb = x + b * in_sz * C;
+        float o = max ? -INFINITY : 0.f;
+        int32_t a = -1;
+        int64_t cnt = 0;
+        for (int64_t kd = 0; kd < g.k[0]; kd++) {
+            int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
+            if (id < 0 || id >= g.in[0]) continue;
+            for (int64_t kh = 0; kh < g.k[1]; kh++) {
+                int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
+                if (ih < 0 || ih >= g.in[1]) continue;
+                for (int64_t kw = 0; kw < g.k[2]; kw++) {
+                    int64_t iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+                    if (iw < 0 || iw >= g.in[2]) continue;
+                    int64_t pos = (id * g.in[1] + ih) * g.in[2] + iw;
+                    float v = xb[pos * C + c];
+                    if (max) {
+                        bool gt = v > o || a < 0; /* the first maximum wins; NaN propagates once chosen */
+                        o = gt ? v : o;
+                        a = gt ? (int32_t)(pos * C + c) : a;
+                    } else {
+                        o += v;
+                        cnt++;
+                    }
+                }
+            }
+        }
+        if (max) {
+            y[e] = o;
+            arg[e] = a;
+        } else {
+            y[e] = cnt ? o * (1.f / (float)cnt) : 0.f;
+        }
+    }
+}
+void pool_forward(const Win &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
+    int64_t total = n * g.out[0] * g.out[1] * g.out[2] * g.C;
+    if (total <= 0) return;
+    k_pool_fwd<<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
+    LAUNCHED();
+}
+
+/* gather: each input element sums the gradients of the windows that chose
+   it (max) or that hold it (average, divided by the window's count) */
+__global__ void k_pool_bwd(Win g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
+    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, in_sz = g.in[0] * g.in[1] * g.in[2];
+    GRID_STRIDE(e, n * in_sz * C) {
+        int64_t c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
+        int64_t iw = pos % g.in[2], ih = pos / g.in[2] % g.in[1], id = pos / (g.in[2] * g.in[1]);
+        int32_t me = (int32_t)(pos * C + c);
+        float s = 0.f;
+        taps_of(id, g.s[0], g.pad[0], g.d[0], g.k[0], g.out[0], [&](int64_t od, int64_t) {
+            taps_of(ih, g.s[1], g.pad[1], g.d[1], g.k[1], g.out[1], [&](int64_t oh, int64_t) {
+                taps_of(iw, g.s[2], g.pad[2], g.d[2], g.k[2], g.out[2], [&](int64_t ow, int64_t) {
+                    int64_t p = (od * g.out[1] + oh) * g.out[2] + ow, o = (b * P + p) * C + c;
+                    if (max) {
+                        if (arg[o] == me) s += dy[o];
+                    } else {
+                        int64_t cnt = window_count(g, od, oh, ow);
+                        if (cnt) s += dy[o] * (1.f / (float)cnt);
+                    }
+                });
+            });
+        });
+        dx[e] = s;
+    }
+}
+void pool_backward(const Win &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
+    int64_t total = n * g.in[0] * g.in[1] * g.in[2] * g.C;
+    if (total <= 0) return;
+    k_pool_bwd<<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+    LAUNCHED();
+}
+
+/* ========================================================================
+   6  Losses and optimizers
+   ======================================================================== */
+/* one warp per row: stable log-softmax, dz, the row's loss and hit */
+__global__ void k_sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
+                              double *loss, double *hit) {
+    int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const float *p = z + r * C;
+    float m = -INFINITY;
+    int64_t am = C; /* first index of the maximum */
+    for (int64_t j = lane; j < C; j += 32) /* j ascends: ties keep the first */
+        if (am == C || p[j] > m) {
+            m = p[j];
+            am = j;
+        }
+    for (int o = 16; o > 0; o /= 2) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        int64_t a2 = __shfl_xor_sync(0xffffffffu, am, o);
+        if (m2 > m || (m2 == m && a2 < am)) {
+            m = m2;
+            am = a2;
+        }
+    }
+    double s = 0;
+    for (int64_t j = lane; j < C; j += 32) s += exp((double)p[j] - m);
+    s = warp_sumd(s);
+    double lse = m + log(s);
+    int64_t c = (int64_t)labels[r];
+    if (dz)
+        for (int64_t j = lane; j < C; j += 32)
+            dz[r * C + j] = (float)exp(p[j] - lse) * scale - (j == c ? scale : 0.f);
+    if (lane == 0) {
+        loss[r] = lse - p[c];
+        hit[r] = am == c ? 1.0 : 0.0;
+    }
+}
+__global__ void k_sum_rows(const double *x, int64_t n, double *part) {
+    __shared__ double sh[8];
+    double s = 0;
+    GRID_STRIDE(i, n) s += x[i];
+    s = warp_sumd(s);
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int w = 0; w < (int)blockDim.x / 32; w++) t += sh[w];
+        part[blockIdx.x] = t;
+    }
+}
+
+double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
+                   double *hits) {
+    if (rows <= 0) {
+        if (hits) *hits = 0;
+        return 0;
+    }
+    double *buf = part_scratch((size_t)(2 * rows + 2 * (RED_BLOCKS + 1)));
+    double *loss = buf, *hit = buf + rows, *part = buf + 2 * rows;
+    k_sparse_xent<<<grid_for(rows * 32), 256, 0, S()>>>(z, labels, rows, C, scale, dz, loss, hit);
+    LAUNCHED();
+    int blocks = (int)std::min<int64_t>(RED_BLOCKS, (rows + 255) / 256);
+    k_sum_rows<<<blocks, 256, 0, S()>>>(loss, rows, part);
+    LAUNCHED();
+    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, part + RED_BLOCKS);
+    LAUNCHED();
+    k_sum_rows<<<blocks, 256, 0, S()>>>(hit, rows, part);
+    LAUNCHED();
+    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, part + RED_BLOCKS + 1);
+    LAUNCHED();
+    double *h = ctx().host;
+    CK(cudaMemcpyAsync(h, part + RED_BLOCKS, 2 * sizeof(double), cudaMemcpyDeviceToHost, S()));
+    CK(cudaStreamSynchronize(S()));
+    if (hits) *hits = h[1];
+    return h[0];
+}
+
+/* The CPU optimizers' loops (nnlite.cpp section 5), one element per thread */
+__global__ void k_opt(OptStep s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
+    GRID_STRIDE(i, n) {
+        float gi = g[i], wi = w[i];
+        switch (s.kind) {
+        case OPT_SGD: wi -= s.lr * gi; break;
+        case OPT_SGD_MOMENTUM: {
+            float v = s.momentum * s0[i] - s.lr * gi;
+            s0[i] = v;
+            wi += s.nesterov ? s.momentum * v - s.lr * gi : v;
+            break;
+        }
+        case OPT_RMSPROP: {
+            float v = s.rho * s0[i] + (1 - s.rho) * gi * gi;
+            s0[i] = v;
+            float den = v;
+            if (s.centered) {
+                float ag = s.rho * s2[i] + (1 - s.rho) * gi;
+                s2[i] = ag;
+                den -= ag * ag;
+            }
+            float inc = s.lr * gi / sqrtf(den + s.eps);
+            if (s.momentum > 0) {
+                float mo = s.momentum * s1[i] + inc;
+                s1[i] = mo;
+                wi -= mo;
+            } else {
+                wi -= inc;
+            }
+            break;
+        }
+        case OPT_ADAGRAD: {
+            float acc = s0[i] + gi * gi;
+            s0[i] = acc;
+            wi -= s.lr * gi / sqrtf(acc + s.eps);
+            break;
+        }
+        case OPT_ADADELTA: {
+            float ag = s.rho * s0[i] + (1 - s.rho) * gi * gi;
+            s0[i] = ag;
+            float d = sqrtf(s1[i] + s.eps) / sqrtf(ag + s.eps) * gi;
+            s1[i] = s.rho * s1[i] + (1 - s.rho) * d * d;
+            wi -= s.lr * d;
+            break;
+        }
+        case OPT_ADAM: {
+            wi -= wi * s.wd;
+            float m = s0[i] + (gi - s0[i]) * s.b1c;
+            float v = s1[i] + (gi * gi - s1[i]) * s.b2c;
+            s0[i] = m;
+            s1[i] = v;
+            if (s.amsgrad) {
+                v = fmaxf(s2[i], v);
+                s2[i] = v;
+            }
+            wi -= s.alpha * m / (sqrtf(v) + s.eps);
+            break;
+        }
+        case OPT_ADAMAX: {
+            float m = s0[i] + (gi - s0[i]) * s.b1c;
+            float u = fmaxf(s.b2 * s1[i], fabsf(gi));
+            s0[i] = m;
+            s1[i] = u;
+            wi -= s.step * m / (u + s.eps);
+            break;
+        }
+        case OPT_NADAM: {
+            float m = s0[i] + (gi - s0[i]) * s.b1c;
+            float v = s1[i] + (gi * gi - s1[i]) * s.b2c;
+            s0[i] = m;
+            s1[i] = v;
+            float mh = s.a1 * m + s.a2 * gi;
+            wi -= s.lr * mh / (sqrtf(v * s.vb) + s.eps);
+            break;
+        }
+        }
+        w[i] = wi;
+    }
+}
+void opt_update(const OptStep &s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
+    if (n <= 0) return;
+    k_opt<<<grid_for(n), 256, 0, S()>>>(s, w, g, s0, s1, s2, n);
+    LAUNCHED();
+}
+
+__global__ void k_clip(float *g, int64_t n, float v) {
+    GRID_STRIDE(i, n) g[i] = fminf(v, fmaxf(-v, g[i]));
+}
+void clip_value(float *g, int64_t n, float v) {
+    if (n <= 0) return;
+    k_clip<<<grid_for(n), 256, 0, S()>>>(g, n, v);
+    LAUNCHED();
+}
+__global__ void k_scale(float *g, int64_t n, float f) {
+    GRID_STRIDE(i, n) g[i] *= f;
+}
+void scale(float *g, int64_t n, float f) {
+    if (n <= 0) return;
+    k_scale<<<grid_for(n), 256, 0, S()>>>(g, n, f);
+    LAUNCHED();
+}
+
+} // namespace nnl_cuda

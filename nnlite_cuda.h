@@ -1,0 +1,119 @@
+/* nnlite_cuda.h - the internal interface between nnlite.cpp and the CUDA
+   backend nnlite_cuda.cu. NOT public: not installed, no ABI promise. Plain
+   C++17 (no CUDA headers), so nnlite.cpp compiled with -DNNL_CUDA by g++
+   includes it as is.
+
+   Every pointer named d_* (or any array argument of a kernel) is a device
+   pointer. Kernels are launched on the current context's stream and return
+   without waiting, except where a function returns a value computed on the
+   device (sumsq, ...), which waits for the stream. Each function mirrors the
+   CPU kernel of the same name in nnlite.cpp section 2 (struct Kernels): the
+   same arguments, layouts and results (to float32 rounding).
+
+   Errors: a failing CUDA call calls the handler installed by
+   set_error_handler (nnlite.cpp's raises nnl::Error, i.e. throws), with an
+   nnlite status code and a message that holds CUDA's own. */
+#ifndef NNLITE_CUDA_H
+#define NNLITE_CUDA_H
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nnl_cuda {
+
+/* nnl::Act, value by value (nnlite.cpp static_asserts the correspondence). */
+enum {
+    A_LINEAR, A_RELU, A_SIGMOID, A_TANH, A_SOFTMAX, A_LEAKY_RELU, A_ELU, A_SELU, A_GELU, A_SOFTPLUS, A_SOFTSIGN,
+    A_SWISH, A_HARD_SIGMOID, A_EXPONENTIAL, A_COUNT
+};
+
+/* nnl::Window, field by field. */
+struct Win {
+    int64_t C;
+    int64_t in[3], out[3], k[3], s[3], d[3], pad[3];
+};
+
+typedef void (*ErrorHandler)(int status, const char *msg);
+void set_error_handler(ErrorHandler h);
+
+/* ---- devices and contexts ---- */
+int device_count();  /* 0 when there is no driver or no device; never fails */
+/* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" of device i */
+void device_name(int i, char *buf, size_t cap);
+struct Context;                 /* a device, a stream and scratch: one per model */
+Context *context_create(int device); /* fails through the handler */
+void context_free(Context *c);  /* never fails; waits for the stream first */
+/* Makes c current on the calling thread (and cudaSetDevice's its device);
+   NULL: none. The kernels below run in the current context. */
+void context_use(Context *c);
+Context *context_current();
+void set_tf32(Context *c, bool on); /* GEMM path: tensor cores (TF32) or FP32 */
+bool tf32_available(Context *c);    /* compute capability >= 8.0 */
+void synchronize();                 /* waits for the current context's stream */
+
+/* ---- memory (current context's device) ---- */
+void *dev_alloc(size_t bytes); /* caching: freed blocks are reused, not returned to CUDA */
+void dev_free(void *p);        /* NULL is fine */
+void memset0(void *d, size_t bytes);
+void upload(void *d, const void *h, size_t bytes);   /* async when h is pinned */
+void download(void *h, const void *d, size_t bytes); /* waits */
+/* Pins [h, h+bytes) in place for asynchronous copies; unpin undoes it. */
+void pin(void *h, size_t bytes);
+void unpin(void *h);
+void *host_alloc(size_t bytes); /* pinned host memory */
+void host_free(void *h);        /* NULL is fine; never fails */
+/* Events on the current context's stream: record marks the work queued so
+   far; wait blocks until it has run. */
+void *event_create();
+void event_record(void *e);
+void event_wait(void *e);
+void event_free(void *e); /* NULL is fine; never fails */
+
+/* ---- kernels (mirror nnl::Kernels) ---- */
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                    float *C, int64_t ldc, const float *bias, int act);
+void bias_add(float *y, const float *b, int64_t rows, int64_t n);
+void bias_grad(const float *dy, float *db, int64_t rows, int64_t n);
+void act_forward(int act, const float *x, float *y, int64_t rows, int64_t n);
+void act_backward(int act, const float *x, const float *y, const float *dy, float *dx, int64_t rows, int64_t n);
+void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed);
+void mul(const float *a, const float *b, float *y, int64_t n);
+void copy(const float *x, float *y, int64_t n);
+double sumsq(const float *x, int64_t n, bool *finite);
+void transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C);
+void im2col(const Win &g, const float *x, float *col, int64_t n);
+void col2im(const Win &g, const float *col, float *dx, int64_t n);
+void pool_forward(const Win &g, bool max, const float *x, float *y, int32_t *arg, int64_t n);
+void pool_backward(const Win &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n);
+void moments(const float *x, int64_t rows, int64_t C, float *mean, float *var);
+void scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift);
+void bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                 const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training);
+
+/* ---- losses: sparse categorical cross-entropy from logits, fused ----
+   z (rows, C) logits, labels (rows) class ids as floats. Writes dz =
+   (softmax(z) - onehot) * scale when dz is not NULL, and returns
+   sum_r (logsumexp(z_r) - z_r[label]) and, in *hits, the number of rows
+   whose argmax is the label (first maximum wins, as std::max_element). */
+double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
+                   double *hits);
+
+/* ---- optimizers: one fused kernel per tensor ---- */
+enum OptKind { OPT_SGD, OPT_SGD_MOMENTUM, OPT_RMSPROP, OPT_ADAGRAD, OPT_ADADELTA, OPT_ADAM, OPT_ADAMAX, OPT_NADAM };
+/* The per-step scalars, computed on the host exactly as the CPU optimizers
+   compute them (see nnlite.cpp section 5). */
+struct OptStep {
+    int kind;
+    float lr, momentum, rho, eps, b1c, b2c, b2; /* b1c = 1 - beta_1, b2c = 1 - beta_2 */
+    float alpha, wd, a1, a2, vb, step;          /* Adam's alpha, AdamW's wd*lr, Nadam's a1 a2 vb, Adamax' step */
+    bool nesterov, centered, amsgrad;
+};
+void opt_update(const OptStep &s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n);
+void clip_value(float *g, int64_t n, float v); /* g = clamp(g, -v, v) */
+void scale(float *g, int64_t n, float f);     /* g *= f */
+
+} // namespace nnl_cuda
+
+#endif

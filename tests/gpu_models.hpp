@@ -1,0 +1,307 @@
+/* Whole models on the GPU against the same models on the CPU, through the C
+   ABI: identical seeds give identical initial weights and dropout masks, so
+   after a few steps the weights must agree to float32 accuracy; the seed
+   workloads K-MLP and R-LENET must reach the CPU's accuracy. The "no GPU"
+   cases run everywhere (main() keeps only them where there is no device). */
+#include <sys/stat.h>
+
+namespace gm {
+
+static std::string err() { return nnl_last_error(); }
+
+/* A learnable synthetic 10-class problem of 28 x 28 images: a fixed random
+   prototype per class plus noise. */
+static void synth(int n, std::vector<float> &x, std::vector<int32_t> &y, uint64_t seed) {
+    nnl::Rng proto(7), r(seed);
+    std::vector<float> P(10 * 784);
+    for (auto &v : P) v = (float)proto.uniform();
+    x.resize((size_t)n * 784);
+    y.resize((size_t)n);
+    for (int i = 0; i < n; i++) {
+        int c = (int)r.below(10);
+        y[(size_t)i] = c;
+        for (int j = 0; j < 784; j++)
+            x[(size_t)i * 784 + j] = std::min(1.f, std::max(0.f, P[(size_t)c * 784 + j] + 0.6f * r.normal()));
+    }
+}
+
+/* Fashion-MNIST when Debian's dataset-fashion-mnist is installed, else synth */
+static bool fashion(std::vector<float> &xtr, std::vector<int32_t> &ytr, std::vector<float> &xte,
+                    std::vector<int32_t> &yte, int ntr, int nte) {
+    const char *dir = "/usr/share/datasets/fashion-mnist";
+    struct stat st;
+    if (stat((std::string(dir) + "/train-images-idx3-ubyte.gz").c_str(), &st) != 0) {
+        synth(ntr, xtr, ytr, 1);
+        synth(nte, xte, yte, 2);
+        return false;
+    }
+    auto load = [&](const char *img, const char *lab, int n, std::vector<float> &x, std::vector<int32_t> &y) {
+        nnl_array *a = nullptr, *b = nullptr;
+        REQUIRE(nnl_load_idx((std::string(dir) + "/" + img).c_str(), NNL_FLOAT32, &a) == NNL_OK);
+        REQUIRE(nnl_load_idx((std::string(dir) + "/" + lab).c_str(), NNL_INT32, &b) == NNL_OK);
+        const float *xa = (const float *)nnl_array_data(a);
+        const int32_t *yb = (const int32_t *)nnl_array_data(b);
+        x.assign(xa, xa + (size_t)n * 784);
+        for (auto &v : x) v /= 255.f;
+        y.assign(yb, yb + n);
+        nnl_array_free(a);
+        nnl_array_free(b);
+    };
+    load("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", ntr, xtr, ytr);
+    load("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", nte, xte, yte);
+    return true;
+}
+
+static nnl_model *build(const std::vector<const char *> &layers, const char *opt, const char *loss,
+                        const char *metrics, uint64_t seed) {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_model_set_seed(m, seed) == NNL_OK);
+    for (auto *l : layers) REQUIRE_MESSAGE(nnl_add(m, l) == NNL_OK, err());
+    REQUIRE_MESSAGE(nnl_compile(m, opt, loss, metrics) == NNL_OK, err());
+    return m;
+}
+
+static std::vector<float> weights(nnl_model *m) {
+    std::vector<float> all;
+    for (int i = 0; i < nnl_weight_count(m); i++) {
+        int rank = 0;
+        int64_t shape[8];
+        REQUIRE(nnl_weight_info(m, i, nullptr, 0, &rank, shape) == NNL_OK);
+        int64_t n = 1;
+        for (int k = 0; k < rank; k++) n *= shape[k];
+        std::vector<float> w((size_t)n);
+        REQUIRE(nnl_get_weight(m, i, w.data(), n) == NNL_OK);
+        all.insert(all.end(), w.begin(), w.end());
+    }
+    return all;
+}
+
+static void fit(nnl_model *m, const std::vector<float> &x, const std::vector<int32_t> &y, int rank,
+                const int64_t *per, int epochs, int bs, double val = 0) {
+    int64_t xs[4] = {(int64_t)y.size()}, ys[1] = {(int64_t)y.size()};
+    for (int i = 0; i < rank; i++) xs[i + 1] = per[i];
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = epochs;
+    o.batch_size = bs;
+    o.verbose = 0;
+    o.seed = 99;
+    o.validation_split = val;
+    REQUIRE_MESSAGE(nnl_fit(m, x.data(), rank + 1, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK, err());
+}
+
+static double accuracy(nnl_model *m, const std::vector<float> &x, const std::vector<int32_t> &y, int rank,
+                       const int64_t *per) {
+    int64_t xs[4] = {(int64_t)y.size()};
+    for (int i = 0; i < rank; i++) xs[i + 1] = per[i];
+    std::vector<int32_t> c(y.size());
+    REQUIRE(nnl_predict_classes(m, x.data(), rank + 1, xs, 256, c.data(), (int64_t)c.size()) == NNL_OK);
+    int hit = 0;
+    for (size_t i = 0; i < y.size(); i++) hit += c[i] == y[i];
+    return (double)hit / (double)y.size();
+}
+
+static double max_rel_diff(const std::vector<float> &a, const std::vector<float> &b) {
+    REQUIRE(a.size() == b.size());
+    double worst = 0, scale = 1e-3;
+    for (float v : b) scale = std::max(scale, (double)std::fabs(v));
+    for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, std::fabs((double)a[i] - b[i]) / scale);
+    return worst;
+}
+
+/* Two trainings that differ only by float rounding (summation orders):
+   close on average, and no weight far off. Adam-like steps are about lr
+   whatever the gradient's size, so a near-zero gradient whose sign differs
+   moves one weight by ~lr: the max bound allows that, a wrong kernel
+   (errors of order 1 everywhere) fails both. */
+static void agree(const std::vector<float> &g, const std::vector<float> &c, const char *what) {
+    REQUIRE(g.size() == c.size());
+    double scale = 1e-3, sum = 0;
+    for (float v : c) scale = std::max(scale, (double)std::fabs(v));
+    for (size_t i = 0; i < g.size(); i++) sum += std::fabs((double)g[i] - c[i]);
+    double mean = g.empty() ? 0 : sum / (double)g.size() / scale, worst = max_rel_diff(g, c);
+    INFO(what << ": mean difference " << mean << ", largest " << worst << " (relative to max |cpu| " << scale
+              << ")");
+    CHECK(mean < 2e-4);
+    CHECK(worst < 5e-2);
+}
+
+} // namespace gm
+
+TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on the CPU") {
+    nnl_model *m = gm::build({"Dense(8, activation='relu', input_shape=(4,))", "Dense(3, activation='softmax')"},
+                             "Adam()", "sparse_categorical_crossentropy", "accuracy", 3);
+    if (nnl_cuda_device_count() == 0) {
+        CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+        CHECK(gm::err().find("CUDA") != std::string::npos);
+        CHECK(nnl_set_device(m, "cuda:1") == NNL_ERR_UNSUPPORTED);
+        CHECK(nnl_set_tf32(m, 1) == NNL_ERR_STATE);
+        char buf[64];
+        CHECK(nnl_cuda_device_name(0, buf, sizeof buf) == NNL_ERR_UNSUPPORTED);
+    }
+    CHECK(nnl_set_device(m, "tpu") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_set_device(m, "cuda:x") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_set_device(m, "cpu") == NNL_OK);
+    CHECK(std::string(nnl_get_device(m)) == "cpu");
+    std::vector<float> x(40, 0.5f), p(30);
+    int64_t xs[2] = {10, 4};
+    CHECK(nnl_predict(m, x.data(), 2, xs, 0, p.data(), 30) == NNL_OK);
+    nnl_model_free(m);
+}
+
+TEST_CASE("a model with a layer that has no GPU path is refused and left on the CPU") {
+    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Dense(3, activation='softmax')"},
+                             "Adam()", "sparse_categorical_crossentropy", "", 3);
+    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+    CHECK(gm::err().find("BatchNormalization") != std::string::npos);
+    CHECK(std::string(nnl_get_device(m)) == "cpu");
+    nnl_model_free(m);
+}
+
+TEST_CASE("every optimizer: GPU steps match CPU steps (MLP with dropout, fused softmax CE)") {
+    const char *opts[] = {"SGD(learning_rate=0.05)",
+                          "SGD(learning_rate=0.05, momentum=0.9, nesterov=True)",
+                          "SGD(learning_rate=0.05, momentum=0.9, decay=0.01)",
+                          "RMSprop(learning_rate=0.001)",
+                          "RMSprop(learning_rate=0.001, momentum=0.5, centered=True)",
+                          "Adagrad(learning_rate=0.05)",
+                          "Adadelta(learning_rate=1.0)",
+                          "Adam(learning_rate=0.001)",
+                          "Adam(learning_rate=0.001, amsgrad=True, clipnorm=0.5)",
+                          "AdamW(learning_rate=0.001, weight_decay=0.01, global_clipnorm=1.0)",
+                          "Adamax(learning_rate=0.002, clipvalue=0.01)",
+                          "Nadam(learning_rate=0.001)"};
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    gm::synth(600, x, y, 5);
+    int64_t per[1] = {784};
+    for (const char *o : opts) {
+        CAPTURE(o);
+        std::vector<const char *> layers = {"Dense(64, activation='tanh', input_shape=(784,))", "Dropout(0.2)",
+                                            "Dense(32, activation='relu')", "Dense(10, activation='softmax')"};
+        nnl_model *c = gm::build(layers, o, "sparse_categorical_crossentropy", "accuracy", 11);
+        nnl_model *g = gm::build(layers, o, "sparse_categorical_crossentropy", "accuracy", 11);
+        REQUIRE_MESSAGE(nnl_set_device(g, "cuda") == NNL_OK, gm::err());
+        CHECK(std::string(nnl_get_device(g)) == "cuda:0");
+        CHECK(gm::weights(c) == gm::weights(g)); /* nothing changed by the move */
+        gm::fit(c, x, y, 1, per, 2, 50, 0.1);
+        gm::fit(g, x, y, 1, per, 2, 50, 0.1);
+        gm::agree(gm::weights(g), gm::weights(c), "weights");
+        double hc[2], hg[2];
+        REQUIRE(nnl_history_get(c, "val_loss", hc, 2) == 2);
+        REQUIRE(nnl_history_get(g, "val_loss", hg, 2) == 2);
+        CHECK(std::fabs(hg[1] - hc[1]) < 5e-3 * std::max(1.0, std::fabs(hc[1])));
+        nnl_model_free(c);
+        nnl_model_free(g);
+    }
+}
+
+TEST_CASE("losses on the host path (MSE, binary CE, one-hot CE) and a channels-first conv net match the CPU") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    gm::synth(256, x, y, 6);
+    std::vector<float> yf(y.begin(), y.end()), y1(y.size()), oh(y.size() * 10, 0.f);
+    for (size_t i = 0; i < y.size(); i++) {
+        y1[i] = y[i] >= 5 ? 1.f : 0.f;
+        oh[i * 10 + (size_t)y[i]] = 1.f;
+    }
+    struct Case { std::vector<const char *> layers; const char *loss; const std::vector<float> *t; int64_t tw; };
+    std::vector<Case> cases = {
+        {{"Dense(16, activation='gelu', input_shape=(784,))", "Dense(1)"}, "mse", &yf, 1},
+        {{"Dense(16, activation='swish', input_shape=(784,))", "Dense(1, activation='sigmoid')"}, "binary_crossentropy", &y1, 1},
+        {{"Reshape((1, 28, 28), input_shape=(784,))",
+          "Conv2D(4, 5, padding='same', activation='relu', data_format='channels_first')",
+          "MaxPooling2D(2, data_format='channels_first')", "Conv2D(6, 3, strides=2, activation='elu')",
+          "AveragePooling2D(2, padding='same')", "Flatten()", "Dense(10, activation='softmax')"},
+         "categorical_crossentropy", &oh, 10}};
+    for (auto &cs : cases) {
+        CAPTURE(cs.loss);
+        nnl_model *c = gm::build(cs.layers, "Adam(learning_rate=0.003)", cs.loss, "", 21);
+        nnl_model *g = gm::build(cs.layers, "Adam(learning_rate=0.003)", cs.loss, "", 21);
+        REQUIRE_MESSAGE(nnl_set_device(g, "cuda:0") == NNL_OK, gm::err());
+        int64_t xs[2] = {256, 784}, ys[2] = {256, cs.tw};
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 2;
+        o.batch_size = 32;
+        o.verbose = 0;
+        o.seed = 5;
+        REQUIRE_MESSAGE(nnl_fit(c, x.data(), 2, xs, cs.t->data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK, gm::err());
+        REQUIRE_MESSAGE(nnl_fit(g, x.data(), 2, xs, cs.t->data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK, gm::err());
+        gm::agree(gm::weights(g), gm::weights(c), "weights");
+        std::vector<float> pc((size_t)(256 * cs.tw)), pg(pc.size());
+        REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), (int64_t)pc.size()) == NNL_OK);
+        REQUIRE(nnl_predict(g, x.data(), 2, xs, 64, pg.data(), (int64_t)pg.size()) == NNL_OK);
+        gm::agree(pg, pc, "predictions");
+        nnl_model_free(c);
+        nnl_model_free(g);
+    }
+}
+
+TEST_CASE("host writes reach the GPU; moving back to the CPU keeps the trained weights") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    gm::synth(200, x, y, 8);
+    int64_t per[1] = {784}, xs[2] = {200, 784};
+    std::vector<const char *> layers = {"Dense(10, activation='softmax', input_shape=(784,))"};
+    nnl_model *g = gm::build(layers, "SGD(learning_rate=0.1)", "sparse_categorical_crossentropy", "accuracy", 4);
+    REQUIRE(nnl_set_device(g, "cuda") == NNL_OK);
+    gm::fit(g, x, y, 1, per, 1, 20);
+    std::vector<float> p1(2000), p2(2000), z(7840, 0.f);
+    REQUIRE(nnl_set_weight(g, 0, z.data(), 7840) == NNL_OK); /* all-zero kernel: uniform rows */
+    REQUIRE(nnl_predict(g, x.data(), 2, xs, 0, p1.data(), 2000) == NNL_OK);
+    std::vector<float> b(10);
+    REQUIRE(nnl_get_weight(g, 1, b.data(), 10) == NNL_OK);
+    /* softmax of the bias alone */
+    double mx = *std::max_element(b.begin(), b.end()), s = 0;
+    for (float v : b) s += std::exp(v - mx);
+    CHECK(std::fabs(p1[3] - std::exp(b[3] - mx) / s) < 1e-5);
+    gm::fit(g, x, y, 1, per, 1, 20);
+    std::vector<float> w = gm::weights(g);
+    REQUIRE(nnl_predict(g, x.data(), 2, xs, 0, p1.data(), 2000) == NNL_OK);
+    REQUIRE(nnl_set_device(g, "cpu") == NNL_OK);
+    CHECK(gm::weights(g) == w);
+    REQUIRE(nnl_predict(g, x.data(), 2, xs, 0, p2.data(), 2000) == NNL_OK);
+    CHECK(gm::max_rel_diff(p1, p2) < 1e-4);
+    nnl_model_free(g);
+}
+
+TEST_CASE("K-MLP and R-LENET on the GPU reach the CPU's accuracy") {
+    std::vector<float> xtr, xte;
+    std::vector<int32_t> ytr, yte;
+    bool real = gm::fashion(xtr, ytr, xte, yte, 12000, 2000);
+    MESSAGE("data: " << (real ? "Fashion-MNIST (12000 train, 2000 test)" : "synthetic prototypes + noise"));
+    struct Seed { const char *name; std::vector<const char *> layers; int rank; int64_t per[3]; int bs; int epochs; };
+    std::vector<Seed> seeds = {
+        {"K-MLP", {"Flatten(input_shape=(28, 28))", "Dense(128, activation='relu')", "Dense(10, activation='softmax')"},
+         2, {28, 28, 0}, 120, 3},
+        {"R-LENET",
+         {"Conv2D(20, 5, padding='same', activation='relu', data_format='channels_first', input_shape=(1, 28, 28))",
+          "MaxPooling2D(2, data_format='channels_first')",
+          "Conv2D(50, 5, padding='same', activation='relu', data_format='channels_first')",
+          "MaxPooling2D(2, data_format='channels_first')", "Flatten()", "Dense(500, activation='relu')",
+          "Dense(10, activation='softmax')"},
+         3, {1, 28, 28}, 128, 2}};
+    for (auto &s : seeds) {
+        CAPTURE(s.name);
+        nnl_model *c = gm::build(s.layers, "Adam()", "sparse_categorical_crossentropy", "accuracy", 1);
+        gm::fit(c, xtr, ytr, s.rank, s.per, s.epochs, s.bs);
+        double ac = gm::accuracy(c, xte, yte, s.rank, s.per);
+        nnl_model_free(c);
+        for (int tf32 = 0; tf32 < 2; tf32++) {
+            nnl_model *g = gm::build(s.layers, "Adam()", "sparse_categorical_crossentropy", "accuracy", 1);
+            REQUIRE_MESSAGE(nnl_set_device(g, "cuda") == NNL_OK, gm::err());
+            if (tf32 && nnl_set_tf32(g, 1) != NNL_OK) {
+                MESSAGE("TF32 not available on this GPU");
+                nnl_model_free(g);
+                break;
+            }
+            gm::fit(g, xtr, ytr, s.rank, s.per, s.epochs, s.bs);
+            double ag = gm::accuracy(g, xte, yte, s.rank, s.per);
+            MESSAGE(s.name << (tf32 ? " TF32" : " FP32") << ": test accuracy CPU " << ac << ", GPU " << ag);
+            CHECK(ag >= ac - 0.015);
+            CHECK(ag > (real ? 0.8 : 0.9));
+            nnl_model_free(g);
+        }
+    }
+}
