@@ -46,7 +46,7 @@ module nnlite
     integer(c_int), parameter :: NNL_FLOAT32 = 1, NNL_INT32 = 3, NNL_INT64 = 4
 
     public :: c_float, c_double, c_int, c_int32_t, c_int64_t
-    public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist
+    public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist, nnl_cuda_device_count
 
     !> A Sequential model: the handle of a C nnl_model.
     type, public :: nnl_model
@@ -57,6 +57,7 @@ module nnlite
         procedure :: is_valid => model_is_valid
         procedure :: add => model_add
         procedure :: set_seed => model_set_seed
+        procedure :: set_device => model_set_device
         procedure :: compile => model_compile
         procedure, private :: fit_f32, fit_i32, fit_i64
         generic :: fit => fit_f32, fit_i32, fit_i64
@@ -141,6 +142,16 @@ module nnlite
             type(c_ptr), value :: m
             character(kind=c_char), dimension(*) :: spec
             integer(c_int) :: c_add
+        end function
+        function c_set_device(m, dev) bind(C, name="nnl_set_device")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: dev
+            integer(c_int) :: c_set_device
+        end function
+        function c_cuda_device_count() bind(C, name="nnl_cuda_device_count")
+            import :: c_int
+            integer(c_int) :: c_cuda_device_count
         end function
         function c_set_seed(m, seed) bind(C, name="nnl_model_set_seed")
             import :: c_ptr, c_int, c_int64_t
@@ -417,6 +428,21 @@ contains
         integer, intent(out), optional :: status
         call finish(c_add(self%handle, cstr(spec)), status, "add " // trim(spec))
     end subroutine
+
+    !> "cpu", "cuda" or "cuda:N" (nnl_set_device): the model, its optimizer
+    !> state and workspaces move there once. NNL_ERR_UNSUPPORTED where the
+    !> library has no CUDA or the machine no GPU; the model then stays on the CPU.
+    subroutine model_set_device(self, device, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: device
+        integer, intent(out), optional :: status
+        call finish(c_set_device(self%handle, cstr(device)), status, "set_device " // trim(device))
+    end subroutine
+
+    !> Number of CUDA devices nnlite can use (0 without CUDA or GPU).
+    integer function nnl_cuda_device_count()
+        nnl_cuda_device_count = int(c_cuda_device_count())
+    end function
 
     subroutine model_set_seed(self, seed, status)
         class(nnl_model), intent(inout) :: self

@@ -74,12 +74,24 @@ program test_nnlite
     call m2%fit(xt, yt, status=st)
     call check(st == NNL_ERR_STATE, "fit before compile: NNL_ERR_STATE")
 
+    ! device selection: without a GPU (or CUDA build) a clear error, the model stays on the CPU
+    call m2%set_device("cpu", status=st)
+    call check(st == NNL_OK, "set_device cpu")
+    call m2%set_device("tpu", status=st)
+    call check(st == NNL_ERR_ARGUMENT, "set_device tpu: NNL_ERR_ARGUMENT")
+    if (nnl_cuda_device_count() == 0) then
+        call m2%set_device("cuda", status=st)
+        call check(st == NNL_ERR_UNSUPPORTED .and. len_trim(nnl_error_message()) > 0, &
+                   "set_device cuda without a GPU: NNL_ERR_UNSUPPORTED")
+    end if
+
     ! files (nnl_save_model & co)
     call get_environment_variable("TMPDIR", dir)
     if (len_trim(dir) == 0) dir = "/tmp"
     dir = trim(dir) // "/nnlite_fortran_test"
     call m%save(trim(dir) // ".nnl")
     call m2%load(trim(dir) // ".nnl")
+    if (allocated(xt)) deallocate (xt)
     allocate (xt(2, 300))
     deallocate (p2)
     allocate (p2(4, 300))

@@ -194,6 +194,25 @@ class Errors(unittest.TestCase):
             nnlite.load_model(os.path.join(tempfile.gettempdir(), "nnlite-no-such-dir", "x.nnl"))
 
 
+class Device(unittest.TestCase):
+    def test_device_selection(self):
+        m = nnlite.Sequential([nnlite.layers.Dense(3, input_shape=(2,))])
+        self.assertEqual(m.device, "cpu")
+        self.assertIs(m.to("cpu"), m)
+        with self.assertRaises(nnlite.ArgumentError):
+            m.to("tpu")
+        if nnlite.cuda_device_count() == 0:
+            # no CUDA build or no GPU: a clear error, and the model stays usable on the CPU
+            with self.assertRaises(nnlite.UnsupportedError) as e:
+                m.to("cuda")
+            self.assertIn("cuda", str(e.exception).lower())
+            self.assertEqual(m.device, "cpu")
+            self.assertEqual(m.predict(np.zeros((1, 2), np.float32)).shape, (1, 3))
+        else:
+            m.to("cuda")
+            self.assertTrue(m.device.startswith("cuda"))
+
+
 class Files(unittest.TestCase):
     """Model files (nnl_save_model & co). These need a library with them:
     with an older one they raise UnsupportedError and fail."""

@@ -48,6 +48,11 @@ def library_path():
     return _lib.path
 
 
+def cuda_device_count():
+    """Number of CUDA devices nnlite can use (0 in a build without CUDA)."""
+    return int(_lib.lib.nnl_cuda_device_count()) if hasattr(_lib.lib, "nnl_cuda_device_count") else 0
+
+
 def set_threads(n):
     """Threads the kernels use (nnl_set_threads); n <= 0 restores the default."""
     _lib.lib.nnl_set_threads(int(n))
@@ -57,7 +62,7 @@ def get_threads():
     return int(_lib.lib.nnl_get_threads())
 
 
-__all__ = ["Sequential", "History", "Callback", "Input", "layers", "optimizers", "load_model",
+__all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "load_model",
            "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError", "FormatError",
            "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "check_version",
            "library_version", "library_path", "set_threads", "get_threads"]

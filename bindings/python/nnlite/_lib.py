@@ -140,6 +140,16 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
+    # GPU (issue 6); a library built without CUDA has them and answers "no GPU"
+    for name, res, args in (
+        ("nnl_cuda_device_count", c_int, ()),
+        ("nnl_cuda_device_name", c_int, (c_int, c_char_p, c_int)),
+        ("nnl_set_device", c_int, (c_void_p, c_char_p)),
+        ("nnl_get_device", c_char_p, (c_void_p,)),
+        ("nnl_set_tf32", c_int, (c_void_p, c_int)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
 
 
 lib, path = _open()

@@ -161,6 +161,24 @@ class Sequential:
         _raise_for(_L.nnl_compile(self.handle, opt.encode(), loss_s.encode(), ",".join(mets).encode()))
         self._metrics = [m.split("(")[0].strip() for m in mets]
 
+    # ---- device ----
+    def to(self, device):
+        """Moves the model to "cpu", "cuda" or "cuda:N" (nnl_set_device); returns
+        self. Raises UnsupportedError where no GPU or no CUDA build is there."""
+        if not hasattr(_L, "nnl_set_device"):
+            raise errors.UnsupportedError("nnlite: this library has no nnl_set_device", errors.UNSUPPORTED)
+        _raise_for(_L.nnl_set_device(self.handle, str(device).encode()))
+        return self
+
+    @property
+    def device(self):
+        """The device the model runs on ("cpu", "cuda:0", ...)."""
+        return _L.nnl_get_device(self.handle).decode() if hasattr(_L, "nnl_get_device") else "cpu"
+
+    def set_tf32(self, on=True):
+        """TF32 tensor cores for the GPU's matrix products (nnl_set_tf32)."""
+        _raise_for(_L.nnl_set_tf32(self.handle, 1 if on else 0))
+
     # ---- properties ----
     def count_params(self):
         return int(_L.nnl_param_count(self.handle))
