@@ -154,8 +154,29 @@ check-exports: $(LIB_SO)
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
 
+# ---- fuzzing: libFuzzer targets fuzz/fuzz_*.cpp -> build-fuzz/fuzz_* ----
+# Needs clang and its runtime (Debian: clang, libclang-rt-14-dev). Each target
+# compiles nnlite.cpp in, with ASan + UBSan. `make fuzz-run FUZZ_SECONDS=600`
+# runs every target (FUZZ_JOBS at a time, under nice) from its seed corpus in
+# fuzz/corpus/<target>/ and prints executions and crashes per target.
+FUZZ_CXX     ?= clang++
+FUZZ_FLAGS   ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
+FUZZ_TARGETS := $(patsubst fuzz/%.cpp,build-fuzz/%,$(wildcard fuzz/fuzz_*.cpp))
+
+.PHONY: fuzz fuzz-run
+fuzz: $(FUZZ_TARGETS)
+
+build-fuzz/fuzz_%: fuzz/fuzz_%.cpp fuzz/fuzz_common.hpp nnlite.cpp nnlite.h
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas $(FUZZ_FLAGS) $< -o $@
+
+fuzz-run: fuzz
+	bash scripts/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS) $(notdir $(FUZZ_TARGETS))
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 ifneq ($(filter-out build build-san,$(BUILD)),)
 	rm -rf $(BUILD)/obj $(BUILD)/.flags $(BUILD)/libnnlite.* $(TESTS) $(EXAMPLES)
 endif

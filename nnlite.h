@@ -19,6 +19,9 @@
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
+       NNL_MAX_INFLATE   largest decompressed size, in bytes, of a .gz file or
+                         deflated .npz member (default and maximum 2^31-1);
+                         larger ones fail with NNL_ERR_UNSUPPORTED.
 
    EXAMPLE (XOR; error checks shortened to CHECK)
        #include "nnlite.h"
