@@ -172,7 +172,15 @@ NNL_API int nnl_array_convert(nnl_array *a, int dtype);
    Every loader checks sizes against the file before allocating and fails with
    NNL_ERR_FORMAT (never a crash) on truncated or corrupt input; a missing file
    is NNL_ERR_IO. The caller owns the arrays returned and frees them with
-   nnl_array_free; on failure *out is set to NULL. */
+   nnl_array_free; on failure *out is set to NULL.
+   Files are treated as hostile: each dimension, count, offset and length is
+   checked against the bytes present (products checked for overflow), so an
+   allocation is never more than a small multiple of the file's size (the
+   array: 8 bytes per stored byte at most) or, for compressed data, of what
+   deflate can produce from it (~1032 bytes per byte, capped by
+   NNL_MAX_INFLATE); gzip and zip
+   CRC-32s are verified; trailing bytes after an idx or npy array, and npy
+   headers with a key given twice, are NNL_ERR_FORMAT. Fuzzed: see fuzz/. */
 
 /* MNIST idx file (idx1/idx3/any rank, ubyte/byte/short/int/float/double),
    plain or gzip-compressed (.gz; needs stb). ubyte/byte/short/int data loads
