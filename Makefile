@@ -158,10 +158,10 @@ check-exports: $(LIB_SO)
 # The unit, API, C99 and xor tests built with SANITIZE=1 (ASan + UBSan, -O1,
 # -fno-sanitize-recover: any report fails the run, leaks included) in
 # build-san/, and run there. The whole suite runs: no test is filtered out
-# (measured: the sanitized unit and API tests take under a minute together;
-# building them takes about two on 2 cores).
+# (the sanitized tests run in under a minute; building them is most of the
+# time). A plain `make test` (no -j, as CI runs it) builds them with -j2.
 check-sanitize:
-	+$(MAKE) --no-print-directory SANITIZE=1 BUILD=build-san tests
+	+$(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) SANITIZE=1 BUILD=build-san tests
 	+UBSAN_OPTIONS=print_stacktrace=1 $(MAKE) --no-print-directory SANITIZE=1 BUILD=build-san \
 	    check-unit check-api check-c99 check-xor
 
