@@ -17,7 +17,10 @@
                                    predict, summary, history, progress line
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
                                    pictures (SVG curves, confusion matrices)
-     8  C ABI                      the extern "C" functions of nnlite.h
+     8  Model files                Keras JSON (to_json/from_json), the nnlite
+                                   binary format (weights, whole models with
+                                   optimizer state), npz weights, atomic saves
+     9  C ABI                      the extern "C" functions of nnlite.h
 
    Design notes
    - Internal code throws nnl::Error; every extern "C" function runs its body
@@ -3207,6 +3210,7 @@ public:
     Loss loss;
     std::vector<Metric> metrics;
     std::unique_ptr<Optimizer> opt;
+    std::string compile_text[3]; /* optimizer, loss, metrics as given (saved in model files) */
 
     /* Activations: act[i] is layer i's input, act[L] the output; dact the
        gradients. One arena, grown only when a larger batch arrives. */
@@ -3251,9 +3255,10 @@ public:
         cap_batch = 0; /* activation pointers depend on the layer list */
     }
 
-    void add(const char *text) {
+    void add(const char *text) { add_spec(parse_spec(text)); }
+    /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
+    void add_spec(const Spec &sp) {
         NNL_REQUIRE(!compiled, NNL_ERR_STATE, "cannot add layers after compile");
-        Spec sp = parse_spec(text);
         if (sp.name == "Input" || sp.name == "InputLayer") {
             Args a(sp, sp.name.c_str());
             std::vector<int64_t> s = a.ints("shape", 0);
@@ -3358,6 +3363,9 @@ public:
         opt = std::move(o);
         loss = L;
         metrics = ms;
+        compile_text[0] = opt_text;
+        compile_text[1] = loss_text;
+        compile_text[2] = metrics_text ? metrics_text : "";
         compiled = true;
         cap_batch = 0; /* workspaces depend on the fusion chosen here */
     }
@@ -3660,8 +3668,11 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
                 (long long)X.n, o.validation_split);
     bool val = nv > 0;
 
+    /* Shuffling and dropout draw from the model's RNG, which continues from
+       fit to fit (and is saved in model files); with o.seed, epoch e draws
+       from a stream of (seed, e) alone, so a run resumed at initial_epoch
+       (nnl_load_model) repeats the uninterrupted run exactly. */
     Rng r = rng;
-    if (o.seed) r.reseed(o.seed);
     int64_t bs = std::min<int64_t>(o.batch_size, nt);
     int64_t steps = (nt + bs - 1) / bs;
     ensure_batch(bs);
@@ -3677,6 +3688,9 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     for (int epoch = o.initial_epoch; epoch < o.epochs && !stop; epoch++) {
         if (o.verbose == 1) fprintf(f, "Epoch %d/%d\n", epoch + 1, o.epochs);
         Progress prog(f, o.verbose, steps);
+        if (o.seed) r.reseed(epoch == 0 ? o.seed : mix64(o.seed ^ mix64((uint64_t)epoch)));
+        /* each epoch shuffles the identity: its order depends on the RNG alone */
+        for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
         if (o.shuffle)
             for (int64_t i = nt - 1; i > 0; i--) std::swap(idx[(size_t)i], idx[(size_t)r.below((uint64_t)i + 1)]);
         double lsum = 0;
@@ -5019,7 +5033,1439 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
 
 
 /* ========================================================================
-   8  C ABI
+   8  Model files
+   Keras-compatible JSON architectures (model.to_json / model_from_json),
+   nnlite's binary format (docs/FORMAT.md): weights alone, or whole models
+   with their compile configuration, optimizer state, history and RNG, so a
+   run resumes exactly; Keras get_weights() order as .npz; atomic saves.
+   Every reader bounds sizes against the input and sane limits before
+   allocating and fails with NNL_ERR_FORMAT on anything malformed.
+   ======================================================================== */
+#include <fcntl.h>
+
+namespace nnl {
+namespace files {
+
+/* ---- JSON: a small value type, a bounded parser and a writer -------------- */
+
+struct Json {
+    enum Kind { NUL, BOOL, NUM, STR, ARR, OBJ } kind = NUL;
+    bool b = false;
+    bool is_int = false; /* written without a fraction */
+    double num = 0;
+    std::string s;
+    std::vector<Json> a;
+    std::vector<std::pair<std::string, Json>> o;
+
+    static Json boolean(bool v) { Json j; j.kind = BOOL; j.b = v; return j; }
+    static Json integer(int64_t v) { Json j; j.kind = NUM; j.num = (double)v; j.is_int = true; return j; }
+    static Json number(double v) { Json j; j.kind = NUM; j.num = v; return j; }
+    /* a float32 parameter as its shortest decimal (0.2f -> 0.2), which reads back to the same float */
+    static Json number_f(float f) {
+        char buf[40];
+        for (int prec = 1; prec <= 9; prec++) {
+            snprintf(buf, sizeof buf, "%.*e", prec - 1, (double)f);
+            double d = strtod(buf, nullptr);
+            if ((float)d == f) return number(d);
+        }
+        return number((double)f);
+    }
+    static Json string(const std::string &v) { Json j; j.kind = STR; j.s = v; return j; }
+    static Json array() { Json j; j.kind = ARR; return j; }
+    static Json object() { Json j; j.kind = OBJ; return j; }
+    Json &set(const std::string &k, Json v) {
+        o.emplace_back(k, std::move(v));
+        return *this;
+    }
+    Json &push(Json v) {
+        a.push_back(std::move(v));
+        return *this;
+    }
+    const Json *get(const char *k) const {
+        for (auto &kv : o)
+            if (kv.first == k) return &kv.second;
+        return nullptr;
+    }
+};
+
+/* Limits of the parser: it will be fed hostile input. */
+static const size_t JSON_MAX_BYTES = (size_t)64 << 20;
+static const int JSON_MAX_DEPTH = 64;
+static const size_t JSON_MAX_VALUES = (size_t)1 << 21;
+
+/* Decimal text without the C locale's help: snprintf/strtod follow
+   LC_NUMERIC, which a host program may have set to a comma locale. */
+static char locale_point() {
+    char buf[8];
+    snprintf(buf, sizeof buf, "%.1f", 0.5);
+    return buf[1];
+}
+
+static std::string num_text(double v, bool is_int) {
+    if (std::isnan(v)) return "NaN";
+    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+    if (is_int && std::fabs(v) < 9007199254740992.0) return format("%lld", (long long)v);
+    /* the shortest %g that reads back exactly, as Python's repr */
+    char pt = locale_point(), buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, nullptr) == v) break;
+    }
+    std::string s = buf;
+    for (auto &c : s)
+        if (c == pt) c = '.';
+    if (s.find_first_of(".eEn") == std::string::npos) s += ".0"; /* a float stays a float: 1.0 */
+    return s;
+}
+
+static double parse_double(const std::string &tok) {
+    std::string t = tok;
+    char pt = locale_point();
+    if (pt != '.')
+        for (auto &c : t)
+            if (c == '.') c = pt;
+    return strtod(t.c_str(), nullptr);
+}
+
+class JsonParser {
+    const char *s, *p, *end;
+    std::string what;
+    size_t values = 0;
+    [[noreturn]] void fail(const char *msg) {
+        raise(NNL_ERR_FORMAT, "%s: invalid JSON at byte %lld: %s", what.c_str(), (long long)(p - s), msg);
+    }
+    void ws() {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    }
+    bool lit(const char *w) {
+        size_t n = strlen(w);
+        if ((size_t)(end - p) >= n && !memcmp(p, w, n)) {
+            p += n;
+            return true;
+        }
+        return false;
+    }
+    unsigned hex4() {
+        if (end - p < 4) fail("truncated \\u escape");
+        unsigned v = 0;
+        for (int i = 0; i < 4; i++) {
+            char c = *p++;
+            v <<= 4;
+            if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+            else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+            else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+            else fail("bad \\u escape");
+        }
+        return v;
+    }
+    static void utf8(std::string &out, unsigned cp) {
+        if (cp < 0x80) {
+            out += (char)cp;
+        } else if (cp < 0x800) {
+            out += (char)(0xC0 | (cp >> 6));
+            out += (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            out += (char)(0xE0 | (cp >> 12));
+            out += (char)(0x80 | ((cp >> 6) & 0x3F));
+            out += (char)(0x80 | (cp & 0x3F));
+        } else {
+            out += (char)(0xF0 | (cp >> 18));
+            out += (char)(0x80 | ((cp >> 12) & 0x3F));
+            out += (char)(0x80 | ((cp >> 6) & 0x3F));
+            out += (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    std::string str() {
+        if (p >= end || *p != '"') fail("expected a string");
+        p++;
+        std::string out;
+        for (;;) {
+            if (p >= end) fail("unterminated string");
+            char c = *p++;
+            if (c == '"') break;
+            if ((unsigned char)c < 0x20) fail("control character in a string");
+            if (c != '\\') {
+                out += c;
+                continue;
+            }
+            if (p >= end) fail("unterminated escape");
+            char e = *p++;
+            switch (e) {
+            case '"': out += '"'; break;
+            case '\\': out += '\\'; break;
+            case '/': out += '/'; break;
+            case 'b': out += '\b'; break;
+            case 'f': out += '\f'; break;
+            case 'n': out += '\n'; break;
+            case 'r': out += '\r'; break;
+            case 't': out += '\t'; break;
+            case 'u': {
+                unsigned cp = hex4();
+                if (cp >= 0xD800 && cp < 0xDC00) { /* a surrogate pair */
+                    if (!lit("\\u")) fail("lone high surrogate");
+                    unsigned lo = hex4();
+                    if (lo < 0xDC00 || lo >= 0xE000) fail("bad low surrogate");
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                } else if (cp >= 0xDC00 && cp < 0xE000) {
+                    fail("lone low surrogate");
+                }
+                utf8(out, cp);
+                break;
+            }
+            default: fail("bad escape");
+            }
+        }
+        return out;
+    }
+    Json number() {
+        const char *b = p;
+        if (p < end && *p == '-') p++;
+        if (lit("Infinity")) return Json::number(b[0] == '-' ? -INFINITY : INFINITY);
+        if (p >= end || !(*p >= '0' && *p <= '9')) fail("bad number");
+        if (*p == '0') p++;
+        else
+            while (p < end && *p >= '0' && *p <= '9') p++;
+        bool frac = false;
+        if (p < end && *p == '.') {
+            p++;
+            frac = true;
+            if (p >= end || !(*p >= '0' && *p <= '9')) fail("bad number");
+            while (p < end && *p >= '0' && *p <= '9') p++;
+        }
+        if (p < end && (*p == 'e' || *p == 'E')) {
+            p++;
+            frac = true;
+            if (p < end && (*p == '+' || *p == '-')) p++;
+            if (p >= end || !(*p >= '0' && *p <= '9')) fail("bad number");
+            while (p < end && *p >= '0' && *p <= '9') p++;
+        }
+        if (p - b > 400) fail("number too long");
+        Json j = Json::number(parse_double(std::string(b, p)));
+        j.is_int = !frac;
+        return j;
+    }
+    Json value(int depth) {
+        if (depth > JSON_MAX_DEPTH) fail("nested too deeply");
+        if (++values > JSON_MAX_VALUES) fail("too many values");
+        ws();
+        if (p >= end) fail("unexpected end of input");
+        Json j;
+        char c = *p;
+        if (c == '{') {
+            p++;
+            j.kind = Json::OBJ;
+            ws();
+            if (p < end && *p == '}') {
+                p++;
+                return j;
+            }
+            for (;;) {
+                ws();
+                std::string k = str();
+                for (auto &kv : j.o)
+                    if (kv.first == k) fail("duplicate key");
+                ws();
+                if (p >= end || *p != ':') fail("expected ':'");
+                p++;
+                j.o.emplace_back(std::move(k), value(depth + 1));
+                ws();
+                if (p < end && *p == ',') {
+                    p++;
+                    continue;
+                }
+                if (p < end && *p == '}') {
+                    p++;
+                    return j;
+                }
+                fail("expected ',' or '}'");
+            }
+        }
+        if (c == '[') {
+            p++;
+            j.kind = Json::ARR;
+            ws();
+            if (p < end && *p == ']') {
+                p++;
+                return j;
+            }
+            for (;;) {
+                j.a.push_back(value(depth + 1));
+                ws();
+                if (p < end && *p == ',') {
+                    p++;
+                    continue;
+                }
+                if (p < end && *p == ']') {
+                    p++;
+                    return j;
+                }
+                fail("expected ',' or ']'");
+            }
+        }
+        if (c == '"') return Json::string(str());
+        if (lit("true")) return Json::boolean(true);
+        if (lit("false")) return Json::boolean(false);
+        if (lit("null")) return j;
+        if (lit("NaN")) return Json::number(NAN); /* Python's json writes these */
+        if (lit("Infinity")) return Json::number(INFINITY);
+        if (c == '-' || (c >= '0' && c <= '9')) return number();
+        fail("unexpected character");
+    }
+
+public:
+    JsonParser(const char *text, size_t n, const std::string &what_) : s(text), p(text), end(text + n), what(what_) {}
+    Json parse() {
+        if ((size_t)(end - s) > JSON_MAX_BYTES) raise(NNL_ERR_FORMAT, "%s: JSON text larger than %zu bytes", what.c_str(), JSON_MAX_BYTES);
+        Json j = value(0);
+        ws();
+        if (p != end) fail("text after the end of the JSON value");
+        return j;
+    }
+};
+
+static Json parse_json(const char *text, size_t n, const std::string &what) {
+    return JsonParser(text, n, what).parse();
+}
+
+static void write_json_string(std::string &out, const std::string &v) {
+    out += '"';
+    for (unsigned char c : v) {
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) out += format("\\u%04x", c);
+            else out += (char)c;
+        }
+    }
+    out += '"';
+}
+
+/* One line with Python's json.dumps separators (", " and ": "). */
+static void write_json(std::string &out, const Json &j) {
+    switch (j.kind) {
+    case Json::NUL: out += "null"; break;
+    case Json::BOOL: out += j.b ? "true" : "false"; break;
+    case Json::NUM: out += num_text(j.num, j.is_int); break;
+    case Json::STR: write_json_string(out, j.s); break;
+    case Json::ARR:
+        out += '[';
+        for (size_t i = 0; i < j.a.size(); i++) {
+            if (i) out += ", ";
+            write_json(out, j.a[i]);
+        }
+        out += ']';
+        break;
+    case Json::OBJ:
+        out += '{';
+        for (size_t i = 0; i < j.o.size(); i++) {
+            if (i) out += ", ";
+            write_json_string(out, j.o[i].first);
+            out += ": ";
+            write_json(out, j.o[i].second);
+        }
+        out += '}';
+        break;
+    }
+}
+
+static std::string json_text(const Json &j) {
+    std::string s;
+    write_json(s, j);
+    return s;
+}
+
+/* ---- Model -> Keras JSON ----------------------------------------------------- */
+
+static const char *const KERAS_VERSION = "2.15.0"; /* the tf.keras layout written */
+
+/* nnlite initializer name <-> Keras class: "glorot_uniform" <-> GlorotUniform */
+struct InitName {
+    const char *nnl, *keras;
+};
+static const InitName kInits[] = {
+    {"glorot_uniform", "GlorotUniform"}, {"glorot_normal", "GlorotNormal"}, {"he_uniform", "HeUniform"},
+    {"he_normal", "HeNormal"},           {"lecun_uniform", "LecunUniform"}, {"lecun_normal", "LecunNormal"},
+    {"zeros", "Zeros"},                  {"ones", "Ones"},                  {"random_uniform", "RandomUniform"},
+    {"random_normal", "RandomNormal"},
+};
+
+static Json init_json(const std::string &name_in) {
+    std::string name = lower(name_in);
+    for (auto &i : kInits)
+        if (name == i.nnl) {
+            Json cfg = Json::object();
+            if (name == "random_uniform") cfg.set("minval", Json::number(-0.05)).set("maxval", Json::number(0.05));
+            if (name == "random_normal") cfg.set("mean", Json::number(0.0)).set("stddev", Json::number(0.05));
+            if (name != "zeros" && name != "ones") cfg.set("seed", Json());
+            return Json::object().set("class_name", Json::string(i.keras)).set("config", cfg);
+        }
+    raise(NNL_ERR_INTERNAL, "initializer '%s' has no Keras name", name_in.c_str());
+}
+
+static Json ints_json(const int64_t *v, int n) {
+    Json a = Json::array();
+    for (int i = 0; i < n; i++) a.push(Json::integer(v[i]));
+    return a;
+}
+
+static Json null_keys(Json cfg, std::initializer_list<const char *> keys) {
+    for (const char *k : keys) cfg.set(k, Json());
+    return cfg;
+}
+
+/* One layer's Keras config, keys in tf.keras 2.x's order. */
+static Json layer_json(const Layer &l) {
+    Json c = Json::object();
+    c.set("name", Json::string(l.name)).set("trainable", Json::boolean(true)).set("dtype", Json::string("float32"));
+    const char *df_last = "channels_last";
+    if (auto *d = dynamic_cast<const Dense *>(&l)) {
+        c.set("units", Json::integer(d->units)).set("activation", Json::string(act_names[d->act]));
+        c.set("use_bias", Json::boolean(d->use_bias));
+        c.set("kernel_initializer", init_json(d->weights[0].init));
+        c.set("bias_initializer", init_json(d->use_bias ? d->weights[1].init : std::string("zeros")));
+        c = null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                          "bias_constraint"});
+    } else if (auto *a = dynamic_cast<const Activation *>(&l)) {
+        c.set("activation", Json::string(act_names[a->act]));
+    } else if (auto *dr = dynamic_cast<const Dropout *>(&l)) {
+        c.set("rate", Json::number_f(dr->rate)).set("noise_shape", Json());
+        c.set("seed", dr->seed ? Json::integer(dr->seed) : Json());
+    } else if (dynamic_cast<const Flatten *>(&l)) {
+        c.set("data_format", Json::string(df_last));
+    } else if (auto *r = dynamic_cast<const Reshape *>(&l)) {
+        c.set("target_shape", ints_json(r->target.data(), (int)r->target.size()));
+    } else if (auto *cv = dynamic_cast<const Conv *>(&l)) {
+        c.set("filters", Json::integer(cv->filters)).set("kernel_size", ints_json(cv->ks, cv->nd));
+        c.set("strides", ints_json(cv->st, cv->nd)).set("padding", Json::string(cv->padding));
+        c.set("data_format", Json::string(cv->cf ? "channels_first" : df_last));
+        c.set("dilation_rate", ints_json(cv->dil, cv->nd)).set("groups", Json::integer(1));
+        c.set("activation", Json::string(act_names[cv->act])).set("use_bias", Json::boolean(cv->use_bias));
+        c.set("kernel_initializer", init_json(cv->weights[0].init));
+        c.set("bias_initializer", init_json(cv->use_bias ? cv->weights[1].init : std::string("zeros")));
+        c = null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                          "bias_constraint"});
+    } else if (auto *pl = dynamic_cast<const Pool *>(&l)) {
+        c.set("pool_size", ints_json(pl->ps, pl->nd)).set("padding", Json::string(pl->padding));
+        c.set("strides", ints_json(pl->st, pl->nd));
+        c.set("data_format", Json::string(pl->cf ? "channels_first" : df_last));
+    } else if (auto *gp = dynamic_cast<const GlobalPool *>(&l)) {
+        c.set("data_format", Json::string(gp->cf ? "channels_first" : df_last)).set("keepdims", Json::boolean(false));
+    } else if (auto *bn = dynamic_cast<const BatchNormalization *>(&l)) {
+        int64_t ax = bn->axis < 0 ? bn->in.rank + bn->axis + 1 : bn->axis; /* Keras: built, positive, a list */
+        c.set("axis", ints_json(&ax, 1)).set("momentum", Json::number_f(bn->momentum));
+        c.set("epsilon", Json::number_f(bn->epsilon)).set("center", Json::boolean(bn->center));
+        c.set("scale", Json::boolean(bn->scale));
+        auto init_of = [&](const char *n, const char *def) {
+            for (auto &w : bn->weights)
+                if (w.name == n) return init_json(w.init);
+            return init_json(def);
+        };
+        c.set("beta_initializer", init_of("beta", "zeros")).set("gamma_initializer", init_of("gamma", "ones"));
+        c.set("moving_mean_initializer", init_of("moving_mean", "zeros"));
+        c.set("moving_variance_initializer", init_of("moving_variance", "ones"));
+        c = null_keys(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
+    } else if (auto *zp = dynamic_cast<const ZeroPadding2D *>(&l)) {
+        int64_t tb[2] = {zp->t, zp->b}, lr[2] = {zp->l, zp->r};
+        c.set("padding", Json::array().push(ints_json(tb, 2)).push(ints_json(lr, 2)));
+        c.set("data_format", Json::string(zp->cf ? "channels_first" : df_last));
+    } else if (auto *up = dynamic_cast<const UpSampling2D *>(&l)) {
+        c.set("size", ints_json(up->sz, 2)).set("data_format", Json::string(up->cf ? "channels_first" : df_last));
+        c.set("interpolation", Json::string("nearest"));
+    } else {
+        raise(NNL_ERR_UNSUPPORTED, "to_json: layer '%s' (%s) has no JSON form yet", l.name.c_str(), l.cls);
+    }
+    return Json::object().set("class_name", Json::string(l.cls)).set("config", c);
+}
+
+static Json model_json(const Model &m) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "to_json: the model has no layers");
+    Json layers = Json::array();
+    Json bshape = Json::array().push(Json());
+    for (int i = 0; i < m.input.rank; i++) bshape.push(Json::integer(m.input.d[i]));
+    Json in = Json::object();
+    in.set("batch_input_shape", bshape).set("dtype", Json::string("float32")).set("sparse", Json::boolean(false));
+    in.set("ragged", Json::boolean(false)).set("name", Json::string(m.layers[0]->name + "_input"));
+    layers.push(Json::object().set("class_name", Json::string("InputLayer")).set("config", in));
+    for (auto &l : m.layers) layers.push(layer_json(*l));
+    Json cfg = Json::object().set("name", Json::string("sequential")).set("layers", layers);
+    return Json::object()
+        .set("class_name", Json::string("Sequential"))
+        .set("config", cfg)
+        .set("keras_version", Json::string(KERAS_VERSION))
+        .set("backend", Json::string("tensorflow"));
+}
+
+/* ---- Keras JSON -> model ------------------------------------------------------ */
+
+/* "float32", or a Keras 3 policy {"class_name": "DTypePolicy", "config": {"name": "float32"}} */
+static bool is_float32(const Json &d) {
+    if (d.kind == Json::STR) return d.s == "float32";
+    if (d.kind == Json::OBJ) {
+        const Json *c = d.get("config");
+        const Json *n = c && c->kind == Json::OBJ ? c->get("name") : nullptr;
+        return n && n->kind == Json::STR && n->s == "float32";
+    }
+    return d.kind == Json::NUL;
+}
+
+/* A JSON value as a spec Value (lists become tuples). */
+static Value to_value(const Json &j, const std::string &owner, const std::string &key) {
+    Value v;
+    switch (j.kind) {
+    case Json::NUL: break;
+    case Json::BOOL: v.kind = Value::BOOL; v.num = j.b; break;
+    case Json::NUM:
+        NNL_REQUIRE(std::fabs(j.num) <= 1e12, NNL_ERR_FORMAT, "%s: '%s' holds %g, out of range", owner.c_str(),
+                    key.c_str(), j.num);
+        v.kind = Value::NUM;
+        v.num = j.num;
+        break;
+    case Json::STR: v.kind = Value::STR; v.str = j.s; break;
+    case Json::ARR:
+        NNL_REQUIRE(j.a.size() <= 64, NNL_ERR_FORMAT, "%s: '%s' is a list of %zu values, too long", owner.c_str(),
+                    key.c_str(), j.a.size());
+        v.kind = Value::TUPLE;
+        for (auto &x : j.a) v.items.push_back(to_value(x, owner, key));
+        break;
+    case Json::OBJ:
+        raise(NNL_ERR_UNSUPPORTED, "%s: option '%s' holds an object this version does not read", owner.c_str(),
+              key.c_str());
+    }
+    return v;
+}
+
+/* {"class_name": "GlorotUniform", "config": {"seed": null}} -> "glorot_uniform" */
+static Value init_value(const Json &j, const std::string &owner, const std::string &key) {
+    Value v;
+    v.kind = Value::STR;
+    if (j.kind == Json::STR) {
+        v.str = j.s;
+        return v;
+    }
+    const Json *cn = j.kind == Json::OBJ ? j.get("class_name") : nullptr;
+    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s: '%s' must be a name or {\"class_name\": ...}",
+                owner.c_str(), key.c_str());
+    const InitName *hit = nullptr;
+    for (auto &i : kInits)
+        if (cn->s == i.keras || lower(cn->s) == i.nnl) hit = &i;
+    NNL_REQUIRE(hit, NNL_ERR_UNSUPPORTED, "%s: %s '%s' is not supported (supported: GlorotUniform, GlorotNormal, "
+                "HeUniform, HeNormal, LecunUniform, LecunNormal, Zeros, Ones, RandomUniform, RandomNormal)",
+                owner.c_str(), key.c_str(), cn->s.c_str());
+    const Json *cfg = j.get("config");
+    if (cfg && cfg->kind == Json::OBJ)
+        for (auto &kv : cfg->o) {
+            const Json &x = kv.second;
+            bool ok = kv.first == "seed" ? x.kind == Json::NUL
+                      : kv.first == "minval" ? x.kind == Json::NUM && x.num == -0.05
+                      : kv.first == "maxval" ? x.kind == Json::NUM && x.num == 0.05
+                      : kv.first == "mean" ? x.kind == Json::NUM && x.num == 0.0
+                      : kv.first == "stddev" ? x.kind == Json::NUM && x.num == 0.05
+                      : false;
+            NNL_REQUIRE(ok, NNL_ERR_UNSUPPORTED, "%s: %s %s with %s=%s is not supported (only Keras' defaults%s)",
+                        owner.c_str(), key.c_str(), cn->s.c_str(), kv.first.c_str(), json_text(x).c_str(),
+                        kv.first == "seed" ? "; seeds come from nnl_model_set_seed" : "");
+        }
+    v.str = hit->nnl;
+    return v;
+}
+
+/* Input shape from [null, d1, ...] */
+static Value shape_value(const Json &j, const std::string &owner, bool drop_batch) {
+    NNL_REQUIRE(j.kind == Json::ARR && j.a.size() >= (drop_batch ? 2u : 1u) && j.a.size() <= NNL_MAX_RANK + 1u,
+                NNL_ERR_FORMAT, "%s: input shape must be a list of 1..%d sizes", owner.c_str(), NNL_MAX_RANK);
+    Value v;
+    v.kind = Value::TUPLE;
+    for (size_t i = drop_batch ? 1 : 0; i < j.a.size(); i++) {
+        const Json &x = j.a[i];
+        NNL_REQUIRE(x.kind == Json::NUM && x.num >= 1 && x.num < 1e12 && x.num == std::floor(x.num), NNL_ERR_FORMAT,
+                    "%s: input shape %s must hold positive sizes after the batch dimension", owner.c_str(),
+                    json_text(j).c_str());
+        Value d;
+        d.kind = Value::NUM;
+        d.num = x.num;
+        v.items.push_back(d);
+    }
+    return v;
+}
+
+static bool ends_with(const std::string &s, const char *t) {
+    size_t n = strlen(t);
+    return s.size() >= n && s.compare(s.size() - n, n, t) == 0;
+}
+
+/* Hostile JSON must not make a layer allocate terabytes or overflow a
+   size: before a layer is built, its output and weight sizes are estimated
+   in floating point from the config and bounded. nnl_add trusts its
+   caller; JSON comes from files. */
+#ifndef NNL_MAX_JSON_PARAMS
+#define NNL_MAX_JSON_PARAMS ((double)((int64_t)1 << 31)) /* weights of a model read from JSON */
+#endif
+static const double MAX_SAMPLE = (double)((int64_t)1 << 31); /* values per sample of any layer */
+
+static double kw_product(const Spec &sp, const char *key, double def, int nd) {
+    for (auto &kv : sp.kw)
+        if (kv.first == key) {
+            const Value &v = kv.second;
+            if (v.kind == Value::NUM) return std::pow(std::fabs(v.num), nd);
+            if (v.kind != Value::TUPLE) return def;
+            double p = 1;
+            std::vector<const Value *> todo;
+            for (auto &x : v.items) todo.push_back(&x);
+            for (size_t i = 0; i < todo.size() && i < 64; i++) {
+                if (todo[i]->kind == Value::NUM) p *= std::fabs(todo[i]->num);
+                if (todo[i]->kind == Value::TUPLE)
+                    for (auto &y : todo[i]->items) todo.push_back(&y);
+            }
+            return p;
+        }
+    return def;
+}
+
+static void check_growth(const Model &m, const Spec &sp, double &params, double max_params,
+                         const std::string &owner) {
+    Shape in = m.out_shape();
+    double size = (double)in.size(), last = (double)in.last(), out = size, w = 0;
+    const std::string &c = sp.name;
+    auto filters_of = [&](const char *k) { return kw_product(sp, k, 1, 1); };
+    bool cf = false;
+    for (auto &kv : sp.kw) cf = cf || (kv.first == "data_format" && kv.second.str == "channels_first");
+    double C = in.rank ? (cf ? (double)in.d[0] : last) : 1;
+    int nd = c.find("1D") != std::string::npos ? 1 : c.find("3D") != std::string::npos ? 3 : 2;
+    if (c == "Dense") {
+        double u = filters_of("units");
+        out = size / std::max(last, 1.0) * u;
+        w = last * u + u;
+    } else if (c.compare(0, 4, "Conv") == 0) {
+        double f = filters_of("filters");
+        out = size / std::max(C, 1.0) * f;
+        w = kw_product(sp, "kernel_size", 1, nd) * C * f + f;
+    } else if (c == "UpSampling2D") {
+        out = size * kw_product(sp, "size", 4, 2);
+    } else if (c == "ZeroPadding2D") {
+        out = size * (1 + kw_product(sp, "padding", 1, 1)) * (1 + kw_product(sp, "padding", 1, 1));
+    } else if (c == "BatchNormalization") {
+        double ax = -1, ch = 0;
+        for (auto &kv : sp.kw)
+            if (kv.first == "axis" && kv.second.kind == Value::NUM) ax = kv.second.num;
+        int a = ax < 0 ? in.rank + (int)std::max(ax, -64.0) : (int)std::min(ax, 64.0) - 1;
+        for (int i = 0; i < in.rank; i++)
+            if (i == a || a < 0 || a >= in.rank) ch = std::max(ch, (double)in.d[i]);
+        w = 4 * ch;
+    } else if (c == "Reshape") {
+        out = kw_product(sp, "target_shape", 1, 1);
+    }
+    params += w;
+    NNL_REQUIRE(std::isfinite(out) && out <= MAX_SAMPLE && std::isfinite(params) && params <= max_params,
+                NNL_ERR_MEMORY, "%s: too large (%.3g values per sample, %.3g weights in the model so far)",
+                owner.c_str(), out, params);
+}
+
+/* One {"class_name": ..., "config": {...}} into model m. */
+static void add_layer_json(Model &m, const Json &lj, size_t index, double &params, double max_params) {
+    std::string owner = format("from_json: layer %zu", index);
+    NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
+    const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
+    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s has no \"class_name\"", owner.c_str());
+    NNL_REQUIRE(cfg && cfg->kind == Json::OBJ, NNL_ERR_FORMAT, "%s (%s) has no \"config\" object", owner.c_str(),
+                cn->s.c_str());
+    const Json *nm = cfg->get("name");
+    if (nm && nm->kind == Json::STR)
+        owner = format("from_json: layer %zu '%s' (%s)", index, nm->s.c_str(), cn->s.c_str());
+    else
+        owner += " (" + cn->s + ")";
+    for (auto &kv : lj.o) /* module, registered_name, build_config: bookkeeping of Keras 3 */
+        NNL_REQUIRE(kv.first == "class_name" || kv.first == "config" || kv.first == "module" ||
+                        kv.first == "registered_name" || kv.first == "build_config" || kv.first == "name" ||
+                        kv.first == "inbound_nodes",
+                    NNL_ERR_UNSUPPORTED, "%s: unsupported field '%s'", owner.c_str(), kv.first.c_str());
+    Spec sp;
+    sp.name = cn->s;
+    bool input = sp.name == "InputLayer";
+    for (auto &kv : cfg->o) {
+        const std::string &k = kv.first;
+        const Json &v = kv.second;
+        if (k == "trainable") {
+            NNL_REQUIRE(v.kind == Json::BOOL && v.b, NNL_ERR_UNSUPPORTED,
+                        "%s: trainable=false (a frozen layer) is not supported", owner.c_str());
+        } else if (k == "dtype") {
+            NNL_REQUIRE(is_float32(v), NNL_ERR_UNSUPPORTED, "%s: dtype %s is not supported (float32 only)",
+                        owner.c_str(), json_text(v).c_str());
+        } else if (ends_with(k, "_regularizer") || ends_with(k, "_constraint")) {
+            NNL_REQUIRE(v.kind == Json::NUL, NNL_ERR_UNSUPPORTED, "%s: %s is not supported (%s)", owner.c_str(),
+                        k.c_str(), json_text(v).c_str());
+        } else if (k == "lora_rank" || k == "quantization_config" || k == "noise_shape" || k == "lora_alpha") {
+            NNL_REQUIRE(v.kind == Json::NUL, NNL_ERR_UNSUPPORTED, "%s: %s=%s is not supported", owner.c_str(),
+                        k.c_str(), json_text(v).c_str());
+        } else if (k == "sparse" || k == "ragged" || k == "synchronized" || k == "optional") {
+            NNL_REQUIRE(v.kind == Json::BOOL && !v.b, NNL_ERR_UNSUPPORTED, "%s: %s=true is not supported",
+                        owner.c_str(), k.c_str());
+        } else if (k == "batch_input_shape" || k == "batch_shape") {
+            sp.kw.emplace_back(input ? "shape" : "input_shape", shape_value(v, owner, true));
+        } else if (k == "input_shape" || k == "shape") {
+            sp.kw.emplace_back(input ? "shape" : "input_shape", shape_value(v, owner, false));
+        } else if (input) {
+            NNL_REQUIRE(k == "name" || k == "input_tensor", NNL_ERR_UNSUPPORTED, "%s: unsupported option '%s'",
+                        owner.c_str(), k.c_str());
+        } else if (ends_with(k, "_initializer")) {
+            sp.kw.emplace_back(k, init_value(v, owner, k));
+        } else if (k == "axis" && v.kind == Json::ARR) {
+            NNL_REQUIRE(v.a.size() == 1, NNL_ERR_UNSUPPORTED, "%s: axis %s: one axis only", owner.c_str(),
+                        json_text(v).c_str());
+            sp.kw.emplace_back(k, to_value(v.a[0], owner, k));
+        } else if (k == "activation" && v.kind == Json::OBJ) {
+            raise(NNL_ERR_UNSUPPORTED, "%s: activation %s is not supported (names only)", owner.c_str(),
+                  json_text(v).c_str());
+        } else {
+            sp.kw.emplace_back(k, to_value(v, owner, k)); /* the layer's own reader rejects unknown keys */
+        }
+    }
+    for (auto &kv : sp.kw) /* Keras writes a bias initializer even without a bias */
+        if (kv.first == "use_bias" && kv.second.kind == Value::BOOL && kv.second.num == 0) {
+            std::vector<std::pair<std::string, Value>> kw;
+            for (auto &x : sp.kw)
+                if (x.first != "bias_initializer") kw.push_back(x);
+            sp.kw = kw;
+            break;
+        }
+    if (input) {
+        bool has_shape = false;
+        for (auto &kv : sp.kw) has_shape = has_shape || kv.first == "shape";
+        NNL_REQUIRE(has_shape, NNL_ERR_FORMAT, "%s: no batch_input_shape / batch_shape", owner.c_str());
+        sp.name = "Input";
+        std::vector<std::pair<std::string, Value>> kw;
+        for (auto &kv : sp.kw)
+            if (kv.first == "shape") kw.push_back(kv);
+        sp.kw = kw;
+    } else if (!m.has_input && m.layers.empty()) {
+        /* Keras 3 keeps the input shape in build_config */
+        const Json *bc = lj.get("build_config");
+        const Json *is = bc && bc->kind == Json::OBJ ? bc->get("input_shape") : nullptr;
+        bool has = false;
+        for (auto &kv : sp.kw) has = has || kv.first == "input_shape";
+        if (is && !has) sp.kw.emplace_back("input_shape", shape_value(*is, owner, true));
+    }
+    try {
+        if (input) {
+            NNL_REQUIRE(kw_product(sp, "shape", 1, 1) <= MAX_SAMPLE, NNL_ERR_MEMORY, "input shape too large");
+        } else {
+            if (!m.has_input && m.layers.empty()) { /* input_shape on the first layer: an Input first */
+                Spec in;
+                in.name = "Input";
+                std::vector<std::pair<std::string, Value>> kw;
+                for (auto &kv : sp.kw) {
+                    if (kv.first == "input_shape") in.kw.emplace_back("shape", kv.second);
+                    else kw.push_back(kv);
+                }
+                if (!in.kw.empty()) {
+                    NNL_REQUIRE(kw_product(in, "shape", 1, 1) <= MAX_SAMPLE, NNL_ERR_MEMORY, "input shape too large");
+                    m.add_spec(in);
+                    sp.kw = kw;
+                }
+            }
+            if (m.has_input) check_growth(m, sp, params, max_params, owner);
+        }
+        m.add_spec(sp);
+    } catch (const Error &e) {
+        raise(e.status, "%s: %s", owner.c_str(), e.msg.c_str());
+    }
+}
+
+/* max_params: a bound on the weights the architecture may declare */
+static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX_JSON_PARAMS) {
+    NNL_REQUIRE(j.kind == Json::OBJ, NNL_ERR_FORMAT, "from_json: the text is not a JSON object");
+    const Json *cn = j.get("class_name");
+    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "from_json: no \"class_name\" at the top level");
+    NNL_REQUIRE(cn->s == "Sequential", NNL_ERR_UNSUPPORTED,
+                "from_json: only Sequential models are supported, this is a '%s'", cn->s.c_str());
+    const Json *cfg = j.get("config");
+    NNL_REQUIRE(cfg, NNL_ERR_FORMAT, "from_json: no \"config\"");
+    const Json *layers = cfg->kind == Json::ARR ? cfg : cfg->kind == Json::OBJ ? cfg->get("layers") : nullptr;
+    NNL_REQUIRE(layers && layers->kind == Json::ARR, NNL_ERR_FORMAT, "from_json: config has no \"layers\" list");
+    NNL_REQUIRE(!layers->a.empty(), NNL_ERR_FORMAT, "from_json: the model has no layers");
+    if (cfg->kind == Json::OBJ) {
+        const Json *t = cfg->get("trainable");
+        NNL_REQUIRE(!t || (t->kind == Json::BOOL && t->b), NNL_ERR_UNSUPPORTED,
+                    "from_json: a frozen model (trainable=false) is not supported");
+        const Json *d = cfg->get("dtype");
+        NNL_REQUIRE(!d || is_float32(*d), NNL_ERR_UNSUPPORTED, "from_json: dtype %s is not supported",
+                    json_text(*d).c_str());
+    }
+    double params = 0;
+    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params, max_params);
+    NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "from_json: the model has an input but no layers");
+}
+
+/* ---- Atomic writes ----------------------------------------------------------
+   A temporary file beside the target (same folder, so rename is atomic),
+   written, flushed and fsync'ed, renamed over the target, and the folder
+   fsync'ed so the rename itself survives a power cut. A reader sees the old
+   file or the new one, never a part. On failure the temporary file is
+   removed; only a process killed mid-save can leave one behind (named
+   TARGET.tmp-PID-N), and the target is intact then too. */
+static void save_atomic(const char *path, const std::string &data) {
+    NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
+    static std::atomic<unsigned> counter{0};
+    std::string tmp = format("%s.tmp-%ld-%u", path, (long)getpid(), counter++);
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) raise(NNL_ERR_IO, "cannot save '%s': cannot create a file in its folder: %s", path, strerror(errno));
+    const char *p = data.data();
+    size_t left = data.size();
+    int err = 0;
+    while (left > 0) {
+        ssize_t w = write(fd, p, std::min<size_t>(left, (size_t)1 << 30));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    if (!err && rename(tmp.c_str(), path) != 0) err = errno;
+    if (err) {
+        unlink(tmp.c_str());
+        raise(NNL_ERR_IO, "cannot save '%s': %s", path, strerror(err));
+    }
+    std::string dir = path;
+    size_t slash = dir.find_last_of('/');
+    dir = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+    int dfd = open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd); /* best effort: some file systems refuse fsync on a folder */
+        close(dfd);
+    }
+}
+
+/* ---- Little-endian helpers ------------------------------------------------------ */
+
+static void put32(std::string &s, size_t at, uint32_t v) {
+    for (int i = 0; i < 4; i++) s[at + (size_t)i] = (char)(v >> (8 * i));
+}
+static void put64(std::string &s, size_t at, uint64_t v) {
+    for (int i = 0; i < 8; i++) s[at + (size_t)i] = (char)(v >> (8 * i));
+}
+static void app16(std::string &s, uint32_t v) {
+    s += (char)(v & 0xFF);
+    s += (char)((v >> 8) & 0xFF);
+}
+static void app32(std::string &s, uint32_t v) {
+    app16(s, v & 0xFFFF);
+    app16(s, v >> 16);
+}
+/* float32 values as little-endian bytes */
+static void append_floats(std::string &s, const float *x, int64_t n) {
+    size_t at = s.size();
+    s.resize(at + (size_t)n * 4);
+    memcpy(&s[at], x, (size_t)n * 4);
+    if (!io::host_little())
+        for (size_t i = at; i < s.size(); i += 4) {
+            std::swap(s[i], s[i + 3]);
+            std::swap(s[i + 1], s[i + 2]);
+        }
+}
+static void read_floats(const uint8_t *p, int64_t n, float *out) {
+    memcpy(out, p, (size_t)n * 4);
+    if (!io::host_little()) {
+        uint8_t *b = (uint8_t *)out;
+        for (int64_t i = 0; i < n * 4; i += 4) {
+            std::swap(b[i], b[i + 3]);
+            std::swap(b[i + 1], b[i + 2]);
+        }
+    }
+}
+
+static std::string hex64(uint64_t v) { return format("%016llx", (unsigned long long)v); }
+
+/* ---- nnlite binary files (docs/FORMAT.md) ------------------------------------- */
+
+static const uint8_t MAGIC[8] = {0x89, 'N', 'N', 'L', '\r', '\n', 0x1A, '\n'};
+static const uint32_t FORMAT_VERSION = 1, ENDIAN_MARK = 0x01020304u;
+static const uint32_t KIND_WEIGHTS = 1, KIND_MODEL = 2;
+static const size_t HEADER = 64, ALIGN = 64;
+static const int64_t MAX_TENSORS = 1 << 20;
+
+struct TensorOut {
+    std::string name;
+    Shape shape;
+    const float *data;
+};
+
+static size_t align_up(size_t v) { return (v + ALIGN - 1) / ALIGN * ALIGN; }
+
+static Json shape_json(const Shape &s) { return ints_json(s.d, s.rank); }
+
+/* Header, metadata JSON (meta + the tensor table), tensors at 64-byte offsets. */
+static std::string build_file(uint32_t kind, Json meta, const std::vector<TensorOut> &ts) {
+    std::vector<uint32_t> crcs;
+    for (auto &t : ts) {
+        std::string b;
+        append_floats(b, t.data, t.shape.size());
+        crcs.push_back(io::crc32((const uint8_t *)b.data(), b.size()));
+    }
+    size_t data_start = HEADER;
+    std::string mtext;
+    for (int pass = 0; pass < 8; pass++) {
+        Json table = Json::array();
+        size_t off = data_start;
+        for (size_t i = 0; i < ts.size(); i++) {
+            off = align_up(off);
+            int64_t nb = ts[i].shape.size() * 4;
+            table.push(Json::object()
+                           .set("name", Json::string(ts[i].name))
+                           .set("dtype", Json::string("float32"))
+                           .set("shape", shape_json(ts[i].shape))
+                           .set("offset", Json::integer((int64_t)off))
+                           .set("nbytes", Json::integer(nb))
+                           .set("crc32", Json::integer(crcs[i])));
+            off += (size_t)nb;
+        }
+        Json m = meta;
+        m.set("tensors", table);
+        mtext = json_text(m);
+        if (align_up(HEADER + mtext.size()) <= data_start) break;
+        data_start = align_up(HEADER + mtext.size());
+    }
+    std::string f(HEADER, '\0');
+    f += mtext;
+    for (auto &t : ts) {
+        f.resize(align_up(f.size()), '\0');
+        append_floats(f, t.data, t.shape.size());
+    }
+    memcpy(&f[0], MAGIC, 8);
+    put32(f, 8, FORMAT_VERSION);
+    put32(f, 12, ENDIAN_MARK);
+    put32(f, 16, kind);
+    put32(f, 20, 0);
+    put64(f, 24, (uint64_t)f.size());
+    put64(f, 32, HEADER);
+    put64(f, 40, mtext.size());
+    put32(f, 48, io::crc32((const uint8_t *)mtext.data(), mtext.size()));
+    put32(f, 52, (uint32_t)ts.size());
+    put32(f, 56, 0);
+    put32(f, 60, io::crc32((const uint8_t *)f.data(), 60));
+    return f;
+}
+
+struct TensorIn {
+    std::string name;
+    Shape shape;
+    size_t offset = 0;
+};
+
+struct NnlFile {
+    std::vector<uint8_t> bytes;
+    uint32_t kind = 0;
+    Json meta;
+    std::vector<TensorIn> tensors;
+    std::string what;
+    void read(const TensorIn &t, float *out) const { read_floats(bytes.data() + t.offset, t.shape.size(), out); }
+    std::vector<float> read(const TensorIn &t) const {
+        std::vector<float> v((size_t)t.shape.size());
+        read(t, v.data());
+        return v;
+    }
+};
+
+static int64_t json_int(const Json *j, int64_t lo, int64_t hi, const std::string &what, const char *key) {
+    NNL_REQUIRE(j && j->kind == Json::NUM && j->num == std::floor(j->num) && j->num >= (double)lo &&
+                    j->num <= (double)hi,
+                NNL_ERR_FORMAT, "%s: '%s' is missing or not an integer in [%lld, %lld]", what.c_str(), key,
+                (long long)lo, (long long)hi);
+    return (int64_t)j->num;
+}
+
+static const std::string &json_str(const Json *j, const std::string &what, const char *key) {
+    NNL_REQUIRE(j && j->kind == Json::STR, NNL_ERR_FORMAT, "%s: '%s' is missing or not a string", what.c_str(), key);
+    return j->s;
+}
+
+/* Reads and checks a whole file: header, checksums, every tensor's bounds. */
+static NnlFile read_nnl(const char *path) {
+    NnlFile F;
+    read_file(path, F.bytes);
+    F.what = format("'%s'", path);
+    const std::string &w = F.what;
+    const uint8_t *p = F.bytes.data();
+    const size_t n = F.bytes.size();
+    if (n < HEADER || memcmp(p, MAGIC, 8) != 0) {
+        if (n >= 2 && p[0] == 'P' && p[1] == 'K')
+            raise(NNL_ERR_FORMAT, "%s is a zip (.npz?) file, not an nnlite model file (use nnl_load_weights_npz)",
+                  w.c_str());
+        if (n >= 8 && !memcmp(p, "\x89HDF\r\n\x1a\n", 8))
+            raise(NNL_ERR_FORMAT, "%s is a Keras HDF5 (.h5) file: not readable by nnlite; export the weights "
+                  "with numpy as .npz (see nnl_load_weights_npz)", w.c_str());
+        raise(NNL_ERR_FORMAT, "%s is not an nnlite model file (%s)", w.c_str(),
+              n < HEADER ? "shorter than the 64-byte header" : "no magic number");
+    }
+    if (io::rd32le(p + 60) != io::crc32(p, 60)) raise(NNL_ERR_FORMAT, "%s: header checksum mismatch (corrupt file)", w.c_str());
+    uint32_t version = io::rd32le(p + 8);
+    if (version != FORMAT_VERSION)
+        raise(NNL_ERR_FORMAT, "%s: format version %u; this nnlite reads version %u%s", w.c_str(), version,
+              FORMAT_VERSION, version > FORMAT_VERSION ? " (written by a newer nnlite)" : "");
+    if (io::rd32le(p + 12) != ENDIAN_MARK) raise(NNL_ERR_FORMAT, "%s: bad endianness marker", w.c_str());
+    F.kind = io::rd32le(p + 16);
+    if (F.kind != KIND_WEIGHTS && F.kind != KIND_MODEL) raise(NNL_ERR_FORMAT, "%s: unknown file kind %u", w.c_str(), F.kind);
+    uint64_t fsize = io::rd64le(p + 24), moff = io::rd64le(p + 32), msize = io::rd64le(p + 40);
+    if (fsize != n)
+        raise(NNL_ERR_FORMAT, "%s: the file has %zu bytes, its header says %llu (truncated or padded)", w.c_str(), n,
+              (unsigned long long)fsize);
+    if (moff != HEADER || msize > n - HEADER || msize > JSON_MAX_BYTES)
+        raise(NNL_ERR_FORMAT, "%s: metadata lies outside the file", w.c_str());
+    if (io::rd32le(p + 48) != io::crc32(p + HEADER, (size_t)msize))
+        raise(NNL_ERR_FORMAT, "%s: metadata checksum mismatch (corrupt file)", w.c_str());
+    uint32_t count = io::rd32le(p + 52);
+    F.meta = parse_json((const char *)p + HEADER, (size_t)msize, w + " metadata");
+    NNL_REQUIRE(F.meta.kind == Json::OBJ, NNL_ERR_FORMAT, "%s: metadata is not an object", w.c_str());
+    const Json *tl = F.meta.get("tensors");
+    NNL_REQUIRE(tl && tl->kind == Json::ARR && tl->a.size() == count && (int64_t)count <= MAX_TENSORS,
+                NNL_ERR_FORMAT, "%s: the tensor table does not match the header's count", w.c_str());
+    const size_t data_min = HEADER + (size_t)msize;
+    for (size_t i = 0; i < tl->a.size(); i++) {
+        const Json &t = tl->a[i];
+        std::string tw = format("%s tensor %zu", w.c_str(), i);
+        NNL_REQUIRE(t.kind == Json::OBJ, NNL_ERR_FORMAT, "%s is not an object", tw.c_str());
+        TensorIn T;
+        T.name = json_str(t.get("name"), tw, "name");
+        NNL_REQUIRE(T.name.size() <= 1024, NNL_ERR_FORMAT, "%s: name too long", tw.c_str());
+        tw += " '" + T.name + "'";
+        NNL_REQUIRE(json_str(t.get("dtype"), tw, "dtype") == "float32", NNL_ERR_FORMAT, "%s: dtype '%s' (float32 only)",
+                    tw.c_str(), t.get("dtype")->s.c_str());
+        const Json *sh = t.get("shape");
+        NNL_REQUIRE(sh && sh->kind == Json::ARR && sh->a.size() <= NNL_MAX_RANK, NNL_ERR_FORMAT,
+                    "%s: shape must be a list of at most %d sizes", tw.c_str(), NNL_MAX_RANK);
+        uint64_t count_el = 1;
+        for (auto &d : sh->a) {
+            int64_t v = json_int(&d, 0, (int64_t)n, tw, "shape");
+            T.shape.d[T.shape.rank++] = v;
+            count_el = v == 0 ? 0 : count_el > (uint64_t)n / (uint64_t)v ? (uint64_t)n + 1 : count_el * (uint64_t)v;
+        }
+        int64_t off = json_int(t.get("offset"), 0, (int64_t)n, tw, "offset");
+        int64_t nb = json_int(t.get("nbytes"), 0, (int64_t)n, tw, "nbytes");
+        int64_t crc = json_int(t.get("crc32"), 0, 0xFFFFFFFFll, tw, "crc32");
+        NNL_REQUIRE(count_el <= (uint64_t)n / 4 && (uint64_t)nb == count_el * 4, NNL_ERR_FORMAT,
+                    "%s: %lld bytes do not hold its shape %s", tw.c_str(), (long long)nb, T.shape.str(false).c_str());
+        NNL_REQUIRE(off % (int64_t)ALIGN == 0 && (size_t)off >= data_min && (uint64_t)nb <= n - (uint64_t)off,
+                    NNL_ERR_FORMAT, "%s: data at offset %lld (%lld bytes) lies outside the file's data", tw.c_str(),
+                    (long long)off, (long long)nb);
+        NNL_REQUIRE(io::crc32(p + off, (size_t)nb) == (uint32_t)crc, NNL_ERR_FORMAT,
+                    "%s: checksum mismatch (corrupt file)", tw.c_str());
+        T.offset = (size_t)off;
+        F.tensors.push_back(T);
+    }
+    /* Tensors may not overlap, and every byte no checksum covers (the
+       alignment padding) must be zero: then any flipped bit is caught. */
+    std::vector<std::pair<size_t, size_t>> spans{{0, data_min}};
+    for (auto &t : F.tensors) spans.push_back({t.offset, t.offset + (size_t)t.shape.size() * 4});
+    std::sort(spans.begin(), spans.end());
+    size_t at = 0;
+    for (auto &sp : spans) {
+        NNL_REQUIRE(sp.first >= at, NNL_ERR_FORMAT, "%s: tensors overlap (corrupt file)", w.c_str());
+        for (size_t i = at; i < sp.first; i++)
+            NNL_REQUIRE(p[i] == 0, NNL_ERR_FORMAT, "%s: nonzero padding at byte %zu (corrupt file)", w.c_str(), i);
+        at = sp.second;
+    }
+    for (size_t i = at; i < n; i++)
+        NNL_REQUIRE(p[i] == 0, NNL_ERR_FORMAT, "%s: nonzero padding at byte %zu (corrupt file)", w.c_str(), i);
+    return F;
+}
+
+/* All of a model's weights in Keras get_weights() order, with layer names. */
+struct WeightRef {
+    const Layer *layer;
+    WeightSpec *w;
+};
+static std::vector<WeightRef> all_weights(const Model &m) {
+    std::vector<WeightRef> v;
+    for (auto &l : m.layers)
+        for (auto &w : l->weights) v.push_back({l.get(), const_cast<WeightSpec *>(&w)});
+    return v;
+}
+
+static std::vector<TensorOut> weight_tensors(const Model &m) {
+    std::vector<TensorOut> ts;
+    for (auto &r : all_weights(m)) ts.push_back({r.layer->name + "/" + r.w->name, r.w->shape, r.w->w});
+    return ts;
+}
+
+static Json base_meta(const Model &m, const char *kind) {
+    return Json::object()
+        .set("format", Json::string("nnlite"))
+        .set("version", Json::integer(FORMAT_VERSION))
+        .set("kind", Json::string(kind))
+        .set("nnlite_version", Json::string(NNL_VERSION_STRING))
+        .set("architecture", model_json(m));
+}
+
+static void save_weights(const Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_weights: the model has no layers");
+    save_atomic(path, build_file(KIND_WEIGHTS, base_meta(m, "weights"), weight_tensors(m)));
+}
+
+/* Copies the file's weight tensors into m after checking every shape. */
+static void set_weights_from(Model &m, const NnlFile &F, const char *fn) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "%s: the model has no layers", fn);
+    std::vector<const TensorIn *> ws;
+    for (auto &t : F.tensors)
+        if (t.name.compare(0, 10, "optimizer/") != 0) ws.push_back(&t);
+    std::vector<WeightRef> mine = all_weights(m);
+    if (ws.size() != mine.size())
+        raise(NNL_ERR_SHAPE, "%s: %s holds %zu weight tensors, the model has %zu (%zu layers): not the same "
+              "architecture", fn, F.what.c_str(), ws.size(), mine.size(), m.layers.size());
+    for (size_t i = 0; i < ws.size(); i++)
+        if (ws[i]->shape != mine[i].w->shape)
+            raise(NNL_ERR_SHAPE, "%s: layer '%s' (%s) weight '%s' has shape %s in the model but %s in %s ('%s')", fn,
+                  mine[i].layer->name.c_str(), mine[i].layer->cls, mine[i].w->name.c_str(),
+                  mine[i].w->shape.str(false).c_str(), ws[i]->shape.str(false).c_str(), F.what.c_str(),
+                  ws[i]->name.c_str());
+    for (size_t i = 0; i < ws.size(); i++) F.read(*ws[i], mine[i].w->w);
+}
+
+static void load_weights(Model &m, const char *path) {
+    NnlFile F = read_nnl(path);
+    set_weights_from(m, F, "load_weights");
+}
+
+static Json history_json(const Model &m) {
+    Json keys = Json::array(), vals = Json::array();
+    for (size_t k = 0; k < m.hist_keys.size(); k++) {
+        keys.push(Json::string(m.hist_keys[k]));
+        Json row = Json::array();
+        for (double v : m.hist[k]) row.push(Json::number(v));
+        vals.push(row);
+    }
+    return Json::object().set("epochs", Json::integer(m.hist_epochs)).set("keys", keys).set("values", vals);
+}
+
+static void save_model(const Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_model: the model has no layers");
+    Json meta = base_meta(m, "model");
+    std::vector<TensorOut> ts = weight_tensors(m);
+    Json rng = Json::array();
+    for (int i = 0; i < 4; i++) rng.push(Json::string(hex64(m.rng.s[i])));
+    Json state = Json::object()
+                     .set("seed", Json::string(hex64(m.seed)))
+                     .set("seeded", Json::boolean(m.seeded))
+                     .set("rng", rng)
+                     .set("history", history_json(m));
+    if (m.compiled) {
+        meta.set("compile", Json::object()
+                                .set("optimizer", Json::string(m.compile_text[0]))
+                                .set("loss", Json::string(m.compile_text[1]))
+                                .set("metrics", Json::string(m.compile_text[2])));
+        const Optimizer &o = *m.opt;
+        Json os = Json::object()
+                      .set("learning_rate", Json::number(o.learning_rate))
+                      .set("iterations", Json::integer(o.iterations))
+                      .set("slots", Json::integer((int64_t)o.slots.size()));
+        if (auto *na = dynamic_cast<const Nadam *>(&o)) os.set("u_product", Json::number(na->u_product));
+        state.set("optimizer", os);
+        for (size_t k = 0; k < o.slots.size(); k++) {
+            Shape s{(int64_t)o.slots[k].size()};
+            ts.push_back({format("optimizer/slot_%zu", k), s, o.slots[k].data()});
+        }
+    } else {
+        meta.set("compile", Json());
+    }
+    meta.set("state", state);
+    save_atomic(path, build_file(KIND_MODEL, meta, ts));
+}
+
+static uint64_t parse_hex64(const Json *j, const std::string &what, const char *key) {
+    const std::string &s = json_str(j, what, key);
+    NNL_REQUIRE(s.size() == 16 && s.find_first_not_of("0123456789abcdef") == std::string::npos, NNL_ERR_FORMAT,
+                "%s: '%s' is not 16 hex digits", what.c_str(), key);
+    return (uint64_t)strtoull(s.c_str(), nullptr, 16);
+}
+
+static void load_model(Model &m, const char *path) {
+    NnlFile F = read_nnl(path);
+    const std::string &w = F.what;
+    const Json *arch = F.meta.get("architecture");
+    NNL_REQUIRE(arch, NNL_ERR_FORMAT, "%s: no architecture in the metadata", w.c_str());
+    /* the weights are in the file: an architecture needing many more is a lie */
+    double in_file = 0;
+    for (auto &t : F.tensors) in_file += (double)t.shape.size();
+    try {
+        model_from_json(m, *arch, std::min((double)NNL_MAX_JSON_PARAMS, 2 * in_file + 65536));
+    } catch (const Error &e) {
+        raise(e.status == NNL_ERR_UNSUPPORTED ? e.status : NNL_ERR_FORMAT, "%s: architecture: %s", w.c_str(),
+              e.msg.c_str());
+    }
+    try {
+        set_weights_from(m, F, "load_model");
+    } catch (const Error &e) { /* the file disagrees with itself */
+        raise(e.status == NNL_ERR_SHAPE ? NNL_ERR_FORMAT : e.status, "%s", e.msg.c_str());
+    }
+    const Json *state = F.meta.get("state");
+    if (F.kind != KIND_MODEL || !state) return; /* a weights file: an uncompiled model */
+    NNL_REQUIRE(state->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: 'state' is not an object", w.c_str());
+    std::string sw = w + " state";
+    m.seed = parse_hex64(state->get("seed"), sw, "seed");
+    const Json *seeded = state->get("seeded");
+    NNL_REQUIRE(seeded && seeded->kind == Json::BOOL, NNL_ERR_FORMAT, "%s: 'seeded' missing", sw.c_str());
+    m.seeded = seeded->b;
+    const Json *rng = state->get("rng");
+    NNL_REQUIRE(rng && rng->kind == Json::ARR && rng->a.size() == 4, NNL_ERR_FORMAT, "%s: 'rng' needs 4 words",
+                sw.c_str());
+    for (int i = 0; i < 4; i++) m.rng.s[i] = parse_hex64(&rng->a[(size_t)i], sw, "rng");
+    /* history */
+    const Json *h = state->get("history");
+    NNL_REQUIRE(h && h->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: 'history' missing", sw.c_str());
+    int64_t ep = json_int(h->get("epochs"), 0, 1 << 30, sw, "history.epochs");
+    const Json *hk = h->get("keys"), *hv = h->get("values");
+    NNL_REQUIRE(hk && hv && hk->kind == Json::ARR && hv->kind == Json::ARR && hk->a.size() == hv->a.size(),
+                NNL_ERR_FORMAT, "%s: history keys and values do not match", sw.c_str());
+    m.hist_keys.clear();
+    m.hist.clear();
+    for (size_t k = 0; k < hk->a.size(); k++) {
+        m.hist_keys.push_back(json_str(&hk->a[k], sw, "history key"));
+        const Json &row = hv->a[k];
+        NNL_REQUIRE(row.kind == Json::ARR && (int64_t)row.a.size() == ep, NNL_ERR_FORMAT,
+                    "%s: history '%s' does not hold %lld epochs", sw.c_str(), m.hist_keys.back().c_str(),
+                    (long long)ep);
+        std::vector<double> v;
+        for (auto &x : row.a) {
+            NNL_REQUIRE(x.kind == Json::NUM, NNL_ERR_FORMAT, "%s: history values must be numbers", sw.c_str());
+            v.push_back(x.num);
+        }
+        m.hist.push_back(std::move(v));
+    }
+    m.hist_epochs = (int)ep;
+    /* compile configuration and optimizer state */
+    const Json *cc = F.meta.get("compile");
+    if (!cc || cc->kind == Json::NUL) return;
+    NNL_REQUIRE(cc->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: 'compile' is not an object", w.c_str());
+    std::string cw = w + " compile";
+    std::string opt = json_str(cc->get("optimizer"), cw, "optimizer"), loss = json_str(cc->get("loss"), cw, "loss"),
+                mets = json_str(cc->get("metrics"), cw, "metrics");
+    try {
+        m.compile(opt.c_str(), loss.c_str(), mets.c_str());
+    } catch (const Error &e) {
+        raise(NNL_ERR_FORMAT, "%s: the saved compile configuration fails: %s", w.c_str(), e.msg.c_str());
+    }
+    const Json *os = state->get("optimizer");
+    NNL_REQUIRE(os && os->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: optimizer state missing", sw.c_str());
+    Optimizer &o = *m.opt;
+    const Json *lr = os->get("learning_rate");
+    NNL_REQUIRE(lr && lr->kind == Json::NUM && lr->num >= 0 && std::isfinite(lr->num), NNL_ERR_FORMAT,
+                "%s: bad learning_rate", sw.c_str());
+    o.learning_rate = lr->num;
+    o.iterations = json_int(os->get("iterations"), 0, (int64_t)1 << 52, sw, "iterations");
+    int64_t nslots = json_int(os->get("slots"), 0, 16, sw, "slots");
+    if (auto *na = dynamic_cast<Nadam *>(&o)) {
+        const Json *u = os->get("u_product");
+        NNL_REQUIRE(u && u->kind == Json::NUM && std::isfinite(u->num), NNL_ERR_FORMAT, "%s: Nadam u_product missing",
+                    sw.c_str());
+        na->u_product = u->num;
+    }
+    int64_t trainable = 0;
+    for (auto &s : m.slices) trainable += s.n;
+    o.slots.clear();
+    for (int64_t k = 0; k < nslots; k++) {
+        std::string nm = format("optimizer/slot_%lld", (long long)k);
+        const TensorIn *t = nullptr;
+        for (auto &x : F.tensors)
+            if (x.name == nm) t = &x;
+        NNL_REQUIRE(t && t->shape.rank == 1 && t->shape.d[0] == trainable, NNL_ERR_FORMAT,
+                    "%s: optimizer tensor '%s' is missing or not of %lld values", w.c_str(), nm.c_str(),
+                    (long long)trainable);
+        o.slots.push_back(F.read(*t));
+    }
+}
+
+/* ---- npz in Keras get_weights() order ----------------------------------------- */
+
+/* One .npy (format 1.0, '<f4', C order) with its header padded to 64 bytes. */
+static std::string npy_bytes(const float *x, const Shape &s) {
+    std::string shape = "(";
+    for (int i = 0; i < s.rank; i++) shape += std::to_string((long long)s.d[i]) + (s.rank == 1 ? "," : i + 1 < s.rank ? ", " : "");
+    shape += ")";
+    std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+    size_t total = align_up(10 + h.size() + 1);
+    h.resize(total - 10 - 1, ' ');
+    h += '\n';
+    std::string out("\x93NUMPY\x01\x00", 8);
+    app16(out, (uint32_t)h.size());
+    out += h;
+    append_floats(out, x, s.size());
+    return out;
+}
+
+static void save_weights_npz(const Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_weights_npz: the model has no layers");
+    std::vector<WeightRef> ws = all_weights(m);
+    std::string zip, cd;
+    for (size_t i = 0; i < ws.size(); i++) {
+        std::string name = format("arr_%zu.npy", i);
+        std::string d = npy_bytes(ws[i].w->w, ws[i].w->shape);
+        NNL_REQUIRE(d.size() < 0xFFFFFFFFull && zip.size() + d.size() + 200 < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
+                    "save_weights_npz: weights over 4 GB need zip64, which this writer does not produce");
+        uint32_t crc = io::crc32((const uint8_t *)d.data(), d.size());
+        uint32_t off = (uint32_t)zip.size();
+        /* local header: version 20, no flags, stored, 1980-01-01 00:00 */
+        app32(zip, 0x04034B50);
+        app16(zip, 20);
+        app16(zip, 0);
+        app16(zip, 0);
+        app16(zip, 0);
+        app16(zip, 0x21);
+        app32(zip, crc);
+        app32(zip, (uint32_t)d.size());
+        app32(zip, (uint32_t)d.size());
+        app16(zip, (uint32_t)name.size());
+        app16(zip, 0);
+        zip += name;
+        zip += d;
+        app32(cd, 0x02014B50);
+        app16(cd, 20);
+        app16(cd, 20);
+        app16(cd, 0);
+        app16(cd, 0);
+        app16(cd, 0);
+        app16(cd, 0x21);
+        app32(cd, crc);
+        app32(cd, (uint32_t)d.size());
+        app32(cd, (uint32_t)d.size());
+        app16(cd, (uint32_t)name.size());
+        app16(cd, 0);
+        app16(cd, 0);
+        app16(cd, 0);
+        app16(cd, 0);
+        app32(cd, 0);
+        app32(cd, off);
+        cd += name;
+    }
+    NNL_REQUIRE(ws.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
+                "save_weights_npz: too many or too large weights for a zip without zip64");
+    uint32_t cd_off = (uint32_t)zip.size();
+    zip += cd;
+    app32(zip, 0x06054B50);
+    app16(zip, 0);
+    app16(zip, 0);
+    app16(zip, (uint32_t)ws.size());
+    app16(zip, (uint32_t)ws.size());
+    app32(zip, (uint32_t)cd.size());
+    app32(zip, cd_off);
+    app16(zip, 0);
+    save_atomic(path, zip);
+}
+
+static void load_weights_npz(Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "load_weights_npz: the model has no layers");
+    std::vector<uint8_t> bytes;
+    read_file(path, bytes);
+    io::Zip z(bytes, path);
+    std::vector<WeightRef> ws = all_weights(m);
+    std::vector<io::ArrayPtr> arrays;
+    for (size_t i = 0; i < ws.size(); i++) {
+        const io::ZipEntry *e = z.find(format("arr_%zu", i));
+        if (!e)
+            raise(NNL_ERR_SHAPE, "load_weights_npz: '%s' has no arr_%zu for layer '%s' weight '%s' (the model has %zu "
+                  "weight tensors; members: %s)", path, i, ws[i].layer->name.c_str(), ws[i].w->name.c_str(),
+                  ws.size(), z.keys().c_str());
+        io::ArrayPtr a = z.load(*e, NNL_FLOAT32);
+        Shape s = ws[i].w->shape;
+        bool same = a->rank == s.rank;
+        for (int k = 0; same && k < s.rank; k++) same = a->shape[k] == s.d[k];
+        if (!same)
+            raise(NNL_ERR_SHAPE, "load_weights_npz: layer '%s' (%s) weight '%s' has shape %s in the model but arr_%zu "
+                  "in '%s' has %s", ws[i].layer->name.c_str(), ws[i].layer->cls, ws[i].w->name.c_str(),
+                  s.str(false).c_str(), i, path, io::shape_str(a->rank, a->shape).c_str());
+        arrays.push_back(std::move(a));
+    }
+    if (z.find(format("arr_%zu", ws.size())))
+        raise(NNL_ERR_SHAPE, "load_weights_npz: '%s' holds more than the model's %zu weight tensors", path, ws.size());
+    for (size_t i = 0; i < ws.size(); i++)
+        memcpy(ws[i].w->w, arrays[i]->data, (size_t)ws[i].w->shape.size() * sizeof(float));
+}
+
+} // namespace files
+} // namespace nnl
+
+extern "C" {
+
+NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap) {
+    int64_t len = -1;
+    nnl::guard([&] {
+        NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_model_to_json: model handle is NULL");
+        NNL_REQUIRE(cap <= 0 || buf, NNL_ERR_ARGUMENT, "nnl_model_to_json: buf is NULL");
+        std::string s = nnl::files::json_text(nnl::files::model_json(*m));
+        if (cap > 0) {
+            size_t n = std::min((size_t)cap - 1, s.size());
+            memcpy(buf, s.data(), n);
+            buf[n] = 0;
+        }
+        len = (int64_t)s.size();
+    });
+    return len;
+}
+
+NNL_API int nnl_model_from_json(const char *json, nnl_model **out) {
+    if (out) *out = nullptr;
+    return nnl::guard([&] {
+        NNL_REQUIRE(json && out, NNL_ERR_ARGUMENT, "nnl_model_from_json: json or out is NULL");
+        nnl::files::Json j = nnl::files::parse_json(json, strlen(json), "from_json");
+        std::unique_ptr<nnl_model> m(new nnl_model());
+        nnl::files::model_from_json(*m, j);
+        *out = m.release();
+    });
+}
+
+NNL_API int nnl_save_weights(const nnl_model *m, const char *path) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_weights: model or path is NULL");
+        nnl::files::save_weights(*m, path);
+    });
+}
+
+NNL_API int nnl_load_weights(nnl_model *m, const char *path) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_load_weights: model or path is NULL");
+        nnl::files::load_weights(*m, path);
+    });
+}
+
+NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_model: model or path is NULL");
+        nnl::files::save_model(*m, path);
+    });
+}
+
+NNL_API int nnl_load_model(const char *path, nnl_model **out) {
+    if (out) *out = nullptr;
+    return nnl::guard([&] {
+        NNL_REQUIRE(path && out, NNL_ERR_ARGUMENT, "nnl_load_model: path or out is NULL");
+        std::unique_ptr<nnl_model> m(new nnl_model());
+        nnl::files::load_model(*m, path);
+        *out = m.release();
+    });
+}
+
+NNL_API int nnl_save_weights_npz(const nnl_model *m, const char *path) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_weights_npz: model or path is NULL");
+        nnl::files::save_weights_npz(*m, path);
+    });
+}
+
+NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path) {
+    return nnl::guard([&] {
+        NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_load_weights_npz: model or path is NULL");
+        nnl::files::load_weights_npz(*m, path);
+    });
+}
+
+} /* extern "C" */
+
+/* ========================================================================
+   9  C ABI
    Every function body runs inside nnl::guard: no exception crosses.
    ======================================================================== */
 using nnl::guard;

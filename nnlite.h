@@ -22,6 +22,9 @@
        NNL_MAX_INFLATE   largest decompressed size, in bytes, of a .gz file or
                          deflated .npz member (default and maximum 2^31-1);
                          larger ones fail with NNL_ERR_UNSUPPORTED.
+       NNL_MAX_JSON_PARAMS  most weights a model read from JSON or a model
+                         file may have (default 2^31, as a double); a fuzzing
+                         build sets it lower to stay in its memory limit.
 
    EXAMPLE (XOR; error checks shortened to CHECK)
        #include "nnlite.h"
@@ -60,7 +63,7 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. Convolution, recurrent layers, model files,
+       float32 arithmetic only. Recurrent layers,
        the CUDA backend and MPI come with later versions of this header; the
        ABI grows by adding functions, never by changing these.
 */
@@ -435,6 +438,110 @@ NNL_API const char *nnl_history_key(const nnl_model *m, int i);
 NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, int cap);
 /* Empties the history. */
 NNL_API int nnl_history_clear(nnl_model *m);
+
+/* ==== Model files =========================================================
+   Three ways to keep a model, as in Keras:
+     nnl_save_model / nnl_load_model      everything: architecture, weights
+                                          (BatchNormalization moving statistics
+                                          included), compile configuration,
+                                          optimizer state, history, RNG state
+     nnl_model_to_json / nnl_model_from_json   the architecture alone, in the
+                                          JSON layout of Keras' model.to_json()
+     nnl_save_weights / nnl_load_weights  the weights alone
+   and weights as .npz for numpy, Keras and PyTorch users
+   (nnl_save_weights_npz / nnl_load_weights_npz).
+   Binary files are nnlite's own format, version 1 (docs/FORMAT.md): a
+   checksummed header, the metadata as JSON, float32 tensors at 64-byte
+   aligned offsets (mappable), a CRC-32 per tensor.
+   Saves are atomic: the file is written to a temporary file in the same
+   folder (TARGET.tmp-PID-N), flushed, fsync'ed and renamed over path, and the
+   folder is fsync'ed. A reader sees the previous file or the new one, never a
+   part, even when the saving process is killed; a failed save returns
+   NNL_ERR_IO and leaves no file behind (a killed process may leave its
+   temporary file, never a damaged target).
+   Loaders read the whole file, check every size and count against the file
+   and sane limits before allocating, verify every checksum, and fail with
+   NNL_ERR_FORMAT and a message on truncated, corrupt or hostile files (never
+   a crash); a missing or unreadable file is NNL_ERR_IO. On failure the model
+   given is left unchanged, and *out is NULL.
+   Thread-safety: as every model function; different models may be saved and
+   loaded from different threads concurrently. */
+
+/* The architecture as the JSON text tf.keras 2.x's model.to_json() writes:
+   {"class_name": "Sequential", "config": {"name": "sequential", "layers":
+   [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, ...],
+   ...}}, {"class_name": "Dense", "config": {...Keras keys and defaults...}},
+   ...]}, "keras_version": ..., "backend": "tensorflow"}. Weights are not
+   included. Into buf (NUL-terminated when cap > 0, truncated to cap - 1
+   bytes); returns the length the whole text needs excluding the NUL, or -1
+   (nnl_last_error says why: NULL model, no layers). buf may be NULL with
+   cap 0 to ask for the length. */
+NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap);
+
+/* A new, uncompiled model from a Keras JSON architecture: the layout of
+   tf.keras 2.x (InputLayer with batch_input_shape, or batch_input_shape on
+   the first layer) and of Keras 3 (module / registered_name / build_config
+   fields, InputLayer batch_shape, dtype-policy objects). Every layer nnlite
+   has is read, with Keras' config keys; fields that do not change the
+   computation are accepted (dtype float32, trainable true, null
+   regularizers and constraints, initializers as {"class_name":
+   "GlorotUniform", "config": {"seed": null}} or names). Anything else is an
+   error naming the layer and the option: unknown layers, non-Sequential
+   models, regularizers, trainable false, other dtypes (NNL_ERR_UNSUPPORTED
+   or NNL_ERR_ARGUMENT); malformed JSON is NNL_ERR_FORMAT. Layer names are
+   kept. Weights are initialised as nnl_add does (from a clock seed): load
+   them with nnl_load_weights or nnl_load_weights_npz. nnl_model_to_json of
+   the result gives back the same text nnlite wrote. The caller frees *out
+   (nnl_model_free). */
+NNL_API int nnl_model_from_json(const char *json, nnl_model **out);
+
+/* Writes the weights alone (and the architecture, for reference) to path in
+   nnlite's binary format. NNL_ERR_STATE for a model with no layers,
+   NNL_ERR_IO when the file cannot be written. */
+NNL_API int nnl_save_weights(const nnl_model *m, const char *path);
+
+/* Loads weights saved by nnl_save_weights or nnl_save_model into m, which
+   must have the same architecture: the same number of weight tensors with
+   the same shapes, in order (names may differ). A mismatch is NNL_ERR_SHAPE
+   naming the layer, the weight and both shapes; m is changed only when every
+   tensor fits. Compile state and optimizer state of m are kept. */
+NNL_API int nnl_load_weights(nnl_model *m, const char *path);
+
+/* Writes the whole model: architecture (Keras JSON), weights including
+   non-trainable ones, the compile configuration (the strings given to
+   nnl_compile), the optimizer state (slots, iteration count, learning rate),
+   the history (so its epoch count), the model seed and the RNG state. A run
+   saved after epoch k and resumed in another process by nnl_load_model and
+   nnl_fit with initial_epoch = k ends bit-for-bit as the uninterrupted run
+   (same data, batch size and fit options). This holds because each epoch
+   shuffles from the identity order, and its shuffle and dropout draws come
+   from the model's RNG (saved here) or, when the fit options give a seed,
+   from (seed, epoch) alone. Works before compile too. */
+NNL_API int nnl_save_model(const nnl_model *m, const char *path);
+
+/* A new model from a file of nnl_save_model, compiled when it was saved
+   compiled (then ready to continue training), or from a file of
+   nnl_save_weights (then uncompiled). The caller frees *out. */
+NNL_API int nnl_load_model(const char *path, nnl_model **out);
+
+/* The weights as a .npz (a stored zip of float32 .npy members) in Keras
+   get_weights() order and shapes: members arr_0, arr_1, ... as numpy's
+   np.savez(path, *model.get_weights()) writes them. Per layer: Dense kernel
+   (in, out) then bias (out,); ConvND kernel (k..., in, out) then bias;
+   BatchNormalization gamma, beta, moving_mean, moving_variance (those it
+   has). In Python: w = np.load(path); model.set_weights([w[f"arr_{i}"] for i
+   in range(len(w.files))]). Over 4 GB: NNL_ERR_UNSUPPORTED (no zip64). */
+NNL_API int nnl_save_weights_npz(const nnl_model *m, const char *path);
+
+/* Loads arr_0 ... arr_{n-1} of a .npz (stored or deflated members, any float
+   or integer dtype, converted to float32) into m's n weight tensors in Keras
+   get_weights() order. Every array must have exactly the weight's shape
+   (NNL_ERR_SHAPE naming the layer and both shapes); a missing member or an
+   extra arr_n is NNL_ERR_SHAPE; m is changed only when all fit. PyTorch
+   weights need Keras' layouts first: Linear weight.T, Conv2d weight
+   permuted to (kh, kw, in, out), and a Flatten after channels-last
+   convolutions sees (h, w, c) order (see tests/api_files.cpp). */
+NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path);
 
 /* ==== Pictures ============================================================
    SVG files any browser shows; written atomically (a temporary file renamed
