@@ -182,9 +182,20 @@ FUZZ_TARGETS := $(patsubst fuzz/%.cpp,build-fuzz/%,$(wildcard fuzz/fuzz_*.cpp))
 .PHONY: fuzz fuzz-run
 fuzz: $(FUZZ_TARGETS)
 
+# NNL_MAX_JSON_PARAMS: models read from JSON stay within libFuzzer's memory limit.
 build-fuzz/fuzz_%: fuzz/fuzz_%.cpp fuzz/fuzz_targets.hpp nnlite.cpp nnlite.h
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas $(FUZZ_FLAGS) $< -o $@
+	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas -DNNL_MAX_JSON_PARAMS=1048576.0 $(FUZZ_FLAGS) $< -o $@
+
+# Rewrites the committed seed corpus (fuzz/corpus/): python3 for the data
+# files, fuzz/make_model_corpus.c (built with the library) for model files.
+.PHONY: fuzz-corpus
+fuzz-corpus: $(LIB_A)
+	python3 fuzz/make_corpus.py
+	@mkdir -p build-fuzz
+	$(CC) $(NNL_CFLAGS) fuzz/make_model_corpus.c $(LIB_A) -o build-fuzz/make_model_corpus $(NNL_LDFLAGS) -lstdc++ $(LIBS)
+	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz
+	build-fuzz/make_model_corpus fuzz/corpus
 
 fuzz-run: fuzz
 	bash scripts/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS) $(notdir $(FUZZ_TARGETS))

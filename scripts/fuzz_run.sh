@@ -10,6 +10,7 @@
 # corpus is never written). Crashing inputs land in build-fuzz/crashes/ as
 # TARGET-crash-*, logs in build-fuzz/TARGET.log. A single allocation over
 # 512 MiB counts as a crash (-malloc_limit_mb): every input is a few KiB.
+# fuzz/TARGET.dict, when there is one, is passed as -dict.
 # Exit status: 0 when no target crashed.
 set -u
 cd "$(dirname "$0")/.."
@@ -23,8 +24,10 @@ run_one() {
     local t=$1
     mkdir -p "build-fuzz/corpus/$t"
     rm -f "build-fuzz/crashes/$t"-*
+    local dict=()
+    [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
     nice -n 15 "build-fuzz/$t" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-        -print_final_stats=1 -artifact_prefix="build-fuzz/crashes/$t-" \
+        -print_final_stats=1 -artifact_prefix="build-fuzz/crashes/$t-" "${dict[@]}" \
         "build-fuzz/corpus/$t" "fuzz/corpus/$t" > "build-fuzz/$t.log" 2>&1
     echo "$?" > "build-fuzz/$t.rc"
 }
