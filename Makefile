@@ -155,6 +155,11 @@ $(C99): $(BUILD)/obj/tests/c99_consumer.o $(LIB_A)
 # make test: packages first, then build everything it can (in parallel with -j),
 # then one check per program; a program that did not build counts as failed.
 CHECKS := unit api c99 xor exports cuda-build
+# sanitize: the same tests again under AddressSanitizer + UBSan (below); not
+# added when this make is itself the SANITIZE=1 build.
+ifneq ($(SANITIZE),1)
+CHECKS += sanitize
+endif
 
 test:
 	@bash scripts/deps.sh test
@@ -182,6 +187,15 @@ check-xor: $(BUILD)/xor
 # libnnlite.so exports exactly the NNL_API functions of nnlite.h.
 check-exports: $(LIB_SO)
 	bash scripts/check_exports.sh $(LIB_SO) nnlite.h
+# The unit, API, C99 and xor tests built with SANITIZE=1 (ASan + UBSan, -O1,
+# -fno-sanitize-recover: any report fails the run, leaks included) in
+# build-san/, and run there. The whole suite runs: no test is filtered out
+# (the sanitized tests run in under a minute; building them is most of the
+# time). A plain `make test` (no -j, as CI runs it) builds them with -j2.
+check-sanitize:
+	+$(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) SANITIZE=1 BUILD=build-san tests
+	+UBSAN_OPTIONS=print_stacktrace=1 $(MAKE) --no-print-directory SANITIZE=1 BUILD=build-san \
+	    check-unit check-api check-c99 check-xor
 
 # The CUDA build (in build-cuda/): compiles and links the GPU backend, checks
 # its exports and runs the GPU suite, which skips without a GPU. Skipped,
@@ -196,8 +210,40 @@ check-cuda-build:
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
 
+# ---- fuzzing: libFuzzer targets fuzz/fuzz_*.cpp -> build-fuzz/fuzz_* ----
+# Needs clang and its runtime (Debian: clang, libclang-rt-14-dev). Each target
+# compiles nnlite.cpp in, with ASan + UBSan. `make fuzz-run FUZZ_SECONDS=600`
+# runs every target (FUZZ_JOBS at a time, under nice) from its seed corpus in
+# fuzz/corpus/<target>/ and prints executions and crashes per target.
+FUZZ_CXX     ?= clang++
+FUZZ_FLAGS   ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
+FUZZ_TARGETS := $(patsubst fuzz/%.cpp,build-fuzz/%,$(wildcard fuzz/fuzz_*.cpp))
+
+.PHONY: fuzz fuzz-run
+fuzz: $(FUZZ_TARGETS)
+
+# NNL_MAX_JSON_PARAMS: models read from JSON stay within libFuzzer's memory limit.
+build-fuzz/fuzz_%: fuzz/fuzz_%.cpp fuzz/fuzz_targets.hpp nnlite.cpp nnlite.h
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas -DNNL_MAX_JSON_PARAMS=1048576.0 $(FUZZ_FLAGS) $< -o $@
+
+# Rewrites the committed seed corpus (fuzz/corpus/): python3 for the data
+# files, fuzz/make_model_corpus.c (built with the library) for model files.
+.PHONY: fuzz-corpus
+fuzz-corpus: $(LIB_A)
+	python3 fuzz/make_corpus.py
+	@mkdir -p build-fuzz
+	$(CC) $(NNL_CFLAGS) fuzz/make_model_corpus.c $(LIB_A) -o build-fuzz/make_model_corpus $(NNL_LDFLAGS) -lstdc++ $(LIBS)
+	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz
+	build-fuzz/make_model_corpus fuzz/corpus
+
+fuzz-run: fuzz
+	bash scripts/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS) $(notdir $(FUZZ_TARGETS))
+
 clean:
-	rm -rf build build-san build-cuda
+	rm -rf build build-san build-cuda build-fuzz
 ifneq ($(filter-out build build-san build-cuda,$(BUILD)),)
 	rm -rf $(BUILD)/obj $(BUILD)/.flags $(BUILD)/libnnlite.* $(TESTS) $(EXAMPLES) $(GPU_TESTS)
 endif

@@ -4855,13 +4855,20 @@ static uint32_t crc32(const uint8_t *p, size_t n) {
 /* Raw deflate data (len bytes at src, of which `avail` >= len are readable)
    into exactly usize bytes. The output buffer is fixed (not grown), so a
    corrupt or hostile stream cannot make stb allocate more than usize, which
-   is bounded first by deflate's best ratio (~1032:1) and by int range. */
+   is bounded first by deflate's best ratio (~1032:1), then by NNL_MAX_INFLATE
+   (at most stb's int range). */
+#ifndef NNL_MAX_INFLATE
+#define NNL_MAX_INFLATE 2147483647 /* bytes; stb's decoder counts in int */
+#endif
 static std::vector<uint8_t> inflate(const uint8_t *src, size_t len, size_t avail, uint64_t usize,
                                     const std::string &what) {
 #if NNL_HAVE_STB
     if (usize > (uint64_t)len * 1032 + 1024)
         raise(NNL_ERR_FORMAT, "%s: corrupt: %llu bytes cannot come from %zu bytes of deflate data", what.c_str(),
               (unsigned long long)usize, len);
+    if (usize > (uint64_t)NNL_MAX_INFLATE)
+        raise(NNL_ERR_UNSUPPORTED, "%s: %llu bytes once decompressed: over this build's limit of %llu "
+              "(NNL_MAX_INFLATE)", what.c_str(), (unsigned long long)usize, (unsigned long long)NNL_MAX_INFLATE);
     if (len > (size_t)INT_MAX || usize > (uint64_t)INT_MAX)
         raise(NNL_ERR_UNSUPPORTED, "%s: compressed data over 2 GiB is not supported (stb's decoder uses int sizes)",
               what.c_str());
@@ -4951,11 +4958,9 @@ static ArrayPtr parse_idx(const uint8_t *p, size_t n, int want, const std::strin
     return decode_array(p + hdr, src, host_little(), rank, shape, count, want, what);
 }
 
-/* An idx file, gzip-compressed or not (told by its magic bytes, not its name). */
-static ArrayPtr load_idx_file(const std::string &path, int want) {
-    std::vector<uint8_t> f;
-    read_file(path.c_str(), f);
-    const std::string what = "'" + path + "'";
+/* An idx image in memory, gzip-compressed or not (told by its magic bytes);
+   f is consumed. The fuzz targets (fuzz/) call this directly. */
+static ArrayPtr load_idx_bytes(std::vector<uint8_t> &f, int want, const std::string &what) {
     if (is_gzip(f)) {
         std::vector<uint8_t> raw = gunzip(f, what);
         f.clear();
@@ -4963,6 +4968,13 @@ static ArrayPtr load_idx_file(const std::string &path, int want) {
         return parse_idx(raw.data(), raw.size(), want, what);
     }
     return parse_idx(f.data(), f.size(), want, what);
+}
+
+/* An idx file, gzip-compressed or not (told by its magic bytes, not its name). */
+static ArrayPtr load_idx_file(const std::string &path, int want) {
+    std::vector<uint8_t> f;
+    read_file(path.c_str(), f);
+    return load_idx_bytes(f, want, "'" + path + "'");
 }
 
 /* ---- npy: magic, version, header length, Python dict header, data -------- */
@@ -5045,6 +5057,8 @@ public:
         while (!eat('}')) {
             std::string key = str();
             expect(':', "expected ':' after a key");
+            if ((key == "descr" && seen[0]) || (key == "fortran_order" && seen[1]) || (key == "shape" && seen[2]))
+                fail(("key '" + key + "' given twice").c_str());
             if (key == "descr") {
                 if (eat('[')) raise(NNL_ERR_UNSUPPORTED, "%s: structured npy dtypes are not supported", what.c_str());
                 h.descr = str();
@@ -5205,6 +5219,9 @@ public:
             pos += 46 + nl + xl + cl;
         }
     }
+
+    /* Every member, in directory order. */
+    const std::vector<ZipEntry> &members() const { return entries; }
 
     /* The member named key or key + ".npy"; NULL when absent. */
     const ZipEntry *find(const std::string &key) const {

@@ -19,6 +19,9 @@
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
+       NNL_MAX_INFLATE   largest decompressed size, in bytes, of a .gz file or
+                         deflated .npz member (default and maximum 2^31-1);
+                         larger ones fail with NNL_ERR_UNSUPPORTED.
        NNL_MAX_JSON_PARAMS  most weights a model read from JSON or a model
                          file may have (default 2^31, as a double); a fuzzing
                          build sets it lower to stay in its memory limit.
@@ -191,7 +194,15 @@ NNL_API int nnl_array_convert(nnl_array *a, int dtype);
    Every loader checks sizes against the file before allocating and fails with
    NNL_ERR_FORMAT (never a crash) on truncated or corrupt input; a missing file
    is NNL_ERR_IO. The caller owns the arrays returned and frees them with
-   nnl_array_free; on failure *out is set to NULL. */
+   nnl_array_free; on failure *out is set to NULL.
+   Files are treated as hostile: each dimension, count, offset and length is
+   checked against the bytes present (products checked for overflow), so an
+   allocation is never more than a small multiple of the file's size (the
+   array: 8 bytes per stored byte at most) or, for compressed data, of what
+   deflate can produce from it (~1032 bytes per byte, capped by
+   NNL_MAX_INFLATE); gzip and zip
+   CRC-32s are verified; trailing bytes after an idx or npy array, and npy
+   headers with a key given twice, are NNL_ERR_FORMAT. Fuzzed: see fuzz/. */
 
 /* MNIST idx file (idx1/idx3/any rank, ubyte/byte/short/int/float/double),
    plain or gzip-compressed (.gz; needs stb). ubyte/byte/short/int data loads

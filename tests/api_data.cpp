@@ -1308,3 +1308,141 @@ TEST_CASE("real MNIST files (set NNL_MNIST_DIR to run)") {
     }
     for (int i = 0; i < 4; i++) nnl_array_free(a[i]), nnl_array_free(b[i]);
 }
+
+/* ---- Hostile files, continued (issue 4, safety) ------------------------------- */
+
+TEST_CASE("hostile: a 12-byte idx claiming 2^31 x 2^31 items, plain and gzip") {
+    TempDir t;
+    for (uint8_t type : {0x08, 0x0E}) {
+        CAPTURE((int)type);
+        const Bytes h = idx(type, {0x80000000u, 0x80000000u}, {});
+        CHECK(load_status(IDX, t.write("h.idx", h)) == NNL_ERR_FORMAT);
+        CHECK(contains(err(), "truncated"));
+        CHECK(contains(err(), "(2147483648, 2147483648)"));
+        Bytes some = idx(type, {0x80000000u, 0x80000000u}, Bytes(64, 1));
+        CHECK(load_status(IDX, t.write("h.idx", some)) == NNL_ERR_FORMAT);
+        check_compressed(load_status(IDX, t.write("h.gz", gzip(h))), NNL_ERR_FORMAT);
+    }
+}
+
+TEST_CASE("hostile: zip bombs within limits load; lies about their sizes do not") {
+    TempDir t;
+    /* 8 MiB of zeros: a gzip of 8 KiB (deflate's best ratio is ~1032:1) to
+       80 KiB (stb_image_write's compressor) */
+    const size_t big = (size_t)8 << 20;
+    Bytes payload(big, 0);
+    payload[big - 1] = 7;
+    const Bytes g = gzip(idx(0x08, {2048, 4096}, payload));
+    CAPTURE(g.size());
+    Arr a;
+    int st = load(IDX, t.write("bomb.gz", g), a);
+    check_compressed(st);
+    if (!have_stb()) return;
+    REQUIRE(st == NNL_OK);
+    CHECK(a.shape() == std::vector<int64_t>{2048, 4096});
+    CHECK(((int64_t *)nnl_array_data(a.a))[big - 1] == 7);
+    /* cut anywhere: truncated deflate data or a trailer that is not one */
+    for (size_t cut : {g.size() - 1, g.size() - 5, g.size() - 9, g.size() - 20, g.size() / 2, (size_t)30, (size_t)19}) {
+        CAPTURE(cut);
+        CHECK(load_status(IDX, t.write("cut.gz", Bytes(g.begin(), g.begin() + (long)cut))) == NNL_ERR_FORMAT);
+    }
+    Bytes lie = g; /* ISIZE: 2 GiB from at most 80 KiB */
+    set32le(lie, lie.size() - 4, 0x7FFFFFFF);
+    CHECK(load_status(IDX, t.write("lie.gz", lie)) == NNL_ERR_FORMAT);
+    CHECK(contains(err(), "cannot come from"));
+    lie = g; /* ISIZE: within deflate's ratio, but not what the stream gives */
+    set32le(lie, lie.size() - 4, (uint32_t)(big + 16 + 4096));
+    CHECK(load_status(IDX, t.write("lie.gz", lie)) == NNL_ERR_FORMAT);
+
+    /* the same in an npz member */
+    const Bytes m = npy("|u1", "(8388608,)", payload);
+    const Bytes z = zip({{"x.npy", m, true}});
+    CAPTURE(z.size());
+    REQUIRE(load(NPZ, t.write("bomb.npz", z), a, 0, "x") == NNL_OK);
+    CHECK(nnl_array_size(a.a) == (int64_t)big);
+    const size_t cd = get32le(z, z.size() - 22 + 16);
+    Bytes zl = z;
+    set32le(zl, cd + 24, 0x7FFFFFFF); /* uncompressed size: 2 GiB */
+    CHECK(load_status(NPZ, t.write("lie.npz", zl), 0, "x") == NNL_ERR_FORMAT);
+    CHECK(contains(err(), "cannot come from"));
+    zl = z;
+    set32le(zl, cd + 20, (uint32_t)z.size()); /* compressed size past the end */
+    CHECK(load_status(NPZ, t.write("lie.npz", zl), 0, "x") == NNL_ERR_FORMAT);
+    zl = z;
+    set32le(zl, cd + 16, get32le(z, cd + 16) ^ 0x100); /* CRC of a deflated member */
+    CHECK(load_status(NPZ, t.write("lie.npz", zl), 0, "x") == NNL_ERR_FORMAT);
+    CHECK(contains(err(), "CRC"));
+}
+
+TEST_CASE("hostile: zip64 end records and extra fields") {
+    TempDir t;
+    const Bytes m = npy("<f4", "(6,)", raw(std::vector<float>{1, 2, 3, 4, 5, 6}));
+    const Bytes z0 = zip({{"a.npy", m, false}}, true);
+    REQUIRE(load_status(NPZ, t.write("ok.npz", z0)) == NNL_OK);
+    const size_t loc = z0.size() - 22 - 20, rec = (size_t)get32le(z0, loc + 8);
+    const size_t cd = (size_t)get32le(z0, rec + 48);
+    auto st = [&](const Bytes &b) { return load_status(NPZ, t.write("h.npz", b)); };
+    Bytes z = z0;
+    set32le(z, loc + 8, 0x7FFFFFF0); /* locator points past the file */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, loc + 8, (uint32_t)(rec + 1)); /* ... or at something else */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, loc, 0); /* locator signature */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, rec + 32 + 4, 0x40000000); /* 2^62 entries */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, rec + 40 + 4, 1); /* directory size over 4 GiB */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, rec + 48 + 4, 0x80000000); /* directory offset 2^63 */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    const size_t x = cd + 46 + 5; /* the entry's zip64 extra field */
+    z = z0;
+    set16le(z, x + 2, 8); /* holds one value where three are announced */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    CHECK(contains(err(), "zip64"));
+    z = z0;
+    set16le(z, x, 0x5455); /* another extra field id: no zip64 field */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, x + 4 + 16, 0x10), set32le(z, x + 4 + 20, 0x1); /* local header offset 2^32 + 16 */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+    z = z0;
+    set32le(z, x + 4 + 4, 0x80000000); /* uncompressed size 2^63 (stored: sizes differ) */
+    CHECK(st(z) == NNL_ERR_FORMAT);
+}
+
+TEST_CASE("hostile: npy header keys given twice") {
+    TempDir t;
+    const Bytes d6 = raw(std::vector<float>{1, 2, 3, 4, 5, 6});
+    for (const char *h : {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'shape': (3,), }",
+                          "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
+                          "{'descr': '<f4', 'fortran_order': False, 'fortran_order': True, 'shape': (6,), }"}) {
+        CAPTURE(h);
+        CHECK(load_status(NPY, t.write("h.npy", npy_raw(h, d6))) == NNL_ERR_FORMAT);
+        CHECK(contains(err(), "twice"));
+    }
+}
+
+TEST_CASE("hostile: nnl_load_mnist on an npz cut at every length") {
+    TempDir t;
+    const Bytes z = zip({{"x_train.npy", npy("|u1", "(2, 2, 2)", Bytes(8, 3)), false},
+                         {"y_train.npy", npy("<i8", "(2,)", raw(std::vector<int64_t>{1, 2})), true},
+                         {"x_test.npy", npy("|u1", "(1, 2, 2)", Bytes(4, 5)), false},
+                         {"y_test.npy", npy("|u1", "(1,)", {4}), false}});
+    nnl_array *a[4] = {nullptr, nullptr, nullptr, nullptr};
+    auto load_all = [&](const std::string &p) { return nnl_load_mnist(p.c_str(), &a[0], &a[1], &a[2], &a[3]); };
+    int full = load_all(t.write("m.npz", z));
+    check_compressed(full);
+    for (nnl_array *&p : a) nnl_array_free(p), p = nullptr;
+    for (size_t len = 0; len < z.size(); len++) {
+        CAPTURE(len);
+        int s = load_all(t.write("cut.npz", Bytes(z.begin(), z.begin() + (long)len)));
+        CHECK(s == NNL_ERR_FORMAT);
+        for (nnl_array *p : a) CHECK(p == nullptr);
+    }
+}

@@ -10,3 +10,4 @@
 #include "unit_layers.hpp"
 #include "unit_conv.hpp"
 #include "unit_optimizers.hpp"
+#include "unit_fuzz.hpp"

@@ -1,0 +1,8 @@
+/* libFuzzer target for the model loader: see fuzz_targets.hpp. */
+#include "../nnlite.cpp"
+#include "fuzz_targets.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fuzz::one_model(data, size);
+    return 0;
+}

@@ -1,0 +1,241 @@
+/* The bodies of the libFuzzer targets in fuzz/, one function per loader,
+   each fed one input. Include it after nnlite.cpp: the fuzz targets
+   (fuzz_*.cpp) and the unit tests (tests/unit_fuzz.hpp, which replays the
+   seed corpus and every input in fuzz/regressions/) both do.
+
+   A target calls fuzz::on_fail (default: abort, which libFuzzer reports as a
+   crash) when a loader
+   - returns NNL_ERR_INTERNAL (an exception nnlite did not mean to throw), or
+     NNL_ERR_MEMORY from a failed allocation ("out of memory": the inputs are
+     a few KiB, nothing should need that much; NNL_ERR_MEMORY for a size
+     refused by a check, with its own message, is a clean failure),
+   - fails without a message, or
+   - succeeds with an array whose shape, size or dtype are wrong.
+   Every byte of a loaded array is read, so ASan sees a short buffer; the
+   sanitizers themselves catch reads out of bounds, overflows and leaks. */
+#ifndef NNL_FUZZ_TARGETS_HPP
+#define NNL_FUZZ_TARGETS_HPP
+
+namespace fuzz {
+
+inline void (*on_fail)(const char *msg) = [](const char *msg) {
+    fprintf(stderr, "fuzz: %s\n", msg);
+    abort();
+};
+
+inline void fail(const char *what, int status) {
+    std::string msg = std::string(what) + " (status " + nnl_status_string(status) + "): " + nnl_last_error();
+    on_fail(msg.c_str());
+}
+
+/* Checks a status: false for a clean failure, true for NNL_OK. */
+inline bool ok(int status) {
+    if (status == NNL_ERR_INTERNAL || (status == NNL_ERR_MEMORY && !strcmp(nnl_last_error(), "out of memory")))
+        fail("loader failed badly", status);
+    if (status == NNL_OK) return true;
+    if (!*nnl_last_error()) fail("failure without a message", status);
+    return false;
+}
+
+/* Checks a loader's outcome as described above; true for a good array. */
+inline bool check(int status, const nnl_array *a) {
+    if (!ok(status)) return false;
+    if (!a || !a->data) return fail("NNL_OK without an array", status), false;
+    if (a->dtype != NNL_FLOAT32 && a->dtype != NNL_INT64) return fail("bad result dtype", status), false;
+    if (a->rank < 0 || a->rank > NNL_MAX_RANK) return fail("bad result rank", status), false;
+    int64_t count = 1;
+    for (int i = 0; i < a->rank; i++) {
+        if (a->shape[i] < 0) return fail("negative dimension", status), false;
+        if (a->shape[i] == 0) count = 0;
+    }
+    for (int i = 0; i < a->rank && count; i++)
+        if (__builtin_mul_overflow(count, a->shape[i], &count)) return fail("shape product overflows", status), false;
+    if (count != a->size) return fail("size is not the product of the shape", status), false;
+    volatile uint8_t sink = 0;
+    const uint8_t *p = (const uint8_t *)a->data;
+    const size_t bytes = (size_t)a->size * nnl::dtype_size(a->dtype);
+    for (size_t i = 0; i < bytes; i++) sink = sink ^ p[i];
+    (void)sink;
+    return true;
+}
+
+/* nnl::guard(f) with the last-error message cleared first, so a failure
+   that leaves no message of its own is seen. */
+template <class F> int run(F &&f) {
+    nnl::g_last_error.clear();
+    return nnl::guard(f);
+}
+
+/* The three result types a caller can ask for. */
+constexpr int kWants[3] = {0, NNL_FLOAT32, NNL_INT64};
+
+/* Each returns how many arrays loaded (out of the result types tried, and
+   for npz the members): the seed-corpus test wants at least one. */
+
+/* idx, plain or gzip (nnl_load_idx, nnl_load_mnist's folders). */
+inline int one_idx(const uint8_t *data, size_t size) {
+    int good = 0;
+    for (int want : kWants) {
+        std::vector<uint8_t> f(data, data + size);
+        nnl::io::ArrayPtr a;
+        int st = run([&] { a = nnl::io::load_idx_bytes(f, want, "'fuzz.idx'"); });
+        good += check(st, a.get());
+    }
+    return good;
+}
+
+/* .npy (nnl_load_npy, and each npz member once unzipped). */
+inline int one_npy(const uint8_t *data, size_t size) {
+    int good = 0;
+    for (int want : kWants) {
+        /* a copy of exactly `size` bytes, so ASan sees a read past the end */
+        std::vector<uint8_t> f(data, data + size);
+        nnl::io::ArrayPtr a;
+        int st = run([&] { a = nnl::io::parse_npy(f.data(), f.size(), want, "'fuzz.npy'"); });
+        good += check(st, a.get());
+    }
+    return good;
+}
+
+/* .npz (nnl_load_npz, nnl_load_mnist's .npz): the zip directory (zip64
+   included), each member's local header, stored and deflated data, CRC-32,
+   then the member's .npy; the first 8 members. */
+inline int one_npz(const uint8_t *data, size_t size) {
+    const std::vector<uint8_t> f(data, data + size);
+    std::unique_ptr<nnl::io::Zip> zip;
+    int st = run([&] { zip.reset(new nnl::io::Zip(f, "fuzz.npz")); });
+    if (!ok(st)) return 0;
+    (void)zip->keys();
+    (void)zip->find("x_train");
+    int good = 0;
+    const auto &members = zip->members();
+    for (size_t i = 0; i < members.size() && i < 8; i++)
+        for (int want : kWants) {
+            nnl::io::ArrayPtr a;
+            st = run([&] { a = zip->load(members[i], want); });
+            good += check(st, a.get());
+        }
+    return good;
+}
+
+/* ---- Model files (nnl_model_from_json, nnl_load_model, nnl_load_weights,
+   nnl_load_weights_npz): through the public functions. ---- */
+
+/* A file holding the input, for the loaders that take a path: one per
+   process, in /dev/shm when there is one (TMPDIR, else /tmp, otherwise),
+   removed at exit. */
+inline std::string input_file(const uint8_t *data, size_t size) {
+    static std::string path;
+    if (path.empty()) {
+        const char *t = getenv("TMPDIR");
+        std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : t && *t ? t : "/tmp";
+        path = dir + "/nnl_fuzz_" + std::to_string((long)getpid());
+        atexit([] { remove(path.c_str()); });
+    }
+    FILE *f = fopen(path.c_str(), "wb");
+    if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0) {
+        on_fail("cannot write the input file");
+        return path;
+    }
+    return path;
+}
+
+/* The architecture of the model-file seeds (fuzz/make_model_corpus.cpp),
+   which the weight loaders load into. */
+inline const char *const kSeedLayers[] = {"Dense(4, activation='relu', input_shape=(3,))", "BatchNormalization()",
+                                          "Dense(2, activation='softmax')"};
+
+inline nnl_model *seed_model() {
+    nnl_model *m = nnl_model_create();
+    for (const char *spec : kSeedLayers)
+        if (nnl_add(m, spec) != NNL_OK) on_fail(nnl_last_error());
+    return m;
+}
+
+/* The JSON of m, or "" (after on_fail) when it cannot be written. */
+inline std::string json_of(const nnl_model *m) {
+    int64_t n = nnl_model_to_json(m, nullptr, 0);
+    if (n < 0) return fail("to_json of a loaded model failed", NNL_ERR_INTERNAL), std::string();
+    std::string s((size_t)n + 1, '\0');
+    if (nnl_model_to_json(m, &s[0], n + 1) != n) return fail("to_json changed its length", NNL_ERR_INTERNAL), std::string();
+    s.resize((size_t)n);
+    return s;
+}
+
+/* What a loaded model must allow: its JSON reads back to the same JSON,
+   and (when its input and output are small) a prediction on zeros. */
+inline void use_model(nnl_model *m) {
+    std::string j = json_of(m);
+    nnl_model *back = nullptr;
+    int st = run([&] { return nnl_model_from_json(j.c_str(), &back); });
+    if (st != NNL_OK) fail("the JSON of a loaded model does not load", st);
+    else if (json_of(back) != j) fail("to_json(from_json(to_json(m))) != to_json(m)", NNL_OK);
+    nnl_model_free(back);
+    int64_t in[NNL_MAX_RANK + 1] = {1}, out[NNL_MAX_RANK + 1] = {1};
+    int ri = nnl_input_shape(m, in + 1), ro = nnl_output_shape(m, out + 1);
+    if (ri < 0 || ro < 0) return;
+    int64_t ni = 1, no = 1;
+    for (int i = 1; i <= ri; i++) ni = in[i] > 0 && ni <= 4096 ? ni * in[i] : 1 << 30;
+    for (int i = 1; i <= ro; i++) no = out[i] > 0 && no <= 4096 ? no * out[i] : 1 << 30;
+    if (ni > 4096 || no > 4096 || nnl_param_count(m) > (1 << 20)) return;
+    std::vector<float> x((size_t)ni, 0.0f), y((size_t)no);
+    st = run([&] { return nnl_predict(m, x.data(), ri + 1, in, 1, y.data(), no); });
+    ok(st);
+}
+
+/* Keras JSON architectures. */
+inline int one_json(const uint8_t *data, size_t size) {
+    std::string text((const char *)data, size); /* NUL-terminated, as the function wants */
+    nnl_model *m = nullptr;
+    int st = run([&] { return nnl_model_from_json(text.c_str(), &m); });
+    if (!ok(st)) return 0;
+    use_model(m);
+    nnl_model_free(m);
+    return 1;
+}
+
+/* nnlite's binary files. The header and metadata carry CRC-32s, which
+   random changes almost never keep right: for inputs that start with the
+   magic number, the file-size field and both checksums are set to match the
+   input first (unless the input's last byte is odd), so the fuzzer reaches
+   the metadata JSON and the tensor table; the tensors' own CRC-32s stay as
+   the input has them. Then: nnl_load_model, and nnl_load_weights into the
+   seeds' architecture. */
+inline int one_model(const uint8_t *data, size_t size) {
+    std::vector<uint8_t> b(data, data + size);
+    const size_t H = nnl::files::HEADER;
+    if (size >= H && !memcmp(data, nnl::files::MAGIC, 8) && !(data[size - 1] & 1)) {
+        auto put32 = [&](size_t at, uint32_t v) { for (int i = 0; i < 4; i++) b[at + i] = (uint8_t)(v >> (8 * i)); };
+        for (int i = 0; i < 8; i++) b[24 + i] = (uint8_t)((uint64_t)size >> (8 * i));
+        const uint64_t msize = nnl::io::rd64le(b.data() + 40);
+        if (msize <= size - H) put32(48, nnl::io::crc32(b.data() + H, (size_t)msize));
+        put32(60, nnl::io::crc32(b.data(), 60));
+    }
+    const std::string path = input_file(b.data(), b.size());
+    int good = 0;
+    nnl_model *m = nullptr;
+    int st = run([&] { return nnl_load_model(path.c_str(), &m); });
+    if (ok(st)) {
+        good++;
+        use_model(m);
+    }
+    nnl_model_free(m);
+    nnl_model *w = seed_model();
+    st = run([&] { return nnl_load_weights(w, path.c_str()); });
+    good += ok(st);
+    nnl_model_free(w);
+    return good;
+}
+
+/* Weights as .npz, into the seeds' architecture. */
+inline int one_weights_npz(const uint8_t *data, size_t size) {
+    const std::string path = input_file(data, size);
+    nnl_model *w = seed_model();
+    int st = run([&] { return nnl_load_weights_npz(w, path.c_str()); });
+    nnl_model_free(w);
+    return ok(st);
+}
+
+} // namespace fuzz
+
+#endif
