@@ -6507,6 +6507,8 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
         }
         m.add_spec(sp);
     } catch (const Error &e) {
+        /* messages raised above name the layer already */
+        if (e.msg.compare(0, owner.size(), owner) == 0) throw;
         raise(e.status, "%s: %s", owner.c_str(), e.msg.c_str());
     }
 }
