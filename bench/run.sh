@@ -4,7 +4,7 @@
 # against OpenBLAS (Debian libopenblas-dev), all in this one run. Writes
 # bench/RESULTS.md; the raw lines go to build/bench/raw.txt.
 #
-#   bash bench/run.sh            (about 12 minutes on 2 cores)
+#   bash bench/run.sh            (about 6 minutes on 2 idle cores)
 #   SECONDS_PER_RUN=12 bash bench/run.sh   longer timed windows (default 6 s per run, best of 3)
 #
 # PyTorch and OpenBLAS run twice: with OPENBLAS_CORETYPE unset (their best
