@@ -1446,7 +1446,7 @@ static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n
     uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
     auto f = dropout_generic;
 #if NNL_X86
-    if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2")) f = dropout_avx2;
+    if (have_avx2()) f = dropout_avx2;
 #endif
     par_for(n, n, [&](int64_t lo, int64_t hi) { f(x, y, mask, lo, hi, thresh, keep, seed); });
 }
@@ -2497,7 +2497,7 @@ public:
             K().transpose(x, xcl(B), B * outer, C, inner);
             xc = xcl(B);
         }
-        float *mean = ws, *invstd = ws + C, *sc = ws + 2 * C, *sh = ws + 3 * C;
+        float *mean = ws, *invstd = ws + C, *scl = ws + 2 * C, *sh = ws + 3 * C;
         float *mm = moving(0).w, *mv = moving(1).w;
         if (c.training) {
             K().moments(xc, rows, C, mean, invstd);
@@ -2513,14 +2513,14 @@ public:
             }
         }
         for (int64_t i = 0; i < C; i++) {
-            sc[i] = (gamma() ? gamma()[i] : 1.f) * invstd[i];
-            sh[i] = (beta() ? beta()[i] : 0.f) - mean[i] * sc[i];
+            scl[i] = (gamma() ? gamma()[i] : 1.f) * invstd[i];
+            sh[i] = (beta() ? beta()[i] : 0.f) - mean[i] * scl[i];
         }
         if (inner > 1) {
-            K().scale_shift(xc, ycl(B), rows, C, sc, sh);
+            K().scale_shift(xc, ycl(B), rows, C, scl, sh);
             K().transpose(ycl(B), y, B * outer, inner, C);
         } else {
-            K().scale_shift(xc, y, rows, C, sc, sh);
+            K().scale_shift(xc, y, rows, C, scl, sh);
         }
     }
     void backward(const float *x, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {

@@ -3,54 +3,13 @@
 
    usage: bench_nnlite MODEL BATCH THREADS [SECONDS]   (SECONDS: all three timed windows)
    prints one line: nnlite MODEL BATCH THREADS train_samples_per_s infer_us peak_rss_mb */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L
-#endif
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "bench_common.h"
+
 #include <sys/resource.h>
-#include <time.h>
-
-#include "nnlite.h"
-#include "models.h"
-
-#define CHECK(call)                                                                  \
-    do {                                                                             \
-        if ((call) != NNL_OK) {                                                      \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, nnl_last_error());   \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-/* Trains `epochs` epochs over `steps` batches; returns the seconds it took. */
-static double train(nnl_model *m, const float *x, const int64_t *y, int rank, const int64_t *per, int64_t steps,
-                    int batch, int epochs) {
-    int64_t shape[4], ys[1];
-    int i;
-    shape[0] = steps * batch;
-    for (i = 0; i < rank; i++) shape[i + 1] = per[i];
-    ys[0] = shape[0];
-    nnl_fit_options o;
-    nnl_fit_options_init(&o);
-    o.epochs = epochs;
-    o.batch_size = batch;
-    o.verbose = 0;
-    o.shuffle = 1;
-    double t = now();
-    CHECK(nnl_fit(m, x, rank + 1, shape, y, NNL_INT64, 1, ys, &o));
-    return now() - t;
 }
 
 int main(int argc, char **argv) {
@@ -58,10 +17,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL BATCH THREADS [SECONDS]\n", argv[0]);
         return 2;
     }
-    const bench_model *bm = NULL;
-    size_t k;
-    for (k = 0; k < sizeof bench_models / sizeof bench_models[0]; k++)
-        if (!strcmp(bench_models[k].name, argv[1])) bm = &bench_models[k];
+    const bench_model *bm = find_model(argv[1]);
     if (!bm) {
         fprintf(stderr, "unknown model %s\n", argv[1]);
         return 2;

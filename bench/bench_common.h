@@ -1,0 +1,59 @@
+/* bench_common.h - what the C benchmark drivers (bench_nnlite.c, gpu/bench_gpu.c)
+   share: error checks, a clock, the model table lookup and one timed fit.
+   C99; include it first (it asks for POSIX clock_gettime). */
+#ifndef NNL_BENCH_COMMON_H
+#define NNL_BENCH_COMMON_H
+
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nnlite.h"
+#include "models.h"
+
+#define CHECK(call)                                                                  \
+    do {                                                                             \
+        if ((call) != NNL_OK) {                                                      \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, nnl_last_error());   \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The model called `name` in bench/models.h, or NULL. */
+static const bench_model *find_model(const char *name) {
+    size_t k;
+    for (k = 0; k < sizeof bench_models / sizeof bench_models[0]; k++)
+        if (!strcmp(bench_models[k].name, name)) return &bench_models[k];
+    return NULL;
+}
+
+/* Trains `epochs` epochs over `steps` batches; returns the seconds it took. */
+static double train(nnl_model *m, const float *x, const int64_t *y, int rank, const int64_t *per, int64_t steps,
+                    int batch, int epochs) {
+    int64_t shape[4], ys[1];
+    int i;
+    shape[0] = steps * batch;
+    for (i = 0; i < rank; i++) shape[i + 1] = per[i];
+    ys[0] = shape[0];
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = epochs;
+    o.batch_size = batch;
+    o.verbose = 0;
+    o.shuffle = 1;
+    double t = now();
+    CHECK(nnl_fit(m, x, rank + 1, shape, y, NNL_INT64, 1, ys, &o));
+    return now() - t;
+}
+
+#endif
