@@ -3509,7 +3509,7 @@ public:
        Keras JSON of 16,000 layers loads in linear time. While the capacity
        suffices nothing moves, and only the new tensors are laid out; a
        reallocation re-points every tensor. */
-    static const int64_t ARENA_SLACK = (int64_t)1 << 20; /* 4 MB per arena at most */
+    static constexpr int64_t ARENA_SLACK = (int64_t)1 << 20; /* 4 MB per arena at most */
     void relayout() {
         int64_t need = (int64_t)W.size();
         for (size_t i = laid_out; i < layers.size(); i++) need = add_size(need, layers[i]->param_count());

@@ -398,28 +398,28 @@ static std::string chain_json(int dense_layers, bool names) {
 }
 
 TEST_CASE("many-layer JSON loads correctly, and the layer count is bounded") {
-    std::string j = chain_json(3000, true);
+    std::string j = chain_json(1000, true);
     nnl_model *m = nullptr;
     REQUIRE_MESSAGE(nnl_model_from_json(j.c_str(), &m) == NNL_OK, err());
-    CHECK(nnl_layer_count(m) == 3000);
-    CHECK(nnl_weight_count(m) == 6000);
-    CHECK(nnl_param_count(m) == 3000 * 12);
+    CHECK(nnl_layer_count(m) == 1000);
+    CHECK(nnl_weight_count(m) == 2000);
+    CHECK(nnl_param_count(m) == 1000 * 12);
     char name[32];
-    REQUIRE(nnl_weight_info(m, 5999, name, sizeof name, nullptr, nullptr) == NNL_OK);
-    CHECK(std::string(name) == "d2999/bias");
-    /* the whole chain computes: weights set to identity kernels and zero biases give tanh^3000(x) */
+    REQUIRE(nnl_weight_info(m, 1999, name, sizeof name, nullptr, nullptr) == NNL_OK);
+    CHECK(std::string(name) == "d999/bias");
+    /* the whole chain computes: weights set to identity kernels and zero biases give tanh^1000(x) */
     std::vector<float> eye = {1, 0, 0, 0, 1, 0, 0, 0, 1}, zero(3, 0.f);
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 1000; i++) {
         REQUIRE(nnl_set_weight(m, 2 * i, eye.data(), 9) == NNL_OK);
         REQUIRE(nnl_set_weight(m, 2 * i + 1, zero.data(), 3) == NNL_OK);
     }
     float x[3] = {0.1f, -0.2f, 0.f}, p[3];
     int64_t xs[2] = {1, 3};
     REQUIRE(nnl_predict(m, x, 2, xs, 1, p, 3) == NNL_OK);
-    double v = 0.1;
-    for (int i = 0; i < 3000; i++) v = std::tanh(v);
+    double v = 0.1, u = -0.2;
+    for (int i = 0; i < 1000; i++) v = std::tanh(v), u = std::tanh(u);
     CHECK(p[0] == doctest::Approx(v).epsilon(1e-3));
-    CHECK(p[1] == doctest::Approx(-v).epsilon(1e-3));
+    CHECK(p[1] == doctest::Approx(u).epsilon(1e-3));
     CHECK(p[2] == 0.f);
     /* the text round-trips */
     int64_t len = nnl_model_to_json(m, nullptr, 0);
@@ -428,7 +428,7 @@ TEST_CASE("many-layer JSON loads correctly, and the layer count is bounded") {
     back.resize((size_t)len);
     nnl_model *m2 = nullptr;
     REQUIRE(nnl_model_from_json(back.c_str(), &m2) == NNL_OK);
-    CHECK(nnl_layer_count(m2) == 3000);
+    CHECK(nnl_layer_count(m2) == 1000);
     nnl_model_free(m2);
     nnl_model_free(m);
 
@@ -441,10 +441,11 @@ TEST_CASE("many-layer JSON loads correctly, and the layer count is bounded") {
     CHECK(has(err(), "'d17' exists already"));
     CHECK(m == nullptr);
 
-    /* more layers than NNL_MAX_LAYERS: refused before anything is built */
+    /* more layers than NNL_MAX_LAYERS: refused before any is read (here they are
+       empty objects, each an error of its own: the count comes first) */
     std::string many = "{\"class_name\": \"Sequential\", \"config\": {\"layers\": ["
                        "{\"class_name\": \"InputLayer\", \"config\": {\"batch_input_shape\": [null, 3]}}";
-    for (int i = 0; i < 65537; i++) many += ", {\"class_name\": \"Flatten\", \"config\": {}}";
+    for (int i = 0; i < 65537; i++) many += ", {}";
     many += "]}}";
     CHECK(nnl_model_from_json(many.c_str(), &m) == NNL_ERR_MEMORY);
     CHECK(has(err(), "65537 layers"));

@@ -28,8 +28,8 @@ def _raise_for(status):
 
 def _need(name):
     if not hasattr(_L, name):
-        raise errors.UnsupportedError("nnlite: %s is not in the loaded library %s (version %s); model files "
-                                      "need a newer libnnlite" % (name, _lib.path, _L.nnl_version().decode()),
+        raise errors.UnsupportedError("nnlite: %s is not in the loaded library %s (version %s); this call "
+                                      "needs a newer libnnlite" % (name, _lib.path, _L.nnl_version().decode()),
                                       errors.UNSUPPORTED)
     return getattr(_L, name)
 
