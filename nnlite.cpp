@@ -80,6 +80,11 @@
 #define NNL_MAX_THREADS 256
 #endif
 
+/* Most layers a model may have (nnl_add, Keras JSON, model files). */
+#ifndef NNL_MAX_LAYERS
+#define NNL_MAX_LAYERS 65536
+#endif
+
 /* stb: its zlib decoder reads .gz and deflated .npz members. Static, so a
    program that also uses stb_image gets no duplicate symbols. */
 #ifndef NNL_NO_STB
@@ -336,10 +341,18 @@ struct Spec {
     std::vector<std::pair<std::string, Value>> kw;
 };
 
+/* Deepest nesting of tuples/lists a spec string may have: the parser
+   recurses once per level, and a hostile string of 50,000 '(' must be an
+   error, not a stack overflow (the JSON parser has JSON_MAX_DEPTH). */
+static const int SPEC_MAX_DEPTH = 64;
+
 class SpecParser {
     const char *s, *p;
     [[noreturn]] void fail(const char *what) {
-        raise(NNL_ERR_ARGUMENT, "cannot parse '%s' at position %d: %s", s, (int)(p - s), what);
+        /* a hostile string may be megabytes long: quote its start only */
+        size_t n = strlen(s);
+        std::string text = n > 200 ? std::string(s, 200) + "..." : std::string(s);
+        raise(NNL_ERR_ARGUMENT, "cannot parse '%s' at position %lld: %s", text.c_str(), (long long)(p - s), what);
     }
     void ws() {
         while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
@@ -353,16 +366,18 @@ class SpecParser {
         while (idchar(*p)) p++;
         return std::string(b, p);
     }
-    Value value() {
+    Value value(int depth) {
         ws();
         Value v;
         if (*p == '(' || *p == '[') {
+            if (depth >= SPEC_MAX_DEPTH)
+                fail(format("tuples nested deeper than %d levels", SPEC_MAX_DEPTH).c_str());
             char close = *p == '(' ? ')' : ']';
             p++;
             v.kind = Value::TUPLE;
             ws();
             while (*p != close) {
-                v.items.push_back(value());
+                v.items.push_back(value(depth + 1));
                 ws();
                 if (*p == ',') {
                     p++;
@@ -426,13 +441,13 @@ public:
                         p++;
                         for (auto &kv : sp.kw)
                             if (kv.first == k) fail("argument given twice");
-                        sp.kw.emplace_back(k, value());
+                        sp.kw.emplace_back(k, value(0));
                         goto next;
                     }
                     p = save;
                 }
                 if (!sp.kw.empty()) fail("positional argument after keyword argument");
-                sp.pos.push_back(value());
+                sp.pos.push_back(value(0));
             next:
                 ws();
                 if (*p == ',') {
@@ -524,8 +539,10 @@ public:
         if (!v || v->kind == Value::NONE) return out;
         auto one = [&](const Value &x) {
             if (x.kind == Value::NONE) return (int64_t)-1; /* Keras' batch dimension None */
-            if (x.kind != Value::NUM || x.num != std::floor(x.num))
-                raise(NNL_ERR_ARGUMENT, "%s: '%s' must hold integers, got %s", owner, key, v->repr().c_str());
+            /* |x| <= 9e15: exact in a double, and the cast below is defined */
+            if (x.kind != Value::NUM || x.num != std::floor(x.num) || std::fabs(x.num) > 9e15)
+                raise(NNL_ERR_ARGUMENT, "%s: '%s' must hold integers of at most 9e15, got %s", owner, key,
+                      v->repr().c_str());
             return (int64_t)x.num;
         };
         if (v->kind == Value::TUPLE)
@@ -542,6 +559,34 @@ public:
                 raise(NNL_ERR_ARGUMENT, "%s: too many positional arguments (%d given)", owner, (int)sp.pos.size());
     }
 };
+
+/* ---- Sizes -----------------------------------------------------------------
+   Every size that enters from a caller (array shapes), a spec string or a
+   file is checked once, where it enters, with overflow-safe arithmetic:
+   a per-sample shape or a weight tensor holds at most MAX_VALUES values, a
+   caller's array at most MAX_ELEMENTS. After that the plain int64 arithmetic
+   of the layers and the training loop cannot overflow. mul_size/add_size
+   return -1 on overflow or a negative operand, so checks compose:
+   mul_size(mul_size(a, b), c) < 0 when any step fails. */
+static const int64_t MAX_VALUES = (int64_t)1 << 40;   /* 4 TiB of float32: beyond any memory */
+static const int64_t MAX_ELEMENTS = INT64_MAX / 8;    /* elements of 8 bytes or less stay addressable */
+
+static int64_t mul_size(int64_t a, int64_t b) {
+    int64_t r;
+    if (a < 0 || b < 0) return -1;
+#if defined(__GNUC__) || defined(__clang__)
+    if (__builtin_mul_overflow(a, b, &r)) return -1;
+#else
+    if (b != 0 && a > INT64_MAX / b) return -1;
+    r = a * b;
+#endif
+    return r;
+}
+
+static int64_t add_size(int64_t a, int64_t b) {
+    if (a < 0 || b < 0 || a > INT64_MAX - b) return -1;
+    return a + b;
+}
 
 /* Per-sample shape; the batch dimension is kept apart. */
 struct Shape {
@@ -561,6 +606,13 @@ struct Shape {
     int64_t size() const {
         int64_t n = 1;
         for (int i = 0; i < rank; i++) n *= d[i];
+        return n;
+    }
+    /* size() for shapes not checked yet: -1 when a dimension is negative or
+       the product overflows int64 */
+    int64_t checked_size() const {
+        int64_t n = 1;
+        for (int i = 0; i < rank; i++) n = mul_size(n, d[i]);
         return n;
     }
     int64_t last() const { return rank ? d[rank - 1] : 1; }
@@ -589,6 +641,10 @@ static Shape shape_from_ints(const std::vector<int64_t> &v, const char *owner) {
                     owner, (long long)x);
         s.d[s.rank++] = x;
     }
+    int64_t n = s.checked_size();
+    NNL_REQUIRE(n >= 0 && n <= MAX_VALUES, NNL_ERR_SHAPE,
+                "%s: shape %s holds more than 2^40 values per sample (the product of its dimensions%s)", owner,
+                s.str(false).c_str(), n < 0 ? " overflows int64" : format(" is %lld", (long long)n).c_str());
     return s;
 }
 
@@ -2023,6 +2079,11 @@ public:
         NNL_REQUIRE(!target.empty() && target.size() <= NNL_MAX_RANK, NNL_ERR_ARGUMENT,
                     "Reshape: target_shape needs 1..%d dimensions", NNL_MAX_RANK);
     }
+    std::string target_str() const {
+        std::string t = "(";
+        for (size_t i = 0; i < target.size(); i++) t += format(i ? ", %lld" : "%lld", (long long)target[i]);
+        return t + (target.size() == 1 ? ",)" : ")");
+    }
     void build(const Shape &input) override {
         in = input;
         out = Shape();
@@ -2034,7 +2095,9 @@ public:
                 unknown = (int)i;
             } else {
                 NNL_REQUIRE(target[i] > 0, NNL_ERR_SHAPE, "Reshape: bad dimension %lld", (long long)target[i]);
-                known *= target[i];
+                known = mul_size(known, target[i]);
+                NNL_REQUIRE(known >= 0 && known <= MAX_VALUES, NNL_ERR_SHAPE,
+                            "Reshape: target_shape %s holds more than 2^40 values per sample", target_str().c_str());
             }
             out.d[out.rank++] = target[i];
         }
@@ -2181,6 +2244,12 @@ public:
         kshape.d[nd + 1] = filters;
         weights[0].shape = kshape;
         if (use_bias) weights[1].shape = Shape{filters};
+        /* one sample's im2col columns (positions x kernel volume x channels):
+           checked here, as chunk() and scratch() multiply these unchecked */
+        int64_t cols = mul_size(kshape.checked_size() / std::max<int64_t>(filters, 1), g.out_size());
+        NNL_REQUIRE(kshape.checked_size() >= 0 && cols >= 0 && cols <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "%s: kernel_size %s over inputs %s needs more than 2^40 values of columns per sample", cls,
+                    kshape.str(false).c_str(), input.str().c_str());
     }
     bool fused_epilogue() const { return act_from_output(act) && !fused_output; }
     bool direct() const { return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]; }
@@ -2629,7 +2698,11 @@ public:
     void build(const Shape &input) override {
         read_hw(input, cf, cls, outer, H, W, inner);
         in = input;
-        out = hw_shape(cf, cf ? outer : inner, H * sz[0], W * sz[1]);
+        int64_t Ho = mul_size(H, sz[0]), Wo = mul_size(W, sz[1]);
+        NNL_REQUIRE(Ho >= 0 && Wo >= 0 && Ho <= MAX_VALUES && Wo <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "UpSampling2D: size %lldx%lld makes inputs %s larger than 2^40 values per sample",
+                    (long long)sz[0], (long long)sz[1], input.str().c_str());
+        out = hw_shape(cf, cf ? outer : inner, Ho, Wo);
     }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         int64_t Ho = H * sz[0], Wo = W * sz[1];
@@ -2976,8 +3049,10 @@ static Metric make_metric(const std::string &text, const Loss &L, int64_t out_la
         m.threshold = (float)a.num("threshold", 0, 0.5);
     } else if (n == "top_k_categorical_accuracy" || n == "sparse_top_k_categorical_accuracy") {
         m.kind = n[0] == 's' ? M_SPARSE_TOPK : M_TOPK;
-        m.k = (int)a.integer("k", 0, 5);
-        NNL_REQUIRE(m.k >= 1, NNL_ERR_ARGUMENT, "%s: k must be >= 1", n.c_str());
+        int64_t k = a.integer("k", 0, 5);
+        NNL_REQUIRE(k >= 1 && k <= INT32_MAX, NNL_ERR_ARGUMENT, "nnl_compile: metric %s: k must be >= 1, got %lld",
+                    n.c_str(), (long long)k);
+        m.k = (int)k;
     } else if (n == "mse" || n == "mean_squared_error") {
         m.kind = M_MSE;
         m.name = "mse";
@@ -2991,11 +3066,30 @@ static Metric make_metric(const std::string &text, const Loss &L, int64_t out_la
               sp.name.c_str());
     }
     if (m.kind == M_BIN_ACC && L.kind == LOSS_BCE && L.from_logits) m.threshold = 0.f; /* logits: sign */
-    NNL_REQUIRE(!((m.kind == M_SPARSE_ACC || m.kind == M_SPARSE_TOPK) && L.kind != LOSS_SPARSE_CCE), NNL_ERR_ARGUMENT,
-                "metric '%s' needs integer class labels (loss sparse_categorical_crossentropy)", m.name.c_str());
-    NNL_REQUIRE(!((m.kind == M_CAT_ACC || m.kind == M_TOPK) && L.kind == LOSS_SPARSE_CCE), NNL_ERR_ARGUMENT,
-                "metric '%s' needs one-hot targets; with integer labels use sparse_%s", m.name.c_str(),
-                m.name.c_str());
+    /* A metric reads the targets the loss takes: one class id per position
+       for sparse_categorical_crossentropy (B * D / C values), one value per
+       output for every other loss (B * D). A metric made for the other kind
+       is refused here, naming both: with class ids, mse, mae or
+       binary_accuracy would read B * D values from a buffer of B / C (Keras
+       broadcasts the id against every output: a number without meaning);
+       with one-hot or value targets, a sparse metric would read an output
+       value as a class id. */
+    bool wants_ids = m.kind == M_SPARSE_ACC || m.kind == M_SPARSE_TOPK;
+    if (wants_ids && !L.sparse())
+        raise(NNL_ERR_ARGUMENT,
+              "nnl_compile: metric '%s' takes integer class ids, but the loss %s takes targets of the output's "
+              "shape; use %s with it, or the loss sparse_categorical_crossentropy",
+              sp.name.c_str(), L.name.c_str(),
+              m.kind == M_SPARSE_ACC ? "'accuracy' or categorical_accuracy" : "top_k_categorical_accuracy");
+    if (!wants_ids && L.sparse())
+        raise(NNL_ERR_ARGUMENT,
+              "nnl_compile: metric '%s' compares the outputs with targets of the output's shape, but the loss "
+              "sparse_categorical_crossentropy takes one integer class id per sample; use %s with it, or one-hot "
+              "targets with categorical_crossentropy",
+              sp.name.c_str(),
+              m.kind == M_CAT_ACC ? "'accuracy' or sparse_categorical_accuracy"
+              : m.kind == M_TOPK  ? "sparse_top_k_categorical_accuracy"
+                                  : "'accuracy' (sparse_categorical_accuracy)");
     a.done();
     return m;
 }
@@ -3309,6 +3403,7 @@ int64_t label_at(const void *y, int dtype, int64_t i); /* section 7 */
 size_t dtype_size(int dtype);
 namespace io {
 static float half_to_float(uint16_t h);
+static std::string shape_str(int rank, const int64_t *shape);
 }
 
 /* GPU hooks (section 6b). Without NNL_CUDA they are empty inline functions.
@@ -3363,6 +3458,7 @@ public:
     Shape input;
     bool has_input = false;
     std::map<std::string, int> name_counts;
+    std::map<std::string, size_t> name_index; /* layer names, for the uniqueness check in O(log L) */
     uint64_t seed = 0;
     Rng rng;
     bool seeded = false;
@@ -3370,6 +3466,9 @@ public:
     /* Weights and gradients: one arena each, same layout, Keras order. */
     std::vector<float> W, G;
     std::vector<ParamSlice> slices;
+    size_t laid_out = 0;       /* layers whose weights have their place in W and G */
+    int64_t param_total = 0;   /* weights of all layers, laid out or not */
+    bool defer_layout = false; /* set while model_from_json adds layers: see finish_layout() */
 
     /* Compile state */
     bool compiled = false;
@@ -3403,25 +3502,57 @@ public:
     }
     Shape out_shape() const { return layers.empty() ? input : layers.back()->out; }
 
-    /* Re-lays the weight arenas after a layer is added; values are kept. */
+    /* Gives the weights of the layers added since the last call their place
+       in the arenas; values are kept. The arenas grow geometrically (at most
+       ARENA_SLACK floats beyond what is needed), so that adding L layers one
+       at a time copies O(weights) floats in all, not O(L * weights): a
+       Keras JSON of 16,000 layers loads in linear time. While the capacity
+       suffices nothing moves, and only the new tensors are laid out; a
+       reallocation re-points every tensor. */
+    static constexpr int64_t ARENA_SLACK = (int64_t)1 << 20; /* 4 MB per arena at most */
     void relayout() {
-        int64_t total = 0;
-        for (auto &l : layers) total += l->param_count();
-        std::vector<float> nw((size_t)total), ng((size_t)total, 0.f);
-        int64_t off = 0;
-        slices.clear();
-        for (auto &l : layers)
-            for (auto &w : l->weights) {
+        int64_t need = (int64_t)W.size();
+        for (size_t i = laid_out; i < layers.size(); i++) need = add_size(need, layers[i]->param_count());
+        NNL_REQUIRE(need >= 0 && need <= MAX_ELEMENTS, NNL_ERR_MEMORY, "the model's weights exceed %lld values",
+                    (long long)MAX_ELEMENTS);
+        size_t first = laid_out;
+        if ((size_t)need > W.capacity() || (size_t)need > G.capacity()) {
+            int64_t old = (int64_t)W.size();
+            size_t cap = (size_t)std::max(need, old + std::min(old, ARENA_SLACK));
+            std::vector<float> nw, ng;
+            nw.reserve(cap);
+            ng.reserve(cap);
+            nw.assign(W.begin(), W.end());
+            ng.assign(G.begin(), G.end());
+            W.swap(nw);
+            G.swap(ng);
+            first = 0; /* everything moved */
+        }
+        int64_t off = first == 0 ? 0 : (int64_t)W.size(); /* the laid-out tensors end there */
+        W.resize((size_t)need);
+        G.resize((size_t)need, 0.f);
+        if (first == 0) slices.clear();
+        for (size_t i = first; i < layers.size(); i++)
+            for (auto &w : layers[i]->weights) {
                 int64_t n = w.shape.size();
-                if (w.w) std::copy(w.w, w.w + n, nw.data() + off);
-                w.w = nw.data() + off;
-                w.g = ng.data() + off;
+                w.w = W.data() + off;
+                w.g = G.data() + off;
                 if (w.trainable) slices.push_back({w.w, w.g, n});
                 off += n;
             }
-        W.swap(nw);
-        G.swap(ng);
+        laid_out = layers.size();
         cap_batch = 0; /* activation pointers depend on the layer list */
+    }
+
+    /* Lays out and initialises (in layer order, so the RNG draws are those
+       of adding the layers one by one) every layer added while defer_layout
+       was set: one exact allocation for a whole JSON architecture. */
+    void finish_layout() {
+        size_t first = laid_out;
+        defer_layout = false;
+        relayout();
+        for (size_t i = first; i < layers.size(); i++)
+            for (auto &w : layers[i]->weights) init_weights(w.w, w.shape, w.init, rng, layers[i]->cls);
     }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
@@ -3450,6 +3581,8 @@ public:
             for (auto &kv : reg) all += (all.empty() ? "" : ", ") + kv.first;
             raise(NNL_ERR_ARGUMENT, "unknown layer '%s' (known: Input, %s)", sp.name.c_str(), all.c_str());
         }
+        NNL_REQUIRE(layers.size() < (size_t)NNL_MAX_LAYERS, NNL_ERR_MEMORY,
+                    "nnl_add: the model has %zu layers, the most nnlite allows (NNL_MAX_LAYERS)", layers.size());
         Args a(sp, sp.name.c_str());
         std::unique_ptr<Layer> l = it->second(a);
         l->spec = sp;
@@ -3477,19 +3610,53 @@ public:
                     "%s: the first layer needs input_shape=(...) (or add an Input(shape=(...)) first)",
                     sp.name.c_str());
         l->build(prev);
+        /* the sizes the layer derived, checked once here: the rest of nnlite
+           multiplies them without overflow checks */
+        int64_t os = l->out.checked_size();
+        NNL_REQUIRE(os >= 0 && os <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "%s: its output %s would hold more than 2^40 values per sample", sp.name.c_str(),
+                    l->out.str().c_str());
+        int64_t np = 0;
+        for (auto &w : l->weights) {
+            int64_t n = w.shape.checked_size();
+            NNL_REQUIRE(n >= 0 && n <= MAX_VALUES, NNL_ERR_SHAPE,
+                        "%s: its %s of shape %s would hold more than 2^40 values", sp.name.c_str(), w.name.c_str(),
+                        w.shape.str(false).c_str());
+            np += n;
+        }
+        NNL_REQUIRE(add_size(param_total, np) <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "%s: the model would hold more than 2^40 weights", sp.name.c_str());
+        std::string base;
         if (name.empty()) {
-            std::string base = snake(l->cls);
+            base = snake(l->cls);
             int k = name_counts[base]++;
             name = k ? format("%s_%d", base.c_str(), k) : base;
         }
-        for (auto &o : layers)
-            NNL_REQUIRE(o->name != name, NNL_ERR_ARGUMENT, "a layer named '%s' exists already", name.c_str());
+        NNL_REQUIRE(!name_index.count(name), NNL_ERR_ARGUMENT, "a layer named '%s' exists already", name.c_str());
         l->name = name;
         ensure_seed();
+        /* all or nothing: a failure below (memory, an unknown initializer)
+           leaves the model as it was, RNG included */
+        size_t nw = W.size(), ns = slices.size();
+        Rng saved = rng;
         layers.push_back(std::move(l));
-        relayout();
-        Layer &L = *layers.back();
-        for (auto &w : L.weights) init_weights(w.w, w.shape, w.init, rng, L.cls);
+        if (!defer_layout) try {
+            relayout();
+            Layer &L = *layers.back();
+            for (auto &w : L.weights) init_weights(w.w, w.shape, w.init, rng, L.cls);
+        } catch (...) {
+            layers.pop_back();
+            laid_out = layers.size();
+            W.resize(nw); /* shrinking moves nothing: the other tensors stay where they are */
+            G.resize(nw);
+            slices.resize(ns);
+            rng = saved;
+            cap_batch = 0;
+            if (!base.empty()) name_counts[base]--;
+            throw;
+        }
+        param_total += np;
+        name_index[name] = layers.size() - 1;
     }
 
     void compile(const char *opt_text, const char *loss_text, const char *metrics_text) {
@@ -3544,9 +3711,18 @@ public:
        writes dact[i], after which dact[i+1] is dead, so dact[i] and dact[i+2]
        can share memory. The first layer with weights computes no input
        gradient, so nothing below it has a buffer (dact[i] is NULL there). */
-    void ensure_batch(int64_t B) {
+    void ensure_batch(int64_t B, const char *fn = "nnlite") {
         if (B <= cap_batch) return;
         size_t L = layers.size();
+        /* B times the largest per-sample size, with room for the small
+           multiples the layers' workspace()/scratch() take of it: within
+           this bound none of their int64 products can overflow */
+        int64_t per = input.size();
+        for (auto &l : layers) per = std::max(per, std::max(l->in.size(), l->out.size()));
+        int64_t batch_max = mul_size(B, per);
+        NNL_REQUIRE(batch_max >= 0 && batch_max <= ((int64_t)1 << 58), NNL_ERR_MEMORY,
+                    "%s: a batch of %lld samples of up to %lld values each is more than nnlite can address; "
+                    "lower batch_size", fn, (long long)B, (long long)per);
         size_t first = 0;
         while (first < L && layers[first]->is_view()) first++;
         std::vector<int> buf(L + 1, -1); /* which of the two gradient buffers, -1: none */
@@ -3562,13 +3738,16 @@ public:
         }
         int64_t total = B * input.size() + need[0] + need[1] + B * target_width();
         int64_t scratch = 0;
-        for (size_t i = 0; i < L; i++) {
+        for (size_t i = 0; i < L; i++) { /* each term fits; their sum over many layers is checked */
             Layer &l = *layers[i];
-            if (!l.is_view()) total += B * l.out.size(); /* act[i+1] */
-            total += l.workspace(B);
+            if (!l.is_view()) total = add_size(total, B * l.out.size()); /* act[i+1] */
+            total = add_size(total, l.workspace(B));
             scratch = std::max(scratch, l.scratch(B));
         }
-        total += scratch;
+        total = add_size(total, scratch);
+        NNL_REQUIRE(total >= 0 && total <= MAX_ELEMENTS, NNL_ERR_MEMORY,
+                    "%s: a batch of %lld samples needs more than 2^60 floats of activations, more than nnlite "
+                    "can address; lower batch_size", fn, (long long)B);
         arena.assign((size_t)total, 0.f);
         float *p = arena.data();
         auto take = [&](int64_t n) { float *q = p; p += n; return q; };
@@ -3630,77 +3809,100 @@ public:
         return l;
     }
 
-    /* ---- checking arrays from the ABI ---- */
-    InputArray check_x(const float *x, int rank, const int64_t *shape, const char *what) const {
-        NNL_REQUIRE(has_input && !layers.empty(), NNL_ERR_STATE, "the model has no layers");
-        NNL_REQUIRE(x && shape, NNL_ERR_ARGUMENT, "%s: NULL array", what);
-        NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: rank %d is out of range", what, rank);
+    /* ---- checking arrays from the ABI ----
+       fn names the API call ("nnl_fit"), arg the array ("x", "x_val"). Sizes
+       are checked with overflow-safe arithmetic: a shape whose product
+       overflows, or exceeds what a process can address, is NNL_ERR_SHAPE. */
+    InputArray check_x(const float *x, int rank, const int64_t *shape, const char *fn, const char *arg) const {
+        NNL_REQUIRE(has_input && !layers.empty(), NNL_ERR_STATE, "%s: the model has no layers", fn);
+        NNL_REQUIRE(x && shape, NNL_ERR_ARGUMENT, "%s: %s is NULL", fn, arg);
+        NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: %s has rank %d, out of range 1..%d",
+                    fn, arg, rank, NNL_MAX_RANK + 1);
         int64_t per = 1;
         for (int i = 1; i < rank; i++) {
-            NNL_REQUIRE(shape[i] > 0, NNL_ERR_SHAPE, "%s: dimension %d is %lld", what, i, (long long)shape[i]);
-            per *= shape[i];
+            NNL_REQUIRE(shape[i] > 0, NNL_ERR_SHAPE, "%s: %s has dimension %d of size %lld", fn, arg, i,
+                        (long long)shape[i]);
+            per = mul_size(per, shape[i]);
         }
-        NNL_REQUIRE(shape[0] >= 0, NNL_ERR_SHAPE, "%s: negative sample count", what);
+        NNL_REQUIRE(shape[0] >= 0, NNL_ERR_SHAPE, "%s: %s has a negative sample count (%lld)", fn, arg,
+                    (long long)shape[0]);
+        int64_t count = mul_size(shape[0], per);
+        NNL_REQUIRE(count >= 0 && count <= MAX_ELEMENTS, NNL_ERR_SHAPE,
+                    "%s: %s of shape %s holds more values than a process can address (the product %s)", fn, arg,
+                    io::shape_str(rank, shape).c_str(), count < 0 ? "overflows int64" : "exceeds 2^60");
         Shape s = Shape::of(rank - 1, shape + 1);
         NNL_REQUIRE(s == input || (rank == 2 && per == input.size()), NNL_ERR_SHAPE,
-                    "%s: samples of shape %s do not fit the model's input %s", what, s.str(false).c_str(),
-                    input.str(false).c_str());
+                    "%s: %s holds samples of shape %s, which do not fit the model's input %s", fn, arg,
+                    s.str(false).c_str(), input.str(false).c_str());
         return {x, shape[0]};
     }
 
     /* Converts y into float target rows (class ids for sparse losses),
        checking shapes and label ranges. */
-    std::vector<float> check_y(const void *y, int dtype, int rank, const int64_t *shape, int64_t n,
-                               const char *what) const {
-        NNL_REQUIRE(compiled, NNL_ERR_STATE, "the model is not compiled: call nnl_compile first");
-        NNL_REQUIRE(y && shape, NNL_ERR_ARGUMENT, "%s: NULL array", what);
-        NNL_REQUIRE(dtype_size(dtype) > 0, NNL_ERR_ARGUMENT, "%s: unknown dtype code %d", what, dtype);
-        NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: rank %d is out of range", what, rank);
-        NNL_REQUIRE(shape[0] == n, NNL_ERR_SHAPE, "%s: %lld samples, but x has %lld", what, (long long)shape[0],
-                    (long long)n);
+    std::vector<float> check_y(const void *y, int dtype, int rank, const int64_t *shape, int64_t n, const char *fn,
+                               const char *arg) const {
+        NNL_REQUIRE(compiled, NNL_ERR_STATE, "%s: the model is not compiled: call nnl_compile first", fn);
+        NNL_REQUIRE(y && shape, NNL_ERR_ARGUMENT, "%s: %s is NULL", fn, arg);
+        NNL_REQUIRE(dtype_size(dtype) > 0, NNL_ERR_ARGUMENT, "%s: %s has unknown dtype code %d", fn, arg, dtype);
+        NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: %s has rank %d, out of range 1..%d",
+                    fn, arg, rank, NNL_MAX_RANK + 1);
+        NNL_REQUIRE(shape[0] == n, NNL_ERR_SHAPE, "%s: %s has %lld samples, but x has %lld", fn, arg,
+                    (long long)shape[0], (long long)n);
         int64_t per = 1;
-        for (int i = 1; i < rank; i++) per *= shape[i];
+        for (int i = 1; i < rank; i++) {
+            NNL_REQUIRE(shape[i] > 0, NNL_ERR_SHAPE, "%s: %s has dimension %d of size %lld", fn, arg, i,
+                        (long long)shape[i]);
+            per = mul_size(per, shape[i]);
+        }
         int64_t tw = target_width(), C = classes();
         Shape ys = Shape::of(rank - 1, shape + 1);
         if (loss.sparse()) {
             NNL_REQUIRE(per == tw, NNL_ERR_SHAPE,
-                        "%s: %s wants one integer class id per %s, got samples of shape %s (for one-hot rows use "
+                        "%s: %s: %s wants one integer class id per %s, got samples of shape %s (for one-hot rows use "
                         "categorical_crossentropy)",
-                        what, loss.name.c_str(), tw == 1 ? "sample" : "position", ys.str(false).c_str());
+                        fn, arg, loss.name.c_str(), tw == 1 ? "sample" : "position", ys.str(false).c_str());
         } else {
             NNL_REQUIRE(per == out_shape().size(), NNL_ERR_SHAPE,
-                        "%s: targets of shape %s do not match the model's output %s%s", what, ys.str(false).c_str(),
-                        out_shape().str(false).c_str(),
+                        "%s: %s holds targets of shape %s, which do not match the model's output %s%s", fn, arg,
+                        ys.str(false).c_str(), out_shape().str(false).c_str(),
                         (per == 1 && C > 1 && loss.kind == LOSS_CCE)
                             ? " (integer labels need sparse_categorical_crossentropy or nnl_to_categorical)"
                             : "");
         }
-        std::vector<float> t((size_t)(n * tw));
+        int64_t count = mul_size(n, tw);
+        NNL_REQUIRE(count >= 0 && count <= MAX_ELEMENTS, NNL_ERR_SHAPE,
+                    "%s: %s of shape %s holds more values than a process can address", fn, arg,
+                    io::shape_str(rank, shape).c_str());
+        std::vector<float> t((size_t)count);
         if (dtype == NNL_FLOAT32) {
             memcpy(t.data(), y, t.size() * sizeof(float));
         } else if (dtype == NNL_FLOAT64) { /* regression targets stay fractional */
-            for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = (float)((const double *)y)[i];
+            for (int64_t i = 0; i < count; i++) t[(size_t)i] = (float)((const double *)y)[i];
         } else if (dtype == NNL_FLOAT16) {
-            for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = io::half_to_float(((const uint16_t *)y)[i]);
+            for (int64_t i = 0; i < count; i++) t[(size_t)i] = io::half_to_float(((const uint16_t *)y)[i]);
         } else {
-            for (int64_t i = 0; i < n * tw; i++) t[(size_t)i] = (float)label_at(y, dtype, i);
+            for (int64_t i = 0; i < count; i++) t[(size_t)i] = (float)label_at(y, dtype, i);
         }
-        for (int64_t i = 0; i < n * tw; i++) {
+        for (int64_t i = 0; i < count; i++) {
             float v = t[(size_t)i];
-            NNL_REQUIRE(std::isfinite(v), NNL_ERR_NUMERIC, "%s: value %lld is %g", what, (long long)i, v);
+            NNL_REQUIRE(std::isfinite(v), NNL_ERR_NUMERIC, "%s: %s: value %lld (of sample %lld) is %g", fn, arg,
+                        (long long)i, (long long)(i / tw), v);
             if (loss.sparse())
                 NNL_REQUIRE(v >= 0 && v < C && v == std::floor(v), NNL_ERR_ARGUMENT,
-                            "%s: label %g of sample %lld is not a class id in [0, %lld)", what, v,
+                            "%s: %s: label %g of sample %lld is not a class id in [0, %lld)", fn, arg, v,
                             (long long)(i / tw), (long long)C);
         }
         return t;
     }
 
-    static void check_finite(const float *x, int64_t n, int64_t per, const char *what) {
+    /* Non-finite inputs are refused by every call that runs the model (fit,
+       evaluate, predict, predict_classes) before it runs: a NaN or Inf in x
+       would otherwise come back as a NaN loss or a confident class. */
+    static void check_finite(const float *x, int64_t n, int64_t per, const char *fn, const char *arg) {
         for (int64_t i = 0; i < n * per; i++)
             if (!std::isfinite(x[i]))
-                raise(NNL_ERR_NUMERIC, "%s: sample %lld holds a non-finite value (%g)", what, (long long)(i / per),
-                      x[i]);
+                raise(NNL_ERR_NUMERIC, "%s: %s: sample %lld holds a non-finite value (%g at index %lld of the sample)",
+                      fn, arg, (long long)(i / per), x[i], (long long)(i % per));
     }
 
     void gather(const float *x, const float *t, const int64_t *idx, int64_t B) {
@@ -3714,12 +3916,13 @@ public:
     }
 
     /* Mean loss and metrics over n samples, in inference mode. */
-    std::vector<double> evaluate(const float *x, const float *t, int64_t n, int64_t bs) {
+    std::vector<double> evaluate(const float *x, const float *t, int64_t n, int64_t bs,
+                                 const char *fn = "nnl_evaluate") {
         GpuScope gs(*this, false);
         std::vector<double> ms(metrics.size(), 0.0);
         double l = 0;
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
-        ensure_batch(bs);
+        ensure_batch(bs, fn);
         std::vector<int64_t> idx((size_t)bs);
         for (int64_t s = 0; s < n; s += bs) {
             int64_t B = std::min(bs, n - s);
@@ -3734,10 +3937,12 @@ public:
         return out;
     }
 
-    void predict(const float *x, int64_t n, int64_t bs, float *out) {
+    /* Forward passes in inference mode, batch by batch: rows(s, B, y) gets
+       the outputs y (B, output size) of samples s .. s+B-1. */
+    template <class Rows> void predict_rows(const float *x, int64_t n, int64_t bs, const char *fn, Rows rows) {
         GpuScope gs(*this, false);
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
-        ensure_batch(bs);
+        ensure_batch(bs, fn);
         int64_t D = out_shape().size();
         std::vector<int64_t> idx((size_t)bs);
         for (int64_t s = 0; s < n; s += bs) {
@@ -3746,8 +3951,14 @@ public:
             gather(x, nullptr, idx.data(), B);
             forward(B, false, 0);
             gpu_pull(act[layers.size()], B * D);
-            memcpy(out + s * D, act[layers.size()], (size_t)(B * D) * sizeof(float));
+            rows(s, B, (const float *)act[layers.size()]);
         }
+    }
+    void predict(const float *x, int64_t n, int64_t bs, float *out, const char *fn = "nnl_predict") {
+        int64_t D = out_shape().size();
+        predict_rows(x, n, bs, fn, [&](int64_t s, int64_t B, const float *y) {
+            memcpy(out + s * D, y, (size_t)(B * D) * sizeof(float));
+        });
     }
 
     std::vector<std::string> log_names(bool val) const {
@@ -3839,14 +4050,14 @@ struct Progress {
 void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype, int y_rank,
                 const int64_t *y_shape, const nnl_fit_options &o, nnl_model *handle) {
     NNL_REQUIRE(compiled, NNL_ERR_STATE, "fit: the model is not compiled: call nnl_compile first");
-    InputArray X = check_x(x, x_rank, x_shape, "fit x");
-    std::vector<float> T = check_y(y, y_dtype, y_rank, y_shape, X.n, "fit y");
+    InputArray X = check_x(x, x_rank, x_shape, "nnl_fit", "x");
+    std::vector<float> T = check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_fit", "y");
     NNL_REQUIRE(o.epochs >= 0 && o.batch_size >= 1, NNL_ERR_ARGUMENT, "fit: epochs must be >= 0 and batch_size >= 1");
     NNL_REQUIRE(o.validation_split >= 0 && o.validation_split < 1, NNL_ERR_ARGUMENT,
                 "fit: validation_split must be in [0, 1), got %g", o.validation_split);
     NNL_REQUIRE(o.initial_epoch >= 0, NNL_ERR_ARGUMENT, "fit: initial_epoch must be >= 0");
     int64_t d = input.size();
-    check_finite(X.x, X.n, d, "fit x");
+    check_finite(X.x, X.n, d, "nnl_fit", "x");
     GpuScope gs(*this, true); /* on a GPU: the weights come back to W when fit returns */
 
     /* Validation: explicit data, or the LAST fraction before any shuffling. */
@@ -3854,9 +4065,9 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     int64_t nv = 0, nt = X.n;
     std::vector<float> TV;
     if (o.x_val) {
-        InputArray V = check_x(o.x_val, o.x_val_rank, o.x_val_shape, "validation x");
-        TV = check_y(o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape, V.n, "validation y");
-        check_finite(V.x, V.n, d, "validation x");
+        InputArray V = check_x(o.x_val, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val");
+        TV = check_y(o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape, V.n, "nnl_fit", "y_val");
+        check_finite(V.x, V.n, d, "nnl_fit", "x_val");
         xv = V.x;
         tv = TV.data();
         nv = V.n;
@@ -3877,7 +4088,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     Rng r = rng;
     int64_t bs = std::min<int64_t>(o.batch_size, nt);
     int64_t steps = (nt + bs - 1) / bs;
-    ensure_batch(bs);
+    ensure_batch(bs, "nnl_fit");
     std::vector<int64_t> idx((size_t)nt);
     for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
     std::vector<std::string> keys = log_names(val);
@@ -3928,7 +4139,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
         if (seen < nt) break; /* stopped inside the epoch: it is not recorded */
         std::vector<double> row(logs.begin(), logs.end());
         if (val) {
-            std::vector<double> v = evaluate(xv, tv, nv, bs);
+            std::vector<double> v = evaluate(xv, tv, nv, bs, "nnl_fit");
             row.insert(row.end(), v.begin(), v.end());
         }
         prog.epoch_end(keys, row);
@@ -6537,8 +6748,22 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
         NNL_REQUIRE(!d || is_float32(*d), NNL_ERR_UNSUPPORTED, "from_json: dtype %s is not supported",
                     json_text(*d).c_str());
     }
+    /* bounded before anything is built, so that a hostile list of a
+       million layers is refused at once */
+    size_t count = 0;
+    for (auto &l : layers->a) {
+        const Json *c = l.kind == Json::OBJ ? l.get("class_name") : nullptr;
+        count += !(c && c->kind == Json::STR && c->s == "InputLayer");
+    }
+    NNL_REQUIRE(count <= (size_t)NNL_MAX_LAYERS, NNL_ERR_MEMORY,
+                "from_json: the model has %zu layers; nnlite allows at most %d (NNL_MAX_LAYERS)", count,
+                NNL_MAX_LAYERS);
     double params = 0;
+    /* the weights get their place once, after the last layer: adding layer
+       by layer would copy the arena each time (quadratic in the layers) */
+    m.defer_layout = true;
     for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params, max_params);
+    m.finish_layout();
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "from_json: the model has an input but no layers");
 }
 
@@ -7343,7 +7568,19 @@ NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed) {
 
 NNL_API int nnl_layer_count(const nnl_model *m) { return m ? (int)m->layers.size() : 0; }
 
+/* All weights, trainable or not: Keras' count_params() and "Total params". */
 NNL_API int64_t nnl_param_count(const nnl_model *m) { return m ? (int64_t)m->W.size() : 0; }
+
+NNL_API int64_t nnl_trainable_param_count(const nnl_model *m) {
+    int64_t n = 0;
+    if (m)
+        for (auto &l : m->layers) n += l->param_count(true);
+    return n;
+}
+
+NNL_API int64_t nnl_non_trainable_param_count(const nnl_model *m) {
+    return m ? (int64_t)m->W.size() - nnl_trainable_param_count(m) : 0;
+}
 
 static int write_shape(const nnl::Shape &s, int64_t *shape) {
     if (shape)
@@ -7387,20 +7624,36 @@ NNL_API int64_t nnl_summary_string(const nnl_model *m, char *buf, int64_t cap) {
     return len;
 }
 
-static nnl::WeightSpec &weight_at(const nnl_model *m, int i) {
-    NNL_CHECK_MODEL(m);
+/* Weight tensor i in Keras get_weights() order: every tensor, trainable or
+   not (BatchNormalization's moving statistics included), as the npz and
+   model files hold them. fn names the API call for the messages. */
+static nnl::WeightSpec &weight_at(const nnl_model *m, int i, const char *fn) {
+    NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "%s: model handle is NULL", fn);
     int k = 0;
     for (auto &l : m->layers)
         for (auto &w : l->weights)
             if (k++ == i) return w;
-    raise(NNL_ERR_ARGUMENT, "weight index %d is out of range (the model has %d)", i, k);
+    raise(NNL_ERR_ARGUMENT, "%s: weight index %d is out of range (the model has %d weight tensors)", fn, i, k);
 }
 
-NNL_API int nnl_weight_count(const nnl_model *m) { return m ? (int)m->slices.size() : 0; }
+NNL_API int nnl_weight_count(const nnl_model *m) {
+    int n = 0;
+    if (m)
+        for (auto &l : m->layers) n += (int)l->weights.size();
+    return n;
+}
+
+NNL_API int nnl_weight_trainable(const nnl_model *m, int i, int *trainable) {
+    return guard([&] {
+        nnl::WeightSpec &w = weight_at(m, i, "nnl_weight_trainable");
+        NNL_REQUIRE(trainable, NNL_ERR_ARGUMENT, "nnl_weight_trainable: trainable is NULL");
+        *trainable = w.trainable ? 1 : 0;
+    });
+}
 
 NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap, int *rank, int64_t *shape) {
     return guard([&] {
-        nnl::WeightSpec &w = weight_at(m, i);
+        nnl::WeightSpec &w = weight_at(m, i, "nnl_weight_info");
         if (name && name_cap > 0) {
             std::string full;
             for (auto &l : m->layers)
@@ -7415,7 +7668,7 @@ NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap,
 
 NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count) {
     return guard([&] {
-        nnl::WeightSpec &w = weight_at(m, i);
+        nnl::WeightSpec &w = weight_at(m, i, "nnl_get_weight");
         NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_get_weight: out is NULL");
         NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_get_weight: weight %d has %lld values, not %lld", i,
                     (long long)w.shape.size(), (long long)count);
@@ -7425,11 +7678,13 @@ NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count)
 
 NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count) {
     return guard([&] {
-        nnl::WeightSpec &w = weight_at(m, i);
+        nnl::WeightSpec &w = weight_at(m, i, "nnl_set_weight");
         NNL_REQUIRE(in, NNL_ERR_ARGUMENT, "nnl_set_weight: in is NULL");
         NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_set_weight: weight %d has %lld values, not %lld", i,
                     (long long)w.shape.size(), (long long)count);
-        nnl::Model::check_finite(in, 1, count, "nnl_set_weight");
+        for (int64_t k = 0; k < count; k++)
+            NNL_REQUIRE(std::isfinite(in[k]), NNL_ERR_NUMERIC, "nnl_set_weight: in[%lld] is %g (weight %d)",
+                        (long long)k, in[k], i);
         memcpy(w.w, in, (size_t)count * sizeof(float));
     });
 }
@@ -7486,10 +7741,11 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
     return guard([&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
-        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "evaluate x");
-        std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "evaluate y");
+        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_evaluate", "x");
+        std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_evaluate", "y");
         NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
-        std::vector<double> r = m->evaluate(X.x, T.data(), X.n, batch_size > 0 ? batch_size : 32);
+        m->check_finite(X.x, X.n, m->input.size(), "nnl_evaluate", "x");
+        std::vector<double> r = m->evaluate(X.x, T.data(), X.n, batch_size > 0 ? batch_size : 32, "nnl_evaluate");
         for (int i = 0; i < out_cap && i < (int)r.size(); i++) out[i] = r[(size_t)i];
     });
 }
@@ -7498,30 +7754,50 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
                         int64_t out_count) {
     return guard([&] {
         NNL_CHECK_MODEL(m);
-        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "predict x");
-        int64_t need = X.n * m->out_shape().size();
+        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict", "x");
+        int64_t need = nnl::mul_size(X.n, m->out_shape().size());
+        NNL_REQUIRE(need >= 0 && need <= nnl::MAX_ELEMENTS, NNL_ERR_SHAPE,
+                    "nnl_predict: %lld samples of %lld outputs each are more values than a process can address",
+                    (long long)X.n, (long long)m->out_shape().size());
         NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_predict: out is NULL");
         NNL_REQUIRE(out_count >= need, NNL_ERR_SHAPE, "nnl_predict: out holds %lld floats, %lld needed",
                     (long long)out_count, (long long)need);
-        m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out);
+        m->check_finite(X.x, X.n, m->input.size(), "nnl_predict", "x");
+        m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out, "nnl_predict");
     });
 }
 
+/* argmax per row, batch by batch (no n x outputs buffer). A row holding a
+   NaN has no class: refused, naming the sample, rather than returned as
+   class 0 (argmax and "> 0.5" both answer confidently for NaN). classes is
+   written only when every row has one. */
 NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size,
                                 int32_t *classes, int64_t count) {
     return guard([&] {
         NNL_CHECK_MODEL(m);
-        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "predict x");
+        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict_classes", "x");
         NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
         NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",
                     (long long)count, (long long)X.n);
+        m->check_finite(X.x, X.n, m->input.size(), "nnl_predict_classes", "x");
         int64_t D = m->out_shape().size();
-        std::vector<float> p((size_t)(X.n * D));
-        m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, p.data());
-        for (int64_t i = 0; i < X.n; i++) {
-            const float *r = p.data() + i * D;
-            classes[i] = D == 1 ? (r[0] > 0.5f ? 1 : 0) : (int32_t)(std::max_element(r, r + D) - r);
-        }
+        std::vector<int32_t> c((size_t)X.n);
+        m->predict_rows(X.x, X.n, batch_size > 0 ? batch_size : 32, "nnl_predict_classes",
+                        [&](int64_t s, int64_t B, const float *y) {
+                            for (int64_t b = 0; b < B; b++) {
+                                const float *r = y + b * D;
+                                for (int64_t j = 0; j < D; j++)
+                                    if (std::isnan(r[j]))
+                                        raise(NNL_ERR_NUMERIC,
+                                              "nnl_predict_classes: the prediction for sample %lld is NaN (output "
+                                              "%lld), so it has no class; its input is finite: check the weights "
+                                              "(nnl_predict shows the outputs)",
+                                              (long long)(s + b), (long long)j);
+                                c[(size_t)(s + b)] =
+                                    D == 1 ? (r[0] > 0.5f ? 1 : 0) : (int32_t)(std::max_element(r, r + D) - r);
+                            }
+                        });
+        std::copy(c.begin(), c.end(), classes);
     });
 }
 

@@ -19,6 +19,9 @@
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
+       NNL_MAX_LAYERS    most layers a model may have (default 65536): nnl_add
+                         beyond it, and a JSON architecture or model file with
+                         more, fail with NNL_ERR_MEMORY.
        NNL_MAX_INFLATE   largest decompressed size, in bytes, of a .gz file or
                          deflated .npz member (default and maximum 2^31-1);
                          larger ones fail with NNL_ERR_UNSUPPORTED.
@@ -58,6 +61,11 @@
        "SGD(learning_rate=0.01, momentum=0.9, nesterov=True)". Positional and
        keyword arguments, numbers, quoted or bare strings, tuples and
        True/False/None are accepted; unknown names are an error naming them.
+     - Sizes are checked where they enter (array shapes, spec strings,
+       files) with overflow-safe arithmetic: a shape whose product overflows
+       int64 or exceeds what a process can address (2^60 elements of an array
+       given to a call, 2^40 values per sample or per weight tensor of a
+       model) is refused with NNL_ERR_SHAPE naming the call, never a crash.
      - Handles are opaque. A handle must not be used from two threads at once;
        different handles may be used from different threads concurrently.
        nnl_last_error() is per thread. Functions documented as "thread-safe"
@@ -281,7 +289,9 @@ NNL_API void nnl_model_free(nnl_model *m);
    Every layer also takes name='...'. The first layer needs input_shape (or
    an Input layer first). Shape errors are reported here, when the layer is
    added, naming the layer and both shapes. Layers can only be added before
-   nnl_compile (NNL_ERR_STATE after).
+   nnl_compile (NNL_ERR_STATE after). A failed nnl_add leaves the model as
+   it was. Tuples in a spec may nest 64 levels deep (deeper is
+   NNL_ERR_ARGUMENT); a model holds at most NNL_MAX_LAYERS layers.
    ACTIVATIONS: linear, relu, sigmoid, tanh, softmax, leaky_relu (slope 0.2 as
    keras.activations.leaky_relu), elu, selu, gelu (exact erf form), softplus,
    softsign, swish (= silu), hard_sigmoid (Keras 2: clip(0.2x+0.5,0,1)),
@@ -306,9 +316,19 @@ NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape);
    reproducible; default 0 draws from the system's clock. */
 NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed);
 
-/* Number of layers (Input excluded) and trainable parameters. */
+/* Number of layers (Input excluded); 0 for NULL. */
 NNL_API int nnl_layer_count(const nnl_model *m);
+/* Parameter counts as Keras' summary prints them: nnl_param_count is the
+   total ("Total params", Keras' count_params()), trainable and not;
+   nnl_trainable_param_count what the optimizer updates ("Trainable
+   params"); nnl_non_trainable_param_count the rest ("Non-trainable
+   params": BatchNormalization's moving mean and variance). The first is the
+   sum of the other two. 0 for NULL. Read-only: safe to call on different
+   models concurrently, and on one model from one thread at a time, as every
+   model function. */
 NNL_API int64_t nnl_param_count(const nnl_model *m);
+NNL_API int64_t nnl_trainable_param_count(const nnl_model *m);
+NNL_API int64_t nnl_non_trainable_param_count(const nnl_model *m);
 /* Per-sample output shape of the model: writes up to NNL_MAX_RANK dims into
    shape (may be NULL) and returns the rank, or -1 with no layers. */
 NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape);
@@ -321,11 +341,24 @@ NNL_API int nnl_summary(const nnl_model *m, FILE *f);
    the full text needs, excluding the NUL, or -1 on error. */
 NNL_API int64_t nnl_summary_string(const nnl_model *m, char *buf, int64_t cap);
 
-/* Weights in Keras get_weights() order: per layer, kernel (in, out) then
-   bias (out,). nnl_weight_info fills the name ("dense_1/kernel"), rank and
-   shape (name_cap bytes, NUL-terminated, may be NULL). get/set copy count
-   floats, which must equal the tensor's size. */
+/* Weights in Keras get_weights() order: every weight tensor, trainable or
+   not, per layer: Dense kernel (in, out) then bias (out,); ConvND kernel
+   (k..., in, out) then bias; BatchNormalization gamma, beta, moving_mean,
+   moving_variance (those it has). Indices 0 .. nnl_weight_count(m) - 1
+   address all of them, in the order of nnl_save_weights_npz's arr_0,
+   arr_1, ...; an index outside is NNL_ERR_ARGUMENT.
+   nnl_weight_count: the number of tensors (0 for NULL).
+   nnl_weight_trainable: *trainable = 1 when the optimizer updates tensor i,
+   0 for state such as the moving statistics (Keras' non_trainable_weights).
+   nnl_weight_info fills the name ("dense_1/kernel"), rank and shape
+   (name_cap bytes, NUL-terminated; name, rank and shape may be NULL).
+   get/set copy count floats, which must equal the tensor's size; the
+   caller owns the buffers, the model keeps no pointer to them. nnl_set_weight
+   refuses non-finite values (NNL_ERR_NUMERIC) and may set non-trainable
+   tensors too (Keras' set_weights() takes the full list). Thread-safety: as
+   every model function (get/info/count/trainable only read the model). */
 NNL_API int nnl_weight_count(const nnl_model *m);
+NNL_API int nnl_weight_trainable(const nnl_model *m, int i, int *trainable);
 NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap, int *rank,
                             int64_t *shape);
 NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count);
@@ -359,6 +392,14 @@ NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count);
               sparse_categorical_accuracy, categorical_accuracy, binary_accuracy,
               top_k_categorical_accuracy(k=5), sparse_top_k_categorical_accuracy(k=5),
               mse, mae.
+              A metric reads the targets the loss takes. With
+              sparse_categorical_crossentropy (integer class ids) only
+              accuracy, sparse_categorical_accuracy and
+              sparse_top_k_categorical_accuracy apply; with every other loss
+              (targets of the output's shape) all but the two sparse ones.
+              Another pairing is NNL_ERR_ARGUMENT at compile, naming the
+              metric and the loss (Keras would broadcast a class id against
+              every output for mse/mae: a number without meaning).
    Compiling twice replaces the optimizer (its state restarts); the weights
    stay. Fails with NNL_ERR_STATE on a model with no layers. */
 NNL_API int nnl_compile(nnl_model *m, const char *optimizer, const char *loss,
@@ -428,18 +469,25 @@ NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_s
 
 /* Loss and metrics over (x, y), in the order of nnl_history_key minus the
    val_ ones: out[0] = loss, out[1..] = metrics. out_cap values at most are
-   written; returns the status. batch_size <= 0 means 32. */
+   written; returns the status. batch_size <= 0 means 32. As nnl_fit,
+   non-finite values in x or y are refused (NNL_ERR_NUMERIC naming the
+   sample) before anything runs. */
 NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
                          const void *y, int y_dtype, int y_rank, const int64_t *y_shape,
                          int batch_size, double *out, int out_cap);
 
 /* Forward pass in inference mode. out receives n * (product of the output
    shape) floats; out_count must be at least that (NNL_ERR_SHAPE otherwise).
-   Works before compile. batch_size <= 0 means 32. */
+   Works before compile. batch_size <= 0 means 32. Non-finite values in x
+   are refused as nnl_fit refuses them (NNL_ERR_NUMERIC naming the sample;
+   out is not written): a NaN input never comes back as an answer. */
 NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
                         int batch_size, float *out, int64_t out_count);
 /* argmax of each prediction row (or > 0.5 for a single sigmoid unit) into
-   classes; count must be at least n (NNL_ERR_SHAPE otherwise). */
+   classes; count must be at least n (NNL_ERR_SHAPE otherwise). Non-finite
+   x is refused as by nnl_predict; a prediction row holding a NaN (e.g.
+   from weights that overflow) has no class: NNL_ERR_NUMERIC naming the
+   sample, and classes is left unwritten. */
 NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank,
                                 const int64_t *x_shape, int batch_size, int32_t *classes,
                                 int64_t count);
@@ -510,8 +558,9 @@ NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap);
    or NNL_ERR_ARGUMENT); malformed JSON is NNL_ERR_FORMAT. Layer names are
    kept. Weights are initialised as nnl_add does (from a clock seed): load
    them with nnl_load_weights or nnl_load_weights_npz. nnl_model_to_json of
-   the result gives back the same text nnlite wrote. The caller frees *out
-   (nnl_model_free). */
+   the result gives back the same text nnlite wrote. Loading takes time
+   linear in the number of layers; more than NNL_MAX_LAYERS (65536 by
+   default) is NNL_ERR_MEMORY. The caller frees *out (nnl_model_free). */
 NNL_API int nnl_model_from_json(const char *json, nnl_model **out);
 
 /* Writes the weights alone (and the architecture, for reference) to path in

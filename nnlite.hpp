@@ -195,7 +195,10 @@ public:
 
     /* ---- properties ---- */
     int layer_count() const { return nnl_layer_count(m_); }
+    /* As Keras' summary: total (count_params()), trainable, non-trainable. */
     int64_t param_count() const { return nnl_param_count(m_); }
+    int64_t trainable_param_count() const { return nnl_trainable_param_count(m_); }
+    int64_t non_trainable_param_count() const { return nnl_non_trainable_param_count(m_); }
     Shape output_shape() const { return shape_of(nnl_output_shape); }
     Shape input_shape() const { return shape_of(nnl_input_shape); }
     std::string summary() const {
@@ -277,23 +280,48 @@ public:
         return v;
     }
 
-    /* ---- weights ---- */
+    /* ---- weights: every tensor, trainable or not, in Keras get_weights() order ---- */
+    int weight_count() const { return nnl_weight_count(m_); }
+    Shape weight_shape(int i) const {
+        int rank = 0;
+        int64_t s[NNL_MAX_RANK];
+        check(nnl_weight_info(m_, i, nullptr, 0, &rank, s));
+        return Shape(s, s + rank);
+    }
+    std::string weight_name(int i) const {
+        char name[512];
+        check(nnl_weight_info(m_, i, name, (int)sizeof name, nullptr, nullptr));
+        return name;
+    }
+    /* false for state the optimizer leaves alone (BatchNormalization's moving statistics) */
+    bool weight_trainable(int i) const {
+        int t = 0;
+        check(nnl_weight_trainable(m_, i, &t));
+        return t != 0;
+    }
     std::vector<std::vector<float>> get_weights() const {
         std::vector<std::vector<float>> w;
-        for (int i = 0; i < nnl_weight_count(m_); i++) {
-            int rank = 0;
-            int64_t s[NNL_MAX_RANK];
-            check(nnl_weight_info(m_, i, nullptr, 0, &rank, s));
-            std::vector<float> t((size_t)shape_size(Shape(s, s + rank)));
+        for (int i = 0; i < weight_count(); i++) {
+            std::vector<float> t((size_t)shape_size(weight_shape(i)));
             check(nnl_get_weight(m_, i, t.data(), (int64_t)t.size()));
             w.push_back(std::move(t));
         }
         return w;
     }
+    /* Keras' set_weights(): the full list get_weights() returns; the model
+       changes only when every tensor fits. */
     void set_weights(const std::vector<std::vector<float>> &w) {
-        if ((int)w.size() != nnl_weight_count(m_))
-            throw Error(NNL_ERR_SHAPE, "nnlite::Model::set_weights: wrong number of tensors");
-        for (size_t i = 0; i < w.size(); i++) check(nnl_set_weight(m_, (int)i, w[i].data(), (int64_t)w[i].size()));
+        int n = weight_count();
+        if ((int64_t)w.size() != n)
+            throw Error(NNL_ERR_SHAPE, "nnlite::Model::set_weights: got " + std::to_string(w.size()) +
+                                           " tensors, the model has " + std::to_string(n));
+        for (int i = 0; i < n; i++)
+            if ((int64_t)w[(size_t)i].size() != shape_size(weight_shape(i)))
+                throw Error(NNL_ERR_SHAPE, "nnlite::Model::set_weights: tensor " + std::to_string(i) + " (" +
+                                               weight_name(i) + ") holds " + std::to_string(w[(size_t)i].size()) +
+                                               " values, the model's has " +
+                                               std::to_string(shape_size(weight_shape(i))));
+        for (int i = 0; i < n; i++) check(nnl_set_weight(m_, i, w[(size_t)i].data(), (int64_t)w[(size_t)i].size()));
     }
 
     /* ---- model files (nnlite.h's nnl_save_model & co) ---- */

@@ -140,6 +140,43 @@ TEST_CASE("C++: weights and model files") {
     rmdir(dir);
 }
 
+TEST_CASE("C++: get_weights/set_weights cover every tensor of a model with BatchNormalization") {
+    nnlite::Model m;
+    m.set_seed(1).add({"Dense(4, activation='relu', input_shape=(3,))", "BatchNormalization()", "Dense(2)"});
+    m.compile("adam", "mse");
+    std::vector<float> x = {0.5f, -1.f, 2.f, 1.f, 1.f, -3.f, 0.f, 2.f, 1.f, -1.f, 0.f, 0.f};
+    std::vector<float> y = {1.f, 0.f, 0.f, 1.f, 1.f, 1.f, 0.f, 0.f};
+    nnlite::FitOptions o;
+    o.epochs = 3;
+    o.verbose = 0;
+    m.fit(x, {4, 3}, y, {4, 2}, o); /* moves the moving statistics away from 0 and 1 */
+    CHECK(m.weight_count() == 8);
+    CHECK(m.param_count() == 42);
+    CHECK(m.trainable_param_count() == 34);
+    CHECK(m.non_trainable_param_count() == 8);
+    std::vector<bool> trainable;
+    for (int i = 0; i < m.weight_count(); i++) trainable.push_back(m.weight_trainable(i));
+    CHECK(trainable == std::vector<bool>{true, true, true, true, false, false, true, true});
+    CHECK(m.weight_name(4) == "batch_normalization/moving_mean");
+    CHECK(m.weight_name(7) == "dense_1/bias");
+    CHECK(m.weight_shape(6) == nnlite::Shape{4, 2});
+    std::vector<std::vector<float>> w = m.get_weights();
+    REQUIRE(w.size() == 8); /* the last Dense's kernel and bias included */
+    for (int i = 0; i < 8; i++) {
+        std::vector<float> t((size_t)nnlite::shape_size(m.weight_shape(i)));
+        nnl_get_weight(m.get(), i, t.data(), (int64_t)t.size());
+        CHECK(w[(size_t)i] == t);
+    }
+    nnlite::Model n;
+    n.set_seed(2).add({"Dense(4, activation='relu', input_shape=(3,))", "BatchNormalization()", "Dense(2)"});
+    n.set_weights(w);
+    CHECK(n.get_weights() == w);
+    CHECK(n.predict(x, {4, 3}) == m.predict(x, {4, 3}));
+    w.pop_back();
+    CHECK_THROWS_AS(n.set_weights(w), nnlite::Error);
+    CHECK_THROWS_AS(m.weight_trainable(8), nnlite::Error);
+}
+
 TEST_CASE("C++: the version handshake passed") {
     CHECK_NOTHROW(nnlite::init());
     CHECK(nnl_init(NNL_VERSION_NUMBER + 10000) == NNL_ERR_UNSUPPORTED);

@@ -12,3 +12,4 @@
 #include "unit_optimizers.hpp"
 #include "unit_fuzz.hpp"
 #include "unit_reference.hpp"
+#include "unit_defects.hpp"

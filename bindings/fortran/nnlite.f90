@@ -67,6 +67,14 @@ module nnlite
         procedure :: predict_classes => model_predict_classes
         procedure :: summary => model_summary
         procedure :: param_count => model_param_count
+        procedure :: trainable_param_count => model_trainable_param_count
+        procedure :: non_trainable_param_count => model_non_trainable_param_count
+        procedure :: weight_count => model_weight_count
+        procedure :: weight_shape => model_weight_shape
+        procedure :: weight_name => model_weight_name
+        procedure :: weight_trainable => model_weight_trainable
+        procedure :: get_weight => model_get_weight
+        procedure :: set_weight => model_set_weight
         procedure :: history => model_history
         procedure :: learning_rate => model_learning_rate
         procedure :: set_learning_rate => model_set_learning_rate
@@ -204,6 +212,49 @@ module nnlite
             import :: c_ptr, c_int64_t
             type(c_ptr), value :: m
             integer(c_int64_t) :: c_param_count
+        end function
+        function c_trainable_param_count(m) bind(C, name="nnl_trainable_param_count")
+            import :: c_ptr, c_int64_t
+            type(c_ptr), value :: m
+            integer(c_int64_t) :: c_trainable_param_count
+        end function
+        function c_non_trainable_param_count(m) bind(C, name="nnl_non_trainable_param_count")
+            import :: c_ptr, c_int64_t
+            type(c_ptr), value :: m
+            integer(c_int64_t) :: c_non_trainable_param_count
+        end function
+        function c_weight_count(m) bind(C, name="nnl_weight_count")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int) :: c_weight_count
+        end function
+        function c_weight_trainable(m, i, t) bind(C, name="nnl_weight_trainable")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int), value :: i
+            integer(c_int) :: t
+            integer(c_int) :: c_weight_trainable
+        end function
+        function c_weight_info(m, i, name, cap, rank, shape) bind(C, name="nnl_weight_info")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m, name, shape
+            integer(c_int), value :: i, cap
+            integer(c_int) :: rank
+            integer(c_int) :: c_weight_info
+        end function
+        function c_get_weight(m, i, out, n) bind(C, name="nnl_get_weight")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: m, out
+            integer(c_int), value :: i
+            integer(c_int64_t), value :: n
+            integer(c_int) :: c_get_weight
+        end function
+        function c_set_weight(m, i, in, n) bind(C, name="nnl_set_weight")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: m, in
+            integer(c_int), value :: i
+            integer(c_int64_t), value :: n
+            integer(c_int) :: c_set_weight
         end function
         function c_history_get(m, key, out, cap) bind(C, name="nnl_history_get")
             import :: c_ptr, c_int, c_char
@@ -637,10 +688,104 @@ contains
         call finish(rc, status, "summary")
     end subroutine
 
+    !> All weights, trainable or not: Keras' count_params() ("Total params").
     integer(c_int64_t) function model_param_count(self)
         class(nnl_model), intent(in) :: self
         model_param_count = c_param_count(self%handle)
     end function
+
+    !> The summary's "Trainable params": what the optimizer updates.
+    integer(c_int64_t) function model_trainable_param_count(self)
+        class(nnl_model), intent(in) :: self
+        model_trainable_param_count = c_trainable_param_count(self%handle)
+    end function
+
+    !> The summary's "Non-trainable params" (BatchNormalization's moving statistics).
+    integer(c_int64_t) function model_non_trainable_param_count(self)
+        class(nnl_model), intent(in) :: self
+        model_non_trainable_param_count = c_non_trainable_param_count(self%handle)
+    end function
+
+    ! ---- weights ----
+    ! Every weight tensor, trainable or not, in Keras get_weights() order,
+    ! numbered 1 .. weight_count() here (nnlite.h's index i - 1). A tensor of
+    ! C shape (in, out) is the Fortran array w(out, in): shapes are reversed,
+    ! as for x.
+
+    !> Number of weight tensors (BatchNormalization's moving statistics included).
+    integer function model_weight_count(self)
+        class(nnl_model), intent(in) :: self
+        model_weight_count = int(c_weight_count(self%handle))
+    end function
+
+    !> Fortran shape of weight i: a Dense kernel (in, out) gives [out, in].
+    function model_weight_shape(self, i) result(fs)
+        class(nnl_model), intent(in) :: self
+        integer, intent(in) :: i
+        integer(c_int64_t), allocatable :: fs(:)
+        integer(c_int64_t), target :: cs(8)
+        integer(c_int) :: r
+        integer :: k
+        r = 0
+        call finish(c_weight_info(self%handle, int(i - 1, c_int), c_null_ptr, 0_c_int, r, c_loc(cs)), &
+                    what="weight_shape")
+        allocate (fs(r))
+        do k = 1, int(r)
+            fs(k) = cs(int(r) + 1 - k)
+        end do
+    end function
+
+    !> Name of weight i, e.g. "dense_1/kernel".
+    function model_weight_name(self, i) result(name)
+        class(nnl_model), intent(in) :: self
+        integer, intent(in) :: i
+        character(len=:), allocatable :: name
+        character(kind=c_char), target :: buf(512)
+        integer(c_int) :: r
+        integer :: k, n
+        buf = c_null_char
+        call finish(c_weight_info(self%handle, int(i - 1, c_int), c_loc(buf), 512_c_int, r, c_null_ptr), &
+                    what="weight_name")
+        n = 0
+        do while (n < 512)
+            if (buf(n + 1) == c_null_char) exit
+            n = n + 1
+        end do
+        allocate (character(len=n) :: name)
+        do k = 1, n
+            name(k:k) = buf(k)
+        end do
+    end function
+
+    !> .false. for state the optimizer leaves alone (moving statistics).
+    logical function model_weight_trainable(self, i)
+        class(nnl_model), intent(in) :: self
+        integer, intent(in) :: i
+        integer(c_int) :: t
+        t = 0
+        call finish(c_weight_trainable(self%handle, int(i - 1, c_int), t), what="weight_trainable")
+        model_weight_trainable = t /= 0
+    end function
+
+    !> Copies weight i into w (any rank; size(w) must equal the tensor's size).
+    subroutine model_get_weight(self, i, w, status)
+        class(nnl_model), intent(in) :: self
+        integer, intent(in) :: i
+        real(c_float), intent(inout), contiguous, target :: w(..)
+        integer, intent(out), optional :: status
+        call finish(c_get_weight(self%handle, int(i - 1, c_int), c_loc(w), int(size(w), c_int64_t)), status, &
+                    "get_weight")
+    end subroutine
+
+    !> Sets weight i from w (size(w) must equal the tensor's size; finite values).
+    subroutine model_set_weight(self, i, w, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(in) :: i
+        real(c_float), intent(in), contiguous, target :: w(..)
+        integer, intent(out), optional :: status
+        call finish(c_set_weight(self%handle, int(i - 1, c_int), c_loc(w), int(size(w), c_int64_t)), status, &
+                    "set_weight")
+    end subroutine
 
     !> Per-epoch values of a history key ("loss", "val_accuracy", ...); empty when unknown.
     function model_history(self, key) result(v)

@@ -85,6 +85,9 @@ program test_nnlite
                    "set_device cuda without a GPU: NNL_ERR_UNSUPPORTED")
     end if
 
+    ! weights with BatchNormalization: every tensor, trainable flags, Keras' counts (issue 11)
+    call weight_list_with_batch_normalization()
+
     ! files (nnl_save_model & co)
     call get_environment_variable("TMPDIR", dir)
     if (len_trim(dir) == 0) dir = "/tmp"
@@ -161,6 +164,67 @@ contains
             end function
         end interface
         call check(c_get_weight(model%handle, 0_c_int, c_loc(w), int(size(w), c_int64_t)) == NNL_OK, "get_weight")
+    end subroutine
+
+    subroutine weight_list_with_batch_normalization()
+        type(nnl_model) :: a, b
+        real(c_float) :: xb(3, 4), pa(2, 4), pb(2, 4)
+        real(c_float), allocatable :: w(:), k(:, :)
+        integer(c_int64_t), allocatable :: s(:)
+        logical :: flags(8)
+        integer :: i, st
+        call a%create(seed=1)
+        call a%add("Dense(4, activation='relu', input_shape=(3,))")
+        call a%add("BatchNormalization()")
+        call a%add("Dense(2)")
+        call b%create(seed=2)
+        call b%add("Dense(4, activation='relu', input_shape=(3,))")
+        call b%add("BatchNormalization()")
+        call b%add("Dense(2)")
+        call check(a%weight_count() == 8, "8 weight tensors with BatchNormalization")
+        call check(a%param_count() == 42, "param_count is the total (42)")
+        call check(a%trainable_param_count() == 34, "34 trainable")
+        call check(a%non_trainable_param_count() == 8, "8 non-trainable")
+        do i = 1, 8
+            flags(i) = a%weight_trainable(i)
+        end do
+        call check(all(flags .eqv. [.true., .true., .true., .true., .false., .false., .true., .true.]), &
+                   "trainable flags: moving statistics are not")
+        call check(a%weight_name(5) == "batch_normalization/moving_mean", "weight_name(5)")
+        call check(a%weight_name(8) == "dense_1/bias", "weight_name(8)")
+        s = a%weight_shape(7)
+        call check(size(s) == 2 .and. s(1) == 2 .and. s(2) == 4, "weight_shape(7): kernel (4, 2) is k(2, 4)")
+        ! the last Dense's kernel: k(out, in); zero it and set the bias: the output is the bias
+        allocate (k(2, 4))
+        k = 0
+        call a%set_weight(7, k)
+        call a%set_weight(8, [1.0_c_float, 2.0_c_float])
+        call a%set_weight(6, [2.0_c_float, 1.0_c_float, 0.5_c_float, 3.0_c_float]) ! moving variance
+        do i = 1, 4
+            xb(:, i) = [real(i, c_float), -0.5_c_float * i, 1.0_c_float]
+        end do
+        call a%predict(xb, pa)
+        call check(all(pa(1, :) == 1) .and. all(pa(2, :) == 2), "weights 7 and 8 are the last Dense")
+        k(1, 1) = 0.5
+        call a%set_weight(7, k)
+        ! every tensor into the other model: the same predictions
+        do i = 1, a%weight_count()
+            s = a%weight_shape(i)
+            allocate (w(product(s)))
+            call a%get_weight(i, w)
+            call b%set_weight(i, w)
+            deallocate (w)
+        end do
+        call a%predict(xb, pa)
+        call b%predict(xb, pb)
+        call check(all(pa == pb), "get_weight/set_weight of all 8 tensors carry the model")
+        allocate (w(4))
+        call a%get_weight(9, w, status=st)
+        call check(st == NNL_ERR_ARGUMENT, "weight 9 of 8: NNL_ERR_ARGUMENT")
+        call a%get_weight(1, w, status=st)
+        call check(st == NNL_ERR_SHAPE, "4 values for a kernel of 12: NNL_ERR_SHAPE")
+        call a%free()
+        call b%free()
     end subroutine
 
     subroutine delete(path)

@@ -150,6 +150,57 @@ class Training(unittest.TestCase):
         m2.set_weights(w)
         np.testing.assert_array_equal(m2.predict(xv), m.predict(xv))
 
+    def test_weights_with_batch_normalization(self):
+        # issue 11: get_weights() returned 6 of the 8 arrays (the last Dense missing)
+        def build(seed):
+            m = nnlite.Sequential([layers.Dense(4, activation="relu", input_shape=(3,)),
+                                   layers.BatchNormalization(), layers.Dense(2)], seed=seed)
+            m.compile(optimizer="adam", loss="mse", metrics=["mae"])
+            return m
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(16, 3)).astype(np.float32)
+        y = rng.normal(size=(16, 2)).astype(np.float32)
+        m = build(1)
+        m.fit(x, y, epochs=2, batch_size=8, verbose=0)  # the moving statistics move
+        w = m.get_weights()
+        self.assertEqual([a.shape for a in w], [(3, 4), (4,), (4,), (4,), (4,), (4,), (4, 2), (2,)])
+        # equal to nnl_get_weight's, index by index
+        L = nnlite._lib.lib
+        for i, a in enumerate(w):
+            b = np.empty(a.shape, dtype=np.float32)
+            self.assertEqual(L.nnl_get_weight(m.handle, i, b.ctypes.data_as(nnlite._lib.P_float), b.size), 0)
+            np.testing.assert_array_equal(a, b)
+        self.assertFalse(np.array_equal(w[4], np.zeros(4)))  # moving mean, after training
+        # Keras' counts: count_params is the total
+        self.assertEqual(m.count_params(), 42)
+        self.assertEqual(m.count_trainable_params(), 34)
+        self.assertEqual(m.count_non_trainable_params(), 8)
+        self.assertEqual(m.weights_trainable, [True] * 4 + [False] * 2 + [True] * 2)
+        self.assertEqual(sum(a.size for a in m.trainable_weights), 34)
+        self.assertEqual([a.shape for a in m.non_trainable_weights], [(4,), (4,)])
+        text = m.summary(print_fn=lambda s: None)
+        self.assertIn("Trainable params: 34", text)
+        self.assertIn("Non-trainable params: 8", text)
+        # set_weights() takes Keras' full list back
+        m2 = build(2)
+        m2.set_weights(w)
+        for a, b in zip(m2.get_weights(), w):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(m2.predict(x), m.predict(x))
+        with self.assertRaises(nnlite.ShapeError):
+            m2.set_weights(w[:6])
+        with self.assertRaises(nnlite.ShapeError):
+            m2.set_weights(w[:6] + [w[6].T, w[7]])  # a transposed kernel is not the kernel
+
+    def test_non_finite_input_is_refused(self):
+        x, y = quadrants(20, 9)
+        m = quadrant_model()
+        x[3, 1] = np.nan
+        for call in (lambda: m.evaluate(x, y), lambda: m.predict(x), lambda: m.predict_classes(x)):
+            with self.assertRaises(nnlite.NumericError) as cm:
+                call()
+            self.assertIn("sample 3", str(cm.exception))
+
     def test_callbacks(self):
         x, y = quadrants(200, 7)
         m = quadrant_model()

@@ -140,6 +140,14 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
+    # weight list (issue 11): trainable flags and counts; absent from an older library
+    for name, res, args in (
+        ("nnl_weight_trainable", c_int, (c_void_p, c_int, ctypes.POINTER(c_int))),
+        ("nnl_trainable_param_count", c_int64, (c_void_p,)),
+        ("nnl_non_trainable_param_count", c_int64, (c_void_p,)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
     # GPU (issue 6); a library built without CUDA has them and answers "no GPU"
     for name, res, args in (
         ("nnl_cuda_device_count", c_int, ()),

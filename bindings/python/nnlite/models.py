@@ -28,8 +28,8 @@ def _raise_for(status):
 
 def _need(name):
     if not hasattr(_L, name):
-        raise errors.UnsupportedError("nnlite: %s is not in the loaded library %s (version %s); model files "
-                                      "need a newer libnnlite" % (name, _lib.path, _L.nnl_version().decode()),
+        raise errors.UnsupportedError("nnlite: %s is not in the loaded library %s (version %s); this call "
+                                      "needs a newer libnnlite" % (name, _lib.path, _L.nnl_version().decode()),
                                       errors.UNSUPPORTED)
     return getattr(_L, name)
 
@@ -181,7 +181,16 @@ class Sequential:
 
     # ---- properties ----
     def count_params(self):
+        """All weights, trainable or not: Keras' count_params() ("Total params")."""
         return int(_L.nnl_param_count(self.handle))
+
+    def count_trainable_params(self):
+        """The summary's "Trainable params": what the optimizer updates."""
+        return int(_need("nnl_trainable_param_count")(self.handle))
+
+    def count_non_trainable_params(self):
+        """The summary's "Non-trainable params" (BatchNormalization's moving statistics)."""
+        return int(_need("nnl_non_trainable_param_count")(self.handle))
 
     @property
     def input_shape(self):
@@ -222,26 +231,61 @@ class Sequential:
         return text
 
     # ---- weights ----
+    def _weight_shape(self, i):
+        rank = ctypes.c_int()
+        shape = (ctypes.c_int64 * 8)()
+        _raise_for(_L.nnl_weight_info(self.handle, i, None, 0, ctypes.byref(rank), shape))
+        return tuple(shape[:rank.value])
+
+    def _weight(self, i):
+        a = np.empty(self._weight_shape(i), dtype=np.float32)
+        _raise_for(_L.nnl_get_weight(self.handle, i, a.ctypes.data_as(_lib.P_float), a.size))
+        return a
+
+    def _trainable(self, i):
+        t = ctypes.c_int()
+        _raise_for(_need("nnl_weight_trainable")(self.handle, i, ctypes.byref(t)))
+        return bool(t.value)
+
     def get_weights(self):
-        """Keras' get_weights(): per layer, kernel then bias, as float32 arrays."""
-        out = []
-        for i in range(_L.nnl_weight_count(self.handle)):
-            rank = ctypes.c_int()
-            shape = (ctypes.c_int64 * 8)()
-            _raise_for(_L.nnl_weight_info(self.handle, i, None, 0, ctypes.byref(rank), shape))
-            a = np.empty(tuple(shape[:rank.value]), dtype=np.float32)
-            _raise_for(_L.nnl_get_weight(self.handle, i, a.ctypes.data_as(_lib.P_float), a.size))
-            out.append(a)
-        return out
+        """Keras' get_weights(): every weight tensor, trainable or not, as
+        float32 arrays in Keras' order (per layer: kernel, bias;
+        BatchNormalization: gamma, beta, moving_mean, moving_variance)."""
+        return [self._weight(i) for i in range(_L.nnl_weight_count(self.handle))]
 
     def set_weights(self, weights):
+        """Keras' set_weights(): the full list get_weights() returns (shapes
+        must match; the model changes only when all do)."""
         n = _L.nnl_weight_count(self.handle)
+        weights = list(weights)
         if len(weights) != n:
             raise errors.ShapeError("nnlite: set_weights got %d arrays, the model has %d" % (len(weights), n),
                                     errors.SHAPE)
+        arrays = []
         for i, w in enumerate(weights):
             a = np.ascontiguousarray(w, dtype=np.float32)
+            want = self._weight_shape(i)
+            if a.shape != want:
+                raise errors.ShapeError("nnlite: set_weights: array %d has shape %s, the model's weight %d has %s"
+                                        % (i, a.shape, i, want), errors.SHAPE)
+            arrays.append(a)
+        for i, a in enumerate(arrays):
             _raise_for(_L.nnl_set_weight(self.handle, i, a.ctypes.data_as(_lib.P_float), a.size))
+
+    @property
+    def weights_trainable(self):
+        """One bool per get_weights() entry: True where the optimizer updates it."""
+        return [self._trainable(i) for i in range(_L.nnl_weight_count(self.handle))]
+
+    @property
+    def trainable_weights(self):
+        """Keras' trainable_weights, as arrays (copies), in get_weights() order."""
+        return [self._weight(i) for i in range(_L.nnl_weight_count(self.handle)) if self._trainable(i)]
+
+    @property
+    def non_trainable_weights(self):
+        """Keras' non_trainable_weights (BatchNormalization's moving statistics), as arrays."""
+        return [self._weight(i) for i in range(_L.nnl_weight_count(self.handle)) if not self._trainable(i)]
 
     # ---- training ----
     def fit(self, x, y, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
