@@ -153,8 +153,9 @@ static inline int ex_readable(const char *path) {
    When nothing is found, says how to get the data and exits 2. The result
    lives in a static buffer. */
 static inline const char *ex_find_data(const char *given, int fashion) {
-    static const char *const mnist[] = {"./data/mnist", "../shared/data/mnist",
-                                        "~/.keras/datasets/mnist.npz", "/usr/share/datasets/mnist"};
+    /* ../shared/data/mnist: where nnlite's developers keep it */
+    static const char *const mnist[] = {"./data/mnist", "~/.keras/datasets/mnist.npz", "/usr/share/datasets/mnist",
+                                        "../shared/data/mnist"};
     static const char *const fmnist[] = {"/usr/share/datasets/fashion-mnist"};
     static char path[4096], probe[4200];
     const char *const *places = fashion ? fmnist : mnist;
@@ -179,8 +180,10 @@ static inline const char *ex_find_data(const char *given, int fashion) {
     for (i = 0; i < n; i++) fprintf(stderr, " %s", places[i]);
     fprintf(stderr,
             "\nTo get it:\n"
-            "  MNIST: the four idx .gz files from http://yann.lecun.com/exdb/mnist/ (in one\n"
-            "    folder) or Keras' mnist.npz; pass the folder or file as the first argument.\n"
+            "  MNIST: Keras' mnist.npz, from\n"
+            "    https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz\n"
+            "    (or the four idx .gz files of the MNIST database, in one folder); pass the\n"
+            "    file or folder as the first argument, or put it in one of the places above.\n"
             "  Fashion-MNIST (Debian): apt-get install dataset-fashion-mnist\n"
             "    then pass /usr/share/datasets/fashion-mnist as the first argument.\n");
     exit(2);

@@ -4,7 +4,7 @@
    classes, counts and normalised. Each is checked structurally
    (tests/svg_check.hpp): well-formed XML, points marked, round ticks, a
    legend that covers no curve, labels inside the picture without a wide
-   gap. Rendered by eye: see README "Pictures". */
+   gap. */
 #include <doctest/doctest.h>
 
 #include <cstdio>
