@@ -20,9 +20,12 @@ prefix=$work/prefix
 export OMP_NUM_THREADS=1
 unset LD_LIBRARY_PATH
 # uses_installed_so PROGRAM: runs on the installed libnnlite.so.0, found by its rpath
-uses_installed_so() {
-    readelf -d "$1" | grep -E 'R(UN)?PATH' | grep -q "$prefix/lib" || { echo "consumers: $1 has no rpath to $prefix/lib" >&2; exit 1; }
-    ldd "$1" | grep -q "libnnlite.so.0 => $prefix/lib/libnnlite.so.0" || { echo "consumers: $1 does not load $prefix/lib/libnnlite.so.0" >&2; ldd "$1" >&2; exit 1; }
+uses_installed_so() {  # (outputs captured first: grep -q in a pipe would end it early)
+    local dyn libs
+    dyn=$(readelf -d "$1") libs=$(ldd "$1")
+    grep -E 'R(UN)?PATH' <<<"$dyn" | grep -q "$prefix/lib" || { echo "consumers: $1 has no rpath to $prefix/lib" >&2; exit 1; }
+    grep -q "libnnlite.so.0 => $prefix/lib/libnnlite.so.0" <<<"$libs" ||
+        { echo "consumers: $1 does not load $prefix/lib/libnnlite.so.0" >&2; echo "$libs" >&2; exit 1; }
 }
 CC=${CC:-cc}
 CXX=${CXX:-g++}
