@@ -5810,7 +5810,8 @@ static std::string svg_panel(const Model &m, const std::string &key, double x0, 
         }
     }
 
-    std::string s = format("<g class='panel'>\n<text x='%.1f' y='%.1f' font-size='16' text-anchor='middle'>model %s</text>\n",
+    std::string s = format("<g class='panel'>\n"
+                           "<text x='%.1f' y='%.1f' font-size='16' text-anchor='middle'>model %s</text>\n",
                            (L + R) / 2, y0 + 24, xml_escape(key).c_str());
     for (double v : yt)
         s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#e5e5e5'/>"
@@ -5824,7 +5825,8 @@ static std::string svg_panel(const Model &m, const std::string &key, double x0, 
     s += format("<rect class='frame' x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", L, T,
                 R - L, B - T);
     s += format("<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n", (L + R) / 2, B + 32);
-    s += format("<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
+    s += format("<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' "
+                "transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
                 x0 + 18, (T + B) / 2, x0 + 18, (T + B) / 2, xml_escape(key).c_str());
     const bool markers = n <= 60; /* beyond that the points would merge into a band */
     for (size_t k = 0; k < series.size(); k++) {
@@ -5844,7 +5846,8 @@ static std::string svg_panel(const Model &m, const std::string &key, double x0, 
     if (!series.empty()) { /* the box is drawn inside the plot; outside it only marks the legend's extent */
         double gw = inside ? bw : bw * (double)names.size(), gh = inside ? bh : row;
         s += format("<g class='legend'>\n<rect class='legend-box' x='%.1f' y='%.1f' width='%.1f' height='%.1f' %s/>\n",
-                    lx, inside ? ly : ly - row / 2, gw, gh, inside ? "fill='white' stroke='#ccc' rx='3'" : "fill='none'");
+                    lx, inside ? ly : ly - row / 2, gw, gh,
+                    inside ? "fill='white' stroke='#ccc' rx='3'" : "fill='none'");
         for (size_t k = 0; k < names.size(); k++) {
             double ex = inside ? lx + 8 : lx + bw * (double)k + 8, ey = inside ? ly + 6 + row * (k + 0.5) : ly;
             s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='1.8'/>%s"
@@ -5866,7 +5869,8 @@ static std::string svg_history(const Model &m) {
     std::stable_partition(keys.begin(), keys.end(), [](const std::string &k) { return k != "loss"; });
     double pw = 420, ph = 300, W = pw * (double)keys.size();
     std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
-                           "font-family='DejaVu Sans, Arial, sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+                           "font-family='DejaVu Sans, Arial, sans-serif'>\n"
+                           "<rect width='100%%' height='100%%' fill='white'/>\n",
                            W, ph, W, ph);
     for (size_t i = 0; i < keys.size(); i++) s += svg_panel(m, keys[i], pw * (double)i, 0, pw, ph);
     return s + "</svg>\n";
@@ -5874,7 +5878,8 @@ static std::string svg_history(const Model &m) {
 
 /* matplotlib's Blues from white (a = 0) to its dark end #08306b (a = 1) */
 static std::string blues(double a) {
-    return format("rgb(%d,%d,%d)", (int)(255 - a * (255 - 8)), (int)(255 - a * (255 - 48)), (int)(255 - a * (255 - 107)));
+    return format("rgb(%d,%d,%d)", (int)(255 - a * (255 - 8)), (int)(255 - a * (255 - 48)),
+                  (int)(255 - a * (255 - 107)));
 }
 
 static std::string svg_confusion(const int64_t *cm, int n, const char *const *labels, bool normalize,
@@ -5915,7 +5920,8 @@ static std::string svg_confusion(const int64_t *cm, int n, const char *const *la
     /* the title centred over the cells, moved in when it is wider than they are */
     const double head_x = std::min(std::max(left + side / 2, head_w / 2 + 8), W - head_w / 2 - 8);
     std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
-                           "font-family='DejaVu Sans, Arial, sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
+                           "font-family='DejaVu Sans, Arial, sans-serif'>\n"
+                           "<rect width='100%%' height='100%%' fill='white'/>\n",
                            W, H, W, H);
     s += format("<defs><linearGradient id='nnl_blues' x1='0' y1='1' x2='0' y2='0'><stop offset='0' stop-color='%s'/>"
                 "<stop offset='1' stop-color='%s'/></linearGradient></defs>\n", blues(0).c_str(), blues(1).c_str());
@@ -5936,7 +5942,8 @@ static std::string svg_confusion(const int64_t *cm, int n, const char *const *la
             }
             s += "\n";
         }
-    s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", left, top, side, side);
+    s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", left, top, side,
+                side);
     for (int i = 0; i < n; i++) {
         std::string l = xml_escape(label[(size_t)i]);
         s += format("<text class='label-y' x='%.1f' y='%.1f' font-size='%.1f' text-anchor='end'>%s</text>\n", left - 6,
