@@ -2,7 +2,8 @@
 #
 #   make              build/libnnlite.a, build/libnnlite.so and every examples/*.c
 #   make test         install missing test packages (Debian), build and run all tests
-#   make demo         K-MLP on Fashion-MNIST (scripts/demo.sh)
+#   make demo         K-MLP on Fashion-MNIST (scripts/demo.sh); pictures into $(BUILD)/
+#   make deps         only install what test and demo need (scripts/deps.sh all)
 #   make clean
 #
 # Options: OPENMP=0 (no threads), SANITIZE=1 (ASan + UBSan, builds in build-san/),
@@ -81,7 +82,7 @@ $(STAMP):
 	@mkdir -p $(@D)
 	@printf '%s\n' '$(STAMP_TEXT)' > $@
 
-.PHONY: all lib examples tests test demo clean gpu-tests
+.PHONY: all lib examples tests test demo deps clean gpu-tests
 .DEFAULT_GOAL := all
 .SECONDARY:
 .DELETE_ON_ERROR:
@@ -210,6 +211,10 @@ check-cuda-build:
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
 
+# The packages make test and make demo install by themselves, alone.
+deps:
+	@bash scripts/deps.sh all
+
 # ---- fuzzing: libFuzzer targets fuzz/fuzz_*.cpp -> build-fuzz/fuzz_* ----
 # Needs clang and its runtime (Debian: clang, libclang-rt-14-dev). Each target
 # compiles nnlite.cpp in, with ASan + UBSan. `make fuzz-run FUZZ_SECONDS=600`
@@ -288,6 +293,12 @@ $(CXX_WRAP): tests/cxx_wrapper.cpp nnlite.hpp nnlite.h $(LIB_A) $(STAMP)
 	$(CXX) $(NNL_CXXFLAGS) -Wall -Wextra -pedantic -Werror $< $(LIB_A) -o $@ $(NNL_LDFLAGS) $(LIBS)
 
 CHECKS += symbols cxx fortran python consumers
+# Examples name an unknown option and write files only where they are told
+# (--out DIR) or beside themselves, never into the current folder.
+CHECKS += examples
+.PHONY: check-examples
+check-examples: $(EXAMPLES) $(F_EXAMPLES)
+	bash scripts/check_examples.sh $(BUILD)
 .PHONY: check-symbols check-cxx check-fortran check-python check-consumers
 # The exported symbols are exactly scripts/abi/nnlite.symbols (after adding
 # an API function: make update-symbols, and commit the file).

@@ -5830,24 +5830,112 @@ NNL_API int nnl_print_confusion_matrix(FILE *f, const int64_t *cm, int num_class
 
 /* ---- Pictures: training curves and confusion matrices as SVG ------------
    SVG needs no library and opens in any browser; the layout follows the
-   Keras tutorial's plots ("model accuracy", "model loss", a blue heat map). */
+   Keras tutorial's plots ("model accuracy", "model loss", a blue heat map),
+   made fit for a paper: points marked (one epoch is a visible point), ticks
+   at round values, a legend placed where no curve is, label margins sized to
+   the labels. Text widths are estimated (0.6 em per character, about
+   DejaVu Sans' widest digits), so the layout needs no font metrics. Every
+   element a test must find carries a class (tick-x, tick-y, marker, curve, frame,
+   legend-box, ...). */
 namespace nnl {
 
+/* Text for XML: markup characters escaped; bytes that are not valid UTF-8,
+   and control characters XML 1.0 forbids, become U+FFFD, so any label gives a
+   well-formed file. */
 static std::string xml_escape(const std::string &s) {
     std::string o;
-    for (char c : s) {
+    const auto *u = (const unsigned char *)s.data();
+    size_t n = s.size();
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
+        if (ok && len > 1) { /* reject overlong forms, surrogates and > U+10FFFF */
+            unsigned cp = len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+            for (size_t k = 1; k < len; k++) cp = (cp << 6) | (u[i + k] & 0x3F);
+            ok = cp >= (len == 2 ? 0x80u : len == 3 ? 0x800u : 0x10000u) && cp <= 0x10FFFF &&
+                 !(cp >= 0xD800 && cp <= 0xDFFF);
+        }
+        if (!ok || (c < 0x20 && c != '\t' && c != '\n' && c != '\r')) {
+            o += "\xEF\xBF\xBD";
+            i += ok ? len : 1;
+            continue;
+        }
         if (c == '<') o += "&lt;";
         else if (c == '>') o += "&gt;";
         else if (c == '&') o += "&amp;";
         else if (c == '"') o += "&quot;";
-        else o += c;
+        else if (c == '\'') o += "&apos;";
+        else o.append(s, i, len);
+        i += len;
     }
     return o;
 }
 
+/* Estimated width in pixels of s at font size fs (characters, not bytes). */
+static double text_width(const std::string &s, double fs) {
+    size_t chars = 0;
+    for (unsigned char c : s) chars += (c & 0xC0) != 0x80;
+    return 0.6 * fs * (double)chars;
+}
+
+/* Round tick values inside [lo, hi]: steps of 1, 2 or 5 times a power of ten,
+   at most about `most` of them (integer steps only when `integer`). *decimals
+   receives the digits after the point the step needs. */
+static std::vector<double> nice_ticks(double lo, double hi, int most, bool integer, int *decimals) {
+    double step = 1, range = hi - lo;
+    if (range > 0 && std::isfinite(range)) { /* the smallest step giving at most `most` ticks */
+        double p = std::pow(10.0, std::floor(std::log10(range / std::max(1, most))));
+        for (double f : {1.0, 2.0, 5.0, 10.0, 20.0, 50.0}) {
+            step = f * p;
+            if (std::floor(hi / step + 1e-9) - std::ceil(lo / step - 1e-9) + 1 <= most) break;
+        }
+    }
+    if (integer) step = std::max(1.0, std::round(step));
+    int d = step >= 1 ? 0 : (int)std::ceil(-std::log10(step) - 1e-9);
+    if (decimals) *decimals = d;
+    std::vector<double> t;
+    for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + 1e-9 * step && t.size() < 100; k++) {
+        double v = k * step, ten = std::pow(10.0, d);
+        if (d > 0) v = std::round(v * ten) / ten; /* 0.85, not 17 * 0.05 = 0.8500000000000001 */
+        if (std::fabs(v) < 1e-9 * step) v = 0;    /* never "-0.00" */
+        t.push_back(v);
+    }
+    return t;
+}
+
+/* Does the segment (ax, ay)-(bx, by) meet the rectangle [x0, x1] x [y0, y1]?
+   (Liang-Barsky clipping.) */
+static bool segment_meets_box(double ax, double ay, double bx, double by, double x0, double y0, double x1, double y1) {
+    double t0 = 0, t1 = 1, dx = bx - ax, dy = by - ay;
+    const double p[4] = {-dx, dx, -dy, dy}, q[4] = {ax - x0, x1 - ax, ay - y0, y1 - ay};
+    for (int i = 0; i < 4; i++) {
+        if (p[i] == 0) {
+            if (q[i] < 0) return false;
+        } else {
+            double r = q[i] / p[i];
+            if (p[i] < 0) t0 = std::max(t0, r);
+            else t1 = std::min(t1, r);
+            if (t0 > t1) return false;
+        }
+    }
+    return true;
+}
+
+static const char *const kSeriesColour[2] = {"#1f77b4", "#ff7f0e"}; /* matplotlib's first two */
+
+/* The marker of series k centred at (x, y): train circles, validation squares
+   (told apart in grey print too). */
+static std::string svg_marker(size_t k, double x, double y) {
+    if (k == 0)
+        return format("<circle class='marker' cx='%.1f' cy='%.1f' r='3.2' fill='%s'/>", x, y, kSeriesColour[0]);
+    return format("<rect class='marker' x='%.1f' y='%.1f' width='6' height='6' fill='%s'/>", x - 3, y - 3,
+                  kSeriesColour[k % 2]);
+}
+
 /* One panel: the series `key` and `val_key` of the history against epochs. */
 static std::string svg_panel(const Model &m, const std::string &key, double x0, double y0, double w, double h) {
-    static const char *const colours[2] = {"#1f77b4", "#ff7f0e"}; /* matplotlib's first two */
     std::vector<const std::vector<double> *> series;
     std::vector<std::string> names;
     for (const std::string &k : {key, "val_" + key}) {
@@ -5857,42 +5945,130 @@ static std::string svg_panel(const Model &m, const std::string &key, double x0, 
             names.push_back(k.compare(0, 4, "val_") == 0 ? "validation" : "train");
         }
     }
+    const int n = m.hist_epochs;
+    /* y range: the data plus 5 % each side (points never sit on the frame) */
     double lo = INFINITY, hi = -INFINITY;
     for (auto *s : series)
-        for (double v : *s)
-            if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+        for (int e = 0; e < n && e < (int)s->size(); e++)
+            if (std::isfinite((*s)[(size_t)e])) lo = std::min(lo, (*s)[(size_t)e]), hi = std::max(hi, (*s)[(size_t)e]);
     if (!(lo <= hi)) lo = 0, hi = 1;
-    if (hi - lo < 1e-12) lo -= 0.5, hi += 0.5;
+    if (hi - lo < 1e-9 * std::max(1.0, std::fabs(hi))) {
+        double d = std::max(0.05 * std::fabs(hi), 0.05);
+        lo -= d, hi += d;
+    }
     double pad = 0.05 * (hi - lo);
     lo -= pad, hi += pad;
-    int n = m.hist_epochs;
-    double L = x0 + 60, R = x0 + w - 15, T = y0 + 35, B = y0 + h - 45;
-    auto X = [&](int e) { return n > 1 ? L + (R - L) * e / (n - 1) : (L + R) / 2; };
+    int ydec = 0;
+    std::vector<double> yt = nice_ticks(lo, hi, 7, false, &ydec);
+    /* x range: epochs 1..n, padded; one epoch sits in the middle */
+    double xlo = n > 1 ? 1 - 0.05 * (n - 1) : 0, xhi = n > 1 ? n + 0.05 * (n - 1) : 2;
+    std::vector<double> xt = nice_ticks(1, std::max(n, 1), std::min(n, 8), true, nullptr);
+
+    double tickw = 0;
+    for (double v : yt) tickw = std::max(tickw, text_width(format("%.*f", ydec, v), 11));
+    double L = x0 + 33 + tickw, R = x0 + w - 15, T = y0 + 40, B = y0 + h - 45;
+    auto X = [&](double e) { return L + (R - L) * (e - xlo) / (xhi - xlo); };
     auto Y = [&](double v) { return B - (B - T) * (v - lo) / (hi - lo); };
-    std::string s = format("<text x='%.1f' y='%.1f' font-size='16' text-anchor='middle'>model %s</text>\n",
-                           (L + R) / 2, y0 + 22, xml_escape(key).c_str());
-    s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", L, T, R - L, B - T);
-    for (int i = 0; i <= 4; i++) { /* y ticks */
-        double v = lo + (hi - lo) * i / 4;
-        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#ddd'/>"
-                    "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.3g</text>\n",
-                    L, Y(v), R, Y(v), L - 5, Y(v) + 4, v);
+
+    /* the curves as runs of finite points (a NaN breaks the line) */
+    std::vector<std::vector<std::pair<double, double>>> runs[2];
+    auto place = [&]() {
+        for (size_t k = 0; k < series.size(); k++) {
+            runs[k].assign(1, {});
+            for (int e = 0; e < n && e < (int)series[k]->size(); e++) {
+                double v = (*series[k])[(size_t)e];
+                if (std::isfinite(v)) runs[k].back().push_back({X(e + 1), Y(v)});
+                else if (!runs[k].back().empty()) runs[k].push_back({});
+            }
+        }
+    };
+    place();
+
+    /* the legend: the first candidate box no point or line meets; else
+       below the plot, outside it */
+    const double fs = 12, row = 17;
+    double lw = 0;
+    for (auto &nm : names) lw = std::max(lw, text_width(nm, fs));
+    double bw = 8 + 24 + 6 + lw + 8, bh = 6 + row * (double)names.size() + 2, inset = 7;
+    auto blocked = [&](double bx, double by) {
+        const double m2 = 5; /* marker half-size plus line width */
+        for (size_t k = 0; k < series.size(); k++)
+            for (auto &r : runs[k])
+                for (size_t i = 0; i < r.size(); i++) {
+                    const auto &a = r[i], &b = i + 1 < r.size() ? r[i + 1] : r[i];
+                    if (segment_meets_box(a.first, a.second, b.first, b.second, bx - m2, by - m2, bx + bw + m2,
+                                          by + bh + m2))
+                        return true;
+                }
+        return false;
+    };
+    double lx = 0, ly = 0;
+    bool inside = false;
+    if (!series.empty()) {
+        const double cx[3] = {L + inset, R - inset - bw, (L + R - bw) / 2};
+        const double cy[3] = {T + inset, B - inset - bh, (T + B - bh) / 2};
+        /* upper left (Keras' tutorial), upper right, lower right, lower left, then the middles */
+        const int order[9][2] = {{0, 0}, {1, 0}, {1, 1}, {0, 1}, {2, 0}, {2, 1}, {0, 2}, {1, 2}, {2, 2}};
+        for (auto &o : order)
+            if (bw < R - L - 2 * inset && bh < B - T - 2 * inset && !blocked(cx[o[0]], cy[o[1]])) {
+                lx = cx[o[0]], ly = cy[o[1]], inside = true;
+                break;
+            }
+        if (!inside) { /* make room under the axis title */
+            B -= row + 4;
+            place();
+            lx = (L + R) / 2 - bw * (double)names.size() / 2, ly = B + 32 + row;
+        }
     }
-    int step = std::max(1, n / 8);
-    for (int e = 0; e < n; e += step) /* x ticks: epochs counted from 1 */
-        s += format("<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n", X(e), B + 15, e + 1);
+
+    std::string s = format("<g class='panel'>\n"
+                           "<text x='%.1f' y='%.1f' font-size='16' text-anchor='middle'>model %s</text>\n",
+                           (L + R) / 2, y0 + 24, xml_escape(key).c_str());
+    for (double v : yt)
+        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#e5e5e5'/>"
+                    "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#333'/>"
+                    "<text class='tick-y' x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.*f</text>\n",
+                    L, Y(v), R, Y(v), L - 4, Y(v), L, Y(v), L - 6, Y(v) + 4, ydec, v);
+    for (double e : xt)
+        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#333'/>"
+                    "<text class='tick-x' x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%.0f</text>\n",
+                    X(e), B, X(e), B + 4, X(e), B + 16, e);
+    s += format("<rect class='frame' x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", L, T,
+                R - L, B - T);
     s += format("<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n", (L + R) / 2, B + 32);
+    s += format("<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle' "
+                "transform='rotate(-90 %.1f %.1f)'>%s</text>\n",
+                x0 + 18, (T + B) / 2, x0 + 18, (T + B) / 2, xml_escape(key).c_str());
+    const bool markers = n <= 60; /* beyond that the points would merge into a band */
     for (size_t k = 0; k < series.size(); k++) {
-        std::string pts;
-        for (int e = 0; e < n && e < (int)series[k]->size(); e++)
-            if (std::isfinite((*series[k])[(size_t)e])) pts += format("%.1f,%.1f ", X(e), Y((*series[k])[(size_t)e]));
-        s += format("<polyline points='%s' fill='none' stroke='%s' stroke-width='2'/>\n", pts.c_str(), colours[k]);
-        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='2'/>"
-                    "<text x='%.1f' y='%.1f' font-size='12'>%s</text>\n",
-                    L + 10, T + 15 + 16 * k, L + 30, T + 15 + 16 * k, colours[k], L + 35, T + 19 + 16 * k,
-                    names[k].c_str());
+        for (auto &r : runs[k]) {
+            if (r.size() > 1) {
+                std::string pts;
+                for (auto &p : r) pts += format("%.1f,%.1f ", p.first, p.second);
+                pts.pop_back();
+                s += format("<polyline class='curve' points='%s' fill='none' stroke='%s' stroke-width='1.8'/>\n",
+                            pts.c_str(), kSeriesColour[k % 2]);
+            }
+            if (markers || r.size() == 1)
+                for (auto &p : r) s += svg_marker(k, p.first, p.second);
+        }
+        s += "\n";
     }
-    return s;
+    if (!series.empty()) { /* the box is drawn inside the plot; outside it only marks the legend's extent */
+        double gw = inside ? bw : bw * (double)names.size(), gh = inside ? bh : row;
+        s += format("<g class='legend'>\n<rect class='legend-box' x='%.1f' y='%.1f' width='%.1f' height='%.1f' %s/>\n",
+                    lx, inside ? ly : ly - row / 2, gw, gh,
+                    inside ? "fill='white' stroke='#ccc' rx='3'" : "fill='none'");
+        for (size_t k = 0; k < names.size(); k++) {
+            double ex = inside ? lx + 8 : lx + bw * (double)k + 8, ey = inside ? ly + 6 + row * (k + 0.5) : ly;
+            s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='1.8'/>%s"
+                        "<text x='%.1f' y='%.1f' font-size='%.0f'>%s</text>\n",
+                        ex, ey, ex + 24, ey, kSeriesColour[k % 2], svg_marker(k, ex + 12, ey).c_str(), ex + 30,
+                        ey + 4, fs, names[k].c_str());
+        }
+        s += "</g>\n";
+    }
+    return s + "</g>\n";
 }
 
 static std::string svg_history(const Model &m) {
@@ -5902,59 +6078,109 @@ static std::string svg_history(const Model &m) {
         if (k.compare(0, 4, "val_") != 0) keys.push_back(k);
     /* Keras' tutorial shows accuracy first, then loss */
     std::stable_partition(keys.begin(), keys.end(), [](const std::string &k) { return k != "loss"; });
-    double pw = 420, ph = 300;
-    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
-                           "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
-                           pw * keys.size(), ph);
-    for (size_t i = 0; i < keys.size(); i++) s += svg_panel(m, keys[i], pw * i, 0, pw, ph);
+    double pw = 420, ph = 300, W = pw * (double)keys.size();
+    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
+                           "font-family='DejaVu Sans, Arial, sans-serif'>\n"
+                           "<rect width='100%%' height='100%%' fill='white'/>\n",
+                           W, ph, W, ph);
+    for (size_t i = 0; i < keys.size(); i++) s += svg_panel(m, keys[i], pw * (double)i, 0, pw, ph);
     return s + "</svg>\n";
+}
+
+/* matplotlib's Blues from white (a = 0) to its dark end #08306b (a = 1) */
+static std::string blues(double a) {
+    return format("rgb(%d,%d,%d)", (int)(255 - a * (255 - 8)), (int)(255 - a * (255 - 48)),
+                  (int)(255 - a * (255 - 107)));
 }
 
 static std::string svg_confusion(const int64_t *cm, int n, const char *const *labels, bool normalize,
                                  const char *title) {
-    double cell = n <= 10 ? 48 : std::max(14.0, 480.0 / n), left = 110, top = 50;
-    double W = left + cell * n + 20, H = top + cell * n + 110;
-    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
-                           "font-family='sans-serif'>\n<rect width='100%%' height='100%%' fill='white'/>\n",
-                           W, H);
-    s += format("<text x='%.1f' y='28' font-size='16' text-anchor='middle'>%s</text>\n", left + cell * n / 2,
-                xml_escape(title && *title ? title : (normalize ? "Normalized confusion matrix" : "Confusion matrix"))
-                    .c_str());
-    std::vector<double> row(n, 0.0);
+    const double cell = n <= 3 ? 64 : n <= 10 ? 48 : std::max(14.0, 480.0 / n);
+    const double fs = cell >= 28 ? 12 : std::max(7.0, 0.75 * cell); /* label font */
+    std::vector<std::string> label((size_t)n);
+    double lw = 0;
+    for (int i = 0; i < n; i++) {
+        label[(size_t)i] = labels && labels[i] ? labels[i] : std::to_string(i);
+        lw = std::max(lw, text_width(label[(size_t)i], fs));
+    }
+    /* column labels upright when every one fits its cell, else turned 45 degrees */
+    const bool turned = lw > cell - 4;
+    const double c45 = 0.7071;
+    const double first_w = text_width(label[0], fs);
+    /* left: the axis title (rotated, baseline at x = 22), then the row labels */
+    double left = std::max(22.0 + 8 + lw + 6, turned ? first_w * c45 - cell / 2 + 8 : 0.0), top = 46;
     double vmax = 0;
+    std::vector<double> row((size_t)n, 0.0);
     for (int t = 0; t < n; t++) {
-        for (int p = 0; p < n; p++) row[t] += (double)cm[t * n + p];
+        for (int p = 0; p < n; p++) row[(size_t)t] += (double)cm[t * n + p];
         for (int p = 0; p < n; p++) {
-            double v = normalize ? (row[t] > 0 ? cm[t * n + p] / row[t] : 0) : (double)cm[t * n + p];
+            double v = normalize ? (row[(size_t)t] > 0 ? cm[t * n + p] / row[(size_t)t] : 0) : (double)cm[t * n + p];
             vmax = std::max(vmax, v);
         }
     }
-    auto label = [&](int i) { return labels && labels[i] ? xml_escape(labels[i]) : std::to_string(i); };
+    /* the colour bar to the right, with round ticks */
+    int cdec = 0;
+    std::vector<double> ct = nice_ticks(0, vmax > 0 ? vmax : 1, 6, !normalize, &cdec);
+    double ctw = 0;
+    for (double v : ct) ctw = std::max(ctw, text_width(format("%.*f", cdec, v), 11));
+    const double side = cell * n, bar_x = left + side + 14, bar_w = 14;
+    const double under = turned ? lw * c45 + fs * 0.5 + 4 : fs + 4; /* column labels' depth */
+    const std::string head = title && *title ? title : (normalize ? "Normalized confusion matrix" : "Confusion matrix");
+    const double head_w = text_width(head, 16);
+    const double W = std::max(bar_x + bar_w + 6 + ctw + 10, head_w + 16), H = top + side + 6 + under + 24;
+    /* the title centred over the cells, moved in when it is wider than they are */
+    const double head_x = std::min(std::max(left + side / 2, head_w / 2 + 8), W - head_w / 2 - 8);
+    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
+                           "font-family='DejaVu Sans, Arial, sans-serif'>\n"
+                           "<rect width='100%%' height='100%%' fill='white'/>\n",
+                           W, H, W, H);
+    s += format("<defs><linearGradient id='nnl_blues' x1='0' y1='1' x2='0' y2='0'><stop offset='0' stop-color='%s'/>"
+                "<stop offset='1' stop-color='%s'/></linearGradient></defs>\n", blues(0).c_str(), blues(1).c_str());
+    s += format("<text class='title' x='%.1f' y='28' font-size='16' text-anchor='middle'>%s</text>\n", head_x,
+                xml_escape(head).c_str());
     for (int t = 0; t < n; t++)
         for (int p = 0; p < n; p++) {
-            double v = normalize ? (row[t] > 0 ? cm[t * n + p] / row[t] : 0) : (double)cm[t * n + p];
-            double a = vmax > 0 ? v / vmax : 0; /* white to matplotlib's Blues dark end #08306b */
-            int r = (int)(255 - a * (255 - 8)), g = (int)(255 - a * (255 - 48)), b = (int)(255 - a * (255 - 107));
+            double v = normalize ? (row[(size_t)t] > 0 ? cm[t * n + p] / row[(size_t)t] : 0) : (double)cm[t * n + p];
+            double a = vmax > 0 ? v / vmax : 0;
             double x = left + p * cell, y = top + t * cell;
-            s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='rgb(%d,%d,%d)' stroke='#fff'/>", x, y,
-                        cell, cell, r, g, b);
-            if (cell >= 28)
-                s += format("<text x='%.1f' y='%.1f' font-size='%.0f' text-anchor='middle' fill='%s'>%s</text>",
-                            x + cell / 2, y + cell / 2 + 4, cell >= 40 ? 12.0 : 9.0, a > 0.5 ? "white" : "black",
-                            normalize ? format("%.2f", v).c_str() : format("%lld", (long long)cm[t * n + p]).c_str());
+            s += format("<rect class='cell' x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='%s'/>", x, y, cell, cell,
+                        blues(a).c_str());
+            if (cell >= 28) {
+                std::string txt = normalize ? format("%.2f", v) : format("%lld", (long long)cm[t * n + p]);
+                double f = std::min(12.0, (cell - 4) / (0.6 * (double)txt.size())); /* 6-digit counts still fit */
+                s += format("<text x='%.1f' y='%.1f' font-size='%.1f' text-anchor='middle' fill='%s'>%s</text>",
+                            x + cell / 2, y + cell / 2 + f * 0.35, f, a > 0.5 ? "white" : "black", txt.c_str());
+            }
             s += "\n";
         }
+    s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", left, top, side,
+                side);
     for (int i = 0; i < n; i++) {
-        s += format("<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%s</text>\n", left - 6,
-                    top + i * cell + cell / 2 + 4, label(i).c_str());
-        double x = left + i * cell + cell / 2, y = top + n * cell + 8;
-        s += format("<text x='%.1f' y='%.1f' font-size='11' text-anchor='end' transform='rotate(-45 %.1f %.1f)'>%s"
-                    "</text>\n", x, y + 6, x, y + 6, label(i).c_str());
+        std::string l = xml_escape(label[(size_t)i]);
+        s += format("<text class='label-y' x='%.1f' y='%.1f' font-size='%.1f' text-anchor='end'>%s</text>\n", left - 6,
+                    top + i * cell + cell / 2 + fs * 0.35, fs, l.c_str());
+        double x = left + i * cell + cell / 2, y = top + side + 6;
+        if (turned)
+            s += format("<text class='label-x' x='%.1f' y='%.1f' font-size='%.1f' text-anchor='end' "
+                        "transform='rotate(-45 %.1f %.1f)'>%s</text>\n", x + fs * 0.25, y + fs * 0.6, fs, x + fs * 0.25,
+                        y + fs * 0.6, l.c_str());
+        else
+            s += format("<text class='label-x' x='%.1f' y='%.1f' font-size='%.1f' text-anchor='middle'>%s</text>\n", x,
+                        y + fs, fs, l.c_str());
     }
-    s += format("<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>Predicted label</text>\n",
-                left + cell * n / 2, H - 12);
-    s += format("<text x='16' y='%.1f' font-size='13' text-anchor='middle' transform='rotate(-90 16 %.1f)'>"
-                "True label</text>\n", top + cell * n / 2, top + cell * n / 2);
+    s += format("<text x='%.1f' y='%.1f' font-size='13' text-anchor='middle'>Predicted label</text>\n", left + side / 2,
+                H - 8);
+    s += format("<text x='22' y='%.1f' font-size='13' text-anchor='middle' transform='rotate(-90 22 %.1f)'>"
+                "True label</text>\n", top + side / 2, top + side / 2);
+    s += format("<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='url(#nnl_blues)' stroke='#333'/>\n", bar_x,
+                top, bar_w, side);
+    const double top_v = vmax > 0 ? vmax : 1;
+    for (double v : ct) {
+        double y = top + side - side * v / top_v;
+        s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#333'/>"
+                    "<text class='tick-c' x='%.1f' y='%.1f' font-size='11'>%.*f</text>\n",
+                    bar_x + bar_w, y, bar_x + bar_w + 3, y, bar_x + bar_w + 6, y + 4, cdec, v);
+    }
     return s + "</svg>\n";
 }
 

@@ -616,11 +616,14 @@ NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path);
    over path), so a failed write never leaves half a picture. */
 
 /* Training curves, one panel per metric ("model accuracy", "model loss"),
-   train and validation lines against epochs. NNL_ERR_STATE before any fit. */
+   train and validation lines against epochs, every epoch's point marked (up
+   to 60 epochs), ticks at round values, the legend where no curve is.
+   NNL_ERR_STATE before any fit. */
 NNL_API int nnl_plot_history(const nnl_model *m, const char *path);
 /* A confusion matrix (as from nnl_confusion_matrix) as a blue heat map with
-   the counts (or, with normalize != 0, row fractions) in the cells; labels
-   and title may be NULL. */
+   the counts (or, with normalize != 0, row fractions) in the cells and a
+   colour bar; labels (any UTF-8; the margins fit them) and title may be
+   NULL. */
 NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int num_classes,
                                       const char *const *labels, int normalize,
                                       const char *title);

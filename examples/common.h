@@ -4,8 +4,11 @@
 
    Command line of every data example:
        prog [data path] [--epochs N] [--batch N] [--threads N] [--seed N]
+   and, for the examples that write files (pictures, models), [--out DIR].
    The data path is a folder with the four MNIST-style idx files (.gz or not)
-   or a Keras .npz file; without one the usual places are searched. */
+   or a Keras .npz file; without one the usual places are searched. Files go
+   to --out DIR, by default the folder holding the program (build/ for
+   build/keras_mlp): never into the folder the program is started from. */
 #ifndef NNL_EXAMPLES_COMMON_H
 #define NNL_EXAMPLES_COMMON_H
 
@@ -13,9 +16,11 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "nnlite.h"
@@ -32,38 +37,104 @@
 typedef struct {
     const char *data; /* NULL: search the usual places */
     int epochs, batch, threads;
-    int seed; /* 0: the example's own (42); weights, shuffling and dropout follow it */
+    int seed;         /* 0: the example's own (42); weights, shuffling and dropout follow it */
+    const char *out;  /* the folder output files go to (see ex_out_path) */
 } ex_args;
 
-/* Parses the command line; epochs and batch are the example's defaults.
-   --threads sets nnl_set_threads; --seed the model seed (ex_seed). Bad
-   arguments print the usage and exit 2. */
-static inline ex_args ex_parse_args(int argc, char **argv, int epochs, int batch) {
+/* The program's name without its folder, for messages. */
+static inline const char *ex_prog(const char *argv0) {
+    const char *slash = strrchr(argv0, '/');
+    return slash ? slash + 1 : argv0;
+}
+
+typedef struct {
+    int epochs, batch;  /* the example's defaults */
+    const char *data;   /* what the data argument is ("mnist path"); NULL: the example takes none */
+    const char *writes; /* what the example writes ("the pictures"); NULL: nothing (no --out) */
+} ex_spec;
+
+static inline void ex_usage(FILE *f, const char *argv0, const ex_spec *sp) {
+    fprintf(f, "usage: %s %s%s%s[--epochs N (%d)] [--batch N (%d)] [--threads N] [--seed N]%s\n", ex_prog(argv0),
+            sp->data ? "[" : "", sp->data ? sp->data : "", sp->data ? "] " : "", sp->epochs, sp->batch,
+            sp->writes ? " [--out DIR]" : "");
+    if (sp->writes)
+        fprintf(f, "  --out DIR  where %s go (default: the program's folder)\n", sp->writes);
+}
+
+/* Parses the command line as *sp describes it (defaults, whether a data path
+   is taken, whether --out is). --threads sets nnl_set_threads; --seed the
+   model seed (ex_seed). -h / --help prints the usage and exits 0; a bad
+   argument is named, with the usage, and exits 2. */
+static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
+    static char here[4096];
     ex_args a;
     int i;
+    const char *prog = ex_prog(argv[0]);
     a.data = NULL;
-    a.epochs = epochs;
-    a.batch = batch;
+    a.epochs = sp.epochs;
+    a.batch = sp.batch;
     a.threads = 0;
     a.seed = 0;
+    /* default output folder: the program's own (its path up to the last '/') */
+    snprintf(here, sizeof here, "%s", argv[0]);
+    if (strrchr(here, '/')) *strrchr(here, '/') = '\0';
+    else snprintf(here, sizeof here, ".");
+    a.out = here;
     for (i = 1; i < argc; i++) {
-        int *opt = !strcmp(argv[i], "--epochs")    ? &a.epochs
-                   : !strcmp(argv[i], "--batch")   ? &a.batch
-                   : !strcmp(argv[i], "--threads") ? &a.threads
-                   : !strcmp(argv[i], "--seed")    ? &a.seed
-                                                   : NULL;
-        if (opt && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+        const char *arg = argv[i];
+        int *opt = !strcmp(arg, "--epochs")    ? &a.epochs
+                   : !strcmp(arg, "--batch")   ? &a.batch
+                   : !strcmp(arg, "--threads") ? &a.threads
+                   : !strcmp(arg, "--seed")    ? &a.seed
+                                               : NULL;
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            ex_usage(stdout, argv[0], &sp);
+            exit(0);
+        } else if (opt) {
+            if (i + 1 >= argc || atoi(argv[i + 1]) <= 0) {
+                fprintf(stderr, "%s: option '%s' needs a positive whole number%s%s%s\n", prog, arg,
+                        i + 1 < argc ? " (got '" : "", i + 1 < argc ? argv[i + 1] : "", i + 1 < argc ? "')" : "");
+                ex_usage(stderr, argv[0], &sp);
+                exit(2);
+            }
             *opt = atoi(argv[++i]);
-        } else if (!opt && argv[i][0] != '-' && !a.data) {
-            a.data = argv[i];
-        } else {
-            fprintf(stderr, "usage: %s [data path] [--epochs N (%d)] [--batch N (%d)]"
-                            " [--threads N] [--seed N]\n", argv[0], epochs, batch);
+        } else if (sp.writes && !strcmp(arg, "--out")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "%s: option '--out' needs a folder\n", prog);
+                ex_usage(stderr, argv[0], &sp);
+                exit(2);
+            }
+            a.out = argv[++i];
+        } else if (arg[0] == '-' && arg[1]) {
+            fprintf(stderr, "%s: unknown option '%s' (known: --epochs N, --batch N, --threads N, --seed N%s)\n",
+                    prog, arg, sp.writes ? ", --out DIR" : "");
+            ex_usage(stderr, argv[0], &sp);
             exit(2);
+        } else if (!sp.data || a.data) {
+            if (sp.data)
+                fprintf(stderr, "%s: unexpected argument '%s' (the data path is already '%s')\n", prog, arg, a.data);
+            else
+                fprintf(stderr, "%s: unexpected argument '%s' (%s takes no data path)\n", prog, arg, prog);
+            ex_usage(stderr, argv[0], &sp);
+            exit(2);
+        } else {
+            a.data = arg;
         }
     }
     if (a.threads > 0) CHECK(nnl_set_threads(a.threads));
     return a;
+}
+
+/* out/name into buf (cap bytes), the output folder made first when it is
+   missing (one level, as mkdir does). Returns buf. */
+static inline const char *ex_out_path(const ex_args *a, const char *name, char *buf, size_t cap) {
+    struct stat st;
+    if (stat(a->out, &st) != 0 && mkdir(a->out, 0777) != 0) {
+        fprintf(stderr, "cannot create the output folder '%s': %s\n", a->out, strerror(errno));
+        exit(1);
+    }
+    snprintf(buf, cap, "%s/%s", a->out, name);
+    return buf;
 }
 
 /* The model seed: --seed N, else the example's default. */
@@ -82,8 +153,9 @@ static inline int ex_readable(const char *path) {
    When nothing is found, says how to get the data and exits 2. The result
    lives in a static buffer. */
 static inline const char *ex_find_data(const char *given, int fashion) {
-    static const char *const mnist[] = {"./data/mnist", "../shared/data/mnist",
-                                        "~/.keras/datasets/mnist.npz", "/usr/share/datasets/mnist"};
+    /* ../shared/data/mnist: where nnlite's developers keep it */
+    static const char *const mnist[] = {"./data/mnist", "~/.keras/datasets/mnist.npz", "/usr/share/datasets/mnist",
+                                        "../shared/data/mnist"};
     static const char *const fmnist[] = {"/usr/share/datasets/fashion-mnist"};
     static char path[4096], probe[4200];
     const char *const *places = fashion ? fmnist : mnist;
@@ -108,8 +180,10 @@ static inline const char *ex_find_data(const char *given, int fashion) {
     for (i = 0; i < n; i++) fprintf(stderr, " %s", places[i]);
     fprintf(stderr,
             "\nTo get it:\n"
-            "  MNIST: the four idx .gz files from http://yann.lecun.com/exdb/mnist/ (in one\n"
-            "    folder) or Keras' mnist.npz; pass the folder or file as the first argument.\n"
+            "  MNIST: Keras' mnist.npz, from\n"
+            "    https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz\n"
+            "    (or the four idx .gz files of the MNIST database, in one folder); pass the\n"
+            "    file or folder as the first argument, or put it in one of the places above.\n"
             "  Fashion-MNIST (Debian): apt-get install dataset-fashion-mnist\n"
             "    then pass /usr/share/datasets/fashion-mnist as the first argument.\n");
     exit(2);

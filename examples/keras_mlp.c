@@ -8,9 +8,11 @@
    Reported: train accuracy ~1.0, validation ~2 % lower, validation loss rising
    after a few epochs (overfitting). Ends with the test confusion matrix, and
    writes the curves and the matrix as pictures (keras_mlp_history.svg,
-   keras_mlp_confusion.svg in the current folder).
+   keras_mlp_confusion.svg) into --out DIR, by default the program's folder
+   (build/).
 
    usage: keras_mlp [mnist or fashion-mnist path] [--epochs N] [--batch N] [--threads N]
+                    [--seed N] [--out DIR]
    e.g.   keras_mlp /usr/share/datasets/fashion-mnist */
 #include "common.h"
 
@@ -18,7 +20,8 @@ int main(int argc, char **argv) {
     static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
                                                   "Coat", "Sandal", "Shirt", "Sneaker",
                                                   "Bag", "Ankle boot"};
-    ex_args a = ex_parse_args(argc, argv, 30, 120);
+    ex_args a = ex_parse_args(argc, argv, (ex_spec){30, 120, "mnist or fashion-mnist path",
+                                                    "the pictures"});
     const char *path = ex_find_data(a.data, 0);
     int fashion = strstr(path, "fashion") || strstr(path, "Fashion");
     nnl_array *x_train, *y_train, *x_test, *y_test;
@@ -64,10 +67,11 @@ int main(int argc, char **argv) {
     CHECK(nnl_print_confusion_matrix(NULL, cm, 10, fashion ? fashion_names : NULL, 0));
 
     /* the tutorial's pictures: accuracy and loss curves, the confusion matrix */
-    CHECK(nnl_plot_history(m, "keras_mlp_history.svg"));
-    CHECK(nnl_plot_confusion_matrix("keras_mlp_confusion.svg", cm, 10,
-                                    fashion ? fashion_names : NULL, 0, NULL));
-    printf("pictures: keras_mlp_history.svg, keras_mlp_confusion.svg\n");
+    char hist[4096], conf[4096];
+    CHECK(nnl_plot_history(m, ex_out_path(&a, "keras_mlp_history.svg", hist, sizeof hist)));
+    CHECK(nnl_plot_confusion_matrix(ex_out_path(&a, "keras_mlp_confusion.svg", conf, sizeof conf), cm,
+                                    10, fashion ? fashion_names : NULL, 0, NULL));
+    printf("pictures: %s, %s\n", hist, conf);
 
     free(pred);
     nnl_model_free(m);

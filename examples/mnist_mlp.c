@@ -11,7 +11,7 @@
 #include "common.h"
 
 int main(int argc, char **argv) {
-    ex_args a = ex_parse_args(argc, argv, 20, 128);
+    ex_args a = ex_parse_args(argc, argv, (ex_spec){20, 128, "mnist path", NULL});
     const char *path = ex_find_data(a.data, 0);
     nnl_array *x_train, *y_train, *x_test, *y_test;
     CHECK(nnl_load_mnist(path, &x_train, &y_train, &x_test, &y_test));

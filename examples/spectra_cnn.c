@@ -55,7 +55,8 @@ static void synth(int c, float *s) {
 }
 
 int main(int argc, char **argv) {
-    ex_args a = ex_parse_args(argc, argv, 75, 200);
+    ex_args a = ex_parse_args(argc, argv, (ex_spec){75, 200, "folder with data.npy, labels.npy",
+                                                    NULL});
     nnl_array *data = NULL, *labels = NULL;
     int64_t n, i;
     if (a.data) {

@@ -5,6 +5,9 @@
 #   2. pkg-config against `make install PREFIX=BUILD/consumers/prefix`
 #   3. CMake find_package(nnlite) against the same prefix (shared library)
 #   4. CMake add_subdirectory(nnlite source tree)
+# The programs linked with the installed shared library (2, 3) run without
+# LD_LIBRARY_PATH: nnlite.pc and nnliteConfig.cmake give them an rpath (3 is
+# built with CMake's own build rpath off, as an installed program is).
 # Also checks that `make install DESTDIR=...` stages under DESTDIR.
 # Kept fast: the drop-in and add_subdirectory builds compile nnlite.cpp at -O1.
 set -euo pipefail
@@ -15,6 +18,15 @@ rm -rf "$work"
 mkdir -p "$work"
 prefix=$work/prefix
 export OMP_NUM_THREADS=1
+unset LD_LIBRARY_PATH
+# uses_installed_so PROGRAM: runs on the installed libnnlite.so.0, found by its rpath
+uses_installed_so() {  # (outputs captured first: grep -q in a pipe would end it early)
+    local dyn libs
+    dyn=$(readelf -d "$1") libs=$(ldd "$1")
+    grep -E 'R(UN)?PATH' <<<"$dyn" | grep -q "$prefix/lib" || { echo "consumers: $1 has no rpath to $prefix/lib" >&2; exit 1; }
+    grep -q "libnnlite.so.0 => $prefix/lib/libnnlite.so.0" <<<"$libs" ||
+        { echo "consumers: $1 does not load $prefix/lib/libnnlite.so.0" >&2; echo "$libs" >&2; exit 1; }
+}
 CC=${CC:-cc}
 CXX=${CXX:-g++}
 omp=
@@ -46,7 +58,8 @@ p=$work/pkgconfig
 mkdir -p "$p"
 # shellcheck disable=SC2046
 $CC -std=c99 "$root/tests/consumer/app.c" $(pkg-config --cflags --libs nnlite) -o "$p/app_shared"
-LD_LIBRARY_PATH=$prefix/lib "$p/app_shared"
+uses_installed_so "$p/app_shared"
+"$p/app_shared"
 # shellcheck disable=SC2046
 $CC -std=c99 "$root/tests/consumer/app.c" $(pkg-config --cflags nnlite) \
     $(pkg-config --static --libs nnlite | sed "s|-lnnlite|$prefix/lib/libnnlite.a|") -o "$p/app_static"
@@ -59,8 +72,11 @@ if [ -e "$prefix/lib/pkgconfig/nnlite-fortran.pc" ]; then
 fi
 
 echo "== 3. find_package(nnlite) against the installed prefix"
-cmake -S "$root/tests/consumer" -B "$work/find" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S "$root/tests/consumer" -B "$work/find" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_SKIP_BUILD_RPATH=ON >/dev/null
 cmake --build "$work/find" -j 2 >/dev/null
+uses_installed_so "$work/find/consumer_c"
+uses_installed_so "$work/find/consumer_cxx"
 "$work/find/consumer_c"
 "$work/find/consumer_cxx"
 
@@ -76,4 +92,4 @@ echo "== installed Python package"
     'import nnlite, sys; print("python: nnlite", nnlite.library_version(), "from", nnlite.library_path())' |
     tee "$work/py.txt")
 grep -q "$prefix/lib" "$work/py.txt"
-echo "consumers: ok (drop-in, pkg-config, find_package, add_subdirectory)"
+echo "consumers: ok (drop-in, pkg-config, find_package, add_subdirectory; shared consumers run without LD_LIBRARY_PATH)"

@@ -22,7 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && "$OLDPWD/$build/fortran/surrogate" --epochs 150)
 data=/usr/share/datasets/fashion-mnist
 if [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ubyte" ]; then
-    (cd "$tmp" && "$OLDPWD/$build/fortran/mnist_mlp" "$data" --epochs 1 --train 10000)
+    (cd "$tmp" && "$OLDPWD/$build/fortran/mnist_mlp" "$data" --epochs 1 --train 10000 --out "$tmp")
 else
     echo "fortran: mnist_mlp NOT RUN: $data missing (apt-get install dataset-fashion-mnist)"
 fi

@@ -42,3 +42,5 @@ else
 fi
 install -m 644 bindings/python/nnlite/*.py "$D$pythondir/nnlite/"
 echo "install: nnlite $version into $D$prefix (Python package: $pythondir/nnlite)"
+echo "install: programs linked through nnlite.pc or find_package(nnlite) find $libdir/libnnlite.so.$major by their"
+echo "         rpath; any other program needs: export LD_LIBRARY_PATH=$libdir (or, for a folder in /etc/ld.so.conf, sudo ldconfig)"

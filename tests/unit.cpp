@@ -13,3 +13,4 @@
 #include "unit_fuzz.hpp"
 #include "unit_reference.hpp"
 #include "unit_defects.hpp"
+#include "unit_pictures.hpp"

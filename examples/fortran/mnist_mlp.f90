@@ -3,16 +3,18 @@
 ! categorical cross-entropy, SGD lr 0.01, batch 128), then save, load the file
 ! into a new model and predict with it.
 !
-!   mnist_mlp [data folder] [--epochs N] [--train N]
+!   mnist_mlp [data folder] [--epochs N] [--train N] [--out DIR]
 !     data folder   the four idx files (.gz or not) or a Keras mnist.npz;
 !                   default /usr/share/datasets/fashion-mnist
 !     --epochs N    default 2 (the lecture ran 20)
 !     --train N     use the first N training images (default all)
+!     --out DIR     where the model file mnist_mlp_fortran.nnl goes (default:
+!                   the program's folder, build/fortran/; never the current one)
 program mnist_mlp
     use nnlite
     implicit none
-    character(len=512) :: data, arg, file
-    integer :: epochs, ntrain, i, nargs, ntest, right
+    character(len=512) :: data, arg, file, outdir, prog
+    integer :: epochs, ntrain, i, nargs, ntest, right, slash, ios
     type(nnl_model) :: model, loaded
     real(c_float), allocatable :: xtr(:, :, :), xte(:, :, :), ytr(:, :), p(:, :), p2(:, :)
     integer(c_int64_t), allocatable :: ltr(:), lte(:)
@@ -21,15 +23,27 @@ program mnist_mlp
     data = "/usr/share/datasets/fashion-mnist"
     epochs = 2
     ntrain = -1
+    ! output folder by default: the program's own (its path up to the last '/')
+    call get_command_argument(0, prog)
+    slash = index(prog, "/", back=.true.)
+    outdir = "."
+    if (slash > 1) outdir = prog(1:slash - 1)
+    if (slash > 0) prog = prog(slash + 1:)
     nargs = command_argument_count()
     i = 1
     do while (i <= nargs)
         call get_command_argument(i, arg)
-        if (arg == "--epochs" .or. arg == "--train") then
+        if (arg == "--epochs" .or. arg == "--train" .or. arg == "--out") then
+            if (i + 1 > nargs) call usage("option '" // trim(arg) // "' needs a value")
             call get_command_argument(i + 1, file)
-            if (arg == "--epochs") read (file, *) epochs
-            if (arg == "--train") read (file, *) ntrain
+            ios = 0
+            if (arg == "--epochs") read (file, *, iostat=ios) epochs
+            if (arg == "--train") read (file, *, iostat=ios) ntrain
+            if (arg == "--out") outdir = file
+            if (ios /= 0) call usage("option '" // trim(arg) // "' needs a whole number (got '" // trim(file) // "')")
             i = i + 2
+        else if (arg(1:1) == "-") then
+            call usage("unknown option '" // trim(arg) // "' (known: --epochs N, --train N, --out DIR)")
         else
             data = arg
             i = i + 1
@@ -61,7 +75,8 @@ program mnist_mlp
     call model%summary()
     call model%fit(xtr, ytr, epochs=epochs, batch_size=128, verbose=2)
 
-    file = "mnist_mlp_fortran.nnl"
+    call execute_command_line("mkdir -p '" // trim(outdir) // "'")
+    file = trim(outdir) // "/mnist_mlp_fortran.nnl"
     call model%save(trim(file))
     call loaded%load(trim(file))
     allocate (p(10, ntest), p2(10, ntest))
@@ -78,4 +93,11 @@ program mnist_mlp
     call model%free()
     call loaded%free()
     if (.not. all(p == p2)) error stop "the loaded model predicts differently"
+contains
+    subroutine usage(why)
+        character(len=*), intent(in) :: why
+        write (0, '(a)') trim(prog) // ": " // why
+        write (0, '(a)') "usage: " // trim(prog) // " [data folder] [--epochs N (2)] [--train N] [--out DIR]"
+        stop 2
+    end subroutine usage
 end program mnist_mlp

@@ -30,13 +30,23 @@ program surrogate
 
     epochs = 150
     nargs = command_argument_count()
-    if (nargs >= 2) then
-        call get_command_argument(1, arg)
-        if (arg == "--epochs") then
-            call get_command_argument(2, arg)
-            read (arg, *) epochs
+    i = 1
+    do while (i <= nargs)
+        call get_command_argument(i, arg)
+        if (arg == "--epochs" .and. i < nargs) then
+            call get_command_argument(i + 1, arg)
+            read (arg, *, iostat=k) epochs
+            if (k /= 0 .or. epochs < 1) call usage("option '--epochs' needs a positive whole number (got '" // &
+                                                   trim(arg) // "')")
+            i = i + 2
+        else if (arg == "--epochs") then
+            call usage("option '--epochs' needs a value")
+        else if (arg(1:1) == "-") then
+            call usage("unknown option '" // trim(arg) // "' (known: --epochs N)")
+        else
+            call usage("unexpected argument '" // trim(arg) // "' (surrogate generates its data)")
         end if
-    end if
+    end do
     call random_seed(put=[(12345 + i, i=1, 64)])
 
     ! ---- phase 1: the true solver generates the training states ----
@@ -132,4 +142,11 @@ contains
             s = s + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         end do
     end function
+
+    subroutine usage(why)
+        character(len=*), intent(in) :: why
+        write (0, '(a)') "surrogate: " // why
+        write (0, '(a)') "usage: surrogate [--epochs N (150)]"
+        stop 2
+    end subroutine usage
 end program surrogate

@@ -15,6 +15,16 @@ they are not already) and predictions come back as numpy arrays. Failures
 raise an nnlite.Error subclass per status code carrying nnlite's message.
 The library is found as nnlite._lib explains (NNLITE_LIBRARY first)."""
 
+try:  # numpy first: without it, say what to install rather than fail deep inside the package
+    import numpy as _numpy  # noqa: F401
+except ImportError as _e:
+    import sys as _sys
+    raise ImportError(
+        "nnlite needs numpy, which this Python (%s) cannot import (%s). Install it: on Debian or "
+        "Ubuntu `sudo apt-get install python3-numpy` (numpy for /usr/bin/python3, then run nnlite "
+        "with /usr/bin/python3), or for this interpreter `%s -m pip install numpy`."
+        % (_sys.executable, _e, _sys.executable), name="numpy") from _e
+
 from . import _lib
 from . import errors
 from . import layers

@@ -1,0 +1,61 @@
+#!/bin/bash
+# check_examples.sh BUILD - make test's examples check:
+#   1. every example (BUILD/<name>, BUILD/fortran/<name>) given an unknown
+#      option exits 2 naming it, with its usage; --help exits 0;
+#   2. the examples that write files (keras_mlp: pictures; save_load: model
+#      files) write them into --out DIR, or by default into the program's
+#      folder, never into the folder they are started from. Run on
+#      Fashion-MNIST for 1 epoch when dataset-fashion-mnist is installed;
+#      otherwise that part is reported as NOT RUN.
+set -euo pipefail
+said=
+build=$(realpath -m "${1:-build}")
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "examples: FAILED: $*" >&2; exit 1; }
+
+n=0
+for src in examples/*.c examples/fortran/*.f90; do
+    name=$(basename "${src%.*}")
+    case $src in examples/fortran/*) bin=$build/fortran/$name ;; *) bin=$build/$name ;; esac
+    [ -x "$bin" ] || fail "$bin not built"
+    rc=0
+    (cd "$tmp" && "$bin" --epoch 1) >"$tmp/out.txt" 2>"$tmp/err.txt" || rc=$?
+    [ "$rc" -eq 2 ] || fail "$name --epoch 1: exit status $rc, expected 2"
+    grep -q "$name: unknown option '--epoch'" "$tmp/err.txt" ||
+        fail "$name does not name the unknown option '--epoch': $(cat "$tmp/err.txt")"
+    grep -q "usage: $name" "$tmp/err.txt" || fail "$name prints no usage for an unknown option"
+    if [ "${src##*.}" = c ]; then
+        (cd "$tmp" && "$bin" --help) >"$tmp/out.txt" || fail "$name --help exits $?"
+        grep -q "usage: $name" "$tmp/out.txt" || fail "$name --help prints no usage"
+    fi
+    [ "$name" = keras_mlp ] && said=$(sed -n 1p "$tmp/err.txt")
+    n=$((n + 1))
+done
+echo "examples: $n programs name an unknown option, e.g. $said"
+
+data=/usr/share/datasets/fashion-mnist
+if [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ubyte" ]; then
+    mkdir -p "$tmp/cwd"
+    (cd "$tmp/cwd" && "$build/keras_mlp" "$data" --epochs 1 --out "$tmp/pics") >"$tmp/log" 2>&1 ||
+        { cat "$tmp/log"; fail "keras_mlp --out"; }
+    (cd "$tmp/cwd" && "$build/save_load" "$data" --epochs 1 --out "$tmp/models") >"$tmp/log" 2>&1 ||
+        { cat "$tmp/log"; fail "save_load --out"; }
+    for f in pics/keras_mlp_history.svg pics/keras_mlp_confusion.svg models/kmlp.nnl models/kmlp.json \
+             models/kmlp.weights.nnl models/kmlp.weights.npz; do
+        [ -s "$tmp/$f" ] || fail "$f not written"
+    done
+    # by default: the program's folder (a copy of it here, so build/ is left alone)
+    mkdir -p "$tmp/bin"
+    cp "$build/keras_mlp" "$tmp/bin/"
+    (cd "$tmp/cwd" && "$tmp/bin/keras_mlp" "$data" --epochs 1) >"$tmp/log" 2>&1 || { cat "$tmp/log"; fail "keras_mlp"; }
+    [ -s "$tmp/bin/keras_mlp_history.svg" ] && [ -s "$tmp/bin/keras_mlp_confusion.svg" ] ||
+        fail "keras_mlp did not write its pictures beside the program"
+    [ -z "$(ls -A "$tmp/cwd")" ] || fail "files written into the current folder: $(ls -A "$tmp/cwd")"
+    echo "examples: keras_mlp and save_load write into --out DIR or the program's folder, nothing into the current one"
+else
+    echo "examples: file outputs NOT RUN: $data missing (apt-get install dataset-fashion-mnist)"
+fi
+echo "examples check: ok"
