@@ -129,7 +129,7 @@ NNL_API int nnl_version_number(void);
    version header_version_number: same MAJOR (the ABI version, also the
    SONAME's number) and a library MINOR at least the header's (a newer header
    may declare functions an older library lacks). Otherwise it returns
-   NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnlite:
+   NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnl_init:
    library 1.0.0 cannot serve a program built against header 0.1.0 (ABI major
    versions differ); rebuild against this library's nnlite.h or load the
    matching libnnlite.so.0". A negative or malformed number is NNL_ERR_ARGUMENT.
