@@ -316,7 +316,7 @@ void write_file_atomic(const char *path, const std::string &data) {
     NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
     std::string tmp = format("%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp.c_str(), "wb");
-    if (!f) raise(NNL_ERR_IO, "cannot write '%s': %s", tmp.c_str(), strerror(errno));
+    if (!f) raise(NNL_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); /* the caller's name, not tmp's */
     bool ok = fwrite(data.data(), 1, data.size(), f) == data.size() && fflush(f) == 0 && fsync(fileno(f)) == 0;
     int err = errno;
     ok = (fclose(f) == 0) && ok;
@@ -6846,15 +6846,15 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
                 cn->s.c_str());
     const Json *nm = cfg->get("name");
     if (nm && nm->kind == Json::STR)
-        owner = format("layer %zu '%s' (%s)", index, nm->s.c_str(), cn->s.c_str());
+        owner = format("layer %zu '%s' (%s)", index, printable(nm->s).c_str(), printable(cn->s).c_str());
     else
-        owner += " (" + cn->s + ")";
+        owner += " (" + printable(cn->s) + ")";
     /* the kind first: an LSTM is refused as an LSTM, not over one of its options */
     if (cn->s != "InputLayer" && cn->s != "Input" && !layer_registry().count(cn->s)) {
         std::string all = "InputLayer";
         for (auto &kv : layer_registry()) all += ", " + kv.first;
         raise(NNL_ERR_UNSUPPORTED, "%s: layer kind '%s' is not supported by this version (supported: %s)",
-              owner.c_str(), cn->s.c_str(), all.c_str());
+              owner.c_str(), printable(cn->s).c_str(), all.c_str());
     }
     for (auto &kv : lj.o) /* module, registered_name, build_config: bookkeeping of Keras 3 */
         NNL_REQUIRE(kv.first == "class_name" || kv.first == "config" || kv.first == "module" ||
