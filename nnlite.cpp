@@ -4332,18 +4332,27 @@ std::string Model::summary() const {
     /* tf.keras' 65-column table (columns at 29 and 55), widened as Keras 3
        does when a name, type or shape is longer: every column fits its
        longest entry, so the columns stay aligned. */
+    auto cols = [](const std::string &t) { /* characters, not bytes: names may be UTF-8 */
+        size_t n = 0;
+        for (unsigned char c : t) n += (c & 0xC0) != 0x80;
+        return n;
+    };
     size_t w1 = 29, w2 = 26, w3 = 10;
     for (auto &l : layers) {
-        w1 = std::max(w1, l->name.size() + strlen(l->cls) + 5);
+        w1 = std::max(w1, cols(l->name) + strlen(l->cls) + 5);
         w2 = std::max(w2, l->out.str().size() + 1);
         w3 = std::max(w3, with_commas(l->param_count()).size() + 1);
     }
     std::string rule(w1 + w2 + w3, '_'), dbl(w1 + w2 + w3, '=');
+    auto pad = [&](std::string &r, size_t to) { /* to column `to`, and at least one space */
+        size_t n = cols(r);
+        r.append(n < to ? to - n : 1, ' ');
+    };
     auto row = [&](const std::string &a, const std::string &b, const std::string &c) {
         std::string r = " " + a;
-        r.resize(std::max<size_t>(w1, r.size() + 1), ' ');
+        pad(r, w1);
         r += b;
-        r.resize(std::max<size_t>(w1 + w2, r.size() + 1), ' ');
+        pad(r, w1 + w2);
         r += c;
         return r + "\n";
     };

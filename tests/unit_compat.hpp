@@ -183,6 +183,11 @@ TEST_CASE("the summary keeps Keras' 65 columns and widens them for long names an
         CHECK(l[row][shape_col - 1] == ' ');
         CHECK(l[row][param_col - 1] == ' ');
     }
+    /* UTF-8 names are measured in characters: the shape column still lines up */
+    nnl_model u;
+    REQUIRE(nnl_add(&u, "Dense(2, input_shape=(4,), name='\xce\xb1\xce\xb2\xce\xb3')") == NNL_OK); /* 3 characters, 6 bytes */
+    l = lines(u.summary());
+    CHECK(l[4] == " \xce\xb1\xce\xb2\xce\xb3 (Dense)                 (None, 2)                 10");
 }
 
 TEST_CASE("initializers: one table, spec strings and their canonical text") {
