@@ -339,6 +339,9 @@ TEST_CASE("orthogonal is Keras' Orthogonal: orthonormal, sign-corrected QR of a 
     } cases[] = {{nnl::Shape{64, 32}, "orthogonal", 1.0},
                  {nnl::Shape{32, 64}, "Orthogonal", 1.0},
                  {nnl::Shape{20, 20}, "Orthogonal(gain=2.0)", 2.0},
+                 {nnl::Shape{150, 70}, "orthogonal", 1.0}, /* several panels of 32 reflectors */
+                 {nnl::Shape{70, 150}, "orthogonal", 1.0},
+                 {nnl::Shape{100, 100}, "Orthogonal(gain=0.5)", 0.5},
                  {nnl::Shape{3, 3, 8, 16}, "orthogonal", 1.0},
                  {nnl::Shape{1, 16}, "orthogonal", 1.0}};
     for (auto &c : cases) {
