@@ -2974,9 +2974,17 @@ static std::string init_text(const Init &in) {
    the model (Orthogonal needs a matrix, as in Keras). */
 static Init weight_init(const std::string &text, const Shape &s, const char *owner, const std::string &weight) {
     Init in = parse_init(text, owner);
-    NNL_REQUIRE(in.def->kind != INIT_ORTHOGONAL || s.rank >= 2, NNL_ERR_ARGUMENT,
-                "%s: weight '%s' of shape %s cannot be initialised by Orthogonal (it needs 2 or more dimensions)",
-                owner, weight.c_str(), s.str(false).c_str());
+    if (in.def->kind == INIT_ORTHOGONAL) {
+        NNL_REQUIRE(s.rank >= 2, NNL_ERR_ARGUMENT,
+                    "%s: weight '%s' of shape %s cannot be initialised by Orthogonal (it needs 2 or more dimensions)",
+                    owner, weight.c_str(), s.str(false).c_str());
+        /* its QR costs ~4 r c min(r, c) flops: a bound, so that no file can
+           ask for hours of work (6000 x 6000 is within it, ~2 minutes) */
+        double r = (double)s.size() / s.last(), c = (double)s.last();
+        NNL_REQUIRE(r * c * std::min(r, c) <= 274877906944.0, NNL_ERR_UNSUPPORTED,
+                    "%s: weight '%s' of shape %s is too large for Orthogonal (rows x columns x min(rows, columns) "
+                    "must be at most 2^38)", owner, weight.c_str(), s.str(false).c_str());
+    }
     return in;
 }
 

@@ -293,7 +293,8 @@ NNL_API void nnl_model_free(nnl_model *m);
    INITIALIZERS: glorot_uniform, glorot_normal, he_uniform, he_normal,
    lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal,
    truncated_normal, constant, orthogonal (a matrix's orthonormal rows or
-   columns, as Keras' Orthogonal; kernels only), variance_scaling, or their
+   columns, as Keras' Orthogonal; kernels only, with rows x columns x
+   min(rows, columns) <= 2^38, e.g. 6000 x 6000), variance_scaling, or their
    Keras class names (GlorotUniform, ...). Keras' arguments go in a call,
    quoted: kernel_initializer="VarianceScaling(scale=2.0, mode='fan_out',
    distribution='uniform')" (mode fan_in, fan_out, fan_avg; distribution

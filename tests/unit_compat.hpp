@@ -379,6 +379,11 @@ TEST_CASE("orthogonal is Keras' Orthogonal: orthonormal, sign-corrected QR of a 
     CHECK(nnl_add(&m, "Dense(4, bias_initializer='orthogonal')") == NNL_ERR_ARGUMENT);
     CHECK(std::string(nnl_last_error()).find("'bias' of shape (4,)") != std::string::npos);
     CHECK(nnl_add(&m, "Dense(4, kernel_initializer='nosuch')") == NNL_ERR_ARGUMENT);
+    nnl_model big; /* 20000 x 20000: hours of QR, refused before anything is allocated */
+    REQUIRE(nnl_add(&big, "Input(shape=(20000,))") == NNL_OK);
+    CHECK(nnl_add(&big, "Dense(20000, kernel_initializer='orthogonal')") == NNL_ERR_UNSUPPORTED);
+    CHECK(std::string(nnl_last_error()).find("too large for Orthogonal") != std::string::npos);
+    CHECK(big.layers.empty());
     CHECK(m.layers.size() == 1); /* a refused initializer leaves no half-added layer */
     REQUIRE(nnl_add(&m, "Dense(4, kernel_initializer=\"VarianceScaling(scale=2.0, mode='fan_in')\")") == NNL_OK);
     CHECK(m.layers.size() == 2);
