@@ -171,8 +171,28 @@ int set_error(int status, const char *fmt, ...) {
     return status;
 }
 
-/* The ABI edge: runs f and converts whatever it throws into a status. */
-template <class F> int guard(F &&f) {
+/* A message as the caller sees it: it starts with the API function that
+   failed, "nnl_fit: ...". Internal code raises messages without that prefix
+   (they name the argument, the layer, the file: "x: samples of shape
+   ...") and the ABI edge adds it; a message that starts with the function's
+   name already ("nnl_fit: options not initialised") is kept as it is, so a
+   prefix is never doubled. */
+static std::string api_message(const char *api, const std::string &msg) {
+    if (!api || !*api) return msg;
+    size_t n = strlen(api);
+    if (msg.compare(0, n, api) == 0 && msg.size() > n && msg[n] == ':') return msg;
+    /* "fit: ..." raised by Model::fit under nnl_fit: the API name replaces it */
+    const char *brief = strncmp(api, "nnl_", 4) == 0 ? api + 4 : api;
+    size_t b = strlen(brief);
+    if (b && msg.compare(0, b, brief) == 0 && msg.size() > b + 1 && msg[b] == ':' && msg[b + 1] == ' ')
+        return std::string(api) + msg.substr(b);
+    return std::string(api) + ": " + msg;
+}
+
+/* The ABI edge: runs f and converts whatever it throws into a status and
+   the thread's last-error message, which names the API function `api`.
+   Every extern "C" function passes its own name: guard(__func__, [&] {...}). */
+template <class F> int guard(const char *api, F &&f) {
     try {
         if constexpr (std::is_void_v<decltype(f())>) {
             f();
@@ -181,19 +201,21 @@ template <class F> int guard(F &&f) {
             return f();
         }
     } catch (const Error &e) {
-        g_last_error = e.msg;
+        g_last_error = api_message(api, e.msg);
         return e.status;
     } catch (const std::bad_alloc &) {
-        g_last_error = "out of memory";
+        g_last_error = api_message(api, "out of memory");
         return NNL_ERR_MEMORY;
     } catch (const std::exception &e) {
-        g_last_error = std::string("internal error: ") + e.what();
+        g_last_error = api_message(api, std::string("internal error: ") + e.what());
         return NNL_ERR_INTERNAL;
     } catch (...) {
-        g_last_error = "internal error: unknown exception";
+        g_last_error = api_message(api, "internal error: unknown exception");
         return NNL_ERR_INTERNAL;
     }
 }
+/* Inside nnlite (tests, fuzz drivers): the message as raised. */
+template <class F> int guard(F &&f) { return guard("", std::forward<F>(f)); }
 
 #define NNL_REQUIRE(cond, status, ...) \
     do {                               \
@@ -299,7 +321,7 @@ void write_file_atomic(const char *path, const std::string &data) {
     NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
     std::string tmp = format("%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp.c_str(), "wb");
-    if (!f) raise(NNL_ERR_IO, "cannot write '%s': %s", tmp.c_str(), strerror(errno));
+    if (!f) raise(NNL_ERR_IO, "cannot write '%s': %s", path, strerror(errno)); /* the caller's name, not tmp's */
     bool ok = fwrite(data.data(), 1, data.size(), f) == data.size() && fflush(f) == 0 && fsync(fileno(f)) == 0;
     int err = errno;
     ok = (fclose(f) == 0) && ok;
@@ -473,6 +495,51 @@ static Spec parse_spec(const char *text) {
 static std::string lower(std::string s) {
     for (auto &c : s) c = (char)tolower((unsigned char)c);
     return s;
+}
+
+/* Length of the well-formed UTF-8 sequence at s[i] (1..4), or 0 where the
+   bytes there are not one (stray continuation bytes, overlong forms,
+   surrogates, code points past U+10FFFF, a sequence cut short). */
+static size_t utf8_seq(const std::string &s, size_t i) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x80) return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c == 0xE0) n = 3, lo = 0xA0;
+    else if (c == 0xED) n = 3, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) n = 3;
+    else if (c == 0xF0) n = 4, lo = 0x90;
+    else if (c == 0xF4) n = 4, hi = 0x8F;
+    else if (c >= 0xF1 && c <= 0xF3) n = 4;
+    else return 0;
+    if (i + n > s.size()) return 0;
+    unsigned char c1 = (unsigned char)s[i + 1];
+    if (c1 < lo || c1 > hi) return 0;
+    for (size_t k = 2; k < n; k++)
+        if (((unsigned char)s[i + k] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
+static bool valid_utf8(const std::string &s) {
+    for (size_t i = 0, n; i < s.size(); i += n)
+        if (!(n = utf8_seq(s, i))) return false;
+    return true;
+}
+
+/* s for a message: bytes that are not UTF-8 (and control characters) as \xNN. */
+static std::string printable(const std::string &s) {
+    std::string o;
+    for (size_t i = 0, n; i < s.size(); i += n) {
+        n = utf8_seq(s, i);
+        if (n == 0 || (unsigned char)s[i] < 0x20 || s[i] == 0x7F) {
+            o += format("\\x%02x", (unsigned char)s[i]);
+            n = 1;
+        } else {
+            o.append(s, i, n);
+        }
+    }
+    return o;
 }
 
 /* Typed access to a Spec's arguments. Each argument has a keyword and an
@@ -1908,14 +1975,41 @@ public:
     }
 };
 
-/* Keras' default layer names: the class in snake case. */
+/* Keras' default layer names: the class in snake case by Keras' own rule
+   (keras.src.utils.naming.to_snake_case), so Conv2D gives conv2d and
+   MaxPooling2D max_pooling2d:
+       name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+       name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+   Both substitutions are simulated exactly: left to right, matches do not
+   overlap, ASCII classes as in Python's re. */
 static std::string snake(const char *cls) {
-    std::string s;
-    for (const char *p = cls; *p; p++) {
-        if (isupper((unsigned char)*p) && p != cls && !isupper((unsigned char)p[-1])) s += '_';
-        s += (char)tolower((unsigned char)*p);
+    auto up = [](char c) { return c >= 'A' && c <= 'Z'; };
+    auto lo = [](char c) { return c >= 'a' && c <= 'z'; };
+    std::string s = cls, t;
+    for (size_t i = 0; i < s.size();) { /* (.)([A-Z][a-z]+) */
+        if (i + 2 < s.size() && s[i] != '\n' && up(s[i + 1]) && lo(s[i + 2])) {
+            size_t j = i + 2;
+            while (j < s.size() && lo(s[j])) j++;
+            t += s[i];
+            t += '_';
+            t.append(s, i + 1, j - i - 1);
+            i = j;
+        } else {
+            t += s[i++];
+        }
     }
-    return s;
+    s.clear();
+    for (size_t i = 0; i < t.size();) { /* ([a-z])([A-Z]) */
+        if (i + 1 < t.size() && lo(t[i]) && up(t[i + 1])) {
+            s += t[i];
+            s += '_';
+            s += t[i + 1];
+            i += 2;
+        } else {
+            s += t[i++];
+        }
+    }
+    return lower(s);
 }
 
 /* y = act(x W + b) on the last axis: x (B, ..., in), W (in, units),
@@ -2756,9 +2850,320 @@ static const std::map<std::string, LayerFactory> &layer_registry() {
     return r;
 }
 
-/* Weight initialisers (Keras semantics; fans of a (in, out) kernel). */
-static void init_weights(float *w, const Shape &s, const std::string &init_in, Rng &rng, const char *owner) {
-    std::string init = lower(init_in);
+/* ---- Weight initialisers: one table --------------------------------------
+   Every initializer, by nnlite's (Keras' snake-case) name and Keras' class,
+   with the way it draws. A WeightSpec's init is a spec string: a name
+   ("glorot_uniform", "GlorotUniform", "orthogonal") or a call with Keras'
+   arguments ("VarianceScaling(scale=2.0, mode='fan_in')",
+   "RandomUniform(minval=-0.1, maxval=0.1)"); parse_init reads it,
+   init_weights draws it, init_text writes it back, and section 8's
+   init_json / init_value translate it to and from Keras' JSON form.
+   Draws follow Keras 3 (keras.initializers): fans of a kernel (..., in, out)
+   are receptive field x in / x out; truncated normals redraw beyond 2
+   standard deviations. The glorot/he/lecun families are VarianceScaling
+   presets, computed exactly as before the table existed (same numbers for
+   the same seed). */
+enum InitKind { INIT_ZEROS, INIT_ONES, INIT_CONSTANT, INIT_UNIFORM, INIT_NORMAL, INIT_TRUNCATED, INIT_VARIANCE,
+                INIT_ORTHOGONAL };
+enum InitMode { FAN_IN, FAN_OUT, FAN_AVG };
+enum InitDist { DIST_TRUNCATED, DIST_NORMAL, DIST_UNIFORM };
+static const char *const kInitModes[] = {"fan_in", "fan_out", "fan_avg"};
+static const char *const kInitDists[] = {"truncated_normal", "untruncated_normal", "uniform"};
+
+struct InitDef {
+    const char *name;  /* nnlite's name = Keras' string alias */
+    const char *keras; /* Keras' class, as JSON's class_name */
+    InitKind kind;
+    bool preset;       /* a fixed VarianceScaling: no arguments but seed */
+    double scale;      /* VarianceScaling presets */
+    InitMode mode;
+    InitDist dist;
+};
+static const InitDef kInitTable[] = {
+    {"glorot_uniform", "GlorotUniform", INIT_VARIANCE, true, 1.0, FAN_AVG, DIST_UNIFORM},
+    {"glorot_normal", "GlorotNormal", INIT_VARIANCE, true, 1.0, FAN_AVG, DIST_TRUNCATED},
+    {"he_uniform", "HeUniform", INIT_VARIANCE, true, 2.0, FAN_IN, DIST_UNIFORM},
+    {"he_normal", "HeNormal", INIT_VARIANCE, true, 2.0, FAN_IN, DIST_TRUNCATED},
+    {"lecun_uniform", "LecunUniform", INIT_VARIANCE, true, 1.0, FAN_IN, DIST_UNIFORM},
+    {"lecun_normal", "LecunNormal", INIT_VARIANCE, true, 1.0, FAN_IN, DIST_TRUNCATED},
+    {"variance_scaling", "VarianceScaling", INIT_VARIANCE, false, 1.0, FAN_IN, DIST_TRUNCATED},
+    {"orthogonal", "Orthogonal", INIT_ORTHOGONAL, false, 0, FAN_IN, DIST_TRUNCATED},
+    {"zeros", "Zeros", INIT_ZEROS, false, 0, FAN_IN, DIST_TRUNCATED},
+    {"ones", "Ones", INIT_ONES, false, 0, FAN_IN, DIST_TRUNCATED},
+    {"constant", "Constant", INIT_CONSTANT, false, 0, FAN_IN, DIST_TRUNCATED},
+    {"random_uniform", "RandomUniform", INIT_UNIFORM, false, 0, FAN_IN, DIST_TRUNCATED},
+    {"random_normal", "RandomNormal", INIT_NORMAL, false, 0, FAN_IN, DIST_TRUNCATED},
+    {"truncated_normal", "TruncatedNormal", INIT_TRUNCATED, false, 0, FAN_IN, DIST_TRUNCATED},
+};
+
+/* One initializer with its arguments. a, b: constant (value); uniform
+   (minval, maxval); normal and truncated (mean, stddev); orthogonal (gain);
+   variance scaling (scale). */
+struct Init {
+    const InitDef *def = nullptr;
+    double a = 0, b = 0;
+    InitMode mode = FAN_IN;
+    InitDist dist = DIST_TRUNCATED;
+    bool operator==(const Init &o) const {
+        return def == o.def && a == o.a && b == o.b && mode == o.mode && dist == o.dist;
+    }
+};
+
+static std::string init_known() {
+    std::string s;
+    for (auto &d : kInitTable) s += std::string(s.empty() ? "" : ", ") + d.name;
+    return s;
+}
+
+/* The table entry for a Keras class ("HeNormal") or an nnlite name in any case. */
+static const InitDef *init_def(const std::string &name) {
+    std::string l = lower(name);
+    for (auto &d : kInitTable)
+        if (name == d.keras || l == d.name) return &d;
+    return nullptr;
+}
+
+/* An initializer with its Keras defaults. */
+static Init init_defaults(const InitDef &d) {
+    Init in;
+    in.def = &d;
+    switch (d.kind) {
+    case INIT_UNIFORM: in.a = -0.05, in.b = 0.05; break;
+    case INIT_NORMAL:
+    case INIT_TRUNCATED: in.a = 0, in.b = 0.05; break;
+    case INIT_ORTHOGONAL: in.a = 1.0; break;
+    case INIT_VARIANCE: in.a = d.scale, in.mode = d.mode, in.dist = d.dist; break;
+    default: break;
+    }
+    return in;
+}
+
+/* Checks an initializer's arguments (finite, scale > 0, stddev >= 0, minval
+   <= maxval); throws naming owner. */
+static void check_init(const Init &in, const char *owner) {
+    const char *k = in.def->keras;
+    NNL_REQUIRE(std::isfinite(in.a) && std::isfinite(in.b), NNL_ERR_ARGUMENT, "%s: %s's arguments must be finite",
+                owner, k);
+    if (in.def->kind == INIT_VARIANCE)
+        NNL_REQUIRE(in.a > 0, NNL_ERR_ARGUMENT, "%s: %s: scale must be positive, got %g", owner, k, in.a);
+    if (in.def->kind == INIT_NORMAL || in.def->kind == INIT_TRUNCATED)
+        NNL_REQUIRE(in.b >= 0, NNL_ERR_ARGUMENT, "%s: %s: stddev must be >= 0, got %g", owner, k, in.b);
+    if (in.def->kind == INIT_UNIFORM)
+        NNL_REQUIRE(in.a <= in.b, NNL_ERR_ARGUMENT, "%s: %s: minval %g is above maxval %g", owner, k, in.a, in.b);
+}
+
+/* mode / distribution strings as Keras reads them (Keras 2's 'normal' meant
+   the truncated normal, as tf.keras still reads it). */
+static InitMode init_mode(const std::string &m, const char *owner) {
+    for (int i = 0; i < 3; i++)
+        if (lower(m) == kInitModes[i]) return (InitMode)i;
+    raise(NNL_ERR_ARGUMENT, "%s: VarianceScaling: mode must be 'fan_in', 'fan_out' or 'fan_avg', got '%s'", owner,
+          m.c_str());
+}
+static InitDist init_dist(const std::string &d, const char *owner) {
+    std::string l = lower(d);
+    if (l == "normal") return DIST_TRUNCATED;
+    for (int i = 0; i < 3; i++)
+        if (l == kInitDists[i]) return (InitDist)i;
+    raise(NNL_ERR_ARGUMENT, "%s: VarianceScaling: distribution must be 'truncated_normal', 'untruncated_normal', "
+          "'uniform' (or Keras 2's 'normal'), got '%s'", owner, d.c_str());
+}
+
+/* A spec string -> Init: "he_normal", "Orthogonal(gain=0.5)",
+   "VarianceScaling(2.0, mode='fan_out', distribution='uniform')". */
+static Init parse_init(const std::string &text, const char *owner) {
+    Spec sp = parse_spec(text.c_str());
+    const InitDef *d = init_def(sp.name);
+    NNL_REQUIRE(d, NNL_ERR_ARGUMENT, "%s: unknown initializer '%s' (known: %s, or their Keras class names)", owner,
+                text.c_str(), init_known().c_str());
+    Init in = init_defaults(*d);
+    std::string who = std::string(owner) + ": " + d->keras;
+    Args a(sp, who.c_str());
+    switch (d->kind) {
+    case INIT_CONSTANT: in.a = a.num("value", 0, 0.0); break;
+    case INIT_UNIFORM: in.a = a.num("minval", 0, in.a), in.b = a.num("maxval", 1, in.b); break;
+    case INIT_NORMAL:
+    case INIT_TRUNCATED: in.a = a.num("mean", 0, in.a), in.b = a.num("stddev", 1, in.b); break;
+    case INIT_ORTHOGONAL: in.a = a.num("gain", 0, in.a); break;
+    case INIT_VARIANCE:
+        if (!d->preset) {
+            in.a = a.num("scale", 0, in.a);
+            in.mode = init_mode(a.str("mode", 1, kInitModes[in.mode]), owner);
+            in.dist = init_dist(a.str("distribution", 2, kInitDists[in.dist]), owner);
+        }
+        break;
+    default: break;
+    }
+    bool seeded = d->kind != INIT_ZEROS && d->kind != INIT_ONES && d->kind != INIT_CONSTANT;
+    if (seeded) {
+        int pos = d->kind == INIT_VARIANCE ? (d->preset ? 0 : 3) : d->kind == INIT_ORTHOGONAL ? 1 : 2;
+        const Value *s = a.get("seed", pos);
+        NNL_REQUIRE(!s || s->kind == Value::NONE, NNL_ERR_UNSUPPORTED,
+                    "%s: %s: seed=%s is not supported (initial weights come from the model seed: "
+                    "nnl_model_set_seed)", owner, d->keras, s ? s->repr().c_str() : "");
+    }
+    a.done();
+    check_init(in, owner);
+    return in;
+}
+
+/* A number in a spec string: the shortest text that reads back exactly,
+   with '.' whatever the C locale says. */
+static std::string spec_number(double v) {
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, nullptr) == v) break;
+    }
+    std::string s = buf;
+    for (auto &c : s)
+        if (c == ',') c = '.';
+    return s;
+}
+
+/* Init -> its spec string: the name when the arguments are Keras' defaults
+   ("random_uniform"), else Keras' call ("RandomUniform(minval=-0.1, maxval=0.1)").
+   parse_init(init_text(x)) == x. */
+static std::string init_text(const Init &in) {
+    const InitDef &d = *in.def;
+    if (in == init_defaults(d)) return d.name;
+    std::string s = std::string(d.keras) + "(";
+    switch (d.kind) {
+    case INIT_CONSTANT: s += "value=" + spec_number(in.a); break;
+    case INIT_UNIFORM: s += "minval=" + spec_number(in.a) + ", maxval=" + spec_number(in.b); break;
+    case INIT_NORMAL:
+    case INIT_TRUNCATED: s += "mean=" + spec_number(in.a) + ", stddev=" + spec_number(in.b); break;
+    case INIT_ORTHOGONAL: s += "gain=" + spec_number(in.a); break;
+    case INIT_VARIANCE:
+        s += "scale=" + spec_number(in.a) + ", mode='" + kInitModes[in.mode] + "', distribution='" +
+             kInitDists[in.dist] + "'";
+        break;
+    default: break;
+    }
+    return s + ")";
+}
+
+/* A weight's initializer, checked against its shape before the layer joins
+   the model (Orthogonal needs a matrix, as in Keras). */
+static Init weight_init(const std::string &text, const Shape &s, const char *owner, const std::string &weight) {
+    Init in = parse_init(text, owner);
+    if (in.def->kind == INIT_ORTHOGONAL) {
+        NNL_REQUIRE(s.rank >= 2, NNL_ERR_ARGUMENT,
+                    "%s: weight '%s' of shape %s cannot be initialised by Orthogonal (it needs 2 or more dimensions)",
+                    owner, weight.c_str(), s.str(false).c_str());
+        /* its QR costs ~4 r c min(r, c) flops: a bound, so that no file can
+           ask for hours of work (6000 x 6000 is within it, ~2 minutes) */
+        double r = (double)s.size() / s.last(), c = (double)s.last();
+        NNL_REQUIRE(r * c * std::min(r, c) <= 274877906944.0, NNL_ERR_UNSUPPORTED,
+                    "%s: weight '%s' of shape %s is too large for Orthogonal (rows x columns x min(rows, columns) "
+                    "must be at most 2^38)", owner, weight.c_str(), s.str(false).c_str());
+    }
+    return in;
+}
+
+/* Keras' Orthogonal: a (max(r, c), min(r, c)) standard normal matrix, its
+   reduced QR, Q's columns times the signs of R's diagonal (which makes Q
+   unique), transposed when r < c, times gain; r = product of all but the
+   last dimension, c = the last.
+   Blocked Householder QR in double (LAPACK's dgeqrf/dorgqr scheme): panels
+   of NB reflectors H = I - beta v v^T are combined into I - V T V^T, so the
+   rest of the matrix is updated once per panel in GEMM-like loops that run
+   along rows (vectorised, threads over columns) instead of once per
+   reflector: about 4 r c min(r, c) flops at memory-friendly speed. */
+static void init_orthogonal(float *w, const Shape &s, double gain, Rng &rng) {
+    const int64_t NB = 32;
+    int64_t r = s.size() / s.last(), c = s.last();
+    int64_t M = std::max(r, c), N = std::min(r, c);
+    std::vector<double> A((size_t)(M * N)); /* A[i * N + j], drawn as Keras' (M, N) array */
+    for (auto &x : A) x = rng.normal();
+    /* v_k lives in column k of A, rows k..M-1 (R's part above it) */
+    auto V = [&](int64_t i, int64_t k) { return A[(size_t)(i * N + k)]; };
+    std::vector<double> beta((size_t)N, 0.0), sign((size_t)N, 1.0), T((size_t)(N * NB), 0.0);
+    /* X[k0:, j0:] = (I - V T' V^T) X[k0:, j0:] for the panel at k0 (nb
+       reflectors); T' = T^T applies H_{k0+nb-1} ... H_k0 (the factorisation),
+       T' = T applies H_k0 ... H_{k0+nb-1} (forming Q) */
+    auto apply_panel = [&](std::vector<double> &X, int64_t k0, int64_t nb, int64_t j0, bool transpose) {
+        int64_t n2 = N - j0;
+        if (n2 <= 0) return;
+        const double *Tp = &T[(size_t)(k0 * NB)]; /* T[p * NB + q] */
+        std::vector<double> W((size_t)(nb * n2), 0.0);
+        par_for(n2, (M - k0) * n2 * nb, [&](int64_t lo, int64_t hi) {
+            for (int64_t i = k0; i < M; i++) { /* W = V^T X */
+                const double *x = &X[(size_t)(i * N + j0)];
+                for (int64_t p = 0; p < nb && k0 + p <= i; p++) {
+                    double v = V(i, k0 + p), *wp = &W[(size_t)(p * n2)];
+                    for (int64_t j = lo; j < hi; j++) wp[j] += v * x[j];
+                }
+            }
+            std::vector<double> col((size_t)nb);
+            for (int64_t j = lo; j < hi; j++) { /* W = T' W, one column at a time */
+                for (int64_t p = 0; p < nb; p++) col[(size_t)p] = W[(size_t)(p * n2 + j)];
+                for (int64_t p = 0; p < nb; p++) {
+                    double sum = 0;
+                    if (transpose)
+                        for (int64_t q = 0; q <= p; q++) sum += Tp[q * NB + p] * col[(size_t)q];
+                    else
+                        for (int64_t q = p; q < nb; q++) sum += Tp[p * NB + q] * col[(size_t)q];
+                    W[(size_t)(p * n2 + j)] = sum;
+                }
+            }
+            for (int64_t i = k0; i < M; i++) { /* X -= V W */
+                double *x = &X[(size_t)(i * N + j0)];
+                for (int64_t p = 0; p < nb && k0 + p <= i; p++) {
+                    double v = V(i, k0 + p);
+                    const double *wp = &W[(size_t)(p * n2)];
+                    for (int64_t j = lo; j < hi; j++) x[j] -= v * wp[j];
+                }
+            }
+        });
+    };
+    for (int64_t k0 = 0; k0 < N; k0 += NB) {
+        int64_t nb = std::min(NB, N - k0), k1 = k0 + nb;
+        for (int64_t k = k0; k < k1; k++) { /* the panel, one reflector at a time */
+            double norm = 0;
+            for (int64_t i = k; i < M; i++) norm += V(i, k) * V(i, k);
+            norm = std::sqrt(norm);
+            double akk = V(k, k), alpha = akk >= 0 ? -norm : norm; /* R[k][k] = alpha */
+            sign[(size_t)k] = alpha < 0 ? -1.0 : 1.0;
+            A[(size_t)(k * N + k)] = akk - alpha;
+            double vv = norm * norm - akk * akk + (akk - alpha) * (akk - alpha); /* |v|^2 */
+            beta[(size_t)k] = vv > 0 ? 2.0 / vv : 0.0;
+            for (int64_t j = k + 1; j < k1; j++) { /* H_k on the panel's later columns */
+                double dot = 0;
+                for (int64_t i = k; i < M; i++) dot += V(i, k) * V(i, j);
+                dot *= beta[(size_t)k];
+                for (int64_t i = k; i < M; i++) A[(size_t)(i * N + j)] -= dot * V(i, k);
+            }
+        }
+        /* T (upper triangular) with H_k0 ... H_{k1-1} = I - V T V^T (LAPACK's dlarft) */
+        double *Tp = &T[(size_t)(k0 * NB)];
+        for (int64_t p = 0; p < nb; p++) {
+            double b = beta[(size_t)(k0 + p)];
+            Tp[p * NB + p] = b;
+            std::vector<double> z((size_t)p, 0.0);
+            for (int64_t q = 0; q < p; q++)
+                for (int64_t i = k0 + p; i < M; i++) z[(size_t)q] += V(i, k0 + q) * V(i, k0 + p);
+            for (int64_t q = 0; q < p; q++) {
+                double sum = 0;
+                for (int64_t l = q; l < p; l++) sum += Tp[q * NB + l] * z[(size_t)l];
+                Tp[q * NB + p] = -b * sum;
+            }
+        }
+        apply_panel(A, k0, nb, k1, true); /* the rest of the matrix, once per panel */
+    }
+    /* Q = H_0 ... H_{N-1} [I; 0], panels from the last; columns before a
+       panel are still e_j there, which it leaves alone */
+    std::vector<double> Q((size_t)(M * N), 0.0);
+    for (int64_t j = 0; j < N; j++) Q[(size_t)(j * N + j)] = 1.0;
+    for (int64_t k0 = (N - 1) / NB * NB; k0 >= 0; k0 -= NB) apply_panel(Q, k0, std::min(NB, N - k0), k0, false);
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) { /* W = Q (sign-corrected), or its transpose when r < c */
+            double q = r >= c ? Q[(size_t)(i * N + j)] * sign[(size_t)j] : Q[(size_t)(j * N + i)] * sign[(size_t)i];
+            w[i * c + j] = (float)(gain * q);
+        }
+}
+
+static void init_weights(float *w, const Shape &s, const Init &in, Rng &rng) {
     int64_t n = s.size();
     double fan_in = s.rank >= 2 ? (double)s.size() / s.last() : (double)n;
     double fan_out = s.rank >= 2 ? (double)s.size() / s.d[s.rank - 2] : (double)n;
@@ -2770,41 +3175,41 @@ static void init_weights(float *w, const Shape &s, const std::string &init_in, R
     auto uniform = [&](double limit) {
         for (int64_t i = 0; i < n; i++) w[i] = (float)((rng.uniform() * 2 - 1) * limit);
     };
-    auto truncated = [&](double stddev) { /* Keras' truncated normal: redraw beyond 2 stddev */
+    auto truncated = [&](double mean, double stddev) { /* Keras' truncated normal: redraw beyond 2 stddev */
         for (int64_t i = 0; i < n; i++) {
             float z;
             do z = rng.normal();
             while (std::fabs(z) > 2.f);
-            w[i] = (float)(z * stddev);
+            w[i] = (float)(mean + z * stddev);
         }
     };
     /* 0.8796...: stddev of a standard normal truncated to [-2, 2] */
     const double tn = 0.87962566103423978;
-    if (init == "zeros") {
-        std::fill(w, w + n, 0.f);
-    } else if (init == "ones") {
-        std::fill(w, w + n, 1.f);
-    } else if (init == "glorot_uniform") {
-        uniform(std::sqrt(6.0 / (fan_in + fan_out)));
-    } else if (init == "he_uniform") {
-        uniform(std::sqrt(6.0 / fan_in));
-    } else if (init == "lecun_uniform") {
-        uniform(std::sqrt(3.0 / fan_in));
-    } else if (init == "glorot_normal") {
-        truncated(std::sqrt(2.0 / (fan_in + fan_out)) / tn);
-    } else if (init == "he_normal") {
-        truncated(std::sqrt(2.0 / fan_in) / tn);
-    } else if (init == "lecun_normal") {
-        truncated(std::sqrt(1.0 / fan_in) / tn);
-    } else if (init == "random_uniform") {
-        uniform(0.05);
-    } else if (init == "random_normal") {
-        for (int64_t i = 0; i < n; i++) w[i] = 0.05f * rng.normal();
-    } else {
-        raise(NNL_ERR_ARGUMENT,
-              "%s: unknown initializer '%s' (known: glorot_uniform, glorot_normal, he_uniform, he_normal, "
-              "lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal)",
-              owner, init_in.c_str());
+    switch (in.def->kind) {
+    case INIT_ZEROS: std::fill(w, w + n, 0.f); break;
+    case INIT_ONES: std::fill(w, w + n, 1.f); break;
+    case INIT_CONSTANT: std::fill(w, w + n, (float)in.a); break;
+    case INIT_UNIFORM:
+        if (in.a == -in.b) {
+            uniform(in.b);
+        } else {
+            for (int64_t i = 0; i < n; i++) w[i] = (float)(in.a + (in.b - in.a) * rng.uniform());
+        }
+        break;
+    case INIT_NORMAL:
+        for (int64_t i = 0; i < n; i++) w[i] = (float)in.a + (float)in.b * rng.normal();
+        break;
+    case INIT_TRUNCATED: truncated(in.a, in.b); break;
+    case INIT_ORTHOGONAL: init_orthogonal(w, s, in.a, rng); break;
+    case INIT_VARIANCE: {
+        /* Keras: scale / max(1, fan); the limit sqrt(3 scale / fan) */
+        double fan = in.mode == FAN_IN ? fan_in : in.mode == FAN_OUT ? fan_out : (fan_in + fan_out) / 2.0;
+        fan = std::max(1.0, fan);
+        if (in.dist == DIST_UNIFORM) uniform(std::sqrt(3.0 * in.a / fan));
+        else if (in.dist == DIST_TRUNCATED) truncated(0.0, std::sqrt(in.a / fan) / tn);
+        else for (int64_t i = 0; i < n; i++) w[i] = (float)(rng.normal() * std::sqrt(in.a / fan));
+        break;
+    }
     }
 }
 
@@ -3441,6 +3846,25 @@ static inline void gpu_sync_host(Model &) {}
 static inline void gpu_sync_device(Model &) {}
 #endif
 
+/* nnl_set_device's device strings, read alike by the CPU-only and the CUDA
+   build (so a typo gets NNL_ERR_ARGUMENT from both, and a well-formed GPU
+   request NNL_ERR_UNSUPPORTED where there is no CUDA): "cpu" -> -1, "cuda"
+   -> 0, "cuda:N" -> N, case-insensitive; "gpu" and "gpu:N" are aliases of
+   "cuda" and "cuda:N" (TensorFlow's and Keras' word for the device). */
+static int parse_device(const char *device) {
+    NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "device is NULL");
+    std::string d = lower(device);
+    if (d == "cpu") return -1;
+    if (d == "cuda" || d == "gpu") return 0;
+    size_t c = d.find(':');
+    std::string kind = d.substr(0, c), num = c == std::string::npos ? "" : d.substr(c + 1);
+    if ((kind == "cuda" || kind == "gpu") && !num.empty() && num.size() <= 6 &&
+        num.find_first_not_of("0123456789") == std::string::npos)
+        return atoi(num.c_str());
+    raise(NNL_ERR_ARGUMENT, "unknown device '%s' (use \"cpu\", \"cuda\" or \"cuda:N\"; \"gpu\" and \"gpu:N\" are "
+          "aliases)", device);
+}
+
 /* An input array from the ABI: x (n, per-sample shape...) */
 struct InputArray {
     const float *x = nullptr;
@@ -3552,7 +3976,8 @@ public:
         defer_layout = false;
         relayout();
         for (size_t i = first; i < layers.size(); i++)
-            for (auto &w : layers[i]->weights) init_weights(w.w, w.shape, w.init, rng, layers[i]->cls);
+            for (auto &w : layers[i]->weights)
+                init_weights(w.w, w.shape, weight_init(w.init, w.shape, layers[i]->cls, w.name), rng);
     }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
@@ -3587,6 +4012,9 @@ public:
         std::unique_ptr<Layer> l = it->second(a);
         l->spec = sp;
         std::string name = a.str("name", -1, "");
+        /* names end up in JSON, model files and messages: UTF-8 only */
+        NNL_REQUIRE(valid_utf8(name), NNL_ERR_ARGUMENT, "%s: the name '%s' is not valid UTF-8", sp.name.c_str(),
+                    printable(name).c_str());
         std::vector<int64_t> ishape = a.ints("input_shape", -1);
         std::vector<int64_t> bshape = a.ints("batch_input_shape", -1);
         a.str("dtype", -1, "float32");
@@ -3626,6 +4054,8 @@ public:
         }
         NNL_REQUIRE(add_size(param_total, np) <= MAX_VALUES, NNL_ERR_SHAPE,
                     "%s: the model would hold more than 2^40 weights", sp.name.c_str());
+        std::vector<Init> inits; /* checked before the layer joins the model (or takes a default name) */
+        for (auto &w : l->weights) inits.push_back(weight_init(w.init, w.shape, l->cls, w.name));
         std::string base;
         if (name.empty()) {
             base = snake(l->cls);
@@ -3643,7 +4073,8 @@ public:
         if (!defer_layout) try {
             relayout();
             Layer &L = *layers.back();
-            for (auto &w : L.weights) init_weights(w.w, w.shape, w.init, rng, L.cls);
+            for (size_t i = 0; i < L.weights.size(); i++)
+                init_weights(L.weights[i].w, L.weights[i].shape, inits[i], rng);
         } catch (...) {
             layers.pop_back();
             laid_out = layers.size();
@@ -4167,12 +4598,30 @@ static std::string bytes_str(double b) {
 
 std::string Model::summary() const {
     std::string s = "Model: \"sequential\"\n";
-    std::string rule(65, '_'), dbl(65, '=');
-    auto row = [](const std::string &a, const std::string &b, const std::string &c) {
+    /* tf.keras' 65-column table (columns at 29 and 55), widened as Keras 3
+       does when a name, type or shape is longer: every column fits its
+       longest entry, so the columns stay aligned. */
+    auto cols = [](const std::string &t) { /* characters, not bytes: names may be UTF-8 */
+        size_t n = 0;
+        for (unsigned char c : t) n += (c & 0xC0) != 0x80;
+        return n;
+    };
+    size_t w1 = 29, w2 = 26, w3 = 10;
+    for (auto &l : layers) {
+        w1 = std::max(w1, cols(l->name) + strlen(l->cls) + 5);
+        w2 = std::max(w2, l->out.str().size() + 1);
+        w3 = std::max(w3, with_commas(l->param_count()).size() + 1);
+    }
+    std::string rule(w1 + w2 + w3, '_'), dbl(w1 + w2 + w3, '=');
+    auto pad = [&](std::string &r, size_t to) { /* to column `to`, and at least one space */
+        size_t n = cols(r);
+        r.append(n < to ? to - n : 1, ' ');
+    };
+    auto row = [&](const std::string &a, const std::string &b, const std::string &c) {
         std::string r = " " + a;
-        r.resize(std::max<size_t>(29, r.size() + 1), ' ');
+        pad(r, w1);
         r += b;
-        r.resize(std::max<size_t>(55, r.size() + 1), ' ');
+        pad(r, w1 + w2);
         r += c;
         return r + "\n";
     };
@@ -4676,9 +5125,8 @@ bool gpu_apply(Model &m) {
 /* nnl_set_device's work: "cpu", "cuda" or "cuda:N". Nothing changes when
    it fails. */
 static void set_device(Model &m, const char *device) {
-    NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
-    std::string d = lower(device);
-    if (d == "cpu") {
+    int idx = parse_device(device);
+    if (idx < 0) {
         if (m.gpu) {
             nnl_cuda::Context *prev = nnl_cuda::context_current();
             nnl_cuda::context_use(m.gpu->ctx);
@@ -4687,16 +5135,6 @@ static void set_device(Model &m, const char *device) {
             m.gpu.reset();
         }
         return;
-    }
-    int idx = 0;
-    if (d == "cuda" || d == "gpu") {
-        idx = 0;
-    } else if ((d.compare(0, 5, "cuda:") == 0 || d.compare(0, 4, "gpu:") == 0) &&
-               d.find(':') + 1 < d.size() &&
-               d.find_first_not_of("0123456789", d.find(':') + 1) == std::string::npos) {
-        idx = atoi(d.c_str() + d.find(':') + 1);
-    } else {
-        raise(NNL_ERR_ARGUMENT, "nnl_set_device: unknown device '%s' (use \"cpu\", \"cuda\" or \"cuda:N\")", device);
     }
     nnl_cuda::set_error_handler(cuda_raise);
     int n = nnl_cuda::device_count();
@@ -5612,7 +6050,7 @@ extern "C" {
 
 NNL_API int nnl_array_create(int dtype, int rank, const int64_t *shape, nnl_array **out) {
     if (out) *out = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_array_create: out is NULL");
         nnl::io::check_out_dtype(dtype, "nnl_array_create");
         int64_t count = nnl::io::checked_count(rank, shape, "nnl_array_create");
@@ -5632,7 +6070,7 @@ NNL_API int64_t nnl_array_size(const nnl_array *a) { return a ? a->size : 0; }
 NNL_API void *nnl_array_data(nnl_array *a) { return a ? a->data : nullptr; }
 
 NNL_API int nnl_array_reshape(nnl_array *a, int rank, const int64_t *shape) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!a) nnl::raise(NNL_ERR_ARGUMENT, "nnl_array_reshape: array is NULL");
         int64_t count = nnl::io::checked_count(rank, shape, "nnl_array_reshape");
         if (count != a->size)
@@ -5645,7 +6083,7 @@ NNL_API int nnl_array_reshape(nnl_array *a, int rank, const int64_t *shape) {
 }
 
 NNL_API int nnl_array_convert(nnl_array *a, int dtype) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!a) nnl::raise(NNL_ERR_ARGUMENT, "nnl_array_convert: array is NULL");
         nnl::io::check_out_dtype(dtype, "nnl_array_convert");
         if (dtype == a->dtype) return;
@@ -5660,7 +6098,7 @@ NNL_API int nnl_array_convert(nnl_array *a, int dtype) {
 
 NNL_API int nnl_load_idx(const char *path, int want_dtype, nnl_array **out) {
     if (out) *out = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_idx: path or out is NULL");
         if (want_dtype) nnl::io::check_out_dtype(want_dtype, "nnl_load_idx");
         *out = nnl::io::load_idx_file(path, want_dtype).release();
@@ -5669,7 +6107,7 @@ NNL_API int nnl_load_idx(const char *path, int want_dtype, nnl_array **out) {
 
 NNL_API int nnl_load_npy(const char *path, int want_dtype, nnl_array **out) {
     if (out) *out = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_npy: path or out is NULL");
         if (want_dtype) nnl::io::check_out_dtype(want_dtype, "nnl_load_npy");
         std::vector<uint8_t> f;
@@ -5680,7 +6118,7 @@ NNL_API int nnl_load_npy(const char *path, int want_dtype, nnl_array **out) {
 
 NNL_API int nnl_load_npz(const char *path, const char *key, int want_dtype, nnl_array **out) {
     if (out) *out = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!path || !key || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_npz: path, key or out is NULL");
         if (want_dtype) nnl::io::check_out_dtype(want_dtype, "nnl_load_npz");
         std::vector<uint8_t> f;
@@ -5693,7 +6131,7 @@ NNL_API int nnl_load_npz(const char *path, const char *key, int want_dtype, nnl_
 }
 
 NNL_API int nnl_save_npy(const char *path, const nnl_array *a) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!path || !a) nnl::raise(NNL_ERR_ARGUMENT, "nnl_save_npy: path or array is NULL");
         nnl::io::save_npy(path, *a);
     });
@@ -5704,7 +6142,7 @@ NNL_API int nnl_load_mnist(const char *path, nnl_array **x_train, nnl_array **y_
     nnl_array **outs[4] = {x_train, y_train, x_test, y_test};
     for (nnl_array **o : outs)
         if (o) *o = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!path) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_mnist: path is NULL");
         bool want[4];
         nnl::io::ArrayPtr a[4];
@@ -5716,7 +6154,7 @@ NNL_API int nnl_load_mnist(const char *path, nnl_array **x_train, nnl_array **y_
 }
 
 NNL_API int nnl_normalize(float *x, int rank, const int64_t *shape, int axis) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         int64_t count = nnl::io::checked_count(rank, shape, "nnl_normalize");
         if (rank < 1) nnl::raise(NNL_ERR_ARGUMENT, "nnl_normalize: rank must be at least 1");
         if (axis < -rank || axis >= rank)
@@ -5742,7 +6180,7 @@ NNL_API int nnl_normalize(float *x, int rank, const int64_t *shape, int axis) {
 }
 
 NNL_API int nnl_scale(float *x, int64_t n, float scale, float shift) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (n < 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_scale: n is negative (%lld)", (long long)n);
         if (n > 0 && !x) nnl::raise(NNL_ERR_ARGUMENT, "nnl_scale: x is NULL");
         for (int64_t i = 0; i < n; i++) x[i] = x[i] * scale + shift;
@@ -5750,7 +6188,7 @@ NNL_API int nnl_scale(float *x, int64_t n, float scale, float shift) {
 }
 
 NNL_API int nnl_to_categorical(const void *labels, int dtype, int64_t n, int num_classes, float *out) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (n < 0 || num_classes < 1)
             nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: n = %lld, num_classes = %d", (long long)n, num_classes);
         if (n > 0 && (!labels || !out)) nnl::raise(NNL_ERR_ARGUMENT, "nnl_to_categorical: labels or out is NULL");
@@ -5768,7 +6206,7 @@ NNL_API int nnl_to_categorical(const void *labels, int dtype, int64_t n, int num
 }
 
 NNL_API int nnl_shuffle(float *x, int64_t row_x, void *y, int y_dtype, int64_t row_y, int64_t n, uint64_t seed) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (n < 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_shuffle: n is negative (%lld)", (long long)n);
         if (!x || row_x < 1) nnl::raise(NNL_ERR_ARGUMENT, "nnl_shuffle: x is NULL or row_x < 1");
         const size_t ys = y ? nnl::dtype_size(y_dtype) : 0;
@@ -5797,7 +6235,7 @@ NNL_API int nnl_shuffle(float *x, int64_t row_x, void *y, int y_dtype, int64_t r
 
 NNL_API int nnl_confusion_matrix(const void *y_true, int dtype, const int32_t *y_pred, int64_t n, int num_classes,
                                  int64_t *out) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (n < 0 || num_classes < 1)
             nnl::raise(NNL_ERR_ARGUMENT, "nnl_confusion_matrix: n = %lld, num_classes = %d", (long long)n, num_classes);
         if (!out || (n > 0 && (!y_true || !y_pred)))
@@ -5818,7 +6256,7 @@ NNL_API int nnl_confusion_matrix(const void *y_true, int dtype, const int32_t *y
 
 NNL_API int nnl_print_confusion_matrix(FILE *f, const int64_t *cm, int num_classes, const char *const *labels,
                                        int normalize) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         if (!cm || num_classes < 1)
             nnl::raise(NNL_ERR_ARGUMENT, "nnl_print_confusion_matrix: cm is NULL or num_classes < 1");
         std::string s = nnl::io::confusion_table(cm, num_classes, labels, normalize != 0);
@@ -6189,7 +6627,7 @@ static std::string svg_confusion(const int64_t *cm, int n, const char *const *la
 extern "C" {
 
 NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_plot_history: model handle is NULL");
         nnl::write_file_atomic(path, nnl::svg_history(*m));
     });
@@ -6197,7 +6635,7 @@ NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
 
 NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int num_classes,
                                       const char *const *labels, int normalize, const char *title) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(cm, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: cm is NULL");
         NNL_REQUIRE(num_classes >= 1 && num_classes <= 1000, NNL_ERR_ARGUMENT,
                     "nnl_plot_confusion_matrix: num_classes must be in 1..1000");
@@ -6310,7 +6748,8 @@ class JsonParser {
     std::string what;
     size_t values = 0;
     [[noreturn]] void fail(const char *msg) {
-        raise(NNL_ERR_FORMAT, "%s: invalid JSON at byte %lld: %s", what.c_str(), (long long)(p - s), msg);
+        raise(NNL_ERR_FORMAT, "%s%sinvalid JSON at byte %lld: %s", what.c_str(), what.empty() ? "" : ": ",
+              (long long)(p - s), msg);
     }
     void ws() {
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
@@ -6493,7 +6932,9 @@ class JsonParser {
 public:
     JsonParser(const char *text, size_t n, const std::string &what_) : s(text), p(text), end(text + n), what(what_) {}
     Json parse() {
-        if ((size_t)(end - s) > JSON_MAX_BYTES) raise(NNL_ERR_FORMAT, "%s: JSON text larger than %zu bytes", what.c_str(), JSON_MAX_BYTES);
+        if ((size_t)(end - s) > JSON_MAX_BYTES)
+            raise(NNL_ERR_FORMAT, "%s%sJSON text larger than %zu bytes", what.c_str(), what.empty() ? "" : ": ",
+                  JSON_MAX_BYTES);
         Json j = value(0);
         ws();
         if (p != end) fail("text after the end of the JSON value");
@@ -6505,9 +6946,22 @@ static Json parse_json(const char *text, size_t n, const std::string &what) {
     return JsonParser(text, n, what).parse();
 }
 
+/* Always valid JSON: a byte that is not part of well-formed UTF-8 (which
+   nnl_add and from_json refuse in names) is written as U+FFFD. */
 static void write_json_string(std::string &out, const std::string &v) {
     out += '"';
-    for (unsigned char c : v) {
+    for (size_t i = 0, n; i < v.size(); i += n) {
+        n = utf8_seq(v, i);
+        if (n != 1) {
+            if (n) {
+                out.append(v, i, n);
+            } else {
+                out += "\\ufffd";
+                n = 1;
+            }
+            continue;
+        }
+        unsigned char c = (unsigned char)v[i];
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -6560,28 +7014,32 @@ static std::string json_text(const Json &j) {
 
 static const char *const KERAS_VERSION = "2.15.0"; /* the tf.keras layout written */
 
-/* nnlite initializer name <-> Keras class: "glorot_uniform" <-> GlorotUniform */
-struct InitName {
-    const char *nnl, *keras;
-};
-static const InitName kInits[] = {
-    {"glorot_uniform", "GlorotUniform"}, {"glorot_normal", "GlorotNormal"}, {"he_uniform", "HeUniform"},
-    {"he_normal", "HeNormal"},           {"lecun_uniform", "LecunUniform"}, {"lecun_normal", "LecunNormal"},
-    {"zeros", "Zeros"},                  {"ones", "Ones"},                  {"random_uniform", "RandomUniform"},
-    {"random_normal", "RandomNormal"},
-};
-
-static Json init_json(const std::string &name_in) {
-    std::string name = lower(name_in);
-    for (auto &i : kInits)
-        if (name == i.nnl) {
-            Json cfg = Json::object();
-            if (name == "random_uniform") cfg.set("minval", Json::number(-0.05)).set("maxval", Json::number(0.05));
-            if (name == "random_normal") cfg.set("mean", Json::number(0.0)).set("stddev", Json::number(0.05));
-            if (name != "zeros" && name != "ones") cfg.set("seed", Json());
-            return Json::object().set("class_name", Json::string(i.keras)).set("config", cfg);
-        }
-    raise(NNL_ERR_INTERNAL, "initializer '%s' has no Keras name", name_in.c_str());
+/* An initializer spec string (a WeightSpec's init) -> Keras' form, as
+   tf.keras 2.x's get_config writes it: {"class_name": "GlorotUniform",
+   "config": {"seed": null}}, {"class_name": "VarianceScaling", "config":
+   {"scale": 2.0, "mode": "fan_in", "distribution": "truncated_normal",
+   "seed": null}}, {"class_name": "Orthogonal", "config": {"gain": 1.0,
+   "seed": null}}. The table and the spec syntax are section 3's. */
+static Json init_json(const std::string &spec) {
+    Init in = parse_init(spec, "initializer");
+    Json cfg = Json::object();
+    switch (in.def->kind) {
+    case INIT_CONSTANT: cfg.set("value", Json::number(in.a)); break;
+    case INIT_UNIFORM: cfg.set("minval", Json::number(in.a)).set("maxval", Json::number(in.b)); break;
+    case INIT_NORMAL:
+    case INIT_TRUNCATED: cfg.set("mean", Json::number(in.a)).set("stddev", Json::number(in.b)); break;
+    case INIT_ORTHOGONAL: cfg.set("gain", Json::number(in.a)); break;
+    case INIT_VARIANCE:
+        if (!in.def->preset)
+            cfg.set("scale", Json::number(in.a))
+                .set("mode", Json::string(kInitModes[in.mode]))
+                .set("distribution", Json::string(kInitDists[in.dist]));
+        break;
+    default: break;
+    }
+    if (in.def->kind != INIT_ZEROS && in.def->kind != INIT_ONES && in.def->kind != INIT_CONSTANT)
+        cfg.set("seed", Json());
+    return Json::object().set("class_name", Json::string(in.def->keras)).set("config", cfg);
 }
 
 static Json ints_json(const int64_t *v, int n) {
@@ -6654,13 +7112,13 @@ static Json layer_json(const Layer &l) {
         c.set("size", ints_json(up->sz, 2)).set("data_format", Json::string(up->cf ? "channels_first" : df_last));
         c.set("interpolation", Json::string("nearest"));
     } else {
-        raise(NNL_ERR_UNSUPPORTED, "to_json: layer '%s' (%s) has no JSON form yet", l.name.c_str(), l.cls);
+        raise(NNL_ERR_UNSUPPORTED, "layer '%s' (%s) has no JSON form yet", l.name.c_str(), l.cls);
     }
     return Json::object().set("class_name", Json::string(l.cls)).set("config", c);
 }
 
 static Json model_json(const Model &m) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "to_json: the model has no layers");
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     Json layers = Json::array();
     Json bshape = Json::array().push(Json());
     for (int i = 0; i < m.input.rank; i++) bshape.push(Json::integer(m.input.d[i]));
@@ -6716,7 +7174,16 @@ static Value to_value(const Json &j, const std::string &owner, const std::string
     return v;
 }
 
-/* {"class_name": "GlorotUniform", "config": {"seed": null}} -> "glorot_uniform" */
+/* Keras' initializer JSON -> a spec string: {"class_name": "GlorotUniform",
+   "config": {"seed": null}} -> "glorot_uniform"; {"class_name":
+   "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_in", ...}} ->
+   "VarianceScaling(scale=2, mode='fan_in', distribution='truncated_normal')".
+   Reads every class of section 3's table with its config, so the files of
+   standalone Keras 2.0-2.3 (glorot_uniform written as VarianceScaling(1.0,
+   'fan_avg', 'uniform'), distribution 'normal', RandomUniform with its
+   minval/maxval) load as well as tf.keras' and Keras 3's. A name (a string)
+   is passed on as it is. Seeds must be null: initial weights come from the
+   model seed. */
 static Value init_value(const Json &j, const std::string &owner, const std::string &key) {
     Value v;
     v.kind = Value::STR;
@@ -6727,27 +7194,58 @@ static Value init_value(const Json &j, const std::string &owner, const std::stri
     const Json *cn = j.kind == Json::OBJ ? j.get("class_name") : nullptr;
     NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s: '%s' must be a name or {\"class_name\": ...}",
                 owner.c_str(), key.c_str());
-    const InitName *hit = nullptr;
-    for (auto &i : kInits)
-        if (cn->s == i.keras || lower(cn->s) == i.nnl) hit = &i;
-    NNL_REQUIRE(hit, NNL_ERR_UNSUPPORTED, "%s: %s '%s' is not supported (supported: GlorotUniform, GlorotNormal, "
-                "HeUniform, HeNormal, LecunUniform, LecunNormal, Zeros, Ones, RandomUniform, RandomNormal)",
-                owner.c_str(), key.c_str(), cn->s.c_str());
+    const InitDef *def = init_def(cn->s);
+    if (!def) {
+        std::string all;
+        for (auto &d : kInitTable) all += std::string(all.empty() ? "" : ", ") + d.keras;
+        raise(NNL_ERR_UNSUPPORTED, "%s: %s '%s' is not supported (supported: %s)", owner.c_str(), key.c_str(),
+              cn->s.c_str(), all.c_str());
+    }
+    Init in = init_defaults(*def);
     const Json *cfg = j.get("config");
+    NNL_REQUIRE(!cfg || cfg->kind == Json::OBJ || cfg->kind == Json::NUL, NNL_ERR_FORMAT,
+                "%s: %s's config must be an object", owner.c_str(), key.c_str());
+    std::string at = owner + ": " + key, who = at + " " + cn->s;
+    auto number = [&](const std::string &k, const Json &x) {
+        NNL_REQUIRE(x.kind == Json::NUM && std::isfinite(x.num), NNL_ERR_FORMAT, "%s: '%s' must be a finite number, "
+                    "got %s", who.c_str(), k.c_str(), json_text(x).c_str());
+        return x.num;
+    };
+    auto text = [&](const std::string &k, const Json &x) {
+        NNL_REQUIRE(x.kind == Json::STR, NNL_ERR_FORMAT, "%s: '%s' must be a string, got %s", who.c_str(), k.c_str(),
+                    json_text(x).c_str());
+        return x.s;
+    };
+    InitKind kind = def->kind;
+    bool vs = kind == INIT_VARIANCE && !def->preset;
     if (cfg && cfg->kind == Json::OBJ)
         for (auto &kv : cfg->o) {
+            const std::string &k = kv.first;
             const Json &x = kv.second;
-            bool ok = kv.first == "seed" ? x.kind == Json::NUL
-                      : kv.first == "minval" ? x.kind == Json::NUM && x.num == -0.05
-                      : kv.first == "maxval" ? x.kind == Json::NUM && x.num == 0.05
-                      : kv.first == "mean" ? x.kind == Json::NUM && x.num == 0.0
-                      : kv.first == "stddev" ? x.kind == Json::NUM && x.num == 0.05
-                      : false;
-            NNL_REQUIRE(ok, NNL_ERR_UNSUPPORTED, "%s: %s %s with %s=%s is not supported (only Keras' defaults%s)",
-                        owner.c_str(), key.c_str(), cn->s.c_str(), kv.first.c_str(), json_text(x).c_str(),
-                        kv.first == "seed" ? "; seeds come from nnl_model_set_seed" : "");
+            if (k == "seed") {
+                NNL_REQUIRE(x.kind == Json::NUL, NNL_ERR_UNSUPPORTED, "%s with seed=%s is not supported (initial "
+                            "weights come from the model seed: nnl_model_set_seed)", who.c_str(), json_text(x).c_str());
+            } else if (kind == INIT_CONSTANT && k == "value") {
+                in.a = number(k, x);
+            } else if (kind == INIT_UNIFORM && (k == "minval" || k == "maxval")) {
+                (k == "minval" ? in.a : in.b) = number(k, x);
+            } else if ((kind == INIT_NORMAL || kind == INIT_TRUNCATED) && (k == "mean" || k == "stddev")) {
+                (k == "mean" ? in.a : in.b) = number(k, x);
+            } else if (kind == INIT_ORTHOGONAL && k == "gain") {
+                in.a = number(k, x);
+            } else if (vs && k == "scale") {
+                in.a = number(k, x);
+            } else if (vs && k == "mode") {
+                in.mode = init_mode(text(k, x), at.c_str());
+            } else if (vs && k == "distribution") {
+                in.dist = init_dist(text(k, x), at.c_str());
+            } else {
+                raise(NNL_ERR_UNSUPPORTED, "%s: option '%s' (= %s) is not supported", who.c_str(), k.c_str(),
+                      json_text(x).c_str());
+            }
         }
-    v.str = hit->nnl;
+    check_init(in, at.c_str());
+    v.str = init_text(in);
     return v;
 }
 
@@ -6844,7 +7342,7 @@ static void check_growth(const Model &m, const Spec &sp, double &params, double 
 
 /* One {"class_name": ..., "config": {...}} into model m. */
 static void add_layer_json(Model &m, const Json &lj, size_t index, double &params, double max_params) {
-    std::string owner = format("from_json: layer %zu", index);
+    std::string owner = format("layer %zu", index);
     NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
     const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
     NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s has no \"class_name\"", owner.c_str());
@@ -6852,9 +7350,16 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
                 cn->s.c_str());
     const Json *nm = cfg->get("name");
     if (nm && nm->kind == Json::STR)
-        owner = format("from_json: layer %zu '%s' (%s)", index, nm->s.c_str(), cn->s.c_str());
+        owner = format("layer %zu '%s' (%s)", index, printable(nm->s).c_str(), printable(cn->s).c_str());
     else
-        owner += " (" + cn->s + ")";
+        owner += " (" + printable(cn->s) + ")";
+    /* the kind first: an LSTM is refused as an LSTM, not over one of its options */
+    if (cn->s != "InputLayer" && cn->s != "Input" && !layer_registry().count(cn->s)) {
+        std::string all = "InputLayer";
+        for (auto &kv : layer_registry()) all += ", " + kv.first;
+        raise(NNL_ERR_UNSUPPORTED, "%s: layer kind '%s' is not supported by this version (supported: %s)",
+              owner.c_str(), printable(cn->s).c_str(), all.c_str());
+    }
     for (auto &kv : lj.o) /* module, registered_name, build_config: bookkeeping of Keras 3 */
         NNL_REQUIRE(kv.first == "class_name" || kv.first == "config" || kv.first == "module" ||
                         kv.first == "registered_name" || kv.first == "build_config" || kv.first == "name" ||
@@ -6956,22 +7461,22 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
 
 /* max_params: a bound on the weights the architecture may declare */
 static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX_JSON_PARAMS) {
-    NNL_REQUIRE(j.kind == Json::OBJ, NNL_ERR_FORMAT, "from_json: the text is not a JSON object");
+    NNL_REQUIRE(j.kind == Json::OBJ, NNL_ERR_FORMAT, "the text is not a JSON object");
     const Json *cn = j.get("class_name");
-    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "from_json: no \"class_name\" at the top level");
+    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "no \"class_name\" at the top level");
     NNL_REQUIRE(cn->s == "Sequential", NNL_ERR_UNSUPPORTED,
-                "from_json: only Sequential models are supported, this is a '%s'", cn->s.c_str());
+                "only Sequential models are supported, this is a '%s'", cn->s.c_str());
     const Json *cfg = j.get("config");
-    NNL_REQUIRE(cfg, NNL_ERR_FORMAT, "from_json: no \"config\"");
+    NNL_REQUIRE(cfg, NNL_ERR_FORMAT, "no \"config\"");
     const Json *layers = cfg->kind == Json::ARR ? cfg : cfg->kind == Json::OBJ ? cfg->get("layers") : nullptr;
-    NNL_REQUIRE(layers && layers->kind == Json::ARR, NNL_ERR_FORMAT, "from_json: config has no \"layers\" list");
-    NNL_REQUIRE(!layers->a.empty(), NNL_ERR_FORMAT, "from_json: the model has no layers");
+    NNL_REQUIRE(layers && layers->kind == Json::ARR, NNL_ERR_FORMAT, "config has no \"layers\" list");
+    NNL_REQUIRE(!layers->a.empty(), NNL_ERR_FORMAT, "the model has no layers");
     if (cfg->kind == Json::OBJ) {
         const Json *t = cfg->get("trainable");
         NNL_REQUIRE(!t || (t->kind == Json::BOOL && t->b), NNL_ERR_UNSUPPORTED,
-                    "from_json: a frozen model (trainable=false) is not supported");
+                    "a frozen model (trainable=false) is not supported");
         const Json *d = cfg->get("dtype");
-        NNL_REQUIRE(!d || is_float32(*d), NNL_ERR_UNSUPPORTED, "from_json: dtype %s is not supported",
+        NNL_REQUIRE(!d || is_float32(*d), NNL_ERR_UNSUPPORTED, "the model's dtype %s is not supported",
                     json_text(*d).c_str());
     }
     /* bounded before anything is built, so that a hostile list of a
@@ -6982,7 +7487,7 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
         count += !(c && c->kind == Json::STR && c->s == "InputLayer");
     }
     NNL_REQUIRE(count <= (size_t)NNL_MAX_LAYERS, NNL_ERR_MEMORY,
-                "from_json: the model has %zu layers; nnlite allows at most %d (NNL_MAX_LAYERS)", count,
+                "the model has %zu layers; nnlite allows at most %d (NNL_MAX_LAYERS)", count,
                 NNL_MAX_LAYERS);
     double params = 0;
     /* the weights get their place once, after the last layer: adding layer
@@ -6990,7 +7495,7 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
     m.defer_layout = true;
     for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params, max_params);
     m.finish_layout();
-    NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "from_json: the model has an input but no layers");
+    NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "the model has an input but no layers");
 }
 
 /* ---- Atomic writes ----------------------------------------------------------
@@ -7297,7 +7802,7 @@ static Json base_meta(const Model &m, const char *kind) {
 }
 
 static void save_weights(const Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_weights: the model has no layers");
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     save_atomic(path, build_file(KIND_WEIGHTS, base_meta(m, "weights"), weight_tensors(m)));
 }
 
@@ -7337,7 +7842,7 @@ static Json history_json(const Model &m) {
 }
 
 static void save_model(const Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_model: the model has no layers");
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     Json meta = base_meta(m, "model");
     std::vector<TensorOut> ts = weight_tensors(m);
     Json rng = Json::array();
@@ -7492,14 +7997,14 @@ static std::string npy_bytes(const float *x, const Shape &s) {
 }
 
 static void save_weights_npz(const Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_weights_npz: the model has no layers");
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     std::vector<WeightRef> ws = all_weights(m);
     std::string zip, cd;
     for (size_t i = 0; i < ws.size(); i++) {
         std::string name = format("arr_%zu.npy", i);
         std::string d = npy_bytes(ws[i].w->w, ws[i].w->shape);
         NNL_REQUIRE(d.size() < 0xFFFFFFFFull && zip.size() + d.size() + 200 < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                    "save_weights_npz: weights over 4 GB need zip64, which this writer does not produce");
+                    "weights over 4 GB need zip64, which this writer does not produce");
         uint32_t crc = io::crc32((const uint8_t *)d.data(), d.size());
         uint32_t off = (uint32_t)zip.size();
         /* local header: version 20, no flags, stored, 1980-01-01 00:00 */
@@ -7536,7 +8041,7 @@ static void save_weights_npz(const Model &m, const char *path) {
         cd += name;
     }
     NNL_REQUIRE(ws.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                "save_weights_npz: too many or too large weights for a zip without zip64");
+                "too many or too large weights for a zip without zip64");
     uint32_t cd_off = (uint32_t)zip.size();
     zip += cd;
     app32(zip, 0x06054B50);
@@ -7551,7 +8056,7 @@ static void save_weights_npz(const Model &m, const char *path) {
 }
 
 static void load_weights_npz(Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "load_weights_npz: the model has no layers");
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     std::vector<uint8_t> bytes;
     read_file(path, bytes);
     io::Zip z(bytes, path);
@@ -7560,7 +8065,7 @@ static void load_weights_npz(Model &m, const char *path) {
     for (size_t i = 0; i < ws.size(); i++) {
         const io::ZipEntry *e = z.find(format("arr_%zu", i));
         if (!e)
-            raise(NNL_ERR_SHAPE, "load_weights_npz: '%s' has no arr_%zu for layer '%s' weight '%s' (the model has %zu "
+            raise(NNL_ERR_SHAPE, "'%s' has no arr_%zu for layer '%s' weight '%s' (the model has %zu "
                   "weight tensors; members: %s)", path, i, ws[i].layer->name.c_str(), ws[i].w->name.c_str(),
                   ws.size(), z.keys().c_str());
         io::ArrayPtr a = z.load(*e, NNL_FLOAT32);
@@ -7568,13 +8073,13 @@ static void load_weights_npz(Model &m, const char *path) {
         bool same = a->rank == s.rank;
         for (int k = 0; same && k < s.rank; k++) same = a->shape[k] == s.d[k];
         if (!same)
-            raise(NNL_ERR_SHAPE, "load_weights_npz: layer '%s' (%s) weight '%s' has shape %s in the model but arr_%zu "
+            raise(NNL_ERR_SHAPE, "layer '%s' (%s) weight '%s' has shape %s in the model but arr_%zu "
                   "in '%s' has %s", ws[i].layer->name.c_str(), ws[i].layer->cls, ws[i].w->name.c_str(),
                   s.str(false).c_str(), i, path, io::shape_str(a->rank, a->shape).c_str());
         arrays.push_back(std::move(a));
     }
     if (z.find(format("arr_%zu", ws.size())))
-        raise(NNL_ERR_SHAPE, "load_weights_npz: '%s' holds more than the model's %zu weight tensors", path, ws.size());
+        raise(NNL_ERR_SHAPE, "'%s' holds more than the model's %zu weight tensors", path, ws.size());
     for (size_t i = 0; i < ws.size(); i++)
         memcpy(ws[i].w->w, arrays[i]->data, (size_t)ws[i].w->shape.size() * sizeof(float));
 }
@@ -7586,7 +8091,7 @@ extern "C" {
 
 NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap) {
     int64_t len = -1;
-    nnl::guard([&] {
+    nnl::guard(__func__, [&] {
         NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_model_to_json: model handle is NULL");
         NNL_REQUIRE(cap <= 0 || buf, NNL_ERR_ARGUMENT, "nnl_model_to_json: buf is NULL");
         std::string s = nnl::files::json_text(nnl::files::model_json(*m));
@@ -7602,9 +8107,9 @@ NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap) {
 
 NNL_API int nnl_model_from_json(const char *json, nnl_model **out) {
     if (out) *out = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(json && out, NNL_ERR_ARGUMENT, "nnl_model_from_json: json or out is NULL");
-        nnl::files::Json j = nnl::files::parse_json(json, strlen(json), "from_json");
+        nnl::files::Json j = nnl::files::parse_json(json, strlen(json), "");
         std::unique_ptr<nnl_model> m(new nnl_model());
         nnl::files::model_from_json(*m, j);
         *out = m.release();
@@ -7612,21 +8117,21 @@ NNL_API int nnl_model_from_json(const char *json, nnl_model **out) {
 }
 
 NNL_API int nnl_save_weights(const nnl_model *m, const char *path) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_weights: model or path is NULL");
         nnl::files::save_weights(*m, path);
     });
 }
 
 NNL_API int nnl_load_weights(nnl_model *m, const char *path) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_load_weights: model or path is NULL");
         nnl::files::load_weights(*m, path);
     });
 }
 
 NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_model: model or path is NULL");
         nnl::files::save_model(*m, path);
     });
@@ -7634,7 +8139,7 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
 
 NNL_API int nnl_load_model(const char *path, nnl_model **out) {
     if (out) *out = nullptr;
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(path && out, NNL_ERR_ARGUMENT, "nnl_load_model: path or out is NULL");
         std::unique_ptr<nnl_model> m(new nnl_model());
         nnl::files::load_model(*m, path);
@@ -7643,14 +8148,14 @@ NNL_API int nnl_load_model(const char *path, nnl_model **out) {
 }
 
 NNL_API int nnl_save_weights_npz(const nnl_model *m, const char *path) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_weights_npz: model or path is NULL");
         nnl::files::save_weights_npz(*m, path);
     });
 }
 
 NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path) {
-    return nnl::guard([&] {
+    return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_load_weights_npz: model or path is NULL");
         nnl::files::load_weights_npz(*m, path);
     });
@@ -7665,7 +8170,8 @@ NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path) {
 using nnl::guard;
 using nnl::raise;
 
-#define NNL_CHECK_MODEL(m) NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "%s: model handle is NULL", __func__)
+/* guard adds the API function's name: "nnl_fit: model handle is NULL". */
+#define NNL_CHECK_MODEL(m) NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "model handle is NULL")
 
 extern "C" {
 
@@ -7682,7 +8188,7 @@ NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }
 NNL_API int nnl_version_number(void) { return NNL_VERSION_NUMBER; }
 
 NNL_API int nnl_init(int header_version_number) {
-    return guard([&] {
+    return guard(__func__, [&] {
         int v = header_version_number;
         NNL_REQUIRE(v >= 0, NNL_ERR_ARGUMENT,
                     "nnl_init: %d is not a version number (MAJOR*10000 + MINOR*100 + PATCH); pass NNL_VERSION_NUMBER",
@@ -7690,12 +8196,12 @@ NNL_API int nnl_init(int header_version_number) {
         int major = v / 10000, minor = v % 10000 / 100, patch = v % 100;
         if (major != NNL_VERSION_MAJOR)
             raise(NNL_ERR_UNSUPPORTED,
-                  "nnlite: library %s cannot serve a program built against header %d.%d.%d (ABI major versions "
+                  "nnl_init: library %s cannot serve a program built against header %d.%d.%d (ABI major versions "
                   "differ); rebuild against this library's nnlite.h or load libnnlite.so.%d",
                   NNL_VERSION_STRING, major, minor, patch, major);
         if (minor > NNL_VERSION_MINOR)
             raise(NNL_ERR_UNSUPPORTED,
-                  "nnlite: library %s is older than the header %d.%d.%d the program was built against (it may "
+                  "nnl_init: library %s is older than the header %d.%d.%d the program was built against (it may "
                   "lack functions that header declares); install nnlite %d.%d or newer",
                   NNL_VERSION_STRING, major, minor, patch, major, minor);
     });
@@ -7709,21 +8215,22 @@ NNL_API int nnl_get_threads(void) { return nnl::threads(); }
 
 NNL_API nnl_model *nnl_model_create(void) {
     nnl_model *m = nullptr;
-    guard([&] { m = new nnl_model(); });
+    guard(__func__, [&] { m = new nnl_model(); });
     return m;
 }
 
 NNL_API void nnl_model_free(nnl_model *m) { delete m; }
 
 NNL_API int nnl_add(nnl_model *m, const char *spec) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(spec);
     });
 }
 
 static std::string shape_tuple(int rank, const int64_t *shape) {
-    NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK && shape, NNL_ERR_ARGUMENT, "shape: rank %d or NULL shape", rank);
+    NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK && shape, NNL_ERR_ARGUMENT,
+                "rank %d is not in 1..%d, or shape is NULL", rank, NNL_MAX_RANK);
     std::string s = "(";
     for (int i = 0; i < rank; i++) s += std::to_string((long long)shape[i]) + ",";
     return s + ")";
@@ -7736,21 +8243,21 @@ static std::string act_arg(const char *activation) {
 }
 
 NNL_API int nnl_add_input(nnl_model *m, int rank, const int64_t *shape) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(("Input(shape=" + shape_tuple(rank, shape) + ")").c_str());
     });
 }
 
 NNL_API int nnl_add_dense(nnl_model *m, int units, const char *activation) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(nnl::format("Dense(%d, activation=%s)", units, act_arg(activation).c_str()).c_str());
     });
 }
 
 NNL_API int nnl_add_activation(nnl_model *m, const char *activation) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(activation, NNL_ERR_ARGUMENT, "nnl_add_activation: activation is NULL");
         m->add(("Activation(" + act_arg(activation) + ")").c_str());
@@ -7758,28 +8265,28 @@ NNL_API int nnl_add_activation(nnl_model *m, const char *activation) {
 }
 
 NNL_API int nnl_add_dropout(nnl_model *m, float rate) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(nnl::format("Dropout(%.9g)", rate).c_str());
     });
 }
 
 NNL_API int nnl_add_flatten(nnl_model *m) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add("Flatten()");
     });
 }
 
 NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(("Reshape(" + shape_tuple(rank, shape) + ")").c_str());
     });
 }
 
 NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         if (seed == 0) {
             m->seeded = false;
@@ -7814,18 +8321,29 @@ static int write_shape(const nnl::Shape &s, int64_t *shape) {
     return s.rank;
 }
 
+/* -1, with nnl_last_error saying why, for a NULL model or one without input */
 NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape) {
-    if (!m || !m->has_input) return -1;
-    return write_shape(m->out_shape(), shape);
+    int rank = -1;
+    guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
+        rank = write_shape(m->out_shape(), shape);
+    });
+    return rank;
 }
 
 NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape) {
-    if (!m || !m->has_input) return -1;
-    return write_shape(m->input, shape);
+    int rank = -1;
+    guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
+        rank = write_shape(m->input, shape);
+    });
+    return rank;
 }
 
 NNL_API int nnl_summary(const nnl_model *m, FILE *f) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         std::string s = m->summary();
         FILE *out = f ? f : stdout;
@@ -7836,7 +8354,7 @@ NNL_API int nnl_summary(const nnl_model *m, FILE *f) {
 
 NNL_API int64_t nnl_summary_string(const nnl_model *m, char *buf, int64_t cap) {
     int64_t len = -1;
-    guard([&] {
+    guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(cap <= 0 || buf, NNL_ERR_ARGUMENT, "nnl_summary_string: buf is NULL");
         std::string s = m->summary();
@@ -7870,7 +8388,7 @@ NNL_API int nnl_weight_count(const nnl_model *m) {
 }
 
 NNL_API int nnl_weight_trainable(const nnl_model *m, int i, int *trainable) {
-    return guard([&] {
+    return guard(__func__, [&] {
         nnl::WeightSpec &w = weight_at(m, i, "nnl_weight_trainable");
         NNL_REQUIRE(trainable, NNL_ERR_ARGUMENT, "nnl_weight_trainable: trainable is NULL");
         *trainable = w.trainable ? 1 : 0;
@@ -7878,7 +8396,7 @@ NNL_API int nnl_weight_trainable(const nnl_model *m, int i, int *trainable) {
 }
 
 NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap, int *rank, int64_t *shape) {
-    return guard([&] {
+    return guard(__func__, [&] {
         nnl::WeightSpec &w = weight_at(m, i, "nnl_weight_info");
         if (name && name_cap > 0) {
             std::string full;
@@ -7893,7 +8411,7 @@ NNL_API int nnl_weight_info(const nnl_model *m, int i, char *name, int name_cap,
 }
 
 NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count) {
-    return guard([&] {
+    return guard(__func__, [&] {
         nnl::WeightSpec &w = weight_at(m, i, "nnl_get_weight");
         NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_get_weight: out is NULL");
         NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_get_weight: weight %d has %lld values, not %lld", i,
@@ -7903,7 +8421,7 @@ NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count)
 }
 
 NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count) {
-    return guard([&] {
+    return guard(__func__, [&] {
         nnl::WeightSpec &w = weight_at(m, i, "nnl_set_weight");
         NNL_REQUIRE(in, NNL_ERR_ARGUMENT, "nnl_set_weight: in is NULL");
         NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_set_weight: weight %d has %lld values, not %lld", i,
@@ -7916,14 +8434,14 @@ NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count) 
 }
 
 NNL_API int nnl_compile(nnl_model *m, const char *optimizer, const char *loss, const char *metrics) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->compile(optimizer, loss, metrics);
     });
 }
 
 NNL_API int nnl_set_learning_rate(nnl_model *m, double lr) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_set_learning_rate: the model is not compiled");
         NNL_REQUIRE(lr >= 0 && std::isfinite(lr), NNL_ERR_ARGUMENT, "learning rate must be finite and >= 0");
@@ -7948,7 +8466,7 @@ NNL_API void nnl_fit_options_init(nnl_fit_options *o) {
 
 NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
                     int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         nnl_fit_options o;
         nnl_fit_options_init(&o);
@@ -7964,7 +8482,7 @@ NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_s
 
 NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y,
                          int y_dtype, int y_rank, const int64_t *y_shape, int batch_size, double *out, int out_cap) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_evaluate", "x");
@@ -7978,7 +8496,7 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
 
 NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size, float *out,
                         int64_t out_count) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict", "x");
         int64_t need = nnl::mul_size(X.n, m->out_shape().size());
@@ -7999,7 +8517,7 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
    written only when every row has one. */
 NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size,
                                 int32_t *classes, int64_t count) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict_classes", "x");
         NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
@@ -8038,7 +8556,7 @@ NNL_API const char *nnl_history_key(const nnl_model *m, int i) {
 
 NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, int cap) {
     int n = -1;
-    guard([&] {
+    guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(key, NNL_ERR_ARGUMENT, "nnl_history_get: key is NULL");
         NNL_REQUIRE(out || cap <= 0, NNL_ERR_ARGUMENT, "nnl_history_get: out is NULL");
@@ -8054,7 +8572,7 @@ NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, in
 }
 
 NNL_API int nnl_history_clear(nnl_model *m) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->hist_keys.clear();
         m->hist.clear();
@@ -8072,7 +8590,7 @@ NNL_API int nnl_cuda_device_count(void) {
 }
 
 NNL_API int nnl_cuda_device_name(int device, char *buf, int cap) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_REQUIRE(buf && cap > 0, NNL_ERR_ARGUMENT, "nnl_cuda_device_name: buf is NULL or cap <= 0");
         buf[0] = 0;
 #ifdef NNL_CUDA
@@ -8088,19 +8606,16 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap) {
 }
 
 NNL_API int nnl_set_device(nnl_model *m, const char *device) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
 #ifdef NNL_CUDA
         nnl::set_device(*m, device);
 #else
-        std::string d = nnl::lower(device);
-        if (d == "cpu") return;
-        NNL_REQUIRE(d.compare(0, 4, "cuda") != 0 && d.compare(0, 3, "gpu") != 0, NNL_ERR_UNSUPPORTED,
-                    "nnl_set_device: this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake "
-                    "-DNNLITE_CUDA=ON) to use '%s'",
-                    device);
-        raise(NNL_ERR_ARGUMENT, "nnl_set_device: unknown device '%s' (use \"cpu\", \"cuda\" or \"cuda:N\")", device);
+        if (nnl::parse_device(device) < 0) return; /* "cpu"; a malformed string is NNL_ERR_ARGUMENT here too */
+        raise(NNL_ERR_UNSUPPORTED,
+              "this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake -DNNLITE_CUDA=ON) to use '%s'",
+              device);
 #endif
     });
 }
@@ -8113,7 +8628,7 @@ NNL_API const char *nnl_get_device(const nnl_model *m) {
 }
 
 NNL_API int nnl_set_tf32(nnl_model *m, int on) {
-    return guard([&] {
+    return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
 #ifdef NNL_CUDA
         NNL_REQUIRE(m->gpu, NNL_ERR_STATE, "nnl_set_tf32: the model is on the CPU (call nnl_set_device first)");

@@ -49,8 +49,9 @@
    CONVENTIONS
      - Every function that can fail returns an int status: NNL_OK (0) or one of
        the NNL_ERR_* codes below, and sets a message that nnl_last_error()
-       returns. No C++ exception ever crosses this API; nothing aborts on bad
-       input.
+       returns. The message starts with the name of the function that failed
+       ("nnl_fit: x: samples of shape (5,) do not fit the model's input (3,)").
+       No C++ exception ever crosses this API; nothing aborts on bad input.
      - Arrays are plain pointers in row-major (C) order, samples first, with a
        rank and an int64_t shape. Inputs x are float32. Targets y carry a dtype
        code: NNL_FLOAT32 (one-hot rows, regression targets, 0/1 for binary
@@ -137,7 +138,7 @@ NNL_API int nnl_version_number(void);
    version header_version_number: same MAJOR (the ABI version, also the
    SONAME's number) and a library MINOR at least the header's (a newer header
    may declare functions an older library lacks). Otherwise it returns
-   NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnlite:
+   NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnl_init:
    library 1.0.0 cannot serve a program built against header 0.1.0 (ABI major
    versions differ); rebuild against this library's nnlite.h or load the
    matching libnnlite.so.0". A negative or malformed number is NNL_ERR_ARGUMENT.
@@ -286,7 +287,10 @@ NNL_API void nnl_model_free(nnl_model *m);
      Dropout(rate, seed=None)              inverted dropout, active in fit only
      Flatten()
      Reshape(target_shape)                 one entry may be -1
-   Every layer also takes name='...'. The first layer needs input_shape (or
+   Every layer also takes name='...' (UTF-8; invalid UTF-8 is
+   NNL_ERR_ARGUMENT); by default a layer is named as Keras names it, the
+   class in Keras' snake case and a counter: dense, dense_1, conv2d,
+   max_pooling2d, batch_normalization. The first layer needs input_shape (or
    an Input layer first). Shape errors are reported here, when the layer is
    added, naming the layer and both shapes. Layers can only be added before
    nnl_compile (NNL_ERR_STATE after). A failed nnl_add leaves the model as
@@ -297,9 +301,20 @@ NNL_API void nnl_model_free(nnl_model *m);
    softsign, swish (= silu), hard_sigmoid (Keras 2: clip(0.2x+0.5,0,1)),
    exponential.
    INITIALIZERS: glorot_uniform, glorot_normal, he_uniform, he_normal,
-   lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal
-   (normal ones are truncated at 2 stddev as in Keras). Weights are drawn from
-   the model seed (nnl_model_set_seed), so a seed gives the same model. */
+   lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal,
+   truncated_normal, constant, orthogonal (a matrix's orthonormal rows or
+   columns, as Keras' Orthogonal; kernels only, with rows x columns x
+   min(rows, columns) <= 2^38, e.g. 6000 x 6000), variance_scaling, or their
+   Keras class names (GlorotUniform, ...). Keras' arguments go in a call,
+   quoted: kernel_initializer="VarianceScaling(scale=2.0, mode='fan_out',
+   distribution='uniform')" (mode fan_in, fan_out, fan_avg; distribution
+   truncated_normal, untruncated_normal, uniform, or Keras 2's normal =
+   truncated_normal), "RandomUniform(minval=-0.1, maxval=0.1)",
+   "RandomNormal(mean=0.0, stddev=0.05)", "TruncatedNormal(...)",
+   "Constant(value=0.5)", "Orthogonal(gain=1.0)". Truncated normals are cut
+   at 2 stddev as in Keras. Weights are drawn from the model seed
+   (nnl_model_set_seed), so a seed gives the same model; an initializer's own
+   seed= is refused. */
 NNL_API int nnl_add(nnl_model *m, const char *layer_spec);
 
 /* Typed shortcuts for the common layers (same rules as nnl_add).
@@ -330,12 +345,14 @@ NNL_API int64_t nnl_param_count(const nnl_model *m);
 NNL_API int64_t nnl_trainable_param_count(const nnl_model *m);
 NNL_API int64_t nnl_non_trainable_param_count(const nnl_model *m);
 /* Per-sample output shape of the model: writes up to NNL_MAX_RANK dims into
-   shape (may be NULL) and returns the rank, or -1 with no layers. */
+   shape (may be NULL) and returns the rank, or -1 (with a message) for a
+   NULL model or one with no layers. */
 NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape);
 NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape);
 
 /* Model summary as Keras prints it (layer name and type, output shape,
-   parameter count, totals). f NULL means stdout. */
+   parameter count, totals): tf.keras' 65-column table, its columns widened
+   to fit longer names and shapes. f NULL means stdout. */
 NNL_API int nnl_summary(const nnl_model *m, FILE *f);
 /* The same into buf (always NUL-terminated when cap > 0). Returns the length
    the full text needs, excluding the NUL, or -1 on error. */
@@ -551,12 +568,19 @@ NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap);
    fields, InputLayer batch_shape, dtype-policy objects). Every layer nnlite
    has is read, with Keras' config keys; fields that do not change the
    computation are accepted (dtype float32, trainable true, null
-   regularizers and constraints, initializers as {"class_name":
-   "GlorotUniform", "config": {"seed": null}} or names). Anything else is an
-   error naming the layer and the option: unknown layers, non-Sequential
-   models, regularizers, trainable false, other dtypes (NNL_ERR_UNSUPPORTED
-   or NNL_ERR_ARGUMENT); malformed JSON is NNL_ERR_FORMAT. Layer names are
-   kept. Weights are initialised as nnl_add does (from a clock seed): load
+   regularizers and constraints). Initializers are read in every class and
+   config nnl_add takes (see INITIALIZERS), as {"class_name":
+   "GlorotUniform", "config": {"seed": null}}, names, or the forms of
+   standalone Keras 2.0-2.3 (glorot_uniform written as {"class_name":
+   "VarianceScaling", "config": {"scale": 1.0, "mode": "fan_avg",
+   "distribution": "uniform", "seed": null}}); they are written back in
+   Keras' class form with their config. A layer kind nnlite lacks (LSTM,
+   GRU, ...) is NNL_ERR_UNSUPPORTED naming the kind and the kinds this
+   version has. Anything else is an error naming the layer and the option:
+   non-Sequential models, regularizers, trainable false, other dtypes,
+   initializer seeds (NNL_ERR_UNSUPPORTED or NNL_ERR_ARGUMENT); malformed
+   JSON is NNL_ERR_FORMAT. Layer names are kept (invalid UTF-8 is
+   NNL_ERR_ARGUMENT, so the JSON nnlite writes is always valid). Weights are initialised as nnl_add does (from a clock seed): load
    them with nnl_load_weights or nnl_load_weights_npz. nnl_model_to_json of
    the result gives back the same text nnlite wrote. Loading takes time
    linear in the number of layers; more than NNL_MAX_LAYERS (65536 by
@@ -645,7 +669,8 @@ NNL_API int nnl_cuda_device_count(void);
 NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
 
 /* Where the model computes: "cpu" (the default), "cuda" (device 0) or
-   "cuda:N". Moving to a GPU copies the weights and optimizer state there once;
+   "cuda:N"; "gpu" and "gpu:N" are aliases of "cuda" and "cuda:N" (any
+   case). Moving to a GPU copies the weights and optimizer state there once;
    nnl_fit, nnl_evaluate and nnl_predict then run there. nnl_get_weight,
    nnl_summary and the save functions keep reading the model's host copy,
    which nnl_fit refreshes from the GPU when it returns (and around each
@@ -655,7 +680,9 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    has no CUDA, no such device exists, or the model holds a layer or
    optimizer without a GPU path (the message names it; GPU layers: Dense,
    Activation, Dropout, Flatten, Reshape, Conv1D/2D/3D, Max/AveragePooling
-   1D/2D/3D); NNL_ERR_ARGUMENT for an unknown device string. CUDA errors
+   1D/2D/3D); NNL_ERR_ARGUMENT for any other device string, in every build
+   (so "gpu" is NNL_ERR_UNSUPPORTED without CUDA, "gpu:x" or "tpu"
+   NNL_ERR_ARGUMENT). CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or
    NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
    GPU has its own CUDA stream: different models may train concurrently from

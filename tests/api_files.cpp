@@ -272,7 +272,7 @@ TEST_CASE("from_json names what it cannot read") {
         const char *says;
     } bads[] = {
         {"\"class_name\": \"Dropout\", \"config\": {\"name\": \"dropout\"", "\"class_name\": \"LSTM\", \"config\": {\"name\": \"dropout\"",
-         NNL_ERR_ARGUMENT, "LSTM"},
+         NNL_ERR_UNSUPPORTED, "layer kind 'LSTM' is not supported"},
         {"\"kernel_regularizer\": null", "\"kernel_regularizer\": {\"class_name\": \"L2\", \"config\": {\"l2\": 0.01}}",
          NNL_ERR_UNSUPPORTED, "kernel_regularizer"},
         {"\"name\": \"dense\", \"trainable\": true", "\"name\": \"dense\", \"trainable\": false", NNL_ERR_UNSUPPORTED,
@@ -282,8 +282,8 @@ TEST_CASE("from_json names what it cannot read") {
         {"\"dtype\": \"float32\", \"units\": 128", "\"dtype\": \"float16\", \"units\": 128", NNL_ERR_UNSUPPORTED,
          "float16"},
         {"{\"class_name\": \"GlorotUniform\", \"config\": {\"seed\": null}}, \"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, \"kernel_regularizer\": null, \"bias_regularizer\": null, \"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": null}},\n{\"class_name\": \"Dropout\", \"config\": {\"name\": \"dropout_1\"",
-         "{\"class_name\": \"Orthogonal\", \"config\": {\"seed\": null}}, \"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, \"kernel_regularizer\": null, \"bias_regularizer\": null, \"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": null}},\n{\"class_name\": \"Dropout\", \"config\": {\"name\": \"dropout_1\"",
-         NNL_ERR_UNSUPPORTED, "Orthogonal"},
+         "{\"class_name\": \"Identity\", \"config\": {\"gain\": 1.0}}, \"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, \"kernel_regularizer\": null, \"bias_regularizer\": null, \"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": null}},\n{\"class_name\": \"Dropout\", \"config\": {\"name\": \"dropout_1\"",
+         NNL_ERR_UNSUPPORTED, "Identity"},
     };
     for (auto &b : bads) {
         std::string j = base;
@@ -365,7 +365,7 @@ TEST_CASE("save_weights / load_weights, and a mismatch names the layer and both 
     REQUIRE(nnl_add(c, "Dense(10, activation='softmax')") == NNL_OK);
     std::vector<float> before = all_weights(c);
     CHECK(nnl_load_weights(c, path.c_str()) == NNL_ERR_SHAPE);
-    CHECK_MESSAGE(err().find("conv2_d_1") != std::string::npos, err());
+    CHECK_MESSAGE(err().find("conv2d_1") != std::string::npos, err());
     CHECK_MESSAGE(err().find("(3, 3, 32, 32)") != std::string::npos, err());
     CHECK_MESSAGE(err().find("(3, 3, 32, 64)") != std::string::npos, err());
     CHECK(same_bits(before, all_weights(c))); /* untouched */
@@ -635,7 +635,9 @@ TEST_CASE("forged metadata with valid checksums is refused, never trusted") {
         g = forge(f, t);
         spit(q, g.data(), g.size());
         int st = nnl_load_model(q.c_str(), &l);
-        CHECK_MESSAGE(st == NNL_ERR_FORMAT, lie.to << ": " << st << " " << err());
+        /* a layer kind this version lacks may come from a newer nnlite: UNSUPPORTED, naming it */
+        int want = strstr(lie.to, "Dens\"") ? NNL_ERR_UNSUPPORTED : NNL_ERR_FORMAT;
+        CHECK_MESSAGE(st == want, lie.to << ": " << st << " " << err());
         CHECK(l == nullptr);
     }
     /* random edits of the text: any status, no crash, no leak (ASan) */

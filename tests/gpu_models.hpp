@@ -138,9 +138,19 @@ TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on th
         CHECK(nnl_set_tf32(m, 1) == NNL_ERR_STATE);
         char buf[64];
         CHECK(nnl_cuda_device_name(0, buf, sizeof buf) == NNL_ERR_UNSUPPORTED);
+        CHECK(nnl_set_device(m, "gpu") == NNL_ERR_UNSUPPORTED); /* an alias of "cuda", as in the CPU build */
+    } else { /* "gpu" and "GPU:0" are "cuda:0" */
+        CHECK(nnl_set_device(m, "gpu") == NNL_OK);
+        CHECK(std::string(nnl_get_device(m)) == "cuda:0");
+        CHECK(nnl_set_device(m, "cpu") == NNL_OK);
+        CHECK(nnl_set_device(m, "GPU:0") == NNL_OK);
+        CHECK(std::string(nnl_get_device(m)) == "cuda:0");
+        CHECK(nnl_set_device(m, "cpu") == NNL_OK);
     }
     CHECK(nnl_set_device(m, "tpu") == NNL_ERR_ARGUMENT);
     CHECK(nnl_set_device(m, "cuda:x") == NNL_ERR_ARGUMENT);
+    CHECK(nnl_set_device(m, "gpu:") == NNL_ERR_ARGUMENT);
+    CHECK(gm::err().rfind("nnl_set_device: unknown device 'gpu:'", 0) == 0);
     CHECK(nnl_set_device(m, "cpu") == NNL_OK);
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     std::vector<float> x(40, 0.5f), p(30);

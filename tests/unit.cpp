@@ -14,3 +14,4 @@
 #include "unit_reference.hpp"
 #include "unit_defects.hpp"
 #include "unit_pictures.hpp"
+#include "unit_compat.hpp"

@@ -22,8 +22,10 @@
 ! works (assumed-rank dummies).
 !
 ! ERRORS. Every procedure takes an optional integer `status`: present, it
-! receives NNL_OK or an NNL_ERR_* code and the message is nnl_error_message();
-! absent, a failure stops the program (error stop) printing nnlite's message.
+! receives NNL_OK or an NNL_ERR_* code and the message is nnl_error_message()
+! (nnlite's C message, "nnl_fit: ..."); absent, a failure stops the program
+! (error stop) printing the message named by the Fortran call that failed:
+! "nnlite: model%fit: the model is not compiled: call model%compile first".
 !
 ! VERSION. The first create/load calls nnl_init with this module's version
 ! (NNL_VERSION_NUMBER below, kept equal to nnlite.h's by the test suite): a
@@ -389,6 +391,42 @@ contains
         v = fstr(c_version())
     end function
 
+    !> s with every `from` replaced by `to`.
+    function replace_all(s, from, to) result(r)
+        character(len=*), intent(in) :: s, from, to
+        character(len=:), allocatable :: r
+        integer :: i, at
+        r = ""
+        at = 1
+        do
+            i = index(s(at:), from)
+            if (i == 0) exit
+            r = r // s(at:at + i - 2) // to
+            at = at + i - 1 + len(from)
+        end do
+        r = r // s(at:)
+    end function
+
+    !> The text a failing call without `status` prints before stopping:
+    !> nnlite's message named by the Fortran call, "nnlite: model%fit: the
+    !> model is not compiled: call model%compile first" (the C function's own
+    !> prefix, "nnl_fit: ", is dropped: one prefix, the caller's).
+    function error_text(what, message) result(t)
+        character(len=*), intent(in) :: what, message
+        character(len=:), allocatable :: t, m
+        integer :: i
+        m = message
+        i = index(m, ": ")
+        if (i > 5) then
+            if (m(1:4) == "nnl_") then
+                if (verify(m(5:i - 1), "abcdefghijklmnopqrstuvwxyz0123456789_") == 0) m = m(i + 2:)
+            end if
+        end if
+        m = replace_all(m, "nnl_compile", "model%compile")
+        m = replace_all(m, "nnl_model_set_seed", "model%create(seed=...)")
+        t = "nnlite: " // what // ": " // m
+    end function
+
     subroutine finish(rc, status, what)
         integer(c_int), intent(in) :: rc
         integer, intent(out), optional :: status
@@ -397,7 +435,8 @@ contains
             status = int(rc)
         else if (rc /= NNL_OK) then
             flush (output_unit)
-            write (error_unit, '(a)') "nnlite: " // what // ": " // nnl_error_message()
+            write (error_unit, '(a)') error_text(what, nnl_error_message())
+            flush (error_unit)
             error stop 1
         end if
     end subroutine
@@ -418,7 +457,7 @@ contains
         if (present(header_version)) v = int(header_version, c_int)
         rc = c_init(v)
         if (rc == NNL_OK .and. .not. present(header_version)) initialised = .true.
-        call finish(rc, status, "version check")
+        call finish(rc, status, "nnl_initialize")
     end subroutine
 
     subroutine ensure_init(status)
@@ -450,11 +489,11 @@ contains
         call self%free()
         self%handle = c_model_create()
         if (.not. c_associated(self%handle)) then
-            call finish(int(NNL_ERR_MEMORY, c_int), status, "create")
+            call finish(int(NNL_ERR_MEMORY, c_int), status, "model%create")
             return
         end if
         if (present(seed)) then
-            call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "create")
+            call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "model%create")
         else
             if (present(status)) status = NNL_OK
         end if
@@ -477,17 +516,17 @@ contains
         class(nnl_model), intent(inout) :: self
         character(len=*), intent(in) :: spec
         integer, intent(out), optional :: status
-        call finish(c_add(self%handle, cstr(spec)), status, "add " // trim(spec))
+        call finish(c_add(self%handle, cstr(spec)), status, 'model%add("' // trim(spec) // '")')
     end subroutine
 
-    !> "cpu", "cuda" or "cuda:N" (nnl_set_device): the model, its optimizer
+    !> "cpu", "cuda" or "cuda:N" ("gpu", "gpu:N" alike; nnl_set_device): the model, its optimizer
     !> state and workspaces move there once. NNL_ERR_UNSUPPORTED where the
     !> library has no CUDA or the machine no GPU; the model then stays on the CPU.
     subroutine model_set_device(self, device, status)
         class(nnl_model), intent(inout) :: self
         character(len=*), intent(in) :: device
         integer, intent(out), optional :: status
-        call finish(c_set_device(self%handle, cstr(device)), status, "set_device " // trim(device))
+        call finish(c_set_device(self%handle, cstr(device)), status, 'model%set_device("' // trim(device) // '")')
     end subroutine
 
     !> Number of CUDA devices nnlite can use (0 without CUDA or GPU).
@@ -499,7 +538,7 @@ contains
         class(nnl_model), intent(inout) :: self
         integer, intent(in) :: seed
         integer, intent(out), optional :: status
-        call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "set_seed")
+        call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "model%set_seed")
     end subroutine
 
     !> optimizer and loss as nnlite.h lists them; metrics comma-separated (optional).
@@ -509,9 +548,9 @@ contains
         character(len=*), intent(in), optional :: metrics
         integer, intent(out), optional :: status
         if (present(metrics)) then
-            call finish(c_compile(self%handle, cstr(optimizer), cstr(loss), cstr(metrics)), status, "compile")
+            call finish(c_compile(self%handle, cstr(optimizer), cstr(loss), cstr(metrics)), status, "model%compile")
         else
-            call finish(c_compile(self%handle, cstr(optimizer), cstr(loss), cstr("")), status, "compile")
+            call finish(c_compile(self%handle, cstr(optimizer), cstr(loss), cstr("")), status, "model%compile")
         end if
     end subroutine
 
@@ -551,7 +590,7 @@ contains
         call c_shape_of(yshape, ys)
         call flush_all()
         call finish(c_fit(self%handle, x, int(size(xshape), c_int), c_loc(xs), y, ydtype, &
-                          int(size(yshape), c_int), c_loc(ys), c_loc(buf)), status, "fit")
+                          int(size(yshape), c_int), c_loc(ys), c_loc(buf)), status, "model%fit")
         call flush_all()
     end subroutine
 
@@ -612,7 +651,7 @@ contains
         results = 0
         call finish(c_evaluate(self%handle, x, int(size(xshape), c_int), c_loc(xs), y, ydtype, &
                                int(size(yshape), c_int), c_loc(ys), bs, c_loc(results), &
-                               int(size(results), c_int)), status, "evaluate")
+                               int(size(results), c_int)), status, "model%evaluate")
     end subroutine
 
     !> results(1) = loss, results(2:) = the metrics, as many as results holds.
@@ -658,7 +697,7 @@ contains
         if (present(batch_size)) bs = int(batch_size, c_int)
         call c_shape_of(shape(x), xs)
         call finish(c_predict(self%handle, c_loc(x), int(rank(x), c_int), c_loc(xs), bs, c_loc(y), &
-                              int(size(y), c_int64_t)), status, "predict")
+                              int(size(y), c_int64_t)), status, "model%predict")
     end subroutine
 
     !> Class ids (0-based, as nnlite's) of each sample's prediction.
@@ -674,7 +713,7 @@ contains
         if (present(batch_size)) bs = int(batch_size, c_int)
         call c_shape_of(shape(x), xs)
         call finish(c_predict_classes(self%handle, c_loc(x), int(rank(x), c_int), c_loc(xs), bs, &
-                                      c_loc(classes), int(size(classes), c_int64_t)), status, "predict_classes")
+                                      c_loc(classes), int(size(classes), c_int64_t)), status, "model%predict_classes")
     end subroutine
 
     !> Prints Keras' summary table on standard output.
@@ -685,7 +724,7 @@ contains
         call flush_all()
         rc = c_summary(self%handle, c_null_ptr)
         call flush_all()
-        call finish(rc, status, "summary")
+        call finish(rc, status, "model%summary")
     end subroutine
 
     !> All weights, trainable or not: Keras' count_params() ("Total params").
@@ -807,7 +846,7 @@ contains
         class(nnl_model), intent(inout) :: self
         real(c_double), intent(in) :: lr
         integer, intent(out), optional :: status
-        call finish(c_set_lr(self%handle, lr), status, "set_learning_rate")
+        call finish(c_set_lr(self%handle, lr), status, "model%set_learning_rate")
     end subroutine
 
     ! ---- files ----
@@ -817,7 +856,7 @@ contains
         class(nnl_model), intent(in) :: self
         character(len=*), intent(in) :: path
         integer, intent(out), optional :: status
-        call finish(c_save_model(self%handle, cstr(path)), status, "save " // trim(path))
+        call finish(c_save_model(self%handle, cstr(path)), status, "model%save")
     end subroutine
 
     !> Replaces this model by the one saved in path.
@@ -833,7 +872,7 @@ contains
             return
         end if
         h = c_null_ptr
-        call finish(c_load_model(cstr(path), h), status, "load " // trim(path))
+        call finish(c_load_model(cstr(path), h), status, "model%load")
         if (c_associated(h)) then
             call self%free()
             self%handle = h
@@ -854,9 +893,9 @@ contains
         character(len=*), intent(in) :: path
         integer, intent(out), optional :: status
         if (is_npz(path)) then
-            call finish(c_save_weights_npz(self%handle, cstr(path)), status, "save_weights " // trim(path))
+            call finish(c_save_weights_npz(self%handle, cstr(path)), status, "model%save_weights")
         else
-            call finish(c_save_weights(self%handle, cstr(path)), status, "save_weights " // trim(path))
+            call finish(c_save_weights(self%handle, cstr(path)), status, "model%save_weights")
         end if
     end subroutine
 
@@ -865,9 +904,9 @@ contains
         character(len=*), intent(in) :: path
         integer, intent(out), optional :: status
         if (is_npz(path)) then
-            call finish(c_load_weights_npz(self%handle, cstr(path)), status, "load_weights " // trim(path))
+            call finish(c_load_weights_npz(self%handle, cstr(path)), status, "model%load_weights")
         else
-            call finish(c_load_weights(self%handle, cstr(path)), status, "load_weights " // trim(path))
+            call finish(c_load_weights(self%handle, cstr(path)), status, "model%load_weights")
         end if
     end subroutine
 
@@ -880,7 +919,7 @@ contains
         integer :: i
         n = c_to_json(self%handle, c_null_ptr, 0_c_int64_t)
         if (n < 0) then
-            call finish(int(NNL_ERR_ARGUMENT, c_int), what="to_json")
+            call finish(int(NNL_ERR_ARGUMENT, c_int), what="model%to_json")
             json = ""
             return
         end if
@@ -905,7 +944,7 @@ contains
             return
         end if
         h = c_null_ptr
-        call finish(c_from_json(cstr(json), h), status, "from_json")
+        call finish(c_from_json(cstr(json), h), status, "model%from_json")
         if (c_associated(h)) then
             call self%free()
             self%handle = h
@@ -935,7 +974,7 @@ contains
         do i = 1, 4
             call c_array_free(a(i))
         end do
-        call finish(rc, status, "load_mnist " // trim(path))
+        call finish(rc, status, "nnl_load_mnist")
     contains
         subroutine images(arr, x)
             type(c_ptr), intent(in) :: arr

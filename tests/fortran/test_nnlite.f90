@@ -13,6 +13,22 @@ program test_nnlite
     real(c_double), allocatable :: loss(:)
     character(len=:), allocatable :: json
     character(len=256) :: dir
+    character(len=4096) :: self_path, arg, errfile
+    character(len=:), allocatable :: text
+    integer :: es, cs, u, ios
+    character(len=1024) :: line
+
+    ! child mode (below): a failure without status stops the program
+    call get_command_argument(1, arg)
+    if (trim(arg) == "--fit-uncompiled") then
+        allocate (x(3, 4), y(4))
+        x = 0
+        y = 0
+        call m%create(seed=1)
+        call m%add("Dense(2, input_shape=(3,))")
+        call m%fit(x, y, verbose=0)
+        stop "not reached: fit before compile did not stop"
+    end if
 
     call check(nnl_library_version() == "0.1.0" .or. len(nnl_library_version()) > 0, "library version")
     call nnl_initialize(st)
@@ -74,15 +90,43 @@ program test_nnlite
     call m2%fit(xt, yt, status=st)
     call check(st == NNL_ERR_STATE, "fit before compile: NNL_ERR_STATE")
 
+    ! error stop prints one prefix, the Fortran call's, and Fortran's names:
+    ! run this program again as a child that calls fit before compile
+    call get_command_argument(0, self_path)
+    call get_environment_variable("TMPDIR", errfile)
+    if (len_trim(errfile) == 0) errfile = "/tmp"
+    errfile = trim(errfile) // "/nnlite_fortran_error_stop.txt"
+    call execute_command_line("GFORTRAN_ERROR_BACKTRACE=0 " // trim(self_path) // " --fit-uncompiled 2> " // &
+                              trim(errfile), exitstat=es, cmdstat=cs)
+    call check(cs == 0 .and. es /= 0, "fit before compile without status: error stop")
+    text = ""
+    open (newunit=u, file=trim(errfile), status="old", action="read", iostat=ios)
+    do while (ios == 0)
+        read (u, '(a)', iostat=ios) line
+        if (ios == 0) text = text // trim(line) // new_line("a")
+    end do
+    if (ios /= 0 .and. len(text) == 0) text = "(no output)"
+    close (u, status="delete", iostat=ios)
+    call check(index(text, "nnlite: model%fit: the model is not compiled: call model%compile first") == 1, &
+               "error stop text: " // text)
+    call check(index(text, "fit: fit") == 0 .and. index(text, "nnl_") == 0, "no doubled prefix, no C names: " // text)
+    ! the message composer itself: the C prefix goes, whatever function it names
+    call m2%add("Dense(2, activation='nosuch')", status=st)
+    call check(index(nnl_error_message(), "nnl_add: ") == 1, "nnl_error_message keeps nnlite's C message")
+
     ! device selection: without a GPU (or CUDA build) a clear error, the model stays on the CPU
     call m2%set_device("cpu", status=st)
     call check(st == NNL_OK, "set_device cpu")
     call m2%set_device("tpu", status=st)
     call check(st == NNL_ERR_ARGUMENT, "set_device tpu: NNL_ERR_ARGUMENT")
+    call m2%set_device("gpu:", status=st)
+    call check(st == NNL_ERR_ARGUMENT, "set_device gpu: (malformed): NNL_ERR_ARGUMENT")
     if (nnl_cuda_device_count() == 0) then
         call m2%set_device("cuda", status=st)
         call check(st == NNL_ERR_UNSUPPORTED .and. len_trim(nnl_error_message()) > 0, &
                    "set_device cuda without a GPU: NNL_ERR_UNSUPPORTED")
+        call m2%set_device("gpu", status=st)
+        call check(st == NNL_ERR_UNSUPPORTED, "set_device gpu (= cuda) without a GPU: NNL_ERR_UNSUPPORTED")
     end if
 
     ! weights with BatchNormalization: every tensor, trainable flags, Keras' counts (issue 11)

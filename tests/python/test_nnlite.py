@@ -245,6 +245,60 @@ class Errors(unittest.TestCase):
             nnlite.load_model(os.path.join(tempfile.gettempdir(), "nnlite-no-such-dir", "x.nnl"))
 
 
+class Messages(unittest.TestCase):
+    """Messages name Python's calls (issue 11), never the C functions behind them."""
+
+    def test_state_error_names_python_calls(self):
+        m = nnlite.Sequential([layers.Dense(4, input_shape=(3,))])
+        with self.assertRaises(nnlite.StateError) as cm:
+            m.fit(np.zeros((4, 3)), np.zeros((4, 4)), verbose=0)
+        msg = str(cm.exception)
+        self.assertTrue(msg.startswith("model.fit(): "), msg)
+        self.assertIn("call model.compile() first", msg)
+        self.assertNotIn("nnl_", msg)
+        with self.assertRaises(nnlite.ShapeError) as cm:
+            m.predict(np.zeros((2, 5)))
+        self.assertTrue(str(cm.exception).startswith("model.predict(): x holds samples of shape (5,)"), str(cm.exception))
+        with self.assertRaises(nnlite.ArgumentError) as cm:
+            m.to("gpux")
+        self.assertTrue(str(cm.exception).startswith("model.to(): unknown device 'gpux'"), str(cm.exception))
+        with self.assertRaises(nnlite.FormatError) as cm:
+            nnlite.model_from_json("{")
+        self.assertTrue(str(cm.exception).startswith("nnlite.model_from_json(): invalid JSON"), str(cm.exception))
+
+    def test_gpu_is_cuda(self):
+        m = nnlite.Sequential([layers.Dense(2, input_shape=(3,))])
+        if nnlite.cuda_device_count() == 0:
+            with self.assertRaises(nnlite.UnsupportedError):
+                m.to("gpu")
+        self.assertEqual(m.to("cpu").device, "cpu")
+
+    def test_python_names_keeps_what_it_does_not_know(self):
+        self.assertEqual(nnlite.errors.python_names("nnl_fit: call nnl_compile first; see nnl_to_categorical"),
+                         "model.fit(): call model.compile() first; see nnl_to_categorical")
+
+
+class KerasNames(unittest.TestCase):
+    def test_default_names_and_initializers(self):
+        m = nnlite.Sequential([layers.Conv2D(2, 3, input_shape=(8, 8, 1)), layers.MaxPooling2D(), layers.Flatten(),
+                               layers.Dense(4, kernel_initializer="orthogonal"),
+                               layers.Dense(3, kernel_initializer="VarianceScaling(scale=2.0, mode='fan_in')")],
+                              seed=3)
+        text = m.summary(print_fn=lambda s: None)
+        for name in ("conv2d (Conv2D)", "max_pooling2d (MaxPooling2D)", "flatten (Flatten)", "dense (Dense)",
+                     "dense_1 (Dense)"):
+            self.assertIn(name, text)
+        w = m.get_weights()[2]  # the first Dense kernel (18, 4): orthonormal columns
+        np.testing.assert_allclose(w.T @ w, np.eye(4), atol=1e-5)
+        j = m.to_json()
+        self.assertIn('"class_name": "Orthogonal", "config": {"gain": 1.0, "seed": null}', j)
+        self.assertIn('"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_in", '
+                      '"distribution": "truncated_normal", "seed": null}', j)
+        self.assertEqual(nnlite.model_from_json(j).to_json(), j)
+        self.assertEqual(layers.Dense(3, kernel_initializer="VarianceScaling(mode='fan_out')").spec(),
+                         "Dense(3, kernel_initializer=\"VarianceScaling(mode='fan_out')\")")
+
+
 class Device(unittest.TestCase):
     def test_device_selection(self):
         m = nnlite.Sequential([nnlite.layers.Dense(3, input_shape=(2,))])

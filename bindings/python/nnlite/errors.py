@@ -1,6 +1,9 @@
 """nnlite's status codes as Python exceptions: one nnlite.Error subclass per
 NNL_ERR_* code, each also deriving from the closest built-in exception, and
-carrying the status code (.status) and nnlite's message (.message)."""
+carrying the status code (.status) and nnlite's message (.message), which
+names the Python call (model.fit(), model.compile()) where nnlite's C
+message names the C function (nnl_fit, nnl_compile)."""
+import re
 
 OK, ARGUMENT, SHAPE, STATE, IO, FORMAT, MEMORY, UNSUPPORTED, NUMERIC, INTERNAL = range(10)
 
@@ -69,7 +72,56 @@ BY_STATUS = {c.status: c for c in (ArgumentError, ShapeError, StateError, FileEr
                                    OutOfMemoryError, UnsupportedError, NumericError, InternalError)}
 
 
+# The C functions nnlite's messages name ("nnl_fit: the model is not
+# compiled: call nnl_compile first"), as a Python user calls them
+# ("model.fit(): the model is not compiled: call model.compile() first").
+PYTHON_NAMES = {
+    "nnl_init": "nnlite.check_version()",
+    "nnl_set_threads": "nnlite.set_threads()",
+    "nnl_model_set_seed": "Sequential(seed=...)",
+    "nnl_add": "model.add()",
+    "nnl_add_input": "model.add()",
+    "nnl_add_dense": "model.add()",
+    "nnl_add_activation": "model.add()",
+    "nnl_add_dropout": "model.add()",
+    "nnl_add_flatten": "model.add()",
+    "nnl_add_reshape": "model.add()",
+    "nnl_compile": "model.compile()",
+    "nnl_set_learning_rate": "model.learning_rate",
+    "nnl_fit": "model.fit()",
+    "nnl_evaluate": "model.evaluate()",
+    "nnl_predict": "model.predict()",
+    "nnl_predict_classes": "model.predict_classes()",
+    "nnl_summary": "model.summary()",
+    "nnl_summary_string": "model.summary()",
+    "nnl_weight_count": "model.get_weights()",
+    "nnl_weight_info": "model.get_weights()",
+    "nnl_get_weight": "model.get_weights()",
+    "nnl_set_weight": "model.set_weights()",
+    "nnl_history_get": "History.history",
+    "nnl_plot_history": "model.plot_history()",
+    "nnl_save_model": "model.save()",
+    "nnl_load_model": "nnlite.load_model()",
+    "nnl_save_weights": "model.save_weights()",
+    "nnl_save_weights_npz": "model.save_weights()",
+    "nnl_load_weights": "model.load_weights()",
+    "nnl_load_weights_npz": "model.load_weights()",
+    "nnl_model_to_json": "model.to_json()",
+    "nnl_model_from_json": "nnlite.model_from_json()",
+    "nnl_set_device": "model.to()",
+    "nnl_set_tf32": "model.set_tf32()",
+}
+_C_NAME = re.compile(r"\bnnl_[a-z0-9_]+")
+
+
+def python_names(message):
+    """nnlite's message with the C functions it names replaced by the Python
+    calls that reach them (names without a Python counterpart stay)."""
+    return _C_NAME.sub(lambda m: PYTHON_NAMES.get(m.group(0), m.group(0)), message)
+
+
 def make(status, message):
-    """The exception for a status code (unknown codes give a plain Error)."""
+    """The exception for a status code (unknown codes give a plain Error),
+    its message in Python's names."""
     cls = BY_STATUS.get(status, Error)
-    return cls(message, status)
+    return cls(python_names(message), status)

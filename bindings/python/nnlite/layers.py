@@ -19,9 +19,11 @@ def render(value):
     if value is False:
         return "False"
     if isinstance(value, str):
-        if "'" in value or "\\" in value:
-            raise ValueError("nnlite: a spec string may not contain quotes or backslashes: %r" % value)
-        return "'%s'" % value
+        # spec strings have no escapes: a string is quoted with the quote it
+        # does not hold, so kernel_initializer="VarianceScaling(mode='fan_out')" works
+        if "\\" in value or ("'" in value and '"' in value):
+            raise ValueError("nnlite: a spec string may not contain backslashes, or both kinds of quote: %r" % value)
+        return '"%s"' % value if "'" in value else "'%s'" % value
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real):
