@@ -1772,11 +1772,47 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
     });
 }
 
-static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       gemm::sgemm_bias_act, cpu_bias_add,     cpu_bias_grad,
-                                    cpu_act_forward, cpu_act_backward,  cpu_dropout_forward, cpu_mul,
-                                    cpu_copy,        cpu_sumsq,         cpu_transpose,    cpu_im2col,
-                                    cpu_col2im,      cpu_pool_forward,  cpu_pool_backward, cpu_moments,
-                                    cpu_scale_shift, cpu_bn_backward};
+/* Kernel tables are filled field by field, by name (at compile time):
+   adding an entry to Kernels cannot shift the others, and an entry left out
+   stays NULL, which kernels_complete() reports (the unit and GPU tests check
+   every table; nnl_set_device refuses an incomplete CUDA table). */
+static bool kernels_complete(const Kernels &k) {
+    static_assert(sizeof(Kernels) % sizeof(void (*)()) == 0 && sizeof(void (*)()) == sizeof(const char *),
+                  "Kernels must hold pointers only");
+    unsigned char bytes[sizeof(Kernels)];
+    memcpy(bytes, &k, sizeof k);
+    for (size_t at = 0; at < sizeof k; at += sizeof(void (*)())) {
+        uintptr_t v = 0;
+        memcpy(&v, bytes + at, sizeof v);
+        if (!v) return false;
+    }
+    return true;
+}
+
+static constexpr Kernels cpu_table() {
+    Kernels k = {};
+    k.name = "cpu";
+    k.sgemm = gemm::sgemm;
+    k.sgemm_bias_act = gemm::sgemm_bias_act;
+    k.bias_add = cpu_bias_add;
+    k.bias_grad = cpu_bias_grad;
+    k.act_forward = cpu_act_forward;
+    k.act_backward = cpu_act_backward;
+    k.dropout_forward = cpu_dropout_forward;
+    k.mul = cpu_mul;
+    k.copy = cpu_copy;
+    k.sumsq = cpu_sumsq;
+    k.transpose = cpu_transpose;
+    k.im2col = cpu_im2col;
+    k.col2im = cpu_col2im;
+    k.pool_forward = cpu_pool_forward;
+    k.pool_backward = cpu_pool_backward;
+    k.moments = cpu_moments;
+    k.scale_shift = cpu_scale_shift;
+    k.bn_backward = cpu_bn_backward;
+    return k;
+}
+static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
 
 #ifdef NNL_CUDA
 /* While a model that lives on a GPU runs on this thread, K() is the CUDA
@@ -1794,11 +1830,72 @@ static const Kernels &K() { return cpu_kernels; }
    3  Layers
    A layer is one self-contained unit: its Keras configuration (read in the
    constructor), its shape rule (build), forward, backward, and its weights.
-   Adding a layer means one class here and one line in layer_registry().
+   Adding a layer means one class here (which describes itself: its Keras
+   config, its size bound, whether it has a GPU path), its line in
+   layer_registry() and its class in bindings/python/nnlite/layers.py; a
+   unit test checks nnlite.h's and README's lists against the registry.
    Activations x, y and their gradients are (B, per-sample shape) arrays that
    the model owns; a layer's private scratch (ws) is sized by workspace().
    ======================================================================== */
 namespace nnl {
+
+/* JSON values: what a layer's Keras configuration is written as (config()
+   below; the parser and the writer are in section 8). */
+namespace files {
+struct Json {
+    enum Kind { NUL, BOOL, NUM, STR, ARR, OBJ } kind = NUL;
+    bool b = false;
+    bool is_int = false; /* written without a fraction */
+    double num = 0;
+    std::string s;
+    std::vector<Json> a;
+    std::vector<std::pair<std::string, Json>> o;
+
+    static Json boolean(bool v) { Json j; j.kind = BOOL; j.b = v; return j; }
+    static Json integer(int64_t v) { Json j; j.kind = NUM; j.num = (double)v; j.is_int = true; return j; }
+    static Json number(double v) { Json j; j.kind = NUM; j.num = v; return j; }
+    /* a float32 parameter as its shortest decimal (0.2f -> 0.2), which reads back to the same float */
+    static Json number_f(float f) {
+        char buf[40];
+        for (int prec = 1; prec <= 9; prec++) {
+            snprintf(buf, sizeof buf, "%.*e", prec - 1, (double)f);
+            double d = strtod(buf, nullptr);
+            if ((float)d == f) return number(d);
+        }
+        return number((double)f);
+    }
+    static Json string(const std::string &v) { Json j; j.kind = STR; j.s = v; return j; }
+    static Json array() { Json j; j.kind = ARR; return j; }
+    static Json object() { Json j; j.kind = OBJ; return j; }
+    Json &set(const std::string &k, Json v) {
+        o.emplace_back(k, std::move(v));
+        return *this;
+    }
+    Json &push(Json v) {
+        a.push_back(std::move(v));
+        return *this;
+    }
+    const Json *get(const char *k) const {
+        for (auto &kv : o)
+            if (kv.first == k) return &kv.second;
+        return nullptr;
+    }
+};
+
+static Json ints_json(const int64_t *v, int n) {
+    Json a = Json::array();
+    for (int i = 0; i < n; i++) a.push(Json::integer(v[i]));
+    return a;
+}
+
+static void null_keys(Json &cfg, std::initializer_list<const char *> keys) {
+    for (const char *k : keys) cfg.set(k, Json());
+}
+
+/* {"class_name": "GlorotUniform", "config": {...}} of an initializer name (section 8) */
+static Json init_json(const std::string &name);
+} // namespace files
+using files::Json;
 
 struct WeightSpec {
     std::string name; /* "kernel", "bias" */
@@ -1806,6 +1903,22 @@ struct WeightSpec {
     std::string init;
     bool trainable = true; /* false: state the optimizer leaves alone (moving statistics) */
     float *w = nullptr, *g = nullptr; /* into the model's arenas */
+};
+
+/* Persistent state that is not a weight: what a stateful layer (a stateful
+   recurrent layer's h and c) carries from one batch to the next. Kept in the
+   model's state arena (Model::S), saved in model files (nnl_save_model) and
+   mirrored on a GPU, but not a weight: not in get_weights, the weight and
+   parameter counts, npz files or nnl_save_weights. A per-slot state holds
+   one row of `shape` per batch slot, as Keras sizes a stateful layer's
+   states by the model's fixed batch size (Model::state_slots); otherwise it
+   is `shape` once for the whole model. Zero until the layer writes it. */
+struct StateSpec {
+    std::string name; /* "h", "c" */
+    Shape shape;      /* per batch slot (per_slot), else the whole state */
+    bool per_slot = true;
+    float *s = nullptr; /* into the model's state arena: size(slots) floats */
+    int64_t size(int64_t slots) const { return per_slot ? slots * shape.size() : shape.size(); }
 };
 
 struct Ctx {
@@ -1820,6 +1933,7 @@ public:
     const char *cls = ""; /* "Dense" */
     Shape in, out;        /* per-sample shapes */
     std::vector<WeightSpec> weights;
+    std::vector<StateSpec> states; /* persistent non-weight state (stateful layers), declared by the constructor */
     float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward */
     float *sc = nullptr;  /* scratch(B) floats shared by all layers: valid only inside one call */
     /* Set by compile when the loss computes its gradient w.r.t. this layer's
@@ -1844,6 +1958,29 @@ public:
        used by compile to fuse softmax/sigmoid with cross-entropy. */
     virtual Act output_act() const { return ACT_LINEAR; }
     virtual const float *logits(const float * /*x*/) const { return nullptr; }
+
+    /* ---- What a layer says about itself. Adding a layer means: this class,
+       its line in layer_registry(), and its class in the Python package
+       (bindings/python/nnlite/layers.py); nnlite.h's and README's lists are
+       checked against the registry by the unit tests. ---- */
+    /* Its Keras configuration: the config keys after name, trainable and
+       dtype, in tf.keras 2.x's order and with Keras' defaults, as
+       nnl_model_to_json writes them; nnl_model_from_json gives them back to
+       the constructor. Initializers through init_json(). */
+    virtual void config(Json &c) const = 0;
+    /* A conservative estimate of the layer's size from its parsed
+       configuration and its input shape, before build: values per sample of
+       its output, and its weights. In doubles, so that no size overflows;
+       models read from JSON or files are refused before anything is
+       allocated when it is too large (section 8). */
+    struct Size {
+        double values, weights;
+    };
+    virtual Size size_bound(const Shape &in) const = 0;
+    /* Whether forward and backward run through K() alone, so that the layer
+       works on a GPU (section 6b). A layer stays on the CPU until it says so. */
+    virtual bool gpu_path() const { return false; }
+
     int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
         for (auto &w : weights)
@@ -1889,6 +2026,19 @@ public:
             weights.push_back(b);
         }
     }
+    void config(Json &c) const override {
+        c.set("units", Json::integer(units)).set("activation", Json::string(act_names[act]));
+        c.set("use_bias", Json::boolean(use_bias));
+        c.set("kernel_initializer", files::init_json(weights[0].init));
+        c.set("bias_initializer", files::init_json(use_bias ? weights[1].init : std::string("zeros")));
+        files::null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                             "bias_constraint"});
+    }
+    Size size_bound(const Shape &s) const override {
+        double last = (double)s.last(), u = (double)units;
+        return {(double)s.size() / std::max(last, 1.0) * u, last * u + u};
+    }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         NNL_REQUIRE(input.rank >= 1, NNL_ERR_SHAPE, "Dense: input must have at least one dimension");
         in = out = input;
@@ -1940,6 +2090,9 @@ public:
         NNL_REQUIRE(a.has("activation", 0), NNL_ERR_ARGUMENT, "Activation: needs an activation name");
         act = parse_act(a.str("activation", 0, ""), "Activation");
     }
+    void config(Json &c) const override { c.set("activation", Json::string(act_names[act])); }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
     Act output_act() const override { return act; }
     const float *logits(const float *x) const override { return x; }
@@ -1975,9 +2128,17 @@ public:
         cls = "Dropout";
         rate = (float)a.num("rate", 0, -1);
         NNL_REQUIRE(rate >= 0 && rate < 1, NNL_ERR_ARGUMENT, "Dropout: rate must be in [0, 1), got %g", rate);
-        a.get("noise_shape", 1);
+        const Value *ns = a.get("noise_shape", 1);
+        NNL_REQUIRE(!ns || ns->kind == Value::NONE, NNL_ERR_UNSUPPORTED,
+                    "Dropout: noise_shape %s is not supported (None only)", ns ? ns->repr().c_str() : "");
         seed = a.integer("seed", 2, 0);
     }
+    void config(Json &c) const override {
+        c.set("rate", Json::number_f(rate)).set("noise_shape", Json());
+        c.set("seed", seed ? Json::integer(seed) : Json());
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
     int64_t workspace(int64_t B) const override { return B * in.size(); }
     void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
@@ -2005,6 +2166,9 @@ public:
         NNL_REQUIRE(df == "channels_last", NNL_ERR_UNSUPPORTED, "Flatten: data_format '%s' is not supported",
                     df.c_str());
     }
+    void config(Json &c) const override { c.set("data_format", Json::string("channels_last")); }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         in = input;
         out = Shape{input.size()};
@@ -2023,6 +2187,17 @@ public:
         NNL_REQUIRE(!target.empty() && target.size() <= NNL_MAX_RANK, NNL_ERR_ARGUMENT,
                     "Reshape: target_shape needs 1..%d dimensions", NNL_MAX_RANK);
     }
+    void config(Json &c) const override {
+        c.set("target_shape", files::ints_json(target.data(), (int)target.size()));
+    }
+    /* the product of the target's sizes; with a -1, the input's size */
+    Size size_bound(const Shape &s) const override {
+        double p = 1;
+        for (int64_t t : target) p *= t == -1 ? 1.0 : std::fabs((double)t);
+        bool unknown = std::find(target.begin(), target.end(), (int64_t)-1) != target.end();
+        return {unknown ? std::max(p, (double)s.size()) : p, 0};
+    }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         in = input;
         out = Shape();
@@ -2163,6 +2338,24 @@ public:
             weights.push_back(b);
         }
     }
+    void config(Json &c) const override {
+        c.set("filters", Json::integer(filters)).set("kernel_size", files::ints_json(ks, nd));
+        c.set("strides", files::ints_json(st, nd)).set("padding", Json::string(padding));
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+        c.set("dilation_rate", files::ints_json(dil, nd)).set("groups", Json::integer(1));
+        c.set("activation", Json::string(act_names[act])).set("use_bias", Json::boolean(use_bias));
+        c.set("kernel_initializer", files::init_json(weights[0].init));
+        c.set("bias_initializer", files::init_json(use_bias ? weights[1].init : std::string("zeros")));
+        files::null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                             "bias_constraint"});
+    }
+    /* no output position more than the input's; kernel (k..., C, filters) */
+    Size size_bound(const Shape &s) const override {
+        double C = s.rank ? (double)(cf ? s.d[0] : s.last()) : 1, f = (double)filters, kv = 1;
+        for (int i = 0; i < nd; i++) kv *= (double)ks[i];
+        return {(double)s.size() / std::max(C, 1.0) * f, kv * C * f + f};
+    }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         g = Window();
         read_spatial(input, nd, cf, g, cls);
@@ -2317,6 +2510,13 @@ public:
         padding = parse_padding(a, 2, false, cls);
         cf = parse_data_format(a, 3, cls);
     }
+    void config(Json &c) const override {
+        c.set("pool_size", files::ints_json(ps, nd)).set("padding", Json::string(padding));
+        c.set("strides", files::ints_json(st, nd));
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         g = Window();
         read_spatial(input, nd, cf, g, cls);
@@ -2381,6 +2581,10 @@ public:
         cf = parse_data_format(a, 0, cls);
         NNL_REQUIRE(!a.flag("keepdims", 1, false), NNL_ERR_UNSUPPORTED, "%s: keepdims=True is not supported", cls);
     }
+    void config(Json &c) const override {
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last")).set("keepdims", Json::boolean(false));
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
     void build(const Shape &input) override {
         Window g;
         read_spatial(input, nd, cf, g, cls);
@@ -2468,6 +2672,29 @@ public:
         if (center) add("beta", bi, true);
         add("moving_mean", mi, false);
         add("moving_variance", vi, false);
+    }
+    void config(Json &c) const override {
+        int64_t ax = axis < 0 ? in.rank + axis + 1 : axis; /* Keras: built, positive, a list */
+        c.set("axis", files::ints_json(&ax, 1)).set("momentum", Json::number_f(momentum));
+        c.set("epsilon", Json::number_f(epsilon)).set("center", Json::boolean(center));
+        c.set("scale", Json::boolean(scale));
+        auto init_of = [&](const char *n, const char *def) {
+            for (auto &w : weights)
+                if (w.name == n) return files::init_json(w.init);
+            return files::init_json(def);
+        };
+        c.set("beta_initializer", init_of("beta", "zeros")).set("gamma_initializer", init_of("gamma", "ones"));
+        c.set("moving_mean_initializer", init_of("moving_mean", "zeros"));
+        c.set("moving_variance_initializer", init_of("moving_variance", "ones"));
+        files::null_keys(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
+    }
+    /* four vectors of the normalised axis' size (any axis, when out of range) */
+    Size size_bound(const Shape &s) const override {
+        int64_t ax = axis < 0 ? s.rank + std::max<int64_t>(axis, -64) : std::min<int64_t>(axis, 64) - 1;
+        double ch = 0;
+        for (int i = 0; i < s.rank; i++)
+            if (i == ax || ax < 0 || ax >= s.rank) ch = std::max(ch, (double)s.d[i]);
+        return {(double)s.size(), 4 * ch};
     }
     void build(const Shape &input) override {
         int64_t ax = axis < 0 ? input.rank + axis : axis - 1; /* Keras counts the batch axis */
@@ -2590,6 +2817,15 @@ public:
         }
         cf = parse_data_format(a, 1, cls);
     }
+    void config(Json &c) const override {
+        int64_t tb[2] = {t, b}, lr[2] = {l, r};
+        c.set("padding", Json::array().push(files::ints_json(tb, 2)).push(files::ints_json(lr, 2)));
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+    }
+    /* (H + t + b)(W + l + r) <= H W (1 + t + b)(1 + l + r) */
+    Size size_bound(const Shape &s) const override {
+        return {(double)s.size() * (1.0 + (double)t + (double)b) * (1.0 + (double)l + (double)r), 0};
+    }
     void build(const Shape &input) override {
         read_hw(input, cf, cls, outer, H, W, inner);
         in = input;
@@ -2626,6 +2862,11 @@ public:
         NNL_REQUIRE(ip == "nearest", NNL_ERR_UNSUPPORTED,
                     "UpSampling2D: interpolation '%s' is not supported (only 'nearest')", ip.c_str());
     }
+    void config(Json &c) const override {
+        c.set("size", files::ints_json(sz, 2)).set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+        c.set("interpolation", Json::string("nearest"));
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size() * (double)sz[0] * (double)sz[1], 0}; }
     void build(const Shape &input) override {
         read_hw(input, cf, cls, outer, H, W, inner);
         in = input;
@@ -2656,31 +2897,100 @@ public:
 typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
 template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
 
-static const std::map<std::string, LayerFactory> &layer_registry() {
-    static const std::map<std::string, LayerFactory> r = {
-        {"Dense", make_layer<Dense>},     {"Activation", make_layer<Activation>}, {"Dropout", make_layer<Dropout>},
-        {"Flatten", make_layer<Flatten>}, {"Reshape", make_layer<Reshape>},
-        {"Conv1D", make_layer<Conv1D>}, {"Conv2D", make_layer<Conv2D>}, {"Conv3D", make_layer<Conv3D>},
-        {"Convolution1D", make_layer<Conv1D>}, {"Convolution2D", make_layer<Conv2D>},
-        {"Convolution3D", make_layer<Conv3D>},
-        {"MaxPooling1D", make_layer<MaxPooling1D>}, {"MaxPooling2D", make_layer<MaxPooling2D>},
-        {"MaxPooling3D", make_layer<MaxPooling3D>}, {"MaxPool1D", make_layer<MaxPooling1D>},
-        {"MaxPool2D", make_layer<MaxPooling2D>}, {"MaxPool3D", make_layer<MaxPooling3D>},
-        {"AveragePooling1D", make_layer<AveragePooling1D>}, {"AveragePooling2D", make_layer<AveragePooling2D>},
-        {"AveragePooling3D", make_layer<AveragePooling3D>}, {"AvgPool1D", make_layer<AveragePooling1D>},
-        {"AvgPool2D", make_layer<AveragePooling2D>}, {"AvgPool3D", make_layer<AveragePooling3D>},
-        {"GlobalAveragePooling1D", make_layer<GlobalAveragePooling1D>},
-        {"GlobalAveragePooling2D", make_layer<GlobalAveragePooling2D>},
-        {"GlobalAveragePooling3D", make_layer<GlobalAveragePooling3D>},
-        {"GlobalMaxPooling1D", make_layer<GlobalMaxPooling1D>},
-        {"GlobalMaxPooling2D", make_layer<GlobalMaxPooling2D>},
-        {"GlobalMaxPooling3D", make_layer<GlobalMaxPooling3D>},
-        {"GlobalAvgPool1D", make_layer<GlobalAveragePooling1D>}, {"GlobalAvgPool2D", make_layer<GlobalAveragePooling2D>},
-        {"GlobalMaxPool1D", make_layer<GlobalMaxPooling1D>}, {"GlobalMaxPool2D", make_layer<GlobalMaxPooling2D>},
-        {"BatchNormalization", make_layer<BatchNormalization>},
-        {"ZeroPadding2D", make_layer<ZeroPadding2D>}, {"UpSampling2D", make_layer<UpSampling2D>},
+/* A layer kind: how to make it, and a spec that builds it (with its input
+   shape), from which the tests build, save and reload every kind. */
+struct LayerKind {
+    LayerFactory make;
+    const char *example;
+};
+
+/* Every layer kind under its Keras class name (Input is the model's own). */
+static const std::map<std::string, LayerKind> &layer_registry() {
+    static const std::map<std::string, LayerKind> r = {
+        {"Dense", {make_layer<Dense>, "Dense(3, input_shape=(4,))"}},
+        {"Activation", {make_layer<Activation>, "Activation('tanh', input_shape=(4,))"}},
+        {"Dropout", {make_layer<Dropout>, "Dropout(0.5, seed=3, input_shape=(4,))"}},
+        {"Flatten", {make_layer<Flatten>, "Flatten(input_shape=(2, 3))"}},
+        {"Reshape", {make_layer<Reshape>, "Reshape((3, -1), input_shape=(6,))"}},
+        {"Conv1D", {make_layer<Conv1D>, "Conv1D(2, 3, padding='causal', input_shape=(8, 2))"}},
+        {"Conv2D", {make_layer<Conv2D>, "Conv2D(2, (3, 2), strides=2, activation='relu', input_shape=(7, 6, 2))"}},
+        {"Conv3D", {make_layer<Conv3D>, "Conv3D(2, 3, padding='same', use_bias=False, input_shape=(5, 4, 3, 2))"}},
+        {"MaxPooling1D", {make_layer<MaxPooling1D>, "MaxPooling1D(3, input_shape=(8, 2))"}},
+        {"MaxPooling2D", {make_layer<MaxPooling2D>, "MaxPooling2D(padding='same', input_shape=(5, 6, 2))"}},
+        {"MaxPooling3D", {make_layer<MaxPooling3D>, "MaxPooling3D(input_shape=(4, 4, 4, 2))"}},
+        {"AveragePooling1D", {make_layer<AveragePooling1D>, "AveragePooling1D(2, 1, input_shape=(8, 2))"}},
+        {"AveragePooling2D",
+         {make_layer<AveragePooling2D>, "AveragePooling2D(data_format='channels_first', input_shape=(2, 6, 6))"}},
+        {"AveragePooling3D", {make_layer<AveragePooling3D>, "AveragePooling3D(input_shape=(4, 4, 4, 2))"}},
+        {"GlobalAveragePooling1D", {make_layer<GlobalAveragePooling1D>, "GlobalAveragePooling1D(input_shape=(8, 2))"}},
+        {"GlobalAveragePooling2D",
+         {make_layer<GlobalAveragePooling2D>, "GlobalAveragePooling2D(input_shape=(5, 6, 2))"}},
+        {"GlobalAveragePooling3D",
+         {make_layer<GlobalAveragePooling3D>, "GlobalAveragePooling3D(input_shape=(3, 4, 5, 2))"}},
+        {"GlobalMaxPooling1D", {make_layer<GlobalMaxPooling1D>, "GlobalMaxPooling1D(input_shape=(8, 2))"}},
+        {"GlobalMaxPooling2D", {make_layer<GlobalMaxPooling2D>, "GlobalMaxPooling2D(input_shape=(5, 6, 2))"}},
+        {"GlobalMaxPooling3D", {make_layer<GlobalMaxPooling3D>, "GlobalMaxPooling3D(input_shape=(3, 4, 5, 2))"}},
+        {"BatchNormalization", {make_layer<BatchNormalization>, "BatchNormalization(input_shape=(3, 4))"}},
+        {"ZeroPadding2D", {make_layer<ZeroPadding2D>, "ZeroPadding2D(((1, 2), (0, 1)), input_shape=(4, 3, 2))"}},
+        {"UpSampling2D", {make_layer<UpSampling2D>, "UpSampling2D((2, 3), input_shape=(3, 2, 2))"}},
     };
     return r;
+}
+
+/* Keras' other names for the same layers. */
+static const std::map<std::string, std::string> &layer_aliases() {
+    static const std::map<std::string, std::string> r = {
+        {"Convolution1D", "Conv1D"},          {"Convolution2D", "Conv2D"},
+        {"Convolution3D", "Conv3D"},          {"MaxPool1D", "MaxPooling1D"},
+        {"MaxPool2D", "MaxPooling2D"},        {"MaxPool3D", "MaxPooling3D"},
+        {"AvgPool1D", "AveragePooling1D"},    {"AvgPool2D", "AveragePooling2D"},
+        {"AvgPool3D", "AveragePooling3D"},    {"GlobalAvgPool1D", "GlobalAveragePooling1D"},
+        {"GlobalAvgPool2D", "GlobalAveragePooling2D"}, {"GlobalAvgPool3D", "GlobalAveragePooling3D"},
+        {"GlobalMaxPool1D", "GlobalMaxPooling1D"}, {"GlobalMaxPool2D", "GlobalMaxPooling2D"},
+        {"GlobalMaxPool3D", "GlobalMaxPooling3D"},
+    };
+    return r;
+}
+
+/* Kinds added at run time, after the built-in ones: the unit tests' own
+   layers (a stateful test layer). Not for concurrent use. */
+static std::map<std::string, LayerKind> &extra_layers() {
+    static std::map<std::string, LayerKind> r;
+    return r;
+}
+[[maybe_unused]] static void register_layer(const std::string &name, LayerKind kind) { extra_layers()[name] = kind; }
+
+/* The kind of a layer name (or Keras alias); NULL when there is none. */
+static const LayerKind *find_layer(const std::string &name) {
+    auto al = layer_aliases().find(name);
+    const std::string &n = al == layer_aliases().end() ? name : al->second;
+    auto it = layer_registry().find(n);
+    if (it != layer_registry().end()) return &it->second;
+    auto ex = extra_layers().find(n);
+    return ex == extra_layers().end() ? nullptr : &ex->second;
+}
+
+/* Every name nnl_add knows, sorted, comma-separated (error messages). */
+static std::string layer_names() {
+    std::vector<std::string> v{"Input"};
+    for (auto &kv : layer_registry()) v.push_back(kv.first);
+    for (auto &kv : layer_aliases()) v.push_back(kv.first);
+    for (auto &kv : extra_layers()) v.push_back(kv.first);
+    std::sort(v.begin() + 1, v.end());
+    std::string s;
+    for (auto &n : v) s += (s.empty() ? "" : ", ") + n;
+    return s;
+}
+
+/* The kinds whose layers run on a GPU (Layer::gpu_path of each example). */
+static std::string gpu_layer_names() {
+    std::string s;
+    for (auto &kv : layer_registry()) {
+        Spec sp = parse_spec(kv.second.example);
+        Args a(sp, kv.first.c_str());
+        if (kv.second.make(a)->gpu_path()) s += (s.empty() ? "" : ", ") + kv.first;
+    }
+    return s;
 }
 
 /* Weight initialisers (Keras semantics; fans of a (in, out) kernel). */
@@ -3352,6 +3662,22 @@ struct InputArray {
     int64_t n = 0;
 };
 
+/* The limits a model read from JSON or a file is held to, layer by layer,
+   before each layer is built (Layer::size_bound): section 8 passes one to
+   Model::add_spec; nnl_add passes none. */
+struct SizeBudget {
+    double max_values; /* per sample, of any layer's output */
+    double max_params; /* weights of the whole model */
+    double params = 0; /* charged so far */
+    void charge(const Layer &l, const Shape &in) {
+        Layer::Size z = l.size_bound(in);
+        params += z.weights;
+        NNL_REQUIRE(std::isfinite(z.values) && z.values <= max_values && std::isfinite(params) && params <= max_params,
+                    NNL_ERR_MEMORY, "too large (%.3g values per sample, %.3g weights in the model so far)", z.values,
+                    params);
+    }
+};
+
 static double now_seconds() {
     using namespace std::chrono;
     return duration<double>(steady_clock::now().time_since_epoch()).count();
@@ -3426,7 +3752,7 @@ public:
 
     void add(const char *text) { add_spec(parse_spec(text)); }
     /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
-    void add_spec(const Spec &sp) {
+    void add_spec(const Spec &sp, SizeBudget *budget = nullptr) {
         NNL_REQUIRE(!compiled, NNL_ERR_STATE, "cannot add layers after compile");
         if (sp.name == "Input" || sp.name == "InputLayer") {
             Args a(sp, sp.name.c_str());
@@ -3443,15 +3769,10 @@ public:
             has_input = true;
             return;
         }
-        auto &reg = layer_registry();
-        auto it = reg.find(sp.name);
-        if (it == reg.end()) {
-            std::string all;
-            for (auto &kv : reg) all += (all.empty() ? "" : ", ") + kv.first;
-            raise(NNL_ERR_ARGUMENT, "unknown layer '%s' (known: Input, %s)", sp.name.c_str(), all.c_str());
-        }
+        const LayerKind *kind = find_layer(sp.name);
+        if (!kind) raise(NNL_ERR_ARGUMENT, "unknown layer '%s' (known: %s)", sp.name.c_str(), layer_names().c_str());
         Args a(sp, sp.name.c_str());
-        std::unique_ptr<Layer> l = it->second(a);
+        std::unique_ptr<Layer> l = kind->make(a);
         l->spec = sp;
         std::string name = a.str("name", -1, "");
         std::vector<int64_t> ishape = a.ints("input_shape", -1);
@@ -3476,6 +3797,7 @@ public:
         NNL_REQUIRE(has_input, NNL_ERR_STATE,
                     "%s: the first layer needs input_shape=(...) (or add an Input(shape=(...)) first)",
                     sp.name.c_str());
+        if (budget) budget->charge(*l, prev); /* from a file: sizes bounded before anything is allocated */
         l->build(prev);
         if (name.empty()) {
             std::string base = snake(l->cls);
@@ -4003,8 +4325,8 @@ struct nnl_model : nnl::Model {};
      or the outputs round-trip through the host loss, and the update runs as
      one fused kernel per tensor.
    - Layers whose code loops over data on the host (BatchNormalization, the
-     global poolings, ZeroPadding2D, UpSampling2D, and any layer added later
-     and not listed in gpu_layer_ok) are refused with NNL_ERR_UNSUPPORTED.
+     global poolings, ZeroPadding2D, UpSampling2D, and any layer whose
+     gpu_path() is false) are refused with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 #ifdef NNL_CUDA
 #include "nnlite_cuda.h"
@@ -4173,29 +4495,38 @@ static void cu_bn_backward(const float *x, const float *dy, float *dx, int64_t r
     nnl_cuda::bn_backward(D(x), D(dy), D(dx), rows, C, D(mean), D(invstd), D(gamma), D(dgamma), D(dbeta), training);
 }
 
-static const Kernels cuda_kernels = {"cuda",         cu_sgemm,        cu_sgemm_bias_act, cu_bias_add,
-                                     cu_bias_grad,   cu_act_forward,  cu_act_backward,   cu_dropout_forward,
-                                     cu_mul,         cu_copy,         cu_sumsq,          cu_transpose,
-                                     cu_im2col,      cu_col2im,       cu_pool_forward,   cu_pool_backward,
-                                     cu_moments,     cu_scale_shift,  cu_bn_backward};
-
-/* Layers whose forward and backward go through K() only. */
-static bool gpu_layer_ok(const Layer &l) {
-    static const char *const ok[] = {"Dense",        "Activation",   "Dropout",          "Flatten",
-                                     "Reshape",      "Conv1D",       "Conv2D",           "Conv3D",
-                                     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",     "AveragePooling1D",
-                                     "AveragePooling2D", "AveragePooling3D"};
-    for (const char *c : ok)
-        if (!strcmp(l.cls, c)) return true;
-    return false;
+static constexpr Kernels cuda_table() {
+    Kernels k = {};
+    k.name = "cuda";
+    k.sgemm = cu_sgemm;
+    k.sgemm_bias_act = cu_sgemm_bias_act;
+    k.bias_add = cu_bias_add;
+    k.bias_grad = cu_bias_grad;
+    k.act_forward = cu_act_forward;
+    k.act_backward = cu_act_backward;
+    k.dropout_forward = cu_dropout_forward;
+    k.mul = cu_mul;
+    k.copy = cu_copy;
+    k.sumsq = cu_sumsq;
+    k.transpose = cu_transpose;
+    k.im2col = cu_im2col;
+    k.col2im = cu_col2im;
+    k.pool_forward = cu_pool_forward;
+    k.pool_backward = cu_pool_backward;
+    k.moments = cu_moments;
+    k.scale_shift = cu_scale_shift;
+    k.bn_backward = cu_bn_backward;
+    return k;
 }
+static constexpr Kernels cuda_kernels = cuda_table();
 
+/* Layers whose forward and backward go through K() only say so
+   (Layer::gpu_path). */
 static void gpu_check_layers(const Model &m) {
     for (auto &l : m.layers)
-        NNL_REQUIRE(gpu_layer_ok(*l), NNL_ERR_UNSUPPORTED,
-                    "layer '%s' (%s) has no GPU path yet (GPU layers: Dense, Activation, Dropout, Flatten, Reshape, "
-                    "Conv1D/2D/3D, MaxPooling1D/2D/3D, AveragePooling1D/2D/3D); keep this model on the CPU",
-                    l->name.c_str(), l->cls);
+        NNL_REQUIRE(l->gpu_path(), NNL_ERR_UNSUPPORTED,
+                    "layer '%s' (%s) has no GPU path yet (GPU layers: %s); keep this model on the CPU",
+                    l->name.c_str(), l->cls, gpu_layer_names().c_str());
 }
 
 /* The optimizer's slot arrays, sized as Optimizer::apply sizes them; number
@@ -4492,6 +4823,8 @@ static void set_device(Model &m, const char *device) {
     NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
     NNL_REQUIRE(idx < n, NNL_ERR_UNSUPPORTED, "nnl_set_device: CUDA device %d does not exist (%d present)", idx, n);
     if (m.gpu && m.gpu->device == idx) return;
+    NNL_REQUIRE(kernels_complete(cuda_kernels), NNL_ERR_INTERNAL, "nnl_set_device: the CUDA kernel table has an "
+                "empty entry (a bug in this build)");
     gpu_check_layers(m);
     if (m.opt) {
         const char *on = "";
@@ -5787,47 +6120,7 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
 namespace nnl {
 namespace files {
 
-/* ---- JSON: a small value type, a bounded parser and a writer -------------- */
-
-struct Json {
-    enum Kind { NUL, BOOL, NUM, STR, ARR, OBJ } kind = NUL;
-    bool b = false;
-    bool is_int = false; /* written without a fraction */
-    double num = 0;
-    std::string s;
-    std::vector<Json> a;
-    std::vector<std::pair<std::string, Json>> o;
-
-    static Json boolean(bool v) { Json j; j.kind = BOOL; j.b = v; return j; }
-    static Json integer(int64_t v) { Json j; j.kind = NUM; j.num = (double)v; j.is_int = true; return j; }
-    static Json number(double v) { Json j; j.kind = NUM; j.num = v; return j; }
-    /* a float32 parameter as its shortest decimal (0.2f -> 0.2), which reads back to the same float */
-    static Json number_f(float f) {
-        char buf[40];
-        for (int prec = 1; prec <= 9; prec++) {
-            snprintf(buf, sizeof buf, "%.*e", prec - 1, (double)f);
-            double d = strtod(buf, nullptr);
-            if ((float)d == f) return number(d);
-        }
-        return number((double)f);
-    }
-    static Json string(const std::string &v) { Json j; j.kind = STR; j.s = v; return j; }
-    static Json array() { Json j; j.kind = ARR; return j; }
-    static Json object() { Json j; j.kind = OBJ; return j; }
-    Json &set(const std::string &k, Json v) {
-        o.emplace_back(k, std::move(v));
-        return *this;
-    }
-    Json &push(Json v) {
-        a.push_back(std::move(v));
-        return *this;
-    }
-    const Json *get(const char *k) const {
-        for (auto &kv : o)
-            if (kv.first == k) return &kv.second;
-        return nullptr;
-    }
-};
+/* ---- JSON: a bounded parser and a writer (the value type Json: section 3) --- */
 
 /* Limits of the parser: it will be fed hostile input. */
 static const size_t JSON_MAX_BYTES = (size_t)64 << 20;
@@ -6147,78 +6440,12 @@ static Json init_json(const std::string &name_in) {
     raise(NNL_ERR_INTERNAL, "initializer '%s' has no Keras name", name_in.c_str());
 }
 
-static Json ints_json(const int64_t *v, int n) {
-    Json a = Json::array();
-    for (int i = 0; i < n; i++) a.push(Json::integer(v[i]));
-    return a;
-}
-
-static Json null_keys(Json cfg, std::initializer_list<const char *> keys) {
-    for (const char *k : keys) cfg.set(k, Json());
-    return cfg;
-}
-
-/* One layer's Keras config, keys in tf.keras 2.x's order. */
+/* One layer's Keras config, keys in tf.keras 2.x's order: the layer writes
+   its own (Layer::config). */
 static Json layer_json(const Layer &l) {
     Json c = Json::object();
     c.set("name", Json::string(l.name)).set("trainable", Json::boolean(true)).set("dtype", Json::string("float32"));
-    const char *df_last = "channels_last";
-    if (auto *d = dynamic_cast<const Dense *>(&l)) {
-        c.set("units", Json::integer(d->units)).set("activation", Json::string(act_names[d->act]));
-        c.set("use_bias", Json::boolean(d->use_bias));
-        c.set("kernel_initializer", init_json(d->weights[0].init));
-        c.set("bias_initializer", init_json(d->use_bias ? d->weights[1].init : std::string("zeros")));
-        c = null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                          "bias_constraint"});
-    } else if (auto *a = dynamic_cast<const Activation *>(&l)) {
-        c.set("activation", Json::string(act_names[a->act]));
-    } else if (auto *dr = dynamic_cast<const Dropout *>(&l)) {
-        c.set("rate", Json::number_f(dr->rate)).set("noise_shape", Json());
-        c.set("seed", dr->seed ? Json::integer(dr->seed) : Json());
-    } else if (dynamic_cast<const Flatten *>(&l)) {
-        c.set("data_format", Json::string(df_last));
-    } else if (auto *r = dynamic_cast<const Reshape *>(&l)) {
-        c.set("target_shape", ints_json(r->target.data(), (int)r->target.size()));
-    } else if (auto *cv = dynamic_cast<const Conv *>(&l)) {
-        c.set("filters", Json::integer(cv->filters)).set("kernel_size", ints_json(cv->ks, cv->nd));
-        c.set("strides", ints_json(cv->st, cv->nd)).set("padding", Json::string(cv->padding));
-        c.set("data_format", Json::string(cv->cf ? "channels_first" : df_last));
-        c.set("dilation_rate", ints_json(cv->dil, cv->nd)).set("groups", Json::integer(1));
-        c.set("activation", Json::string(act_names[cv->act])).set("use_bias", Json::boolean(cv->use_bias));
-        c.set("kernel_initializer", init_json(cv->weights[0].init));
-        c.set("bias_initializer", init_json(cv->use_bias ? cv->weights[1].init : std::string("zeros")));
-        c = null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                          "bias_constraint"});
-    } else if (auto *pl = dynamic_cast<const Pool *>(&l)) {
-        c.set("pool_size", ints_json(pl->ps, pl->nd)).set("padding", Json::string(pl->padding));
-        c.set("strides", ints_json(pl->st, pl->nd));
-        c.set("data_format", Json::string(pl->cf ? "channels_first" : df_last));
-    } else if (auto *gp = dynamic_cast<const GlobalPool *>(&l)) {
-        c.set("data_format", Json::string(gp->cf ? "channels_first" : df_last)).set("keepdims", Json::boolean(false));
-    } else if (auto *bn = dynamic_cast<const BatchNormalization *>(&l)) {
-        int64_t ax = bn->axis < 0 ? bn->in.rank + bn->axis + 1 : bn->axis; /* Keras: built, positive, a list */
-        c.set("axis", ints_json(&ax, 1)).set("momentum", Json::number_f(bn->momentum));
-        c.set("epsilon", Json::number_f(bn->epsilon)).set("center", Json::boolean(bn->center));
-        c.set("scale", Json::boolean(bn->scale));
-        auto init_of = [&](const char *n, const char *def) {
-            for (auto &w : bn->weights)
-                if (w.name == n) return init_json(w.init);
-            return init_json(def);
-        };
-        c.set("beta_initializer", init_of("beta", "zeros")).set("gamma_initializer", init_of("gamma", "ones"));
-        c.set("moving_mean_initializer", init_of("moving_mean", "zeros"));
-        c.set("moving_variance_initializer", init_of("moving_variance", "ones"));
-        c = null_keys(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
-    } else if (auto *zp = dynamic_cast<const ZeroPadding2D *>(&l)) {
-        int64_t tb[2] = {zp->t, zp->b}, lr[2] = {zp->l, zp->r};
-        c.set("padding", Json::array().push(ints_json(tb, 2)).push(ints_json(lr, 2)));
-        c.set("data_format", Json::string(zp->cf ? "channels_first" : df_last));
-    } else if (auto *up = dynamic_cast<const UpSampling2D *>(&l)) {
-        c.set("size", ints_json(up->sz, 2)).set("data_format", Json::string(up->cf ? "channels_first" : df_last));
-        c.set("interpolation", Json::string("nearest"));
-    } else {
-        raise(NNL_ERR_UNSUPPORTED, "to_json: layer '%s' (%s) has no JSON form yet", l.name.c_str(), l.cls);
-    }
+    l.config(c);
     return Json::object().set("class_name", Json::string(l.cls)).set("config", c);
 }
 
@@ -6340,8 +6567,9 @@ static bool ends_with(const std::string &s, const char *t) {
 
 /* Hostile JSON must not make a layer allocate terabytes or overflow a
    size: before a layer is built, its output and weight sizes are estimated
-   in floating point from the config and bounded. nnl_add trusts its
-   caller; JSON comes from files. */
+   in floating point from its parsed configuration (Layer::size_bound,
+   charged to a SizeBudget by Model::add_spec) and bounded. nnl_add trusts
+   its caller; JSON comes from files. */
 #ifndef NNL_MAX_JSON_PARAMS
 #define NNL_MAX_JSON_PARAMS ((double)((int64_t)1 << 31)) /* weights of a model read from JSON */
 #endif
@@ -6366,47 +6594,8 @@ static double kw_product(const Spec &sp, const char *key, double def, int nd) {
     return def;
 }
 
-static void check_growth(const Model &m, const Spec &sp, double &params, double max_params,
-                         const std::string &owner) {
-    Shape in = m.out_shape();
-    double size = (double)in.size(), last = (double)in.last(), out = size, w = 0;
-    const std::string &c = sp.name;
-    auto filters_of = [&](const char *k) { return kw_product(sp, k, 1, 1); };
-    bool cf = false;
-    for (auto &kv : sp.kw) cf = cf || (kv.first == "data_format" && kv.second.str == "channels_first");
-    double C = in.rank ? (cf ? (double)in.d[0] : last) : 1;
-    int nd = c.find("1D") != std::string::npos ? 1 : c.find("3D") != std::string::npos ? 3 : 2;
-    if (c == "Dense") {
-        double u = filters_of("units");
-        out = size / std::max(last, 1.0) * u;
-        w = last * u + u;
-    } else if (c.compare(0, 4, "Conv") == 0) {
-        double f = filters_of("filters");
-        out = size / std::max(C, 1.0) * f;
-        w = kw_product(sp, "kernel_size", 1, nd) * C * f + f;
-    } else if (c == "UpSampling2D") {
-        out = size * kw_product(sp, "size", 4, 2);
-    } else if (c == "ZeroPadding2D") {
-        out = size * (1 + kw_product(sp, "padding", 1, 1)) * (1 + kw_product(sp, "padding", 1, 1));
-    } else if (c == "BatchNormalization") {
-        double ax = -1, ch = 0;
-        for (auto &kv : sp.kw)
-            if (kv.first == "axis" && kv.second.kind == Value::NUM) ax = kv.second.num;
-        int a = ax < 0 ? in.rank + (int)std::max(ax, -64.0) : (int)std::min(ax, 64.0) - 1;
-        for (int i = 0; i < in.rank; i++)
-            if (i == a || a < 0 || a >= in.rank) ch = std::max(ch, (double)in.d[i]);
-        w = 4 * ch;
-    } else if (c == "Reshape") {
-        out = kw_product(sp, "target_shape", 1, 1);
-    }
-    params += w;
-    NNL_REQUIRE(std::isfinite(out) && out <= MAX_SAMPLE && std::isfinite(params) && params <= max_params,
-                NNL_ERR_MEMORY, "%s: too large (%.3g values per sample, %.3g weights in the model so far)",
-                owner.c_str(), out, params);
-}
-
 /* One {"class_name": ..., "config": {...}} into model m. */
-static void add_layer_json(Model &m, const Json &lj, size_t index, double &params, double max_params) {
+static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &budget) {
     std::string owner = format("from_json: layer %zu", index);
     NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
     const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
@@ -6507,9 +6696,8 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
                     sp.kw = kw;
                 }
             }
-            if (m.has_input) check_growth(m, sp, params, max_params, owner);
         }
-        m.add_spec(sp);
+        m.add_spec(sp, &budget);
     } catch (const Error &e) {
         /* messages raised above name the layer already */
         if (e.msg.compare(0, owner.size(), owner) == 0) throw;
@@ -6537,8 +6725,8 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
         NNL_REQUIRE(!d || is_float32(*d), NNL_ERR_UNSUPPORTED, "from_json: dtype %s is not supported",
                     json_text(*d).c_str());
     }
-    double params = 0;
-    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params, max_params);
+    SizeBudget budget{MAX_SAMPLE, max_params};
+    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, budget);
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "from_json: the model has an input but no layers");
 }
 

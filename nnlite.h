@@ -270,15 +270,51 @@ NNL_API nnl_model *nnl_model_create(void);
 /* Frees the model and everything it owns. NULL is ignored. */
 NNL_API void nnl_model_free(nnl_model *m);
 
-/* Appends a layer given as a Keras-style call. Layers of this version:
+/* Appends a layer given as a Keras-style call: Keras' class names, and its
+   arguments' names, positions and defaults. Layers of this version:
      Input(shape=(...))                    declares the input shape per sample
      Dense(units, activation=None, use_bias=True, kernel_initializer=
-           'glorot_uniform', bias_initializer='zeros', input_shape=None)
+           'glorot_uniform', bias_initializer='zeros')
      Activation(activation)                any name listed under ACTIVATIONS
-     Dropout(rate, seed=None)              inverted dropout, active in fit only
-     Flatten()
+     Dropout(rate, noise_shape=None, seed=None)  inverted dropout, in fit
+                                           only; noise_shape None only
+     Flatten(data_format='channels_last')
      Reshape(target_shape)                 one entry may be -1
-   Every layer also takes name='...'. The first layer needs input_shape (or
+     Conv1D(filters, kernel_size, strides=1, padding='valid', data_format=
+           'channels_last', dilation_rate=1, groups=1, activation=None,
+           use_bias=True, kernel_initializer='glorot_uniform',
+           bias_initializer='zeros')       padding 'valid', 'same', 'causal'
+     Conv2D(filters, kernel_size, ...)     as Conv1D; sizes, strides and
+     Conv3D(filters, kernel_size, ...)     dilation one int or a tuple of 2
+                                           (3); padding 'valid' or 'same'
+     MaxPooling1D(pool_size=2, strides=None, padding='valid', data_format=
+           'channels_last')                strides None: the pool size
+     MaxPooling2D(pool_size=(2, 2), ...)   as MaxPooling1D, tuples of 2 (3)
+     MaxPooling3D(pool_size=(2, 2, 2), ...)
+     AveragePooling1D(pool_size=2, ...)    as MaxPooling1D; 'same' averages
+     AveragePooling2D(pool_size=(2, 2), ...)   the unpadded entries
+     AveragePooling3D(pool_size=(2, 2, 2), ...)
+     GlobalAveragePooling1D(data_format='channels_last', keepdims=False)
+     GlobalAveragePooling2D(...)           the same arguments (keepdims
+     GlobalAveragePooling3D(...)           False only)
+     GlobalMaxPooling1D(...)
+     GlobalMaxPooling2D(...)
+     GlobalMaxPooling3D(...)
+     BatchNormalization(axis=-1, momentum=0.99, epsilon=0.001, center=True,
+           scale=True, beta_initializer='zeros', gamma_initializer='ones',
+           moving_mean_initializer='zeros', moving_variance_initializer=
+           'ones')                         moving statistics: weights that are
+                                           not trained
+     ZeroPadding2D(padding=(1, 1), data_format='channels_last')  an int,
+                                           (h, w) or ((top, bottom), (left, right))
+     UpSampling2D(size=(2, 2), data_format='channels_last', interpolation=
+           'nearest')                      nearest only
+   Keras' other names are accepted too: Convolution1D, Convolution2D,
+   Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
+   AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,
+   GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D.
+   Every layer also takes name='...', and input_shape=(...) (or
+   batch_input_shape=(None, ...)). The first layer needs input_shape (or
    an Input layer first). Shape errors are reported here, when the layer is
    added, naming the layer and both shapes. Layers can only be added before
    nnl_compile (NNL_ERR_STATE after).
@@ -601,9 +637,11 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    uploaded before the next GPU call. "cpu" brings the model back.
    Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
    has no CUDA, no such device exists, or the model holds a layer or
-   optimizer without a GPU path (the message names it; GPU layers: Dense,
-   Activation, Dropout, Flatten, Reshape, Conv1D/2D/3D, Max/AveragePooling
-   1D/2D/3D); NNL_ERR_ARGUMENT for an unknown device string. CUDA errors
+   optimizer without a GPU path (the message names it; the layers with a
+   GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
+   Conv3D, MaxPooling1D, MaxPooling2D, MaxPooling3D, AveragePooling1D,
+   AveragePooling2D, AveragePooling3D); NNL_ERR_ARGUMENT for an unknown
+   device string. CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or
    NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
    GPU has its own CUDA stream: different models may train concurrently from

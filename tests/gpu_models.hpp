@@ -128,6 +128,12 @@ static void agree(const std::vector<float> &g, const std::vector<float> &c, cons
 
 } // namespace gm
 
+TEST_CASE("no GPU needed: the CUDA and CPU kernel tables have every entry") {
+    CHECK(nnl::kernels_complete(nnl::cuda_kernels));
+    CHECK(nnl::kernels_complete(nnl::cpu_kernels));
+    CHECK(std::string(nnl::cuda_kernels.name) == "cuda");
+}
+
 TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on the CPU") {
     nnl_model *m = gm::build({"Dense(8, activation='relu', input_shape=(4,))", "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "accuracy", 3);
