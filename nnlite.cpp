@@ -3644,6 +3644,8 @@ bool gpu_apply(Model &m);
 bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss);
 void gpu_sync_host(Model &m);
 void gpu_sync_device(Model &m);
+float *gpu_device(const float *h);
+void gpu_wait();
 #else
 struct GpuScope {
     GpuScope(Model &, bool) {}
@@ -3654,7 +3656,47 @@ static inline bool gpu_apply(Model &) { return false; }
 static inline bool gpu_loss(Model &, int64_t, float *, double *, double *) { return false; }
 static inline void gpu_sync_host(Model &) {}
 static inline void gpu_sync_device(Model &) {}
+static inline float *gpu_device(const float *) { return nullptr; }
+static inline void gpu_wait() {}
 #endif
+
+/* ---- The reduction point of a training step ------------------------------
+   After backward, Model::train_step makes one call that sees everything a
+   data-parallel run must combine over its processes before the optimizer
+   step: the whole gradient arena (one array, the layout of W) and a short
+   vector of doubles. One process needs nothing there (Model::reducer is
+   NULL); an MPI run allreduces the two (the gradients summed as floats,
+   the scalars as doubles), on the host or, with a CUDA-aware MPI, on the
+   device mirror. Every decision after it (stopping on a non-finite step,
+   the progress line, callbacks, the history) uses what it leaves. */
+struct StepReduce {
+    float *grad;        /* the gradient arena G: n floats, host memory */
+    float *grad_device; /* G's device mirror when the model runs on a GPU
+                           (the gradients are there, grad is stale), else NULL */
+    int64_t n;
+    /* loss summed over this step's samples, each metric summed likewise
+       (n_metrics), the sample count, the number of participants that saw a
+       non-finite loss or gradient (0 or 1 before the reduction) */
+    double *sums;
+    int n_sums, n_metrics;
+    double &loss() { return sums[0]; }
+    double &metric(int k) { return sums[1 + k]; }
+    double &count() { return sums[1 + n_metrics]; }
+    double &nonfinite() { return sums[2 + n_metrics]; }
+};
+
+class Reducer {
+public:
+    virtual ~Reducer() {}
+    /* Called once per training step by every participant, in the same order.
+       On entry the gradients are those of this process' mean loss over its
+       count() samples; on return they must be those of the mean over all
+       participants' samples (sum_r count_r g_r / sum_r count_r, e.g. an
+       allreduce of count * g divided by the total count; with equal counts,
+       the allreduced sum divided by the number of processes), and sums must
+       hold the sums over all participants. */
+    virtual void reduce(StepReduce &r) = 0;
+};
 
 /* An input array from the ABI: x (n, per-sample shape...) */
 struct InputArray {
@@ -3718,6 +3760,11 @@ public:
 
     /* Device mirrors when the model lives on a GPU (nnl_set_device), else NULL. */
     std::shared_ptr<GpuModel> gpu;
+
+    /* The training step's reduction point (data-parallel runs); NULL: one
+       process, nothing to combine. step_sums: StepReduce's scalars. */
+    std::shared_ptr<Reducer> reducer;
+    std::vector<double> step_sums;
 
     void ensure_seed() {
         if (!seeded) {
@@ -3950,6 +3997,35 @@ public:
         for (size_t k = 0; k < metrics.size(); k++) msum[k] += metrics[k].run(act[L], targets, B, D, C);
         if (grad) gpu_push(grad, B * D);
         return l;
+    }
+
+    /* One training step on the B samples gathered into act[0] and targets:
+       forward, loss, backward, then the reduction point (StepReduce), then
+       the optimizer step, applied only when the reduced loss and gradients
+       are finite (otherwise weights and optimizer state stay those of the
+       last good step, and nonfinite() > 0 says so). Returns the reduced
+       sums, valid until the next step. */
+    StepReduce train_step(int64_t B, uint64_t seed_) {
+        size_t L = layers.size(), nm = metrics.size();
+        step_sums.assign(nm + 3, 0.0); /* no allocation after the first step */
+        StepReduce r{G.data(), nullptr, (int64_t)G.size(), step_sums.data(), (int)step_sums.size(), (int)nm};
+        forward(B, true, seed_);
+        r.loss() = loss_and_grad(B, dact[L], r.sums + 1);
+        backward(B, seed_);
+        bool finite = std::isfinite(r.loss());
+        if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite);
+        r.count() = (double)B;
+        r.nonfinite() = finite ? 0 : 1;
+        if (reducer) {
+            r.grad_device = gpu_device(G.data());
+            gpu_wait(); /* the gradients complete on the device */
+            reducer->reduce(r);
+            finite = r.nonfinite() == 0 && std::isfinite(r.loss());
+            if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite); /* the reduced gradients */
+            if (!finite && r.nonfinite() == 0) r.nonfinite() = 1;
+        }
+        if (finite && !gpu_apply(*this)) opt->apply(slices.data(), (int)slices.size());
+        return r;
     }
 
     /* ---- checking arrays from the ABI ---- */
@@ -4206,7 +4282,6 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     size_t nm = metrics.size();
     std::vector<double> msum(nm), logs(1 + nm);
     FILE *f = o.log ? o.log : stdout;
-    size_t L = layers.size();
     bool stop = false;
 
     for (int epoch = o.initial_epoch; epoch < o.epochs && !stop; epoch++) {
@@ -4217,27 +4292,24 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
         for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
         if (o.shuffle)
             for (int64_t i = nt - 1; i > 0; i--) std::swap(idx[(size_t)i], idx[(size_t)r.below((uint64_t)i + 1)]);
-        double lsum = 0;
+        double lsum = 0, seen = 0;
         std::fill(msum.begin(), msum.end(), 0.0);
-        int64_t seen = 0;
+        int64_t done = 0;
         for (int64_t s = 0; s < steps && !stop; s++) {
             int64_t B = std::min(bs, nt - s * bs);
             uint64_t bseed = r.next();
             gather(X.x, T.data(), idx.data() + s * bs, B);
-            forward(B, true, bseed);
-            double l = loss_and_grad(B, dact[L], msum.data());
-            backward(B, bseed);
-            /* Distributed training averages G across processes here. */
-            bool finite = std::isfinite(l);
-            if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite);
-            if (!finite)
+            /* from here on, only the step's reduced values count */
+            StepReduce st = train_step(B, bseed);
+            if (st.nonfinite() > 0)
                 raise(NNL_ERR_NUMERIC,
                       "fit: the loss or its gradient became %s at epoch %d, batch %lld; the update was not applied "
                       "and the weights are those of the last good step (lower the learning rate, or check the data)",
-                      std::isnan(l) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
-            if (!gpu_apply(*this)) opt->apply(slices.data(), (int)slices.size());
-            lsum += l;
-            seen += B;
+                      std::isnan(st.loss()) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
+            lsum += st.loss();
+            seen += st.count();
+            for (size_t k = 0; k < nm; k++) msum[k] += st.metric((int)k);
+            done++;
             logs[0] = lsum / seen;
             for (size_t k = 0; k < nm; k++) logs[1 + k] = msum[k] / seen;
             prog.batch(s + 1, keys, logs.data(), logs.size());
@@ -4247,7 +4319,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
                 stop = true;
             if (o.callback) gpu_sync_device(*this);
         }
-        if (seen < nt) break; /* stopped inside the epoch: it is not recorded */
+        if (done < steps) break; /* stopped inside the epoch: it is not recorded */
         std::vector<double> row(logs.begin(), logs.end());
         if (val) {
             std::vector<double> v = evaluate(xv, tv, nv, bs);
@@ -4725,6 +4797,12 @@ void gpu_pull(const float *h, int64_t n) {
     GpuModel *g = tl_gpu;
     if (!g || n <= 0) return;
     nnl_cuda::download(const_cast<float *>(h), g->dev(h), (size_t)n * sizeof(float));
+}
+
+/* The device mirror of a host array when a GPU model runs on this thread. */
+float *gpu_device(const float *h) { return tl_gpu ? tl_gpu->dev(h) : nullptr; }
+void gpu_wait() {
+    if (tl_gpu) nnl_cuda::synchronize();
 }
 
 /* Sparse categorical cross-entropy from logits (a fused softmax output, or

@@ -154,3 +154,121 @@ TEST_CASE("the registry, nnlite.h, README.md and the Python classes list the sam
     }
     CHECK_MESSAGE(pa == aliases, "layers.py aliases: " << join(pa) << "\nregistry: " << join(aliases));
 }
+
+/* ---- the training step's reduction point ---- */
+namespace seams {
+
+/* Two identical processes, as an MPI allreduce would combine them: the
+   gradients weighted by each one's sample count and summed, divided by the
+   total; the scalars summed. With equal halves this is exactly one process'
+   step (x + x and * 0.5 are exact in float). */
+struct TwoRanks : nnl::Reducer {
+    std::vector<double> loss, count, metric;
+    int calls = 0, fail_at = -1;
+    std::vector<float> weights_at_failure;
+    const nnl::Model *model = nullptr;
+    void reduce(nnl::StepReduce &r) override {
+        calls++;
+        loss.push_back(r.loss());
+        count.push_back(r.count());
+        metric.push_back(r.n_metrics ? r.metric(0) : -1);
+        CHECK(r.grad_device == nullptr);
+        CHECK(r.n == (int64_t)model->G.size());
+        CHECK(r.grad == model->G.data());
+        CHECK(r.n_sums == r.n_metrics + 3);
+        CHECK(r.nonfinite() == 0);
+        double total = 2 * r.count();
+        float w = (float)(r.count() / total);
+        for (int64_t i = 0; i < r.n; i++) r.grad[i] = (r.grad[i] + r.grad[i]) * w;
+        for (int k = 0; k < r.n_sums; k++) r.sums[k] *= 2;
+        if (calls == fail_at) { /* the other process saw a NaN */
+            r.nonfinite() += 1;
+            weights_at_failure = model->W;
+        }
+    }
+};
+
+static void blobs(std::vector<float> &x, std::vector<int32_t> &y, int n) {
+    nnl::Rng g(11);
+    for (int i = 0; i < n; i++) {
+        int c = i % 4;
+        y.push_back(c);
+        for (int j = 0; j < 3; j++) x.push_back((float)(c == j) + 0.3f * g.normal());
+    }
+}
+
+static nnl_model *small_model(const char *metrics) {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 5);
+    REQUIRE(nnl_add(m, "Dense(8, activation='tanh', input_shape=(3,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(4, activation='softmax')") == NNL_OK);
+    REQUIRE(nnl_compile(m, "Adam(learning_rate=0.01)", "sparse_categorical_crossentropy", metrics) == NNL_OK);
+    return m;
+}
+
+} // namespace seams
+
+TEST_CASE("train_step: a reducer combining two identical processes gives one process' training, bit for bit") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    seams::blobs(x, y, 50);
+    int64_t xs[2] = {50, 3}, ys[1] = {50};
+    nnl_model *one = seams::small_model("accuracy"), *two = seams::small_model("accuracy");
+    auto red = std::make_shared<seams::TwoRanks>();
+    red->model = two;
+    two->reducer = red;
+    /* what the first step's loss must be: the first 16 samples, before training */
+    double first[2];
+    int64_t fs[2] = {16, 3}, fys[1] = {16};
+    REQUIRE(nnl_evaluate(two, x.data(), 2, fs, y.data(), NNL_INT32, 1, fys, 16, first, 2) == NNL_OK);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 2;
+    o.batch_size = 16;
+    o.verbose = 0;
+    o.shuffle = 0;
+    REQUIRE(nnl_fit(one, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    REQUIRE(nnl_fit(two, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    /* the reducer saw every step, before combining: this process' sums */
+    CHECK(red->calls == 8);
+    std::vector<double> counts{16, 16, 16, 2, 16, 16, 16, 2};
+    CHECK(red->count == counts);
+    CHECK(red->loss[0] / 16 == doctest::Approx(first[0]).epsilon(1e-12));
+    CHECK(red->metric[0] == doctest::Approx(first[1] * 16).epsilon(1e-12));
+    /* the same update as one process, and the same logs */
+    CHECK(0 == memcmp(one->W.data(), two->W.data(), one->W.size() * sizeof(float)));
+    CHECK(one->opt->iterations == two->opt->iterations);
+    for (const char *k : {"loss", "accuracy"}) {
+        double a[2], b[2];
+        REQUIRE(nnl_history_get(one, k, a, 2) == 2);
+        REQUIRE(nnl_history_get(two, k, b, 2) == 2);
+        CHECK(a[0] == b[0]);
+        CHECK(a[1] == b[1]);
+    }
+    nnl_model_free(one);
+    nnl_model_free(two);
+}
+
+TEST_CASE("train_step: a non-finite step on another process stops training everywhere, before the update") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    seams::blobs(x, y, 64);
+    int64_t xs[2] = {64, 3}, ys[1] = {64};
+    nnl_model *m = seams::small_model("");
+    auto red = std::make_shared<seams::TwoRanks>();
+    red->model = m;
+    red->fail_at = 3;
+    m->reducer = red;
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 1;
+    o.batch_size = 16;
+    o.verbose = 0;
+    CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_ERR_NUMERIC);
+    CHECK(std::string(nnl_last_error()).find("batch 3") != std::string::npos);
+    CHECK(red->calls == 3);
+    CHECK(m->opt->iterations == 2);
+    CHECK(0 == memcmp(red->weights_at_failure.data(), m->W.data(), m->W.size() * sizeof(float)));
+    CHECK(nnl_history_epochs(m) == 0);
+    nnl_model_free(m);
+}
