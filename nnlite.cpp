@@ -3739,6 +3739,13 @@ public:
     std::vector<float> W, G;
     std::vector<ParamSlice> slices;
 
+    /* Persistent non-weight state of stateful layers (Layer::states): one
+       arena, laid out layer by layer; per-slot states hold state_slots rows,
+       the fixed batch size of a stateful model (0 until set: by the first
+       batch that runs, or by a model file). */
+    std::vector<float> S;
+    int64_t state_slots = 0;
+
     /* Compile state */
     bool compiled = false;
     Loss loss;
@@ -3796,6 +3803,37 @@ public:
         G.swap(ng);
         cap_batch = 0; /* activation pointers depend on the layer list */
     }
+
+    bool has_slot_states() const {
+        for (auto &l : layers)
+            for (auto &st : l->states)
+                if (st.per_slot) return true;
+        return false;
+    }
+    /* Lays the state arena out for `slots` batch slots. Values are kept
+       while the slot count stays; a new count starts from zeros. */
+    void relayout_states(int64_t slots) {
+        int64_t total = 0;
+        for (auto &l : layers)
+            for (auto &st : l->states) {
+                NNL_REQUIRE(st.shape.rank < NNL_MAX_RANK || !st.per_slot, NNL_ERR_INTERNAL,
+                            "%s: state '%s' has too many dimensions", l->cls, st.name.c_str());
+                total += st.size(slots);
+            }
+        std::vector<float> ns((size_t)total, 0.f);
+        int64_t off = 0;
+        for (auto &l : layers)
+            for (auto &st : l->states) {
+                int64_t n = st.size(slots);
+                if (st.s && slots == state_slots) std::copy(st.s, st.s + n, ns.data() + off);
+                st.s = ns.data() + off;
+                off += n;
+            }
+        S.swap(ns);
+        state_slots = slots;
+    }
+    /* Every state back to zero (Keras' reset_states). */
+    void reset_states() { std::fill(S.begin(), S.end(), 0.f); }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
     /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
@@ -3859,6 +3897,7 @@ public:
         relayout();
         Layer &L = *layers.back();
         for (auto &w : L.weights) init_weights(w.w, w.shape, w.init, rng, L.cls);
+        if (!L.states.empty()) relayout_states(state_slots);
     }
 
     void compile(const char *opt_text, const char *loss_text, const char *metrics_text) {
@@ -3914,6 +3953,13 @@ public:
        can share memory. The first layer with weights computes no input
        gradient, so nothing below it has a buffer (dact[i] is NULL there). */
     void ensure_batch(int64_t B) {
+        if (B > state_slots && has_slot_states()) { /* states per batch slot: the batch size is fixed */
+            NNL_REQUIRE(state_slots == 0, NNL_ERR_SHAPE,
+                        "the model's stateful layers keep states for batches of %lld samples; batches of %lld do "
+                        "not fit (a stateful model keeps its batch size, as in Keras)",
+                        (long long)state_slots, (long long)B);
+            relayout_states(B);
+        }
         if (B <= cap_batch) return;
         size_t L = layers.size();
         size_t first = 0;
@@ -4387,7 +4433,8 @@ struct nnl_model : nnl::Model {};
    and optimizers compute with, exactly as on the CPU. Each has a device
    mirror of the same layout; the CUDA kernel table below translates every
    host address it is given into its mirror, so layers run unchanged.
-   - Weights and slots move to the device once; before each call the host
+   - Weights, slots and the persistent states of stateful layers (S) move
+     to the device once; before each call the host
      copies are compared with what was last synchronised (a set_weight or a
      checkpoint load in between is uploaded), and fit copies them back when
      it returns (and around callbacks), so get_weight, summary and save read
@@ -4431,7 +4478,7 @@ struct GpuModel {
     nnl_cuda::Context *ctx = nullptr;
     int device = 0;
     std::string name; /* "cuda:0" */
-    Mirror W, G, arena;
+    Mirror W, G, arena, S; /* S: the persistent states of stateful layers */
     std::vector<Mirror> slots;
     float *stage[2] = {nullptr, nullptr}; /* pinned staging for batch copies */
     size_t stage_n[2] = {0, 0};
@@ -4456,6 +4503,7 @@ GpuModel::~GpuModel() {
         release(W);
         release(G);
         release(arena);
+        release(S);
         for (auto &s : slots) release(s);
     } catch (...) {
     }
@@ -4499,9 +4547,12 @@ float *GpuModel::dev(const float *p) {
         arena.n = mm.arena.size();
         nnl_cuda::memset0(arena.d, arena.n * sizeof(float));
     }
+    if ((S.h != mm.S.data() || S.n != mm.S.size()) && !mm.S.empty())
+        mirror(S, mm.S.data(), mm.S.size(), true); /* re-laid (the first batch fixed the slots): its values go up */
     if (arena.holds(p)) return arena.d + (p - arena.h);
     if (W.holds(p)) return W.d + (p - W.h);
     if (G.holds(p)) return G.d + (p - G.h);
+    if (S.holds(p)) return S.d + (p - S.h);
     for (auto &s : slots)
         if (s.holds(p)) return s.d + (p - s.h);
     raise(NNL_ERR_INTERNAL, "GPU backend: an array at %p is not mirrored on the device", (const void *)p);
@@ -4675,6 +4726,10 @@ void gpu_sync_device(Model &m) {
     if (g.W.h != m.W.data() || g.W.n != m.W.size() || memcmp(g.W.seen.data(), m.W.data(), m.W.size() * 4))
         g.mirror(g.W, m.W.data(), m.W.size(), true);
     if (g.G.h != m.G.data() || g.G.n != m.G.size()) g.mirror(g.G, m.G.data(), m.G.size(), false);
+    if (m.S.empty())
+        g.release(g.S);
+    else if (g.S.h != m.S.data() || g.S.n != m.S.size() || memcmp(g.S.seen.data(), m.S.data(), m.S.size() * 4))
+        g.mirror(g.S, m.S.data(), m.S.size(), true);
     size_t ns = m.opt ? m.opt->slots.size() : 0;
     if (g.slots.size() != ns) {
         for (auto &s : g.slots) g.release(s);
@@ -4688,7 +4743,17 @@ void gpu_sync_device(Model &m) {
     }
 }
 
-/* Copies weights and optimizer slots back into the host arrays. */
+/* Copies the persistent states back into the host arena (evaluate and
+   predict change them too, in stateful layers). */
+static void gpu_pull_states(Model &m) {
+    GpuModel &g = *m.gpu;
+    if (g.S.h == m.S.data() && g.S.n == m.S.size() && g.S.n) {
+        nnl_cuda::download(m.S.data(), g.S.d, g.S.n * 4);
+        g.S.seen.assign(m.S.begin(), m.S.end());
+    }
+}
+
+/* Copies weights, optimizer slots and states back into the host arrays. */
 void gpu_sync_host(Model &m) {
     if (!m.gpu) return;
     GpuModel &g = *m.gpu;
@@ -4696,6 +4761,7 @@ void gpu_sync_host(Model &m) {
         nnl_cuda::download(m.W.data(), g.W.d, g.W.n * 4);
         g.W.seen.assign(m.W.begin(), m.W.end());
     }
+    gpu_pull_states(m);
     size_t ns = m.opt ? m.opt->slots.size() : 0;
     for (size_t k = 0; k < ns && k < g.slots.size(); k++) {
         std::vector<float> &v = m.opt->slots[k];
@@ -4755,7 +4821,10 @@ GpuScope::~GpuScope() {
     GpuModel &g = *m->gpu;
     if (--g.depth > 0) return;
     try {
-        if (training) gpu_sync_host(*m); /* also after a failed step: the last good weights */
+        if (training)
+            gpu_sync_host(*m); /* also after a failed step: the last good weights */
+        else
+            gpu_pull_states(*m);
         nnl_cuda::synchronize();
     } catch (const Error &e) {
         fprintf(stderr, "nnlite: GPU: copying the weights back failed: %s\n", e.msg.c_str());
@@ -7096,6 +7165,23 @@ static std::vector<WeightRef> all_weights(const Model &m) {
     return v;
 }
 
+/* Persistent states of stateful layers are tensors "state/LAYER/STATE"
+   in model files (not weights: neither weights files nor npz hold them).
+   Two slashes: a weight is "LAYER/WEIGHT". */
+static std::string state_tensor_name(const Layer &l, const StateSpec &st) {
+    return "state/" + l.name + "/" + st.name;
+}
+static bool is_state_tensor(const std::string &name) {
+    return name.compare(0, 6, "state/") == 0 && name.find('/', 6) != std::string::npos;
+}
+static Shape state_tensor_shape(const StateSpec &st, int64_t slots) {
+    if (!st.per_slot) return st.shape;
+    Shape s;
+    s.d[s.rank++] = slots;
+    for (int i = 0; i < st.shape.rank; i++) s.d[s.rank++] = st.shape.d[i];
+    return s;
+}
+
 static std::vector<TensorOut> weight_tensors(const Model &m) {
     std::vector<TensorOut> ts;
     for (auto &r : all_weights(m)) ts.push_back({r.layer->name + "/" + r.w->name, r.w->shape, r.w->w});
@@ -7121,7 +7207,7 @@ static void set_weights_from(Model &m, const NnlFile &F, const char *fn) {
     NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "%s: the model has no layers", fn);
     std::vector<const TensorIn *> ws;
     for (auto &t : F.tensors)
-        if (t.name.compare(0, 10, "optimizer/") != 0) ws.push_back(&t);
+        if (t.name.compare(0, 10, "optimizer/") != 0 && !is_state_tensor(t.name)) ws.push_back(&t);
     std::vector<WeightRef> mine = all_weights(m);
     if (ws.size() != mine.size())
         raise(NNL_ERR_SHAPE, "%s: %s holds %zu weight tensors, the model has %zu (%zu layers): not the same "
@@ -7155,6 +7241,9 @@ static void save_model(const Model &m, const char *path) {
     NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "save_model: the model has no layers");
     Json meta = base_meta(m, "model");
     std::vector<TensorOut> ts = weight_tensors(m);
+    for (auto &l : m.layers)
+        for (auto &st : l->states)
+            ts.push_back({state_tensor_name(*l, st), state_tensor_shape(st, m.state_slots), st.s});
     Json rng = Json::array();
     for (int i = 0; i < 4; i++) rng.push(Json::string(hex64(m.rng.s[i])));
     Json state = Json::object()
@@ -7192,6 +7281,42 @@ static uint64_t parse_hex64(const Json *j, const std::string &what, const char *
     return (uint64_t)strtoull(s.c_str(), nullptr, 16);
 }
 
+/* The states of m's stateful layers from a model file: every one, with
+   one slot count for all per-slot states. A weights file has none: the
+   states stay zero. */
+static void load_states(Model &m, const NnlFile &F) {
+    const std::string &w = F.what;
+    size_t in_file = 0, mine = 0;
+    for (auto &t : F.tensors) in_file += is_state_tensor(t.name);
+    for (auto &l : m.layers) mine += l->states.size();
+    if (F.kind == KIND_WEIGHTS && !in_file) return;
+    NNL_REQUIRE(in_file == mine, NNL_ERR_FORMAT, "%s holds %zu layer states, its architecture has %zu", w.c_str(),
+                in_file, mine);
+    if (!mine) return;
+    std::vector<std::pair<const StateSpec *, const TensorIn *>> found;
+    int64_t slots = -1;
+    for (auto &l : m.layers)
+        for (auto &st : l->states) {
+            std::string nm = state_tensor_name(*l, st);
+            const TensorIn *t = nullptr;
+            for (auto &x : F.tensors)
+                if (x.name == nm) t = &x;
+            NNL_REQUIRE(t, NNL_ERR_FORMAT, "%s: state tensor '%s' is missing", w.c_str(), nm.c_str());
+            if (st.per_slot) {
+                NNL_REQUIRE(t->shape.rank >= 1 && (slots < 0 || t->shape.d[0] == slots), NNL_ERR_FORMAT,
+                            "%s: state tensor '%s' has shape %s: not the batch size of the model's other states",
+                            w.c_str(), nm.c_str(), t->shape.str(false).c_str());
+                slots = t->shape.d[0];
+            }
+            NNL_REQUIRE(t->shape == state_tensor_shape(st, std::max<int64_t>(slots, 0)), NNL_ERR_FORMAT,
+                        "%s: state tensor '%s' has shape %s, the layer keeps %s per batch slot", w.c_str(), nm.c_str(),
+                        t->shape.str(false).c_str(), st.shape.str(false).c_str());
+            found.push_back({&st, t});
+        }
+    m.relayout_states(std::max<int64_t>(slots, 0));
+    for (auto &f : found) F.read(*f.second, f.first->s);
+}
+
 static void load_model(Model &m, const char *path) {
     NnlFile F = read_nnl(path);
     const std::string &w = F.what;
@@ -7211,6 +7336,7 @@ static void load_model(Model &m, const char *path) {
     } catch (const Error &e) { /* the file disagrees with itself */
         raise(e.status == NNL_ERR_SHAPE ? NNL_ERR_FORMAT : e.status, "%s", e.msg.c_str());
     }
+    load_states(m, F);
     const Json *state = F.meta.get("state");
     if (F.kind != KIND_MODEL || !state) return; /* a weights file: an uncompiled model */
     NNL_REQUIRE(state->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: 'state' is not an object", w.c_str());

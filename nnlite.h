@@ -565,7 +565,10 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
 /* Writes the whole model: architecture (Keras JSON), weights including
    non-trainable ones, the compile configuration (the strings given to
    nnl_compile), the optimizer state (slots, iteration count, learning rate),
-   the history (so its epoch count), the model seed and the RNG state. A run
+   the history (so its epoch count), the model seed and the RNG state, and
+   the persistent states of stateful layers (none of this version's layers
+   has one; they are not weights: the weight functions, weights files and
+   npz files leave them out). A run
    saved after epoch k and resumed in another process by nnl_load_model and
    nnl_fit with initial_epoch = k ends bit-for-bit as the uninterrupted run
    (same data, batch size and fit options). This holds because each epoch

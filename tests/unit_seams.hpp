@@ -272,3 +272,150 @@ TEST_CASE("train_step: a non-finite step on another process stops training every
     CHECK(nnl_history_epochs(m) == 0);
     nnl_model_free(m);
 }
+
+/* ---- persistent non-weight state: a stateful layer of the tests' own ---- */
+namespace seams {
+
+/* y = x + total[slot]; then total[slot] += x (a running sum per batch slot,
+   carried from batch to batch as a stateful RNN carries h), and calls[0]
+   counts the forward passes (a state of the whole model, not per slot).
+   The gradient passes through. */
+class RunningSum : public nnl::Layer {
+public:
+    explicit RunningSum(nnl::Args &) {
+        cls = "RunningSum";
+        nnl::StateSpec total, calls;
+        total.name = "total"; /* shape: the input's, set by build */
+        calls.name = "calls";
+        calls.shape = nnl::Shape{1};
+        calls.per_slot = false;
+        states = {total, calls};
+    }
+    void build(const nnl::Shape &input) override {
+        in = out = input;
+        states[0].shape = input;
+    }
+    void config(nnl::Json &) const override {}
+    Size size_bound(const nnl::Shape &s) const override { return {(double)s.size(), 0}; }
+    void forward(const float *x, float *y, int64_t B, const nnl::Ctx &) override {
+        int64_t d = in.size();
+        float *t = states[0].s;
+        for (int64_t i = 0; i < B * d; i++) {
+            y[i] = x[i] + t[i];
+            t[i] += x[i];
+        }
+        states[1].s[0] += 1;
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const nnl::Ctx &) override {
+        if (dx) memcpy(dx, dy, (size_t)(B * in.size()) * sizeof(float));
+    }
+};
+
+static void register_running_sum() {
+    nnl::register_layer("RunningSum", {nnl::make_layer<RunningSum>, "RunningSum(input_shape=(3,))"});
+}
+
+static std::string temp_dir() {
+    char dir[] = "/tmp/nnlite_seams_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    return dir;
+}
+
+} // namespace seams
+
+TEST_CASE("persistent state: carried across batches, saved and loaded, never a weight") {
+    using nnl::Model;
+    seams::register_running_sum();
+    std::string dir = seams::temp_dir();
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 9);
+    REQUIRE(nnl_add(m, "RunningSum(input_shape=(3,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(2)") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=0.01)", "mse", "mae") == NNL_OK);
+    /* not weights: counts, the weight list and the summary are the Dense's alone */
+    CHECK(nnl_weight_count(m) == 2);
+    CHECK(nnl_param_count(m) == 8);
+    CHECK(m->W.size() == 8);
+    char buf[4096];
+    REQUIRE(nnl_summary_string(m, buf, sizeof buf) > 0);
+    CHECK(std::string(buf).find("Total params: 8 ") != std::string::npos);
+    CHECK(m->state_slots == 0);
+    CHECK(m->S.size() == 1); /* calls: one value; total: no slots yet */
+
+    /* two batches of 4: the states are sized by the batch and carry on */
+    std::vector<float> x(8 * 3), p(8 * 2);
+    for (size_t i = 0; i < x.size(); i++) x[i] = 0.25f * (float)i;
+    int64_t xs[2] = {8, 3};
+    REQUIRE(nnl_predict(m, x.data(), 2, xs, 4, p.data(), (int64_t)p.size()) == NNL_OK);
+    CHECK(m->state_slots == 4);
+    const nnl::Layer &rs = *m->layers[0];
+    for (int i = 0; i < 12; i++) CHECK(rs.states[0].s[i] == x[(size_t)i] + x[(size_t)i + 12]);
+    CHECK(rs.states[1].s[0] == 2);
+    /* a larger batch does not fit states kept for 4 slots; smaller ones do */
+    CHECK(nnl_predict(m, x.data(), 2, xs, 8, p.data(), (int64_t)p.size()) == NNL_ERR_SHAPE);
+    CHECK(std::string(nnl_last_error()).find("batches of 4") != std::string::npos);
+
+    /* fit goes on from there (2 more batches, 1 epoch, no shuffle) */
+    std::vector<float> y(8 * 2, 0.5f);
+    int64_t ys[2] = {8, 2};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.batch_size = 4;
+    o.shuffle = 0;
+    o.verbose = 0;
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    CHECK(rs.states[1].s[0] == 4);
+    for (int i = 0; i < 12; i++) CHECK(rs.states[0].s[i] == 2 * (x[(size_t)i] + x[(size_t)i + 12]));
+    CHECK(nnl_weight_count(m) == 2);
+
+    /* a model file keeps them; a load restores them bit for bit */
+    std::string f = dir + "/m.nnl", wf = dir + "/w.nnl", npz = dir + "/w.npz";
+    REQUIRE(nnl_save_model(m, f.c_str()) == NNL_OK);
+    nnl_model *back = nullptr;
+    REQUIRE(nnl_load_model(f.c_str(), &back) == NNL_OK);
+    CHECK(back->state_slots == 4);
+    REQUIRE(back->S.size() == m->S.size());
+    CHECK(0 == memcmp(back->S.data(), m->S.data(), m->S.size() * sizeof(float)));
+    CHECK(nnl_weight_count(back) == 2);
+    /* both continue the same way */
+    std::vector<float> p1(8), p2(8);
+    int64_t x4[2] = {4, 3};
+    REQUIRE(nnl_predict(m, x.data(), 2, x4, 4, p1.data(), 8) == NNL_OK);
+    REQUIRE(nnl_predict(back, x.data(), 2, x4, 4, p2.data(), 8) == NNL_OK);
+    CHECK(p1 == p2);
+    CHECK(0 == memcmp(back->S.data(), m->S.data(), m->S.size() * sizeof(float)));
+    nnl::files::NnlFile F = nnl::files::read_nnl(f.c_str());
+    std::set<std::string> names;
+    for (auto &t : F.tensors) names.insert(t.name);
+    CHECK(names.count("state/running_sum/total"));
+    CHECK(names.count("state/running_sum/calls"));
+
+    /* weights files and npz: the weights alone */
+    REQUIRE(nnl_save_weights(m, wf.c_str()) == NNL_OK);
+    for (auto &t : nnl::files::read_nnl(wf.c_str()).tensors) CHECK(t.name.find("state/") == std::string::npos);
+    REQUIRE(nnl_save_weights_npz(m, npz.c_str()) == NNL_OK);
+    std::vector<uint8_t> zb;
+    nnl::read_file(npz.c_str(), zb);
+    nnl::io::Zip z(zb, npz);
+    CHECK(z.members().size() == 2);
+    /* loading weights (from either file) leaves a model's states alone */
+    std::vector<float> before = back->S;
+    REQUIRE(nnl_load_weights(back, f.c_str()) == NNL_OK);
+    REQUIRE(nnl_load_weights(back, wf.c_str()) == NNL_OK);
+    REQUIRE(nnl_load_weights_npz(back, npz.c_str()) == NNL_OK);
+    CHECK(back->S == before);
+    /* a weights file makes a model whose states start from zero */
+    nnl_model *fresh = nullptr;
+    REQUIRE(nnl_load_model(wf.c_str(), &fresh) == NNL_OK);
+    CHECK(fresh->state_slots == 0);
+    CHECK(fresh->S == std::vector<float>{0.f});
+
+    back->reset_states();
+    CHECK(back->S == std::vector<float>(back->S.size(), 0.f));
+    CHECK(back->state_slots == 4);
+    nnl_model_free(fresh);
+    nnl_model_free(back);
+    nnl_model_free(m);
+    std::string rm = "rm -rf " + dir;
+    CHECK(system(rm.c_str()) == 0);
+}
