@@ -1776,7 +1776,7 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
    adding an entry to Kernels cannot shift the others, and an entry left out
    stays NULL, which kernels_complete() reports (the unit and GPU tests check
    every table; nnl_set_device refuses an incomplete CUDA table). */
-static bool kernels_complete(const Kernels &k) {
+[[maybe_unused]] static bool kernels_complete(const Kernels &k) {
     static_assert(sizeof(Kernels) % sizeof(void (*)()) == 0 && sizeof(void (*)()) == sizeof(const char *),
                   "Kernels must hold pointers only");
     unsigned char bytes[sizeof(Kernels)];
@@ -2983,7 +2983,7 @@ static std::string layer_names() {
 }
 
 /* The kinds whose layers run on a GPU (Layer::gpu_path of each example). */
-static std::string gpu_layer_names() {
+[[maybe_unused]] static std::string gpu_layer_names() {
     std::string s;
     for (auto &kv : layer_registry()) {
         Spec sp = parse_spec(kv.second.example);
@@ -7608,6 +7608,35 @@ using nnl::raise;
 
 #define NNL_CHECK_MODEL(m) NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "%s: model handle is NULL", __func__)
 
+namespace nnl {
+/* What this build has (nnl_has_feature, nnl_build_info). The SIMD entries
+   say what the kernels use on this CPU: they are chosen at run time. */
+struct Feature {
+    const char *name;
+    bool on;
+};
+static std::vector<Feature> build_features() {
+    bool simd = NNL_X86 && !getenv("NNL_NO_SIMD"), avx2 = false, avx512 = false;
+#if NNL_X86
+    const char *cap = getenv("NNL_SIMD");
+    avx2 = simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    avx512 = simd && __builtin_cpu_supports("avx512f") && !(cap && !strcmp(cap, "avx2"));
+#endif
+#ifdef _OPENMP
+    const bool omp = true;
+#else
+    const bool omp = false;
+#endif
+#ifdef NNL_CUDA
+    const bool cuda = true;
+#else
+    const bool cuda = false;
+#endif
+    return {{"stb", NNL_HAVE_STB != 0}, {"openmp", omp}, {"threads", omp}, {"cuda", cuda}, {"mpi", false},
+            {"hdf5", false},           {"avx2", avx2},  {"avx512f", avx512}};
+}
+} // namespace nnl
+
 extern "C" {
 
 NNL_API const char *nnl_last_error(void) { return nnl::g_last_error.c_str(); }
@@ -7621,6 +7650,43 @@ NNL_API const char *nnl_status_string(int status) {
 
 NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }
 NNL_API int nnl_version_number(void) { return NNL_VERSION_NUMBER; }
+
+NNL_API int nnl_has_feature(const char *name) {
+    int on = -1;
+    guard([&] {
+        std::vector<nnl::Feature> fs = nnl::build_features();
+        std::string known;
+        for (auto &f : fs) known += (known.empty() ? "" : ", ") + std::string(f.name);
+        NNL_REQUIRE(name, NNL_ERR_ARGUMENT, "nnl_has_feature: name is NULL (known: %s)", known.c_str());
+        for (auto &f : fs)
+            if (!strcmp(name, f.name)) {
+                on = f.on;
+                return;
+            }
+        raise(NNL_ERR_ARGUMENT, "nnl_has_feature: unknown feature '%s' (known: %s)", name, known.c_str());
+    });
+    return on;
+}
+
+NNL_API const char *nnl_build_info(void) {
+    static const std::string info = [] {
+        std::string s = "nnlite " NNL_VERSION_STRING;
+#if defined(__clang__)
+        s += "; clang " __clang_version__;
+#elif defined(__GNUC__)
+        s += "; g++ " __VERSION__;
+#endif
+        s += nnl::format("; C++%ld", (long)__cplusplus);
+        for (auto &f : nnl::build_features()) {
+            s += nnl::format("; %s: %s", f.name, f.on ? "yes" : "no");
+#ifdef _OPENMP
+            if (!strcmp(f.name, "openmp")) s += nnl::format(" (%d)", _OPENMP);
+#endif
+        }
+        return s;
+    }();
+    return info.c_str();
+}
 
 NNL_API int nnl_init(int header_version_number) {
     return guard([&] {

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.1.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.2.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -77,9 +77,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 1
+#define NNL_VERSION_MINOR 2
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.1.0"
+#define NNL_VERSION_STRING "0.2.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -123,6 +123,26 @@ NNL_API const char *nnl_status_string(int status);
 NNL_API const char *nnl_version(void);
 NNL_API int nnl_version_number(void);
 
+/* What this build of the library has, so that callers need not probe for
+   NNL_ERR_UNSUPPORTED. nnl_has_feature(name) is 1 when it has the feature,
+   0 when not, and -1 for NULL or a name it does not know (nnl_last_error()
+   then lists the known names). Names:
+     "stb"      .gz idx files and deflated .npz members (NNL_NO_STB: 0)
+     "openmp"   the kernels run on several threads (OpenMP); also "threads"
+     "cuda"     the CUDA backend is compiled in (whether a GPU is present:
+                nnl_cuda_device_count)
+     "mpi"      data-parallel training over MPI: 0 in this version
+     "hdf5"     Keras .h5 files: 0 in this version
+     "avx2", "avx512f"   the kernels use these instruction sets on this CPU
+                (chosen at run time; NNL_NO_SIMD in the environment: 0)
+   Thread-safe. */
+NNL_API int nnl_has_feature(const char *name);
+/* The same as one line for logs and bug reports: "nnlite 0.2.0; g++ 12.2.0;
+   C++201703; stb: yes; openmp: yes (201511); threads: yes; cuda: no; mpi: no;
+   hdf5: no; avx2: yes; avx512f: no". Owned by the library, the same for the
+   whole process (made at the first call). Thread-safe. */
+NNL_API const char *nnl_build_info(void);
+
 /* Version handshake: call once at start-up (or use NNL_INIT(), which passes
    this header's NNL_VERSION_NUMBER) before any other nnlite call.
    Returns NNL_OK when the library can serve code compiled against a header of
@@ -130,7 +150,7 @@ NNL_API int nnl_version_number(void);
    SONAME's number) and a library MINOR at least the header's (a newer header
    may declare functions an older library lacks). Otherwise it returns
    NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnlite:
-   library 1.0.0 cannot serve a program built against header 0.1.0 (ABI major
+   library 1.0.0 cannot serve a program built against header 0.2.0 (ABI major
    versions differ); rebuild against this library's nnlite.h or load the
    matching libnnlite.so.0". A negative or malformed number is NNL_ERR_ARGUMENT.
    Nothing else is initialised: the other functions work without it; the
