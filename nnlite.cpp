@@ -9,12 +9,18 @@
                                    RNG, the Keras call-syntax spec parser
      2  Kernels                    the kernel table (CPU): SGEMM, activations,
                                    softmax, reductions
-     3  Layers                     Dense, Activation, Dropout, Flatten, Reshape
+     3  Layers                     the Layer interface (each layer gives its
+                                   Keras config, size bound, GPU path and
+                                   persistent states), Dense, Activation,
+                                   Dropout, Flatten, Reshape, convolutions,
+                                   poolings, BatchNormalization, padding,
+                                   upsampling; the layer registry
      4  Losses and metrics
      5  Optimizers                 SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW,
                                    Adamax, Nadam, clipping
-     6  Model and training loop    weights arena, compile, fit, evaluate,
-                                   predict, summary, history, progress line
+     6  Model and training loop    weights arena, compile, train_step (one
+                                   reduction point), fit, evaluate, predict,
+                                   summary, history, progress line
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
@@ -31,9 +37,12 @@
    - All math goes through the kernel table `nnl::K()`; layers never touch a
      device. A GPU backend provides another table.
    - A model's weights live in one arena and its gradients in another with the
-     same layout, so a single call (an MPI allreduce, an optimizer step, a
-     finite check) reaches all of them. Activations live in a third arena sized
-     once per batch size: the training loop allocates nothing per batch. */
+     same layout, so a single call (an MPI allreduce at train_step's
+     reduction point, an optimizer step, a finite check) reaches all of
+     them. Activations live in a third arena sized once per batch size: the
+     training loop allocates nothing per batch. Stateful layers keep what
+     they carry across batches in a fourth (S): saved with the model, never
+     a weight. */
 
 #include "nnlite.h"
 

@@ -27,6 +27,8 @@
                          build sets it lower to stay in its memory limit.
        NNL_CUDA          the CUDA backend: also compile nnlite_cuda.cu with
                          nvcc and link cudart (make CUDA=1); see "GPU" below.
+       A program asks a library what it was built with through
+       nnl_has_feature() and nnl_build_info().
 
    EXAMPLE (XOR; error checks shortened to CHECK)
        #include "nnlite.h"
@@ -65,9 +67,11 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. Recurrent layers,
-       the CUDA backend and MPI come with later versions of this header; the
-       ABI grows by adding functions, never by changing these.
+       float32 arithmetic only. Recurrent layers (LSTM, GRU) and MPI data
+       parallelism come with later versions of this header. The CUDA
+       backend is here (see "GPU" below) but has not yet been run on a GPU.
+       nnl_has_feature() says what a given build has. The ABI grows by
+       adding functions, never by changing these.
 */
 #ifndef NNLITE_H
 #define NNLITE_H
@@ -579,7 +583,8 @@ NNL_API int nnl_save_weights(const nnl_model *m, const char *path);
    must have the same architecture: the same number of weight tensors with
    the same shapes, in order (names may differ). A mismatch is NNL_ERR_SHAPE
    naming the layer, the weight and both shapes; m is changed only when every
-   tensor fits. Compile state and optimizer state of m are kept. */
+   tensor fits. Compile state and optimizer state of m are kept, and so are
+   the states of its stateful layers (not weights). */
 NNL_API int nnl_load_weights(nnl_model *m, const char *path);
 
 /* Writes the whole model: architecture (Keras JSON), weights including
