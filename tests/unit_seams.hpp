@@ -5,7 +5,6 @@
    build-information calls. */
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -32,12 +31,38 @@ static std::string between(const std::string &s, const std::string &from, const 
     return s.substr(a, b - a);
 }
 
-static std::set<std::string> matches(const std::string &s, const std::string &re, int group = 1) {
+/* identifier characters */
+static bool idc(char c) { return isalnum((unsigned char)c) || c == '_'; }
+
+/* every word (letters, digits, _) of s starting with a capital letter */
+static std::set<std::string> capitalized(const std::string &s) {
     std::set<std::string> out;
-    std::regex r(re, std::regex::multiline);
-    for (auto it = std::sregex_iterator(s.begin(), s.end(), r); it != std::sregex_iterator(); ++it)
-        out.insert((*it)[group].str());
+    for (size_t i = 0; i < s.size();) {
+        if (!idc(s[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < s.size() && idc(s[j])) j++;
+        if (isupper((unsigned char)s[i]) && j - i >= 2) out.insert(s.substr(i, j - i));
+        i = j;
+    }
     return out;
+}
+
+static std::vector<std::string> lines(const std::string &s) {
+    std::vector<std::string> v;
+    std::stringstream ss(s);
+    std::string l;
+    while (std::getline(ss, l)) v.push_back(l);
+    return v;
+}
+
+/* the word at the start of t (after `skip` characters), "" when none */
+static std::string word_at(const std::string &t, size_t skip = 0) {
+    size_t j = skip;
+    while (j < t.size() && idc(t[j])) j++;
+    return t.substr(skip, j - skip);
 }
 
 static std::string join(const std::set<std::string> &v) {
@@ -111,12 +136,18 @@ TEST_CASE("the registry, nnlite.h, README.md and the Python classes list the sam
     /* nnlite.h: nnl_add's list, one layer per line, then the aliases */
     std::string h = source_file("nnlite.h");
     std::string block = between(h, "Layers of this version:", "Keras' other names are accepted too:");
-    std::set<std::string> hk = matches(block, "^ {4,}([A-Z][A-Za-z0-9]*)\\(");
+    std::set<std::string> hk; /* lines "     Name(...": four spaces or more, then a layer */
+    for (auto &l : lines(block)) {
+        size_t i = l.find_first_not_of(' ');
+        std::string w = i == std::string::npos || i < 4 ? "" : word_at(l, i);
+        if (!w.empty() && isupper((unsigned char)w[0]) && l.size() > i + w.size() && l[i + w.size()] == '(')
+            hk.insert(w);
+    }
     CHECK_MESSAGE(hk == with_input, "nnlite.h: " << join(hk) << "\nregistry: " << join(with_input));
-    std::set<std::string> ha = matches(between(h, "Keras' other names are accepted too:", "."), "([A-Z][A-Za-z0-9]+)");
+    std::set<std::string> ha = capitalized(between(h, "Keras' other names are accepted too:", "."));
     CHECK_MESSAGE(ha == aliases, "nnlite.h: " << join(ha) << "\nregistry: " << join(aliases));
     /* nnl_set_device's list of GPU layers: the kinds whose gpu_path() is true */
-    std::set<std::string> hg = matches(between(h, "GPU path: ", ")"), "([A-Z][A-Za-z0-9]+)"), gpu;
+    std::set<std::string> hg = capitalized(between(h, "GPU path: ", ")")), gpu;
     for (auto &kv : nnl::layer_registry()) {
         nnl::Spec sp = nnl::parse_spec(kv.second.example);
         nnl::Args a(sp, kv.first.c_str());
@@ -134,24 +165,33 @@ TEST_CASE("the registry, nnlite.h, README.md and the Python classes list the sam
         if (!depth) bare += c;
         depth -= c == ')' && depth > 0;
     }
-    std::set<std::string> rk = matches(bare, "\\b([A-Z][A-Za-z0-9]+)\\b");
+    std::set<std::string> rk = capitalized(bare);
     CHECK_MESSAGE(rk == with_input, "README.md: " << join(rk) << "\nregistry: " << join(with_input));
 
     /* Python: a class per kind, KINDS, and the aliases */
     std::string py = source_file("bindings/python/nnlite/layers.py");
-    std::set<std::string> pc = matches(py, "^([A-Za-z0-9]+) = _kind\\(\"([A-Za-z0-9]+)\"");
-    std::set<std::string> pk = matches(between(py, "KINDS = (", ")"), "\"([A-Za-z0-9]+)\"");
+    std::set<std::string> pc, pk, pa;
+    for (auto &l : lines(py)) {
+        std::string w = word_at(l);
+        if (w.empty()) continue;
+        std::string rest = l.substr(w.size());
+        if (rest.compare(0, 10, " = _kind(\"") == 0 && word_at(rest, 10) == w) pc.insert(w); /* X = _kind("X", ...) */
+        std::string to = rest.compare(0, 3, " = ") == 0 ? word_at(rest, 3) : "";
+        if (!to.empty() && rest.size() == 3 + to.size() && w != "InputLayer") { /* X = Y: an alias */
+            pa.insert(w);
+            auto al = nnl::layer_aliases().find(w);
+            CHECK_MESSAGE((al != nnl::layer_aliases().end() && al->second == to), "layers.py: " << w << " = " << to);
+        }
+    }
+    std::string kt = between(py, "KINDS = (", ")");
+    for (size_t q = kt.find('"'); q != std::string::npos;) { /* "Dense", "Activation", ... */
+        size_t e = kt.find('"', q + 1);
+        if (e == std::string::npos) break;
+        pk.insert(kt.substr(q + 1, e - q - 1));
+        q = kt.find('"', e + 1);
+    }
     CHECK_MESSAGE(pc == with_input, "layers.py classes: " << join(pc) << "\nregistry: " << join(with_input));
     CHECK_MESSAGE(pk == kinds, "layers.py KINDS: " << join(pk) << "\nregistry: " << join(kinds));
-    std::set<std::string> pa;
-    std::regex alias_line("^([A-Za-z0-9]+) = ([A-Za-z0-9]+)$", std::regex::multiline);
-    for (auto it = std::sregex_iterator(py.begin(), py.end(), alias_line); it != std::sregex_iterator(); ++it) {
-        std::string from = (*it)[1].str(), to = (*it)[2].str();
-        if (from == "InputLayer") continue; /* the model's own, as Input */
-        pa.insert(from);
-        auto al = nnl::layer_aliases().find(from);
-        CHECK_MESSAGE((al != nnl::layer_aliases().end() && al->second == to), "layers.py: " << from << " = " << to);
-    }
     CHECK_MESSAGE(pa == aliases, "layers.py aliases: " << join(pa) << "\nregistry: " << join(aliases));
 }
 
