@@ -106,7 +106,7 @@ $(BUILD)/obj/nnlite_cuda.o: nnlite_cuda.cu nnlite_cuda.h $(STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) -std=c++17 $(NVCCFLAGS) $(CUDA_ARCH) -Xcompiler -fPIC,-fvisibility=hidden -c $< -o $@
 
-# libnnlite.so -> libnnlite.so.0 -> libnnlite.so.0.1.0 (SONAME libnnlite.so.0),
+# libnnlite.so -> libnnlite.so.0 -> libnnlite.so.MAJOR.MINOR.PATCH (SONAME libnnlite.so.0),
 # exporting nnl_* only.
 $(LIB_SOV): $(LIB_OBJ) $(CUDA_OBJ) scripts/libnnlite.map
 	$(CXX) -shared -Wl,-soname,libnnlite.so.$(SOMAJOR) -Wl,--no-undefined \

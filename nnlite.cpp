@@ -9,12 +9,18 @@
                                    RNG, the Keras call-syntax spec parser
      2  Kernels                    the kernel table (CPU): SGEMM, activations,
                                    softmax, reductions
-     3  Layers                     Dense, Activation, Dropout, Flatten, Reshape
+     3  Layers                     the Layer interface (each layer gives its
+                                   Keras config, size bound, GPU path and
+                                   persistent states), Dense, Activation,
+                                   Dropout, Flatten, Reshape, convolutions,
+                                   poolings, BatchNormalization, padding,
+                                   upsampling; the layer registry
      4  Losses and metrics
      5  Optimizers                 SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW,
                                    Adamax, Nadam, clipping
-     6  Model and training loop    weights arena, compile, fit, evaluate,
-                                   predict, summary, history, progress line
+     6  Model and training loop    weights arena, compile, train_step (one
+                                   reduction point), fit, evaluate, predict,
+                                   summary, history, progress line
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
@@ -31,9 +37,12 @@
    - All math goes through the kernel table `nnl::K()`; layers never touch a
      device. A GPU backend provides another table.
    - A model's weights live in one arena and its gradients in another with the
-     same layout, so a single call (an MPI allreduce, an optimizer step, a
-     finite check) reaches all of them. Activations live in a third arena sized
-     once per batch size: the training loop allocates nothing per batch. */
+     same layout, so a single call (an MPI allreduce at train_step's
+     reduction point, an optimizer step, a finite check) reaches all of
+     them. Activations live in a third arena sized once per batch size: the
+     training loop allocates nothing per batch. Stateful layers keep what
+     they carry across batches in a fourth (S): saved with the model, never
+     a weight. */
 
 #include "nnlite.h"
 
@@ -1895,11 +1904,47 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
     });
 }
 
-static const Kernels cpu_kernels = {"cpu",           gemm::sgemm,       gemm::sgemm_bias_act, cpu_bias_add,     cpu_bias_grad,
-                                    cpu_act_forward, cpu_act_backward,  cpu_dropout_forward, cpu_mul,
-                                    cpu_copy,        cpu_sumsq,         cpu_transpose,    cpu_im2col,
-                                    cpu_col2im,      cpu_pool_forward,  cpu_pool_backward, cpu_moments,
-                                    cpu_scale_shift, cpu_bn_backward};
+/* Kernel tables are filled field by field, by name (at compile time):
+   adding an entry to Kernels cannot shift the others, and an entry left out
+   stays NULL, which kernels_complete() reports (the unit and GPU tests check
+   every table; nnl_set_device refuses an incomplete CUDA table). */
+[[maybe_unused]] static bool kernels_complete(const Kernels &k) {
+    static_assert(sizeof(Kernels) % sizeof(void (*)()) == 0 && sizeof(void (*)()) == sizeof(const char *),
+                  "Kernels must hold pointers only");
+    unsigned char bytes[sizeof(Kernels)];
+    memcpy(bytes, &k, sizeof k);
+    for (size_t at = 0; at < sizeof k; at += sizeof(void (*)())) {
+        uintptr_t v = 0;
+        memcpy(&v, bytes + at, sizeof v);
+        if (!v) return false;
+    }
+    return true;
+}
+
+static constexpr Kernels cpu_table() {
+    Kernels k = {};
+    k.name = "cpu";
+    k.sgemm = gemm::sgemm;
+    k.sgemm_bias_act = gemm::sgemm_bias_act;
+    k.bias_add = cpu_bias_add;
+    k.bias_grad = cpu_bias_grad;
+    k.act_forward = cpu_act_forward;
+    k.act_backward = cpu_act_backward;
+    k.dropout_forward = cpu_dropout_forward;
+    k.mul = cpu_mul;
+    k.copy = cpu_copy;
+    k.sumsq = cpu_sumsq;
+    k.transpose = cpu_transpose;
+    k.im2col = cpu_im2col;
+    k.col2im = cpu_col2im;
+    k.pool_forward = cpu_pool_forward;
+    k.pool_backward = cpu_pool_backward;
+    k.moments = cpu_moments;
+    k.scale_shift = cpu_scale_shift;
+    k.bn_backward = cpu_bn_backward;
+    return k;
+}
+static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
 
 #ifdef NNL_CUDA
 /* While a model that lives on a GPU runs on this thread, K() is the CUDA
@@ -1917,11 +1962,72 @@ static const Kernels &K() { return cpu_kernels; }
    3  Layers
    A layer is one self-contained unit: its Keras configuration (read in the
    constructor), its shape rule (build), forward, backward, and its weights.
-   Adding a layer means one class here and one line in layer_registry().
+   Adding a layer means one class here (which describes itself: its Keras
+   config, its size bound, whether it has a GPU path), its line in
+   layer_registry() and its class in bindings/python/nnlite/layers.py; a
+   unit test checks nnlite.h's and README's lists against the registry.
    Activations x, y and their gradients are (B, per-sample shape) arrays that
    the model owns; a layer's private scratch (ws) is sized by workspace().
    ======================================================================== */
 namespace nnl {
+
+/* JSON values: what a layer's Keras configuration is written as (config()
+   below; the parser and the writer are in section 8). */
+namespace files {
+struct Json {
+    enum Kind { NUL, BOOL, NUM, STR, ARR, OBJ } kind = NUL;
+    bool b = false;
+    bool is_int = false; /* written without a fraction */
+    double num = 0;
+    std::string s;
+    std::vector<Json> a;
+    std::vector<std::pair<std::string, Json>> o;
+
+    static Json boolean(bool v) { Json j; j.kind = BOOL; j.b = v; return j; }
+    static Json integer(int64_t v) { Json j; j.kind = NUM; j.num = (double)v; j.is_int = true; return j; }
+    static Json number(double v) { Json j; j.kind = NUM; j.num = v; return j; }
+    /* a float32 parameter as its shortest decimal (0.2f -> 0.2), which reads back to the same float */
+    static Json number_f(float f) {
+        char buf[40];
+        for (int prec = 1; prec <= 9; prec++) {
+            snprintf(buf, sizeof buf, "%.*e", prec - 1, (double)f);
+            double d = strtod(buf, nullptr);
+            if ((float)d == f) return number(d);
+        }
+        return number((double)f);
+    }
+    static Json string(const std::string &v) { Json j; j.kind = STR; j.s = v; return j; }
+    static Json array() { Json j; j.kind = ARR; return j; }
+    static Json object() { Json j; j.kind = OBJ; return j; }
+    Json &set(const std::string &k, Json v) {
+        o.emplace_back(k, std::move(v));
+        return *this;
+    }
+    Json &push(Json v) {
+        a.push_back(std::move(v));
+        return *this;
+    }
+    const Json *get(const char *k) const {
+        for (auto &kv : o)
+            if (kv.first == k) return &kv.second;
+        return nullptr;
+    }
+};
+
+static Json ints_json(const int64_t *v, int n) {
+    Json a = Json::array();
+    for (int i = 0; i < n; i++) a.push(Json::integer(v[i]));
+    return a;
+}
+
+static void null_keys(Json &cfg, std::initializer_list<const char *> keys) {
+    for (const char *k : keys) cfg.set(k, Json());
+}
+
+/* {"class_name": "GlorotUniform", "config": {...}} of an initializer name (section 8) */
+static Json init_json(const std::string &name);
+} // namespace files
+using files::Json;
 
 struct WeightSpec {
     std::string name; /* "kernel", "bias" */
@@ -1929,6 +2035,22 @@ struct WeightSpec {
     std::string init;
     bool trainable = true; /* false: state the optimizer leaves alone (moving statistics) */
     float *w = nullptr, *g = nullptr; /* into the model's arenas */
+};
+
+/* Persistent state that is not a weight: what a stateful layer (a stateful
+   recurrent layer's h and c) carries from one batch to the next. Kept in the
+   model's state arena (Model::S), saved in model files (nnl_save_model) and
+   mirrored on a GPU, but not a weight: not in get_weights, the weight and
+   parameter counts, npz files or nnl_save_weights. A per-slot state holds
+   one row of `shape` per batch slot, as Keras sizes a stateful layer's
+   states by the model's fixed batch size (Model::state_slots); otherwise it
+   is `shape` once for the whole model. Zero until the layer writes it. */
+struct StateSpec {
+    std::string name; /* "h", "c" */
+    Shape shape;      /* per batch slot (per_slot), else the whole state */
+    bool per_slot = true;
+    float *s = nullptr; /* into the model's state arena: size(slots) floats */
+    int64_t size(int64_t slots) const { return per_slot ? slots * shape.size() : shape.size(); }
 };
 
 struct Ctx {
@@ -1943,6 +2065,7 @@ public:
     const char *cls = ""; /* "Dense" */
     Shape in, out;        /* per-sample shapes */
     std::vector<WeightSpec> weights;
+    std::vector<StateSpec> states; /* persistent non-weight state (stateful layers), declared by the constructor */
     float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward */
     float *sc = nullptr;  /* scratch(B) floats shared by all layers: valid only inside one call */
     /* Set by compile when the loss computes its gradient w.r.t. this layer's
@@ -1967,6 +2090,29 @@ public:
        used by compile to fuse softmax/sigmoid with cross-entropy. */
     virtual Act output_act() const { return ACT_LINEAR; }
     virtual const float *logits(const float * /*x*/) const { return nullptr; }
+
+    /* ---- What a layer says about itself. Adding a layer means: this class,
+       its line in layer_registry(), and its class in the Python package
+       (bindings/python/nnlite/layers.py); nnlite.h's and README's lists are
+       checked against the registry by the unit tests. ---- */
+    /* Its Keras configuration: the config keys after name, trainable and
+       dtype, in tf.keras 2.x's order and with Keras' defaults, as
+       nnl_model_to_json writes them; nnl_model_from_json gives them back to
+       the constructor. Initializers through init_json(). */
+    virtual void config(Json &c) const = 0;
+    /* A conservative estimate of the layer's size from its parsed
+       configuration and its input shape, before build: values per sample of
+       its output, and its weights. In doubles, so that no size overflows;
+       models read from JSON or files are refused before anything is
+       allocated when it is too large (section 8). */
+    struct Size {
+        double values, weights;
+    };
+    virtual Size size_bound(const Shape &in) const = 0;
+    /* Whether forward and backward run through K() alone, so that the layer
+       works on a GPU (section 6b). A layer stays on the CPU until it says so. */
+    virtual bool gpu_path() const { return false; }
+
     int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
         for (auto &w : weights)
@@ -2039,6 +2185,19 @@ public:
             weights.push_back(b);
         }
     }
+    void config(Json &c) const override {
+        c.set("units", Json::integer(units)).set("activation", Json::string(act_names[act]));
+        c.set("use_bias", Json::boolean(use_bias));
+        c.set("kernel_initializer", files::init_json(weights[0].init));
+        c.set("bias_initializer", files::init_json(use_bias ? weights[1].init : std::string("zeros")));
+        files::null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                             "bias_constraint"});
+    }
+    Size size_bound(const Shape &s) const override {
+        double last = (double)s.last(), u = (double)units;
+        return {(double)s.size() / std::max(last, 1.0) * u, last * u + u};
+    }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         NNL_REQUIRE(input.rank >= 1, NNL_ERR_SHAPE, "Dense: input must have at least one dimension");
         in = out = input;
@@ -2090,6 +2249,9 @@ public:
         NNL_REQUIRE(a.has("activation", 0), NNL_ERR_ARGUMENT, "Activation: needs an activation name");
         act = parse_act(a.str("activation", 0, ""), "Activation");
     }
+    void config(Json &c) const override { c.set("activation", Json::string(act_names[act])); }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
     Act output_act() const override { return act; }
     const float *logits(const float *x) const override { return x; }
@@ -2125,9 +2287,17 @@ public:
         cls = "Dropout";
         rate = (float)a.num("rate", 0, -1);
         NNL_REQUIRE(rate >= 0 && rate < 1, NNL_ERR_ARGUMENT, "Dropout: rate must be in [0, 1), got %g", rate);
-        a.get("noise_shape", 1);
+        const Value *ns = a.get("noise_shape", 1);
+        NNL_REQUIRE(!ns || ns->kind == Value::NONE, NNL_ERR_UNSUPPORTED,
+                    "Dropout: noise_shape %s is not supported (None only)", ns ? ns->repr().c_str() : "");
         seed = a.integer("seed", 2, 0);
     }
+    void config(Json &c) const override {
+        c.set("rate", Json::number_f(rate)).set("noise_shape", Json());
+        c.set("seed", seed ? Json::integer(seed) : Json());
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
     int64_t workspace(int64_t B) const override { return B * in.size(); }
     void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
@@ -2155,6 +2325,9 @@ public:
         NNL_REQUIRE(df == "channels_last", NNL_ERR_UNSUPPORTED, "Flatten: data_format '%s' is not supported",
                     df.c_str());
     }
+    void config(Json &c) const override { c.set("data_format", Json::string("channels_last")); }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         in = input;
         out = Shape{input.size()};
@@ -2178,6 +2351,17 @@ public:
         for (size_t i = 0; i < target.size(); i++) t += format(i ? ", %lld" : "%lld", (long long)target[i]);
         return t + (target.size() == 1 ? ",)" : ")");
     }
+    void config(Json &c) const override {
+        c.set("target_shape", files::ints_json(target.data(), (int)target.size()));
+    }
+    /* the product of the target's sizes; with a -1, the input's size */
+    Size size_bound(const Shape &s) const override {
+        double p = 1;
+        for (int64_t t : target) p *= t == -1 ? 1.0 : std::fabs((double)t);
+        bool unknown = std::find(target.begin(), target.end(), (int64_t)-1) != target.end();
+        return {unknown ? std::max(p, (double)s.size()) : p, 0};
+    }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         in = input;
         out = Shape();
@@ -2320,6 +2504,24 @@ public:
             weights.push_back(b);
         }
     }
+    void config(Json &c) const override {
+        c.set("filters", Json::integer(filters)).set("kernel_size", files::ints_json(ks, nd));
+        c.set("strides", files::ints_json(st, nd)).set("padding", Json::string(padding));
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+        c.set("dilation_rate", files::ints_json(dil, nd)).set("groups", Json::integer(1));
+        c.set("activation", Json::string(act_names[act])).set("use_bias", Json::boolean(use_bias));
+        c.set("kernel_initializer", files::init_json(weights[0].init));
+        c.set("bias_initializer", files::init_json(use_bias ? weights[1].init : std::string("zeros")));
+        files::null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                             "bias_constraint"});
+    }
+    /* no output position more than the input's; kernel (k..., C, filters) */
+    Size size_bound(const Shape &s) const override {
+        double C = s.rank ? (double)(cf ? s.d[0] : s.last()) : 1, f = (double)filters, kv = 1;
+        for (int i = 0; i < nd; i++) kv *= (double)ks[i];
+        return {(double)s.size() / std::max(C, 1.0) * f, kv * C * f + f};
+    }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         g = Window();
         read_spatial(input, nd, cf, g, cls);
@@ -2480,6 +2682,13 @@ public:
         padding = parse_padding(a, 2, false, cls);
         cf = parse_data_format(a, 3, cls);
     }
+    void config(Json &c) const override {
+        c.set("pool_size", files::ints_json(ps, nd)).set("padding", Json::string(padding));
+        c.set("strides", files::ints_json(st, nd));
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    bool gpu_path() const override { return true; }
     void build(const Shape &input) override {
         g = Window();
         read_spatial(input, nd, cf, g, cls);
@@ -2544,6 +2753,10 @@ public:
         cf = parse_data_format(a, 0, cls);
         NNL_REQUIRE(!a.flag("keepdims", 1, false), NNL_ERR_UNSUPPORTED, "%s: keepdims=True is not supported", cls);
     }
+    void config(Json &c) const override {
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last")).set("keepdims", Json::boolean(false));
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
     void build(const Shape &input) override {
         Window g;
         read_spatial(input, nd, cf, g, cls);
@@ -2631,6 +2844,29 @@ public:
         if (center) add("beta", bi, true);
         add("moving_mean", mi, false);
         add("moving_variance", vi, false);
+    }
+    void config(Json &c) const override {
+        int64_t ax = axis < 0 ? in.rank + axis + 1 : axis; /* Keras: built, positive, a list */
+        c.set("axis", files::ints_json(&ax, 1)).set("momentum", Json::number_f(momentum));
+        c.set("epsilon", Json::number_f(epsilon)).set("center", Json::boolean(center));
+        c.set("scale", Json::boolean(scale));
+        auto init_of = [&](const char *n, const char *def) {
+            for (auto &w : weights)
+                if (w.name == n) return files::init_json(w.init);
+            return files::init_json(def);
+        };
+        c.set("beta_initializer", init_of("beta", "zeros")).set("gamma_initializer", init_of("gamma", "ones"));
+        c.set("moving_mean_initializer", init_of("moving_mean", "zeros"));
+        c.set("moving_variance_initializer", init_of("moving_variance", "ones"));
+        files::null_keys(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
+    }
+    /* four vectors of the normalised axis' size (any axis, when out of range) */
+    Size size_bound(const Shape &s) const override {
+        int64_t ax = axis < 0 ? s.rank + std::max<int64_t>(axis, -64) : std::min<int64_t>(axis, 64) - 1;
+        double ch = 0;
+        for (int i = 0; i < s.rank; i++)
+            if (i == ax || ax < 0 || ax >= s.rank) ch = std::max(ch, (double)s.d[i]);
+        return {(double)s.size(), 4 * ch};
     }
     void build(const Shape &input) override {
         int64_t ax = axis < 0 ? input.rank + axis : axis - 1; /* Keras counts the batch axis */
@@ -2753,6 +2989,15 @@ public:
         }
         cf = parse_data_format(a, 1, cls);
     }
+    void config(Json &c) const override {
+        int64_t tb[2] = {t, b}, lr[2] = {l, r};
+        c.set("padding", Json::array().push(files::ints_json(tb, 2)).push(files::ints_json(lr, 2)));
+        c.set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+    }
+    /* (H + t + b)(W + l + r) <= H W (1 + t + b)(1 + l + r) */
+    Size size_bound(const Shape &s) const override {
+        return {(double)s.size() * (1.0 + (double)t + (double)b) * (1.0 + (double)l + (double)r), 0};
+    }
     void build(const Shape &input) override {
         read_hw(input, cf, cls, outer, H, W, inner);
         in = input;
@@ -2789,6 +3034,11 @@ public:
         NNL_REQUIRE(ip == "nearest", NNL_ERR_UNSUPPORTED,
                     "UpSampling2D: interpolation '%s' is not supported (only 'nearest')", ip.c_str());
     }
+    void config(Json &c) const override {
+        c.set("size", files::ints_json(sz, 2)).set("data_format", Json::string(cf ? "channels_first" : "channels_last"));
+        c.set("interpolation", Json::string("nearest"));
+    }
+    Size size_bound(const Shape &s) const override { return {(double)s.size() * (double)sz[0] * (double)sz[1], 0}; }
     void build(const Shape &input) override {
         read_hw(input, cf, cls, outer, H, W, inner);
         in = input;
@@ -2823,32 +3073,102 @@ public:
 typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
 template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
 
-static const std::map<std::string, LayerFactory> &layer_registry() {
-    static const std::map<std::string, LayerFactory> r = {
-        {"Dense", make_layer<Dense>},     {"Activation", make_layer<Activation>}, {"Dropout", make_layer<Dropout>},
-        {"Flatten", make_layer<Flatten>}, {"Reshape", make_layer<Reshape>},
-        {"Conv1D", make_layer<Conv1D>}, {"Conv2D", make_layer<Conv2D>}, {"Conv3D", make_layer<Conv3D>},
-        {"Convolution1D", make_layer<Conv1D>}, {"Convolution2D", make_layer<Conv2D>},
-        {"Convolution3D", make_layer<Conv3D>},
-        {"MaxPooling1D", make_layer<MaxPooling1D>}, {"MaxPooling2D", make_layer<MaxPooling2D>},
-        {"MaxPooling3D", make_layer<MaxPooling3D>}, {"MaxPool1D", make_layer<MaxPooling1D>},
-        {"MaxPool2D", make_layer<MaxPooling2D>}, {"MaxPool3D", make_layer<MaxPooling3D>},
-        {"AveragePooling1D", make_layer<AveragePooling1D>}, {"AveragePooling2D", make_layer<AveragePooling2D>},
-        {"AveragePooling3D", make_layer<AveragePooling3D>}, {"AvgPool1D", make_layer<AveragePooling1D>},
-        {"AvgPool2D", make_layer<AveragePooling2D>}, {"AvgPool3D", make_layer<AveragePooling3D>},
-        {"GlobalAveragePooling1D", make_layer<GlobalAveragePooling1D>},
-        {"GlobalAveragePooling2D", make_layer<GlobalAveragePooling2D>},
-        {"GlobalAveragePooling3D", make_layer<GlobalAveragePooling3D>},
-        {"GlobalMaxPooling1D", make_layer<GlobalMaxPooling1D>},
-        {"GlobalMaxPooling2D", make_layer<GlobalMaxPooling2D>},
-        {"GlobalMaxPooling3D", make_layer<GlobalMaxPooling3D>},
-        {"GlobalAvgPool1D", make_layer<GlobalAveragePooling1D>}, {"GlobalAvgPool2D", make_layer<GlobalAveragePooling2D>},
-        {"GlobalMaxPool1D", make_layer<GlobalMaxPooling1D>}, {"GlobalMaxPool2D", make_layer<GlobalMaxPooling2D>},
-        {"BatchNormalization", make_layer<BatchNormalization>},
-        {"ZeroPadding2D", make_layer<ZeroPadding2D>}, {"UpSampling2D", make_layer<UpSampling2D>},
+/* A layer kind: how to make it, and a spec that builds it (with its input
+   shape), from which the tests build, save and reload every kind. */
+struct LayerKind {
+    LayerFactory make;
+    const char *example;
+};
+
+/* Every layer kind under its Keras class name (Input is the model's own). */
+static const std::map<std::string, LayerKind> &layer_registry() {
+    static const std::map<std::string, LayerKind> r = {
+        {"Dense", {make_layer<Dense>, "Dense(3, input_shape=(4,))"}},
+        {"Activation", {make_layer<Activation>, "Activation('tanh', input_shape=(4,))"}},
+        {"Dropout", {make_layer<Dropout>, "Dropout(0.5, seed=3, input_shape=(4,))"}},
+        {"Flatten", {make_layer<Flatten>, "Flatten(input_shape=(2, 3))"}},
+        {"Reshape", {make_layer<Reshape>, "Reshape((3, -1), input_shape=(6,))"}},
+        {"Conv1D", {make_layer<Conv1D>, "Conv1D(2, 3, padding='causal', input_shape=(8, 2))"}},
+        {"Conv2D", {make_layer<Conv2D>, "Conv2D(2, (3, 2), strides=2, activation='relu', input_shape=(7, 6, 2))"}},
+        {"Conv3D", {make_layer<Conv3D>, "Conv3D(2, 3, padding='same', use_bias=False, input_shape=(5, 4, 3, 2))"}},
+        {"MaxPooling1D", {make_layer<MaxPooling1D>, "MaxPooling1D(3, input_shape=(8, 2))"}},
+        {"MaxPooling2D", {make_layer<MaxPooling2D>, "MaxPooling2D(padding='same', input_shape=(5, 6, 2))"}},
+        {"MaxPooling3D", {make_layer<MaxPooling3D>, "MaxPooling3D(input_shape=(4, 4, 4, 2))"}},
+        {"AveragePooling1D", {make_layer<AveragePooling1D>, "AveragePooling1D(2, 1, input_shape=(8, 2))"}},
+        {"AveragePooling2D",
+         {make_layer<AveragePooling2D>, "AveragePooling2D(data_format='channels_first', input_shape=(2, 6, 6))"}},
+        {"AveragePooling3D", {make_layer<AveragePooling3D>, "AveragePooling3D(input_shape=(4, 4, 4, 2))"}},
+        {"GlobalAveragePooling1D", {make_layer<GlobalAveragePooling1D>, "GlobalAveragePooling1D(input_shape=(8, 2))"}},
+        {"GlobalAveragePooling2D",
+         {make_layer<GlobalAveragePooling2D>, "GlobalAveragePooling2D(input_shape=(5, 6, 2))"}},
+        {"GlobalAveragePooling3D",
+         {make_layer<GlobalAveragePooling3D>, "GlobalAveragePooling3D(input_shape=(3, 4, 5, 2))"}},
+        {"GlobalMaxPooling1D", {make_layer<GlobalMaxPooling1D>, "GlobalMaxPooling1D(input_shape=(8, 2))"}},
+        {"GlobalMaxPooling2D", {make_layer<GlobalMaxPooling2D>, "GlobalMaxPooling2D(input_shape=(5, 6, 2))"}},
+        {"GlobalMaxPooling3D", {make_layer<GlobalMaxPooling3D>, "GlobalMaxPooling3D(input_shape=(3, 4, 5, 2))"}},
+        {"BatchNormalization", {make_layer<BatchNormalization>, "BatchNormalization(input_shape=(3, 4))"}},
+        {"ZeroPadding2D", {make_layer<ZeroPadding2D>, "ZeroPadding2D(((1, 2), (0, 1)), input_shape=(4, 3, 2))"}},
+        {"UpSampling2D", {make_layer<UpSampling2D>, "UpSampling2D((2, 3), input_shape=(3, 2, 2))"}},
     };
     return r;
 }
+
+/* Keras' other names for the same layers. */
+static const std::map<std::string, std::string> &layer_aliases() {
+    static const std::map<std::string, std::string> r = {
+        {"Convolution1D", "Conv1D"},          {"Convolution2D", "Conv2D"},
+        {"Convolution3D", "Conv3D"},          {"MaxPool1D", "MaxPooling1D"},
+        {"MaxPool2D", "MaxPooling2D"},        {"MaxPool3D", "MaxPooling3D"},
+        {"AvgPool1D", "AveragePooling1D"},    {"AvgPool2D", "AveragePooling2D"},
+        {"AvgPool3D", "AveragePooling3D"},    {"GlobalAvgPool1D", "GlobalAveragePooling1D"},
+        {"GlobalAvgPool2D", "GlobalAveragePooling2D"}, {"GlobalAvgPool3D", "GlobalAveragePooling3D"},
+        {"GlobalMaxPool1D", "GlobalMaxPooling1D"}, {"GlobalMaxPool2D", "GlobalMaxPooling2D"},
+        {"GlobalMaxPool3D", "GlobalMaxPooling3D"},
+    };
+    return r;
+}
+
+/* Kinds added at run time, after the built-in ones: the unit tests' own
+   layers (a stateful test layer). Not for concurrent use. */
+static std::map<std::string, LayerKind> &extra_layers() {
+    static std::map<std::string, LayerKind> r;
+    return r;
+}
+[[maybe_unused]] static void register_layer(const std::string &name, LayerKind kind) { extra_layers()[name] = kind; }
+
+/* The kind of a layer name (or Keras alias); NULL when there is none. */
+static const LayerKind *find_layer(const std::string &name) {
+    auto al = layer_aliases().find(name);
+    const std::string &n = al == layer_aliases().end() ? name : al->second;
+    auto it = layer_registry().find(n);
+    if (it != layer_registry().end()) return &it->second;
+    auto ex = extra_layers().find(n);
+    return ex == extra_layers().end() ? nullptr : &ex->second;
+}
+
+/* Every name nnl_add knows, sorted, comma-separated (error messages). */
+static std::string layer_names() {
+    std::vector<std::string> v{"Input"};
+    for (auto &kv : layer_registry()) v.push_back(kv.first);
+    for (auto &kv : layer_aliases()) v.push_back(kv.first);
+    for (auto &kv : extra_layers()) v.push_back(kv.first);
+    std::sort(v.begin() + 1, v.end());
+    std::string s;
+    for (auto &n : v) s += (s.empty() ? "" : ", ") + n;
+    return s;
+}
+
+/* The kinds whose layers run on a GPU (Layer::gpu_path of each example). */
+[[maybe_unused]] static std::string gpu_layer_names() {
+    std::string s;
+    for (auto &kv : layer_registry()) {
+        Spec sp = parse_spec(kv.second.example);
+        Args a(sp, kv.first.c_str());
+        if (kv.second.make(a)->gpu_path()) s += (s.empty() ? "" : ", ") + kv.first;
+    }
+    return s;
+}
+
 
 /* ---- Weight initialisers: one table --------------------------------------
    Every initializer, by nnlite's (Keras' snake-case) name and Keras' class,
@@ -3834,6 +4154,8 @@ bool gpu_apply(Model &m);
 bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss);
 void gpu_sync_host(Model &m);
 void gpu_sync_device(Model &m);
+float *gpu_device(const float *h);
+void gpu_wait();
 #else
 struct GpuScope {
     GpuScope(Model &, bool) {}
@@ -3844,6 +4166,8 @@ static inline bool gpu_apply(Model &) { return false; }
 static inline bool gpu_loss(Model &, int64_t, float *, double *, double *) { return false; }
 static inline void gpu_sync_host(Model &) {}
 static inline void gpu_sync_device(Model &) {}
+static inline float *gpu_device(const float *) { return nullptr; }
+static inline void gpu_wait() {}
 #endif
 
 /* nnl_set_device's device strings, read alike by the CPU-only and the CUDA
@@ -3865,10 +4189,64 @@ static int parse_device(const char *device) {
           "aliases)", device);
 }
 
+/* ---- The reduction point of a training step ------------------------------
+   After backward, Model::train_step makes one call that sees everything a
+   data-parallel run must combine over its processes before the optimizer
+   step: the whole gradient arena (one array, the layout of W) and a short
+   vector of doubles. One process needs nothing there (Model::reducer is
+   NULL); an MPI run allreduces the two (the gradients summed as floats,
+   the scalars as doubles), on the host or, with a CUDA-aware MPI, on the
+   device mirror. Every decision after it (stopping on a non-finite step,
+   the progress line, callbacks, the history) uses what it leaves. */
+struct StepReduce {
+    float *grad;        /* the gradient arena G: n floats, host memory */
+    float *grad_device; /* G's device mirror when the model runs on a GPU
+                           (the gradients are there, grad is stale), else NULL */
+    int64_t n;
+    /* loss summed over this step's samples, each metric summed likewise
+       (n_metrics), the sample count, the number of participants that saw a
+       non-finite loss or gradient (0 or 1 before the reduction) */
+    double *sums;
+    int n_sums, n_metrics;
+    double &loss() { return sums[0]; }
+    double &metric(int k) { return sums[1 + k]; }
+    double &count() { return sums[1 + n_metrics]; }
+    double &nonfinite() { return sums[2 + n_metrics]; }
+};
+
+class Reducer {
+public:
+    virtual ~Reducer() {}
+    /* Called once per training step by every participant, in the same order.
+       On entry the gradients are those of this process' mean loss over its
+       count() samples; on return they must be those of the mean over all
+       participants' samples (sum_r count_r g_r / sum_r count_r, e.g. an
+       allreduce of count * g divided by the total count; with equal counts,
+       the allreduced sum divided by the number of processes), and sums must
+       hold the sums over all participants. */
+    virtual void reduce(StepReduce &r) = 0;
+};
+
 /* An input array from the ABI: x (n, per-sample shape...) */
 struct InputArray {
     const float *x = nullptr;
     int64_t n = 0;
+};
+
+/* The limits a model read from JSON or a file is held to, layer by layer,
+   before each layer is built (Layer::size_bound): section 8 passes one to
+   Model::add_spec; nnl_add passes none. */
+struct SizeBudget {
+    double max_values; /* per sample, of any layer's output */
+    double max_params; /* weights of the whole model */
+    double params = 0; /* charged so far */
+    void charge(const Layer &l, const Shape &in) {
+        Layer::Size z = l.size_bound(in);
+        params += z.weights;
+        NNL_REQUIRE(std::isfinite(z.values) && z.values <= max_values && std::isfinite(params) && params <= max_params,
+                    NNL_ERR_MEMORY, "too large (%.3g values per sample, %.3g weights in the model so far)", z.values,
+                    params);
+    }
 };
 
 static double now_seconds() {
@@ -3894,6 +4272,13 @@ public:
     int64_t param_total = 0;   /* weights of all layers, laid out or not */
     bool defer_layout = false; /* set while model_from_json adds layers: see finish_layout() */
 
+    /* Persistent non-weight state of stateful layers (Layer::states): one
+       arena, laid out layer by layer; per-slot states hold state_slots rows,
+       the fixed batch size of a stateful model (0 until set: by the first
+       batch that runs, or by a model file). */
+    std::vector<float> S;
+    int64_t state_slots = 0;
+
     /* Compile state */
     bool compiled = false;
     Loss loss;
@@ -3915,6 +4300,11 @@ public:
 
     /* Device mirrors when the model lives on a GPU (nnl_set_device), else NULL. */
     std::shared_ptr<GpuModel> gpu;
+
+    /* The training step's reduction point (data-parallel runs); NULL: one
+       process, nothing to combine. step_sums: StepReduce's scalars. */
+    std::shared_ptr<Reducer> reducer;
+    std::vector<double> step_sums;
 
     void ensure_seed() {
         if (!seeded) {
@@ -3978,11 +4368,47 @@ public:
         for (size_t i = first; i < layers.size(); i++)
             for (auto &w : layers[i]->weights)
                 init_weights(w.w, w.shape, weight_init(w.init, w.shape, layers[i]->cls, w.name), rng);
+        for (size_t i = first; i < layers.size(); i++)
+            if (!layers[i]->states.empty()) {
+                relayout_states(state_slots);
+                break;
+            }
     }
+
+    bool has_slot_states() const {
+        for (auto &l : layers)
+            for (auto &st : l->states)
+                if (st.per_slot) return true;
+        return false;
+    }
+    /* Lays the state arena out for `slots` batch slots. Values are kept
+       while the slot count stays; a new count starts from zeros. */
+    void relayout_states(int64_t slots) {
+        int64_t total = 0;
+        for (auto &l : layers)
+            for (auto &st : l->states) {
+                NNL_REQUIRE(st.shape.rank < NNL_MAX_RANK || !st.per_slot, NNL_ERR_INTERNAL,
+                            "%s: state '%s' has too many dimensions", l->cls, st.name.c_str());
+                total += st.size(slots);
+            }
+        std::vector<float> ns((size_t)total, 0.f);
+        int64_t off = 0;
+        for (auto &l : layers)
+            for (auto &st : l->states) {
+                int64_t n = st.size(slots);
+                if (st.s && slots == state_slots) std::copy(st.s, st.s + n, ns.data() + off);
+                st.s = ns.data() + off;
+                off += n;
+            }
+        S.swap(ns);
+        state_slots = slots;
+    }
+    /* Every state back to zero (Keras' reset_states). */
+    void reset_states() { std::fill(S.begin(), S.end(), 0.f); }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
     /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
-    void add_spec(const Spec &sp) {
+    void add_spec(const Spec &sp, SizeBudget *budget = nullptr) {
         NNL_REQUIRE(!compiled, NNL_ERR_STATE, "cannot add layers after compile");
         if (sp.name == "Input" || sp.name == "InputLayer") {
             Args a(sp, sp.name.c_str());
@@ -3999,17 +4425,12 @@ public:
             has_input = true;
             return;
         }
-        auto &reg = layer_registry();
-        auto it = reg.find(sp.name);
-        if (it == reg.end()) {
-            std::string all;
-            for (auto &kv : reg) all += (all.empty() ? "" : ", ") + kv.first;
-            raise(NNL_ERR_ARGUMENT, "unknown layer '%s' (known: Input, %s)", sp.name.c_str(), all.c_str());
-        }
+        const LayerKind *kind = find_layer(sp.name);
+        if (!kind) raise(NNL_ERR_ARGUMENT, "unknown layer '%s' (known: %s)", sp.name.c_str(), layer_names().c_str());
         NNL_REQUIRE(layers.size() < (size_t)NNL_MAX_LAYERS, NNL_ERR_MEMORY,
                     "nnl_add: the model has %zu layers, the most nnlite allows (NNL_MAX_LAYERS)", layers.size());
         Args a(sp, sp.name.c_str());
-        std::unique_ptr<Layer> l = it->second(a);
+        std::unique_ptr<Layer> l = kind->make(a);
         l->spec = sp;
         std::string name = a.str("name", -1, "");
         /* names end up in JSON, model files and messages: UTF-8 only */
@@ -4037,6 +4458,7 @@ public:
         NNL_REQUIRE(has_input, NNL_ERR_STATE,
                     "%s: the first layer needs input_shape=(...) (or add an Input(shape=(...)) first)",
                     sp.name.c_str());
+        if (budget) budget->charge(*l, prev); /* from a file: sizes bounded before anything is allocated */
         l->build(prev);
         /* the sizes the layer derived, checked once here: the rest of nnlite
            multiplies them without overflow checks */
@@ -4075,6 +4497,7 @@ public:
             Layer &L = *layers.back();
             for (size_t i = 0; i < L.weights.size(); i++)
                 init_weights(L.weights[i].w, L.weights[i].shape, inits[i], rng);
+            if (!L.states.empty()) relayout_states(state_slots);
         } catch (...) {
             layers.pop_back();
             laid_out = layers.size();
@@ -4143,6 +4566,13 @@ public:
        can share memory. The first layer with weights computes no input
        gradient, so nothing below it has a buffer (dact[i] is NULL there). */
     void ensure_batch(int64_t B, const char *fn = "nnlite") {
+        if (B > state_slots && has_slot_states()) { /* states per batch slot: the batch size is fixed */
+            NNL_REQUIRE(state_slots == 0, NNL_ERR_SHAPE,
+                        "the model's stateful layers keep states for batches of %lld samples; batches of %lld do "
+                        "not fit (a stateful model keeps its batch size, as in Keras)",
+                        (long long)state_slots, (long long)B);
+            relayout_states(B);
+        }
         if (B <= cap_batch) return;
         size_t L = layers.size();
         /* B times the largest per-sample size, with room for the small
@@ -4238,6 +4668,35 @@ public:
         for (size_t k = 0; k < metrics.size(); k++) msum[k] += metrics[k].run(act[L], targets, B, D, C);
         if (grad) gpu_push(grad, B * D);
         return l;
+    }
+
+    /* One training step on the B samples gathered into act[0] and targets:
+       forward, loss, backward, then the reduction point (StepReduce), then
+       the optimizer step, applied only when the reduced loss and gradients
+       are finite (otherwise weights and optimizer state stay those of the
+       last good step, and nonfinite() > 0 says so). Returns the reduced
+       sums, valid until the next step. */
+    StepReduce train_step(int64_t B, uint64_t seed_) {
+        size_t L = layers.size(), nm = metrics.size();
+        step_sums.assign(nm + 3, 0.0); /* no allocation after the first step */
+        StepReduce r{G.data(), nullptr, (int64_t)G.size(), step_sums.data(), (int)step_sums.size(), (int)nm};
+        forward(B, true, seed_);
+        r.loss() = loss_and_grad(B, dact[L], r.sums + 1);
+        backward(B, seed_);
+        bool finite = std::isfinite(r.loss());
+        if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite);
+        r.count() = (double)B;
+        r.nonfinite() = finite ? 0 : 1;
+        if (reducer) {
+            r.grad_device = gpu_device(G.data());
+            gpu_wait(); /* the gradients complete on the device */
+            reducer->reduce(r);
+            finite = r.nonfinite() == 0 && std::isfinite(r.loss());
+            if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite); /* the reduced gradients */
+            if (!finite && r.nonfinite() == 0) r.nonfinite() = 1;
+        }
+        if (finite && !gpu_apply(*this)) opt->apply(slices.data(), (int)slices.size());
+        return r;
     }
 
     /* ---- checking arrays from the ABI ----
@@ -4526,7 +4985,6 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     size_t nm = metrics.size();
     std::vector<double> msum(nm), logs(1 + nm);
     FILE *f = o.log ? o.log : stdout;
-    size_t L = layers.size();
     bool stop = false;
 
     for (int epoch = o.initial_epoch; epoch < o.epochs && !stop; epoch++) {
@@ -4537,27 +4995,24 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
         for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
         if (o.shuffle)
             for (int64_t i = nt - 1; i > 0; i--) std::swap(idx[(size_t)i], idx[(size_t)r.below((uint64_t)i + 1)]);
-        double lsum = 0;
+        double lsum = 0, seen = 0;
         std::fill(msum.begin(), msum.end(), 0.0);
-        int64_t seen = 0;
+        int64_t done = 0;
         for (int64_t s = 0; s < steps && !stop; s++) {
             int64_t B = std::min(bs, nt - s * bs);
             uint64_t bseed = r.next();
             gather(X.x, T.data(), idx.data() + s * bs, B);
-            forward(B, true, bseed);
-            double l = loss_and_grad(B, dact[L], msum.data());
-            backward(B, bseed);
-            /* Distributed training averages G across processes here. */
-            bool finite = std::isfinite(l);
-            if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite);
-            if (!finite)
+            /* from here on, only the step's reduced values count */
+            StepReduce st = train_step(B, bseed);
+            if (st.nonfinite() > 0)
                 raise(NNL_ERR_NUMERIC,
                       "fit: the loss or its gradient became %s at epoch %d, batch %lld; the update was not applied "
                       "and the weights are those of the last good step (lower the learning rate, or check the data)",
-                      std::isnan(l) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
-            if (!gpu_apply(*this)) opt->apply(slices.data(), (int)slices.size());
-            lsum += l;
-            seen += B;
+                      std::isnan(st.loss()) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
+            lsum += st.loss();
+            seen += st.count();
+            for (size_t k = 0; k < nm; k++) msum[k] += st.metric((int)k);
+            done++;
             logs[0] = lsum / seen;
             for (size_t k = 0; k < nm; k++) logs[1 + k] = msum[k] / seen;
             prog.batch(s + 1, keys, logs.data(), logs.size());
@@ -4567,7 +5022,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
                 stop = true;
             if (o.callback) gpu_sync_device(*this);
         }
-        if (seen < nt) break; /* stopped inside the epoch: it is not recorded */
+        if (done < steps) break; /* stopped inside the epoch: it is not recorded */
         std::vector<double> row(logs.begin(), logs.end());
         if (val) {
             std::vector<double> v = evaluate(xv, tv, nv, bs, "nnl_fit");
@@ -4653,7 +5108,8 @@ struct nnl_model : nnl::Model {};
    and optimizers compute with, exactly as on the CPU. Each has a device
    mirror of the same layout; the CUDA kernel table below translates every
    host address it is given into its mirror, so layers run unchanged.
-   - Weights and slots move to the device once; before each call the host
+   - Weights, slots and the persistent states of stateful layers (S) move
+     to the device once; before each call the host
      copies are compared with what was last synchronised (a set_weight or a
      checkpoint load in between is uploaded), and fit copies them back when
      it returns (and around callbacks), so get_weight, summary and save read
@@ -4663,8 +5119,8 @@ struct nnl_model : nnl::Model {};
      or the outputs round-trip through the host loss, and the update runs as
      one fused kernel per tensor.
    - Layers whose code loops over data on the host (BatchNormalization, the
-     global poolings, ZeroPadding2D, UpSampling2D, and any layer added later
-     and not listed in gpu_layer_ok) are refused with NNL_ERR_UNSUPPORTED.
+     global poolings, ZeroPadding2D, UpSampling2D, and any layer whose
+     gpu_path() is false) are refused with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 #ifdef NNL_CUDA
 #include "nnlite_cuda.h"
@@ -4697,7 +5153,7 @@ struct GpuModel {
     nnl_cuda::Context *ctx = nullptr;
     int device = 0;
     std::string name; /* "cuda:0" */
-    Mirror W, G, arena;
+    Mirror W, G, arena, S; /* S: the persistent states of stateful layers */
     std::vector<Mirror> slots;
     float *stage[2] = {nullptr, nullptr}; /* pinned staging for batch copies */
     size_t stage_n[2] = {0, 0};
@@ -4722,6 +5178,7 @@ GpuModel::~GpuModel() {
         release(W);
         release(G);
         release(arena);
+        release(S);
         for (auto &s : slots) release(s);
     } catch (...) {
     }
@@ -4765,9 +5222,12 @@ float *GpuModel::dev(const float *p) {
         arena.n = mm.arena.size();
         nnl_cuda::memset0(arena.d, arena.n * sizeof(float));
     }
+    if ((S.h != mm.S.data() || S.n != mm.S.size()) && !mm.S.empty())
+        mirror(S, mm.S.data(), mm.S.size(), true); /* re-laid (the first batch fixed the slots): its values go up */
     if (arena.holds(p)) return arena.d + (p - arena.h);
     if (W.holds(p)) return W.d + (p - W.h);
     if (G.holds(p)) return G.d + (p - G.h);
+    if (S.holds(p)) return S.d + (p - S.h);
     for (auto &s : slots)
         if (s.holds(p)) return s.d + (p - s.h);
     raise(NNL_ERR_INTERNAL, "GPU backend: an array at %p is not mirrored on the device", (const void *)p);
@@ -4833,29 +5293,38 @@ static void cu_bn_backward(const float *x, const float *dy, float *dx, int64_t r
     nnl_cuda::bn_backward(D(x), D(dy), D(dx), rows, C, D(mean), D(invstd), D(gamma), D(dgamma), D(dbeta), training);
 }
 
-static const Kernels cuda_kernels = {"cuda",         cu_sgemm,        cu_sgemm_bias_act, cu_bias_add,
-                                     cu_bias_grad,   cu_act_forward,  cu_act_backward,   cu_dropout_forward,
-                                     cu_mul,         cu_copy,         cu_sumsq,          cu_transpose,
-                                     cu_im2col,      cu_col2im,       cu_pool_forward,   cu_pool_backward,
-                                     cu_moments,     cu_scale_shift,  cu_bn_backward};
-
-/* Layers whose forward and backward go through K() only. */
-static bool gpu_layer_ok(const Layer &l) {
-    static const char *const ok[] = {"Dense",        "Activation",   "Dropout",          "Flatten",
-                                     "Reshape",      "Conv1D",       "Conv2D",           "Conv3D",
-                                     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",     "AveragePooling1D",
-                                     "AveragePooling2D", "AveragePooling3D"};
-    for (const char *c : ok)
-        if (!strcmp(l.cls, c)) return true;
-    return false;
+static constexpr Kernels cuda_table() {
+    Kernels k = {};
+    k.name = "cuda";
+    k.sgemm = cu_sgemm;
+    k.sgemm_bias_act = cu_sgemm_bias_act;
+    k.bias_add = cu_bias_add;
+    k.bias_grad = cu_bias_grad;
+    k.act_forward = cu_act_forward;
+    k.act_backward = cu_act_backward;
+    k.dropout_forward = cu_dropout_forward;
+    k.mul = cu_mul;
+    k.copy = cu_copy;
+    k.sumsq = cu_sumsq;
+    k.transpose = cu_transpose;
+    k.im2col = cu_im2col;
+    k.col2im = cu_col2im;
+    k.pool_forward = cu_pool_forward;
+    k.pool_backward = cu_pool_backward;
+    k.moments = cu_moments;
+    k.scale_shift = cu_scale_shift;
+    k.bn_backward = cu_bn_backward;
+    return k;
 }
+static constexpr Kernels cuda_kernels = cuda_table();
 
+/* Layers whose forward and backward go through K() only say so
+   (Layer::gpu_path). */
 static void gpu_check_layers(const Model &m) {
     for (auto &l : m.layers)
-        NNL_REQUIRE(gpu_layer_ok(*l), NNL_ERR_UNSUPPORTED,
-                    "layer '%s' (%s) has no GPU path yet (GPU layers: Dense, Activation, Dropout, Flatten, Reshape, "
-                    "Conv1D/2D/3D, MaxPooling1D/2D/3D, AveragePooling1D/2D/3D); keep this model on the CPU",
-                    l->name.c_str(), l->cls);
+        NNL_REQUIRE(l->gpu_path(), NNL_ERR_UNSUPPORTED,
+                    "layer '%s' (%s) has no GPU path yet (GPU layers: %s); keep this model on the CPU",
+                    l->name.c_str(), l->cls, gpu_layer_names().c_str());
 }
 
 /* The optimizer's slot arrays, sized as Optimizer::apply sizes them; number
@@ -4932,6 +5401,10 @@ void gpu_sync_device(Model &m) {
     if (g.W.h != m.W.data() || g.W.n != m.W.size() || memcmp(g.W.seen.data(), m.W.data(), m.W.size() * 4))
         g.mirror(g.W, m.W.data(), m.W.size(), true);
     if (g.G.h != m.G.data() || g.G.n != m.G.size()) g.mirror(g.G, m.G.data(), m.G.size(), false);
+    if (m.S.empty())
+        g.release(g.S);
+    else if (g.S.h != m.S.data() || g.S.n != m.S.size() || memcmp(g.S.seen.data(), m.S.data(), m.S.size() * 4))
+        g.mirror(g.S, m.S.data(), m.S.size(), true);
     size_t ns = m.opt ? m.opt->slots.size() : 0;
     if (g.slots.size() != ns) {
         for (auto &s : g.slots) g.release(s);
@@ -4945,7 +5418,17 @@ void gpu_sync_device(Model &m) {
     }
 }
 
-/* Copies weights and optimizer slots back into the host arrays. */
+/* Copies the persistent states back into the host arena (evaluate and
+   predict change them too, in stateful layers). */
+static void gpu_pull_states(Model &m) {
+    GpuModel &g = *m.gpu;
+    if (g.S.h == m.S.data() && g.S.n == m.S.size() && g.S.n) {
+        nnl_cuda::download(m.S.data(), g.S.d, g.S.n * 4);
+        g.S.seen.assign(m.S.begin(), m.S.end());
+    }
+}
+
+/* Copies weights, optimizer slots and states back into the host arrays. */
 void gpu_sync_host(Model &m) {
     if (!m.gpu) return;
     GpuModel &g = *m.gpu;
@@ -4953,6 +5436,7 @@ void gpu_sync_host(Model &m) {
         nnl_cuda::download(m.W.data(), g.W.d, g.W.n * 4);
         g.W.seen.assign(m.W.begin(), m.W.end());
     }
+    gpu_pull_states(m);
     size_t ns = m.opt ? m.opt->slots.size() : 0;
     for (size_t k = 0; k < ns && k < g.slots.size(); k++) {
         std::vector<float> &v = m.opt->slots[k];
@@ -5012,7 +5496,10 @@ GpuScope::~GpuScope() {
     GpuModel &g = *m->gpu;
     if (--g.depth > 0) return;
     try {
-        if (training) gpu_sync_host(*m); /* also after a failed step: the last good weights */
+        if (training)
+            gpu_sync_host(*m); /* also after a failed step: the last good weights */
+        else
+            gpu_pull_states(*m);
         nnl_cuda::synchronize();
     } catch (const Error &e) {
         fprintf(stderr, "nnlite: GPU: copying the weights back failed: %s\n", e.msg.c_str());
@@ -5054,6 +5541,12 @@ void gpu_pull(const float *h, int64_t n) {
     GpuModel *g = tl_gpu;
     if (!g || n <= 0) return;
     nnl_cuda::download(const_cast<float *>(h), g->dev(h), (size_t)n * sizeof(float));
+}
+
+/* The device mirror of a host array when a GPU model runs on this thread. */
+float *gpu_device(const float *h) { return tl_gpu ? tl_gpu->dev(h) : nullptr; }
+void gpu_wait() {
+    if (tl_gpu) nnl_cuda::synchronize();
 }
 
 /* Sparse categorical cross-entropy from logits (a fused softmax output, or
@@ -5141,6 +5634,8 @@ static void set_device(Model &m, const char *device) {
     NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
     NNL_REQUIRE(idx < n, NNL_ERR_UNSUPPORTED, "nnl_set_device: CUDA device %d does not exist (%d present)", idx, n);
     if (m.gpu && m.gpu->device == idx) return;
+    NNL_REQUIRE(kernels_complete(cuda_kernels), NNL_ERR_INTERNAL, "nnl_set_device: the CUDA kernel table has an "
+                "empty entry (a bug in this build)");
     gpu_check_layers(m);
     if (m.opt) {
         const char *on = "";
@@ -6662,47 +7157,7 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
 namespace nnl {
 namespace files {
 
-/* ---- JSON: a small value type, a bounded parser and a writer -------------- */
-
-struct Json {
-    enum Kind { NUL, BOOL, NUM, STR, ARR, OBJ } kind = NUL;
-    bool b = false;
-    bool is_int = false; /* written without a fraction */
-    double num = 0;
-    std::string s;
-    std::vector<Json> a;
-    std::vector<std::pair<std::string, Json>> o;
-
-    static Json boolean(bool v) { Json j; j.kind = BOOL; j.b = v; return j; }
-    static Json integer(int64_t v) { Json j; j.kind = NUM; j.num = (double)v; j.is_int = true; return j; }
-    static Json number(double v) { Json j; j.kind = NUM; j.num = v; return j; }
-    /* a float32 parameter as its shortest decimal (0.2f -> 0.2), which reads back to the same float */
-    static Json number_f(float f) {
-        char buf[40];
-        for (int prec = 1; prec <= 9; prec++) {
-            snprintf(buf, sizeof buf, "%.*e", prec - 1, (double)f);
-            double d = strtod(buf, nullptr);
-            if ((float)d == f) return number(d);
-        }
-        return number((double)f);
-    }
-    static Json string(const std::string &v) { Json j; j.kind = STR; j.s = v; return j; }
-    static Json array() { Json j; j.kind = ARR; return j; }
-    static Json object() { Json j; j.kind = OBJ; return j; }
-    Json &set(const std::string &k, Json v) {
-        o.emplace_back(k, std::move(v));
-        return *this;
-    }
-    Json &push(Json v) {
-        a.push_back(std::move(v));
-        return *this;
-    }
-    const Json *get(const char *k) const {
-        for (auto &kv : o)
-            if (kv.first == k) return &kv.second;
-        return nullptr;
-    }
-};
+/* ---- JSON: a bounded parser and a writer (the value type Json: section 3) --- */
 
 /* Limits of the parser: it will be fed hostile input. */
 static const size_t JSON_MAX_BYTES = (size_t)64 << 20;
@@ -7042,78 +7497,12 @@ static Json init_json(const std::string &spec) {
     return Json::object().set("class_name", Json::string(in.def->keras)).set("config", cfg);
 }
 
-static Json ints_json(const int64_t *v, int n) {
-    Json a = Json::array();
-    for (int i = 0; i < n; i++) a.push(Json::integer(v[i]));
-    return a;
-}
-
-static Json null_keys(Json cfg, std::initializer_list<const char *> keys) {
-    for (const char *k : keys) cfg.set(k, Json());
-    return cfg;
-}
-
-/* One layer's Keras config, keys in tf.keras 2.x's order. */
+/* One layer's Keras config, keys in tf.keras 2.x's order: the layer writes
+   its own (Layer::config). */
 static Json layer_json(const Layer &l) {
     Json c = Json::object();
     c.set("name", Json::string(l.name)).set("trainable", Json::boolean(true)).set("dtype", Json::string("float32"));
-    const char *df_last = "channels_last";
-    if (auto *d = dynamic_cast<const Dense *>(&l)) {
-        c.set("units", Json::integer(d->units)).set("activation", Json::string(act_names[d->act]));
-        c.set("use_bias", Json::boolean(d->use_bias));
-        c.set("kernel_initializer", init_json(d->weights[0].init));
-        c.set("bias_initializer", init_json(d->use_bias ? d->weights[1].init : std::string("zeros")));
-        c = null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                          "bias_constraint"});
-    } else if (auto *a = dynamic_cast<const Activation *>(&l)) {
-        c.set("activation", Json::string(act_names[a->act]));
-    } else if (auto *dr = dynamic_cast<const Dropout *>(&l)) {
-        c.set("rate", Json::number_f(dr->rate)).set("noise_shape", Json());
-        c.set("seed", dr->seed ? Json::integer(dr->seed) : Json());
-    } else if (dynamic_cast<const Flatten *>(&l)) {
-        c.set("data_format", Json::string(df_last));
-    } else if (auto *r = dynamic_cast<const Reshape *>(&l)) {
-        c.set("target_shape", ints_json(r->target.data(), (int)r->target.size()));
-    } else if (auto *cv = dynamic_cast<const Conv *>(&l)) {
-        c.set("filters", Json::integer(cv->filters)).set("kernel_size", ints_json(cv->ks, cv->nd));
-        c.set("strides", ints_json(cv->st, cv->nd)).set("padding", Json::string(cv->padding));
-        c.set("data_format", Json::string(cv->cf ? "channels_first" : df_last));
-        c.set("dilation_rate", ints_json(cv->dil, cv->nd)).set("groups", Json::integer(1));
-        c.set("activation", Json::string(act_names[cv->act])).set("use_bias", Json::boolean(cv->use_bias));
-        c.set("kernel_initializer", init_json(cv->weights[0].init));
-        c.set("bias_initializer", init_json(cv->use_bias ? cv->weights[1].init : std::string("zeros")));
-        c = null_keys(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                          "bias_constraint"});
-    } else if (auto *pl = dynamic_cast<const Pool *>(&l)) {
-        c.set("pool_size", ints_json(pl->ps, pl->nd)).set("padding", Json::string(pl->padding));
-        c.set("strides", ints_json(pl->st, pl->nd));
-        c.set("data_format", Json::string(pl->cf ? "channels_first" : df_last));
-    } else if (auto *gp = dynamic_cast<const GlobalPool *>(&l)) {
-        c.set("data_format", Json::string(gp->cf ? "channels_first" : df_last)).set("keepdims", Json::boolean(false));
-    } else if (auto *bn = dynamic_cast<const BatchNormalization *>(&l)) {
-        int64_t ax = bn->axis < 0 ? bn->in.rank + bn->axis + 1 : bn->axis; /* Keras: built, positive, a list */
-        c.set("axis", ints_json(&ax, 1)).set("momentum", Json::number_f(bn->momentum));
-        c.set("epsilon", Json::number_f(bn->epsilon)).set("center", Json::boolean(bn->center));
-        c.set("scale", Json::boolean(bn->scale));
-        auto init_of = [&](const char *n, const char *def) {
-            for (auto &w : bn->weights)
-                if (w.name == n) return init_json(w.init);
-            return init_json(def);
-        };
-        c.set("beta_initializer", init_of("beta", "zeros")).set("gamma_initializer", init_of("gamma", "ones"));
-        c.set("moving_mean_initializer", init_of("moving_mean", "zeros"));
-        c.set("moving_variance_initializer", init_of("moving_variance", "ones"));
-        c = null_keys(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
-    } else if (auto *zp = dynamic_cast<const ZeroPadding2D *>(&l)) {
-        int64_t tb[2] = {zp->t, zp->b}, lr[2] = {zp->l, zp->r};
-        c.set("padding", Json::array().push(ints_json(tb, 2)).push(ints_json(lr, 2)));
-        c.set("data_format", Json::string(zp->cf ? "channels_first" : df_last));
-    } else if (auto *up = dynamic_cast<const UpSampling2D *>(&l)) {
-        c.set("size", ints_json(up->sz, 2)).set("data_format", Json::string(up->cf ? "channels_first" : df_last));
-        c.set("interpolation", Json::string("nearest"));
-    } else {
-        raise(NNL_ERR_UNSUPPORTED, "layer '%s' (%s) has no JSON form yet", l.name.c_str(), l.cls);
-    }
+    l.config(c);
     return Json::object().set("class_name", Json::string(l.cls)).set("config", c);
 }
 
@@ -7275,8 +7664,9 @@ static bool ends_with(const std::string &s, const char *t) {
 
 /* Hostile JSON must not make a layer allocate terabytes or overflow a
    size: before a layer is built, its output and weight sizes are estimated
-   in floating point from the config and bounded. nnl_add trusts its
-   caller; JSON comes from files. */
+   in floating point from its parsed configuration (Layer::size_bound,
+   charged to a SizeBudget by Model::add_spec) and bounded. nnl_add trusts
+   its caller; JSON comes from files. */
 #ifndef NNL_MAX_JSON_PARAMS
 #define NNL_MAX_JSON_PARAMS ((double)((int64_t)1 << 31)) /* weights of a model read from JSON */
 #endif
@@ -7301,47 +7691,8 @@ static double kw_product(const Spec &sp, const char *key, double def, int nd) {
     return def;
 }
 
-static void check_growth(const Model &m, const Spec &sp, double &params, double max_params,
-                         const std::string &owner) {
-    Shape in = m.out_shape();
-    double size = (double)in.size(), last = (double)in.last(), out = size, w = 0;
-    const std::string &c = sp.name;
-    auto filters_of = [&](const char *k) { return kw_product(sp, k, 1, 1); };
-    bool cf = false;
-    for (auto &kv : sp.kw) cf = cf || (kv.first == "data_format" && kv.second.str == "channels_first");
-    double C = in.rank ? (cf ? (double)in.d[0] : last) : 1;
-    int nd = c.find("1D") != std::string::npos ? 1 : c.find("3D") != std::string::npos ? 3 : 2;
-    if (c == "Dense") {
-        double u = filters_of("units");
-        out = size / std::max(last, 1.0) * u;
-        w = last * u + u;
-    } else if (c.compare(0, 4, "Conv") == 0) {
-        double f = filters_of("filters");
-        out = size / std::max(C, 1.0) * f;
-        w = kw_product(sp, "kernel_size", 1, nd) * C * f + f;
-    } else if (c == "UpSampling2D") {
-        out = size * kw_product(sp, "size", 4, 2);
-    } else if (c == "ZeroPadding2D") {
-        out = size * (1 + kw_product(sp, "padding", 1, 1)) * (1 + kw_product(sp, "padding", 1, 1));
-    } else if (c == "BatchNormalization") {
-        double ax = -1, ch = 0;
-        for (auto &kv : sp.kw)
-            if (kv.first == "axis" && kv.second.kind == Value::NUM) ax = kv.second.num;
-        int a = ax < 0 ? in.rank + (int)std::max(ax, -64.0) : (int)std::min(ax, 64.0) - 1;
-        for (int i = 0; i < in.rank; i++)
-            if (i == a || a < 0 || a >= in.rank) ch = std::max(ch, (double)in.d[i]);
-        w = 4 * ch;
-    } else if (c == "Reshape") {
-        out = kw_product(sp, "target_shape", 1, 1);
-    }
-    params += w;
-    NNL_REQUIRE(std::isfinite(out) && out <= MAX_SAMPLE && std::isfinite(params) && params <= max_params,
-                NNL_ERR_MEMORY, "%s: too large (%.3g values per sample, %.3g weights in the model so far)",
-                owner.c_str(), out, params);
-}
-
 /* One {"class_name": ..., "config": {...}} into model m. */
-static void add_layer_json(Model &m, const Json &lj, size_t index, double &params, double max_params) {
+static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &budget) {
     std::string owner = format("layer %zu", index);
     NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
     const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
@@ -7354,9 +7705,8 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
     else
         owner += " (" + printable(cn->s) + ")";
     /* the kind first: an LSTM is refused as an LSTM, not over one of its options */
-    if (cn->s != "InputLayer" && cn->s != "Input" && !layer_registry().count(cn->s)) {
-        std::string all = "InputLayer";
-        for (auto &kv : layer_registry()) all += ", " + kv.first;
+    if (cn->s != "InputLayer" && cn->s != "Input" && !find_layer(cn->s)) {
+        std::string all = "InputLayer, " + layer_names();
         raise(NNL_ERR_UNSUPPORTED, "%s: layer kind '%s' is not supported by this version (supported: %s)",
               owner.c_str(), printable(cn->s).c_str(), all.c_str());
     }
@@ -7449,9 +7799,8 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, double &param
                     sp.kw = kw;
                 }
             }
-            if (m.has_input) check_growth(m, sp, params, max_params, owner);
         }
-        m.add_spec(sp);
+        m.add_spec(sp, &budget);
     } catch (const Error &e) {
         /* messages raised above name the layer already */
         if (e.msg.compare(0, owner.size(), owner) == 0) throw;
@@ -7489,11 +7838,11 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
     NNL_REQUIRE(count <= (size_t)NNL_MAX_LAYERS, NNL_ERR_MEMORY,
                 "the model has %zu layers; nnlite allows at most %d (NNL_MAX_LAYERS)", count,
                 NNL_MAX_LAYERS);
-    double params = 0;
+    SizeBudget budget{MAX_SAMPLE, max_params};
     /* the weights get their place once, after the last layer: adding layer
        by layer would copy the arena each time (quadratic in the layers) */
     m.defer_layout = true;
-    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, params, max_params);
+    for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, budget);
     m.finish_layout();
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "the model has an input but no layers");
 }
@@ -7786,6 +8135,23 @@ static std::vector<WeightRef> all_weights(const Model &m) {
     return v;
 }
 
+/* Persistent states of stateful layers are tensors "state/LAYER/STATE"
+   in model files (not weights: neither weights files nor npz hold them).
+   Two slashes: a weight is "LAYER/WEIGHT". */
+static std::string state_tensor_name(const Layer &l, const StateSpec &st) {
+    return "state/" + l.name + "/" + st.name;
+}
+static bool is_state_tensor(const std::string &name) {
+    return name.compare(0, 6, "state/") == 0 && name.find('/', 6) != std::string::npos;
+}
+static Shape state_tensor_shape(const StateSpec &st, int64_t slots) {
+    if (!st.per_slot) return st.shape;
+    Shape s;
+    s.d[s.rank++] = slots;
+    for (int i = 0; i < st.shape.rank; i++) s.d[s.rank++] = st.shape.d[i];
+    return s;
+}
+
 static std::vector<TensorOut> weight_tensors(const Model &m) {
     std::vector<TensorOut> ts;
     for (auto &r : all_weights(m)) ts.push_back({r.layer->name + "/" + r.w->name, r.w->shape, r.w->w});
@@ -7811,7 +8177,7 @@ static void set_weights_from(Model &m, const NnlFile &F, const char *fn) {
     NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "%s: the model has no layers", fn);
     std::vector<const TensorIn *> ws;
     for (auto &t : F.tensors)
-        if (t.name.compare(0, 10, "optimizer/") != 0) ws.push_back(&t);
+        if (t.name.compare(0, 10, "optimizer/") != 0 && !is_state_tensor(t.name)) ws.push_back(&t);
     std::vector<WeightRef> mine = all_weights(m);
     if (ws.size() != mine.size())
         raise(NNL_ERR_SHAPE, "%s: %s holds %zu weight tensors, the model has %zu (%zu layers): not the same "
@@ -7845,6 +8211,9 @@ static void save_model(const Model &m, const char *path) {
     NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     Json meta = base_meta(m, "model");
     std::vector<TensorOut> ts = weight_tensors(m);
+    for (auto &l : m.layers)
+        for (auto &st : l->states)
+            ts.push_back({state_tensor_name(*l, st), state_tensor_shape(st, m.state_slots), st.s});
     Json rng = Json::array();
     for (int i = 0; i < 4; i++) rng.push(Json::string(hex64(m.rng.s[i])));
     Json state = Json::object()
@@ -7882,6 +8251,42 @@ static uint64_t parse_hex64(const Json *j, const std::string &what, const char *
     return (uint64_t)strtoull(s.c_str(), nullptr, 16);
 }
 
+/* The states of m's stateful layers from a model file: every one, with
+   one slot count for all per-slot states. A weights file has none: the
+   states stay zero. */
+static void load_states(Model &m, const NnlFile &F) {
+    const std::string &w = F.what;
+    size_t in_file = 0, mine = 0;
+    for (auto &t : F.tensors) in_file += is_state_tensor(t.name);
+    for (auto &l : m.layers) mine += l->states.size();
+    if (F.kind == KIND_WEIGHTS && !in_file) return;
+    NNL_REQUIRE(in_file == mine, NNL_ERR_FORMAT, "%s holds %zu layer states, its architecture has %zu", w.c_str(),
+                in_file, mine);
+    if (!mine) return;
+    std::vector<std::pair<const StateSpec *, const TensorIn *>> found;
+    int64_t slots = -1;
+    for (auto &l : m.layers)
+        for (auto &st : l->states) {
+            std::string nm = state_tensor_name(*l, st);
+            const TensorIn *t = nullptr;
+            for (auto &x : F.tensors)
+                if (x.name == nm) t = &x;
+            NNL_REQUIRE(t, NNL_ERR_FORMAT, "%s: state tensor '%s' is missing", w.c_str(), nm.c_str());
+            if (st.per_slot) {
+                NNL_REQUIRE(t->shape.rank >= 1 && (slots < 0 || t->shape.d[0] == slots), NNL_ERR_FORMAT,
+                            "%s: state tensor '%s' has shape %s: not the batch size of the model's other states",
+                            w.c_str(), nm.c_str(), t->shape.str(false).c_str());
+                slots = t->shape.d[0];
+            }
+            NNL_REQUIRE(t->shape == state_tensor_shape(st, std::max<int64_t>(slots, 0)), NNL_ERR_FORMAT,
+                        "%s: state tensor '%s' has shape %s, the layer keeps %s per batch slot", w.c_str(), nm.c_str(),
+                        t->shape.str(false).c_str(), st.shape.str(false).c_str());
+            found.push_back({&st, t});
+        }
+    m.relayout_states(std::max<int64_t>(slots, 0));
+    for (auto &f : found) F.read(*f.second, f.first->s);
+}
+
 static void load_model(Model &m, const char *path) {
     NnlFile F = read_nnl(path);
     const std::string &w = F.what;
@@ -7901,6 +8306,7 @@ static void load_model(Model &m, const char *path) {
     } catch (const Error &e) { /* the file disagrees with itself */
         raise(e.status == NNL_ERR_SHAPE ? NNL_ERR_FORMAT : e.status, "%s", e.msg.c_str());
     }
+    load_states(m, F);
     const Json *state = F.meta.get("state");
     if (F.kind != KIND_MODEL || !state) return; /* a weights file: an uncompiled model */
     NNL_REQUIRE(state->kind == Json::OBJ, NNL_ERR_FORMAT, "%s: 'state' is not an object", w.c_str());
@@ -8173,6 +8579,35 @@ using nnl::raise;
 /* guard adds the API function's name: "nnl_fit: model handle is NULL". */
 #define NNL_CHECK_MODEL(m) NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "model handle is NULL")
 
+namespace nnl {
+/* What this build has (nnl_has_feature, nnl_build_info). The SIMD entries
+   say what the kernels use on this CPU: they are chosen at run time. */
+struct Feature {
+    const char *name;
+    bool on;
+};
+static std::vector<Feature> build_features() {
+    bool simd = NNL_X86 && !getenv("NNL_NO_SIMD"), avx2 = false, avx512 = false;
+#if NNL_X86
+    const char *cap = getenv("NNL_SIMD");
+    avx2 = simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    avx512 = simd && __builtin_cpu_supports("avx512f") && !(cap && !strcmp(cap, "avx2"));
+#endif
+#ifdef _OPENMP
+    const bool omp = true;
+#else
+    const bool omp = false;
+#endif
+#ifdef NNL_CUDA
+    const bool cuda = true;
+#else
+    const bool cuda = false;
+#endif
+    return {{"stb", NNL_HAVE_STB != 0}, {"openmp", omp}, {"threads", omp}, {"cuda", cuda}, {"mpi", false},
+            {"hdf5", false},           {"avx2", avx2},  {"avx512f", avx512}};
+}
+} // namespace nnl
+
 extern "C" {
 
 NNL_API const char *nnl_last_error(void) { return nnl::g_last_error.c_str(); }
@@ -8186,6 +8621,43 @@ NNL_API const char *nnl_status_string(int status) {
 
 NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }
 NNL_API int nnl_version_number(void) { return NNL_VERSION_NUMBER; }
+
+NNL_API int nnl_has_feature(const char *name) {
+    int on = -1;
+    guard(__func__, [&] {
+        std::vector<nnl::Feature> fs = nnl::build_features();
+        std::string known;
+        for (auto &f : fs) known += (known.empty() ? "" : ", ") + std::string(f.name);
+        NNL_REQUIRE(name, NNL_ERR_ARGUMENT, "nnl_has_feature: name is NULL (known: %s)", known.c_str());
+        for (auto &f : fs)
+            if (!strcmp(name, f.name)) {
+                on = f.on;
+                return;
+            }
+        raise(NNL_ERR_ARGUMENT, "nnl_has_feature: unknown feature '%s' (known: %s)", name, known.c_str());
+    });
+    return on;
+}
+
+NNL_API const char *nnl_build_info(void) {
+    static const std::string info = [] {
+        std::string s = "nnlite " NNL_VERSION_STRING;
+#if defined(__clang__)
+        s += "; clang " __clang_version__;
+#elif defined(__GNUC__)
+        s += "; g++ " __VERSION__;
+#endif
+        s += nnl::format("; C++%ld", (long)__cplusplus);
+        for (auto &f : nnl::build_features()) {
+            s += nnl::format("; %s: %s", f.name, f.on ? "yes" : "no");
+#ifdef _OPENMP
+            if (!strcmp(f.name, "openmp")) s += nnl::format(" (%d)", _OPENMP);
+#endif
+        }
+        return s;
+    }();
+    return info.c_str();
+}
 
 NNL_API int nnl_init(int header_version_number) {
     return guard(__func__, [&] {

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.1.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.2.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -30,6 +30,8 @@
                          build sets it lower to stay in its memory limit.
        NNL_CUDA          the CUDA backend: also compile nnlite_cuda.cu with
                          nvcc and link cudart (make CUDA=1); see "GPU" below.
+       A program asks a library what it was built with through
+       nnl_has_feature() and nnl_build_info().
 
    EXAMPLE (XOR; error checks shortened to CHECK)
        #include "nnlite.h"
@@ -74,9 +76,11 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. Recurrent layers,
-       the CUDA backend and MPI come with later versions of this header; the
-       ABI grows by adding functions, never by changing these.
+       float32 arithmetic only. Recurrent layers (LSTM, GRU) and MPI data
+       parallelism come with later versions of this header. The CUDA
+       backend is here (see "GPU" below) but has not yet been run on a GPU.
+       nnl_has_feature() says what a given build has. The ABI grows by
+       adding functions, never by changing these.
 */
 #ifndef NNLITE_H
 #define NNLITE_H
@@ -86,9 +90,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 1
+#define NNL_VERSION_MINOR 2
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.1.0"
+#define NNL_VERSION_STRING "0.2.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -132,6 +136,26 @@ NNL_API const char *nnl_status_string(int status);
 NNL_API const char *nnl_version(void);
 NNL_API int nnl_version_number(void);
 
+/* What this build of the library has, so that callers need not probe for
+   NNL_ERR_UNSUPPORTED. nnl_has_feature(name) is 1 when it has the feature,
+   0 when not, and -1 for NULL or a name it does not know (nnl_last_error()
+   then lists the known names). Names:
+     "stb"      .gz idx files and deflated .npz members (NNL_NO_STB: 0)
+     "openmp"   the kernels run on several threads (OpenMP); also "threads"
+     "cuda"     the CUDA backend is compiled in (whether a GPU is present:
+                nnl_cuda_device_count)
+     "mpi"      data-parallel training over MPI: 0 in this version
+     "hdf5"     Keras .h5 files: 0 in this version
+     "avx2", "avx512f"   the kernels use these instruction sets on this CPU
+                (chosen at run time; NNL_NO_SIMD in the environment: 0)
+   Thread-safe. */
+NNL_API int nnl_has_feature(const char *name);
+/* The same as one line for logs and bug reports: "nnlite 0.2.0; g++ 12.2.0;
+   C++201703; stb: yes; openmp: yes (201511); threads: yes; cuda: no; mpi: no;
+   hdf5: no; avx2: yes; avx512f: no". Owned by the library, the same for the
+   whole process (made at the first call). Thread-safe. */
+NNL_API const char *nnl_build_info(void);
+
 /* Version handshake: call once at start-up (or use NNL_INIT(), which passes
    this header's NNL_VERSION_NUMBER) before any other nnlite call.
    Returns NNL_OK when the library can serve code compiled against a header of
@@ -139,7 +163,7 @@ NNL_API int nnl_version_number(void);
    SONAME's number) and a library MINOR at least the header's (a newer header
    may declare functions an older library lacks). Otherwise it returns
    NNL_ERR_UNSUPPORTED with a message naming both versions, e.g. "nnl_init:
-   library 1.0.0 cannot serve a program built against header 0.1.0 (ABI major
+   library 1.0.0 cannot serve a program built against header 0.2.0 (ABI major
    versions differ); rebuild against this library's nnlite.h or load the
    matching libnnlite.so.0". A negative or malformed number is NNL_ERR_ARGUMENT.
    Nothing else is initialised: the other functions work without it; the
@@ -279,18 +303,54 @@ NNL_API nnl_model *nnl_model_create(void);
 /* Frees the model and everything it owns. NULL is ignored. */
 NNL_API void nnl_model_free(nnl_model *m);
 
-/* Appends a layer given as a Keras-style call. Layers of this version:
+/* Appends a layer given as a Keras-style call: Keras' class names, and its
+   arguments' names, positions and defaults. Layers of this version:
      Input(shape=(...))                    declares the input shape per sample
      Dense(units, activation=None, use_bias=True, kernel_initializer=
-           'glorot_uniform', bias_initializer='zeros', input_shape=None)
+           'glorot_uniform', bias_initializer='zeros')
      Activation(activation)                any name listed under ACTIVATIONS
-     Dropout(rate, seed=None)              inverted dropout, active in fit only
-     Flatten()
+     Dropout(rate, noise_shape=None, seed=None)  inverted dropout, in fit
+                                           only; noise_shape None only
+     Flatten(data_format='channels_last')
      Reshape(target_shape)                 one entry may be -1
+     Conv1D(filters, kernel_size, strides=1, padding='valid', data_format=
+           'channels_last', dilation_rate=1, groups=1, activation=None,
+           use_bias=True, kernel_initializer='glorot_uniform',
+           bias_initializer='zeros')       padding 'valid', 'same', 'causal'
+     Conv2D(filters, kernel_size, ...)     as Conv1D; sizes, strides and
+     Conv3D(filters, kernel_size, ...)     dilation one int or a tuple of 2
+                                           (3); padding 'valid' or 'same'
+     MaxPooling1D(pool_size=2, strides=None, padding='valid', data_format=
+           'channels_last')                strides None: the pool size
+     MaxPooling2D(pool_size=(2, 2), ...)   as MaxPooling1D, tuples of 2 (3)
+     MaxPooling3D(pool_size=(2, 2, 2), ...)
+     AveragePooling1D(pool_size=2, ...)    as MaxPooling1D; 'same' averages
+     AveragePooling2D(pool_size=(2, 2), ...)   the unpadded entries
+     AveragePooling3D(pool_size=(2, 2, 2), ...)
+     GlobalAveragePooling1D(data_format='channels_last', keepdims=False)
+     GlobalAveragePooling2D(...)           the same arguments (keepdims
+     GlobalAveragePooling3D(...)           False only)
+     GlobalMaxPooling1D(...)
+     GlobalMaxPooling2D(...)
+     GlobalMaxPooling3D(...)
+     BatchNormalization(axis=-1, momentum=0.99, epsilon=0.001, center=True,
+           scale=True, beta_initializer='zeros', gamma_initializer='ones',
+           moving_mean_initializer='zeros', moving_variance_initializer=
+           'ones')                         moving statistics: weights that are
+                                           not trained
+     ZeroPadding2D(padding=(1, 1), data_format='channels_last')  an int,
+                                           (h, w) or ((top, bottom), (left, right))
+     UpSampling2D(size=(2, 2), data_format='channels_last', interpolation=
+           'nearest')                      nearest only
+   Keras' other names are accepted too: Convolution1D, Convolution2D,
+   Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
+   AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,
+   GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D.
    Every layer also takes name='...' (UTF-8; invalid UTF-8 is
-   NNL_ERR_ARGUMENT); by default a layer is named as Keras names it, the
-   class in Keras' snake case and a counter: dense, dense_1, conv2d,
-   max_pooling2d, batch_normalization. The first layer needs input_shape (or
+   NNL_ERR_ARGUMENT), and input_shape=(...) (or batch_input_shape=(None,
+   ...)); by default a layer is named as Keras names it, the class in Keras'
+   snake case and a counter: dense, dense_1, conv2d, max_pooling2d,
+   batch_normalization. The first layer needs input_shape (or
    an Input layer first). Shape errors are reported here, when the layer is
    added, naming the layer and both shapes. Layers can only be added before
    nnl_compile (NNL_ERR_STATE after). A failed nnl_add leaves the model as
@@ -596,13 +656,17 @@ NNL_API int nnl_save_weights(const nnl_model *m, const char *path);
    must have the same architecture: the same number of weight tensors with
    the same shapes, in order (names may differ). A mismatch is NNL_ERR_SHAPE
    naming the layer, the weight and both shapes; m is changed only when every
-   tensor fits. Compile state and optimizer state of m are kept. */
+   tensor fits. Compile state and optimizer state of m are kept, and so are
+   the states of its stateful layers (not weights). */
 NNL_API int nnl_load_weights(nnl_model *m, const char *path);
 
 /* Writes the whole model: architecture (Keras JSON), weights including
    non-trainable ones, the compile configuration (the strings given to
    nnl_compile), the optimizer state (slots, iteration count, learning rate),
-   the history (so its epoch count), the model seed and the RNG state. A run
+   the history (so its epoch count), the model seed and the RNG state, and
+   the persistent states of stateful layers (none of this version's layers
+   has one; they are not weights: the weight functions, weights files and
+   npz files leave them out). A run
    saved after epoch k and resumed in another process by nnl_load_model and
    nnl_fit with initial_epoch = k ends bit-for-bit as the uninterrupted run
    (same data, batch size and fit options). This holds because each epoch
@@ -678,11 +742,12 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    uploaded before the next GPU call. "cpu" brings the model back.
    Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
    has no CUDA, no such device exists, or the model holds a layer or
-   optimizer without a GPU path (the message names it; GPU layers: Dense,
-   Activation, Dropout, Flatten, Reshape, Conv1D/2D/3D, Max/AveragePooling
-   1D/2D/3D); NNL_ERR_ARGUMENT for any other device string, in every build
-   (so "gpu" is NNL_ERR_UNSUPPORTED without CUDA, "gpu:x" or "tpu"
-   NNL_ERR_ARGUMENT). CUDA errors
+   optimizer without a GPU path (the message names it; the layers with a
+   GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
+   Conv3D, MaxPooling1D, MaxPooling2D, MaxPooling3D, AveragePooling1D,
+   AveragePooling2D, AveragePooling3D); NNL_ERR_ARGUMENT for any other
+   device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
+   CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or
    NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
    GPU has its own CUDA stream: different models may train concurrently from

@@ -58,6 +58,15 @@ inline void init() {
     if (status != NNL_OK) throw Error(status, message);
 }
 
+/* Build information (nnl_has_feature, nnl_build_info): has_feature("openmp"),
+   "stb", "cuda", "mpi", "hdf5", "avx2", "avx512f"; an unknown name throws. */
+inline bool has_feature(const std::string &name) {
+    int on = nnl_has_feature(name.c_str());
+    if (on < 0) check(NNL_ERR_ARGUMENT);
+    return on == 1;
+}
+inline std::string build_info() { return nnl_build_info(); }
+
 using Shape = std::vector<int64_t>;
 
 /* nnlite dtype code of a C++ element type (targets y). */

@@ -1,8 +1,11 @@
-/* nnl_init: the header/library version handshake. Linked against the
-   library; uses nnlite.h only. */
+/* nnl_init: the header/library version handshake; nnl_has_feature and
+   nnl_build_info. Linked against the library; uses nnlite.h only. */
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <string>
+
+#include <unistd.h>
 
 #include "../nnlite.h"
 
@@ -29,4 +32,42 @@ TEST_CASE("nnl_init accepts this header and refuses another ABI major version") 
 
     /* the library works after a refused handshake: the caller decides */
     CHECK(nnl_init(NNL_VERSION_NUMBER) == NNL_OK);
+}
+
+TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
+    const char *names[] = {"stb", "openmp", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f"};
+    std::string info = nnl_build_info();
+    CHECK(info.find("nnlite " NNL_VERSION_STRING ";") == 0);
+    CHECK(nnl_build_info() == nnl_build_info()); /* one string for the process */
+    for (const char *n : names) {
+        int on = nnl_has_feature(n);
+        CHECK_MESSAGE((on == 0 || on == 1), n);
+        CHECK_MESSAGE(info.find(std::string("; ") + n + (on ? ": yes" : ": no")) != std::string::npos, n << " in " << info);
+    }
+#ifdef _OPENMP
+    CHECK(nnl_has_feature("openmp") == 1); /* this test is built as the library is */
+#endif
+    CHECK(nnl_has_feature("mpi") == 0);
+    CHECK(nnl_has_feature("hdf5") == 0);
+    CHECK(nnl_has_feature("openmp") == nnl_has_feature("threads"));
+    /* stb: exactly when a .gz file can be read (an idx1 file of labels 1, 2, 3, gzip'ed) */
+    const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0x63,
+                                0x60, 0xe0, 0x60, 0x64, 0x60, 0x60, 0x60, 0x66, 0x64, 0x62, 0x06,
+                                0x00, 0x8b, 0xe5, 0xbd, 0xa4, 0x0b, 0x00, 0x00, 0x00};
+    char path[] = "/tmp/nnlite_feature_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    REQUIRE(write(fd, gz, sizeof gz) == (ssize_t)sizeof gz);
+    close(fd);
+    nnl_array *a = nullptr;
+    int st = nnl_load_idx(path, 0, &a);
+    CHECK(st == (nnl_has_feature("stb") ? NNL_OK : NNL_ERR_UNSUPPORTED));
+    if (a) CHECK(nnl_array_size(a) == 3);
+    nnl_array_free(a);
+    unlink(path);
+    /* unknown names and NULL: -1 with a message naming the known ones */
+    CHECK(nnl_has_feature("opnemp") == -1);
+    CHECK(std::string(nnl_last_error()).find("'opnemp'") != std::string::npos);
+    CHECK(std::string(nnl_last_error()).find("known: stb, openmp") != std::string::npos);
+    CHECK(nnl_has_feature(nullptr) == -1);
 }

@@ -44,6 +44,8 @@ int main(void) {
     }
     EXPECT(nnl_version_number() == NNL_VERSION_NUMBER);
     EXPECT(strcmp(nnl_version(), NNL_VERSION_STRING) == 0);
+    EXPECT(nnl_has_feature("mpi") == 0 && nnl_has_feature("no such feature") == -1);
+    EXPECT(strncmp(nnl_build_info(), "nnlite ", 7) == 0);
 
     m = nnl_model_create();
     EXPECT(m != NULL);

@@ -181,3 +181,10 @@ TEST_CASE("C++: the version handshake passed") {
     CHECK_NOTHROW(nnlite::init());
     CHECK(nnl_init(NNL_VERSION_NUMBER + 10000) == NNL_ERR_UNSUPPORTED);
 }
+
+TEST_CASE("C++: build information") {
+    CHECK(nnlite::has_feature("openmp") == nnlite::has_feature("threads"));
+    CHECK(!nnlite::has_feature("mpi"));
+    CHECK(nnlite::build_info().find("nnlite " NNL_VERSION_STRING ";") == 0);
+    CHECK_THROWS_AS(nnlite::has_feature("nope"), nnlite::Error);
+}

@@ -128,6 +128,12 @@ static void agree(const std::vector<float> &g, const std::vector<float> &c, cons
 
 } // namespace gm
 
+TEST_CASE("no GPU needed: the CUDA and CPU kernel tables have every entry") {
+    CHECK(nnl::kernels_complete(nnl::cuda_kernels));
+    CHECK(nnl::kernels_complete(nnl::cpu_kernels));
+    CHECK(std::string(nnl::cuda_kernels.name) == "cuda");
+}
+
 TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on the CPU") {
     nnl_model *m = gm::build({"Dense(8, activation='relu', input_shape=(4,))", "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "accuracy", 3);
@@ -314,4 +320,47 @@ TEST_CASE("K-MLP and R-LENET on the GPU reach the CPU's accuracy") {
             nnl_model_free(g);
         }
     }
+}
+
+namespace gm {
+/* Two identical processes on the device: the gradients doubled and halved
+   there (both exact), the scalars doubled. */
+struct DeviceTwoRanks : nnl::Reducer {
+    int calls = 0, on_device = 0;
+    void reduce(nnl::StepReduce &r) override {
+        calls++;
+        on_device += r.grad_device != nullptr;
+        if (r.grad_device) {
+            nnl_cuda::scale(r.grad_device, r.n, 2.f);
+            nnl_cuda::scale(r.grad_device, r.n, 0.5f);
+        }
+        for (int k = 0; k < r.n_sums; k++) r.sums[k] *= 2;
+    }
+};
+} // namespace gm
+
+TEST_CASE("train_step on a GPU: the reducer gets the device gradients, and reducing changes nothing") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    gm::synth(512, x, y, 5);
+    const int64_t per[1] = {784};
+    std::vector<const char *> layers = {"Dense(64, activation='relu', input_shape=(784,))",
+                                        "Dense(10, activation='softmax')"};
+    nnl_model *a = gm::build(layers, "Adam()", "sparse_categorical_crossentropy", "accuracy", 4);
+    nnl_model *b = gm::build(layers, "Adam()", "sparse_categorical_crossentropy", "accuracy", 4);
+    auto red = std::make_shared<gm::DeviceTwoRanks>();
+    b->reducer = red;
+    REQUIRE(nnl_set_device(a, "cuda") == NNL_OK);
+    REQUIRE(nnl_set_device(b, "cuda") == NNL_OK);
+    gm::fit(a, x, y, 1, per, 2, 64);
+    gm::fit(b, x, y, 1, per, 2, 64);
+    CHECK(red->calls == 16);
+    CHECK(red->on_device == 16);
+    CHECK(gm::weights(a) == gm::weights(b));
+    double la[2], lb[2];
+    REQUIRE(nnl_history_get(a, "loss", la, 2) == 2);
+    REQUIRE(nnl_history_get(b, "loss", lb, 2) == 2);
+    CHECK(la[1] == lb[1]);
+    nnl_model_free(a);
+    nnl_model_free(b);
 }

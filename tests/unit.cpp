@@ -15,3 +15,4 @@
 #include "unit_defects.hpp"
 #include "unit_pictures.hpp"
 #include "unit_compat.hpp"
+#include "unit_seams.hpp"

@@ -39,7 +39,7 @@ module nnlite
     implicit none
     private
 
-    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 1, NNL_VERSION_PATCH = 0
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 2, NNL_VERSION_PATCH = 0
     integer, parameter, public :: NNL_VERSION_NUMBER = &
         NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
     integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
@@ -49,6 +49,7 @@ module nnlite
 
     public :: c_float, c_double, c_int, c_int32_t, c_int64_t
     public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist, nnl_cuda_device_count
+    public :: nnl_has_feature, nnl_build_info
 
     !> A Sequential model: the handle of a C nnl_model.
     type, public :: nnl_model
@@ -128,6 +129,15 @@ module nnlite
         function c_version() bind(C, name="nnl_version")
             import :: c_ptr
             type(c_ptr) :: c_version
+        end function
+        function c_has_feature(name) bind(C, name="nnl_has_feature")
+            import :: c_int, c_char
+            character(kind=c_char), dimension(*) :: name
+            integer(c_int) :: c_has_feature
+        end function
+        function c_build_info() bind(C, name="nnl_build_info")
+            import :: c_ptr
+            type(c_ptr) :: c_build_info
         end function
         function c_init(v) bind(C, name="nnl_init")
             import :: c_int
@@ -425,6 +435,20 @@ contains
         m = replace_all(m, "nnl_compile", "model%compile")
         m = replace_all(m, "nnl_model_set_seed", "model%create(seed=...)")
         t = "nnlite: " // what // ": " // m
+    end function
+
+    !> Whether the library has a feature: "stb", "openmp" (or "threads"),
+    !> "cuda" (compiled in), "mpi", "hdf5", "avx2", "avx512f" (used on this
+    !> CPU). .false. for a name it does not know (nnl_error_message() says so).
+    logical function nnl_has_feature(name)
+        character(len=*), intent(in) :: name
+        nnl_has_feature = c_has_feature(cstr(name)) == 1
+    end function
+
+    !> One line describing the library's build ("nnlite 0.2.0; ...; openmp: yes ...").
+    function nnl_build_info() result(v)
+        character(len=:), allocatable :: v
+        v = fstr(c_build_info())
     end function
 
     subroutine finish(rc, status, what)

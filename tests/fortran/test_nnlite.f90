@@ -30,7 +30,13 @@ program test_nnlite
         stop "not reached: fit before compile did not stop"
     end if
 
-    call check(nnl_library_version() == "0.1.0" .or. len(nnl_library_version()) > 0, "library version")
+    call check(nnl_library_version() == "0.2.0", "library version")
+    call check(index(nnl_build_info(), "nnlite 0.2.0;") == 1, "build info: " // nnl_build_info())
+    call check(.not. nnl_has_feature("mpi"), "no MPI in this version")
+    call check(nnl_has_feature("openmp") .eqv. nnl_has_feature("threads"), "openmp = threads")
+    call check(nnl_has_feature("openmp") .eqv. (index(nnl_build_info(), "openmp: yes") > 0), "openmp as build info says")
+    call check(.not. nnl_has_feature("no such feature"), "unknown feature: .false.")
+    call check(index(nnl_error_message(), "known: stb") > 0, "unknown feature: the message lists the known ones")
     call nnl_initialize(st)
     call check(st == NNL_OK, "nnl_init accepts this module's version")
     call nnl_initialize(st, header_version=(NNL_VERSION_MAJOR + 1) * 10000)

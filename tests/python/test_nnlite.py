@@ -44,6 +44,17 @@ class Version(unittest.TestCase):
         self.assertIn("major", str(cm.exception))
         self.assertEqual(cm.exception.status, 7)
 
+    def test_build_information(self):
+        for name in ("stb", "openmp", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f"):
+            self.assertIn(nnlite.has_feature(name), (True, False))
+            self.assertIn("%s: %s" % (name, "yes" if nnlite.has_feature(name) else "no"), nnlite.build_info())
+        self.assertFalse(nnlite.has_feature("mpi"))
+        self.assertEqual(nnlite.has_feature("openmp"), nnlite.has_feature("threads"))
+        with self.assertRaises(nnlite.ArgumentError) as cm:
+            nnlite.has_feature("opnemp")
+        self.assertIn("known: stb", str(cm.exception))
+        self.assertTrue(nnlite.build_info().startswith("nnlite " + nnlite.__version__ + ";"))
+
 
 class Layers(unittest.TestCase):
     def test_spec_strings(self):

@@ -58,6 +58,22 @@ def library_path():
     return _lib.path
 
 
+def has_feature(name):
+    """Whether the loaded library has a feature (nnl_has_feature): "stb",
+    "openmp" (or "threads"), "cuda" (compiled in), "mpi", "hdf5", "avx2",
+    "avx512f" (used on this CPU). An unknown name raises ArgumentError
+    naming the known ones."""
+    status = _lib.lib.nnl_has_feature(str(name).encode())
+    if status < 0:
+        raise errors.make(1, _lib.lib.nnl_last_error().decode())
+    return status == 1
+
+
+def build_info():
+    """One line describing the loaded library's build (nnl_build_info)."""
+    return _lib.lib.nnl_build_info().decode()
+
+
 def cuda_device_count():
     """Number of CUDA devices nnlite can use (0 in a build without CUDA)."""
     return int(_lib.lib.nnl_cuda_device_count()) if hasattr(_lib.lib, "nnl_cuda_device_count") else 0
@@ -75,4 +91,4 @@ def get_threads():
 __all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "load_model",
            "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError", "FormatError",
            "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "check_version",
-           "library_version", "library_path", "set_threads", "get_threads"]
+           "library_version", "library_path", "set_threads", "get_threads", "has_feature", "build_info"]

@@ -16,7 +16,7 @@ import os
 
 # The nnlite.h this package mirrors (MAJOR, MINOR, PATCH). Tests check it
 # against the header; nnl_init() checks it against the library at load time.
-HEADER_VERSION = (0, 1, 0)
+HEADER_VERSION = (0, 2, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 10000 + HEADER_VERSION[1] * 100 + HEADER_VERSION[2]
 SONAME = "libnnlite.so.%d" % HEADER_VERSION[0]
 
@@ -96,6 +96,8 @@ def _declare(lib):
     f("nnl_status_string", c_char_p, c_int)
     f("nnl_version", c_char_p)
     f("nnl_version_number", c_int)
+    f("nnl_has_feature", c_int, c_char_p)
+    f("nnl_build_info", c_char_p)
     f("nnl_init", c_int, c_int)
     f("nnl_set_threads", c_int, c_int)
     f("nnl_get_threads", c_int)

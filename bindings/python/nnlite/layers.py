@@ -88,16 +88,27 @@ BatchNormalization = _kind("BatchNormalization", "BatchNormalization(axis=-1, mo
 ZeroPadding2D = _kind("ZeroPadding2D", "ZeroPadding2D(padding=(1,1))")
 UpSampling2D = _kind("UpSampling2D", "UpSampling2D(size=(2,2))")
 
-# Keras' aliases
-Convolution1D, Convolution2D, Convolution3D = Conv1D, Conv2D, Conv3D
-MaxPool1D, MaxPool2D, MaxPool3D = MaxPooling1D, MaxPooling2D, MaxPooling3D
-AvgPool1D, AvgPool2D, AvgPool3D = AveragePooling1D, AveragePooling2D, AveragePooling3D
-GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D = (GlobalAveragePooling1D, GlobalAveragePooling2D,
-                                                     GlobalAveragePooling3D)
-GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D = GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalMaxPooling3D
+# Keras' other names (nnlite.h lists the same; the unit tests check both
+# against the library's alias table)
+Convolution1D = Conv1D
+Convolution2D = Conv2D
+Convolution3D = Conv3D
+MaxPool1D = MaxPooling1D
+MaxPool2D = MaxPooling2D
+MaxPool3D = MaxPooling3D
+AvgPool1D = AveragePooling1D
+AvgPool2D = AveragePooling2D
+AvgPool3D = AveragePooling3D
+GlobalAvgPool1D = GlobalAveragePooling1D
+GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalAvgPool3D = GlobalAveragePooling3D
+GlobalMaxPool1D = GlobalMaxPooling1D
+GlobalMaxPool2D = GlobalMaxPooling2D
+GlobalMaxPool3D = GlobalMaxPooling3D
 
 # The kinds of nnlite's layer registry (nnlite.cpp, layer_registry()); the
-# tests check this list against the library.
+# tests check this list against the library, and the unit tests check it,
+# the classes above, nnlite.h and README.md against the registry.
 KINDS = ("Dense", "Activation", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv2D", "Conv3D",
          "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
          "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
