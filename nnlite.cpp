@@ -1198,7 +1198,6 @@ namespace simd {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 struct Full {}; /* a whole vector: plain loads and stores */
@@ -1423,8 +1422,8 @@ template <> NNL_AVX512 inline A16 acc_zero<V16>() { return {_mm512_setzero_pd(),
    n ln2 + r with |r| <= ln2 / 2, exp(r) - 1 = r + r^2 P(r). 2^n is applied
    in two halves so that results in the denormal range come out right; the
    clamp to [-104, 88.8] keeps n in range (exp is 0 below, inf above). */
-template <class V> static inline V exp_reduce(V x, V &p) {
-    x = vmin(V::set(88.8f), vmax(V::set(-104.f), x));
+template <class V> static inline V exp_reduce(const V &x0, V &p) {
+    V x = vmin(V::set(88.8f), vmax(V::set(-104.f), x0));
     V n = vround(x * V::set(1.44269504088896341f));
     x = fma(n, V::set(-0.693359375f), x);
     x = fma(n, V::set(2.12194440e-4f), x);
@@ -1438,17 +1437,17 @@ template <class V> static inline V exp_reduce(V x, V &p) {
     p = pow2n(h) * pow2n(n - h); /* 2^n */
     return fma(y, x * x, x);      /* exp(r) - 1 */
 }
-template <class V> static inline V vexp(V x) {
+template <class V> static inline V vexp(const V &x) {
     V p, e = exp_reduce(x, p);
     return fma(e, p, p);
 }
-template <class V> static inline V vexpm1(V x) {
+template <class V> static inline V vexpm1(const V &x) {
     V p, e = exp_reduce(x, p);
     return fma(e, p, p - V::set(1.f));
 }
 /* log of a positive normal x (or NaN): Cephes' logf (about 1 ulp); m in
    [sqrt(1/2), sqrt(2)), log(1 + f) = f - f^2/2 + f^3 P(f). */
-template <class V> static inline V vlog(V x) {
+template <class V> static inline V vlog(const V &x) {
     V e, m = frexp_(x, e);
     auto big = gt(m, V::set(1.41421356237f));
     m = sel(big, m * V::set(0.5f), m);
@@ -1470,14 +1469,14 @@ template <class V> static inline V vlog(V x) {
 }
 /* log(1 + a) for a > -1: log(u) a / (u - 1) with u = 1 + a corrects the
    rounding of u (Goldberg), and is a itself where u rounds to 1. */
-template <class V> static inline V vlog1p(V a) {
+template <class V> static inline V vlog1p(const V &a) {
     V u = a + V::set(1.f), d = u - V::set(1.f);
     return sel(gt(vabs(d), V::set(0.f)), vlog(u) * (a / d), a);
 }
 /* erf: the rational approximation Eigen and TensorFlow use in float (a few
    ulp), its input clamped to [-4, 4] where erf is +-1 in float. */
-template <class V> static inline V verf(V x) {
-    x = vmin(V::set(4.f), vmax(V::set(-4.f), x));
+template <class V> static inline V verf(const V &x0) {
+    V x = vmin(V::set(4.f), vmax(V::set(-4.f), x0));
     V z = x * x;
     V p = V::set(-2.72614225801306e-10f);
     p = fma(p, z, V::set(2.77068142495902e-08f));
@@ -1495,7 +1494,7 @@ template <class V> static inline V verf(V x) {
 }
 /* tanh: Eigen's odd/even rational approximation (a few ulp) on the input
    clamped to +-7.9053 (where tanh is +-1 in float); x itself below 4e-4. */
-template <class V> static inline V vtanh(V x) {
+template <class V> static inline V vtanh(const V &x) {
     V c = vmin(V::set(7.90531110763549805f), vmax(V::set(-7.90531110763549805f), x));
     V z = c * c;
     V p = V::set(-2.76076847742355e-16f);
@@ -1571,7 +1570,7 @@ struct AddRowsK {
     template <class V> static void run(const float *b, float *y, int64_t rows, int64_t n) {
         for (int64_t r = 0; r < rows; r++) {
             float *yr = y + r * n;
-            simd::loop<V>(n, [&](int64_t j, auto t) { (V::load(yr + j, t) + V::load(b + j, t)).store(yr + j, t); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) { (V::load(yr + j, t) + V::load(b + j, t)).store(yr + j, t); });
         }
     }
 };
@@ -1601,10 +1600,10 @@ static const float LEAKY_SLOPE = 0.2f; /* keras.activations.leaky_relu's default
 static inline float sigmoidf(float x) {
     return x >= 0 ? 1.f / (1.f + std::exp(-x)) : std::exp(x) / (1.f + std::exp(x));
 }
-template <class V> static inline V vsigmoid(V x) { return V::set(1.f) / (V::set(1.f) + vexp(-x)); }
+template <class V> static inline V vsigmoid(const V &x) { return V::set(1.f) / (V::set(1.f) + vexp(-x)); }
 static inline simd::V1 vsigmoid(simd::V1 x) { return {sigmoidf(x.v)}; }
 
-template <Act A, class V> static inline V act_f(V x) {
+template <Act A, class V> static inline V act_f(const V &x) {
     const V zero = V::set(0.f), one = V::set(1.f);
     if constexpr (A == ACT_RELU) return vmax(zero, x);
     else if constexpr (A == ACT_SIGMOID) return vsigmoid(x);
@@ -1628,7 +1627,7 @@ template <Act A, class V> static inline V act_f(V x) {
 }
 
 /* act'(x); y = act(x). Where act_from_output(A), x may be y itself. */
-template <Act A, class V> static inline V act_d(V x, V y) {
+template <Act A, class V> static inline V act_d(const V &x, const V &y) {
     const V zero = V::set(0.f), one = V::set(1.f);
     if constexpr (A == ACT_RELU) return sel(isnan_(x), x, sel(gt(x, zero), one, zero));
     else if constexpr (A == ACT_SIGMOID) return y * (one - y);
@@ -1683,7 +1682,7 @@ struct BiasActK {
             for (int64_t r = 0; r < rows; r++) {
                 const float *x = X + r * ldx;
                 float *y = Y + r * ldy;
-                simd::loop<V>(n, [&](int64_t j, auto t) {
+                simd::loop<V>(n, [&](int64_t j, const auto &t) {
                     V v = V::load(x + j, t);
                     if (bias) v = v + V::load(bias + j, t);
                     act_f<decltype(k)::value>(v).store(y + j, t);
@@ -1698,7 +1697,7 @@ struct ActBackwardK {
     template <class V>
     static void run(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t n) {
         with_act(a, [&](auto k) {
-            simd::loop<V>(n, [&](int64_t i, auto t) {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) {
                 V d = act_d<decltype(k)::value>(V::load(x + i, t), V::load(y + i, t));
                 (V::load(dy + i, t) * d).store(dx + i, t);
             });
@@ -1713,15 +1712,15 @@ struct SoftmaxK {
             const float *xr = x + r * n;
             float *yr = y + r * n;
             V mv = V::set(-INFINITY), s = V::set(0.f);
-            simd::loop<V>(n, [&](int64_t j, auto t) { mv = vmax(V::load(xr + j, t, -INFINITY), mv); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) { mv = vmax(V::load(xr + j, t, -INFINITY), mv); });
             V m = V::set(hmax(mv));
-            simd::loop<V>(n, [&](int64_t j, auto t) {
+            simd::loop<V>(n, [&](int64_t j, const auto &t) {
                 V e = vexp(V::load(xr + j, t) - m);
                 e.store(yr + j, t);
                 s = s + keep(t, e);
             });
             V inv = V::set(1.f / hsum(s));
-            simd::loop<V>(n, [&](int64_t j, auto t) { (V::load(yr + j, t) * inv).store(yr + j, t); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) { (V::load(yr + j, t) * inv).store(yr + j, t); });
         }
     }
 };
@@ -1731,9 +1730,9 @@ struct SoftmaxBackwardK {
             const float *yr = y + r * n, *dr = dy + r * n;
             float *o = dx + r * n;
             V dot = V::set(0.f);
-            simd::loop<V>(n, [&](int64_t j, auto t) { dot = fma(V::load(dr + j, t), V::load(yr + j, t), dot); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) { dot = fma(V::load(dr + j, t), V::load(yr + j, t), dot); });
             V d = V::set(hsum(dot));
-            simd::loop<V>(n, [&](int64_t j, auto t) { (V::load(yr + j, t) * (V::load(dr + j, t) - d)).store(o + j, t); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) { (V::load(yr + j, t) * (V::load(dr + j, t) - d)).store(o + j, t); });
         }
     }
 };
@@ -1842,7 +1841,7 @@ static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n
 
 struct MulK {
     template <class V> static void run(const float *a, const float *b, float *y, int64_t n) {
-        simd::loop<V>(n, [&](int64_t i, auto t) { (V::load(a + i, t) * V::load(b + i, t)).store(y + i, t); });
+        simd::loop<V>(n, [&](int64_t i, const auto &t) { (V::load(a + i, t) * V::load(b + i, t)).store(y + i, t); });
     }
 };
 
@@ -1860,7 +1859,7 @@ struct SumsqK {
         double s = 0;
         for (int64_t b = 0; b < n; b += 256) {
             V acc = V::set(0.f);
-            simd::loop<V>(std::min<int64_t>(256, n - b), [&](int64_t i, auto t) {
+            simd::loop<V>(std::min<int64_t>(256, n - b), [&](int64_t i, const auto &t) {
                 V v = V::load(x + b + i, t);
                 acc = fma(v, v, acc);
             });
@@ -2089,7 +2088,7 @@ struct ColAccK {
     template <class V> static void run(const float *x, int64_t rows, int64_t C, const float *center, float *pp) {
         for (int64_t r = 0; r < rows; r++) {
             const float *xr = x + r * C;
-            simd::loop<V>(C, [&](int64_t c, auto t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) {
                 V v = V::load(xr + c, t), p = V::load(pp + c, t);
                 if (center) {
                     v = v - V::load(center + c, t);
@@ -2126,7 +2125,7 @@ struct ScaleShiftK {
     template <class V>
     static void run(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift) {
         for (int64_t r = 0; r < rows; r++)
-            simd::loop<V>(C, [&](int64_t c, auto t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) {
                 fma(V::load(x + r * C + c, t), V::load(scale + c, t), V::load(shift + c, t)).store(y + r * C + c, t);
             });
     }
@@ -2149,7 +2148,7 @@ struct BnSumsK {
     static void run(const float *x, const float *dy, int64_t rows, int64_t C, const float *mean, const float *invstd,
                     float *p1, float *p2) {
         for (int64_t r = 0; r < rows; r++)
-            simd::loop<V>(C, [&](int64_t c, auto t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) {
                 V d = V::load(dy + r * C + c, t), xc = V::load(x + r * C + c, t) - V::load(mean + c, t);
                 (V::load(p1 + c, t) + d).store(p1 + c, t);
                 fma(d * xc, V::load(invstd + c, t), V::load(p2 + c, t)).store(p2 + c, t);
@@ -2161,7 +2160,7 @@ struct BnDxK {
     static void run(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
                     const float *invstd, const float *A, const float *M1, const float *M2) {
         for (int64_t r = 0; r < rows; r++)
-            simd::loop<V>(C, [&](int64_t c, auto t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) {
                 V xh = (V::load(x + r * C + c, t) - V::load(mean + c, t)) * V::load(invstd + c, t);
                 V d = V::load(dy + r * C + c, t) - V::load(M1 + c, t) - xh * V::load(M2 + c, t);
                 (V::load(A + c, t) * d).store(dx + r * C + c, t);
@@ -3198,11 +3197,11 @@ struct XentLogitsK {
             const float *p = z + r * C, *tr = sparse ? nullptr : t + r * C;
             float *d = dy ? dy + r * C : nullptr;
             V mv = V::set(-INFINITY);
-            simd::loop<V>(C, [&](int64_t j, auto k) { mv = vmax(V::load(p + j, k, -INFINITY), mv); });
+            simd::loop<V>(C, [&](int64_t j, const auto &k) { mv = vmax(V::load(p + j, k, -INFINITY), mv); });
             float mf = hmax(mv);
             V m = V::set(mf);
             typename V::Acc s = simd::acc_zero<V>(), ts = s, tp = s;
-            simd::loop<V>(C, [&](int64_t j, auto k) {
+            simd::loop<V>(C, [&](int64_t j, const auto &k) {
                 V e = keep(k, vexp(V::load(p + j, k) - m));
                 if (d) e.store(d + j, k); /* exp(z - m), scaled below */
                 simd::acc_add(s, e);
@@ -3218,7 +3217,7 @@ struct XentLogitsK {
                 total += lse - p[c];
                 if (d) {
                     V f = V::set((float)(scale / S));
-                    simd::loop<V>(C, [&](int64_t j, auto k) { (V::load(d + j, k) * f).store(d + j, k); });
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) { (V::load(d + j, k) * f).store(d + j, k); });
                     d[c] -= scale;
                 }
             } else { /* sum_j t_j (lse - z_j) */
@@ -3226,7 +3225,7 @@ struct XentLogitsK {
                 total += lse * tsum - simd::acc_total(tp);
                 if (d) {
                     V f = V::set((float)(tsum / S)), sc = V::set(scale);
-                    simd::loop<V>(C, [&](int64_t j, auto k) {
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) {
                         ((V::load(d + j, k) * f - V::load(tr + j, k)) * sc).store(d + j, k);
                     });
                 }
@@ -3247,7 +3246,7 @@ struct XentProbsK {
             const float *p = y + r * C, *tr = sparse ? nullptr : t + r * C;
             float *d = dy ? dy + r * C : nullptr;
             typename V::Acc s = simd::acc_zero<V>(), ts = s, l = s;
-            simd::loop<V>(C, [&](int64_t j, auto k) {
+            simd::loop<V>(C, [&](int64_t j, const auto &k) {
                 simd::acc_add(s, V::load(p + j, k));
                 if (!sparse) simd::acc_add(ts, V::load(tr + j, k));
             });
@@ -3261,14 +3260,14 @@ struct XentProbsK {
                     /* d/dp_j of -log(p_c / s) = 1/s - [j==c]/p_c; zero where clipped */
                     bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
                     V f = V::set(live ? (float)(1.0 / S) * scale : 0.f);
-                    simd::loop<V>(C, [&](int64_t j, auto k) { f.store(d + j, k); });
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) { f.store(d + j, k); });
                     if (live) d[c] -= (float)(1.0 / p[c]) * scale;
                 }
                 continue;
             }
             double tsum = simd::acc_total(ts);
             V inv = V::set((float)(1.0 / S)), ts_s = V::set((float)(tsum / S)), sc = V::set(scale);
-            simd::loop<V>(C, [&](int64_t j, auto k) {
+            simd::loop<V>(C, [&](int64_t j, const auto &k) {
                 V pj = V::load(p + j, k), tv = V::load(tr + j, k), q = pj * inv;
                 simd::acc_add(l, tv * vlog(vmin(hi, vmax(lo, q)))); /* t = 0 outside the row: adds 0 */
                 if (d) {
@@ -3292,7 +3291,7 @@ struct PointLossK {
         const V zero = V::set(0.f), one = V::set(1.f), dl = V::set(delta), sc = V::set(scale);
         /* f(v, target, mask) accumulates the losses and returns the gradients */
         auto each = [&](auto f) {
-            simd::loop<V>(n, [&](int64_t i, auto k) {
+            simd::loop<V>(n, [&](int64_t i, const auto &k) {
                 V g = f(V::load(y + i, k), V::load(t + i, k), k);
                 if (dy) (g * sc).store(dy + i, k);
             });
@@ -3300,12 +3299,12 @@ struct PointLossK {
         switch (kind) {
         case LOSS_BCE:
             if (logits) /* max(z, 0) - z t + log(1 + exp(-|z|)) */
-                each([&](V v, V tv, auto k) {
+                each([&](const V &v, const V &tv, const auto &k) {
                     simd::acc_add(acc, keep(k, vmax(zero, v) - v * tv + vlog1p(vexp(-vabs(v)))));
                     return vsigmoid(v) - tv;
                 });
             else
-                each([&](V v, V tv, auto k) {
+                each([&](const V &v, const V &tv, const auto &k) {
                     V lo = V::set(PROB_EPS), hi = V::set(1.f - PROB_EPS), q = vmin(hi, vmax(lo, v));
                     simd::acc_add(acc, keep(k, -(tv * vlog(q) + (one - tv) * vlog1p(-q))));
                     V g = sel(gt(v, lo) & lt(v, hi), (q - tv) / (q * (one - q)), zero);
@@ -3313,21 +3312,21 @@ struct PointLossK {
                 });
             break;
         case LOSS_MSE:
-            each([&](V v, V tv, auto k) {
+            each([&](const V &v, const V &tv, const auto &k) {
                 V e = keep(k, v - tv);
                 simd::acc_fma(acc, e, e);
                 return V::set(2.f) * e;
             });
             break;
         case LOSS_MAE:
-            each([&](V v, V tv, auto k) {
+            each([&](const V &v, const V &tv, const auto &k) {
                 V e = v - tv;
                 simd::acc_add(acc, keep(k, vabs(e)));
                 return sel(isnan_(e), e, sel(gt(v, tv), one, sel(lt(v, tv), -one, zero)));
             });
             break;
         default: /* Huber */
-            each([&](V v, V tv, auto k) {
+            each([&](const V &v, const V &tv, const auto &k) {
                 V e = v - tv, a = vabs(e);
                 auto quad = le(a, dl);
                 simd::acc_add(acc, keep(k, sel(quad, V::set(0.5f) * e * e, dl * (a - V::set(0.5f) * dl))));
@@ -3545,11 +3544,11 @@ struct SgdK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *v, int64_t n) {
         V l = V::set(s.lr), m = V::set(s.momentum);
         if (s.kind == OPT_SGD) {
-            simd::loop<V>(n, [&](int64_t i, auto t) { (V::load(w + i, t) - l * V::load(g + i, t)).store(w + i, t); });
+            simd::loop<V>(n, [&](int64_t i, const auto &t) { (V::load(w + i, t) - l * V::load(g + i, t)).store(w + i, t); });
             return;
         }
         with_flag(s.nesterov, [&](auto nesterov) {
-            simd::loop<V>(n, [&](int64_t i, auto t) {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) {
                 V gi = V::load(g + i, t), vi = m * V::load(v + i, t) - l * gi;
                 vi.store(v + i, t);
                 V wi = V::load(w + i, t);
@@ -3568,7 +3567,7 @@ struct RmspropK {
         V r = V::set(s.rho), rc = V::set(1 - s.rho), l = V::set(s.lr), e = V::set(s.eps), mm = V::set(s.momentum);
         with_flag(s.centered, [&](auto centered) {
             with_flag(s.momentum > 0, [&](auto momentum) {
-                simd::loop<V>(n, [&](int64_t i, auto t) {
+                simd::loop<V>(n, [&](int64_t i, const auto &t) {
                     V gi = V::load(g + i, t), vi = r * V::load(v + i, t) + rc * gi * gi;
                     vi.store(v + i, t);
                     V den = vi;
@@ -3595,7 +3594,7 @@ struct RmspropK {
 struct AdagradK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *acc, int64_t n) {
         V l = V::set(s.lr), e = V::set(s.eps);
-        simd::loop<V>(n, [&](int64_t i, auto t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) {
             V gi = V::load(g + i, t), a = V::load(acc + i, t) + gi * gi;
             a.store(acc + i, t);
             (V::load(w + i, t) - l * gi / vsqrt(a + e)).store(w + i, t);
@@ -3606,7 +3605,7 @@ struct AdagradK {
 struct AdadeltaK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *ag, float *ad, int64_t n) {
         V r = V::set(s.rho), rc = V::set(1 - s.rho), l = V::set(s.lr), e = V::set(s.eps);
-        simd::loop<V>(n, [&](int64_t i, auto t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) {
             V gi = V::load(g + i, t), a = r * V::load(ag + i, t) + rc * gi * gi, dl = V::load(ad + i, t);
             a.store(ag + i, t);
             V d = vsqrt(dl + e) / vsqrt(a + e) * gi;
@@ -3622,7 +3621,7 @@ struct AdamK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *v, float *vh, int64_t n) {
         V alpha = V::set(s.alpha), c1 = V::set(s.b1c), c2 = V::set(s.b2c), e = V::set(s.eps), wd = V::set(s.wd);
         with_flag(s.amsgrad, [&](auto amsgrad) {
-            simd::loop<V>(n, [&](int64_t i, auto t) {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) {
                 V wi = V::load(w + i, t), gi = V::load(g + i, t), mi = V::load(m + i, t), vi = V::load(v + i, t);
                 wi = wi - wi * wd;
                 mi = mi + (gi - mi) * c1;
@@ -3642,7 +3641,7 @@ struct AdamK {
 struct AdamaxK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *u, int64_t n) {
         V step = V::set(s.step), c1 = V::set(s.b1c), b2 = V::set(s.b2), e = V::set(s.eps);
-        simd::loop<V>(n, [&](int64_t i, auto t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) {
             V gi = V::load(g + i, t), mi = V::load(m + i, t);
             mi = mi + (gi - mi) * c1;
             V ui = vmax(vabs(gi), b2 * V::load(u + i, t)); /* std::max(b2 u, |g|) */
@@ -3657,7 +3656,7 @@ struct NadamK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *v, int64_t n) {
         V a1 = V::set(s.a1), a2 = V::set(s.a2), vb = V::set(s.vb), c1 = V::set(s.b1c), c2 = V::set(s.b2c),
           e = V::set(s.eps), l = V::set(s.lr);
-        simd::loop<V>(n, [&](int64_t i, auto t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) {
             V gi = V::load(g + i, t), mi = V::load(m + i, t), vi = V::load(v + i, t);
             mi = mi + (gi - mi) * c1;
             vi = vi + (gi * gi - vi) * c2;
@@ -3687,13 +3686,13 @@ static void opt_update(const OptStep &s, float *w, const float *g, float *s0, fl
 struct ClipValueK {
     template <class V> static void run(float *g, int64_t n, float c) {
         V hi = V::set(c), lo = V::set(-c);
-        simd::loop<V>(n, [&](int64_t i, auto t) { vmin(hi, vmax(lo, V::load(g + i, t))).store(g + i, t); });
+        simd::loop<V>(n, [&](int64_t i, const auto &t) { vmin(hi, vmax(lo, V::load(g + i, t))).store(g + i, t); });
     }
 };
 struct ScaleK {
     template <class V> static void run(float *g, int64_t n, float f) {
         V k = V::set(f);
-        simd::loop<V>(n, [&](int64_t i, auto t) { (V::load(g + i, t) * k).store(g + i, t); });
+        simd::loop<V>(n, [&](int64_t i, const auto &t) { (V::load(g + i, t) * k).store(g + i, t); });
     }
 };
 
@@ -3722,11 +3721,11 @@ public:
     virtual std::vector<Extra> extra_state() { return {}; }
     /* Its configuration: the call that makes the same optimizer again. */
     std::string config() const {
-        std::string s = format("%s(learning_rate=%.17g", cls(), learning_rate) + args();
-        if (decay > 0) s += format(", decay=%.17g", decay);
-        if (clipnorm > 0) s += format(", clipnorm=%.17g", clipnorm);
-        if (clipvalue > 0) s += format(", clipvalue=%.17g", clipvalue);
-        if (global_clipnorm > 0) s += format(", global_clipnorm=%.17g", global_clipnorm);
+        std::string s = std::string(cls()) + "(learning_rate=" + num(learning_rate) + args();
+        if (decay > 0) s += ", decay=" + num(decay);
+        if (clipnorm > 0) s += ", clipnorm=" + num(clipnorm);
+        if (clipvalue > 0) s += ", clipvalue=" + num(clipvalue);
+        if (global_clipnorm > 0) s += ", global_clipnorm=" + num(global_clipnorm);
         return s + ")";
     }
 
@@ -3770,7 +3769,13 @@ protected:
     double t() const { return (double)(iterations + 1); }
     /* ", name=value" for each of its own arguments, in Keras' order */
     virtual std::string args() const = 0;
-    static const char *py(bool b) { return b ? "True" : "False"; }
+    static std::string py(bool b) { return b ? "True" : "False"; }
+    static std::string num(double v) { /* the shortest text that reads back as v */
+        std::string s;
+        for (int digits = 15; digits <= 17; digits++)
+            if (strtod((s = format("%.*g", digits, v)).c_str(), nullptr) == v) break;
+        return s;
+    }
 
     void clip(ParamSlice *p, int count) {
         if (clipvalue > 0)
@@ -3815,7 +3820,7 @@ public:
         s.nesterov = nesterov;
         return s;
     }
-    std::string args() const override { return format(", momentum=%.17g, nesterov=%s", momentum, py(nesterov)); }
+    std::string args() const override { return ", momentum=" + num(momentum) + ", nesterov=" + py(nesterov); }
 };
 
 class RMSprop : public Optimizer {
@@ -3840,7 +3845,8 @@ public:
         return s;
     }
     std::string args() const override {
-        return format(", rho=%.17g, momentum=%.17g, epsilon=%.17g, centered=%s", rho, momentum, eps, py(centered));
+        return ", rho=" + num(rho) + ", momentum=" + num(momentum) + ", epsilon=" + num(eps) + ", centered=" +
+               py(centered);
     }
 };
 
@@ -3861,7 +3867,7 @@ public:
         return s;
     }
     std::string args() const override {
-        return format(", initial_accumulator_value=%.17g, epsilon=%.17g", init_acc, eps);
+        return ", initial_accumulator_value=" + num(init_acc) + ", epsilon=" + num(eps);
     }
 };
 
@@ -3881,7 +3887,7 @@ public:
         s.eps = (float)eps;
         return s;
     }
-    std::string args() const override { return format(", rho=%.17g, epsilon=%.17g", rho, eps); }
+    std::string args() const override { return ", rho=" + num(rho) + ", epsilon=" + num(eps); }
 };
 
 /* Adam and AdamW share the moment arithmetic. */
@@ -3912,8 +3918,8 @@ public:
         return s;
     }
     std::string args() const override {
-        return (adamw ? format(", weight_decay=%.17g", weight_decay) : std::string()) +
-               format(", beta_1=%.17g, beta_2=%.17g, epsilon=%.17g, amsgrad=%s", b1, b2, eps, py(amsgrad));
+        return (adamw ? ", weight_decay=" + num(weight_decay) : std::string()) + ", beta_1=" + num(b1) +
+               ", beta_2=" + num(b2) + ", epsilon=" + num(eps) + ", amsgrad=" + py(amsgrad);
     }
 };
 
@@ -3936,7 +3942,9 @@ public:
         s.eps = (float)eps;
         return s;
     }
-    std::string args() const override { return format(", beta_1=%.17g, beta_2=%.17g, epsilon=%.17g", b1, b2, eps); }
+    std::string args() const override {
+        return ", beta_1=" + num(b1) + ", beta_2=" + num(b2) + ", epsilon=" + num(eps);
+    }
 };
 
 /* Nadam with Keras 3's momentum schedule u_t = b1 (1 - 0.5 * 0.96^t)
@@ -3967,7 +3975,9 @@ public:
     }
     void after_step() override { u_product *= u((double)iterations); }
     std::vector<Extra> extra_state() override { return {{"u_product", &u_product}}; }
-    std::string args() const override { return format(", beta_1=%.17g, beta_2=%.17g, epsilon=%.17g", b1, b2, eps); }
+    std::string args() const override {
+        return ", beta_1=" + num(b1) + ", beta_2=" + num(b2) + ", epsilon=" + num(eps);
+    }
 };
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string &text) {

@@ -10,4 +10,5 @@
 #include "unit_layers.hpp"
 #include "unit_conv.hpp"
 #include "unit_optimizers.hpp"
+#include "unit_simd.hpp"
 #include "unit_fuzz.hpp"
