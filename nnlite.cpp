@@ -70,9 +70,10 @@
 #define NNL_X86 0
 #endif
 
-/* The hot loops (optimizer updates, elementwise kernels, reductions) are
-   written to be vectorised by the compiler: allow it even at -O2, and let it
-   use vector square roots (nnlite never reads errno from libm). */
+/* Let the compiler vectorise loops even at -O2 (im2col, pooling, packing).
+   The hot elementwise loops do not rely on it: they are written for AVX2 and
+   AVX-512 explicitly (section 2, "one source, three instruction sets"), as
+   no-math-errno given here does not reach sqrt, which stays a call. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-math-errno", "tree-vectorize", "vect-cost-model=dynamic")
 #endif
@@ -1203,10 +1204,13 @@ namespace simd {
 struct Full {}; /* a whole vector: plain loads and stores */
 
 /* ---- V1: one float, libm's functions ---- */
+struct M1 {
+    bool m;
+};
 struct V1 {
     float v;
     enum { W = 1 };
-    typedef bool M;
+    typedef M1 M;
     typedef Full Tail;
     typedef double Acc; /* sums of many elements are kept in double */
     static V1 set(float x) { return {x}; }
@@ -1225,12 +1229,12 @@ static inline V1 vsqrt(V1 a) { return {std::sqrt(a.v)}; }
 static inline V1 vabs(V1 a) { return {std::fabs(a.v)}; }
 static inline V1 vmax(V1 a, V1 b) { return {a.v > b.v ? a.v : b.v}; }
 static inline V1 vmin(V1 a, V1 b) { return {a.v < b.v ? a.v : b.v}; }
-static inline bool lt(V1 a, V1 b) { return a.v < b.v; }
-static inline bool le(V1 a, V1 b) { return a.v <= b.v; }
-static inline bool gt(V1 a, V1 b) { return a.v > b.v; }
-static inline bool ge(V1 a, V1 b) { return a.v >= b.v; }
-static inline bool isnan_(V1 a) { return a.v != a.v; }
-static inline V1 sel(bool m, V1 a, V1 b) { return m ? a : b; }
+static inline M1 lt(V1 a, V1 b) { return {a.v < b.v}; }
+static inline M1 le(V1 a, V1 b) { return {a.v <= b.v}; }
+static inline M1 gt(V1 a, V1 b) { return {a.v > b.v}; }
+static inline M1 isnan_(V1 a) { return {a.v != a.v}; }
+static inline M1 operator&(M1 a, M1 b) { return {a.m && b.m}; }
+static inline V1 sel(M1 m, V1 a, V1 b) { return m.m ? a : b; }
 static inline V1 keep(Full, V1 a) { return a; }
 static inline float hsum(V1 a) { return a.v; }
 static inline float hmax(V1 a) { return a.v; }
@@ -1287,10 +1291,8 @@ NNL_AVX2 static inline V8 vmin(V8 a, V8 b) { return {_mm256_min_ps(a.v, b.v)}; }
 NNL_AVX2 static inline M8 lt(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
 NNL_AVX2 static inline M8 le(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
 NNL_AVX2 static inline M8 gt(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
-NNL_AVX2 static inline M8 ge(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
 NNL_AVX2 static inline M8 isnan_(V8 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
 NNL_AVX2 static inline M8 operator&(M8 a, M8 b) { return {_mm256_and_ps(a.m, b.m)}; }
-NNL_AVX2 static inline M8 operator|(M8 a, M8 b) { return {_mm256_or_ps(a.m, b.m)}; }
 NNL_AVX2 static inline V8 sel(M8 m, V8 a, V8 b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
 NNL_AVX2 static inline V8 keep(Full, V8 a) { return a; }
 NNL_AVX2 static inline V8 keep(T8 t, V8 a) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(t.m))}; }
@@ -1374,10 +1376,8 @@ NNL_AVX512 static inline V16 vmin(V16 a, V16 b) { return {_mm512_min_ps(a.v, b.v
 NNL_AVX512 static inline M16 lt(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
 NNL_AVX512 static inline M16 le(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
 NNL_AVX512 static inline M16 gt(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ)}; }
-NNL_AVX512 static inline M16 ge(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ)}; }
 NNL_AVX512 static inline M16 isnan_(V16 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
 NNL_AVX512 static inline M16 operator&(M16 a, M16 b) { return {(__mmask16)(a.m & b.m)}; }
-NNL_AVX512 static inline M16 operator|(M16 a, M16 b) { return {(__mmask16)(a.m | b.m)}; }
 NNL_AVX512 static inline V16 sel(M16 m, V16 a, V16 b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }
 NNL_AVX512 static inline V16 keep(Full, V16 a) { return a; }
 NNL_AVX512 static inline V16 keep(T16 t, V16 a) { return {_mm512_maskz_mov_ps(t.m, a.v)}; }
