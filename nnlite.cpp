@@ -1189,6 +1189,11 @@ static void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int6
 #define NNL_AVX2 __attribute__((target("avx2,fma")))
 #define NNL_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #endif
+/* On every generic helper and every lambda of a kernel: the primitives
+   must end up inlined in run_v8/run_v16 (below), and flatten alone reaches
+   one level of calls under clang. scripts/check_vectorized.sh fails on a
+   call left in a kernel. */
+#define NNL_INLINE __attribute__((always_inline))
 
 namespace simd {
 
@@ -1422,7 +1427,7 @@ template <> NNL_AVX512 inline A16 acc_zero<V16>() { return {_mm512_setzero_pd(),
    n ln2 + r with |r| <= ln2 / 2, exp(r) - 1 = r + r^2 P(r). 2^n is applied
    in two halves so that results in the denormal range come out right; the
    clamp to [-104, 88.8] keeps n in range (exp is 0 below, inf above). */
-template <class V> static inline V exp_reduce(const V &x0, V &p) {
+template <class V> static inline NNL_INLINE V exp_reduce(const V &x0, V &p) {
     V x = vmin(V::set(88.8f), vmax(V::set(-104.f), x0));
     V n = vround(x * V::set(1.44269504088896341f));
     x = fma(n, V::set(-0.693359375f), x);
@@ -1437,17 +1442,17 @@ template <class V> static inline V exp_reduce(const V &x0, V &p) {
     p = pow2n(h) * pow2n(n - h); /* 2^n */
     return fma(y, x * x, x);      /* exp(r) - 1 */
 }
-template <class V> static inline V vexp(const V &x) {
+template <class V> static inline NNL_INLINE V vexp(const V &x) {
     V p, e = exp_reduce(x, p);
     return fma(e, p, p);
 }
-template <class V> static inline V vexpm1(const V &x) {
+template <class V> static inline NNL_INLINE V vexpm1(const V &x) {
     V p, e = exp_reduce(x, p);
     return fma(e, p, p - V::set(1.f));
 }
 /* log of a positive normal x (or NaN): Cephes' logf (about 1 ulp); m in
    [sqrt(1/2), sqrt(2)), log(1 + f) = f - f^2/2 + f^3 P(f). */
-template <class V> static inline V vlog(const V &x) {
+template <class V> static inline NNL_INLINE V vlog(const V &x) {
     V e, m = frexp_(x, e);
     auto big = gt(m, V::set(1.41421356237f));
     m = sel(big, m * V::set(0.5f), m);
@@ -1469,13 +1474,13 @@ template <class V> static inline V vlog(const V &x) {
 }
 /* log(1 + a) for a > -1: log(u) a / (u - 1) with u = 1 + a corrects the
    rounding of u (Goldberg), and is a itself where u rounds to 1. */
-template <class V> static inline V vlog1p(const V &a) {
+template <class V> static inline NNL_INLINE V vlog1p(const V &a) {
     V u = a + V::set(1.f), d = u - V::set(1.f);
     return sel(gt(vabs(d), V::set(0.f)), vlog(u) * (a / d), a);
 }
 /* erf: the rational approximation Eigen and TensorFlow use in float (a few
    ulp), its input clamped to [-4, 4] where erf is +-1 in float. */
-template <class V> static inline V verf(const V &x0) {
+template <class V> static inline NNL_INLINE V verf(const V &x0) {
     V x = vmin(V::set(4.f), vmax(V::set(-4.f), x0));
     V z = x * x;
     V p = V::set(-2.72614225801306e-10f);
@@ -1494,7 +1499,7 @@ template <class V> static inline V verf(const V &x0) {
 }
 /* tanh: Eigen's odd/even rational approximation (a few ulp) on the input
    clamped to +-7.9053 (where tanh is +-1 in float); x itself below 4e-4. */
-template <class V> static inline V vtanh(const V &x) {
+template <class V> static inline NNL_INLINE V vtanh(const V &x) {
     V c = vmin(V::set(7.90531110763549805f), vmax(V::set(-7.90531110763549805f), x));
     V z = c * c;
     V p = V::set(-2.76076847742355e-16f);
@@ -1513,16 +1518,19 @@ template <class V> static inline V vtanh(const V &x) {
 
 /* f(i, t) for i = 0, W, 2W, ... < n: t is Full for whole vectors and V's
    Tail (the lanes below n) for the last partial one. */
-template <class V, class F> static inline void loop(int64_t n, F f) {
+template <class V, class F> static inline NNL_INLINE void loop(int64_t n, F f) {
     int64_t i = 0;
     for (; i + V::W <= n; i += V::W) f(i, Full());
     if (i < n) f(i, V::tail(n - i));
 }
 
 /* The dispatch: 0 plain C++, 1 AVX2 + FMA, 2 AVX-512 (lowered by the
-   environment, above, and by tests). */
+   environment, above, and by tests). Unoptimised builds (-O0) inline
+   nothing, and the primitives above work only inlined into run_v8/run_v16
+   (out of line, a struct holding a ymm/zmm register does not cross a call
+   intact): they run the plain path. */
 static int level_from_cpu() {
-#if NNL_X86
+#if NNL_X86 && defined(__OPTIMIZE__)
     if (getenv("NNL_NO_SIMD")) return 0;
     const char *cap = getenv("NNL_SIMD");
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -1570,7 +1578,7 @@ struct AddRowsK {
     template <class V> static void run(const float *b, float *y, int64_t rows, int64_t n) {
         for (int64_t r = 0; r < rows; r++) {
             float *yr = y + r * n;
-            simd::loop<V>(n, [&](int64_t j, const auto &t) { (V::load(yr + j, t) + V::load(b + j, t)).store(yr + j, t); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { (V::load(yr + j, t) + V::load(b + j, t)).store(yr + j, t); });
         }
     }
 };
@@ -1600,10 +1608,10 @@ static const float LEAKY_SLOPE = 0.2f; /* keras.activations.leaky_relu's default
 static inline float sigmoidf(float x) {
     return x >= 0 ? 1.f / (1.f + std::exp(-x)) : std::exp(x) / (1.f + std::exp(x));
 }
-template <class V> static inline V vsigmoid(const V &x) { return V::set(1.f) / (V::set(1.f) + vexp(-x)); }
+template <class V> static inline NNL_INLINE V vsigmoid(const V &x) { return V::set(1.f) / (V::set(1.f) + vexp(-x)); }
 static inline simd::V1 vsigmoid(simd::V1 x) { return {sigmoidf(x.v)}; }
 
-template <Act A, class V> static inline V act_f(const V &x) {
+template <Act A, class V> static inline NNL_INLINE V act_f(const V &x) {
     const V zero = V::set(0.f), one = V::set(1.f);
     if constexpr (A == ACT_RELU) return vmax(zero, x);
     else if constexpr (A == ACT_SIGMOID) return vsigmoid(x);
@@ -1627,7 +1635,7 @@ template <Act A, class V> static inline V act_f(const V &x) {
 }
 
 /* act'(x); y = act(x). Where act_from_output(A), x may be y itself. */
-template <Act A, class V> static inline V act_d(const V &x, const V &y) {
+template <Act A, class V> static inline NNL_INLINE V act_d(const V &x, const V &y) {
     const V zero = V::set(0.f), one = V::set(1.f);
     if constexpr (A == ACT_RELU) return sel(isnan_(x), x, sel(gt(x, zero), one, zero));
     else if constexpr (A == ACT_SIGMOID) return y * (one - y);
@@ -1654,7 +1662,7 @@ template <Act A, class V> static inline V act_d(const V &x, const V &y) {
 
 /* f(k) with k a std::integral_constant<Act, a> (softmax excluded): a
    loop per activation, none switching inside. */
-template <class F> static inline void with_act(Act a, F f) {
+template <class F> static inline NNL_INLINE void with_act(Act a, F f) {
     switch (a) {
     case ACT_RELU: return f(std::integral_constant<Act, ACT_RELU>());
     case ACT_SIGMOID: return f(std::integral_constant<Act, ACT_SIGMOID>());
@@ -1678,11 +1686,11 @@ struct BiasActK {
     template <class V>
     static void run(const float *X, int64_t ldx, float *Y, int64_t ldy, int64_t rows, int64_t n, const float *bias,
                     Act a) {
-        with_act(a, [&](auto k) {
+        with_act(a, [&](auto k) NNL_INLINE {
             for (int64_t r = 0; r < rows; r++) {
                 const float *x = X + r * ldx;
                 float *y = Y + r * ldy;
-                simd::loop<V>(n, [&](int64_t j, const auto &t) {
+                simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE {
                     V v = V::load(x + j, t);
                     if (bias) v = v + V::load(bias + j, t);
                     act_f<decltype(k)::value>(v).store(y + j, t);
@@ -1696,8 +1704,8 @@ struct BiasActK {
 struct ActBackwardK {
     template <class V>
     static void run(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t n) {
-        with_act(a, [&](auto k) {
-            simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        with_act(a, [&](auto k) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
                 V d = act_d<decltype(k)::value>(V::load(x + i, t), V::load(y + i, t));
                 (V::load(dy + i, t) * d).store(dx + i, t);
             });
@@ -1712,15 +1720,15 @@ struct SoftmaxK {
             const float *xr = x + r * n;
             float *yr = y + r * n;
             V mv = V::set(-INFINITY), s = V::set(0.f);
-            simd::loop<V>(n, [&](int64_t j, const auto &t) { mv = vmax(V::load(xr + j, t, -INFINITY), mv); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { mv = vmax(V::load(xr + j, t, -INFINITY), mv); });
             V m = V::set(hmax(mv));
-            simd::loop<V>(n, [&](int64_t j, const auto &t) {
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE {
                 V e = vexp(V::load(xr + j, t) - m);
                 e.store(yr + j, t);
                 s = s + keep(t, e);
             });
             V inv = V::set(1.f / hsum(s));
-            simd::loop<V>(n, [&](int64_t j, const auto &t) { (V::load(yr + j, t) * inv).store(yr + j, t); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { (V::load(yr + j, t) * inv).store(yr + j, t); });
         }
     }
 };
@@ -1730,9 +1738,9 @@ struct SoftmaxBackwardK {
             const float *yr = y + r * n, *dr = dy + r * n;
             float *o = dx + r * n;
             V dot = V::set(0.f);
-            simd::loop<V>(n, [&](int64_t j, const auto &t) { dot = fma(V::load(dr + j, t), V::load(yr + j, t), dot); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { dot = fma(V::load(dr + j, t), V::load(yr + j, t), dot); });
             V d = V::set(hsum(dot));
-            simd::loop<V>(n, [&](int64_t j, const auto &t) { (V::load(yr + j, t) * (V::load(dr + j, t) - d)).store(o + j, t); });
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { (V::load(yr + j, t) * (V::load(dr + j, t) - d)).store(o + j, t); });
         }
     }
 };
@@ -1841,7 +1849,7 @@ static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n
 
 struct MulK {
     template <class V> static void run(const float *a, const float *b, float *y, int64_t n) {
-        simd::loop<V>(n, [&](int64_t i, const auto &t) { (V::load(a + i, t) * V::load(b + i, t)).store(y + i, t); });
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { (V::load(a + i, t) * V::load(b + i, t)).store(y + i, t); });
     }
 };
 
@@ -1859,7 +1867,7 @@ struct SumsqK {
         double s = 0;
         for (int64_t b = 0; b < n; b += 256) {
             V acc = V::set(0.f);
-            simd::loop<V>(std::min<int64_t>(256, n - b), [&](int64_t i, const auto &t) {
+            simd::loop<V>(std::min<int64_t>(256, n - b), [&](int64_t i, const auto &t) NNL_INLINE {
                 V v = V::load(x + b + i, t);
                 acc = fma(v, v, acc);
             });
@@ -2088,7 +2096,7 @@ struct ColAccK {
     template <class V> static void run(const float *x, int64_t rows, int64_t C, const float *center, float *pp) {
         for (int64_t r = 0; r < rows; r++) {
             const float *xr = x + r * C;
-            simd::loop<V>(C, [&](int64_t c, const auto &t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
                 V v = V::load(xr + c, t), p = V::load(pp + c, t);
                 if (center) {
                     v = v - V::load(center + c, t);
@@ -2125,7 +2133,7 @@ struct ScaleShiftK {
     template <class V>
     static void run(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift) {
         for (int64_t r = 0; r < rows; r++)
-            simd::loop<V>(C, [&](int64_t c, const auto &t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
                 fma(V::load(x + r * C + c, t), V::load(scale + c, t), V::load(shift + c, t)).store(y + r * C + c, t);
             });
     }
@@ -2148,7 +2156,7 @@ struct BnSumsK {
     static void run(const float *x, const float *dy, int64_t rows, int64_t C, const float *mean, const float *invstd,
                     float *p1, float *p2) {
         for (int64_t r = 0; r < rows; r++)
-            simd::loop<V>(C, [&](int64_t c, const auto &t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
                 V d = V::load(dy + r * C + c, t), xc = V::load(x + r * C + c, t) - V::load(mean + c, t);
                 (V::load(p1 + c, t) + d).store(p1 + c, t);
                 fma(d * xc, V::load(invstd + c, t), V::load(p2 + c, t)).store(p2 + c, t);
@@ -2160,7 +2168,7 @@ struct BnDxK {
     static void run(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
                     const float *invstd, const float *A, const float *M1, const float *M2) {
         for (int64_t r = 0; r < rows; r++)
-            simd::loop<V>(C, [&](int64_t c, const auto &t) {
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
                 V xh = (V::load(x + r * C + c, t) - V::load(mean + c, t)) * V::load(invstd + c, t);
                 V d = V::load(dy + r * C + c, t) - V::load(M1 + c, t) - xh * V::load(M2 + c, t);
                 (V::load(A + c, t) * d).store(dx + r * C + c, t);
@@ -3197,11 +3205,11 @@ struct XentLogitsK {
             const float *p = z + r * C, *tr = sparse ? nullptr : t + r * C;
             float *d = dy ? dy + r * C : nullptr;
             V mv = V::set(-INFINITY);
-            simd::loop<V>(C, [&](int64_t j, const auto &k) { mv = vmax(V::load(p + j, k, -INFINITY), mv); });
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE { mv = vmax(V::load(p + j, k, -INFINITY), mv); });
             float mf = hmax(mv);
             V m = V::set(mf);
             typename V::Acc s = simd::acc_zero<V>(), ts = s, tp = s;
-            simd::loop<V>(C, [&](int64_t j, const auto &k) {
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
                 V e = keep(k, vexp(V::load(p + j, k) - m));
                 if (d) e.store(d + j, k); /* exp(z - m), scaled below */
                 simd::acc_add(s, e);
@@ -3217,7 +3225,7 @@ struct XentLogitsK {
                 total += lse - p[c];
                 if (d) {
                     V f = V::set((float)(scale / S));
-                    simd::loop<V>(C, [&](int64_t j, const auto &k) { (V::load(d + j, k) * f).store(d + j, k); });
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE { (V::load(d + j, k) * f).store(d + j, k); });
                     d[c] -= scale;
                 }
             } else { /* sum_j t_j (lse - z_j) */
@@ -3225,7 +3233,7 @@ struct XentLogitsK {
                 total += lse * tsum - simd::acc_total(tp);
                 if (d) {
                     V f = V::set((float)(tsum / S)), sc = V::set(scale);
-                    simd::loop<V>(C, [&](int64_t j, const auto &k) {
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
                         ((V::load(d + j, k) * f - V::load(tr + j, k)) * sc).store(d + j, k);
                     });
                 }
@@ -3246,7 +3254,7 @@ struct XentProbsK {
             const float *p = y + r * C, *tr = sparse ? nullptr : t + r * C;
             float *d = dy ? dy + r * C : nullptr;
             typename V::Acc s = simd::acc_zero<V>(), ts = s, l = s;
-            simd::loop<V>(C, [&](int64_t j, const auto &k) {
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
                 simd::acc_add(s, V::load(p + j, k));
                 if (!sparse) simd::acc_add(ts, V::load(tr + j, k));
             });
@@ -3260,14 +3268,14 @@ struct XentProbsK {
                     /* d/dp_j of -log(p_c / s) = 1/s - [j==c]/p_c; zero where clipped */
                     bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
                     V f = V::set(live ? (float)(1.0 / S) * scale : 0.f);
-                    simd::loop<V>(C, [&](int64_t j, const auto &k) { f.store(d + j, k); });
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE { f.store(d + j, k); });
                     if (live) d[c] -= (float)(1.0 / p[c]) * scale;
                 }
                 continue;
             }
             double tsum = simd::acc_total(ts);
             V inv = V::set((float)(1.0 / S)), ts_s = V::set((float)(tsum / S)), sc = V::set(scale);
-            simd::loop<V>(C, [&](int64_t j, const auto &k) {
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
                 V pj = V::load(p + j, k), tv = V::load(tr + j, k), q = pj * inv;
                 simd::acc_add(l, tv * vlog(vmin(hi, vmax(lo, q)))); /* t = 0 outside the row: adds 0 */
                 if (d) {
@@ -3290,8 +3298,8 @@ struct PointLossK {
         typename V::Acc acc = simd::acc_zero<V>();
         const V zero = V::set(0.f), one = V::set(1.f), dl = V::set(delta), sc = V::set(scale);
         /* f(v, target, mask) accumulates the losses and returns the gradients */
-        auto each = [&](auto f) {
-            simd::loop<V>(n, [&](int64_t i, const auto &k) {
+        auto each = [&](auto f) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &k) NNL_INLINE {
                 V g = f(V::load(y + i, k), V::load(t + i, k), k);
                 if (dy) (g * sc).store(dy + i, k);
             });
@@ -3299,12 +3307,12 @@ struct PointLossK {
         switch (kind) {
         case LOSS_BCE:
             if (logits) /* max(z, 0) - z t + log(1 + exp(-|z|)) */
-                each([&](const V &v, const V &tv, const auto &k) {
+                each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
                     simd::acc_add(acc, keep(k, vmax(zero, v) - v * tv + vlog1p(vexp(-vabs(v)))));
                     return vsigmoid(v) - tv;
                 });
             else
-                each([&](const V &v, const V &tv, const auto &k) {
+                each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
                     V lo = V::set(PROB_EPS), hi = V::set(1.f - PROB_EPS), q = vmin(hi, vmax(lo, v));
                     simd::acc_add(acc, keep(k, -(tv * vlog(q) + (one - tv) * vlog1p(-q))));
                     V g = sel(gt(v, lo) & lt(v, hi), (q - tv) / (q * (one - q)), zero);
@@ -3312,21 +3320,21 @@ struct PointLossK {
                 });
             break;
         case LOSS_MSE:
-            each([&](const V &v, const V &tv, const auto &k) {
+            each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
                 V e = keep(k, v - tv);
                 simd::acc_fma(acc, e, e);
                 return V::set(2.f) * e;
             });
             break;
         case LOSS_MAE:
-            each([&](const V &v, const V &tv, const auto &k) {
+            each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
                 V e = v - tv;
                 simd::acc_add(acc, keep(k, vabs(e)));
                 return sel(isnan_(e), e, sel(gt(v, tv), one, sel(lt(v, tv), -one, zero)));
             });
             break;
         default: /* Huber */
-            each([&](const V &v, const V &tv, const auto &k) {
+            each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
                 V e = v - tv, a = vabs(e);
                 auto quad = le(a, dl);
                 simd::acc_add(acc, keep(k, sel(quad, V::set(0.5f) * e * e, dl * (a - V::set(0.5f) * dl))));
@@ -3531,7 +3539,7 @@ struct OptStep {
 };
 
 /* f(std::true_type()) or f(std::false_type()): a loop per option value */
-template <class F> static inline void with_flag(bool b, F f) {
+template <class F> static inline NNL_INLINE void with_flag(bool b, F f) {
     if (b)
         f(std::true_type());
     else
@@ -3544,11 +3552,11 @@ struct SgdK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *v, int64_t n) {
         V l = V::set(s.lr), m = V::set(s.momentum);
         if (s.kind == OPT_SGD) {
-            simd::loop<V>(n, [&](int64_t i, const auto &t) { (V::load(w + i, t) - l * V::load(g + i, t)).store(w + i, t); });
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { (V::load(w + i, t) - l * V::load(g + i, t)).store(w + i, t); });
             return;
         }
-        with_flag(s.nesterov, [&](auto nesterov) {
-            simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        with_flag(s.nesterov, [&](auto nesterov) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
                 V gi = V::load(g + i, t), vi = m * V::load(v + i, t) - l * gi;
                 vi.store(v + i, t);
                 V wi = V::load(w + i, t);
@@ -3565,9 +3573,9 @@ struct SgdK {
 struct RmspropK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *v, float *mo, float *ag, int64_t n) {
         V r = V::set(s.rho), rc = V::set(1 - s.rho), l = V::set(s.lr), e = V::set(s.eps), mm = V::set(s.momentum);
-        with_flag(s.centered, [&](auto centered) {
-            with_flag(s.momentum > 0, [&](auto momentum) {
-                simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        with_flag(s.centered, [&](auto centered) NNL_INLINE {
+            with_flag(s.momentum > 0, [&](auto momentum) NNL_INLINE {
+                simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
                     V gi = V::load(g + i, t), vi = r * V::load(v + i, t) + rc * gi * gi;
                     vi.store(v + i, t);
                     V den = vi;
@@ -3594,7 +3602,7 @@ struct RmspropK {
 struct AdagradK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *acc, int64_t n) {
         V l = V::set(s.lr), e = V::set(s.eps);
-        simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
             V gi = V::load(g + i, t), a = V::load(acc + i, t) + gi * gi;
             a.store(acc + i, t);
             (V::load(w + i, t) - l * gi / vsqrt(a + e)).store(w + i, t);
@@ -3605,7 +3613,7 @@ struct AdagradK {
 struct AdadeltaK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *ag, float *ad, int64_t n) {
         V r = V::set(s.rho), rc = V::set(1 - s.rho), l = V::set(s.lr), e = V::set(s.eps);
-        simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
             V gi = V::load(g + i, t), a = r * V::load(ag + i, t) + rc * gi * gi, dl = V::load(ad + i, t);
             a.store(ag + i, t);
             V d = vsqrt(dl + e) / vsqrt(a + e) * gi;
@@ -3620,8 +3628,8 @@ struct AdadeltaK {
 struct AdamK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *v, float *vh, int64_t n) {
         V alpha = V::set(s.alpha), c1 = V::set(s.b1c), c2 = V::set(s.b2c), e = V::set(s.eps), wd = V::set(s.wd);
-        with_flag(s.amsgrad, [&](auto amsgrad) {
-            simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        with_flag(s.amsgrad, [&](auto amsgrad) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
                 V wi = V::load(w + i, t), gi = V::load(g + i, t), mi = V::load(m + i, t), vi = V::load(v + i, t);
                 wi = wi - wi * wd;
                 mi = mi + (gi - mi) * c1;
@@ -3641,7 +3649,7 @@ struct AdamK {
 struct AdamaxK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *u, int64_t n) {
         V step = V::set(s.step), c1 = V::set(s.b1c), b2 = V::set(s.b2), e = V::set(s.eps);
-        simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
             V gi = V::load(g + i, t), mi = V::load(m + i, t);
             mi = mi + (gi - mi) * c1;
             V ui = vmax(vabs(gi), b2 * V::load(u + i, t)); /* std::max(b2 u, |g|) */
@@ -3656,7 +3664,7 @@ struct NadamK {
     template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *v, int64_t n) {
         V a1 = V::set(s.a1), a2 = V::set(s.a2), vb = V::set(s.vb), c1 = V::set(s.b1c), c2 = V::set(s.b2c),
           e = V::set(s.eps), l = V::set(s.lr);
-        simd::loop<V>(n, [&](int64_t i, const auto &t) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
             V gi = V::load(g + i, t), mi = V::load(m + i, t), vi = V::load(v + i, t);
             mi = mi + (gi - mi) * c1;
             vi = vi + (gi * gi - vi) * c2;
@@ -3686,13 +3694,13 @@ static void opt_update(const OptStep &s, float *w, const float *g, float *s0, fl
 struct ClipValueK {
     template <class V> static void run(float *g, int64_t n, float c) {
         V hi = V::set(c), lo = V::set(-c);
-        simd::loop<V>(n, [&](int64_t i, const auto &t) { vmin(hi, vmax(lo, V::load(g + i, t))).store(g + i, t); });
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { vmin(hi, vmax(lo, V::load(g + i, t))).store(g + i, t); });
     }
 };
 struct ScaleK {
     template <class V> static void run(float *g, int64_t n, float f) {
         V k = V::set(f);
-        simd::loop<V>(n, [&](int64_t i, const auto &t) { (V::load(g + i, t) * k).store(g + i, t); });
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { (V::load(g + i, t) * k).store(g + i, t); });
     }
 };
 

@@ -4,17 +4,20 @@
    usage: opt_bench [N] [THREADS] [SECONDS]
      g++ -std=c++17 -O2 -fopenmp bench/opt_bench.cpp -o build/opt_bench
    It compiles nnlite.cpp in (as gemm_bench does) to set the SIMD level.
+   bench/run.sh runs it for RESULTS.md.
 
-   Per optimizer, SIMD path (plain C++, AVX2, AVX-512) and thread count it
-   prints the step time and the bytes the rule must move per step (each
-   array it reads once and each it writes once: Adam reads w, g, m, v and
-   writes w, m, v, 28 bytes per parameter) divided by that time, and that
-   rate as a fraction of two references moving the same bytes: memcpy, and
-   a plain loop that reads and writes the same arrays as the rule (w += g,
-   m += g, ...: no arithmetic to speak of, vectorised by the compiler). A
-   fraction near 1 is an update at memory (or, for arrays that fit, L3)
-   bandwidth. Times are the best of several windows; on a shared machine
-   compare the ratios within one run, not runs with each other. */
+   Per optimizer it counts the bytes the rule must move per step (each
+   array it reads once and each it writes once, 4 bytes per parameter:
+   Adam reads w, g, m, v and writes w, m, v, 28 bytes) and times two
+   references moving the same bytes: memcpy, and a plain loop over the
+   same arrays (w += g, m += g, ...: vectorised by the compiler, no
+   arithmetic to speak of). Then per SIMD path (plain C++, AVX2, AVX-512)
+   the step time, and the rate as a fraction of each reference: near 1 is
+   an update at memory (for arrays that fit, L3) bandwidth. Times are the
+   best of 5 windows; on a shared machine compare ratios within one run.
+   Lines:
+     optref RULE THREADS memcpy_GB/s loop_GB/s
+     opt RULE THREADS PATH ms_per_step GB/s fraction_of_memcpy fraction_of_loop */
 #include "../nnlite.cpp"
 
 #include <chrono>
@@ -61,8 +64,7 @@ int main(int argc, char **argv) {
         w[(size_t)i] = (float)rng.uniform() - 0.5f;
         g[(size_t)i] = 1e-3f * ((float)rng.uniform() - 0.5f);
     }
-    printf("# opt_bench: %lld parameters, %d thread(s), SIMD up to %s, %s\n", (long long)n, threads, isa[top],
-           "bytes = arrays read + arrays written, 4 bytes each, per parameter");
+    printf("# opt_bench: %lld parameters, %d thread(s), SIMD up to %s\n", (long long)n, threads, isa[top]);
     struct {
         const char *name;
         int arrays_read, arrays_written;
@@ -90,15 +92,14 @@ int main(int argc, char **argv) {
                 }
             });
         });
-        printf("%-20s memcpy %7.2f GB/s   same-arrays loop %7.2f GB/s\n", r.name, bytes / t_copy / 1e9,
-               bytes / t_loop / 1e9);
+        printf("optref %s %d %.2f %.2f\n", r.name, threads, bytes / t_copy / 1e9, bytes / t_loop / 1e9);
         for (int L = 0; L <= top; L++) {
             nnl::simd::level = L;
             std::unique_ptr<nnl::Optimizer> opt = nnl::make_optimizer(r.name);
             nnl::ParamSlice p{w.data(), g.data(), n};
             double t = per_call(secs, [&] { opt->apply(&p, 1); });
-            printf("  %-7s %8.3f ms/step %7.2f GB/s   %.2f of memcpy   %.2f of the loop\n", isa[L], t * 1e3,
-                   bytes / t / 1e9, t_copy / t, t_loop / t);
+            printf("opt %s %d %s %.3f %.2f %.2f %.2f\n", r.name, threads, isa[L], t * 1e3, bytes / t / 1e9, t_copy / t,
+                   t_loop / t);
         }
         nnl::simd::level = top;
         fflush(stdout);

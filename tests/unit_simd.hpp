@@ -14,7 +14,7 @@
    level themselves. */
 static std::vector<int> simd_levels() {
     std::vector<int> v;
-#if NNL_X86
+#if NNL_X86 && defined(__OPTIMIZE__) /* -O0 builds run the plain path only (see level_from_cpu) */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) v.push_back(1);
     if (__builtin_cpu_supports("avx512f")) v.push_back(2);
 #endif
@@ -77,7 +77,7 @@ TEST_CASE("the SIMD level follows NNL_NO_SIMD and NNL_SIMD, and picks the kernel
 /* vexp ... vtanh on x[0, n) */
 struct VecMathK {
         template <class V> static void run(int f, const float *x, float *y, int64_t n) {
-            nnl::simd::loop<V>(n, [&](int64_t i, const auto &t) {
+            nnl::simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
                 V a = V::load(x + i, t), r;
                 switch (f) {
                 case 0: r = vexp(a); break;
