@@ -1769,6 +1769,7 @@ static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64
 }
 
 static void bias_act_rows(float *C, int64_t ldc, int64_t rows, int64_t n, const float *bias, Act act) {
+    if (!bias && act == ACT_LINEAR) return;
     if (act == ACT_SOFTMAX) {
         for (int64_t r = 0; r < rows; r++) {
             if (bias) simd::run<AddRowsK>(bias, C + r * ldc, (int64_t)1, n);
