@@ -8,11 +8,13 @@
      1  Utilities and errors       status codes, exceptions at the ABI edge,
                                    RNG, the Keras call-syntax spec parser
      2  Kernels                    the kernel table (CPU): SGEMM, activations,
-                                   softmax, reductions
+                                   softmax, reductions; elementwise kernels
+                                   written once for AVX-512, AVX2, plain C++
      3  Layers                     Dense, Activation, Dropout, Flatten, Reshape
      4  Losses and metrics
      5  Optimizers                 SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW,
-                                   Adamax, Nadam, clipping
+                                   Adamax, Nadam, clipping; each describes its
+                                   step (shared with the GPU) and its state
      6  Model and training loop    weights arena, compile, fit, evaluate,
                                    predict, summary, history, progress line
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
