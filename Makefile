@@ -188,6 +188,12 @@ check-xor: $(BUILD)/xor
 # libnnlite.so exports exactly the NNL_API functions of nnlite.h.
 check-exports: $(LIB_SO)
 	bash scripts/check_exports.sh $(LIB_SO) nnlite.h
+# The elementwise kernels' AVX2 and AVX-512 instances are vectorised in the
+# library's object (packed arithmetic, vsqrtps, no libm call per element).
+CHECKS += vectorized
+.PHONY: check-vectorized
+check-vectorized: $(LIB_OBJ)
+	bash scripts/check_vectorized.sh $(LIB_OBJ)
 # The unit, API, C99 and xor tests built with SANITIZE=1 (ASan + UBSan, -O1,
 # -fno-sanitize-recover: any report fails the run, leaks included) in
 # build-san/, and run there. The whole suite runs: no test is filtered out

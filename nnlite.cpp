@@ -8,7 +8,8 @@
      1  Utilities and errors       status codes, exceptions at the ABI edge,
                                    RNG, the Keras call-syntax spec parser
      2  Kernels                    the kernel table (CPU): SGEMM, activations,
-                                   softmax, reductions
+                                   softmax, reductions; elementwise kernels
+                                   written once for AVX-512, AVX2, plain C++
      3  Layers                     the Layer interface (each layer gives its
                                    Keras config, size bound, GPU path and
                                    persistent states), Dense, Activation,
@@ -17,7 +18,8 @@
                                    upsampling; the layer registry
      4  Losses and metrics
      5  Optimizers                 SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW,
-                                   Adamax, Nadam, clipping
+                                   Adamax, Nadam, clipping; each describes its
+                                   step (shared with the GPU) and its state
      6  Model and training loop    weights arena, compile, train_step (one
                                    reduction point), fit, evaluate, predict,
                                    summary, history, progress line
@@ -60,6 +62,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -78,9 +81,10 @@
 #define NNL_X86 0
 #endif
 
-/* The hot loops (optimizer updates, elementwise kernels, reductions) are
-   written to be vectorised by the compiler: allow it even at -O2, and let it
-   use vector square roots (nnlite never reads errno from libm). */
+/* Let the compiler vectorise loops even at -O2 (im2col, pooling, packing).
+   The hot elementwise loops do not rely on it: they are written for AVX2 and
+   AVX-512 explicitly (section 2, "one source, three instruction sets"), as
+   no-math-errno given here does not reach sqrt, which stays a call. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-math-errno", "tree-vectorize", "vect-cost-model=dynamic")
 #endif
@@ -814,19 +818,12 @@ struct Kernels {
    MC (A packed into MR-high panels), then MR x NR register tiles computed by
    a micro-kernel. The AVX2+FMA micro-kernel is chosen at run time; the
    portable one is plain C++. Threads split the register tiles. */
-static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n);
+static void bias_act_rows(float *C, int64_t ldc, int64_t rows, int64_t n, const float *bias, Act act);
 
-/* The epilogue of a GEMM block: bias, then activation, on rows of C. */
+/* The epilogue of a GEMM block: bias, then activation, on rows of C (one
+   vectorised pass; section "Activations" below). */
 static void epilogue(float *C, int64_t ldc, int64_t rows, int64_t n, const float *bias, Act act) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *c = C + r * ldc;
-        if (bias)
-            for (int64_t j = 0; j < n; j++) c[j] += bias[j];
-        if (act == ACT_RELU)
-            for (int64_t j = 0; j < n; j++) c[j] = c[j] > 0 ? c[j] : 0.f;
-        else if (act != ACT_LINEAR)
-            cpu_act_forward(act, c, c, 1, n);
-    }
+    bias_act_rows(C, ldc, rows, n, bias, act);
 }
 
 namespace gemm {
@@ -1306,143 +1303,581 @@ static void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int6
 }
 } // namespace gemm
 
+/* ---- Vectorised elementwise code: one source, three instruction sets ----
+   The elementwise kernels (activations, losses, optimizer updates, clipping,
+   norm loops) are written once, as templates over a vector type V: V1 (one
+   float, plain C++: the reference), V8 (AVX2 + FMA) or V16 (AVX-512).
+   simd::run<Kernel>(args) calls the widest instantiation the CPU has,
+   through a wrapper compiled for that instruction set (target attribute,
+   and flatten so that the primitives below inline into it), as the GEMM
+   micro-kernels are chosen. The compiler alone does not vectorise these
+   loops at the Makefile's -O2: sqrt may set errno there (-fno-math-errno
+   cannot be set per function), and the default target has no AVX.
+   The last partial vector of a loop is loaded and stored under a mask, so
+   every element gets the same arithmetic wherever a thread's range starts.
+   NaN: vmax(a, b) and vmin(a, b) are MAXPS/MINPS (a > b ? a : b and
+   a < b ? a : b), which return b when either is NaN: a clamp written
+   vmin(hi, vmax(lo, x)) lets a NaN x through.
+   NNL_NO_SIMD=1 in the environment selects V1, NNL_SIMD=avx2 caps at V8. */
+#if NNL_X86
+#define NNL_AVX2 __attribute__((target("avx2,fma")))
+#define NNL_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#endif
+/* On every generic helper and every lambda of a kernel: the primitives
+   must end up inlined in run_v8/run_v16 (below), and flatten alone reaches
+   one level of calls under clang. scripts/check_vectorized.sh fails on a
+   call left in a kernel. */
+#define NNL_INLINE __attribute__((always_inline))
+
+namespace simd {
+
+/* GCC 12's AVX-512 intrinsics pass an undefined vector (_mm512_undefined_ps)
+   as the unused pass-through operand, which -W(maybe-)uninitialized
+   reports once they are inlined. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+struct Full {}; /* a whole vector: plain loads and stores */
+
+/* ---- V1: one float, libm's functions ---- */
+struct M1 {
+    bool m;
+};
+struct V1 {
+    float v;
+    enum { W = 1 };
+    typedef M1 M;
+    typedef Full Tail;
+    typedef double Acc; /* sums of many elements are kept in double */
+    static V1 set(float x) { return {x}; }
+    static V1 load(const float *p, Full) { return {*p}; }
+    static V1 load(const float *p, Full, float) { return {*p}; }
+    void store(float *p, Full) const { *p = v; }
+    static Full tail(int64_t) { return {}; }
+};
+static inline V1 operator+(V1 a, V1 b) { return {a.v + b.v}; }
+static inline V1 operator-(V1 a, V1 b) { return {a.v - b.v}; }
+static inline V1 operator*(V1 a, V1 b) { return {a.v * b.v}; }
+static inline V1 operator/(V1 a, V1 b) { return {a.v / b.v}; }
+static inline V1 operator-(V1 a) { return {-a.v}; }
+static inline V1 fma(V1 a, V1 b, V1 c) { return {a.v * b.v + c.v}; }
+static inline V1 vsqrt(V1 a) { return {std::sqrt(a.v)}; }
+static inline V1 vabs(V1 a) { return {std::fabs(a.v)}; }
+static inline V1 vmax(V1 a, V1 b) { return {a.v > b.v ? a.v : b.v}; }
+static inline V1 vmin(V1 a, V1 b) { return {a.v < b.v ? a.v : b.v}; }
+static inline M1 lt(V1 a, V1 b) { return {a.v < b.v}; }
+static inline M1 le(V1 a, V1 b) { return {a.v <= b.v}; }
+static inline M1 gt(V1 a, V1 b) { return {a.v > b.v}; }
+static inline M1 isnan_(V1 a) { return {a.v != a.v}; }
+static inline M1 operator&(M1 a, M1 b) { return {a.m && b.m}; }
+static inline V1 sel(M1 m, V1 a, V1 b) { return m.m ? a : b; }
+static inline V1 keep(Full, V1 a) { return a; }
+static inline float hsum(V1 a) { return a.v; }
+static inline float hmax(V1 a) { return a.v; }
+static inline void acc_add(double &s, V1 a) { s += a.v; }
+static inline void acc_fma(double &s, V1 a, V1 b) { s += (double)a.v * b.v; }
+static inline double acc_total(double s) { return s; }
+static inline V1 vexp(V1 a) { return {std::exp(a.v)}; }
+static inline V1 vexpm1(V1 a) { return {std::expm1(a.v)}; }
+static inline V1 vlog(V1 a) { return {std::log(a.v)}; }
+static inline V1 vlog1p(V1 a) { return {std::log1p(a.v)}; }
+static inline V1 verf(V1 a) { return {std::erf(a.v)}; }
+static inline V1 vtanh(V1 a) { return {std::tanh(a.v)}; }
+
+#if NNL_X86
+/* ---- V8: AVX2 + FMA, 8 floats ---- */
+struct M8 {
+    __m256 m; /* all ones where true */
+};
+struct T8 {
+    __m256i m; /* the first k lanes */
+};
+struct A8 {
+    __m256d lo, hi;
+};
+struct V8 {
+    __m256 v;
+    enum { W = 8 };
+    typedef M8 M;
+    typedef T8 Tail;
+    typedef A8 Acc;
+    NNL_AVX2 static V8 set(float x) { return {_mm256_set1_ps(x)}; }
+    NNL_AVX2 static V8 load(const float *p, Full) { return {_mm256_loadu_ps(p)}; }
+    NNL_AVX2 static V8 load(const float *p, Full, float) { return {_mm256_loadu_ps(p)}; }
+    NNL_AVX2 static V8 load(const float *p, T8 t) { return {_mm256_maskload_ps(p, t.m)}; }
+    NNL_AVX2 static V8 load(const float *p, T8 t, float fill) { /* fill outside the tail */
+        return {_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, t.m), _mm256_castsi256_ps(t.m))};
+    }
+    NNL_AVX2 void store(float *p, Full) const { _mm256_storeu_ps(p, v); }
+    NNL_AVX2 void store(float *p, T8 t) const { _mm256_maskstore_ps(p, t.m, v); }
+    NNL_AVX2 static T8 tail(int64_t k) {
+        return {_mm256_cmpgt_epi32(_mm256_set1_epi32((int)k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
+    }
+};
+NNL_AVX2 static inline V8 operator+(V8 a, V8 b) { return {_mm256_add_ps(a.v, b.v)}; }
+NNL_AVX2 static inline V8 operator-(V8 a, V8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
+NNL_AVX2 static inline V8 operator*(V8 a, V8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
+NNL_AVX2 static inline V8 operator/(V8 a, V8 b) { return {_mm256_div_ps(a.v, b.v)}; }
+NNL_AVX2 static inline V8 operator-(V8 a) { return {_mm256_xor_ps(a.v, _mm256_set1_ps(-0.f))}; }
+NNL_AVX2 static inline V8 fma(V8 a, V8 b, V8 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+NNL_AVX2 static inline V8 vsqrt(V8 a) { return {_mm256_sqrt_ps(a.v)}; }
+NNL_AVX2 static inline V8 vabs(V8 a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.f), a.v)}; }
+NNL_AVX2 static inline V8 vmax(V8 a, V8 b) { return {_mm256_max_ps(a.v, b.v)}; }
+NNL_AVX2 static inline V8 vmin(V8 a, V8 b) { return {_mm256_min_ps(a.v, b.v)}; }
+NNL_AVX2 static inline M8 lt(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
+NNL_AVX2 static inline M8 le(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
+NNL_AVX2 static inline M8 gt(V8 a, V8 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
+NNL_AVX2 static inline M8 isnan_(V8 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
+NNL_AVX2 static inline M8 operator&(M8 a, M8 b) { return {_mm256_and_ps(a.m, b.m)}; }
+NNL_AVX2 static inline V8 sel(M8 m, V8 a, V8 b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
+NNL_AVX2 static inline V8 keep(Full, V8 a) { return a; }
+NNL_AVX2 static inline V8 keep(T8 t, V8 a) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(t.m))}; }
+NNL_AVX2 static inline float hsum(V8 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+NNL_AVX2 static inline float hmax(V8 a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+NNL_AVX2 static inline void acc_add(A8 &s, V8 a) {
+    s.lo = _mm256_add_pd(s.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(a.v)));
+    s.hi = _mm256_add_pd(s.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(a.v, 1)));
+}
+NNL_AVX2 static inline void acc_fma(A8 &s, V8 a, V8 b) { /* s += a b, the product in double */
+    s.lo = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a.v)), _mm256_cvtps_pd(_mm256_castps256_ps128(b.v)), s.lo);
+    s.hi = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a.v, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(b.v, 1)), s.hi);
+}
+NNL_AVX2 static inline double acc_total(A8 s) {
+    __m256d t = _mm256_add_pd(s.lo, s.hi);
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+}
+/* x = 2^e m, m in [1, 2), for positive normal x (e as a float) */
+NNL_AVX2 static inline V8 frexp_(V8 x, V8 &e) {
+    __m256i b = _mm256_castps_si256(x.v);
+    e.v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(127)));
+    return {_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffff)),
+                                                 _mm256_set1_epi32(0x3f800000)))};
+}
+NNL_AVX2 static inline V8 vround(V8 a) { return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+/* 2^n for integral n in [-126, 127] */
+NNL_AVX2 static inline V8 pow2n(V8 n) {
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23))};
+}
+
+/* ---- V16: AVX-512F, 16 floats ---- */
+struct M16 {
+    __mmask16 m;
+};
+struct T16 {
+    __mmask16 m;
+};
+struct A16 {
+    __m512d lo, hi;
+};
+struct V16 {
+    __m512 v;
+    enum { W = 16 };
+    typedef M16 M;
+    typedef T16 Tail;
+    typedef A16 Acc;
+    NNL_AVX512 static V16 set(float x) { return {_mm512_set1_ps(x)}; }
+    NNL_AVX512 static V16 load(const float *p, Full) { return {_mm512_loadu_ps(p)}; }
+    NNL_AVX512 static V16 load(const float *p, Full, float) { return {_mm512_loadu_ps(p)}; }
+    NNL_AVX512 static V16 load(const float *p, T16 t) { return {_mm512_maskz_loadu_ps(t.m, p)}; }
+    NNL_AVX512 static V16 load(const float *p, T16 t, float fill) {
+        return {_mm512_mask_loadu_ps(_mm512_set1_ps(fill), t.m, p)};
+    }
+    NNL_AVX512 void store(float *p, Full) const { _mm512_storeu_ps(p, v); }
+    NNL_AVX512 void store(float *p, T16 t) const { _mm512_mask_storeu_ps(p, t.m, v); }
+    NNL_AVX512 static T16 tail(int64_t k) { return {(__mmask16)((1u << k) - 1)}; }
+};
+NNL_AVX512 static inline V16 operator+(V16 a, V16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+NNL_AVX512 static inline V16 operator-(V16 a, V16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
+NNL_AVX512 static inline V16 operator*(V16 a, V16 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+NNL_AVX512 static inline V16 operator/(V16 a, V16 b) { return {_mm512_div_ps(a.v, b.v)}; }
+NNL_AVX512 static inline V16 operator-(V16 a) {
+    return {_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32((int)0x80000000u)))};
+}
+NNL_AVX512 static inline V16 fma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+NNL_AVX512 static inline V16 vsqrt(V16 a) { return {_mm512_sqrt_ps(a.v)}; }
+NNL_AVX512 static inline V16 vabs(V16 a) {
+    return {_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(0x7fffffff)))};
+}
+NNL_AVX512 static inline V16 vmax(V16 a, V16 b) { return {_mm512_max_ps(a.v, b.v)}; }
+NNL_AVX512 static inline V16 vmin(V16 a, V16 b) { return {_mm512_min_ps(a.v, b.v)}; }
+NNL_AVX512 static inline M16 lt(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
+NNL_AVX512 static inline M16 le(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
+NNL_AVX512 static inline M16 gt(V16 a, V16 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ)}; }
+NNL_AVX512 static inline M16 isnan_(V16 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
+NNL_AVX512 static inline M16 operator&(M16 a, M16 b) { return {(__mmask16)(a.m & b.m)}; }
+NNL_AVX512 static inline V16 sel(M16 m, V16 a, V16 b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }
+NNL_AVX512 static inline V16 keep(Full, V16 a) { return a; }
+NNL_AVX512 static inline V16 keep(T16 t, V16 a) { return {_mm512_maskz_mov_ps(t.m, a.v)}; }
+NNL_AVX512 static inline float hsum(V16 a) { return _mm512_reduce_add_ps(a.v); }
+NNL_AVX512 static inline float hmax(V16 a) { return _mm512_reduce_max_ps(a.v); }
+NNL_AVX512 static inline __m256 high8(__m512 a) { /* lanes 8..15 */
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+}
+NNL_AVX512 static inline void acc_add(A16 &s, V16 a) {
+    s.lo = _mm512_add_pd(s.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a.v)));
+    s.hi = _mm512_add_pd(s.hi, _mm512_cvtps_pd(high8(a.v)));
+}
+NNL_AVX512 static inline void acc_fma(A16 &s, V16 a, V16 b) {
+    s.lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a.v)), _mm512_cvtps_pd(_mm512_castps512_ps256(b.v)), s.lo);
+    s.hi = _mm512_fmadd_pd(_mm512_cvtps_pd(high8(a.v)), _mm512_cvtps_pd(high8(b.v)), s.hi);
+}
+NNL_AVX512 static inline double acc_total(A16 s) { return _mm512_reduce_add_pd(_mm512_add_pd(s.lo, s.hi)); }
+NNL_AVX512 static inline V16 frexp_(V16 x, V16 &e) {
+    __m512i b = _mm512_castps_si512(x.v);
+    e.v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(b, 23), _mm512_set1_epi32(127)));
+    return {_mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(b, _mm512_set1_epi32(0x7fffff)),
+                                                 _mm512_set1_epi32(0x3f800000)))};
+}
+NNL_AVX512 static inline V16 vround(V16 a) {
+    return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+NNL_AVX512 static inline V16 pow2n(V16 n) {
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23))};
+}
+#endif
+
+/* A zero double accumulator of V's kind. */
+template <class V> static inline typename V::Acc acc_zero();
+template <> inline double acc_zero<V1>() { return 0; }
+#if NNL_X86
+template <> NNL_AVX2 inline A8 acc_zero<V8>() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+template <> NNL_AVX512 inline A16 acc_zero<V16>() { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }
+#endif
+
+/* ---- Math functions of the vector paths (V1 calls libm instead) ----
+   exp and expm1: Cephes' expf reduction and polynomial (about 1 ulp): x =
+   n ln2 + r with |r| <= ln2 / 2, exp(r) - 1 = r + r^2 P(r). 2^n is applied
+   in two halves so that results in the denormal range come out right; the
+   clamp to [-104, 88.8] keeps n in range (exp is 0 below, inf above). */
+template <class V> static inline NNL_INLINE V exp_reduce(const V &x0, V &p) {
+    V x = vmin(V::set(88.8f), vmax(V::set(-104.f), x0));
+    V n = vround(x * V::set(1.44269504088896341f));
+    x = fma(n, V::set(-0.693359375f), x);
+    x = fma(n, V::set(2.12194440e-4f), x);
+    V y = V::set(1.9875691500e-4f);
+    y = fma(y, x, V::set(1.3981999507e-3f));
+    y = fma(y, x, V::set(8.3334519073e-3f));
+    y = fma(y, x, V::set(4.1665795894e-2f));
+    y = fma(y, x, V::set(1.6666665459e-1f));
+    y = fma(y, x, V::set(5.0000001201e-1f));
+    V h = vround(n * V::set(0.5f));
+    p = pow2n(h) * pow2n(n - h); /* 2^n */
+    return fma(y, x * x, x);      /* exp(r) - 1 */
+}
+template <class V> static inline NNL_INLINE V vexp(const V &x) {
+    V p, e = exp_reduce(x, p);
+    return fma(e, p, p);
+}
+template <class V> static inline NNL_INLINE V vexpm1(const V &x) {
+    V p, e = exp_reduce(x, p);
+    return fma(e, p, p - V::set(1.f));
+}
+/* log of a positive normal x (or NaN): Cephes' logf (about 1 ulp); m in
+   [sqrt(1/2), sqrt(2)), log(1 + f) = f - f^2/2 + f^3 P(f). */
+template <class V> static inline NNL_INLINE V vlog(const V &x) {
+    V e, m = frexp_(x, e);
+    auto big = gt(m, V::set(1.41421356237f));
+    m = sel(big, m * V::set(0.5f), m);
+    e = sel(big, e + V::set(1.f), e);
+    V f = m - V::set(1.f), z = f * f;
+    V y = V::set(7.0376836292E-2f);
+    y = fma(y, f, V::set(-1.1514610310E-1f));
+    y = fma(y, f, V::set(1.1676998740E-1f));
+    y = fma(y, f, V::set(-1.2420140846E-1f));
+    y = fma(y, f, V::set(1.4249322787E-1f));
+    y = fma(y, f, V::set(-1.6668057665E-1f));
+    y = fma(y, f, V::set(2.0000714765E-1f));
+    y = fma(y, f, V::set(-2.4999993993E-1f));
+    y = fma(y, f, V::set(3.3333331174E-1f));
+    y = y * f * z;
+    y = fma(e, V::set(-2.12194440e-4f), y);
+    y = fma(z, V::set(-0.5f), y);
+    return sel(isnan_(x), x, fma(e, V::set(0.693359375f), f + y));
+}
+/* log(1 + a) for a > -1: log(u) a / (u - 1) with u = 1 + a corrects the
+   rounding of u (Goldberg), and is a itself where u rounds to 1. */
+template <class V> static inline NNL_INLINE V vlog1p(const V &a) {
+    V u = a + V::set(1.f), d = u - V::set(1.f);
+    return sel(gt(vabs(d), V::set(0.f)), vlog(u) * (a / d), a);
+}
+/* erf: the rational approximation Eigen and TensorFlow use in float (a few
+   ulp), its input clamped to [-4, 4] where erf is +-1 in float. */
+template <class V> static inline NNL_INLINE V verf(const V &x0) {
+    V x = vmin(V::set(4.f), vmax(V::set(-4.f), x0));
+    V z = x * x;
+    V p = V::set(-2.72614225801306e-10f);
+    p = fma(p, z, V::set(2.77068142495902e-08f));
+    p = fma(p, z, V::set(-2.10102402082508e-06f));
+    p = fma(p, z, V::set(-5.69250639462346e-05f));
+    p = fma(p, z, V::set(-7.34990630326855e-04f));
+    p = fma(p, z, V::set(-2.95459980854025e-03f));
+    p = fma(p, z, V::set(-1.60960333262415e-02f));
+    V q = V::set(-1.45660718464996e-05f);
+    q = fma(q, z, V::set(-2.13374055278905e-04f));
+    q = fma(q, z, V::set(-1.68282697438203e-03f));
+    q = fma(q, z, V::set(-7.37332916720468e-03f));
+    q = fma(q, z, V::set(-1.42647390514189e-02f));
+    return x * p / q;
+}
+/* tanh: Eigen's odd/even rational approximation (a few ulp) on the input
+   clamped to +-7.9053 (where tanh is +-1 in float); x itself below 4e-4. */
+template <class V> static inline NNL_INLINE V vtanh(const V &x) {
+    V c = vmin(V::set(7.90531110763549805f), vmax(V::set(-7.90531110763549805f), x));
+    V z = c * c;
+    V p = V::set(-2.76076847742355e-16f);
+    p = fma(p, z, V::set(2.00018790482477e-13f));
+    p = fma(p, z, V::set(-8.60467152213735e-11f));
+    p = fma(p, z, V::set(5.12229709037114e-08f));
+    p = fma(p, z, V::set(1.48572235717979e-05f));
+    p = fma(p, z, V::set(6.37261928875436e-04f));
+    p = fma(p, z, V::set(4.89352455891786e-03f));
+    V q = V::set(1.19825839466702e-06f);
+    q = fma(q, z, V::set(1.18534705686654e-04f));
+    q = fma(q, z, V::set(2.26843463243900e-03f));
+    q = fma(q, z, V::set(4.89352518554385e-03f));
+    return sel(lt(vabs(x), V::set(0.0004f)), x, c * p / q);
+}
+
+/* f(i, t) for i = 0, W, 2W, ... < n: t is Full for whole vectors and V's
+   Tail (the lanes below n) for the last partial one. */
+template <class V, class F> static inline NNL_INLINE void loop(int64_t n, F f) {
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) f(i, Full());
+    if (i < n) f(i, V::tail(n - i));
+}
+
+/* The dispatch: 0 plain C++, 1 AVX2 + FMA, 2 AVX-512 (lowered by the
+   environment, above, and by tests). Unoptimised builds (-O0) inline
+   nothing, and the primitives above work only inlined into run_v8/run_v16
+   (out of line, a struct holding a ymm/zmm register does not cross a call
+   intact): they run the plain path. */
+static int level_from_cpu() {
+#if NNL_X86 && defined(__OPTIMIZE__)
+    if (getenv("NNL_NO_SIMD")) return 0;
+    const char *cap = getenv("NNL_SIMD");
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx2 && __builtin_cpu_supports("avx512f") && !(cap && !strcmp(cap, "avx2"))) return 2;
+    if (avx2) return 1;
+#endif
+    return 0;
+}
+static int level = level_from_cpu();
+
+template <class K, class... A> __attribute__((flatten)) static auto run_v1(A... a) {
+    return K::template run<V1>(a...);
+}
+#if NNL_X86
+template <class K, class... A> NNL_AVX2 __attribute__((flatten)) static auto run_v8(A... a) {
+    return K::template run<V8>(a...);
+}
+template <class K, class... A> NNL_AVX512 __attribute__((flatten)) static auto run_v16(A... a) {
+    return K::template run<V16>(a...);
+}
+#endif
+/* K::run<V>(a...) with the widest V this CPU (and `level`) allows */
+template <class K, class... A> static inline auto run(A... a) {
+#if NNL_X86
+    if (level >= 2) return run_v16<K>(a...);
+    if (level == 1) return run_v8<K>(a...);
+#endif
+    return run_v1<K>(a...);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+} // namespace simd
+
+#if NNL_X86
+/* the AVX2 + FMA kernels outside simd:: (dropout, transpose) may run */
+static bool have_avx2() { return simd::level >= 1; }
+#endif
+
 /* ---- Elementwise kernels ---- */
+
+/* y[r, :] += b (a bias), or with rows = 1 and b = x, y += x */
+struct AddRowsK {
+    template <class V> static void run(const float *b, float *y, int64_t rows, int64_t n) {
+        for (int64_t r = 0; r < rows; r++) {
+            float *yr = y + r * n;
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { (V::load(yr + j, t) + V::load(b + j, t)).store(yr + j, t); });
+        }
+    }
+};
 
 static void cpu_bias_add(float *y, const float *b, int64_t rows, int64_t n) {
     int64_t total = rows * n;
     (void)total;
-    par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
-        for (int64_t r = lo_; r < hi_; r++) {
-            float *yr = y + r * n;
-            for (int64_t j = 0; j < n; j++) yr[j] += b[j];
-        }
-    });
+    par_for(rows, total, [&](int64_t lo_, int64_t hi_) { simd::run<AddRowsK>(b, y + lo_ * n, hi_ - lo_, n); });
 }
 
 static void cpu_bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
     for (int64_t j = 0; j < n; j++) db[j] = 0.f;
-    /* rows outer keeps dy streaming; db stays in cache */
-    for (int64_t r = 0; r < rows; r++) {
-        const float *d = dy + r * n;
-        for (int64_t j = 0; j < n; j++) db[j] += d[j];
-    }
+    /* db += each row of dy in turn: dy streams, db stays in cache */
+    for (int64_t r = 0; r < rows; r++) simd::run<AddRowsK>(dy + r * n, db, (int64_t)1, n);
 }
 
+/* ---- Activations ----
+   y = act(x) and act'(x) for every vector type (V1 through libm). NaN
+   propagates through every activation, forward and backward (dx = dy *
+   act'(x) with act'(NaN) = NaN), so that the finite checks on the loss and
+   the gradients see it; +-Inf gives the limit where there is one. The
+   clamps that make the limits come out (gelu, softsign, swish) change no
+   finite result: beyond them the float result is already the limit. */
 static const float SELU_ALPHA = 1.6732632423543772f, SELU_SCALE = 1.0507009873554805f;
 static const float LEAKY_SLOPE = 0.2f; /* keras.activations.leaky_relu's default */
 
 static inline float sigmoidf(float x) {
     return x >= 0 ? 1.f / (1.f + std::exp(-x)) : std::exp(x) / (1.f + std::exp(x));
 }
+template <class V> static inline NNL_INLINE V vsigmoid(const V &x) { return V::set(1.f) / (V::set(1.f) + vexp(-x)); }
+static inline simd::V1 vsigmoid(simd::V1 x) { return {sigmoidf(x.v)}; }
 
-static inline float act1(Act a, float x) {
+template <Act A, class V> static inline NNL_INLINE V act_f(const V &x) {
+    const V zero = V::set(0.f), one = V::set(1.f);
+    if constexpr (A == ACT_RELU) return vmax(zero, x);
+    else if constexpr (A == ACT_SIGMOID) return vsigmoid(x);
+    else if constexpr (A == ACT_TANH) return vtanh(x);
+    else if constexpr (A == ACT_LEAKY_RELU) return sel(gt(x, zero), x, V::set(LEAKY_SLOPE) * x);
+    else if constexpr (A == ACT_ELU) return sel(gt(x, zero), x, vexpm1(x));
+    else if constexpr (A == ACT_SELU) return V::set(SELU_SCALE) * sel(gt(x, zero), x, V::set(SELU_ALPHA) * vexpm1(x));
+    else if constexpr (A == ACT_GELU) {
+        V c = vmax(V::set(-20.f), x);
+        return V::set(0.5f) * c * (one + verf(c * V::set(0.70710678118654752f)));
+    } else if constexpr (A == ACT_SOFTPLUS) return vmax(zero, x) + vlog1p(vexp(-vabs(x)));
+    else if constexpr (A == ACT_SOFTSIGN) {
+        V c = vmin(V::set(1e30f), vmax(V::set(-1e30f), x));
+        return c / (one + vabs(c));
+    } else if constexpr (A == ACT_SWISH) {
+        V c = vmax(V::set(-200.f), x);
+        return c * vsigmoid(c);
+    } else if constexpr (A == ACT_HARD_SIGMOID) return vmin(one, vmax(zero, fma(V::set(0.2f), x, V::set(0.5f))));
+    else if constexpr (A == ACT_EXPONENTIAL) return vexp(x);
+    else return x;
+}
+
+/* act'(x); y = act(x). Where act_from_output(A), x may be y itself. */
+template <Act A, class V> static inline NNL_INLINE V act_d(const V &x, const V &y) {
+    const V zero = V::set(0.f), one = V::set(1.f);
+    if constexpr (A == ACT_RELU) return sel(isnan_(x), x, sel(gt(x, zero), one, zero));
+    else if constexpr (A == ACT_SIGMOID) return y * (one - y);
+    else if constexpr (A == ACT_TANH) return one - y * y;
+    else if constexpr (A == ACT_LEAKY_RELU) return sel(isnan_(x), x, sel(gt(x, zero), one, V::set(LEAKY_SLOPE)));
+    else if constexpr (A == ACT_ELU) return sel(gt(x, zero), one, y + one);
+    else if constexpr (A == ACT_SELU) return sel(gt(x, zero), V::set(SELU_SCALE), y + V::set(SELU_SCALE * SELU_ALPHA));
+    else if constexpr (A == ACT_GELU) {
+        V c = vmin(V::set(20.f), vmax(V::set(-20.f), x));
+        return V::set(0.5f) * (one + verf(c * V::set(0.70710678118654752f))) +
+               c * V::set(0.3989422804014327f) * vexp(V::set(-0.5f) * c * c);
+    } else if constexpr (A == ACT_SOFTPLUS) return vsigmoid(x);
+    else if constexpr (A == ACT_SOFTSIGN) {
+        V d = one + vabs(x);
+        return one / (d * d);
+    } else if constexpr (A == ACT_SWISH) {
+        V c = vmin(V::set(200.f), vmax(V::set(-200.f), x)), s = vsigmoid(c);
+        return s * (one + c * (one - s));
+    } else if constexpr (A == ACT_HARD_SIGMOID)
+        return sel(isnan_(x), x, sel(gt(x, V::set(-2.5f)) & lt(x, V::set(2.5f)), V::set(0.2f), zero));
+    else if constexpr (A == ACT_EXPONENTIAL) return y;
+    else return one;
+}
+
+/* f(k) with k a std::integral_constant<Act, a> (softmax excluded): a
+   loop per activation, none switching inside. */
+template <class F> static inline NNL_INLINE void with_act(Act a, F f) {
     switch (a) {
-    case ACT_RELU: return x > 0 ? x : 0.f;
-    case ACT_SIGMOID: return sigmoidf(x);
-    case ACT_TANH: return std::tanh(x);
-    case ACT_LEAKY_RELU: return x > 0 ? x : LEAKY_SLOPE * x;
-    case ACT_ELU: return x > 0 ? x : std::expm1(x);
-    case ACT_SELU: return SELU_SCALE * (x > 0 ? x : SELU_ALPHA * std::expm1(x));
-    case ACT_GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
-    case ACT_SOFTPLUS: return x > 20.f ? x : std::log1p(std::exp(x));
-    case ACT_SOFTSIGN: return x / (1.f + std::fabs(x));
-    case ACT_SWISH: return x * sigmoidf(x);
-    case ACT_HARD_SIGMOID: return std::min(1.f, std::max(0.f, 0.2f * x + 0.5f));
-    case ACT_EXPONENTIAL: return std::exp(x);
-    default: return x;
+    case ACT_RELU: return f(std::integral_constant<Act, ACT_RELU>());
+    case ACT_SIGMOID: return f(std::integral_constant<Act, ACT_SIGMOID>());
+    case ACT_TANH: return f(std::integral_constant<Act, ACT_TANH>());
+    case ACT_LEAKY_RELU: return f(std::integral_constant<Act, ACT_LEAKY_RELU>());
+    case ACT_ELU: return f(std::integral_constant<Act, ACT_ELU>());
+    case ACT_SELU: return f(std::integral_constant<Act, ACT_SELU>());
+    case ACT_GELU: return f(std::integral_constant<Act, ACT_GELU>());
+    case ACT_SOFTPLUS: return f(std::integral_constant<Act, ACT_SOFTPLUS>());
+    case ACT_SOFTSIGN: return f(std::integral_constant<Act, ACT_SOFTSIGN>());
+    case ACT_SWISH: return f(std::integral_constant<Act, ACT_SWISH>());
+    case ACT_HARD_SIGMOID: return f(std::integral_constant<Act, ACT_HARD_SIGMOID>());
+    case ACT_EXPONENTIAL: return f(std::integral_constant<Act, ACT_EXPONENTIAL>());
+    default: return f(std::integral_constant<Act, ACT_LINEAR>());
     }
 }
 
-/* d act / dx at x (y = act(x) given for the cheap cases) */
-static inline float dact1(Act a, float x, float y) {
-    switch (a) {
-    case ACT_RELU: return x > 0 ? 1.f : 0.f;
-    case ACT_SIGMOID: return y * (1.f - y);
-    case ACT_TANH: return 1.f - y * y;
-    case ACT_LEAKY_RELU: return x > 0 ? 1.f : LEAKY_SLOPE;
-    case ACT_ELU: return x > 0 ? 1.f : y + 1.f;
-    case ACT_SELU: return x > 0 ? SELU_SCALE : y + SELU_SCALE * SELU_ALPHA;
-    case ACT_GELU:
-        return 0.5f * (1.f + std::erf(x * 0.70710678118654752f)) +
-               x * 0.3989422804014327f * std::exp(-0.5f * x * x);
-    case ACT_SOFTPLUS: return sigmoidf(x);
-    case ACT_SOFTSIGN: {
-        float d = 1.f + std::fabs(x);
-        return 1.f / (d * d);
+/* Y = act(X + bias) over rows (row strides ldx, ldy; n long); bias may be
+   NULL, X may be Y */
+struct BiasActK {
+    template <class V>
+    static void run(const float *X, int64_t ldx, float *Y, int64_t ldy, int64_t rows, int64_t n, const float *bias,
+                    Act a) {
+        with_act(a, [&](auto k) NNL_INLINE {
+            for (int64_t r = 0; r < rows; r++) {
+                const float *x = X + r * ldx;
+                float *y = Y + r * ldy;
+                simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE {
+                    V v = V::load(x + j, t);
+                    if (bias) v = v + V::load(bias + j, t);
+                    act_f<decltype(k)::value>(v).store(y + j, t);
+                });
+            }
+        });
     }
-    case ACT_SWISH: {
-        float s = sigmoidf(x);
-        return s * (1.f + x * (1.f - s));
+};
+
+/* dx = dy * act'(x) */
+struct ActBackwardK {
+    template <class V>
+    static void run(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t n) {
+        with_act(a, [&](auto k) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+                V d = act_d<decltype(k)::value>(V::load(x + i, t), V::load(y + i, t));
+                (V::load(dy + i, t) * d).store(dx + i, t);
+            });
+        });
     }
-    case ACT_HARD_SIGMOID: return (x > -2.5f && x < 2.5f) ? 0.2f : 0.f;
-    case ACT_EXPONENTIAL: return y;
-    default: return 1.f;
+};
+
+/* Softmax over rows of length n, and its backward from y. */
+struct SoftmaxK {
+    template <class V> static void run(const float *x, float *y, int64_t rows, int64_t n) {
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * n;
+            float *yr = y + r * n;
+            V mv = V::set(-INFINITY), s = V::set(0.f);
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { mv = vmax(V::load(xr + j, t, -INFINITY), mv); });
+            V m = V::set(hmax(mv));
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE {
+                V e = vexp(V::load(xr + j, t) - m);
+                e.store(yr + j, t);
+                s = s + keep(t, e);
+            });
+            V inv = V::set(1.f / hsum(s));
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { (V::load(yr + j, t) * inv).store(yr + j, t); });
+        }
     }
-}
-
-/* Vectorised tanh, sigmoid (AVX2+FMA, chosen at run time like the GEMM
-   micro-kernel). exp: Cephes' polynomial after range reduction (about 1 ulp),
-   its input clamped to where 2^n is a normal float (enough for sigmoid).
-   tanh: the odd/even rational approximation Eigen uses (a few ulp). */
-#if NNL_X86
-static bool have_avx2() {
-    static const bool yes = !getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return yes;
-}
-
-__attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.02f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-__attribute__((target("avx2,fma"))) static inline __m256 tanh256(__m256 x) {
-    const __m256 lim = _mm256_set1_ps(7.90531110763549805f);
-    __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
-    __m256 tiny = _mm256_cmp_ps(ax, _mm256_set1_ps(0.0004f), _CMP_LT_OQ);
-    __m256 c = _mm256_min_ps(_mm256_max_ps(x, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
-    __m256 x2 = _mm256_mul_ps(c, c);
-    __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
-    p = _mm256_mul_ps(p, c);
-    __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
-    q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
-    return _mm256_blendv_ps(_mm256_div_ps(p, q), x, tiny);
-}
-
-/* y = act(x) for tanh and sigmoid, 8 at a time; the tail in scalar code */
-__attribute__((target("avx2,fma"))) static void act_avx2(Act a, const float *x, float *y, int64_t n) {
-    int64_t i = 0;
-    const __m256 one = _mm256_set1_ps(1.f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        if (a == ACT_TANH)
-            v = tanh256(v);
-        else
-            v = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), v))));
-        _mm256_storeu_ps(y + i, v);
+};
+struct SoftmaxBackwardK {
+    template <class V> static void run(const float *y, const float *dy, float *dx, int64_t rows, int64_t n) {
+        for (int64_t r = 0; r < rows; r++) {
+            const float *yr = y + r * n, *dr = dy + r * n;
+            float *o = dx + r * n;
+            V dot = V::set(0.f);
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { dot = fma(V::load(dr + j, t), V::load(yr + j, t), dot); });
+            V d = V::set(hsum(dot));
+            simd::loop<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { (V::load(yr + j, t) * (V::load(dr + j, t) - d)).store(o + j, t); });
+        }
     }
-    for (; i < n; i++) y[i] = a == ACT_TANH ? std::tanh(x[i]) : sigmoidf(x[i]);
-}
-#endif
+};
 
 /* Activations whose derivative cpu_act_backward can take from the output
    alone (passed as x too): layers then need not keep the pre-activation,
@@ -1454,18 +1889,7 @@ static bool act_from_output(Act a) {
 
 static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64_t n) {
     if (a == ACT_SOFTMAX) {
-        int64_t total = rows * n;
-        (void)total;
-        par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
-            for (int64_t r = lo_; r < hi_; r++) {
-                const float *xr = x + r * n;
-                float *yr = y + r * n, m = xr[0], s = 0.f;
-                for (int64_t j = 1; j < n; j++) m = std::max(m, xr[j]);
-                for (int64_t j = 0; j < n; j++) s += (yr[j] = std::exp(xr[j] - m));
-                float inv = 1.f / s;
-                for (int64_t j = 0; j < n; j++) yr[j] *= inv;
-            }
-        });
+        par_for(rows, rows * n, [&](int64_t lo_, int64_t hi_) { simd::run<SoftmaxK>(x + lo_ * n, y + lo_ * n, hi_ - lo_, n); });
         return;
     }
     n *= rows;
@@ -1473,62 +1897,37 @@ static void cpu_act_forward(Act a, const float *x, float *y, int64_t rows, int64
         if (x != y) memcpy(y, x, (size_t)n * sizeof(float));
         return;
     }
-    if (a == ACT_RELU) {
-        par_for(n, n, [&](int64_t lo, int64_t hi) {
-            for (int64_t i = lo; i < hi; i++) y[i] = x[i] > 0 ? x[i] : 0.f;
-        });
-        return;
-    }
-#if NNL_X86
-    if ((a == ACT_TANH || a == ACT_SIGMOID) && have_avx2()) {
-        const int64_t blk = 4096, nb = (n + blk - 1) / blk;
-        par_for(nb, n, [&](int64_t lo_, int64_t hi_) {
-            for (int64_t b = lo_; b < hi_; b++) act_avx2(a, x + b * blk, y + b * blk, std::min(blk, n - b * blk));
-        });
-        return;
-    }
-#endif
     par_for(n, n, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; i++) y[i] = act1(a, x[i]);
+        simd::run<BiasActK>(x + lo, n, y + lo, n, (int64_t)1, hi - lo, (const float *)nullptr, a);
     });
+}
+
+static void bias_act_rows(float *C, int64_t ldc, int64_t rows, int64_t n, const float *bias, Act act) {
+    if (!bias && act == ACT_LINEAR) return;
+    if (act == ACT_SOFTMAX) {
+        for (int64_t r = 0; r < rows; r++) {
+            if (bias) simd::run<AddRowsK>(bias, C + r * ldc, (int64_t)1, n);
+            simd::run<SoftmaxK>(C + r * ldc, C + r * ldc, (int64_t)1, n);
+        }
+        return;
+    }
+    simd::run<BiasActK>((const float *)C, ldc, C, ldc, rows, n, bias, act);
 }
 
 static void cpu_act_backward(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t rows,
                              int64_t n) {
     if (a == ACT_SOFTMAX) {
-        for (int64_t r = 0; r < rows; r++) {
-            const float *yr = y + r * n, *dr = dy + r * n;
-            float *o = dx + r * n, dot = 0.f;
-            for (int64_t j = 0; j < n; j++) dot += dr[j] * yr[j];
-            for (int64_t j = 0; j < n; j++) o[j] = yr[j] * (dr[j] - dot);
-        }
+        par_for(rows, rows * n, [&](int64_t lo_, int64_t hi_) {
+            simd::run<SoftmaxBackwardK>(y + lo_ * n, dy + lo_ * n, dx + lo_ * n, hi_ - lo_, n);
+        });
         return;
     }
     n *= rows;
-    if (a == ACT_RELU) {
-        par_for(n, n, [&](int64_t lo, int64_t hi) {
-            for (int64_t i = lo; i < hi; i++) { /* both loads unconditional: vectorises to a blend */
-                float d = dy[i];
-                dx[i] = x[i] > 0 ? d : 0.f;
-            }
-        });
+    if (a == ACT_LINEAR) {
+        if (dy != dx) memcpy(dx, dy, (size_t)n * sizeof(float));
         return;
     }
-    if (a == ACT_TANH) {
-        par_for(n, n, [&](int64_t lo, int64_t hi) {
-            for (int64_t i = lo; i < hi; i++) dx[i] = dy[i] * (1.f - y[i] * y[i]);
-        });
-        return;
-    }
-    if (a == ACT_SIGMOID) {
-        par_for(n, n, [&](int64_t lo, int64_t hi) {
-            for (int64_t i = lo; i < hi; i++) dx[i] = dy[i] * y[i] * (1.f - y[i]);
-        });
-        return;
-    }
-    par_for(n, n, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; i++) dx[i] = dy[i] * dact1(a, x[i], y[i]);
-    });
+    par_for(n, n, [&](int64_t lo, int64_t hi) { simd::run<ActBackwardK>(a, x + lo, y + lo, dy + lo, dx + lo, hi - lo); });
 }
 
 /* Counter-based mask: element i's draw depends only on (seed, i), so the
@@ -1583,28 +1982,38 @@ static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n
     par_for(n, n, [&](int64_t lo, int64_t hi) { f(x, y, mask, lo, hi, thresh, keep, seed); });
 }
 
+struct MulK {
+    template <class V> static void run(const float *a, const float *b, float *y, int64_t n) {
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { (V::load(a + i, t) * V::load(b + i, t)).store(y + i, t); });
+    }
+};
+
 static void cpu_mul(const float *a, const float *b, float *y, int64_t n) {
-    par_for(n, n, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; i++) y[i] = a[i] * b[i];
-    });
+    par_for(n, n, [&](int64_t lo, int64_t hi) { simd::run<MulK>(a + lo, b + lo, y + lo, hi - lo); });
 }
 
 static void cpu_copy(const float *x, float *y, int64_t n) {
     if (x != y) memcpy(y, x, (size_t)n * sizeof(float));
 }
 
-static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
-    /* float partial sums over short blocks vectorise; the total is double */
-    double s = 0;
-    for (int64_t b = 0; b < n; b += 256) {
-        int64_t e = std::min<int64_t>(n, b + 256);
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int64_t i = b;
-        for (; i + 8 <= e; i += 8)
-            for (int k = 0; k < 8; k++) acc[k] += x[i + k] * x[i + k];
-        for (; i < e; i++) acc[0] += x[i] * x[i];
-        for (int k = 0; k < 8; k++) s += acc[k];
+/* float partial sums over blocks of 256 (one per lane), the total in double */
+struct SumsqK {
+    template <class V> static double run(const float *x, int64_t n) {
+        double s = 0;
+        for (int64_t b = 0; b < n; b += 256) {
+            V acc = V::set(0.f);
+            simd::loop<V>(std::min<int64_t>(256, n - b), [&](int64_t i, const auto &t) NNL_INLINE {
+                V v = V::load(x + b + i, t);
+                acc = fma(v, v, acc);
+            });
+            s += hsum(acc);
+        }
+        return s;
     }
+};
+
+static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
+    double s = simd::run<SumsqK>(x, n);
     if (finite) *finite = std::isfinite(s); /* NaN and Inf propagate into the sum */
     return s;
 }
@@ -1817,22 +2226,32 @@ template <class T> static T *scratch(int slot, size_t n) {
     return b.data();
 }
 
+/* pp[c] += x[r, c] (center NULL) or (x[r, c] - center[c])^2, over rows */
+struct ColAccK {
+    template <class V> static void run(const float *x, int64_t rows, int64_t C, const float *center, float *pp) {
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * C;
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
+                V v = V::load(xr + c, t), p = V::load(pp + c, t);
+                if (center) {
+                    v = v - V::load(center + c, t);
+                    p = fma(v, v, p);
+                } else {
+                    p = p + v;
+                }
+                p.store(pp + c, t);
+            });
+        }
+    }
+};
+
 static void column_sums(const float *x, int64_t rows, int64_t C, const float *center, double *out) {
     float *pp = scratch<float>(0, (size_t)C);
     for (int64_t c = 0; c < C; c++) out[c] = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += 64) {
         int64_t r1 = std::min(rows, r0 + 64);
         std::fill(pp, pp + C, 0.f);
-        for (int64_t r = r0; r < r1; r++) {
-            const float *xr = x + r * C;
-            if (center)
-                for (int64_t c = 0; c < C; c++) {
-                    float v = xr[c] - center[c];
-                    pp[c] += v * v;
-                }
-            else
-                for (int64_t c = 0; c < C; c++) pp[c] += xr[c];
-        }
+        simd::run<ColAccK>(x + r0 * C, r1 - r0, C, center, pp);
         for (int64_t c = 0; c < C; c++) out[c] += pp[c];
     }
 }
@@ -1845,18 +2264,52 @@ static void cpu_moments(const float *x, int64_t rows, int64_t C, float *mean, fl
     for (int64_t c = 0; c < C; c++) var[c] = (float)(s[c] / (double)rows);
 }
 
+struct ScaleShiftK {
+    template <class V>
+    static void run(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift) {
+        for (int64_t r = 0; r < rows; r++)
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
+                fma(V::load(x + r * C + c, t), V::load(scale + c, t), V::load(shift + c, t)).store(y + r * C + c, t);
+            });
+    }
+};
+
 static void cpu_scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale,
                             const float *shift) {
     int64_t total = rows * C;
     (void)total;
     par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
-        for (int64_t r = lo_; r < hi_; r++) {
-            const float *xr = x + r * C;
-            float *yr = y + r * C;
-            for (int64_t c = 0; c < C; c++) yr[c] = xr[c] * scale[c] + shift[c];
-        }
+        simd::run<ScaleShiftK>(x + lo_ * C, y + lo_ * C, hi_ - lo_, C, scale, shift);
     });
 }
+
+/* batch norm backward: p1[c] += dy[r, c] and p2[c] += dy[r, c] xhat[r, c]
+   over rows; and dx from the channel sums (A = gamma invstd, M1, M2 their
+   means, zero with fixed statistics) */
+struct BnSumsK {
+    template <class V>
+    static void run(const float *x, const float *dy, int64_t rows, int64_t C, const float *mean, const float *invstd,
+                    float *p1, float *p2) {
+        for (int64_t r = 0; r < rows; r++)
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
+                V d = V::load(dy + r * C + c, t), xc = V::load(x + r * C + c, t) - V::load(mean + c, t);
+                (V::load(p1 + c, t) + d).store(p1 + c, t);
+                fma(d * xc, V::load(invstd + c, t), V::load(p2 + c, t)).store(p2 + c, t);
+            });
+    }
+};
+struct BnDxK {
+    template <class V>
+    static void run(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
+                    const float *invstd, const float *A, const float *M1, const float *M2) {
+        for (int64_t r = 0; r < rows; r++)
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
+                V xh = (V::load(x + r * C + c, t) - V::load(mean + c, t)) * V::load(invstd + c, t);
+                V d = V::load(dy + r * C + c, t) - V::load(M1 + c, t) - xh * V::load(M2 + c, t);
+                (V::load(A + c, t) * d).store(dx + r * C + c, t);
+            });
+    }
+};
 
 static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
                             const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training) {
@@ -1869,13 +2322,7 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
         int64_t r1 = std::min(rows, r0 + 64);
         std::fill(p1, p1 + C, 0.f);
         std::fill(p2, p2 + C, 0.f);
-        for (int64_t r = r0; r < r1; r++) {
-            const float *xr = x + r * C, *dr = dy + r * C;
-            for (int64_t c = 0; c < C; c++) {
-                p1[c] += dr[c];
-                p2[c] += dr[c] * (xr[c] - mean[c]) * invstd[c];
-            }
-        }
+        simd::run<BnSumsK>(x + r0 * C, dy + r0 * C, r1 - r0, C, mean, invstd, p1, p2);
         for (int64_t c = 0; c < C; c++) {
             sdy[c] += p1[c];
             sdx[c] += p2[c];
@@ -1896,11 +2343,8 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
     int64_t total = rows * C;
     (void)total;
     par_for(rows, total, [&](int64_t lo_, int64_t hi_) {
-        for (int64_t r = lo_; r < hi_; r++) {
-            const float *xr = x + r * C, *dr = dy + r * C;
-            float *o = dx + r * C;
-            for (int64_t c = 0; c < C; c++) o[c] = A[c] * (dr[c] - M1[c] - (xr[c] - mean[c]) * invstd[c] * M2[c]);
-        }
+        simd::run<BnDxK>(x + lo_ * C, dy + lo_ * C, dx + lo_ * C, hi_ - lo_, C, mean, invstd, (const float *)A,
+                         (const float *)M1, (const float *)M2);
     });
 }
 
@@ -3547,6 +3991,161 @@ namespace nnl {
 enum LossKind { LOSS_SPARSE_CCE, LOSS_CCE, LOSS_BCE, LOSS_MSE, LOSS_MAE, LOSS_HUBER };
 static const float PROB_EPS = 1e-7f; /* Keras' backend epsilon */
 
+/* ---- Loss kernels (every vector type of section 2) ----
+   Each returns the sum of its per-row or per-element losses (in double)
+   and writes dL/dy times `scale` into dy when dy is not NULL. */
+
+/* Cross-entropy from logits over rows of C: sparse (t: a class id per row)
+   or categorical (t: rows of C targets). log_softmax = z - m - log(sum
+   exp(z - m)) with m the row's maximum: stable for any logits. */
+struct XentLogitsK {
+    template <class V>
+    static double run(bool sparse, const float *z, const float *t, int64_t rows, int64_t C, float scale, float *dy) {
+        double total = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *p = z + r * C, *tr = sparse ? nullptr : t + r * C;
+            float *d = dy ? dy + r * C : nullptr;
+            V mv = V::set(-INFINITY);
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE { mv = vmax(V::load(p + j, k, -INFINITY), mv); });
+            float mf = hmax(mv);
+            V m = V::set(mf);
+            typename V::Acc s = simd::acc_zero<V>(), ts = s, tp = s;
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
+                V e = keep(k, vexp(V::load(p + j, k) - m));
+                if (d) e.store(d + j, k); /* exp(z - m), scaled below */
+                simd::acc_add(s, e);
+                if (!sparse) {
+                    V tv = V::load(tr + j, k);
+                    simd::acc_add(ts, tv);
+                    simd::acc_fma(tp, tv, V::load(p + j, k));
+                }
+            });
+            double S = simd::acc_total(s), lse = mf + std::log(S);
+            if (sparse) {
+                int64_t c = (int64_t)t[r];
+                total += lse - p[c];
+                if (d) {
+                    V f = V::set((float)(scale / S));
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE { (V::load(d + j, k) * f).store(d + j, k); });
+                    d[c] -= scale;
+                }
+            } else { /* sum_j t_j (lse - z_j) */
+                double tsum = simd::acc_total(ts);
+                total += lse * tsum - simd::acc_total(tp);
+                if (d) {
+                    V f = V::set((float)(tsum / S)), sc = V::set(scale);
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
+                        ((V::load(d + j, k) * f - V::load(tr + j, k)) * sc).store(d + j, k);
+                    });
+                }
+            }
+        }
+        return total;
+    }
+};
+
+/* Cross-entropy from probabilities: rows normalised to sum 1, then clipped
+   to [eps, 1 - eps] as Keras does (zero gradient where clipped). */
+struct XentProbsK {
+    template <class V>
+    static double run(bool sparse, const float *y, const float *t, int64_t rows, int64_t C, float scale, float *dy) {
+        double total = 0;
+        const V lo = V::set(PROB_EPS), hi = V::set(1.f - PROB_EPS), zero = V::set(0.f);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *p = y + r * C, *tr = sparse ? nullptr : t + r * C;
+            float *d = dy ? dy + r * C : nullptr;
+            typename V::Acc s = simd::acc_zero<V>(), ts = s, l = s;
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
+                simd::acc_add(s, V::load(p + j, k));
+                if (!sparse) simd::acc_add(ts, V::load(tr + j, k));
+            });
+            double S = simd::acc_total(s);
+            if (S <= 0) S = 1;
+            if (sparse) {
+                int64_t c = (int64_t)t[r];
+                double q = p[c] / S, qc = std::min(std::max(q, (double)PROB_EPS), 1.0 - PROB_EPS);
+                total -= std::log(qc);
+                if (d) {
+                    /* d/dp_j of -log(p_c / s) = 1/s - [j==c]/p_c; zero where clipped */
+                    bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
+                    V f = V::set(live ? (float)(1.0 / S) * scale : 0.f);
+                    simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE { f.store(d + j, k); });
+                    if (live) d[c] -= (float)(1.0 / p[c]) * scale;
+                }
+                continue;
+            }
+            double tsum = simd::acc_total(ts);
+            V inv = V::set((float)(1.0 / S)), ts_s = V::set((float)(tsum / S)), sc = V::set(scale);
+            simd::loop<V>(C, [&](int64_t j, const auto &k) NNL_INLINE {
+                V pj = V::load(p + j, k), tv = V::load(tr + j, k), q = pj * inv;
+                simd::acc_add(l, tv * vlog(vmin(hi, vmax(lo, q)))); /* t = 0 outside the row: adds 0 */
+                if (d) {
+                    auto live = gt(q, lo) & lt(q, hi);
+                    ((ts_s - sel(live, tv / pj, zero)) * sc).store(d + j, k);
+                }
+            });
+            total -= simd::acc_total(l);
+        }
+        return total;
+    }
+};
+
+/* The elementwise losses: binary cross-entropy (from logits or
+   probabilities), mean squared and absolute error, Huber. */
+struct PointLossK {
+    template <class V>
+    static double run(LossKind kind, bool logits, float delta, const float *y, const float *t, int64_t n, float scale,
+                      float *dy) {
+        typename V::Acc acc = simd::acc_zero<V>();
+        const V zero = V::set(0.f), one = V::set(1.f), dl = V::set(delta), sc = V::set(scale);
+        /* f(v, target, mask) accumulates the losses and returns the gradients */
+        auto each = [&](auto f) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &k) NNL_INLINE {
+                V g = f(V::load(y + i, k), V::load(t + i, k), k);
+                if (dy) (g * sc).store(dy + i, k);
+            });
+        };
+        switch (kind) {
+        case LOSS_BCE:
+            if (logits) /* max(z, 0) - z t + log(1 + exp(-|z|)) */
+                each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
+                    simd::acc_add(acc, keep(k, vmax(zero, v) - v * tv + vlog1p(vexp(-vabs(v)))));
+                    return vsigmoid(v) - tv;
+                });
+            else
+                each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
+                    V lo = V::set(PROB_EPS), hi = V::set(1.f - PROB_EPS), q = vmin(hi, vmax(lo, v));
+                    simd::acc_add(acc, keep(k, -(tv * vlog(q) + (one - tv) * vlog1p(-q))));
+                    V g = sel(gt(v, lo) & lt(v, hi), (q - tv) / (q * (one - q)), zero);
+                    return sel(isnan_(v), v, g);
+                });
+            break;
+        case LOSS_MSE:
+            each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
+                V e = keep(k, v - tv);
+                simd::acc_fma(acc, e, e);
+                return V::set(2.f) * e;
+            });
+            break;
+        case LOSS_MAE:
+            each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
+                V e = v - tv;
+                simd::acc_add(acc, keep(k, vabs(e)));
+                return sel(isnan_(e), e, sel(gt(v, tv), one, sel(lt(v, tv), -one, zero)));
+            });
+            break;
+        default: /* Huber */
+            each([&](const V &v, const V &tv, const auto &k) NNL_INLINE {
+                V e = v - tv, a = vabs(e);
+                auto quad = le(a, dl);
+                simd::acc_add(acc, keep(k, sel(quad, V::set(0.5f) * e * e, dl * (a - V::set(0.5f) * dl))));
+                return sel(isnan_(e), e, sel(quad, e, sel(gt(e, zero), dl, -dl)));
+            });
+        }
+        return simd::acc_total(acc);
+    }
+};
+
 struct Loss {
     LossKind kind = LOSS_MSE;
     bool from_logits = false;
@@ -3565,104 +4164,17 @@ struct Loss {
     double run(const float *y, const float *z, const float *t, int64_t B, int64_t D, int64_t C, float *dy) const {
         bool logits = from_logits || fused != ACT_LINEAR;
         const float *src = (logits && z) ? z : y; /* when from_logits, y are the logits themselves */
-        double total = 0;
         float invB = 1.f / (float)B;
         if (kind == LOSS_SPARSE_CCE || kind == LOSS_CCE) {
             int64_t rows = B * (D / C), per = D / C;
             float scale = invB / (float)per; /* mean over positions too */
-            for (int64_t r = 0; r < rows; r++) {
-                const float *p = src + r * C;
-                float *d = dy ? dy + r * C : nullptr;
-                if (logits) { /* stable: log_softmax = z - m - log(sum exp(z - m)) */
-                    float m = p[0];
-                    for (int64_t j = 1; j < C; j++) m = std::max(m, p[j]);
-                    double s = 0;
-                    for (int64_t j = 0; j < C; j++) s += std::exp((double)p[j] - m);
-                    double lse = m + std::log(s);
-                    if (kind == LOSS_SPARSE_CCE) {
-                        int64_t c = (int64_t)t[r];
-                        total += (lse - p[c]) / per;
-                        if (d) {
-                            for (int64_t j = 0; j < C; j++) d[j] = (float)std::exp(p[j] - lse) * scale;
-                            d[c] -= scale;
-                        }
-                    } else {
-                        const float *tr = t + r * C;
-                        double tsum = 0, l = 0;
-                        for (int64_t j = 0; j < C; j++) {
-                            l += tr[j] * (lse - p[j]);
-                            tsum += tr[j];
-                        }
-                        total += l / per;
-                        if (d)
-                            for (int64_t j = 0; j < C; j++)
-                                d[j] = (float)(std::exp(p[j] - lse) * tsum - tr[j]) * scale;
-                    }
-                } else { /* probabilities: normalise rows, clip to [eps, 1-eps] as Keras */
-                    double s = 0;
-                    for (int64_t j = 0; j < C; j++) s += p[j];
-                    if (s <= 0) s = 1;
-                    if (kind == LOSS_SPARSE_CCE) {
-                        int64_t c = (int64_t)t[r];
-                        double q = p[c] / s, qc = std::min(std::max(q, (double)PROB_EPS), 1.0 - PROB_EPS);
-                        total += -std::log(qc) / per;
-                        if (d) {
-                            /* d/dp_j of -log(p_c / s) = 1/s - [j==c]/p_c; zero where clipped */
-                            bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
-                            for (int64_t j = 0; j < C; j++) d[j] = live ? (float)(1.0 / s) * scale : 0.f;
-                            if (live) d[c] -= (float)(1.0 / p[c]) * scale;
-                        }
-                    } else {
-                        const float *tr = t + r * C;
-                        double l = 0, tsum = 0;
-                        for (int64_t j = 0; j < C; j++) tsum += tr[j];
-                        for (int64_t j = 0; j < C; j++) {
-                            double q = p[j] / s, qc = std::min(std::max(q, (double)PROB_EPS), 1.0 - PROB_EPS);
-                            l -= tr[j] * std::log(qc);
-                            if (d) {
-                                bool live = q > PROB_EPS && q < 1.0 - PROB_EPS;
-                                d[j] = (float)(tsum / s - (live ? tr[j] / p[j] : 0.0)) * scale;
-                            }
-                        }
-                        total += l / per;
-                    }
-                }
-            }
-            return total;
+            bool sp = kind == LOSS_SPARSE_CCE;
+            return (logits ? simd::run<XentLogitsK>(sp, src, t, rows, C, scale, dy)
+                           : simd::run<XentProbsK>(sp, src, t, rows, C, scale, dy)) /
+                   (double)per;
         }
         float scale = invB / (float)D; /* mean over the last axes, then the batch */
-        for (int64_t i = 0; i < B * D; i++) {
-            float v = src[i], tv = t[i], g;
-            double l;
-            switch (kind) {
-            case LOSS_BCE:
-                if (logits) { /* max(z,0) - z t + log(1 + exp(-|z|)) */
-                    l = std::max(v, 0.f) - v * tv + std::log1p(std::exp(-std::fabs((double)v)));
-                    g = sigmoidf(v) - tv;
-                } else {
-                    float q = std::min(std::max(v, PROB_EPS), 1.f - PROB_EPS);
-                    l = -(tv * std::log((double)q) + (1 - tv) * std::log(1.0 - q));
-                    g = (v > PROB_EPS && v < 1.f - PROB_EPS) ? (q - tv) / (q * (1 - q)) : 0.f;
-                }
-                break;
-            case LOSS_MSE:
-                l = (double)(v - tv) * (v - tv);
-                g = 2 * (v - tv);
-                break;
-            case LOSS_MAE:
-                l = std::fabs(v - tv);
-                g = v > tv ? 1.f : (v < tv ? -1.f : 0.f);
-                break;
-            default: { /* Huber */
-                float e = v - tv, a = std::fabs(e);
-                l = a <= delta ? 0.5 * e * e : delta * (a - 0.5 * delta);
-                g = a <= delta ? e : (e > 0 ? delta : -delta);
-            }
-            }
-            total += l / D;
-            if (dy) dy[i] = g * scale;
-        }
-        return total;
+        return simd::run<PointLossK>(kind, logits, delta, src, t, B * D, scale, dy) / (double)D;
     }
 };
 
@@ -3835,65 +4347,288 @@ struct ParamSlice {
     int64_t n;
 };
 
+/* ---- One update step ----
+   An optimizer describes its step by the scalars below, computed once per
+   step in double and rounded to float. The CPU loops here and the CUDA
+   kernel (nnlite_cuda.cu's k_opt, through nnl_cuda::OptStep, the same
+   fields) apply the same rule element by element. */
+enum OptKind { OPT_SGD, OPT_SGD_MOMENTUM, OPT_RMSPROP, OPT_ADAGRAD, OPT_ADADELTA, OPT_ADAM, OPT_ADAMAX, OPT_NADAM };
+struct OptStep {
+    OptKind kind;
+    float lr, momentum, rho, eps, b1c, b2c, b2; /* b1c = 1 - beta_1, b2c = 1 - beta_2 */
+    float alpha, wd, a1, a2, vb, step;          /* Adam's alpha, AdamW's wd*lr, Nadam's a1 a2 vb, Adamax' step */
+    bool nesterov, centered, amsgrad;
+};
+
+/* f(std::true_type()) or f(std::false_type()): a loop per option value */
+template <class F> static inline NNL_INLINE void with_flag(bool b, F f) {
+    if (b)
+        f(std::true_type());
+    else
+        f(std::false_type());
+}
+
+/* The update loops (every vector type of section 2); w, g and the slots
+   s0..s2 of one tensor, n long. */
+struct SgdK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *v, int64_t n) {
+        V l = V::set(s.lr), m = V::set(s.momentum);
+        if (s.kind == OPT_SGD) {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { (V::load(w + i, t) - l * V::load(g + i, t)).store(w + i, t); });
+            return;
+        }
+        with_flag(s.nesterov, [&](auto nesterov) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+                V gi = V::load(g + i, t), vi = m * V::load(v + i, t) - l * gi;
+                vi.store(v + i, t);
+                V wi = V::load(w + i, t);
+                if constexpr (decltype(nesterov)::value)
+                    wi = wi + (m * vi - l * gi);
+                else
+                    wi = wi + vi;
+                wi.store(w + i, t);
+            });
+        });
+    }
+};
+
+struct RmspropK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *v, float *mo, float *ag, int64_t n) {
+        V r = V::set(s.rho), rc = V::set(1 - s.rho), l = V::set(s.lr), e = V::set(s.eps), mm = V::set(s.momentum);
+        with_flag(s.centered, [&](auto centered) NNL_INLINE {
+            with_flag(s.momentum > 0, [&](auto momentum) NNL_INLINE {
+                simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+                    V gi = V::load(g + i, t), vi = r * V::load(v + i, t) + rc * gi * gi;
+                    vi.store(v + i, t);
+                    V den = vi;
+                    if constexpr (decltype(centered)::value) {
+                        V a = r * V::load(ag + i, t) + rc * gi;
+                        a.store(ag + i, t);
+                        den = den - a * a;
+                    }
+                    V inc = l * gi / vsqrt(den + e), wi = V::load(w + i, t);
+                    if constexpr (decltype(momentum)::value) {
+                        V m = mm * V::load(mo + i, t) + inc;
+                        m.store(mo + i, t);
+                        wi = wi - m;
+                    } else {
+                        wi = wi - inc;
+                    }
+                    wi.store(w + i, t);
+                });
+            });
+        });
+    }
+};
+
+struct AdagradK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *acc, int64_t n) {
+        V l = V::set(s.lr), e = V::set(s.eps);
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+            V gi = V::load(g + i, t), a = V::load(acc + i, t) + gi * gi;
+            a.store(acc + i, t);
+            (V::load(w + i, t) - l * gi / vsqrt(a + e)).store(w + i, t);
+        });
+    }
+};
+
+struct AdadeltaK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *ag, float *ad, int64_t n) {
+        V r = V::set(s.rho), rc = V::set(1 - s.rho), l = V::set(s.lr), e = V::set(s.eps);
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+            V gi = V::load(g + i, t), a = r * V::load(ag + i, t) + rc * gi * gi, dl = V::load(ad + i, t);
+            a.store(ag + i, t);
+            V d = vsqrt(dl + e) / vsqrt(a + e) * gi;
+            (r * dl + rc * d * d).store(ad + i, t);
+            (V::load(w + i, t) - l * d).store(w + i, t);
+        });
+    }
+};
+
+/* Adam and AdamW (wd = weight_decay * lr, 0 for Adam: w - w*0 == w), amsgrad
+   keeping the largest v in s2 */
+struct AdamK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *v, float *vh, int64_t n) {
+        V alpha = V::set(s.alpha), c1 = V::set(s.b1c), c2 = V::set(s.b2c), e = V::set(s.eps), wd = V::set(s.wd);
+        with_flag(s.amsgrad, [&](auto amsgrad) NNL_INLINE {
+            simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+                V wi = V::load(w + i, t), gi = V::load(g + i, t), mi = V::load(m + i, t), vi = V::load(v + i, t);
+                wi = wi - wi * wd;
+                mi = mi + (gi - mi) * c1;
+                vi = vi + (gi * gi - vi) * c2;
+                mi.store(m + i, t);
+                vi.store(v + i, t);
+                if constexpr (decltype(amsgrad)::value) {
+                    vi = vmax(vi, V::load(vh + i, t)); /* std::max(vh, v) */
+                    vi.store(vh + i, t);
+                }
+                (wi - alpha * mi / (vsqrt(vi) + e)).store(w + i, t);
+            });
+        });
+    }
+};
+
+struct AdamaxK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *u, int64_t n) {
+        V step = V::set(s.step), c1 = V::set(s.b1c), b2 = V::set(s.b2), e = V::set(s.eps);
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+            V gi = V::load(g + i, t), mi = V::load(m + i, t);
+            mi = mi + (gi - mi) * c1;
+            V ui = vmax(vabs(gi), b2 * V::load(u + i, t)); /* std::max(b2 u, |g|) */
+            mi.store(m + i, t);
+            ui.store(u + i, t);
+            (V::load(w + i, t) - step * mi / (ui + e)).store(w + i, t);
+        });
+    }
+};
+
+struct NadamK {
+    template <class V> static void run(OptStep s, float *w, const float *g, float *m, float *v, int64_t n) {
+        V a1 = V::set(s.a1), a2 = V::set(s.a2), vb = V::set(s.vb), c1 = V::set(s.b1c), c2 = V::set(s.b2c),
+          e = V::set(s.eps), l = V::set(s.lr);
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE {
+            V gi = V::load(g + i, t), mi = V::load(m + i, t), vi = V::load(v + i, t);
+            mi = mi + (gi - mi) * c1;
+            vi = vi + (gi * gi - vi) * c2;
+            mi.store(m + i, t);
+            vi.store(v + i, t);
+            V mh = a1 * mi + a2 * gi;
+            (V::load(w + i, t) - l * mh / (vsqrt(vi * vb) + e)).store(w + i, t);
+        });
+    }
+};
+
+/* One tensor's update; s0..s2 are its slots (NULL where the rule has none). */
+static void opt_update(const OptStep &s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
+    switch (s.kind) {
+    case OPT_SGD:
+    case OPT_SGD_MOMENTUM: return simd::run<SgdK>(s, w, g, s0, n);
+    case OPT_RMSPROP: return simd::run<RmspropK>(s, w, g, s0, s1, s2, n);
+    case OPT_ADAGRAD: return simd::run<AdagradK>(s, w, g, s0, n);
+    case OPT_ADADELTA: return simd::run<AdadeltaK>(s, w, g, s0, s1, n);
+    case OPT_ADAM: return simd::run<AdamK>(s, w, g, s0, s1, s2, n);
+    case OPT_ADAMAX: return simd::run<AdamaxK>(s, w, g, s0, s1, n);
+    case OPT_NADAM: return simd::run<NadamK>(s, w, g, s0, s1, n);
+    }
+}
+
+/* g = clamp(g, -c, c) (NaN stays NaN), and g *= f */
+struct ClipValueK {
+    template <class V> static void run(float *g, int64_t n, float c) {
+        V hi = V::set(c), lo = V::set(-c);
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { vmin(hi, vmax(lo, V::load(g + i, t))).store(g + i, t); });
+    }
+};
+struct ScaleK {
+    template <class V> static void run(float *g, int64_t n, float f) {
+        V k = V::set(f);
+        simd::loop<V>(n, [&](int64_t i, const auto &t) NNL_INLINE { (V::load(g + i, t) * k).store(g + i, t); });
+    }
+};
+
 class Optimizer {
 public:
-    std::string name;
+    std::string name; /* as the caller spelt it */
     double learning_rate = 0.001;
     int64_t iterations = 0;
     double decay = 0, clipnorm = 0, clipvalue = 0, global_clipnorm = 0;
     std::vector<std::vector<float>> slots; /* each the total weight count long */
     virtual ~Optimizer() {}
 
-    void apply(ParamSlice *p, int count) {
-        int64_t total = 0;
-        for (int i = 0; i < count; i++) total += p[i].n;
-        if (slots.empty() || (int64_t)slots[0].size() != total) {
-            slots.assign(nslots(), std::vector<float>((size_t)total, 0.f));
-            init_slots();
-        }
-        clip(p, count);
-        double lr = learning_rate;
-        if (decay > 0) lr = lr / (1.0 + decay * (double)iterations);
-        int64_t off = 0;
-        for (int i = 0; i < count; i++) {
-            /* every update rule is elementwise: threads take slices of a tensor */
-            float *w = p[i].w;
-            const float *g = p[i].g;
-            par_for(p[i].n, 4 * p[i].n, [&](int64_t lo, int64_t hi) { update(w + lo, g + lo, hi - lo, off + lo, lr); });
-            off += p[i].n;
-        }
+    /* ---- What an optimizer says about itself ---- */
+    virtual const char *cls() const = 0; /* Keras' class name */
+    virtual int nslots() const = 0;      /* slot arrays (zeros unless init_slots says otherwise) */
+    virtual void init_slots() {}
+    /* The scalars of the coming step (iterations + 1) at learning rate lr. */
+    virtual OptStep step(double lr) const = 0;
+    virtual void after_step() {}
+    /* Host state beyond the slots and the step count (Nadam's u_product),
+       saved in model files under these keys. */
+    struct Extra {
+        const char *key;
+        double *value;
+    };
+    virtual std::vector<Extra> extra_state() { return {}; }
+    /* Its configuration: the call that makes the same optimizer again. */
+    std::string config() const {
+        std::string s = std::string(cls()) + "(learning_rate=" + num(learning_rate) + args();
+        if (decay > 0) s += ", decay=" + num(decay);
+        if (clipnorm > 0) s += ", clipnorm=" + num(clipnorm);
+        if (clipvalue > 0) s += ", clipvalue=" + num(clipvalue);
+        if (global_clipnorm > 0) s += ", global_clipnorm=" + num(global_clipnorm);
+        return s + ")";
+    }
+
+    /* ---- The step, on the CPU here and on a GPU in section 6b ---- */
+    /* (Re)lays the slots for `total` weights; true when it did. */
+    bool ensure_slots(int64_t total) {
+        int ns = nslots();
+        if ((int)slots.size() == ns && (ns == 0 || (int64_t)slots[0].size() == total)) return false;
+        slots.assign((size_t)ns, std::vector<float>((size_t)total, 0.f));
+        init_slots();
+        return true;
+    }
+    double current_lr() const { return decay > 0 ? learning_rate / (1.0 + decay * (double)iterations) : learning_rate; }
+    void finish_step() {
         iterations++;
         after_step();
     }
 
+    void apply(ParamSlice *p, int count) {
+        int64_t total = 0;
+        for (int i = 0; i < count; i++) total += p[i].n;
+        ensure_slots(total);
+        clip(p, count);
+        const OptStep st = step(current_lr());
+        int64_t off = 0;
+        for (int i = 0; i < count; i++) {
+            /* every update rule is elementwise: threads take slices of a tensor */
+            float *w = p[i].w, *s[3] = {nullptr, nullptr, nullptr};
+            const float *g = p[i].g;
+            for (size_t k = 0; k < slots.size() && k < 3; k++) s[k] = slots[k].data() + off;
+            par_for(p[i].n, 4 * p[i].n, [&](int64_t lo, int64_t hi) {
+                opt_update(st, w + lo, g + lo, s[0] ? s[0] + lo : nullptr, s[1] ? s[1] + lo : nullptr,
+                           s[2] ? s[2] + lo : nullptr, hi - lo);
+            });
+            off += p[i].n;
+        }
+        finish_step();
+    }
+
 protected:
-    virtual int nslots() const = 0;
-    virtual void init_slots() {}
-    virtual void after_step() {}
-    /* One tensor: w (n), g (n), its slots start at off in every slot arena. */
-    virtual void update(float *w, const float *g, int64_t n, int64_t off, double lr) = 0;
-    float *slot(int k, int64_t off) { return slots[(size_t)k].data() + off; }
     double t() const { return (double)(iterations + 1); }
+    /* ", name=value" for each of its own arguments, in Keras' order */
+    virtual std::string args() const = 0;
+    static std::string py(bool b) { return b ? "True" : "False"; }
+    static std::string num(double v) { /* the shortest text that reads back as v */
+        std::string s;
+        for (int digits = 15; digits <= 17; digits++)
+            if (strtod((s = format("%.*g", digits, v)).c_str(), nullptr) == v) break;
+        return s;
+    }
 
     void clip(ParamSlice *p, int count) {
         if (clipvalue > 0)
-            for (int i = 0; i < count; i++)
-                for (int64_t j = 0; j < p[i].n; j++)
-                    p[i].g[j] = std::min((float)clipvalue, std::max(-(float)clipvalue, p[i].g[j]));
+            for (int i = 0; i < count; i++) simd::run<ClipValueK>(p[i].g, p[i].n, (float)clipvalue);
         if (clipnorm > 0)
             for (int i = 0; i < count; i++) {
                 double nrm = std::sqrt(K().sumsq(p[i].g, p[i].n, nullptr));
-                if (nrm > clipnorm)
-                    for (int64_t j = 0; j < p[i].n; j++) p[i].g[j] = (float)(p[i].g[j] * (clipnorm / nrm));
+                if (nrm > clipnorm) simd::run<ScaleK>(p[i].g, p[i].n, (float)(clipnorm / nrm));
             }
         if (global_clipnorm > 0) {
             double s = 0;
             for (int i = 0; i < count; i++) s += K().sumsq(p[i].g, p[i].n, nullptr);
             double nrm = std::sqrt(s);
             if (nrm > global_clipnorm)
-                for (int i = 0; i < count; i++)
-                    for (int64_t j = 0; j < p[i].n; j++) p[i].g[j] = (float)(p[i].g[j] * (global_clipnorm / nrm));
+                for (int i = 0; i < count; i++) simd::run<ScaleK>(p[i].g, p[i].n, (float)(global_clipnorm / nrm));
         }
+    }
+    OptStep blank(OptKind kind, double lr) const {
+        OptStep s;
+        memset(&s, 0, sizeof s);
+        s.kind = kind;
+        s.lr = (float)lr;
+        return s;
     }
 };
 
@@ -3907,19 +4642,15 @@ public:
         nesterov = a.flag("nesterov", 2, false);
         NNL_REQUIRE(momentum >= 0 && momentum <= 1, NNL_ERR_ARGUMENT, "SGD: momentum must be in [0, 1]");
     }
+    const char *cls() const override { return "SGD"; }
     int nslots() const override { return momentum > 0 ? 1 : 0; }
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float l = (float)lr, m = (float)momentum;
-        if (momentum == 0) {
-            for (int64_t i = 0; i < n; i++) w[i] -= l * g[i];
-            return;
-        }
-        float *v = slot(0, off);
-        for (int64_t i = 0; i < n; i++) {
-            v[i] = m * v[i] - l * g[i];
-            w[i] += nesterov ? m * v[i] - l * g[i] : v[i];
-        }
+    OptStep step(double lr) const override {
+        OptStep s = blank(momentum == 0 ? OPT_SGD : OPT_SGD_MOMENTUM, lr);
+        s.momentum = (float)momentum;
+        s.nesterov = nesterov;
+        return s;
     }
+    std::string args() const override { return ", momentum=" + num(momentum) + ", nesterov=" + py(nesterov); }
 };
 
 class RMSprop : public Optimizer {
@@ -3933,25 +4664,19 @@ public:
         eps = a.num("epsilon", 3, 1e-7);
         centered = a.flag("centered", 4, false);
     }
+    const char *cls() const override { return "RMSprop"; }
     int nslots() const override { return 3; } /* velocity, momentum, average gradient */
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float *v = slot(0, off), *mo = slot(1, off), *ag = slot(2, off);
-        float r = (float)rho, l = (float)lr, e = (float)eps, mm = (float)momentum;
-        for (int64_t i = 0; i < n; i++) {
-            v[i] = r * v[i] + (1 - r) * g[i] * g[i];
-            float den = v[i];
-            if (centered) {
-                ag[i] = r * ag[i] + (1 - r) * g[i];
-                den -= ag[i] * ag[i];
-            }
-            float inc = l * g[i] / std::sqrt(den + e);
-            if (momentum > 0) {
-                mo[i] = mm * mo[i] + inc;
-                w[i] -= mo[i];
-            } else {
-                w[i] -= inc;
-            }
-        }
+    OptStep step(double lr) const override {
+        OptStep s = blank(OPT_RMSPROP, lr);
+        s.rho = (float)rho;
+        s.eps = (float)eps;
+        s.momentum = (float)momentum;
+        s.centered = centered;
+        return s;
+    }
+    std::string args() const override {
+        return ", rho=" + num(rho) + ", momentum=" + num(momentum) + ", epsilon=" + num(eps) + ", centered=" +
+               py(centered);
     }
 };
 
@@ -3963,14 +4688,16 @@ public:
         init_acc = a.num("initial_accumulator_value", 1, 0.1);
         eps = a.num("epsilon", 2, 1e-7);
     }
+    const char *cls() const override { return "Adagrad"; }
     int nslots() const override { return 1; }
     void init_slots() override { std::fill(slots[0].begin(), slots[0].end(), (float)init_acc); }
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float *acc = slot(0, off), l = (float)lr, e = (float)eps;
-        for (int64_t i = 0; i < n; i++) {
-            acc[i] += g[i] * g[i];
-            w[i] -= l * g[i] / std::sqrt(acc[i] + e);
-        }
+    OptStep step(double lr) const override {
+        OptStep s = blank(OPT_ADAGRAD, lr);
+        s.eps = (float)eps;
+        return s;
+    }
+    std::string args() const override {
+        return ", initial_accumulator_value=" + num(init_acc) + ", epsilon=" + num(eps);
     }
 };
 
@@ -3982,24 +4709,23 @@ public:
         rho = a.num("rho", 1, 0.95);
         eps = a.num("epsilon", 2, 1e-7);
     }
+    const char *cls() const override { return "Adadelta"; }
     int nslots() const override { return 2; } /* accumulated gradient, accumulated delta */
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float *ag = slot(0, off), *ad = slot(1, off), r = (float)rho, e = (float)eps, l = (float)lr;
-        for (int64_t i = 0; i < n; i++) {
-            ag[i] = r * ag[i] + (1 - r) * g[i] * g[i];
-            float d = std::sqrt(ad[i] + e) / std::sqrt(ag[i] + e) * g[i];
-            ad[i] = r * ad[i] + (1 - r) * d * d;
-            w[i] -= l * d;
-        }
+    OptStep step(double lr) const override {
+        OptStep s = blank(OPT_ADADELTA, lr);
+        s.rho = (float)rho;
+        s.eps = (float)eps;
+        return s;
     }
+    std::string args() const override { return ", rho=" + num(rho) + ", epsilon=" + num(eps); }
 };
 
-/* Adam and its relatives share the moment arithmetic. */
+/* Adam and AdamW share the moment arithmetic. */
 class Adam : public Optimizer {
 public:
     double b1, b2, eps, weight_decay = 0;
-    bool amsgrad;
-    Adam(Args &a, bool adamw) {
+    bool amsgrad, adamw;
+    Adam(Args &a, bool adamw_) : adamw(adamw_) {
         learning_rate = a.num("learning_rate", 0, 0.001);
         int p = 1;
         if (adamw) weight_decay = a.num("weight_decay", p++, 0.004);
@@ -4008,29 +4734,22 @@ public:
         eps = a.num("epsilon", p++, 1e-7);
         amsgrad = a.flag("amsgrad", p++, false);
     }
+    const char *cls() const override { return adamw ? "AdamW" : "Adam"; }
     int nslots() const override { return amsgrad ? 3 : 2; }
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float *m = slot(0, off), *v = slot(1, off), *vh = amsgrad ? slot(2, off) : nullptr;
+    OptStep step(double lr) const override {
+        OptStep s = blank(OPT_ADAM, lr);
         double tt = t();
-        float alpha = (float)(lr * std::sqrt(1 - std::pow(b2, tt)) / (1 - std::pow(b1, tt)));
-        float c1 = (float)(1 - b1), c2 = (float)(1 - b2), e = (float)eps, wd = (float)(weight_decay * lr);
-        /* branch-free loops (w - w*0 == w exactly), so the compiler vectorises them */
-        if (vh) {
-            for (int64_t i = 0; i < n; i++) {
-                w[i] -= w[i] * wd;
-                m[i] += (g[i] - m[i]) * c1;
-                v[i] += (g[i] * g[i] - v[i]) * c2;
-                vh[i] = std::max(vh[i], v[i]);
-                w[i] -= alpha * m[i] / (std::sqrt(vh[i]) + e);
-            }
-        } else {
-            for (int64_t i = 0; i < n; i++) {
-                w[i] -= w[i] * wd;
-                m[i] += (g[i] - m[i]) * c1;
-                v[i] += (g[i] * g[i] - v[i]) * c2;
-                w[i] -= alpha * m[i] / (std::sqrt(v[i]) + e);
-            }
-        }
+        s.alpha = (float)(lr * std::sqrt(1 - std::pow(b2, tt)) / (1 - std::pow(b1, tt)));
+        s.b1c = (float)(1 - b1);
+        s.b2c = (float)(1 - b2);
+        s.eps = (float)eps;
+        s.wd = (float)(weight_decay * lr);
+        s.amsgrad = amsgrad;
+        return s;
+    }
+    std::string args() const override {
+        return (adamw ? ", weight_decay=" + num(weight_decay) : std::string()) + ", beta_1=" + num(b1) +
+               ", beta_2=" + num(b2) + ", epsilon=" + num(eps) + ", amsgrad=" + py(amsgrad);
     }
 };
 
@@ -4043,15 +4762,18 @@ public:
         b2 = a.num("beta_2", 2, 0.999);
         eps = a.num("epsilon", 3, 1e-7);
     }
+    const char *cls() const override { return "Adamax"; }
     int nslots() const override { return 2; } /* m, u */
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float *m = slot(0, off), *u = slot(1, off);
-        float step = (float)(lr / (1 - std::pow(b1, t()))), c1 = (float)(1 - b1), bb2 = (float)b2, e = (float)eps;
-        for (int64_t i = 0; i < n; i++) {
-            m[i] += (g[i] - m[i]) * c1;
-            u[i] = std::max(bb2 * u[i], std::fabs(g[i]));
-            w[i] -= step * m[i] / (u[i] + e);
-        }
+    OptStep step(double lr) const override {
+        OptStep s = blank(OPT_ADAMAX, lr);
+        s.step = (float)(lr / (1 - std::pow(b1, t())));
+        s.b1c = (float)(1 - b1);
+        s.b2 = (float)b2;
+        s.eps = (float)eps;
+        return s;
+    }
+    std::string args() const override {
+        return ", beta_1=" + num(b1) + ", beta_2=" + num(b2) + ", epsilon=" + num(eps);
     }
 };
 
@@ -4067,21 +4789,25 @@ public:
         b2 = a.num("beta_2", 2, 0.999);
         eps = a.num("epsilon", 3, 1e-7);
     }
+    const char *cls() const override { return "Nadam"; }
     int nslots() const override { return 2; }
     double u(double step) const { return b1 * (1 - 0.5 * std::pow(0.96, step)); }
-    void update(float *w, const float *g, int64_t n, int64_t off, double lr) override {
-        float *m = slot(0, off), *v = slot(1, off);
+    OptStep step(double lr) const override {
+        OptStep s = blank(OPT_NADAM, lr);
         double tt = t(), ut = u(tt), ut1 = u(tt + 1), up = u_product * ut, up1 = up * ut1;
-        float a1 = (float)(ut1 / (1 - up1)), a2 = (float)((1 - ut) / (1 - up)), vb = (float)(1 / (1 - std::pow(b2, tt)));
-        float c1 = (float)(1 - b1), c2 = (float)(1 - b2), e = (float)eps, l = (float)lr;
-        for (int64_t i = 0; i < n; i++) {
-            m[i] += (g[i] - m[i]) * c1;
-            v[i] += (g[i] * g[i] - v[i]) * c2;
-            float mh = a1 * m[i] + a2 * g[i];
-            w[i] -= l * mh / (std::sqrt(v[i] * vb) + e);
-        }
+        s.a1 = (float)(ut1 / (1 - up1));
+        s.a2 = (float)((1 - ut) / (1 - up));
+        s.vb = (float)(1 / (1 - std::pow(b2, tt)));
+        s.b1c = (float)(1 - b1);
+        s.b2c = (float)(1 - b2);
+        s.eps = (float)eps;
+        return s;
     }
     void after_step() override { u_product *= u((double)iterations); }
+    std::vector<Extra> extra_state() override { return {{"u_product", &u_product}}; }
+    std::string args() const override {
+        return ", beta_1=" + num(b1) + ", beta_2=" + num(b2) + ", epsilon=" + num(eps);
+    }
 };
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string &text) {
@@ -5327,69 +6053,33 @@ static void gpu_check_layers(const Model &m) {
                     l->name.c_str(), l->cls, gpu_layer_names().c_str());
 }
 
-/* The optimizer's slot arrays, sized as Optimizer::apply sizes them; number
-   of slots per class as each class's nslots(). */
-static int gpu_nslots(Optimizer &o, const char **name) {
-    if (auto *s = dynamic_cast<SGD *>(&o)) return *name = "SGD", s->nslots();
-    if (auto *s = dynamic_cast<RMSprop *>(&o)) return *name = "RMSprop", s->nslots();
-    if (auto *s = dynamic_cast<Adagrad *>(&o)) return *name = "Adagrad", s->nslots();
-    if (auto *s = dynamic_cast<Adadelta *>(&o)) return *name = "Adadelta", s->nslots();
-    if (auto *s = dynamic_cast<Adam *>(&o)) return *name = "Adam", s->nslots();
-    if (auto *s = dynamic_cast<Adamax *>(&o)) return *name = "Adamax", s->nslots();
-    if (auto *s = dynamic_cast<Nadam *>(&o)) return *name = "Nadam", s->nslots();
-    raise(NNL_ERR_UNSUPPORTED, "optimizer '%s' has no GPU path yet", o.name.c_str());
-}
-
-/* The step's scalars, as each CPU update() computes them. */
-static nnl_cuda::OptStep gpu_opt_step(Optimizer &o, double lr) {
-    nnl_cuda::OptStep s;
-    memset(&s, 0, sizeof s);
-    s.lr = (float)lr;
-    double tt = (double)(o.iterations + 1);
-    if (auto *p = dynamic_cast<SGD *>(&o)) {
-        s.kind = p->momentum == 0 ? nnl_cuda::OPT_SGD : nnl_cuda::OPT_SGD_MOMENTUM;
-        s.momentum = (float)p->momentum;
-        s.nesterov = p->nesterov;
-    } else if (auto *p = dynamic_cast<RMSprop *>(&o)) {
-        s.kind = nnl_cuda::OPT_RMSPROP;
-        s.rho = (float)p->rho;
-        s.eps = (float)p->eps;
-        s.momentum = (float)p->momentum;
-        s.centered = p->centered;
-    } else if (auto *p = dynamic_cast<Adagrad *>(&o)) {
-        s.kind = nnl_cuda::OPT_ADAGRAD;
-        s.eps = (float)p->eps;
-    } else if (auto *p = dynamic_cast<Adadelta *>(&o)) {
-        s.kind = nnl_cuda::OPT_ADADELTA;
-        s.rho = (float)p->rho;
-        s.eps = (float)p->eps;
-    } else if (auto *p = dynamic_cast<Adam *>(&o)) {
-        s.kind = nnl_cuda::OPT_ADAM;
-        s.alpha = (float)(lr * std::sqrt(1 - std::pow(p->b2, tt)) / (1 - std::pow(p->b1, tt)));
-        s.b1c = (float)(1 - p->b1);
-        s.b2c = (float)(1 - p->b2);
-        s.eps = (float)p->eps;
-        s.wd = (float)(p->weight_decay * lr);
-        s.amsgrad = p->amsgrad;
-    } else if (auto *p = dynamic_cast<Adamax *>(&o)) {
-        s.kind = nnl_cuda::OPT_ADAMAX;
-        s.step = (float)(lr / (1 - std::pow(p->b1, tt)));
-        s.b1c = (float)(1 - p->b1);
-        s.b2 = (float)p->b2;
-        s.eps = (float)p->eps;
-    } else if (auto *p = dynamic_cast<Nadam *>(&o)) {
-        s.kind = nnl_cuda::OPT_NADAM;
-        double ut = p->u(tt), ut1 = p->u(tt + 1), up = p->u_product * ut, up1 = up * ut1;
-        s.a1 = (float)(ut1 / (1 - up1));
-        s.a2 = (float)((1 - ut) / (1 - up));
-        s.vb = (float)(1 / (1 - std::pow(p->b2, tt)));
-        s.b1c = (float)(1 - p->b1);
-        s.b2c = (float)(1 - p->b2);
-        s.eps = (float)p->eps;
-    } else {
-        raise(NNL_ERR_UNSUPPORTED, "optimizer '%s' has no GPU path yet", o.name.c_str());
-    }
-    return s;
+/* An optimizer step's scalars (section 5) in the CUDA kernel's struct. */
+static_assert((int)OPT_SGD == (int)nnl_cuda::OPT_SGD && (int)OPT_SGD_MOMENTUM == (int)nnl_cuda::OPT_SGD_MOMENTUM &&
+                  (int)OPT_RMSPROP == (int)nnl_cuda::OPT_RMSPROP && (int)OPT_ADAGRAD == (int)nnl_cuda::OPT_ADAGRAD &&
+                  (int)OPT_ADADELTA == (int)nnl_cuda::OPT_ADADELTA && (int)OPT_ADAM == (int)nnl_cuda::OPT_ADAM &&
+                  (int)OPT_ADAMAX == (int)nnl_cuda::OPT_ADAMAX && (int)OPT_NADAM == (int)nnl_cuda::OPT_NADAM,
+              "nnl::OptKind and nnl_cuda::OptKind differ");
+static nnl_cuda::OptStep cuda_step(const OptStep &s) {
+    nnl_cuda::OptStep c;
+    memset(&c, 0, sizeof c);
+    c.kind = (int)s.kind;
+    c.lr = s.lr;
+    c.momentum = s.momentum;
+    c.rho = s.rho;
+    c.eps = s.eps;
+    c.b1c = s.b1c;
+    c.b2c = s.b2c;
+    c.b2 = s.b2;
+    c.alpha = s.alpha;
+    c.wd = s.wd;
+    c.a1 = s.a1;
+    c.a2 = s.a2;
+    c.vb = s.vb;
+    c.step = s.step;
+    c.nesterov = s.nesterov;
+    c.centered = s.centered;
+    c.amsgrad = s.amsgrad;
+    return c;
 }
 
 /* Uploads what changed on the host since the last synchronisation:
@@ -5579,13 +6269,7 @@ bool gpu_apply(Model &m) {
     int count = (int)m.slices.size();
     int64_t total = 0;
     for (int i = 0; i < count; i++) total += p[i].n;
-    const char *oname = "";
-    int ns = gpu_nslots(o, &oname);
-    if ((int)o.slots.size() != ns || (ns && (int64_t)o.slots[0].size() != total)) {
-        o.slots.assign((size_t)ns, std::vector<float>((size_t)total, 0.f));
-        if (auto *a = dynamic_cast<Adagrad *>(&o)) a->init_slots();
-        gpu_sync_device(m);
-    }
+    if (o.ensure_slots(total)) gpu_sync_device(m);
     if (o.clipvalue > 0)
         for (int i = 0; i < count; i++) nnl_cuda::clip_value(D(p[i].g), p[i].n, (float)o.clipvalue);
     if (o.clipnorm > 0)
@@ -5600,18 +6284,15 @@ bool gpu_apply(Model &m) {
         if (nrm > o.global_clipnorm)
             for (int i = 0; i < count; i++) nnl_cuda::scale(D(p[i].g), p[i].n, (float)(o.global_clipnorm / nrm));
     }
-    double lr = o.learning_rate;
-    if (o.decay > 0) lr = lr / (1.0 + o.decay * (double)o.iterations);
-    nnl_cuda::OptStep st = gpu_opt_step(o, lr);
+    const nnl_cuda::OptStep st = cuda_step(o.step(o.current_lr()));
     int64_t off = 0;
     for (int i = 0; i < count; i++) {
         float *sl[3] = {nullptr, nullptr, nullptr};
-        for (int k = 0; k < ns && k < 3; k++) sl[k] = g.dev(o.slots[(size_t)k].data() + off);
+        for (size_t k = 0; k < o.slots.size() && k < 3; k++) sl[k] = g.dev(o.slots[k].data() + off);
         nnl_cuda::opt_update(st, D(p[i].w), D(p[i].g), sl[0], sl[1], sl[2], p[i].n);
         off += p[i].n;
     }
-    o.iterations++;
-    if (auto *n = dynamic_cast<Nadam *>(&o)) n->after_step();
+    o.finish_step();
     return true;
 }
 
@@ -5637,10 +6318,6 @@ static void set_device(Model &m, const char *device) {
     NNL_REQUIRE(kernels_complete(cuda_kernels), NNL_ERR_INTERNAL, "nnl_set_device: the CUDA kernel table has an "
                 "empty entry (a bug in this build)");
     gpu_check_layers(m);
-    if (m.opt) {
-        const char *on = "";
-        gpu_nslots(*m.opt, &on);
-    }
     /* leave a previous GPU first (its weights back on the host) */
     if (m.gpu) set_device(m, "cpu");
     std::shared_ptr<GpuModel> g(new GpuModel());
@@ -8231,7 +8908,7 @@ static void save_model(const Model &m, const char *path) {
                       .set("learning_rate", Json::number(o.learning_rate))
                       .set("iterations", Json::integer(o.iterations))
                       .set("slots", Json::integer((int64_t)o.slots.size()));
-        if (auto *na = dynamic_cast<const Nadam *>(&o)) os.set("u_product", Json::number(na->u_product));
+        for (const Optimizer::Extra &e : m.opt->extra_state()) os.set(e.key, Json::number(*e.value));
         state.set("optimizer", os);
         for (size_t k = 0; k < o.slots.size(); k++) {
             Shape s{(int64_t)o.slots[k].size()};
@@ -8363,11 +9040,14 @@ static void load_model(Model &m, const char *path) {
     o.learning_rate = lr->num;
     o.iterations = json_int(os->get("iterations"), 0, (int64_t)1 << 52, sw, "iterations");
     int64_t nslots = json_int(os->get("slots"), 0, 16, sw, "slots");
-    if (auto *na = dynamic_cast<Nadam *>(&o)) {
-        const Json *u = os->get("u_product");
-        NNL_REQUIRE(u && u->kind == Json::NUM && std::isfinite(u->num), NNL_ERR_FORMAT, "%s: Nadam u_product missing",
-                    sw.c_str());
-        na->u_product = u->num;
+    /* none (saved before the first step) or the optimizer's own count */
+    NNL_REQUIRE(nslots == 0 || nslots == o.nslots(), NNL_ERR_FORMAT, "%s: %s keeps %d slot arrays, not %lld",
+                sw.c_str(), o.cls(), o.nslots(), (long long)nslots);
+    for (const Optimizer::Extra &e : o.extra_state()) {
+        const Json *v = os->get(e.key);
+        NNL_REQUIRE(v && v->kind == Json::NUM && std::isfinite(v->num), NNL_ERR_FORMAT, "%s: %s %s missing",
+                    sw.c_str(), o.cls(), e.key);
+        *e.value = v->num;
     }
     int64_t trainable = 0;
     for (auto &s : m.slices) trainable += s.n;

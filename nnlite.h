@@ -359,7 +359,8 @@ NNL_API void nnl_model_free(nnl_model *m);
    ACTIVATIONS: linear, relu, sigmoid, tanh, softmax, leaky_relu (slope 0.2 as
    keras.activations.leaky_relu), elu, selu, gelu (exact erf form), softplus,
    softsign, swish (= silu), hard_sigmoid (Keras 2: clip(0.2x+0.5,0,1)),
-   exponential.
+   exponential. Each passes NaN on (output and gradient), so that training
+   stops with NNL_ERR_NUMERIC rather than go on with made-up values.
    INITIALIZERS: glorot_uniform, glorot_normal, he_uniform, he_normal,
    lecun_uniform, lecun_normal, zeros, ones, random_uniform, random_normal,
    truncated_normal, constant, orthogonal (a matrix's orthonormal rows or

@@ -300,27 +300,41 @@ static unsigned grid_for(int64_t n, int threads = 256) {
 
 /* ========================================================================
    3 (first: the GEMM epilogue needs them)  Activations
-   The same formulas as nnlite.cpp's act1 / dact1, in float.
+   The same formulas as nnlite.cpp's act_f / act_d (section 2), in float:
+   NaN propagates forward and backward (dx = dy * act'(x), act'(NaN) =
+   NaN), +-Inf gives the limit where there is one. Comparisons, never
+   fmaxf/fminf, which return the number when the other operand is NaN.
    ======================================================================== */
 __device__ const float SELU_ALPHA = 1.6732632423543772f, SELU_SCALE = 1.0507009873554805f, LEAKY_SLOPE = 0.2f;
 
 __device__ __forceinline__ float sigmoidf_(float x) {
     return x >= 0 ? 1.f / (1.f + expf(-x)) : expf(x) / (1.f + expf(x));
 }
+/* x clamped to [lo, hi], NaN kept */
+__device__ __forceinline__ float clampf_(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 __device__ __forceinline__ float act1(int a, float x) {
     switch (a) {
-    case A_RELU: return x > 0 ? x : 0.f;
+    case A_RELU: return x < 0 ? 0.f : x;
     case A_SIGMOID: return sigmoidf_(x);
     case A_TANH: return tanhf(x);
     case A_LEAKY_RELU: return x > 0 ? x : LEAKY_SLOPE * x;
     case A_ELU: return x > 0 ? x : expm1f(x);
     case A_SELU: return SELU_SCALE * (x > 0 ? x : SELU_ALPHA * expm1f(x));
-    case A_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
-    case A_SOFTPLUS: return x > 20.f ? x : log1pf(expf(x));
-    case A_SOFTSIGN: return x / (1.f + fabsf(x));
-    case A_SWISH: return x * sigmoidf_(x);
-    case A_HARD_SIGMOID: return fminf(1.f, fmaxf(0.f, 0.2f * x + 0.5f));
+    case A_GELU: {
+        float c = x < -20.f ? -20.f : x;
+        return 0.5f * c * (1.f + erff(c * 0.70710678118654752f));
+    }
+    case A_SOFTPLUS: return (x < 0 ? 0.f : x) + log1pf(expf(-fabsf(x)));
+    case A_SOFTSIGN: {
+        float c = clampf_(x, -1e30f, 1e30f);
+        return c / (1.f + fabsf(c));
+    }
+    case A_SWISH: {
+        float c = x < -200.f ? -200.f : x;
+        return c * sigmoidf_(c);
+    }
+    case A_HARD_SIGMOID: return clampf_(0.2f * x + 0.5f, 0.f, 1.f);
     case A_EXPONENTIAL: return expf(x);
     default: return x;
     }
@@ -328,23 +342,26 @@ __device__ __forceinline__ float act1(int a, float x) {
 
 __device__ __forceinline__ float dact1(int a, float x, float y) {
     switch (a) {
-    case A_RELU: return x > 0 ? 1.f : 0.f;
+    case A_RELU: return x != x ? x : (x > 0 ? 1.f : 0.f);
     case A_SIGMOID: return y * (1.f - y);
     case A_TANH: return 1.f - y * y;
-    case A_LEAKY_RELU: return x > 0 ? 1.f : LEAKY_SLOPE;
+    case A_LEAKY_RELU: return x != x ? x : (x > 0 ? 1.f : LEAKY_SLOPE);
     case A_ELU: return x > 0 ? 1.f : y + 1.f;
     case A_SELU: return x > 0 ? SELU_SCALE : y + SELU_SCALE * SELU_ALPHA;
-    case A_GELU: return 0.5f * (1.f + erff(x * 0.70710678118654752f)) + x * 0.3989422804014327f * expf(-0.5f * x * x);
+    case A_GELU: {
+        float c = clampf_(x, -20.f, 20.f);
+        return 0.5f * (1.f + erff(c * 0.70710678118654752f)) + c * 0.3989422804014327f * expf(-0.5f * c * c);
+    }
     case A_SOFTPLUS: return sigmoidf_(x);
     case A_SOFTSIGN: {
         float d = 1.f + fabsf(x);
         return 1.f / (d * d);
     }
     case A_SWISH: {
-        float s = sigmoidf_(x);
-        return s * (1.f + x * (1.f - s));
+        float c = clampf_(x, -200.f, 200.f), s = sigmoidf_(c);
+        return s * (1.f + c * (1.f - s));
     }
-    case A_HARD_SIGMOID: return (x > -2.5f && x < 2.5f) ? 0.2f : 0.f;
+    case A_HARD_SIGMOID: return x != x ? x : ((x > -2.5f && x < 2.5f) ? 0.2f : 0.f);
     case A_EXPONENTIAL: return y;
     default: return 1.f;
     }
@@ -1122,7 +1139,8 @@ double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C,
     return h[0];
 }
 
-/* The CPU optimizers' loops (nnlite.cpp section 5), one element per thread */
+/* The CPU optimizers' loops (nnlite.cpp section 5: SgdK ... NadamK), one
+   element per thread */
 __global__ void k_opt(OptStep s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
     GRID_STRIDE(i, n) {
         float gi = g[i], wi = w[i];
@@ -1208,7 +1226,7 @@ void opt_update(const OptStep &s, float *w, const float *g, float *s0, float *s1
 }
 
 __global__ void k_clip(float *g, int64_t n, float v) {
-    GRID_STRIDE(i, n) g[i] = fminf(v, fmaxf(-v, g[i]));
+    GRID_STRIDE(i, n) g[i] = clampf_(g[i], -v, v); /* NaN stays NaN, as on the CPU */
 }
 void clip_value(float *g, int64_t n, float v) {
     if (n <= 0) return;

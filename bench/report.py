@@ -4,6 +4,7 @@ import sys
 from collections import defaultdict
 
 meta, runs, gemm = {}, defaultdict(dict), defaultdict(dict)
+optref, opt = {}, defaultdict(dict)  # opt_bench: (rule, threads) -> references, path -> figures
 for line in open(sys.argv[1]):
     w = line.split()
     if not w:
@@ -14,6 +15,10 @@ for line in open(sys.argv[1]):
     if w[0] in ("nnlite", "torch", "torch-haswell") and len(w) == 7:
         fw, model, bs, th = w[0], w[1], int(w[2]), int(w[3])
         runs[(model, bs)][(fw, th)] = (float(w[4]), float(w[5]), float(w[6]))
+    elif w[0] == "optref" and len(w) == 5:
+        optref[(w[1], int(w[2]))] = (float(w[3]), float(w[4]))
+    elif w[0] == "opt" and len(w) == 8:
+        opt[(w[1], int(w[2]))][w[3]] = (float(w[4]), float(w[5]), float(w[6]))
     elif w[0] in ("gemm", "gemm-haswell"):
         n, th = int(w[1]), int(w[2])
         gemm[n][(w[0], th)] = (float(w[3]), float(w[4]))
@@ -63,3 +68,18 @@ for n in sorted(gemm):
         nb = max(a[0], b[0] if b else 0)  # nnlite runs twice too (its code ignores OPENBLAS_CORETYPE)
         print("| %d | %d | %.1f | %.1f | %.1f | **%.0f %%** |" % (n, th, nb, a[1], b[1] if b else float("nan"),
                                                                100 * nb / ob))
+if opt:
+    print("\n## Optimizer update of 1M parameters (GB/s)\n")
+    print("opt_bench: bytes = the arrays each rule reads and writes once (Adam: w, g, m, v in; w, m, v out);")
+    print("memcpy moves the same bytes in the same run. The plain path (NNL_NO_SIMD=1, or a CPU without AVX2) is")
+    print("the scalar loop every CPU ran before issue 11, with a call to sqrtf per element where the rule has a")
+    print("square root; AVX2 and AVX-512 are the kernels of nnlite.cpp section 2.\n")
+    print("| optimizer | threads | memcpy | plain | AVX2 | AVX-512 | best / memcpy | best / plain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (rule, th), paths in opt.items():
+        ref = optref.get((rule, th), (float("nan"),) * 2)
+        gb = {p: v[1] for p, v in paths.items()}
+        best = max(gb.values())
+        print("| %s | %d | %.1f | %.1f | %.1f | %.1f | **%.2f** | %.1f× |" %
+              (rule, th, ref[0], gb.get("plain", float("nan")), gb.get("avx2", float("nan")),
+               gb.get("avx512", float("nan")), best / ref[0], best / gb.get("plain", float("nan"))))

@@ -55,5 +55,10 @@ for threads in 1 2; do
     OPENBLAS_CORETYPE=Haswell "$out/gemm_bench" "$threads" 256 512 1024 2048 | sed 's/^gemm /gemm-haswell /' |
         tee -a "$raw"
 done
+g++ -std=c++17 -O2 -fopenmp bench/opt_bench.cpp -o "$out/opt_bench"
+for threads in 1 2; do
+    echo "bench: optimizer updates of 1M parameters, $threads thread(s)" >&2
+    "$out/opt_bench" 1000000 "$threads" 1 | tee -a "$raw"
+done
 $PY bench/report.py "$raw" >bench/RESULTS.md
 echo "bench: wrote bench/RESULTS.md"

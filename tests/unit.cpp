@@ -10,6 +10,7 @@
 #include "unit_layers.hpp"
 #include "unit_conv.hpp"
 #include "unit_optimizers.hpp"
+#include "unit_simd.hpp"
 #include "unit_fuzz.hpp"
 #include "unit_reference.hpp"
 #include "unit_defects.hpp"
