@@ -58,8 +58,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
+/* Threads: nnlite's own pool (section 1), C++11 threads. NNL_NO_THREADS
+   builds a single-threaded library for platforms without them. */
+#ifndef NNL_NO_THREADS
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <pthread.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#define NNL_THREADS 1
+#else
+#define NNL_THREADS 0
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -236,39 +248,356 @@ struct Rng {
     }
 };
 
-static int g_threads = 0; /* 0: the OpenMP default */
+/* ---- Floating-point environment ----
+   Training, evaluation and inference run with flush-to-zero and
+   denormals-are-zero. Adam's moments of weights whose gradients vanish (dead
+   ReLU units) decay into the denormal range, where every operation takes a
+   microcode assist on Intel CPUs: K-MLP trained 3-4x slower after a few
+   hundred steps. The ABI functions that run kernels hold an FpScope
+   (section 9): it also sets round-to-nearest with every exception masked (a
+   caller that traps invalid operations would otherwise stop in nnlite's
+   deliberate NaN handling), and gives the caller back its whole environment,
+   status flags included, on return and around user callbacks. Pool workers
+   run each job in its caller's mode. x86: MXCSR, which governs all of
+   nnlite's arithmetic (SSE/AVX); aarch64: FPCR.FZ (flushes denormal inputs
+   and results alike) with FPSR restored; elsewhere nothing changes. */
+#if NNL_X86 && (defined(__SSE__) || defined(__x86_64__))
+#define NNL_FP_CONTROL 1
+typedef uint32_t FpEnv;
+static inline FpEnv fp_get() { return _mm_getcsr(); }
+static inline void fp_set(FpEnv e) { _mm_setcsr(e); }
+/* exceptions masked (0x1F80), round to nearest, FTZ (0x8000), DAZ (0x0040), no flags */
+static inline FpEnv fp_work(FpEnv) { return 0x1F80u | 0x8000u | 0x0040u; }
+static inline bool fp_same_mode(FpEnv a, FpEnv b) { return ((a ^ b) & ~0x3Fu) == 0; } /* bits 0-5: flags */
+#elif defined(__aarch64__)
+#define NNL_FP_CONTROL 1
+struct FpEnv {
+    uint64_t cr, sr;
+};
+static inline FpEnv fp_get() {
+    FpEnv e;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(e.cr));
+    __asm__ __volatile__("mrs %0, fpsr" : "=r"(e.sr));
+    return e;
+}
+static inline void fp_set(FpEnv e) {
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(e.cr));
+    __asm__ __volatile__("msr fpsr, %0" : : "r"(e.sr));
+}
+/* FZ (bit 24) on; round to nearest (RMode, bits 22-23) and trap enables (bits 8-12, 15) off */
+static inline FpEnv fp_work(FpEnv e) { return FpEnv{(e.cr & ~((3ull << 22) | 0x9F00ull)) | (1ull << 24), 0}; }
+static inline bool fp_same_mode(FpEnv a, FpEnv b) { return a.cr == b.cr; }
+#else
+#define NNL_FP_CONTROL 0
+typedef int FpEnv;
+static inline FpEnv fp_get() { return 0; }
+static inline void fp_set(FpEnv) {}
+static inline FpEnv fp_work(FpEnv e) { return e; }
+static inline bool fp_same_mode(FpEnv, FpEnv) { return true; }
+#endif
+
+/* The work environment for the life of the scope; the caller's (saved in
+   `caller`) comes back when it ends, exceptions included. */
+struct FpScope {
+    FpEnv caller;
+    FpScope() : caller(fp_get()) { fp_set(fp_work(caller)); }
+    ~FpScope() { fp_set(caller); }
+    FpScope(const FpScope &) = delete;
+    FpScope &operator=(const FpScope &) = delete;
+};
+
+/* ---- Threads ----
+   nnlite's own pool, not OpenMP. On a machine that also runs other work (MPI
+   ranks sharing a node, a laptop) libgomp's spin-waiting threads made
+   training 4-60x slower than one thread: a thread that spins for a
+   descheduled partner burns the time that partner needs, and libgomp's wait
+   policy is read from the environment when it loads, too early for a
+   library to set. Here:
+   - an idle worker spins for a few microseconds (the next job of a training
+     step usually follows at once), then sleeps on a condition variable;
+   - a job is cut into chunks that threads claim one at a time, and the
+     calling thread works too: a worker that wakes late, or is descheduled,
+     leaves the chunks it has not claimed to the others; the caller waits
+     only for chunks already begun, and sleeps if that takes long;
+   - work too small to split runs inline (the thresholds below are measured:
+     bench/busy_core.sh).
+   Results do not depend on which thread ran a chunk or on how many threads
+   there are: a chunk's arithmetic is fixed by its bounds, and every kernel
+   computes an element the same way whatever the bounds of the range it is
+   in (par_for bodies must keep that). One pool serves the process. A caller
+   that finds it busy (another model trained on another thread) or that is
+   itself inside a job runs its job alone, on its own thread. A forked child
+   starts a new pool; the workers are joined at exit. */
+static std::atomic<int> g_threads{0}; /* 0: the default */
+
+/* The first number in an environment variable ("4" or "4,2"), 0 when none. */
+static int env_threads(const char *name) {
+    const char *s = getenv(name);
+    if (!s) return 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return end != s && v > 0 ? (int)std::min<long>(v, NNL_MAX_THREADS) : 0;
+}
+
+/* NNL_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run
+   on (its affinity mask: a batch job's share of a node). Read once. */
+static int default_threads() {
+    static const int n = [] {
+        int v = env_threads("NNL_NUM_THREADS");
+        if (v <= 0) v = env_threads("OMP_NUM_THREADS");
+#if NNL_THREADS
+#if defined(__linux__)
+        cpu_set_t set;
+        if (v <= 0 && sched_getaffinity(0, sizeof set, &set) == 0) v = CPU_COUNT(&set);
+#endif
+        if (v <= 0) v = (int)std::thread::hardware_concurrency();
+#endif
+        return std::max(1, std::min(v, NNL_MAX_THREADS));
+    }();
+    return n;
+}
 
 int threads() {
-#ifdef _OPENMP
-    return g_threads > 0 ? g_threads : omp_get_max_threads();
+#if NNL_THREADS
+    int t = g_threads.load(std::memory_order_relaxed);
+    return t > 0 ? t : default_threads();
 #else
     return 1;
 #endif
 }
 
-/* body(lo, hi) over [0, n): one contiguous range per thread when the work
-   (in elements touched) is worth a fork, else inline. An OpenMP region
-   entered with if(false) still costs libgomp a system call, so small calls
-   never enter one. */
+namespace pool {
+
+#if NNL_THREADS
+/* How long an idle worker spins before it sleeps, and how long a caller
+   spins for chunks still running before it sleeps (nanoseconds). */
+#ifndef NNL_WORKER_SPIN_NS
+#define NNL_WORKER_SPIN_NS 20000
+#endif
+#ifndef NNL_CALLER_SPIN_NS
+#define NNL_CALLER_SPIN_NS 20000
+#endif
+
+static inline void cpu_relax() {
+#if NNL_X86
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+/* Spins until done() or for ns nanoseconds; whether done() came true. */
+template <class P> static bool spin_until(P done, int64_t ns) {
+    if (done()) return true;
+    int64_t end = now_ns() + ns;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            cpu_relax();
+            if (done()) return true;
+        }
+        if (now_ns() >= end) return false;
+    }
+}
+
+/* Set on pool workers, and on a caller while its job runs: a par_for met
+   there runs inline (the pool is taken). */
+static thread_local bool tl_in_pool = false;
+
+struct Pool {
+    std::mutex busy;                   /* held by the caller whose job runs */
+    std::mutex m;                      /* sleeping and waking */
+    std::condition_variable wake, done;
+    std::vector<std::thread> workers;  /* changed only by the holder of busy */
+    int sleepers = 0;                  /* under m */
+    std::atomic<bool> stop{false};     /* set under m */
+    std::atomic<uint64_t> gen{0};      /* one more per job, under m */
+    std::atomic<bool> open{false};     /* the current job takes workers */
+    std::atomic<int> active{0};        /* workers inside the current job */
+    std::atomic<int> slots{0};         /* workers the current job may still take */
+    /* the current job: written by its caller before `open`, read after it */
+    void (*run)(const void *, int64_t) = nullptr;
+    const void *ctx = nullptr;
+    int64_t chunks = 0;
+    std::atomic<int64_t> next{0};      /* the next chunk to claim */
+    FpEnv fp{};
+    std::exception_ptr error;          /* the job's first exception, under m */
+
+    /* Claims and runs chunks until none is left; an exception ends the job. */
+    void work() {
+        int64_t c;
+        while ((c = next.fetch_add(1, std::memory_order_relaxed)) < chunks) {
+            try {
+                run(ctx, c);
+            } catch (...) {
+                std::lock_guard<std::mutex> lk(m);
+                if (!error) error = std::current_exception();
+                next.store(chunks, std::memory_order_relaxed);
+            }
+        }
+    }
+
+    static void worker_main(Pool *p, uint64_t seen) {
+        tl_in_pool = true;
+        for (;;) {
+            auto ready = [&] {
+                return p->gen.load(std::memory_order_acquire) != seen || p->stop.load(std::memory_order_relaxed);
+            };
+            if (!spin_until(ready, NNL_WORKER_SPIN_NS)) {
+                std::unique_lock<std::mutex> lk(p->m);
+                p->sleepers++;
+                p->wake.wait(lk, ready);
+                p->sleepers--;
+            }
+            if (p->stop.load()) return;
+            seen = p->gen.load(std::memory_order_acquire);
+            /* active first, then open: a caller that closes its job and then
+               reads active == 0 can be sure no worker will enter it */
+            p->active.fetch_add(1);
+            if (p->open.load() && p->slots.fetch_sub(1) > 0) {
+                if (!fp_same_mode(fp_get(), p->fp)) fp_set(p->fp);
+                p->work();
+            }
+            if (p->active.fetch_sub(1) == 1 && !p->open.load()) {
+                std::lock_guard<std::mutex> lk(p->m);
+                p->done.notify_all();
+            }
+        }
+    }
+
+    /* Runs fn(ctx, 0 .. n-1) on the calling thread and up to T-1 workers.
+       The caller holds busy. */
+    void job(int T, int64_t n, void (*fn)(const void *, int64_t), const void *c) {
+        while ((int)workers.size() < T - 1) {
+            try {
+                workers.emplace_back(worker_main, this, gen.load());
+            } catch (...) {
+                break; /* no more threads to be had: fewer workers */
+            }
+        }
+        run = fn;
+        ctx = c;
+        chunks = n;
+        next.store(0, std::memory_order_relaxed);
+        fp = fp_get();
+        error = nullptr;
+        slots.store(T - 1);
+        bool sleeping;
+        {
+            std::lock_guard<std::mutex> lk(m);
+            open.store(true);
+            gen.fetch_add(1);
+            sleeping = sleepers > 0;
+        }
+        if (sleeping) wake.notify_all();
+        work();
+        open.store(false);
+        if (!spin_until([&] { return active.load() == 0; }, NNL_CALLER_SPIN_NS)) {
+            std::unique_lock<std::mutex> lk(m);
+            done.wait(lk, [&] { return active.load() == 0; });
+        }
+        if (error) {
+            std::exception_ptr e = error;
+            error = nullptr;
+            std::rethrow_exception(e);
+        }
+    }
+
+    void shutdown() {
+        std::lock_guard<std::mutex> b(busy);
+        {
+            std::lock_guard<std::mutex> lk(m);
+            stop.store(true);
+        }
+        wake.notify_all();
+        for (auto &t : workers) t.join();
+        workers.clear();
+    }
+};
+
+static std::atomic<Pool *> g_pool{nullptr};
+static Pool *g_forked_away = nullptr; /* the parent's pool, in a forked child: kept reachable */
+
+static void after_fork_in_child() {
+    if (Pool *p = g_pool.exchange(nullptr)) g_forked_away = p; /* its workers stayed in the parent */
+}
+
+static Pool *get() {
+    Pool *p = g_pool.load(std::memory_order_acquire);
+    if (p) return p;
+    Pool *q = new (std::nothrow) Pool;
+    if (!q) return nullptr;
+    if (!g_pool.compare_exchange_strong(p, q)) {
+        delete q;
+        return p;
+    }
+    static bool registered = false; /* once per process image, children included */
+    if (!registered) {
+        registered = true;
+        pthread_atfork(nullptr, nullptr, after_fork_in_child);
+    }
+    return q;
+}
+
+static struct Reaper {
+    ~Reaper() {
+        if (Pool *p = g_pool.load()) p->shutdown();
+    }
+} g_reaper;
+
+template <class F> static void trampoline(const void *f, int64_t c) { (*(const F *)f)(c); }
+#endif
+
+/* f(0 .. n-1), each call once, on up to T threads (the caller's among them). */
+template <class F> static void run_chunks(int64_t n, int T, const F &f) {
+#if NNL_THREADS
+    if (T > 1 && n > 1 && !tl_in_pool) {
+        Pool *p = get();
+        if (p && !p->stop.load() && p->busy.try_lock()) {
+            std::lock_guard<std::mutex> hold(p->busy, std::adopt_lock);
+            tl_in_pool = true;
+            struct Reset {
+                ~Reset() { tl_in_pool = false; }
+            } reset;
+            if (!p->stop.load()) {
+                p->job((int)std::min<int64_t>(T, n), n, trampoline<F>, &f);
+                return;
+            }
+        }
+    }
+#else
+    (void)T;
+#endif
+    for (int64_t c = 0; c < n; c++) f(c);
+}
+} // namespace pool
+
+/* Work (elements touched) up to which par_for runs inline, and the least
+   work of one chunk. */
+#ifndef NNL_PAR_MIN_WORK
+#define NNL_PAR_MIN_WORK 32768
+#endif
+#ifndef NNL_PAR_CHUNK_WORK
+#define NNL_PAR_CHUNK_WORK 16384
+#endif
+
+/* body(lo, hi) over [0, n), in chunks on the pool when the work (in elements
+   touched) is worth it, else inline. */
 template <class F> static void par_for(int64_t n, int64_t work, F body) {
     int T = threads();
-    if (T <= 1 || n < 2 || work <= 32768) {
+    if (T <= 1 || n < 2 || work <= NNL_PAR_MIN_WORK) {
         body((int64_t)0, n);
         return;
     }
-    T = (int)std::min<int64_t>(T, n);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(T)
-#endif
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        int t = 0, nt = 1;
-#endif
-        int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-        if (hi > lo) body(lo, hi);
-    }
+    int64_t chunks = std::min<int64_t>({n, 4 * (int64_t)T, std::max<int64_t>(2, work / NNL_PAR_CHUNK_WORK)});
+    int64_t step = (n + chunks - 1) / chunks;
+    if (step > 64) step = (step + 15) / 16 * 16; /* element ranges start on 64-byte boundaries */
+    chunks = (n + step - 1) / step;
+    pool::run_chunks(chunks, T, [&](int64_t c) { body(c * step, std::min(n, (c + 1) * step)); });
 }
 
 bool read_file(const char *path, std::vector<uint8_t> &out) {
@@ -1116,10 +1445,13 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
 }
 
 /* Threads split C into independent blocks (rows when M >= N, else columns),
-   each packing what it needs: one fork/join per call and no barrier inside,
-   which keeps the cost low on a busy machine where a waiting thread may be
-   descheduled. Every element is summed in the same order whatever the
-   thread count, so results do not depend on it. */
+   each packing what it needs, claimed as pool chunks: no barrier inside,
+   so a thread that is descheduled holds up at most the block it began.
+   Every element is summed in the same order whatever the block it is in,
+   so results do not depend on the thread count. */
+#ifndef NNL_GEMM_MIN_MNK
+#define NNL_GEMM_MIN_MNK 1e6 /* M*N*K up to which one thread computes the whole product */
+#endif
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
     if (M <= 0 || N <= 0) return;
@@ -1137,30 +1469,22 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     bool split_m = M >= N;
     int64_t unit = split_m ? MR : NR, units = ((split_m ? M : N) + unit - 1) / unit;
     int T = (int)std::min<int64_t>(threads(), units);
-    if (T <= 1 || (double)M * N * K < 1e6) {
+    if (T <= 1 || (double)M * N * K <= NNL_GEMM_MIN_MNK) {
         sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(T)
-#endif
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        int t = 0, nt = 1;
-#endif
-        int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
-        int64_t lo = u0 * unit, hi = std::min(u1 * unit, split_m ? M : N);
-        if (hi > lo) {
-            if (split_m)
-                sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc,
-                            ldc, bias, act);
-            else
-                sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
-                            bias ? bias + lo : nullptr, act);
-        }
-    }
+    /* two blocks per thread: a late thread's share can be taken by the
+       others, while each block still packs little beyond its own part */
+    int64_t per = (units + 2 * T - 1) / (2 * T), chunks = (units + per - 1) / per, end = split_m ? M : N;
+    pool::run_chunks(chunks, T, [&](int64_t c) {
+        int64_t lo = c * per * unit, hi = std::min((c + 1) * per * unit, end);
+        if (split_m)
+            sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc,
+                        bias, act);
+        else
+            sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
+                        bias ? bias + lo : nullptr, act);
+    });
 }
 
 static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -7251,7 +7575,11 @@ NNL_API int nnl_init(int header_version_number) {
 }
 
 NNL_API int nnl_set_threads(int n) {
+#if NNL_THREADS
     nnl::g_threads = n <= 0 ? 0 : std::min(n, NNL_MAX_THREADS);
+#else
+    (void)n;
+#endif
     return NNL_OK;
 }
 NNL_API int nnl_get_threads(void) { return nnl::threads(); }
@@ -7465,6 +7793,26 @@ NNL_API void nnl_fit_options_init(nnl_fit_options *o) {
     o->y_val_dtype = NNL_FLOAT32;
 }
 
+/* The user's callback, run in the caller's floating-point environment: fit
+   itself runs in nnlite's (nnl::FpScope); what the callback leaves in the
+   environment is what the caller gets back. */
+namespace {
+struct CallbackShim {
+    nnl_callback cb;
+    void *user;
+    nnl::FpScope *fp;
+};
+int callback_shim(void *u, nnl_model *m, int event, int epoch, int64_t batch, const double *logs, int n_logs) {
+    CallbackShim *s = (CallbackShim *)u;
+    nnl::FpEnv work = nnl::fp_get();
+    nnl::fp_set(s->fp->caller);
+    int r = s->cb(s->user, m, event, epoch, batch, logs, n_logs);
+    s->fp->caller = nnl::fp_get();
+    nnl::fp_set(work);
+    return r;
+}
+} // namespace
+
 NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
                     int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
     return guard([&] {
@@ -7476,6 +7824,12 @@ NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_s
             NNL_REQUIRE(opt->struct_size > 0, NNL_ERR_ARGUMENT,
                         "nnl_fit: options not initialised (call nnl_fit_options_init)");
             memcpy(&o, opt, std::min((size_t)opt->struct_size, sizeof o));
+        }
+        nnl::FpScope fp;
+        CallbackShim shim{o.callback, o.callback_user, &fp};
+        if (o.callback) {
+            o.callback = callback_shim;
+            o.callback_user = &shim;
         }
         m->fit(x, x_rank, x_shape, y, y_dtype, y_rank, y_shape, o, m);
     });
@@ -7489,6 +7843,7 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "evaluate x");
         std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "evaluate y");
         NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
+        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         std::vector<double> r = m->evaluate(X.x, T.data(), X.n, batch_size > 0 ? batch_size : 32);
         for (int i = 0; i < out_cap && i < (int)r.size(); i++) out[i] = r[(size_t)i];
     });
@@ -7503,6 +7858,7 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
         NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_predict: out is NULL");
         NNL_REQUIRE(out_count >= need, NNL_ERR_SHAPE, "nnl_predict: out holds %lld floats, %lld needed",
                     (long long)out_count, (long long)need);
+        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out);
     });
 }
@@ -7515,6 +7871,7 @@ NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const 
         NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
         NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",
                     (long long)count, (long long)X.n);
+        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         int64_t D = m->out_shape().size();
         std::vector<float> p((size_t)(X.n * D));
         m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, p.data());

@@ -11,3 +11,4 @@
 #include "unit_conv.hpp"
 #include "unit_optimizers.hpp"
 #include "unit_fuzz.hpp"
+#include "unit_threads.hpp"
