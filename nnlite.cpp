@@ -1,6 +1,6 @@
 /* nnlite.cpp - the CPU runtime of nnlite, one file. See nnlite.h for the API.
 
-   Build:  g++ -std=c++17 -O2 [-fopenmp] -c nnlite.cpp
+   Build:  g++ -std=c++17 -O2 -pthread -c nnlite.cpp   (-DNNL_NO_THREADS: single-threaded)
    Needs nothing but a C++17 compiler; stb (Debian libstb-dev, or stb_image.h
    beside this file) adds .gz and deflated .npz reading.
 

@@ -7,9 +7,9 @@
        nnlite.cpp   the CPU runtime (C++17), one file
 
    DROP-IN USE
-       g++ -std=c++17 -O2 -fopenmp -c nnlite.cpp     (-fopenmp: threads, optional)
+       g++ -std=c++17 -O2 -pthread -c nnlite.cpp
        cc  -std=c99 -O2 -c app.c
-       g++ -fopenmp app.o nnlite.o -o app
+       g++ -pthread app.o nnlite.o -o app
 
    BUILD OPTIONS (macros, set when compiling nnlite.cpp)
        NNL_NO_STB        build without stb: .gz idx files and deflated .npz
@@ -18,6 +18,7 @@
                          By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
+       NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread).
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
        NNL_MAX_INFLATE   largest decompressed size, in bytes, of a .gz file or
                          deflated .npz member (default and maximum 2^31-1);
@@ -62,6 +63,15 @@
        different handles may be used from different threads concurrently.
        nnl_last_error() is per thread. Functions documented as "thread-safe"
        may be called from any thread at any time.
+     - Floating-point environment: nnl_fit, nnl_evaluate, nnl_predict and
+       nnl_predict_classes compute with flush-to-zero and denormals-are-zero
+       on every thread they use (and round-to-nearest, exceptions masked):
+       denormal inputs, weights and optimizer state count as zero and
+       results never become denormal (as in TensorFlow), because arithmetic
+       on denormals is many times slower on some CPUs. The caller's own
+       environment (x86 MXCSR, aarch64 FPCR/FPSR: rounding, traps, FTZ/DAZ,
+       status flags) is restored when the call returns, and is the one a
+       nnl_fit callback runs in. Other architectures: unchanged, no flushing.
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
@@ -140,9 +150,17 @@ NNL_API int nnl_version_number(void);
 NNL_API int nnl_init(int header_version_number);
 #define NNL_INIT() nnl_init(NNL_VERSION_NUMBER)
 
-/* Number of threads the kernels use. Default: OMP_NUM_THREADS when set, else
-   the number of cores. n <= 0 restores the default. A process-wide setting;
-   not to be changed while another thread trains. Without OpenMP it is always 1. */
+/* Number of threads the kernels use (the calling thread and up to n-1 of
+   nnlite's pool workers). Default: the environment variable NNL_NUM_THREADS,
+   else OMP_NUM_THREADS, else the CPUs this process may run on (its affinity
+   mask, e.g. a batch job's cores); read once, at the first call that needs it.
+   n <= 0 restores the default. A process-wide setting; not to be changed
+   while another thread trains. Idle workers sleep (after a few microseconds),
+   small work runs on the calling thread alone, and threads claim work in
+   small pieces, so a busy machine slows nnlite down without stalling it.
+   Results do not depend on the number of threads. Models trained on several
+   threads at once share the pool: a kernel that finds it busy runs on its
+   calling thread alone. In a single-threaded build (NNL_NO_THREADS) always 1. */
 NNL_API int nnl_set_threads(int n);
 NNL_API int nnl_get_threads(void);
 

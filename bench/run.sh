@@ -30,8 +30,8 @@ secs=${SECONDS_PER_RUN:-6}
 out=build/bench
 mkdir -p "$out"
 make -s lib
-gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -fopenmp -lm -lstdc++ -o "$out/bench_nnlite"
-g++ -std=c++17 -O2 -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm_bench.cpp \
+gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_nnlite"
+g++ -std=c++17 -O2 -pthread -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm_bench.cpp \
     -o "$out/gemm_bench" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
 raw=$out/raw.txt
 {

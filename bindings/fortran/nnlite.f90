@@ -376,7 +376,7 @@ contains
         if (.not. initialised) call nnl_initialize(status)
     end subroutine
 
-    !> Threads the kernels use (n <= 0: OMP_NUM_THREADS or all cores).
+    !> Threads the kernels use (n <= 0: NNL_NUM_THREADS, OMP_NUM_THREADS or all cores).
     subroutine nnl_set_threads(n)
         integer, intent(in) :: n
         integer(c_int) :: rc
