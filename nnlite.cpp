@@ -260,14 +260,22 @@ struct Rng {
    status flags included, on return and around user callbacks. Pool workers
    run each job in its caller's mode. x86: MXCSR, which governs all of
    nnlite's arithmetic (SSE/AVX); aarch64: FPCR.FZ (flushes denormal inputs
-   and results alike) with FPSR restored; elsewhere nothing changes. */
+   and results alike) with FPSR restored; elsewhere nothing changes.
+   NNL_KEEP_DENORMALS: compute in the caller's environment as it is (the
+   denormal benchmark compares the two). */
 #if NNL_X86 && (defined(__SSE__) || defined(__x86_64__))
 #define NNL_FP_CONTROL 1
 typedef uint32_t FpEnv;
 static inline FpEnv fp_get() { return _mm_getcsr(); }
 static inline void fp_set(FpEnv e) { _mm_setcsr(e); }
 /* exceptions masked (0x1F80), round to nearest, FTZ (0x8000), DAZ (0x0040), no flags */
-static inline FpEnv fp_work(FpEnv) { return 0x1F80u | 0x8000u | 0x0040u; }
+static inline FpEnv fp_work(FpEnv e) {
+#ifdef NNL_KEEP_DENORMALS
+    return e;
+#else
+    return (void)e, 0x1F80u | 0x8000u | 0x0040u;
+#endif
+}
 static inline bool fp_same_mode(FpEnv a, FpEnv b) { return ((a ^ b) & ~0x3Fu) == 0; } /* bits 0-5: flags */
 #elif defined(__aarch64__)
 #define NNL_FP_CONTROL 1
@@ -285,7 +293,13 @@ static inline void fp_set(FpEnv e) {
     __asm__ __volatile__("msr fpsr, %0" : : "r"(e.sr));
 }
 /* FZ (bit 24) on; round to nearest (RMode, bits 22-23) and trap enables (bits 8-12, 15) off */
-static inline FpEnv fp_work(FpEnv e) { return FpEnv{(e.cr & ~((3ull << 22) | 0x9F00ull)) | (1ull << 24), 0}; }
+static inline FpEnv fp_work(FpEnv e) {
+#ifdef NNL_KEEP_DENORMALS
+    return e;
+#else
+    return FpEnv{(e.cr & ~((3ull << 22) | 0x9F00ull)) | (1ull << 24), 0};
+#endif
+}
 static inline bool fp_same_mode(FpEnv a, FpEnv b) { return a.cr == b.cr; }
 #else
 #define NNL_FP_CONTROL 0

@@ -19,6 +19,9 @@
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
        NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread).
+       NNL_KEEP_DENORMALS  compute in the caller's floating-point environment
+                         as it is: no flush-to-zero (see "Floating-point
+                         environment" below; slower where denormals are).
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
        NNL_MAX_INFLATE   largest decompressed size, in bytes, of a .gz file or
                          deflated .npz member (default and maximum 2^31-1);
@@ -71,7 +74,8 @@
        on denormals is many times slower on some CPUs. The caller's own
        environment (x86 MXCSR, aarch64 FPCR/FPSR: rounding, traps, FTZ/DAZ,
        status flags) is restored when the call returns, and is the one a
-       nnl_fit callback runs in. Other architectures: unchanged, no flushing.
+       nnl_fit callback runs in. Other architectures, and a build with
+       NNL_KEEP_DENORMALS: the caller's environment as it is, no flushing.
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).

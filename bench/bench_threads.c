@@ -37,21 +37,24 @@ int main(int argc, char **argv) {
     for (i = 0; i < n * feat; i++) x[i] = (float)rand() / ((float)RAND_MAX + 1.f);
     for (i = 0; i < n; i++) y[i] = rand() % 10;
 
-    /* warm up every setting (pool start, arena sizing), then size the windows on one thread */
+    /* warm up every setting (pool start, arena sizing), then size the windows
+       on one thread: whole batches, at least one */
     for (k = 0; k < nset; k++) {
         CHECK(nnl_set_threads(atoi(argv[5 + k])));
         train(m, x, y, bm->rank, per, 2, batch, 1);
     }
     CHECK(nnl_set_threads(1));
-    double t1 = train(m, x, y, bm->rank, per, nb, batch, 1);
-    int epochs = (int)(window / (t1 > 1e-6 ? t1 : 1e-6) + 0.5);
-    if (epochs < 1) epochs = 1;
+    double tb = train(m, x, y, bm->rank, per, 4, batch, 1) / 4;
+    int64_t want = (int64_t)(window / (tb > 1e-6 ? tb : 1e-6) + 0.5), steps, epochs;
+    if (want < 1) want = 1;
+    steps = want < nb ? want : nb;
+    epochs = (want + steps - 1) / steps;
     for (r = 0; r < rounds; r++)
         for (k = 0; k < nset; k++) {
             int th = atoi(argv[5 + k]);
             CHECK(nnl_set_threads(th));
-            double t = train(m, x, y, bm->rank, per, nb, batch, epochs);
-            printf("window %s %d %d %d %.1f\n", bm->name, batch, th, r, (double)(nb * batch * epochs) / t);
+            double t = train(m, x, y, bm->rank, per, steps, batch, (int)epochs);
+            printf("window %s %d %d %d %.1f\n", bm->name, batch, th, r, (double)(steps * batch * epochs) / t);
             fflush(stdout);
         }
     nnl_model_free(m);

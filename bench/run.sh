@@ -4,7 +4,7 @@
 # against OpenBLAS (Debian libopenblas-dev), all in this one run. Writes
 # bench/RESULTS.md; the raw lines go to build/bench/raw.txt.
 #
-#   bash bench/run.sh            (about 6 minutes on 2 idle cores)
+#   bash bench/run.sh            (about 11 minutes on 2 idle cores, bench/busy_core.sh included)
 #   SECONDS_PER_RUN=12 bash bench/run.sh   longer timed windows (default 6 s per run, best of 3)
 #
 # PyTorch and OpenBLAS run twice: with OPENBLAS_CORETYPE unset (their best
@@ -56,4 +56,9 @@ for threads in 1 2; do
         tee -a "$raw"
 done
 $PY bench/report.py "$raw" >bench/RESULTS.md
+# threads on a busy core and denormals (about 5 more minutes; BUSY_CORE=0 skips it)
+if [ "${BUSY_CORE:-1}" != 0 ]; then
+    bash bench/busy_core.sh
+    { echo; cat build/bench/busy_core.md; } >>bench/RESULTS.md
+fi
 echo "bench: wrote bench/RESULTS.md"
