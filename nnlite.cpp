@@ -329,10 +329,12 @@ struct FpScope {
    library to set. Here:
    - an idle worker spins for a few microseconds (the next job of a training
      step usually follows at once), then sleeps on a condition variable;
-   - a job is cut into chunks that threads claim one at a time, and the
-     calling thread works too: a worker that wakes late, or is descheduled,
-     leaves the chunks it has not claimed to the others; the caller waits
-     only for chunks already begun, and sleeps if that takes long;
+   - a job is cut into chunks that threads claim one at a time, each its
+     own share first (the same part of an array as last step, still in its
+     core's cache), then what is left of the others'; the calling thread
+     works too. A worker that wakes late, or is descheduled, leaves the
+     chunks it has not claimed to the others; the caller waits only for
+     chunks already begun, and sleeps if that takes long;
    - work too small to split runs inline (the thresholds below are measured:
      bench/busy_core.sh).
    Results do not depend on which thread ran a chunk or on how many threads
@@ -344,6 +346,7 @@ struct FpScope {
    starts a new pool; the workers are joined at exit. */
 static std::atomic<int> g_threads{0}; /* 0: the default */
 
+#if NNL_THREADS
 /* The first number in an environment variable ("4" or "4,2"), 0 when none. */
 static int env_threads(const char *name) {
     const char *s = getenv(name);
@@ -359,17 +362,16 @@ static int default_threads() {
     static const int n = [] {
         int v = env_threads("NNL_NUM_THREADS");
         if (v <= 0) v = env_threads("OMP_NUM_THREADS");
-#if NNL_THREADS
 #if defined(__linux__)
         cpu_set_t set;
         if (v <= 0 && sched_getaffinity(0, sizeof set, &set) == 0) v = CPU_COUNT(&set);
 #endif
         if (v <= 0) v = (int)std::thread::hardware_concurrency();
-#endif
         return std::max(1, std::min(v, NNL_MAX_THREADS));
     }();
     return n;
 }
+#endif
 
 int threads() {
 #if NNL_THREADS
@@ -426,36 +428,46 @@ struct Pool {
     std::mutex busy;                   /* held by the caller whose job runs */
     std::mutex m;                      /* sleeping and waking */
     std::condition_variable wake, done;
-    std::vector<std::thread> workers;  /* changed only by the holder of busy */
+    std::vector<std::thread> workers;  /* worker k is thread k+1; changed only by the holder of busy */
     int sleepers = 0;                  /* under m */
     std::atomic<bool> stop{false};     /* set under m */
     std::atomic<uint64_t> gen{0};      /* one more per job, under m */
     std::atomic<bool> open{false};     /* the current job takes workers */
     std::atomic<int> active{0};        /* workers inside the current job */
-    std::atomic<int> slots{0};         /* workers the current job may still take */
-    /* the current job: written by its caller before `open`, read after it */
+    /* The current job, written by its caller before `open` and read after
+       it: T threads, chunks 0..n-1 cut into T ranges, thread t's first. A
+       thread runs its own range, then helps with the others', so that the
+       same thread tends to get the same part of an array every step (it is
+       in that core's cache) while a late or descheduled thread's share still
+       goes to the others. */
     void (*run)(const void *, int64_t) = nullptr;
     const void *ctx = nullptr;
-    int64_t chunks = 0;
-    std::atomic<int64_t> next{0};      /* the next chunk to claim */
+    int T = 0;
+    struct alignas(64) Range {
+        std::atomic<int64_t> next{0}; /* the next chunk to claim */
+        int64_t end = 0;
+    } range[NNL_MAX_THREADS];
     FpEnv fp{};
     std::exception_ptr error;          /* the job's first exception, under m */
 
-    /* Claims and runs chunks until none is left; an exception ends the job. */
-    void work() {
-        int64_t c;
-        while ((c = next.fetch_add(1, std::memory_order_relaxed)) < chunks) {
-            try {
-                run(ctx, c);
-            } catch (...) {
-                std::lock_guard<std::mutex> lk(m);
-                if (!error) error = std::current_exception();
-                next.store(chunks, std::memory_order_relaxed);
+    /* Thread t claims and runs chunks until none is left; an exception ends the job. */
+    void work(int t) {
+        for (int i = 0; i < T; i++) {
+            Range &r = range[(t + i) % T];
+            int64_t c;
+            while ((c = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end) {
+                try {
+                    run(ctx, c);
+                } catch (...) {
+                    std::lock_guard<std::mutex> lk(m);
+                    if (!error) error = std::current_exception();
+                    for (int j = 0; j < T; j++) range[j].next.store(range[j].end, std::memory_order_relaxed);
+                }
             }
         }
     }
 
-    static void worker_main(Pool *p, uint64_t seen) {
+    static void worker_main(Pool *p, int k, uint64_t seen) {
         tl_in_pool = true;
         for (;;) {
             auto ready = [&] {
@@ -472,9 +484,9 @@ struct Pool {
             /* active first, then open: a caller that closes its job and then
                reads active == 0 can be sure no worker will enter it */
             p->active.fetch_add(1);
-            if (p->open.load() && p->slots.fetch_sub(1) > 0) {
+            if (p->open.load() && k + 1 < p->T) {
                 if (!fp_same_mode(fp_get(), p->fp)) fp_set(p->fp);
-                p->work();
+                p->work(k + 1);
             }
             if (p->active.fetch_sub(1) == 1 && !p->open.load()) {
                 std::lock_guard<std::mutex> lk(p->m);
@@ -485,21 +497,23 @@ struct Pool {
 
     /* Runs fn(ctx, 0 .. n-1) on the calling thread and up to T-1 workers.
        The caller holds busy. */
-    void job(int T, int64_t n, void (*fn)(const void *, int64_t), const void *c) {
-        while ((int)workers.size() < T - 1) {
+    void job(int threads, int64_t n, void (*fn)(const void *, int64_t), const void *c) {
+        while ((int)workers.size() < threads - 1) {
             try {
-                workers.emplace_back(worker_main, this, gen.load());
+                workers.emplace_back(worker_main, this, (int)workers.size(), gen.load());
             } catch (...) {
                 break; /* no more threads to be had: fewer workers */
             }
         }
         run = fn;
         ctx = c;
-        chunks = n;
-        next.store(0, std::memory_order_relaxed);
+        T = std::min(threads, (int)workers.size() + 1);
+        for (int t = 0; t < T; t++) {
+            range[t].next.store(n * t / T, std::memory_order_relaxed);
+            range[t].end = n * (t + 1) / T;
+        }
         fp = fp_get();
         error = nullptr;
-        slots.store(T - 1);
         bool sleeping;
         {
             std::lock_guard<std::mutex> lk(m);
@@ -508,7 +522,7 @@ struct Pool {
             sleeping = sleepers > 0;
         }
         if (sleeping) wake.notify_all();
-        work();
+        work(0);
         open.store(false);
         if (!spin_until([&] { return active.load() == 0; }, NNL_CALLER_SPIN_NS)) {
             std::unique_lock<std::mutex> lk(m);
@@ -591,9 +605,14 @@ template <class F> static void run_chunks(int64_t n, int T, const F &f) {
 } // namespace pool
 
 /* Work (elements touched) up to which par_for runs inline, and the least
-   work of one chunk. */
+   work of one chunk. Measured as for NNL_GEMM_MIN_MNK: a vectorised
+   streaming loop gains from two threads only from about 1M elements (memory
+   bound; 0.2-0.6x below 128K when the worker must be woken), a loop of
+   divisions and square roots from about 64K; 256K keeps the loss of the
+   first small and most of the gain of the second. A call site whose
+   elements are costly (exp, tanh, division) may count each as several. */
 #ifndef NNL_PAR_MIN_WORK
-#define NNL_PAR_MIN_WORK 32768
+#define NNL_PAR_MIN_WORK 262144
 #endif
 #ifndef NNL_PAR_CHUNK_WORK
 #define NNL_PAR_CHUNK_WORK 16384
@@ -1463,8 +1482,12 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
    so a thread that is descheduled holds up at most the block it began.
    Every element is summed in the same order whatever the block it is in,
    so results do not depend on the thread count. */
+/* M*N*K up to which one thread computes the whole product. Measured (2-core
+   AMD EPYC VM, bench/busy_core.sh's machine): two threads lose up to 4e6
+   (0.6-0.75x: a sleeping worker takes 25-40 us to wake there) and gain from
+   1.2e7 (1.1-1.5x) */
 #ifndef NNL_GEMM_MIN_MNK
-#define NNL_GEMM_MIN_MNK 1e6 /* M*N*K up to which one thread computes the whole product */
+#define NNL_GEMM_MIN_MNK 8e6
 #endif
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
@@ -1482,14 +1505,19 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     }
     bool split_m = M >= N;
     int64_t unit = split_m ? MR : NR, units = ((split_m ? M : N) + unit - 1) / unit;
-    int T = (int)std::min<int64_t>(threads(), units);
-    if (T <= 1 || (double)M * N * K <= NNL_GEMM_MIN_MNK) {
+    double mnk = (double)M * N * K;
+    /* at most one thread per NNL_GEMM_MIN_MNK of work */
+    int T = (int)std::min<double>({(double)threads(), (double)units, std::ceil(mnk / NNL_GEMM_MIN_MNK)});
+    if (T <= 1 || mnk <= NNL_GEMM_MIN_MNK) {
         sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
-    /* two blocks per thread: a late thread's share can be taken by the
-       others, while each block still packs little beyond its own part */
-    int64_t per = (units + 2 * T - 1) / (2 * T), chunks = (units + per - 1) / per, end = split_m ? M : N;
+    /* Each block packs the whole of the other operand again, so blocks stay
+       large: one per thread, two (a late thread's second can go to another)
+       when each still has 32 units (MC rows or 512 columns). */
+    int64_t chunks = std::min<int64_t>(std::max<int64_t>(T, std::min<int64_t>(2 * T, units / 32)), units);
+    int64_t per = (units + chunks - 1) / chunks, end = split_m ? M : N;
+    chunks = (units + per - 1) / per;
     pool::run_chunks(chunks, T, [&](int64_t c) {
         int64_t lo = c * per * unit, hi = std::min((c + 1) * per * unit, end);
         if (split_m)

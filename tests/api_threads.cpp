@@ -41,12 +41,14 @@ void blobs(int n, int f, std::vector<float> &x, std::vector<int32_t> &y) {
     }
 }
 
-/* Large enough that its GEMMs and optimizer updates go to the pool. */
+/* Large enough that its GEMMs (128 x 512 x 256) and optimizer update
+   (131,072 weights) go to the pool. */
+const int F = 256;
 nnl_model *pool_sized_model() {
     nnl_model *m = nnl_model_create();
     REQUIRE(m);
     REQUIRE(nnl_model_set_seed(m, 5) == NNL_OK);
-    REQUIRE(nnl_add(m, "Dense(256, activation='relu', input_shape=(64,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(512, activation='relu', input_shape=(256,))") == NNL_OK);
     REQUIRE(nnl_add(m, "Dense(4, activation='softmax')") == NNL_OK);
     REQUIRE(nnl_compile(m, "adam", "sparse_categorical_crossentropy", "accuracy") == NNL_OK);
     return m;
@@ -85,10 +87,10 @@ int train(nnl_model *m, const std::vector<float> &x, const std::vector<int32_t> 
 TEST_CASE("models trained on several threads at once share the pool and get the weights they get alone") {
     std::vector<float> x;
     std::vector<int32_t> y;
-    blobs(512, 64, x, y);
+    blobs(512, F, x, y);
     nnl_set_threads(2);
     nnl_model *alone = pool_sized_model();
-    REQUIRE(train(alone, x, y, 64, 2) == NNL_OK);
+    REQUIRE(train(alone, x, y, F, 2) == NNL_OK);
     std::vector<float> want = weights(alone);
     nnl_model_free(alone);
 
@@ -97,8 +99,8 @@ TEST_CASE("models trained on several threads at once share the pool and get the 
     int rc[N];
     for (int i = 0; i < N; i++) m[i] = pool_sized_model();
     std::vector<std::thread> ts;
-    for (int i = 1; i < N; i++) ts.emplace_back([&, i] { rc[i] = train(m[i], x, y, 64, 2); });
-    rc[0] = train(m[0], x, y, 64, 2);
+    for (int i = 1; i < N; i++) ts.emplace_back([&, i] { rc[i] = train(m[i], x, y, F, 2); });
+    rc[0] = train(m[0], x, y, F, 2);
     for (auto &t : ts) t.join();
     for (int i = 0; i < N; i++) {
         CHECK(rc[i] == NNL_OK);
@@ -135,8 +137,8 @@ int record_csr(void *user, nnl_model *, int, int, int64_t, const double *, int) 
 TEST_CASE("nnl_fit, nnl_evaluate, nnl_predict and nnl_predict_classes give the caller its MXCSR back") {
     std::vector<float> x;
     std::vector<int32_t> y;
-    blobs(256, 64, x, y);
-    int64_t xs[2] = {256, 64}, ys[1] = {256};
+    blobs(256, F, x, y);
+    int64_t xs[2] = {256, F}, ys[1] = {256};
     nnl_model *m = pool_sized_model();
     std::vector<float> p(256 * 4);
     std::vector<int32_t> cls(256);
@@ -145,7 +147,7 @@ TEST_CASE("nnl_fit, nnl_evaluate, nnl_predict and nnl_predict_classes give the c
     for (int threads : {1, 2}) {
         nnl_set_threads(threads);
         _mm_setcsr(CALLER_CSR);
-        int rc = train(m, x, y, 64, 1);
+        int rc = train(m, x, y, F, 1);
         unsigned after_fit = _mm_getcsr();
         rc += nnl_evaluate(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, 64, r, 2);
         unsigned after_eval = _mm_getcsr();
@@ -210,14 +212,14 @@ TEST_CASE("inside nnl_predict and nnl_fit denormals are zero; outside they are n
 TEST_CASE("a fit callback runs in the caller's floating-point environment, and what it leaves there stays") {
     std::vector<float> x;
     std::vector<int32_t> y;
-    blobs(512, 64, x, y);
+    blobs(512, F, x, y);
     nnl_model *m = pool_sized_model();
     CsrGuard g;
     Seen seen;
     nnl_set_threads(2);
     const unsigned caller = 0x1F80u | 0x6000u; /* round toward zero, no flags */
     _mm_setcsr(caller);
-    int rc = train(m, x, y, 64, 1, record_csr, &seen);
+    int rc = train(m, x, y, F, 1, record_csr, &seen);
     unsigned after = _mm_getcsr();
     _mm_setcsr(g.keep);
     nnl_set_threads(0);

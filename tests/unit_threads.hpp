@@ -12,7 +12,7 @@ struct ThreadsGuard { /* restores the default thread count however a test ends *
 TEST_CASE("par_for covers every index exactly once, inline or in chunks, for any thread count") {
     ThreadsGuard g;
     for (int threads : {1, 2, 3, 8})
-        for (int64_t n : {(int64_t)1, (int64_t)1000, (int64_t)40000, (int64_t)1000003}) {
+        for (int64_t n : {(int64_t)1, (int64_t)1000, (int64_t)40000, (int64_t)300001, (int64_t)1000003}) {
             nnl::g_threads = threads;
             std::vector<std::atomic<int>> seen((size_t)n);
             for (auto &s : seen) s = 0;
@@ -33,7 +33,9 @@ TEST_CASE("par_for covers every index exactly once, inline or in chunks, for any
 TEST_CASE("sgemm is bit-for-bit the same on 1, 2, 3 and 4 threads (blocks of rows and of columns)") {
     ThreadsGuard g;
     /* every product is above the threshold at which the GEMM splits */
-    struct Case { int M, N, K; } cases[] = {{500, 70, 300}, {128, 500, 400}, {1000, 20, 60}, {61, 997, 300}};
+    struct Case { int M, N, K; } cases[] = {{500, 70, 300}, {128, 500, 400}, {1000, 40, 300}, {61, 997, 300},
+                                           {100, 2100, 100}};
+    for (auto c : cases) REQUIRE((double)c.M * c.N * c.K > NNL_GEMM_MIN_MNK);
     for (auto c : cases)
         for (int t = 0; t < 4; t++) {
             bool ta = t & 1, tb = t & 2;
@@ -107,7 +109,7 @@ TEST_CASE("an exception in a chunk reaches the caller and leaves the pool usable
     CHECK(sum == 4950);
 }
 
-#if NNL_FP_CONTROL && NNL_X86
+#if NNL_FP_CONTROL && NNL_X86 && NNL_THREADS
 TEST_CASE("workers run each job in the caller's floating-point mode: denormals flush on every thread") {
     ThreadsGuard g;
     nnl::g_threads = 2;
