@@ -498,6 +498,7 @@ struct Pool {
     /* Runs fn(ctx, 0 .. n-1) on the calling thread and up to T-1 workers.
        The caller holds busy. */
     void job(int threads, int64_t n, void (*fn)(const void *, int64_t), const void *c) {
+        threads = std::min(threads, NNL_MAX_THREADS);
         while ((int)workers.size() < threads - 1) {
             try {
                 workers.emplace_back(worker_main, this, (int)workers.size(), gen.load());
@@ -605,7 +606,7 @@ template <class F> static void run_chunks(int64_t n, int T, const F &f) {
 } // namespace pool
 
 /* Work (elements touched) up to which par_for runs inline, and the least
-   work of one chunk. Measured as for NNL_GEMM_MIN_MNK: a vectorised
+   work of one chunk. Measured as for NNL_GEMM_MIN_COST: a vectorised
    streaming loop gains from two threads only from about 1M elements (memory
    bound; 0.2-0.6x below 128K when the worker must be woken), a loop of
    divisions and square roots from about 64K; 256K keeps the loss of the
@@ -1482,12 +1483,17 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
    so a thread that is descheduled holds up at most the block it began.
    Every element is summed in the same order whatever the block it is in,
    so results do not depend on the thread count. */
-/* M*N*K up to which one thread computes the whole product. Measured (2-core
-   AMD EPYC VM, bench/busy_core.sh's machine): two threads lose up to 4e6
-   (0.6-0.75x: a sleeping worker takes 25-40 us to wake there) and gain from
-   1.2e7 (1.1-1.5x) */
-#ifndef NNL_GEMM_MIN_MNK
-#define NNL_GEMM_MIN_MNK 8e6
+/* The cost of a product in units of one multiply-add of the packed kernel:
+   M*N*K, plus 20 per element of A, B and C (packing and streaming them;
+   measured: 20384x20x25, 1.0e7 multiply-adds, takes 0.50 ms, 120x128x784,
+   1.2e7, takes 0.29 ms). Up to
+   NNL_GEMM_MIN_COST one thread computes the whole product. Measured on a
+   2-core AMD EPYC VM (where a sleeping worker takes 25-40 us to wake): two
+   threads lose below about 1e7 (0.6-0.75x), break even around 1.6e7 (K-MLP's
+   products: 0.9-1.3x, and less than one thread with a busy core) and gain
+   from 2.5e7 (1.3-1.8x). At most one thread per NNL_GEMM_MIN_COST. */
+#ifndef NNL_GEMM_MIN_COST
+#define NNL_GEMM_MIN_COST 2e7
 #endif
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
@@ -1505,10 +1511,9 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     }
     bool split_m = M >= N;
     int64_t unit = split_m ? MR : NR, units = ((split_m ? M : N) + unit - 1) / unit;
-    double mnk = (double)M * N * K;
-    /* at most one thread per NNL_GEMM_MIN_MNK of work */
-    int T = (int)std::min<double>({(double)threads(), (double)units, std::ceil(mnk / NNL_GEMM_MIN_MNK)});
-    if (T <= 1 || mnk <= NNL_GEMM_MIN_MNK) {
+    double cost = (double)M * N * K + 20.0 * ((double)M * N + (double)M * K + (double)K * N);
+    int T = (int)std::min<double>({(double)threads(), (double)units, std::ceil(cost / NNL_GEMM_MIN_COST)});
+    if (T <= 1 || cost <= NNL_GEMM_MIN_COST) {
         sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }

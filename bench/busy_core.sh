@@ -43,12 +43,15 @@ make -s lib
 gcc -std=c99 -O2 -I. bench/bench_threads.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_threads"
 have_old=0
 if git rev-parse -q --verify "$baseline^{commit}" >/dev/null 2>&1; then
-    mkdir -p "$out/old"
-    git show "$baseline:nnlite.cpp" >"$out/old/nnlite.cpp"
-    git show "$baseline:nnlite.h" >"$out/old/nnlite.h"
-    g++ -std=c++17 -O2 -fopenmp -I"$out/old" -c "$out/old/nnlite.cpp" -o "$out/old/nnlite.o"
-    gcc -std=c99 -O2 -I"$out/old" bench/bench_threads.c "$out/old/nnlite.o" -fopenmp -lm -lstdc++ \
-        -o "$out/bench_threads_old"
+    old=$out/old-$baseline
+    if [ ! -e "$old/nnlite.o" ]; then
+        mkdir -p "$old"
+        git show "$baseline:nnlite.cpp" >"$old/nnlite.cpp"
+        git show "$baseline:nnlite.h" >"$old/nnlite.h"
+        g++ -std=c++17 -O2 -fopenmp -I"$old" -c "$old/nnlite.cpp" -o "$old/nnlite.o.tmp"
+        mv "$old/nnlite.o.tmp" "$old/nnlite.o"
+    fi
+    gcc -std=c99 -O2 -I"$old" bench/bench_threads.c "$old/nnlite.o" -fopenmp -lm -lstdc++ -o "$out/bench_threads_old"
     have_old=1
 else
     echo "busy_core: commit $baseline not found (no git history?): the old library is not measured" >&2

@@ -41,14 +41,14 @@ void blobs(int n, int f, std::vector<float> &x, std::vector<int32_t> &y) {
     }
 }
 
-/* Large enough that its GEMMs (128 x 512 x 256) and optimizer update
-   (131,072 weights) go to the pool. */
-const int F = 256;
+/* Large enough that its GEMMs (128 x 512 x 384, batches of 128) and its
+   optimizer update (196,608 weights) go to the pool. */
+const int F = 384;
 nnl_model *pool_sized_model() {
     nnl_model *m = nnl_model_create();
     REQUIRE(m);
     REQUIRE(nnl_model_set_seed(m, 5) == NNL_OK);
-    REQUIRE(nnl_add(m, "Dense(512, activation='relu', input_shape=(256,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(512, activation='relu', input_shape=(384,))") == NNL_OK);
     REQUIRE(nnl_add(m, "Dense(4, activation='softmax')") == NNL_OK);
     REQUIRE(nnl_compile(m, "adam", "sparse_categorical_crossentropy", "accuracy") == NNL_OK);
     return m;
@@ -149,11 +149,11 @@ TEST_CASE("nnl_fit, nnl_evaluate, nnl_predict and nnl_predict_classes give the c
         _mm_setcsr(CALLER_CSR);
         int rc = train(m, x, y, F, 1);
         unsigned after_fit = _mm_getcsr();
-        rc += nnl_evaluate(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, 64, r, 2);
+        rc += nnl_evaluate(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, 128, r, 2);
         unsigned after_eval = _mm_getcsr();
-        rc += nnl_predict(m, x.data(), 2, xs, 64, p.data(), (int64_t)p.size());
+        rc += nnl_predict(m, x.data(), 2, xs, 128, p.data(), (int64_t)p.size());
         unsigned after_predict = _mm_getcsr();
-        rc += nnl_predict_classes(m, x.data(), 2, xs, 64, cls.data(), (int64_t)cls.size());
+        rc += nnl_predict_classes(m, x.data(), 2, xs, 128, cls.data(), (int64_t)cls.size());
         unsigned after_classes = _mm_getcsr();
         /* an error raised inside the work: a label beyond the 4 classes */
         std::vector<int32_t> bad = y;

@@ -33,9 +33,11 @@ TEST_CASE("par_for covers every index exactly once, inline or in chunks, for any
 TEST_CASE("sgemm is bit-for-bit the same on 1, 2, 3 and 4 threads (blocks of rows and of columns)") {
     ThreadsGuard g;
     /* every product is above the threshold at which the GEMM splits */
-    struct Case { int M, N, K; } cases[] = {{500, 70, 300}, {128, 500, 400}, {1000, 40, 300}, {61, 997, 300},
+    struct Case { int M, N, K; } cases[] = {{500, 100, 500}, {128, 500, 400}, {1000, 40, 600}, {61, 997, 300},
                                            {100, 2100, 100}};
-    for (auto c : cases) REQUIRE((double)c.M * c.N * c.K > NNL_GEMM_MIN_MNK);
+    for (auto c : cases)
+        REQUIRE((double)c.M * c.N * c.K + 20.0 * ((double)c.M * c.N + (double)c.M * c.K + (double)c.K * c.N) >
+                NNL_GEMM_MIN_COST);
     for (auto c : cases)
         for (int t = 0; t < 4; t++) {
             bool ta = t & 1, tb = t & 2;
