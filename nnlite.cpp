@@ -328,7 +328,9 @@ struct FpScope {
    policy is read from the environment when it loads, too early for a
    library to set. Here:
    - an idle worker spins for a few microseconds (the next job of a training
-     step usually follows at once), then sleeps on a condition variable;
+     step usually follows at once), then polls between sched_yield calls
+     (which hand a core another process wants over to it, and return at once
+     on an idle one) for a few hundred, then sleeps on a condition variable;
    - a job is cut into chunks that threads claim one at a time, each its
      own share first (the same part of an array as last step, still in its
      core's cache), then what is left of the others'; the calling thread
@@ -385,10 +387,19 @@ int threads() {
 namespace pool {
 
 #if NNL_THREADS
-/* How long an idle worker spins before it sleeps, and how long a caller
-   spins for chunks still running before it sleeps (nanoseconds). */
+/* An idle worker spins for NNL_WORKER_SPIN_NS, then polls between yields
+   of its core for NNL_WORKER_YIELD_NS, then sleeps; a caller spins for
+   chunks still running for NNL_CALLER_SPIN_NS, then sleeps (nanoseconds).
+   Measured (bench/busy_core.sh, 2-core VM): polling between yields made the
+   default 10-20 % faster on an idle machine (a sleeping worker takes 25-40 us
+   to wake there, many times per training step) and no slower with a busy
+   core; a worker that spins without yielding for 60-100 us made training
+   10-20 % slower even on an idle machine. */
 #ifndef NNL_WORKER_SPIN_NS
 #define NNL_WORKER_SPIN_NS 20000
+#endif
+#ifndef NNL_WORKER_YIELD_NS
+#define NNL_WORKER_YIELD_NS 300000
 #endif
 #ifndef NNL_CALLER_SPIN_NS
 #define NNL_CALLER_SPIN_NS 20000
@@ -418,6 +429,19 @@ template <class P> static bool spin_until(P done, int64_t ns) {
         }
         if (now_ns() >= end) return false;
     }
+}
+
+/* Polls done() between yields of the core for ns nanoseconds: on an idle
+   core sched_yield returns at once (the worker stays ready for the next job
+   of a training step), on a core that another process wants it hands the
+   core over; whether done() came true. */
+template <class P> static bool yield_until(P done, int64_t ns) {
+    int64_t end = now_ns() + ns;
+    while (now_ns() < end) {
+        std::this_thread::yield();
+        if (done()) return true;
+    }
+    return false;
 }
 
 /* Set on pool workers, and on a caller while its job runs: a par_for met
@@ -473,7 +497,7 @@ struct Pool {
             auto ready = [&] {
                 return p->gen.load(std::memory_order_acquire) != seen || p->stop.load(std::memory_order_relaxed);
             };
-            if (!spin_until(ready, NNL_WORKER_SPIN_NS)) {
+            if (!spin_until(ready, NNL_WORKER_SPIN_NS) && !yield_until(ready, NNL_WORKER_YIELD_NS)) {
                 std::unique_lock<std::mutex> lk(p->m);
                 p->sleepers++;
                 p->wake.wait(lk, ready);
@@ -1487,13 +1511,15 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
    M*N*K, plus 20 per element of A, B and C (packing and streaming them;
    measured: 20384x20x25, 1.0e7 multiply-adds, takes 0.50 ms, 120x128x784,
    1.2e7, takes 0.29 ms). Up to
-   NNL_GEMM_MIN_COST one thread computes the whole product. Measured on a
-   2-core AMD EPYC VM (where a sleeping worker takes 25-40 us to wake): two
-   threads lose below about 1e7 (0.6-0.75x), break even around 1.6e7 (K-MLP's
-   products: 0.9-1.3x, and less than one thread with a busy core) and gain
-   from 2.5e7 (1.3-1.8x). At most one thread per NNL_GEMM_MIN_COST. */
+   NNL_GEMM_MIN_COST one thread computes the whole product, and there is at
+   most one thread per NNL_GEMM_MIN_COST. Measured on a 2-core AMD EPYC VM:
+   with a worker that must be woken (25-40 us there) two threads lose up to
+   a cost of 5e6 (0.6-0.75x) and gain from 2.5e7 (1.3-1.8x); with the pool's
+   polling worker, K-MLP's products (1.6e7) split make its training 1.1-1.3x
+   faster than one thread on an idle machine and 0.9x with a busy core, and
+   products below 1e7 are too short to be worth a second thread. */
 #ifndef NNL_GEMM_MIN_COST
-#define NNL_GEMM_MIN_COST 2e7
+#define NNL_GEMM_MIN_COST 1e7
 #endif
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {

@@ -159,9 +159,11 @@ NNL_API int nnl_init(int header_version_number);
    else OMP_NUM_THREADS, else the CPUs this process may run on (its affinity
    mask, e.g. a batch job's cores); read once, at the first call that needs it.
    n <= 0 restores the default. A process-wide setting; not to be changed
-   while another thread trains. Idle workers sleep (after a few microseconds),
-   small work runs on the calling thread alone, and threads claim work in
-   small pieces, so a busy machine slows nnlite down without stalling it.
+   while another thread trains. Idle workers never spin against another
+   process (they yield the core, and sleep after a fraction of a
+   millisecond), small work runs on the calling thread alone, and threads
+   claim work in pieces, so a busy machine slows nnlite down without
+   stalling it.
    Results do not depend on the number of threads. Models trained on several
    threads at once share the pool: a kernel that finds it busy runs on its
    calling thread alone. In a single-threaded build (NNL_NO_THREADS) always 1. */
