@@ -4,6 +4,8 @@
 # issue's targets, and writes them to build/bench/busy_core.md.
 #
 #   bash bench/busy_core.sh                 (about 5 minutes on 2 cores)
+#   bash bench/busy_core.sh --update-results   also puts the section into bench/RESULTS.md
+#                                           (replacing the one there; bench/run.sh does this)
 #   REPS=9 WINDOW=1 bash bench/busy_core.sh more repetitions, longer timed windows
 #   NNL_BASELINE=<commit> ...               the "old" library (default: the last OpenMP one)
 #
@@ -20,6 +22,10 @@
 #    (1 thread vs default) or adjacent processes (new vs old), so a change in
 #    the machine's load touches both sides alike; still, other work on the
 #    machine makes every figure noisy: run it on an otherwise idle machine.
+#    (Processes that merely wait for a core count too: libgomp's threads spin
+#    without yielding and keep their cores from them, nnlite's idle workers
+#    yield theirs; there the old default can look faster "idle" than it is
+#    on a quiet machine.)
 # 2. Denormals. bench/denormal_bench.cpp (see its comment for how Adam's
 #    state is driven into the denormal range) trains two K-MLP models in
 #    lockstep, one in the caller's ordinary floating-point environment, one
@@ -29,6 +35,8 @@
 #    moments, to show the run really makes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+update_results=0
+if [ "${1:-}" = --update-results ]; then update_results=1; fi
 
 reps=${REPS:-5}
 window=${WINDOW:-0.5}
@@ -161,3 +169,23 @@ print()
 for v in verdicts:
     print('- ' + v)
 PY
+
+if [ $update_results = 1 ]; then
+    # the section between the markers in bench/RESULTS.md, replaced (or appended)
+    python3 - "$out/busy_core.md" bench/RESULTS.md <<'PY'
+import sys
+section = open(sys.argv[1]).read().rstrip('\n')
+begin, end = '<!-- bench/busy_core.sh: begin -->', '<!-- bench/busy_core.sh: end -->'
+try:
+    text = open(sys.argv[2]).read()
+except FileNotFoundError:
+    text = ''
+block = begin + '\n' + section + '\n' + end + '\n'
+if begin in text and end in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):].lstrip('\n')
+else:
+    text = text.rstrip('\n') + '\n\n' + block
+open(sys.argv[2], 'w').write(text)
+PY
+    echo "busy_core: wrote its section into bench/RESULTS.md" >&2
+fi

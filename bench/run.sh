@@ -58,7 +58,6 @@ done
 $PY bench/report.py "$raw" >bench/RESULTS.md
 # threads on a busy core and denormals (about 5 more minutes; BUSY_CORE=0 skips it)
 if [ "${BUSY_CORE:-1}" != 0 ]; then
-    bash bench/busy_core.sh
-    { echo; cat build/bench/busy_core.md; } >>bench/RESULTS.md
+    bash bench/busy_core.sh --update-results
 fi
 echo "bench: wrote bench/RESULTS.md"
