@@ -6,7 +6,8 @@
 #   make deps         only install what test and demo need (scripts/deps.sh all)
 #   make clean
 #
-# Options: OPENMP=0 (no threads), SANITIZE=1 (ASan + UBSan, builds in build-san/),
+# Options: THREADS=0 (single-threaded: no thread pool; OPENMP=0, the old name,
+# does the same), SANITIZE=1 (ASan + UBSan, builds in build-san/),
 # CUDA=1 (the GPU backend: nvcc compiles nnlite_cuda.cu, cudart is linked
 # statically; also builds $(BUILD)/nnlite_gpu, the GPU test suite; NVCC=path,
 # CUDA_ARCH=gencode flags), BUILD=dir, and the usual CC, CXX, CFLAGS,
@@ -24,21 +25,20 @@ CXX ?= g++
 CFLAGS   ?= -O2 -Wall -Wextra
 CXXFLAGS ?= -O2 -Wall -Wextra
 
-# OpenMP when the compiler has it; detected once and passed on to sub-makes.
-ifndef OPENMP
-OPENMP := $(shell printf 'int main(){return 0;}\n' | $(CXX) -fopenmp -x c++ - -o /dev/null 2>/dev/null && echo 1 || echo 0)
-endif
-export OPENMP
-OMPFLAGS := $(if $(filter 1,$(OPENMP)),-fopenmp,-Wno-unknown-pragmas)
+# Threads: nnlite's own pool over std::thread (-pthread); THREADS=0 builds
+# without it (NNL_NO_THREADS). OPENMP=0 is the option's name before 0.2.
+THREADS ?= $(if $(filter 0,$(OPENMP)),0,1)
+export THREADS
+THRFLAGS := $(if $(filter 0,$(THREADS)),-DNNL_NO_THREADS,-pthread)
 
 ifeq ($(SANITIZE),1)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 -g
 endif
 
 # Flags nnlite needs whatever the user's CFLAGS/CXXFLAGS say.
-NNL_CXXFLAGS := -std=c++17 -fPIC -I. $(OMPFLAGS) $(CXXFLAGS) $(SANFLAGS) -MMD -MP
+NNL_CXXFLAGS := -std=c++17 -fPIC -I. $(THRFLAGS) $(CXXFLAGS) $(SANFLAGS) -MMD -MP
 NNL_CFLAGS   := -std=c99 -I. -Iexamples $(CFLAGS) $(SANFLAGS) -MMD -MP
-NNL_LDFLAGS  := $(filter -fopenmp,$(OMPFLAGS)) $(SANFLAGS) $(LDFLAGS)
+NNL_LDFLAGS  := $(filter -pthread,$(THRFLAGS)) $(SANFLAGS) $(LDFLAGS)
 LIBS         := -lm
 
 # ---- CUDA backend (CUDA=1) ----
@@ -71,7 +71,7 @@ API      := $(BUILD)/nnlite_api
 C99      := $(BUILD)/c99_consumer
 TESTS    := $(UNIT) $(API) $(C99) $(BUILD)/xor $(LIB_SO)
 
-# Everything is rebuilt when the flags change (OPENMP=0 after OPENMP=1, ...)
+# Everything is rebuilt when the flags change (THREADS=0 after THREADS=1, ...)
 # or when stb appears: nnlite.cpp compiles without .gz support when it is absent.
 STAMP := $(BUILD)/.flags
 STAMP_TEXT := $(CC) $(CXX) | $(NNL_CFLAGS) | $(NNL_CXXFLAGS) | $(NNL_LDFLAGS) | $(wildcard /usr/include/stb/stb_image.h stb_image.h)$(if $(CUDA_OBJ), | $(NVCC) $(NVCCFLAGS) $(CUDA_ARCH))
@@ -276,8 +276,8 @@ F_LIB := $(BUILD)/libnnlite_fortran.a
 F_EXAMPLES := $(patsubst examples/fortran/%.f90,$(FDIR)/%,$(wildcard examples/fortran/*.f90))
 F_TEST := $(FDIR)/test_nnlite
 CXX_WRAP := $(BUILD)/cxx_wrapper
-# gfortran links the C++ runtime (and OpenMP) that the static library needs.
-F_LINK := $(LIB_A) -lstdc++ $(filter -fopenmp,$(OMPFLAGS)) $(LIBS)
+# gfortran links the C++ runtime (and threads) that the static library needs.
+F_LINK := $(LIB_A) -lstdc++ $(filter -pthread,$(THRFLAGS)) $(LIBS)
 
 .PHONY: fortran install update-symbols
 fortran: $(F_LIB) $(F_EXAMPLES) $(F_TEST)
@@ -335,7 +335,7 @@ DATADIR ?= $(PREFIX)/share
 PYTHONDIR ?= $(LIBDIR)/python3/dist-packages
 HAVE_FC := $(shell command -v $(FC) >/dev/null 2>&1 && echo 1 || echo 0)
 INSTALL_DEPS := $(LIB_A) $(LIB_SO) $(if $(filter 1,$(HAVE_FC)),$(F_LIB))
-PC_PRIVATE := -lstdc++ $(filter -fopenmp,$(OMPFLAGS)) -lm
+PC_PRIVATE := -lstdc++ $(if $(filter 0,$(THREADS)),,-lpthread) -lm
 install: $(INSTALL_DEPS)
 	bash scripts/install.sh "$(DESTDIR)" "$(PREFIX)" "$(LIBDIR)" "$(INCLUDEDIR)" "$(DATADIR)" \
 	    "$(PYTHONDIR)" "$(BUILD)" "$(VERSION)" "$(PC_PRIVATE)" "$(HAVE_FC)"

@@ -1,6 +1,6 @@
 /* nnlite.cpp - the CPU runtime of nnlite, one file. See nnlite.h for the API.
 
-   Build:  g++ -std=c++17 -O2 [-fopenmp] -c nnlite.cpp
+   Build:  g++ -std=c++17 -O2 -pthread -c nnlite.cpp   (-DNNL_NO_THREADS: single-threaded)
    Needs nothing but a C++17 compiler; stb (Debian libstb-dev, or stb_image.h
    beside this file) adds .gz and deflated .npz reading.
 
@@ -70,8 +70,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
+/* Threads: nnlite's own pool (section 1), C++11 threads. NNL_NO_THREADS
+   builds a single-threaded library for platforms without them. */
+#ifndef NNL_NO_THREADS
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <pthread.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#define NNL_THREADS 1
+#else
+#define NNL_THREADS 0
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -276,39 +288,414 @@ struct Rng {
     }
 };
 
-static int g_threads = 0; /* 0: the OpenMP default */
+/* ---- Floating-point environment ----
+   Training, evaluation and inference run with flush-to-zero and
+   denormals-are-zero. Adam's moments of weights whose gradients vanish (dead
+   ReLU units) decay into the denormal range, where every operation takes a
+   microcode assist on Intel CPUs: K-MLP trained 3-4x slower after a few
+   hundred steps. The ABI functions that run kernels hold an FpScope
+   (section 9): it also sets round-to-nearest with every exception masked (a
+   caller that traps invalid operations would otherwise stop in nnlite's
+   deliberate NaN handling), and gives the caller back its whole environment,
+   status flags included, on return and around user callbacks. Pool workers
+   run each job in its caller's mode. x86: MXCSR, which governs all of
+   nnlite's arithmetic (SSE/AVX); aarch64: FPCR.FZ (flushes denormal inputs
+   and results alike) with FPSR restored; elsewhere nothing changes.
+   NNL_KEEP_DENORMALS: compute in the caller's environment as it is (the
+   denormal benchmark compares the two). */
+#if NNL_X86 && (defined(__SSE__) || defined(__x86_64__))
+#define NNL_FP_CONTROL 1
+typedef uint32_t FpEnv;
+static inline FpEnv fp_get() { return _mm_getcsr(); }
+static inline void fp_set(FpEnv e) { _mm_setcsr(e); }
+/* exceptions masked (0x1F80), round to nearest, FTZ (0x8000), DAZ (0x0040), no flags */
+static inline FpEnv fp_work(FpEnv e) {
+#ifdef NNL_KEEP_DENORMALS
+    return e;
+#else
+    return (void)e, 0x1F80u | 0x8000u | 0x0040u;
+#endif
+}
+static inline bool fp_same_mode(FpEnv a, FpEnv b) { return ((a ^ b) & ~0x3Fu) == 0; } /* bits 0-5: flags */
+#elif defined(__aarch64__)
+#define NNL_FP_CONTROL 1
+struct FpEnv {
+    uint64_t cr, sr;
+};
+static inline FpEnv fp_get() {
+    FpEnv e;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(e.cr));
+    __asm__ __volatile__("mrs %0, fpsr" : "=r"(e.sr));
+    return e;
+}
+static inline void fp_set(FpEnv e) {
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(e.cr));
+    __asm__ __volatile__("msr fpsr, %0" : : "r"(e.sr));
+}
+/* FZ (bit 24) on; round to nearest (RMode, bits 22-23) and trap enables (bits 8-12, 15) off */
+static inline FpEnv fp_work(FpEnv e) {
+#ifdef NNL_KEEP_DENORMALS
+    return e;
+#else
+    return FpEnv{(e.cr & ~((3ull << 22) | 0x9F00ull)) | (1ull << 24), 0};
+#endif
+}
+static inline bool fp_same_mode(FpEnv a, FpEnv b) { return a.cr == b.cr; }
+#else
+#define NNL_FP_CONTROL 0
+typedef int FpEnv;
+static inline FpEnv fp_get() { return 0; }
+static inline void fp_set(FpEnv) {}
+static inline FpEnv fp_work(FpEnv e) { return e; }
+static inline bool fp_same_mode(FpEnv, FpEnv) { return true; }
+#endif
+
+/* The work environment for the life of the scope; the caller's (saved in
+   `caller`) comes back when it ends, exceptions included. */
+struct FpScope {
+    FpEnv caller;
+    FpScope() : caller(fp_get()) { fp_set(fp_work(caller)); }
+    ~FpScope() { fp_set(caller); }
+    FpScope(const FpScope &) = delete;
+    FpScope &operator=(const FpScope &) = delete;
+};
+
+/* ---- Threads ----
+   nnlite's own pool, not OpenMP. On a machine that also runs other work (MPI
+   ranks sharing a node, a laptop) libgomp's spin-waiting threads made
+   training 4-60x slower than one thread: a thread that spins for a
+   descheduled partner burns the time that partner needs, and libgomp's wait
+   policy is read from the environment when it loads, too early for a
+   library to set. Here:
+   - an idle worker spins for a few microseconds (the next job of a training
+     step usually follows at once), then polls between sched_yield calls
+     (which hand a core another process wants over to it, and return at once
+     on an idle one) for a few hundred, then sleeps on a condition variable;
+   - a job is cut into chunks that threads claim one at a time, each its
+     own share first (the same part of an array as last step, still in its
+     core's cache), then what is left of the others'; the calling thread
+     works too. A worker that wakes late, or is descheduled, leaves the
+     chunks it has not claimed to the others; the caller waits only for
+     chunks already begun, and sleeps if that takes long;
+   - work too small to split runs inline (the thresholds below are measured:
+     bench/busy_core.sh).
+   Results do not depend on which thread ran a chunk or on how many threads
+   there are: a chunk's arithmetic is fixed by its bounds, and every kernel
+   computes an element the same way whatever the bounds of the range it is
+   in (par_for bodies must keep that). One pool serves the process. A caller
+   that finds it busy (another model trained on another thread) or that is
+   itself inside a job runs its job alone, on its own thread. A forked child
+   starts a new pool; the workers are joined at exit. */
+static std::atomic<int> g_threads{0}; /* 0: the default */
+
+#if NNL_THREADS
+/* The first number in an environment variable ("4" or "4,2"), 0 when none. */
+static int env_threads(const char *name) {
+    const char *s = getenv(name);
+    if (!s) return 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return end != s && v > 0 ? (int)std::min<long>(v, NNL_MAX_THREADS) : 0;
+}
+
+/* NNL_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run
+   on (its affinity mask: a batch job's share of a node). Read once. */
+static int default_threads() {
+    static const int n = [] {
+        int v = env_threads("NNL_NUM_THREADS");
+        if (v <= 0) v = env_threads("OMP_NUM_THREADS");
+#if defined(__linux__)
+        cpu_set_t set;
+        if (v <= 0 && sched_getaffinity(0, sizeof set, &set) == 0) v = CPU_COUNT(&set);
+#endif
+        if (v <= 0) v = (int)std::thread::hardware_concurrency();
+        return std::max(1, std::min(v, NNL_MAX_THREADS));
+    }();
+    return n;
+}
+#endif
 
 int threads() {
-#ifdef _OPENMP
-    return g_threads > 0 ? g_threads : omp_get_max_threads();
+#if NNL_THREADS
+    int t = g_threads.load(std::memory_order_relaxed);
+    return t > 0 ? t : default_threads();
 #else
     return 1;
 #endif
 }
 
-/* body(lo, hi) over [0, n): one contiguous range per thread when the work
-   (in elements touched) is worth a fork, else inline. An OpenMP region
-   entered with if(false) still costs libgomp a system call, so small calls
-   never enter one. */
+namespace pool {
+
+#if NNL_THREADS
+/* An idle worker spins for NNL_WORKER_SPIN_NS, then polls between yields
+   of its core for NNL_WORKER_YIELD_NS, then sleeps; a caller spins for
+   chunks still running for NNL_CALLER_SPIN_NS, then sleeps (nanoseconds).
+   Measured (bench/busy_core.sh, 2-core VM): polling between yields made the
+   default 10-20 % faster on an idle machine (a sleeping worker takes 25-40 us
+   to wake there, many times per training step) and no slower with a busy
+   core; a worker that spins without yielding for 60-100 us made training
+   10-20 % slower even on an idle machine. */
+#ifndef NNL_WORKER_SPIN_NS
+#define NNL_WORKER_SPIN_NS 20000
+#endif
+#ifndef NNL_WORKER_YIELD_NS
+#define NNL_WORKER_YIELD_NS 300000
+#endif
+#ifndef NNL_CALLER_SPIN_NS
+#define NNL_CALLER_SPIN_NS 20000
+#endif
+
+static inline void cpu_relax() {
+#if NNL_X86
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+/* Spins until done() or for ns nanoseconds; whether done() came true. */
+template <class P> static bool spin_until(P done, int64_t ns) {
+    if (done()) return true;
+    int64_t end = now_ns() + ns;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            cpu_relax();
+            if (done()) return true;
+        }
+        if (now_ns() >= end) return false;
+    }
+}
+
+/* Polls done() between yields of the core for ns nanoseconds: on an idle
+   core sched_yield returns at once (the worker stays ready for the next job
+   of a training step), on a core that another process wants it hands the
+   core over; whether done() came true. */
+template <class P> static bool yield_until(P done, int64_t ns) {
+    int64_t end = now_ns() + ns;
+    while (now_ns() < end) {
+        std::this_thread::yield();
+        if (done()) return true;
+    }
+    return false;
+}
+
+/* Set on pool workers, and on a caller while its job runs: a par_for met
+   there runs inline (the pool is taken). */
+static thread_local bool tl_in_pool = false;
+
+struct Pool {
+    std::mutex busy;                   /* held by the caller whose job runs */
+    std::mutex m;                      /* sleeping and waking */
+    std::condition_variable wake, done;
+    std::vector<std::thread> workers;  /* worker k is thread k+1; changed only by the holder of busy */
+    int sleepers = 0;                  /* under m */
+    std::atomic<bool> stop{false};     /* set under m */
+    std::atomic<uint64_t> gen{0};      /* one more per job, under m */
+    std::atomic<bool> open{false};     /* the current job takes workers */
+    std::atomic<int> active{0};        /* workers inside the current job */
+    /* The current job, written by its caller before `open` and read after
+       it: T threads, chunks 0..n-1 cut into T ranges, thread t's first. A
+       thread runs its own range, then helps with the others', so that the
+       same thread tends to get the same part of an array every step (it is
+       in that core's cache) while a late or descheduled thread's share still
+       goes to the others. */
+    void (*run)(const void *, int64_t) = nullptr;
+    const void *ctx = nullptr;
+    int T = 0;
+    struct alignas(64) Range {
+        std::atomic<int64_t> next{0}; /* the next chunk to claim */
+        int64_t end = 0;
+    } range[NNL_MAX_THREADS];
+    FpEnv fp{};
+    std::exception_ptr error;          /* the job's first exception, under m */
+
+    /* Thread t claims and runs chunks until none is left; an exception ends the job. */
+    void work(int t) {
+        for (int i = 0; i < T; i++) {
+            Range &r = range[(t + i) % T];
+            int64_t c;
+            while ((c = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end) {
+                try {
+                    run(ctx, c);
+                } catch (...) {
+                    std::lock_guard<std::mutex> lk(m);
+                    if (!error) error = std::current_exception();
+                    for (int j = 0; j < T; j++) range[j].next.store(range[j].end, std::memory_order_relaxed);
+                }
+            }
+        }
+    }
+
+    static void worker_main(Pool *p, int k, uint64_t seen) {
+        tl_in_pool = true;
+        for (;;) {
+            auto ready = [&] {
+                return p->gen.load(std::memory_order_acquire) != seen || p->stop.load(std::memory_order_relaxed);
+            };
+            if (!spin_until(ready, NNL_WORKER_SPIN_NS) && !yield_until(ready, NNL_WORKER_YIELD_NS)) {
+                std::unique_lock<std::mutex> lk(p->m);
+                p->sleepers++;
+                p->wake.wait(lk, ready);
+                p->sleepers--;
+            }
+            if (p->stop.load()) return;
+            seen = p->gen.load(std::memory_order_acquire);
+            /* active first, then open: a caller that closes its job and then
+               reads active == 0 can be sure no worker will enter it */
+            p->active.fetch_add(1);
+            if (p->open.load() && k + 1 < p->T) {
+                if (!fp_same_mode(fp_get(), p->fp)) fp_set(p->fp);
+                p->work(k + 1);
+            }
+            if (p->active.fetch_sub(1) == 1 && !p->open.load()) {
+                std::lock_guard<std::mutex> lk(p->m);
+                p->done.notify_all();
+            }
+        }
+    }
+
+    /* Runs fn(ctx, 0 .. n-1) on the calling thread and up to T-1 workers.
+       The caller holds busy. */
+    void job(int threads, int64_t n, void (*fn)(const void *, int64_t), const void *c) {
+        threads = std::min(threads, NNL_MAX_THREADS);
+        while ((int)workers.size() < threads - 1) {
+            try {
+                workers.emplace_back(worker_main, this, (int)workers.size(), gen.load());
+            } catch (...) {
+                break; /* no more threads to be had: fewer workers */
+            }
+        }
+        run = fn;
+        ctx = c;
+        T = std::min(threads, (int)workers.size() + 1);
+        for (int t = 0; t < T; t++) {
+            range[t].next.store(n * t / T, std::memory_order_relaxed);
+            range[t].end = n * (t + 1) / T;
+        }
+        fp = fp_get();
+        error = nullptr;
+        bool sleeping;
+        {
+            std::lock_guard<std::mutex> lk(m);
+            open.store(true);
+            gen.fetch_add(1);
+            sleeping = sleepers > 0;
+        }
+        if (sleeping) wake.notify_all();
+        work(0);
+        open.store(false);
+        if (!spin_until([&] { return active.load() == 0; }, NNL_CALLER_SPIN_NS)) {
+            std::unique_lock<std::mutex> lk(m);
+            done.wait(lk, [&] { return active.load() == 0; });
+        }
+        if (error) {
+            std::exception_ptr e = error;
+            error = nullptr;
+            std::rethrow_exception(e);
+        }
+    }
+
+    void shutdown() {
+        std::lock_guard<std::mutex> b(busy);
+        {
+            std::lock_guard<std::mutex> lk(m);
+            stop.store(true);
+        }
+        wake.notify_all();
+        for (auto &t : workers) t.join();
+        workers.clear();
+    }
+};
+
+static std::atomic<Pool *> g_pool{nullptr};
+static Pool *g_forked_away = nullptr; /* the parent's pool, in a forked child: kept reachable */
+
+static void after_fork_in_child() {
+    if (Pool *p = g_pool.exchange(nullptr)) g_forked_away = p; /* its workers stayed in the parent */
+}
+
+static Pool *get() {
+    Pool *p = g_pool.load(std::memory_order_acquire);
+    if (p) return p;
+    Pool *q = new (std::nothrow) Pool;
+    if (!q) return nullptr;
+    if (!g_pool.compare_exchange_strong(p, q)) {
+        delete q;
+        return p;
+    }
+    static bool registered = false; /* once per process image, children included */
+    if (!registered) {
+        registered = true;
+        pthread_atfork(nullptr, nullptr, after_fork_in_child);
+    }
+    return q;
+}
+
+static struct Reaper {
+    ~Reaper() {
+        if (Pool *p = g_pool.load()) p->shutdown();
+    }
+} g_reaper;
+
+template <class F> static void trampoline(const void *f, int64_t c) { (*(const F *)f)(c); }
+#endif
+
+/* f(0 .. n-1), each call once, on up to T threads (the caller's among them). */
+template <class F> static void run_chunks(int64_t n, int T, const F &f) {
+#if NNL_THREADS
+    if (T > 1 && n > 1 && !tl_in_pool) {
+        Pool *p = get();
+        if (p && !p->stop.load() && p->busy.try_lock()) {
+            std::lock_guard<std::mutex> hold(p->busy, std::adopt_lock);
+            tl_in_pool = true;
+            struct Reset {
+                ~Reset() { tl_in_pool = false; }
+            } reset;
+            if (!p->stop.load()) {
+                p->job((int)std::min<int64_t>(T, n), n, trampoline<F>, &f);
+                return;
+            }
+        }
+    }
+#else
+    (void)T;
+#endif
+    for (int64_t c = 0; c < n; c++) f(c);
+}
+} // namespace pool
+
+/* Work (elements touched) up to which par_for runs inline, and the least
+   work of one chunk. Measured as for NNL_GEMM_MIN_COST: a vectorised
+   streaming loop gains from two threads only from about 1M elements (memory
+   bound; 0.2-0.6x below 128K when the worker must be woken), a loop of
+   divisions and square roots from about 64K; 256K keeps the loss of the
+   first small and most of the gain of the second. A call site whose
+   elements are costly (exp, tanh, division) may count each as several. */
+#ifndef NNL_PAR_MIN_WORK
+#define NNL_PAR_MIN_WORK 262144
+#endif
+#ifndef NNL_PAR_CHUNK_WORK
+#define NNL_PAR_CHUNK_WORK 16384
+#endif
+
+/* body(lo, hi) over [0, n), in chunks on the pool when the work (in elements
+   touched) is worth it, else inline. */
 template <class F> static void par_for(int64_t n, int64_t work, F body) {
     int T = threads();
-    if (T <= 1 || n < 2 || work <= 32768) {
+    if (T <= 1 || n < 2 || work <= NNL_PAR_MIN_WORK) {
         body((int64_t)0, n);
         return;
     }
-    T = (int)std::min<int64_t>(T, n);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(T)
-#endif
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        int t = 0, nt = 1;
-#endif
-        int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-        if (hi > lo) body(lo, hi);
-    }
+    int64_t chunks = std::min<int64_t>({n, 4 * (int64_t)T, std::max<int64_t>(2, work / NNL_PAR_CHUNK_WORK)});
+    int64_t step = (n + chunks - 1) / chunks;
+    if (step > 64) step = (step + 15) / 16 * 16; /* element ranges start on 64-byte boundaries */
+    chunks = (n + step - 1) / step;
+    pool::run_chunks(chunks, T, [&](int64_t c) { body(c * step, std::min(n, (c + 1) * step)); });
 }
 
 bool read_file(const char *path, std::vector<uint8_t> &out) {
@@ -1245,10 +1632,24 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
 }
 
 /* Threads split C into independent blocks (rows when M >= N, else columns),
-   each packing what it needs: one fork/join per call and no barrier inside,
-   which keeps the cost low on a busy machine where a waiting thread may be
-   descheduled. Every element is summed in the same order whatever the
-   thread count, so results do not depend on it. */
+   each packing what it needs, claimed as pool chunks: no barrier inside,
+   so a thread that is descheduled holds up at most the block it began.
+   Every element is summed in the same order whatever the block it is in,
+   so results do not depend on the thread count. */
+/* The cost of a product in units of one multiply-add of the packed kernel:
+   M*N*K, plus 20 per element of A, B and C (packing and streaming them;
+   measured: 20384x20x25, 1.0e7 multiply-adds, takes 0.50 ms, 120x128x784,
+   1.2e7, takes 0.29 ms). Up to
+   NNL_GEMM_MIN_COST one thread computes the whole product, and there is at
+   most one thread per NNL_GEMM_MIN_COST. Measured on a 2-core AMD EPYC VM:
+   with a worker that must be woken (25-40 us there) two threads lose up to
+   a cost of 5e6 (0.6-0.75x) and gain from 2.5e7 (1.3-1.8x); with the pool's
+   polling worker, K-MLP's products (1.6e7) split make its training 1.1-1.3x
+   faster than one thread on an idle machine and 0.9x with a busy core, and
+   products below 1e7 are too short to be worth a second thread. */
+#ifndef NNL_GEMM_MIN_COST
+#define NNL_GEMM_MIN_COST 1e7
+#endif
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
     if (M <= 0 || N <= 0) return;
@@ -1265,31 +1666,27 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     }
     bool split_m = M >= N;
     int64_t unit = split_m ? MR : NR, units = ((split_m ? M : N) + unit - 1) / unit;
-    int T = (int)std::min<int64_t>(threads(), units);
-    if (T <= 1 || (double)M * N * K < 1e6) {
+    double cost = (double)M * N * K + 20.0 * ((double)M * N + (double)M * K + (double)K * N);
+    int T = (int)std::min<double>({(double)threads(), (double)units, std::ceil(cost / NNL_GEMM_MIN_COST)});
+    if (T <= 1 || cost <= NNL_GEMM_MIN_COST) {
         sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(T)
-#endif
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        int t = 0, nt = 1;
-#endif
-        int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
-        int64_t lo = u0 * unit, hi = std::min(u1 * unit, split_m ? M : N);
-        if (hi > lo) {
-            if (split_m)
-                sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc,
-                            ldc, bias, act);
-            else
-                sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
-                            bias ? bias + lo : nullptr, act);
-        }
-    }
+    /* Each block packs the whole of the other operand again, so blocks stay
+       large: one per thread, two (a late thread's second can go to another)
+       when each still has 32 units (MC rows or 512 columns). */
+    int64_t chunks = std::min<int64_t>(std::max<int64_t>(T, std::min<int64_t>(2 * T, units / 32)), units);
+    int64_t per = (units + chunks - 1) / chunks, end = split_m ? M : N;
+    chunks = (units + per - 1) / per;
+    pool::run_chunks(chunks, T, [&](int64_t c) {
+        int64_t lo = c * per * unit, hi = std::min((c + 1) * per * unit, end);
+        if (split_m)
+            sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc,
+                        bias, act);
+        else
+            sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
+                        bias ? bias + lo : nullptr, act);
+    });
 }
 
 static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -9273,17 +9670,13 @@ static std::vector<Feature> build_features() {
     avx2 = simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     avx512 = simd && __builtin_cpu_supports("avx512f") && !(cap && !strcmp(cap, "avx2"));
 #endif
-#ifdef _OPENMP
-    const bool omp = true;
-#else
-    const bool omp = false;
-#endif
+    const bool thr = NNL_THREADS != 0; /* nnlite's own pool (section 1); OpenMP is not used */
 #ifdef NNL_CUDA
     const bool cuda = true;
 #else
     const bool cuda = false;
 #endif
-    return {{"stb", NNL_HAVE_STB != 0}, {"openmp", omp}, {"threads", omp}, {"cuda", cuda}, {"mpi", false},
+    return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr}, {"cuda", cuda}, {"mpi", false},
             {"hdf5", false},           {"avx2", avx2},  {"avx512f", avx512}};
 }
 } // namespace nnl
@@ -9330,9 +9723,6 @@ NNL_API const char *nnl_build_info(void) {
         s += nnl::format("; C++%ld", (long)__cplusplus);
         for (auto &f : nnl::build_features()) {
             s += nnl::format("; %s: %s", f.name, f.on ? "yes" : "no");
-#ifdef _OPENMP
-            if (!strcmp(f.name, "openmp")) s += nnl::format(" (%d)", _OPENMP);
-#endif
         }
         return s;
     }();
@@ -9360,7 +9750,11 @@ NNL_API int nnl_init(int header_version_number) {
 }
 
 NNL_API int nnl_set_threads(int n) {
+#if NNL_THREADS
     nnl::g_threads = n <= 0 ? 0 : std::min(n, NNL_MAX_THREADS);
+#else
+    (void)n;
+#endif
     return NNL_OK;
 }
 NNL_API int nnl_get_threads(void) { return nnl::threads(); }
@@ -9616,6 +10010,26 @@ NNL_API void nnl_fit_options_init(nnl_fit_options *o) {
     o->y_val_dtype = NNL_FLOAT32;
 }
 
+/* The user's callback, run in the caller's floating-point environment: fit
+   itself runs in nnlite's (nnl::FpScope); what the callback leaves in the
+   environment is what the caller gets back. */
+namespace {
+struct CallbackShim {
+    nnl_callback cb;
+    void *user;
+    nnl::FpScope *fp;
+};
+int callback_shim(void *u, nnl_model *m, int event, int epoch, int64_t batch, const double *logs, int n_logs) {
+    CallbackShim *s = (CallbackShim *)u;
+    nnl::FpEnv work = nnl::fp_get();
+    nnl::fp_set(s->fp->caller);
+    int r = s->cb(s->user, m, event, epoch, batch, logs, n_logs);
+    s->fp->caller = nnl::fp_get();
+    nnl::fp_set(work);
+    return r;
+}
+} // namespace
+
 NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
                     int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
     return guard(__func__, [&] {
@@ -9627,6 +10041,12 @@ NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_s
             NNL_REQUIRE(opt->struct_size > 0, NNL_ERR_ARGUMENT,
                         "nnl_fit: options not initialised (call nnl_fit_options_init)");
             memcpy(&o, opt, std::min((size_t)opt->struct_size, sizeof o));
+        }
+        nnl::FpScope fp;
+        CallbackShim shim{o.callback, o.callback_user, &fp};
+        if (o.callback) {
+            o.callback = callback_shim;
+            o.callback_user = &shim;
         }
         m->fit(x, x_rank, x_shape, y, y_dtype, y_rank, y_shape, o, m);
     });
@@ -9641,6 +10061,7 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
         std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_evaluate", "y");
         NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
         m->check_finite(X.x, X.n, m->input.size(), "nnl_evaluate", "x");
+        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         std::vector<double> r = m->evaluate(X.x, T.data(), X.n, batch_size > 0 ? batch_size : 32, "nnl_evaluate");
         for (int i = 0; i < out_cap && i < (int)r.size(); i++) out[i] = r[(size_t)i];
     });
@@ -9659,6 +10080,7 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
         NNL_REQUIRE(out_count >= need, NNL_ERR_SHAPE, "nnl_predict: out holds %lld floats, %lld needed",
                     (long long)out_count, (long long)need);
         m->check_finite(X.x, X.n, m->input.size(), "nnl_predict", "x");
+        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out, "nnl_predict");
     });
 }
@@ -9676,6 +10098,7 @@ NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const 
         NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",
                     (long long)count, (long long)X.n);
         m->check_finite(X.x, X.n, m->input.size(), "nnl_predict_classes", "x");
+        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         int64_t D = m->out_shape().size();
         std::vector<int32_t> c((size_t)X.n);
         m->predict_rows(X.x, X.n, batch_size > 0 ? batch_size : 32, "nnl_predict_classes",

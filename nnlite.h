@@ -7,9 +7,9 @@
        nnlite.cpp   the CPU runtime (C++17), one file
 
    DROP-IN USE
-       g++ -std=c++17 -O2 -fopenmp -c nnlite.cpp     (-fopenmp: threads, optional)
+       g++ -std=c++17 -O2 -pthread -c nnlite.cpp
        cc  -std=c99 -O2 -c app.c
-       g++ -fopenmp app.o nnlite.o -o app
+       g++ -pthread app.o nnlite.o -o app
 
    BUILD OPTIONS (macros, set when compiling nnlite.cpp)
        NNL_NO_STB        build without stb: .gz idx files and deflated .npz
@@ -18,6 +18,10 @@
                          By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
+       NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread).
+       NNL_KEEP_DENORMALS  compute in the caller's floating-point environment
+                         as it is: no flush-to-zero (see "Floating-point
+                         environment" below; slower where denormals are).
        NNL_MAX_THREADS   upper bound for nnl_set_threads (default 256).
        NNL_MAX_LAYERS    most layers a model may have (default 65536): nnl_add
                          beyond it, and a JSON architecture or model file with
@@ -73,6 +77,16 @@
        different handles may be used from different threads concurrently.
        nnl_last_error() is per thread. Functions documented as "thread-safe"
        may be called from any thread at any time.
+     - Floating-point environment: nnl_fit, nnl_evaluate, nnl_predict and
+       nnl_predict_classes compute with flush-to-zero and denormals-are-zero
+       on every thread they use (and round-to-nearest, exceptions masked):
+       denormal inputs, weights and optimizer state count as zero and
+       results never become denormal (as in TensorFlow), because arithmetic
+       on denormals is many times slower on some CPUs. The caller's own
+       environment (x86 MXCSR, aarch64 FPCR/FPSR: rounding, traps, FTZ/DAZ,
+       status flags) is restored when the call returns, and is the one a
+       nnl_fit callback runs in. Other architectures, and a build with
+       NNL_KEEP_DENORMALS: the caller's environment as it is, no flushing.
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
@@ -141,7 +155,8 @@ NNL_API int nnl_version_number(void);
    0 when not, and -1 for NULL or a name it does not know (nnl_last_error()
    then lists the known names). Names:
      "stb"      .gz idx files and deflated .npz members (NNL_NO_STB: 0)
-     "openmp"   the kernels run on several threads (OpenMP); also "threads"
+     "threads"  the kernels run on several threads (nnlite's own pool;
+                NNL_NO_THREADS: 0)
      "cuda"     the CUDA backend is compiled in (whether a GPU is present:
                 nnl_cuda_device_count)
      "mpi"      data-parallel training over MPI: 0 in this version
@@ -151,8 +166,8 @@ NNL_API int nnl_version_number(void);
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
 /* The same as one line for logs and bug reports: "nnlite 0.2.0; g++ 12.2.0;
-   C++201703; stb: yes; openmp: yes (201511); threads: yes; cuda: no; mpi: no;
-   hdf5: no; avx2: yes; avx512f: no". Owned by the library, the same for the
+   C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
+   yes; avx512f: no". Owned by the library, the same for the
    whole process (made at the first call). Thread-safe. */
 NNL_API const char *nnl_build_info(void);
 
@@ -173,9 +188,19 @@ NNL_API const char *nnl_build_info(void);
 NNL_API int nnl_init(int header_version_number);
 #define NNL_INIT() nnl_init(NNL_VERSION_NUMBER)
 
-/* Number of threads the kernels use. Default: OMP_NUM_THREADS when set, else
-   the number of cores. n <= 0 restores the default. A process-wide setting;
-   not to be changed while another thread trains. Without OpenMP it is always 1. */
+/* Number of threads the kernels use (the calling thread and up to n-1 of
+   nnlite's pool workers). Default: the environment variable NNL_NUM_THREADS,
+   else OMP_NUM_THREADS, else the CPUs this process may run on (its affinity
+   mask, e.g. a batch job's cores); read once, at the first call that needs it.
+   n <= 0 restores the default. A process-wide setting; not to be changed
+   while another thread trains. Idle workers never spin against another
+   process (they yield the core, and sleep after a fraction of a
+   millisecond), small work runs on the calling thread alone, and threads
+   claim work in pieces, so a busy machine slows nnlite down without
+   stalling it.
+   Results do not depend on the number of threads. Models trained on several
+   threads at once share the pool: a kernel that finds it busy runs on its
+   calling thread alone. In a single-threaded build (NNL_NO_THREADS) always 1. */
 NNL_API int nnl_set_threads(int n);
 NNL_API int nnl_get_threads(void);
 

@@ -4,7 +4,7 @@
    layers directly.
 
    usage: profile_layers MODEL BATCH [THREADS] [REPS]
-   build: g++ -std=c++17 -O2 -fopenmp -I. bench/profile_layers.cpp -o build/bench/profile_layers
+   build: g++ -std=c++17 -O2 -pthread -I. bench/profile_layers.cpp -o build/bench/profile_layers
 
    For every layer: forward and backward time (the minimum over REPS runs,
    so other tenants of a shared machine do not inflate it), the arithmetic of

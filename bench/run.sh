@@ -4,7 +4,7 @@
 # against OpenBLAS (Debian libopenblas-dev), all in this one run. Writes
 # bench/RESULTS.md; the raw lines go to build/bench/raw.txt.
 #
-#   bash bench/run.sh            (about 6 minutes on 2 idle cores)
+#   bash bench/run.sh            (about 11 minutes on 2 idle cores, bench/busy_core.sh included)
 #   SECONDS_PER_RUN=12 bash bench/run.sh   longer timed windows (default 6 s per run, best of 3)
 #
 # PyTorch and OpenBLAS run twice: with OPENBLAS_CORETYPE unset (their best
@@ -30,8 +30,8 @@ secs=${SECONDS_PER_RUN:-6}
 out=build/bench
 mkdir -p "$out"
 make -s lib
-gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -fopenmp -lm -lstdc++ -o "$out/bench_nnlite"
-g++ -std=c++17 -O2 -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm_bench.cpp \
+gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_nnlite"
+g++ -std=c++17 -O2 -pthread -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm_bench.cpp \
     -o "$out/gemm_bench" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
 raw=$out/raw.txt
 {
@@ -55,10 +55,14 @@ for threads in 1 2; do
     OPENBLAS_CORETYPE=Haswell "$out/gemm_bench" "$threads" 256 512 1024 2048 | sed 's/^gemm /gemm-haswell /' |
         tee -a "$raw"
 done
-g++ -std=c++17 -O2 -fopenmp bench/opt_bench.cpp -o "$out/opt_bench"
+g++ -std=c++17 -O2 -pthread bench/opt_bench.cpp -o "$out/opt_bench"
 for threads in 1 2; do
     echo "bench: optimizer updates of 1M parameters, $threads thread(s)" >&2
     "$out/opt_bench" 1000000 "$threads" 1 | tee -a "$raw"
 done
 $PY bench/report.py "$raw" >bench/RESULTS.md
+# threads on a busy core and denormals (about 5 more minutes; BUSY_CORE=0 skips it)
+if [ "${BUSY_CORE:-1}" != 0 ]; then
+    bash bench/busy_core.sh --update-results
+fi
 echo "bench: wrote bench/RESULTS.md"

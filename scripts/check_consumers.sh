@@ -17,7 +17,7 @@ work=$build/consumers
 rm -rf "$work"
 mkdir -p "$work"
 prefix=$work/prefix
-export OMP_NUM_THREADS=1
+export NNL_NUM_THREADS=1
 unset LD_LIBRARY_PATH
 # uses_installed_so PROGRAM: runs on the installed libnnlite.so.0, found by its rpath
 uses_installed_so() {  # (outputs captured first: grep -q in a pipe would end it early)
@@ -29,8 +29,6 @@ uses_installed_so() {  # (outputs captured first: grep -q in a pipe would end it
 }
 CC=${CC:-cc}
 CXX=${CXX:-g++}
-omp=
-if printf 'int main(){return 0;}\n' | $CXX -fopenmp -x c++ - -o /dev/null 2>/dev/null; then omp=-fopenmp; fi
 
 echo "== install into $prefix"
 make -s -C "$root" --no-print-directory BUILD="$build" install PREFIX="$prefix" >/dev/null
@@ -49,7 +47,7 @@ echo "== 1. drop-in (nnlite.h + nnlite.cpp beside the program)"
 d=$work/dropin
 mkdir -p "$d"
 cp "$root/nnlite.h" "$root/nnlite.cpp" "$root/tests/consumer/app.c" "$d/"
-(cd "$d" && $CXX -std=c++17 -O1 $omp -c nnlite.cpp && $CC -std=c99 -O1 -c app.c && $CXX $omp app.o nnlite.o -o app -lm)
+(cd "$d" && $CXX -std=c++17 -O1 -pthread -c nnlite.cpp && $CC -std=c99 -O1 -c app.c && $CXX -pthread app.o nnlite.o -o app -lm)
 "$d/app"
 
 echo "== 2. pkg-config (shared, then static)"

@@ -15,7 +15,7 @@ for k in MAJOR MINOR PATCH; do
         exit 1
     fi
 done
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export NNL_NUM_THREADS=${NNL_NUM_THREADS:-1}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && TMPDIR=$tmp "$OLDPWD/$build/fortran/test_nnlite")

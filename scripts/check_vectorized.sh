@@ -9,7 +9,7 @@
 #   bash scripts/check_vectorized.sh [nnlite.o]
 #
 # Without an argument it compiles nnlite.cpp with the drop-in line of the
-# README (g++ -std=c++17 -O2 -fopenmp -c nnlite.cpp; CXX overrides g++);
+# README (g++ -std=c++17 -O2 -pthread -c nnlite.cpp; CXX overrides g++);
 # `make check-vectorized` passes the library's object, built with the
 # Makefile's flags. Needs objdump (binutils). Other CPUs than x86-64: skipped.
 set -u
@@ -32,8 +32,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 if [ -z "$obj" ]; then
     obj=$tmp/nnlite.o
-    echo "check_vectorized: ${CXX:-g++} -std=c++17 -O2 -fopenmp -c nnlite.cpp"
-    "${CXX:-g++}" -std=c++17 -O2 -fopenmp -c nnlite.cpp -o "$obj" || exit 1
+    echo "check_vectorized: ${CXX:-g++} -std=c++17 -O2 -pthread -c nnlite.cpp"
+    "${CXX:-g++}" -std=c++17 -O2 -pthread -c nnlite.cpp -o "$obj" || exit 1
 fi
 objdump -d -r -C --no-show-raw-insn "$obj" >"$tmp/dis" || exit 1
 

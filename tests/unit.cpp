@@ -17,3 +17,4 @@
 #include "unit_pictures.hpp"
 #include "unit_compat.hpp"
 #include "unit_seams.hpp"
+#include "unit_threads.hpp"

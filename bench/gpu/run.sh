@@ -20,7 +20,7 @@ make -s -j"$jobs" CUDA=1 BUILD=build-cuda lib
 nvcc_path=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cuda_home=$(dirname "$(dirname "$nvcc_path")")
 cc -std=c99 -O2 -Wall -I. -Ibench -c bench/gpu/bench_gpu.c -o build-cuda/bench_gpu.o
-g++ -fopenmp build-cuda/bench_gpu.o build-cuda/libnnlite.a -L"$cuda_home/lib64" -lcudart_static -ldl -lpthread \
+g++ -pthread build-cuda/bench_gpu.o build-cuda/libnnlite.a -L"$cuda_home/lib64" -lcudart_static -ldl -lpthread \
     -lrt -lm -o build-cuda/bench_gpu
 
 echo "== GPU suite (build-cuda/nnlite_gpu)"

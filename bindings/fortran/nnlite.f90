@@ -437,7 +437,7 @@ contains
         t = "nnlite: " // what // ": " // m
     end function
 
-    !> Whether the library has a feature: "stb", "openmp" (or "threads"),
+    !> Whether the library has a feature: "stb", "threads",
     !> "cuda" (compiled in), "mpi", "hdf5", "avx2", "avx512f" (used on this
     !> CPU). .false. for a name it does not know (nnl_error_message() says so).
     logical function nnl_has_feature(name)
@@ -445,7 +445,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.2.0; ...; openmp: yes ...").
+    !> One line describing the library's build ("nnlite 0.2.0; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())
@@ -490,7 +490,7 @@ contains
         if (.not. initialised) call nnl_initialize(status)
     end subroutine
 
-    !> Threads the kernels use (n <= 0: OMP_NUM_THREADS or all cores).
+    !> Threads the kernels use (n <= 0: NNL_NUM_THREADS, OMP_NUM_THREADS or all cores).
     subroutine nnl_set_threads(n)
         integer, intent(in) :: n
         integer(c_int) :: rc

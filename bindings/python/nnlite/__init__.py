@@ -60,7 +60,7 @@ def library_path():
 
 def has_feature(name):
     """Whether the loaded library has a feature (nnl_has_feature): "stb",
-    "openmp" (or "threads"), "cuda" (compiled in), "mpi", "hdf5", "avx2",
+    "threads", "cuda" (compiled in), "mpi", "hdf5", "avx2",
     "avx512f" (used on this CPU). An unknown name raises ArgumentError
     naming the known ones."""
     status = _lib.lib.nnl_has_feature(str(name).encode())
