@@ -12,14 +12,14 @@ for line in open(sys.argv[1]):
     if w[0] in ("machine", "date", "simd") or (w[0] == "torch" and len(w) == 2):
         meta[w[0]] = " ".join(w[1:])
         continue
-    if w[0] in ("nnlite", "torch", "torch-haswell") and len(w) == 7:
+    if (w[0] == "nnlite" or w[0].startswith("torch")) and len(w) == 7:
         fw, model, bs, th = w[0], w[1], int(w[2]), int(w[3])
         runs[(model, bs)][(fw, th)] = (float(w[4]), float(w[5]), float(w[6]))
     elif w[0] == "optref" and len(w) == 5:
         optref[(w[1], int(w[2]))] = (float(w[3]), float(w[4]))
     elif w[0] == "opt" and len(w) == 8:
         opt[(w[1], int(w[2]))][w[3]] = (float(w[4]), float(w[5]), float(w[6]))
-    elif w[0] in ("gemm", "gemm-haswell"):
+    elif w[0].startswith("gemm"):
         n, th = int(w[1]), int(w[2])
         gemm[n][(w[0], th)] = (float(w[3]), float(w[4]))
 
@@ -31,14 +31,15 @@ print("Date: %s. Produced by `bash bench/run.sh` (all figures from that one run)
 print("Synthetic MNIST-shaped data, same architecture, optimizer, batch size and thread count on both")
 print("sides; training samples/s = the best of three timed windows after warm-up; single-sample inference is the median")
 print("of 301 calls (PyTorch: eager, no_grad); peak RSS of the whole process. PyTorch columns are the")
-print("better of OPENBLAS_CORETYPE unset and =Haswell.\n")
+print("best of OPENBLAS_CORETYPE unset and set to each core type run.sh tries (%s).\n" %
+      ", ".join(sorted({f[6:] for r in runs.values() for (f, th) in r if f.startswith("torch-")})))
 print("## Training throughput (samples/s)\n")
 print("| model | batch | nnlite 1T | nnlite 2T | PyTorch 1T | PyTorch 2T | nnlite best / PyTorch best |")
 print("|---|---|---|---|---|---|---|")
 summary = []
 for (model, bs), r in runs.items():
     def best_torch(th, k=0):
-        v = [r[(f, th)][k] for f in ("torch", "torch-haswell") if (f, th) in r]
+        v = [val[k] for (f, t), val in r.items() if f.startswith("torch") and t == th]
         return (max(v) if k == 0 else min(v)) if v else float("nan")
     n1, n2 = r.get(("nnlite", 1), (float("nan"),) * 3), r.get(("nnlite", 2), (float("nan"),) * 3)
     t1, t2 = best_torch(1), best_torch(2)
@@ -53,21 +54,23 @@ for model, bs, ratio, n1, n2, r, bt in summary:
     print("| %s (batch %d) | %.1f | %.1f | **%.1f×** | %.0f | %.0f | %.2f |" %
           (names[model], bs, n1[1], tl, tl / n1[1], n1[2], tr, n1[2] / tr))
 print("\n## SGEMM, square row-major C = A B (GFLOP/s)\n")
-print("gemm_bench times each library's best of several calls. nnlite is measured in both OpenBLAS runs")
-print("(OPENBLAS_CORETYPE does not touch it) and its better figure is shown, as OpenBLAS gets its better")
-print("setting: OpenBLAS's threads keep spinning after a call and can take a core from the next nnlite call.\n")
-print("| n | threads | nnlite | OpenBLAS (auto) | OpenBLAS (Haswell) | nnlite / best OpenBLAS |")
+print("gemm_bench times each library's best of several calls. nnlite is measured in every OpenBLAS run")
+print("(OPENBLAS_CORETYPE does not touch it) and its best figure is shown, as OpenBLAS gets its best core")
+print("type. Both run in one process: OpenBLAS's threads keep spinning after a call and take a core from")
+print("the next nnlite call, whose pool workers yield it, so nnlite's 2-thread figures vary from run to run.\n")
+print("| n | threads | nnlite | OpenBLAS (auto) | OpenBLAS (best core type) | nnlite / best OpenBLAS |")
 print("|---|---|---|---|---|---|")
 for n in sorted(gemm):
     for th in (1, 2):
-        a = gemm[n].get(("gemm", th))
-        b = gemm[n].get(("gemm-haswell", th))
-        if not a:
+        runs_th = {lab: v for (lab, t), v in gemm[n].items() if t == th}
+        if not runs_th:
             continue
-        ob = max(a[1], b[1] if b else 0)
-        nb = max(a[0], b[0] if b else 0)  # nnlite runs twice too (its code ignores OPENBLAS_CORETYPE)
-        print("| %d | %d | %.1f | %.1f | %.1f | **%.0f %%** |" % (n, th, nb, a[1], b[1] if b else float("nan"),
-                                                               100 * nb / ob))
+        auto = runs_th.get("gemm", (float("nan"),) * 2)
+        best_lab = max(runs_th, key=lambda lab: runs_th[lab][1])
+        ob = runs_th[best_lab][1]
+        nb = max(v[0] for v in runs_th.values())  # nnlite runs in each (its code ignores OPENBLAS_CORETYPE)
+        ct = best_lab[5:] or "auto"
+        print("| %d | %d | %.1f | %.1f | %.1f (%s) | **%.0f %%** |" % (n, th, nb, auto[1], ob, ct, 100 * nb / ob))
 if opt:
     print("\n## Optimizer update of 1M parameters (GB/s)\n")
     print("opt_bench: bytes = the arrays each rule reads and writes once (Adam: w, g, m, v in; w, m, v out);")

@@ -7,9 +7,8 @@
 #   bash bench/run.sh            (about 11 minutes on 2 idle cores, bench/busy_core.sh included)
 #   SECONDS_PER_RUN=12 bash bench/run.sh   longer timed windows (default 6 s per run, best of 3)
 #
-# PyTorch and OpenBLAS run twice: with OPENBLAS_CORETYPE unset (their best
-# kernels for this CPU) and with OPENBLAS_CORETYPE=Haswell (how these
-# machines are set up); the ratios use the faster of the two.
+# PyTorch and OpenBLAS run with OPENBLAS_CORETYPE unset and set to each of
+# $CORETYPES (OPENBLAS_L2_SIZE unset); the ratios use the fastest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 secs=${SECONDS_PER_RUN:-6}
+# OpenBLAS (PyTorch's BLAS here and the SGEMM reference) runs with each of
+# these core types; each ratio uses its fastest. 0.3.21 falls back to slow
+# generic kernels on CPUs it does not know, so "auto" alone can flatter nnlite.
+coretypes=${CORETYPES:-auto SkylakeX Haswell Zen}
 out=build/bench
 mkdir -p "$out"
 make -s lib
@@ -45,15 +48,24 @@ for threads in 1 2; do
         set -- $mb
         echo "bench: $1 batch $2, $threads thread(s)" >&2
         OMP_NUM_THREADS=$threads "$out/bench_nnlite" "$1" "$2" "$threads" "$secs" | tee -a "$raw"
-        env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs" | tee -a "$raw"
-        OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs" |
-            sed 's/^torch /torch-haswell /' | tee -a "$raw"
+        for ct in $coretypes; do
+            if [ "$ct" = auto ]; then
+                env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs"
+            else
+                env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=$ct OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs" |
+                    sed "s/^torch /torch-$ct /"
+            fi | tee -a "$raw"
+        done
     done
 done
 for threads in 1 2; do
-    env -u OPENBLAS_CORETYPE "$out/gemm_bench" "$threads" 256 512 1024 2048 | tee -a "$raw"
-    OPENBLAS_CORETYPE=Haswell "$out/gemm_bench" "$threads" 256 512 1024 2048 | sed 's/^gemm /gemm-haswell /' |
-        tee -a "$raw"
+    for ct in $coretypes; do
+        if [ "$ct" = auto ]; then
+            env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$out/gemm_bench" "$threads" 256 512 1024 2048
+        else
+            env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=$ct "$out/gemm_bench" "$threads" 256 512 1024 2048 | sed "s/^gemm /gemm-$ct /"
+        fi | tee -a "$raw"
+    done
 done
 g++ -std=c++17 -O2 -pthread bench/opt_bench.cpp -o "$out/opt_bench"
 for threads in 1 2; do
