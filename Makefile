@@ -178,8 +178,13 @@ test:
 .PHONY: $(addprefix check-,$(CHECKS))
 check-unit: $(UNIT)
 	$(UNIT)
+# A comma locale (de_DE) made with localedef when it can be, for the test of
+# spec strings under a host program's LC_NUMERIC (skipped without one).
 check-api: $(API)
-	$(API)
+	@mkdir -p $(BUILD)/locale; [ -e $(BUILD)/locale/de_DE.UTF-8 ] || \
+	    LOCPATH=$(abspath $(BUILD)/locale) localedef -i de_DE -f UTF-8 $(abspath $(BUILD)/locale)/de_DE.UTF-8 \
+	    >/dev/null 2>&1 || true
+	LOCPATH=$(abspath $(BUILD)/locale) NNL_TEST_COMMA_LOCALE=de_DE.UTF-8 $(API)
 check-c99: $(C99)
 	$(C99)
 # xor.c built as every example is (cc -std=c99 + nnlite.cpp by g++) must learn XOR.

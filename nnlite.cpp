@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -67,6 +68,7 @@
 #include <vector>
 
 #include <errno.h>
+#include <locale.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -176,6 +178,40 @@ static std::string format(const char *fmt, ...) {
     std::string s = vformat(fmt, ap);
     va_end(ap);
     return s;
+}
+
+/* Numbers as C-locale text whatever LC_NUMERIC says: printf and strtod
+   follow the host program's locale, and one that called setlocale(LC_ALL,
+   "") in a comma locale would otherwise turn "learning_rate=0.001" into a
+   parse error and 0.5 into "0,5" in the spec strings nnlite writes. */
+static char locale_point_c() {
+    const struct lconv *lc = localeconv();
+    return lc && lc->decimal_point && lc->decimal_point[0] ? lc->decimal_point[0] : '.';
+}
+/* printf of one double with fmt ("%.17g"), the decimal point always '.' */
+static std::string c_num(const char *fmt, double v) {
+    std::string t = format(fmt, v);
+    char pt = locale_point_c();
+    if (pt != '.')
+        for (auto &c : t)
+            if (c == pt) c = '.';
+    return t;
+}
+/* strtod of C-locale text at p (digits, sign, '.', exponent); *end after it */
+static double c_strtod(const char *p, const char **end) {
+    char buf[80];
+    size_t n = 0;
+    char pt = locale_point_c();
+    while (n + 1 < sizeof buf && (isdigit((unsigned char)p[n]) || p[n] == '.' || p[n] == '+' || p[n] == '-' ||
+                                  p[n] == 'e' || p[n] == 'E')) {
+        buf[n] = p[n] == '.' ? pt : p[n];
+        n++;
+    }
+    buf[n] = 0;
+    char *e;
+    double v = strtod(buf, &e);
+    *end = p + (e - buf);
+    return v;
 }
 
 static thread_local std::string g_last_error;
@@ -745,7 +781,7 @@ struct Value {
         switch (kind) {
         case NONE: return "None";
         case BOOL: return num != 0 ? "True" : "False";
-        case NUM: return format("%.17g", num);
+        case NUM: return c_num("%.17g", num);
         case STR: return "'" + str + "'";
         case TUPLE: {
             std::string s = "(";
@@ -818,8 +854,8 @@ class SpecParser {
             v.str.assign(b, p);
             p++;
         } else if ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.') {
-            char *end;
-            v.num = strtod(p, &end);
+            const char *end;
+            v.num = c_strtod(p, &end);
             if (end == p) fail("expected a number");
             p = end;
             v.kind = Value::NUM;
@@ -5000,7 +5036,10 @@ protected:
     static std::string num(double v) { /* the shortest text that reads back as v */
         std::string s;
         for (int digits = 15; digits <= 17; digits++)
-            if (strtod((s = format("%.*g", digits, v)).c_str(), nullptr) == v) break;
+            if (strtod((s = format("%.*g", digits, v)).c_str(), nullptr) == v) break; /* both in the host's locale */
+        char pt = locale_point_c();
+        for (auto &c : s)
+            if (c == pt) c = '.';
         return s;
     }
 
@@ -8239,19 +8278,15 @@ static const int JSON_MAX_DEPTH = 64;
 static const size_t JSON_MAX_VALUES = (size_t)1 << 21;
 
 /* Decimal text without the C locale's help: snprintf/strtod follow
-   LC_NUMERIC, which a host program may have set to a comma locale. */
-static char locale_point() {
-    char buf[8];
-    snprintf(buf, sizeof buf, "%.1f", 0.5);
-    return buf[1];
-}
+   LC_NUMERIC, which a host program may have set to a comma locale
+   (locale_point_c, section 1, says which point it uses). */
 
 static std::string num_text(double v, bool is_int) {
     if (std::isnan(v)) return "NaN";
     if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
     if (is_int && std::fabs(v) < 9007199254740992.0) return format("%lld", (long long)v);
     /* the shortest %g that reads back exactly, as Python's repr */
-    char pt = locale_point(), buf[40];
+    char pt = locale_point_c(), buf[40];
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*g", prec, v);
         if (strtod(buf, nullptr) == v) break;
@@ -8265,7 +8300,7 @@ static std::string num_text(double v, bool is_int) {
 
 static double parse_double(const std::string &tok) {
     std::string t = tok;
-    char pt = locale_point();
+    char pt = locale_point_c();
     if (pt != '.')
         for (auto &c : t)
             if (c == '.') c = pt;
@@ -9813,7 +9848,7 @@ NNL_API int nnl_add_activation(nnl_model *m, const char *activation) {
 NNL_API int nnl_add_dropout(nnl_model *m, float rate) {
     return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
-        m->add(nnl::format("Dropout(%.9g)", rate).c_str());
+        m->add(("Dropout(" + nnl::c_num("%.9g", rate) + ")").c_str());
     });
 }
 

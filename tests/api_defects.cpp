@@ -511,3 +511,53 @@ TEST_CASE("evaluate, predict and predict_classes refuse non-finite input as fit 
         nnl_model_free(m);
     }
 }
+
+/* A host program that set a comma locale (setlocale(LC_ALL, "") in de_DE)
+   must not change what spec strings mean or what nnlite writes. make
+   check-api builds a de_DE locale with localedef into build/locale and runs
+   with LOCPATH there and NNL_TEST_COMMA_LOCALE=de_DE.UTF-8; without one the
+   test says it was skipped. */
+#include <clocale>
+#include <cstdlib>
+TEST_CASE("a comma LC_NUMERIC in the host program changes no spec string, JSON or message") {
+    const char *names[] = {getenv("NNL_TEST_COMMA_LOCALE"), "de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8"};
+    const char *got = nullptr;
+    for (const char *n : names)
+        if (n && setlocale(LC_NUMERIC, n)) {
+            got = n;
+            break;
+        }
+    char probe[16];
+    snprintf(probe, sizeof probe, "%.1f", 0.5);
+    if (!got || std::string(probe) != "0,5") {
+        setlocale(LC_NUMERIC, "C");
+        MESSAGE("no comma locale available: skipped (make check-api makes one with localedef)");
+        return;
+    }
+    nnl_model *m = nnl_model_create();
+    CHECK(nnl_add(m, "Dense(4, activation='relu', input_shape=(3,), "
+                     "kernel_initializer=\"VarianceScaling(scale=0.5, mode='fan_in')\")") == NNL_OK);
+    CHECK(nnl_add_dropout(m, 0.25f) == NNL_OK);
+    CHECK(nnl_add(m, "Dense(2, activation='softmax')") == NNL_OK);
+    CHECK(nnl_compile(m, "Adam(learning_rate=0.0015, beta_1=0.85)", "sparse_categorical_crossentropy",
+                      "accuracy") == NNL_OK);
+    CHECK(nnl_get_learning_rate(m) == doctest::Approx(0.0015).epsilon(1e-12));
+    std::vector<char> js((size_t)nnl_model_to_json(m, nullptr, 0) + 1);
+    nnl_model_to_json(m, js.data(), (int64_t)js.size());
+    std::string j(js.data());
+    CHECK(has(j, "\"rate\": 0.25"));
+    CHECK(has(j, "\"scale\": 0.5"));
+    CHECK(!has(j, "0,25"));
+    nnl_model *back = nullptr;
+    CHECK(nnl_model_from_json(j.c_str(), &back) == NNL_OK);
+    float x[6] = {0.5f, 1.5f, -1, 2, 0.25f, 0}, y[2] = {0, 1};
+    int64_t xs[2] = {2, 3}, ys[1] = {2};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.verbose = 0;
+    o.epochs = 2;
+    CHECK(nnl_fit(m, x, 2, xs, y, NNL_FLOAT32, 1, ys, &o) == NNL_OK);
+    nnl_model_free(back);
+    nnl_model_free(m);
+    setlocale(LC_NUMERIC, "C");
+}
