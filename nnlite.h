@@ -616,7 +616,8 @@ typedef struct nnl_fit_options {
     void *callback_user;
     FILE *log;                /* where progress goes; NULL: stdout */
     /* Added in 0.3: dtype of x_val (NNL_FLOAT32 default, NNL_INT32 or
-       NNL_INT64 for token ids, as x_dtype of nnl_fit_typed). */
+       NNL_INT64 for token ids, as x_dtype of nnl_fit_typed; x_val then
+       points at the integers, cast to const float *). */
     int x_val_dtype;
 } nnl_fit_options;
 

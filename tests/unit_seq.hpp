@@ -1,6 +1,8 @@
 /* Sequences (issue 12): Embedding (gradient check, PyTorch nn.Embedding
    fixture, id refusal), integer model inputs through the typed calls,
    cross-entropy, accuracy and perplexity over (B, T, V) outputs. */
+#include <cstddef>
+
 namespace seq {
 
 static std::string embedding_fixture() {
@@ -428,6 +430,51 @@ TEST_CASE("Embedding: a tf.keras 2.x model.to_json() (int32 InputLayer) loads wi
     nnl_model *back = nullptr;
     REQUIRE_MESSAGE(nnl_model_from_json(out.c_str(), &back) == NNL_OK, seq::err());
     CHECK(nnl::files::json_text(nnl::files::model_json(*back)) == out);
+    nnl_model_free(back);
+    nnl_model_free(m);
+}
+
+TEST_CASE("Embedding models: model file and npz round trips; an old nnl_fit_options without x_val_dtype") {
+    nnl_model *m = seq::lm(10, 3, 4, 5, "softmax", "sparse_categorical_crossentropy", "perplexity");
+    int32_t x[8] = {0, 1, 2, 9, 3, 4, 5, 6}, y[8] = {0, 1, 2, 3, 4, 0, 1, 2};
+    float xf[8] = {0, 1, 2, 9, 3, 4, 5, 6};
+    int64_t xs[2] = {2, 4}, ys[2] = {2, 4};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.verbose = 0;
+    o.epochs = 2;
+    /* a 0.2 caller: its struct ends before x_val_dtype, which then stays float32 */
+    o.struct_size = (int)offsetof(nnl_fit_options, x_val_dtype);
+    o.x_val_dtype = NNL_INT64; /* beyond the caller's struct: not read */
+    o.x_val = xf;
+    o.x_val_rank = 2;
+    o.x_val_shape = xs;
+    o.y_val = y;
+    o.y_val_dtype = NNL_INT32;
+    o.y_val_rank = 2;
+    o.y_val_shape = ys;
+    REQUIRE_MESSAGE(nnl_fit_typed(m, x, NNL_INT32, 2, xs, y, NNL_INT32, 2, ys, &o) == NNL_OK, seq::err());
+    double vp[2];
+    REQUIRE(nnl_history_get(m, "val_perplexity", vp, 2) == 2);
+    CHECK(vp[1] > 1.0);
+    std::vector<float> p(40), q(40);
+    REQUIRE(nnl_predict_typed(m, x, NNL_INT32, 2, xs, 0, p.data(), 40) == NNL_OK);
+    std::string dir = "/tmp/nnl_seq_" + std::to_string(getpid());
+    std::string f = dir + "_emb.nnl", z = dir + "_emb.npz";
+    REQUIRE_MESSAGE(nnl_save_model(m, f.c_str()) == NNL_OK, seq::err());
+    nnl_model *back = nullptr;
+    REQUIRE_MESSAGE(nnl_load_model(f.c_str(), &back) == NNL_OK, seq::err());
+    REQUIRE(nnl_predict_typed(back, x, NNL_INT32, 2, xs, 0, q.data(), 40) == NNL_OK);
+    CHECK(p == q);
+    REQUIRE(nnl_save_weights_npz(m, z.c_str()) == NNL_OK);
+    nnl_model *fresh = seq::lm(10, 3, 4, 5, "softmax", nullptr, nullptr);
+    REQUIRE_MESSAGE(nnl_load_weights_npz(fresh, z.c_str()) == NNL_OK, seq::err());
+    std::fill(q.begin(), q.end(), 0.f);
+    REQUIRE(nnl_predict_typed(fresh, x, NNL_INT32, 2, xs, 0, q.data(), 40) == NNL_OK);
+    CHECK(p == q);
+    remove(f.c_str());
+    remove(z.c_str());
+    nnl_model_free(fresh);
     nnl_model_free(back);
     nnl_model_free(m);
 }
