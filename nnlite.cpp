@@ -66,6 +66,7 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#include <unordered_map>
 
 #include <errno.h>
 #include <locale.h>
@@ -242,6 +243,11 @@ static std::string api_message(const char *api, const std::string &msg) {
     if (!api || !*api) return msg;
     size_t n = strlen(api);
     if (msg.compare(0, n, api) == 0 && msg.size() > n && msg[n] == ':') return msg;
+    /* "nnl_fit: ..." raised under nnl_fit_typed (the typed calls share the
+       float calls' code): the name of the call made */
+    if (n > 6 && strcmp(api + n - 6, "_typed") == 0 && msg.compare(0, n - 6, api, n - 6) == 0 &&
+        msg.size() > n - 6 && msg[n - 6] == ':')
+        return std::string(api) + msg.substr(n - 6);
     /* "fit: ..." raised by Model::fit under nnl_fit: the API name replaces it */
     const char *brief = strncmp(api, "nnl_", 4) == 0 ? api + 4 : api;
     size_t b = strlen(brief);
@@ -2989,6 +2995,14 @@ public:
     /* Whether forward and backward run through K() alone, so that the layer
        works on a GPU (section 6b). A layer stays on the CPU until it says so. */
     virtual bool gpu_path() const { return false; }
+    /* A layer that reads ids rather than values (Embedding): it has no dx,
+       so it can only be the first layer; it checks the model's input before
+       anything runs (fn: the API call, arg: "x" or "x_val"). */
+    virtual bool first_only() const { return false; }
+    virtual void check_input(const float * /*x*/, int64_t /*n*/, const char * /*fn*/, const char * /*arg*/) const {}
+    /* An input shape the layer's own arguments imply (Embedding's
+       input_length), used when it comes first without input_shape. */
+    std::vector<int64_t> implied_input;
 
     int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
@@ -3947,6 +3961,96 @@ public:
     }
 };
 
+/* Embedding: ids (T,) -> rows of the table 'embeddings' (input_dim,
+   output_dim), output (T, output_dim). The ids travel as floats (the ABI's
+   typed calls convert int32/int64 ids; exact up to 2^24) and are checked
+   before anything runs (check_input: integral, in [0, input_dim)), so
+   forward and backward trust them. Backward scatter-adds dy rows into the
+   table's gradient; there is no dx (ids have no gradient), so Embedding
+   must be the first layer (Model::add_spec refuses it elsewhere).
+   mask_zero=True is refused: nnlite has no masking yet (masked steps and
+   masked loss positions), and ignoring the flag would train on padding. */
+class Embedding : public Layer {
+public:
+    int64_t input_dim, output_dim, input_length;
+    bool mask_zero;
+    explicit Embedding(Args &a) {
+        cls = "Embedding";
+        input_dim = a.integer("input_dim", 0, 0);
+        output_dim = a.integer("output_dim", 1, 0);
+        NNL_REQUIRE(input_dim > 0 && input_dim <= ((int64_t)1 << 24), NNL_ERR_ARGUMENT,
+                    "Embedding: input_dim must be in 1..2^24 (ids travel as float32), got %lld",
+                    (long long)input_dim);
+        NNL_REQUIRE(output_dim > 0 && output_dim < (1 << 28), NNL_ERR_ARGUMENT,
+                    "Embedding: output_dim must be a positive integer, got %lld", (long long)output_dim);
+        WeightSpec e;
+        e.name = "embeddings";
+        e.init = a.str("embeddings_initializer", 2, "uniform");
+        weights.push_back(e);
+        mask_zero = a.flag("mask_zero", 6, false);
+        NNL_REQUIRE(!mask_zero, NNL_ERR_UNSUPPORTED,
+                    "Embedding: mask_zero=True is not supported yet (nnlite has no masking of steps and loss "
+                    "positions); pad with a real id, or leave mask_zero=False");
+        input_length = a.integer("input_length", 7, 0);
+        NNL_REQUIRE(input_length >= 0, NNL_ERR_ARGUMENT, "Embedding: input_length must be positive, got %lld",
+                    (long long)input_length);
+        NNL_REQUIRE(!a.flag("sparse", 8, false), NNL_ERR_UNSUPPORTED, "Embedding: sparse=True is not supported");
+        if (input_length > 0) implied_input = {input_length};
+    }
+    void config(Json &c) const override {
+        c.set("input_dim", Json::integer(input_dim)).set("output_dim", Json::integer(output_dim));
+        c.set("embeddings_initializer", files::init_json(weights[0].init));
+        files::null_keys(c, {"embeddings_regularizer", "activity_regularizer", "embeddings_constraint"});
+        c.set("mask_zero", Json::boolean(mask_zero));
+        c.set("input_length", input_length > 0 ? Json::integer(input_length) : Json());
+    }
+    Size size_bound(const Shape &s) const override {
+        return {(double)s.size() * (double)output_dim, (double)input_dim * (double)output_dim};
+    }
+    bool first_only() const override { return true; }
+    void build(const Shape &input) override {
+        NNL_REQUIRE(input.rank >= 1 && input.rank < NNL_MAX_RANK, NNL_ERR_SHAPE,
+                    "Embedding: input must be ids of shape (T,) (or more axes), got %s", input.str(false).c_str());
+        NNL_REQUIRE(input_length == 0 || (input.rank == 1 && input.d[0] == input_length), NNL_ERR_SHAPE,
+                    "Embedding: input_length=%lld does not match the input %s", (long long)input_length,
+                    input.str(false).c_str());
+        in = out = input;
+        out.rank = input.rank + 1;
+        out.d[input.rank] = output_dim;
+        weights[0].shape = Shape{input_dim, output_dim};
+    }
+    /* Every id integral and in [0, input_dim): refused naming the layer, the
+       sample and the id before fit, evaluate or predict runs. */
+    void check_input(const float *x, int64_t n, const char *fn, const char *arg) const override {
+        int64_t per = in.size();
+        for (int64_t i = 0; i < n * per; i++) {
+            float v = x[i];
+            if (!(v >= 0 && v < (float)input_dim && v == std::floor(v)))
+                raise(NNL_ERR_ARGUMENT,
+                      "%s: %s: sample %lld holds the id %g at position %lld, but layer '%s' (Embedding) takes "
+                      "integer ids in [0, %lld)",
+                      fn, arg, (long long)(i / per), (double)v, (long long)(i % per), name.c_str(),
+                      (long long)input_dim);
+        }
+    }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        int64_t rows = B * in.size();
+        const float *E = weights[0].w;
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(y + r * output_dim, E + (int64_t)x[r] * output_dim, (size_t)output_dim * sizeof(float));
+    }
+    void backward(const float *x, const float *, const float *dy, float *, int64_t B, const Ctx &) override {
+        int64_t rows = B * in.size();
+        float *G = weights[0].g;
+        memset(G, 0, (size_t)(input_dim * output_dim) * sizeof(float));
+        for (int64_t r = 0; r < rows; r++) {
+            float *g = G + (int64_t)x[r] * output_dim;
+            const float *d = dy + r * output_dim;
+            for (int64_t j = 0; j < output_dim; j++) g[j] += d[j];
+        }
+    }
+};
+
 typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
 template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
 
@@ -3986,6 +4090,7 @@ static const std::map<std::string, LayerKind> &layer_registry() {
         {"BatchNormalization", {make_layer<BatchNormalization>, "BatchNormalization(input_shape=(3, 4))"}},
         {"ZeroPadding2D", {make_layer<ZeroPadding2D>, "ZeroPadding2D(((1, 2), (0, 1)), input_shape=(4, 3, 2))"}},
         {"UpSampling2D", {make_layer<UpSampling2D>, "UpSampling2D((2, 3), input_shape=(3, 2, 2))"}},
+        {"Embedding", {make_layer<Embedding>, "Embedding(7, 3, input_length=5)"}},
     };
     return r;
 }
@@ -4115,6 +4220,9 @@ static std::string init_known() {
 /* The table entry for a Keras class ("HeNormal") or an nnlite name in any case. */
 static const InitDef *init_def(const std::string &name) {
     std::string l = lower(name);
+    /* Keras' short aliases ('uniform' is Embedding's default) */
+    if (l == "uniform") l = "random_uniform";
+    if (l == "normal") l = "random_normal";
     for (auto &d : kInitTable)
         if (name == d.keras || l == d.name) return &d;
     return nullptr;
@@ -4649,16 +4757,22 @@ static Loss make_loss(const std::string &text) {
     return L;
 }
 
-enum MetricKind { M_SPARSE_ACC, M_CAT_ACC, M_BIN_ACC, M_SPARSE_TOPK, M_TOPK, M_MSE, M_MAE };
+enum MetricKind { M_SPARSE_ACC, M_CAT_ACC, M_BIN_ACC, M_SPARSE_TOPK, M_TOPK, M_MSE, M_MAE, M_PERPLEXITY };
 
 struct Metric {
     MetricKind kind;
     std::string name;
     int k = 5;
     float threshold = 0.5f;
+    /* perplexity is exp of the mean cross-entropy of the epoch (or of the
+       evaluated data): its per-batch sum is the loss's own (the model adds
+       it, no second pass over the outputs), and the exp is taken of the
+       mean (final), not averaged over batches. */
+    double final_value(double mean) const { return kind == M_PERPLEXITY ? std::exp(mean) : mean; }
     /* Sum over the batch of the per-sample metric (mean over positions). */
     double run(const float *y, const float *t, int64_t B, int64_t D, int64_t C) const {
         double total = 0;
+        if (kind == M_PERPLEXITY) return 0; /* Model::loss_and_grad adds the loss sum */
         if (kind == M_MSE || kind == M_MAE) {
             for (int64_t i = 0; i < B * D; i++) {
                 double e = (double)y[i] - t[i];
@@ -4729,10 +4843,20 @@ static Metric make_metric(const std::string &text, const Loss &L, int64_t out_la
     } else if (n == "mae" || n == "mean_absolute_error") {
         m.kind = M_MAE;
         m.name = "mae";
+    } else if (n == "perplexity") {
+        /* exp(mean cross-entropy): defined for the categorical cross-entropies only */
+        NNL_REQUIRE(L.kind == LOSS_SPARSE_CCE || L.kind == LOSS_CCE, NNL_ERR_ARGUMENT,
+                    "nnl_compile: metric 'perplexity' is exp of the mean cross-entropy; it needs the loss "
+                    "sparse_categorical_crossentropy or categorical_crossentropy, not %s",
+                    L.name.c_str());
+        m.kind = M_PERPLEXITY;
+        a.done();
+        return m;
     } else {
         raise(NNL_ERR_ARGUMENT,
               "unknown metric '%s' (known: accuracy, sparse_categorical_accuracy, categorical_accuracy, "
-              "binary_accuracy, top_k_categorical_accuracy, sparse_top_k_categorical_accuracy, mse, mae)",
+              "binary_accuracy, top_k_categorical_accuracy, sparse_top_k_categorical_accuracy, mse, mae, "
+              "perplexity)",
               sp.name.c_str());
     }
     if (m.kind == M_BIN_ACC && L.kind == LOSS_BCE && L.from_logits) m.threshold = 0.f; /* logits: sign */
@@ -5605,6 +5729,10 @@ public:
                     sp.name.c_str());
         a.done();
         if (ishape.empty() && !bshape.empty()) ishape.assign(bshape.begin() + 1, bshape.end());
+        if (ishape.empty() && layers.empty() && !has_input) ishape = l->implied_input;
+        NNL_REQUIRE(!l->first_only() || layers.empty(), NNL_ERR_ARGUMENT,
+                    "%s: an %s layer reads ids and passes no gradient back, so it must be the model's first layer",
+                    sp.name.c_str(), l->cls);
         Shape prev = out_shape();
         if (!ishape.empty()) {
             Shape s = shape_from_ints(ishape, sp.name.c_str());
@@ -5827,7 +5955,8 @@ public:
         gpu_pull(act[L], B * D); /* other losses: on the host */
         if (z) gpu_pull(z, B * D);
         double l = loss.run(act[L], z, targets, B, D, C, grad);
-        for (size_t k = 0; k < metrics.size(); k++) msum[k] += metrics[k].run(act[L], targets, B, D, C);
+        for (size_t k = 0; k < metrics.size(); k++)
+            msum[k] += metrics[k].kind == M_PERPLEXITY ? l : metrics[k].run(act[L], targets, B, D, C);
         if (grad) gpu_push(grad, B * D);
         return l;
     }
@@ -5950,11 +6079,12 @@ public:
     /* Non-finite inputs are refused by every call that runs the model (fit,
        evaluate, predict, predict_classes) before it runs: a NaN or Inf in x
        would otherwise come back as a NaN loss or a confident class. */
-    static void check_finite(const float *x, int64_t n, int64_t per, const char *fn, const char *arg) {
+    void check_finite(const float *x, int64_t n, int64_t per, const char *fn, const char *arg) const {
         for (int64_t i = 0; i < n * per; i++)
             if (!std::isfinite(x[i]))
                 raise(NNL_ERR_NUMERIC, "%s: %s: sample %lld holds a non-finite value (%g at index %lld of the sample)",
                       fn, arg, (long long)(i / per), x[i], (long long)(i % per));
+        if (!layers.empty()) layers[0]->check_input(x, n, fn, arg); /* Embedding: ids in range */
     }
 
     void gather(const float *x, const float *t, const int64_t *idx, int64_t B) {
@@ -5985,7 +6115,7 @@ public:
         }
         std::vector<double> out;
         out.push_back(n ? l / n : 0.0);
-        for (double m : ms) out.push_back(n ? m / n : 0.0);
+        for (size_t k = 0; k < ms.size(); k++) out.push_back(metrics[k].final_value(n ? ms[k] / n : 0.0));
         return out;
     }
 
@@ -6176,7 +6306,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
             for (size_t k = 0; k < nm; k++) msum[k] += st.metric((int)k);
             done++;
             logs[0] = lsum / seen;
-            for (size_t k = 0; k < nm; k++) logs[1 + k] = msum[k] / seen;
+            for (size_t k = 0; k < nm; k++) logs[1 + k] = metrics[k].final_value(msum[k] / seen);
             prog.batch(s + 1, keys, logs.data(), logs.size());
             if (o.callback) gpu_sync_host(*this); /* the callback may read or write the weights */
             if (o.callback && o.callback(o.callback_user, handle, NNL_EVENT_BATCH_END, epoch, s, logs.data(),
@@ -6682,7 +6812,7 @@ bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
     bool logits = m.loss.fused == ACT_SOFTMAX || (m.loss.from_logits && m.loss.fused == ACT_LINEAR);
     if (!logits) return false;
     for (auto &mt : m.metrics)
-        if (mt.kind != M_SPARSE_ACC) return false;
+        if (mt.kind != M_SPARSE_ACC && mt.kind != M_PERPLEXITY) return false;
     size_t L = m.layers.size();
     const float *z = m.loss.fused == ACT_SOFTMAX ? m.layers.back()->logits(m.act[L - 1]) : m.act[L];
     if (!z) return false;
@@ -6690,8 +6820,9 @@ bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
     float scale = 1.f / (float)B / (float)per;
     double hits = 0;
     double sum = nnl_cuda::sparse_xent(D(z), D(m.targets), B * per, C, scale, grad ? D(grad) : nullptr, &hits);
-    for (size_t k = 0; k < m.metrics.size(); k++) msum[k] += hits / (double)per;
     *loss = sum / (double)per;
+    for (size_t k = 0; k < m.metrics.size(); k++)
+        msum[k] += m.metrics[k].kind == M_PERPLEXITY ? *loss : hits / (double)per;
     return true;
 }
 
@@ -7758,6 +7889,201 @@ NNL_API int nnl_load_mnist(const char *path, nnl_array **x_train, nnl_array **y_
         nnl::io::load_mnist(path, want, a);
         for (int i = 0; i < 4; i++)
             if (outs[i]) *outs[i] = a[i].release();
+    });
+}
+
+/* ---- Text corpora and sequence windows (nnlite.h: "Text corpora") ---- */
+struct nnl_vocab {
+    std::vector<std::string> words;                 /* by id */
+    std::unordered_map<std::string, int32_t> index; /* word -> id */
+    int32_t unk = -1;                               /* id of "<unk>", -1 when absent */
+};
+
+extern "C++" { /* inside the ABI's extern "C" block: the helpers are C++ */
+namespace nnl {
+namespace text {
+
+static bool space(uint8_t c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+
+/* Calls word(token, line) for every token of the file's bytes, "<eos>" at
+   every line's end (a last line without '\n' too). A NUL byte is refused:
+   words are handed out as C strings. */
+template <class F> static void for_each_word(const std::vector<uint8_t> &f, const char *path, F word) {
+    const uint8_t *p = f.data(), *end = p + f.size();
+    int64_t line = 1;
+    static const std::string eos = "<eos>";
+    std::string w;
+    while (p < end) {
+        if (*p == 0)
+            raise(NNL_ERR_FORMAT, "'%s' holds a NUL byte at offset %lld (line %lld): not a text file", path,
+                  (long long)(p - f.data()), (long long)line);
+        if (*p == '\n') {
+            word(eos, line);
+            line++;
+            p++;
+            continue;
+        }
+        if (space(*p)) {
+            p++;
+            continue;
+        }
+        const uint8_t *s = p;
+        while (p < end && *p && *p != '\n' && !space(*p)) p++;
+        w.assign((const char *)s, (size_t)(p - s));
+        word(w, line);
+    }
+    if (!f.empty() && f.back() != '\n') word(eos, line);
+}
+
+static const int64_t MAX_VOCAB = (int64_t)1 << 24; /* ids as float32, exactly */
+
+} // namespace text
+} // namespace nnl
+}
+
+extern "C++" {
+namespace nnl {
+namespace text {
+
+/* The vocabulary of a file's bytes (nnl_text_vocab; the fuzz target feeds it
+   bytes directly). */
+static std::unique_ptr<nnl_vocab> build_vocab(const std::vector<uint8_t> &f, const char *path) {
+    std::unordered_map<std::string, int64_t> count;
+    for_each_word(f, path, [&](const std::string &w, int64_t) {
+        if (++count[w] == 1 && (int64_t)count.size() > MAX_VOCAB)
+            raise(NNL_ERR_UNSUPPORTED, "'%s' has more than 2^24 distinct words (ids travel as float32)", path);
+    });
+    if (count.empty()) raise(NNL_ERR_FORMAT, "'%s' holds no words", path);
+    std::vector<std::pair<std::string, int64_t>> v(count.begin(), count.end());
+    /* TensorFlow's reader: sorted(counter.items(), key=lambda x: (-x[1], x[0])) */
+    std::sort(v.begin(), v.end(), [](const std::pair<std::string, int64_t> &a, const std::pair<std::string, int64_t> &b) {
+        return a.second != b.second ? a.second > b.second : a.first < b.first;
+    });
+    std::unique_ptr<nnl_vocab> voc(new nnl_vocab());
+    voc->words.reserve(v.size());
+    for (auto &kv : v) {
+        voc->index.emplace(kv.first, (int32_t)voc->words.size());
+        voc->words.push_back(kv.first);
+    }
+    auto u = voc->index.find("<unk>");
+    voc->unk = u == voc->index.end() ? -1 : u->second;
+    return voc;
+}
+
+/* A file's bytes as int32 ids under v (nnl_load_words). */
+static io::ArrayPtr word_ids(const std::vector<uint8_t> &f, const char *path, const nnl_vocab &v) {
+    std::vector<int32_t> ids;
+    for_each_word(f, path, [&](const std::string &w, int64_t line) {
+        auto it = v.index.find(w);
+        if (it != v.index.end()) {
+            ids.push_back(it->second);
+        } else if (v.unk >= 0) {
+            ids.push_back(v.unk);
+        } else {
+            raise(NNL_ERR_ARGUMENT,
+                  "'%s' line %lld: the word '%s' is not in the vocabulary, which has no \"<unk>\" to stand for it",
+                  path, (long long)line, printable(w.substr(0, 64)).c_str());
+        }
+    });
+    int64_t shape[1] = {(int64_t)ids.size()};
+    io::ArrayPtr a = io::new_array(NNL_INT32, 1, shape, shape[0]);
+    if (!ids.empty()) memcpy(a->data, ids.data(), ids.size() * sizeof(int32_t));
+    return a;
+}
+
+} // namespace text
+} // namespace nnl
+}
+
+NNL_API int nnl_text_vocab(const char *path, nnl_vocab **out) {
+    if (out) *out = nullptr;
+    return nnl::guard(__func__, [&] {
+        if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_text_vocab: path or out is NULL");
+        std::vector<uint8_t> f;
+        nnl::read_file(path, f);
+        *out = nnl::text::build_vocab(f, path).release();
+    });
+}
+
+NNL_API void nnl_vocab_free(nnl_vocab *v) { delete v; }
+NNL_API int64_t nnl_vocab_size(const nnl_vocab *v) { return v ? (int64_t)v->words.size() : 0; }
+NNL_API const char *nnl_vocab_word(const nnl_vocab *v, int64_t id) {
+    return v && id >= 0 && id < (int64_t)v->words.size() ? v->words[(size_t)id].c_str() : nullptr;
+}
+NNL_API int64_t nnl_vocab_id(const nnl_vocab *v, const char *word) {
+    if (!v || !word) return -1;
+    auto it = v->index.find(word);
+    return it == v->index.end() ? -1 : it->second;
+}
+
+NNL_API int nnl_load_words(const char *path, const nnl_vocab *v, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard(__func__, [&] {
+        if (!path || !v || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_words: path, vocabulary or out is NULL");
+        std::vector<uint8_t> f;
+        nnl::read_file(path, f);
+        *out = nnl::text::word_ids(f, path, *v).release();
+    });
+}
+
+NNL_API int nnl_lm_windows(const int32_t *ids, int64_t n, int batch_size, int num_steps, nnl_array **x,
+                           nnl_array **y) {
+    if (x) *x = nullptr;
+    if (y) *y = nullptr;
+    return nnl::guard(__func__, [&] {
+        if (!ids || !x || !y) nnl::raise(NNL_ERR_ARGUMENT, "nnl_lm_windows: ids, x or y is NULL");
+        if (n < 0 || batch_size < 1 || num_steps < 1)
+            nnl::raise(NNL_ERR_ARGUMENT, "nnl_lm_windows: n = %lld, batch_size = %d, num_steps = %d: need n >= 0 "
+                       "and positive sizes", (long long)n, batch_size, num_steps);
+        int64_t B = batch_size, T = num_steps, L = n / B, windows = L > 0 ? (L - 1) / T : 0;
+        if (windows < 1)
+            nnl::raise(NNL_ERR_ARGUMENT,
+                       "nnl_lm_windows: %lld ids in %d rows of %lld give no window of %d steps plus its target "
+                       "(need at least %lld ids)",
+                       (long long)n, batch_size, (long long)L, num_steps, (long long)(B * (T + 1)));
+        for (int64_t i = 0; i < B * L; i++)
+            if (ids[i] < 0) nnl::raise(NNL_ERR_ARGUMENT, "nnl_lm_windows: ids[%lld] = %d is negative", (long long)i, ids[i]);
+        int64_t shape[2] = {windows * B, T};
+        nnl::io::ArrayPtr ax = nnl::io::new_array(NNL_INT32, 2, shape, windows * B * T);
+        nnl::io::ArrayPtr ay = nnl::io::new_array(NNL_INT32, 2, shape, windows * B * T);
+        int32_t *px = (int32_t *)ax->data, *py = (int32_t *)ay->data;
+        for (int64_t w = 0; w < windows; w++)
+            for (int64_t r = 0; r < B; r++) {
+                const int32_t *row = ids + r * L + w * T;
+                memcpy(px + (w * B + r) * T, row, (size_t)T * sizeof(int32_t));
+                memcpy(py + (w * B + r) * T, row + 1, (size_t)T * sizeof(int32_t));
+            }
+        *x = ax.release();
+        *y = ay.release();
+    });
+}
+
+NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features, int64_t window, nnl_array **x,
+                                nnl_array **y) {
+    if (x) *x = nullptr;
+    if (y) *y = nullptr;
+    return nnl::guard(__func__, [&] {
+        if (!series || !x || !y) nnl::raise(NNL_ERR_ARGUMENT, "nnl_sliding_windows: series, x or y is NULL");
+        if (features < 1 || window < 1 || n <= window)
+            nnl::raise(NNL_ERR_ARGUMENT,
+                       "nnl_sliding_windows: n = %lld steps, window = %lld, features = %lld: need features >= 1, "
+                       "window >= 1 and n > window",
+                       (long long)n, (long long)window, (long long)features);
+        int64_t m = n - window;
+        int64_t xs[3] = {m, window, features}, ys[2] = {m, features};
+        int64_t cx = nnl::mul_size(nnl::mul_size(m, window), features);
+        if (cx < 0 || cx > nnl::MAX_ELEMENTS)
+            nnl::raise(NNL_ERR_MEMORY, "nnl_sliding_windows: %lld windows of %lld x %lld are too many values",
+                       (long long)m, (long long)window, (long long)features);
+        nnl::io::ArrayPtr ax = nnl::io::new_array(NNL_FLOAT32, 3, xs, cx);
+        nnl::io::ArrayPtr ay = nnl::io::new_array(NNL_FLOAT32, 2, ys, m * features);
+        float *px = (float *)ax->data, *py = (float *)ay->data;
+        for (int64_t t = 0; t < m; t++) {
+            memcpy(px + t * window * features, series + t * features, (size_t)(window * features) * sizeof(float));
+            memcpy(py + t * features, series + (t + window) * features, (size_t)features * sizeof(float));
+        }
+        *x = ax.release();
+        *y = ay.release();
     });
 }
 
@@ -8834,7 +9160,10 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &b
             NNL_REQUIRE(v.kind == Json::BOOL && v.b, NNL_ERR_UNSUPPORTED,
                         "%s: trainable=false (a frozen layer) is not supported", owner.c_str());
         } else if (k == "dtype") {
-            NNL_REQUIRE(is_float32(v), NNL_ERR_UNSUPPORTED, "%s: dtype %s is not supported (float32 only)",
+            /* an input of token ids (keras.Input(shape=(T,), dtype='int32') before an Embedding):
+               the ids enter through the typed calls whatever the input's dtype */
+            bool ids = input && v.kind == Json::STR && (v.s == "int32" || v.s == "int64");
+            NNL_REQUIRE(is_float32(v) || ids, NNL_ERR_UNSUPPORTED, "%s: dtype %s is not supported (float32 only)",
                         owner.c_str(), json_text(v).c_str());
         } else if (ends_with(k, "_regularizer") || ends_with(k, "_constraint")) {
             NNL_REQUIRE(v.kind == Json::NUL, NNL_ERR_UNSUPPORTED, "%s: %s is not supported (%s)", owner.c_str(),
@@ -10043,7 +10372,50 @@ NNL_API void nnl_fit_options_init(nnl_fit_options *o) {
     o->shuffle = 1;
     o->verbose = 1;
     o->y_val_dtype = NNL_FLOAT32;
+    o->x_val_dtype = NNL_FLOAT32;
 }
+
+/* The float calls run the typed ones' code under their own name: the name
+   given to the next typed call on this thread (messages name the call made). */
+namespace {
+thread_local const char *tl_plain_api = nullptr;
+const char *typed_api(const char *typed) {
+    const char *a = tl_plain_api ? tl_plain_api : typed;
+    tl_plain_api = nullptr;
+    return a;
+}
+struct PlainApi {
+    explicit PlainApi(const char *name) { tl_plain_api = name; }
+    ~PlainApi() { tl_plain_api = nullptr; }
+};
+} // namespace
+
+/* x of the typed calls as float32: x itself for NNL_FLOAT32, else a copy in
+   buf, once per call (the batches are gathered from it as from float x).
+   Integers must lie in [-2^24, 2^24], where float32 holds them exactly. The
+   shape is checked first (check_x reads no data). */
+namespace {
+const float *typed_x(nnl_model *m, const void *x, int dtype, int rank, const int64_t *shape, const char *fn,
+                     const char *arg, std::vector<float> &buf) {
+    NNL_REQUIRE(dtype == NNL_FLOAT32 || dtype == NNL_INT32 || dtype == NNL_INT64, NNL_ERR_ARGUMENT,
+                "%s: %s has dtype code %d; model inputs are NNL_FLOAT32, NNL_INT32 or NNL_INT64", fn, arg, dtype);
+    if (dtype == NNL_FLOAT32) return (const float *)x;
+    nnl::InputArray X = m->check_x((const float *)x, rank, shape, fn, arg);
+    int64_t per = m->input.size(), n = X.n * per;
+    buf.resize((size_t)n);
+    const int64_t lim = (int64_t)1 << 24;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t v = dtype == NNL_INT32 ? (int64_t)((const int32_t *)x)[i] : ((const int64_t *)x)[i];
+        if (v > lim || v < -lim)
+            nnl::raise(NNL_ERR_ARGUMENT,
+                       "%s: %s: sample %lld holds %lld (index %lld of the sample); integer inputs must lie in "
+                       "[-2^24, 2^24], where float32 holds them exactly",
+                       fn, arg, (long long)(i / per), (long long)v, (long long)(i % per));
+        buf[(size_t)i] = (float)v;
+    }
+    return buf.data();
+}
+} // namespace
 
 /* The user's callback, run in the caller's floating-point environment: fit
    itself runs in nnlite's (nnl::FpScope); what the callback leaves in the
@@ -10067,7 +10439,13 @@ int callback_shim(void *u, nnl_model *m, int event, int epoch, int64_t batch, co
 
 NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
                     int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
-    return guard(__func__, [&] {
+    PlainApi plain("nnl_fit");
+    return nnl_fit_typed(m, x, NNL_FLOAT32, x_rank, x_shape, y, y_dtype, y_rank, y_shape, opt);
+}
+
+NNL_API int nnl_fit_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+                          const void *y, int y_dtype, int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
+    return guard(typed_api(__func__), [&] {
         NNL_CHECK_MODEL(m);
         nnl_fit_options o;
         nnl_fit_options_init(&o);
@@ -10077,6 +10455,9 @@ NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_s
                         "nnl_fit: options not initialised (call nnl_fit_options_init)");
             memcpy(&o, opt, std::min((size_t)opt->struct_size, sizeof o));
         }
+        std::vector<float> xb, vb;
+        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_fit", "x", xb);
+        if (o.x_val) o.x_val = typed_x(m, o.x_val, o.x_val_dtype, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val", vb);
         nnl::FpScope fp;
         CallbackShim shim{o.callback, o.callback_user, &fp};
         if (o.callback) {
@@ -10089,9 +10470,19 @@ NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_s
 
 NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y,
                          int y_dtype, int y_rank, const int64_t *y_shape, int batch_size, double *out, int out_cap) {
-    return guard(__func__, [&] {
+    PlainApi plain("nnl_evaluate");
+    return nnl_evaluate_typed(m, x, NNL_FLOAT32, x_rank, x_shape, y, y_dtype, y_rank, y_shape, batch_size, out,
+                              out_cap);
+}
+
+NNL_API int nnl_evaluate_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+                               const void *y, int y_dtype, int y_rank, const int64_t *y_shape, int batch_size,
+                               double *out, int out_cap) {
+    return guard(typed_api(__func__), [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
+        std::vector<float> xb;
+        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_evaluate", "x", xb);
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_evaluate", "x");
         std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_evaluate", "y");
         NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
@@ -10104,8 +10495,16 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
 
 NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size, float *out,
                         int64_t out_count) {
-    return guard(__func__, [&] {
+    PlainApi plain("nnl_predict");
+    return nnl_predict_typed(m, x, NNL_FLOAT32, x_rank, x_shape, batch_size, out, out_count);
+}
+
+NNL_API int nnl_predict_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+                              int batch_size, float *out, int64_t out_count) {
+    return guard(typed_api(__func__), [&] {
         NNL_CHECK_MODEL(m);
+        std::vector<float> xb;
+        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict", "x", xb);
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict", "x");
         int64_t need = nnl::mul_size(X.n, m->out_shape().size());
         NNL_REQUIRE(need >= 0 && need <= nnl::MAX_ELEMENTS, NNL_ERR_SHAPE,
@@ -10126,8 +10525,16 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
    written only when every row has one. */
 NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size,
                                 int32_t *classes, int64_t count) {
-    return guard(__func__, [&] {
+    PlainApi plain("nnl_predict_classes");
+    return nnl_predict_classes_typed(m, x, NNL_FLOAT32, x_rank, x_shape, batch_size, classes, count);
+}
+
+NNL_API int nnl_predict_classes_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank,
+                                      const int64_t *x_shape, int batch_size, int32_t *classes, int64_t count) {
+    return guard(typed_api(__func__), [&] {
         NNL_CHECK_MODEL(m);
+        std::vector<float> xb;
+        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict_classes", "x", xb);
         nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict_classes", "x");
         NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
         NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",

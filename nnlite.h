@@ -317,6 +317,52 @@ NNL_API int nnl_confusion_matrix(const void *y_true, int dtype, const int32_t *y
 NNL_API int nnl_print_confusion_matrix(FILE *f, const int64_t *cm, int num_classes,
                                        const char *const *labels, int normalize);
 
+/* ---- Text corpora and sequences (added in 0.3) ----
+   A word-level corpus in the Penn Treebank layout (ptb.train.txt, ...):
+   tokens are separated by whitespace (space, tab, CR, VT, FF); every line
+   ends with the token "<eos>" (as PyTorch's word_language_model reads it:
+   line.split() + ['<eos>']; a last line without a newline counts too, an
+   empty line gives "<eos>" alone). Files are read whole, offline; a missing
+   file is NNL_ERR_IO, a file holding a NUL byte NNL_ERR_FORMAT; hostile
+   input never crashes (fuzzed: fuzz/fuzz_words.cpp).
+   A vocabulary is built from one (training) file: ids by count, most
+   frequent first, ties by the word's bytes in ascending order, as
+   TensorFlow's PTB reader (sorted by (-count, word)); at most 2^24 words
+   (ids travel as float32 exactly), else NNL_ERR_UNSUPPORTED. Lifetime:
+   nnl_text_vocab ... nnl_vocab_free; a vocabulary is read-only after it is
+   built, so several threads may use one at once. */
+typedef struct nnl_vocab nnl_vocab;
+NNL_API int nnl_text_vocab(const char *path, nnl_vocab **out);
+NNL_API void nnl_vocab_free(nnl_vocab *v);
+NNL_API int64_t nnl_vocab_size(const nnl_vocab *v);            /* 0 for NULL */
+/* The word of an id (owned by v, valid until nnl_vocab_free); NULL when out of range. */
+NNL_API const char *nnl_vocab_word(const nnl_vocab *v, int64_t id);
+/* The id of a word, or -1 when v does not hold it (or v/word is NULL). */
+NNL_API int64_t nnl_vocab_id(const nnl_vocab *v, const char *word);
+/* The words of a file as ids under v: an NNL_INT32 array (n,) that the caller
+   frees with nnl_array_free. A word v does not hold becomes the id of
+   "<unk>"; when v has no "<unk>" it is NNL_ERR_ARGUMENT naming the word,
+   the file and the line. */
+NNL_API int nnl_load_words(const char *path, const nnl_vocab *v, nnl_array **out);
+/* Language-model windows, as TensorFlow's ptb_producer and PyTorch's
+   batchify: the first batch_size * L ids (L = n / batch_size) are laid into
+   batch_size rows of L (row r holds ids[r*L .. (r+1)*L)), and window i takes
+   columns [i*num_steps, (i+1)*num_steps) of every row, the targets the same
+   columns shifted by one; (L - 1) / num_steps windows. x and y: NNL_INT32
+   (windows * batch_size, num_steps), window-major: sample i * batch_size + r
+   is row r of window i, so that nnl_fit with shuffle = 0 and this batch_size
+   gives each batch one window, and row r of a batch continues row r of the
+   batch before (what stateful recurrent layers need). ids: int32 (n,), each
+   id >= 0. Too few ids for one window is NNL_ERR_ARGUMENT. */
+NNL_API int nnl_lm_windows(const int32_t *ids, int64_t n, int batch_size, int num_steps,
+                           nnl_array **x, nnl_array **y);
+/* Sliding windows over a series of n steps of `features` floats (row-major
+   (n, features)): x (n - window, window, features) with x[t] = series[t ..
+   t+window), y (n - window, features) with y[t] = series[t+window]; both
+   NNL_FLOAT32. window >= 1 and n > window, else NNL_ERR_ARGUMENT. */
+NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features, int64_t window,
+                                nnl_array **x, nnl_array **y);
+
 /* ==== Models ==============================================================
    A model is a Sequential stack of layers. Lifetime: nnl_model_create ...
    nnl_model_free. A model handle must not be used from two threads at once. */
@@ -367,6 +413,16 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            (h, w) or ((top, bottom), (left, right))
      UpSampling2D(size=(2, 2), data_format='channels_last', interpolation=
            'nearest')                      nearest only
+     Embedding(input_dim, output_dim, embeddings_initializer='uniform',
+           mask_zero=False, input_length=None)  ids (T,) -> (T, output_dim);
+                                           weight 'embeddings' (input_dim,
+                                           output_dim); first layer only; ids
+                                           integral in [0, input_dim) (else
+                                           NNL_ERR_ARGUMENT naming the layer
+                                           and the id); feed them with the
+                                           _typed calls as NNL_INT32/INT64;
+                                           mask_zero=True: NNL_ERR_UNSUPPORTED
+                                           (no masking yet)
    Keras' other names are accepted too: Convolution1D, Convolution2D,
    Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
    AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,
@@ -494,7 +550,13 @@ NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count);
               categorical or binary from the loss, as Keras does),
               sparse_categorical_accuracy, categorical_accuracy, binary_accuracy,
               top_k_categorical_accuracy(k=5), sparse_top_k_categorical_accuracy(k=5),
-              mse, mae.
+              mse, mae, perplexity (exp of the mean cross-entropy over the
+              epoch or the evaluated data, not a mean of per-batch values;
+              with sparse_categorical_crossentropy or
+              categorical_crossentropy only, else NNL_ERR_ARGUMENT).
+              Outputs (T, classes) per sample (a language model) take
+              labels (n, T) for the sparse loss: loss and metrics are
+              per position, averaged over all n * T positions (Keras).
               A metric reads the targets the loss takes. With
               sparse_categorical_crossentropy (integer class ids) only
               accuracy, sparse_categorical_accuracy and
@@ -553,6 +615,10 @@ typedef struct nnl_fit_options {
     nnl_callback callback;    /* may be NULL */
     void *callback_user;
     FILE *log;                /* where progress goes; NULL: stdout */
+    /* Added in 0.3: dtype of x_val (NNL_FLOAT32 default, NNL_INT32 or
+       NNL_INT64 for token ids, as x_dtype of nnl_fit_typed; x_val then
+       points at the integers, cast to const float *). */
+    int x_val_dtype;
 } nnl_fit_options;
 
 NNL_API void nnl_fit_options_init(nnl_fit_options *o);
@@ -594,6 +660,31 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
 NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank,
                                 const int64_t *x_shape, int batch_size, int32_t *classes,
                                 int64_t count);
+
+/* ---- Integer model inputs (added in 0.3) ----
+   The same four calls with x of any of three dtypes: x_dtype NNL_FLOAT32
+   (then they are exactly nnl_fit / nnl_evaluate / nnl_predict /
+   nnl_predict_classes, which call them), NNL_INT32 or NNL_INT64 (token ids
+   for an Embedding first layer, or any integer features). Integer x is
+   converted once per call into a float32 copy that the library owns for the
+   call (4 bytes per value; nothing per batch); every value must lie in
+   [-2^24, 2^24], where float32 holds integers exactly, else
+   NNL_ERR_ARGUMENT naming the call, the sample and the value. An Embedding
+   refuses ids outside [0, input_dim) (NNL_ERR_ARGUMENT naming the layer and
+   the id) before anything runs. Another x_dtype is NNL_ERR_ARGUMENT.
+   x_val of nnl_fit_options has its own dtype, x_val_dtype. Thread-safety
+   and ownership as the float calls. */
+NNL_API int nnl_fit_typed(nnl_model *m, const void *x, int x_dtype, int x_rank, const int64_t *x_shape,
+                          const void *y, int y_dtype, int y_rank, const int64_t *y_shape,
+                          const nnl_fit_options *opt);
+NNL_API int nnl_evaluate_typed(nnl_model *m, const void *x, int x_dtype, int x_rank,
+                               const int64_t *x_shape, const void *y, int y_dtype, int y_rank,
+                               const int64_t *y_shape, int batch_size, double *out, int out_cap);
+NNL_API int nnl_predict_typed(nnl_model *m, const void *x, int x_dtype, int x_rank,
+                              const int64_t *x_shape, int batch_size, float *out, int64_t out_count);
+NNL_API int nnl_predict_classes_typed(nnl_model *m, const void *x, int x_dtype, int x_rank,
+                                      const int64_t *x_shape, int batch_size, int32_t *classes,
+                                      int64_t count);
 
 /* ==== History ============================================================= */
 

@@ -274,6 +274,39 @@ public:
         return out;
     }
 
+    /* ---- integer model inputs (token ids for an Embedding first layer):
+       x as int32_t or int64_t, through the library's _typed calls ---- */
+    template <class X, class Y, class = typename std::enable_if<std::is_integral<X>::value>::type>
+    void fit(const std::vector<X> &x, const Shape &xs, const std::vector<Y> &y, const Shape &ys,
+             const FitOptions &fo = FitOptions()) {
+        sized(x.size(), xs, "fit x");
+        sized(y.size(), ys, "fit y");
+        nnl_fit_options o = c_options(fo);
+        check(nnl_fit_typed(m_, x.data(), dtype_of<X>(), (int)xs.size(), xs.data(), y.data(), dtype_of<Y>(),
+                            (int)ys.size(), ys.data(), &o));
+    }
+    template <class X, class Y, class = typename std::enable_if<std::is_integral<X>::value>::type>
+    std::vector<double> evaluate(const std::vector<X> &x, const Shape &xs, const std::vector<Y> &y,
+                                 const Shape &ys, int batch_size = 32) {
+        sized(x.size(), xs, "evaluate x");
+        sized(y.size(), ys, "evaluate y");
+        std::vector<double> out(64, std::numeric_limits<double>::quiet_NaN());
+        check(nnl_evaluate_typed(m_, x.data(), dtype_of<X>(), (int)xs.size(), xs.data(), y.data(), dtype_of<Y>(),
+                                 (int)ys.size(), ys.data(), batch_size, out.data(), (int)out.size()));
+        size_t n = out.size();
+        while (n > 1 && out[n - 1] != out[n - 1]) n--;
+        out.resize(n);
+        return out;
+    }
+    template <class X, class = typename std::enable_if<std::is_integral<X>::value>::type>
+    std::vector<float> predict(const std::vector<X> &x, const Shape &xs, int batch_size = 32) {
+        sized(x.size(), xs, "predict x");
+        std::vector<float> out((size_t)(xs[0] * shape_size(output_shape())));
+        check(nnl_predict_typed(m_, x.data(), dtype_of<X>(), (int)xs.size(), xs.data(), batch_size, out.data(),
+                                (int64_t)out.size()));
+        return out;
+    }
+
     /* ---- history ---- */
     int history_epochs() const { return nnl_history_epochs(m_); }
     std::vector<std::string> history_keys() const {

@@ -236,6 +236,41 @@ inline int one_weights_npz(const uint8_t *data, size_t size) {
     return ok(st);
 }
 
+/* Word corpora (nnl_text_vocab, nnl_load_words): the vocabulary of the
+   bytes, the bytes mapped with it, and the bytes under a vocabulary without
+   "<unk>" (an unknown word is a clean error), then language-model windows
+   of the ids. Ids must lie in [0, vocabulary size). */
+inline int one_words(const uint8_t *data, size_t size) {
+    const std::vector<uint8_t> f(data, data + size);
+    std::unique_ptr<nnl_vocab> v;
+    int st = run([&] { v = nnl::text::build_vocab(f, "fuzz.txt"); });
+    if (!ok(st)) return 0;
+    if (!v || v->words.empty() || v->words.size() != v->index.size()) return fail("bad vocabulary", st), 0;
+    for (size_t i = 0; i < v->words.size(); i++)
+        if (v->words[i].empty() || v->index.at(v->words[i]) != (int32_t)i) return fail("bad vocabulary", st), 0;
+    int good = 0;
+    nnl_vocab small; /* the first word alone, no <unk> unless it is that word */
+    small.words.push_back(v->words[0]);
+    small.index.emplace(v->words[0], 0);
+    small.unk = v->words[0] == "<unk>" ? 0 : -1;
+    for (const nnl_vocab *voc : {(const nnl_vocab *)v.get(), (const nnl_vocab *)&small}) {
+        nnl::io::ArrayPtr a;
+        st = run([&] { a = nnl::text::word_ids(f, "fuzz.txt", *voc); });
+        if (!ok(st)) continue;
+        if (!a || a->dtype != NNL_INT32 || a->rank != 1) return fail("bad ids", st), good;
+        const int32_t *p = (const int32_t *)a->data;
+        for (int64_t i = 0; i < a->size; i++)
+            if (p[i] < 0 || p[i] >= (int64_t)voc->words.size()) return fail("id out of range", st), good;
+        nnl_array *x = nullptr, *y = nullptr;
+        st = nnl_lm_windows(p, a->size, 2, 3, &x, &y);
+        if (ok(st) && (!x || !y || x->size != y->size)) fail("bad windows", st);
+        nnl_array_free(x);
+        nnl_array_free(y);
+        good++;
+    }
+    return good;
+}
+
 } // namespace fuzz
 
 #endif

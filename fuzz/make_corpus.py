@@ -116,3 +116,8 @@ put("fuzz_npz", "stored.npz", npz([("a.npy", f4), ("b.npy", u1)], zipfile.ZIP_ST
 put("fuzz_npz", "deflated.npz", npz([("a.npy", f4), ("b.npy", u1)], zipfile.ZIP_DEFLATED))
 put("fuzz_npz", "mnist_like.npz", npz(mnist, zipfile.ZIP_DEFLATED))
 put("fuzz_npz", "zip64.npz", npz64([("a.npy", u1)]))
+
+# ---- words: PTB-style text (nnl_text_vocab, nnl_load_words) -----------------
+put("fuzz_words", "ptb_lines.txt", b" the cat sat on the mat \n <unk> the dog \n")
+put("fuzz_words", "no_final_newline.txt", b"a b c\n\n\td\te\r\nlast line without newline")
+put("fuzz_words", "utf8_spaces.txt", "café ∑ x\x0by\x0cz\n".encode())

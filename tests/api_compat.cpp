@@ -81,6 +81,7 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
     int rank;
     nnl_array *a = nullptr;
     nnl_model *o = nullptr;
+    nnl_vocab *vocab = nullptr;
     const char *missing = "/nonexistent-nnlite-dir/file";
     nnl_fit_options bad_opt;
     memset(&bad_opt, 0, sizeof bad_opt); /* not initialised: struct_size 0 */
@@ -101,6 +102,12 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
         {"nnl_load_npz", [&] { return nnl_load_npz(nullptr, "x", 0, &a); }},
         {"nnl_save_npy", [&] { return nnl_save_npy(missing, nullptr); }},
         {"nnl_load_mnist", [&] { return nnl_load_mnist(missing, &a, nullptr, nullptr, nullptr); }},
+        {"nnl_text_vocab", [&] { return nnl_text_vocab(missing, &vocab); }},
+        {"nnl_text_vocab", [&] { return nnl_text_vocab(nullptr, &vocab); }},
+        {"nnl_load_words", [&] { return nnl_load_words(missing, nullptr, &a); }},
+        {"nnl_lm_windows", [&] { return nnl_lm_windows(y, 2, 1, 4, &a, &a); }},
+        {"nnl_lm_windows", [&] { return nnl_lm_windows(nullptr, 2, 1, 1, &a, &a); }},
+        {"nnl_sliding_windows", [&] { return nnl_sliding_windows(x, 2, 1, 3, &a, &a); }},
         {"nnl_normalize", [&] { return nnl_normalize(x, 2, xs, 5); }},
         {"nnl_scale", [&] { return nnl_scale(nullptr, 3, 1, 0); }},
         {"nnl_to_categorical", [&] { return nnl_to_categorical(y, NNL_INT32, 2, 0, nullptr); }},
@@ -163,6 +170,16 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
         {"nnl_predict", [&] { return nnl_predict(m, x, 2, xs, 0, p, 1); }},
         {"nnl_predict_classes", [&] { return nnl_predict_classes(nullptr, x, 2, xs, 0, cls, 2); }},
         {"nnl_predict_classes", [&] { return nnl_predict_classes(m, x, 2, xs, 0, nullptr, 2); }},
+        {"nnl_fit_typed", [&] { return nnl_fit_typed(nullptr, x, NNL_FLOAT32, 2, xs, y, NNL_INT32, 1, ys, nullptr); }},
+        {"nnl_fit_typed", [&] { return nnl_fit_typed(m, x, NNL_UINT8, 2, xs, y, NNL_INT32, 1, ys, nullptr); }},
+        {"nnl_evaluate_typed",
+         [&] { return nnl_evaluate_typed(nullptr, x, NNL_FLOAT32, 2, xs, y, NNL_INT32, 1, ys, 0, out, 4); }},
+        {"nnl_evaluate_typed", [&] { return nnl_evaluate_typed(m, x, 99, 2, xs, y, NNL_INT32, 1, ys, 0, out, 4); }},
+        {"nnl_predict_typed", [&] { return nnl_predict_typed(nullptr, x, NNL_FLOAT32, 2, xs, 0, p, 8); }},
+        {"nnl_predict_typed", [&] { return nnl_predict_typed(m, x, NNL_FLOAT64, 2, xs, 0, p, 8); }},
+        {"nnl_predict_classes_typed",
+         [&] { return nnl_predict_classes_typed(nullptr, x, NNL_FLOAT32, 2, xs, 0, cls, 2); }},
+        {"nnl_predict_classes_typed", [&] { return nnl_predict_classes_typed(m, x, 0, 2, xs, 0, cls, 2); }},
         {"nnl_history_get", [&] { return nnl_history_get(nullptr, "loss", out, 4); }},
         {"nnl_history_get", [&] { return nnl_history_get(m, "no_such_key", out, 4); }},
         {"nnl_history_clear", [&] { return nnl_history_clear(nullptr); }},
@@ -225,6 +242,10 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
         {"nnl_non_trainable_param_count", [&] { return nnl_non_trainable_param_count(nullptr) == 0; }},
         {"nnl_get_learning_rate", [&] { return std::isnan(nnl_get_learning_rate(nullptr)); }},
         {"nnl_fit_options_init", [&] { return nnl_fit_options_init(nullptr), true; }},
+        {"nnl_vocab_free", [&] { return nnl_vocab_free(nullptr), true; }},
+        {"nnl_vocab_size", [&] { return nnl_vocab_size(nullptr) == 0; }},
+        {"nnl_vocab_word", [&] { return nnl_vocab_word(nullptr, 0) == nullptr; }},
+        {"nnl_vocab_id", [&] { return nnl_vocab_id(nullptr, "x") == -1; }},
         {"nnl_history_epochs", [&] { return nnl_history_epochs(nullptr) == 0; }},
         {"nnl_history_key_count", [&] { return nnl_history_key_count(nullptr) == 0; }},
         {"nnl_history_key", [&] { return nnl_history_key(nullptr, 0) == nullptr; }},
@@ -270,6 +291,7 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
     }
     CHECK(a == nullptr);
     CHECK(o == nullptr);
+    CHECK(vocab == nullptr);
     nnl_model_free(empty);
     nnl_model_free(m);
     nnl_model_free(raw);

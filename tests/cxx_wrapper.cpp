@@ -188,3 +188,33 @@ TEST_CASE("C++: build information") {
     CHECK(nnlite::build_info().find("nnlite " NNL_VERSION_STRING ";") == 0);
     CHECK_THROWS_AS(nnlite::has_feature("nope"), nnlite::Error);
 }
+
+TEST_CASE("C++: token ids as std::vector<int32_t> / <int64_t> train and predict as the same ids in floats") {
+    const int n = 8, T = 3;
+    std::vector<int32_t> i32(n * T), y(n * T);
+    std::vector<int64_t> i64(n * T);
+    std::vector<float> f(n * T);
+    for (int i = 0; i < n * T; i++) i32[i] = (i * 7) % 9, i64[i] = i32[i], f[i] = (float)i32[i], y[i] = (i * 3) % 5;
+    auto make = [] {
+        nnlite::Model m;
+        m.set_seed(4).add("Embedding(9, 4, input_length=3)").add("Dense(5, activation='softmax')");
+        m.compile("SGD(learning_rate=0.5)", "sparse_categorical_crossentropy", "accuracy,perplexity");
+        return m;
+    };
+    nnlite::Model a = make(), b = make(), c = make();
+    nnlite::FitOptions fo;
+    fo.epochs = 2;
+    fo.batch_size = 4;
+    fo.verbose = 0;
+    a.fit(f, {n, T}, y, {n, T}, fo);
+    b.fit(i32, {n, T}, y, {n, T}, fo);
+    c.fit(i64, {n, T}, y, {n, T}, fo);
+    CHECK(a.predict(f, {n, T}) == b.predict(i32, {n, T}));
+    CHECK(a.predict(f, {n, T}) == c.predict(i64, {n, T}));
+    std::vector<double> ea = a.evaluate(f, {n, T}, y, {n, T}), eb = b.evaluate(i32, {n, T}, y, {n, T});
+    REQUIRE(ea.size() == 3);
+    CHECK(ea == eb);
+    std::vector<int32_t> bad = i32;
+    bad[5] = 9;
+    CHECK_THROWS_AS(b.predict(bad, {n, T}), nnlite::Error);
+}

@@ -18,3 +18,4 @@
 #include "unit_compat.hpp"
 #include "unit_seams.hpp"
 #include "unit_threads.hpp"
+#include "unit_seq.hpp"

@@ -43,7 +43,8 @@ TEST_CASE("fuzz targets: every seed loads, every regression input is handled cle
     };
     for (Target t : {Target{"fuzz_idx", fuzz::one_idx}, Target{"fuzz_npy", fuzz::one_npy},
                      Target{"fuzz_npz", fuzz::one_npz}, Target{"fuzz_json", fuzz::one_json},
-                     Target{"fuzz_model", fuzz::one_model}, Target{"fuzz_weights_npz", fuzz::one_weights_npz}}) {
+                     Target{"fuzz_model", fuzz::one_model}, Target{"fuzz_weights_npz", fuzz::one_weights_npz},
+                     Target{"fuzz_words", fuzz::one_words}}) {
         const std::string target = t.name;
         CAPTURE(target);
         auto seeds = fuzz_inputs("corpus", t.name);

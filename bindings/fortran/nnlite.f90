@@ -66,7 +66,8 @@ module nnlite
         generic :: fit => fit_f32, fit_i32, fit_i64
         procedure, private :: evaluate_f32, evaluate_i32, evaluate_i64
         generic :: evaluate => evaluate_f32, evaluate_i32, evaluate_i64
-        procedure :: predict => model_predict
+        procedure, private :: model_predict, model_predict_ids
+        generic :: predict => model_predict, model_predict_ids
         procedure :: predict_classes => model_predict_classes
         procedure :: summary => model_summary
         procedure :: param_count => model_param_count
@@ -207,6 +208,13 @@ module nnlite
             integer(c_int), value :: xr, bs
             integer(c_int64_t), value :: n
             integer(c_int) :: c_predict
+        end function
+        function c_predict_typed(m, x, xd, xr, xs, bs, out, n) bind(C, name="nnl_predict_typed")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: m, x, xs, out
+            integer(c_int), value :: xd, xr, bs
+            integer(c_int64_t), value :: n
+            integer(c_int) :: c_predict_typed
         end function
         function c_predict_classes(m, x, xr, xs, bs, out, n) bind(C, name="nnl_predict_classes")
             import :: c_ptr, c_int, c_int64_t
@@ -722,6 +730,23 @@ contains
         call c_shape_of(shape(x), xs)
         call finish(c_predict(self%handle, c_loc(x), int(rank(x), c_int), c_loc(xs), bs, c_loc(y), &
                               int(size(y), c_int64_t)), status, "model%predict")
+    end subroutine
+
+    !> Inference on token ids (an Embedding first layer): x(steps, samples) as
+    !> integer(c_int32_t), through nnl_predict_typed; no copy on the Fortran side.
+    subroutine model_predict_ids(self, x, y, batch_size, status)
+        class(nnl_model), intent(inout) :: self
+        integer(c_int32_t), intent(in), contiguous, target :: x(..)
+        real(c_float), intent(inout), contiguous, target :: y(..)
+        integer, intent(in), optional :: batch_size
+        integer, intent(out), optional :: status
+        integer(c_int64_t), target :: xs(max(1, rank(x)))
+        integer(c_int) :: bs
+        bs = 0
+        if (present(batch_size)) bs = int(batch_size, c_int)
+        call c_shape_of(shape(x), xs)
+        call finish(c_predict_typed(self%handle, c_loc(x), NNL_INT32, int(rank(x), c_int), c_loc(xs), bs, &
+                                    c_loc(y), int(size(y), c_int64_t)), status, "model%predict")
     end subroutine
 
     !> Class ids (0-based, as nnlite's) of each sample's prediction.

@@ -165,6 +165,7 @@ program test_nnlite
     call m%free()
     call m2%free()
     call check(.not. m%is_valid(), "free")
+    call token_ids()
     if (failures > 0) then
         print '(a, i0, a)', "fortran tests: ", failures, " FAILED"
         error stop 1
@@ -274,6 +275,27 @@ contains
         call check(st == NNL_ERR_SHAPE, "4 values for a kernel of 12: NNL_ERR_SHAPE")
         call a%free()
         call b%free()
+    end subroutine
+
+    ! Token ids as integer(c_int32_t) (x(steps, samples)) through nnl_predict_typed:
+    ! the same outputs as the ids given as reals; an id out of range is refused.
+    subroutine token_ids()
+        type(nnl_model) :: e
+        integer(c_int32_t) :: ids(4, 2)
+        real(c_float) :: fids(4, 2), pi(3, 4, 2), pf(3, 4, 2)
+        integer :: s
+        ids = reshape([0, 5, 2, 9, 1, 1, 7, 3], [4, 2])
+        fids = real(ids, c_float)
+        call e%create(seed=3)
+        call e%add("Embedding(10, 3, input_length=4)")
+        call e%predict(ids, pi)
+        call e%predict(fids, pf)
+        call check(all(pi == pf), "Embedding: int32 ids predict as the same ids given as reals")
+        call check(any(pi /= 0), "Embedding: outputs are table rows")
+        ids(2, 1) = 10
+        call e%predict(ids, pi, status=s)
+        call check(s == NNL_ERR_ARGUMENT, "Embedding: id 10 of input_dim 10 refused")
+        call e%free()
     end subroutine
 
     subroutine delete(path)

@@ -41,7 +41,7 @@ class FitOptions(ctypes.Structure):
         ("verbose", c_int),
         ("seed", c_uint64),
         ("initial_epoch", c_int),
-        ("x_val", P_float),
+        ("x_val", c_void_p),
         ("x_val_rank", c_int),
         ("x_val_shape", P_int64),
         ("y_val", c_void_p),
@@ -51,6 +51,7 @@ class FitOptions(ctypes.Structure):
         ("callback", CALLBACK),
         ("callback_user", c_void_p),
         ("log", c_void_p),
+        ("x_val_dtype", c_int),
     ]
 
 
@@ -123,6 +124,11 @@ def _declare(lib):
       P_double, c_int)
     f("nnl_predict", c_int, c_void_p, P_float, c_int, P_int64, c_int, P_float, c_int64)
     f("nnl_predict_classes", c_int, c_void_p, P_float, c_int, P_int64, c_int, P_int32, c_int64)
+    f("nnl_fit_typed", c_int, c_void_p, c_void_p, c_int, c_int, P_int64, c_void_p, c_int, c_int, P_int64, c_void_p)
+    f("nnl_evaluate_typed", c_int, c_void_p, c_void_p, c_int, c_int, P_int64, c_void_p, c_int, c_int, P_int64,
+      c_int, P_double, c_int)
+    f("nnl_predict_typed", c_int, c_void_p, c_void_p, c_int, c_int, P_int64, c_int, P_float, c_int64)
+    f("nnl_predict_classes_typed", c_int, c_void_p, c_void_p, c_int, c_int, P_int64, c_int, P_int32, c_int64)
     f("nnl_history_epochs", c_int, c_void_p)
     f("nnl_history_key_count", c_int, c_void_p)
     f("nnl_history_key", c_char_p, c_void_p, c_int)

@@ -87,6 +87,8 @@ GlobalMaxPooling3D = _kind("GlobalMaxPooling3D", "GlobalMaxPooling3D()")
 BatchNormalization = _kind("BatchNormalization", "BatchNormalization(axis=-1, momentum=0.99, epsilon=0.001, ...)")
 ZeroPadding2D = _kind("ZeroPadding2D", "ZeroPadding2D(padding=(1,1))")
 UpSampling2D = _kind("UpSampling2D", "UpSampling2D(size=(2,2))")
+Embedding = _kind("Embedding", "Embedding(input_dim, output_dim, embeddings_initializer='uniform', "
+                  "mask_zero=False, input_length=None): integer ids (T,) -> (T, output_dim)")
 
 # Keras' other names (nnlite.h lists the same; the unit tests check both
 # against the library's alias table)
@@ -113,4 +115,4 @@ KINDS = ("Dense", "Activation", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv
          "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
          "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
          "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "BatchNormalization",
-         "ZeroPadding2D", "UpSampling2D")
+         "ZeroPadding2D", "UpSampling2D", "Embedding")

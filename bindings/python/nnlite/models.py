@@ -39,12 +39,19 @@ def _path(p):
 
 
 def _x(x):
-    """float32, C-contiguous (copies only when it must) and its shape."""
-    a = np.ascontiguousarray(x, dtype=np.float32)
+    """x as the library takes it, C-contiguous (copies only when it must),
+    with its shape and dtype code: integer arrays (token ids for an
+    Embedding) stay integers, int32 or int64 (nnl_*_typed), everything
+    else becomes float32."""
+    a = np.asarray(x)
+    if a.dtype.kind in "iub" and a.dtype != np.bool_:
+        a = np.ascontiguousarray(a, dtype=np.int32 if a.dtype.itemsize <= 4 and a.dtype != np.uint32 else np.int64)
+    else:
+        a = np.ascontiguousarray(a, dtype=np.float32)
     if a.ndim < 1:
         raise errors.ShapeError("nnlite: x must have a samples axis, got a scalar", errors.SHAPE)
     shape = (ctypes.c_int64 * a.ndim)(*a.shape)
-    return a, a.ctypes.data_as(_lib.P_float), a.ndim, shape
+    return a, a.ctypes.data_as(ctypes.c_void_p), a.ndim, shape, _DTYPES[a.dtype]
 
 
 def _y(y):
@@ -292,7 +299,7 @@ class Sequential:
             validation_data=None, shuffle=True, initial_epoch=0, seed=None):
         """Keras' fit. Returns a History. verbose: 0 silent, 1 progress line,
         2 one line per epoch (printed by nnlite on the process' stdout)."""
-        xa, xp, xr, xs = _x(x)
+        xa, xp, xr, xs, xd = _x(x)
         ya, yp, yd, yr, ys = _y(y)
         # room for a newer library's longer struct; struct_size then says
         # which fields this package fills
@@ -310,10 +317,10 @@ class Sequential:
         keep = [xa, ya, raw]
         if validation_data is not None:
             xv, yv = validation_data[0], validation_data[1]
-            xva, xvp, xvr, xvs = _x(xv)
+            xva, xvp, xvr, xvs, xvd = _x(xv)
             yva, yvp, yvd, yvr, yvs = _y(yv)
             keep += [xva, yva, xvs, yvs]
-            o.x_val, o.x_val_rank, o.x_val_shape = xvp, xvr, xvs
+            o.x_val, o.x_val_rank, o.x_val_shape, o.x_val_dtype = xvp, xvr, xvs, xvd
             o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape = yvp, yvd, yvr, yvs
         failure = []
         if callbacks:
@@ -344,7 +351,7 @@ class Sequential:
         self.stop_training = False
         before = _L.nnl_history_epochs(self.handle)
         _flush()
-        status = _L.nnl_fit(self.handle, xp, xr, xs, yp, yd, yr, ys, ctypes.addressof(o))
+        status = _L.nnl_fit_typed(self.handle, xp, xd, xr, xs, yp, yd, yr, ys, ctypes.addressof(o))
         if failure:
             raise failure[0]
         _raise_for(status)
@@ -361,11 +368,12 @@ class Sequential:
     def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
         """Loss (and metrics) over (x, y): a float when the model has no
         metrics, else [loss, metric...]; a dict with return_dict=True."""
-        xa, xp, xr, xs = _x(x)
+        xa, xp, xr, xs, xd = _x(x)
         ya, yp, yd, yr, ys = _y(y)
         cap = 32
         out = (ctypes.c_double * cap)(*([float("nan")] * cap))
-        _raise_for(_L.nnl_evaluate(self.handle, xp, xr, xs, yp, yd, yr, ys, int(batch_size or 32), out, cap))
+        _raise_for(_L.nnl_evaluate_typed(self.handle, xp, xd, xr, xs, yp, yd, yr, ys, int(batch_size or 32), out,
+                                         cap))
         if self._metrics is not None:
             names = ["loss"] + self._metrics
         else:  # a loaded model: the history's keys, else as many values as were written
@@ -383,18 +391,18 @@ class Sequential:
 
     def predict(self, x, batch_size=32, verbose=0):
         """Forward pass in inference mode: float32 array (n, output shape...)."""
-        xa, xp, xr, xs = _x(x)
+        xa, xp, xr, xs, xd = _x(x)
         out = np.empty((xa.shape[0],) + self._out_shape(), dtype=np.float32)
-        _raise_for(_L.nnl_predict(self.handle, xp, xr, xs, int(batch_size or 32),
-                                  out.ctypes.data_as(_lib.P_float), out.size))
+        _raise_for(_L.nnl_predict_typed(self.handle, xp, xd, xr, xs, int(batch_size or 32),
+                                        out.ctypes.data_as(_lib.P_float), out.size))
         return out
 
     def predict_classes(self, x, batch_size=32):
         """argmax of each prediction (or > 0.5 for one sigmoid unit), int32."""
-        xa, xp, xr, xs = _x(x)
+        xa, xp, xr, xs, xd = _x(x)
         out = np.empty((xa.shape[0],), dtype=np.int32)
-        _raise_for(_L.nnl_predict_classes(self.handle, xp, xr, xs, int(batch_size or 32),
-                                          out.ctypes.data_as(_lib.P_int32), out.size))
+        _raise_for(_L.nnl_predict_classes_typed(self.handle, xp, xd, xr, xs, int(batch_size or 32),
+                                                out.ctypes.data_as(_lib.P_int32), out.size))
         return out
 
     def __call__(self, x):
