@@ -5950,6 +5950,20 @@ public:
     }
     /* Every state back to zero (Keras' reset_states). */
     void reset_states() { std::fill(S.begin(), S.end(), 0.f); }
+    /* A model whose layers keep states per batch slot runs whole batches of
+       one size only (Keras' batch_input_shape): n samples must split into
+       batches of bs, and bs must be the size the states were laid out for. */
+    void check_fixed_batch(int64_t n, int64_t bs, const char *fn, const char *what) const {
+        if (!has_slot_states()) return;
+        NNL_REQUIRE(n % bs == 0, NNL_ERR_SHAPE,
+                    "%s: the model has stateful layers, which need batches of one fixed size; %lld %s do not split "
+                    "into batches of %lld (make the sample count a multiple of the batch size, as Keras requires)",
+                    fn, (long long)n, what, (long long)bs);
+        NNL_REQUIRE(state_slots == 0 || bs == state_slots, NNL_ERR_SHAPE,
+                    "%s: the model's stateful layers keep states for batches of %lld samples; batches of %lld do "
+                    "not fit (a stateful model keeps its batch size, as in Keras; nnl_reset_states keeps it too)",
+                    fn, (long long)state_slots, (long long)bs);
+    }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
     /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
@@ -6358,6 +6372,7 @@ public:
         std::vector<double> ms(metrics.size(), 0.0);
         double l = 0;
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
+        check_fixed_batch(n, bs, fn, "samples");
         ensure_batch(bs, fn);
         std::vector<int64_t> idx((size_t)bs);
         for (int64_t s = 0; s < n; s += bs) {
@@ -6378,6 +6393,7 @@ public:
     template <class Rows> void predict_rows(const float *x, int64_t n, int64_t bs, const char *fn, Rows rows) {
         GpuScope gs(*this, false);
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
+        check_fixed_batch(n, bs, fn, "samples");
         ensure_batch(bs, fn);
         int64_t D = out_shape().size();
         std::vector<int64_t> idx((size_t)bs);
@@ -6524,6 +6540,8 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     Rng r = rng;
     int64_t bs = std::min<int64_t>(o.batch_size, nt);
     int64_t steps = (nt + bs - 1) / bs;
+    check_fixed_batch(nt, bs, "nnl_fit", "training samples");
+    if (val) check_fixed_batch(nv, bs, "nnl_fit", "validation samples");
     ensure_batch(bs, "nnl_fit");
     std::vector<int64_t> idx((size_t)nt);
     for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
@@ -6537,6 +6555,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
         if (o.verbose == 1) fprintf(f, "Epoch %d/%d\n", epoch + 1, o.epochs);
         Progress prog(f, o.verbose, steps);
         if (o.seed) r.reseed(epoch == 0 ? o.seed : mix64(o.seed ^ mix64((uint64_t)epoch)));
+        if (o.reset_states) reset_states(); /* Keras: a callback calling model.reset_states() */
         /* each epoch shuffles the identity: its order depends on the RNG alone */
         for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
         if (o.shuffle)
@@ -10247,6 +10266,13 @@ NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape) {
     return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(("Reshape(" + shape_tuple(rank, shape) + ")").c_str());
+    });
+}
+
+NNL_API int nnl_reset_states(nnl_model *m) {
+    return guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+        m->reset_states();
     });
 }
 

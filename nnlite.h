@@ -90,8 +90,8 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. Recurrent layers (LSTM, GRU) and MPI data
-       parallelism come with later versions of this header. The CUDA
+       float32 arithmetic only. Recurrent layers run on the CPU only; MPI
+       data parallelism comes with a later version of this header. The CUDA
        backend is here (see "GPU" below) but has not yet been run on a GPU.
        nnl_has_feature() says what a given build has. The ABI grows by
        adding functions, never by changing these.
@@ -367,6 +367,37 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            (h, w) or ((top, bottom), (left, right))
      UpSampling2D(size=(2, 2), data_format='channels_last', interpolation=
            'nearest')                      nearest only
+     SimpleRNN(units, activation='tanh', use_bias=True, kernel_initializer=
+           'glorot_uniform', recurrent_initializer='orthogonal',
+           bias_initializer='zeros', return_sequences=False, go_backwards=
+           False, stateful=False)          inputs (timesteps, features);
+                                           outputs (units), or (timesteps,
+                                           units) with return_sequences;
+                                           weights kernel (features, units),
+                                           recurrent_kernel (units, units),
+                                           bias (units) as Keras holds them
+     LSTM(units, activation='tanh', recurrent_activation='sigmoid',
+           use_bias=True, kernel_initializer='glorot_uniform',
+           recurrent_initializer='orthogonal', bias_initializer='zeros',
+           unit_forget_bias=True, ...)     as SimpleRNN, gates i, f, c, o
+                                           side by side: kernel (features,
+                                           4 units), recurrent_kernel (units,
+                                           4 units), bias (4 units)
+     GRU(units, ..., reset_after=True)     as LSTM, gates z, r, h; bias
+                                           (2, 3 units) with reset_after
+                                           (input and recurrent bias), else
+                                           (3 units). For all three:
+                                           go_backwards returns the sequence
+                                           in processing (reversed) order as
+                                           Keras does; stateful=True carries
+                                           each batch row's last state to the
+                                           same row of the next batch (a
+                                           fixed batch size; nnl_reset_states
+                                           clears it); activations whose
+                                           derivative follows from their
+                                           output (tanh, sigmoid, relu, elu,
+                                           ...); dropout and
+                                           recurrent_dropout 0 only
    Keras' other names are accepted too: Convolution1D, Convolution2D,
    Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
    AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,
@@ -416,6 +447,17 @@ NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape);
    options give none. Set it before adding layers to make the initial weights
    reproducible; default 0 draws from the system's clock. */
 NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed);
+
+/* Keras' model.reset_states(): every state that stateful layers
+   (stateful=True recurrent layers) carry from batch to batch goes back to
+   zero; the batch size they were sized for stays. Weights, optimizer state
+   and history are untouched; a model without stateful layers is left as
+   it is (NNL_OK). Not thread-safe on the same handle (as every call on m).
+   A stateful model keeps a fixed batch size, as Keras' batch_input_shape
+   does: nnl_fit, nnl_evaluate and nnl_predict refuse a final partial batch
+   or a different batch size with NNL_ERR_SHAPE naming the layer; make the
+   sample count a multiple of the batch size. */
+NNL_API int nnl_reset_states(nnl_model *m);
 
 /* Number of layers (Input excluded); 0 for NULL. */
 NNL_API int nnl_layer_count(const nnl_model *m);
@@ -553,6 +595,7 @@ typedef struct nnl_fit_options {
     nnl_callback callback;    /* may be NULL */
     void *callback_user;
     FILE *log;                /* where progress goes; NULL: stdout */
+    int reset_states; /* 1: reset stateful layers at each epoch's start (Keras' default is 0: never) */
 } nnl_fit_options;
 
 NNL_API void nnl_fit_options_init(nnl_fit_options *o);
@@ -660,8 +703,8 @@ NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap);
    standalone Keras 2.0-2.3 (glorot_uniform written as {"class_name":
    "VarianceScaling", "config": {"scale": 1.0, "mode": "fan_avg",
    "distribution": "uniform", "seed": null}}); they are written back in
-   Keras' class form with their config. A layer kind nnlite lacks (LSTM,
-   GRU, ...) is NNL_ERR_UNSUPPORTED naming the kind and the kinds this
+   Keras' class form with their config. A layer kind nnlite lacks
+   (Conv2DTranspose, Attention, ...) is NNL_ERR_UNSUPPORTED naming the kind and the kinds this
    version has. Anything else is an error naming the layer and the option:
    non-Sequential models, regularizers, trainable false, other dtypes,
    initializer seeds (NNL_ERR_UNSUPPORTED or NNL_ERR_ARGUMENT); malformed

@@ -227,3 +227,220 @@ TEST_CASE("recurrent layers: Keras JSON round trip (tf.keras 2.x keys) and Keras
     nnl_model_free(back);
     nnl_model_free(m);
 }
+
+namespace rnnref {
+/* a model of one recurrent layer on (T, 3) inputs, weights from seed 21 */
+static nnl_model *one_layer(const std::string &spec, int T) {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 21);
+    std::string s = spec.substr(0, spec.size() - 1) + ", input_shape=(" + std::to_string(T) + ", 3))";
+    REQUIRE_MESSAGE(nnl_add(m, s.c_str()) == NNL_OK, nnl_last_error());
+    return m;
+}
+} // namespace rnnref
+
+TEST_CASE("stateful: two batches of 5 steps equal one sequence of 10; reset_states; fixed batch size") {
+    for (const char *spec : {"SimpleRNN(4, stateful=True, return_sequences=True)",
+                             "LSTM(4, stateful=True, return_sequences=True)",
+                             "GRU(4, stateful=True, return_sequences=True)",
+                             "GRU(4, stateful=True, reset_after=False, return_sequences=True)"}) {
+        CAPTURE(spec);
+        std::string plain = spec;
+        plain.replace(plain.find("stateful=True"), 13, "stateful=False");
+        nnl_model *st = rnnref::one_layer(spec, 5);
+        nnl_model *whole = rnnref::one_layer(plain, 10);
+        REQUIRE(whole->W.size() == st->W.size());
+        std::copy(st->W.begin(), st->W.end(), whole->W.begin());
+        CHECK(st->layers[0]->states.size() == (std::string(spec).rfind("LSTM", 0) == 0 ? 2u : 1u));
+        const int B = 2;
+        auto x = random_vec((size_t)(B * 10 * 3), 31);
+        std::vector<float> x1(B * 5 * 3), x2(B * 5 * 3), yw(B * 10 * 4), y1(B * 5 * 4), y2(B * 5 * 4);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < 5; t++)
+                for (int f = 0; f < 3; f++) {
+                    x1[(size_t)((b * 5 + t) * 3 + f)] = x[(size_t)((b * 10 + t) * 3 + f)];
+                    x2[(size_t)((b * 5 + t) * 3 + f)] = x[(size_t)((b * 10 + 5 + t) * 3 + f)];
+                }
+        int64_t xs10[3] = {B, 10, 3}, xs5[3] = {B, 5, 3};
+        REQUIRE(nnl_predict(whole, x.data(), 3, xs10, B, yw.data(), (int64_t)yw.size()) == NNL_OK);
+        REQUIRE(nnl_predict(st, x1.data(), 3, xs5, B, y1.data(), (int64_t)y1.size()) == NNL_OK);
+        REQUIRE(nnl_predict(st, x2.data(), 3, xs5, B, y2.data(), (int64_t)y2.size()) == NNL_OK);
+        double worst = 0;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < 5; t++)
+                for (int u = 0; u < 4; u++) {
+                    worst = std::max(worst, (double)std::fabs(y1[(size_t)((b * 5 + t) * 4 + u)] -
+                                                              yw[(size_t)((b * 10 + t) * 4 + u)]));
+                    worst = std::max(worst, (double)std::fabs(y2[(size_t)((b * 5 + t) * 4 + u)] -
+                                                              yw[(size_t)((b * 10 + 5 + t) * 4 + u)]));
+                }
+        CHECK(worst < 1e-6); /* the same arithmetic, step by step: equal up to GEMM blocking */
+        /* reset: the next batch starts from zeros again, as the first did */
+        REQUIRE(nnl_reset_states(st) == NNL_OK);
+        std::vector<float> y3(y1.size());
+        REQUIRE(nnl_predict(st, x1.data(), 3, xs5, B, y3.data(), (int64_t)y3.size()) == NNL_OK);
+        CHECK(y3 == y1);
+        /* another batch size, or a final partial batch, is refused naming the layer */
+        std::vector<float> big(4 * 5 * 3, 0.1f), yb(4 * 5 * 4);
+        int64_t xs4[3] = {4, 5, 3}, xs3[3] = {3, 5, 3};
+        CHECK(nnl_predict(st, big.data(), 3, xs4, 4, yb.data(), (int64_t)yb.size()) == NNL_ERR_SHAPE);
+        CHECK(std::string(nnl_last_error()).find("batches of 2") != std::string::npos);
+        CHECK(nnl_predict(st, big.data(), 3, xs3, 2, yb.data(), (int64_t)yb.size()) == NNL_ERR_SHAPE);
+        CHECK(std::string(nnl_last_error()).find("multiple of the batch size") != std::string::npos);
+        CHECK(nnl_predict(st, big.data(), 3, xs4, 2, yb.data(), (int64_t)yb.size()) == NNL_OK);
+        std::vector<float> one(5 * 3, 0.1f);
+        nnl::Ctx c;
+        /* the layer itself refuses a batch that is not its slots' size */
+        CHECK_THROWS_AS(st->layers[0]->forward(one.data(), yb.data(), 1, c), nnl::Error);
+        nnl_model_free(st);
+        nnl_model_free(whole);
+    }
+}
+
+TEST_CASE("gradient check through time: stateful carry over two batches") {
+    /* the second batch starts from the first one's last states, held fixed
+       (Keras' truncated backpropagation): finite differences of
+       L = sum(r * y2) with the states restored before every evaluation */
+    for (const char *spec : {"LSTM(3, stateful=True, return_sequences=True)", "GRU(3, stateful=True)",
+                             "SimpleRNN(3, stateful=True, go_backwards=True)"}) {
+        CAPTURE(spec);
+        nnl_model *m = rnnref::one_layer(spec, 4);
+        nnl::Layer &L = *m->layers[0];
+        const int B = 2;
+        m->ensure_batch(B);
+        for (auto &w : L.weights) {
+            auto v = random_vec((size_t)w.shape.size(), 17);
+            std::copy(v.begin(), v.end(), w.w);
+        }
+        auto x1 = random_vec((size_t)(B * 12), 3, -1.5f, 1.5f), x = random_vec((size_t)(B * 12), 4, -1.5f, 1.5f);
+        std::vector<float> y((size_t)(B * L.out.size())), dx(x.size());
+        auto r = random_vec(y.size(), 5);
+        nnl::Ctx c;
+        c.training = true;
+        L.forward(x1.data(), y.data(), B, c); /* batch 1 leaves its states */
+        std::vector<float> carried = m->S;
+        bool nonzero = false;
+        for (float v : carried) nonzero = nonzero || v != 0.f;
+        CHECK(nonzero);
+        auto objective = [&]() {
+            m->S = carried;
+            m->relayout_states(m->state_slots); /* re-point after the copy */
+            L.forward(x.data(), y.data(), B, c);
+            double s = 0;
+            for (size_t i = 0; i < y.size(); i++) s += (double)r[i] * y[i];
+            return s;
+        };
+        objective();
+        auto r1 = r;
+        L.backward(x.data(), y.data(), r1.data(), dx.data(), B, c);
+        std::vector<double> an(dx.begin(), dx.end()), nu;
+        for (size_t i = 0; i < x.size(); i++) {
+            float keep = x[i];
+            x[i] = keep + FD_EPS;
+            double p = objective();
+            x[i] = keep - FD_EPS;
+            double q = objective();
+            x[i] = keep;
+            nu.push_back((p - q) / (2 * FD_EPS));
+        }
+        check_close(an, nu, "dx");
+        for (auto &w : L.weights) {
+            objective();
+            auto r2 = r;
+            L.backward(x.data(), y.data(), r2.data(), dx.data(), B, c);
+            std::vector<double> ga(w.g, w.g + w.shape.size()), gn;
+            for (int64_t i = 0; i < w.shape.size(); i++) {
+                float keep = w.w[i];
+                w.w[i] = keep + FD_EPS;
+                double p = objective();
+                w.w[i] = keep - FD_EPS;
+                double q = objective();
+                w.w[i] = keep;
+                gn.push_back((p - q) / (2 * FD_EPS));
+            }
+            check_close(ga, gn, w.name.c_str());
+        }
+        /* and the carry matters: from zero states the output differs */
+        std::fill(m->S.begin(), m->S.end(), 0.f);
+        std::vector<float> y0(y.size()), yc(y.size());
+        L.forward(x.data(), y0.data(), B, c);
+        objective();
+        yc = y;
+        CHECK(y0 != yc);
+        nnl_model_free(m);
+    }
+}
+
+TEST_CASE("stateful LSTM: fit carries states, reset_states option, model files keep h and c") {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 4);
+    REQUIRE(nnl_add(m, "LSTM(5, stateful=True, return_sequences=True, input_shape=(6, 2))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(1)") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=0.01)", "mse", "") == NNL_OK);
+    auto x = random_vec(8 * 6 * 2, 7), y = random_vec(8 * 6, 8);
+    int64_t xs[3] = {8, 6, 2}, ys[3] = {8, 6, 1};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    CHECK(o.reset_states == 0);
+    o.batch_size = 4;
+    o.epochs = 2;
+    o.shuffle = 0;
+    o.verbose = 0;
+    REQUIRE_MESSAGE(nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 3, ys, &o) == NNL_OK, nnl_last_error());
+    CHECK(m->state_slots == 4);
+    std::vector<float> s_after = m->S;
+    CHECK(s_after.size() == 2 * 4 * 5);
+    bool nonzero = false;
+    for (float v : s_after) nonzero = nonzero || v != 0.f;
+    CHECK(nonzero);
+    /* batch 6 of 8 samples does not split */
+    o.batch_size = 3;
+    CHECK(nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 3, ys, &o) == NNL_ERR_SHAPE);
+    CHECK(std::string(nnl_last_error()).find("multiple of the batch size") != std::string::npos);
+    o.batch_size = 8; /* splits, but the states are kept for 4 */
+    CHECK(nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 3, ys, &o) == NNL_ERR_SHAPE);
+    CHECK(std::string(nnl_last_error()).find("batches of 4") != std::string::npos);
+    /* a model file keeps the states as state/lstm/h and state/lstm/c */
+    char dir[] = "/tmp/nnlite_rnn_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string f = std::string(dir) + "/m.nnl";
+    REQUIRE(nnl_save_model(m, f.c_str()) == NNL_OK);
+    std::set<std::string> names;
+    for (auto &t : nnl::files::read_nnl(f.c_str()).tensors) names.insert(t.name);
+    CHECK(names.count("state/lstm/h"));
+    CHECK(names.count("state/lstm/c"));
+    nnl_model *back = nullptr;
+    REQUIRE(nnl_load_model(f.c_str(), &back) == NNL_OK);
+    CHECK(back->S == m->S);
+    /* reset_states in fit: each epoch starts from zeros, so two runs of one
+       epoch from the same weights agree whatever the states were */
+    o.batch_size = 4;
+    o.epochs = 1;
+    o.reset_states = 1;
+    std::vector<float> w0 = back->W;
+    REQUIRE(nnl_fit(back, x.data(), 3, xs, y.data(), NNL_FLOAT32, 3, ys, &o) == NNL_OK);
+    std::vector<float> w1 = back->W;
+    nnl_model *fresh = nullptr;
+    REQUIRE(nnl_load_model(f.c_str(), &fresh) == NNL_OK);
+    REQUIRE(nnl_reset_states(fresh) == NNL_OK);
+    for (float v : fresh->S) CHECK(v == 0.f);
+    o.reset_states = 0; /* zeros already: the same run */
+    REQUIRE(nnl_fit(fresh, x.data(), 3, xs, y.data(), NNL_FLOAT32, 3, ys, &o) == NNL_OK);
+    CHECK(fresh->W == w1);
+    CHECK(w1 != w0);
+    nnl_model_free(fresh);
+    nnl_model_free(back);
+    nnl_model_free(m);
+    std::string rm = std::string("rm -rf ") + dir;
+    CHECK(system(rm.c_str()) == 0);
+}
+
+TEST_CASE("recurrent layers have no GPU path yet: nnl_set_device's list leaves them out") {
+    for (const char *k : {"SimpleRNN", "LSTM", "GRU"}) {
+        auto &kind = nnl::layer_registry().at(k);
+        nnl::Spec sp = nnl::parse_spec(kind.example);
+        nnl::Args a(sp, k);
+        CHECK_FALSE(kind.make(a)->gpu_path());
+        CHECK(nnl::gpu_layer_names().find(k) == std::string::npos);
+    }
+}

@@ -60,6 +60,7 @@ module nnlite
         procedure :: is_valid => model_is_valid
         procedure :: add => model_add
         procedure :: set_seed => model_set_seed
+        procedure :: reset_states => model_reset_states
         procedure :: set_device => model_set_device
         procedure :: compile => model_compile
         procedure, private :: fit_f32, fit_i32, fit_i64
@@ -178,6 +179,11 @@ module nnlite
             type(c_ptr), value :: m
             integer(c_int64_t), value :: seed
             integer(c_int) :: c_set_seed
+        end function
+        function c_reset_states(m) bind(C, name="nnl_reset_states")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int) :: c_reset_states
         end function
         function c_compile(m, opt, loss, metrics) bind(C, name="nnl_compile")
             import :: c_ptr, c_int, c_char
@@ -434,6 +440,7 @@ contains
         end if
         m = replace_all(m, "nnl_compile", "model%compile")
         m = replace_all(m, "nnl_model_set_seed", "model%create(seed=...)")
+        m = replace_all(m, "nnl_reset_states", "model%reset_states")
         t = "nnlite: " // what // ": " // m
     end function
 
@@ -563,6 +570,13 @@ contains
         integer, intent(in) :: seed
         integer, intent(out), optional :: status
         call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "model%set_seed")
+    end subroutine
+
+    !> Keras' reset_states(): the states of stateful recurrent layers back to zero.
+    subroutine model_reset_states(self, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(out), optional :: status
+        call finish(c_reset_states(self%handle), status, "model%reset_states")
     end subroutine
 
     !> optimizer and loss as nnlite.h lists them; metrics comma-separated (optional).

@@ -51,6 +51,7 @@ class FitOptions(ctypes.Structure):
         ("callback", CALLBACK),
         ("callback_user", c_void_p),
         ("log", c_void_p),
+        ("reset_states", c_int),
     ]
 
 
@@ -105,6 +106,7 @@ def _declare(lib):
     f("nnl_model_free", None, c_void_p)
     f("nnl_add", c_int, c_void_p, c_char_p)
     f("nnl_model_set_seed", c_int, c_void_p, c_uint64)
+    f("nnl_reset_states", c_int, c_void_p)
     f("nnl_layer_count", c_int, c_void_p)
     f("nnl_param_count", c_int64, c_void_p)
     f("nnl_output_shape", c_int, c_void_p, P_int64)

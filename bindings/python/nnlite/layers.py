@@ -87,6 +87,12 @@ GlobalMaxPooling3D = _kind("GlobalMaxPooling3D", "GlobalMaxPooling3D()")
 BatchNormalization = _kind("BatchNormalization", "BatchNormalization(axis=-1, momentum=0.99, epsilon=0.001, ...)")
 ZeroPadding2D = _kind("ZeroPadding2D", "ZeroPadding2D(padding=(1,1))")
 UpSampling2D = _kind("UpSampling2D", "UpSampling2D(size=(2,2))")
+SimpleRNN = _kind("SimpleRNN", "SimpleRNN(units, activation='tanh', use_bias=True, return_sequences=False, "
+                  "go_backwards=False, stateful=False, ...): inputs (timesteps, features)")
+LSTM = _kind("LSTM", "LSTM(units, activation='tanh', recurrent_activation='sigmoid', use_bias=True, "
+             "unit_forget_bias=True, return_sequences=False, go_backwards=False, stateful=False, ...)")
+GRU = _kind("GRU", "GRU(units, activation='tanh', recurrent_activation='sigmoid', use_bias=True, "
+            "return_sequences=False, go_backwards=False, stateful=False, reset_after=True, ...)")
 
 # Keras' other names (nnlite.h lists the same; the unit tests check both
 # against the library's alias table)
@@ -113,4 +119,4 @@ KINDS = ("Dense", "Activation", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv
          "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
          "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
          "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "BatchNormalization",
-         "ZeroPadding2D", "UpSampling2D")
+         "ZeroPadding2D", "UpSampling2D", "SimpleRNN", "LSTM", "GRU")
