@@ -3991,11 +3991,12 @@ public:
         act = parse_act(a.str("activation", 1, "tanh"), cls);
         int p = 2;
         if (k != CELL_SIMPLE) ract = parse_act(a.str("recurrent_activation", p++, "sigmoid"), cls);
-        /* backward takes every activation's derivative from its output */
+        /* backward takes every activation's derivative from its output
+           (hard_sigmoid's too: 0.2 inside (0, 1); Keras 2's LSTM default) */
         for (Act x : {act, ract})
-            NNL_REQUIRE(act_from_output(x), NNL_ERR_UNSUPPORTED,
+            NNL_REQUIRE(act_from_output(x) || x == ACT_HARD_SIGMOID, NNL_ERR_UNSUPPORTED,
                         "%s: activation '%s' is not supported in a recurrent cell (linear, relu, leaky_relu, elu, "
-                        "selu, sigmoid, tanh, exponential)", cls, act_names[x]);
+                        "selu, sigmoid, hard_sigmoid, tanh, exponential)", cls, act_names[x]);
         use_bias = a.flag("use_bias", p++, true);
         std::string ki = a.str("kernel_initializer", p++, "glorot_uniform");
         std::string ri = a.str("recurrent_initializer", p++, "orthogonal");
@@ -4062,9 +4063,10 @@ public:
         if (kind != CELL_SIMPLE) c.set("implementation", Json::integer(implementation));
         if (kind == CELL_GRU) c.set("reset_after", Json::boolean(reset_after));
     }
+    /* values: the gates of every step, which ws keeps per sample (more than the output) */
     Size size_bound(const Shape &s) const override {
         double t = s.rank >= 1 ? (double)s.d[0] : 1, f = (double)s.last(), u = (double)units, gu = (double)g * u;
-        return {return_sequences ? t * u : u, f * gu + u * gu + 2 * gu};
+        return {t * (gu + 3 * u), f * gu + u * gu + 2 * gu};
     }
     void build(const Shape &input) override {
         NNL_REQUIRE(input.rank == 2, NNL_ERR_SHAPE,
@@ -4072,6 +4074,10 @@ public:
         in = input;
         T = input.d[0];
         F = input.d[1];
+        int64_t per = mul_size(T, (g + 3) * units); /* ws per sample: gates and states of every step */
+        NNL_REQUIRE(per >= 0 && per <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "%s: %lld steps of %lld units need more than 2^40 values per sample", cls, (long long)T,
+                    (long long)units);
         out = return_sequences ? Shape{T, units} : Shape{units};
         weights[0].shape = Shape{F, g * units};
         weights[1].shape = Shape{units, g * units};
@@ -4103,6 +4109,11 @@ public:
     float *RB(int64_t B) const { return TMP(B) + B * units; }
     float *TG(int64_t B) const { return RB(B) + B * gu(); }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
+    /* dx = dy act'(.) from the activation's output y (n values) */
+    static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
+        if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
+        for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
+    }
 
     void check_slots(int64_t B) const {
         NNL_REQUIRE(states.empty() || B == states[0].slots, NNL_ERR_SHAPE,
@@ -4224,7 +4235,7 @@ public:
                 const float *hp = Hs + b * ldh;
                 memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
                 if (kind == CELL_SIMPLE) {
-                    K().act_backward(act, tgb, tgb, dhb, z, 1, u);
+                    gate_backward(act, tgb, dhb, z, u);
                 } else if (kind == CELL_LSTM) {
                     const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
                     const float *c = C + (b * T + t) * u;
@@ -4235,7 +4246,7 @@ public:
                         z[3 * u + j] = dhb[j] * ac[j]; /* do */
                         dhb[j] *= o;
                     }
-                    K().act_backward(act, ac, ac, dhb, dhb, 1, u);
+                    gate_backward(act, ac, dhb, dhb, u);
                     for (int64_t j = 0; j < u; j++) {
                         float d = dcb[j] + dhb[j];
                         z[j] = d * tgb[2 * u + j];     /* di = dc g */
@@ -4243,9 +4254,9 @@ public:
                         z[2 * u + j] = d * tgb[j];     /* dg = dc i */
                         dcb[j] = d * tgb[u + j];       /* dc_{s-1} = dc f */
                     }
-                    K().act_backward(ract, tgb, tgb, z, z, 1, 2 * u);
-                    K().act_backward(act, tgb + 2 * u, tgb + 2 * u, z + 2 * u, z + 2 * u, 1, u);
-                    K().act_backward(ract, tgb + 3 * u, tgb + 3 * u, z + 3 * u, z + 3 * u, 1, u);
+                    gate_backward(ract, tgb, z, z, 2 * u);
+                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u);
+                    gate_backward(ract, tgb + 3 * u, z + 3 * u, z + 3 * u, u);
                 } else { /* GRU: h = z h_{s-1} + (1 - z) hh */
                     float *dnb = dn + b * u;
                     for (int64_t j = 0; j < u; j++) {
@@ -4254,7 +4265,7 @@ public:
                         z[2 * u + j] = dhb[j] * (1.f - zz);
                         dnb[j] = dhb[j] * zz;
                     }
-                    K().act_backward(act, tgb + 2 * u, tgb + 2 * u, z + 2 * u, z + 2 * u, 1, u); /* d pre(hh) */
+                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u); /* d pre(hh) */
                     if (reset_after) {
                         float *rh = R + (b * T + t) * u;
                         for (int64_t j = 0; j < u; j++) {
@@ -4262,7 +4273,7 @@ public:
                             z[u + j] = da * rh[j];   /* dr */
                             rh[j] = da * tgb[u + j]; /* d(recurrent h part) */
                         }
-                        K().act_backward(ract, tgb, tgb, z, z, 1, 2 * u);
+                        gate_backward(ract, tgb, z, z, 2 * u);
                     }
                 }
             }
@@ -4285,7 +4296,7 @@ public:
                         z[u + j] = drh[j] * hp[j];
                         dnb[j] += drh[j] * tgb[u + j];
                     }
-                    K().act_backward(ract, tgb, tgb, z, z, 1, 2 * u);
+                    gate_backward(ract, tgb, z, z, 2 * u);
                 }
                 K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
                 std::swap(dh, dn);

@@ -395,7 +395,8 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            fixed batch size; nnl_reset_states
                                            clears it); activations whose
                                            derivative follows from their
-                                           output (tanh, sigmoid, relu, elu,
+                                           output, and hard_sigmoid (tanh,
+                                           sigmoid, relu, elu,
                                            ...); dropout and
                                            recurrent_dropout 0 only
    Keras' other names are accepted too: Convolution1D, Convolution2D,

@@ -16,6 +16,9 @@ TEST_CASE("gradient check through time: SimpleRNN, LSTM, GRU with every option")
         "LSTM(3, go_backwards=True, return_sequences=True)",
         "LSTM(3, use_bias=False, return_sequences=True)",
         "LSTM(3, activation='elu', recurrent_activation='tanh')",
+        /* Keras 2's default; a piecewise-linear gate: a case whose pre-activations stay off its kinks at +-2.5
+           by more than the difference step (return_sequences=True straddles one at x index 20) */
+        "LSTM(3, recurrent_activation='hard_sigmoid')", /* exactly: the lstm_hs case of the PyTorch fixture */
         "GRU(4)",
         "GRU(4, return_sequences=True)",
         "GRU(3, go_backwards=True, return_sequences=True)",
@@ -23,6 +26,7 @@ TEST_CASE("gradient check through time: SimpleRNN, LSTM, GRU with every option")
         "GRU(4, reset_after=False, return_sequences=True)",
         "GRU(3, reset_after=False, go_backwards=True)",
         "GRU(3, use_bias=False)",
+        "GRU(3, recurrent_activation='hard_sigmoid', reset_after=False)",
     };
     for (const char *s : specs) gradcheck_layer(s, nnl::Shape{5, 3});
 }
@@ -115,7 +119,7 @@ TEST_CASE("SimpleRNN, LSTM, GRU match PyTorch's nn.RNN/nn.LSTM/nn.GRU: outputs a
         if (e == std::string::npos) e = all.size();
         cases.push_back(all.substr(s, e - s));
     }
-    CHECK(cases.size() == 6);
+    CHECK(cases.size() == 7);
     double worst = 0;
     for (auto &c : cases) {
         rnnref::CaseResult r = rnnref::run_case(path, c);

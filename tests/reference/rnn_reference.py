@@ -40,6 +40,7 @@ KEYS, per case C (float64 unless noted):
     C_y        the output
     C_dx       dL/dx
     C_g0..g2   dL/d(kernel, recurrent_kernel, bias) in Keras layouts
+    (cases: rnn, lstm, lstm_back, gru, gru_back, gru_v1, lstm_hs: see CASES)
     cases      uint8: the case names, newline-separated
 """
 import sys
@@ -124,6 +125,27 @@ def gru_by_hand(x, W, Uk, b, go_backwards, return_sequences, reset_after):
     return xs, y, lambda: [Wt.grad.numpy().copy(), Ut.grad.numpy().copy(), bt.grad.numpy().copy()]
 
 
+def lstm_by_hand(x, W, Uk, b, go_backwards, return_sequences, ract):
+    """Keras' LSTM cell with torch ops and a given recurrent activation"""
+    xs = torch.tensor(x[:, ::-1].copy() if go_backwards else x, requires_grad=True)
+    Wt, Ut, bt = (torch.tensor(a, requires_grad=True) for a in (W, Uk, b))
+    h, c = torch.zeros(B, U), torch.zeros(B, U)
+    outs = []
+    for s in range(T):
+        z = xs[:, s] @ Wt + h @ Ut + bt
+        i, f, g, o = ract(z[:, :U]), ract(z[:, U:2 * U]), torch.tanh(z[:, 2 * U:3 * U]), ract(z[:, 3 * U:])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        outs.append(h)
+    y = torch.stack(outs, 1) if return_sequences else h
+    return xs, y, lambda: [Wt.grad.numpy().copy(), Ut.grad.numpy().copy(), bt.grad.numpy().copy()]
+
+
+def hard_sigmoid(v):
+    """Keras 2's hard_sigmoid, nnlite's: clip(0.2 v + 0.5, 0, 1)"""
+    return torch.clamp(0.2 * v + 0.5, 0.0, 1.0)
+
+
 CASES = [
     # name, kind, spec, go_backwards, return_sequences, reset_after
     ("rnn", "SimpleRNN", "SimpleRNN(6, return_sequences=True)", False, True, True),
@@ -132,6 +154,10 @@ CASES = [
     ("gru", "GRU", "GRU(6, return_sequences=True)", False, True, True),
     ("gru_back", "GRU", "GRU(6, go_backwards=True)", True, False, True),
     ("gru_v1", "GRU", "GRU(6, reset_after=False, return_sequences=True)", False, True, False),
+    # Keras 2's LSTM default recurrent_activation; the hand-written cell
+    # (checked against nn.LSTM with sigmoid below), autograd's exact
+    # gradient of the piecewise-linear gate instead of finite differences
+    ("lstm_hs", "LSTM", "LSTM(6, recurrent_activation='hard_sigmoid', return_sequences=True)", False, True, True),
 ]
 
 out = {}
@@ -140,7 +166,20 @@ for name, kind, spec, back, seq, ra in CASES:
     x = draw(B, T, F, scale=1.5)
     W, Uk = draw(F, g * U), draw(U, g * U)
     b = draw(2, g * U) if kind == "GRU" and ra else draw(g * U)
-    if kind == "GRU" and not ra:
+    if name == "lstm_hs":  # larger weights: some gates saturate, so both sides of the kinks count
+        W, Uk = f32(3 * W), f32(3 * Uk)
+    if name == "lstm_hs":
+        _, y1, _ = lstm_by_hand(x, W, Uk, b, back, seq, torch.sigmoid)
+        _, y2, _ = run_module(kind, x, W, Uk, b, back, seq)
+        assert torch.allclose(y1, y2, rtol=0, atol=1e-12), name
+        xt, y, grads = lstm_by_hand(x, W, Uk, b, back, seq, hard_sigmoid)
+        gates = []
+        lstm_by_hand(x, W, Uk, b, back, seq, lambda v: gates.append(v.detach()) or hard_sigmoid(v))
+        g = torch.cat([v.flatten() for v in gates])
+        saturated = int((g.abs() > 2.5).sum())
+        assert saturated > 0.05 * g.numel(), saturated  # 25 of 270 gate values
+        assert float((g.abs() - 2.5).abs().min()) > 1e-3  # no value on a kink itself
+    elif kind == "GRU" and not ra:
         xt, y, grads = gru_by_hand(x, W, Uk, b, back, seq, False)
     else:
         xt, y, grads = run_module(kind, x, W, Uk, b, back, seq, ra)
