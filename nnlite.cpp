@@ -9032,7 +9032,10 @@ static Json layer_json(const Layer &l) {
 static Json model_json(const Model &m) {
     NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     Json layers = Json::array();
-    Json bshape = Json::array().push(Json());
+    /* a stateful model's batch size is part of its input shape, as Keras
+       writes it (its stateful layers need one) */
+    bool fixed = m.has_slot_states() && m.state_slots > 0;
+    Json bshape = Json::array().push(fixed ? Json::integer(m.state_slots) : Json());
     for (int i = 0; i < m.input.rank; i++) bshape.push(Json::integer(m.input.d[i]));
     Json in = Json::object();
     in.set("batch_input_shape", bshape).set("dtype", Json::string("float32")).set("sparse", Json::boolean(false));
@@ -9367,6 +9370,23 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
     m.defer_layout = true;
     for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, budget);
     m.finish_layout();
+    /* stateful layers: the batch size of the first layer's batch_input_shape
+       (batch_shape), when it gives one, is the model's fixed batch size */
+    if (m.has_slot_states())
+        for (auto &l : layers->a) {
+            const Json *c = l.kind == Json::OBJ ? l.get("config") : nullptr;
+            const Json *bs = c && c->kind == Json::OBJ ? c->get("batch_input_shape") : nullptr;
+            if (!bs && c && c->kind == Json::OBJ) bs = c->get("batch_shape");
+            if (!bs) continue;
+            if (bs->kind == Json::ARR && !bs->a.empty() && bs->a[0].kind == Json::NUM) {
+                double b = bs->a[0].num;
+                NNL_REQUIRE(b >= 1 && b <= 1e9 && b == std::floor(b), NNL_ERR_FORMAT,
+                            "batch_input_shape: the batch size %s is not a positive integer",
+                            json_text(bs->a[0]).c_str());
+                m.relayout_states((int64_t)b);
+            }
+            break;
+        }
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "the model has an input but no layers");
 }
 

@@ -448,3 +448,26 @@ TEST_CASE("recurrent layers have no GPU path yet: nnl_set_device's list leaves t
         CHECK(nnl::gpu_layer_names().find(k) == std::string::npos);
     }
 }
+
+TEST_CASE("stateful models write their batch size in batch_input_shape, and read it back, as Keras") {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 8);
+    REQUIRE(nnl_add(m, "GRU(3, stateful=True, input_shape=(4, 2))") == NNL_OK);
+    std::vector<char> j(1 << 14);
+    REQUIRE(nnl_model_to_json(m, j.data(), j.size()) > 0);
+    CHECK(std::string(j.data()).find("\"batch_input_shape\": [null, 4, 2]") != std::string::npos); /* not yet known */
+    std::vector<float> x(6 * 8, 0.2f), p(6 * 3);
+    int64_t xs[3] = {6, 4, 2};
+    REQUIRE(nnl_predict(m, x.data(), 3, xs, 3, p.data(), (int64_t)p.size()) == NNL_OK);
+    REQUIRE(nnl_model_to_json(m, j.data(), j.size()) > 0);
+    std::string js = j.data();
+    CHECK(js.find("\"batch_input_shape\": [3, 4, 2]") != std::string::npos);
+    CHECK(js.find("\"stateful\": true") != std::string::npos);
+    nnl_model *back = nullptr;
+    REQUIRE(nnl_model_from_json(js.c_str(), &back) == NNL_OK);
+    CHECK(back->state_slots == 3);
+    CHECK(nnl_predict(back, x.data(), 3, xs, 2, p.data(), (int64_t)p.size()) == NNL_ERR_SHAPE); /* batches of 3 only */
+    CHECK(nnl_predict(back, x.data(), 3, xs, 3, p.data(), (int64_t)p.size()) == NNL_OK);
+    nnl_model_free(back);
+    nnl_model_free(m);
+}
