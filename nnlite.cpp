@@ -2933,6 +2933,7 @@ struct StateSpec {
     Shape shape;      /* per batch slot (per_slot), else the whole state */
     bool per_slot = true;
     float *s = nullptr; /* into the model's state arena: size(slots) floats */
+    int64_t slots = 0;  /* the batch slots the arena holds (Model::state_slots) */
     int64_t size(int64_t slots) const { return per_slot ? slots * shape.size() : shape.size(); }
 };
 
@@ -3003,6 +3004,10 @@ public:
     /* An input shape the layer's own arguments imply (Embedding's
        input_length), used when it comes first without input_shape. */
     std::vector<int64_t> implied_input;
+    /* Called once the weights have their initial values: a layer whose
+       initial values are not one initializer's draw (LSTM's unit_forget_bias
+       sets the forget gate's bias to one) adjusts them here. */
+    virtual void initialized() {}
 
     int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
@@ -4051,6 +4056,388 @@ public:
     }
 };
 
+/* ---- Recurrent layers: SimpleRNN, LSTM, GRU -------------------------------
+   Keras' cells, arguments, defaults and weight layouts. Per sample the input
+   is (T, F) and the output (units) or, with return_sequences, (T, units).
+   kernel (F, g u) and recurrent_kernel (u, g u) hold the g gates side by
+   side in Keras' order: LSTM i, f, c, o; GRU z, r, h; SimpleRNN one. bias
+   (g u), or GRU's (2, 3u) with reset_after (input bias, recurrent bias).
+   Forward: ONE GEMM projects the inputs of all B x T steps (Z = x W + b, in
+   ws as (B, T, g u)); then per step one recurrent GEMM adds h_{s-1} U into
+   that step's rows of Z (row stride T g u, so nothing is copied), and the
+   cell turns each row into activated gates, c and h while the row is in L1
+   (activations through the vectorised kernels). The activated gates, the
+   state before each step (HP) and LSTM's c per step stay in ws for backward.
+   Backward through time overwrites the gates with the gradients of their
+   pre-activations (dZ), step by step from the last, with one GEMM per step
+   for dh_{s-1} = dZ_s U^T; then dW = x^T dZ, dU = HP^T dZ and dx = dZ W^T
+   are GEMMs over all steps at once. Threads come from the GEMMs. ws is
+   sized once per batch size: nothing is allocated per batch.
+   go_backwards: step s reads time T-1-s, and the output sequence is in step
+   order (reversed), as in Keras. stateful: each batch row starts from its
+   slot's h (and c) and leaves its last state there (Layer::states); the
+   gradient stops at the batch boundary (truncated backpropagation through
+   time, as in Keras). */
+class Recurrent : public Layer {
+public:
+    enum CellKind { CELL_SIMPLE, CELL_LSTM, CELL_GRU } kind;
+    int64_t units, T = 0, F = 0, g = 1;
+    Act act, ract = ACT_SIGMOID;
+    bool use_bias, return_sequences, go_backwards, stateful, unit_forget_bias = false, reset_after = false;
+    int64_t implementation = 2;
+    float dropout = 0, recurrent_dropout = 0;
+
+    Recurrent(Args &a, CellKind k, const char *cls_) : kind(k) {
+        cls = cls_;
+        g = k == CELL_LSTM ? 4 : k == CELL_GRU ? 3 : 1;
+        units = a.integer("units", 0, 0);
+        NNL_REQUIRE(units > 0 && units < (1 << 24), NNL_ERR_ARGUMENT, "%s: units must be a positive integer", cls);
+        act = parse_act(a.str("activation", 1, "tanh"), cls);
+        int p = 2;
+        if (k != CELL_SIMPLE) ract = parse_act(a.str("recurrent_activation", p++, "sigmoid"), cls);
+        /* backward takes every activation's derivative from its output
+           (hard_sigmoid's too: 0.2 inside (0, 1); Keras 2's LSTM default) */
+        for (Act x : {act, ract})
+            NNL_REQUIRE(act_from_output(x) || x == ACT_HARD_SIGMOID, NNL_ERR_UNSUPPORTED,
+                        "%s: activation '%s' is not supported in a recurrent cell (linear, relu, leaky_relu, elu, "
+                        "selu, sigmoid, hard_sigmoid, tanh, exponential)", cls, act_names[x]);
+        use_bias = a.flag("use_bias", p++, true);
+        std::string ki = a.str("kernel_initializer", p++, "glorot_uniform");
+        std::string ri = a.str("recurrent_initializer", p++, "orthogonal");
+        std::string bi = a.str("bias_initializer", p++, "zeros");
+        if (k == CELL_LSTM) unit_forget_bias = a.flag("unit_forget_bias", p++, true);
+        dropout = (float)a.num("dropout", -1, 0.0);
+        recurrent_dropout = (float)a.num("recurrent_dropout", -1, 0.0);
+        NNL_REQUIRE(dropout == 0 && recurrent_dropout == 0, NNL_ERR_UNSUPPORTED,
+                    "%s: dropout=%g, recurrent_dropout=%g: dropout inside recurrent layers is not supported yet (0 "
+                    "only; a Dropout layer before or after works)", cls, dropout, recurrent_dropout);
+        return_sequences = a.flag("return_sequences", -1, false);
+        NNL_REQUIRE(!a.flag("return_state", -1, false), NNL_ERR_UNSUPPORTED,
+                    "%s: return_state=True is not supported (Sequential models only)", cls);
+        go_backwards = a.flag("go_backwards", -1, false);
+        stateful = a.flag("stateful", -1, false);
+        a.flag("unroll", -1, false); /* unrolling changes nothing in the arithmetic */
+        NNL_REQUIRE(!a.flag("time_major", -1, false), NNL_ERR_UNSUPPORTED, "%s: time_major=True is not supported",
+                    cls);
+        if (k != CELL_SIMPLE) {
+            implementation = a.integer("implementation", -1, 2);
+            NNL_REQUIRE(implementation == 1 || implementation == 2, NNL_ERR_ARGUMENT,
+                        "%s: implementation must be 1 or 2, got %lld", cls, (long long)implementation);
+        }
+        if (k == CELL_GRU) reset_after = a.flag("reset_after", -1, true);
+        /* Keras 3's extra keys: a dropout seed, cuDNN selection, masked outputs */
+        a.integer("seed", -1, 0);
+        const Value *uc = a.get("use_cudnn", -1);
+        (void)uc;
+        a.flag("zero_output_for_mask", -1, false);
+        auto add = [&](const char *n, const std::string &init) {
+            WeightSpec w;
+            w.name = n;
+            w.init = init;
+            weights.push_back(w);
+        };
+        add("kernel", ki);
+        add("recurrent_kernel", ri);
+        if (use_bias) add("bias", bi);
+        if (stateful) {
+            StateSpec h;
+            h.name = "h";
+            states.push_back(h);
+            if (k == CELL_LSTM) {
+                StateSpec c;
+                c.name = "c";
+                states.push_back(c);
+            }
+        }
+    }
+    void config(Json &c) const override {
+        c.set("return_sequences", Json::boolean(return_sequences)).set("return_state", Json::boolean(false));
+        c.set("go_backwards", Json::boolean(go_backwards)).set("stateful", Json::boolean(stateful));
+        c.set("unroll", Json::boolean(false)).set("time_major", Json::boolean(false));
+        c.set("units", Json::integer(units)).set("activation", Json::string(act_names[act]));
+        if (kind != CELL_SIMPLE) c.set("recurrent_activation", Json::string(act_names[ract]));
+        c.set("use_bias", Json::boolean(use_bias));
+        c.set("kernel_initializer", files::init_json(weights[0].init));
+        c.set("recurrent_initializer", files::init_json(weights[1].init));
+        c.set("bias_initializer", files::init_json(use_bias ? weights[2].init : std::string("zeros")));
+        if (kind == CELL_LSTM) c.set("unit_forget_bias", Json::boolean(unit_forget_bias));
+        files::null_keys(c, {"kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+                             "kernel_constraint", "recurrent_constraint", "bias_constraint"});
+        c.set("dropout", Json::number_f(dropout)).set("recurrent_dropout", Json::number_f(recurrent_dropout));
+        if (kind != CELL_SIMPLE) c.set("implementation", Json::integer(implementation));
+        if (kind == CELL_GRU) c.set("reset_after", Json::boolean(reset_after));
+    }
+    /* values: the gates of every step, which ws keeps per sample (more than the output) */
+    Size size_bound(const Shape &s) const override {
+        double t = s.rank >= 1 ? (double)s.d[0] : 1, f = (double)s.last(), u = (double)units, gu = (double)g * u;
+        return {t * (gu + 3 * u), f * gu + u * gu + 2 * gu};
+    }
+    void build(const Shape &input) override {
+        NNL_REQUIRE(input.rank == 2, NNL_ERR_SHAPE,
+                    "%s: expects inputs of rank 2 per sample (timesteps, features), got %s", cls, input.str().c_str());
+        in = input;
+        T = input.d[0];
+        F = input.d[1];
+        int64_t per = mul_size(T, (g + 3) * units); /* ws per sample: gates and states of every step */
+        NNL_REQUIRE(per >= 0 && per <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "%s: %lld steps of %lld units need more than 2^40 values per sample", cls, (long long)T,
+                    (long long)units);
+        out = return_sequences ? Shape{T, units} : Shape{units};
+        weights[0].shape = Shape{F, g * units};
+        weights[1].shape = Shape{units, g * units};
+        if (use_bias) weights[2].shape = kind == CELL_GRU && reset_after ? Shape{2, g * units} : Shape{g * units};
+        for (auto &st : states) st.shape = Shape{units};
+    }
+    /* Keras' unit_forget_bias: the forget gate's bias starts at one */
+    void initialized() override {
+        if (kind == CELL_LSTM && use_bias && unit_forget_bias) std::fill(weights[2].w + units, weights[2].w + 2 * units, 1.f);
+    }
+
+    /* ws: Z (B T gu) gates, HP (B T u) the state before each step, C (B T u)
+       LSTM's c after each step, R (B T u) GRU's recurrent h part (reset_after)
+       or r * h_{s-1}, then per-step rows: C0 (B u), DH, DN (B u), RB (B gu),
+       TG (B gu), TMP (B u) */
+    int64_t gu() const { return g * units; }
+    int64_t workspace(int64_t B) const override {
+        int64_t N = B * T, u = units;
+        return N * gu() + N * u + (kind == CELL_LSTM ? N * u : 0) + (kind == CELL_GRU ? N * u : 0) + 4 * B * u + 2 * B * gu();
+    }
+    float *Zp() const { return ws; }
+    float *HP(int64_t B) const { return Zp() + B * T * gu(); }
+    float *Cp(int64_t B) const { return HP(B) + B * T * units; }
+    float *Rp(int64_t B) const { return Cp(B) + (kind == CELL_LSTM ? B * T * units : 0); }
+    float *C0(int64_t B) const { return Rp(B) + (kind == CELL_GRU ? B * T * units : 0); }
+    float *DH(int64_t B) const { return C0(B) + B * units; }
+    float *DN(int64_t B) const { return DH(B) + B * units; }
+    float *TMP(int64_t B) const { return DN(B) + B * units; }
+    float *RB(int64_t B) const { return TMP(B) + B * units; }
+    float *TG(int64_t B) const { return RB(B) + B * gu(); }
+    int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
+    /* dx = dy act'(.) from the activation's output y (n values) */
+    static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
+        if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
+        for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
+    }
+
+    void check_slots(int64_t B) const {
+        NNL_REQUIRE(states.empty() || B == states[0].slots, NNL_ERR_SHAPE,
+                    "%s '%s': a stateful layer keeps states for batches of %lld samples; this batch has %lld (a "
+                    "stateful model keeps a fixed batch size, as Keras' batch_input_shape: make the sample count a "
+                    "multiple of the batch size)", cls, name.c_str(), (long long)states[0].slots, (long long)B);
+    }
+
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        check_slots(B);
+        const int64_t u = units, G = gu(), N = B * T;
+        float *Z = Zp(), *H = HP(B), *C = Cp(B), *R = Rp(B), *c0 = C0(B), *rb = RB(B), *tmp = TMP(B);
+        const float *W = weights[0].w, *U = weights[1].w, *bias = use_bias ? weights[2].w : nullptr;
+        /* all steps' input projections at once */
+        K().sgemm(false, false, N, G, F, 1.f, x, F, W, G, 0.f, Z, G);
+        if (bias) K().bias_add(Z, bias, N, G); /* GRU reset_after: row 0, the input bias */
+        const float *rbias = bias && kind == CELL_GRU && reset_after ? bias + G : nullptr;
+        /* the initial states: the slots' (stateful) or zeros */
+        const int64_t t0 = tidx(0);
+        for (int64_t b = 0; b < B; b++) {
+            float *h = H + (b * T + t0) * u;
+            if (stateful) memcpy(h, states[0].s + b * u, (size_t)u * sizeof(float));
+            else std::fill(h, h + u, 0.f);
+            if (kind == CELL_LSTM) {
+                if (stateful) memcpy(c0 + b * u, states[1].s + b * u, (size_t)u * sizeof(float));
+                else std::fill(c0 + b * u, c0 + (b + 1) * u, 0.f);
+            }
+        }
+        for (int64_t s = 0; s < T; s++) {
+            const int64_t t = tidx(s), ldz = T * G, ldh = T * u;
+            float *Zs = Z + t * G;
+            const float *Hs = H + t * u;
+            bool zero_h = s == 0 && !stateful; /* h_{-1} = 0: no recurrent product */
+            if (kind == CELL_GRU) {
+                if (reset_after) { /* rb = h U + recurrent bias, all three parts */
+                    K().sgemm(false, false, B, G, u, 1.f, Hs, ldh, U, G, 0.f, rb, G);
+                    if (rbias) K().bias_add(rb, rbias, B, G);
+                } else { /* z and r parts first; h's needs r */
+                    K().sgemm(false, false, B, 2 * u, u, 1.f, Hs, ldh, U, G, 0.f, rb, 2 * u);
+                }
+            } else if (!zero_h) {
+                K().sgemm(false, false, B, G, u, 1.f, Hs, ldh, U, G, 1.f, Zs, ldz);
+            }
+            for (int64_t b = 0; b < B; b++) {
+                float *z = Zs + b * ldz;
+                const float *hp = Hs + b * ldh;
+                float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u; /* h_s: the next step's h_{s-1} */
+                if (kind == CELL_SIMPLE) {
+                    K().act_forward(act, z, z, 1, u);
+                    memcpy(h, z, (size_t)u * sizeof(float));
+                } else if (kind == CELL_LSTM) {
+                    K().act_forward(ract, z, z, 1, 2 * u);
+                    K().act_forward(act, z + 2 * u, z + 2 * u, 1, u);
+                    K().act_forward(ract, z + 3 * u, z + 3 * u, 1, u);
+                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
+                    float *c = C + (b * T + t) * u;
+                    for (int64_t j = 0; j < u; j++) c[j] = z[u + j] * cp[j] + z[j] * z[2 * u + j];
+                    K().act_forward(act, c, h, 1, u);
+                    for (int64_t j = 0; j < u; j++) h[j] *= z[3 * u + j];
+                } else {
+                    const float *rr = rb + b * (reset_after ? G : 2 * u);
+                    for (int64_t j = 0; j < 2 * u; j++) z[j] += rr[j];
+                    K().act_forward(ract, z, z, 1, 2 * u);
+                    float *rh = R + (b * T + t) * u;
+                    if (reset_after) {
+                        for (int64_t j = 0; j < u; j++) {
+                            rh[j] = rr[2 * u + j];
+                            z[2 * u + j] += z[u + j] * rr[2 * u + j];
+                        }
+                    } else {
+                        for (int64_t j = 0; j < u; j++) rh[j] = z[u + j] * hp[j];
+                    }
+                }
+            }
+            if (kind == CELL_GRU) {
+                if (!reset_after) /* h part: (r * h_{s-1}) U_h, into Z's h columns */
+                    K().sgemm(false, false, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, Zs + 2 * u, ldz);
+                for (int64_t b = 0; b < B; b++) {
+                    float *z = Zs + b * ldz;
+                    const float *hp = Hs + b * ldh;
+                    float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
+                    K().act_forward(act, z + 2 * u, z + 2 * u, 1, u);
+                    for (int64_t j = 0; j < u; j++) h[j] = z[j] * hp[j] + (1.f - z[j]) * z[2 * u + j];
+                }
+            }
+            for (int64_t b = 0; b < B; b++) { /* the output */
+                const float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
+                if (return_sequences) memcpy(y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+                else if (s + 1 == T) memcpy(y + b * u, h, (size_t)u * sizeof(float));
+            }
+        }
+        if (stateful) /* the last states stay in the slots (tmp holds h_{T-1}) */
+            for (int64_t b = 0; b < B; b++) {
+                memcpy(states[0].s + b * u, tmp + b * u, (size_t)u * sizeof(float));
+                if (kind == CELL_LSTM) memcpy(states[1].s + b * u, C + (b * T + tidx(T - 1)) * u, (size_t)u * sizeof(float));
+            }
+    }
+
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        (void)y;
+        const int64_t u = units, G = gu(), N = B * T, ldz = T * G, ldh = T * u;
+        float *Z = Zp(), *H = HP(B), *C = Cp(B), *R = Rp(B), *c0 = C0(B), *dh = DH(B), *dn = DN(B), *rb = RB(B),
+              *tg = TG(B), *tmp = TMP(B);
+        const float *W = weights[0].w, *U = weights[1].w;
+        float *dc = rb; /* LSTM: dc_s, carried like dh (rb is free in LSTM's backward) */
+        std::fill(dh, dh + B * u, 0.f);
+        if (kind == CELL_LSTM) std::fill(dc, dc + B * u, 0.f);
+        for (int64_t s = T - 1; s >= 0; s--) {
+            const int64_t t = tidx(s);
+            float *Zs = Z + t * G;
+            const float *Hs = H + t * u;
+            for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+                const float *d = return_sequences ? dy + (b * T + s) * u : s + 1 == T ? dy + b * u : nullptr;
+                if (d)
+                    for (int64_t j = 0; j < u; j++) dh[b * u + j] += d[j];
+            }
+            for (int64_t b = 0; b < B; b++) {
+                float *z = Zs + b * ldz, *dhb = dh + b * u, *tgb = tg + b * G;
+                const float *hp = Hs + b * ldh;
+                memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
+                if (kind == CELL_SIMPLE) {
+                    gate_backward(act, tgb, dhb, z, u);
+                } else if (kind == CELL_LSTM) {
+                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
+                    const float *c = C + (b * T + t) * u;
+                    float *ac = tmp + b * u, *dcb = dc + b * u;
+                    K().act_forward(act, c, ac, 1, u);
+                    for (int64_t j = 0; j < u; j++) { /* dh o -> through act(c), into dc */
+                        float o = tgb[3 * u + j];
+                        z[3 * u + j] = dhb[j] * ac[j]; /* do */
+                        dhb[j] *= o;
+                    }
+                    gate_backward(act, ac, dhb, dhb, u);
+                    for (int64_t j = 0; j < u; j++) {
+                        float d = dcb[j] + dhb[j];
+                        z[j] = d * tgb[2 * u + j];     /* di = dc g */
+                        z[u + j] = d * cp[j];          /* df = dc c_{s-1} */
+                        z[2 * u + j] = d * tgb[j];     /* dg = dc i */
+                        dcb[j] = d * tgb[u + j];       /* dc_{s-1} = dc f */
+                    }
+                    gate_backward(ract, tgb, z, z, 2 * u);
+                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u);
+                    gate_backward(ract, tgb + 3 * u, z + 3 * u, z + 3 * u, u);
+                } else { /* GRU: h = z h_{s-1} + (1 - z) hh */
+                    float *dnb = dn + b * u;
+                    for (int64_t j = 0; j < u; j++) {
+                        float zz = tgb[j], hh = tgb[2 * u + j];
+                        z[j] = dhb[j] * (hp[j] - hh);
+                        z[2 * u + j] = dhb[j] * (1.f - zz);
+                        dnb[j] = dhb[j] * zz;
+                    }
+                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u); /* d pre(hh) */
+                    if (reset_after) {
+                        float *rh = R + (b * T + t) * u;
+                        for (int64_t j = 0; j < u; j++) {
+                            float da = z[2 * u + j];
+                            z[u + j] = da * rh[j];   /* dr */
+                            rh[j] = da * tgb[u + j]; /* d(recurrent h part) */
+                        }
+                        gate_backward(ract, tgb, z, z, 2 * u);
+                    }
+                }
+            }
+            /* dh_{s-1} */
+            if (kind == CELL_SIMPLE) {
+                K().sgemm(false, true, B, u, G, 1.f, Zs, ldz, U, G, 0.f, dh, u);
+            } else if (kind == CELL_LSTM) {
+                K().sgemm(false, true, B, u, G, 1.f, Zs, ldz, U, G, 0.f, dh, u);
+            } else if (reset_after) {
+                K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
+                K().sgemm(false, true, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, dn, u);
+                std::swap(dh, dn);
+            } else {
+                /* d(r h_{s-1}) = d pre(hh) U_h^T, into tmp */
+                K().sgemm(false, true, B, u, u, 1.f, Zs + 2 * u, ldz, U + 2 * u, G, 0.f, tmp, u);
+                for (int64_t b = 0; b < B; b++) {
+                    float *z = Zs + b * ldz, *tgb = tg + b * G, *drh = tmp + b * u, *dnb = dn + b * u;
+                    const float *hp = Hs + b * ldh;
+                    for (int64_t j = 0; j < u; j++) {
+                        z[u + j] = drh[j] * hp[j];
+                        dnb[j] += drh[j] * tgb[u + j];
+                    }
+                    gate_backward(ract, tgb, z, z, 2 * u);
+                }
+                K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
+                std::swap(dh, dn);
+            }
+        }
+        /* the weights' gradients over all steps at once */
+        K().sgemm(true, false, F, G, N, 1.f, x, F, Z, G, 0.f, weights[0].g, G);
+        float *dU = weights[1].g;
+        if (kind != CELL_GRU) {
+            K().sgemm(true, false, u, G, N, 1.f, H, u, Z, G, 0.f, dU, G);
+        } else {
+            K().sgemm(true, false, u, 2 * u, N, 1.f, H, u, Z, G, 0.f, dU, G);
+            if (reset_after) K().sgemm(true, false, u, u, N, 1.f, H, u, R, u, 0.f, dU + 2 * u, G);
+            else K().sgemm(true, false, u, u, N, 1.f, R, u, Z + 2 * u, G, 0.f, dU + 2 * u, G);
+        }
+        if (use_bias) {
+            float *db = weights[2].g;
+            K().bias_grad(Z, db, N, G);
+            if (kind == CELL_GRU && reset_after) { /* the recurrent bias: z and r as the input's, h from R */
+                memcpy(db + G, db, (size_t)(2 * u) * sizeof(float));
+                K().bias_grad(R, db + G + 2 * u, N, u);
+            }
+        }
+        if (dx) K().sgemm(false, true, N, F, G, 1.f, Z, G, W, G, 0.f, dx, F);
+    }
+};
+
+struct SimpleRNN : Recurrent {
+    explicit SimpleRNN(Args &a) : Recurrent(a, CELL_SIMPLE, "SimpleRNN") {}
+};
+struct LSTM : Recurrent {
+    explicit LSTM(Args &a) : Recurrent(a, CELL_LSTM, "LSTM") {}
+};
+struct GRU : Recurrent {
+    explicit GRU(Args &a) : Recurrent(a, CELL_GRU, "GRU") {}
+};
+
 typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
 template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
 
@@ -4091,6 +4478,9 @@ static const std::map<std::string, LayerKind> &layer_registry() {
         {"ZeroPadding2D", {make_layer<ZeroPadding2D>, "ZeroPadding2D(((1, 2), (0, 1)), input_shape=(4, 3, 2))"}},
         {"UpSampling2D", {make_layer<UpSampling2D>, "UpSampling2D((2, 3), input_shape=(3, 2, 2))"}},
         {"Embedding", {make_layer<Embedding>, "Embedding(7, 3, input_length=5)"}},
+        {"SimpleRNN", {make_layer<SimpleRNN>, "SimpleRNN(3, return_sequences=True, input_shape=(4, 2))"}},
+        {"LSTM", {make_layer<LSTM>, "LSTM(3, go_backwards=True, input_shape=(4, 2))"}},
+        {"GRU", {make_layer<GRU>, "GRU(3, reset_after=False, return_sequences=True, input_shape=(4, 2))"}},
     };
     return r;
 }
@@ -4219,7 +4609,8 @@ static std::string init_known() {
 
 /* The table entry for a Keras class ("HeNormal") or an nnlite name in any case. */
 static const InitDef *init_def(const std::string &name) {
-    std::string l = lower(name);
+    /* Keras 3 writes its Orthogonal class as OrthogonalInitializer */
+    std::string l = name == "OrthogonalInitializer" ? std::string("orthogonal") : lower(name);
     /* Keras' short aliases ('uniform' is Embedding's default) */
     if (l == "uniform") l = "random_uniform";
     if (l == "normal") l = "random_normal";
@@ -5651,9 +6042,11 @@ public:
         size_t first = laid_out;
         defer_layout = false;
         relayout();
-        for (size_t i = first; i < layers.size(); i++)
+        for (size_t i = first; i < layers.size(); i++) {
             for (auto &w : layers[i]->weights)
                 init_weights(w.w, w.shape, weight_init(w.init, w.shape, layers[i]->cls, w.name), rng);
+            layers[i]->initialized();
+        }
         for (size_t i = first; i < layers.size(); i++)
             if (!layers[i]->states.empty()) {
                 relayout_states(state_slots);
@@ -5684,6 +6077,7 @@ public:
                 int64_t n = st.size(slots);
                 if (st.s && slots == state_slots) std::copy(st.s, st.s + n, ns.data() + off);
                 st.s = ns.data() + off;
+                st.slots = slots;
                 off += n;
             }
         S.swap(ns);
@@ -5691,6 +6085,20 @@ public:
     }
     /* Every state back to zero (Keras' reset_states). */
     void reset_states() { std::fill(S.begin(), S.end(), 0.f); }
+    /* A model whose layers keep states per batch slot runs whole batches of
+       one size only (Keras' batch_input_shape): n samples must split into
+       batches of bs, and bs must be the size the states were laid out for. */
+    void check_fixed_batch(int64_t n, int64_t bs, const char *fn, const char *what) const {
+        if (!has_slot_states()) return;
+        NNL_REQUIRE(n % bs == 0, NNL_ERR_SHAPE,
+                    "%s: the model has stateful layers, which need batches of one fixed size; %lld %s do not split "
+                    "into batches of %lld (make the sample count a multiple of the batch size, as Keras requires)",
+                    fn, (long long)n, what, (long long)bs);
+        NNL_REQUIRE(state_slots == 0 || bs == state_slots, NNL_ERR_SHAPE,
+                    "%s: the model's stateful layers keep states for batches of %lld samples; batches of %lld do "
+                    "not fit (a stateful model keeps its batch size, as in Keras; nnl_reset_states keeps it too)",
+                    fn, (long long)state_slots, (long long)bs);
+    }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
     /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
@@ -5787,6 +6195,7 @@ public:
             Layer &L = *layers.back();
             for (size_t i = 0; i < L.weights.size(); i++)
                 init_weights(L.weights[i].w, L.weights[i].shape, inits[i], rng);
+            L.initialized();
             if (!L.states.empty()) relayout_states(state_slots);
         } catch (...) {
             layers.pop_back();
@@ -6104,6 +6513,7 @@ public:
         std::vector<double> ms(metrics.size(), 0.0);
         double l = 0;
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
+        check_fixed_batch(n, bs, fn, "samples");
         ensure_batch(bs, fn);
         std::vector<int64_t> idx((size_t)bs);
         for (int64_t s = 0; s < n; s += bs) {
@@ -6124,6 +6534,7 @@ public:
     template <class Rows> void predict_rows(const float *x, int64_t n, int64_t bs, const char *fn, Rows rows) {
         GpuScope gs(*this, false);
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
+        check_fixed_batch(n, bs, fn, "samples");
         ensure_batch(bs, fn);
         int64_t D = out_shape().size();
         std::vector<int64_t> idx((size_t)bs);
@@ -6270,6 +6681,8 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     Rng r = rng;
     int64_t bs = std::min<int64_t>(o.batch_size, nt);
     int64_t steps = (nt + bs - 1) / bs;
+    check_fixed_batch(nt, bs, "nnl_fit", "training samples");
+    if (val) check_fixed_batch(nv, bs, "nnl_fit", "validation samples");
     ensure_batch(bs, "nnl_fit");
     std::vector<int64_t> idx((size_t)nt);
     for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
@@ -6283,6 +6696,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
         if (o.verbose == 1) fprintf(f, "Epoch %d/%d\n", epoch + 1, o.epochs);
         Progress prog(f, o.verbose, steps);
         if (o.seed) r.reseed(epoch == 0 ? o.seed : mix64(o.seed ^ mix64((uint64_t)epoch)));
+        if (o.reset_states) reset_states(); /* Keras: a callback calling model.reset_states() */
         /* each epoch shuffles the identity: its order depends on the RNG alone */
         for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
         if (o.shuffle)
@@ -8944,7 +9358,10 @@ static Json layer_json(const Layer &l) {
 static Json model_json(const Model &m) {
     NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
     Json layers = Json::array();
-    Json bshape = Json::array().push(Json());
+    /* a stateful model's batch size is part of its input shape, as Keras
+       writes it (its stateful layers need one) */
+    bool fixed = m.has_slot_states() && m.state_slots > 0;
+    Json bshape = Json::array().push(fixed ? Json::integer(m.state_slots) : Json());
     for (int i = 0; i < m.input.rank; i++) bshape.push(Json::integer(m.input.d[i]));
     Json in = Json::object();
     in.set("batch_input_shape", bshape).set("dtype", Json::string("float32")).set("sparse", Json::boolean(false));
@@ -9282,6 +9699,23 @@ static void model_from_json(Model &m, const Json &j, double max_params = NNL_MAX
     m.defer_layout = true;
     for (size_t i = 0; i < layers->a.size(); i++) add_layer_json(m, layers->a[i], i, budget);
     m.finish_layout();
+    /* stateful layers: the batch size of the first layer's batch_input_shape
+       (batch_shape), when it gives one, is the model's fixed batch size */
+    if (m.has_slot_states())
+        for (auto &l : layers->a) {
+            const Json *c = l.kind == Json::OBJ ? l.get("config") : nullptr;
+            const Json *bs = c && c->kind == Json::OBJ ? c->get("batch_input_shape") : nullptr;
+            if (!bs && c && c->kind == Json::OBJ) bs = c->get("batch_shape");
+            if (!bs) continue;
+            if (bs->kind == Json::ARR && !bs->a.empty() && bs->a[0].kind == Json::NUM) {
+                double b = bs->a[0].num;
+                NNL_REQUIRE(b >= 1 && b <= 1e9 && b == std::floor(b), NNL_ERR_FORMAT,
+                            "batch_input_shape: the batch size %s is not a positive integer",
+                            json_text(bs->a[0]).c_str());
+                m.relayout_states((int64_t)b);
+            }
+            break;
+        }
     NNL_REQUIRE(!m.layers.empty(), NNL_ERR_FORMAT, "the model has an input but no layers");
 }
 
@@ -10192,6 +10626,13 @@ NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape) {
     return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         m->add(("Reshape(" + shape_tuple(rank, shape) + ")").c_str());
+    });
+}
+
+NNL_API int nnl_reset_states(nnl_model *m) {
+    return guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+        m->reset_states();
     });
 }
 

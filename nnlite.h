@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.2.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.3.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -90,8 +90,8 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. Recurrent layers (LSTM, GRU) and MPI data
-       parallelism come with later versions of this header. The CUDA
+       float32 arithmetic only. Recurrent layers run on the CPU only; MPI
+       data parallelism comes with a later version of this header. The CUDA
        backend is here (see "GPU" below) but has not yet been run on a GPU.
        nnl_has_feature() says what a given build has. The ABI grows by
        adding functions, never by changing these.
@@ -104,9 +104,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 2
+#define NNL_VERSION_MINOR 3
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.2.0"
+#define NNL_VERSION_STRING "0.3.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -165,7 +165,7 @@ NNL_API int nnl_version_number(void);
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.2.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.3.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no". Owned by the library, the same for the
    whole process (made at the first call). Thread-safe. */
@@ -423,6 +423,38 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            _typed calls as NNL_INT32/INT64;
                                            mask_zero=True: NNL_ERR_UNSUPPORTED
                                            (no masking yet)
+     SimpleRNN(units, activation='tanh', use_bias=True, kernel_initializer=
+           'glorot_uniform', recurrent_initializer='orthogonal',
+           bias_initializer='zeros', return_sequences=False, go_backwards=
+           False, stateful=False)          inputs (timesteps, features);
+                                           outputs (units), or (timesteps,
+                                           units) with return_sequences;
+                                           weights kernel (features, units),
+                                           recurrent_kernel (units, units),
+                                           bias (units) as Keras holds them
+     LSTM(units, activation='tanh', recurrent_activation='sigmoid',
+           use_bias=True, kernel_initializer='glorot_uniform',
+           recurrent_initializer='orthogonal', bias_initializer='zeros',
+           unit_forget_bias=True, ...)     as SimpleRNN, gates i, f, c, o
+                                           side by side: kernel (features,
+                                           4 units), recurrent_kernel (units,
+                                           4 units), bias (4 units)
+     GRU(units, ..., reset_after=True)     as LSTM, gates z, r, h; bias
+                                           (2, 3 units) with reset_after
+                                           (input and recurrent bias), else
+                                           (3 units). For all three:
+                                           go_backwards returns the sequence
+                                           in processing (reversed) order as
+                                           Keras does; stateful=True carries
+                                           each batch row's last state to the
+                                           same row of the next batch (a
+                                           fixed batch size; nnl_reset_states
+                                           clears it); activations whose
+                                           derivative follows from their
+                                           output, and hard_sigmoid (tanh,
+                                           sigmoid, relu, elu,
+                                           ...); dropout and
+                                           recurrent_dropout 0 only
    Keras' other names are accepted too: Convolution1D, Convolution2D,
    Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
    AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,
@@ -472,6 +504,17 @@ NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape);
    options give none. Set it before adding layers to make the initial weights
    reproducible; default 0 draws from the system's clock. */
 NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed);
+
+/* Keras' model.reset_states(): every state that stateful layers
+   (stateful=True recurrent layers) carry from batch to batch goes back to
+   zero; the batch size they were sized for stays. Weights, optimizer state
+   and history are untouched; a model without stateful layers is left as
+   it is (NNL_OK). Not thread-safe on the same handle (as every call on m).
+   A stateful model keeps a fixed batch size, as Keras' batch_input_shape
+   does: nnl_fit, nnl_evaluate and nnl_predict refuse a final partial batch
+   or a different batch size with NNL_ERR_SHAPE naming the layer; make the
+   sample count a multiple of the batch size. */
+NNL_API int nnl_reset_states(nnl_model *m);
 
 /* Number of layers (Input excluded); 0 for NULL. */
 NNL_API int nnl_layer_count(const nnl_model *m);
@@ -615,6 +658,7 @@ typedef struct nnl_fit_options {
     nnl_callback callback;    /* may be NULL */
     void *callback_user;
     FILE *log;                /* where progress goes; NULL: stdout */
+    int reset_states; /* 1: reset stateful layers at each epoch's start (Keras' default is 0: never) */
     /* Added in 0.3: dtype of x_val (NNL_FLOAT32 default, NNL_INT32 or
        NNL_INT64 for token ids, as x_dtype of nnl_fit_typed; x_val then
        points at the integers, cast to const float *). */
@@ -751,8 +795,8 @@ NNL_API int64_t nnl_model_to_json(const nnl_model *m, char *buf, int64_t cap);
    standalone Keras 2.0-2.3 (glorot_uniform written as {"class_name":
    "VarianceScaling", "config": {"scale": 1.0, "mode": "fan_avg",
    "distribution": "uniform", "seed": null}}); they are written back in
-   Keras' class form with their config. A layer kind nnlite lacks (LSTM,
-   GRU, ...) is NNL_ERR_UNSUPPORTED naming the kind and the kinds this
+   Keras' class form with their config. A layer kind nnlite lacks
+   (Conv2DTranspose, Attention, ...) is NNL_ERR_UNSUPPORTED naming the kind and the kinds this
    version has. Anything else is an error naming the layer and the option:
    non-Sequential models, regularizers, trainable false, other dtypes,
    initializer seeds (NNL_ERR_UNSUPPORTED or NNL_ERR_ARGUMENT); malformed

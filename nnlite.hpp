@@ -197,6 +197,11 @@ public:
         check(nnl_model_set_seed(m_, seed));
         return *this;
     }
+    /* Keras' reset_states(): stateful layers' carried states back to zero. */
+    Model &reset_states() {
+        check(nnl_reset_states(m_));
+        return *this;
+    }
     Model &compile(const std::string &optimizer, const std::string &loss, const std::string &metrics = "") {
         check(nnl_compile(m_, optimizer.c_str(), loss.c_str(), metrics.c_str()));
         return *this;

@@ -584,3 +584,49 @@ TEST_CASE("regression targets may be float64; integer dtypes work for every labe
     CHECK(nnl_evaluate(m, xq.data(), 2, xs, yd.data(), NNL_FLOAT64, 1, ys, 0, rd, 2) == NNL_ERR_ARGUMENT);
     nnl_model_free(m);
 }
+
+TEST_CASE("stateful LSTM through the ABI: nnl_reset_states, and fit's reset_states read only within struct_size") {
+    /* learning rate 0: the weights stay, so the outputs after fit show the states alone */
+    auto make = [] {
+        nnl_model *m = nnl_model_create();
+        REQUIRE(nnl_model_set_seed(m, 12) == NNL_OK);
+        REQUIRE(nnl_add(m, "LSTM(3, stateful=True, input_shape=(4, 2))") == NNL_OK);
+        REQUIRE(nnl_add(m, "Dense(1)") == NNL_OK);
+        REQUIRE(nnl_compile(m, "SGD(learning_rate=0.0)", "mse", "") == NNL_OK);
+        return m;
+    };
+    std::vector<float> x(6 * 4 * 2), y(6, 0.5f), p(3);
+    for (size_t i = 0; i < x.size(); i++) x[i] = 0.1f * (float)(i % 7) - 0.3f;
+    int64_t xs[3] = {6, 4, 2}, ys[2] = {6, 1}, x3[3] = {3, 4, 2};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    CHECK(o.reset_states == 0); /* Keras never resets by itself */
+    o.batch_size = 3;
+    o.shuffle = 0;
+    o.verbose = 0;
+    auto after = [&](nnl_model *m) {
+        std::vector<float> out(3);
+        REQUIRE(nnl_predict(m, x.data(), 3, x3, 3, out.data(), 3) == NNL_OK);
+        return out;
+    };
+    nnl_model *ref = make(), *full = make(), *old = make();
+    for (nnl_model *m : {ref, full, old}) REQUIRE(nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    o.reset_states = 1;
+    REQUIRE(nnl_fit(full, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK); /* reset, same epoch again */
+    o.struct_size = (int)offsetof(nnl_fit_options, reset_states); /* a caller from before the field */
+    REQUIRE(nnl_fit(old, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK); /* carries on */
+    std::vector<float> pr = after(ref), pf = after(full), po = after(old);
+    CHECK(pf == pr);
+    CHECK(po != pr);
+    /* nnl_reset_states: back to the state of a fresh model */
+    nnl_model *fresh = make();
+    std::vector<float> p0 = after(fresh);
+    REQUIRE(nnl_reset_states(ref) == NNL_OK);
+    CHECK(after(ref) == p0);
+    /* a final partial batch is refused, naming the stateful layer's rule */
+    int64_t x5[3] = {5, 4, 2};
+    CHECK(nnl_predict(fresh, x.data(), 3, x5, 3, p.data(), 5) == NNL_ERR_SHAPE);
+    CHECK(std::string(nnl_last_error()).rfind("nnl_predict: ", 0) == 0);
+    CHECK(nnl_reset_states(nullptr) == NNL_ERR_ARGUMENT);
+    for (nnl_model *m : {ref, full, old, fresh}) nnl_model_free(m);
+}

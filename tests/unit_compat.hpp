@@ -74,10 +74,15 @@ const std::pair<const char *, const char *> kDefaultNames[] = {
     {"ZeroPadding2D", "zero_padding2d"},
     {"UpSampling2D", "up_sampling2d"},
     {"Embedding", "embedding"},
+    {"SimpleRNN", "simple_rnn"},
+    {"LSTM", "lstm"},
+    {"GRU", "gru"},
 };
 
 /* A spec and an input shape that build `kind` */
 std::pair<std::string, std::string> buildable(const std::string &kind) {
+    bool rnn = kind == "SimpleRNN" || kind == "LSTM" || kind == "GRU";
+    if (rnn) return {kind + "(2, return_sequences=True)", "(5, 3)"};
     std::string in = kind.find("1D") != std::string::npos   ? "(8, 3)"
                      : kind.find("2D") != std::string::npos ? "(8, 8, 3)"
                      : kind.find("3D") != std::string::npos ? "(6, 6, 6, 2)"

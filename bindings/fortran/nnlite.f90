@@ -60,6 +60,7 @@ module nnlite
         procedure :: is_valid => model_is_valid
         procedure :: add => model_add
         procedure :: set_seed => model_set_seed
+        procedure :: reset_states => model_reset_states
         procedure :: set_device => model_set_device
         procedure :: compile => model_compile
         procedure, private :: fit_f32, fit_i32, fit_i64
@@ -179,6 +180,11 @@ module nnlite
             type(c_ptr), value :: m
             integer(c_int64_t), value :: seed
             integer(c_int) :: c_set_seed
+        end function
+        function c_reset_states(m) bind(C, name="nnl_reset_states")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int) :: c_reset_states
         end function
         function c_compile(m, opt, loss, metrics) bind(C, name="nnl_compile")
             import :: c_ptr, c_int, c_char
@@ -442,6 +448,7 @@ contains
         end if
         m = replace_all(m, "nnl_compile", "model%compile")
         m = replace_all(m, "nnl_model_set_seed", "model%create(seed=...)")
+        m = replace_all(m, "nnl_reset_states", "model%reset_states")
         t = "nnlite: " // what // ": " // m
     end function
 
@@ -453,7 +460,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.2.0; ...; threads: yes ...").
+    !> One line describing the library's build ("nnlite 0.3.0; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())
@@ -571,6 +578,13 @@ contains
         integer, intent(in) :: seed
         integer, intent(out), optional :: status
         call finish(c_set_seed(self%handle, int(seed, c_int64_t)), status, "model%set_seed")
+    end subroutine
+
+    !> Keras' reset_states(): the states of stateful recurrent layers back to zero.
+    subroutine model_reset_states(self, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(out), optional :: status
+        call finish(c_reset_states(self%handle), status, "model%reset_states")
     end subroutine
 
     !> optimizer and loss as nnlite.h lists them; metrics comma-separated (optional).

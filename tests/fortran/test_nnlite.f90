@@ -30,8 +30,8 @@ program test_nnlite
         stop "not reached: fit before compile did not stop"
     end if
 
-    call check(nnl_library_version() == "0.2.0", "library version")
-    call check(index(nnl_build_info(), "nnlite 0.2.0;") == 1, "build info: " // nnl_build_info())
+    call check(nnl_library_version() == "0.3.0", "library version")
+    call check(index(nnl_build_info(), "nnlite 0.3.0;") == 1, "build info: " // nnl_build_info())
     call check(.not. nnl_has_feature("mpi"), "no MPI in this version")
     call check(nnl_has_feature("threads") .eqv. (index(nnl_build_info(), "threads: yes") > 0), "threads as build info says")
     call check(.not. nnl_has_feature("no such feature"), "unknown feature: .false.")
@@ -137,6 +137,9 @@ program test_nnlite
     ! weights with BatchNormalization: every tensor, trainable flags, Keras' counts (issue 11)
     call weight_list_with_batch_normalization()
 
+    ! a stateful LSTM: states carry from call to call until model%reset_states (issue 12)
+    call stateful_lstm()
+
     ! files (nnl_save_model & co)
     call get_environment_variable("TMPDIR", dir)
     if (len_trim(dir) == 0) dir = "/tmp"
@@ -214,6 +217,25 @@ contains
             end function
         end interface
         call check(c_get_weight(model%handle, 0_c_int, c_loc(w), int(size(w), c_int64_t)) == NNL_OK, "get_weight")
+    end subroutine
+
+    subroutine stateful_lstm()
+        type(nnl_model) :: s
+        real(c_float) :: xs(2, 4, 3), first(3, 3), again(3, 3), reset(3, 3)
+        integer :: k
+        xs = reshape([(0.05 * mod(k, 9) - 0.2, k = 1, 24)], [2, 4, 3])
+        call s%create(seed=3)
+        call s%add("LSTM(3, stateful=True, input_shape=(4, 2))")
+        call check(s%param_count() == 4 * (2 * 3 + 3 * 3 + 3), "LSTM parameter count")
+        call s%predict(xs, first, batch_size=3)
+        call s%predict(xs, again, batch_size=3)
+        call check(any(again /= first), "stateful: the second call goes on from the first's states")
+        call s%reset_states()
+        call s%predict(xs, reset, batch_size=3)
+        call check(all(reset == first), "model%reset_states: back to the first call's start")
+        call s%predict(xs, again, batch_size=2, status=st)
+        call check(st == NNL_ERR_SHAPE, "stateful: a partial final batch is refused")
+        call s%free()
     end subroutine
 
     subroutine weight_list_with_batch_normalization()

@@ -131,6 +131,34 @@ class Training(unittest.TestCase):
         ref /= ref.sum(1, keepdims=True)
         np.testing.assert_allclose(m.predict(x), ref, rtol=1e-5, atol=1e-6)
 
+    def test_lstm_matches_numpy_with_keras_weights_and_reset_states(self):
+        # Keras' LSTM from get_weights() (kernel, recurrent_kernel, bias; gates i, f, c, o)
+        rng = np.random.default_rng(5)
+        x = rng.uniform(-1, 1, size=(4, 6, 3)).astype(np.float32)
+        m = nnlite.Sequential([layers.LSTM(5, return_sequences=True, input_shape=(6, 3))], seed=2)
+        k, r, b = m.get_weights()
+        self.assertEqual((k.shape, r.shape, b.shape), ((3, 20), (5, 20), (20,)))
+        np.testing.assert_array_equal(b[5:10], 1)  # unit_forget_bias
+        sig = lambda v: 1 / (1 + np.exp(-v))
+        h = np.zeros((4, 5))
+        c = np.zeros((4, 5))
+        ref = []
+        for t in range(6):
+            z = x[:, t] @ k + h @ r + b
+            i, f, g, o = sig(z[:, :5]), sig(z[:, 5:10]), np.tanh(z[:, 10:15]), sig(z[:, 15:])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            ref.append(h)
+        np.testing.assert_allclose(m.predict(x), np.stack(ref, 1), rtol=1e-5, atol=1e-6)
+        # stateful: the second call goes on from the first; reset_states() starts over
+        s = nnlite.Sequential([layers.LSTM(5, stateful=True, input_shape=(6, 3))], seed=2)
+        first = s.predict(x, batch_size=4)
+        self.assertFalse(np.array_equal(s.predict(x, batch_size=4), first))
+        s.reset_states()
+        np.testing.assert_array_equal(s.predict(x, batch_size=4), first)
+        with self.assertRaises(nnlite.ShapeError):
+            s.predict(x[:3], batch_size=4)
+
     def test_array_conversions(self):
         x, y = quadrants(50, 4)
         m = quadrant_model()

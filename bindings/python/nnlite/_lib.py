@@ -16,7 +16,7 @@ import os
 
 # The nnlite.h this package mirrors (MAJOR, MINOR, PATCH). Tests check it
 # against the header; nnl_init() checks it against the library at load time.
-HEADER_VERSION = (0, 2, 0)
+HEADER_VERSION = (0, 3, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 10000 + HEADER_VERSION[1] * 100 + HEADER_VERSION[2]
 SONAME = "libnnlite.so.%d" % HEADER_VERSION[0]
 
@@ -51,6 +51,7 @@ class FitOptions(ctypes.Structure):
         ("callback", CALLBACK),
         ("callback_user", c_void_p),
         ("log", c_void_p),
+        ("reset_states", c_int),
         ("x_val_dtype", c_int),
     ]
 
@@ -106,6 +107,7 @@ def _declare(lib):
     f("nnl_model_free", None, c_void_p)
     f("nnl_add", c_int, c_void_p, c_char_p)
     f("nnl_model_set_seed", c_int, c_void_p, c_uint64)
+    f("nnl_reset_states", c_int, c_void_p)
     f("nnl_layer_count", c_int, c_void_p)
     f("nnl_param_count", c_int64, c_void_p)
     f("nnl_output_shape", c_int, c_void_p, P_int64)

@@ -79,6 +79,7 @@ PYTHON_NAMES = {
     "nnl_init": "nnlite.check_version()",
     "nnl_set_threads": "nnlite.set_threads()",
     "nnl_model_set_seed": "Sequential(seed=...)",
+    "nnl_reset_states": "model.reset_states()",
     "nnl_add": "model.add()",
     "nnl_add_input": "model.add()",
     "nnl_add_dense": "model.add()",

@@ -186,6 +186,11 @@ class Sequential:
         """TF32 tensor cores for the GPU's matrix products (nnl_set_tf32)."""
         _raise_for(_L.nnl_set_tf32(self.handle, 1 if on else 0))
 
+    def reset_states(self):
+        """Keras' reset_states(): the states stateful recurrent layers carry
+        from batch to batch go back to zero (the batch size stays)."""
+        _raise_for(_L.nnl_reset_states(self.handle))
+
     # ---- properties ----
     def count_params(self):
         """All weights, trainable or not: Keras' count_params() ("Total params")."""
@@ -296,9 +301,11 @@ class Sequential:
 
     # ---- training ----
     def fit(self, x, y, batch_size=32, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
-            validation_data=None, shuffle=True, initial_epoch=0, seed=None):
+            validation_data=None, shuffle=True, initial_epoch=0, seed=None, reset_states=False):
         """Keras' fit. Returns a History. verbose: 0 silent, 1 progress line,
-        2 one line per epoch (printed by nnlite on the process' stdout)."""
+        2 one line per epoch (printed by nnlite on the process' stdout).
+        reset_states=True resets stateful layers at each epoch's start (Keras
+        itself never does; its users add a callback that does)."""
         xa, xp, xr, xs, xd = _x(x)
         ya, yp, yd, yr, ys = _y(y)
         # room for a newer library's longer struct; struct_size then says
@@ -314,6 +321,7 @@ class Sequential:
         o.verbose = int(verbose)
         o.seed = int(seed) if seed else 0
         o.initial_epoch = int(initial_epoch)
+        o.reset_states = 1 if reset_states else 0
         keep = [xa, ya, raw]
         if validation_data is not None:
             xv, yv = validation_data[0], validation_data[1]
