@@ -83,7 +83,7 @@ static void train_and_test(nnl_model *m, const char *name, const ex_args *a, con
 }
 
 int main(int argc, char **argv) {
-    ex_args a = ex_parse_args(argc, argv, (ex_spec){5, 128, "fashion-mnist or mnist path", "the picture"});
+    ex_args a = ex_parse_args(argc, argv, (ex_spec){5, 128, "fashion-mnist or mnist path", "the pictures"});
     const char *path = ex_find_data(a.data, 1);
     nnl_array *x_train, *x_test, *y_test;
     int64_t flat[2], img[4], flat_t[2], img_t[4], ntest, i;

@@ -72,7 +72,14 @@ int main(int argc, char **argv) {
         rest[nrest++] = argv[i];
     }
     rest[nrest] = NULL;
-    ex_args a = ex_parse_args(nrest, rest, (ex_spec){10, 64, NULL, "the picture"});
+    const ex_spec spec = {10, 64, NULL, "the pictures"};
+    for (i = 1; i < nrest; i++)
+        if (!strcmp(rest[i], "-h") || !strcmp(rest[i], "--help")) {
+            ex_usage(stdout, argv[0], &spec);
+            printf("  --model M  lstm (default): LSTM(32) - Dense(3); dense: Flatten - Dense(64, tanh) - Dense(3)\n");
+            return 0;
+        }
+    ex_args a = ex_parse_args(nrest, rest, spec);
     const int dense = !strcmp(model, "dense");
 
     /* the series, normalised by the training part's statistics */
