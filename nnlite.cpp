@@ -8970,6 +8970,186 @@ static std::string svg_confusion(const int64_t *cm, int n, const char *const *la
     return s + "</svg>\n";
 }
 
+/* A grid of greyscale images (rows x cols, each h x w, values in [0, 1]:
+   0 black, 1 white, as matplotlib's gray map shows MNIST), with a label
+   left of each row: originals above reconstructions, filters, samples.
+   Vector pixels, no library: each image is a black square under one path
+   per grey level (256 levels) made of horizontal runs "M x y h n v 1 h -n
+   z" in pixel units, scaled by the group's transform, so the file stays
+   small (a 28 x 28 image: a few hundred runs) and every pixel stays a sharp
+   square at any zoom. Values outside [0, 1] are clipped; NaN pixels are
+   drawn red (class 'pixels-nan') so a broken model shows. */
+static std::string svg_images(const float *img, int rows, int cols, int h, int w, const char *const *row_labels,
+                              const char *title) {
+    const double px = std::max(1.0, std::floor(84.0 / std::max(h, w))); /* a 28 x 28 image: 84 px */
+    const double iw = px * w, ih = px * h, gap = 4, fs = 12;
+    double lw = 0;
+    std::vector<std::string> label((size_t)rows);
+    for (int r = 0; r < rows; r++) {
+        label[(size_t)r] = row_labels && row_labels[r] ? row_labels[r] : "";
+        lw = std::max(lw, text_width(label[(size_t)r], fs));
+    }
+    const std::string head = title ? title : "";
+    const double left = lw > 0 ? 10 + lw + 8 : 10, top = head.empty() ? 10 : 40;
+    const double W = std::max(left + cols * (iw + gap) - gap + 10, text_width(head, 16) + 20),
+                 H = top + rows * (ih + gap) - gap + 10;
+    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
+                           "font-family='DejaVu Sans, Arial, sans-serif'>\n"
+                           "<rect width='100%%' height='100%%' fill='white'/>\n",
+                           W, H, W, H);
+    if (!head.empty())
+        s += format("<text class='title' x='%.1f' y='26' font-size='16' text-anchor='middle'>%s</text>\n",
+                    std::min(std::max(left + (cols * (iw + gap) - gap) / 2, text_width(head, 16) / 2 + 10),
+                             W - text_width(head, 16) / 2 - 10), /* over the images, moved in when wider */
+                    xml_escape(head).c_str());
+    std::vector<std::string> runs(257); /* per grey level 1..255, then NaN at 256 */
+    for (int r = 0; r < rows; r++) {
+        double y0 = top + r * (ih + gap);
+        if (!label[(size_t)r].empty())
+            s += format("<text class='label-row' x='%.1f' y='%.1f' font-size='%.0f' text-anchor='end'>%s</text>\n",
+                        left - 8, y0 + ih / 2 + fs * 0.35, fs, xml_escape(label[(size_t)r]).c_str());
+        for (int c = 0; c < cols; c++) {
+            const float *p = img + ((int64_t)r * cols + c) * (int64_t)h * w;
+            for (auto &x : runs) x.clear();
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w;) { /* a run of equal levels along the row */
+                    auto level = [&](int i) {
+                        float v = p[(int64_t)y * w + i];
+                        return std::isnan(v) ? 256 : (int)std::lround(255.0 * std::min(1.0f, std::max(0.0f, v)));
+                    };
+                    int q = level(x), e = x + 1;
+                    while (e < w && level(e) == q) e++;
+                    if (q > 0) runs[(size_t)q] += format("M%d %dh%dv1h-%dz", x, y, e - x, e - x);
+                    x = e;
+                }
+            s += format("<g class='image' transform='translate(%.1f %.1f) scale(%g)' shape-rendering='crispEdges'>"
+                        "<rect class='image-bg' width='%d' height='%d' fill='black'/>",
+                        left + c * (iw + gap), y0, px, w, h);
+            for (int q = 1; q <= 256; q++)
+                if (!runs[(size_t)q].empty())
+                    s += q == 256 ? format("<path class='pixels-nan' fill='#d62728' d='%s'/>", runs[256].c_str())
+                                  : format("<path class='pixels' fill='rgb(%d,%d,%d)' d='%s'/>", q, q, q,
+                                           runs[(size_t)q].c_str());
+            s += "</g>\n";
+        }
+    }
+    return s + "</svg>\n";
+}
+
+/* Line plots sharing one x axis: `panels` panels stacked vertically (a
+   forecast's x, y and z against time), each with `series` lines (truth,
+   forecast, baseline) in matplotlib's first colours, dashed from the third
+   on so they stay apart in grey print. The legend is one row above the
+   panels, outside them, so it covers no line; ticks at round values; a NaN
+   breaks a line. */
+static const char *const kLineColour[6] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"};
+
+static std::string svg_lines(const float *xs, const float *y, int panels, int series, int points,
+                             const char *const *names, const char *const *ylabels, const char *xlabel,
+                             const char *title) {
+    auto X = [&](int i) { return xs ? (double)xs[i] : (double)i; };
+    double xlo = INFINITY, xhi = -INFINITY;
+    for (int i = 0; i < points; i++)
+        if (std::isfinite(X(i))) xlo = std::min(xlo, X(i)), xhi = std::max(xhi, X(i));
+    if (!(xlo < xhi)) xlo = std::isfinite(xlo) ? xlo - 1 : 0, xhi = std::isfinite(xhi) ? xhi + 1 : 1;
+    int xdec = 0;
+    std::vector<double> xt = nice_ticks(xlo, xhi, 8, false, &xdec);
+    /* per panel: the y range with 5 % each side, its ticks, their widest label */
+    std::vector<double> lo((size_t)panels, INFINITY), hi((size_t)panels, -INFINITY);
+    std::vector<std::vector<double>> yt((size_t)panels);
+    std::vector<int> ydec((size_t)panels, 0);
+    double tickw = 0;
+    for (int p = 0; p < panels; p++) {
+        for (int k = 0; k < series; k++)
+            for (int i = 0; i < points; i++) {
+                double v = y[((int64_t)p * series + k) * points + i];
+                if (std::isfinite(v)) lo[(size_t)p] = std::min(lo[(size_t)p], v), hi[(size_t)p] = std::max(hi[(size_t)p], v);
+            }
+        double &a = lo[(size_t)p], &b = hi[(size_t)p];
+        if (!(a <= b)) a = 0, b = 1;
+        if (b - a < 1e-9 * std::max(1.0, std::fabs(b))) {
+            double d = std::max(0.05 * std::fabs(b), 0.05);
+            a -= d, b += d;
+        }
+        double pad = 0.05 * (b - a);
+        a -= pad, b += pad;
+        yt[(size_t)p] = nice_ticks(a, b, 6, false, &ydec[(size_t)p]);
+        for (double v : yt[(size_t)p]) tickw = std::max(tickw, text_width(format("%.*f", ydec[(size_t)p], v), 11));
+    }
+    const bool have_ylabels = ylabels != nullptr;
+    const double W = 760, ph = 170, pgap = 22, fs = 12;
+    const std::string head = title ? title : "";
+    double legend_w = 0;
+    for (int k = 0; k < series && names; k++) legend_w += 30 + text_width(names[k] ? names[k] : "", fs) + 18;
+    const double top = (head.empty() ? 12 : 38) + (names ? 24 : 0);
+    const double L = 12 + (have_ylabels ? 22 : 0) + tickw + 8, R = W - 18;
+    const double H = top + panels * ph + (panels - 1) * pgap + 50;
+    auto PX = [&](double v) { return L + (R - L) * (v - xlo) / (xhi - xlo); };
+    std::string s = format("<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' viewBox='0 0 %.0f %.0f' "
+                           "font-family='DejaVu Sans, Arial, sans-serif'>\n"
+                           "<rect width='100%%' height='100%%' fill='white'/>\n",
+                           W, H, W, H);
+    if (!head.empty())
+        s += format("<text class='title' x='%.1f' y='26' font-size='16' text-anchor='middle'>%s</text>\n", (L + R) / 2,
+                    xml_escape(head).c_str());
+    if (names) { /* one row, centred over the panels */
+        double lx = (L + R) / 2 - legend_w / 2, ly = top - 14;
+        s += format("<g class='legend'><rect class='legend-box' x='%.1f' y='%.1f' width='%.1f' height='18' "
+                    "fill='none'/>\n", lx, ly - 9, legend_w);
+        for (int k = 0; k < series; k++) {
+            std::string nm = names[k] ? names[k] : "";
+            s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='2'%s/>"
+                        "<text x='%.1f' y='%.1f' font-size='%.0f'>%s</text>\n",
+                        lx, ly, lx + 24, ly, kLineColour[k % 6], k >= 2 ? " stroke-dasharray='5 3'" : "", lx + 30,
+                        ly + 4, fs, xml_escape(nm).c_str());
+            lx += 30 + text_width(nm, fs) + 18;
+        }
+        s += "</g>\n";
+    }
+    for (int p = 0; p < panels; p++) {
+        const double T = top + p * (ph + pgap), B = T + ph, a = lo[(size_t)p], b = hi[(size_t)p];
+        auto PY = [&](double v) { return B - (B - T) * (v - a) / (b - a); };
+        s += "<g class='panel'>\n";
+        for (double v : yt[(size_t)p])
+            s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#e5e5e5'/>"
+                        "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#333'/>"
+                        "<text class='tick-y' x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.*f</text>\n",
+                        L, PY(v), R, PY(v), L - 4, PY(v), L, PY(v), L - 6, PY(v) + 4, ydec[(size_t)p], v);
+        for (double v : xt)
+            s += format("<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='#333'/>%s\n", PX(v), B, PX(v), B + 4,
+                        p == panels - 1 ? format("<text class='tick-x' x='%.1f' y='%.1f' font-size='11' "
+                                                 "text-anchor='middle'>%.*f</text>", PX(v), B + 16, xdec, v).c_str()
+                                        : "");
+        s += format("<rect class='frame' x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#333'/>\n", L,
+                    T, R - L, B - T);
+        if (have_ylabels && ylabels[p])
+            s += format("<text class='label-y' x='18' y='%.1f' font-size='12' text-anchor='middle' "
+                        "transform='rotate(-90 18 %.1f)'>%s</text>\n",
+                        (T + B) / 2, (T + B) / 2, xml_escape(ylabels[p]).c_str());
+        for (int k = 0; k < series; k++) {
+            std::string pts;
+            auto flush = [&]() {
+                if (pts.empty()) return;
+                pts.pop_back();
+                s += format("<polyline class='curve' points='%s' fill='none' stroke='%s' stroke-width='1.6'%s/>\n",
+                            pts.c_str(), kLineColour[k % 6], k >= 2 ? " stroke-dasharray='5 3'" : "");
+                pts.clear();
+            };
+            for (int i = 0; i < points; i++) {
+                double v = y[((int64_t)p * series + k) * points + i];
+                if (std::isfinite(v) && std::isfinite(X(i))) pts += format("%.1f,%.1f ", PX(X(i)), PY(v));
+                else flush();
+            }
+            flush();
+        }
+        s += "</g>\n";
+    }
+    if (xlabel && *xlabel)
+        s += format("<text class='label-x' x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>%s</text>\n",
+                    (L + R) / 2, H - 12, xml_escape(xlabel).c_str());
+    return s + "</svg>\n";
+}
+
 } // namespace nnl
 
 extern "C" {
@@ -8990,6 +9170,36 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
         for (int i = 0; i < num_classes * num_classes; i++)
             NNL_REQUIRE(cm[i] >= 0, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: negative count");
         nnl::write_file_atomic(path, nnl::svg_confusion(cm, num_classes, labels, normalize != 0, title));
+    });
+}
+
+NNL_API int nnl_plot_lines(const char *path, const float *x, const float *y, int panels, int series, int points,
+                           const char *const *series_names, const char *const *panel_labels, const char *x_label,
+                           const char *title) {
+    return nnl::guard(__func__, [&] {
+        NNL_REQUIRE(y, NNL_ERR_ARGUMENT, "nnl_plot_lines: y is NULL");
+        NNL_REQUIRE(panels >= 1 && panels <= 16 && series >= 1 && series <= 16, NNL_ERR_ARGUMENT,
+                    "nnl_plot_lines: panels and series must be in 1..16 (got %d, %d)", panels, series);
+        NNL_REQUIRE(points >= 1 && points <= 100000, NNL_ERR_ARGUMENT,
+                    "nnl_plot_lines: points must be in 1..100000 (got %d)", points);
+        nnl::write_file_atomic(path, nnl::svg_lines(x, y, panels, series, points, series_names, panel_labels, x_label,
+                                                    title));
+    });
+}
+
+NNL_API int nnl_plot_images(const char *path, const float *images, int rows, int cols, int height, int width,
+                            const char *const *row_labels, const char *title) {
+    return nnl::guard(__func__, [&] {
+        NNL_REQUIRE(images, NNL_ERR_ARGUMENT, "nnl_plot_images: images is NULL");
+        NNL_REQUIRE(rows >= 1 && cols >= 1 && (int64_t)rows * cols <= 10000, NNL_ERR_ARGUMENT,
+                    "nnl_plot_images: rows and cols must be positive, rows * cols at most 10000 (got %d x %d)", rows,
+                    cols);
+        NNL_REQUIRE(height >= 1 && width >= 1 && height <= 4096 && width <= 4096, NNL_ERR_ARGUMENT,
+                    "nnl_plot_images: height and width must be in 1..4096 (got %d x %d)", height, width);
+        NNL_REQUIRE((int64_t)rows * cols * height * width <= ((int64_t)1 << 24), NNL_ERR_ARGUMENT,
+                    "nnl_plot_images: at most 2^24 pixels in all (got %lld)",
+                    (long long)((int64_t)rows * cols * height * width));
+        nnl::write_file_atomic(path, nnl::svg_images(images, rows, cols, height, width, row_labels, title));
     });
 }
 

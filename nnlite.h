@@ -877,6 +877,30 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
                                       const char *const *labels, int normalize,
                                       const char *title);
 
+/* A grid of greyscale images, e.g. originals above reconstructions:
+   images holds rows * cols images in row-major order (image (r, c) starts at
+   images + (r * cols + c) * height * width), each height x width floats in
+   [0, 1] (0 black, 1 white; clipped; NaN drawn red). row_labels (rows
+   strings, any of them NULL or empty for none; the array itself may be NULL)
+   are written left of each row, title (may be NULL) above. Pixels are vector
+   squares (one path per grey level), sharp at any size. At most 10000
+   images, 4096 x 4096 each, 2^24 pixels in all: NNL_ERR_ARGUMENT beyond.
+   Thread-safe (reads only its arguments). Since 0.3. */
+NNL_API int nnl_plot_images(const char *path, const float *images, int rows, int cols, int height, int width,
+                            const char *const *row_labels, const char *title);
+
+/* Line plots sharing one x axis, e.g. a forecast against the truth:
+   `panels` panels stacked vertically, each with `series` lines of `points`
+   points; line k of panel p is y[(p * series + k) * points + i] at x[i]
+   (x NULL: 0, 1, 2, ...). A NaN breaks a line. series_names (series
+   strings: the legend, one row above the panels), panel_labels (panels
+   strings: each panel's y axis), x_label and title may be NULL. Panels and
+   series 1..16, points 1..100000: NNL_ERR_ARGUMENT beyond. Thread-safe
+   (reads only its arguments). Since 0.3. */
+NNL_API int nnl_plot_lines(const char *path, const float *x, const float *y, int panels, int series, int points,
+                           const char *const *series_names, const char *const *panel_labels, const char *x_label,
+                           const char *title);
+
 /* ==== GPU (CUDA) ==========================================================
    Present in every build; they do GPU work only in a library built with the
    CUDA backend (make CUDA=1, CMake -DNNLITE_CUDA=ON: nnlite.cpp compiled with

@@ -6,7 +6,8 @@
 #      files) write them into --out DIR, or by default into the program's
 #      folder, never into the folder they are started from. Run on
 #      Fashion-MNIST for 1 epoch when dataset-fashion-mnist is installed;
-#      otherwise that part is reported as NOT RUN.
+#      otherwise that part is reported as NOT RUN. lstm_forecast --model
+#      dense (no data needed, under a second) always: its picture in --out.
 set -euo pipefail
 said=
 build=$(realpath -m "${1:-build}")
@@ -35,6 +36,15 @@ for src in examples/*.c examples/fortran/*.f90; do
     n=$((n + 1))
 done
 echo "examples: $n programs name an unknown option, e.g. $said"
+
+# lstm_forecast needs no data (it integrates Lorenz-63): its picture goes to --out DIR
+mkdir -p "$tmp/cwd0"
+(cd "$tmp/cwd0" && "$build/lstm_forecast" --model dense --epochs 1 --out "$tmp/fc") >"$tmp/log" 2>&1 ||
+    { cat "$tmp/log"; fail "lstm_forecast --model dense --out"; }
+[ -s "$tmp/fc/lstm_forecast.svg" ] || fail "lstm_forecast.svg not written"
+grep -q "persistence" "$tmp/log" || fail "lstm_forecast prints no persistence baseline"
+[ -z "$(ls -A "$tmp/cwd0")" ] || fail "lstm_forecast wrote into the current folder: $(ls -A "$tmp/cwd0")"
+echo "examples: lstm_forecast --model dense writes its picture into --out DIR"
 
 data=/usr/share/datasets/fashion-mnist
 if [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ubyte" ]; then

@@ -264,6 +264,95 @@ TEST_CASE("from_json reads tf.keras 2.x and Keras 3 JSON") {
     nnl_model_free(m2);
 }
 
+/* The convolutional autoencoder of examples/autoencoder.c (Keras blog
+   "Building Autoencoders in Keras", with two poolings): UpSampling2D with
+   size as a list, in tf.keras 2.x's and Keras 3's layer layouts (the
+   wrapping of configs as those versions write them; keys as in their
+   get_config). Keras' summary: 3,217 parameters, output (28, 28, 1). */
+static std::string conv_ae_json(bool keras3) {
+    auto wrap = [&](const char *cls, const std::string &cfg) {
+        std::string dt = keras3 ? "{\"module\": \"keras\", \"class_name\": \"DTypePolicy\", \"config\": {\"name\": "
+                                  "\"float32\"}, \"registered_name\": null}"
+                                : "\"float32\"";
+        std::string c = std::string("{") + (keras3 ? "\"module\": \"keras.layers\", " : "") + "\"class_name\": \"" +
+                        cls + "\", \"config\": {" + cfg;
+        if (std::string(cls) != "InputLayer") c.insert(c.find("\"config\": {") + 11, "\"trainable\": true, \"dtype\": " + dt + ", ");
+        return c + "}" + (keras3 ? ", \"registered_name\": null" : "") + "}";
+    };
+    auto init = [&](const char *cls) {
+        return std::string("{") + (keras3 ? "\"module\": \"keras.initializers\", " : "") + "\"class_name\": \"" + cls +
+               "\", \"config\": {" + (std::string(cls) == "GlorotUniform" ? "\"seed\": null" : "") + "}" +
+               (keras3 ? ", \"registered_name\": null" : "") + "}";
+    };
+    int n = 0;
+    auto conv = [&](int f, const char *act) {
+        std::string name = "conv2d" + (n ? "_" + std::to_string(n) : std::string());
+        n++;
+        return wrap("Conv2D", "\"name\": \"" + name + "\", \"filters\": " + std::to_string(f) +
+                                  ", \"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": \"same\", "
+                                  "\"data_format\": \"channels_last\", \"dilation_rate\": [1, 1], \"groups\": 1, "
+                                  "\"activation\": \"" + act + "\", \"use_bias\": true, \"kernel_initializer\": " +
+                                  init("GlorotUniform") + ", \"bias_initializer\": " + init("Zeros") +
+                                  ", \"kernel_regularizer\": null, \"bias_regularizer\": null, "
+                                  "\"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": null");
+    };
+    auto pool = [&](int k) {
+        return wrap("MaxPooling2D", "\"name\": \"max_pooling2d" + std::string(k ? "_1" : "") +
+                                        "\", \"pool_size\": [2, 2], \"padding\": \"valid\", \"strides\": [2, 2], "
+                                        "\"data_format\": \"channels_last\"");
+    };
+    auto up = [&](int k) {
+        return wrap("UpSampling2D", "\"name\": \"up_sampling2d" + std::string(k ? "_1" : "") +
+                                        "\", \"size\": [2, 2], \"data_format\": \"channels_last\", "
+                                        "\"interpolation\": \"nearest\"");
+    };
+    std::string in = keras3 ? wrap("InputLayer", "\"batch_shape\": [null, 28, 28, 1], \"dtype\": \"float32\", "
+                                                 "\"sparse\": false, \"name\": \"input_layer\"")
+                            : wrap("InputLayer", "\"batch_input_shape\": [null, 28, 28, 1], \"dtype\": \"float32\", "
+                                                 "\"sparse\": false, \"ragged\": false, \"name\": \"input_1\"");
+    std::vector<std::string> L = {in,      conv(16, "relu"), pool(0), conv(8, "relu"),   pool(1), conv(8, "relu"),
+                                  up(0),   conv(16, "relu"), up(1),   conv(1, "sigmoid")};
+    std::string j = std::string("{") + (keras3 ? "\"module\": \"keras\", " : "") +
+                    "\"class_name\": \"Sequential\", \"config\": {\"name\": \"sequential\", \"layers\": [";
+    for (size_t i = 0; i < L.size(); i++) j += (i ? ",\n" : "\n") + L[i];
+    return j + "]}" + (keras3 ? ", \"registered_name\": null}" : ", \"keras_version\": \"2.12.0\", \"backend\": \"tensorflow\"}");
+}
+
+TEST_CASE("UpSampling2D in Keras JSON (tf.keras 2.x and Keras 3): the convolutional autoencoder loads and round-trips") {
+    for (bool k3 : {false, true}) {
+        const std::string layout = k3 ? "Keras 3" : "tf.keras 2.x";
+        INFO(layout);
+        std::string src = conv_ae_json(k3);
+        nnl_model *m = nullptr;
+        REQUIRE_MESSAGE(nnl_model_from_json(src.c_str(), &m) == NNL_OK, err() << "\n" << src);
+        CHECK(nnl_layer_count(m) == 9);
+        CHECK(nnl_param_count(m) == 3217);
+        int64_t s[NNL_MAX_RANK];
+        REQUIRE(nnl_output_shape(m, s) == 3);
+        CHECK((s[0] == 28 && s[1] == 28 && s[2] == 1));
+        std::string j = to_json(m);
+        CHECK(j.find("\"class_name\": \"UpSampling2D\"") != std::string::npos);
+        CHECK(j.find("\"size\": [2, 2], \"data_format\": \"channels_last\", \"interpolation\": \"nearest\"") !=
+              std::string::npos);
+        CHECK(j.find("\"name\": \"up_sampling2d_1\"") != std::string::npos);
+        nnl_model *m2 = nullptr;
+        REQUIRE(nnl_model_from_json(j.c_str(), &m2) == NNL_OK);
+        CHECK(to_json(m2) == j);
+        nnl_model_free(m);
+        nnl_model_free(m2);
+    }
+    /* 'bilinear' is Keras' other interpolation: refused by name, not silently read as nearest */
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_add(m, "Input(shape=(4, 4, 1))") == NNL_OK);
+    CHECK(nnl_add(m, "UpSampling2D(2, interpolation='bilinear')") == NNL_ERR_UNSUPPORTED);
+    CHECK(std::string(err()).find("bilinear") != std::string::npos);
+    REQUIRE(nnl_add(m, "UpSampling2D(2)") == NNL_OK); /* an int size means (2, 2) */
+    int64_t s[NNL_MAX_RANK];
+    REQUIRE(nnl_output_shape(m, s) == 3);
+    CHECK((s[0] == 8 && s[1] == 8 && s[2] == 1));
+    nnl_model_free(m);
+}
+
 TEST_CASE("from_json names what it cannot read") {
     std::string base = KERAS2_KCNN;
     struct Bad {

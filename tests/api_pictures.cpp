@@ -113,3 +113,27 @@ TEST_CASE("pictures: confusion matrices, 10 classes with long names and 2 classe
         CHECK(svgcheck::confusion_problems(slurp_and_remove(path), 2, {}) == "");
     }
 }
+
+TEST_CASE("pictures: nnl_plot_images writes an image grid; bad sizes are refused and nothing is written") {
+    TmpDir d;
+    const int rows = 2, cols = 5, h = 28, w = 28;
+    std::vector<float> img((size_t)rows * cols * h * w);
+    std::vector<int> want(img.size());
+    for (size_t i = 0; i < img.size(); i++) { /* a disc per image, brighter to the right */
+        int k = (int)(i / (h * w)), y = (int)(i % (h * w)) / w, x = (int)(i % w);
+        float v = (x - 14) * (x - 14) + (y - 14) * (y - 14) < 100 ? 0.2f + 0.15f * (k % cols) : 0.f;
+        img[i] = v;
+        want[i] = (int)(255.0 * v + 0.5);
+    }
+    const char *labels[rows] = {"original", "reconstruction"};
+    std::string path = d.file("grid.svg");
+    REQUIRE(nnl_plot_images(path.c_str(), img.data(), rows, cols, h, w, labels, "Fashion-MNIST") == NNL_OK);
+    std::string svg = slurp_and_remove(path);
+    CHECK(svgcheck::images_problems(svg, rows, cols, h, w, want, {"original", "reconstruction"}) == "");
+    CHECK(svg.find(">Fashion-MNIST</text>") != std::string::npos);
+    CHECK(nnl_plot_images(path.c_str(), img.data(), 0, cols, h, w, nullptr, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_plot_images(path.c_str(), img.data(), rows, cols, h, 5000, nullptr, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_plot_images(path.c_str(), nullptr, rows, cols, h, w, nullptr, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(std::string(nnl_last_error()).find("nnl_plot_images") == 0);
+    CHECK(access(path.c_str(), F_OK) != 0);
+}

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -405,6 +406,142 @@ inline std::string confusion_problems(const std::string &svg, int n, const std::
     if (gap_left < 0 || gap_left > 16) return "gap of " + std::to_string(gap_left) + " px between 'True label' and the row labels";
     if (gap_below < 0 || gap_below > 24)
         return "gap of " + std::to_string(gap_below) + " px between the column labels and 'Predicted label'";
+    return "";
+}
+
+/* An image grid (nnl_plot_images) of rows x cols images of h x w pixels:
+   well-formed; rows * cols image groups, each a black h x w square under its
+   pixel paths, placed in a grid inside the picture without overlapping;
+   every pixel drawn back from the paths (runs "M x y h n v 1 h -n z", each
+   pixel covered once) equals want (levels 0..255, 256 for NaN, row-major,
+   image after image); each non-empty row label inside the picture, left of
+   its row and vertically within it. */
+inline std::string images_problems(const std::string &svg, int rows, int cols, int h, int w,
+                                   const std::vector<int> &want, const std::vector<std::string> &labels) {
+    std::vector<Element> el;
+    std::string err;
+    if (!parse(svg, el, &err)) return "not well-formed: " + err;
+    if (el.empty() || el[0].name != "svg") return "no svg root";
+    const double W = el[0].num("width"), H = el[0].num("height");
+    std::vector<int> groups;
+    for (size_t i = 0; i < el.size(); i++)
+        if (el[i].has_class("image")) groups.push_back((int)i);
+    if ((int)groups.size() != rows * cols) return "image groups: " + std::to_string(groups.size());
+    std::vector<double> gx, gy, gs;
+    for (size_t k = 0; k < groups.size(); k++) {
+        const Element &g = el[(size_t)groups[k]];
+        double tx, ty, sc;
+        auto it = g.attr.find("transform");
+        if (it == g.attr.end() || sscanf(it->second.c_str(), "translate(%lf %lf) scale(%lf)", &tx, &ty, &sc) != 3)
+            return "image group without translate(x y) scale(s)";
+        if (tx < 0 || ty < 0 || tx + sc * w > W || ty + sc * h > H) return "an image leaves the picture";
+        gx.push_back(tx), gy.push_back(ty), gs.push_back(sc);
+        int r = (int)k / cols, c = (int)k % cols;
+        if (c > 0 && (gy[k] != gy[k - 1] || gx[k] < gx[k - 1] + sc * w)) return "images of a row overlap or misalign";
+        if (r > 0 && (gx[k] != gx[k - (size_t)cols] || gy[k] < gy[k - (size_t)cols] + sc * h))
+            return "image rows overlap or misalign";
+        std::vector<int> got((size_t)h * w, -1);
+        bool bg = false;
+        for (size_t i = 0; i < el.size(); i++) {
+            if (el[i].parent != groups[k]) continue;
+            const Element &e = el[i];
+            if (e.has_class("image-bg")) {
+                bg = e.num("width") == w && e.num("height") == h && e.attr.at("fill") == "black";
+                std::fill(got.begin(), got.end(), 0);
+                continue;
+            }
+            int q;
+            if (e.has_class("pixels-nan")) q = 256;
+            else if (!e.has_class("pixels") || sscanf(e.attr.at("fill").c_str(), "rgb(%d,", &q) != 1) continue;
+            const char *d = e.attr.at("d").c_str();
+            int x, y, n, n2, used;
+            while (*d) {
+                if (sscanf(d, "M%d %dh%dv1h-%dz%n", &x, &y, &n, &n2, &used) != 4 || n != n2 || n < 1)
+                    return std::string("a pixel path that is not runs: ") + d;
+                if (y < 0 || y >= h || x < 0 || x + n > w) return "a run outside its image";
+                for (int j = x; j < x + n; j++) {
+                    if (got[(size_t)(y * w + j)] != 0) return "a pixel drawn twice or before the background";
+                    got[(size_t)(y * w + j)] = q;
+                }
+                d += used;
+            }
+        }
+        if (!bg) return "an image without its black h x w background";
+        for (size_t i = 0; i < got.size(); i++)
+            if (got[i] != want[k * (size_t)h * w + i])
+                return "image " + std::to_string(k) + " pixel " + std::to_string(i) + ": " + std::to_string(got[i]) +
+                       " drawn, " + std::to_string(want[k * (size_t)h * w + i]) + " wanted";
+    }
+    size_t li = 0;
+    for (auto &e : el) {
+        if (!e.has_class("label-row")) continue;
+        while (li < labels.size() && labels[li].empty()) li++;
+        if (li >= labels.size()) return "more row labels than given";
+        if (e.text != labels[li]) return "row label '" + e.text + "' is not '" + labels[li] + "'";
+        double x = e.num("x"), y = e.num("y"), fs = e.num("font-size");
+        if (x - text_width(e.text, fs) < 0) return "row label '" + e.text + "' leaves the picture";
+        double top = gy[li * (size_t)cols], bottom = top + gs[0] * h;
+        if (x > gx[li * (size_t)cols] || y - 0.75 * fs < top || y > bottom)
+            return "row label '" + e.text + "' is not beside its row";
+        li++;
+    }
+    for (; li < labels.size(); li++)
+        if (!labels[li].empty()) return "row label '" + labels[li] + "' missing";
+    return "";
+}
+
+/* Line plots (nnl_plot_lines) of `panels` panels: well-formed; one frame
+   per panel, not overlapping; round y ticks per panel and round x ticks
+   under the last; `curves` polylines in all, every point inside its
+   panel's frame; the legend (when there is one) above the first frame,
+   inside the picture, so it covers no line. */
+inline std::string lines_problems(const std::string &svg, int panels, int curves, bool legend) {
+    std::vector<Element> el;
+    std::string err;
+    if (!parse(svg, el, &err)) return "not well-formed: " + err;
+    if (el.empty() || el[0].name != "svg") return "no svg root";
+    const double W = el[0].num("width"), H = el[0].num("height");
+    std::vector<int> pan;
+    for (size_t i = 0; i < el.size(); i++)
+        if (el[i].has_class("panel")) pan.push_back((int)i);
+    if ((int)pan.size() != panels) return "panels: " + std::to_string(pan.size());
+    int ncurves = 0;
+    double prev_bottom = -1;
+    for (size_t p = 0; p < pan.size(); p++) {
+        const Element *frame = nullptr;
+        std::vector<double> yt, xt;
+        for (size_t i = 0; i < el.size(); i++) {
+            if (el[i].parent != pan[p]) continue;
+            if (el[i].has_class("frame")) frame = &el[i];
+            if (el[i].has_class("tick-y")) yt.push_back(std::strtod(el[i].text.c_str(), nullptr));
+            if (el[i].has_class("tick-x")) xt.push_back(std::strtod(el[i].text.c_str(), nullptr));
+        }
+        if (!frame) return "a panel without its frame";
+        Box f = box_of(*frame);
+        if (f.x0 < 0 || f.y0 < 0 || f.x1 > W || f.y1 > H) return "a frame leaves the picture";
+        if (f.y0 <= prev_bottom) return "panels overlap";
+        prev_bottom = f.y1;
+        if (!round_ticks(yt, &err)) return "panel " + std::to_string(p) + " y ticks: " + err;
+        if (p + 1 == pan.size() && !round_ticks(xt, &err)) return "x ticks: " + err;
+        if (p + 1 < pan.size() && !xt.empty()) return "x tick labels on an upper panel";
+        for (size_t i = 0; i < el.size(); i++) {
+            if (el[i].parent != pan[p] || !el[i].has_class("curve")) continue;
+            ncurves++;
+            for (auto &pt : points_of(el[i]))
+                if (pt.first < f.x0 - 0.05 || pt.first > f.x1 + 0.05 || pt.second < f.y0 - 0.05 || pt.second > f.y1 + 0.05)
+                    return "a point outside its panel";
+        }
+    }
+    if (ncurves != curves) return "curves: " + std::to_string(ncurves) + ", expected " + std::to_string(curves);
+    const Element *lb = nullptr;
+    for (auto &e : el)
+        if (e.has_class("legend-box")) lb = &e;
+    if (legend != (lb != nullptr)) return legend ? "no legend" : "a legend nobody asked for";
+    if (lb) {
+        Box b = box_of(*lb), f0 = box_of(*std::find_if(el.begin(), el.end(), [](const Element &e) { return e.has_class("frame"); }));
+        if (b.x0 < 0 || b.x1 > W || b.y0 < 0) return "the legend leaves the picture";
+        if (b.y1 > f0.y0) return "the legend reaches into the first panel";
+    }
     return "";
 }
 

@@ -284,6 +284,65 @@ TEST_CASE("conv, pooling, batch norm, padding and upsampling match PyTorch, both
     CHECK(system(rm.c_str()) == 0);
 }
 
+/* The committed fixture tests/reference/upsampling_reference.npz (written by
+   upsampling_reference.py with PyTorch's nn.Upsample(mode='nearest')): found
+   beside this file, or from the test binary's folder (build/ beside tests/). */
+static std::string upsampling_fixture() {
+    std::string here = __FILE__, tried;
+    std::vector<std::string> c = {here.substr(0, here.find_last_of('/') + 1) + "reference/upsampling_reference.npz"};
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        std::string d(exe, (size_t)n);
+        c.push_back(d.substr(0, d.find_last_of('/')) + "/../tests/reference/upsampling_reference.npz");
+    }
+    for (auto &p : c) {
+        if (access(p.c_str(), R_OK) == 0) return p;
+        tried += " " + p;
+    }
+    FAIL("the committed fixture upsampling_reference.npz is missing; looked at" << tried);
+    return "";
+}
+
+TEST_CASE("UpSampling2D matches PyTorch nn.Upsample(mode='nearest'): committed fixture, both data formats") {
+    std::string f = upsampling_fixture();
+    nnl_array *na = nullptr;
+    REQUIRE(nnl_load_npz(f.c_str(), "cases", NNL_INT64, &na) == NNL_OK);
+    int64_t ncases = *(const int64_t *)nnl_array_data(na);
+    nnl_array_free(na);
+    CHECK(ncases == 4);
+    for (int64_t k = 0; k < ncases; k++) {
+        std::string key = "c" + std::to_string(k) + "_";
+        nnl_array *sa = nullptr, *xa = nullptr;
+        REQUIRE(nnl_load_npz(f.c_str(), (key + "spec").c_str(), NNL_INT64, &sa) == NNL_OK);
+        const int64_t *sp = (const int64_t *)nnl_array_data(sa);
+        std::string spec(sp, sp + nnl_array_size(sa));
+        nnl_array_free(sa);
+        INFO("case " << k << ": " << spec);
+        REQUIRE(nnl_load_npz(f.c_str(), (key + "x").c_str(), NNL_FLOAT32, &xa) == NNL_OK);
+        int B = (int)nnl_array_dim(xa, 0);
+        nnl::Shape in = nnl::Shape::of(nnl_array_rank(xa) - 1, nnl_array_shape(xa) + 1);
+        std::vector<float> x((float *)nnl_array_data(xa), (float *)nnl_array_data(xa) + nnl_array_size(xa));
+        nnl_array_free(xa);
+        nnl_model m;
+        m.add(("Input(shape=" + in.str(false) + ")").c_str());
+        m.add(spec.c_str());
+        nnl::Layer &L = *m.layers[0];
+        CHECK(L.weights.empty());
+        m.ensure_batch(B);
+        nnl::Ctx c;
+        c.training = true;
+        std::vector<float> y((size_t)(B * L.out.size())), dx(x.size(), 7.f); /* 7: backward must overwrite */
+        L.forward(x.data(), y.data(), B, c);
+        auto want = npz_array(f, (key + "y").c_str());
+        REQUIRE(y.size() == want.size());
+        CHECK(y == want); /* nearest copies values: exactly equal */
+        auto dy = npz_array(f, (key + "dy").c_str());
+        L.backward(x.data(), y.data(), dy.data(), dx.data(), B, c);
+        compare(dx, npz_array(f, (key + "dx").c_str()), "dx"); /* sums of sh*sw gradients */
+    }
+}
+
 TEST_CASE("activation arena: scratch shared by all layers, gradients in two alternating buffers") {
     nnl_model m;
     for (auto *l : {"Conv2D(20, 5, padding='same', activation='relu', data_format='channels_first', input_shape=(1, 28, 28))",

@@ -173,3 +173,76 @@ TEST_CASE("pictures: the structural checks catch what they are for") {
     REQUIRE(svgcheck::confusion_problems(c, 2, {}) == "");
     CHECK(svgcheck::confusion_problems(replaced(c, "<text x='22'", "<text x='2'"), 2, {}) != "");
 }
+
+TEST_CASE("pictures: image grids (originals above reconstructions) draw every pixel back exactly") {
+    struct Case {
+        int rows, cols, h, w;
+        std::vector<std::string> labels;
+        const char *title;
+    };
+    for (const Case &c : {Case{2, 10, 28, 28, {"original", "reconstruction"}, "dense autoencoder"},
+                          Case{3, 4, 5, 7, {"a<b & c", "", "third row, a longer label"}, nullptr},
+                          Case{1, 1, 1, 1, {}, nullptr}, Case{2, 3, 60, 40, {"x", "y"}, "t"}}) {
+        CAPTURE(c.rows);
+        CAPTURE(c.h);
+        size_t n = (size_t)c.rows * c.cols * c.h * c.w;
+        std::vector<float> img(n);
+        std::vector<int> want(n);
+        for (size_t i = 0; i < n; i++) { /* every level, runs, values out of range and NaN */
+            float v = (float)((i * 37 % 300) / 255.0) - 0.05f;
+            if (i % 11 < 4) v = 0.5f; /* runs of one level */
+            if (i % 97 == 5) v = NAN;
+            img[i] = v;
+            want[i] = std::isnan(v) ? 256 : (int)std::lround(255.0 * std::min(1.0f, std::max(0.0f, v)));
+        }
+        std::vector<const char *> lp;
+        for (auto &l : c.labels) lp.push_back(l.c_str());
+        std::string svg = nnl::svg_images(img.data(), c.rows, c.cols, c.h, c.w, lp.empty() ? nullptr : lp.data(),
+                                          c.title);
+        CHECK(svgcheck::images_problems(svg, c.rows, c.cols, c.h, c.w, want, c.labels) == "");
+        if (c.h == 28) CHECK(svg.size() < 400000); /* 20 MNIST-sized images stay a small file */
+    }
+    /* the check sees a wrong pixel, a missing image and a label off the picture */
+    std::vector<float> img(2 * 3 * 4 * 4, 0.25f);
+    std::vector<int> want(img.size(), 64);
+    const char *lab[2] = {"originals", "reconstructions"};
+    std::string good = nnl::svg_images(img.data(), 2, 3, 4, 4, lab, nullptr);
+    REQUIRE(svgcheck::images_problems(good, 2, 3, 4, 4, want, {"originals", "reconstructions"}) == "");
+    want[5] = 65;
+    CHECK(svgcheck::images_problems(good, 2, 3, 4, 4, want, {"originals", "reconstructions"}) != "");
+    want[5] = 64;
+    CHECK(svgcheck::images_problems(good, 2, 4, 4, 4, want, {"originals", "reconstructions"}) != "");
+    std::string off = good;
+    size_t at = off.find("class='label-row' x='");
+    REQUIRE(at != std::string::npos);
+    off.replace(at + 21, 1, "-");
+    CHECK(svgcheck::images_problems(off, 2, 3, 4, 4, want, {"originals", "reconstructions"}) != "");
+}
+
+TEST_CASE("pictures: line plots (forecast against truth): panels, round ticks, legend above, NaN breaks a line") {
+    const int P = 3, S = 3, N = 300;
+    std::vector<float> x(N), y((size_t)P * S * N);
+    for (int i = 0; i < N; i++) x[(size_t)i] = 0.01f * (float)i;
+    for (int p = 0; p < P; p++)
+        for (int k = 0; k < S; k++)
+            for (int i = 0; i < N; i++)
+                y[((size_t)p * S + k) * N + (size_t)i] = (float)((p + 1) * 10 * std::sin(0.05 * i + k) + (k == 2 ? 3 : 0));
+    const char *names[S] = {"truth", "forecast", "persistence"}, *labels[P] = {"x", "y", "z"};
+    std::string svg = nnl::svg_lines(x.data(), y.data(), P, S, N, names, labels, "time", "Lorenz-63");
+    CHECK(svgcheck::lines_problems(svg, P, P * S, true) == "");
+    CHECK(svg.find("stroke-dasharray") != std::string::npos); /* the third series is dashed */
+    /* a NaN splits its line in two; no legend and no x values: indices */
+    y[50] = NAN;
+    svg = nnl::svg_lines(nullptr, y.data(), P, S, N, nullptr, nullptr, nullptr, nullptr);
+    CHECK(svgcheck::lines_problems(svg, P, P * S + 1, false) == "");
+    /* one panel, one constant series of one point */
+    float one = 2.5f;
+    CHECK(svgcheck::lines_problems(nnl::svg_lines(nullptr, &one, 1, 1, 1, nullptr, nullptr, nullptr, nullptr), 1, 1,
+                                   false) == "");
+    /* the check sees a point outside its panel */
+    std::string good = nnl::svg_lines(x.data(), y.data(), 1, 2, 10, names, nullptr, nullptr, nullptr);
+    REQUIRE(svgcheck::lines_problems(good, 1, 2, true) == "");
+    size_t at = good.find("points='");
+    REQUIRE(at != std::string::npos);
+    CHECK(svgcheck::lines_problems(good.insert(at + 8, "9999,9999 "), 1, 2, true) != "");
+}
