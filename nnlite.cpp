@@ -11026,21 +11026,6 @@ NNL_API void nnl_fit_options_init(nnl_fit_options *o) {
     o->x_val_dtype = NNL_FLOAT32;
 }
 
-/* The float calls run the typed ones' code under their own name: the name
-   given to the next typed call on this thread (messages name the call made). */
-namespace {
-thread_local const char *tl_plain_api = nullptr;
-const char *typed_api(const char *typed) {
-    const char *a = tl_plain_api ? tl_plain_api : typed;
-    tl_plain_api = nullptr;
-    return a;
-}
-struct PlainApi {
-    explicit PlainApi(const char *name) { tl_plain_api = name; }
-    ~PlainApi() { tl_plain_api = nullptr; }
-};
-} // namespace
-
 /* x of the typed calls as float32: x itself for NNL_FLOAT32, else a copy in
    buf, once per call (the batches are gathered from it as from float x).
    Integers must lie in [-2^24, 2^24], where float32 holds them exactly. The
@@ -11088,15 +11073,10 @@ int callback_shim(void *u, nnl_model *m, int event, int epoch, int64_t batch, co
 }
 } // namespace
 
-NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
-                    int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
-    PlainApi plain("nnl_fit");
-    return nnl_fit_typed(m, x, NNL_FLOAT32, x_rank, x_shape, y, y_dtype, y_rank, y_shape, opt);
-}
-
-NNL_API int nnl_fit_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+/* The float call and the typed one share this body under their own names. */
+static int fit_any(const char *api, nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
                           const void *y, int y_dtype, int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
-    return guard(typed_api(__func__), [&] {
+    return guard(api, [&] {
         NNL_CHECK_MODEL(m);
         nnl_fit_options o;
         nnl_fit_options_init(&o);
@@ -11119,17 +11099,21 @@ NNL_API int nnl_fit_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank
     });
 }
 
-NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y,
-                         int y_dtype, int y_rank, const int64_t *y_shape, int batch_size, double *out, int out_cap) {
-    PlainApi plain("nnl_evaluate");
-    return nnl_evaluate_typed(m, x, NNL_FLOAT32, x_rank, x_shape, y, y_dtype, y_rank, y_shape, batch_size, out,
-                              out_cap);
+NNL_API int nnl_fit_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+                          const void *y, int y_dtype, int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
+    return fit_any(__func__, m, xin, x_dtype, x_rank, x_shape, y, y_dtype, y_rank, y_shape, opt);
 }
 
-NNL_API int nnl_evaluate_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+NNL_API int nnl_fit(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype,
+                    int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
+    return fit_any("nnl_fit", m, x, NNL_FLOAT32, x_rank, x_shape, y, y_dtype, y_rank, y_shape, opt);
+}
+
+/* The float call and the typed one share this body under their own names. */
+static int evaluate_any(const char *api, nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
                                const void *y, int y_dtype, int y_rank, const int64_t *y_shape, int batch_size,
                                double *out, int out_cap) {
-    return guard(typed_api(__func__), [&] {
+    return guard(api, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
         std::vector<float> xb;
@@ -11144,15 +11128,22 @@ NNL_API int nnl_evaluate_typed(nnl_model *m, const void *xin, int x_dtype, int x
     });
 }
 
-NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size, float *out,
-                        int64_t out_count) {
-    PlainApi plain("nnl_predict");
-    return nnl_predict_typed(m, x, NNL_FLOAT32, x_rank, x_shape, batch_size, out, out_count);
+NNL_API int nnl_evaluate_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+                               const void *y, int y_dtype, int y_rank, const int64_t *y_shape, int batch_size,
+                               double *out, int out_cap) {
+    return evaluate_any(__func__, m, xin, x_dtype, x_rank, x_shape, y, y_dtype, y_rank, y_shape, batch_size, out, out_cap);
 }
 
-NNL_API int nnl_predict_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, const void *y,
+                         int y_dtype, int y_rank, const int64_t *y_shape, int batch_size, double *out, int out_cap) {
+    return evaluate_any("nnl_evaluate", m, x, NNL_FLOAT32, x_rank, x_shape, y, y_dtype, y_rank, y_shape, batch_size, out,
+                              out_cap);
+}
+
+/* The float call and the typed one share this body under their own names. */
+static int predict_any(const char *api, nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
                               int batch_size, float *out, int64_t out_count) {
-    return guard(typed_api(__func__), [&] {
+    return guard(api, [&] {
         NNL_CHECK_MODEL(m);
         std::vector<float> xb;
         const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict", "x", xb);
@@ -11170,19 +11161,24 @@ NNL_API int nnl_predict_typed(nnl_model *m, const void *xin, int x_dtype, int x_
     });
 }
 
+NNL_API int nnl_predict_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
+                              int batch_size, float *out, int64_t out_count) {
+    return predict_any(__func__, m, xin, x_dtype, x_rank, x_shape, batch_size, out, out_count);
+}
+
+NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size, float *out,
+                        int64_t out_count) {
+    return predict_any("nnl_predict", m, x, NNL_FLOAT32, x_rank, x_shape, batch_size, out, out_count);
+}
+
 /* argmax per row, batch by batch (no n x outputs buffer). A row holding a
    NaN has no class: refused, naming the sample, rather than returned as
    class 0 (argmax and "> 0.5" both answer confidently for NaN). classes is
    written only when every row has one. */
-NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size,
-                                int32_t *classes, int64_t count) {
-    PlainApi plain("nnl_predict_classes");
-    return nnl_predict_classes_typed(m, x, NNL_FLOAT32, x_rank, x_shape, batch_size, classes, count);
-}
-
-NNL_API int nnl_predict_classes_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank,
+/* The float call and the typed one share this body under their own names. */
+static int predict_classes_any(const char *api, nnl_model *m, const void *xin, int x_dtype, int x_rank,
                                       const int64_t *x_shape, int batch_size, int32_t *classes, int64_t count) {
-    return guard(typed_api(__func__), [&] {
+    return guard(api, [&] {
         NNL_CHECK_MODEL(m);
         std::vector<float> xb;
         const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict_classes", "x", xb);
@@ -11211,6 +11207,16 @@ NNL_API int nnl_predict_classes_typed(nnl_model *m, const void *xin, int x_dtype
                         });
         std::copy(c.begin(), c.end(), classes);
     });
+}
+
+NNL_API int nnl_predict_classes_typed(nnl_model *m, const void *xin, int x_dtype, int x_rank,
+                                      const int64_t *x_shape, int batch_size, int32_t *classes, int64_t count) {
+    return predict_classes_any(__func__, m, xin, x_dtype, x_rank, x_shape, batch_size, classes, count);
+}
+
+NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape, int batch_size,
+                                int32_t *classes, int64_t count) {
+    return predict_classes_any("nnl_predict_classes", m, x, NNL_FLOAT32, x_rank, x_shape, batch_size, classes, count);
 }
 
 NNL_API int nnl_history_epochs(const nnl_model *m) { return m ? m->hist_epochs : 0; }
