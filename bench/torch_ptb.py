@@ -11,8 +11,11 @@ line ends with <eos>; the vocabulary is the training file's words sorted by
 count (descending) then by word, as TensorFlow's PTB reader does. The id
 stream is laid into `batch` rows (column-major continuation, as
 ptb_producer / batchify) and cut into windows of `steps` columns, targets
-shifted by one; the LSTM state carries from one window to the next (and is
-detached), reset at each epoch's start.
+shifted by one. small: the LSTM state carries from one window to the next
+(and is detached), reset at each epoch's start, windows in order. thesis
+(nnlite's Keras-style preset): the windows are independent samples, shuffled
+each epoch (batches of 20 random windows), every window starts from a zero
+state; validation and test run in order, also from zero states.
 
 Loss: softmax cross-entropy averaged over time and batch (Keras semantics,
 nnlite's). Presets:
@@ -47,8 +50,9 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
 
-P = {"thesis": dict(steps=30, batch=20, lr=0.05, epochs=4, clip=0.0, init="keras", decay_from=0),
-     "small": dict(steps=20, batch=20, lr=20.0, epochs=13, clip=0.25, init="uniform", decay_from=5)}[a.preset]
+P = {"thesis": dict(steps=30, batch=20, lr=0.05, epochs=4, clip=0.0, init="keras", decay_from=0, stateful=False),
+     "small": dict(steps=20, batch=20, lr=20.0, epochs=13, clip=0.25, init="uniform", decay_from=5, stateful=True)}[
+         a.preset]
 if a.epochs:
     P["epochs"] = a.epochs
 
@@ -121,9 +125,17 @@ def run(data, train_mode):
     tot, n, t0 = 0.0, 0, time.perf_counter()
     m.train(train_mode)
     nwin = (d.size(1) - 1) // T
+    B = P["batch"]
+    if not P["stateful"]:  # independent windows: (nwin * B, T) samples, shuffled when training
+        xs = torch.stack([d[:, i * T:(i + 1) * T] for i in range(nwin)]).reshape(-1, T)
+        ys = torch.stack([d[:, i * T + 1:(i + 1) * T + 1] for i in range(nwin)]).reshape(-1, T)
+        order = torch.randperm(xs.size(0)) if train_mode else torch.arange(xs.size(0))
     for i in range(nwin):
-        x = d[:, i * T:(i + 1) * T]
-        y = d[:, i * T + 1:(i + 1) * T + 1]
+        if P["stateful"]:
+            x = d[:, i * T:(i + 1) * T]
+            y = d[:, i * T + 1:(i + 1) * T + 1]
+        else:
+            x, y, h = xs[order[i * B:(i + 1) * B]], ys[order[i * B:(i + 1) * B]], None
         with torch.set_grad_enabled(train_mode):
             out, h = m(x, h)
             loss = ce(out.reshape(-1, V), y.reshape(-1))
