@@ -6901,6 +6901,35 @@ struct nnl_model : nnl::Model {};
      global poolings, ZeroPadding2D, UpSampling2D, and any layer whose
      gpu_path() is false) are refused with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
+namespace nnl {
+
+/* The layers of m with no GPU path (Layer::gpu_path false: the recurrent
+   layers and Embedding until the GPU issue, BatchNormalization, ...), as
+   "layer 'lstm' (LSTM)" or "layers 'embedding' (Embedding), 'lstm' (LSTM)";
+   empty when every layer has one. Both builds name them: the CUDA build
+   refuses such a model before it looks for a device, the CPU-only build
+   adds them to its "built without CUDA" message. */
+[[maybe_unused]] static std::string gpu_missing_layers(const Model &m) {
+    std::string s;
+    int n = 0;
+    for (auto &l : m.layers)
+        if (!l->gpu_path()) {
+            s += format("%s'%s' (%s)", n ? ", " : "", l->name.c_str(), l->cls);
+            n++;
+        }
+    return n ? (n == 1 ? "layer " : "layers ") + s : s;
+}
+
+/* Layers whose forward and backward go through K() only say so
+   (Layer::gpu_path); the others are refused by name. */
+[[maybe_unused]] static void gpu_check_layers(const Model &m) {
+    std::string miss = gpu_missing_layers(m);
+    NNL_REQUIRE(miss.empty(), NNL_ERR_UNSUPPORTED, "%s %s no GPU path yet (GPU layers: %s); keep this model on the CPU",
+                miss.c_str(), miss.rfind("layers ", 0) == 0 ? "have" : "has", gpu_layer_names().c_str());
+}
+
+} // namespace nnl
+
 #ifdef NNL_CUDA
 #include "nnlite_cuda.h"
 
@@ -7096,15 +7125,6 @@ static constexpr Kernels cuda_table() {
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();
-
-/* Layers whose forward and backward go through K() only say so
-   (Layer::gpu_path). */
-static void gpu_check_layers(const Model &m) {
-    for (auto &l : m.layers)
-        NNL_REQUIRE(l->gpu_path(), NNL_ERR_UNSUPPORTED,
-                    "layer '%s' (%s) has no GPU path yet (GPU layers: %s); keep this model on the CPU",
-                    l->name.c_str(), l->cls, gpu_layer_names().c_str());
-}
 
 /* An optimizer step's scalars (section 5) in the CUDA kernel's struct. */
 static_assert((int)OPT_SGD == (int)nnl_cuda::OPT_SGD && (int)OPT_SGD_MOMENTUM == (int)nnl_cuda::OPT_SGD_MOMENTUM &&
@@ -7364,6 +7384,7 @@ static void set_device(Model &m, const char *device) {
         }
         return;
     }
+    gpu_check_layers(m); /* by name, before (and whether or not) a device is found */
     nnl_cuda::set_error_handler(cuda_raise);
     int n = nnl_cuda::device_count();
     NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
@@ -7371,7 +7392,6 @@ static void set_device(Model &m, const char *device) {
     if (m.gpu && m.gpu->device == idx) return;
     NNL_REQUIRE(kernels_complete(cuda_kernels), NNL_ERR_INTERNAL, "nnl_set_device: the CUDA kernel table has an "
                 "empty entry (a bug in this build)");
-    gpu_check_layers(m);
     /* leave a previous GPU first (its weights back on the host) */
     if (m.gpu) set_device(m, "cpu");
     std::shared_ptr<GpuModel> g(new GpuModel());
@@ -11360,9 +11380,11 @@ NNL_API int nnl_set_device(nnl_model *m, const char *device) {
         nnl::set_device(*m, device);
 #else
         if (nnl::parse_device(device) < 0) return; /* "cpu"; a malformed string is NNL_ERR_ARGUMENT here too */
+        std::string miss = nnl::gpu_missing_layers(*m); /* what the CUDA build would refuse as well */
         raise(NNL_ERR_UNSUPPORTED,
-              "this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake -DNNLITE_CUDA=ON) to use '%s'",
-              device);
+              "this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake -DNNLITE_CUDA=ON) to use '%s'%s%s%s",
+              device, miss.empty() ? "" : " (and ", miss.c_str(),
+              miss.empty() ? "" : miss.rfind("layers ", 0) == 0 ? " have no GPU path yet)" : " has no GPU path yet)");
 #endif
     });
 }

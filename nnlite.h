@@ -825,9 +825,9 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    non-trainable ones, the compile configuration (the strings given to
    nnl_compile), the optimizer state (slots, iteration count, learning rate),
    the history (so its epoch count), the model seed and the RNG state, and
-   the persistent states of stateful layers (none of this version's layers
-   has one; they are not weights: the weight functions, weights files and
-   npz files leave them out). A run
+   the persistent states of stateful layers (stateful SimpleRNN, LSTM and
+   GRU: h, and LSTM's c, per batch row; they are not weights: the weight
+   functions, weights files and npz files leave them out). A run
    saved after epoch k and resumed in another process by nnl_load_model and
    nnl_fit with initial_epoch = k ends bit-for-bit as the uninterrupted run
    (same data, batch size and fit options). This holds because each epoch

@@ -174,7 +174,7 @@ TEST_CASE("a model with a layer that has no GPU path is refused and left on the 
     nnl_model_free(m);
     /* recurrent layers: CPU only until the GPU issue; refused by name */
     for (const char *spec : {"LSTM(4, input_shape=(5, 3))", "GRU(4, input_shape=(5, 3))",
-                             "SimpleRNN(4, input_shape=(5, 3))"}) {
+                             "SimpleRNN(4, input_shape=(5, 3))", "Embedding(7, 3, input_length=5)"}) {
         CAPTURE(spec);
         nnl_model *r = gm::build({spec, "Dense(2, activation='softmax')"}, "Adam()", "sparse_categorical_crossentropy",
                                  "", 3);

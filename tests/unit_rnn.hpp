@@ -451,6 +451,44 @@ TEST_CASE("recurrent layers have no GPU path yet: nnl_set_device's list leaves t
     }
 }
 
+TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) names recurrent "
+          "layers and Embedding") {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_add(m, "Embedding(20, 4, input_length=6)") == NNL_OK);
+    REQUIRE(nnl_add(m, "LSTM(5, return_sequences=True)") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(3)") == NNL_OK);
+    CHECK(nnl::gpu_missing_layers(*m) == "layers 'embedding' (Embedding), 'lstm' (LSTM)");
+    /* the check that nnl::set_device (CUDA build) runs first, and that each
+       GPU fit runs again: refused by name, NNL_ERR_UNSUPPORTED */
+    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*m); }) == NNL_ERR_UNSUPPORTED);
+    std::string e = nnl_last_error();
+    CHECK(e.find("layers 'embedding' (Embedding), 'lstm' (LSTM) have no GPU path yet") != std::string::npos);
+    CHECK(e.find("GPU layers: Activation") != std::string::npos); /* and says which layers have one */
+    for (const char *spec : {"SimpleRNN(3, input_shape=(4, 2))", "GRU(3, input_shape=(4, 2))"}) {
+        nnl_model *r = nnl_model_create();
+        REQUIRE(nnl_add(r, spec) == NNL_OK);
+        REQUIRE(nnl_add(r, "Dense(2)") == NNL_OK);
+        std::string kind(spec, strchr(spec, '(') - spec);
+        CHECK(nnl::guard([&] { nnl::gpu_check_layers(*r); }) == NNL_ERR_UNSUPPORTED);
+        CHECK(std::string(nnl_last_error()).find("(" + kind + ") has no GPU path yet") != std::string::npos);
+        nnl_model_free(r);
+    }
+    nnl_model *d = nnl_model_create(); /* GPU layers only: nothing to name, the check passes */
+    REQUIRE(nnl_add(d, "Dense(3, input_shape=(4,))") == NNL_OK);
+    CHECK(nnl::gpu_missing_layers(*d).empty());
+    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*d); }) == NNL_OK);
+    nnl_model_free(d);
+    /* through the ABI, in this build: NNL_ERR_UNSUPPORTED naming the layers
+       (the CPU-only build says CUDA is not built, and names them too) */
+    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+    e = nnl_last_error();
+    CHECK(e.rfind("nnl_set_device: ", 0) == 0);
+    CHECK(e.find("'embedding' (Embedding)") != std::string::npos);
+    CHECK(e.find("'lstm' (LSTM)") != std::string::npos);
+    CHECK(std::string(nnl_get_device(m)) == "cpu");
+    nnl_model_free(m);
+}
+
 TEST_CASE("stateful models write their batch size in batch_input_shape, and read it back, as Keras") {
     nnl_model *m = nnl_model_create();
     nnl_model_set_seed(m, 8);
@@ -673,4 +711,83 @@ TEST_CASE("recurrent dropout: Keras JSON with dropout > 0 loads, keeps rate and 
     CHECK_MESSAGE(nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK, nnl_last_error());
     nnl_model_free(back);
     nnl_model_free(m);
+}
+
+TEST_CASE("stateful LSTMs (with and without recurrent dropout): a run saved after epoch k and resumed ends "
+          "bit-for-bit equal") {
+    nnl_set_threads(1);
+    const int K = 2, N = 5;
+    auto x = random_vec(16 * 5 * 2, 41), y = random_vec(16, 42);
+    int64_t xs[3] = {16, 5, 2}, ys[2] = {16, 1};
+    auto bits = [](const void *a, const void *b, size_t n) { return memcmp(a, b, n) == 0; };
+    auto same = [&](const std::vector<float> &a, const std::vector<float> &b) {
+        return a.size() == b.size() && bits(a.data(), b.data(), a.size() * sizeof(float));
+    };
+    char dir[] = "/tmp/nnlite_rnn_resume_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string ck = std::string(dir) + "/ck.nnl";
+    for (bool drop : {false, true})
+        for (uint64_t fit_seed : {(uint64_t)0, (uint64_t)99}) {
+            CAPTURE(drop);
+            CAPTURE(fit_seed);
+            auto build = [&] {
+                nnl_model *m = nnl_model_create();
+                nnl_model_set_seed(m, 17);
+                std::string l1 = std::string("LSTM(6, stateful=True, return_sequences=True, ") +
+                                 (drop ? "dropout=0.2, recurrent_dropout=0.3, " : "") + "input_shape=(5, 2))";
+                REQUIRE(nnl_add(m, l1.c_str()) == NNL_OK);
+                REQUIRE(nnl_add(m, drop ? "LSTM(4, stateful=True, recurrent_dropout=0.25)" : "LSTM(4, stateful=True)") ==
+                        NNL_OK);
+                REQUIRE(nnl_add(m, "Dense(1)") == NNL_OK);
+                REQUIRE(nnl_compile(m, "Adam(learning_rate=0.01)", "mse", "mae") == NNL_OK);
+                return m;
+            };
+            auto fit = [&](nnl_model *m, int initial, int epochs) {
+                nnl_fit_options o;
+                nnl_fit_options_init(&o);
+                o.batch_size = 4;
+                o.epochs = epochs;
+                o.initial_epoch = initial;
+                o.shuffle = 0; /* stateful: rows continue from batch to batch */
+                o.verbose = 0;
+                o.seed = fit_seed;
+                return nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o);
+            };
+            nnl_model *full = build();
+            REQUIRE(fit(full, 0, N) == NNL_OK);
+            nnl_model *part = build();
+            REQUIRE(fit(part, 0, K) == NNL_OK);
+            REQUIRE(nnl_save_model(part, ck.c_str()) == NNL_OK);
+            nnl_model *resumed = nullptr;
+            REQUIRE(nnl_load_model(ck.c_str(), &resumed) == NNL_OK);
+            CHECK(same(resumed->S, part->S)); /* h and c of both layers came back */
+            REQUIRE_MESSAGE(fit(resumed, K, N) == NNL_OK, std::string(nnl_last_error()));
+            CHECK(same(full->W, resumed->W));
+            CHECK(same(full->S, resumed->S)); /* the LSTMs' h and c */
+            bool nonzero = false;
+            for (float v : full->S) nonzero = nonzero || v != 0.f;
+            CHECK(nonzero);
+            REQUIRE(full->opt->slots.size() == resumed->opt->slots.size());
+            for (size_t i = 0; i < full->opt->slots.size(); i++) CHECK(same(full->opt->slots[i], resumed->opt->slots[i]));
+            CHECK(full->opt->iterations == resumed->opt->iterations);
+            CHECK(full->opt->iterations == (int64_t)N * 4);
+            REQUIRE(resumed->hist_epochs == N);
+            REQUIRE(full->hist.size() == resumed->hist.size());
+            for (size_t k = 0; k < full->hist.size(); k++) {
+                CAPTURE(full->hist_keys[k]);
+                REQUIRE(full->hist[k].size() == (size_t)N);
+                REQUIRE(resumed->hist[k].size() == (size_t)N);
+                CHECK(bits(full->hist[k].data(), resumed->hist[k].data(), N * sizeof(double)));
+            }
+            /* the states are part of it: the same file with its states zeroed ends elsewhere */
+            nnl_model *cold = nullptr;
+            REQUIRE(nnl_load_model(ck.c_str(), &cold) == NNL_OK);
+            REQUIRE(nnl_reset_states(cold) == NNL_OK);
+            REQUIRE(fit(cold, K, N) == NNL_OK);
+            CHECK_FALSE(same(full->W, cold->W));
+            for (nnl_model *p : {full, part, resumed, cold}) nnl_model_free(p);
+        }
+    std::string rm = std::string("rm -rf ") + dir;
+    CHECK(system(rm.c_str()) == 0);
+    nnl_set_threads(0);
 }
