@@ -165,7 +165,9 @@ TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on th
     nnl_model_free(m);
 }
 
-TEST_CASE("a model with a layer that has no GPU path is refused and left on the CPU") {
+/* "no GPU" in the name: nnl_set_device checks the layers before it looks for
+   a device, so this runs (and must pass) on a machine without one too */
+TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused by name and left on the CPU") {
     nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "", 3);
     CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
