@@ -4163,7 +4163,18 @@ public:
    order (reversed), as in Keras. stateful: each batch row starts from its
    slot's h (and c) and leaves its last state there (Layer::states); the
    gradient stops at the batch boundary (truncated backpropagation through
-   time, as in Keras). */
+   time, as in Keras).
+   dropout, recurrent_dropout (training only, as Keras' cells): one inputs
+   mask per sample (F values, 0 or 1/(1-rate)) fixed over all steps, and one
+   mask on h_{s-1} (u values) fixed over all steps, drawn per batch from the
+   batch's seed as the Dropout layer draws its masks (so a seeded run and a
+   resumed one draw the same). The masked inputs XD (B T F) replace x in the
+   input GEMM; the masked states HD (B T u) replace HP in the recurrent
+   products only: LSTM's c and GRU's blend z h_{s-1} + (1 - z) hh keep the
+   unmasked state, as Keras' LSTMCell and GRUCell (implementation 1; Keras'
+   GRU implementation 2 leaves recurrent_dropout out, which nnlite does not
+   copy). Backward masks the gradients that flow back through the masked
+   values. */
 class Recurrent : public Layer {
 public:
     enum CellKind { CELL_SIMPLE, CELL_LSTM, CELL_GRU } kind;
@@ -4172,6 +4183,8 @@ public:
     bool use_bias, return_sequences, go_backwards, stateful, unit_forget_bias = false, reset_after = false;
     int64_t implementation = 2;
     float dropout = 0, recurrent_dropout = 0;
+    int64_t seed = 0;                      /* Keras' dropout seed, mixed into the batch's */
+    bool drop_x = false, drop_h = false;   /* this batch's forward masked x / h (training) */
 
     Recurrent(Args &a, CellKind k, const char *cls_) : kind(k) {
         cls = cls_;
@@ -4194,9 +4207,10 @@ public:
         if (k == CELL_LSTM) unit_forget_bias = a.flag("unit_forget_bias", p++, true);
         dropout = (float)a.num("dropout", -1, 0.0);
         recurrent_dropout = (float)a.num("recurrent_dropout", -1, 0.0);
-        NNL_REQUIRE(dropout == 0 && recurrent_dropout == 0, NNL_ERR_UNSUPPORTED,
-                    "%s: dropout=%g, recurrent_dropout=%g: dropout inside recurrent layers is not supported yet (0 "
-                    "only; a Dropout layer before or after works)", cls, dropout, recurrent_dropout);
+        NNL_REQUIRE(dropout >= 0 && dropout < 1, NNL_ERR_ARGUMENT, "%s: dropout must be in [0, 1), got %g", cls,
+                    dropout);
+        NNL_REQUIRE(recurrent_dropout >= 0 && recurrent_dropout < 1, NNL_ERR_ARGUMENT,
+                    "%s: recurrent_dropout must be in [0, 1), got %g", cls, recurrent_dropout);
         return_sequences = a.flag("return_sequences", -1, false);
         NNL_REQUIRE(!a.flag("return_state", -1, false), NNL_ERR_UNSUPPORTED,
                     "%s: return_state=True is not supported (Sequential models only)", cls);
@@ -4212,7 +4226,7 @@ public:
         }
         if (k == CELL_GRU) reset_after = a.flag("reset_after", -1, true);
         /* Keras 3's extra keys: a dropout seed, cuDNN selection, masked outputs */
-        a.integer("seed", -1, 0);
+        seed = a.integer("seed", -1, 0);
         const Value *uc = a.get("use_cudnn", -1);
         (void)uc;
         a.flag("zero_output_for_mask", -1, false);
@@ -4252,11 +4266,13 @@ public:
         c.set("dropout", Json::number_f(dropout)).set("recurrent_dropout", Json::number_f(recurrent_dropout));
         if (kind != CELL_SIMPLE) c.set("implementation", Json::integer(implementation));
         if (kind == CELL_GRU) c.set("reset_after", Json::boolean(reset_after));
+        if (seed) c.set("seed", Json::integer(seed)); /* the masks depend on it: kept when set */
     }
     /* values: the gates of every step, which ws keeps per sample (more than the output) */
     Size size_bound(const Shape &s) const override {
         double t = s.rank >= 1 ? (double)s.d[0] : 1, f = (double)s.last(), u = (double)units, gu = (double)g * u;
-        return {t * (gu + 3 * u), f * gu + u * gu + 2 * gu};
+        return {t * (gu + 3 * u) + (dropout > 0 ? (t + 1) * f : 0) + (recurrent_dropout > 0 ? (t + 1) * u : 0),
+                f * gu + u * gu + 2 * gu};
     }
     void build(const Shape &input) override {
         NNL_REQUIRE(input.rank == 2, NNL_ERR_SHAPE,
@@ -4282,12 +4298,14 @@ public:
     /* ws: Z (B T gu) gates, HP (B T u) the state before each step, C (B T u)
        LSTM's c after each step, R (B T u) GRU's recurrent h part (reset_after)
        or r * h_{s-1}, then per-step rows: C0 (B u), DH, DN (B u), RB (B gu),
-       TG (B gu), TMP (B u) */
+       TG (B gu), TMP (B u); with dropout MX (B F) and XD (B T F), with
+       recurrent_dropout MH (B u) and HD (B T u) */
     gemm::PackedB pk; /* U (forward) or U^T (backward), packed once per pass */
     int64_t gu() const { return g * units; }
     int64_t workspace(int64_t B) const override {
         int64_t N = B * T, u = units;
-        return N * gu() + N * u + (kind == CELL_LSTM ? N * u : 0) + (kind == CELL_GRU ? N * u : 0) + 4 * B * u + 2 * B * gu();
+        return N * gu() + N * u + (kind == CELL_LSTM ? N * u : 0) + (kind == CELL_GRU ? N * u : 0) + 4 * B * u +
+               2 * B * gu() + (dropout > 0 ? B * F + N * F : 0) + (recurrent_dropout > 0 ? B * u + N * u : 0);
     }
     float *Zp() const { return ws; }
     float *HP(int64_t B) const { return Zp() + B * T * gu(); }
@@ -4299,6 +4317,21 @@ public:
     float *TMP(int64_t B) const { return DN(B) + B * units; }
     float *RB(int64_t B) const { return TMP(B) + B * units; }
     float *TG(int64_t B) const { return RB(B) + B * gu(); }
+    float *MX(int64_t B) const { return TG(B) + B * gu(); }
+    float *XD(int64_t B) const { return MX(B) + (dropout > 0 ? B * F : 0); }
+    float *MH(int64_t B) const { return XD(B) + (dropout > 0 ? B * T * F : 0); }
+    float *HDp(int64_t B) const { return MH(B) + (recurrent_dropout > 0 ? B * units : 0); }
+    /* the batch's masks: n values 0 (probability rate) or 1/(1-rate), from
+       the batch's seed, the layer's Keras seed, its name and which mask (salt) */
+    void draw_mask(float *m, int64_t n, float rate, uint64_t batch_seed, uint64_t salt) const {
+        uint64_t h = 1469598103934665603ull; /* FNV-1a of the name, as Dropout's */
+        for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
+        uint64_t sd = mix64(batch_seed ^ (uint64_t)seed ^ h ^ salt);
+        uint32_t k0 = (uint32_t)sd, k1 = (uint32_t)(sd >> 32);
+        uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
+        float keep = 1.f / (1.f - rate);
+        for (int64_t i = 0; i < n; i++) m[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
+    }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
     /* dx = dy act'(.) from the activation's output y (n values) */
     static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
@@ -4313,11 +4346,24 @@ public:
                     "multiple of the batch size)", cls, name.c_str(), (long long)states[0].slots, (long long)B);
     }
 
-    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+    void forward(const float *x, float *y, int64_t B, const Ctx &ctx) override {
         check_slots(B);
         const int64_t u = units, G = gu(), N = B * T;
         float *Z = Zp(), *H = HP(B), *C = Cp(B), *R = Rp(B), *c0 = C0(B), *rb = RB(B), *tmp = TMP(B);
         const float *W = weights[0].w, *U = weights[1].w, *bias = use_bias ? weights[2].w : nullptr;
+        /* dropout (training only): the masked inputs replace x; the masked
+           h_{s-1} (HD) feeds the recurrent products */
+        drop_x = ctx.training && dropout > 0;
+        drop_h = ctx.training && recurrent_dropout > 0;
+        float *mh = MH(B), *HD = HDp(B);
+        if (drop_x) {
+            float *mx = MX(B), *xd = XD(B);
+            draw_mask(mx, B * F, dropout, ctx.seed, 1);
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t t = 0; t < T; t++) K().mul(x + (b * T + t) * F, mx + b * F, xd + (b * T + t) * F, F);
+            x = xd;
+        }
+        if (drop_h) draw_mask(mh, B * u, recurrent_dropout, ctx.seed, 2);
         /* all steps' input projections at once */
         K().sgemm(false, false, N, G, F, 1.f, x, F, W, G, 0.f, Z, G);
         if (bias) K().bias_add(Z, bias, N, G); /* GRU reset_after: row 0, the input bias */
@@ -4339,21 +4385,25 @@ public:
         for (int64_t s = 0; s < T; s++) {
             const int64_t t = tidx(s), ldz = T * G, ldh = T * u;
             float *Zs = Z + t * G;
-            const float *Hs = H + t * u;
+            const float *Hs = H + t * u, *Hr = Hs; /* Hr: h_{s-1} as the recurrent products see it */
+            if (drop_h) {
+                for (int64_t b = 0; b < B; b++) K().mul(Hs + b * ldh, mh + b * u, HD + (b * T + t) * u, u);
+                Hr = HD + t * u;
+            }
             bool zero_h = s == 0 && !stateful; /* h_{-1} = 0: no recurrent product */
             if (kind == CELL_GRU) {
                 if (reset_after) { /* rb = h U + recurrent bias, all three parts */
-                    gemm::sgemm_packed(B, Hs, ldh, pk, 0.f, rb, G);
+                    gemm::sgemm_packed(B, Hr, ldh, pk, 0.f, rb, G);
                     if (rbias) K().bias_add(rb, rbias, B, G);
                 } else { /* z and r parts first; h's needs r */
-                    K().sgemm(false, false, B, 2 * u, u, 1.f, Hs, ldh, U, G, 0.f, rb, 2 * u);
+                    K().sgemm(false, false, B, 2 * u, u, 1.f, Hr, ldh, U, G, 0.f, rb, 2 * u);
                 }
             } else if (!zero_h) {
-                gemm::sgemm_packed(B, Hs, ldh, pk, 1.f, Zs, ldz);
+                gemm::sgemm_packed(B, Hr, ldh, pk, 1.f, Zs, ldz);
             }
             for (int64_t b = 0; b < B; b++) {
                 float *z = Zs + b * ldz;
-                const float *hp = Hs + b * ldh;
+                const float *hp = Hr + b * ldh; /* read only by GRU's r * h_{s-1} (reset_after=False) */
                 float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u; /* h_s: the next step's h_{s-1} */
                 if (kind == CELL_SIMPLE) {
                     K().act_forward(act, z, z, 1, u);
@@ -4414,6 +4464,9 @@ public:
         const float *W = weights[0].w, *U = weights[1].w;
         float *dc = rb; /* LSTM: dc_s, carried like dh (rb is free in LSTM's backward) */
         if (kind != CELL_GRU) gemm::pack_b_all(true, U, G, G, u, pk); /* U^T, for every step's dh */
+        /* dropout: the masked inputs and states that forward multiplied */
+        const float *mh = MH(B), *HR = drop_h ? HDp(B) : H;
+        if (drop_x) x = XD(B);
         std::fill(dh, dh + B * u, 0.f);
         if (kind == CELL_LSTM) std::fill(dc, dc + B * u, 0.f);
         for (int64_t s = T - 1; s >= 0; s--) {
@@ -4475,23 +4528,38 @@ public:
             /* dh_{s-1} */
             if (kind != CELL_GRU) {
                 gemm::sgemm_packed(B, Zs, ldz, pk, 0.f, dh, u);
+                if (drop_h) K().mul(dh, mh, dh, B * u);
             } else if (reset_after) {
-                K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
-                K().sgemm(false, true, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, dn, u);
+                if (drop_h) { /* through the masked h_{s-1}: into tmp, masked, then added */
+                    K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 0.f, tmp, u);
+                    K().sgemm(false, true, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, tmp, u);
+                    for (int64_t b = 0; b < B; b++)
+                        for (int64_t j = 0; j < u; j++) dn[b * u + j] += tmp[b * u + j] * mh[b * u + j];
+                } else {
+                    K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
+                    K().sgemm(false, true, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, dn, u);
+                }
                 std::swap(dh, dn);
             } else {
                 /* d(r h_{s-1}) = d pre(hh) U_h^T, into tmp */
                 K().sgemm(false, true, B, u, u, 1.f, Zs + 2 * u, ldz, U + 2 * u, G, 0.f, tmp, u);
                 for (int64_t b = 0; b < B; b++) {
                     float *z = Zs + b * ldz, *tgb = tg + b * G, *drh = tmp + b * u, *dnb = dn + b * u;
-                    const float *hp = Hs + b * ldh;
+                    const float *hp = HR + t * u + b * ldh;
                     for (int64_t j = 0; j < u; j++) {
                         z[u + j] = drh[j] * hp[j];
-                        dnb[j] += drh[j] * tgb[u + j];
+                        if (drop_h) drh[j] *= tgb[u + j]; /* d(masked h_{s-1}), completed below */
+                        else dnb[j] += drh[j] * tgb[u + j];
                     }
                     gate_backward(ract, tgb, z, z, 2 * u);
                 }
-                K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
+                if (drop_h) { /* dh_{s-1} += (d(r h) r + dZ_zr U_zr^T) * mask */
+                    K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, tmp, u);
+                    for (int64_t b = 0; b < B; b++)
+                        for (int64_t j = 0; j < u; j++) dn[b * u + j] += tmp[b * u + j] * mh[b * u + j];
+                } else {
+                    K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
+                }
                 std::swap(dh, dn);
             }
         }
@@ -4499,10 +4567,10 @@ public:
         K().sgemm(true, false, F, G, N, 1.f, x, F, Z, G, 0.f, weights[0].g, G);
         float *dU = weights[1].g;
         if (kind != CELL_GRU) {
-            K().sgemm(true, false, u, G, N, 1.f, H, u, Z, G, 0.f, dU, G);
+            K().sgemm(true, false, u, G, N, 1.f, HR, u, Z, G, 0.f, dU, G);
         } else {
-            K().sgemm(true, false, u, 2 * u, N, 1.f, H, u, Z, G, 0.f, dU, G);
-            if (reset_after) K().sgemm(true, false, u, u, N, 1.f, H, u, R, u, 0.f, dU + 2 * u, G);
+            K().sgemm(true, false, u, 2 * u, N, 1.f, HR, u, Z, G, 0.f, dU, G);
+            if (reset_after) K().sgemm(true, false, u, u, N, 1.f, HR, u, R, u, 0.f, dU + 2 * u, G);
             else K().sgemm(true, false, u, u, N, 1.f, R, u, Z + 2 * u, G, 0.f, dU + 2 * u, G);
         }
         if (use_bias) {
@@ -4513,7 +4581,14 @@ public:
                 K().bias_grad(R, db + G + 2 * u, N, u);
             }
         }
-        if (dx) K().sgemm(false, true, N, F, G, 1.f, Z, G, W, G, 0.f, dx, F);
+        if (dx) {
+            K().sgemm(false, true, N, F, G, 1.f, Z, G, W, G, 0.f, dx, F);
+            if (drop_x) { /* through the inputs' mask */
+                const float *mx = MX(B);
+                for (int64_t b = 0; b < B; b++)
+                    for (int64_t t = 0; t < T; t++) K().mul(dx + (b * T + t) * F, mx + b * F, dx + (b * T + t) * F, F);
+            }
+        }
     }
 };
 
@@ -6917,6 +6992,35 @@ struct nnl_model : nnl::Model {};
      global poolings, ZeroPadding2D, UpSampling2D, and any layer whose
      gpu_path() is false) are refused with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
+namespace nnl {
+
+/* The layers of m with no GPU path (Layer::gpu_path false: the recurrent
+   layers and Embedding until the GPU issue, BatchNormalization, ...), as
+   "layer 'lstm' (LSTM)" or "layers 'embedding' (Embedding), 'lstm' (LSTM)";
+   empty when every layer has one. Both builds name them: the CUDA build
+   refuses such a model before it looks for a device, the CPU-only build
+   adds them to its "built without CUDA" message. */
+[[maybe_unused]] static std::string gpu_missing_layers(const Model &m) {
+    std::string s;
+    int n = 0;
+    for (auto &l : m.layers)
+        if (!l->gpu_path()) {
+            s += format("%s'%s' (%s)", n ? ", " : "", l->name.c_str(), l->cls);
+            n++;
+        }
+    return n ? (n == 1 ? "layer " : "layers ") + s : s;
+}
+
+/* Layers whose forward and backward go through K() only say so
+   (Layer::gpu_path); the others are refused by name. */
+[[maybe_unused]] static void gpu_check_layers(const Model &m) {
+    std::string miss = gpu_missing_layers(m);
+    NNL_REQUIRE(miss.empty(), NNL_ERR_UNSUPPORTED, "%s %s no GPU path yet (GPU layers: %s); keep this model on the CPU",
+                miss.c_str(), miss.rfind("layers ", 0) == 0 ? "have" : "has", gpu_layer_names().c_str());
+}
+
+} // namespace nnl
+
 #ifdef NNL_CUDA
 #include "nnlite_cuda.h"
 
@@ -7112,15 +7216,6 @@ static constexpr Kernels cuda_table() {
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();
-
-/* Layers whose forward and backward go through K() only say so
-   (Layer::gpu_path). */
-static void gpu_check_layers(const Model &m) {
-    for (auto &l : m.layers)
-        NNL_REQUIRE(l->gpu_path(), NNL_ERR_UNSUPPORTED,
-                    "layer '%s' (%s) has no GPU path yet (GPU layers: %s); keep this model on the CPU",
-                    l->name.c_str(), l->cls, gpu_layer_names().c_str());
-}
 
 /* An optimizer step's scalars (section 5) in the CUDA kernel's struct. */
 static_assert((int)OPT_SGD == (int)nnl_cuda::OPT_SGD && (int)OPT_SGD_MOMENTUM == (int)nnl_cuda::OPT_SGD_MOMENTUM &&
@@ -7380,6 +7475,7 @@ static void set_device(Model &m, const char *device) {
         }
         return;
     }
+    gpu_check_layers(m); /* by name, before (and whether or not) a device is found */
     nnl_cuda::set_error_handler(cuda_raise);
     int n = nnl_cuda::device_count();
     NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
@@ -7387,7 +7483,6 @@ static void set_device(Model &m, const char *device) {
     if (m.gpu && m.gpu->device == idx) return;
     NNL_REQUIRE(kernels_complete(cuda_kernels), NNL_ERR_INTERNAL, "nnl_set_device: the CUDA kernel table has an "
                 "empty entry (a bug in this build)");
-    gpu_check_layers(m);
     /* leave a previous GPU first (its weights back on the host) */
     if (m.gpu) set_device(m, "cpu");
     std::shared_ptr<GpuModel> g(new GpuModel());
@@ -11376,9 +11471,11 @@ NNL_API int nnl_set_device(nnl_model *m, const char *device) {
         nnl::set_device(*m, device);
 #else
         if (nnl::parse_device(device) < 0) return; /* "cpu"; a malformed string is NNL_ERR_ARGUMENT here too */
+        std::string miss = nnl::gpu_missing_layers(*m); /* what the CUDA build would refuse as well */
         raise(NNL_ERR_UNSUPPORTED,
-              "this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake -DNNLITE_CUDA=ON) to use '%s'",
-              device);
+              "this nnlite was built without CUDA; rebuild with make CUDA=1 (or CMake -DNNLITE_CUDA=ON) to use '%s'%s%s%s",
+              device, miss.empty() ? "" : " (and ", miss.c_str(),
+              miss.empty() ? "" : miss.rfind("layers ", 0) == 0 ? " have no GPU path yet)" : " has no GPU path yet)");
 #endif
     });
 }

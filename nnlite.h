@@ -454,7 +454,13 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            output, and hard_sigmoid (tanh,
                                            sigmoid, relu, elu,
                                            ...); dropout and
-                                           recurrent_dropout 0 only
+                                           recurrent_dropout in [0, 1) as
+                                           Keras' cells: in fit only, one
+                                           mask per sample on the inputs and
+                                           one on h_{t-1} (its recurrent
+                                           products), each the same at every
+                                           step, drawn as Dropout's masks
+                                           (seeded, resumable)
    Keras' other names are accepted too: Convolution1D, Convolution2D,
    Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
    AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,
@@ -825,9 +831,9 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    non-trainable ones, the compile configuration (the strings given to
    nnl_compile), the optimizer state (slots, iteration count, learning rate),
    the history (so its epoch count), the model seed and the RNG state, and
-   the persistent states of stateful layers (none of this version's layers
-   has one; they are not weights: the weight functions, weights files and
-   npz files leave them out). A run
+   the persistent states of stateful layers (stateful SimpleRNN, LSTM and
+   GRU: h, and LSTM's c, per batch row; they are not weights: the weight
+   functions, weights files and npz files leave them out). A run
    saved after epoch k and resumed in another process by nnl_load_model and
    nnl_fit with initial_epoch = k ends bit-for-bit as the uninterrupted run
    (same data, batch size and fit options). This holds because each epoch
@@ -927,7 +933,11 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    uploaded before the next GPU call. "cpu" brings the model back.
    Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
    has no CUDA, no such device exists, or the model holds a layer or
-   optimizer without a GPU path (the message names it; the layers with a
+   optimizer without a GPU path (the message names every such layer, e.g.
+   "layer 'lstm' (LSTM) has no GPU path yet": Embedding, SimpleRNN, LSTM
+   and GRU until their GPU kernels exist; a CUDA build checks the layers
+   before it looks for a device, and the CPU-only build names them in its
+   message too; the layers with a
    GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
    Conv3D, MaxPooling1D, MaxPooling2D, MaxPooling3D, AveragePooling1D,
    AveragePooling2D, AveragePooling3D); NNL_ERR_ARGUMENT for any other

@@ -42,3 +42,27 @@ TEST_CASE("GPU requests without a usable GPU fail cleanly and change nothing") {
     CHECK(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
     nnl_model_free(m);
 }
+
+TEST_CASE("nnl_set_device refuses recurrent layers and Embedding by name (CPU only until the GPU issue)") {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_add(m, "Embedding(30, 4, input_length=5)") == NNL_OK);
+    REQUIRE(nnl_add(m, "GRU(6, return_sequences=True)") == NNL_OK);
+    REQUIRE(nnl_add(m, "SimpleRNN(3)") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(2)") == NNL_OK);
+    for (const char *d : {"cuda", "cuda:0", "gpu"}) {
+        CAPTURE(d);
+        CHECK(nnl_set_device(m, d) == NNL_ERR_UNSUPPORTED);
+        std::string e = nnl_last_error();
+        CHECK(e.rfind("nnl_set_device: ", 0) == 0);
+        CHECK(e.find("layers 'embedding' (Embedding), 'gru' (GRU), 'simple_rnn' (SimpleRNN) have no GPU path yet") !=
+              std::string::npos);
+        CHECK(std::string(nnl_get_device(m)) == "cpu");
+    }
+    CHECK(nnl_set_device(m, "cpu") == NNL_OK);
+    nnl_model_free(m);
+    nnl_model *l = nnl_model_create();
+    REQUIRE(nnl_add(l, "LSTM(4, input_shape=(5, 3))") == NNL_OK);
+    CHECK(nnl_set_device(l, "cuda") == NNL_ERR_UNSUPPORTED);
+    CHECK(std::string(nnl_last_error()).find("layer 'lstm' (LSTM) has no GPU path yet") != std::string::npos);
+    nnl_model_free(l);
+}

@@ -186,8 +186,10 @@ TEST_CASE("LSTM: Keras' weight layout, parameter counts, unit_forget_bias, summa
     nnl_model *m3 = nnl_model_create();
     REQUIRE(nnl_add(m3, "LSTM(4, unit_forget_bias=False, input_shape=(3, 2))") == NNL_OK);
     for (int j = 0; j < 16; j++) CHECK(m3->layers[0]->weights[2].w[j] == 0.f);
-    CHECK(nnl_add(m3, "LSTM(4, dropout=0.2)") == NNL_ERR_UNSUPPORTED);
+    CHECK(nnl_add(m3, "LSTM(4, dropout=1.0)") == NNL_ERR_ARGUMENT);
     CHECK(std::string(nnl_last_error()).find("dropout") != std::string::npos);
+    CHECK(nnl_add(m3, "GRU(4, recurrent_dropout=-0.1)") == NNL_ERR_ARGUMENT);
+    CHECK(std::string(nnl_last_error()).find("recurrent_dropout") != std::string::npos);
     CHECK(nnl_add(m3, "GRU(4, return_state=True)") == NNL_ERR_UNSUPPORTED);
     CHECK(nnl_add(m3, "LSTM(4, activation='softmax')") == NNL_ERR_UNSUPPORTED);
     nnl_model_free(m3);
@@ -449,6 +451,44 @@ TEST_CASE("recurrent layers have no GPU path yet: nnl_set_device's list leaves t
     }
 }
 
+TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) names recurrent "
+          "layers and Embedding") {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_add(m, "Embedding(20, 4, input_length=6)") == NNL_OK);
+    REQUIRE(nnl_add(m, "LSTM(5, return_sequences=True)") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(3)") == NNL_OK);
+    CHECK(nnl::gpu_missing_layers(*m) == "layers 'embedding' (Embedding), 'lstm' (LSTM)");
+    /* the check that nnl::set_device (CUDA build) runs first, and that each
+       GPU fit runs again: refused by name, NNL_ERR_UNSUPPORTED */
+    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*m); }) == NNL_ERR_UNSUPPORTED);
+    std::string e = nnl_last_error();
+    CHECK(e.find("layers 'embedding' (Embedding), 'lstm' (LSTM) have no GPU path yet") != std::string::npos);
+    CHECK(e.find("GPU layers: Activation") != std::string::npos); /* and says which layers have one */
+    for (const char *spec : {"SimpleRNN(3, input_shape=(4, 2))", "GRU(3, input_shape=(4, 2))"}) {
+        nnl_model *r = nnl_model_create();
+        REQUIRE(nnl_add(r, spec) == NNL_OK);
+        REQUIRE(nnl_add(r, "Dense(2)") == NNL_OK);
+        std::string kind(spec, strchr(spec, '(') - spec);
+        CHECK(nnl::guard([&] { nnl::gpu_check_layers(*r); }) == NNL_ERR_UNSUPPORTED);
+        CHECK(std::string(nnl_last_error()).find("(" + kind + ") has no GPU path yet") != std::string::npos);
+        nnl_model_free(r);
+    }
+    nnl_model *d = nnl_model_create(); /* GPU layers only: nothing to name, the check passes */
+    REQUIRE(nnl_add(d, "Dense(3, input_shape=(4,))") == NNL_OK);
+    CHECK(nnl::gpu_missing_layers(*d).empty());
+    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*d); }) == NNL_OK);
+    nnl_model_free(d);
+    /* through the ABI, in this build: NNL_ERR_UNSUPPORTED naming the layers
+       (the CPU-only build says CUDA is not built, and names them too) */
+    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+    e = nnl_last_error();
+    CHECK(e.rfind("nnl_set_device: ", 0) == 0);
+    CHECK(e.find("'embedding' (Embedding)") != std::string::npos);
+    CHECK(e.find("'lstm' (LSTM)") != std::string::npos);
+    CHECK(std::string(nnl_get_device(m)) == "cpu");
+    nnl_model_free(m);
+}
+
 TEST_CASE("stateful models write their batch size in batch_input_shape, and read it back, as Keras") {
     nnl_model *m = nnl_model_create();
     nnl_model_set_seed(m, 8);
@@ -470,4 +510,284 @@ TEST_CASE("stateful models write their batch size in batch_input_shape, and read
     CHECK(nnl_predict(back, x.data(), 3, xs, 3, p.data(), (int64_t)p.size()) == NNL_OK);
     nnl_model_free(back);
     nnl_model_free(m);
+}
+
+/* ---- dropout and recurrent_dropout (Keras' cells: training only, one mask
+   per sample for the inputs and one for h_{s-1}, both fixed over time) ---- */
+
+TEST_CASE("recurrent dropout: gradient check through time with the training masks") {
+    /* gradcheck_layer's training context has a fixed seed: every forward of
+       the check draws the same masks, so the finite differences see the
+       masked function whose gradient backward computes */
+    const char *specs[] = {
+        "SimpleRNN(4, dropout=0.3, recurrent_dropout=0.4, return_sequences=True)",
+        "SimpleRNN(3, recurrent_dropout=0.5, go_backwards=True)",
+        "LSTM(4, dropout=0.3, recurrent_dropout=0.4)",
+        "LSTM(4, dropout=0.5, return_sequences=True)",
+        "LSTM(3, recurrent_dropout=0.5, go_backwards=True, return_sequences=True)",
+        "GRU(4, dropout=0.3, recurrent_dropout=0.4, return_sequences=True)",
+        "GRU(3, recurrent_dropout=0.5, go_backwards=True)",
+        "GRU(4, reset_after=False, dropout=0.3, recurrent_dropout=0.4, return_sequences=True)",
+        "GRU(3, reset_after=False, recurrent_dropout=0.5)",
+    };
+    for (const char *s : specs) gradcheck_layer(s, nnl::Shape{5, 3}, true);
+    /* the masks of those checks really drop something (seed 42, B = 3) */
+    nnl_model m;
+    m.seed = 1234;
+    m.rng.reseed(m.seed);
+    m.seeded = true;
+    m.add("Input(shape=(5, 3))");
+    m.add("LSTM(4, dropout=0.3, recurrent_dropout=0.4)");
+    auto &L = static_cast<nnl::Recurrent &>(*m.layers[0]);
+    m.ensure_batch(3);
+    auto x = random_vec(3 * 15, 11);
+    std::vector<float> y(3 * 4);
+    nnl::Ctx c;
+    c.training = true;
+    c.seed = 42;
+    L.forward(x.data(), y.data(), 3, c);
+    int zx = 0, zh = 0;
+    for (int64_t i = 0; i < 3 * 3; i++) zx += L.MX(3)[i] == 0.f;
+    for (int64_t i = 0; i < 3 * 4; i++) zh += L.MH(3)[i] == 0.f;
+    CHECK(zx > 0);
+    CHECK(zx < 9);
+    CHECK(zh > 0);
+    CHECK(zh < 12);
+}
+
+TEST_CASE("recurrent dropout: one mask per sample, the same at every step (inputs and h_{s-1})") {
+    const int64_t B = 16, T = 6, u = 4;
+    nnl::Ctx c;
+    c.training = true;
+    c.seed = 9;
+    auto setup = [&](nnl_model &m, const char *spec, bool rec_identity) -> nnl::Layer & {
+        m.seed = 3;
+        m.rng.reseed(3);
+        m.seeded = true;
+        m.add("Input(shape=(6, 4))");
+        m.add(spec);
+        nnl::Layer &L = *m.layers[0];
+        m.ensure_batch(B);
+        /* kernel = I, recurrent kernel = I or 0: y_s = x_s*mx + y_{s-1}*mh */
+        for (int k = 0; k < 2; k++) std::fill(L.weights[(size_t)k].w, L.weights[(size_t)k].w + u * u, 0.f);
+        for (int64_t j = 0; j < u; j++) {
+            L.weights[0].w[j * u + j] = 1.f;
+            if (rec_identity) L.weights[1].w[j * u + j] = 1.f;
+        }
+        return L;
+    };
+    SUBCASE("dropout: y_s = x_s * mask, with x = 1: the mask itself, at every step") {
+        nnl_model m;
+        nnl::Layer &L = setup(m, "SimpleRNN(4, activation='linear', use_bias=False, dropout=0.5, "
+                                 "return_sequences=True)", false);
+        std::vector<float> x((size_t)(B * T * u), 1.f), y((size_t)(B * T * u));
+        L.forward(x.data(), y.data(), B, c);
+        int zeros = 0, twos = 0, differ = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < u; j++) {
+                float v0 = y[(size_t)((b * T) * u + j)];
+                CHECK((v0 == 0.f || v0 == 2.f));
+                zeros += v0 == 0.f;
+                twos += v0 == 2.f;
+                differ += v0 != y[(size_t)j]; /* samples draw their own masks */
+                for (int64_t t = 1; t < T; t++) CHECK(y[(size_t)((b * T + t) * u + j)] == v0);
+            }
+        CHECK(zeros > 0);
+        CHECK(twos > 0);
+        CHECK(differ > 0);
+        /* inference: no mask */
+        nnl::Ctx inf;
+        L.forward(x.data(), y.data(), B, inf);
+        for (float v : y) CHECK(v == 1.f);
+    }
+    SUBCASE("recurrent_dropout: x = 1 at step 0 only, U = I: y_s = mask^s") {
+        nnl_model m;
+        nnl::Layer &L = setup(m, "SimpleRNN(4, activation='linear', use_bias=False, recurrent_dropout=0.5, "
+                                 "return_sequences=True)", true);
+        std::vector<float> x((size_t)(B * T * u), 0.f), y((size_t)(B * T * u));
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < u; j++) x[(size_t)(b * T * u + j)] = 1.f;
+        L.forward(x.data(), y.data(), B, c);
+        int zeros = 0, twos = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < u; j++) {
+                CHECK(y[(size_t)(b * T * u + j)] == 1.f); /* h_{-1} = 0: step 0 is x alone */
+                float m1 = y[(size_t)((b * T + 1) * u + j)];
+                CHECK((m1 == 0.f || m1 == 2.f));
+                zeros += m1 == 0.f;
+                twos += m1 == 2.f;
+                /* a mask drawn anew per step would zero some units later than step 1 */
+                for (int64_t t = 2; t < T; t++) CHECK(y[(size_t)((b * T + t) * u + j)] == std::pow(m1, (float)t));
+            }
+        CHECK(zeros > 0);
+        CHECK(twos > 0);
+    }
+}
+
+TEST_CASE("recurrent dropout: inference equals the layer without dropout; fit is seeded and reproducible") {
+    const char *with[] = {"LSTM(5, dropout=0.3, recurrent_dropout=0.3, return_sequences=True, input_shape=(6, 3))",
+                          "GRU(4, dropout=0.2, recurrent_dropout=0.4, return_sequences=True)",
+                          "SimpleRNN(3, dropout=0.25, recurrent_dropout=0.25)"};
+    const char *without[] = {"LSTM(5, return_sequences=True, input_shape=(6, 3))", "GRU(4, return_sequences=True)",
+                             "SimpleRNN(3)"};
+    auto build = [](const char *const *specs, uint64_t seed) {
+        nnl_model *m = nnl_model_create();
+        nnl_model_set_seed(m, seed);
+        for (int i = 0; i < 3; i++) REQUIRE_MESSAGE(nnl_add(m, specs[i]) == NNL_OK, std::string(nnl_last_error()));
+        REQUIRE(nnl_add(m, "Dense(1)") == NNL_OK);
+        REQUIRE(nnl_compile(m, "Adam(learning_rate=0.01)", "mse", "") == NNL_OK);
+        return m;
+    };
+    auto x = random_vec(32 * 6 * 3, 21), y = random_vec(32, 22);
+    int64_t xs[3] = {32, 6, 3}, ys[2] = {32, 1};
+    nnl_model *a = build(with, 5), *b = build(without, 5);
+    REQUIRE(a->W == b->W); /* the same weights: dropout draws nothing at build */
+    std::vector<float> pa(32), pb(32);
+    REQUIRE(nnl_predict(a, x.data(), 3, xs, 8, pa.data(), 32) == NNL_OK);
+    REQUIRE(nnl_predict(b, x.data(), 3, xs, 8, pb.data(), 32) == NNL_OK);
+    CHECK(pa == pb);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.batch_size = 8;
+    o.epochs = 2;
+    o.verbose = 0;
+    REQUIRE(nnl_fit(a, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    REQUIRE(nnl_fit(b, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    CHECK(a->W != b->W); /* the masks act in training */
+    nnl_model *a2 = build(with, 5);
+    REQUIRE(nnl_fit(a2, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    CHECK(a2->W == a->W); /* same model seed: the same masks, bit for bit */
+    o.shuffle = 0;        /* explicit fit seeds from the same start: only the masks differ */
+    o.seed = 77;
+    nnl_model *s1 = build(with, 5), *s2 = build(with, 5), *s3 = build(with, 5);
+    REQUIRE(nnl_fit(s1, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    REQUIRE(nnl_fit(s2, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    o.seed = 78;
+    REQUIRE(nnl_fit(s3, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK);
+    CHECK(s1->W == s2->W);
+    CHECK(s1->W != s3->W);
+    for (nnl_model *p : {a, b, a2, s1, s2, s3}) nnl_model_free(p);
+}
+
+TEST_CASE("recurrent dropout: Keras JSON with dropout > 0 loads, keeps rate and seed, and round-trips") {
+    const char *k3 =
+        R"({"module": "keras", "class_name": "Sequential", "config": {"name": "sequential", "trainable": true, "dtype": "float32", "layers": [)"
+        R"({"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [null, 10, 3], "dtype": "float32", "sparse": false, "name": "input_layer"}, "registered_name": null}, )"
+        R"({"module": "keras.layers", "class_name": "LSTM", "config": {"name": "lstm", "trainable": true, "dtype": "float32", "return_sequences": true, "return_state": false, "go_backwards": false, "stateful": false, "unroll": false, "zero_output_for_mask": false, "units": 8, "activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": true, )"
+        R"("kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": null}, "registered_name": null}, "recurrent_initializer": {"module": "keras.initializers", "class_name": "OrthogonalInitializer", "config": {"gain": 1.0, "seed": null}, "registered_name": null}, "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": null}, )"
+        R"("unit_forget_bias": true, "kernel_regularizer": null, "recurrent_regularizer": null, "bias_regularizer": null, "activity_regularizer": null, "kernel_constraint": null, "recurrent_constraint": null, "bias_constraint": null, "dropout": 0.25, "recurrent_dropout": 0.1, "seed": 7}, "registered_name": null, "build_config": {"input_shape": [null, 10, 3]}}, )"
+        R"({"module": "keras.layers", "class_name": "GRU", "config": {"name": "gru", "trainable": true, "dtype": "float32", "return_sequences": false, "return_state": false, "go_backwards": false, "stateful": false, "unroll": false, "zero_output_for_mask": false, "units": 4, "activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": true, )"
+        R"("kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": null}, "registered_name": null}, "recurrent_initializer": {"module": "keras.initializers", "class_name": "OrthogonalInitializer", "config": {"gain": 1.0, "seed": null}, "registered_name": null}, "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": null}, )"
+        R"("kernel_regularizer": null, "recurrent_regularizer": null, "bias_regularizer": null, "activity_regularizer": null, "kernel_constraint": null, "recurrent_constraint": null, "bias_constraint": null, "dropout": 0.5, "recurrent_dropout": 0.0, "reset_after": true, "use_cudnn": "auto", "seed": null}, "registered_name": null, "build_config": {"input_shape": [null, 10, 8]}}]}, "keras_version": "3.3.3", "backend": "tensorflow"})";
+    nnl_model *m = nullptr;
+    REQUIRE_MESSAGE(nnl_model_from_json(k3, &m) == NNL_OK, nnl_last_error());
+    auto &l0 = static_cast<nnl::Recurrent &>(*m->layers[0]);
+    auto &l1 = static_cast<nnl::Recurrent &>(*m->layers[1]);
+    CHECK(l0.dropout == 0.25f);
+    CHECK(l0.recurrent_dropout == 0.1f);
+    CHECK(l0.seed == 7);
+    CHECK(l1.dropout == 0.5f);
+    CHECK(l1.recurrent_dropout == 0.f);
+    std::vector<char> j(1 << 16);
+    REQUIRE(nnl_model_to_json(m, j.data(), j.size()) > 0);
+    std::string js = j.data();
+    for (const char *k : {"\"dropout\": 0.25", "\"recurrent_dropout\": 0.1", "\"seed\": 7", "\"dropout\": 0.5"})
+        CHECK_MESSAGE(js.find(k) != std::string::npos, k);
+    nnl_model *back = nullptr;
+    REQUIRE(nnl_model_from_json(js.c_str(), &back) == NNL_OK);
+    std::vector<char> j2(1 << 16);
+    REQUIRE(nnl_model_to_json(back, j2.data(), j2.size()) > 0);
+    CHECK(std::string(j2.data()) == js);
+    /* it trains (the masks sized from the JSON's shapes) */
+    REQUIRE(nnl_add(m, "Dense(1)") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=0.01)", "mse", "") == NNL_OK);
+    auto x = random_vec(12 * 10 * 3, 31), y = random_vec(12, 32);
+    int64_t xs[3] = {12, 10, 3}, ys[2] = {12, 1};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.batch_size = 4;
+    o.epochs = 1;
+    o.verbose = 0;
+    CHECK_MESSAGE(nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK, nnl_last_error());
+    nnl_model_free(back);
+    nnl_model_free(m);
+}
+
+TEST_CASE("stateful LSTMs (with and without recurrent dropout): a run saved after epoch k and resumed ends "
+          "bit-for-bit equal") {
+    nnl_set_threads(1);
+    const int K = 2, N = 5;
+    auto x = random_vec(16 * 5 * 2, 41), y = random_vec(16, 42);
+    int64_t xs[3] = {16, 5, 2}, ys[2] = {16, 1};
+    auto bits = [](const void *a, const void *b, size_t n) { return memcmp(a, b, n) == 0; };
+    auto same = [&](const std::vector<float> &a, const std::vector<float> &b) {
+        return a.size() == b.size() && bits(a.data(), b.data(), a.size() * sizeof(float));
+    };
+    char dir[] = "/tmp/nnlite_rnn_resume_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    std::string ck = std::string(dir) + "/ck.nnl";
+    for (bool drop : {false, true})
+        for (uint64_t fit_seed : {(uint64_t)0, (uint64_t)99}) {
+            CAPTURE(drop);
+            CAPTURE(fit_seed);
+            auto build = [&] {
+                nnl_model *m = nnl_model_create();
+                nnl_model_set_seed(m, 17);
+                std::string l1 = std::string("LSTM(6, stateful=True, return_sequences=True, ") +
+                                 (drop ? "dropout=0.2, recurrent_dropout=0.3, " : "") + "input_shape=(5, 2))";
+                REQUIRE(nnl_add(m, l1.c_str()) == NNL_OK);
+                REQUIRE(nnl_add(m, drop ? "LSTM(4, stateful=True, recurrent_dropout=0.25)" : "LSTM(4, stateful=True)") ==
+                        NNL_OK);
+                REQUIRE(nnl_add(m, "Dense(1)") == NNL_OK);
+                REQUIRE(nnl_compile(m, "Adam(learning_rate=0.01)", "mse", "mae") == NNL_OK);
+                return m;
+            };
+            auto fit = [&](nnl_model *m, int initial, int epochs) {
+                nnl_fit_options o;
+                nnl_fit_options_init(&o);
+                o.batch_size = 4;
+                o.epochs = epochs;
+                o.initial_epoch = initial;
+                o.shuffle = 0; /* stateful: rows continue from batch to batch */
+                o.verbose = 0;
+                o.seed = fit_seed;
+                return nnl_fit(m, x.data(), 3, xs, y.data(), NNL_FLOAT32, 2, ys, &o);
+            };
+            nnl_model *full = build();
+            REQUIRE(fit(full, 0, N) == NNL_OK);
+            nnl_model *part = build();
+            REQUIRE(fit(part, 0, K) == NNL_OK);
+            REQUIRE(nnl_save_model(part, ck.c_str()) == NNL_OK);
+            nnl_model *resumed = nullptr;
+            REQUIRE(nnl_load_model(ck.c_str(), &resumed) == NNL_OK);
+            CHECK(same(resumed->S, part->S)); /* h and c of both layers came back */
+            REQUIRE_MESSAGE(fit(resumed, K, N) == NNL_OK, std::string(nnl_last_error()));
+            CHECK(same(full->W, resumed->W));
+            CHECK(same(full->S, resumed->S)); /* the LSTMs' h and c */
+            bool nonzero = false;
+            for (float v : full->S) nonzero = nonzero || v != 0.f;
+            CHECK(nonzero);
+            REQUIRE(full->opt->slots.size() == resumed->opt->slots.size());
+            for (size_t i = 0; i < full->opt->slots.size(); i++) CHECK(same(full->opt->slots[i], resumed->opt->slots[i]));
+            CHECK(full->opt->iterations == resumed->opt->iterations);
+            CHECK(full->opt->iterations == (int64_t)N * 4);
+            REQUIRE(resumed->hist_epochs == N);
+            REQUIRE(full->hist.size() == resumed->hist.size());
+            for (size_t k = 0; k < full->hist.size(); k++) {
+                CAPTURE(full->hist_keys[k]);
+                REQUIRE(full->hist[k].size() == (size_t)N);
+                REQUIRE(resumed->hist[k].size() == (size_t)N);
+                CHECK(bits(full->hist[k].data(), resumed->hist[k].data(), N * sizeof(double)));
+            }
+            /* the states are part of it: the same file with its states zeroed ends elsewhere */
+            nnl_model *cold = nullptr;
+            REQUIRE(nnl_load_model(ck.c_str(), &cold) == NNL_OK);
+            REQUIRE(nnl_reset_states(cold) == NNL_OK);
+            REQUIRE(fit(cold, K, N) == NNL_OK);
+            CHECK_FALSE(same(full->W, cold->W));
+            for (nnl_model *p : {full, part, resumed, cold}) nnl_model_free(p);
+        }
+    std::string rm = std::string("rm -rf ") + dir;
+    CHECK(system(rm.c_str()) == 0);
+    nnl_set_threads(0);
 }

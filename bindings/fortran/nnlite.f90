@@ -49,7 +49,7 @@ module nnlite
 
     public :: c_float, c_double, c_int, c_int32_t, c_int64_t
     public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist, nnl_cuda_device_count
-    public :: nnl_has_feature, nnl_build_info
+    public :: nnl_has_feature, nnl_build_info, nnl_sliding_windows
 
     !> A Sequential model: the handle of a C nnl_model.
     type, public :: nnl_model
@@ -353,6 +353,13 @@ module nnlite
             character(kind=c_char), dimension(*) :: path
             type(c_ptr) :: xtr, ytr, xte, yte
             integer(c_int) :: c_load_mnist
+        end function
+        function c_sliding_windows(series, n, features, window, x, y) bind(C, name="nnl_sliding_windows")
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: series
+            integer(c_int64_t), value :: n, features, window
+            type(c_ptr) :: x, y
+            integer(c_int) :: c_sliding_windows
         end function
         subroutine c_array_free(a) bind(C, name="nnl_array_free")
             import :: c_ptr
@@ -1054,6 +1061,35 @@ contains
             call c_f_pointer(c_array_data(arr), p, [c_array_dim(arr, 0_c_int)])
             y = p
         end subroutine
+    end subroutine
+
+    !> Sliding windows over a series for one-step forecasting (nnl_sliding_windows):
+    !> series(features, n) (Fortran order of C's (n, features)) gives
+    !> x(features, window, n - window) with x(:, :, t) = series(:, t : t + window - 1)
+    !> and y(features, n - window) with y(:, t) = series(:, t + window): the
+    !> layouts model%fit takes for an LSTM on (window, features) inputs.
+    !> window >= 1 and n > window, else NNL_ERR_ARGUMENT.
+    subroutine nnl_sliding_windows(series, window, x, y, status)
+        real(c_float), intent(in), contiguous, target :: series(:, :)
+        integer, intent(in) :: window
+        real(c_float), allocatable, intent(out) :: x(:, :, :), y(:, :)
+        integer, intent(out), optional :: status
+        type(c_ptr) :: a(2)
+        real(c_float), pointer :: px(:, :, :), py(:, :)
+        integer(c_int) :: rc
+        a = c_null_ptr
+        rc = c_sliding_windows(c_loc(series), int(size(series, 2), c_int64_t), int(size(series, 1), c_int64_t), &
+                               int(window, c_int64_t), a(1), a(2))
+        if (rc == NNL_OK) then
+            call c_f_pointer(c_array_data(a(1)), px, [c_array_dim(a(1), 2_c_int), c_array_dim(a(1), 1_c_int), &
+                                                      c_array_dim(a(1), 0_c_int)])
+            call c_f_pointer(c_array_data(a(2)), py, [c_array_dim(a(2), 1_c_int), c_array_dim(a(2), 0_c_int)])
+            x = px
+            y = py
+        end if
+        if (c_associated(a(1))) call c_array_free(a(1))
+        if (c_associated(a(2))) call c_array_free(a(2))
+        call finish(rc, status, "nnl_sliding_windows")
     end subroutine
 
 end module nnlite

@@ -169,6 +169,7 @@ program test_nnlite
     call m2%free()
     call check(.not. m%is_valid(), "free")
     call token_ids()
+    call lstm_forecaster()
     if (failures > 0) then
         print '(a, i0, a)', "fortran tests: ", failures, " FAILED"
         error stop 1
@@ -318,6 +319,45 @@ contains
         call e%predict(ids, pi, status=s)
         call check(s == NNL_ERR_ARGUMENT, "Embedding: id 10 of input_dim 10 refused")
         call e%free()
+    end subroutine
+
+    ! R-LSTM from Fortran: a sine wave cut by nnl_sliding_windows into windows of
+    ! 20 steps, LSTM(16) - Dense(1) trained a few epochs; the one-step forecast
+    ! of held-out windows beats persistence (the last value seen) by RMSE.
+    subroutine lstm_forecaster()
+        integer, parameter :: n = 420, w = 20, ntrain = 320
+        type(nnl_model) :: f
+        real(c_float) :: series(1, n)
+        real(c_float), allocatable :: xw(:, :, :), yw(:, :), p(:, :)
+        real(c_double) :: rmse, rmse_persist
+        real(c_double), allocatable :: loss(:)
+        integer :: t, s, nt
+        do t = 1, n
+            series(1, t) = real(sin(0.15d0 * t) + 0.3d0 * sin(0.047d0 * t), c_float)
+        end do
+        call nnl_sliding_windows(series, w, xw, yw)
+        call check(all(shape(xw) == [1, w, n - w]) .and. all(shape(yw) == [1, n - w]), &
+                   "sliding windows: x(1, 20, 400), y(1, 400)")
+        call check(all(xw(1, :, 7) == series(1, 7:7 + w - 1)) .and. yw(1, 7) == series(1, 7 + w), &
+                   "sliding windows: x(:, :, t) = series(:, t : t+19), y(:, t) = series(:, t+20)")
+        call f%create(seed=11)
+        call f%add("LSTM(16, input_shape=(20, 1))")
+        call f%add("Dense(1)")
+        call f%compile("Adam(learning_rate=0.01)", "mse", "")
+        call f%fit(xw(:, :, 1:ntrain), yw(:, 1:ntrain), epochs=20, batch_size=16, verbose=0)
+        loss = f%history("loss")
+        call check(loss(size(loss)) < loss(1), "forecaster: the loss went down")
+        nt = n - w - ntrain
+        allocate (p(1, nt))
+        call f%predict(xw(:, :, ntrain + 1:), p)
+        rmse = sqrt(sum((real(p(1, :), c_double) - yw(1, ntrain + 1:))**2) / nt)
+        rmse_persist = sqrt(sum((real(xw(1, w, ntrain + 1:), c_double) - yw(1, ntrain + 1:))**2) / nt)
+        print '(a, f8.5, a, f8.5)', "fortran LSTM forecaster: one-step RMSE ", rmse, ", persistence ", rmse_persist
+        call check(rmse < 0.5d0 * rmse_persist, "forecaster: one-step RMSE under half persistence's")
+        call nnl_sliding_windows(series(:, 1:5), 5, xw, yw, status=s)
+        call check(s == NNL_ERR_ARGUMENT, "sliding windows: n <= window is NNL_ERR_ARGUMENT")
+        call check(index(nnl_error_message(), "nnl_sliding_windows") == 1, "its message names the C call")
+        call f%free()
     end subroutine
 
     subroutine delete(path)

@@ -29,6 +29,7 @@ from . import _lib
 from . import errors
 from . import layers
 from . import optimizers
+from . import text
 from .errors import (Error, ArgumentError, ShapeError, StateError, FileError, FormatError, OutOfMemoryError,
                      UnsupportedError, NumericError, InternalError)
 from .models import Sequential, History, Callback, load_model, model_from_json
@@ -88,7 +89,7 @@ def get_threads():
     return int(_lib.lib.nnl_get_threads())
 
 
-__all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "load_model",
-           "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError", "FormatError",
-           "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "check_version",
+__all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "text",
+           "load_model", "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError",
+           "FormatError", "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "check_version",
            "library_version", "library_path", "set_threads", "get_threads", "has_feature", "build_info"]

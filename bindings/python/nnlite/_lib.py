@@ -168,6 +168,25 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
+    # arrays and text corpora (0.3): absent from an older library, the wrappers then raise
+    P_handle = ctypes.POINTER(c_void_p)
+    for name, res, args in (
+        ("nnl_array_free", None, (c_void_p,)),
+        ("nnl_array_dtype", c_int, (c_void_p,)),
+        ("nnl_array_rank", c_int, (c_void_p,)),
+        ("nnl_array_dim", c_int64, (c_void_p, c_int)),
+        ("nnl_array_data", c_void_p, (c_void_p,)),
+        ("nnl_text_vocab", c_int, (c_char_p, P_handle)),
+        ("nnl_vocab_free", None, (c_void_p,)),
+        ("nnl_vocab_size", c_int64, (c_void_p,)),
+        ("nnl_vocab_word", c_char_p, (c_void_p, c_int64)),
+        ("nnl_vocab_id", c_int64, (c_void_p, c_char_p)),
+        ("nnl_load_words", c_int, (c_char_p, c_void_p, P_handle)),
+        ("nnl_lm_windows", c_int, (P_int32, c_int64, c_int, c_int, P_handle, P_handle)),
+        ("nnl_sliding_windows", c_int, (P_float, c_int64, c_int64, c_int64, P_handle, P_handle)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
 
 
 lib, path = _open()

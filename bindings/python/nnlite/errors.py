@@ -115,6 +115,10 @@ PYTHON_NAMES = {
     "nnl_model_from_json": "nnlite.model_from_json()",
     "nnl_set_device": "model.to()",
     "nnl_set_tf32": "model.set_tf32()",
+    "nnl_text_vocab": "nnlite.text.Vocab()",
+    "nnl_load_words": "nnlite.text.load_words()",
+    "nnl_lm_windows": "nnlite.text.lm_windows()",
+    "nnl_sliding_windows": "nnlite.text.sliding_windows()",
 }
 _C_NAME = re.compile(r"\bnnl_[a-z0-9_]+")
 

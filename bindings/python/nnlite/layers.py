@@ -89,12 +89,15 @@ ZeroPadding2D = _kind("ZeroPadding2D", "ZeroPadding2D(padding=(1,1))")
 UpSampling2D = _kind("UpSampling2D", "UpSampling2D(size=(2,2))")
 Embedding = _kind("Embedding", "Embedding(input_dim, output_dim, embeddings_initializer='uniform', "
                   "mask_zero=False, input_length=None): integer ids (T,) -> (T, output_dim)")
-SimpleRNN = _kind("SimpleRNN", "SimpleRNN(units, activation='tanh', use_bias=True, return_sequences=False, "
-                  "go_backwards=False, stateful=False, ...): inputs (timesteps, features)")
+SimpleRNN = _kind("SimpleRNN", "SimpleRNN(units, activation='tanh', use_bias=True, dropout=0.0, "
+                  "recurrent_dropout=0.0, return_sequences=False, go_backwards=False, stateful=False, ...): "
+                  "inputs (timesteps, features)")
 LSTM = _kind("LSTM", "LSTM(units, activation='tanh', recurrent_activation='sigmoid', use_bias=True, "
-             "unit_forget_bias=True, return_sequences=False, go_backwards=False, stateful=False, ...)")
+             "unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0, return_sequences=False, "
+             "go_backwards=False, stateful=False, ...)")
 GRU = _kind("GRU", "GRU(units, activation='tanh', recurrent_activation='sigmoid', use_bias=True, "
-            "return_sequences=False, go_backwards=False, stateful=False, reset_after=True, ...)")
+            "dropout=0.0, recurrent_dropout=0.0, return_sequences=False, go_backwards=False, stateful=False, "
+            "reset_after=True, ...)")
 
 # Keras' other names (nnlite.h lists the same; the unit tests check both
 # against the library's alias table)
