@@ -28,6 +28,10 @@
        of the data pipeline (corpus loader, windows, int32 ids, per-position
        cross-entropy, perplexity) that runs with any nnlite 0.3 build.
    --words N uses the first N words of each file only (a quick check).
+   --checkpoint FILE saves the whole training state (nnl_save_model: weights,
+       optimizer, history, RNG, the LSTM states) to FILE after every epoch,
+       and when FILE exists at the start resumes from it: the run ends as
+       the uninterrupted one would (a long run can be stopped and resumed).
 
    Data: a folder holding ptb.train.txt, ptb.valid.txt and ptb.test.txt (the
    first argument; else ./data/ptb, ~/.keras/datasets/ptb,
@@ -37,7 +41,7 @@
    TensorFlow PTB tutorial uses them.
 
    usage: ptb_lstm [ptb folder] [--preset thesis|small|bigram] [--words N]
-                   [--epochs N] [--batch N] [--threads N] [--seed N] */
+                   [--checkpoint FILE] [--epochs N] [--batch N] [--threads N] [--seed N] */
 #include "common.h"
 
 #include <math.h>
@@ -123,15 +127,20 @@ int main(int argc, char **argv) {
        common parser sees the rest */
     const preset *ps = &kPresets[0];
     long long words = 0;
+    const char *ckpt = NULL;
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
     int nrest = 0, i;
     if (!rest) return 1;
     for (i = 0; i < argc; i++) {
-        if (i > 0 && (!strcmp(argv[i], "--preset") || !strcmp(argv[i], "--words"))) {
+        if (i > 0 && (!strcmp(argv[i], "--preset") || !strcmp(argv[i], "--words") || !strcmp(argv[i], "--checkpoint"))) {
             int j, found = 0;
             if (i + 1 >= argc) {
                 fprintf(stderr, "%s: option '%s' needs a value\n", ex_prog(argv[0]), argv[i]);
                 return 2;
+            }
+            if (!strcmp(argv[i], "--checkpoint")) {
+                ckpt = argv[++i];
+                continue;
             }
             if (!strcmp(argv[i], "--words")) {
                 words = atoll(argv[++i]);
@@ -152,7 +161,8 @@ int main(int argc, char **argv) {
             continue;
         }
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            printf("  --preset thesis|small|bigram (thesis), --words N: the first N words of each file\n");
+            printf("  --preset thesis|small|bigram (thesis), --words N: the first N words of each file,\n"
+                   "  --checkpoint FILE: save after every epoch, resume from FILE when it exists\n");
         rest[nrest++] = argv[i];
     }
     rest[nrest] = NULL;
@@ -219,6 +229,13 @@ int main(int argc, char **argv) {
     run_state st;
     st.lr0 = nnl_get_learning_rate(m);
     st.small = small;
+    int start = 0; /* epochs already trained (a checkpoint's) */
+    if (ckpt && ex_readable(ckpt)) {
+        nnl_model_free(m);
+        CHECK(nnl_load_model(ckpt, &m));
+        start = nnl_history_epochs(m);
+        printf("resuming from %s after epoch %d (learning rate %g)\n", ckpt, start, nnl_get_learning_rate(m));
+    }
     st.steps_per_epoch = nnl_array_dim(xt, 0) / B;
     st.m = m;
     nnl_fit_options o;
@@ -243,12 +260,20 @@ int main(int argc, char **argv) {
 #endif
     printf("%lld training windows of %d steps in batches of %d: %lld batches per epoch\n",
            (long long)nnl_array_dim(xt, 0), T, B, (long long)st.steps_per_epoch);
-    double t = ex_seconds();
-    st.t0 = t;
-    CHECK(nnl_fit_typed(m, nnl_array_data(xt), NNL_INT32, 2, nnl_array_shape(xt), nnl_array_data(yt), NNL_INT32, 2,
-                        nnl_array_shape(yt), &o));
-    t = ex_seconds() - t;
-    int epochs = nnl_history_epochs(m);
+    double t = 0;
+    int e;
+    /* with a checkpoint, one epoch per call (Keras' initial_epoch) and a save after each */
+    for (e = start; e < a.epochs; e = ckpt ? e + 1 : a.epochs) {
+        o.initial_epoch = e;
+        o.epochs = ckpt ? e + 1 : a.epochs;
+        double t1 = ex_seconds();
+        st.t0 = t1;
+        CHECK(nnl_fit_typed(m, nnl_array_data(xt), NNL_INT32, 2, nnl_array_shape(xt), nnl_array_data(yt), NNL_INT32,
+                            2, nnl_array_shape(yt), &o));
+        t += ex_seconds() - t1;
+        if (ckpt) CHECK(nnl_save_model(m, ckpt));
+    }
+    int epochs = nnl_history_epochs(m) - start; /* trained by this process */
     double r[2] = {NAN, NAN};
 #if NNL_VERSION_NUMBER >= 300
     if (small) CHECK(nnl_reset_states(m));
@@ -256,9 +281,9 @@ int main(int argc, char **argv) {
     CHECK(nnl_evaluate_typed(m, nnl_array_data(xs), NNL_INT32, 2, nnl_array_shape(xs), nnl_array_data(ys), NNL_INT32,
                              2, nnl_array_shape(ys), B, r, 2));
     printf("test loss: %.4f  test perplexity: %.2f\n", r[0], r[1]);
-    double wps = (double)nnl_array_size(xt) * epochs / t;
-    printf("training: %.1f s, %.0f words/s, %.2f batches/s, %d thread(s)\n", t, wps,
-           (double)st.steps_per_epoch * epochs / t, nnl_get_threads());
+    double wps = t > 0 ? (double)nnl_array_size(xt) * epochs / t : 0;
+    printf("training (this run, %d epochs): %.1f s, %.0f words/s, %.2f batches/s, %d thread(s)\n", epochs, t, wps,
+           t > 0 ? (double)st.steps_per_epoch * epochs / t : 0, nnl_get_threads());
 
     nnl_model_free(m);
     nnl_array_free(xt), nnl_array_free(yt), nnl_array_free(xv), nnl_array_free(yv);

@@ -7,7 +7,9 @@
 #      folder, never into the folder they are started from. Run on
 #      Fashion-MNIST for 1 epoch when dataset-fashion-mnist is installed;
 #      otherwise that part is reported as NOT RUN. lstm_forecast --model
-#      dense (no data needed, under a second) always: its picture in --out.
+#      dense (no data needed, under a second) always: its picture in --out;
+#   3. ptb_lstm --checkpoint on a tiny corpus written here: stopped and
+#      resumed equals the uninterrupted run.
 set -euo pipefail
 said=
 build=$(realpath -m "${1:-build}")
@@ -45,6 +47,25 @@ mkdir -p "$tmp/cwd0"
 grep -q "persistence" "$tmp/log" || fail "lstm_forecast prints no persistence baseline"
 [ -z "$(ls -A "$tmp/cwd0")" ] || fail "lstm_forecast wrote into the current folder: $(ls -A "$tmp/cwd0")"
 echo "examples: lstm_forecast --model dense writes its picture into --out DIR"
+
+# ptb_lstm --checkpoint: a run stopped after epoch 2 and resumed ends as the
+# uninterrupted one (a tiny corpus written here: ptb.{train,valid,test}.txt)
+mkdir -p "$tmp/ptb"
+for f in train valid test; do
+    awk -v s="$f" 'BEGIN { srand(s == "train" ? 1 : s == "valid" ? 2 : 3); for (l = 0; l < 60; l++) {
+        line = ""; for (w = 0; w < 12; w++) { r = int(rand() * 40); line = line " w" (r < 20 ? r : (l + w) % 40) }
+        print line } }' >"$tmp/ptb/ptb.$f.txt"
+done
+ptb() { "$build/ptb_lstm" "$tmp/ptb" --preset small --threads 1 "$@" >"$tmp/ptb.log" 2>&1 || { cat "$tmp/ptb.log"; fail "ptb_lstm $*"; }; }
+ptb --epochs 3
+want=$(grep "test perplexity" "$tmp/ptb.log")
+ptb --epochs 2 --checkpoint "$tmp/ck.nnl"
+[ -s "$tmp/ck.nnl" ] || fail "ptb_lstm --checkpoint wrote no file"
+ptb --epochs 3 --checkpoint "$tmp/ck.nnl"
+grep -q "resuming from .* after epoch 2" "$tmp/ptb.log" || fail "ptb_lstm did not resume: $(cat "$tmp/ptb.log")"
+got=$(grep "test perplexity" "$tmp/ptb.log")
+[ -n "$want" ] && [ "$want" = "$got" ] || fail "ptb_lstm resumed after epoch 2: '$got', uninterrupted: '$want'"
+echo "examples: ptb_lstm --checkpoint resumed after epoch 2 ends as the uninterrupted run ($got)"
 
 data=/usr/share/datasets/fashion-mnist
 if [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ubyte" ]; then
