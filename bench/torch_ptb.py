@@ -45,7 +45,7 @@ ap.add_argument("--preset", choices=["thesis", "small"], default="thesis")
 ap.add_argument("--epochs", type=int)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seed", type=int, default=42)
-ap.add_argument("--max-words", type=int, default=0, help="use only the first N training words (smoke test)")
+ap.add_argument("--max-words", type=int, default=0, help="use only the first N words of each file (speed runs, smoke tests)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -73,9 +73,10 @@ def ids(ws):
     return torch.tensor([wid.get(w, wid["<unk>"]) for w in ws], dtype=torch.long)
 
 
-train = ids(train_w[:a.max_words] if a.max_words else train_w)
-valid = ids(words(os.path.join(a.data, "ptb.valid.txt")))
-test = ids(words(os.path.join(a.data, "ptb.test.txt")))
+cut = (lambda ws: ws[:a.max_words]) if a.max_words else (lambda ws: ws)  # as ptb_lstm --words N
+train = ids(cut(train_w))
+valid = ids(cut(words(os.path.join(a.data, "ptb.valid.txt"))))
+test = ids(cut(words(os.path.join(a.data, "ptb.test.txt"))))
 
 
 def batchify(d, b):
