@@ -396,3 +396,34 @@ TEST_CASE("Bidirectional: model files and weights files round trip, training inc
     nnl_model_free(l);
     nnl_model_free(m);
 }
+
+TEST_CASE("spec strings: a wrapper's layer is a nested call, read back as written, nesting bounded") {
+    nnl::Spec s = nnl::parse_spec("Bidirectional(LSTM(8, return_sequences=True), merge_mode='sum', input_shape=(5, 3))");
+    CHECK(s.name == "Bidirectional");
+    REQUIRE(s.pos.size() == 1);
+    REQUIRE(s.pos[0].kind == nnl::Value::CALL);
+    const nnl::Spec &in = *s.pos[0].call;
+    CHECK(in.name == "LSTM");
+    REQUIRE(in.pos.size() == 1);
+    CHECK(in.pos[0].num == 8);
+    REQUIRE(in.kw.size() == 1);
+    CHECK(in.kw[0].first == "return_sequences");
+    CHECK(s.kw.size() == 2);
+    std::string r = nnl::spec_repr(s);
+    CHECK(r == "Bidirectional(LSTM(8, return_sequences=True), merge_mode='sum', input_shape=(5, 3))");
+    CHECK(nnl::spec_repr(nnl::parse_spec(r.c_str())) == r);
+    /* a bare word stays a string; a word before '(' is a call, with or without spaces */
+    CHECK(nnl::parse_spec("Activation(relu)").pos[0].kind == nnl::Value::STR);
+    CHECK(nnl::parse_spec("TimeDistributed( Dense (2) )").pos[0].call->name == "Dense");
+    for (const char *bad : {"Bidirectional(LSTM(8)", "Bidirectional(LSTM(8,,))", "Bidirectional(LSTM(8) x)"}) {
+        INFO(bad);
+        CHECK_THROWS_AS(nnl::parse_spec(bad), nnl::Error);
+    }
+    std::string deep;
+    for (int i = 0; i < 20000; i++) deep += "A(";
+    CHECK_THROWS_AS(nnl::parse_spec(deep.c_str()), nnl::Error);
+    std::string ok;
+    for (int i = 0; i < 30; i++) ok += "A(";
+    ok += std::string(30, ')');
+    CHECK_NOTHROW(nnl::parse_spec(ok.c_str()));
+}
