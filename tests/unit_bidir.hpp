@@ -341,6 +341,21 @@ TEST_CASE("TimeDistributed(Dense(...)) spec strings build that Dense, with the s
     CHECK(nnl_add(a, "TimeDistributed(LSTM(3))") == NNL_ERR_UNSUPPORTED);
     CHECK(std::string(nnl_last_error()).find("TimeDistributed(LSTM") != std::string::npos);
     CHECK(nnl_add(a, "TimeDistributed(3)") == NNL_ERR_ARGUMENT);
+    /* tf.keras 2.x writes the wrapper with its Dense inside; it is read as that Dense and written as one */
+    const char *k2 =
+        R"({"class_name": "Sequential", "config": {"name": "sequential", "layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 5, 4], "dtype": "float32", "sparse": false, "ragged": false, "name": "time_distributed_input"}}, )"
+        R"({"class_name": "TimeDistributed", "config": {"name": "time_distributed", "trainable": true, "dtype": "float32", "batch_input_shape": [null, 5, 4], "layer": {"class_name": "Dense", "config": {"name": "dense", "trainable": true, "dtype": "float32", "units": 3, "activation": "linear", "use_bias": true, "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": null}}, "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": null, "bias_regularizer": null, "activity_regularizer": null, "kernel_constraint": null, "bias_constraint": null}}}}]}, "keras_version": "2.9.0", "backend": "tensorflow"})";
+    nnl_model *t = nullptr;
+    REQUIRE_MESSAGE(nnl_model_from_json(k2, &t) == NNL_OK, nnl_last_error());
+    REQUIRE(t->layers.size() == 1);
+    CHECK(std::string(t->layers[0]->cls) == "Dense");
+    CHECK(t->layers[0]->name == "time_distributed");
+    CHECK(t->layers[0]->out == nnl::Shape{5, 3});
+    CHECK(nnl_param_count(t) == 4 * 3 + 3);
+    std::string tj = bidir::json_of(t);
+    CHECK(tj.find("\"class_name\": \"Dense\", \"config\": {\"name\": \"time_distributed\"") != std::string::npos);
+    CHECK(tj.find("TimeDistributed") == std::string::npos);
+    nnl_model_free(t);
     nnl_model_free(a);
     nnl_model_free(b);
 }
