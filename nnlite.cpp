@@ -4786,7 +4786,7 @@ static const LayerKind *find_layer(const std::string &name) {
 
 /* Every name nnl_add knows, sorted, comma-separated (error messages). */
 static std::string layer_names() {
-    std::vector<std::string> v{"Input"};
+    std::vector<std::string> v{"Input", "TimeDistributed"}; /* TimeDistributed(Dense): Model::time_distributed */
     for (auto &kv : layer_registry()) v.push_back(kv.first);
     for (auto &kv : layer_aliases()) v.push_back(kv.first);
     for (auto &kv : extra_layers()) v.push_back(kv.first);
