@@ -4512,17 +4512,15 @@ public:
     /* a recurrent layer from its spec, with the keys every layer takes
        (name, trainable, dtype, an input shape) read here; *iname gets the name */
     std::unique_ptr<Recurrent> make_inner(const Spec &sp, std::string *iname) {
-        const char *n = sp.name.c_str();
-        Recurrent::CellKind k = sp.name == "SimpleRNN" ? Recurrent::CELL_SIMPLE
-                                : sp.name == "LSTM"    ? Recurrent::CELL_LSTM
-                                : sp.name == "GRU"     ? Recurrent::CELL_GRU
-                                                       : (raise(NNL_ERR_UNSUPPORTED,
-                                                                "Bidirectional: wraps SimpleRNN, LSTM or GRU, not %s",
-                                                                printable(sp.name).c_str()),
-                                                          Recurrent::CELL_SIMPLE);
-        Args a(sp, n);
-        std::unique_ptr<Recurrent> r(new Recurrent(a, k, k == Recurrent::CELL_LSTM ? "LSTM"
-                                                       : k == Recurrent::CELL_GRU ? "GRU" : "SimpleRNN"));
+        Recurrent::CellKind k;
+        const char *cls_;
+        if (sp.name == "SimpleRNN") k = Recurrent::CELL_SIMPLE, cls_ = "SimpleRNN";
+        else if (sp.name == "LSTM") k = Recurrent::CELL_LSTM, cls_ = "LSTM";
+        else if (sp.name == "GRU") k = Recurrent::CELL_GRU, cls_ = "GRU";
+        else raise(NNL_ERR_UNSUPPORTED, "Bidirectional: wraps SimpleRNN, LSTM or GRU, not %s",
+                   printable(sp.name).c_str());
+        Args a(sp, cls_);
+        std::unique_ptr<Recurrent> r(new Recurrent(a, k, cls_));
         *iname = a.str("name", -1, "");
         NNL_REQUIRE(valid_utf8(*iname), NNL_ERR_ARGUMENT, "Bidirectional: the name '%s' is not valid UTF-8",
                     printable(*iname).c_str());
