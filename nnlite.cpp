@@ -778,11 +778,15 @@ void write_file_atomic(const char *path, const std::string &data) {
    "Dense(128, activation='relu', input_shape=(784,))" parses into a name,
    positional values and keyword values. Values: numbers, strings (quoted or
    bare words), True/False/None, tuples (...) or lists [...]. */
+struct Spec;
+static std::string spec_repr(const Spec &sp);
 struct Value {
-    enum Kind { NONE, BOOL, NUM, STR, TUPLE } kind = NONE;
+    enum Kind { NONE, BOOL, NUM, STR, TUPLE, CALL } kind = NONE;
     double num = 0;
     std::string str;
     std::vector<Value> items;
+    /* CALL: a nested layer, as in Keras' wrappers: Bidirectional(LSTM(8)) */
+    std::shared_ptr<const Spec> call;
     std::string repr() const {
         switch (kind) {
         case NONE: return "None";
@@ -794,6 +798,7 @@ struct Value {
             for (size_t i = 0; i < items.size(); i++) s += (i ? ", " : "") + items[i].repr();
             return s + (items.size() == 1 ? ",)" : ")");
         }
+        case CALL: return spec_repr(*call);
         }
         return "?";
     }
@@ -804,6 +809,15 @@ struct Spec {
     std::vector<Value> pos;
     std::vector<std::pair<std::string, Value>> kw;
 };
+
+/* "Name(pos, ..., key=value, ...)": a spec as the parser reads it back */
+static std::string spec_repr(const Spec &sp) {
+    std::string s = sp.name + "(";
+    bool first = true;
+    for (auto &v : sp.pos) s += (first ? "" : ", ") + v.repr(), first = false;
+    for (auto &kv : sp.kw) s += (first ? "" : ", ") + kv.first + "=" + kv.second.repr(), first = false;
+    return s + ")";
+}
 
 /* Deepest nesting of tuples/lists a spec string may have: the parser
    recurses once per level, and a hostile string of 50,000 '(' must be an
@@ -866,8 +880,16 @@ class SpecParser {
             p = end;
             v.kind = Value::NUM;
         } else if (idstart(*p)) {
+            const char *save = p;
             std::string w = ident();
-            if (w == "True" || w == "true") {
+            ws();
+            if (*p == '(') { /* a nested layer: Bidirectional(LSTM(8)) */
+                if (depth >= SPEC_MAX_DEPTH)
+                    fail(format("calls nested deeper than %d levels", SPEC_MAX_DEPTH).c_str());
+                p = save;
+                v.kind = Value::CALL;
+                v.call = std::make_shared<const Spec>(call(depth + 1));
+            } else if (w == "True" || w == "true") {
                 v.kind = Value::BOOL;
                 v.num = 1;
             } else if (w == "False" || w == "false") {
@@ -887,9 +909,8 @@ class SpecParser {
         return v;
     }
 
-public:
-    explicit SpecParser(const char *text) : s(text), p(text) {}
-    Spec parse() {
+    /* Name or Name(args): a layer, at the top or nested in a wrapper's arguments */
+    Spec call(int depth) {
         Spec sp;
         sp.name = ident();
         ws();
@@ -905,13 +926,13 @@ public:
                         p++;
                         for (auto &kv : sp.kw)
                             if (kv.first == k) fail("argument given twice");
-                        sp.kw.emplace_back(k, value(0));
+                        sp.kw.emplace_back(k, value(depth));
                         goto next;
                     }
                     p = save;
                 }
                 if (!sp.kw.empty()) fail("positional argument after keyword argument");
-                sp.pos.push_back(value(0));
+                sp.pos.push_back(value(depth));
             next:
                 ws();
                 if (*p == ',') {
@@ -923,6 +944,13 @@ public:
             }
             p++;
         }
+        return sp;
+    }
+
+public:
+    explicit SpecParser(const char *text) : s(text), p(text) {}
+    Spec parse() {
+        Spec sp = call(0);
         ws();
         if (*p) fail("unexpected text after the closing ')'");
         return sp;
@@ -1059,6 +1087,15 @@ public:
         else
             out.push_back(one(*v));
         return out;
+    }
+    /* A nested layer, as Keras' wrappers take one (Bidirectional(LSTM(8))).
+       NULL when absent. */
+    const Spec *layer(const char *key, int pos) {
+        const Value *v = get(key, pos);
+        if (!v || v->kind == Value::NONE) return nullptr;
+        if (v->kind != Value::CALL)
+            raise(NNL_ERR_ARGUMENT, "%s: '%s' must be a layer such as LSTM(8), got %s", owner, key, v->repr().c_str());
+        return v->call.get();
     }
     void done() {
         for (size_t i = 0; i < sp.kw.size(); i++)
@@ -4602,6 +4639,231 @@ struct GRU : Recurrent {
     explicit GRU(Args &a) : Recurrent(a, CELL_GRU, "GRU") {}
 };
 
+/* ---- Bidirectional: a recurrent layer run both ways ------------------------
+   Keras' wrapper (keras.layers.Bidirectional): a forward copy of the layer
+   and a backward copy (go_backwards flipped), both reading the same input,
+   named forward_<layer> and backward_<layer> as Keras names them. The
+   backward copy's sequence (return_sequences) comes out in processing
+   order and is reversed back to time order before the merge, as Keras does.
+   merge_mode 'concat' (the two side by side on the last axis: twice the
+   units), 'sum', 'mul', 'ave'. Weights: the forward layer's (kernel,
+   recurrent_kernel, bias) then the backward layer's, Keras' get_weights()
+   order; the copies' weights live in the model's arenas through this
+   layer's WeightSpecs (bound before each call). Not supported: stateful
+   copies, merge_mode=None (two outputs), an explicit backward_layer other
+   than the mirror of the forward one (Keras 3 writes that mirror in its
+   JSON: it is read and checked). ws: the copies' workspaces, then both
+   outputs (kept for the 'mul' gradient); scratch: their dy and the
+   backward copy's dx. */
+static bool json_equal(const Json &a, const Json &b) {
+    if (a.kind != b.kind || a.b != b.b || a.s != b.s || a.a.size() != b.a.size() || a.o.size() != b.o.size())
+        return false;
+    if (a.kind == Json::NUM && a.num != b.num) return false;
+    for (size_t i = 0; i < a.a.size(); i++)
+        if (!json_equal(a.a[i], b.a[i])) return false;
+    for (size_t i = 0; i < a.o.size(); i++)
+        if (a.o[i].first != b.o[i].first || !json_equal(a.o[i].second, b.o[i].second)) return false;
+    return true;
+}
+
+class Bidirectional : public Layer {
+public:
+    enum Merge { MERGE_CONCAT, MERGE_SUM, MERGE_MUL, MERGE_AVE } merge = MERGE_CONCAT;
+    std::unique_ptr<Recurrent> fw, bw;
+    std::string inner; /* the wrapped layer's name, as given ("lstm") */
+    int64_t so = 0;    /* values per sample of one copy's output */
+
+    /* a recurrent layer from its spec, with the keys every layer takes
+       (name, trainable, dtype, an input shape) read here; *iname gets the name */
+    std::unique_ptr<Recurrent> make_inner(const Spec &sp, std::string *iname) {
+        Recurrent::CellKind k;
+        const char *cls_;
+        if (sp.name == "SimpleRNN") k = Recurrent::CELL_SIMPLE, cls_ = "SimpleRNN";
+        else if (sp.name == "LSTM") k = Recurrent::CELL_LSTM, cls_ = "LSTM";
+        else if (sp.name == "GRU") k = Recurrent::CELL_GRU, cls_ = "GRU";
+        else raise(NNL_ERR_UNSUPPORTED, "Bidirectional: wraps SimpleRNN, LSTM or GRU, not %s",
+                   printable(sp.name).c_str());
+        Args a(sp, cls_);
+        std::unique_ptr<Recurrent> r(new Recurrent(a, k, cls_));
+        *iname = a.str("name", -1, "");
+        NNL_REQUIRE(valid_utf8(*iname), NNL_ERR_ARGUMENT, "Bidirectional: the name '%s' is not valid UTF-8",
+                    printable(*iname).c_str());
+        a.str("dtype", -1, "float32");
+        NNL_REQUIRE(a.flag("trainable", -1, true), NNL_ERR_UNSUPPORTED,
+                    "Bidirectional: frozen layers are not supported yet");
+        std::vector<int64_t> is = a.ints("input_shape", -1), bs = a.ints("batch_input_shape", -1);
+        if (is.empty() && !bs.empty()) is.assign(bs.begin() + 1, bs.end());
+        if (!is.empty()) implied_input = is;
+        a.done();
+        NNL_REQUIRE(!r->stateful, NNL_ERR_UNSUPPORTED,
+                    "Bidirectional(%s(stateful=True)): stateful Bidirectional layers are not supported", r->cls);
+        return r;
+    }
+    static std::string strip(const std::string &s, const char *prefix) {
+        size_t n = strlen(prefix);
+        return s.compare(0, n, prefix) == 0 ? s.substr(n) : s;
+    }
+
+    explicit Bidirectional(Args &a) {
+        cls = "Bidirectional";
+        const Spec *ls = a.layer("layer", 0);
+        NNL_REQUIRE(ls, NNL_ERR_ARGUMENT, "Bidirectional: needs a layer, as in Bidirectional(LSTM(8))");
+        const Value *mm = a.get("merge_mode", 1);
+        NNL_REQUIRE(!mm || mm->kind != Value::NONE, NNL_ERR_UNSUPPORTED,
+                    "Bidirectional: merge_mode=None (the two outputs as a list) is not supported in a Sequential "
+                    "model; use 'concat', 'sum', 'mul' or 'ave'");
+        std::string m = a.str("merge_mode", 1, "concat");
+        if (m == "concat") merge = MERGE_CONCAT;
+        else if (m == "sum") merge = MERGE_SUM;
+        else if (m == "mul") merge = MERGE_MUL;
+        else if (m == "ave") merge = MERGE_AVE;
+        else raise(NNL_ERR_ARGUMENT, "Bidirectional: merge_mode must be 'concat', 'sum', 'mul' or 'ave', got '%s'",
+                   printable(m).c_str());
+        const Value *wv = a.get("weights", 2);
+        NNL_REQUIRE(!wv || wv->kind == Value::NONE, NNL_ERR_UNSUPPORTED,
+                    "Bidirectional: initial weights in the constructor are not supported (nnl_set_weight after)");
+        NNL_REQUIRE(a.integer("num_constants", -1, 0) == 0, NNL_ERR_UNSUPPORTED,
+                    "Bidirectional: constants (num_constants) are not supported");
+        fw = make_inner(*ls, &inner);
+        /* Keras 3's names: the prefix of a copy read back from a file is not doubled */
+        std::string base = strip(inner.empty() ? snake(fw->cls) : inner, "forward_");
+        fw->name = "forward_" + base;
+        Spec bs = *ls; /* the mirror: go_backwards flipped */
+        bool flipped = false;
+        for (auto &kv : bs.kw)
+            if (kv.first == "go_backwards") {
+                kv.second.kind = Value::BOOL;
+                kv.second.num = !fw->go_backwards;
+                flipped = true;
+            }
+        if (!flipped) {
+            Value t;
+            t.kind = Value::BOOL;
+            t.num = !fw->go_backwards;
+            bs.kw.emplace_back("go_backwards", t);
+        }
+        std::string bname;
+        bw = make_inner(bs, &bname);
+        bw->name = "backward_" + base;
+        if (const Spec *given = a.layer("backward_layer", 3)) {
+            /* Keras 3 writes the backward copy out: accepted when it is the mirror */
+            std::string gname;
+            std::unique_ptr<Recurrent> g = make_inner(*given, &gname);
+            Json c1 = Json::object(), c2 = Json::object();
+            bw->config(c1);
+            g->config(c2);
+            NNL_REQUIRE(std::string(g->cls) == bw->cls && json_equal(c1, c2), NNL_ERR_UNSUPPORTED,
+                        "Bidirectional: a backward_layer other than the forward layer run backwards (the same "
+                        "class and configuration, go_backwards flipped) is not supported");
+            if (!gname.empty()) bw->name = gname;
+        }
+        for (Recurrent *r : {fw.get(), bw.get()})
+            for (auto &w : r->weights) {
+                WeightSpec x = w;
+                x.name = r->name + "/" + w.name;
+                weights.push_back(x);
+            }
+    }
+    void config(Json &c) const override {
+        /* tf.keras 2.x: the wrapped layer as given (its copies are named
+           forward_/backward_ by Keras when it builds them), then merge_mode */
+        Json lc = Json::object();
+        lc.set("name", Json::string(inner.empty() ? snake(fw->cls) : inner));
+        lc.set("trainable", Json::boolean(true)).set("dtype", Json::string("float32"));
+        fw->config(lc);
+        c.set("layer", Json::object().set("class_name", Json::string(fw->cls)).set("config", lc));
+        static const char *const names[] = {"concat", "sum", "mul", "ave"};
+        c.set("merge_mode", Json::string(names[merge]));
+    }
+    Size size_bound(const Shape &s) const override {
+        Size f = fw->size_bound(s);
+        return {2 * f.values + 4 * (double)(s.rank >= 1 ? s.d[0] : 1) * (double)fw->units, 2 * f.weights};
+    }
+    void build(const Shape &input) override {
+        fw->build(input);
+        bw->build(input);
+        in = input;
+        out = fw->out;
+        if (merge == MERGE_CONCAT) out.d[out.rank - 1] *= 2;
+        so = fw->out.size();
+        size_t nf = fw->weights.size();
+        for (size_t i = 0; i < weights.size(); i++)
+            weights[i].shape = i < nf ? fw->weights[i].shape : bw->weights[i - nf].shape;
+    }
+    /* the copies read and write the model's arenas through this layer's specs */
+    void bind(int64_t B) {
+        size_t nf = fw->weights.size();
+        for (size_t i = 0; i < weights.size(); i++) {
+            WeightSpec &d = i < nf ? fw->weights[i] : bw->weights[i - nf];
+            d.w = weights[i].w;
+            d.g = weights[i].g;
+        }
+        fw->ws = ws;
+        bw->ws = ws ? ws + fw->workspace(B) : nullptr;
+    }
+    void initialized() override {
+        bind(0);
+        fw->initialized();
+        bw->initialized();
+    }
+    int64_t workspace(int64_t B) const override { return fw->workspace(B) + bw->workspace(B) + 2 * B * so; }
+    int64_t scratch(int64_t B) const override { return 2 * B * so + B * in.size(); }
+    /* reverses the time axis of (B, T, u) in place (the backward copy's sequence) */
+    void flip(float *v, int64_t B) const {
+        if (!fw->return_sequences) return;
+        const int64_t T = fw->T, u = fw->units;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T / 2; t++)
+                std::swap_ranges(v + (b * T + t) * u, v + (b * T + t + 1) * u, v + (b * T + T - 1 - t) * u);
+    }
+    void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
+        bind(B);
+        float *yf = ws + fw->workspace(B) + bw->workspace(B), *yb = yf + B * so;
+        fw->forward(x, yf, B, c);
+        bw->forward(x, yb, B, c);
+        flip(yb, B);
+        const int64_t u = fw->units, rows = B * so / u;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *f = yf + r * u, *b = yb + r * u;
+            if (merge == MERGE_CONCAT) {
+                memcpy(y + r * 2 * u, f, (size_t)u * sizeof(float));
+                memcpy(y + r * 2 * u + u, b, (size_t)u * sizeof(float));
+                continue;
+            }
+            float *o = y + r * u;
+            for (int64_t j = 0; j < u; j++)
+                o[j] = merge == MERGE_SUM ? f[j] + b[j] : merge == MERGE_MUL ? f[j] * b[j] : (f[j] + b[j]) / 2;
+        }
+    }
+    void backward(const float *x, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {
+        bind(B);
+        float *yf = ws + fw->workspace(B) + bw->workspace(B), *yb = yf + B * so;
+        float *dyf = sc, *dyb = sc + B * so, *dx2 = dyb + B * so;
+        const int64_t u = fw->units, rows = B * so / u;
+        for (int64_t r = 0; r < rows; r++) {
+            float *df = dyf + r * u, *db = dyb + r * u;
+            const float *f = yf + r * u, *b = yb + r * u;
+            if (merge == MERGE_CONCAT) {
+                memcpy(df, dy + r * 2 * u, (size_t)u * sizeof(float));
+                memcpy(db, dy + r * 2 * u + u, (size_t)u * sizeof(float));
+                continue;
+            }
+            const float *d = dy + r * u;
+            for (int64_t j = 0; j < u; j++) {
+                float gf = merge == MERGE_SUM ? d[j] : merge == MERGE_MUL ? d[j] * b[j] : d[j] / 2;
+                float gb = merge == MERGE_SUM ? d[j] : merge == MERGE_MUL ? d[j] * f[j] : d[j] / 2;
+                df[j] = gf;
+                db[j] = gb;
+            }
+        }
+        flip(dyb, B); /* back to the backward copy's processing order */
+        fw->backward(x, yf, dyf, dx, B, c);
+        bw->backward(x, yb, dyb, dx ? dx2 : nullptr, B, c);
+        if (dx)
+            for (int64_t i = 0; i < B * in.size(); i++) dx[i] += dx2[i];
+    }
+};
+
 typedef std::unique_ptr<Layer> (*LayerFactory)(Args &);
 template <class T> static std::unique_ptr<Layer> make_layer(Args &a) { return std::unique_ptr<Layer>(new T(a)); }
 
@@ -4645,6 +4907,8 @@ static const std::map<std::string, LayerKind> &layer_registry() {
         {"SimpleRNN", {make_layer<SimpleRNN>, "SimpleRNN(3, return_sequences=True, input_shape=(4, 2))"}},
         {"LSTM", {make_layer<LSTM>, "LSTM(3, go_backwards=True, input_shape=(4, 2))"}},
         {"GRU", {make_layer<GRU>, "GRU(3, reset_after=False, return_sequences=True, input_shape=(4, 2))"}},
+        {"Bidirectional",
+         {make_layer<Bidirectional>, "Bidirectional(LSTM(3, return_sequences=True), merge_mode='sum', input_shape=(4, 2))"}},
     };
     return r;
 }
@@ -4684,7 +4948,7 @@ static const LayerKind *find_layer(const std::string &name) {
 
 /* Every name nnl_add knows, sorted, comma-separated (error messages). */
 static std::string layer_names() {
-    std::vector<std::string> v{"Input"};
+    std::vector<std::string> v{"Input", "TimeDistributed"}; /* TimeDistributed(Dense): Model::time_distributed */
     for (auto &kv : layer_registry()) v.push_back(kv.first);
     for (auto &kv : layer_aliases()) v.push_back(kv.first);
     for (auto &kv : extra_layers()) v.push_back(kv.first);
@@ -6265,9 +6529,38 @@ public:
     }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
+    /* Keras' TimeDistributed(Dense(...)): Dense on a (T, F) input already acts
+       on every step (its last axis), with the same weights, so the wrapper
+       builds that Dense (named as the wrapper when it has a name) and is
+       written back as a plain Dense. Around any other layer: refused. */
+    static Spec time_distributed(const Spec &sp) {
+        Args a(sp, "TimeDistributed");
+        const Spec *in = a.layer("layer", 0);
+        NNL_REQUIRE(in, NNL_ERR_ARGUMENT, "TimeDistributed: needs a layer, as in TimeDistributed(Dense(8))");
+        NNL_REQUIRE(in->name == "Dense", NNL_ERR_UNSUPPORTED,
+                    "TimeDistributed(%s(...)) is not supported: only TimeDistributed(Dense(...)), which is Dense "
+                    "itself on a (timesteps, features) input", printable(in->name).c_str());
+        Spec d;
+        d.name = "Dense";
+        d.pos = in->pos;
+        auto outer = [&](const std::string &k) {
+            for (auto &kv : sp.kw)
+                if (kv.first == k) return true;
+            return false;
+        };
+        for (auto &kv : in->kw) /* the inner layer's own input shape is per step: not the model's */
+            if (kv.first != "input_shape" && kv.first != "batch_input_shape" && !outer(kv.first))
+                d.kw.push_back(kv);
+        for (auto &kv : sp.kw)
+            if (kv.first != "layer") d.kw.push_back(kv);
+        NNL_REQUIRE(sp.pos.size() <= 1, NNL_ERR_ARGUMENT, "TimeDistributed: too many positional arguments (%d given)",
+                    (int)sp.pos.size());
+        return d;
+    }
     /* The same from a parsed spec (section 8 builds specs from Keras JSON). */
     void add_spec(const Spec &sp, SizeBudget *budget = nullptr) {
         NNL_REQUIRE(!compiled, NNL_ERR_STATE, "cannot add layers after compile");
+        if (sp.name == "TimeDistributed") return add_spec(time_distributed(sp), budget);
         if (sp.name == "Input" || sp.name == "InputLayer") {
             Args a(sp, sp.name.c_str());
             std::vector<int64_t> s = a.ints("shape", 0);
@@ -9937,33 +10230,12 @@ static double kw_product(const Spec &sp, const char *key, double def, int nd) {
     return def;
 }
 
-/* One {"class_name": ..., "config": {...}} into model m. */
-static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &budget) {
-    std::string owner = format("layer %zu", index);
-    NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
-    const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
-    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s has no \"class_name\"", owner.c_str());
-    NNL_REQUIRE(cfg && cfg->kind == Json::OBJ, NNL_ERR_FORMAT, "%s (%s) has no \"config\" object", owner.c_str(),
-                cn->s.c_str());
-    const Json *nm = cfg->get("name");
-    if (nm && nm->kind == Json::STR)
-        owner = format("layer %zu '%s' (%s)", index, printable(nm->s).c_str(), printable(cn->s).c_str());
-    else
-        owner += " (" + printable(cn->s) + ")";
-    /* the kind first: an LSTM is refused as an LSTM, not over one of its options */
-    if (cn->s != "InputLayer" && cn->s != "Input" && !find_layer(cn->s)) {
-        std::string all = "InputLayer, " + layer_names();
-        raise(NNL_ERR_UNSUPPORTED, "%s: layer kind '%s' is not supported by this version (supported: %s)",
-              owner.c_str(), printable(cn->s).c_str(), all.c_str());
-    }
-    for (auto &kv : lj.o) /* module, registered_name, build_config: bookkeeping of Keras 3 */
-        NNL_REQUIRE(kv.first == "class_name" || kv.first == "config" || kv.first == "module" ||
-                        kv.first == "registered_name" || kv.first == "build_config" || kv.first == "name" ||
-                        kv.first == "inbound_nodes",
-                    NNL_ERR_UNSUPPORTED, "%s: unsupported field '%s'", owner.c_str(), kv.first.c_str());
-    Spec sp;
-    sp.name = cn->s;
-    bool input = sp.name == "InputLayer";
+/* A layer's Keras config -> its spec's keyword arguments (sp.name set);
+   input: an InputLayer's config. A wrapper's nested layer ("layer",
+   "backward_layer": {"class_name": ..., "config": ...}) becomes a nested
+   call, read by the same rules. */
+static Value nested_layer_value(const Json &lj, const std::string &owner);
+static void config_kw(Spec &sp, const Json *cfg, const std::string &owner, bool input) {
     for (auto &kv : cfg->o) {
         const std::string &k = kv.first;
         const Json &v = kv.second;
@@ -9998,6 +10270,8 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &b
             NNL_REQUIRE(v.a.size() == 1, NNL_ERR_UNSUPPORTED, "%s: axis %s: one axis only", owner.c_str(),
                         json_text(v).c_str());
             sp.kw.emplace_back(k, to_value(v.a[0], owner, k));
+        } else if ((k == "layer" || k == "backward_layer") && v.kind == Json::OBJ) {
+            sp.kw.emplace_back(k, nested_layer_value(v, owner + ": " + k));
         } else if (k == "activation" && v.kind == Json::OBJ) {
             raise(NNL_ERR_UNSUPPORTED, "%s: activation %s is not supported (names only)", owner.c_str(),
                   json_text(v).c_str());
@@ -10013,6 +10287,54 @@ static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &b
             sp.kw = kw;
             break;
         }
+}
+
+static Value nested_layer_value(const Json &lj, const std::string &owner) {
+    const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
+    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s has no \"class_name\"", owner.c_str());
+    NNL_REQUIRE(cfg && cfg->kind == Json::OBJ, NNL_ERR_FORMAT, "%s (%s) has no \"config\" object", owner.c_str(),
+                printable(cn->s).c_str());
+    for (auto &kv : lj.o)
+        NNL_REQUIRE(kv.first == "class_name" || kv.first == "config" || kv.first == "module" ||
+                        kv.first == "registered_name" || kv.first == "build_config" || kv.first == "name",
+                    NNL_ERR_UNSUPPORTED, "%s: unsupported field '%s'", owner.c_str(), kv.first.c_str());
+    auto sp = std::make_shared<Spec>();
+    sp->name = cn->s;
+    config_kw(*sp, cfg, owner + " (" + printable(cn->s) + ")", false);
+    Value v;
+    v.kind = Value::CALL;
+    v.call = sp;
+    return v;
+}
+
+/* One {"class_name": ..., "config": {...}} into model m. */
+static void add_layer_json(Model &m, const Json &lj, size_t index, SizeBudget &budget) {
+    std::string owner = format("layer %zu", index);
+    NNL_REQUIRE(lj.kind == Json::OBJ, NNL_ERR_FORMAT, "%s must be an object", owner.c_str());
+    const Json *cn = lj.get("class_name"), *cfg = lj.get("config");
+    NNL_REQUIRE(cn && cn->kind == Json::STR, NNL_ERR_FORMAT, "%s has no \"class_name\"", owner.c_str());
+    NNL_REQUIRE(cfg && cfg->kind == Json::OBJ, NNL_ERR_FORMAT, "%s (%s) has no \"config\" object", owner.c_str(),
+                cn->s.c_str());
+    const Json *nm = cfg->get("name");
+    if (nm && nm->kind == Json::STR)
+        owner = format("layer %zu '%s' (%s)", index, printable(nm->s).c_str(), printable(cn->s).c_str());
+    else
+        owner += " (" + printable(cn->s) + ")";
+    /* the kind first: an LSTM is refused as an LSTM, not over one of its options */
+    if (cn->s != "InputLayer" && cn->s != "Input" && cn->s != "TimeDistributed" && !find_layer(cn->s)) {
+        std::string all = "InputLayer, " + layer_names();
+        raise(NNL_ERR_UNSUPPORTED, "%s: layer kind '%s' is not supported by this version (supported: %s)",
+              owner.c_str(), printable(cn->s).c_str(), all.c_str());
+    }
+    for (auto &kv : lj.o) /* module, registered_name, build_config: bookkeeping of Keras 3 */
+        NNL_REQUIRE(kv.first == "class_name" || kv.first == "config" || kv.first == "module" ||
+                        kv.first == "registered_name" || kv.first == "build_config" || kv.first == "name" ||
+                        kv.first == "inbound_nodes",
+                    NNL_ERR_UNSUPPORTED, "%s: unsupported field '%s'", owner.c_str(), kv.first.c_str());
+    Spec sp;
+    sp.name = cn->s;
+    bool input = sp.name == "InputLayer";
+    config_kw(sp, cfg, owner, input);
     if (input) {
         bool has_shape = false;
         for (auto &kv : sp.kw) has_shape = has_shape || kv.first == "shape";

@@ -461,6 +461,30 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            products), each the same at every
                                            step, drawn as Dropout's masks
                                            (seeded, resumable)
+     Bidirectional(layer, merge_mode='concat')  layer: a SimpleRNN, LSTM
+                                           or GRU spec, as in Keras:
+                                           "Bidirectional(LSTM(8,
+                                           return_sequences=True))". A
+                                           forward copy (forward_lstm) and
+                                           a go_backwards copy
+                                           (backward_lstm) whose sequence is
+                                           reversed back to time order;
+                                           merge_mode 'concat' (last axis
+                                           doubled), 'sum', 'mul', 'ave';
+                                           weights: the forward copy's
+                                           kernel, recurrent_kernel, bias,
+                                           then the backward copy's (Keras'
+                                           get_weights() order). stateful
+                                           copies and merge_mode=None:
+                                           NNL_ERR_UNSUPPORTED. Keras'
+                                           spelling TimeDistributed(Dense(
+                                           ...)) is accepted too (spec and
+                                           JSON): it builds that Dense, which
+                                           acts on every step of a (T, F)
+                                           input with the same weights, and
+                                           is written back as a plain Dense;
+                                           around other layers it is
+                                           NNL_ERR_UNSUPPORTED
    Keras' other names are accepted too: Convolution1D, Convolution2D,
    Convolution3D, MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D,
    AvgPool3D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalAvgPool3D,

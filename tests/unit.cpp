@@ -14,6 +14,7 @@
 #include "unit_fuzz.hpp"
 #include "unit_reference.hpp"
 #include "unit_rnn.hpp"
+#include "unit_bidir.hpp"
 #include "unit_defects.hpp"
 #include "unit_pictures.hpp"
 #include "unit_compat.hpp"

@@ -77,12 +77,14 @@ const std::pair<const char *, const char *> kDefaultNames[] = {
     {"SimpleRNN", "simple_rnn"},
     {"LSTM", "lstm"},
     {"GRU", "gru"},
+    {"Bidirectional", "bidirectional"},
 };
 
 /* A spec and an input shape that build `kind` */
 std::pair<std::string, std::string> buildable(const std::string &kind) {
     bool rnn = kind == "SimpleRNN" || kind == "LSTM" || kind == "GRU";
     if (rnn) return {kind + "(2, return_sequences=True)", "(5, 3)"};
+    if (kind == "Bidirectional") return {"Bidirectional(LSTM(2, return_sequences=True))", "(5, 3)"};
     std::string in = kind.find("1D") != std::string::npos   ? "(8, 3)"
                      : kind.find("2D") != std::string::npos ? "(8, 8, 3)"
                      : kind.find("3D") != std::string::npos ? "(6, 6, 6, 2)"

@@ -442,7 +442,7 @@ TEST_CASE("stateful LSTM: fit carries states, reset_states option, model files k
 }
 
 TEST_CASE("recurrent layers have no GPU path yet: nnl_set_device's list leaves them out") {
-    for (const char *k : {"SimpleRNN", "LSTM", "GRU"}) {
+    for (const char *k : {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}) {
         auto &kind = nnl::layer_registry().at(k);
         nnl::Spec sp = nnl::parse_spec(kind.example);
         nnl::Args a(sp, k);

@@ -28,6 +28,8 @@ def render(value):
         return str(int(value))
     if isinstance(value, numbers.Real):
         return repr(float(value))
+    if isinstance(value, Layer):  # a wrapped layer: Bidirectional(LSTM(8))
+        return value.spec()
     if isinstance(value, (tuple, list)):
         return "(" + "".join(render(v) + "," for v in value) + ")"
     raise TypeError("nnlite: cannot pass %r (%s) in a layer spec" % (value, type(value).__name__))
@@ -98,6 +100,15 @@ LSTM = _kind("LSTM", "LSTM(units, activation='tanh', recurrent_activation='sigmo
 GRU = _kind("GRU", "GRU(units, activation='tanh', recurrent_activation='sigmoid', use_bias=True, "
             "dropout=0.0, recurrent_dropout=0.0, return_sequences=False, go_backwards=False, stateful=False, "
             "reset_after=True, ...)")
+Bidirectional = _kind("Bidirectional", "Bidirectional(layer, merge_mode='concat'): layer a SimpleRNN, LSTM or GRU "
+                      "object; merge_mode 'concat', 'sum', 'mul' or 'ave'")
+
+
+def TimeDistributed(layer, **kwargs):
+    """Keras' TimeDistributed(Dense(...)): that Dense, which acts on every step
+    of a (timesteps, features) input already (other layers are refused)."""
+    return Layer("TimeDistributed", layer, **kwargs)
+
 
 # Keras' other names (nnlite.h lists the same; the unit tests check both
 # against the library's alias table)
@@ -124,4 +135,4 @@ KINDS = ("Dense", "Activation", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv
          "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
          "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
          "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "BatchNormalization",
-         "ZeroPadding2D", "UpSampling2D", "Embedding", "SimpleRNN", "LSTM", "GRU")
+         "ZeroPadding2D", "UpSampling2D", "Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional")
