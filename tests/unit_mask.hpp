@@ -12,22 +12,29 @@ static const float PATTERN[3][6] = {{1, 1, 0, 0, 1, 1}, {1, 1, 1, 1, 0, 0}, {0, 
 
 /* gradcheck_layer (unit_layers.hpp) for one recurrent layer whose input
    carries the step mask PATTERN: dL/dx and dL/dW against central
-   differences (the mask is fixed, so every x may move), with L = sum(r y). */
-static void gradcheck_masked(const char *spec) {
-    INFO("layer " << spec);
-    const int B = 3, T = 6, F = 3;
+   differences (the mask is fixed, so every x may move), with L = sum(r y).
+   var: the layer of a model with input_shape=(None, 3), run at length T
+   (without a mask unless T is 6). */
+static void gradcheck_masked(const char *spec, bool var = false, int T = 6) {
+    INFO("layer " << spec << " var " << var << " T " << T);
+    const int B = 3, F = 3;
+    bool use_mask = T == 6;
     nnl_model m;
     m.seed = 1234;
     m.rng.reseed(m.seed);
     m.seeded = true;
-    m.add("Input(shape=(6, 3))");
+    m.add(var ? "Input(shape=(None, 3))" : "Input(shape=(6, 3))");
     m.add(spec);
+    if (var) m.set_length(T, "test");
     nnl::Layer &L = *m.layers[0];
-    L.mask_in = true; /* as behind a Masking layer */
+    REQUIRE(L.in.d[0] == T);
+    L.mask_in = use_mask; /* as behind a Masking layer */
     m.ensure_batch(B);
-    REQUIRE(L.mask == m.maskbuf.data());
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) m.maskbuf[(size_t)(b * T + t)] = PATTERN[b][t];
+    if (use_mask) {
+        REQUIRE(L.mask == m.maskbuf.data());
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) m.maskbuf[(size_t)(b * T + t)] = PATTERN[b][t];
+    }
     int64_t nin = B * T * F, nout = B * L.out.size();
     auto x = random_vec((size_t)nin, 31, -1.5f, 1.5f);
     auto r = random_vec((size_t)nout, 32);
@@ -47,7 +54,7 @@ static void gradcheck_masked(const char *spec) {
     auto *R = dynamic_cast<nnl::Recurrent *>(&L);
     REQUIRE(R);
     int64_t u = R->units;
-    if (R->return_sequences && !R->zero_output_for_mask && !R->go_backwards) {
+    if (use_mask && R->return_sequences && !R->zero_output_for_mask && !R->go_backwards) {
         /* a masked step's output is the previous step's (the state stays): sample 0, steps 2 and 3 repeat
            step 1; sample 2's first step (masked before any kept one) is zero */
         for (int64_t j = 0; j < u; j++) {
@@ -56,12 +63,13 @@ static void gradcheck_masked(const char *spec) {
             CHECK(y[(size_t)((2 * T + 0) * u + j)] == 0.f);
         }
     }
-    if (R->return_sequences && R->zero_output_for_mask && !R->go_backwards)
+    if (use_mask && R->return_sequences && R->zero_output_for_mask && !R->go_backwards)
         for (int64_t j = 0; j < u; j++) CHECK(y[(size_t)((1 * T + 5) * u + j)] == 0.f);
     auto r1 = r;
     L.backward(x.data(), y.data(), r1.data(), dx.data(), B, c);
     /* a masked step's input has no gradient */
-    for (int64_t j = 0; j < F; j++) CHECK(dx[(size_t)((1 * T + 4) * F + j)] == 0.f);
+    if (use_mask)
+        for (int64_t j = 0; j < F; j++) CHECK(dx[(size_t)((1 * T + 4) * F + j)] == 0.f);
     std::vector<double> an(dx.begin(), dx.end()), nu;
     for (int64_t i = 0; i < nin; i++) {
         float keep = x[(size_t)i];
@@ -139,6 +147,14 @@ TEST_CASE("masking: gradient check through time with masked steps (middle, end, 
         "GRU(3, reset_after=False, go_backwards=True)",
     };
     for (const char *s : specs) maskt::gradcheck_masked(s);
+    /* the same in a variable-length model (input_shape=(None, 3)) at length 6 */
+    maskt::gradcheck_masked("LSTM(3, return_sequences=True)", true, 6);
+}
+
+TEST_CASE("variable length: gradient check through time at lengths 2, 9 and 4 (input_shape=(None, 3))") {
+    for (const char *s : {"SimpleRNN(3, return_sequences=True)", "LSTM(3, go_backwards=True)", "GRU(3)",
+                          "GRU(3, reset_after=False, return_sequences=True)"})
+        for (int T : {2, 9, 4}) maskt::gradcheck_masked(s, true, T);
 }
 
 TEST_CASE("masking: Masking(0.0) + LSTM equals PyTorch's nn.LSTM on packed (unpadded) sequences") {
@@ -261,6 +277,23 @@ TEST_CASE("variable length: input_shape=(None, F) trained on length 30 predicts 
     CHECK(back->var_len);
     CHECK(nnl::files::json_text(nnl::files::model_json(*back)) == j);
     nnl_model_free(back);
+    /* a model file keeps the variable length; the loaded model predicts as the original */
+    char path[] = "/tmp/nnl_mask_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    close(fd);
+    REQUIRE_MESSAGE(nnl_save_model(m, path) == NNL_OK, maskt::err());
+    nnl_model *lm = nullptr;
+    REQUIRE_MESSAGE(nnl_load_model(path, &lm) == NNL_OK, maskt::err());
+    unlink(path);
+    CHECK(lm->var_len);
+    auto x11 = random_vec((size_t)(2 * 11 * 3), 47, -1.f, 1.f);
+    int64_t s11[3] = {2, 11, 3};
+    std::vector<float> ya(44), yb(44);
+    REQUIRE(nnl_predict(m, x11.data(), 3, s11, 2, ya.data(), 44) == NNL_OK);
+    REQUIRE(nnl_predict(lm, x11.data(), 3, s11, 2, yb.data(), 44) == NNL_OK);
+    CHECK(ya == yb);
+    nnl_model_free(lm);
     nnl_model_free(st);
     nnl_model_free(m);
 }
