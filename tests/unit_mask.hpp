@@ -320,6 +320,20 @@ TEST_CASE("variable length: Keras 3 batch_shape [null, null, F] loads; length-de
     /* after the steps are consumed anything may follow */
     CHECK(nnl_add(m, "Dense(3)") == NNL_OK);
     nnl_model_free(m);
+    /* tf.keras 2.x: the first layer holds batch_input_shape [null, null, F] */
+    const char *k2 = R"({"class_name": "Sequential", "config": {"name": "sequential", "layers": [)"
+                     R"({"class_name": "Masking", "config": {"name": "masking", "trainable": true, )"
+                     R"("batch_input_shape": [null, null, 3], "dtype": "float32", "mask_value": -1.0}}, )"
+                     R"({"class_name": "SimpleRNN", "config": {"name": "simple_rnn", "trainable": true, )"
+                     R"("dtype": "float32", "return_sequences": true, "units": 2}}]}, "keras_version": "2.15.0"})";
+    REQUIRE_MESSAGE(nnl_model_from_json(k2, &m) == NNL_OK, maskt::err());
+    CHECK(m->var_len);
+    CHECK(m->layers[1]->mask_out);
+    CHECK(static_cast<nnl::Masking &>(*m->layers[0]).mask_value == -1.f);
+    std::string j2 = nnl::files::json_text(nnl::files::model_json(*m));
+    CHECK(j2.find("\"batch_input_shape\": [null, null, 3]") != std::string::npos);
+    CHECK(j2.find("\"mask_value\": -1") != std::string::npos);
+    nnl_model_free(m);
 
     nnl_model *f = nnl_model_create();
     REQUIRE(nnl_add(f, "Dense(4, input_shape=(None, 3))") == NNL_OK);
