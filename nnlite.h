@@ -504,7 +504,9 @@ NNL_API void nnl_model_free(nnl_model *m);
 NNL_API int nnl_add(nnl_model *m, const char *layer_spec);
 
 /* Typed shortcuts for the common layers (same rules as nnl_add).
-   activation may be NULL for linear; rank/shape describe one sample. */
+   activation may be NULL for linear; rank/shape describe one sample
+   (nnl_add_input: -1 as shape[0] is Keras' None, a variable length, as
+   nnl_input_shape writes it; see nnl_output_shape). */
 NNL_API int nnl_add_input(nnl_model *m, int rank, const int64_t *shape);
 NNL_API int nnl_add_dense(nnl_model *m, int units, const char *activation);
 NNL_API int nnl_add_activation(nnl_model *m, const char *activation);

@@ -343,6 +343,16 @@ TEST_CASE("variable length: Keras 3 batch_shape [null, null, F] loads; length-de
     CHECK(maskt::err().find("(Conv1D) needs a fixed input length") != std::string::npos);
     CHECK(nnl_add(f, "Dense(2, input_shape=(3, None))") == NNL_ERR_SHAPE); /* None only first */
     nnl_model_free(f);
+    nnl_model *g = nnl_model_create(); /* the C shortcut: -1 first is None */
+    int64_t gs[2] = {-1, 3};
+    REQUIRE_MESSAGE(nnl_add_input(g, 2, gs) == NNL_OK, maskt::err());
+    CHECK(g->var_len);
+    REQUIRE(nnl_add(g, "GRU(2, return_sequences=True)") == NNL_OK);
+    int64_t go[8];
+    REQUIRE(nnl_output_shape(g, go) == 2);
+    CHECK(go[0] == -1);
+    CHECK(go[1] == 2);
+    nnl_model_free(g);
     nnl_model *e = nnl_model_create();
     CHECK(nnl_add(e, "Dense(4, input_shape=(None,))") == NNL_ERR_SHAPE); /* rank 1: Dense over the steps */
     nnl_model_free(e);
