@@ -1169,10 +1169,12 @@ struct Shape {
         return true;
     }
     bool operator!=(const Shape &o) const { return !(*this == o); }
-    /* Keras style: (None, 28, 28) */
-    std::string str(bool batch = true) const {
+    /* Keras style: (None, 28, 28); var: the first axis is None too (a
+       variable length: (None, None, 8)) */
+    std::string str(bool batch = true, bool var = false) const {
         std::string s = batch ? "(None" : "(";
-        for (int i = 0; i < rank; i++) s += format((batch || i) ? ", %lld" : "%lld", (long long)d[i]);
+        for (int i = 0; i < rank; i++)
+            s += (batch || i ? ", " : "") + (var && i == 0 ? std::string("None") : format("%lld", (long long)d[i]));
         if (!batch && rank == 1) s += ",";
         return s + ")";
     }
@@ -3132,6 +3134,27 @@ public:
        sets the forget gate's bias to one) adjusts them here. */
     virtual void initialized() {}
 
+    /* ---- Variable length and step masks (Keras' input_shape=(None, F),
+       Masking, Embedding's mask_zero). A model whose input's first axis is
+       None (Model::var_len) is built at a nominal length and rebuilt at the
+       length of each call's x (Model::set_length); only layers that act per
+       step or run over the steps may see such an input (any_length), and
+       the length stays in the output while keeps_length. A step mask is
+       one float per (sample, time step), 1 kept, 0 masked, in the model's
+       mask buffer (B, T); a layer that makes_mask writes it in forward, a
+       layer whose input carries one (mask_in) reads it there, and the
+       mask reaches the output while passes_mask (the loss and metrics then
+       skip masked positions). A layer that would receive a mask without
+       supporting it is refused, as Keras raises. ---- */
+    virtual bool any_length(const Shape & /*input*/) const { return false; }
+    virtual bool keeps_length() const { return true; }
+    virtual bool makes_mask() const { return false; }
+    virtual bool supports_mask() const { return false; }
+    virtual bool passes_mask() const { return supports_mask(); }
+    bool var_in = false, var_out = false;  /* the first axis of in / out is None */
+    bool mask_in = false, mask_out = false; /* in / out carry the step mask */
+    float *mask = nullptr; /* the model's (B, T) step mask while mask_in or makes_mask(), else NULL */
+
     int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
         for (auto &w : weights)
@@ -3217,6 +3240,9 @@ public:
         return {(double)s.size() / std::max(last, 1.0) * u, last * u + u};
     }
     bool gpu_path() const override { return true; }
+    /* per step on (T, F): any length, the mask passes (Keras' Dense supports_masking) */
+    bool any_length(const Shape &input) const override { return input.rank >= 2; }
+    bool supports_mask() const override { return in.rank >= 2; }
     void build(const Shape &input) override {
         NNL_REQUIRE(input.rank >= 1, NNL_ERR_SHAPE, "Dense: input must have at least one dimension");
         in = out = input;
@@ -3272,6 +3298,8 @@ public:
     Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
     bool gpu_path() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
+    bool any_length(const Shape &) const override { return true; }
+    bool supports_mask() const override { return true; }
     Act output_act() const override { return act; }
     const float *logits(const float *x) const override { return x; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
@@ -3317,6 +3345,8 @@ public:
     }
     Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
     bool gpu_path() const override { return true; }
+    bool any_length(const Shape &) const override { return true; }
+    bool supports_mask() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
     int64_t workspace(int64_t B) const override { return B * in.size(); }
     void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
@@ -4115,10 +4145,7 @@ public:
         e.name = "embeddings";
         e.init = a.str("embeddings_initializer", 2, "uniform");
         weights.push_back(e);
-        mask_zero = a.flag("mask_zero", 6, false);
-        NNL_REQUIRE(!mask_zero, NNL_ERR_UNSUPPORTED,
-                    "Embedding: mask_zero=True is not supported yet (nnlite has no masking of steps and loss "
-                    "positions); pad with a real id, or leave mask_zero=False");
+        mask_zero = a.flag("mask_zero", 6, false); /* id 0 masks its step (Layer::makes_mask) */
         input_length = a.integer("input_length", 7, 0);
         NNL_REQUIRE(input_length >= 0, NNL_ERR_ARGUMENT, "Embedding: input_length must be positive, got %lld",
                     (long long)input_length);
@@ -4136,6 +4163,8 @@ public:
         return {(double)s.size() * (double)output_dim, (double)input_dim * (double)output_dim};
     }
     bool first_only() const override { return true; }
+    bool any_length(const Shape &) const override { return true; }
+    bool makes_mask() const override { return mask_zero; }
     void build(const Shape &input) override {
         NNL_REQUIRE(input.rank >= 1 && input.rank < NNL_MAX_RANK, NNL_ERR_SHAPE,
                     "Embedding: input must be ids of shape (T,) (or more axes), got %s", input.str(false).c_str());
@@ -4166,6 +4195,14 @@ public:
         const float *E = weights[0].w;
         for (int64_t r = 0; r < rows; r++)
             memcpy(y + r * output_dim, E + (int64_t)x[r] * output_dim, (size_t)output_dim * sizeof(float));
+        if (mask_zero) { /* one mask value per step of the first axis: any id of the step nonzero keeps it */
+            int64_t T = in.d[0], per = in.size() / T;
+            for (int64_t r = 0; r < B * T; r++) {
+                bool keep = false;
+                for (int64_t j = 0; j < per && !keep; j++) keep = x[r * per + j] != 0.f;
+                mask[r] = keep ? 1.f : 0.f;
+            }
+        }
     }
     void backward(const float *x, const float *, const float *dy, float *, int64_t B, const Ctx &) override {
         int64_t rows = B * in.size();
@@ -4176,6 +4213,46 @@ public:
             const float *d = dy + r * output_dim;
             for (int64_t j = 0; j < output_dim; j++) g[j] += d[j];
         }
+    }
+};
+
+/* Keras' Masking(mask_value=0.0): a time step of a (T, F) input whose
+   features all equal mask_value is masked (the mask then skips it in the
+   recurrent layers, the loss and the metrics); the output is the input with
+   masked steps set to zero, as Keras' Masking multiplies by the mask. */
+class Masking : public Layer {
+public:
+    float mask_value;
+    explicit Masking(Args &a) {
+        cls = "Masking";
+        mask_value = (float)a.num("mask_value", 0, 0.0);
+    }
+    void config(Json &c) const override { c.set("mask_value", Json::number_f(mask_value)); }
+    Size size_bound(const Shape &s) const override { return {(double)s.size(), 0}; }
+    void build(const Shape &input) override {
+        NNL_REQUIRE(input.rank >= 2, NNL_ERR_SHAPE,
+                    "Masking: expects inputs of shape (timesteps, features) per sample, got %s",
+                    input.str().c_str());
+        in = out = input;
+    }
+    bool any_length(const Shape &) const override { return true; }
+    bool makes_mask() const override { return true; }
+    bool supports_mask() const override { return true; }
+    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+        int64_t T = in.d[0], F = in.size() / T;
+        for (int64_t r = 0; r < B * T; r++) {
+            const float *xr = x + r * F;
+            bool keep = false;
+            for (int64_t j = 0; j < F && !keep; j++) keep = xr[j] != mask_value;
+            mask[r] = keep ? 1.f : 0.f;
+            for (int64_t j = 0; j < F; j++) y[r * F + j] = keep ? xr[j] : 0.f;
+        }
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
+        if (!dx) return;
+        int64_t T = in.d[0], F = in.size() / T;
+        for (int64_t r = 0; r < B * T; r++)
+            for (int64_t j = 0; j < F; j++) dx[r * F + j] = mask[r] != 0.f ? dy[r * F + j] : 0.f;
     }
 };
 
@@ -4218,6 +4295,7 @@ public:
     int64_t units, T = 0, F = 0, g = 1;
     Act act, ract = ACT_SIGMOID;
     bool use_bias, return_sequences, go_backwards, stateful, unit_forget_bias = false, reset_after = false;
+    bool zero_output_for_mask = false;
     int64_t implementation = 2;
     float dropout = 0, recurrent_dropout = 0;
     int64_t seed = 0;                      /* Keras' dropout seed, mixed into the batch's */
@@ -4266,7 +4344,7 @@ public:
         seed = a.integer("seed", -1, 0);
         const Value *uc = a.get("use_cudnn", -1);
         (void)uc;
-        a.flag("zero_output_for_mask", -1, false);
+        zero_output_for_mask = a.flag("zero_output_for_mask", -1, false);
         auto add = [&](const char *n, const std::string &init) {
             WeightSpec w;
             w.name = n;
@@ -4304,7 +4382,19 @@ public:
         if (kind != CELL_SIMPLE) c.set("implementation", Json::integer(implementation));
         if (kind == CELL_GRU) c.set("reset_after", Json::boolean(reset_after));
         if (seed) c.set("seed", Json::integer(seed)); /* the masks depend on it: kept when set */
+        if (zero_output_for_mask) c.set("zero_output_for_mask", Json::boolean(true)); /* Keras 3's key, default false */
     }
+    /* Any length; a step mask is consumed: a masked step leaves h (and c)
+       as they were (Keras' backend.rnn), and with return_sequences the mask
+       passes on to the output. The output at a masked step is Keras'
+       default (RNN's zero_output_for_mask=False): the previous step's
+       output, i.e. the carried h (zeros before the first kept step); with
+       zero_output_for_mask=True (Keras 3's key), zeros. */
+    bool any_length(const Shape &) const override { return true; }
+    bool keeps_length() const override { return return_sequences; }
+    bool supports_mask() const override { return true; }
+    bool passes_mask() const override { return return_sequences; }
+    bool masked(int64_t b, int64_t t) const { return mask && mask_in && mask[b * T + t] == 0.f; }
     /* values: the gates of every step, which ws keeps per sample (more than the output) */
     Size size_bound(const Shape &s) const override {
         double t = s.rank >= 1 ? (double)s.d[0] : 1, f = (double)s.last(), u = (double)units, gu = (double)g * u;
@@ -4480,10 +4570,24 @@ public:
                     for (int64_t j = 0; j < u; j++) h[j] = z[j] * hp[j] + (1.f - z[j]) * z[2 * u + j];
                 }
             }
+            if (mask_in) /* masked steps: the state stays as it was */
+                for (int64_t b = 0; b < B; b++) {
+                    if (!masked(b, t)) continue;
+                    float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
+                    memcpy(h, Hs + b * ldh, (size_t)u * sizeof(float));
+                    if (kind == CELL_LSTM) {
+                        const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
+                        memcpy(C + (b * T + t) * u, cp, (size_t)u * sizeof(float));
+                    }
+                }
             for (int64_t b = 0; b < B; b++) { /* the output */
                 const float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
-                if (return_sequences) memcpy(y + (b * T + s) * u, h, (size_t)u * sizeof(float));
-                else if (s + 1 == T) memcpy(y + b * u, h, (size_t)u * sizeof(float));
+                if (return_sequences) {
+                    if (zero_output_for_mask && masked(b, t)) std::fill(y + (b * T + s) * u, y + (b * T + s + 1) * u, 0.f);
+                    else memcpy(y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+                } else if (s + 1 == T) {
+                    memcpy(y + b * u, h, (size_t)u * sizeof(float));
+                }
             }
         }
         if (stateful) /* the last states stay in the slots (tmp holds h_{T-1}) */
@@ -4512,6 +4616,7 @@ public:
             const float *Hs = H + t * u;
             for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
                 const float *d = return_sequences ? dy + (b * T + s) * u : s + 1 == T ? dy + b * u : nullptr;
+                if (return_sequences && zero_output_for_mask && masked(b, t)) d = nullptr; /* a constant zero */
                 if (d)
                     for (int64_t j = 0; j < u; j++) dh[b * u + j] += d[j];
             }
@@ -4519,6 +4624,14 @@ public:
                 float *z = Zs + b * ldz, *dhb = dh + b * u, *tgb = tg + b * G;
                 const float *hp = Hs + b * ldh;
                 memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
+                if (masked(b, t)) { /* h_s = h_{s-1} (and c): dh and dc pass unchanged, no gate gradient */
+                    std::fill(z, z + G, 0.f);
+                    if (kind == CELL_GRU) {
+                        memcpy(dn + b * u, dhb, (size_t)u * sizeof(float));
+                        if (reset_after) std::fill(R + (b * T + t) * u, R + (b * T + t + 1) * u, 0.f);
+                    }
+                    continue;
+                }
                 if (kind == CELL_SIMPLE) {
                     gate_backward(act, tgb, dhb, z, u);
                 } else if (kind == CELL_LSTM) {
@@ -4562,10 +4675,16 @@ public:
                     }
                 }
             }
-            /* dh_{s-1} */
+            /* dh_{s-1}; a masked row keeps its dh (saved in tmp around the GEMM) */
             if (kind != CELL_GRU) {
+                if (mask_in)
+                    for (int64_t b = 0; b < B; b++)
+                        if (masked(b, t)) memcpy(tmp + b * u, dh + b * u, (size_t)u * sizeof(float));
                 gemm::sgemm_packed(B, Zs, ldz, pk, 0.f, dh, u);
                 if (drop_h) K().mul(dh, mh, dh, B * u);
+                if (mask_in)
+                    for (int64_t b = 0; b < B; b++)
+                        if (masked(b, t)) memcpy(dh + b * u, tmp + b * u, (size_t)u * sizeof(float));
             } else if (reset_after) {
                 if (drop_h) { /* through the masked h_{s-1}: into tmp, masked, then added */
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 0.f, tmp, u);
@@ -4904,6 +5023,7 @@ static const std::map<std::string, LayerKind> &layer_registry() {
         {"ZeroPadding2D", {make_layer<ZeroPadding2D>, "ZeroPadding2D(((1, 2), (0, 1)), input_shape=(4, 3, 2))"}},
         {"UpSampling2D", {make_layer<UpSampling2D>, "UpSampling2D((2, 3), input_shape=(3, 2, 2))"}},
         {"Embedding", {make_layer<Embedding>, "Embedding(7, 3, input_length=5)"}},
+        {"Masking", {make_layer<Masking>, "Masking(mask_value=0.0, input_shape=(None, 2))"}},
         {"SimpleRNN", {make_layer<SimpleRNN>, "SimpleRNN(3, return_sequences=True, input_shape=(4, 2))"}},
         {"LSTM", {make_layer<LSTM>, "LSTM(3, go_backwards=True, input_shape=(4, 2))"}},
         {"GRU", {make_layer<GRU>, "GRU(3, reset_after=False, return_sequences=True, input_shape=(4, 2))"}},
@@ -5521,6 +5641,28 @@ struct Loss {
     /* y: outputs (B, D) where D = classes * positions; t: targets; z: logits
        or NULL. Returns the summed per-sample loss (divide by B for the mean);
        dy may be NULL (evaluation). */
+    double run(const float *y, const float *z, const float *t, int64_t B, int64_t D, int64_t C, float *dy,
+               const float *mask, int64_t P) const {
+        if (!mask) return run(y, z, t, B, D, C, dy);
+        /* A step mask (B, P) over the output's first axis (Keras' masked
+           loss): each kept position's loss as one sample of D / P values,
+           averaged over the kept positions of the batch; masked positions
+           have no loss and a zero gradient. Returned as the mean times B
+           (the caller divides by B). */
+        int64_t R = D / P, tr = sparse() ? R / C : R, kept = 0;
+        for (int64_t q = 0; q < B * P; q++) kept += mask[q] != 0.f;
+        if (dy) std::fill(dy, dy + B * D, 0.f);
+        if (!kept) return 0;
+        double total = 0;
+        for (int64_t q = 0; q < B * P; q++) {
+            if (mask[q] == 0.f) continue;
+            float *d = dy ? dy + q * R : nullptr;
+            total += run(y + q * R, z ? z + q * R : nullptr, t + q * tr, 1, R, C, d);
+            if (d)
+                for (int64_t j = 0; j < R; j++) d[j] /= (float)kept;
+        }
+        return total / (double)kept * (double)B;
+    }
     double run(const float *y, const float *z, const float *t, int64_t B, int64_t D, int64_t C, float *dy) const {
         bool logits = from_logits || fused != ACT_LINEAR;
         const float *src = (logits && z) ? z : y; /* when from_logits, y are the logits themselves */
@@ -5589,6 +5731,18 @@ struct Metric {
        mean (final), not averaged over batches. */
     double final_value(double mean) const { return kind == M_PERPLEXITY ? std::exp(mean) : mean; }
     /* Sum over the batch of the per-sample metric (mean over positions). */
+    /* With a step mask (B, P): the mean over the kept positions, times B (as Loss::run). */
+    double run(const float *y, const float *t, int64_t B, int64_t D, int64_t C, const float *mask, int64_t P) const {
+        if (!mask) return run(y, t, B, D, C);
+        int64_t R = D / P, tr = (kind == M_SPARSE_ACC || kind == M_SPARSE_TOPK) ? R / C : R, kept = 0;
+        double total = 0;
+        for (int64_t q = 0; q < B * P; q++)
+            if (mask[q] != 0.f) {
+                kept++;
+                total += run(y + q * R, t + q * tr, 1, R, C);
+            }
+        return kept ? total / (double)kept * (double)B : 0.0;
+    }
     double run(const float *y, const float *t, int64_t B, int64_t D, int64_t C) const {
         double total = 0;
         if (kind == M_PERPLEXITY) return 0; /* Model::loss_and_grad adds the loss sum */
@@ -6359,11 +6513,33 @@ static double now_seconds() {
     return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+/* A per-sample shape that may begin with None (Keras' variable length,
+   -1 here): var says so, and the shape holds a nominal length of 1 there
+   until a call gives the real one (Model::set_length). None elsewhere is
+   refused: only the time axis may vary. */
+static Shape var_shape(std::vector<int64_t> v, const char *owner, bool &var) {
+    var = !v.empty() && v[0] == -1;
+    if (var) v[0] = 1;
+    for (size_t i = 1; i < v.size(); i++)
+        NNL_REQUIRE(v[i] != -1, NNL_ERR_SHAPE,
+                    "%s: None is allowed only as the first (time) axis of the input shape (variable-length "
+                    "sequences)", owner);
+    return shape_from_ints(v, owner);
+}
+
 class Model {
 public:
     std::vector<std::unique_ptr<Layer>> layers;
     Shape input;
     bool has_input = false;
+    /* The input's first axis is None (input_shape=(None, F)): input.d[0]
+       and the layers' time axes hold the length of the current call, set
+       from each call's x by set_length (check_x). */
+    bool var_len = false;
+    /* The step mask (B, T), 1 kept, 0 masked, of the layers that make or
+       read one (Layer::mask); empty when no layer does. */
+    std::vector<float> maskbuf;
+    bool output_masked() const { return !layers.empty() && layers.back()->mask_out; }
     std::map<std::string, int> name_counts;
     std::map<std::string, size_t> name_index; /* layer names, for the uniqueness check in O(log L) */
     uint64_t seed = 0;
@@ -6528,6 +6704,36 @@ public:
                     fn, (long long)state_slots, (long long)bs);
     }
 
+    /* A variable-length model (var_len) at length T: the layers that see
+       the time axis are rebuilt for it (their weights do not depend on it,
+       which any_length promises and this checks) and the workspaces are
+       planned again at the next batch. Called by check_x with the length of
+       the caller's x; a no-op when the length stays. */
+    void set_length(int64_t T, const char *fn) {
+        if (!var_len || T == input.d[0]) return;
+        Shape prev = input;
+        prev.d[0] = T;
+        int64_t per = prev.checked_size();
+        NNL_REQUIRE(T > 0 && per >= 0 && per <= MAX_VALUES, NNL_ERR_SHAPE,
+                    "%s: a length of %lld steps is out of range", fn, (long long)T);
+        for (auto &l : layers) {
+            if (!l->var_in) break;
+            std::vector<Shape> ws;
+            for (auto &w : l->weights) ws.push_back(w.shape);
+            l->build(prev);
+            for (size_t i = 0; i < ws.size(); i++)
+                NNL_REQUIRE(l->weights[i].shape == ws[i], NNL_ERR_INTERNAL,
+                            "%s: layer '%s' changed its weights' shape with the input length", fn, l->name.c_str());
+            int64_t os = l->out.checked_size();
+            NNL_REQUIRE(os >= 0 && os <= MAX_VALUES, NNL_ERR_SHAPE,
+                        "%s: at %lld steps, layer '%s' would output more than 2^40 values per sample", fn,
+                        (long long)T, l->name.c_str());
+            prev = l->out;
+        }
+        input.d[0] = T;
+        cap_batch = 0; /* every per-sample size may have changed */
+    }
+
     void add(const char *text) { add_spec(parse_spec(text)); }
     /* Keras' TimeDistributed(Dense(...)): Dense on a (T, F) input already acts
        on every step (its last axis), with the same weights, so the wrapper
@@ -6572,7 +6778,7 @@ public:
             a.str("dtype", -1, "float32");
             a.done();
             NNL_REQUIRE(layers.empty() && !has_input, NNL_ERR_STATE, "Input must come first, and only once");
-            input = shape_from_ints(s, "Input");
+            input = var_shape(s, "Input", var_len);
             has_input = true;
             return;
         }
@@ -6599,22 +6805,41 @@ public:
                     "%s: an %s layer reads ids and passes no gradient back, so it must be the model's first layer",
                     sp.name.c_str(), l->cls);
         Shape prev = out_shape();
+        bool prev_var = layers.empty() ? var_len : layers.back()->var_out;
         if (!ishape.empty()) {
-            Shape s = shape_from_ints(ishape, sp.name.c_str());
+            bool v = false;
+            Shape s = var_shape(ishape, sp.name.c_str(), v);
             if (layers.empty() && !has_input) {
                 input = s;
                 has_input = true;
+                var_len = prev_var = v;
                 prev = s;
             } else {
-                NNL_REQUIRE(s == prev, NNL_ERR_SHAPE, "%s: input_shape %s does not match the previous output %s",
-                            sp.name.c_str(), s.str(false).c_str(), prev.str(false).c_str());
+                NNL_REQUIRE(s == prev && v == prev_var, NNL_ERR_SHAPE,
+                            "%s: input_shape %s does not match the previous output %s", sp.name.c_str(),
+                            s.str(false, v).c_str(), prev.str(false, prev_var).c_str());
             }
         }
         NNL_REQUIRE(has_input, NNL_ERR_STATE,
                     "%s: the first layer needs input_shape=(...) (or add an Input(shape=(...)) first)",
                     sp.name.c_str());
+        /* variable length and the step mask (Layer::any_length, supports_mask) */
+        l->var_in = prev_var;
+        NNL_REQUIRE(!prev_var || l->any_length(prev), NNL_ERR_SHAPE,
+                    "%s: layer '%s' (%s) needs a fixed input length, but its input %s has a variable length "
+                    "(input_shape=(None, ...)); give the model a fixed length, or consume the steps first (a "
+                    "recurrent layer without return_sequences)",
+                    sp.name.c_str(), name.empty() ? snake(l->cls).c_str() : name.c_str(), l->cls,
+                    prev.str(true, true).c_str());
         if (budget) budget->charge(*l, prev); /* from a file: sizes bounded before anything is allocated */
         l->build(prev);
+        l->var_out = prev_var && l->keeps_length();
+        l->mask_in = !layers.empty() && layers.back()->mask_out;
+        NNL_REQUIRE(!l->mask_in || l->supports_mask(), NNL_ERR_UNSUPPORTED,
+                    "%s: layer '%s' (%s) does not support masking, but its input carries the step mask of a "
+                    "Masking layer or an Embedding with mask_zero=True (as Keras, nnlite refuses it)",
+                    sp.name.c_str(), name.empty() ? snake(l->cls).c_str() : name.c_str(), l->cls);
+        l->mask_out = l->makes_mask() || (l->mask_in && l->passes_mask());
         /* the sizes the layer derived, checked once here: the rest of nnlite
            multiplies them without overflow checks */
         int64_t os = l->out.checked_size();
@@ -6781,6 +7006,11 @@ public:
         targets = take(B * target_width());
         float *shared = scratch ? take(scratch) : nullptr;
         for (auto &l : layers) l->sc = l->scratch(B) ? shared : nullptr;
+        int64_t steps = 0; /* the step mask: one value per sample and time step */
+        for (auto &l : layers)
+            if (l->makes_mask() || l->mask_in) steps = std::max(steps, l->in.d[0]);
+        maskbuf.assign((size_t)(B * steps), 1.f);
+        for (auto &l : layers) l->mask = steps && (l->makes_mask() || l->mask_in) ? maskbuf.data() : nullptr;
         cap_batch = B;
     }
 
@@ -6820,9 +7050,11 @@ public:
         int64_t D = out_shape().size(), C = classes();
         gpu_pull(act[L], B * D); /* other losses: on the host */
         if (z) gpu_pull(z, B * D);
-        double l = loss.run(act[L], z, targets, B, D, C, grad);
+        const float *mk = output_masked() ? maskbuf.data() : nullptr; /* masked positions skipped */
+        int64_t P = mk ? out_shape().d[0] : 0;
+        double l = loss.run(act[L], z, targets, B, D, C, grad, mk, P);
         for (size_t k = 0; k < metrics.size(); k++)
-            msum[k] += metrics[k].kind == M_PERPLEXITY ? l : metrics[k].run(act[L], targets, B, D, C);
+            msum[k] += metrics[k].kind == M_PERPLEXITY ? l : metrics[k].run(act[L], targets, B, D, C, mk, P);
         if (grad) gpu_push(grad, B * D);
         return l;
     }
@@ -6860,7 +7092,7 @@ public:
        fn names the API call ("nnl_fit"), arg the array ("x", "x_val"). Sizes
        are checked with overflow-safe arithmetic: a shape whose product
        overflows, or exceeds what a process can address, is NNL_ERR_SHAPE. */
-    InputArray check_x(const float *x, int rank, const int64_t *shape, const char *fn, const char *arg) const {
+    InputArray check_x(const float *x, int rank, const int64_t *shape, const char *fn, const char *arg) {
         NNL_REQUIRE(has_input && !layers.empty(), NNL_ERR_STATE, "%s: the model has no layers", fn);
         NNL_REQUIRE(x && shape, NNL_ERR_ARGUMENT, "%s: %s is NULL", fn, arg);
         NNL_REQUIRE(rank >= 1 && rank <= NNL_MAX_RANK + 1, NNL_ERR_SHAPE, "%s: %s has rank %d, out of range 1..%d",
@@ -6878,6 +7110,15 @@ public:
                     "%s: %s of shape %s holds more values than a process can address (the product %s)", fn, arg,
                     io::shape_str(rank, shape).c_str(), count < 0 ? "overflows int64" : "exceeds 2^60");
         Shape s = Shape::of(rank - 1, shape + 1);
+        if (var_len) { /* (n, T, ...): any T, the rest as the model's input; the model runs at length T */
+            Shape want = input;
+            want.d[0] = s.rank ? s.d[0] : 0;
+            NNL_REQUIRE(s == want, NNL_ERR_SHAPE,
+                        "%s: %s holds samples of shape %s, which do not fit the model's input %s (any length)", fn,
+                        arg, s.str(false).c_str(), input.str(false, true).c_str());
+            set_length(s.d[0], fn);
+            return {x, shape[0]};
+        }
         NNL_REQUIRE(s == input || (rank == 2 && per == input.size()), NNL_ERR_SHAPE,
                     "%s: %s holds samples of shape %s, which do not fit the model's input %s", fn, arg,
                     s.str(false).c_str(), input.str(false).c_str());
@@ -7115,7 +7356,12 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     int64_t nv = 0, nt = X.n;
     std::vector<float> TV;
     if (o.x_val) {
+        int64_t len = input.d[0];
         InputArray V = check_x(o.x_val, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val");
+        NNL_REQUIRE(!var_len || input.d[0] == len, NNL_ERR_SHAPE,
+                    "nnl_fit: x_val has sequences of %lld steps, x of %lld; a variable-length model validates at "
+                    "x's length (pad x_val to it, or evaluate it separately)",
+                    (long long)input.d[0], (long long)len);
         TV = check_y(o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape, V.n, "nnl_fit", "y_val");
         check_finite(V.x, V.n, d, "nnl_fit", "x_val");
         xv = V.x;
@@ -7227,7 +7473,7 @@ std::string Model::summary() const {
     size_t w1 = 29, w2 = 26, w3 = 10;
     for (auto &l : layers) {
         w1 = std::max(w1, cols(l->name) + strlen(l->cls) + 5);
-        w2 = std::max(w2, l->out.str().size() + 1);
+        w2 = std::max(w2, l->out.str(true, l->var_out).size() + 1);
         w3 = std::max(w3, with_commas(l->param_count()).size() + 1);
     }
     std::string rule(w1 + w2 + w3, '_'), dbl(w1 + w2 + w3, '=');
@@ -7247,7 +7493,7 @@ std::string Model::summary() const {
     int64_t total = 0, trainable = 0;
     for (size_t i = 0; i < layers.size(); i++) {
         const Layer &l = *layers[i];
-        s += row(l.name + " (" + l.cls + ")", l.out.str(), with_commas(l.param_count()));
+        s += row(l.name + " (" + l.cls + ")", l.out.str(true, l.var_out), with_commas(l.param_count()));
         s += i + 1 < layers.size() ? "\n" : "";
         total += l.param_count();
         trainable += l.param_count(true);
@@ -7307,6 +7553,9 @@ namespace nnl {
 /* Layers whose forward and backward go through K() only say so
    (Layer::gpu_path); the others are refused by name. */
 [[maybe_unused]] static void gpu_check_layers(const Model &m) {
+    NNL_REQUIRE(!m.var_len, NNL_ERR_UNSUPPORTED,
+                "the model takes sequences of any length (input_shape=(None, ...)), which has no GPU path yet; "
+                "keep this model on the CPU");
     std::string miss = gpu_missing_layers(m);
     NNL_REQUIRE(miss.empty(), NNL_ERR_UNSUPPORTED, "%s %s no GPU path yet (GPU layers: %s); keep this model on the CPU",
                 miss.c_str(), miss.rfind("layers ", 0) == 0 ? "have" : "has", gpu_layer_names().c_str());
@@ -10049,7 +10298,8 @@ static Json model_json(const Model &m) {
        writes it (its stateful layers need one) */
     bool fixed = m.has_slot_states() && m.state_slots > 0;
     Json bshape = Json::array().push(fixed ? Json::integer(m.state_slots) : Json());
-    for (int i = 0; i < m.input.rank; i++) bshape.push(Json::integer(m.input.d[i]));
+    for (int i = 0; i < m.input.rank; i++) /* a variable length: null, as Keras writes None */
+        bshape.push(m.var_len && i == 0 ? Json() : Json::integer(m.input.d[i]));
     Json in = Json::object();
     in.set("batch_input_shape", bshape).set("dtype", Json::string("float32")).set("sparse", Json::boolean(false));
     in.set("ragged", Json::boolean(false)).set("name", Json::string(m.layers[0]->name + "_input"));
@@ -10185,6 +10435,12 @@ static Value shape_value(const Json &j, const std::string &owner, bool drop_batc
     v.kind = Value::TUPLE;
     for (size_t i = drop_batch ? 1 : 0; i < j.a.size(); i++) {
         const Json &x = j.a[i];
+        if (x.kind == Json::NUL && i == (drop_batch ? 1u : 0u)) { /* a variable length (Model::var_len) */
+            Value d;
+            d.kind = Value::NONE;
+            v.items.push_back(d);
+            continue;
+        }
         NNL_REQUIRE(x.kind == Json::NUM && x.num >= 1 && x.num < 1e12 && x.num == std::floor(x.num), NNL_ERR_FORMAT,
                     "%s: input shape %s must hold positive sizes after the batch dimension", owner.c_str(),
                     json_text(j).c_str());
@@ -11395,6 +11651,7 @@ NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape) {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
         rank = write_shape(m->out_shape(), shape);
+        if (shape && m->layers.size() && m->layers.back()->var_out) shape[0] = -1; /* None: any length */
     });
     return rank;
 }
@@ -11405,6 +11662,7 @@ NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape) {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
         rank = write_shape(m->input, shape);
+        if (shape && m->var_len) shape[0] = -1; /* None: any length */
     });
     return rank;
 }

@@ -421,8 +421,20 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            NNL_ERR_ARGUMENT naming the layer
                                            and the id); feed them with the
                                            _typed calls as NNL_INT32/INT64;
-                                           mask_zero=True: NNL_ERR_UNSUPPORTED
-                                           (no masking yet)
+                                           mask_zero=True: a step whose id is
+                                           0 is masked (as Masking's)
+     Masking(mask_value=0.0)               inputs (timesteps, features): a
+                                           step whose features all equal
+                                           mask_value is masked (its output
+                                           zeros); recurrent layers leave
+                                           their state as it was at masked
+                                           steps (the output there: the
+                                           previous step's, or zeros with
+                                           zero_output_for_mask=True), Dense,
+                                           Activation and Dropout pass the
+                                           mask on, the loss and metrics
+                                           average over kept positions only;
+                                           other layers refuse a mask
      SimpleRNN(units, activation='tanh', use_bias=True, kernel_initializer=
            'glorot_uniform', recurrent_initializer='orthogonal',
            bias_initializer='zeros', return_sequences=False, go_backwards=
@@ -522,7 +534,9 @@ NNL_API void nnl_model_free(nnl_model *m);
 NNL_API int nnl_add(nnl_model *m, const char *layer_spec);
 
 /* Typed shortcuts for the common layers (same rules as nnl_add).
-   activation may be NULL for linear; rank/shape describe one sample. */
+   activation may be NULL for linear; rank/shape describe one sample
+   (nnl_add_input: -1 as shape[0] is Keras' None, a variable length, as
+   nnl_input_shape writes it; see nnl_output_shape). */
 NNL_API int nnl_add_input(nnl_model *m, int rank, const int64_t *shape);
 NNL_API int nnl_add_dense(nnl_model *m, int units, const char *activation);
 NNL_API int nnl_add_activation(nnl_model *m, const char *activation);
@@ -561,7 +575,19 @@ NNL_API int64_t nnl_trainable_param_count(const nnl_model *m);
 NNL_API int64_t nnl_non_trainable_param_count(const nnl_model *m);
 /* Per-sample output shape of the model: writes up to NNL_MAX_RANK dims into
    shape (may be NULL) and returns the rank, or -1 (with a message) for a
-   NULL model or one with no layers. */
+   NULL model or one with no layers.
+   Variable-length sequences (0.3): a model built with input_shape=(None, F)
+   (Keras' None time axis; Input(shape=(None, F)); Keras JSON
+   batch_input_shape [null, null, F]) takes sequences of any length. Both
+   calls write -1 for that axis (None), in the input and in every output
+   that keeps it (return_sequences). nnl_fit, nnl_evaluate, nnl_predict and
+   the _typed calls take the length from x's shape (n, T, F) on each call:
+   the output of such a model is (n, T, ...) where nnl_output_shape says -1
+   (x_val must have x's length). A change of length re-plans the model's
+   workspaces inside the call (nothing the caller owns); as every model
+   function, use one model from one thread at a time. Layers that need a
+   fixed length (Flatten, Conv1D, pooling, ...) are refused at nnl_add,
+   naming the layer. */
 NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape);
 NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape);
 

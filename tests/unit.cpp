@@ -21,3 +21,4 @@
 #include "unit_seams.hpp"
 #include "unit_threads.hpp"
 #include "unit_seq.hpp"
+#include "unit_mask.hpp"

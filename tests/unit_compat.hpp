@@ -74,6 +74,7 @@ const std::pair<const char *, const char *> kDefaultNames[] = {
     {"ZeroPadding2D", "zero_padding2d"},
     {"UpSampling2D", "up_sampling2d"},
     {"Embedding", "embedding"},
+    {"Masking", "masking"},
     {"SimpleRNN", "simple_rnn"},
     {"LSTM", "lstm"},
     {"GRU", "gru"},
@@ -85,6 +86,7 @@ std::pair<std::string, std::string> buildable(const std::string &kind) {
     bool rnn = kind == "SimpleRNN" || kind == "LSTM" || kind == "GRU";
     if (rnn) return {kind + "(2, return_sequences=True)", "(5, 3)"};
     if (kind == "Bidirectional") return {"Bidirectional(LSTM(2, return_sequences=True))", "(5, 3)"};
+    if (kind == "Masking") return {"Masking()", "(5, 3)"}; /* (timesteps, features) */
     std::string in = kind.find("1D") != std::string::npos   ? "(8, 3)"
                      : kind.find("2D") != std::string::npos ? "(8, 8, 3)"
                      : kind.find("3D") != std::string::npos ? "(6, 6, 6, 2)"

@@ -91,6 +91,8 @@ ZeroPadding2D = _kind("ZeroPadding2D", "ZeroPadding2D(padding=(1,1))")
 UpSampling2D = _kind("UpSampling2D", "UpSampling2D(size=(2,2))")
 Embedding = _kind("Embedding", "Embedding(input_dim, output_dim, embeddings_initializer='uniform', "
                   "mask_zero=False, input_length=None): integer ids (T,) -> (T, output_dim)")
+Masking = _kind("Masking", "Masking(mask_value=0.0): masks the steps of (timesteps, features) whose features all "
+                "equal mask_value")
 SimpleRNN = _kind("SimpleRNN", "SimpleRNN(units, activation='tanh', use_bias=True, dropout=0.0, "
                   "recurrent_dropout=0.0, return_sequences=False, go_backwards=False, stateful=False, ...): "
                   "inputs (timesteps, features)")
@@ -135,4 +137,4 @@ KINDS = ("Dense", "Activation", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv
          "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
          "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
          "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "BatchNormalization",
-         "ZeroPadding2D", "UpSampling2D", "Embedding", "SimpleRNN", "LSTM", "GRU", "Bidirectional")
+         "ZeroPadding2D", "UpSampling2D", "Embedding", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional")

@@ -208,13 +208,13 @@ class Sequential:
     def input_shape(self):
         s = (ctypes.c_int64 * 8)()
         r = _L.nnl_input_shape(self.handle, s)
-        return None if r < 0 else (None,) + tuple(s[:r])
+        return None if r < 0 else (None,) + tuple(None if d == -1 else d for d in s[:r])
 
     @property
     def output_shape(self):
         s = (ctypes.c_int64 * 8)()
         r = _L.nnl_output_shape(self.handle, s)
-        return None if r < 0 else (None,) + tuple(s[:r])
+        return None if r < 0 else (None,) + tuple(None if d == -1 else d for d in s[:r])
 
     def _out_shape(self):
         s = (ctypes.c_int64 * 8)()
@@ -400,7 +400,9 @@ class Sequential:
     def predict(self, x, batch_size=32, verbose=0):
         """Forward pass in inference mode: float32 array (n, output shape...)."""
         xa, xp, xr, xs, xd = _x(x)
-        out = np.empty((xa.shape[0],) + self._out_shape(), dtype=np.float32)
+        # a variable length (-1, Keras' None) is x's own
+        steps = xa.shape[1] if xa.ndim > 1 else 1
+        out = np.empty((xa.shape[0],) + tuple(steps if d == -1 else d for d in self._out_shape()), dtype=np.float32)
         _raise_for(_L.nnl_predict_typed(self.handle, xp, xd, xr, xs, int(batch_size or 32),
                                         out.ctypes.data_as(_lib.P_float), out.size))
         return out
