@@ -354,6 +354,21 @@ contains
         rmse_persist = sqrt(sum((real(xw(1, w, ntrain + 1:), c_double) - yw(1, ntrain + 1:))**2) / nt)
         print '(a, f8.5, a, f8.5)', "fortran LSTM forecaster: one-step RMSE ", rmse, ", persistence ", rmse_persist
         call check(rmse < 0.5d0 * rmse_persist, "forecaster: one-step RMSE under half persistence's")
+        call f%free()
+        ! Keras' Bidirectional(LSTM(8)) from a spec string: 2 x 4 x 8 x (1 + 8 + 1)
+        ! parameters and a Dense(1), trained on the same windows
+        call f%create(seed=12)
+        call f%add("Bidirectional(LSTM(8), merge_mode='concat', input_shape=(20, 1))")
+        call f%add("Dense(1)")
+        call check(f%param_count() == 2 * 4 * 8 * (1 + 8 + 1) + 17, "Bidirectional(LSTM(8)): Keras' parameter count")
+        call f%compile("Adam(learning_rate=0.01)", "mse", "")
+        call f%fit(xw(:, :, 1:ntrain), yw(:, 1:ntrain), epochs=8, batch_size=16, verbose=0)
+        loss = f%history("loss")
+        call check(loss(size(loss)) < 0.5d0 * loss(1), "Bidirectional forecaster: the loss at least halved")
+        call f%predict(xw(:, :, ntrain + 1:), p)
+        rmse = sqrt(sum((real(p(1, :), c_double) - yw(1, ntrain + 1:))**2) / nt)
+        print '(a, f8.5)', "fortran Bidirectional(LSTM) forecaster: one-step RMSE ", rmse
+        call check(rmse < rmse_persist, "Bidirectional forecaster: one-step RMSE under persistence's")
         call nnl_sliding_windows(series(:, 1:5), 5, xw, yw, status=s)
         call check(s == NNL_ERR_ARGUMENT, "sliding windows: n <= window is NNL_ERR_ARGUMENT")
         call check(index(nnl_error_message(), "nnl_sliding_windows") == 1, "its message names the C call")
