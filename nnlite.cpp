@@ -2411,6 +2411,53 @@ struct ActBackwardK {
     }
 };
 
+/* One LSTM step with Keras' default activations (tanh, sigmoid), gates i,
+   f, c (g), o side by side in each row of Z (rows x 4u, stride ldz): the
+   pre-activations become the gates, c = f c_prev + i g, h = o tanh(c). One
+   pass instead of four activation calls and two loops per row. */
+struct LstmStepK {
+    template <class V>
+    static void run(float *Z, int64_t ldz, const float *CP, int64_t ldcp, float *C, int64_t ldc, float *H, int64_t ldh,
+                    int64_t rows, int64_t u) {
+        for (int64_t r = 0; r < rows; r++) {
+            float *z = Z + r * ldz, *c = C + r * ldc, *h = H + r * ldh;
+            const float *cp = CP + r * ldcp;
+            simd::loop<V>(u, [&](int64_t j, const auto &t) NNL_INLINE {
+                V i = vsigmoid(V::load(z + j, t)), f = vsigmoid(V::load(z + u + j, t));
+                V g = vtanh(V::load(z + 2 * u + j, t)), o = vsigmoid(V::load(z + 3 * u + j, t));
+                i.store(z + j, t);
+                f.store(z + u + j, t);
+                g.store(z + 2 * u + j, t);
+                o.store(z + 3 * u + j, t);
+                V cv = f * V::load(cp + j, t) + i * g;
+                cv.store(c + j, t);
+                (o * vtanh(cv)).store(h + j, t);
+            });
+        }
+    }
+};
+
+/* Its backward for one row: z holds the gates (forward's), becomes the
+   pre-activations' gradients; dh is dL/dh_s (read), dc dL/dc_s in and
+   dL/dc_{s-1} out. */
+struct LstmStepBackK {
+    template <class V>
+    static void run(float *z, const float *dh, float *dc, const float *c, const float *cp, int64_t u) {
+        simd::loop<V>(u, [&](int64_t j, const auto &t) NNL_INLINE {
+            V one = V::set(1.f);
+            V i = V::load(z + j, t), f = V::load(z + u + j, t), g = V::load(z + 2 * u + j, t),
+              o = V::load(z + 3 * u + j, t);
+            V ac = vtanh(V::load(c + j, t)), dhv = V::load(dh + j, t);
+            V d = V::load(dc + j, t) + dhv * o * (one - ac * ac);
+            (d * g * (i * (one - i))).store(z + j, t);
+            (d * V::load(cp + j, t) * (f * (one - f))).store(z + u + j, t);
+            (d * i * (one - g * g)).store(z + 2 * u + j, t);
+            (dhv * ac * (o * (one - o))).store(z + 3 * u + j, t);
+            (d * f).store(dc + j, t);
+        });
+    }
+};
+
 /* Softmax over rows of length n, and its backward from y. */
 struct SoftmaxK {
     template <class V> static void run(const float *x, float *y, int64_t rows, int64_t n) {
@@ -4460,6 +4507,8 @@ public:
         for (int64_t i = 0; i < n; i++) m[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
     }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
+    /* LSTM with Keras' default activations: the fused step kernels */
+    bool fused_lstm() const { return kind == CELL_LSTM && act == ACT_TANH && ract == ACT_SIGMOID; }
     /* dx = dy act'(.) from the activation's output y (n values) */
     static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
         if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
@@ -4496,7 +4545,7 @@ public:
         if (bias) K().bias_add(Z, bias, N, G); /* GRU reset_after: row 0, the input bias */
         const float *rbias = bias && kind == CELL_GRU && reset_after ? bias + G : nullptr;
         /* U packed once for every step's h U (CPU only: recurrent layers have no GPU path yet) */
-        const bool packed = kind != CELL_GRU || reset_after;
+        const bool packed = kind != CELL_GRU || reset_after, fused = fused_lstm();
         if (packed) gemm::pack_b_all(false, U, G, u, G, pk);
         /* the initial states: the slots' (stateful) or zeros */
         const int64_t t0 = tidx(0);
@@ -4528,7 +4577,12 @@ public:
             } else if (!zero_h) {
                 gemm::sgemm_packed(B, Hr, ldh, pk, 1.f, Zs, ldz);
             }
-            for (int64_t b = 0; b < B; b++) {
+            if (fused) { /* LSTM with tanh and sigmoid: one vectorised pass over the step */
+                const float *cp = s == 0 ? c0 : C + tidx(s - 1) * u;
+                float *hn = s + 1 < T ? H + tidx(s + 1) * u : tmp;
+                simd::run<LstmStepK>(Zs, ldz, cp, s == 0 ? u : ldh, C + t * u, ldh, hn, s + 1 < T ? ldh : u, B, u);
+            }
+            for (int64_t b = 0; b < B && !fused; b++) {
                 float *z = Zs + b * ldz;
                 const float *hp = Hr + b * ldh; /* read only by GRU's r * h_{s-1} (reset_after=False) */
                 float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u; /* h_s: the next step's h_{s-1} */
@@ -4605,6 +4659,7 @@ public:
         const float *W = weights[0].w, *U = weights[1].w;
         float *dc = rb; /* LSTM: dc_s, carried like dh (rb is free in LSTM's backward) */
         if (kind != CELL_GRU) gemm::pack_b_all(true, U, G, G, u, pk); /* U^T, for every step's dh */
+        const bool fused = fused_lstm();
         /* dropout: the masked inputs and states that forward multiplied */
         const float *mh = MH(B), *HR = drop_h ? HDp(B) : H;
         if (drop_x) x = XD(B);
@@ -4623,6 +4678,12 @@ public:
             for (int64_t b = 0; b < B; b++) {
                 float *z = Zs + b * ldz, *dhb = dh + b * u, *tgb = tg + b * G;
                 const float *hp = Hs + b * ldh;
+                if (fused && !masked(b, t)) {
+                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
+                    simd::run<LstmStepBackK>(z, (const float *)dhb, dc + b * u, (const float *)(C + (b * T + t) * u),
+                                             cp, u);
+                    continue;
+                }
                 memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
                 if (masked(b, t)) { /* h_s = h_{s-1} (and c): dh and dc pass unchanged, no gate gradient */
                     std::fill(z, z + G, 0.f);
