@@ -29,24 +29,7 @@ TEST_CASE("Bidirectional: gradient check through time, every merge_mode, LSTM an
 
 namespace bidir {
 
-static std::string fixture_path() {
-    std::vector<std::string> tried;
-    if (const char *e = getenv("NNL_BIDIR_FIXTURE")) tried.push_back(e);
-    std::string here = __FILE__;
-    size_t slash = here.find_last_of('/');
-    tried.push_back((slash == std::string::npos ? std::string(".") : here.substr(0, slash)) +
-                    "/reference/bidir_reference.npz");
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        std::string dir(exe, (size_t)n);
-        tried.push_back(dir.substr(0, dir.find_last_of('/')) + "/../tests/reference/bidir_reference.npz");
-    }
-    for (auto &p : tried)
-        if (access(p.c_str(), R_OK) == 0) return p;
-    FAIL("the committed fixture bidir_reference.npz is missing (set NNL_BIDIR_FIXTURE=path)");
-    return "";
-}
+static std::string fixture_path() { return rnnref::find_fixture("bidir_reference.npz", "NNL_BIDIR_FIXTURE"); }
 
 /* y, dx and the six weight gradients of one case, each as its max error over
    its reference's norm; swap: exchange the two directions' weights (a

@@ -35,24 +35,26 @@ namespace rnnref {
 
 /* tests/reference/rnn_reference.npz, found as refmodel finds its fixture
    (NNL_RNN_FIXTURE, beside this file, or from the binary's folder) */
-static std::string fixture_path() {
+/* A committed fixture tests/reference/FILE: $ENV, beside this file, or
+   from the binary's folder (also used by unit_bidir.hpp) */
+static std::string find_fixture(const char *file, const char *env) {
     std::vector<std::string> tried;
-    if (const char *e = getenv("NNL_RNN_FIXTURE")) tried.push_back(e);
+    if (const char *e = getenv(env)) tried.push_back(e);
     std::string here = __FILE__;
     size_t slash = here.find_last_of('/');
-    tried.push_back((slash == std::string::npos ? std::string(".") : here.substr(0, slash)) +
-                    "/reference/rnn_reference.npz");
+    tried.push_back((slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/reference/" + file);
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         std::string dir(exe, (size_t)n);
-        tried.push_back(dir.substr(0, dir.find_last_of('/')) + "/../tests/reference/rnn_reference.npz");
+        tried.push_back(dir.substr(0, dir.find_last_of('/')) + "/../tests/reference/" + file);
     }
     for (auto &p : tried)
         if (access(p.c_str(), R_OK) == 0) return p;
-    FAIL("the committed fixture rnn_reference.npz is missing (set NNL_RNN_FIXTURE=path)");
+    FAIL("the committed fixture " << file << " is missing (set " << env << "=path)");
     return "";
 }
+static std::string fixture_path() { return find_fixture("rnn_reference.npz", "NNL_RNN_FIXTURE"); }
 
 /* One fixture case run through nnlite's layer: y, dx and the weight
    gradients, each as its max error over its reference's Euclidean norm
