@@ -10,12 +10,17 @@
 # does the same), SANITIZE=1 (ASan + UBSan, builds in build-san/),
 # CUDA=1 (the GPU backend: nvcc compiles nnlite_cuda.cu, cudart is linked
 # statically; also builds $(BUILD)/nnlite_gpu, the GPU test suite; NVCC=path,
-# CUDA_ARCH=gencode flags), BUILD=dir, and the usual CC, CXX, CFLAGS,
-# CXXFLAGS, LDFLAGS.
+# CUDA_ARCH=gencode flags), MPI=1 (data-parallel training: nnlite.cpp with
+# -DNNL_MPI and the MPI found by pkg-config mpi-c or mpicc --showme; builds in
+# build-mpi/ unless BUILD says otherwise), BUILD=dir, and the usual CC, CXX,
+# CFLAGS, CXXFLAGS, LDFLAGS.
 
 SANITIZE ?= 0
+MPI ?= 0
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
+else ifeq ($(MPI),1)
+BUILD ?= build-mpi
 else
 BUILD ?= build
 endif
@@ -54,6 +59,17 @@ ifeq ($(CUDA),1)
 NNL_CXXFLAGS += -DNNL_CUDA
 CUDA_OBJ := $(BUILD)/obj/nnlite_cuda.o
 LIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lpthread -lrt
+endif
+
+# ---- MPI (MPI=1) ----
+ifeq ($(MPI),1)
+MPI_CFLAGS ?= $(shell pkg-config --cflags mpi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   ?= $(shell pkg-config --libs mpi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+ifeq ($(strip $(MPI_LIBS)),)
+$(error MPI=1: no MPI found (pkg-config mpi-c, mpicc); Debian: apt-get install libopenmpi-dev openmpi-bin)
+endif
+NNL_CXXFLAGS += -DNNL_MPI $(MPI_CFLAGS)
+LIBS += $(MPI_LIBS)
 endif
 
 VERSION := $(shell sed -n 's/.*NNL_VERSION_STRING "\([0-9.]*\)".*/\1/p' nnlite.h)
@@ -303,7 +319,7 @@ $(F_TEST): tests/fortran/test_nnlite.f90 $(F_LIB) $(LIB_A)
 $(CXX_WRAP): tests/cxx_wrapper.cpp nnlite.hpp nnlite.h $(LIB_A) $(STAMP)
 	$(CXX) $(NNL_CXXFLAGS) -Wall -Wextra -pedantic -Werror $< $(LIB_A) -o $@ $(NNL_LDFLAGS) $(LIBS)
 
-CHECKS += symbols cxx fortran python consumers
+CHECKS += symbols cxx fortran python consumers mpi
 # Examples name an unknown option and write files only where they are told
 # (--out DIR) or beside themselves, never into the current folder.
 CHECKS += examples
@@ -330,6 +346,20 @@ check-python: $(LIB_SO)
 # find_package against `make install` into $(BUILD)/consumers, add_subdirectory.
 check-consumers: $(LIB_A) $(LIB_SO)
 	bash scripts/check_consumers.sh $(BUILD)
+
+# ---- MPI (issue 13): the library built with MPI=1 in build-mpi/, its test
+# programs run under mpirun with 2 ranks and 4 (oversubscribed) ----
+MPI_TESTS := $(BUILD)/mpi_tests
+.PHONY: mpi-tests check-mpi
+mpi-tests: $(MPI_TESTS)
+$(MPI_TESTS): $(BUILD)/obj/tests/mpi/mpi_tests.o $(LIB_A)
+	$(CXX) $(NNL_LDFLAGS) $^ -o $@ $(LIBS)
+$(BUILD)/obj/tests/mpi/%.o: tests/mpi/%.cpp nnlite.h $(STAMP)
+	@mkdir -p $(@D)
+	$(CXX) $(NNL_CXXFLAGS) -c $< -o $@
+check-mpi:
+	+$(MAKE) --no-print-directory MPI=1 BUILD=build-mpi lib mpi-tests
+	bash scripts/check_mpi.sh build-mpi
 
 # ---- install ----
 #   make install PREFIX=/usr/local DESTDIR=   (also LIBDIR, INCLUDEDIR, PYTHONDIR)

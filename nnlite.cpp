@@ -89,6 +89,15 @@
 #define NNL_THREADS 0
 #endif
 
+/* MPI (make MPI=1: mpicxx, -DNNL_MPI): data-parallel training, section 6c.
+   Without it nothing here names MPI, and the distributed calls say how to
+   build with it. */
+#ifdef NNL_MPI
+#define OMPI_SKIP_MPICXX 1 /* the C API only: no MPI C++ bindings in this object */
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define NNL_X86 1
@@ -5792,17 +5801,17 @@ struct Metric {
        mean (final), not averaged over batches. */
     double final_value(double mean) const { return kind == M_PERPLEXITY ? std::exp(mean) : mean; }
     /* Sum over the batch of the per-sample metric (mean over positions). */
-    /* With a step mask (B, P): the mean over the kept positions, times B (as Loss::run). */
+    /* With a step mask (B, P): the sum over the kept positions, each one
+       sample; the caller divides by the kept positions of all its batches
+       (Keras' metrics take the mask as sample weights: the mean over every
+       kept position of the epoch, not a mean of batch means). */
     double run(const float *y, const float *t, int64_t B, int64_t D, int64_t C, const float *mask, int64_t P) const {
         if (!mask) return run(y, t, B, D, C);
-        int64_t R = D / P, tr = (kind == M_SPARSE_ACC || kind == M_SPARSE_TOPK) ? R / C : R, kept = 0;
+        int64_t R = D / P, tr = (kind == M_SPARSE_ACC || kind == M_SPARSE_TOPK) ? R / C : R;
         double total = 0;
         for (int64_t q = 0; q < B * P; q++)
-            if (mask[q] != 0.f) {
-                kept++;
-                total += run(y + q * R, t + q * tr, 1, R, C);
-            }
-        return kept ? total / (double)kept * (double)B : 0.0;
+            if (mask[q] != 0.f) total += run(y + q * R, t + q * tr, 1, R, C);
+        return total;
     }
     double run(const float *y, const float *t, int64_t B, int64_t D, int64_t C) const {
         double total = 0;
@@ -6532,19 +6541,71 @@ struct StepReduce {
     double &metric(int k) { return sums[1 + k]; }
     double &count() { return sums[1 + n_metrics]; }
     double &nonfinite() { return sums[2 + n_metrics]; }
+    /* kept output positions (step-masked outputs), the masked metrics'
+       denominator; 0 when the output carries no mask */
+    double &kept() { return sums[3 + n_metrics]; }
+    static int size_for(int n_metrics) { return n_metrics + 4; }
 };
 
 class Reducer {
 public:
     virtual ~Reducer() {}
-    /* Called once per training step by every participant, in the same order.
-       On entry the gradients are those of this process' mean loss over its
-       count() samples; on return they must be those of the mean over all
-       participants' samples (sum_r count_r g_r / sum_r count_r, e.g. an
-       allreduce of count * g divided by the total count; with equal counts,
-       the allreduced sum divided by the number of processes), and sums must
-       hold the sums over all participants. */
+    /* Every participant calls begin, then grad_ready as backward completes
+       the arena from the end down (layers last to first), then reduce, once
+       per training step, in the same order. weight: what this process'
+       gradients average over (its sample count, or its kept positions when
+       the loss is masked): the reduced gradients are sum_r w_r g_r / sum_r
+       w_r, the mean over every participant's samples. grad_ready(from):
+       G[from ..] is final (a reducer may start sending it). */
+    virtual void begin(StepReduce &r, double weight) {
+        (void)r;
+        (void)weight;
+    }
+    virtual void grad_ready(int64_t from) { (void)from; }
+    /* On return the gradients are the weighted mean described above and
+       sums hold the sums over all participants. */
     virtual void reduce(StepReduce &r) = 0;
+};
+
+/* ---- Data-parallel runs over MPI (section 6c) --------------------------
+   A distributed model (nnl_distribute) holds one: the communicator (a
+   duplicate of the caller's), its rank and size, the data layout, and the
+   collectives the training loop needs: agreement on each call's arguments
+   and options, broadcasts, the bucketed gradient reduction. Every wait has
+   the deadline NNL_MPI_TIMEOUT, so a rank that left never hangs the others.
+   The bodies are in section 6c; without MPI (no NNL_MPI) none is ever made. */
+struct Dist : Reducer {
+    int rank = 0, size = 1, flags = 0;
+    bool any_callback = false; /* some rank's fit has a callback: stops are agreed */
+    bool broken = false;       /* a collective timed out: the run is over */
+    std::string where;         /* what the ranks are doing, for a timeout's message */
+    double weight = 0;         /* this step's gradient weight */
+    int64_t pending = 0;       /* G[0 .. pending) not yet sent this step */
+    float *g = nullptr;
+    int64_t bucket = 1 << 20;  /* floats per bucket */
+    double timeout = 600;
+#ifdef NNL_MPI
+    MPI_Comm comm = MPI_COMM_NULL;
+    std::vector<MPI_Request> reqs;
+    double rbuf[64];
+#endif
+    ~Dist() override;
+    bool local() const { return (flags & NNL_DATA_LOCAL) != 0; }
+    /* Ends a call's checking phase: when any rank's checks failed
+       (status != 0), every rank throws that rank's error (the lowest such
+       rank's), the others with "(on rank R of N)" after its message. */
+    void agree(int status, const std::string &msg);
+    /* The ranks passed the same value for each named option, else
+       NNL_ERR_ARGUMENT on every rank naming the first that differs. */
+    void same(const char *fn, const std::vector<std::pair<const char *, int64_t>> &v);
+    int64_t max_all(int64_t v);
+    bool any(bool v) { return max_all(v ? 1 : 0) != 0; }
+    void sum_all(double *v, int n);
+    void bcast(void *p, int64_t bytes);
+    bool replicas_equal(uint64_t h); /* the same h on every rank */
+    void begin(StepReduce &r, double w) override;
+    void grad_ready(int64_t from) override;
+    void reduce(StepReduce &r) override;
 };
 
 /* An input array from the ABI: x (n, per-sample shape...) */
@@ -6647,6 +6708,35 @@ public:
        process, nothing to combine. step_sums: StepReduce's scalars. */
     std::shared_ptr<Reducer> reducer;
     std::vector<double> step_sums;
+    /* Set by nnl_distribute (then also the reducer); NULL: one process. */
+    std::shared_ptr<Dist> dist;
+    int dist_rank() const { return dist ? dist->rank : 0; }
+    /* Rank 0 of a distributed model, or a model that is not: the one that
+       prints and writes files. */
+    bool writer() const { return !dist || dist->rank == 0; }
+
+    /* The checking phase of a collective call (nnl_fit, nnl_evaluate) on a
+       distributed model: the ranks agree on the outcome, so an argument one
+       rank gets wrong fails the call on every rank instead of leaving the
+       others waiting. A model that is not distributed just runs f. */
+    template <class F> void collective_checks(F f) {
+        if (!dist) {
+            f();
+            return;
+        }
+        int st = 0;
+        std::string msg;
+        try {
+            f();
+        } catch (Error &e) {
+            st = e.status;
+            msg = e.msg;
+        } catch (std::bad_alloc &) {
+            st = NNL_ERR_MEMORY;
+            msg = "out of memory";
+        }
+        dist->agree(st, msg);
+    }
 
     void ensure_seed() {
         if (!seeded) {
@@ -7098,12 +7188,17 @@ public:
         size_t first = 0;
         while (first < layers.size() && layers[first]->is_view()) first++;
         for (size_t i = layers.size(); i-- > first;)
-            if (!layers[i]->is_view())
+            if (!layers[i]->is_view()) {
                 layers[i]->backward(act[i], act[i + 1], dact[i + 1], i > first ? dact[i] : nullptr, B, c);
+                /* its gradients are final: a data-parallel run may send them now */
+                if (reducer && !layers[i]->weights.empty()) reducer->grad_ready(layers[i]->weights[0].g - G.data());
+            }
     }
 
-    /* Loss (summed over the batch) and metric sums for the outputs in act[L]. */
-    double loss_and_grad(int64_t B, float *grad, double *msum) {
+    /* Loss (summed over the batch) and metric sums for the outputs in
+       act[L]; *kept (when not NULL) gains the kept positions of a masked
+       output, the masked metrics' denominator. */
+    double loss_and_grad(int64_t B, float *grad, double *msum, double *kept = nullptr) {
         double gl;
         if (gpu_loss(*this, B, grad, msum, &gl)) return gl; /* on the device (sparse CE from logits) */
         size_t L = layers.size();
@@ -7113,6 +7208,8 @@ public:
         if (z) gpu_pull(z, B * D);
         const float *mk = output_masked() ? maskbuf.data() : nullptr; /* masked positions skipped */
         int64_t P = mk ? out_shape().d[0] : 0;
+        if (mk && kept)
+            for (int64_t q = 0; q < B * P; q++) *kept += mk[q] != 0.f;
         double l = loss.run(act[L], z, targets, B, D, C, grad, mk, P);
         for (size_t k = 0; k < metrics.size(); k++)
             msum[k] += metrics[k].kind == M_PERPLEXITY ? l : metrics[k].run(act[L], targets, B, D, C, mk, P);
@@ -7128,14 +7225,25 @@ public:
        sums, valid until the next step. */
     StepReduce train_step(int64_t B, uint64_t seed_) {
         size_t L = layers.size(), nm = metrics.size();
-        step_sums.assign(nm + 3, 0.0); /* no allocation after the first step */
+        step_sums.assign((size_t)StepReduce::size_for((int)nm), 0.0); /* no allocation after the first step */
         StepReduce r{G.data(), nullptr, (int64_t)G.size(), step_sums.data(), (int)step_sums.size(), (int)nm};
-        forward(B, true, seed_);
-        r.loss() = loss_and_grad(B, dact[L], r.sums + 1);
-        backward(B, seed_);
-        bool finite = std::isfinite(r.loss());
-        if (finite) K().sumsq(G.data(), (int64_t)G.size(), &finite);
-        r.count() = (double)B;
+        bool finite = true;
+        if (B > 0) {
+            forward(B, true, seed_);
+            r.loss() = loss_and_grad(B, dact[L], r.sums + 1, &r.kept());
+            r.count() = (double)B;
+            /* the gradients average over the samples, or over the kept
+               positions of a masked loss */
+            if (reducer) reducer->begin(r, output_masked() ? r.kept() : (double)B);
+            backward(B, seed_);
+            finite = std::isfinite(r.loss());
+            /* (a distributed run checks the reduced gradients below: a
+               bucket may be on its way while this would read it) */
+            if (finite && !dist) K().sumsq(G.data(), (int64_t)G.size(), &finite);
+        } else { /* a rank with no samples in this step still takes part */
+            std::fill(G.begin(), G.end(), 0.f);
+            if (reducer) reducer->begin(r, 0.0);
+        }
         r.nonfinite() = finite ? 0 : 1;
         if (reducer) {
             r.grad_device = gpu_device(G.data());
@@ -7265,26 +7373,50 @@ public:
         if (t) gpu_push(targets, B * tw);
     }
 
-    /* Mean loss and metrics over n samples, in inference mode. */
+    /* Metric k's value from its sum over count samples (kept positions of
+       a masked output; the loss-based perplexity counts samples). */
+    double metric_value(size_t k, double sum, double count, double kept) const {
+        double d = output_masked() && metrics[k].kind != M_PERPLEXITY ? kept : count;
+        return metrics[k].final_value(d > 0 ? sum / d : 0.0);
+    }
+
+    /* Mean loss and metrics over n samples, in inference mode. In a
+       distributed model (collective): the samples of this rank's shard (all
+       n with NNL_DATA_LOCAL), the sums reduced over the ranks. */
     std::vector<double> evaluate(const float *x, const float *t, int64_t n, int64_t bs,
                                  const char *fn = "nnl_evaluate") {
         GpuScope gs(*this, false);
-        std::vector<double> ms(metrics.size(), 0.0);
-        double l = 0;
-        bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
-        check_fixed_batch(n, bs, fn, "samples");
-        ensure_batch(bs, fn);
+        size_t nm = metrics.size();
+        std::vector<double> sums((size_t)StepReduce::size_for((int)nm), 0.0);
+        StepReduce r{nullptr, nullptr, 0, sums.data(), (int)sums.size(), (int)nm};
+        /* this rank's samples: first, first + stride, ... */
+        int64_t first = 0, stride = 1;
+        if (dist && !dist->local()) {
+            first = dist->rank;
+            stride = dist->size;
+        }
+        int64_t nr = n > first ? (n - first + stride - 1) / stride : 0;
+        bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(nr, 1)));
+        collective_checks([&] {
+            check_fixed_batch(nr, bs, fn, "samples");
+            ensure_batch(bs, fn);
+        });
         std::vector<int64_t> idx((size_t)bs);
-        for (int64_t s = 0; s < n; s += bs) {
-            int64_t B = std::min(bs, n - s);
-            for (int64_t b = 0; b < B; b++) idx[(size_t)b] = s + b;
+        for (int64_t s = 0; s < nr; s += bs) {
+            int64_t B = std::min(bs, nr - s);
+            for (int64_t b = 0; b < B; b++) idx[(size_t)b] = first + (s + b) * stride;
             gather(x, t, idx.data(), B);
             forward(B, false, 0);
-            l += loss_and_grad(B, nullptr, ms.data());
+            r.loss() += loss_and_grad(B, nullptr, r.sums + 1, &r.kept());
+            r.count() += (double)B;
+        }
+        if (dist) {
+            dist->where = std::string(fn) + ": the reduction of the evaluated sums";
+            dist->sum_all(r.sums, r.n_sums);
         }
         std::vector<double> out;
-        out.push_back(n ? l / n : 0.0);
-        for (size_t k = 0; k < ms.size(); k++) out.push_back(metrics[k].final_value(n ? ms[k] / n : 0.0));
+        out.push_back(r.count() > 0 ? r.loss() / r.count() : 0.0);
+        for (size_t k = 0; k < nm; k++) out.push_back(metric_value(k, r.metric((int)k), r.count(), r.kept()));
         return out;
     }
 
@@ -7340,6 +7472,9 @@ public:
 
     void fit(const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype, int y_rank,
              const int64_t *y_shape, const nnl_fit_options &o, nnl_model *handle);
+    /* A distributed model: rank 0's weights, optimizer state and RNG on
+       every rank (section 6c). */
+    void bcast_state();
 
     std::string summary() const;
 };
@@ -7401,96 +7536,178 @@ struct Progress {
 
 void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *y, int y_dtype, int y_rank,
                 const int64_t *y_shape, const nnl_fit_options &o, nnl_model *handle) {
-    NNL_REQUIRE(compiled, NNL_ERR_STATE, "fit: the model is not compiled: call nnl_compile first");
-    InputArray X = check_x(x, x_rank, x_shape, "nnl_fit", "x");
-    std::vector<float> T = check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_fit", "y");
-    NNL_REQUIRE(o.epochs >= 0 && o.batch_size >= 1, NNL_ERR_ARGUMENT, "fit: epochs must be >= 0 and batch_size >= 1");
-    NNL_REQUIRE(o.validation_split >= 0 && o.validation_split < 1, NNL_ERR_ARGUMENT,
-                "fit: validation_split must be in [0, 1), got %g", o.validation_split);
-    NNL_REQUIRE(o.initial_epoch >= 0, NNL_ERR_ARGUMENT, "fit: initial_epoch must be >= 0");
-    int64_t d = input.size();
-    check_finite(X.x, X.n, d, "nnl_fit", "x");
-    GpuScope gs(*this, true); /* on a GPU: the weights come back to W when fit returns */
-
-    /* Validation: explicit data, or the LAST fraction before any shuffling. */
+    /* Checks first; in a distributed model every rank learns whether any
+       rank's failed (collective_checks), before anything changes. */
+    InputArray X;
+    std::vector<float> T, TV;
     const float *xv = nullptr, *tv = nullptr;
-    int64_t nv = 0, nt = X.n;
-    std::vector<float> TV;
-    if (o.x_val) {
-        int64_t len = input.d[0];
-        InputArray V = check_x(o.x_val, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val");
-        NNL_REQUIRE(!var_len || input.d[0] == len, NNL_ERR_SHAPE,
-                    "nnl_fit: x_val has sequences of %lld steps, x of %lld; a variable-length model validates at "
-                    "x's length (pad x_val to it, or evaluate it separately)",
-                    (long long)input.d[0], (long long)len);
-        TV = check_y(o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape, V.n, "nnl_fit", "y_val");
-        check_finite(V.x, V.n, d, "nnl_fit", "x_val");
-        xv = V.x;
-        tv = TV.data();
-        nv = V.n;
-    } else if (o.validation_split > 0) {
-        nt = (int64_t)((double)X.n * (1.0 - o.validation_split)); /* Keras: int(n * (1 - split)) */
-        nv = X.n - nt;
-        xv = X.x + nt * d;
-        tv = T.data() + nt * target_width();
-    }
-    NNL_REQUIRE(nt > 0, NNL_ERR_ARGUMENT, "fit: no training samples left (n = %lld, validation_split = %g)",
-                (long long)X.n, o.validation_split);
+    int64_t nv = 0, nt = 0, d = input.size();
+    /* Data parallel: N ranks, this one R. A step's global batch is G
+       positions of the epoch's order; rank R takes positions R, R+N, ... of
+       it (NNL_DATA_SHARDED). With NNL_DATA_LOCAL every rank's own data
+       makes its batches of bs. One process: N = 1, G = bs. */
+    int64_t N = dist ? dist->size : 1, R = dist_rank();
+    bool sharded = dist && !dist->local();
+    int64_t bs = 0, G = 0, steps = 0, cap = 0;
+    collective_checks([&] {
+        NNL_REQUIRE(compiled, NNL_ERR_STATE, "fit: the model is not compiled: call nnl_compile first");
+        X = check_x(x, x_rank, x_shape, "nnl_fit", "x");
+        T = check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_fit", "y");
+        NNL_REQUIRE(o.epochs >= 0 && o.batch_size >= 1, NNL_ERR_ARGUMENT,
+                    "fit: epochs must be >= 0 and batch_size >= 1");
+        NNL_REQUIRE(o.validation_split >= 0 && o.validation_split < 1, NNL_ERR_ARGUMENT,
+                    "fit: validation_split must be in [0, 1), got %g", o.validation_split);
+        NNL_REQUIRE(o.initial_epoch >= 0, NNL_ERR_ARGUMENT, "fit: initial_epoch must be >= 0");
+        d = input.size();
+        check_finite(X.x, X.n, d, "nnl_fit", "x");
+        /* Validation: explicit data, or the LAST fraction before any shuffling. */
+        nt = X.n;
+        if (o.x_val) {
+            int64_t len = input.d[0];
+            InputArray V = check_x(o.x_val, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val");
+            NNL_REQUIRE(!var_len || input.d[0] == len, NNL_ERR_SHAPE,
+                        "nnl_fit: x_val has sequences of %lld steps, x of %lld; a variable-length model validates "
+                        "at x's length (pad x_val to it, or evaluate it separately)",
+                        (long long)input.d[0], (long long)len);
+            TV = check_y(o.y_val, o.y_val_dtype, o.y_val_rank, o.y_val_shape, V.n, "nnl_fit", "y_val");
+            check_finite(V.x, V.n, d, "nnl_fit", "x_val");
+            xv = V.x;
+            tv = TV.data();
+            nv = V.n;
+        } else if (o.validation_split > 0) {
+            nt = (int64_t)((double)X.n * (1.0 - o.validation_split)); /* Keras: int(n * (1 - split)) */
+            nv = X.n - nt;
+            xv = X.x + nt * d;
+            tv = T.data() + nt * target_width();
+        }
+        NNL_REQUIRE(nt > 0 || (dist && dist->local()), NNL_ERR_ARGUMENT,
+                    "fit: no training samples left (n = %lld, validation_split = %g)", (long long)X.n,
+                    o.validation_split);
+        if (sharded) {
+            G = (dist->flags & NNL_GLOBAL_BATCH) ? (int64_t)o.batch_size : mul_size(o.batch_size, N);
+            NNL_REQUIRE(G >= N, NNL_ERR_ARGUMENT,
+                        "fit: a global batch of %lld samples leaves some of the %lld ranks without any (use a batch "
+                        "size of at least the number of ranks)",
+                        (long long)G, (long long)N);
+            G = std::min(G, nt);
+            bs = (G + N - 1) / N;
+            if (has_slot_states())
+                NNL_REQUIRE(nt % G == 0 && G % N == 0, NNL_ERR_SHAPE,
+                            "nnl_fit: the model has stateful layers, which need batches of one fixed size on every "
+                            "rank; %lld training samples do not split into global batches of %lld (%lld ranks)",
+                            (long long)nt, (long long)G, (long long)N);
+            check_fixed_batch(bs, bs, "nnl_fit", "training samples");
+        } else {
+            bs = std::min<int64_t>(o.batch_size, std::max<int64_t>(nt, 1));
+            G = bs;
+            check_fixed_batch(nt, bs, "nnl_fit", "training samples");
+        }
+        if (nv > 0 && sharded && has_slot_states())
+            NNL_REQUIRE(nv % G == 0, NNL_ERR_SHAPE,
+                        "nnl_fit: the model has stateful layers; %lld validation samples do not split into global "
+                        "batches of %lld (%lld ranks)",
+                        (long long)nv, (long long)G, (long long)N);
+        else if (nv > 0)
+            check_fixed_batch(nv, bs, "nnl_fit", "validation samples");
+        ensure_batch(bs, "nnl_fit");
+    });
     bool val = nv > 0;
+    if (dist) {
+        dist->where = "nnl_fit: the start of training";
+        /* the options every rank must share */
+        std::vector<std::pair<const char *, int64_t>> same = {{"epochs", o.epochs},
+                                                              {"batch_size", o.batch_size},
+                                                              {"initial_epoch", o.initial_epoch},
+                                                              {"shuffle", o.shuffle},
+                                                              {"reset_states", o.reset_states},
+                                                              {"seed", (int64_t)o.seed},
+                                                              {"validation (0 none, 1 split, 2 x_val)",
+                                                               o.x_val ? 2 : o.validation_split > 0 ? 1 : 0}};
+        if (sharded) {
+            same.push_back({"the number of samples in x", X.n});
+            same.push_back({"the number of validation samples", nv});
+        }
+        dist->same("nnl_fit", same);
+        dist->any_callback = dist->any(o.callback != nullptr);
+        if (!sharded) steps = dist->max_all((nt + bs - 1) / bs);
+        bcast_state(); /* rank 0's weights, optimizer state and RNG on every rank */
+    }
+    if (!dist || sharded) steps = (nt + G - 1) / G;
+    cap = bs;
+    GpuScope gs(*this, true); /* on a GPU: the weights come back to W when fit returns */
 
     /* Shuffling and dropout draw from the model's RNG, which continues from
        fit to fit (and is saved in model files); with o.seed, epoch e draws
        from a stream of (seed, e) alone, so a run resumed at initial_epoch
-       (nnl_load_model) repeats the uninterrupted run exactly. */
+       (nnl_load_model) repeats the uninterrupted run exactly. A distributed
+       run draws the same on every rank (rank 0's RNG was broadcast): the
+       same permutation; dropout masks differ by rank. */
     Rng r = rng;
-    int64_t bs = std::min<int64_t>(o.batch_size, nt);
-    int64_t steps = (nt + bs - 1) / bs;
-    check_fixed_batch(nt, bs, "nnl_fit", "training samples");
-    if (val) check_fixed_batch(nv, bs, "nnl_fit", "validation samples");
-    ensure_batch(bs, "nnl_fit");
-    std::vector<int64_t> idx((size_t)nt);
+    std::vector<int64_t> idx((size_t)nt), bidx((size_t)cap);
     for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
     std::vector<std::string> keys = log_names(val);
     size_t nm = metrics.size();
     std::vector<double> msum(nm), logs(1 + nm);
     FILE *f = o.log ? o.log : stdout;
+    int verbose = writer() ? o.verbose : 0; /* rank 0 alone prints */
     bool stop = false;
 
     for (int epoch = o.initial_epoch; epoch < o.epochs && !stop; epoch++) {
-        if (o.verbose == 1) fprintf(f, "Epoch %d/%d\n", epoch + 1, o.epochs);
-        Progress prog(f, o.verbose, steps);
+        if (verbose == 1) fprintf(f, "Epoch %d/%d\n", epoch + 1, o.epochs);
+        Progress prog(f, verbose, steps);
         if (o.seed) r.reseed(epoch == 0 ? o.seed : mix64(o.seed ^ mix64((uint64_t)epoch)));
         if (o.reset_states) reset_states(); /* Keras: a callback calling model.reset_states() */
         /* each epoch shuffles the identity: its order depends on the RNG alone */
         for (int64_t i = 0; i < nt; i++) idx[(size_t)i] = i;
-        if (o.shuffle)
-            for (int64_t i = nt - 1; i > 0; i--) std::swap(idx[(size_t)i], idx[(size_t)r.below((uint64_t)i + 1)]);
-        double lsum = 0, seen = 0;
+        if (o.shuffle) {
+            Rng pr = r; /* NNL_DATA_LOCAL: each rank its own order (its own data) */
+            if (dist && !sharded) pr.reseed(mix64(r.next() + (uint64_t)R));
+            Rng &q = (dist && !sharded) ? pr : r;
+            for (int64_t i = nt - 1; i > 0; i--) std::swap(idx[(size_t)i], idx[(size_t)q.below((uint64_t)i + 1)]);
+        }
+        double lsum = 0, seen = 0, kept = 0;
         std::fill(msum.begin(), msum.end(), 0.0);
         int64_t done = 0;
         for (int64_t s = 0; s < steps && !stop; s++) {
-            int64_t B = std::min(bs, nt - s * bs);
+            /* this rank's samples of step s */
+            int64_t B;
+            const int64_t *bi;
+            if (sharded) {
+                int64_t Gs = std::min(G, nt - s * G);
+                B = Gs > R ? (Gs - R + N - 1) / N : 0;
+                for (int64_t k = 0; k < B; k++) bidx[(size_t)k] = idx[(size_t)(s * G + R + k * N)];
+                bi = bidx.data();
+            } else {
+                B = std::max<int64_t>(0, std::min(bs, nt - s * bs));
+                bi = idx.data() + std::min(s * bs, nt);
+            }
             uint64_t bseed = r.next();
-            gather(X.x, T.data(), idx.data() + s * bs, B);
+            if (R > 0) bseed = mix64(bseed ^ mix64((uint64_t)R)); /* each rank its own dropout masks */
+            if (B > 0) gather(X.x, T.data(), bi, B);
+            if (dist) dist->where = format("nnl_fit: the gradient reduction of epoch %d, batch %lld", epoch + 1,
+                                           (long long)s + 1);
             /* from here on, only the step's reduced values count */
             StepReduce st = train_step(B, bseed);
             if (st.nonfinite() > 0)
                 raise(NNL_ERR_NUMERIC,
-                      "fit: the loss or its gradient became %s at epoch %d, batch %lld; the update was not applied "
+                      "fit: the loss or its gradient became %s at epoch %d, batch %lld%s; the update was not applied "
                       "and the weights are those of the last good step (lower the learning rate, or check the data)",
-                      std::isnan(st.loss()) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1);
+                      std::isnan(st.loss()) ? "NaN" : "non-finite", epoch + 1, (long long)s + 1,
+                      dist ? " (on at least one rank)" : "");
             lsum += st.loss();
             seen += st.count();
+            kept += st.kept();
             for (size_t k = 0; k < nm; k++) msum[k] += st.metric((int)k);
             done++;
-            logs[0] = lsum / seen;
-            for (size_t k = 0; k < nm; k++) logs[1 + k] = metrics[k].final_value(msum[k] / seen);
+            logs[0] = seen > 0 ? lsum / seen : 0.0;
+            for (size_t k = 0; k < nm; k++) logs[1 + k] = metric_value(k, msum[k], seen, kept);
             prog.batch(s + 1, keys, logs.data(), logs.size());
             if (o.callback) gpu_sync_host(*this); /* the callback may read or write the weights */
             if (o.callback && o.callback(o.callback_user, handle, NNL_EVENT_BATCH_END, epoch, s, logs.data(),
                                          (int)logs.size()))
                 stop = true;
             if (o.callback) gpu_sync_device(*this);
+            if (dist && dist->any_callback) stop = dist->any(stop); /* one rank stops: all stop */
         }
         if (done < steps) break; /* stopped inside the epoch: it is not recorded */
         std::vector<double> row(logs.begin(), logs.end());
@@ -7505,8 +7722,21 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
                                      (int)row.size()))
             stop = true;
         if (o.callback) gpu_sync_device(*this);
+        if (dist && dist->any_callback) stop = dist->any(stop);
     }
     rng = r;
+    if (dist) { /* the replicas must hold the same weights: a cheap check */
+        dist->where = "nnl_fit: the end of training";
+        uint64_t h = 0x9E3779B97F4A7C15ull;
+        for (auto &sl : slices)
+            for (int64_t i = 0; i < sl.n; i++) {
+                uint32_t u;
+                memcpy(&u, sl.w + i, 4);
+                h = (h ^ u) * 0x100000001B3ull;
+            }
+        NNL_REQUIRE(dist->replicas_equal(h), NNL_ERR_INTERNAL,
+                    "nnl_fit: after training, the ranks' weights differ (the replicas drifted); please report this");
+    }
 }
 
 static std::string with_commas(int64_t v) {
@@ -8109,6 +8339,274 @@ static void set_device(Model &m, const char *device) {
 
 } // namespace nnl
 #endif /* NNL_CUDA */
+
+/* ========================================================================
+   6c Data-parallel training over MPI (compiled with -DNNL_MPI)
+   The collectives of a distributed model (struct Dist, declared before the
+   Model) and the broadcast of a model's state. Every collective is
+   non-blocking and waited for with a deadline (NNL_MPI_TIMEOUT), so a
+   rank that failed or left makes the others fail with NNL_ERR_DISTRIBUTED
+   instead of hanging. nnlite calls MPI from the thread that called it,
+   never from its workers. The gradient reduction: begin() takes the
+   step's weight (its sample count), grad_ready() sends each bucket of the
+   gradient arena, scaled by that weight, as soon as backward completes it
+   (MPI_Iallreduce, in place), and reduce() sends the rest with the step's
+   sums, waits, and divides by the total weight. OpenMPI progresses
+   non-blocking collectives only inside MPI calls: grad_ready tests the
+   buckets in flight after every layer.
+   ======================================================================== */
+namespace nnl {
+
+#ifdef NNL_MPI
+static bool g_mpi_ours = false; /* nnl_mpi_init initialised MPI: nnl_mpi_finalize may end it */
+
+static void mpi_ok(int rc, const std::string &what) {
+    if (rc == MPI_SUCCESS) return;
+    char buf[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, buf, &len);
+    raise(NNL_ERR_DISTRIBUTED, "%s: MPI error: %.*s", what.c_str(), len, buf);
+}
+
+static double env_number(const char *name, double def) {
+    const char *e = getenv(name);
+    if (!e || !*e) return def;
+    char *end = nullptr;
+    double v = strtod(e, &end);
+    return (end && *end == 0 && std::isfinite(v) && v >= 0) ? v : def;
+}
+
+static void mpi_init(int *argc, char ***argv) {
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    NNL_REQUIRE(!fin, NNL_ERR_STATE, "nnl_mpi_init: MPI is already finalised (it cannot start again)");
+    if (init) return;
+    int provided = 0;
+    mpi_ok(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "nnl_mpi_init");
+    g_mpi_ours = true;
+    NNL_REQUIRE(provided >= MPI_THREAD_FUNNELED, NNL_ERR_STATE,
+                "nnl_mpi_init: this MPI provides thread level %d, below MPI_THREAD_FUNNELED", provided);
+}
+
+Dist::~Dist() {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    /* after a timeout requests may still be pending on it: leave it be */
+    if (comm != MPI_COMM_NULL && !fin && !broken) MPI_Comm_free(&comm);
+}
+
+/* Waits for every request in reqs, with the deadline; spins briefly, then
+   yields the core, then sleeps (ranks may share cores). */
+static void dist_wait(Dist &d) {
+    if (d.reqs.empty()) return;
+    double t0 = now_seconds();
+    for (long spin = 0;; spin++) {
+        int done = 0;
+        mpi_ok(MPI_Testall((int)d.reqs.size(), d.reqs.data(), &done, MPI_STATUSES_IGNORE), d.where);
+        if (done) {
+            d.reqs.clear();
+            return;
+        }
+        if (spin < 64) continue;
+        double t = now_seconds() - t0;
+        if (d.timeout > 0 && t > d.timeout) {
+            d.broken = true;
+            raise(NNL_ERR_DISTRIBUTED,
+                  "%s: rank %d of %d waited %.0f s for the other ranks (NNL_MPI_TIMEOUT): a rank failed, left the "
+                  "run or stopped calling nnlite; the run cannot continue",
+                  d.where.c_str(), d.rank, d.size, t);
+        }
+        if (t < 1e-3)
+            sched_yield();
+        else
+            usleep(t < 0.1 ? 20 : 200);
+    }
+}
+
+static void dist_alive(Dist &d) {
+    NNL_REQUIRE(!d.broken, NNL_ERR_DISTRIBUTED,
+                "%s: an earlier collective of this distributed model timed out; the run cannot continue", d.where.c_str());
+    int main_thread = 0, level = 0;
+    MPI_Is_thread_main(&main_thread);
+    MPI_Query_thread(&level);
+    NNL_REQUIRE(main_thread || level >= MPI_THREAD_SERIALIZED, NNL_ERR_STATE,
+                "%s: called from a thread other than the one that initialised MPI, which needs "
+                "MPI_THREAD_SERIALIZED (MPI has level %d)", d.where.c_str(), level);
+}
+
+void Dist::agree(int status, const std::string &msg) {
+    dist_alive(*this);
+    int first = status ? rank : size, low = size;
+    reqs.emplace_back();
+    mpi_ok(MPI_Iallreduce(&first, &low, 1, MPI_INT, MPI_MIN, comm, &reqs.back()), where);
+    dist_wait(*this);
+    if (low == size) return;
+    struct {
+        int status;
+        char msg[1020];
+    } pkt;
+    memset(&pkt, 0, sizeof pkt);
+    if (rank == low) {
+        pkt.status = status;
+        snprintf(pkt.msg, sizeof pkt.msg, "%s", msg.c_str());
+    }
+    reqs.emplace_back();
+    mpi_ok(MPI_Ibcast(&pkt, (int)sizeof pkt, MPI_BYTE, low, comm, &reqs.back()), where);
+    dist_wait(*this);
+    if (rank == low) raise(status, "%s", msg.c_str());
+    raise(pkt.status, "%s (on rank %d of %d)", pkt.msg, low, size);
+}
+
+void Dist::same(const char *fn, const std::vector<std::pair<const char *, int64_t>> &v) {
+    dist_alive(*this);
+    size_t k = v.size();
+    std::vector<int64_t> a(2 * k), lo(2 * k);
+    for (size_t i = 0; i < k; i++) {
+        a[i] = v[i].second;
+        a[k + i] = ~v[i].second; /* the minimum of ~x is ~(the maximum of x), without overflow */
+    }
+    reqs.emplace_back();
+    mpi_ok(MPI_Iallreduce(a.data(), lo.data(), (int)(2 * k), MPI_INT64_T, MPI_MIN, comm, &reqs.back()), where);
+    dist_wait(*this);
+    for (size_t i = 0; i < k; i++)
+        NNL_REQUIRE(lo[i] == ~lo[k + i], NNL_ERR_ARGUMENT,
+                    "%s: the ranks disagree on %s (from %lld to %lld across the %d ranks); in a distributed model "
+                    "every rank passes the same (nnl_distribute)",
+                    fn, v[i].first, (long long)lo[i], (long long)~lo[k + i], size);
+}
+
+int64_t Dist::max_all(int64_t v) {
+    dist_alive(*this);
+    int64_t out = v;
+    reqs.emplace_back();
+    mpi_ok(MPI_Iallreduce(&v, &out, 1, MPI_INT64_T, MPI_MAX, comm, &reqs.back()), where);
+    dist_wait(*this);
+    return out;
+}
+
+void Dist::sum_all(double *v, int n) {
+    dist_alive(*this);
+    reqs.emplace_back();
+    mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, comm, &reqs.back()), where);
+    dist_wait(*this);
+}
+
+void Dist::bcast(void *p, int64_t bytes) {
+    dist_alive(*this);
+    const int64_t chunk = (int64_t)1 << 30;
+    for (int64_t o = 0; o < bytes; o += chunk) {
+        reqs.emplace_back();
+        mpi_ok(MPI_Ibcast((char *)p + o, (int)std::min(chunk, bytes - o), MPI_BYTE, 0, comm, &reqs.back()), where);
+    }
+    dist_wait(*this);
+}
+
+bool Dist::replicas_equal(uint64_t h) {
+    dist_alive(*this);
+    uint64_t a[2] = {h, ~h}, lo[2];
+    reqs.emplace_back();
+    mpi_ok(MPI_Iallreduce(a, lo, 2, MPI_UINT64_T, MPI_MIN, comm, &reqs.back()), where);
+    dist_wait(*this);
+    return lo[0] == ~lo[1];
+}
+
+/* G[lo, hi) scaled by the step's weight and sent: its sum over the ranks
+   arrives in place. */
+static void dist_send(Dist &d, int64_t lo, int64_t hi) {
+    if (hi <= lo) return;
+    if (d.weight != 1.0) simd::run<ScaleK>(d.g + lo, hi - lo, (float)d.weight);
+    const int64_t chunk = (int64_t)1 << 30;
+    for (int64_t o = lo; o < hi; o += chunk) {
+        d.reqs.emplace_back();
+        mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, d.g + o, (int)std::min(chunk, hi - o), MPI_FLOAT, MPI_SUM, d.comm,
+                              &d.reqs.back()),
+               d.where);
+    }
+}
+
+void Dist::begin(StepReduce &r, double w) {
+    dist_alive(*this);
+    NNL_REQUIRE(!r.grad_device, NNL_ERR_UNSUPPORTED, "%s: a distributed model runs on the CPU in this version",
+                where.c_str());
+    weight = w;
+    g = r.grad;
+    pending = r.n;
+}
+
+void Dist::grad_ready(int64_t from) {
+    if (pending - from >= bucket) {
+        dist_send(*this, from, pending);
+        pending = from;
+    }
+    if (!reqs.empty()) { /* progress for the buckets on their way */
+        int done = 0;
+        mpi_ok(MPI_Testall((int)reqs.size(), reqs.data(), &done, MPI_STATUSES_IGNORE), where);
+    }
+}
+
+void Dist::reduce(StepReduce &r) {
+    if (!g) begin(r, 0.0); /* no begin: nothing of this step was sent */
+    dist_send(*this, 0, pending);
+    pending = 0;
+    static thread_local std::vector<double> s;
+    s.assign(r.sums, r.sums + r.n_sums);
+    s.push_back(weight);
+    reqs.emplace_back();
+    mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, s.data(), (int)s.size(), MPI_DOUBLE, MPI_SUM, comm, &reqs.back()), where);
+    dist_wait(*this);
+    std::copy(s.begin(), s.begin() + r.n_sums, r.sums);
+    double total = s.back();
+    if (total > 0 && total != 1.0) simd::run<ScaleK>(r.grad, r.n, (float)(1.0 / total));
+    g = nullptr;
+}
+
+#else /* no MPI: no Dist is ever made; these keep the linker content */
+Dist::~Dist() {}
+void Dist::agree(int, const std::string &) {}
+void Dist::same(const char *, const std::vector<std::pair<const char *, int64_t>> &) {}
+int64_t Dist::max_all(int64_t v) { return v; }
+void Dist::sum_all(double *, int) {}
+void Dist::bcast(void *, int64_t) {}
+bool Dist::replicas_equal(uint64_t) { return true; }
+void Dist::begin(StepReduce &, double) {}
+void Dist::grad_ready(int64_t) {}
+void Dist::reduce(StepReduce &) {}
+#endif
+
+void Model::bcast_state() {
+    Dist &d = *dist;
+    d.where = "nnl_fit: the broadcast of rank 0's model";
+    /* the same model on every rank: checked before anything is sent */
+    d.same("nnl_fit", {{"the number of layers", (int64_t)layers.size()},
+                       {"the number of weights", (int64_t)W.size()},
+                       {"the optimizer's slot arrays", (int64_t)(opt ? opt->nslots() : -1)},
+                       {"the optimizer's extra state", (int64_t)(opt ? opt->extra_state().size() : 0)}});
+    d.bcast(W.data(), (int64_t)W.size() * 4);
+    if (opt) {
+        int64_t n = opt->slots.empty() ? 0 : (int64_t)opt->slots[0].size();
+        d.bcast(&n, sizeof n);
+        if (n == 0)
+            opt->slots.clear();
+        else
+            opt->ensure_slots(n);
+        for (auto &sl : opt->slots) d.bcast(sl.data(), (int64_t)sl.size() * 4);
+        std::vector<Optimizer::Extra> ex = opt->extra_state();
+        std::vector<double> v{opt->learning_rate, (double)opt->iterations};
+        for (auto &e : ex) v.push_back(*e.value);
+        d.bcast(v.data(), (int64_t)v.size() * 8);
+        opt->learning_rate = v[0];
+        opt->iterations = (int64_t)v[1];
+        for (size_t i = 0; i < ex.size(); i++) *ex[i].value = v[2 + i];
+    }
+    uint64_t rs[6] = {rng.s[0], rng.s[1], rng.s[2], rng.s[3], seed, seeded ? 1u : 0u};
+    d.bcast(rs, sizeof rs);
+    for (int i = 0; i < 4; i++) rng.s[i] = rs[i];
+    seed = rs[4];
+    seeded = rs[5] != 0;
+}
+
+} // namespace nnl
 
 /* ========================================================================
    7  Data loaders and helpers
@@ -9944,6 +10442,7 @@ extern "C" {
 NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_plot_history: model handle is NULL");
+        if (!m->writer()) return; /* a distributed model: rank 0 draws */
         nnl::write_file_atomic(path, nnl::svg_history(*m));
     });
 }
@@ -11433,6 +11932,7 @@ NNL_API int nnl_model_from_json(const char *json, nnl_model **out) {
 NNL_API int nnl_save_weights(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_weights: model or path is NULL");
+        if (!m->writer()) return; /* a distributed model: rank 0 writes */
         nnl::files::save_weights(*m, path);
     });
 }
@@ -11447,6 +11947,7 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path) {
 NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_model: model or path is NULL");
+        if (!m->writer()) return; /* a distributed model: rank 0 writes */
         nnl::files::save_model(*m, path);
     });
 }
@@ -11464,6 +11965,7 @@ NNL_API int nnl_load_model(const char *path, nnl_model **out) {
 NNL_API int nnl_save_weights_npz(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_weights_npz: model or path is NULL");
+        if (!m->writer()) return; /* a distributed model: rank 0 writes */
         nnl::files::save_weights_npz(*m, path);
     });
 }
@@ -11507,7 +12009,12 @@ static std::vector<Feature> build_features() {
 #else
     const bool cuda = false;
 #endif
-    return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr}, {"cuda", cuda}, {"mpi", false},
+#ifdef NNL_MPI
+    const bool mpi = true;
+#else
+    const bool mpi = false;
+#endif
+    return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr}, {"cuda", cuda}, {"mpi", mpi},
             {"hdf5", false},           {"avx2", avx2},  {"avx512f", avx512}};
 }
 } // namespace nnl
@@ -11519,8 +12026,8 @@ NNL_API const char *nnl_last_error(void) { return nnl::g_last_error.c_str(); }
 NNL_API const char *nnl_status_string(int status) {
     static const char *const names[] = {"NNL_OK", "NNL_ERR_ARGUMENT", "NNL_ERR_SHAPE", "NNL_ERR_STATE",
                                         "NNL_ERR_IO", "NNL_ERR_FORMAT", "NNL_ERR_MEMORY", "NNL_ERR_UNSUPPORTED",
-                                        "NNL_ERR_NUMERIC", "NNL_ERR_INTERNAL"};
-    return status >= 0 && status <= NNL_ERR_INTERNAL ? names[status] : "NNL_UNKNOWN_STATUS";
+                                        "NNL_ERR_NUMERIC", "NNL_ERR_INTERNAL", "NNL_ERR_DISTRIBUTED"};
+    return status >= 0 && status <= NNL_ERR_DISTRIBUTED ? names[status] : "NNL_UNKNOWN_STATUS";
 }
 
 NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }
@@ -11905,15 +12412,20 @@ static int fit_any(const char *api, nnl_model *m, const void *xin, int x_dtype, 
         NNL_CHECK_MODEL(m);
         nnl_fit_options o;
         nnl_fit_options_init(&o);
-        if (opt) {
-            /* Read only what the caller's version of the struct holds. */
-            NNL_REQUIRE(opt->struct_size > 0, NNL_ERR_ARGUMENT,
-                        "nnl_fit: options not initialised (call nnl_fit_options_init)");
-            memcpy(&o, opt, std::min((size_t)opt->struct_size, sizeof o));
-        }
+        if (m->dist) m->dist->where = "nnl_fit";
         std::vector<float> xb, vb;
-        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_fit", "x", xb);
-        if (o.x_val) o.x_val = typed_x(m, o.x_val, o.x_val_dtype, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val", vb);
+        const float *x = nullptr;
+        m->collective_checks([&] { /* a distributed model: every rank learns of any rank's error */
+            if (opt) {
+                /* Read only what the caller's version of the struct holds. */
+                NNL_REQUIRE(opt->struct_size > 0, NNL_ERR_ARGUMENT,
+                            "nnl_fit: options not initialised (call nnl_fit_options_init)");
+                memcpy(&o, opt, std::min((size_t)opt->struct_size, sizeof o));
+            }
+            x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_fit", "x", xb);
+            if (o.x_val)
+                o.x_val = typed_x(m, o.x_val, o.x_val_dtype, o.x_val_rank, o.x_val_shape, "nnl_fit", "x_val", vb);
+        });
         nnl::FpScope fp;
         CallbackShim shim{o.callback, o.callback_user, &fp};
         if (o.callback) {
@@ -11940,13 +12452,17 @@ static int evaluate_any(const char *api, nnl_model *m, const void *xin, int x_dt
                                double *out, int out_cap) {
     return guard(api, [&] {
         NNL_CHECK_MODEL(m);
-        NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
-        std::vector<float> xb;
-        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_evaluate", "x", xb);
-        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_evaluate", "x");
-        std::vector<float> T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_evaluate", "y");
-        NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
-        m->check_finite(X.x, X.n, m->input.size(), "nnl_evaluate", "x");
+        std::vector<float> xb, T;
+        nnl::InputArray X;
+        if (m->dist) m->dist->where = "nnl_evaluate";
+        m->collective_checks([&] { /* a distributed model: every rank learns of any rank's error */
+            NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_evaluate: the model is not compiled: call nnl_compile first");
+            const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_evaluate", "x", xb);
+            X = m->check_x(x, x_rank, x_shape, "nnl_evaluate", "x");
+            T = m->check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_evaluate", "y");
+            NNL_REQUIRE(out || out_cap <= 0, NNL_ERR_ARGUMENT, "nnl_evaluate: out is NULL");
+            m->check_finite(X.x, X.n, m->input.size(), "nnl_evaluate", "x");
+        });
         nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
         std::vector<double> r = m->evaluate(X.x, T.data(), X.n, batch_size > 0 ? batch_size : 32, "nnl_evaluate");
         for (int i = 0; i < out_cap && i < (int)r.size(); i++) out[i] = r[(size_t)i];
@@ -12108,6 +12624,8 @@ NNL_API int nnl_set_device(nnl_model *m, const char *device) {
     return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
+        NNL_REQUIRE(!m->dist || nnl::parse_device(device) < 0, NNL_ERR_UNSUPPORTED,
+                    "nnl_set_device: a distributed model (nnl_distribute) runs on the CPU in this version");
 #ifdef NNL_CUDA
         nnl::set_device(*m, device);
 #else
@@ -12140,6 +12658,137 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on) {
         (void)on;
         raise(NNL_ERR_STATE, "nnl_set_tf32: the model is on the CPU (this nnlite was built without CUDA)");
 #endif
+    });
+}
+
+/* ---- Data-parallel training over MPI (section 6c) ---- */
+#ifndef NNL_MPI
+static const char *const k_no_mpi =
+    "%s: this nnlite was built without MPI; rebuild with make MPI=1 (or CMake -DNNLITE_MPI=ON), which needs an MPI "
+    "(Debian: apt-get install libopenmpi-dev openmpi-bin)";
+#else
+static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const char *fn) {
+    NNL_REQUIRE((flags & ~(NNL_DATA_LOCAL | NNL_GLOBAL_BATCH)) == 0, NNL_ERR_ARGUMENT,
+                "%s: unknown flags 0x%x (NNL_DATA_SHARDED, NNL_DATA_LOCAL, NNL_GLOBAL_BATCH)", fn, (unsigned)flags);
+    NNL_REQUIRE(!((flags & NNL_DATA_LOCAL) && (flags & NNL_GLOBAL_BATCH)), NNL_ERR_ARGUMENT,
+                "%s: NNL_GLOBAL_BATCH splits the batches of one dataset over the ranks; with NNL_DATA_LOCAL each "
+                "rank's batch size is its own",
+                fn);
+    NNL_REQUIRE(!m.gpu, NNL_ERR_UNSUPPORTED, "%s: the model is on a GPU; a distributed model runs on the CPU in this "
+                "version (nnl_set_device(m, \"cpu\") first)", fn);
+    int init = 0, fin = 0, level = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    NNL_REQUIRE(!fin, NNL_ERR_STATE, "%s: MPI is already finalised", fn);
+    if (!init) {
+        NNL_REQUIRE(world, NNL_ERR_STATE, "%s: MPI is not initialised (MPI_Init_thread, or nnl_mpi_init)", fn);
+        nnl::mpi_init(nullptr, nullptr);
+    }
+    MPI_Query_thread(&level);
+    NNL_REQUIRE(level >= MPI_THREAD_FUNNELED, NNL_ERR_STATE,
+                "%s: MPI was initialised with MPI_THREAD_SINGLE, but nnlite's kernels run on threads (only the "
+                "calling thread makes MPI calls): initialise it with MPI_Init_thread(..., MPI_THREAD_FUNNELED, ...) "
+                "or call nnl_mpi_init first",
+                fn);
+    if (c == MPI_COMM_NULL) {
+        m.dist.reset();
+        m.reducer.reset();
+        return;
+    }
+    auto d = std::make_shared<nnl::Dist>();
+    d->where = fn;
+    nnl::mpi_ok(MPI_Comm_dup(c, &d->comm), fn); /* collective: every rank of c */
+    MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(d->comm, &d->rank);
+    MPI_Comm_size(d->comm, &d->size);
+    d->flags = flags;
+    d->timeout = nnl::env_number("NNL_MPI_TIMEOUT", 600);
+    d->bucket = std::max<int64_t>(1024, (int64_t)(nnl::env_number("NNL_MPI_BUCKET_MB", 4) * (1 << 20) / 4));
+    m.dist = d;
+    m.reducer = d;
+}
+#endif
+
+NNL_API int nnl_mpi_init(int *argc, char ***argv) {
+    return guard(__func__, [&] {
+#ifdef NNL_MPI
+        nnl::mpi_init(argc, argv);
+#else
+        (void)argc;
+        (void)argv;
+        raise(NNL_ERR_UNSUPPORTED, k_no_mpi, "nnl_mpi_init");
+#endif
+    });
+}
+
+NNL_API int nnl_mpi_finalize(void) {
+    return guard(__func__, [&] {
+#ifdef NNL_MPI
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (nnl::g_mpi_ours && !fin) nnl::mpi_ok(MPI_Finalize(), "nnl_mpi_finalize");
+#else
+        raise(NNL_ERR_UNSUPPORTED, k_no_mpi, "nnl_mpi_finalize");
+#endif
+    });
+}
+
+NNL_API int nnl_distribute(nnl_model *m, const void *comm, int flags) {
+    return guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+#ifdef NNL_MPI
+        distribute(*m, comm ? *(const MPI_Comm *)comm : MPI_COMM_WORLD, comm == nullptr, flags, "nnl_distribute");
+#else
+        (void)comm;
+        (void)flags;
+        raise(NNL_ERR_UNSUPPORTED, k_no_mpi, "nnl_distribute");
+#endif
+    });
+}
+
+NNL_API int nnl_distribute_f(nnl_model *m, int fortran_comm, int flags) {
+    return guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+#ifdef NNL_MPI
+        int init = 0;
+        MPI_Initialized(&init);
+        NNL_REQUIRE(init, NNL_ERR_STATE, "nnl_distribute_f: MPI is not initialised (call MPI_Init_thread first)");
+        distribute(*m, MPI_Comm_f2c((MPI_Fint)fortran_comm), false, flags, "nnl_distribute_f");
+#else
+        (void)fortran_comm;
+        (void)flags;
+        raise(NNL_ERR_UNSUPPORTED, k_no_mpi, "nnl_distribute_f");
+#endif
+    });
+}
+
+NNL_API int nnl_mpi_rank(const nnl_model *m, int *rank, int *size) {
+    int r = 0, n = 1;
+    if (m && m->dist) {
+        r = m->dist->rank;
+        n = m->dist->size;
+    } else if (!m) {
+#ifdef NNL_MPI
+        int init = 0, fin = 0;
+        MPI_Initialized(&init);
+        MPI_Finalized(&fin);
+        if (init && !fin) {
+            MPI_Comm_rank(MPI_COMM_WORLD, &r);
+            MPI_Comm_size(MPI_COMM_WORLD, &n);
+        }
+#endif
+    }
+    if (rank) *rank = r;
+    if (size) *size = n;
+    return NNL_OK;
+}
+
+NNL_API int nnl_scale_learning_rate(nnl_model *m) {
+    return guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+        NNL_REQUIRE(m->compiled && m->opt, NNL_ERR_STATE,
+                    "nnl_scale_learning_rate: the model is not compiled: call nnl_compile first");
+        m->opt->learning_rate *= m->dist ? m->dist->size : 1;
     });
 }
 

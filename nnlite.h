@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.3.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.4.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -104,9 +104,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 3
+#define NNL_VERSION_MINOR 4
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.3.0"
+#define NNL_VERSION_STRING "0.4.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -134,7 +134,9 @@ enum {
     NNL_ERR_MEMORY = 6,      /* an allocation failed or a size exceeds sane limits */
     NNL_ERR_UNSUPPORTED = 7, /* feature not built in (e.g. no stb) or not implemented */
     NNL_ERR_NUMERIC = 8,     /* NaN or Inf in the loss or the weights; training stopped */
-    NNL_ERR_INTERNAL = 9     /* a bug in nnlite; please report the message */
+    NNL_ERR_INTERNAL = 9,    /* a bug in nnlite; please report the message */
+    NNL_ERR_DISTRIBUTED = 10 /* since 0.4: another rank of a data-parallel run failed,
+                                left it or timed out (nnl_distribute) */
 };
 
 /* The message of the last failing call on this thread ("" when none).
@@ -159,13 +161,13 @@ NNL_API int nnl_version_number(void);
                 NNL_NO_THREADS: 0)
      "cuda"     the CUDA backend is compiled in (whether a GPU is present:
                 nnl_cuda_device_count)
-     "mpi"      data-parallel training over MPI: 0 in this version
+     "mpi"      data-parallel training over MPI (nnl_distribute; make MPI=1)
      "hdf5"     Keras .h5 files: 0 in this version
      "avx2", "avx512f"   the kernels use these instruction sets on this CPU
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.3.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.4.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no". Owned by the library, the same for the
    whole process (made at the first call). Thread-safe. */
@@ -1007,6 +1009,120 @@ NNL_API const char *nnl_get_device(const nnl_model *m);
    the model is not on a GPU; NNL_ERR_UNSUPPORTED on a GPU older than
    compute capability 8.0. */
 NNL_API int nnl_set_tf32(nnl_model *m, int on);
+
+
+/* ==== Data-parallel training over MPI (since 0.4) ==========================
+   Horovod's semantics: every rank (process) holds a replica of the model,
+   computes the gradients of its own part of each batch, the gradients are
+   averaged over the ranks (MPI_Allreduce, weighted by each rank's true
+   sample count), and every replica applies the same update, so the
+   replicas never drift. Present in every build; they do MPI work only in a
+   library built with MPI (make MPI=1, CMake -DNNLITE_MPI=ON: nnlite.cpp
+   compiled with -DNNL_MPI by mpicxx); elsewhere they return
+   NNL_ERR_UNSUPPORTED naming the fix, and nnl_has_feature("mpi") is 0.
+
+   What changes for a model given to nnl_distribute (a "distributed model"):
+   - nnl_fit and nnl_evaluate are collective: every rank of the
+     communicator calls them, in the same order, with the same options
+     (epochs, batch_size, shuffle, seed, initial_epoch, validation_split;
+     checked: a mismatch is NNL_ERR_ARGUMENT on every rank). Arguments are
+     checked on every rank before anything runs and the ranks agree: when
+     one rank's call fails (a wrong shape, a NaN in its data), every rank
+     returns that status and message, followed by "(on rank R of N)". A rank that
+     stops calling (it crashed, or left the run) makes the others fail with
+     NNL_ERR_DISTRIBUTED after NNL_MPI_TIMEOUT seconds (environment; default
+     600, 0 waits forever); mpirun ends the job when a process dies.
+   - At the start of each nnl_fit, rank 0's weights, optimizer state (slots,
+     iteration count, learning rate) and RNG are broadcast, so every replica
+     starts equal even if the ranks built or loaded them differently. At the
+     end, a checksum of the trainable weights is compared across the ranks
+     (NNL_ERR_INTERNAL if they differ: a bug).
+   - batch_size is per rank (Horovod's convention): a step trains on
+     batch_size x ranks samples. With NNL_GLOBAL_BATCH, batch_size is the
+     step's total, split over the ranks. The common learning-rate rule for
+     a larger global batch: nnl_scale_learning_rate.
+   - Data (flags): NNL_DATA_SHARDED (the default): every rank passes the
+     same whole dataset; each epoch's permutation is the same on every rank
+     (same seed and epoch) and each step's global batch of G samples,
+     positions s*G .. s*G+G-1 of it, is split by stride: rank r takes the
+     positions j = r, r+N, r+2N, ... of the batch. Every sample is used
+     exactly once per epoch, nothing is padded or dropped; in the last,
+     shorter batch a rank may get fewer samples, or none (it still takes
+     part in the reduction). The result equals one process training on the
+     global batch, up to the rounding of the different summation order.
+     Validation data (validation_split or x_val) and nnl_evaluate are split
+     the same way, and their sums are reduced: every rank gets the metrics
+     of the whole data. NNL_DATA_LOCAL: each rank passes its own samples
+     (e.g. generated in situ; their counts may differ), all of them are
+     used: each rank shuffles its own, the epoch has as many steps as the
+     rank with most batches needs, and ranks that run out contribute empty
+     batches; validation and nnl_evaluate reduce over every rank's data.
+   - Stateful layers keep the state of their own rows on each rank: lay a
+     text stream into batch_size x ranks rows (nnl_lm_windows) and rank r
+     gets rows r, r+N, ...; the sample count must be a multiple of the
+     global batch.
+   - BatchNormalization computes batch statistics per rank (as Horovod);
+     its moving averages are rank 0's after the next broadcast.
+   - Rank 0 alone prints progress (other ranks: verbose 0) and writes:
+     nnl_save_model, nnl_save_weights, nnl_save_weights_npz and
+     nnl_plot_history on the other ranks write nothing and return NNL_OK.
+     A file written by a run of N ranks resumes on any number of ranks.
+   - nnl_predict, nnl_predict_classes and the weight functions stay local
+     (not collective).
+   - The gradients are summed in buckets of NNL_MPI_BUCKET_MB megabytes
+     (environment; default 4), each started (MPI_Iallreduce) as soon as
+     backward has produced it, while backward goes on with the layers below.
+     A non-finite loss or gradient on any rank stops every rank with the
+     same NNL_ERR_NUMERIC, before the update. A fit callback that returns
+     nonzero on any rank stops every rank after the same batch.
+   - Results are bit-identical from run to run for the same number of ranks.
+   The model keeps a duplicate of the communicator (MPI_Comm_dup: its
+   messages never mix with the program's), freed by nnl_model_free; free
+   distributed models before MPI_Finalize. A distributed model cannot move
+   to a GPU yet (NNL_ERR_UNSUPPORTED). nnlite makes MPI calls only on the
+   thread that calls it, never on its workers: MPI initialised with at least
+   MPI_THREAD_FUNNELED is required, MPI_THREAD_SERIALIZED when nnl_fit is
+   called from a thread other than the one that initialised MPI (checked:
+   NNL_ERR_STATE). */
+
+#define NNL_DATA_SHARDED 0 /* every rank passes the same data; each uses its shard */
+#define NNL_DATA_LOCAL 1   /* each rank passes its own data; all of it is used */
+#define NNL_GLOBAL_BATCH 2 /* nnl_fit's batch_size is the global batch, not per rank */
+
+/* Initialises MPI (MPI_Init_thread with MPI_THREAD_FUNNELED) unless it is
+   already initialised; argc and argv may be NULL. A program that
+   initialises MPI itself need not call it. Not thread-safe: call it once,
+   from the main thread, before any distributed call. */
+NNL_API int nnl_mpi_init(int *argc, char ***argv);
+/* Finalises MPI if nnl_mpi_init (or nnl_distribute with comm NULL)
+   initialised it and it is not finalised yet; otherwise does nothing: nnlite
+   never finalises an MPI the program started. Free every distributed model
+   first. */
+NNL_API int nnl_mpi_finalize(void);
+/* Makes m a distributed model over the communicator *comm (comm points to
+   an MPI_Comm, e.g. &comm, or MPI_COMM_WORLD's address; NULL means
+   MPI_COMM_WORLD, and initialises MPI with nnl_mpi_init(NULL, NULL) when no
+   one has). Collective over the communicator: every rank calls it. flags:
+   NNL_DATA_SHARDED or NNL_DATA_LOCAL, plus NNL_GLOBAL_BATCH. Calling it
+   again replaces the communicator and flags; comm pointing to
+   MPI_COMM_NULL makes the model local again. Errors: NNL_ERR_UNSUPPORTED
+   without MPI in this build (the message says how to build with it) or for
+   a model on a GPU; NNL_ERR_STATE when MPI is finalised or initialised
+   below MPI_THREAD_FUNNELED; NNL_ERR_ARGUMENT for unknown flags. */
+NNL_API int nnl_distribute(nnl_model *m, const void *comm, int flags);
+/* The same with a Fortran communicator handle (MPI_Fint: an integer from
+   the mpi module, or the MPI_VAL of a type(MPI_Comm) of mpi_f08). */
+NNL_API int nnl_distribute_f(nnl_model *m, int fortran_comm, int flags);
+/* This process' rank and the number of ranks of m's communicator (0 and 1
+   for a model that is not distributed). m NULL: MPI_COMM_WORLD's (0 and 1
+   when MPI is not initialised or not built in). rank or size may be NULL. */
+NNL_API int nnl_mpi_rank(const nnl_model *m, int *rank, int *size);
+/* Multiplies m's learning rate by its number of ranks: the linear scaling
+   rule (Goyal et al. 2017, Horovod's examples) for a global batch that is
+   ranks times larger. Call it after nnl_compile, on every rank. Warm-up, if
+   wanted, is the caller's (a callback that sets the learning rate).
+   NNL_ERR_STATE before compile. */
+NNL_API int nnl_scale_learning_rate(nnl_model *m);
 
 #ifdef __cplusplus
 }

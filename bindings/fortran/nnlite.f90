@@ -467,7 +467,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.3.0; ...; threads: yes ...").
+    !> One line describing the library's build ("nnlite 0.4.0; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())
