@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""scaling_model.py INPUTS.json [--svg OUT.svg] [--md OUT.md] [--no-overlap]
+
+Projects nnlite's data-parallel training (Horovod semantics: per-rank batch b,
+one ring allreduce of all gradients per step, in buckets started while backward
+still runs) from 1 to 64 nodes, from the per-batch compute time measured on one
+rank and a ring-allreduce cost model, for a 10 GbE cluster (like the thesis's)
+and for InfiniBand HDR. docs/SCALING.md explains the model and cites the network
+figures. Plain Python 3 standard library; writes a markdown report (stdout, or
+--md) and, with --svg, the speedup picture. A projection, not a measurement.
+
+Per batch on p nodes (one rank per node, per-rank batch fixed):
+    n        = 4 * params                         gradient bytes (float32)
+    t_ar(p)  = k * 2(p-1) * alpha + 2(p-1)/p * n / B      ring allreduce, k buckets
+    t_ov     = overlap_share * t_compute          backward time the buckets can hide behind
+    t_last   = t_ar(p) / k                         the last bucket only starts when backward ends
+    T(p)     = t_compute + max(0, t_ar(p) - t_ov, t_last if t_ov > 0)
+    batches/s(p) = p / T(p)          (the thesis: samples*epochs*workers / (batch*duration))
+    speedup(p)   = batches/s(p) / batches/s(1)
+"""
+import argparse
+import json
+import math
+import sys
+
+# Network figures: assumptions, with sources in docs/SCALING.md ("Network figures").
+# alpha = per-message latency (s), B = effective point-to-point bandwidth (bytes/s).
+DEFAULT_NETWORKS = [
+    {"name": "10 GbE (TCP)", "alpha_s": 25e-6, "bandwidth_Bps": 1.15e9},
+    {"name": "InfiniBand HDR", "alpha_s": 1.2e-6, "bandwidth_Bps": 24e9},
+]
+TABLE_P = [1, 2, 4, 8, 16, 25, 32, 50, 64]
+CURVE_P = list(range(1, 65))
+# Horovod's published table as the lectures print it (SEEDS.md section 2):
+# ImageNet on K80 GPUs, GPUs -> images/s.
+HOROVOD = [(1, 55), (4, 178), (8, 357), (16, 689), (32, 1230), (64, 2276), (128, 5562)]
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
+COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442"]
+
+
+def fail(msg):
+    sys.exit("scaling_model.py: " + msg)
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        fail("cannot read %s: %s" % (path, e))
+    work = doc.get("workloads")
+    if not isinstance(work, list) or not work:
+        fail("%s: 'workloads' must be a non-empty list" % path)
+    for i, w in enumerate(work):
+        for key in ("model", "batch", "params", "t_compute_s", "backward_share"):
+            if key not in w:
+                fail("%s: workloads[%d] lacks '%s'" % (path, i, key))
+        if not w["t_compute_s"] > 0:
+            fail("%s: workloads[%d]: t_compute_s must be > 0" % (path, i))
+        if not 0 <= w["backward_share"] <= 1:
+            fail("%s: workloads[%d]: backward_share must be in [0, 1]" % (path, i))
+        w.setdefault("overlap_share", w["backward_share"])
+        if not 0 <= w["overlap_share"] <= w["backward_share"]:
+            fail("%s: workloads[%d]: overlap_share must be in [0, backward_share]" % (path, i))
+        w.setdefault("buckets", 1)
+        if int(w["buckets"]) < 1:
+            fail("%s: workloads[%d]: buckets must be >= 1" % (path, i))
+    nets = doc.get("networks", DEFAULT_NETWORKS)
+    for i, n in enumerate(nets):
+        for key in ("name", "alpha_s", "bandwidth_Bps"):
+            if key not in n:
+                fail("%s: networks[%d] lacks '%s'" % (path, i, key))
+    return doc, work, nets
+
+
+def t_allreduce(p, nbytes, alpha, bw, buckets=1):
+    """Ring allreduce (reduce-scatter + allgather) of nbytes over p ranks, in buckets."""
+    if p <= 1:
+        return 0.0
+    return buckets * 2 * (p - 1) * alpha + 2.0 * (p - 1) / p * nbytes / bw
+
+
+def t_batch(w, net, p, overlap=True):
+    tc = w["t_compute_s"]
+    k = int(w["buckets"])
+    tar = t_allreduce(p, 4 * w["params"], net["alpha_s"], net["bandwidth_Bps"], k)
+    tov = w["overlap_share"] * tc if overlap else 0.0
+    exposed = max(0.0, tar - tov)
+    if tov > 0:
+        exposed = max(exposed, tar / k)  # the last bucket starts after backward ends
+    return tc + exposed
+
+
+def throughput(w, net, p, overlap=True):
+    return p / t_batch(w, net, p, overlap)
+
+
+def speedup(w, net, p, overlap=True):
+    return throughput(w, net, p, overlap) / throughput(w, net, 1, overlap)
+
+
+def label(w):
+    return "%s b=%d" % (w["model"], w["batch"])
+
+
+def fmt(x):
+    return "%.1f" % x if x < 100 else "%.0f" % x
+
+
+def markdown(doc, work, nets, overlap, src):
+    out = []
+    add = out.append
+    add("# Projected scaling of nnlite data-parallel training\n")
+    if doc.get("example"):
+        add("**EXAMPLE INPUTS - placeholder numbers, not measurements.**\n")
+    if doc.get("what_if"):
+        add("**What-if: %s.**\n" % doc["what_if"])
+    add("Generated by `bench/scaling_model.py %s`; model and sources in docs/SCALING.md. "
+        "A projection from single-node inputs, not a measurement.%s\n" %
+        (src, " Overlap with backward OFF (--no-overlap)." if not overlap else ""))
+    add("## Inputs\n")
+    add("| model | per-rank batch | params | gradient MB | compute s/batch (1 rank) | backward share | overlap share | buckets |")
+    add("|---|---|---|---|---|---|---|---|")
+    for w in work:
+        add("| %s | %d | %s | %.2f | %.4f | %.2f | %.2f | %d |" % (
+            w["model"], w["batch"], "{:,}".format(w["params"]), 4e-6 * w["params"],
+            w["t_compute_s"], w["backward_share"], w["overlap_share"], int(w["buckets"])))
+    add("")
+    add("| network | alpha (latency) | B (bandwidth) |")
+    add("|---|---|---|")
+    for n in nets:
+        add("| %s | %.1f us | %.2f GB/s |" % (n["name"], 1e6 * n["alpha_s"], 1e-9 * n["bandwidth_Bps"]))
+    add("")
+    add("## Speedup = batches/s(p) / batches/s(1)\n")
+    add("| model | network | " + " | ".join("p=%d" % p for p in TABLE_P) + " |")
+    add("|---|---|" + "---|" * len(TABLE_P))
+    for w in work:
+        for n in nets:
+            add("| %s | %s | %s |" % (label(w), n["name"],
+                " | ".join(fmt(speedup(w, n, p, overlap)) for p in TABLE_P)))
+    add("")
+    add("## Batches/s (the thesis's definition: p / T(p))\n")
+    add("| model | network | " + " | ".join("p=%d" % p for p in TABLE_P) + " |")
+    add("|---|---|" + "---|" * len(TABLE_P))
+    for w in work:
+        for n in nets:
+            add("| %s | %s | %s |" % (label(w), n["name"],
+                " | ".join(fmt(throughput(w, n, p, overlap)) for p in TABLE_P)))
+    add("")
+    add("## Allreduce per batch and efficiency at 64 nodes\n")
+    add("| model | network | allreduce at p=64 (ms) | exposed with overlap (ms) | "
+        "efficiency p=64 with overlap | without overlap |")
+    add("|---|---|---|---|---|---|")
+    for w in work:
+        for n in nets:
+            tar = t_allreduce(64, 4 * w["params"], n["alpha_s"], n["bandwidth_Bps"], int(w["buckets"]))
+            exp_ms = 1e3 * (t_batch(w, n, 64, True) - w["t_compute_s"])
+            add("| %s | %s | %.2f | %.2f | %.1f %% | %.1f %% |" % (
+                label(w), n["name"], 1e3 * tar, exp_ms,
+                100 * speedup(w, n, 64, True) / 64, 100 * speedup(w, n, 64, False) / 64))
+    add("")
+    local = [w for w in work if w.get("measured")]
+    if local:
+        add("## Local check (this machine, shared memory)\n")
+        add("The model with the measured local allreduce time in place of the network term, "
+            "against the measured 1- and 2-rank batches/s.\n")
+        add("| model | measured allreduce (ms) | predicted efficiency p=2 | measured efficiency p=2 |")
+        add("|---|---|---|---|")
+        for w in local:
+            m = w["measured"]
+            pred = meas = "-"
+            ar = m.get("allreduce_s_np2")
+            if ar is not None:
+                tov = w["overlap_share"] * w["t_compute_s"] if overlap else 0.0
+                exposed = max(0.0, ar - tov)
+                if tov > 0:
+                    exposed = max(exposed, ar / int(w["buckets"]))
+                t2 = w["t_compute_s"] + exposed
+                pred = "%.1f %%" % (100 * w["t_compute_s"] / t2)
+            bps = m.get("batches_per_s", {})
+            if "1" in bps and "2" in bps:
+                meas = "%.1f %%" % (100 * bps["2"] / (2 * bps["1"]))
+            add("| %s | %s | %s | %s |" % (label(w), "%.2f" % (1e3 * ar) if ar is not None else "-",
+                                          pred, meas))
+        add("")
+    add("Horovod's published table (lectures; ImageNet, K80 GPUs), as speedup over 1 GPU: " +
+        ", ".join("%d: %.1f" % (g, ips / HOROVOD[0][1]) for g, ips in HOROVOD) + ".")
+    add("The thesis's TensorFlow/MXNet results are qualitative here (no numbers): near-linear to "
+        "50 CPU workers at batch 512/256, flattening past ~25 workers at batch 128, the LSTM worse.")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- SVG picture
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def svg(doc, work, nets, overlap):
+    """Two rows (speedup on log-log axes; parallel efficiency) by one column per network."""
+    nets = nets[:2]
+    PW, PH, EH = 430, 360, 250          # panel width, speedup height, efficiency height
+    L0, GAP = 100, 110
+    lefts = [L0 + i * (PW + GAP) for i in range(len(nets))]
+    LX = lefts[-1] + PW + 40             # legend
+    W = LX + 290
+    top1 = 162
+    top2 = top1 + PH + 110
+    H = top2 + EH + 200
+    font = "DejaVu Sans, Arial, Helvetica, sans-serif"
+    effs = [100 * speedup(w, n, p, False) / p for w in work for n in nets for p in CURVE_P]
+    effs += [100 * (ips / HOROVOD[0][1]) / g for g, ips in HOROVOD]
+    emin = max(0, min(80, 10 * math.floor(min(effs) / 10.0)))
+    o = []
+    a = o.append
+    a('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+      'font-family="%s">' % (W, H, W, H, font))
+    a('<rect width="100%" height="100%" fill="white"/>')
+    a('<text x="%d" y="40" font-size="26" font-weight="bold" text-anchor="middle">'
+      'Projected scaling of nnlite data-parallel training (ring-allreduce model)</text>' % (W // 2))
+    sub = ("per-rank batch fixed (Horovod convention), one rank per node, compute per batch measured on one rank, "
+           + ("allreduce overlapped with backward" if overlap else "NO overlap with backward (worst case)"))
+    a('<text x="%d" y="68" font-size="16" text-anchor="middle" fill="#333">%s</text>' % (W // 2, esc(sub)))
+    flags = []
+    if doc.get("example"):
+        flags.append("EXAMPLE INPUTS (placeholders, not measurements)")
+    if doc.get("what_if"):
+        flags.append("what-if: " + doc["what_if"])
+    if flags:
+        a('<text x="%d" y="96" font-size="17" font-weight="bold" text-anchor="middle" fill="#B00000">'
+          '%s</text>' % (W // 2, esc("; ".join(flags))))
+
+    def X(left, p):
+        return left + PW * math.log2(p) / 7.0          # 1 .. 128 nodes
+
+    def Ys(s):
+        return top1 + PH - PH * math.log2(max(s, 1.0)) / 7.0
+
+    def Ye(e):
+        return top2 + EH - EH * (min(max(e, emin), 100.0) - emin) / (100.0 - emin)
+
+    def diamond(cx, cy):
+        a('<path d="M%.1f %.1fl6 6l-6 6l-6 -6z" fill="white" stroke="black" stroke-width="1.8"/>' %
+          (cx, cy - 6))
+
+    def style(i, w):
+        dash = ' stroke-dasharray="10,4"' if "PTB" in w["model"].upper() else ""
+        return COLOURS[i % len(COLOURS)], dash
+
+    def frame(L, top, h, yticks, ylabel):
+        a('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#EEEEEE"/>' %
+          (X(L, 25), top, X(L, 50) - X(L, 25), h))
+        for wk in (25, 50):
+            a('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#999" stroke-dasharray="2,3"/>' %
+              (X(L, wk), top, X(L, wk), top + h))
+        for e in range(8):
+            a('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#DDD"/>' %
+              (X(L, 2 ** e), top, X(L, 2 ** e), top + h))
+            a('<text x="%.1f" y="%d" font-size="15" text-anchor="middle">%d</text>' %
+              (X(L, 2 ** e), top + h + 22, 2 ** e))
+        for y, txt in yticks:
+            a('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#DDD"/>' % (L, y, L + PW, y))
+            a('<text x="%d" y="%.1f" font-size="15" text-anchor="end">%s</text>' % (L - 8, y + 5, txt))
+        a('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="black"/>' % (L, top, PW, h))
+        a('<text x="%.1f" y="%d" font-size="16" text-anchor="middle">nodes p (log scale)</text>' %
+          (L + PW / 2, top + h + 46))
+        a('<text transform="translate(%d,%.1f) rotate(-90)" font-size="16" text-anchor="middle">%s</text>' %
+          (L - 52, top + h / 2, ylabel))
+
+    for pi, net in enumerate(nets):
+        L = lefts[pi]
+        a('<text x="%.1f" y="%d" font-size="19" font-weight="bold" text-anchor="middle">%s</text>' %
+          (L + PW / 2, top1 - 30, esc(net["name"])))
+        a('<text x="%.1f" y="%d" font-size="15" text-anchor="middle" fill="#333">alpha = %.1f us, '
+          'B = %.2f GB/s (assumed)</text>' % (L + PW / 2, top1 - 10, 1e6 * net["alpha_s"],
+                                              1e-9 * net["bandwidth_Bps"]))
+        # speedup panel
+        frame(L, top1, PH, [(Ys(2 ** e), str(2 ** e)) for e in range(8)], "speedup (log scale)")
+        a('<text x="%.1f" y="%d" font-size="13" text-anchor="middle" fill="#555">thesis range*</text>' %
+          ((X(L, 25) + X(L, 50)) / 2, top1 + PH - 10))
+        a('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#444" stroke-width="1.5" '
+          'stroke-dasharray="8,6"/>' % (X(L, 1), Ys(1), X(L, 128), Ys(128)))
+        for g, ips in HOROVOD:
+            diamond(X(L, g), Ys(ips / HOROVOD[0][1]))
+        for i, w in enumerate(work):
+            col, dash = style(i, w)
+            pts = " ".join("%.1f,%.1f" % (X(L, p), Ys(speedup(w, net, p, overlap))) for p in CURVE_P)
+            a('<polyline points="%s" fill="none" stroke="%s" stroke-width="2.6"%s/>' % (pts, col, dash))
+        # efficiency panel
+        ticks = [(Ye(v), "%d %%" % v) for v in range(emin, 101, 10 if 100 - emin <= 60 else 20)]
+        frame(L, top2, EH, ticks, "efficiency = speedup / p")
+        a('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#444" stroke-width="1.5" '
+          'stroke-dasharray="8,6"/>' % (X(L, 1), Ye(100), X(L, 128), Ye(100)))
+        for g, ips in HOROVOD:
+            diamond(X(L, g), Ye(100.0 * ips / HOROVOD[0][1] / g))
+        for i, w in enumerate(work):
+            col, dash = style(i, w)
+            if overlap:  # the worst case, thin: no bucket overlaps backward
+                pts = " ".join("%.1f,%.1f" % (X(L, p), Ye(100 * speedup(w, net, p, False) / p))
+                               for p in CURVE_P)
+                a('<polyline points="%s" fill="none" stroke="%s" stroke-width="1.2" opacity="0.8"/>' %
+                  (pts, col))
+            pts = " ".join("%.1f,%.1f" % (X(L, p), Ye(100 * speedup(w, net, p, overlap) / p))
+                           for p in CURVE_P)
+            a('<polyline points="%s" fill="none" stroke="%s" stroke-width="2.6"%s/>' % (pts, col, dash))
+            a('<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>' %
+              (X(L, 64), Ye(100 * speedup(w, net, 64, overlap) / 64), col))
+
+    # legend
+    y = top1 + 4
+    a('<text x="%d" y="%d" font-size="16" font-weight="bold">Projection (model)</text>' % (LX, y))
+    y += 28
+    for i, w in enumerate(work):
+        col, dash = style(i, w)
+        a('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2.6"%s/>' %
+          (LX, y - 5, LX + 36, y - 5, col, dash))
+        a('<text x="%d" y="%d" font-size="15">%s</text>' % (LX + 46, y, esc(label(w))))
+        y += 25
+    if overlap:
+        y += 4
+        a('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#555" stroke-width="1.2"/>' % (LX, y - 5, LX + 36, y - 5))
+        a('<text x="%d" y="%d" font-size="15">thin, lower row:</text>' % (LX + 46, y))
+        y += 18
+        a('<text x="%d" y="%d" font-size="15">no overlap (worst case)</text>' % (LX + 46, y))
+        y += 14
+    y += 12
+    a('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444" stroke-width="1.5" stroke-dasharray="8,6"/>' %
+      (LX, y - 5, LX + 36, y - 5))
+    a('<text x="%d" y="%d" font-size="15">ideal (linear)</text>' % (LX + 46, y))
+    y += 30
+    diamond(LX + 18, y - 5)
+    a('<text x="%d" y="%d" font-size="15">Horovod, published</text>' % (LX + 46, y))
+    for t in ("ImageNet, K80 GPUs,", "x = GPUs (1-128),", "as the lectures print it"):
+        y += 18
+        a('<text x="%d" y="%d" font-size="13" fill="#333">%s</text>' % (LX + 46, y, t))
+    y += 34
+    a('<rect x="%d" y="%d" width="36" height="16" fill="#EEEEEE" stroke="#999" stroke-dasharray="2,3"/>' %
+      (LX, y - 13))
+    a('<text x="%d" y="%d" font-size="15">thesis range*</text>' % (LX + 46, y))
+    y += 18
+    a('<text x="%d" y="%d" font-size="13" fill="#333">25-50 workers</text>' % (LX + 46, y))
+
+    notes = [
+        "* The thesis (TensorFlow and MXNet on CPU workers) is shown qualitatively only; none of its numbers are plotted:",
+        "T-LENET scaled near-linearly up to 50 workers at batch 512 and 256 and flattened past ~25 workers at batch 128;",
+        "the T-PTB LSTM scaled worse. Its TensorFlow runs used a parameter server with asynchronous updates, not a ring allreduce.",
+        "Model: T(p) = t_compute + max(0, t_allreduce(p) - t_overlap, last bucket); ring allreduce "
+        "2(p-1) alpha + 2(p-1)/p n/B;",
+        "batches/s = p / T(p) (the thesis's definition); speedup = batches/s(p) / batches/s(1). "
+        "Method and sources: docs/SCALING.md.",
+    ]
+    ny = top2 + EH + 92
+    for t in notes:
+        a('<text x="%d" y="%d" font-size="15" fill="#222">%s</text>' % (L0 - 60, ny, esc(t)))
+        ny += 23
+    a('</svg>')
+    return "\n".join(o) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", help="JSON file of measured inputs (see bench/scaling_inputs.example.json)")
+    ap.add_argument("--svg", help="write the speedup picture here")
+    ap.add_argument("--md", help="write the markdown report here instead of stdout")
+    ap.add_argument("--no-overlap", action="store_true",
+                    help="worst case: no allreduce overlaps backward")
+    ap.add_argument("--compute-speedup", type=float, default=1.0, metavar="F",
+                    help="what-if: divide every t_compute_s by F (e.g. the measured gain of F-fold "
+                         "threads per rank); the network terms stay")
+    args = ap.parse_args()
+    doc, work, nets = load(args.inputs)
+    if not args.compute_speedup > 0:
+        fail("--compute-speedup must be > 0")
+    if args.compute_speedup != 1.0:
+        for w in work:
+            w["t_compute_s"] /= args.compute_speedup
+            w.pop("measured", None)  # the local measurements were taken at the unscaled speed
+        doc["what_if"] = "compute %.3g x faster than measured (--compute-speedup)" % args.compute_speedup
+    overlap = not args.no_overlap
+    src = args.inputs + (" --no-overlap" if not overlap else "") + (
+        " --compute-speedup %g" % args.compute_speedup if args.compute_speedup != 1.0 else "")
+    md = markdown(doc, work, nets, overlap, src)
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(md)
+    else:
+        sys.stdout.write(md)
+    if args.svg:
+        if not nets:
+            fail("no network to draw")
+        if len(nets) > 2:
+            sys.stderr.write("scaling_model.py: the picture draws the first two networks; "
+                             "the tables have all %d\n" % len(nets))
+        with open(args.svg, "w") as f:
+            f.write(svg(doc, work, nets, overlap))
+
+
+if __name__ == "__main__":
+    main()
