@@ -3118,9 +3118,18 @@ struct StateSpec {
     int64_t size(int64_t slots) const { return per_slot ? slots * shape.size() : shape.size(); }
 };
 
+struct Dist; /* a data-parallel run's collectives (section 6c) */
+/* SyncBatchNormalization's one collective: v[0..n) summed over the ranks
+   in place; w: this rank's gradient weight in the step (section 6c). */
+static void sync_sum(Dist *d, double *v, int n);
+static double sync_weight(const Dist *d);
+
 struct Ctx {
     bool training = false;
     uint64_t seed = 0; /* per-batch seed for dropout masks */
+    /* a distributed model with NNL_SYNC_BATCHNORM: BatchNormalization's
+       batch statistics and their gradients are summed over the ranks */
+    Dist *sync = nullptr;
 };
 
 class Layer {
@@ -3148,6 +3157,13 @@ public:
     /* A view shares its input's memory (Flatten, Reshape): no copy at all. */
     virtual bool is_view() const { return false; }
     virtual void forward(const float *x, float *y, int64_t B, const Ctx &c) = 0;
+    /* A rank with no samples in a step of a synchronised run (Ctx::sync)
+       still takes part in the collectives forward (backward = false) and
+       backward would make: the layers that make any contribute nothing. */
+    virtual void collective(bool backward, const Ctx &c) {
+        (void)backward;
+        (void)c;
+    }
     /* dx may be NULL (first layer): then only weight gradients are needed.
        dy may be overwritten: the model no longer needs it afterwards. */
     virtual void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) = 0;
@@ -4005,6 +4021,7 @@ public:
         float *mm = moving(0).w, *mv = moving(1).w;
         if (c.training) {
             K().moments(xc, rows, C, mean, invstd);
+            if (c.sync) sync_moments(c, rows, mean, invstd);
             for (int64_t i = 0; i < C; i++) {
                 mm[i] = mm[i] * momentum + mean[i] * (1 - momentum);
                 mv[i] = mv[i] * momentum + invstd[i] * (1 - momentum);
@@ -4038,9 +4055,81 @@ public:
             dyc = ycl(B);
             dxc = dx ? dxcl(B) : nullptr;
         }
-        K().bn_backward(xc, dyc, dxc, rows, C, ws, ws + C, gamma(), scale ? weights[0].g : nullptr,
-                        center ? weights[scale ? 1 : 0].g : nullptr, c.training);
+        float *dgamma = scale ? weights[0].g : nullptr, *dbeta = center ? weights[scale ? 1 : 0].g : nullptr;
+        if (c.sync && c.training)
+            sync_backward(c, xc, dyc, dxc, rows, dgamma, dbeta);
+        else
+            K().bn_backward(xc, dyc, dxc, rows, C, ws, ws + C, gamma(), dgamma, dbeta, c.training);
         if (dx && inner > 1) K().transpose(dxc, dx, B * outer, inner, C);
+    }
+
+    /* ---- synchronised batch statistics (NNL_SYNC_BATCHNORM) ----
+       Forward: the batch mean and variance over every rank's rows, from
+       their sums (in double). Backward: dx needs the means of dy and of
+       dy * xhat over all rows; each rank's dy is the gradient of its own
+       mean loss (its weight w_r), so the sums are weighted by w_r and this
+       rank's dx is 1 / w_r of their share: dx = gamma * invstd * (dy - S1 /
+       (w_r R) - xhat * S2 / (w_r R)), S = sum_r w_r S_r, R the rows of all
+       ranks. The reducer's weighting then gives the gradient of the global
+       mean loss. Plain loops: an option for small per-rank batches, not a
+       hot path. */
+    std::vector<double> sbuf;
+    void sync_moments(const Ctx &c, int64_t rows, float *mean, float *var) {
+        sbuf.assign((size_t)(2 * C + 1), 0.0);
+        for (int64_t i = 0; i < C && mean; i++) {
+            sbuf[(size_t)i] = (double)mean[i] * rows;
+            sbuf[(size_t)(C + i)] = ((double)var[i] + (double)mean[i] * mean[i]) * rows;
+        }
+        sbuf[(size_t)(2 * C)] = (double)rows;
+        sync_sum(c.sync, sbuf.data(), (int)sbuf.size());
+        double n = sbuf[(size_t)(2 * C)];
+        for (int64_t i = 0; i < C && mean; i++) {
+            double m = n > 0 ? sbuf[(size_t)i] / n : 0.0;
+            mean[i] = (float)m;
+            var[i] = (float)std::max(0.0, n > 0 ? sbuf[(size_t)(C + i)] / n - m * m : 0.0);
+        }
+    }
+    void sync_backward(const Ctx &c, const float *x, const float *dy, float *dx, int64_t rows, float *dgamma,
+                       float *dbeta) {
+        const float *mean = ws, *invstd = ws + C;
+        sbuf.assign((size_t)(2 * C + 1), 0.0);
+        for (int64_t r = 0; r < rows && x; r++)
+            for (int64_t i = 0; i < C; i++) {
+                double d = dy[r * C + i];
+                sbuf[(size_t)i] += d;
+                sbuf[(size_t)(C + i)] += d * ((double)x[r * C + i] - mean[i]) * invstd[i];
+            }
+        for (int64_t i = 0; i < C && x; i++) {
+            if (dbeta) dbeta[i] = (float)sbuf[(size_t)i];
+            if (dgamma) dgamma[i] = (float)sbuf[(size_t)(C + i)];
+        }
+        double w = sync_weight(c.sync);
+        for (auto &v : sbuf) v *= w;
+        sbuf[(size_t)(2 * C)] = (double)rows;
+        sync_sum(c.sync, sbuf.data(), (int)sbuf.size());
+        double R = sbuf[(size_t)(2 * C)], k = (w > 0 && R > 0) ? 1.0 / (w * R) : 0.0;
+        if (!dx) return;
+        const float *g = gamma();
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < C; i++) {
+                double xh = ((double)x[r * C + i] - mean[i]) * invstd[i];
+                dx[r * C + i] = (float)((g ? g[i] : 1.f) * invstd[i] *
+                                        (dy[r * C + i] - k * sbuf[(size_t)i] - xh * k * sbuf[(size_t)(C + i)]));
+            }
+    }
+    void collective(bool backward, const Ctx &c) override {
+        if (!c.sync || !c.training) return;
+        if (backward) {
+            sync_backward(c, nullptr, nullptr, nullptr, 0, nullptr, nullptr);
+        } else { /* the moving averages follow the global statistics here too */
+            std::fill(ws, ws + 2 * C, 0.f);
+            sync_moments(c, 0, ws, ws + C);
+            float *mm = moving(0).w, *mv = moving(1).w;
+            for (int64_t i = 0; i < C; i++) {
+                mm[i] = mm[i] * momentum + ws[i] * (1 - momentum);
+                mv[i] = mv[i] * momentum + ws[C + i] * (1 - momentum);
+            }
+        }
     }
 };
 
@@ -7172,24 +7261,39 @@ public:
         return out_shape().size();
     }
 
+    /* the collectives of synchronised BatchNormalization, when on */
+    Dist *sync_bn() const { return dist && (dist->flags & NNL_SYNC_BATCHNORM) ? dist.get() : nullptr; }
+
+    /* B == 0 (a rank without samples in a data-parallel step): no layer
+       runs, but each takes part in the collectives it would make. */
     void forward(int64_t B, bool training, uint64_t seed_) {
         Ctx c;
         c.training = training;
         c.seed = seed_;
+        c.sync = training ? sync_bn() : nullptr;
         for (size_t i = 0; i < layers.size(); i++)
-            if (!layers[i]->is_view()) layers[i]->forward(act[i], act[i + 1], B, c);
+            if (layers[i]->is_view())
+                continue;
+            else if (B > 0)
+                layers[i]->forward(act[i], act[i + 1], B, c);
+            else
+                layers[i]->collective(false, c);
     }
 
     void backward(int64_t B, uint64_t seed_) {
         Ctx c;
         c.training = true;
         c.seed = seed_;
+        c.sync = sync_bn();
         /* dx is needed only below the first layer that has weights or feeds one */
         size_t first = 0;
         while (first < layers.size() && layers[first]->is_view()) first++;
         for (size_t i = layers.size(); i-- > first;)
             if (!layers[i]->is_view()) {
-                layers[i]->backward(act[i], act[i + 1], dact[i + 1], i > first ? dact[i] : nullptr, B, c);
+                if (B > 0)
+                    layers[i]->backward(act[i], act[i + 1], dact[i + 1], i > first ? dact[i] : nullptr, B, c);
+                else
+                    layers[i]->collective(true, c);
                 /* its gradients are final: a data-parallel run may send them now */
                 if (reducer && !layers[i]->weights.empty()) reducer->grad_ready(layers[i]->weights[0].g - G.data());
             }
@@ -7240,9 +7344,13 @@ public:
             /* (a distributed run checks the reduced gradients below: a
                bucket may be on its way while this would read it) */
             if (finite && !dist) K().sumsq(G.data(), (int64_t)G.size(), &finite);
-        } else { /* a rank with no samples in this step still takes part */
+        } else { /* a rank with no samples in this step still takes part, in
+                    the same order of collectives (buckets, synchronised
+                    BatchNormalization) as the others */
             std::fill(G.begin(), G.end(), 0.f);
             if (reducer) reducer->begin(r, 0.0);
+            forward(0, true, seed_);
+            backward(0, seed_);
         }
         r.nonfinite() = finite ? 0 : 1;
         if (reducer) {
@@ -8573,6 +8681,12 @@ void Dist::begin(StepReduce &, double) {}
 void Dist::grad_ready(int64_t) {}
 void Dist::reduce(StepReduce &) {}
 #endif
+
+static void sync_sum(Dist *d, double *v, int n) {
+    d->where = "nnl_fit: the statistics of a synchronised BatchNormalization";
+    d->sum_all(v, n);
+}
+static double sync_weight(const Dist *d) { return d->weight; }
 
 void Model::bcast_state() {
     Dist &d = *dist;
@@ -12668,8 +12782,8 @@ static const char *const k_no_mpi =
     "(Debian: apt-get install libopenmpi-dev openmpi-bin)";
 #else
 static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const char *fn) {
-    NNL_REQUIRE((flags & ~(NNL_DATA_LOCAL | NNL_GLOBAL_BATCH)) == 0, NNL_ERR_ARGUMENT,
-                "%s: unknown flags 0x%x (NNL_DATA_SHARDED, NNL_DATA_LOCAL, NNL_GLOBAL_BATCH)", fn, (unsigned)flags);
+    NNL_REQUIRE((flags & ~(NNL_DATA_LOCAL | NNL_GLOBAL_BATCH | NNL_SYNC_BATCHNORM)) == 0, NNL_ERR_ARGUMENT,
+                "%s: unknown flags 0x%x (NNL_DATA_SHARDED, NNL_DATA_LOCAL, NNL_GLOBAL_BATCH, NNL_SYNC_BATCHNORM)", fn, (unsigned)flags);
     NNL_REQUIRE(!((flags & NNL_DATA_LOCAL) && (flags & NNL_GLOBAL_BATCH)), NNL_ERR_ARGUMENT,
                 "%s: NNL_GLOBAL_BATCH splits the batches of one dataset over the ranks; with NNL_DATA_LOCAL each "
                 "rank's batch size is its own",

@@ -1062,7 +1062,11 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
      gets rows r, r+N, ...; the sample count must be a multiple of the
      global batch.
    - BatchNormalization computes batch statistics per rank (as Horovod);
-     its moving averages are rank 0's after the next broadcast.
+     its moving averages are rank 0's after the next broadcast. With
+     NNL_SYNC_BATCHNORM (Horovod's SyncBatchNormalization, PyTorch's
+     SyncBatchNorm) the batch mean and variance, and their gradients, are
+     those of the global batch: N ranks then train as one process on the
+     global batch, BatchNormalization included.
    - Rank 0 alone prints progress (other ranks: verbose 0) and writes:
      nnl_save_model, nnl_save_weights, nnl_save_weights_npz and
      nnl_plot_history on the other ranks write nothing and return NNL_OK.
@@ -1088,6 +1092,7 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
 #define NNL_DATA_SHARDED 0 /* every rank passes the same data; each uses its shard */
 #define NNL_DATA_LOCAL 1   /* each rank passes its own data; all of it is used */
 #define NNL_GLOBAL_BATCH 2 /* nnl_fit's batch_size is the global batch, not per rank */
+#define NNL_SYNC_BATCHNORM 4 /* BatchNormalization's batch statistics over all ranks */
 
 /* Initialises MPI (MPI_Init_thread with MPI_THREAD_FUNNELED) unless it is
    already initialised; argc and argv may be NULL. A program that
@@ -1103,7 +1108,7 @@ NNL_API int nnl_mpi_finalize(void);
    an MPI_Comm, e.g. &comm, or MPI_COMM_WORLD's address; NULL means
    MPI_COMM_WORLD, and initialises MPI with nnl_mpi_init(NULL, NULL) when no
    one has). Collective over the communicator: every rank calls it. flags:
-   NNL_DATA_SHARDED or NNL_DATA_LOCAL, plus NNL_GLOBAL_BATCH. Calling it
+   NNL_DATA_SHARDED or NNL_DATA_LOCAL, plus NNL_GLOBAL_BATCH and NNL_SYNC_BATCHNORM. Calling it
    again replaces the communicator and flags; comm pointing to
    MPI_COMM_NULL makes the model local again. Errors: NNL_ERR_UNSUPPORTED
    without MPI in this build (the message says how to build with it) or for

@@ -1,6 +1,6 @@
 #!/bin/bash
 # deps.sh MODE - make sure what MODE needs is installed (Debian / Ubuntu).
-#   test   compilers, make, doctest-dev, libstb-dev        (make test)
+#   test   compilers, make, doctest-dev, libstb-dev, OpenMPI (make test)
 #   demo   compilers, make, libstb-dev, dataset-fashion-mnist (make demo)
 #   all    both
 # Prints "deps: ok" when everything is there. Otherwise, as root, installs the
@@ -32,6 +32,9 @@ if [ "$mode" != demo ]; then
     need_cmd cmake cmake
     need_cmd pkg-config pkg-config
     [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || missing+=(python3-numpy)
+    # data-parallel training (check mpi): OpenMPI's runtime and headers
+    need_cmd mpirun openmpi-bin
+    pkg-config --exists mpi-c 2>/dev/null || missing+=(libopenmpi-dev)
 fi
 if [ "$mode" != test ]; then
     for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do

@@ -299,7 +299,7 @@ static void failures_agree() {
     int st = nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o);
     CHECK(st == NNL_ERR_SHAPE);
     if (g_rank != g_size - 1) {
-        char want[64];
+        char want[128];
         snprintf(want, sizeof want, "y has %d samples, but x has %d (on rank %d of %d)", n - 1, n, g_size - 1, g_size);
         CHECK(strstr(nnl_last_error(), want) != nullptr);
     }
@@ -440,6 +440,43 @@ static void stateful_rows() {
     nnl_model_free(d);
 }
 
+/* NNL_SYNC_BATCHNORM: N ranks = one process on the global batch, with
+   BatchNormalization; the last global batch holds one sample, so the other
+   ranks have none and must still take part (several buckets per step) */
+static void sync_batchnorm() {
+    const int f = 6, b = 8, G = b * g_size, n = 5 * G + 1;
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    make_data(n, f, 314, x, y);
+    auto build = [&]() {
+        nnl_model *m = nnl_model_create();
+        nnl_model_set_seed(m, 8);
+        CHECK_OK(nnl_add(m, "Input(shape=(6,))"));
+        CHECK_OK(nnl_add(m, "Dense(128, activation='relu')"));
+        CHECK_OK(nnl_add(m, "BatchNormalization()"));
+        CHECK_OK(nnl_add(m, "Dense(64, activation='relu')"));
+        CHECK_OK(nnl_add(m, "Dense(3, activation='softmax')"));
+        CHECK_OK(nnl_compile(m, "Adam(learning_rate=0.01)", "sparse_categorical_crossentropy", "accuracy"));
+        return m;
+    };
+    nnl_model *a = build(), *d = build(), *p = build();
+    CHECK_OK(fit_xy(a, x, y, f, opts(2, G)));
+    CHECK_OK(nnl_distribute(d, nullptr, NNL_SYNC_BATCHNORM));
+    CHECK_OK(fit_xy(d, x, y, f, opts(2, b)));
+    std::vector<float> wa = weights(a), wd = weights(d);
+    double dd = max_rel_diff(wd, wa);
+    if (!(dd < 1e-4)) fprintf(stderr, "[rank %d] sync BN: %g\n", g_rank, dd);
+    CHECK(dd < 1e-4); /* moving statistics included */
+    CHECK(same_everywhere(wd));
+    /* per-rank statistics (the default) differ from one process (N > 1) */
+    CHECK_OK(nnl_distribute(p, nullptr, 0));
+    CHECK_OK(fit_xy(p, x, y, f, opts(2, b)));
+    if (g_size > 1) CHECK(max_rel_diff(weights(p), wa) > 1e-3);
+    nnl_model_free(a);
+    nnl_model_free(d);
+    nnl_model_free(p);
+}
+
 /* rank 1 leaves: rank 0's collective call fails with NNL_ERR_DISTRIBUTED
    within the timeout instead of hanging */
 static int leave() {
@@ -486,7 +523,8 @@ int main(int argc, char **argv) {
                      {"NNL_DATA_LOCAL: each rank its own data", local_data},
                      {"a failure on one rank fails every rank", failures_agree},
                      {"rank 0 writes; resume on fewer ranks; helpers", files_and_helpers},
-                     {"stateful LSTM: each rank keeps its rows", stateful_rows}};
+                     {"stateful LSTM: each rank keeps its rows", stateful_rows},
+                     {"synchronised BatchNormalization = one process; empty ranks take part", sync_batchnorm}};
         for (auto &c : cases) {
             int before = g_fail;
             c.run();
