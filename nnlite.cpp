@@ -4932,7 +4932,22 @@ struct GRU : Recurrent {
    than the mirror of the forward one (Keras 3 writes that mirror in its
    JSON: it is read and checked). ws: the copies' workspaces, then both
    outputs (kept for the 'mul' gradient); scratch: their dy and the
-   backward copy's dx. */
+   backward copy's dx.
+   Variable length (input_shape=(None, F)) and step masks (Masking,
+   Embedding's mask_zero) as the wrapped layer: the copies are rebuilt at
+   each call's length, and both read the model's mask in time order, so
+   the backward copy, which runs the steps from the last to the first,
+   sees the reversed mask, as Keras' backward layer does. A masked step
+   leaves each copy's state as it was: on right-padded sequences the
+   forward copy's last output is its state at the last kept step and the
+   backward copy starts at that step (PyTorch's bidirectional layers on a
+   pack_padded_sequence give the same). Keras forces both copies'
+   zero_output_for_mask to return_sequences (force_zero_output_for_mask in
+   Bidirectional.__init__, tf.keras 2.x keras/layers/rnn/bidirectional.py
+   and Keras 3 keras/src/layers/rnn/bidirectional.py): with
+   return_sequences a masked step's merged output is zero, and the mask
+   passes on to the next layer (Bidirectional.compute_mask); without, the
+   mask ends here. */
 static bool json_equal(const Json &a, const Json &b) {
     if (a.kind != b.kind || a.b != b.b || a.s != b.s || a.a.size() != b.a.size() || a.o.size() != b.o.size())
         return false;
@@ -4950,6 +4965,7 @@ public:
     std::unique_ptr<Recurrent> fw, bw;
     std::string inner; /* the wrapped layer's name, as given ("lstm") */
     int64_t so = 0;    /* values per sample of one copy's output */
+    bool zero_given = false; /* the wrapped layer's zero_output_for_mask as given (written back so) */
 
     /* a recurrent layer from its spec, with the keys every layer takes
        (name, trainable, dtype, an input shape) read here; *iname gets the name */
@@ -5023,10 +5039,14 @@ public:
         std::string bname;
         bw = make_inner(bs, &bname);
         bw->name = "backward_" + base;
+        /* Keras' force_zero_output_for_mask (see above): masked steps output zeros with return_sequences */
+        zero_given = fw->zero_output_for_mask;
+        fw->zero_output_for_mask = bw->zero_output_for_mask = fw->return_sequences;
         if (const Spec *given = a.layer("backward_layer", 3)) {
             /* Keras 3 writes the backward copy out: accepted when it is the mirror */
             std::string gname;
             std::unique_ptr<Recurrent> g = make_inner(*given, &gname);
+            g->zero_output_for_mask = g->return_sequences; /* forced by Keras too: not a difference */
             Json c1 = Json::object(), c2 = Json::object();
             bw->config(c1);
             g->config(c2);
@@ -5049,10 +5069,22 @@ public:
         lc.set("name", Json::string(inner.empty() ? snake(fw->cls) : inner));
         lc.set("trainable", Json::boolean(true)).set("dtype", Json::string("float32"));
         fw->config(lc);
+        /* zero_output_for_mask as given, not as forced: tf.keras 2.x writes the wrapped layer */
+        lc.o.erase(std::remove_if(lc.o.begin(), lc.o.end(),
+                                  [](const std::pair<std::string, Json> &kv) { return kv.first == "zero_output_for_mask"; }),
+                   lc.o.end());
+        if (zero_given) lc.set("zero_output_for_mask", Json::boolean(true));
         c.set("layer", Json::object().set("class_name", Json::string(fw->cls)).set("config", lc));
         static const char *const names[] = {"concat", "sum", "mul", "ave"};
         c.set("merge_mode", Json::string(names[merge]));
     }
+    /* as the wrapped layer: any length, the length stays with
+       return_sequences; the mask is read by both copies and passes on with
+       return_sequences (Keras' Bidirectional.compute_mask) */
+    bool any_length(const Shape &s) const override { return fw->any_length(s); }
+    bool keeps_length() const override { return fw->keeps_length(); }
+    bool supports_mask() const override { return true; }
+    bool passes_mask() const override { return fw->passes_mask(); }
     Size size_bound(const Shape &s) const override {
         Size f = fw->size_bound(s);
         return {2 * f.values + 4 * (double)(s.rank >= 1 ? s.d[0] : 1) * (double)fw->units, 2 * f.weights};
@@ -5068,8 +5100,13 @@ public:
         for (size_t i = 0; i < weights.size(); i++)
             weights[i].shape = i < nf ? fw->weights[i].shape : bw->weights[i - nf].shape;
     }
-    /* the copies read and write the model's arenas through this layer's specs */
+    /* the copies read and write the model's arenas through this layer's
+       specs, and read the model's step mask when this layer's input carries one */
     void bind(int64_t B) {
+        for (Recurrent *r : {fw.get(), bw.get()}) {
+            r->mask_in = mask_in;
+            r->mask = mask;
+        }
         size_t nf = fw->weights.size();
         for (size_t i = 0; i < weights.size(); i++) {
             WeightSpec &d = i < nf ? fw->weights[i] : bw->weights[i - nf];

@@ -488,7 +488,17 @@ NNL_API void nnl_model_free(nnl_model *m);
                                            weights: the forward copy's
                                            kernel, recurrent_kernel, bias,
                                            then the backward copy's (Keras'
-                                           get_weights() order). stateful
+                                           get_weights() order). Step
+                                           masks (Masking, Embedding's
+                                           mask_zero) and any length
+                                           (input_shape=(None, F)) as the
+                                           wrapped layer: a masked step
+                                           keeps each copy's state (the
+                                           backward copy reads the mask
+                                           reversed), with return_sequences
+                                           its output is zero (Keras forces
+                                           zero_output_for_mask) and the
+                                           mask passes on. stateful
                                            copies and merge_mode=None:
                                            NNL_ERR_UNSUPPORTED. Keras'
                                            spelling TimeDistributed(Dense(

@@ -6,7 +6,7 @@ the test needs no PyTorch.
 
     /usr/bin/python3 tests/reference/bidir_reference.py [OUT.npz]
 
-writes tests/reference/bidir_reference.npz by default (Debian python3-torch
+writes tests/reference/bidir_reference.npz (and bidir_mask_reference.npz) by default (Debian python3-torch
 and python3-numpy; deterministic: fixed seeds, float64 math).
 
 Each case is one Bidirectional layer on x of shape (B, T, F) = (3, 5, 4)
@@ -26,6 +26,22 @@ return_sequences, each direction contributes its last state: h_n[0] and
 h_n[1] (the backward direction's state after reading x[:, 0]; not
 output[:, -1]'s reverse half). merge_mode: concat [fwd, bwd] on the last
 axis, sum, mul, ave.
+
+A second file, bidir_mask_reference.npz (float32, a few KB), holds
+Bidirectional on right-padded sequences: (B, T, F) = (3, 5, 3), 3 units
+per direction, lengths 3, 5, 1, x zero past each length (what Masking(0.0)
+masks). PyTorch runs them as pack_padded_sequence; outputs come back
+through pad_packed_sequence (zero past each length, as Keras' forced
+zero_output_for_mask gives with return_sequences) or, without
+return_sequences, as h_n[0] and h_n[1]: the forward state at the last kept
+step and the backward state after reading x[:, 0] from the last kept
+step, which is Keras' output of a masked Bidirectional. Its keys, kept
+few for size: x (3, 5, 3) and len (int32 lengths), shared by every case;
+per case C: C_spec, C_w (the six weights in get_weights() order, each
+flattened, one after the other), C_dy, C_y, C_dx, C_g (the six gradients
+as C_w); masked_cases names the cases.
+
+    /usr/bin/python3 tests/reference/bidir_reference.py [OUT.npz [MASK_OUT.npz]]
 
 KEYS, per case C (float64 unless noted):
     C_spec     uint8 bytes of the nnlite spec string (without input_shape)
@@ -119,6 +135,70 @@ for name, kind, mode, seq in CASES:
     for i, gr in enumerate(gs):
         out["%s_g%d" % (name, i)] = np.ascontiguousarray(gr)
 out["cases"] = np.frombuffer("\n".join(c[0] for c in CASES).encode(), dtype=np.uint8)
-path = sys.argv[1] if len(sys.argv) > 1 else __file__.rsplit("/", 1)[0] + "/bidir_reference.npz"
+here = __file__.rsplit("/", 1)[0]
+path = sys.argv[1] if len(sys.argv) > 1 else here + "/bidir_reference.npz"
 np.savez(path, **out)
 print("wrote", path)
+
+# ---- masked (right-padded) sequences: pack_padded_sequence -------------------
+MB, MT, MF, MU = 3, 5, 3, 3
+LENGTHS = [3, 5, 1]  # not sorted: enforce_sorted=False, h_n comes back in batch order
+MASKED_CASES = [
+    ("lstm_concat_seq", "LSTM", "concat", True),
+    ("lstm_sum", "LSTM", "sum", False),
+    ("gru_concat", "GRU", "concat", False),
+]
+rng = np.random.default_rng(20261204)
+pack, unpack = torch.nn.utils.rnn.pack_padded_sequence, torch.nn.utils.rnn.pad_packed_sequence
+x = draw(MB, MT, MF, scale=1.5)
+for b, n in enumerate(LENGTHS):
+    x[b, n:] = 0.0
+mout = {"x": x.astype(np.float32), "len": np.array(LENGTHS, dtype=np.int32)}
+for name, kind, mode, seq in MASKED_CASES:
+    g = 4 if kind == "LSTM" else 3
+    ws = []
+    for _ in range(2):
+        ws += [draw(MF, g * MU), draw(MU, g * MU), draw(2, g * MU) if kind == "GRU" else draw(g * MU)]
+    m = (torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU)(MF, MU, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for d, sfx in enumerate(("", "_reverse")):
+            W, Uk, b = ws[3 * d:3 * d + 3]
+            if kind == "LSTM":
+                wi, wh, bi, bh = W.T, Uk.T, b, np.zeros_like(b)
+            else:
+                wi, wh, bi, bh = perm_gru(W, 1).T, perm_gru(Uk, 1).T, perm_gru(b[0], 0), perm_gru(b[1], 0)
+            for k, v in (("weight_ih", wi), ("weight_hh", wh), ("bias_ih", bi), ("bias_hh", bh)):
+                getattr(m, k + "_l0" + sfx).copy_(torch.tensor(np.ascontiguousarray(v)))
+    xt = torch.tensor(x, requires_grad=True)
+    op, hn = m(pack(xt, torch.tensor(LENGTHS), batch_first=True, enforce_sorted=False))
+    o, _ = unpack(op, batch_first=True, total_length=MT)
+    if kind == "LSTM":
+        hn = hn[0]
+    if seq:
+        yf, yb = o[..., :MU], o[..., MU:]
+    else:
+        yf, yb = hn[0], hn[1]
+        for b, n in enumerate(LENGTHS):  # the last kept step's forward half, the first step's backward half
+            assert torch.equal(yf[b], o[b, n - 1, :MU]) and torch.equal(yb[b], o[b, 0, MU:])
+    y = {"concat": lambda: torch.cat([yf, yb], -1), "sum": lambda: yf + yb, "mul": lambda: yf * yb,
+         "ave": lambda: (yf + yb) / 2}[mode]()
+    dy = draw(*y.shape, scale=1.0)
+    (y * torch.tensor(dy)).sum().backward()
+    gs = []
+    for sfx in ("", "_reverse"):
+        gi, gh = getattr(m, "weight_ih_l0" + sfx).grad.numpy(), getattr(m, "weight_hh_l0" + sfx).grad.numpy()
+        gbi, gbh = getattr(m, "bias_ih_l0" + sfx).grad.numpy(), getattr(m, "bias_hh_l0" + sfx).grad.numpy()
+        if kind == "LSTM":
+            gs += [gi.T.copy(), gh.T.copy(), gbi.copy()]
+        else:
+            gs += [unperm_gru(gi.T, 1), unperm_gru(gh.T, 1), np.stack([unperm_gru(gbi, 0), unperm_gru(gbh, 0)])]
+    spec = "Bidirectional(%s(%d%s), merge_mode='%s')" % (kind, MU, ", return_sequences=True" if seq else "", mode)
+    flat = lambda arrays: np.concatenate([np.ravel(a) for a in arrays])
+    arrays = {"spec": np.frombuffer(spec.encode(), dtype=np.uint8), "w": flat(ws), "dy": dy,
+              "y": y.detach().numpy(), "dx": xt.grad.numpy(), "g": flat(gs)}
+    for k, v in arrays.items():
+        mout[name + "_" + k] = v if v.dtype != np.float64 else np.ascontiguousarray(v, dtype=np.float32)
+mout["masked_cases"] = np.frombuffer("\n".join(c[0] for c in MASKED_CASES).encode(), dtype=np.uint8)
+mpath = sys.argv[2] if len(sys.argv) > 2 else here + "/bidir_mask_reference.npz"
+np.savez(mpath, **mout)
+print("wrote", mpath)
