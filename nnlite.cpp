@@ -7880,7 +7880,8 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
                 h = (h ^ u) * 0x100000001B3ull;
             }
         NNL_REQUIRE(dist->replicas_equal(h), NNL_ERR_INTERNAL,
-                    "nnl_fit: after training, the ranks' weights differ (the replicas drifted); please report this");
+                    "nnl_fit: after training, the ranks' weights differ (the replicas drifted): a callback that "
+                    "changed the weights or the learning rate on some ranks only? Otherwise please report this");
     }
 }
 
@@ -8570,6 +8571,10 @@ static void dist_wait(Dist &d) {
 }
 
 static void dist_alive(Dist &d) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    NNL_REQUIRE(!fin, NNL_ERR_STATE, "%s: MPI is finalised; free distributed models before MPI_Finalize",
+                d.where.c_str());
     NNL_REQUIRE(!d.broken, NNL_ERR_DISTRIBUTED,
                 "%s: an earlier collective of this distributed model timed out; the run cannot continue", d.where.c_str());
     int main_thread = 0, level = 0;

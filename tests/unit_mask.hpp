@@ -468,3 +468,39 @@ TEST_CASE("mask_zero: Embedding(mask_zero=True) + LSTM on zero-padded ids equals
     nnl_model_free(u);
     nnl_model_free(m);
 }
+
+TEST_CASE("masked metrics: the accuracy over every kept position of the data (Keras' sample weights), the loss a batch-size-weighted mean") {
+    /* two batches with 9 and 2 kept positions: a mean of batch means would
+       weigh the second batch's 2 positions as much as the first's 9 */
+    const int T = 5, F = 2, C = 3, n = 4, bs = 2;
+    nnl_model m;
+    m.seed = 4;
+    m.rng.reseed(4);
+    m.seeded = true;
+    m.add("Masking(0.0, input_shape=(5, 2))");
+    m.add("SimpleRNN(4, return_sequences=True)");
+    m.add("Dense(3, activation='softmax')");
+    m.compile("sgd", "sparse_categorical_crossentropy", "accuracy");
+    const int keep[n] = {5, 4, 1, 1}; /* kept steps per sample, right-padded */
+    auto x = random_vec((size_t)(n * T * F), 77, 0.1f, 1.f);
+    for (int b = 0; b < n; b++)
+        for (int t = keep[b]; t < T; t++) x[(size_t)((b * T + t) * F)] = x[(size_t)((b * T + t) * F + 1)] = 0.f;
+    std::vector<float> y((size_t)(n * T));
+    for (int i = 0; i < n * T; i++) y[(size_t)i] = (float)((i * 7) % C);
+    std::vector<float> p((size_t)(n * T * C));
+    m.predict(x.data(), n, bs, p.data());
+    double hits = 0, kept = 0, lsum = 0, bl[2] = {0, 0}, bk[2] = {0, 0};
+    for (int b = 0; b < n; b++)
+        for (int t = 0; t < keep[b]; t++) {
+            const float *q = p.data() + (b * T + t) * C;
+            int c = (int)y[(size_t)(b * T + t)];
+            hits += (std::max_element(q, q + C) - q) == c;
+            kept++;
+            bl[b / bs] -= std::log((double)q[c]);
+            bk[b / bs] += 1;
+        }
+    lsum = (bl[0] / bk[0]) * bs + (bl[1] / bk[1]) * bs; /* each batch's masked mean, weighted by its size */
+    std::vector<double> r = m.evaluate(x.data(), y.data(), n, bs);
+    CHECK(r[1] == doctest::Approx(hits / kept).epsilon(1e-12));
+    CHECK(r[0] == doctest::Approx(lsum / n).epsilon(1e-5));
+}
