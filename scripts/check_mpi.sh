@@ -12,7 +12,9 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export NNL_NUM_THREADS=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # no InfiniBand or other fabric probing on a plain machine
-export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
+# (shared memory between the ranks; no single-copy CMA, which containers
+# without ptrace rights refuse)
+export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export NNL_TEST_TMP=$tmp
