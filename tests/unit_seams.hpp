@@ -215,7 +215,7 @@ struct TwoRanks : nnl::Reducer {
         CHECK(r.grad_device == nullptr);
         CHECK(r.n == (int64_t)model->G.size());
         CHECK(r.grad == model->G.data());
-        CHECK(r.n_sums == r.n_metrics + 3);
+        CHECK(r.n_sums == nnl::StepReduce::size_for(r.n_metrics)); /* loss, metrics, count, nonfinite, kept */
         CHECK(r.nonfinite() == 0);
         double total = 2 * r.count();
         float w = (float)(r.count() / total);
