@@ -33,23 +33,39 @@
 !
 ! The C handle is not freed automatically (no finalizer: a Fortran assignment
 ! would copy the handle and free it twice): call model%free().
+!
+! MPI (a library built with MPI=1): every rank trains a replica, gradients
+! are averaged over the ranks, the replicas stay equal (nnlite.h, "Data-
+! parallel training over MPI"). The module itself does not use mpi; pass the
+! communicator's integer handle (comm%MPI_VAL with mpi_f08):
+!   use mpi
+!   call MPI_Init_thread(MPI_THREAD_FUNNELED, provided, ierr)
+!   ... create, add, compile ...
+!   call model%distribute(MPI_COMM_WORLD, NNL_DATA_LOCAL)   ! each rank its own data
+!   call model%fit(x, y, epochs=5, batch_size=32)            ! collective
+!   call model%free()                                        ! before MPI_Finalize
+!   call MPI_Finalize(ierr)
 module nnlite
     use, intrinsic :: iso_c_binding
     use, intrinsic :: iso_fortran_env, only: error_unit, output_unit
     implicit none
     private
 
-    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 3, NNL_VERSION_PATCH = 0
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 4, NNL_VERSION_PATCH = 0
     integer, parameter, public :: NNL_VERSION_NUMBER = &
         NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
     integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
         NNL_ERR_IO = 4, NNL_ERR_FORMAT = 5, NNL_ERR_MEMORY = 6, NNL_ERR_UNSUPPORTED = 7, &
-        NNL_ERR_NUMERIC = 8, NNL_ERR_INTERNAL = 9
+        NNL_ERR_NUMERIC = 8, NNL_ERR_INTERNAL = 9, NNL_ERR_DISTRIBUTED = 10
+    ! model%distribute's flags (nnlite.h): data sharded or each rank's own, plus
+    ! NNL_GLOBAL_BATCH (batch_size is the step's total, not per rank)
+    integer, parameter, public :: NNL_DATA_SHARDED = 0, NNL_DATA_LOCAL = 1, NNL_GLOBAL_BATCH = 2
     integer(c_int), parameter :: NNL_FLOAT32 = 1, NNL_INT32 = 3, NNL_INT64 = 4
 
     public :: c_float, c_double, c_int, c_int32_t, c_int64_t
     public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist, nnl_cuda_device_count
     public :: nnl_has_feature, nnl_build_info, nnl_sliding_windows
+    public :: nnl_mpi_init, nnl_mpi_finalize
 
     !> A Sequential model: the handle of a C nnl_model.
     type, public :: nnl_model
@@ -89,6 +105,9 @@ module nnlite
         procedure :: load_weights => model_load_weights
         procedure :: to_json => model_to_json
         procedure :: from_json => model_from_json
+        procedure :: distribute => model_distribute
+        procedure :: mpi_rank => model_mpi_rank
+        procedure :: scale_learning_rate => model_scale_learning_rate
     end type nnl_model
 
     ! nnl_fit_options of nnlite.h, and room for a newer library's longer one
@@ -360,6 +379,38 @@ module nnlite
             integer(c_int64_t), value :: n, features, window
             type(c_ptr) :: x, y
             integer(c_int) :: c_sliding_windows
+        end function
+        function c_mpi_init(argc, argv) bind(C, name="nnl_mpi_init")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: argc, argv
+            integer(c_int) :: c_mpi_init
+        end function
+        function c_mpi_finalize() bind(C, name="nnl_mpi_finalize")
+            import :: c_int
+            integer(c_int) :: c_mpi_finalize
+        end function
+        function c_distribute(m, comm, flags) bind(C, name="nnl_distribute")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m, comm
+            integer(c_int), value :: flags
+            integer(c_int) :: c_distribute
+        end function
+        function c_distribute_f(m, comm, flags) bind(C, name="nnl_distribute_f")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int), value :: comm, flags
+            integer(c_int) :: c_distribute_f
+        end function
+        function c_mpi_rank(m, rank, size) bind(C, name="nnl_mpi_rank")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int) :: rank, size
+            integer(c_int) :: c_mpi_rank
+        end function
+        function c_scale_lr(m) bind(C, name="nnl_scale_learning_rate")
+            import :: c_ptr, c_int
+            type(c_ptr), value :: m
+            integer(c_int) :: c_scale_lr
         end function
         subroutine c_array_free(a) bind(C, name="nnl_array_free")
             import :: c_ptr
@@ -1019,6 +1070,76 @@ contains
             call self%free()
             self%handle = h
         end if
+    end subroutine
+
+    ! ---- data-parallel training over MPI (nnlite.h, "since 0.4") ----
+    ! This module does not use the mpi module (it builds without MPI): a
+    ! communicator crosses as its Fortran handle, a default integer (MPI_Fint),
+    ! which the library turns into its C MPI_Comm (MPI_Comm_f2c). With the mpi
+    ! module pass the communicator itself (MPI_COMM_WORLD, or one from
+    ! MPI_Comm_split); with mpi_f08 pass its handle: comm%MPI_VAL. The library
+    ! and the program must use the same MPI. Initialise MPI with at least
+    ! MPI_THREAD_FUNNELED (MPI_Init_thread), or call nnl_mpi_init. A library
+    ! built without MPI answers NNL_ERR_UNSUPPORTED (nnl_has_feature("mpi")).
+
+    !> Initialises MPI (MPI_Init_thread, MPI_THREAD_FUNNELED) unless it is
+    !> initialised already; a program that calls MPI_Init_thread need not.
+    subroutine nnl_mpi_init(status)
+        integer, intent(out), optional :: status
+        call finish(c_mpi_init(c_null_ptr, c_null_ptr), status, "nnl_mpi_init")
+    end subroutine
+
+    !> Finalises MPI if nnl_mpi_init (or model%distribute without comm)
+    !> started it; never an MPI the program started. Free the distributed
+    !> models first.
+    subroutine nnl_mpi_finalize(status)
+        integer, intent(out), optional :: status
+        call finish(c_mpi_finalize(), status, "nnl_mpi_finalize")
+    end subroutine
+
+    !> Makes this model a replica of a data-parallel run over the communicator
+    !> comm (an integer handle of the mpi module, e.g. MPI_COMM_WORLD; with
+    !> mpi_f08, comm%MPI_VAL). Collective: every rank of comm calls it; fit and
+    !> evaluate are then collective too (same order, same options on every
+    !> rank). comm absent: MPI_COMM_WORLD, initialising MPI (nnl_mpi_init) when
+    !> no one has; MPI_COMM_NULL makes the model local again. flags:
+    !> NNL_DATA_SHARDED (default: every rank passes the same data and trains
+    !> on its shard) or NNL_DATA_LOCAL (each rank passes its own samples),
+    !> plus NNL_GLOBAL_BATCH with NNL_DATA_SHARDED (batch_size is the step's
+    !> total instead of per rank).
+    subroutine model_distribute(self, comm, flags, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(in), optional :: comm, flags
+        integer, intent(out), optional :: status
+        integer(c_int) :: f
+        f = NNL_DATA_SHARDED
+        if (present(flags)) f = int(flags, c_int)
+        if (present(comm)) then
+            call finish(c_distribute_f(self%handle, int(comm, c_int), f), status, "model%distribute")
+        else
+            call finish(c_distribute(self%handle, c_null_ptr, f), status, "model%distribute")
+        end if
+    end subroutine
+
+    !> This process' rank (0-based) and the number of ranks of the model's
+    !> communicator: 0 and 1 for a model that is not distributed.
+    subroutine model_mpi_rank(self, rank, size)
+        class(nnl_model), intent(in) :: self
+        integer, intent(out), optional :: rank, size
+        integer(c_int) :: r, n, rc
+        r = 0
+        n = 1
+        rc = c_mpi_rank(self%handle, r, n)
+        if (present(rank)) rank = int(r)
+        if (present(size)) size = int(n)
+    end subroutine
+
+    !> The linear scaling rule: the learning rate times the number of ranks
+    !> (a global batch that many times larger). After compile, on every rank.
+    subroutine model_scale_learning_rate(self, status)
+        class(nnl_model), intent(inout) :: self
+        integer, intent(out), optional :: status
+        call finish(c_scale_lr(self%handle), status, "model%scale_learning_rate")
     end subroutine
 
     ! ---- data ----

@@ -170,6 +170,7 @@ program test_nnlite
     call check(.not. m%is_valid(), "free")
     call token_ids()
     call lstm_forecaster()
+    if (.not. nnl_has_feature("mpi")) call mpi_not_built_in()
     if (failures > 0) then
         print '(a, i0, a)', "fortran tests: ", failures, " FAILED"
         error stop 1
@@ -373,6 +374,38 @@ contains
         call check(s == NNL_ERR_ARGUMENT, "sliding windows: n <= window is NNL_ERR_ARGUMENT")
         call check(index(nnl_error_message(), "nnl_sliding_windows") == 1, "its message names the C call")
         call f%free()
+    end subroutine
+
+    ! The MPI procedures in a library without MPI: local answers (rank 0 of 1,
+    ! the learning rate times 1) and NNL_ERR_UNSUPPORTED saying how to build
+    ! with MPI. (tests/fortran/mpi_insitu.f90 tests them under mpirun.)
+    subroutine mpi_not_built_in()
+        type(nnl_model) :: d
+        integer :: s, r, n
+        call check(NNL_ERR_DISTRIBUTED == 10 .and. NNL_DATA_SHARDED == 0 .and. NNL_DATA_LOCAL == 1 .and. &
+                   NNL_GLOBAL_BATCH == 2, "MPI constants as nnlite.h's")
+        call d%create(seed=1)
+        call d%add("Dense(2, input_shape=(3,))")
+        r = -1
+        n = -1
+        call d%mpi_rank(r, n)
+        call check(r == 0 .and. n == 1, "mpi_rank of a local model: 0 of 1")
+        call d%scale_learning_rate(status=s)
+        call check(s == NNL_ERR_STATE, "scale_learning_rate before compile: NNL_ERR_STATE")
+        call d%compile("SGD(learning_rate=0.25)", "mse")
+        call d%scale_learning_rate()
+        call check(abs(d%learning_rate() - 0.25d0) < 1d-12, "scale_learning_rate on one process: unchanged")
+        call d%distribute(status=s)
+        call check(s == NNL_ERR_UNSUPPORTED, "distribute without MPI built in: NNL_ERR_UNSUPPORTED")
+        call check(index(nnl_error_message(), "MPI=1") > 0, "its message says how to build with MPI: " // &
+                   nnl_error_message())
+        call d%distribute(0, NNL_DATA_LOCAL, status=s)
+        call check(s == NNL_ERR_UNSUPPORTED, "distribute(comm, flags) without MPI: NNL_ERR_UNSUPPORTED")
+        call nnl_mpi_init(s)
+        call check(s == NNL_ERR_UNSUPPORTED, "nnl_mpi_init without MPI: NNL_ERR_UNSUPPORTED")
+        call nnl_mpi_finalize(s)
+        call check(s == NNL_ERR_UNSUPPORTED, "nnl_mpi_finalize without MPI: NNL_ERR_UNSUPPORTED")
+        call d%free()
     end subroutine
 
     subroutine delete(path)
