@@ -357,8 +357,22 @@ $(MPI_TESTS): $(BUILD)/obj/tests/mpi/mpi_tests.o $(LIB_A)
 $(BUILD)/obj/tests/mpi/%.o: tests/mpi/%.cpp nnlite.h $(STAMP)
 	@mkdir -p $(@D)
 	$(CXX) $(NNL_CXXFLAGS) -c $< -o $@
+# The Fortran in-situ test: the module (which needs no MPI) and the program,
+# which uses the mpi module, built with the MPI Fortran flags: mpif90
+# --showme (Open MPI), else pkg-config mpi-fort (Debian's mpi-fort.pc lacks
+# the folder of mpi.mod). Built by check-mpi where a Fortran MPI is found;
+# check_mpi.sh says SKIPPED where none is.
+MPI_FFLAGS ?= $(shell mpif90 --showme:compile 2>/dev/null || pkg-config --cflags mpi-fort 2>/dev/null)
+MPI_FLIBS  ?= $(shell mpif90 --showme:link 2>/dev/null || pkg-config --libs mpi-fort 2>/dev/null)
+HAVE_MPI_FC = $(shell command -v $(FC) >/dev/null 2>&1 && { command -v mpif90 >/dev/null 2>&1 || \
+    pkg-config --exists mpi-fort 2>/dev/null; } && echo 1)
+MPI_F_TESTS := $(FDIR)/mpi_insitu
+.PHONY: mpi-fortran
+mpi-fortran: $(MPI_F_TESTS)
+$(FDIR)/mpi_insitu: tests/fortran/mpi_insitu.f90 $(F_LIB) $(LIB_A)
+	$(FC) $(NNL_FFLAGS) $(MPI_FFLAGS) -I$(FDIR) $< $(F_LIB) $(F_LINK) $(MPI_FLIBS) -o $@
 check-mpi:
-	+$(MAKE) --no-print-directory MPI=1 BUILD=build-mpi lib mpi-tests
+	+$(MAKE) --no-print-directory MPI=1 BUILD=build-mpi lib mpi-tests $(if $(HAVE_MPI_FC),mpi-fortran)
 	bash scripts/check_mpi.sh build-mpi
 
 # ---- install ----

@@ -1,7 +1,9 @@
 #!/bin/bash
 # check_mpi.sh BUILD - nnlite's data-parallel tests under mpirun (make check-mpi):
-# the suite on 2 ranks and on 4 (more ranks than cores: --oversubscribe), and a
-# rank that leaves the run (the others must fail within NNL_MPI_TIMEOUT).
+# the suite on 2 ranks and on 4 (more ranks than cores: --oversubscribe), a
+# rank that leaves the run (the others must fail within NNL_MPI_TIMEOUT), the
+# Fortran in-situ test on 2 and 4 ranks, and the Python binding with mpi4py
+# on 2 ranks (each skipped, saying so, without a Fortran MPI or mpi4py).
 set -euo pipefail
 build=${1:-build-mpi}
 if ! command -v mpirun >/dev/null 2>&1; then
@@ -24,4 +26,22 @@ for np in 2 4; do
 done
 echo "== mpirun -np 2 $build/mpi_tests leave (NNL_MPI_TIMEOUT=3)"
 NNL_MPI_TIMEOUT=3 timeout 120 mpirun -np 2 -x NNL_MPI_TIMEOUT "$build/mpi_tests" leave
+
+# Fortran: the in-situ surrogate (tests/fortran/mpi_insitu.f90), each rank
+# training one shared model on the pendulums it simulates (NNL_DATA_LOCAL).
+# make check-mpi builds it where a Fortran MPI is found (mpif90, or
+# pkg-config mpi-fort, and gfortran).
+if [ -x "$build/fortran/mpi_insitu" ]; then
+    for np in 2 4; do
+        echo "== mpirun -np $np $build/fortran/mpi_insitu"
+        timeout 300 mpirun -np "$np" --oversubscribe "$build/fortran/mpi_insitu"
+    done
+elif ! command -v "${FC:-gfortran}" >/dev/null 2>&1 ||
+    ! { command -v mpif90 >/dev/null 2>&1 || pkg-config --exists mpi-fort 2>/dev/null; }; then
+    echo "check_mpi: Fortran MPI test SKIPPED: no Fortran MPI (gfortran with mpif90 or pkg-config mpi-fort;" \
+        "Debian: apt-get install gfortran libopenmpi-dev)"
+else
+    echo "check_mpi: $build/fortran/mpi_insitu is missing: make MPI=1 BUILD=$build mpi-fortran" >&2
+    exit 1
+fi
 echo "check_mpi: ok"
