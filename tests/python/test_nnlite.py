@@ -3,6 +3,7 @@
 """
 import os
 import re
+import sys
 import tempfile
 import unittest
 
@@ -314,6 +315,38 @@ class Messages(unittest.TestCase):
     def test_python_names_keeps_what_it_does_not_know(self):
         self.assertEqual(nnlite.errors.python_names("nnl_fit: call nnl_compile first; see nnl_to_categorical"),
                          "model.fit(): call model.compile() first; see nnl_to_categorical")
+
+
+@unittest.skipIf(nnlite.has_feature("mpi"), "a library with MPI: tests/python/mpi_test_distribute.py under mpirun")
+class DistributedWithoutMPI(unittest.TestCase):
+    """model.distribute() & co. in a library built without MPI (make check-mpi
+    runs them under mpirun with one built with MPI=1)."""
+
+    def test_local_answers_and_a_clear_error(self):
+        had_mpi4py = "mpi4py" in sys.modules
+        m = nnlite.Sequential([layers.Dense(2, input_shape=(3,))])
+        self.assertEqual(m.mpi_rank(), (0, 1))
+        with self.assertRaises(nnlite.StateError) as cm:
+            m.scale_learning_rate()
+        self.assertTrue(str(cm.exception).startswith("model.scale_learning_rate(): "), str(cm.exception))
+        m.compile(nnlite.optimizers.SGD(learning_rate=0.25), "mse")
+        m.scale_learning_rate()
+        self.assertAlmostEqual(m.learning_rate, 0.25)
+        with self.assertRaises(nnlite.UnsupportedError) as cm:
+            m.distribute()
+        self.assertTrue(str(cm.exception).startswith("model.distribute(): "), str(cm.exception))
+        self.assertIn("MPI=1", str(cm.exception))
+        self.assertEqual("mpi4py" in sys.modules, had_mpi4py, "distribute() without a communicator imported mpi4py")
+        with self.assertRaises(nnlite.ArgumentError):
+            m.distribute(data="everywhere")
+        self.assertEqual(m.mpi_rank(), (0, 1))
+
+    def test_distributed_error(self):
+        self.assertEqual(nnlite.errors.DISTRIBUTED, 10)
+        e = nnlite.errors.make(10, "nnl_distribute: rank 1 left")
+        self.assertIsInstance(e, nnlite.DistributedError)
+        self.assertIsInstance(e, RuntimeError)
+        self.assertEqual((e.status, str(e)), (10, "model.distribute(): rank 1 left"))
 
 
 class KerasNames(unittest.TestCase):

@@ -31,7 +31,7 @@ from . import layers
 from . import optimizers
 from . import text
 from .errors import (Error, ArgumentError, ShapeError, StateError, FileError, FormatError, OutOfMemoryError,
-                     UnsupportedError, NumericError, InternalError)
+                     UnsupportedError, NumericError, InternalError, DistributedError)
 from .models import Sequential, History, Callback, load_model, model_from_json
 from .layers import Input
 
@@ -91,5 +91,6 @@ def get_threads():
 
 __all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "text",
            "load_model", "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError",
-           "FormatError", "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "check_version",
+           "FormatError", "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "DistributedError",
+           "check_version",
            "library_version", "library_path", "set_threads", "get_threads", "has_feature", "build_info"]

@@ -187,6 +187,18 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
+    # data-parallel training over MPI (0.4); a library without MPI has them and
+    # answers NNL_ERR_UNSUPPORTED
+    P_cint = ctypes.POINTER(c_int)
+    for name, res, args in (
+        ("nnl_mpi_init", c_int, (c_void_p, c_void_p)),
+        ("nnl_mpi_finalize", c_int, ()),
+        ("nnl_distribute", c_int, (c_void_p, c_void_p, c_int)),
+        ("nnl_mpi_rank", c_int, (c_void_p, P_cint, P_cint)),
+        ("nnl_scale_learning_rate", c_int, (c_void_p,)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
 
 
 lib, path = _open()

@@ -5,7 +5,7 @@ names the Python call (model.fit(), model.compile()) where nnlite's C
 message names the C function (nnl_fit, nnl_compile)."""
 import re
 
-OK, ARGUMENT, SHAPE, STATE, IO, FORMAT, MEMORY, UNSUPPORTED, NUMERIC, INTERNAL = range(10)
+OK, ARGUMENT, SHAPE, STATE, IO, FORMAT, MEMORY, UNSUPPORTED, NUMERIC, INTERNAL, DISTRIBUTED = range(11)
 
 
 class Error(Exception):
@@ -68,8 +68,16 @@ class InternalError(Error, RuntimeError):
     status = INTERNAL
 
 
+class DistributedError(Error, RuntimeError):
+    """NNL_ERR_DISTRIBUTED (since 0.4): another rank of a data-parallel run
+    (model.distribute()) failed, left the run, or did not answer within
+    NNL_MPI_TIMEOUT seconds; the model stays failed."""
+    status = DISTRIBUTED
+
+
 BY_STATUS = {c.status: c for c in (ArgumentError, ShapeError, StateError, FileError, FormatError,
-                                   OutOfMemoryError, UnsupportedError, NumericError, InternalError)}
+                                   OutOfMemoryError, UnsupportedError, NumericError, InternalError,
+                                   DistributedError)}
 
 
 # The C functions nnlite's messages name ("nnl_fit: the model is not
@@ -119,6 +127,9 @@ PYTHON_NAMES = {
     "nnl_load_words": "nnlite.text.load_words()",
     "nnl_lm_windows": "nnlite.text.lm_windows()",
     "nnl_sliding_windows": "nnlite.text.sliding_windows()",
+    "nnl_distribute": "model.distribute()",
+    "nnl_mpi_rank": "model.mpi_rank()",
+    "nnl_scale_learning_rate": "model.scale_learning_rate()",
 }
 _C_NAME = re.compile(r"\bnnl_[a-z0-9_]+")
 

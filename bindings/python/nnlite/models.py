@@ -1,6 +1,8 @@
 """nnlite.Sequential: a Keras-like model over nnlite's C ABI."""
+import atexit
 import ctypes
 import os
+import re
 import sys
 
 import numpy as np
@@ -71,6 +73,58 @@ def _flush():
         sys.stdout.flush()
     except Exception:
         pass
+
+
+# model.distribute(data=...) -> NNL_DATA_SHARDED, NNL_DATA_LOCAL; NNL_GLOBAL_BATCH
+_DATA_FLAGS = {"sharded": 0, "local": 1}
+_GLOBAL_BATCH = 2
+_finalize_registered = []
+
+
+def _finalize_mpi_at_exit():
+    """distribute() without a communicator initialises MPI when no one has
+    (nnl_mpi_init); then it is finalised at exit. nnl_mpi_finalize does
+    nothing to an MPI that mpi4py or the program started (mpi4py finalises
+    its own)."""
+    if not _finalize_registered:
+        _finalize_registered.append(True)
+        atexit.register(_L.nnl_mpi_finalize)
+
+
+def _mpi_libraries():
+    """The MPI libraries mapped into this process (Linux; empty elsewhere)."""
+    found = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(None, 5)  # address perms offset dev inode [path]
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if re.match(r"lib(mpi|mpich)\.so(\.|$)", os.path.basename(path)):
+                    found.add(os.path.realpath(path))
+    except OSError:
+        pass
+    return found
+
+
+def _comm_address(comm):
+    """The address of comm's MPI_Comm handle, what nnl_distribute takes:
+    mpi4py's MPI._addressof(comm) (the address of the handle inside the
+    communicator object, not the handle's value, which MPI._handleof gives)."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise errors.ArgumentError("nnlite: model.distribute(): comm must be an mpi4py communicator or None "
+                                   "(MPI_COMM_WORLD), and mpi4py cannot be imported (%s)" % e, errors.ARGUMENT)
+    if not isinstance(comm, MPI.Comm):
+        raise errors.ArgumentError("nnlite: model.distribute(): comm must be an mpi4py communicator "
+                                   "(mpi4py.MPI.Comm) or None for MPI_COMM_WORLD, got %s" % type(comm).__name__,
+                                   errors.ARGUMENT)
+    libs = _mpi_libraries()
+    if len(libs) > 1:  # an MPICH handle given to Open MPI (or the reverse) would crash
+        raise errors.UnsupportedError("nnlite: model.distribute(): mpi4py and libnnlite use different MPI libraries "
+                                      "(%s); build both against the same MPI" % ", ".join(sorted(libs)),
+                                      errors.UNSUPPORTED)
+    return ctypes.c_void_p(MPI._addressof(comm))
 
 
 class History:
@@ -185,6 +239,53 @@ class Sequential:
     def set_tf32(self, on=True):
         """TF32 tensor cores for the GPU's matrix products (nnl_set_tf32)."""
         _raise_for(_L.nnl_set_tf32(self.handle, 1 if on else 0))
+
+    # ---- data-parallel training over MPI (nnlite.h, since 0.4) ----
+    def distribute(self, comm=None, data="sharded", global_batch=False):
+        """Makes this model one replica of a data-parallel run (nnl_distribute,
+        Horovod's semantics): every rank trains on its part of each batch,
+        the gradients are averaged over the ranks and every replica applies
+        the same update. Needs a library built with MPI (make MPI=1; else
+        UnsupportedError) and a program run by mpirun. Returns self.
+
+        comm: an mpi4py communicator (MPI.COMM_WORLD, or one from
+        comm.Split()), or None for MPI_COMM_WORLD, which then needs no
+        mpi4py: nnlite initialises MPI if no one has, and finalises it at
+        exit. mpi4py is imported only when comm is given; it must use the
+        same MPI library as libnnlite. MPI.COMM_NULL makes the model local
+        again. Collective: every rank of comm calls it, and fit() and
+        evaluate() become collective too (same order, same options on every
+        rank; a failure on one rank raises on all, naming the rank).
+
+        data: "sharded" (every rank passes the same whole dataset and trains
+        on its shard of each batch) or "local" (each rank passes its own
+        samples, e.g. generated in place; all are used). batch_size is per
+        rank unless global_batch=True (only with "sharded"), where it is the
+        step's total. Rank 0 alone prints progress and writes files."""
+        if data not in _DATA_FLAGS:
+            raise errors.ArgumentError("nnlite: model.distribute(): data must be 'sharded' or 'local', got %r"
+                                       % (data,), errors.ARGUMENT)
+        flags = _DATA_FLAGS[data] | (_GLOBAL_BATCH if global_batch else 0)
+        fn = _need("nnl_distribute")
+        if comm is None:
+            _finalize_mpi_at_exit()
+            _raise_for(fn(self.handle, None, flags))
+        else:
+            _raise_for(fn(self.handle, _comm_address(comm), flags))
+        return self
+
+    def mpi_rank(self):
+        """(rank, size) of this process in the model's communicator; (0, 1)
+        for a model that is not distributed."""
+        r, n = ctypes.c_int(0), ctypes.c_int(1)
+        _need("nnl_mpi_rank")(self.handle, ctypes.byref(r), ctypes.byref(n))
+        return r.value, n.value
+
+    def scale_learning_rate(self):
+        """The linear scaling rule: the learning rate times the number of
+        ranks, for a global batch that many times larger. After compile(),
+        on every rank."""
+        _raise_for(_need("nnl_scale_learning_rate")(self.handle))
 
     def reset_states(self):
         """Keras' reset_states(): the states stateful recurrent layers carry
