@@ -44,4 +44,25 @@ else
     echo "check_mpi: $build/fortran/mpi_insitu is missing: make MPI=1 BUILD=$build mpi-fortran" >&2
     exit 1
 fi
+
+# Python: model.distribute with mpi4py communicators (COMM_WORLD, comm.Split)
+# and, with --world-first, with comm=None before mpi4py is imported. Not
+# found by `unittest discover` (its name does not start with test).
+py=/usr/bin/python3
+if ! "$py" -c 'import numpy' >/dev/null 2>&1; then
+    echo "check_mpi: Python test SKIPPED: $py cannot import numpy (Debian: apt-get install python3-numpy)"
+elif ! "$py" -c 'import mpi4py' >/dev/null 2>&1; then
+    echo "check_mpi: Python test SKIPPED: $py cannot import mpi4py (Debian: apt-get install python3-mpi4py)"
+else
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    case $build in /*) lib=$build ;; *) lib=$PWD/$build ;; esac
+    export PYTHONPATH=$root/bindings/python${PYTHONPATH:+:$PYTHONPATH}
+    export NNLITE_LIBRARY=$lib/libnnlite.so PYTHONDONTWRITEBYTECODE=1
+    for mode in "" --world-first; do
+        echo "== mpirun -np 2 $py tests/python/mpi_test_distribute.py $mode"
+        # shellcheck disable=SC2086  # $mode: nothing or one word
+        timeout 300 mpirun -np 2 -x PYTHONPATH -x NNLITE_LIBRARY -x PYTHONDONTWRITEBYTECODE \
+            "$py" "$root/tests/python/mpi_test_distribute.py" $mode
+    done
+fi
 echo "check_mpi: ok"

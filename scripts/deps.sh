@@ -43,20 +43,24 @@ if [ "$mode" != test ]; then
 fi
 
 # Optional for tests: PyTorch as the reference the layer tests compare
-# against (skipped with a message when absent). Installed only as root.
+# against, and mpi4py for make check-mpi's Python test (each skipped with a
+# message when absent). Installed only as root.
 optional=()
 if [ "$mode" != demo ] && ! /usr/bin/python3 -c 'import numpy, torch' >/dev/null 2>&1; then
     optional+=(python3-numpy python3-torch)
 fi
+if [ "$mode" != demo ] && ! /usr/bin/python3 -c 'import mpi4py' >/dev/null 2>&1; then
+    optional+=(python3-mpi4py)
+fi
 install_optional() {
     [ ${#optional[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "deps: installing optional ${optional[*]} (reference for the layer tests)"
+        echo "deps: installing optional ${optional[*]} (PyTorch: the layer tests' reference; mpi4py: check-mpi)"
         # shellcheck disable=SC2068
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${optional[@]} ||
-            echo "deps: could not install ${optional[*]}; the PyTorch comparisons will be skipped"
+            echo "deps: could not install ${optional[*]}; the tests that need them will be skipped"
     else
-        echo "deps: optional, for the PyTorch comparisons in the tests: sudo apt-get install -y ${optional[*]}"
+        echo "deps: optional, for the PyTorch comparisons and check-mpi's Python test: sudo apt-get install -y ${optional[*]}"
     fi
 }
 
