@@ -58,8 +58,10 @@ module nnlite
         NNL_ERR_IO = 4, NNL_ERR_FORMAT = 5, NNL_ERR_MEMORY = 6, NNL_ERR_UNSUPPORTED = 7, &
         NNL_ERR_NUMERIC = 8, NNL_ERR_INTERNAL = 9, NNL_ERR_DISTRIBUTED = 10
     ! model%distribute's flags (nnlite.h): data sharded or each rank's own, plus
-    ! NNL_GLOBAL_BATCH (batch_size is the step's total, not per rank)
-    integer, parameter, public :: NNL_DATA_SHARDED = 0, NNL_DATA_LOCAL = 1, NNL_GLOBAL_BATCH = 2
+    ! NNL_GLOBAL_BATCH (batch_size is the step's total, not per rank) and
+    ! NNL_SYNC_BATCHNORM (BatchNormalization's statistics over all ranks)
+    integer, parameter, public :: NNL_DATA_SHARDED = 0, NNL_DATA_LOCAL = 1, NNL_GLOBAL_BATCH = 2, &
+        NNL_SYNC_BATCHNORM = 4
     integer(c_int), parameter :: NNL_FLOAT32 = 1, NNL_INT32 = 3, NNL_INT64 = 4
 
     public :: c_float, c_double, c_int, c_int32_t, c_int64_t
@@ -1106,7 +1108,8 @@ contains
     !> NNL_DATA_SHARDED (default: every rank passes the same data and trains
     !> on its shard) or NNL_DATA_LOCAL (each rank passes its own samples),
     !> plus NNL_GLOBAL_BATCH with NNL_DATA_SHARDED (batch_size is the step's
-    !> total instead of per rank).
+    !> total instead of per rank) and NNL_SYNC_BATCHNORM (BatchNormalization's
+    !> batch statistics over all ranks), combined with ior.
     subroutine model_distribute(self, comm, flags, status)
         class(nnl_model), intent(inout) :: self
         integer, intent(in), optional :: comm, flags

@@ -383,7 +383,7 @@ contains
         type(nnl_model) :: d
         integer :: s, r, n
         call check(NNL_ERR_DISTRIBUTED == 10 .and. NNL_DATA_SHARDED == 0 .and. NNL_DATA_LOCAL == 1 .and. &
-                   NNL_GLOBAL_BATCH == 2, "MPI constants as nnlite.h's")
+                   NNL_GLOBAL_BATCH == 2 .and. NNL_SYNC_BATCHNORM == 4, "MPI constants as nnlite.h's")
         call d%create(seed=1)
         call d%add("Dense(2, input_shape=(3,))")
         r = -1

@@ -120,6 +120,24 @@ for opt in ("SGD(learning_rate=0.1)", "Adam(learning_rate=0.01)"):
     for m in (ref, d, g, er):
         m.close()
 
+# ---- sync_batchnorm=True: BatchNormalization over the global batch, as one process ----
+def bn_model():
+    m = nnlite.Sequential([nnlite.layers.Dense(32, activation="relu", input_shape=(6,)),
+                           nnlite.layers.BatchNormalization(), nnlite.layers.Dense(3, activation="softmax")], seed=8)
+    m.compile(optimizer="Adam(learning_rate=0.01)", loss="sparse_categorical_crossentropy")
+    return m
+
+
+ref = bn_model()
+ref.fit(x, y, batch_size=b * size, epochs=2, verbose=0, seed=9)
+d = bn_model().distribute(comm, sync_batchnorm=True)
+d.fit(x, y, batch_size=b, epochs=2, verbose=0, seed=9)
+diff = rel_diff(flat(d), flat(ref))
+check(diff < 1e-4, "sync_batchnorm=True: distributed = one process, moving statistics included (%.3g)" % diff)
+check(same_everywhere(flat(d)), "sync_batchnorm=True: the replicas agree")
+ref.close()
+d.close()
+
 # ---- a sub-communicator from comm.Split: ranks in reverse order ----
 rev = comm.Split(0, size - 1 - rank)
 d = mlp(6, "Adam(learning_rate=0.01)").distribute(rev, data="local")

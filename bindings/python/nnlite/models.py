@@ -77,7 +77,7 @@ def _flush():
 
 # model.distribute(data=...) -> NNL_DATA_SHARDED, NNL_DATA_LOCAL; NNL_GLOBAL_BATCH
 _DATA_FLAGS = {"sharded": 0, "local": 1}
-_GLOBAL_BATCH = 2
+_GLOBAL_BATCH, _SYNC_BATCHNORM = 2, 4
 _finalize_registered = []
 
 
@@ -241,7 +241,7 @@ class Sequential:
         _raise_for(_L.nnl_set_tf32(self.handle, 1 if on else 0))
 
     # ---- data-parallel training over MPI (nnlite.h, since 0.4) ----
-    def distribute(self, comm=None, data="sharded", global_batch=False):
+    def distribute(self, comm=None, data="sharded", global_batch=False, sync_batchnorm=False):
         """Makes this model one replica of a data-parallel run (nnl_distribute,
         Horovod's semantics): every rank trains on its part of each batch,
         the gradients are averaged over the ranks and every replica applies
@@ -261,11 +261,14 @@ class Sequential:
         on its shard of each batch) or "local" (each rank passes its own
         samples, e.g. generated in place; all are used). batch_size is per
         rank unless global_batch=True (only with "sharded"), where it is the
-        step's total. Rank 0 alone prints progress and writes files."""
+        step's total. sync_batchnorm=True: BatchNormalization's batch
+        statistics are the global batch's (Horovod's SyncBatchNormalization),
+        else each rank's. Rank 0 alone prints progress and writes files."""
         if data not in _DATA_FLAGS:
             raise errors.ArgumentError("nnlite: model.distribute(): data must be 'sharded' or 'local', got %r"
                                        % (data,), errors.ARGUMENT)
         flags = _DATA_FLAGS[data] | (_GLOBAL_BATCH if global_batch else 0)
+        flags |= _SYNC_BATCHNORM if sync_batchnorm else 0
         fn = _need("nnl_distribute")
         if comm is None:
             _finalize_mpi_at_exit()
