@@ -158,11 +158,13 @@ int main(int argc, char **argv) {
                 else {
                     fprintf(stderr, "%s: option '--model' needs tlenet or tptb%s%s%s\n", prog, val ? " (got '" : "",
                             val ? val : "", val ? "')" : "");
+                    usage(stderr, prog);
                     return 2;
                 }
             } else if (!strcmp(arg, "--steps")) {
                 if (!val || atoi(val) <= 0) {
                     fprintf(stderr, "%s: option '--steps' needs a positive whole number\n", prog);
+                    usage(stderr, prog);
                     return 2;
                 }
                 steps = atoi(val);
@@ -170,6 +172,7 @@ int main(int argc, char **argv) {
                 lr = val ? strtod(val, &end) : 0;
                 if (!val || !end || *end || !(lr > 0) || !isfinite(lr)) {
                     fprintf(stderr, "%s: option '--lr' needs a positive number\n", prog);
+                    usage(stderr, prog);
                     return 2;
                 }
             }
@@ -188,8 +191,13 @@ int main(int argc, char **argv) {
             usage(stdout, prog);
             return 0;
         }
-        if (i > 0 && arg[0] == '-' && arg[1] && strcmp(arg, "--epochs") && strcmp(arg, "--batch") &&
-            strcmp(arg, "--threads") && strcmp(arg, "--seed")) {
+        if (i > 0 && (!strcmp(arg, "--epochs") || !strcmp(arg, "--batch") || !strcmp(arg, "--threads") ||
+                      !strcmp(arg, "--seed"))) {
+            rest[nrest++] = argv[i]; /* and its value: the common parser checks both */
+            if (i + 1 < argc) rest[nrest++] = argv[++i];
+            continue;
+        }
+        if (i > 0 && arg[0] == '-' && arg[1]) {
             fprintf(stderr, "%s: unknown option '%s' (known: --model tlenet|tptb, --steps S, --lr X, --global-batch, "
                             "--no-test, --epochs N, --batch N, --threads N, --seed N)\n", prog, arg);
             usage(stderr, prog);
