@@ -25,7 +25,8 @@
 #              missing, ../shared/data/mnist: MNIST has the same shapes, so the
 #              same speed)
 # --ptb-data   the PTB folder (default: where mpi_train looks, ../shared/data/ptb)
-# RANKS="1 2 4" (environment) runs other rank counts; speedup is against 1.
+# RANKS="1 2 4" (environment) runs other rank counts (one core each, else
+# mpirun --bind-to core refuses); speedup is against 1 rank. Logs: build-mpi/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 json= quick=0 lenet= ptbdir=

@@ -32,7 +32,7 @@
    on one rank, the optimizer's steps per second. speedup = batches/s(N) /
    batches/s(1). duration: nnl_fit's wall time (rank 0's clock).
 
-   Rank 0 prints (the other ranks' stdout is closed): the model, the ranks
+   Rank 0 prints (the other ranks' stdout goes to /dev/null): the model, the ranks
    and threads per rank, a line per epoch, the test metric and one line for
    scripts:
      RESULT model=tlenet ranks=N batch=B threads=T batches_per_s=...
