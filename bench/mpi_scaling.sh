@@ -63,14 +63,17 @@ fi
 
 make -s -j1 MPI=1 build-mpi/mpi_train build-mpi/allreduce_bench
 # OpenMPI refuses to run as root unless told; shared memory between the ranks,
-# no fabric probing; one thread per rank, each rank on its own core.
+# no fabric probing (as scripts/check_mpi.sh; single-copy CMA off unless the
+# environment says otherwise: containers without ptrace rights refuse it);
+# one thread per rank, each rank on its own core.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 NNL_NUM_THREADS=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 out=build-mpi/bench
 mkdir -p "$out"
 raw=$out/mpi_scaling_raw.txt
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ);" \
-    "ranks: $ranks; $(mpirun --version 2>/dev/null | head -1)$([ $quick = 1 ] && echo '; QUICK (3 steps)')" | tee "$raw"
+    "ranks: $ranks; $(mpirun --version 2>/dev/null | head -1), vader single copy: $OMPI_MCA_btl_vader_single_copy_mechanism$([ $quick = 1 ] && echo '; QUICK (3 steps)')" | tee "$raw"
 
 # model batch epochs steps: epochs x steps x (batch x 2 ranks) within one pass
 # over the data, ~25 s a run at the 1-thread speeds of bench/RESULTS.md

@@ -12,9 +12,11 @@
        200) - LSTM(200, return_sequences=True) x 2 - Dense(10000, softmax),
        30 unrolled steps, 4,651,600 params; plain SGD lr 0.05, batch 20 per
        rank, 4 epochs, shuffled windows (not stateful); the training text is
-       laid into batch x ranks rows (nnl_lm_windows), so a global batch is
-       one window of the text; test perplexity at the end (the test text in
-       batch rows, as ptb_lstm lays it).
+       laid into batch x ranks rows (nnl_lm_windows: rank r would keep rows
+       r, r+N, ... were the windows in order, as stateful layers need; the
+       thesis preset shuffles them, so the layout only decides which few
+       words at the rows' ends are left out); test perplexity at the end
+       (the test text in batch rows, as ptb_lstm lays it).
 
    The batch is per rank (Horovod's convention): a step trains on batch x
    ranks samples, and the learning rate stays the given one (--lr; the
@@ -251,8 +253,9 @@ int main(int argc, char **argv) {
         CHECK(nnl_text_vocab(p, &v));
         V = nnl_vocab_size(v);
         nnl_array *train = load_words(dir, "train", v), *test = load_words(dir, "test", v);
-        /* training text in (global batch) rows: a global batch is one window,
-           rank r's rows r, r+N, ... (shuffled windows: whole windows move) */
+        /* training text in (global batch) rows: in order, a global batch would
+           be one window and rank r would keep rows r, r+N, ...; shuffled (the
+           thesis preset, not stateful) every sample is a window of one row */
         CHECK(nnl_lm_windows((const int32_t *)nnl_array_data(train), nnl_array_size(train), (int)st.global, T, &x,
                              &y));
         CHECK(nnl_lm_windows((const int32_t *)nnl_array_data(test), nnl_array_size(test), B, T, &xs, &ys));
