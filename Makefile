@@ -374,6 +374,14 @@ $(FDIR)/mpi_insitu: tests/fortran/mpi_insitu.f90 $(F_LIB) $(LIB_A)
 check-mpi:
 	+$(MAKE) --no-print-directory MPI=1 BUILD=build-mpi lib mpi-tests $(if $(HAVE_MPI_FC),mpi-fortran)
 	bash scripts/check_mpi.sh build-mpi
+# The time of one gradient allreduce of T-LENET's and T-PTB's sizes
+# (bench/allreduce_bench.c: MPI alone, no nnlite); bench/mpi_scaling.sh runs it.
+ALLREDUCE_BENCH := $(BUILD)/allreduce_bench
+.PHONY: allreduce-bench
+allreduce-bench: $(ALLREDUCE_BENCH)
+$(ALLREDUCE_BENCH): bench/allreduce_bench.c $(STAMP)
+	@test "$(MPI)" = 1 || { echo "$@: needs MPI=1 (make MPI=1 allreduce-bench)"; exit 1; }
+	$(CC) -std=c99 $(CFLAGS) $(MPI_CFLAGS) $< -o $@ $(MPI_LIBS)
 
 # ---- install ----
 #   make install PREFIX=/usr/local DESTDIR=   (also LIBDIR, INCLUDEDIR, PYTHONDIR)
