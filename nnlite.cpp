@@ -3130,6 +3130,15 @@ struct Ctx {
     /* a distributed model with NNL_SYNC_BATCHNORM: BatchNormalization's
        batch statistics and their gradients are summed over the ranks */
     Dist *sync = nullptr;
+    /* backward of a distributed model: layers with long loops of their own
+       (recurrent layers: every time step) call it now and then, so that
+       gradient buckets already on their way move on (MPI progresses
+       non-blocking collectives only inside MPI calls) */
+    void (*progress)(void *) = nullptr;
+    void *progress_user = nullptr;
+    void poll() const {
+        if (progress) progress(progress_user);
+    }
 };
 
 class Layer {
@@ -4749,7 +4758,7 @@ public:
             }
     }
 
-    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         (void)y;
         const int64_t u = units, G = gu(), N = B * T, ldz = T * G, ldh = T * u;
         float *Z = Zp(), *H = HP(B), *C = Cp(B), *R = Rp(B), *c0 = C0(B), *dh = DH(B), *dn = DN(B), *rb = RB(B),
@@ -4764,6 +4773,7 @@ public:
         std::fill(dh, dh + B * u, 0.f);
         if (kind == CELL_LSTM) std::fill(dc, dc + B * u, 0.f);
         for (int64_t s = T - 1; s >= 0; s--) {
+            c.poll(); /* a data-parallel run's buckets in flight move on */
             const int64_t t = tidx(s);
             float *Zs = Z + t * G;
             const float *Hs = H + t * u;
@@ -6688,6 +6698,8 @@ public:
         (void)weight;
     }
     virtual void grad_ready(int64_t from) { (void)from; }
+    /* between grad_ready calls, from inside long backward loops (Ctx::poll) */
+    virtual void progress() {}
     /* On return the gradients are the weighted mean described above and
        sums hold the sums over all participants. */
     virtual void reduce(StepReduce &r) = 0;
@@ -6706,6 +6718,11 @@ struct Dist : Reducer {
     bool broken = false;       /* a collective timed out: the run is over */
     std::string where;         /* what the ranks are doing, for a timeout's message */
     double weight = 0;         /* this step's gradient weight */
+    /* the step's total weight over all ranks when every rank knows it
+       beforehand (sharded data, no mask: the global batch's sample count),
+       else 0: the gradients are then scaled by weight / total before they
+       are sent and need no second pass after */
+    double known_total = 0;
     int64_t pending = 0;       /* G[0 .. pending) not yet sent this step */
     float *g = nullptr;
     int64_t bucket = 1 << 20;  /* floats per bucket */
@@ -6731,6 +6748,7 @@ struct Dist : Reducer {
     bool replicas_equal(uint64_t h); /* the same h on every rank */
     void begin(StepReduce &r, double w) override;
     void grad_ready(int64_t from) override;
+    void progress() override;
     void reduce(StepReduce &r) override;
 };
 
@@ -7322,6 +7340,10 @@ public:
         c.training = true;
         c.seed = seed_;
         c.sync = sync_bn();
+        if (reducer) {
+            c.progress = [](void *r) { static_cast<Reducer *>(r)->progress(); };
+            c.progress_user = reducer.get();
+        }
         /* dx is needed only below the first layer that has weights or feeds one */
         size_t first = 0;
         while (first < layers.size() && layers[first]->is_view()) first++;
@@ -7829,8 +7851,12 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
             uint64_t bseed = r.next();
             if (R > 0) bseed = mix64(bseed ^ mix64((uint64_t)R)); /* each rank its own dropout masks */
             if (B > 0) gather(X.x, T.data(), bi, B);
-            if (dist) dist->where = format("nnl_fit: the gradient reduction of epoch %d, batch %lld", epoch + 1,
-                                           (long long)s + 1);
+            if (dist) {
+                dist->where = format("nnl_fit: the gradient reduction of epoch %d, batch %lld", epoch + 1,
+                                     (long long)s + 1);
+                /* sharded, unmasked: every rank knows the step's global batch */
+                dist->known_total = sharded && !output_masked() ? (double)std::min(G, nt - s * G) : 0.0;
+            }
             /* from here on, only the step's reduced values count */
             StepReduce st = train_step(B, bseed);
             if (st.nonfinite() > 0)
@@ -8542,8 +8568,12 @@ Dist::~Dist() {
     if (comm != MPI_COMM_NULL && !fin && !broken) MPI_Comm_free(&comm);
 }
 
-/* Waits for every request in reqs, with the deadline; spins briefly, then
-   yields the core, then sleeps (ranks may share cores). */
+/* Waits for every request in reqs, with the deadline. Open MPI moves a
+   non-blocking collective on only inside MPI calls, so the wait tests
+   without pause while the others are likely close (a large allreduce is
+   many rounds, each needing a test): for a second it only yields the core
+   between tests (at once back when no one else wants it; ranks may share
+   cores), then it sleeps between tests. */
 static void dist_wait(Dist &d) {
     if (d.reqs.empty()) return;
     double t0 = now_seconds();
@@ -8554,7 +8584,7 @@ static void dist_wait(Dist &d) {
             d.reqs.clear();
             return;
         }
-        if (spin < 64) continue;
+        if (spin < 256 || (spin & 63)) continue;
         double t = now_seconds() - t0;
         if (d.timeout > 0 && t > d.timeout) {
             d.broken = true;
@@ -8563,10 +8593,10 @@ static void dist_wait(Dist &d) {
                   "run or stopped calling nnlite; the run cannot continue",
                   d.where.c_str(), d.rank, d.size, t);
         }
-        if (t < 1e-3)
+        if (t < 1.0)
             sched_yield();
         else
-            usleep(t < 0.1 ? 20 : 200);
+            usleep(200);
     }
 }
 
@@ -8665,7 +8695,8 @@ bool Dist::replicas_equal(uint64_t h) {
    arrives in place. */
 static void dist_send(Dist &d, int64_t lo, int64_t hi) {
     if (hi <= lo) return;
-    if (d.weight != 1.0) simd::run<ScaleK>(d.g + lo, hi - lo, (float)d.weight);
+    double f = d.known_total > 0 ? d.weight / d.known_total : d.weight;
+    if (f != 1.0) simd::run<ScaleK>(d.g + lo, hi - lo, (float)f);
     const int64_t chunk = (int64_t)1 << 30;
     for (int64_t o = lo; o < hi; o += chunk) {
         d.reqs.emplace_back();
@@ -8689,10 +8720,14 @@ void Dist::grad_ready(int64_t from) {
         dist_send(*this, from, pending);
         pending = from;
     }
-    if (!reqs.empty()) { /* progress for the buckets on their way */
-        int done = 0;
-        mpi_ok(MPI_Testall((int)reqs.size(), reqs.data(), &done, MPI_STATUSES_IGNORE), where);
-    }
+    progress(); /* for the buckets on their way */
+}
+
+void Dist::progress() {
+    if (reqs.empty()) return;
+    int done = 0;
+    mpi_ok(MPI_Testall((int)reqs.size(), reqs.data(), &done, MPI_STATUSES_IGNORE), where);
+    if (done) reqs.clear();
 }
 
 void Dist::reduce(StepReduce &r) {
@@ -8707,7 +8742,12 @@ void Dist::reduce(StepReduce &r) {
     dist_wait(*this);
     std::copy(s.begin(), s.begin() + r.n_sums, r.sums);
     double total = s.back();
-    if (total > 0 && total != 1.0) simd::run<ScaleK>(r.grad, r.n, (float)(1.0 / total));
+    if (known_total > 0)
+        NNL_REQUIRE(total == known_total, NNL_ERR_INTERNAL,
+                    "%s: the ranks' sample counts add up to %.0f, not the expected %.0f", where.c_str(), total,
+                    known_total);
+    else if (total > 0 && total != 1.0)
+        simd::run<ScaleK>(r.grad, r.n, (float)(1.0 / total));
     g = nullptr;
 }
 
@@ -8721,6 +8761,7 @@ void Dist::bcast(void *, int64_t) {}
 bool Dist::replicas_equal(uint64_t) { return true; }
 void Dist::begin(StepReduce &, double) {}
 void Dist::grad_ready(int64_t) {}
+void Dist::progress() {}
 void Dist::reduce(StepReduce &) {}
 #endif
 
@@ -12853,7 +12894,22 @@ static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const c
     }
     auto d = std::make_shared<nnl::Dist>();
     d->where = fn;
-    nnl::mpi_ok(MPI_Comm_dup(c, &d->comm), fn); /* collective: every rank of c */
+    /* a handle that is no communicator must come back as an error, not end
+       the job: MPI reports it through MPI_COMM_WORLD's handler, which
+       returns instead of aborting for this one call */
+    MPI_Errhandler prev;
+    MPI_Comm_get_errhandler(MPI_COMM_WORLD, &prev);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rc = MPI_Comm_dup(c, &d->comm); /* collective: every rank of c */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, prev);
+    MPI_Errhandler_free(&prev);
+    if (rc != MPI_SUCCESS) {
+        d->comm = MPI_COMM_NULL;
+        char buf[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        MPI_Error_string(rc, buf, &len);
+        raise(NNL_ERR_ARGUMENT, "%s: comm is not a usable communicator (MPI_Comm_dup: %.*s)", fn, len, buf);
+    }
     MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(d->comm, &d->rank);
     MPI_Comm_size(d->comm, &d->size);
@@ -12909,7 +12965,10 @@ NNL_API int nnl_distribute_f(nnl_model *m, int fortran_comm, int flags) {
         int init = 0;
         MPI_Initialized(&init);
         NNL_REQUIRE(init, NNL_ERR_STATE, "nnl_distribute_f: MPI is not initialised (call MPI_Init_thread first)");
-        distribute(*m, MPI_Comm_f2c((MPI_Fint)fortran_comm), false, flags, "nnl_distribute_f");
+        MPI_Comm c = MPI_Comm_f2c((MPI_Fint)fortran_comm);
+        NNL_REQUIRE(c != (MPI_Comm)0 || fortran_comm == (int)MPI_Comm_c2f(MPI_COMM_NULL), NNL_ERR_ARGUMENT,
+                    "nnl_distribute_f: %d is not a Fortran communicator handle", fortran_comm);
+        distribute(*m, c, false, flags, "nnl_distribute_f");
 #else
         (void)fortran_comm;
         (void)flags;

@@ -399,6 +399,7 @@ static void files_and_helpers() {
     CHECK(rk == 0 && sz == 1);
     CHECK(nnl_distribute(m, nullptr, 8) == NNL_ERR_ARGUMENT);
     CHECK(nnl_distribute(m, nullptr, NNL_DATA_LOCAL | NNL_GLOBAL_BATCH) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_distribute_f(m, 123456, 0) == NNL_ERR_ARGUMENT); /* no such Fortran handle: an error, not an abort */
     CHECK(nnl_has_feature("mpi") == 1);
     nnl_model_free(m);
     nnl_model_free(r);
