@@ -8732,14 +8732,24 @@ void Dist::progress() {
 
 void Dist::reduce(StepReduce &r) {
     if (!g) begin(r, 0.0); /* no begin: nothing of this step was sent */
-    dist_send(*this, 0, pending);
+    /* Every rank here (a barrier waited for with the deadline, and the
+       buckets sent during backward): then the rest goes in one blocking
+       MPI_Allreduce, about twice as fast as a non-blocking one of that
+       size in Open MPI 4.1, and it cannot hang: every rank has arrived
+       (a rank that dies now ends the job through mpirun). */
+    reqs.emplace_back();
+    mpi_ok(MPI_Ibarrier(comm, &reqs.back()), where);
+    dist_wait(*this);
+    double f = known_total > 0 ? weight / known_total : weight;
+    if (pending > 0 && f != 1.0) simd::run<ScaleK>(g, pending, (float)f);
+    const int64_t chunk = (int64_t)1 << 30;
+    for (int64_t o = 0; o < pending; o += chunk)
+        mpi_ok(MPI_Allreduce(MPI_IN_PLACE, g + o, (int)std::min(chunk, pending - o), MPI_FLOAT, MPI_SUM, comm), where);
     pending = 0;
     static thread_local std::vector<double> s;
     s.assign(r.sums, r.sums + r.n_sums);
     s.push_back(weight);
-    reqs.emplace_back();
-    mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, s.data(), (int)s.size(), MPI_DOUBLE, MPI_SUM, comm, &reqs.back()), where);
-    dist_wait(*this);
+    mpi_ok(MPI_Allreduce(MPI_IN_PLACE, s.data(), (int)s.size(), MPI_DOUBLE, MPI_SUM, comm), where);
     std::copy(s.begin(), s.begin() + r.n_sums, r.sums);
     double total = s.back();
     if (known_total > 0)
