@@ -103,7 +103,8 @@ GRU = _kind("GRU", "GRU(units, activation='tanh', recurrent_activation='sigmoid'
             "dropout=0.0, recurrent_dropout=0.0, return_sequences=False, go_backwards=False, stateful=False, "
             "reset_after=True, ...)")
 Bidirectional = _kind("Bidirectional", "Bidirectional(layer, merge_mode='concat'): layer a SimpleRNN, LSTM or GRU "
-                      "object; merge_mode 'concat', 'sum', 'mul' or 'ave'")
+                      "object; merge_mode 'concat', 'sum', 'mul' or 'ave'; takes a step mask (Masking, "
+                      "Embedding(mask_zero=True)) and variable-length input_shape=(None, F)")
 
 
 def TimeDistributed(layer, **kwargs):
