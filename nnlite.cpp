@@ -8522,10 +8522,12 @@ static void set_device(Model &m, const char *device) {
    never from its workers. The gradient reduction: begin() takes the
    step's weight (its sample count), grad_ready() sends each bucket of the
    gradient arena, scaled by that weight, as soon as backward completes it
-   (MPI_Iallreduce, in place), and reduce() sends the rest with the step's
-   sums, waits, and divides by the total weight. OpenMPI progresses
-   non-blocking collectives only inside MPI calls: grad_ready tests the
-   buckets in flight after every layer.
+   (MPI_Iallreduce, in place), and reduce() waits for every rank (a barrier
+   with the deadline), sends the rest and the step's sums with blocking
+   allreduces, and divides by the total weight unless every rank knew it
+   beforehand and scaled by it already. OpenMPI progresses non-blocking
+   collectives only inside MPI calls: grad_ready, and recurrent layers at
+   every time step (Ctx::poll), test the buckets in flight.
    ======================================================================== */
 namespace nnl {
 
@@ -8691,18 +8693,22 @@ bool Dist::replicas_equal(uint64_t h) {
     return lo[0] == ~lo[1];
 }
 
-/* G[lo, hi) scaled by the step's weight and sent: its sum over the ranks
-   arrives in place. */
-static void dist_send(Dist &d, int64_t lo, int64_t hi) {
+/* G[lo, hi) scaled by the step's weight (over the known total, when
+   every rank knows it) and sent: its sum over the ranks arrives in place,
+   at once (blocking) or when reqs complete. */
+static void dist_send(Dist &d, int64_t lo, int64_t hi, bool blocking) {
     if (hi <= lo) return;
     double f = d.known_total > 0 ? d.weight / d.known_total : d.weight;
     if (f != 1.0) simd::run<ScaleK>(d.g + lo, hi - lo, (float)f);
     const int64_t chunk = (int64_t)1 << 30;
     for (int64_t o = lo; o < hi; o += chunk) {
-        d.reqs.emplace_back();
-        mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, d.g + o, (int)std::min(chunk, hi - o), MPI_FLOAT, MPI_SUM, d.comm,
-                              &d.reqs.back()),
-               d.where);
+        int n = (int)std::min(chunk, hi - o);
+        if (blocking) {
+            mpi_ok(MPI_Allreduce(MPI_IN_PLACE, d.g + o, n, MPI_FLOAT, MPI_SUM, d.comm), d.where);
+        } else {
+            d.reqs.emplace_back();
+            mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, d.g + o, n, MPI_FLOAT, MPI_SUM, d.comm, &d.reqs.back()), d.where);
+        }
     }
 }
 
@@ -8717,7 +8723,7 @@ void Dist::begin(StepReduce &r, double w) {
 
 void Dist::grad_ready(int64_t from) {
     if (pending - from >= bucket) {
-        dist_send(*this, from, pending);
+        dist_send(*this, from, pending, false);
         pending = from;
     }
     progress(); /* for the buckets on their way */
@@ -8740,11 +8746,7 @@ void Dist::reduce(StepReduce &r) {
     reqs.emplace_back();
     mpi_ok(MPI_Ibarrier(comm, &reqs.back()), where);
     dist_wait(*this);
-    double f = known_total > 0 ? weight / known_total : weight;
-    if (pending > 0 && f != 1.0) simd::run<ScaleK>(g, pending, (float)f);
-    const int64_t chunk = (int64_t)1 << 30;
-    for (int64_t o = 0; o < pending; o += chunk)
-        mpi_ok(MPI_Allreduce(MPI_IN_PLACE, g + o, (int)std::min(chunk, pending - o), MPI_FLOAT, MPI_SUM, comm), where);
+    dist_send(*this, 0, pending, true);
     pending = 0;
     static thread_local std::vector<double> s;
     s.assign(r.sums, r.sums + r.n_sums);
@@ -12976,8 +12978,9 @@ NNL_API int nnl_distribute_f(nnl_model *m, int fortran_comm, int flags) {
         MPI_Initialized(&init);
         NNL_REQUIRE(init, NNL_ERR_STATE, "nnl_distribute_f: MPI is not initialised (call MPI_Init_thread first)");
         MPI_Comm c = MPI_Comm_f2c((MPI_Fint)fortran_comm);
-        NNL_REQUIRE(c != (MPI_Comm)0 || fortran_comm == (int)MPI_Comm_c2f(MPI_COMM_NULL), NNL_ERR_ARGUMENT,
-                    "nnl_distribute_f: %d is not a Fortran communicator handle", fortran_comm);
+        /* Open MPI answers an unknown handle with a NULL communicator */
+        NNL_REQUIRE(c != (MPI_Comm)0, NNL_ERR_ARGUMENT, "nnl_distribute_f: %d is not a Fortran communicator handle",
+                    fortran_comm);
         distribute(*m, c, false, flags, "nnl_distribute_f");
 #else
         (void)fortran_comm;
