@@ -1083,9 +1083,13 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
      A file written by a run of N ranks resumes on any number of ranks.
    - nnl_predict, nnl_predict_classes and the weight functions stay local
      (not collective).
-   - The gradients are summed in buckets of NNL_MPI_BUCKET_MB megabytes
-     (environment; default 4), each started (MPI_Iallreduce) as soon as
-     backward has produced it, while backward goes on with the layers below.
+   - Across nodes the gradients are summed in buckets of NNL_MPI_BUCKET_MB
+     megabytes (environment; default 4), each started (MPI_Iallreduce) as
+     soon as backward has produced it, while backward goes on with the
+     layers below. When every rank is on one node (shared memory: the
+     ranks' own cores move the bytes, so nothing overlaps) the default is
+     one blocking MPI_Allreduce of all gradients after backward, which is
+     faster there; setting NNL_MPI_BUCKET_MB chooses buckets anyway.
      A non-finite loss or gradient on any rank stops every rank with the
      same NNL_ERR_NUMERIC, before the update. A fit callback that returns
      nonzero on any rank stops every rank after the same batch.

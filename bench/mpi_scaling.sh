@@ -12,7 +12,8 @@
 # model and batch. Run it on an otherwise idle machine: ranks that share
 # cores with other work measure that work.
 #
-#   bash bench/mpi_scaling.sh [--json FILE] [--quick] [--lenet-data DIR] [--ptb-data DIR]
+#   bash bench/mpi_scaling.sh [--json FILE] [--quick] [--windows W] [--only LIST]
+#                             [--lenet-data DIR] [--ptb-data DIR]
 #
 # --json FILE  also writes the results as JSON: the shape of
 #              bench/scaling_inputs.example.json (scaling_model.py's input:
@@ -21,6 +22,13 @@
 #              with the runs' RESULT lines and the allreduce table added
 # --quick      3 steps a run, a few allreduce repetitions: checks that
 #              everything runs (the numbers mean nothing)
+# --windows W  W windows (default 5); each runs every rank count of every
+#              workload once, one after the other, so that the 1-rank and the
+#              2-rank run of a window see the same machine; the efficiency of
+#              each window is computed from its own runs, and the table gives
+#              the median over the windows and the range (a virtual machine's
+#              cores slow down and speed up with the host's load)
+# --only LIST  the workloads to run, e.g. tlenet512,tptb20 (default all five)
 # --lenet-data Fashion-MNIST (default /usr/share/datasets/fashion-mnist; when
 #              missing, ../shared/data/mnist: MNIST has the same shapes, so the
 #              same speed)
@@ -29,19 +37,22 @@
 # mpirun --bind-to core refuses); speedup is against 1 rank. Logs: build-mpi/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-json= quick=0 lenet= ptbdir=
+json= quick=0 lenet= ptbdir= windows=5 only=
 while [ $# -gt 0 ]; do
     case $1 in
     --json) json=${2:?--json needs a file}; shift 2 ;;
     --quick) quick=1; shift ;;
+    --windows) windows=${2:?--windows needs a count}; shift 2 ;;
+    --only) only=${2:?--only needs a list such as tlenet512,tptb20}; shift 2 ;;
     --lenet-data) lenet=${2:?--lenet-data needs a folder}; shift 2 ;;
     --ptb-data) ptbdir=${2:?--ptb-data needs a folder}; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "mpi_scaling: unknown argument '$1' (known: --json FILE, --quick, --lenet-data DIR, --ptb-data DIR)" >&2
+    *) echo "mpi_scaling: unknown argument '$1' (known: --json FILE, --quick, --windows W, --only LIST, --lenet-data DIR, --ptb-data DIR)" >&2
        exit 2 ;;
     esac
 done
 ranks=${RANKS:-1 2}
+case $windows in '' | *[!0-9]* | 0) echo "mpi_scaling: --windows needs a positive count" >&2; exit 2 ;; esac
 if ! command -v mpirun >/dev/null 2>&1; then
     echo "mpi_scaling: mpirun not found (Debian: apt-get install openmpi-bin libopenmpi-dev)" >&2
     exit 1
@@ -76,10 +87,22 @@ echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) c
     "ranks: $ranks; $(mpirun --version 2>/dev/null | head -1), vader single copy: $OMPI_MCA_btl_vader_single_copy_mechanism$([ $quick = 1 ] && echo '; QUICK (3 steps)')" | tee "$raw"
 
 # model batch epochs steps: epochs x steps x (batch x 2 ranks) within one pass
-# over the data, ~25 s a run at the 1-thread speeds of bench/RESULTS.md
-# (T-LENET 512: 0.16 s a batch, 128: 0.043; T-PTB 20: 0.31 s; 5: ~0.07)
-configs=("tlenet 512 3 50" "tlenet 256 3 100" "tlenet 128 3 200" "tptb 20 1 80" "tptb 5 1 350")
-for c in "${configs[@]}"; do
+# over the data, 10-20 s a run on this kind of machine (T-LENET 512: ~0.3 s a
+# batch on one thread, 128: ~0.08; T-PTB 20: ~0.22 s; 5: ~0.06): short runs
+# and several windows follow the host's load better than a few long runs
+configs=("tlenet 512 2 30" "tlenet 256 2 60" "tlenet 128 2 120" "tptb 20 1 50" "tptb 5 1 200")
+if [ -n "$only" ]; then
+    kept=()
+    for c in "${configs[@]}"; do
+        set -- $c
+        case ",$only," in *",$1$2,"*) kept+=("$c") ;; esac
+    done
+    [ ${#kept[@]} -gt 0 ] || { echo "mpi_scaling: --only '$only' names none of tlenet512 tlenet256 tlenet128 tptb20 tptb5" >&2; exit 2; }
+    configs=("${kept[@]}")
+fi
+[ $quick = 1 ] && windows=1
+for win in $(seq 1 "$windows"); do
+  for c in "${configs[@]}"; do
     set -- $c
     model=$1 batch=$2 epochs=$3 steps=$4
     [ $quick = 1 ] && epochs=1 steps=3
@@ -87,15 +110,16 @@ for c in "${configs[@]}"; do
     [ "$model" = tlenet ] && data=("$lenet")
     [ "$model" = tptb ] && [ -n "$ptbdir" ] && data=("$ptbdir")
     for np in $ranks; do
-        echo "== mpirun -np $np --bind-to core build-mpi/mpi_train ${data[*]} --model $model --batch $batch" \
-             "--epochs $epochs --steps $steps --no-test"
-        log=$out/mpi_train_${model}_b${batch}_np${np}.log
+        echo "== window $win/$windows: mpirun -np $np --bind-to core build-mpi/mpi_train ${data[*]} --model $model" \
+             "--batch $batch --epochs $epochs --steps $steps --no-test"
+        log=$out/mpi_train_${model}_b${batch}_np${np}_w${win}.log
         timeout 900 mpirun -np "$np" --bind-to core build-mpi/mpi_train "${data[@]}" --model "$model" \
             --batch "$batch" --epochs "$epochs" --steps "$steps" --no-test >"$log" 2>&1 ||
             { cat "$log"; echo "mpi_scaling: FAILED: $model batch $batch on $np rank(s)" >&2; exit 1; }
         grep -E '^(epoch|training:)' "$log" | sed 's/^/   /'
-        grep '^RESULT' "$log" | tee -a "$raw"
+        grep '^RESULT' "$log" | sed "s/\$/ window=$win/" | tee -a "$raw"
     done
+  done
 done
 np2=2
 echo "== mpirun -np $np2 --bind-to core build-mpi/allreduce_bench"
@@ -155,40 +179,59 @@ def allreduce_s(n):
     return None
 
 
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
 work = []
 for model, batch in sorted({(r["model"], r["batch"]) for r in runs}, key=lambda k: (k[0] != "tlenet", -k[1])):
-    rs = {r["ranks"]: r for r in runs if r["model"] == model and r["batch"] == batch}
+    mine = [r for r in runs if r["model"] == model and r["batch"] == batch]
+    nranks = sorted({r["ranks"] for r in mine})
+    wins = sorted({r.get("window", 1) for r in mine})
+    by = {(r["ranks"], r.get("window", 1)): r for r in mine}
     params = sum(LAYERS[model])
-    bps = {str(n): rs[n]["batches_per_s"] for n in sorted(rs)}
-    w = {"model": NAMES[model], "batch": batch, "params": params}
-    if 1 in rs:
-        w["t_compute_s"] = round(1.0 / rs[1]["batches_per_s"], 6)
+    bps_all = {n: [by[n, k]["batches_per_s"] for k in wins if (n, k) in by] for n in nranks}
+    bps = {str(n): round(median(bps_all[n]), 4) for n in nranks}
+    w = {"model": NAMES[model], "batch": batch, "params": params, "windows": len(wins)}
+    if 1 in nranks:
+        w["t_compute_s"] = round(1.0 / median(bps_all[1]), 6)
     w["backward_share"] = 0.62 if model == "tlenet" else 0.60
     w["buckets"] = buckets(LAYERS[model])
-    w["measured"] = {"batches_per_s": bps}
+    w["measured"] = {"batches_per_s": bps,
+                     "batches_per_s_range": {str(n): [min(bps_all[n]), max(bps_all[n])] for n in nranks}}
     if allreduce_s(params) is not None:
         w["measured"]["allreduce_s_np2"] = allreduce_s(params)
-    if 1 in rs:
-        w["measured"]["speedup"] = {str(n): round(rs[n]["batches_per_s"] / rs[1]["batches_per_s"], 4) for n in sorted(rs)}
-        w["measured"]["efficiency"] = {str(n): round(rs[n]["batches_per_s"] / rs[1]["batches_per_s"] / n, 4)
-                                       for n in sorted(rs)}
-    w["runs"] = [rs[n] for n in sorted(rs)]
+    if 1 in nranks:
+        # each window's speedup from its own 1-rank run: the median and the range over the windows
+        sp = {n: [by[n, k]["batches_per_s"] / by[1, k]["batches_per_s"] for k in wins if (n, k) in by and (1, k) in by]
+              for n in nranks}
+        w["measured"]["speedup"] = {str(n): round(median(sp[n]), 4) for n in nranks if sp[n]}
+        w["measured"]["efficiency"] = {str(n): round(median(sp[n]) / n, 4) for n in nranks if sp[n]}
+        w["measured"]["efficiency_range"] = {str(n): [round(min(sp[n]) / n, 4), round(max(sp[n]) / n, 4)]
+                                             for n in nranks if sp[n]}
+    w["runs"] = [by[n, k] for k in wins for n in nranks if (n, k) in by]
     work.append(w)
 
 print()
 print("# " + header)
 cols = sorted({r["ranks"] for r in runs})
-print("| model | batch/rank | " + " | ".join("batches/s %d rank%s" % (n, "s" if n > 1 else "") for n in cols) +
+print("medians over the windows (range in brackets); each window's speedup from its own 1-rank run")
+print("| model | batch/rank | windows | " + " | ".join("batches/s %d rank%s" % (n, "s" if n > 1 else "") for n in cols) +
       " | " + " | ".join("speedup %d | efficiency %d" % (n, n) for n in cols if n > 1) + " |")
-print("|---|---|" + "---|" * (len(cols) + 2 * len([n for n in cols if n > 1])))
+print("|---|---|---|" + "---|" * (len(cols) + 2 * len([n for n in cols if n > 1])))
 for w in work:
-    b = w["measured"]["batches_per_s"]
-    cells = [b.get(str(n)) for n in cols]
-    row = "| %s | %d | " % (w["model"], w["batch"]) + " | ".join("%.2f" % c if c else "-" for c in cells)
+    m = w["measured"]
+    cells = []
+    for n in cols:
+        b, r = m["batches_per_s"].get(str(n)), m["batches_per_s_range"].get(str(n))
+        cells.append("%.2f (%.2f-%.2f)" % (b, r[0], r[1]) if b else "-")
+    row = "| %s | %d | %d | " % (w["model"], w["batch"], w["windows"]) + " | ".join(cells)
     for n in cols:
         if n > 1:
-            s = w["measured"].get("speedup", {}).get(str(n))
-            row += " | %s | %s" % (("%.2f" % s, "%.2f" % (s / n)) if s else ("-", "-"))
+            sp = m.get("speedup", {}).get(str(n))
+            er = m.get("efficiency_range", {}).get(str(n))
+            row += " | %s | %s" % (("%.2f" % sp, "%.2f (%.2f-%.2f)" % (sp / n, er[0], er[1])) if sp else ("-", "-"))
     print(row + " |")
 print()
 print("allreduce on 2 ranks (median): " + ", ".join(

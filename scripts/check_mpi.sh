@@ -24,6 +24,8 @@ for np in 2 4; do
     echo "== mpirun -np $np $build/mpi_tests"
     timeout 600 mpirun -np "$np" --oversubscribe "$build/mpi_tests"
 done
+echo "== mpirun -np 2 $build/mpi_tests (NNL_TEST_DEFAULT_BUCKETS=1: the default reduction, no buckets on one node)"
+NNL_TEST_DEFAULT_BUCKETS=1 timeout 600 mpirun -np 2 -x NNL_TEST_DEFAULT_BUCKETS "$build/mpi_tests"
 echo "== mpirun -np 2 $build/mpi_tests leave (NNL_MPI_TIMEOUT=3)"
 NNL_MPI_TIMEOUT=3 timeout 120 mpirun -np 2 -x NNL_MPI_TIMEOUT "$build/mpi_tests" leave
 
