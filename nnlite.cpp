@@ -3173,6 +3173,15 @@ public:
         (void)backward;
         (void)c;
     }
+    /* A weight whose gradient is nonzero in a few rows only (an embedding
+       table: the rows of the ids the batch used): the marks, one per row of
+       weights[0], nonzero for the rows backward wrote, the rest of the
+       gradient being zero; NULL when the gradient is dense. A data-parallel
+       run sends only the rows some rank marked (TensorFlow's IndexedSlices,
+       which Horovod allgathers). clear_grad_rows: no row (a rank with no
+       samples in a step). */
+    virtual const uint8_t *grad_rows() const { return nullptr; }
+    virtual void clear_grad_rows() {}
     /* dx may be NULL (first layer): then only weight gradients are needed.
        dy may be overwritten: the model no longer needs it afterwards. */
     virtual void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) = 0;
@@ -4362,12 +4371,20 @@ public:
         int64_t rows = B * in.size();
         float *G = weights[0].g;
         memset(G, 0, (size_t)(input_dim * output_dim) * sizeof(float));
+        touched.assign((size_t)input_dim, 0); /* no allocation after the first step */
         for (int64_t r = 0; r < rows; r++) {
-            float *g = G + (int64_t)x[r] * output_dim;
+            int64_t id = (int64_t)x[r];
+            touched[(size_t)id] = 1;
+            float *g = G + id * output_dim;
             const float *d = dy + r * output_dim;
             for (int64_t j = 0; j < output_dim; j++) g[j] += d[j];
         }
     }
+    const uint8_t *grad_rows() const override { return touched.empty() ? nullptr : touched.data(); }
+    void clear_grad_rows() override { touched.assign((size_t)input_dim, 0); }
+
+private:
+    std::vector<uint8_t> touched; /* the rows of the last backward's ids */
 };
 
 /* Keras' Masking(mask_value=0.0): a time step of a (T, F) input whose
@@ -6681,6 +6698,15 @@ struct StepReduce {
        denominator; 0 when the output carries no mask */
     double &kept() { return sums[3 + n_metrics]; }
     static int size_for(int n_metrics) { return n_metrics + 4; }
+    /* gradients nonzero in marked rows only (Layer::grad_rows): grad[off ..
+       off + rows x cols) as rows x cols, mark[r] != 0 for the rows that may
+       be nonzero; the same list, in G's order, on every participant */
+    struct Rows {
+        int64_t off, rows, cols;
+        const uint8_t *mark;
+    };
+    const Rows *sparse = nullptr;
+    int n_sparse = 0;
 };
 
 class Reducer {
@@ -6727,6 +6753,13 @@ struct Dist : Reducer {
     float *g = nullptr;
     int64_t bucket = 1 << 20;  /* floats per bucket (MAX_ELEMENTS: none, all at the reduction point) */
     bool one_node = false;     /* every rank shares this node's memory */
+    /* this step's row-sparse gradients (StepReduce::sparse), sent as the
+       rows some rank marked unless NNL_MPI_SPARSE=0 */
+    const StepReduce::Rows *sparse = nullptr;
+    int n_sparse = 0;
+    bool sparse_on = true;
+    std::vector<uint8_t> marks; /* the union of the ranks' marks */
+    std::vector<float> packed;  /* the union's rows, packed */
     double timeout = 600;
 #ifdef NNL_MPI
     MPI_Comm comm = MPI_COMM_NULL;
@@ -6853,6 +6886,7 @@ public:
        process, nothing to combine. step_sums: StepReduce's scalars. */
     std::shared_ptr<Reducer> reducer;
     std::vector<double> step_sums;
+    std::vector<StepReduce::Rows> sparse_rows;
     /* Set by nnl_distribute (then also the reducer); NULL: one process. */
     std::shared_ptr<Dist> dist;
     int dist_rank() const { return dist ? dist->rank : 0; }
@@ -7392,6 +7426,18 @@ public:
         step_sums.assign((size_t)StepReduce::size_for((int)nm), 0.0); /* no allocation after the first step */
         StepReduce r{G.data(), nullptr, (int64_t)G.size(), step_sums.data(), (int)step_sums.size(), (int)nm};
         bool finite = true;
+        if (reducer) { /* the gradients that are nonzero in a few rows: their marks, filled by backward */
+            sparse_rows.clear();
+            for (auto &l : layers) {
+                l->clear_grad_rows(); /* backward marks its rows; a rank without samples has none */
+                if (l->is_view() || l->weights.empty()) continue;
+                const auto &w = l->weights[0];
+                if (const uint8_t *mk = l->grad_rows())
+                    sparse_rows.push_back({w.g - G.data(), w.shape.d[0], w.shape.size() / w.shape.d[0], mk});
+            }
+            r.sparse = sparse_rows.data();
+            r.n_sparse = (int)sparse_rows.size();
+        }
         if (B > 0) {
             forward(B, true, seed_);
             r.loss() = loss_and_grad(B, dact[L], r.sums + 1, &r.kept());
@@ -8713,6 +8759,42 @@ static void dist_send(Dist &d, int64_t lo, int64_t hi, bool blocking) {
     }
 }
 
+/* A row-sparse gradient: the union of the ranks' marked rows (a bitwise
+   OR of one byte per row), then those rows alone, packed, scaled as
+   dist_send scales, summed, and unpacked. The other rows are zero on every
+   rank, so their sum is the zero already there: the result is the dense
+   reduction's. When the union holds most rows, the dense send is cheaper. */
+static void dist_send_rows(Dist &d, const StepReduce::Rows &sp) {
+    d.marks.assign(sp.mark, sp.mark + sp.rows);
+    mpi_ok(MPI_Allreduce(MPI_IN_PLACE, d.marks.data(), (int)sp.rows, MPI_UNSIGNED_CHAR, MPI_BOR, d.comm), d.where);
+    int64_t u = 0;
+    for (int64_t r = 0; r < sp.rows; r++) u += d.marks[(size_t)r] != 0;
+    if (2 * u > sp.rows) {
+        dist_send(d, sp.off, sp.off + sp.rows * sp.cols, true);
+        return;
+    }
+    float f = (float)(d.known_total > 0 ? d.weight / d.known_total : d.weight);
+    d.packed.resize((size_t)(u * sp.cols));
+    float *p = d.packed.data();
+    for (int64_t r = 0; r < sp.rows; r++)
+        if (d.marks[(size_t)r]) {
+            const float *gr = d.g + sp.off + r * sp.cols;
+            for (int64_t j = 0; j < sp.cols; j++) p[j] = f * gr[j];
+            p += sp.cols;
+        }
+    const int64_t chunk = (int64_t)1 << 30, n = u * sp.cols;
+    for (int64_t o = 0; o < n; o += chunk)
+        mpi_ok(MPI_Allreduce(MPI_IN_PLACE, d.packed.data() + o, (int)std::min(chunk, n - o), MPI_FLOAT, MPI_SUM,
+                             d.comm),
+               d.where);
+    p = d.packed.data();
+    for (int64_t r = 0; r < sp.rows; r++)
+        if (d.marks[(size_t)r]) {
+            std::copy(p, p + sp.cols, d.g + sp.off + r * sp.cols);
+            p += sp.cols;
+        }
+}
+
 void Dist::begin(StepReduce &r, double w) {
     dist_alive(*this);
     NNL_REQUIRE(!r.grad_device, NNL_ERR_UNSUPPORTED, "%s: a distributed model runs on the CPU in this version",
@@ -8720,9 +8802,18 @@ void Dist::begin(StepReduce &r, double w) {
     weight = w;
     g = r.grad;
     pending = r.n;
+    sparse = sparse_on ? r.sparse : nullptr;
+    n_sparse = sparse_on ? r.n_sparse : 0;
 }
 
 void Dist::grad_ready(int64_t from) {
+    /* a row-sparse gradient (an embedding table, always the first layer's)
+       waits for reduce(), which sends its marked rows only */
+    for (int k = 0; k < n_sparse; k++)
+        if (from <= sparse[k].off && sparse[k].off < pending) {
+            progress();
+            return;
+        }
     if (pending - from >= bucket) {
         dist_send(*this, from, pending, false);
         pending = from;
@@ -8747,7 +8838,15 @@ void Dist::reduce(StepReduce &r) {
     reqs.emplace_back();
     mpi_ok(MPI_Ibarrier(comm, &reqs.back()), where);
     dist_wait(*this);
-    dist_send(*this, 0, pending, true);
+    int64_t lo = 0; /* the rest, G[0, pending): row-sparse gradients as their marked rows */
+    for (int k = 0; k < n_sparse; k++) {
+        const StepReduce::Rows &sp = sparse[k];
+        if (sp.off < lo || sp.off + sp.rows * sp.cols > pending) continue;
+        dist_send(*this, lo, sp.off, true);
+        dist_send_rows(*this, sp);
+        lo = sp.off + sp.rows * sp.cols;
+    }
+    dist_send(*this, lo, pending, true);
     pending = 0;
     static thread_local std::vector<double> s;
     s.assign(r.sums, r.sums + r.n_sums);
@@ -12928,6 +13027,8 @@ static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const c
     MPI_Comm_size(d->comm, &d->size);
     d->flags = flags;
     d->timeout = nnl::env_number("NNL_MPI_TIMEOUT", 600);
+    const char *sp = getenv("NNL_MPI_SPARSE"); /* 0: row-sparse gradients travel dense (to compare) */
+    d->sparse_on = !(sp && !strcmp(sp, "0"));
     /* Buckets sent while backward runs pay only where something moves the
        bytes meanwhile (a network). When every rank shares one node's
        memory, the ranks' own cores copy and add them, so nothing overlaps,

@@ -441,6 +441,58 @@ static void stateful_rows() {
     nnl_model_free(d);
 }
 
+/* An Embedding's gradient travels as the rows some rank's ids used (the
+   union of the ranks' marks; 300 rows, at most 4 x 3 x N used a step):
+   N ranks = one process on the global batch, SGD and Adam (whose moments
+   decay in every row, used or not), an uneven last batch whose single
+   sample leaves the other ranks without samples (no marks, still taking
+   part), and at 2 ranks bit-identical to the dense reduction
+   (NNL_MPI_SPARSE=0). */
+static void sparse_embedding() {
+    const int V = 300, T = 4, n = 6 * g_size + 1, b = 3;
+    std::vector<int32_t> ids((size_t)n * T), y((size_t)n);
+    g_state = 321;
+    for (auto &v : ids) v = (int32_t)(uni() * V);
+    for (auto &v : y) v = (int32_t)(uni() * 5);
+    int64_t xs[2] = {n, T}, ys[1] = {n};
+    const char *optims[] = {"SGD(learning_rate=0.5)", "Adam(learning_rate=0.05)"};
+    for (const char *opt : optims) {
+        auto build = [&]() {
+            nnl_model *m = nnl_model_create();
+            nnl_model_set_seed(m, 11);
+            CHECK_OK(nnl_add(m, "Input(shape=(4,), dtype='int32')"));
+            CHECK_OK(nnl_add(m, "Embedding(300, 6)"));
+            CHECK_OK(nnl_add(m, "Flatten()"));
+            CHECK_OK(nnl_add(m, "Dense(5, activation='softmax')"));
+            CHECK_OK(nnl_compile(m, opt, "sparse_categorical_crossentropy", nullptr));
+            return m;
+        };
+        nnl_fit_options o = opts(3, b * g_size);
+        nnl_model *ref = build();
+        CHECK_OK(nnl_fit_typed(ref, ids.data(), NNL_INT32, 2, xs, y.data(), NNL_INT32, 1, ys, &o));
+        std::vector<float> wd[2];
+        for (int dense = 0; dense < 2; dense++) {
+            if (dense) setenv("NNL_MPI_SPARSE", "0", 1);
+            nnl_model *m = build();
+            CHECK_OK(nnl_distribute(m, nullptr, NNL_DATA_SHARDED));
+            unsetenv("NNL_MPI_SPARSE");
+            o.batch_size = b;
+            CHECK_OK(nnl_fit_typed(m, ids.data(), NNL_INT32, 2, xs, y.data(), NNL_INT32, 1, ys, &o));
+            wd[dense] = weights(m);
+            CHECK(same_everywhere(wd[dense]));
+            nnl_model_free(m);
+        }
+        double d = max_rel_diff(wd[0], weights(ref)), dd = max_rel_diff(wd[0], wd[1]);
+        if (!(d < 2e-5 && dd < 2e-5))
+            fprintf(stderr, "[rank %d] sparse embedding, %s: vs one process %g, vs dense %g\n", g_rank, opt, d, dd);
+        CHECK(d < 2e-5);
+        CHECK(dd < 2e-5);
+        if (g_size == 2) CHECK(wd[0] == wd[1]);
+        nnl_model_free(ref);
+        o.batch_size = b * g_size;
+    }
+}
+
 /* NNL_SYNC_BATCHNORM: N ranks = one process on the global batch, with
    BatchNormalization; the last global batch holds one sample, so the other
    ranks have none and must still take part (several buckets per step) */
@@ -528,6 +580,7 @@ int main(int argc, char **argv) {
                      {"a failure on one rank fails every rank", failures_agree},
                      {"rank 0 writes; resume on fewer ranks; helpers", files_and_helpers},
                      {"stateful LSTM: each rank keeps its rows", stateful_rows},
+                     {"Embedding gradients travel as the rows used (= one process, = dense)", sparse_embedding},
                      {"synchronised BatchNormalization = one process; empty ranks take part", sync_batchnorm}};
         for (auto &c : cases) {
             int before = g_fail;
