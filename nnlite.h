@@ -1090,6 +1090,10 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
      ranks' own cores move the bytes, so nothing overlaps) the default is
      one blocking MPI_Allreduce of all gradients after backward, which is
      faster there; setting NNL_MPI_BUCKET_MB chooses buckets anyway.
+     An Embedding's gradient travels as the rows some rank's ids used (their
+     union, then those rows only: TensorFlow's IndexedSlices under Horovod),
+     or whole when most rows were used; NNL_MPI_SPARSE=0 (environment)
+     always sends it whole. The result is the same either way.
      A non-finite loss or gradient on any rank stops every rank with the
      same NNL_ERR_NUMERIC, before the update. A fit callback that returns
      nonzero on any rank stops every rank after the same batch.
