@@ -68,7 +68,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-quick=0 only="" steps="" windows="" retries="" report_out=""
+quick=0 only="" steps="" windows="" retries="" report_out="" args="$*"
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
@@ -142,7 +142,8 @@ if [ -e "$kann_dir/kann.c" ] && [ -e "$kann_dir/kautodiff.c" ]; then
         gcc -std=gnu99 -O3 -march=native -w -DHAVE_CBLAS -DHAVE_PTHREAD -I"$kann_dir" -I"$OB_INC" \
             -c "$kann_dir/$f.c" -o "$out/kann_$f.o"
     done
-    gcc -std=gnu99 -O3 -march=native -DHAVE_CBLAS -DHAVE_PTHREAD -I"$kann_dir" -I. bench/kann_mlp.c \
+    # -fno-math-errno: the driver's Adam loop vectorises (sqrtf inline), the peer at its best
+    gcc -std=gnu99 -O3 -march=native -fno-math-errno -DHAVE_CBLAS -DHAVE_PTHREAD -I"$kann_dir" -I. bench/kann_mlp.c \
         "$out/kann_kann.o" "$out/kann_kautodiff.o" build/libnnlite.a -L"$OB_LIB" -lopenblas -pthread -lm -lstdc++ \
         -o "$out/kann_mlp"
     have_kann=1
@@ -156,6 +157,11 @@ field() { # field LINE KEY: the value of KEY=... in LINE
 }
 
 # ---- the machine ----
+envs="" # the settings from the environment, for the command line in the report
+for v in CORETYPES MODELS FMNIST KANN_DIR FULL_SEARCH PROBE_STEPS PROBE_KEEP MAX_SPREAD WARMUP STEPS WINDOWS \
+    RETRIES BUSY_CORE NNL_PYTHON; do
+    if [ -n "${!v:-}" ]; then envs+="$v='${!v}' "; fi
+done
 cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
 {
     echo "mode $([ $quick = 1 ] && echo quick || echo full)"
@@ -166,7 +172,7 @@ cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
     echo "cores $(nproc)"
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- nnlite.cpp nnlite.h bench 2>/dev/null || echo ' (with uncommitted changes)')"
-    echo "command bash bench/run.sh $*"
+    echo "command $envs bash bench/run.sh $args"
     echo "settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,}"
     echo "torch $($PY -c 'import torch; print(torch.__version__)')"
     echo "openblas $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || echo unknown)"
@@ -179,9 +185,8 @@ echo "bench: $(grep '^cpu_model' "$raw" | cut -d' ' -f2-); $(grep '^cpu_flags' "
 # ---- one measurement, rerun while implausible ----
 # measure KIND REF CMD...: KIND full or probe; REF: the 1-thread median of the same
 # peer and core type ("" if none) that a 2-thread figure must reach half of. Appends
-# the output to the raw file, its train, latency and rss lines with kind=, attempt= and
-# status=; sets
-# LAST_MEDIAN (empty when the command failed).
+# the output to the raw file, its train, latency and rss lines with kind=, attempt=
+# and status=; sets LAST_MEDIAN (empty when the command failed).
 LAST_MEDIAN=""
 measure() {
     local kind=$1 ref=$2 attempt=0 res line med spread why
@@ -335,7 +340,10 @@ if want opt; then
 fi
 echo "load_after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$raw"
 echo "date_end $(date -u +%Y-%m-%dT%H:%MZ)" >>"$raw"
-$PY bench/report.py "$raw" --keep bench/RESULTS.md >"$report_out.tmp"
+# bench/RESULTS.md keeps the sections other scripts wrote into it (busy_core.sh, lstm_run.sh, ...)
+keep=()
+if [ "$report_out" = bench/RESULTS.md ]; then keep=(--keep bench/RESULTS.md); fi
+$PY bench/report.py "$raw" "${keep[@]}" >"$report_out.tmp"
 mv "$report_out.tmp" "$report_out"
 # threads on a busy core and denormals (about 5 more minutes; BUSY_CORE=0 skips it);
 # only in a full run that writes bench/RESULTS.md
