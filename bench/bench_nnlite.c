@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
     printf("train fw=nnlite model=%s data=%s batch=%d threads=%d setting=- steps=%lld warmup=%d ", bm->name, dname,
            batch, threads, (long long)wsteps, warmup);
     bench_print_windows(stdout, sps, windows);
-    printf(" seconds=%.1f\n", total);
+    printf(" seconds=%.2f\n", total);
     printf("latency fw=nnlite model=%s data=%s threads=%d setting=- calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f\n",
            bm->name, dname, threads, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10], 1e6 * lat[calls * 9 / 10]);
     printf("rss fw=nnlite model=%s data=%s batch=%d threads=%d setting=- peak_mb=%.1f\n", bm->name, dname, batch,

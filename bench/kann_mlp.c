@@ -14,7 +14,8 @@
      --split mt     THREADS threads by kann_mt (KANN splits the batch), OpenBLAS on 1 (default)
      --split blas   KANN on one thread, OpenBLAS on THREADS
      other options as bench_nnlite's; --setting names the setting in the output.
-   prints train, latency and rss lines as bench_nnlite (fw=kann) and
+   prints train, latency and rss lines as bench_nnlite (fw=kann; the train line
+   also gives last_loss, the loss of the last step: a check that it learns) and
      blas fw=kann setting= core=NAME   (openblas_get_corename: the kernels in use)
 
    The peer at its best: FTZ/DAZ set here before KANN's threads start (nnlite
@@ -67,6 +68,7 @@ typedef struct {
     kann_t *ann;
     int adam, n_var, n_in;
     long t;              /* Adam step */
+    float cost;          /* the last step's loss (a check that it trains) */
     float *m, *v;        /* Adam moments */
     float *x1, *y1;      /* the bound mini-batch */
 } net;
@@ -104,7 +106,7 @@ static void run(net *n, const float *x, const float *yh, int nb, int batch, int 
                 memcpy(n->y1 + (size_t)b * 10, yh + (size_t)k * 10, sizeof(float) * 10);
             }
             kann_set_batch_size(n->ann, batch);
-            kann_cost(n->ann, 0, 1);
+            n->cost = kann_cost(n->ann, 0, 1);
             update(n);
         }
     }
@@ -237,7 +239,8 @@ int main(int argc, char **argv) {
     printf("train fw=kann model=%s data=%s batch=%d threads=%d setting=%s steps=%ld warmup=%d windows=", model, dname,
            batch, threads, setting, wsteps, warmup);
     for (i = 0; i < windows; i++) printf("%s%.1f", i ? "," : "", sps[i]);
-    printf(" median=%.1f min=%.1f max=%.1f spread=%.4f seconds=%.1f\n", med, lo, hi, (hi - lo) / med, total);
+    printf(" median=%.1f min=%.1f max=%.1f spread=%.4f seconds=%.2f last_loss=%.4f\n", med, lo, hi, (hi - lo) / med,
+           total, n.cost);
     printf("latency fw=kann model=%s data=%s threads=%d setting=%s calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f\n",
            model, dname, threads, setting, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10],
            1e6 * lat[calls * 9 / 10]);
