@@ -254,7 +254,7 @@ peer() {
         kept=" ${settings[*]} "
         if [ $full = 0 ]; then
             for s in "${settings[@]}"; do
-                echo "bench: $fw $model batch $batch, $th thread(s), $s: probe" >&2
+                echo "bench: $fw $model batch $batch ($data), $th thread(s), $s: probe" >&2
                 peer_cmd "$fw" "$s" "$model" "$batch" "$th"
                 measure probe "" "${CMD[@]}" --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls 201 "${dargs[@]}"
                 probe[$th:$s]=${LAST_MEDIAN:-0}
@@ -277,7 +277,7 @@ peer() {
                     if [ "$fw" = kann ]; then ref=${probe[1:$key/1]:-}; else ref=${probe[1:$key]:-}; fi
                 fi
             fi
-            echo "bench: $fw $model batch $batch, $th thread(s), $s" >&2
+            echo "bench: $fw $model batch $batch ($data), $th thread(s), $s" >&2
             peer_cmd "$fw" "$s" "$model" "$batch" "$th"
             measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" "${dargs[@]}"
             if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then one[$key]=$LAST_MEDIAN; fi
