@@ -190,6 +190,7 @@ P("- Batch-1 latency: the median of many single-sample calls after training (nnl
 P("  under `torch.no_grad()` after `model.eval()`, KANN `kann_apply1`). Peak RSS: `getrusage` of the process.\n")
 
 # ---- training ----
+sec_models = len(out)  # the seed-model sections start here (dropped when the run had none)
 P("## Training throughput (samples/s)%s\n" % NM)
 P("Ratios: nnlite's best (1 or 2 threads) over the peer's best (any setting, 1 or 2 threads), and per thread count.\n")
 P("| model | data | batch | nnlite best | PyTorch best | KANN best | nnlite / PyTorch | nnlite / KANN"
@@ -301,6 +302,7 @@ for case in cases:
                                                "**%.2f**" % (n / t) if (n and t) else "-"))
 
 # ---- OpenBLAS kernels ----
+sec_blas = len(out)
 cores = {}
 for d in blas:
     cores.setdefault(d.get("setting", "?").split("/")[0], set()).add(d.get("core", "?"))
@@ -312,6 +314,7 @@ if cores:
     for ct, names_ in cores.items():
         P("| %s | %s |" % (ct, ", ".join(sorted(names_))))
 
+sec_blas_end = len(out)
 # ---- targets ----
 P("\n## Against issue 14's targets%s\n" % NM)
 
@@ -356,6 +359,8 @@ for case in cases:  # the RSS target is the model's: synthetic data (Fashion-MNI
                   (names.get(m, m), dataname.get(dt, dt), b, min(n) / min(t))))
 if quick:
     P("\n(--quick: the verdicts above are NOT MEANINGFUL.)")
+if not cases:  # no seed model in this run (--only gemm, ...): keep only the OpenBLAS kernels
+    out[sec_models:] = out[sec_blas:sec_blas_end]
 
 # ---- SGEMM ----
 if gemm:
