@@ -46,9 +46,9 @@ ap.add_argument("--setting", default="auto")
 ap.add_argument("--keep-denormals", action="store_true")
 a = ap.parse_args()
 name, batch, threads = a.model, a.batch, a.threads
-torch.set_num_threads(threads)
-if not a.keep_denormals:
+if not a.keep_denormals:  # first: the intra-op threads, started later, inherit the setting
     torch.set_flush_denormal(True)
+torch.set_num_threads(threads)
 torch.manual_seed(1)
 
 

@@ -114,7 +114,9 @@ probe_keep=${PROBE_KEEP:-1}
 full_search=${FULL_SEARCH:-kmlp rmlp}
 # OpenBLAS (PyTorch's BLAS here, KANN's, and the SGEMM reference) runs with each of
 # these core types; each ratio uses the fastest. 0.3.21 detects some new CPUs as
-# Prescott (SSE kernels): "auto" alone can flatter nnlite.
+# Prescott (SSE kernels): "auto" alone can flatter nnlite. 0.3.21 has no kernels of
+# its own for SapphireRapids (it reports Cooperlake); the report lists the kernels
+# each setting got (openblas_get_corename).
 coretypes=${CORETYPES:-auto Haswell SkylakeX SapphireRapids}
 models=${MODELS:-kmlp:120:synth kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth}
 fmnist=${FMNIST:-/usr/share/datasets/fashion-mnist}
