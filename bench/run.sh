@@ -63,7 +63,9 @@
 #   fastest probed setting at 1 and 2 threads, plus 8 probes of 200 steps:
 #   R-LENET ~45 min, K-CNN ~55 min, T-LENET (512) ~75 min.
 # - SGEMM, optimizers, busy_core.sh: about 8 minutes.
-# In all about 3-3.5 hours (more with retries). --quick --only kmlp: about 1-2 minutes.
+# In all about 3-3.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
+# measured with another benchmark running (its Fashion-MNIST windows are still whole
+# passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
