@@ -40,7 +40,7 @@
 #   For the models in FULL_SEARCH (the MLPs: cheap) every setting is measured in full.
 #   For the CNNs every setting is probed (one window of PROBE_STEPS steps; probes are
 #   listed in the report, never used for a ratio) and the PROBE_KEEP fastest are
-#   measured in full: 3 windows x 2000 steps of every core type would take 8 hours.
+#   measured in full (3 windows x 2000 steps at every core type would add 6-9 hours).
 # - Implausible references are measured again: a measurement whose windows spread
 #   more than MAX_SPREAD (20 %), or a peer at 2 threads below half its own 1-thread
 #   figure (same core type), is rerun up to --retries times; if it still fails, the
