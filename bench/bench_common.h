@@ -1,5 +1,7 @@
-/* bench_common.h - what the C benchmark drivers (bench_nnlite.c, gpu/bench_gpu.c)
-   share: error checks, a clock, the model table lookup and one timed fit.
+/* bench_common.h - what the C benchmark drivers (bench_nnlite.c, gpu/bench_gpu.c,
+   bench_threads.c) share: error checks, a clock, the model table lookup, one
+   timed fit, and the statistics of timed windows in the line format that
+   bench/run.sh and bench/report.py read (bench_print_windows).
    C99; include it first (it asks for POSIX clock_gettime). */
 #ifndef NNL_BENCH_COMMON_H
 #define NNL_BENCH_COMMON_H
@@ -54,6 +56,36 @@ static double train(nnl_model *m, const float *x, const int64_t *y, int rank, co
     double t = now();
     CHECK(nnl_fit(m, x, rank + 1, shape, y, NNL_INT64, 1, ys, &o));
     return now() - t;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of v[0..n) (sorts a copy; n <= 64). */
+static inline double bench_median(const double *v, int n) {
+    double s[64];
+    int i;
+    if (n < 1 || n > 64) return 0.0;
+    for (i = 0; i < n; i++) s[i] = v[i];
+    qsort(s, (size_t)n, sizeof(double), bench_cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* The window statistics of one measurement as key=value fields, the part of a
+   `train` line that bench/run.sh checks (spread = (max - min) / median):
+   windows=a,b,c median=M min=L max=H spread=S */
+static inline void bench_print_windows(FILE *f, const double *sps, int n) {
+    double lo = sps[0], hi = sps[0], med = bench_median(sps, n);
+    int i;
+    fprintf(f, "windows=");
+    for (i = 0; i < n; i++) {
+        fprintf(f, "%s%.1f", i ? "," : "", sps[i]);
+        if (sps[i] < lo) lo = sps[i];
+        if (sps[i] > hi) hi = sps[i];
+    }
+    fprintf(f, " median=%.1f min=%.1f max=%.1f spread=%.4f", med, lo, hi, med > 0 ? (hi - lo) / med : 0.0);
 }
 
 #endif

@@ -1,20 +1,41 @@
-/* bench_nnlite.c - training throughput, single-sample inference latency and
-   peak memory of one seed model in nnlite, on synthetic MNIST-shaped data.
+/* bench_nnlite.c - training throughput, batch-1 inference latency and peak
+   memory of one seed model in nnlite, on synthetic MNIST-shaped data or on
+   real Fashion-MNIST.
 
-   usage: bench_nnlite MODEL BATCH THREADS [SECONDS]   (SECONDS: all three timed windows)
-   prints one line: nnlite MODEL BATCH THREADS train_samples_per_s infer_us peak_rss_mb */
+   usage: bench_nnlite MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N]
+                       [--calls N] [--data DIR]
+     --steps N    optimizer steps per timed window, at least (default 2000; the
+                  window holds whole passes over the data, so it may hold more)
+     --windows K  timed windows, one after the other in this process (default 3)
+     --warmup N   untimed steps before the first window (default 50)
+     --calls N    timed batch-1 nnl_predict calls for the latency (default 2001)
+     --data DIR   an MNIST-style folder (idx files, .gz or not), e.g.
+                  /usr/share/datasets/fashion-mnist: its 60,000 training images,
+                  scaled to [0, 1], instead of 20 batches of uniform noise
+   prints three lines (key=value fields; bench/run.sh and bench/report.py read them):
+     train fw=nnlite model= data= batch= threads= setting=- steps= warmup= windows=.. median= min= max= spread= seconds=
+     latency fw=nnlite model= data= threads= setting=- calls= median_us= p10_us= p90_us=
+     rss fw=nnlite model= data= batch= threads= setting=- peak_mb=
+   The windows are consecutive: with the defaults they cover steps 50 to 6050,
+   long enough for state-dependent slowdowns (denormal Adam moments appear
+   after a few hundred steps) to show in the later windows. */
 #include "bench_common.h"
 
 #include <sys/resource.h>
 
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+static int opt_int(int argc, char **argv, int *i, const char *name) {
+    if (*i + 1 >= argc || atoi(argv[*i + 1]) <= 0) {
+        fprintf(stderr, "bench_nnlite: %s needs a positive number\n", name);
+        exit(2);
+    }
+    return atoi(argv[++*i]);
 }
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL BATCH THREADS [SECONDS]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N] [--calls N] [--data DIR]\n",
+                argv[0]);
         return 2;
     }
     const bench_model *bm = find_model(argv[1]);
@@ -23,7 +44,20 @@ int main(int argc, char **argv) {
         return 2;
     }
     int batch = atoi(argv[2]), threads = atoi(argv[3]), i;
-    double budget = argc > 4 ? atof(argv[4]) : 4.0;
+    int steps = 2000, windows = 3, warmup = 50, calls = 2001;
+    const char *data = NULL;
+    for (i = 4; i < argc; i++) {
+        if (!strcmp(argv[i], "--steps")) steps = opt_int(argc, argv, &i, "--steps");
+        else if (!strcmp(argv[i], "--windows")) windows = opt_int(argc, argv, &i, "--windows");
+        else if (!strcmp(argv[i], "--warmup")) warmup = opt_int(argc, argv, &i, "--warmup");
+        else if (!strcmp(argv[i], "--calls")) calls = opt_int(argc, argv, &i, "--calls");
+        else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else {
+            fprintf(stderr, "bench_nnlite: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (windows > 64) windows = 64;
     CHECK(nnl_set_threads(threads));
 
     nnl_model *m = nnl_model_create();
@@ -31,49 +65,87 @@ int main(int argc, char **argv) {
     for (i = 0; bm->layers[i]; i++) CHECK(nnl_add(m, bm->layers[i]));
     CHECK(nnl_compile(m, bm->optimizer, bm->loss, "accuracy"));
 
-    /* synthetic data: 20 batches (the PyTorch side uses as many), values in [0, 1) */
-    int64_t per[3], feat = 1, nb = 20, n;
+    int64_t per[3], feat = 1, nb, n, k;
     for (i = 0; i < bm->rank; i++) feat *= (per[i] = bm->shape[i]);
-    n = nb * batch;
-    float *x = (float *)malloc(sizeof(float) * (size_t)(n * feat));
-    int64_t *y = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
-    if (!x || !y) return 1;
-    srand(7);
-    for (i = 0; i < n * feat; i++) x[i] = (float)rand() / ((float)RAND_MAX + 1.f);
-    for (i = 0; i < n; i++) y[i] = rand() % 10;
-
-    /* warm up (arena sizing, page faults, thread pool), then size the run */
-    double t1 = train(m, x, y, bm->rank, per, 3, batch, 1) / 3;
-    int epochs = (int)(budget / 3 / (nb * (t1 > 1e-6 ? t1 : 1e-6)));
-    if (epochs < 1) epochs = 1;
-    /* the best of three timed windows: other tenants of a shared machine
-       only ever slow a window down */
-    double t = 1e30;
-    for (i = 0; i < 3; i++) {
-        double w = train(m, x, y, bm->rank, per, nb, batch, epochs);
-        if (w < t) t = w;
+    float *x;
+    int64_t *y;
+    nnl_array *xa = NULL, *ya = NULL;
+    if (data) {
+        /* real images: (60000, 28, 28) 0..255 -> [0, 1]; every seed model reads
+           28 x 28 x 1 values a sample in this memory order */
+        CHECK(nnl_load_mnist(data, &xa, &ya, NULL, NULL));
+        if (nnl_array_size(xa) / nnl_array_dim(xa, 0) != feat) {
+            fprintf(stderr, "bench_nnlite: %s holds samples of another size\n", data);
+            return 1;
+        }
+        nb = nnl_array_dim(xa, 0) / batch;
+        n = nb * batch;
+        x = (float *)nnl_array_data(xa);
+        y = (int64_t *)nnl_array_data(ya);
+        CHECK(nnl_scale(x, n * feat, 1.f / 255.f, 0.f));
+    } else {
+        /* synthetic data: 20 batches (the peers use as many), values in [0, 1) */
+        nb = 20;
+        n = nb * batch;
+        x = (float *)malloc(sizeof(float) * (size_t)(n * feat));
+        y = (int64_t *)malloc(sizeof(int64_t) * (size_t)n);
+        if (!x || !y) return 1;
+        srand(7);
+        for (k = 0; k < n * feat; k++) x[k] = (float)rand() / ((float)RAND_MAX + 1.f);
+        for (k = 0; k < n; k++) y[k] = rand() % 10;
     }
-    double sps = (double)(nb * batch * epochs) / t;
 
-    /* single-sample inference: median of many calls */
+    /* warm up (arena sizing, page faults, thread pool): `warmup` steps in
+       passes of at most nb batches */
+    for (k = 0; k < warmup;) {
+        int64_t s = warmup - k < nb ? warmup - k : nb;
+        train(m, x, y, bm->rank, per, s, batch, 1);
+        k += s;
+    }
+    /* each window: whole passes over the nb batches, at least `steps` steps */
+    int epochs = (int)((steps + nb - 1) / nb);
+    int64_t wsteps = (int64_t)epochs * nb;
+    double sps[64], total = 0;
+    for (i = 0; i < windows; i++) {
+        double w = train(m, x, y, bm->rank, per, nb, batch, epochs);
+        total += w;
+        sps[i] = (double)(wsteps * batch) / w;
+    }
+
+    /* batch-1 inference: median of many calls, after a few untimed ones */
     int64_t s1[4];
     s1[0] = 1;
     for (i = 0; i < bm->rank; i++) s1[i + 1] = per[i];
     float out[16];
-    double lat[301];
-    for (i = 0; i < 301; i++) {
+    double *lat = (double *)malloc(sizeof(double) * (size_t)calls);
+    if (!lat) return 1;
+    for (i = 0; i < 50; i++) CHECK(nnl_predict(m, x + (size_t)(i % 50) * feat, bm->rank + 1, s1, 1, out, 16));
+    for (i = 0; i < calls; i++) {
         double a = now();
         CHECK(nnl_predict(m, x + (size_t)(i % 50) * feat, bm->rank + 1, s1, 1, out, 16));
         lat[i] = now() - a;
     }
-    qsort(lat, 301, sizeof(double), cmp);
+    qsort(lat, (size_t)calls, sizeof(double), bench_cmp_double);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("nnlite %s %d %d %.1f %.1f %.1f\n", bm->name, batch, threads, sps, 1e6 * lat[150],
-           (double)ru.ru_maxrss / 1024.0);
+    const char *dname = data ? "fmnist" : "synth";
+    printf("train fw=nnlite model=%s data=%s batch=%d threads=%d setting=- steps=%lld warmup=%d ", bm->name, dname,
+           batch, threads, (long long)wsteps, warmup);
+    bench_print_windows(stdout, sps, windows);
+    printf(" seconds=%.2f\n", total);
+    printf("latency fw=nnlite model=%s data=%s threads=%d setting=- calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f\n",
+           bm->name, dname, threads, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10], 1e6 * lat[calls * 9 / 10]);
+    printf("rss fw=nnlite model=%s data=%s batch=%d threads=%d setting=- peak_mb=%.1f\n", bm->name, dname, batch,
+           threads, (double)ru.ru_maxrss / 1024.0);
     nnl_model_free(m);
-    free(x);
-    free(y);
+    free(lat);
+    if (data) {
+        nnl_array_free(xa);
+        nnl_array_free(ya);
+    } else {
+        free(x);
+        free(y);
+    }
     return 0;
 }

@@ -1,24 +1,53 @@
 #!/usr/bin/env python3
 """bench_torch.py - the PyTorch side of bench/run.sh: training throughput,
-single-sample eager inference latency and peak memory of one seed model,
-same architecture, batch size, threads and synthetic data as bench_nnlite.c.
+batch-1 inference latency and peak memory of one seed model, same
+architecture, batch size, threads, data, steps and windows as bench_nnlite.c.
 
-usage: bench_torch.py MODEL BATCH THREADS [SECONDS]
-prints: torch MODEL BATCH THREADS train_samples_per_s infer_us peak_rss_mb
+usage: bench_torch.py MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N]
+                      [--calls N] [--data DIR] [--setting LABEL] [--keep-denormals]
+  options as bench_nnlite's; --setting names the peer's setting in the output
+  (run.sh passes the OPENBLAS_CORETYPE it set, or "auto").
+prints (key=value fields, as bench_nnlite):
+  train fw=torch model= data= batch= threads= setting= steps= warmup= windows=.. median= min= max= spread= seconds=
+  latency fw=torch ... median_us= p10_us= p90_us=
+  rss fw=torch ... peak_mb=
+  blas fw=torch setting= core=NAME   (the OpenBLAS kernel set in use, when torch runs on OpenBLAS)
 
-CNNs run in PyTorch's native NCHW layout (nnlite runs channels-last except
-R-LENET, which the lecture ran channels-first). Losses are computed from
-logits (CrossEntropyLoss), which is what nnlite does for softmax outputs.
+The peer at its best: torch.set_flush_denormal(True) (nnlite flushes denormals
+itself; --keep-denormals leaves them), the thread count and OPENBLAS_CORETYPE
+chosen by run.sh. CNNs run in PyTorch's native NCHW layout (nnlite runs
+channels-last except R-LENET, which the lecture ran channels-first). Losses are
+computed from logits (CrossEntropyLoss), which is what nnlite does for softmax
+outputs. Batch-1 inference: model.eval() under torch.no_grad(), eager.
 """
+import argparse
+import ctypes
+import gzip
+import os
 import resource
+import struct
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn as nn
 
-name, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-budget = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
+ap = argparse.ArgumentParser()
+ap.add_argument("model")
+ap.add_argument("batch", type=int)
+ap.add_argument("threads", type=int)
+ap.add_argument("--steps", type=int, default=2000)
+ap.add_argument("--windows", type=int, default=3)
+ap.add_argument("--warmup", type=int, default=50)
+ap.add_argument("--calls", type=int, default=2001)
+ap.add_argument("--data")
+ap.add_argument("--setting", default="auto")
+ap.add_argument("--keep-denormals", action="store_true")
+a = ap.parse_args()
+name, batch, threads = a.model, a.batch, a.threads
+if not a.keep_denormals:  # first: the intra-op threads, started later, inherit the setting
+    torch.set_flush_denormal(True)
 torch.set_num_threads(threads)
 torch.manual_seed(1)
 
@@ -48,43 +77,103 @@ make, shape, make_opt = models[name]
 model = make()
 opt = make_opt(model.parameters())
 loss_fn = nn.CrossEntropyLoss()
-nb = 20
-g = torch.Generator().manual_seed(7)
-x = torch.rand((nb * batch,) + shape, generator=g)
-y = torch.randint(0, 10, (nb * batch,), generator=g)
 
 
-def epoch(steps):
-    perm = torch.randperm(nb * batch)  # shuffle, as nnlite's fit does
-    for s in range(steps):
-        idx = perm[s * batch:(s + 1) * batch]
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
+def idx(path, count, dtype):
+    """The first `count` items of an MNIST idx file (.gz or not) as a `dtype`
+    tensor, with no copy of the file's bytes beyond the one read (peak RSS is
+    compared with nnlite's, which loads the same file)."""
+    if not os.path.exists(path):
+        path += ".gz"
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        raw = f.read()
+    nd = raw[3]
+    dims = struct.unpack(">" + "I" * nd, raw[4:4 + 4 * nd])
+    per = 1
+    for d in dims[1:]:
+        per *= d
+    count = min(count, dims[0])
+    with warnings.catch_warnings():  # the bytes object is read-only; nothing writes to it
+        warnings.simplefilter("ignore")
+        u8 = torch.frombuffer(raw, dtype=torch.uint8, offset=4 + 4 * nd, count=count * per)
+    return u8.to(dtype), count
+
+
+if a.data:
+    x, n = idx(os.path.join(a.data, "train-images-idx3-ubyte"), 1 << 30, torch.float32)
+    nb = n // batch
+    x = x[:nb * batch * 784].div_(255.0).reshape((nb * batch,) + shape)
+    y, _ = idx(os.path.join(a.data, "train-labels-idx1-ubyte"), nb * batch, torch.int64)
+    dname = "fmnist"
+else:
+    nb = 20  # synthetic: 20 batches, values in [0, 1), as bench_nnlite.c
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand((nb * batch,) + shape, generator=g)
+    y = torch.randint(0, 10, (nb * batch,), generator=g)
+    dname = "synth"
+
+
+def run(steps):
+    """`steps` optimizer steps, in shuffled passes over the nb batches (as nnl_fit does)."""
+    done = 0
+    while done < steps:
+        perm = torch.randperm(nb * batch)
+        for s in range(min(nb, steps - done)):
+            idx_ = perm[s * batch:(s + 1) * batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx_]), y[idx_])
+            loss.backward()
+            opt.step()
+        done += min(nb, steps - done)
 
 
 model.train()
-t = time.perf_counter()
-epoch(3)
-t1 = (time.perf_counter() - t) / 3
-epochs = max(1, int(budget / 3 / (nb * max(t1, 1e-6))))
-best = 1e30
-for _ in range(3):  # the best of three timed windows, as bench_nnlite does
+run(a.warmup)
+wsteps = -(-a.steps // nb) * nb  # whole passes, at least --steps
+sps, total = [], 0.0
+for _ in range(a.windows):
     t = time.perf_counter()
-    for _ in range(epochs):
-        epoch(nb)
-    best = min(best, time.perf_counter() - t)
-sps = nb * batch * epochs / best
+    run(wsteps)
+    w = time.perf_counter() - t
+    total += w
+    sps.append(wsteps * batch / w)
 
 model.eval()
 lat = []
 with torch.no_grad():
-    for i in range(301):
+    for i in range(50):
+        model(x[i % 50:i % 50 + 1])
+    for i in range(a.calls):
         xi = x[i % 50:i % 50 + 1]
-        a = time.perf_counter()
+        t = time.perf_counter()
         model(xi)
-        lat.append(time.perf_counter() - a)
+        lat.append(time.perf_counter() - t)
 lat.sort()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-print("torch %s %d %d %.1f %.1f %.1f" % (name, batch, threads, sps, 1e6 * lat[150], rss))
+
+
+def openblas_core():
+    """The kernel set of the OpenBLAS this process loaded ("none" without one)."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and ln.split()[-1].startswith("/")}
+        for lib in sorted(libs):
+            fn = ctypes.CDLL(lib).openblas_get_corename
+            fn.restype = ctypes.c_char_p
+            return fn().decode()
+    except (OSError, AttributeError):
+        pass
+    return "none"
+
+
+med = sorted(sps)[len(sps) // 2] if len(sps) % 2 else 0.5 * sum(sorted(sps)[len(sps) // 2 - 1:len(sps) // 2 + 1])
+common = "model=%s data=%s batch=%d threads=%d setting=%s" % (name, dname, batch, threads, a.setting)
+print("train fw=torch %s steps=%d warmup=%d windows=%s median=%.1f min=%.1f max=%.1f spread=%.4f seconds=%.1f" %
+      (common, wsteps, a.warmup, ",".join("%.1f" % v for v in sps), med, min(sps), max(sps),
+       (max(sps) - min(sps)) / med, total))
+print("latency fw=torch model=%s data=%s threads=%d setting=%s calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f" %
+      (name, dname, threads, a.setting, a.calls, 1e6 * lat[len(lat) // 2], 1e6 * lat[len(lat) // 10],
+       1e6 * lat[len(lat) * 9 // 10]))
+print("rss fw=torch %s peak_mb=%.1f" % (common, rss))
+print("blas fw=torch setting=%s core=%s" % (a.setting, openblas_core()))
+sys.stdout.flush()

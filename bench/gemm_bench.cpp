@@ -3,6 +3,7 @@
 
    usage: gemm_bench THREADS N...
    prints per size: gemm N THREADS nnlite_gflops openblas_gflops
+   and once: blas fw=gemm core=NAME (the OpenBLAS kernels in use)
    Built by bench/run.sh; it compiles nnlite.cpp in to reach the kernel. */
 #include "../nnlite.cpp"
 
@@ -11,6 +12,7 @@
 #include <functional>
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" char *openblas_get_corename(void);
 
 static double best_of(int reps, const std::function<void()> &f) {
     double best = 1e30;
@@ -30,6 +32,7 @@ int main(int argc, char **argv) {
     int threads = atoi(argv[1]);
     nnl::g_threads = threads;
     openblas_set_num_threads(threads);
+    printf("blas fw=gemm core=%s\n", openblas_get_corename());
     for (int a = 2; a < argc; a++) {
         int64_t n = atoll(argv[a]);
         std::vector<float> A((size_t)(n * n)), B((size_t)(n * n)), C((size_t)(n * n));

@@ -1,88 +1,425 @@
 #!/usr/bin/env python3
-"""report.py RAW - turns bench/run.sh's raw lines into bench/RESULTS.md."""
+"""report.py RAW [--keep RESULTS.md] - turns bench/run.sh's raw lines into the
+report (markdown, on stdout; run.sh writes it to bench/RESULTS.md).
+
+Every figure comes from the raw file of one run. A ratio is printed only where
+both sides are reliable: a measurement that run.sh marked status=UNRELIABLE
+(windows spread more than MAX_SPREAD, or a peer at 2 threads below half its own
+1-thread figure, after the reruns) is printed with its figure and the word
+UNRELIABLE, and every ratio it would enter is printed as UNRELIABLE too. A
+--quick run is labelled NOT MEANINGFUL everywhere. --keep FILE: the sections
+between <!-- NAME: begin --> and <!-- NAME: end --> markers in FILE (written
+by busy_core.sh, lstm_run.sh, ptb_run.sh) are carried over at the end.
+"""
+import re
 import sys
 from collections import defaultdict
 
-meta, runs, gemm = {}, defaultdict(dict), defaultdict(dict)
-optref, opt = {}, defaultdict(dict)  # opt_bench: (rule, threads) -> references, path -> figures
-for line in open(sys.argv[1]):
+args = sys.argv[1:]
+keep = None
+if "--keep" in args:
+    i = args.index("--keep")
+    keep = args[i + 1]
+    del args[i:i + 2]
+raw = args[0]
+
+meta = {}
+train, probes, rejected, lat, rss, blas, skips, fails, cmds = [], [], [], [], [], [], [], [], []
+gemm, optref, opt = defaultdict(dict), {}, defaultdict(dict)
+META = ("mode", "cpu_model", "cpu_vendor", "cpu_family_model", "cpu_flags", "cores", "date", "date_end", "commit",
+        "command", "settings", "torch", "openblas", "compiler", "load_before", "load_after")
+
+
+def kv(words):
+    d = {}
+    for w in words:
+        if "=" in w:
+            k, v = w.split("=", 1)
+            d[k] = v
+    return d
+
+
+for line in open(raw):
     w = line.split()
     if not w:
         continue
-    if w[0] in ("machine", "date", "simd") or (w[0] == "torch" and len(w) == 2):
-        meta[w[0]] = " ".join(w[1:])
-        continue
-    if (w[0] == "nnlite" or w[0].startswith("torch")) and len(w) == 7:
-        fw, model, bs, th = w[0], w[1], int(w[2]), int(w[3])
-        runs[(model, bs)][(fw, th)] = (float(w[4]), float(w[5]), float(w[6]))
-    elif w[0] == "optref" and len(w) == 5:
+    tag = w[0]
+    if tag in META:
+        meta[tag] = " ".join(w[1:])
+    elif tag == "train":
+        d = kv(w[1:])
+        (probes if d.get("kind") == "probe" else train).append(d)
+    elif tag == "rejected":
+        rejected.append(kv(w[2:]))
+    elif tag == "latency":
+        lat.append(kv(w[1:]))
+    elif tag == "rss":
+        rss.append(kv(w[1:]))
+    elif tag == "blas":
+        blas.append(kv(w[1:]))
+    elif tag == "skip":
+        if not kv(w[1:]).get("reason", "").startswith("probe"):  # those show in the probe table
+            skips.append(kv(w[1:]))
+    elif tag == "failed":
+        fails.append(" ".join(w[1:]))
+    elif tag == "cmd":
+        cmds.append(" ".join(w[1:]))
+    elif tag == "optref" and len(w) == 5:
         optref[(w[1], int(w[2]))] = (float(w[3]), float(w[4]))
-    elif w[0] == "opt" and len(w) == 8:
+    elif tag == "opt" and len(w) == 8:
         opt[(w[1], int(w[2]))][w[3]] = (float(w[4]), float(w[5]), float(w[6]))
-    elif w[0].startswith("gemm"):
-        n, th = int(w[1]), int(w[2])
-        gemm[n][(w[0], th)] = (float(w[3]), float(w[4]))
+    elif tag.startswith("gemm") and len(w) == 5:
+        gemm[int(w[1])][(tag, int(w[2]))] = (float(w[3]), float(w[4]))
 
+quick = meta.get("mode") == "quick"
+NM = " (NOT MEANINGFUL: --quick)" if quick else ""
 names = {"kmlp": "K-MLP", "rmlp": "R-MLP", "tlenet": "T-LENET", "kcnn": "K-CNN", "rlenet": "R-LENET"}
-print("# nnlite benchmark results\n")
-print("Machine: %s; %s; PyTorch %s (CPU, Debian python3-torch, oneDNN + OpenBLAS).  " %
-      (meta.get("machine", "?"), meta.get("simd", "").strip(), meta.get("torch", "?")))
-print("Date: %s. Produced by `bash bench/run.sh` (all figures from that one run).\n" % meta.get("date", "?"))
-print("Synthetic MNIST-shaped data, same architecture, optimizer, batch size and thread count on both")
-print("sides; training samples/s = the best of three timed windows after warm-up; single-sample inference is the median")
-print("of 301 calls (PyTorch: eager, no_grad); peak RSS of the whole process. PyTorch columns are the")
-print("best of OPENBLAS_CORETYPE unset and set to each core type run.sh tries (%s).\n" %
-      ", ".join(sorted({f[6:] for r in runs.values() for (f, th) in r if f.startswith("torch-")})))
-print("## Training throughput (samples/s)\n")
-print("| model | batch | nnlite 1T | nnlite 2T | PyTorch 1T | PyTorch 2T | nnlite best / PyTorch best |")
-print("|---|---|---|---|---|---|---|")
-summary = []
-for (model, bs), r in runs.items():
-    def best_torch(th, k=0):
-        v = [val[k] for (f, t), val in r.items() if f.startswith("torch") and t == th]
-        return (max(v) if k == 0 else min(v)) if v else float("nan")
-    n1, n2 = r.get(("nnlite", 1), (float("nan"),) * 3), r.get(("nnlite", 2), (float("nan"),) * 3)
-    t1, t2 = best_torch(1), best_torch(2)
-    ratio = max(n1[0], n2[0]) / max(t1, t2)
-    summary.append((model, bs, ratio, n1, n2, r, best_torch))
-    print("| %s | %d | %.0f | %.0f | %.0f | %.0f | **%.2f×** |" % (names[model], bs, n1[0], n2[0], t1, t2, ratio))
-print("\n## Single-sample inference latency (µs, 1 thread) and peak RSS (MB, 1 thread)\n")
-print("| model | nnlite µs | PyTorch µs | speed-up | nnlite RSS | PyTorch RSS | RSS ratio |")
-print("|---|---|---|---|---|---|---|")
-for model, bs, ratio, n1, n2, r, bt in summary:
-    tl, tr = bt(1, 1), bt(1, 2)
-    print("| %s (batch %d) | %.1f | %.1f | **%.1f×** | %.0f | %.0f | %.2f |" %
-          (names[model], bs, n1[1], tl, tl / n1[1], n1[2], tr, n1[2] / tr))
-print("\n## SGEMM, square row-major C = A B (GFLOP/s)\n")
-print("gemm_bench times each library's best of several calls. nnlite is measured in every OpenBLAS run")
-print("(OPENBLAS_CORETYPE does not touch it) and its best figure is shown, as OpenBLAS gets its best core")
-print("type. Both run in one process: OpenBLAS's threads keep spinning after a call and take a core from")
-print("the next nnlite call, whose pool workers yield it, so nnlite's 2-thread figures vary from run to run.\n")
-print("| n | threads | nnlite | OpenBLAS (auto) | OpenBLAS (best core type) | nnlite / best OpenBLAS |")
-print("|---|---|---|---|---|---|")
-for n in sorted(gemm):
-    for th in (1, 2):
-        runs_th = {lab: v for (lab, t), v in gemm[n].items() if t == th}
-        if not runs_th:
-            continue
-        auto = runs_th.get("gemm", (float("nan"),) * 2)
-        best_lab = max(runs_th, key=lambda lab: runs_th[lab][1])
-        ob = runs_th[best_lab][1]
-        nb = max(v[0] for v in runs_th.values())  # nnlite runs in each (its code ignores OPENBLAS_CORETYPE)
-        ct = best_lab[5:] or "auto"
-        print("| %d | %d | %.1f | %.1f | %.1f (%s) | **%.0f %%** |" % (n, th, nb, auto[1], ob, ct, 100 * nb / ob))
+fwname = {"nnlite": "nnlite", "torch": "PyTorch", "kann": "KANN + OpenBLAS"}
+dataname = {"synth": "synthetic", "fmnist": "Fashion-MNIST"}
+
+
+def ok(d):
+    return d.get("status", "ok") == "ok"
+
+
+def k(v):
+    """samples/s, short: 123456 -> 123.5k"""
+    v = float(v)
+    return "%.1fk" % (v / 1e3) if v >= 1e3 else "%.0f" % v
+
+
+def cell(d):
+    """median [min-max, spread] of one measurement, UNRELIABLE when marked"""
+    s = "%s [%s-%s, %.0f %%]" % (k(d["median"]), k(d["min"]), k(d["max"]), 100 * float(d["spread"]))
+    return s if ok(d) else "%s **UNRELIABLE** (%s)" % (s, d["status"].split(":", 1)[-1])
+
+
+def label(d):
+    th = d["threads"]
+    st = d.get("setting", "-")
+    if d["fw"] == "kann" and st.endswith("/mt"):
+        how = "%sT kann_mt" % th
+    elif d["fw"] == "kann" and st.endswith("/blas"):
+        how = "%sT BLAS" % th
+    else:
+        how = "%sT" % th
+    ct = st.split("/")[0]
+    return how + ("" if ct == "-" else ", " + ct)
+
+
+cases = []  # (model, data, batch) in run order
+for d in train + probes:
+    c = (d["model"], d["data"], int(d["batch"]))
+    if c not in cases:
+        cases.append(c)
+
+
+def runs(case, fw, threads=None):
+    m, dt, b = case
+    return [d for d in train if d["model"] == m and d["data"] == dt and int(d["batch"]) == b and d["fw"] == fw and
+            (threads is None or int(d["threads"]) == threads)]
+
+
+def best(case, fw, threads=None):
+    """(the fastest reliable run, reliable?): unreliable when any run of this
+    framework and thread count is, since it might have been the fastest"""
+    rs = runs(case, fw, threads)
+    if not rs:
+        return None, True
+    good = [d for d in rs if ok(d)]
+    pick = max(good or rs, key=lambda d: float(d["median"]))
+    return pick, len(good) == len(rs)
+
+
+def ratio(a, b):
+    """nnlite figure a over peer figure b; UNRELIABLE unless both are reliable"""
+    (da, oka), (db, okb) = a, b
+    if da is None or db is None:
+        return "-"
+    if not (oka and okb):
+        return "UNRELIABLE"
+    return "**%.2fx**" % (float(da["median"]) / float(db["median"]))
+
+
+# ---- header ----
+out = []
+P = out.append
+P("# nnlite benchmark results%s\n" % NM)
+if quick:
+    P("> **NOT MEANINGFUL.** This is a `--quick` smoke run (a few steps per window): it checks that the benchmark")
+    P("> runs, nothing else. No figure or ratio below says anything about speed.\n")
+flags = meta.get("cpu_flags", "").split()
+want = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"]
+P("**CPU:** %s (%s, %s), %s cores. Flags: %s." %
+  (meta.get("cpu_model", "?"), meta.get("cpu_vendor", "?"), meta.get("cpu_family_model", "?"), meta.get("cores", "?"),
+   ", ".join("%s %s" % (f, "yes" if f in flags else "no") for f in want)))
+P("Every figure below was measured on this CPU; a speed-up measured here says nothing about another vendor's.  ")
+P("**Date:** %s to %s (UTC). **Commit:** %s. **Load average** before: %s, after: %s.  " %
+  (meta.get("date", "?"), meta.get("date_end", "?"), meta.get("commit", "?"), meta.get("load_before", "?"),
+   meta.get("load_after", "?")))
+P("**Software:** PyTorch %s (Debian python3-torch, CPU); OpenBLAS %s; %s.  " %
+  (meta.get("torch", "?"), meta.get("openblas", "?"), meta.get("compiler", "?")))
+P("**Command:** `%s` (settings: %s); all figures from that one run, the commands of every process are listed at"
+  " the end.\n" % (meta.get("command", "bash bench/run.sh"), meta.get("settings", "?")))
+
+st = kv(meta.get("settings", "").split())
+P("## How\n")
+P("- Training: each measurement is %s consecutive timed windows of at least %s optimizer steps each (whole passes" %
+  (st.get("windows", "?"), st.get("steps", "?")))
+P("  over the data), after %s untimed steps, in one process: the later windows run on the optimizer state of" %
+  st.get("warmup", "?"))
+P("  thousands of steps, where state-dependent slowdowns (denormal Adam moments) show. Figures: samples/s, the")
+P("  median of the windows [min-max, relative spread (max - min) / median].")
+P("- Same architecture, optimizer, batch size, thread count and data on every side: 20 batches of uniform noise")
+P("  (synthetic), or the 60,000 Fashion-MNIST training images scaled to [0, 1].")
+P("- Peers at their best: OpenBLAS (PyTorch's BLAS, KANN's, the SGEMM reference) with `OPENBLAS_CORETYPE` unset")
+P("  (auto) and set to each of %s, `OPENBLAS_L2_SIZE` unset; 1 and 2 threads (KANN at 2: kann_mt's split of the" %
+  ", ".join(st.get("coretypes", "?").split(",")[1:] or ["?"]))
+P("  batch, or OpenBLAS's threads); the fastest kept and named. PyTorch with `torch.set_flush_denormal(True)` and")
+P("  KANN with FTZ/DAZ (nnlite flushes denormals itself). KANN has no Adam: bench/kann_mlp.c implements Keras' Adam")
+P("  over KANN's parameters. For %s every setting is measured in full; for the other models every setting is" %
+  ", ".join(names.get(m, m) for m in st.get("full_search", "").split(",")))
+P("  probed (one window of %s steps, listed below, never used for a ratio) and the %s fastest measured in full." %
+  (st.get("probe_steps", "?"), st.get("probe_keep", "?")))
+P("- A measurement whose windows spread more than %.0f %%, or a peer at 2 threads below half its own 1-thread" %
+  (100 * float(st.get("max_spread", "0.2"))))
+P("  figure (same core type), is rerun (at most %s times); if it still fails it is shown **UNRELIABLE** and no" %
+  st.get("retries", "?"))
+P("  ratio is written from it (nor from the best of its framework and thread count, which it might have been).")
+P("- Batch-1 latency: the median of many single-sample calls after training (nnlite `nnl_predict`, PyTorch eager")
+P("  under `torch.no_grad()` after `model.eval()`, KANN `kann_apply1`). Peak RSS: `getrusage` of the process.\n")
+
+# ---- training ----
+sec_models = len(out)  # the seed-model sections start here (dropped when the run had none)
+P("## Training throughput (samples/s)%s\n" % NM)
+P("Ratios: nnlite's best (1 or 2 threads) over the peer's best (any setting, 1 or 2 threads), and per thread count.\n")
+P("| model | data | batch | nnlite best | PyTorch best | KANN best | nnlite / PyTorch | nnlite / KANN"
+  " | nnlite / best peer | 1T: nnlite / best peer | 2T: nnlite / best peer |")
+P("|---|---|---|---|---|---|---|---|---|---|---|")
+summary = {}
+
+
+def named(b):
+    d, good = b
+    if d is None:
+        return "-"
+    return "%s (%s)%s" % (k(d["median"]), label(d), "" if good else " **UNRELIABLE**")
+
+
+def best_peer(case, threads=None):
+    cands = [best(case, fw, threads) for fw in ("torch", "kann")]
+    cands = [c for c in cands if c[0] is not None]
+    if not cands:
+        return None, True
+    d = max(cands, key=lambda c: float(c[0]["median"]))
+    return d[0], all(c[1] for c in cands)
+
+
+for case in cases:
+    n, t, kn = best(case, "nnlite"), best(case, "torch"), best(case, "kann")
+    bp = best_peer(case)
+    summary[case] = (n, t, kn, bp)
+    P("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" %
+      (names.get(case[0], case[0]), dataname.get(case[1], case[1]), case[2], named(n), named(t), named(kn),
+       ratio(n, t), ratio(n, kn), ratio(n, bp), ratio(best(case, "nnlite", 1), best_peer(case, 1)),
+       ratio(best(case, "nnlite", 2), best_peer(case, 2))))
+
+P("\n### Every measurement%s\n" % NM)
+P("| model | data | batch | library | threads, setting | samples/s: median [min-max, spread] | windows | steps/window"
+  " | seconds | attempt |")
+P("|---|---|---|---|---|---|---|---|---|---|")
+for case in cases:
+    for fw in ("nnlite", "torch", "kann"):
+        for d in runs(case, fw):
+            P("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |" %
+              (names.get(case[0], case[0]), dataname.get(case[1], case[1]), case[2], fwname[fw], label(d), cell(d),
+               d["windows"].replace(",", ", "), d["steps"], d.get("seconds", "?"), d.get("attempt", "1")))
+if probes:
+    P("\n### Probes (one window of %s steps; choose what to measure in full, never a ratio)%s\n" %
+      (st.get("probe_steps", "?"), NM))
+    P("| model | data | batch | library | threads, setting | samples/s | measured in full |")
+    P("|---|---|---|---|---|---|---|")
+    for d in probes:
+        full = any(r["fw"] == d["fw"] and r["model"] == d["model"] and r["data"] == d["data"] and
+                   r["batch"] == d["batch"] and r["threads"] == d["threads"] and r["setting"] == d["setting"]
+                   for r in train)
+        P("| %s | %s | %s | %s | %s | %s | %s |" % (names.get(d["model"], d["model"]), dataname.get(d["data"]),
+                                                    d["batch"], fwname[d["fw"]], label(d), k(d["median"]),
+                                                    "yes" if full else "no"))
+if rejected:
+    P("\n### Reruns (attempts rejected as implausible)\n")
+    for d in rejected:
+        P("- %s %s batch %s, %s: %s [%s-%s, spread %.0f %%]: %s" %
+          (fwname[d["fw"]], names.get(d["model"], d["model"]), d["batch"], label(d), k(d["median"]), k(d["min"]),
+           k(d["max"]), 100 * float(d["spread"]), d.get("reason", "?")))
+
+# ---- latency ----
+P("\n## Batch-1 inference latency (microseconds, 1 thread)%s\n" % NM)
+P("Median of the calls [10th-90th percentile]; the peer's best setting named. Speed-up = peer / nnlite.\n")
+P("| model | data | nnlite | PyTorch | KANN | PyTorch / nnlite | KANN / nnlite |")
+P("|---|---|---|---|---|---|---|")
+lat_case = {}
+for d in lat:
+    if d.get("kind", "full") != "full" or d["threads"] != "1":
+        continue
+    key = (d["model"], d["data"], d["fw"])
+    if key not in lat_case or float(d["median_us"]) < float(lat_case[key]["median_us"]):
+        lat_case[key] = d
+
+
+def lcell(d):
+    if d is None:
+        return "-"
+    s = "%s [%s-%s]" % (d["median_us"], d["p10_us"], d["p90_us"])
+    return s + (" (%s)" % d["setting"] if d["setting"] not in ("-",) else "")
+
+
+seen = []
+for case in cases:
+    m, dt, _ = case
+    if (m, dt) in seen:
+        continue
+    seen.append((m, dt))
+    n, t, kn = (lat_case.get((m, dt, fw)) for fw in ("nnlite", "torch", "kann"))
+    if not (n or t or kn):
+        continue
+    sp = lambda p: "**%.1fx**" % (float(p["median_us"]) / float(n["median_us"])) if (p and n) else "-"
+    P("| %s | %s | %s | %s | %s | %s | %s |" % (names.get(m, m), dataname.get(dt, dt), lcell(n), lcell(t), lcell(kn),
+                                               sp(t), sp(kn)))
+
+# ---- memory ----
+P("\n## Peak RSS (MB, whole process, 1 thread)%s\n" % NM)
+P("PyTorch: the smallest of its 1-thread processes. Includes the data (Fashion-MNIST: 188 MB as float32).\n")
+P("| model | data | batch | nnlite | PyTorch | KANN | nnlite / PyTorch |")
+P("|---|---|---|---|---|---|---|")
+for case in cases:
+    m, dt, b = case
+    sel = lambda fw: [float(d["peak_mb"]) for d in rss if d["fw"] == fw and d["model"] == m and d["data"] == dt and
+                      int(d["batch"]) == b and d["threads"] == "1" and d.get("kind", "full") == "full"]
+    n, t, kn = (min(sel(fw)) if sel(fw) else None for fw in ("nnlite", "torch", "kann"))
+    f = lambda v: "%.0f" % v if v is not None else "-"
+    P("| %s | %s | %d | %s | %s | %s | %s |" % (names.get(m, m), dataname.get(dt, dt), b, f(n), f(t), f(kn),
+                                               "**%.2f**" % (n / t) if (n and t) else "-"))
+
+# ---- OpenBLAS kernels ----
+sec_blas = len(out)
+cores = {}
+for d in blas:
+    cores.setdefault(d.get("setting", "?").split("/")[0], set()).add(d.get("core", "?"))
+if cores:
+    P("\n## OpenBLAS kernels per OPENBLAS_CORETYPE\n")
+    P("What `openblas_get_corename()` reported in the processes of each setting (auto: OpenBLAS's own detection).\n")
+    P("| OPENBLAS_CORETYPE | kernels |")
+    P("|---|---|")
+    for ct, names_ in cores.items():
+        P("| %s | %s |" % (ct, ", ".join(sorted(names_))))
+
+sec_blas_end = len(out)
+# ---- targets ----
+P("\n## Against issue 14's targets%s\n" % NM)
+
+
+def verdict(ok_, what):
+    return "- %s %s" % ("PASS" if ok_ else "MISS", what)
+
+
+for case, (n, t, kn, bp) in summary.items():
+    m = case[0]
+    if m in ("kmlp", "rmlp"):
+        for th in (1, 2):
+            a, b = best(case, "nnlite", th), best_peer(case, th)
+            if a[0] is None or b[0] is None:
+                continue
+            r = ratio(a, b)
+            what = "%s (%s, batch %d), %d thread(s): nnlite / best of KANN and PyTorch = %s (target >= 1.2)" % (
+                names[m], dataname[case[1]], case[2], th, r.strip("*"))
+            P("- UNRELIABLE: " + what if r == "UNRELIABLE" else
+              verdict(float(a[0]["median"]) / float(b[0]["median"]) >= 1.2, what))
+    elif n[0] is not None and t[0] is not None:
+        r = ratio(n, t)
+        what = "%s (%s, batch %d): nnlite best / PyTorch best = %s (target >= 1.5)" % (
+            names[m], dataname[case[1]], case[2], r.strip("*"))
+        P("- UNRELIABLE: " + what if r == "UNRELIABLE" else
+          verdict(float(n[0]["median"]) / float(t[0]["median"]) >= 1.5, what))
+for m, target in (("kmlp", 3.0), ("rlenet", 150.0)):
+    d = lat_case.get((m, "synth", "nnlite"))
+    if d:
+        P(verdict(float(d["median_us"]) <= target, "%s batch-1 latency %s us (target <= %.0f us)" %
+                  (names[m], d["median_us"], target)))
+for case in cases:  # the RSS target is the model's: synthetic data (Fashion-MNIST adds 188 MB on both sides)
+    m, dt, b = case
+    if dt != "synth":
+        continue
+    n = [float(d["peak_mb"]) for d in rss if d["fw"] == "nnlite" and (d["model"], d["data"], int(d["batch"])) == case
+         and d["threads"] == "1" and d.get("kind", "full") == "full"]
+    t = [float(d["peak_mb"]) for d in rss if d["fw"] == "torch" and (d["model"], d["data"], int(d["batch"])) == case
+         and d["threads"] == "1" and d.get("kind", "full") == "full"]
+    if n and t:
+        P(verdict(min(n) / min(t) <= 0.2, "%s (%s, batch %d) peak RSS nnlite / PyTorch = %.2f (target <= 0.20)" %
+                  (names.get(m, m), dataname.get(dt, dt), b, min(n) / min(t))))
+if quick:
+    P("\n(--quick: the verdicts above are NOT MEANINGFUL.)")
+if not cases:  # no seed model in this run (--only gemm, ...): keep only the OpenBLAS kernels
+    out[sec_models:] = out[sec_blas:sec_blas_end]
+
+# ---- SGEMM ----
+if gemm:
+    P("\n## SGEMM, square row-major C = A B (GFLOP/s)%s\n" % NM)
+    P("gemm_bench times each library's best of several calls. nnlite is measured in every OpenBLAS run")
+    P("(OPENBLAS_CORETYPE does not touch it) and its best figure is shown, as OpenBLAS gets its best core")
+    P("type. Both run in one process: OpenBLAS's threads keep spinning after a call and take a core from")
+    P("the next nnlite call, whose pool workers yield it, so nnlite's 2-thread figures vary from run to run.\n")
+    P("| n | threads | nnlite | OpenBLAS (auto) | OpenBLAS (best core type) | nnlite / best OpenBLAS |")
+    P("|---|---|---|---|---|---|")
+    for n_ in sorted(gemm):
+        for th in (1, 2):
+            runs_th = {lab: v for (lab, t_), v in gemm[n_].items() if t_ == th}
+            if not runs_th:
+                continue
+            auto = runs_th.get("gemm", (float("nan"),) * 2)
+            best_lab = max(runs_th, key=lambda lab: runs_th[lab][1])
+            ob = runs_th[best_lab][1]
+            nb_ = max(v[0] for v in runs_th.values())
+            ct = best_lab[5:] or "auto"
+            P("| %d | %d | %.1f | %.1f | %.1f (%s) | **%.0f %%** |" % (n_, th, nb_, auto[1], ob, ct, 100 * nb_ / ob))
 if opt:
-    print("\n## Optimizer update of 1M parameters (GB/s)\n")
-    print("opt_bench: bytes = the arrays each rule reads and writes once (Adam: w, g, m, v in; w, m, v out);")
-    print("memcpy moves the same bytes in the same run. The plain path (NNL_NO_SIMD=1, or a CPU without AVX2) is")
-    print("the scalar loop every CPU ran before issue 11, with a call to sqrtf per element where the rule has a")
-    print("square root; AVX2 and AVX-512 are the kernels of nnlite.cpp section 2.\n")
-    print("| optimizer | threads | memcpy | plain | AVX2 | AVX-512 | best / memcpy | best / plain |")
-    print("|---|---|---|---|---|---|---|---|")
+    P("\n## Optimizer update (GB/s)%s\n" % NM)
+    P("opt_bench: bytes = the arrays each rule reads and writes once (Adam: w, g, m, v in; w, m, v out);")
+    P("memcpy moves the same bytes in the same run. The plain path (NNL_NO_SIMD=1, or a CPU without AVX2) is")
+    P("the scalar loop every CPU ran before issue 11, with a call to sqrtf per element where the rule has a")
+    P("square root; AVX2 and AVX-512 are the kernels of nnlite.cpp section 2.\n")
+    P("| optimizer | threads | memcpy | plain | AVX2 | AVX-512 | best / memcpy | best / plain |")
+    P("|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
     for (rule, th), paths in opt.items():
-        ref = optref.get((rule, th), (float("nan"),) * 2)
+        ref = optref.get((rule, th), (nan,) * 2)
         gb = {p: v[1] for p, v in paths.items()}
-        best = max(gb.values())
-        print("| %s | %d | %.1f | %.1f | %.1f | %.1f | **%.2f** | %.1f× |" %
-              (rule, th, ref[0], gb.get("plain", float("nan")), gb.get("avx2", float("nan")),
-               gb.get("avx512", float("nan")), best / ref[0], best / gb.get("plain", float("nan"))))
+        bst = max(gb.values())
+        P("| %s | %d | %.1f | %.1f | %.1f | %.1f | **%.2f** | %.1fx |" %
+          (rule, th, ref[0], gb.get("plain", nan), gb.get("avx2", nan), gb.get("avx512", nan), bst / ref[0],
+           bst / gb.get("plain", nan)))
+
+if skips or fails:
+    P("\n## Skipped or failed\n")
+    for d in skips:
+        P("- skipped %s: %s" % (d.get("what", "?"), d.get("reason", "?").replace("-", " ")))
+    for c in fails:
+        P("- FAILED: `%s`" % c)
+
+P("\n## Commands\n")
+P("`%s`, which ran (in this order):\n" % meta.get("command", "bash bench/run.sh"))
+P("<details><summary>%d commands</summary>\n" % len(cmds))
+P("```")
+for c in cmds:
+    P(c)
+P("```\n</details>")
+
+# ---- sections of other scripts, carried over ----
+if keep:
+    try:
+        text = open(keep).read()
+    except OSError:
+        text = ""
+    for mt in re.finditer(r"<!-- (\S+): begin -->.*?<!-- \1: end -->", text, re.S):
+        P("\n" + mt.group(0))
+print("\n".join(out))

@@ -1,16 +1,89 @@
 #!/bin/bash
-# bench/run.sh - the benchmark (not part of the tests): nnlite against
-# PyTorch (CPU, Debian python3-torch) on the seed models, and nnlite's SGEMM
-# against OpenBLAS (Debian libopenblas-dev), all in this one run. Writes
-# bench/RESULTS.md; the raw lines go to build/bench/raw.txt.
+# bench/run.sh - the benchmark (not part of the tests): nnlite against its
+# peers on the seed models, and nnlite's SGEMM against OpenBLAS, all in one
+# run. Writes bench/RESULTS.md (bench/report.py); the raw lines go to
+# build/bench/raw.txt.
 #
-#   bash bench/run.sh            (about 11 minutes on 2 idle cores, bench/busy_core.sh included)
-#   SECONDS_PER_RUN=12 bash bench/run.sh   longer timed windows (default 6 s per run, best of 3)
+#   bash bench/run.sh                    the full run (see "Time" below)
+#   bash bench/run.sh --quick            smoke check: few steps per window; the report
+#                                        says NOT MEANINGFUL and goes to build/bench/RESULTS.quick.md
+#   bash bench/run.sh --only kmlp        only these parts (comma-separated): kmlp (synthetic and
+#                                        Fashion-MNIST), rmlp, rlenet, kcnn, tlenet, gemm, opt, busy;
+#                                        a partial run writes build/bench/RESULTS.partial.md
 #
-# PyTorch and OpenBLAS run with OPENBLAS_CORETYPE unset and set to each of
-# $CORETYPES (OPENBLAS_L2_SIZE unset); the ratios use the fastest.
+# Options: --quick, --only LIST, --steps N (steps per window, default 2000; a full
+# run refuses fewer), --windows K (default 3, at least 3), --retries N (reruns of an
+# implausible measurement, default 2), --out FILE (the report), -h.
+# Environment: CORETYPES (default "auto Haswell SkylakeX SapphireRapids"), NNL_PYTHON
+# (python3 with torch), FMNIST (default /usr/share/datasets/fashion-mnist), KANN_DIR
+# (default ../shared/peers/kann), MODELS (the model list, default "kmlp:120:synth
+# kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth";
+# add tlenet:128:synth for the old table's second T-LENET), FULL_SEARCH (models whose
+# peers are measured in full at every setting, default "kmlp rmlp"), PROBE_STEPS (200),
+# PROBE_KEEP (1), MAX_SPREAD (0.20), WARMUP (50), BUSY_CORE=0 (skip
+# bench/busy_core.sh). SECONDS_PER_RUN, the old window length, is ignored: windows
+# are counted in steps now.
+#
+# What it measures (issue 14, section 4):
+# - Training: every measurement is WINDOWS consecutive timed windows of at least
+#   STEPS optimizer steps each (whole passes over the data), after WARMUP untimed
+#   steps, in one process, so the later windows run on the optimizer state of
+#   thousands of steps (denormal Adam moments and other state-dependent slowdowns
+#   show). Reported: the median of the windows, min-max and the relative spread
+#   (max - min) / median. Data: 20 batches of uniform noise (synthetic), and for
+#   K-MLP also the 60,000 Fashion-MNIST training images.
+# - Peers at their best. PyTorch (Debian python3-torch, flush-to-zero on) and KANN +
+#   OpenBLAS (the MLPs only: bench/kann_mlp.c, built when $KANN_DIR holds KANN, else
+#   skipped with a message) run with OPENBLAS_CORETYPE unset ("auto") and set to each
+#   of CORETYPES, OPENBLAS_L2_SIZE unset, at 1 and 2 threads (KANN at 2: kann_mt's
+#   split of the batch, or OpenBLAS's threads); the fastest setting is kept and named.
+#   For the models in FULL_SEARCH (the MLPs: cheap) every setting is measured in full.
+#   For the CNNs every setting is probed (one window of PROBE_STEPS steps; probes are
+#   listed in the report, never used for a ratio) and the PROBE_KEEP fastest are
+#   measured in full (3 windows x 2000 steps at every core type would add 6-9 hours).
+# - Implausible references are measured again: a measurement whose windows spread
+#   more than MAX_SPREAD (20 %), or a peer at 2 threads below half its own 1-thread
+#   figure (same core type), is rerun up to --retries times; if it still fails, the
+#   line is kept with status=UNRELIABLE and the report prints the figure marked
+#   UNRELIABLE instead of a ratio. Rejected attempts stay in the raw file.
+# - Batch-1 latency (median of 2001 calls, microseconds) of nnl_predict, PyTorch
+#   (eval, no_grad) and KANN (kann_apply1); peak RSS (getrusage) of every process.
+# - nnlite's SGEMM against OpenBLAS at each core type (gemm_bench), optimizer
+#   updates (opt_bench), threads on a busy core and denormals (busy_core.sh).
+# - The CPU: model name, vendor, family/model/stepping and the flags avx2 fma
+#   avx512f avx512_bf16 avx512_fp16 amx_*; the date, the commit, the commands.
+#
+# Time on 2 idle cores, estimated from the figures of issue 14 and of the previous
+# RESULTS.md (each measurement's seconds are in the raw file and the report):
+# - MLPs: one measurement is 3 x 2000 steps at 40-230k samples/s, 3-20 s; K-MLP
+#   synthetic, K-MLP Fashion-MNIST and R-MLP with nnlite (2), PyTorch (8) and KANN
+#   (12 settings) each: about 15 minutes in all.
+# - CNNs: the smallest honest setting, 3 windows x 2000 steps (batch 120-512, ~1-5k
+#   samples/s: 3-6 minutes a window), for nnlite at 1 and 2 threads and PyTorch's
+#   fastest probed setting at 1 and 2 threads, plus 8 probes of 200 steps:
+#   R-LENET ~45 min, K-CNN ~55 min, T-LENET (512) ~75 min.
+# - SGEMM, optimizers, busy_core.sh: about 8 minutes.
+# In all about 3-3.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
+# measured with another benchmark running (its Fashion-MNIST windows are still whole
+# passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+quick=0 only="" steps="" windows="" retries="" report_out="" args="$*"
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) quick=1 ;;
+        --only) only=${2:?--only needs a list}; shift ;;
+        --steps) steps=${2:?--steps needs a number}; shift ;;
+        --windows) windows=${2:?--windows needs a number}; shift ;;
+        --retries) retries=${2:?--retries needs a number}; shift ;;
+        --out) report_out=${2:?--out needs a file}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "bench: unknown argument '$1' (see bash bench/run.sh --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 PY=${NNL_PYTHON:-/usr/bin/python3}
 missing=()
@@ -25,56 +98,260 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-secs=${SECONDS_PER_RUN:-6}
-# OpenBLAS (PyTorch's BLAS here and the SGEMM reference) runs with each of
-# these core types; each ratio uses its fastest. 0.3.21 falls back to slow
-# generic kernels on CPUs it does not know, so "auto" alone can flatter nnlite.
-coretypes=${CORETYPES:-auto SkylakeX Haswell Zen}
+# the rules: a full run holds >= 2000 steps and >= 3 windows per measurement
+if [ $quick = 1 ]; then
+    steps=${steps:-20} windows=${windows:-3} retries=${retries:-0}
+    warmup=5 calls=51 probe_steps=10 gemm_sizes="256 512" opt_params=100000
+else
+    steps=${steps:-${STEPS:-2000}} windows=${windows:-${WINDOWS:-3}} retries=${retries:-${RETRIES:-2}}
+    warmup=${WARMUP:-50} calls=2001 probe_steps=${PROBE_STEPS:-200} gemm_sizes="256 512 1024 2048" opt_params=1000000
+    if [ "$steps" -lt 2000 ] || [ "$windows" -lt 3 ]; then
+        echo "bench: a full run needs --steps >= 2000 and --windows >= 3 (use --quick for a smoke check)" >&2
+        exit 2
+    fi
+fi
+[ -n "${SECONDS_PER_RUN:-}" ] && echo "bench: SECONDS_PER_RUN is ignored (windows are counted in steps: --steps)" >&2
+max_spread=${MAX_SPREAD:-0.20}
+probe_keep=${PROBE_KEEP:-1}
+full_search=${FULL_SEARCH:-kmlp rmlp}
+# OpenBLAS (PyTorch's BLAS here, KANN's, and the SGEMM reference) runs with each of
+# these core types; each ratio uses the fastest. 0.3.21 detects some new CPUs as
+# Prescott (SSE kernels): "auto" alone can flatter nnlite. 0.3.21 has no kernels of
+# its own for SapphireRapids (it reports Cooperlake); the report lists the kernels
+# each setting got (openblas_get_corename).
+coretypes=${CORETYPES:-auto Haswell SkylakeX SapphireRapids}
+models=${MODELS:-kmlp:120:synth kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth}
+fmnist=${FMNIST:-/usr/share/datasets/fashion-mnist}
+kann_dir=${KANN_DIR:-../shared/peers/kann}
+
+want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
 out=build/bench
 mkdir -p "$out"
+raw=$out/raw.txt
+if [ -z "$report_out" ]; then
+    if [ $quick = 1 ]; then report_out=$out/RESULTS.quick.md
+    elif [ -n "$only" ]; then report_out=$out/RESULTS.partial.md
+    else report_out=bench/RESULTS.md; fi
+fi
+
+# ---- build ----
 make -s lib
 gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_nnlite"
-g++ -std=c++17 -O2 -pthread -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm_bench.cpp \
-    -o "$out/gemm_bench" -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas
-raw=$out/raw.txt
+OB_INC=/usr/include/x86_64-linux-gnu/openblas-pthread OB_LIB=/usr/lib/x86_64-linux-gnu/openblas-pthread
+have_kann=0
+if [ -e "$kann_dir/kann.c" ] && [ -e "$kann_dir/kautodiff.c" ]; then
+    # the peer's own sources, compiled here into build/ only (never into nnlite)
+    for f in kann kautodiff; do
+        gcc -std=gnu99 -O3 -march=native -w -DHAVE_CBLAS -DHAVE_PTHREAD -I"$kann_dir" -I"$OB_INC" \
+            -c "$kann_dir/$f.c" -o "$out/kann_$f.o"
+    done
+    # -fno-math-errno: the driver's Adam loop vectorises (sqrtf inline), the peer at its best
+    gcc -std=gnu99 -O3 -march=native -fno-math-errno -DHAVE_CBLAS -DHAVE_PTHREAD -I"$kann_dir" -I. bench/kann_mlp.c \
+        "$out/kann_kann.o" "$out/kann_kautodiff.o" build/libnnlite.a -L"$OB_LIB" -lopenblas -pthread -lm -lstdc++ \
+        -o "$out/kann_mlp"
+    have_kann=1
+fi
+
+field() { # field LINE KEY: the value of KEY=... in LINE
+    local w
+    for w in $1; do
+        case $w in "$2="*) echo "${w#*=}"; return ;; esac
+    done
+}
+
+# ---- the machine ----
+envs="" # the settings from the environment, for the command line in the report
+for v in CORETYPES MODELS FMNIST KANN_DIR FULL_SEARCH PROBE_STEPS PROBE_KEEP MAX_SPREAD WARMUP STEPS WINDOWS \
+    RETRIES BUSY_CORE NNL_PYTHON; do
+    if [ -n "${!v:-}" ]; then envs+="$v='${!v}' "; fi
+done
+cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
 {
-    echo "machine $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+    echo "mode $([ $quick = 1 ] && echo quick || echo full)"
+    echo "cpu_model $(cpuinfo 'model name')"
+    echo "cpu_vendor $(cpuinfo vendor_id)"
+    echo "cpu_family_model family $(cpuinfo 'cpu family') model $(cpuinfo 'model[[:space:]]*:' 2>/dev/null || true) stepping $(cpuinfo stepping)"
+    echo "cpu_flags $(cpuinfo flags | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512_bf16|avx512_fp16|amx_bf16|amx_tile|amx_int8)$' | tr '\n' ' ')"
+    echo "cores $(nproc)"
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- nnlite.cpp nnlite.h bench 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "command $envs bash bench/run.sh $args"
+    echo "settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,}"
     echo "torch $($PY -c 'import torch; print(torch.__version__)')"
-    echo "simd $(grep -m1 flags /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f)$' | tr '\n' ' ')"
+    echo "openblas $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || echo unknown)"
+    echo "compiler $(gcc --version | head -1)"
+    echo "load_before $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$raw"
-for threads in 1 2; do
-    for mb in "kmlp 120" "rmlp 128" "tlenet 512" "tlenet 128" "kcnn 120" "rlenet 128"; do
-        set -- $mb
-        echo "bench: $1 batch $2, $threads thread(s)" >&2
-        OMP_NUM_THREADS=$threads "$out/bench_nnlite" "$1" "$2" "$threads" "$secs" | tee -a "$raw"
-        for ct in $coretypes; do
-            if [ "$ct" = auto ]; then
-                env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs"
-            else
-                env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=$ct OMP_NUM_THREADS=$threads $PY bench/bench_torch.py "$1" "$2" "$threads" "$secs" |
-                    sed "s/^torch /torch-$ct /"
-            fi | tee -a "$raw"
+echo "bench: $(grep '^cpu_model' "$raw" | cut -d' ' -f2-); $(grep '^cpu_flags' "$raw" | cut -d' ' -f2-)" >&2
+[ $quick = 1 ] && echo "bench: --quick: few steps per window, the figures are NOT MEANINGFUL" >&2
+
+# ---- one measurement, rerun while implausible ----
+# measure KIND REF CMD...: KIND full or probe; REF: the 1-thread median of the same
+# peer and core type ("" if none) that a 2-thread figure must reach half of. Appends
+# the output to the raw file, its train, latency and rss lines with kind=, attempt=
+# and status=; sets LAST_MEDIAN (empty when the command failed).
+LAST_MEDIAN=""
+measure() {
+    local kind=$1 ref=$2 attempt=0 res line med spread why
+    shift 2
+    LAST_MEDIAN=""
+    while :; do
+        attempt=$((attempt + 1))
+        echo "cmd $*" >>"$raw"
+        if ! res=$("$@"); then
+            echo "bench: FAILED: $*" >&2
+            echo "failed $*" >>"$raw"
+            return 0
+        fi
+        line=$(grep '^train ' <<<"$res" || true)
+        med=$(field "$line" median) spread=$(field "$line" spread) why=""
+        if [ "$kind" = full ]; then
+            if awk -v s="$spread" -v m="$max_spread" 'BEGIN { exit !(s > m) }'; then why=spread; fi
+            if [ -n "$ref" ] && awk -v a="$med" -v r="$ref" 'BEGIN { exit !(a < 0.5 * r) }'; then
+                why=${why:+$why+}below-half-1T
+            fi
+        fi
+        if [ -z "$why" ] || [ $attempt -gt "$retries" ]; then break; fi
+        echo "bench: rerun ($why): $line" >&2
+        echo "rejected $line reason=$why" >>"$raw"
+    done
+    local status=ok
+    if [ -n "$why" ]; then status=UNRELIABLE:$why; fi
+    sed -E "/^(train|latency|rss) /s/\$/ kind=$kind attempt=$attempt status=$status/" <<<"$res" | tee -a "$raw"
+    LAST_MEDIAN=$med
+}
+
+# peer_cmd FW SETTING MODEL BATCH THREADS: sets CMD, the peer's command line.
+# SETTING: a core type (torch), or CORETYPE/1, CORETYPE/mt, CORETYPE/blas (kann).
+peer_cmd() {
+    local fw=$1 setting=$2 model=$3 batch=$4 th=$5 ct=${2%%/*} split=mt bt
+    if [[ $setting == */* ]]; then split=${setting#*/}; fi
+    if [ "$split" = 1 ]; then split=mt; fi
+    CMD=(env -u OPENBLAS_L2_SIZE)
+    if [ "$ct" = auto ]; then CMD+=(-u OPENBLAS_CORETYPE); else CMD+=("OPENBLAS_CORETYPE=$ct"); fi
+    case $fw in
+        torch) CMD+=("OMP_NUM_THREADS=$th" "$PY" bench/bench_torch.py "$model" "$batch" "$th" --setting "$setting") ;;
+        kann)
+            bt=1
+            if [ "$split" = blas ]; then bt=$th; fi
+            CMD+=("OMP_NUM_THREADS=$bt" "OPENBLAS_NUM_THREADS=$bt" "$out/kann_mlp" "$model" "$batch" "$th"
+                --split "$split" --setting "$setting") ;;
+    esac
+}
+
+# peer FW MODEL BATCH DATA_ARGS...: the peer at every setting, 1 and 2 threads
+peer() {
+    local fw=$1 model=$2 batch=$3 th s kept full key ref
+    shift 3
+    local -a dargs=("$@") settings
+    local -A one=() probe=() # one[core type]: full 1-thread median; probe[threads:setting]
+    full=0
+    if [[ " $full_search " == *" $model "* ]]; then full=1; fi
+    for th in 1 2; do
+        settings=()
+        for s in $coretypes; do
+            if [ "$fw" != kann ]; then settings+=("$s")
+            elif [ $th = 1 ]; then settings+=("$s/1")
+            else settings+=("$s/mt" "$s/blas"); fi
+        done
+        kept=" ${settings[*]} "
+        if [ $full = 0 ]; then
+            for s in "${settings[@]}"; do
+                echo "bench: $fw $model batch $batch ($data), $th thread(s), $s: probe" >&2
+                peer_cmd "$fw" "$s" "$model" "$batch" "$th"
+                measure probe "" "${CMD[@]}" --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls 201 "${dargs[@]}"
+                probe[$th:$s]=${LAST_MEDIAN:-0}
+            done
+            # the probe_keep fastest settings are measured in full
+            kept=" $(for s in "${settings[@]}"; do echo "${probe[$th:$s]} $s"; done | sort -g -r |
+                awk -v n="$probe_keep" 'NR <= n { printf "%s ", $2 }')"
+        fi
+        for s in "${settings[@]}"; do
+            if [[ $kept != *" $s "* ]]; then
+                echo "skip what=$fw:$model:$batch:$th:$s reason=probe-not-among-the-$probe_keep-fastest" >>"$raw"
+                continue
+            fi
+            # a 2-thread figure is checked against the same core type's 1-thread one
+            # (measured in full, else its probe)
+            key=${s%%/*} ref=""
+            if [ $th = 2 ]; then
+                ref=${one[$key]:-}
+                if [ -z "$ref" ]; then
+                    if [ "$fw" = kann ]; then ref=${probe[1:$key/1]:-}; else ref=${probe[1:$key]:-}; fi
+                fi
+            fi
+            echo "bench: $fw $model batch $batch ($data), $th thread(s), $s" >&2
+            peer_cmd "$fw" "$s" "$model" "$batch" "$th"
+            measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" "${dargs[@]}"
+            if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then one[$key]=$LAST_MEDIAN; fi
         done
     done
-done
-for threads in 1 2; do
-    for ct in $coretypes; do
-        if [ "$ct" = auto ]; then
-            env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$out/gemm_bench" "$threads" 256 512 1024 2048
-        else
-            env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=$ct "$out/gemm_bench" "$threads" 256 512 1024 2048 | sed "s/^gemm /gemm-$ct /"
-        fi | tee -a "$raw"
+    return 0
+}
+
+# ---- the seed models ----
+have_fmnist=0
+if [ -e "$fmnist/train-images-idx3-ubyte.gz" ] || [ -e "$fmnist/train-images-idx3-ubyte" ]; then have_fmnist=1; fi
+[ $have_kann = 0 ] && {
+    echo "bench: no KANN in $kann_dir (kann.c, kautodiff.c): KANN + OpenBLAS skipped" >&2
+    echo "skip what=kann reason=no-KANN-in-$kann_dir" >>"$raw"
+}
+for spec in $models; do
+    IFS=: read -r model batch data <<<"$spec"
+    want "$model" || continue
+    dargs=()
+    if [ "$data" = fmnist ]; then
+        if [ $have_fmnist = 0 ]; then
+            echo "bench: no Fashion-MNIST in $fmnist (Debian: apt-get install dataset-fashion-mnist): $model on real data skipped" >&2
+            echo "skip what=$model:$batch:fmnist reason=no-Fashion-MNIST-in-$fmnist" >>"$raw"
+            continue
+        fi
+        dargs=(--data "$fmnist")
+    fi
+    for th in 1 2; do
+        echo "bench: nnlite $model batch $batch ($data), $th thread(s)" >&2
+        measure full "" env "OMP_NUM_THREADS=$th" "$out/bench_nnlite" "$model" "$batch" "$th" --steps "$steps" \
+            --windows "$windows" --warmup "$warmup" --calls "$calls" "${dargs[@]}"
     done
+    peer torch "$model" "$batch" "${dargs[@]}"
+    if [ $have_kann = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then peer kann "$model" "$batch" "${dargs[@]}"; fi
 done
-g++ -std=c++17 -O2 -pthread bench/opt_bench.cpp -o "$out/opt_bench"
-for threads in 1 2; do
-    echo "bench: optimizer updates of 1M parameters, $threads thread(s)" >&2
-    "$out/opt_bench" 1000000 "$threads" 1 | tee -a "$raw"
-done
-$PY bench/report.py "$raw" >bench/RESULTS.md
-# threads on a busy core and denormals (about 5 more minutes; BUSY_CORE=0 skips it)
-if [ "${BUSY_CORE:-1}" != 0 ]; then
+
+# ---- SGEMM and optimizer updates ----
+if want gemm; then
+    g++ -std=c++17 -O2 -pthread -I"$OB_INC" bench/gemm_bench.cpp -o "$out/gemm_bench" -L"$OB_LIB" -lopenblas
+    for threads in 1 2; do
+        for ct in $coretypes; do
+            echo "bench: SGEMM, $threads thread(s), OpenBLAS $ct" >&2
+            echo "cmd OPENBLAS_CORETYPE=$ct $out/gemm_bench $threads $gemm_sizes" >>"$raw"
+            if [ "$ct" = auto ]; then
+                env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$out/gemm_bench" "$threads" $gemm_sizes
+            else
+                env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=$ct "$out/gemm_bench" "$threads" $gemm_sizes
+            fi | sed "s/^gemm /gemm-$ct /; s/^blas fw=gemm /blas fw=gemm setting=$ct threads=$threads /; s/^gemm-auto /gemm /" |
+                tee -a "$raw"
+        done
+    done
+fi
+if want opt; then
+    g++ -std=c++17 -O2 -pthread bench/opt_bench.cpp -o "$out/opt_bench"
+    for threads in 1 2; do
+        echo "bench: optimizer updates of $opt_params parameters, $threads thread(s)" >&2
+        echo "cmd $out/opt_bench $opt_params $threads 1" >>"$raw"
+        "$out/opt_bench" "$opt_params" "$threads" 1 | tee -a "$raw"
+    done
+fi
+echo "load_after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$raw"
+echo "date_end $(date -u +%Y-%m-%dT%H:%MZ)" >>"$raw"
+# bench/RESULTS.md keeps the sections other scripts wrote into it (busy_core.sh, lstm_run.sh, ...)
+keep=()
+if [ "$report_out" = bench/RESULTS.md ]; then keep=(--keep bench/RESULTS.md); fi
+$PY bench/report.py "$raw" "${keep[@]}" >"$report_out.tmp"
+mv "$report_out.tmp" "$report_out"
+# threads on a busy core and denormals (about 5 more minutes; BUSY_CORE=0 skips it);
+# only in a full run that writes bench/RESULTS.md
+if [ $quick = 0 ] && [ "$report_out" = bench/RESULTS.md ] && [ "${BUSY_CORE:-1}" != 0 ] && want busy; then
     bash bench/busy_core.sh --update-results
 fi
-echo "bench: wrote bench/RESULTS.md"
+echo "bench: wrote $report_out"
