@@ -739,6 +739,34 @@ struct Alone {
 };
 } // namespace pool
 
+/* The locks of concurrent predictions on one model (Model::InferPool). A
+   single-threaded build (NNL_NO_THREADS, for platforms without threads)
+   has nothing to exclude, and calls on one model must not overlap there. */
+#if NNL_THREADS
+typedef std::mutex Mutex;
+#else
+struct Mutex {
+    void lock() {}
+    void unlock() {}
+    bool try_lock() { return true; }
+};
+#endif
+/* Holds m from construction (or from a successful try_lock: adopt) to
+   destruction; take = false holds nothing. */
+struct Hold {
+    Mutex *m;
+    explicit Hold(Mutex &m_, bool take = true) : m(take ? &m_ : nullptr) {
+        if (m) m->lock();
+    }
+    struct Adopt {};
+    Hold(Mutex &m_, Adopt) : m(&m_) {}
+    ~Hold() {
+        if (m) m->unlock();
+    }
+    Hold(const Hold &) = delete;
+    Hold &operator=(const Hold &) = delete;
+};
+
 /* Work (elements touched) up to which par_for runs inline, and the least
    work of one chunk. Measured as for NNL_GEMM_MIN_COST: a vectorised
    streaming loop gains from two threads only from about 1M elements (memory
@@ -7717,8 +7745,8 @@ public:
        thread (crowd, pool::Alone): the callers' threads are the
        parallelism. */
     struct InferPool {
-        std::mutex own;                          /* the model's own arena and layers */
-        std::mutex mu;                           /* all, idle, gen */
+        Mutex own;                               /* the model's own arena and layers */
+        Mutex mu;                                /* all, idle, gen */
         std::vector<std::unique_ptr<Model>> all; /* the copies */
         std::vector<Model *> idle;               /* those not in use (capacity: all of them) */
         uint64_t gen = 0;                        /* the plan_gen the copies were made for */
@@ -7746,7 +7774,7 @@ public:
     /* an idle copy, or NULL; under mu */
     Model *take_copy() {
         InferPool &p = infer_pool;
-        std::lock_guard<std::mutex> g(p.mu);
+        Hold g(p.mu);
         if (p.gen != plan_gen) { /* made for another plan: idle (that change ran alone) */
             p.idle.clear();
             p.all.clear();
@@ -7758,7 +7786,7 @@ public:
         return r;
     }
     void give_back(Model *r) {
-        std::lock_guard<std::mutex> g(infer_pool.mu);
+        Hold g(infer_pool.mu);
         infer_pool.idle.push_back(r); /* no allocation: idle has room for all */
     }
     /* One more idle copy, made from the layers at rest: the caller holds own. */
@@ -7777,7 +7805,7 @@ public:
             r->layers.push_back(std::move(c));
         }
         InferPool &p = infer_pool;
-        std::lock_guard<std::mutex> g(p.mu);
+        Hold g(p.mu);
         if (p.gen != plan_gen) {
             p.idle.clear();
             p.all.clear();
@@ -7793,7 +7821,7 @@ public:
     template <class F> void infer(F run) {
         InferPool &p = infer_pool;
         if (serial_inference()) { /* one at a time: the one running has the pool's workers */
-            std::lock_guard<std::mutex> g(p.own);
+            Hold g(p.own);
             run(*this, nullptr);
             return;
         }
@@ -7803,13 +7831,13 @@ public:
             ~InFlight() { n.fetch_sub(1); }
         } in_flight(p.inflight);
         if (p.own.try_lock()) {
-            std::lock_guard<std::mutex> g(p.own, std::adopt_lock);
+            Hold g(p.own, Hold::Adopt());
             run(*this, &p.inflight);
             return;
         }
         Model *r = take_copy();
         if (!r) { /* the model and every copy busy: one more copy, from the model at rest */
-            std::lock_guard<std::mutex> g(p.own);
+            Hold g(p.own);
             add_copy();
             run(*this, &p.inflight);
             return;
@@ -12638,8 +12666,7 @@ NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape) {
         NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
         /* beside concurrent predictions (Python's predict asks first): a
            variable-length model's layers change with each call's length */
-        std::unique_lock<std::mutex> lk(m->infer_pool.own, std::defer_lock);
-        if (m->var_len) lk.lock();
+        nnl::Hold lk(m->infer_pool.own, m->var_len);
         rank = write_shape(m->out_shape(), shape);
         if (shape && m->layers.size() && m->layers.back()->var_out) shape[0] = -1; /* None: any length */
     });
@@ -12651,8 +12678,7 @@ NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape) {
     guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
-        std::unique_lock<std::mutex> lk(m->infer_pool.own, std::defer_lock); /* as nnl_output_shape */
-        if (m->var_len) lk.lock();
+        nnl::Hold lk(m->infer_pool.own, m->var_len); /* as nnl_output_shape */
         rank = write_shape(m->input, shape);
         if (shape && m->var_len) shape[0] = -1; /* None: any length */
     });

@@ -18,7 +18,9 @@
                          By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
-       NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread).
+       NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread,
+                         no locks: calls on one model never overlap there,
+                         predictions included).
        NNL_KEEP_DENORMALS  compute in the caller's floating-point environment
                          as it is: no flush-to-zero (see "Floating-point
                          environment" below; slower where denormals are).
@@ -802,7 +804,8 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
    model for its length), and a model on a GPU (nnl_set_device). Calls on
    different models never wait for each other. nnl_input_shape and
    nnl_output_shape may run beside the predict calls too (the Fortran and
-   Python front ends' predict call nothing else). */
+   Python front ends' predict call nothing else). Not in a build with
+   NNL_NO_THREADS, which has no locks. */
 /* argmax of each prediction row (or > 0.5 for a single sigmoid unit) into
    classes; count must be at least n (NNL_ERR_SHAPE otherwise). Non-finite
    x is refused as by nnl_predict; a prediction row holding a NaN (e.g.

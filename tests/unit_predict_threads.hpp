@@ -1,7 +1,9 @@
 /* Many threads, one model (since 0.5): nnl_predict and nnl_predict_classes
    called on one trained model from several threads at once give, call by
    call, bit for bit what single-threaded calls give (Model::infer: the
-   model's own workspace or an inference copy). Included by unit.cpp. */
+   model's own workspace or an inference copy). Included by unit.cpp. A
+   build without threads (NNL_NO_THREADS) has no locks: nothing to test. */
+#if NNL_THREADS
 #include <thread>
 
 namespace {
@@ -152,7 +154,7 @@ TEST_CASE("many threads predict on one model: every output bit for bit as on one
            by this thread, the calls made from another */
         nnl::Model &mm = *m;
         {
-            std::lock_guard<std::mutex> own(mm.infer_pool.own);
+            nnl::Hold own(mm.infer_pool.own);
             mm.add_copy();
             REQUIRE(mm.infer_pool.all.size() == 1);
             int bad = 0, err = 0;
@@ -202,7 +204,7 @@ TEST_CASE("threads predicting on one model: a new plan drops the copies; models 
     nnl_model *m = pt_trained(spec, x, 32);
     nnl::Model &mm = *m;
     {
-        std::lock_guard<std::mutex> own(mm.infer_pool.own);
+        nnl::Hold own(mm.infer_pool.own);
         mm.add_copy();
     }
     REQUIRE(mm.infer_pool.all.size() == 1);
@@ -263,3 +265,4 @@ TEST_CASE("threads predicting on one model: a new plan drops the copies; models 
     CHECK(err == 0);
     nnl_model_free(s);
 }
+#endif
