@@ -7730,7 +7730,8 @@ public:
        forward only, taken from and given back to this pool under mu. A copy
        is made only when a call finds the model and every copy busy, so the
        pool grows to the most calls seen at once less one; after that a
-       call allocates nothing and takes two uncontended locks. A copy is
+       call allocates nothing: one in the model costs a try_lock, one in a
+       copy that and mu twice (take, give back). A copy is
        made from the model's layers at rest, under own, which that call then
        computes in itself. Copies made for another plan (replan: layers,
        compile, set_device) are dropped at the next take.

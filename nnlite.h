@@ -610,9 +610,8 @@ NNL_API int64_t nnl_non_trainable_param_count(const nnl_model *m);
    workspaces inside the call (nothing the caller owns); as every model
    function, use one model from one thread at a time (the predict calls
    may overlap since 0.5, but on such a model they run one at a time).
-   Layers that need a
-   fixed length (Flatten, Conv1D, pooling, ...) are refused at nnl_add,
-   naming the layer. */
+   Layers that need a fixed length (Flatten, Conv1D, pooling, ...) are
+   refused at nnl_add, naming the layer. */
 NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape);
 NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape);
 
@@ -799,9 +798,9 @@ NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t 
    These models are safe to call concurrently too, but their calls run one
    at a time (each waits for the one before), because a prediction changes
    them: a model with stateful layers (states carried from call to call, so
-   results depend on the order the calls run in), a
-   variable-length model (input_shape=(None, F): each call re-plans the
-   model for its length), and a model on a GPU (nnl_set_device). Calls on
+   results depend on the order the calls run in), a variable-length model
+   (input_shape=(None, F): each call re-plans the model for its length),
+   and a model on a GPU (nnl_set_device). Calls on
    different models never wait for each other. nnl_input_shape and
    nnl_output_shape may run beside the predict calls too (the Fortran and
    Python front ends' predict call nothing else). Not in a build with
