@@ -718,7 +718,54 @@ template <class F> static void run_chunks(int64_t n, int T, const F &f) {
 #endif
     for (int64_t c = 0; c < n; c++) f(c);
 }
+
+/* While one lives with on set, the jobs of the calling thread run on it
+   alone, as inside a job. For callers that bring threads of their own:
+   concurrent nnl_predict calls on one model (Model::InferPool), where the
+   caller's threads are the parallelism and the pool's workers on top of
+   them would oversubscribe the cores. */
+struct Alone {
+#if NNL_THREADS
+    bool prev;
+    explicit Alone(bool on) : prev(tl_in_pool) {
+        if (on) tl_in_pool = true;
+    }
+    ~Alone() { tl_in_pool = prev; }
+#else
+    explicit Alone(bool) {}
+#endif
+    Alone(const Alone &) = delete;
+    Alone &operator=(const Alone &) = delete;
+};
 } // namespace pool
+
+/* The locks of concurrent predictions on one model (Model::InferPool). A
+   single-threaded build (NNL_NO_THREADS, for platforms without threads)
+   has nothing to exclude, and calls on one model must not overlap there. */
+#if NNL_THREADS
+typedef std::mutex Mutex;
+#else
+struct Mutex {
+    void lock() {}
+    void unlock() {}
+    bool try_lock() { return true; }
+};
+#endif
+/* Holds m from construction (or from a successful try_lock: adopt) to
+   destruction; take = false holds nothing. */
+struct Hold {
+    Mutex *m;
+    explicit Hold(Mutex &m_, bool take = true) : m(take ? &m_ : nullptr) {
+        if (m) m->lock();
+    }
+    struct Adopt {};
+    Hold(Mutex &m_, Adopt) : m(&m_) {}
+    ~Hold() {
+        if (m) m->unlock();
+    }
+    Hold(const Hold &) = delete;
+    Hold &operator=(const Hold &) = delete;
+};
 
 /* Work (elements touched) up to which par_for runs inline, and the least
    work of one chunk. Measured as for NNL_GEMM_MIN_COST: a vectorised
@@ -1800,7 +1847,9 @@ struct PackedB {
     size_t n = 0;
     int64_t K = 0, N = 0;
     PackedB() = default;
-    PackedB(const PackedB &) = delete;
+    /* a cache of one pass: a copy (a layer copied for another inference
+       workspace, Layer::clone) starts empty and packs its own */
+    PackedB(const PackedB &) : PackedB() {}
     PackedB &operator=(const PackedB &) = delete;
     ~PackedB() { free(p); }
 };
@@ -3165,6 +3214,14 @@ public:
     virtual int64_t scratch(int64_t /*B*/) const { return 0; }
     /* A view shares its input's memory (Flatten, Reshape): no copy at all. */
     virtual bool is_view() const { return false; }
+    /* A copy for another inference workspace (Model::InferPool: concurrent
+       nnl_predict calls on one model): the same configuration, shapes and
+       weight pointers (the model's arena W, only read at inference), but its
+       own ws, sc and mask (set when the copy's workspace is planned) and its
+       own caches, so that what forward writes into the layer stays the
+       copy's. NULL: the layer cannot be copied, and predictions on the model
+       then run one at a time. Every layer class says NNL_CLONE. */
+    virtual std::unique_ptr<Layer> clone() const { return nullptr; }
     virtual void forward(const float *x, float *y, int64_t B, const Ctx &c) = 0;
     /* A rank with no samples in a step of a synchronised run (Ctx::sync)
        still takes part in the collectives forward (backward = false) and
@@ -3253,6 +3310,9 @@ public:
     }
 };
 
+#define NNL_CLONE(T) \
+    std::unique_ptr<Layer> clone() const override { return std::unique_ptr<Layer>(new T(*this)); }
+
 /* Keras' default layer names: the class in snake case by Keras' own rule
    (keras.src.utils.naming.to_snake_case), so Conv2D gives conv2d and
    MaxPooling2D max_pooling2d:
@@ -3295,6 +3355,7 @@ static std::string snake(const char *cls) {
    backward when the activation is not linear. */
 class Dense : public Layer {
 public:
+    NNL_CLONE(Dense)
     int64_t units;
     Act act;
     bool use_bias;
@@ -3378,6 +3439,7 @@ public:
 
 class Activation : public Layer {
 public:
+    NNL_CLONE(Activation)
     Act act;
     explicit Activation(Args &a) {
         cls = "Activation";
@@ -3411,6 +3473,7 @@ public:
    scale the rest by 1/(1-rate); at inference the identity. The mask lives in ws. */
 class Dropout : public Layer {
 public:
+    NNL_CLONE(Dropout)
     float rate;
     int64_t seed;
     /* distinct masks per Dropout layer from the layer's (unique) name: the
@@ -3458,6 +3521,7 @@ public:
 
 class Flatten : public Layer {
 public:
+    NNL_CLONE(Flatten)
     explicit Flatten(Args &a) {
         cls = "Flatten";
         std::string df = a.str("data_format", 0, "channels_last");
@@ -3478,6 +3542,7 @@ public:
 
 class Reshape : public Layer {
 public:
+    NNL_CLONE(Reshape)
     std::vector<int64_t> target;
     explicit Reshape(Args &a) {
         cls = "Reshape";
@@ -3787,12 +3852,15 @@ public:
 };
 
 struct Conv1D : Conv {
+    NNL_CLONE(Conv1D)
     explicit Conv1D(Args &a) : Conv(a, 1, "Conv1D") {}
 };
 struct Conv2D : Conv {
+    NNL_CLONE(Conv2D)
     explicit Conv2D(Args &a) : Conv(a, 2, "Conv2D") {}
 };
 struct Conv3D : Conv {
+    NNL_CLONE(Conv3D)
     explicit Conv3D(Args &a) : Conv(a, 3, "Conv3D") {}
 };
 
@@ -3871,6 +3939,7 @@ public:
 
 #define NNL_POOL(NAME, ND, MAX)                                                                                        \
     struct NAME : Pool {                                                                                               \
+        NNL_CLONE(NAME)                                                                                                \
         explicit NAME(Args &a) : Pool(a, ND, MAX, #NAME) {}                                                            \
     };
 NNL_POOL(MaxPooling1D, 1, true)
@@ -3939,6 +4008,7 @@ public:
 
 #define NNL_GPOOL(NAME, ND, MAX)                                                                                       \
     struct NAME : GlobalPool {                                                                                         \
+        NNL_CLONE(NAME)                                                                                                \
         explicit NAME(Args &a) : GlobalPool(a, ND, MAX, #NAME) {}                                                      \
     };
 NNL_GPOOL(GlobalAveragePooling1D, 1, false)
@@ -3956,6 +4026,7 @@ NNL_GPOOL(GlobalMaxPooling3D, 3, true)
    beta (each optional), moving_mean, moving_variance (not trainable). */
 class BatchNormalization : public Layer {
 public:
+    NNL_CLONE(BatchNormalization)
     int64_t axis;
     float momentum, epsilon;
     bool center, scale;
@@ -4167,6 +4238,7 @@ static Shape hw_shape(bool cf, int64_t C, int64_t H, int64_t W) { return cf ? Sh
 
 class ZeroPadding2D : public Layer {
 public:
+    NNL_CLONE(ZeroPadding2D)
     int64_t t = 1, b = 1, l = 1, r = 1;
     bool cf;
     int64_t outer = 1, H = 1, W = 1, inner = 1;
@@ -4235,6 +4307,7 @@ public:
 
 class UpSampling2D : public Layer {
 public:
+    NNL_CLONE(UpSampling2D)
     int64_t sz[2];
     bool cf;
     int64_t outer = 1, H = 1, W = 1, inner = 1;
@@ -4293,6 +4366,7 @@ public:
    masked loss positions), and ignoring the flag would train on padding. */
 class Embedding : public Layer {
 public:
+    NNL_CLONE(Embedding)
     int64_t input_dim, output_dim, input_length;
     bool mask_zero;
     explicit Embedding(Args &a) {
@@ -4393,6 +4467,7 @@ private:
    masked steps set to zero, as Keras' Masking multiplies by the mask. */
 class Masking : public Layer {
 public:
+    NNL_CLONE(Masking)
     float mask_value;
     explicit Masking(Args &a) {
         cls = "Masking";
@@ -4935,12 +5010,15 @@ public:
 };
 
 struct SimpleRNN : Recurrent {
+    NNL_CLONE(SimpleRNN)
     explicit SimpleRNN(Args &a) : Recurrent(a, CELL_SIMPLE, "SimpleRNN") {}
 };
 struct LSTM : Recurrent {
+    NNL_CLONE(LSTM)
     explicit LSTM(Args &a) : Recurrent(a, CELL_LSTM, "LSTM") {}
 };
 struct GRU : Recurrent {
+    NNL_CLONE(GRU)
     explicit GRU(Args &a) : Recurrent(a, CELL_GRU, "GRU") {}
 };
 
@@ -5020,6 +5098,11 @@ public:
                     "Bidirectional(%s(stateful=True)): stateful Bidirectional layers are not supported", r->cls);
         return r;
     }
+    /* the copies are the copy's own: forward re-binds them (bind) */
+    Bidirectional(const Bidirectional &o)
+        : Layer(o), merge(o.merge), fw(new Recurrent(*o.fw)), bw(new Recurrent(*o.bw)), inner(o.inner), so(o.so),
+          zero_given(o.zero_given) {}
+    NNL_CLONE(Bidirectional)
     static std::string strip(const std::string &s, const char *prefix) {
         size_t n = strlen(prefix);
         return s.compare(0, n, prefix) == 0 ? s.substr(n) : s;
@@ -6873,6 +6956,18 @@ public:
     int64_t cap_batch = 0;
     std::vector<float *> act, dact;
     float *targets = nullptr;
+    /* One more whenever the plan is stale (replan): the inference copies
+       (InferPool) made before are made again. */
+    uint64_t plan_gen = 0;
+    /* An inference copy (InferPool): its arena has no gradients or targets. */
+    bool infer_only = false;
+    /* The activation plan is stale (the layer list, the length or the
+       fusion changed): the arena is planned again at the next batch, and
+       the inference copies are made again at the next prediction. */
+    void replan() {
+        cap_batch = 0;
+        plan_gen++;
+    }
 
     /* History: keys in order, one row of values per key. */
     std::vector<std::string> hist_keys;
@@ -6966,7 +7061,7 @@ public:
                 off += n;
             }
         laid_out = layers.size();
-        cap_batch = 0; /* activation pointers depend on the layer list */
+        replan(); /* activation pointers depend on the layer list */
     }
 
     /* Lays out and initialises (in layer order, so the RNG draws are those
@@ -7061,7 +7156,7 @@ public:
             prev = l->out;
         }
         input.d[0] = T;
-        cap_batch = 0; /* every per-sample size may have changed */
+        replan(); /* every per-sample size may have changed */
     }
 
     void add(const char *text) { add_spec(parse_spec(text)); }
@@ -7216,7 +7311,7 @@ public:
             G.resize(nw);
             slices.resize(ns);
             rng = saved;
-            cap_batch = 0;
+            replan();
             if (!base.empty()) name_counts[base]--;
             throw;
         }
@@ -7268,7 +7363,7 @@ public:
         compile_text[1] = loss_text;
         compile_text[2] = metrics_text ? metrics_text : "";
         compiled = true;
-        cap_batch = 0; /* workspaces depend on the fusion chosen here */
+        replan(); /* workspaces depend on the fusion chosen here */
     }
 
     /* Sizes the activation arena for batch B (no-op when large enough).
@@ -7308,7 +7403,8 @@ public:
                 need[buf[i]] = std::max(need[buf[i]], B * layers[i]->in.size());
             }
         }
-        int64_t total = B * input.size() + need[0] + need[1] + B * target_width();
+        if (infer_only) need[0] = need[1] = 0; /* forward only: no gradients, no targets */
+        int64_t total = B * input.size() + need[0] + need[1] + (infer_only ? 0 : B * target_width());
         int64_t scratch = 0;
         for (size_t i = 0; i < L; i++) { /* each term fits; their sum over many layers is checked */
             Layer &l = *layers[i];
@@ -7332,8 +7428,8 @@ public:
             l.ws = l.workspace(B) ? take(l.workspace(B)) : nullptr;
         }
         float *grads[2] = {take(need[0]), need[1] ? take(need[1]) : nullptr};
-        for (size_t i = 0; i <= L; i++) dact[i] = buf[i] < 0 ? nullptr : grads[buf[i]];
-        targets = take(B * target_width());
+        for (size_t i = 0; i <= L; i++) dact[i] = buf[i] < 0 || infer_only ? nullptr : grads[buf[i]];
+        targets = infer_only ? nullptr : take(B * target_width());
         float *shared = scratch ? take(scratch) : nullptr;
         for (auto &l : layers) l->sc = l->scratch(B) ? shared : nullptr;
         int64_t steps = 0; /* the step mask: one value per sample and time step */
@@ -7635,28 +7731,169 @@ public:
     }
 
     /* Forward passes in inference mode, batch by batch: rows(s, B, y) gets
-       the outputs y (B, output size) of samples s .. s+B-1. */
-    template <class Rows> void predict_rows(const float *x, int64_t n, int64_t bs, const char *fn, Rows rows) {
+       the outputs y (B, output size) of samples s .. s+B-1. crowd: the
+       calls in flight on the model (InferPool; NULL: none counted); while
+       more than one runs, a batch's kernels run on the calling thread alone
+       (pool::Alone). No allocation once the arena has the batch size. */
+    template <class Rows>
+    void predict_rows(const float *x, int64_t n, int64_t bs, const char *fn, Rows rows,
+                      const std::atomic<int> *crowd = nullptr) {
         GpuScope gs(*this, false);
         bs = std::max<int64_t>(1, std::min(bs, std::max<int64_t>(n, 1)));
         check_fixed_batch(n, bs, fn, "samples");
         ensure_batch(bs, fn);
-        int64_t D = out_shape().size();
-        std::vector<int64_t> idx((size_t)bs);
+        int64_t D = out_shape().size(), d = input.size();
         for (int64_t s = 0; s < n; s += bs) {
             int64_t B = std::min(bs, n - s);
-            for (int64_t b = 0; b < B; b++) idx[(size_t)b] = s + b;
-            gather(x, nullptr, idx.data(), B);
+            memcpy(act[0], x + s * d, (size_t)(B * d) * sizeof(float)); /* a batch is consecutive samples */
+            gpu_push(act[0], B * d);
+            pool::Alone alone(crowd && crowd->load(std::memory_order_relaxed) > 1);
             forward(B, false, 0);
             gpu_pull(act[layers.size()], B * D);
             rows(s, B, (const float *)act[layers.size()]);
         }
     }
-    void predict(const float *x, int64_t n, int64_t bs, float *out, const char *fn = "nnl_predict") {
+    void predict(const float *x, int64_t n, int64_t bs, float *out, const char *fn = "nnl_predict",
+                 const std::atomic<int> *crowd = nullptr) {
         int64_t D = out_shape().size();
-        predict_rows(x, n, bs, fn, [&](int64_t s, int64_t B, const float *y) {
-            memcpy(out + s * D, y, (size_t)(B * D) * sizeof(float));
-        });
+        predict_rows(
+            x, n, bs, fn,
+            [&](int64_t s, int64_t B, const float *y) { memcpy(out + s * D, y, (size_t)(B * D) * sizeof(float)); },
+            crowd);
+    }
+
+    /* ---- Concurrent inference (since 0.5) ----
+       nnl_predict and nnl_predict_classes (and their _typed forms) may run
+       on one model from many threads at once (a simulation's OpenMP loop),
+       while nothing that changes the model runs. At inference the weights
+       are only read; forward writes the activation arena and members of
+       the layers (ws, sc and mask, planned for a batch size; Recurrent's
+       packed U and dropout flags; Bidirectional's bound copies). So a call
+       computes either in the model itself, when it is free (own: one
+       try_lock, so that a program predicting from one thread runs as
+       before, in the same arena), or in an inference copy: every layer
+       cloned (Layer::clone, sharing W), with an arena of its own for
+       forward only, taken from and given back to this pool under mu. A copy
+       is made only when a call finds the model and every copy busy, so the
+       pool grows to the most calls seen at once less one; after that a
+       call allocates nothing: one in the model costs a try_lock, one in a
+       copy that and mu twice (take, give back). A copy is
+       made from the model's layers at rest, under own, which that call then
+       computes in itself. Copies made for another plan (replan: layers,
+       compile, set_device) are dropped at the next take.
+       Calls that would change the model in place wait for one another on
+       own and run one at a time (serial_inference): a model with stateful
+       layers (forward writes the states), a variable-length model (each
+       call's length re-plans the layers, check_x), a model on a GPU (one
+       device mirror of one arena), and one with a layer that cannot be
+       copied. Serializing rather than refusing keeps a correct program
+       correct whatever its model; the documentation says which run alone.
+       While more than one call runs, each runs its kernels on its own
+       thread (crowd, pool::Alone): the callers' threads are the
+       parallelism. */
+    struct InferPool {
+        Mutex own;                               /* the model's own arena and layers */
+        Mutex mu;                                /* all, idle, gen */
+        std::vector<std::unique_ptr<Model>> all; /* the copies */
+        std::vector<Model *> idle;               /* those not in use (capacity: all of them) */
+        uint64_t gen = 0;                        /* the plan_gen the copies were made for */
+        std::atomic<int> inflight{0};            /* calls on the model now */
+        std::atomic<bool> no_copies{false};      /* a layer could not be copied (Layer::clone) */
+        InferPool() {}
+        /* a model copied or moved has no copies: they point into the
+           source's weights */
+        InferPool(const InferPool &) {}
+        InferPool &operator=(const InferPool &) {
+            idle.clear();
+            all.clear();
+            no_copies = false;
+            return *this;
+        }
+    };
+    mutable InferPool infer_pool; /* nnl_output_shape takes own too (a variable-length model) */
+
+    bool serial_inference() const {
+        if (var_len || gpu || infer_pool.no_copies.load(std::memory_order_relaxed)) return true;
+        for (auto &l : layers)
+            if (!l->states.empty()) return true; /* stateful: forward writes the states */
+        return false;
+    }
+    /* an idle copy, or NULL; under mu */
+    Model *take_copy() {
+        InferPool &p = infer_pool;
+        Hold g(p.mu);
+        if (p.gen != plan_gen) { /* made for another plan: idle (that change ran alone) */
+            p.idle.clear();
+            p.all.clear();
+            p.gen = plan_gen;
+        }
+        if (p.idle.empty()) return nullptr;
+        Model *r = p.idle.back();
+        p.idle.pop_back();
+        return r;
+    }
+    void give_back(Model *r) {
+        Hold g(infer_pool.mu);
+        infer_pool.idle.push_back(r); /* no allocation: idle has room for all */
+    }
+    /* One more idle copy, made from the layers at rest: the caller holds own. */
+    void add_copy() {
+        std::unique_ptr<Model> r(new Model);
+        r->input = input;
+        r->has_input = has_input;
+        r->infer_only = true;
+        for (auto &l : layers) {
+            std::unique_ptr<Layer> c = l->clone();
+            if (!c) {
+                infer_pool.no_copies = true;
+                return;
+            }
+            c->ws = c->sc = c->mask = nullptr; /* the copy's plan sets them */
+            r->layers.push_back(std::move(c));
+        }
+        InferPool &p = infer_pool;
+        Hold g(p.mu);
+        if (p.gen != plan_gen) {
+            p.idle.clear();
+            p.all.clear();
+            p.gen = plan_gen;
+        }
+        p.all.push_back(std::move(r));
+        p.idle.reserve(p.all.size());
+        p.idle.push_back(p.all.back().get());
+    }
+    /* run(on, crowd) in the model itself or in an inference copy (see
+       InferPool); on: where to compute, crowd: the calls in flight. The
+       checks of the call run inside run, against this model. */
+    template <class F> void infer(F run) {
+        InferPool &p = infer_pool;
+        if (serial_inference()) { /* one at a time: the one running has the pool's workers */
+            Hold g(p.own);
+            run(*this, nullptr);
+            return;
+        }
+        struct InFlight {
+            std::atomic<int> &n;
+            explicit InFlight(std::atomic<int> &n_) : n(n_) { n.fetch_add(1); }
+            ~InFlight() { n.fetch_sub(1); }
+        } in_flight(p.inflight);
+        if (p.own.try_lock()) {
+            Hold g(p.own, Hold::Adopt());
+            run(*this, &p.inflight);
+            return;
+        }
+        Model *r = take_copy();
+        if (!r) { /* the model and every copy busy: one more copy, from the model at rest */
+            Hold g(p.own);
+            add_copy();
+            run(*this, &p.inflight);
+            return;
+        }
+        struct GiveBack {
+            Model *m, *r;
+            ~GiveBack() { m->give_back(r); }
+        } give{this, r};
+        run(*r, &p.inflight);
     }
 
     std::vector<std::string> log_names(bool val) const {
@@ -12527,6 +12764,9 @@ NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape) {
     guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
+        /* beside concurrent predictions (Python's predict asks first): a
+           variable-length model's layers change with each call's length */
+        nnl::Hold lk(m->infer_pool.own, m->var_len);
         rank = write_shape(m->out_shape(), shape);
         if (shape && m->layers.size() && m->layers.back()->var_out) shape[0] = -1; /* None: any length */
     });
@@ -12538,6 +12778,7 @@ NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape) {
     guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(m->has_input, NNL_ERR_STATE, "the model has no input yet (add its layers first)");
+        nnl::Hold lk(m->infer_pool.own, m->var_len); /* as nnl_output_shape */
         rank = write_shape(m->input, shape);
         if (shape && m->var_len) shape[0] = -1; /* None: any length */
     });
@@ -12795,19 +13036,22 @@ static int predict_any(const char *api, nnl_model *m, const void *xin, int x_dty
                               int batch_size, float *out, int64_t out_count) {
     return guard(api, [&] {
         NNL_CHECK_MODEL(m);
-        std::vector<float> xb;
-        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict", "x", xb);
-        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict", "x");
-        int64_t need = nnl::mul_size(X.n, m->out_shape().size());
-        NNL_REQUIRE(need >= 0 && need <= nnl::MAX_ELEMENTS, NNL_ERR_SHAPE,
-                    "nnl_predict: %lld samples of %lld outputs each are more values than a process can address",
-                    (long long)X.n, (long long)m->out_shape().size());
-        NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_predict: out is NULL");
-        NNL_REQUIRE(out_count >= need, NNL_ERR_SHAPE, "nnl_predict: out holds %lld floats, %lld needed",
-                    (long long)out_count, (long long)need);
-        m->check_finite(X.x, X.n, m->input.size(), "nnl_predict", "x");
-        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
-        m->predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out, "nnl_predict");
+        /* concurrent calls on m: in m or in one of its inference copies (Model::infer) */
+        m->infer([&](nnl::Model &on, const std::atomic<int> *crowd) {
+            std::vector<float> xb;
+            const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict", "x", xb);
+            nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict", "x");
+            int64_t need = nnl::mul_size(X.n, m->out_shape().size());
+            NNL_REQUIRE(need >= 0 && need <= nnl::MAX_ELEMENTS, NNL_ERR_SHAPE,
+                        "nnl_predict: %lld samples of %lld outputs each are more values than a process can address",
+                        (long long)X.n, (long long)m->out_shape().size());
+            NNL_REQUIRE(out, NNL_ERR_ARGUMENT, "nnl_predict: out is NULL");
+            NNL_REQUIRE(out_count >= need, NNL_ERR_SHAPE, "nnl_predict: out holds %lld floats, %lld needed",
+                        (long long)out_count, (long long)need);
+            m->check_finite(X.x, X.n, m->input.size(), "nnl_predict", "x");
+            nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
+            on.predict(X.x, X.n, batch_size > 0 ? batch_size : 32, out, "nnl_predict", crowd);
+        });
     });
 }
 
@@ -12830,32 +13074,37 @@ static int predict_classes_any(const char *api, nnl_model *m, const void *xin, i
                                       const int64_t *x_shape, int batch_size, int32_t *classes, int64_t count) {
     return guard(api, [&] {
         NNL_CHECK_MODEL(m);
-        std::vector<float> xb;
-        const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict_classes", "x", xb);
-        nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict_classes", "x");
-        NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
-        NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",
-                    (long long)count, (long long)X.n);
-        m->check_finite(X.x, X.n, m->input.size(), "nnl_predict_classes", "x");
-        nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
-        int64_t D = m->out_shape().size();
-        std::vector<int32_t> c((size_t)X.n);
-        m->predict_rows(X.x, X.n, batch_size > 0 ? batch_size : 32, "nnl_predict_classes",
-                        [&](int64_t s, int64_t B, const float *y) {
-                            for (int64_t b = 0; b < B; b++) {
-                                const float *r = y + b * D;
-                                for (int64_t j = 0; j < D; j++)
-                                    if (std::isnan(r[j]))
-                                        raise(NNL_ERR_NUMERIC,
-                                              "nnl_predict_classes: the prediction for sample %lld is NaN (output "
-                                              "%lld), so it has no class; its input is finite: check the weights "
-                                              "(nnl_predict shows the outputs)",
-                                              (long long)(s + b), (long long)j);
-                                c[(size_t)(s + b)] =
-                                    D == 1 ? (r[0] > 0.5f ? 1 : 0) : (int32_t)(std::max_element(r, r + D) - r);
-                            }
-                        });
-        std::copy(c.begin(), c.end(), classes);
+        /* concurrent calls on m: in m or in one of its inference copies (Model::infer) */
+        m->infer([&](nnl::Model &on, const std::atomic<int> *crowd) {
+            std::vector<float> xb;
+            const float *x = typed_x(m, xin, x_dtype, x_rank, x_shape, "nnl_predict_classes", "x", xb);
+            nnl::InputArray X = m->check_x(x, x_rank, x_shape, "nnl_predict_classes", "x");
+            NNL_REQUIRE(classes, NNL_ERR_ARGUMENT, "nnl_predict_classes: classes is NULL");
+            NNL_REQUIRE(count >= X.n, NNL_ERR_SHAPE, "nnl_predict_classes: classes holds %lld values, %lld needed",
+                        (long long)count, (long long)X.n);
+            m->check_finite(X.x, X.n, m->input.size(), "nnl_predict_classes", "x");
+            nnl::FpScope fp; /* FTZ/DAZ while the kernels run; the caller's environment after */
+            int64_t D = m->out_shape().size();
+            std::vector<int32_t> c((size_t)X.n);
+            on.predict_rows(
+                X.x, X.n, batch_size > 0 ? batch_size : 32, "nnl_predict_classes",
+                [&](int64_t s, int64_t B, const float *y) {
+                    for (int64_t b = 0; b < B; b++) {
+                        const float *r = y + b * D;
+                        for (int64_t j = 0; j < D; j++)
+                            if (std::isnan(r[j]))
+                                raise(NNL_ERR_NUMERIC,
+                                      "nnl_predict_classes: the prediction for sample %lld is NaN (output "
+                                      "%lld), so it has no class; its input is finite: check the weights "
+                                      "(nnl_predict shows the outputs)",
+                                      (long long)(s + b), (long long)j);
+                        c[(size_t)(s + b)] =
+                            D == 1 ? (r[0] > 0.5f ? 1 : 0) : (int32_t)(std::max_element(r, r + D) - r);
+                    }
+                },
+                crowd);
+            std::copy(c.begin(), c.end(), classes);
+        });
     });
 }
 
@@ -12937,6 +13186,7 @@ NNL_API int nnl_set_device(nnl_model *m, const char *device) {
                     "nnl_set_device: a distributed model (nnl_distribute) runs on the CPU in this version");
 #ifdef NNL_CUDA
         nnl::set_device(*m, device);
+        m->replan(); /* inference copies are made again for the new place (a GPU model predicts alone) */
 #else
         if (nnl::parse_device(device) < 0) return; /* "cpu"; a malformed string is NNL_ERR_ARGUMENT here too */
         std::string miss = nnl::gpu_missing_layers(*m); /* what the CUDA build would refuse as well */

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.4.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.5.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -18,7 +18,9 @@
                          By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
                          or "stb_image.h" beside the sources when __has_include
                          finds one, and NNL_NO_STB otherwise.
-       NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread).
+       NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread,
+                         no locks: calls on one model never overlap there,
+                         predictions included).
        NNL_KEEP_DENORMALS  compute in the caller's floating-point environment
                          as it is: no flush-to-zero (see "Floating-point
                          environment" below; slower where denormals are).
@@ -75,6 +77,13 @@
        model) is refused with NNL_ERR_SHAPE naming the call, never a crash.
      - Handles are opaque. A handle must not be used from two threads at once;
        different handles may be used from different threads concurrently.
+       The exception (since 0.5): nnl_predict, nnl_predict_classes and their
+       _typed forms may be called on ONE model from many threads at once
+       (e.g. inside an OpenMP parallel loop), while no other call on that
+       model runs (nnl_fit, nnl_evaluate, nnl_compile, nnl_set_weight,
+       loading weights, nnl_reset_states, nnl_set_device, nnl_model_free...);
+       each call gives what it gives alone, bit for bit. See "Concurrent
+       predictions" beside nnl_predict.
        nnl_last_error() is per thread. Functions documented as "thread-safe"
        may be called from any thread at any time.
      - Floating-point environment: nnl_fit, nnl_evaluate, nnl_predict and
@@ -104,9 +113,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 4
+#define NNL_VERSION_MINOR 5
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.4.0"
+#define NNL_VERSION_STRING "0.5.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -167,7 +176,7 @@ NNL_API int nnl_version_number(void);
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.4.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.5.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no". Owned by the library, the same for the
    whole process (made at the first call). Thread-safe. */
@@ -367,7 +376,9 @@ NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features
 
 /* ==== Models ==============================================================
    A model is a Sequential stack of layers. Lifetime: nnl_model_create ...
-   nnl_model_free. A model handle must not be used from two threads at once. */
+   nnl_model_free. A model handle must not be used from two threads at once,
+   except by the predict calls (since 0.5: "Concurrent predictions" below
+   nnl_predict). */
 
 typedef struct nnl_model nnl_model;
 
@@ -597,9 +608,10 @@ NNL_API int64_t nnl_non_trainable_param_count(const nnl_model *m);
    the output of such a model is (n, T, ...) where nnl_output_shape says -1
    (x_val must have x's length). A change of length re-plans the model's
    workspaces inside the call (nothing the caller owns); as every model
-   function, use one model from one thread at a time. Layers that need a
-   fixed length (Flatten, Conv1D, pooling, ...) are refused at nnl_add,
-   naming the layer. */
+   function, use one model from one thread at a time (the predict calls
+   may overlap since 0.5, but on such a model they run one at a time).
+   Layers that need a fixed length (Flatten, Conv1D, pooling, ...) are
+   refused at nnl_add, naming the layer. */
 NNL_API int nnl_output_shape(const nnl_model *m, int64_t *shape);
 NNL_API int nnl_input_shape(const nnl_model *m, int64_t *shape);
 
@@ -764,11 +776,41 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
    out is not written): a NaN input never comes back as an answer. */
 NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
                         int batch_size, float *out, int64_t out_count);
+/* Concurrent predictions (since 0.5). nnl_predict, nnl_predict_classes,
+   nnl_predict_typed and nnl_predict_classes_typed may run on one model from
+   many threads at once, while no call that changes the model runs (every
+   other call on m: nnl_fit, nnl_evaluate, nnl_compile, nnl_add,
+   nnl_set_weight, loading weights, nnl_reset_states, nnl_set_device,
+   nnl_distribute, nnl_model_free...). The weights are shared and only read;
+   each call computes in a workspace of its own: the model's, when no other
+   call uses it, else an inference copy of the model's activation buffers and
+   per-layer scratch (not of its weights), made when a call first finds
+   every workspace busy and reused after, so a warm model allocates nothing
+   per call (a nnl_predict_classes call keeps one int32 per sample; integer
+   x of the _typed calls is converted as always). Every result is the one
+   the call gives alone, bit for bit. While several calls run on the model,
+   each batch of each computes on its calling thread alone (the caller's
+   threads are the parallelism; a call alone on the model uses
+   nnl_set_threads' threads as before), so an OpenMP loop of predictions
+   neither deadlocks nor oversubscribes the cores:
+       #pragma omp parallel for
+       for (int i = 0; i < n; i++) nnl_predict(m, x + i * F, 2, shape, 1, y + i * K, K);
+   These models are safe to call concurrently too, but their calls run one
+   at a time (each waits for the one before), because a prediction changes
+   them: a model with stateful layers (states carried from call to call, so
+   results depend on the order the calls run in), a variable-length model
+   (input_shape=(None, F): each call re-plans the model for its length),
+   and a model on a GPU (nnl_set_device). Calls on
+   different models never wait for each other. nnl_input_shape and
+   nnl_output_shape may run beside the predict calls too (the Fortran and
+   Python front ends' predict call nothing else). Not in a build with
+   NNL_NO_THREADS, which has no locks. */
 /* argmax of each prediction row (or > 0.5 for a single sigmoid unit) into
    classes; count must be at least n (NNL_ERR_SHAPE otherwise). Non-finite
    x is refused as by nnl_predict; a prediction row holding a NaN (e.g.
    from weights that overflow) has no class: NNL_ERR_NUMERIC naming the
-   sample, and classes is left unwritten. */
+   sample, and classes is left unwritten. Since 0.5 concurrent calls on one
+   model are allowed, as for nnl_predict (see "Concurrent predictions"). */
 NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank,
                                 const int64_t *x_shape, int batch_size, int32_t *classes,
                                 int64_t count);
@@ -785,7 +827,9 @@ NNL_API int nnl_predict_classes(nnl_model *m, const float *x, int x_rank,
    refuses ids outside [0, input_dim) (NNL_ERR_ARGUMENT naming the layer and
    the id) before anything runs. Another x_dtype is NNL_ERR_ARGUMENT.
    x_val of nnl_fit_options has its own dtype, x_val_dtype. Thread-safety
-   and ownership as the float calls. */
+   and ownership as the float calls: since 0.5 nnl_predict_typed and
+   nnl_predict_classes_typed may run concurrently on one model as
+   nnl_predict does ("Concurrent predictions"). */
 NNL_API int nnl_fit_typed(nnl_model *m, const void *x, int x_dtype, int x_rank, const int64_t *x_shape,
                           const void *y, int y_dtype, int y_rank, const int64_t *y_shape,
                           const nnl_fit_options *opt);
@@ -1008,7 +1052,8 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    while training become NNL_ERR_MEMORY (out of device memory) or
    NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
    GPU has its own CUDA stream: different models may train concurrently from
-   different threads; one model still from one thread at a time. */
+   different threads; one model still from one thread at a time (since 0.5
+   the predict calls may overlap; on a GPU model they run one at a time). */
 NNL_API int nnl_set_device(nnl_model *m, const char *device);
 /* "cpu" or "cuda:N" (owned by the model, valid until the next
    nnl_set_device or nnl_model_free); "" for a NULL model. */

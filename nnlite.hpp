@@ -14,7 +14,8 @@
 
    Errors: every failing call throws nnlite::Error (a std::runtime_error) whose
    what() is nnlite's message and status() the NNL_ERR_* code.
-   Thread-safety: as nnlite.h (one Model per thread at a time). */
+   Thread-safety: as nnlite.h (one Model per thread at a time; since 0.5
+   predict and predict_classes may run on one Model from many threads). */
 #ifndef NNLITE_HPP
 #define NNLITE_HPP
 

@@ -20,5 +20,6 @@
 #include "unit_compat.hpp"
 #include "unit_seams.hpp"
 #include "unit_threads.hpp"
+#include "unit_predict_threads.hpp"
 #include "unit_seq.hpp"
 #include "unit_mask.hpp"

@@ -502,7 +502,12 @@ class Sequential:
         return vals[0] if len(vals) == 1 else vals
 
     def predict(self, x, batch_size=32, verbose=0):
-        """Forward pass in inference mode: float32 array (n, output shape...)."""
+        """Forward pass in inference mode: float32 array (n, output shape...).
+
+        Since 0.5 several threads may call predict and predict_classes on one
+        model at once (the library call runs without the GIL), while nothing
+        changes the model (fit, compile, loading weights...); see nnlite.h,
+        "Concurrent predictions"."""
         xa, xp, xr, xs, xd = _x(x)
         # a variable length (-1, Keras' None) is x's own
         steps = xa.shape[1] if xa.ndim > 1 else 1
