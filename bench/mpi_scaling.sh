@@ -29,6 +29,12 @@
 #              the median over the windows and the range (a virtual machine's
 #              cores slow down and speed up with the host's load)
 # --only LIST  the workloads to run, e.g. tlenet512,tptb20 (default all five)
+# --pair       also, in each window, two independent 1-rank runs at once, one
+#              on each core (no communication between them): what the machine
+#              itself gives two processes, the ceiling of any 2-rank run on it.
+#              The table adds ceiling = (their two batches/s) / (2 x the 1-rank
+#              run's) and efficiency / ceiling (what the data parallelism
+#              itself loses: the allreduce and waiting for the slower rank)
 # --lenet-data Fashion-MNIST (default /usr/share/datasets/fashion-mnist; when
 #              missing, ../shared/data/mnist: MNIST has the same shapes, so the
 #              same speed)
@@ -37,17 +43,18 @@
 # mpirun --bind-to core refuses); speedup is against 1 rank. Logs: build-mpi/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-json= quick=0 lenet= ptbdir= windows=5 only=
+json= quick=0 lenet= ptbdir= windows=5 only= pair=0
 while [ $# -gt 0 ]; do
     case $1 in
     --json) json=${2:?--json needs a file}; shift 2 ;;
     --quick) quick=1; shift ;;
     --windows) windows=${2:?--windows needs a count}; shift 2 ;;
     --only) only=${2:?--only needs a list such as tlenet512,tptb20}; shift 2 ;;
+    --pair) pair=1; shift ;;
     --lenet-data) lenet=${2:?--lenet-data needs a folder}; shift 2 ;;
     --ptb-data) ptbdir=${2:?--ptb-data needs a folder}; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "mpi_scaling: unknown argument '$1' (known: --json FILE, --quick, --windows W, --only LIST, --lenet-data DIR, --ptb-data DIR)" >&2
+    *) echo "mpi_scaling: unknown argument '$1' (known: --json FILE, --quick, --windows W, --only LIST, --pair, --lenet-data DIR, --ptb-data DIR)" >&2
        exit 2 ;;
     esac
 done
@@ -118,6 +125,19 @@ for win in $(seq 1 "$windows"); do
             { cat "$log"; echo "mpi_scaling: FAILED: $model batch $batch on $np rank(s)" >&2; exit 1; }
         grep -E '^(epoch|training:)' "$log" | sed 's/^/   /'
         grep '^RESULT' "$log" | sed "s/\$/ window=$win/" | tee -a "$raw"
+        if [ "$np" = 1 ] && [ $pair = 1 ]; then
+            echo "== window $win/$windows: two independent 1-rank runs at once (taskset -c 0 and -c 1)"
+            for core in 0 1; do
+                timeout 900 taskset -c $core build-mpi/mpi_train "${data[@]}" --model "$model" --batch "$batch" \
+                    --epochs "$epochs" --steps "$steps" --no-test >"$out/pair_${model}_b${batch}_c${core}_w${win}.log" 2>&1 &
+            done
+            wait
+            for core in 0 1; do
+                grep '^RESULT' "$out/pair_${model}_b${batch}_c${core}_w${win}.log" |
+                    sed "s/^RESULT /PAIR /; s/\$/ window=$win core=$core/" | tee -a "$raw" ||
+                    { echo "mpi_scaling: FAILED: the pair run on core $core" >&2; exit 1; }
+            done
+        fi
     done
   done
 done
@@ -134,7 +154,7 @@ python3 - "$raw" "$json" "$quick" <<'EOF'
 import json, sys, time
 
 raw, out, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-runs, allreduce, header = [], [], ""
+runs, allreduce, pairs, header = [], [], [], ""
 for line in open(raw):
     if line.startswith("#"):
         header = line[1:].strip()
@@ -152,7 +172,10 @@ for line in open(raw):
                     d[k] = None
             except ValueError:
                 d[k] = v
-    (runs if kind == "RESULT" else allreduce).append(d)
+    if kind == "PAIR":
+        pairs.append(d)
+    else:
+        (runs if kind == "RESULT" else allreduce).append(d)
 
 NAMES = {"tlenet": "T-LENET", "tptb": "T-PTB"}
 # trainable parameters per layer, first to last (examples/mpi_train.c)
@@ -210,6 +233,18 @@ for model, batch in sorted({(r["model"], r["batch"]) for r in runs}, key=lambda 
         w["measured"]["efficiency"] = {str(n): round(median(sp[n]) / n, 4) for n in nranks if sp[n]}
         w["measured"]["efficiency_range"] = {str(n): [round(min(sp[n]) / n, 4), round(max(sp[n]) / n, 4)]
                                              for n in nranks if sp[n]}
+    pr = {}
+    for p in pairs:
+        if p["model"] == model and p["batch"] == batch:
+            pr.setdefault(p["window"], []).append(p["batches_per_s"])
+    ceil = [sum(pr[k]) / (2 * by[1, k]["batches_per_s"]) for k in wins if len(pr.get(k, [])) == 2 and (1, k) in by]
+    if ceil:
+        rel = [by[2, k]["batches_per_s"] / sum(pr[k]) for k in wins if len(pr.get(k, [])) == 2 and (2, k) in by]
+        w["measured"]["pair_ceiling"] = round(median(ceil), 4)
+        w["measured"]["pair_ceiling_range"] = [round(min(ceil), 4), round(max(ceil), 4)]
+        w["measured"]["efficiency_over_ceiling"] = round(median(rel), 4)
+        w["measured"]["efficiency_over_ceiling_range"] = [round(min(rel), 4), round(max(rel), 4)]
+        w["pair_runs"] = [p for p in pairs if p["model"] == model and p["batch"] == batch]
     w["runs"] = [by[n, k] for k in wins for n in nranks if (n, k) in by]
     work.append(w)
 
@@ -233,6 +268,18 @@ for w in work:
             er = m.get("efficiency_range", {}).get(str(n))
             row += " | %s | %s" % (("%.2f" % sp, "%.2f (%.2f-%.2f)" % (sp / n, er[0], er[1])) if sp else ("-", "-"))
     print(row + " |")
+if any("pair_ceiling" in w["measured"] for w in work):
+    print()
+    print("the machine's own ceiling (two independent 1-rank runs at once, per window; median and range):")
+    print("| model | batch/rank | ceiling = pair / (2 x 1 rank) | efficiency 2 / ceiling = 2 ranks / pair |")
+    print("|---|---|---|---|")
+    for w in work:
+        m = w["measured"]
+        if "pair_ceiling" in m:
+            c, cr = m["pair_ceiling"], m["pair_ceiling_range"]
+            e, er = m["efficiency_over_ceiling"], m["efficiency_over_ceiling_range"]
+            print("| %s | %d | %.2f (%.2f-%.2f) | %.2f (%.2f-%.2f) |" % (w["model"], w["batch"], c, cr[0], cr[1], e, er[0],
+                                                                     er[1]))
 print()
 print("allreduce on 2 ranks (median): " + ", ".join(
     "%d floats %.3g ms (%.2f GB/s)" % (a["n"], 1e3 * a["median_s"], a["algbw_GBps"]) for a in allreduce))
