@@ -4445,10 +4445,10 @@ public:
         int64_t rows = B * in.size();
         float *G = weights[0].g;
         memset(G, 0, (size_t)(input_dim * output_dim) * sizeof(float));
-        touched.assign((size_t)input_dim, 0); /* no allocation after the first step */
+        bool mark = !touched.empty(); /* a data-parallel step cleared (sized) the marks before backward */
         for (int64_t r = 0; r < rows; r++) {
             int64_t id = (int64_t)x[r];
-            touched[(size_t)id] = 1;
+            if (mark) touched[(size_t)id] = 1;
             float *g = G + id * output_dim;
             const float *d = dy + r * output_dim;
             for (int64_t j = 0; j < output_dim; j++) g[j] += d[j];
@@ -4458,7 +4458,7 @@ public:
     void clear_grad_rows() override { touched.assign((size_t)input_dim, 0); }
 
 private:
-    std::vector<uint8_t> touched; /* the rows of the last backward's ids */
+    std::vector<uint8_t> touched; /* the rows of the last backward's ids (data-parallel steps only) */
 };
 
 /* Keras' Masking(mask_value=0.0): a time step of a (T, F) input whose
@@ -7818,15 +7818,20 @@ public:
             if (!l->states.empty()) return true; /* stateful: forward writes the states */
         return false;
     }
+    /* copies made for another plan are dropped (they are idle: that
+       change ran alone); under mu */
+    void drop_stale_copies() {
+        InferPool &p = infer_pool;
+        if (p.gen == plan_gen) return;
+        p.idle.clear();
+        p.all.clear();
+        p.gen = plan_gen;
+    }
     /* an idle copy, or NULL; under mu */
     Model *take_copy() {
         InferPool &p = infer_pool;
         Hold g(p.mu);
-        if (p.gen != plan_gen) { /* made for another plan: idle (that change ran alone) */
-            p.idle.clear();
-            p.all.clear();
-            p.gen = plan_gen;
-        }
+        drop_stale_copies();
         if (p.idle.empty()) return nullptr;
         Model *r = p.idle.back();
         p.idle.pop_back();
@@ -7853,11 +7858,7 @@ public:
         }
         InferPool &p = infer_pool;
         Hold g(p.mu);
-        if (p.gen != plan_gen) {
-            p.idle.clear();
-            p.all.clear();
-            p.gen = plan_gen;
-        }
+        drop_stale_copies();
         p.all.push_back(std::move(r));
         p.idle.reserve(p.all.size());
         p.idle.push_back(p.all.back().get());
@@ -8980,25 +8981,27 @@ bool Dist::replicas_equal(uint64_t h) {
 /* G[lo, hi) scaled by the step's weight (over the known total, when
    every rank knows it) and sent: its sum over the ranks arrives in place,
    at once (blocking) or when reqs complete. */
-static void dist_send(Dist &d, int64_t lo, int64_t hi, bool blocking) {
-    if (hi <= lo) return;
+static void dist_send(Dist &d, float *v, int64_t n, bool blocking) {
     double f = d.known_total > 0 ? d.weight / d.known_total : d.weight;
-    if (f != 1.0) simd::run<ScaleK>(d.g + lo, hi - lo, (float)f);
+    if (f != 1.0) simd::run<ScaleK>(v, n, (float)f);
     const int64_t chunk = (int64_t)1 << 30;
-    for (int64_t o = lo; o < hi; o += chunk) {
-        int n = (int)std::min(chunk, hi - o);
+    for (int64_t o = 0; o < n; o += chunk) {
+        int c = (int)std::min(chunk, n - o);
         if (blocking) {
-            mpi_ok(MPI_Allreduce(MPI_IN_PLACE, d.g + o, n, MPI_FLOAT, MPI_SUM, d.comm), d.where);
+            mpi_ok(MPI_Allreduce(MPI_IN_PLACE, v + o, c, MPI_FLOAT, MPI_SUM, d.comm), d.where);
         } else {
             d.reqs.emplace_back();
-            mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, d.g + o, n, MPI_FLOAT, MPI_SUM, d.comm, &d.reqs.back()), d.where);
+            mpi_ok(MPI_Iallreduce(MPI_IN_PLACE, v + o, c, MPI_FLOAT, MPI_SUM, d.comm, &d.reqs.back()), d.where);
         }
     }
 }
+static void dist_send(Dist &d, int64_t lo, int64_t hi, bool blocking) {
+    if (hi > lo) dist_send(d, d.g + lo, hi - lo, blocking);
+}
 
 /* A row-sparse gradient: the union of the ranks' marked rows (a bitwise
-   OR of one byte per row), then those rows alone, packed, scaled as
-   dist_send scales, summed, and unpacked. The other rows are zero on every
+   OR of one byte per row), then those rows alone, packed, sent as any
+   range (scaled and summed), and unpacked. The other rows are zero on every
    rank, so their sum is the zero already there: the result is the dense
    reduction's. When the union holds most rows, the dense send is cheaper. */
 static void dist_send_rows(Dist &d, const StepReduce::Rows &sp) {
@@ -9010,20 +9013,14 @@ static void dist_send_rows(Dist &d, const StepReduce::Rows &sp) {
         dist_send(d, sp.off, sp.off + sp.rows * sp.cols, true);
         return;
     }
-    float f = (float)(d.known_total > 0 ? d.weight / d.known_total : d.weight);
     d.packed.resize((size_t)(u * sp.cols));
     float *p = d.packed.data();
     for (int64_t r = 0; r < sp.rows; r++)
         if (d.marks[(size_t)r]) {
             const float *gr = d.g + sp.off + r * sp.cols;
-            for (int64_t j = 0; j < sp.cols; j++) p[j] = f * gr[j];
-            p += sp.cols;
+            p = std::copy(gr, gr + sp.cols, p);
         }
-    const int64_t chunk = (int64_t)1 << 30, n = u * sp.cols;
-    for (int64_t o = 0; o < n; o += chunk)
-        mpi_ok(MPI_Allreduce(MPI_IN_PLACE, d.packed.data() + o, (int)std::min(chunk, n - o), MPI_FLOAT, MPI_SUM,
-                             d.comm),
-               d.where);
+    dist_send(d, d.packed.data(), u * sp.cols, true);
     p = d.packed.data();
     for (int64_t r = 0; r < sp.rows; r++)
         if (d.marks[(size_t)r]) {
