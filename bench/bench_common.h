@@ -25,14 +25,14 @@
         }                                                                            \
     } while (0)
 
-static double now(void) {
+static inline double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* The model called `name` in bench/models.h, or NULL. */
-static const bench_model *find_model(const char *name) {
+static inline const bench_model *find_model(const char *name) {
     size_t k;
     for (k = 0; k < sizeof bench_models / sizeof bench_models[0]; k++)
         if (!strcmp(bench_models[k].name, name)) return &bench_models[k];
@@ -40,7 +40,7 @@ static const bench_model *find_model(const char *name) {
 }
 
 /* Trains `epochs` epochs over `steps` batches; returns the seconds it took. */
-static double train(nnl_model *m, const float *x, const int64_t *y, int rank, const int64_t *per, int64_t steps,
+static inline double train(nnl_model *m, const float *x, const int64_t *y, int rank, const int64_t *per, int64_t steps,
                     int batch, int epochs) {
     int64_t shape[4], ys[1];
     int i;
@@ -56,6 +56,16 @@ static double train(nnl_model *m, const float *x, const int64_t *y, int rank, co
     double t = now();
     CHECK(nnl_fit(m, x, rank + 1, shape, y, NNL_INT64, 1, ys, &o));
     return now() - t;
+}
+
+/* A positive integer option's value (argv[*i + 1]); otherwise the program
+   stops (exit 2) naming itself and the option. */
+static inline int bench_opt_int(int argc, char **argv, int *i, const char *name) {
+    if (*i + 1 >= argc || atoi(argv[*i + 1]) <= 0) {
+        fprintf(stderr, "%s: %s needs a positive number\n", argv[0], name);
+        exit(2);
+    }
+    return atoi(argv[++*i]);
 }
 
 static inline int bench_cmp_double(const void *a, const void *b) {

@@ -23,14 +23,6 @@
 
 #include <sys/resource.h>
 
-static int opt_int(int argc, char **argv, int *i, const char *name) {
-    if (*i + 1 >= argc || atoi(argv[*i + 1]) <= 0) {
-        fprintf(stderr, "bench_nnlite: %s needs a positive number\n", name);
-        exit(2);
-    }
-    return atoi(argv[++*i]);
-}
-
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr,
@@ -47,10 +39,10 @@ int main(int argc, char **argv) {
     int steps = 2000, windows = 3, warmup = 50, calls = 2001;
     const char *data = NULL;
     for (i = 4; i < argc; i++) {
-        if (!strcmp(argv[i], "--steps")) steps = opt_int(argc, argv, &i, "--steps");
-        else if (!strcmp(argv[i], "--windows")) windows = opt_int(argc, argv, &i, "--windows");
-        else if (!strcmp(argv[i], "--warmup")) warmup = opt_int(argc, argv, &i, "--warmup");
-        else if (!strcmp(argv[i], "--calls")) calls = opt_int(argc, argv, &i, "--calls");
+        if (!strcmp(argv[i], "--steps")) steps = bench_opt_int(argc, argv, &i, "--steps");
+        else if (!strcmp(argv[i], "--windows")) windows = bench_opt_int(argc, argv, &i, "--windows");
+        else if (!strcmp(argv[i], "--warmup")) warmup = bench_opt_int(argc, argv, &i, "--warmup");
+        else if (!strcmp(argv[i], "--calls")) calls = bench_opt_int(argc, argv, &i, "--calls");
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else {
             fprintf(stderr, "bench_nnlite: unknown argument '%s'\n", argv[i]);

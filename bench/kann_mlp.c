@@ -38,30 +38,11 @@
 #include <xmmintrin.h>
 #endif
 
+#include "bench_common.h" /* nnlite.h (the data loaders), the clock, options, window statistics */
 #include "kann.h"
-#include "nnlite.h"
 
 extern void openblas_set_num_threads(int);
 extern char *openblas_get_corename(void);
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static int opt_int(int argc, char **argv, int *i, const char *name) {
-    if (*i + 1 >= argc || atoi(argv[*i + 1]) <= 0) {
-        fprintf(stderr, "kann_mlp: %s needs a positive number\n", name);
-        exit(2);
-    }
-    return atoi(argv[++*i]);
-}
 
 /* the model's state for one training step */
 typedef struct {
@@ -122,10 +103,10 @@ int main(int argc, char **argv) {
     int batch = atoi(argv[2]), threads = atoi(argv[3]), i, keep = 0;
     int steps = 2000, windows = 3, warmup = 50, calls = 2001;
     for (i = 4; i < argc; i++) {
-        if (!strcmp(argv[i], "--steps")) steps = opt_int(argc, argv, &i, "--steps");
-        else if (!strcmp(argv[i], "--windows")) windows = opt_int(argc, argv, &i, "--windows");
-        else if (!strcmp(argv[i], "--warmup")) warmup = opt_int(argc, argv, &i, "--warmup");
-        else if (!strcmp(argv[i], "--calls")) calls = opt_int(argc, argv, &i, "--calls");
+        if (!strcmp(argv[i], "--steps")) steps = bench_opt_int(argc, argv, &i, "--steps");
+        else if (!strcmp(argv[i], "--windows")) windows = bench_opt_int(argc, argv, &i, "--windows");
+        else if (!strcmp(argv[i], "--warmup")) warmup = bench_opt_int(argc, argv, &i, "--warmup");
+        else if (!strcmp(argv[i], "--calls")) calls = bench_opt_int(argc, argv, &i, "--calls");
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--setting") && i + 1 < argc) setting = argv[++i];
         else if (!strcmp(argv[i], "--split") && i + 1 < argc) split = argv[++i];
@@ -204,7 +185,7 @@ int main(int argc, char **argv) {
 
     run(&n, x, yh, nb, batch, shuf, warmup);
     long wsteps = (long)((steps + nb - 1) / nb) * nb;
-    double sps[64], total = 0, lo, hi, med, s2[64];
+    double sps[64], total = 0;
     for (i = 0; i < windows; i++) {
         double a = now();
         run(&n, x, yh, nb, batch, shuf, wsteps);
@@ -212,12 +193,6 @@ int main(int argc, char **argv) {
         total += w;
         sps[i] = (double)(wsteps * batch) / w;
     }
-    memcpy(s2, sps, sizeof(double) * (size_t)windows);
-    qsort(s2, (size_t)windows, sizeof(double), cmp);
-    lo = s2[0];
-    hi = s2[windows - 1];
-    med = windows % 2 ? s2[windows / 2] : 0.5 * (s2[windows / 2 - 1] + s2[windows / 2]);
-
     /* batch-1 inference: kann_apply1, median of many calls */
     kann_switch(n.ann, 0);
     double *lat = (double *)malloc(sizeof(double) * (size_t)calls);
@@ -231,16 +206,15 @@ int main(int argc, char **argv) {
         sink += kann_apply1(n.ann, one + (size_t)(i % 50) * 784)[0];
         lat[i] = now() - a;
     }
-    qsort(lat, (size_t)calls, sizeof(double), cmp);
+    qsort(lat, (size_t)calls, sizeof(double), bench_cmp_double);
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const char *dname = data ? "fmnist" : "synth";
-    printf("train fw=kann model=%s data=%s batch=%d threads=%d setting=%s steps=%ld warmup=%d windows=", model, dname,
-           batch, threads, setting, wsteps, warmup);
-    for (i = 0; i < windows; i++) printf("%s%.1f", i ? "," : "", sps[i]);
-    printf(" median=%.1f min=%.1f max=%.1f spread=%.4f seconds=%.2f last_loss=%.4f\n", med, lo, hi, (hi - lo) / med,
-           total, n.cost);
+    printf("train fw=kann model=%s data=%s batch=%d threads=%d setting=%s steps=%ld warmup=%d ", model, dname, batch,
+           threads, setting, wsteps, warmup);
+    bench_print_windows(stdout, sps, windows);
+    printf(" seconds=%.2f last_loss=%.4f\n", total, n.cost);
     printf("latency fw=kann model=%s data=%s threads=%d setting=%s calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f\n",
            model, dname, threads, setting, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10],
            1e6 * lat[calls * 9 / 10]);
