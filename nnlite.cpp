@@ -3377,6 +3377,15 @@ public:
     bool var_in = false, var_out = false;  /* the first axis of in / out is None */
     bool mask_in = false, mask_out = false; /* in / out carry the step mask */
     float *mask = nullptr; /* the model's (B, T) step mask while mask_in or makes_mask(), else NULL */
+    /* ---- Channels-first chains. A channels-first convolution or pooling
+       layer computes channels-last inside (transposing its input, output
+       and their gradients). Between two such layers the model skips the
+       pair of transposes: the first leaves its output (and takes its
+       output's gradient) channels-last (cl_out), the second takes its input
+       (and gives its input's gradient) channels-last (cl_in). Exact: the
+       transposes only moved values. R-LENET: 6 of its 8 transposes. ---- */
+    virtual bool keeps_cl() const { return false; }
+    bool cl_in = false, cl_out = false;
 
     int64_t param_count(bool trainable_only = false) const {
         int64_t n = 0;
@@ -3828,6 +3837,7 @@ public:
                     kshape.str(false).c_str(), input.str().c_str());
     }
     bool fused_epilogue() const { return act_from_output(act) && !fused_output; }
+    bool keeps_cl() const override { return cf && act != ACT_SOFTMAX; } /* softmax: over the last axis */
     bool direct() const { return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]; }
     int64_t col_row() const { return g.kvol() * g.C; }
     /* Samples per im2col block: up to 2 MB of columns. Smaller blocks (512 KB)
@@ -3852,7 +3862,7 @@ public:
     float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
     float *col(int64_t B) const { return sc + cfsize(B); }
     const float *to_cl(const float *x, int64_t B) const {
-        if (!cf) return x;
+        if (!cf || cl_in) return x;
         K().transpose(x, xcl(B), B, g.C, g.in_size());
         return xcl(B);
     }
@@ -3860,7 +3870,7 @@ public:
         const float *xc = to_cl(x, B);
         bool ep = fused_epilogue(); /* bias and activation inside the GEMM */
         float *z = act == ACT_LINEAR || ep ? y : ws;
-        float *zc = cf ? ycl(B) : z;
+        float *zc = cf && !cl_out ? ycl(B) : z;
         const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
         const float *bias = use_bias ? weights[1].w : nullptr;
         for (int64_t b0 = 0; b0 < B; b0 += nb) {
@@ -3878,7 +3888,7 @@ public:
                           zc + b0 * P * filters, filters);
         }
         if (use_bias && !ep) K().bias_add(zc, bias, B * P, filters);
-        if (cf) K().transpose(zc, z, B, P, filters);
+        if (cf && !cl_out) K().transpose(zc, z, B, P, filters);
         if (act != ACT_LINEAR && !ep)
             K().act_forward(act, z, y, act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
                             act == ACT_SOFTMAX ? out.last() : B * out.size());
@@ -3894,7 +3904,7 @@ public:
         }
         const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
         const float *dzc = dz;
-        if (cf) {
+        if (cf && !cl_out) {
             K().transpose(dz, ycl(B), B, filters, P);
             dzc = ycl(B);
         }
@@ -3911,7 +3921,7 @@ public:
                       weights[0].g, filters);
         }
         if (!dx) return;
-        float *dxc = cf ? dxcl(B) : dx;
+        float *dxc = cf && !cl_in ? dxcl(B) : dx;
         for (int64_t b0 = 0; b0 < B; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             if (direct()) {
@@ -3923,7 +3933,7 @@ public:
                 K().col2im(g, col(B), dxc + b0 * S, n);
             }
         }
-        if (cf) K().transpose(dxc, dx, B, g.in_size(), g.C);
+        if (cf && !cl_in) K().transpose(dxc, dx, B, g.in_size(), g.C);
     }
 };
 
@@ -3992,24 +4002,27 @@ public:
     float *xcl(int64_t) const { return sc; }
     float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
     float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
+    bool keeps_cl() const override { return cf; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
-        if (!cf) {
-            K().pool_forward(g, max, x, y, arg(), B);
-            return;
+        const float *xc = x;
+        if (cf && !cl_in) {
+            K().transpose(x, xcl(B), B, g.C, g.in_size());
+            xc = xcl(B);
         }
-        K().transpose(x, xcl(B), B, g.C, g.in_size());
-        K().pool_forward(g, max, xcl(B), ycl(B), arg(), B);
-        K().transpose(ycl(B), y, B, g.out_size(), g.C);
+        float *yc = cf && !cl_out ? ycl(B) : y;
+        K().pool_forward(g, max, xc, yc, arg(), B);
+        if (cf && !cl_out) K().transpose(yc, y, B, g.out_size(), g.C);
     }
     void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
         if (!dx) return;
-        if (!cf) {
-            K().pool_backward(g, max, dy, arg(), dx, B);
-            return;
+        const float *dyc = dy;
+        if (cf && !cl_out) {
+            K().transpose(dy, ycl(B), B, g.C, g.out_size());
+            dyc = ycl(B);
         }
-        K().transpose(dy, ycl(B), B, g.C, g.out_size());
-        K().pool_backward(g, max, ycl(B), arg(), dxcl(B), B);
-        K().transpose(dxcl(B), dx, B, g.in_size(), g.C);
+        float *dxc = cf && !cl_in ? dxcl(B) : dx;
+        K().pool_backward(g, max, dyc, arg(), dxc, B);
+        if (cf && !cl_in) K().transpose(dxc, dx, B, g.in_size(), g.C);
     }
 };
 
@@ -7393,6 +7406,8 @@ public:
         }
         param_total += np;
         name_index[name] = layers.size() - 1;
+        if (layers.size() >= 2 && layers[layers.size() - 2]->keeps_cl() && layers.back()->keeps_cl())
+            layers[layers.size() - 2]->cl_out = layers.back()->cl_in = true;
     }
 
     void compile(const char *opt_text, const char *loss_text, const char *metrics_text) {
