@@ -1526,19 +1526,19 @@ __attribute__((target("avx512f"))) static void ukr_avx512(int64_t kc, const floa
     }
     __m512 acc[MR] = {_mm512_add_ps(c0, d0), _mm512_add_ps(c1, d1), _mm512_add_ps(c2, d2),
                       _mm512_add_ps(c3, d3), _mm512_add_ps(c4, d4), _mm512_add_ps(c5, d5)};
-    if (mr == MR && nr == NR) {
-        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-        for (int r = 0; r < MR; r++) {
-            float *c = C + r * ldc;
-            __m512 v = _mm512_mul_ps(va, acc[r]);
-            if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c), v);
-            _mm512_storeu_ps(c, v);
-        }
-        return;
+    /* partial tiles (a product's edges) with masks, by the same formula as
+       whole ones: the edges of narrow products (20 or 50 filters) and short
+       depths (a first convolution's 9 or 25) made the scalar path costly */
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 m = nr >= NR ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        float *c = C + r * ldc;
+        __m512 v = _mm512_mul_ps(va, acc[r]);
+        if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), v);
+        _mm512_mask_storeu_ps(c, m, v);
     }
-    alignas(64) float tmp[MR * NR];
-    for (int r = 0; r < MR; r++) _mm512_store_ps(tmp + r * NR, acc[r]);
-    store_tile(tmp, C, ldc, alpha, beta, mr, nr);
 }
 
 /* AVX-512, two B panels at once: a 6 x 32 tile. Per k step it loads two B
@@ -1579,23 +1579,22 @@ __attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const flo
             c[r][1] = _mm512_fmadd_ps(u, x1, c[r][1]);
         }
     }
-    /* each half stored exactly as ukr_avx512 stores a tile of that size */
+    /* each half stored exactly as ukr_avx512 stores a tile of that size
+       (masked edges, the same formula) */
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    alignas(64) float tmp[MR * NR];
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         int64_t n = std::min<int64_t>(NR, nr - h * NR);
         if (n <= 0) break;
-        if (mr == MR && n == NR) {
-            for (int r = 0; r < MR; r++) {
-                float *cp = C + r * ldc + h * NR;
-                __m512 v = _mm512_mul_ps(va, _mm512_add_ps(c[r][h], d[r][h]));
-                if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cp), v);
-                _mm512_storeu_ps(cp, v);
-            }
-            continue;
+        const __mmask16 m = n >= NR ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            if (r >= mr) break;
+            float *cp = C + r * ldc + h * NR;
+            __m512 v = _mm512_mul_ps(va, _mm512_add_ps(c[r][h], d[r][h]));
+            if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, cp), v);
+            _mm512_mask_storeu_ps(cp, m, v);
         }
-        for (int r = 0; r < MR; r++) _mm512_store_ps(tmp + r * NR, _mm512_add_ps(c[r][h], d[r][h]));
-        store_tile(tmp, C + h * NR, ldc, alpha, beta, mr, n);
     }
 }
 #endif
