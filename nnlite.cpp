@@ -1620,6 +1620,12 @@ static const Ukr2 ukr2 = ukr == ukr_avx512 ? ukr2_avx512 : nullptr;
 #else
 static const Ukr2 ukr2 = nullptr;
 #endif
+/* The share of an M x N product's kernel tiles that holds C (the rest is
+   computed on padding): to choose between computing C and C^T. */
+static double tile_fill(int64_t M, int64_t N) {
+    int64_t w = ukr2 ? 2 * NR : NR;
+    return (double)M / (double)((M + MR - 1) / MR * MR) * (double)N / (double)((N + w - 1) / w * w);
+}
 
 /* A few rows (single-sample inference): packing B would cost more than
    the product, so stream B once in place, up to four rows of C at a time. */
@@ -3765,6 +3771,7 @@ public:
     bool cf, use_bias;
     Act act;
     Window g;
+    std::vector<float> gt; /* dW^T [filters, kvol * C] when backward computes it that way */
 
     Conv(Args &a, int nd_, const char *cls_) : nd(nd_) {
         cls = cls_;
@@ -3909,6 +3916,11 @@ public:
         }
         const float *xc = to_cl(x, B);
         if (use_bias) K().bias_grad(dzc, weights[1].g, B * P, filters);
+        /* dW = col^T dz, or (dz^T col)^T when the kernel's tiles fit that
+           shape better (CPU): R-LENET's 50 filters fill 78 % of two 32-wide
+           panels but 93 % of nine 6-row tiles (1.3x faster product) */
+        const bool swap = &K() == &cpu_kernels && gemm::tile_fill(filters, R) > 1.05 * gemm::tile_fill(R, filters);
+        if (swap) gt.resize((size_t)(filters * R)); /* the same size every call: allocated once */
         for (int64_t b0 = 0; b0 < B; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             const float *cm = xc + b0 * S;
@@ -3916,9 +3928,14 @@ public:
                 K().im2col(g, cm, col(B), n);
                 cm = col(B);
             }
-            K().sgemm(true, false, R, filters, n * P, 1.f, cm, R, dzc + b0 * P * filters, filters, b0 ? 1.f : 0.f,
-                      weights[0].g, filters);
+            if (swap)
+                gemm::sgemm(true, false, filters, R, n * P, 1.f, dzc + b0 * P * filters, filters, cm, R,
+                            b0 ? 1.f : 0.f, gt.data(), R);
+            else
+                K().sgemm(true, false, R, filters, n * P, 1.f, cm, R, dzc + b0 * P * filters, filters,
+                          b0 ? 1.f : 0.f, weights[0].g, filters);
         }
+        if (swap) K().transpose(gt.data(), weights[0].g, 1, filters, R);
         if (!dx) return;
         float *dxc = cf && !cl_in ? dxcl(B) : dx;
         for (int64_t b0 = 0; b0 < B; b0 += nb) {
