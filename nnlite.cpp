@@ -1787,8 +1787,13 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
 #ifndef NNL_GEMM_MIN_COST
 #define NNL_GEMM_MIN_COST 1e7
 #endif
+/* A thread's block of the product: sgemm_block, or the bfloat16 one below
+   (sgemm_block_bf16), which shares this splitting. */
+typedef void (*Block)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
+                      float, float *, int64_t, const float *, Act);
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act,
+                     Block block = sgemm_block) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.f) {
         for (int64_t i = 0; i < M; i++)
@@ -1806,7 +1811,7 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     double cost = (double)M * N * K + 20.0 * ((double)M * N + (double)M * K + (double)K * N);
     int T = (int)std::min<double>({(double)threads(), (double)units, std::ceil(cost / NNL_GEMM_MIN_COST)});
     if (T <= 1 || cost <= NNL_GEMM_MIN_COST) {
-        sgemm_block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
+        block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
     /* Each block packs the whole of the other operand again, so blocks stay
@@ -1818,11 +1823,11 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     pool::run_chunks(chunks, T, [&](int64_t c) {
         int64_t lo = c * per * unit, hi = std::min((c + 1) * per * unit, end);
         if (split_m)
-            sgemm_block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc,
-                        bias, act);
+            block(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc, bias,
+                  act);
         else
-            sgemm_block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
-                        bias ? bias + lo : nullptr, act);
+            block(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc,
+                  bias ? bias + lo : nullptr, act);
     });
 }
 
@@ -1923,6 +1928,237 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
     int chunks = (int)((npan + per - 1) / per);
     pool::run_chunks(chunks, T, [&](int64_t c) { part(c * per, std::min(npan, (c + 1) * per)); });
 }
+
+/* ---- bfloat16 GEMM (mixed precision, nnl_set_precision) ------------------
+   C (float32) = alpha op(A) op(B) + beta C with A and B rounded to bfloat16
+   (8-bit mantissa, round to nearest even) while they are packed, products
+   summed in float32: VDPBF16PS (AVX512-BF16) takes two bf16 pairs per lane
+   and adds both products to a float32 lane, so both operands are packed as
+   k-pairs: one 32-bit word holds the bf16 of k = 2p (low half) and 2p+1
+   (high half); an odd last k pairs with a zero. Ap: for each pair, MR words
+   (one per row); Bp: for each pair, NR words (one per column), a zmm.
+   The same loops as sgemm_block; the portable kernel (NNL_BF16=emulate, for
+   CPUs without the instructions) gives each lane the same sums in the same
+   order as the instruction (odd product first, then even), so the two agree
+   but for denormals, which the instruction flushes. */
+namespace bf16 {
+/* float32 -> bfloat16, round to nearest even (VCVTNE2PS2BF16's rounding;
+   NaN stays a quiet NaN); denormal inputs become signed zeros as there. */
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u)); /* Inf, NaN */
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float widen(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* the value a float32 becomes as a GEMM operand (tests compare with it) */
+static inline float rounded(float f) { return widen(to_bf16(f)); }
+static inline uint32_t pair(float lo, float hi) { return (uint32_t)to_bf16(lo) | (uint32_t)to_bf16(hi) << 16; }
+
+static thread_local Buffers tl_buf; /* packed bf16 words, in float-sized slots */
+
+/* Ap: panels of MR rows, each (kc+1)/2 pairs x MR words, zero padded. */
+static void pack_a(bool ta, const float *A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, uint32_t *Ap,
+                   int64_t panel) {
+    int64_t p = panel * MR, mr = std::min<int64_t>(MR, mc - p), kp = (kc + 1) / 2;
+    uint32_t *dst = Ap + panel * MR * kp;
+    for (int64_t r = 0; r < MR; r++) {
+        if (r >= mr) {
+            for (int64_t q = 0; q < kp; q++) dst[q * MR + r] = 0;
+            continue;
+        }
+        for (int64_t q = 0; q < kp; q++) {
+            int64_t k = k0 + 2 * q;
+            float lo = gemm::at(A, lda, ta, i0 + p + r, k), hi = 2 * q + 1 < kc ? gemm::at(A, lda, ta, i0 + p + r, k + 1) : 0.f;
+            dst[q * MR + r] = pair(lo, hi);
+        }
+    }
+}
+
+/* Bp: panels of NR columns, each (kc+1)/2 pairs x NR words, zero padded. */
+static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, uint32_t *Bp,
+                   int64_t panel) {
+    int64_t j = panel * NR, nr = std::min<int64_t>(NR, nc - j), kp = (kc + 1) / 2;
+    uint32_t *dst = Bp + panel * NR * kp;
+    for (int64_t q = 0; q < kp; q++, dst += NR) {
+        int64_t k = k0 + 2 * q;
+        bool odd = 2 * q + 1 < kc;
+        if (!tb) {
+            const float *s0 = B + k * ldb + j0 + j, *s1 = s0 + ldb;
+            int64_t c = 0;
+            for (; c < nr; c++) dst[c] = pair(s0[c], odd ? s1[c] : 0.f);
+            for (; c < NR; c++) dst[c] = 0;
+        } else {
+            int64_t c = 0;
+            for (; c < nr; c++) {
+                const float *s = B + (j0 + j + c) * ldb + k;
+                dst[c] = pair(s[0], odd ? s[1] : 0.f);
+            }
+            for (; c < NR; c++) dst[c] = 0;
+        }
+    }
+}
+
+/* Micro-kernels: C[mr, nr] = alpha * A B + beta * C over kp pairs, for one
+   (NP = 1) or two (NP = 2, a 6 x 32 tile) B panels; nr <= NP * NR. */
+template <int NP>
+static void ukr_generic(int64_t kp, const uint32_t *a, const uint32_t *b0, const uint32_t *b1, float *C, int64_t ldc,
+                        float alpha, float beta, int64_t mr, int64_t nr) {
+    float acc[NP][MR * NR] = {};
+    for (int64_t q = 0; q < kp; q++, a += MR, b0 += NR, b1 += NR)
+        for (int h = 0; h < NP; h++) {
+            const uint32_t *b = h ? b1 : b0;
+            for (int r = 0; r < MR; r++) {
+                float alo = widen((uint16_t)a[r]), ahi = widen((uint16_t)(a[r] >> 16));
+                float *c = acc[h] + r * NR;
+                for (int j = 0; j < NR; j++) {
+                    float s = c[j] + ahi * widen((uint16_t)(b[j] >> 16)); /* products of bf16 are exact */
+                    c[j] = s + alo * widen((uint16_t)b[j]);
+                }
+            }
+        }
+    for (int h = 0; h < NP; h++) {
+        int64_t n = std::min<int64_t>(NR, nr - h * NR);
+        if (n > 0) store_tile(acc[h], C + h * NR, ldc, alpha, beta, mr, n);
+    }
+}
+
+#if NNL_X86
+#define NNL_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+template <int NP>
+NNL_BF16_TARGET static void ukr_avx512(int64_t kp, const uint32_t *a, const uint32_t *b0, const uint32_t *b1, float *C,
+                                       int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr) {
+    __m512 c[MR][NP];
+    for (int r = 0; r < MR; r++)
+        for (int h = 0; h < NP; h++) c[r][h] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < kp; q++, a += MR, b0 += NR, b1 += NR) {
+        __m512bh x[NP];
+        x[0] = (__m512bh)_mm512_load_si512((const void *)b0);
+        if (NP == 2) x[NP - 1] = (__m512bh)_mm512_load_si512((const void *)b1);
+        for (int r = 0; r < MR; r++) {
+            __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r]);
+            for (int h = 0; h < NP; h++) c[r][h] = _mm512_dpbf16_ps(c[r][h], u, x[h]);
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    alignas(64) float tmp[MR * NR];
+    for (int h = 0; h < NP; h++) {
+        int64_t n = std::min<int64_t>(NR, nr - h * NR);
+        if (n <= 0) break;
+        if (mr == MR && n == NR) {
+            for (int r = 0; r < MR; r++) {
+                float *cp = C + r * ldc + h * NR;
+                __m512 v = _mm512_mul_ps(va, c[r][h]);
+                if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cp), v);
+                _mm512_storeu_ps(cp, v);
+            }
+            continue;
+        }
+        for (int r = 0; r < MR; r++) _mm512_store_ps(tmp + r * NR, c[r][h]);
+        store_tile(tmp, C + h * NR, ldc, alpha, beta, mr, n);
+    }
+}
+#endif
+
+/* Whether this CPU has AVX512-BF16 (and NNL_NO_SIMD, NNL_BF16=off or
+   NNL_BF16=emulate do not turn it off). Read on each call: tests change
+   the environment. */
+static bool hardware() {
+#if NNL_X86
+    const char *e = getenv("NNL_BF16");
+    if (getenv("NNL_NO_SIMD") || (e && (!strcmp(e, "off") || !strcmp(e, "emulate")))) return false;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+/* NNL_BF16=emulate: the portable kernel stands in where the CPU lacks the
+   instructions (slow; for tests on any CPU) */
+static bool emulate() {
+    const char *e = getenv("NNL_BF16");
+    return e && !strcmp(e, "emulate");
+}
+
+/* One thread's share (gemm::Block): sgemm_block's loops on bf16 panels.
+   HW: the AVX512-BF16 kernel, else the portable one. */
+template <bool HW>
+static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
+    bool ep = bias || act != ACT_LINEAR;
+    Buffers &buf = tl_buf;
+    int64_t ncmax = std::min<int64_t>(N, NC), kpmax = (std::min<int64_t>(K, KC) + 1) / 2,
+            mcmax = std::min<int64_t>(M, MC);
+    buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kpmax));
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)((mcmax + MR - 1) / MR * MR * kpmax));
+    uint32_t *Bp = (uint32_t *)buf.bp, *Ap = (uint32_t *)buf.ap;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        int64_t nc = std::min<int64_t>(NC, N - jc), npan = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < K; pc += KC) { /* KC is even: pairs never straddle two blocks */
+            int64_t kc = std::min<int64_t>(KC, K - pc), kp = (kc + 1) / 2;
+            float bet = pc == 0 ? beta : 1.f;
+            for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
+                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+                for (int64_t jp = 0; jp < npan;) {
+                    bool two = jp + 1 < npan;
+                    const uint32_t *b0 = Bp + jp * NR * kp, *b1 = two ? b0 + NR * kp : b0;
+                    for (int64_t ip = 0; ip < mpan; ip++) {
+                        int64_t i = ip * MR, j = jp * NR, mr = std::min<int64_t>(MR, mc - i);
+                        const uint32_t *a = Ap + ip * MR * kp;
+                        float *c = C + (ic + i) * ldc + jc + j;
+#if NNL_X86
+                        if (HW) {
+                            if (two)
+                                ukr_avx512<2>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(2 * NR, nc - j));
+                            else
+                                ukr_avx512<1>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(NR, nc - j));
+                            continue;
+                        }
+#endif
+                        if (two)
+                            ukr_generic<2>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(2 * NR, nc - j));
+                        else
+                            ukr_generic<1>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(NR, nc - j));
+                    }
+                    jp += two ? 2 : 1;
+                }
+                if (ep && pc + kc >= K) /* this block of C is final and still in cache */
+                    epilogue(C + ic * ldc + jc, ldc, mc, nc, bias ? bias + jc : nullptr, act);
+            }
+        }
+    }
+}
+
+/* The kernel-table entries (Kernels::sgemm, sgemm_bias_act) of the bf16
+   tables. Threads split C as sgemm_ep splits it; a few rows (M <= 4) run
+   the block on the calling thread (the float32 path streams B unpacked
+   there, which would not round it). */
+template <bool HW>
+static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
+    if (M > 0 && M <= 4 && N > 0 && K > 0 && alpha != 0.f)
+        return block<HW>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
+    gemm::sgemm_ep(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act, block<HW>);
+}
+template <bool HW>
+static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    sgemm_ep<HW>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nullptr, ACT_LINEAR);
+}
+template <bool HW>
+static void sgemm_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                           float *C, int64_t ldc, const float *bias, Act act) {
+    sgemm_ep<HW>(false, false, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc, bias, act);
+}
+} // namespace bf16
 } // namespace gemm
 
 /* ---- Vectorised elementwise code: one source, three instruction sets ----
@@ -3059,15 +3295,27 @@ static constexpr Kernels cpu_table() {
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
 
-#ifdef NNL_CUDA
-/* While a model that lives on a GPU runs on this thread, K() is the CUDA
-   table of section 6b (its functions take the host arenas' addresses and
-   work on their device mirrors). */
+/* Mixed precision (nnl_set_precision "mixed_bfloat16"): the CPU table with
+   the GEMMs on bfloat16 operands (gemm::bf16), everything else float32
+   (losses, softmax, normalisation, optimizers). hw: AVX512-BF16, else the
+   portable emulation (NNL_BF16=emulate). */
+static constexpr Kernels bf16_table(bool hw) {
+    Kernels k = cpu_table();
+    k.name = hw ? "cpu-bf16" : "cpu-bf16-emulated";
+    k.sgemm = hw ? gemm::bf16::sgemm<true> : gemm::bf16::sgemm<false>;
+    k.sgemm_bias_act = hw ? gemm::bf16::sgemm_bias_act<true> : gemm::bf16::sgemm_bias_act<false>;
+    return k;
+}
+static constexpr Kernels bf16_kernels = bf16_table(true), bf16_emulated_kernels = bf16_table(false);
+
+/* While a model runs on this thread, K() is its table: the CUDA table of
+   section 6b for a model on a GPU (its functions take the host arenas'
+   addresses and work on their device mirrors), a bf16 table for a CPU
+   model in mixed precision (Model::forward, Model::backward). Pool workers
+   never read it: a GEMM's chunks run the block function the caller's
+   table chose. */
 static thread_local const Kernels *tl_kernels = nullptr;
 static const Kernels &K() { return tl_kernels ? *tl_kernels : cpu_kernels; }
-#else
-static const Kernels &K() { return cpu_kernels; }
-#endif
 
 } // namespace nnl
 
@@ -6735,6 +6983,22 @@ static inline float *gpu_device(const float *) { return nullptr; }
 static inline void gpu_wait() {}
 #endif
 
+/* One forward or backward pass of a model on the CPU: K() is the table of
+   its precision (Model::precision; NULL: float32) for the pass, on this
+   thread. A model on a GPU keeps GpuScope's table. */
+struct PrecisionScope {
+    const Kernels *prev;
+    bool on;
+    PrecisionScope(bool on_gpu, const Kernels *k) : prev(tl_kernels), on(!on_gpu) {
+        if (on) tl_kernels = k;
+    }
+    ~PrecisionScope() {
+        if (on) tl_kernels = prev;
+    }
+    PrecisionScope(const PrecisionScope &) = delete;
+    PrecisionScope &operator=(const PrecisionScope &) = delete;
+};
+
 /* nnl_set_device's device strings, read alike by the CPU-only and the CUDA
    build (so a typo gets NNL_ERR_ARGUMENT from both, and a well-formed GPU
    request NNL_ERR_UNSUPPORTED where there is no CUDA): "cpu" -> -1, "cuda"
@@ -6976,6 +7240,11 @@ public:
 
     /* Device mirrors when the model lives on a GPU (nnl_set_device), else NULL. */
     std::shared_ptr<GpuModel> gpu;
+    /* nnl_set_precision: NULL for float32, else the bf16 kernel table
+       (bf16_kernels, or bf16_emulated_kernels under NNL_BF16=emulate) that
+       forward and backward run with (PrecisionScope). W, G and the
+       optimizer slots stay float32 whatever it is. */
+    const Kernels *precision = nullptr;
 
     /* The training step's reduction point (data-parallel runs); NULL: one
        process, nothing to combine. step_sums: StepReduce's scalars. */
@@ -7453,6 +7722,7 @@ public:
     /* B == 0 (a rank without samples in a data-parallel step): no layer
        runs, but each takes part in the collectives it would make. */
     void forward(int64_t B, bool training, uint64_t seed_) {
+        PrecisionScope ps(gpu != nullptr, precision);
         Ctx c;
         c.training = training;
         c.seed = seed_;
@@ -7467,6 +7737,7 @@ public:
     }
 
     void backward(int64_t B, uint64_t seed_) {
+        PrecisionScope ps(gpu != nullptr, precision);
         Ctx c;
         c.training = true;
         c.seed = seed_;
@@ -7847,6 +8118,7 @@ public:
         r->input = input;
         r->has_input = has_input;
         r->infer_only = true;
+        r->precision = precision;
         for (auto &l : layers) {
             std::unique_ptr<Layer> c = l->clone();
             if (!c) {
@@ -12557,8 +12829,9 @@ static std::vector<Feature> build_features() {
 #else
     const bool mpi = false;
 #endif
-    return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr}, {"cuda", cuda}, {"mpi", mpi},
-            {"hdf5", false},           {"avx2", avx2},  {"avx512f", avx512}};
+    return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr},     {"cuda", cuda},
+            {"mpi", mpi},               {"hdf5", false},     {"avx2", avx2},
+            {"avx512f", avx512},        {"bf16", gemm::bf16::hardware()}};
 }
 } // namespace nnl
 
@@ -13181,6 +13454,9 @@ NNL_API int nnl_set_device(nnl_model *m, const char *device) {
         NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
         NNL_REQUIRE(!m->dist || nnl::parse_device(device) < 0, NNL_ERR_UNSUPPORTED,
                     "nnl_set_device: a distributed model (nnl_distribute) runs on the CPU in this version");
+        NNL_REQUIRE(!m->precision || nnl::parse_device(device) < 0, NNL_ERR_UNSUPPORTED,
+                    "nnl_set_device: a model in mixed_bfloat16 (nnl_set_precision) runs on the CPU in this version; "
+                    "set \"float32\" first");
 #ifdef NNL_CUDA
         nnl::set_device(*m, device);
         m->replan(); /* inference copies are made again for the new place (a GPU model predicts alone) */
@@ -13215,6 +13491,44 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on) {
         raise(NNL_ERR_STATE, "nnl_set_tf32: the model is on the CPU (this nnlite was built without CUDA)");
 #endif
     });
+}
+
+NNL_API int nnl_set_precision(nnl_model *m, const char *policy) {
+    return guard(__func__, [&] {
+        NNL_CHECK_MODEL(m);
+        const char *known = "float32, mixed_bfloat16";
+        NNL_REQUIRE(policy, NNL_ERR_ARGUMENT, "nnl_set_precision: policy is NULL (known: %s)", known);
+        const nnl::Kernels *k = nullptr;
+        if (!strcmp(policy, "float32")) {
+            k = nullptr;
+        } else if (!strcmp(policy, "mixed_bfloat16")) {
+            NNL_REQUIRE(!m->gpu, NNL_ERR_UNSUPPORTED,
+                        "nnl_set_precision: mixed_bfloat16 runs on the CPU only in this version (the model is on %s)",
+                        nnl_get_device(m));
+            if (nnl::gemm::bf16::hardware())
+                k = &nnl::bf16_kernels;
+            else if (nnl::gemm::bf16::emulate())
+                k = &nnl::bf16_emulated_kernels;
+            else
+                raise(NNL_ERR_UNSUPPORTED,
+                      "nnl_set_precision: mixed_bfloat16 needs the CPU feature AVX512-BF16 (avx512_bf16 in "
+                      "/proc/cpuinfo: Intel Cooper Lake, Sapphire Rapids or newer, AMD Zen 4 or newer), which this "
+                      "CPU lacks%s; the model stays float32",
+                      getenv("NNL_NO_SIMD") || getenv("NNL_BF16")
+                          ? " or the environment turns off (NNL_NO_SIMD, NNL_BF16=off)"
+                          : "");
+        } else {
+            raise(NNL_ERR_ARGUMENT, "nnl_set_precision: unknown policy '%s' (known: %s)", policy, known);
+        }
+        if (k == m->precision) return;
+        m->precision = k;
+        m->plan_gen++; /* the inference copies are made again, with it */
+    });
+}
+
+NNL_API const char *nnl_get_precision(const nnl_model *m) {
+    if (!m) return "";
+    return m->precision ? "mixed_bfloat16" : "float32";
 }
 
 /* ---- Data-parallel training over MPI (section 6c) ---- */
