@@ -1935,22 +1935,25 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
    summed in float32: VDPBF16PS (AVX512-BF16) takes two bf16 pairs per lane
    and adds both products to a float32 lane, so both operands are packed as
    k-pairs: one 32-bit word holds the bf16 of k = 2p (low half) and 2p+1
-   (high half); an odd last k pairs with a zero. Ap: for each pair, MR words
-   (one per row); Bp: for each pair, NR words (one per column), a zmm.
-   The same loops as sgemm_block; the portable kernel (NNL_BF16=emulate, for
-   CPUs without the instructions) gives each lane the same sums in the same
-   order as the instruction (odd product first, then even), so the two agree
-   but for denormals, which the instruction flushes. */
+   (high half); an odd last k pairs with a zero. Bp: for each pair, NR
+   words (one per column), a zmm; Ap: see pack_a. The same loops as
+   sgemm_block; the portable code (NNL_BF16=emulate, for CPUs without the
+   instructions) rounds as VCVTNEPS2BF16 and gives each lane the same sums
+   in the same order as VDPBF16PS (odd product first, then even; a product
+   of two bf16 is exact in float32): on Sapphire Rapids the two agree bit
+   for bit (tests/unit_bf16.hpp), but for denormal sums, which the
+   instruction flushes to zero. */
 namespace bf16 {
-/* float32 -> bfloat16, round to nearest even (VCVTNE2PS2BF16's rounding;
-   NaN stays a quiet NaN); denormal inputs become signed zeros as there. */
+/* float32 -> bfloat16, round to nearest even (VCVTNEPS2BF16's rounding:
+   NaN stays a quiet NaN, denormal inputs become signed zeros); branch-free
+   but for NaN, so the packing loops vectorise. */
 static inline uint16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) return (uint16_t)((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u)); /* Inf, NaN */
-    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    uint32_t e = u & 0x7f800000u;
+    if (e == 0x7f800000u && (u & 0x7fffffu)) return (uint16_t)((u >> 16) | 0x40u); /* NaN */
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;                          /* Inf stays Inf */
+    return (uint16_t)(e == 0 ? (u >> 16) & 0x8000u : r);
 }
 static inline float widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -1962,61 +1965,139 @@ static inline float widen(uint16_t h) {
 static inline float rounded(float f) { return widen(to_bf16(f)); }
 static inline uint32_t pair(float lo, float hi) { return (uint32_t)to_bf16(lo) | (uint32_t)to_bf16(hi) << 16; }
 
+/* The two conversions the packing needs, 16 words at a time: words of
+   two rows (lo[c], hi[c]), and words of one run (src[2q], src[2q+1]). */
+static inline void pairs16_s(const float *lo, const float *hi, uint32_t *dst) {
+    for (int c = 0; c < 16; c++) dst[c] = pair(lo[c], hi[c]);
+}
+static inline void run32_s(const float *src, uint32_t *dst) {
+    for (int q = 0; q < 16; q++) dst[q] = pair(src[2 * q], src[2 * q + 1]);
+}
+#if NNL_X86
+#define NNL_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+/* GCC 12's _mm512_cvtepu16_epi32 passes an undefined vector as its unused
+   pass-through operand (as in section "Vectorised elementwise code") */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+NNL_BF16_TARGET static void pairs16_v(const float *lo, const float *hi, uint32_t *dst) {
+    __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)), h = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi));
+    _mm512_storeu_si512((void *)dst,
+                        _mm512_or_si512(_mm512_cvtepu16_epi32(l), _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+}
+NNL_BF16_TARGET static void run32_v(const float *src, uint32_t *dst) {
+    _mm512_storeu_si512((void *)dst, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src)));
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+template <bool HW> static inline void pairs16(const float *lo, const float *hi, uint32_t *dst) {
+#if NNL_X86
+    if (HW) return pairs16_v(lo, hi, dst);
+#endif
+    pairs16_s(lo, hi, dst);
+}
+template <bool HW> static inline void run32(const float *src, uint32_t *dst) {
+#if NNL_X86
+    if (HW) return run32_v(src, dst);
+#endif
+    run32_s(src, dst);
+}
+
 static thread_local Buffers tl_buf; /* packed bf16 words, in float-sized slots */
 
-/* Ap: panels of MR rows, each (kc+1)/2 pairs x MR words, zero padded. */
-static void pack_a(bool ta, const float *A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc, uint32_t *Ap,
-                   int64_t panel) {
-    int64_t p = panel * MR, mr = std::min<int64_t>(MR, mc - p), kp = (kc + 1) / 2;
-    uint32_t *dst = Ap + panel * MR * kp;
-    for (int64_t r = 0; r < MR; r++) {
-        if (r >= mr) {
-            for (int64_t q = 0; q < kp; q++) dst[q * MR + r] = 0;
-            continue;
+/* A's rows ic .. ic+mc-1, depths k0 .. k0+kc-1, as panels of MR rows
+   (kp = (kc+1)/2 words a row, zero padded): row r of panel ip at
+   Ap + ip*MR*kp + r*rs, pair q at q*cs. Rows of A in memory (!ta): each
+   row's pairs contiguous (rs = kp, cs = 1, 32 floats -> 16 words at a
+   time); A^T (ta): each pair's MR rows side by side (rs = 1, cs = MR), from
+   two memory rows at a time. */
+template <bool HW>
+static void pack_a(bool ta, const float *A, int64_t lda, int64_t ic, int64_t k0, int64_t mc, int64_t kc, uint32_t *Ap,
+                   int64_t &rs, int64_t &cs) {
+    int64_t kp = (kc + 1) / 2, mpan = (mc + MR - 1) / MR;
+    rs = ta ? 1 : kp, cs = ta ? MR : 1;
+    for (int64_t i = mc; i < mpan * MR; i++) /* the last panel's missing rows */
+        for (int64_t q = 0; q < kp; q++) Ap[(i / MR) * MR * kp + (i % MR) * rs + q * cs] = 0;
+    if (!ta) {
+        for (int64_t i = 0; i < mc; i++) {
+            const float *src = A + (ic + i) * lda + k0;
+            uint32_t *dst = Ap + (i / MR) * MR * kp + (i % MR) * kp;
+            int64_t q = 0;
+            for (; 2 * q + 32 <= kc; q += 16) run32<HW>(src + 2 * q, dst + q);
+            for (; 2 * q + 1 < kc; q++) dst[q] = pair(src[2 * q], src[2 * q + 1]);
+            if (2 * q < kc) dst[q] = pair(src[2 * q], 0.f); /* odd depth: a zero partner */
         }
-        for (int64_t q = 0; q < kp; q++) {
-            int64_t k = k0 + 2 * q;
-            float lo = gemm::at(A, lda, ta, i0 + p + r, k), hi = 2 * q + 1 < kc ? gemm::at(A, lda, ta, i0 + p + r, k + 1) : 0.f;
-            dst[q * MR + r] = pair(lo, hi);
+        return;
+    }
+    uint32_t tmp[16];
+    for (int64_t q = 0; q < kp; q++) {
+        const float *lo = A + (k0 + 2 * q) * lda + ic, *hi = lo + lda;
+        bool odd = 2 * q + 1 < kc;
+        int64_t i = 0;
+        for (; odd && i + 16 <= mc; i += 16) {
+            pairs16<HW>(lo + i, hi + i, tmp);
+            for (int c = 0; c < 16; c++) Ap[((i + c) / MR) * MR * kp + q * MR + (i + c) % MR] = tmp[c];
         }
+        for (; i < mc; i++) Ap[(i / MR) * MR * kp + q * MR + i % MR] = pair(lo[i], odd ? hi[i] : 0.f);
     }
 }
 
-/* Bp: panels of NR columns, each (kc+1)/2 pairs x NR words, zero padded. */
+/* Bp: panels of NR columns, each kp pairs x NR words (a zmm a pair), zero
+   padded. B in memory (!tb): two rows at a time; B^T (tb): each column's
+   pairs from one run, scattered NR words apart. */
+template <bool HW>
 static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, uint32_t *Bp,
                    int64_t panel) {
     int64_t j = panel * NR, nr = std::min<int64_t>(NR, nc - j), kp = (kc + 1) / 2;
     uint32_t *dst = Bp + panel * NR * kp;
-    for (int64_t q = 0; q < kp; q++, dst += NR) {
-        int64_t k = k0 + 2 * q;
-        bool odd = 2 * q + 1 < kc;
-        if (!tb) {
-            const float *s0 = B + k * ldb + j0 + j, *s1 = s0 + ldb;
+    if (!tb) {
+        for (int64_t q = 0; q < kp; q++, dst += NR) {
+            const float *s0 = B + (k0 + 2 * q) * ldb + j0 + j, *s1 = s0 + ldb;
+            bool odd = 2 * q + 1 < kc;
+            if (odd && nr == NR) {
+                pairs16<HW>(s0, s1, dst);
+                continue;
+            }
             int64_t c = 0;
             for (; c < nr; c++) dst[c] = pair(s0[c], odd ? s1[c] : 0.f);
             for (; c < NR; c++) dst[c] = 0;
-        } else {
-            int64_t c = 0;
-            for (; c < nr; c++) {
-                const float *s = B + (j0 + j + c) * ldb + k;
-                dst[c] = pair(s[0], odd ? s[1] : 0.f);
-            }
-            for (; c < NR; c++) dst[c] = 0;
         }
+        return;
+    }
+    uint32_t tmp[16];
+    for (int64_t c = 0; c < NR; c++) {
+        if (c >= nr) {
+            for (int64_t q = 0; q < kp; q++) dst[q * NR + c] = 0;
+            continue;
+        }
+        const float *src = B + (j0 + j + c) * ldb + k0;
+        int64_t q = 0;
+        for (; 2 * q + 32 <= kc; q += 16) {
+            run32<HW>(src + 2 * q, tmp);
+            for (int t = 0; t < 16; t++) dst[(q + t) * NR + c] = tmp[t];
+        }
+        for (; 2 * q + 1 < kc; q++) dst[q * NR + c] = pair(src[2 * q], src[2 * q + 1]);
+        if (2 * q < kc) dst[q * NR + c] = pair(src[2 * q], 0.f);
     }
 }
 
 /* Micro-kernels: C[mr, nr] = alpha * A B + beta * C over kp pairs, for one
-   (NP = 1) or two (NP = 2, a 6 x 32 tile) B panels; nr <= NP * NR. */
+   (NP = 1) or two (NP = 2, a 6 x 32 tile) B panels; nr <= NP * NR. Row r's
+   pair q of A is a[r*rs + q*cs] (pack_a). */
 template <int NP>
-static void ukr_generic(int64_t kp, const uint32_t *a, const uint32_t *b0, const uint32_t *b1, float *C, int64_t ldc,
-                        float alpha, float beta, int64_t mr, int64_t nr) {
+static void ukr_generic(int64_t kp, const uint32_t *a, int64_t rs, int64_t cs, const uint32_t *b0, const uint32_t *b1,
+                        float *C, int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr) {
     float acc[NP][MR * NR] = {};
-    for (int64_t q = 0; q < kp; q++, a += MR, b0 += NR, b1 += NR)
+    for (int64_t q = 0; q < kp; q++, b0 += NR, b1 += NR)
         for (int h = 0; h < NP; h++) {
             const uint32_t *b = h ? b1 : b0;
             for (int r = 0; r < MR; r++) {
-                float alo = widen((uint16_t)a[r]), ahi = widen((uint16_t)(a[r] >> 16));
+                uint32_t w = a[r * rs + q * cs];
+                float alo = widen((uint16_t)w), ahi = widen((uint16_t)(w >> 16));
                 float *c = acc[h] + r * NR;
                 for (int j = 0; j < NR; j++) {
                     float s = c[j] + ahi * widen((uint16_t)(b[j] >> 16)); /* products of bf16 are exact */
@@ -2031,19 +2112,27 @@ static void ukr_generic(int64_t kp, const uint32_t *a, const uint32_t *b0, const
 }
 
 #if NNL_X86
-#define NNL_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 template <int NP>
-NNL_BF16_TARGET static void ukr_avx512(int64_t kp, const uint32_t *a, const uint32_t *b0, const uint32_t *b1, float *C,
-                                       int64_t ldc, float alpha, float beta, int64_t mr, int64_t nr) {
+NNL_BF16_TARGET static void ukr_avx512(int64_t kp, const uint32_t *a, int64_t rs, int64_t cs, const uint32_t *b0,
+                                       const uint32_t *b1, float *C, int64_t ldc, float alpha, float beta, int64_t mr,
+                                       int64_t nr) {
+    /* the loops over r and h unrolled (at -O2 GCC does not): the 6 x NP
+       accumulators stay in registers */
     __m512 c[MR][NP];
+#pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
+#pragma GCC unroll 2
         for (int h = 0; h < NP; h++) c[r][h] = _mm512_setzero_ps();
-    for (int64_t q = 0; q < kp; q++, a += MR, b0 += NR, b1 += NR) {
+    const uint32_t *ar[MR] = {a, a + rs, a + 2 * rs, a + 3 * rs, a + 4 * rs, a + 5 * rs};
+    for (int64_t q = 0; q < kp; q++, b0 += NR, b1 += NR) {
         __m512bh x[NP];
         x[0] = (__m512bh)_mm512_load_si512((const void *)b0);
         if (NP == 2) x[NP - 1] = (__m512bh)_mm512_load_si512((const void *)b1);
+        int64_t o = q * cs;
+#pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r]);
+            __m512bh u = (__m512bh)_mm512_set1_epi32((int)ar[r][o]);
+#pragma GCC unroll 2
             for (int h = 0; h < NP; h++) c[r][h] = _mm512_dpbf16_ps(c[r][h], u, x[h]);
         }
     }
@@ -2087,7 +2176,7 @@ static bool emulate() {
 }
 
 /* One thread's share (gemm::Block): sgemm_block's loops on bf16 panels.
-   HW: the AVX512-BF16 kernel, else the portable one. */
+   HW: the AVX512-BF16 conversions and kernel, else the portable ones. */
 template <bool HW>
 static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
@@ -2103,10 +2192,10 @@ static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
         for (int64_t pc = 0; pc < K; pc += KC) { /* KC is even: pairs never straddle two blocks */
             int64_t kc = std::min<int64_t>(KC, K - pc), kp = (kc + 1) / 2;
             float bet = pc == 0 ? beta : 1.f;
-            for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
+            for (int64_t jp = 0; jp < npan; jp++) pack_b<HW>(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
             for (int64_t ic = 0; ic < M; ic += MC) {
-                int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
-                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+                int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR, rs, cs;
+                pack_a<HW>(ta, A, lda, ic, pc, mc, kc, Ap, rs, cs);
                 for (int64_t jp = 0; jp < npan;) {
                     bool two = jp + 1 < npan;
                     const uint32_t *b0 = Bp + jp * NR * kp, *b1 = two ? b0 + NR * kp : b0;
@@ -2117,16 +2206,19 @@ static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 #if NNL_X86
                         if (HW) {
                             if (two)
-                                ukr_avx512<2>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(2 * NR, nc - j));
+                                ukr_avx512<2>(kp, a, rs, cs, b0, b1, c, ldc, alpha, bet, mr,
+                                              std::min<int64_t>(2 * NR, nc - j));
                             else
-                                ukr_avx512<1>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(NR, nc - j));
+                                ukr_avx512<1>(kp, a, rs, cs, b0, b1, c, ldc, alpha, bet, mr,
+                                              std::min<int64_t>(NR, nc - j));
                             continue;
                         }
 #endif
                         if (two)
-                            ukr_generic<2>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(2 * NR, nc - j));
+                            ukr_generic<2>(kp, a, rs, cs, b0, b1, c, ldc, alpha, bet, mr,
+                                           std::min<int64_t>(2 * NR, nc - j));
                         else
-                            ukr_generic<1>(kp, a, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(NR, nc - j));
+                            ukr_generic<1>(kp, a, rs, cs, b0, b1, c, ldc, alpha, bet, mr, std::min<int64_t>(NR, nc - j));
                     }
                     jp += two ? 2 : 1;
                 }

@@ -168,6 +168,13 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
+    # mixed precision (issue 14, since 0.6)
+    for name, res, args in (
+        ("nnl_set_precision", c_int, (c_void_p, c_char_p)),
+        ("nnl_get_precision", c_char_p, (c_void_p,)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
     # arrays and text corpora (0.3): absent from an older library, the wrappers then raise
     P_handle = ctypes.POINTER(c_void_p)
     for name, res, args in (
