@@ -2229,15 +2229,109 @@ static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     }
 }
 
+/* A few rows (M <= 4, single-sample inference) with B in memory (!tb):
+   packing B (rounding all of it into panels) cost more than the product
+   (K-MLP's batch-1 prediction took 2.5x float32's time), so B is read in
+   place, rounded and widened back to float32 in registers, 64 columns at a
+   time. Each element gets the packed kernel's sums in its order: per KC
+   block from zero, per pair acc += hi*hi then acc += lo*lo, each one
+   rounding of an exact product added (FMA), then alpha acc + beta C: the
+   same bits as block<true> (but for denormal sums, which VDPBF16PS
+   flushes, and for beta other than 0 and 1 on its partial tiles). */
+#if NNL_X86
+#if defined(__GNUC__) && !defined(__clang__) /* _mm512_cvtepu16_epi32, as in pairs16_v */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+NNL_BF16_TARGET static inline __m512 widened(const float *p, __mmask16 m) {
+    __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+template <int R>
+NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha, const float *a, const float *B,
+                                              int64_t ldb, float beta, float *C, int64_t ldc) {
+    for (int64_t j0 = 0; j0 < N; j0 += 64) {
+        __mmask16 m[4];
+        for (int v = 0; v < 4; v++) {
+            int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
+            m[v] = (__mmask16)((1u << n) - 1);
+        }
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kend = std::min<int64_t>(K, pc + KC);
+            __m512 acc[R][4];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+            for (int64_t k = pc; k < kend; k += 2) {
+                const float *b0 = B + k * ldb + j0, *b1 = b0 + ldb;
+                bool odd = k + 1 < kend;
+                __m512 lo[4], hi[4];
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) {
+                    lo[v] = widened(b0 + 16 * v, m[v]);
+                    hi[v] = odd ? widened(b1 + 16 * v, m[v]) : _mm512_setzero_ps();
+                }
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    __m512 ah = _mm512_set1_ps(odd ? a[r * K + k + 1] : 0.f), al = _mm512_set1_ps(a[r * K + k]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < 4; v++) {
+                        acc[r][v] = _mm512_fmadd_ps(ah, hi[v], acc[r][v]);
+                        acc[r][v] = _mm512_fmadd_ps(al, lo[v], acc[r][v]);
+                    }
+                }
+            }
+            float bet = pc == 0 ? beta : 1.f;
+            __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(bet);
+            for (int r = 0; r < R; r++)
+                for (int v = 0; v < 4; v++) {
+                    float *c = C + r * ldc + j0 + 16 * v;
+                    __m512 x = _mm512_mul_ps(va, acc[r][v]);
+                    if (bet != 0.f) x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m[v], c), x);
+                    _mm512_mask_storeu_ps(c, m[v], x);
+                }
+        }
+    }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+/* M <= 4 rows of op(A), rounded once into a (M x K, widened), then the rows
+   two or one at a time */
+static void small_m_avx512(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#if NNL_X86
+    Buffers &buf = tl_buf;
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * K));
+    float *a = buf.ap;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t k = 0; k < K; k++) a[r * K + k] = rounded(gemm::at(A, lda, ta, r, k));
+    for (int64_t r = 0; r < M; r += 2) {
+        if (r + 1 < M)
+            small_rows_avx512<2>(N, K, alpha, a + r * K, B, ldb, beta, C + r * ldc, ldc);
+        else
+            small_rows_avx512<1>(N, K, alpha, a + r * K, B, ldb, beta, C + r * ldc, ldc);
+    }
+#else
+    (void)ta, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta, (void)C,
+        (void)ldc;
+#endif
+}
+
 /* The kernel-table entries (Kernels::sgemm, sgemm_bias_act) of the bf16
    tables. Threads split C as sgemm_ep splits it; a few rows (M <= 4) run
-   the block on the calling thread (the float32 path streams B unpacked
-   there, which would not round it). */
+   on the calling thread: small_m_avx512, or the block. */
 template <bool HW>
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
-    if (M > 0 && M <= 4 && N > 0 && K > 0 && alpha != 0.f)
-        return block<HW>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
+    if (M > 0 && M <= 4 && N > 0 && K > 0 && alpha != 0.f) {
+        if (!HW || tb) return block<HW>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
+        small_m_avx512(ta, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return epilogue(C, ldc, M, N, bias, act);
+    }
     gemm::sgemm_ep(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act, block<HW>);
 }
 template <bool HW>
