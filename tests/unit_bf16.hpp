@@ -298,7 +298,7 @@ std::pair<double, double> bf16_train(const std::vector<const char *> &layers, co
 }
 } // namespace
 
-TEST_CASE("bf16 training: mixed_bfloat16 reaches the float32 loss and accuracy (Dense, Conv2D)") {
+TEST_CASE("bf16 training: mixed_bfloat16 reaches the float32 loss and accuracy (Dense, Conv2D, LSTM)") {
     Bf16Env env(bf16_cpu() ? nullptr : "emulate");
     if (!bf16_cpu()) MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): the models train on the emulation (NNL_BF16=emulate)");
     struct Spec {
@@ -308,6 +308,7 @@ TEST_CASE("bf16 training: mixed_bfloat16 reaches the float32 loss and accuracy (
     } specs[] = {
         {"MLP", {"Input((40,))", "Dense(64, activation='relu')", "Dense(32, activation='tanh')", "Dense(4, activation='softmax')"}, {40}},
         {"CNN", {"Input((8, 8, 2))", "Conv2D(8, 3, activation='relu')", "Flatten()", "Dense(4, activation='softmax')"}, {8, 8, 2}},
+        {"LSTM", {"Input((5, 8))", "LSTM(16)", "Dense(4, activation='softmax')"}, {5, 8}},
     };
     for (auto &s : specs) {
         auto f32 = bf16_train(s.layers, s.per, "float32", 6);
