@@ -1788,7 +1788,7 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
 #define NNL_GEMM_MIN_COST 1e7
 #endif
 /* A thread's block of the product: sgemm_block, or the bfloat16 one below
-   (sgemm_block_bf16), which shares this splitting. */
+   (bf16::block), which shares this splitting. */
 typedef void (*Block)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
                       float, float *, int64_t, const float *, Act);
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -1945,8 +1945,9 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
    instruction flushes to zero. */
 namespace bf16 {
 /* float32 -> bfloat16, round to nearest even (VCVTNEPS2BF16's rounding:
-   NaN stays a quiet NaN, denormal inputs become signed zeros); branch-free
-   but for NaN, so the packing loops vectorise. */
+   NaN stays a quiet NaN, denormal inputs become signed zeros; the packing
+   tested against the instruction, tests/unit_bf16.hpp). Used by the
+   portable path and for the tails of the vectorised packing. */
 static inline uint16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
