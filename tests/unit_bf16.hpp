@@ -218,6 +218,12 @@ TEST_CASE("bf16 precision: set and get, names, the unsupported CPU, weights stay
     }
 #endif
 
+    /* the GPU is refused while in mixed_bfloat16 (the CPU stays fine) */
+    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+    CHECK(std::string(nnl_last_error()).find("mixed_bfloat16") != std::string::npos);
+    CHECK(nnl_set_device(m, "cpu") == NNL_OK);
+    CHECK(std::string(nnl_get_precision(m)) == "mixed_bfloat16");
+
     /* back to float32: the float32 output again, bit for bit */
     REQUIRE(nnl_set_precision(m, "float32") == NNL_OK);
     REQUIRE(nnl_predict(m, x.data(), 2, xs, 16, again.data(), n * 5) == NNL_OK);
