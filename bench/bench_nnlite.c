@@ -3,7 +3,7 @@
    real Fashion-MNIST.
 
    usage: bench_nnlite MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N]
-                       [--calls N] [--data DIR]
+                       [--calls N] [--data DIR] [--precision POLICY]
      --steps N    optimizer steps per timed window, at least (default 2000; the
                   window holds whole passes over the data, so it may hold more)
      --windows K  timed windows, one after the other in this process (default 3)
@@ -12,6 +12,9 @@
      --data DIR   an MNIST-style folder (idx files, .gz or not), e.g.
                   /usr/share/datasets/fashion-mnist: its 60,000 training images,
                   scaled to [0, 1], instead of 20 batches of uniform noise
+     --precision POLICY   nnl_set_precision's policy: float32 (the default)
+                  or mixed_bfloat16; the lines' setting= field names it (- for
+                  float32, so that earlier results compare)
    prints three lines (key=value fields; bench/run.sh and bench/report.py read them):
      train fw=nnlite model= data= batch= threads= setting=- steps= warmup= windows=.. median= min= max= spread= seconds=
      latency fw=nnlite model= data= threads= setting=- calls= median_us= p10_us= p90_us=
@@ -26,7 +29,8 @@
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr,
-                "usage: %s MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N] [--calls N] [--data DIR]\n",
+                "usage: %s MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N] [--calls N] [--data DIR] "
+                "[--precision POLICY]\n",
                 argv[0]);
         return 2;
     }
@@ -37,13 +41,14 @@ int main(int argc, char **argv) {
     }
     int batch = atoi(argv[2]), threads = atoi(argv[3]), i;
     int steps = 2000, windows = 3, warmup = 50, calls = 2001;
-    const char *data = NULL;
+    const char *data = NULL, *precision = "float32";
     for (i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--steps")) steps = bench_opt_int(argc, argv, &i, "--steps");
         else if (!strcmp(argv[i], "--windows")) windows = bench_opt_int(argc, argv, &i, "--windows");
         else if (!strcmp(argv[i], "--warmup")) warmup = bench_opt_int(argc, argv, &i, "--warmup");
         else if (!strcmp(argv[i], "--calls")) calls = bench_opt_int(argc, argv, &i, "--calls");
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = argv[++i];
         else {
             fprintf(stderr, "bench_nnlite: unknown argument '%s'\n", argv[i]);
             return 2;
@@ -56,6 +61,8 @@ int main(int argc, char **argv) {
     CHECK(nnl_model_set_seed(m, 1));
     for (i = 0; bm->layers[i]; i++) CHECK(nnl_add(m, bm->layers[i]));
     CHECK(nnl_compile(m, bm->optimizer, bm->loss, "accuracy"));
+    CHECK(nnl_set_precision(m, precision));
+    const char *setting = strcmp(precision, "float32") ? precision : "-";
 
     int64_t per[3], feat = 1, nb, n, k;
     for (i = 0; i < bm->rank; i++) feat *= (per[i] = bm->shape[i]);
@@ -122,14 +129,16 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const char *dname = data ? "fmnist" : "synth";
-    printf("train fw=nnlite model=%s data=%s batch=%d threads=%d setting=- steps=%lld warmup=%d ", bm->name, dname,
-           batch, threads, (long long)wsteps, warmup);
+    printf("train fw=nnlite model=%s data=%s batch=%d threads=%d setting=%s steps=%lld warmup=%d ", bm->name, dname,
+           batch, threads, setting, (long long)wsteps, warmup);
     bench_print_windows(stdout, sps, windows);
     printf(" seconds=%.2f\n", total);
-    printf("latency fw=nnlite model=%s data=%s threads=%d setting=- calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f\n",
-           bm->name, dname, threads, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10], 1e6 * lat[calls * 9 / 10]);
-    printf("rss fw=nnlite model=%s data=%s batch=%d threads=%d setting=- peak_mb=%.1f\n", bm->name, dname, batch,
-           threads, (double)ru.ru_maxrss / 1024.0);
+    printf("latency fw=nnlite model=%s data=%s threads=%d setting=%s calls=%d median_us=%.2f p10_us=%.2f "
+           "p90_us=%.2f\n",
+           bm->name, dname, threads, setting, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10],
+           1e6 * lat[calls * 9 / 10]);
+    printf("rss fw=nnlite model=%s data=%s batch=%d threads=%d setting=%s peak_mb=%.1f\n", bm->name, dname, batch,
+           threads, setting, (double)ru.ru_maxrss / 1024.0);
     nnl_model_free(m);
     free(lat);
     if (data) {
