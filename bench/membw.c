@@ -8,14 +8,22 @@
    build (after make lib; it reads the weight counts from nnlite):
        gcc -std=c99 -O3 -march=native -I. bench/membw.c build/libnnlite.a -pthread -lm -lstdc++ \
            -o build/bench/membw
-   usage: membw [--seconds S] [MODEL ...]   (default: 0.5 s per model; kmlp rlenet)
-     MODEL: a model of bench/models.h; its weight bytes are 4 x nnl_param_count
-   prints one line per model (key=value fields; bench/run.sh, bench/report.py):
-       membw model=M bytes=N passes=R blocks=K best_gbs=X floor_us=Y
+   usage: membw [--seconds S] [--threads T] [MODEL ...]
+     S: about S seconds per model and thread count (default 0.5)
+     T: also measure with 2..T threads, each reading its share of the buffer
+        (default 1; bench/run.sh passes 2: nnlite's 2-thread latency splits a
+        call's work over both cores, whose caches and bandwidth add up)
+     MODEL: a model of bench/models.h (default kmlp rlenet); its weight bytes
+        are 4 x nnl_param_count
+   prints one line per model and thread count (key=value fields; bench/run.sh,
+   bench/report.py read them):
+       membw model=M threads=T bytes=N passes=R blocks=K best_gbs=X floor_us=Y
    best_gbs: the fastest block of R back-to-back read passes over a warm buffer
    (a float sum with independent accumulators: loads, no stores), over K blocks;
-   floor_us = bytes / best_gbs. One thread: batch-1 latency is measured on one. */
+   floor_us = bytes / best_gbs. */
 #include "bench_common.h"
+
+#include <pthread.h>
 
 #if defined(__GNUC__)
 /* GCC/Clang vector extension: 8 independent 64-byte accumulators keep the load
@@ -52,13 +60,43 @@ static float sum_pass(const float *p, size_t n) {
 }
 #endif
 
+/* One of T readers: `blocks` blocks of `passes` passes over its share, in
+   step with the others (a barrier before and after each block); reader 0
+   keeps the fastest block's time per pass. */
+typedef struct {
+    const float *p;
+    size_t n;
+    long passes, blocks;
+    pthread_barrier_t *bar;
+    int id;
+    double best;
+    float sink;
+} reader;
+
+static void *read_blocks(void *arg) {
+    reader *r = (reader *)arg;
+    long b, k;
+    for (k = 0; k < 3 * r->passes; k++) r->sink += sum_pass(r->p, r->n); /* warm: into this core's caches */
+    for (b = 0; b < r->blocks; b++) {
+        pthread_barrier_wait(r->bar);
+        double a = now();
+        for (k = 0; k < r->passes; k++) r->sink += sum_pass(r->p, r->n);
+        pthread_barrier_wait(r->bar);
+        double t = (now() - a) / (double)r->passes;
+        if (r->id == 0 && t < r->best) r->best = t;
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     double secs = 0.5;
+    int max_threads = 1;
     const char *names[16];
     int nn = 0, i;
     (void)train; /* bench_common.h's, unused here */
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--threads")) max_threads = bench_opt_int(argc, argv, &i, "--threads");
         else if (argv[i][0] == '-') {
             fprintf(stderr, "membw: unknown argument '%s'\n", argv[i]);
             return 2;
@@ -69,6 +107,7 @@ int main(int argc, char **argv) {
         names[nn++] = "rlenet";
     }
     if (secs <= 0) secs = 0.5;
+    if (max_threads > 16) max_threads = 16;
     CHECK(NNL_INIT());
     volatile float sink = 0.f;
     for (i = 0; i < nn; i++) {
@@ -99,9 +138,42 @@ int main(int argc, char **argv) {
             if (t < best) best = t;
             blocks++;
         }
-        printf("membw model=%s bytes=%zu passes=%ld blocks=%ld best_gbs=%.1f floor_us=%.2f\n", bm->name, bytes,
-               passes, blocks, (double)bytes / best / 1e9, 1e6 * best);
+        printf("membw model=%s threads=1 bytes=%zu passes=%ld blocks=%ld best_gbs=%.1f floor_us=%.2f\n", bm->name,
+               bytes, passes, blocks, (double)bytes / best / 1e9, 1e6 * best);
         fflush(stdout);
+        /* T threads: as many blocks as one thread ran; shares split at
+           512-byte boundaries (whole vector steps of sum_pass) */
+        int T;
+        for (T = 2; T <= max_threads; T++) {
+            pthread_t th[16];
+            reader rd[16];
+            pthread_barrier_t bar;
+            size_t at = 0, step = (count / (size_t)T) / 128 * 128;
+            int j;
+            pthread_barrier_init(&bar, NULL, (unsigned)T);
+            for (j = 0; j < T; j++) {
+                rd[j].p = buf + at;
+                rd[j].n = j == T - 1 ? count - at : step;
+                at += rd[j].n;
+                rd[j].passes = passes;
+                rd[j].blocks = blocks;
+                rd[j].bar = &bar;
+                rd[j].id = j;
+                rd[j].best = 1e30;
+                rd[j].sink = 0.f;
+                if (j && pthread_create(&th[j], NULL, read_blocks, &rd[j]) != 0) {
+                    fprintf(stderr, "membw: pthread_create failed\n");
+                    return 1;
+                }
+            }
+            read_blocks(&rd[0]);
+            for (j = 1; j < T; j++) pthread_join(th[j], NULL);
+            for (j = 0; j < T; j++) sink += rd[j].sink;
+            pthread_barrier_destroy(&bar);
+            printf("membw model=%s threads=%d bytes=%zu passes=%ld blocks=%ld best_gbs=%.1f floor_us=%.2f\n",
+                   bm->name, T, bytes, passes, blocks, (double)bytes / rd[0].best / 1e9, 1e6 * rd[0].best);
+            fflush(stdout);
+        }
         free(buf);
     }
     return 0;

@@ -61,8 +61,9 @@
 #   calls fixed from an untimed run, 3 repetitions of about INFER_SECONDS (0.3) each,
 #   the median.
 # - The bandwidth floor of batch-1 latency (bench/membw.c): the best read bandwidth
-#   of a warm buffer the size of K-MLP's and of R-LENET's weights, and the time one
-#   pass over them takes at that bandwidth (1 s per model).
+#   of a warm buffer the size of K-MLP's and of R-LENET's weights, at 1 and 2 threads
+#   (each its half), and the time one pass over them takes at that bandwidth (1 s per
+#   model and thread count).
 # - One model shared by 1, 2 and 4 threads calling nnl_predict at once
 #   (bench/predict_threads.c: a 784-512-512-10 MLP, batches of 1 and 16, 2 s per
 #   setting, the model's own pool at 1 thread): predictions/s and the scaling.
@@ -83,7 +84,7 @@
 # - SGEMM, optimizers, busy_core.sh: about 8 minutes.
 # - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
 #   (3 x 0.3 s + the untimed run)): about 60 processes, 5 minutes; the Fortran driver
-#   10 s, membw 2 s, predict_threads 15 s.
+#   10 s, membw 4 s, predict_threads 15 s.
 # In all about 3-3.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
 # passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp).
@@ -375,8 +376,8 @@ if want kmlp || want fortran; then
 fi
 if want kmlp || want rlenet || want membw; then
     echo "bench: read bandwidth over K-MLP's and R-LENET's weights" >&2
-    echo "cmd $out/membw --seconds $membw_secs kmlp rlenet" >>"$raw"
-    "$out/membw" --seconds "$membw_secs" kmlp rlenet | tee -a "$raw"
+    echo "cmd $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
+    "$out/membw" --seconds "$membw_secs" --threads 2 kmlp rlenet | tee -a "$raw"
 fi
 if want threads; then
     echo "bench: one model, nnl_predict from 1, 2 and 4 threads" >&2
