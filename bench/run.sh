@@ -83,11 +83,13 @@
 #   R-LENET ~45 min, K-CNN ~55 min, T-LENET (512) ~75 min.
 # - SGEMM, optimizers, busy_core.sh: about 8 minutes.
 # - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
-#   (3 x 0.3 s + the untimed run)): about 60 processes, 5 minutes; the Fortran driver
+#   (3 x 0.3 s + the untimed run)): about 80 processes, 5-6 minutes; the Fortran driver
 #   10 s, membw 4 s, predict_threads 15 s.
 # In all about 3-3.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
-# passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp).
+# passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
+# --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
+# (load 4-5), --quick --only rlenet,fortran,membw: 7 minutes, likewise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -377,12 +379,18 @@ fi
 if want kmlp || want rlenet || want membw; then
     echo "bench: read bandwidth over K-MLP's and R-LENET's weights" >&2
     echo "cmd $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
-    "$out/membw" --seconds "$membw_secs" --threads 2 kmlp rlenet | tee -a "$raw"
+    if ! "$out/membw" --seconds "$membw_secs" --threads 2 kmlp rlenet | tee -a "$raw"; then
+        echo "bench: FAILED: $out/membw" >&2
+        echo "failed $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
+    fi
 fi
 if want threads; then
     echo "bench: one model, nnl_predict from 1, 2 and 4 threads" >&2
     echo "cmd $out/predict_threads $threads_secs 1" >>"$raw"
-    "$out/predict_threads" "$threads_secs" 1 | tee -a "$raw"
+    if ! "$out/predict_threads" "$threads_secs" 1 | tee -a "$raw"; then
+        echo "bench: FAILED: $out/predict_threads" >&2
+        echo "failed $out/predict_threads $threads_secs 1" >>"$raw"
+    fi
 fi
 
 # ---- SGEMM and optimizer updates ----
