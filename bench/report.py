@@ -26,6 +26,7 @@ raw = args[0]
 meta = {}
 train, probes, rejected, lat, rss, blas, skips, fails, cmds = [], [], [], [], [], [], [], [], []
 infer, pthreads, membw = [], [], {}
+bf16 = defaultdict(list)  # nnlite in mixed_bfloat16 (bench_nnlite --precision): kept out of the float32 tables
 gemm, optref, opt = defaultdict(dict), {}, defaultdict(dict)
 META = ("mode", "cpu_model", "cpu_vendor", "cpu_family_model", "cpu_flags", "cores", "date", "date_end", "commit",
         "command", "settings", "torch", "openblas", "compiler", "load_before", "load_after")
@@ -45,6 +46,9 @@ for line in open(raw):
     if not w:
         continue
     tag = w[0]
+    if tag in ("train", "latency", "infer", "rss") and "setting=mixed_bfloat16" in w:
+        bf16[tag].append(kv(w[1:]))
+        continue
     if tag in META:
         meta[tag] = " ".join(w[1:])
     elif tag == "train":
@@ -396,6 +400,27 @@ if pthreads:
                                            k(d["per_thread"]),
                                            "**%.2fx**" % (float(d["predictions_per_s"]) / b_) if b_ else "-"))
 sec_inf_end = len(out)
+
+# ---- mixed precision ----
+if bf16["train"]:
+    P("\n## Mixed precision: mixed_bfloat16 against float32 (nnlite, samples/s)%s\n" % NM)
+    P("The same model, batch, data, steps and windows; `--precision mixed_bfloat16` rounds the GEMM operands to")
+    P("bfloat16 (AVX512-BF16 VDPBF16PS, float32 sums, float32 weights and optimizer state). Accuracy:")
+    P("`bash bench/bf16_accuracy.sh` (not part of this run).\n")
+    P("| model | data | batch | threads | float32 | mixed_bfloat16 | bf16 / float32 |")
+    P("|---|---|---|---|---|---|---|")
+    for d in bf16["train"]:
+        case = (d["model"], d["data"], int(d["batch"]))
+        f = [r for r in runs(case, "nnlite", int(d["threads"])) if r.get("kind", "full") == "full"]
+        r_ = "-"
+        if f:
+            r_ = ("**%.2fx**" % (float(d["median"]) / float(f[0]["median"])) if ok(d) and ok(f[0]) else
+                  "UNRELIABLE")
+        P("| %s | %s | %d | %s | %s | %s | %s |" % (names.get(case[0], case[0]), dataname.get(case[1], case[1]),
+                                                    case[2], d["threads"], cell(f[0]) if f else "-", cell(d), r_))
+    lats = ["%s %sT: %s us" % (names.get(d["model"], d["model"]), d["threads"], d["median_us"]) for d in bf16["latency"]]
+    if lats:
+        P("\nBatch-1 latency in mixed_bfloat16 (median of each process's calls): %s." % "; ".join(lats))
 
 # ---- memory ----
 P("\n## Peak RSS (MB, whole process, 1 thread)%s\n" % NM)

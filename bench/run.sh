@@ -8,8 +8,8 @@
 #   bash bench/run.sh --quick            smoke check: few steps per window; the report
 #                                        says NOT MEANINGFUL and goes to build/bench/RESULTS.quick.md
 #   bash bench/run.sh --only kmlp        only these parts (comma-separated): kmlp (synthetic and
-#                                        Fashion-MNIST), rmlp, rlenet, kcnn, tlenet, fortran, membw,
-#                                        threads, gemm, opt, busy; a partial run writes
+#                                        Fashion-MNIST), rmlp, rlenet, kcnn, tlenet, bf16, fortran,
+#                                        membw, threads, gemm, opt, busy; a partial run writes
 #                                        build/bench/RESULTS.partial.md. kmlp includes fortran and
 #                                        membw, rlenet includes membw (each beside its latency)
 #
@@ -21,7 +21,9 @@
 # inference; --quick: 0.02), FMNIST (default /usr/share/datasets/fashion-mnist), KANN_DIR
 # (default ../shared/peers/kann), MODELS (the model list, default "kmlp:120:synth
 # kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth";
-# add tlenet:128:synth for the old table's second T-LENET), FULL_SEARCH (models whose
+# add tlenet:128:synth for the old table's second T-LENET), BF16_MODELS (the models
+# also measured in mixed_bfloat16, default "kmlp:120:synth rmlp:128:synth
+# rlenet:128:synth"; list them in MODELS too for the float32 side), FULL_SEARCH (models whose
 # peers are measured in full at every setting, default "kmlp rmlp"), PROBE_STEPS (200),
 # PROBE_KEEP (1), MAX_SPREAD (0.20), WARMUP (50), BUSY_CORE=0 (skip
 # bench/busy_core.sh). SECONDS_PER_RUN, the old window length, is ignored: windows
@@ -60,6 +62,9 @@
 #   built when gfortran is there, else skipped with a message; 1 and 2 threads). Each:
 #   calls fixed from an untimed run, 3 repetitions of about INFER_SECONDS (0.3) each,
 #   the median.
+# - Mixed precision: nnlite in mixed_bfloat16 (bench_nnlite --precision) on BF16_MODELS
+#   at 1 and 2 threads, measured as the float32 runs, against them (bf16 part; skipped
+#   on a CPU without AVX512-BF16). Accuracy: bench/bf16_accuracy.sh, separately.
 # - The bandwidth floor of batch-1 latency (bench/membw.c): the best read bandwidth
 #   of a warm buffer the size of K-MLP's and of R-LENET's weights, at 1 and 2 threads
 #   (each its half), and the time one pass over them takes at that bandwidth (1 s per
@@ -85,7 +90,10 @@
 # - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
 #   (3 x 0.3 s + the untimed run)): about 80 processes, 5-6 minutes; the Fortran driver
 #   10 s, membw 4 s, predict_threads 15 s.
-# In all about 3-3.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
+# - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET at ~0.6x its
+#   float32 speed on a CPU whose VDPBF16PS runs at a quarter of the FMA's rate (the
+#   Xeon of issue 14), about 25 minutes.
+# In all about 3.5-4 hours (more with retries). --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
 # passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
 # --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
@@ -147,6 +155,7 @@ full_search=${FULL_SEARCH:-kmlp rmlp}
 # each setting got (openblas_get_corename).
 coretypes=${CORETYPES:-auto Haswell SkylakeX SapphireRapids}
 models=${MODELS:-kmlp:120:synth kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth}
+bf16_models=${BF16_MODELS:-kmlp:120:synth rmlp:128:synth rlenet:128:synth}
 fmnist=${FMNIST:-/usr/share/datasets/fashion-mnist}
 kann_dir=${KANN_DIR:-../shared/peers/kann}
 
@@ -359,6 +368,29 @@ for spec in $models; do
     peer torch "$model" "$batch" "${dargs[@]}"
     if [ $have_kann = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then peer kann "$model" "$batch" "${dargs[@]}"; fi
 done
+
+# ---- mixed precision: nnlite in mixed_bfloat16, against its float32 figures above ----
+if want bf16; then
+    if grep -qw avx512_bf16 /proc/cpuinfo || [ "${NNL_BF16:-}" = emulate ]; then
+        for spec in $bf16_models; do
+            IFS=: read -r model batch data <<<"$spec"
+            dargs=()
+            if [ "$data" = fmnist ]; then
+                [ $have_fmnist = 1 ] || continue
+                dargs=(--data "$fmnist")
+            fi
+            for th in 1 2; do
+                echo "bench: nnlite $model batch $batch ($data), $th thread(s), mixed_bfloat16" >&2
+                measure full "" env "OMP_NUM_THREADS=$th" "$out/bench_nnlite" "$model" "$batch" "$th" --precision \
+                    mixed_bfloat16 --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" \
+                    --infer-seconds 0 "${dargs[@]}"
+            done
+        done
+    else
+        echo "bench: this CPU has no AVX512-BF16: mixed_bfloat16 skipped" >&2
+        echo "skip what=bf16 reason=no-AVX512-BF16-on-this-CPU" >>"$raw"
+    fi
+fi
 
 # ---- batched inference from Fortran, the bandwidth floor, one model on many threads ----
 if want kmlp || want fortran; then
