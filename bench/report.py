@@ -191,8 +191,10 @@ P("  batch, or OpenBLAS's threads); the fastest kept and named. PyTorch with `to
 P("  KANN with FTZ/DAZ (nnlite flushes denormals itself). KANN has no Adam: bench/kann_mlp.c implements Keras' Adam")
 P("  over KANN's parameters. For %s every setting is measured in full; for the other models every setting is" %
   ", ".join(names.get(m, m) for m in st.get("full_search", "").split(",")))
-P("  probed (one window of %s steps, listed below, never used for a ratio) and the %s fastest measured in full." %
+P("  probed at both thread counts (one window of %s steps, listed below, never used for a ratio) and the %s" %
   (st.get("probe_steps", "?"), st.get("probe_keep", "?")))
+P("  fastest of them all measured in full. nnlite runs those models in full at 2 threads (its best on 2 cores) and")
+P("  as a probe at 1 thread, which confirms that and gives the 1-thread latency, memory and batched inference.")
 P("- A measurement whose windows spread more than %.0f %%, or a peer at 2 threads below half its own 1-thread" %
   (100 * float(st.get("max_spread", "0.2"))))
 P("  figure (same core type), is rerun (at most %s times); if it still fails it is shown **UNRELIABLE** and no" %
@@ -204,7 +206,7 @@ P("  (taken before the batched inference).")
 P("- Batched inference: samples/s of back-to-back calls of 1, 16 and 256 samples each (nnlite `nnl_predict` with")
 P("  batch_size = B from C, and through the Fortran binding's `model%predict` on sections of an array, no copies;")
 P("  PyTorch as for the latency, a view of B samples a call; KANN its output node on B rows), in the process of each")
-P("  full training measurement; the median of 3 repetitions of about %s s each." % st.get("infer_seconds", "?"))
+P("  training process (full or probe); the median of 3 repetitions of about %s s each." % st.get("infer_seconds", "?"))
 P("- The bandwidth floor: bench/membw.c's best read bandwidth of a warm buffer the size of a model's weights (1 and")
 P("  2 threads), and the time to read the weights once at that bandwidth, which no batch-1 call can beat here.")
 P("- Shared-model inference: bench/predict_threads.c, one model called by 1, 2 and 4 threads at once.\n")
@@ -280,7 +282,7 @@ P("| model | data | nnlite | PyTorch | KANN | PyTorch / nnlite | KANN / nnlite |
 P("|---|---|---|---|---|---|---|")
 lat_case = {}
 for d in lat:
-    if d.get("kind", "full") != "full" or d["threads"] != "1":
+    if d["threads"] != "1":  # full measurements and probes: each process times its calls alike
         continue
     key = (d["model"], d["data"], d["fw"])
     if key not in lat_case or float(d["median_us"]) < float(lat_case[key]["median_us"]):
@@ -323,14 +325,14 @@ if membw:
     for (m_, th_), d in sorted(membw.items(), key=lambda it: (list(names).index(it[0][0]) if it[0][0] in names
                                                               else 99, it[0][1])):
         ls = [x for x in lat if x["fw"] == "nnlite" and x["model"] == m_ and x["data"] == "synth" and
-              x["threads"] == th_ and x.get("kind", "full") == "full"]
+              x["threads"] == th_]
         n = min(ls, key=lambda x: float(x["median_us"])) if ls else None
         P("| %s | %s | %s | %s | %s | %s | %s |" % (names.get(m_, m_), th_, d.get("bytes", "?"), d.get("best_gbs", "?"),
                                                    d.get("floor_us", "?"), n["median_us"] if n else "-",
                                                    "%.1fx" % (float(n["median_us"]) / float(d["floor_us"]))
                                                    if n and float(d.get("floor_us", 0)) > 0 else "-"))
 
-inf_full = [d for d in infer if d.get("kind", "full") == "full"]
+inf_full = infer  # full measurements and probes (the CNNs' 1-thread nnlite and PyTorch runs are probes)
 if inf_full:
     P("\n## Batched inference (samples/s)%s\n" % NM)
     P("Back-to-back inference calls of B samples each; the median of 3 repetitions (a repetition whose figure is")
@@ -424,13 +426,14 @@ if bf16["train"]:
 
 # ---- memory ----
 P("\n## Peak RSS (MB, whole process, 1 thread)%s\n" % NM)
-P("PyTorch: the smallest of its 1-thread processes. Includes the data (Fashion-MNIST: 188 MB as float32).\n")
+P("The smallest of each framework's 1-thread processes (full or probe). Includes the data (Fashion-MNIST: 188 MB")
+P("as float32).\n")
 P("| model | data | batch | nnlite | PyTorch | KANN | nnlite / PyTorch |")
 P("|---|---|---|---|---|---|---|")
 for case in cases:
     m, dt, b = case
     sel = lambda fw: [float(d["peak_mb"]) for d in rss if d["fw"] == fw and d["model"] == m and d["data"] == dt and
-                      int(d["batch"]) == b and d["threads"] == "1" and d.get("kind", "full") == "full"]
+                      int(d["batch"]) == b and d["threads"] == "1"]
     n, t, kn = (min(sel(fw)) if sel(fw) else None for fw in ("nnlite", "torch", "kann"))
     f = lambda v: "%.0f" % v if v is not None else "-"
     P("| %s | %s | %d | %s | %s | %s | %s |" % (names.get(m, m), dataname.get(dt, dt), b, f(n), f(t), f(kn),
@@ -489,9 +492,9 @@ for case in cases:  # the RSS target is the model's: synthetic data (Fashion-MNI
     if dt != "synth":
         continue
     n = [float(d["peak_mb"]) for d in rss if d["fw"] == "nnlite" and (d["model"], d["data"], int(d["batch"])) == case
-         and d["threads"] == "1" and d.get("kind", "full") == "full"]
+         and d["threads"] == "1"]
     t = [float(d["peak_mb"]) for d in rss if d["fw"] == "torch" and (d["model"], d["data"], int(d["batch"])) == case
-         and d["threads"] == "1" and d.get("kind", "full") == "full"]
+         and d["threads"] == "1"]
     if n and t:
         P(verdict(min(n) / min(t) <= 0.2, "%s (%s, batch %d) peak RSS nnlite / PyTorch = %.2f (target <= 0.20)" %
                   (names.get(m, m), dataname.get(dt, dt), b, min(n) / min(t))))

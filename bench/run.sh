@@ -42,10 +42,14 @@
 #   skipped with a message) run with OPENBLAS_CORETYPE unset ("auto") and set to each
 #   of CORETYPES, OPENBLAS_L2_SIZE unset, at 1 and 2 threads (KANN at 2: kann_mt's
 #   split of the batch, or OpenBLAS's threads); the fastest setting is kept and named.
-#   For the models in FULL_SEARCH (the MLPs: cheap) every setting is measured in full.
-#   For the CNNs every setting is probed (one window of PROBE_STEPS steps; probes are
-#   listed in the report, never used for a ratio) and the PROBE_KEEP fastest are
-#   measured in full (3 windows x 2000 steps at every core type would add 6-9 hours).
+#   For the models in FULL_SEARCH (the MLPs: cheap) every setting is measured in full,
+#   nnlite at 1 and 2 threads. For the CNNs every peer setting at both thread counts is
+#   probed (one window of PROBE_STEPS steps; probes are listed in the report, never used
+#   for a ratio) and the PROBE_KEEP fastest of them all are measured in full; nnlite is
+#   measured in full at 2 threads (its best on 2 cores in every earlier run) and probed
+#   at 1 thread, which checks that and gives the 1-thread latency, memory and batched
+#   inference (3 windows x 2000 steps at every setting would add 6-9 hours; at both
+#   thread counts for both frameworks, 1.5 hours).
 # - Implausible references are measured again: a measurement whose windows spread
 #   more than MAX_SPREAD (20 %), or a peer at 2 threads below half its own 1-thread
 #   figure (same core type), is rerun up to --retries times; if it still fails, the
@@ -83,17 +87,18 @@
 #   synthetic, K-MLP Fashion-MNIST and R-MLP with nnlite (2), PyTorch (8) and KANN
 #   (12 settings) each: about 15 minutes in all.
 # - CNNs: the smallest honest setting, 3 windows x 2000 steps (batch 120-512, ~1-5k
-#   samples/s: 3-6 minutes a window), for nnlite at 1 and 2 threads and PyTorch's
-#   fastest probed setting at 1 and 2 threads, plus 8 probes of 200 steps:
-#   R-LENET ~45 min, K-CNN ~55 min, T-LENET (512) ~75 min.
+#   samples/s: 2-5 minutes a window), for nnlite at 2 threads and PyTorch's fastest
+#   probed setting, plus 9 probes of 200 steps: R-LENET ~16 min, K-CNN ~21 min,
+#   T-LENET (512) ~29 min.
 # - SGEMM, optimizers, busy_core.sh: about 8 minutes.
 # - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
 #   (3 x 0.3 s + the untimed run)): about 80 processes, 5-6 minutes; the Fortran driver
 #   10 s, membw 4 s, predict_threads 15 s.
 # - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET at ~0.6x its
 #   float32 speed on a CPU whose VDPBF16PS runs at a quarter of the FMA's rate (the
-#   Xeon of issue 14), about 25 minutes.
-# In all about 3.5-4 hours (more with retries). --quick --only kmlp: 2.5 minutes
+#   Xeon of issue 14), about 20 minutes (BF16_MODELS="kmlp:120:synth rmlp:128:synth"
+#   leaves it out).
+# In all about 2-2.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
 # passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
 # --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
@@ -291,52 +296,56 @@ peer_cmd() {
 
 # peer FW MODEL BATCH DATA_ARGS...: the peer at every setting, 1 and 2 threads
 peer() {
-    local fw=$1 model=$2 batch=$3 th s kept full key ref
+    local fw=$1 model=$2 batch=$3 th s kept full key ref ct
     shift 3
-    local -a dargs=("$@") settings
-    local -A one=() probe=() # one[core type]: full 1-thread median; probe[threads:setting]
+    local -a dargs=("$@")
+    local -A one=() probe=() # one[core type]: full 1-thread median; probe[threads:setting]: its probe
     full=0
     if [[ " $full_search " == *" $model "* ]]; then full=1; fi
+    local -a all=()
     for th in 1 2; do
-        settings=()
         for s in $coretypes; do
-            if [ "$fw" != kann ]; then settings+=("$s")
-            elif [ $th = 1 ]; then settings+=("$s/1")
-            else settings+=("$s/mt" "$s/blas"); fi
+            if [ "$fw" != kann ]; then all+=("$th:$s")
+            elif [ $th = 1 ]; then all+=("$th:$s/1")
+            else all+=("$th:$s/mt" "$th:$s/blas"); fi
         done
-        kept=" ${settings[*]} "
-        if [ $full = 0 ]; then
-            for s in "${settings[@]}"; do
-                echo "bench: $fw $model batch $batch ($data), $th thread(s), $s: probe" >&2
-                peer_cmd "$fw" "$s" "$model" "$batch" "$th"
-                measure probe "" "${CMD[@]}" --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls 201 \
-                    --infer-seconds 0 "${dargs[@]}"
-                probe[$th:$s]=${LAST_MEDIAN:-0}
-            done
-            # the probe_keep fastest settings are measured in full
-            kept=" $(for s in "${settings[@]}"; do echo "${probe[$th:$s]} $s"; done | sort -g -r |
-                awk -v n="$probe_keep" 'NR <= n { printf "%s ", $2 }')"
-        fi
-        for s in "${settings[@]}"; do
-            if [[ $kept != *" $s "* ]]; then
-                echo "skip what=$fw:$model:$batch:$th:$s reason=probe-not-among-the-$probe_keep-fastest" >>"$raw"
-                continue
-            fi
-            # a 2-thread figure is checked against the same core type's 1-thread one
-            # (measured in full, else its probe)
-            key=${s%%/*} ref=""
-            if [ $th = 2 ]; then
-                ref=${one[$key]:-}
-                if [ -z "$ref" ]; then
-                    if [ "$fw" = kann ]; then ref=${probe[1:$key/1]:-}; else ref=${probe[1:$key]:-}; fi
-                fi
-            fi
-            echo "bench: $fw $model batch $batch ($data), $th thread(s), $s" >&2
+    done
+    kept=" ${all[*]} "
+    if [ $full = 0 ]; then
+        # every setting at both thread counts probed; the probe_keep fastest of them all
+        # measured in full (with their latency, memory and batched inference)
+        for key in "${all[@]}"; do
+            th=${key%%:*} s=${key#*:}
+            echo "bench: $fw $model batch $batch ($data), $th thread(s), $s: probe" >&2
             peer_cmd "$fw" "$s" "$model" "$batch" "$th"
-            measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" \
+            measure probe "" "${CMD[@]}" --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls "$calls" \
                 --infer-seconds "$infer_secs" "${dargs[@]}"
-            if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then one[$key]=$LAST_MEDIAN; fi
+            probe[$key]=${LAST_MEDIAN:-0}
         done
+        kept=" $(for key in "${all[@]}"; do echo "${probe[$key]} $key"; done | sort -g -r |
+            awk -v n="$probe_keep" 'NR <= n { printf "%s ", $2 }')"
+    fi
+    for key in "${all[@]}"; do
+        th=${key%%:*} s=${key#*:}
+        if [[ $kept != *" $key "* ]]; then
+            echo "skip what=$fw:$model:$batch:$th:$s reason=probe-not-among-the-$probe_keep-fastest" >>"$raw"
+            continue
+        fi
+        # a 2-thread figure is checked against the same core type's 1-thread one
+        # (measured in full, else its probe)
+        ref=""
+        if [ $th = 2 ]; then
+            ct=${s%%/*}
+            ref=${one[$ct]:-}
+            if [ -z "$ref" ]; then
+                if [ "$fw" = kann ]; then ref=${probe[1:$ct/1]:-}; else ref=${probe[1:$ct]:-}; fi
+            fi
+        fi
+        echo "bench: $fw $model batch $batch ($data), $th thread(s), $s" >&2
+        peer_cmd "$fw" "$s" "$model" "$batch" "$th"
+        measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" \
+            --infer-seconds "$infer_secs" "${dargs[@]}"
+        if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then one[${s%%/*}]=$LAST_MEDIAN; fi
     done
     return 0
 }
@@ -360,7 +369,17 @@ for spec in $models; do
         fi
         dargs=(--data "$fmnist")
     fi
-    for th in 1 2; do
+    ths="1 2"
+    if [[ " $full_search " != *" $model "* ]]; then
+        # a CNN: nnlite at 2 threads in full (its best on 2 cores in every earlier run), at
+        # 1 thread a probe (the single-thread latency, memory and batched inference, and
+        # its training figure to confirm 2 threads is the best)
+        ths=2
+        echo "bench: nnlite $model batch $batch ($data), 1 thread: probe" >&2
+        measure probe "" env "OMP_NUM_THREADS=1" "$out/bench_nnlite" "$model" "$batch" 1 --steps "$probe_steps" \
+            --windows 1 --warmup "$warmup" --calls "$calls" --infer-seconds "$infer_secs" "${dargs[@]}"
+    fi
+    for th in $ths; do
         echo "bench: nnlite $model batch $batch ($data), $th thread(s)" >&2
         measure full "" env "OMP_NUM_THREADS=$th" "$out/bench_nnlite" "$model" "$batch" "$th" --steps "$steps" \
             --windows "$windows" --warmup "$warmup" --calls "$calls" --infer-seconds "$infer_secs" "${dargs[@]}"
