@@ -22,8 +22,8 @@
 # (default ../shared/peers/kann), MODELS (the model list, default "kmlp:120:synth
 # kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth";
 # add tlenet:128:synth for the old table's second T-LENET), BF16_MODELS (the models
-# also measured in mixed_bfloat16, default "kmlp:120:synth rmlp:128:synth
-# rlenet:128:synth"; list them in MODELS too for the float32 side), FULL_SEARCH (models whose
+# also measured in mixed_bfloat16, default "kmlp:120:synth rmlp:128:synth"; add
+# rlenet:128:synth for a CNN, ~20 minutes; list them in MODELS too for the float32 side), FULL_SEARCH (models whose
 # peers are measured in full at every setting, default "kmlp rmlp"), PROBE_STEPS (200),
 # PROBE_KEEP (1), MAX_SPREAD (0.20), WARMUP (50), BUSY_CORE=0 (skip
 # bench/busy_core.sh). SECONDS_PER_RUN, the old window length, is ignored: windows
@@ -96,9 +96,8 @@
 #   10 s, membw 4 s, predict_threads 15 s.
 # - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET at ~0.6x its
 #   float32 speed on a CPU whose VDPBF16PS runs at a quarter of the FMA's rate (the
-#   Xeon of issue 14), about 20 minutes (BF16_MODELS="kmlp:120:synth rmlp:128:synth"
-#   leaves it out).
-# In all about 2-2.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
+#   Xeon of issue 14), about 20 minutes more when BF16_MODELS lists it.
+# In all about 2 hours (more with retries). --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
 # passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
 # --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
@@ -160,7 +159,7 @@ full_search=${FULL_SEARCH:-kmlp rmlp}
 # each setting got (openblas_get_corename).
 coretypes=${CORETYPES:-auto Haswell SkylakeX SapphireRapids}
 models=${MODELS:-kmlp:120:synth kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth}
-bf16_models=${BF16_MODELS:-kmlp:120:synth rmlp:128:synth rlenet:128:synth}
+bf16_models=${BF16_MODELS:-kmlp:120:synth rmlp:128:synth}
 fmnist=${FMNIST:-/usr/share/datasets/fashion-mnist}
 kann_dir=${KANN_DIR:-../shared/peers/kann}
 
