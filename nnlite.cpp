@@ -42,7 +42,9 @@
      same layout, so a single call (an MPI allreduce at train_step's
      reduction point, an optimizer step, a finite check) reaches all of
      them. Activations live in a third arena sized once per batch size: the
-     training loop allocates nothing per batch. Stateful layers keep what
+     training loop allocates nothing per batch. Its buffers (activations,
+     workspaces, scratch, gradients) share memory wherever their lifetimes
+     in a step do not meet (Model::ensure_batch). Stateful layers keep what
      they carry across batches in a fourth (S): saved with the model, never
      a weight. */
 
@@ -3350,8 +3352,8 @@ public:
     Shape in, out;        /* per-sample shapes */
     std::vector<WeightSpec> weights;
     std::vector<StateSpec> states; /* persistent non-weight state (stateful layers), declared by the constructor */
-    float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward */
-    float *sc = nullptr;  /* scratch(B) floats shared by all layers: valid only inside one call */
+    float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward (only) */
+    float *sc = nullptr;  /* scratch(B) floats, valid only inside one call (other buffers use it between) */
     /* Set by compile when the loss computes its gradient w.r.t. this layer's
        pre-activation (softmax/sigmoid + cross-entropy, as Keras does): then
        backward receives dL/dz in dy and skips the activation. */
@@ -3361,8 +3363,9 @@ public:
     virtual void build(const Shape &input) = 0;
     virtual int64_t workspace(int64_t /*B*/) const { return 0; }
     /* Memory needed only while one forward or backward call runs (layout
-       transposes, im2col columns). Every layer gets the same region, sized
-       for the largest, so these buffers cost the model one layer's worth. */
+       transposes, im2col columns). The arena's plan lends it to other
+       buffers between the layer's calls, so these cost the model about one
+       layer's worth. */
     virtual int64_t scratch(int64_t /*B*/) const { return 0; }
     /* What backward reads besides dy and ws, for the activation arena's plan
        (Model::ensure_batch): an activation no later step reads lends its
