@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.5.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.6.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -113,9 +113,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 5
+#define NNL_VERSION_MINOR 6
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.5.0"
+#define NNL_VERSION_STRING "0.6.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -174,11 +174,14 @@ NNL_API int nnl_version_number(void);
      "hdf5"     Keras .h5 files: 0 in this version
      "avx2", "avx512f"   the kernels use these instruction sets on this CPU
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
+     "bf16"     this CPU has AVX512-BF16, for nnl_set_precision's
+                "mixed_bfloat16" (NNL_NO_SIMD, NNL_BF16=off or =emulate: 0;
+                since 0.6)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.5.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.6.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
-   yes; avx512f: no". Owned by the library, the same for the
+   yes; avx512f: no; bf16: no". Owned by the library, the same for the
    whole process (made at the first call). Thread-safe. */
 NNL_API const char *nnl_build_info(void);
 
@@ -1064,6 +1067,38 @@ NNL_API const char *nnl_get_device(const nnl_model *m);
    the model is not on a GPU; NNL_ERR_UNSUPPORTED on a GPU older than
    compute capability 8.0. */
 NNL_API int nnl_set_tf32(nnl_model *m, int on);
+
+/* ==== Mixed precision on the CPU (since 0.6) ==============================
+   Keras' dtype policies (keras.mixed_precision): "float32" (the default)
+   or "mixed_bfloat16". In mixed_bfloat16 the products of the layers (the
+   GEMMs of Dense, Conv1D/2D/3D forward and backward, the input projections
+   and weight gradients of SimpleRNN, LSTM and GRU) take their operands
+   rounded to bfloat16 (8-bit mantissa, round to nearest even) and sum in
+   float32; the weights (nnl_get_weight, model files), the gradients, the
+   optimizer state, losses, softmax and normalisation stay float32, as
+   Keras keeps float32 master weights. The recurrent step's products with
+   U stay float32 where the layer packs U once per pass. It runs on AVX512-BF16 (VDPBF16PS; Intel Cooper Lake and
+   Sapphire Rapids or newer, AMD Zen 4 or newer; nnl_has_feature("bf16")).
+   Results differ from float32 by bf16's rounding (about 3 significant
+   digits per operand); trained models reach about the float32 accuracy.
+   The environment variable NNL_BF16=emulate selects a portable emulation
+   with the same rounding and sums on any CPU (slow; for tests), and
+   NNL_BF16=off makes the library act as on a CPU without the feature.
+
+   Sets the model's policy; any time (before or after nnl_compile, between
+   fits); it applies from the next nnl_fit, nnl_evaluate or predict call
+   and is not saved in model files. policy is read during the call only.
+   Errors (the model keeps its policy): NNL_ERR_ARGUMENT for NULL or another
+   name (the message lists the accepted ones); NNL_ERR_UNSUPPORTED for
+   "mixed_bfloat16" on a CPU without AVX512-BF16 (the message names the
+   missing feature; no silent fallback to float32) or on a model on a GPU
+   (nnl_set_device; and nnl_set_device refuses a GPU for a model in
+   mixed_bfloat16). Like the other model setters: not concurrently with
+   other calls on the same model. */
+NNL_API int nnl_set_precision(nnl_model *m, const char *policy);
+/* The model's policy: "float32" or "mixed_bfloat16" (a static string,
+   owned by the library); "" for a NULL model. Like nnl_get_device. */
+NNL_API const char *nnl_get_precision(const nnl_model *m);
 
 
 /* ==== Data-parallel training over MPI (since 0.4) ==========================

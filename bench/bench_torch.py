@@ -4,12 +4,14 @@ batch-1 inference latency and peak memory of one seed model, same
 architecture, batch size, threads, data, steps and windows as bench_nnlite.c.
 
 usage: bench_torch.py MODEL BATCH THREADS [--steps N] [--windows K] [--warmup N]
-                      [--calls N] [--data DIR] [--setting LABEL] [--keep-denormals]
+                      [--calls N] [--infer-seconds S] [--data DIR] [--setting LABEL] [--keep-denormals]
   options as bench_nnlite's; --setting names the peer's setting in the output
   (run.sh passes the OPENBLAS_CORETYPE it set, or "auto").
 prints (key=value fields, as bench_nnlite):
   train fw=torch model= data= batch= threads= setting= steps= warmup= windows=.. median= min= max= spread= seconds=
   latency fw=torch ... median_us= p10_us= p90_us=
+  infer fw=torch model= data= threads= setting= batch=B calls= reps=3 samples_per_s= min= max= seconds=
+        (batched inference, B = 1, 16, 256: calls of B samples, as bench_nnlite's)
   rss fw=torch ... peak_mb=
   blas fw=torch setting= core=NAME   (the OpenBLAS kernel set in use, when torch runs on OpenBLAS)
 
@@ -18,7 +20,8 @@ itself; --keep-denormals leaves them), the thread count and OPENBLAS_CORETYPE
 chosen by run.sh. CNNs run in PyTorch's native NCHW layout (nnlite runs
 channels-last except R-LENET, which the lecture ran channels-first). Losses are
 computed from logits (CrossEntropyLoss), which is what nnlite does for softmax
-outputs. Batch-1 inference: model.eval() under torch.no_grad(), eager.
+outputs. Batch-1 and batched inference: model.eval() under torch.no_grad(),
+eager; a batched call gets a view of B consecutive samples (no copy).
 """
 import argparse
 import ctypes
@@ -41,6 +44,7 @@ ap.add_argument("--steps", type=int, default=2000)
 ap.add_argument("--windows", type=int, default=3)
 ap.add_argument("--warmup", type=int, default=50)
 ap.add_argument("--calls", type=int, default=2001)
+ap.add_argument("--infer-seconds", type=float, default=0.3)
 ap.add_argument("--data")
 ap.add_argument("--setting", default="auto")
 ap.add_argument("--keep-denormals", action="store_true")
@@ -149,7 +153,34 @@ with torch.no_grad():
         model(xi)
         lat.append(time.perf_counter() - t)
 lat.sort()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # before the batched inference's buffers
+
+
+def infer_run(b, calls):
+    """`calls` forward passes of b consecutive samples each, walking through x; seconds."""
+    o, n = 0, x.shape[0]
+    t = time.perf_counter()
+    for _ in range(calls):
+        model(x[o:o + b])
+        o += b
+        if o + b > n:
+            o = 0
+    return time.perf_counter() - t
+
+
+infer = []  # (B, calls, [samples/s of each repetition], seconds)
+with torch.no_grad():
+    for b in (1, 16, 256) if a.infer_seconds > 0 else ():
+        if x.shape[0] < b:
+            continue
+        c = 1
+        t = infer_run(b, c)
+        while t < a.infer_seconds / 4:  # doubling: warm, and a first rate
+            c *= 2
+            t = infer_run(b, c)
+        calls = max(3, int(c * a.infer_seconds / t) + 1)
+        ws = [infer_run(b, calls) for _ in range(3)]
+        infer.append((b, calls, [calls * b / w for w in ws], sum(ws)))
 
 
 def openblas_core():
@@ -174,6 +205,10 @@ print("train fw=torch %s steps=%d warmup=%d windows=%s median=%.1f min=%.1f max=
 print("latency fw=torch model=%s data=%s threads=%d setting=%s calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f" %
       (name, dname, threads, a.setting, a.calls, 1e6 * lat[len(lat) // 2], 1e6 * lat[len(lat) // 10],
        1e6 * lat[len(lat) * 9 // 10]))
+for b, calls, v, secs in infer:
+    print("infer fw=torch model=%s data=%s threads=%d setting=%s batch=%d calls=%d reps=3 samples_per_s=%.1f "
+          "min=%.1f max=%.1f seconds=%.2f" % (name, dname, threads, a.setting, b, calls, sorted(v)[1], min(v), max(v),
+                                              secs))
 print("rss fw=torch %s peak_mb=%.1f" % (common, rss))
 print("blas fw=torch setting=%s core=%s" % (a.setting, openblas_core()))
 sys.stdout.flush()

@@ -9,13 +9,15 @@
    driver links build/libnnlite.a only for nnl_load_mnist (the .gz idx reader).
 
    usage: kann_mlp MODEL BATCH THREADS [--split mt|blas] [--steps N] [--windows K]
-                   [--warmup N] [--calls N] [--data DIR] [--setting LABEL] [--keep-denormals]
+                   [--warmup N] [--calls N] [--infer-seconds S] [--data DIR] [--setting LABEL]
+                   [--keep-denormals]
      MODEL          kmlp (784-128-10, Adam(1e-3, eps 1e-7)) or rmlp (784-128-128-10, SGD(0.01))
      --split mt     THREADS threads by kann_mt (KANN splits the batch), OpenBLAS on 1 (default)
      --split blas   KANN on one thread, OpenBLAS on THREADS
      other options as bench_nnlite's; --setting names the setting in the output.
-   prints train, latency and rss lines as bench_nnlite (fw=kann; the train line
-   also gives last_loss, the loss of the last step: a check that it learns) and
+   prints train, latency, infer and rss lines as bench_nnlite (fw=kann; the
+   train line also gives last_loss, the loss of the last step: a check that it
+   learns) and
      blas fw=kann setting= core=NAME   (openblas_get_corename: the kernels in use)
 
    The peer at its best: FTZ/DAZ set here before KANN's threads start (nnlite
@@ -24,7 +26,11 @@
    update below is Keras' Adam (the form nnlite implements), one pass over the
    collated parameters ann->x with the gradients ann->g. Softmax output with
    multi-class cross-entropy (KANN_C_CEM) on one-hot truth rows; batch-1
-   inference is kann_apply1 (the softmax row), as nnl_predict returns. */
+   inference is kann_apply1 (the softmax row), as nnl_predict returns; batched
+   inference (B = 1, 16, 256 samples a call) does what kann_apply1 does for B
+   rows: kann_set_batch_size, kann_feed_bind, kad_eval_at of the output node
+   (KANN's own threads, kann_mt, serve training only; OpenBLAS's threads run
+   in the --split blas settings). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -93,20 +99,42 @@ static void run(net *n, const float *x, const float *yh, int nb, int batch, int 
     }
 }
 
+/* Batched inference: `calls` evaluations of the output node on B consecutive
+   samples each, walking through the n samples of x; returns the seconds. */
+static double infer_run(kann_t *ann, int i_out, float *x, long n, int B, long long calls) {
+    long o = 0;
+    long long c;
+    volatile float sink = 0;
+    kann_set_batch_size(ann, B);
+    double t = now();
+    for (c = 0; c < calls; c++) {
+        float *p = x + (size_t)o * 784;
+        kann_feed_bind(ann, KANN_F_IN, 0, &p);
+        kad_eval_at(ann->n, ann->v, i_out);
+        sink += ann->v[i_out]->x[0];
+        o += B;
+        if (o + B > n) o = 0;
+    }
+    return now() - t;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s kmlp|rmlp BATCH THREADS [--split mt|blas] [--steps N] [--windows K] "
-                        "[--warmup N] [--calls N] [--data DIR] [--setting LABEL] [--keep-denormals]\n", argv[0]);
+                        "[--warmup N] [--calls N] [--infer-seconds S] [--data DIR] [--setting LABEL] "
+                        "[--keep-denormals]\n", argv[0]);
         return 2;
     }
     const char *model = argv[1], *data = NULL, *setting = "auto", *split = "mt";
     int batch = atoi(argv[2]), threads = atoi(argv[3]), i, keep = 0;
     int steps = 2000, windows = 3, warmup = 50, calls = 2001;
+    double infer_secs = 0.3;
     for (i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--steps")) steps = bench_opt_int(argc, argv, &i, "--steps");
         else if (!strcmp(argv[i], "--windows")) windows = bench_opt_int(argc, argv, &i, "--windows");
         else if (!strcmp(argv[i], "--warmup")) warmup = bench_opt_int(argc, argv, &i, "--warmup");
         else if (!strcmp(argv[i], "--calls")) calls = bench_opt_int(argc, argv, &i, "--calls");
+        else if (!strcmp(argv[i], "--infer-seconds") && i + 1 < argc) infer_secs = atof(argv[++i]);
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--setting") && i + 1 < argc) setting = argv[++i];
         else if (!strcmp(argv[i], "--split") && i + 1 < argc) split = argv[++i];
@@ -207,9 +235,32 @@ int main(int argc, char **argv) {
         lat[i] = now() - a;
     }
     qsort(lat, (size_t)calls, sizeof(double), bench_cmp_double);
-
-    struct rusage ru;
+    struct rusage ru; /* peak memory before the batched inference's batch-256 buffers */
     getrusage(RUSAGE_SELF, &ru);
+
+    /* batched inference, as bench_nnlite.c's: calls fixed from an untimed run
+       of about infer_secs / 4, then 3 timed repetitions */
+    static const int infer_b[3] = {1, 16, 256};
+    double infer_sps[3][3], infer_t[3] = {0, 0, 0};
+    long long infer_calls[3] = {0, 0, 0};
+    int i_out = kann_find(n.ann, KANN_F_OUT, 0);
+    for (i = 0; infer_secs > 0 && i_out >= 0 && i < 3; i++) {
+        int B = infer_b[i], r;
+        if (count < B) continue;
+        long long c = 1;
+        double w = infer_run(n.ann, i_out, x, count, B, c);
+        while (w < infer_secs / 4) {
+            c *= 2;
+            w = infer_run(n.ann, i_out, x, count, B, c);
+        }
+        infer_calls[i] = (long long)(c * infer_secs / w) + 1;
+        if (infer_calls[i] < 3) infer_calls[i] = 3;
+        for (r = 0; r < 3; r++) {
+            w = infer_run(n.ann, i_out, x, count, B, infer_calls[i]);
+            infer_t[i] += w;
+            infer_sps[i][r] = (double)infer_calls[i] * B / w;
+        }
+    }
     const char *dname = data ? "fmnist" : "synth";
     printf("train fw=kann model=%s data=%s batch=%d threads=%d setting=%s steps=%ld warmup=%d ", model, dname, batch,
            threads, setting, wsteps, warmup);
@@ -218,6 +269,15 @@ int main(int argc, char **argv) {
     printf("latency fw=kann model=%s data=%s threads=%d setting=%s calls=%d median_us=%.2f p10_us=%.2f p90_us=%.2f\n",
            model, dname, threads, setting, calls, 1e6 * lat[calls / 2], 1e6 * lat[calls / 10],
            1e6 * lat[calls * 9 / 10]);
+    for (i = 0; i < 3; i++) {
+        const double *v = infer_sps[i];
+        if (!infer_calls[i]) continue;
+        double lo = v[0] < v[1] ? (v[0] < v[2] ? v[0] : v[2]) : (v[1] < v[2] ? v[1] : v[2]);
+        double hi = v[0] > v[1] ? (v[0] > v[2] ? v[0] : v[2]) : (v[1] > v[2] ? v[1] : v[2]);
+        printf("infer fw=kann model=%s data=%s threads=%d setting=%s batch=%d calls=%lld reps=3 samples_per_s=%.1f "
+               "min=%.1f max=%.1f seconds=%.2f\n",
+               model, dname, threads, setting, infer_b[i], infer_calls[i], bench_median(v, 3), lo, hi, infer_t[i]);
+    }
     printf("rss fw=kann model=%s data=%s batch=%d threads=%d setting=%s peak_mb=%.1f\n", model, dname, batch, threads,
            setting, (double)ru.ru_maxrss / 1024.0);
     printf("blas fw=kann setting=%s core=%s\n", setting, openblas_get_corename());

@@ -6,12 +6,19 @@
    build (after make lib):
        gcc -std=c99 -O2 -I. bench/predict_threads.c build/libnnlite.a -pthread -lm -lstdc++ \
            -o build/predict_threads
-   usage: build/predict_threads [SECONDS_PER_SETTING]   (default 2)
-   prints one line per setting:
-       batch B threads T: P predictions/s (P/T per thread)
+   usage: build/predict_threads [SECONDS_PER_SETTING [POOL_THREADS]]
+     SECONDS_PER_SETTING  default 2
+     POOL_THREADS         nnl_set_threads before the runs (default: not called,
+                          i.e. NNL_NUM_THREADS, OMP_NUM_THREADS or all cores);
+                          bench/run.sh passes 1, so that the 1-thread figure is
+                          one core and T threads / 1 thread is the callers' scaling
+   prints one line per setting (key=value fields; bench/run.sh and
+   bench/report.py read them):
+       pthreads fw=nnlite model=mlp512 batch=B threads=T pool=P seconds=S predictions_per_s=X per_thread=Y
    Every thread predicts its own slice of the samples; the model's pool
    threads (nnl_set_threads) serve a call only while it runs alone on the
-   model. Run it on an otherwise idle machine. */
+   model. Run it on an otherwise idle machine; threads beyond the cores
+   (4 on a 2-core machine) oversubscribe them. */
 #include "bench_common.h"
 
 #include <pthread.h>
@@ -76,12 +83,14 @@ static double measure(nnl_model *m, const float *x, int batch, int T, double sec
 
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 2.0;
+    int pool = argc > 2 ? atoi(argv[2]) : 0;
     static const int batches[2] = {1, 16}, threads[3] = {1, 2, 4};
     int b, t, i;
     if (secs <= 0) secs = 2.0;
     (void)find_model; /* bench_common.h's, unused here */
     (void)train;
     CHECK(NNL_INIT());
+    if (pool > 0) CHECK(nnl_set_threads(pool));
     nnl_model *m = nnl_model_create();
     CHECK(nnl_model_set_seed(m, 1));
     CHECK(nnl_add(m, "Dense(512, activation='relu', input_shape=(784,))"));
@@ -91,14 +100,13 @@ int main(int argc, char **argv) {
     if (!x) return 1;
     srand(7);
     for (i = 0; i < N_SAMPLES * FEATURES; i++) x[i] = (float)rand() / ((float)RAND_MAX + 1.f);
-    printf("# model 784-512-512-10, %d samples, nnl_get_threads() = %d, %.2f s per setting\n", N_SAMPLES,
-           nnl_get_threads(), secs);
+    pool = nnl_get_threads();
     for (b = 0; b < 2; b++)
         for (t = 0; t < 3; t++) {
             measure(m, x, batches[b], threads[t], secs / 10); /* warm: the workspaces for T threads */
             double p = measure(m, x, batches[b], threads[t], secs);
-            printf("batch %d threads %d: %.0f predictions/s (%.0f per thread)\n", batches[b], threads[t], p,
-                   p / threads[t]);
+            printf("pthreads fw=nnlite model=mlp512 batch=%d threads=%d pool=%d seconds=%.2f predictions_per_s=%.0f "
+                   "per_thread=%.0f\n", batches[b], threads[t], pool, secs, p, p / threads[t]);
             fflush(stdout);
         }
     nnl_model_free(m);

@@ -25,6 +25,7 @@ raw = args[0]
 
 meta = {}
 train, probes, rejected, lat, rss, blas, skips, fails, cmds = [], [], [], [], [], [], [], [], []
+infer, pthreads, membw = [], [], {}
 gemm, optref, opt = defaultdict(dict), {}, defaultdict(dict)
 META = ("mode", "cpu_model", "cpu_vendor", "cpu_family_model", "cpu_flags", "cores", "date", "date_end", "commit",
         "command", "settings", "torch", "openblas", "compiler", "load_before", "load_after")
@@ -55,6 +56,13 @@ for line in open(raw):
         lat.append(kv(w[1:]))
     elif tag == "rss":
         rss.append(kv(w[1:]))
+    elif tag == "infer":
+        infer.append(kv(w[1:]))
+    elif tag == "pthreads":
+        pthreads.append(kv(w[1:]))
+    elif tag == "membw":
+        d = kv(w[1:])
+        membw[(d.get("model", "?"), d.get("threads", "1"))] = d
     elif tag == "blas":
         blas.append(kv(w[1:]))
     elif tag == "skip":
@@ -74,7 +82,7 @@ for line in open(raw):
 quick = meta.get("mode") == "quick"
 NM = " (NOT MEANINGFUL: --quick)" if quick else ""
 names = {"kmlp": "K-MLP", "rmlp": "R-MLP", "tlenet": "T-LENET", "kcnn": "K-CNN", "rlenet": "R-LENET"}
-fwname = {"nnlite": "nnlite", "torch": "PyTorch", "kann": "KANN + OpenBLAS"}
+fwname = {"nnlite": "nnlite", "torch": "PyTorch", "kann": "KANN + OpenBLAS", "nnlite-fortran": "nnlite (Fortran)"}
 dataname = {"synth": "synthetic", "fmnist": "Fashion-MNIST"}
 
 
@@ -187,7 +195,15 @@ P("  figure (same core type), is rerun (at most %s times); if it still fails it 
   st.get("retries", "?"))
 P("  ratio is written from it (nor from the best of its framework and thread count, which it might have been).")
 P("- Batch-1 latency: the median of many single-sample calls after training (nnlite `nnl_predict`, PyTorch eager")
-P("  under `torch.no_grad()` after `model.eval()`, KANN `kann_apply1`). Peak RSS: `getrusage` of the process.\n")
+P("  under `torch.no_grad()` after `model.eval()`, KANN `kann_apply1`). Peak RSS: `getrusage` of the process")
+P("  (taken before the batched inference).")
+P("- Batched inference: samples/s of back-to-back calls of 1, 16 and 256 samples each (nnlite `nnl_predict` with")
+P("  batch_size = B from C, and through the Fortran binding's `model%predict` on sections of an array, no copies;")
+P("  PyTorch as for the latency, a view of B samples a call; KANN its output node on B rows), in the process of each")
+P("  full training measurement; the median of 3 repetitions of about %s s each." % st.get("infer_seconds", "?"))
+P("- The bandwidth floor: bench/membw.c's best read bandwidth of a warm buffer the size of a model's weights (1 and")
+P("  2 threads), and the time to read the weights once at that bandwidth, which no batch-1 call can beat here.")
+P("- Shared-model inference: bench/predict_threads.c, one model called by 1, 2 and 4 threads at once.\n")
 
 # ---- training ----
 sec_models = len(out)  # the seed-model sections start here (dropped when the run had none)
@@ -287,6 +303,100 @@ for case in cases:
     P("| %s | %s | %s | %s | %s | %s | %s |" % (names.get(m, m), dataname.get(dt, dt), lcell(n), lcell(t), lcell(kn),
                                                sp(t), sp(kn)))
 
+# ---- inference: the bandwidth floor, batched, from many threads (kept in runs without a seed model) ----
+sec_inf = len(out)
+cores = meta.get("cores", "?")
+if membw:
+    P("\n## Batch-1 latency against the memory-bandwidth floor%s\n" % NM)
+    P("A batch-1 forward pass reads every weight once: the time to read the weights once at this machine's measured")
+    P("bandwidth (bench/membw.c: the best of many passes over a warm buffer of the weights' size; at 2 threads each")
+    P("reads half, on its own core) is a floor no batch-1 latency at that thread count reaches. K-MLP's weights fit")
+    P("in one core's L2; R-LENET's (mostly its Dense(500)) do not on most cores. Latency: nnlite's median on")
+    P("synthetic data at the same thread count (the table above is the 1-thread one).\n")
+    P("| model | threads | weights (bytes) | best read bandwidth (GB/s) | floor: weights read once (us) | nnlite batch-1"
+      " latency (us) | latency / floor |")
+    P("|---|---|---|---|---|---|---|")
+    for (m_, th_), d in sorted(membw.items(), key=lambda it: (list(names).index(it[0][0]) if it[0][0] in names
+                                                              else 99, it[0][1])):
+        ls = [x for x in lat if x["fw"] == "nnlite" and x["model"] == m_ and x["data"] == "synth" and
+              x["threads"] == th_ and x.get("kind", "full") == "full"]
+        n = min(ls, key=lambda x: float(x["median_us"])) if ls else None
+        P("| %s | %s | %s | %s | %s | %s | %s |" % (names.get(m_, m_), th_, d.get("bytes", "?"), d.get("best_gbs", "?"),
+                                                   d.get("floor_us", "?"), n["median_us"] if n else "-",
+                                                   "%.1fx" % (float(n["median_us"]) / float(d["floor_us"]))
+                                                   if n and float(d.get("floor_us", 0)) > 0 else "-"))
+
+inf_full = [d for d in infer if d.get("kind", "full") == "full"]
+if inf_full:
+    P("\n## Batched inference (samples/s)%s\n" % NM)
+    P("Back-to-back inference calls of B samples each; the median of 3 repetitions (a repetition whose figure is")
+    P("more than 20 % from another is noted with the spread). nnlite from C (`nnl_predict`, batch_size = B) at 1 and")
+    P("2 threads, and from Fortran (K-MLP only: `model%predict` on sections x(:, :, o:o+B-1) of an array x(28, 28, N),")
+    P("passed by address, no copy); the peers' best setting named. Ratios: nnlite's best from C (1 or 2 threads) over")
+    P("the peer's best. Unlike the latency table (a median of single calls) these include every interruption.")
+    P("KANN evaluates on one thread (kann_mt splits training batches only); its BLAS settings give OpenBLAS threads.\n")
+    P("| model | data | batch | nnlite C, 1T | nnlite C, 2T | nnlite Fortran, 1T | nnlite Fortran, 2T | PyTorch best"
+      " | KANN best | nnlite / PyTorch | nnlite / KANN |")
+    P("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ibest(sel):
+        return max(sel, key=lambda d: float(d["samples_per_s"])) if sel else None
+
+    def icell(d, named_=False):
+        if d is None:
+            return "-"
+        v, lo, hi = float(d["samples_per_s"]), float(d.get("min", 0)), float(d.get("max", 0))
+        s_ = k(v)
+        if named_:
+            s_ += " (%s)" % label(d)
+        if v > 0 and (hi - lo) / v > 0.2:
+            s_ += " (spread %.0f %%)" % (100 * (hi - lo) / v)
+        return s_
+
+    icases = []
+    for d in inf_full:
+        c = (d["model"], d["data"], int(d["batch"]))
+        if c not in icases:
+            icases.append(c)
+    icases.sort(key=lambda c: (list(names).index(c[0]) if c[0] in names else 99, c[1] != "synth", c[2]))
+    for c in icases:
+        sel = lambda fw, th=None: [d for d in inf_full if (d["model"], d["data"], int(d["batch"])) == c and
+                                   d["fw"] == fw and (th is None or d["threads"] == th)]
+        n1, n2 = ibest(sel("nnlite", "1")), ibest(sel("nnlite", "2"))
+        f1, f2 = ibest(sel("nnlite-fortran", "1")), ibest(sel("nnlite-fortran", "2"))
+        t, kn, nb_ = ibest(sel("torch")), ibest(sel("kann")), ibest(sel("nnlite"))
+        r = lambda p: "**%.2fx**" % (float(nb_["samples_per_s"]) / float(p["samples_per_s"])) if (nb_ and p) else "-"
+        P("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" %
+          (names.get(c[0], c[0]), dataname.get(c[1], c[1]), c[2], icell(n1), icell(n2), icell(f1), icell(f2),
+           icell(t, True), icell(kn, True), r(t), r(kn)))
+
+if pthreads:
+    P("\n## Shared-model inference from many threads%s\n" % NM)
+    pool = pthreads[0].get("pool", "?")
+    P("bench/predict_threads.c: ONE model (784-512-512-10 MLP) called by T threads at once, each `nnl_predict` on its")
+    P("own samples (batches of 1 and 16), %s s per setting; the model's own pool at %s thread(s), so the 1-thread" %
+      (pthreads[0].get("seconds", "?"), pool))
+    P("figure is one core. Scaling = predictions/s at T threads / at 1 thread (ideal: T, up to the cores).")
+    if cores.isdigit() and int(cores) < 4:
+        P("This machine has %s cores: 4 threads oversubscribe them (more threads than cores: the scaling cannot pass"
+          " %s there, and the 4-thread rows measure time-slicing, not parallelism)." % (cores, cores))
+    else:
+        P("This machine has %s cores." % cores)
+    P("")
+    P("| batch | threads | predictions/s | per thread | scaling (T / 1 thread) |")
+    P("|---|---|---|---|---|")
+    base = {}
+    for d in pthreads:
+        if d.get("threads") == "1":
+            base[d.get("batch")] = float(d["predictions_per_s"])
+    for d in pthreads:
+        b_ = base.get(d.get("batch"))
+        over = " (oversubscribed)" if cores.isdigit() and int(d["threads"]) > int(cores) else ""
+        P("| %s | %s%s | %s | %s | %s |" % (d["batch"], d["threads"], over, k(d["predictions_per_s"]),
+                                           k(d["per_thread"]),
+                                           "**%.2fx**" % (float(d["predictions_per_s"]) / b_) if b_ else "-"))
+sec_inf_end = len(out)
+
 # ---- memory ----
 P("\n## Peak RSS (MB, whole process, 1 thread)%s\n" % NM)
 P("PyTorch: the smallest of its 1-thread processes. Includes the data (Fashion-MNIST: 188 MB as float32).\n")
@@ -303,15 +413,15 @@ for case in cases:
 
 # ---- OpenBLAS kernels ----
 sec_blas = len(out)
-cores = {}
+kernels = {}
 for d in blas:
-    cores.setdefault(d.get("setting", "?").split("/")[0], set()).add(d.get("core", "?"))
-if cores:
+    kernels.setdefault(d.get("setting", "?").split("/")[0], set()).add(d.get("core", "?"))
+if kernels:
     P("\n## OpenBLAS kernels per OPENBLAS_CORETYPE\n")
     P("What `openblas_get_corename()` reported in the processes of each setting (auto: OpenBLAS's own detection).\n")
     P("| OPENBLAS_CORETYPE | kernels |")
     P("|---|---|")
-    for ct, names_ in cores.items():
+    for ct, names_ in kernels.items():
         P("| %s | %s |" % (ct, ", ".join(sorted(names_))))
 
 sec_blas_end = len(out)
@@ -344,8 +454,11 @@ for case, (n, t, kn, bp) in summary.items():
 for m, target in (("kmlp", 3.0), ("rlenet", 150.0)):
     d = lat_case.get((m, "synth", "nnlite"))
     if d:
-        P(verdict(float(d["median_us"]) <= target, "%s batch-1 latency %s us (target <= %.0f us)" %
-                  (names[m], d["median_us"], target)))
+        fl = ", ".join("%s us at %s thread(s)" % (v["floor_us"], th_) for (m_, th_), v in sorted(membw.items())
+                       if m_ == m)
+        P(verdict(float(d["median_us"]) <= target, "%s batch-1 latency %s us (1 thread; target <= %.0f us%s)" %
+                  (names[m], d["median_us"], target, "; the weights read once at the measured bandwidth: " + fl
+                                                     if fl else "")))
 for case in cases:  # the RSS target is the model's: synthetic data (Fashion-MNIST adds 188 MB on both sides)
     m, dt, b = case
     if dt != "synth":
@@ -359,8 +472,8 @@ for case in cases:  # the RSS target is the model's: synthetic data (Fashion-MNI
                   (names.get(m, m), dataname.get(dt, dt), b, min(n) / min(t))))
 if quick:
     P("\n(--quick: the verdicts above are NOT MEANINGFUL.)")
-if not cases:  # no seed model in this run (--only gemm, ...): keep only the OpenBLAS kernels
-    out[sec_models:] = out[sec_blas:sec_blas_end]
+if not cases:  # no seed model in this run (--only gemm, ...): keep the inference sections and the OpenBLAS kernels
+    out[sec_models:] = out[sec_inf:sec_inf_end] + out[sec_blas:sec_blas_end]
 
 # ---- SGEMM ----
 if gemm:

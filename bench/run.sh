@@ -8,14 +8,17 @@
 #   bash bench/run.sh --quick            smoke check: few steps per window; the report
 #                                        says NOT MEANINGFUL and goes to build/bench/RESULTS.quick.md
 #   bash bench/run.sh --only kmlp        only these parts (comma-separated): kmlp (synthetic and
-#                                        Fashion-MNIST), rmlp, rlenet, kcnn, tlenet, gemm, opt, busy;
-#                                        a partial run writes build/bench/RESULTS.partial.md
+#                                        Fashion-MNIST), rmlp, rlenet, kcnn, tlenet, fortran, membw,
+#                                        threads, gemm, opt, busy; a partial run writes
+#                                        build/bench/RESULTS.partial.md. kmlp includes fortran and
+#                                        membw, rlenet includes membw (each beside its latency)
 #
 # Options: --quick, --only LIST, --steps N (steps per window, default 2000; a full
 # run refuses fewer), --windows K (default 3, at least 3), --retries N (reruns of an
 # implausible measurement, default 2), --out FILE (the report), -h.
 # Environment: CORETYPES (default "auto Haswell SkylakeX SapphireRapids"), NNL_PYTHON
-# (python3 with torch), FMNIST (default /usr/share/datasets/fashion-mnist), KANN_DIR
+# (python3 with torch), INFER_SECONDS (0.3: seconds per timed repetition of the batched
+# inference; --quick: 0.02), FMNIST (default /usr/share/datasets/fashion-mnist), KANN_DIR
 # (default ../shared/peers/kann), MODELS (the model list, default "kmlp:120:synth
 # kmlp:120:fmnist rmlp:128:synth rlenet:128:synth kcnn:120:synth tlenet:512:synth";
 # add tlenet:128:synth for the old table's second T-LENET), FULL_SEARCH (models whose
@@ -47,7 +50,23 @@
 #   line is kept with status=UNRELIABLE and the report prints the figure marked
 #   UNRELIABLE instead of a ratio. Rejected attempts stay in the raw file.
 # - Batch-1 latency (median of 2001 calls, microseconds) of nnl_predict, PyTorch
-#   (eval, no_grad) and KANN (kann_apply1); peak RSS (getrusage) of every process.
+#   (eval, no_grad) and KANN (kann_apply1); peak RSS (getrusage) of every process,
+#   taken before the batched inference.
+# - Batched inference (samples/s) at 1, 16 and 256 samples a call, in every full
+#   measurement's process after the latency (probes skip it): nnl_predict from C,
+#   PyTorch (eval, no_grad, a view of B samples a call), KANN (the MLPs; its output
+#   node on B rows, as kann_apply1 on one), and K-MLP through the Fortran binding's
+#   model%predict on sections of an array x(28, 28, N), no copies (bench/fortran_infer.f90,
+#   built when gfortran is there, else skipped with a message; 1 and 2 threads). Each:
+#   calls fixed from an untimed run, 3 repetitions of about INFER_SECONDS (0.3) each,
+#   the median.
+# - The bandwidth floor of batch-1 latency (bench/membw.c): the best read bandwidth
+#   of a warm buffer the size of K-MLP's and of R-LENET's weights, at 1 and 2 threads
+#   (each its half), and the time one pass over them takes at that bandwidth (1 s per
+#   model and thread count).
+# - One model shared by 1, 2 and 4 threads calling nnl_predict at once
+#   (bench/predict_threads.c: a 784-512-512-10 MLP, batches of 1 and 16, 2 s per
+#   setting, the model's own pool at 1 thread): predictions/s and the scaling.
 # - nnlite's SGEMM against OpenBLAS at each core type (gemm_bench), optimizer
 #   updates (opt_bench), threads on a busy core and denormals (busy_core.sh).
 # - The CPU: model name, vendor, family/model/stepping and the flags avx2 fma
@@ -63,9 +82,14 @@
 #   fastest probed setting at 1 and 2 threads, plus 8 probes of 200 steps:
 #   R-LENET ~45 min, K-CNN ~55 min, T-LENET (512) ~75 min.
 # - SGEMM, optimizers, busy_core.sh: about 8 minutes.
+# - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
+#   (3 x 0.3 s + the untimed run)): about 80 processes, 5-6 minutes; the Fortran driver
+#   10 s, membw 4 s, predict_threads 15 s.
 # In all about 3-3.5 hours (more with retries). --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
-# passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp).
+# passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
+# --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
+# (load 4-5), --quick --only rlenet,fortran,membw: 7 minutes, likewise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -102,9 +126,11 @@ fi
 if [ $quick = 1 ]; then
     steps=${steps:-20} windows=${windows:-3} retries=${retries:-0}
     warmup=5 calls=51 probe_steps=10 gemm_sizes="256 512" opt_params=100000
+    infer_secs=${INFER_SECONDS:-0.02} membw_secs=0.1 threads_secs=0.2
 else
     steps=${steps:-${STEPS:-2000}} windows=${windows:-${WINDOWS:-3}} retries=${retries:-${RETRIES:-2}}
     warmup=${WARMUP:-50} calls=2001 probe_steps=${PROBE_STEPS:-200} gemm_sizes="256 512 1024 2048" opt_params=1000000
+    infer_secs=${INFER_SECONDS:-0.3} membw_secs=1 threads_secs=2
     if [ "$steps" -lt 2000 ] || [ "$windows" -lt 3 ]; then
         echo "bench: a full run needs --steps >= 2000 and --windows >= 3 (use --quick for a smoke check)" >&2
         exit 2
@@ -138,6 +164,20 @@ fi
 # ---- build ----
 make -s lib
 gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_nnlite"
+if want kmlp || want rlenet || want membw; then
+    gcc -std=c99 -O3 -march=native -I. bench/membw.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/membw"
+fi
+if want threads; then
+    gcc -std=c99 -O2 -I. bench/predict_threads.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/predict_threads"
+fi
+have_fc=0
+if (want kmlp || want fortran) && command -v gfortran >/dev/null; then
+    # the binding as the Makefile builds it (build/fortran/nnlite.mod, build/libnnlite_fortran.a)
+    make -s build/libnnlite_fortran.a
+    gfortran -O2 -ffpe-summary=none -Ibuild/fortran bench/fortran_infer.f90 build/libnnlite_fortran.a \
+        build/libnnlite.a -lstdc++ -pthread -lm -o "$out/fortran_infer"
+    have_fc=1
+fi
 OB_INC=/usr/include/x86_64-linux-gnu/openblas-pthread OB_LIB=/usr/lib/x86_64-linux-gnu/openblas-pthread
 have_kann=0
 if [ -e "$kann_dir/kann.c" ] && [ -e "$kann_dir/kautodiff.c" ]; then
@@ -163,7 +203,7 @@ field() { # field LINE KEY: the value of KEY=... in LINE
 # ---- the machine ----
 envs="" # the settings from the environment, for the command line in the report
 for v in CORETYPES MODELS FMNIST KANN_DIR FULL_SEARCH PROBE_STEPS PROBE_KEEP MAX_SPREAD WARMUP STEPS WINDOWS \
-    RETRIES BUSY_CORE NNL_PYTHON; do
+    RETRIES BUSY_CORE NNL_PYTHON INFER_SECONDS; do
     if [ -n "${!v:-}" ]; then envs+="$v='${!v}' "; fi
 done
 cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
@@ -177,7 +217,7 @@ cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- nnlite.cpp nnlite.h bench 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "command $envs bash bench/run.sh $args"
-    echo "settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,}"
+    echo "settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,} infer_seconds=$infer_secs membw_seconds=$membw_secs threads_seconds=$threads_secs"
     echo "torch $($PY -c 'import torch; print(torch.__version__)')"
     echo "openblas $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || echo unknown)"
     echo "compiler $(gcc --version | head -1)"
@@ -189,7 +229,7 @@ echo "bench: $(grep '^cpu_model' "$raw" | cut -d' ' -f2-); $(grep '^cpu_flags' "
 # ---- one measurement, rerun while implausible ----
 # measure KIND REF CMD...: KIND full or probe; REF: the 1-thread median of the same
 # peer and core type ("" if none) that a 2-thread figure must reach half of. Appends
-# the output to the raw file, its train, latency and rss lines with kind=, attempt=
+# the output to the raw file, its train, latency, infer and rss lines with kind=, attempt=
 # and status=; sets LAST_MEDIAN (empty when the command failed).
 LAST_MEDIAN=""
 measure() {
@@ -218,7 +258,7 @@ measure() {
     done
     local status=ok
     if [ -n "$why" ]; then status=UNRELIABLE:$why; fi
-    sed -E "/^(train|latency|rss) /s/\$/ kind=$kind attempt=$attempt status=$status/" <<<"$res" | tee -a "$raw"
+    sed -E "/^(train|latency|infer|rss) /s/\$/ kind=$kind attempt=$attempt status=$status/" <<<"$res" | tee -a "$raw"
     LAST_MEDIAN=$med
 }
 
@@ -260,7 +300,8 @@ peer() {
             for s in "${settings[@]}"; do
                 echo "bench: $fw $model batch $batch ($data), $th thread(s), $s: probe" >&2
                 peer_cmd "$fw" "$s" "$model" "$batch" "$th"
-                measure probe "" "${CMD[@]}" --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls 201 "${dargs[@]}"
+                measure probe "" "${CMD[@]}" --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls 201 \
+                    --infer-seconds 0 "${dargs[@]}"
                 probe[$th:$s]=${LAST_MEDIAN:-0}
             done
             # the probe_keep fastest settings are measured in full
@@ -283,7 +324,8 @@ peer() {
             fi
             echo "bench: $fw $model batch $batch ($data), $th thread(s), $s" >&2
             peer_cmd "$fw" "$s" "$model" "$batch" "$th"
-            measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" "${dargs[@]}"
+            measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" \
+                --infer-seconds "$infer_secs" "${dargs[@]}"
             if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then one[$key]=$LAST_MEDIAN; fi
         done
     done
@@ -312,11 +354,44 @@ for spec in $models; do
     for th in 1 2; do
         echo "bench: nnlite $model batch $batch ($data), $th thread(s)" >&2
         measure full "" env "OMP_NUM_THREADS=$th" "$out/bench_nnlite" "$model" "$batch" "$th" --steps "$steps" \
-            --windows "$windows" --warmup "$warmup" --calls "$calls" "${dargs[@]}"
+            --windows "$windows" --warmup "$warmup" --calls "$calls" --infer-seconds "$infer_secs" "${dargs[@]}"
     done
     peer torch "$model" "$batch" "${dargs[@]}"
     if [ $have_kann = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then peer kann "$model" "$batch" "${dargs[@]}"; fi
 done
+
+# ---- batched inference from Fortran, the bandwidth floor, one model on many threads ----
+if want kmlp || want fortran; then
+    if [ $have_fc = 1 ]; then
+        for th in 1 2; do
+            echo "bench: nnlite K-MLP batched inference from Fortran, $th thread(s)" >&2
+            echo "cmd OMP_NUM_THREADS=$th $out/fortran_infer $th --seconds $infer_secs" >>"$raw"
+            if ! OMP_NUM_THREADS=$th "$out/fortran_infer" "$th" --seconds "$infer_secs" | tee -a "$raw"; then
+                echo "bench: FAILED: $out/fortran_infer $th" >&2
+                echo "failed $out/fortran_infer $th --seconds $infer_secs" >>"$raw"
+            fi
+        done
+    else
+        echo "bench: no gfortran: the Fortran binding's batched inference skipped" >&2
+        echo "skip what=fortran reason=no-gfortran" >>"$raw"
+    fi
+fi
+if want kmlp || want rlenet || want membw; then
+    echo "bench: read bandwidth over K-MLP's and R-LENET's weights" >&2
+    echo "cmd $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
+    if ! "$out/membw" --seconds "$membw_secs" --threads 2 kmlp rlenet | tee -a "$raw"; then
+        echo "bench: FAILED: $out/membw" >&2
+        echo "failed $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
+    fi
+fi
+if want threads; then
+    echo "bench: one model, nnl_predict from 1, 2 and 4 threads" >&2
+    echo "cmd $out/predict_threads $threads_secs 1" >>"$raw"
+    if ! "$out/predict_threads" "$threads_secs" 1 | tee -a "$raw"; then
+        echo "bench: FAILED: $out/predict_threads" >&2
+        echo "failed $out/predict_threads $threads_secs 1" >>"$raw"
+    fi
+fi
 
 # ---- SGEMM and optimizer updates ----
 if want gemm; then

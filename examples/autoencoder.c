@@ -111,6 +111,7 @@ int main(int argc, char **argv) {
     m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Dense(128, activation='relu', input_shape=(784,))"));
     CHECK(nnl_add(m, "Dense(32, activation='relu')"));
     CHECK(nnl_add(m, "Dense(128, activation='relu')"));
@@ -123,6 +124,7 @@ int main(int argc, char **argv) {
     m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Conv2D(16, 3, padding='same', activation='relu', input_shape=(28, 28, 1))"));
     CHECK(nnl_add(m, "MaxPooling2D(2)"));
     CHECK(nnl_add(m, "Conv2D(8, 3, padding='same', activation='relu')"));

@@ -4,6 +4,7 @@
 
    Command line of every data example:
        prog [data path] [--epochs N] [--batch N] [--threads N] [--seed N]
+            [--precision float32|mixed_bfloat16]
    and, for the examples that write files (pictures, models), [--out DIR].
    The data path is a folder with the four MNIST-style idx files (.gz or not)
    or a Keras .npz file; without one the usual places are searched. Files go
@@ -39,6 +40,7 @@ typedef struct {
     int epochs, batch, threads;
     int seed;         /* 0: the example's own (42); weights, shuffling and dropout follow it */
     const char *out;  /* the folder output files go to (see ex_out_path) */
+    const char *precision; /* NULL: float32; else nnl_set_precision's policy (ex_precision) */
 } ex_args;
 
 /* The program's name without its folder, for messages. */
@@ -54,7 +56,8 @@ typedef struct {
 } ex_spec;
 
 static inline void ex_usage(FILE *f, const char *argv0, const ex_spec *sp) {
-    fprintf(f, "usage: %s %s%s%s[--epochs N (%d)] [--batch N (%d)] [--threads N] [--seed N]%s\n", ex_prog(argv0),
+    fprintf(f, "usage: %s %s%s%s[--epochs N (%d)] [--batch N (%d)] [--threads N] [--seed N] [--precision P]%s\n",
+            ex_prog(argv0),
             sp->data ? "[" : "", sp->data ? sp->data : "", sp->data ? "] " : "", sp->epochs, sp->batch,
             sp->writes ? " [--out DIR]" : "");
     if (sp->writes)
@@ -63,7 +66,7 @@ static inline void ex_usage(FILE *f, const char *argv0, const ex_spec *sp) {
 
 /* Parses the command line as *sp describes it (defaults, whether a data path
    is taken, whether --out is). --threads sets nnl_set_threads; --seed the
-   model seed (ex_seed). -h / --help prints the usage and exits 0; a bad
+   model seed (ex_seed); --precision the policy (ex_precision). -h / --help prints the usage and exits 0; a bad
    argument is named, with the usage, and exits 2. */
 static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
     static char here[4096];
@@ -75,6 +78,7 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
     a.batch = sp.batch;
     a.threads = 0;
     a.seed = 0;
+    a.precision = NULL;
     /* default output folder: the program's own (its path up to the last '/') */
     snprintf(here, sizeof here, "%s", argv[0]);
     if (strrchr(here, '/')) *strrchr(here, '/') = '\0';
@@ -98,6 +102,13 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
                 exit(2);
             }
             *opt = atoi(argv[++i]);
+        } else if (!strcmp(arg, "--precision")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "%s: option '--precision' needs a policy (float32 or mixed_bfloat16)\n", prog);
+                ex_usage(stderr, argv[0], &sp);
+                exit(2);
+            }
+            a.precision = argv[++i];
         } else if (sp.writes && !strcmp(arg, "--out")) {
             if (i + 1 >= argc || !argv[i + 1][0]) {
                 fprintf(stderr, "%s: option '--out' needs a folder\n", prog);
@@ -106,7 +117,7 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
             }
             a.out = argv[++i];
         } else if (arg[0] == '-' && arg[1]) {
-            fprintf(stderr, "%s: unknown option '%s' (known: --epochs N, --batch N, --threads N, --seed N%s)\n",
+            fprintf(stderr, "%s: unknown option '%s' (known: --epochs N, --batch N, --threads N, --seed N, --precision P%s)\n",
                     prog, arg, sp.writes ? ", --out DIR" : "");
             ex_usage(stderr, argv[0], &sp);
             exit(2);
@@ -135,6 +146,12 @@ static inline const char *ex_out_path(const ex_args *a, const char *name, char *
     }
     snprintf(buf, cap, "%s/%s", a->out, name);
     return buf;
+}
+
+/* --precision P: the model's mixed-precision policy (nnl_set_precision);
+   float32 when the option is absent. */
+static inline int ex_precision(const ex_args *a, nnl_model *m) {
+    return a->precision ? nnl_set_precision(m, a->precision) : NNL_OK;
 }
 
 /* The model seed: --seed N, else the example's default. */

@@ -81,6 +81,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Conv3D(48, (3, 3, 5), activation='relu', input_shape=(7, 7, 30, 1))"));
     CHECK(nnl_add(m, "Conv3D(32, (3, 3, 5), activation='relu')"));
     CHECK(nnl_add(m, "Conv3D(32, (3, 3, 5), activation='relu')"));

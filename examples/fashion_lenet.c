@@ -28,6 +28,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Conv2D(20, 5, activation='tanh', input_shape=(28, 28, 1))"));
     CHECK(nnl_add(m, "MaxPooling2D(2)"));
     CHECK(nnl_add(m, "Conv2D(50, 5, activation='tanh')"));

@@ -29,6 +29,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Conv2D(32, kernel_size=(3, 3), activation='relu', input_shape=(28, 28, 1))"));
     CHECK(nnl_add(m, "Conv2D(64, (3, 3), activation='relu')"));
     CHECK(nnl_add(m, "MaxPooling2D(pool_size=(2, 2))"));

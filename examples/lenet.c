@@ -29,6 +29,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Conv2D(20, (5, 5), padding='same', activation='relu', "
                      "data_format='channels_first', input_shape=(1, 28, 28))"));
     CHECK(nnl_add(m, "MaxPooling2D(pool_size=(2, 2), data_format='channels_first')"));

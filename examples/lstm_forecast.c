@@ -119,6 +119,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     if (dense) {
         CHECK(nnl_add(m, "Flatten(input_shape=(20, 3))"));
         CHECK(nnl_add(m, "Dense(64, activation='tanh')"));

@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Dense(10, activation='softmax', input_shape=(784,))"));
     CHECK(nnl_compile(m, "SGD(learning_rate=0.01)", "categorical_crossentropy", "accuracy"));
     CHECK(nnl_summary(m, NULL));

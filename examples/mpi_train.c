@@ -272,6 +272,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     char spec[256];
     if (!ptb) {
         CHECK(nnl_add(m, "Conv2D(20, 5, activation='tanh', input_shape=(28, 28, 1))"));

@@ -194,6 +194,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     char spec[512];
     const char *u = "RandomUniform(minval=-0.1, maxval=0.1)";
     if (small) {

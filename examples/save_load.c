@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
     m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Flatten(input_shape=(28, 28))"));
     CHECK(nnl_add(m, "Dense(128, activation='relu')"));
     CHECK(nnl_add(m, "Dense(10, activation='softmax')"));

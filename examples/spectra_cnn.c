@@ -105,6 +105,7 @@ int main(int argc, char **argv) {
     nnl_model *m = nnl_model_create();
     if (!m) return 1;
     CHECK(nnl_model_set_seed(m, ex_seed(&a, 42)));
+    CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Conv1D(64, 80, strides=10, activation='relu', input_shape=(3522, 1))"));
     CHECK(nnl_add(m, "MaxPooling1D(3)"));
     CHECK(nnl_add(m, "Dropout(0.35)"));

@@ -219,6 +219,9 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
         {"nnl_set_device", [&] { return nnl_set_device(m, "tpu"); }},
         {"nnl_set_tf32", [&] { return nnl_set_tf32(nullptr, 1); }},
         {"nnl_set_tf32", [&] { return nnl_set_tf32(m, 1); }},
+        {"nnl_set_precision", [&] { return nnl_set_precision(nullptr, "float32"); }},
+        {"nnl_set_precision", [&] { return nnl_set_precision(m, nullptr); }},
+        {"nnl_set_precision", [&] { return nnl_set_precision(m, "bfloat16"); }},
         /* MPI: this library has none (make MPI=1 builds one); tests/mpi covers the MPI build */
         {"nnl_mpi_init", [&] { return nnl_mpi_init(nullptr, nullptr); }},
         {"nnl_mpi_finalize", [&] { return nnl_mpi_finalize(); }},
@@ -267,6 +270,7 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
         {"nnl_history_key", [&] { return nnl_history_key(nullptr, 0) == nullptr; }},
         {"nnl_cuda_device_count", [&] { return nnl_cuda_device_count() >= 0; }},
         {"nnl_get_device", [&] { return std::string(nnl_get_device(nullptr)).empty(); }},
+        {"nnl_get_precision", [&] { return std::string(nnl_get_precision(nullptr)).empty(); }},
         {"nnl_mpi_rank", [&] {
              int r = -1, n = -1;
              return nnl_mpi_rank(nullptr, &r, &n) == NNL_OK && r == 0 && n == 1;

@@ -35,7 +35,7 @@ TEST_CASE("nnl_init accepts this header and refuses another ABI major version") 
 }
 
 TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
-    const char *names[] = {"stb", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f"};
+    const char *names[] = {"stb", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f", "bf16"};
     std::string info = nnl_build_info();
     CHECK(info.find("nnlite " NNL_VERSION_STRING ";") == 0);
     CHECK(nnl_build_info() == nnl_build_info()); /* one string for the process */

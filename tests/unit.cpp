@@ -23,3 +23,4 @@
 #include "unit_predict_threads.hpp"
 #include "unit_seq.hpp"
 #include "unit_mask.hpp"
+#include "unit_bf16.hpp"

@@ -566,3 +566,76 @@ TEST_CASE("ReLU bits: relu_bits_backward gives act_backward's ReLU gradient exac
         CHECK(std::memcmp(g1.data(), k.G.data(), g1.size() * sizeof(float)) == 0);
     }
 }
+
+/* Channels-first Conv and Pool layers next to each other skip the
+   transposes between them (Layer::cl_in / cl_out): the same model with a
+   linear Activation between every pair (which keeps every transpose) must
+   predict and train bit for bit the same. */
+TEST_CASE("channels-first conv/pool chains: no transposes between them, bit for bit the same results") {
+    const char *chain[] = {"Conv2D(4, 3, padding='same', activation='relu', data_format='channels_first', "
+                           "input_shape=(2, 10, 10))",
+                           "MaxPooling2D(2, data_format='channels_first')",
+                           "Conv2D(5, 3, activation='tanh', data_format='channels_first')",
+                           "AveragePooling2D(2, strides=1, data_format='channels_first')",
+                           "Conv2D(3, 2, data_format='channels_first')"};
+    nnl_model *a = nnl_model_create(), *b = nnl_model_create();
+    for (size_t i = 0; i < sizeof chain / sizeof *chain; i++) {
+        REQUIRE(nnl_add(a, chain[i]) == NNL_OK);
+        REQUIRE(nnl_add(b, chain[i]) == NNL_OK);
+        if (i + 1 < sizeof chain / sizeof *chain) REQUIRE(nnl_add(b, "Activation('linear')") == NNL_OK);
+    }
+    for (const char *l : {"Flatten()", "Dense(3, activation='softmax')"}) {
+        REQUIRE(nnl_add(a, l) == NNL_OK);
+        REQUIRE(nnl_add(b, l) == NNL_OK);
+    }
+    /* a: every inner link skips its transposes; b: none does */
+    nnl::Model &ma = *a, &mb = *b;
+    for (size_t i = 0; i < 5; i++) {
+        CHECK(ma.layers[i]->cl_in == (i > 0));
+        CHECK(ma.layers[i]->cl_out == (i < 4));
+    }
+    for (auto &l : mb.layers) CHECK((!l->cl_in && !l->cl_out));
+    REQUIRE(nnl_weight_count(a) == nnl_weight_count(b));
+    for (int i = 0; i < nnl_weight_count(a); i++) {
+        int rank = 0;
+        int64_t shape[8];
+        REQUIRE(nnl_weight_info(a, i, nullptr, 0, &rank, shape) == NNL_OK);
+        int64_t n = 1;
+        for (int k = 0; k < rank; k++) n *= shape[k];
+        std::vector<float> w((size_t)n);
+        REQUIRE(nnl_get_weight(a, i, w.data(), n) == NNL_OK);
+        REQUIRE(nnl_set_weight(b, i, w.data(), n) == NNL_OK);
+    }
+    const int64_t N = 24, xs[4] = {N, 2, 10, 10}, ys[1] = {N};
+    std::vector<float> x = random_vec((size_t)(N * 200), 7), y((size_t)N);
+    for (int64_t i = 0; i < N; i++) y[(size_t)i] = (float)(i % 3);
+    std::vector<float> pa((size_t)(N * 3)), pb(pa.size());
+    REQUIRE(nnl_predict(a, x.data(), 4, xs, 8, pa.data(), N * 3) == NNL_OK);
+    REQUIRE(nnl_predict(b, x.data(), 4, xs, 8, pb.data(), N * 3) == NNL_OK);
+    CHECK(pa == pb);
+    for (nnl_model *m : {a, b}) {
+        REQUIRE(nnl_compile(m, "SGD(learning_rate=0.1, momentum=0.9)", "sparse_categorical_crossentropy", "") ==
+                NNL_OK);
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 3, o.batch_size = 8, o.shuffle = 0, o.verbose = 0;
+        REQUIRE(nnl_fit(m, x.data(), 4, xs, y.data(), NNL_FLOAT32, 1, ys, &o) == NNL_OK);
+    }
+    for (int i = 0; i < nnl_weight_count(a); i++) {
+        int rank = 0;
+        int64_t shape[8];
+        REQUIRE(nnl_weight_info(a, i, nullptr, 0, &rank, shape) == NNL_OK);
+        int64_t n = 1;
+        for (int k = 0; k < rank; k++) n *= shape[k];
+        std::vector<float> wa((size_t)n), wb((size_t)n);
+        REQUIRE(nnl_get_weight(a, i, wa.data(), n) == NNL_OK);
+        REQUIRE(nnl_get_weight(b, i, wb.data(), n) == NNL_OK);
+        INFO("weight " << i);
+        CHECK(wa == wb);
+    }
+    REQUIRE(nnl_predict(a, x.data(), 4, xs, 8, pa.data(), N * 3) == NNL_OK);
+    REQUIRE(nnl_predict(b, x.data(), 4, xs, 8, pb.data(), N * 3) == NNL_OK);
+    CHECK(pa == pb);
+    nnl_model_free(a);
+    nnl_model_free(b);
+}

@@ -51,7 +51,7 @@ module nnlite
     implicit none
     private
 
-    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 5, NNL_VERSION_PATCH = 0
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 6, NNL_VERSION_PATCH = 0
     integer, parameter, public :: NNL_VERSION_NUMBER = &
         NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
     integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
@@ -80,6 +80,8 @@ module nnlite
         procedure :: set_seed => model_set_seed
         procedure :: reset_states => model_reset_states
         procedure :: set_device => model_set_device
+        procedure :: set_precision => model_set_precision
+        procedure :: precision => model_precision
         procedure :: compile => model_compile
         procedure, private :: fit_f32, fit_i32, fit_i64
         generic :: fit => fit_f32, fit_i32, fit_i64
@@ -191,6 +193,17 @@ module nnlite
             type(c_ptr), value :: m
             character(kind=c_char), dimension(*) :: dev
             integer(c_int) :: c_set_device
+        end function
+        function c_set_precision(m, policy) bind(C, name="nnl_set_precision")
+            import :: c_ptr, c_int, c_char
+            type(c_ptr), value :: m
+            character(kind=c_char), dimension(*) :: policy
+            integer(c_int) :: c_set_precision
+        end function
+        function c_get_precision(m) bind(C, name="nnl_get_precision")
+            import :: c_ptr
+            type(c_ptr), value :: m
+            type(c_ptr) :: c_get_precision
         end function
         function c_cuda_device_count() bind(C, name="nnl_cuda_device_count")
             import :: c_int
@@ -520,7 +533,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.5.0; ...; threads: yes ...").
+    !> One line describing the library's build ("nnlite 0.6.0; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())
@@ -627,6 +640,26 @@ contains
         integer, intent(out), optional :: status
         call finish(c_set_device(self%handle, cstr(device)), status, 'model%set_device("' // trim(device) // '")')
     end subroutine
+
+    !> Keras' dtype policy (nnl_set_precision, since 0.6): "float32" (the default) or
+    !> "mixed_bfloat16" (the layers' matrix products on bfloat16 operands, float32
+    !> sums; weights and optimizer state stay float32). NNL_ERR_UNSUPPORTED on a CPU
+    !> without AVX512-BF16 (nnl_has_feature("bf16")), NNL_ERR_ARGUMENT for other
+    !> names; the policy is then unchanged. Any time, before or after compile.
+    subroutine model_set_precision(self, policy, status)
+        class(nnl_model), intent(inout) :: self
+        character(len=*), intent(in) :: policy
+        integer, intent(out), optional :: status
+        call finish(c_set_precision(self%handle, cstr(policy)), status, &
+                    'model%set_precision("' // trim(policy) // '")')
+    end subroutine
+
+    !> The model's dtype policy: "float32" or "mixed_bfloat16".
+    function model_precision(self) result(p)
+        class(nnl_model), intent(in) :: self
+        character(len=:), allocatable :: p
+        p = fstr(c_get_precision(self%handle))
+    end function
 
     !> Number of CUDA devices nnlite can use (0 without CUDA or GPU).
     integer function nnl_cuda_device_count()

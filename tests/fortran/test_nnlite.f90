@@ -30,8 +30,8 @@ program test_nnlite
         stop "not reached: fit before compile did not stop"
     end if
 
-    call check(nnl_library_version() == "0.5.0", "library version")
-    call check(index(nnl_build_info(), "nnlite 0.5.0;") == 1, "build info: " // nnl_build_info())
+    call check(nnl_library_version() == "0.6.0", "library version")
+    call check(index(nnl_build_info(), "nnlite 0.6.0;") == 1, "build info: " // nnl_build_info())
     call check(.not. nnl_has_feature("mpi"), "no MPI in this version")
     call check(nnl_has_feature("threads") .eqv. (index(nnl_build_info(), "threads: yes") > 0), "threads as build info says")
     call check(.not. nnl_has_feature("no such feature"), "unknown feature: .false.")
@@ -133,6 +133,21 @@ program test_nnlite
         call m2%set_device("gpu", status=st)
         call check(st == NNL_ERR_UNSUPPORTED, "set_device gpu (= cuda) without a GPU: NNL_ERR_UNSUPPORTED")
     end if
+
+    ! mixed precision (since 0.6): Keras' policy names; without AVX512-BF16 a clear error, float32 kept
+    call check(m2%precision() == "float32", "precision: float32 by default")
+    call m2%set_precision("bfloat16", status=st)
+    call check(st == NNL_ERR_ARGUMENT .and. index(nnl_error_message(), "mixed_bfloat16") > 0, &
+               "set_precision bfloat16: NNL_ERR_ARGUMENT naming the accepted names")
+    call m2%set_precision("mixed_bfloat16", status=st)
+    if (nnl_has_feature("bf16")) then
+        call check(st == NNL_OK .and. m2%precision() == "mixed_bfloat16", "set_precision mixed_bfloat16")
+    else if (st /= NNL_OK) then
+        call check(st == NNL_ERR_UNSUPPORTED .and. index(nnl_error_message(), "AVX512-BF16") > 0 .and. &
+                   m2%precision() == "float32", "set_precision mixed_bfloat16 without AVX512-BF16: NNL_ERR_UNSUPPORTED")
+    end if
+    call m2%set_precision("float32", status=st)
+    call check(st == NNL_OK .and. m2%precision() == "float32", "set_precision float32")
 
     ! weights with BatchNormalization: every tensor, trainable flags, Keras' counts (issue 11)
     call weight_list_with_batch_normalization()

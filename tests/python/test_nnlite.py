@@ -46,7 +46,7 @@ class Version(unittest.TestCase):
         self.assertEqual(cm.exception.status, 7)
 
     def test_build_information(self):
-        for name in ("stb", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f"):
+        for name in ("stb", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f", "bf16"):
             self.assertIn(nnlite.has_feature(name), (True, False))
             self.assertIn("%s: %s" % (name, "yes" if nnlite.has_feature(name) else "no"), nnlite.build_info())
         self.assertFalse(nnlite.has_feature("mpi"))
@@ -371,6 +371,25 @@ class KerasNames(unittest.TestCase):
 
 
 class Device(unittest.TestCase):
+    def test_precision(self):
+        m = nnlite.Sequential([nnlite.layers.Dense(3, input_shape=(2,))])
+        self.assertEqual(m.precision, "float32")
+        with self.assertRaises(nnlite.ArgumentError) as e:
+            m.set_precision("bfloat16")
+        self.assertTrue(str(e.exception).startswith("model.set_precision(): "), str(e.exception))
+        self.assertIn("float32, mixed_bfloat16", str(e.exception))
+        if nnlite.has_feature("bf16") or os.environ.get("NNL_BF16") == "emulate":
+            self.assertIs(m.set_precision("mixed_bfloat16"), m)
+            self.assertEqual(m.precision, "mixed_bfloat16")
+            self.assertEqual(m.predict(np.ones((4, 2), dtype=np.float32)).shape, (4, 3))
+        else:
+            # no AVX512-BF16: refused, naming the feature, and the model stays float32
+            with self.assertRaises(nnlite.UnsupportedError) as e:
+                m.set_precision("mixed_bfloat16")
+            self.assertIn("AVX512-BF16", str(e.exception))
+            self.assertEqual(m.precision, "float32")
+        self.assertEqual(m.set_precision("float32").precision, "float32")
+
     def test_device_selection(self):
         m = nnlite.Sequential([nnlite.layers.Dense(3, input_shape=(2,))])
         self.assertEqual(m.device, "cpu")

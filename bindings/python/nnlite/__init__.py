@@ -62,8 +62,9 @@ def library_path():
 def has_feature(name):
     """Whether the loaded library has a feature (nnl_has_feature): "stb",
     "threads", "cuda" (compiled in), "mpi", "hdf5", "avx2",
-    "avx512f" (used on this CPU). An unknown name raises ArgumentError
-    naming the known ones."""
+    "avx512f" (used on this CPU), "bf16" (AVX512-BF16, for
+    Model.set_precision("mixed_bfloat16"); since 0.6). An unknown name
+    raises ArgumentError naming the known ones."""
     status = _lib.lib.nnl_has_feature(str(name).encode())
     if status < 0:
         raise errors.make(1, _lib.lib.nnl_last_error().decode())

@@ -16,7 +16,7 @@ import os
 
 # The nnlite.h this package mirrors (MAJOR, MINOR, PATCH). Tests check it
 # against the header; nnl_init() checks it against the library at load time.
-HEADER_VERSION = (0, 5, 0)
+HEADER_VERSION = (0, 6, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 10000 + HEADER_VERSION[1] * 100 + HEADER_VERSION[2]
 SONAME = "libnnlite.so.%d" % HEADER_VERSION[0]
 
@@ -165,6 +165,13 @@ def _declare(lib):
         ("nnl_set_device", c_int, (c_void_p, c_char_p)),
         ("nnl_get_device", c_char_p, (c_void_p,)),
         ("nnl_set_tf32", c_int, (c_void_p, c_int)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
+    # mixed precision (issue 14, since 0.6)
+    for name, res, args in (
+        ("nnl_set_precision", c_int, (c_void_p, c_char_p)),
+        ("nnl_get_precision", c_char_p, (c_void_p,)),
     ):
         if hasattr(lib, name):
             f(name, res, *args)

@@ -123,6 +123,7 @@ PYTHON_NAMES = {
     "nnl_model_from_json": "nnlite.model_from_json()",
     "nnl_set_device": "model.to()",
     "nnl_set_tf32": "model.set_tf32()",
+    "nnl_set_precision": "model.set_precision()",
     "nnl_text_vocab": "nnlite.text.Vocab()",
     "nnl_load_words": "nnlite.text.load_words()",
     "nnl_lm_windows": "nnlite.text.lm_windows()",

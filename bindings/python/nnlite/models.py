@@ -240,6 +240,26 @@ class Sequential:
         """TF32 tensor cores for the GPU's matrix products (nnl_set_tf32)."""
         _raise_for(_L.nnl_set_tf32(self.handle, 1 if on else 0))
 
+    # ---- mixed precision on the CPU (nnlite.h, since 0.6) ----
+    def set_precision(self, policy):
+        """Keras' dtype policy for this model (nnl_set_precision): "float32"
+        (the default) or "mixed_bfloat16" (the layers' matrix products on
+        bfloat16 operands with float32 sums; weights, optimizer state and
+        losses stay float32). Any time, before or after compile. Raises
+        UnsupportedError on a CPU without AVX512-BF16 (nnlite.has_feature("bf16"))
+        and ArgumentError for other names; the policy is then unchanged.
+        Returns self."""
+        if not hasattr(_L, "nnl_set_precision"):
+            raise errors.UnsupportedError("nnlite: this library has no nnl_set_precision (older than 0.6)",
+                                          errors.UNSUPPORTED)
+        _raise_for(_L.nnl_set_precision(self.handle, str(policy).encode()))
+        return self
+
+    @property
+    def precision(self):
+        """The model's dtype policy: "float32" or "mixed_bfloat16"."""
+        return _L.nnl_get_precision(self.handle).decode() if hasattr(_L, "nnl_get_precision") else "float32"
+
     # ---- data-parallel training over MPI (nnlite.h, since 0.4) ----
     def distribute(self, comm=None, data="sharded", global_batch=False, sync_batchnorm=False):
         """Makes this model one replica of a data-parallel run (nnl_distribute,

@@ -1,0 +1,329 @@
+/* Mixed precision (issue 14, since 0.6): the bfloat16 GEMM (gemm::bf16)
+   against a double reference on the bf16-rounded operands, the
+   AVX512-BF16 kernel against the portable emulation, nnl_set_precision and
+   nnl_get_precision, and models trained in mixed_bfloat16 against float32.
+   On a CPU without AVX512-BF16 the hardware cases say so (MESSAGE) and the
+   rest run on the emulation (NNL_BF16=emulate). Included by unit.cpp. */
+#include <array>
+#include <cstdlib>
+#include <thread>
+
+namespace {
+
+bool bf16_cpu() { return nnl::gemm::bf16::hardware(); }
+
+/* NNL_BF16 set (or unset: NULL) for the scope, restored after */
+struct Bf16Env {
+    std::string old;
+    bool had;
+    explicit Bf16Env(const char *v) {
+        const char *o = getenv("NNL_BF16");
+        had = o != nullptr;
+        if (o) old = o;
+        if (v)
+            setenv("NNL_BF16", v, 1);
+        else
+            unsetenv("NNL_BF16");
+    }
+    ~Bf16Env() {
+        if (had)
+            setenv("NNL_BF16", old.c_str(), 1);
+        else
+            unsetenv("NNL_BF16");
+    }
+};
+
+typedef void (*Bf16Gemm)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
+                         float, float *, int64_t);
+
+/* The largest error of C (from `gemm`) against the double product of the
+   bf16-rounded operands, in units of the float32 accumulation bound
+   (K + 2) * 2^-24 * (|alpha| sum |a b| + |beta c|): at most 1 when every
+   operand was rounded as VCVTNE2PS2BF16 rounds it and the sums are float32.
+   *unrounded: the largest relative distance to the product of the
+   unrounded operands (it shows that rounding happened). */
+double bf16_error(Bf16Gemm gemm, bool ta, bool tb, int M, int N, int K, float alpha, float beta, unsigned seed,
+                  double *unrounded) {
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+    auto A = random_vec((size_t)(ta ? K : M) * lda, seed), B = random_vec((size_t)(tb ? N : K) * ldb, seed + 1);
+    auto C = random_vec((size_t)M * ldc, seed + 2), C0 = C;
+    gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+    double worst = 0, far = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0, sa = 0, s32 = 0;
+            for (int k = 0; k < K; k++) {
+                float a = ta ? A[k * lda + i] : A[i * lda + k], b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                double p = (double)nnl::gemm::bf16::rounded(a) * nnl::gemm::bf16::rounded(b);
+                s += p, sa += std::fabs(p), s32 += (double)a * b;
+            }
+            double c0 = C0[i * ldc + j], ref = alpha * s + (beta == 0.f ? 0.0 : beta * c0);
+            double bound = (K + 2) * std::ldexp(1.0, -24) * (std::fabs(alpha) * sa + std::fabs(beta * c0)) + 1e-30;
+            worst = std::max(worst, std::fabs(C[i * ldc + j] - ref) / bound);
+            double full = alpha * s32 + (beta == 0.f ? 0.0 : beta * c0);
+            far = std::max(far, std::fabs(C[i * ldc + j] - full) / (1e-3 + std::fabs(full)));
+            for (int jj = N; jj < ldc && j == N - 1; jj++) /* the padding between rows is never written */
+                if (C[i * ldc + jj] != C0[i * ldc + jj]) worst = 1e30;
+        }
+    if (unrounded) *unrounded = far;
+    return worst;
+}
+
+} // namespace
+
+TEST_CASE("bf16 GEMM: the product of the rounded operands, summed in float32, every transpose and edge") {
+    struct Case {
+        int M, N, K;
+    } cases[] = {{1, 1, 1},    {3, 5, 2},     {4, 40, 37},   {5, 17, 7},    {6, 16, 256},   {7, 33, 255},
+                 {13, 31, 300}, {200, 35, 71}, {97, 600, 9}, {250, 130, 521}, {61, 97, 513}, {2, 300, 50}};
+    std::vector<std::pair<const char *, Bf16Gemm>> kernels = {{"emulated", nnl::gemm::bf16::sgemm<false>}};
+    if (bf16_cpu())
+        kernels.push_back({"AVX512-BF16", nnl::gemm::bf16::sgemm<true>});
+    else
+        MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): only the emulated bf16 GEMM is tested");
+    for (auto &kn : kernels)
+        for (int threads : {1, 2}) {
+            nnl::g_threads = threads;
+            for (auto c : cases)
+                for (int ta = 0; ta < 2; ta++)
+                    for (int tb = 0; tb < 2; tb++)
+                        for (float beta : {0.f, 0.5f}) {
+                            double far = 0;
+                            double e = bf16_error(kn.second, ta, tb, c.M, c.N, c.K, 1.5f, beta, 11, &far);
+                            INFO(kn.first << " M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << ta
+                                          << " tb=" << tb << " beta=" << beta << " threads=" << threads);
+                            CHECK(e <= 1.0);
+                            if (c.K >= 7) CHECK(far > 1e-4); /* the operands were rounded: not float32 */
+                        }
+        }
+    nnl::g_threads = 0;
+}
+
+TEST_CASE("bf16 GEMM: the AVX512-BF16 kernel and the emulation agree") {
+    if (!bf16_cpu()) {
+        MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): nothing to compare the emulation with");
+        return;
+    }
+    double worst = 0;
+    int64_t differ = 0, total = 0;
+    for (int M : {29, 1, 2, 3, 4}) /* M <= 4: B streamed in place (small_m_avx512), the emulation packs it */
+    for (int K : {1, 2, 31, 256, 257, 700}) {
+        int N = 70;
+        auto A = random_vec((size_t)M * K, 21, -2.f, 2.f), B = random_vec((size_t)K * N, 22, -2.f, 2.f);
+        std::vector<float> c1((size_t)M * N), c2((size_t)M * N);
+        nnl::gemm::bf16::sgemm<true>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, c1.data(), N);
+        nnl::gemm::bf16::sgemm<false>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, c2.data(), N);
+        for (size_t i = 0; i < c1.size(); i++) {
+            worst = std::max(worst, (double)std::fabs(c1[i] - c2[i]) / (1.0 + std::fabs(c2[i])));
+            differ += c1[i] != c2[i];
+            total++;
+        }
+    }
+    MESSAGE("AVX512-BF16 vs emulation: " << differ << " of " << total << " elements differ, largest "
+                                          << worst << " relative");
+    CHECK(worst < 1e-5);
+}
+
+TEST_CASE("bf16 GEMM: the bias and activation epilogue equals the product, bias_add and act_forward") {
+    std::vector<std::pair<const char *, const nnl::Kernels *>> tables = {{"emulated", &nnl::bf16_emulated_kernels}};
+    if (bf16_cpu()) tables.push_back({"AVX512-BF16", &nnl::bf16_kernels});
+    for (auto &t : tables) {
+        CHECK(nnl::kernels_complete(*t.second));
+        for (nnl::Act act : {nnl::ACT_LINEAR, nnl::ACT_RELU, nnl::ACT_TANH, nnl::ACT_SIGMOID})
+            for (auto c : {std::array<int, 3>{3, 10, 20}, std::array<int, 3>{50, 70, 33}, std::array<int, 3>{300, 20, 9}}) {
+                int M = c[0], N = c[1], K = c[2];
+                auto A = random_vec((size_t)M * K, 31), B = random_vec((size_t)K * N, 32), bias = random_vec(N, 33);
+                std::vector<float> fused((size_t)M * N), ref((size_t)M * N);
+                t.second->sgemm_bias_act(M, N, K, A.data(), K, B.data(), N, fused.data(), N, bias.data(), act);
+                t.second->sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, ref.data(), N);
+                nnl::cpu_kernels.bias_add(ref.data(), bias.data(), M, N);
+                nnl::cpu_kernels.act_forward(act, ref.data(), ref.data(), 1, (int64_t)M * N);
+                double worst = 0;
+                for (size_t i = 0; i < ref.size(); i++)
+                    worst = std::max(worst, (double)std::fabs(fused[i] - ref[i]) / (1.0 + std::fabs(ref[i])));
+                INFO(t.first << " act=" << nnl::act_names[act] << " M=" << M << " N=" << N << " K=" << K);
+                CHECK(worst < 1e-6);
+            }
+    }
+}
+
+namespace {
+/* Input(8) -> Dense(5, no bias): the output is x W, one GEMM */
+nnl_model *bf16_linear() {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_model_set_seed(m, 3) == NNL_OK);
+    REQUIRE(nnl_add(m, "Input((8,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(5, use_bias=False)") == NNL_OK);
+    return m;
+}
+} // namespace
+
+TEST_CASE("bf16 precision: set and get, names, the unsupported CPU, weights stay float32") {
+    Bf16Env env(bf16_cpu() ? nullptr : "emulate");
+    nnl_model *m = bf16_linear();
+    CHECK(std::string(nnl_get_precision(m)) == "float32");
+    CHECK(std::string(nnl_get_precision(nullptr)).empty());
+    CHECK(nnl_has_feature("bf16") == (bf16_cpu() ? 1 : 0));
+
+    /* bad names and NULL: NNL_ERR_ARGUMENT naming the call and the accepted names */
+    for (const char *bad : {"bfloat16", "mixed_float16", "Float32", ""}) {
+        CHECK(nnl_set_precision(m, bad) == NNL_ERR_ARGUMENT);
+        std::string e = nnl_last_error();
+        CHECK(e.find("nnl_set_precision") != std::string::npos);
+        CHECK(e.find("float32, mixed_bfloat16") != std::string::npos);
+    }
+    CHECK(nnl_set_precision(m, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(nnl_set_precision(nullptr, "float32") == NNL_ERR_ARGUMENT);
+    CHECK(std::string(nnl_get_precision(m)) == "float32");
+
+    /* a CPU without the feature (NNL_BF16=off stands in for one): refused, the model stays float32 */
+    {
+        Bf16Env off("off");
+        CHECK(nnl_has_feature("bf16") == 0);
+        CHECK(nnl_set_precision(m, "mixed_bfloat16") == NNL_ERR_UNSUPPORTED);
+        CHECK(std::string(nnl_last_error()).find("AVX512-BF16") != std::string::npos);
+        CHECK(std::string(nnl_get_precision(m)) == "float32");
+    }
+
+    /* before compile, predict: the output is the bf16 product of x and W */
+    const int n = 37;
+    auto x = random_vec((size_t)n * 8, 41);
+    int64_t xs[2] = {n, 8};
+    std::vector<float> W(40), y32((size_t)n * 5), y16((size_t)n * 5), ref((size_t)n * 5), again((size_t)n * 5);
+    REQUIRE(nnl_get_weight(m, 0, W.data(), 40) == NNL_OK);
+    REQUIRE(nnl_predict(m, x.data(), 2, xs, 16, y32.data(), n * 5) == NNL_OK);
+    REQUIRE(nnl_set_precision(m, "mixed_bfloat16") == NNL_OK);
+    CHECK(std::string(nnl_get_precision(m)) == "mixed_bfloat16");
+    REQUIRE(nnl_predict(m, x.data(), 2, xs, 16, y16.data(), n * 5) == NNL_OK);
+    Bf16Gemm g16 = bf16_cpu() ? nnl::gemm::bf16::sgemm<true> : nnl::gemm::bf16::sgemm<false>;
+    for (int b0 = 0; b0 < n; b0 += 16) /* batch by batch, as predict runs */
+        g16(false, false, std::min(16, n - b0), 5, 8, 1.f, x.data() + b0 * 8, 8, W.data(), 5, 0.f,
+            ref.data() + b0 * 5, 5);
+    CHECK(y16 == ref);
+    CHECK(y16 != y32);
+    CHECK(nnl::tl_kernels == nullptr); /* the scope ended with the call */
+
+    /* concurrent predictions: the inference copies compute in bf16 too */
+#if NNL_THREADS
+    {
+        std::vector<std::vector<float>> outs(4, std::vector<float>((size_t)n * 5));
+        std::vector<std::thread> th;
+        for (int t = 0; t < 4; t++)
+            th.emplace_back([&, t] {
+                for (int rep = 0; rep < 20; rep++)
+                    if (nnl_predict(m, x.data(), 2, xs, 16, outs[(size_t)t].data(), n * 5) != NNL_OK) outs[(size_t)t].clear();
+            });
+        for (auto &t : th) t.join();
+        for (auto &o : outs) CHECK(o == ref);
+    }
+#endif
+
+    /* the GPU is refused while in mixed_bfloat16 (the CPU stays fine) */
+    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+    CHECK(std::string(nnl_last_error()).find("mixed_bfloat16") != std::string::npos);
+    CHECK(nnl_set_device(m, "cpu") == NNL_OK);
+    CHECK(std::string(nnl_get_precision(m)) == "mixed_bfloat16");
+
+    /* back to float32: the float32 output again, bit for bit */
+    REQUIRE(nnl_set_precision(m, "float32") == NNL_OK);
+    REQUIRE(nnl_predict(m, x.data(), 2, xs, 16, again.data(), n * 5) == NNL_OK);
+    CHECK(again == y32);
+
+    /* after compile, one SGD step with a step far below bf16's resolution:
+       the float32 master weights take it */
+    REQUIRE(nnl_set_precision(m, "mixed_bfloat16") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=1e-5)", "mse", nullptr) == NNL_OK);
+    CHECK(std::string(nnl_get_precision(m)) == "mixed_bfloat16");
+    std::vector<float> t((size_t)n * 5, 1.f), W1(40);
+    int64_t ts[2] = {n, 5};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 1;
+    o.batch_size = n;
+    o.verbose = 0;
+    o.shuffle = 0;
+    REQUIRE_MESSAGE(nnl_fit(m, x.data(), 2, xs, t.data(), NNL_FLOAT32, 2, ts, &o) == NNL_OK, nnl_last_error());
+    REQUIRE(nnl_get_weight(m, 0, W1.data(), 40) == NNL_OK);
+    int moved = 0, off_grid = 0;
+    for (int i = 0; i < 40; i++) {
+        moved += W1[(size_t)i] != W[(size_t)i];
+        off_grid += W1[(size_t)i] != nnl::gemm::bf16::rounded(W1[(size_t)i]);
+        CHECK(std::fabs(W1[(size_t)i] - W[(size_t)i]) < 1e-3f);
+    }
+    CHECK(moved >= 35);
+    CHECK(off_grid >= 35); /* not bf16 values: the weights are kept in float32 */
+    CHECK(std::string(nnl_get_precision(m)) == "mixed_bfloat16");
+    nnl_model_free(m);
+}
+
+namespace {
+/* Loss and accuracy of `layers` trained `epochs` on a seeded synthetic
+   4-class task (the class: the quadrant of two noisy feature sums), then
+   evaluated on held-out samples, in the given precision. */
+std::pair<double, double> bf16_train(const std::vector<const char *> &layers, const std::vector<int64_t> &per,
+                                     const char *precision, int epochs) {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_model_set_seed(m, 5) == NNL_OK);
+    for (const char *l : layers) REQUIRE_MESSAGE(nnl_add(m, l) == NNL_OK, nnl_last_error());
+    REQUIRE(nnl_set_precision(m, precision) == NNL_OK);
+    REQUIRE(nnl_compile(m, "Adam(learning_rate=0.003)", "sparse_categorical_crossentropy", "accuracy") == NNL_OK);
+    int64_t d = 1;
+    for (int64_t v : per) d *= v;
+    const int64_t n = 1200, nt = 400;
+    std::vector<float> x((size_t)((n + nt) * d));
+    std::vector<int32_t> y((size_t)(n + nt));
+    std::mt19937 g(9);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (int64_t i = 0; i < n + nt; i++) {
+        double s0 = 0, s1 = 0;
+        for (int64_t k = 0; k < d; k++) {
+            float v = nd(g);
+            x[(size_t)(i * d + k)] = v;
+            (k % 2 ? s1 : s0) += v * (1.0 + (double)(k % 5) / 5);
+        }
+        y[(size_t)i] = (s0 > 0) * 2 + (s1 > 0);
+    }
+    std::vector<int64_t> xs{n};
+    xs.insert(xs.end(), per.begin(), per.end());
+    int64_t ys[1] = {n};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = epochs;
+    o.batch_size = 32;
+    o.verbose = 0;
+    REQUIRE_MESSAGE(nnl_fit(m, x.data(), (int)xs.size(), xs.data(), y.data(), NNL_INT32, 1, ys, &o) == NNL_OK,
+                    nnl_last_error());
+    xs[0] = nt;
+    ys[0] = nt;
+    double out[2] = {0, 0};
+    REQUIRE(nnl_evaluate(m, x.data() + n * d, (int)xs.size(), xs.data(), y.data() + n, NNL_INT32, 1, ys, 100, out, 2) ==
+            NNL_OK);
+    CHECK(std::string(nnl_get_precision(m)) == precision);
+    nnl_model_free(m);
+    return {out[0], out[1]};
+}
+} // namespace
+
+TEST_CASE("bf16 training: mixed_bfloat16 reaches the float32 loss and accuracy (Dense, Conv2D, LSTM)") {
+    Bf16Env env(bf16_cpu() ? nullptr : "emulate");
+    if (!bf16_cpu()) MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): the models train on the emulation (NNL_BF16=emulate)");
+    struct Spec {
+        const char *what;
+        std::vector<const char *> layers;
+        std::vector<int64_t> per;
+    } specs[] = {
+        {"MLP", {"Input((40,))", "Dense(64, activation='relu')", "Dense(32, activation='tanh')", "Dense(4, activation='softmax')"}, {40}},
+        {"CNN", {"Input((8, 8, 2))", "Conv2D(8, 3, activation='relu')", "Flatten()", "Dense(4, activation='softmax')"}, {8, 8, 2}},
+        {"LSTM", {"Input((5, 8))", "LSTM(16)", "Dense(4, activation='softmax')"}, {5, 8}},
+    };
+    for (auto &s : specs) {
+        auto f32 = bf16_train(s.layers, s.per, "float32", 6);
+        auto b16 = bf16_train(s.layers, s.per, "mixed_bfloat16", 6);
+        MESSAGE(std::string(s.what) << ": float32 loss " << f32.first << " accuracy " << f32.second << "; mixed_bfloat16 loss "
+                       << b16.first << " accuracy " << b16.second);
+        INFO(s.what);
+        CHECK(f32.second > 0.6); /* the task is learnt at all */
+        CHECK(b16.second > f32.second - 0.03);
+        CHECK(b16.first < f32.first * 1.1 + 0.02);
+    }
+}
