@@ -497,7 +497,8 @@ TEST_CASE("activation arena of the seed CNNs: the peak of a training step, not t
     CHECK(m.arena_planned <= 9600000);
     MESSAGE("K-CNN, batch 120: arena " << m.arena_planned << " floats, " << m.arena_unplanned
                                        << " without sharing");
-    /* R-LENET at batch 128 (channels first): pooling needs no transposed
+    /* R-LENET at batch 128 (channels first): the first pooling, between two
+       channels-first convolutions, needs no transposed
        copies. The peak, the second convolution's forward or backward, holds
        about 5.2M floats (its channels-first copies and im2col block 2.75M,
        its output or the gradient arriving 1.25M, its input 0.5M, the first
