@@ -42,7 +42,9 @@
      same layout, so a single call (an MPI allreduce at train_step's
      reduction point, an optimizer step, a finite check) reaches all of
      them. Activations live in a third arena sized once per batch size: the
-     training loop allocates nothing per batch. Stateful layers keep what
+     training loop allocates nothing per batch. Its buffers (activations,
+     workspaces, scratch, gradients) share memory wherever their lifetimes
+     in a step do not meet (Model::ensure_batch). Stateful layers keep what
      they carry across batches in a fourth (S): saved with the model, never
      a weight. */
 
@@ -1313,6 +1315,12 @@ struct Kernels {
     /* mask[i] = 0 with probability rate else 1/(1-rate); y = x * mask */
     void (*dropout_forward)(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed);
     void (*mul)(const float *a, const float *b, float *y, int64_t n); /* y = a*b */
+    /* ReLU's derivative kept as one bit a value: bit i % 32 of bits[i / 32]
+       is y[i] > 0 (i < n; the last word's spare bits 0); then dx = dy * 1
+       or dy * 0 by the bit, as act_backward gives for a ReLU whose output
+       is not NaN (dx may be dy) */
+    void (*relu_bits)(const float *y, uint32_t *bits, int64_t n);
+    void (*relu_bits_backward)(const uint32_t *bits, const float *dy, float *dx, int64_t n);
     void (*copy)(const float *x, float *y, int64_t n);
     /* sum of squares, and whether every value is finite */
     double (*sumsq)(const float *x, int64_t n, bool *finite);
@@ -3181,6 +3189,74 @@ static void cpu_copy(const float *x, float *y, int64_t n) {
     if (x != y) memcpy(y, x, (size_t)n * sizeof(float));
 }
 
+/* words [w0, w1) of relu_bits / relu_bits_backward: the portable loops,
+   and AVX2 ones on whole words (movemask of a comparison; a broadcast byte
+   against one bit a lane) */
+static void relu_bits_generic(const float *y, uint32_t *bits, int64_t w0, int64_t w1, int64_t n) {
+    for (int64_t w = w0; w < w1; w++) {
+        const float *v = y + w * 32;
+        int m = (int)std::min<int64_t>(32, n - w * 32);
+        uint32_t b = 0;
+        for (int j = 0; j < m; j++) b |= (uint32_t)(v[j] > 0.f) << j;
+        bits[w] = b;
+    }
+}
+static void relu_bits_back_generic(const uint32_t *bits, const float *dy, float *dx, int64_t w0, int64_t w1,
+                                   int64_t n) {
+    for (int64_t w = w0; w < w1; w++) {
+        const float *d = dy + w * 32;
+        float *o = dx + w * 32;
+        int m = (int)std::min<int64_t>(32, n - w * 32);
+        uint32_t b = bits[w];
+        for (int j = 0; j < m; j++) o[j] = d[j] * ((b >> j) & 1u ? 1.f : 0.f);
+    }
+}
+#if NNL_X86
+__attribute__((target("avx2"))) static void relu_bits_avx2(const float *y, uint32_t *bits, int64_t w0, int64_t w1,
+                                                           int64_t n) {
+    const int64_t whole = std::min(w1, n / 32);
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t w = w0; w < whole; w++) {
+        const float *v = y + w * 32;
+        uint32_t b = 0;
+        for (int q = 0; q < 4; q++) /* ordered > : NaN gives 0, as v > 0.f */
+            b |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + 8 * q), zero, _CMP_GT_OQ)) << (8 * q);
+        bits[w] = b;
+    }
+    if (whole < w1) relu_bits_generic(y, bits, std::max(w0, whole), w1, n);
+}
+__attribute__((target("avx2"))) static void relu_bits_back_avx2(const uint32_t *bits, const float *dy, float *dx,
+                                                                int64_t w0, int64_t w1, int64_t n) {
+    const int64_t whole = std::min(w1, n / 32);
+    const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256 one = _mm256_set1_ps(1.f);
+    for (int64_t w = w0; w < whole; w++) {
+        const uint32_t b = bits[w];
+        for (int q = 0; q < 4; q++) {
+            __m256i v = _mm256_set1_epi32((int)((b >> (8 * q)) & 0xffu));
+            __m256 on = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(v, lane), lane));
+            /* dy * 1 or dy * 0: a multiply, as act_backward (an AND would lose -0 and NaN) */
+            _mm256_storeu_ps(dx + w * 32 + 8 * q, _mm256_mul_ps(_mm256_loadu_ps(dy + w * 32 + 8 * q), _mm256_and_ps(on, one)));
+        }
+    }
+    if (whole < w1) relu_bits_back_generic(bits, dy, dx, std::max(w0, whole), w1, n);
+}
+#endif
+static void cpu_relu_bits(const float *y, uint32_t *bits, int64_t n) {
+    auto f = relu_bits_generic;
+#if NNL_X86
+    if (have_avx2()) f = relu_bits_avx2;
+#endif
+    par_for((n + 31) / 32, n, [&](int64_t lo, int64_t hi) { f(y, bits, lo, hi, n); });
+}
+static void cpu_relu_bits_backward(const uint32_t *bits, const float *dy, float *dx, int64_t n) {
+    auto f = relu_bits_back_generic;
+#if NNL_X86
+    if (have_avx2()) f = relu_bits_back_avx2;
+#endif
+    par_for((n + 31) / 32, n, [&](int64_t lo, int64_t hi) { f(bits, dy, dx, lo, hi, n); });
+}
+
 /* float partial sums over blocks of 256 (one per lane), the total in double */
 struct SumsqK {
     template <class V> static double run(const float *x, int64_t n) {
@@ -3560,6 +3636,8 @@ static constexpr Kernels cpu_table() {
     k.act_forward = cpu_act_forward;
     k.act_backward = cpu_act_backward;
     k.dropout_forward = cpu_dropout_forward;
+    k.relu_bits = cpu_relu_bits;
+    k.relu_bits_backward = cpu_relu_bits_backward;
     k.mul = cpu_mul;
     k.copy = cpu_copy;
     k.sumsq = cpu_sumsq;
@@ -3726,8 +3804,8 @@ public:
     Shape in, out;        /* per-sample shapes */
     std::vector<WeightSpec> weights;
     std::vector<StateSpec> states; /* persistent non-weight state (stateful layers), declared by the constructor */
-    float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward */
-    float *sc = nullptr;  /* scratch(B) floats shared by all layers: valid only inside one call */
+    float *ws = nullptr;  /* private memory, workspace(B) floats, kept from forward to backward (only) */
+    float *sc = nullptr;  /* scratch(B) floats, valid only inside one call (other buffers use it between) */
     /* Set by compile when the loss computes its gradient w.r.t. this layer's
        pre-activation (softmax/sigmoid + cross-entropy, as Keras does): then
        backward receives dL/dz in dy and skips the activation. */
@@ -3737,9 +3815,19 @@ public:
     virtual void build(const Shape &input) = 0;
     virtual int64_t workspace(int64_t /*B*/) const { return 0; }
     /* Memory needed only while one forward or backward call runs (layout
-       transposes, im2col columns). Every layer gets the same region, sized
-       for the largest, so these buffers cost the model one layer's worth. */
+       transposes, im2col columns). The arena's plan lends it to other
+       buffers between the layer's calls, so these cost the model about one
+       layer's worth. */
     virtual int64_t scratch(int64_t /*B*/) const { return 0; }
+    /* What backward reads besides dy and ws, for the activation arena's plan
+       (Model::ensure_batch): an activation no later step reads lends its
+       memory to other buffers. backward_reads_x / _y: whether backward reads
+       its input x / its output y (the default: both). reads_before_dx: it
+       reads x and y only before it writes any of dx, so that dx may take
+       their memory. A layer changing what its backward reads says so here. */
+    virtual bool backward_reads_x() const { return true; }
+    virtual bool backward_reads_y() const { return true; }
+    virtual bool reads_before_dx() const { return false; }
     /* A view shares its input's memory (Flatten, Reshape): no copy at all. */
     virtual bool is_view() const { return false; }
     /* A copy for another inference workspace (Model::InferPool: concurrent
@@ -3946,6 +4034,10 @@ public:
     const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
     /* bias and activation in the GEMM's epilogue, straight into y */
     bool fused_epilogue() const { return act_from_output(act) && !fused_output; }
+    /* y for the activation's derivative, then x for the kernel's gradient,
+       then dx from dz and the kernel */
+    bool backward_reads_y() const override { return act != ACT_LINEAR && !fused_output; }
+    bool reads_before_dx() const override { return true; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         int64_t rows = B * (in.size() / in.last()), nin = in.last();
         if (fused_epilogue()) {
@@ -4039,6 +4131,8 @@ public:
     bool supports_mask() const override { return true; }
     void build(const Shape &input) override { in = out = input; }
     int64_t workspace(int64_t B) const override { return B * in.size(); }
+    bool backward_reads_x() const override { return false; } /* the mask only */
+    bool backward_reads_y() const override { return false; }
     void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
         int64_t n = B * in.size();
         if (!c.training || rate == 0.f)
@@ -4301,15 +4395,29 @@ public:
         int64_t per = g.out_size() * col_row();
         return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 19) / std::max<int64_t>(per, 1)));
     }
-    /* ws: [z: pre-activation]; scratch: [xcl][ycl][dxcl] (channels-first only)[col] */
+    /* ws: [z: pre-activation] or ReLU's bits; scratch: [xcl][ycl][dxcl] (channels-first only)[col] */
     int64_t zsize(int64_t B) const { return act == ACT_LINEAR || fused_epilogue() ? 0 : B * out.size(); }
     int64_t cfsize(int64_t B) const { return cf ? B * (2 * in.size() + out.size()) : 0; }
-    int64_t workspace(int64_t B) const override { return zsize(B); }
+    /* A ReLU in the GEMM's epilogue: backward needs only whether each output
+       is positive, which forward keeps as one bit a value in ws (1/32 of y):
+       y's memory is then free once the next layer has read it (K-CNN's
+       second convolution: 17.7 MB at batch 120 out of the peak). Kept even
+       where the next layer's backward reads y as its x (K-CNN's first
+       convolution): that backward reads it before writing its dx, which
+       can then take y's memory (3 MB of K-CNN's peak, for a pass over y
+       of about 1 % of the step). */
+    bool relu_bits() const { return act == ACT_RELU && fused_epilogue(); }
+    uint32_t *bits() const { return reinterpret_cast<uint32_t *>(ws); }
+    int64_t workspace(int64_t B) const override { return relu_bits() ? (B * out.size() + 31) / 32 : zsize(B); }
     int64_t scratch(int64_t B) const override {
         return cfsize(B) + (direct() ? 0 : chunk(B) * g.out_size() * col_row());
     }
     Act output_act() const override { return act; }
     const float *logits(const float *) const override { return act == ACT_LINEAR ? nullptr : ws; }
+    /* backward: y for the activation's derivative, x for the kernel's
+       gradient, and only then dx (keep it so, or say otherwise here) */
+    bool backward_reads_y() const override { return act != ACT_LINEAR && !fused_output && !relu_bits(); }
+    bool reads_before_dx() const override { return true; }
     float *xcl(int64_t) const { return sc; }
     float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
     float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
@@ -4319,7 +4427,7 @@ public:
         K().transpose(x, xcl(B), B, g.C, g.in_size());
         return xcl(B);
     }
-    void forward(const float *x, float *y, int64_t B, const Ctx &) override {
+    void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
         const float *xc = to_cl(x, B);
         bool ep = fused_epilogue(); /* bias and activation inside the GEMM */
         float *z = act == ACT_LINEAR || ep ? y : ws;
@@ -4345,10 +4453,14 @@ public:
         if (act != ACT_LINEAR && !ep)
             K().act_forward(act, z, y, act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
                             act == ACT_SOFTMAX ? out.last() : B * out.size());
+        if (relu_bits() && c.training) K().relu_bits(y, bits(), B * out.size());
     }
-    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
+    void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         const float *dz = dy;
-        if (act != ACT_LINEAR && !fused_output) {
+        if (relu_bits() && c.training) { /* (a backward after an inference forward, as the unit tests
+                                               make, has no bits but its y) */
+            K().relu_bits_backward(bits(), dy, const_cast<float *>(dy), B * out.size());
+        } else if (act != ACT_LINEAR && !fused_output) {
             float *d = fused_epilogue() ? const_cast<float *>(dy) : ws;
             K().act_backward(act, fused_epilogue() ? y : ws, y, dy, d,
                              act == ACT_SOFTMAX ? B * out.size() / out.last() : 1,
@@ -4457,14 +4569,19 @@ public:
         out = spatial_shape(g, nd, cf, g.C);
         NNL_REQUIRE(g.in_size() * g.C < ((int64_t)1 << 31), NNL_ERR_SHAPE, "%s: input too large", cls);
     }
-    /* ws: [arg (max only)]; scratch: [xcl][ycl][dxcl] (channels-first only) */
+    /* ws: [arg (max only)]; scratch (channels-first, on a side where no
+       neighbour hands over channels-last data): [xcl = dxcl] (!cl_in: x in
+       forward, dx in backward, never both in one call) [ycl] (!cl_out) */
     int64_t argsize(int64_t B) const { return max ? B * out.size() : 0; }
     int64_t workspace(int64_t B) const override { return argsize(B); }
-    int64_t scratch(int64_t B) const override { return cf ? B * (2 * in.size() + out.size()) : 0; }
+    int64_t xclsize(int64_t B) const { return cf && !cl_in ? B * in.size() : 0; }
+    int64_t scratch(int64_t B) const override { return xclsize(B) + (cf && !cl_out ? B * out.size() : 0); }
+    bool backward_reads_x() const override { return false; } /* arg, or the window counts */
+    bool backward_reads_y() const override { return false; }
     int32_t *arg() const { return reinterpret_cast<int32_t *>(ws); }
     float *xcl(int64_t) const { return sc; }
-    float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
-    float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
+    float *ycl(int64_t B) const { return xcl(B) + xclsize(B); }
+    float *dxcl(int64_t B) const { return xcl(B); }
     bool keeps_cl() const override { return cf; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         const float *xc = x;
@@ -7437,6 +7554,110 @@ struct Dist : Reducer {
     void reduce(StepReduce &r) override;
 };
 
+/* One buffer of the activation arena's plan (Model::ensure_batch): its size
+   in floats, its offset once placed, and the times of a step at which it is
+   live: one interval [t0, t1], or two (a layer's scratch: its forward, then
+   its backward). */
+struct ArenaBuf {
+    int64_t size = 0, off = 0;
+    int n = 0;
+    int t0[2] = {0, 0}, t1[2] = {0, 0};
+    void live(int a, int b) {
+        t0[n] = a;
+        t1[n] = b;
+        n++;
+    }
+    bool meets(const ArenaBuf &o) const {
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < o.n; j++)
+                if (t0[i] <= o.t1[j] && o.t0[j] <= t1[i]) return true;
+        return false;
+    }
+};
+
+/* Gives each buffer an offset such that buffers whose times meet never
+   overlap; returns the arena's size in floats (offsets and sizes rounded up
+   to 16 floats, a cache line). Greedy by size, as TensorFlow Lite's arena
+   planner: the largest first, each at the lowest offset clear of the placed
+   buffers it meets; O(n^2) in the buffer count. Beyond PLAN_GREEDY_MAX
+   buffers (models of thousands of layers) a linear scan in order of first
+   use takes over, O(n log n): each buffer at the lowest free block when it
+   becomes live (a two-interval buffer live from its first time to its
+   last), its memory free again after its last time. */
+static constexpr size_t PLAN_GREEDY_MAX = 4096;
+static int64_t plan_arena(std::vector<ArenaBuf> &bufs, size_t greedy_max = PLAN_GREEDY_MAX) {
+    auto round = [](int64_t n) { return (n + 15) / 16 * 16; };
+    std::vector<size_t> ord;
+    for (size_t i = 0; i < bufs.size(); i++)
+        if (bufs[i].size > 0 && bufs[i].n > 0) ord.push_back(i);
+    int64_t total = 0;
+    if (ord.size() <= greedy_max) {
+        std::stable_sort(ord.begin(), ord.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
+        std::vector<size_t> placed; /* by offset */
+        for (size_t i : ord) {
+            ArenaBuf &b = bufs[i];
+            int64_t at = 0, need = round(b.size);
+            size_t k = 0;
+            for (; k < placed.size(); k++) {
+                const ArenaBuf &p = bufs[placed[k]];
+                if (!p.meets(b)) continue;
+                if (p.off - at >= need) break; /* the gap before p holds b */
+                at = std::max(at, p.off + round(p.size));
+            }
+            b.off = at;
+            size_t pos = 0; /* placed stays sorted by offset */
+            while (pos < placed.size() && bufs[placed[pos]].off <= at) pos++;
+            placed.insert(placed.begin() + (ptrdiff_t)pos, i);
+            total = std::max(total, at + need);
+        }
+        return total;
+    }
+    auto first = [&](size_t i) { return bufs[i].t0[0]; };
+    auto last = [&](size_t i) { return bufs[i].t1[bufs[i].n - 1]; };
+    std::stable_sort(ord.begin(), ord.end(), [&](size_t a, size_t b) { return first(a) < first(b); });
+    std::multimap<int, size_t> ending; /* last time -> buffer */
+    std::map<int64_t, int64_t> holes;  /* offset -> size: free blocks below total, coalesced */
+    for (size_t i : ord) {
+        while (!ending.empty() && ending.begin()->first < first(i)) { /* free what no longer lives */
+            const ArenaBuf &d = bufs[ending.begin()->second];
+            ending.erase(ending.begin());
+            int64_t off = d.off, n = round(d.size);
+            auto nx = holes.lower_bound(off);
+            if (nx != holes.end() && nx->first == off + n) {
+                n += nx->second;
+                nx = holes.erase(nx);
+            }
+            if (nx != holes.begin()) {
+                auto pv = std::prev(nx);
+                if (pv->first + pv->second == off) {
+                    off = pv->first;
+                    n += pv->second;
+                    holes.erase(pv);
+                }
+            }
+            holes[off] = n;
+        }
+        ArenaBuf &b = bufs[i];
+        int64_t need = round(b.size);
+        auto h = holes.begin();
+        while (h != holes.end() && h->second < need) ++h;
+        if (h != holes.end()) {
+            b.off = h->first;
+            if (h->second > need) holes[h->first + need] = h->second - need;
+            holes.erase(h);
+        } else if (!holes.empty() && std::prev(holes.end())->first + std::prev(holes.end())->second == total) {
+            b.off = std::prev(holes.end())->first; /* the last hole, grown at the top */
+            holes.erase(std::prev(holes.end()));
+            total = b.off + need;
+        } else {
+            b.off = total;
+            total += need;
+        }
+        ending.emplace(last(i), i);
+    }
+    return total;
+}
+
 /* An input array from the ABI: x (n, per-sample shape...) */
 struct InputArray {
     const float *x = nullptr;
@@ -7522,6 +7743,13 @@ public:
        gradients. One arena, grown only when a larger batch arrives. */
     std::vector<float> arena;
     int64_t cap_batch = 0;
+    /* floats of the arena as planned, and what its buffers would take
+       without sharing (the unit tests check the plan against it) */
+    int64_t arena_planned = 0, arena_unplanned = 0;
+    /* for the unit tests: false gives every buffer memory of its own (what
+       the plan must compute the same as); the greedy planner's limit */
+    bool arena_share = true;
+    size_t arena_greedy_max = PLAN_GREEDY_MAX;
     std::vector<float *> act, dact;
     float *targets = nullptr;
     /* One more whenever the plan is stale (replan): the inference copies
@@ -7942,10 +8170,20 @@ public:
     }
 
     /* Sizes the activation arena for batch B (no-op when large enough).
-       Gradients take two buffers in turn: layer i reads dact[i+1] and
-       writes dact[i], after which dact[i+1] is dead, so dact[i] and dact[i+2]
-       can share memory. The first layer with weights computes no input
-       gradient, so nothing below it has a buffer (dact[i] is NULL there). */
+       Every buffer of a step has the times it is live on the step's
+       timeline: 0 the batch gathered into act[0] and targets, 1 + i layer
+       i's forward, L + 1 the loss, then each layer's backward from the last,
+       in two phases (early: while it reads x and y; late: while it writes dx;
+       one phase for a layer that is not reads_before_dx). Buffers whose times
+       do not meet share memory (plan_arena): an activation once no later
+       step reads it (Layer::backward_reads_x/_y), a workspace outside its
+       layer's forward..backward, a scratch outside its layer's calls, a
+       gradient dact[i] from the backward of layer i (or the loss) to that of
+       layer i-1. The first layer with weights computes no input gradient,
+       so nothing below it has a gradient buffer (dact[i] is NULL there). An
+       inference copy's timeline ends after the forward: no gradients or
+       targets, its output live to the end. A view (Flatten) shares its
+       input's buffer, activation and gradient alike. */
     void ensure_batch(int64_t B, const char *fn = "nnlite") {
         if (B > state_slots && has_slot_states()) { /* states per batch slot: the batch size is fixed */
             NNL_REQUIRE(state_slots == 0, NNL_ERR_SHAPE,
@@ -7967,46 +8205,85 @@ public:
                     "lower batch_size", fn, (long long)B, (long long)per);
         size_t first = 0;
         while (first < L && layers[first]->is_view()) first++;
-        std::vector<int> buf(L + 1, -1); /* which of the two gradient buffers, -1: none */
-        int64_t need[2] = {B * out_shape().size(), 0};
-        buf[L] = 0;
-        for (size_t i = L; i-- > 0;) {
-            if (layers[i]->is_view()) {
-                buf[i] = buf[i + 1]; /* same memory, same element count */
-            } else if (i > first) {
-                buf[i] = buf[i + 1] ^ 1;
-                need[buf[i]] = std::max(need[buf[i]], B * layers[i]->in.size());
+        const bool train = !infer_only;
+        const int T_loss = (int)L + 1, T_end = train ? (int)(3 * L + 2) : T_loss;
+        auto fwd = [&](size_t i) { return 1 + (int)i; };
+        auto early = [&](size_t i) { return (int)L + 2 + 2 * (int)(L - 1 - i); };
+        auto read_end = [&](size_t i) { return early(i) + (layers[i]->reads_before_dx() ? 0 : 1); };
+        /* buffers: act groups [0, L], ws [L+1, 2L], sc [2L+1, 3L], dact groups [3L+1, 4L+1], targets 4L+2 */
+        std::vector<ArenaBuf> bufs(4 * L + 3);
+        std::vector<size_t> ag(L + 1), dg(L + 1); /* the buffer of act[j] / dact[j] */
+        ag[0] = 0;
+        for (size_t j = 1; j <= L; j++) ag[j] = layers[j - 1]->is_view() ? ag[j - 1] : j;
+        int64_t total = 0; /* every term fits; their sum over many layers is checked */
+        for (size_t j = 0; j <= L; j++) {
+            if (ag[j] != j) continue;
+            int t0 = j ? fwd(j - 1) : 0, t1 = t0;
+            for (size_t k = j; k <= L && ag[k] == j; k++) { /* act[k] is the same memory */
+                if (k < L && !layers[k]->is_view()) {
+                    t1 = std::max(t1, fwd(k));
+                    if (train && layers[k]->backward_reads_x()) t1 = std::max(t1, read_end(k));
+                }
+                if (k > 0 && !layers[k - 1]->is_view() && train && layers[k - 1]->backward_reads_y())
+                    t1 = std::max(t1, read_end(k - 1));
+                if (k == L) t1 = T_end; /* the output: read by the loss, the metrics, the caller */
+                if (train && k + 1 == L && loss.fused != ACT_LINEAR) t1 = std::max(t1, T_loss); /* logits(x) */
             }
+            bufs[j].size = B * (j ? layers[j - 1]->out.size() : input.size());
+            bufs[j].live(t0, t1);
+            total = add_size(total, bufs[j].size);
         }
-        if (infer_only) need[0] = need[1] = 0; /* forward only: no gradients, no targets */
-        int64_t total = B * input.size() + need[0] + need[1] + (infer_only ? 0 : B * target_width());
-        int64_t scratch = 0;
-        for (size_t i = 0; i < L; i++) { /* each term fits; their sum over many layers is checked */
+        for (size_t i = 0; i < L; i++) {
             Layer &l = *layers[i];
-            if (!l.is_view()) total = add_size(total, B * l.out.size()); /* act[i+1] */
-            total = add_size(total, l.workspace(B));
-            scratch = std::max(scratch, l.scratch(B));
+            ArenaBuf &w = bufs[L + 1 + i], &c = bufs[2 * L + 1 + i];
+            w.size = l.workspace(B); /* kept from forward to backward */
+            w.live(fwd(i), train ? early(i) + 1 : fwd(i));
+            c.size = l.scratch(B); /* only inside one call */
+            c.live(fwd(i), fwd(i));
+            if (train) c.live(early(i), early(i) + 1);
+            total = add_size(add_size(total, w.size), c.size);
         }
-        total = add_size(total, scratch);
+        if (train) {
+            dg[L] = L;
+            for (size_t j = L; j-- > 0;) dg[j] = layers[j]->is_view() ? dg[j + 1] : j;
+            for (size_t j = L; j > first; j--) {
+                if (dg[j] != j) continue;
+                ArenaBuf &d = bufs[3 * L + 1 + j];
+                size_t low = j;
+                while (low > first && dg[low - 1] == j) low--; /* the views below share it */
+                d.size = B * (j < L ? layers[j]->in.size() : out_shape().size());
+                /* from the loss, or layer j's backward, to layer low-1's backward (low > first: one exists) */
+                d.live(j == L ? T_loss : early(j) + (layers[j]->reads_before_dx() ? 1 : 0), early(low - 1) + 1);
+                total = add_size(total, d.size);
+            }
+            ArenaBuf &t = bufs[4 * L + 2];
+            t.size = B * target_width();
+            t.live(0, T_loss);
+            total = add_size(total, t.size);
+        }
         NNL_REQUIRE(total >= 0 && total <= MAX_ELEMENTS, NNL_ERR_MEMORY,
                     "%s: a batch of %lld samples needs more than 2^60 floats of activations, more than nnlite "
                     "can address; lower batch_size", fn, (long long)B);
-        arena.assign((size_t)total, 0.f);
-        float *p = arena.data();
-        auto take = [&](int64_t n) { float *q = p; p += n; return q; };
+        if (!arena_share)
+            for (auto &b : bufs) {
+                b.n = 0;
+                b.live(0, T_end);
+            }
+        arena_planned = plan_arena(bufs, arena_greedy_max);
+        arena_unplanned = total;
+        arena.assign((size_t)arena_planned, 0.f);
+        float *base = arena.data();
+        auto at = [&](const ArenaBuf &b) { return b.size > 0 ? base + b.off : nullptr; };
         act.assign(L + 1, nullptr);
         dact.assign(L + 1, nullptr);
-        act[0] = take(B * input.size());
+        for (size_t j = 0; j <= L; j++) act[j] = at(bufs[ag[j]]);
         for (size_t i = 0; i < L; i++) {
-            Layer &l = *layers[i];
-            act[i + 1] = l.is_view() ? act[i] : take(B * l.out.size());
-            l.ws = l.workspace(B) ? take(l.workspace(B)) : nullptr;
+            layers[i]->ws = at(bufs[L + 1 + i]);
+            layers[i]->sc = at(bufs[2 * L + 1 + i]);
         }
-        float *grads[2] = {take(need[0]), need[1] ? take(need[1]) : nullptr};
-        for (size_t i = 0; i <= L; i++) dact[i] = buf[i] < 0 || infer_only ? nullptr : grads[buf[i]];
-        targets = infer_only ? nullptr : take(B * target_width());
-        float *shared = scratch ? take(scratch) : nullptr;
-        for (auto &l : layers) l->sc = l->scratch(B) ? shared : nullptr;
+        if (train)
+            for (size_t j = first + 1; j <= L; j++) dact[j] = at(bufs[3 * L + 1 + dg[j]]);
+        targets = train ? at(bufs[4 * L + 2]) : nullptr;
         int64_t steps = 0; /* the step mask: one value per sample and time step */
         for (auto &l : layers)
             if (l->makes_mask() || l->mask_in) steps = std::max(steps, l->in.d[0]);
@@ -9043,6 +9320,13 @@ static void cu_dropout_forward(const float *x, float *y, float *mask, int64_t n,
     nnl_cuda::dropout_forward(D(x), D(y), D(mask), n, rate, seed);
 }
 static void cu_mul(const float *a, const float *b, float *y, int64_t n) { nnl_cuda::mul(D(a), D(b), D(y), n); }
+/* the bits live in the activation arena (a layer's ws) like any float array */
+static void cu_relu_bits(const float *y, uint32_t *bits, int64_t n) {
+    nnl_cuda::relu_bits(D(y), (uint32_t *)D((const float *)bits), n);
+}
+static void cu_relu_bits_backward(const uint32_t *bits, const float *dy, float *dx, int64_t n) {
+    nnl_cuda::relu_bits_backward((const uint32_t *)D((const float *)bits), D(dy), D(dx), n);
+}
 static void cu_copy(const float *x, float *y, int64_t n) { nnl_cuda::copy(D(x), D(y), n); }
 static double cu_sumsq(const float *x, int64_t n, bool *finite) { return nnl_cuda::sumsq(D(x), n, finite); }
 static void cu_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
@@ -9081,6 +9365,8 @@ static constexpr Kernels cuda_table() {
     k.act_forward = cu_act_forward;
     k.act_backward = cu_act_backward;
     k.dropout_forward = cu_dropout_forward;
+    k.relu_bits = cu_relu_bits;
+    k.relu_bits_backward = cu_relu_bits_backward;
     k.mul = cu_mul;
     k.copy = cu_copy;
     k.sumsq = cu_sumsq;

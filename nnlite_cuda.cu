@@ -667,6 +667,28 @@ void mul(const float *a, const float *b, float *y, int64_t n) {
     k_mul<<<grid_for(n), 256, 0, S()>>>(a, b, y, n);
     LAUNCHED();
 }
+/* ReLU's derivative as bits (nnlite.cpp, Kernels::relu_bits): one thread a
+   32-bit word, then dx = dy * (bit ? 1 : 0) */
+__global__ void k_relu_bits(const float *y, uint32_t *bits, int64_t n) {
+    GRID_STRIDE(w, (n + 31) / 32) {
+        uint32_t b = 0;
+        for (int j = 0; j < 32 && w * 32 + j < n; j++) b |= (uint32_t)(y[w * 32 + j] > 0.f) << j;
+        bits[w] = b;
+    }
+}
+void relu_bits(const float *y, uint32_t *bits, int64_t n) {
+    if (n <= 0) return;
+    k_relu_bits<<<grid_for((n + 31) / 32), 256, 0, S()>>>(y, bits, n);
+    LAUNCHED();
+}
+__global__ void k_relu_bits_bwd(const uint32_t *bits, const float *dy, float *dx, int64_t n) {
+    GRID_STRIDE(i, n) dx[i] = dy[i] * ((bits[i >> 5] >> (i & 31)) & 1u ? 1.f : 0.f);
+}
+void relu_bits_backward(const uint32_t *bits, const float *dy, float *dx, int64_t n) {
+    if (n <= 0) return;
+    k_relu_bits_bwd<<<grid_for(n), 256, 0, S()>>>(bits, dy, dx, n);
+    LAUNCHED();
+}
 void copy(const float *x, float *y, int64_t n) {
     if (n > 0 && x != y) CK(cudaMemcpyAsync(y, x, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, S()));
 }

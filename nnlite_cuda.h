@@ -80,6 +80,8 @@ void act_forward(int act, const float *x, float *y, int64_t rows, int64_t n);
 void act_backward(int act, const float *x, const float *y, const float *dy, float *dx, int64_t rows, int64_t n);
 void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed);
 void mul(const float *a, const float *b, float *y, int64_t n);
+void relu_bits(const float *y, uint32_t *bits, int64_t n);
+void relu_bits_backward(const uint32_t *bits, const float *dy, float *dx, int64_t n);
 void copy(const float *x, float *y, int64_t n);
 double sumsq(const float *x, int64_t n, bool *finite);
 void transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C);

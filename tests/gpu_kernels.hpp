@@ -181,6 +181,25 @@ TEST_CASE("dropout: the GPU's masks are the CPU's, bit for bit; mul, copy, bias"
     gt::close(dg.get(), g, 1e-5, 1e-5, "bias_grad");
 }
 
+TEST_CASE("ReLU bits: the GPU's bits and gradient are the CPU's, bit for bit") {
+    gt::use(false);
+    for (int64_t n : {1, 33, 100003}) {
+        auto y = gt::rnd((size_t)n, 34), dy = gt::rnd((size_t)n, 35);
+        for (int64_t i = 0; i < n; i += 9) y[(size_t)i] = 0.f;
+        gt::Dev d_y(y), d_dy(dy), dbits((size_t)((n + 31) / 32)), ddx((size_t)n);
+        std::vector<uint32_t> bits((size_t)((n + 31) / 32));
+        std::vector<float> dx((size_t)n);
+        gt::C().relu_bits(y.data(), bits.data(), n);
+        gt::C().relu_bits_backward(bits.data(), dy.data(), dx.data(), n);
+        nnl_cuda::relu_bits(d_y.d, reinterpret_cast<uint32_t *>(dbits.d), n);
+        nnl_cuda::relu_bits_backward(reinterpret_cast<const uint32_t *>(dbits.d), d_dy.d, ddx.d, n);
+        auto gb = dbits.get();
+        CHECK(std::memcmp(gb.data(), bits.data(), bits.size() * sizeof(uint32_t)) == 0);
+        auto gdx = ddx.get();
+        CHECK(std::memcmp(gdx.data(), dx.data(), dx.size() * sizeof(float)) == 0);
+    }
+}
+
 TEST_CASE("sumsq and its finite flag") {
     gt::use(false);
     auto x = gt::rnd(1000001, 41);

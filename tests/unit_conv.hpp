@@ -343,38 +343,229 @@ TEST_CASE("UpSampling2D matches PyTorch nn.Upsample(mode='nearest'): committed f
     }
 }
 
-TEST_CASE("activation arena: scratch shared by all layers, gradients in two alternating buffers") {
+namespace arenat {
+/* [p, p + n) and [q, q + m) in floats: disjoint (or either empty) */
+static bool apart(const float *p, int64_t n, const float *q, int64_t m) {
+    return !p || !q || n <= 0 || m <= 0 || p + n <= q || q + m <= p;
+}
+struct Span {
+    const float *p;
+    int64_t n;
+};
+static void all_apart(const std::vector<Span> &v, const char *what, size_t layer) {
+    for (size_t a = 0; a < v.size(); a++)
+        for (size_t b = a + 1; b < v.size(); b++) {
+            INFO(what << " of layer " << layer << ": buffers " << a << " and " << b);
+            CHECK(apart(v[a].p, v[a].n, v[b].p, v[b].n));
+        }
+}
+/* What each step of a training step touches at once never overlaps: a
+   layer's forward (x, y, ws, sc), its backward while it reads x and y, and
+   while it writes dx (Layer::backward_reads_x/_y, reads_before_dx). */
+static void check_steps(nnl_model &m, int64_t B) {
+    size_t L = m.layers.size();
+    for (size_t i = 0; i < L; i++) {
+        nnl::Layer &l = *m.layers[i];
+        if (l.is_view()) continue;
+        Span x{m.act[i], B * l.in.size()}, y{m.act[i + 1], B * l.out.size()}, ws{l.ws, l.workspace(B)},
+            sc{l.sc, l.scratch(B)}, dy{m.dact[i + 1], B * l.out.size()}, dx{m.dact[i], B * l.in.size()};
+        all_apart({x, y, ws, sc}, "forward", i);
+        std::vector<Span> early = {dy, ws, sc}, late = {dy, ws, sc, dx};
+        if (l.backward_reads_x()) early.push_back(x);
+        if (l.backward_reads_y()) early.push_back(y);
+        if (!l.reads_before_dx()) {
+            early.push_back(dx);
+            if (l.backward_reads_x()) late.push_back(x);
+            if (l.backward_reads_y()) late.push_back(y);
+        }
+        all_apart(early, "backward (reading)", i);
+        all_apart(late, "backward (writing dx)", i);
+    }
+    all_apart({{m.act[L], B * m.out_shape().size()}, {m.dact[L], B * m.out_shape().size()},
+               {m.targets, B * m.target_width()}, {m.layers[L - 1]->ws, m.layers[L - 1]->workspace(B)}},
+              "the loss", L);
+}
+/* One training step's loss and every gradient, the arena planned as asked */
+static std::vector<float> step(const std::vector<const char *> &specs, const char *opt, const char *loss, int64_t B,
+                               bool share, size_t greedy_max, int64_t *arena = nullptr) {
     nnl_model m;
+    nnl_model_set_seed(&m, 3);
+    for (auto *s : specs) m.add(s);
+    m.compile(opt, loss, "accuracy");
+    m.arena_share = share;
+    m.arena_greedy_max = greedy_max;
+    m.ensure_batch(B);
+    if (share) check_steps(m, B);
+    if (arena) *arena = (int64_t)m.arena.size();
+    auto x = random_vec((size_t)(B * m.input.size()), 17, 0.f, 1.f);
+    std::vector<float> t((size_t)(B * m.target_width()));
+    for (size_t k = 0; k < t.size(); k++) t[k] = (float)(k * 7 % (size_t)m.classes());
+    std::vector<int64_t> idx((size_t)B);
+    std::iota(idx.begin(), idx.end(), 0);
+    m.gather(x.data(), t.data(), idx.data(), B);
+    m.forward(B, true, 11);
+    std::vector<double> ms(m.metrics.size() + 1, 0.0);
+    double l = m.loss_and_grad(B, m.dact[m.layers.size()], ms.data());
+    m.backward(B, 11);
+    std::vector<float> g(m.G.begin(), m.G.end());
+    g.push_back((float)l);
+    return g;
+}
+} // namespace arenat
+
+TEST_CASE("activation arena: buffers share memory only when their times do not meet; every gradient is the "
+          "same as with memory of their own") {
+    const std::vector<std::vector<const char *>> models = {
+        /* K-CNN: ReLU bits, pooling, two dropouts */
+        {"Conv2D(8, (3, 3), activation='relu', input_shape=(12, 12, 1))", "Conv2D(6, (3, 3), activation='relu')",
+         "MaxPooling2D(2)", "Dropout(0.25)", "Flatten()", "Dense(16, activation='relu')", "Dropout(0.5)",
+         "Dense(10, activation='softmax')"},
+        /* R-LENET, channels first */
+        {"Conv2D(4, 5, padding='same', activation='relu', data_format='channels_first', input_shape=(1, 12, 12))",
+         "MaxPooling2D(2, data_format='channels_first')",
+         "Conv2D(5, 3, padding='same', activation='relu', data_format='channels_first')",
+         "MaxPooling2D(2, data_format='channels_first')", "Flatten()", "Dense(12, activation='relu')",
+         "Dense(10, activation='softmax')"},
+        /* T-LENET: tanh reads y; average pooling; a linear conv */
+        {"Conv2D(4, 3, activation='tanh', input_shape=(10, 10, 2))", "AveragePooling2D(2)", "Conv2D(3, 2)",
+         "BatchNormalization()", "Activation('relu')", "Flatten()", "Dense(10)"},
+        /* views first, recurrent layers (default: they read x and y) */
+        {"Reshape((6, 4), input_shape=(24,))", "LSTM(5, return_sequences=True)", "GRU(4)",
+         "Dense(10, activation='softmax')"},
+    };
+    for (size_t k = 0; k < models.size(); k++) {
+        INFO("model " << k);
+        const char *loss = k == 2 ? "sparse_categorical_crossentropy(from_logits=True)" : "sparse_categorical_crossentropy";
+        int64_t shared = 0, own = 0, scan = 0;
+        auto want = arenat::step(models[k], "sgd", loss, 5, false, nnl::PLAN_GREEDY_MAX, &own);
+        auto got = arenat::step(models[k], "sgd", loss, 5, true, nnl::PLAN_GREEDY_MAX, &shared);
+        auto lin = arenat::step(models[k], "sgd", loss, 5, true, 0, &scan); /* the linear scan */
+        REQUIRE(got.size() == want.size());
+        CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(lin.data(), want.data(), want.size() * sizeof(float)) == 0);
+        CHECK(shared < own);
+        CHECK(scan <= own);
+        MESSAGE("model " << k << ": arena " << shared << " floats planned, " << scan << " by the linear scan, " << own
+                         << " with memory of their own");
+    }
+}
+
+TEST_CASE("plan_arena: buffers whose times meet never overlap, greedy or linear scan") {
+    std::mt19937 g(9);
+    for (int trial = 0; trial < 40; trial++) {
+        std::vector<nnl::ArenaBuf> bufs((size_t)(1 + g() % 60));
+        for (auto &b : bufs) {
+            b.size = (int64_t)(g() % 5 == 0 ? 0 : 1 + g() % 1000);
+            int a = (int)(g() % 50), e = a + (int)(g() % 20);
+            b.live(a, e);
+            if (g() % 3 == 0) b.live(e + 2 + (int)(g() % 10), e + 12 + (int)(g() % 10));
+        }
+        for (size_t limit : {nnl::PLAN_GREEDY_MAX, (size_t)0}) {
+            int64_t total = nnl::plan_arena(bufs, limit);
+            for (size_t i = 0; i < bufs.size(); i++) {
+                if (!bufs[i].size) continue;
+                CHECK(bufs[i].off >= 0);
+                CHECK(bufs[i].off + bufs[i].size <= total);
+                for (size_t j = i + 1; j < bufs.size(); j++)
+                    if (bufs[j].size && bufs[i].meets(bufs[j])) {
+                        INFO("trial " << trial << " limit " << limit << " buffers " << i << ", " << j);
+                        CHECK((bufs[i].off + bufs[i].size <= bufs[j].off || bufs[j].off + bufs[j].size <= bufs[i].off));
+                    }
+            }
+        }
+    }
+}
+
+TEST_CASE("activation arena of the seed CNNs: the peak of a training step, not the sum of its buffers") {
+    /* K-CNN at batch 120: the step's peak is MaxPooling's backward: the
+       second convolution's input (conv1's output, 2.60M floats), the
+       pooling indices (1.11M), the gradient arriving (1.11M) and leaving
+       (4.42M), the batch (0.09M) and both convolutions' ReLU bits (0.22M):
+       9.55M floats (38 MB), where one buffer each takes 22.1M (88 MB) and
+       the plan before (every activation and workspace of its own, two
+       gradient buffers, one scratch) 19.0M. */
+    nnl_model m;
+    for (auto *l : {"Conv2D(32, (3, 3), activation='relu', input_shape=(28, 28, 1))",
+                    "Conv2D(64, (3, 3), activation='relu')", "MaxPooling2D(2)", "Dropout(0.25)", "Flatten()",
+                    "Dense(128, activation='relu')", "Dropout(0.5)", "Dense(10, activation='softmax')"})
+        m.add(l);
+    m.compile("adadelta", "sparse_categorical_crossentropy", "accuracy");
+    m.ensure_batch(120);
+    arenat::check_steps(m, 120);
+    CHECK(m.dact[0] == nullptr); /* the first layer computes no input gradient */
+    CHECK(m.arena_planned == (int64_t)m.arena.size());
+    CHECK(m.arena_planned <= 9600000);
+    MESSAGE("K-CNN, batch 120: arena " << m.arena_planned << " floats, " << m.arena_unplanned
+                                       << " without sharing");
+    /* R-LENET at batch 128 (channels first): the first pooling, between two
+       channels-first convolutions, needs no transposed
+       copies. The peak, the second convolution's forward or backward, holds
+       about 5.2M floats (its channels-first copies and im2col block 2.75M,
+       its output or the gradient arriving 1.25M, its input 0.5M, the first
+       pooling's indices 0.5M); the greedy plan takes 5.89M (24 MB), where
+       the plan before took 12.1M. */
+    nnl_model r;
     for (auto *l : {"Conv2D(20, 5, padding='same', activation='relu', data_format='channels_first', input_shape=(1, 28, 28))",
                     "MaxPooling2D(2, data_format='channels_first')",
                     "Conv2D(50, 5, padding='same', activation='relu', data_format='channels_first')",
                     "MaxPooling2D(2, data_format='channels_first')", "Flatten()", "Dense(500, activation='relu')",
                     "Dense(10, activation='softmax')"})
-        m.add(l);
-    m.compile("adam", "sparse_categorical_crossentropy", "accuracy");
-    const int64_t B = 16;
-    m.ensure_batch(B);
-    size_t L = m.layers.size();
-    int64_t acts = B * m.input.size(), ws = 0, scratch_sum = 0, scratch_max = 0, grads_sum = B * m.out_shape().size();
-    for (auto &l : m.layers) {
-        if (!l->is_view()) acts += B * l->out.size(), grads_sum += B * l->in.size();
-        ws += l->workspace(B);
-        scratch_sum += l->scratch(B);
-        scratch_max = std::max(scratch_max, l->scratch(B));
-        if (l->scratch(B)) CHECK(l->sc == m.layers[0]->sc); /* one region for all */
+        r.add(l);
+    r.compile("adam", "sparse_categorical_crossentropy", "accuracy");
+    r.ensure_batch(128);
+    arenat::check_steps(r, 128);
+    CHECK(r.layers[1]->scratch(128) == 0);
+    CHECK(r.arena_planned <= 6000000);
+    MESSAGE("R-LENET, batch 128: arena " << r.arena_planned << " floats, " << r.arena_unplanned
+                                         << " without sharing");
+}
+
+TEST_CASE("ReLU bits: relu_bits_backward gives act_backward's ReLU gradient exactly; a ReLU convolution trained keeps "
+          "bits, not its output") {
+    for (int64_t n : {1, 31, 32, 33, 100, 1000}) {
+        auto y = random_vec((size_t)n, 3, -1.f, 1.f), dy = random_vec((size_t)n, 4, -2.f, 2.f);
+        for (int64_t i = 0; i < n; i += 7) y[(size_t)i] = i % 2 ? 0.f : -0.f; /* not positive */
+        for (int64_t i = 0; i < n; i += 5) y[(size_t)i] = std::max(y[(size_t)i], 0.f); /* ReLU outputs */
+        std::vector<uint32_t> bits((size_t)((n + 31) / 32), 0xdeadbeefu);
+        std::vector<float> want((size_t)n), got((size_t)n);
+        nnl::cpu_kernels.act_backward(nnl::ACT_RELU, y.data(), y.data(), dy.data(), want.data(), 1, n);
+        nnl::cpu_kernels.relu_bits(y.data(), bits.data(), n);
+        nnl::cpu_kernels.relu_bits_backward(bits.data(), dy.data(), got.data(), n);
+        CHECK(std::memcmp(got.data(), want.data(), (size_t)n * sizeof(float)) == 0);
+        if (n % 32) CHECK((bits.back() >> (n % 32)) == 0u); /* the spare bits are 0 */
     }
-    CHECK(scratch_max > 0);
-    CHECK(m.dact[0] == nullptr); /* the first layer computes no input gradient */
-    for (size_t i = 1; i < L; i++)
-        if (!m.layers[i]->is_view()) {
-            CHECK(m.dact[i] != nullptr);
-            CHECK(m.dact[i] != m.dact[i + 1]); /* a layer never reads and writes one buffer */
-        }
-    /* the arena holds activations, private workspaces, one scratch region and
-       two gradient buffers: less than one buffer per layer would need */
-    int64_t naive = acts + ws + scratch_sum + grads_sum + B * m.target_width();
-    CHECK((int64_t)m.arena.size() < naive - (scratch_sum - scratch_max));
-    INFO("arena " << m.arena.size() << " floats, one buffer each: " << naive);
+    nnl_model m;
+    m.add("Conv2D(3, 3, activation='relu', input_shape=(6, 6, 2))");
+    m.add("Conv2D(2, 3, activation='tanh')");
+    auto &c1 = dynamic_cast<nnl::Conv &>(*m.layers[0]), &c2 = dynamic_cast<nnl::Conv &>(*m.layers[1]);
+    CHECK(c1.relu_bits());
+    CHECK(!c1.backward_reads_y());
+    CHECK(c1.workspace(10) == (10 * 4 * 4 * 3 + 31) / 32);
+    CHECK(!c2.relu_bits());
+    CHECK(c2.backward_reads_y());
+
+    /* the bits path (a training forward keeps them) against finite
+       differences, and bit for bit against the path through y */
+    gradcheck_layer("Conv2D(3, 3, activation='relu')", {5, 5, 2}, true);
+    for (int f = 0; f < 2; f++) {
+        nnl_model k;
+        k.add(f ? "Input(shape=(2, 7, 6))" : "Input(shape=(7, 6, 2))");
+        k.add(f ? "Conv2D(4, 3, activation='relu', data_format='channels_first')" : "Conv2D(4, 3, activation='relu')");
+        nnl::Layer &L = *k.layers[0];
+        const int64_t B = 5;
+        k.ensure_batch(B);
+        auto x = random_vec((size_t)(B * L.in.size()), 21, -1.f, 1.f), dy = random_vec((size_t)(B * L.out.size()), 22);
+        std::vector<float> y((size_t)(B * L.out.size())), dx1(x.size()), dx2(x.size()), dy1 = dy, dy2 = dy;
+        nnl::Ctx tr, inf;
+        tr.training = true;
+        L.forward(x.data(), y.data(), B, tr);
+        L.backward(x.data(), y.data(), dy1.data(), dx1.data(), B, tr); /* through the bits */
+        std::vector<float> g1(k.G.begin(), k.G.end());
+        L.backward(x.data(), y.data(), dy2.data(), dx2.data(), B, inf); /* through y */
+        INFO("channels " << (f ? "first" : "last"));
+        CHECK(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(g1.data(), k.G.data(), g1.size() * sizeof(float)) == 0);
+    }
 }
 
 /* Channels-first Conv and Pool layers next to each other skip the

@@ -301,6 +301,9 @@ TEST_CASE("whole model: finite differences of the loss agree with every gradient
     auto ws = refmodel::tensors(m);
     std::vector<float> W0 = m.W; /* the moving statistics move at every forward pass: restored at the end */
     refmodel::batch_loss(m, f, true);
+    /* backward lends the activations' and the pooling indices' memory to
+       the gradients (Model::ensure_batch): the pattern of a forward alone */
+    refmodel::batch_loss(m, f, false);
     const std::vector<int32_t> p0 = kink_pattern(m, f.B);
     REQUIRE(!p0.empty()); /* here 5 x (144 conv ReLUs + 36 pool winners + 8 dense ReLUs) */
     const double steps[] = {4e-3, 2e-3, 1e-3, 5e-4};
