@@ -1761,13 +1761,13 @@ static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *
    AVX-512 small-rows kernel, four rows per pass over B in place, beats
    packing B: K-MLP inference at batch 16, 90 -> 64 us per call (B, the
    weights, stays in L2 between the passes). */
-#ifndef SMALL_M_AVX512
-#define SMALL_M_AVX512 16
+#ifndef NNL_GEMM_SMALL_M
+#define NNL_GEMM_SMALL_M 16
 #endif
 static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if NNL_X86
-    if (!tb && ukr == ukr_avx512) { /* up to SMALL_M_AVX512 rows, four at a time */
+    if (!tb && ukr == ukr_avx512) { /* up to NNL_GEMM_SMALL_M rows, four at a time */
         int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
         for (int64_t i = 0; i < M; i += 4) {
             const float *Ai = A + i * ars;
@@ -1902,7 +1902,7 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
         return;
     }
     if (block == sgemm_block && /* float32 (the bf16 tables pass their own block and do their few rows) */
-        (M <= 4 || (M <= SMALL_M_AVX512 && !tb && ukr == ukr_avx512 && M * N * K <= NNL_GEMM_MIN_COST))) {
+        (M <= 4 || (M <= NNL_GEMM_SMALL_M && !tb && ukr == ukr_avx512 && M * N * K <= NNL_GEMM_MIN_COST))) {
         sgemm_small_m(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         epilogue(C, ldc, M, N, bias, act);
         return;
