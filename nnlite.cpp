@@ -1810,6 +1810,16 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
     (void)v;
 }
 
+/* Up to this many NR-wide B panels (N <= 128) the kernels read a row-major
+   A where it lies instead of packing it: a 6-row tile of A is read
+   NNL_GEMM_INPLACE_PANELS / 2 times (ukr2 takes two panels) and stays in
+   L1 between, and packing it cost more than the strided reads. Measured on
+   an Intel Xeon (AVX-512, 2 MB L2), one thread, best of 200: K-MLP's
+   120x128x784 product 98 -> 111 GFLOP/s (OpenBLAS SkylakeX: 112), 128^3
+   78 -> 105; wider B loses (N = 256: A is re-read from L2 too often). */
+#ifndef NNL_GEMM_INPLACE_PANELS
+#define NNL_GEMM_INPLACE_PANELS 8
+#endif
 /* One thread's share: the whole loop nest over a block of C, with private
    packing buffers. */
 static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -1831,7 +1841,7 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                 int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
                 /* A in place when it is row-major and few B panels reuse it;
                    a partial last panel is always packed (no reads past M) */
-                bool in_place = !ta && npan <= 4;
+                bool in_place = !ta && npan <= NNL_GEMM_INPLACE_PANELS;
                 if (ta && mc == mpan * MR) /* A^T: whole rows of A at a time, full panels */
                     for (int64_t k = 0; k < kc; k++) {
                         const float *src = A + (pc + k) * lda + ic;

@@ -1,8 +1,11 @@
 /* gemm_bench.cpp - nnlite's SGEMM against OpenBLAS (Debian libopenblas-dev)
    on square row-major products C = A B, in the same process.
 
-   usage: gemm_bench THREADS N...
-   prints per size: gemm N THREADS nnlite_gflops openblas_gflops
+   usage: gemm_bench THREADS SIZE...
+   SIZE: N (a square product) or MxNxK[:ab] (C[M,N] = op(A) op(B), depth K;
+   a and b are n or t, whether A and B are transposed, default nn), e.g.
+   the K-MLP step's products: 120x128x784 (forward), 784x128x120:tn (dW).
+   prints per size: gemm SIZE THREADS nnlite_gflops openblas_gflops
    and once: blas fw=gemm core=NAME (the OpenBLAS kernels in use)
    Built by bench/run.sh; it compiles nnlite.cpp in to reach the kernel. */
 #include "../nnlite.cpp"
@@ -34,21 +37,29 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(threads);
     printf("blas fw=gemm core=%s\n", openblas_get_corename());
     for (int a = 2; a < argc; a++) {
-        int64_t n = atoll(argv[a]);
-        std::vector<float> A((size_t)(n * n)), B((size_t)(n * n)), C((size_t)(n * n));
+        long long m = 0, n = 0, k = 0;
+        char ta = 'n', tb = 'n';
+        if (sscanf(argv[a], "%lldx%lldx%lld:%c%c", &m, &n, &k, &ta, &tb) < 3) m = n = k = atoll(argv[a]);
+        if (m <= 0 || n <= 0 || k <= 0 || (ta != 'n' && ta != 't') || (tb != 'n' && tb != 't')) {
+            fprintf(stderr, "gemm_bench: bad size '%s' (N or MxNxK[:ab], a and b n or t)\n", argv[a]);
+            return 2;
+        }
+        bool at = ta == 't', bt = tb == 't';
+        std::vector<float> A((size_t)(m * k)), B((size_t)(k * n)), C((size_t)(m * n));
+        int64_t lda = at ? m : k, ldb = bt ? k : n;
         nnl::Rng rng(1);
         for (auto &v : A) v = rng.uniform() - 0.5f;
         for (auto &v : B) v = rng.uniform() - 0.5f;
-        int reps = n <= 512 ? 20 : n <= 1024 ? 6 : 3;
-        double flops = 2.0 * n * n * n;
+        double flops = 2.0 * m * n * k;
+        int reps = flops <= 3e8 ? 200 : flops <= 3e9 ? 6 : 3;
         double tn = best_of(reps, [&] {
-            nnl::K().sgemm(false, false, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n);
+            nnl::K().sgemm(at, bt, m, n, k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(), n);
         });
-        double tb = best_of(reps, [&] {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.f, A.data(), (int)n,
-                        B.data(), (int)n, 0.f, C.data(), (int)n);
+        double tb2 = best_of(reps, [&] {
+            cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                        (int)k, 1.f, A.data(), (int)lda, B.data(), (int)ldb, 0.f, C.data(), (int)n);
         });
-        printf("gemm %lld %d %.1f %.1f\n", (long long)n, threads, flops / tn / 1e9, flops / tb / 1e9);
+        printf("gemm %s %d %.1f %.1f\n", argv[a], threads, flops / tn / 1e9, flops / tb2 / 1e9);
         fflush(stdout);
     }
     return 0;

@@ -24,7 +24,9 @@ static void naive_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const
 TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and block edges") {
     struct Case { int M, N, K; } cases[] = {{1, 1, 1}, {4, 2, 2}, {7, 17, 5}, {6, 16, 256}, {13, 33, 300},
                                            {200, 35, 70}, {97, 3100, 9}, {250, 130, 520},
-                                           {3, 40, 37}, {2, 300, 50}, {4, 9, 1000}, {1, 300, 41}, {1, 129, 784}, {3, 70, 5}};
+                                           {3, 40, 37}, {2, 300, 50}, {4, 9, 1000}, {1, 300, 41}, {1, 129, 784}, {3, 70, 5},
+                                           /* A read in place (N <= 128), partial last row panel */
+                                           {121, 128, 784}, {47, 97, 260}};
     for (int threads : {1, 2}) {
         nnl::g_threads = threads;
         for (auto c : cases)
