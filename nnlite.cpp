@@ -11149,7 +11149,7 @@ static Image decode(const uint8_t *p, size_t n, int channels, const std::string 
    source indices and weights it takes. */
 struct Tap {
     int i;
-    float w;
+    double w;
 };
 static std::vector<std::vector<Tap>> axis_taps(int n, int m) {
     std::vector<std::vector<Tap>> t((size_t)m);
@@ -11159,39 +11159,43 @@ static std::vector<std::vector<Tap>> axis_taps(int n, int m) {
             double x = std::min(std::max((j + 0.5) * s - 0.5, 0.0), (double)(n - 1));
             int x0 = (int)x, x1 = std::min(x0 + 1, n - 1);
             double f = x - x0;
-            t[(size_t)j].push_back({x0, (float)(1 - f)});
-            if (f > 0) t[(size_t)j].push_back({x1, (float)f});
+            t[(size_t)j].push_back({x0, 1 - f});
+            if (f > 0) t[(size_t)j].push_back({x1, f});
         } else { /* area: output j covers source [j s, (j + 1) s), each sample by its overlap */
             double lo = j * s, hi = std::min((j + 1) * s, (double)n);
             for (int i = (int)lo; i < n && i < hi; i++) {
                 double ov = std::min(hi, i + 1.0) - std::max(lo, (double)i);
-                if (ov > 0) t[(size_t)j].push_back({i, (float)(ov / s)});
+                if (ov > 0) t[(size_t)j].push_back({i, ov / s});
             }
         }
     }
     return t;
 }
 
-/* im resized to h x w: along the width, then along the height. */
+/* im resized to h x w: along the width, then along the height, summing in
+   double (a constant image stays exactly constant). */
 static void resize(Image &im, int h, int w) {
     if (im.h == h && im.w == w) return;
     const int c = im.c;
     const auto tx = axis_taps(im.w, w), ty = axis_taps(im.h, h);
-    std::vector<float> rows((size_t)im.h * w * c, 0.0f), out((size_t)h * w * c, 0.0f);
+    std::vector<double> rows((size_t)im.h * w * c, 0.0), out((size_t)w * c);
     for (int y = 0; y < im.h; y++)
         for (int x = 0; x < w; x++)
             for (const Tap &t : tx[(size_t)x]) {
                 const float *s = &im.px[((size_t)y * im.w + t.i) * c];
-                float *d = &rows[((size_t)y * w + x) * c];
+                double *d = &rows[((size_t)y * w + x) * c];
                 for (int k = 0; k < c; k++) d[k] += t.w * s[k];
             }
-    for (int y = 0; y < h; y++)
+    std::vector<float> px((size_t)h * w * c);
+    for (int y = 0; y < h; y++) {
+        std::fill(out.begin(), out.end(), 0.0);
         for (const Tap &t : ty[(size_t)y]) {
-            const float *s = &rows[(size_t)t.i * w * c];
-            float *d = &out[(size_t)y * w * c];
-            for (int k = 0; k < w * c; k++) d[k] += t.w * s[k];
+            const double *s = &rows[(size_t)t.i * w * c];
+            for (int k = 0; k < w * c; k++) out[(size_t)k] += t.w * s[k];
         }
-    im.px.swap(out);
+        for (int k = 0; k < w * c; k++) px[(size_t)y * w * c + k] = (float)out[(size_t)k];
+    }
+    im.px.swap(px);
     im.h = h, im.w = w;
 }
 

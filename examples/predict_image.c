@@ -10,7 +10,8 @@
    mass of the pixels"):
      1. read as grayscale 0..255 (nnl_load_image, channels 1);
      2. invert when the background is light (the border's mean above 127):
-        MNIST digits are white on black;
+        MNIST digits are white on black; then stretch the levels so that
+        the paper (the border's mean) is 0 and the brightest ink 255;
      3. crop to the bounding box of the pixels above a tenth of the
         brightest (the stroke, not the paper's noise);
      4. scale it, keeping its aspect ratio, so its longer side is 20 pixels
@@ -64,9 +65,15 @@ static void mnist_form(float *g, int H, int W, float *out) {
     for (y = 0; y < H; y++)
         for (x = 0; x < W; x++)
             if (y == 0 || x == 0 || y == H - 1 || x == W - 1) border += g[(size_t)y * W + x], nb++;
-    if (border / nb > 127) /* dark ink on light paper: invert */
+    border /= nb;
+    if (border > 127) { /* dark ink on light paper: invert */
         for (y = 0; y < H * W; y++) g[y] = 255 - g[y];
+        border = 255 - border;
+    }
+    /* the paper's level to 0, the brightest ink to 255 (MNIST's range) */
     for (y = 0; y < H * W; y++) peak = fmax(peak, g[y]);
+    for (y = 0; y < H * W; y++) g[y] = peak > border ? (float)fmax(0, (g[y] - border) * 255 / (peak - border)) : 0;
+    peak = peak > border ? 255 : 0;
     for (y = 0; y < H; y++)
         for (x = 0; x < W; x++)
             if (peak > 0 && g[(size_t)y * W + x] > 0.1 * peak) {

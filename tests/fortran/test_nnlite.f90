@@ -440,7 +440,7 @@ contains
         do j = 1, 2
             do i = 1, 4
                 do k = 1, 3
-                    x(k, i, j) = real(10 * k + 40 * i + 100 * (j - 1), c_float)
+                    x(k, i, j) = real(10 * k + 40 * i + 50 * (j - 1), c_float)
                 end do
             end do
         end do
