@@ -2,7 +2,8 @@
 
    Build:  g++ -std=c++17 -O2 -pthread -c nnlite.cpp   (-DNNL_NO_THREADS: single-threaded)
    Needs nothing but a C++17 compiler; stb (Debian libstb-dev, or stb_image.h
-   beside this file) adds .gz and deflated .npz reading.
+   and stb_image_write.h beside this file) adds .gz and deflated .npz
+   reading, and image files (PNG, JPEG, BMP, GIF, TGA, PNM).
 
    CONTENTS
      1  Utilities and errors       status codes, exceptions at the ABI edge,
@@ -26,7 +27,9 @@
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
-                                   pictures (SVG curves, confusion matrices)
+                                   image files and folders (stb_image),
+                                   pictures (SVG curves, confusion matrices;
+                                   image grids also as PNG)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
                                    binary format (weights, whole models with
                                    optimizer state), npz weights, atomic saves
@@ -9830,8 +9833,9 @@ void Model::bcast_state() {
 /* ========================================================================
    7  Data loaders and helpers
    nnl_array, stored-dtype decoding, idx (plain or gzip), npy, npz (zip,
-   stored or deflated), MNIST folders and .npz files, normalize, scale,
-   to_categorical, shuffle, confusion matrix.
+   stored or deflated), MNIST folders and .npz files, text corpora, image
+   files and Keras' image_dataset_from_directory, normalize, scale,
+   to_categorical, shuffle, confusion matrix, pictures.
    Loaders read the whole file, then check every size and count found in it
    against the bytes actually there before allocating anything, so a
    truncated or hostile file ends in NNL_ERR_FORMAT, never in a crash or a

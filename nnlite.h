@@ -12,12 +12,20 @@
        g++ -pthread app.o nnlite.o -o app
 
    BUILD OPTIONS (macros, set when compiling nnlite.cpp)
-       NNL_NO_STB        build without stb: .gz idx files and deflated .npz
-                         members then fail with NNL_ERR_UNSUPPORTED and a
-                         message naming the fix (Debian: apt-get install libstb-dev).
+       NNL_NO_STB        build without stb: .gz idx files, deflated .npz
+                         members and image files then fail with
+                         NNL_ERR_UNSUPPORTED and a message naming the fix
+                         (Debian: apt-get install libstb-dev).
                          By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
                          or "stb_image.h" beside the sources when __has_include
-                         finds one, and NNL_NO_STB otherwise.
+                         finds one, and NNL_NO_STB otherwise; image writing
+                         also needs stb_image_write.h, and PNG pictures' labels
+                         stb_easy_font.h (both in libstb-dev), all compiled in
+                         as static functions (no symbol clashes with a
+                         program's own stb).
+       NNL_MAX_IMAGE_PIXELS  most pixels (width * height) an image file may
+                         announce (default 2^28); larger ones fail with
+                         NNL_ERR_MEMORY before anything is decoded.
        NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread,
                          no locks: calls on one model never overlap there,
                          predictions included).
@@ -1060,7 +1068,10 @@ NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path);
 
 /* ==== Pictures ============================================================
    SVG files any browser shows; written atomically (a temporary file renamed
-   over path), so a failed write never leaves half a picture. */
+   over path), so a failed write never leaves half a picture. Since 0.6
+   nnl_plot_images writes a PNG when path ends in ".png" (any case; needs
+   nnl_has_feature("images")); the other pictures are SVG only and refuse a
+   ".png" path with NNL_ERR_UNSUPPORTED (rasterising them is not done yet). */
 
 /* Training curves, one panel per metric ("model accuracy", "model loss"),
    train and validation lines against epochs, every epoch's point marked (up
@@ -1083,7 +1094,11 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
    are written left of each row, title (may be NULL) above. Pixels are vector
    squares (one path per grey level), sharp at any size. At most 10000
    images, 4096 x 4096 each, 2^24 pixels in all: NNL_ERR_ARGUMENT beyond.
-   Thread-safe (reads only its arguments). Since 0.3. */
+   A path ending in ".png" (since 0.6) gives the same grid as a PNG: each
+   image pixel a square of max(1, 84 / max(height, width)) screen pixels,
+   4-pixel gaps, a white margin, labels and title in a plain bitmap font
+   (ASCII; other characters print as '?'). Thread-safe (reads only its
+   arguments). Since 0.3. */
 NNL_API int nnl_plot_images(const char *path, const float *images, int rows, int cols, int height, int width,
                             const char *const *row_labels, const char *title);
 

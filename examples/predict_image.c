@@ -19,20 +19,27 @@
         covers, which anti-aliases as MNIST's resampling did);
      5. paste it into a black 28 x 28 image so that its centre of mass falls
         on the image's centre (14, 14);
-     6. scale to [0, 1] (as the examples train; --raw keeps 0..255).
+     6. scale to [0, 1] (as keras_cnn, lenet, mnist_mlp train; --raw keeps
+        0..255), or with --normalize as K-MLP (keras_mlp, save_load) does:
+        nnl_normalize(x, axis=1), Keras' utils.normalize of each column.
 
-   usage: predict_image MODEL IMAGE [--raw] [--save-input PNG]
-   e.g.   build/save_load --out /tmp/m && build/predict_image /tmp/m/kmlp.nnl digit.png
-   --save-input writes the 28 x 28 image the model sees (nnl_save_image). */
+   usage: predict_image MODEL IMAGE [--raw | --normalize] [--save-input PNG]
+   e.g.   build/save_load /path/to/mnist --out /tmp/m
+          build/predict_image /tmp/m/kmlp.nnl digit.png --normalize
+   (save_load trains K-MLP on Fashion-MNIST unless given MNIST; a K-CNN or
+   R-LENET model is one nnl_save_model call after keras_cnn's or lenet's
+   fit.) --save-input writes the 28 x 28 image the model sees
+   (nnl_save_image), before --normalize. */
 #include "common.h"
 
 #include <math.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: predict_image MODEL IMAGE [--raw] [--save-input PNG]\n"
+    fprintf(f, "usage: predict_image MODEL IMAGE [--raw | --normalize] [--save-input PNG]\n"
                "  MODEL  a model file (nnl_save_model) taking 28 x 28 inputs, e.g. save_load's kmlp.nnl\n"
                "  IMAGE  a digit: PNG, JPEG, BMP, GIF, TGA or PNM, any size, light or dark background\n"
                "  --raw  feed 0..255 instead of [0, 1]\n"
+               "  --normalize  feed nnl_normalize(x, axis=1), as K-MLP (save_load's kmlp.nnl) trains\n"
                "  --save-input PNG  also write the 28 x 28 image the model sees\n");
 }
 
@@ -110,7 +117,7 @@ static void mnist_form(float *g, int H, int W, float *out) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *image_path = NULL, *save_input = NULL;
-    int raw = 0, i, rank, in_rank, best = 0;
+    int raw = 0, normalize = 0, i, rank, in_rank, best = 0;
     int64_t in_shape[NNL_MAX_RANK], x_shape[NNL_MAX_RANK + 1], out_shape[NNL_MAX_RANK], per = 1, classes = 1;
     nnl_model *m;
     nnl_array *img;
@@ -122,10 +129,12 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--raw")) {
             raw = 1;
+        } else if (!strcmp(argv[i], "--normalize")) {
+            normalize = 1;
         } else if (!strcmp(argv[i], "--save-input") && i + 1 < argc) {
             save_input = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "predict_image: unknown option '%s' (known: --raw, --save-input PNG)\n", argv[i]);
+            fprintf(stderr, "predict_image: unknown option '%s' (known: --raw, --normalize, --save-input PNG)\n", argv[i]);
             usage(stderr);
             return 2;
         } else if (!model_path) {
@@ -155,6 +164,10 @@ int main(int argc, char **argv) {
     if (!raw)
         for (i = 0; i < 28 * 28; i++) x[i] /= 255;
     if (save_input) CHECK(nnl_save_image(save_input, x, 28, 28, 1, raw ? 1.0f : 255.0f));
+    if (normalize) {
+        int64_t shape[3] = {1, 28, 28};
+        CHECK(nnl_normalize(x, 3, shape, 1));
+    }
 
     /* one sample of the model's input shape: (1, 28, 28), (1, 28, 28, 1) or (1, 784) */
     x_shape[0] = 1;
