@@ -412,8 +412,10 @@ NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features
    Files are hostile: the header's size is checked before any decoding
    (at most NNL_MAX_IMAGE_PIXELS = 2^28 pixels an image, else
    NNL_ERR_MEMORY; a macro when compiling nnlite.cpp), a truncated or
-   corrupt file is NNL_ERR_FORMAT naming the file and stb's reason, a
-   missing one NNL_ERR_IO. Fuzzed: fuzz/fuzz_image.cpp.
+   corrupt file is NNL_ERR_FORMAT naming the file and stb's reason (stb's
+   internal assertions, which corrupt JPEGs reach in Debian's stb 2.27,
+   become NNL_ERR_FORMAT too, never an abort), a missing one NNL_ERR_IO.
+   Fuzzed: fuzz/fuzz_image.cpp.
    Thread-safe (each call reads only its arguments and files). */
 
 /* One image file as NNL_FLOAT32 (height, width, channels); see above for

@@ -1329,7 +1329,8 @@ contains
     !> x(channels, width, height, n), y(n) class ids 0.. (int32), class_names(k)
     !> the sorted subfolder names (blank-padded to the longest). Options as in
     !> nnlite.h: height, width (default: the files' size), channels (default 3,
-    !> RGB), scale (default 1), shuffle (default .true.), seed (default 0),
+    !> RGB), scale (default 1), shuffle (default .true.), seed (integer(c_int64_t)
+    !> in 0..2^32-1, default 0: the same seed splits the files as Keras does),
     !> validation_split with subset "training" or "validation", skip_bad
     !> (default .false.: an unreadable file fails the call).
     subroutine nnl_image_dataset_from_directory(directory, x, y, class_names, status, height, width, channels, &
