@@ -11099,6 +11099,27 @@ static void check_jpeg_tables(const uint8_t *p, size_t n, const std::string &wha
 }
 #endif
 
+#if NNL_HAVE_STB
+/* stb_image 2.27 reads a PNM header's numbers into an int without an
+   overflow check (undefined behaviour past 2^31): width, height and maxval
+   of a P5 / P6 file are read here first, as stb reads them (whitespace and
+   '#' comments skipped), and more than 9 digits are refused. */
+static void check_pnm_header(const uint8_t *p, size_t n, const std::string &what) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return;
+    size_t i = 2;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i >= n || p[i] != '#') break;
+            while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) raise(NNL_ERR_FORMAT, "%s: corrupt PNM header: a number of %zu digits", what.c_str(), digits);
+    }
+}
+#endif
+
 /* An image file's bytes, decoded to `channels` (0: as stored). what names the
    file in messages. */
 static Image decode(const uint8_t *p, size_t n, int channels, const std::string &what,
@@ -11107,6 +11128,7 @@ static Image decode(const uint8_t *p, size_t n, int channels, const std::string 
     if (n > (size_t)INT_MAX)
         raise(NNL_ERR_UNSUPPORTED, "%s: image files over 2 GiB are not supported (stb counts in int)", what.c_str());
     check_jpeg_tables(p, n, what);
+    check_pnm_header(p, n, what);
     struct Track { /* stb's blocks (stbmem), freed when the decode is abandoned */
         std::vector<void *> blocks;
         std::vector<void *> *saved = stbmem::live;
