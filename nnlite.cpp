@@ -11120,6 +11120,22 @@ static void check_pnm_header(const uint8_t *p, size_t n, const std::string &what
 }
 #endif
 
+/* stb_image 2.27 grows its buffer to a PNG chunk's announced length before
+   reading it, so 75 bytes announcing a 600 MB IDAT make it allocate that
+   much: every chunk's length is checked against the bytes present first. */
+static void check_png_chunks(const uint8_t *p, size_t n, const std::string &what) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(p, sig, 8) != 0) return;
+    for (size_t i = 8; i + 8 <= n;) {
+        const uint64_t len = (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+        if (len > n - i - 8)
+            raise(NNL_ERR_FORMAT, "%s: truncated or corrupt PNG: a chunk of %llu bytes, %zu left in the file",
+                  what.c_str(), (unsigned long long)len, n - i - 8);
+        if (!memcmp(p + i + 4, "IEND", 4)) return;
+        i += 12 + (size_t)len;
+    }
+}
+
 /* An image file's bytes, decoded to `channels` (0: as stored). what names the
    file in messages. */
 static Image decode(const uint8_t *p, size_t n, int channels, const std::string &what,
@@ -11129,6 +11145,7 @@ static Image decode(const uint8_t *p, size_t n, int channels, const std::string 
         raise(NNL_ERR_UNSUPPORTED, "%s: image files over 2 GiB are not supported (stb counts in int)", what.c_str());
     check_jpeg_tables(p, n, what);
     check_pnm_header(p, n, what);
+    check_png_chunks(p, n, what);
     struct Track { /* stb's blocks (stbmem), freed when the decode is abandoned */
         std::vector<void *> blocks;
         std::vector<void *> *saved = stbmem::live;
