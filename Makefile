@@ -268,7 +268,7 @@ fuzz-corpus: $(LIB_A)
 	python3 fuzz/make_corpus.py
 	@mkdir -p build-fuzz
 	$(CC) $(NNL_CFLAGS) fuzz/make_model_corpus.c $(LIB_A) -o build-fuzz/make_model_corpus $(NNL_LDFLAGS) -lstdc++ $(LIBS)
-	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz
+	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz fuzz/corpus/fuzz_image
 	build-fuzz/make_model_corpus fuzz/corpus
 
 fuzz-run: fuzz

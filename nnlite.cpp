@@ -2,7 +2,8 @@
 
    Build:  g++ -std=c++17 -O2 -pthread -c nnlite.cpp   (-DNNL_NO_THREADS: single-threaded)
    Needs nothing but a C++17 compiler; stb (Debian libstb-dev, or stb_image.h
-   beside this file) adds .gz and deflated .npz reading.
+   and stb_image_write.h beside this file) adds .gz and deflated .npz
+   reading, and image files (PNG, JPEG, BMP, GIF, TGA, PNM).
 
    CONTENTS
      1  Utilities and errors       status codes, exceptions at the ABI edge,
@@ -26,7 +27,9 @@
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
-                                   pictures (SVG curves, confusion matrices)
+                                   image files and folders (stb_image),
+                                   pictures (SVG curves, confusion matrices;
+                                   image grids also as PNG)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
                                    binary format (weights, whole models with
                                    optimizer state), npz weights, atomic saves
@@ -64,6 +67,7 @@
 #include <map>
 #include <memory>
 #include <new>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -71,6 +75,7 @@
 #include <unordered_map>
 
 #include <errno.h>
+#include <dirent.h>
 #include <locale.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -124,8 +129,10 @@
 #define NNL_MAX_LAYERS 65536
 #endif
 
-/* stb: its zlib decoder reads .gz and deflated .npz members. Static, so a
-   program that also uses stb_image gets no duplicate symbols. */
+/* stb: its zlib decoder reads .gz and deflated .npz members, its image
+   decoders PNG, JPEG, BMP, GIF, TGA and PNM files (section 7, "Images"), and
+   stb_image_write writes PNG, JPEG, BMP and TGA files. Static, so a program
+   that also uses stb gets no duplicate symbols. */
 #ifndef NNL_NO_STB
 #  if defined(__has_include)
 #    if __has_include(<stb/stb_image.h>)
@@ -140,10 +147,87 @@
 #ifndef NNL_HAVE_STB
 #  define NNL_HAVE_STB 0
 #endif
+/* stb_image_write, found beside stb_image.h (the same package). */
+#if NNL_HAVE_STB && defined(__has_include)
+#  if __has_include(<stb/stb_image_write.h>)
+#    define NNL_HAVE_STB_WRITE 1
+#    define NNL_STB_WRITE_HEADER <stb/stb_image_write.h>
+#  elif __has_include("stb_image_write.h")
+#    define NNL_HAVE_STB_WRITE 1
+#    define NNL_STB_WRITE_HEADER "stb_image_write.h"
+#  endif
+#endif
+#ifndef NNL_HAVE_STB_WRITE
+#  define NNL_HAVE_STB_WRITE 0
+#endif
+/* stb_easy_font (the same package): the labels of PNG pictures. */
+#if NNL_HAVE_STB_WRITE && defined(__has_include)
+#  if __has_include(<stb/stb_easy_font.h>)
+#    define NNL_HAVE_STB_FONT 1
+#    define NNL_STB_FONT_HEADER <stb/stb_easy_font.h>
+#  elif __has_include("stb_easy_font.h")
+#    define NNL_HAVE_STB_FONT 1
+#    define NNL_STB_FONT_HEADER "stb_easy_font.h"
+#  endif
+#endif
+#ifndef NNL_HAVE_STB_FONT
+#  define NNL_HAVE_STB_FONT 0
+#endif
 #if NNL_HAVE_STB
+/* stb_image meets hostile files (section 7, "Images"), and Debian's copy
+   (2.27) still has assertions that corrupt JPEGs reach: an assertion raises
+   NNL_ERR_FORMAT instead of aborting the caller's program, and every block
+   stb allocates during a decode is tracked (zero-filled, which also keeps a
+   JPEG that uses a Huffman table it never defined from reading garbage), so
+   that a decode abandoned that way frees what it held (img::decode). */
+namespace nnl {
+[[noreturn]] void raise(int status, const char *fmt, ...);
+namespace stbmem {
+static thread_local std::vector<void *> *live = nullptr; /* set while img::decode runs */
+static void *alloc(size_t n) {
+    void *p = std::calloc(n ? n : 1, 1);
+    if (p && live) live->push_back(p);
+    return p;
+}
+static void forget(uintptr_t p) { /* by address: realloc may have freed the block */
+    if (!live) return;
+    for (size_t i = live->size(); i-- > 0;)
+        if ((uintptr_t)(*live)[i] == p) {
+            live->erase(live->begin() + (ptrdiff_t)i);
+            return;
+        }
+}
+static void release(void *p) {
+    if (!p) return;
+    forget((uintptr_t)p);
+    std::free(p);
+}
+static void *grow(void *p, size_t n) { /* (a failed realloc leaves p untracked: stb frees it) */
+    if (p) forget((uintptr_t)p);
+    void *q = std::realloc(p, n ? n : 1);
+    if (q && live) live->push_back(q);
+    return q;
+}
+[[noreturn]] static void assert_failed(const char *expr) {
+    raise(NNL_ERR_FORMAT, "corrupt data (stb_image's check '%s' failed)", expr);
+}
+} // namespace stbmem
+} // namespace nnl
+#  define STBI_MALLOC(sz) nnl::stbmem::alloc(sz)
+#  define STBI_REALLOC(p, newsz) nnl::stbmem::grow(p, newsz)
+#  define STBI_FREE(p) nnl::stbmem::release(p)
+#  define STBI_ASSERT(x) ((x) ? (void)0 : nnl::stbmem::assert_failed(#x))
 #  define STB_IMAGE_IMPLEMENTATION
 #  define STB_IMAGE_STATIC
-#  define STBI_NO_FAILURE_STRINGS
+#  define STBI_NO_STDIO /* nnlite reads files itself (read_file) */
+#  define STBI_NO_HDR   /* float images (.hdr, .pic) are not read */
+#  define STBI_NO_PIC
+#  define STBI_NO_PSD
+#  if NNL_HAVE_STB_WRITE
+#    define STB_IMAGE_WRITE_IMPLEMENTATION
+#    define STB_IMAGE_WRITE_STATIC
+#    define STBI_WRITE_NO_STDIO /* written through write_file_atomic */
+#  endif
 #  if defined(__GNUC__)
 #    pragma GCC diagnostic push
 #    pragma GCC diagnostic ignored "-Wunused-function"
@@ -152,6 +236,12 @@
 #    pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #  endif
 #  include NNL_STB_HEADER
+#  if NNL_HAVE_STB_WRITE
+#    include NNL_STB_WRITE_HEADER
+#  endif
+#  if NNL_HAVE_STB_FONT
+#    include NNL_STB_FONT_HEADER
+#  endif
 #  if defined(__GNUC__)
 #    pragma GCC diagnostic pop
 #  endif
@@ -10029,8 +10119,9 @@ void Model::bcast_state() {
 /* ========================================================================
    7  Data loaders and helpers
    nnl_array, stored-dtype decoding, idx (plain or gzip), npy, npz (zip,
-   stored or deflated), MNIST folders and .npz files, normalize, scale,
-   to_categorical, shuffle, confusion matrix.
+   stored or deflated), MNIST folders and .npz files, text corpora, image
+   files and Keras' image_dataset_from_directory, normalize, scale,
+   to_categorical, shuffle, confusion matrix, pictures.
    Loaders read the whole file, then check every size and count found in it
    against the bytes actually there before allocating anything, so a
    truncated or hostile file ends in NNL_ERR_FORMAT, never in a crash or a
@@ -11204,6 +11295,512 @@ NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features
     });
 }
 
+/* ---- Images (nnlite.h: "Images") ------------------------------------------
+   stb_image decodes (PNG, JPEG, BMP, GIF's first frame, TGA, PNM; 16-bit
+   PNG and PNM reduced to 8 bits; its colour conversion: grey = (77 R + 150 G
+   + 29 B) >> 8, alpha dropped as PIL's convert('RGB') drops it, 255 where a
+   file has none); nnlite checks the header's size before stb allocates,
+   resizes separably in float (each axis on its own: bilinear with half-pixel
+   centres where it grows or keeps its size, as tf.image.resize; area
+   averaging where it shrinks, so no pixel is skipped), scales, and builds
+   Keras' image_dataset_from_directory. Values stay 0..255 until the
+   caller's scale multiplies them. */
+extern "C++" { /* inside the ABI's extern "C" block: the helpers are C++ */
+namespace nnl {
+namespace img {
+
+/* Most pixels (width * height) one image may have: bounds what a hostile
+   header can make nnlite allocate (4 floats a pixel). 2^28: 16384 x 16384. */
+#ifndef NNL_MAX_IMAGE_PIXELS
+#define NNL_MAX_IMAGE_PIXELS ((int64_t)1 << 28)
+#endif
+
+/* One decoded image, (h, w, c) row-major, values 0..255. */
+struct Image {
+    int h = 0, w = 0, c = 0;
+    std::vector<float> px;
+};
+
+#if !NNL_HAVE_STB || !NNL_HAVE_STB_WRITE
+[[noreturn]] static void no_stb(const std::string &what, const char *header) {
+    raise(NNL_ERR_UNSUPPORTED,
+          "%s: image files need stb: install Debian's libstb-dev (apt-get install libstb-dev) or put %s beside "
+          "nnlite.cpp, and rebuild nnlite",
+          what.c_str(), header);
+}
+#endif
+
+static void check_channels(int channels, const char *api) {
+    NNL_REQUIRE(channels >= 0 && channels <= 4, NNL_ERR_ARGUMENT,
+                "%s: channels must be 0 (as stored), 1 (grayscale), 2 (grayscale and alpha), 3 (RGB) or 4 (RGBA), "
+                "got %d", api, channels);
+}
+
+static void check_size(int height, int width, const char *api) {
+    NNL_REQUIRE(height >= 0 && width >= 0 && (height == 0) == (width == 0), NNL_ERR_ARGUMENT,
+                "%s: height and width must both be positive (resize) or both 0 (keep the size), got %d x %d", api,
+                height, width);
+    NNL_REQUIRE((int64_t)height * width <= NNL_MAX_IMAGE_PIXELS, NNL_ERR_ARGUMENT,
+                "%s: %d x %d is over the %lld pixels an image may have (NNL_MAX_IMAGE_PIXELS)", api, height, width,
+                (long long)NNL_MAX_IMAGE_PIXELS);
+}
+
+#if NNL_HAVE_STB
+/* stb_image 2.27 (Debian's) writes a JPEG Huffman table's symbols without
+   checking that the 16 counts sum to at most 256, past the table's end:
+   every DHT segment (before the first scan and between the scans of a
+   progressive file) is checked here before stb sees the file. */
+static void check_jpeg_tables(const uint8_t *p, size_t n, const std::string &what) {
+    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return;
+    size_t i = 2;
+    while (i + 1 < n) {
+        if (p[i] != 0xFF) { /* entropy-coded data: on to the next marker (not FF00, not RSTn) */
+            i++;
+            continue;
+        }
+        const uint8_t m = p[i + 1];
+        if (m == 0xFF) {
+            i++;
+            continue;
+        }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {
+            i += 2;
+            continue;
+        }
+        if (m == 0xD9) return; /* the end */
+        if (i + 4 > n) return;  /* truncated: stb says so */
+        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3], end = std::min(n, i + 2 + len);
+        if (m == 0xC4)
+            for (size_t t = i + 4; t < end;) {
+                if (end - t < 17) break;
+                size_t count = 0;
+                for (int k = 1; k <= 16; k++) count += p[t + k];
+                if (count > 256)
+                    raise(NNL_ERR_FORMAT, "%s: corrupt JPEG: a Huffman table of %zu codes (at most 256)",
+                          what.c_str(), count);
+                t += 17 + count;
+            }
+        i += 2 + std::max<size_t>(len, 2);
+    }
+}
+#endif
+
+#if NNL_HAVE_STB
+/* stb_image 2.27 reads a PNM header's numbers into an int without an
+   overflow check (undefined behaviour past 2^31): width, height and maxval
+   of a P5 / P6 file are read here first, as stb reads them (whitespace and
+   '#' comments skipped), and more than 9 digits are refused. */
+static void check_pnm_header(const uint8_t *p, size_t n, const std::string &what) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return;
+    size_t i = 2;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i >= n || p[i] != '#') break;
+            while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) raise(NNL_ERR_FORMAT, "%s: corrupt PNM header: a number of %zu digits", what.c_str(), digits);
+    }
+}
+#endif
+
+/* stb_image 2.27 grows its buffer to a PNG chunk's announced length before
+   reading it, so 75 bytes announcing a 600 MB IDAT make it allocate that
+   much: every chunk's length is checked against the bytes present first. */
+static void check_png_chunks(const uint8_t *p, size_t n, const std::string &what) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(p, sig, 8) != 0) return;
+    for (size_t i = 8; i + 8 <= n;) {
+        const uint64_t len = (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+        if (len > n - i - 8)
+            raise(NNL_ERR_FORMAT, "%s: truncated or corrupt PNG: a chunk of %llu bytes, %zu left in the file",
+                  what.c_str(), (unsigned long long)len, n - i - 8);
+        if (!memcmp(p + i + 4, "IEND", 4)) return;
+        i += 12 + (size_t)len;
+    }
+}
+
+/* An image file's bytes, decoded to `channels` (0: as stored). what names the
+   file in messages. */
+static Image decode(const uint8_t *p, size_t n, int channels, const std::string &what,
+                    int64_t max_pixels = NNL_MAX_IMAGE_PIXELS) {
+#if NNL_HAVE_STB
+    if (n > (size_t)INT_MAX)
+        raise(NNL_ERR_UNSUPPORTED, "%s: image files over 2 GiB are not supported (stb counts in int)", what.c_str());
+    check_jpeg_tables(p, n, what);
+    check_pnm_header(p, n, what);
+    check_png_chunks(p, n, what);
+    struct Track { /* stb's blocks (stbmem), freed when the decode is abandoned */
+        std::vector<void *> blocks;
+        std::vector<void *> *saved = stbmem::live;
+        Track() { stbmem::live = &blocks; }
+        ~Track() {
+            stbmem::live = saved;
+            for (void *b : blocks) std::free(b);
+        }
+    } track;
+    int w = 0, h = 0, comp = 0;
+    /* the header alone first: its size is checked before anything is decoded */
+    if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {
+        const char *why = stbi_failure_reason();
+        raise(NNL_ERR_FORMAT, "%s: not an image file nnlite reads (PNG, JPEG, BMP, GIF, TGA, PNM)%s%s", what.c_str(),
+              why ? ": " : "", why ? why : "");
+    }
+    if (w < 1 || h < 1 || comp < 1 || comp > 4)
+        raise(NNL_ERR_FORMAT, "%s: corrupt header: %d x %d pixels, %d channels", what.c_str(), w, h, comp);
+    if ((int64_t)w * h > max_pixels)
+        raise(NNL_ERR_MEMORY, "%s: %d x %d pixels: over the %lld pixels an image may have (NNL_MAX_IMAGE_PIXELS)",
+              what.c_str(), w, h, (long long)max_pixels);
+    const int c = channels ? channels : comp;
+    int w2 = 0, h2 = 0, comp2 = 0;
+    stbi_uc *d = stbi_load_from_memory(p, (int)n, &w2, &h2, &comp2, c);
+    if (!d) {
+        const char *why = stbi_failure_reason();
+        raise(NNL_ERR_FORMAT, "%s: corrupt or truncated image%s%s", what.c_str(), why ? ": " : "", why ? why : "");
+    }
+    std::unique_ptr<stbi_uc, void (*)(void *)> hold(d, stbi_image_free);
+    if (w2 != w || h2 != h)
+        raise(NNL_ERR_FORMAT, "%s: corrupt: the header says %d x %d pixels, the data %d x %d", what.c_str(), w, h, w2,
+              h2);
+    Image im;
+    im.h = h, im.w = w, im.c = c;
+    im.px.assign(d, d + (size_t)w * h * c);
+    return im;
+#else
+    (void)p, (void)n, (void)channels, (void)max_pixels;
+    no_stb(what, "stb_image.h");
+#endif
+}
+
+/* Per output index along one axis of n source samples resized to m: the
+   source indices and weights it takes. */
+struct Tap {
+    int i;
+    double w;
+};
+static std::vector<std::vector<Tap>> axis_taps(int n, int m) {
+    std::vector<std::vector<Tap>> t((size_t)m);
+    const double s = (double)n / m;
+    for (int j = 0; j < m; j++) {
+        if (m >= n) { /* bilinear, half-pixel centres, edges clamped (tf.image.resize) */
+            double x = std::min(std::max((j + 0.5) * s - 0.5, 0.0), (double)(n - 1));
+            int x0 = (int)x, x1 = std::min(x0 + 1, n - 1);
+            double f = x - x0;
+            t[(size_t)j].push_back({x0, 1 - f});
+            if (f > 0) t[(size_t)j].push_back({x1, f});
+        } else { /* area: output j covers source [j s, (j + 1) s), each sample by its overlap */
+            double lo = j * s, hi = std::min((j + 1) * s, (double)n);
+            for (int i = (int)lo; i < n && i < hi; i++) {
+                double ov = std::min(hi, i + 1.0) - std::max(lo, (double)i);
+                if (ov > 0) t[(size_t)j].push_back({i, ov / s});
+            }
+        }
+    }
+    return t;
+}
+
+/* im resized to h x w: along the width, then along the height, summing in
+   double (a constant image stays exactly constant). */
+static void resize(Image &im, int h, int w) {
+    if (im.h == h && im.w == w) return;
+    const int c = im.c;
+    const auto tx = axis_taps(im.w, w), ty = axis_taps(im.h, h);
+    std::vector<double> rows((size_t)im.h * w * c, 0.0), out((size_t)w * c);
+    for (int y = 0; y < im.h; y++)
+        for (int x = 0; x < w; x++)
+            for (const Tap &t : tx[(size_t)x]) {
+                const float *s = &im.px[((size_t)y * im.w + t.i) * c];
+                double *d = &rows[((size_t)y * w + x) * c];
+                for (int k = 0; k < c; k++) d[k] += t.w * s[k];
+            }
+    std::vector<float> px((size_t)h * w * c);
+    for (int y = 0; y < h; y++) {
+        std::fill(out.begin(), out.end(), 0.0);
+        for (const Tap &t : ty[(size_t)y]) {
+            const double *s = &rows[(size_t)t.i * w * c];
+            for (int k = 0; k < w * c; k++) out[(size_t)k] += t.w * s[k];
+        }
+        for (int k = 0; k < w * c; k++) px[(size_t)y * w * c + k] = (float)out[(size_t)k];
+    }
+    im.px.swap(px);
+    im.h = h, im.w = w;
+}
+
+/* A file's bytes decoded, resized (height, width > 0) and scaled. */
+static Image load(const uint8_t *p, size_t n, int channels, int height, int width, float scale,
+                  const std::string &what) {
+    Image im = decode(p, n, channels, what);
+    if (height > 0) resize(im, height, width);
+    if (scale != 1.0f)
+        for (float &v : im.px) v *= scale;
+    return im;
+}
+
+static io::ArrayPtr to_array(const Image &im) {
+    int64_t shape[3] = {im.h, im.w, im.c};
+    io::ArrayPtr a = io::new_array(NNL_FLOAT32, 3, shape, (int64_t)im.px.size());
+    if (!im.px.empty()) memcpy(a->data, im.px.data(), im.px.size() * sizeof(float));
+    return a;
+}
+
+/* ---- Writing: PNG, JPEG, BMP, TGA by the path's extension ---- */
+
+static std::string lower_ext(const char *path) {
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    std::string e = dot && (!slash || dot > slash) ? dot + 1 : "";
+    for (char &ch : e) ch = (char)std::tolower((unsigned char)ch);
+    return e;
+}
+
+/* (h, w, c) bytes as the file format `ext` names; "" for an unknown one. */
+static std::string encode(const uint8_t *px, int h, int w, int c, const std::string &ext, const std::string &what) {
+#if NNL_HAVE_STB_WRITE
+    std::string out;
+    auto sink = [](void *ctx, void *data, int size) { ((std::string *)ctx)->append((const char *)data, (size_t)size); };
+    int ok;
+    if (ext == "png") ok = stbi_write_png_to_func(sink, &out, w, h, c, px, w * c);
+    else if (ext == "jpg" || ext == "jpeg") ok = stbi_write_jpg_to_func(sink, &out, w, h, c, px, 95);
+    else if (ext == "bmp") ok = stbi_write_bmp_to_func(sink, &out, w, h, c, px);
+    else if (ext == "tga") ok = stbi_write_tga_to_func(sink, &out, w, h, c, px);
+    else return "";
+    if (!ok || out.empty()) raise(NNL_ERR_MEMORY, "%s: stb_image_write could not encode the image", what.c_str());
+    return out;
+#else
+    (void)px, (void)h, (void)w, (void)c, (void)ext;
+    no_stb(what, "stb_image_write.h");
+#endif
+}
+
+/* Float pixels (h, w, c) times scale to bytes: rounded, clipped to 0..255,
+   NaN 0. */
+static std::vector<uint8_t> to_bytes(const float *px, int64_t n, float scale) {
+    std::vector<uint8_t> b((size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        float v = px[i] * scale;
+        b[(size_t)i] = v >= 0.0f ? (uint8_t)std::min(255.0f, std::floor(v + 0.5f)) : 0; /* NaN fails v >= 0 */
+    }
+    return b;
+}
+
+static void save(const char *path, const uint8_t *px, int h, int w, int c, const char *api) {
+    const std::string ext = lower_ext(path), what = format("%s: '%s'", api, path);
+    std::string data = encode(px, h, w, c, ext, what);
+    if (data.empty())
+        raise(NNL_ERR_ARGUMENT, "%s: '%s': the extension names no format nnlite writes (.png, .jpg, .jpeg, .bmp, .tga)",
+              api, path);
+    write_file_atomic(path, data);
+}
+
+/* ---- image_dataset_from_directory ---- */
+
+/* numpy's legacy RandomState(seed).shuffle on a list (Keras' index_directory
+   shuffles its file list so): MT19937 seeded by init_genrand (std::mt19937
+   is the same generator), Fisher-Yates from the end with j drawn by
+   rejection under the smallest bit mask covering i. The same seed therefore
+   picks the same files for training and validation as Keras. */
+template <class T> static void numpy_shuffle(std::vector<T> &v, uint32_t seed) {
+    std::mt19937 mt(seed);
+    for (size_t i = v.size(); i-- > 1;) {
+        uint32_t max = (uint32_t)i, mask = max;
+        mask |= mask >> 1, mask |= mask >> 2, mask |= mask >> 4, mask |= mask >> 8, mask |= mask >> 16;
+        uint32_t j;
+        while ((j = (uint32_t)mt() & mask) > max) {
+        }
+        std::swap(v[i], v[j]);
+    }
+}
+
+/* Keras' allowed formats (image_dataset_from_directory's ALLOWLIST_FORMATS). */
+static bool keras_image_name(const std::string &name) {
+    std::string lo = name;
+    for (char &ch : lo) ch = (char)std::tolower((unsigned char)ch);
+    for (const char *e : {".bmp", ".gif", ".jpeg", ".jpg", ".png"}) {
+        size_t k = strlen(e);
+        if (lo.size() >= k && lo.compare(lo.size() - k, k, e) == 0) return true;
+    }
+    return false;
+}
+
+/* The names in a folder (no "." and ".."), sorted by their bytes. */
+static std::vector<std::string> list_dir(const std::string &dir) {
+    DIR *d = opendir(dir.c_str());
+    if (!d) raise(NNL_ERR_IO, "cannot open the folder '%s': %s", dir.c_str(), strerror(errno));
+    std::vector<std::string> names;
+    while (struct dirent *e = readdir(d))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names.push_back(e->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+/* A class folder's image files, as Keras' index_subdirectory lists them:
+   os.walk without following links to folders, sorted by (folder, name). */
+static void walk(const std::string &dir, std::vector<std::pair<std::string, std::string>> &files, int depth) {
+    if (depth > 64) raise(NNL_ERR_FORMAT, "'%s': folders nested deeper than 64", dir.c_str());
+    for (const std::string &name : list_dir(dir)) {
+        std::string p = dir + "/" + name;
+        struct stat st, lst;
+        if (stat(p.c_str(), &st) != 0) continue; /* a dangling link */
+        if (S_ISDIR(st.st_mode)) {
+            if (lstat(p.c_str(), &lst) == 0 && !S_ISLNK(lst.st_mode)) walk(p, files, depth + 1);
+        } else if (keras_image_name(name)) {
+            files.push_back({dir, name});
+        }
+    }
+}
+
+struct Dataset {
+    io::ArrayPtr x, y;
+    std::unique_ptr<nnl_vocab> classes;
+};
+
+static Dataset from_directory(const char *directory, int height, int width, int channels, float scale, bool shuffle,
+                              uint64_t seed, double split, const char *subset, bool skip_bad, const char *api) {
+    struct stat st;
+    if (stat(directory, &st) != 0) raise(NNL_ERR_IO, "cannot open '%s': %s", directory, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) raise(NNL_ERR_IO, "'%s' is not a folder", directory);
+    NNL_REQUIRE(split >= 0 && split < 1, NNL_ERR_ARGUMENT, "%s: validation_split must be in [0, 1), got %g", api, split);
+    const std::string sub = subset ? subset : "";
+    NNL_REQUIRE(sub.empty() || sub == "training" || sub == "validation", NNL_ERR_ARGUMENT,
+                "%s: subset must be \"training\", \"validation\" or NULL, got \"%s\"", api, printable(sub).c_str());
+    NNL_REQUIRE((split > 0) == !sub.empty(), NNL_ERR_ARGUMENT,
+                "%s: validation_split and subset go together (validation_split %g, subset %s)", api, split,
+                sub.empty() ? "NULL" : sub.c_str());
+    NNL_REQUIRE(!shuffle || seed <= 0xFFFFFFFFu, NNL_ERR_ARGUMENT,
+                "%s: seed must be in 0..2^32-1 (numpy's RandomState, which Keras' shuffle uses), got %llu", api,
+                (unsigned long long)seed);
+
+    Dataset ds;
+    ds.classes.reset(new nnl_vocab());
+    const std::string root = directory;
+    std::vector<std::string> paths;
+    std::vector<int32_t> labels;
+    for (const std::string &name : list_dir(root)) {
+        std::string p = root + "/" + name;
+        if (name[0] == '.' || stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        const int32_t id = (int32_t)ds.classes->words.size();
+        ds.classes->index.emplace(name, id);
+        ds.classes->words.push_back(name);
+        std::vector<std::pair<std::string, std::string>> files;
+        walk(p, files, 0);
+        std::sort(files.begin(), files.end());
+        for (auto &f : files) {
+            paths.push_back(f.first + "/" + f.second);
+            labels.push_back(id);
+        }
+    }
+    if (ds.classes->words.empty())
+        raise(NNL_ERR_FORMAT, "'%s' has no class folders (one subfolder of images per class)", directory);
+    if (paths.empty())
+        raise(NNL_ERR_FORMAT, "no images found in the %d class folders of '%s' (allowed formats: .bmp, .gif, .jpeg, "
+              ".jpg, .png)", (int)ds.classes->words.size(), directory);
+    if (shuffle) { /* two generators with one seed, as Keras shuffles its two lists */
+        numpy_shuffle(paths, (uint32_t)seed);
+        numpy_shuffle(labels, (uint32_t)seed);
+    }
+    size_t lo = 0, hi = paths.size();
+    if (split > 0) { /* Keras: the last int(split * n) are validation */
+        size_t k = (size_t)(split * (double)paths.size());
+        if (sub == "training") hi -= k;
+        else lo = hi - k;
+    }
+    std::vector<float> data;
+    std::vector<int32_t> keep;
+    int h = height, w = width, c = channels;
+    for (size_t i = lo; i < hi; i++) {
+        const std::string what = "'" + paths[i] + "'";
+        Image im;
+        try {
+            std::vector<uint8_t> f;
+            read_file(paths[i].c_str(), f);
+            im = load(f.data(), f.size(), channels, height, width, scale, what);
+            if (h == 0 && keep.empty()) h = im.h, w = im.w;
+            if (c == 0 && keep.empty()) c = im.c;
+            if (im.h != h || im.w != w)
+                raise(NNL_ERR_SHAPE, "%s is %d x %d, the images before it %d x %d: give a height and width to resize "
+                      "them to", what.c_str(), im.h, im.w, h, w);
+            if (im.c != c)
+                raise(NNL_ERR_SHAPE, "%s has %d channels, the images before it %d: ask for 1, 3 or 4 channels",
+                      what.c_str(), im.c, c);
+        } catch (const Error &e) {
+            if (!skip_bad || e.status == NNL_ERR_UNSUPPORTED || e.status == NNL_ERR_SHAPE) throw;
+            fprintf(stderr, "nnlite: warning: %s: skipping %s\n", api, e.msg.c_str());
+            continue;
+        }
+        if (mul_size(mul_size((int64_t)keep.size() + 1, (int64_t)h * w), c) > MAX_ELEMENTS)
+            raise(NNL_ERR_MEMORY, "%s: the images of '%s' are too many values", api, directory);
+        data.insert(data.end(), im.px.begin(), im.px.end());
+        keep.push_back(labels[i]);
+    }
+    if (keep.empty())
+        raise(NNL_ERR_FORMAT, "no readable image in the %s of '%s' (%zu files, all skipped)",
+              sub.empty() ? "files" : (sub + " subset").c_str(), directory, hi - lo);
+    const int64_t n = (int64_t)keep.size();
+    int64_t xs[4] = {n, h, w, c}, ys[1] = {n};
+    ds.x = io::new_array(NNL_FLOAT32, 4, xs, (int64_t)data.size());
+    memcpy(ds.x->data, data.data(), data.size() * sizeof(float));
+    ds.y = io::new_array(NNL_INT32, 1, ys, n);
+    memcpy(ds.y->data, keep.data(), keep.size() * sizeof(int32_t));
+    return ds;
+}
+
+} // namespace img
+} // namespace nnl
+}
+
+NNL_API int nnl_load_image(const char *path, int channels, int height, int width, float scale, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard(__func__, [&] {
+        if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_image: path or out is NULL");
+        nnl::img::check_channels(channels, "nnl_load_image");
+        nnl::img::check_size(height, width, "nnl_load_image");
+        std::vector<uint8_t> f;
+        nnl::read_file(path, f);
+        nnl::img::Image im =
+            nnl::img::load(f.data(), f.size(), channels, height, width, scale, std::string("'") + path + "'");
+        *out = nnl::img::to_array(im).release();
+    });
+}
+
+NNL_API int nnl_image_dataset_from_directory(const char *directory, int height, int width, int channels,
+                                             float scale, int shuffle, uint64_t seed, double validation_split,
+                                             const char *subset, int skip_bad, nnl_array **images,
+                                             nnl_array **labels, nnl_vocab **class_names) {
+    if (images) *images = nullptr;
+    if (labels) *labels = nullptr;
+    if (class_names) *class_names = nullptr;
+    return nnl::guard(__func__, [&] {
+        const char *api = "nnl_image_dataset_from_directory";
+        if (!directory || !images) nnl::raise(NNL_ERR_ARGUMENT, "%s: directory or images is NULL", api);
+        nnl::img::check_channels(channels, api);
+        nnl::img::check_size(height, width, api);
+        nnl::img::Dataset ds = nnl::img::from_directory(directory, height, width, channels, scale, shuffle != 0, seed,
+                                                        validation_split, subset, skip_bad != 0, api);
+        *images = ds.x.release();
+        if (labels) *labels = ds.y.release();
+        if (class_names) *class_names = ds.classes.release();
+    });
+}
+
+NNL_API int nnl_save_image(const char *path, const float *pixels, int height, int width, int channels,
+                           float scale) {
+    return nnl::guard(__func__, [&] {
+        const char *api = "nnl_save_image";
+        if (!path || !*path || !pixels) nnl::raise(NNL_ERR_ARGUMENT, "%s: path or pixels is NULL", api);
+        NNL_REQUIRE(channels >= 1 && channels <= 4, NNL_ERR_ARGUMENT,
+                    "%s: channels must be 1 (grayscale), 2 (grayscale and alpha), 3 (RGB) or 4 (RGBA), got %d", api,
+                    channels);
+        NNL_REQUIRE(height >= 1 && width >= 1 && height <= 65535 && width <= 65535 &&
+                        (int64_t)height * width <= NNL_MAX_IMAGE_PIXELS,
+                    NNL_ERR_ARGUMENT, "%s: height and width must be in 1..65535, at most %lld pixels (got %d x %d)",
+                    api, (long long)NNL_MAX_IMAGE_PIXELS, height, width);
+        std::vector<uint8_t> b = nnl::img::to_bytes(pixels, (int64_t)height * width * channels, scale);
+        nnl::img::save(path, b.data(), height, width, channels, api);
+    });
+}
+
 NNL_API int nnl_normalize(float *x, int rank, const int64_t *shape, int axis) {
     return nnl::guard(__func__, [&] {
         int64_t count = nnl::io::checked_count(rank, shape, "nnl_normalize");
@@ -11739,6 +12336,86 @@ static std::string svg_images(const float *img, int rows, int cols, int h, int w
     return s + "</svg>\n";
 }
 
+/* The same grid as a PNG (a path ending in .png): the layout of svg_images
+   in whole pixels (each image pixel a px x px square, NaN red), white
+   background, the labels and title in stb_easy_font's bitmap font at twice
+   its size (ASCII; other characters print as '?'; no text when the header
+   is absent). Returns the file's bytes. */
+static std::string png_images(const float *img, int rows, int cols, int h, int w, const char *const *row_labels,
+                              const char *title) {
+    const int px = std::max(1, 84 / std::max(h, w)), iw = px * w, ih = px * h, gap = 4;
+    [[maybe_unused]] const int fs = 2; /* the font's scale */
+    auto ascii = [](const char *t) {
+        std::string a = t ? t : "";
+        for (char &ch : a)
+            if ((unsigned char)ch < 32 || (unsigned char)ch > 126) ch = '?';
+        return a;
+    };
+    auto text_w = [&](const std::string &t) {
+#if NNL_HAVE_STB_FONT
+        return t.empty() ? 0 : fs * stb_easy_font_width(const_cast<char *>(t.c_str()));
+#else
+        (void)t;
+        return 0;
+#endif
+    };
+    int lw = 0;
+    std::vector<std::string> label((size_t)rows);
+    for (int r = 0; r < rows; r++) {
+        label[(size_t)r] = ascii(row_labels ? row_labels[r] : nullptr);
+        lw = std::max(lw, text_w(label[(size_t)r]));
+    }
+    const std::string head = ascii(title);
+    const int left = lw > 0 ? 10 + lw + 8 : 10, top = text_w(head) > 0 ? 40 : 10;
+    const int W = std::max(left + cols * (iw + gap) - gap + 10, text_w(head) + 20), H = top + rows * (ih + gap) - gap + 10;
+    std::vector<uint8_t> rgb((size_t)W * H * 3, 255);
+    auto fill = [&](int x0, int y0, int x1, int y1, uint8_t r, uint8_t g, uint8_t b) {
+        x0 = std::max(x0, 0), y0 = std::max(y0, 0), x1 = std::min(x1, W), y1 = std::min(y1, H);
+        for (int y = y0; y < y1; y++)
+            for (int x = x0; x < x1; x++) {
+                uint8_t *q = &rgb[((size_t)y * W + x) * 3];
+                q[0] = r, q[1] = g, q[2] = b;
+            }
+    };
+    auto text = [&](const std::string &t, int x, int y) { /* (x, y): the top left corner */
+#if NNL_HAVE_STB_FONT
+        if (t.empty()) return;
+        std::vector<char> buf(t.size() * 300 + 1000); /* ~270 bytes a character, as stb_easy_font says */
+        int quads = stb_easy_font_print(0, 0, const_cast<char *>(t.c_str()), nullptr, buf.data(), (int)buf.size());
+        for (int k = 0; k < quads; k++) {
+            float v[4][4]; /* x, y, z, colour per vertex */
+            memcpy(v, buf.data() + (size_t)k * 64, sizeof v);
+            float x0 = std::min({v[0][0], v[1][0], v[2][0], v[3][0]}), x1 = std::max({v[0][0], v[1][0], v[2][0], v[3][0]});
+            float y0 = std::min({v[0][1], v[1][1], v[2][1], v[3][1]}), y1 = std::max({v[0][1], v[1][1], v[2][1], v[3][1]});
+            fill(x + (int)std::lround(fs * x0), y + (int)std::lround(fs * y0), x + (int)std::lround(fs * x1),
+                 y + (int)std::lround(fs * y1), 0, 0, 0);
+        }
+#else
+        (void)t, (void)x, (void)y;
+#endif
+    };
+    text(head, std::min(std::max(left + (cols * (iw + gap) - gap) / 2 - text_w(head) / 2, 10), W - text_w(head) - 10), 12);
+    for (int r = 0; r < rows; r++) {
+        const int y0 = top + r * (ih + gap);
+        text(label[(size_t)r], left - 8 - text_w(label[(size_t)r]), y0 + ih / 2 - 7);
+        for (int c = 0; c < cols; c++) {
+            const float *p = img + ((int64_t)r * cols + c) * (int64_t)h * w;
+            const int x0 = left + c * (iw + gap);
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    float v = p[(int64_t)y * w + x];
+                    if (std::isnan(v)) {
+                        fill(x0 + x * px, y0 + y * px, x0 + (x + 1) * px, y0 + (y + 1) * px, 214, 39, 40);
+                    } else {
+                        uint8_t g = (uint8_t)std::lround(255.0 * std::min(1.0f, std::max(0.0f, v)));
+                        fill(x0 + x * px, y0 + y * px, x0 + (x + 1) * px, y0 + (y + 1) * px, g, g, g);
+                    }
+                }
+        }
+    }
+    return img::encode(rgb.data(), H, W, 3, "png", "nnl_plot_images");
+}
+
 /* Line plots sharing one x axis: `panels` panels stacked vertically (a
    forecast's x, y and z against time), each with `series` lines (truth,
    forecast, baseline) in matplotlib's first colours, dashed from the third
@@ -11853,6 +12530,14 @@ static std::string svg_lines(const float *xs, const float *y, int panels, int se
     return s + "</svg>\n";
 }
 
+/* PNG output exists for nnl_plot_images only: the curves and heat maps are
+   drawn as SVG, and rasterising them is not done yet (issue 16). */
+static void svg_only(const char *path, const char *api) {
+    if (path && img::lower_ext(path) == "png")
+        raise(NNL_ERR_UNSUPPORTED, "%s: '%s': this picture is written as SVG only (PNG: nnl_plot_images); name it "
+              ".svg", api, path);
+}
+
 } // namespace nnl
 
 extern "C" {
@@ -11861,6 +12546,7 @@ NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_plot_history: model handle is NULL");
         if (!m->writer()) return; /* a distributed model: rank 0 draws */
+        nnl::svg_only(path, "nnl_plot_history");
         nnl::write_file_atomic(path, nnl::svg_history(*m));
     });
 }
@@ -11873,6 +12559,7 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
                     "nnl_plot_confusion_matrix: num_classes must be in 1..1000");
         for (int i = 0; i < num_classes * num_classes; i++)
             NNL_REQUIRE(cm[i] >= 0, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: negative count");
+        nnl::svg_only(path, "nnl_plot_confusion_matrix");
         nnl::write_file_atomic(path, nnl::svg_confusion(cm, num_classes, labels, normalize != 0, title));
     });
 }
@@ -11886,6 +12573,7 @@ NNL_API int nnl_plot_lines(const char *path, const float *x, const float *y, int
                     "nnl_plot_lines: panels and series must be in 1..16 (got %d, %d)", panels, series);
         NNL_REQUIRE(points >= 1 && points <= 100000, NNL_ERR_ARGUMENT,
                     "nnl_plot_lines: points must be in 1..100000 (got %d)", points);
+        nnl::svg_only(path, "nnl_plot_lines");
         nnl::write_file_atomic(path, nnl::svg_lines(x, y, panels, series, points, series_names, panel_labels, x_label,
                                                     title));
     });
@@ -11903,7 +12591,10 @@ NNL_API int nnl_plot_images(const char *path, const float *images, int rows, int
         NNL_REQUIRE((int64_t)rows * cols * height * width <= ((int64_t)1 << 24), NNL_ERR_ARGUMENT,
                     "nnl_plot_images: at most 2^24 pixels in all (got %lld)",
                     (long long)((int64_t)rows * cols * height * width));
-        nnl::write_file_atomic(path, nnl::svg_images(images, rows, cols, height, width, row_labels, title));
+        if (path && nnl::img::lower_ext(path) == "png")
+            nnl::write_file_atomic(path, nnl::png_images(images, rows, cols, height, width, row_labels, title));
+        else
+            nnl::write_file_atomic(path, nnl::svg_images(images, rows, cols, height, width, row_labels, title));
     });
 }
 
@@ -13434,7 +14125,8 @@ static std::vector<Feature> build_features() {
 #endif
     return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr},     {"cuda", cuda},
             {"mpi", mpi},               {"hdf5", false},     {"avx2", avx2},
-            {"avx512f", avx512},        {"bf16", gemm::bf16::hardware()}};
+            {"avx512f", avx512},        {"bf16", gemm::bf16::hardware()},
+            {"images", NNL_HAVE_STB && NNL_HAVE_STB_WRITE}};
 }
 } // namespace nnl
 

@@ -271,6 +271,33 @@ inline int one_words(const uint8_t *data, size_t size) {
     return good;
 }
 
+/* An image file (nnl_load_image, nnl_image_dataset_from_directory): as
+   stored and in each colour mode, and once resized; values must stay in
+   0..255 and the shape be (h, w, channels). At most 2^20 pixels, so a
+   header claiming a huge image is refused before stb decodes it (the
+   library's default cap, 2^28, is beyond libFuzzer's memory limit). */
+inline int one_image(const uint8_t *data, size_t size) {
+    int good = 0;
+    for (int channels = 0; channels <= 4; channels++) {
+        nnl::img::Image im;
+        int st = run([&] { im = nnl::img::decode(data, size, channels, "fuzz.img", (int64_t)1 << 20); });
+        if (!ok(st)) continue;
+        if (im.h < 1 || im.w < 1 || im.c < 1 || im.c > 4 || (channels && im.c != channels) ||
+            im.px.size() != (size_t)im.h * im.w * im.c)
+            return fail("bad image shape", st), good;
+        for (float v : im.px)
+            if (!(v >= 0 && v <= 255)) return fail("pixel value out of 0..255", st), good;
+        if (channels == 1) {
+            st = run([&] { nnl::img::resize(im, 3, 5); });
+            if (!ok(st) || im.px.size() != 15) return fail("resize failed", st), good;
+            for (float v : im.px)
+                if (!(v >= -1e-3f && v <= 255.001f)) return fail("resized value out of 0..255", st), good;
+        }
+        good++;
+    }
+    return good;
+}
+
 } // namespace fuzz
 
 #endif

@@ -121,3 +121,39 @@ put("fuzz_npz", "zip64.npz", npz64([("a.npy", u1)]))
 put("fuzz_words", "ptb_lines.txt", b" the cat sat on the mat \n <unk> the dog \n")
 put("fuzz_words", "no_final_newline.txt", b"a b c\n\n\td\te\r\nlast line without newline")
 put("fuzz_words", "utf8_spaces.txt", "café ∑ x\x0by\x0cz\n".encode())
+
+# ---- images: PNG, BMP, PNM, TGA, GIF made by hand (nnl_load_image) -----------
+
+def png(w, h, colour_type, rows):
+    """colour_type 0 grey, 2 RGB, 6 RGBA; rows: bytes per row, filter 0 added."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    raw = b"".join(b"\0" + r for r in rows)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def bmp24(w, h, rows):
+    """Bottom-up BGR rows, each padded to 4 bytes; rows given top first as RGB."""
+    stride = (w * 3 + 3) // 4 * 4
+    data = b""
+    for r in reversed(rows):
+        bgr = b"".join(bytes([r[i + 2], r[i + 1], r[i]]) for i in range(0, len(r), 3))
+        data += bgr + b"\0" * (stride - len(bgr))
+    head = struct.pack("<2sIHHI", b"BM", 54 + len(data), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(data), 2835, 2835, 0, 0)
+    return head + info + data
+
+
+rgb_rows = [bytes([10, 20, 30, 40, 50, 60, 70, 80, 90]), bytes([200, 150, 100, 0, 255, 0, 9, 8, 7])]
+put("fuzz_image", "rgb_3x2.png", png(3, 2, 2, rgb_rows))
+put("fuzz_image", "grey_2x2.png", png(2, 2, 0, [b"\x00\x80", b"\xff\x10"]))
+put("fuzz_image", "rgba_1x1.png", png(1, 1, 6, [b"\x01\x02\x03\x04"]))
+put("fuzz_image", "rgb_3x2.bmp", bmp24(3, 2, rgb_rows))
+put("fuzz_image", "grey_2x2.pgm", b"P5\n2 2\n255\n\x00\x80\xff\x10")
+put("fuzz_image", "rgb_3x2.ppm", b"P6\n# comment\n3 2\n255\n" + b"".join(rgb_rows))
+put("fuzz_image", "rgb_3x2.tga", struct.pack("<BBBHHBHHHHBB", 0, 0, 2, 0, 0, 0, 0, 0, 3, 2, 24, 0x20) +
+    b"".join(bytes([r[i + 2], r[i + 1], r[i]]) for r in rgb_rows for i in range(0, 9, 3)))
+put("fuzz_image", "white_black.gif", bytes([0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 2, 0, 1, 0, 0x80, 0, 0, 0, 0, 0,
+                                            255, 255, 255, 0x2C, 0, 0, 0, 0, 2, 0, 1, 0, 0, 2, 2, 0x0C, 0x0A,
+                                            0, 0x3B]))

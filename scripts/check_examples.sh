@@ -78,6 +78,14 @@ if [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ub
              models/kmlp.weights.nnl models/kmlp.weights.npz; do
         [ -s "$tmp/$f" ] || fail "$f not written"
     done
+    # predict_image on save_load's model and a "1" drawn here (dark on light, 40 x 60 PGM)
+    LC_ALL=C awk 'BEGIN { printf "P5\n40 60\n255\n"; for (y = 0; y < 60; y++) for (x = 0; x < 40; x++)
+        printf "%c", (y >= 8 && y < 52 && x >= 22 && x < 29) ? 20 : 235 }' >"$tmp/one.pgm"
+    "$build/predict_image" "$tmp/models/kmlp.nnl" "$tmp/one.pgm" --normalize >"$tmp/log" 2>&1 ||
+        { cat "$tmp/log"; fail "predict_image"; }
+    awk '/^ +[0-9]+: / { n++; s += $2 } END { exit !(n == 10 && s > 0.999 && s < 1.001) }' "$tmp/log" ||
+        fail "predict_image did not print 10 probabilities summing to 1: $(cat "$tmp/log")"
+    echo "examples: predict_image on save_load's model: $(grep predicted "$tmp/log")"
     # by default: the program's folder (a copy of it here, so build/ is left alone)
     mkdir -p "$tmp/bin"
     cp "$build/keras_mlp" "$tmp/bin/"

@@ -44,7 +44,7 @@ TEST_CASE("fuzz targets: every seed loads, every regression input is handled cle
     for (Target t : {Target{"fuzz_idx", fuzz::one_idx}, Target{"fuzz_npy", fuzz::one_npy},
                      Target{"fuzz_npz", fuzz::one_npz}, Target{"fuzz_json", fuzz::one_json},
                      Target{"fuzz_model", fuzz::one_model}, Target{"fuzz_weights_npz", fuzz::one_weights_npz},
-                     Target{"fuzz_words", fuzz::one_words}}) {
+                     Target{"fuzz_words", fuzz::one_words}, Target{"fuzz_image", fuzz::one_image}}) {
         const std::string target = t.name;
         CAPTURE(target);
         auto seeds = fuzz_inputs("corpus", t.name);
@@ -54,7 +54,7 @@ TEST_CASE("fuzz targets: every seed loads, every regression input is handled cle
             std::vector<uint8_t> b = fuzz_bytes(p);
             int good = -1;
             CHECK_NOTHROW(good = t.one(b.data(), b.size()));
-            CHECK((good >= 1 || !NNL_HAVE_STB)); /* without stb, compressed seeds are unsupported */
+            CHECK((good >= 1 || !NNL_HAVE_STB)); /* without stb, compressed seeds and images are unsupported */
         }
         for (const auto &p : fuzz_inputs("regressions", t.name)) {
             CAPTURE(p.string());

@@ -186,6 +186,7 @@ program test_nnlite
     call token_ids()
     call lstm_forecaster()
     if (.not. nnl_has_feature("mpi")) call mpi_not_built_in()
+    call image_files()
     if (failures > 0) then
         print '(a, i0, a)', "fortran tests: ", failures, " FAILED"
         error stop 1
@@ -421,6 +422,59 @@ contains
         call nnl_mpi_finalize(s)
         call check(s == NNL_ERR_UNSUPPORTED, "nnl_mpi_finalize without MPI: NNL_ERR_UNSUPPORTED")
         call d%free()
+    end subroutine
+
+    ! Image files (since 0.6): x(channels, width, height) is C's (height, width,
+    ! channels); a PNG round trip, and a data set from class folders.
+    subroutine image_files()
+        real(c_float), allocatable :: x(:, :, :), back(:, :, :), d(:, :, :, :)
+        integer(c_int32_t), allocatable :: y(:)
+        character(len=:), allocatable :: names(:)
+        character(len=256) :: tmp
+        character(len=:), allocatable :: root
+        integer :: s, i, j, k
+        call get_environment_variable("TMPDIR", tmp)
+        if (len_trim(tmp) == 0) tmp = "/tmp"
+        root = trim(tmp) // "/nnlite_fortran_images"
+        allocate (x(3, 4, 2))
+        do j = 1, 2
+            do i = 1, 4
+                do k = 1, 3
+                    x(k, i, j) = real(10 * k + 40 * i + 50 * (j - 1), c_float)
+                end do
+            end do
+        end do
+        if (.not. nnl_has_feature("images")) then
+            call nnl_save_image(root // ".png", x, status=s)
+            call check(s == NNL_ERR_UNSUPPORTED, "nnl_save_image without stb: NNL_ERR_UNSUPPORTED")
+            return
+        end if
+        call nnl_save_image(root // ".png", x)
+        call nnl_load_image(root // ".png", back)
+        call check(all(shape(back) == [3, 4, 2]), "nnl_load_image: x(channels, width, height)")
+        call check(all(back == x), "nnl_save_image + nnl_load_image: the same pixels")
+        call nnl_load_image(root // ".png", back, channels=1, height=1, width=2, scale=1.0 / 255)
+        call check(all(shape(back) == [1, 2, 1]), "nnl_load_image resized to 1 x 2, grayscale")
+        call check(all(back >= 0 .and. back <= 1), "nnl_load_image scaled to [0, 1]")
+        call nnl_load_image(root // "_missing.png", back, status=s)
+        call check(s == NNL_ERR_IO, "nnl_load_image of a missing file: NNL_ERR_IO")
+        call delete(root // ".png")
+        call execute_command_line("rm -rf " // root // " && mkdir -p " // root // "/cats " // root // "/dogs")
+        call nnl_save_image(root // "/dogs/1.png", x)
+        call nnl_save_image(root // "/cats/1.png", x)
+        call nnl_save_image(root // "/cats/2.png", x)
+        call nnl_image_dataset_from_directory(root, d, y, names, shuffle=.false.)
+        call check(all(shape(d) == [3, 4, 2, 3]), "dataset: x(channels, width, height, n)")
+        call check(all(y == [0, 0, 1]), "dataset: labels by sorted class folder")
+        call check(size(names) == 2, "dataset: two class names")
+        if (size(names) == 2) call check(names(1) == "cats" .and. names(2) == "dogs", "dataset: class names")
+        call check(all(d(:, :, :, 3) == x), "dataset: the pixels of each file")
+        call nnl_image_dataset_from_directory(root, d, y, names, height=2, width=2, channels=1, seed=7_c_int64_t, &
+                                              validation_split=0.34d0, subset="validation")
+        call check(all(shape(d) == [1, 2, 2, 1]), "dataset: validation subset of 1, resized, grayscale")
+        call nnl_image_dataset_from_directory(root // "/cats", d, y, names, status=s)
+        call check(s == NNL_ERR_FORMAT, "dataset of a folder without class folders: NNL_ERR_FORMAT")
+        call execute_command_line("rm -rf " // root)
     end subroutine
 
     subroutine delete(path)
