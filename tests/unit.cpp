@@ -24,3 +24,4 @@
 #include "unit_seq.hpp"
 #include "unit_mask.hpp"
 #include "unit_bf16.hpp"
+#include "unit_keras.hpp"

@@ -1,0 +1,334 @@
+/* Keras' own model files, .keras and .h5 (section 8): the committed fixtures
+   of tests/reference/make_keras_files.py (written with h5py in Keras'
+   layouts: Keras 3 .keras, tf.keras 2.x and Keras 3 legacy .h5) open with
+   nnl_load_model and predict what the same weights give through
+   nnl_load_weights_npz; broken files (made here with HDF5's own C API)
+   fail with clear errors and never crash; without HDF5 they are
+   NNL_ERR_UNSUPPORTED naming the package. Included by unit.cpp. */
+#include <filesystem>
+
+namespace keras_files {
+
+/* tests/reference/keras/ beside this file */
+static std::string dir() {
+    std::string here = __FILE__;
+    size_t slash = here.find_last_of('/');
+    return (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/reference/keras/";
+}
+
+struct Case {
+    const char *name;
+    bool ids; /* an Embedding first: inputs are token ids */
+};
+static const Case kCases[] = {{"mlp", false}, {"cnn", false}, {"rnns", false}, {"seq", true}};
+static const char *const kKinds[] = {".keras", "_tf2.h5", "_k3.h5"};
+
+/* B samples for m, the same every run */
+static std::vector<float> inputs(const nnl_model *m, int B, bool ids, std::vector<int64_t> *shape) {
+    const nnl::Shape &in = m->layers[0]->in;
+    shape->assign(1, B);
+    for (int i = 0; i < in.rank; i++) shape->push_back(in.d[i]);
+    std::vector<float> x((size_t)(B * in.size()));
+    for (size_t i = 0; i < x.size(); i++)
+        x[i] = ids ? (float)((i * 7 + 3) % 10) : (float)std::sin(0.37 * (double)i + 0.5);
+    return x;
+}
+
+static std::vector<float> predict(nnl_model *m, const std::vector<float> &x, const std::vector<int64_t> &shape) {
+    std::vector<float> y((size_t)(shape[0] * m->layers.back()->out.size()));
+    REQUIRE_MESSAGE(nnl_predict(m, x.data(), (int)shape.size(), shape.data(), 0, y.data(), (int64_t)y.size()) ==
+                        NNL_OK, nnl_last_error());
+    return y;
+}
+
+static std::string copy_to_tmp(const std::string &src, const char *suffix) {
+    std::string dst = (std::filesystem::temp_directory_path() / ("nnlite_keras_" + std::to_string(getpid()) + suffix)).string();
+    std::filesystem::copy_file(src, dst, std::filesystem::copy_options::overwrite_existing);
+    return dst;
+}
+
+} // namespace keras_files
+
+TEST_CASE("keras files: nnl_has_feature(\"hdf5\") says whether this build reads them") {
+    CHECK(nnl_has_feature("hdf5") == NNL_HAVE_HDF5);
+}
+
+TEST_CASE("keras files: .keras and .h5 (tf.keras 2, Keras 3) predict what the npz weights give") {
+    using namespace keras_files;
+    for (const Case &c : kCases)
+        for (const char *kind : kKinds) {
+            std::string path = dir() + c.name + kind;
+            CAPTURE(path);
+            REQUIRE(access(path.c_str(), R_OK) == 0);
+            nnl_model *m = nullptr;
+            int st = nnl_load_model(path.c_str(), &m);
+            if (!NNL_HAVE_HDF5) {
+                CHECK(st == NNL_ERR_UNSUPPORTED);
+                CHECK(std::string(nnl_last_error()).find("libhdf5-dev") != std::string::npos);
+                CHECK(m == nullptr);
+                continue;
+            }
+            REQUIRE_MESSAGE(st == NNL_OK, nnl_last_error());
+            /* the same architecture from the model's JSON, its weights from the npz */
+            std::string js(nnl_model_to_json(m, nullptr, 0) + 1, '\0');
+            nnl_model_to_json(m, &js[0], (int64_t)js.size());
+            nnl_model *ref = nullptr;
+            REQUIRE_MESSAGE(nnl_model_from_json(js.c_str(), &ref) == NNL_OK, nnl_last_error());
+            std::string npz = dir() + c.name + ".npz";
+            REQUIRE_MESSAGE(nnl_load_weights_npz(ref, npz.c_str()) == NNL_OK, nnl_last_error());
+            REQUIRE(nnl_weight_count(m) == nnl_weight_count(ref));
+            for (size_t l = 0; l < m->layers.size(); l++) /* the file's weights, bit for bit */
+                for (size_t k = 0; k < m->layers[l]->weights.size(); k++) {
+                    const nnl::WeightSpec &a = m->layers[l]->weights[k], &b = ref->layers[l]->weights[k];
+                    REQUIRE(a.shape == b.shape);
+                    CHECK(memcmp(a.w, b.w, (size_t)a.shape.size() * sizeof(float)) == 0);
+                }
+            std::vector<int64_t> shape;
+            std::vector<float> x = inputs(m, 5, c.ids, &shape);
+            std::vector<float> y = predict(m, x, shape), yr = predict(ref, x, shape);
+            REQUIRE(y.size() == yr.size());
+            double worst = 0;
+            for (size_t i = 0; i < y.size(); i++) worst = std::max(worst, (double)std::fabs(y[i] - yr[i]));
+            CHECK(worst <= 1e-6);
+            /* and the weights are not all zero: the file's were read */
+            double sum = 0;
+            for (auto &l : m->layers)
+                for (auto &w : l->weights)
+                    for (int64_t k = 0; k < w.shape.size(); k++) sum += std::fabs(w.w[k]);
+            CHECK(sum > 1);
+            nnl_model_free(ref);
+            nnl_model_free(m);
+        }
+}
+
+TEST_CASE("keras files: the .keras keys are Keras' class-based names, not the layers' names") {
+    if (!NNL_HAVE_HDF5) return;
+    nnl_model *m = nullptr;
+    std::string path = keras_files::dir() + "cnn.keras";
+    REQUIRE_MESSAGE(nnl_load_model(path.c_str(), &m) == NNL_OK, nnl_last_error());
+    /* the layers keep the names config.json gives them */
+    REQUIRE(m->layers.size() == 6);
+    CHECK(m->layers[0]->name == "features");
+    CHECK(m->layers[3]->name == "more");
+    CHECK(std::string(m->layers[3]->cls) == "Conv2D");
+    CHECK(nnl::snake("Conv2D") == "conv2d");
+    CHECK(nnl::snake("BatchNormalization") == "batch_normalization");
+    CHECK(nnl::snake("SimpleRNN") == "simple_rnn");
+    CHECK(nnl::snake("MaxPooling2D") == "max_pooling2d");
+    nnl_model_free(m);
+}
+
+TEST_CASE("keras files: not Keras files, and zips that are not .keras, fail clearly") {
+    std::string tmp = (std::filesystem::temp_directory_path() / ("nnlite_keras_bad_" + std::to_string(getpid()))).string();
+    /* an HDF5 signature and nothing after it */
+    {
+        FILE *f = fopen(tmp.c_str(), "wb");
+        REQUIRE(f);
+        fwrite("\x89HDF\r\n\x1a\n", 1, 8, f);
+        fclose(f);
+        nnl_model *m = nullptr;
+        int st = nnl_load_model(tmp.c_str(), &m);
+        CHECK(st == (NNL_HAVE_HDF5 ? NNL_ERR_FORMAT : NNL_ERR_UNSUPPORTED));
+        CHECK(std::string(nnl_last_error()).find(tmp) != std::string::npos);
+        CHECK(m == nullptr);
+    }
+    /* an npz is a zip without config.json */
+    {
+        nnl_model *a = nullptr;
+        REQUIRE(nnl_model_from_json(R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": 2, "batch_input_shape": [null, 3]}}]}})", &a) == NNL_OK);
+        REQUIRE(nnl_save_weights_npz(a, tmp.c_str()) == NNL_OK);
+        nnl_model_free(a);
+        nnl_model *m = nullptr;
+        CHECK(nnl_load_model(tmp.c_str(), &m) == NNL_ERR_FORMAT);
+        CHECK(std::string(nnl_last_error()).find("without config.json") != std::string::npos);
+    }
+    unlink(tmp.c_str());
+}
+
+#ifdef NNL_HDF5
+namespace keras_files {
+
+/* A copy of a fixture, changed with HDF5's C API by edit(file id), then
+   loaded: the status and message. */
+static int load_edited(const std::string &fixture, const std::function<void(hid_t)> &edit, std::string *msg) {
+    std::string p = copy_to_tmp(dir() + fixture, ".h5");
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    edit(f);
+    H5Fclose(f);
+    nnl_model *m = nullptr;
+    int st = nnl_load_model(p.c_str(), &m);
+    *msg = nnl_last_error();
+    if (st != NNL_OK) CHECK(m == nullptr);
+    nnl_model_free(m);
+    unlink(p.c_str());
+    return st;
+}
+
+static void set_text_attr(hid_t obj, const char *name, const std::string &v) {
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, v.size() ? v.size() : 1);
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, v.c_str());
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+}
+
+static void replace_dataset(hid_t f, const char *path, hid_t type, std::vector<hsize_t> dims) {
+    REQUIRE(H5Ldelete(f, path, H5P_DEFAULT) >= 0);
+    hid_t s = H5Screate_simple((int)dims.size(), dims.data(), nullptr);
+    hid_t d = H5Dcreate2(f, path, type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(d >= 0);
+    H5Dclose(d);
+    H5Sclose(s);
+}
+
+} // namespace keras_files
+
+TEST_CASE("keras files: broken .h5 contents give clear errors (missing, wrong dtype, wrong shape, bad names)") {
+    using keras_files::load_edited;
+    std::string msg;
+    /* a dataset missing */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) { H5Ldelete(f, "model_weights/out/out/bias:0", H5P_DEFAULT); }, &msg) ==
+          NNL_ERR_FORMAT);
+    CHECK(msg.find("'out/bias:0'") != std::string::npos);
+    CHECK(msg.find("is missing") != std::string::npos);
+    /* integers where floats belong */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) { keras_files::replace_dataset(f, "model_weights/hidden/hidden/kernel:0", H5T_NATIVE_INT32, {6, 8}); }, &msg) ==
+          NNL_ERR_FORMAT);
+    CHECK(msg.find("floating-point") != std::string::npos);
+    /* a wrong shape, named with the layer's */
+    CHECK(load_edited("mlp_k3.h5", [](hid_t f) { keras_files::replace_dataset(f, "model_weights/hidden/sequential/hidden/kernel", H5T_NATIVE_FLOAT, {8, 6}); }, &msg) ==
+          NNL_ERR_FORMAT);
+    CHECK(msg.find("shape (8, 6)") != std::string::npos);
+    CHECK(msg.find("(6, 8)") != std::string::npos);
+    /* a group where a dataset should be */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) {
+              H5Ldelete(f, "model_weights/out/out/bias:0", H5P_DEFAULT);
+              H5Gclose(H5Gcreate2(f, "model_weights/out/out/bias:0", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("not a dataset") != std::string::npos);
+    /* weight_names naming one weight too few */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) {
+              hid_t g = H5Gopen2(f, "model_weights/out", H5P_DEFAULT);
+              keras_files::set_text_attr(g, "weight_names", "out/kernel:0");
+              H5Gclose(g);
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("has 1 weights in model_weights") != std::string::npos);
+    /* a layer name with no group */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) {
+              hid_t g = H5Gopen2(f, "model_weights", H5P_DEFAULT);
+              keras_files::set_text_attr(g, "layer_names", "nowhere");
+              H5Gclose(g);
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("'nowhere' is missing") != std::string::npos);
+    /* no model_config: a weights file */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) { H5Adelete(f, "model_config"); }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("model.save_weights") != std::string::npos);
+    /* model_config not an architecture */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) { keras_files::set_text_attr(f, "model_config", "{\"class_name\": 3}"); }, &msg) ==
+          NNL_ERR_FORMAT);
+    CHECK(msg.find("model_config") != std::string::npos);
+    /* model_config an integer attribute */
+    CHECK(load_edited("mlp_tf2.h5", [](hid_t f) {
+              H5Adelete(f, "model_config");
+              hid_t s = H5Screate(H5S_SCALAR);
+              int v = 7;
+              hid_t a = H5Acreate2(f, "model_config", H5T_NATIVE_INT, s, H5P_DEFAULT, H5P_DEFAULT);
+              H5Awrite(a, H5T_NATIVE_INT, &v);
+              H5Aclose(a);
+              H5Sclose(s);
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("not text") != std::string::npos);
+}
+
+TEST_CASE("keras files: fuzzed model_config and weight_names never crash the .h5 reader") {
+    /* mutations of the text nnlite parses out of HDF5 attributes (HDF5
+       itself is trusted; nnlite's use of what it returns is not) */
+    const char *fixtures[] = {"mlp_tf2.h5", "rnns_k3.h5", "seq_tf2.h5"};
+    uint64_t seed = 16;
+    auto rnd = [&seed] {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        return (uint32_t)(seed >> 33);
+    };
+    int ok = 0, failed = 0;
+    for (const char *fx : fixtures)
+        for (int round = 0; round < 40; round++) {
+            std::string msg;
+            int st = keras_files::load_edited(fx, [&](hid_t f) {
+                std::vector<std::string> cfg = nnl::files::h5::attr_strings(f, "model_config", "fuzz");
+                std::string t = cfg.at(0);
+                int edits = 1 + (int)(rnd() % 4);
+                for (int e = 0; e < edits && !t.empty(); e++) {
+                    size_t at = rnd() % t.size();
+                    switch (rnd() % 3) {
+                    case 0: t[at] = (char)(rnd() % 256); break;
+                    case 1: t.erase(at, 1 + rnd() % 8); break;
+                    default: t.insert(at, t.substr(rnd() % t.size(), 1 + rnd() % 16)); break;
+                    }
+                }
+                keras_files::set_text_attr(f, "model_config", t);
+                if (round % 4 == 3) { /* and a layer's weight_names */
+                    hid_t g = H5Gopen2(f, "model_weights", H5P_DEFAULT);
+                    std::vector<std::string> names = nnl::files::h5::attr_strings(g, "layer_names", "fuzz");
+                    hid_t lg = H5Gopen2(g, names.at(rnd() % names.size()).c_str(), H5P_DEFAULT);
+                    keras_files::set_text_attr(lg, "weight_names", std::string(1 + rnd() % 3, (char)('a' + rnd() % 26)));
+                    H5Gclose(lg);
+                    H5Gclose(g);
+                }
+            }, &msg);
+            CHECK(st != NNL_ERR_INTERNAL);
+            if (st == NNL_OK) ok++;
+            else {
+                failed++;
+                CHECK(!msg.empty());
+            }
+        }
+    MESSAGE(ok << " fuzzed .h5 files loaded, " << failed << " refused cleanly");
+    CHECK(failed > 0);
+}
+#endif
+
+TEST_CASE("keras files: truncated and bit-flipped .keras archives fail cleanly") {
+    /* the zip layer and the members nnlite reads itself (config.json);
+       model.weights.h5 bytes are left to HDF5's own checks */
+    std::vector<uint8_t> good;
+    nnl::read_file((keras_files::dir() + "seq.keras").c_str(), good);
+    std::string tmp = (std::filesystem::temp_directory_path() / ("nnlite_keras_zip_" + std::to_string(getpid()))).string();
+    uint64_t seed = 1616;
+    auto rnd = [&seed] {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        return (uint32_t)(seed >> 33);
+    };
+    /* where the h5 member's bytes lie: not mutated */
+    nnl::io::Zip z(good, "seq.keras");
+    const nnl::io::ZipEntry *we = z.find("model.weights.h5");
+    REQUIRE(we);
+    size_t h5_from = (size_t)we->offset, h5_to = h5_from + 30 + 16 + (size_t)we->csize + 64;
+    for (int round = 0; round < 120; round++) {
+        std::vector<uint8_t> b = good;
+        if (round < 20) b.resize(rnd() % b.size());
+        else
+            for (int e = 0; e < 1 + (int)(rnd() % 4); e++) {
+                size_t at = rnd() % b.size();
+                if (at >= h5_from && at < h5_to) at = rnd() % h5_from;
+                b[at] ^= (uint8_t)(1u << (rnd() % 8));
+            }
+        FILE *f = fopen(tmp.c_str(), "wb");
+        REQUIRE(f);
+        if (!b.empty()) fwrite(b.data(), 1, b.size(), f);
+        fclose(f);
+        nnl_model *m = nullptr;
+        int st = nnl_load_model(tmp.c_str(), &m);
+        CHECK(st != NNL_ERR_INTERNAL);
+        if (st != NNL_OK) {
+            CHECK(m == nullptr);
+            CHECK(*nnl_last_error());
+        }
+        nnl_model_free(m);
+    }
+    unlink(tmp.c_str());
+}
