@@ -59,6 +59,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
@@ -11959,6 +11960,7 @@ static std::string json_text(const Json &j) {
 /* ---- Model -> Keras JSON ----------------------------------------------------- */
 
 static const char *const KERAS_VERSION = "2.15.0"; /* the tf.keras layout written */
+static const char *const KERAS3_VERSION = "3.6.0"; /* the Keras 3 layout of .keras files written */
 
 /* An initializer spec string (a WeightSpec's init) -> Keras' form, as
    tf.keras 2.x's get_config writes it: {"class_name": "GlorotUniform",
@@ -12955,15 +12957,14 @@ static std::string npy_bytes(const float *x, const Shape &s) {
     return out;
 }
 
-static void save_weights_npz(const Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
-    std::vector<WeightRef> ws = all_weights(m);
+/* A zip of stored members (no compression), as numpy's savez and Python's
+   zipfile write by default; no zip64, so under 4 GB and 65535 members. */
+static std::string zip_stored(const std::vector<std::pair<std::string, std::string>> &members) {
     std::string zip, cd;
-    for (size_t i = 0; i < ws.size(); i++) {
-        std::string name = format("arr_%zu.npy", i);
-        std::string d = npy_bytes(ws[i].w->w, ws[i].w->shape);
+    for (auto &mem : members) {
+        const std::string &name = mem.first, &d = mem.second;
         NNL_REQUIRE(d.size() < 0xFFFFFFFFull && zip.size() + d.size() + 200 < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                    "weights over 4 GB need zip64, which this writer does not produce");
+                    "files over 4 GB need zip64, which this writer does not produce");
         uint32_t crc = io::crc32((const uint8_t *)d.data(), d.size());
         uint32_t off = (uint32_t)zip.size();
         /* local header: version 20, no flags, stored, 1980-01-01 00:00 */
@@ -12999,19 +13000,28 @@ static void save_weights_npz(const Model &m, const char *path) {
         app32(cd, off);
         cd += name;
     }
-    NNL_REQUIRE(ws.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                "too many or too large weights for a zip without zip64");
+    NNL_REQUIRE(members.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
+                "too many or too large members for a zip without zip64");
     uint32_t cd_off = (uint32_t)zip.size();
     zip += cd;
     app32(zip, 0x06054B50);
     app16(zip, 0);
     app16(zip, 0);
-    app16(zip, (uint32_t)ws.size());
-    app16(zip, (uint32_t)ws.size());
+    app16(zip, (uint32_t)members.size());
+    app16(zip, (uint32_t)members.size());
     app32(zip, (uint32_t)cd.size());
     app32(zip, cd_off);
     app16(zip, 0);
-    save_atomic(path, zip);
+    return zip;
+}
+
+static void save_weights_npz(const Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
+    std::vector<WeightRef> ws = all_weights(m);
+    std::vector<std::pair<std::string, std::string>> members;
+    for (size_t i = 0; i < ws.size(); i++)
+        members.push_back({format("arr_%zu.npy", i), npy_bytes(ws[i].w->w, ws[i].w->shape)});
+    save_atomic(path, zip_stored(members));
 }
 
 static void load_weights_npz(Model &m, const char *path) {
@@ -13437,6 +13447,228 @@ static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io
     for (auto &l : m.layers)
         for (auto &ws : l->weights) memcpy(ws.w, st.v[at++].data(), (size_t)ws.shape.size() * sizeof(float));
 }
+
+/* ---- Writing Keras files: nnl_save_model to a path ending in .keras or .h5 ----
+   The layouts the readers above take, as Keras writes them, so that
+   keras.models.load_model opens them: .h5 as tf.keras 2.x (model_config in
+   tf.keras 2.15's JSON, which Keras 3 reads too; weight_names
+   "<layer>/<weight>:0", cells "<layer>/<cell>/<weight>:0"), .keras as Keras
+   3 (config.json in Keras 3's JSON: module and registered_name fields,
+   DTypePolicy objects, batch_shape; vars groups for every layer, the model
+   and the cells). The model is written uncompiled for Keras: nnlite's
+   compile strings and optimizer slots are not Keras' (yet). */
+namespace h5w {
+
+/* A group at path below loc, with the groups above it. */
+static h5::Id group(hid_t loc, const std::string &path) {
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id g(H5Gcreate2(loc, path.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) raise(NNL_ERR_INTERNAL, "HDF5 cannot create group '%s'", path.c_str());
+    return g;
+}
+
+/* Fixed-length byte strings, as h5py stores Python bytes: a scalar
+   (scalar = true, one string) or a 1-D array; an empty list is an empty
+   float64 array, as Keras writes it. */
+static void attr(hid_t obj, const char *name, const std::vector<std::string> &v, bool scalar) {
+    size_t len = 1;
+    for (auto &s : v) len = std::max(len, s.size());
+    const bool empty = !scalar && v.empty();
+    h5::Id t(empty ? H5Tcopy(H5T_IEEE_F64LE) : H5Tcopy(H5T_C_S1), H5Tclose);
+    if (!empty) {
+        H5Tset_size(t.get(), len);
+        H5Tset_strpad(t.get(), H5T_STR_NULLPAD);
+    }
+    hsize_t n = v.size();
+    h5::Id sp(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr), H5Sclose);
+    h5::Id a(H5Acreate2(obj, name, t.get(), sp.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+    std::string buf(len * v.size(), '\0');
+    for (size_t i = 0; i < v.size(); i++) memcpy(&buf[i * len], v[i].data(), v[i].size());
+    if (!a.ok() || (!empty && H5Awrite(a.get(), t.get(), buf.data()) < 0))
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write attribute '%s'", name);
+}
+
+/* A float32 dataset at path below loc (groups above it made). */
+static void floats(hid_t loc, const std::string &path, const Shape &s, const float *x) {
+    hsize_t dims[NNL_MAX_RANK];
+    for (int i = 0; i < s.rank; i++) dims[i] = (hsize_t)s.d[i];
+    h5::Id sp(s.rank ? H5Screate_simple(s.rank, dims, nullptr) : H5Screate(H5S_SCALAR), H5Sclose);
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id d(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F32LE, sp.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    if (!d.ok() || (s.size() && H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0))
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write dataset '%s'", path.c_str());
+}
+
+/* An HDF5 file made in memory; bytes() is its image once written. */
+class File {
+    h5::Id file_;
+
+public:
+    File() {
+        h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+        H5Pset_fapl_core(fapl.get(), 1 << 16, 0);
+        file_ = h5::Id(H5Fcreate("nnlite-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+        if (!file_.ok()) raise(NNL_ERR_MEMORY, "HDF5 cannot create a file in memory");
+    }
+    hid_t root() const { return file_.get(); }
+    std::string bytes() {
+        H5Fflush(file_.get(), H5F_SCOPE_GLOBAL);
+        ssize_t n = H5Fget_file_image(file_.get(), nullptr, 0);
+        if (n <= 0) raise(NNL_ERR_INTERNAL, "HDF5 gives no file image");
+        std::string out((size_t)n, '\0');
+        if (H5Fget_file_image(file_.get(), &out[0], (size_t)n) != n) raise(NNL_ERR_INTERNAL, "HDF5 gives no file image");
+        return out;
+    }
+};
+
+} // namespace h5w
+
+/* The cell's name of a recurrent layer class, as Keras names the weights'
+   scope (lstm_cell); "" for other classes. */
+static std::string cell_scope(const char *cls) {
+    std::string c = cls;
+    return c == "SimpleRNN" ? "simple_rnn_cell" : c == "LSTM" ? "lstm_cell" : c == "GRU" ? "gru_cell" : "";
+}
+
+/* model.save("m.h5") of tf.keras 2.x */
+static std::string keras_h5_bytes(const Model &m) {
+    Json arch = model_json(m);
+    Json mc = Json::object().set("class_name", *arch.get("class_name")).set("config", *arch.get("config"));
+    h5::Session hs;
+    h5w::File f;
+    h5w::attr(f.root(), "backend", {"tensorflow"}, true);
+    h5w::attr(f.root(), "keras_version", {KERAS_VERSION}, true);
+    h5w::attr(f.root(), "model_config", {json_text(mc)}, true);
+    h5::Id mw = h5w::group(f.root(), "model_weights");
+    std::vector<std::string> names;
+    for (auto &l : m.layers) names.push_back(l->name);
+    h5w::attr(mw.get(), "layer_names", names, false);
+    h5w::attr(mw.get(), "backend", {"tensorflow"}, true);
+    h5w::attr(mw.get(), "keras_version", {KERAS_VERSION}, true);
+    for (auto &l : m.layers) {
+        h5::Id g = h5w::group(mw.get(), l->name);
+        std::vector<std::string> wn;
+        std::string cell = cell_scope(l->cls);
+        for (auto &w : l->weights) {
+            /* Bidirectional's carry their direction: "bi/forward_lstm/kernel:0" (Keras
+               reads weights by their order in weight_names, not their names) */
+            wn.push_back(l->name + "/" + (cell.empty() ? "" : cell + "/") + w.name + ":0");
+        }
+        h5w::attr(g.get(), "weight_names", wn, false);
+        for (size_t k = 0; k < l->weights.size(); k++) h5w::floats(g.get(), wn[k], l->weights[k].shape, l->weights[k].w);
+    }
+    return f.bytes();
+}
+
+/* Keras 3's JSON of one serialised object from tf.keras 2.x's: module and
+   registered_name fields, DTypePolicy objects, batch_shape for
+   batch_input_shape, no time_major; nested layers and initializers alike. */
+static Json keras3_json(const Json &j, const char *module) {
+    if (j.kind == Json::ARR) {
+        Json out = Json::array();
+        for (auto &x : j.a) out.push(keras3_json(x, module));
+        return out;
+    }
+    if (j.kind != Json::OBJ) return j;
+    const Json *cn = j.get("class_name"), *cfg = j.get("config");
+    if (!cn || !cfg || cfg->kind != Json::OBJ) {
+        Json out = Json::object();
+        for (auto &kv : j.o) out.set(kv.first, keras3_json(kv.second, module));
+        return out;
+    }
+    Json c = Json::object();
+    for (auto &kv : cfg->o) {
+        const std::string &k = kv.first;
+        if (k == "time_major" || k == "ragged") continue;
+        if (k == "batch_input_shape") c.set("batch_shape", kv.second);
+        else if (k == "dtype" && kv.second.kind == Json::STR && cn->s != "InputLayer")
+            c.set("dtype", Json::object()
+                               .set("module", Json::string("keras"))
+                               .set("class_name", Json::string("DTypePolicy"))
+                               .set("config", Json::object().set("name", kv.second))
+                               .set("registered_name", Json()));
+        else if (k.size() > 12 && k.compare(k.size() - 12, 12, "_initializer") == 0)
+            c.set(k, keras3_json(kv.second, "keras.initializers"));
+        else if (k == "layer" || k == "backward_layer")
+            c.set(k, keras3_json(kv.second, "keras.layers"));
+        else c.set(k, kv.second);
+    }
+    return Json::object()
+        .set("module", Json::string(module))
+        .set("class_name", *cn)
+        .set("config", c)
+        .set("registered_name", Json());
+}
+
+/* model.save("m.keras") of Keras 3 */
+static std::string keras_zip_bytes(const Model &m) {
+    Json arch = model_json(m);
+    Json layers = Json::array();
+    for (auto &l : arch.get("config")->get("layers")->a) layers.push(keras3_json(l, "keras.layers"));
+    Json policy = Json::object()
+                      .set("module", Json::string("keras"))
+                      .set("class_name", Json::string("DTypePolicy"))
+                      .set("config", Json::object().set("name", Json::string("float32")))
+                      .set("registered_name", Json());
+    Json cfg = Json::object()
+                   .set("name", Json::string("sequential"))
+                   .set("trainable", Json::boolean(true))
+                   .set("dtype", policy)
+                   .set("layers", layers);
+    Json shape = Json::array().push(Json());
+    for (int i = 0; i < m.input.rank; i++) shape.push(m.var_len && i == 0 ? Json() : Json::integer(m.input.d[i]));
+    Json top = Json::object()
+                   .set("module", Json::string("keras"))
+                   .set("class_name", Json::string("Sequential"))
+                   .set("config", cfg)
+                   .set("registered_name", Json())
+                   .set("build_config", Json::object().set("input_shape", shape))
+                   .set("compile_config", Json());
+    std::string h5;
+    {
+        h5::Session hs;
+        h5w::File f;
+        std::map<std::string, int> used;
+        for (auto &l : m.layers) {
+            std::string key = snake(l->cls);
+            int n = used.count(key) ? ++used[key] : (used[key] = 0);
+            if (n) key += format("_%d", n);
+            const std::string base = "layers/" + key, cls = l->cls;
+            std::vector<std::string> parts;
+            if (cls == "SimpleRNN" || cls == "LSTM" || cls == "GRU") {
+                h5w::group(f.root(), base + "/vars");
+                parts = {base + "/cell/vars"};
+            } else if (cls == "Bidirectional") {
+                for (const char *d : {"/vars", "/backward_layer/vars", "/forward_layer/vars"}) h5w::group(f.root(), base + d);
+                parts = {base + "/forward_layer/cell/vars", base + "/backward_layer/cell/vars"};
+            } else {
+                parts = {base + "/vars"};
+            }
+            const size_t per = l->weights.size() / parts.size();
+            for (size_t p = 0; p < parts.size(); p++) {
+                h5::Id g = h5w::group(f.root(), parts[p]);
+                for (size_t k = 0; k < per; k++) {
+                    const WeightSpec &w = l->weights[p * per + k];
+                    h5w::floats(g.get(), std::to_string(k), w.shape, w.w);
+                }
+            }
+        }
+        h5w::group(f.root(), "vars");
+        h5 = f.bytes();
+    }
+    time_t now = time(nullptr);
+    struct tm tmv;
+    char date[32];
+    localtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tmv);
+    Json meta = Json::object()
+                    .set("keras_version", Json::string(KERAS3_VERSION))
+                    .set("date_saved", Json::string(date))
+                    .set("nnlite_version", Json::string(NNL_VERSION_STRING));
+    return zip_stored({{"metadata.json", json_text(meta)}, {"config.json", json_text(top)}, {"model.weights.h5", h5}});
+}
 #endif /* NNL_HDF5 */
 
 /* nnl_load_model: nnlite's own file, or Keras' .h5 / .keras, told by content. */
@@ -13468,6 +13700,23 @@ static void load_any_model(Model &m, const char *path) {
     load_keras_zip(m, bytes, z, what);
 #else
     no_hdf5(what, ".keras");
+#endif
+}
+
+/* nnl_save_model: Keras' .keras or .h5 when the path ends so, else nnlite's
+   own format. */
+static void save_any_model(const Model &m, const char *path) {
+    NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
+    const std::string p = path;
+    const bool keras = ends_with(p, ".keras");
+    if (!keras && !ends_with(p, ".h5")) return save_model(m, path);
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
+#ifdef NNL_HDF5
+    save_atomic(path, keras ? keras_zip_bytes(m) : keras_h5_bytes(m));
+#else
+    raise(NNL_ERR_UNSUPPORTED, "cannot write '%s' as a Keras %s file: this build of nnlite has no HDF5 (Debian: "
+          "apt-get install libhdf5-dev, then rebuild; make and CMake find it by pkg-config)", path,
+          keras ? ".keras" : ".h5");
 #endif
 }
 
@@ -13522,7 +13771,7 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_model: model or path is NULL");
         if (!m->writer()) return; /* a distributed model: rank 0 writes */
-        nnl::files::save_model(*m, path);
+        nnl::files::save_any_model(*m, path);
     });
 }
 
