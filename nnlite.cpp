@@ -13340,6 +13340,15 @@ struct Staged {
     }
 };
 
+/* JSON text that may be broken: a null value then (an optional part of a file). */
+static Json parse_json_or_null(const std::string &text) {
+    try {
+        return parse_json(text.data(), text.size(), "");
+    } catch (const Error &) {
+        return Json();
+    }
+}
+
 /* The architecture of a Keras file, bounded by the file's size (each
    weight takes at least 2 bytes in it). */
 static void keras_arch(Model &m, const std::string &text, size_t file_bytes, const std::string &what,
@@ -13353,6 +13362,84 @@ static void keras_arch(Model &m, const std::string &text, size_t file_bytes, con
               "%s: %s: %s", what.c_str(), where, e.msg.c_str());
     }
     *out = std::move(j);
+}
+
+/* ---- Keras' compile configuration -> nnl_compile's strings ----------------------
+   .keras: config.json's compile_config {"optimizer": {"class_name": "Adam",
+   "config": {...}} or "adam", "loss": "mse" or {"class_name": ..., "config":
+   ...}, "metrics": [...]}; .h5: the training_config attribute, with the
+   optimizer as optimizer_config. As Keras' compile_from_config, which
+   warns and leaves the model uncompiled when the configuration fails, a
+   configuration nnlite cannot follow (an option or a kind it lacks, a
+   learning-rate schedule) leaves the model uncompiled: the weights are
+   what the file is for. Keras' bookkeeping options (name, EMA off, jit,
+   loss_scale_factor, ...) are dropped; None values are Keras' defaults. */
+static bool spec_value(const Json &v, std::string *out) {
+    switch (v.kind) {
+    case Json::NUM: *out = num_text(v.num, v.is_int); return true;
+    case Json::BOOL: *out = v.b ? "True" : "False"; return true;
+    case Json::STR:
+        if (v.s.find_first_of("'\\\"") != std::string::npos) return false;
+        *out = "'" + v.s + "'";
+        return true;
+    default: return false;
+    }
+}
+
+/* "Adam(learning_rate=0.001, beta_1=0.9)" from {"class_name": "Adam",
+   "config": {...}}, keeping only the keys keep() accepts; "" when some
+   value cannot be written as spec text. */
+static std::string keras_call(const Json &j, const std::function<bool(const std::string &, const Json &)> &keep) {
+    if (j.kind == Json::STR) return j.s.find_first_of("()'\"") == std::string::npos ? j.s : "";
+    const Json *cn = j.kind == Json::OBJ ? j.get("class_name") : nullptr;
+    const Json *cfg = j.kind == Json::OBJ ? j.get("config") : nullptr;
+    if (!cn || cn->kind != Json::STR || cn->s.find_first_of("()'\", =") != std::string::npos) return "";
+    std::string args;
+    if (cfg && cfg->kind == Json::OBJ)
+        for (auto &kv : cfg->o) {
+            if (kv.second.kind == Json::NUL || !keep(kv.first, kv.second)) continue;
+            std::string v;
+            if (!spec_value(kv.second, &v) || kv.first.find_first_not_of("abcdefghijklmnopqrstuvwxyz_0123456789") != std::string::npos)
+                return "";
+            args += (args.empty() ? "" : ", ") + kv.first + "=" + v;
+        }
+    return cn->s + "(" + args + ")";
+}
+
+/* Compiles m as the file's compile configuration says, when nnlite can. */
+static void keras_compile(Model &m, const Json *opt, const Json *loss, const Json *metrics) {
+    if (!opt || !loss || opt->kind == Json::NUL || loss->kind == Json::NUL) return;
+    std::string o = keras_call(*opt, [](const std::string &k, const Json &v) {
+        if (k == "name" || k == "ema_momentum" || k == "ema_overwrite_frequency" || k == "loss_scale_factor" ||
+            k == "gradient_accumulation_steps" || k == "jit_compile" || k == "is_legacy_optimizer")
+            return false;
+        if (k == "use_ema") return v.kind != Json::BOOL || v.b; /* EMA on: refused below, so uncompiled */
+        return true;
+    });
+    std::string l = keras_call(*loss, [](const std::string &k, const Json &) {
+        return k == "from_logits" || k == "delta";
+    });
+    std::string ms;
+    std::function<bool(const Json &)> add = [&](const Json &x) {
+        if (x.kind == Json::NUL) return true;
+        if (x.kind == Json::ARR) {
+            for (auto &e : x.a)
+                if (!add(e)) return false;
+            return true;
+        }
+        std::string t;
+        if (x.kind == Json::STR) t = x.s;
+        else if (const Json *cn = x.kind == Json::OBJ ? x.get("class_name") : nullptr)
+            t = cn->kind == Json::STR ? snake(cn->s.c_str()) : "";
+        if (t.empty() || t.find_first_of("(),'\"") != std::string::npos) return false;
+        ms += (ms.empty() ? "" : ", ") + t;
+        return true;
+    };
+    if (o.empty() || l.empty() || (metrics && !add(*metrics))) return;
+    try {
+        m.compile(o.c_str(), l.c_str(), ms.c_str());
+    } catch (const Error &) { /* as Keras: the model stays uncompiled */
+    }
 }
 
 /* A legacy .h5 model (model.save("m.h5")). */
@@ -13394,6 +13481,10 @@ static void load_keras_h5(Model &m, const std::vector<uint8_t> &bytes, const std
     size_t at = 0;
     for (const Layer *l : mine)
         for (auto &w : l->weights) memcpy(w.w, st.v[at++].data(), (size_t)w.shape.size() * sizeof(float));
+    if (H5Aexists(f.root(), "training_config") > 0) {
+        Json tc = parse_json_or_null(h5::attr_text(f.root(), "training_config", what));
+        if (tc.kind == Json::OBJ) keras_compile(m, tc.get("optimizer_config"), tc.get("loss"), tc.get("metrics"));
+    }
 }
 
 /* A Keras 3 .keras model (model.save("m.keras")): a zip of config.json,
@@ -13446,6 +13537,8 @@ static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io
     size_t at = 0;
     for (auto &l : m.layers)
         for (auto &ws : l->weights) memcpy(ws.w, st.v[at++].data(), (size_t)ws.shape.size() * sizeof(float));
+    const Json *cc = arch.get("compile_config");
+    if (cc && cc->kind == Json::OBJ) keras_compile(m, cc->get("optimizer"), cc->get("loss"), cc->get("metrics"));
 }
 
 /* ---- Writing Keras files: nnl_save_model to a path ending in .keras or .h5 ----

@@ -953,7 +953,12 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    (same data, batch size and fit options). This holds because each epoch
    shuffles from the identity order, and its shuffle and dropout draws come
    from the model's RNG (saved here) or, when the fit options give a seed,
-   from (seed, epoch) alone. Works before compile too. */
+   from (seed, epoch) alone. Works before compile too.
+   A path ending in ".keras" or ".h5" writes Keras' own file instead (since
+   0.6, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
+   zip or a tf.keras 2.x .h5, with the architecture and the weights (not
+   yet the compile configuration, optimizer state or history); without
+   HDF5 NNL_ERR_UNSUPPORTED naming the package. */
 NNL_API int nnl_save_model(const nnl_model *m, const char *path);
 
 /* A new model from a file of nnl_save_model, compiled when it was saved
@@ -963,8 +968,12 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path);
    (since 0.6, with HDF5: nnl_has_feature("hdf5")): Keras 3 .keras files
    (model.save("m.keras")) and .h5 files of tf.keras 2.x, standalone Keras 2
    and Keras 3 (model.save("m.h5")), Sequential models of the layers nnlite
-   has, recurrent ones included; the model comes back uncompiled (Keras'
-   compile configuration and optimizer state are not read yet). A file that
+   has, recurrent ones included. The model comes back compiled as the file
+   says (Keras' compile_config / training_config: optimizer with its
+   options, loss, metrics) when nnlite has all of that, else uncompiled, as
+   Keras leaves a model whose compile configuration fails; the optimizer's
+   state (its slots) is not read yet: training continues from fresh slots.
+   A file that
    does not match its own architecture is NNL_ERR_FORMAT naming the layer,
    the weight and both shapes; Keras weights-only files (save_weights) are
    NNL_ERR_FORMAT saying so. Without HDF5 these files are

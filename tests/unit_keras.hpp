@@ -434,3 +434,45 @@ TEST_CASE("keras files: the .keras and .h5 nnlite writes have Keras' layout (che
     unlink((base + ".keras").c_str());
     unlink((base + ".h5").c_str());
 }
+
+#ifdef NNL_HDF5
+TEST_CASE("keras files: the compile configuration comes along (training continues), when nnlite can follow it") {
+    if (!NNL_HAVE_HDF5) return;
+    using namespace keras_files;
+    for (const Case &c : kCases)
+        for (const char *kind : kKinds) {
+            std::string path = dir() + c.name + kind;
+            CAPTURE(path);
+            nnl_model *m = nullptr;
+            REQUIRE_MESSAGE(nnl_load_model(path.c_str(), &m) == NNL_OK, nnl_last_error());
+            /* Adam(learning_rate=0.001) and mean_squared_error in every fixture */
+            REQUIRE(m->compiled);
+            CHECK(nnl_get_learning_rate(m) == doctest::Approx(0.001));
+            CHECK(std::string(m->opt->cls()) == "Adam");
+            std::vector<int64_t> shape;
+            std::vector<float> x = inputs(m, 4, c.ids, &shape);
+            std::vector<float> y((size_t)(4 * m->layers.back()->out.size()), 0.25f);
+            std::vector<int64_t> yshape{4};
+            for (int i = 0; i < m->layers.back()->out.rank; i++) yshape.push_back(m->layers.back()->out.d[i]);
+            nnl_fit_options o;
+            nnl_fit_options_init(&o);
+            o.epochs = 1;
+            o.batch_size = 4;
+            o.verbose = 0;
+            CHECK_MESSAGE(nnl_fit(m, x.data(), (int)shape.size(), shape.data(), y.data(), NNL_FLOAT32,
+                                  (int)yshape.size(), yshape.data(), &o) == NNL_OK, nnl_last_error());
+            nnl_model_free(m);
+        }
+    /* an optimizer nnlite lacks: the model loads, uncompiled, as Keras leaves it */
+    std::string p = keras_files::copy_to_tmp(keras_files::dir() + "mlp_tf2.h5", ".h5");
+    hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    keras_files::set_text_attr(f, "training_config", R"({"loss": "mse", "optimizer_config": {"class_name": "Ftrl", "config": {}}})");
+    H5Fclose(f);
+    nnl_model *m = nullptr;
+    REQUIRE(nnl_load_model(p.c_str(), &m) == NNL_OK);
+    CHECK(!m->compiled);
+    nnl_model_free(m);
+    unlink(p.c_str());
+}
+#endif
