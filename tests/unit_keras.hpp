@@ -245,6 +245,97 @@ TEST_CASE("keras files: broken .h5 contents give clear errors (missing, wrong dt
     CHECK(msg.find("not text") != std::string::npos);
 }
 
+namespace keras_files {
+
+/* A fixture .keras with its model.weights.h5 changed by edit(file id)
+   (and config.json by cfg_edit), zipped again; loaded: status and message. */
+static int load_edited_keras(const std::string &fixture, const std::function<void(hid_t)> &edit, std::string *msg,
+                             const std::function<void(std::string &)> &cfg_edit = nullptr) {
+    std::vector<uint8_t> zip;
+    nnl::read_file((dir() + fixture).c_str(), zip);
+    nnl::io::Zip z(zip, fixture);
+    std::vector<std::pair<std::string, std::string>> members;
+    std::string h5path = copy_to_tmp(dir() + "mlp_tf2.h5", "_member.h5"); /* a path to write the member to */
+    for (const nnl::io::ZipEntry &e : z.members()) {
+        std::vector<uint8_t> store;
+        auto b = z.member(e, store);
+        std::string data((const char *)b.first, b.second);
+        if (e.name == "model.weights.h5") {
+            FILE *f = fopen(h5path.c_str(), "wb");
+            REQUIRE(f);
+            fwrite(data.data(), 1, data.size(), f);
+            fclose(f);
+            hid_t h = H5Fopen(h5path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+            REQUIRE(h >= 0);
+            edit(h);
+            H5Fclose(h);
+            std::vector<uint8_t> back;
+            nnl::read_file(h5path.c_str(), back);
+            data.assign(back.begin(), back.end());
+        } else if (e.name == "config.json" && cfg_edit) {
+            cfg_edit(data);
+        }
+        members.push_back({e.name, data});
+    }
+    unlink(h5path.c_str());
+    std::string p = copy_to_tmp(dir() + fixture, ".keras");
+    nnl::files::save_atomic(p.c_str(), nnl::files::zip_stored(members));
+    nnl_model *m = nullptr;
+    int st = nnl_load_model(p.c_str(), &m);
+    *msg = nnl_last_error();
+    if (st != NNL_OK) CHECK(m == nullptr);
+    nnl_model_free(m);
+    unlink(p.c_str());
+    return st;
+}
+
+} // namespace keras_files
+
+TEST_CASE("keras files: broken .keras contents give clear errors (missing, extra, wrong dtype or shape)") {
+    using keras_files::load_edited_keras;
+    std::string msg;
+    /* unchanged, through the same path: loads */
+    CHECK(load_edited_keras("rnns.keras", [](hid_t) {}, &msg) == NNL_OK);
+    /* a cell's variable missing */
+    CHECK(load_edited_keras("rnns.keras", [](hid_t f) { H5Ldelete(f, "layers/lstm/cell/vars/2", H5P_DEFAULT); }, &msg) ==
+          NNL_ERR_FORMAT);
+    CHECK(msg.find("'layers/lstm/cell/vars' holds 2 variables") != std::string::npos);
+    CHECK(msg.find("lstm_a") != std::string::npos);
+    /* one too many */
+    CHECK(load_edited_keras("mlp.keras", [](hid_t f) {
+              keras_files::replace_dataset(f, "layers/dense/vars/0", H5T_NATIVE_FLOAT, {6, 8});
+              hsize_t d = 3;
+              hid_t s = H5Screate_simple(1, &d, nullptr);
+              H5Dclose(H5Dcreate2(f, "layers/dense/vars/2", H5T_NATIVE_FLOAT, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+              H5Sclose(s);
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("holds 3 variables") != std::string::npos);
+    /* the backward direction's kernel transposed */
+    CHECK(load_edited_keras("rnns.keras", [](hid_t f) {
+              keras_files::replace_dataset(f, "layers/bidirectional/backward_layer/cell/vars/0", H5T_NATIVE_FLOAT, {9, 4});
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("shape (9, 4)") != std::string::npos);
+    CHECK(msg.find("backward_gru/kernel") != std::string::npos);
+    /* strings where floats belong */
+    CHECK(load_edited_keras("cnn.keras", [](hid_t f) {
+              hid_t t = H5Tcopy(H5T_C_S1);
+              H5Tset_size(t, 4);
+              keras_files::replace_dataset(f, "layers/batch_normalization/vars/3", t, {4});
+              H5Tclose(t);
+          }, &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("floating-point") != std::string::npos);
+    /* the keys are by class: a layer renamed in config.json changes nothing,
+       a class count that disagrees with the file (a third Dense) does */
+    CHECK(load_edited_keras("mlp.keras", [](hid_t) {}, &msg, [](std::string &c) {
+              size_t at = c.find("\"name\": \"hidden\"");
+              REQUIRE(at != std::string::npos);
+              c.replace(at, 16, "\"name\": \"renamed\"");
+          }) == NNL_OK);
+    CHECK(load_edited_keras("mlp.keras", [](hid_t f) { H5Ldelete(f, "layers/dense_1", H5P_DEFAULT); }, &msg) ==
+          NNL_ERR_FORMAT);
+    CHECK(msg.find("'layers/dense_1/vars' holds 0 variables") != std::string::npos);
+}
+
 TEST_CASE("keras files: fuzzed model_config and weight_names never crash the .h5 reader") {
     /* mutations of the text nnlite parses out of HDF5 attributes (HDF5
        itself is trusted; nnlite's use of what it returns is not) */
