@@ -13548,8 +13548,9 @@ static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io
    "<layer>/<weight>:0", cells "<layer>/<cell>/<weight>:0"), .keras as Keras
    3 (config.json in Keras 3's JSON: module and registered_name fields,
    DTypePolicy objects, batch_shape; vars groups for every layer, the model
-   and the cells). The model is written uncompiled for Keras: nnlite's
-   compile strings and optimizer slots are not Keras' (yet). */
+   and the cells). A compiled model carries its compile configuration
+   (keras_compile_json); the optimizer's slots, the history and the RNG
+   state are not written (Keras' optimizer variables: not yet). */
 namespace h5w {
 
 /* A group at path below loc, with the groups above it. */
@@ -13625,6 +13626,72 @@ static std::string cell_scope(const char *cls) {
     return c == "SimpleRNN" ? "simple_rnn_cell" : c == "LSTM" ? "lstm_cell" : c == "GRU" ? "gru_cell" : "";
 }
 
+/* The compile configuration of m as Keras serialises it: the optimizer as
+   {"class_name": "Adam", "config": {...}} (nnlite's own configuration of it,
+   so every option it runs with), the loss by name or, with options, as its
+   class, the metrics without options by name (one with options, as
+   top_k_categorical_accuracy(k=3), is left out: Keras' name alone would
+   mean other options). keras3: Keras 3's module fields. */
+static Json keras_compile_json(const Model &m, bool keras3, Json *metrics_out) {
+    auto plain = [](const Spec &sp, const char *cls, bool k3, const char *module) {
+        Json cfg = Json::object();
+        for (auto &kv : sp.kw) {
+            const Value &v = kv.second;
+            if (v.kind == Value::NUM) cfg.set(kv.first, Json::number(v.num));
+            else if (v.kind == Value::BOOL) cfg.set(kv.first, Json::boolean(v.num != 0));
+            else if (v.kind == Value::STR) cfg.set(kv.first, Json::string(v.str));
+        }
+        Json j = Json::object();
+        if (k3) j.set("module", Json::string(module));
+        j.set("class_name", Json::string(cls)).set("config", cfg);
+        if (k3) j.set("registered_name", Json());
+        return j;
+    };
+    Spec os = parse_spec(m.opt->config().c_str());
+    Json opt = plain(os, m.opt->cls(), keras3, "keras.optimizers");
+    Spec ls = parse_spec(m.compile_text[1].c_str());
+    static const std::map<std::string, const char *> loss_cls = {
+        {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"},
+        {"categorical_crossentropy", "CategoricalCrossentropy"},
+        {"binary_crossentropy", "BinaryCrossentropy"},
+        {"mean_squared_error", "MeanSquaredError"},
+        {"mean_absolute_error", "MeanAbsoluteError"},
+        {"huber", "Huber"}};
+    Json loss = Json::string(m.loss.name);
+    auto lc = loss_cls.find(m.loss.name);
+    if (!ls.kw.empty() && lc != loss_cls.end()) loss = plain(ls, lc->second, keras3, "keras.losses");
+    Json mets = Json::array();
+    std::string cur;
+    int depth = 0;
+    for (char c : m.compile_text[2] + ",") {
+        if (c == '(') depth++;
+        if (c == ')') depth--;
+        if (c == ',' && depth == 0) {
+            size_t b = cur.find_first_not_of(" "), e = cur.find_last_not_of(" ");
+            if (b != std::string::npos && cur.find('(') == std::string::npos) mets.push(Json::string(cur.substr(b, e - b + 1)));
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    *metrics_out = mets.a.empty() ? Json() : mets;
+    return keras3 ? Json::object()
+                        .set("optimizer", opt)
+                        .set("loss", loss)
+                        .set("loss_weights", Json())
+                        .set("metrics", *metrics_out)
+                        .set("weighted_metrics", Json())
+                        .set("run_eagerly", Json::boolean(false))
+                        .set("steps_per_execution", Json::integer(1))
+                        .set("jit_compile", Json::boolean(false))
+                  : Json::object()
+                        .set("loss", loss)
+                        .set("metrics", *metrics_out)
+                        .set("weighted_metrics", Json())
+                        .set("loss_weights", Json())
+                        .set("optimizer_config", opt);
+}
+
 /* model.save("m.h5") of tf.keras 2.x */
 static std::string keras_h5_bytes(const Model &m) {
     Json arch = model_json(m);
@@ -13634,6 +13701,10 @@ static std::string keras_h5_bytes(const Model &m) {
     h5w::attr(f.root(), "backend", {"tensorflow"}, true);
     h5w::attr(f.root(), "keras_version", {KERAS_VERSION}, true);
     h5w::attr(f.root(), "model_config", {json_text(mc)}, true);
+    if (m.compiled) {
+        Json mets;
+        h5w::attr(f.root(), "training_config", {json_text(keras_compile_json(m, false, &mets))}, true);
+    }
     h5::Id mw = h5w::group(f.root(), "model_weights");
     std::vector<std::string> names;
     for (auto &l : m.layers) names.push_back(l->name);
@@ -13719,6 +13790,10 @@ static std::string keras_zip_bytes(const Model &m) {
                    .set("registered_name", Json())
                    .set("build_config", Json::object().set("input_shape", shape))
                    .set("compile_config", Json());
+    if (m.compiled) {
+        Json mets;
+        top.o.back().second = keras_compile_json(m, true, &mets);
+    }
     std::string h5;
     {
         h5::Session hs;

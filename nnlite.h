@@ -956,9 +956,11 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    from (seed, epoch) alone. Works before compile too.
    A path ending in ".keras" or ".h5" writes Keras' own file instead (since
    0.6, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
-   zip or a tf.keras 2.x .h5, with the architecture and the weights (not
-   yet the compile configuration, optimizer state or history); without
-   HDF5 NNL_ERR_UNSUPPORTED naming the package. */
+   zip or a tf.keras 2.x .h5, with the architecture, the weights and, for a
+   compiled model, the compile configuration (optimizer and its options,
+   loss, the metrics given without options); not yet the optimizer state,
+   history or RNG state (training resumes exactly only from nnlite's own
+   files). Without HDF5 NNL_ERR_UNSUPPORTED naming the package. */
 NNL_API int nnl_save_model(const nnl_model *m, const char *path);
 
 /* A new model from a file of nnl_save_model, compiled when it was saved

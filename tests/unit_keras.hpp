@@ -552,6 +552,25 @@ TEST_CASE("keras files: the compile configuration comes along (training continue
             o.verbose = 0;
             CHECK_MESSAGE(nnl_fit(m, x.data(), (int)shape.size(), shape.data(), y.data(), NNL_FLOAT32,
                                   (int)yshape.size(), yshape.data(), &o) == NNL_OK, nnl_last_error());
+            /* written back, the compile configuration comes along */
+            for (const char *ext : {".keras", ".h5"}) {
+                REQUIRE(nnl_compile(m, "RMSprop(learning_rate=0.002, rho=0.8)", "huber(delta=2.0)",
+                                    "mae, top_k_categorical_accuracy(k=2)") == NNL_OK);
+                std::string out = (std::filesystem::temp_directory_path() /
+                                   ("nnlite_keras_compile_" + std::to_string(getpid()) + ext)).string();
+                REQUIRE(nnl_save_model(m, out.c_str()) == NNL_OK);
+                nnl_model *back = nullptr;
+                REQUIRE_MESSAGE(nnl_load_model(out.c_str(), &back) == NNL_OK, nnl_last_error());
+                REQUIRE(back->compiled);
+                CHECK(std::string(back->opt->cls()) == "RMSprop");
+                CHECK(nnl_get_learning_rate(back) == doctest::Approx(0.002));
+                CHECK(back->opt->config() == m->opt->config());
+                CHECK(back->loss.kind == nnl::LOSS_HUBER);
+                CHECK(back->loss.delta == 2.0f);
+                CHECK(back->compile_text[2] == "mae"); /* a metric with options is left out */
+                nnl_model_free(back);
+                unlink(out.c_str());
+            }
             nnl_model_free(m);
         }
     /* an optimizer nnlite lacks: the model loads, uncompiled, as Keras leaves it */
