@@ -41,7 +41,7 @@ static std::vector<float> predict(nnl_model *m, const std::vector<float> &x, con
     return y;
 }
 
-static std::string copy_to_tmp(const std::string &src, const char *suffix) {
+[[maybe_unused]] static std::string copy_to_tmp(const std::string &src, const char *suffix) {
     std::string dst = (std::filesystem::temp_directory_path() / ("nnlite_keras_" + std::to_string(getpid()) + suffix)).string();
     std::filesystem::copy_file(src, dst, std::filesystem::copy_options::overwrite_existing);
     return dst;
