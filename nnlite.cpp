@@ -13171,6 +13171,8 @@ class File {
 
 public:
     File(const uint8_t *p, size_t n, const std::string &what) : what_(what) {
+        if (n < 8 || memcmp(p, HDF5_MAGIC, 8) != 0)
+            raise(NNL_ERR_FORMAT, "%s: not an HDF5 file (no HDF5 signature)", what.c_str());
         Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
         if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), 1 << 16, 0) < 0 ||
             H5Pset_file_image(fapl.get(), const_cast<uint8_t *>(p), n) < 0)

@@ -334,6 +334,22 @@ TEST_CASE("keras files: broken .keras contents give clear errors (missing, extra
     CHECK(load_edited_keras("mlp.keras", [](hid_t f) { H5Ldelete(f, "layers/dense_1", H5P_DEFAULT); }, &msg) ==
           NNL_ERR_FORMAT);
     CHECK(msg.find("'layers/dense_1/vars' holds 0 variables") != std::string::npos);
+    /* a member that is not HDF5 at all, and an empty one */
+    for (const char *junk : {"not hdf5 at all", ""}) {
+        std::vector<uint8_t> zip;
+        nnl::read_file((keras_files::dir() + "mlp.keras").c_str(), zip);
+        nnl::io::Zip z(zip, "mlp.keras");
+        std::vector<uint8_t> store;
+        auto c = z.member(*z.find("config.json"), store);
+        std::string p = keras_files::copy_to_tmp(keras_files::dir() + "mlp.keras", "_junk.keras");
+        nnl::files::save_atomic(p.c_str(), nnl::files::zip_stored({{"config.json", std::string((const char *)c.first, c.second)},
+                                                                    {"model.weights.h5", junk}}));
+        nnl_model *m = nullptr;
+        CHECK(nnl_load_model(p.c_str(), &m) == NNL_ERR_FORMAT);
+        CHECK(std::string(nnl_last_error()).find("not an HDF5 file") != std::string::npos);
+        CHECK(m == nullptr);
+        unlink(p.c_str());
+    }
 }
 
 TEST_CASE("keras files: fuzzed model_config and weight_names never crash the .h5 reader") {
