@@ -6,8 +6,8 @@
      model.save("model.h5")      tf.keras 2.x, Keras 2, or Keras 3's legacy
                                  HDF5 format
 
-   then prints the summary and predicts three samples (made up here: the
-   same numbers every run). Needs nnlite built with HDF5 (Debian
+   then prints the summary and predicts three samples (made up here: whole
+   numbers 0..9, the same every run). Needs nnlite built with HDF5 (Debian
    libhdf5-dev; nnl_has_feature("hdf5")). Without a path it opens the CNN
    the tests wrote with h5py in Keras' layout
    (tests/reference/keras/cnn.keras, found from the program's folder).
@@ -42,7 +42,8 @@ int main(int argc, char **argv) {
         per_in *= shape[i];
     }
     x = malloc((size_t)(3 * per_in) * sizeof(float));
-    for (i = 0; i < 3 * per_in; i++) x[i] = (float)((i * 7 + 3) % 10) / 10.0f;
+    /* whole numbers 0..9: also token ids for a model that starts with an Embedding */
+    for (i = 0; i < 3 * per_in; i++) x[i] = (float)((i * 7 + 3) % 10);
     k = nnl_output_shape(m, out_shape);
     for (i = 0; i < k; i++) per_out *= out_shape[i] < 0 ? 5 : out_shape[i];
     y = malloc((size_t)(3 * per_out) * sizeof(float));
