@@ -12,8 +12,10 @@
 # statically; also builds $(BUILD)/nnlite_gpu, the GPU test suite; NVCC=path,
 # CUDA_ARCH=gencode flags), MPI=1 (data-parallel training: nnlite.cpp with
 # -DNNL_MPI and the MPI found by pkg-config mpi-c or mpicc --showme; builds in
-# build-mpi/ unless BUILD says otherwise), BUILD=dir, and the usual CC, CXX,
-# CFLAGS, CXXFLAGS, LDFLAGS.
+# build-mpi/ unless BUILD says otherwise), HDF5=auto|1|0 (Keras .h5 and .keras
+# model files: -DNNL_HDF5 and the HDF5 found by pkg-config hdf5 / hdf5-serial
+# or h5cc; auto, the default, uses it when found, 1 requires it, 0 leaves it
+# out), BUILD=dir, and the usual CC, CXX, CFLAGS, CXXFLAGS, LDFLAGS.
 
 SANITIZE ?= 0
 MPI ?= 0
@@ -70,6 +72,29 @@ $(error MPI=1: no MPI found (pkg-config mpi-c, mpicc); Debian: apt-get install l
 endif
 NNL_CXXFLAGS += -DNNL_MPI $(MPI_CFLAGS)
 LIBS += $(MPI_LIBS)
+endif
+
+# ---- HDF5 (HDF5=auto|1|0): Keras .h5 and .keras files, section 8 ----
+# Debian: libhdf5-dev. Without it nnl_load_model/nnl_save_model answer
+# NNL_ERR_UNSUPPORTED for those files, naming the package.
+HDF5 ?= auto
+ifneq ($(HDF5),0)
+HDF5_PC := $(shell pkg-config --exists hdf5 2>/dev/null && echo hdf5 || { pkg-config --exists hdf5-serial 2>/dev/null && echo hdf5-serial; })
+ifneq ($(HDF5_PC),)
+HDF5_CFLAGS ?= $(shell pkg-config --cflags $(HDF5_PC))
+HDF5_LIBS   ?= $(shell pkg-config --libs $(HDF5_PC))
+else
+HDF5_CFLAGS ?= $(filter -I%,$(shell h5cc -show 2>/dev/null))
+HDF5_LIBS   ?= $(if $(shell command -v h5cc 2>/dev/null),$(filter -L%,$(shell h5cc -show 2>/dev/null)) -lhdf5)
+endif
+ifeq ($(strip $(HDF5_LIBS)),)
+ifeq ($(HDF5),1)
+$(error HDF5=1: no HDF5 found (pkg-config hdf5 / hdf5-serial, h5cc); Debian: apt-get install libhdf5-dev)
+endif
+else
+NNL_CXXFLAGS += -DNNL_HDF5 $(HDF5_CFLAGS)
+LIBS += $(HDF5_LIBS)
+endif
 endif
 
 VERSION := $(shell sed -n 's/.*NNL_VERSION_STRING "\([0-9.]*\)".*/\1/p' nnlite.h)
@@ -392,7 +417,7 @@ DATADIR ?= $(PREFIX)/share
 PYTHONDIR ?= $(LIBDIR)/python3/dist-packages
 HAVE_FC := $(shell command -v $(FC) >/dev/null 2>&1 && echo 1 || echo 0)
 INSTALL_DEPS := $(LIB_A) $(LIB_SO) $(if $(filter 1,$(HAVE_FC)),$(F_LIB))
-PC_PRIVATE := -lstdc++ $(if $(filter 0,$(THREADS)),,-lpthread) -lm
+PC_PRIVATE := -lstdc++ $(if $(filter 0,$(THREADS)),,-lpthread) -lm $(if $(findstring -DNNL_HDF5,$(NNL_CXXFLAGS)),$(HDF5_LIBS))
 install: $(INSTALL_DEPS)
 	bash scripts/install.sh "$(DESTDIR)" "$(PREFIX)" "$(LIBDIR)" "$(INCLUDEDIR)" "$(DATADIR)" \
 	    "$(PYTHONDIR)" "$(BUILD)" "$(VERSION)" "$(PC_PRIVATE)" "$(HAVE_FC)"

@@ -32,7 +32,8 @@
                                    image grids also as PNG)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
                                    binary format (weights, whole models with
-                                   optimizer state), npz weights, atomic saves
+                                   optimizer state), npz weights, atomic saves,
+                                   Keras' own .h5 and .keras files (HDF5)
      9  C ABI                      the extern "C" functions of nnlite.h
 
    Design notes
@@ -63,6 +64,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
@@ -105,6 +107,13 @@
 #include <mpi.h>
 #endif
 
+/* HDF5 (make HDF5=auto|1, -DNNL_HDF5; Debian libhdf5-dev): Keras .h5 and
+   .keras model files, section 8. Without it those files are refused with
+   NNL_ERR_UNSUPPORTED naming the package. */
+#ifdef NNL_HDF5
+#include <hdf5.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define NNL_X86 1
@@ -127,6 +136,12 @@
 /* Most layers a model may have (nnl_add, Keras JSON, model files). */
 #ifndef NNL_MAX_LAYERS
 #define NNL_MAX_LAYERS 65536
+#endif
+
+#ifdef NNL_HDF5
+#define NNL_HAVE_HDF5 1
+#else
+#define NNL_HAVE_HDF5 0
 #endif
 
 /* stb: its zlib decoder reads .gz and deflated .npz members, its image
@@ -12922,6 +12937,7 @@ static std::string json_text(const Json &j) {
 /* ---- Model -> Keras JSON ----------------------------------------------------- */
 
 static const char *const KERAS_VERSION = "2.15.0"; /* the tf.keras layout written */
+static const char *const KERAS3_VERSION = "3.6.0"; /* the Keras 3 layout of .keras files written */
 
 /* An initializer spec string (a WeightSpec's init) -> Keras' form, as
    tf.keras 2.x's get_config writes it: {"class_name": "GlorotUniform",
@@ -13918,15 +13934,14 @@ static std::string npy_bytes(const float *x, const Shape &s) {
     return out;
 }
 
-static void save_weights_npz(const Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
-    std::vector<WeightRef> ws = all_weights(m);
+/* A zip of stored members (no compression), as numpy's savez and Python's
+   zipfile write by default; no zip64, so under 4 GB and 65535 members. */
+static std::string zip_stored(const std::vector<std::pair<std::string, std::string>> &members) {
     std::string zip, cd;
-    for (size_t i = 0; i < ws.size(); i++) {
-        std::string name = format("arr_%zu.npy", i);
-        std::string d = npy_bytes(ws[i].w->w, ws[i].w->shape);
+    for (auto &mem : members) {
+        const std::string &name = mem.first, &d = mem.second;
         NNL_REQUIRE(d.size() < 0xFFFFFFFFull && zip.size() + d.size() + 200 < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                    "weights over 4 GB need zip64, which this writer does not produce");
+                    "files over 4 GB need zip64, which this writer does not produce");
         uint32_t crc = io::crc32((const uint8_t *)d.data(), d.size());
         uint32_t off = (uint32_t)zip.size();
         /* local header: version 20, no flags, stored, 1980-01-01 00:00 */
@@ -13962,19 +13977,28 @@ static void save_weights_npz(const Model &m, const char *path) {
         app32(cd, off);
         cd += name;
     }
-    NNL_REQUIRE(ws.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                "too many or too large weights for a zip without zip64");
+    NNL_REQUIRE(members.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
+                "too many or too large members for a zip without zip64");
     uint32_t cd_off = (uint32_t)zip.size();
     zip += cd;
     app32(zip, 0x06054B50);
     app16(zip, 0);
     app16(zip, 0);
-    app16(zip, (uint32_t)ws.size());
-    app16(zip, (uint32_t)ws.size());
+    app16(zip, (uint32_t)members.size());
+    app16(zip, (uint32_t)members.size());
     app32(zip, (uint32_t)cd.size());
     app32(zip, cd_off);
     app16(zip, 0);
-    save_atomic(path, zip);
+    return zip;
+}
+
+static void save_weights_npz(const Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
+    std::vector<WeightRef> ws = all_weights(m);
+    std::vector<std::pair<std::string, std::string>> members;
+    for (size_t i = 0; i < ws.size(); i++)
+        members.push_back({format("arr_%zu.npy", i), npy_bytes(ws[i].w->w, ws[i].w->shape)});
+    save_atomic(path, zip_stored(members));
 }
 
 static void load_weights_npz(Model &m, const char *path) {
@@ -14004,6 +14028,843 @@ static void load_weights_npz(Model &m, const char *path) {
         raise(NNL_ERR_SHAPE, "'%s' holds more than the model's %zu weight tensors", path, ws.size());
     for (size_t i = 0; i < ws.size(); i++)
         memcpy(ws[i].w->w, arrays[i]->data, (size_t)ws[i].w->shape.size() * sizeof(float));
+}
+
+/* ---- Keras' own model files: .h5 (legacy) and .keras (Keras 3) -----------------
+   Both are read by content (nnl_load_model), never by name:
+   - .h5 (HDF5 signature): tf.keras 2.x, standalone Keras 2 and Keras 3's
+     legacy format. The root attribute model_config holds the architecture
+     as JSON text; model_weights has an attribute layer_names (every layer,
+     in model order) and one group per layer whose attribute weight_names
+     lists the weights in get_weights() order, as paths inside that group:
+     "dense/kernel:0" (Keras 2, tf.keras 2.x) or "sequential/dense/kernel"
+     (Keras 3). Keras itself pairs the layers that have weights in order,
+     not by name; so does this reader. Attributes over 64 KiB are split by
+     Keras into name0, name1, ... (load_attributes_from_hdf5_group).
+   - .keras (zip signature, with config.json): config.json holds the
+     architecture (plus compile_config), model.weights.h5 the weights. A
+     layer's weights are datasets layers/<key>/vars/0, 1, ... in
+     get_weights() order, where <key> is Keras' snake_case of the layer's
+     class, numbered per class from the second one on (dense, dense_1,
+     conv2d, ...: saving_lib's _save_container_state), counted over the
+     model's layers without the InputLayer. A recurrent layer keeps its
+     weights in its cell (layers/lstm/cell/vars/i), a Bidirectional in
+     forward_layer/cell and backward_layer/cell, a TimeDistributed in
+     layer/vars.
+   HDF5 itself is trusted to parse what it opens (its own checks; nnlite
+   silences its error printing); what it returns is not: every attribute
+   is a bounded string, every dataset is checked for kind, rank and shape
+   against the model before a byte is read. The HDF5 library is called
+   under one lock: Debian's build is not thread-safe. */
+
+static const uint8_t HDF5_MAGIC[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1A, '\n'};
+
+static bool has_magic(const std::vector<uint8_t> &f, const void *magic, size_t n) {
+    return f.size() >= n && !memcmp(f.data(), magic, n);
+}
+static bool is_hdf5(const std::vector<uint8_t> &f) { return has_magic(f, HDF5_MAGIC, 8); }
+static bool is_zip(const std::vector<uint8_t> &f) { return has_magic(f, "PK\x03\x04", 4); }
+
+#ifndef NNL_HDF5
+[[noreturn]] static void no_hdf5(const std::string &what, const char *kind) {
+    raise(NNL_ERR_UNSUPPORTED, "%s is a Keras %s file: this build of nnlite has no HDF5 (Debian: apt-get "
+          "install libhdf5-dev, then rebuild; make and CMake find it by pkg-config)", what.c_str(), kind);
+}
+#endif
+
+#ifdef NNL_HDF5
+/* The layers of a Keras architecture as Keras' Sequential.layers sees them
+   (no InputLayer), with their class names as Keras' classes spell them
+   (aliases resolved: Convolution2D is a Conv2D). */
+static std::vector<std::string> keras_layer_classes(const Json &arch) {
+    std::vector<std::string> v;
+    const Json *cfg = arch.get("config");
+    const Json *layers = cfg && cfg->kind == Json::ARR ? cfg : cfg && cfg->kind == Json::OBJ ? cfg->get("layers") : nullptr;
+    if (!layers || layers->kind != Json::ARR) return v;
+    for (auto &l : layers->a) {
+        const Json *c = l.kind == Json::OBJ ? l.get("class_name") : nullptr;
+        if (!c || c->kind != Json::STR || c->s == "InputLayer") continue;
+        auto al = layer_aliases().find(c->s);
+        v.push_back(al == layer_aliases().end() ? c->s : al->second);
+    }
+    return v;
+}
+
+namespace h5 {
+
+/* An HDF5 identifier, closed with its own close function. */
+class Id {
+    hid_t id_ = -1;
+    herr_t (*close_)(hid_t) = nullptr;
+
+public:
+    Id() {}
+    Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+    Id(Id &&o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
+    Id &operator=(Id &&o) noexcept {
+        std::swap(id_, o.id_);
+        std::swap(close_, o.close_);
+        return *this;
+    }
+    Id(const Id &) = delete;
+    ~Id() {
+        if (id_ >= 0 && close_) close_(id_);
+    }
+    hid_t get() const { return id_; }
+    bool ok() const { return id_ >= 0; }
+};
+
+/* One thread in HDF5 at a time, with its error printing off (restored after). */
+class Session {
+#if NNL_THREADS
+    std::lock_guard<std::mutex> lock;
+    static std::mutex &mu() {
+        static std::mutex m;
+        return m;
+    }
+#endif
+    H5E_auto2_t func = nullptr;
+    void *data = nullptr;
+
+public:
+#if NNL_THREADS
+    Session() : lock(mu()) {
+#else
+    Session() {
+#endif
+        H5Eget_auto2(H5E_DEFAULT, &func, &data);
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    }
+    ~Session() { H5Eset_auto2(H5E_DEFAULT, func, data); }
+};
+
+static const hsize_t MAX_ATTR_BYTES = (hsize_t)64 << 20; /* all strings of one attribute */
+static const hsize_t MAX_ATTR_STRINGS = (hsize_t)1 << 20;
+
+/* An HDF5 file held in memory (HDF5's core driver over a copy of it). */
+class File {
+    Id file_;
+    std::string what_;
+
+public:
+    File(const uint8_t *p, size_t n, const std::string &what) : what_(what) {
+        if (n < 8 || memcmp(p, HDF5_MAGIC, 8) != 0)
+            raise(NNL_ERR_FORMAT, "%s: not an HDF5 file (no HDF5 signature)", what.c_str());
+        Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+        if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), 1 << 16, 0) < 0 ||
+            H5Pset_file_image(fapl.get(), const_cast<uint8_t *>(p), n) < 0)
+            raise(NNL_ERR_MEMORY, "%s: HDF5 cannot take a %zu-byte file image", what.c_str(), n);
+        file_ = Id(H5Fopen("nnlite-image.h5", H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+        if (!file_.ok()) raise(NNL_ERR_FORMAT, "%s: HDF5 cannot open it (corrupt or truncated)", what.c_str());
+    }
+    hid_t root() const { return file_.get(); }
+    const std::string &what() const { return what_; }
+};
+
+/* Whether every component of path exists below loc (H5Lexists checks the
+   last one only). */
+static bool exists(hid_t loc, const std::string &path) {
+    if (path.empty()) return true;
+    for (size_t at = 0;;) {
+        size_t slash = path.find('/', at);
+        std::string pre = path.substr(0, slash);
+        if (pre.empty() || H5Lexists(loc, pre.c_str(), H5P_DEFAULT) <= 0) return false;
+        if (slash == std::string::npos) return true;
+        at = slash + 1;
+    }
+}
+
+static Id open_group(hid_t loc, const std::string &path, const std::string &what) {
+    if (!exists(loc, path)) raise(NNL_ERR_FORMAT, "%s: group '%s' is missing", what.c_str(), printable(path).c_str());
+    Id g(H5Gopen2(loc, path.c_str(), H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) raise(NNL_ERR_FORMAT, "%s: '%s' is not a group", what.c_str(), printable(path).c_str());
+    return g;
+}
+
+/* The strings of one string attribute (a scalar or a 1-D array, fixed or
+   variable length). */
+static std::vector<std::string> read_attr(hid_t obj, const char *name, const std::string &what) {
+    Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+    if (!a.ok()) raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be opened", what.c_str(), name);
+    Id t(H5Aget_type(a.get()), H5Tclose), sp(H5Aget_space(a.get()), H5Sclose);
+    if (!t.ok() || !sp.ok()) raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be read", what.c_str(), name);
+    int rank = H5Sget_simple_extent_ndims(sp.get());
+    hssize_t n = H5Sget_simple_extent_npoints(sp.get());
+    if (rank < 0 || rank > 1 || n < 0 || (hsize_t)n > MAX_ATTR_STRINGS)
+        raise(NNL_ERR_FORMAT, "%s: attribute '%s' is not one string or a list of strings", what.c_str(), name);
+    std::vector<std::string> out;
+    if (rank == 1 && n == 0) return out; /* Keras writes an empty list as an empty float64 array */
+    if (H5Tget_class(t.get()) != H5T_STRING)
+        raise(NNL_ERR_FORMAT, "%s: attribute '%s' is not text", what.c_str(), name);
+    if (H5Tis_variable_str(t.get()) > 0) {
+        Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
+        H5Tset_size(mt.get(), H5T_VARIABLE);
+        H5Tset_cset(mt.get(), H5Tget_cset(t.get()));
+        std::vector<char *> v((size_t)n, nullptr);
+        if (n && H5Aread(a.get(), mt.get(), v.data()) < 0)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be read", what.c_str(), name);
+        hsize_t total = 0;
+        for (char *c : v) {
+            size_t len = c ? strnlen(c, MAX_ATTR_BYTES + 1) : 0;
+            total += len;
+            if (total <= MAX_ATTR_BYTES) out.push_back(c ? std::string(c, len) : std::string());
+        }
+        for (char *c : v) H5free_memory(c);
+        if (total > MAX_ATTR_BYTES)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' is over %llu bytes", what.c_str(), name,
+                  (unsigned long long)MAX_ATTR_BYTES);
+    } else {
+        size_t len = H5Tget_size(t.get());
+        if (len == 0 || (hsize_t)len * (hsize_t)n > MAX_ATTR_BYTES)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' is empty or over %llu bytes", what.c_str(), name,
+                  (unsigned long long)MAX_ATTR_BYTES);
+        std::vector<char> buf(len * (size_t)n + 1, 0);
+        if (n && H5Aread(a.get(), t.get(), buf.data()) < 0)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be read", what.c_str(), name);
+        bool space = H5Tget_strpad(t.get()) == H5T_STR_SPACEPAD;
+        for (hssize_t i = 0; i < n; i++) {
+            const char *c = buf.data() + (size_t)i * len;
+            size_t k = strnlen(c, len);
+            while (space && k && c[k - 1] == ' ') k--;
+            out.emplace_back(c, k);
+        }
+    }
+    return out;
+}
+
+/* A string attribute as Keras reads it: the attribute itself, else its
+   chunks name0, name1, ... concatenated; *found says whether any exists. */
+static std::vector<std::string> attr_strings(hid_t obj, const std::string &name, const std::string &what,
+                                             bool *found = nullptr) {
+    if (found) *found = true;
+    if (H5Aexists(obj, name.c_str()) > 0) return read_attr(obj, name.c_str(), what);
+    std::vector<std::string> all;
+    size_t k = 0;
+    for (;; k++) {
+        std::string c = name + std::to_string(k);
+        if (H5Aexists(obj, c.c_str()) <= 0) break;
+        for (auto &x : read_attr(obj, c.c_str(), what)) all.push_back(std::move(x));
+        NNL_REQUIRE(all.size() <= MAX_ATTR_STRINGS, NNL_ERR_FORMAT, "%s: attribute '%s' has too many parts",
+                    what.c_str(), name.c_str());
+    }
+    if (found) *found = k > 0;
+    return all;
+}
+
+/* One string: an attribute holding JSON text. */
+static std::string attr_text(hid_t obj, const std::string &name, const std::string &what) {
+    bool found = false;
+    std::vector<std::string> v = attr_strings(obj, name, what, &found);
+    if (!found) raise(NNL_ERR_FORMAT, "%s: attribute '%s' is missing", what.c_str(), name.c_str());
+    if (v.size() != 1) raise(NNL_ERR_FORMAT, "%s: attribute '%s' holds %zu strings, not one", what.c_str(), name.c_str(), v.size());
+    return v[0];
+}
+
+/* The dataset at path below loc into out as float32, after checking that it
+   is a floating-point array of exactly the shape `want`. */
+static void read_floats(hid_t loc, const std::string &path, const Shape &want, float *out, const std::string &what,
+                        const std::string &whose) {
+    const std::string p = printable(path);
+    if (!exists(loc, path))
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is missing", what.c_str(), p.c_str(), whose.c_str());
+    H5O_info_t info;
+#if H5_VERSION_GE(1, 12, 0)
+    if (H5Oget_info_by_name3(loc, path.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET)
+#else
+    if (H5Oget_info_by_name(loc, path.c_str(), &info, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET)
+#endif
+        raise(NNL_ERR_FORMAT, "%s: '%s' (%s) is not a dataset", what.c_str(), p.c_str(), whose.c_str());
+    Id d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be opened", what.c_str(), p.c_str());
+    Id t(H5Dget_type(d.get()), H5Tclose), sp(H5Dget_space(d.get()), H5Sclose);
+    if (!t.ok() || H5Tget_class(t.get()) != H5T_FLOAT)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) does not hold floating-point numbers", what.c_str(), p.c_str(),
+              whose.c_str());
+    int rank = sp.ok() ? H5Sget_simple_extent_ndims(sp.get()) : -1;
+    hsize_t dims[H5S_MAX_RANK] = {0};
+    if (rank < 0 || rank > H5S_MAX_RANK || H5Sget_simple_extent_dims(sp.get(), dims, nullptr) < 0)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' has no simple shape", what.c_str(), p.c_str());
+    bool same = rank == want.rank;
+    for (int i = 0; same && i < rank; i++) same = dims[i] == (hsize_t)want.d[i];
+    if (!same) {
+        std::string got = "(";
+        for (int i = 0; i < rank; i++) got += format("%llu%s", (unsigned long long)dims[i], rank == 1 ? "," : i + 1 < rank ? ", " : "");
+        got += ")";
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' has shape %s, %s has %s", what.c_str(), p.c_str(), got.c_str(),
+              whose.c_str(), want.str(false).c_str());
+    }
+    if (want.size() && H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be read (corrupt, or a filter HDF5 lacks)", what.c_str(),
+              p.c_str());
+}
+
+/* How many links a group has (0 when path is missing). */
+static hsize_t links(hid_t loc, const std::string &path, const std::string &what) {
+    if (!exists(loc, path)) return 0;
+    Id g = open_group(loc, path, what);
+    H5G_info_t gi;
+    if (H5Gget_info(g.get(), &gi) < 0) raise(NNL_ERR_FORMAT, "%s: group '%s' cannot be listed", what.c_str(), path.c_str());
+    return gi.nlinks;
+}
+
+} // namespace h5
+
+/* The weights read by a Keras loader, staged until every one has been read:
+   a file that fails half-way leaves nothing behind. */
+struct Staged {
+    std::vector<std::vector<float>> v;
+    float *add(const Shape &s) {
+        v.emplace_back((size_t)s.size());
+        return v.back().data();
+    }
+};
+
+/* JSON text that may be broken: a null value then (an optional part of a file). */
+static Json parse_json_or_null(const std::string &text) {
+    try {
+        return parse_json(text.data(), text.size(), "");
+    } catch (const Error &) {
+        return Json();
+    }
+}
+
+/* The architecture of a Keras file, bounded by the file's size (each
+   weight takes at least 2 bytes in it). */
+static void keras_arch(Model &m, const std::string &text, size_t file_bytes, const std::string &what,
+                       const char *where, Json *out) {
+    Json j;
+    try {
+        j = parse_json(text.data(), text.size(), "");
+        model_from_json(m, j, std::min((double)NNL_MAX_JSON_PARAMS, (double)file_bytes / 2 + 65536));
+    } catch (const Error &e) {
+        raise(e.status == NNL_ERR_UNSUPPORTED || e.status == NNL_ERR_MEMORY ? e.status : NNL_ERR_FORMAT,
+              "%s: %s: %s", what.c_str(), where, e.msg.c_str());
+    }
+    *out = std::move(j);
+}
+
+/* ---- Keras' compile configuration -> nnl_compile's strings ----------------------
+   .keras: config.json's compile_config {"optimizer": {"class_name": "Adam",
+   "config": {...}} or "adam", "loss": "mse" or {"class_name": ..., "config":
+   ...}, "metrics": [...]}; .h5: the training_config attribute, with the
+   optimizer as optimizer_config. As Keras' compile_from_config, which
+   warns and leaves the model uncompiled when the configuration fails, a
+   configuration nnlite cannot follow (an option or a kind it lacks, a
+   learning-rate schedule) leaves the model uncompiled: the weights are
+   what the file is for. Keras' bookkeeping options (name, EMA off, jit,
+   loss_scale_factor, ...) are dropped; None values are Keras' defaults. */
+static bool spec_value(const Json &v, std::string *out) {
+    switch (v.kind) {
+    case Json::NUM: *out = num_text(v.num, v.is_int); return true;
+    case Json::BOOL: *out = v.b ? "True" : "False"; return true;
+    case Json::STR:
+        if (v.s.find_first_of("'\\\"") != std::string::npos) return false;
+        *out = "'" + v.s + "'";
+        return true;
+    default: return false;
+    }
+}
+
+/* "Adam(learning_rate=0.001, beta_1=0.9)" from {"class_name": "Adam",
+   "config": {...}}, keeping only the keys keep() accepts; "" when some
+   value cannot be written as spec text. */
+static std::string keras_call(const Json &j, const std::function<bool(const std::string &, const Json &)> &keep) {
+    if (j.kind == Json::STR) return j.s.find_first_of("()'\"") == std::string::npos ? j.s : "";
+    const Json *cn = j.kind == Json::OBJ ? j.get("class_name") : nullptr;
+    const Json *cfg = j.kind == Json::OBJ ? j.get("config") : nullptr;
+    if (!cn || cn->kind != Json::STR || cn->s.find_first_of("()'\", =") != std::string::npos) return "";
+    std::string args;
+    if (cfg && cfg->kind == Json::OBJ)
+        for (auto &kv : cfg->o) {
+            if (kv.second.kind == Json::NUL || !keep(kv.first, kv.second)) continue;
+            std::string v;
+            if (!spec_value(kv.second, &v) || kv.first.find_first_not_of("abcdefghijklmnopqrstuvwxyz_0123456789") != std::string::npos)
+                return "";
+            args += (args.empty() ? "" : ", ") + kv.first + "=" + v;
+        }
+    return cn->s + "(" + args + ")";
+}
+
+/* Compiles m as the file's compile configuration says, when nnlite can. */
+static void keras_compile(Model &m, const Json *opt, const Json *loss, const Json *metrics) {
+    if (!opt || !loss || opt->kind == Json::NUL || loss->kind == Json::NUL) return;
+    std::string o = keras_call(*opt, [](const std::string &k, const Json &v) {
+        if (k == "name" || k == "ema_momentum" || k == "ema_overwrite_frequency" || k == "loss_scale_factor" ||
+            k == "gradient_accumulation_steps" || k == "jit_compile" || k == "is_legacy_optimizer")
+            return false;
+        if (k == "use_ema") return v.kind != Json::BOOL || v.b; /* EMA on: refused below, so uncompiled */
+        return true;
+    });
+    std::string l = keras_call(*loss, [](const std::string &k, const Json &) {
+        return k == "from_logits" || k == "delta";
+    });
+    std::string ms;
+    std::function<bool(const Json &)> add = [&](const Json &x) {
+        if (x.kind == Json::NUL) return true;
+        if (x.kind == Json::ARR) {
+            for (auto &e : x.a)
+                if (!add(e)) return false;
+            return true;
+        }
+        std::string t;
+        if (x.kind == Json::STR) t = x.s;
+        else if (const Json *cn = x.kind == Json::OBJ ? x.get("class_name") : nullptr)
+            t = cn->kind == Json::STR ? snake(cn->s.c_str()) : "";
+        if (t.empty() || t.find_first_of("(),'\"") != std::string::npos) return false;
+        ms += (ms.empty() ? "" : ", ") + t;
+        return true;
+    };
+    if (o.empty() || l.empty() || (metrics && !add(*metrics))) return;
+    try {
+        m.compile(o.c_str(), l.c_str(), ms.c_str());
+    } catch (const Error &) { /* as Keras: the model stays uncompiled */
+    }
+}
+
+/* A legacy .h5 model (model.save("m.h5")). */
+static void load_keras_h5(Model &m, const std::vector<uint8_t> &bytes, const std::string &what) {
+    h5::Session hs;
+    h5::File f(bytes.data(), bytes.size(), what);
+    if (H5Aexists(f.root(), "model_config") <= 0)
+        raise(NNL_ERR_FORMAT, "%s: no model_config attribute: a weights-only .h5 file (model.save_weights)? "
+              "nnl_load_model reads whole models (model.save)", what.c_str());
+    Json arch;
+    keras_arch(m, h5::attr_text(f.root(), "model_config", what), bytes.size(), what, "model_config", &arch);
+    h5::Id mw = h5::open_group(f.root(), "model_weights", what);
+    std::vector<std::string> names = h5::attr_strings(mw.get(), "layer_names", what);
+    /* Keras pairs the file's layers that have weights with the model's, in order */
+    std::vector<std::pair<std::string, std::vector<std::string>>> file_layers;
+    for (auto &n : names) {
+        h5::Id g = h5::open_group(mw.get(), n, what);
+        std::vector<std::string> wn = h5::attr_strings(g.get(), "weight_names", what);
+        if (!wn.empty()) file_layers.push_back({n, std::move(wn)});
+    }
+    std::vector<const Layer *> mine;
+    for (auto &l : m.layers)
+        if (!l->weights.empty()) mine.push_back(l.get());
+    if (file_layers.size() != mine.size())
+        raise(NNL_ERR_FORMAT, "%s: model_weights holds weights for %zu layers, its model_config has %zu layers "
+              "with weights", what.c_str(), file_layers.size(), mine.size());
+    Staged st;
+    for (size_t i = 0; i < mine.size(); i++) {
+        const Layer &l = *mine[i];
+        const auto &fl = file_layers[i];
+        if (fl.second.size() != l.weights.size())
+            raise(NNL_ERR_FORMAT, "%s: layer '%s' has %zu weights in model_weights, the %s layer '%s' has %zu",
+                  what.c_str(), printable(fl.first).c_str(), fl.second.size(), l.cls, l.name.c_str(), l.weights.size());
+        h5::Id g = h5::open_group(mw.get(), fl.first, what);
+        for (size_t k = 0; k < l.weights.size(); k++)
+            h5::read_floats(g.get(), fl.second[k], l.weights[k].shape, st.add(l.weights[k].shape), what,
+                            format("layer '%s' (%s) weight '%s'", l.name.c_str(), l.cls, l.weights[k].name.c_str()));
+    }
+    size_t at = 0;
+    for (const Layer *l : mine)
+        for (auto &w : l->weights) memcpy(w.w, st.v[at++].data(), (size_t)w.shape.size() * sizeof(float));
+    if (H5Aexists(f.root(), "training_config") > 0) {
+        Json tc = parse_json_or_null(h5::attr_text(f.root(), "training_config", what));
+        if (tc.kind == Json::OBJ) keras_compile(m, tc.get("optimizer_config"), tc.get("loss"), tc.get("metrics"));
+    }
+}
+
+/* A Keras 3 .keras model (model.save("m.keras")): a zip of config.json,
+   metadata.json and model.weights.h5. */
+static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io::Zip &z, const std::string &what) {
+    const io::ZipEntry *ce = z.find("config.json"), *we = z.find("model.weights.h5");
+    if (!we)
+        raise(z.find("model.weights.npz") ? NNL_ERR_UNSUPPORTED : NNL_ERR_FORMAT,
+              "%s: no model.weights.h5 in the archive (members: %s)%s", what.c_str(), z.keys().c_str(),
+              z.find("model.weights.npz") ? ": weights_format='npz' is not read by this version" : "");
+    std::vector<uint8_t> cstore, wstore;
+    auto c = z.member(*ce, cstore);
+    Json arch;
+    keras_arch(m, std::string((const char *)c.first, c.second), bytes.size(), what, "config.json", &arch);
+    std::vector<std::string> classes = keras_layer_classes(arch);
+    if (classes.size() != m.layers.size())
+        raise(NNL_ERR_FORMAT, "%s: config.json lists %zu layers, the model built from it has %zu", what.c_str(),
+              classes.size(), m.layers.size());
+    auto w = z.member(*we, wstore);
+    h5::Session hs;
+    h5::File f(w.first, w.second, what + " member 'model.weights.h5'");
+    const std::string &fw = f.what();
+    std::map<std::string, int> used;
+    Staged st;
+    for (size_t i = 0; i < m.layers.size(); i++) {
+        const Layer &l = *m.layers[i];
+        const std::string &cls = classes[i];
+        std::string key = snake(cls.c_str());
+        int n = used.count(key) ? ++used[key] : (used[key] = 0);
+        if (n) key += format("_%d", n);
+        std::vector<std::string> parts; /* the groups holding the layer's vars, in get_weights() order */
+        if (cls == "SimpleRNN" || cls == "LSTM" || cls == "GRU") parts = {"layers/" + key + "/cell/vars"};
+        else if (cls == "Bidirectional")
+            parts = {"layers/" + key + "/forward_layer/cell/vars", "layers/" + key + "/backward_layer/cell/vars"};
+        else if (cls == "TimeDistributed") parts = {"layers/" + key + "/layer/vars"};
+        else parts = {"layers/" + key + "/vars"};
+        const size_t per = l.weights.size() / parts.size();
+        for (size_t p = 0; p < parts.size(); p++) {
+            hsize_t have = h5::links(f.root(), parts[p], fw);
+            if (have != per)
+                raise(NNL_ERR_FORMAT, "%s: '%s' holds %llu variables, the %s layer '%s' (%zu in the model) has %zu",
+                      fw.c_str(), parts[p].c_str(), (unsigned long long)have, l.cls, l.name.c_str(), i, per);
+            for (size_t k = 0; k < per; k++) {
+                const WeightSpec &ws = l.weights[p * per + k];
+                h5::read_floats(f.root(), parts[p] + format("/%zu", k), ws.shape, st.add(ws.shape), fw,
+                                format("layer '%s' (%s) weight '%s'", l.name.c_str(), l.cls, ws.name.c_str()));
+            }
+        }
+    }
+    size_t at = 0;
+    for (auto &l : m.layers)
+        for (auto &ws : l->weights) memcpy(ws.w, st.v[at++].data(), (size_t)ws.shape.size() * sizeof(float));
+    const Json *cc = arch.get("compile_config");
+    if (cc && cc->kind == Json::OBJ) keras_compile(m, cc->get("optimizer"), cc->get("loss"), cc->get("metrics"));
+}
+
+/* ---- Writing Keras files: nnl_save_model to a path ending in .keras or .h5 ----
+   The layouts the readers above take, as Keras writes them, so that
+   keras.models.load_model opens them: .h5 as tf.keras 2.x (model_config in
+   tf.keras 2.15's JSON, which Keras 3 reads too; weight_names
+   "<layer>/<weight>:0", cells "<layer>/<cell>/<weight>:0"), .keras as Keras
+   3 (config.json in Keras 3's JSON: module and registered_name fields,
+   DTypePolicy objects, batch_shape; vars groups for every layer, the model
+   and the cells). A compiled model carries its compile configuration
+   (keras_compile_json); the optimizer's slots, the history and the RNG
+   state are not written (Keras' optimizer variables: not yet). */
+namespace h5w {
+
+/* A group at path below loc, with the groups above it. */
+static h5::Id group(hid_t loc, const std::string &path) {
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id g(H5Gcreate2(loc, path.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) raise(NNL_ERR_INTERNAL, "HDF5 cannot create group '%s'", path.c_str());
+    return g;
+}
+
+/* Fixed-length byte strings, as h5py stores Python bytes: a scalar
+   (scalar = true, one string) or a 1-D array; an empty list is an empty
+   float64 array, as Keras writes it. */
+static void attr(hid_t obj, const char *name, const std::vector<std::string> &v, bool scalar) {
+    size_t len = 1;
+    for (auto &s : v) len = std::max(len, s.size());
+    const bool empty = !scalar && v.empty();
+    h5::Id t(empty ? H5Tcopy(H5T_IEEE_F64LE) : H5Tcopy(H5T_C_S1), H5Tclose);
+    if (!empty) {
+        H5Tset_size(t.get(), len);
+        H5Tset_strpad(t.get(), H5T_STR_NULLPAD);
+    }
+    hsize_t n = v.size();
+    h5::Id sp(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr), H5Sclose);
+    h5::Id a(H5Acreate2(obj, name, t.get(), sp.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+    std::string buf(len * v.size(), '\0');
+    for (size_t i = 0; i < v.size(); i++) memcpy(&buf[i * len], v[i].data(), v[i].size());
+    if (!a.ok() || (!empty && H5Awrite(a.get(), t.get(), buf.data()) < 0))
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write attribute '%s'", name);
+}
+
+/* A float32 dataset at path below loc (groups above it made). */
+static void floats(hid_t loc, const std::string &path, const Shape &s, const float *x) {
+    hsize_t dims[NNL_MAX_RANK];
+    for (int i = 0; i < s.rank; i++) dims[i] = (hsize_t)s.d[i];
+    h5::Id sp(s.rank ? H5Screate_simple(s.rank, dims, nullptr) : H5Screate(H5S_SCALAR), H5Sclose);
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id d(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F32LE, sp.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    if (!d.ok() || (s.size() && H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0))
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write dataset '%s'", path.c_str());
+}
+
+/* An HDF5 file made in memory; bytes() is its image once written. */
+class File {
+    h5::Id file_;
+
+public:
+    File() {
+        h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+        H5Pset_fapl_core(fapl.get(), 1 << 16, 0);
+        file_ = h5::Id(H5Fcreate("nnlite-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+        if (!file_.ok()) raise(NNL_ERR_MEMORY, "HDF5 cannot create a file in memory");
+    }
+    hid_t root() const { return file_.get(); }
+    std::string bytes() {
+        H5Fflush(file_.get(), H5F_SCOPE_GLOBAL);
+        ssize_t n = H5Fget_file_image(file_.get(), nullptr, 0);
+        if (n <= 0) raise(NNL_ERR_INTERNAL, "HDF5 gives no file image");
+        std::string out((size_t)n, '\0');
+        if (H5Fget_file_image(file_.get(), &out[0], (size_t)n) != n) raise(NNL_ERR_INTERNAL, "HDF5 gives no file image");
+        return out;
+    }
+};
+
+} // namespace h5w
+
+/* The cell's name of a recurrent layer class, as Keras names the weights'
+   scope (lstm_cell); "" for other classes. */
+static std::string cell_scope(const char *cls) {
+    std::string c = cls;
+    return c == "SimpleRNN" ? "simple_rnn_cell" : c == "LSTM" ? "lstm_cell" : c == "GRU" ? "gru_cell" : "";
+}
+
+/* The compile configuration of m as Keras serialises it: the optimizer as
+   {"class_name": "Adam", "config": {...}} (nnlite's own configuration of it,
+   so every option it runs with), the loss by name or, with options, as its
+   class, the metrics without options by name (one with options, as
+   top_k_categorical_accuracy(k=3), is left out: Keras' name alone would
+   mean other options). keras3: Keras 3's module fields. */
+static Json keras_compile_json(const Model &m, bool keras3, Json *metrics_out) {
+    auto plain = [](const Spec &sp, const char *cls, bool k3, const char *module) {
+        Json cfg = Json::object();
+        for (auto &kv : sp.kw) {
+            const Value &v = kv.second;
+            if (v.kind == Value::NUM) cfg.set(kv.first, Json::number(v.num));
+            else if (v.kind == Value::BOOL) cfg.set(kv.first, Json::boolean(v.num != 0));
+            else if (v.kind == Value::STR) cfg.set(kv.first, Json::string(v.str));
+        }
+        Json j = Json::object();
+        if (k3) j.set("module", Json::string(module));
+        j.set("class_name", Json::string(cls)).set("config", cfg);
+        if (k3) j.set("registered_name", Json());
+        return j;
+    };
+    Spec os = parse_spec(m.opt->config().c_str());
+    Json opt = plain(os, m.opt->cls(), keras3, "keras.optimizers");
+    Spec ls = parse_spec(m.compile_text[1].c_str());
+    static const std::map<std::string, const char *> loss_cls = {
+        {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"},
+        {"categorical_crossentropy", "CategoricalCrossentropy"},
+        {"binary_crossentropy", "BinaryCrossentropy"},
+        {"mean_squared_error", "MeanSquaredError"},
+        {"mean_absolute_error", "MeanAbsoluteError"},
+        {"huber", "Huber"}};
+    Json loss = Json::string(m.loss.name);
+    auto lc = loss_cls.find(m.loss.name);
+    if (!ls.kw.empty() && lc != loss_cls.end()) loss = plain(ls, lc->second, keras3, "keras.losses");
+    Json mets = Json::array();
+    std::string cur;
+    int depth = 0;
+    for (char c : m.compile_text[2] + ",") {
+        if (c == '(') depth++;
+        if (c == ')') depth--;
+        if (c == ',' && depth == 0) {
+            size_t b = cur.find_first_not_of(" "), e = cur.find_last_not_of(" ");
+            if (b != std::string::npos && cur.find('(') == std::string::npos) mets.push(Json::string(cur.substr(b, e - b + 1)));
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    *metrics_out = mets.a.empty() ? Json() : mets;
+    return keras3 ? Json::object()
+                        .set("optimizer", opt)
+                        .set("loss", loss)
+                        .set("loss_weights", Json())
+                        .set("metrics", *metrics_out)
+                        .set("weighted_metrics", Json())
+                        .set("run_eagerly", Json::boolean(false))
+                        .set("steps_per_execution", Json::integer(1))
+                        .set("jit_compile", Json::boolean(false))
+                  : Json::object()
+                        .set("loss", loss)
+                        .set("metrics", *metrics_out)
+                        .set("weighted_metrics", Json())
+                        .set("loss_weights", Json())
+                        .set("optimizer_config", opt);
+}
+
+/* model.save("m.h5") of tf.keras 2.x */
+static std::string keras_h5_bytes(const Model &m) {
+    Json arch = model_json(m);
+    Json mc = Json::object().set("class_name", *arch.get("class_name")).set("config", *arch.get("config"));
+    h5::Session hs;
+    h5w::File f;
+    h5w::attr(f.root(), "backend", {"tensorflow"}, true);
+    h5w::attr(f.root(), "keras_version", {KERAS_VERSION}, true);
+    h5w::attr(f.root(), "model_config", {json_text(mc)}, true);
+    if (m.compiled) {
+        Json mets;
+        h5w::attr(f.root(), "training_config", {json_text(keras_compile_json(m, false, &mets))}, true);
+    }
+    h5::Id mw = h5w::group(f.root(), "model_weights");
+    std::vector<std::string> names;
+    for (auto &l : m.layers) names.push_back(l->name);
+    h5w::attr(mw.get(), "layer_names", names, false);
+    h5w::attr(mw.get(), "backend", {"tensorflow"}, true);
+    h5w::attr(mw.get(), "keras_version", {KERAS_VERSION}, true);
+    for (auto &l : m.layers) {
+        h5::Id g = h5w::group(mw.get(), l->name);
+        std::vector<std::string> wn;
+        std::string cell = cell_scope(l->cls);
+        for (auto &w : l->weights) {
+            /* Bidirectional's carry their direction: "bi/forward_lstm/kernel:0" (Keras
+               reads weights by their order in weight_names, not their names) */
+            wn.push_back(l->name + "/" + (cell.empty() ? "" : cell + "/") + w.name + ":0");
+        }
+        h5w::attr(g.get(), "weight_names", wn, false);
+        for (size_t k = 0; k < l->weights.size(); k++) h5w::floats(g.get(), wn[k], l->weights[k].shape, l->weights[k].w);
+    }
+    return f.bytes();
+}
+
+/* Keras 3's JSON of one serialised object from tf.keras 2.x's: module and
+   registered_name fields, DTypePolicy objects, batch_shape for
+   batch_input_shape, no time_major; nested layers and initializers alike. */
+static Json keras3_json(const Json &j, const char *module) {
+    if (j.kind == Json::ARR) {
+        Json out = Json::array();
+        for (auto &x : j.a) out.push(keras3_json(x, module));
+        return out;
+    }
+    if (j.kind != Json::OBJ) return j;
+    const Json *cn = j.get("class_name"), *cfg = j.get("config");
+    if (!cn || !cfg || cfg->kind != Json::OBJ) {
+        Json out = Json::object();
+        for (auto &kv : j.o) out.set(kv.first, keras3_json(kv.second, module));
+        return out;
+    }
+    Json c = Json::object();
+    for (auto &kv : cfg->o) {
+        const std::string &k = kv.first;
+        if (k == "time_major" || k == "ragged") continue;
+        if (k == "batch_input_shape") c.set("batch_shape", kv.second);
+        else if (k == "dtype" && kv.second.kind == Json::STR && cn->s != "InputLayer")
+            c.set("dtype", Json::object()
+                               .set("module", Json::string("keras"))
+                               .set("class_name", Json::string("DTypePolicy"))
+                               .set("config", Json::object().set("name", kv.second))
+                               .set("registered_name", Json()));
+        else if (k.size() > 12 && k.compare(k.size() - 12, 12, "_initializer") == 0)
+            c.set(k, keras3_json(kv.second, "keras.initializers"));
+        else if (k == "layer" || k == "backward_layer")
+            c.set(k, keras3_json(kv.second, "keras.layers"));
+        else c.set(k, kv.second);
+    }
+    return Json::object()
+        .set("module", Json::string(module))
+        .set("class_name", *cn)
+        .set("config", c)
+        .set("registered_name", Json());
+}
+
+/* model.save("m.keras") of Keras 3 */
+static std::string keras_zip_bytes(const Model &m) {
+    Json arch = model_json(m);
+    Json layers = Json::array();
+    for (auto &l : arch.get("config")->get("layers")->a) layers.push(keras3_json(l, "keras.layers"));
+    Json policy = Json::object()
+                      .set("module", Json::string("keras"))
+                      .set("class_name", Json::string("DTypePolicy"))
+                      .set("config", Json::object().set("name", Json::string("float32")))
+                      .set("registered_name", Json());
+    Json cfg = Json::object()
+                   .set("name", Json::string("sequential"))
+                   .set("trainable", Json::boolean(true))
+                   .set("dtype", policy)
+                   .set("layers", layers);
+    Json shape = Json::array().push(Json());
+    for (int i = 0; i < m.input.rank; i++) shape.push(m.var_len && i == 0 ? Json() : Json::integer(m.input.d[i]));
+    Json top = Json::object()
+                   .set("module", Json::string("keras"))
+                   .set("class_name", Json::string("Sequential"))
+                   .set("config", cfg)
+                   .set("registered_name", Json())
+                   .set("build_config", Json::object().set("input_shape", shape))
+                   .set("compile_config", Json());
+    if (m.compiled) {
+        Json mets;
+        top.o.back().second = keras_compile_json(m, true, &mets);
+    }
+    std::string h5;
+    {
+        h5::Session hs;
+        h5w::File f;
+        std::map<std::string, int> used;
+        for (auto &l : m.layers) {
+            std::string key = snake(l->cls);
+            int n = used.count(key) ? ++used[key] : (used[key] = 0);
+            if (n) key += format("_%d", n);
+            const std::string base = "layers/" + key, cls = l->cls;
+            std::vector<std::string> parts;
+            if (cls == "SimpleRNN" || cls == "LSTM" || cls == "GRU") {
+                h5w::group(f.root(), base + "/vars");
+                parts = {base + "/cell/vars"};
+            } else if (cls == "Bidirectional") {
+                for (const char *d : {"/vars", "/backward_layer/vars", "/forward_layer/vars"}) h5w::group(f.root(), base + d);
+                parts = {base + "/forward_layer/cell/vars", base + "/backward_layer/cell/vars"};
+            } else {
+                parts = {base + "/vars"};
+            }
+            const size_t per = l->weights.size() / parts.size();
+            for (size_t p = 0; p < parts.size(); p++) {
+                h5::Id g = h5w::group(f.root(), parts[p]);
+                for (size_t k = 0; k < per; k++) {
+                    const WeightSpec &w = l->weights[p * per + k];
+                    h5w::floats(g.get(), std::to_string(k), w.shape, w.w);
+                }
+            }
+        }
+        h5w::group(f.root(), "vars");
+        h5 = f.bytes();
+    }
+    time_t now = time(nullptr);
+    struct tm tmv;
+    char date[32];
+    localtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tmv);
+    Json meta = Json::object()
+                    .set("keras_version", Json::string(KERAS3_VERSION))
+                    .set("date_saved", Json::string(date))
+                    .set("nnlite_version", Json::string(NNL_VERSION_STRING));
+    return zip_stored({{"metadata.json", json_text(meta)}, {"config.json", json_text(top)}, {"model.weights.h5", h5}});
+}
+#endif /* NNL_HDF5 */
+
+/* nnl_load_model: nnlite's own file, or Keras' .h5 / .keras, told by content. */
+static void load_any_model(Model &m, const char *path) {
+    NNL_REQUIRE(path, NNL_ERR_ARGUMENT, "path is NULL");
+    std::vector<uint8_t> head(8, 0);
+    {
+        FILE *fp = fopen(path, "rb");
+        if (!fp) raise(NNL_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        head.resize(fread(head.data(), 1, head.size(), fp));
+        fclose(fp);
+    }
+    if (!is_hdf5(head) && !is_zip(head)) return load_model(m, path);
+    const std::string what = format("'%s'", path);
+    std::vector<uint8_t> bytes;
+    read_file(path, bytes);
+    if (is_hdf5(bytes)) {
+#ifdef NNL_HDF5
+        return load_keras_h5(m, bytes, what);
+#else
+        no_hdf5(what, ".h5");
+#endif
+    }
+    io::Zip z(bytes, path);
+    if (!z.find("config.json"))
+        raise(NNL_ERR_FORMAT, "%s is a zip archive without config.json: not a .keras model (members: %s)",
+              what.c_str(), z.keys().c_str());
+#ifdef NNL_HDF5
+    load_keras_zip(m, bytes, z, what);
+#else
+    no_hdf5(what, ".keras");
+#endif
+}
+
+/* nnl_save_model: Keras' .keras or .h5 when the path ends so, else nnlite's
+   own format. */
+static void save_any_model(const Model &m, const char *path) {
+    NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
+    const std::string p = path;
+    const bool keras = ends_with(p, ".keras");
+    if (!keras && !ends_with(p, ".h5")) return save_model(m, path);
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
+#ifdef NNL_HDF5
+    save_atomic(path, keras ? keras_zip_bytes(m) : keras_h5_bytes(m));
+#else
+    raise(NNL_ERR_UNSUPPORTED, "cannot write '%s' as a Keras %s file: this build of nnlite has no HDF5 (Debian: "
+          "apt-get install libhdf5-dev, then rebuild; make and CMake find it by pkg-config)", path,
+          keras ? ".keras" : ".h5");
+#endif
 }
 
 } // namespace files
@@ -14057,7 +14918,7 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_model: model or path is NULL");
         if (!m->writer()) return; /* a distributed model: rank 0 writes */
-        nnl::files::save_model(*m, path);
+        nnl::files::save_any_model(*m, path);
     });
 }
 
@@ -14066,7 +14927,7 @@ NNL_API int nnl_load_model(const char *path, nnl_model **out) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(path && out, NNL_ERR_ARGUMENT, "nnl_load_model: path or out is NULL");
         std::unique_ptr<nnl_model> m(new nnl_model());
-        nnl::files::load_model(*m, path);
+        nnl::files::load_any_model(*m, path);
         *out = m.release();
     });
 }
@@ -14124,7 +14985,7 @@ static std::vector<Feature> build_features() {
     const bool mpi = false;
 #endif
     return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr},     {"cuda", cuda},
-            {"mpi", mpi},               {"hdf5", false},     {"avx2", avx2},
+            {"mpi", mpi},               {"hdf5", NNL_HAVE_HDF5 != 0}, {"avx2", avx2},
             {"avx512f", avx512},        {"bf16", gemm::bf16::hardware()},
             {"images", NNL_HAVE_STB && NNL_HAVE_STB_WRITE}};
 }

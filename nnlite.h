@@ -44,6 +44,10 @@
                          build sets it lower to stay in its memory limit.
        NNL_CUDA          the CUDA backend: also compile nnlite_cuda.cu with
                          nvcc and link cudart (make CUDA=1); see "GPU" below.
+       NNL_HDF5          read Keras .keras and .h5 model files (nnl_load_model):
+                         compile with HDF5's include folder and link -lhdf5
+                         (Debian libhdf5-dev: pkg-config hdf5; make finds it by
+                         itself, HDF5=0 leaves it out).
        A program asks a library what it was built with through
        nnl_has_feature() and nnl_build_info().
 
@@ -179,7 +183,8 @@ NNL_API int nnl_version_number(void);
      "cuda"     the CUDA backend is compiled in (whether a GPU is present:
                 nnl_cuda_device_count)
      "mpi"      data-parallel training over MPI (nnl_distribute; make MPI=1)
-     "hdf5"     Keras .h5 files: 0 in this version
+     "hdf5"     Keras .keras and .h5 model files (nnl_load_model; make
+                HDF5=auto finds libhdf5-dev; since 0.6)
      "avx2", "avx512f"   the kernels use these instruction sets on this CPU
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
      "bf16"     this CPU has AVX512-BF16, for nnl_set_precision's
@@ -1041,12 +1046,34 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    (same data, batch size and fit options). This holds because each epoch
    shuffles from the identity order, and its shuffle and dropout draws come
    from the model's RNG (saved here) or, when the fit options give a seed,
-   from (seed, epoch) alone. Works before compile too. */
+   from (seed, epoch) alone. Works before compile too.
+   A path ending in ".keras" or ".h5" writes Keras' own file instead (since
+   0.6, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
+   zip or a tf.keras 2.x .h5, with the architecture, the weights and, for a
+   compiled model, the compile configuration (optimizer and its options,
+   loss, the metrics given without options); not yet the optimizer state,
+   history or RNG state (training resumes exactly only from nnlite's own
+   files). Without HDF5 NNL_ERR_UNSUPPORTED naming the package. */
 NNL_API int nnl_save_model(const nnl_model *m, const char *path);
 
 /* A new model from a file of nnl_save_model, compiled when it was saved
    compiled (then ready to continue training), or from a file of
-   nnl_save_weights (then uncompiled). The caller frees *out. */
+   nnl_save_weights (then uncompiled). The caller frees *out.
+   Models saved by Keras open too, told by their content, not their name
+   (since 0.6, with HDF5: nnl_has_feature("hdf5")): Keras 3 .keras files
+   (model.save("m.keras")) and .h5 files of tf.keras 2.x, standalone Keras 2
+   and Keras 3 (model.save("m.h5")), Sequential models of the layers nnlite
+   has, recurrent ones included. The model comes back compiled as the file
+   says (Keras' compile_config / training_config: optimizer with its
+   options, loss, metrics) when nnlite has all of that, else uncompiled, as
+   Keras leaves a model whose compile configuration fails; the optimizer's
+   state (its slots) is not read yet: training continues from fresh slots.
+   A file that
+   does not match its own architecture is NNL_ERR_FORMAT naming the layer,
+   the weight and both shapes; Keras weights-only files (save_weights) are
+   NNL_ERR_FORMAT saying so. Without HDF5 these files are
+   NNL_ERR_UNSUPPORTED naming the package (Debian: libhdf5-dev).
+   Thread-safe for different models (calls into HDF5 take one lock). */
 NNL_API int nnl_load_model(const char *path, nnl_model **out);
 
 /* The weights as a .npz (a stored zip of float32 .npy members) in Keras

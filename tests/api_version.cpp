@@ -48,7 +48,11 @@ TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
     CHECK(nnl_has_feature("threads") == 1); /* this test is built as the library is */
 #endif
     CHECK(nnl_has_feature("mpi") == 0);
+#ifdef NNL_HDF5 /* make and CMake compile the tests as the library */
+    CHECK(nnl_has_feature("hdf5") == 1);
+#else
     CHECK(nnl_has_feature("hdf5") == 0);
+#endif
     CHECK(nnl_has_feature("openmp") == -1); /* OpenMP is not used since 0.2 */
     /* stb: exactly when a .gz file can be read (an idx1 file of labels 1, 2, 3, gzip'ed) */
     const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0x63,

@@ -25,3 +25,4 @@
 #include "unit_mask.hpp"
 #include "unit_bf16.hpp"
 #include "unit_images.hpp"
+#include "unit_keras.hpp"

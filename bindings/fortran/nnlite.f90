@@ -1053,7 +1053,8 @@ contains
 
     ! ---- files ----
 
-    !> Structure, weights, compile state and optimizer state (resumable).
+    !> Structure, weights, compile state and optimizer state (resumable). A path ending in
+    !> .keras or .h5 writes Keras' own file (architecture and weights; needs HDF5).
     subroutine model_save(self, path, status)
         class(nnl_model), intent(in) :: self
         character(len=*), intent(in) :: path
@@ -1061,7 +1062,8 @@ contains
         call finish(c_save_model(self%handle, cstr(path)), status, "model%save")
     end subroutine
 
-    !> Replaces this model by the one saved in path.
+    !> Replaces this model by the one saved in path: nnlite's own file, or Keras' .keras or
+    !> .h5 file (told by content; uncompiled; needs HDF5).
     subroutine model_load(self, path, status)
         class(nnl_model), intent(inout) :: self
         character(len=*), intent(in) :: path
