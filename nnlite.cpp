@@ -14307,6 +14307,51 @@ static hsize_t links(hid_t loc, const std::string &path, const std::string &what
     return gi.nlinks;
 }
 
+/* Whether path below loc is a dataset. */
+static bool is_dataset(hid_t loc, const std::string &path) {
+    if (!exists(loc, path)) return false;
+    H5O_info_t info;
+#if H5_VERSION_GE(1, 12, 0)
+    return H5Oget_info_by_name3(loc, path.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 &&
+           info.type == H5O_TYPE_DATASET;
+#else
+    return H5Oget_info_by_name(loc, path.c_str(), &info, H5P_DEFAULT) >= 0 && info.type == H5O_TYPE_DATASET;
+#endif
+}
+
+/* The rank of the dataset at path below loc; -1 when there is none. */
+static int dataset_rank(hid_t loc, const std::string &path) {
+    if (!is_dataset(loc, path)) return -1;
+    Id d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) return -1;
+    Id sp(H5Dget_space(d.get()), H5Sclose);
+    return sp.ok() ? H5Sget_simple_extent_ndims(sp.get()) : -1;
+}
+
+/* A scalar integer dataset (Keras' iteration counter: int64, int32 under
+   JAX) as a step count in 0..2^52. */
+static int64_t read_count(hid_t loc, const std::string &path, const std::string &what, const std::string &whose) {
+    const std::string p = printable(path);
+    if (!exists(loc, path))
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is missing", what.c_str(), p.c_str(), whose.c_str());
+    if (!is_dataset(loc, path))
+        raise(NNL_ERR_FORMAT, "%s: '%s' (%s) is not a dataset", what.c_str(), p.c_str(), whose.c_str());
+    Id d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be opened", what.c_str(), p.c_str());
+    Id t(H5Dget_type(d.get()), H5Tclose), sp(H5Dget_space(d.get()), H5Sclose);
+    if (!t.ok() || H5Tget_class(t.get()) != H5T_INTEGER)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) does not hold an integer", what.c_str(), p.c_str(), whose.c_str());
+    if (!sp.ok() || H5Sget_simple_extent_ndims(sp.get()) != 0 || H5Sget_simple_extent_npoints(sp.get()) != 1)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is not a scalar", what.c_str(), p.c_str(), whose.c_str());
+    long long v = -1;
+    if (H5Dread(d.get(), H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be read", what.c_str(), p.c_str());
+    if (v < 0 || v > (1LL << 52))
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is %lld, not a step count in 0..2^52", what.c_str(), p.c_str(),
+              whose.c_str(), v);
+    return (int64_t)v;
+}
+
 } // namespace h5
 
 /* The weights read by a Keras loader, staged until every one has been read:
@@ -14421,6 +14466,300 @@ static void keras_compile(Model &m, const Json *opt, const Json *loss, const Jso
     }
 }
 
+/* ---- The optimizer's state in Keras files ----------------------------------------
+   Keras keeps an optimizer's state as a flat list of variables, saved and
+   restored by position alone (set_weights and load_own_variables pair them
+   by index and check shapes only). Three layouts:
+   - Keras 3 (keras/src/optimizers/base_optimizer.py, 3.0 to 3.16):
+     iteration (int64; int32 under JAX), learning_rate (float32), then what
+     the optimizer's build() adds. In .keras: datasets optimizer/vars/0, 1,
+     ... of model.weights.h5 (save_own_variables); in Keras 3's .h5: group
+     optimizer_weights, its attribute weight_names the variables' paths
+     ("adam/iteration", "adam/learning_rate",
+     "adam/sequential_dense_kernel_momentum", ...) in that order
+     (legacy_h5_format.save_optimizer_weights_to_hdf5_group).
+   - tf.keras 2.11 to 2.15 and tf-keras (tf_keras/optimizers/optimizer.py):
+     iteration (int64), then build()'s; no learning rate (training_config
+     has it). .h5: optimizer_weights, weight_names "iteration:0",
+     "Adam/m/dense/kernel:0", "Adam/v/dense/kernel:0", ...
+   - tf.keras' legacy optimizers (optimizer_v2: the default before 2.11,
+     tf.keras.optimizers.legacy.*): "Adam/iter:0", then the slots of
+     _create_slots, "Adam/dense/kernel/m:0", ...
+   The slots follow model.trainable_variables, the order of nnlite's slot
+   arrays (layers in order, each one's trainable weights in order). Groups
+   follow one another; inside a group the kinds interleave per weight
+   (m0, v0, m1, v1, ...), as every Keras 3 release does (3.10's
+   add_optimizer_variables kept that order on purpose, keras #21247):
+     optimizer  Keras 3                       tf.keras 2.11+      legacy
+     SGD        momentum (momentum != 0)      m (always)          momentum
+     RMSprop    velocity | momentum (> 0) | average_gradient (centered);
+                legacy: rms | momentum | mg
+     Adagrad    accumulator                   accumulator         accumulator
+     Adadelta   accumulated_grad+accumulated_delta_var            accum_grad | accum_var
+     Adam(W)    momentum+velocity | velocity_hat (amsgrad)
+                tf.keras: m+v | vhat; legacy: m | v | vhat (no AdamW)
+     Adamax     momentum+norm                 m+u                 m | v
+     Nadam      momentum+velocity, and the scalar u_product after
+                them (3.10 on) or before them (3.0 to 3.9); tf.keras:
+                m+v (u_product is not saved: nnlite computes it from the
+                step count, as an uninterrupted run has it); legacy Nadam
+                (a momentum_cache and Keras 2's schedule) is not mapped.
+   ("a+b": interleaved, "a | b": groups.) These are nnlite's own slots with
+   the same update rules, so training continues as in Keras. A list of
+   another length than the model's optimizer makes (another optimizer or
+   options, EMA, gradient accumulation) is skipped with a warning on stderr,
+   as Keras skips it; a list of the head alone (an optimizer that never
+   stepped) gives the step count and learning rate, the slots start fresh.
+   A variable of the wrong kind or shape is NNL_ERR_FORMAT. */
+enum class KerasOpt { K3, TF2, TF2_LEGACY };
+
+/* One slot kind of a Keras optimizer: its name there and nnlite's slot
+   array (-1: a variable nnlite has no use for, checked and dropped). */
+struct KerasSlot {
+    const char *name;
+    int slot;
+};
+
+/* The slot variables of o in layout lay, as groups (see above); false,
+   with *why, when nnlite cannot map them. */
+static bool keras_slot_groups(const Optimizer &o, KerasOpt lay, std::vector<std::vector<KerasSlot>> *groups,
+                              std::string *why) {
+    const std::string c = o.cls();
+    const bool k3 = lay == KerasOpt::K3, legacy = lay == KerasOpt::TF2_LEGACY;
+    std::vector<std::vector<KerasSlot>> &g = *groups;
+    g.clear();
+    if (c == "SGD") {
+        const double mom = static_cast<const SGD &>(o).momentum;
+        if (lay == KerasOpt::TF2) g.push_back({{"m", mom > 0 ? 0 : -1}}); /* tf.keras builds it with momentum 0 too */
+        else if (mom > 0) g.push_back({{"momentum", 0}});
+    } else if (c == "RMSprop") {
+        const RMSprop &r = static_cast<const RMSprop &>(o);
+        g.push_back({{legacy ? "rms" : "velocity", 0}});
+        if (r.momentum > 0) g.push_back({{"momentum", 1}});
+        if (r.centered) g.push_back({{legacy ? "mg" : "average_gradient", 2}});
+    } else if (c == "Adagrad") {
+        g.push_back({{"accumulator", 0}});
+    } else if (c == "Adadelta") {
+        if (legacy) {
+            g.push_back({{"accum_grad", 0}});
+            g.push_back({{"accum_var", 1}});
+        } else {
+            g.push_back({{"accumulated_grad", 0}, {"accumulated_delta_var", 1}});
+        }
+    } else if (c == "Adam" || c == "AdamW") {
+        if (legacy && c == "AdamW") {
+            *why = "tf.keras' legacy optimizers have no AdamW";
+            return false;
+        }
+        const char *mn = k3 ? "momentum" : "m", *vn = k3 ? "velocity" : "v";
+        if (legacy) {
+            g.push_back({{mn, 0}});
+            g.push_back({{vn, 1}});
+        } else {
+            g.push_back({{mn, 0}, {vn, 1}});
+        }
+        if (static_cast<const Adam &>(o).amsgrad) g.push_back({{k3 ? "velocity_hat" : "vhat", 2}});
+    } else if (c == "Adamax") {
+        if (legacy) {
+            g.push_back({{"m", 0}});
+            g.push_back({{"v", 1}});
+        } else {
+            g.push_back({{k3 ? "momentum" : "m", 0}, {k3 ? "norm" : "u", 1}});
+        }
+    } else if (c == "Nadam") {
+        if (legacy) {
+            *why = "tf.keras' legacy Nadam keeps a momentum_cache and Keras 2's momentum schedule, not Keras 3's";
+            return false;
+        }
+        g.push_back({{k3 ? "momentum" : "m", 0}, {k3 ? "velocity" : "v", 1}});
+    } else {
+        *why = "nnlite does not know the variables of " + c;
+        return false;
+    }
+    return true;
+}
+
+/* A trainable weight and its place in the optimizer's slot arrays. */
+struct KerasTrainable {
+    const Layer *layer;
+    const WeightSpec *w;
+    int64_t off;
+};
+
+/* The trainable weights in Keras' model.trainable_variables order, which
+   is the order of Model::slices. */
+static std::vector<KerasTrainable> keras_trainable(const Model &m) {
+    std::vector<KerasTrainable> v;
+    int64_t off = 0;
+    for (auto &l : m.layers)
+        for (auto &w : l->weights)
+            if (w.trainable) {
+                v.push_back({l.get(), &w, off});
+                off += w.shape.size();
+            }
+    return v;
+}
+
+/* One of Keras' optimizer variables. */
+struct KerasOptVar {
+    enum Kind { ITERATION, LEARNING_RATE, U_PRODUCT, SLOT } kind;
+    const char *name; /* Keras' name of it (SLOT: of the slot kind) */
+    int slot;         /* SLOT: nnlite's slot array, -1: none */
+    size_t weight;    /* SLOT: index into keras_trainable */
+};
+
+/* The variables in Keras' order for layout lay: the head alone (iteration,
+   and learning_rate in Keras 3) when full is false, else with the slots;
+   u_first puts Nadam's u_product before the slots (Keras 3.0 to 3.9). */
+static std::vector<KerasOptVar> keras_opt_plan(const std::vector<std::vector<KerasSlot>> &groups, size_t nweights,
+                                               KerasOpt lay, bool nadam, bool full, bool u_first) {
+    std::vector<KerasOptVar> p;
+    p.push_back({KerasOptVar::ITERATION, lay == KerasOpt::TF2_LEGACY ? "iter" : "iteration", -1, 0});
+    if (lay == KerasOpt::K3) p.push_back({KerasOptVar::LEARNING_RATE, "learning_rate", -1, 0});
+    if (!full) return p;
+    const bool up = nadam && lay == KerasOpt::K3;
+    if (up && u_first) p.push_back({KerasOptVar::U_PRODUCT, "u_product", -1, 0});
+    for (const auto &grp : groups)
+        for (size_t i = 0; i < nweights; i++)
+            for (const KerasSlot &s : grp) p.push_back({KerasOptVar::SLOT, s.name, s.slot, i});
+    if (up && !u_first) p.push_back({KerasOptVar::U_PRODUCT, "u_product", -1, 0});
+    return p;
+}
+
+/* What a variable is, for messages: "Adam's momentum of layer 'hidden'
+   (Dense) weight 'kernel'". */
+static std::string keras_opt_whose(const Optimizer &o, const KerasOptVar &v, const std::vector<KerasTrainable> &T) {
+    if (v.kind != KerasOptVar::SLOT) return format("%s's %s", o.cls(), v.name);
+    const KerasTrainable &t = T[v.weight];
+    return format("%s's %s of layer '%s' (%s) weight '%s'", o.cls(), v.name, t.layer->name.c_str(), t.layer->cls,
+                  t.w->name.c_str());
+}
+
+/* Nadam's u_product after t steps, computed as Nadam::after_step builds
+   it step by step (bit for bit: the same products in the same order). */
+static double nadam_u_product(const Nadam &n, int64_t t) {
+    double p = 1.0;
+    for (int64_t s = 1; s <= t && p != 0; s++) {
+        double u = n.u((double)s);
+        if (u == 1.0) break; /* beta_1 = 1: nothing changes from here on */
+        if (s > ((int64_t)1 << 24)) { /* 0.96^s vanished long ago: u is beta_1 to the last bit */
+            p *= std::pow(u, (double)(t - s + 1));
+            break;
+        }
+        p *= u;
+    }
+    return p;
+}
+
+static void keras_opt_warn(const std::string &what, const std::string &why) {
+    fprintf(stderr, "nnlite: warning: nnl_load_model: %s: %s; the optimizer starts with fresh slots\n", what.c_str(),
+            why.c_str());
+}
+
+/* Loads the optimizer's state of a Keras file into m, compiled from the
+   same file's configuration: the variables at paths below loc, in Keras'
+   order, in layout lay; where names their group, for messages. Everything
+   is read and checked before m changes. */
+static void keras_opt_read(Model &m, hid_t loc, const std::vector<std::string> &paths, KerasOpt lay,
+                           const std::string &what, const std::string &where) {
+    if (!m.compiled || paths.empty()) return;
+    Optimizer &o = *m.opt;
+    std::vector<std::vector<KerasSlot>> groups;
+    std::string why;
+    if (!keras_slot_groups(o, lay, &groups, &why)) {
+        keras_opt_warn(what, format("'%s' holds %zu optimizer variables that nnlite cannot map: %s", where.c_str(),
+                                    paths.size(), why.c_str()));
+        return;
+    }
+    const std::vector<KerasTrainable> T = keras_trainable(m);
+    const bool nadam = std::string(o.cls()) == "Nadam";
+    const std::vector<KerasOptVar> head = keras_opt_plan(groups, T.size(), lay, nadam, false, false);
+    std::vector<KerasOptVar> plan = keras_opt_plan(groups, T.size(), lay, nadam, true, false);
+    if (paths.size() == head.size()) {
+        plan = head;
+    } else if (paths.size() != plan.size()) {
+        keras_opt_warn(what, format("'%s' holds %zu optimizer variables, but %s over the model's %zu trainable "
+                                    "weights has %zu (another optimizer or options, EMA or gradient accumulation?); "
+                                    "Keras skips them too", where.c_str(), paths.size(), o.config().c_str(), T.size(),
+                                    plan.size()));
+        return;
+    }
+    /* Nadam's u_product: a scalar where the first slot would be means
+       Keras 3.0 to 3.9 (no trainable weight is a scalar) */
+    if (nadam && plan.size() > head.size() && lay == KerasOpt::K3 && h5::dataset_rank(loc, paths[head.size()]) == 0)
+        plan = keras_opt_plan(groups, T.size(), lay, nadam, true, true);
+    const int64_t total = T.empty() ? 0 : T.back().off + T.back().w->shape.size();
+    int64_t iterations = 0;
+    double lr = 0, up = 1;
+    bool has_lr = false, has_up = false;
+    std::vector<std::vector<float>> slots;
+    if (plan.size() > head.size()) slots.assign((size_t)o.nslots(), std::vector<float>((size_t)total, 0.f));
+    std::vector<float> scratch;
+    for (size_t i = 0; i < plan.size(); i++) {
+        const KerasOptVar &v = plan[i];
+        const std::string whose = keras_opt_whose(o, v, T);
+        switch (v.kind) {
+        case KerasOptVar::ITERATION: iterations = h5::read_count(loc, paths[i], what, whose); break;
+        case KerasOptVar::LEARNING_RATE:
+        case KerasOptVar::U_PRODUCT: {
+            float x = 0;
+            h5::read_floats(loc, paths[i], Shape(), &x, what, whose);
+            const bool is_lr = v.kind == KerasOptVar::LEARNING_RATE;
+            if (!std::isfinite(x) || x < 0 || (!is_lr && x > 1))
+                raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is %g, not a %s", what.c_str(), printable(paths[i]).c_str(),
+                      whose.c_str(), (double)x, is_lr ? "learning rate (finite, >= 0)" : "product of momenta in [0, 1]");
+            (is_lr ? lr : up) = x;
+            (is_lr ? has_lr : has_up) = true;
+            break;
+        }
+        case KerasOptVar::SLOT: {
+            const KerasTrainable &t = T[v.weight];
+            float *dst;
+            if (v.slot >= 0) {
+                NNL_REQUIRE((size_t)v.slot < slots.size(), NNL_ERR_INTERNAL, "%s keeps %zu slot arrays, not %d",
+                            o.cls(), slots.size(), v.slot + 1);
+                dst = slots[(size_t)v.slot].data() + t.off;
+            } else {
+                scratch.resize((size_t)t.w->shape.size());
+                dst = scratch.data();
+            }
+            h5::read_floats(loc, paths[i], t.w->shape, dst, what, whose);
+            break;
+        }
+        }
+    }
+    o.iterations = iterations;
+    /* the configuration's value when the file's float32 is its rounding */
+    if (has_lr && (float)o.learning_rate != (float)lr) o.learning_rate = lr;
+    o.slots = std::move(slots); /* none: laid out fresh at the first step */
+    if (nadam) {
+        Nadam &n = static_cast<Nadam &>(o);
+        double exact = nadam_u_product(n, iterations);
+        n.u_product = !has_up || (float)exact == (float)up ? exact : up;
+    }
+}
+
+/* The layout of an .h5 file's optimizer_weights, told by the names of its
+   first variables; false for another (standalone Keras 2's, ...). */
+static bool keras_opt_layout(const std::vector<std::string> &names, KerasOpt *lay) {
+    auto leaf = [](std::string s) {
+        if (s.size() > 2 && s.compare(s.size() - 2, 2, ":0") == 0) s.resize(s.size() - 2);
+        size_t slash = s.find_last_of('/');
+        return slash == std::string::npos ? s : s.substr(slash + 1);
+    };
+    if (names.empty()) return false;
+    const std::string first = leaf(names[0]);
+    if (first == "iteration") {
+        *lay = names.size() > 1 && leaf(names[1]) == "learning_rate" ? KerasOpt::K3 : KerasOpt::TF2;
+        return true;
+    }
+    if (first == "iter") {
+        *lay = KerasOpt::TF2_LEGACY;
+        return true;
+    }
+    return false;
+}
+
 /* A legacy .h5 model (model.save("m.h5")). */
 static void load_keras_h5(Model &m, const std::vector<uint8_t> &bytes, const std::string &what) {
     h5::Session hs;
@@ -14463,6 +14802,18 @@ static void load_keras_h5(Model &m, const std::vector<uint8_t> &bytes, const std
     if (H5Aexists(f.root(), "training_config") > 0) {
         Json tc = parse_json_or_null(h5::attr_text(f.root(), "training_config", what));
         if (tc.kind == Json::OBJ) keras_compile(m, tc.get("optimizer_config"), tc.get("loss"), tc.get("metrics"));
+    }
+    /* the optimizer's variables, in the order of their weight_names */
+    if (m.compiled && h5::exists(f.root(), "optimizer_weights")) {
+        h5::Id og = h5::open_group(f.root(), "optimizer_weights", what);
+        std::vector<std::string> onames = h5::attr_strings(og.get(), "weight_names", what);
+        KerasOpt lay = KerasOpt::K3;
+        if (keras_opt_layout(onames, &lay))
+            keras_opt_read(m, og.get(), onames, lay, what, "optimizer_weights");
+        else if (!onames.empty())
+            keras_opt_warn(what, format("optimizer_weights starts with '%s', a layout nnlite does not know (it reads "
+                                        "Keras 3's, tf.keras 2.x's and tf.keras' legacy optimizers')",
+                                        printable(onames[0]).c_str()));
     }
 }
 
@@ -14518,6 +14869,12 @@ static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io
         for (auto &ws : l->weights) memcpy(ws.w, st.v[at++].data(), (size_t)ws.shape.size() * sizeof(float));
     const Json *cc = arch.get("compile_config");
     if (cc && cc->kind == Json::OBJ) keras_compile(m, cc->get("optimizer"), cc->get("loss"), cc->get("metrics"));
+    if (m.compiled) { /* the optimizer's variables: optimizer/vars/0, 1, ... */
+        hsize_t n = h5::links(f.root(), "optimizer/vars", fw);
+        std::vector<std::string> paths;
+        for (hsize_t i = 0; i < n; i++) paths.push_back(format("optimizer/vars/%llu", (unsigned long long)i));
+        keras_opt_read(m, f.root(), paths, KerasOpt::K3, fw, "optimizer/vars");
+    }
 }
 
 /* ---- Writing Keras files: nnl_save_model to a path ending in .keras or .h5 ----
@@ -14528,8 +14885,9 @@ static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io
    3 (config.json in Keras 3's JSON: module and registered_name fields,
    DTypePolicy objects, batch_shape; vars groups for every layer, the model
    and the cells). A compiled model carries its compile configuration
-   (keras_compile_json); the optimizer's slots, the history and the RNG
-   state are not written (Keras' optimizer variables: not yet). */
+   (keras_compile_json) and its optimizer's state in Keras' variables
+   (keras_opt_write: Keras 3's in .keras, tf.keras 2.15's in .h5); the
+   history and the RNG state are not written (Keras has no place for them). */
 namespace h5w {
 
 /* A group at path below loc, with the groups above it. */
@@ -14543,9 +14901,10 @@ static h5::Id group(hid_t loc, const std::string &path) {
 
 /* Fixed-length byte strings, as h5py stores Python bytes: a scalar
    (scalar = true, one string) or a 1-D array; an empty list is an empty
-   float64 array, as Keras writes it. */
-static void attr(hid_t obj, const char *name, const std::vector<std::string> &v, bool scalar) {
-    size_t len = 1;
+   float64 array, as Keras writes it. width: at least this many bytes per
+   string (numpy's one width for all chunks of a list). */
+static void attr(hid_t obj, const char *name, const std::vector<std::string> &v, bool scalar, size_t width = 1) {
+    size_t len = std::max<size_t>(1, width);
     for (auto &s : v) len = std::max(len, s.size());
     const bool empty = !scalar && v.empty();
     h5::Id t(empty ? H5Tcopy(H5T_IEEE_F64LE) : H5Tcopy(H5T_C_S1), H5Tclose);
@@ -14560,6 +14919,41 @@ static void attr(hid_t obj, const char *name, const std::vector<std::string> &v,
     for (size_t i = 0; i < v.size(); i++) memcpy(&buf[i * len], v[i].data(), v[i].size());
     if (!a.ok() || (!empty && H5Awrite(a.get(), t.get(), buf.data()) < 0))
         raise(NNL_ERR_INTERNAL, "HDF5 cannot write attribute '%s'", name);
+}
+
+/* A list of strings as Keras' save_attributes_to_hdf5_group writes it: one
+   attribute, or, when that would pass HDF5's object header limit (64512
+   bytes), chunks name0, name1, ... as numpy's array_split cuts the list
+   (the first n % k chunks one longer), all of the list's string width. */
+static void attr_list(hid_t obj, const std::string &name, const std::vector<std::string> &v) {
+    const size_t limit = 64512;
+    size_t len = 1;
+    for (auto &s : v) len = std::max(len, s.size());
+    const size_t n = v.size();
+    size_t k = 1;
+    while (k < n && (n + k - 1) / k * len > limit) k++;
+    if (k == 1) {
+        attr(obj, name.c_str(), v, false);
+        return;
+    }
+    size_t at = 0;
+    for (size_t c = 0; c < k; c++) {
+        size_t take = n / k + (c < n % k ? 1 : 0);
+        std::vector<std::string> part(v.begin() + (ptrdiff_t)at, v.begin() + (ptrdiff_t)(at + take));
+        attr(obj, (name + std::to_string(c)).c_str(), part, false, len);
+        at += take;
+    }
+}
+
+/* A scalar int64 dataset at path below loc (Keras' iteration counter). */
+static void step_count(hid_t loc, const std::string &path, int64_t v) {
+    h5::Id sp(H5Screate(H5S_SCALAR), H5Sclose);
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id d(H5Dcreate2(loc, path.c_str(), H5T_STD_I64LE, sp.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    long long x = (long long)v;
+    if (!d.ok() || H5Dwrite(d.get(), H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &x) < 0)
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write dataset '%s'", path.c_str());
 }
 
 /* A float32 dataset at path below loc (groups above it made). */
@@ -14603,6 +14997,76 @@ public:
 static std::string cell_scope(const char *cls) {
     std::string c = cls;
     return c == "SimpleRNN" ? "simple_rnn_cell" : c == "LSTM" ? "lstm_cell" : c == "GRU" ? "gru_cell" : "";
+}
+
+/* A weight's name in a tf.keras 2.x .h5, without the ":0": "dense/kernel",
+   cells "lstm/lstm_cell/kernel"; Bidirectional's carry their direction
+   ("bi/forward_lstm/kernel"; Keras reads weights by their order in
+   weight_names, not their names). */
+static std::string keras_h5_weight_name(const Layer &l, const WeightSpec &w) {
+    std::string cell = cell_scope(l.cls);
+    return l.name + "/" + (cell.empty() ? "" : cell + "/") + w.name;
+}
+
+/* The optimizer's variables of a compiled m in Keras' layout lay: K3 as
+   .keras datasets optimizer/vars/<i> below root, TF2 as tf.keras 2.15's
+   .h5 group optimizer_weights (weight_names "iteration:0",
+   "Adam/m/dense/kernel:0", ...). An optimizer that has not stepped (no
+   slots laid out yet) writes the head alone, as Keras saves one that was
+   never built. The slots are the host's (a GPU model's are copied back
+   after every fit, as for nnlite's own files). */
+static void keras_opt_write(const Model &m, hid_t root, KerasOpt lay) {
+    const Optimizer &o = *m.opt;
+    std::vector<std::vector<KerasSlot>> groups;
+    std::string why;
+    if (!keras_slot_groups(o, lay, &groups, &why)) raise(NNL_ERR_INTERNAL, "%s", why.c_str());
+    const std::vector<KerasTrainable> T = keras_trainable(m);
+    const int64_t total = T.empty() ? 0 : T.back().off + T.back().w->shape.size();
+    const int ns = o.nslots();
+    const bool laid = (int)o.slots.size() == ns && (ns == 0 || (int64_t)o.slots[0].size() == total);
+    const bool full = ns > 0 ? laid : o.iterations > 0;
+    const bool nadam = std::string(o.cls()) == "Nadam", k3 = lay == KerasOpt::K3;
+    const std::vector<KerasOptVar> plan = keras_opt_plan(groups, T.size(), lay, nadam, full, false);
+    h5::Id og;
+    hid_t at = root;
+    if (!k3) {
+        og = h5w::group(root, "optimizer_weights");
+        at = og.get();
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < plan.size(); i++) {
+        const KerasOptVar &v = plan[i];
+        std::string path;
+        if (k3) path = "optimizer/vars/" + std::to_string(i);
+        else if (v.kind == KerasOptVar::SLOT)
+            path = std::string(o.cls()) + "/" + v.name + "/" + keras_h5_weight_name(*T[v.weight].layer, *T[v.weight].w) + ":0";
+        else path = std::string(v.name) + ":0";
+        names.push_back(path);
+        switch (v.kind) {
+        case KerasOptVar::ITERATION: h5w::step_count(at, path, o.iterations); break;
+        case KerasOptVar::LEARNING_RATE: {
+            const float x = (float)o.learning_rate;
+            h5w::floats(at, path, Shape(), &x);
+            break;
+        }
+        case KerasOptVar::U_PRODUCT: {
+            const float x = (float)static_cast<const Nadam &>(o).u_product;
+            h5w::floats(at, path, Shape(), &x);
+            break;
+        }
+        case KerasOptVar::SLOT: {
+            const KerasTrainable &t = T[v.weight];
+            if (v.slot >= 0 && (size_t)v.slot < o.slots.size()) {
+                h5w::floats(at, path, t.w->shape, o.slots[(size_t)v.slot].data() + t.off);
+            } else { /* tf.keras' SGD momentum with momentum 0: never read */
+                std::vector<float> zero((size_t)t.w->shape.size(), 0.f);
+                h5w::floats(at, path, t.w->shape, zero.data());
+            }
+            break;
+        }
+        }
+    }
+    if (!k3) h5w::attr_list(at, "weight_names", names);
 }
 
 /* The compile configuration of m as Keras serialises it: the optimizer as
@@ -14693,15 +15157,11 @@ static std::string keras_h5_bytes(const Model &m) {
     for (auto &l : m.layers) {
         h5::Id g = h5w::group(mw.get(), l->name);
         std::vector<std::string> wn;
-        std::string cell = cell_scope(l->cls);
-        for (auto &w : l->weights) {
-            /* Bidirectional's carry their direction: "bi/forward_lstm/kernel:0" (Keras
-               reads weights by their order in weight_names, not their names) */
-            wn.push_back(l->name + "/" + (cell.empty() ? "" : cell + "/") + w.name + ":0");
-        }
+        for (auto &w : l->weights) wn.push_back(keras_h5_weight_name(*l, w) + ":0");
         h5w::attr(g.get(), "weight_names", wn, false);
         for (size_t k = 0; k < l->weights.size(); k++) h5w::floats(g.get(), wn[k], l->weights[k].shape, l->weights[k].w);
     }
+    if (m.compiled) keras_opt_write(m, f.root(), KerasOpt::TF2);
     return f.bytes();
 }
 
@@ -14803,6 +15263,7 @@ static std::string keras_zip_bytes(const Model &m) {
             }
         }
         h5w::group(f.root(), "vars");
+        if (m.compiled) keras_opt_write(m, f.root(), KerasOpt::K3);
         h5 = f.bytes();
     }
     time_t now = time(nullptr);

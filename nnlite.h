@@ -1051,9 +1051,15 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    0.6, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
    zip or a tf.keras 2.x .h5, with the architecture, the weights and, for a
    compiled model, the compile configuration (optimizer and its options,
-   loss, the metrics given without options); not yet the optimizer state,
-   history or RNG state (training resumes exactly only from nnlite's own
-   files). Without HDF5 NNL_ERR_UNSUPPORTED naming the package. */
+   loss, the metrics given without options) and the optimizer's state as
+   Keras' optimizer variables: the iteration count (and in .keras the
+   learning rate) and, once it has stepped, its slots (Adam's m and v,
+   ...) in Keras 3's layout in .keras and tf.keras 2.15's in .h5
+   (docs/FORMAT.md). Not the history or the RNG state, which Keras files
+   have no place for: a run resumed from a Keras file continues with the
+   same weights and optimizer state, but bit for bit only from nnlite's own
+   files (dropout and shuffling draw from the RNG). Without HDF5
+   NNL_ERR_UNSUPPORTED naming the package. */
 NNL_API int nnl_save_model(const nnl_model *m, const char *path);
 
 /* A new model from a file of nnl_save_model, compiled when it was saved
@@ -1066,9 +1072,18 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path);
    has, recurrent ones included. The model comes back compiled as the file
    says (Keras' compile_config / training_config: optimizer with its
    options, loss, metrics) when nnlite has all of that, else uncompiled, as
-   Keras leaves a model whose compile configuration fails; the optimizer's
-   state (its slots) is not read yet: training continues from fresh slots.
-   A file that
+   Keras leaves a model whose compile configuration fails. A compiled model
+   takes the optimizer's state the file holds (Keras' optimizer variables:
+   the iteration count, the learning rate where the file keeps it, the
+   slots of SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax and Nadam;
+   Keras 3's layout in .keras and .h5, tf.keras 2.11+'s and tf.keras'
+   legacy optimizers' in .h5), so training continues as it would in Keras.
+   State nnlite cannot map (variables of another count: another optimizer
+   configuration, EMA, gradient accumulation; tf.keras' legacy Nadam;
+   another layout) is skipped with a warning on stderr ("nnlite: warning:
+   ..."), as Keras skips it, and training continues from fresh slots; an
+   optimizer variable of the wrong kind or shape is NNL_ERR_FORMAT naming
+   the file, the variable and both shapes. A file that
    does not match its own architecture is NNL_ERR_FORMAT naming the layer,
    the weight and both shapes; Keras weights-only files (save_weights) are
    NNL_ERR_FORMAT saying so. Without HDF5 these files are
