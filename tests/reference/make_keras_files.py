@@ -31,6 +31,19 @@ python3-numpy; deterministic: fixed seeds, fixed dates). For each model NAME:
   NAME.npz        the same weights as arr_0, arr_1, ... in get_weights()
                   order (np.savez), the route the test compares with.
 
+and, with an optimizer's state (optimizer_fixtures; Keras' optimizer
+variables in the order Keras keeps them, see optimizer_variables):
+
+  opt_adam.keras        Keras 3: model.weights.h5 optimizer/vars/<i>
+  opt_adam_k3.h5        Keras 3 legacy .h5: optimizer_weights, weight_names
+                        the variables' paths ("adam/iteration", ...)
+  opt_adam_tf2.h5       tf.keras 2.11-2.15: optimizer_weights, weight_names
+                        "iteration:0", "Adam/m/hidden/kernel:0", ...
+  opt_adam_legacy.h5    tf.keras' legacy optimizers: "Adam/iter:0",
+                        "Adam/hidden/kernel/m:0", ... (all m, then all v)
+  opt_adam.npz          the slots m_<i>, v_<i> per trainable weight
+  opt_nadam.keras/.npz  Nadam in Keras 3.0-3.9's order (u_product first)
+
 Weights are float32 from a fixed seed (moving variances positive).
 Sources of the layouts: keras/src/saving/saving_lib.py (_save_state,
 _save_container_state, H5IOStore/H5Entry) and legacy_h5_format.py
@@ -100,19 +113,23 @@ def input_layer(shape, dtype="float32"):
             "registered_name": None}
 
 
-def sequential(name, shape, layers, dtype="float32"):
+def keras3_optimizer(cls="Adam", learning_rate=0.001):
+    """Keras 3's serialisation of Adam or Nadam with its defaults."""
+    c = {"name": cls.lower(), "learning_rate": learning_rate, "weight_decay": None, "clipnorm": None,
+         "global_clipnorm": None, "clipvalue": None, "use_ema": False, "ema_momentum": 0.99,
+         "ema_overwrite_frequency": None, "loss_scale_factor": None, "gradient_accumulation_steps": None,
+         "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}
+    if cls == "Adam":
+        c["amsgrad"] = False
+    return {"module": "keras.optimizers", "class_name": cls, "config": c, "registered_name": None}
+
+
+def sequential(name, shape, layers, dtype="float32", optimizer=None):
     return {"module": "keras", "class_name": "Sequential",
             "config": {"name": name, "trainable": True, "dtype": K3_POLICY,
                        "layers": [input_layer(shape, dtype)] + layers},
             "registered_name": None, "build_config": {"input_shape": [None] + list(shape)},
-            "compile_config": {"optimizer": {"module": "keras.optimizers", "class_name": "Adam",
-                                             "config": {"name": "adam", "learning_rate": 0.001, "weight_decay": None,
-                                                        "clipnorm": None, "global_clipnorm": None, "clipvalue": None,
-                                                        "use_ema": False, "ema_momentum": 0.99,
-                                                        "ema_overwrite_frequency": None, "loss_scale_factor": None,
-                                                        "gradient_accumulation_steps": None, "beta_1": 0.9,
-                                                        "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": False},
-                                             "registered_name": None},
+            "compile_config": {"optimizer": optimizer or keras3_optimizer(),
                                "loss": "mean_squared_error", "loss_weights": None, "metrics": None,
                                "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
                                "jit_compile": False}}
@@ -213,6 +230,13 @@ def weights_of(cfg, shape, rng):
     return out
 
 
+def batchnorm(name):
+    return layer("BatchNormalization", name, axis=-1, momentum=0.99, epsilon=0.001, center=True, scale=True,
+                 beta_initializer=init("Zeros"), gamma_initializer=init("Ones"), moving_mean_initializer=init("Zeros"),
+                 moving_variance_initializer=init("Ones"), beta_regularizer=None, gamma_regularizer=None,
+                 beta_constraint=None, gamma_constraint=None, synchronized=False)
+
+
 def models():
     mlp = sequential("sequential", [6], [
         dense("hidden", 8, "relu"),
@@ -220,10 +244,7 @@ def models():
         dense("out", 3, "softmax")])
     cnn = sequential("cnn", [8, 8, 2], [
         conv2d("features", 4, 3, "relu"),
-        layer("BatchNormalization", "bn", axis=-1, momentum=0.99, epsilon=0.001, center=True, scale=True,
-              beta_initializer=init("Zeros"), gamma_initializer=init("Ones"), moving_mean_initializer=init("Zeros"),
-              moving_variance_initializer=init("Ones"), beta_regularizer=None, gamma_regularizer=None,
-              beta_constraint=None, gamma_constraint=None, synchronized=False),
+        batchnorm("bn"),
         layer("MaxPooling2D", "pool", pool_size=[2, 2], padding="valid", strides=[2, 2], data_format="channels_last"),
         conv2d("more", 3, 2),
         layer("Flatten", "flat", data_format="channels_last"),
@@ -257,8 +278,10 @@ def cell_name(kind):
     return {"SimpleRNN": "simple_rnn_cell", "LSTM": "lstm_cell", "GRU": "gru_cell"}[kind]
 
 
-def keras_file(path, cfg, layers):
-    """Keras 3 model.save(path)."""
+def keras_file(path, cfg, layers, opt_vars=None):
+    """Keras 3 model.save(path); opt_vars: the optimizer's variables
+    (optimizer_variables(..., "k3")), datasets optimizer/vars/0, 1, ...
+    (BaseOptimizer.save_own_variables); none: an empty group."""
     h5buf = io.BytesIO()
     with h5py.File(h5buf, "w") as f:
         used = {}
@@ -291,7 +314,9 @@ def keras_file(path, cfg, layers):
                 for i, (_, a) in enumerate(ws[gi * per:(gi + 1) * per]):
                     g[str(i)] = a
         f.create_group("vars")
-        f.create_group("optimizer").create_group("vars")
+        og = f.create_group("optimizer").create_group("vars")
+        for i, (_, a) in enumerate(opt_vars or []):
+            og[str(i)] = a
     meta = json.dumps({"keras_version": "3.6.0", "date_saved": "2026-12-03@09:00:00"})
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in (("metadata.json", meta.encode()), ("config.json", json.dumps(cfg).encode()),
@@ -300,9 +325,14 @@ def keras_file(path, cfg, layers):
             zf.writestr(zi, data)
 
 
-def legacy_h5(path, cfg, layers, keras3):
-    """model.save(path) to .h5: tf.keras 2.x (keras3=False) or Keras 3's legacy format."""
+def legacy_h5(path, cfg, layers, keras3, opt_vars=None):
+    """model.save(path) to .h5: tf.keras 2.x (keras3=False) or Keras 3's
+    legacy format; opt_vars: the optimizer's variables as (name, value), in
+    a group optimizer_weights with their names in its weight_names
+    attribute (save_optimizer_weights_to_hdf5_group)."""
     model = cfg["config"]["name"]
+    opt = cfg["compile_config"]["optimizer"]
+    ocls, olr = opt["class_name"], opt["config"]["learning_rate"]
     with h5py.File(path, "w") as f:
         if keras3:
             f.attrs["keras_version"] = "3.6.0"
@@ -310,8 +340,8 @@ def legacy_h5(path, cfg, layers, keras3):
             f.attrs["model_config"] = json.dumps({k: cfg[k] for k in cfg if k != "compile_config"}).encode("utf8")
             f.attrs["training_config"] = json.dumps({"loss": "mean_squared_error", "metrics": None,
                                                      "weighted_metrics": None, "loss_weights": None,
-                                                     "optimizer_config": {"class_name": "Adam",
-                                                                          "config": {"learning_rate": 0.001}}}).encode()
+                                                     "optimizer_config": {"class_name": ocls,
+                                                                          "config": {"learning_rate": olr}}}).encode()
         else:
             t = tf2_config(cfg)
             t["keras_version"] = "2.15.0"
@@ -321,9 +351,9 @@ def legacy_h5(path, cfg, layers, keras3):
             f.attrs["model_config"] = json.dumps({"class_name": t["class_name"], "config": t["config"]}).encode("utf8")
             f.attrs["training_config"] = json.dumps({"loss": "mean_squared_error", "metrics": None,
                                                      "weighted_metrics": None, "loss_weights": None,
-                                                     "optimizer_config": {"class_name": "Adam",
-                                                                          "config": {"name": "Adam",
-                                                                                     "learning_rate": 0.001}}}).encode()
+                                                     "optimizer_config": {"class_name": ocls,
+                                                                          "config": {"name": ocls,
+                                                                                     "learning_rate": olr}}}).encode()
         g = f.create_group("model_weights")
         g.attrs["layer_names"] = [lj["config"]["name"].encode("utf8") for lj, _ in layers]
         g.attrs["backend"] = b"tensorflow"
@@ -355,6 +385,106 @@ def legacy_h5(path, cfg, layers, keras3):
         if keras3:
             tg = g.create_group("top_level_model_weights")
             tg.attrs["weight_names"] = np.asarray([])
+        if opt_vars:
+            og = f.create_group("optimizer_weights")
+            og.attrs["weight_names"] = [n.encode("utf8") for n, _ in opt_vars]
+            for n, a in opt_vars:
+                d = og.create_dataset(n, a.shape, dtype=a.dtype)
+                if not a.shape:
+                    d[()] = a
+                else:
+                    d[:] = a
+
+
+# ---- the optimizer's state ----
+
+def trainable_of(layers):
+    """(layer name, weight name, array) of every trainable weight in
+    model.trainable_variables order (BatchNormalization's moving
+    statistics are not trainable)."""
+    return [(lj["config"]["name"], wn, a) for lj, ws in layers for wn, a in ws
+            if wn not in ("moving_mean", "moving_variance")]
+
+
+def moments(trainable, rng):
+    """Adam's (or Nadam's) m and v per trainable weight, v >= 0."""
+    m = [(rng.standard_normal(a.shape) * 0.01).astype(np.float32) for _, _, a in trainable]
+    v = [(rng.random(a.shape) * 1e-4).astype(np.float32) for _, _, a in trainable]
+    return m, v
+
+
+def optimizer_variables(layout, model, cls, trainable, m, v, iteration, lr, u_product=None):
+    """Keras' optimizer variables of an Adam or Nadam, as (name, value) in
+    Keras' order:
+      k3      Keras 3 (keras/src/optimizers/base_optimizer.py, adam.py,
+              nadam.py): iteration (int64), learning_rate (float32), then
+              momentum and velocity interleaved per weight
+              (add_optimizer_variables); Nadam's u_product (float32) before
+              them, as Keras 3.0 to 3.9 build it (3.10 on: after). The
+              names are the variables' paths, as Keras 3's .h5 has them;
+              .keras numbers them instead.
+      tf2     tf.keras 2.11-2.15 (tf_keras/optimizers/optimizer.py,
+              adam.py): iteration:0, then Adam/m/<weight>:0 and
+              Adam/v/<weight>:0 interleaved; no learning rate.
+      legacy  tf.keras' legacy optimizers (optimizers/legacy/adam.py
+              _create_slots, optimizer_v2.py): Adam/iter:0, every
+              Adam/<weight>/m:0, then every Adam/<weight>/v:0."""
+    it = np.int64(iteration)
+    if layout == "k3":
+        scope = cls.lower()
+        out = [(f"{scope}/iteration", it), (f"{scope}/learning_rate", np.float32(lr))]
+        if u_product is not None:
+            out.append((f"{scope}/variable", np.float32(u_product)))
+        for (ln, wn, _), mi, vi in zip(trainable, m, v):
+            base = f"{scope}/{model}_{ln}_{wn}"
+            out += [(base + "_momentum", mi), (base + "_velocity", vi)]
+        return out
+    if layout == "tf2":
+        out = [("iteration:0", it)]
+        for (ln, wn, _), mi, vi in zip(trainable, m, v):
+            out += [(f"{cls}/m/{ln}/{wn}:0", mi), (f"{cls}/v/{ln}/{wn}:0", vi)]
+        return out
+    out = [(f"{cls}/iter:0", it)]
+    out += [(f"{cls}/{ln}/{wn}/m:0", mi) for (ln, wn, _), mi in zip(trainable, m)]
+    out += [(f"{cls}/{ln}/{wn}/v:0", vi) for (ln, wn, _), vi in zip(trainable, v)]
+    return out
+
+
+def optimizer_fixtures():
+    """opt_adam.keras, opt_adam_k3.h5, opt_adam_tf2.h5, opt_adam_legacy.h5:
+    one model (Dense, BatchNormalization, Dense) compiled with
+    Adam(learning_rate=0.002) after 7 steps, its state in each layout;
+    opt_nadam.keras: Nadam after 3 steps in Keras 3.0-3.9's order. The npz
+    files hold the slots per trainable weight (m_0, v_0, ...), the step
+    count and the learning rate (and u_product) as 1-element arrays."""
+    rng = np.random.default_rng(1616)
+    cfg = sequential("opt", [6], [dense("hidden", 8, "relu"), batchnorm("bn"), dense("out", 3, "softmax")],
+                     optimizer=keras3_optimizer("Adam", 0.002))
+    layers = weights_of(cfg, [6], rng)
+    tr = trainable_of(layers)
+    m, v = moments(tr, rng)
+    state = dict(model="opt", cls="Adam", trainable=tr, m=m, v=v, iteration=7, lr=0.002)
+    keras_file(os.path.join(OUT, "opt_adam.keras"), cfg, layers, optimizer_variables("k3", **state))
+    legacy_h5(os.path.join(OUT, "opt_adam_k3.h5"), cfg, layers, True, optimizer_variables("k3", **state))
+    legacy_h5(os.path.join(OUT, "opt_adam_tf2.h5"), cfg, layers, False, optimizer_variables("tf2", **state))
+    legacy_h5(os.path.join(OUT, "opt_adam_legacy.h5"), cfg, layers, False, optimizer_variables("legacy", **state))
+    arrays = {f"m_{i}": a for i, a in enumerate(m)}
+    arrays.update({f"v_{i}": a for i, a in enumerate(v)})
+    np.savez(os.path.join(OUT, "opt_adam.npz"), iterations=np.array([7], np.float32),
+             learning_rate=np.array([0.002], np.float32), **arrays)
+    ncfg = copy.deepcopy(cfg)
+    ncfg["compile_config"]["optimizer"] = keras3_optimizer("Nadam", 0.002)
+    nm, nv = moments(tr, rng)
+    u = 1.0
+    for s in (1, 2, 3):  # Keras 3's u_t = beta_1 (1 - 0.5 * 0.96^t), multiplied up over the 3 steps
+        u *= 0.9 * (1.0 - 0.5 * 0.96 ** s)
+    keras_file(os.path.join(OUT, "opt_nadam.keras"), ncfg, layers,
+               optimizer_variables("k3", "opt", "Nadam", tr, nm, nv, 3, 0.002, u_product=u))
+    arrays = {f"m_{i}": a for i, a in enumerate(nm)}
+    arrays.update({f"v_{i}": a for i, a in enumerate(nv)})
+    np.savez(os.path.join(OUT, "opt_nadam.npz"), iterations=np.array([3], np.float32),
+             learning_rate=np.array([0.002], np.float32), u_product=np.array([u], np.float32), **arrays)
+    print("opt", len(tr), "trainable weights,", sum(a.size for _, _, a in tr), "values per slot")
 
 
 def main():
@@ -367,6 +497,7 @@ def main():
         legacy_h5(os.path.join(OUT, name + "_k3.h5"), cfg, layers, keras3=True)
         np.savez(os.path.join(OUT, name + ".npz"), *[a for _, ws in layers for _, a in ws])
         print(name, sum(a.size for _, ws in layers for _, a in ws), "weights")
+    optimizer_fixtures()
 
 
 if __name__ == "__main__":
