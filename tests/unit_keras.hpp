@@ -148,14 +148,21 @@ TEST_CASE("keras files: not Keras files, and zips that are not .keras, fail clea
 #ifdef NNL_HDF5
 namespace keras_files {
 
-/* A copy of a fixture, changed with HDF5's C API by edit(file id), then
-   loaded: the status and message. */
-static int load_edited(const std::string &fixture, const std::function<void(hid_t)> &edit, std::string *msg) {
+/* A copy of a fixture .h5 (a temporary file, its path returned), changed
+   with HDF5's C API by edit(file id). */
+static std::string edited_h5(const std::string &fixture, const std::function<void(hid_t)> &edit) {
     std::string p = copy_to_tmp(dir() + fixture, ".h5");
     hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     REQUIRE(f >= 0);
     edit(f);
     H5Fclose(f);
+    return p;
+}
+
+/* A copy of a fixture, changed with HDF5's C API by edit(file id), then
+   loaded: the status and message. */
+static int load_edited(const std::string &fixture, const std::function<void(hid_t)> &edit, std::string *msg) {
+    std::string p = edited_h5(fixture, edit);
     nnl_model *m = nullptr;
     int st = nnl_load_model(p.c_str(), &m);
     *msg = nnl_last_error();
@@ -248,9 +255,10 @@ TEST_CASE("keras files: broken .h5 contents give clear errors (missing, wrong dt
 namespace keras_files {
 
 /* A fixture .keras with its model.weights.h5 changed by edit(file id)
-   (and config.json by cfg_edit), zipped again; loaded: status and message. */
-static int load_edited_keras(const std::string &fixture, const std::function<void(hid_t)> &edit, std::string *msg,
-                             const std::function<void(std::string &)> &cfg_edit = nullptr) {
+   (and config.json by cfg_edit), zipped again into a temporary file: its
+   path. */
+static std::string edited_keras(const std::string &fixture, const std::function<void(hid_t)> &edit,
+                                const std::function<void(std::string &)> &cfg_edit = nullptr) {
     std::vector<uint8_t> zip;
     nnl::read_file((dir() + fixture).c_str(), zip);
     nnl::io::Zip z(zip, fixture);
@@ -280,6 +288,13 @@ static int load_edited_keras(const std::string &fixture, const std::function<voi
     unlink(h5path.c_str());
     std::string p = copy_to_tmp(dir() + fixture, ".keras");
     nnl::files::save_atomic(p.c_str(), nnl::files::zip_stored(members));
+    return p;
+}
+
+/* edited_keras, loaded: status and message. */
+static int load_edited_keras(const std::string &fixture, const std::function<void(hid_t)> &edit, std::string *msg,
+                             const std::function<void(std::string &)> &cfg_edit = nullptr) {
+    std::string p = edited_keras(fixture, edit, cfg_edit);
     nnl_model *m = nullptr;
     int st = nnl_load_model(p.c_str(), &m);
     *msg = nnl_last_error();
@@ -600,5 +615,256 @@ TEST_CASE("keras files: the compile configuration comes along (training continue
     CHECK(!m->compiled);
     nnl_model_free(m);
     unlink(p.c_str());
+}
+#endif
+
+/* ---- The optimizer's state (Keras' optimizer variables) ---- */
+#ifdef NNL_HDF5
+namespace keras_files {
+
+/* An npz member as float32 values. */
+static std::vector<float> npz_floats(const std::string &path, const std::string &key) {
+    std::vector<uint8_t> bytes;
+    nnl::read_file(path.c_str(), bytes);
+    nnl::io::Zip z(bytes, path);
+    const nnl::io::ZipEntry *e = z.find(key);
+    CAPTURE(key);
+    REQUIRE(e != nullptr);
+    nnl::io::ArrayPtr a = z.load(*e, NNL_FLOAT32);
+    const float *p = (const float *)a->data;
+    return std::vector<float>(p, p + a->size);
+}
+
+/* Slot array k of m's optimizer over its trainable weight i. */
+static std::vector<float> slot_part(const nnl_model *m, size_t k, size_t i) {
+    std::vector<nnl::files::KerasTrainable> T = nnl::files::keras_trainable(*m);
+    REQUIRE(i < T.size());
+    REQUIRE(k < m->opt->slots.size());
+    const float *p = m->opt->slots[k].data() + T[i].off;
+    return std::vector<float>(p, p + T[i].w->shape.size());
+}
+
+/* The same weights (all of them, moving statistics too) and the same
+   optimizer state, bit for bit. */
+static void check_same_state(const nnl_model *a, const nnl_model *b) {
+    REQUIRE(a->layers.size() == b->layers.size());
+    for (size_t l = 0; l < a->layers.size(); l++)
+        for (size_t k = 0; k < a->layers[l]->weights.size(); k++) {
+            const nnl::WeightSpec &wa = a->layers[l]->weights[k], &wb = b->layers[l]->weights[k];
+            CAPTURE(wa.name);
+            REQUIRE(wa.shape == wb.shape);
+            CHECK(memcmp(wa.w, wb.w, (size_t)wa.shape.size() * sizeof(float)) == 0);
+        }
+    REQUIRE(a->compiled);
+    REQUIRE(b->compiled);
+    CHECK(a->opt->config() == b->opt->config());
+    CHECK(a->opt->iterations == b->opt->iterations);
+    CHECK(a->opt->learning_rate == b->opt->learning_rate);
+    REQUIRE(a->opt->slots.size() == b->opt->slots.size());
+    for (size_t k = 0; k < a->opt->slots.size(); k++) {
+        REQUIRE(a->opt->slots[k].size() == b->opt->slots[k].size());
+        CHECK(memcmp(a->opt->slots[k].data(), b->opt->slots[k].data(), a->opt->slots[k].size() * sizeof(float)) == 0);
+    }
+    if (std::string(a->opt->cls()) == "Nadam")
+        CHECK(static_cast<const nnl::Nadam &>(*a->opt).u_product == static_cast<const nnl::Nadam &>(*b->opt).u_product);
+}
+
+/* 8 samples for the opt_* fixtures' model (6 inputs, 3 outputs), trained
+   with mse, batches of 4 in order (no shuffling, no dropout: nothing
+   draws from the RNG, which Keras files do not keep). */
+static void fit_opt(nnl_model *m, int epochs) {
+    std::vector<float> x(8 * 6), y(8 * 3);
+    for (size_t i = 0; i < x.size(); i++) x[i] = (float)std::sin(0.37 * (double)i + 0.5);
+    for (size_t i = 0; i < y.size(); i++) y[i] = (i * 5) % 3 == 0 ? 1.f : 0.f;
+    const int64_t xs[2] = {8, 6}, ys[2] = {8, 3};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = epochs;
+    o.batch_size = 4;
+    o.shuffle = 0;
+    o.verbose = 0;
+    REQUIRE_MESSAGE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_FLOAT32, 2, ys, &o) == NNL_OK, nnl_last_error());
+}
+
+} // namespace keras_files
+
+TEST_CASE("keras files: an Adam's state in .keras, Keras 3 .h5, tf.keras 2.11+ and legacy .h5 comes back as its slots") {
+    using namespace keras_files;
+    const std::string npz = dir() + "opt_adam.npz";
+    for (const char *fx : {"opt_adam.keras", "opt_adam_k3.h5", "opt_adam_tf2.h5", "opt_adam_legacy.h5"}) {
+        CAPTURE(fx);
+        nnl_model *m = nullptr;
+        REQUIRE_MESSAGE(nnl_load_model((dir() + fx).c_str(), &m) == NNL_OK, nnl_last_error());
+        REQUIRE(m->compiled);
+        CHECK(std::string(m->opt->cls()) == "Adam");
+        CHECK(m->opt->iterations == 7);
+        /* the configuration's 0.002, not the float32 variable's 0.0020000000949949026 */
+        CHECK(nnl_get_learning_rate(m) == 0.002);
+        std::vector<nnl::files::KerasTrainable> T = nnl::files::keras_trainable(*m);
+        /* hidden kernel and bias, bn gamma and beta (not the moving statistics), out kernel and bias */
+        REQUIRE(T.size() == 6);
+        CHECK(T[2].layer->name == "bn");
+        CHECK(T[2].w->name == "gamma");
+        REQUIRE(m->opt->slots.size() == 2);
+        CHECK(m->opt->slots[0].size() == 6 * 8 + 8 + 8 + 8 + 8 * 3 + 3);
+        for (size_t i = 0; i < T.size(); i++) {
+            CAPTURE(i);
+            CHECK(slot_part(m, 0, i) == npz_floats(npz, "m_" + std::to_string(i)));
+            CHECK(slot_part(m, 1, i) == npz_floats(npz, "v_" + std::to_string(i)));
+        }
+        /* and training goes on from step 8 */
+        fit_opt(m, 1);
+        CHECK(m->opt->iterations == 9);
+        nnl_model_free(m);
+    }
+    /* Nadam as Keras 3.0 to 3.9 keep it: u_product before the slots */
+    const std::string nz = dir() + "opt_nadam.npz";
+    nnl_model *m = nullptr;
+    REQUIRE_MESSAGE(nnl_load_model((dir() + "opt_nadam.keras").c_str(), &m) == NNL_OK, nnl_last_error());
+    REQUIRE(m->compiled);
+    REQUIRE(std::string(m->opt->cls()) == "Nadam");
+    CHECK(m->opt->iterations == 3);
+    CHECK((float)static_cast<const nnl::Nadam &>(*m->opt).u_product == npz_floats(nz, "u_product").at(0));
+    REQUIRE(m->opt->slots.size() == 2);
+    for (size_t i = 0; i < 6; i++) {
+        CAPTURE(i);
+        CHECK(slot_part(m, 0, i) == npz_floats(nz, "m_" + std::to_string(i)));
+        CHECK(slot_part(m, 1, i) == npz_floats(nz, "v_" + std::to_string(i)));
+    }
+    nnl_model_free(m);
+}
+
+TEST_CASE("keras files: optimizer variables nnlite cannot map are skipped as Keras skips them; wrong ones are errors") {
+    using namespace keras_files;
+    auto load = [](const std::string &p, nnl_model **out) {
+        int st = nnl_load_model(p.c_str(), out);
+        unlink(p.c_str());
+        return st;
+    };
+    nnl_model *m = nullptr;
+    /* a variable too few: another optimizer's list; the model loads compiled, with fresh slots (and a warning) */
+    REQUIRE(load(edited_keras("opt_adam.keras", [](hid_t f) { REQUIRE(H5Ldelete(f, "optimizer/vars/13", H5P_DEFAULT) >= 0); }), &m) ==
+            NNL_OK);
+    CHECK(m->compiled);
+    CHECK(m->opt->iterations == 0);
+    CHECK(m->opt->slots.empty());
+    nnl_model_free(m);
+    /* the head alone (an optimizer that never stepped): the step count and learning rate, no slots */
+    REQUIRE(load(edited_keras("opt_adam.keras", [](hid_t f) {
+                     for (int i = 2; i < 14; i++) REQUIRE(H5Ldelete(f, ("optimizer/vars/" + std::to_string(i)).c_str(), H5P_DEFAULT) >= 0);
+                 }), &m) == NNL_OK);
+    CHECK(m->opt->iterations == 7);
+    CHECK(m->opt->slots.empty());
+    nnl_model_free(m);
+    /* an optimizer_weights list of a layout nnlite does not know */
+    REQUIRE(load(edited_h5("opt_adam_tf2.h5", [](hid_t f) {
+                     hid_t g = H5Gopen2(f, "optimizer_weights", H5P_DEFAULT);
+                     set_text_attr(g, "weight_names", "training/Adam/Variable:0");
+                     H5Gclose(g);
+                 }), &m) == NNL_OK);
+    CHECK(m->compiled);
+    CHECK(m->opt->iterations == 0);
+    nnl_model_free(m);
+    /* a momentum of the wrong shape: NNL_ERR_FORMAT naming the file, the variable and both shapes */
+    std::string msg;
+    CHECK(load_edited_keras("opt_adam.keras", [](hid_t f) { replace_dataset(f, "optimizer/vars/2", H5T_NATIVE_FLOAT, {8, 6}); },
+                            &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find(".keras' member 'model.weights.h5'") != std::string::npos); /* the file */
+    CHECK(msg.find("'optimizer/vars/2'") != std::string::npos);
+    CHECK(msg.find("shape (8, 6)") != std::string::npos);
+    CHECK(msg.find("momentum of layer 'hidden' (Dense) weight 'kernel' has (6, 8)") != std::string::npos);
+    CHECK(load_edited("opt_adam_tf2.h5", [](hid_t f) { replace_dataset(f, "optimizer_weights/Adam/v/out/bias:0", H5T_NATIVE_FLOAT, {4}); },
+                      &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("'Adam/v/out/bias:0' has shape (4,)") != std::string::npos);
+    CHECK(msg.find("(3,)") != std::string::npos);
+    /* a float step count, an integer slot, a step count that is not a scalar */
+    CHECK(load_edited("opt_adam_legacy.h5", [](hid_t f) { replace_dataset(f, "optimizer_weights/Adam/iter:0", H5T_NATIVE_FLOAT, {1}); },
+                      &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("does not hold an integer") != std::string::npos);
+    CHECK(load_edited("opt_adam_k3.h5", [](hid_t f) { replace_dataset(f, "optimizer_weights/adam/opt_bn_gamma_velocity", H5T_NATIVE_INT32, {8}); },
+                      &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("floating-point") != std::string::npos);
+    CHECK(load_edited_keras("opt_adam.keras", [](hid_t f) { replace_dataset(f, "optimizer/vars/0", H5T_NATIVE_INT64, {2}); },
+                            &msg) == NNL_ERR_FORMAT);
+    CHECK(msg.find("not a scalar") != std::string::npos);
+}
+
+TEST_CASE("keras files: a trained model's optimizer state survives .keras and .h5 bit for bit; the next steps match") {
+    using namespace keras_files;
+    const char *specs[] = {"Adam(learning_rate=0.01)", "Adam(learning_rate=0.01, amsgrad=True)", "AdamW(learning_rate=0.01)",
+                           "Nadam(learning_rate=0.01)", "Adamax(learning_rate=0.01)", "RMSprop(learning_rate=0.01)",
+                           "RMSprop(learning_rate=0.01, momentum=0.5, centered=True)", "SGD(learning_rate=0.1)",
+                           "SGD(learning_rate=0.1, momentum=0.9, nesterov=True)", "Adagrad(learning_rate=0.1)",
+                           "Adadelta(learning_rate=1.0)"};
+    for (const char *spec : specs)
+        for (const char *ext : {".keras", ".h5"}) {
+            CAPTURE(spec);
+            CAPTURE(ext);
+            nnl_model *m = nullptr;
+            REQUIRE_MESSAGE(nnl_load_model((dir() + "opt_adam.keras").c_str(), &m) == NNL_OK, nnl_last_error());
+            REQUIRE(nnl_compile(m, spec, "mean_squared_error", nullptr) == NNL_OK);
+            fit_opt(m, 2); /* 4 steps */
+            REQUIRE(m->opt->iterations == 4);
+            std::string out = (std::filesystem::temp_directory_path() /
+                               ("nnlite_keras_opt_" + std::to_string(getpid()) + ext)).string();
+            REQUIRE_MESSAGE(nnl_save_model(m, out.c_str()) == NNL_OK, nnl_last_error());
+            nnl_model *back = nullptr;
+            REQUIRE_MESSAGE(nnl_load_model(out.c_str(), &back) == NNL_OK, nnl_last_error());
+            unlink(out.c_str());
+            check_same_state(m, back);
+            /* one more epoch on each: the same weights and state again */
+            fit_opt(m, 1);
+            fit_opt(back, 1);
+            check_same_state(m, back);
+            nnl_model_free(back);
+            nnl_model_free(m);
+        }
+}
+
+TEST_CASE("keras files: the optimizer variables nnlite writes have Keras' layout (checked with h5py when present)") {
+    if (system("/usr/bin/python3 -c 'import h5py' >/dev/null 2>&1") != 0) {
+        MESSAGE("h5py not installed (Debian python3-h5py): layout check skipped");
+        return;
+    }
+    using namespace keras_files;
+    nnl_model *m = nullptr;
+    REQUIRE(nnl_load_model((dir() + "opt_adam.keras").c_str(), &m) == NNL_OK);
+    REQUIRE(nnl_compile(m, "Adam(learning_rate=0.01)", "mean_squared_error", nullptr) == NNL_OK);
+    fit_opt(m, 2);
+    std::string base = (std::filesystem::temp_directory_path() / ("nnlite_keras_optlayout_" + std::to_string(getpid()))).string();
+    REQUIRE(nnl_save_model(m, (base + ".keras").c_str()) == NNL_OK);
+    REQUIRE(nnl_save_model(m, (base + ".h5").c_str()) == NNL_OK);
+    nnl_model_free(m);
+    /* .keras: iteration, learning_rate, then momentum and velocity per
+       trainable weight; .h5: tf.keras 2.15's names and order */
+    std::string py = "import h5py, io, sys, zipfile\n"
+                     "z = zipfile.ZipFile(sys.argv[1])\n"
+                     "f = h5py.File(io.BytesIO(z.read('model.weights.h5')), 'r')\n"
+                     "v = f['optimizer/vars']\n"
+                     "assert len(v) == 14, len(v)\n"
+                     "assert v['0'].dtype == 'int64' and v['0'].shape == () and v['0'][()] == 4\n"
+                     "assert v['1'].dtype == 'float32' and v['1'].shape == () and abs(v['1'][()] - 0.01) < 1e-9\n"
+                     "assert v['2'].shape == (6, 8) and v['3'].shape == (6, 8) and v['4'].shape == (8,)\n"
+                     "assert v['6'].shape == (8,) and v['13'].shape == (3,)\n"
+                     "assert (v['3'][()] >= 0).all()\n"
+                     "h = h5py.File(sys.argv[2], 'r')\n"
+                     "g = h['optimizer_weights']\n"
+                     "names = [n.decode() for n in g.attrs['weight_names']]\n"
+                     "assert names[:4] == ['iteration:0', 'Adam/m/hidden/kernel:0', 'Adam/v/hidden/kernel:0', "
+                     "'Adam/m/hidden/bias:0'], names[:4]\n"
+                     "assert len(names) == 13 and names[5] == 'Adam/m/bn/gamma:0', names\n"
+                     "assert g['iteration:0'].dtype == 'int64' and g['iteration:0'][()] == 4\n"
+                     "assert g['Adam/v/out/bias:0'].shape == (3,)\n"
+                     "print('optimizer layout ok')\n";
+    std::string script = base + ".py";
+    FILE *f = fopen(script.c_str(), "w");
+    REQUIRE(f);
+    fputs(py.c_str(), f);
+    fclose(f);
+    std::string cmd = "/usr/bin/python3 " + script + " " + base + ".keras " + base + ".h5";
+    CHECK(system(cmd.c_str()) == 0);
+    unlink(script.c_str());
+    unlink((base + ".keras").c_str());
+    unlink((base + ".h5").c_str());
 }
 #endif
