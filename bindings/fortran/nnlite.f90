@@ -1054,7 +1054,8 @@ contains
     ! ---- files ----
 
     !> Structure, weights, compile state and optimizer state (resumable). A path ending in
-    !> .keras or .h5 writes Keras' own file (architecture and weights; needs HDF5).
+    !> .keras or .h5 writes Keras' own file (architecture, weights, compile configuration and
+    !> optimizer state as Keras' optimizer variables; needs HDF5).
     subroutine model_save(self, path, status)
         class(nnl_model), intent(in) :: self
         character(len=*), intent(in) :: path
@@ -1063,7 +1064,8 @@ contains
     end subroutine
 
     !> Replaces this model by the one saved in path: nnlite's own file, or Keras' .keras or
-    !> .h5 file (told by content; uncompiled; needs HDF5).
+    !> .h5 file (told by content; compiled with its optimizer state when nnlite can follow
+    !> the file, else uncompiled; needs HDF5).
     subroutine model_load(self, path, status)
         class(nnl_model), intent(inout) :: self
         character(len=*), intent(in) :: path
