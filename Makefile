@@ -277,6 +277,14 @@ FUZZ_FLAGS   ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 2
 FUZZ_TARGETS := $(patsubst fuzz/%.cpp,build-fuzz/%,$(wildcard fuzz/fuzz_*.cpp))
+# fuzz_keras (Keras .keras and .h5 files) needs HDF5: built with it where
+# the library is (HDF5=auto|1 found one), left out otherwise.
+FUZZ_HDF5 := $(if $(findstring -DNNL_HDF5,$(NNL_CXXFLAGS)),1)
+ifneq ($(FUZZ_HDF5),1)
+FUZZ_TARGETS := $(filter-out build-fuzz/fuzz_keras,$(FUZZ_TARGETS))
+endif
+build-fuzz/fuzz_keras: FUZZ_EXTRA := -DNNL_HDF5 $(HDF5_CFLAGS)
+build-fuzz/fuzz_keras: FUZZ_LIBS := $(HDF5_LIBS)
 
 .PHONY: fuzz fuzz-run
 fuzz: $(FUZZ_TARGETS)
@@ -284,16 +292,19 @@ fuzz: $(FUZZ_TARGETS)
 # NNL_MAX_JSON_PARAMS: models read from JSON stay within libFuzzer's memory limit.
 build-fuzz/fuzz_%: fuzz/fuzz_%.cpp fuzz/fuzz_targets.hpp nnlite.cpp nnlite.h
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas -DNNL_MAX_JSON_PARAMS=1048576.0 $(FUZZ_FLAGS) $< -o $@
+	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas -DNNL_MAX_JSON_PARAMS=1048576.0 $(FUZZ_EXTRA) $(FUZZ_FLAGS) $< -o $@ $(FUZZ_LIBS)
 
 # Rewrites the committed seed corpus (fuzz/corpus/): python3 for the data
-# files, fuzz/make_model_corpus.c (built with the library) for model files.
+# files (and copies of Keras fixtures from tests/reference/keras/ for
+# fuzz_keras), fuzz/make_model_corpus.c (built with the library) for model
+# files (with HDF5, also .keras and .h5 files nnlite writes).
 .PHONY: fuzz-corpus
 fuzz-corpus: $(LIB_A)
 	python3 fuzz/make_corpus.py
 	@mkdir -p build-fuzz
 	$(CC) $(NNL_CFLAGS) fuzz/make_model_corpus.c $(LIB_A) -o build-fuzz/make_model_corpus $(NNL_LDFLAGS) -lstdc++ $(LIBS)
-	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz fuzz/corpus/fuzz_image
+	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz fuzz/corpus/fuzz_image \
+	    fuzz/corpus/fuzz_keras
 	build-fuzz/make_model_corpus fuzz/corpus
 
 fuzz-run: fuzz
