@@ -3,6 +3,7 @@
 #   make              build/libnnlite.a, build/libnnlite.so and every examples/*.c
 #   make test         install missing test packages (Debian), build and run all tests
 #   make demo         K-MLP on Fashion-MNIST (scripts/demo.sh); pictures into $(BUILD)/
+#   make demo-i16     images and Keras files (scripts/demo_i16.sh)
 #   make deps         only install what test and demo need (scripts/deps.sh all)
 #   make clean
 #
@@ -262,6 +263,14 @@ check-cuda-build:
 
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
+
+# Issue 16's must-show (scripts/demo_i16.sh): predict_image on digits drawn
+# by awk (K-MLP trained one epoch by save_load), and keras_import (C and
+# Fortran) on Keras .keras/.h5 fixtures, each against the npz route (max
+# |difference| printed, at most 1e-6).
+.PHONY: demo-i16
+demo-i16:
+	+@BUILD=$(BUILD) bash scripts/demo_i16.sh
 
 # The packages make test and make demo install by themselves, alone.
 deps:
