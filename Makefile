@@ -3,6 +3,7 @@
 #   make              build/libnnlite.a, build/libnnlite.so and every examples/*.c
 #   make test         install missing test packages (Debian), build and run all tests
 #   make demo         K-MLP on Fashion-MNIST (scripts/demo.sh); pictures into $(BUILD)/
+#   make demo-i16     images and Keras files (scripts/demo_i16.sh)
 #   make deps         only install what test and demo need (scripts/deps.sh all)
 #   make clean
 #
@@ -263,6 +264,14 @@ check-cuda-build:
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
 
+# Issue 16's must-show (scripts/demo_i16.sh): predict_image on digits drawn
+# by awk (K-MLP trained one epoch by save_load), and keras_import (C and
+# Fortran) on Keras .keras/.h5 fixtures, each against the npz route (max
+# |difference| printed, at most 1e-6).
+.PHONY: demo-i16
+demo-i16:
+	+@BUILD=$(BUILD) bash scripts/demo_i16.sh
+
 # The packages make test and make demo install by themselves, alone.
 deps:
 	@bash scripts/deps.sh all
@@ -277,6 +286,14 @@ FUZZ_FLAGS   ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS    ?= 2
 FUZZ_TARGETS := $(patsubst fuzz/%.cpp,build-fuzz/%,$(wildcard fuzz/fuzz_*.cpp))
+# fuzz_keras (Keras .keras and .h5 files) needs HDF5: built with it where
+# the library is (HDF5=auto|1 found one), left out otherwise.
+FUZZ_HDF5 := $(if $(findstring -DNNL_HDF5,$(NNL_CXXFLAGS)),1)
+ifneq ($(FUZZ_HDF5),1)
+FUZZ_TARGETS := $(filter-out build-fuzz/fuzz_keras,$(FUZZ_TARGETS))
+endif
+build-fuzz/fuzz_keras: FUZZ_EXTRA := -DNNL_HDF5 $(HDF5_CFLAGS)
+build-fuzz/fuzz_keras: FUZZ_LIBS := $(HDF5_LIBS)
 
 .PHONY: fuzz fuzz-run
 fuzz: $(FUZZ_TARGETS)
@@ -284,16 +301,19 @@ fuzz: $(FUZZ_TARGETS)
 # NNL_MAX_JSON_PARAMS: models read from JSON stay within libFuzzer's memory limit.
 build-fuzz/fuzz_%: fuzz/fuzz_%.cpp fuzz/fuzz_targets.hpp nnlite.cpp nnlite.h
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas -DNNL_MAX_JSON_PARAMS=1048576.0 $(FUZZ_FLAGS) $< -o $@
+	$(FUZZ_CXX) -std=c++17 -I. -Wno-unknown-pragmas -DNNL_MAX_JSON_PARAMS=1048576.0 $(FUZZ_EXTRA) $(FUZZ_FLAGS) $< -o $@ $(FUZZ_LIBS)
 
 # Rewrites the committed seed corpus (fuzz/corpus/): python3 for the data
-# files, fuzz/make_model_corpus.c (built with the library) for model files.
+# files (and copies of Keras fixtures from tests/reference/keras/ for
+# fuzz_keras), fuzz/make_model_corpus.c (built with the library) for model
+# files (with HDF5, also .keras and .h5 files nnlite writes).
 .PHONY: fuzz-corpus
 fuzz-corpus: $(LIB_A)
 	python3 fuzz/make_corpus.py
 	@mkdir -p build-fuzz
 	$(CC) $(NNL_CFLAGS) fuzz/make_model_corpus.c $(LIB_A) -o build-fuzz/make_model_corpus $(NNL_LDFLAGS) -lstdc++ $(LIBS)
-	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz fuzz/corpus/fuzz_image
+	mkdir -p fuzz/corpus/fuzz_json fuzz/corpus/fuzz_model fuzz/corpus/fuzz_weights_npz fuzz/corpus/fuzz_image \
+	    fuzz/corpus/fuzz_keras
 	build-fuzz/make_model_corpus fuzz/corpus
 
 fuzz-run: fuzz
