@@ -2,7 +2,8 @@
 
    Build:  g++ -std=c++17 -O2 -pthread -c nnlite.cpp   (-DNNL_NO_THREADS: single-threaded)
    Needs nothing but a C++17 compiler; stb (Debian libstb-dev, or stb_image.h
-   beside this file) adds .gz and deflated .npz reading.
+   and stb_image_write.h beside this file) adds .gz and deflated .npz
+   reading, and image files (PNG, JPEG, BMP, GIF, TGA, PNM).
 
    CONTENTS
      1  Utilities and errors       status codes, exceptions at the ABI edge,
@@ -26,10 +27,13 @@
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
-                                   pictures (SVG curves, confusion matrices)
+                                   image files and folders (stb_image),
+                                   pictures (SVG curves, confusion matrices;
+                                   image grids also as PNG)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
                                    binary format (weights, whole models with
-                                   optimizer state), npz weights, atomic saves
+                                   optimizer state), npz weights, atomic saves,
+                                   Keras' own .h5 and .keras files (HDF5)
      9  C ABI                      the extern "C" functions of nnlite.h
 
    Design notes
@@ -60,10 +64,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
 #include <new>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -71,6 +77,7 @@
 #include <unordered_map>
 
 #include <errno.h>
+#include <dirent.h>
 #include <locale.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -100,6 +107,13 @@
 #include <mpi.h>
 #endif
 
+/* HDF5 (make HDF5=auto|1, -DNNL_HDF5; Debian libhdf5-dev): Keras .h5 and
+   .keras model files, section 8. Without it those files are refused with
+   NNL_ERR_UNSUPPORTED naming the package. */
+#ifdef NNL_HDF5
+#include <hdf5.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define NNL_X86 1
@@ -124,8 +138,16 @@
 #define NNL_MAX_LAYERS 65536
 #endif
 
-/* stb: its zlib decoder reads .gz and deflated .npz members. Static, so a
-   program that also uses stb_image gets no duplicate symbols. */
+#ifdef NNL_HDF5
+#define NNL_HAVE_HDF5 1
+#else
+#define NNL_HAVE_HDF5 0
+#endif
+
+/* stb: its zlib decoder reads .gz and deflated .npz members, its image
+   decoders PNG, JPEG, BMP, GIF, TGA and PNM files (section 7, "Images"), and
+   stb_image_write writes PNG, JPEG, BMP and TGA files. Static, so a program
+   that also uses stb gets no duplicate symbols. */
 #ifndef NNL_NO_STB
 #  if defined(__has_include)
 #    if __has_include(<stb/stb_image.h>)
@@ -140,10 +162,87 @@
 #ifndef NNL_HAVE_STB
 #  define NNL_HAVE_STB 0
 #endif
+/* stb_image_write, found beside stb_image.h (the same package). */
+#if NNL_HAVE_STB && defined(__has_include)
+#  if __has_include(<stb/stb_image_write.h>)
+#    define NNL_HAVE_STB_WRITE 1
+#    define NNL_STB_WRITE_HEADER <stb/stb_image_write.h>
+#  elif __has_include("stb_image_write.h")
+#    define NNL_HAVE_STB_WRITE 1
+#    define NNL_STB_WRITE_HEADER "stb_image_write.h"
+#  endif
+#endif
+#ifndef NNL_HAVE_STB_WRITE
+#  define NNL_HAVE_STB_WRITE 0
+#endif
+/* stb_easy_font (the same package): the labels of PNG pictures. */
+#if NNL_HAVE_STB_WRITE && defined(__has_include)
+#  if __has_include(<stb/stb_easy_font.h>)
+#    define NNL_HAVE_STB_FONT 1
+#    define NNL_STB_FONT_HEADER <stb/stb_easy_font.h>
+#  elif __has_include("stb_easy_font.h")
+#    define NNL_HAVE_STB_FONT 1
+#    define NNL_STB_FONT_HEADER "stb_easy_font.h"
+#  endif
+#endif
+#ifndef NNL_HAVE_STB_FONT
+#  define NNL_HAVE_STB_FONT 0
+#endif
 #if NNL_HAVE_STB
+/* stb_image meets hostile files (section 7, "Images"), and Debian's copy
+   (2.27) still has assertions that corrupt JPEGs reach: an assertion raises
+   NNL_ERR_FORMAT instead of aborting the caller's program, and every block
+   stb allocates during a decode is tracked (zero-filled, which also keeps a
+   JPEG that uses a Huffman table it never defined from reading garbage), so
+   that a decode abandoned that way frees what it held (img::decode). */
+namespace nnl {
+[[noreturn]] void raise(int status, const char *fmt, ...);
+namespace stbmem {
+static thread_local std::vector<void *> *live = nullptr; /* set while img::decode runs */
+static void *alloc(size_t n) {
+    void *p = std::calloc(n ? n : 1, 1);
+    if (p && live) live->push_back(p);
+    return p;
+}
+static void forget(uintptr_t p) { /* by address: realloc may have freed the block */
+    if (!live) return;
+    for (size_t i = live->size(); i-- > 0;)
+        if ((uintptr_t)(*live)[i] == p) {
+            live->erase(live->begin() + (ptrdiff_t)i);
+            return;
+        }
+}
+static void release(void *p) {
+    if (!p) return;
+    forget((uintptr_t)p);
+    std::free(p);
+}
+static void *grow(void *p, size_t n) { /* (a failed realloc leaves p untracked: stb frees it) */
+    if (p) forget((uintptr_t)p);
+    void *q = std::realloc(p, n ? n : 1);
+    if (q && live) live->push_back(q);
+    return q;
+}
+[[noreturn]] static void assert_failed(const char *expr) {
+    raise(NNL_ERR_FORMAT, "corrupt data (stb_image's check '%s' failed)", expr);
+}
+} // namespace stbmem
+} // namespace nnl
+#  define STBI_MALLOC(sz) nnl::stbmem::alloc(sz)
+#  define STBI_REALLOC(p, newsz) nnl::stbmem::grow(p, newsz)
+#  define STBI_FREE(p) nnl::stbmem::release(p)
+#  define STBI_ASSERT(x) ((x) ? (void)0 : nnl::stbmem::assert_failed(#x))
 #  define STB_IMAGE_IMPLEMENTATION
 #  define STB_IMAGE_STATIC
-#  define STBI_NO_FAILURE_STRINGS
+#  define STBI_NO_STDIO /* nnlite reads files itself (read_file) */
+#  define STBI_NO_HDR   /* float images (.hdr, .pic) are not read */
+#  define STBI_NO_PIC
+#  define STBI_NO_PSD
+#  if NNL_HAVE_STB_WRITE
+#    define STB_IMAGE_WRITE_IMPLEMENTATION
+#    define STB_IMAGE_WRITE_STATIC
+#    define STBI_WRITE_NO_STDIO /* written through write_file_atomic */
+#  endif
 #  if defined(__GNUC__)
 #    pragma GCC diagnostic push
 #    pragma GCC diagnostic ignored "-Wunused-function"
@@ -152,6 +251,12 @@
 #    pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #  endif
 #  include NNL_STB_HEADER
+#  if NNL_HAVE_STB_WRITE
+#    include NNL_STB_WRITE_HEADER
+#  endif
+#  if NNL_HAVE_STB_FONT
+#    include NNL_STB_FONT_HEADER
+#  endif
 #  if defined(__GNUC__)
 #    pragma GCC diagnostic pop
 #  endif
@@ -10039,8 +10144,9 @@ void Model::bcast_state() {
 /* ========================================================================
    7  Data loaders and helpers
    nnl_array, stored-dtype decoding, idx (plain or gzip), npy, npz (zip,
-   stored or deflated), MNIST folders and .npz files, normalize, scale,
-   to_categorical, shuffle, confusion matrix.
+   stored or deflated), MNIST folders and .npz files, text corpora, image
+   files and Keras' image_dataset_from_directory, normalize, scale,
+   to_categorical, shuffle, confusion matrix, pictures.
    Loaders read the whole file, then check every size and count found in it
    against the bytes actually there before allocating anything, so a
    truncated or hostile file ends in NNL_ERR_FORMAT, never in a crash or a
@@ -11214,6 +11320,512 @@ NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features
     });
 }
 
+/* ---- Images (nnlite.h: "Images") ------------------------------------------
+   stb_image decodes (PNG, JPEG, BMP, GIF's first frame, TGA, PNM; 16-bit
+   PNG and PNM reduced to 8 bits; its colour conversion: grey = (77 R + 150 G
+   + 29 B) >> 8, alpha dropped as PIL's convert('RGB') drops it, 255 where a
+   file has none); nnlite checks the header's size before stb allocates,
+   resizes separably in float (each axis on its own: bilinear with half-pixel
+   centres where it grows or keeps its size, as tf.image.resize; area
+   averaging where it shrinks, so no pixel is skipped), scales, and builds
+   Keras' image_dataset_from_directory. Values stay 0..255 until the
+   caller's scale multiplies them. */
+extern "C++" { /* inside the ABI's extern "C" block: the helpers are C++ */
+namespace nnl {
+namespace img {
+
+/* Most pixels (width * height) one image may have: bounds what a hostile
+   header can make nnlite allocate (4 floats a pixel). 2^28: 16384 x 16384. */
+#ifndef NNL_MAX_IMAGE_PIXELS
+#define NNL_MAX_IMAGE_PIXELS ((int64_t)1 << 28)
+#endif
+
+/* One decoded image, (h, w, c) row-major, values 0..255. */
+struct Image {
+    int h = 0, w = 0, c = 0;
+    std::vector<float> px;
+};
+
+#if !NNL_HAVE_STB || !NNL_HAVE_STB_WRITE
+[[noreturn]] static void no_stb(const std::string &what, const char *header) {
+    raise(NNL_ERR_UNSUPPORTED,
+          "%s: image files need stb: install Debian's libstb-dev (apt-get install libstb-dev) or put %s beside "
+          "nnlite.cpp, and rebuild nnlite",
+          what.c_str(), header);
+}
+#endif
+
+static void check_channels(int channels, const char *api) {
+    NNL_REQUIRE(channels >= 0 && channels <= 4, NNL_ERR_ARGUMENT,
+                "%s: channels must be 0 (as stored), 1 (grayscale), 2 (grayscale and alpha), 3 (RGB) or 4 (RGBA), "
+                "got %d", api, channels);
+}
+
+static void check_size(int height, int width, const char *api) {
+    NNL_REQUIRE(height >= 0 && width >= 0 && (height == 0) == (width == 0), NNL_ERR_ARGUMENT,
+                "%s: height and width must both be positive (resize) or both 0 (keep the size), got %d x %d", api,
+                height, width);
+    NNL_REQUIRE((int64_t)height * width <= NNL_MAX_IMAGE_PIXELS, NNL_ERR_ARGUMENT,
+                "%s: %d x %d is over the %lld pixels an image may have (NNL_MAX_IMAGE_PIXELS)", api, height, width,
+                (long long)NNL_MAX_IMAGE_PIXELS);
+}
+
+#if NNL_HAVE_STB
+/* stb_image 2.27 (Debian's) writes a JPEG Huffman table's symbols without
+   checking that the 16 counts sum to at most 256, past the table's end:
+   every DHT segment (before the first scan and between the scans of a
+   progressive file) is checked here before stb sees the file. */
+static void check_jpeg_tables(const uint8_t *p, size_t n, const std::string &what) {
+    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return;
+    size_t i = 2;
+    while (i + 1 < n) {
+        if (p[i] != 0xFF) { /* entropy-coded data: on to the next marker (not FF00, not RSTn) */
+            i++;
+            continue;
+        }
+        const uint8_t m = p[i + 1];
+        if (m == 0xFF) {
+            i++;
+            continue;
+        }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {
+            i += 2;
+            continue;
+        }
+        if (m == 0xD9) return; /* the end */
+        if (i + 4 > n) return;  /* truncated: stb says so */
+        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3], end = std::min(n, i + 2 + len);
+        if (m == 0xC4)
+            for (size_t t = i + 4; t < end;) {
+                if (end - t < 17) break;
+                size_t count = 0;
+                for (int k = 1; k <= 16; k++) count += p[t + k];
+                if (count > 256)
+                    raise(NNL_ERR_FORMAT, "%s: corrupt JPEG: a Huffman table of %zu codes (at most 256)",
+                          what.c_str(), count);
+                t += 17 + count;
+            }
+        i += 2 + std::max<size_t>(len, 2);
+    }
+}
+#endif
+
+#if NNL_HAVE_STB
+/* stb_image 2.27 reads a PNM header's numbers into an int without an
+   overflow check (undefined behaviour past 2^31): width, height and maxval
+   of a P5 / P6 file are read here first, as stb reads them (whitespace and
+   '#' comments skipped), and more than 9 digits are refused. */
+static void check_pnm_header(const uint8_t *p, size_t n, const std::string &what) {
+    if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return;
+    size_t i = 2;
+    for (int field = 0; field < 3; field++) {
+        for (;;) {
+            while (i < n && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
+            if (i >= n || p[i] != '#') break;
+            while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+        }
+        size_t digits = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++, digits++;
+        if (digits > 9) raise(NNL_ERR_FORMAT, "%s: corrupt PNM header: a number of %zu digits", what.c_str(), digits);
+    }
+}
+#endif
+
+/* stb_image 2.27 grows its buffer to a PNG chunk's announced length before
+   reading it, so 75 bytes announcing a 600 MB IDAT make it allocate that
+   much: every chunk's length is checked against the bytes present first. */
+static void check_png_chunks(const uint8_t *p, size_t n, const std::string &what) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(p, sig, 8) != 0) return;
+    for (size_t i = 8; i + 8 <= n;) {
+        const uint64_t len = (uint64_t)p[i] << 24 | (uint64_t)p[i + 1] << 16 | (uint64_t)p[i + 2] << 8 | p[i + 3];
+        if (len > n - i - 8)
+            raise(NNL_ERR_FORMAT, "%s: truncated or corrupt PNG: a chunk of %llu bytes, %zu left in the file",
+                  what.c_str(), (unsigned long long)len, n - i - 8);
+        if (!memcmp(p + i + 4, "IEND", 4)) return;
+        i += 12 + (size_t)len;
+    }
+}
+
+/* An image file's bytes, decoded to `channels` (0: as stored). what names the
+   file in messages. */
+static Image decode(const uint8_t *p, size_t n, int channels, const std::string &what,
+                    int64_t max_pixels = NNL_MAX_IMAGE_PIXELS) {
+#if NNL_HAVE_STB
+    if (n > (size_t)INT_MAX)
+        raise(NNL_ERR_UNSUPPORTED, "%s: image files over 2 GiB are not supported (stb counts in int)", what.c_str());
+    check_jpeg_tables(p, n, what);
+    check_pnm_header(p, n, what);
+    check_png_chunks(p, n, what);
+    struct Track { /* stb's blocks (stbmem), freed when the decode is abandoned */
+        std::vector<void *> blocks;
+        std::vector<void *> *saved = stbmem::live;
+        Track() { stbmem::live = &blocks; }
+        ~Track() {
+            stbmem::live = saved;
+            for (void *b : blocks) std::free(b);
+        }
+    } track;
+    int w = 0, h = 0, comp = 0;
+    /* the header alone first: its size is checked before anything is decoded */
+    if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {
+        const char *why = stbi_failure_reason();
+        raise(NNL_ERR_FORMAT, "%s: not an image file nnlite reads (PNG, JPEG, BMP, GIF, TGA, PNM)%s%s", what.c_str(),
+              why ? ": " : "", why ? why : "");
+    }
+    if (w < 1 || h < 1 || comp < 1 || comp > 4)
+        raise(NNL_ERR_FORMAT, "%s: corrupt header: %d x %d pixels, %d channels", what.c_str(), w, h, comp);
+    if ((int64_t)w * h > max_pixels)
+        raise(NNL_ERR_MEMORY, "%s: %d x %d pixels: over the %lld pixels an image may have (NNL_MAX_IMAGE_PIXELS)",
+              what.c_str(), w, h, (long long)max_pixels);
+    const int c = channels ? channels : comp;
+    int w2 = 0, h2 = 0, comp2 = 0;
+    stbi_uc *d = stbi_load_from_memory(p, (int)n, &w2, &h2, &comp2, c);
+    if (!d) {
+        const char *why = stbi_failure_reason();
+        raise(NNL_ERR_FORMAT, "%s: corrupt or truncated image%s%s", what.c_str(), why ? ": " : "", why ? why : "");
+    }
+    std::unique_ptr<stbi_uc, void (*)(void *)> hold(d, stbi_image_free);
+    if (w2 != w || h2 != h)
+        raise(NNL_ERR_FORMAT, "%s: corrupt: the header says %d x %d pixels, the data %d x %d", what.c_str(), w, h, w2,
+              h2);
+    Image im;
+    im.h = h, im.w = w, im.c = c;
+    im.px.assign(d, d + (size_t)w * h * c);
+    return im;
+#else
+    (void)p, (void)n, (void)channels, (void)max_pixels;
+    no_stb(what, "stb_image.h");
+#endif
+}
+
+/* Per output index along one axis of n source samples resized to m: the
+   source indices and weights it takes. */
+struct Tap {
+    int i;
+    double w;
+};
+static std::vector<std::vector<Tap>> axis_taps(int n, int m) {
+    std::vector<std::vector<Tap>> t((size_t)m);
+    const double s = (double)n / m;
+    for (int j = 0; j < m; j++) {
+        if (m >= n) { /* bilinear, half-pixel centres, edges clamped (tf.image.resize) */
+            double x = std::min(std::max((j + 0.5) * s - 0.5, 0.0), (double)(n - 1));
+            int x0 = (int)x, x1 = std::min(x0 + 1, n - 1);
+            double f = x - x0;
+            t[(size_t)j].push_back({x0, 1 - f});
+            if (f > 0) t[(size_t)j].push_back({x1, f});
+        } else { /* area: output j covers source [j s, (j + 1) s), each sample by its overlap */
+            double lo = j * s, hi = std::min((j + 1) * s, (double)n);
+            for (int i = (int)lo; i < n && i < hi; i++) {
+                double ov = std::min(hi, i + 1.0) - std::max(lo, (double)i);
+                if (ov > 0) t[(size_t)j].push_back({i, ov / s});
+            }
+        }
+    }
+    return t;
+}
+
+/* im resized to h x w: along the width, then along the height, summing in
+   double (a constant image stays exactly constant). */
+static void resize(Image &im, int h, int w) {
+    if (im.h == h && im.w == w) return;
+    const int c = im.c;
+    const auto tx = axis_taps(im.w, w), ty = axis_taps(im.h, h);
+    std::vector<double> rows((size_t)im.h * w * c, 0.0), out((size_t)w * c);
+    for (int y = 0; y < im.h; y++)
+        for (int x = 0; x < w; x++)
+            for (const Tap &t : tx[(size_t)x]) {
+                const float *s = &im.px[((size_t)y * im.w + t.i) * c];
+                double *d = &rows[((size_t)y * w + x) * c];
+                for (int k = 0; k < c; k++) d[k] += t.w * s[k];
+            }
+    std::vector<float> px((size_t)h * w * c);
+    for (int y = 0; y < h; y++) {
+        std::fill(out.begin(), out.end(), 0.0);
+        for (const Tap &t : ty[(size_t)y]) {
+            const double *s = &rows[(size_t)t.i * w * c];
+            for (int k = 0; k < w * c; k++) out[(size_t)k] += t.w * s[k];
+        }
+        for (int k = 0; k < w * c; k++) px[(size_t)y * w * c + k] = (float)out[(size_t)k];
+    }
+    im.px.swap(px);
+    im.h = h, im.w = w;
+}
+
+/* A file's bytes decoded, resized (height, width > 0) and scaled. */
+static Image load(const uint8_t *p, size_t n, int channels, int height, int width, float scale,
+                  const std::string &what) {
+    Image im = decode(p, n, channels, what);
+    if (height > 0) resize(im, height, width);
+    if (scale != 1.0f)
+        for (float &v : im.px) v *= scale;
+    return im;
+}
+
+static io::ArrayPtr to_array(const Image &im) {
+    int64_t shape[3] = {im.h, im.w, im.c};
+    io::ArrayPtr a = io::new_array(NNL_FLOAT32, 3, shape, (int64_t)im.px.size());
+    if (!im.px.empty()) memcpy(a->data, im.px.data(), im.px.size() * sizeof(float));
+    return a;
+}
+
+/* ---- Writing: PNG, JPEG, BMP, TGA by the path's extension ---- */
+
+static std::string lower_ext(const char *path) {
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    std::string e = dot && (!slash || dot > slash) ? dot + 1 : "";
+    for (char &ch : e) ch = (char)std::tolower((unsigned char)ch);
+    return e;
+}
+
+/* (h, w, c) bytes as the file format `ext` names; "" for an unknown one. */
+static std::string encode(const uint8_t *px, int h, int w, int c, const std::string &ext, const std::string &what) {
+#if NNL_HAVE_STB_WRITE
+    std::string out;
+    auto sink = [](void *ctx, void *data, int size) { ((std::string *)ctx)->append((const char *)data, (size_t)size); };
+    int ok;
+    if (ext == "png") ok = stbi_write_png_to_func(sink, &out, w, h, c, px, w * c);
+    else if (ext == "jpg" || ext == "jpeg") ok = stbi_write_jpg_to_func(sink, &out, w, h, c, px, 95);
+    else if (ext == "bmp") ok = stbi_write_bmp_to_func(sink, &out, w, h, c, px);
+    else if (ext == "tga") ok = stbi_write_tga_to_func(sink, &out, w, h, c, px);
+    else return "";
+    if (!ok || out.empty()) raise(NNL_ERR_MEMORY, "%s: stb_image_write could not encode the image", what.c_str());
+    return out;
+#else
+    (void)px, (void)h, (void)w, (void)c, (void)ext;
+    no_stb(what, "stb_image_write.h");
+#endif
+}
+
+/* Float pixels (h, w, c) times scale to bytes: rounded, clipped to 0..255,
+   NaN 0. */
+static std::vector<uint8_t> to_bytes(const float *px, int64_t n, float scale) {
+    std::vector<uint8_t> b((size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        float v = px[i] * scale;
+        b[(size_t)i] = v >= 0.0f ? (uint8_t)std::min(255.0f, std::floor(v + 0.5f)) : 0; /* NaN fails v >= 0 */
+    }
+    return b;
+}
+
+static void save(const char *path, const uint8_t *px, int h, int w, int c, const char *api) {
+    const std::string ext = lower_ext(path), what = format("%s: '%s'", api, path);
+    std::string data = encode(px, h, w, c, ext, what);
+    if (data.empty())
+        raise(NNL_ERR_ARGUMENT, "%s: '%s': the extension names no format nnlite writes (.png, .jpg, .jpeg, .bmp, .tga)",
+              api, path);
+    write_file_atomic(path, data);
+}
+
+/* ---- image_dataset_from_directory ---- */
+
+/* numpy's legacy RandomState(seed).shuffle on a list (Keras' index_directory
+   shuffles its file list so): MT19937 seeded by init_genrand (std::mt19937
+   is the same generator), Fisher-Yates from the end with j drawn by
+   rejection under the smallest bit mask covering i. The same seed therefore
+   picks the same files for training and validation as Keras. */
+template <class T> static void numpy_shuffle(std::vector<T> &v, uint32_t seed) {
+    std::mt19937 mt(seed);
+    for (size_t i = v.size(); i-- > 1;) {
+        uint32_t max = (uint32_t)i, mask = max;
+        mask |= mask >> 1, mask |= mask >> 2, mask |= mask >> 4, mask |= mask >> 8, mask |= mask >> 16;
+        uint32_t j;
+        while ((j = (uint32_t)mt() & mask) > max) {
+        }
+        std::swap(v[i], v[j]);
+    }
+}
+
+/* Keras' allowed formats (image_dataset_from_directory's ALLOWLIST_FORMATS). */
+static bool keras_image_name(const std::string &name) {
+    std::string lo = name;
+    for (char &ch : lo) ch = (char)std::tolower((unsigned char)ch);
+    for (const char *e : {".bmp", ".gif", ".jpeg", ".jpg", ".png"}) {
+        size_t k = strlen(e);
+        if (lo.size() >= k && lo.compare(lo.size() - k, k, e) == 0) return true;
+    }
+    return false;
+}
+
+/* The names in a folder (no "." and ".."), sorted by their bytes. */
+static std::vector<std::string> list_dir(const std::string &dir) {
+    DIR *d = opendir(dir.c_str());
+    if (!d) raise(NNL_ERR_IO, "cannot open the folder '%s': %s", dir.c_str(), strerror(errno));
+    std::vector<std::string> names;
+    while (struct dirent *e = readdir(d))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names.push_back(e->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+/* A class folder's image files, as Keras' index_subdirectory lists them:
+   os.walk without following links to folders, sorted by (folder, name). */
+static void walk(const std::string &dir, std::vector<std::pair<std::string, std::string>> &files, int depth) {
+    if (depth > 64) raise(NNL_ERR_FORMAT, "'%s': folders nested deeper than 64", dir.c_str());
+    for (const std::string &name : list_dir(dir)) {
+        std::string p = dir + "/" + name;
+        struct stat st, lst;
+        if (stat(p.c_str(), &st) != 0) continue; /* a dangling link */
+        if (S_ISDIR(st.st_mode)) {
+            if (lstat(p.c_str(), &lst) == 0 && !S_ISLNK(lst.st_mode)) walk(p, files, depth + 1);
+        } else if (keras_image_name(name)) {
+            files.push_back({dir, name});
+        }
+    }
+}
+
+struct Dataset {
+    io::ArrayPtr x, y;
+    std::unique_ptr<nnl_vocab> classes;
+};
+
+static Dataset from_directory(const char *directory, int height, int width, int channels, float scale, bool shuffle,
+                              uint64_t seed, double split, const char *subset, bool skip_bad, const char *api) {
+    struct stat st;
+    if (stat(directory, &st) != 0) raise(NNL_ERR_IO, "cannot open '%s': %s", directory, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) raise(NNL_ERR_IO, "'%s' is not a folder", directory);
+    NNL_REQUIRE(split >= 0 && split < 1, NNL_ERR_ARGUMENT, "%s: validation_split must be in [0, 1), got %g", api, split);
+    const std::string sub = subset ? subset : "";
+    NNL_REQUIRE(sub.empty() || sub == "training" || sub == "validation", NNL_ERR_ARGUMENT,
+                "%s: subset must be \"training\", \"validation\" or NULL, got \"%s\"", api, printable(sub).c_str());
+    NNL_REQUIRE((split > 0) == !sub.empty(), NNL_ERR_ARGUMENT,
+                "%s: validation_split and subset go together (validation_split %g, subset %s)", api, split,
+                sub.empty() ? "NULL" : sub.c_str());
+    NNL_REQUIRE(!shuffle || seed <= 0xFFFFFFFFu, NNL_ERR_ARGUMENT,
+                "%s: seed must be in 0..2^32-1 (numpy's RandomState, which Keras' shuffle uses), got %llu", api,
+                (unsigned long long)seed);
+
+    Dataset ds;
+    ds.classes.reset(new nnl_vocab());
+    const std::string root = directory;
+    std::vector<std::string> paths;
+    std::vector<int32_t> labels;
+    for (const std::string &name : list_dir(root)) {
+        std::string p = root + "/" + name;
+        if (name[0] == '.' || stat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        const int32_t id = (int32_t)ds.classes->words.size();
+        ds.classes->index.emplace(name, id);
+        ds.classes->words.push_back(name);
+        std::vector<std::pair<std::string, std::string>> files;
+        walk(p, files, 0);
+        std::sort(files.begin(), files.end());
+        for (auto &f : files) {
+            paths.push_back(f.first + "/" + f.second);
+            labels.push_back(id);
+        }
+    }
+    if (ds.classes->words.empty())
+        raise(NNL_ERR_FORMAT, "'%s' has no class folders (one subfolder of images per class)", directory);
+    if (paths.empty())
+        raise(NNL_ERR_FORMAT, "no images found in the %d class folders of '%s' (allowed formats: .bmp, .gif, .jpeg, "
+              ".jpg, .png)", (int)ds.classes->words.size(), directory);
+    if (shuffle) { /* two generators with one seed, as Keras shuffles its two lists */
+        numpy_shuffle(paths, (uint32_t)seed);
+        numpy_shuffle(labels, (uint32_t)seed);
+    }
+    size_t lo = 0, hi = paths.size();
+    if (split > 0) { /* Keras: the last int(split * n) are validation */
+        size_t k = (size_t)(split * (double)paths.size());
+        if (sub == "training") hi -= k;
+        else lo = hi - k;
+    }
+    std::vector<float> data;
+    std::vector<int32_t> keep;
+    int h = height, w = width, c = channels;
+    for (size_t i = lo; i < hi; i++) {
+        const std::string what = "'" + paths[i] + "'";
+        Image im;
+        try {
+            std::vector<uint8_t> f;
+            read_file(paths[i].c_str(), f);
+            im = load(f.data(), f.size(), channels, height, width, scale, what);
+            if (h == 0 && keep.empty()) h = im.h, w = im.w;
+            if (c == 0 && keep.empty()) c = im.c;
+            if (im.h != h || im.w != w)
+                raise(NNL_ERR_SHAPE, "%s is %d x %d, the images before it %d x %d: give a height and width to resize "
+                      "them to", what.c_str(), im.h, im.w, h, w);
+            if (im.c != c)
+                raise(NNL_ERR_SHAPE, "%s has %d channels, the images before it %d: ask for 1, 3 or 4 channels",
+                      what.c_str(), im.c, c);
+        } catch (const Error &e) {
+            if (!skip_bad || e.status == NNL_ERR_UNSUPPORTED || e.status == NNL_ERR_SHAPE) throw;
+            fprintf(stderr, "nnlite: warning: %s: skipping %s\n", api, e.msg.c_str());
+            continue;
+        }
+        if (mul_size(mul_size((int64_t)keep.size() + 1, (int64_t)h * w), c) > MAX_ELEMENTS)
+            raise(NNL_ERR_MEMORY, "%s: the images of '%s' are too many values", api, directory);
+        data.insert(data.end(), im.px.begin(), im.px.end());
+        keep.push_back(labels[i]);
+    }
+    if (keep.empty())
+        raise(NNL_ERR_FORMAT, "no readable image in the %s of '%s' (%zu files, all skipped)",
+              sub.empty() ? "files" : (sub + " subset").c_str(), directory, hi - lo);
+    const int64_t n = (int64_t)keep.size();
+    int64_t xs[4] = {n, h, w, c}, ys[1] = {n};
+    ds.x = io::new_array(NNL_FLOAT32, 4, xs, (int64_t)data.size());
+    memcpy(ds.x->data, data.data(), data.size() * sizeof(float));
+    ds.y = io::new_array(NNL_INT32, 1, ys, n);
+    memcpy(ds.y->data, keep.data(), keep.size() * sizeof(int32_t));
+    return ds;
+}
+
+} // namespace img
+} // namespace nnl
+}
+
+NNL_API int nnl_load_image(const char *path, int channels, int height, int width, float scale, nnl_array **out) {
+    if (out) *out = nullptr;
+    return nnl::guard(__func__, [&] {
+        if (!path || !out) nnl::raise(NNL_ERR_ARGUMENT, "nnl_load_image: path or out is NULL");
+        nnl::img::check_channels(channels, "nnl_load_image");
+        nnl::img::check_size(height, width, "nnl_load_image");
+        std::vector<uint8_t> f;
+        nnl::read_file(path, f);
+        nnl::img::Image im =
+            nnl::img::load(f.data(), f.size(), channels, height, width, scale, std::string("'") + path + "'");
+        *out = nnl::img::to_array(im).release();
+    });
+}
+
+NNL_API int nnl_image_dataset_from_directory(const char *directory, int height, int width, int channels,
+                                             float scale, int shuffle, uint64_t seed, double validation_split,
+                                             const char *subset, int skip_bad, nnl_array **images,
+                                             nnl_array **labels, nnl_vocab **class_names) {
+    if (images) *images = nullptr;
+    if (labels) *labels = nullptr;
+    if (class_names) *class_names = nullptr;
+    return nnl::guard(__func__, [&] {
+        const char *api = "nnl_image_dataset_from_directory";
+        if (!directory || !images) nnl::raise(NNL_ERR_ARGUMENT, "%s: directory or images is NULL", api);
+        nnl::img::check_channels(channels, api);
+        nnl::img::check_size(height, width, api);
+        nnl::img::Dataset ds = nnl::img::from_directory(directory, height, width, channels, scale, shuffle != 0, seed,
+                                                        validation_split, subset, skip_bad != 0, api);
+        *images = ds.x.release();
+        if (labels) *labels = ds.y.release();
+        if (class_names) *class_names = ds.classes.release();
+    });
+}
+
+NNL_API int nnl_save_image(const char *path, const float *pixels, int height, int width, int channels,
+                           float scale) {
+    return nnl::guard(__func__, [&] {
+        const char *api = "nnl_save_image";
+        if (!path || !*path || !pixels) nnl::raise(NNL_ERR_ARGUMENT, "%s: path or pixels is NULL", api);
+        NNL_REQUIRE(channels >= 1 && channels <= 4, NNL_ERR_ARGUMENT,
+                    "%s: channels must be 1 (grayscale), 2 (grayscale and alpha), 3 (RGB) or 4 (RGBA), got %d", api,
+                    channels);
+        NNL_REQUIRE(height >= 1 && width >= 1 && height <= 65535 && width <= 65535 &&
+                        (int64_t)height * width <= NNL_MAX_IMAGE_PIXELS,
+                    NNL_ERR_ARGUMENT, "%s: height and width must be in 1..65535, at most %lld pixels (got %d x %d)",
+                    api, (long long)NNL_MAX_IMAGE_PIXELS, height, width);
+        std::vector<uint8_t> b = nnl::img::to_bytes(pixels, (int64_t)height * width * channels, scale);
+        nnl::img::save(path, b.data(), height, width, channels, api);
+    });
+}
+
 NNL_API int nnl_normalize(float *x, int rank, const int64_t *shape, int axis) {
     return nnl::guard(__func__, [&] {
         int64_t count = nnl::io::checked_count(rank, shape, "nnl_normalize");
@@ -11749,6 +12361,86 @@ static std::string svg_images(const float *img, int rows, int cols, int h, int w
     return s + "</svg>\n";
 }
 
+/* The same grid as a PNG (a path ending in .png): the layout of svg_images
+   in whole pixels (each image pixel a px x px square, NaN red), white
+   background, the labels and title in stb_easy_font's bitmap font at twice
+   its size (ASCII; other characters print as '?'; no text when the header
+   is absent). Returns the file's bytes. */
+static std::string png_images(const float *img, int rows, int cols, int h, int w, const char *const *row_labels,
+                              const char *title) {
+    const int px = std::max(1, 84 / std::max(h, w)), iw = px * w, ih = px * h, gap = 4;
+    [[maybe_unused]] const int fs = 2; /* the font's scale */
+    auto ascii = [](const char *t) {
+        std::string a = t ? t : "";
+        for (char &ch : a)
+            if ((unsigned char)ch < 32 || (unsigned char)ch > 126) ch = '?';
+        return a;
+    };
+    auto text_w = [&](const std::string &t) {
+#if NNL_HAVE_STB_FONT
+        return t.empty() ? 0 : fs * stb_easy_font_width(const_cast<char *>(t.c_str()));
+#else
+        (void)t;
+        return 0;
+#endif
+    };
+    int lw = 0;
+    std::vector<std::string> label((size_t)rows);
+    for (int r = 0; r < rows; r++) {
+        label[(size_t)r] = ascii(row_labels ? row_labels[r] : nullptr);
+        lw = std::max(lw, text_w(label[(size_t)r]));
+    }
+    const std::string head = ascii(title);
+    const int left = lw > 0 ? 10 + lw + 8 : 10, top = text_w(head) > 0 ? 40 : 10;
+    const int W = std::max(left + cols * (iw + gap) - gap + 10, text_w(head) + 20), H = top + rows * (ih + gap) - gap + 10;
+    std::vector<uint8_t> rgb((size_t)W * H * 3, 255);
+    auto fill = [&](int x0, int y0, int x1, int y1, uint8_t r, uint8_t g, uint8_t b) {
+        x0 = std::max(x0, 0), y0 = std::max(y0, 0), x1 = std::min(x1, W), y1 = std::min(y1, H);
+        for (int y = y0; y < y1; y++)
+            for (int x = x0; x < x1; x++) {
+                uint8_t *q = &rgb[((size_t)y * W + x) * 3];
+                q[0] = r, q[1] = g, q[2] = b;
+            }
+    };
+    auto text = [&](const std::string &t, int x, int y) { /* (x, y): the top left corner */
+#if NNL_HAVE_STB_FONT
+        if (t.empty()) return;
+        std::vector<char> buf(t.size() * 300 + 1000); /* ~270 bytes a character, as stb_easy_font says */
+        int quads = stb_easy_font_print(0, 0, const_cast<char *>(t.c_str()), nullptr, buf.data(), (int)buf.size());
+        for (int k = 0; k < quads; k++) {
+            float v[4][4]; /* x, y, z, colour per vertex */
+            memcpy(v, buf.data() + (size_t)k * 64, sizeof v);
+            float x0 = std::min({v[0][0], v[1][0], v[2][0], v[3][0]}), x1 = std::max({v[0][0], v[1][0], v[2][0], v[3][0]});
+            float y0 = std::min({v[0][1], v[1][1], v[2][1], v[3][1]}), y1 = std::max({v[0][1], v[1][1], v[2][1], v[3][1]});
+            fill(x + (int)std::lround(fs * x0), y + (int)std::lround(fs * y0), x + (int)std::lround(fs * x1),
+                 y + (int)std::lround(fs * y1), 0, 0, 0);
+        }
+#else
+        (void)t, (void)x, (void)y;
+#endif
+    };
+    text(head, std::min(std::max(left + (cols * (iw + gap) - gap) / 2 - text_w(head) / 2, 10), W - text_w(head) - 10), 12);
+    for (int r = 0; r < rows; r++) {
+        const int y0 = top + r * (ih + gap);
+        text(label[(size_t)r], left - 8 - text_w(label[(size_t)r]), y0 + ih / 2 - 7);
+        for (int c = 0; c < cols; c++) {
+            const float *p = img + ((int64_t)r * cols + c) * (int64_t)h * w;
+            const int x0 = left + c * (iw + gap);
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    float v = p[(int64_t)y * w + x];
+                    if (std::isnan(v)) {
+                        fill(x0 + x * px, y0 + y * px, x0 + (x + 1) * px, y0 + (y + 1) * px, 214, 39, 40);
+                    } else {
+                        uint8_t g = (uint8_t)std::lround(255.0 * std::min(1.0f, std::max(0.0f, v)));
+                        fill(x0 + x * px, y0 + y * px, x0 + (x + 1) * px, y0 + (y + 1) * px, g, g, g);
+                    }
+                }
+        }
+    }
+    return img::encode(rgb.data(), H, W, 3, "png", "nnl_plot_images");
+}
+
 /* Line plots sharing one x axis: `panels` panels stacked vertically (a
    forecast's x, y and z against time), each with `series` lines (truth,
    forecast, baseline) in matplotlib's first colours, dashed from the third
@@ -11863,6 +12555,14 @@ static std::string svg_lines(const float *xs, const float *y, int panels, int se
     return s + "</svg>\n";
 }
 
+/* PNG output exists for nnl_plot_images only: the curves and heat maps are
+   drawn as SVG, and rasterising them is not done yet (issue 16). */
+static void svg_only(const char *path, const char *api) {
+    if (path && img::lower_ext(path) == "png")
+        raise(NNL_ERR_UNSUPPORTED, "%s: '%s': this picture is written as SVG only (PNG: nnl_plot_images); name it "
+              ".svg", api, path);
+}
+
 } // namespace nnl
 
 extern "C" {
@@ -11871,6 +12571,7 @@ NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_plot_history: model handle is NULL");
         if (!m->writer()) return; /* a distributed model: rank 0 draws */
+        nnl::svg_only(path, "nnl_plot_history");
         nnl::write_file_atomic(path, nnl::svg_history(*m));
     });
 }
@@ -11883,6 +12584,7 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
                     "nnl_plot_confusion_matrix: num_classes must be in 1..1000");
         for (int i = 0; i < num_classes * num_classes; i++)
             NNL_REQUIRE(cm[i] >= 0, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: negative count");
+        nnl::svg_only(path, "nnl_plot_confusion_matrix");
         nnl::write_file_atomic(path, nnl::svg_confusion(cm, num_classes, labels, normalize != 0, title));
     });
 }
@@ -11896,6 +12598,7 @@ NNL_API int nnl_plot_lines(const char *path, const float *x, const float *y, int
                     "nnl_plot_lines: panels and series must be in 1..16 (got %d, %d)", panels, series);
         NNL_REQUIRE(points >= 1 && points <= 100000, NNL_ERR_ARGUMENT,
                     "nnl_plot_lines: points must be in 1..100000 (got %d)", points);
+        nnl::svg_only(path, "nnl_plot_lines");
         nnl::write_file_atomic(path, nnl::svg_lines(x, y, panels, series, points, series_names, panel_labels, x_label,
                                                     title));
     });
@@ -11913,7 +12616,10 @@ NNL_API int nnl_plot_images(const char *path, const float *images, int rows, int
         NNL_REQUIRE((int64_t)rows * cols * height * width <= ((int64_t)1 << 24), NNL_ERR_ARGUMENT,
                     "nnl_plot_images: at most 2^24 pixels in all (got %lld)",
                     (long long)((int64_t)rows * cols * height * width));
-        nnl::write_file_atomic(path, nnl::svg_images(images, rows, cols, height, width, row_labels, title));
+        if (path && nnl::img::lower_ext(path) == "png")
+            nnl::write_file_atomic(path, nnl::png_images(images, rows, cols, height, width, row_labels, title));
+        else
+            nnl::write_file_atomic(path, nnl::svg_images(images, rows, cols, height, width, row_labels, title));
     });
 }
 
@@ -12241,6 +12947,7 @@ static std::string json_text(const Json &j) {
 /* ---- Model -> Keras JSON ----------------------------------------------------- */
 
 static const char *const KERAS_VERSION = "2.15.0"; /* the tf.keras layout written */
+static const char *const KERAS3_VERSION = "3.6.0"; /* the Keras 3 layout of .keras files written */
 
 /* An initializer spec string (a WeightSpec's init) -> Keras' form, as
    tf.keras 2.x's get_config writes it: {"class_name": "GlorotUniform",
@@ -13237,15 +13944,14 @@ static std::string npy_bytes(const float *x, const Shape &s) {
     return out;
 }
 
-static void save_weights_npz(const Model &m, const char *path) {
-    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
-    std::vector<WeightRef> ws = all_weights(m);
+/* A zip of stored members (no compression), as numpy's savez and Python's
+   zipfile write by default; no zip64, so under 4 GB and 65535 members. */
+static std::string zip_stored(const std::vector<std::pair<std::string, std::string>> &members) {
     std::string zip, cd;
-    for (size_t i = 0; i < ws.size(); i++) {
-        std::string name = format("arr_%zu.npy", i);
-        std::string d = npy_bytes(ws[i].w->w, ws[i].w->shape);
+    for (auto &mem : members) {
+        const std::string &name = mem.first, &d = mem.second;
         NNL_REQUIRE(d.size() < 0xFFFFFFFFull && zip.size() + d.size() + 200 < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                    "weights over 4 GB need zip64, which this writer does not produce");
+                    "files over 4 GB need zip64, which this writer does not produce");
         uint32_t crc = io::crc32((const uint8_t *)d.data(), d.size());
         uint32_t off = (uint32_t)zip.size();
         /* local header: version 20, no flags, stored, 1980-01-01 00:00 */
@@ -13281,19 +13987,28 @@ static void save_weights_npz(const Model &m, const char *path) {
         app32(cd, off);
         cd += name;
     }
-    NNL_REQUIRE(ws.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
-                "too many or too large weights for a zip without zip64");
+    NNL_REQUIRE(members.size() < 0xFFFF && zip.size() + cd.size() < 0xFFFFFFFFull, NNL_ERR_UNSUPPORTED,
+                "too many or too large members for a zip without zip64");
     uint32_t cd_off = (uint32_t)zip.size();
     zip += cd;
     app32(zip, 0x06054B50);
     app16(zip, 0);
     app16(zip, 0);
-    app16(zip, (uint32_t)ws.size());
-    app16(zip, (uint32_t)ws.size());
+    app16(zip, (uint32_t)members.size());
+    app16(zip, (uint32_t)members.size());
     app32(zip, (uint32_t)cd.size());
     app32(zip, cd_off);
     app16(zip, 0);
-    save_atomic(path, zip);
+    return zip;
+}
+
+static void save_weights_npz(const Model &m, const char *path) {
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
+    std::vector<WeightRef> ws = all_weights(m);
+    std::vector<std::pair<std::string, std::string>> members;
+    for (size_t i = 0; i < ws.size(); i++)
+        members.push_back({format("arr_%zu.npy", i), npy_bytes(ws[i].w->w, ws[i].w->shape)});
+    save_atomic(path, zip_stored(members));
 }
 
 static void load_weights_npz(Model &m, const char *path) {
@@ -13323,6 +14038,1304 @@ static void load_weights_npz(Model &m, const char *path) {
         raise(NNL_ERR_SHAPE, "'%s' holds more than the model's %zu weight tensors", path, ws.size());
     for (size_t i = 0; i < ws.size(); i++)
         memcpy(ws[i].w->w, arrays[i]->data, (size_t)ws[i].w->shape.size() * sizeof(float));
+}
+
+/* ---- Keras' own model files: .h5 (legacy) and .keras (Keras 3) -----------------
+   Both are read by content (nnl_load_model), never by name:
+   - .h5 (HDF5 signature): tf.keras 2.x, standalone Keras 2 and Keras 3's
+     legacy format. The root attribute model_config holds the architecture
+     as JSON text; model_weights has an attribute layer_names (every layer,
+     in model order) and one group per layer whose attribute weight_names
+     lists the weights in get_weights() order, as paths inside that group:
+     "dense/kernel:0" (Keras 2, tf.keras 2.x) or "sequential/dense/kernel"
+     (Keras 3). Keras itself pairs the layers that have weights in order,
+     not by name; so does this reader. Attributes over 64 KiB are split by
+     Keras into name0, name1, ... (load_attributes_from_hdf5_group).
+   - .keras (zip signature, with config.json): config.json holds the
+     architecture (plus compile_config), model.weights.h5 the weights. A
+     layer's weights are datasets layers/<key>/vars/0, 1, ... in
+     get_weights() order, where <key> is Keras' snake_case of the layer's
+     class, numbered per class from the second one on (dense, dense_1,
+     conv2d, ...: saving_lib's _save_container_state), counted over the
+     model's layers without the InputLayer. A recurrent layer keeps its
+     weights in its cell (layers/lstm/cell/vars/i), a Bidirectional in
+     forward_layer/cell and backward_layer/cell, a TimeDistributed in
+     layer/vars.
+   HDF5 itself is trusted to parse what it opens (its own checks; nnlite
+   silences its error printing); what it returns is not: every attribute
+   is a bounded string, every dataset is checked for kind, rank and shape
+   against the model before a byte is read. The HDF5 library is called
+   under one lock: Debian's build is not thread-safe. */
+
+static const uint8_t HDF5_MAGIC[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1A, '\n'};
+
+static bool has_magic(const std::vector<uint8_t> &f, const void *magic, size_t n) {
+    return f.size() >= n && !memcmp(f.data(), magic, n);
+}
+static bool is_hdf5(const std::vector<uint8_t> &f) { return has_magic(f, HDF5_MAGIC, 8); }
+static bool is_zip(const std::vector<uint8_t> &f) { return has_magic(f, "PK\x03\x04", 4); }
+
+#ifndef NNL_HDF5
+[[noreturn]] static void no_hdf5(const std::string &what, const char *kind) {
+    raise(NNL_ERR_UNSUPPORTED, "%s is a Keras %s file: this build of nnlite has no HDF5 (Debian: apt-get "
+          "install libhdf5-dev, then rebuild; make and CMake find it by pkg-config)", what.c_str(), kind);
+}
+#endif
+
+#ifdef NNL_HDF5
+/* The layers of a Keras architecture as Keras' Sequential.layers sees them
+   (no InputLayer), with their class names as Keras' classes spell them
+   (aliases resolved: Convolution2D is a Conv2D). */
+static std::vector<std::string> keras_layer_classes(const Json &arch) {
+    std::vector<std::string> v;
+    const Json *cfg = arch.get("config");
+    const Json *layers = cfg && cfg->kind == Json::ARR ? cfg : cfg && cfg->kind == Json::OBJ ? cfg->get("layers") : nullptr;
+    if (!layers || layers->kind != Json::ARR) return v;
+    for (auto &l : layers->a) {
+        const Json *c = l.kind == Json::OBJ ? l.get("class_name") : nullptr;
+        if (!c || c->kind != Json::STR || c->s == "InputLayer") continue;
+        auto al = layer_aliases().find(c->s);
+        v.push_back(al == layer_aliases().end() ? c->s : al->second);
+    }
+    return v;
+}
+
+namespace h5 {
+
+/* An HDF5 identifier, closed with its own close function. */
+class Id {
+    hid_t id_ = -1;
+    herr_t (*close_)(hid_t) = nullptr;
+
+public:
+    Id() {}
+    Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+    Id(Id &&o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
+    Id &operator=(Id &&o) noexcept {
+        std::swap(id_, o.id_);
+        std::swap(close_, o.close_);
+        return *this;
+    }
+    Id(const Id &) = delete;
+    ~Id() {
+        if (id_ >= 0 && close_) close_(id_);
+    }
+    hid_t get() const { return id_; }
+    bool ok() const { return id_ >= 0; }
+};
+
+/* One thread in HDF5 at a time, with its error printing off (restored after). */
+class Session {
+#if NNL_THREADS
+    std::lock_guard<std::mutex> lock;
+    static std::mutex &mu() {
+        static std::mutex m;
+        return m;
+    }
+#endif
+    H5E_auto2_t func = nullptr;
+    void *data = nullptr;
+
+public:
+#if NNL_THREADS
+    Session() : lock(mu()) {
+#else
+    Session() {
+#endif
+        H5Eget_auto2(H5E_DEFAULT, &func, &data);
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    }
+    ~Session() { H5Eset_auto2(H5E_DEFAULT, func, data); }
+};
+
+static const hsize_t MAX_ATTR_BYTES = (hsize_t)64 << 20; /* all strings of one attribute */
+static const hsize_t MAX_ATTR_STRINGS = (hsize_t)1 << 20;
+
+/* An HDF5 file held in memory (HDF5's core driver over a copy of it). */
+class File {
+    Id file_;
+    std::string what_;
+
+public:
+    File(const uint8_t *p, size_t n, const std::string &what) : what_(what) {
+        if (n < 8 || memcmp(p, HDF5_MAGIC, 8) != 0)
+            raise(NNL_ERR_FORMAT, "%s: not an HDF5 file (no HDF5 signature)", what.c_str());
+        Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+        if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), 1 << 16, 0) < 0 ||
+            H5Pset_file_image(fapl.get(), const_cast<uint8_t *>(p), n) < 0)
+            raise(NNL_ERR_MEMORY, "%s: HDF5 cannot take a %zu-byte file image", what.c_str(), n);
+        file_ = Id(H5Fopen("nnlite-image.h5", H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+        if (!file_.ok()) raise(NNL_ERR_FORMAT, "%s: HDF5 cannot open it (corrupt or truncated)", what.c_str());
+    }
+    hid_t root() const { return file_.get(); }
+    const std::string &what() const { return what_; }
+};
+
+/* Whether every component of path exists below loc (H5Lexists checks the
+   last one only). */
+static bool exists(hid_t loc, const std::string &path) {
+    if (path.empty()) return true;
+    for (size_t at = 0;;) {
+        size_t slash = path.find('/', at);
+        std::string pre = path.substr(0, slash);
+        if (pre.empty() || H5Lexists(loc, pre.c_str(), H5P_DEFAULT) <= 0) return false;
+        if (slash == std::string::npos) return true;
+        at = slash + 1;
+    }
+}
+
+static Id open_group(hid_t loc, const std::string &path, const std::string &what) {
+    if (!exists(loc, path)) raise(NNL_ERR_FORMAT, "%s: group '%s' is missing", what.c_str(), printable(path).c_str());
+    Id g(H5Gopen2(loc, path.c_str(), H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) raise(NNL_ERR_FORMAT, "%s: '%s' is not a group", what.c_str(), printable(path).c_str());
+    return g;
+}
+
+/* The strings of one string attribute (a scalar or a 1-D array, fixed or
+   variable length). */
+static std::vector<std::string> read_attr(hid_t obj, const char *name, const std::string &what) {
+    Id a(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose);
+    if (!a.ok()) raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be opened", what.c_str(), name);
+    Id t(H5Aget_type(a.get()), H5Tclose), sp(H5Aget_space(a.get()), H5Sclose);
+    if (!t.ok() || !sp.ok()) raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be read", what.c_str(), name);
+    int rank = H5Sget_simple_extent_ndims(sp.get());
+    hssize_t n = H5Sget_simple_extent_npoints(sp.get());
+    if (rank < 0 || rank > 1 || n < 0 || (hsize_t)n > MAX_ATTR_STRINGS)
+        raise(NNL_ERR_FORMAT, "%s: attribute '%s' is not one string or a list of strings", what.c_str(), name);
+    std::vector<std::string> out;
+    if (rank == 1 && n == 0) return out; /* Keras writes an empty list as an empty float64 array */
+    if (H5Tget_class(t.get()) != H5T_STRING)
+        raise(NNL_ERR_FORMAT, "%s: attribute '%s' is not text", what.c_str(), name);
+    if (H5Tis_variable_str(t.get()) > 0) {
+        Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
+        H5Tset_size(mt.get(), H5T_VARIABLE);
+        H5Tset_cset(mt.get(), H5Tget_cset(t.get()));
+        std::vector<char *> v((size_t)n, nullptr);
+        if (n && H5Aread(a.get(), mt.get(), v.data()) < 0)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be read", what.c_str(), name);
+        hsize_t total = 0;
+        for (char *c : v) {
+            size_t len = c ? strnlen(c, MAX_ATTR_BYTES + 1) : 0;
+            total += len;
+            if (total <= MAX_ATTR_BYTES) out.push_back(c ? std::string(c, len) : std::string());
+        }
+        for (char *c : v) H5free_memory(c);
+        if (total > MAX_ATTR_BYTES)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' is over %llu bytes", what.c_str(), name,
+                  (unsigned long long)MAX_ATTR_BYTES);
+    } else {
+        size_t len = H5Tget_size(t.get());
+        if (len == 0 || (hsize_t)len * (hsize_t)n > MAX_ATTR_BYTES)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' is empty or over %llu bytes", what.c_str(), name,
+                  (unsigned long long)MAX_ATTR_BYTES);
+        std::vector<char> buf(len * (size_t)n + 1, 0);
+        if (n && H5Aread(a.get(), t.get(), buf.data()) < 0)
+            raise(NNL_ERR_FORMAT, "%s: attribute '%s' cannot be read", what.c_str(), name);
+        bool space = H5Tget_strpad(t.get()) == H5T_STR_SPACEPAD;
+        for (hssize_t i = 0; i < n; i++) {
+            const char *c = buf.data() + (size_t)i * len;
+            size_t k = strnlen(c, len);
+            while (space && k && c[k - 1] == ' ') k--;
+            out.emplace_back(c, k);
+        }
+    }
+    return out;
+}
+
+/* A string attribute as Keras reads it: the attribute itself, else its
+   chunks name0, name1, ... concatenated; *found says whether any exists. */
+static std::vector<std::string> attr_strings(hid_t obj, const std::string &name, const std::string &what,
+                                             bool *found = nullptr) {
+    if (found) *found = true;
+    if (H5Aexists(obj, name.c_str()) > 0) return read_attr(obj, name.c_str(), what);
+    std::vector<std::string> all;
+    size_t k = 0;
+    for (;; k++) {
+        std::string c = name + std::to_string(k);
+        if (H5Aexists(obj, c.c_str()) <= 0) break;
+        for (auto &x : read_attr(obj, c.c_str(), what)) all.push_back(std::move(x));
+        NNL_REQUIRE(all.size() <= MAX_ATTR_STRINGS, NNL_ERR_FORMAT, "%s: attribute '%s' has too many parts",
+                    what.c_str(), name.c_str());
+    }
+    if (found) *found = k > 0;
+    return all;
+}
+
+/* One string: an attribute holding JSON text. */
+static std::string attr_text(hid_t obj, const std::string &name, const std::string &what) {
+    bool found = false;
+    std::vector<std::string> v = attr_strings(obj, name, what, &found);
+    if (!found) raise(NNL_ERR_FORMAT, "%s: attribute '%s' is missing", what.c_str(), name.c_str());
+    if (v.size() != 1) raise(NNL_ERR_FORMAT, "%s: attribute '%s' holds %zu strings, not one", what.c_str(), name.c_str(), v.size());
+    return v[0];
+}
+
+/* The dataset at path below loc into out as float32, after checking that it
+   is a floating-point array of exactly the shape `want`. */
+static void read_floats(hid_t loc, const std::string &path, const Shape &want, float *out, const std::string &what,
+                        const std::string &whose) {
+    const std::string p = printable(path);
+    if (!exists(loc, path))
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is missing", what.c_str(), p.c_str(), whose.c_str());
+    H5O_info_t info;
+#if H5_VERSION_GE(1, 12, 0)
+    if (H5Oget_info_by_name3(loc, path.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET)
+#else
+    if (H5Oget_info_by_name(loc, path.c_str(), &info, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET)
+#endif
+        raise(NNL_ERR_FORMAT, "%s: '%s' (%s) is not a dataset", what.c_str(), p.c_str(), whose.c_str());
+    Id d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be opened", what.c_str(), p.c_str());
+    Id t(H5Dget_type(d.get()), H5Tclose), sp(H5Dget_space(d.get()), H5Sclose);
+    if (!t.ok() || H5Tget_class(t.get()) != H5T_FLOAT)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) does not hold floating-point numbers", what.c_str(), p.c_str(),
+              whose.c_str());
+    int rank = sp.ok() ? H5Sget_simple_extent_ndims(sp.get()) : -1;
+    hsize_t dims[H5S_MAX_RANK] = {0};
+    if (rank < 0 || rank > H5S_MAX_RANK || H5Sget_simple_extent_dims(sp.get(), dims, nullptr) < 0)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' has no simple shape", what.c_str(), p.c_str());
+    bool same = rank == want.rank;
+    for (int i = 0; same && i < rank; i++) same = dims[i] == (hsize_t)want.d[i];
+    if (!same) {
+        std::string got = "(";
+        for (int i = 0; i < rank; i++) got += format("%llu%s", (unsigned long long)dims[i], rank == 1 ? "," : i + 1 < rank ? ", " : "");
+        got += ")";
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' has shape %s, %s has %s", what.c_str(), p.c_str(), got.c_str(),
+              whose.c_str(), want.str(false).c_str());
+    }
+    if (want.size() && H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be read (corrupt, or a filter HDF5 lacks)", what.c_str(),
+              p.c_str());
+}
+
+/* How many links a group has (0 when path is missing). */
+static hsize_t links(hid_t loc, const std::string &path, const std::string &what) {
+    if (!exists(loc, path)) return 0;
+    Id g = open_group(loc, path, what);
+    H5G_info_t gi;
+    if (H5Gget_info(g.get(), &gi) < 0) raise(NNL_ERR_FORMAT, "%s: group '%s' cannot be listed", what.c_str(), path.c_str());
+    return gi.nlinks;
+}
+
+/* Whether path below loc is a dataset. */
+static bool is_dataset(hid_t loc, const std::string &path) {
+    if (!exists(loc, path)) return false;
+    H5O_info_t info;
+#if H5_VERSION_GE(1, 12, 0)
+    return H5Oget_info_by_name3(loc, path.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 &&
+           info.type == H5O_TYPE_DATASET;
+#else
+    return H5Oget_info_by_name(loc, path.c_str(), &info, H5P_DEFAULT) >= 0 && info.type == H5O_TYPE_DATASET;
+#endif
+}
+
+/* The rank of the dataset at path below loc; -1 when there is none. */
+static int dataset_rank(hid_t loc, const std::string &path) {
+    if (!is_dataset(loc, path)) return -1;
+    Id d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) return -1;
+    Id sp(H5Dget_space(d.get()), H5Sclose);
+    return sp.ok() ? H5Sget_simple_extent_ndims(sp.get()) : -1;
+}
+
+/* A scalar integer dataset (Keras' iteration counter: int64, int32 under
+   JAX) as a step count in 0..2^52. */
+static int64_t read_count(hid_t loc, const std::string &path, const std::string &what, const std::string &whose) {
+    const std::string p = printable(path);
+    if (!exists(loc, path))
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is missing", what.c_str(), p.c_str(), whose.c_str());
+    if (!is_dataset(loc, path))
+        raise(NNL_ERR_FORMAT, "%s: '%s' (%s) is not a dataset", what.c_str(), p.c_str(), whose.c_str());
+    Id d(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!d.ok()) raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be opened", what.c_str(), p.c_str());
+    Id t(H5Dget_type(d.get()), H5Tclose), sp(H5Dget_space(d.get()), H5Sclose);
+    if (!t.ok() || H5Tget_class(t.get()) != H5T_INTEGER)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) does not hold an integer", what.c_str(), p.c_str(), whose.c_str());
+    if (!sp.ok() || H5Sget_simple_extent_ndims(sp.get()) != 0 || H5Sget_simple_extent_npoints(sp.get()) != 1)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is not a scalar", what.c_str(), p.c_str(), whose.c_str());
+    long long v = -1;
+    if (H5Dread(d.get(), H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0)
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' cannot be read", what.c_str(), p.c_str());
+    if (v < 0 || v > (1LL << 52))
+        raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is %lld, not a step count in 0..2^52", what.c_str(), p.c_str(),
+              whose.c_str(), v);
+    return (int64_t)v;
+}
+
+} // namespace h5
+
+/* The weights read by a Keras loader, staged until every one has been read:
+   a file that fails half-way leaves nothing behind. */
+struct Staged {
+    std::vector<std::vector<float>> v;
+    float *add(const Shape &s) {
+        v.emplace_back((size_t)s.size());
+        return v.back().data();
+    }
+};
+
+/* JSON text that may be broken: a null value then (an optional part of a file). */
+static Json parse_json_or_null(const std::string &text) {
+    try {
+        return parse_json(text.data(), text.size(), "");
+    } catch (const Error &) {
+        return Json();
+    }
+}
+
+/* The architecture of a Keras file, bounded by the file's size (each
+   weight takes at least 2 bytes in it). */
+static void keras_arch(Model &m, const std::string &text, size_t file_bytes, const std::string &what,
+                       const char *where, Json *out) {
+    Json j;
+    try {
+        j = parse_json(text.data(), text.size(), "");
+        model_from_json(m, j, std::min((double)NNL_MAX_JSON_PARAMS, (double)file_bytes / 2 + 65536));
+    } catch (const Error &e) {
+        raise(e.status == NNL_ERR_UNSUPPORTED || e.status == NNL_ERR_MEMORY ? e.status : NNL_ERR_FORMAT,
+              "%s: %s: %s", what.c_str(), where, e.msg.c_str());
+    }
+    *out = std::move(j);
+}
+
+/* ---- Keras' compile configuration -> nnl_compile's strings ----------------------
+   .keras: config.json's compile_config {"optimizer": {"class_name": "Adam",
+   "config": {...}} or "adam", "loss": "mse" or {"class_name": ..., "config":
+   ...}, "metrics": [...]}; .h5: the training_config attribute, with the
+   optimizer as optimizer_config. As Keras' compile_from_config, which
+   warns and leaves the model uncompiled when the configuration fails, a
+   configuration nnlite cannot follow (an option or a kind it lacks, a
+   learning-rate schedule) leaves the model uncompiled: the weights are
+   what the file is for. Keras' bookkeeping options (name, EMA off, jit,
+   loss_scale_factor, ...) are dropped; None values are Keras' defaults. */
+static bool spec_value(const Json &v, std::string *out) {
+    switch (v.kind) {
+    case Json::NUM: *out = num_text(v.num, v.is_int); return true;
+    case Json::BOOL: *out = v.b ? "True" : "False"; return true;
+    case Json::STR:
+        if (v.s.find_first_of("'\\\"") != std::string::npos) return false;
+        *out = "'" + v.s + "'";
+        return true;
+    default: return false;
+    }
+}
+
+/* "Adam(learning_rate=0.001, beta_1=0.9)" from {"class_name": "Adam",
+   "config": {...}}, keeping only the keys keep() accepts; "" when some
+   value cannot be written as spec text. */
+static std::string keras_call(const Json &j, const std::function<bool(const std::string &, const Json &)> &keep) {
+    if (j.kind == Json::STR) return j.s.find_first_of("()'\"") == std::string::npos ? j.s : "";
+    const Json *cn = j.kind == Json::OBJ ? j.get("class_name") : nullptr;
+    const Json *cfg = j.kind == Json::OBJ ? j.get("config") : nullptr;
+    if (!cn || cn->kind != Json::STR || cn->s.find_first_of("()'\", =") != std::string::npos) return "";
+    std::string args;
+    if (cfg && cfg->kind == Json::OBJ)
+        for (auto &kv : cfg->o) {
+            if (kv.second.kind == Json::NUL || !keep(kv.first, kv.second)) continue;
+            std::string v;
+            if (!spec_value(kv.second, &v) || kv.first.find_first_not_of("abcdefghijklmnopqrstuvwxyz_0123456789") != std::string::npos)
+                return "";
+            args += (args.empty() ? "" : ", ") + kv.first + "=" + v;
+        }
+    return cn->s + "(" + args + ")";
+}
+
+/* Compiles m as the file's compile configuration says, when nnlite can. */
+static void keras_compile(Model &m, const Json *opt, const Json *loss, const Json *metrics) {
+    if (!opt || !loss || opt->kind == Json::NUL || loss->kind == Json::NUL) return;
+    std::string o = keras_call(*opt, [](const std::string &k, const Json &v) {
+        if (k == "name" || k == "ema_momentum" || k == "ema_overwrite_frequency" || k == "loss_scale_factor" ||
+            k == "gradient_accumulation_steps" || k == "jit_compile" || k == "is_legacy_optimizer")
+            return false;
+        if (k == "use_ema") return v.kind != Json::BOOL || v.b; /* EMA on: refused below, so uncompiled */
+        return true;
+    });
+    std::string l = keras_call(*loss, [](const std::string &k, const Json &) {
+        return k == "from_logits" || k == "delta";
+    });
+    std::string ms;
+    std::function<bool(const Json &)> add = [&](const Json &x) {
+        if (x.kind == Json::NUL) return true;
+        if (x.kind == Json::ARR) {
+            for (auto &e : x.a)
+                if (!add(e)) return false;
+            return true;
+        }
+        std::string t;
+        if (x.kind == Json::STR) t = x.s;
+        else if (const Json *cn = x.kind == Json::OBJ ? x.get("class_name") : nullptr)
+            t = cn->kind == Json::STR ? snake(cn->s.c_str()) : "";
+        if (t.empty() || t.find_first_of("(),'\"") != std::string::npos) return false;
+        ms += (ms.empty() ? "" : ", ") + t;
+        return true;
+    };
+    if (o.empty() || l.empty() || (metrics && !add(*metrics))) return;
+    try {
+        m.compile(o.c_str(), l.c_str(), ms.c_str());
+    } catch (const Error &) { /* as Keras: the model stays uncompiled */
+    }
+}
+
+/* ---- The optimizer's state in Keras files ----------------------------------------
+   Keras keeps an optimizer's state as a flat list of variables, saved and
+   restored by position alone (set_weights and load_own_variables pair them
+   by index and check shapes only). Three layouts:
+   - Keras 3 (keras/src/optimizers/base_optimizer.py, 3.0 to 3.16):
+     iteration (int64; int32 under JAX), learning_rate (float32), then what
+     the optimizer's build() adds. In .keras: datasets optimizer/vars/0, 1,
+     ... of model.weights.h5 (save_own_variables); in Keras 3's .h5: group
+     optimizer_weights, its attribute weight_names the variables' paths
+     ("adam/iteration", "adam/learning_rate",
+     "adam/sequential_dense_kernel_momentum", ...) in that order
+     (legacy_h5_format.save_optimizer_weights_to_hdf5_group).
+   - tf.keras 2.11 to 2.15 and tf-keras (tf_keras/optimizers/optimizer.py):
+     iteration (int64), then build()'s; no learning rate (training_config
+     has it). .h5: optimizer_weights, weight_names "iteration:0",
+     "Adam/m/dense/kernel:0", "Adam/v/dense/kernel:0", ...
+   - tf.keras' legacy optimizers (optimizer_v2: the default before 2.11,
+     tf.keras.optimizers.legacy.*): "Adam/iter:0", then the slots of
+     _create_slots, "Adam/dense/kernel/m:0", ...
+   The slots follow model.trainable_variables, the order of nnlite's slot
+   arrays (layers in order, each one's trainable weights in order). Groups
+   follow one another; inside a group the kinds interleave per weight
+   (m0, v0, m1, v1, ...), as every Keras 3 release does (3.10's
+   add_optimizer_variables kept that order on purpose, keras #21247):
+     optimizer  Keras 3                       tf.keras 2.11+      legacy
+     SGD        momentum (momentum != 0)      m (always)          momentum
+     RMSprop    velocity | momentum (> 0) | average_gradient (centered);
+                legacy: rms | momentum | mg
+     Adagrad    accumulator                   accumulator         accumulator
+     Adadelta   accumulated_grad+accumulated_delta_var            accum_grad | accum_var
+     Adam(W)    momentum+velocity | velocity_hat (amsgrad)
+                tf.keras: m+v | vhat; legacy: m | v | vhat (no AdamW)
+     Adamax     momentum+norm                 m+u                 m | v
+     Nadam      momentum+velocity, and the scalar u_product after
+                them (3.10 on) or before them (3.0 to 3.9); tf.keras:
+                m+v (u_product is not saved: nnlite computes it from the
+                step count, as an uninterrupted run has it); legacy Nadam
+                (a momentum_cache and Keras 2's schedule) is not mapped.
+   ("a+b": interleaved, "a | b": groups.) These are nnlite's own slots with
+   the same update rules, so training continues as in Keras. A list of
+   another length than the model's optimizer makes (another optimizer or
+   options, EMA, gradient accumulation) is skipped with a warning on stderr,
+   as Keras skips it; a list of the head alone (an optimizer that never
+   stepped) gives the step count and learning rate, the slots start fresh.
+   A variable of the wrong kind or shape is NNL_ERR_FORMAT. */
+enum class KerasOpt { K3, TF2, TF2_LEGACY };
+
+/* One slot kind of a Keras optimizer: its name there and nnlite's slot
+   array (-1: a variable nnlite has no use for, checked and dropped). */
+struct KerasSlot {
+    const char *name;
+    int slot;
+};
+
+/* The slot variables of o in layout lay, as groups (see above); false,
+   with *why, when nnlite cannot map them. */
+static bool keras_slot_groups(const Optimizer &o, KerasOpt lay, std::vector<std::vector<KerasSlot>> *groups,
+                              std::string *why) {
+    const std::string c = o.cls();
+    const bool k3 = lay == KerasOpt::K3, legacy = lay == KerasOpt::TF2_LEGACY;
+    std::vector<std::vector<KerasSlot>> &g = *groups;
+    g.clear();
+    if (c == "SGD") {
+        const double mom = static_cast<const SGD &>(o).momentum;
+        if (lay == KerasOpt::TF2) g.push_back({{"m", mom > 0 ? 0 : -1}}); /* tf.keras builds it with momentum 0 too */
+        else if (mom > 0) g.push_back({{"momentum", 0}});
+    } else if (c == "RMSprop") {
+        const RMSprop &r = static_cast<const RMSprop &>(o);
+        g.push_back({{legacy ? "rms" : "velocity", 0}});
+        if (r.momentum > 0) g.push_back({{"momentum", 1}});
+        if (r.centered) g.push_back({{legacy ? "mg" : "average_gradient", 2}});
+    } else if (c == "Adagrad") {
+        g.push_back({{"accumulator", 0}});
+    } else if (c == "Adadelta") {
+        if (legacy) {
+            g.push_back({{"accum_grad", 0}});
+            g.push_back({{"accum_var", 1}});
+        } else {
+            g.push_back({{"accumulated_grad", 0}, {"accumulated_delta_var", 1}});
+        }
+    } else if (c == "Adam" || c == "AdamW") {
+        if (legacy && c == "AdamW") {
+            *why = "tf.keras' legacy optimizers have no AdamW";
+            return false;
+        }
+        const char *mn = k3 ? "momentum" : "m", *vn = k3 ? "velocity" : "v";
+        if (legacy) {
+            g.push_back({{mn, 0}});
+            g.push_back({{vn, 1}});
+        } else {
+            g.push_back({{mn, 0}, {vn, 1}});
+        }
+        if (static_cast<const Adam &>(o).amsgrad) g.push_back({{k3 ? "velocity_hat" : "vhat", 2}});
+    } else if (c == "Adamax") {
+        if (legacy) {
+            g.push_back({{"m", 0}});
+            g.push_back({{"v", 1}});
+        } else {
+            g.push_back({{k3 ? "momentum" : "m", 0}, {k3 ? "norm" : "u", 1}});
+        }
+    } else if (c == "Nadam") {
+        if (legacy) {
+            *why = "tf.keras' legacy Nadam keeps a momentum_cache and Keras 2's momentum schedule, not Keras 3's";
+            return false;
+        }
+        g.push_back({{k3 ? "momentum" : "m", 0}, {k3 ? "velocity" : "v", 1}});
+    } else {
+        *why = "nnlite does not know the variables of " + c;
+        return false;
+    }
+    return true;
+}
+
+/* A trainable weight and its place in the optimizer's slot arrays. */
+struct KerasTrainable {
+    const Layer *layer;
+    const WeightSpec *w;
+    int64_t off;
+};
+
+/* The trainable weights in Keras' model.trainable_variables order, which
+   is the order of Model::slices. */
+static std::vector<KerasTrainable> keras_trainable(const Model &m) {
+    std::vector<KerasTrainable> v;
+    int64_t off = 0;
+    for (auto &l : m.layers)
+        for (auto &w : l->weights)
+            if (w.trainable) {
+                v.push_back({l.get(), &w, off});
+                off += w.shape.size();
+            }
+    return v;
+}
+
+/* One of Keras' optimizer variables. */
+struct KerasOptVar {
+    enum Kind { ITERATION, LEARNING_RATE, U_PRODUCT, SLOT } kind;
+    const char *name; /* Keras' name of it (SLOT: of the slot kind) */
+    int slot;         /* SLOT: nnlite's slot array, -1: none */
+    size_t weight;    /* SLOT: index into keras_trainable */
+};
+
+/* The variables in Keras' order for layout lay: the head alone (iteration,
+   and learning_rate in Keras 3) when full is false, else with the slots;
+   u_first puts Nadam's u_product before the slots (Keras 3.0 to 3.9). */
+static std::vector<KerasOptVar> keras_opt_plan(const std::vector<std::vector<KerasSlot>> &groups, size_t nweights,
+                                               KerasOpt lay, bool nadam, bool full, bool u_first) {
+    std::vector<KerasOptVar> p;
+    p.push_back({KerasOptVar::ITERATION, lay == KerasOpt::TF2_LEGACY ? "iter" : "iteration", -1, 0});
+    if (lay == KerasOpt::K3) p.push_back({KerasOptVar::LEARNING_RATE, "learning_rate", -1, 0});
+    if (!full) return p;
+    const bool up = nadam && lay == KerasOpt::K3;
+    if (up && u_first) p.push_back({KerasOptVar::U_PRODUCT, "u_product", -1, 0});
+    for (const auto &grp : groups)
+        for (size_t i = 0; i < nweights; i++)
+            for (const KerasSlot &s : grp) p.push_back({KerasOptVar::SLOT, s.name, s.slot, i});
+    if (up && !u_first) p.push_back({KerasOptVar::U_PRODUCT, "u_product", -1, 0});
+    return p;
+}
+
+/* What a variable is, for messages: "Adam's momentum of layer 'hidden'
+   (Dense) weight 'kernel'". */
+static std::string keras_opt_whose(const Optimizer &o, const KerasOptVar &v, const std::vector<KerasTrainable> &T) {
+    if (v.kind != KerasOptVar::SLOT) return format("%s's %s", o.cls(), v.name);
+    const KerasTrainable &t = T[v.weight];
+    return format("%s's %s of layer '%s' (%s) weight '%s'", o.cls(), v.name, t.layer->name.c_str(), t.layer->cls,
+                  t.w->name.c_str());
+}
+
+/* Nadam's u_product after t steps, computed as Nadam::after_step builds
+   it step by step (bit for bit: the same products in the same order). */
+static double nadam_u_product(const Nadam &n, int64_t t) {
+    double p = 1.0;
+    for (int64_t s = 1; s <= t && p != 0; s++) {
+        double u = n.u((double)s);
+        if (u == 1.0) break; /* beta_1 = 1: nothing changes from here on */
+        if (s > ((int64_t)1 << 24)) { /* 0.96^s vanished long ago: u is beta_1 to the last bit */
+            p *= std::pow(u, (double)(t - s + 1));
+            break;
+        }
+        p *= u;
+    }
+    return p;
+}
+
+static void keras_opt_warn(const std::string &what, const std::string &why) {
+    fprintf(stderr, "nnlite: warning: nnl_load_model: %s: %s; the optimizer starts with fresh slots\n", what.c_str(),
+            why.c_str());
+}
+
+/* Loads the optimizer's state of a Keras file into m, compiled from the
+   same file's configuration: the variables at paths below loc, in Keras'
+   order, in layout lay; where names their group, for messages. Everything
+   is read and checked before m changes. */
+static void keras_opt_read(Model &m, hid_t loc, const std::vector<std::string> &paths, KerasOpt lay,
+                           const std::string &what, const std::string &where) {
+    if (!m.compiled || paths.empty()) return;
+    Optimizer &o = *m.opt;
+    std::vector<std::vector<KerasSlot>> groups;
+    std::string why;
+    if (!keras_slot_groups(o, lay, &groups, &why)) {
+        keras_opt_warn(what, format("'%s' holds %zu optimizer variables that nnlite cannot map: %s", where.c_str(),
+                                    paths.size(), why.c_str()));
+        return;
+    }
+    const std::vector<KerasTrainable> T = keras_trainable(m);
+    const bool nadam = std::string(o.cls()) == "Nadam";
+    const std::vector<KerasOptVar> head = keras_opt_plan(groups, T.size(), lay, nadam, false, false);
+    std::vector<KerasOptVar> plan = keras_opt_plan(groups, T.size(), lay, nadam, true, false);
+    if (paths.size() == head.size()) {
+        plan = head;
+    } else if (paths.size() != plan.size()) {
+        keras_opt_warn(what, format("'%s' holds %zu optimizer variables, but %s over the model's %zu trainable "
+                                    "weights has %zu (another optimizer or options, EMA or gradient accumulation?); "
+                                    "Keras skips them too", where.c_str(), paths.size(), o.config().c_str(), T.size(),
+                                    plan.size()));
+        return;
+    }
+    /* Nadam's u_product: a scalar where the first slot would be means
+       Keras 3.0 to 3.9 (no trainable weight is a scalar) */
+    if (nadam && plan.size() > head.size() && lay == KerasOpt::K3 && h5::dataset_rank(loc, paths[head.size()]) == 0)
+        plan = keras_opt_plan(groups, T.size(), lay, nadam, true, true);
+    const int64_t total = T.empty() ? 0 : T.back().off + T.back().w->shape.size();
+    int64_t iterations = 0;
+    double lr = 0, up = 1;
+    bool has_lr = false, has_up = false;
+    std::vector<std::vector<float>> slots;
+    if (plan.size() > head.size()) slots.assign((size_t)o.nslots(), std::vector<float>((size_t)total, 0.f));
+    std::vector<float> scratch;
+    for (size_t i = 0; i < plan.size(); i++) {
+        const KerasOptVar &v = plan[i];
+        const std::string whose = keras_opt_whose(o, v, T);
+        switch (v.kind) {
+        case KerasOptVar::ITERATION: iterations = h5::read_count(loc, paths[i], what, whose); break;
+        case KerasOptVar::LEARNING_RATE:
+        case KerasOptVar::U_PRODUCT: {
+            float x = 0;
+            h5::read_floats(loc, paths[i], Shape(), &x, what, whose);
+            const bool is_lr = v.kind == KerasOptVar::LEARNING_RATE;
+            if (!std::isfinite(x) || x < 0 || (!is_lr && x > 1))
+                raise(NNL_ERR_FORMAT, "%s: dataset '%s' (%s) is %g, not a %s", what.c_str(), printable(paths[i]).c_str(),
+                      whose.c_str(), (double)x, is_lr ? "learning rate (finite, >= 0)" : "product of momenta in [0, 1]");
+            (is_lr ? lr : up) = x;
+            (is_lr ? has_lr : has_up) = true;
+            break;
+        }
+        case KerasOptVar::SLOT: {
+            const KerasTrainable &t = T[v.weight];
+            float *dst;
+            if (v.slot >= 0) {
+                NNL_REQUIRE((size_t)v.slot < slots.size(), NNL_ERR_INTERNAL, "%s keeps %zu slot arrays, not %d",
+                            o.cls(), slots.size(), v.slot + 1);
+                dst = slots[(size_t)v.slot].data() + t.off;
+            } else {
+                scratch.resize((size_t)t.w->shape.size());
+                dst = scratch.data();
+            }
+            h5::read_floats(loc, paths[i], t.w->shape, dst, what, whose);
+            break;
+        }
+        }
+    }
+    o.iterations = iterations;
+    /* the configuration's value when the file's float32 is its rounding */
+    if (has_lr && (float)o.learning_rate != (float)lr) o.learning_rate = lr;
+    o.slots = std::move(slots); /* none: laid out fresh at the first step */
+    if (nadam) {
+        Nadam &n = static_cast<Nadam &>(o);
+        double exact = nadam_u_product(n, iterations);
+        n.u_product = !has_up || (float)exact == (float)up ? exact : up;
+    }
+}
+
+/* The layout of an .h5 file's optimizer_weights, told by the names of its
+   first variables; false for another (standalone Keras 2's, ...). */
+static bool keras_opt_layout(const std::vector<std::string> &names, KerasOpt *lay) {
+    auto leaf = [](std::string s) {
+        if (s.size() > 2 && s.compare(s.size() - 2, 2, ":0") == 0) s.resize(s.size() - 2);
+        size_t slash = s.find_last_of('/');
+        return slash == std::string::npos ? s : s.substr(slash + 1);
+    };
+    if (names.empty()) return false;
+    const std::string first = leaf(names[0]);
+    if (first == "iteration") {
+        *lay = names.size() > 1 && leaf(names[1]) == "learning_rate" ? KerasOpt::K3 : KerasOpt::TF2;
+        return true;
+    }
+    if (first == "iter") {
+        *lay = KerasOpt::TF2_LEGACY;
+        return true;
+    }
+    return false;
+}
+
+/* A legacy .h5 model (model.save("m.h5")). */
+static void load_keras_h5(Model &m, const std::vector<uint8_t> &bytes, const std::string &what) {
+    h5::Session hs;
+    h5::File f(bytes.data(), bytes.size(), what);
+    if (H5Aexists(f.root(), "model_config") <= 0)
+        raise(NNL_ERR_FORMAT, "%s: no model_config attribute: a weights-only .h5 file (model.save_weights)? "
+              "nnl_load_model reads whole models (model.save)", what.c_str());
+    Json arch;
+    keras_arch(m, h5::attr_text(f.root(), "model_config", what), bytes.size(), what, "model_config", &arch);
+    h5::Id mw = h5::open_group(f.root(), "model_weights", what);
+    std::vector<std::string> names = h5::attr_strings(mw.get(), "layer_names", what);
+    /* Keras pairs the file's layers that have weights with the model's, in order */
+    std::vector<std::pair<std::string, std::vector<std::string>>> file_layers;
+    for (auto &n : names) {
+        h5::Id g = h5::open_group(mw.get(), n, what);
+        std::vector<std::string> wn = h5::attr_strings(g.get(), "weight_names", what);
+        if (!wn.empty()) file_layers.push_back({n, std::move(wn)});
+    }
+    std::vector<const Layer *> mine;
+    for (auto &l : m.layers)
+        if (!l->weights.empty()) mine.push_back(l.get());
+    if (file_layers.size() != mine.size())
+        raise(NNL_ERR_FORMAT, "%s: model_weights holds weights for %zu layers, its model_config has %zu layers "
+              "with weights", what.c_str(), file_layers.size(), mine.size());
+    Staged st;
+    for (size_t i = 0; i < mine.size(); i++) {
+        const Layer &l = *mine[i];
+        const auto &fl = file_layers[i];
+        if (fl.second.size() != l.weights.size())
+            raise(NNL_ERR_FORMAT, "%s: layer '%s' has %zu weights in model_weights, the %s layer '%s' has %zu",
+                  what.c_str(), printable(fl.first).c_str(), fl.second.size(), l.cls, l.name.c_str(), l.weights.size());
+        h5::Id g = h5::open_group(mw.get(), fl.first, what);
+        for (size_t k = 0; k < l.weights.size(); k++)
+            h5::read_floats(g.get(), fl.second[k], l.weights[k].shape, st.add(l.weights[k].shape), what,
+                            format("layer '%s' (%s) weight '%s'", l.name.c_str(), l.cls, l.weights[k].name.c_str()));
+    }
+    size_t at = 0;
+    for (const Layer *l : mine)
+        for (auto &w : l->weights) memcpy(w.w, st.v[at++].data(), (size_t)w.shape.size() * sizeof(float));
+    if (H5Aexists(f.root(), "training_config") > 0) {
+        Json tc = parse_json_or_null(h5::attr_text(f.root(), "training_config", what));
+        if (tc.kind == Json::OBJ) keras_compile(m, tc.get("optimizer_config"), tc.get("loss"), tc.get("metrics"));
+    }
+    /* the optimizer's variables, in the order of their weight_names */
+    if (m.compiled && h5::exists(f.root(), "optimizer_weights")) {
+        h5::Id og = h5::open_group(f.root(), "optimizer_weights", what);
+        std::vector<std::string> onames = h5::attr_strings(og.get(), "weight_names", what);
+        KerasOpt lay = KerasOpt::K3;
+        if (keras_opt_layout(onames, &lay))
+            keras_opt_read(m, og.get(), onames, lay, what, "optimizer_weights");
+        else if (!onames.empty())
+            keras_opt_warn(what, format("optimizer_weights starts with '%s', a layout nnlite does not know (it reads "
+                                        "Keras 3's, tf.keras 2.x's and tf.keras' legacy optimizers')",
+                                        printable(onames[0]).c_str()));
+    }
+}
+
+/* A Keras 3 .keras model (model.save("m.keras")): a zip of config.json,
+   metadata.json and model.weights.h5. */
+static void load_keras_zip(Model &m, const std::vector<uint8_t> &bytes, const io::Zip &z, const std::string &what) {
+    const io::ZipEntry *ce = z.find("config.json"), *we = z.find("model.weights.h5");
+    if (!we)
+        raise(z.find("model.weights.npz") ? NNL_ERR_UNSUPPORTED : NNL_ERR_FORMAT,
+              "%s: no model.weights.h5 in the archive (members: %s)%s", what.c_str(), z.keys().c_str(),
+              z.find("model.weights.npz") ? ": weights_format='npz' is not read by this version" : "");
+    std::vector<uint8_t> cstore, wstore;
+    auto c = z.member(*ce, cstore);
+    Json arch;
+    keras_arch(m, std::string((const char *)c.first, c.second), bytes.size(), what, "config.json", &arch);
+    std::vector<std::string> classes = keras_layer_classes(arch);
+    if (classes.size() != m.layers.size())
+        raise(NNL_ERR_FORMAT, "%s: config.json lists %zu layers, the model built from it has %zu", what.c_str(),
+              classes.size(), m.layers.size());
+    auto w = z.member(*we, wstore);
+    h5::Session hs;
+    h5::File f(w.first, w.second, what + " member 'model.weights.h5'");
+    const std::string &fw = f.what();
+    std::map<std::string, int> used;
+    Staged st;
+    for (size_t i = 0; i < m.layers.size(); i++) {
+        const Layer &l = *m.layers[i];
+        const std::string &cls = classes[i];
+        std::string key = snake(cls.c_str());
+        int n = used.count(key) ? ++used[key] : (used[key] = 0);
+        if (n) key += format("_%d", n);
+        std::vector<std::string> parts; /* the groups holding the layer's vars, in get_weights() order */
+        if (cls == "SimpleRNN" || cls == "LSTM" || cls == "GRU") parts = {"layers/" + key + "/cell/vars"};
+        else if (cls == "Bidirectional")
+            parts = {"layers/" + key + "/forward_layer/cell/vars", "layers/" + key + "/backward_layer/cell/vars"};
+        else if (cls == "TimeDistributed") parts = {"layers/" + key + "/layer/vars"};
+        else parts = {"layers/" + key + "/vars"};
+        const size_t per = l.weights.size() / parts.size();
+        for (size_t p = 0; p < parts.size(); p++) {
+            hsize_t have = h5::links(f.root(), parts[p], fw);
+            if (have != per)
+                raise(NNL_ERR_FORMAT, "%s: '%s' holds %llu variables, the %s layer '%s' (%zu in the model) has %zu",
+                      fw.c_str(), parts[p].c_str(), (unsigned long long)have, l.cls, l.name.c_str(), i, per);
+            for (size_t k = 0; k < per; k++) {
+                const WeightSpec &ws = l.weights[p * per + k];
+                h5::read_floats(f.root(), parts[p] + format("/%zu", k), ws.shape, st.add(ws.shape), fw,
+                                format("layer '%s' (%s) weight '%s'", l.name.c_str(), l.cls, ws.name.c_str()));
+            }
+        }
+    }
+    size_t at = 0;
+    for (auto &l : m.layers)
+        for (auto &ws : l->weights) memcpy(ws.w, st.v[at++].data(), (size_t)ws.shape.size() * sizeof(float));
+    const Json *cc = arch.get("compile_config");
+    if (cc && cc->kind == Json::OBJ) keras_compile(m, cc->get("optimizer"), cc->get("loss"), cc->get("metrics"));
+    if (m.compiled) { /* the optimizer's variables: optimizer/vars/0, 1, ... */
+        hsize_t n = h5::links(f.root(), "optimizer/vars", fw);
+        std::vector<std::string> paths;
+        for (hsize_t i = 0; i < n; i++) paths.push_back(format("optimizer/vars/%llu", (unsigned long long)i));
+        keras_opt_read(m, f.root(), paths, KerasOpt::K3, fw, "optimizer/vars");
+    }
+}
+
+/* ---- Writing Keras files: nnl_save_model to a path ending in .keras or .h5 ----
+   The layouts the readers above take, as Keras writes them, so that
+   keras.models.load_model opens them: .h5 as tf.keras 2.x (model_config in
+   tf.keras 2.15's JSON, which Keras 3 reads too; weight_names
+   "<layer>/<weight>:0", cells "<layer>/<cell>/<weight>:0"), .keras as Keras
+   3 (config.json in Keras 3's JSON: module and registered_name fields,
+   DTypePolicy objects, batch_shape; vars groups for every layer, the model
+   and the cells). A compiled model carries its compile configuration
+   (keras_compile_json) and its optimizer's state in Keras' variables
+   (keras_opt_write: Keras 3's in .keras, tf.keras 2.15's in .h5); the
+   history and the RNG state are not written (Keras has no place for them). */
+namespace h5w {
+
+/* A group at path below loc, with the groups above it. */
+static h5::Id group(hid_t loc, const std::string &path) {
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id g(H5Gcreate2(loc, path.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    if (!g.ok()) raise(NNL_ERR_INTERNAL, "HDF5 cannot create group '%s'", path.c_str());
+    return g;
+}
+
+/* Fixed-length byte strings, as h5py stores Python bytes: a scalar
+   (scalar = true, one string) or a 1-D array; an empty list is an empty
+   float64 array, as Keras writes it. width: at least this many bytes per
+   string (numpy's one width for all chunks of a list). */
+static void attr(hid_t obj, const char *name, const std::vector<std::string> &v, bool scalar, size_t width = 1) {
+    size_t len = std::max<size_t>(1, width);
+    for (auto &s : v) len = std::max(len, s.size());
+    const bool empty = !scalar && v.empty();
+    h5::Id t(empty ? H5Tcopy(H5T_IEEE_F64LE) : H5Tcopy(H5T_C_S1), H5Tclose);
+    if (!empty) {
+        H5Tset_size(t.get(), len);
+        H5Tset_strpad(t.get(), H5T_STR_NULLPAD);
+    }
+    hsize_t n = v.size();
+    h5::Id sp(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr), H5Sclose);
+    h5::Id a(H5Acreate2(obj, name, t.get(), sp.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+    std::string buf(len * v.size(), '\0');
+    for (size_t i = 0; i < v.size(); i++) memcpy(&buf[i * len], v[i].data(), v[i].size());
+    if (!a.ok() || (!empty && H5Awrite(a.get(), t.get(), buf.data()) < 0))
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write attribute '%s'", name);
+}
+
+/* A list of strings as Keras' save_attributes_to_hdf5_group writes it: one
+   attribute, or, when that would pass HDF5's object header limit (64512
+   bytes), chunks name0, name1, ... as numpy's array_split cuts the list
+   (the first n % k chunks one longer), all of the list's string width. */
+static void attr_list(hid_t obj, const std::string &name, const std::vector<std::string> &v) {
+    const size_t limit = 64512;
+    size_t len = 1;
+    for (auto &s : v) len = std::max(len, s.size());
+    const size_t n = v.size();
+    size_t k = 1;
+    while (k < n && (n + k - 1) / k * len > limit) k++;
+    if (k == 1) {
+        attr(obj, name.c_str(), v, false);
+        return;
+    }
+    size_t at = 0;
+    for (size_t c = 0; c < k; c++) {
+        size_t take = n / k + (c < n % k ? 1 : 0);
+        std::vector<std::string> part(v.begin() + (ptrdiff_t)at, v.begin() + (ptrdiff_t)(at + take));
+        attr(obj, (name + std::to_string(c)).c_str(), part, false, len);
+        at += take;
+    }
+}
+
+/* A scalar int64 dataset at path below loc (Keras' iteration counter). */
+static void step_count(hid_t loc, const std::string &path, int64_t v) {
+    h5::Id sp(H5Screate(H5S_SCALAR), H5Sclose);
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id d(H5Dcreate2(loc, path.c_str(), H5T_STD_I64LE, sp.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    long long x = (long long)v;
+    if (!d.ok() || H5Dwrite(d.get(), H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, &x) < 0)
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write dataset '%s'", path.c_str());
+}
+
+/* A float32 dataset at path below loc (groups above it made). */
+static void floats(hid_t loc, const std::string &path, const Shape &s, const float *x) {
+    hsize_t dims[NNL_MAX_RANK];
+    for (int i = 0; i < s.rank; i++) dims[i] = (hsize_t)s.d[i];
+    h5::Id sp(s.rank ? H5Screate_simple(s.rank, dims, nullptr) : H5Screate(H5S_SCALAR), H5Sclose);
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    h5::Id d(H5Dcreate2(loc, path.c_str(), H5T_IEEE_F32LE, sp.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    if (!d.ok() || (s.size() && H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0))
+        raise(NNL_ERR_INTERNAL, "HDF5 cannot write dataset '%s'", path.c_str());
+}
+
+/* An HDF5 file made in memory; bytes() is its image once written. */
+class File {
+    h5::Id file_;
+
+public:
+    File() {
+        h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+        H5Pset_fapl_core(fapl.get(), 1 << 16, 0);
+        file_ = h5::Id(H5Fcreate("nnlite-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+        if (!file_.ok()) raise(NNL_ERR_MEMORY, "HDF5 cannot create a file in memory");
+    }
+    hid_t root() const { return file_.get(); }
+    std::string bytes() {
+        H5Fflush(file_.get(), H5F_SCOPE_GLOBAL);
+        ssize_t n = H5Fget_file_image(file_.get(), nullptr, 0);
+        if (n <= 0) raise(NNL_ERR_INTERNAL, "HDF5 gives no file image");
+        std::string out((size_t)n, '\0');
+        if (H5Fget_file_image(file_.get(), &out[0], (size_t)n) != n) raise(NNL_ERR_INTERNAL, "HDF5 gives no file image");
+        return out;
+    }
+};
+
+} // namespace h5w
+
+/* The cell's name of a recurrent layer class, as Keras names the weights'
+   scope (lstm_cell); "" for other classes. */
+static std::string cell_scope(const char *cls) {
+    std::string c = cls;
+    return c == "SimpleRNN" ? "simple_rnn_cell" : c == "LSTM" ? "lstm_cell" : c == "GRU" ? "gru_cell" : "";
+}
+
+/* A weight's name in a tf.keras 2.x .h5, without the ":0": "dense/kernel",
+   cells "lstm/lstm_cell/kernel"; Bidirectional's carry their direction
+   ("bi/forward_lstm/kernel"; Keras reads weights by their order in
+   weight_names, not their names). */
+static std::string keras_h5_weight_name(const Layer &l, const WeightSpec &w) {
+    std::string cell = cell_scope(l.cls);
+    return l.name + "/" + (cell.empty() ? "" : cell + "/") + w.name;
+}
+
+/* The optimizer's variables of a compiled m in Keras' layout lay: K3 as
+   .keras datasets optimizer/vars/<i> below root, TF2 as tf.keras 2.15's
+   .h5 group optimizer_weights (weight_names "iteration:0",
+   "Adam/m/dense/kernel:0", ...). An optimizer that has not stepped (no
+   slots laid out yet) writes the head alone, as Keras saves one that was
+   never built. The slots are the host's (a GPU model's are copied back
+   after every fit, as for nnlite's own files). */
+static void keras_opt_write(const Model &m, hid_t root, KerasOpt lay) {
+    const Optimizer &o = *m.opt;
+    std::vector<std::vector<KerasSlot>> groups;
+    std::string why;
+    if (!keras_slot_groups(o, lay, &groups, &why)) raise(NNL_ERR_INTERNAL, "%s", why.c_str());
+    const std::vector<KerasTrainable> T = keras_trainable(m);
+    const int64_t total = T.empty() ? 0 : T.back().off + T.back().w->shape.size();
+    const int ns = o.nslots();
+    const bool laid = (int)o.slots.size() == ns && (ns == 0 || (int64_t)o.slots[0].size() == total);
+    const bool full = ns > 0 ? laid : o.iterations > 0;
+    const bool nadam = std::string(o.cls()) == "Nadam", k3 = lay == KerasOpt::K3;
+    const std::vector<KerasOptVar> plan = keras_opt_plan(groups, T.size(), lay, nadam, full, false);
+    h5::Id og;
+    hid_t at = root;
+    if (!k3) {
+        og = h5w::group(root, "optimizer_weights");
+        at = og.get();
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < plan.size(); i++) {
+        const KerasOptVar &v = plan[i];
+        std::string path;
+        if (k3) path = "optimizer/vars/" + std::to_string(i);
+        else if (v.kind == KerasOptVar::SLOT)
+            path = std::string(o.cls()) + "/" + v.name + "/" + keras_h5_weight_name(*T[v.weight].layer, *T[v.weight].w) + ":0";
+        else path = std::string(v.name) + ":0";
+        names.push_back(path);
+        switch (v.kind) {
+        case KerasOptVar::ITERATION: h5w::step_count(at, path, o.iterations); break;
+        case KerasOptVar::LEARNING_RATE: {
+            const float x = (float)o.learning_rate;
+            h5w::floats(at, path, Shape(), &x);
+            break;
+        }
+        case KerasOptVar::U_PRODUCT: {
+            const float x = (float)static_cast<const Nadam &>(o).u_product;
+            h5w::floats(at, path, Shape(), &x);
+            break;
+        }
+        case KerasOptVar::SLOT: {
+            const KerasTrainable &t = T[v.weight];
+            if (v.slot >= 0 && (size_t)v.slot < o.slots.size()) {
+                h5w::floats(at, path, t.w->shape, o.slots[(size_t)v.slot].data() + t.off);
+            } else { /* tf.keras' SGD momentum with momentum 0: never read */
+                std::vector<float> zero((size_t)t.w->shape.size(), 0.f);
+                h5w::floats(at, path, t.w->shape, zero.data());
+            }
+            break;
+        }
+        }
+    }
+    if (!k3) h5w::attr_list(at, "weight_names", names);
+}
+
+/* The compile configuration of m as Keras serialises it: the optimizer as
+   {"class_name": "Adam", "config": {...}} (nnlite's own configuration of it,
+   so every option it runs with), the loss by name or, with options, as its
+   class, the metrics without options by name (one with options, as
+   top_k_categorical_accuracy(k=3), is left out: Keras' name alone would
+   mean other options). keras3: Keras 3's module fields. */
+static Json keras_compile_json(const Model &m, bool keras3, Json *metrics_out) {
+    auto plain = [](const Spec &sp, const char *cls, bool k3, const char *module) {
+        Json cfg = Json::object();
+        for (auto &kv : sp.kw) {
+            const Value &v = kv.second;
+            if (v.kind == Value::NUM) cfg.set(kv.first, Json::number(v.num));
+            else if (v.kind == Value::BOOL) cfg.set(kv.first, Json::boolean(v.num != 0));
+            else if (v.kind == Value::STR) cfg.set(kv.first, Json::string(v.str));
+        }
+        Json j = Json::object();
+        if (k3) j.set("module", Json::string(module));
+        j.set("class_name", Json::string(cls)).set("config", cfg);
+        if (k3) j.set("registered_name", Json());
+        return j;
+    };
+    Spec os = parse_spec(m.opt->config().c_str());
+    Json opt = plain(os, m.opt->cls(), keras3, "keras.optimizers");
+    Spec ls = parse_spec(m.compile_text[1].c_str());
+    static const std::map<std::string, const char *> loss_cls = {
+        {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"},
+        {"categorical_crossentropy", "CategoricalCrossentropy"},
+        {"binary_crossentropy", "BinaryCrossentropy"},
+        {"mean_squared_error", "MeanSquaredError"},
+        {"mean_absolute_error", "MeanAbsoluteError"},
+        {"huber", "Huber"}};
+    Json loss = Json::string(m.loss.name);
+    auto lc = loss_cls.find(m.loss.name);
+    if (!ls.kw.empty() && lc != loss_cls.end()) loss = plain(ls, lc->second, keras3, "keras.losses");
+    Json mets = Json::array();
+    std::string cur;
+    int depth = 0;
+    for (char c : m.compile_text[2] + ",") {
+        if (c == '(') depth++;
+        if (c == ')') depth--;
+        if (c == ',' && depth == 0) {
+            size_t b = cur.find_first_not_of(" "), e = cur.find_last_not_of(" ");
+            if (b != std::string::npos && cur.find('(') == std::string::npos) mets.push(Json::string(cur.substr(b, e - b + 1)));
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    *metrics_out = mets.a.empty() ? Json() : mets;
+    return keras3 ? Json::object()
+                        .set("optimizer", opt)
+                        .set("loss", loss)
+                        .set("loss_weights", Json())
+                        .set("metrics", *metrics_out)
+                        .set("weighted_metrics", Json())
+                        .set("run_eagerly", Json::boolean(false))
+                        .set("steps_per_execution", Json::integer(1))
+                        .set("jit_compile", Json::boolean(false))
+                  : Json::object()
+                        .set("loss", loss)
+                        .set("metrics", *metrics_out)
+                        .set("weighted_metrics", Json())
+                        .set("loss_weights", Json())
+                        .set("optimizer_config", opt);
+}
+
+/* model.save("m.h5") of tf.keras 2.x */
+static std::string keras_h5_bytes(const Model &m) {
+    Json arch = model_json(m);
+    Json mc = Json::object().set("class_name", *arch.get("class_name")).set("config", *arch.get("config"));
+    h5::Session hs;
+    h5w::File f;
+    h5w::attr(f.root(), "backend", {"tensorflow"}, true);
+    h5w::attr(f.root(), "keras_version", {KERAS_VERSION}, true);
+    h5w::attr(f.root(), "model_config", {json_text(mc)}, true);
+    if (m.compiled) {
+        Json mets;
+        h5w::attr(f.root(), "training_config", {json_text(keras_compile_json(m, false, &mets))}, true);
+    }
+    h5::Id mw = h5w::group(f.root(), "model_weights");
+    std::vector<std::string> names;
+    for (auto &l : m.layers) names.push_back(l->name);
+    h5w::attr(mw.get(), "layer_names", names, false);
+    h5w::attr(mw.get(), "backend", {"tensorflow"}, true);
+    h5w::attr(mw.get(), "keras_version", {KERAS_VERSION}, true);
+    for (auto &l : m.layers) {
+        h5::Id g = h5w::group(mw.get(), l->name);
+        std::vector<std::string> wn;
+        for (auto &w : l->weights) wn.push_back(keras_h5_weight_name(*l, w) + ":0");
+        h5w::attr(g.get(), "weight_names", wn, false);
+        for (size_t k = 0; k < l->weights.size(); k++) h5w::floats(g.get(), wn[k], l->weights[k].shape, l->weights[k].w);
+    }
+    if (m.compiled) keras_opt_write(m, f.root(), KerasOpt::TF2);
+    return f.bytes();
+}
+
+/* Keras 3's JSON of one serialised object from tf.keras 2.x's: module and
+   registered_name fields, DTypePolicy objects, batch_shape for
+   batch_input_shape, no time_major; nested layers and initializers alike. */
+static Json keras3_json(const Json &j, const char *module) {
+    if (j.kind == Json::ARR) {
+        Json out = Json::array();
+        for (auto &x : j.a) out.push(keras3_json(x, module));
+        return out;
+    }
+    if (j.kind != Json::OBJ) return j;
+    const Json *cn = j.get("class_name"), *cfg = j.get("config");
+    if (!cn || !cfg || cfg->kind != Json::OBJ) {
+        Json out = Json::object();
+        for (auto &kv : j.o) out.set(kv.first, keras3_json(kv.second, module));
+        return out;
+    }
+    Json c = Json::object();
+    for (auto &kv : cfg->o) {
+        const std::string &k = kv.first;
+        if (k == "time_major" || k == "ragged") continue;
+        if (k == "batch_input_shape") c.set("batch_shape", kv.second);
+        else if (k == "dtype" && kv.second.kind == Json::STR && cn->s != "InputLayer")
+            c.set("dtype", Json::object()
+                               .set("module", Json::string("keras"))
+                               .set("class_name", Json::string("DTypePolicy"))
+                               .set("config", Json::object().set("name", kv.second))
+                               .set("registered_name", Json()));
+        else if (k.size() > 12 && k.compare(k.size() - 12, 12, "_initializer") == 0)
+            c.set(k, keras3_json(kv.second, "keras.initializers"));
+        else if (k == "layer" || k == "backward_layer")
+            c.set(k, keras3_json(kv.second, "keras.layers"));
+        else c.set(k, kv.second);
+    }
+    return Json::object()
+        .set("module", Json::string(module))
+        .set("class_name", *cn)
+        .set("config", c)
+        .set("registered_name", Json());
+}
+
+/* model.save("m.keras") of Keras 3 */
+static std::string keras_zip_bytes(const Model &m) {
+    Json arch = model_json(m);
+    Json layers = Json::array();
+    for (auto &l : arch.get("config")->get("layers")->a) layers.push(keras3_json(l, "keras.layers"));
+    Json policy = Json::object()
+                      .set("module", Json::string("keras"))
+                      .set("class_name", Json::string("DTypePolicy"))
+                      .set("config", Json::object().set("name", Json::string("float32")))
+                      .set("registered_name", Json());
+    Json cfg = Json::object()
+                   .set("name", Json::string("sequential"))
+                   .set("trainable", Json::boolean(true))
+                   .set("dtype", policy)
+                   .set("layers", layers);
+    Json shape = Json::array().push(Json());
+    for (int i = 0; i < m.input.rank; i++) shape.push(m.var_len && i == 0 ? Json() : Json::integer(m.input.d[i]));
+    Json top = Json::object()
+                   .set("module", Json::string("keras"))
+                   .set("class_name", Json::string("Sequential"))
+                   .set("config", cfg)
+                   .set("registered_name", Json())
+                   .set("build_config", Json::object().set("input_shape", shape))
+                   .set("compile_config", Json());
+    if (m.compiled) {
+        Json mets;
+        top.o.back().second = keras_compile_json(m, true, &mets);
+    }
+    std::string h5;
+    {
+        h5::Session hs;
+        h5w::File f;
+        std::map<std::string, int> used;
+        for (auto &l : m.layers) {
+            std::string key = snake(l->cls);
+            int n = used.count(key) ? ++used[key] : (used[key] = 0);
+            if (n) key += format("_%d", n);
+            const std::string base = "layers/" + key, cls = l->cls;
+            std::vector<std::string> parts;
+            if (cls == "SimpleRNN" || cls == "LSTM" || cls == "GRU") {
+                h5w::group(f.root(), base + "/vars");
+                parts = {base + "/cell/vars"};
+            } else if (cls == "Bidirectional") {
+                for (const char *d : {"/vars", "/backward_layer/vars", "/forward_layer/vars"}) h5w::group(f.root(), base + d);
+                parts = {base + "/forward_layer/cell/vars", base + "/backward_layer/cell/vars"};
+            } else {
+                parts = {base + "/vars"};
+            }
+            const size_t per = l->weights.size() / parts.size();
+            for (size_t p = 0; p < parts.size(); p++) {
+                h5::Id g = h5w::group(f.root(), parts[p]);
+                for (size_t k = 0; k < per; k++) {
+                    const WeightSpec &w = l->weights[p * per + k];
+                    h5w::floats(g.get(), std::to_string(k), w.shape, w.w);
+                }
+            }
+        }
+        h5w::group(f.root(), "vars");
+        if (m.compiled) keras_opt_write(m, f.root(), KerasOpt::K3);
+        h5 = f.bytes();
+    }
+    time_t now = time(nullptr);
+    struct tm tmv;
+    char date[32];
+    localtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%d@%H:%M:%S", &tmv);
+    Json meta = Json::object()
+                    .set("keras_version", Json::string(KERAS3_VERSION))
+                    .set("date_saved", Json::string(date))
+                    .set("nnlite_version", Json::string(NNL_VERSION_STRING));
+    return zip_stored({{"metadata.json", json_text(meta)}, {"config.json", json_text(top)}, {"model.weights.h5", h5}});
+}
+#endif /* NNL_HDF5 */
+
+/* nnl_load_model: nnlite's own file, or Keras' .h5 / .keras, told by content. */
+static void load_any_model(Model &m, const char *path) {
+    NNL_REQUIRE(path, NNL_ERR_ARGUMENT, "path is NULL");
+    std::vector<uint8_t> head(8, 0);
+    {
+        FILE *fp = fopen(path, "rb");
+        if (!fp) raise(NNL_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        head.resize(fread(head.data(), 1, head.size(), fp));
+        fclose(fp);
+    }
+    if (!is_hdf5(head) && !is_zip(head)) return load_model(m, path);
+    const std::string what = format("'%s'", path);
+    std::vector<uint8_t> bytes;
+    read_file(path, bytes);
+    if (is_hdf5(bytes)) {
+#ifdef NNL_HDF5
+        return load_keras_h5(m, bytes, what);
+#else
+        no_hdf5(what, ".h5");
+#endif
+    }
+    io::Zip z(bytes, path);
+    if (!z.find("config.json"))
+        raise(NNL_ERR_FORMAT, "%s is a zip archive without config.json: not a .keras model (members: %s)",
+              what.c_str(), z.keys().c_str());
+#ifdef NNL_HDF5
+    load_keras_zip(m, bytes, z, what);
+#else
+    no_hdf5(what, ".keras");
+#endif
+}
+
+/* nnl_save_model: Keras' .keras or .h5 when the path ends so, else nnlite's
+   own format. */
+static void save_any_model(const Model &m, const char *path) {
+    NNL_REQUIRE(path && *path, NNL_ERR_ARGUMENT, "path is NULL or empty");
+    const std::string p = path;
+    const bool keras = ends_with(p, ".keras");
+    if (!keras && !ends_with(p, ".h5")) return save_model(m, path);
+    NNL_REQUIRE(m.has_input && !m.layers.empty(), NNL_ERR_STATE, "the model has no layers");
+#ifdef NNL_HDF5
+    save_atomic(path, keras ? keras_zip_bytes(m) : keras_h5_bytes(m));
+#else
+    raise(NNL_ERR_UNSUPPORTED, "cannot write '%s' as a Keras %s file: this build of nnlite has no HDF5 (Debian: "
+          "apt-get install libhdf5-dev, then rebuild; make and CMake find it by pkg-config)", path,
+          keras ? ".keras" : ".h5");
+#endif
 }
 
 } // namespace files
@@ -13376,7 +15389,7 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_save_model: model or path is NULL");
         if (!m->writer()) return; /* a distributed model: rank 0 writes */
-        nnl::files::save_model(*m, path);
+        nnl::files::save_any_model(*m, path);
     });
 }
 
@@ -13385,7 +15398,7 @@ NNL_API int nnl_load_model(const char *path, nnl_model **out) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(path && out, NNL_ERR_ARGUMENT, "nnl_load_model: path or out is NULL");
         std::unique_ptr<nnl_model> m(new nnl_model());
-        nnl::files::load_model(*m, path);
+        nnl::files::load_any_model(*m, path);
         *out = m.release();
     });
 }
@@ -13443,8 +15456,9 @@ static std::vector<Feature> build_features() {
     const bool mpi = false;
 #endif
     return {{"stb", NNL_HAVE_STB != 0}, {"threads", thr},     {"cuda", cuda},
-            {"mpi", mpi},               {"hdf5", false},     {"avx2", avx2},
-            {"avx512f", avx512},        {"bf16", gemm::bf16::hardware()}};
+            {"mpi", mpi},               {"hdf5", NNL_HAVE_HDF5 != 0}, {"avx2", avx2},
+            {"avx512f", avx512},        {"bf16", gemm::bf16::hardware()},
+            {"images", NNL_HAVE_STB && NNL_HAVE_STB_WRITE}};
 }
 } // namespace nnl
 

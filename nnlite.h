@@ -12,12 +12,20 @@
        g++ -pthread app.o nnlite.o -o app
 
    BUILD OPTIONS (macros, set when compiling nnlite.cpp)
-       NNL_NO_STB        build without stb: .gz idx files and deflated .npz
-                         members then fail with NNL_ERR_UNSUPPORTED and a
-                         message naming the fix (Debian: apt-get install libstb-dev).
+       NNL_NO_STB        build without stb: .gz idx files, deflated .npz
+                         members and image files then fail with
+                         NNL_ERR_UNSUPPORTED and a message naming the fix
+                         (Debian: apt-get install libstb-dev).
                          By default nnlite.cpp uses <stb/stb_image.h> (libstb-dev)
                          or "stb_image.h" beside the sources when __has_include
-                         finds one, and NNL_NO_STB otherwise.
+                         finds one, and NNL_NO_STB otherwise; image writing
+                         also needs stb_image_write.h, and PNG pictures' labels
+                         stb_easy_font.h (both in libstb-dev), all compiled in
+                         as static functions (no symbol clashes with a
+                         program's own stb).
+       NNL_MAX_IMAGE_PIXELS  most pixels (width * height) an image file may
+                         announce (default 2^28); larger ones fail with
+                         NNL_ERR_MEMORY before anything is decoded.
        NNL_NO_THREADS    a single-threaded build (no thread pool, no -pthread,
                          no locks: calls on one model never overlap there,
                          predictions included).
@@ -36,6 +44,10 @@
                          build sets it lower to stay in its memory limit.
        NNL_CUDA          the CUDA backend: also compile nnlite_cuda.cu with
                          nvcc and link cudart (make CUDA=1); see "GPU" below.
+       NNL_HDF5          read Keras .keras and .h5 model files (nnl_load_model):
+                         compile with HDF5's include folder and link -lhdf5
+                         (Debian libhdf5-dev: pkg-config hdf5; make finds it by
+                         itself, HDF5=0 leaves it out).
        A program asks a library what it was built with through
        nnl_has_feature() and nnl_build_info().
 
@@ -171,18 +183,22 @@ NNL_API int nnl_version_number(void);
      "cuda"     the CUDA backend is compiled in (whether a GPU is present:
                 nnl_cuda_device_count)
      "mpi"      data-parallel training over MPI (nnl_distribute; make MPI=1)
-     "hdf5"     Keras .h5 files: 0 in this version
+     "hdf5"     Keras .keras and .h5 model files (nnl_load_model; make
+                HDF5=auto finds libhdf5-dev; since 0.6)
      "avx2", "avx512f"   the kernels use these instruction sets on this CPU
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
      "bf16"     this CPU has AVX512-BF16, for nnl_set_precision's
                 "mixed_bfloat16" (NNL_NO_SIMD, NNL_BF16=off or =emulate: 0;
                 since 0.6)
+     "images"   reading and writing image files (nnl_load_image,
+                nnl_image_dataset_from_directory, nnl_save_image, PNG
+                pictures; needs stb_image.h and stb_image_write.h; since 0.6)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
 /* The same as one line for logs and bug reports: "nnlite 0.6.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
-   yes; avx512f: no; bf16: no". Owned by the library, the same for the
-   whole process (made at the first call). Thread-safe. */
+   yes; avx512f: no; bf16: no; images: yes". Owned by the library, the
+   same for the whole process (made at the first call). Thread-safe. */
 NNL_API const char *nnl_build_info(void);
 
 /* Version handshake: call once at start-up (or use NNL_INIT(), which passes
@@ -376,6 +392,88 @@ NNL_API int nnl_lm_windows(const int32_t *ids, int64_t n, int batch_size, int nu
    NNL_FLOAT32. window >= 1 and n > window, else NNL_ERR_ARGUMENT. */
 NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features, int64_t window,
                                 nnl_array **x, nnl_array **y);
+
+/* ---- Images (since 0.6) ----
+   Image files through stb (Debian libstb-dev, as for .gz files): PNG (8 and
+   16 bits, 16 reduced to 8), JPEG (baseline and progressive), BMP, GIF (the
+   first frame), TGA and PNM (PGM, PPM) are read; PNG, JPEG, BMP and TGA are
+   written. A library built without stb returns NNL_ERR_UNSUPPORTED naming
+   libstb-dev from every call here; nnl_has_feature("images") says which.
+   Not supported: HDR, PSD, PIC, animated GIF frames after the first,
+   12-bit JPEG, EXIF orientation (pixels are used as stored).
+   Pixels come as float32 (height, width, channels), row-major, the top row
+   first, values 0..255 times the caller's scale (1.0f keeps 0..255 as
+   Keras' image_dataset_from_directory does; 1.0f / 255 gives [0, 1]).
+   channels: 0 as stored, 1 grayscale, 2 grayscale and alpha, 3 RGB, 4 RGBA
+   (Keras' color_mode "grayscale", "rgb", "rgba"); colour to grey is
+   (77 R + 150 G + 29 B) / 256 (ITU-R 601 luma), alpha is dropped when not
+   asked for and 255 when a file has none.
+   Resizing (height and width > 0; both 0 keeps the size): each axis on its
+   own, bilinear with half-pixel centres where it grows or keeps its size
+   (tf.image.resize's default, which Keras uses), area averaging where it
+   shrinks (tf.image.resize's "area"): unlike Keras' bilinear, which reads
+   only the 2 x 2 nearest pixels, no pixel is skipped, so a photo shrunk to
+   28 x 28 does not alias. No cropping: the aspect ratio follows the target.
+   Files are hostile: the header's size is checked before any decoding
+   (at most NNL_MAX_IMAGE_PIXELS = 2^28 pixels an image, else
+   NNL_ERR_MEMORY; a macro when compiling nnlite.cpp), a truncated or
+   corrupt file is NNL_ERR_FORMAT naming the file and stb's reason (stb's
+   internal assertions, which corrupt JPEGs reach in Debian's stb 2.27,
+   become NNL_ERR_FORMAT too, never an abort), a missing one NNL_ERR_IO.
+   Fuzzed: fuzz/fuzz_image.cpp.
+   Thread-safe (each call reads only its arguments and files). */
+
+/* One image file as NNL_FLOAT32 (height, width, channels); see above for
+   channels, height, width (0, 0: the file's size) and scale. The caller
+   frees *out with nnl_array_free; on failure *out is NULL. */
+NNL_API int nnl_load_image(const char *path, int channels, int height, int width, float scale, nnl_array **out);
+
+/* A labelled dataset from a folder of class folders, as Keras'
+   image_dataset_from_directory(directory, labels="inferred",
+   label_mode="int", color_mode, image_size=(height, width), shuffle, seed,
+   validation_split, subset, interpolation="bilinear"):
+     directory/cat/1.png, directory/cat/x/2.jpg, directory/dog/a.bmp ...
+   - class names: the subfolders' names in sorted (byte) order, folders
+     starting with '.' left out; labels are their ids 0, 1, ...
+   - files: those named *.bmp, *.gif, *.jpeg, *.jpg, *.png (any case;
+     Keras' list), anywhere under a class folder (links to folders not
+     followed), in sorted (folder, name) order, class after class; files
+     directly in `directory` are ignored.
+   - shuffle != 0: the list shuffled with numpy's RandomState(seed) as
+     Keras does, so the same seed (0..2^32-1) puts the same files in each
+     subset as Keras. (Keras also reshuffles batches as it iterates;
+     nnl_fit shuffles every epoch.) shuffle == 0: the sorted order.
+   - validation_split in (0, 1) with subset "training" or "validation":
+     k = floor(validation_split * n) files, the last k of the (shuffled)
+     list, are validation; the others training. validation_split 0 with
+     subset NULL: every file.
+   - channels, height, width, scale: as nnl_load_image. height = width = 0
+     keeps the files' size, which must then be the same for all
+     (NNL_ERR_SHAPE otherwise), as must the channels when channels is 0.
+   - a file that cannot be read or decoded: with skip_bad = 0 the call
+     fails (NNL_ERR_FORMAT / NNL_ERR_IO naming the file); with skip_bad = 1
+     it is left out with a warning on stderr ("nnlite: warning: ..."), after
+     the split (the subsets keep their files apart). Files of the other
+     subset are never opened.
+   Out: *images NNL_FLOAT32 (n, height, width, channels), *labels NNL_INT32
+   (n,), *class_names a vocabulary of the class names (nnl_vocab_word(v, id),
+   nnl_vocab_size, nnl_vocab_id; free with nnl_vocab_free). labels and
+   class_names may be NULL. A folder with no class folders, or no images,
+   or no readable image, is NNL_ERR_FORMAT; a missing one NNL_ERR_IO. */
+NNL_API int nnl_image_dataset_from_directory(const char *directory, int height, int width, int channels,
+                                             float scale, int shuffle, uint64_t seed, double validation_split,
+                                             const char *subset, int skip_bad, nnl_array **images,
+                                             nnl_array **labels, nnl_vocab **class_names);
+
+/* Writes float32 pixels (height, width, channels), row-major, channels 1..4,
+   as an image file of the format the path's extension names: .png, .jpg or
+   .jpeg (quality 95), .bmp, .tga (any case; another extension is
+   NNL_ERR_ARGUMENT). Each value is multiplied by scale (255 for [0, 1]
+   data, 1 for 0..255), rounded and clipped to 0..255; NaN gives 0. Written
+   atomically, as the pictures below. E.g. one MNIST test image:
+   nnl_save_image("digit.png", x + i * 784, 28, 28, 1, 1.0f). */
+NNL_API int nnl_save_image(const char *path, const float *pixels, int height, int width, int channels,
+                           float scale);
 
 /* ==== Models ==============================================================
    A model is a Sequential stack of layers. Lifetime: nnl_model_create ...
@@ -948,12 +1046,49 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    (same data, batch size and fit options). This holds because each epoch
    shuffles from the identity order, and its shuffle and dropout draws come
    from the model's RNG (saved here) or, when the fit options give a seed,
-   from (seed, epoch) alone. Works before compile too. */
+   from (seed, epoch) alone. Works before compile too.
+   A path ending in ".keras" or ".h5" writes Keras' own file instead (since
+   0.6, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
+   zip or a tf.keras 2.x .h5, with the architecture, the weights and, for a
+   compiled model, the compile configuration (optimizer and its options,
+   loss, the metrics given without options) and the optimizer's state as
+   Keras' optimizer variables: the iteration count (and in .keras the
+   learning rate) and, once it has stepped, its slots (Adam's m and v,
+   ...) in Keras 3's layout in .keras and tf.keras 2.15's in .h5
+   (docs/FORMAT.md). Not the history or the RNG state, which Keras files
+   have no place for: a run resumed from a Keras file continues with the
+   same weights and optimizer state, but bit for bit only from nnlite's own
+   files (dropout and shuffling draw from the RNG). Without HDF5
+   NNL_ERR_UNSUPPORTED naming the package. */
 NNL_API int nnl_save_model(const nnl_model *m, const char *path);
 
 /* A new model from a file of nnl_save_model, compiled when it was saved
    compiled (then ready to continue training), or from a file of
-   nnl_save_weights (then uncompiled). The caller frees *out. */
+   nnl_save_weights (then uncompiled). The caller frees *out.
+   Models saved by Keras open too, told by their content, not their name
+   (since 0.6, with HDF5: nnl_has_feature("hdf5")): Keras 3 .keras files
+   (model.save("m.keras")) and .h5 files of tf.keras 2.x, standalone Keras 2
+   and Keras 3 (model.save("m.h5")), Sequential models of the layers nnlite
+   has, recurrent ones included. The model comes back compiled as the file
+   says (Keras' compile_config / training_config: optimizer with its
+   options, loss, metrics) when nnlite has all of that, else uncompiled, as
+   Keras leaves a model whose compile configuration fails. A compiled model
+   takes the optimizer's state the file holds (Keras' optimizer variables:
+   the iteration count, the learning rate where the file keeps it, the
+   slots of SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax and Nadam;
+   Keras 3's layout in .keras and .h5, tf.keras 2.11+'s and tf.keras'
+   legacy optimizers' in .h5), so training continues as it would in Keras.
+   State nnlite cannot map (variables of another count: another optimizer
+   configuration, EMA, gradient accumulation; tf.keras' legacy Nadam;
+   another layout) is skipped with a warning on stderr ("nnlite: warning:
+   ..."), as Keras skips it, and training continues from fresh slots; an
+   optimizer variable of the wrong kind or shape is NNL_ERR_FORMAT naming
+   the file, the variable and both shapes. A file that
+   does not match its own architecture is NNL_ERR_FORMAT naming the layer,
+   the weight and both shapes; Keras weights-only files (save_weights) are
+   NNL_ERR_FORMAT saying so. Without HDF5 these files are
+   NNL_ERR_UNSUPPORTED naming the package (Debian: libhdf5-dev).
+   Thread-safe for different models (calls into HDF5 take one lock). */
 NNL_API int nnl_load_model(const char *path, nnl_model **out);
 
 /* The weights as a .npz (a stored zip of float32 .npy members) in Keras
@@ -977,7 +1112,10 @@ NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path);
 
 /* ==== Pictures ============================================================
    SVG files any browser shows; written atomically (a temporary file renamed
-   over path), so a failed write never leaves half a picture. */
+   over path), so a failed write never leaves half a picture. Since 0.6
+   nnl_plot_images writes a PNG when path ends in ".png" (any case; needs
+   nnl_has_feature("images")); the other pictures are SVG only and refuse a
+   ".png" path with NNL_ERR_UNSUPPORTED (rasterising them is not done yet). */
 
 /* Training curves, one panel per metric ("model accuracy", "model loss"),
    train and validation lines against epochs, every epoch's point marked (up
@@ -1000,7 +1138,11 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
    are written left of each row, title (may be NULL) above. Pixels are vector
    squares (one path per grey level), sharp at any size. At most 10000
    images, 4096 x 4096 each, 2^24 pixels in all: NNL_ERR_ARGUMENT beyond.
-   Thread-safe (reads only its arguments). Since 0.3. */
+   A path ending in ".png" (since 0.6) gives the same grid as a PNG: each
+   image pixel a square of max(1, 84 / max(height, width)) screen pixels,
+   4-pixel gaps, a white margin, labels and title in a plain bitmap font
+   (ASCII; other characters print as '?'). Thread-safe (reads only its
+   arguments). Since 0.3. */
 NNL_API int nnl_plot_images(const char *path, const float *images, int rows, int cols, int height, int width,
                             const char *const *row_labels, const char *title);
 

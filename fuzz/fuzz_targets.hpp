@@ -271,6 +271,181 @@ inline int one_words(const uint8_t *data, size_t size) {
     return good;
 }
 
+/* An image file (nnl_load_image, nnl_image_dataset_from_directory): as
+   stored and in each colour mode, and once resized; values must stay in
+   0..255 and the shape be (h, w, channels). At most 2^20 pixels, so a
+   header claiming a huge image is refused before stb decodes it (the
+   library's default cap, 2^28, is beyond libFuzzer's memory limit). */
+inline int one_image(const uint8_t *data, size_t size) {
+    int good = 0;
+    for (int channels = 0; channels <= 4; channels++) {
+        nnl::img::Image im;
+        int st = run([&] { im = nnl::img::decode(data, size, channels, "fuzz.img", (int64_t)1 << 20); });
+        if (!ok(st)) continue;
+        if (im.h < 1 || im.w < 1 || im.c < 1 || im.c > 4 || (channels && im.c != channels) ||
+            im.px.size() != (size_t)im.h * im.w * im.c)
+            return fail("bad image shape", st), good;
+        for (float v : im.px)
+            if (!(v >= 0 && v <= 255)) return fail("pixel value out of 0..255", st), good;
+        if (channels == 1) {
+            st = run([&] { nnl::img::resize(im, 3, 5); });
+            if (!ok(st) || im.px.size() != 15) return fail("resize failed", st), good;
+            for (float v : im.px)
+                if (!(v >= -1e-3f && v <= 255.001f)) return fail("resized value out of 0..255", st), good;
+        }
+        good++;
+    }
+    return good;
+}
+
+/* ---- Keras' own files (nnl_load_model of .keras and .h5; fuzz_keras) ----
+   The input is the file, loaded by content as nnl_load_model does. A
+   .keras is a zip whose central directory carries each member's CRC-32,
+   which random changes almost never keep right: for zip inputs the stored
+   members' CRC-32s are set to match first (unless the input's last byte is
+   odd), so the fuzzer reaches config.json and model.weights.h5. Changes of
+   length inside a zip break its offsets, so an input that starts with '{'
+   is a config.json instead: it is zipped into a .keras with the
+   model.weights.h5 nnlite writes for the seeds' architecture
+   (kSeedLayers), and any mutation of the JSON reaches the .keras reader
+   (architecture, compile_config, the pairing of layers with weights). A model
+   that loads must allow what use_model does, and nnl_save_model must write
+   it as .keras and as .h5 (or refuse cleanly) so that it loads back with
+   the same layers and weights, bit for bit. Bytes HDF5 parses (an .h5
+   file, the model.weights.h5 member) reach the HDF5 library, which nnlite
+   trusts to parse what it opens (nnlite.cpp, section 8): a crash whose
+   stack lies inside libhdf5 is HDF5's own (fuzz/RESULTS.md says what to do
+   with one). Without HDF5 (no -DNNL_HDF5) every Keras file is a clean
+   NNL_ERR_UNSUPPORTED and nothing loads. */
+
+/* The stored members' CRC-32s in the central directory of the zip in b,
+   recomputed from the data (what Zip::member checks); anything that does
+   not parse is left as it is. */
+inline void fix_zip_crcs(std::vector<uint8_t> &b) {
+    using nnl::io::rd16le;
+    using nnl::io::rd32le;
+    const size_t n = b.size();
+    if (n < 22) return;
+    uint8_t *p = b.data();
+    size_t eocd = SIZE_MAX; /* as Zip finds it: the last record whose comment fits */
+    for (size_t pos = n - 22 + 1, lo = n - 22 > 65535 ? n - 22 - 65535 : 0; pos-- > lo;)
+        if (rd32le(p + pos) == 0x06054B50 && pos + 22 + rd16le(p + pos + 20) <= n) {
+            eocd = pos;
+            break;
+        }
+    if (eocd == SIZE_MAX) return;
+    const uint64_t count = rd16le(p + eocd + 10);
+    size_t at = rd32le(p + eocd + 16);
+    for (uint64_t i = 0; i < count && at <= eocd && eocd - at >= 46; i++) {
+        uint8_t *h = p + at;
+        if (rd32le(h) != 0x02014B50) return;
+        const uint64_t csize = rd32le(h + 20), off = rd32le(h + 42);
+        if (rd16le(h + 10) == 0 && off <= n && n - off >= 30 && rd32le(p + off) == 0x04034B50) {
+            const size_t data = (size_t)off + 30 + rd16le(p + off + 26) + rd16le(p + off + 28);
+            if (data <= n && csize <= n - data) {
+                const uint32_t crc = nnl::io::crc32(p + data, (size_t)csize);
+                for (int k = 0; k < 4; k++) h[16 + k] = (uint8_t)(crc >> (8 * k));
+            }
+        }
+        at += 46 + (size_t)rd16le(h + 28) + rd16le(h + 30) + rd16le(h + 32);
+    }
+}
+
+/* A path in the input file's folder ending in suffix (nnl_save_model picks
+   the format by the ending); the caller removes the file. */
+inline std::string output_file(const char *suffix) {
+    const char *t = getenv("TMPDIR");
+    std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : t && *t ? t : "/tmp";
+    return dir + "/nnl_fuzz_" + std::to_string((long)getpid()) + "_out" + suffix;
+}
+
+/* m written as suffix (".keras" or ".h5") and read back: the same layers,
+   names and weights. A clean refusal to write is allowed. Models whose
+   JSON exceeds 48 KiB are not written: the .h5 writer puts model_config
+   into one HDF5 attribute, and HDF5 (default file format) refuses an
+   attribute over 64 KiB; that limit is Keras' too and is noted in
+   fuzz/RESULTS.md rather than found again on every run. */
+inline void write_back(nnl_model *m, const char *suffix) {
+    if (json_of(m).size() > 48 * 1024) return;
+    const std::string out = output_file(suffix);
+    int st = run([&] { return nnl_save_model(m, out.c_str()); });
+    if (!ok(st)) {
+        remove(out.c_str());
+        return;
+    }
+    nnl_model *back = nullptr;
+    st = run([&] { return nnl_load_model(out.c_str(), &back); });
+    remove(out.c_str());
+    if (st != NNL_OK) {
+        fail(suffix[1] == 'k' ? "a model nnl_save_model wrote as .keras does not load back"
+                              : "a model nnl_save_model wrote as .h5 does not load back", st);
+        nnl_model_free(back);
+        return;
+    }
+    bool same = back && back->layers.size() == m->layers.size();
+    for (size_t l = 0; same && l < m->layers.size(); l++) {
+        const auto &a = *m->layers[l], &c = *back->layers[l];
+        same = a.name == c.name && a.weights.size() == c.weights.size();
+        for (size_t k = 0; same && k < a.weights.size(); k++)
+            same = a.weights[k].shape == c.weights[k].shape &&
+                   !memcmp(a.weights[k].w, c.weights[k].w, (size_t)a.weights[k].shape.size() * sizeof(float));
+    }
+    if (!same) fail(suffix[1] == 'k' ? "a model written as .keras reads back with other layers or weights"
+                                     : "a model written as .h5 reads back with other layers or weights", NNL_OK);
+    nnl_model_free(back);
+}
+
+#ifdef NNL_HDF5
+/* The model.weights.h5 member of the seeds' architecture (kSeedLayers,
+   weights from seed 1) as nnlite writes it into a .keras. */
+inline const std::string &seed_weights_h5() {
+    static const std::string h5 = [] {
+        nnl_model *m = nnl_model_create(); /* seed_model's, with weights that are the same every run */
+        nnl_model_set_seed(m, 1);
+        for (const char *spec : kSeedLayers)
+            if (nnl_add(m, spec) != NNL_OK) on_fail(nnl_last_error());
+        std::string bytes;
+        int st = run([&] { bytes = nnl::files::keras_zip_bytes(*m); });
+        nnl_model_free(m);
+        if (st != NNL_OK) return fail("the seeds' model cannot be written as .keras", st), std::string();
+        const std::vector<uint8_t> zip(bytes.begin(), bytes.end());
+        nnl::io::Zip z(zip, "seed.keras");
+        std::vector<uint8_t> store;
+        auto w = z.member(*z.find("model.weights.h5"), store);
+        return std::string((const char *)w.first, w.second);
+    }();
+    return h5;
+}
+#endif
+
+/* A Keras file (or a config.json, see above): loaded, used, written both
+   ways and read back. */
+inline int one_keras(const uint8_t *data, size_t size) {
+    std::vector<uint8_t> b(data, data + size);
+    if (size && data[0] == '{') {
+#ifdef NNL_HDF5
+        std::string zip = nnl::files::zip_stored({{"metadata.json", "{\"keras_version\": \"3.6.0\"}"},
+                                                  {"config.json", std::string((const char *)data, size)},
+                                                  {"model.weights.h5", seed_weights_h5()}});
+        b.assign(zip.begin(), zip.end());
+#else
+        return 0; /* nothing to wrap it with: a .keras would be NNL_ERR_UNSUPPORTED */
+#endif
+    } else if (size >= 4 && !memcmp(data, "PK\x03\x04", 4) && !(data[size - 1] & 1)) {
+        fix_zip_crcs(b);
+    }
+    const std::string path = input_file(b.data(), b.size());
+    nnl_model *m = nullptr;
+    int st = run([&] { return nnl_load_model(path.c_str(), &m); });
+    if (!ok(st)) return 0;
+    if (!m) return fail("NNL_OK without a model", st), 0;
+    use_model(m);
+    write_back(m, ".keras");
+    write_back(m, ".h5");
+    nnl_model_free(m);
+    return 1;
+}
+
 } // namespace fuzz
 
 #endif

@@ -1,7 +1,8 @@
 /* Writes the seed corpus of the model-file fuzz targets (fuzz_json,
-   fuzz_model, fuzz_weights_npz) with nnlite itself: small models of the
-   architecture in fuzz_targets.hpp (kSeedLayers) saved every way, and the
-   JSON of a few other architectures. The output is committed; `make
+   fuzz_model, fuzz_weights_npz, and with HDF5 fuzz_keras) with nnlite
+   itself: small models of the architecture in fuzz_targets.hpp
+   (kSeedLayers) saved every way, the JSON of a few other architectures,
+   and two JPEGs for fuzz_image. The output is committed; `make
    fuzz-corpus` runs this again (and fuzz/make_corpus.py). C99, public API. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,14 @@ int main(int argc, char **argv) {
                           "Dense(2, activation='softmax')"};
     nnl_model *m = build(seed, 3);
 #define PATH(target, name) (snprintf(p, sizeof p, "%s/%s/%s", dir, target, name), p)
+    /* JPEGs for fuzz_image (fuzz/make_corpus.py writes the other image
+       formats; Python's standard library has no JPEG encoder) */
+    if (nnl_has_feature("images") == 1) {
+        float px[8 * 16 * 3];
+        for (int i = 0; i < 8 * 16 * 3; i++) px[i] = (float)((i * 37) % 256);
+        check(nnl_save_image(PATH("fuzz_image", "rgb_16x8.jpg"), px, 8, 16, 3, 1.0f));
+        check(nnl_save_image(PATH("fuzz_image", "grey_8x16.jpg"), px, 16, 8, 1, 1.0f));
+    }
     check(nnl_save_model(m, PATH("fuzz_model", "uncompiled.nnl")));
     check(nnl_save_weights(m, PATH("fuzz_model", "weights.nnl")));
     check(nnl_save_weights_npz(m, PATH("fuzz_weights_npz", "weights.npz")));
@@ -63,6 +72,12 @@ int main(int argc, char **argv) {
     check(nnl_fit(m, x, 2, xs, y, NNL_FLOAT32, 1, ys, &o));
     check(nnl_save_model(m, PATH("fuzz_model", "adam_1_epoch.nnl")));
     check(nnl_save_weights_npz(m, PATH("fuzz_weights_npz", "trained.npz")));
+    /* the same model as Keras files nnlite writes (.keras, .h5; with its
+       compile configuration), for fuzz_keras: only with HDF5 */
+    if (nnl_has_feature("hdf5") == 1) {
+        check(nnl_save_model(m, PATH("fuzz_keras", "nnlite_adam.keras")));
+        check(nnl_save_model(m, PATH("fuzz_keras", "nnlite_adam.h5")));
+    }
     nnl_model_free(m);
 
     const char *sgd[] = {"Dense(2, activation='sigmoid', input_shape=(3,))"};

@@ -8,7 +8,8 @@
 #      Fashion-MNIST for 1 epoch when dataset-fashion-mnist is installed;
 #      otherwise that part is reported as NOT RUN. lstm_forecast --model
 #      dense (no data needed, under a second) always: its picture in --out;
-#   3. ptb_lstm --checkpoint on a tiny corpus written here: stopped and
+#   3. keras_import (C, Fortran) --compare-npz on Keras fixtures (with HDF5);
+#   4. ptb_lstm --checkpoint on a tiny corpus written here: stopped and
 #      resumed equals the uninterrupted run.
 set -euo pipefail
 said=
@@ -48,6 +49,29 @@ grep -q "persistence" "$tmp/log" || fail "lstm_forecast prints no persistence ba
 [ -z "$(ls -A "$tmp/cwd0")" ] || fail "lstm_forecast wrote into the current folder: $(ls -A "$tmp/cwd0")"
 echo "examples: lstm_forecast --model dense writes its picture into --out DIR"
 
+# keras_import (C and Fortran) --compare-npz on .keras and .h5 fixtures of
+# tests/reference/keras: the same architecture with the fixture's .npz weights
+# predicts within 1e-6 (each prints its max |difference| and "ok"); NOT RUN
+# where the library has no HDF5
+keras=tests/reference/keras
+kimport() { # program model npz
+    local rc=0
+    "$1" "$keras/$2" --compare-npz "$keras/$3" >"$tmp/log" 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] && grep -q "npz route.*: ok$" "$tmp/log" ||
+        { cat "$tmp/log"; fail "$(basename "$1") $keras/$2 --compare-npz $keras/$3 (exit status $rc)"; }
+}
+if "$build/keras_import" "$keras/mlp.keras" >"$tmp/log" 2>&1 || ! grep -q "has no HDF5" "$tmp/log"; then
+    kimport "$build/keras_import" mlp.keras mlp.npz
+    kimport "$build/keras_import" cnn_tf2.h5 cnn.npz
+    kimport "$build/keras_import" rnns_k3.h5 rnns.npz
+    kimport "$build/keras_import" seq.keras seq.npz
+    kimport "$build/fortran/keras_import" mlp.keras mlp.npz
+    kimport "$build/fortran/keras_import" mlp_tf2.h5 mlp.npz
+    echo "examples: keras_import (C, Fortran) --compare-npz on .keras and .h5 fixtures: within 1e-6 of the npz route"
+else
+    echo "examples: keras_import --compare-npz NOT RUN: the library has no HDF5 (apt-get install libhdf5-dev)"
+fi
+
 # ptb_lstm --checkpoint: a run stopped after epoch 2 and resumed ends as the
 # uninterrupted one (a tiny corpus written here: ptb.{train,valid,test}.txt)
 mkdir -p "$tmp/ptb"
@@ -78,6 +102,14 @@ if [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ub
              models/kmlp.weights.nnl models/kmlp.weights.npz; do
         [ -s "$tmp/$f" ] || fail "$f not written"
     done
+    # predict_image on save_load's model and a "1" drawn here (dark on light, 40 x 60 PGM)
+    LC_ALL=C awk 'BEGIN { printf "P5\n40 60\n255\n"; for (y = 0; y < 60; y++) for (x = 0; x < 40; x++)
+        printf "%c", (y >= 8 && y < 52 && x >= 22 && x < 29) ? 20 : 235 }' >"$tmp/one.pgm"
+    "$build/predict_image" "$tmp/models/kmlp.nnl" "$tmp/one.pgm" --normalize >"$tmp/log" 2>&1 ||
+        { cat "$tmp/log"; fail "predict_image"; }
+    awk '/^ +[0-9]+: / { n++; s += $2 } END { exit !(n == 10 && s > 0.999 && s < 1.001) }' "$tmp/log" ||
+        fail "predict_image did not print 10 probabilities summing to 1: $(cat "$tmp/log")"
+    echo "examples: predict_image on save_load's model: $(grep predicted "$tmp/log")"
     # by default: the program's folder (a copy of it here, so build/ is left alone)
     mkdir -p "$tmp/bin"
     cp "$build/keras_mlp" "$tmp/bin/"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # check_fortran.sh BUILD - make test's Fortran check: the module's version
-# agrees with nnlite.h, its unit tests pass, the surrogate example runs (and
+# agrees with nnlite.h, its unit tests pass (Keras files from
+# tests/reference/keras included), the surrogate example runs (and
 # checks its own error), and R-MLP trains, saves, loads and predicts on
 # Fashion-MNIST (1 epoch on 10,000 images) when dataset-fashion-mnist is
 # installed; without the data that last step is reported as NOT RUN.
@@ -16,6 +17,8 @@ for k in MAJOR MINOR PATCH; do
     fi
 done
 export NNL_NUM_THREADS=${NNL_NUM_THREADS:-1}
+# the Keras fixtures test_nnlite loads (it runs in a temporary folder)
+export NNL_KERAS_FIXTURES=$PWD/tests/reference/keras
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && TMPDIR=$tmp "$OLDPWD/$build/fortran/test_nnlite")

@@ -1,6 +1,7 @@
 #!/bin/bash
 # deps.sh MODE - make sure what MODE needs is installed (Debian / Ubuntu).
-#   test   compilers, make, doctest-dev, libstb-dev, OpenMPI (make test)
+#   test   compilers, make, doctest-dev, libstb-dev, OpenMPI, HDF5 and h5py
+#          (make test)
 #   demo   compilers, make, libstb-dev, dataset-fashion-mnist (make demo)
 #   all    both
 # Prints "deps: ok" when everything is there. Otherwise, as root, installs the
@@ -35,6 +36,10 @@ if [ "$mode" != demo ]; then
     # data-parallel training (check mpi): OpenMPI's runtime and headers
     need_cmd mpirun openmpi-bin
     pkg-config --exists mpi-c 2>/dev/null || missing+=(libopenmpi-dev)
+    # Keras .h5 / .keras model files (section 8): HDF5's C library, and h5py
+    # for tests/reference/make_keras_files.py (the fixtures it wrote are committed)
+    pkg-config --exists hdf5 2>/dev/null || pkg-config --exists hdf5-serial 2>/dev/null || missing+=(libhdf5-dev)
+    [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import h5py' >/dev/null 2>&1 || missing+=(python3-h5py)
 fi
 if [ "$mode" != test ]; then
     for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do

@@ -108,6 +108,21 @@ TEST_CASE("every ABI function's error message starts with its name and names no 
         {"nnl_lm_windows", [&] { return nnl_lm_windows(y, 2, 1, 4, &a, &a); }},
         {"nnl_lm_windows", [&] { return nnl_lm_windows(nullptr, 2, 1, 1, &a, &a); }},
         {"nnl_sliding_windows", [&] { return nnl_sliding_windows(x, 2, 1, 3, &a, &a); }},
+        {"nnl_load_image", [&] { return nnl_load_image(missing, 0, 0, 0, 1.0f, &a); }},
+        {"nnl_load_image", [&] { return nnl_load_image(missing, 5, 0, 0, 1.0f, &a); }},
+        {"nnl_load_image", [&] { return nnl_load_image(missing, 1, 28, 0, 1.0f, &a); }},
+        {"nnl_image_dataset_from_directory", [&] {
+             return nnl_image_dataset_from_directory(missing, 28, 28, 1, 1.0f, 1, 1, 0.2, "training", 0, &a, &a, &vocab);
+         }},
+        {"nnl_image_dataset_from_directory", [&] {
+             return nnl_image_dataset_from_directory(nullptr, 28, 28, 1, 1.0f, 1, 1, 0.0, nullptr, 0, &a, &a, &vocab);
+         }},
+        {"nnl_image_dataset_from_directory", [&] {
+             return nnl_image_dataset_from_directory(".", 28, 28, 1, 1.0f, 1, 1, 0.2, "testing", 0, &a, &a, &vocab);
+         }},
+        {"nnl_save_image", [&] { return nnl_save_image(missing, nullptr, 2, 3, 1, 1.0f); }},
+        {"nnl_save_image", [&] { return nnl_save_image(missing, x, 2, 3, 7, 1.0f); }},
+        {"nnl_save_image", [&] { return nnl_save_image("/nonexistent-nnlite-dir/x.png", x, 2, 3, 1, 1.0f); }},
         {"nnl_normalize", [&] { return nnl_normalize(x, 2, xs, 5); }},
         {"nnl_scale", [&] { return nnl_scale(nullptr, 3, 1, 0); }},
         {"nnl_to_categorical", [&] { return nnl_to_categorical(y, NNL_INT32, 2, 0, nullptr); }},

@@ -35,7 +35,7 @@ TEST_CASE("nnl_init accepts this header and refuses another ABI major version") 
 }
 
 TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
-    const char *names[] = {"stb", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f", "bf16"};
+    const char *names[] = {"stb", "threads", "cuda", "mpi", "hdf5", "avx2", "avx512f", "bf16", "images"};
     std::string info = nnl_build_info();
     CHECK(info.find("nnlite " NNL_VERSION_STRING ";") == 0);
     CHECK(nnl_build_info() == nnl_build_info()); /* one string for the process */
@@ -48,7 +48,11 @@ TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
     CHECK(nnl_has_feature("threads") == 1); /* this test is built as the library is */
 #endif
     CHECK(nnl_has_feature("mpi") == 0);
+#ifdef NNL_HDF5 /* make and CMake compile the tests as the library */
+    CHECK(nnl_has_feature("hdf5") == 1);
+#else
     CHECK(nnl_has_feature("hdf5") == 0);
+#endif
     CHECK(nnl_has_feature("openmp") == -1); /* OpenMP is not used since 0.2 */
     /* stb: exactly when a .gz file can be read (an idx1 file of labels 1, 2, 3, gzip'ed) */
     const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0x63,
@@ -65,6 +69,19 @@ TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
     if (a) CHECK(nnl_array_size(a) == 3);
     nnl_array_free(a);
     unlink(path);
+    /* images (since 0.6): exactly when a PNG can be written and read back */
+    std::string png = std::string(path) + ".png";
+    const float px[1] = {0.5f};
+    st = nnl_save_image(png.c_str(), px, 1, 1, 1, 255.0f);
+    CHECK(st == (nnl_has_feature("images") ? NNL_OK : NNL_ERR_UNSUPPORTED));
+    if (st == NNL_OK) {
+        CHECK(nnl_load_image(png.c_str(), 0, 0, 0, 1.0f, &a) == NNL_OK);
+        if (a) CHECK(((const float *)nnl_array_data(a))[0] == 128.0f);
+        nnl_array_free(a);
+        unlink(png.c_str());
+    } else {
+        CHECK(std::string(nnl_last_error()).find("libstb-dev") != std::string::npos);
+    }
     /* unknown names and NULL: -1 with a message naming the known ones */
     CHECK(nnl_has_feature("opnemp") == -1);
     CHECK(std::string(nnl_last_error()).find("'opnemp'") != std::string::npos);

@@ -24,3 +24,5 @@
 #include "unit_seq.hpp"
 #include "unit_mask.hpp"
 #include "unit_bf16.hpp"
+#include "unit_images.hpp"
+#include "unit_keras.hpp"

@@ -67,6 +67,7 @@ module nnlite
     public :: c_float, c_double, c_int, c_int32_t, c_int64_t
     public :: nnl_initialize, nnl_error_message, nnl_library_version, nnl_set_threads, nnl_load_mnist, nnl_cuda_device_count
     public :: nnl_has_feature, nnl_build_info, nnl_sliding_windows
+    public :: nnl_load_image, nnl_image_dataset_from_directory, nnl_save_image
     public :: nnl_mpi_init, nnl_mpi_finalize
 
     !> A Sequential model: the handle of a C nnl_model.
@@ -426,6 +427,49 @@ module nnlite
             import :: c_ptr, c_int
             type(c_ptr), value :: m
             integer(c_int) :: c_scale_lr
+        end function
+        function c_load_image(path, channels, height, width, scale, out) bind(C, name="nnl_load_image")
+            import :: c_ptr, c_int, c_char, c_float
+            character(kind=c_char), dimension(*) :: path
+            integer(c_int), value :: channels, height, width
+            real(c_float), value :: scale
+            type(c_ptr) :: out
+            integer(c_int) :: c_load_image
+        end function
+        function c_image_dataset(dir, height, width, channels, scale, shuffle, seed, split, subset, skip_bad, &
+                                 x, y, names) bind(C, name="nnl_image_dataset_from_directory")
+            import :: c_ptr, c_int, c_char, c_float, c_double, c_int64_t
+            character(kind=c_char), dimension(*) :: dir
+            integer(c_int), value :: height, width, channels, shuffle, skip_bad
+            real(c_float), value :: scale
+            integer(c_int64_t), value :: seed
+            real(c_double), value :: split
+            type(c_ptr), value :: subset
+            type(c_ptr) :: x, y, names
+            integer(c_int) :: c_image_dataset
+        end function
+        function c_save_image(path, pixels, height, width, channels, scale) bind(C, name="nnl_save_image")
+            import :: c_ptr, c_int, c_char, c_float
+            character(kind=c_char), dimension(*) :: path
+            type(c_ptr), value :: pixels
+            integer(c_int), value :: height, width, channels
+            real(c_float), value :: scale
+            integer(c_int) :: c_save_image
+        end function
+        subroutine c_vocab_free(v) bind(C, name="nnl_vocab_free")
+            import :: c_ptr
+            type(c_ptr), value :: v
+        end subroutine
+        function c_vocab_size(v) bind(C, name="nnl_vocab_size")
+            import :: c_ptr, c_int64_t
+            type(c_ptr), value :: v
+            integer(c_int64_t) :: c_vocab_size
+        end function
+        function c_vocab_word(v, id) bind(C, name="nnl_vocab_word")
+            import :: c_ptr, c_int64_t
+            type(c_ptr), value :: v
+            integer(c_int64_t), value :: id
+            type(c_ptr) :: c_vocab_word
         end function
         subroutine c_array_free(a) bind(C, name="nnl_array_free")
             import :: c_ptr
@@ -1009,7 +1053,9 @@ contains
 
     ! ---- files ----
 
-    !> Structure, weights, compile state and optimizer state (resumable).
+    !> Structure, weights, compile state and optimizer state (resumable). A path ending in
+    !> .keras or .h5 writes Keras' own file (architecture, weights, compile configuration and
+    !> optimizer state as Keras' optimizer variables; needs HDF5).
     subroutine model_save(self, path, status)
         class(nnl_model), intent(in) :: self
         character(len=*), intent(in) :: path
@@ -1017,7 +1063,9 @@ contains
         call finish(c_save_model(self%handle, cstr(path)), status, "model%save")
     end subroutine
 
-    !> Replaces this model by the one saved in path.
+    !> Replaces this model by the one saved in path: nnlite's own file, or Keras' .keras or
+    !> .h5 file (told by content; compiled with its optimizer state when nnlite can follow
+    !> the file, else uncompiled; needs HDF5).
     subroutine model_load(self, path, status)
         class(nnl_model), intent(inout) :: self
         character(len=*), intent(in) :: path
@@ -1250,5 +1298,138 @@ contains
         if (c_associated(a(2))) call c_array_free(a(2))
         call finish(rc, status, "nnl_sliding_windows")
     end subroutine
+
+    ! ---- images (since 0.6; need a library built with stb: nnl_has_feature("images")) ----
+
+    !> One image file (PNG, JPEG, BMP, GIF, TGA, PNM; nnl_load_image) as
+    !> x(channels, width, height): the Fortran order of C's (height, width,
+    !> channels), so x(:, i, j) is the pixel of column i, row j (row 1 at the
+    !> top). channels: 0 as stored (default), 1 grayscale, 3 RGB, 4 RGBA;
+    !> height and width (both or neither) resize; values 0..255 times scale
+    !> (default 1; 1.0/255 for [0, 1]).
+    subroutine nnl_load_image(path, x, status, channels, height, width, scale)
+        character(len=*), intent(in) :: path
+        real(c_float), allocatable, intent(out) :: x(:, :, :)
+        integer, intent(out), optional :: status
+        integer, intent(in), optional :: channels, height, width
+        real, intent(in), optional :: scale
+        type(c_ptr) :: a
+        real(c_float), pointer :: p(:, :, :)
+        integer(c_int) :: rc
+        a = c_null_ptr
+        rc = c_load_image(cstr(path), int(opt_int(channels, 0), c_int), int(opt_int(height, 0), c_int), &
+                          int(opt_int(width, 0), c_int), real(opt_real(scale, 1.0), c_float), a)
+        if (rc == NNL_OK) then
+            call c_f_pointer(c_array_data(a), p, [c_array_dim(a, 2_c_int), c_array_dim(a, 1_c_int), &
+                                                  c_array_dim(a, 0_c_int)])
+            x = p
+        end if
+        if (c_associated(a)) call c_array_free(a)
+        call finish(rc, status, "nnl_load_image")
+    end subroutine
+
+    !> A labelled data set from a folder of class folders, as Keras'
+    !> image_dataset_from_directory (nnl_image_dataset_from_directory):
+    !> x(channels, width, height, n), y(n) class ids 0.. (int32), class_names(k)
+    !> the sorted subfolder names (blank-padded to the longest). Options as in
+    !> nnlite.h: height, width (default: the files' size), channels (default 3,
+    !> RGB), scale (default 1), shuffle (default .true.), seed (integer(c_int64_t)
+    !> in 0..2^32-1, default 0: the same seed splits the files as Keras does),
+    !> validation_split with subset "training" or "validation", skip_bad
+    !> (default .false.: an unreadable file fails the call).
+    subroutine nnl_image_dataset_from_directory(directory, x, y, class_names, status, height, width, channels, &
+                                                scale, shuffle, seed, validation_split, subset, skip_bad)
+        character(len=*), intent(in) :: directory
+        real(c_float), allocatable, intent(out) :: x(:, :, :, :)
+        integer(c_int32_t), allocatable, intent(out) :: y(:)
+        character(len=:), allocatable, intent(out) :: class_names(:)
+        integer, intent(out), optional :: status
+        integer, intent(in), optional :: height, width, channels
+        real, intent(in), optional :: scale
+        logical, intent(in), optional :: shuffle, skip_bad
+        integer(c_int64_t), intent(in), optional :: seed
+        real(c_double), intent(in), optional :: validation_split
+        character(len=*), intent(in), optional :: subset
+        type(c_ptr) :: a(3)
+        real(c_float), pointer :: px(:, :, :, :)
+        integer(c_int32_t), pointer :: py(:)
+        character(kind=c_char, len=:), allocatable, target :: csub
+        type(c_ptr) :: psub
+        integer(c_int) :: rc, shuf, skip
+        integer(c_int64_t) :: k, i
+        integer :: longest
+        a = c_null_ptr
+        psub = c_null_ptr
+        if (present(subset)) then
+            csub = cstr(subset)
+            psub = c_loc(csub)
+        end if
+        shuf = 1
+        if (present(shuffle)) then
+            if (.not. shuffle) shuf = 0
+        end if
+        skip = 0
+        if (present(skip_bad)) then
+            if (skip_bad) skip = 1
+        end if
+        k = 0
+        if (present(seed)) k = seed
+        rc = c_image_dataset(cstr(directory), int(opt_int(height, 0), c_int), int(opt_int(width, 0), c_int), &
+                             int(opt_int(channels, 3), c_int), real(opt_real(scale, 1.0), c_float), shuf, k, &
+                             opt_double(validation_split), psub, skip, a(1), a(2), a(3))
+        if (rc == NNL_OK) then
+            call c_f_pointer(c_array_data(a(1)), px, [c_array_dim(a(1), 3_c_int), c_array_dim(a(1), 2_c_int), &
+                                                      c_array_dim(a(1), 1_c_int), c_array_dim(a(1), 0_c_int)])
+            call c_f_pointer(c_array_data(a(2)), py, [c_array_dim(a(2), 0_c_int)])
+            x = px
+            y = py
+            longest = 1
+            do i = 0, c_vocab_size(a(3)) - 1
+                longest = max(longest, len(fstr(c_vocab_word(a(3), i))))
+            end do
+            allocate (character(len=longest) :: class_names(c_vocab_size(a(3))))
+            do i = 0, c_vocab_size(a(3)) - 1
+                class_names(i + 1) = fstr(c_vocab_word(a(3), i))
+            end do
+        end if
+        if (c_associated(a(1))) call c_array_free(a(1))
+        if (c_associated(a(2))) call c_array_free(a(2))
+        if (c_associated(a(3))) call c_vocab_free(a(3))
+        call finish(rc, status, "nnl_image_dataset_from_directory")
+    end subroutine
+
+    !> Writes x(channels, width, height) (channels 1..4; nnl_save_image) as the
+    !> image format the path's extension names (.png, .jpg, .bmp, .tga); each
+    !> value times scale (default 1; 255 for [0, 1] data) is rounded and
+    !> clipped to 0..255.
+    subroutine nnl_save_image(path, x, status, scale)
+        character(len=*), intent(in) :: path
+        real(c_float), intent(in), contiguous, target :: x(:, :, :)
+        integer, intent(out), optional :: status
+        real, intent(in), optional :: scale
+        call finish(c_save_image(cstr(path), c_loc(x), int(size(x, 3), c_int), int(size(x, 2), c_int), &
+                                 int(size(x, 1), c_int), real(opt_real(scale, 1.0), c_float)), status, &
+                    "nnl_save_image")
+    end subroutine
+
+    integer function opt_int(v, default)
+        integer, intent(in), optional :: v
+        integer, intent(in) :: default
+        opt_int = default
+        if (present(v)) opt_int = v
+    end function
+
+    real function opt_real(v, default)
+        real, intent(in), optional :: v
+        real, intent(in) :: default
+        opt_real = default
+        if (present(v)) opt_real = v
+    end function
+
+    real(c_double) function opt_double(v)
+        real(c_double), intent(in), optional :: v
+        opt_double = 0
+        if (present(v)) opt_double = v
+    end function
 
 end module nnlite

@@ -186,6 +186,8 @@ program test_nnlite
     call token_ids()
     call lstm_forecaster()
     if (.not. nnl_has_feature("mpi")) call mpi_not_built_in()
+    call image_files()
+    call keras_files()
     if (failures > 0) then
         print '(a, i0, a)', "fortran tests: ", failures, " FAILED"
         error stop 1
@@ -421,6 +423,136 @@ contains
         call nnl_mpi_finalize(s)
         call check(s == NNL_ERR_UNSUPPORTED, "nnl_mpi_finalize without MPI: NNL_ERR_UNSUPPORTED")
         call d%free()
+    end subroutine
+
+    ! Image files (since 0.6): x(channels, width, height) is C's (height, width,
+    ! channels); a PNG round trip, and a data set from class folders.
+    subroutine image_files()
+        real(c_float), allocatable :: x(:, :, :), back(:, :, :), d(:, :, :, :)
+        integer(c_int32_t), allocatable :: y(:)
+        character(len=:), allocatable :: names(:)
+        character(len=256) :: tmp
+        character(len=:), allocatable :: root
+        integer :: s, i, j, k
+        call get_environment_variable("TMPDIR", tmp)
+        if (len_trim(tmp) == 0) tmp = "/tmp"
+        root = trim(tmp) // "/nnlite_fortran_images"
+        allocate (x(3, 4, 2))
+        do j = 1, 2
+            do i = 1, 4
+                do k = 1, 3
+                    x(k, i, j) = real(10 * k + 40 * i + 50 * (j - 1), c_float)
+                end do
+            end do
+        end do
+        if (.not. nnl_has_feature("images")) then
+            call nnl_save_image(root // ".png", x, status=s)
+            call check(s == NNL_ERR_UNSUPPORTED, "nnl_save_image without stb: NNL_ERR_UNSUPPORTED")
+            return
+        end if
+        call nnl_save_image(root // ".png", x)
+        call nnl_load_image(root // ".png", back)
+        call check(all(shape(back) == [3, 4, 2]), "nnl_load_image: x(channels, width, height)")
+        call check(all(back == x), "nnl_save_image + nnl_load_image: the same pixels")
+        call nnl_load_image(root // ".png", back, channels=1, height=1, width=2, scale=1.0 / 255)
+        call check(all(shape(back) == [1, 2, 1]), "nnl_load_image resized to 1 x 2, grayscale")
+        call check(all(back >= 0 .and. back <= 1), "nnl_load_image scaled to [0, 1]")
+        call nnl_load_image(root // "_missing.png", back, status=s)
+        call check(s == NNL_ERR_IO, "nnl_load_image of a missing file: NNL_ERR_IO")
+        call delete(root // ".png")
+        call execute_command_line("rm -rf " // root // " && mkdir -p " // root // "/cats " // root // "/dogs")
+        call nnl_save_image(root // "/dogs/1.png", x)
+        call nnl_save_image(root // "/cats/1.png", x)
+        call nnl_save_image(root // "/cats/2.png", x)
+        call nnl_image_dataset_from_directory(root, d, y, names, shuffle=.false.)
+        call check(all(shape(d) == [3, 4, 2, 3]), "dataset: x(channels, width, height, n)")
+        call check(all(y == [0, 0, 1]), "dataset: labels by sorted class folder")
+        call check(size(names) == 2, "dataset: two class names")
+        if (size(names) == 2) call check(names(1) == "cats" .and. names(2) == "dogs", "dataset: class names")
+        call check(all(d(:, :, :, 3) == x), "dataset: the pixels of each file")
+        call nnl_image_dataset_from_directory(root, d, y, names, height=2, width=2, channels=1, seed=7_c_int64_t, &
+                                              validation_split=0.34d0, subset="validation")
+        call check(all(shape(d) == [1, 2, 2, 1]), "dataset: validation subset of 1, resized, grayscale")
+        call nnl_image_dataset_from_directory(root // "/cats", d, y, names, status=s)
+        call check(s == NNL_ERR_FORMAT, "dataset of a folder without class folders: NNL_ERR_FORMAT")
+        call execute_command_line("rm -rf " // root)
+    end subroutine
+
+    ! Keras' own files (issue 16): mlp.keras, mlp_tf2.h5 and mlp_k3.h5 of
+    ! tests/reference/keras/ (written with h5py in Keras' layouts by
+    ! tests/reference/make_keras_files.py) open with model%load and predict
+    ! what the same architecture, built here, gives with the same weights
+    ! read from mlp.npz (the "npz route"), within 1e-6; the weights are the
+    ! npz's bit for bit. The folder: NNL_KERAS_FIXTURES (check_fortran.sh sets
+    ! it), else ../../tests/reference/keras from this program's folder
+    ! (build/fortran/). Without HDF5 the files are refused with
+    ! NNL_ERR_UNSUPPORTED naming the package, and the rest is skipped.
+    subroutine keras_files()
+        character(len=10), parameter :: kinds(3) = [character(len=10) :: "mlp.keras", "mlp_tf2.h5", "mlp_k3.h5"]
+        type(nnl_model) :: k, ref
+        character(len=4096) :: kdir, exe
+        real(c_float) :: xk(6, 5), pk(3, 5), pr(3, 5), worst
+        real(c_float), allocatable :: wa(:), wb(:)
+        integer(c_int64_t), allocatable :: sh(:)
+        integer :: s, i, j, w
+        call get_environment_variable("NNL_KERAS_FIXTURES", kdir)
+        if (len_trim(kdir) == 0) then
+            call get_command_argument(0, exe)
+            kdir = exe(1:index(exe, "/", back=.true.)) // "../../tests/reference/keras"
+        end if
+        ! x(features, samples): the inputs of tests/unit_keras.hpp, sin(0.37 i + 0.5)
+        do j = 1, 5
+            do i = 1, 6
+                xk(i, j) = real(sin(0.37d0 * ((j - 1) * 6 + i - 1) + 0.5d0), c_float)
+            end do
+        end do
+        if (.not. nnl_has_feature("hdf5")) then
+            print '(a)', "fortran tests: Keras files SKIPPED: the library has no HDF5 " // &
+                "(Debian: apt-get install libhdf5-dev, then rebuild)"
+            call k%load(trim(kdir) // "/mlp.keras", status=s)
+            call check(s == NNL_ERR_UNSUPPORTED .and. index(nnl_error_message(), "libhdf5-dev") > 0, &
+                       "a .keras file without HDF5: NNL_ERR_UNSUPPORTED naming libhdf5-dev: " // nnl_error_message())
+            call k%free()
+            return
+        end if
+        ! the npz route: the fixture's architecture (make_keras_files.py's "mlp"), its weights from mlp.npz
+        call ref%create(seed=1)
+        call ref%add("Dense(8, activation='relu', input_shape=(6,))")
+        call ref%add("Dropout(0.5)")
+        call ref%add("Dense(3, activation='softmax')")
+        call ref%load_weights(trim(kdir) // "/mlp.npz", status=s)
+        call check(s == NNL_OK, "load_weights of " // trim(kdir) // "/mlp.npz: " // nnl_error_message())
+        if (s /= NNL_OK) then
+            call ref%free()
+            return
+        end if
+        call ref%predict(xk, pr)
+        do w = 1, size(kinds)
+            call k%load(trim(kdir) // "/" // trim(kinds(w)), status=s)
+            call check(s == NNL_OK, "model%load of " // trim(kinds(w)) // ": " // nnl_error_message())
+            if (s /= NNL_OK) cycle
+            call check(k%param_count() == ref%param_count() .and. k%weight_count() == ref%weight_count(), &
+                       trim(kinds(w)) // ": the parameters of the architecture built here")
+            do i = 1, min(k%weight_count(), ref%weight_count())
+                sh = k%weight_shape(i)
+                allocate (wa(product(sh)), wb(product(sh)))
+                call k%get_weight(i, wa)
+                call ref%get_weight(i, wb, status=s)
+                call check(s == NNL_OK .and. all(wa == wb), trim(kinds(w)) // ": weight " // &
+                           k%weight_name(i) // " is mlp.npz's, bit for bit")
+                deallocate (wa, wb)
+            end do
+            pk = -1
+            call k%predict(xk, pk)
+            worst = maxval(abs(pk - pr))
+            print '(a, es9.2)', "fortran Keras " // trim(kinds(w)) // ": max |difference| against the npz route ", &
+                worst
+            ! every element (maxval skips NaNs; a NaN fails the comparison)
+            call check(all(abs(pk - pr) <= 1e-6), trim(kinds(w)) // ": predictions within 1e-6 of the npz route")
+            call check(all(abs(sum(pk, 1) - 1) < 1e-5), trim(kinds(w)) // ": softmax columns sum to 1")
+            call k%free()
+        end do
+        call ref%free()
     end subroutine
 
     subroutine delete(path)

@@ -30,6 +30,7 @@ from . import errors
 from . import layers
 from . import optimizers
 from . import text
+from . import images
 from .errors import (Error, ArgumentError, ShapeError, StateError, FileError, FormatError, OutOfMemoryError,
                      UnsupportedError, NumericError, InternalError, DistributedError)
 from .models import Sequential, History, Callback, load_model, model_from_json
@@ -63,7 +64,8 @@ def has_feature(name):
     """Whether the loaded library has a feature (nnl_has_feature): "stb",
     "threads", "cuda" (compiled in), "mpi", "hdf5", "avx2",
     "avx512f" (used on this CPU), "bf16" (AVX512-BF16, for
-    Model.set_precision("mixed_bfloat16"); since 0.6). An unknown name
+    Model.set_precision("mixed_bfloat16"); since 0.6), "images" (image
+    files: nnlite.images; since 0.6). An unknown name
     raises ArgumentError naming the known ones."""
     status = _lib.lib.nnl_has_feature(str(name).encode())
     if status < 0:
@@ -90,7 +92,7 @@ def get_threads():
     return int(_lib.lib.nnl_get_threads())
 
 
-__all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "text",
+__all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "text", "images",
            "load_model", "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError",
            "FormatError", "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "DistributedError",
            "check_version",

@@ -194,6 +194,16 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
+    # image files (issue 16, since 0.6); a library without stb has them and
+    # answers NNL_ERR_UNSUPPORTED
+    for name, res, args in (
+        ("nnl_load_image", c_int, (c_char_p, c_int, c_int, c_int, c_float, P_handle)),
+        ("nnl_image_dataset_from_directory", c_int, (c_char_p, c_int, c_int, c_int, c_float, c_int, c_uint64,
+                                                     c_double, c_char_p, c_int, P_handle, P_handle, P_handle)),
+        ("nnl_save_image", c_int, (c_char_p, P_float, c_int, c_int, c_int, c_float)),
+    ):
+        if hasattr(lib, name):
+            f(name, res, *args)
     # data-parallel training over MPI (0.4); a library without MPI has them and
     # answers NNL_ERR_UNSUPPORTED
     P_cint = ctypes.POINTER(c_int)

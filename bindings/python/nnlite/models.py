@@ -553,7 +553,12 @@ class Sequential:
 
     # ---- files (nnlite's model files) ----
     def save(self, path):
-        """Structure, weights, compile configuration and optimizer state (Keras' model.save)."""
+        """Structure, weights, compile configuration and optimizer state (Keras' model.save).
+
+        A path ending in .keras or .h5 writes Keras' own file instead (Keras 3
+        .keras, tf.keras 2 .h5: architecture, weights, compile configuration
+        and the optimizer's state as Keras' optimizer variables; needs nnlite
+        built with HDF5)."""
         _raise_for(_need("nnl_save_model")(self.handle, _path(path)))
 
     def save_weights(self, path):
@@ -579,7 +584,12 @@ class Sequential:
 
 
 def load_model(path):
-    """A model saved by save(): structure, weights, compile state (Keras' load_model)."""
+    """A model saved by save(): structure, weights, compile state (Keras' load_model).
+
+    Also Keras' own files, told by content: .keras (Keras 3) and .h5
+    (tf.keras 2.x, Keras 2, Keras 3), compiled as the file says when nnlite
+    can follow it, with the optimizer's state the file holds; needs nnlite
+    built with HDF5."""
     h = ctypes.c_void_p()
     _raise_for(_need("nnl_load_model")(_path(path), ctypes.byref(h)))
     return Sequential._adopt(h.value)

@@ -1,0 +1,223 @@
+"""Keras' own model files from Python (issue 16): nnlite.load_model opens
+the fixtures of tests/reference/make_keras_files.py (Keras 3 .keras, and
+.h5 as tf.keras 2.x and Keras 3 write it) and predicts, within 1e-6, what
+the same architecture gives with the same weights read from the fixture's
+.npz (load_weights, the "npz route" of tests/unit_keras.hpp); save() to
+.keras and .h5 reads back to the same model; broken files raise an
+nnlite.Error naming the file. In a library built without HDF5 the Keras
+tests are skipped, saying why, and only the refusal is checked."""
+import os
+import sys
+import tempfile
+import unittest
+import zipfile
+
+import numpy as np
+
+import nnlite
+from nnlite import layers
+
+KERAS_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference", "keras"))
+KINDS = (".keras", "_tf2.h5", "_k3.h5")
+HAVE_HDF5 = nnlite.has_feature("hdf5")
+NO_HDF5 = ("the library (%s) is built without HDF5 (Debian: apt-get install libhdf5-dev, then rebuild): "
+           "Keras .keras/.h5 files not tested" % nnlite.library_path())
+TOLERANCE = 1e-6
+
+
+def setUpModule():
+    if not HAVE_HDF5:  # unittest prints skip reasons only with -v: say it once here too
+        sys.stderr.write("test_keras: SKIPPED: %s\n" % NO_HDF5)
+
+
+def fixture(name):
+    return os.path.join(KERAS_DIR, name)
+
+
+# The fixtures' architectures, built here from layer objects (as
+# make_keras_files.py describes them), independently of the files: the npz
+# route of the second test. ids: an Embedding first, inputs are token ids.
+ARCHITECTURES = {
+    "mlp": (False, lambda: [layers.Dense(8, activation="relu", input_shape=(6,)),
+                            layers.Dropout(0.5),
+                            layers.Dense(3, activation="softmax")]),
+    "cnn": (False, lambda: [layers.Conv2D(4, (3, 3), activation="relu", input_shape=(8, 8, 2)),
+                            layers.BatchNormalization(epsilon=0.001),
+                            layers.MaxPooling2D((2, 2)),
+                            layers.Conv2D(3, (2, 2)),
+                            layers.Flatten(),
+                            layers.Dense(3, activation="softmax")]),
+    "rnns": (False, lambda: [layers.SimpleRNN(4, return_sequences=True, input_shape=(6, 3)),
+                             layers.LSTM(4, return_sequences=True),
+                             layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode="concat"),
+                             layers.GRU(3),
+                             layers.Dense(2)]),
+    "seq": (True, lambda: [layers.Embedding(10, 4, input_length=7),
+                           layers.LSTM(5, return_sequences=True),
+                           layers.TimeDistributed(layers.Dense(2))]),
+}
+
+
+def inputs(model, n, ids):
+    """n samples of the model's input shape, the same every run (as unit_keras.hpp's)."""
+    shape = (n,) + tuple(model.input_shape[1:])
+    i = np.arange(int(np.prod(shape)))
+    if ids:
+        return ((i * 7 + 3) % 10).astype(np.int32).reshape(shape)
+    return np.sin(0.37 * i + 0.5).astype(np.float32).reshape(shape)
+
+
+def max_diff(a, b):
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+
+
+@unittest.skipUnless(HAVE_HDF5, NO_HDF5)
+class KerasFiles(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def p(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def check_same(self, loaded, ref, ids, what):
+        """The same weights, bit for bit, and the same predictions within TOLERANCE."""
+        self.assertEqual(loaded.count_params(), ref.count_params(), what)
+        wl, wr = loaded.get_weights(), ref.get_weights()
+        self.assertEqual([w.shape for w in wl], [w.shape for w in wr], what)
+        for k, (a, b) in enumerate(zip(wl, wr)):
+            np.testing.assert_array_equal(a, b, err_msg="%s: weight %d" % (what, k))
+        self.assertGreater(sum(float(np.abs(w).sum()) for w in wl), 1.0, what + ": the file's weights were read")
+        x = inputs(loaded, 5, ids)
+        y, yr = loaded.predict(x), ref.predict(x)
+        self.assertEqual(y.shape, yr.shape, what)
+        self.assertTrue(np.all(np.isfinite(y)), what)
+        d = max_diff(y, yr)
+        self.assertLessEqual(d, TOLERANCE, "%s: max |difference| %.3g against the npz route" % (what, d))
+
+    def test_fixtures_predict_as_the_npz_route_from_their_own_json(self):
+        # unit_keras.hpp's route: the loaded model's architecture (to_json), the npz weights
+        for name, (ids, _) in ARCHITECTURES.items():
+            for kind in KINDS:
+                path = fixture(name + kind)
+                with self.subTest(path=path):
+                    m = nnlite.load_model(path)
+                    ref = nnlite.model_from_json(m.to_json())
+                    ref.load_weights(fixture(name + ".npz"))
+                    self.check_same(m, ref, ids, path)
+
+    def test_fixtures_predict_as_the_npz_route_from_layer_objects(self):
+        # the architecture written out here, so a misread config.json / model_config shows too
+        for name, (ids, build) in ARCHITECTURES.items():
+            ref = nnlite.Sequential(build(), seed=1)
+            ref.load_weights(fixture(name + ".npz"))
+            for kind in KINDS:
+                path = fixture(name + kind)
+                with self.subTest(path=path):
+                    m = nnlite.load_model(path)
+                    self.assertEqual(m.input_shape, ref.input_shape, path)
+                    self.assertEqual(m.output_shape, ref.output_shape, path)
+                    self.check_same(m, ref, ids, path)
+
+    def test_layer_names_and_compile_configuration_come_along(self):
+        m = nnlite.load_model(fixture("cnn.keras"))
+        text = m.summary(print_fn=lambda s: None)
+        for layer_name in ("features", "bn", "pool", "more", "flat", "probs"):
+            self.assertIn(layer_name, text)
+        # every fixture is compiled with Adam(learning_rate=0.001), mean_squared_error
+        self.assertAlmostEqual(m.learning_rate, 0.001, places=9)
+
+    def test_save_keras_and_h5_and_load_back(self):
+        for name, (ids, _) in ARCHITECTURES.items():
+            m = nnlite.load_model(fixture(name + ".keras"))
+            x = inputs(m, 4, ids)
+            y = m.predict(x)
+            for ext in (".keras", ".h5"):
+                out = self.p(name + ext)
+                with self.subTest(path=out):
+                    m.save(out)
+                    with open(out, "rb") as f:
+                        head = f.read(8)
+                    if ext == ".keras":
+                        self.assertEqual(head[:4], b"PK\x03\x04")
+                        with zipfile.ZipFile(out) as z:
+                            self.assertEqual(sorted(z.namelist()), ["config.json", "metadata.json", "model.weights.h5"])
+                    else:
+                        self.assertEqual(head, b"\x89HDF\r\n\x1a\n")
+                    back = nnlite.load_model(out)
+                    self.assertEqual(back.to_json(), m.to_json())
+                    for a, b in zip(back.get_weights(), m.get_weights()):
+                        np.testing.assert_array_equal(a, b)
+                    np.testing.assert_array_equal(back.predict(x), y)
+
+    def test_a_model_built_here_saved_as_keras_predicts_the_same(self):
+        m = nnlite.Sequential([layers.Dense(5, activation="tanh", input_shape=(4,)), layers.Dense(2)], seed=3)
+        m.compile(optimizer="adam", loss="mse")
+        x = inputs(m, 6, False)
+        for ext in (".keras", ".h5"):
+            with self.subTest(ext=ext):
+                m.save(self.p("built" + ext))
+                back = nnlite.load_model(self.p("built" + ext))
+                self.assertLessEqual(max_diff(back.predict(x), m.predict(x)), 0.0)
+
+    def test_junk_keras_files_raise_errors_naming_the_file(self):
+        good = open(fixture("mlp.keras"), "rb").read()
+        cases = {
+            "text.keras": b"this is not a Keras file at all\n",  # neither zip nor HDF5: nnlite's own format refuses it
+            "truncated.keras": good[:len(good) // 2],  # a zip without its central directory
+            "hdf5_signature.h5": b"\x89HDF\r\n\x1a\n",  # HDF5's signature and nothing after it
+        }
+        for name, data in cases.items():
+            path = self.p(name)
+            with open(path, "wb") as f:
+                f.write(data)
+            with self.subTest(path=path):
+                with self.assertRaises(nnlite.FormatError) as cm:
+                    nnlite.load_model(path)
+                self.assertIn(path, str(cm.exception))
+                self.assertEqual(cm.exception.status, 5)
+        # zips that are not .keras: no config.json; model.weights.h5 not HDF5
+        path = self.p("npz_like.keras")
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("arr_0.npy", b"\x93NUMPY")
+        with self.assertRaises(nnlite.FormatError) as cm:
+            nnlite.load_model(path)
+        self.assertIn(path, str(cm.exception))
+        self.assertIn("config.json", str(cm.exception))
+        path = self.p("junk_weights.keras")
+        with zipfile.ZipFile(fixture("mlp.keras")) as src, zipfile.ZipFile(path, "w") as z:
+            z.writestr("config.json", src.read("config.json"))
+            z.writestr("metadata.json", src.read("metadata.json"))
+            z.writestr("model.weights.h5", b"junk, not HDF5")
+        with self.assertRaises(nnlite.FormatError) as cm:
+            nnlite.load_model(path)
+        self.assertIn(path, str(cm.exception))
+        self.assertIn("not an HDF5 file", str(cm.exception))
+        # a missing file: FileError (also an OSError), naming it
+        with self.assertRaises(nnlite.FileError) as cm:
+            nnlite.load_model(self.p("missing.keras"))
+        self.assertIn(self.p("missing.keras"), str(cm.exception))
+
+
+@unittest.skipIf(HAVE_HDF5, "the library has HDF5: KerasFiles tests the files")
+class KerasFilesWithoutHdf5(unittest.TestCase):
+    def test_refused_naming_the_package(self):
+        for kind in KINDS:
+            path = fixture("mlp" + kind)
+            with self.subTest(path=path):
+                with self.assertRaises(nnlite.UnsupportedError) as cm:
+                    nnlite.load_model(path)
+                self.assertIn("libhdf5-dev", str(cm.exception))
+        m = nnlite.Sequential([layers.Dense(2, input_shape=(3,))])
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "m.keras")
+            with self.assertRaises(nnlite.UnsupportedError) as cm:
+                m.save(out)
+            self.assertIn("libhdf5-dev", str(cm.exception))
+            self.assertFalse(os.path.exists(out))
+
+
+if __name__ == "__main__":
+    unittest.main()
