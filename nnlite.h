@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.6.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.7.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -125,9 +125,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 6
+#define NNL_VERSION_MINOR 7
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.6.0"
+#define NNL_VERSION_STRING "0.7.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -184,7 +184,7 @@ NNL_API int nnl_version_number(void);
                 nnl_cuda_device_count)
      "mpi"      data-parallel training over MPI (nnl_distribute; make MPI=1)
      "hdf5"     Keras .keras and .h5 model files (nnl_load_model; make
-                HDF5=auto finds libhdf5-dev; since 0.6)
+                HDF5=auto finds libhdf5-dev; since 0.7)
      "avx2", "avx512f"   the kernels use these instruction sets on this CPU
                 (chosen at run time; NNL_NO_SIMD in the environment: 0)
      "bf16"     this CPU has AVX512-BF16, for nnl_set_precision's
@@ -192,10 +192,10 @@ NNL_API int nnl_version_number(void);
                 since 0.6)
      "images"   reading and writing image files (nnl_load_image,
                 nnl_image_dataset_from_directory, nnl_save_image, PNG
-                pictures; needs stb_image.h and stb_image_write.h; since 0.6)
+                pictures; needs stb_image.h and stb_image_write.h; since 0.7)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.6.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.7.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no; bf16: no; images: yes". Owned by the library, the
    same for the whole process (made at the first call). Thread-safe. */
@@ -393,7 +393,7 @@ NNL_API int nnl_lm_windows(const int32_t *ids, int64_t n, int batch_size, int nu
 NNL_API int nnl_sliding_windows(const float *series, int64_t n, int64_t features, int64_t window,
                                 nnl_array **x, nnl_array **y);
 
-/* ---- Images (since 0.6) ----
+/* ---- Images (since 0.7) ----
    Image files through stb (Debian libstb-dev, as for .gz files): PNG (8 and
    16 bits, 16 reduced to 8), JPEG (baseline and progressive), BMP, GIF (the
    first frame), TGA and PNM (PGM, PPM) are read; PNG, JPEG, BMP and TGA are
@@ -1048,7 +1048,7 @@ NNL_API int nnl_load_weights(nnl_model *m, const char *path);
    from the model's RNG (saved here) or, when the fit options give a seed,
    from (seed, epoch) alone. Works before compile too.
    A path ending in ".keras" or ".h5" writes Keras' own file instead (since
-   0.6, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
+   0.7, with HDF5), as keras.models.load_model reads it: a Keras 3 .keras
    zip or a tf.keras 2.x .h5, with the architecture, the weights and, for a
    compiled model, the compile configuration (optimizer and its options,
    loss, the metrics given without options) and the optimizer's state as
@@ -1066,7 +1066,7 @@ NNL_API int nnl_save_model(const nnl_model *m, const char *path);
    compiled (then ready to continue training), or from a file of
    nnl_save_weights (then uncompiled). The caller frees *out.
    Models saved by Keras open too, told by their content, not their name
-   (since 0.6, with HDF5: nnl_has_feature("hdf5")): Keras 3 .keras files
+   (since 0.7, with HDF5: nnl_has_feature("hdf5")): Keras 3 .keras files
    (model.save("m.keras")) and .h5 files of tf.keras 2.x, standalone Keras 2
    and Keras 3 (model.save("m.h5")), Sequential models of the layers nnlite
    has, recurrent ones included. The model comes back compiled as the file
@@ -1112,7 +1112,7 @@ NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path);
 
 /* ==== Pictures ============================================================
    SVG files any browser shows; written atomically (a temporary file renamed
-   over path), so a failed write never leaves half a picture. Since 0.6
+   over path), so a failed write never leaves half a picture. Since 0.7
    nnl_plot_images writes a PNG when path ends in ".png" (any case; needs
    nnl_has_feature("images")); the other pictures are SVG only and refuse a
    ".png" path with NNL_ERR_UNSUPPORTED (rasterising them is not done yet). */
@@ -1138,7 +1138,7 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
    are written left of each row, title (may be NULL) above. Pixels are vector
    squares (one path per grey level), sharp at any size. At most 10000
    images, 4096 x 4096 each, 2^24 pixels in all: NNL_ERR_ARGUMENT beyond.
-   A path ending in ".png" (since 0.6) gives the same grid as a PNG: each
+   A path ending in ".png" (since 0.7) gives the same grid as a PNG: each
    image pixel a square of max(1, 84 / max(height, width)) screen pixels,
    4-pixel gaps, a white margin, labels and title in a plain bitmap font
    (ASCII; other characters print as '?'). Thread-safe (reads only its

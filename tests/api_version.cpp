@@ -69,7 +69,7 @@ TEST_CASE("nnl_has_feature and nnl_build_info describe this build") {
     if (a) CHECK(nnl_array_size(a) == 3);
     nnl_array_free(a);
     unlink(path);
-    /* images (since 0.6): exactly when a PNG can be written and read back */
+    /* images (since 0.7): exactly when a PNG can be written and read back */
     std::string png = std::string(path) + ".png";
     const float px[1] = {0.5f};
     st = nnl_save_image(png.c_str(), px, 1, 1, 1, 255.0f);

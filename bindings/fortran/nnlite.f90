@@ -577,7 +577,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.6.0; ...; threads: yes ...").
+    !> One line describing the library's build ("nnlite 0.7.0; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())
@@ -1299,7 +1299,7 @@ contains
         call finish(rc, status, "nnl_sliding_windows")
     end subroutine
 
-    ! ---- images (since 0.6; need a library built with stb: nnl_has_feature("images")) ----
+    ! ---- images (since 0.7; need a library built with stb: nnl_has_feature("images")) ----
 
     !> One image file (PNG, JPEG, BMP, GIF, TGA, PNM; nnl_load_image) as
     !> x(channels, width, height): the Fortran order of C's (height, width,

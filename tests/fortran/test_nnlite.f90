@@ -30,8 +30,8 @@ program test_nnlite
         stop "not reached: fit before compile did not stop"
     end if
 
-    call check(nnl_library_version() == "0.6.0", "library version")
-    call check(index(nnl_build_info(), "nnlite 0.6.0;") == 1, "build info: " // nnl_build_info())
+    call check(nnl_library_version() == "0.7.0", "library version")
+    call check(index(nnl_build_info(), "nnlite 0.7.0;") == 1, "build info: " // nnl_build_info())
     call check(.not. nnl_has_feature("mpi"), "no MPI in this version")
     call check(nnl_has_feature("threads") .eqv. (index(nnl_build_info(), "threads: yes") > 0), "threads as build info says")
     call check(.not. nnl_has_feature("no such feature"), "unknown feature: .false.")
@@ -425,7 +425,7 @@ contains
         call d%free()
     end subroutine
 
-    ! Image files (since 0.6): x(channels, width, height) is C's (height, width,
+    ! Image files (since 0.7): x(channels, width, height) is C's (height, width,
     ! channels); a PNG round trip, and a data set from class folders.
     subroutine image_files()
         real(c_float), allocatable :: x(:, :, :), back(:, :, :), d(:, :, :, :)

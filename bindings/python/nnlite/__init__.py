@@ -65,7 +65,7 @@ def has_feature(name):
     "threads", "cuda" (compiled in), "mpi", "hdf5", "avx2",
     "avx512f" (used on this CPU), "bf16" (AVX512-BF16, for
     Model.set_precision("mixed_bfloat16"); since 0.6), "images" (image
-    files: nnlite.images; since 0.6). An unknown name
+    files: nnlite.images; since 0.7). An unknown name
     raises ArgumentError naming the known ones."""
     status = _lib.lib.nnl_has_feature(str(name).encode())
     if status < 0:

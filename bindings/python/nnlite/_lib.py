@@ -16,7 +16,7 @@ import os
 
 # The nnlite.h this package mirrors (MAJOR, MINOR, PATCH). Tests check it
 # against the header; nnl_init() checks it against the library at load time.
-HEADER_VERSION = (0, 6, 0)
+HEADER_VERSION = (0, 7, 0)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 10000 + HEADER_VERSION[1] * 100 + HEADER_VERSION[2]
 SONAME = "libnnlite.so.%d" % HEADER_VERSION[0]
 
@@ -194,7 +194,7 @@ def _declare(lib):
     ):
         if hasattr(lib, name):
             f(name, res, *args)
-    # image files (issue 16, since 0.6); a library without stb has them and
+    # image files (issue 16, since 0.7); a library without stb has them and
     # answers NNL_ERR_UNSUPPORTED
     for name, res, args in (
         ("nnl_load_image", c_int, (c_char_p, c_int, c_int, c_int, c_float, P_handle)),

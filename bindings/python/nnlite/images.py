@@ -1,4 +1,4 @@
-"""Image files (nnlite.h's "Images", since 0.6): reading PNG, JPEG, BMP,
+"""Image files (nnlite.h's "Images", since 0.7): reading PNG, JPEG, BMP,
 GIF (first frame), TGA and PNM into numpy arrays, Keras'
 image_dataset_from_directory, and writing PNG, JPEG, BMP and TGA files.
 
