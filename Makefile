@@ -124,8 +124,13 @@ $(STAMP):
 	@mkdir -p $(@D)
 	@printf '%s\n' '$(STAMP_TEXT)' > $@
 
-.PHONY: all lib examples tests test demo deps clean gpu-tests
+.PHONY: all lib examples tests test demo deps clean gpu-tests print-libs
 .DEFAULT_GOAL := all
+# The libraries a program linking $(BUILD)/libnnlite.a needs besides it (HDF5,
+# MPI, CUDA when this build has them), for scripts that link by hand
+# (bench/run.sh): cc app.c build/libnnlite.a $$(make -s print-libs) -lstdc++
+print-libs:
+	@echo $(LIBS) -pthread
 .SECONDARY:
 .DELETE_ON_ERROR:
 

@@ -48,7 +48,7 @@ raw=$out/busy_core_raw.txt
 
 echo "busy_core: building" >&2
 make -s lib
-gcc -std=c99 -O2 -I. bench/bench_threads.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_threads"
+gcc -std=c99 -O2 -I. bench/bench_threads.c build/libnnlite.a $(make -s --no-print-directory print-libs) -lstdc++ -o "$out/bench_threads"
 have_old=0
 if git rev-parse -q --verify "$baseline^{commit}" >/dev/null 2>&1; then
     old=$out/old-$baseline

@@ -10,7 +10,7 @@
 !
 ! build (after make lib and make build/libnnlite_fortran.a; bench/run.sh does it):
 !   gfortran -O2 -ffpe-summary=none -Ibuild/fortran bench/fortran_infer.f90 \
-!       build/libnnlite_fortran.a build/libnnlite.a -lstdc++ -pthread -lm -o build/bench/fortran_infer
+!       build/libnnlite_fortran.a build/libnnlite.a $(make -s print-libs) -lstdc++ -o build/bench/fortran_infer
 ! usage: fortran_infer THREADS [--seconds S]   (S: about S seconds a repetition, default 0.3)
 ! prints one line per B (key=value fields; bench/run.sh and bench/report.py read them):
 !   infer fw=nnlite-fortran model=kmlp data=synth threads=T setting=- batch=B calls=N reps=3

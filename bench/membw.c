@@ -6,7 +6,7 @@
    Dense(500) matrix, do not on most cores).
 
    build (after make lib; it reads the weight counts from nnlite):
-       gcc -std=c99 -O3 -march=native -I. bench/membw.c build/libnnlite.a -pthread -lm -lstdc++ \
+       gcc -std=c99 -O3 -march=native -I. bench/membw.c build/libnnlite.a $(make -s print-libs) -lstdc++ \
            -o build/bench/membw
    usage: membw [--seconds S] [--threads T] [MODEL ...]
      S: about S seconds per model and thread count (default 0.5)

@@ -4,7 +4,7 @@
    (Keras' mnist_mlp without its Dropout), batches of 1 and of 16.
 
    build (after make lib):
-       gcc -std=c99 -O2 -I. bench/predict_threads.c build/libnnlite.a -pthread -lm -lstdc++ \
+       gcc -std=c99 -O2 -I. bench/predict_threads.c build/libnnlite.a $(make -s print-libs) -lstdc++ \
            -o build/predict_threads
    usage: build/predict_threads [SECONDS_PER_SETTING [POOL_THREADS]]
      SECONDS_PER_SETTING  default 2

@@ -28,7 +28,8 @@ train, probes, rejected, lat, rss, blas, skips, fails, cmds = [], [], [], [], []
 infer, pthreads, membw = [], [], {}
 bf16 = defaultdict(list)  # nnlite in mixed_bfloat16 (bench_nnlite --precision): kept out of the float32 tables
 gemm, optref, opt = defaultdict(dict), {}, defaultdict(dict)
-META = ("mode", "cpu_model", "cpu_vendor", "cpu_family_model", "cpu_flags", "cores", "date", "date_end", "commit",
+resumes = []  # bench/run.sh --resume: one line per later sitting
+META = ("mode", "cpu_model", "cpu_vendor", "cpu_family_model", "cpu_flags", "cores", "date", "date_end", "commit", "code",
         "command", "settings", "torch", "openblas", "compiler", "load_before", "load_after")
 
 
@@ -76,6 +77,8 @@ for line in open(raw):
         fails.append(" ".join(w[1:]))
     elif tag == "cmd":
         cmds.append(" ".join(w[1:]))
+    elif tag == "resume":
+        resumes.append(kv(w[1:]))
     elif tag == "optref" and len(w) == 5:
         optref[(w[1], int(w[2]))] = (float(w[3]), float(w[4]))
     elif tag == "opt" and len(w) == 8:
@@ -172,7 +175,15 @@ P("**Date:** %s to %s (UTC). **Commit:** %s. **Load average** before: %s, after:
 P("**Software:** PyTorch %s (Debian python3-torch, CPU); OpenBLAS %s; %s.  " %
   (meta.get("torch", "?"), meta.get("openblas", "?"), meta.get("compiler", "?")))
 P("**Command:** `%s` (settings: %s); all figures from that one run, the commands of every process are listed at"
-  " the end.\n" % (meta.get("command", "bash bench/run.sh"), meta.get("settings", "?")))
+  " the end.%s\n" % (meta.get("command", "bash bench/run.sh"), meta.get("settings", "?"), "  " if resumes else ""))
+if resumes:
+    P("**Sittings:** the run was stopped and continued with `bash bench/run.sh --resume` (the same code, %s, on the"
+      " same CPU with the same settings; a part stopped half-way was measured again from its start, and each part,"
+      " one model with all its peers or one of the other sections, was measured in one sitting): started %s; %s.\n" %
+      (meta.get("code", "?"), meta.get("date", "?"),
+       "; ".join("resumed %s after %s finished parts (load %s)" % (r.get("date", "?"), r.get("after", "?"),
+                                                                   r.get("load", "?").replace(",", " "))
+                 for r in resumes)))
 
 st = kv(meta.get("settings", "").split())
 P("## How\n")

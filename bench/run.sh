@@ -15,7 +15,20 @@
 #
 # Options: --quick, --only LIST, --steps N (steps per window, default 2000; a full
 # run refuses fewer), --windows K (default 3, at least 3), --retries N (reruns of an
-# implausible measurement, default 2), --out FILE (the report), -h.
+# implausible measurement, default 2), --out FILE (the report), --resume, -h.
+#
+#   bash bench/run.sh --resume           continue a run that was stopped (a
+#                                        session's end, a reboot): the raw file is kept,
+#                                        the parts it finished are not measured again, an
+#                                        unfinished part is dropped and measured anew.
+#                                        Refused unless the raw file is a full run of the
+#                                        same code (nnlite.cpp, nnlite.h, bench/) on the
+#                                        same CPU with the same options; each sitting's
+#                                        dates and load go into the report. A part (one
+#                                        model with all its peers, bf16, fortran, membw,
+#                                        threads, gemm, opt) is always measured in one
+#                                        sitting, so every ratio compares figures taken
+#                                        minutes apart.
 # Environment: CORETYPES (default "auto Haswell SkylakeX SapphireRapids"), NNL_PYTHON
 # (python3 with torch), INFER_SECONDS (0.3: seconds per timed repetition of the batched
 # inference; --quick: 0.02), FMNIST (default /usr/share/datasets/fashion-mnist), KANN_DIR
@@ -97,7 +110,9 @@
 # - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET at ~0.6x its
 #   float32 speed on a CPU whose VDPBF16PS runs at a quarter of the FMA's rate (the
 #   Xeon of issue 14), about 20 minutes more when BF16_MODELS lists it.
-# In all about 2 hours (more with retries). --quick --only kmlp: 2.5 minutes
+# In all about 2 hours (more with retries) on the AMD host these estimates come from;
+# about 3.5 hours on the Xeon of issue 14 (its CNNs at half the speed, PyTorch's
+# 2-thread MLP figures rerun as implausible): stopped earlier, --resume continues it. --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
 # passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
 # --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
@@ -106,7 +121,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-quick=0 only="" steps="" windows="" retries="" report_out="" args="$*"
+quick=0 only="" steps="" windows="" retries="" report_out="" resume=0 args="$*"
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
@@ -115,6 +130,7 @@ while [ $# -gt 0 ]; do
         --windows) windows=${2:?--windows needs a number}; shift ;;
         --retries) retries=${2:?--retries needs a number}; shift ;;
         --out) report_out=${2:?--out needs a file}; shift ;;
+        --resume) resume=1 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench: unknown argument '$1' (see bash bench/run.sh --help)" >&2; exit 2 ;;
     esac
@@ -176,19 +192,20 @@ fi
 
 # ---- build ----
 make -s lib
-gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/bench_nnlite"
+libs=$(make -s --no-print-directory print-libs) # HDF5 etc., when this build has them
+gcc -std=c99 -O2 -I. bench/bench_nnlite.c build/libnnlite.a $libs -lstdc++ -o "$out/bench_nnlite"
 if want kmlp || want rlenet || want membw; then
-    gcc -std=c99 -O3 -march=native -I. bench/membw.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/membw"
+    gcc -std=c99 -O3 -march=native -I. bench/membw.c build/libnnlite.a $libs -lstdc++ -o "$out/membw"
 fi
 if want threads; then
-    gcc -std=c99 -O2 -I. bench/predict_threads.c build/libnnlite.a -pthread -lm -lstdc++ -o "$out/predict_threads"
+    gcc -std=c99 -O2 -I. bench/predict_threads.c build/libnnlite.a $libs -lstdc++ -o "$out/predict_threads"
 fi
 have_fc=0
 if (want kmlp || want fortran) && command -v gfortran >/dev/null; then
     # the binding as the Makefile builds it (build/fortran/nnlite.mod, build/libnnlite_fortran.a)
     make -s build/libnnlite_fortran.a
     gfortran -O2 -ffpe-summary=none -Ibuild/fortran bench/fortran_infer.f90 build/libnnlite_fortran.a \
-        build/libnnlite.a -lstdc++ -pthread -lm -o "$out/fortran_infer"
+        build/libnnlite.a $libs -lstdc++ -o "$out/fortran_infer"
     have_fc=1
 fi
 OB_INC=/usr/include/x86_64-linux-gnu/openblas-pthread OB_LIB=/usr/lib/x86_64-linux-gnu/openblas-pthread
@@ -201,7 +218,7 @@ if [ -e "$kann_dir/kann.c" ] && [ -e "$kann_dir/kautodiff.c" ]; then
     done
     # -fno-math-errno: the driver's Adam loop vectorises (sqrtf inline), the peer at its best
     gcc -std=gnu99 -O3 -march=native -fno-math-errno -DHAVE_CBLAS -DHAVE_PTHREAD -I"$kann_dir" -I. bench/kann_mlp.c \
-        "$out/kann_kann.o" "$out/kann_kautodiff.o" build/libnnlite.a -L"$OB_LIB" -lopenblas -pthread -lm -lstdc++ \
+        "$out/kann_kann.o" "$out/kann_kautodiff.o" build/libnnlite.a $libs -L"$OB_LIB" -lopenblas -lstdc++ \
         -o "$out/kann_mlp"
     have_kann=1
 fi
@@ -220,6 +237,37 @@ for v in CORETYPES MODELS FMNIST KANN_DIR FULL_SEARCH PROBE_STEPS PROBE_KEEP MAX
     if [ -n "${!v:-}" ]; then envs+="$v='${!v}' "; fi
 done
 cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
+# the code measured: the blobs of nnlite.cpp, nnlite.h and bench/ (uncommitted changes included)
+code_id() {
+    { git ls-files -s nnlite.cpp nnlite.h bench; git diff HEAD -- nnlite.cpp nnlite.h bench; } 2>/dev/null |
+        sha1sum | cut -c1-12
+}
+# part_done NAME: whether this run (a resumed one) finished part NAME already;
+# finish_part NAME marks it finished
+part_done() { grep -qx "part_done $1" "$raw"; }
+finish_part() { echo "part_done $1" >>"$raw"; }
+settings_line="settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,} infer_seconds=$infer_secs membw_seconds=$membw_secs threads_seconds=$threads_secs models=${models// /,} bf16_models=${bf16_models// /,}"
+if [ $resume = 1 ]; then
+    why=""
+    mode=$([ $quick = 1 ] && echo quick || echo full)
+    if [ -n "$only" ]; then why="--resume continues a whole run (no --only)"
+    elif [ ! -s "$raw" ]; then why="there is no $raw to continue"
+    elif ! grep -qx "mode $mode" "$raw"; then why="$raw is not a $mode run"
+    elif ! grep -qx "code $(code_id)" "$raw"; then why="$raw measured other code (nnlite.cpp, nnlite.h or bench/ changed since)"
+    elif ! grep -qx "cpu_model $(cpuinfo 'model name')" "$raw"; then why="$raw was measured on another CPU"
+    elif ! grep -qxF "$settings_line" "$raw"; then why="$raw was measured with other settings"
+    elif grep -q '^date_end ' "$raw"; then why="$raw is a finished run"
+    fi
+    if [ -n "$why" ]; then
+        echo "bench: cannot resume: $why; run bash bench/run.sh for a new run" >&2
+        exit 2
+    fi
+    # drop what an unfinished part wrote after the last finished one (or after the header)
+    keep=$(grep -n -E '^(part_done|load_before|resume) ' "$raw" | tail -1 | cut -d: -f1)
+    head -n "$keep" "$raw" >"$raw.tmp" && mv "$raw.tmp" "$raw"
+    echo "resume date=$(date -u +%Y-%m-%dT%H:%MZ) load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,) after=$(grep -c '^part_done ' "$raw")" >>"$raw"
+    echo "bench: resuming $raw: $(grep '^part_done ' "$raw" | cut -d' ' -f2 | tr '\n' ' ')done" >&2
+else
 {
     echo "mode $([ $quick = 1 ] && echo quick || echo full)"
     echo "cpu_model $(cpuinfo 'model name')"
@@ -229,13 +277,15 @@ cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2- | xargs; }
     echo "cores $(nproc)"
     echo "date $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- nnlite.cpp nnlite.h bench 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "code $(code_id)"
     echo "command $envs bash bench/run.sh $args"
-    echo "settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,} infer_seconds=$infer_secs membw_seconds=$membw_secs threads_seconds=$threads_secs"
+    echo "$settings_line"
     echo "torch $($PY -c 'import torch; print(torch.__version__)')"
     echo "openblas $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || echo unknown)"
     echo "compiler $(gcc --version | head -1)"
     echo "load_before $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$raw"
+fi
 echo "bench: $(grep '^cpu_model' "$raw" | cut -d' ' -f2-); $(grep '^cpu_flags' "$raw" | cut -d' ' -f2-)" >&2
 [ $quick = 1 ] && echo "bench: --quick: few steps per window, the figures are NOT MEANINGFUL" >&2
 
@@ -359,6 +409,7 @@ if [ -e "$fmnist/train-images-idx3-ubyte.gz" ] || [ -e "$fmnist/train-images-idx
 for spec in $models; do
     IFS=: read -r model batch data <<<"$spec"
     want "$model" || continue
+    part_done "$spec" && continue
     dargs=()
     if [ "$data" = fmnist ]; then
         if [ $have_fmnist = 0 ]; then
@@ -385,10 +436,11 @@ for spec in $models; do
     done
     peer torch "$model" "$batch" "${dargs[@]}"
     if [ $have_kann = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then peer kann "$model" "$batch" "${dargs[@]}"; fi
+    finish_part "$spec"
 done
 
 # ---- mixed precision: nnlite in mixed_bfloat16, against its float32 figures above ----
-if want bf16; then
+if want bf16 && ! part_done bf16; then
     if grep -qw avx512_bf16 /proc/cpuinfo || [ "${NNL_BF16:-}" = emulate ]; then
         for spec in $bf16_models; do
             IFS=: read -r model batch data <<<"$spec"
@@ -408,10 +460,11 @@ if want bf16; then
         echo "bench: this CPU has no AVX512-BF16: mixed_bfloat16 skipped" >&2
         echo "skip what=bf16 reason=no-AVX512-BF16-on-this-CPU" >>"$raw"
     fi
+    finish_part bf16
 fi
 
 # ---- batched inference from Fortran, the bandwidth floor, one model on many threads ----
-if want kmlp || want fortran; then
+if { want kmlp || want fortran; } && ! part_done fortran; then
     if [ $have_fc = 1 ]; then
         for th in 1 2; do
             echo "bench: nnlite K-MLP batched inference from Fortran, $th thread(s)" >&2
@@ -425,26 +478,29 @@ if want kmlp || want fortran; then
         echo "bench: no gfortran: the Fortran binding's batched inference skipped" >&2
         echo "skip what=fortran reason=no-gfortran" >>"$raw"
     fi
+    finish_part fortran
 fi
-if want kmlp || want rlenet || want membw; then
+if { want kmlp || want rlenet || want membw; } && ! part_done membw; then
     echo "bench: read bandwidth over K-MLP's and R-LENET's weights" >&2
     echo "cmd $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
     if ! "$out/membw" --seconds "$membw_secs" --threads 2 kmlp rlenet | tee -a "$raw"; then
         echo "bench: FAILED: $out/membw" >&2
         echo "failed $out/membw --seconds $membw_secs --threads 2 kmlp rlenet" >>"$raw"
     fi
+    finish_part membw
 fi
-if want threads; then
+if want threads && ! part_done threads; then
     echo "bench: one model, nnl_predict from 1, 2 and 4 threads" >&2
     echo "cmd $out/predict_threads $threads_secs 1" >>"$raw"
     if ! "$out/predict_threads" "$threads_secs" 1 | tee -a "$raw"; then
         echo "bench: FAILED: $out/predict_threads" >&2
         echo "failed $out/predict_threads $threads_secs 1" >>"$raw"
     fi
+    finish_part threads
 fi
 
 # ---- SGEMM and optimizer updates ----
-if want gemm; then
+if want gemm && ! part_done gemm; then
     g++ -std=c++17 -O2 -pthread -I"$OB_INC" bench/gemm_bench.cpp -o "$out/gemm_bench" -L"$OB_LIB" -lopenblas
     for threads in 1 2; do
         for ct in $coretypes; do
@@ -458,14 +514,16 @@ if want gemm; then
                 tee -a "$raw"
         done
     done
+    finish_part gemm
 fi
-if want opt; then
+if want opt && ! part_done opt; then
     g++ -std=c++17 -O2 -pthread bench/opt_bench.cpp -o "$out/opt_bench"
     for threads in 1 2; do
         echo "bench: optimizer updates of $opt_params parameters, $threads thread(s)" >&2
         echo "cmd $out/opt_bench $opt_params $threads 1" >>"$raw"
         "$out/opt_bench" "$opt_params" "$threads" 1 | tee -a "$raw"
     done
+    finish_part opt
 fi
 echo "load_after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$raw"
 echo "date_end $(date -u +%Y-%m-%dT%H:%MZ)" >>"$raw"

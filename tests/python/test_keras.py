@@ -163,7 +163,8 @@ class KerasFiles(unittest.TestCase):
                 self.assertLessEqual(max_diff(back.predict(x), m.predict(x)), 0.0)
 
     def test_junk_keras_files_raise_errors_naming_the_file(self):
-        good = open(fixture("mlp.keras"), "rb").read()
+        with open(fixture("mlp.keras"), "rb") as f:
+            good = f.read()
         cases = {
             "text.keras": b"this is not a Keras file at all\n",  # neither zip nor HDF5: nnlite's own format refuses it
             "truncated.keras": good[:len(good) // 2],  # a zip without its central directory

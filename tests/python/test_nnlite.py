@@ -32,7 +32,8 @@ def quadrant_model(seed=7):
 
 class Version(unittest.TestCase):
     def test_package_mirrors_the_header(self):
-        text = open(os.path.join(ROOT, "nnlite.h")).read()
+        with open(os.path.join(ROOT, "nnlite.h")) as f:
+            text = f.read()
         got = tuple(int(re.search(r"#define NNL_VERSION_%s (\d+)" % k, text).group(1))
                     for k in ("MAJOR", "MINOR", "PATCH"))
         self.assertEqual(got, nnlite._lib.HEADER_VERSION)
