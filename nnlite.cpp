@@ -28,8 +28,9 @@
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
                                    image files and folders (stb_image),
-                                   pictures (SVG curves, confusion matrices;
-                                   image grids also as PNG)
+                                   pictures (SVG curves, confusion matrices,
+                                   image grids, line plots; each also as PNG,
+                                   the SVG drawn by a small rasteriser)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
                                    binary format (weights, whole models with
                                    optimizer state), npz weights, atomic saves,
@@ -12602,7 +12603,8 @@ static bool parse_colour(const std::string &s, Colour *c) {
     auto hex = [&](size_t i) { return (unsigned)std::strtoul(s.substr(i, 1).c_str(), nullptr, 16); };
     if (s.size() == 4 && s[0] == '#') r = hex(1) * 17, g = hex(2) * 17, b = hex(3) * 17;
     else if (s.size() == 7 && s[0] == '#') r = hex(1) * 16 + hex(2), g = hex(3) * 16 + hex(4), b = hex(5) * 16 + hex(6);
-    else if (sscanf(s.c_str(), "rgb(%u,%u,%u)", &r, &g, &b) == 3) r = std::min(r, 255u), g = std::min(g, 255u), b = std::min(b, 255u);
+    else if (sscanf(s.c_str(), "rgb(%u,%u,%u)", &r, &g, &b) == 3)
+        r = std::min(r, 255u), g = std::min(g, 255u), b = std::min(b, 255u);
     else if (s == "white") r = g = b = 255;
     else if (s != "black") return false;
     c->r = (float)r / 255, c->g = (float)g / 255, c->b = (float)b / 255;
@@ -12627,7 +12629,8 @@ static std::vector<double> numbers(const std::string *s) {
 /* The text between tags with the five entities xml_escape writes undone. */
 static std::string unescape(const std::string &s) {
     if (s.find('&') == std::string::npos) return s;
-    static const char *const ent[5][2] = {{"&lt;", "<"}, {"&gt;", ">"}, {"&amp;", "&"}, {"&quot;", "\""}, {"&apos;", "'"}};
+    static const char *const ent[5][2] = {
+        {"&lt;", "<"}, {"&gt;", ">"}, {"&amp;", "&"}, {"&quot;", "\""}, {"&apos;", "'"}};
     std::string o;
     for (size_t i = 0; i < s.size();) {
         bool done = false;
@@ -12664,8 +12667,9 @@ struct Canvas {
        the larger one kept (the overlapping pieces of a line) */
     template <class F> void cover_box(double x0, double y0, double x1, double y1, bool add, F f) {
         if (!(x0 <= x1 && y0 <= y1)) return; /* NaN too */
-        int ix0 = (int)std::max(0.0, std::floor(x0)), iy0 = (int)std::max(0.0, std::floor(y0));
-        int ix1 = (int)std::min((double)w, std::ceil(x1)), iy1 = (int)std::min((double)h, std::ceil(y1));
+        auto clip = [](double v, int most) { return (int)std::min((double)most, std::max(0.0, v)); };
+        const int ix0 = clip(std::floor(x0), w), iy0 = clip(std::floor(y0), h);
+        const int ix1 = clip(std::ceil(x1), w), iy1 = clip(std::ceil(y1), h);
         for (int y = iy0; y < iy1; y++)
             for (int x = ix0; x < ix1; x++) {
                 float c = (float)f(x + 0.5, y + 0.5);
@@ -12696,7 +12700,8 @@ struct Canvas {
             for (int x = x0; x < x1; x++) {
                 Colour c = colour(x + 0.5, y + 0.5);
                 uint8_t *q = &rgb[((size_t)y * w + x) * 3];
-                q[0] = (uint8_t)(255 * c.r + 0.5f), q[1] = (uint8_t)(255 * c.g + 0.5f), q[2] = (uint8_t)(255 * c.b + 0.5f);
+                q[0] = (uint8_t)(255 * c.r + 0.5f), q[1] = (uint8_t)(255 * c.g + 0.5f),
+                q[2] = (uint8_t)(255 * c.b + 0.5f);
             }
     }
 
@@ -12709,7 +12714,8 @@ struct Canvas {
         n = std::min(n, 4);
         for (int i = 0; i < n; i++) {
             cx += p[i][0] / n, cy += p[i][1] / n;
-            x0 = std::min(x0, p[i][0]), x1 = std::max(x1, p[i][0]), y0 = std::min(y0, p[i][1]), y1 = std::max(y1, p[i][1]);
+            x0 = std::min(x0, p[i][0]), x1 = std::max(x1, p[i][0]);
+            y0 = std::min(y0, p[i][1]), y1 = std::max(y1, p[i][1]);
         }
         for (int i = 0; i < n; i++) { /* outward unit normals: distance = nx x + ny y - off */
             const double *a = p[i], *b = p[(i + 1) % n];
@@ -12773,15 +12779,16 @@ struct Canvas {
             hw = dw / 2;
         }
         double total = 0;
-        for (double v : dash) total += v;
-        if (!(total > 0) || dash.size() > 64) dash.clear();
+        for (double v : dash) total += v >= 0 ? v : NAN;
+        if (!(total * S >= 1) || dash.size() > 64) dash.clear(); /* dashes under a pixel: a solid line */
         if (dash.size() % 2) dash.insert(dash.end(), dash.begin(), dash.end()); /* as SVG repeats an odd list */
         for (double &v : dash) v *= S;
         size_t di = 0;
         double left = dash.empty() ? INFINITY : dash[0]; /* of the current dash or gap */
         for (size_t i = 0; i + 3 < pts.size(); i += 2) {
-            double ax = pts[i], ay = pts[i + 1], bx = pts[i + 2], by = pts[i + 3], len = std::sqrt((bx - ax) * (bx - ax) + (by - ay) * (by - ay));
-            if (dash.empty()) {
+            const double ax = pts[i], ay = pts[i + 1], bx = pts[i + 2], by = pts[i + 3];
+            const double len = std::sqrt((bx - ax) * (bx - ax) + (by - ay) * (by - ay));
+            if (dash.empty() || len > 4.0 * (w + h)) { /* (no line of ours is that long) */
                 cover_segment(ax, ay, bx, by, hw);
                 if (i > 0) cover_disc(ax, ay, hw);
                 continue;
@@ -12790,11 +12797,11 @@ struct Canvas {
                 double step = std::min(left, len - t);
                 if (di % 2 == 0) {
                     double u0 = t / len, u1 = (t + step) / len;
-                    cover_segment(ax + (bx - ax) * u0, ay + (by - ay) * u0, ax + (bx - ax) * u1, ay + (by - ay) * u1, hw);
+                    cover_segment(ax + (bx - ax) * u0, ay + (by - ay) * u0, ax + (bx - ax) * u1, ay + (by - ay) * u1,
+                                  hw);
                 }
                 t += step, left -= step;
                 if (left <= 1e-9) di = (di + 1) % dash.size(), left = dash[di];
-                if (t > 1e7) break; /* a tiny dash on a huge line */
             }
         }
         paint(c);
@@ -12811,7 +12818,8 @@ struct Canvas {
             double cx = x + rw / 2, cy = y + rh / 2;
             auto d = [&](double px, double py) {
                 double qx = std::fabs(px - cx) - (rw / 2 - rx), qy = std::fabs(py - cy) - (rh / 2 - rx);
-                return std::sqrt(std::max(qx, 0.0) * std::max(qx, 0.0) + std::max(qy, 0.0) * std::max(qy, 0.0)) + std::min(std::max(qx, qy), 0.0) - rx;
+                const double ox = std::max(qx, 0.0), oy = std::max(qy, 0.0);
+                return std::sqrt(ox * ox + oy * oy) + std::min(std::max(qx, qy), 0.0) - rx;
             };
             double hw = stroke ? std::max(0.5, sw * S / 2) : 0;
             if (fill) {
@@ -12839,7 +12847,7 @@ struct Canvas {
                 if (f <= s.front().first) return s.front().second;
                 for (size_t i = 1; i < s.size(); i++)
                     if (f <= s[i].first) {
-                        double a = s[i].first > s[i - 1].first ? (f - s[i - 1].first) / (s[i].first - s[i - 1].first) : 1;
+                        const double span = s[i].first - s[i - 1].first, a = span > 0 ? (f - s[i - 1].first) / span : 1;
                         const Colour &p = s[i - 1].second, &q = s[i].second;
                         return Colour{(float)(p.r + (q.r - p.r) * a), (float)(p.g + (q.g - p.g) * a),
                                       (float)(p.b + (q.b - p.b) * a)};
@@ -12886,7 +12894,8 @@ struct Canvas {
         /* capitals are 7 units tall, DejaVu Sans' 0.73 of the font size */
         const double u = 0.73 * fs * S / 7;
         double ox = x * S - (anchor == "middle" ? ink * u / 2 : anchor == "end" ? ink * u : 0), oy = y * S - 7 * u;
-        const double a = angle * 3.14159265358979323846 / 180, ca = std::cos(a), sa = std::sin(a), rx = cx * S, ry = cy * S;
+        const double a = angle * 3.14159265358979323846 / 180, ca = std::cos(a), sa = std::sin(a);
+        const double rx = cx * S, ry = cy * S;
         if (std::fabs(sa) < 1e-9 || std::fabs(ca) < 1e-9) ox = std::round(ox), oy = std::round(oy); /* crisper */
         for (auto &r : q) {
             double p[4][2] = {{ox + r.x0 * u, oy + r.y0 * u}, {ox + r.x1 * u, oy + r.y0 * u},
