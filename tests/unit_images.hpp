@@ -3,8 +3,10 @@
    with nnlite.cpp, and hand-made PNM, GIF and hostile headers), colour
    modes, resizing against hand-computed values, scaling, the folder dataset
    (class order, labels, Keras' shuffle and split, skip or fail on a corrupt
-   file, empty folders), writing (round trips), nnl_plot_images as PNG, and
-   mutated files. Without stb every call must say UNSUPPORTED naming
+   file, empty folders), writing (round trips), the pictures as PNG
+   (nnl_plot_images' grid; training curves, confusion matrices and line
+   plots drawn from their SVG: size, colours, atomic writes), and mutated
+   files. Without stb every call must say UNSUPPORTED naming
    libstb-dev, and nothing else is checked. */
 #include <filesystem>
 #include <fstream>
