@@ -28,8 +28,9 @@
                                    of the arenas, optimizer steps on the GPU
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
                                    image files and folders (stb_image),
-                                   pictures (SVG curves, confusion matrices;
-                                   image grids also as PNG)
+                                   pictures (SVG curves, confusion matrices,
+                                   image grids, line plots; each also as PNG,
+                                   the SVG drawn by a small rasteriser)
      8  Model files                Keras JSON (to_json/from_json), the nnlite
                                    binary format (weights, whole models with
                                    optimizer state), npz weights, atomic saves,
@@ -12555,12 +12556,498 @@ static std::string svg_lines(const float *xs, const float *y, int panels, int se
     return s + "</svg>\n";
 }
 
-/* PNG output exists for nnl_plot_images only: the curves and heat maps are
-   drawn as SVG, and rasterising them is not done yet (issue 16). */
-static void svg_only(const char *path, const char *api) {
-    if (path && img::lower_ext(path) == "png")
-        raise(NNL_ERR_UNSUPPORTED, "%s: '%s': this picture is written as SVG only (PNG: nnl_plot_images); name it "
-              ".svg", api, path);
+/* ---- The curves and heat maps as PNG ----
+   nnl_plot_history, nnl_plot_confusion_matrix and nnl_plot_lines write a PNG
+   when the path ends in .png (since 0.7): the SVG above is drawn into pixels
+   by a rasteriser for exactly the subset those three emit, so the layout is
+   written once. The subset: <svg width height>, <rect> (x, y, width,
+   height, '100%', rx), <line>, <polyline points>, <circle>, <text> with
+   text-anchor and transform='rotate(a cx cy)', fill and stroke as #rgb,
+   #rrggbb, rgb(r,g,b), white, black, none or url(#id) of a <linearGradient>
+   (bounding-box units, its <stop>s), stroke-width, stroke-dasharray; <g>
+   and <defs> only group. Anything else is skipped. Twice the SVG's size
+   (fewer pixels when that would pass kPngPixels), so that the text stays
+   legible; rectangles and axis-parallel lines sit on whole pixels (crisp
+   frames, cells without seams), other edges are anti-aliased by their
+   distance to the pixel's centre. Text is stb_easy_font's bitmap font,
+   scaled so that its capitals are as tall as DejaVu Sans' at the font-size
+   (ASCII; other characters print as '?'). */
+#if NNL_HAVE_STB_WRITE
+namespace raster {
+
+static const double kPngScale = 2;                 /* screen pixels per SVG pixel */
+static const int64_t kPngPixels = (int64_t)1 << 24; /* at most, width times height */
+
+struct Colour {
+    float r = 0, g = 0, b = 0;
+};
+
+struct Gradient { /* a linearGradient in bounding-box units */
+    double x1 = 0, y1 = 0, x2 = 1, y2 = 0;
+    std::vector<std::pair<double, Colour>> stops;
+};
+
+/* One parsed element: its name, attributes and (for <text>) its text. */
+struct Tag {
+    std::string name, text;
+    std::vector<std::pair<std::string, std::string>> attr;
+    const std::string *get(const char *k) const {
+        for (auto &a : attr)
+            if (a.first == k) return &a.second;
+        return nullptr;
+    }
+    /* a length; '100%' is that share of `whole` */
+    double num(const char *k, double def, double whole = 0) const {
+        const std::string *v = get(k);
+        if (!v || v->empty()) return def;
+        char *end = nullptr;
+        double d = std::strtod(v->c_str(), &end);
+        if (end == v->c_str()) return def;
+        return *end == '%' ? d / 100 * whole : d;
+    }
+};
+
+/* #rgb, #rrggbb, rgb(r,g,b), white, black; false for none and the rest. */
+static bool parse_colour(const std::string &s, Colour *c) {
+    unsigned r = 0, g = 0, b = 0;
+    auto hex = [&](size_t i) { return (unsigned)std::strtoul(s.substr(i, 1).c_str(), nullptr, 16); };
+    if (s.size() == 4 && s[0] == '#') r = hex(1) * 17, g = hex(2) * 17, b = hex(3) * 17;
+    else if (s.size() == 7 && s[0] == '#') r = hex(1) * 16 + hex(2), g = hex(3) * 16 + hex(4), b = hex(5) * 16 + hex(6);
+    else if (sscanf(s.c_str(), "rgb(%u,%u,%u)", &r, &g, &b) == 3)
+        r = std::min(r, 255u), g = std::min(g, 255u), b = std::min(b, 255u);
+    else if (s == "white") r = g = b = 255;
+    else if (s != "black") return false;
+    c->r = (float)r / 255, c->g = (float)g / 255, c->b = (float)b / 255;
+    return true;
+}
+
+/* Numbers in a list ("5 3", "1.0,2.0 3.0,4.0"), commas as spaces. */
+static std::vector<double> numbers(const std::string *s) {
+    std::vector<double> v;
+    if (!s) return v;
+    const char *p = s->c_str();
+    for (;;) {
+        while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') p++;
+        char *end = nullptr;
+        double d = std::strtod(p, &end);
+        if (end == p) return v;
+        v.push_back(d);
+        p = end;
+    }
+}
+
+/* The text between tags with the five entities xml_escape writes undone. */
+static std::string unescape(const std::string &s) {
+    if (s.find('&') == std::string::npos) return s;
+    static const char *const ent[5][2] = {
+        {"&lt;", "<"}, {"&gt;", ">"}, {"&amp;", "&"}, {"&quot;", "\""}, {"&apos;", "'"}};
+    std::string o;
+    for (size_t i = 0; i < s.size();) {
+        bool done = false;
+        for (auto &e : ent)
+            if (s.compare(i, strlen(e[0]), e[0]) == 0) {
+                o += e[1], i += strlen(e[0]), done = true;
+                break;
+            }
+        if (!done) o += s[i++];
+    }
+    return o;
+}
+
+struct Canvas {
+    int w = 0, h = 0;
+    double S = kPngScale;      /* screen pixels per SVG pixel */
+    std::vector<uint8_t> rgb;  /* the picture, white to start */
+    std::vector<float> cover;  /* one element's coverage (0..1), blended by paint() */
+    int bx0 = 0, by0 = 0, bx1 = 0, by1 = 0; /* the box cover holds something in */
+    std::map<std::string, Gradient> gradients;
+
+    Canvas(double width, double height) {
+        if (!(width > 0 && height > 0 && width < 1e7 && height < 1e7)) width = height = 1;
+        if (width * height * S * S > (double)kPngPixels) S = std::sqrt((double)kPngPixels / (width * height));
+        w = std::max(1, (int)std::ceil(width * S - 1e-6)), h = std::max(1, (int)std::ceil(height * S - 1e-6));
+        while ((int64_t)w * h > kPngPixels) w = std::max(1, w - 1), h = std::max(1, h - 1); /* rounding up crossed it */
+        rgb.assign((size_t)w * h * 3, 255);
+        cover.assign((size_t)w * h, 0.0f);
+        bx0 = w, by0 = h;
+    }
+
+    /* coverage f(x, y) at pixel centres over the screen box [x0, x1] x
+       [y0, y1], added (clipped at 1: the abutting quads of a letter) or
+       the larger one kept (the overlapping pieces of a line) */
+    template <class F> void cover_box(double x0, double y0, double x1, double y1, bool add, F f) {
+        if (!(x0 <= x1 && y0 <= y1)) return; /* NaN too */
+        auto clip = [](double v, int most) { return (int)std::min((double)most, std::max(0.0, v)); };
+        const int ix0 = clip(std::floor(x0), w), iy0 = clip(std::floor(y0), h);
+        const int ix1 = clip(std::ceil(x1), w), iy1 = clip(std::ceil(y1), h);
+        for (int y = iy0; y < iy1; y++)
+            for (int x = ix0; x < ix1; x++) {
+                float c = (float)f(x + 0.5, y + 0.5);
+                if (!(c > 0)) continue;
+                float &m = cover[(size_t)y * w + x];
+                m = add ? std::min(1.0f, m + c) : std::max(m, std::min(1.0f, c));
+                bx0 = std::min(bx0, x), by0 = std::min(by0, y), bx1 = std::max(bx1, x + 1), by1 = std::max(by1, y + 1);
+            }
+    }
+    /* blends colour c over the picture by the coverage, and clears it */
+    void paint(const Colour &c) {
+        for (int y = by0; y < by1; y++)
+            for (int x = bx0; x < bx1; x++) {
+                float &a = cover[(size_t)y * w + x];
+                if (a > 0) {
+                    uint8_t *q = &rgb[((size_t)y * w + x) * 3];
+                    const float v[3] = {c.r, c.g, c.b};
+                    for (int k = 0; k < 3; k++) q[k] = (uint8_t)(q[k] + (255.0f * v[k] - q[k]) * a + 0.5f);
+                    a = 0;
+                }
+            }
+        bx0 = w, by0 = h, bx1 = by1 = 0;
+    }
+    /* the whole pixels [x0, x1) x [y0, y1) in colour(x, y) */
+    template <class F> void fill_pixels(int x0, int y0, int x1, int y1, F colour) {
+        x0 = std::max(x0, 0), y0 = std::max(y0, 0), x1 = std::min(x1, w), y1 = std::min(y1, h);
+        for (int y = y0; y < y1; y++)
+            for (int x = x0; x < x1; x++) {
+                Colour c = colour(x + 0.5, y + 0.5);
+                uint8_t *q = &rgb[((size_t)y * w + x) * 3];
+                q[0] = (uint8_t)(255 * c.r + 0.5f), q[1] = (uint8_t)(255 * c.g + 0.5f),
+                q[2] = (uint8_t)(255 * c.b + 0.5f);
+            }
+    }
+
+    /* A convex polygon's coverage: its signed distance at the pixel's
+       centre (the largest over the edges' lines, exact near an edge) plus
+       half a pixel. */
+    void cover_convex(const double (*p)[2], int n, bool add) {
+        double nx[4], ny[4], off[4], cx = 0, cy = 0, x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY;
+        int m = 0;
+        n = std::min(n, 4);
+        for (int i = 0; i < n; i++) {
+            cx += p[i][0] / n, cy += p[i][1] / n;
+            x0 = std::min(x0, p[i][0]), x1 = std::max(x1, p[i][0]);
+            y0 = std::min(y0, p[i][1]), y1 = std::max(y1, p[i][1]);
+        }
+        for (int i = 0; i < n; i++) { /* outward unit normals: distance = nx x + ny y - off */
+            const double *a = p[i], *b = p[(i + 1) % n];
+            double ex = b[1] - a[1], ey = a[0] - b[0], len = std::sqrt(ex * ex + ey * ey);
+            if (!(len > 1e-12)) continue;
+            ex /= len, ey /= len;
+            if (ex * (cx - a[0]) + ey * (cy - a[1]) > 0) ex = -ex, ey = -ey;
+            nx[m] = ex, ny[m] = ey, off[m++] = ex * a[0] + ey * a[1];
+        }
+        if (m < 2) return;
+        cover_box(x0 - 1, y0 - 1, x1 + 1, y1 + 1, add, [&](double x, double y) {
+            double d = -INFINITY;
+            for (int i = 0; i < m; i++) d = std::max(d, nx[i] * x + ny[i] * y - off[i]);
+            return std::min(1.0, 0.5 - d);
+        });
+    }
+    /* a butt-ended band of half-width hw from a to b (screen pixels) */
+    void cover_segment(double ax, double ay, double bx, double by, double hw) {
+        double dx = bx - ax, dy = by - ay, len = std::sqrt(dx * dx + dy * dy);
+        if (!(len > 1e-9)) return;
+        double nx = -dy / len * hw, ny = dx / len * hw;
+        const double q[4][2] = {{ax + nx, ay + ny}, {bx + nx, by + ny}, {bx - nx, by - ny}, {ax - nx, ay - ny}};
+        cover_convex(q, 4, false);
+    }
+    void cover_disc(double cx, double cy, double r) {
+        cover_box(cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1, false, [&](double x, double y) {
+            return std::min(1.0, std::max(0.0, r + 0.5 - std::sqrt((x - cx) * (x - cx) + (y - cy) * (y - cy))));
+        });
+    }
+
+    /* A line through SVG points: butt ends, round joins, dashes (on, off,
+       ... in SVG pixels) along its length. A single axis-parallel segment
+       sits on whole pixels. */
+    void stroke(std::vector<double> pts, double width, std::vector<double> dash, const Colour &c) {
+        if (pts.size() < 4 || !(width > 0)) return;
+        for (double &v : pts) {
+            if (!std::isfinite(v)) return;
+            v *= S;
+        }
+        double hw = width * S / 2;
+        if (pts.size() > 16 * (size_t)w) { /* a long series, many points to a screen column */
+            std::vector<double> keep;
+            for (size_t i = 0; i < pts.size();) { /* per run in one column: first, lowest, highest, last (M4) */
+                size_t e = i + 2, lo = i, hi = i;
+                while (e < pts.size() && std::floor(pts[e]) == std::floor(pts[i])) {
+                    if (pts[e + 1] < pts[lo + 1]) lo = e;
+                    if (pts[e + 1] > pts[hi + 1]) hi = e;
+                    e += 2;
+                }
+                size_t pick[4] = {i, std::min(lo, hi), std::max(lo, hi), e - 2};
+                for (int k = 0; k < 4; k++)
+                    if (k == 0 || pick[k] != pick[k - 1]) keep.insert(keep.end(), {pts[pick[k]], pts[pick[k] + 1]});
+                i = e;
+            }
+            pts.swap(keep);
+        }
+        if (pts.size() == 4 && dash.empty() && (pts[0] == pts[2] || pts[1] == pts[3])) {
+            const int k = pts[0] == pts[2] ? 0 : 1; /* the coordinate both ends share */
+            const double dw = std::max(1.0, std::round(2 * hw));
+            pts[k] = pts[k + 2] = std::floor(pts[k] - dw / 2 + 0.5) + dw / 2; /* the band covers whole pixels */
+            hw = dw / 2;
+        }
+        double total = 0;
+        for (double v : dash) total += v >= 0 ? v : NAN;
+        if (!(total * S >= 1) || dash.size() > 64) dash.clear(); /* dashes under a pixel: a solid line */
+        if (dash.size() % 2) dash.insert(dash.end(), dash.begin(), dash.end()); /* as SVG repeats an odd list */
+        for (double &v : dash) v *= S;
+        size_t di = 0;
+        double left = dash.empty() ? INFINITY : dash[0]; /* of the current dash or gap */
+        for (size_t i = 0; i + 3 < pts.size(); i += 2) {
+            const double ax = pts[i], ay = pts[i + 1], bx = pts[i + 2], by = pts[i + 3];
+            const double len = std::sqrt((bx - ax) * (bx - ax) + (by - ay) * (by - ay));
+            if (dash.empty() || len > 4.0 * (w + h)) { /* (no line of ours is that long) */
+                cover_segment(ax, ay, bx, by, hw);
+                if (i > 0) cover_disc(ax, ay, hw);
+                continue;
+            }
+            for (double t = 0; t < len;) {
+                double step = std::min(left, len - t);
+                if (di % 2 == 0) {
+                    double u0 = t / len, u1 = (t + step) / len;
+                    cover_segment(ax + (bx - ax) * u0, ay + (by - ay) * u0, ax + (bx - ax) * u1, ay + (by - ay) * u1,
+                                  hw);
+                }
+                t += step, left -= step;
+                if (left <= 1e-9) di = (di + 1) % dash.size(), left = dash[di];
+            }
+        }
+        paint(c);
+    }
+
+    /* A rectangle in SVG pixels: fill (a colour or a gradient) on whole
+       pixels, then its stroke centred on the edges; rounded corners (rx)
+       drawn from the distance to the rounded outline. */
+    void rect(double x, double y, double rw, double rh, double rx, const Colour *fill,
+              const Gradient *grad, const Colour *stroke, double sw) {
+        if (!(rw > 0 && rh > 0) || !std::isfinite(x + y + rw + rh)) return;
+        x *= S, y *= S, rw *= S, rh *= S, rx = std::max(0.0, std::min(rx * S, std::min(rw, rh) / 2));
+        if (rx > 0) { /* distance to the rounded outline: <0 inside */
+            double cx = x + rw / 2, cy = y + rh / 2;
+            auto d = [&](double px, double py) {
+                double qx = std::fabs(px - cx) - (rw / 2 - rx), qy = std::fabs(py - cy) - (rh / 2 - rx);
+                const double ox = std::max(qx, 0.0), oy = std::max(qy, 0.0);
+                return std::sqrt(ox * ox + oy * oy) + std::min(std::max(qx, qy), 0.0) - rx;
+            };
+            double hw = stroke ? std::max(0.5, sw * S / 2) : 0;
+            if (fill) {
+                cover_box(x - 1, y - 1, x + rw + 1, y + rh + 1, false,
+                          [&](double px, double py) { return std::min(1.0, std::max(0.0, 0.5 - d(px, py))); });
+                paint(*fill);
+            }
+            if (stroke) {
+                cover_box(x - hw - 1, y - hw - 1, x + rw + hw + 1, y + rh + hw + 1, false, [&](double px, double py) {
+                    return std::min(1.0, std::max(0.0, hw + 0.5 - std::fabs(d(px, py))));
+                });
+                paint(*stroke);
+            }
+            return;
+        }
+        auto px = [](double v) { return (int)std::max(-1.0, std::min(1e8, std::floor(v + 0.5))); };
+        int x0 = px(x), y0 = px(y), x1 = px(x + rw), y1 = px(y + rh);
+        if (fill) fill_pixels(x0, y0, x1, y1, [&](double, double) { return *fill; });
+        if (grad && !grad->stops.empty()) {
+            double gx = grad->x2 - grad->x1, gy = grad->y2 - grad->y1, g2 = gx * gx + gy * gy;
+            fill_pixels(x0, y0, x1, y1, [&](double qx, double qy) {
+                double u = (qx - x) / rw - grad->x1, v = (qy - y) / rh - grad->y1;
+                double f = g2 > 0 ? (u * gx + v * gy) / g2 : 0;
+                const auto &s = grad->stops;
+                if (f <= s.front().first) return s.front().second;
+                for (size_t i = 1; i < s.size(); i++)
+                    if (f <= s[i].first) {
+                        const double span = s[i].first - s[i - 1].first, a = span > 0 ? (f - s[i - 1].first) / span : 1;
+                        const Colour &p = s[i - 1].second, &q = s[i].second;
+                        return Colour{(float)(p.r + (q.r - p.r) * a), (float)(p.g + (q.g - p.g) * a),
+                                      (float)(p.b + (q.b - p.b) * a)};
+                    }
+                return s.back().second;
+            });
+        }
+        if (stroke) { /* four bands of whole pixels around the edges */
+            int dw = std::max(1, (int)std::lround(sw * S)), a = dw / 2, b = dw - a;
+            auto band = [&](int ax0, int ay0, int ax1, int ay1) {
+                fill_pixels(ax0, ay0, ax1, ay1, [&](double, double) { return *stroke; });
+            };
+            band(x0 - a, y0 - a, x1 + b, y0 + b), band(x0 - a, y1 - a, x1 + b, y1 + b);
+            band(x0 - a, y0 - a, x0 + b, y1 + b), band(x1 - a, y0 - a, x1 + b, y1 + b);
+        }
+    }
+
+    /* Text with its baseline at (x, y) in SVG pixels, anchored at its start,
+       middle or end, turned by `angle` degrees about (cx, cy). */
+    void text(const std::string &utf8, double x, double y, double fs, const std::string &anchor, double angle,
+              double cx, double cy, const Colour &c) {
+#if NNL_HAVE_STB_FONT
+        std::string t; /* ASCII: one '?' per other character */
+        for (size_t i = 0; i < utf8.size(); i++) {
+            unsigned char ch = (unsigned char)utf8[i];
+            if ((ch & 0xC0) == 0x80) continue;
+            t += ch >= 32 && ch < 127 ? (char)ch : '?';
+        }
+        if (t.empty() || !(fs > 0) || !std::isfinite(x + y + fs + angle + cx + cy) || t.size() > 4096) return;
+        std::vector<char> buf(t.size() * 300 + 1000); /* ~270 bytes a character, as stb_easy_font says */
+        int quads = stb_easy_font_print(0, 0, const_cast<char *>(t.c_str()), nullptr, buf.data(), (int)buf.size());
+        struct Quad {
+            float x0, y0, x1, y1; /* in font units */
+        };
+        std::vector<Quad> q((size_t)quads);
+        float ink = 0;
+        for (int k = 0; k < quads; k++) {
+            float v[4][4]; /* x, y, z, colour per vertex */
+            memcpy(v, buf.data() + (size_t)k * 64, sizeof v);
+            q[(size_t)k] = {std::min(v[0][0], v[2][0]), std::min(v[0][1], v[2][1]), std::max(v[0][0], v[2][0]),
+                            std::max(v[0][1], v[2][1])};
+            ink = std::max(ink, q[(size_t)k].x1);
+        }
+        /* capitals are 7 units tall, DejaVu Sans' 0.73 of the font size */
+        const double u = 0.73 * fs * S / 7;
+        double ox = x * S - (anchor == "middle" ? ink * u / 2 : anchor == "end" ? ink * u : 0), oy = y * S - 7 * u;
+        const double a = angle * 3.14159265358979323846 / 180, ca = std::cos(a), sa = std::sin(a);
+        const double rx = cx * S, ry = cy * S;
+        if (std::fabs(sa) < 1e-9 || std::fabs(ca) < 1e-9) ox = std::round(ox), oy = std::round(oy); /* crisper */
+        for (auto &r : q) {
+            double p[4][2] = {{ox + r.x0 * u, oy + r.y0 * u}, {ox + r.x1 * u, oy + r.y0 * u},
+                              {ox + r.x1 * u, oy + r.y1 * u}, {ox + r.x0 * u, oy + r.y1 * u}};
+            for (auto &v : p) {
+                double dx = v[0] - rx, dy = v[1] - ry;
+                v[0] = rx + dx * ca - dy * sa, v[1] = ry + dx * sa + dy * ca;
+            }
+            cover_convex(p, 4, true);
+        }
+        paint(c);
+#else
+        (void)utf8, (void)x, (void)y, (void)fs, (void)anchor, (void)angle, (void)cx, (void)cy, (void)c;
+#endif
+    }
+};
+
+/* The SVG `svg` (one of ours) as RGB pixels; *w, *h receive the size. */
+static std::vector<uint8_t> draw(const std::string &svg, int *w, int *h) {
+    std::unique_ptr<Canvas> cv;
+    Gradient *grad = nullptr; /* inside a <linearGradient> */
+    const size_t n = svg.size();
+    for (size_t i = svg.find('<'); i < n; i = svg.find('<', i)) {
+        Tag t;
+        size_t j = i + 1;
+        const bool closing = j < n && svg[j] == '/';
+        if (closing) j++;
+        while (j < n && (std::isalnum((unsigned char)svg[j]) || svg[j] == '-' || svg[j] == ':')) t.name += svg[j++];
+        bool empty = false;
+        for (;;) { /* attributes: name='value' or name="value" */
+            while (j < n && std::isspace((unsigned char)svg[j])) j++;
+            if (j >= n || svg[j] == '>') break;
+            if (svg[j] == '/') {
+                empty = true, j++;
+                continue;
+            }
+            size_t eq = svg.find('=', j);
+            if (eq == std::string::npos || eq + 1 >= n || (svg[eq + 1] != '\'' && svg[eq + 1] != '"')) {
+                j = svg.find('>', j);
+                break;
+            }
+            size_t close = svg.find(svg[eq + 1], eq + 2);
+            if (close == std::string::npos) {
+                j = n;
+                break;
+            }
+            t.attr.push_back({svg.substr(j, eq - j), unescape(svg.substr(eq + 2, close - eq - 2))});
+            j = close + 1;
+        }
+        if (j >= n) break;
+        i = j + 1;
+        if (t.name == "text" && !closing && !empty) {
+            size_t end = svg.find("</text>", i);
+            if (end == std::string::npos) break;
+            t.text = unescape(svg.substr(i, end - i));
+            i = end + 7;
+        }
+        if (closing) {
+            if (t.name == "linearGradient") grad = nullptr;
+            continue;
+        }
+        if (t.name == "svg") {
+            if (!cv) cv.reset(new Canvas(t.num("width", 1), t.num("height", 1)));
+            continue;
+        }
+        if (!cv) continue;
+        Canvas &c = *cv;
+        const double W = c.w / c.S, H = c.h / c.S;
+        if (t.name == "linearGradient") {
+            const std::string *id = t.get("id");
+            grad = &c.gradients[id ? *id : ""];
+            grad->x1 = t.num("x1", 0), grad->y1 = t.num("y1", 0), grad->x2 = t.num("x2", 1), grad->y2 = t.num("y2", 0);
+            if (empty) grad = nullptr;
+            continue;
+        }
+        if (t.name == "stop") {
+            Colour k;
+            const std::string *sc = t.get("stop-color");
+            if (grad && sc && parse_colour(*sc, &k) && grad->stops.size() < 256)
+                grad->stops.push_back({t.num("offset", 0), k});
+            continue;
+        }
+        /* paint: fill (black unless said) and stroke (none unless said) */
+        Colour fill, stroke;
+        const std::string *fs = t.get("fill"), *ss = t.get("stroke");
+        const bool has_fill = fs ? parse_colour(*fs, &fill) : true, has_stroke = ss && parse_colour(*ss, &stroke);
+        const Gradient *g = nullptr;
+        if (fs && fs->compare(0, 5, "url(#") == 0 && fs->back() == ')') {
+            auto it = c.gradients.find(fs->substr(5, fs->size() - 6));
+            if (it != c.gradients.end()) g = &it->second;
+        }
+        const double sw = t.num("stroke-width", 1);
+        if (t.name == "rect") {
+            c.rect(t.num("x", 0, W), t.num("y", 0, H), t.num("width", 0, W), t.num("height", 0, H), t.num("rx", 0),
+                   has_fill ? &fill : nullptr, g, has_stroke ? &stroke : nullptr, sw);
+        } else if (t.name == "line" || t.name == "polyline") {
+            if (!has_stroke) continue;
+            std::vector<double> pts = t.name == "line" ? std::vector<double>{t.num("x1", 0), t.num("y1", 0),
+                                                                              t.num("x2", 0), t.num("y2", 0)}
+                                                       : numbers(t.get("points"));
+            if (pts.size() % 2) pts.pop_back();
+            c.stroke(pts, sw, numbers(t.get("stroke-dasharray")), stroke);
+        } else if (t.name == "circle") {
+            double x = t.num("cx", 0) * c.S, y = t.num("cy", 0) * c.S, r = t.num("r", 0) * c.S;
+            if (has_fill && std::isfinite(x + y + r) && r > 0 && r < 1e6) {
+                c.cover_disc(x, y, r);
+                c.paint(fill);
+            }
+        } else if (t.name == "text" && has_fill) {
+            const std::string *anchor = t.get("text-anchor"), *tf = t.get("transform");
+            double angle = 0, rx = 0, ry = 0;
+            if (tf) {
+                std::string s = *tf;
+                std::replace(s.begin(), s.end(), ',', ' ');
+                if (sscanf(s.c_str(), "rotate(%lf %lf %lf)", &angle, &rx, &ry) < 1) angle = 0;
+            }
+            c.text(t.text, t.num("x", 0), t.num("y", 0), t.num("font-size", 16), anchor ? *anchor : "start", angle,
+                   rx, ry, fill);
+        }
+    }
+    if (!cv) cv.reset(new Canvas(1, 1));
+    *w = cv->w, *h = cv->h;
+    return std::move(cv->rgb);
+}
+
+} // namespace raster
+#endif
+
+/* The picture for `path`: the SVG, or the SVG drawn as PNG when path ends in
+   .png (any case). */
+static void write_picture(const char *path, const std::string &svg, const char *api) {
+    if (path && img::lower_ext(path) == "png") {
+#if NNL_HAVE_STB_WRITE
+        int w = 0, h = 0;
+        std::vector<uint8_t> rgb = raster::draw(svg, &w, &h);
+        write_file_atomic(path, img::encode(rgb.data(), h, w, 3, "png", format("%s: '%s'", api, path)));
+#else
+        img::encode(nullptr, 0, 0, 3, "png", format("%s: '%s'", api, path)); /* says which package */
+#endif
+    } else {
+        write_file_atomic(path, svg);
+    }
 }
 
 } // namespace nnl
@@ -12571,8 +13058,7 @@ NNL_API int nnl_plot_history(const nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m, NNL_ERR_ARGUMENT, "nnl_plot_history: model handle is NULL");
         if (!m->writer()) return; /* a distributed model: rank 0 draws */
-        nnl::svg_only(path, "nnl_plot_history");
-        nnl::write_file_atomic(path, nnl::svg_history(*m));
+        nnl::write_picture(path, nnl::svg_history(*m), "nnl_plot_history");
     });
 }
 
@@ -12584,8 +13070,8 @@ NNL_API int nnl_plot_confusion_matrix(const char *path, const int64_t *cm, int n
                     "nnl_plot_confusion_matrix: num_classes must be in 1..1000");
         for (int i = 0; i < num_classes * num_classes; i++)
             NNL_REQUIRE(cm[i] >= 0, NNL_ERR_ARGUMENT, "nnl_plot_confusion_matrix: negative count");
-        nnl::svg_only(path, "nnl_plot_confusion_matrix");
-        nnl::write_file_atomic(path, nnl::svg_confusion(cm, num_classes, labels, normalize != 0, title));
+        nnl::write_picture(path, nnl::svg_confusion(cm, num_classes, labels, normalize != 0, title),
+                           "nnl_plot_confusion_matrix");
     });
 }
 
@@ -12598,9 +13084,9 @@ NNL_API int nnl_plot_lines(const char *path, const float *x, const float *y, int
                     "nnl_plot_lines: panels and series must be in 1..16 (got %d, %d)", panels, series);
         NNL_REQUIRE(points >= 1 && points <= 100000, NNL_ERR_ARGUMENT,
                     "nnl_plot_lines: points must be in 1..100000 (got %d)", points);
-        nnl::svg_only(path, "nnl_plot_lines");
-        nnl::write_file_atomic(path, nnl::svg_lines(x, y, panels, series, points, series_names, panel_labels, x_label,
-                                                    title));
+        nnl::write_picture(path, nnl::svg_lines(x, y, panels, series, points, series_names, panel_labels, x_label,
+                                                title),
+                           "nnl_plot_lines");
     });
 }
 

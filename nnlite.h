@@ -1112,10 +1112,16 @@ NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path);
 
 /* ==== Pictures ============================================================
    SVG files any browser shows; written atomically (a temporary file renamed
-   over path), so a failed write never leaves half a picture. Since 0.7
-   nnl_plot_images writes a PNG when path ends in ".png" (any case; needs
-   nnl_has_feature("images")); the other pictures are SVG only and refuse a
-   ".png" path with NNL_ERR_UNSUPPORTED (rasterising them is not done yet). */
+   over path), so a failed write never leaves half a picture. Since 0.7 all
+   four write a PNG instead when path ends in ".png" (any case; needs
+   nnl_has_feature("images"), else NNL_ERR_UNSUPPORTED naming Debian's
+   libstb-dev), for slides and notebooks. nnl_plot_history,
+   nnl_plot_confusion_matrix and nnl_plot_lines draw the same picture as
+   their SVG at twice its size in pixels (a 420 x 300 panel: 840 x 600),
+   anti-aliased, scaled down where that would pass 2^24 pixels (a
+   confusion matrix of hundreds of classes); the text is a plain bitmap font
+   (ASCII; other characters print as '?'). Otherwise the calls are unchanged
+   (same arguments, same ABI). */
 
 /* Training curves, one panel per metric ("model accuracy", "model loss"),
    train and validation lines against epochs, every epoch's point marked (up

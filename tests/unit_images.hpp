@@ -3,11 +3,14 @@
    with nnlite.cpp, and hand-made PNM, GIF and hostile headers), colour
    modes, resizing against hand-computed values, scaling, the folder dataset
    (class order, labels, Keras' shuffle and split, skip or fail on a corrupt
-   file, empty folders), writing (round trips), nnl_plot_images as PNG, and
-   mutated files. Without stb every call must say UNSUPPORTED naming
+   file, empty folders), writing (round trips), the pictures as PNG
+   (nnl_plot_images' grid; training curves, confusion matrices and line
+   plots drawn from their SVG: size, colours, atomic writes), and mutated
+   files. Without stb every call must say UNSUPPORTED naming
    libstb-dev, and nothing else is checked. */
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace {
 
@@ -114,6 +117,16 @@ TEST_CASE("images: without stb every call is UNSUPPORTED naming libstb-dev") {
     float px[4] = {0};
     CHECK(nnl_save_image((d.path + "/x.png").c_str(), px, 2, 2, 1, 1) == NNL_ERR_UNSUPPORTED);
     CHECK(std::string(nnl_last_error()).find("libstb-dev") != std::string::npos);
+    /* the pictures: SVG as ever, PNG not */
+    int64_t cm[4] = {1, 0, 0, 1};
+    const float line[3] = {1, 2, 3};
+    CHECK(nnl_plot_confusion_matrix((d.path + "/cm.svg").c_str(), cm, 2, nullptr, 0, nullptr) == NNL_OK);
+    CHECK(nnl_plot_confusion_matrix((d.path + "/cm.png").c_str(), cm, 2, nullptr, 0, nullptr) == NNL_ERR_UNSUPPORTED);
+    CHECK(std::string(nnl_last_error()).find("nnl_plot_confusion_matrix") == 0);
+    CHECK(std::string(nnl_last_error()).find("libstb-dev") != std::string::npos);
+    CHECK(nnl_plot_lines((d.path + "/l.PNG").c_str(), nullptr, line, 1, 1, 3, nullptr, nullptr, nullptr, nullptr) ==
+          NNL_ERR_UNSUPPORTED);
+    CHECK(!std::filesystem::exists(d.path + "/cm.png"));
 }
 
 #if NNL_HAVE_STB && NNL_HAVE_STB_WRITE
@@ -507,10 +520,182 @@ TEST_CASE("images: nnl_save_image round trips and nnl_plot_images writes a PNG")
         for (int64_t x = 0; x < nnl_array_dim(a, 1); x++) black = black || g[y * nnl_array_dim(a, 1) + x] == 0;
     CHECK(black); /* the title */
     nnl_array_free(a);
-    /* the other pictures are SVG only */
-    int64_t cm[4] = {1, 0, 0, 1};
-    CHECK(nnl_plot_confusion_matrix((d.path + "/cm.png").c_str(), cm, 2, nullptr, 0, nullptr) == NNL_ERR_UNSUPPORTED);
-    CHECK(std::string(nnl_last_error()).find(".svg") != std::string::npos);
+}
+
+namespace {
+
+/* The width and height an SVG of ours announces. */
+void svg_size(const std::string &svg, int *w, int *h) {
+    *w = *h = -1;
+    size_t at = svg.find(" width='");
+    REQUIRE(at != std::string::npos);
+    REQUIRE(sscanf(svg.c_str() + at, " width='%d' height='%d'", w, h) == 2);
+}
+
+/* A picture read back as RGB bytes (h, w, 3), with its size. */
+struct Picture {
+    int w = 0, h = 0;
+    std::vector<uint8_t> rgb;
+    explicit Picture(const std::string &path) {
+        Bytes b;
+        nnl::read_file(path.c_str(), b);
+        REQUIRE(b.size() > 8);
+        CHECK(memcmp(b.data(), "\x89PNG\r\n\x1a\n", 8) == 0);
+        int c = 0;
+        uint8_t *px = stbi_load_from_memory(b.data(), (int)b.size(), &w, &h, &c, 3);
+        REQUIRE(px);
+        rgb.assign(px, px + (size_t)w * h * 3);
+        stbi_image_free(px);
+    }
+    uint32_t at(size_t i) const { return (uint32_t)rgb[i] << 16 | (uint32_t)rgb[i + 1] << 8 | rgb[i + 2]; }
+    size_t count(uint32_t colour) const { /* pixels of exactly 0xRRGGBB */
+        size_t n = 0;
+        for (size_t i = 0; i < rgb.size(); i += 3) n += at(i) == colour;
+        return n;
+    }
+    size_t colours() const {
+        std::set<uint32_t> s;
+        for (size_t i = 0; i < rgb.size(); i += 3) s.insert(at(i));
+        return s.size();
+    }
+};
+
+std::string slurp(const std::string &path) {
+    Bytes b;
+    nnl::read_file(path.c_str(), b);
+    return std::string(b.begin(), b.end());
+}
+
+} // namespace
+
+TEST_CASE("images: nnl_plot_history, nnl_plot_confusion_matrix and nnl_plot_lines write PNGs (plot_png)") {
+    ImgDir d;
+    /* training curves of a tiny fit: two panels of 420 x 300, drawn at twice the size */
+    nnl_model *m = nnl_model_create();
+    REQUIRE(m);
+    REQUIRE(nnl_model_set_seed(m, 7) == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(8, activation='relu', input_shape=(2,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(2, activation='softmax')") == NNL_OK);
+    REQUIRE(nnl_compile(m, "Adam(learning_rate=0.05)", "sparse_categorical_crossentropy", "accuracy") == NNL_OK);
+    const std::string hp = d.path + "/history.png";
+    CHECK(nnl_plot_history(m, hp.c_str()) == NNL_ERR_STATE); /* nothing trained yet: nothing written */
+    CHECK(!std::filesystem::exists(hp));
+    std::vector<float> x(64);
+    std::vector<int32_t> y(32);
+    for (int i = 0; i < 32; i++) {
+        x[(size_t)i * 2] = (float)((i * 7) % 11) / 5.0f - 1, x[(size_t)i * 2 + 1] = (float)((i * 5) % 13) / 6.0f - 1;
+        y[(size_t)i] = x[(size_t)i * 2] * x[(size_t)i * 2 + 1] > 0;
+    }
+    int64_t xs[2] = {32, 2}, ys[1] = {32};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 6;
+    o.verbose = 0;
+    o.validation_split = 0.25;
+    REQUIRE_MESSAGE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK, nnl_last_error());
+    REQUIRE_MESSAGE(nnl_plot_history(m, hp.c_str()) == NNL_OK, nnl_last_error());
+    {
+        Picture p(hp);
+        CHECK(p.w == 2 * 840);
+        CHECK(p.h == 2 * 300);
+        CHECK(p.count(0xffffff) > (size_t)p.w * p.h / 2); /* mostly white */
+        CHECK(p.count(0x000000) > 500);                   /* the text */
+        CHECK(p.count(0x333333) > 2000);                  /* frames and ticks */
+        CHECK(p.count(0x1f77b4) > 300);                   /* train */
+        CHECK(p.count(0xff7f0e) > 300);                   /* validation */
+        CHECK(p.colours() > 20);                          /* anti-aliased edges */
+    }
+    /* an uppercase extension is PNG too; a .svg path still SVG */
+    REQUIRE(nnl_plot_history(m, (d.path + "/H.PNG").c_str()) == NNL_OK);
+    CHECK(Picture(d.path + "/H.PNG").w == 2 * 840);
+    REQUIRE(nnl_plot_history(m, (d.path + "/h.svg").c_str()) == NNL_OK);
+    CHECK(slurp(d.path + "/h.svg").compare(0, 5, "<svg ") == 0);
+    /* a failing write (the temporary file cannot be made) leaves the old picture */
+    const std::string before = slurp(hp), tmp = hp + ".tmp." + std::to_string((long)getpid());
+    std::filesystem::create_directory(tmp);
+    CHECK(nnl_plot_history(m, hp.c_str()) == NNL_ERR_IO);
+    CHECK(std::string(nnl_last_error()).find("nnl_plot_history") == 0);
+    CHECK(slurp(hp) == before);
+    std::filesystem::remove(tmp);
+    nnl_model_free(m);
+
+    /* a 10-class confusion matrix with labels: the size of the SVG, twice; the blues */
+    int64_t cm[100];
+    for (int t = 0; t < 10; t++)
+        for (int q = 0; q < 10; q++) cm[t * 10 + q] = t == q ? 90 + t : (t + 2 * q) % 5;
+    const char *names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+    const std::string cp = d.path + "/cm.png";
+    REQUIRE(nnl_plot_confusion_matrix(cp.c_str(), cm, 10, names, 0, "Fashion-MNIST") == NNL_OK);
+    {
+        int w = 0, h = 0;
+        svg_size(nnl::svg_confusion(cm, 10, names, false, "Fashion-MNIST"), &w, &h);
+        Picture p(cp);
+        CHECK(p.w == 2 * w);
+        CHECK(p.h == 2 * h);
+        CHECK(p.count(0x08306b) > 2000); /* the fullest cell, matplotlib's darkest blue */
+        CHECK(p.count(0xffffff) > 2000); /* empty cells and the margin */
+        CHECK(p.count(0x000000) > 500);  /* labels and counts */
+        CHECK(p.colours() > 30);         /* the shades between, the colour bar */
+    }
+    const std::string keep = slurp(cp);
+    CHECK(nnl_plot_confusion_matrix(cp.c_str(), cm, 0, names, 0, nullptr) == NNL_ERR_ARGUMENT);
+    CHECK(slurp(cp) == keep);
+    REQUIRE(nnl_plot_confusion_matrix((d.path + "/cm.Png").c_str(), cm, 2, nullptr, 1, nullptr) == NNL_OK);
+    CHECK(Picture(d.path + "/cm.Png").count(0x08306b) > 100);
+
+    /* three panels of three series (the third dashed) */
+    const int P = 3, S = 3, N = 200;
+    std::vector<float> tx(N), ty((size_t)P * S * N);
+    for (int i = 0; i < N; i++) tx[(size_t)i] = 0.01f * (float)i;
+    for (int q = 0; q < P; q++)
+        for (int k = 0; k < S; k++)
+            for (int i = 0; i < N; i++)
+                ty[((size_t)q * S + k) * N + (size_t)i] = (float)((q + 1) * std::sin(0.05 * i + 0.4 * k));
+    const char *series[S] = {"truth", "forecast", "persistence"}, *labels[P] = {"x", "y", "z"};
+    const std::string lp = d.path + "/lines.PNG";
+    REQUIRE(nnl_plot_lines(lp.c_str(), tx.data(), ty.data(), P, S, N, series, labels, "time", "Lorenz-63") == NNL_OK);
+    {
+        int w = 0, h = 0;
+        svg_size(nnl::svg_lines(tx.data(), ty.data(), P, S, N, series, labels, "time", "Lorenz-63"), &w, &h);
+        Picture p(lp);
+        CHECK(p.w == 2 * w);
+        CHECK(p.h == 2 * h);
+        CHECK(p.count(0x1f77b4) > 300);
+        CHECK(p.count(0xff7f0e) > 300);
+        CHECK(p.count(0x2ca02c) > 100);
+        CHECK(p.count(0x000000) > 300);
+    }
+    const std::string lines_before = slurp(lp);
+    CHECK(nnl_plot_lines(lp.c_str(), tx.data(), ty.data(), P, S, 0, nullptr, nullptr, nullptr, nullptr) ==
+          NNL_ERR_ARGUMENT);
+    CHECK(slurp(lp) == lines_before);
+    CHECK(nnl_plot_lines((d.path + "/no/such/dir/l.png").c_str(), tx.data(), ty.data(), 1, 1, N, nullptr, nullptr,
+                         nullptr, nullptr) == NNL_ERR_IO);
+}
+
+TEST_CASE("images: the PNG pictures' size is bounded and odd SVG input is survived (plot_png)") {
+    /* a 300-class matrix is 4200 SVG pixels square: drawn smaller, within 2^24 pixels */
+    std::vector<int64_t> cm((size_t)300 * 300, 1);
+    int w = 0, h = 0;
+    std::vector<uint8_t> rgb = nnl::raster::draw(nnl::svg_confusion(cm.data(), 300, nullptr, false, nullptr), &w, &h);
+    CHECK((int64_t)w * h <= nnl::raster::kPngPixels);
+    CHECK(w > 3000);
+    CHECK(rgb.size() == (size_t)w * h * 3);
+    /* the rasteriser reads only our own SVG, but never fails on other text */
+    for (const char *s : {"", "<", "<svg", "<svg width='1e300' height='-5'>", "<svg width='10' height='10'><text x='1'",
+                          "<svg width='10' height='10'><polyline points='1,2 3' stroke='red'/><rect width='1e308' "
+                          "height='nan' fill='#12'/><circle r='1e9' cx='5' cy='5'/><text x='1' y='5' "
+                          "transform='rotate(45)'>\xff&amp;&#1;</text><line x1='inf' stroke='#000'/>",
+                          "<svg width='4' height='4'><line x1='0' y1='1' x2='4' y2='1' stroke='black' "
+                          "stroke-dasharray='0 0'/><line x1='0' y1='2' x2='4' y2='3' stroke='black' "
+                          "stroke-dasharray='1e-300'/></svg>"}) {
+        CAPTURE(s);
+        rgb = nnl::raster::draw(s, &w, &h);
+        CHECK(w >= 1);
+        CHECK(h >= 1);
+        CHECK(rgb.size() == (size_t)w * h * 3);
+    }
 }
 
 #endif
