@@ -11395,12 +11395,14 @@ static void check_jpeg_tables(const uint8_t *p, size_t n, const std::string &wha
         }
         if (m == 0xD9) return; /* the end */
         if (i + 4 > n) return;  /* truncated: stb says so */
-        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3], end = std::min(n, i + 2 + len);
+        const size_t len = (size_t)p[i + 2] << 8 | p[i + 3], end = i + 2 + len;
+        /* as stb reads a DHT: tables while the segment's declared length
+           lasts, each 17 bytes and its symbols even where the file (or the
+           segment) ends first, bytes past the file's end reading as 0 */
         if (m == 0xC4)
             for (size_t t = i + 4; t < end;) {
-                if (end - t < 17) break;
                 size_t count = 0;
-                for (int k = 1; k <= 16; k++) count += p[t + k];
+                for (size_t k = 1; k <= 16; k++) count += t + k < n ? p[t + k] : 0;
                 if (count > 256)
                     raise(NNL_ERR_FORMAT, "%s: corrupt JPEG: a Huffman table of %zu codes (at most 256)",
                           what.c_str(), count);
