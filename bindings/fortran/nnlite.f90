@@ -51,7 +51,7 @@ module nnlite
     implicit none
     private
 
-    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 6, NNL_VERSION_PATCH = 0
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 7, NNL_VERSION_PATCH = 0
     integer, parameter, public :: NNL_VERSION_NUMBER = &
         NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
     integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
