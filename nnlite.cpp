@@ -11452,6 +11452,27 @@ static void check_png_chunks(const uint8_t *p, size_t n, const std::string &what
 
 /* An image file's bytes, decoded to `channels` (0: as stored). what names the
    file in messages. */
+#if NNL_HAVE_STB
+/* stb's stbi__convert_format, for the PNM files decode() asks for as they
+   are stored: grey from colour as stb weighs it ((77 r + 150 g + 29 b) >> 8),
+   alpha 255 where there was none, so a converted PNM equals what stb gives
+   for the other formats (from == to copies). */
+static void convert_channels(const uint8_t *src, int from, float *dst, int to, size_t pixels) {
+    for (size_t i = 0; i < pixels; i++, src += from, dst += to) {
+        uint8_t r = src[0], g = from >= 3 ? src[1] : src[0], b = from >= 3 ? src[2] : src[0];
+        uint8_t a = from == 2 ? src[1] : from == 4 ? src[3] : 255;
+        uint8_t y = from >= 3 ? (uint8_t)((r * 77 + g * 150 + 29 * b) >> 8) : r;
+        if (to <= 2) {
+            dst[0] = y;
+            if (to == 2) dst[1] = a;
+        } else {
+            dst[0] = r, dst[1] = g, dst[2] = b;
+            if (to == 4) dst[3] = a;
+        }
+    }
+}
+#endif
+
 static Image decode(const uint8_t *p, size_t n, int channels, const std::string &what,
                     int64_t max_pixels = NNL_MAX_IMAGE_PIXELS) {
 #if NNL_HAVE_STB
@@ -11482,19 +11503,45 @@ static Image decode(const uint8_t *p, size_t n, int channels, const std::string 
         raise(NNL_ERR_MEMORY, "%s: %d x %d pixels: over the %lld pixels an image may have (NNL_MAX_IMAGE_PIXELS)",
               what.c_str(), w, h, (long long)max_pixels);
     const int c = channels ? channels : comp;
+    /* A PNM comes from stb as stored and is converted here: stb 2.27
+       converts a 16-bit PNM (maxval > 255) to other channels with its 8-bit
+       routine and then reads twice the buffer (a heap overflow found by
+       fuzz_image), and reduces its 16-bit samples, which PNM stores most
+       significant byte first, to their low byte (it reads them as
+       little-endian): a 16-bit PNM is read at 16 bits and keeps the high
+       byte of each sample. */
+    const bool pnm = n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6');
+    const bool pnm16 = pnm && stbi_is_16_bit_from_memory(p, (int)n);
     int w2 = 0, h2 = 0, comp2 = 0;
-    stbi_uc *d = stbi_load_from_memory(p, (int)n, &w2, &h2, &comp2, c);
+    void *d = pnm16 ? (void *)stbi_load_16_from_memory(p, (int)n, &w2, &h2, &comp2, 0)
+                    : (void *)stbi_load_from_memory(p, (int)n, &w2, &h2, &comp2, pnm ? 0 : c);
     if (!d) {
         const char *why = stbi_failure_reason();
         raise(NNL_ERR_FORMAT, "%s: corrupt or truncated image%s%s", what.c_str(), why ? ": " : "", why ? why : "");
     }
-    std::unique_ptr<stbi_uc, void (*)(void *)> hold(d, stbi_image_free);
+    std::unique_ptr<void, void (*)(void *)> hold(d, stbi_image_free);
     if (w2 != w || h2 != h)
         raise(NNL_ERR_FORMAT, "%s: corrupt: the header says %d x %d pixels, the data %d x %d", what.c_str(), w, h, w2,
               h2);
     Image im;
     im.h = h, im.w = w, im.c = c;
-    im.px.assign(d, d + (size_t)w * h * c);
+    const size_t px = (size_t)w * h;
+    if (pnm) {
+        if (comp2 != comp)
+            raise(NNL_ERR_FORMAT, "%s: corrupt: %d channels, the header says %d", what.c_str(), comp2, comp);
+        std::vector<uint8_t> bytes;
+        const uint8_t *b = (const uint8_t *)d;
+        if (pnm16) { /* sample i's first byte in the file: the high one */
+            bytes.resize(px * comp2);
+            for (size_t i = 0; i < bytes.size(); i++) bytes[i] = ((const uint8_t *)d)[2 * i];
+            b = bytes.data();
+        }
+        im.px.resize(px * c);
+        convert_channels(b, comp2, im.px.data(), c, px);
+    } else {
+        const stbi_uc *b = (const stbi_uc *)d;
+        im.px.assign(b, b + px * c);
+    }
     return im;
 #else
     (void)p, (void)n, (void)channels, (void)max_pixels;

@@ -203,6 +203,31 @@ TEST_CASE("images: colour modes (grayscale, RGB, RGBA, as stored) and scale") {
     CHECK(v[0] == doctest::Approx(200 / 255.0));
     CHECK(v[2] == doctest::Approx(50 / 255.0));
     nnl_array_free(a);
+    /* PNM: converted by nnlite (stb 2.27 overflows on 16-bit PNM), the same values as stb gives for PNG */
+    for (int ch : {1, 2, 3, 4}) {
+        nnl_array *b = nullptr;
+        REQUIRE(load_bytes(d, png, ch, 0, 0, 1.0f, &a) == NNL_OK);
+        REQUIRE(load_bytes(d, pnm(1, 1, 3, one), ch, 0, 0, 1.0f, &b) == NNL_OK);
+        CHECK(pixels_of(a) == pixels_of(b));
+        nnl_array_free(a);
+        nnl_array_free(b);
+        REQUIRE(load_bytes(d, encoded("png", 1, 1, 1, {77}), ch, 0, 0, 1.0f, &a) == NNL_OK);
+        REQUIRE(load_bytes(d, pnm(1, 1, 1, {77}), ch, 0, 0, 1.0f, &b) == NNL_OK);
+        CHECK(pixels_of(a) == pixels_of(b));
+        nnl_array_free(a);
+        nnl_array_free(b);
+    }
+    { /* a 16-bit P5 (maxval 65535, big-endian samples) as RGB: the high bytes, replicated */
+        const std::string head = "P5\n2 1\n65535\n";
+        Bytes p16(head.begin(), head.end());
+        for (int v : {0x12, 0x34, 0xAB, 0xCD}) p16.push_back((uint8_t)v);
+        REQUIRE(load_bytes(d, p16, 3, 0, 0, 1.0f, &a) == NNL_OK);
+        CHECK(pixels_of(a) == std::vector<float>{0x12, 0x12, 0x12, 0xAB, 0xAB, 0xAB});
+        nnl_array_free(a);
+        REQUIRE(load_bytes(d, p16, 0, 0, 0, 1.0f, &a) == NNL_OK); /* as stored */
+        CHECK(pixels_of(a) == std::vector<float>{0x12, 0xAB});
+        nnl_array_free(a);
+    }
     Bytes grey = encoded("png", 1, 1, 1, {77});
     REQUIRE(load_bytes(d, grey, 3, 0, 0, 1.0f, &a) == NNL_OK); /* grey to RGB: replicated */
     CHECK(pixels_of(a) == std::vector<float>{77, 77, 77});
