@@ -11377,8 +11377,13 @@ static void check_size(int height, int width, const char *api) {
    every DHT segment (before the first scan and between the scans of a
    progressive file) is checked here before stb sees the file. */
 static void check_jpeg_tables(const uint8_t *p, size_t n, const std::string &what) {
-    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return;
-    size_t i = 2;
+    /* the start-of-image marker as stb finds it: 0xFF, any number of 0xFF
+       fill bytes, 0xD8 (a file of FF FF FF D8 ... is a JPEG to stb) */
+    if (n < 4 || p[0] != 0xFF) return;
+    size_t i = 1;
+    while (i < n && p[i] == 0xFF) i++;
+    if (i >= n || p[i] != 0xD8) return;
+    i++;
     while (i + 1 < n) {
         if (p[i] != 0xFF) { /* entropy-coded data: on to the next marker (not FF00, not RSTn) */
             i++;
