@@ -340,12 +340,13 @@ def models():
         dense("out2", 3)])
     # the other global poolings, one after another (Sequential has no
     # branches and nnlite has no keepdims=True): (4, 5, 12) -> (12,) ->
-    # (2, 2, 1, 3) -> (3,) -> (3, 1) -> (1,)
+    # (2, 2, 1, 3) -> (3,) -> (8,) -> (4, 2) -> (2,)
     globals_ = sequential("globals", [4, 5, 12], [
         layer("GlobalAveragePooling2D", "gavg2", data_format="channels_last", keepdims=False),
         layer("Reshape", "to3d", target_shape=[2, 2, 1, 3]),
         layer("GlobalMaxPooling3D", "gmax3", data_format="channels_last", keepdims=False),
-        layer("Reshape", "to1d", target_shape=[3, 1]),
+        dense("widen", 8, "tanh"),
+        layer("Reshape", "to1d", target_shape=[4, 2]),
         layer("GlobalAveragePooling1D", "gavg1", data_format="channels_last", keepdims=False),
         dense("outg", 2)])
     # the test zeroes some time steps of the inputs: Masking skips them
