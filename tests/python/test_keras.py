@@ -106,6 +106,67 @@ def inputs(model, n, kind):
     return x
 
 
+# Keras' semantics written out in numpy (float64) for the fixtures of
+# layers nnlite computes itself: an independent check that the file's
+# configuration is read as Keras means it (ZeroPadding2D's
+# ((top, bottom), (left, right)), "same" padding's extra zero at the end,
+# masked steps skipped by both recurrent layers).
+def np_conv(x, w, b, same=False):
+    """Conv1D/2D/3D, strides 1: x (B, *spatial, C), w (*kernel, C, F)."""
+    k = w.shape[:-2]
+    if same:  # Keras/TF: the odd zero goes after
+        x = np.pad(x, [(0, 0)] + [((n - 1) // 2, n - 1 - (n - 1) // 2) for n in k] + [(0, 0)])
+    out = [s - n + 1 for s, n in zip(x.shape[1:-1], k)]
+    y = np.zeros((x.shape[0],) + tuple(out) + (w.shape[-1],))
+    for off in np.ndindex(*k):
+        win = x[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(off, out))]
+        y += np.einsum("b...c,cf->b...f", win, w[off])
+    return y + b
+
+
+def np_pool(x, size, strides, reduce):
+    """Max or AveragePooling1D/2D/3D, padding 'valid'."""
+    out = [(d - p) // s + 1 for d, p, s in zip(x.shape[1:-1], size, strides)]
+    y = np.zeros((x.shape[0],) + tuple(out) + (x.shape[-1],))
+    for o in np.ndindex(*out):
+        win = x[(slice(None),) + tuple(slice(i * s, i * s + p) for i, s, p in zip(o, strides, size))]
+        y[(slice(None),) + o] = reduce(win.reshape(x.shape[0], -1, x.shape[-1]), axis=1)
+    return y
+
+
+def np_masked(x, w):
+    """Masking(0.0), LSTM(4, return_sequences=True), SimpleRNN(3), Dense(2):
+    a masked step keeps both layers' states (the LSTM's output there is
+    skipped by the SimpleRNN, which takes the mask on)."""
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    keep = np.any(x != 0, axis=2)[:, :, None]
+    n, steps, u = x.shape[0], x.shape[1], w[1].shape[0]
+    h, c, hs = np.zeros((n, u)), np.zeros((n, u)), []
+    for t in range(steps):
+        z = x[:, t] @ w[0] + h @ w[1] + w[2]
+        i, f, g, o = sig(z[:, :u]), sig(z[:, u:2 * u]), np.tanh(z[:, 2 * u:3 * u]), sig(z[:, 3 * u:])
+        c = np.where(keep[:, t], f * c + i * g, c)
+        h = np.where(keep[:, t], o * np.tanh(c), h)
+        hs.append(h)
+    h = np.zeros((n, w[4].shape[0]))
+    for t in range(steps):
+        h = np.where(keep[:, t], np.tanh(hs[t] @ w[3] + h @ w[4] + w[5]), h)
+    return h @ w[6] + w[7]
+
+
+NUMPY_FORWARD = {
+    "conv1d": lambda x, w: np_pool(np_conv(np_pool(np.maximum(np_conv(x, w[0], w[1]), 0), [2], [2], np.max),
+                                           w[2], w[3], same=True), [2], [1], np.mean).max(axis=1) @ w[4] + w[5],
+    "conv3d": lambda x, w: np_pool(np_pool(np.maximum(np_conv(x, w[0], w[1]), 0), [2, 2, 2], [2, 2, 2], np.max),
+                                   [1, 1, 2], [1, 1, 2], np.mean).mean(axis=(1, 2, 3)) @ w[2] + w[3],
+    "shapes": lambda x, w: np.tanh(np_pool(np.repeat(np.pad(x, [(0, 0), (1, 1), (0, 2), (0, 0)]), 2, axis=1),
+                                           [2, 2], [2, 2], np.mean)).reshape(len(x), 4, 8, 2).max(axis=(1, 2)) @ w[0] + w[1],
+    "globals": lambda x, w: np.tanh(x.mean(axis=(1, 2)).reshape(len(x), 2, 2, 1, 3).max(axis=(1, 2, 3)) @ w[0] + w[1])
+    .reshape(len(x), 4, 2).mean(axis=1) @ w[2] + w[3],
+    "masked": np_masked,
+}
+
+
 def max_diff(a, b):
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
 
@@ -159,6 +220,18 @@ class KerasFiles(unittest.TestCase):
                     self.assertEqual(m.input_shape, ref.input_shape, path)
                     self.assertEqual(m.output_shape, ref.output_shape, path)
                     self.check_same(m, ref, inp, path)
+
+    def test_fixtures_predict_what_numpy_computes_with_keras_semantics(self):
+        for name, forward in NUMPY_FORWARD.items():
+            with np.load(fixture(name + ".npz")) as z:
+                w = [z["arr_%d" % i].astype(np.float64) for i in range(len(z.files))]
+            for kind in KINDS:
+                path = fixture(name + kind)
+                with self.subTest(path=path):
+                    m = nnlite.load_model(path)
+                    x = inputs(m, 5, ARCHITECTURES[name][0])
+                    d = max_diff(m.predict(x), forward(x.astype(np.float64), w))
+                    self.assertLessEqual(d, 1e-5, "%s: max |difference| %.3g against numpy" % (path, d))
 
     def test_layer_names_and_compile_configuration_come_along(self):
         m = nnlite.load_model(fixture("cnn.keras"))
