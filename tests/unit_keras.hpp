@@ -18,19 +18,33 @@ static std::string dir() {
 
 struct Case {
     const char *name;
-    bool ids; /* an Embedding first: inputs are token ids */
+    bool ids;           /* an Embedding first: inputs are token ids */
+    bool zeros = false; /* a Masking first: some time steps all zero (masked) */
 };
-static const Case kCases[] = {{"mlp", false}, {"cnn", false}, {"rnns", false}, {"seq", true}};
+/* every layer class of the registry is in one of them (Keras writes its
+   aliases under these class names) */
+static const Case kCases[] = {{"mlp", false},    {"cnn", false},    {"rnns", false},   {"seq", true},
+                              {"conv1d", false}, {"conv3d", false}, {"shapes", false}, {"globals", false},
+                              {"masked", false, true}};
 static const char *const kKinds[] = {".keras", "_tf2.h5", "_k3.h5"};
 
-/* B samples for m, the same every run */
-static std::vector<float> inputs(const nnl_model *m, int B, bool ids, std::vector<int64_t> *shape) {
+/* B samples for m, the same every run; with c.zeros, sample b's last b % 3
+   time steps (padding) and, for odd b, its third are all zero */
+static std::vector<float> inputs(const nnl_model *m, int B, const Case &c, std::vector<int64_t> *shape) {
     const nnl::Shape &in = m->layers[0]->in;
     shape->assign(1, B);
     for (int i = 0; i < in.rank; i++) shape->push_back(in.d[i]);
     std::vector<float> x((size_t)(B * in.size()));
     for (size_t i = 0; i < x.size(); i++)
-        x[i] = ids ? (float)((i * 7 + 3) % 10) : (float)std::sin(0.37 * (double)i + 0.5);
+        x[i] = c.ids ? (float)((i * 7 + 3) % 10) : (float)std::sin(0.37 * (double)i + 0.5);
+    if (c.zeros) {
+        REQUIRE(in.rank == 2);
+        const int64_t T = in.d[0], F = in.d[1];
+        for (int b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++)
+                if (t >= T - b % 3 || (t == 2 && b % 2 == 1))
+                    std::fill_n(x.begin() + (b * T + t) * F, F, 0.f);
+    }
     return x;
 }
 
@@ -84,7 +98,7 @@ TEST_CASE("keras files: .keras and .h5 (tf.keras 2, Keras 3) predict what the np
                     CHECK(memcmp(a.w, b.w, (size_t)a.shape.size() * sizeof(float)) == 0);
                 }
             std::vector<int64_t> shape;
-            std::vector<float> x = inputs(m, 5, c.ids, &shape);
+            std::vector<float> x = inputs(m, 5, c, &shape);
             std::vector<float> y = predict(m, x, shape), yr = predict(ref, x, shape);
             REQUIRE(y.size() == yr.size());
             double worst = 0;
@@ -477,7 +491,7 @@ TEST_CASE("keras files: nnl_save_model writes .keras and .h5 that read back to t
         }
         REQUIRE_MESSAGE(nnl_load_model(src.c_str(), &m) == NNL_OK, nnl_last_error());
         std::vector<int64_t> shape;
-        std::vector<float> x = inputs(m, 4, c.ids, &shape);
+        std::vector<float> x = inputs(m, 4, c, &shape);
         std::vector<float> y = predict(m, x, shape);
         for (const char *ext : {".keras", ".h5"}) {
             CAPTURE(ext);
@@ -572,7 +586,7 @@ TEST_CASE("keras files: the compile configuration comes along (training continue
             CHECK(nnl_get_learning_rate(m) == doctest::Approx(0.001));
             CHECK(std::string(m->opt->cls()) == "Adam");
             std::vector<int64_t> shape;
-            std::vector<float> x = inputs(m, 4, c.ids, &shape);
+            std::vector<float> x = inputs(m, 4, c, &shape);
             std::vector<float> y((size_t)(4 * m->layers.back()->out.size()), 0.25f);
             std::vector<int64_t> yshape{4};
             for (int i = 0; i < m->layers.back()->out.rank; i++) yshape.push_back(m->layers.back()->out.d[i]);

@@ -44,6 +44,26 @@ variables in the order Keras keeps them, see optimizer_variables):
   opt_adam.npz          the slots m_<i>, v_<i> per trainable weight
   opt_nadam.keras/.npz  Nadam in Keras 3.0-3.9's order (u_product first)
 
+The models (models()) hold every layer class of nnlite's registry at
+least once: mlp (Dense, Dropout), cnn (Conv2D, BatchNormalization,
+MaxPooling2D, Flatten), rnns (SimpleRNN, LSTM, Bidirectional(GRU), GRU),
+seq (Embedding, LSTM, TimeDistributed(Dense)), conv1d (Conv1D valid and
+same, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D), conv3d (Conv3D,
+MaxPooling3D, AveragePooling3D, GlobalAveragePooling3D), shapes
+(ZeroPadding2D, UpSampling2D, AveragePooling2D, Activation, Reshape,
+GlobalMaxPooling2D), globals (GlobalAveragePooling2D, GlobalMaxPooling3D,
+GlobalAveragePooling1D, joined by Reshapes: Sequential has no branches)
+and masked (Masking, then LSTM and SimpleRNN; the tests zero some time
+steps). Keras' aliases (MaxPool2D, Convolution1D, ...) are the same
+classes: Keras writes the class names above. The layers' configurations
+are their get_config() keys and defaults, as Keras 3 writes them
+(keras/src/layers/convolutional/base_conv.py, pooling/base_pooling.py,
+pooling/base_global_pooling.py, reshaping/zero_padding2d.py,
+reshaping/up_sampling2d.py, reshaping/reshape.py,
+activations/activation.py, core/masking.py; sizes as lists) and tf.keras
+2 (the same keys; tf2_config). Like the first four, they leave out the
+build_config Keras 3 adds to each built layer's entry (nnlite needs it
+only where no InputLayer comes first).
 Weights are float32 from a fixed seed (moving variances positive).
 Sources of the layouts: keras/src/saving/saving_lib.py (_save_state,
 _save_container_state, H5IOStore/H5Entry) and legacy_h5_format.py
@@ -87,6 +107,24 @@ def conv2d(name, filters, k, activation="linear"):
                  kernel_initializer=init("GlorotUniform", {"seed": None}), bias_initializer=init("Zeros"),
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
                  bias_constraint=None)
+
+
+def conv(cls, name, filters, kernel_size, activation="linear", padding="valid"):
+    """Conv1D or Conv3D (BaseConv.get_config: every size a list of one
+    per spatial dimension)."""
+    n = len(kernel_size)
+    return layer(cls, name, filters=filters, kernel_size=list(kernel_size), strides=[1] * n, padding=padding,
+                 data_format="channels_last", dilation_rate=[1] * n, groups=1, activation=activation, use_bias=True,
+                 kernel_initializer=init("GlorotUniform", {"seed": None}), bias_initializer=init("Zeros"),
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None)
+
+
+def pooling(cls, name, pool_size, strides=None):
+    """Max or AveragePooling1D/2D/3D (BasePooling.get_config; strides
+    default to pool_size, as Keras stores them)."""
+    return layer(cls, name, pool_size=list(pool_size), padding="valid", strides=list(strides or pool_size),
+                 data_format="channels_last")
 
 
 def rnn(cls, name, units, return_sequences, go_backwards=False, **extra):
@@ -209,9 +247,25 @@ def weights_of(cfg, shape, rng):
             n = s[-1]
             ws = [("gamma", rnd(n) + 1), ("beta", rnd(n)), ("moving_mean", rnd(n)),
                   ("moving_variance", (rng.random(n) + 0.5).astype(np.float32))]
+        elif cls in ("Conv1D", "Conv3D"):
+            k = c["kernel_size"]
+            ws = [("kernel", rnd(*k, s[-1], c["filters"])), ("bias", rnd(c["filters"]))]
+            s = [d if c["padding"] == "same" else d - kd + 1 for d, kd in zip(s[:-1], k)] + [c["filters"]]
         elif cls == "MaxPooling2D":
             p = c["pool_size"]
             s = [s[0] // p[0], s[1] // p[1], s[2]]
+        elif cls in ("MaxPooling1D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D"):
+            p, st = c["pool_size"], c["strides"]
+            s = [(d - pd) // sd + 1 for d, pd, sd in zip(s[:-1], p, st)] + [s[-1]]
+        elif cls.startswith("Global"):
+            s = [s[-1]]
+        elif cls == "ZeroPadding2D":
+            (t, b), (l, r) = c["padding"]
+            s = [s[0] + t + b, s[1] + l + r, s[2]]
+        elif cls == "UpSampling2D":
+            s = [s[0] * c["size"][0], s[1] * c["size"][1], s[2]]
+        elif cls == "Reshape":
+            s = list(c["target_shape"])
         elif cls == "Flatten":
             s = [int(np.prod(s))]
         elif cls == "Embedding":
@@ -263,7 +317,47 @@ def models():
               activity_regularizer=None, embeddings_constraint=None, mask_zero=False),
         rnn("LSTM", "enc", 5, True),
         layer("TimeDistributed", "td", layer=dense("tdd", 2))], dtype="float32")
-    return [("mlp", mlp, [6]), ("cnn", cnn, [8, 8, 2]), ("rnns", rnns, [6, 3]), ("seq", seq, [7])]
+    conv1d = sequential("conv1d", [12, 3], [
+        conv("Conv1D", "taps", 4, [3], "relu"),
+        pooling("MaxPooling1D", "pool1", [2]),
+        conv("Conv1D", "taps_same", 3, [2], padding="same"),
+        pooling("AveragePooling1D", "avg1", [2], [1]),
+        layer("GlobalMaxPooling1D", "gmax1", data_format="channels_last", keepdims=False),
+        dense("out1", 2)])
+    conv3d = sequential("conv3d", [6, 6, 4, 2], [
+        conv("Conv3D", "vox", 3, [3, 3, 1], "relu"),
+        pooling("MaxPooling3D", "pool3", [2, 2, 2]),
+        pooling("AveragePooling3D", "avg3", [1, 1, 2]),
+        layer("GlobalAveragePooling3D", "gavg3", data_format="channels_last", keepdims=False),
+        dense("out3", 2)])
+    shapes = sequential("shapes", [6, 6, 2], [
+        layer("ZeroPadding2D", "pad", padding=[[1, 1], [0, 2]], data_format="channels_last"),
+        layer("UpSampling2D", "up", size=[2, 1], data_format="channels_last", interpolation="nearest"),
+        pooling("AveragePooling2D", "avg2", [2, 2]),
+        layer("Activation", "squash", activation="tanh"),
+        layer("Reshape", "fold", target_shape=[4, 8, 2]),
+        layer("GlobalMaxPooling2D", "gmax2", data_format="channels_last", keepdims=False),
+        dense("out2", 3)])
+    # the other global poolings, one after another (Sequential has no
+    # branches and nnlite has no keepdims=True): (4, 5, 12) -> (12,) ->
+    # (2, 2, 1, 3) -> (3,) -> (8,) -> (4, 2) -> (2,)
+    globals_ = sequential("globals", [4, 5, 12], [
+        layer("GlobalAveragePooling2D", "gavg2", data_format="channels_last", keepdims=False),
+        layer("Reshape", "to3d", target_shape=[2, 2, 1, 3]),
+        layer("GlobalMaxPooling3D", "gmax3", data_format="channels_last", keepdims=False),
+        dense("widen", 8, "tanh"),
+        layer("Reshape", "to1d", target_shape=[4, 2]),
+        layer("GlobalAveragePooling1D", "gavg1", data_format="channels_last", keepdims=False),
+        dense("outg", 2)])
+    # the test zeroes some time steps of the inputs: Masking skips them
+    masked = sequential("masked", [6, 3], [
+        layer("Masking", "mask", mask_value=0.0),
+        rnn("LSTM", "enc", 4, True),
+        rnn("SimpleRNN", "last", 3, False),
+        dense("outm", 2)])
+    return [("mlp", mlp, [6]), ("cnn", cnn, [8, 8, 2]), ("rnns", rnns, [6, 3]), ("seq", seq, [7]),
+            ("conv1d", conv1d, [12, 3]), ("conv3d", conv3d, [6, 6, 4, 2]), ("shapes", shapes, [6, 6, 2]),
+            ("globals", globals_, [4, 5, 12]), ("masked", masked, [6, 3])]
 
 
 def snake(cls):
