@@ -124,7 +124,7 @@ $(STAMP):
 	@mkdir -p $(@D)
 	@printf '%s\n' '$(STAMP_TEXT)' > $@
 
-.PHONY: all lib examples tests test demo deps clean gpu-tests print-libs
+.PHONY: all lib examples tests test demo deps clean gpu-tests print-libs device-prep
 .DEFAULT_GOAL := all
 # The libraries a program linking $(BUILD)/libnnlite.a needs besides it (HDF5,
 # MPI, CUDA when this build has them), for scripts that link by hand
@@ -269,6 +269,25 @@ check-cuda-build:
 	bash scripts/check_exports.sh build-cuda/libnnlite.so nnlite.h && \
 	build-cuda/nnlite_gpu
 
+# What scripts/device_check.sh runs on a GPU machine, built here so that no
+# GPU time goes to compiling: the GPU suite, two examples and the benchmark,
+# with HDF5 off (a GPU machine may lack libhdf5), in build-device/pack, and
+# MNIST's four idx .gz files beside them when MNIST=folder names them. Carry
+# build-device/pack to the GPU machine.
+MNIST ?=
+device-prep:
+	+$(MAKE) --no-print-directory CUDA=1 BUILD=build-device HDF5=0 gpu-tests build-device/keras_mlp build-device/lenet
+	$(CC) -std=c99 -O2 -Wall -I. -Ibench -c bench/gpu/bench_gpu.c -o build-device/obj/bench_gpu.o
+	$(CXX) -pthread build-device/obj/bench_gpu.o build-device/libnnlite.a \
+	    $$($(MAKE) -s --no-print-directory CUDA=1 BUILD=build-device HDF5=0 print-libs) -o build-device/bench_gpu
+	rm -rf build-device/pack && mkdir -p build-device/pack
+	cp build-device/nnlite_gpu build-device/keras_mlp build-device/lenet build-device/bench_gpu build-device/pack/
+	+@if [ -n "$(MNIST)" ]; then mkdir -p build-device/pack/mnist && \
+	    for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
+	    cp "$(MNIST)/$$f.gz" build-device/pack/mnist/ || exit 1; done; \
+	else echo "device-prep: no MNIST=folder given: the GPU machine trains on synthetic data only"; fi
+	@du -sh build-device/pack
+
 demo:
 	+@BUILD=$(BUILD) bash scripts/demo.sh
 
@@ -328,8 +347,8 @@ fuzz-run: fuzz
 	bash scripts/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS) $(notdir $(FUZZ_TARGETS))
 
 clean:
-	rm -rf build build-san build-cuda build-fuzz
-ifneq ($(filter-out build build-san build-cuda,$(BUILD)),)
+	rm -rf build build-san build-cuda build-fuzz build-device
+ifneq ($(filter-out build build-san build-cuda build-device,$(BUILD)),)
 	rm -rf $(BUILD)/obj $(BUILD)/.flags $(BUILD)/libnnlite.* $(TESTS) $(EXAMPLES) $(GPU_TESTS)
 endif
 

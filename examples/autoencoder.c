@@ -117,6 +117,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "Dense(128, activation='relu')"));
     CHECK(nnl_add(m, "Dense(784, activation='sigmoid')"));
     CHECK(nnl_compile(m, "Adam(learning_rate=0.001)", "binary_crossentropy", ""));
+    CHECK(ex_device(&a, m));
     train_and_test(m, "dense", &a, (const float *)nnl_array_data(x_train), 2, flat,
                    (const float *)nnl_array_data(x_test), flat_t, pred_dense);
     nnl_model_free(m);
@@ -135,6 +136,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "UpSampling2D(2)"));
     CHECK(nnl_add(m, "Conv2D(1, 3, padding='same', activation='sigmoid')"));
     CHECK(nnl_compile(m, "Adam(learning_rate=0.001)", "binary_crossentropy", ""));
+    CHECK(ex_device(&a, m));
     train_and_test(m, "convolutional", &a, (const float *)nnl_array_data(x_train), 4, img,
                    (const float *)nnl_array_data(x_test), img_t, pred_conv);
     nnl_model_free(m);

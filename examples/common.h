@@ -4,7 +4,7 @@
 
    Command line of every data example:
        prog [data path] [--epochs N] [--batch N] [--threads N] [--seed N]
-            [--precision float32|mixed_bfloat16]
+            [--precision float32|mixed_bfloat16] [--device cpu|cuda|cuda:N]
    and, for the examples that write files (pictures, models), [--out DIR].
    The data path is a folder with the four MNIST-style idx files (.gz or not)
    or a Keras .npz file; without one the usual places are searched. Files go
@@ -41,6 +41,7 @@ typedef struct {
     int seed;         /* 0: the example's own (42); weights, shuffling and dropout follow it */
     const char *out;  /* the folder output files go to (see ex_out_path) */
     const char *precision; /* NULL: float32; else nnl_set_precision's policy (ex_precision) */
+    const char *device;    /* NULL: the CPU; else nnl_set_device's device (ex_device) */
 } ex_args;
 
 /* The program's name without its folder, for messages. */
@@ -56,7 +57,7 @@ typedef struct {
 } ex_spec;
 
 static inline void ex_usage(FILE *f, const char *argv0, const ex_spec *sp) {
-    fprintf(f, "usage: %s %s%s%s[--epochs N (%d)] [--batch N (%d)] [--threads N] [--seed N] [--precision P]%s\n",
+    fprintf(f, "usage: %s %s%s%s[--epochs N (%d)] [--batch N (%d)] [--threads N] [--seed N] [--precision P] [--device D]%s\n",
             ex_prog(argv0),
             sp->data ? "[" : "", sp->data ? sp->data : "", sp->data ? "] " : "", sp->epochs, sp->batch,
             sp->writes ? " [--out DIR]" : "");
@@ -66,7 +67,8 @@ static inline void ex_usage(FILE *f, const char *argv0, const ex_spec *sp) {
 
 /* Parses the command line as *sp describes it (defaults, whether a data path
    is taken, whether --out is). --threads sets nnl_set_threads; --seed the
-   model seed (ex_seed); --precision the policy (ex_precision). -h / --help prints the usage and exits 0; a bad
+   model seed (ex_seed); --precision the policy (ex_precision); --device the
+   device (ex_device). -h / --help prints the usage and exits 0; a bad
    argument is named, with the usage, and exits 2. */
 static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
     static char here[4096];
@@ -79,6 +81,7 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
     a.threads = 0;
     a.seed = 0;
     a.precision = NULL;
+    a.device = NULL;
     /* default output folder: the program's own (its path up to the last '/') */
     snprintf(here, sizeof here, "%s", argv[0]);
     if (strrchr(here, '/')) *strrchr(here, '/') = '\0';
@@ -109,6 +112,13 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
                 exit(2);
             }
             a.precision = argv[++i];
+        } else if (!strcmp(arg, "--device")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "%s: option '--device' needs a device (cpu, cuda or cuda:N)\n", prog);
+                ex_usage(stderr, argv[0], &sp);
+                exit(2);
+            }
+            a.device = argv[++i];
         } else if (sp.writes && !strcmp(arg, "--out")) {
             if (i + 1 >= argc || !argv[i + 1][0]) {
                 fprintf(stderr, "%s: option '--out' needs a folder\n", prog);
@@ -117,7 +127,7 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
             }
             a.out = argv[++i];
         } else if (arg[0] == '-' && arg[1]) {
-            fprintf(stderr, "%s: unknown option '%s' (known: --epochs N, --batch N, --threads N, --seed N, --precision P%s)\n",
+            fprintf(stderr, "%s: unknown option '%s' (known: --epochs N, --batch N, --threads N, --seed N, --precision P, --device D%s)\n",
                     prog, arg, sp.writes ? ", --out DIR" : "");
             ex_usage(stderr, argv[0], &sp);
             exit(2);
@@ -152,6 +162,16 @@ static inline const char *ex_out_path(const ex_args *a, const char *name, char *
    float32 when the option is absent. */
 static inline int ex_precision(const ex_args *a, nnl_model *m) {
     return a->precision ? nnl_set_precision(m, a->precision) : NNL_OK;
+}
+
+/* --device D: where the compiled model trains and predicts (nnl_set_device:
+   "cpu", "cuda", "cuda:N"; a GPU needs nnlite built with make CUDA=1); the
+   CPU when the option is absent. Call it after nnl_compile. */
+static inline int ex_device(const ex_args *a, nnl_model *m) {
+    if (!a->device) return NNL_OK;
+    int st = nnl_set_device(m, a->device);
+    if (st == NNL_OK) printf("device: %s\n", nnl_get_device(m));
+    return st;
 }
 
 /* The model seed: --seed N, else the example's default. */

@@ -90,6 +90,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "Dense(128, activation='relu')"));
     CHECK(nnl_add(m, "Dense(3)"));
     CHECK(nnl_compile(m, "SGD(learning_rate=0.1, decay=5e-6)", "mse", "mae"));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
 
     int64_t s_train[5] = {n_train, P, P, NB, 1}, s_test[5] = {n_test, P, P, NB, 1};

@@ -38,6 +38,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "Dense(10)"));
     CHECK(nnl_compile(m, "SGD(learning_rate=0.025)",
                       "sparse_categorical_crossentropy(from_logits=True)", "accuracy"));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
 
     nnl_fit_options o;

@@ -39,6 +39,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "Dropout(0.5)"));
     CHECK(nnl_add(m, "Dense(10, activation='softmax')"));
     CHECK(nnl_compile(m, "Adadelta(learning_rate=0.1)", "sparse_categorical_crossentropy", "accuracy"));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
 
     nnl_fit_options o;

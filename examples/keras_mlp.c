@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "Dense(10, activation='softmax')"));
     CHECK(nnl_compile(m, "Adam(learning_rate=0.001)", "sparse_categorical_crossentropy",
                       "accuracy"));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
 
     nnl_fit_options o;

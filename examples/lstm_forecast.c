@@ -130,6 +130,7 @@ int main(int argc, char **argv) {
     }
     CHECK(nnl_add(m, "Dense(3)"));
     CHECK(nnl_compile(m, "Adam(learning_rate=0.001)", "mse", ""));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
     nnl_fit_options o;
     nnl_fit_options_init(&o);

@@ -30,6 +30,7 @@ int main(int argc, char **argv) {
     CHECK(ex_precision(&a, m));
     CHECK(nnl_add(m, "Dense(10, activation='softmax', input_shape=(784,))"));
     CHECK(nnl_compile(m, "SGD(learning_rate=0.01)", "categorical_crossentropy", "accuracy"));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
 
     nnl_fit_options o;

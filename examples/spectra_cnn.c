@@ -117,6 +117,7 @@ int main(int argc, char **argv) {
     CHECK(nnl_add(m, "Dropout(0.35)"));
     CHECK(nnl_add(m, "Dense(4, activation='softmax')"));
     CHECK(nnl_compile(m, "Adam()", "sparse_categorical_crossentropy", "accuracy"));
+    CHECK(ex_device(&a, m));
     CHECK(nnl_summary(m, NULL));
 
     nnl_fit_options o;

@@ -1,0 +1,87 @@
+#!/bin/bash
+# device_check.sh - everything issue 15 runs on a machine with an NVIDIA GPU,
+# in one call, from binaries built elsewhere (GPU time is scarce: nothing is
+# compiled here). Prepare on the build machine with
+#     make device-prep MNIST=path/to/mnist     (binaries + data in build-device/pack)
+# then, on the GPU machine, from the repository root:
+#     bash scripts/device_check.sh [--bin build-device/pack] [--out DIR] [--budget SECONDS]
+# Writes under --out (default $OUT, else build-device/out), at most 6 files:
+#   env.txt       GPU, driver, CUDA, PyTorch
+#   suite.log     the GPU suite (every kernel against the CPU table, models)
+#   examples.log  K-MLP and R-LENET on MNIST on the GPU (accuracy, speed)
+#   bench.log     training samples/s, nnlite against PyTorch on the same GPU
+#   summary.txt   one line per step: its exit status and seconds
+# Every step has a time limit, so that one hanging kernel costs its step only.
+set -u
+cd "$(dirname "$0")/.."
+
+bin=build-device/pack
+out=${OUT:-build-device/out}
+budget=420
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --bin) bin=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --budget) budget=$2; shift 2 ;;
+    *) echo "usage: $0 [--bin DIR] [--out DIR] [--budget SECONDS]" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$out"
+start=$(date +%s)
+py=${PYTHON:-python3}
+data="$bin/mnist"
+[ -e "$data/train-images-idx3-ubyte.gz" ] || data=""
+
+left() { echo $((budget - ($(date +%s) - start))); }
+# step NAME LIMIT LOG CMD... : runs CMD with LIMIT seconds (less if the budget is shorter), appends to LOG
+step() {
+    local name=$1 limit=$2 log=$3
+    shift 3
+    local l
+    l=$(left)
+    [ "$l" -lt "$limit" ] && limit=$l
+    if [ "$limit" -le 5 ]; then
+        echo "$name: SKIPPED (budget spent)" | tee -a "$out/summary.txt"
+        return
+    fi
+    local t0 rc
+    t0=$(date +%s%N)
+    echo "== $name (limit ${limit}s): $*" >>"$log"
+    timeout -k 5 "$limit" "$@" >>"$log" 2>&1
+    rc=$?
+    local ms=$((($(date +%s%N) - t0) / 1000000))
+    printf '%s: rc %d, %d.%03d s%s\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000)) \
+        "$([ $rc = 124 ] && echo ' (TIMED OUT)')" | tee -a "$out/summary.txt"
+}
+
+{
+    date -u +%FT%TZ
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+    nvidia-smi 2>&1 | head -5
+    command -v nvcc >/dev/null && nvcc --version | tail -2
+    "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_device_name(0))' 2>&1
+    lscpu | grep -E 'Model name|^CPU\(s\)' 2>&1
+} >"$out/env.txt"
+cat "$out/env.txt"
+
+# 1. the GPU suite, with each case's time; the accuracy case on MNIST when given
+export NNL_GPU_DATA=$data
+step suite 200 "$out/suite.log" "$bin/nnlite_gpu" --duration=true
+
+# 2. the seed models on MNIST on the GPU (the CPU's accuracy comes from the suite's case)
+if [ -n "$data" ]; then
+    step K-MLP 60 "$out/examples.log" "$bin/keras_mlp" "$data" --device cuda --epochs ${KMLP_EPOCHS:-10}
+    step R-LENET 90 "$out/examples.log" "$bin/lenet" "$data" --device cuda --epochs ${RLENET_EPOCHS:-3}
+else
+    echo "examples: SKIPPED (no MNIST in $bin/mnist)" | tee -a "$out/summary.txt"
+fi
+
+# 3. throughput against PyTorch on the same GPU, FP32 and TF32, batch 512
+for m in ${MODELS:-kmlp rlenet tlenet}; do
+    for t in 0 1; do
+        step "bench nnlite $m tf32=$t" 30 "$out/bench.log" "$bin/bench_gpu" "$m" 512 "$t" ${BENCH_SECONDS:-3}
+        step "bench torch $m tf32=$t" 40 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py "$m" 512 "$t" ${BENCH_SECONDS:-3}
+    done
+done
+grep -E '^(nnlite|torch)-gpu' "$out/bench.log" | tee -a "$out/summary.txt"
+echo "total $(($(date +%s) - start)) s" | tee -a "$out/summary.txt"
