@@ -3926,6 +3926,10 @@ public:
        pre-activation (softmax/sigmoid + cross-entropy, as Keras does): then
        backward receives dL/dz in dy and skips the activation. */
     bool fused_output = false;
+    /* Set by nnl_set_device while the model lives on a GPU (and the plan is
+       made again): a layer may size its scratch for the device there (Conv:
+       larger im2col blocks, fewer and fuller launches). */
+    bool on_gpu = false;
 
     virtual ~Layer() {}
     virtual void build(const Shape &input) = 0;
@@ -4506,10 +4510,13 @@ public:
     /* Samples per im2col block: up to 2 MB of columns. Smaller blocks (512 KB)
        stayed in L2 but left the weight-gradient GEMM a depth of one sample's
        positions (196 for R-LENET's second convolution), too short to split
-       across threads: R-LENET trained 29 % faster on 2 threads with 2 MB. */
+       across threads: R-LENET trained 29 % faster on 2 threads with 2 MB.
+       On a GPU up to 32 MB: each block costs a few launches, and a GEMM of a
+       few samples leaves most of the device idle (R-LENET's second
+       convolution: 5 samples a block at 2 MB, 85 at 32 MB). */
     int64_t chunk(int64_t B) const {
-        int64_t per = g.out_size() * col_row();
-        return std::max<int64_t>(1, std::min<int64_t>(B, ((int64_t)1 << 19) / std::max<int64_t>(per, 1)));
+        int64_t per = g.out_size() * col_row(), cap = (int64_t)1 << (on_gpu ? 23 : 19);
+        return std::max<int64_t>(1, std::min<int64_t>(B, cap / std::max<int64_t>(per, 1)));
     }
     /* ws: [z: pre-activation] or ReLU's bits; scratch: [xcl][ycl][dxcl] (channels-first only)[col] */
     int64_t zsize(int64_t B) const { return act == ACT_LINEAR || fused_epilogue() ? 0 : B * out.size(); }
@@ -9753,6 +9760,7 @@ static void set_device(Model &m, const char *device) {
             gpu_sync_host(m);
             nnl_cuda::context_use(prev);
             m.gpu.reset();
+            for (auto &l : m.layers) l->on_gpu = false;
         }
         return;
     }
@@ -9783,6 +9791,7 @@ static void set_device(Model &m, const char *device) {
         throw;
     }
     nnl_cuda::context_use(prev);
+    for (auto &l : m.layers) l->on_gpu = true; /* nnl_set_device replans next */
 }
 
 } // namespace nnl

@@ -85,6 +85,9 @@ struct Context {
     float *fs = nullptr; /* float scratch (device) */
     size_t fs_n = 0;
     double *host = nullptr; /* pinned results */
+    int sms = 0;            /* multiprocessors: how many GEMM tiles fill the device */
+    float *sk = nullptr;    /* split-K partial products (device) */
+    size_t sk_n = 0;
 };
 
 static thread_local Context *tl_ctx = nullptr;
@@ -124,6 +127,7 @@ Context *context_create(int device) {
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, device));
     c->cc = p.major * 10 + p.minor;
+    c->sms = p.multiProcessorCount;
     if (c->cc < 75) {
         delete c;
         fail(ST_UNSUPPORTED, "CUDA device %d (%s) has compute capability %d.%d; nnlite needs 7.5 or newer", device,
@@ -148,6 +152,7 @@ void context_free(Context *c) {
     cudaStreamSynchronize(c->stream);
     dev_free(c->part);
     dev_free(c->fs);
+    dev_free(c->sk);
     cudaFreeHost(c->host);
     cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -296,6 +301,15 @@ static unsigned grid_for(int64_t n, int threads = 256) {
     int64_t b = (n + threads - 1) / threads;
     return (unsigned)std::max<int64_t>(1, std::min<int64_t>(b, 65535LL * 16));
 }
+/* A grid-stride loop over an index of type I: the window kernels below run
+   with 32-bit indices when every index fits (small_index), as 64-bit
+   division and remainder are slow instruction sequences on the GPU (im2col
+   wrote 220 GB/s with int64 arithmetic on an H200). */
+#define GRID_STRIDE_I(I, i, n) for (I i = (I)(blockIdx.x * blockDim.x + threadIdx.x); i < (I)(n); i += (I)(gridDim.x * blockDim.x))
+static bool small_index(int64_t a, int64_t b) {
+    const int64_t lim = (int64_t)1 << 30; /* below 2^31 with a grid's stride added (grid_for: < 2^28 threads) */
+    return a < lim && b < lim;
+}
 #define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 /* ========================================================================
@@ -385,52 +399,90 @@ __device__ __forceinline__ void store(float *C, int64_t ldc, int64_t i, int64_t 
     *c = r;
 }
 
-/* FP32: a 64 x 64 block of C per 256 threads, 4 x 4 values each, A and B
-   staged through shared memory 16 deep (k-major, so the inner loop reads
-   broadcast or consecutive words). */
+/* FP32: a TBM x TBN block of C per 256 threads, TM x TN values each (rows
+   ty + 16 r, columns tx + 16 c: the inner loop reads broadcast or
+   consecutive words), A and B staged through shared memory 16 deep
+   (k-major); the next slice of A and B is read into registers while the
+   current one is multiplied. 64 x 64 (4 x 4 a thread) for small products,
+   128 x 64 (8 x 4) and 128 x 128 (8 x 8) for tall ones: more products per
+   value read from shared memory (R-LENET's convolutions ran at 12 TFLOP/s
+   on an H200 with 64 x 64 alone). With part != NULL the block writes its
+   raw sums over its slice of K (blockIdx.z) there (split K). */
+template <int TBM, int TBN>
 __global__ void __launch_bounds__(256) sgemm_fp32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                                                   const float *__restrict__ A, int64_t lda,
                                                   const float *__restrict__ B, int64_t ldb, float beta, float *C,
-                                                  int64_t ldc, const float *__restrict__ bias, int act) {
-    __shared__ float As[BK][BM + 4], Bs[BK][BN + 4];
+                                                  int64_t ldc, const float *__restrict__ bias, int act, int64_t ks,
+                                                  float *__restrict__ part) {
+    constexpr int TM = TBM / 16, TN = TBN / 16, LA = TBM * BK / 256, LB = TBN * BK / 256;
+    __shared__ float As[BK][TBM + 4], Bs[BK][TBN + 4];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
-    float acc[4][4] = {};
-    for (int64_t k0 = 0; k0 < K; k0 += BK) {
+    const int64_t i0 = (int64_t)blockIdx.y * TBM, j0 = (int64_t)blockIdx.x * TBN;
+    const int64_t kb = (int64_t)blockIdx.z * ks, ke = min(K, kb + ks);
+    float acc[TM][TN] = {};
+    float ra[LA], rb[LB];
+    /* element e of a slice: A's (m, k) and B's (k, n), in the order that
+       makes consecutive threads read consecutive addresses */
+    auto load = [&](int64_t k0) {
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int e = tid + 256 * q;
-            int m, k;
-            if (ta) { m = e % BM; k = e / BM; } else { m = e / BK; k = e % BK; }
+        for (int q = 0; q < LA; q++) {
+            int e = tid + 256 * q, m, k;
+            if (ta) { m = e % TBM; k = e / TBM; } else { m = e / BK; k = e % BK; }
             int64_t gi = i0 + m, gk = k0 + k;
-            As[k][m] = (gi < M && gk < K) ? (ta ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.f;
-            int n;
-            if (tb) { n = e / BK; k = e % BK; } else { k = e / BN; n = e % BN; }
-            int64_t gj = j0 + n;
-            gk = k0 + k;
-            Bs[k][n] = (gj < N && gk < K) ? (tb ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.f;
+            ra[q] = (gi < M && gk < ke) ? (ta ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.f;
         }
+#pragma unroll
+        for (int q = 0; q < LB; q++) {
+            int e = tid + 256 * q, n, k;
+            if (tb) { n = e / BK; k = e % BK; } else { k = e / TBN; n = e % TBN; }
+            int64_t gj = j0 + n, gk = k0 + k;
+            rb[q] = (gj < N && gk < ke) ? (tb ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.f;
+        }
+    };
+    auto stash = [&]() {
+#pragma unroll
+        for (int q = 0; q < LA; q++) {
+            int e = tid + 256 * q, m, k;
+            if (ta) { m = e % TBM; k = e / TBM; } else { m = e / BK; k = e % BK; }
+            As[k][m] = ra[q];
+        }
+#pragma unroll
+        for (int q = 0; q < LB; q++) {
+            int e = tid + 256 * q, n, k;
+            if (tb) { n = e / BK; k = e % BK; } else { k = e / TBN; n = e % TBN; }
+            Bs[k][n] = rb[q];
+        }
+    };
+    if (kb < ke) load(kb);
+    for (int64_t k0 = kb; k0 < ke; k0 += BK) {
+        stash();
         __syncthreads();
+        if (k0 + BK < ke) load(k0 + BK); /* in flight while this slice is multiplied */
 #pragma unroll
         for (int k = 0; k < BK; k++) {
-            float a[4], b[4];
+            float a[TM], b[TN];
 #pragma unroll
-            for (int r = 0; r < 4; r++) a[r] = As[k][ty + 16 * r];
+            for (int r = 0; r < TM; r++) a[r] = As[k][ty + 16 * r];
 #pragma unroll
-            for (int c = 0; c < 4; c++) b[c] = Bs[k][tx + 16 * c];
+            for (int c = 0; c < TN; c++) b[c] = Bs[k][tx + 16 * c];
 #pragma unroll
-            for (int r = 0; r < 4; r++)
+            for (int r = 0; r < TM; r++)
 #pragma unroll
-                for (int c = 0; c < 4; c++) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
+                for (int c = 0; c < TN; c++) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
         }
         __syncthreads();
     }
 #pragma unroll
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < TM; r++)
 #pragma unroll
-        for (int c = 0; c < 4; c++) {
+        for (int c = 0; c < TN; c++) {
             int64_t i = i0 + ty + 16 * r, j = j0 + tx + 16 * c;
-            if (i < M && j < N) store(C, ldc, i, j, acc[r][c], alpha, beta, bias, act);
+            if (i < M && j < N) {
+                if (part)
+                    part[((int64_t)blockIdx.z * M + i) * N + j] = acc[r][c];
+                else
+                    store(C, ldc, i, j, acc[r][c], alpha, beta, bias, act);
+            }
         }
 }
 
@@ -441,7 +493,8 @@ __global__ void __launch_bounds__(256) sgemm_fp32(bool ta, bool tb, int64_t M, i
 __global__ void __launch_bounds__(128) sgemm_tf32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                                                   const float *__restrict__ A, int64_t lda,
                                                   const float *__restrict__ B, int64_t ldb, float beta, float *C,
-                                                  int64_t ldc, const float *__restrict__ bias, int act) {
+                                                  int64_t ldc, const float *__restrict__ bias, int act, int64_t ks,
+                                                  float *__restrict__ part) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     using namespace nvcuda;
     __shared__ __align__(128) float As[BM][BK + 4];
@@ -454,19 +507,20 @@ __global__ void __launch_bounds__(128) sgemm_tf32(bool ta, bool tb, int64_t M, i
     for (int a = 0; a < 2; a++)
 #pragma unroll
         for (int b = 0; b < 2; b++) wmma::fill_fragment(acc[a][b], 0.f);
-    for (int64_t k0 = 0; k0 < K; k0 += BK) {
+    const int64_t kb = (int64_t)blockIdx.z * ks, ke = min(K, kb + ks);
+    for (int64_t k0 = kb; k0 < ke; k0 += BK) {
 #pragma unroll
         for (int q = 0; q < 8; q++) {
             int e = tid + 128 * q;
             int m, k;
             if (ta) { m = e % BM; k = e / BM; } else { m = e / BK; k = e % BK; }
             int64_t gi = i0 + m, gk = k0 + k;
-            As[m][k] = (gi < M && gk < K) ? (ta ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.f;
+            As[m][k] = (gi < M && gk < ke) ? (ta ? A[gk * lda + gi] : A[gi * lda + gk]) : 0.f;
             int n;
             if (tb) { n = e / BK; k = e % BK; } else { k = e / BN; n = e % BN; }
             int64_t gj = j0 + n;
             gk = k0 + k;
-            Bs[k][n] = (gj < N && gk < K) ? (tb ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.f;
+            Bs[k][n] = (gj < N && gk < ke) ? (tb ? B[gj * ldb + gk] : B[gk * ldb + gj]) : 0.f;
         }
         __syncthreads();
 #pragma unroll
@@ -501,11 +555,27 @@ __global__ void __launch_bounds__(128) sgemm_tf32(bool ta, bool tb, int64_t M, i
     for (int e = tid; e < BM * BN; e += 128) {
         int r = e / BN, c = e % BN;
         int64_t i = i0 + r, j = j0 + c;
-        if (i < M && j < N) store(C, ldc, i, j, Cs[r][c], alpha, beta, bias, act);
+        if (i < M && j < N) {
+            if (part)
+                part[((int64_t)blockIdx.z * M + i) * N + j] = Cs[r][c];
+            else
+                store(C, ldc, i, j, Cs[r][c], alpha, beta, bias, act);
+        }
     }
 #else
     __trap();
 #endif
+}
+
+/* Split K: the sum of the splits' partial products in split order (a fixed
+   order: the result repeats bit for bit), then alpha, beta and the epilogue */
+__global__ void splitk_reduce(int64_t M, int64_t N, int splits, const float *__restrict__ part, float alpha,
+                              float beta, float *C, int64_t ldc, const float *bias, int act) {
+    GRID_STRIDE(e, M * N) {
+        float v = 0.f;
+        for (int s = 0; s < splits; s++) v += part[(int64_t)s * M * N + e];
+        store(C, ldc, e / N, e % N, v, alpha, beta, bias, act);
+    }
 }
 
 /* K == 0 (or alpha == 0): C = beta C, then the epilogue */
@@ -526,15 +596,63 @@ static void gemm_launch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
     if (K <= 0 || alpha == 0.f) {
         gemm::scale_ep<<<grid_for(M * N), 256, 0, S()>>>(M, N, beta, C, ldc, bias, ep_act);
     } else {
-        int64_t gx = (N + gemm::BN - 1) / gemm::BN, gy = (M + gemm::BM - 1) / gemm::BM;
+        /* the FP32 block shape: 128 rows when that still gives every
+           multiprocessor a few blocks, 128 columns when N fills them */
+        const bool tf32 = ctx().tf32;
+        const int sms = std::max(ctx().sms, 1);
+        int tbm = gemm::BM, tbn = gemm::BN;
+        if (!tf32 && ((M + 127) / 128) * ((N + 63) / 64) >= 2 * sms) {
+            tbm = 128;
+            tbn = N > 96 && K >= 256 ? 128 : 64; /* 128 x 128 holds one block per multiprocessor: only
+                                                    worth it over a long K (K = 50, N = 500: 2x slower) */
+        }
+        int64_t gx = (N + tbn - 1) / tbn, gy = (M + tbm - 1) / tbm;
         if (gy > 65535) fail(ST_UNSUPPORTED, "sgemm: M = %lld is too large for one launch", (long long)M);
-        dim3 grid((unsigned)gx, (unsigned)gy);
-        if (ctx().tf32)
+        /* Split K when the tiles leave most multiprocessors idle and K is
+           deep (a weight gradient: a few tiles of output, a depth of the
+           whole batch's positions): up to four blocks per multiprocessor,
+           each split at least 256 deep, partial products reduced in order
+           (R-LENET's first convolution, 25 x 20 from a depth of 401,408 at
+           batch 512: one block took 1.15 ms; 64 splits ran at 349 GFLOP/s) */
+        int64_t splits = 1, tiles = gx * gy;
+        if (tiles < sms && K >= 1024) {
+            splits = std::min<int64_t>({(4 * sms + tiles - 1) / tiles, K / 256, 1024});
+            int64_t cap = ((int64_t)1 << 26) / (M * N); /* partial products within 256 MB */
+            splits = std::max<int64_t>(1, std::min(splits, cap));
+        }
+        int64_t ks = (K + splits - 1) / splits;
+        ks = (ks + gemm::BK - 1) / gemm::BK * gemm::BK;
+        splits = (K + ks - 1) / ks;
+        float *part = nullptr;
+        if (splits > 1) {
+            Context &c = ctx();
+            size_t need = (size_t)(splits * M * N);
+            if (c.sk_n < need) {
+                dev_free(c.sk);
+                c.sk = nullptr;
+                c.sk_n = 0;
+                c.sk = (float *)dev_alloc(need * sizeof(float));
+                c.sk_n = need;
+            }
+            part = c.sk;
+        }
+        dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)splits);
+        if (tf32)
             gemm::sgemm_tf32<<<grid, 128, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias,
-                                                    ep_act);
+                                                    ep_act, ks, part);
+        else if (tbm == 64)
+            gemm::sgemm_fp32<64, 64><<<grid, 256, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                                                            bias, ep_act, ks, part);
+        else if (tbn == 64)
+            gemm::sgemm_fp32<128, 64><<<grid, 256, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                                                             bias, ep_act, ks, part);
         else
-            gemm::sgemm_fp32<<<grid, 256, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias,
-                                                    ep_act);
+            gemm::sgemm_fp32<128, 128><<<grid, 256, 0, S()>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                                                              ldc, bias, ep_act, ks, part);
+        LAUNCHED();
+        if (part)
+            gemm::splitk_reduce<<<grid_for(M * N), 256, 0, S()>>>(M, N, (int)splits, part, alpha, beta, C, ldc,
+                                                                  bias, ep_act);
     }
     LAUNCHED();
     if (act == A_SOFTMAX) {
@@ -933,51 +1051,97 @@ void transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
 }
 
 /* col[r, j * C + c] for r = (sample, output position), tap j */
-__global__ void k_im2col(Win g, const float *x, float *col, int64_t n) {
-    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, kv = g.k[0] * g.k[1] * g.k[2], row = kv * C;
-    const int64_t in_sz = g.in[0] * g.in[1] * g.in[2];
-    GRID_STRIDE(e, n * P * row) {
-        int64_t r = e / row, q = e % row, j = q / C, c = q % C;
-        int64_t b = r / P, p = r % P;
-        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-        int64_t kw = j % g.k[2], kh = j / g.k[2] % g.k[1], kd = j / (g.k[2] * g.k[1]);
-        int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0], ih = oh * g.s[1] - g.pad[1] + kh * g.d[1],
-                iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
-        bool in = id >= 0 && id < g.in[0] && ih >= 0 && ih < g.in[1] && iw >= 0 && iw < g.in[2];
-        col[e] = in ? x[(b * in_sz + (id * g.in[1] + ih) * g.in[2] + iw) * C + c] : 0.f;
+template <class I> __global__ void k_im2col(Win g, const float *x, float *col, I n) {
+    const I P = (I)g.out[0] * (I)g.out[1] * (I)g.out[2], C = (I)g.C, kv = (I)g.k[0] * (I)g.k[1] * (I)g.k[2], row = kv * C;
+    const I in_sz = (I)g.in[0] * (I)g.in[1] * (I)g.in[2];
+    GRID_STRIDE_I(I, e, n * P * row) {
+        I r = e / row, q = e % row, j = q / C, c = q % C;
+        I b = r / P, p = r % P;
+        I ow = p % (I)g.out[2], oh = p / (I)g.out[2] % (I)g.out[1], od = p / ((I)g.out[2] * (I)g.out[1]);
+        I kw = j % (I)g.k[2], kh = j / (I)g.k[2] % (I)g.k[1], kd = j / ((I)g.k[2] * (I)g.k[1]);
+        I id = od * (I)g.s[0] - (I)g.pad[0] + kd * (I)g.d[0], ih = oh * (I)g.s[1] - (I)g.pad[1] + kh * (I)g.d[1],
+                iw = ow * (I)g.s[2] - (I)g.pad[2] + kw * (I)g.d[2];
+        bool in = id >= 0 && id < (I)g.in[0] && ih >= 0 && ih < (I)g.in[1] && iw >= 0 && iw < (I)g.in[2];
+        col[e] = in ? x[(b * in_sz + (id * (I)g.in[1] + ih) * (I)g.in[2] + iw) * C + c] : 0.f;
     }
 }
+/* im2col by rows of col: the row's entries (taps x channels) are decoded
+   once per block into a shared table (offset into x, and the tap's reach
+   along each axis), so an entry costs a bounds check and a copy, no
+   division; a row's position is decoded once per row. threadIdx.x walks
+   the row (consecutive, coalesced writes), threadIdx.y picks the row. For
+   rows of up to IM2COL_ROW entries (a 5 x 5 x 20 window: 500). */
+constexpr int IM2COL_ROW = 3072;
+__global__ void k_im2col_rows(Win g, const float *__restrict__ x, float *__restrict__ col, int32_t nrows) {
+    extern __shared__ int32_t tab[]; /* off[row], reach d/h/w [row] each */
+    const int32_t C = (int32_t)g.C, k1 = (int32_t)g.k[1], k2 = (int32_t)g.k[2];
+    const int32_t row = (int32_t)(g.k[0] * g.k[1] * g.k[2] * g.C);
+    const int32_t in0 = (int32_t)g.in[0], in1 = (int32_t)g.in[1], in2 = (int32_t)g.in[2];
+    const int32_t o1 = (int32_t)g.out[1], o2 = (int32_t)g.out[2], P = (int32_t)(g.out[0] * g.out[1] * g.out[2]);
+    for (int32_t q = threadIdx.y * blockDim.x + threadIdx.x; q < row; q += blockDim.x * blockDim.y) {
+        int32_t j = q / C, c = q % C, kw = j % k2, kh = j / k2 % k1, kd = j / (k2 * k1);
+        int32_t rd = kd * (int32_t)g.d[0], rh = kh * (int32_t)g.d[1], rw = kw * (int32_t)g.d[2];
+        tab[q] = ((rd * in1 + rh) * in2 + rw) * C + c;
+        tab[row + q] = rd;
+        tab[2 * row + q] = rh;
+        tab[3 * row + q] = rw;
+    }
+    __syncthreads();
+    for (int32_t r = blockIdx.x * blockDim.y + threadIdx.y; r < nrows; r += gridDim.x * blockDim.y) {
+        int32_t b = r / P, p = r % P, ow = p % o2, oh = p / o2 % o1, od = p / (o2 * o1);
+        int32_t id0 = od * (int32_t)g.s[0] - (int32_t)g.pad[0], ih0 = oh * (int32_t)g.s[1] - (int32_t)g.pad[1],
+                iw0 = ow * (int32_t)g.s[2] - (int32_t)g.pad[2];
+        int32_t base = (((b * in0 + id0) * in1 + ih0) * in2 + iw0) * C; /* may be negative: used only in bounds */
+        float *cr = col + (int64_t)r * row;
+        for (int32_t q = threadIdx.x; q < row; q += blockDim.x) {
+            int32_t id = id0 + tab[row + q], ih = ih0 + tab[2 * row + q], iw = iw0 + tab[3 * row + q];
+            bool in = id >= 0 && id < in0 && ih >= 0 && ih < in1 && iw >= 0 && iw < in2;
+            cr[q] = in ? x[base + tab[q]] : 0.f;
+        }
+    }
+}
+
 void im2col(const Win &g, const float *x, float *col, int64_t n) {
     int64_t total = n * g.out[0] * g.out[1] * g.out[2] * g.k[0] * g.k[1] * g.k[2] * g.C;
     if (total <= 0) return;
-    k_im2col<<<grid_for(total), 256, 0, S()>>>(g, x, col, n);
+    const int64_t row = g.k[0] * g.k[1] * g.k[2] * g.C, nrows = n * g.out[0] * g.out[1] * g.out[2];
+    if (row <= IM2COL_ROW && small_index(total, n * g.in[0] * g.in[1] * g.in[2] * g.C)) {
+        int tx = (int)std::min<int64_t>(256, (row + 31) / 32 * 32), ty = 256 / tx;
+        /* a few blocks per multiprocessor, each over many rows: the table
+           is built once a block (one row a block: 462 GB/s on an H200) */
+        unsigned blocks = (unsigned)std::min<int64_t>((nrows + ty - 1) / ty, 16LL * std::max(ctx().sms, 1));
+        k_im2col_rows<<<blocks, dim3(tx, ty), 4 * row * sizeof(int32_t), S()>>>(g, x, col, (int32_t)nrows);
+    } else if (small_index(total, n * g.in[0] * g.in[1] * g.in[2] * g.C))
+        k_im2col<int32_t><<<grid_for(total), 256, 0, S()>>>(g, x, col, n);
+    else
+        k_im2col<int64_t><<<grid_for(total), 256, 0, S()>>>(g, x, col, n);
     LAUNCHED();
 }
 
 /* For input position i along one axis: the output positions o and taps k
    with o * s - pad + k * d == i, o in [0, out). Calls f(o, k). */
-template <class F>
-__device__ __forceinline__ void taps_of(int64_t i, int64_t s, int64_t pad, int64_t d, int64_t k, int64_t out, F f) {
-    for (int64_t t = 0; t < k; t++) {
-        int64_t v = i + pad - t * d;
+template <class I, class F>
+__device__ __forceinline__ void taps_of(I i, I s, I pad, I d, I k, I out, F f) {
+    for (I t = 0; t < k; t++) {
+        I v = i + pad - t * d;
         if (v < 0 || v % s) continue;
-        int64_t o = v / s;
+        I o = v / s;
         if (o < out) f(o, t);
     }
 }
 
 /* dx as a gather: each input element sums the column entries that read it */
-__global__ void k_col2im(Win g, const float *col, float *dx, int64_t n) {
-    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, row = g.k[0] * g.k[1] * g.k[2] * C;
-    const int64_t in_sz = g.in[0] * g.in[1] * g.in[2];
-    GRID_STRIDE(e, n * in_sz * C) {
-        int64_t c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
-        int64_t iw = pos % g.in[2], ih = pos / g.in[2] % g.in[1], id = pos / (g.in[2] * g.in[1]);
+template <class I> __global__ void k_col2im(Win g, const float *col, float *dx, I n) {
+    const I P = (I)g.out[0] * (I)g.out[1] * (I)g.out[2], C = (I)g.C, row = (I)g.k[0] * (I)g.k[1] * (I)g.k[2] * C;
+    const I in_sz = (I)g.in[0] * (I)g.in[1] * (I)g.in[2];
+    GRID_STRIDE_I(I, e, n * in_sz * C) {
+        I c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
+        I iw = pos % (I)g.in[2], ih = pos / (I)g.in[2] % (I)g.in[1], id = pos / ((I)g.in[2] * (I)g.in[1]);
         float s = 0.f;
-        taps_of(id, g.s[0], g.pad[0], g.d[0], g.k[0], g.out[0], [&](int64_t od, int64_t kd) {
-            taps_of(ih, g.s[1], g.pad[1], g.d[1], g.k[1], g.out[1], [&](int64_t oh, int64_t kh) {
-                taps_of(iw, g.s[2], g.pad[2], g.d[2], g.k[2], g.out[2], [&](int64_t ow, int64_t kw) {
-                    int64_t p = (od * g.out[1] + oh) * g.out[2] + ow, j = (kd * g.k[1] + kh) * g.k[2] + kw;
+        taps_of(id, (I)g.s[0], (I)g.pad[0], (I)g.d[0], (I)g.k[0], (I)g.out[0], [&](I od, I kd) {
+            taps_of(ih, (I)g.s[1], (I)g.pad[1], (I)g.d[1], (I)g.k[1], (I)g.out[1], [&](I oh, I kh) {
+                taps_of(iw, (I)g.s[2], (I)g.pad[2], (I)g.d[2], (I)g.k[2], (I)g.out[2], [&](I ow, I kw) {
+                    I p = (od * (I)g.out[1] + oh) * (I)g.out[2] + ow, j = (kd * (I)g.k[1] + kh) * (I)g.k[2] + kw;
                     s += col[(b * P + p) * row + j * C + c];
                 });
             });
@@ -988,42 +1152,45 @@ __global__ void k_col2im(Win g, const float *col, float *dx, int64_t n) {
 void col2im(const Win &g, const float *col, float *dx, int64_t n) {
     int64_t total = n * g.in[0] * g.in[1] * g.in[2] * g.C;
     if (total <= 0) return;
-    k_col2im<<<grid_for(total), 256, 0, S()>>>(g, col, dx, n);
+    if (small_index(total, n * g.out[0] * g.out[1] * g.out[2] * g.k[0] * g.k[1] * g.k[2] * g.C))
+        k_col2im<int32_t><<<grid_for(total), 256, 0, S()>>>(g, col, dx, n);
+    else
+        k_col2im<int64_t><<<grid_for(total), 256, 0, S()>>>(g, col, dx, n);
     LAUNCHED();
 }
 
 /* number of unpadded taps of output position (od, oh, ow) */
-__device__ __forceinline__ int64_t window_count(const Win &g, int64_t od, int64_t oh, int64_t ow) {
-    int64_t cnt[3], o[3] = {od, oh, ow};
+template <class I> __device__ __forceinline__ I window_count(const Win &g, I od, I oh, I ow) {
+    I cnt[3], o[3] = {od, oh, ow};
     for (int a = 0; a < 3; a++) {
         cnt[a] = 0;
-        for (int64_t t = 0; t < g.k[a]; t++) {
-            int64_t i = o[a] * g.s[a] - g.pad[a] + t * g.d[a];
+        for (I t = 0; t < g.k[a]; t++) {
+            I i = o[a] * g.s[a] - g.pad[a] + t * g.d[a];
             cnt[a] += i >= 0 && i < g.in[a];
         }
     }
     return cnt[0] * cnt[1] * cnt[2];
 }
 
-__global__ void k_pool_fwd(Win g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
-    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, in_sz = g.in[0] * g.in[1] * g.in[2];
-    GRID_STRIDE(e, n * P * C) {
-        int64_t c = e % C, r = e / C, b = r / P, p = r % P;
-        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+template <class I> __global__ void k_pool_fwd(Win g, bool max, const float *x, float *y, int32_t *arg, I n) {
+    const I P = (I)g.out[0] * (I)g.out[1] * (I)g.out[2], C = (I)g.C, in_sz = (I)g.in[0] * (I)g.in[1] * (I)g.in[2];
+    GRID_STRIDE_I(I, e, n * P * C) {
+        I c = e % C, r = e / C, b = r / P, p = r % P;
+        I ow = p % (I)g.out[2], oh = p / (I)g.out[2] % (I)g.out[1], od = p / ((I)g.out[2] * (I)g.out[1]);
         const float *xb = x + b * in_sz * C;
         float o = max ? -INFINITY : 0.f;
         int32_t a = -1;
-        int64_t cnt = 0;
-        for (int64_t kd = 0; kd < g.k[0]; kd++) {
-            int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
-            if (id < 0 || id >= g.in[0]) continue;
-            for (int64_t kh = 0; kh < g.k[1]; kh++) {
-                int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
-                if (ih < 0 || ih >= g.in[1]) continue;
-                for (int64_t kw = 0; kw < g.k[2]; kw++) {
-                    int64_t iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
-                    if (iw < 0 || iw >= g.in[2]) continue;
-                    int64_t pos = (id * g.in[1] + ih) * g.in[2] + iw;
+        I cnt = 0;
+        for (I kd = 0; kd < (I)g.k[0]; kd++) {
+            I id = od * (I)g.s[0] - (I)g.pad[0] + kd * (I)g.d[0];
+            if (id < 0 || id >= (I)g.in[0]) continue;
+            for (I kh = 0; kh < (I)g.k[1]; kh++) {
+                I ih = oh * (I)g.s[1] - (I)g.pad[1] + kh * (I)g.d[1];
+                if (ih < 0 || ih >= (I)g.in[1]) continue;
+                for (I kw = 0; kw < (I)g.k[2]; kw++) {
+                    I iw = ow * (I)g.s[2] - (I)g.pad[2] + kw * (I)g.d[2];
+                    if (iw < 0 || iw >= (I)g.in[2]) continue;
+                    I pos = (id * (I)g.in[1] + ih) * (I)g.in[2] + iw;
                     float v = xb[pos * C + c];
                     if (max) {
                         bool gt = v > o || a < 0; /* the first maximum wins; NaN propagates once chosen */
@@ -1047,27 +1214,30 @@ __global__ void k_pool_fwd(Win g, bool max, const float *x, float *y, int32_t *a
 void pool_forward(const Win &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
     int64_t total = n * g.out[0] * g.out[1] * g.out[2] * g.C;
     if (total <= 0) return;
-    k_pool_fwd<<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
+    if (small_index(total, n * g.in[0] * g.in[1] * g.in[2] * g.C))
+        k_pool_fwd<int32_t><<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
+    else
+        k_pool_fwd<int64_t><<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
     LAUNCHED();
 }
 
 /* gather: each input element sums the gradients of the windows that chose
    it (max) or that hold it (average, divided by the window's count) */
-__global__ void k_pool_bwd(Win g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
-    const int64_t P = g.out[0] * g.out[1] * g.out[2], C = g.C, in_sz = g.in[0] * g.in[1] * g.in[2];
-    GRID_STRIDE(e, n * in_sz * C) {
-        int64_t c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
-        int64_t iw = pos % g.in[2], ih = pos / g.in[2] % g.in[1], id = pos / (g.in[2] * g.in[1]);
+template <class I> __global__ void k_pool_bwd(Win g, bool max, const float *dy, const int32_t *arg, float *dx, I n) {
+    const I P = (I)g.out[0] * (I)g.out[1] * (I)g.out[2], C = (I)g.C, in_sz = (I)g.in[0] * (I)g.in[1] * (I)g.in[2];
+    GRID_STRIDE_I(I, e, n * in_sz * C) {
+        I c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
+        I iw = pos % (I)g.in[2], ih = pos / (I)g.in[2] % (I)g.in[1], id = pos / ((I)g.in[2] * (I)g.in[1]);
         int32_t me = (int32_t)(pos * C + c);
         float s = 0.f;
-        taps_of(id, g.s[0], g.pad[0], g.d[0], g.k[0], g.out[0], [&](int64_t od, int64_t) {
-            taps_of(ih, g.s[1], g.pad[1], g.d[1], g.k[1], g.out[1], [&](int64_t oh, int64_t) {
-                taps_of(iw, g.s[2], g.pad[2], g.d[2], g.k[2], g.out[2], [&](int64_t ow, int64_t) {
-                    int64_t p = (od * g.out[1] + oh) * g.out[2] + ow, o = (b * P + p) * C + c;
+        taps_of(id, (I)g.s[0], (I)g.pad[0], (I)g.d[0], (I)g.k[0], (I)g.out[0], [&](I od, I) {
+            taps_of(ih, (I)g.s[1], (I)g.pad[1], (I)g.d[1], (I)g.k[1], (I)g.out[1], [&](I oh, I) {
+                taps_of(iw, (I)g.s[2], (I)g.pad[2], (I)g.d[2], (I)g.k[2], (I)g.out[2], [&](I ow, I) {
+                    I p = (od * (I)g.out[1] + oh) * (I)g.out[2] + ow, o = (b * P + p) * C + c;
                     if (max) {
                         if (arg[o] == me) s += dy[o];
                     } else {
-                        int64_t cnt = window_count(g, od, oh, ow);
+                        I cnt = window_count(g, od, oh, ow);
                         if (cnt) s += dy[o] * (1.f / (float)cnt);
                     }
                 });
@@ -1076,10 +1246,34 @@ __global__ void k_pool_bwd(Win g, bool max, const float *dy, const int32_t *arg,
         dx[e] = s;
     }
 }
+/* max pooling whose windows do not overlap (stride >= the window's reach
+   along every axis, as pool size 2 stride 2): each input is chosen by at
+   most one window, so dx is zeros and one write a window, no gather */
+__global__ void k_pool_bwd_scatter(const float *dy, const int32_t *arg, float *dx, int64_t outs, int64_t P,
+                                   int64_t C, int64_t in_elems) {
+    GRID_STRIDE_I(int32_t, e, outs) {
+        int32_t a = arg[e];
+        if (a >= 0) dx[(int64_t)(e / (int32_t)(P * C)) * in_elems + a] = dy[e];
+    }
+}
+
 void pool_backward(const Win &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
     int64_t total = n * g.in[0] * g.in[1] * g.in[2] * g.C;
     if (total <= 0) return;
-    k_pool_bwd<<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+    const int64_t P = g.out[0] * g.out[1] * g.out[2], outs = n * P * g.C;
+    bool disjoint = true;
+    for (int a = 0; a < 3; a++) disjoint = disjoint && g.s[a] >= (g.k[a] - 1) * g.d[a] + 1;
+    if (max && disjoint && small_index(outs, total)) {
+        memset0(dx, (size_t)total * sizeof(float));
+        if (outs > 0)
+            k_pool_bwd_scatter<<<grid_for(outs), 256, 0, S()>>>(dy, arg, dx, outs, P, g.C, total / n);
+        LAUNCHED();
+        return;
+    }
+    if (small_index(total, n * g.out[0] * g.out[1] * g.out[2] * g.C))
+        k_pool_bwd<int32_t><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+    else
+        k_pool_bwd<int64_t><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
     LAUNCHED();
 }
 

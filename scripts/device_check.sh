@@ -5,12 +5,15 @@
 #     make device-prep MNIST=path/to/mnist     (binaries + data in build-device/pack)
 # then, on the GPU machine, from the repository root:
 #     bash scripts/device_check.sh [--bin build-device/pack] [--out DIR] [--budget SECONDS]
-# Writes under --out (default $OUT, else build-device/out), at most 6 files:
+# Writes under --out (default $OUT, else build-device/out), at most 7 files:
 #   env.txt       GPU, driver, CUDA, PyTorch
 #   suite.log     the GPU suite (every kernel against the CPU table, models)
 #   examples.log  K-MLP and R-LENET on MNIST on the GPU (accuracy, speed)
+#   timing.log    each kernel of R-LENET's training step timed alone
 #   bench.log     training samples/s, nnlite against PyTorch on the same GPU
 #   summary.txt   one line per step: its exit status and seconds
+# NO_TORCH=1 skips PyTorch (its import alone takes 10+ s a run); MODELS,
+# BENCH_SECONDS, KMLP_EPOCHS, RLENET_EPOCHS change what runs.
 # Every step has a time limit, so that one hanging kernel costs its step only.
 set -u
 cd "$(dirname "$0")/.."
@@ -68,6 +71,9 @@ cat "$out/env.txt"
 export NNL_GPU_DATA=$data
 step suite 200 "$out/suite.log" "$bin/nnlite_gpu" --duration=true
 
+# 1b. where a conv net's step goes: each kernel of R-LENET's step timed alone
+step timing 60 "$out/timing.log" "$bin/nnlite_gpu" -tc='timing*' --no-skip
+
 # 2. the seed models on MNIST on the GPU (the CPU's accuracy comes from the suite's case)
 if [ -n "$data" ]; then
     step K-MLP 60 "$out/examples.log" "$bin/keras_mlp" "$data" --device cuda --epochs ${KMLP_EPOCHS:-10}
@@ -80,6 +86,7 @@ fi
 for m in ${MODELS:-kmlp rlenet tlenet}; do
     for t in 0 1; do
         step "bench nnlite $m tf32=$t" 30 "$out/bench.log" "$bin/bench_gpu" "$m" 512 "$t" ${BENCH_SECONDS:-3}
+        [ -n "${NO_TORCH:-}" ] && continue
         step "bench torch $m tf32=$t" 40 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py "$m" 512 "$t" ${BENCH_SECONDS:-3}
     done
 done

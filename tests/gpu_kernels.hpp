@@ -80,7 +80,9 @@ TEST_CASE("sgemm: FP32 and TF32 against the CPU, every transpose, alpha/beta, od
             continue;
         }
         double rtol = tf32 ? 2e-2 : 1e-4, atol = tf32 ? 2e-2 : 1e-4;
-        const int64_t shapes[][3] = {{67, 45, 129}, {1, 10, 784}, {512, 128, 784}, {130, 3, 5}, {64, 64, 16}};
+        /* the last two are split along K (few output tiles, deep K: a weight gradient) */
+        const int64_t shapes[][3] = {{67, 45, 129}, {1, 10, 784}, {512, 128, 784}, {130, 3, 5},
+                                     {64, 64, 16},  {25, 20, 20000}, {500, 50, 6001}};
         for (auto &sh : shapes)
             for (int ta = 0; ta < 2; ta++)
                 for (int tb = 0; tb < 2; tb++)
@@ -116,18 +118,21 @@ TEST_CASE("sgemm: FP32 and TF32 against the CPU, every transpose, alpha/beta, od
 
 TEST_CASE("sgemm_bias_act: bias and every activation but softmax in the epilogue") {
     gt::use(false);
-    int64_t M = 77, N = 33, K = 50;
-    auto A = gt::rnd((size_t)(M * K), 11), B = gt::rnd((size_t)(K * N), 12), b = gt::rnd((size_t)N, 13);
-    gt::Dev dA(A), dB(B), db(b);
-    for (int a = 0; a < nnl::ACT_COUNT; a++) {
-        if (a == nnl::ACT_SOFTMAX) continue;
-        for (int withb = 0; withb < 2; withb++) {
-            std::vector<float> ref((size_t)(M * N));
-            gt::Dev dC(ref.size());
-            gt::C().sgemm_bias_act(M, N, K, A.data(), K, B.data(), N, ref.data(), N, withb ? b.data() : nullptr,
-                                   (nnl::Act)a);
-            nnl_cuda::sgemm_bias_act(M, N, K, dA.d, K, dB.d, N, dC.d, N, withb ? db.d : nullptr, a);
-            gt::close(dC.get(), ref, 1e-4, 1e-4, std::string("sgemm_bias_act ") + nnl::act_names[a]);
+    for (int64_t K : {50, 3000}) { /* 3000: split along K, the epilogue in the reduction */
+        int64_t M = 77, N = 33;
+        auto A = gt::rnd((size_t)(M * K), 11), B = gt::rnd((size_t)(K * N), 12), b = gt::rnd((size_t)N, 13);
+        gt::Dev dA(A), dB(B), db(b);
+        for (int a = 0; a < nnl::ACT_COUNT; a++) {
+            if (a == nnl::ACT_SOFTMAX) continue;
+            for (int withb = 0; withb < 2; withb++) {
+                std::vector<float> ref((size_t)(M * N));
+                gt::Dev dC(ref.size());
+                gt::C().sgemm_bias_act(M, N, K, A.data(), K, B.data(), N, ref.data(), N, withb ? b.data() : nullptr,
+                                       (nnl::Act)a);
+                nnl_cuda::sgemm_bias_act(M, N, K, dA.d, K, dB.d, N, dC.d, N, withb ? db.d : nullptr, a);
+                gt::close(dC.get(), ref, 1e-4, 1e-4 * std::sqrt(K / 50.0),
+                          std::string("sgemm_bias_act ") + nnl::act_names[a] + " K=" + std::to_string(K));
+            }
         }
     }
 }
@@ -228,7 +233,10 @@ static std::vector<nnl::Window> test_windows() {
                     {2, {1, 9, 11}, 3, {1, 3, 3}, {1, 2, 2}, {1, 1, 1}, "same"},
                     {2, {1, 12, 12}, 4, {1, 3, 3}, {1, 1, 1}, {1, 2, 2}, "valid"},
                     {1, {1, 1, 50}, 6, {1, 1, 7}, {1, 1, 3}, {1, 1, 1}, "causal"},
-                    {3, {5, 6, 7}, 2, {3, 2, 3}, {1, 2, 1}, {1, 1, 1}, "same"}};
+                    {3, {5, 6, 7}, 2, {3, 2, 3}, {1, 2, 1}, {1, 1, 1}, "same"},
+                    /* windows that do not overlap (max pooling's backward scatters there) */
+                    {2, {1, 9, 11}, 5, {1, 2, 2}, {1, 2, 2}, {1, 1, 1}, "valid"},
+                    {3, {4, 6, 5}, 3, {2, 2, 2}, {2, 2, 3}, {1, 1, 1}, "same"}};
     for (auto &w : ws) {
         nnl::Window g;
         g.C = w.C;

@@ -12,6 +12,7 @@
 
 #include "gpu_kernels.hpp"
 #include "gpu_models.hpp"
+#include "gpu_timing.hpp"
 
 int main(int argc, char **argv) {
     doctest::Context ctx(argc, argv);

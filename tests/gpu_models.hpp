@@ -318,7 +318,7 @@ TEST_CASE("K-MLP and R-LENET on the GPU reach the CPU's accuracy") {
           "Dense(10, activation='softmax')"},
          3, {1, 28, 28}, 128, 2}};
     for (auto &s : seeds) {
-        CAPTURE(s.name);
+        INFO(std::string(s.name));
         nnl_model *c = gm::build(s.layers, "Adam()", "sparse_categorical_crossentropy", "accuracy", 1);
         gm::fit(c, xtr, ytr, s.rank, s.per, s.epochs, s.bs);
         double ac = gm::accuracy(c, xte, yte, s.rank, s.per);
@@ -333,7 +333,7 @@ TEST_CASE("K-MLP and R-LENET on the GPU reach the CPU's accuracy") {
             }
             gm::fit(g, xtr, ytr, s.rank, s.per, s.epochs, s.bs);
             double ag = gm::accuracy(g, xte, yte, s.rank, s.per);
-            MESSAGE(s.name << (tf32 ? " TF32" : " FP32") << ": test accuracy CPU " << ac << ", GPU " << ag);
+            MESSAGE(std::string(s.name) << (tf32 ? " TF32" : " FP32") << ": test accuracy CPU " << ac << ", GPU " << ag);
             CHECK(ag >= ac - 0.015);
             CHECK(ag > (real ? 0.8 : 0.9));
             nnl_model_free(g);
