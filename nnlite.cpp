@@ -1449,6 +1449,32 @@ struct Kernels {
        dgamma/dbeta may be NULL (no scale/center), gamma NULL means 1 */
     void (*bn_backward)(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
                         const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training);
+    /* batch norm's per-channel step between moments and scale_shift. In
+       training, mean and invstd hold the batch's mean and variance: the
+       moving statistics mm, mv move by momentum, invstd = 1 / sqrt(var +
+       eps); otherwise mean = mm, invstd = 1 / sqrt(mv + eps). Then scl =
+       gamma * invstd, sh = beta - mean * scl (gamma NULL: 1, beta NULL: 0) */
+    void (*bn_prepare)(bool training, int64_t C, float momentum, float eps, float *mm, float *mv, const float *gamma,
+                       const float *beta, float *mean, float *invstd, float *scl, float *sh);
+    /* ---- global pooling, padding, upsampling ---- */
+    /* y[b, c] = max or mean over s of x[b, s, c] (cf: x[b, c, s]), B samples
+       of S positions and C channels; backward: max gives dy to the first
+       position holding y (NaN matches NaN), 0 to the others; average dy / S */
+    void (*global_pool_forward)(bool max, bool cf, const float *x, float *y, int64_t B, int64_t S, int64_t C);
+    void (*global_pool_backward)(bool max, bool cf, const float *x, const float *y, const float *dy, float *dx,
+                                 int64_t B, int64_t S, int64_t C);
+    /* n blocks (H, W, inner) x become (H + t + bo, W + l + r, inner) y with
+       zeros around; backward crops dy back to dx */
+    void (*zero_pad_forward)(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                             int64_t bo, int64_t l, int64_t r);
+    void (*zero_pad_backward)(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                              int64_t bo, int64_t l, int64_t r);
+    /* nearest upsampling of n blocks (H, W, inner) by (sh, sw); backward
+       sums each sh x sw block of dy (rows, then columns, in order) */
+    void (*upsample_forward)(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                             int64_t sw);
+    void (*upsample_backward)(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                              int64_t sw);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -3725,6 +3751,98 @@ static void cpu_bn_backward(const float *x, const float *dy, float *dx, int64_t 
     });
 }
 
+/* The per-channel loops BatchNormalization ran inline before its GPU path:
+   the same float arithmetic, in the same order. */
+static void cpu_bn_prepare(bool training, int64_t C, float momentum, float eps, float *mm, float *mv,
+                           const float *gamma, const float *beta, float *mean, float *invstd, float *scl, float *sh) {
+    if (training) {
+        for (int64_t i = 0; i < C; i++) {
+            mm[i] = mm[i] * momentum + mean[i] * (1 - momentum);
+            mv[i] = mv[i] * momentum + invstd[i] * (1 - momentum);
+            invstd[i] = 1.f / std::sqrt(invstd[i] + eps);
+        }
+    } else {
+        for (int64_t i = 0; i < C; i++) {
+            mean[i] = mm[i];
+            invstd[i] = 1.f / std::sqrt(mv[i] + eps);
+        }
+    }
+    for (int64_t i = 0; i < C; i++) {
+        scl[i] = (gamma ? gamma[i] : 1.f) * invstd[i];
+        sh[i] = (beta ? beta[i] : 0.f) - mean[i] * scl[i];
+    }
+}
+
+/* ---- global pooling, zero padding, nearest upsampling ----
+   Plain loops (small layers next to the convolutions around them). */
+static void cpu_global_pool_forward(bool max, bool cf, const float *x, float *y, int64_t B, int64_t S, int64_t C) {
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < C; c++) {
+            float acc = max ? -INFINITY : 0.f;
+            for (int64_t s = 0; s < S; s++) {
+                float v = x[b * S * C + (cf ? c * S + s : s * C + c)];
+                acc = max ? (v > acc || s == 0 ? v : acc) : acc + v;
+            }
+            y[b * C + c] = max ? acc : acc / (float)S;
+        }
+}
+static void cpu_global_pool_backward(bool max, bool cf, const float *x, const float *y, const float *dy, float *dx,
+                                     int64_t B, int64_t S, int64_t C) {
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t c = 0; c < C; c++) {
+            float d = dy[b * C + c];
+            bool done = false;
+            for (int64_t s = 0; s < S; s++) {
+                int64_t i = b * S * C + (cf ? c * S + s : s * C + c);
+                if (max) { /* the first position holding the maximum */
+                    bool hit = !done && (x[i] == y[b * C + c] || (std::isnan(x[i]) && std::isnan(y[b * C + c])));
+                    dx[i] = hit ? d : 0.f;
+                    done = done || hit;
+                } else {
+                    dx[i] = d / (float)S;
+                }
+            }
+        }
+}
+static void cpu_zero_pad_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                                 int64_t bo, int64_t l, int64_t r) {
+    int64_t Ho = H + t + bo, Wo = W + l + r;
+    memset(y, 0, (size_t)(n * Ho * Wo * inner) * sizeof(float));
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t h = 0; h < H; h++)
+            memcpy(y + ((k * Ho + h + t) * Wo + l) * inner, x + (k * H + h) * W * inner,
+                   (size_t)(W * inner) * sizeof(float));
+}
+static void cpu_zero_pad_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner,
+                                  int64_t t, int64_t bo, int64_t l, int64_t r) {
+    int64_t Ho = H + t + bo, Wo = W + l + r;
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t h = 0; h < H; h++)
+            memcpy(dx + (k * H + h) * W * inner, dy + ((k * Ho + h + t) * Wo + l) * inner,
+                   (size_t)(W * inner) * sizeof(float));
+}
+static void cpu_upsample_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                                 int64_t sw) {
+    int64_t Ho = H * sh, Wo = W * sw;
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t h = 0; h < Ho; h++)
+            for (int64_t w = 0; w < Wo; w++)
+                memcpy(y + ((k * Ho + h) * Wo + w) * inner, x + ((k * H + h / sh) * W + w / sw) * inner,
+                       (size_t)inner * sizeof(float));
+}
+static void cpu_upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner,
+                                  int64_t sh, int64_t sw) {
+    int64_t Ho = H * sh, Wo = W * sw;
+    memset(dx, 0, (size_t)(n * H * W * inner) * sizeof(float));
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t h = 0; h < Ho; h++)
+            for (int64_t w = 0; w < Wo; w++) {
+                float *d = dx + ((k * H + h / sh) * W + w / sw) * inner;
+                const float *s = dy + ((k * Ho + h) * Wo + w) * inner;
+                for (int64_t c = 0; c < inner; c++) d[c] += s[c];
+            }
+}
+
 /* Kernel tables are filled field by field, by name (at compile time):
    adding an entry to Kernels cannot shift the others, and an entry left out
    stays NULL, which kernels_complete() reports (the unit and GPU tests check
@@ -3765,6 +3883,13 @@ static constexpr Kernels cpu_table() {
     k.moments = cpu_moments;
     k.scale_shift = cpu_scale_shift;
     k.bn_backward = cpu_bn_backward;
+    k.bn_prepare = cpu_bn_prepare;
+    k.global_pool_forward = cpu_global_pool_forward;
+    k.global_pool_backward = cpu_global_pool_backward;
+    k.zero_pad_forward = cpu_zero_pad_forward;
+    k.zero_pad_backward = cpu_zero_pad_backward;
+    k.upsample_forward = cpu_upsample_forward;
+    k.upsample_backward = cpu_upsample_backward;
     return k;
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
@@ -4765,36 +4890,13 @@ public:
         in = input;
         out = Shape{C};
     }
-    /* element (s, c) of sample b */
-    int64_t at(int64_t b, int64_t s, int64_t c) const { return b * S * C + (cf ? c * S + s : s * C + c); }
+    bool gpu_path() const override { return true; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t c = 0; c < C; c++) {
-                float acc = max ? -INFINITY : 0.f;
-                for (int64_t s = 0; s < S; s++) {
-                    float v = x[at(b, s, c)];
-                    acc = max ? (v > acc || s == 0 ? v : acc) : acc + v;
-                }
-                y[b * C + c] = max ? acc : acc / (float)S;
-            }
+        K().global_pool_forward(max, cf, x, y, B, S, C);
     }
     void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &) override {
         if (!dx) return;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t c = 0; c < C; c++) {
-                float d = dy[b * C + c];
-                bool done = false;
-                for (int64_t s = 0; s < S; s++) {
-                    int64_t i = at(b, s, c);
-                    if (max) { /* the first position holding the maximum */
-                        bool hit = !done && (x[i] == y[b * C + c] || (std::isnan(x[i]) && std::isnan(y[b * C + c])));
-                        dx[i] = hit ? d : 0.f;
-                        done = done || hit;
-                    } else {
-                        dx[i] = d / (float)S;
-                    }
-                }
-            }
+        K().global_pool_backward(max, cf, x, y, dy, dx, B, S, C);
     }
 };
 
@@ -4884,6 +4986,12 @@ public:
     }
     float *gamma() const { return scale ? weights[0].w : nullptr; }
     float *beta() const { return center ? weights[scale ? 1 : 0].w : nullptr; }
+    /* Every pass over x, the weights and the workspace goes through K(),
+       the moving statistics' update included (bn_prepare: fit brings them
+       back from the device with the other weights). Synchronised batch
+       norm (c.sync) is host code, but only a distributed model has it, and
+       nnl_distribute and nnl_set_device refuse each other's models. */
+    bool gpu_path() const override { return true; }
     WeightSpec &moving(int k) { return weights[weights.size() - 2 + (size_t)k]; }
     /* ws: mean, invstd, scale, shift (C each); then, when the channel axis is
        not last, channels-last copies of x, y and dx */
@@ -4900,24 +5008,13 @@ public:
         }
         float *mean = ws, *invstd = ws + C, *scl = ws + 2 * C, *sh = ws + 3 * C;
         float *mm = moving(0).w, *mv = moving(1).w;
+        NNL_REQUIRE(!c.sync || strcmp(K().name, "cuda") != 0, NNL_ERR_INTERNAL,
+                    "BatchNormalization: synchronised statistics on a GPU (a distributed model must stay on the CPU)");
         if (c.training) {
             K().moments(xc, rows, C, mean, invstd);
             if (c.sync) sync_moments(c, rows, mean, invstd);
-            for (int64_t i = 0; i < C; i++) {
-                mm[i] = mm[i] * momentum + mean[i] * (1 - momentum);
-                mv[i] = mv[i] * momentum + invstd[i] * (1 - momentum);
-                invstd[i] = 1.f / std::sqrt(invstd[i] + epsilon);
-            }
-        } else {
-            for (int64_t i = 0; i < C; i++) {
-                mean[i] = mm[i];
-                invstd[i] = 1.f / std::sqrt(mv[i] + epsilon);
-            }
         }
-        for (int64_t i = 0; i < C; i++) {
-            scl[i] = (gamma() ? gamma()[i] : 1.f) * invstd[i];
-            sh[i] = (beta() ? beta()[i] : 0.f) - mean[i] * scl[i];
-        }
+        K().bn_prepare(c.training, C, momentum, epsilon, mm, mv, gamma(), beta(), mean, invstd, scl, sh);
         if (inner > 1) {
             K().scale_shift(xc, ycl(B), rows, C, scl, sh);
             K().transpose(ycl(B), y, B * outer, inner, C);
@@ -5079,21 +5176,13 @@ public:
         in = input;
         out = hw_shape(cf, cf ? outer : inner, H + t + b, W + l + r);
     }
+    bool gpu_path() const override { return true; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
-        int64_t Ho = H + t + b, Wo = W + l + r;
-        memset(y, 0, (size_t)(B * out.size()) * sizeof(float));
-        for (int64_t n = 0; n < B * outer; n++)
-            for (int64_t h = 0; h < H; h++)
-                memcpy(y + ((n * Ho + h + t) * Wo + l) * inner, x + (n * H + h) * W * inner,
-                       (size_t)(W * inner) * sizeof(float));
+        K().zero_pad_forward(x, y, B * outer, H, W, inner, t, b, l, r);
     }
     void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
         if (!dx) return;
-        int64_t Ho = H + t + b, Wo = W + l + r;
-        for (int64_t n = 0; n < B * outer; n++)
-            for (int64_t h = 0; h < H; h++)
-                memcpy(dx + (n * H + h) * W * inner, dy + ((n * Ho + h + t) * Wo + l) * inner,
-                       (size_t)(W * inner) * sizeof(float));
+        K().zero_pad_backward(dy, dx, B * outer, H, W, inner, t, b, l, r);
     }
 };
 
@@ -5125,25 +5214,13 @@ public:
                     (long long)sz[0], (long long)sz[1], input.str().c_str());
         out = hw_shape(cf, cf ? outer : inner, Ho, Wo);
     }
+    bool gpu_path() const override { return true; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
-        int64_t Ho = H * sz[0], Wo = W * sz[1];
-        for (int64_t n = 0; n < B * outer; n++)
-            for (int64_t h = 0; h < Ho; h++)
-                for (int64_t w = 0; w < Wo; w++)
-                    memcpy(y + ((n * Ho + h) * Wo + w) * inner, x + ((n * H + h / sz[0]) * W + w / sz[1]) * inner,
-                           (size_t)inner * sizeof(float));
+        K().upsample_forward(x, y, B * outer, H, W, inner, sz[0], sz[1]);
     }
     void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
         if (!dx) return;
-        int64_t Ho = H * sz[0], Wo = W * sz[1];
-        memset(dx, 0, (size_t)(B * in.size()) * sizeof(float));
-        for (int64_t n = 0; n < B * outer; n++)
-            for (int64_t h = 0; h < Ho; h++)
-                for (int64_t w = 0; w < Wo; w++) {
-                    float *d = dx + ((n * H + h / sz[0]) * W + w / sz[1]) * inner;
-                    const float *s = dy + ((n * Ho + h) * Wo + w) * inner;
-                    for (int64_t c = 0; c < inner; c++) d[c] += s[c];
-                }
+        K().upsample_backward(dy, dx, B * outer, H, W, inner, sz[0], sz[1]);
     }
 };
 
@@ -9264,14 +9341,14 @@ struct nnl_model : nnl::Model {};
      loss comes back as a few numbers (sparse CE from logits on the device)
      or the outputs round-trip through the host loss, and the update runs as
      one fused kernel per tensor.
-   - Layers whose code loops over data on the host (BatchNormalization, the
-     global poolings, ZeroPadding2D, UpSampling2D, and any layer whose
-     gpu_path() is false) are refused with NNL_ERR_UNSUPPORTED.
+   - Layers whose code loops over data on the host (the recurrent layers,
+     Embedding, Bidirectional: any layer whose gpu_path() is false) are
+     refused with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 namespace nnl {
 
 /* The layers of m with no GPU path (Layer::gpu_path false: the recurrent
-   layers and Embedding until the GPU issue, BatchNormalization, ...), as
+   layers and Embedding until the GPU issue, ...), as
    "layer 'lstm' (LSTM)" or "layers 'embedding' (Embedding), 'lstm' (LSTM)";
    empty when every layer has one. Both builds name them: the CUDA build
    refuses such a model before it looks for a device, the CPU-only build
@@ -9477,6 +9554,34 @@ static void cu_bn_backward(const float *x, const float *dy, float *dx, int64_t r
                            const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training) {
     nnl_cuda::bn_backward(D(x), D(dy), D(dx), rows, C, D(mean), D(invstd), D(gamma), D(dgamma), D(dbeta), training);
 }
+static void cu_bn_prepare(bool training, int64_t C, float momentum, float eps, float *mm, float *mv,
+                          const float *gamma, const float *beta, float *mean, float *invstd, float *scl, float *sh) {
+    nnl_cuda::bn_prepare(training, C, momentum, eps, D(mm), D(mv), D(gamma), D(beta), D(mean), D(invstd), D(scl),
+                         D(sh));
+}
+static void cu_global_pool_forward(bool max, bool cf, const float *x, float *y, int64_t B, int64_t S, int64_t C) {
+    nnl_cuda::global_pool_forward(max, cf, D(x), D(y), B, S, C);
+}
+static void cu_global_pool_backward(bool max, bool cf, const float *x, const float *y, const float *dy, float *dx,
+                                    int64_t B, int64_t S, int64_t C) {
+    nnl_cuda::global_pool_backward(max, cf, D(x), D(y), D(dy), D(dx), B, S, C);
+}
+static void cu_zero_pad_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                                int64_t bo, int64_t l, int64_t r) {
+    nnl_cuda::zero_pad_forward(D(x), D(y), n, H, W, inner, t, bo, l, r);
+}
+static void cu_zero_pad_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                                 int64_t bo, int64_t l, int64_t r) {
+    nnl_cuda::zero_pad_backward(D(dy), D(dx), n, H, W, inner, t, bo, l, r);
+}
+static void cu_upsample_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                                int64_t sw) {
+    nnl_cuda::upsample_forward(D(x), D(y), n, H, W, inner, sh, sw);
+}
+static void cu_upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner,
+                                 int64_t sh, int64_t sw) {
+    nnl_cuda::upsample_backward(D(dy), D(dx), n, H, W, inner, sh, sw);
+}
 
 static constexpr Kernels cuda_table() {
     Kernels k = {};
@@ -9501,6 +9606,13 @@ static constexpr Kernels cuda_table() {
     k.moments = cu_moments;
     k.scale_shift = cu_scale_shift;
     k.bn_backward = cu_bn_backward;
+    k.bn_prepare = cu_bn_prepare;
+    k.global_pool_forward = cu_global_pool_forward;
+    k.global_pool_backward = cu_global_pool_backward;
+    k.zero_pad_forward = cu_zero_pad_forward;
+    k.zero_pad_backward = cu_zero_pad_backward;
+    k.upsample_forward = cu_upsample_forward;
+    k.upsample_backward = cu_upsample_backward;
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();

@@ -1197,7 +1197,10 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    message too; the layers with a
    GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
    Conv3D, MaxPooling1D, MaxPooling2D, MaxPooling3D, AveragePooling1D,
-   AveragePooling2D, AveragePooling3D); NNL_ERR_ARGUMENT for any other
+   AveragePooling2D, AveragePooling3D, GlobalMaxPooling1D,
+   GlobalMaxPooling2D, GlobalMaxPooling3D, GlobalAveragePooling1D,
+   GlobalAveragePooling2D, GlobalAveragePooling3D, BatchNormalization,
+   ZeroPadding2D, UpSampling2D); NNL_ERR_ARGUMENT for any other
    device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
    CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or

@@ -15,9 +15,11 @@
      3  Elementwise                activations, dropout (counter-based, the
                                    CPU's hash), bias, mul, copy
      4  Reductions                 sumsq (double), column sums (bias grad,
-                                   moments, batch-norm backward)
+                                   moments, batch-norm backward), batch
+                                   norm's per-channel step
      5  Convolution and pooling    transpose, im2col, col2im (gather, no
-                                   atomics), max/average pooling
+                                   atomics), max/average pooling, global
+                                   pooling, zero padding, nearest upsampling
      6  Losses and optimizers      fused sparse softmax cross-entropy; one
                                    fused update kernel per tensor
 
@@ -1020,6 +1022,40 @@ void bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64
     LAUNCHED();
 }
 
+/* Batch norm's per-channel step (nnlite.cpp cpu_bn_prepare): the moving
+   statistics, invstd, scale and shift. Each operation rounds on its own
+   (__fmul_rn and __fadd_rn are never contracted into an FMA; division and
+   square root correctly rounded), as the CPU's plain float code does: the
+   moving statistics stay the CPU's bit for bit over a whole training. */
+__global__ void k_bn_prepare(bool training, int64_t C, float momentum, float eps, float *mm, float *mv,
+                             const float *gamma, const float *beta, float *mean, float *invstd, float *scl, float *sh) {
+    const float om = __fsub_rn(1.f, momentum);
+    GRID_STRIDE(i, C) {
+        float m, is;
+        if (training) {
+            m = mean[i];
+            mm[i] = __fadd_rn(__fmul_rn(mm[i], momentum), __fmul_rn(m, om));
+            mv[i] = __fadd_rn(__fmul_rn(mv[i], momentum), __fmul_rn(invstd[i], om));
+            is = __fdiv_rn(1.f, __fsqrt_rn(__fadd_rn(invstd[i], eps)));
+        } else {
+            m = mm[i];
+            mean[i] = m;
+            is = __fdiv_rn(1.f, __fsqrt_rn(__fadd_rn(mv[i], eps)));
+        }
+        invstd[i] = is;
+        float s = __fmul_rn(gamma ? gamma[i] : 1.f, is);
+        scl[i] = s;
+        sh[i] = __fsub_rn(beta ? beta[i] : 0.f, __fmul_rn(m, s));
+    }
+}
+void bn_prepare(bool training, int64_t C, float momentum, float eps, float *mm, float *mv, const float *gamma,
+                const float *beta, float *mean, float *invstd, float *scl, float *sh) {
+    if (C <= 0) return;
+    k_bn_prepare<<<grid_for(C), 256, 0, S()>>>(training, C, momentum, eps, mm, mv, gamma, beta, mean, invstd, scl,
+                                               sh);
+    LAUNCHED();
+}
+
 /* ========================================================================
    5  Convolution and pooling (channels last)
    ======================================================================== */
@@ -1274,6 +1310,132 @@ void pool_backward(const Win &g, bool max, const float *dy, const int32_t *arg, 
         k_pool_bwd<int32_t><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
     else
         k_pool_bwd<int64_t><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+    LAUNCHED();
+}
+
+/* Global pooling over P positions of each (sample, channel); x[b, s, c]
+   (channels last) or x[b, c, s] (cf). Forward: one thread per output, the
+   positions in order (the CPU's sum, bit for bit). */
+__global__ void k_gpool_fwd(bool max, bool cf, const float *x, float *y, int64_t B, int64_t P, int64_t C) {
+    GRID_STRIDE(e, B * C) {
+        int64_t b = e / C, c = e % C, step = cf ? 1 : C;
+        const float *xb = x + b * P * C + (cf ? c * P : c);
+        float acc = max ? -INFINITY : 0.f;
+        for (int64_t s = 0; s < P; s++) {
+            float v = xb[s * step];
+            acc = max ? (v > acc || s == 0 ? v : acc) : __fadd_rn(acc, v);
+        }
+        y[e] = max ? acc : __fdiv_rn(acc, (float)P);
+    }
+}
+/* average: one thread per input element, dy / P */
+__global__ void k_gpool_avg_bwd(bool cf, const float *dy, float *dx, int64_t B, int64_t P, int64_t C) {
+    GRID_STRIDE(e, B * P * C) {
+        int64_t b = e / (P * C), q = e % (P * C), c = cf ? q / P : q % C;
+        dx[e] = __fdiv_rn(dy[b * C + c], (float)P);
+    }
+}
+/* max: one thread per (sample, channel) walks its positions in order and
+   writes every dx of them: dy to the first that holds y (NaN matches NaN),
+   0 elsewhere. Each dx element has one writer; no sums. */
+__global__ void k_gpool_max_bwd(bool cf, const float *x, const float *y, const float *dy, float *dx, int64_t B,
+                                int64_t P, int64_t C) {
+    GRID_STRIDE(e, B * C) {
+        int64_t b = e / C, c = e % C, step = cf ? 1 : C, base = b * P * C + (cf ? c * P : c);
+        float d = dy[e], m = y[e];
+        bool done = false;
+        for (int64_t s = 0; s < P; s++) {
+            float v = x[base + s * step];
+            bool hit = !done && (v == m || (isnan(v) && isnan(m)));
+            dx[base + s * step] = hit ? d : 0.f;
+            done = done || hit;
+        }
+    }
+}
+void global_pool_forward(bool max, bool cf, const float *x, float *y, int64_t B, int64_t P, int64_t C) {
+    if (B <= 0 || C <= 0) return;
+    k_gpool_fwd<<<grid_for(B * C), 256, 0, S()>>>(max, cf, x, y, B, P, C);
+    LAUNCHED();
+}
+void global_pool_backward(bool max, bool cf, const float *x, const float *y, const float *dy, float *dx, int64_t B,
+                          int64_t P, int64_t C) {
+    if (B <= 0 || C <= 0 || P <= 0) return;
+    if (max)
+        k_gpool_max_bwd<<<grid_for(B * C), 256, 0, S()>>>(cf, x, y, dy, dx, B, P, C);
+    else
+        k_gpool_avg_bwd<<<grid_for(B * P * C), 256, 0, S()>>>(cf, dy, dx, B, P, C);
+    LAUNCHED();
+}
+
+/* ZeroPadding2D over n blocks (H, W, inner): forward one thread per output
+   element (a copy or 0), backward one per input element (a copy). */
+__global__ void k_zero_pad_fwd(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                               int64_t l, int64_t Ho, int64_t Wo) {
+    GRID_STRIDE(e, n * Ho * Wo * inner) {
+        int64_t c = e % inner, q = e / inner, w = q % Wo, h = q / Wo % Ho, k = q / (Wo * Ho);
+        int64_t hi = h - t, wi = w - l;
+        y[e] = hi >= 0 && hi < H && wi >= 0 && wi < W ? x[((k * H + hi) * W + wi) * inner + c] : 0.f;
+    }
+}
+__global__ void k_zero_pad_bwd(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                               int64_t l, int64_t Ho, int64_t Wo) {
+    GRID_STRIDE(e, n * H * W * inner) {
+        int64_t c = e % inner, q = e / inner, w = q % W, h = q / W % H, k = q / (W * H);
+        dx[e] = dy[((k * Ho + h + t) * Wo + w + l) * inner + c];
+    }
+}
+void zero_pad_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                      int64_t bo, int64_t l, int64_t r) {
+    int64_t Ho = H + t + bo, Wo = W + l + r;
+    if (n <= 0 || inner <= 0 || Ho <= 0 || Wo <= 0) return;
+    k_zero_pad_fwd<<<grid_for(n * Ho * Wo * inner), 256, 0, S()>>>(x, y, n, H, W, inner, t, l, Ho, Wo);
+    LAUNCHED();
+}
+void zero_pad_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                       int64_t bo, int64_t l, int64_t r) {
+    if (n <= 0 || inner <= 0 || H <= 0 || W <= 0) return;
+    k_zero_pad_bwd<<<grid_for(n * H * W * inner), 256, 0, S()>>>(dy, dx, n, H, W, inner, t, l, H + t + bo,
+                                                                   W + l + r);
+    LAUNCHED();
+}
+
+/* UpSampling2D (nearest) over n blocks (H, W, inner): forward one thread
+   per output element; backward a gather, one thread per input element
+   summing its sh x sw block of dy rows first, then columns (the CPU's
+   order of additions, so the same sums bit for bit). */
+__global__ void k_upsample_fwd(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                               int64_t sw) {
+    const int64_t Ho = H * sh, Wo = W * sw;
+    GRID_STRIDE(e, n * Ho * Wo * inner) {
+        int64_t c = e % inner, q = e / inner, w = q % Wo, h = q / Wo % Ho, k = q / (Wo * Ho);
+        y[e] = x[((k * H + h / sh) * W + w / sw) * inner + c];
+    }
+}
+__global__ void k_upsample_bwd(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                               int64_t sw) {
+    const int64_t Ho = H * sh, Wo = W * sw;
+    GRID_STRIDE(e, n * H * W * inner) {
+        int64_t c = e % inner, q = e / inner, w = q % W, h = q / W % H, k = q / (W * H);
+        float s = 0.f;
+        for (int64_t i = 0; i < sh; i++) {
+            const float *row = dy + ((k * Ho + h * sh + i) * Wo + w * sw) * inner + c;
+            for (int64_t j = 0; j < sw; j++) s = __fadd_rn(s, row[j * inner]);
+        }
+        dx[e] = s;
+    }
+}
+void upsample_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                      int64_t sw) {
+    int64_t total = n * H * sh * W * sw * inner;
+    if (n <= 0 || inner <= 0 || total <= 0) return;
+    k_upsample_fwd<<<grid_for(total), 256, 0, S()>>>(x, y, n, H, W, inner, sh, sw);
+    LAUNCHED();
+}
+void upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                       int64_t sw) {
+    int64_t total = n * H * W * inner;
+    if (n <= 0 || inner <= 0 || total <= 0) return;
+    k_upsample_bwd<<<grid_for(total), 256, 0, S()>>>(dy, dx, n, H, W, inner, sh, sw);
     LAUNCHED();
 }
 

@@ -93,6 +93,21 @@ void moments(const float *x, int64_t rows, int64_t C, float *mean, float *var);
 void scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift);
 void bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,
                  const float *invstd, const float *gamma, float *dgamma, float *dbeta, bool training);
+/* one thread per channel; unfused float operations (no FMA contraction), so
+   the results are the CPU's bit for bit */
+void bn_prepare(bool training, int64_t C, float momentum, float eps, float *mm, float *mv, const float *gamma,
+                const float *beta, float *mean, float *invstd, float *scl, float *sh);
+void global_pool_forward(bool max, bool cf, const float *x, float *y, int64_t B, int64_t S, int64_t C);
+void global_pool_backward(bool max, bool cf, const float *x, const float *y, const float *dy, float *dx, int64_t B,
+                          int64_t S, int64_t C);
+void zero_pad_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                      int64_t bo, int64_t l, int64_t r);
+void zero_pad_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t t,
+                       int64_t bo, int64_t l, int64_t r);
+void upsample_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                      int64_t sw);
+void upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
+                       int64_t sw);
 
 /* ---- losses: sparse categorical cross-entropy from logits, fused ----
    z (rows, C) logits, labels (rows) class ids as floats. Writes dz =

@@ -371,3 +371,108 @@ TEST_CASE("optimizer update kernels, clipping and scaling") {
     /* the optimizers themselves are checked step by step in gpu_models.hpp
        ("every optimizer: GPU steps match CPU steps") */
 }
+
+TEST_CASE("batch norm's per-channel step: moving statistics, invstd, scale and shift, training and inference") {
+    gt::use(false);
+    int64_t Cn = 300; /* more than one block of threads */
+    for (int training = 0; training < 2; training++)
+        for (int withgb = 0; withgb < 2; withgb++) {
+            CAPTURE(training);
+            CAPTURE(withgb);
+            auto mean = gt::rnd((size_t)Cn, 81, -2.f, 2.f), var = gt::rnd((size_t)Cn, 82, 0.f, 3.f);
+            auto mm = gt::rnd((size_t)Cn, 83), mv = gt::rnd((size_t)Cn, 84, 0.1f, 2.f);
+            auto gam = gt::rnd((size_t)Cn, 85, 0.5f, 1.5f), bet = gt::rnd((size_t)Cn, 86);
+            std::vector<float> scl((size_t)Cn), sh((size_t)Cn);
+            /* on the device: in inference mean and invstd are outputs only, so
+               they start poisoned */
+            gt::Dev dmm(mm), dmv(mv), dgam(gam), dbet(bet), dscl((size_t)Cn), dsh((size_t)Cn);
+            gt::Dev dmean((size_t)Cn), dinv((size_t)Cn);
+            if (training) {
+                nnl_cuda::upload(dmean.d, mean.data(), (size_t)Cn * sizeof(float));
+                nnl_cuda::upload(dinv.d, var.data(), (size_t)Cn * sizeof(float));
+            }
+            gt::C().bn_prepare(training, Cn, 0.9f, 1e-3f, mm.data(), mv.data(), withgb ? gam.data() : nullptr,
+                               withgb ? bet.data() : nullptr, mean.data(), var.data(), scl.data(), sh.data());
+            nnl_cuda::bn_prepare(training, Cn, 0.9f, 1e-3f, dmm.d, dmv.d, withgb ? dgam.d : nullptr,
+                                 withgb ? dbet.d : nullptr, dmean.d, dinv.d, dscl.d, dsh.d);
+            /* the same rounded operations one by one (no FMA on either side):
+               equal to float32 rounding, in practice bit for bit */
+            gt::close(dmm.get(), mm, 1e-6, 1e-7, "moving mean");
+            gt::close(dmv.get(), mv, 1e-6, 1e-7, "moving variance");
+            gt::close(dmean.get(), mean, 1e-6, 1e-7, "mean");
+            gt::close(dinv.get(), var, 1e-6, 1e-7, "invstd");
+            gt::close(dscl.get(), scl, 1e-6, 1e-7, "scale");
+            gt::close(dsh.get(), sh, 1e-6, 1e-6, "shift");
+        }
+}
+
+TEST_CASE("global max and average pooling, forward and backward, channels last and first, ties") {
+    gt::use(false);
+    const int64_t shapes[][3] = {{3, 1, 5}, {2, 7, 1}, {4, 49, 6}, {2, 300, 33}}; /* B, S, C */
+    for (auto &sh : shapes)
+        for (int cf = 0; cf < 2; cf++)
+            for (int max = 0; max < 2; max++)
+                for (int ties = 0; ties < 2; ties++) {
+                    int64_t B = sh[0], S = sh[1], Cn = sh[2];
+                    CAPTURE(B);
+                    CAPTURE(S);
+                    CAPTURE(Cn);
+                    CAPTURE(cf);
+                    CAPTURE(max);
+                    CAPTURE(ties);
+                    auto x = gt::rnd((size_t)(B * S * Cn), 91 + S);
+                    if (ties) /* a few values only: the maximum repeats, the first one takes dy */
+                        for (auto &v : x) v = std::floor(v * 2.f);
+                    auto dy = gt::rnd((size_t)(B * Cn), 92);
+                    std::vector<float> y((size_t)(B * Cn)), dx(x.size());
+                    gt::Dev dx_(x), ddy(dy), dy_(y.size()), ddx(dx.size());
+                    gt::C().global_pool_forward(max, cf, x.data(), y.data(), B, S, Cn);
+                    nnl_cuda::global_pool_forward(max, cf, dx_.d, dy_.d, B, S, Cn);
+                    if (max)
+                        CHECK(dy_.get() == y); /* a choice: exact */
+                    else
+                        gt::close(dy_.get(), y, 1e-6, 1e-7, "global average forward");
+                    gt::Dev dyy(y); /* the CPU's y, so that the backward passes compare alone */
+                    gt::C().global_pool_backward(max, cf, x.data(), y.data(), dy.data(), dx.data(), B, S, Cn);
+                    nnl_cuda::global_pool_backward(max, cf, dx_.d, dyy.d, ddy.d, ddx.d, B, S, Cn);
+                    if (max)
+                        CHECK(ddx.get() == dx);
+                    else
+                        gt::close(ddx.get(), dx, 1e-6, 1e-7, "global average backward");
+                }
+}
+
+TEST_CASE("zero padding and nearest upsampling, forward and backward") {
+    gt::use(false);
+    const int64_t pads[][4] = {{1, 2, 0, 3}, {0, 0, 0, 0}, {2, 0, 1, 1}}; /* top, bottom, left, right */
+    const int64_t sizes[][2] = {{2, 3}, {1, 1}, {3, 1}};
+    for (int64_t inner : {1, 6})
+        for (int k = 0; k < 3; k++) {
+            CAPTURE(inner);
+            CAPTURE(k);
+            int64_t n = 5, H = 4, W = 3;
+            const int64_t *p = pads[k];
+            int64_t Ho = H + p[0] + p[1], Wo = W + p[2] + p[3];
+            auto x = gt::rnd((size_t)(n * H * W * inner), 101), dy = gt::rnd((size_t)(n * Ho * Wo * inner), 102);
+            std::vector<float> y(dy.size()), dx(x.size());
+            gt::Dev dx_(x), ddy(dy), dy_(y.size()), ddx(dx.size());
+            gt::C().zero_pad_forward(x.data(), y.data(), n, H, W, inner, p[0], p[1], p[2], p[3]);
+            nnl_cuda::zero_pad_forward(dx_.d, dy_.d, n, H, W, inner, p[0], p[1], p[2], p[3]);
+            CHECK(dy_.get() == y); /* copies and zeros: exact */
+            gt::C().zero_pad_backward(dy.data(), dx.data(), n, H, W, inner, p[0], p[1], p[2], p[3]);
+            nnl_cuda::zero_pad_backward(ddy.d, ddx.d, n, H, W, inner, p[0], p[1], p[2], p[3]);
+            CHECK(ddx.get() == dx);
+
+            int64_t sh = sizes[k][0], sw = sizes[k][1], Hu = H * sh, Wu = W * sw;
+            auto du = gt::rnd((size_t)(n * Hu * Wu * inner), 103);
+            std::vector<float> yu(du.size()), dxu(x.size());
+            gt::Dev ddu(du), dyu(yu.size()), ddxu(x.size());
+            gt::C().upsample_forward(x.data(), yu.data(), n, H, W, inner, sh, sw);
+            nnl_cuda::upsample_forward(dx_.d, dyu.d, n, H, W, inner, sh, sw);
+            CHECK(dyu.get() == yu);
+            gt::C().upsample_backward(du.data(), dxu.data(), n, H, W, inner, sh, sw);
+            nnl_cuda::upsample_backward(ddu.d, ddxu.d, n, H, W, inner, sh, sw);
+            /* the CPU's additions in the CPU's order */
+            gt::close(ddxu.get(), dxu, 1e-6, 1e-7, "upsampling backward");
+        }
+}

@@ -171,10 +171,11 @@ TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on th
 /* "no GPU" in the name: nnl_set_device checks the layers before it looks for
    a device, so this runs (and must pass) on a machine without one too */
 TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused by name and left on the CPU") {
-    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Dense(3, activation='softmax')"},
+    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Reshape((2, 4))", "LSTM(4)",
+                              "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "", 3);
     CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
-    CHECK(gm::err().find("BatchNormalization") != std::string::npos);
+    CHECK(gm::err().find("layer 'lstm' (LSTM) has no GPU path") != std::string::npos); /* it alone */
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     nnl_model_free(m);
     /* recurrent layers: CPU only until the GPU issue; refused by name */
@@ -269,6 +270,85 @@ TEST_CASE("losses on the host path (MSE, binary CE, one-hot CE) and a channels-f
         nnl_model_free(c);
         nnl_model_free(g);
     }
+}
+
+/* BatchNormalization, the global poolings, ZeroPadding2D and UpSampling2D
+   in both data formats: a few Adam steps on the GPU and on the CPU from the
+   same initial weights, then the weights (moving statistics included) and
+   the predictions (batch norm with its moving statistics) compared with
+   gm::agree, the bound of the other conv-net cases: only summation orders
+   differ (GEMMs, column sums), errors of float32 rounding amplified by a
+   few steps. */
+TEST_CASE("batch norm, global pooling, zero padding and upsampling: GPU steps match CPU steps") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    gm::synth(256, x, y, 9);
+    std::vector<std::vector<const char *>> nets = {
+        {"Reshape((28, 28, 1), input_shape=(784,))", "Conv2D(4, 3, activation='relu')", "BatchNormalization()",
+         "ZeroPadding2D(((1, 2), (0, 1)))", "MaxPooling2D(2)", "UpSampling2D((2, 1))", "Conv2D(6, 3)",
+         "BatchNormalization(center=False, momentum=0.9)", "GlobalAveragePooling2D()",
+         "Dense(10, activation='softmax')"},
+        {"Reshape((1, 28, 28), input_shape=(784,))", "Conv2D(4, 3, activation='relu', data_format='channels_first')",
+         "BatchNormalization(axis=1, scale=False)", "MaxPooling2D(2, data_format='channels_first')",
+         "ZeroPadding2D(1, data_format='channels_first')", "UpSampling2D(2, data_format='channels_first')",
+         "GlobalMaxPooling2D(data_format='channels_first')", "Dense(10, activation='softmax')"},
+        {"Reshape((49, 16), input_shape=(784,))", "Conv1D(8, 3, activation='tanh')", "BatchNormalization()",
+         "GlobalMaxPooling1D()", "Dense(10, activation='softmax')"},
+        {"Reshape((16, 49), input_shape=(784,))", "GlobalAveragePooling1D(data_format='channels_first')",
+         "BatchNormalization()", "Dense(10, activation='softmax')"},
+        {"Reshape((4, 14, 14, 1), input_shape=(784,))", "Conv3D(3, 2, activation='relu')", "BatchNormalization()",
+         "GlobalAveragePooling3D()", "Dense(10, activation='softmax')"},
+        {"Reshape((1, 4, 14, 14), input_shape=(784,))", "Conv3D(3, 2, data_format='channels_first')",
+         "GlobalMaxPooling3D(data_format='channels_first')", "Dense(10, activation='softmax')"}};
+    int64_t per[1] = {784}, xs[2] = {256, 784};
+    for (size_t k = 0; k < nets.size(); k++) {
+        CAPTURE(k);
+        nnl_model *c = gm::build(nets[k], "Adam(learning_rate=0.003)", "sparse_categorical_crossentropy", "accuracy", 31);
+        nnl_model *g = gm::build(nets[k], "Adam(learning_rate=0.003)", "sparse_categorical_crossentropy", "accuracy", 31);
+        REQUIRE_MESSAGE(nnl_set_device(g, "cuda") == NNL_OK, gm::err());
+        CHECK(gm::weights(c) == gm::weights(g));
+        gm::fit(c, x, y, 1, per, 2, 32);
+        gm::fit(g, x, y, 1, per, 2, 32);
+        gm::agree(gm::weights(g), gm::weights(c), "weights");
+        std::vector<float> pc(2560), pg(2560);
+        REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), 2560) == NNL_OK);
+        REQUIRE(nnl_predict(g, x.data(), 2, xs, 64, pg.data(), 2560) == NNL_OK);
+        gm::agree(pg, pc, "predictions");
+        nnl_model_free(c);
+        nnl_model_free(g);
+    }
+}
+
+/* Batch norm first: its input is the data, so its batch statistics differ
+   between the devices only by the order of the double-precision column
+   sums (at most an ulp once rounded to float), and the moving statistics'
+   update is the same rounded operations on both: after 16 steps they agree
+   to a few ulps (bound 1e-5 relative), and they come back to the host when
+   fit returns. */
+TEST_CASE("batch norm's moving statistics: updated on the GPU, the CPU's to a few ulps, back on the host") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    gm::synth(512, x, y, 10);
+    int64_t per[1] = {784};
+    std::vector<const char *> layers = {"BatchNormalization(momentum=0.8, input_shape=(784,))",
+                                        "Dense(10, activation='softmax')"};
+    nnl_model *c = gm::build(layers, "SGD(learning_rate=0.01)", "sparse_categorical_crossentropy", "accuracy", 12);
+    nnl_model *g = gm::build(layers, "SGD(learning_rate=0.01)", "sparse_categorical_crossentropy", "accuracy", 12);
+    REQUIRE_MESSAGE(nnl_set_device(g, "cuda") == NNL_OK, gm::err());
+    gm::fit(c, x, y, 1, per, 1, 32);
+    gm::fit(g, x, y, 1, per, 1, 32);
+    for (int w = 2; w < 4; w++) { /* gamma, beta, moving_mean, moving_variance */
+        CAPTURE(w);
+        std::vector<float> mc(784), mg(784);
+        REQUIRE(nnl_get_weight(c, w, mc.data(), 784) == NNL_OK);
+        REQUIRE(nnl_get_weight(g, w, mg.data(), 784) == NNL_OK);
+        double moved = 0;
+        for (float v : mg) moved = std::max(moved, std::fabs((double)v - (w == 2 ? 0.0 : 1.0)));
+        CHECK(moved > 1e-2); /* trained on the device, and brought back */
+        CHECK(gm::max_rel_diff(mg, mc) < 1e-5);
+    }
+    nnl_model_free(c);
+    nnl_model_free(g);
 }
 
 TEST_CASE("host writes reach the GPU; moving back to the CPU keeps the trained weights") {
