@@ -7583,6 +7583,8 @@ struct GpuScope {
     ~GpuScope();
 };
 void gpu_push(const float *h, int64_t n);
+float *gpu_stage(int64_t n);
+void gpu_stage_upload(const float *h, int64_t n);
 void gpu_pull(const float *h, int64_t n);
 bool gpu_apply(Model &m);
 bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss);
@@ -7595,6 +7597,8 @@ struct GpuScope {
     GpuScope(Model &, bool) {}
 };
 static inline void gpu_push(const float *, int64_t) {}
+static inline float *gpu_stage(int64_t) { return nullptr; }
+static inline void gpu_stage_upload(const float *, int64_t) {}
 static inline void gpu_pull(const float *, int64_t) {}
 static inline bool gpu_apply(Model &) { return false; }
 static inline bool gpu_loss(Model &, int64_t, float *, double *, double *) { return false; }
@@ -8738,14 +8742,24 @@ public:
         if (!layers.empty()) layers[0]->check_input(x, n, fn, arg); /* Embedding: ids in range */
     }
 
+    /* The batch's rows into act[0] and targets; for a GPU model straight
+       into a pinned staging buffer and on to the device (act[0]'s host copy
+       is not read there: one copy of the batch on the host instead of two) */
     void gather(const float *x, const float *t, const int64_t *idx, int64_t B) {
         int64_t d = input.size(), tw = target_width();
+        if (float *sx = gpu_stage(B * d)) {
+            for (int64_t b = 0; b < B; b++) memcpy(sx + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
+            gpu_stage_upload(act[0], B * d);
+            if (t) { /* targets stay on the host too: a loss computed there reads them */
+                for (int64_t b = 0; b < B; b++) memcpy(targets + b * tw, t + idx[b] * tw, (size_t)tw * sizeof(float));
+                gpu_push(targets, B * tw);
+            }
+            return;
+        }
         for (int64_t b = 0; b < B; b++) {
             memcpy(act[0] + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
             if (t) memcpy(targets + b * tw, t + idx[b] * tw, (size_t)tw * sizeof(float));
         }
-        gpu_push(act[0], B * d);
-        if (t) gpu_push(targets, B * tw);
     }
 
     /* Metric k's value from its sum over count samples (kept positions of
@@ -9768,13 +9782,14 @@ GpuScope::~GpuScope() {
 }
 
 /* Host -> device for a batch: through a pinned staging buffer (two, used in
-   turn, each reused only once its previous copy has finished). */
-void gpu_push(const float *h, int64_t n) {
+   turn, each reused only once its previous copy has finished). gpu_stage
+   hands out the next one (NULL without a GPU model on this thread), the
+   caller fills its first n floats, and gpu_stage_upload sends them to the
+   device mirror of h. */
+float *gpu_stage(int64_t n) {
     GpuModel *g = tl_gpu;
-    if (!g || n <= 0) return;
-    float *d = g->dev(h);
+    if (!g || n <= 0) return nullptr;
     int k = g->next_stage;
-    g->next_stage ^= 1;
     if (g->stage_ev[k])
         nnl_cuda::event_wait(g->stage_ev[k]); /* its previous copy has finished */
     else
@@ -9786,9 +9801,21 @@ void gpu_push(const float *h, int64_t n) {
         g->stage[k] = (float *)nnl_cuda::host_alloc((size_t)n * sizeof(float));
         g->stage_n[k] = (size_t)n;
     }
-    memcpy(g->stage[k], h, (size_t)n * sizeof(float));
-    nnl_cuda::upload(d, g->stage[k], (size_t)n * sizeof(float));
+    return g->stage[k];
+}
+void gpu_stage_upload(const float *h, int64_t n) {
+    GpuModel *g = tl_gpu;
+    if (!g || n <= 0) return;
+    int k = g->next_stage;
+    g->next_stage ^= 1;
+    nnl_cuda::upload(g->dev(h), g->stage[k], (size_t)n * sizeof(float));
     nnl_cuda::event_record(g->stage_ev[k]);
+}
+void gpu_push(const float *h, int64_t n) {
+    if (float *s = gpu_stage(n)) {
+        memcpy(s, h, (size_t)n * sizeof(float));
+        gpu_stage_upload(h, n);
+    }
 }
 
 void gpu_pull(const float *h, int64_t n) {

@@ -83,12 +83,20 @@ else
 fi
 
 # 3. throughput against PyTorch on the same GPU, FP32 and TF32, batch 512
+#    (PyTorch: every model in one process, one import of torch)
 for m in ${MODELS:-kmlp rlenet tlenet}; do
     for t in 0 1; do
         step "bench nnlite $m tf32=$t" 30 "$out/bench.log" "$bin/bench_gpu" "$m" 512 "$t" ${BENCH_SECONDS:-3}
-        [ -n "${NO_TORCH:-}" ] && continue
-        step "bench torch $m tf32=$t" 40 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py "$m" 512 "$t" ${BENCH_SECONDS:-3}
     done
 done
+if [ -z "${NO_TORCH:-}" ]; then
+    if [ -n "${MODELS:-}" ]; then
+        for m in $MODELS; do
+            step "bench torch $m" 60 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py "$m" 512 both ${BENCH_SECONDS:-3}
+        done
+    else
+        step "bench torch all" 120 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py all 512 both ${BENCH_SECONDS:-3}
+    fi
+fi
 grep -E '^(nnlite|torch)-gpu' "$out/bench.log" | tee -a "$out/summary.txt"
 echo "total $(($(date +%s) - start)) s" | tee -a "$out/summary.txt"
