@@ -1199,10 +1199,6 @@ __device__ __forceinline__ int64_t warp_argmax(const float *p, int64_t C, int la
     }
     return am;
 }
-__device__ __forceinline__ float warp_maxf(float v) {
-    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
 
 /* One row's value (its loss, or 1/0 for a metric hit), the same in every
    lane; ROW_XENT writes the row of dy when dy is not NULL. tr: the row's
@@ -1221,7 +1217,7 @@ __device__ double row_value(int mode, const LossSpec &L, const MetricSpec &M, co
     if (L.logits) { /* XentLogitsK: log_softmax = z - m - log(sum exp(z - m)) */
         float m = -INFINITY;
         for (int64_t j = lane; j < C; j += 32) m = fmaxf(m, p[j]);
-        m = warp_maxf(m);
+        m = warp_max(m);
         double s = 0, ts = 0, tp = 0;
         for (int64_t j = lane; j < C; j += 32) {
             s += (double)expf(p[j] - m);

@@ -355,6 +355,16 @@ TEST_CASE("every loss and metric on the device: GPU history and weights match th
         CHECK(nnl::gpu_loss_host_steps - host0 == 0);
         gm::agree(gm::weights(g), gm::weights(c), "weights");
         CHECK(gm::max_rel_diff(gm::weights(g), gm::weights(c)) < 1e-3);
+        /* fixed-order reductions: a second GPU run repeats the first bit for bit */
+        nnl_model *g2 = gm::build(cs.layers, "SGD(learning_rate=0.05)", cs.loss, cs.metrics, 31);
+        REQUIRE_MESSAGE(nnl_set_device(g2, "cuda") == NNL_OK, gm::err());
+        REQUIRE_MESSAGE(nnl_fit(g2, x.data(), 2, xs, cs.t->data(), NNL_FLOAT32, yr, ys, &o) == NNL_OK, gm::err());
+        CHECK(gm::weights(g2) == gm::weights(g));
+        double l1[3], l2[3];
+        REQUIRE(nnl_history_get(g, "val_loss", l1, 3) == 3);
+        REQUIRE(nnl_history_get(g2, "val_loss", l2, 3) == 3);
+        CHECK(std::equal(l1, l1 + 3, l2));
+        nnl_model_free(g2);
         int nk = nnl_history_key_count(c);
         REQUIRE(nnl_history_key_count(g) == nk);
         REQUIRE(nk >= 4); /* loss, val_loss and a metric of each */
