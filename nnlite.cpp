@@ -8552,11 +8552,11 @@ public:
        output, the masked metrics' denominator. */
     double loss_and_grad(int64_t B, float *grad, double *msum, double *kept = nullptr) {
         double gl;
-        if (gpu_loss(*this, B, grad, msum, &gl)) return gl; /* on the device (sparse CE from logits) */
+        if (gpu_loss(*this, B, grad, msum, &gl)) return gl; /* on the device: every loss and metric, unmasked */
         size_t L = layers.size();
         const float *z = loss.fused != ACT_LINEAR ? layers.back()->logits(act[L - 1]) : nullptr;
         int64_t D = out_shape().size(), C = classes();
-        gpu_pull(act[L], B * D); /* other losses: on the host */
+        gpu_pull(act[L], B * D); /* a masked output on a GPU model: on the host (see gpu_loss) */
         if (z) gpu_pull(z, B * D);
         const float *mk = output_masked() ? maskbuf.data() : nullptr; /* masked positions skipped */
         int64_t P = mk ? out_shape().d[0] : 0;
@@ -9351,13 +9351,13 @@ struct nnl_model : nnl::Model {};
      checkpoint load in between is uploaded), and fit copies them back when
      it returns (and around callbacks), so get_weight, summary and save read
      current values from W and the optimizer's slots.
-   - Per batch: the inputs and targets go up (pinned staging, async), the
-     loss comes back as a few numbers (sparse CE from logits on the device)
-     or the outputs round-trip through the host loss, and the update runs as
-     one fused kernel per tensor.
+   - Per batch: the inputs and targets go up (pinned staging, async), every
+     loss and metric runs on the device and comes back as a few numbers (a
+     masked output, which no GPU layer makes yet, would round-trip through
+     the host loss), and the update runs as one fused kernel per tensor.
    - Layers whose code loops over data on the host (the recurrent layers,
-     Embedding, Bidirectional: any layer whose gpu_path() is false) are
-     refused with NNL_ERR_UNSUPPORTED.
+     Embedding, Masking, Bidirectional: any layer whose gpu_path() is
+     false) are refused with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 namespace nnl {
 
@@ -9830,24 +9830,70 @@ void gpu_wait() {
     if (tl_gpu) nnl_cuda::synchronize();
 }
 
-/* Sparse categorical cross-entropy from logits (a fused softmax output, or
-   from_logits=True) with sparse accuracy metrics only: on the device. */
+/* Batches whose loss and metrics ran on the device, and batches of a GPU
+   model that took the host path: the GPU suite reads them to check that
+   the device path is the one taken. */
+static std::atomic<int64_t> gpu_loss_device_steps{0}, gpu_loss_host_steps{0};
+
+static_assert((int)LOSS_SPARSE_CCE == nnl_cuda::LK_SPARSE_CCE && (int)LOSS_CCE == nnl_cuda::LK_CCE &&
+                  (int)LOSS_BCE == nnl_cuda::LK_BCE && (int)LOSS_MSE == nnl_cuda::LK_MSE &&
+                  (int)LOSS_MAE == nnl_cuda::LK_MAE && (int)LOSS_HUBER == nnl_cuda::LK_HUBER,
+              "nnl::LossKind and nnl_cuda's loss kinds differ");
+static_assert((int)M_SPARSE_ACC == nnl_cuda::MK_SPARSE_ACC && (int)M_CAT_ACC == nnl_cuda::MK_CAT_ACC &&
+                  (int)M_BIN_ACC == nnl_cuda::MK_BIN_ACC && (int)M_SPARSE_TOPK == nnl_cuda::MK_SPARSE_TOPK &&
+                  (int)M_TOPK == nnl_cuda::MK_TOPK && (int)M_MSE == nnl_cuda::MK_MSE &&
+                  (int)M_MAE == nnl_cuda::MK_MAE && (int)M_PERPLEXITY == nnl_cuda::MK_PERPLEXITY,
+              "nnl::MetricKind and nnl_cuda's metric kinds differ");
+
+/* The loss, its gradient and the metrics on the device (Loss::run and
+   Metric::run, section 4): only the sums come back. Sparse CE from logits
+   with sparse accuracy (or perplexity) takes the fused sparse_xent kernel;
+   every other loss and metric loss_metrics. Left to the host path (false):
+   a masked output (no layer that makes a mask, Embedding or Masking, has a
+   GPU path yet, so no GPU model has one) and more than
+   nnl_cuda::LOSS_MAX_METRICS metrics. */
 bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
-    if (!tl_gpu || m.loss.kind != LOSS_SPARSE_CCE) return false;
-    bool logits = m.loss.fused == ACT_SOFTMAX || (m.loss.from_logits && m.loss.fused == ACT_LINEAR);
-    if (!logits) return false;
-    for (auto &mt : m.metrics)
-        if (mt.kind != M_SPARSE_ACC && mt.kind != M_PERPLEXITY) return false;
+    if (!tl_gpu) return false;
+    if (m.output_masked() || m.metrics.size() > (size_t)nnl_cuda::LOSS_MAX_METRICS) {
+        gpu_loss_host_steps++;
+        return false;
+    }
+    const Loss &ls = m.loss;
     size_t L = m.layers.size();
-    const float *z = m.loss.fused == ACT_SOFTMAX ? m.layers.back()->logits(m.act[L - 1]) : m.act[L];
-    if (!z) return false;
-    int64_t per = m.out_shape().size() / m.classes(), C = m.classes();
-    float scale = 1.f / (float)B / (float)per;
-    double hits = 0;
-    double sum = nnl_cuda::sparse_xent(D(z), D(m.targets), B * per, C, scale, grad ? D(grad) : nullptr, &hits);
-    *loss = sum / (double)per;
-    for (size_t k = 0; k < m.metrics.size(); k++)
-        msum[k] += m.metrics[k].kind == M_PERPLEXITY ? *loss : hits / (double)per;
+    int64_t Dn = m.out_shape().size(), C = m.classes(), per = Dn / C;
+    bool logits = ls.from_logits || ls.fused != ACT_LINEAR;
+    const float *y = m.act[L], *z = ls.fused != ACT_LINEAR ? m.layers.back()->logits(m.act[L - 1]) : nullptr;
+    const float *src = (logits && z) ? z : y; /* as Loss::run */
+    float invB = 1.f / (float)B;
+    bool xent = ls.kind == LOSS_SPARSE_CCE || ls.kind == LOSS_CCE;
+    float scale = xent ? invB / (float)per : invB / (float)Dn;
+    bool sparse_only = true;
+    for (auto &mt : m.metrics)
+        if (mt.kind != M_SPARSE_ACC && mt.kind != M_PERPLEXITY) sparse_only = false;
+    if (ls.kind == LOSS_SPARSE_CCE && logits && sparse_only) {
+        /* accuracy from the argmax of the logits: that of the softmax */
+        double hits = 0;
+        double sum = nnl_cuda::sparse_xent(D(src), D(m.targets), B * per, C, scale, grad ? D(grad) : nullptr, &hits);
+        *loss = sum / (double)per;
+        for (size_t k = 0; k < m.metrics.size(); k++)
+            msum[k] += m.metrics[k].kind == M_PERPLEXITY ? *loss : hits / (double)per;
+        gpu_loss_device_steps++;
+        return true;
+    }
+    nnl_cuda::LossSpec spec{(int)ls.kind, logits, ls.delta, scale};
+    nnl_cuda::MetricSpec ms[nnl_cuda::LOSS_MAX_METRICS];
+    double sums[nnl_cuda::LOSS_MAX_METRICS];
+    int nm = (int)m.metrics.size();
+    for (int k = 0; k < nm; k++) ms[k] = {(int)m.metrics[k].kind, m.metrics[k].k, m.metrics[k].threshold};
+    double sum = nnl_cuda::loss_metrics(spec, D(src), D(y), D(m.targets), B * Dn, C, grad ? D(grad) : nullptr, nm, ms,
+                                        sums);
+    *loss = sum / (double)(xent ? per : Dn);
+    for (int k = 0; k < nm; k++) {
+        MetricKind mk = m.metrics[k].kind;
+        bool rowwise = mk == M_SPARSE_ACC || mk == M_CAT_ACC || mk == M_SPARSE_TOPK || mk == M_TOPK;
+        msum[k] += mk == M_PERPLEXITY ? *loss : sums[k] / (double)(rowwise ? per : Dn);
+    }
+    gpu_loss_device_steps++;
     return true;
 }
 

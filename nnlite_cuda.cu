@@ -20,8 +20,9 @@
      5  Convolution and pooling    transpose, im2col, col2im (gather, no
                                    atomics), max/average pooling, global
                                    pooling, zero padding, nearest upsampling
-     6  Losses and optimizers      fused sparse softmax cross-entropy; one
-                                   fused update kernel per tensor
+     6  Losses and optimizers      fused sparse softmax cross-entropy; every
+                                   loss and metric (row and element kernels);
+                                   one fused update kernel per tensor
 
    Determinism: no kernel uses atomics; every reduction has a fixed order for
    a given shape and device, so a run repeats bit for bit on the same GPU. */
@@ -1514,6 +1515,255 @@ double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C,
     CK(cudaMemcpyAsync(h, part + RED_BLOCKS, 2 * sizeof(double), cudaMemcpyDeviceToHost, S()));
     CK(cudaStreamSynchronize(S()));
     if (hits) *hits = h[1];
+    return h[0];
+}
+
+/* ---- every loss and metric (nnlite.cpp section 4: Loss::run, Metric::run)
+   Two kernel shapes, each reducing into one double per block in a fixed
+   order (the warps of a block in turn; then k_sum_parts), so the sums
+   repeat bit for bit:
+   - k_loss_rows: one warp per row of C (grid-stride over rows): the
+     cross-entropies (sparse or one-hot, from logits or probabilities) and
+     the row metrics (argmax and top-k accuracies);
+   - k_loss_points: one thread per element (grid-stride): binary
+     cross-entropy, MSE, MAE, Huber and the elementwise metrics.
+   Per-element arithmetic in float as the CPU's vector loops, sums in
+   double. The CPU clamps with vmin/vmax; here comparisons keep a NaN
+   (clampf_), so a NaN output gives a NaN loss and the step is skipped as
+   on the CPU. */
+enum { ROW_XENT, ROW_ACC, ROW_TOPK };
+enum { PT_LOSS, PT_MSE, PT_MAE, PT_BINACC };
+__device__ const float PROB_EPS_D = 1e-7f; /* nnlite.cpp's PROB_EPS (Keras' epsilon) */
+
+/* the first index of the maximum of p[0..C), in every lane (ties: the
+   lowest index, as std::max_element) */
+__device__ __forceinline__ int64_t warp_argmax(const float *p, int64_t C, int lane) {
+    float m = -INFINITY;
+    int64_t am = C;
+    for (int64_t j = lane; j < C; j += 32) /* j ascends: ties keep the first */
+        if (am == C || p[j] > m) {
+            m = p[j];
+            am = j;
+        }
+    for (int o = 16; o > 0; o /= 2) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        int64_t a2 = __shfl_xor_sync(0xffffffffu, am, o);
+        if (a2 != C && (am == C || m2 > m || (m2 == m && a2 < am))) {
+            m = m2;
+            am = a2;
+        }
+    }
+    return am;
+}
+
+/* One row's value (its loss, or 1/0 for a metric hit), the same in every
+   lane; ROW_XENT writes the row of dy when dy is not NULL. tr: the row's
+   targets (one-hot), or NULL with c the class id (sparse). */
+__device__ double row_value(int mode, const LossSpec &L, const MetricSpec &M, const float *p, const float *tr,
+                            int64_t c, int64_t C, float *d, int lane) {
+    if (mode == ROW_ACC || mode == ROW_TOPK) {
+        if (tr) c = warp_argmax(tr, C, lane); /* one-hot: the argmax of the target row */
+        if (mode == ROW_ACC) return warp_argmax(p, C, lane) == c ? 1.0 : 0.0;
+        float pc = p[c];
+        double above = 0; /* fewer than k classes score higher */
+        for (int64_t j = lane; j < C; j += 32) above += p[j] > pc ? 1.0 : 0.0;
+        return warp_sumd(above) < (double)M.k ? 1.0 : 0.0;
+    }
+    const float scale = L.scale;
+    if (L.logits) { /* XentLogitsK: log_softmax = z - m - log(sum exp(z - m)) */
+        float m = -INFINITY;
+        for (int64_t j = lane; j < C; j += 32) m = fmaxf(m, p[j]);
+        m = warp_max(m);
+        double s = 0, ts = 0, tp = 0;
+        for (int64_t j = lane; j < C; j += 32) {
+            s += (double)expf(p[j] - m);
+            if (tr) {
+                ts += (double)tr[j];
+                tp += (double)tr[j] * (double)p[j];
+            }
+        }
+        s = warp_sumd(s);
+        double lse = (double)m + log(s);
+        if (!tr) {
+            if (d) {
+                float f = (float)(scale / s);
+                for (int64_t j = lane; j < C; j += 32) {
+                    float g = expf(p[j] - m) * f;
+                    d[j] = j == c ? g - scale : g;
+                }
+            }
+            return lse - (double)p[c];
+        }
+        ts = warp_sumd(ts);
+        tp = warp_sumd(tp);
+        if (d) {
+            float f = (float)(ts / s);
+            for (int64_t j = lane; j < C; j += 32) d[j] = (expf(p[j] - m) * f - tr[j]) * scale;
+        }
+        return lse * ts - tp;
+    }
+    /* XentProbsK: rows normalised to sum 1, clipped to [eps, 1 - eps]
+       (zero gradient where clipped) */
+    double s = 0, ts = 0;
+    for (int64_t j = lane; j < C; j += 32) {
+        s += (double)p[j];
+        if (tr) ts += (double)tr[j];
+    }
+    s = warp_sumd(s);
+    if (s <= 0) s = 1;
+    if (!tr) {
+        double q = (double)p[c] / s, qc = fmin(fmax(q, (double)PROB_EPS_D), 1.0 - PROB_EPS_D);
+        if (d) {
+            bool live = q > PROB_EPS_D && q < 1.0 - PROB_EPS_D;
+            float f = live ? (float)(1.0 / s) * scale : 0.f;
+            for (int64_t j = lane; j < C; j += 32) d[j] = (live && j == c) ? f - (float)(1.0 / p[c]) * scale : f;
+        }
+        return -log(qc);
+    }
+    ts = warp_sumd(ts);
+    const float lo = PROB_EPS_D, hi = 1.f - PROB_EPS_D, inv = (float)(1.0 / s), ts_s = (float)(ts / s);
+    double l = 0;
+    for (int64_t j = lane; j < C; j += 32) {
+        float pj = p[j], tv = tr[j], q = pj * inv;
+        l += (double)(tv * logf(clampf_(q, lo, hi))); /* t = 0: adds 0 */
+        if (d) d[j] = (ts_s - ((q > lo && q < hi) ? tv / pj : 0.f)) * scale;
+    }
+    return -warp_sumd(l);
+}
+
+/* the block's sum of v (lane 0 of each warp holds its warp's) into part */
+__device__ __forceinline__ void block_part(double v, double *part) {
+    __shared__ double sh[8];
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0;
+        for (int w = 0; w < (int)blockDim.x / 32; w++) t += sh[w];
+        part[blockIdx.x] = t;
+    }
+}
+
+/* blocks of 256: 8 warps, warp w of the grid takes rows w, w + warps, ... */
+__global__ void __launch_bounds__(256) k_loss_rows(int mode, LossSpec L, MetricSpec M, bool sparse, const float *p,
+                                                    const float *t, int64_t rows, int64_t C, float *dy, double *part) {
+    int lane = threadIdx.x % 32;
+    int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    double acc = 0;
+    for (int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
+        double v = row_value(mode, L, M, p + r * C, sparse ? nullptr : t + r * C, sparse ? (int64_t)t[r] : 0, C,
+                             dy ? dy + r * C : nullptr, lane);
+        if (lane == 0) acc += v;
+    }
+    block_part(acc, part);
+}
+
+__global__ void __launch_bounds__(256) k_loss_points(int mode, LossSpec L, MetricSpec M, const float *y,
+                                                      const float *t, int64_t n, float *dy, double *part) {
+    double acc = 0;
+    const float dl = L.delta, lo = PROB_EPS_D, hi = 1.f - PROB_EPS_D;
+    GRID_STRIDE(i, n) {
+        float v = y[i], tv = t[i];
+        if (mode == PT_MSE || mode == PT_MAE) { /* Metric::run: the error in double */
+            double e = (double)v - tv;
+            acc += mode == PT_MSE ? e * e : fabs(e);
+            continue;
+        }
+        if (mode == PT_BINACC) {
+            acc += ((v > M.threshold ? 1.f : 0.f) == (tv > 0.5f ? 1.f : 0.f)) ? 1.0 : 0.0;
+            continue;
+        }
+        float g;
+        switch (L.kind) { /* PointLossK */
+        case LK_BCE:
+            if (L.logits) { /* max(z, 0) - z t + log(1 + exp(-|z|)) */
+                acc += (double)(fmaxf(0.f, v) - v * tv + log1pf(expf(-fabsf(v))));
+                g = sigmoidf_(v) - tv;
+            } else {
+                float q = clampf_(v, lo, hi);
+                acc += (double)(-(tv * logf(q) + (1.f - tv) * log1pf(-q)));
+                g = isnan(v) ? v : ((v > lo && v < hi) ? (q - tv) / (q * (1.f - q)) : 0.f);
+            }
+            break;
+        case LK_MSE: {
+            float e = v - tv;
+            acc += (double)e * e;
+            g = 2.f * e;
+            break;
+        }
+        case LK_MAE: {
+            float e = v - tv;
+            acc += (double)fabsf(e);
+            g = isnan(e) ? e : (v > tv ? 1.f : (v < tv ? -1.f : 0.f));
+            break;
+        }
+        default: { /* Huber */
+            float e = v - tv, a = fabsf(e);
+            bool quad = a <= dl;
+            acc += (double)(quad ? 0.5f * e * e : dl * (a - 0.5f * dl));
+            g = isnan(e) ? e : (quad ? e : (e > 0.f ? dl : -dl));
+        }
+        }
+        if (dy) dy[i] = g * L.scale;
+    }
+    acc = warp_sumd(acc);
+    block_part(acc, part);
+}
+
+double loss_metrics(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
+                    float *dy, int nm, const MetricSpec *ms, double *msum) {
+    if (nm < 0 || nm > LOSS_MAX_METRICS) fail(ST_INTERNAL, "loss_metrics: %d metrics, at most %d", nm, LOSS_MAX_METRICS);
+    for (int k = 0; k < nm; k++) msum[k] = 0;
+    if (n <= 0 || C <= 0) return 0;
+    bool xent = L.kind == LK_SPARSE_CCE || L.kind == LK_CCE;
+    int64_t rows = n / C;
+    int slots = 1 + nm;
+    /* slot s: RED_BLOCKS partial sums at part + s * RED_BLOCKS; the totals after them */
+    double *part = part_scratch((size_t)slots * (RED_BLOCKS + 1)), *res = part + (size_t)slots * RED_BLOCKS;
+    int rblocks = (int)std::min<int64_t>(RED_BLOCKS, (rows + 7) / 8), pblocks = (int)std::min<int64_t>(RED_BLOCKS, (n + 255) / 256);
+    rblocks = std::max(rblocks, 1);
+    const MetricSpec none{MK_PERPLEXITY, 0, 0.f};
+    auto total = [&](int s, int blocks) {
+        k_sum_parts<<<1, 256, 0, S()>>>(part + (size_t)s * RED_BLOCKS, blocks, res + s);
+        LAUNCHED();
+    };
+    if (xent)
+        k_loss_rows<<<rblocks, 256, 0, S()>>>(ROW_XENT, L, none, L.kind == LK_SPARSE_CCE, src, t, rows, C, dy, part);
+    else
+        k_loss_points<<<pblocks, 256, 0, S()>>>(PT_LOSS, L, none, src, t, n, dy, part);
+    LAUNCHED();
+    total(0, xent ? rblocks : pblocks);
+    for (int k = 0; k < nm; k++) {
+        const MetricSpec &M = ms[k];
+        double *pk = part + (size_t)(1 + k) * RED_BLOCKS;
+        switch (M.kind) {
+        case MK_SPARSE_ACC:
+        case MK_CAT_ACC:
+        case MK_SPARSE_TOPK:
+        case MK_TOPK: {
+            int mode = (M.kind == MK_SPARSE_ACC || M.kind == MK_CAT_ACC) ? ROW_ACC : ROW_TOPK;
+            bool sp = M.kind == MK_SPARSE_ACC || M.kind == MK_SPARSE_TOPK;
+            k_loss_rows<<<rblocks, 256, 0, S()>>>(mode, L, M, sp, y, t, rows, C, nullptr, pk);
+            LAUNCHED();
+            total(1 + k, rblocks);
+            break;
+        }
+        case MK_BIN_ACC:
+        case MK_MSE:
+        case MK_MAE: {
+            int mode = M.kind == MK_BIN_ACC ? PT_BINACC : M.kind == MK_MSE ? PT_MSE : PT_MAE;
+            k_loss_points<<<pblocks, 256, 0, S()>>>(mode, L, M, y, t, n, nullptr, pk);
+            LAUNCHED();
+            total(1 + k, pblocks);
+            break;
+        }
+        default: /* perplexity: the caller takes the loss */
+            memset0(res + 1 + k, sizeof(double));
+        }
+    }
+    double *h = ctx().host;
+    CK(cudaMemcpyAsync(h, res, (size_t)slots * sizeof(double), cudaMemcpyDeviceToHost, S()));
+    CK(cudaStreamSynchronize(S()));
+    for (int k = 0; k < nm; k++) msum[k] = h[1 + k];
     return h[0];
 }
 

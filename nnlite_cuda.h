@@ -117,6 +117,37 @@ void upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t
 double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
                    double *hits);
 
+/* ---- losses and metrics: every one of nnlite.cpp section 4 ----
+   The kinds of nnl::LossKind and nnl::MetricKind, value by value
+   (nnlite.cpp static_asserts the correspondence). */
+enum { LK_SPARSE_CCE, LK_CCE, LK_BCE, LK_MSE, LK_MAE, LK_HUBER };
+enum { MK_SPARSE_ACC, MK_CAT_ACC, MK_BIN_ACC, MK_SPARSE_TOPK, MK_TOPK, MK_MSE, MK_MAE, MK_PERPLEXITY };
+struct LossSpec {
+    int kind;    /* LK_* */
+    bool logits; /* src holds logits: from_logits, or a fused softmax/sigmoid output */
+    float delta; /* Huber */
+    float scale; /* the gradient's factor, as Loss::run: 1/B/positions (cross-entropies), 1/B/D (the others) */
+};
+struct MetricSpec {
+    int kind; /* MK_* */
+    int k;    /* top-k */
+    float threshold; /* binary accuracy */
+};
+constexpr int LOSS_MAX_METRICS = 32;
+/* Loss::run and Metric::run (no mask) on n = B * D outputs. src: what the
+   loss reads (the logits of a fused output, else the outputs y); y: the
+   outputs, which the metrics read; t: the targets (n / C class ids for
+   LK_SPARSE_CCE, else n values). C: the classes (the row length of the
+   cross-entropies and of the accuracy metrics). Writes dy (n values) when
+   not NULL, exactly as Loss::run. Returns the sum of the per-row (cross-
+   entropies) or per-element losses, and in msum[k] the sum of metric k's
+   per-row hits (accuracies) or per-element values (binary accuracy hits,
+   squared or absolute errors); 0 for perplexity. The caller divides by the
+   positions D / C or by D as Loss::run and Metric::run do. nm at most
+   LOSS_MAX_METRICS. Fixed-order reductions, one copy of 1 + nm doubles back. */
+double loss_metrics(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
+                    float *dy, int nm, const MetricSpec *ms, double *msum);
+
 /* ---- optimizers: one fused kernel per tensor ---- */
 enum OptKind { OPT_SGD, OPT_SGD_MOMENTUM, OPT_RMSPROP, OPT_ADAGRAD, OPT_ADADELTA, OPT_ADAM, OPT_ADAMAX, OPT_NADAM };
 /* The per-step scalars, computed on the host exactly as the CPU optimizers

@@ -474,5 +474,119 @@ TEST_CASE("zero padding and nearest upsampling, forward and backward") {
             nnl_cuda::upsample_backward(ddu.d, ddxu.d, n, H, W, inner, sh, sw);
             /* the CPU's additions in the CPU's order */
             gt::close(ddxu.get(), dxu, 1e-6, 1e-7, "upsampling backward");
+/* nnl_cuda::loss_metrics against Loss::run and Metric::run: every loss (from
+   logits, from probabilities, fused softmax/sigmoid), every metric, three
+   shapes (several positions per sample; more elements than one grid pass
+   covers, C > 32; more rows than one grid pass, C < 32). */
+TEST_CASE("every loss and metric on the device: loss, gradient, metric sums") {
+    gt::use(false);
+    struct Shape { int64_t B, per, C; };
+    const Shape shapes[] = {{37, 3, 10}, {1700, 1, 100}, {5000, 1, 3}};
+    struct Case { const char *loss; nnl::Act fused; const char *metrics; };
+    const Case cases[] = {
+        {"sparse_categorical_crossentropy(from_logits=True)", nnl::ACT_LINEAR,
+         "accuracy,sparse_top_k_categorical_accuracy(k=3),perplexity"},
+        {"sparse_categorical_crossentropy", nnl::ACT_SOFTMAX, "sparse_top_k_categorical_accuracy(k=2),accuracy"},
+        {"sparse_categorical_crossentropy", nnl::ACT_LINEAR, "accuracy,perplexity"},
+        {"categorical_crossentropy(from_logits=True)", nnl::ACT_LINEAR,
+         "accuracy,top_k_categorical_accuracy(k=3),perplexity,mse"},
+        {"categorical_crossentropy", nnl::ACT_SOFTMAX, "categorical_accuracy,mae"},
+        {"categorical_crossentropy", nnl::ACT_LINEAR, "accuracy,perplexity,binary_accuracy"},
+        {"binary_crossentropy(from_logits=True)", nnl::ACT_LINEAR, "accuracy,binary_accuracy(threshold=0.3)"},
+        {"binary_crossentropy", nnl::ACT_SIGMOID, "accuracy,mse,categorical_accuracy"},
+        {"binary_crossentropy", nnl::ACT_LINEAR, "binary_accuracy,mae"},
+        {"mse", nnl::ACT_LINEAR, "mae,mse,binary_accuracy(threshold=0.1)"},
+        {"mae", nnl::ACT_LINEAR, "mse,top_k_categorical_accuracy(k=2)"},
+        {"huber(delta=0.7)", nnl::ACT_LINEAR, "mae"},
+    };
+    uint64_t seed = 300;
+    for (const Shape &sh : shapes)
+        for (const Case &cs : cases) {
+            CAPTURE(cs.loss);
+            CAPTURE(cs.metrics);
+            CAPTURE(sh.B);
+            int64_t B = sh.B, Cn = sh.C, D = sh.per * Cn, n = B * D, rows = B * sh.per;
+            nnl::Loss L = nnl::make_loss(cs.loss);
+            L.fused = cs.fused;
+            bool xent = L.kind == nnl::LOSS_SPARSE_CCE || L.kind == nnl::LOSS_CCE;
+            bool logits = L.from_logits || L.fused != nnl::ACT_LINEAR;
+            /* the outputs: logits in [-6, 6]; probabilities, with zeros and
+               (for binary CE) values just outside [0, 1], which clipping
+               must handle; a fused output is softmax/sigmoid of z */
+            std::vector<float> z = gt::rnd((size_t)n, seed++, -6.f, 6.f), y = z;
+            if (L.fused == nnl::ACT_SOFTMAX) {
+                for (int64_t r = 0; r < rows; r++) {
+                    float *p = y.data() + r * Cn;
+                    float mx = *std::max_element(p, p + Cn);
+                    double s = 0;
+                    for (int64_t j = 0; j < Cn; j++) s += std::exp((double)p[j] - mx);
+                    for (int64_t j = 0; j < Cn; j++) p[j] = (float)(std::exp((double)p[j] - mx) / s);
+                }
+            } else if (L.fused == nnl::ACT_SIGMOID) {
+                for (auto &v : y) v = 1.f / (1.f + std::exp(-v));
+            } else if (!logits && L.crossentropy()) {
+                y = gt::rnd((size_t)n, seed++, L.kind == nnl::LOSS_BCE ? -0.05f : 0.f, 1.05f);
+                if (L.kind != nnl::LOSS_BCE)
+                    for (auto &v : y) v = std::max(0.f, v - 0.05f); /* some exact zeros */
+            }
+            /* targets: class ids; one-hot rows with some soft ones; 0/1 and
+               fractional for binary CE; any values for the regressions */
+            std::vector<float> t;
+            nnl::Rng r(seed++);
+            if (L.sparse()) {
+                t.resize((size_t)rows);
+                for (auto &v : t) v = (float)r.below((uint64_t)Cn);
+            } else if (L.kind == nnl::LOSS_CCE || L.kind == nnl::LOSS_BCE) {
+                t.assign((size_t)n, 0.f);
+                for (int64_t q = 0; q < rows; q++) {
+                    if (q % 5 == 4) { /* a soft row */
+                        double s = 0;
+                        for (int64_t j = 0; j < Cn; j++) s += (t[(size_t)(q * Cn + j)] = (float)r.uniform());
+                        for (int64_t j = 0; j < Cn; j++) t[(size_t)(q * Cn + j)] /= (float)s;
+                    } else {
+                        t[(size_t)(q * Cn + (int64_t)r.below((uint64_t)Cn))] = 1.f;
+                    }
+                }
+            } else {
+                t = gt::rnd((size_t)n, seed++, -2.f, 2.f);
+            }
+            std::vector<nnl::Metric> ms;
+            std::vector<nnl_cuda::MetricSpec> specs;
+            std::string mt = cs.metrics;
+            for (size_t a = 0; a <= mt.size();) {
+                size_t b = mt.find(',', a);
+                if (b == std::string::npos) b = mt.size();
+                ms.push_back(nnl::make_metric(mt.substr(a, b - a), L, Cn));
+                specs.push_back({(int)ms.back().kind, ms.back().k, ms.back().threshold});
+                a = b + 1;
+            }
+            const float *src = logits && L.fused != nnl::ACT_LINEAR ? z.data() : y.data();
+            std::vector<float> dy((size_t)n);
+            double lc = L.run(y.data(), L.fused != nnl::ACT_LINEAR ? z.data() : nullptr, t.data(), B, D, Cn, dy.data());
+            float invB = 1.f / (float)B;
+            nnl_cuda::LossSpec spec{(int)L.kind, logits, L.delta, xent ? invB / (float)sh.per : invB / (float)D};
+            gt::Dev ds(std::vector<float>(src, src + n)), dyv(y), dt(t), ddy((size_t)n);
+            std::vector<double> sums(ms.size(), -1.0), sums2(ms.size(), -1.0);
+            double div = xent ? (double)sh.per : (double)D;
+            double lg = nnl_cuda::loss_metrics(spec, ds.d, dyv.d, dt.d, n, Cn, ddy.d, (int)ms.size(), specs.data(),
+                                               sums.data()) / div;
+            CHECK(std::fabs(lg - lc) <= 1e-5 * std::fabs(lc) + 1e-9);
+            gt::close(ddy.get(), dy, 1e-4, 1e-6 * (double)spec.scale, "loss_metrics dy");
+            /* without a gradient (evaluation): the same sums, bit for bit */
+            double lg2 = nnl_cuda::loss_metrics(spec, ds.d, dyv.d, dt.d, n, Cn, nullptr, (int)ms.size(), specs.data(),
+                                                sums2.data()) / div;
+            CHECK(lg2 == lg);
+            CHECK(sums2 == sums);
+            for (size_t k = 0; k < ms.size(); k++) {
+                CAPTURE(ms[k].name);
+                nnl::MetricKind mk = ms[k].kind;
+                bool rowwise = mk == nnl::M_SPARSE_ACC || mk == nnl::M_CAT_ACC || mk == nnl::M_SPARSE_TOPK ||
+                               mk == nnl::M_TOPK;
+                double mc = ms[k].run(y.data(), t.data(), B, D, Cn);
+                double mg = mk == nnl::M_PERPLEXITY ? 0.0 : sums[k] / (rowwise ? (double)sh.per : (double)D);
+                CHECK(std::fabs(mg - mc) <= 1e-9 * std::fabs(mc) + 1e-9);
+                if (mk != nnl::M_PERPLEXITY && mk != nnl::M_MSE && mk != nnl::M_MAE)
+                    CHECK(mc > 0); /* a hit count of 0 would test little */
+            }
         }
 }

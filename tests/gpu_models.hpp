@@ -230,7 +230,7 @@ TEST_CASE("every optimizer: GPU steps match CPU steps (MLP with dropout, fused s
     }
 }
 
-TEST_CASE("losses on the host path (MSE, binary CE, one-hot CE) and a channels-first conv net match the CPU") {
+TEST_CASE("losses on the device (MSE, binary CE, one-hot CE) and a channels-first conv net match the CPU") {
     std::vector<float> x;
     std::vector<int32_t> y;
     gm::synth(256, x, y, 6);
@@ -274,11 +274,11 @@ TEST_CASE("losses on the host path (MSE, binary CE, one-hot CE) and a channels-f
 
 /* BatchNormalization, the global poolings, ZeroPadding2D and UpSampling2D
    in both data formats: a few Adam steps on the GPU and on the CPU from the
-   same initial weights, then the weights (moving statistics included) and
-   the predictions (batch norm with its moving statistics) compared with
-   gm::agree, the bound of the other conv-net cases: only summation orders
-   differ (GEMMs, column sums), errors of float32 rounding amplified by a
-   few steps. */
+   same initial weights, then the weights (moving statistics included)
+   compared with gm::agree, the bound of the other conv-net cases: only
+   summation orders differ (GEMMs, column sums), errors of float32 rounding
+   amplified by a few steps; then inference (batch norm with its moving
+   statistics) with the same weights on both, to float32 rounding. */
 TEST_CASE("batch norm, global pooling, zero padding and upsampling: GPU steps match CPU steps") {
     std::vector<float> x;
     std::vector<int32_t> y;
@@ -328,6 +328,121 @@ TEST_CASE("batch norm, global pooling, zero padding and upsampling: GPU steps ma
         REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), 2560) == NNL_OK);
         REQUIRE(nnl_predict(g, x.data(), 2, xs, 64, pg.data(), 2560) == NNL_OK);
         CHECK(gm::max_rel_diff(pg, pc) < 1e-4);
+/* Every loss with every metric that goes with it, trained on the GPU and on
+   the CPU from the same seeds with plain SGD (no Adam-style sign
+   sensitivity: the two runs differ by float rounding only): the per-epoch
+   history (training and validation: the evaluation path, without a
+   gradient) and the final weights agree, and every batch's loss ran on the
+   device (gpu_loss's counters). Hit counts may differ by a sample whose
+   prediction is a rounding away from the boundary: one per epoch allowed. */
+TEST_CASE("every loss and metric on the device: GPU history and weights match the CPU") {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    const int n = 256;
+    gm::synth(n, x, y, 12);
+    std::vector<float> ids(y.begin(), y.end()), val(y.size()), bin(y.size()), oh(y.size() * 10, 0.f),
+        ids3(y.size() * 3), oh3(y.size() * 30, 0.f);
+    for (size_t i = 0; i < y.size(); i++) {
+        val[i] = (float)y[i] * 0.3f - 1.f;
+        bin[i] = y[i] >= 5 ? 1.f : 0.f;
+        oh[i * 10 + (size_t)y[i]] = 1.f;
+        for (size_t q = 0; q < 3; q++) { /* three positions: the class, then two shifted copies */
+            int c = (y[i] + (int)q * 3) % 10;
+            ids3[i * 3 + q] = (float)c;
+            oh3[i * 30 + q * 10 + (size_t)c] = 1.f;
+        }
+    }
+    const char *dense16 = "Dense(16, activation='tanh', input_shape=(784,))";
+    struct Case {
+        std::vector<const char *> layers;
+        const char *loss, *metrics;
+        const std::vector<float> *t;
+        std::vector<int64_t> tshape; /* per sample */
+    };
+    std::vector<Case> cases = {
+        {{dense16, "Dense(1)"}, "mse", "mae, mse", &val, {1}},
+        {{dense16, "Dense(1)"}, "mae", "mse", &val, {1}},
+        {{dense16, "Dense(1)"}, "huber(delta=0.5)", "mae", &val, {1}},
+        {{dense16, "Dense(1, activation='sigmoid')"}, "binary_crossentropy",
+         "accuracy, binary_accuracy(threshold=0.3), mse", &bin, {1}},
+        {{dense16, "Dense(1)"}, "binary_crossentropy(from_logits=True)", "accuracy", &bin, {1}},
+        {{dense16, "Dense(1, activation='sigmoid')", "Activation('linear')"}, "binary_crossentropy",
+         "binary_accuracy", &bin, {1}},
+        {{dense16, "Dense(10, activation='sigmoid')"}, "binary_crossentropy", "binary_accuracy, categorical_accuracy",
+         &oh, {10}},
+        {{dense16, "Dense(10, activation='softmax')"}, "categorical_crossentropy",
+         "accuracy, top_k_categorical_accuracy(k=3), perplexity", &oh, {10}},
+        {{dense16, "Dense(10)"}, "categorical_crossentropy(from_logits=True)", "accuracy, perplexity", &oh, {10}},
+        {{dense16, "Dense(10, activation='softmax')", "Activation('linear')"}, "categorical_crossentropy",
+         "accuracy, mae", &oh, {10}},
+        {{dense16, "Dense(10, activation='softmax')", "Activation('linear')"}, "sparse_categorical_crossentropy",
+         "accuracy, sparse_top_k_categorical_accuracy(k=3), perplexity", &ids, {1}},
+        {{dense16, "Dense(10, activation='softmax')"}, "sparse_categorical_crossentropy",
+         "accuracy, sparse_top_k_categorical_accuracy(k=2)", &ids, {1}},
+        {{dense16, "Dense(10)"}, "sparse_categorical_crossentropy(from_logits=True)", "accuracy, perplexity", &ids,
+         {1}},
+        {{dense16, "Dense(10)"}, "mse", "categorical_accuracy, top_k_categorical_accuracy(k=2)", &oh, {10}},
+        /* three positions per sample: the losses' and metrics' mean over positions */
+        {{dense16, "Dense(30)", "Reshape((3, 10))", "Activation('softmax')"}, "categorical_crossentropy",
+         "accuracy, perplexity", &oh3, {3, 10}},
+        {{dense16, "Dense(30)", "Reshape((3, 10))", "Activation('softmax')"}, "sparse_categorical_crossentropy",
+         "accuracy, sparse_top_k_categorical_accuracy(k=2)", &ids3, {3}},
+    };
+    for (auto &cs : cases) {
+        CAPTURE(cs.loss);
+        CAPTURE(cs.metrics);
+        CAPTURE(cs.layers.size());
+        nnl_model *c = gm::build(cs.layers, "SGD(learning_rate=0.05)", cs.loss, cs.metrics, 31);
+        nnl_model *g = gm::build(cs.layers, "SGD(learning_rate=0.05)", cs.loss, cs.metrics, 31);
+        REQUIRE_MESSAGE(nnl_set_device(g, "cuda") == NNL_OK, gm::err());
+        int64_t xs[2] = {n, 784}, ys[3] = {n, cs.tshape[0], cs.tshape.size() > 1 ? cs.tshape[1] : 0};
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 3;
+        o.batch_size = 32;
+        o.verbose = 0;
+        o.seed = 5;
+        o.validation_split = 0.25;
+        int yr = 1 + (int)cs.tshape.size();
+        REQUIRE_MESSAGE(nnl_fit(c, x.data(), 2, xs, cs.t->data(), NNL_FLOAT32, yr, ys, &o) == NNL_OK, gm::err());
+        int64_t dev0 = nnl::gpu_loss_device_steps, host0 = nnl::gpu_loss_host_steps;
+        REQUIRE_MESSAGE(nnl_fit(g, x.data(), 2, xs, cs.t->data(), NNL_FLOAT32, yr, ys, &o) == NNL_OK, gm::err());
+        /* 192 training samples (6 batches) and 64 validation samples per epoch */
+        CHECK(nnl::gpu_loss_device_steps - dev0 >= 3 * 7);
+        CHECK(nnl::gpu_loss_host_steps - host0 == 0);
+        gm::agree(gm::weights(g), gm::weights(c), "weights");
+        CHECK(gm::max_rel_diff(gm::weights(g), gm::weights(c)) < 1e-3);
+        /* fixed-order reductions: a second GPU run repeats the first bit for bit */
+        nnl_model *g2 = gm::build(cs.layers, "SGD(learning_rate=0.05)", cs.loss, cs.metrics, 31);
+        REQUIRE_MESSAGE(nnl_set_device(g2, "cuda") == NNL_OK, gm::err());
+        REQUIRE_MESSAGE(nnl_fit(g2, x.data(), 2, xs, cs.t->data(), NNL_FLOAT32, yr, ys, &o) == NNL_OK, gm::err());
+        CHECK(gm::weights(g2) == gm::weights(g));
+        double l1[3], l2[3];
+        REQUIRE(nnl_history_get(g, "val_loss", l1, 3) == 3);
+        REQUIRE(nnl_history_get(g2, "val_loss", l2, 3) == 3);
+        CHECK(std::equal(l1, l1 + 3, l2));
+        nnl_model_free(g2);
+        int nk = nnl_history_key_count(c);
+        REQUIRE(nnl_history_key_count(g) == nk);
+        REQUIRE(nk >= 4); /* loss, val_loss and a metric of each */
+        for (int k = 0; k < nk; k++) {
+            std::string key = nnl_history_key(c, k);
+            CAPTURE(key);
+            REQUIRE(key == nnl_history_key(g, k));
+            double hc[3], hg[3];
+            REQUIRE(nnl_history_get(c, key.c_str(), hc, 3) == 3);
+            REQUIRE(nnl_history_get(g, key.c_str(), hg, 3) == 3);
+            bool hits = key.find("accuracy") != std::string::npos;
+            for (int e = 0; e < 3; e++) {
+                CAPTURE(e);
+                INFO("gpu " << hg[e] << ", cpu " << hc[e]);
+                CHECK(std::isfinite(hg[e]));
+                if (hits) /* a fraction of 192 or 64 samples (of 3 x as many positions): one sample apart at most */
+                    CHECK(std::fabs(hg[e] - hc[e]) <= 1.0 / 64 + 1e-9);
+                else
+                    CHECK(std::fabs(hg[e] - hc[e]) <= 1e-4 * std::max(1.0, std::fabs(hc[e])));
+            }
+        }
         nnl_model_free(c);
         nnl_model_free(g);
     }
