@@ -474,6 +474,9 @@ TEST_CASE("zero padding and nearest upsampling, forward and backward") {
             nnl_cuda::upsample_backward(ddu.d, ddxu.d, n, H, W, inner, sh, sw);
             /* the CPU's additions in the CPU's order */
             gt::close(ddxu.get(), dxu, 1e-6, 1e-7, "upsampling backward");
+        }
+}
+
 /* nnl_cuda::loss_metrics against Loss::run and Metric::run: every loss (from
    logits, from probabilities, fused softmax/sigmoid), every metric, three
    shapes (several positions per sample; more elements than one grid pass

@@ -328,6 +328,11 @@ TEST_CASE("batch norm, global pooling, zero padding and upsampling: GPU steps ma
         REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), 2560) == NNL_OK);
         REQUIRE(nnl_predict(g, x.data(), 2, xs, 64, pg.data(), 2560) == NNL_OK);
         CHECK(gm::max_rel_diff(pg, pc) < 1e-4);
+        nnl_model_free(c);
+        nnl_model_free(g);
+    }
+}
+
 /* Every loss with every metric that goes with it, trained on the GPU and on
    the CPU from the same seeds with plain SGD (no Adam-style sign
    sensitivity: the two runs differ by float rounding only): the per-epoch
