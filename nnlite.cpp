@@ -8747,19 +8747,14 @@ public:
        is not read there: one copy of the batch on the host instead of two) */
     void gather(const float *x, const float *t, const int64_t *idx, int64_t B) {
         int64_t d = input.size(), tw = target_width();
-        if (float *sx = gpu_stage(B * d)) {
-            for (int64_t b = 0; b < B; b++) memcpy(sx + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
-            gpu_stage_upload(act[0], B * d);
-            if (t) { /* targets stay on the host too: a loss computed there reads them */
-                for (int64_t b = 0; b < B; b++) memcpy(targets + b * tw, t + idx[b] * tw, (size_t)tw * sizeof(float));
-                gpu_push(targets, B * tw);
-            }
-            return;
-        }
+        float *sx = gpu_stage(B * d), *xd = sx ? sx : act[0];
         for (int64_t b = 0; b < B; b++) {
-            memcpy(act[0] + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
+            memcpy(xd + b * d, x + idx[b] * d, (size_t)d * sizeof(float));
+            /* targets stay on the host too: a loss computed there reads them */
             if (t) memcpy(targets + b * tw, t + idx[b] * tw, (size_t)tw * sizeof(float));
         }
+        if (sx) gpu_stage_upload(act[0], B * d);
+        if (t) gpu_push(targets, B * tw);
     }
 
     /* Metric k's value from its sum over count samples (kept positions of

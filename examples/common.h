@@ -94,6 +94,14 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
                    : !strcmp(arg, "--threads") ? &a.threads
                    : !strcmp(arg, "--seed")    ? &a.seed
                                                : NULL;
+        /* options that take a string, and what the message says they need */
+        const char **sopt = !strcmp(arg, "--precision")            ? &a.precision
+                            : !strcmp(arg, "--device")             ? &a.device
+                            : sp.writes && !strcmp(arg, "--out")   ? &a.out
+                                                                   : NULL;
+        const char *needs = !strcmp(arg, "--precision") ? "a policy (float32 or mixed_bfloat16)"
+                            : !strcmp(arg, "--device")  ? "a device (cpu, cuda or cuda:N)"
+                                                        : "a folder";
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             ex_usage(stdout, argv[0], &sp);
             exit(0);
@@ -105,27 +113,13 @@ static inline ex_args ex_parse_args(int argc, char **argv, ex_spec sp) {
                 exit(2);
             }
             *opt = atoi(argv[++i]);
-        } else if (!strcmp(arg, "--precision")) {
+        } else if (sopt) {
             if (i + 1 >= argc || !argv[i + 1][0]) {
-                fprintf(stderr, "%s: option '--precision' needs a policy (float32 or mixed_bfloat16)\n", prog);
+                fprintf(stderr, "%s: option '%s' needs %s\n", prog, arg, needs);
                 ex_usage(stderr, argv[0], &sp);
                 exit(2);
             }
-            a.precision = argv[++i];
-        } else if (!strcmp(arg, "--device")) {
-            if (i + 1 >= argc || !argv[i + 1][0]) {
-                fprintf(stderr, "%s: option '--device' needs a device (cpu, cuda or cuda:N)\n", prog);
-                ex_usage(stderr, argv[0], &sp);
-                exit(2);
-            }
-            a.device = argv[++i];
-        } else if (sp.writes && !strcmp(arg, "--out")) {
-            if (i + 1 >= argc || !argv[i + 1][0]) {
-                fprintf(stderr, "%s: option '--out' needs a folder\n", prog);
-                ex_usage(stderr, argv[0], &sp);
-                exit(2);
-            }
-            a.out = argv[++i];
+            *sopt = argv[++i];
         } else if (arg[0] == '-' && arg[1]) {
             fprintf(stderr, "%s: unknown option '%s' (known: --epochs N, --batch N, --threads N, --seed N, --precision P, --device D%s)\n",
                     prog, arg, sp.writes ? ", --out DIR" : "");

@@ -64,16 +64,21 @@ static nnl_model *build(const std::vector<const char *> &layers, const char *opt
     return m;
 }
 
+/* weight tensor i of m */
+static std::vector<float> weight(nnl_model *m, int i) {
+    int rank = 0;
+    int64_t shape[8], n = 1;
+    REQUIRE(nnl_weight_info(m, i, nullptr, 0, &rank, shape) == NNL_OK);
+    for (int k = 0; k < rank; k++) n *= shape[k];
+    std::vector<float> w((size_t)n);
+    REQUIRE(nnl_get_weight(m, i, w.data(), n) == NNL_OK);
+    return w;
+}
+
 static std::vector<float> weights(nnl_model *m) {
     std::vector<float> all;
     for (int i = 0; i < nnl_weight_count(m); i++) {
-        int rank = 0;
-        int64_t shape[8];
-        REQUIRE(nnl_weight_info(m, i, nullptr, 0, &rank, shape) == NNL_OK);
-        int64_t n = 1;
-        for (int k = 0; k < rank; k++) n *= shape[k];
-        std::vector<float> w((size_t)n);
-        REQUIRE(nnl_get_weight(m, i, w.data(), n) == NNL_OK);
+        std::vector<float> w = weight(m, i);
         all.insert(all.end(), w.begin(), w.end());
     }
     return all;
@@ -316,13 +321,8 @@ TEST_CASE("batch norm, global pooling, zero padding and upsampling: GPU steps ma
            average on an H200: batch norm's moving variance amplifies the
            weights' rounding differences; the weights are checked above.) */
         for (int i = 0; i < nnl_weight_count(g); i++) {
-            int rank = 0;
-            int64_t shape[8], n = 1;
-            REQUIRE(nnl_weight_info(g, i, nullptr, 0, &rank, shape) == NNL_OK);
-            for (int d = 0; d < rank; d++) n *= shape[d];
-            std::vector<float> w((size_t)n);
-            REQUIRE(nnl_get_weight(g, i, w.data(), n) == NNL_OK);
-            REQUIRE(nnl_set_weight(c, i, w.data(), n) == NNL_OK);
+            std::vector<float> w = gm::weight(g, i);
+            REQUIRE(nnl_set_weight(c, i, w.data(), (int64_t)w.size()) == NNL_OK);
         }
         std::vector<float> pc(2560), pg(2560);
         REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), 2560) == NNL_OK);
