@@ -1872,6 +1872,84 @@ __attribute__((target("avx512f"))) static void small_rows_avx512(int64_t N, int6
     }
 }
 
+/* The same kernel for AVX2 (no AVX-512: AMD Zen 2/3, older Intel): 8*CV
+   columns of R rows in registers for the whole of K (R*CV sums, CV rows of
+   B and a broadcast within the 16 ymm registers). Each element of C is the
+   same k-ordered sum of fused multiply-adds as small_rows (which keeps its
+   sums in memory: a load and a store per multiply-add). AMD EPYC (Zen 3),
+   one thread: K-MLP's batch-1 nnl_predict 12.3 -> 9.7 us (median), near
+   the time to read its 0.4 MB of weights once from L2 here (~50 GB/s). */
+template <int R, int CV>
+__attribute__((target("avx2,fma"))) static void small_rows_avx2r(int64_t N, int64_t K, float alpha, const float *A,
+                                                                 int64_t ars, int64_t aks, const float *B, int64_t ldb,
+                                                                 float beta, float *C, int64_t ldc) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t j0 = 0; j0 < N; j0 += 8 * CV) {
+        __m256i m[CV];
+        bool full = N - j0 >= 8 * CV;
+#pragma GCC unroll 8
+        for (int v = 0; v < CV; v++) {
+            int64_t rem = std::max<int64_t>(0, std::min<int64_t>(8, N - j0 - 8 * v));
+            m[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), lane);
+        }
+        __m256 acc[R][CV];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < CV; v++) acc[r][v] = _mm256_setzero_ps();
+        const float *b = B + j0;
+        if (full)
+            for (int64_t k = 0; k < K; k++, b += ldb) {
+                __m256 bv[CV];
+#pragma GCC unroll 8
+                for (int v = 0; v < CV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    __m256 a = _mm256_broadcast_ss(A + r * ars + k * aks);
+#pragma GCC unroll 8
+                    for (int v = 0; v < CV; v++) acc[r][v] = _mm256_fmadd_ps(a, bv[v], acc[r][v]);
+                }
+            }
+        else /* the last columns: masked loads never touch memory past N */
+            for (int64_t k = 0; k < K; k++, b += ldb) {
+                __m256 bv[CV];
+#pragma GCC unroll 8
+                for (int v = 0; v < CV; v++) bv[v] = _mm256_maskload_ps(b + 8 * v, m[v]);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    __m256 a = _mm256_broadcast_ss(A + r * ars + k * aks);
+#pragma GCC unroll 8
+                    for (int v = 0; v < CV; v++) acc[r][v] = _mm256_fmadd_ps(a, bv[v], acc[r][v]);
+                }
+            }
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int v = 0; v < CV; v++) {
+                if (j0 + 8 * v >= N) continue;
+                float *c = C + r * ldc + j0 + 8 * v;
+                __m256 t = _mm256_mul_ps(va, acc[r][v]);
+                if (beta != 0.f) t = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m[v]), t);
+                _mm256_maskstore_ps(c, m[v], t);
+            }
+    }
+}
+
+/* M <= 4 rows: 64 columns for one row (8 independent sums hide the FMA
+   latency), 32 for two, 24 for three, 16 for four. */
+template <int R>
+static void small_rows_avx2r_n(int64_t N, int64_t K, float alpha, const float *A, int64_t ars, int64_t aks,
+                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    constexpr int CV = R == 1 ? 8 : R == 2 ? 4 : R == 3 ? 3 : 2;
+    if (N <= 8)
+        small_rows_avx2r<R, 1>(N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
+    else if (N <= 16)
+        small_rows_avx2r<R, 2>(N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
+    else
+        small_rows_avx2r<R, CV>(N, K, alpha, A, ars, aks, B, ldb, beta, C, ldc);
+}
+
 /* M <= 4 rows; the register block is as wide as N needs, up to 128 columns
    for one row (8 independent sums hide the FMA latency) and 64 for more. */
 template <int R>
@@ -1909,6 +1987,20 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
             case 2: small_rows_avx512_n<2>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
             case 3: small_rows_avx512_n<3>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
             default: small_rows_avx512_n<4>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
+            }
+        }
+        return;
+    }
+    if (!tb && ukr == ukr_avx2) { /* the same, 8-wide */
+        int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
+        for (int64_t i = 0; i < M; i += 4) {
+            const float *Ai = A + i * ars;
+            float *Ci = C + i * ldc;
+            switch (std::min<int64_t>(4, M - i)) {
+            case 1: small_rows_avx2r_n<1>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
+            case 2: small_rows_avx2r_n<2>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
+            case 3: small_rows_avx2r_n<3>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
+            default: small_rows_avx2r_n<4>(N, K, alpha, Ai, ars, aks, B, ldb, beta, Ci, ldc); break;
             }
         }
         return;
