@@ -1552,7 +1552,10 @@ static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0,
                    int64_t panel) {
     int64_t j = panel * NR, nr = std::min<int64_t>(NR, nc - j);
     float *dst = Bp + panel * NR * kc;
-    if (!tb) {
+    if (!tb && nr == NR) { /* a whole panel: a fixed-width copy per row (vector moves, no loop per row) */
+        const float *src = B + k0 * ldb + j0 + j;
+        for (int64_t k = 0; k < kc; k++, src += ldb) memcpy(dst + k * NR, src, NR * sizeof(float));
+    } else if (!tb) {
         for (int64_t k = 0; k < kc; k++) {
             const float *src = B + (k0 + k) * ldb + j0 + j;
             int64_t c = 0;
