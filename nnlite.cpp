@@ -3608,19 +3608,20 @@ static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
                 for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
                     int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
                     if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
-                        for (int64_t q = 0; q < KW * C; q++) o[q] = 0.f;
+                        memset(o, 0, (size_t)(KW * C) * sizeof(float));
                         continue;
                     }
                     const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
                     if (run) {
-                        src += iw0 * C;
-                        for (int64_t q = 0; q < KW * C; q++) o[q] = src[q];
+                        memcpy(o, src + iw0 * C, (size_t)(KW * C) * sizeof(float));
                         continue;
                     }
                     for (int64_t kw = 0; kw < KW; kw++) {
                         int64_t iw = iw0 + kw * g.d[2];
-                        bool in = iw >= 0 && iw < g.in[2];
-                        for (int64_t q = 0; q < C; q++) o[kw * C + q] = in ? src[iw * C + q] : 0.f;
+                        if (iw >= 0 && iw < g.in[2])
+                            memcpy(o + kw * C, src + iw * C, (size_t)C * sizeof(float));
+                        else
+                            memset(o + kw * C, 0, (size_t)C * sizeof(float));
                     }
                 }
             }
