@@ -26,7 +26,9 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
                                            {200, 35, 70}, {97, 3100, 9}, {250, 130, 520},
                                            {3, 40, 37}, {2, 300, 50}, {4, 9, 1000}, {1, 300, 41}, {1, 129, 784}, {3, 70, 5},
                                            /* A read in place (N <= 128), partial last row panel */
-                                           {121, 128, 784}, {47, 97, 260}};
+                                           {121, 128, 784}, {47, 97, 260},
+                                           /* few rows split by columns over the threads (N K >= 65536) */
+                                           {3, 200, 700}, {2, 1000, 70}};
     for (int threads : {1, 2}) {
         nnl::g_threads = threads;
         for (auto c : cases)
@@ -160,6 +162,21 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
         small_rows_case<3>(avx512);
         small_rows_case<4>(avx512);
     }
+    /* split by columns over two threads (batch-1 inference of a wide layer):
+       the same bits as one thread */
+    for (int M : {1, 3})
+        for (int N : {128, 129, 1000}) {
+            int K = 784;
+            auto A = random_vec((size_t)M * K, 21), B = random_vec((size_t)K * N, 22);
+            std::vector<float> C1((size_t)M * N, -1.f), C2 = C1;
+            nnl::g_threads = 1;
+            nnl::K().sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C1.data(), N);
+            nnl::g_threads = 2;
+            nnl::K().sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C2.data(), N);
+            nnl::g_threads = 0;
+            INFO("M=" << M << " N=" << N);
+            CHECK(memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
+        }
 }
 
 TEST_CASE("the two-panel AVX-512 kernel equals two one-panel calls, bit for bit") {
