@@ -183,9 +183,10 @@ TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused b
     CHECK(gm::err().find("layer 'lstm' (LSTM) has no GPU path") != std::string::npos); /* it alone */
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     nnl_model_free(m);
-    /* recurrent layers: CPU only until the GPU issue; refused by name */
+    /* recurrent layers: CPU only until the GPU issue; refused by name
+       (Embedding and Masking have a GPU path since issue 15) */
     for (const char *spec : {"LSTM(4, input_shape=(5, 3))", "GRU(4, input_shape=(5, 3))",
-                             "SimpleRNN(4, input_shape=(5, 3))", "Embedding(7, 3, input_length=5)"}) {
+                             "SimpleRNN(4, input_shape=(5, 3))"}) {
         CAPTURE(spec);
         nnl_model *r = gm::build({spec, "Dense(2, activation='softmax')"}, "Adam()", "sparse_categorical_crossentropy",
                                  "", 3);
@@ -194,6 +195,25 @@ TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused b
         CHECK(gm::err().find("(" + kind + ") has no GPU path") != std::string::npos);
         CHECK(std::string(nnl_get_device(r)) == "cpu");
         nnl_model_free(r);
+    }
+    /* Embedding (mask_zero too) and Masking pass the layer check: without a
+       device the refusal is about the device, naming no layer */
+    std::vector<std::vector<const char *>> ok = {
+        {"Embedding(7, 3, input_length=5)", "GlobalAveragePooling1D()", "Dense(2, activation='softmax')"},
+        {"Embedding(7, 3, mask_zero=True, input_length=5)", "Dense(2, activation='softmax')"},
+        {"Masking(input_shape=(5, 3))", "Dense(2, activation='softmax')"}};
+    for (auto &layers : ok) {
+        CAPTURE(layers[0]);
+        nnl_model *e = gm::build(layers, "Adam()", "sparse_categorical_crossentropy", "", 3);
+        int rc = nnl_set_device(e, "cuda");
+        if (nnl_cuda_device_count() == 0) {
+            CHECK(rc == NNL_ERR_UNSUPPORTED);
+            CHECK(gm::err().find("no GPU path") == std::string::npos);
+            CHECK(gm::err().find("no CUDA device") != std::string::npos);
+        } else {
+            CHECK(rc == NNL_OK);
+        }
+        nnl_model_free(e);
     }
 }
 
