@@ -1475,6 +1475,22 @@ struct Kernels {
                              int64_t sw);
     void (*upsample_backward)(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
                               int64_t sw);
+    /* ---- Embedding and Masking ---- */
+    /* y[r, :] = E[ids[r], :] for rows r, row length dim; ids are floats,
+       integral and in range (Embedding::check_input ran on the host before
+       they went anywhere) */
+    void (*embedding_forward)(const float *ids, const float *E, float *y, int64_t rows, int64_t dim);
+    /* G (V, dim) = for each id the sum of the dy rows that hold it, added in
+       row order (zero for the ids absent); marks (HOST memory, may be NULL):
+       marks[id] = 1 for every id present (Layer::grad_rows) */
+    void (*embedding_grad)(const float *ids, const float *dy, float *G, int64_t rows, int64_t V, int64_t dim,
+                           uint8_t *marks);
+    /* steps rows of F values: mask[r] = 1 when some value of row r differs
+       from value, else 0; y (may be NULL: the mask alone) = the row where
+       kept, zeros where masked */
+    void (*masking_forward)(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value);
+    /* dx[r, :] = mask[r] != 0 ? dy[r, :] : 0 */
+    void (*masking_backward)(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -3959,6 +3975,39 @@ static void cpu_upsample_backward(const float *dy, float *dx, int64_t n, int64_t
             }
 }
 
+/* ---- Embedding and Masking ----
+   The loops Embedding and Masking ran inline before their GPU path, as
+   they were (the same results, bit for bit). */
+static void cpu_embedding_forward(const float *ids, const float *E, float *y, int64_t rows, int64_t dim) {
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(y + r * dim, E + (int64_t)ids[r] * dim, (size_t)dim * sizeof(float));
+}
+static void cpu_embedding_grad(const float *ids, const float *dy, float *G, int64_t rows, int64_t V, int64_t dim,
+                               uint8_t *marks) {
+    memset(G, 0, (size_t)(V * dim) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t id = (int64_t)ids[r];
+        if (marks) marks[(size_t)id] = 1;
+        float *g = G + id * dim;
+        const float *d = dy + r * dim;
+        for (int64_t j = 0; j < dim; j++) g[j] += d[j];
+    }
+}
+static void cpu_masking_forward(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value) {
+    for (int64_t r = 0; r < steps; r++) {
+        const float *xr = x + r * F;
+        bool keep = false;
+        for (int64_t j = 0; j < F && !keep; j++) keep = xr[j] != value;
+        mask[r] = keep ? 1.f : 0.f;
+        if (y)
+            for (int64_t j = 0; j < F; j++) y[r * F + j] = keep ? xr[j] : 0.f;
+    }
+}
+static void cpu_masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F) {
+    for (int64_t r = 0; r < steps; r++)
+        for (int64_t j = 0; j < F; j++) dx[r * F + j] = mask[r] != 0.f ? dy[r * F + j] : 0.f;
+}
+
 /* Kernel tables are filled field by field, by name (at compile time):
    adding an entry to Kernels cannot shift the others, and an entry left out
    stays NULL, which kernels_complete() reports (the unit and GPU tests check
@@ -4006,6 +4055,10 @@ static constexpr Kernels cpu_table() {
     k.zero_pad_backward = cpu_zero_pad_backward;
     k.upsample_forward = cpu_upsample_forward;
     k.upsample_backward = cpu_upsample_backward;
+    k.embedding_forward = cpu_embedding_forward;
+    k.embedding_grad = cpu_embedding_grad;
+    k.masking_forward = cpu_masking_forward;
+    k.masking_backward = cpu_masking_backward;
     return k;
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
@@ -5347,8 +5400,12 @@ public:
    forward and backward trust them. Backward scatter-adds dy rows into the
    table's gradient; there is no dx (ids have no gradient), so Embedding
    must be the first layer (Model::add_spec refuses it elsewhere).
-   mask_zero=True is refused: nnlite has no masking yet (masked steps and
-   masked loss positions), and ignoring the flag would train on padding. */
+   mask_zero=True: a step whose ids are all 0 is masked (makes_mask).
+   GPU path: the gather, the gradient and the mask are kernel-table entries
+   (embedding_forward, embedding_grad, masking_forward with value 0). The
+   ids are checked on the host before they go up (check_input runs on the
+   caller's x in both cases), so a bad id is refused with the same error on
+   either device. */
 class Embedding : public Layer {
 public:
     NNL_CLONE(Embedding)
@@ -5384,6 +5441,7 @@ public:
     Size size_bound(const Shape &s) const override {
         return {(double)s.size() * (double)output_dim, (double)input_dim * (double)output_dim};
     }
+    bool gpu_path() const override { return true; }
     bool first_only() const override { return true; }
     bool any_length(const Shape &) const override { return true; }
     bool makes_mask() const override { return mask_zero; }
@@ -5413,31 +5471,16 @@ public:
         }
     }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
-        int64_t rows = B * in.size();
-        const float *E = weights[0].w;
-        for (int64_t r = 0; r < rows; r++)
-            memcpy(y + r * output_dim, E + (int64_t)x[r] * output_dim, (size_t)output_dim * sizeof(float));
+        K().embedding_forward(x, weights[0].w, y, B * in.size(), output_dim);
         if (mask_zero) { /* one mask value per step of the first axis: any id of the step nonzero keeps it */
             int64_t T = in.d[0], per = in.size() / T;
-            for (int64_t r = 0; r < B * T; r++) {
-                bool keep = false;
-                for (int64_t j = 0; j < per && !keep; j++) keep = x[r * per + j] != 0.f;
-                mask[r] = keep ? 1.f : 0.f;
-            }
+            K().masking_forward(x, nullptr, mask, B * T, per, 0.f);
         }
     }
     void backward(const float *x, const float *, const float *dy, float *, int64_t B, const Ctx &) override {
-        int64_t rows = B * in.size();
-        float *G = weights[0].g;
-        memset(G, 0, (size_t)(input_dim * output_dim) * sizeof(float));
-        bool mark = !touched.empty(); /* a data-parallel step cleared (sized) the marks before backward */
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t id = (int64_t)x[r];
-            if (mark) touched[(size_t)id] = 1;
-            float *g = G + id * output_dim;
-            const float *d = dy + r * output_dim;
-            for (int64_t j = 0; j < output_dim; j++) g[j] += d[j];
-        }
+        /* a data-parallel step cleared (sized) the marks before backward */
+        K().embedding_grad(x, dy, weights[0].g, B * in.size(), input_dim, output_dim,
+                           touched.empty() ? nullptr : touched.data());
     }
     const uint8_t *grad_rows() const override { return touched.empty() ? nullptr : touched.data(); }
     void clear_grad_rows() override { touched.assign((size_t)input_dim, 0); }
@@ -5449,7 +5492,10 @@ private:
 /* Keras' Masking(mask_value=0.0): a time step of a (T, F) input whose
    features all equal mask_value is masked (the mask then skips it in the
    recurrent layers, the loss and the metrics); the output is the input with
-   masked steps set to zero, as Keras' Masking multiplies by the mask. */
+   masked steps set to zero, as Keras' Masking multiplies by the mask.
+   Forward and backward are kernel-table entries (masking_forward,
+   masking_backward); on a GPU the mask lives in the device mirror of the
+   model's mask buffer (GpuModel::mask). */
 class Masking : public Layer {
 public:
     NNL_CLONE(Masking)
@@ -5466,24 +5512,18 @@ public:
                     input.str().c_str());
         in = out = input;
     }
+    bool gpu_path() const override { return true; }
     bool any_length(const Shape &) const override { return true; }
     bool makes_mask() const override { return true; }
     bool supports_mask() const override { return true; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         int64_t T = in.d[0], F = in.size() / T;
-        for (int64_t r = 0; r < B * T; r++) {
-            const float *xr = x + r * F;
-            bool keep = false;
-            for (int64_t j = 0; j < F && !keep; j++) keep = xr[j] != mask_value;
-            mask[r] = keep ? 1.f : 0.f;
-            for (int64_t j = 0; j < F; j++) y[r * F + j] = keep ? xr[j] : 0.f;
-        }
+        K().masking_forward(x, y, mask, B * T, F, mask_value);
     }
     void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &) override {
         if (!dx) return;
         int64_t T = in.d[0], F = in.size() / T;
-        for (int64_t r = 0; r < B * T; r++)
-            for (int64_t j = 0; j < F; j++) dx[r * F + j] = mask[r] != 0.f ? dy[r * F + j] : 0.f;
+        K().masking_backward(mask, dy, dx, B * T, F);
     }
 };
 
@@ -8676,6 +8716,7 @@ public:
         if (z) gpu_pull(z, B * D);
         const float *mk = output_masked() ? maskbuf.data() : nullptr; /* masked positions skipped */
         int64_t P = mk ? out_shape().d[0] : 0;
+        if (mk) gpu_pull(mk, B * P); /* written on the device by Embedding or Masking */
         if (mk && kept)
             for (int64_t q = 0; q < B * P; q++) *kept += mk[q] != 0.f;
         double l = loss.run(act[L], z, targets, B, D, C, grad, mk, P);
@@ -9464,17 +9505,23 @@ struct nnl_model : nnl::Model {};
      current values from W and the optimizer's slots.
    - Per batch: the inputs and targets go up (pinned staging, async), every
      loss and metric runs on the device and comes back as a few numbers (a
-     masked output, which no GPU layer makes yet, would round-trip through
-     the host loss), and the update runs as one fused kernel per tensor.
+     step-masked output, from Embedding(mask_zero=True) or Masking, takes
+     the host loss: the outputs and the mask come down, the gradient goes
+     up), and the update runs as one fused kernel per tensor.
+   - The step mask (Model::maskbuf) has a device mirror like the arena's:
+     the layers that make it (Embedding, Masking) write it there.
+   - Embedding's gradient sorts the batch's ids on the host (they come down
+     once per step: a synchronisation) and sums each id's rows on the device
+     in row order, without atomics (cu_embedding_grad).
    - Layers whose code loops over data on the host (the recurrent layers,
-     Embedding, Masking, Bidirectional: any layer whose gpu_path() is
-     false) are refused with NNL_ERR_UNSUPPORTED.
+     Bidirectional: any layer whose gpu_path() is false) are refused with
+     NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 namespace nnl {
 
 /* The layers of m with no GPU path (Layer::gpu_path false: the recurrent
-   layers and Embedding until the GPU issue, ...), as
-   "layer 'lstm' (LSTM)" or "layers 'embedding' (Embedding), 'lstm' (LSTM)";
+   layers and Bidirectional until the GPU issue, ...), as
+   "layer 'lstm' (LSTM)" or "layers 'lstm' (LSTM), 'gru' (GRU)";
    empty when every layer has one. Both builds name them: the CUDA build
    refuses such a model before it looks for a device, the CPU-only build
    adds them to its "built without CUDA" message. */
@@ -9500,6 +9547,49 @@ namespace nnl {
                 miss.c_str(), miss.rfind("layers ", 0) == 0 ? "have" : "has", gpu_layer_names().c_str());
 }
 
+/* Embedding's gradient without atomics: the batch's ids (host memory) as
+   per-id row lists. Keys id << 32 | row, sorted, give the distinct ids in
+   increasing order and each id's rows in increasing order, so that the
+   device sums each (id, column) in the CPU's order of additions
+   (cpu_embedding_grad): the same gradient bit for bit. csr = [uniq (U) |
+   start (U + 1) | order (rows)]: id uniq[k] is held by rows order[start[k]
+   .. start[k + 1]). marks (may be NULL): marks[id] = 1 for each id present.
+   Returns U. The ids were checked on the host before the batch ran
+   (check_input); one out of [0, V) here is a bug, refused before any device
+   write. Plain host code, outside NNL_CUDA: the CPU unit tests check it. */
+[[maybe_unused]] static int64_t embedding_rows(const float *ids, int64_t rows, int64_t V, uint8_t *marks,
+                                               std::vector<uint64_t> &keys, std::vector<int32_t> &csr) {
+    NNL_REQUIRE(rows >= 0 && rows < ((int64_t)1 << 31), NNL_ERR_UNSUPPORTED,
+                "GPU backend: Embedding over %lld ids in one batch (at most 2^31 - 1 on a GPU)", (long long)rows);
+    keys.resize((size_t)rows);
+    for (int64_t r = 0; r < rows; r++) {
+        float v = ids[r];
+        NNL_REQUIRE(v >= 0 && v < (float)V && v == std::floor(v), NNL_ERR_INTERNAL,
+                    "GPU backend: Embedding id %g at row %lld is not in [0, %lld) (a bug: ids are checked before a "
+                    "batch runs)",
+                    (double)v, (long long)r, (long long)V);
+        uint64_t id = (uint64_t)v;
+        if (marks) marks[id] = 1;
+        keys[(size_t)r] = id << 32 | (uint64_t)r;
+    }
+    std::sort(keys.begin(), keys.end());
+    int64_t U = 0;
+    for (int64_t i = 0; i < rows; i++) U += i == 0 || (keys[(size_t)i] >> 32) != (keys[(size_t)i - 1] >> 32);
+    csr.resize((size_t)(U + U + 1 + rows));
+    int32_t *uniq = csr.data(), *start = uniq + U, *order = start + U + 1;
+    int64_t k = -1;
+    for (int64_t i = 0; i < rows; i++) {
+        uint64_t key = keys[(size_t)i];
+        if (i == 0 || (key >> 32) != (keys[(size_t)i - 1] >> 32)) {
+            k++;
+            uniq[k] = (int32_t)(key >> 32);
+            start[k] = (int32_t)i;
+        }
+        order[i] = (int32_t)(key & 0xffffffffu);
+    }
+    start[U] = (int32_t)rows;
+    return U;
+}
 } // namespace nnl
 
 #ifdef NNL_CUDA
@@ -9534,7 +9624,11 @@ struct GpuModel {
     int device = 0;
     std::string name; /* "cuda:0" */
     Mirror W, G, arena, S; /* S: the persistent states of stateful layers */
+    Mirror mask;           /* the step mask (Model::maskbuf), written on the device */
     std::vector<Mirror> slots;
+    std::vector<float> ids;       /* Embedding's ids of the step, brought down (cu_embedding_grad) */
+    std::vector<uint64_t> keys;   /* (id, row) pairs, sorted */
+    std::vector<int32_t> csr;     /* the rows by id, as nnl_cuda::embedding_grad takes them */
     float *stage[2] = {nullptr, nullptr}; /* pinned staging for batch copies */
     size_t stage_n[2] = {0, 0};
     void *stage_ev[2] = {nullptr, nullptr};
@@ -9559,6 +9653,7 @@ GpuModel::~GpuModel() {
         release(G);
         release(arena);
         release(S);
+        release(mask);
         for (auto &s : slots) release(s);
     } catch (...) {
     }
@@ -9604,12 +9699,18 @@ float *GpuModel::dev(const float *p) {
     }
     if ((S.h != mm.S.data() || S.n != mm.S.size()) && !mm.S.empty())
         mirror(S, mm.S.data(), mm.S.size(), true); /* re-laid (the first batch fixed the slots): its values go up */
+    if (mm.maskbuf.empty()) {
+        if (mask.h) release(mask); /* no mask any more: no stale range */
+    } else if (mask.h != mm.maskbuf.data() || mask.n != mm.maskbuf.size()) {
+        mirror(mask, mm.maskbuf.data(), mm.maskbuf.size(), false); /* re-laid (a larger batch): all kept */
+    }
     if (arena.holds(p)) return arena.d + (p - arena.h);
     if (W.holds(p)) return W.d + (p - W.h);
     if (G.holds(p)) return G.d + (p - G.h);
     if (S.holds(p)) return S.d + (p - S.h);
     for (auto &s : slots)
         if (s.holds(p)) return s.d + (p - s.h);
+    if (mask.holds(p)) return mask.d + (p - mask.h);
     raise(NNL_ERR_INTERNAL, "GPU backend: an array at %p is not mirrored on the device", (const void *)p);
 }
 
@@ -9708,6 +9809,27 @@ static void cu_upsample_backward(const float *dy, float *dx, int64_t n, int64_t 
     nnl_cuda::upsample_backward(D(dy), D(dx), n, H, W, inner, sh, sw);
 }
 
+static void cu_embedding_forward(const float *ids, const float *E, float *y, int64_t rows, int64_t dim) {
+    nnl_cuda::embedding_forward(D(ids), D(E), D(y), rows, dim);
+}
+/* The ids come down first: the host copy of the input is stale on a GPU
+   model (gather stages the batch straight to the device). One download a
+   training step, which waits for the stream. */
+static void cu_embedding_grad(const float *ids, const float *dy, float *G, int64_t rows, int64_t V, int64_t dim,
+                              uint8_t *marks) {
+    GpuModel &g = *tl_gpu;
+    g.ids.resize((size_t)std::max<int64_t>(rows, 0));
+    if (rows > 0) nnl_cuda::download(g.ids.data(), D(ids), (size_t)rows * sizeof(float));
+    int64_t U = embedding_rows(g.ids.data(), rows, V, marks, g.keys, g.csr);
+    nnl_cuda::embedding_grad(g.csr.data(), U, rows, D(dy), D(G), V, dim);
+}
+static void cu_masking_forward(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value) {
+    nnl_cuda::masking_forward(D(x), D(y), D(mask), steps, F, value);
+}
+static void cu_masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F) {
+    nnl_cuda::masking_backward(D(mask), D(dy), D(dx), steps, F);
+}
+
 static constexpr Kernels cuda_table() {
     Kernels k = {};
     k.name = "cuda";
@@ -9738,6 +9860,10 @@ static constexpr Kernels cuda_table() {
     k.zero_pad_backward = cu_zero_pad_backward;
     k.upsample_forward = cu_upsample_forward;
     k.upsample_backward = cu_upsample_backward;
+    k.embedding_forward = cu_embedding_forward;
+    k.embedding_grad = cu_embedding_grad;
+    k.masking_forward = cu_masking_forward;
+    k.masking_backward = cu_masking_backward;
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();
@@ -9960,9 +10086,10 @@ static_assert((int)M_SPARSE_ACC == nnl_cuda::MK_SPARSE_ACC && (int)M_CAT_ACC == 
    Metric::run, section 4): only the sums come back. Sparse CE from logits
    with sparse accuracy (or perplexity) takes the fused sparse_xent kernel;
    every other loss and metric loss_metrics. Left to the host path (false):
-   a masked output (no layer that makes a mask, Embedding or Masking, has a
-   GPU path yet, so no GPU model has one) and more than
-   nnl_cuda::LOSS_MAX_METRICS metrics. */
+   a step-masked output (Embedding(mask_zero=True) or Masking upstream: the
+   masked loss and metrics skip masked positions, which the device kernels
+   do not do; Model::loss_and_grad brings the outputs and the mask down) and
+   more than nnl_cuda::LOSS_MAX_METRICS metrics. */
 bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
     if (!tl_gpu) return false;
     if (m.output_masked() || m.metrics.size() > (size_t)nnl_cuda::LOSS_MAX_METRICS) {

@@ -1192,16 +1192,18 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
    has no CUDA, no such device exists, or the model holds a layer or
    optimizer without a GPU path (the message names every such layer, e.g.
-   "layer 'lstm' (LSTM) has no GPU path yet": Embedding, SimpleRNN, LSTM
-   and GRU until their GPU kernels exist; a CUDA build checks the layers
-   before it looks for a device, and the CPU-only build names them in its
-   message too; the layers with a
+   "layer 'lstm' (LSTM) has no GPU path yet": SimpleRNN, LSTM, GRU and
+   Bidirectional until their GPU kernels exist; a CUDA build checks the
+   layers before it looks for a device, and the CPU-only build names them in
+   its message too; the layers with a
    GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
    Conv3D, MaxPooling1D, MaxPooling2D, MaxPooling3D, AveragePooling1D,
    AveragePooling2D, AveragePooling3D, GlobalMaxPooling1D,
    GlobalMaxPooling2D, GlobalMaxPooling3D, GlobalAveragePooling1D,
    GlobalAveragePooling2D, GlobalAveragePooling3D, BatchNormalization,
-   ZeroPadding2D, UpSampling2D); NNL_ERR_ARGUMENT for any other
+   ZeroPadding2D, UpSampling2D, Embedding, Masking); Embedding's and
+   Masking's GPU paths (mask_zero and step-masked outputs included) are
+   compiled but have not yet run on a GPU; NNL_ERR_ARGUMENT for any other
    device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
    CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or

@@ -20,6 +20,9 @@
      5  Convolution and pooling    transpose, im2col, col2im (gather, no
                                    atomics), max/average pooling, global
                                    pooling, zero padding, nearest upsampling
+     5b Embedding and masking      row gather, the table's gradient from
+                                   host-sorted row lists (no atomics), step
+                                   masks
      6  Losses and optimizers      fused sparse softmax cross-entropy; every
                                    loss and metric (row and element kernels);
                                    one fused update kernel per tensor
@@ -91,6 +94,8 @@ struct Context {
     int sms = 0;            /* multiprocessors: how many GEMM tiles fill the device */
     float *sk = nullptr;    /* split-K partial products (device) */
     size_t sk_n = 0;
+    int32_t *is = nullptr;  /* int scratch (device): Embedding's row lists */
+    size_t is_n = 0;
 };
 
 static thread_local Context *tl_ctx = nullptr;
@@ -156,6 +161,7 @@ void context_free(Context *c) {
     dev_free(c->part);
     dev_free(c->fs);
     dev_free(c->sk);
+    dev_free(c->is);
     cudaFreeHost(c->host);
     cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -298,6 +304,16 @@ static float *float_scratch(size_t n) {
         c.fs_n = n;
     }
     return c.fs;
+}
+
+static int32_t *int_scratch(size_t n) {
+    Context &c = ctx();
+    if (c.is_n < n) {
+        dev_free(c.is);
+        c.is = (int32_t *)dev_alloc(n * sizeof(int32_t));
+        c.is_n = n;
+    }
+    return c.is;
 }
 
 static unsigned grid_for(int64_t n, int threads = 256) {
@@ -1437,6 +1453,80 @@ void upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t
     int64_t total = n * H * W * inner;
     if (n <= 0 || inner <= 0 || total <= 0) return;
     k_upsample_bwd<<<grid_for(total), 256, 0, S()>>>(dy, dx, n, H, W, inner, sh, sw);
+    LAUNCHED();
+}
+
+/* ========================================================================
+   5b Embedding and masking
+   Embedding's ids are floats, integral and in range: nnlite.cpp checks
+   them on the host before a batch runs (Embedding::check_input) and again
+   while it sorts them for the gradient (embedding_rows).
+   ======================================================================== */
+/* forward: one thread per output value, a copy from the id's row */
+__global__ void k_embed_fwd(const float *ids, const float *E, float *y, int64_t rows, int64_t dim) {
+    GRID_STRIDE(e, rows * dim) {
+        int64_t r = e / dim, j = e % dim;
+        y[e] = E[(int64_t)ids[r] * dim + j];
+    }
+}
+void embedding_forward(const float *ids, const float *E, float *y, int64_t rows, int64_t dim) {
+    if (rows <= 0 || dim <= 0) return;
+    k_embed_fwd<<<grid_for(rows * dim), 256, 0, S()>>>(ids, E, y, rows, dim);
+    LAUNCHED();
+}
+/* gradient: one thread per (distinct id k, column j) writes G[uniq[k], j],
+   the sum of that id's dy rows in increasing row order from 0 (the CPU's
+   additions, in its order: the same float bit for bit). Each value of G has
+   one writer; the rows of absent ids stay as memset0 left them. Threads of
+   one id read consecutive columns of each row (coalesced). */
+__global__ void k_embed_grad(const int32_t *uniq, const int32_t *start, const int32_t *order, int64_t U,
+                             const float *dy, float *G, int64_t dim) {
+    GRID_STRIDE(e, U * dim) {
+        int64_t k = e / dim, j = e % dim;
+        float s = 0.f;
+        for (int32_t p = start[k], end = start[k + 1]; p < end; p++)
+            s = __fadd_rn(s, dy[(int64_t)order[p] * dim + j]);
+        G[(int64_t)uniq[k] * dim + j] = s;
+    }
+}
+void embedding_grad(const int32_t *h_csr, int64_t U, int64_t rows, const float *dy, float *G, int64_t V,
+                    int64_t dim) {
+    if (V <= 0 || dim <= 0) return;
+    memset0(G, (size_t)(V * dim) * sizeof(float));
+    if (U <= 0 || rows <= 0) return;
+    size_t n = (size_t)(2 * U + 1 + rows);
+    int32_t *d = int_scratch(n);
+    upload(d, h_csr, n * sizeof(int32_t)); /* pageable: h_csr is free to change once this returns */
+    k_embed_grad<<<grid_for(U * dim), 256, 0, S()>>>(d, d + U, d + 2 * U + 1, U, dy, G, dim);
+    LAUNCHED();
+}
+
+/* Step masks: one thread per step decides (its F values in order, the first
+   that differs from value keeps the step, as the CPU's loop), then one
+   thread per value selects; the second reads the mask the first wrote
+   (stream order), which is exactly 1 or 0. */
+__global__ void k_step_mask(const float *x, float *mask, int64_t steps, int64_t F, float value) {
+    GRID_STRIDE(r, steps) {
+        const float *xr = x + r * F;
+        bool keep = false;
+        for (int64_t j = 0; j < F && !keep; j++) keep = xr[j] != value;
+        mask[r] = keep ? 1.f : 0.f;
+    }
+}
+__global__ void k_step_select(const float *mask, const float *src, float *dst, int64_t steps, int64_t F) {
+    GRID_STRIDE(e, steps * F) dst[e] = mask[e / F] != 0.f ? src[e] : 0.f;
+}
+void masking_forward(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value) {
+    if (steps <= 0) return;
+    k_step_mask<<<grid_for(steps), 256, 0, S()>>>(x, mask, steps, F, value);
+    LAUNCHED();
+    if (!y || F <= 0) return;
+    k_step_select<<<grid_for(steps * F), 256, 0, S()>>>(mask, x, y, steps, F);
+    LAUNCHED();
+}
+void masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F) {
+    if (steps <= 0 || F <= 0) return;
+    k_step_select<<<grid_for(steps * F), 256, 0, S()>>>(mask, dy, dx, steps, F);
     LAUNCHED();
 }
 

@@ -108,6 +108,21 @@ void upsample_forward(const float *x, float *y, int64_t n, int64_t H, int64_t W,
                       int64_t sw);
 void upsample_backward(const float *dy, float *dx, int64_t n, int64_t H, int64_t W, int64_t inner, int64_t sh,
                        int64_t sw);
+/* Embedding and Masking. ids: floats, integral and in range (checked on the
+   host before the batch ran). */
+void embedding_forward(const float *ids, const float *E, float *y, int64_t rows, int64_t dim);
+/* Embedding's gradient, no atomics: G (V, dim) zeroed, then one thread per
+   (distinct id, column) sums that id's dy rows in increasing row order, as
+   the CPU adds them (the same floats bit for bit). h_csr is HOST memory,
+   the ids sorted by nnlite.cpp (embedding_rows): [uniq (U) | start (U + 1)
+   | order (rows)], id uniq[k] held by the rows order[start[k] ..
+   start[k + 1]); copied to the device before the call returns. */
+void embedding_grad(const int32_t *h_csr, int64_t U, int64_t rows, const float *dy, float *G, int64_t V,
+                    int64_t dim);
+/* steps rows of F values: mask[r] = 1 when some value of row r differs from
+   value, else 0; y (NULL: the mask alone) = the row where kept, else 0 */
+void masking_forward(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value);
+void masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F);
 
 /* ---- losses: sparse categorical cross-entropy from logits, fused ----
    z (rows, C) logits, labels (rows) class ids as floats. Writes dz =

@@ -477,6 +477,100 @@ TEST_CASE("zero padding and nearest upsampling, forward and backward") {
         }
 }
 
+namespace gt {
+/* the same floats bit for bit (NaN payloads and the sign of zero included) */
+static bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+} // namespace gt
+
+/* Embedding on the device: the gather copies rows (exact), and the table's
+   gradient adds each id's rows in the CPU's order from the row lists that
+   nnl::embedding_rows sorts on the host, so both are the CPU's bit for bit.
+   Ids repeat (few ids, many rows), the edge ids 0 and V - 1 are present,
+   most of a large table is absent (its rows must come out zero: the NaN
+   poison shows a row left unwritten), one id, one row, no rows; the cases
+   run in turn on one context, so the row lists' scratch grows and shrinks. */
+TEST_CASE("Embedding: the row gather and the table's gradient (sorted row lists, no atomics) are the CPU's bit for "
+          "bit") {
+    gt::use(false);
+    struct Case { int64_t V, rows, dim; uint64_t seed; };
+    const Case cases[] = {{37, 500, 5, 1},   {1000, 20, 33, 2}, {1, 9, 4, 3},       {6, 1, 7, 4},
+                          {50, 0, 2, 5},     {50000, 3000, 64, 6}, {3, 70000, 2, 7}, {300, 4096, 1, 8}};
+    for (auto c : cases) {
+        CAPTURE(c.V);
+        CAPTURE(c.rows);
+        CAPTURE(c.dim);
+        nnl::Rng r(c.seed);
+        std::vector<float> ids((size_t)c.rows);
+        for (auto &v : ids) v = (float)r.below((uint64_t)c.V);
+        if (c.rows >= 2) { /* the edge ids, and a run of one repeated id */
+            ids[0] = (float)(c.V - 1);
+            ids[(size_t)c.rows - 1] = 0.f;
+            for (int64_t i = 1; i < std::min<int64_t>(c.rows - 1, 6); i++) ids[(size_t)i] = ids[1];
+        }
+        auto E = gt::rnd((size_t)(c.V * c.dim), 111 + c.seed), dy = gt::rnd((size_t)(c.rows * c.dim), 112 + c.seed);
+        /* forward */
+        std::vector<float> y((size_t)(c.rows * c.dim));
+        gt::C().embedding_forward(ids.data(), E.data(), y.data(), c.rows, c.dim);
+        gt::Dev dids(ids), dE(E), dyo(y.size());
+        nnl_cuda::embedding_forward(dids.d, dE.d, dyo.d, c.rows, c.dim);
+        CHECK(gt::same_bits(dyo.get(), y));
+        /* gradient and marks */
+        std::vector<float> G((size_t)(c.V * c.dim), NAN);
+        std::vector<uint8_t> marks((size_t)c.V, 0), marks_g((size_t)c.V, 0);
+        gt::C().embedding_grad(ids.data(), dy.data(), G.data(), c.rows, c.V, c.dim, marks.data());
+        std::vector<uint64_t> keys;
+        std::vector<int32_t> csr;
+        int64_t U = nnl::embedding_rows(ids.data(), c.rows, c.V, marks_g.data(), keys, csr);
+        CHECK(marks_g == marks);
+        gt::Dev ddy(dy), dG(G.size());
+        nnl_cuda::embedding_grad(csr.data(), U, c.rows, ddy.d, dG.d, c.V, c.dim);
+        std::fill(csr.begin(), csr.end(), -1); /* the lists were copied before the call returned */
+        CHECK(gt::same_bits(dG.get(), G));
+    }
+}
+
+/* Masking on the device: the step mask (the first value that differs from
+   mask_value keeps a step; NaN differs; -0 equals 0), the selected values
+   and the gradient, against the CPU entries, bit for bit. Steps are built
+   masked (every value equal to mask_value), nearly masked (only the last
+   value differs), or random; more steps than one block covers. */
+TEST_CASE("Masking: the step mask, forward (with and without y) and backward are the CPU's bit for bit") {
+    gt::use(false);
+    const int64_t steps = 1031;
+    for (int64_t F : {1, 3, 64})
+        for (float value : {0.f, 0.5f}) {
+            CAPTURE(F);
+            CAPTURE(value);
+            auto x = gt::rnd((size_t)(steps * F), 121 + F);
+            for (int64_t r = 0; r < steps; r++) {
+                float *xr = x.data() + r * F;
+                switch (r % 5) {
+                case 0: std::fill(xr, xr + F, value); break;                    /* masked */
+                case 1: std::fill(xr, xr + F - 1, value); break;                /* the last value decides */
+                case 2: if (value == 0.f) std::fill(xr, xr + F, -0.f); break;   /* -0 == 0: masked */
+                case 3: if (r % 7 == 0) xr[F / 2] = NAN; break;                 /* NaN != value: kept */
+                default: break;
+                }
+            }
+            std::vector<float> y(x.size()), mask((size_t)steps);
+            gt::C().masking_forward(x.data(), y.data(), mask.data(), steps, F, value);
+            gt::Dev dx_(x), dy_(x.size()), dm((size_t)steps), dm2((size_t)steps);
+            nnl_cuda::masking_forward(dx_.d, dy_.d, dm.d, steps, F, value);
+            CHECK(gt::same_bits(dm.get(), mask));
+            CHECK(gt::same_bits(dy_.get(), y));
+            nnl_cuda::masking_forward(dx_.d, nullptr, dm2.d, steps, F, value); /* Embedding's mask_zero */
+            CHECK(gt::same_bits(dm2.get(), mask));
+            auto g = gt::rnd(x.size(), 122);
+            std::vector<float> dxr(x.size());
+            gt::C().masking_backward(mask.data(), g.data(), dxr.data(), steps, F);
+            gt::Dev dg(g), ddx(x.size());
+            nnl_cuda::masking_backward(dm.d, dg.d, ddx.d, steps, F);
+            CHECK(gt::same_bits(ddx.get(), dxr));
+        }
+}
+
 /* nnl_cuda::loss_metrics against Loss::run and Metric::run: every loss (from
    logits, from probabilities, fused softmax/sigmoid), every metric, three
    shapes (several positions per sample; more elements than one grid pass

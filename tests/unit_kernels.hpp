@@ -294,3 +294,85 @@ TEST_CASE("transpose: every shape, ragged edges, several samples") {
                             REQUIRE(y[(size_t)(b * R * C + c * R + r)] == x[(size_t)(b * R * C + r * C + c)]);
             }
 }
+
+/* The host half of Embedding's GPU gradient (nnl::embedding_rows: the ids
+   sorted into per-id row lists) and a host copy of the device kernel's loop
+   (nnlite_cuda.cu k_embed_grad: per (distinct id, column) the rows added in
+   order from 0): it must give cpu_embedding_grad's gradient bit for bit,
+   and the same marks. The CUDA kernel itself is checked by the GPU suite. */
+TEST_CASE("Embedding's gradient from sorted row lists equals the CPU's bit for bit (the GPU path's order)") {
+    struct Case { int64_t V, rows, dim; unsigned seed; };
+    const Case cases[] = {{37, 500, 5, 1}, {1000, 20, 3, 2}, {1, 9, 4, 3}, {6, 1, 7, 4}, {50, 0, 2, 5}};
+    for (auto c : cases) {
+        CAPTURE(c.V);
+        CAPTURE(c.rows);
+        std::mt19937 g(c.seed);
+        std::vector<float> ids((size_t)c.rows);
+        for (auto &v : ids) v = (float)(g() % (uint32_t)c.V);
+        if (c.rows >= 2) { /* the edge ids, and a run of one repeated id */
+            ids[0] = (float)(c.V - 1);
+            ids[(size_t)c.rows - 1] = 0.f;
+            for (int64_t r = 1; r < std::min<int64_t>(c.rows - 1, 6); r++) ids[(size_t)r] = ids[1];
+        }
+        std::vector<float> dy = random_vec((size_t)(c.rows * c.dim), c.seed + 10, -3.f, 3.f);
+        std::vector<float> G((size_t)(c.V * c.dim), NAN), Gk((size_t)(c.V * c.dim), NAN);
+        std::vector<uint8_t> marks((size_t)c.V, 0), marks_k((size_t)c.V, 0);
+        nnl::cpu_kernels.embedding_grad(ids.data(), dy.data(), G.data(), c.rows, c.V, c.dim, marks.data());
+        std::vector<uint64_t> keys;
+        std::vector<int32_t> csr;
+        int64_t U = nnl::embedding_rows(ids.data(), c.rows, c.V, marks_k.data(), keys, csr);
+        REQUIRE(csr.size() == (size_t)(2 * U + 1 + c.rows));
+        const int32_t *uniq = csr.data(), *start = uniq + U, *order = start + U + 1;
+        /* the lists: distinct ids increasing, each id's rows increasing, every row once */
+        std::vector<int> seen((size_t)c.rows, 0);
+        CHECK(start[0] == 0);
+        CHECK(start[U] == c.rows);
+        for (int64_t k = 0; k < U; k++) {
+            if (k) CHECK(uniq[k] > uniq[k - 1]);
+            CHECK(start[k + 1] > start[k]);
+            for (int32_t p = start[k]; p < start[k + 1]; p++) {
+                CHECK(ids[(size_t)order[p]] == (float)uniq[k]);
+                if (p > start[k]) CHECK(order[p] > order[p - 1]);
+                seen[(size_t)order[p]]++;
+            }
+        }
+        for (int s : seen) CHECK(s == 1);
+        /* the device kernel's loop, on the host */
+        std::fill(Gk.begin(), Gk.end(), 0.f);
+        for (int64_t e = 0; e < U * c.dim; e++) {
+            int64_t k = e / c.dim, j = e % c.dim;
+            float s = 0.f;
+            for (int32_t p = start[k], end = start[k + 1]; p < end; p++) s = s + dy[(size_t)(order[p] * c.dim + j)];
+            Gk[(size_t)(uniq[k] * c.dim + j)] = s;
+        }
+        CHECK(memcmp(G.data(), Gk.data(), G.size() * sizeof(float)) == 0);
+        CHECK(marks == marks_k);
+    }
+    /* an id that escaped check_input is refused before anything is written */
+    std::vector<uint64_t> keys;
+    std::vector<int32_t> csr;
+    for (float bad : {-1.f, 5.f, 2.5f, NAN}) {
+        std::vector<float> ids = {1.f, bad, 0.f};
+        CHECK(nnl::guard([&] { nnl::embedding_rows(ids.data(), 3, 5, nullptr, keys, csr); }) == NNL_ERR_INTERNAL);
+    }
+}
+
+TEST_CASE("masking kernels: a step is kept when any value differs from mask_value; the mask alone with y NULL") {
+    const int64_t steps = 7, F = 3;
+    std::vector<float> x = {0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 0, 2, NAN, 0, 0, -0.f, 0, 0, 5, 6, 7};
+    std::vector<float> y((size_t)(steps * F), NAN), mask((size_t)steps, NAN), mask2((size_t)steps, NAN);
+    nnl::cpu_kernels.masking_forward(x.data(), y.data(), mask.data(), steps, F, 0.f);
+    CHECK(mask == std::vector<float>{0, 1, 1, 1, 1, 0, 1});
+    nnl::cpu_kernels.masking_forward(x.data(), nullptr, mask2.data(), steps, F, 0.f);
+    CHECK(mask2 == mask);
+    for (int64_t r = 0; r < steps; r++)
+        for (int64_t j = 0; j < F; j++) {
+            float want = mask[(size_t)r] != 0.f ? x[(size_t)(r * F + j)] : 0.f, got = y[(size_t)(r * F + j)];
+            CHECK((got == want || (std::isnan(got) && std::isnan(want))));
+        }
+    nnl::cpu_kernels.masking_forward(x.data(), nullptr, mask2.data(), steps, F, 2.f); /* another mask_value */
+    CHECK(mask2 == std::vector<float>{1, 1, 0, 1, 1, 1, 1});
+    std::vector<float> dy = random_vec((size_t)(steps * F), 3), dx((size_t)(steps * F), NAN);
+    nnl::cpu_kernels.masking_backward(mask.data(), dy.data(), dx.data(), steps, F);
+    for (int64_t i = 0; i < steps * F; i++) CHECK(dx[(size_t)i] == (mask[(size_t)(i / F)] != 0.f ? dy[(size_t)i] : 0.f));
+}
