@@ -387,9 +387,10 @@ static void check_steps(nnl_model &m, int64_t B) {
 }
 /* One training step's loss and every gradient, the arena planned as asked */
 static std::vector<float> step(const std::vector<const char *> &specs, const char *opt, const char *loss, int64_t B,
-                               bool share, size_t greedy_max, int64_t *arena = nullptr) {
+                               bool share, size_t greedy_max, int64_t *arena = nullptr, bool act_fusion = true) {
     nnl_model m;
     nnl_model_set_seed(&m, 3);
+    m.no_act_fusion = !act_fusion;
     for (auto *s : specs) m.add(s);
     m.compile(opt, loss, "accuracy");
     m.arena_share = share;
@@ -448,6 +449,82 @@ TEST_CASE("activation arena: buffers share memory only when their times do not m
         MESSAGE("model " << k << ": arena " << shared << " floats planned, " << scan << " by the linear scan, " << own
                          << " with memory of their own");
     }
+}
+
+TEST_CASE("a convolution's activation taken by the max pooling after it: the same loss and gradients, less memory") {
+    const std::vector<std::vector<const char *>> fused = {
+        /* T-LENET's order: tanh, then sigmoid, each into a 2x2 max pooling */
+        {"Conv2D(4, 3, activation='tanh', input_shape=(10, 10, 2))", "MaxPooling2D(2)",
+         "Conv2D(3, 2, activation='sigmoid')", "MaxPooling2D(2)", "Flatten()", "Dense(10)"},
+        /* channels first (a channels-last handover between the two), ELU, 3x3 windows */
+        {"Conv2D(4, 3, padding='same', activation='elu', data_format='channels_first', input_shape=(2, 9, 9))",
+         "MaxPooling2D(3, data_format='channels_first')", "Flatten()", "Dense(10)"},
+        /* 1-D, SELU, 'same' pooling over an odd length (a window hangs over the edge) */
+        {"Conv1D(5, 3, activation='selu', input_shape=(21, 3))", "MaxPooling1D(2, padding='same')", "Flatten()",
+         "Dense(10)"},
+        /* 3-D, tanh, strides wider than the window (positions no window reads) */
+        {"Conv3D(2, 2, activation='tanh', input_shape=(7, 7, 7, 1))", "MaxPooling3D(2, strides=3)", "Flatten()",
+         "Dense(10)"},
+    };
+    const char *loss = "sparse_categorical_crossentropy(from_logits=True)";
+    for (size_t k = 0; k < fused.size(); k++) {
+        INFO("model " << k);
+        int64_t a1 = 0, a0 = 0;
+        auto got = arenat::step(fused[k], "sgd", loss, 5, true, nnl::PLAN_GREEDY_MAX, &a1, true);
+        auto want = arenat::step(fused[k], "sgd", loss, 5, true, nnl::PLAN_GREEDY_MAX, &a0, false);
+        REQUIRE(got.size() == want.size());
+        size_t differ = 0;
+        for (size_t i = 0; i < got.size(); i++) differ += !(got[i] == want[i]); /* == : a zero's sign aside */
+        CHECK(differ == 0);
+        CHECK(a1 <= a0);
+        nnl_model m;
+        for (auto *sp : fused[k]) m.add(sp);
+        CHECK(m.layers[0]->act_by_next);
+        CHECK(m.layers[1]->absorb == dynamic_cast<nnl::Conv &>(*m.layers[0]).act);
+        CHECK(!m.layers[0]->backward_reads_y());
+        CHECK(m.layers[1]->backward_reads_y());
+    }
+    /* not taken: ReLU (its bits are cheaper), overlapping windows, average
+       pooling, a linear convolution, a layer in between */
+    const std::vector<std::vector<const char *>> kept = {
+        {"Conv2D(4, 3, activation='relu', input_shape=(10, 10, 2))", "MaxPooling2D(2)", "Flatten()", "Dense(10)"},
+        {"Conv2D(4, 3, activation='tanh', input_shape=(10, 10, 2))", "MaxPooling2D(3, strides=2)", "Flatten()",
+         "Dense(10)"},
+        {"Conv2D(4, 3, activation='tanh', input_shape=(10, 10, 2))", "AveragePooling2D(2)", "Flatten()", "Dense(10)"},
+        {"Conv2D(4, 3, input_shape=(10, 10, 2))", "MaxPooling2D(2)", "Flatten()", "Dense(10)"},
+        {"Conv2D(4, 3, activation='tanh', input_shape=(10, 10, 2))", "Dropout(0.2)", "MaxPooling2D(2)", "Flatten()",
+         "Dense(10)"},
+    };
+    for (size_t k = 0; k < kept.size(); k++) {
+        INFO("unfused model " << k);
+        nnl_model m;
+        for (auto *sp : kept[k]) m.add(sp);
+        for (auto &l : m.layers) {
+            CHECK(!l->act_by_next);
+            CHECK(l->absorb == nnl::ACT_LINEAR);
+        }
+        auto got = arenat::step(kept[k], "sgd", loss, 4, true, nnl::PLAN_GREEDY_MAX);
+        auto want = arenat::step(kept[k], "sgd", loss, 4, false, nnl::PLAN_GREEDY_MAX);
+        CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+    }
+    /* T-LENET at batch 512 (issue 14's memory target): the first
+       convolution's output (23.6 MB) no longer lives to its backward */
+    const std::vector<const char *> tlenet = {
+        "Conv2D(20, 5, activation='tanh', input_shape=(28, 28, 1))", "MaxPooling2D(2)",
+        "Conv2D(50, 5, activation='tanh')", "MaxPooling2D(2)", "Flatten()", "Dense(500, activation='tanh')",
+        "Dense(10)"};
+    int64_t plan[2];
+    for (int f = 0; f < 2; f++) {
+        nnl_model m;
+        m.no_act_fusion = f == 0;
+        for (auto *sp : tlenet) m.add(sp);
+        m.compile("sgd", loss, "accuracy");
+        m.ensure_batch(512);
+        arenat::check_steps(m, 512);
+        plan[f] = m.arena_planned;
+    }
+    MESSAGE("T-LENET at batch 512: arena " << plan[0] * 4e-6 << " MB unfused, " << plan[1] * 4e-6 << " MB fused");
+    CHECK(plan[1] <= plan[0] - 512 * 11520 * 7 / 10);
 }
 
 TEST_CASE("plan_arena: buffers whose times meet never overlap, greedy or linear scan") {
