@@ -4831,9 +4831,14 @@ public:
         int64_t per = g.out_size() * col_row(), cap = (int64_t)1 << (on_gpu ? 23 : 19);
         return std::max<int64_t>(1, std::min<int64_t>(B, cap / std::max<int64_t>(per, 1)));
     }
-    /* ws: [z: pre-activation] or ReLU's bits; scratch: [xcl][ycl][dxcl] (channels-first only)[col] */
+    /* ws: [z: pre-activation] or ReLU's bits; scratch: [xcl][ycl][dxcl][col]
+       (channels-first only, each only where no neighbour hands over
+       channels-last data: x and dx for !cl_in, y and dy for !cl_out; R-LENET's
+       convolutions: 11 -> 2-2.5 MB of scratch each at batch 128) */
     int64_t zsize(int64_t B) const { return act == ACT_LINEAR || fused_epilogue() ? 0 : B * out.size(); }
-    int64_t cfsize(int64_t B) const { return cf ? B * (2 * in.size() + out.size()) : 0; }
+    int64_t xclsize(int64_t B) const { return cf && !cl_in ? B * in.size() : 0; }
+    int64_t yclsize(int64_t B) const { return cf && !cl_out ? B * out.size() : 0; }
+    int64_t cfsize(int64_t B) const { return 2 * xclsize(B) + yclsize(B); }
     /* A ReLU in the GEMM's epilogue: backward needs only whether each output
        is positive, which forward keeps as one bit a value in ws (1/32 of y):
        y's memory is then free once the next layer has read it (K-CNN's
@@ -4857,8 +4862,8 @@ public:
     }
     bool reads_before_dx() const override { return true; }
     float *xcl(int64_t) const { return sc; }
-    float *ycl(int64_t B) const { return xcl(B) + B * in.size(); }
-    float *dxcl(int64_t B) const { return ycl(B) + B * out.size(); }
+    float *ycl(int64_t B) const { return xcl(B) + xclsize(B); }
+    float *dxcl(int64_t B) const { return ycl(B) + yclsize(B); }
     float *col(int64_t B) const { return sc + cfsize(B); }
     const float *to_cl(const float *x, int64_t B) const {
         if (!cf || cl_in) return x;
