@@ -1893,8 +1893,8 @@ __attribute__((target("avx512f"))) static void small_rows_avx512(int64_t N, int6
 
 /* The same kernel for AVX2 (no AVX-512: AMD Zen 2/3, older Intel): 8*CV
    columns of R rows in registers for the whole of K (R*CV sums, CV rows of
-   B and a broadcast within the 16 ymm registers). Each element of C is the
-   same k-ordered sum of fused multiply-adds as small_rows (which keeps its
+   B and a broadcast within the 16 ymm registers). Each element of C is a
+   k-ordered sum of fused multiply-adds, as in small_rows (which keeps its
    sums in memory: a load and a store per multiply-add). AMD EPYC (Zen 3),
    one thread: K-MLP's batch-1 nnl_predict 12.3 -> 9.7 us (median), near
    the time to read its 0.4 MB of weights once from L2 here (~50 GB/s). */

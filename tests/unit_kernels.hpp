@@ -104,8 +104,9 @@ TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
 #if NNL_X86
 /* The few-rows kernels of inference (batch 1-4) by ISA: sgemm picks only the
    widest one this CPU has, so each is called here directly, against the
-   naive product and against the portable small_rows (the same k-ordered
-   sums of fused multiply-adds: equal to the bit where beta is 0). */
+   naive product. (Not against small_rows bit for bit: whether the compiler
+   fuses its multiply-adds depends on the optimisation level; a -O1
+   sanitizer build does not.) */
 template <int R> static void small_rows_case(bool avx512) {
     for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 130})
         for (int K : {1, 5, 300})
@@ -115,7 +116,7 @@ template <int R> static void small_rows_case(bool avx512) {
                     auto A = random_vec((size_t)(ta ? K : R) * lda, 11);
                     auto B = random_vec((size_t)K * ldb, 12);
                     auto C0 = random_vec((size_t)R * ldc, 13);
-                    auto C1 = C0, C2 = C0;
+                    auto C1 = C0;
                     int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
                     if (avx512)
                         nnl::gemm::small_rows_avx512_n<R>(N, K, 1.5f, A.data(), ars, aks, B.data(), ldb, beta,
@@ -124,13 +125,9 @@ template <int R> static void small_rows_case(bool avx512) {
                         nnl::gemm::small_rows_avx2r_n<R>(N, K, 1.5f, A.data(), ars, aks, B.data(), ldb, beta,
                                                          C0.data(), ldc);
                     naive_gemm(ta, false, R, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, C1.data(), ldc);
-                    std::vector<float> acc((size_t)R * N);
-                    nnl::gemm::small_rows_avx2<R>(ta, false, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta,
-                                                  C2.data(), ldc, acc.data());
                     INFO("R=" << R << " N=" << N << " K=" << K << " ta=" << ta << " beta=" << beta
                               << (avx512 ? " avx512" : " avx2"));
                     double worst = 0;
-                    bool same = true;
                     for (int i = 0; i < R; i++)
                         for (int j = 0; j < ldc; j++) {
                             size_t q = (size_t)i * ldc + j;
@@ -139,14 +136,12 @@ template <int R> static void small_rows_case(bool avx512) {
                                 continue;
                             }
                             worst = std::max(worst, (double)std::fabs(C0[q] - C1[q]) / (1.0 + std::fabs(C1[q])));
-                            same = same && C0[q] == C2[q];
                         }
                     CHECK(worst < 1e-4 * std::sqrt((double)K));
-                    if (beta == 0.f) CHECK(same);
                 }
 }
 
-TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive product and small_rows") {
+TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive product") {
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) {
         MESSAGE("the few-rows kernels are not tested: this CPU lacks avx2/fma");
         return;
