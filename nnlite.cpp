@@ -9268,6 +9268,10 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     int64_t bs = 0, G = 0, steps = 0, cap = 0;
     collective_checks([&] {
         NNL_REQUIRE(compiled, NNL_ERR_STATE, "fit: the model is not compiled: call nnl_compile first");
+        /* (a layer added after nnl_set_device and nnl_distribute refused it) */
+        NNL_REQUIRE(!dist || !gpu || !sync_bn_layers(*this, dist->flags), NNL_ERR_UNSUPPORTED,
+                    "nnl_fit: a synchronised BatchNormalization (NNL_SYNC_BATCHNORM) runs on the CPU in this version, "
+                    "and the model is on a GPU (nnl_set_device(m, \"cpu\"), or distribute it without the flag)");
         X = check_x(x, x_rank, x_shape, "nnl_fit", "x");
         T = check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_fit", "y");
         NNL_REQUIRE(o.epochs >= 0 && o.batch_size >= 1, NNL_ERR_ARGUMENT,
@@ -10319,6 +10323,14 @@ static void set_device(Model &m, const char *device) {
    beforehand and scaled by it already. OpenMPI progresses non-blocking
    collectives only inside MPI calls: grad_ready, and recurrent layers at
    every time step (Ctx::poll), test the buckets in flight.
+   A model on a GPU (StepReduce::grad_device) keeps all of this: each
+   bucket comes down from the device into a pinned host buffer when
+   backward has queued it (the copy waits for the model's stream, so for
+   the kernels that made it), is sent from there while the host queues the
+   layers below, and at the end the reduced arena goes back up in one
+   queued copy. With a CUDA-aware Open MPI (MPIX_Query_cuda_support) the
+   buckets are sent from device memory instead, scaled there, after the
+   stream has finished them; row-sparse gradients then travel dense.
    ======================================================================== */
 namespace nnl {
 
