@@ -7797,15 +7797,15 @@ struct PrecisionScope {
     PrecisionScope &operator=(const PrecisionScope &) = delete;
 };
 
+/* A synchronised BatchNormalization (NNL_SYNC_BATCHNORM with such a layer):
+   its statistics are summed by host code, which a GPU model does not run. */
+static bool sync_bn_layers(const Model &m, int flags);
+
 /* nnl_set_device's device strings, read alike by the CPU-only and the CUDA
    build (so a typo gets NNL_ERR_ARGUMENT from both, and a well-formed GPU
    request NNL_ERR_UNSUPPORTED where there is no CUDA): "cpu" -> -1, "cuda"
    -> 0, "cuda:N" -> N, case-insensitive; "gpu" and "gpu:N" are aliases of
    "cuda" and "cuda:N" (TensorFlow's and Keras' word for the device). */
-/* A synchronised BatchNormalization (NNL_SYNC_BATCHNORM with such a layer):
-   its statistics are summed by host code, which a GPU model does not run. */
-static bool sync_bn_layers(const Model &m, int flags);
-
 static int parse_device(const char *device) {
     NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "device is NULL");
     std::string d = lower(device);
@@ -10246,8 +10246,6 @@ bool gpu_apply(Model &m) {
     return true;
 }
 
-/* nnl_set_device's work: "cpu", "cuda" or "cuda:N". Nothing changes when
-   it fails. */
 /* "cuda" or "gpu" without an index: on a distributed model, the rank's
    device on its node (Dist::local_rank modulo the devices there). */
 static bool device_unnumbered(const char *device) {
@@ -10255,6 +10253,8 @@ static bool device_unnumbered(const char *device) {
     return d == "cuda" || d == "gpu";
 }
 
+/* nnl_set_device's work: "cpu", "cuda" or "cuda:N". Nothing changes when
+   it fails. */
 static void set_device(Model &m, const char *device) {
     int idx = parse_device(device);
     bool pick = idx >= 0 && m.dist && device_unnumbered(device); /* the rank's device on its node */
@@ -10562,7 +10562,10 @@ void Dist::begin(StepReduce &r, double w) {
     g = !gd ? r.grad : cuda_aware ? gd : gpu_grad_stage(r.n);
     NNL_REQUIRE(g || r.n == 0, NNL_ERR_INTERNAL, "%s: no staging buffer for the device's gradients", where.c_str());
     pending = r.n;
-    bool rows = sparse_on && !on_device(); /* device memory: no host packing of the marked rows */
+    /* device memory: no host packing of the marked rows. cuda_aware is the
+       same on every rank (nnl_distribute agrees on it), so every rank,
+       whatever its device, makes the same collectives */
+    bool rows = sparse_on && !cuda_aware;
     sparse = rows ? r.sparse : nullptr;
     n_sparse = rows ? r.n_sparse : 0;
 }
@@ -17333,6 +17336,11 @@ static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const c
         d->cuda_aware = MPIX_Query_cuda_support() == 1 && !(ca && !strcmp(ca, "0"));
     }
 #endif
+    { /* on every rank or none: the ranks' collectives depend on it (Dist::begin) */
+        int ca = d->cuda_aware ? 1 : 0;
+        nnl::mpi_ok(MPI_Allreduce(MPI_IN_PLACE, &ca, 1, MPI_INT, MPI_MIN, d->comm), fn);
+        d->cuda_aware = ca != 0;
+    }
     d->one_node = node_size == d->size;
     const char *mb = getenv("NNL_MPI_BUCKET_MB");
     d->bucket = (mb && *mb) || !d->one_node
