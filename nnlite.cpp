@@ -106,6 +106,9 @@
 #define OMPI_SKIP_MPICXX 1 /* the C API only: no MPI C++ bindings in this object */
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
+#if defined(OPEN_MPI) && OPEN_MPI
+#include <mpi-ext.h> /* MPIX_Query_cuda_support: a CUDA-aware Open MPI reduces device memory */
+#endif
 #endif
 
 /* HDF5 (make HDF5=auto|1, -DNNL_HDF5; Debian libhdf5-dev): Keras .h5 and
@@ -5190,8 +5193,8 @@ public:
     /* Every pass over x, the weights and the workspace goes through K(),
        the moving statistics' update included (bn_prepare: fit brings them
        back from the device with the other weights). Synchronised batch
-       norm (c.sync) is host code, but only a distributed model has it, and
-       nnl_distribute and nnl_set_device refuse each other's models. */
+       norm (c.sync) is host code: a distributed model with it stays on the
+       CPU (nnl_distribute and nnl_set_device refuse it on a GPU). */
     bool gpu_path() const override { return true; }
     WeightSpec &moving(int k) { return weights[weights.size() - 2 + (size_t)k]; }
     /* ws: mean, invstd, scale, shift (C each); then, when the channel axis is
@@ -7780,6 +7783,15 @@ void gpu_sync_host(Model &m);
 void gpu_sync_device(Model &m);
 float *gpu_device(const float *h);
 void gpu_wait();
+/* The gradient reduction of a distributed GPU model (Dist, section 6c):
+   a pinned host buffer of n floats for the arena G, held by the model on
+   this thread (NULL without one); device -> host (waits for the stream),
+   host -> device (queued), zeroing and scaling device arrays. */
+float *gpu_grad_stage(int64_t n);
+void gpu_down(float *h, const float *d, int64_t n);
+void gpu_up(float *d, const float *h, int64_t n);
+void gpu_zero(const float *h, int64_t n);
+void gpu_scale(float *d, int64_t n, float f);
 #else
 struct GpuScope {
     GpuScope(Model &, bool) {}
@@ -7794,6 +7806,11 @@ static inline void gpu_sync_host(Model &) {}
 static inline void gpu_sync_device(Model &) {}
 static inline float *gpu_device(const float *) { return nullptr; }
 static inline void gpu_wait() {}
+static inline float *gpu_grad_stage(int64_t) { return nullptr; }
+static inline void gpu_down(float *, const float *, int64_t) {}
+static inline void gpu_up(float *, const float *, int64_t) {}
+static inline void gpu_zero(const float *, int64_t) {}
+static inline void gpu_scale(float *, int64_t, float) {}
 #endif
 
 /* One forward or backward pass of a model on the CPU: K() is the table of
@@ -7811,6 +7828,10 @@ struct PrecisionScope {
     PrecisionScope(const PrecisionScope &) = delete;
     PrecisionScope &operator=(const PrecisionScope &) = delete;
 };
+
+/* A synchronised BatchNormalization (NNL_SYNC_BATCHNORM with such a layer):
+   its statistics are summed by host code, which a GPU model does not run. */
+static bool sync_bn_layers(const Model &m, int flags);
 
 /* nnl_set_device's device strings, read alike by the CPU-only and the CUDA
    build (so a typo gets NNL_ERR_ARGUMENT from both, and a well-formed GPU
@@ -7910,7 +7931,18 @@ struct Dist : Reducer {
        are sent and need no second pass after */
     double known_total = 0;
     int64_t pending = 0;       /* G[0 .. pending) not yet sent this step */
-    float *g = nullptr;
+    float *g = nullptr;        /* what is sent: G, or on a GPU model its pinned stage or device mirror */
+    /* A GPU model (StepReduce::grad_device): gd is G's device mirror.
+       Staged (the default): g is a pinned host buffer; each bucket comes
+       down into it before it is sent, and the whole reduced arena goes back
+       up at the end. With a CUDA-aware MPI (cuda_aware, detected by
+       nnl_distribute) g is gd itself: MPI reads and writes device memory,
+       the scaling runs on the device, and row-sparse gradients travel
+       dense. */
+    float *gd = nullptr;
+    bool cuda_aware = false;
+    bool on_device() const { return gd && g == gd; }
+    int local_rank = 0;        /* the rank among those on this node (nnl_set_device's "cuda") */
     int64_t bucket = 1 << 20;  /* floats per bucket (MAX_ELEMENTS: none, all at the reduction point) */
     bool one_node = false;     /* every rank shares this node's memory */
     /* this step's row-sparse gradients (StepReduce::sparse), sent as the
@@ -8781,6 +8813,7 @@ public:
         step_sums.assign((size_t)StepReduce::size_for((int)nm), 0.0); /* no allocation after the first step */
         StepReduce r{G.data(), nullptr, (int64_t)G.size(), step_sums.data(), (int)step_sums.size(), (int)nm};
         bool finite = true;
+        if (reducer) r.grad_device = gpu_device(G.data()); /* a GPU model: the gradients are made there */
         if (reducer) { /* the gradients that are nonzero in a few rows: their marks, filled by backward */
             sparse_rows.clear();
             for (auto &l : layers) {
@@ -8809,13 +8842,13 @@ public:
                     the same order of collectives (buckets, synchronised
                     BatchNormalization) as the others */
             std::fill(G.begin(), G.end(), 0.f);
+            gpu_zero(G.data(), (int64_t)G.size()); /* a GPU model: its zeros are the device's */
             if (reducer) reducer->begin(r, 0.0);
             forward(0, true, seed_);
             backward(0, seed_);
         }
         r.nonfinite() = finite ? 0 : 1;
         if (reducer) {
-            r.grad_device = gpu_device(G.data());
             gpu_wait(); /* the gradients complete on the device */
             reducer->reduce(r);
             finite = r.nonfinite() == 0 && std::isfinite(r.loss());
@@ -9279,6 +9312,10 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     int64_t bs = 0, G = 0, steps = 0, cap = 0;
     collective_checks([&] {
         NNL_REQUIRE(compiled, NNL_ERR_STATE, "fit: the model is not compiled: call nnl_compile first");
+        /* (a layer added after nnl_set_device and nnl_distribute refused it) */
+        NNL_REQUIRE(!dist || !gpu || !sync_bn_layers(*this, dist->flags), NNL_ERR_UNSUPPORTED,
+                    "nnl_fit: a synchronised BatchNormalization (NNL_SYNC_BATCHNORM) runs on the CPU in this version, "
+                    "and the model is on a GPU (nnl_set_device(m, \"cpu\"), or distribute it without the flag)");
         X = check_x(x, x_rank, x_shape, "nnl_fit", "x");
         T = check_y(y, y_dtype, y_rank, y_shape, X.n, "nnl_fit", "y");
         NNL_REQUIRE(o.epochs >= 0 && o.batch_size >= 1, NNL_ERR_ARGUMENT,
@@ -9459,6 +9496,7 @@ void Model::fit(const float *x, int x_rank, const int64_t *x_shape, const void *
     rng = r;
     if (dist) { /* the replicas must hold the same weights: a cheap check */
         dist->where = "nnl_fit: the end of training";
+        gpu_sync_host(*this); /* a GPU model: its weights are the device's */
         uint64_t h = 0x9E3779B97F4A7C15ull;
         for (auto &sl : slices)
             for (int64_t i = 0; i < sl.n; i++) {
@@ -9677,6 +9715,9 @@ struct GpuModel {
     size_t stage_n[2] = {0, 0};
     void *stage_ev[2] = {nullptr, nullptr};
     int next_stage = 0;
+    bool unnumbered = false; /* placed by "cuda" (nnl_distribute then picks the rank's device) */
+    float *gstage = nullptr; /* pinned: the gradients of a distributed model on their way (gpu_grad_stage) */
+    size_t gstage_n = 0;
     int depth = 0; /* nested scopes (evaluate inside fit) */
     Model *model = nullptr;
 
@@ -9705,6 +9746,7 @@ GpuModel::~GpuModel() {
         nnl_cuda::event_free(stage_ev[i]);
         nnl_cuda::host_free(stage[i]);
     }
+    nnl_cuda::host_free(gstage);
     nnl_cuda::context_free(ctx);
     try {
         nnl_cuda::context_use(prev == ctx ? nullptr : prev);
@@ -10111,6 +10153,38 @@ void gpu_wait() {
     if (tl_gpu) nnl_cuda::synchronize();
 }
 
+/* A distributed GPU model's gradients travel through one pinned buffer the
+   size of G (kept from step to step): each bucket comes down into it, is
+   allreduced there by the host MPI code, and the whole arena goes back up
+   at the reduction point. gpu_up queues the copy on the model's stream, so
+   the next step's gpu_down (which waits for the stream) cannot overwrite
+   the buffer before it has gone. */
+float *gpu_grad_stage(int64_t n) {
+    GpuModel *g = tl_gpu;
+    if (!g || n <= 0) return nullptr;
+    if (g->gstage_n < (size_t)n) {
+        nnl_cuda::synchronize(); /* no copy from the old buffer in flight */
+        nnl_cuda::host_free(g->gstage);
+        g->gstage = nullptr;
+        g->gstage_n = 0;
+        g->gstage = (float *)nnl_cuda::host_alloc((size_t)n * sizeof(float));
+        g->gstage_n = (size_t)n;
+    }
+    return g->gstage;
+}
+void gpu_down(float *h, const float *d, int64_t n) {
+    if (tl_gpu && n > 0) nnl_cuda::download(h, d, (size_t)n * sizeof(float));
+}
+void gpu_up(float *d, const float *h, int64_t n) {
+    if (tl_gpu && n > 0) nnl_cuda::upload(d, h, (size_t)n * sizeof(float));
+}
+void gpu_zero(const float *h, int64_t n) {
+    if (tl_gpu && n > 0) nnl_cuda::memset0(tl_gpu->dev(h), (size_t)n * sizeof(float));
+}
+void gpu_scale(float *d, int64_t n, float f) {
+    if (tl_gpu && n > 0) nnl_cuda::scale(d, n, f);
+}
+
 /* Batches whose loss and metrics ran on the device, and batches of a GPU
    model that took the host path: the GPU suite reads them to check that
    the device path is the one taken. */
@@ -10216,10 +10290,18 @@ bool gpu_apply(Model &m) {
     return true;
 }
 
+/* "cuda" or "gpu" without an index: on a distributed model, the rank's
+   device on its node (Dist::local_rank modulo the devices there). */
+static bool device_unnumbered(const char *device) {
+    std::string d = lower(device);
+    return d == "cuda" || d == "gpu";
+}
+
 /* nnl_set_device's work: "cpu", "cuda" or "cuda:N". Nothing changes when
    it fails. */
 static void set_device(Model &m, const char *device) {
     int idx = parse_device(device);
+    bool pick = idx >= 0 && m.dist && device_unnumbered(device); /* the rank's device on its node */
     if (idx < 0) {
         if (m.gpu) {
             nnl_cuda::Context *prev = nnl_cuda::context_current();
@@ -10235,8 +10317,12 @@ static void set_device(Model &m, const char *device) {
     nnl_cuda::set_error_handler(cuda_raise);
     int n = nnl_cuda::device_count();
     NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
+    if (pick) idx = m.dist->local_rank % n;
     NNL_REQUIRE(idx < n, NNL_ERR_UNSUPPORTED, "nnl_set_device: CUDA device %d does not exist (%d present)", idx, n);
-    if (m.gpu && m.gpu->device == idx) return;
+    if (m.gpu && m.gpu->device == idx) {
+        m.gpu->unnumbered = device_unnumbered(device);
+        return;
+    }
     NNL_REQUIRE(kernels_complete(cuda_kernels), NNL_ERR_INTERNAL, "nnl_set_device: the CUDA kernel table has an "
                 "empty entry (a bug in this build)");
     /* leave a previous GPU first (its weights back on the host) */
@@ -10245,6 +10331,7 @@ static void set_device(Model &m, const char *device) {
     g->model = &m;
     g->device = idx;
     g->name = format("cuda:%d", idx);
+    g->unnumbered = device_unnumbered(device);
     nnl_cuda::Context *prev = nnl_cuda::context_current();
     g->ctx = nnl_cuda::context_create(idx);
     try {
@@ -10280,6 +10367,14 @@ static void set_device(Model &m, const char *device) {
    beforehand and scaled by it already. OpenMPI progresses non-blocking
    collectives only inside MPI calls: grad_ready, and recurrent layers at
    every time step (Ctx::poll), test the buckets in flight.
+   A model on a GPU (StepReduce::grad_device) keeps all of this: each
+   bucket comes down from the device into a pinned host buffer when
+   backward has queued it (the copy waits for the model's stream, so for
+   the kernels that made it), is sent from there while the host queues the
+   layers below, and at the end the reduced arena goes back up in one
+   queued copy. With a CUDA-aware Open MPI (MPIX_Query_cuda_support) the
+   buckets are sent from device memory instead, scaled there, after the
+   stream has finished them; row-sparse gradients then travel dense.
    ======================================================================== */
 namespace nnl {
 
@@ -10450,7 +10545,12 @@ bool Dist::replicas_equal(uint64_t h) {
    at once (blocking) or when reqs complete. */
 static void dist_send(Dist &d, float *v, int64_t n, bool blocking) {
     double f = d.known_total > 0 ? d.weight / d.known_total : d.weight;
-    if (f != 1.0) simd::run<ScaleK>(v, n, (float)f);
+    if (d.on_device()) { /* CUDA-aware MPI: scaled on the device, which has finished before MPI reads it */
+        if (f != 1.0) gpu_scale(v, n, (float)f);
+        gpu_wait();
+    } else if (f != 1.0) {
+        simd::run<ScaleK>(v, n, (float)f);
+    }
     const int64_t chunk = (int64_t)1 << 30;
     for (int64_t o = 0; o < n; o += chunk) {
         int c = (int)std::min(chunk, n - o);
@@ -10463,7 +10563,9 @@ static void dist_send(Dist &d, float *v, int64_t n, bool blocking) {
     }
 }
 static void dist_send(Dist &d, int64_t lo, int64_t hi, bool blocking) {
-    if (hi > lo) dist_send(d, d.g + lo, hi - lo, blocking);
+    if (hi <= lo) return;
+    if (d.gd && !d.on_device()) gpu_down(d.g + lo, d.gd + lo, hi - lo); /* staged: the bucket comes down first */
+    dist_send(d, d.g + lo, hi - lo, blocking);
 }
 
 /* A row-sparse gradient: the union of the ranks' marked rows (a bitwise
@@ -10472,12 +10574,13 @@ static void dist_send(Dist &d, int64_t lo, int64_t hi, bool blocking) {
    rank, so their sum is the zero already there: the result is the dense
    reduction's. When the union holds most rows, the dense send is cheaper. */
 static void dist_send_rows(Dist &d, const StepReduce::Rows &sp) {
+    if (d.gd) gpu_down(d.g + sp.off, d.gd + sp.off, sp.rows * sp.cols); /* staged (never on_device: no sparse) */
     d.marks.assign(sp.mark, sp.mark + sp.rows);
     mpi_ok(MPI_Allreduce(MPI_IN_PLACE, d.marks.data(), (int)sp.rows, MPI_UNSIGNED_CHAR, MPI_BOR, d.comm), d.where);
     int64_t u = 0;
     for (int64_t r = 0; r < sp.rows; r++) u += d.marks[(size_t)r] != 0;
     if (2 * u > sp.rows) {
-        dist_send(d, sp.off, sp.off + sp.rows * sp.cols, true);
+        dist_send(d, d.g + sp.off, sp.rows * sp.cols, true); /* (already down when staged) */
         return;
     }
     d.packed.resize((size_t)(u * sp.cols));
@@ -10498,13 +10601,17 @@ static void dist_send_rows(Dist &d, const StepReduce::Rows &sp) {
 
 void Dist::begin(StepReduce &r, double w) {
     dist_alive(*this);
-    NNL_REQUIRE(!r.grad_device, NNL_ERR_UNSUPPORTED, "%s: a distributed model runs on the CPU in this version",
-                where.c_str());
     weight = w;
-    g = r.grad;
+    gd = r.grad_device;
+    g = !gd ? r.grad : cuda_aware ? gd : gpu_grad_stage(r.n);
+    NNL_REQUIRE(g || r.n == 0, NNL_ERR_INTERNAL, "%s: no staging buffer for the device's gradients", where.c_str());
     pending = r.n;
-    sparse = sparse_on ? r.sparse : nullptr;
-    n_sparse = sparse_on ? r.n_sparse : 0;
+    /* device memory: no host packing of the marked rows. cuda_aware is the
+       same on every rank (nnl_distribute agrees on it), so every rank,
+       whatever its device, makes the same collectives */
+    bool rows = sparse_on && !cuda_aware;
+    sparse = rows ? r.sparse : nullptr;
+    n_sparse = rows ? r.n_sparse : 0;
 }
 
 void Dist::grad_ready(int64_t from) {
@@ -10559,9 +10666,14 @@ void Dist::reduce(StepReduce &r) {
         NNL_REQUIRE(total == known_total, NNL_ERR_INTERNAL,
                     "%s: the ranks' sample counts add up to %.0f, not the expected %.0f", where.c_str(), total,
                     known_total);
-    else if (total > 0 && total != 1.0)
-        simd::run<ScaleK>(r.grad, r.n, (float)(1.0 / total));
-    g = nullptr;
+    else if (total > 0 && total != 1.0) {
+        if (on_device())
+            gpu_scale(g, r.n, (float)(1.0 / total));
+        else
+            simd::run<ScaleK>(g, r.n, (float)(1.0 / total));
+    }
+    if (gd && !on_device()) gpu_up(gd, g, r.n); /* staged: the reduced arena goes back up (queued) */
+    g = gd = nullptr;
 }
 
 #else /* no MPI: no Dist is ever made; these keep the linker content */
@@ -10577,6 +10689,13 @@ void Dist::grad_ready(int64_t) {}
 void Dist::progress() {}
 void Dist::reduce(StepReduce &) {}
 #endif
+
+static bool sync_bn_layers(const Model &m, int flags) {
+    if (!(flags & NNL_SYNC_BATCHNORM)) return false;
+    for (auto &l : m.layers)
+        if (!strcmp(l->cls, "BatchNormalization")) return true;
+    return false;
+}
 
 static void sync_sum(Dist *d, double *v, int n) {
     d->where = "nnl_fit: the statistics of a synchronised BatchNormalization";
@@ -17095,8 +17214,10 @@ NNL_API int nnl_set_device(nnl_model *m, const char *device) {
     return guard(__func__, [&] {
         NNL_CHECK_MODEL(m);
         NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
-        NNL_REQUIRE(!m->dist || nnl::parse_device(device) < 0, NNL_ERR_UNSUPPORTED,
-                    "nnl_set_device: a distributed model (nnl_distribute) runs on the CPU in this version");
+        NNL_REQUIRE(!m->dist || nnl::parse_device(device) < 0 || !nnl::sync_bn_layers(*m, m->dist->flags),
+                    NNL_ERR_UNSUPPORTED,
+                    "nnl_set_device: a synchronised BatchNormalization (NNL_SYNC_BATCHNORM) runs on the CPU in this "
+                    "version; distribute the model without it to train on a GPU");
         NNL_REQUIRE(!m->precision || nnl::parse_device(device) < 0, NNL_ERR_UNSUPPORTED,
                     "nnl_set_device: a model in mixed_bfloat16 (nnl_set_precision) runs on the CPU in this version; "
                     "set \"float32\" first");
@@ -17187,8 +17308,9 @@ static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const c
                 "%s: NNL_GLOBAL_BATCH splits the batches of one dataset over the ranks; with NNL_DATA_LOCAL each "
                 "rank's batch size is its own",
                 fn);
-    NNL_REQUIRE(!m.gpu, NNL_ERR_UNSUPPORTED, "%s: the model is on a GPU; a distributed model runs on the CPU in this "
-                "version (nnl_set_device(m, \"cpu\") first)", fn);
+    NNL_REQUIRE(!m.gpu || !nnl::sync_bn_layers(m, flags), NNL_ERR_UNSUPPORTED,
+                "%s: the model is on a GPU; a synchronised BatchNormalization (NNL_SYNC_BATCHNORM) runs on the CPU in "
+                "this version (nnl_set_device(m, \"cpu\") first, or leave out NNL_SYNC_BATCHNORM)", fn);
     int init = 0, fin = 0, level = 0;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
@@ -17245,7 +17367,23 @@ static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const c
     if (MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS &&
         node != MPI_COMM_NULL) {
         MPI_Comm_size(node, &node_size);
+        MPI_Comm_rank(node, &d->local_rank); /* nnl_set_device's "cuda": this rank's device on the node */
         MPI_Comm_free(&node);
+    }
+    /* Open MPI built with CUDA: the gradients of a GPU model are reduced in
+       device memory. Elsewhere (Debian's Open MPI, MPICH here) they are
+       staged through pinned host memory. NNL_MPI_CUDA_AWARE=0 stages them
+       always (to compare). */
+#if defined(MPIX_CUDA_AWARE_SUPPORT)
+    {
+        const char *ca = getenv("NNL_MPI_CUDA_AWARE");
+        d->cuda_aware = MPIX_Query_cuda_support() == 1 && !(ca && !strcmp(ca, "0"));
+    }
+#endif
+    { /* on every rank or none: the ranks' collectives depend on it (Dist::begin) */
+        int ca = d->cuda_aware ? 1 : 0;
+        nnl::mpi_ok(MPI_Allreduce(MPI_IN_PLACE, &ca, 1, MPI_INT, MPI_MIN, d->comm), fn);
+        d->cuda_aware = ca != 0;
     }
     d->one_node = node_size == d->size;
     const char *mb = getenv("NNL_MPI_BUCKET_MB");
@@ -17254,6 +17392,13 @@ static void distribute(nnl::Model &m, MPI_Comm c, bool world, int flags, const c
                     : nnl::MAX_ELEMENTS;
     m.dist = d;
     m.reducer = d;
+#ifdef NNL_CUDA
+    /* placed by "cuda" before it was distributed: now the rank's device on its node */
+    if (m.gpu && m.gpu->unnumbered) {
+        nnl::set_device(m, "cuda");
+        m.replan();
+    }
+#endif
 }
 #endif
 

@@ -1210,7 +1210,15 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
    GPU has its own CUDA stream: different models may train concurrently from
    different threads; one model still from one thread at a time (since 0.5
-   the predict calls may overlap; on a GPU model they run one at a time). */
+   the predict calls may overlap; on a GPU model they run one at a time).
+   A distributed model (nnl_distribute; since 0.7, compiled but not yet run
+   on a GPU) may move to a GPU too: "cuda" (or "gpu") then picks this
+   rank's device on its node (its rank among the ranks on the node, from
+   MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), modulo the node's devices, so
+   several ranks may share one GPU); "cuda:N" is device N on every rank; a
+   model placed with "cuda" before nnl_distribute moves to that device then.
+   A distributed model with NNL_SYNC_BATCHNORM and a BatchNormalization
+   layer stays on the CPU (NNL_ERR_UNSUPPORTED naming it). */
 NNL_API int nnl_set_device(nnl_model *m, const char *device);
 /* "cpu" or "cuda:N" (owned by the model, valid until the next
    nnl_set_device or nnl_model_free); "" for a NULL model. */
@@ -1334,8 +1342,20 @@ NNL_API const char *nnl_get_precision(const nnl_model *m);
    - Results are bit-identical from run to run for the same number of ranks.
    The model keeps a duplicate of the communicator (MPI_Comm_dup: its
    messages never mix with the program's), freed by nnl_model_free; free
-   distributed models before MPI_Finalize. A distributed model cannot move
-   to a GPU yet (NNL_ERR_UNSUPPORTED). nnlite makes MPI calls only on the
+   distributed models before MPI_Finalize.
+   - On GPUs (nnl_set_device; since 0.7, compiled and checked on the CPU but
+     not yet run on a GPU): each rank trains on its device and the
+     gradients are reduced as above, bucket by bucket while backward runs:
+     each bucket is copied from the device into pinned host memory, summed
+     by the host MPI, and the reduced gradients go back to the device in one
+     copy. With a CUDA-aware Open MPI (MPIX_Query_cuda_support() == 1;
+     NNL_MPI_CUDA_AWARE=0 in the environment declines it) MPI sums device
+     memory directly and Embedding gradients travel whole. The reduction is
+     the host's in the same order, so runs stay bit-identical from run to
+     run, and N ranks on GPUs match N ranks on the CPU within float32
+     rounding. Synchronised BatchNormalization (NNL_SYNC_BATCHNORM) stays
+     on the CPU in this version (refused on a GPU by name).
+   nnlite makes MPI calls only on the
    thread that calls it, never on its workers: MPI initialised with at least
    MPI_THREAD_FUNNELED is required, MPI_THREAD_SERIALIZED when nnl_fit is
    called from a thread other than the one that initialised MPI (checked:
@@ -1363,9 +1383,12 @@ NNL_API int nnl_mpi_finalize(void);
    NNL_DATA_SHARDED or NNL_DATA_LOCAL, plus NNL_GLOBAL_BATCH and NNL_SYNC_BATCHNORM. Calling it
    again replaces the communicator and flags; comm pointing to
    MPI_COMM_NULL makes the model local again. Errors: NNL_ERR_UNSUPPORTED
-   without MPI in this build (the message says how to build with it) or for
-   a model on a GPU; NNL_ERR_STATE when MPI is finalised or initialised
-   below MPI_THREAD_FUNNELED; NNL_ERR_ARGUMENT for unknown flags. */
+   without MPI in this build (the message says how to build with it), or
+   for a model on a GPU with NNL_SYNC_BATCHNORM and a BatchNormalization
+   layer; NNL_ERR_STATE when MPI is finalised or initialised
+   below MPI_THREAD_FUNNELED; NNL_ERR_ARGUMENT for unknown flags. A model
+   already on a GPU stays there ("cuda:N"), or moves to this rank's device
+   on its node when it was placed with "cuda" (nnl_set_device). */
 NNL_API int nnl_distribute(nnl_model *m, const void *comm, int flags);
 /* The same with a Fortran communicator handle (MPI_Fint: an integer from
    the mpi module, or the MPI_VAL of a type(MPI_Comm) of mpi_f08). */

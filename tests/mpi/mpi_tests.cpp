@@ -530,6 +530,138 @@ static void sync_batchnorm() {
     nnl_model_free(p);
 }
 
+/* A distributed model on a GPU (issue 15): the gradients are reduced from
+   the device (staged through pinned host memory, or in device memory with a
+   CUDA-aware Open MPI). N ranks on GPUs (all on one GPU when the node has
+   one) = N ranks on the CPU within float32 tolerance, history and weights;
+   bit-identical from run to run. Cases: an MLP in several buckets (SGD with
+   momentum), and an Embedding whose rows travel sparse, with a last global batch of
+   one sample (the other ranks have none and their device gradients are
+   zeroed). "cuda" picks the rank's device on its node. Skipped, saying so,
+   without a CUDA build or a GPU on every rank. A synchronised
+   BatchNormalization is refused on a GPU, in every build. SGD, not Adam:
+   Adam's steps are about lr whatever a gradient's size, so a near-zero
+   gradient whose rounding differs between the devices could move one weight
+   by ~lr, which says nothing about the reduction (the GPU suite's gm::agree
+   allows for that; here the bound stays tight). */
+static void gpu_data_parallel() {
+    {
+        nnl_model *m = nnl_model_create();
+        CHECK_OK(nnl_add(m, "Input(shape=(4,))"));
+        CHECK_OK(nnl_add(m, "Dense(8)"));
+        CHECK_OK(nnl_add(m, "BatchNormalization()"));
+        CHECK_OK(nnl_add(m, "Dense(2, activation='softmax')"));
+        CHECK_OK(nnl_compile(m, "SGD()", "sparse_categorical_crossentropy", nullptr));
+        CHECK_OK(nnl_distribute(m, nullptr, NNL_SYNC_BATCHNORM));
+        CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+        CHECK(strstr(nnl_last_error(), "synchronised BatchNormalization") != nullptr);
+        CHECK(strcmp(nnl_get_device(m), "cpu") == 0);
+        nnl_model_free(m);
+    }
+    int devices = nnl_has_feature("cuda") ? nnl_cuda_device_count() : 0, fewest = 0;
+    MPI_Allreduce(&devices, &fewest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (fewest <= 0) {
+        if (g_rank == 0)
+            printf("      GPU data parallelism SKIPPED: %s\n",
+                   nnl_has_feature("cuda") ? "no CUDA device on some rank" : "this nnlite was built without CUDA");
+        return;
+    }
+    MPI_Comm node;
+    int local = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+    char want[32];
+    snprintf(want, sizeof want, "cuda:%d", local % devices);
+
+    struct Run {
+        std::vector<float> w;
+        std::vector<double> loss;
+    };
+    /* build() makes the model; place: "cpu", "cuda" after nnl_distribute, or
+       "cuda" before it (then nnl_distribute moves it to the rank's device) */
+    auto train = [&](nnl_model *(*build)(), const void *x, int xt, const int64_t *xs, const void *y,
+                     int yt, int yrank, const int64_t *ys, int epochs, int batch, int place) {
+        Run r;
+        nnl_model *m = build();
+        if (place == 2) CHECK_OK(nnl_set_device(m, "cuda"));
+        CHECK_OK(nnl_distribute(m, nullptr, NNL_DATA_SHARDED));
+        if (place == 1) CHECK_OK(nnl_set_device(m, "cuda"));
+        if (place) {
+            if (strcmp(nnl_get_device(m), want))
+                fprintf(stderr, "[rank %d] on %s, not %s\n", g_rank, nnl_get_device(m), want);
+            CHECK(strcmp(nnl_get_device(m), want) == 0);
+        }
+        nnl_fit_options o = opts(epochs, batch);
+        CHECK_OK(nnl_fit_typed(m, x, xt, 2, xs, y, yt, yrank, ys, &o));
+        r.w = weights(m);
+        r.loss.assign((size_t)epochs, 0.0);
+        CHECK(nnl_history_get(m, "loss", r.loss.data(), epochs) == epochs);
+        CHECK(same_everywhere(r.w));
+        nnl_model_free(m);
+        return r;
+    };
+    auto compare = [&](const char *what, const Run &cpu, const Run &g0, const Run &g1) {
+        double dw = max_rel_diff(g0.w, cpu.w), dl = 0;
+        for (size_t e = 0; e < cpu.loss.size(); e++)
+            dl = std::fmax(dl, std::fabs(g0.loss[e] - cpu.loss[e]) / std::fmax(std::fabs(cpu.loss[e]), 1e-12));
+        if (!(dw < 1e-4 && dl < 1e-4))
+            fprintf(stderr, "[rank %d] %s: GPU vs CPU: weights %g, loss %g\n", g_rank, what, dw, dl);
+        CHECK(dw < 1e-4); /* float32 kernels in another order, 3 epochs */
+        CHECK(dl < 1e-4);
+        CHECK(g0.w == g1.w); /* bit-identical from run to run */
+        CHECK(g0.loss == g1.loss);
+    };
+
+    /* an MLP, several buckets per step (main's 4 KB buckets), an uneven last batch */
+    const int f = 6, n = 203, b = 8;
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    make_data(n, f, 42, x, y);
+    int64_t xs[2] = {n, f}, ys[1] = {n};
+    nnl_model *(*mlp_sgd)() = [] {
+        return mlp(6, "SGD(learning_rate=0.05, momentum=0.9)", 7, "Dense(64, activation='relu')");
+    };
+    Run c = train(mlp_sgd, x.data(), NNL_FLOAT32, xs, y.data(), NNL_INT32, 1, ys, 3, b, 0);
+    Run g0 = train(mlp_sgd, x.data(), NNL_FLOAT32, xs, y.data(), NNL_INT32, 1, ys, 3, b, 1);
+    Run g1 = train(mlp_sgd, x.data(), NNL_FLOAT32, xs, y.data(), NNL_INT32, 1, ys, 3, b, 2);
+    compare("MLP, SGD with momentum", c, g0, g1);
+
+    /* an Embedding (rows sent sparse); the last global batch has one sample */
+    const int V = 300, T = 4, ne = 6 * g_size + 1, be = 3;
+    std::vector<int32_t> ids((size_t)ne * T), ye((size_t)ne);
+    g_state = 321;
+    for (auto &v : ids) v = (int32_t)(uni() * V);
+    for (auto &v : ye) v = (int32_t)(uni() * 5);
+    int64_t es[2] = {ne, T}, eys[1] = {ne};
+    nnl_model *(*emb)() = [] {
+        nnl_model *m = nnl_model_create();
+        nnl_model_set_seed(m, 11);
+        CHECK_OK(nnl_add(m, "Input(shape=(4,), dtype='int32')"));
+        CHECK_OK(nnl_add(m, "Embedding(300, 6)"));
+        CHECK_OK(nnl_add(m, "Flatten()"));
+        CHECK_OK(nnl_add(m, "Dense(5, activation='softmax')"));
+        CHECK_OK(nnl_compile(m, "SGD(learning_rate=0.5)", "sparse_categorical_crossentropy", nullptr));
+        return m;
+    };
+    c = train(emb, ids.data(), NNL_INT32, es, ye.data(), NNL_INT32, 1, eys, 3, be, 0);
+    g0 = train(emb, ids.data(), NNL_INT32, es, ye.data(), NNL_INT32, 1, eys, 3, be, 1);
+    g1 = train(emb, ids.data(), NNL_INT32, es, ye.data(), NNL_INT32, 1, eys, 3, be, 1);
+    compare("Embedding, SGD", c, g0, g1);
+
+    /* a GPU model cannot take a synchronised BatchNormalization either */
+    nnl_model *m = nnl_model_create();
+    CHECK_OK(nnl_add(m, "Input(shape=(4,))"));
+    CHECK_OK(nnl_add(m, "BatchNormalization()"));
+    CHECK_OK(nnl_add(m, "Dense(2, activation='softmax')"));
+    CHECK_OK(nnl_compile(m, "SGD()", "sparse_categorical_crossentropy", nullptr));
+    CHECK_OK(nnl_set_device(m, "cuda:0"));
+    CHECK(nnl_distribute(m, nullptr, NNL_SYNC_BATCHNORM) == NNL_ERR_UNSUPPORTED);
+    CHECK_OK(nnl_distribute(m, nullptr, 0));
+    CHECK(strcmp(nnl_get_device(m), "cuda:0") == 0); /* "cuda:N" stays where it was put */
+    nnl_model_free(m);
+}
+
 /* rank 1 leaves: rank 0's collective call fails with NNL_ERR_DISTRIBUTED
    within the timeout instead of hanging */
 static int leave() {
@@ -581,7 +713,8 @@ int main(int argc, char **argv) {
                      {"rank 0 writes; resume on fewer ranks; helpers", files_and_helpers},
                      {"stateful LSTM: each rank keeps its rows", stateful_rows},
                      {"Embedding gradients travel as the rows used (= one process, = dense)", sparse_embedding},
-                     {"synchronised BatchNormalization = one process; empty ranks take part", sync_batchnorm}};
+                     {"synchronised BatchNormalization = one process; empty ranks take part", sync_batchnorm},
+                     {"on a GPU = on the CPU (2 ranks may share one GPU); bit-identical reruns", gpu_data_parallel}};
         for (auto &c : cases) {
             int before = g_fail;
             c.run();
