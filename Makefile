@@ -282,6 +282,10 @@ device-prep:
 	    $$($(MAKE) -s --no-print-directory CUDA=1 BUILD=build-device HDF5=0 print-libs) -o build-device/bench_gpu
 	rm -rf build-device/pack && mkdir -p build-device/pack
 	cp build-device/nnlite_gpu build-device/keras_mlp build-device/lenet build-device/bench_gpu build-device/pack/
+	+@if command -v mpicxx >/dev/null 2>&1; then \
+	    $(MAKE) --no-print-directory CUDA=1 MPI=1 BUILD=build-cuda-mpi HDF5=0 mpi-tests && \
+	    cp build-cuda-mpi/mpi_tests build-device/pack/; \
+	else echo "device-prep: no mpicxx: the pack has no GPU data-parallel test"; fi
 	+@if [ -n "$(MNIST)" ]; then mkdir -p build-device/pack/mnist && \
 	    for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
 	    cp "$(MNIST)/$$f.gz" build-device/pack/mnist/ || exit 1; done; \

@@ -10,6 +10,7 @@
 #   suite.log     the GPU suite (every kernel against the CPU table, models)
 #   examples.log  K-MLP and R-LENET on MNIST on the GPU (accuracy, speed)
 #   timing.log    each kernel of R-LENET's training step timed alone
+#   mpi.log       2 ranks on the GPU against 2 on the CPU (tests/mpi; when the pack has mpi_tests and the machine mpirun)
 #   bench.log     training samples/s, nnlite against PyTorch on the same GPU
 #   summary.txt   one line per step: its exit status and seconds
 # NO_TORCH=1 skips PyTorch (its import alone takes 10+ s a run); MODELS,
@@ -80,6 +81,17 @@ if [ -n "$data" ]; then
     step R-LENET 90 "$out/examples.log" "$bin/lenet" "$data" --device cuda --epochs ${RLENET_EPOCHS:-3}
 else
     echo "examples: SKIPPED (no MNIST in $bin/mnist)" | tee -a "$out/summary.txt"
+fi
+
+# 2b. data parallelism on the GPU: 2 ranks sharing it against 2 ranks on the
+#     CPU (tests/mpi, its GPU case; the others run too), when the pack has the
+#     CUDA + MPI build and this machine has Open MPI's mpirun
+if [ -x "$bin/mpi_tests" ] && command -v mpirun >/dev/null; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 \
+        OMPI_MCA_btl_vader_single_copy_mechanism=none NNL_NUM_THREADS=1
+    step "mpi 2 ranks" 120 "$out/mpi.log" mpirun -np 2 --oversubscribe "$bin/mpi_tests"
+else
+    echo "mpi: SKIPPED (no mpi_tests in the pack, or no mpirun on this machine)" | tee -a "$out/summary.txt"
 fi
 
 # 3. throughput against PyTorch on the same GPU, FP32 and TF32, batch 512
