@@ -1401,6 +1401,23 @@ struct Window {
     int64_t kvol() const { return k[0] * k[1] * k[2]; }
 };
 
+/* One LSTM step over the B rows of a batch, as Recurrent lays it out (the
+   Kernels' lstm_forward, lstm_backward): row b of each array at p + b * ld. */
+struct LstmArgs {
+    int64_t B = 0, u = 0, T = 0, t = 0, s = 0; /* rows, units, steps, the step's time index and number */
+    Act act = ACT_TANH, ract = ACT_SIGMOID;
+    float *Z = nullptr;                      /* the step's gates (B, 4u), stride ldz */
+    const float *hp = nullptr, *cp = nullptr; /* h_{s-1} (stride ldh), c_{s-1} (stride ldcp) */
+    float *c = nullptr, *h = nullptr;        /* c_s (stride ldh), h_s (stride ldhn) */
+    int64_t ldz = 0, ldh = 0, ldcp = 0, ldhn = 0;
+    const float *mask = nullptr;             /* the step mask (B, T) or NULL */
+    float *y = nullptr;                      /* forward: the output */
+    const float *dy = nullptr;               /* backward: the output's gradient */
+    float *dh = nullptr, *dc = nullptr;      /* backward: dL/dh, dL/dc (B, u) */
+    float *tg = nullptr, *tmp = nullptr;     /* backward scratch (CPU) */
+    bool seq = false, zero_masked = false, first = false;
+};
+
 struct Kernels {
     const char *name;
     /* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C; op transposes when ta/tb. */
@@ -1491,6 +1508,24 @@ struct Kernels {
     void (*masking_forward)(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value);
     /* dx[r, :] = mask[r] != 0 ? dy[r, :] : 0 */
     void (*masking_backward)(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F);
+    /* ---- recurrent layers (Recurrent) ---- */
+    /* B rows of u values: dst[b * ldd + j] = src[b * lds + j], or 0 when src
+       is NULL; with a step mask (B, T; may be NULL) only the rows b masked
+       at time t (mask[b * T + t] == 0) */
+    void (*rnn_rows)(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                     const float *mask, int64_t T, int64_t t);
+    /* one LSTM step (Recurrent::forward) over B rows, after the recurrent
+       GEMM: the pre-activations Z become the gates i, f, g, o; c = f cp + i
+       g, h = o act(c) into C and H; a row masked at t keeps hp and cp; the
+       output y at step s (return_sequences: (B, T, u) rows, zeros for
+       masked rows with zero_masked; else (B, u) at the last step) */
+    void (*lstm_forward)(const LstmArgs &a);
+    /* its backward for step s (Recurrent::backward): dh += the output's
+       gradient, then Z (the gates) becomes the pre-activations' gradients
+       and dc dL/dc_{s-1}; a masked row's Z becomes 0 and dh, dc pass on.
+       first (the last step): dh and dc start at zero. tg, tmp: scratch
+       (B x 4u, B x u; the CPU's, unused on a GPU) */
+    void (*lstm_backward)(const LstmArgs &a);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -4008,6 +4043,21 @@ static void cpu_masking_backward(const float *mask, const float *dy, float *dx, 
         for (int64_t j = 0; j < F; j++) dx[r * F + j] = mask[r] != 0.f ? dy[r * F + j] : 0.f;
 }
 
+/* ---- recurrent layers ----
+   The row copies and fills Recurrent ran inline (memcpy, std::fill: the
+   same values). The LSTM step entries are defined with Recurrent, whose
+   loops they are (they call K() for the activations, as those loops did). */
+static void cpu_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                         const float *mask, int64_t T, int64_t t) {
+    for (int64_t b = 0; b < B; b++) {
+        if (mask && mask[b * T + t] != 0.f) continue;
+        if (src) memcpy(dst + b * ldd, src + b * lds, (size_t)u * sizeof(float));
+        else std::fill(dst + b * ldd, dst + b * ldd + u, 0.f);
+    }
+}
+static void cpu_lstm_forward(const LstmArgs &a);
+static void cpu_lstm_backward(const LstmArgs &a);
+
 /* Kernel tables are filled field by field, by name (at compile time):
    adding an entry to Kernels cannot shift the others, and an entry left out
    stays NULL, which kernels_complete() reports (the unit and GPU tests check
@@ -4059,6 +4109,9 @@ static constexpr Kernels cpu_table() {
     k.embedding_grad = cpu_embedding_grad;
     k.masking_forward = cpu_masking_forward;
     k.masking_backward = cpu_masking_backward;
+    k.rnn_rows = cpu_rnn_rows;
+    k.lstm_forward = cpu_lstm_forward;
+    k.lstm_backward = cpu_lstm_backward;
     return k;
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
@@ -5527,6 +5580,98 @@ public:
     }
 };
 
+/* ---- The LSTM step entries' CPU side (Kernels::lstm_forward, lstm_backward)
+   The loops Recurrent::forward and backward ran inline for an LSTM, moved
+   unchanged (the same results, bit for bit): Keras' default activations
+   (tanh, sigmoid) take the fused vectorised kernels, the others one
+   activation call per gate block. A row is masked at time t when the step
+   mask holds 0 there. */
+/* dx = dy act'(.) from the activation's output y (n values) */
+static void rnn_gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
+    if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
+    for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
+}
+static void cpu_lstm_forward(const LstmArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.act == ACT_TANH && a.ract == ACT_SIGMOID) { /* one vectorised pass over the step */
+        simd::run<LstmStepK>(a.Z, a.ldz, a.cp, a.ldcp, a.c, a.ldh, a.h, a.ldhn, B, u);
+    } else {
+        for (int64_t b = 0; b < B; b++) {
+            float *z = a.Z + b * a.ldz, *h = a.h + b * a.ldhn;
+            K().act_forward(a.ract, z, z, 1, 2 * u);
+            K().act_forward(a.act, z + 2 * u, z + 2 * u, 1, u);
+            K().act_forward(a.ract, z + 3 * u, z + 3 * u, 1, u);
+            const float *cp = a.cp + b * a.ldcp;
+            float *c = a.c + b * a.ldh;
+            for (int64_t j = 0; j < u; j++) c[j] = z[u + j] * cp[j] + z[j] * z[2 * u + j];
+            K().act_forward(a.act, c, h, 1, u);
+            for (int64_t j = 0; j < u; j++) h[j] *= z[3 * u + j];
+        }
+    }
+    if (a.mask) /* masked steps: the state stays as it was */
+        for (int64_t b = 0; b < B; b++) {
+            if (!masked(b)) continue;
+            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
+            memcpy(a.c + b * a.ldh, a.cp + b * a.ldcp, (size_t)u * sizeof(float));
+        }
+    for (int64_t b = 0; b < B; b++) { /* the output */
+        const float *h = a.h + b * a.ldhn;
+        if (a.seq) {
+            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
+            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+        } else if (s + 1 == T) {
+            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
+        }
+    }
+}
+static void cpu_lstm_backward(const LstmArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 4 * u;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    const bool fused = a.act == ACT_TANH && a.ract == ACT_SIGMOID;
+    if (a.first) {
+        std::fill(a.dh, a.dh + B * u, 0.f);
+        std::fill(a.dc, a.dc + B * u, 0.f);
+    }
+    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
+        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
+        if (d)
+            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * G;
+        const float *cp = a.cp + b * a.ldcp, *c = a.c + b * a.ldh;
+        if (fused && !masked(b)) {
+            simd::run<LstmStepBackK>(z, (const float *)dhb, a.dc + b * u, c, cp, u);
+            continue;
+        }
+        memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
+        if (masked(b)) { /* h_s = h_{s-1} (and c): dh and dc pass unchanged, no gate gradient */
+            std::fill(z, z + G, 0.f);
+            continue;
+        }
+        float *ac = a.tmp + b * u, *dcb = a.dc + b * u;
+        K().act_forward(a.act, c, ac, 1, u);
+        for (int64_t j = 0; j < u; j++) { /* dh o -> through act(c), into dc */
+            float o = tgb[3 * u + j];
+            z[3 * u + j] = dhb[j] * ac[j]; /* do */
+            dhb[j] *= o;
+        }
+        rnn_gate_backward(a.act, ac, dhb, dhb, u);
+        for (int64_t j = 0; j < u; j++) {
+            float d = dcb[j] + dhb[j];
+            z[j] = d * tgb[2 * u + j]; /* di = dc g */
+            z[u + j] = d * cp[j];      /* df = dc c_{s-1} */
+            z[2 * u + j] = d * tgb[j]; /* dg = dc i */
+            dcb[j] = d * tgb[u + j];   /* dc_{s-1} = dc f */
+        }
+        rnn_gate_backward(a.ract, tgb, z, z, 2 * u);
+        rnn_gate_backward(a.act, tgb + 2 * u, z + 2 * u, z + 2 * u, u);
+        rnn_gate_backward(a.ract, tgb + 3 * u, z + 3 * u, z + 3 * u, u);
+    }
+}
+
 /* ---- Recurrent layers: SimpleRNN, LSTM, GRU -------------------------------
    Keras' cells, arguments, defaults and weight layouts. Per sample the input
    is (T, F) and the output (units) or, with return_sequences, (T, units).
@@ -5662,6 +5807,11 @@ public:
        output, i.e. the carried h (zeros before the first kept step); with
        zero_output_for_mask=True (Keras 3's key), zeros. */
     bool any_length(const Shape &) const override { return true; }
+    /* GPU: LSTM without dropout (the cell, the masks, the state copies and
+       every GEMM go through K()). Not yet: dropout and recurrent_dropout
+       (their masks are drawn on the host), SimpleRNN and GRU (their cells
+       loop on the host). */
+    bool gpu_path() const override { return kind == CELL_LSTM && dropout == 0 && recurrent_dropout == 0; }
     bool keeps_length() const override { return return_sequences; }
     bool supports_mask() const override { return true; }
     bool passes_mask() const override { return return_sequences; }
@@ -5731,12 +5881,23 @@ public:
         for (int64_t i = 0; i < n; i++) m[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
     }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
-    /* LSTM with Keras' default activations: the fused step kernels */
-    bool fused_lstm() const { return kind == CELL_LSTM && act == ACT_TANH && ract == ACT_SIGMOID; }
+    /* step s of an LSTM (ws laid out for batch B) as the step entries take it */
+    LstmArgs lstm_args(int64_t B, int64_t s) const {
+        LstmArgs a;
+        const int64_t u = units, t = tidx(s);
+        a.B = B, a.u = u, a.T = T, a.t = t, a.s = s, a.act = act, a.ract = ract;
+        a.Z = Zp() + t * gu(), a.ldz = T * gu();
+        a.hp = HP(B) + t * u, a.ldh = T * u;
+        a.cp = s == 0 ? C0(B) : Cp(B) + tidx(s - 1) * u, a.ldcp = s == 0 ? u : T * u;
+        a.c = Cp(B) + t * u;
+        a.h = s + 1 < T ? HP(B) + tidx(s + 1) * u : TMP(B), a.ldhn = s + 1 < T ? T * u : u;
+        a.mask = mask_in ? mask : nullptr;
+        a.seq = return_sequences, a.zero_masked = zero_output_for_mask;
+        return a;
+    }
     /* dx = dy act'(.) from the activation's output y (n values) */
     static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
-        if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
-        for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
+        rnn_gate_backward(a, y, dy, dx, n);
     }
 
     void check_slots(int64_t B) const {
@@ -5768,20 +5929,14 @@ public:
         K().sgemm(false, false, N, G, F, 1.f, x, F, W, G, 0.f, Z, G);
         if (bias) K().bias_add(Z, bias, N, G); /* GRU reset_after: row 0, the input bias */
         const float *rbias = bias && kind == CELL_GRU && reset_after ? bias + G : nullptr;
-        /* U packed once for every step's h U (CPU only: recurrent layers have no GPU path yet) */
-        const bool packed = kind != CELL_GRU || reset_after, fused = fused_lstm();
+        /* U packed once for every step's h U on the CPU; on a GPU (LSTM
+           only) each step's product is a K().sgemm */
+        const bool packed = (kind != CELL_GRU || reset_after) && !on_gpu;
         if (packed) gemm::pack_b_all(false, U, G, u, G, pk);
         /* the initial states: the slots' (stateful) or zeros */
         const int64_t t0 = tidx(0);
-        for (int64_t b = 0; b < B; b++) {
-            float *h = H + (b * T + t0) * u;
-            if (stateful) memcpy(h, states[0].s + b * u, (size_t)u * sizeof(float));
-            else std::fill(h, h + u, 0.f);
-            if (kind == CELL_LSTM) {
-                if (stateful) memcpy(c0 + b * u, states[1].s + b * u, (size_t)u * sizeof(float));
-                else std::fill(c0 + b * u, c0 + (b + 1) * u, 0.f);
-            }
-        }
+        K().rnn_rows(stateful ? states[0].s : nullptr, u, H + t0 * u, T * u, B, u, nullptr, 0, 0);
+        if (kind == CELL_LSTM) K().rnn_rows(stateful ? states[1].s : nullptr, u, c0, u, B, u, nullptr, 0, 0);
         for (int64_t s = 0; s < T; s++) {
             const int64_t t = tidx(s), ldz = T * G, ldh = T * u;
             float *Zs = Z + t * G;
@@ -5799,29 +5954,22 @@ public:
                     K().sgemm(false, false, B, 2 * u, u, 1.f, Hr, ldh, U, G, 0.f, rb, 2 * u);
                 }
             } else if (!zero_h) {
-                gemm::sgemm_packed(B, Hr, ldh, pk, 1.f, Zs, ldz);
+                if (packed) gemm::sgemm_packed(B, Hr, ldh, pk, 1.f, Zs, ldz);
+                else K().sgemm(false, false, B, G, u, 1.f, Hr, ldh, U, G, 1.f, Zs, ldz);
             }
-            if (fused) { /* LSTM with tanh and sigmoid: one vectorised pass over the step */
-                const float *cp = s == 0 ? c0 : C + tidx(s - 1) * u;
-                float *hn = s + 1 < T ? H + tidx(s + 1) * u : tmp;
-                simd::run<LstmStepK>(Zs, ldz, cp, s == 0 ? u : ldh, C + t * u, ldh, hn, s + 1 < T ? ldh : u, B, u);
+            if (kind == CELL_LSTM) { /* the cell, the mask and the output: one kernel-table entry */
+                LstmArgs a = lstm_args(B, s);
+                a.y = y;
+                K().lstm_forward(a);
+                continue;
             }
-            for (int64_t b = 0; b < B && !fused; b++) {
+            for (int64_t b = 0; b < B; b++) {
                 float *z = Zs + b * ldz;
                 const float *hp = Hr + b * ldh; /* read only by GRU's r * h_{s-1} (reset_after=False) */
                 float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u; /* h_s: the next step's h_{s-1} */
                 if (kind == CELL_SIMPLE) {
                     K().act_forward(act, z, z, 1, u);
                     memcpy(h, z, (size_t)u * sizeof(float));
-                } else if (kind == CELL_LSTM) {
-                    K().act_forward(ract, z, z, 1, 2 * u);
-                    K().act_forward(act, z + 2 * u, z + 2 * u, 1, u);
-                    K().act_forward(ract, z + 3 * u, z + 3 * u, 1, u);
-                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                    float *c = C + (b * T + t) * u;
-                    for (int64_t j = 0; j < u; j++) c[j] = z[u + j] * cp[j] + z[j] * z[2 * u + j];
-                    K().act_forward(act, c, h, 1, u);
-                    for (int64_t j = 0; j < u; j++) h[j] *= z[3 * u + j];
                 } else {
                     const float *rr = rb + b * (reset_after ? G : 2 * u);
                     for (int64_t j = 0; j < 2 * u; j++) z[j] += rr[j];
@@ -5853,10 +6001,6 @@ public:
                     if (!masked(b, t)) continue;
                     float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
                     memcpy(h, Hs + b * ldh, (size_t)u * sizeof(float));
-                    if (kind == CELL_LSTM) {
-                        const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                        memcpy(C + (b * T + t) * u, cp, (size_t)u * sizeof(float));
-                    }
                 }
             for (int64_t b = 0; b < B; b++) { /* the output */
                 const float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
@@ -5868,49 +6012,46 @@ public:
                 }
             }
         }
-        if (stateful) /* the last states stay in the slots (tmp holds h_{T-1}) */
-            for (int64_t b = 0; b < B; b++) {
-                memcpy(states[0].s + b * u, tmp + b * u, (size_t)u * sizeof(float));
-                if (kind == CELL_LSTM) memcpy(states[1].s + b * u, C + (b * T + tidx(T - 1)) * u, (size_t)u * sizeof(float));
-            }
+        if (stateful) { /* the last states stay in the slots (tmp holds h_{T-1}) */
+            K().rnn_rows(tmp, u, states[0].s, u, B, u, nullptr, 0, 0);
+            if (kind == CELL_LSTM) K().rnn_rows(C + tidx(T - 1) * u, T * u, states[1].s, u, B, u, nullptr, 0, 0);
+        }
     }
 
     void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         (void)y;
         const int64_t u = units, G = gu(), N = B * T, ldz = T * G, ldh = T * u;
-        float *Z = Zp(), *H = HP(B), *C = Cp(B), *R = Rp(B), *c0 = C0(B), *dh = DH(B), *dn = DN(B), *rb = RB(B),
+        float *Z = Zp(), *H = HP(B), *R = Rp(B), *dh = DH(B), *dn = DN(B), *rb = RB(B),
               *tg = TG(B), *tmp = TMP(B);
         const float *W = weights[0].w, *U = weights[1].w;
         float *dc = rb; /* LSTM: dc_s, carried like dh (rb is free in LSTM's backward) */
-        if (kind != CELL_GRU) gemm::pack_b_all(true, U, G, G, u, pk); /* U^T, for every step's dh */
-        const bool fused = fused_lstm();
+        const bool packed = kind != CELL_GRU && !on_gpu; /* a GPU (LSTM) takes K().sgemm instead */
+        if (packed) gemm::pack_b_all(true, U, G, G, u, pk); /* U^T, for every step's dh */
         /* dropout: the masked inputs and states that forward multiplied */
         const float *mh = MH(B), *HR = drop_h ? HDp(B) : H;
         if (drop_x) x = XD(B);
-        std::fill(dh, dh + B * u, 0.f);
-        if (kind == CELL_LSTM) std::fill(dc, dc + B * u, 0.f);
+        if (kind != CELL_LSTM) std::fill(dh, dh + B * u, 0.f); /* LSTM: lstm_backward's first step */
         for (int64_t s = T - 1; s >= 0; s--) {
             c.poll(); /* a data-parallel run's buckets in flight move on */
             const int64_t t = tidx(s);
             float *Zs = Z + t * G;
             const float *Hs = H + t * u;
-            for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+            if (kind == CELL_LSTM) { /* the output's gradient and the cell: one kernel-table entry */
+                LstmArgs a = lstm_args(B, s);
+                a.dy = dy, a.dh = dh, a.dc = dc, a.tg = tg, a.tmp = tmp, a.first = s == T - 1;
+                K().lstm_backward(a);
+            }
+            for (int64_t b = 0; b < B && kind != CELL_LSTM; b++) { /* dh_s += the output's gradient */
                 const float *d = return_sequences ? dy + (b * T + s) * u : s + 1 == T ? dy + b * u : nullptr;
                 if (return_sequences && zero_output_for_mask && masked(b, t)) d = nullptr; /* a constant zero */
                 if (d)
                     for (int64_t j = 0; j < u; j++) dh[b * u + j] += d[j];
             }
-            for (int64_t b = 0; b < B; b++) {
+            for (int64_t b = 0; b < B && kind != CELL_LSTM; b++) {
                 float *z = Zs + b * ldz, *dhb = dh + b * u, *tgb = tg + b * G;
                 const float *hp = Hs + b * ldh;
-                if (fused && !masked(b, t)) {
-                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                    simd::run<LstmStepBackK>(z, (const float *)dhb, dc + b * u, (const float *)(C + (b * T + t) * u),
-                                             cp, u);
-                    continue;
-                }
                 memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
-                if (masked(b, t)) { /* h_s = h_{s-1} (and c): dh and dc pass unchanged, no gate gradient */
+                if (masked(b, t)) { /* h_s = h_{s-1}: dh passes unchanged, no gate gradient */
                     std::fill(z, z + G, 0.f);
                     if (kind == CELL_GRU) {
                         memcpy(dn + b * u, dhb, (size_t)u * sizeof(float));
@@ -5920,27 +6061,6 @@ public:
                 }
                 if (kind == CELL_SIMPLE) {
                     gate_backward(act, tgb, dhb, z, u);
-                } else if (kind == CELL_LSTM) {
-                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                    const float *c = C + (b * T + t) * u;
-                    float *ac = tmp + b * u, *dcb = dc + b * u;
-                    K().act_forward(act, c, ac, 1, u);
-                    for (int64_t j = 0; j < u; j++) { /* dh o -> through act(c), into dc */
-                        float o = tgb[3 * u + j];
-                        z[3 * u + j] = dhb[j] * ac[j]; /* do */
-                        dhb[j] *= o;
-                    }
-                    gate_backward(act, ac, dhb, dhb, u);
-                    for (int64_t j = 0; j < u; j++) {
-                        float d = dcb[j] + dhb[j];
-                        z[j] = d * tgb[2 * u + j];     /* di = dc g */
-                        z[u + j] = d * cp[j];          /* df = dc c_{s-1} */
-                        z[2 * u + j] = d * tgb[j];     /* dg = dc i */
-                        dcb[j] = d * tgb[u + j];       /* dc_{s-1} = dc f */
-                    }
-                    gate_backward(ract, tgb, z, z, 2 * u);
-                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u);
-                    gate_backward(ract, tgb + 3 * u, z + 3 * u, z + 3 * u, u);
                 } else { /* GRU: h = z h_{s-1} + (1 - z) hh */
                     float *dnb = dn + b * u;
                     for (int64_t j = 0; j < u; j++) {
@@ -5963,14 +6083,11 @@ public:
             }
             /* dh_{s-1}; a masked row keeps its dh (saved in tmp around the GEMM) */
             if (kind != CELL_GRU) {
-                if (mask_in)
-                    for (int64_t b = 0; b < B; b++)
-                        if (masked(b, t)) memcpy(tmp + b * u, dh + b * u, (size_t)u * sizeof(float));
-                gemm::sgemm_packed(B, Zs, ldz, pk, 0.f, dh, u);
+                if (mask_in) K().rnn_rows(dh, u, tmp, u, B, u, mask, T, t);
+                if (packed) gemm::sgemm_packed(B, Zs, ldz, pk, 0.f, dh, u);
+                else K().sgemm(false, true, B, u, G, 1.f, Zs, ldz, U, G, 0.f, dh, u);
                 if (drop_h) K().mul(dh, mh, dh, B * u);
-                if (mask_in)
-                    for (int64_t b = 0; b < B; b++)
-                        if (masked(b, t)) memcpy(dh + b * u, tmp + b * u, (size_t)u * sizeof(float));
+                if (mask_in) K().rnn_rows(tmp, u, dh, u, B, u, mask, T, t);
             } else if (reset_after) {
                 if (drop_h) { /* through the masked h_{s-1}: into tmp, masked, then added */
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 0.f, tmp, u);
@@ -9829,6 +9946,22 @@ static void cu_masking_forward(const float *x, float *y, float *mask, int64_t st
 static void cu_masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F) {
     nnl_cuda::masking_backward(D(mask), D(dy), D(dx), steps, F);
 }
+static void cu_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                        const float *mask, int64_t T, int64_t t) {
+    nnl_cuda::rnn_rows(D(src), lds, D(dst), ldd, B, u, D(mask), T, t);
+}
+/* LstmArgs with device pointers (the CPU's scratch tg, tmp left out) */
+static nnl_cuda::LstmStep lstm_step(const LstmArgs &a) {
+    nnl_cuda::LstmStep d;
+    d.B = a.B, d.u = a.u, d.T = a.T, d.t = a.t, d.s = a.s, d.act = (int)a.act, d.ract = (int)a.ract;
+    d.Z = D(a.Z), d.hp = D(a.hp), d.cp = D(a.cp), d.c = D(a.c), d.h = D(a.h);
+    d.ldz = a.ldz, d.ldh = a.ldh, d.ldcp = a.ldcp, d.ldhn = a.ldhn;
+    d.mask = D(a.mask), d.y = D(a.y), d.dy = D(a.dy), d.dh = D(a.dh), d.dc = D(a.dc);
+    d.seq = a.seq, d.zero_masked = a.zero_masked, d.first = a.first;
+    return d;
+}
+static void cu_lstm_forward(const LstmArgs &a) { nnl_cuda::lstm_forward(lstm_step(a)); }
+static void cu_lstm_backward(const LstmArgs &a) { nnl_cuda::lstm_backward(lstm_step(a)); }
 
 static constexpr Kernels cuda_table() {
     Kernels k = {};
@@ -9864,6 +9997,9 @@ static constexpr Kernels cuda_table() {
     k.embedding_grad = cu_embedding_grad;
     k.masking_forward = cu_masking_forward;
     k.masking_backward = cu_masking_backward;
+    k.rnn_rows = cu_rnn_rows;
+    k.lstm_forward = cu_lstm_forward;
+    k.lstm_backward = cu_lstm_backward;
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();

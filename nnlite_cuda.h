@@ -123,6 +123,34 @@ void embedding_grad(const int32_t *h_csr, int64_t U, int64_t rows, const float *
    value, else 0; y (NULL: the mask alone) = the row where kept, else 0 */
 void masking_forward(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value);
 void masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F);
+/* Recurrent layers. B rows of u values: dst[b * ldd + j] = src[b * lds +
+   j], or 0 when src is NULL; with a step mask (B, T; may be NULL) only the
+   rows b masked at time t (mask[b * T + t] == 0). */
+void rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u, const float *mask,
+              int64_t T, int64_t t);
+/* One LSTM step over B rows (nnlite.cpp's LstmArgs, field by field, device
+   pointers; the CPU-only scratch left out): row b of each array at p + b *
+   ld. Forward: Z (pre-activations of i, f, g, o) becomes the gates, c = f
+   cp + i g, h = o act(c); a row masked at t keeps hp and cp; the output y
+   at step s. Backward: dh += the output's gradient; Z becomes the
+   pre-activations' gradients, dc dL/dc_{s-1}; a masked row's Z becomes 0
+   (dh, dc pass on); first: dh and dc start at 0. One thread per (row,
+   unit), no reductions. */
+struct LstmStep {
+    int64_t B, u, T, t, s;
+    int act, ract;
+    float *Z;
+    const float *hp, *cp;
+    float *c, *h;
+    int64_t ldz, ldh, ldcp, ldhn;
+    const float *mask;
+    float *y;
+    const float *dy;
+    float *dh, *dc;
+    bool seq, zero_masked, first;
+};
+void lstm_forward(const LstmStep &a);
+void lstm_backward(const LstmStep &a);
 
 /* ---- losses: sparse categorical cross-entropy from logits, fused ----
    z (rows, C) logits, labels (rows) class ids as floats. Writes dz =
