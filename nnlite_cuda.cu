@@ -23,8 +23,8 @@
      5b Embedding and masking      row gather, the table's gradient from
                                    host-sorted row lists (no atomics), step
                                    masks
-     5c Recurrent layers           state row copies, one fused LSTM step
-                                   (forward, backward) per launch
+     5c Recurrent layers           state row copies, one fused LSTM or GRU
+                                   step (forward, backward) per launch
      6  Losses and optimizers      fused sparse softmax cross-entropy; every
                                    loss and metric (row and element kernels);
                                    one fused update kernel per tensor
@@ -1566,7 +1566,7 @@ __device__ __forceinline__ float gate_d(int a, float y, float dy) {
    of the four gate blocks of its row, c and h: no two threads share a
    value. h (the next step's hp, or the scratch row after the last step)
    and c never alias hp and cp (other steps' rows, or C0). */
-__global__ void k_lstm_fwd(LstmStep a) {
+__global__ void k_lstm_fwd(CellStep a) {
     const int64_t u = a.u;
     GRID_STRIDE(e, a.B * u) {
         int64_t b = e / u, j = e % u;
@@ -1595,7 +1595,7 @@ __global__ void k_lstm_fwd(LstmStep a) {
    dh and dc. dh ends as dL/dh_s (the output's gradient added), as the
    CPU's fused path leaves it (the recurrent GEMM overwrites it next; a
    masked row's is saved around it); dc as dL/dc_{s-1}. */
-__global__ void k_lstm_bwd(LstmStep a) {
+__global__ void k_lstm_bwd(CellStep a) {
     const int64_t u = a.u;
     GRID_STRIDE(e, a.B * u) {
         int64_t b = e / u, j = e % u;
@@ -1625,12 +1625,104 @@ __global__ void k_lstm_bwd(LstmStep a) {
         a.dc[e] = d * fg;
     }
 }
-void lstm_forward(const LstmStep &a) {
+/* GRU forward: thread (b, j) owns column j of each of the three gate
+   blocks of row b (z, r, hh), R's, h's and the output's; it reads rb's and
+   hr's and hp's column j of row b only. h (the next step's hp, or the
+   scratch row) never aliases hp, hr (the same step's rows of H or HD) or R. */
+__global__ void k_gru_fwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz;
+        if (a.phase == 0) {
+            const float *rr = a.rb + b * (a.reset_after ? 3 * u : 2 * u);
+            float zg = act1(a.ract, z[j] + rr[j]), rg = act1(a.ract, z[u + j] + rr[u + j]);
+            z[j] = zg;
+            z[u + j] = rg;
+            if (a.reset_after) {
+                a.R[b * a.ldh + j] = rr[2 * u + j];
+                z[2 * u + j] += rg * rr[2 * u + j];
+            } else {
+                a.R[b * a.ldh + j] = rg * a.hr[b * a.ldh + j];
+                continue; /* (r h_{s-1}) U_h comes first: phase 1 */
+            }
+        }
+        float zg = z[j], hh = act1(a.act, z[2 * u + j]), hp = a.hp[b * a.ldh + j];
+        z[2 * u + j] = hh;
+        float hv = zg * hp + (1.f - zg) * hh;
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (m) hv = hp; /* the state stays as it was */
+        a.h[b * a.ldhn + j] = hv;
+        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
+        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+    }
+}
+/* GRU backward, the same ownership over Z's, tg's and R's columns j of row
+   b, dh's, dn's and tmp's value (b, j). Phase 1 reads tg, which phase 0
+   wrote (stream order). */
+__global__ void k_gru_bwd(CellStep a) {
+    const int64_t u = a.u, G = 3 * u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz, *tg = a.tg + b * G;
+        if (a.phase == 1) {
+            float drh = a.tmp[e], rg = tg[u + j];
+            float dr = drh * a.hr[b * a.ldh + j];
+            if (a.drop_h) a.tmp[e] = drh * rg;
+            else a.dn[e] += drh * rg;
+            z[j] = gate_d(a.ract, tg[j], z[j]);
+            z[u + j] = gate_d(a.ract, rg, dr);
+            continue;
+        }
+        float dh = a.first ? 0.f : a.dh[e];
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (a.seq) {
+            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
+        } else if (a.s + 1 == a.T) {
+            dh += a.dy[b * u + j];
+        }
+        a.dh[e] = dh;
+        float zg = z[j], rg = z[u + j], hh = z[2 * u + j];
+        tg[j] = zg;
+        tg[u + j] = rg;
+        tg[2 * u + j] = hh;
+        if (m) { /* h_s = h_{s-1}: dh passes on, no gate gradient */
+            z[j] = z[u + j] = z[2 * u + j] = 0.f;
+            a.dn[e] = dh;
+            if (a.reset_after) a.R[b * a.ldh + j] = 0.f;
+            continue;
+        }
+        float dz = dh * (a.hp[b * a.ldh + j] - hh);
+        float da = gate_d(a.act, hh, dh * (1.f - zg)); /* d pre(hh) */
+        z[2 * u + j] = da;
+        a.dn[e] = dh * zg;
+        if (a.reset_after) {
+            float *rh = a.R + b * a.ldh + j;
+            float dr = da * *rh;
+            *rh = da * rg;
+            z[j] = gate_d(a.ract, zg, dz);
+            z[u + j] = gate_d(a.ract, rg, dr);
+        } else {
+            z[j] = dz; /* act' in phase 1, with dr */
+        }
+    }
+}
+void gru_forward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_gru_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void gru_backward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_gru_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void lstm_forward(const CellStep &a) {
     if (a.B <= 0 || a.u <= 0) return;
     k_lstm_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
     LAUNCHED();
 }
-void lstm_backward(const LstmStep &a) {
+void lstm_backward(const CellStep &a) {
     if (a.B <= 0 || a.u <= 0) return;
     k_lstm_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
     LAUNCHED();

@@ -595,9 +595,9 @@ struct LstmCase {
     int64_t tidx(int64_t q) const { return back ? T - 1 - q : q; }
     /* the step's arguments, as Recurrent::lstm_args makes them, on base
        pointers (host vectors or their device copies) */
-    nnl::LstmArgs args(float *Z_, float *H_, float *C_, float *C0_, float *TMP_, float *y_, const float *dy_,
+    nnl::CellArgs args(float *Z_, float *H_, float *C_, float *C0_, float *TMP_, float *y_, const float *dy_,
                        float *dh_, float *dc_, float *TG_, const float *mask_) const {
-        nnl::LstmArgs a;
+        nnl::CellArgs a;
         const int64_t t = tidx(s), G = 4 * u;
         a.B = B, a.u = u, a.T = T, a.t = t, a.s = s, a.act = act, a.ract = ract;
         a.Z = Z_ + t * G, a.ldz = T * G;
@@ -611,13 +611,15 @@ struct LstmCase {
         return a;
     }
 };
-static nnl_cuda::LstmStep lstm_dev(const nnl::LstmArgs &a) {
-    nnl_cuda::LstmStep d;
+static nnl_cuda::CellStep cell_dev(const nnl::CellArgs &a) {
+    nnl_cuda::CellStep d;
     d.B = a.B, d.u = a.u, d.T = a.T, d.t = a.t, d.s = a.s, d.act = (int)a.act, d.ract = (int)a.ract;
     d.Z = a.Z, d.hp = a.hp, d.cp = a.cp, d.c = a.c, d.h = a.h;
     d.ldz = a.ldz, d.ldh = a.ldh, d.ldcp = a.ldcp, d.ldhn = a.ldhn;
     d.mask = a.mask, d.y = a.y, d.dy = a.dy, d.dh = a.dh, d.dc = a.dc;
     d.seq = a.seq, d.zero_masked = a.zero_masked, d.first = a.first;
+    d.rb = a.rb, d.hr = a.hr, d.R = a.R, d.dn = a.dn, d.tg = a.tg, d.tmp = a.tmp;
+    d.phase = a.phase, d.reset_after = a.reset_after, d.drop_h = a.drop_h;
     return d;
 }
 } // namespace gt
@@ -701,7 +703,7 @@ TEST_CASE("LSTM step: forward and backward (masks, go_backwards, sequences, acti
                             gt::C().lstm_forward(L.args(Z.data(), H.data(), C.data(), C0.data(), TMP.data(),
                                                         y.data(), nullptr, nullptr, nullptr, nullptr, L.mask.data()));
                             gt::Dev dZ(L.Z), dH(L.H), dC(L.C), dC0(L.C0), dT(L.TMP), dy(L.y), dm(L.mask);
-                            nnl_cuda::lstm_forward(gt::lstm_dev(L.args(dZ.d, dH.d, dC.d, dC0.d, dT.d, dy.d, nullptr,
+                            nnl_cuda::lstm_forward(gt::cell_dev(L.args(dZ.d, dH.d, dC.d, dC0.d, dT.d, dy.d, nullptr,
                                                                        nullptr, nullptr, nullptr, dm.d)));
                             gt::close_nan(dZ.get(), Z, 1e-5, 1e-5, "forward: gates");
                             gt::close_nan(dH.get(), H, 1e-5, 1e-5, "forward: h");
@@ -720,16 +722,16 @@ TEST_CASE("LSTM step: forward and backward (masks, go_backwards, sequences, acti
                             auto dhv = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 7);
                             auto dcv = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 8);
                             auto Z = L.Z, TG = L.TG, TMP = L.TMP, dh = dhv, dc = dcv;
-                            nnl::LstmArgs a = L.args(Z.data(), L.H.data(), L.C.data(), L.C0.data(), TMP.data(), nullptr,
+                            nnl::CellArgs a = L.args(Z.data(), L.H.data(), L.C.data(), L.C0.data(), TMP.data(), nullptr,
                                                      L.dy.data(), dh.data(), dc.data(), TG.data(), L.mask.data());
                             a.first = first != 0;
                             gt::C().lstm_backward(a);
                             gt::Dev dZ(L.Z), dH(L.H), dC(L.C), dC0(L.C0), dT(L.TMP), ddy(L.dy), ddh(dhv), ddc(dcv),
                                 dm(L.mask);
-                            nnl::LstmArgs da = L.args(dZ.d, dH.d, dC.d, dC0.d, dT.d, nullptr, ddy.d, ddh.d, ddc.d,
+                            nnl::CellArgs da = L.args(dZ.d, dH.d, dC.d, dC0.d, dT.d, nullptr, ddy.d, ddh.d, ddc.d,
                                                       nullptr, dm.d);
                             da.first = first != 0;
-                            nnl_cuda::lstm_backward(gt::lstm_dev(da));
+                            nnl_cuda::lstm_backward(gt::cell_dev(da));
                             gt::close_nan(dZ.get(), Z, 1e-4, 1e-5, "backward: the gates' gradients");
                             gt::close_nan(ddc.get(), dc, 1e-4, 1e-5, "backward: dc");
                             /* dh: dL/dh_s, as the fused path leaves it; the
@@ -743,6 +745,112 @@ TEST_CASE("LSTM step: forward and backward (masks, go_backwards, sequences, acti
                             gt::close_nan(gdh, dh, 1e-5, 1e-6, "backward: dh");
                         }
                     }
+}
+
+/* One GRU step, forward (phase 0, and phase 1 for reset_after=False) and
+   backward (phase 0, then phase 1 with tmp as the product d pre(hh) U_h^T
+   would leave it, with and without drop_h), against the CPU entries:
+   reset_after both ways, Keras' activations and (relu, hard_sigmoid),
+   first / middle / last steps, go_backwards, return_sequences (with
+   zero_output_for_mask), a step mask. hr (the recurrent products' h_{s-1})
+   is an array of its own, so a kernel that read hp for it (or the
+   reverse) fails. Outputs NaN-poisoned: the step's h rows, R's row (forward),
+   y, dn, tg, and dh when first. */
+TEST_CASE("GRU step: forward and backward (reset_after, masks, go_backwards, sequences) match the CPU entries") {
+    gt::use(false);
+    struct Acts { nnl::Act act, ract; };
+    const Acts acts[] = {{nnl::ACT_TANH, nnl::ACT_SIGMOID}, {nnl::ACT_RELU, nnl::ACT_HARD_SIGMOID}};
+    const int64_t B = 70, u = 33, T = 4, G = 3 * u;
+    int ncase = 0;
+    for (auto ac : acts)
+        for (int ra = 0; ra < 2; ra++)
+            for (int64_t s : {0, 2, 3})
+                for (int back = 0; back < 2; back++)
+                    for (int seq = 0; seq < 3; seq++)
+                        for (int masked = 0; masked < 2; masked++) {
+                            ncase++;
+                            CAPTURE((int)ac.act);
+                            CAPTURE(ra);
+                            CAPTURE(s);
+                            CAPTURE(back);
+                            CAPTURE(seq);
+                            CAPTURE(masked);
+                            gt::LstmCase L; /* the layout (Z is B x T x 3u here; C, C0 unused) */
+                            L.B = B, L.u = u, L.T = T, L.s = s, L.back = back != 0, L.seq = seq > 0,
+                            L.zero_masked = seq == 2, L.masked = masked != 0, L.act = ac.act, L.ract = ac.ract;
+                            const int64_t t = L.tidx(s), rbw = ra ? G : 2 * u;
+                            const uint64_t sd = 400 + 10 * (uint64_t)ncase;
+                            auto Z = gt::rnd((size_t)(B * T * G), sd, -2.f, 2.f), H = gt::rnd((size_t)(B * T * u), sd + 1),
+                                 HR = gt::rnd((size_t)(B * T * u), sd + 2), R = gt::rnd((size_t)(B * T * u), sd + 3),
+                                 rb = gt::rnd((size_t)(B * rbw), sd + 4);
+                            std::vector<float> TMP((size_t)(B * u), NAN), y((size_t)(B * (L.seq ? T : 1) * u), NAN),
+                                mask((size_t)(B * T), 1.f);
+                            for (int64_t b = 0; b < B; b += 3) mask[(size_t)(b * T + t)] = 0.f;
+                            for (int64_t b = 0; b < B; b++)
+                                for (int64_t j = 0; j < u; j++) {
+                                    R[(size_t)(b * T * u + t * u + j)] = NAN;
+                                    if (s + 1 < T) H[(size_t)(b * T * u + L.tidx(s + 1) * u + j)] = NAN;
+                                }
+                            auto gru_args = [&](float *Z_, float *H_, float *HR_, float *R_, const float *rb_,
+                                                float *TMP_, float *y_, const float *mask_) {
+                                nnl::CellArgs a = L.args(Z_, H_, H_, H_, TMP_, y_, nullptr, nullptr, nullptr, nullptr,
+                                                         mask_);
+                                a.Z = Z_ + t * G, a.ldz = T * G; /* three gates a row */
+                                a.rb = rb_, a.hr = HR_ + t * u, a.R = R_ + t * u, a.reset_after = ra != 0;
+                                return a;
+                            };
+                            { /* forward */
+                                auto cZ = Z, cH = H, cR = R, cT = TMP, cy = y;
+                                nnl::CellArgs a = gru_args(cZ.data(), cH.data(), HR.data(), cR.data(), rb.data(),
+                                                           cT.data(), cy.data(), mask.data());
+                                gt::Dev dZ(Z), dH(H), dHR(HR), dR(R), drb(rb), dT(TMP), dy(y), dm(mask);
+                                nnl::CellArgs da = gru_args(dZ.d, dH.d, dHR.d, dR.d, drb.d, dT.d, dy.d, dm.d);
+                                for (int ph = 0; ph < (ra ? 1 : 2); ph++) {
+                                    a.phase = da.phase = ph;
+                                    gt::C().gru_forward(a);
+                                    nnl_cuda::gru_forward(gt::cell_dev(da));
+                                }
+                                gt::close_nan(dZ.get(), cZ, 1e-5, 1e-5, "forward: gates");
+                                gt::close_nan(dH.get(), cH, 1e-5, 1e-5, "forward: h");
+                                gt::close_nan(dR.get(), cR, 1e-5, 1e-5, "forward: R");
+                                gt::close_nan(dT.get(), cT, 1e-5, 1e-5, "forward: the last h");
+                                gt::close_nan(dy.get(), cy, 1e-5, 1e-5, "forward: output");
+                                CHECK(gt::same_bits(dHR.get(), HR));
+                            }
+                            /* backward: Z holds the gates */
+                            Z = gt::rnd((size_t)(B * T * G), sd + 5, 0.01f, 0.99f);
+                            R = gt::rnd((size_t)(B * T * u), sd + 6);
+                            auto dyv = gt::rnd((size_t)(B * (L.seq ? T : 1) * u), sd + 7);
+                            auto tmp0 = gt::rnd((size_t)(B * u), sd + 8);
+                            for (int first = 0; first < 2; first++)
+                                for (int drop = 0; drop < (ra ? 1 : 2); drop++) {
+                                    CAPTURE(first);
+                                    CAPTURE(drop);
+                                    auto dh0 = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 9);
+                                    std::vector<float> dn0((size_t)(B * u), NAN), tg0((size_t)(B * G), NAN);
+                                    auto cZ = Z, cR = R, cdh = dh0, cdn = dn0, ctg = tg0, ct = tmp0;
+                                    nnl::CellArgs a = gru_args(cZ.data(), H.data(), HR.data(), cR.data(), nullptr,
+                                                               ct.data(), nullptr, mask.data());
+                                    a.dy = dyv.data(), a.dh = cdh.data(), a.dn = cdn.data(), a.tg = ctg.data();
+                                    gt::Dev dZ(Z), dH(H), dHR(HR), dR(R), ddy(dyv), ddh(dh0), ddn(dn0), dtg(tg0),
+                                        dT(tmp0), dm(mask);
+                                    nnl::CellArgs da = gru_args(dZ.d, dH.d, dHR.d, dR.d, nullptr, dT.d, nullptr, dm.d);
+                                    da.dy = ddy.d, da.dh = ddh.d, da.dn = ddn.d, da.tg = dtg.d;
+                                    a.first = da.first = first != 0;
+                                    a.drop_h = da.drop_h = drop != 0;
+                                    for (int ph = 0; ph < (ra ? 1 : 2); ph++) {
+                                        a.phase = da.phase = ph;
+                                        gt::C().gru_backward(a);
+                                        nnl_cuda::gru_backward(gt::cell_dev(da));
+                                    }
+                                    gt::close_nan(dZ.get(), cZ, 1e-4, 1e-5, "backward: the gates' gradients");
+                                    gt::close_nan(dR.get(), cR, 1e-4, 1e-5, "backward: R");
+                                    gt::close_nan(ddh.get(), cdh, 1e-5, 1e-6, "backward: dh");
+                                    gt::close_nan(ddn.get(), cdn, 1e-4, 1e-5, "backward: dn");
+                                    gt::close_nan(dtg.get(), ctg, 0, 0, "backward: tg");
+                                    gt::close_nan(dT.get(), ct, 1e-5, 1e-6, "backward: tmp");
+                                }
+                        }
 }
 
 /* nnl_cuda::loss_metrics against Loss::run and Metric::run: every loss (from
