@@ -1552,6 +1552,11 @@ struct Kernels {
        r (drop_h: tmp *= r instead, added later through the mask), then z's
        and r's act'. */
     void (*gru_backward)(const CellArgs &a);
+    /* one SimpleRNN step: forward h = act(Z) (Z keeps it too), a masked row
+       keeps hp, the output as lstm_forward; backward dh (first: from zero)
+       += the output's gradient, tg = Z, Z = dh act'(h), a masked row's Z 0 */
+    void (*simple_forward)(const CellArgs &a);
+    void (*simple_backward)(const CellArgs &a);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -4085,6 +4090,8 @@ static void cpu_lstm_forward(const CellArgs &a);
 static void cpu_lstm_backward(const CellArgs &a);
 static void cpu_gru_forward(const CellArgs &a);
 static void cpu_gru_backward(const CellArgs &a);
+static void cpu_simple_forward(const CellArgs &a);
+static void cpu_simple_backward(const CellArgs &a);
 
 /* Kernel tables are filled field by field, by name (at compile time):
    adding an entry to Kernels cannot shift the others, and an entry left out
@@ -4142,6 +4149,8 @@ static constexpr Kernels cpu_table() {
     k.lstm_backward = cpu_lstm_backward;
     k.gru_forward = cpu_gru_forward;
     k.gru_backward = cpu_gru_backward;
+    k.simple_forward = cpu_simple_forward;
+    k.simple_backward = cpu_simple_backward;
     return k;
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
@@ -5702,6 +5711,53 @@ static void cpu_lstm_backward(const CellArgs &a) {
     }
 }
 
+/* The SimpleRNN step entries' CPU side (Kernels::simple_forward,
+   simple_backward): the loops Recurrent::forward and backward ran inline
+   for a SimpleRNN, moved unchanged. */
+static void cpu_simple_forward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *h = a.h + b * a.ldhn; /* h_s: the next step's h_{s-1} */
+        K().act_forward(a.act, z, z, 1, u);
+        memcpy(h, z, (size_t)u * sizeof(float));
+    }
+    if (a.mask) /* masked steps: the state stays as it was */
+        for (int64_t b = 0; b < B; b++) {
+            if (!masked(b)) continue;
+            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
+        }
+    for (int64_t b = 0; b < B; b++) { /* the output */
+        const float *h = a.h + b * a.ldhn;
+        if (a.seq) {
+            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
+            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+        } else if (s + 1 == T) {
+            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
+        }
+    }
+}
+static void cpu_simple_backward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.first) std::fill(a.dh, a.dh + B * u, 0.f);
+    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
+        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
+        if (d)
+            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * u;
+        memcpy(tgb, z, (size_t)u * sizeof(float)); /* the activated gates, for act'() */
+        if (masked(b)) { /* h_s = h_{s-1}: dh passes unchanged, no gate gradient */
+            std::fill(z, z + u, 0.f);
+            continue;
+        }
+        rnn_gate_backward(a.act, tgb, dhb, z, u);
+    }
+}
+
 /* The GRU step entries' CPU side (Kernels::gru_forward, gru_backward): the
    loops Recurrent::forward and backward ran inline for a GRU, moved
    unchanged. */
@@ -5937,11 +5993,10 @@ public:
        output, i.e. the carried h (zeros before the first kept step); with
        zero_output_for_mask=True (Keras 3's key), zeros. */
     bool any_length(const Shape &) const override { return true; }
-    /* GPU: LSTM and GRU without dropout (the cell, the masks, the state
-       copies and every GEMM go through K()). Not yet: dropout and
-       recurrent_dropout (their masks are drawn on the host), SimpleRNN (its
-       cell loops on the host). */
-    bool gpu_path() const override { return kind != CELL_SIMPLE && dropout == 0 && recurrent_dropout == 0; }
+    /* GPU: without dropout (the cell, the masks, the state copies and
+       every GEMM go through K()). Not yet: dropout and recurrent_dropout
+       (their masks are drawn on the host). */
+    bool gpu_path() const override { return dropout == 0 && recurrent_dropout == 0; }
     bool keeps_length() const override { return return_sequences; }
     bool supports_mask() const override { return true; }
     bool passes_mask() const override { return return_sequences; }
@@ -6011,15 +6066,17 @@ public:
         for (int64_t i = 0; i < n; i++) m[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
     }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
-    /* step s of an LSTM (ws laid out for batch B) as the step entries take it */
+    /* step s (ws laid out for batch B) as the step entries take it */
     CellArgs cell_args(int64_t B, int64_t s) const {
         CellArgs a;
         const int64_t u = units, t = tidx(s);
         a.B = B, a.u = u, a.T = T, a.t = t, a.s = s, a.act = act, a.ract = ract;
         a.Z = Zp() + t * gu(), a.ldz = T * gu();
         a.hp = HP(B) + t * u, a.ldh = T * u;
-        a.cp = s == 0 ? C0(B) : Cp(B) + tidx(s - 1) * u, a.ldcp = s == 0 ? u : T * u;
-        a.c = Cp(B) + t * u;
+        if (kind == CELL_LSTM) { /* c: the other cells have none (their C is empty: no pointer into it) */
+            a.cp = s == 0 ? C0(B) : Cp(B) + tidx(s - 1) * u, a.ldcp = s == 0 ? u : T * u;
+            a.c = Cp(B) + t * u;
+        }
         a.h = s + 1 < T ? HP(B) + tidx(s + 1) * u : TMP(B), a.ldhn = s + 1 < T ? T * u : u;
         a.mask = mask_in ? mask : nullptr;
         a.seq = return_sequences, a.zero_masked = zero_output_for_mask;
@@ -6105,27 +6162,9 @@ public:
                 }
                 continue;
             }
-            for (int64_t b = 0; b < B; b++) { /* SimpleRNN */
-                float *z = Zs + b * ldz;
-                float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u; /* h_s: the next step's h_{s-1} */
-                K().act_forward(act, z, z, 1, u);
-                memcpy(h, z, (size_t)u * sizeof(float));
-            }
-            if (mask_in) /* masked steps: the state stays as it was */
-                for (int64_t b = 0; b < B; b++) {
-                    if (!masked(b, t)) continue;
-                    float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
-                    memcpy(h, Hs + b * ldh, (size_t)u * sizeof(float));
-                }
-            for (int64_t b = 0; b < B; b++) { /* the output */
-                const float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
-                if (return_sequences) {
-                    if (zero_output_for_mask && masked(b, t)) std::fill(y + (b * T + s) * u, y + (b * T + s + 1) * u, 0.f);
-                    else memcpy(y + (b * T + s) * u, h, (size_t)u * sizeof(float));
-                } else if (s + 1 == T) {
-                    memcpy(y + b * u, h, (size_t)u * sizeof(float));
-                }
-            }
+            CellArgs a = cell_args(B, s); /* SimpleRNN: the cell, the mask and the output */
+            a.y = y;
+            K().simple_forward(a);
         }
         if (stateful) { /* the last states stay in the slots (tmp holds h_{T-1}) */
             K().rnn_rows(tmp, u, states[0].s, u, B, u, nullptr, 0, 0);
@@ -6145,7 +6184,6 @@ public:
         /* dropout: the masked inputs and states that forward multiplied */
         const float *mh = MH(B), *HR = drop_h ? HDp(B) : H;
         if (drop_x) x = XD(B);
-        if (kind == CELL_SIMPLE) std::fill(dh, dh + B * u, 0.f); /* LSTM, GRU: their entries' first step */
         for (int64_t s = T - 1; s >= 0; s--) {
             c.poll(); /* a data-parallel run's buckets in flight move on */
             const int64_t t = tidx(s);
@@ -6162,20 +6200,10 @@ public:
                 ga.R = R + t * u, ga.hr = HR + t * u, ga.reset_after = reset_after, ga.drop_h = drop_h, ga.phase = 0;
                 K().gru_backward(ga);
             }
-            for (int64_t b = 0; b < B && kind == CELL_SIMPLE; b++) { /* dh_s += the output's gradient */
-                const float *d = return_sequences ? dy + (b * T + s) * u : s + 1 == T ? dy + b * u : nullptr;
-                if (return_sequences && zero_output_for_mask && masked(b, t)) d = nullptr; /* a constant zero */
-                if (d)
-                    for (int64_t j = 0; j < u; j++) dh[b * u + j] += d[j];
-            }
-            for (int64_t b = 0; b < B && kind == CELL_SIMPLE; b++) {
-                float *z = Zs + b * ldz, *dhb = dh + b * u, *tgb = tg + b * G;
-                memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
-                if (masked(b, t)) { /* h_s = h_{s-1}: dh passes unchanged, no gate gradient */
-                    std::fill(z, z + G, 0.f);
-                    continue;
-                }
-                gate_backward(act, tgb, dhb, z, u);
+            if (kind == CELL_SIMPLE) { /* the output's gradient and the cell: a kernel-table entry */
+                CellArgs a = cell_args(B, s);
+                a.dy = dy, a.dh = dh, a.tg = tg, a.first = s == T - 1;
+                K().simple_backward(a);
             }
             /* dh_{s-1}; a masked row keeps its dh (saved in tmp around the GEMM) */
             if (kind != CELL_GRU) {
@@ -10054,6 +10082,8 @@ static void cu_lstm_forward(const CellArgs &a) { nnl_cuda::lstm_forward(cell_ste
 static void cu_lstm_backward(const CellArgs &a) { nnl_cuda::lstm_backward(cell_step(a)); }
 static void cu_gru_forward(const CellArgs &a) { nnl_cuda::gru_forward(cell_step(a)); }
 static void cu_gru_backward(const CellArgs &a) { nnl_cuda::gru_backward(cell_step(a)); }
+static void cu_simple_forward(const CellArgs &a) { nnl_cuda::simple_forward(cell_step(a)); }
+static void cu_simple_backward(const CellArgs &a) { nnl_cuda::simple_backward(cell_step(a)); }
 
 static constexpr Kernels cuda_table() {
     Kernels k = {};
@@ -10094,6 +10124,8 @@ static constexpr Kernels cuda_table() {
     k.lstm_backward = cu_lstm_backward;
     k.gru_forward = cu_gru_forward;
     k.gru_backward = cu_gru_backward;
+    k.simple_forward = cu_simple_forward;
+    k.simple_backward = cu_simple_backward;
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();

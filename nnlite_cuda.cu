@@ -1707,6 +1707,50 @@ __global__ void k_gru_bwd(CellStep a) {
         }
     }
 }
+/* SimpleRNN: thread (b, j) owns Z's, h's, tg's and the output's column j of
+   row b, and dh's value (b, j) */
+__global__ void k_simple_fwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz;
+        float hv = act1(a.act, z[j]);
+        z[j] = hv;
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (m) hv = a.hp[b * a.ldh + j]; /* the state stays as it was */
+        a.h[b * a.ldhn + j] = hv;
+        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
+        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+    }
+}
+__global__ void k_simple_bwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float dh = a.first ? 0.f : a.dh[e];
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (a.seq) {
+            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
+        } else if (a.s + 1 == a.T) {
+            dh += a.dy[b * u + j];
+        }
+        a.dh[e] = dh;
+        float *z = a.Z + b * a.ldz;
+        float hv = z[j];
+        a.tg[b * u + j] = hv;
+        z[j] = m ? 0.f : gate_d(a.act, hv, dh);
+    }
+}
+void simple_forward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_simple_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void simple_backward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_simple_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
 void gru_forward(const CellStep &a) {
     if (a.B <= 0 || a.u <= 0) return;
     k_gru_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);

@@ -167,6 +167,11 @@ void lstm_backward(const CellStep &a);
    of z and r. One thread per (row, unit). */
 void gru_forward(const CellStep &a);
 void gru_backward(const CellStep &a);
+/* One SimpleRNN step (cpu_simple_forward / cpu_simple_backward): h =
+   act(Z), a masked row keeps hp, the output; backward dh (first: from 0)
+   += the output's gradient, tg = Z, Z = dh act'(h) (0 where masked). */
+void simple_forward(const CellStep &a);
+void simple_backward(const CellStep &a);
 
 /* ---- losses: sparse categorical cross-entropy from logits, fused ----
    z (rows, C) logits, labels (rows) class ids as floats. Writes dz =

@@ -47,7 +47,7 @@ TEST_CASE("nnl_set_device refuses the recurrent layers without a GPU path by nam
     nnl_model *m = nnl_model_create();
     REQUIRE(nnl_add(m, "Embedding(30, 4, input_length=5)") == NNL_OK);
     REQUIRE(nnl_add(m, "GRU(6, return_sequences=True, recurrent_dropout=0.1)") == NNL_OK); /* GRU's GPU path: no dropout */
-    REQUIRE(nnl_add(m, "SimpleRNN(3)") == NNL_OK);
+    REQUIRE(nnl_add(m, "SimpleRNN(3, dropout=0.1)") == NNL_OK);
     REQUIRE(nnl_add(m, "Dense(2)") == NNL_OK);
     for (const char *d : {"cuda", "cuda:0", "gpu"}) {
         CAPTURE(d);

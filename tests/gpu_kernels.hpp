@@ -747,6 +747,73 @@ TEST_CASE("LSTM step: forward and backward (masks, go_backwards, sequences, acti
                     }
 }
 
+/* One SimpleRNN step, forward and backward, against the CPU entries:
+   tanh, relu, hard_sigmoid, linear; first / middle / last steps,
+   go_backwards, return_sequences (with zero_output_for_mask), a step mask.
+   Outputs NaN-poisoned: the step's h rows, y, tg, and dh when first. */
+TEST_CASE("SimpleRNN step: forward and backward (masks, go_backwards, sequences) match the CPU entries") {
+    gt::use(false);
+    const nnl::Act acts[] = {nnl::ACT_TANH, nnl::ACT_RELU, nnl::ACT_HARD_SIGMOID, nnl::ACT_LINEAR};
+    const int64_t B = 70, u = 33, T = 4;
+    int ncase = 0;
+    for (auto act : acts)
+        for (int64_t s : {0, 2, 3})
+            for (int back = 0; back < 2; back++)
+                for (int seq = 0; seq < 3; seq++)
+                    for (int masked = 0; masked < 2; masked++) {
+                        ncase++;
+                        CAPTURE((int)act);
+                        CAPTURE(s);
+                        CAPTURE(back);
+                        CAPTURE(seq);
+                        CAPTURE(masked);
+                        gt::LstmCase L; /* the layout, with one gate (C, C0 unused) */
+                        L.B = B, L.u = u, L.T = T, L.s = s, L.back = back != 0, L.seq = seq > 0,
+                        L.zero_masked = seq == 2, L.masked = masked != 0, L.act = act, L.ract = act;
+                        const int64_t t = L.tidx(s);
+                        const uint64_t sd = 900 + 10 * (uint64_t)ncase;
+                        auto Z = gt::rnd((size_t)(B * T * u), sd, -2.f, 2.f), H = gt::rnd((size_t)(B * T * u), sd + 1);
+                        std::vector<float> TMP((size_t)(B * u), NAN), y((size_t)(B * (L.seq ? T : 1) * u), NAN),
+                            mask((size_t)(B * T), 1.f);
+                        for (int64_t b = 0; b < B; b += 3) mask[(size_t)(b * T + t)] = 0.f;
+                        for (int64_t b = 0; b < B; b++)
+                            for (int64_t j = 0; j < u && s + 1 < T; j++) H[(size_t)(b * T * u + L.tidx(s + 1) * u + j)] = NAN;
+                        auto rnn_args = [&](float *Z_, float *H_, float *TMP_, float *y_, const float *mask_) {
+                            nnl::CellArgs a = L.args(Z_, H_, H_, H_, TMP_, y_, nullptr, nullptr, nullptr, nullptr, mask_);
+                            a.Z = Z_ + t * u, a.ldz = T * u; /* one gate a row */
+                            return a;
+                        };
+                        { /* forward */
+                            auto cZ = Z, cH = H, cT = TMP, cy = y;
+                            gt::C().simple_forward(rnn_args(cZ.data(), cH.data(), cT.data(), cy.data(), mask.data()));
+                            gt::Dev dZ(Z), dH(H), dT(TMP), dy(y), dm(mask);
+                            nnl_cuda::simple_forward(gt::cell_dev(rnn_args(dZ.d, dH.d, dT.d, dy.d, dm.d)));
+                            gt::close_nan(dZ.get(), cZ, 1e-5, 1e-5, "forward: h in Z");
+                            gt::close_nan(dH.get(), cH, 1e-5, 1e-5, "forward: h");
+                            gt::close_nan(dT.get(), cT, 1e-5, 1e-5, "forward: the last h");
+                            gt::close_nan(dy.get(), cy, 1e-5, 1e-5, "forward: output");
+                        }
+                        Z = gt::rnd((size_t)(B * T * u), sd + 2, 0.01f, 0.99f); /* the activated outputs */
+                        auto dyv = gt::rnd((size_t)(B * (L.seq ? T : 1) * u), sd + 3);
+                        for (int first = 0; first < 2; first++) {
+                            CAPTURE(first);
+                            auto dh0 = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 4);
+                            std::vector<float> tg0((size_t)(B * u), NAN);
+                            auto cZ = Z, cdh = dh0, ctg = tg0;
+                            nnl::CellArgs a = rnn_args(cZ.data(), H.data(), TMP.data(), nullptr, mask.data());
+                            a.dy = dyv.data(), a.dh = cdh.data(), a.tg = ctg.data(), a.first = first != 0;
+                            gt::C().simple_backward(a);
+                            gt::Dev dZ(Z), dH(H), dT(TMP), ddy(dyv), ddh(dh0), dtg(tg0), dm(mask);
+                            nnl::CellArgs da = rnn_args(dZ.d, dH.d, dT.d, nullptr, dm.d);
+                            da.dy = ddy.d, da.dh = ddh.d, da.tg = dtg.d, da.first = first != 0;
+                            nnl_cuda::simple_backward(gt::cell_dev(da));
+                            gt::close_nan(dZ.get(), cZ, 1e-5, 1e-6, "backward: dZ");
+                            gt::close_nan(ddh.get(), cdh, 1e-5, 1e-6, "backward: dh");
+                            gt::close_nan(dtg.get(), ctg, 0, 0, "backward: tg");
+                        }
+                    }
+}
+
 /* One GRU step, forward (phase 0, and phase 1 for reset_after=False) and
    backward (phase 0, then phase 1 with tmp as the product d pre(hh) U_h^T
    would leave it, with and without drop_h), against the CPU entries:

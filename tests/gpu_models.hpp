@@ -176,18 +176,18 @@ TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on th
 /* "no GPU" in the name: nnl_set_device checks the layers before it looks for
    a device, so this runs (and must pass) on a machine without one too */
 TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused by name and left on the CPU") {
-    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Reshape((2, 4))", "SimpleRNN(4)",
+    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Reshape((2, 4))", "Bidirectional(GRU(4))",
                               "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "", 3);
     CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
-    CHECK(gm::err().find("layer 'simple_rnn' (SimpleRNN) has no GPU path") != std::string::npos); /* it alone */
+    CHECK(gm::err().find("layer 'bidirectional' (Bidirectional) has no GPU path") != std::string::npos); /* it alone */
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     nnl_model_free(m);
     /* recurrent layers: CPU only until the GPU issue; refused by name
-       (Embedding, Masking, LSTM and GRU without dropout have a GPU path
-       since issue 15) */
+       (Embedding, Masking, and SimpleRNN, LSTM and GRU without dropout have
+       a GPU path since issue 15) */
     for (const char *spec : {"LSTM(4, dropout=0.2, input_shape=(5, 3))", "GRU(4, recurrent_dropout=0.2, input_shape=(5, 3))",
-                             "SimpleRNN(4, input_shape=(5, 3))"}) {
+                             "SimpleRNN(4, dropout=0.2, input_shape=(5, 3))"}) {
         CAPTURE(spec);
         nnl_model *r = gm::build({spec, "Dense(2, activation='softmax')"}, "Adam()", "sparse_categorical_crossentropy",
                                  "", 3);
@@ -204,7 +204,8 @@ TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused b
         {"Embedding(7, 3, mask_zero=True, input_length=5)", "Dense(2, activation='softmax')"},
         {"Masking(input_shape=(5, 3))", "Dense(2, activation='softmax')"},
         {"Embedding(7, 3, mask_zero=True, input_length=5)", "LSTM(4)", "Dense(2, activation='softmax')"},
-        {"Embedding(7, 3, input_length=5)", "GRU(4)", "Dense(2, activation='softmax')"}};
+        {"Embedding(7, 3, input_length=5)", "GRU(4)", "Dense(2, activation='softmax')"},
+        {"Embedding(7, 3, input_length=5)", "SimpleRNN(4)", "Dense(2, activation='softmax')"}};
     for (auto &layers : ok) {
         CAPTURE(layers[0]);
         nnl_model *e = gm::build(layers, "Adam()", "sparse_categorical_crossentropy", "", 3);
@@ -926,6 +927,48 @@ TEST_CASE("Embedding -> GRU -> Dense and masked GRU models: GPU history and weig
             CHECK(run.host_steps >= 3 * 8);
             CHECK(run.device_steps == 0);
         }
+    }
+}
+
+/* SimpleRNN on the GPU (issue 15): ids -> Embedding -> SimpleRNN -> Dense
+   (the loss on the device), and a masked, go_backwards sequence model (the
+   host loss); stacked with an LSTM. History and weights as the LSTM's. */
+TEST_CASE("SimpleRNN models: GPU history and weights match the CPU") {
+    const int n = 256, T = 10;
+    nnl::Rng r(47);
+    SUBCASE("Embedding -> SimpleRNN -> Dense") {
+        std::vector<float> x((size_t)(n * T)), t((size_t)n);
+        for (int i = 0; i < n; i++) {
+            for (int q = 0; q < T; q++) x[(size_t)(i * T + q)] = (float)r.below(40);
+            t[(size_t)i] = (float)((int)x[(size_t)(i * T + T - 1)] % 4);
+        }
+        gm::SeqRun run = gm::fit_both({"Embedding(40, 8, input_length=10)", "SimpleRNN(16)",
+                                       "Dense(4, activation='softmax')"},
+                                      "sparse_categorical_crossentropy", "accuracy", x, {T}, t, {}, n);
+        CHECK(run.device_steps >= 3 * 8);
+        CHECK(run.host_steps == 0);
+    }
+    SUBCASE("Masking -> SimpleRNN(go_backwards, sequences) -> LSTM(sequences) -> Dense per step, MSE") {
+        const int F = 3;
+        std::vector<float> x((size_t)(n * T * F), 0.f), t((size_t)(n * T), 0.f);
+        for (int i = 0; i < n; i++) {
+            int len = 3 + (int)r.below(T - 2);
+            float acc = 0;
+            for (int q = 0; q < len; q++) {
+                for (int f = 0; f < F; f++) {
+                    float v = (float)r.uniform() - 0.5f;
+                    x[(size_t)((i * T + q) * F + f)] = v;
+                    acc += v;
+                }
+                t[(size_t)(i * T + q)] = 0.5f * acc;
+            }
+        }
+        gm::SeqRun run = gm::fit_both({"Masking(mask_value=0.0, input_shape=(10, 3))",
+                                       "SimpleRNN(8, go_backwards=True, return_sequences=True)",
+                                       "LSTM(6, return_sequences=True)", "Dense(1)"},
+                                      "mse", "mae", x, {T, F}, t, {T, 1}, n);
+        CHECK(run.host_steps >= 3 * 8);
+        CHECK(run.device_steps == 0);
     }
 }
 

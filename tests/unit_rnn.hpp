@@ -443,16 +443,16 @@ TEST_CASE("stateful LSTM: fit carries states, reset_states option, model files k
     CHECK(system(rm.c_str()) == 0);
 }
 
-TEST_CASE("LSTM and GRU have a GPU path (not with dropout); SimpleRNN and Bidirectional not yet: nnl_set_device's "
+TEST_CASE("SimpleRNN, LSTM and GRU have a GPU path (not with dropout); Bidirectional not yet: nnl_set_device's "
           "list says so") {
-    for (const char *k : {"SimpleRNN", "Bidirectional"}) {
+    for (const char *k : {"Bidirectional"}) {
         auto &kind = nnl::layer_registry().at(k);
         nnl::Spec sp = nnl::parse_spec(kind.example);
         nnl::Args a(sp, k);
         CHECK_FALSE(kind.make(a)->gpu_path());
         CHECK(nnl::gpu_layer_names().find(k) == std::string::npos);
     }
-    for (const char *k : {"LSTM", "GRU"}) {
+    for (const char *k : {"SimpleRNN", "LSTM", "GRU"}) {
         auto &kind = nnl::layer_registry().at(k);
         nnl::Spec sp = nnl::parse_spec(kind.example);
         nnl::Args a(sp, k);
@@ -473,7 +473,7 @@ TEST_CASE("LSTM and GRU have a GPU path (not with dropout); SimpleRNN and Bidire
 }
 
 TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) names the layers "
-          "without one (Bidirectional), not Embedding, Masking, LSTM or GRU") {
+          "without one (Bidirectional), not Embedding, Masking, SimpleRNN, LSTM or GRU") {
     nnl_model *m = nnl_model_create();
     REQUIRE(nnl_add(m, "Embedding(20, 4, input_length=6)") == NNL_OK);
     REQUIRE(nnl_add(m, "LSTM(5, return_sequences=True)") == NNL_OK);
@@ -488,7 +488,7 @@ TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device
     CHECK(e.find("GPU layers: Activation") != std::string::npos); /* and says which layers have one */
     CHECK(e.find("Embedding") != std::string::npos);               /* in that list, since the GPU issue */
     CHECK(e.find("Masking") != std::string::npos);
-    for (const char *spec : {"SimpleRNN(3, input_shape=(4, 2))", "GRU(3, recurrent_dropout=0.1, input_shape=(4, 2))",
+    for (const char *spec : {"SimpleRNN(3, dropout=0.1, input_shape=(4, 2))", "GRU(3, recurrent_dropout=0.1, input_shape=(4, 2))",
                              "LSTM(3, dropout=0.1, input_shape=(4, 2))"}) {
         nnl_model *r = nnl_model_create();
         REQUIRE(nnl_add(r, spec) == NNL_OK);
@@ -513,7 +513,8 @@ TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device
                                     "LSTM(5, activation='relu', recurrent_activation='hard_sigmoid', "
                                     "return_sequences=True, go_backwards=True)",
                                     "Dense(3)"},
-          std::vector<const char *>{"Embedding(20, 4, input_length=6)", "GRU(5, reset_after=False)", "Dense(3)"}}) {
+          std::vector<const char *>{"Embedding(20, 4, input_length=6)", "GRU(5, reset_after=False)", "Dense(3)"},
+          std::vector<const char *>{"Masking(input_shape=(6, 3))", "SimpleRNN(5, stateful=False)", "Dense(3)"}}) {
         nnl_model *q = nnl_model_create();
         for (const char *s : specs) REQUIRE(nnl_add(q, s) == NNL_OK);
         CAPTURE(specs[0]);
