@@ -5890,7 +5890,14 @@ static void cpu_gru_backward(const CellArgs &a) {
    unmasked state, as Keras' LSTMCell and GRUCell (implementation 1; Keras'
    GRU implementation 2 leaves recurrent_dropout out, which nnlite does not
    copy). Backward masks the gradients that flow back through the masked
-   values. */
+   values.
+   Kernel table (the GPU path, issue 15): each cell's per-step loops are
+   one entry each way (lstm_forward / lstm_backward, gru_forward /
+   gru_backward in two phases when reset_after=False, simple_forward /
+   simple_backward; CPU entries: the loops as they were, bit for bit), the
+   state rows and a masked row's dh go through rnn_rows, and on a GPU the
+   recurrent products are K().sgemm instead of the packed U. Dropout's masks
+   are drawn and applied on the host: gpu_path() is false with dropout. */
 class Recurrent : public Layer {
 public:
     enum CellKind { CELL_SIMPLE, CELL_LSTM, CELL_GRU } kind;
@@ -6116,8 +6123,8 @@ public:
         K().sgemm(false, false, N, G, F, 1.f, x, F, W, G, 0.f, Z, G);
         if (bias) K().bias_add(Z, bias, N, G); /* GRU reset_after: row 0, the input bias */
         const float *rbias = bias && kind == CELL_GRU && reset_after ? bias + G : nullptr;
-        /* U packed once for every step's h U on the CPU; on a GPU (LSTM
-           only) each step's product is a K().sgemm */
+        /* U packed once for every step's h U on the CPU; on a GPU
+           each step's product is a K().sgemm */
         const bool packed = (kind != CELL_GRU || reset_after) && !on_gpu;
         if (packed) gemm::pack_b_all(false, U, G, u, G, pk);
         /* the initial states: the slots' (stateful) or zeros */
@@ -9746,14 +9753,20 @@ struct nnl_model : nnl::Model {};
    - Embedding's gradient sorts the batch's ids on the host (they come down
      once per step: a synchronisation) and sums each id's rows on the device
      in row order, without atomics (cu_embedding_grad).
-   - Layers whose code loops over data on the host (the recurrent layers,
-     Bidirectional: any layer whose gpu_path() is false) are refused with
-     NNL_ERR_UNSUPPORTED.
+   - The recurrent layers (SimpleRNN, LSTM, GRU) run a step as the
+     recurrent K().sgemm plus one cell entry (lstm_forward, gru_forward,
+     simple_forward and their backward; GRU with reset_after=False two
+     each way, around its inner product); their state rows and a masked
+     row's dh go through rnn_rows. Compiled, not yet run on a GPU.
+   - Layers whose code loops over data on the host (Bidirectional, a
+     recurrent layer with dropout or recurrent_dropout, whose masks are
+     drawn on the host: any layer whose gpu_path() is false) are refused
+     with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 namespace nnl {
 
-/* The layers of m with no GPU path (Layer::gpu_path false: the recurrent
-   layers and Bidirectional until the GPU issue, ...), as
+/* The layers of m with no GPU path (Layer::gpu_path false: Bidirectional,
+   recurrent layers with dropout, ...), as
    "layer 'lstm' (LSTM)" or "layers 'lstm' (LSTM), 'gru' (GRU)";
    empty when every layer has one. Both builds name them: the CUDA build
    refuses such a model before it looks for a device, the CPU-only build
