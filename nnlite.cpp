@@ -1404,6 +1404,34 @@ struct Window {
     int64_t kvol() const { return k[0] * k[1] * k[2]; }
 };
 
+/* One LSTM or GRU step over the B rows of a batch, as Recurrent lays it out
+   (the Kernels' lstm_forward, lstm_backward, gru_forward, gru_backward):
+   row b of each array at p + b * ld. */
+struct CellArgs {
+    int64_t B = 0, u = 0, T = 0, t = 0, s = 0; /* rows, units, steps, the step's time index and number */
+    Act act = ACT_TANH, ract = ACT_SIGMOID;
+    float *Z = nullptr;                      /* the step's gates (B, g u), stride ldz */
+    const float *hp = nullptr, *cp = nullptr; /* h_{s-1} (stride ldh), c_{s-1} (stride ldcp) */
+    float *c = nullptr, *h = nullptr;        /* c_s (stride ldh), h_s (stride ldhn) */
+    int64_t ldz = 0, ldh = 0, ldcp = 0, ldhn = 0;
+    const float *mask = nullptr;             /* the step mask (B, T) or NULL */
+    float *y = nullptr;                      /* forward: the output */
+    const float *dy = nullptr;               /* backward: the output's gradient */
+    float *dh = nullptr, *dc = nullptr;      /* backward: dL/dh, dL/dc (B, u) */
+    float *tg = nullptr, *tmp = nullptr;     /* backward scratch (B, g u), (B, u) */
+    bool seq = false, zero_masked = false, first = false;
+    /* GRU: rb the recurrent product's rows (B, 3u with reset_after, else B,
+       2u), hr h_{s-1} as the recurrent products saw it (recurrent_dropout's
+       mask applied; stride ldh), R the step's row of Recurrent's R (stride
+       ldh), dn dL/dh_{s-1} being built (B, u); phase: the part of the step
+       before (0) or after (1) the product that reset_after=False puts
+       between; drop_h: recurrent_dropout in this batch (CPU only) */
+    const float *rb = nullptr, *hr = nullptr;
+    float *R = nullptr, *dn = nullptr;
+    int phase = 0;
+    bool reset_after = false, drop_h = false;
+};
+
 struct Kernels {
     const char *name;
     /* C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + beta * C; op transposes when ta/tb. */
@@ -1494,6 +1522,44 @@ struct Kernels {
     void (*masking_forward)(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value);
     /* dx[r, :] = mask[r] != 0 ? dy[r, :] : 0 */
     void (*masking_backward)(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F);
+    /* ---- recurrent layers (Recurrent) ---- */
+    /* B rows of u values: dst[b * ldd + j] = src[b * lds + j], or 0 when src
+       is NULL; with a step mask (B, T; may be NULL) only the rows b masked
+       at time t (mask[b * T + t] == 0) */
+    void (*rnn_rows)(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                     const float *mask, int64_t T, int64_t t);
+    /* one LSTM step (Recurrent::forward) over B rows, after the recurrent
+       GEMM: the pre-activations Z become the gates i, f, g, o; c = f cp + i
+       g, h = o act(c) into C and H; a row masked at t keeps hp and cp; the
+       output y at step s (return_sequences: (B, T, u) rows, zeros for
+       masked rows with zero_masked; else (B, u) at the last step) */
+    void (*lstm_forward)(const CellArgs &a);
+    /* its backward for step s (Recurrent::backward): dh += the output's
+       gradient, then Z (the gates) becomes the pre-activations' gradients
+       and dc dL/dc_{s-1}; a masked row's Z becomes 0 and dh, dc pass on.
+       first (the last step): dh and dc start at zero. tg, tmp: scratch
+       (B x 4u, B x u; the CPU's, unused on a GPU) */
+    void (*lstm_backward)(const CellArgs &a);
+    /* one GRU step (Keras' GRUCell, reset_after either way), after the
+       recurrent product rb: phase 0 adds rb into the z and r columns and
+       activates them, then R = the recurrent h part (reset_after, and
+       pre(hh) += r R) or r hr; with reset_after, or in phase 1 (after
+       pre(hh) += (r hr) U_h), hh = act(pre(hh)), h = z hp + (1 - z) hh, a
+       masked row keeps hp, and the output as lstm_forward */
+    void (*gru_forward)(const CellArgs &a);
+    /* its backward. Phase 0: dh (first: from zero) += the output's
+       gradient; tg = the gates; Z becomes dz, dr (reset_after: through
+       ract'), d pre(hh); dn = dh z; with reset_after R becomes the recurrent
+       h part's gradient; a masked row: Z and R 0, dn = dh. Phase 1
+       (reset_after=False), tmp holding d(r h_{s-1}): dr = tmp hr, dn += tmp
+       r (drop_h: tmp *= r instead, added later through the mask), then z's
+       and r's act'. */
+    void (*gru_backward)(const CellArgs &a);
+    /* one SimpleRNN step: forward h = act(Z) (Z keeps it too), a masked row
+       keeps hp, the output as lstm_forward; backward dh (first: from zero)
+       += the output's gradient, tg = Z, Z = dh act'(h), a masked row's Z 0 */
+    void (*simple_forward)(const CellArgs &a);
+    void (*simple_backward)(const CellArgs &a);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -4011,6 +4077,25 @@ static void cpu_masking_backward(const float *mask, const float *dy, float *dx, 
         for (int64_t j = 0; j < F; j++) dx[r * F + j] = mask[r] != 0.f ? dy[r * F + j] : 0.f;
 }
 
+/* ---- recurrent layers ----
+   The row copies and fills Recurrent ran inline (memcpy, std::fill: the
+   same values). The LSTM step entries are defined with Recurrent, whose
+   loops they are (they call K() for the activations, as those loops did). */
+static void cpu_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                         const float *mask, int64_t T, int64_t t) {
+    for (int64_t b = 0; b < B; b++) {
+        if (mask && mask[b * T + t] != 0.f) continue;
+        if (src) memcpy(dst + b * ldd, src + b * lds, (size_t)u * sizeof(float));
+        else std::fill(dst + b * ldd, dst + b * ldd + u, 0.f);
+    }
+}
+static void cpu_lstm_forward(const CellArgs &a);
+static void cpu_lstm_backward(const CellArgs &a);
+static void cpu_gru_forward(const CellArgs &a);
+static void cpu_gru_backward(const CellArgs &a);
+static void cpu_simple_forward(const CellArgs &a);
+static void cpu_simple_backward(const CellArgs &a);
+
 /* Kernel tables are filled field by field, by name (at compile time):
    adding an entry to Kernels cannot shift the others, and an entry left out
    stays NULL, which kernels_complete() reports (the unit and GPU tests check
@@ -4062,6 +4147,13 @@ static constexpr Kernels cpu_table() {
     k.embedding_grad = cpu_embedding_grad;
     k.masking_forward = cpu_masking_forward;
     k.masking_backward = cpu_masking_backward;
+    k.rnn_rows = cpu_rnn_rows;
+    k.lstm_forward = cpu_lstm_forward;
+    k.lstm_backward = cpu_lstm_backward;
+    k.gru_forward = cpu_gru_forward;
+    k.gru_backward = cpu_gru_backward;
+    k.simple_forward = cpu_simple_forward;
+    k.simple_backward = cpu_simple_backward;
     return k;
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
@@ -5562,6 +5654,245 @@ public:
     }
 };
 
+/* ---- The LSTM step entries' CPU side (Kernels::lstm_forward, lstm_backward)
+   The loops Recurrent::forward and backward ran inline for an LSTM, moved
+   unchanged (the same results, bit for bit): Keras' default activations
+   (tanh, sigmoid) take the fused vectorised kernels, the others one
+   activation call per gate block. A row is masked at time t when the step
+   mask holds 0 there. */
+/* dx = dy act'(.) from the activation's output y (n values) */
+static void rnn_gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
+    if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
+    for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
+}
+static void cpu_lstm_forward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.act == ACT_TANH && a.ract == ACT_SIGMOID) { /* one vectorised pass over the step */
+        simd::run<LstmStepK>(a.Z, a.ldz, a.cp, a.ldcp, a.c, a.ldh, a.h, a.ldhn, B, u);
+    } else {
+        for (int64_t b = 0; b < B; b++) {
+            float *z = a.Z + b * a.ldz, *h = a.h + b * a.ldhn;
+            K().act_forward(a.ract, z, z, 1, 2 * u);
+            K().act_forward(a.act, z + 2 * u, z + 2 * u, 1, u);
+            K().act_forward(a.ract, z + 3 * u, z + 3 * u, 1, u);
+            const float *cp = a.cp + b * a.ldcp;
+            float *c = a.c + b * a.ldh;
+            for (int64_t j = 0; j < u; j++) c[j] = z[u + j] * cp[j] + z[j] * z[2 * u + j];
+            K().act_forward(a.act, c, h, 1, u);
+            for (int64_t j = 0; j < u; j++) h[j] *= z[3 * u + j];
+        }
+    }
+    if (a.mask) /* masked steps: the state stays as it was */
+        for (int64_t b = 0; b < B; b++) {
+            if (!masked(b)) continue;
+            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
+            memcpy(a.c + b * a.ldh, a.cp + b * a.ldcp, (size_t)u * sizeof(float));
+        }
+    for (int64_t b = 0; b < B; b++) { /* the output */
+        const float *h = a.h + b * a.ldhn;
+        if (a.seq) {
+            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
+            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+        } else if (s + 1 == T) {
+            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
+        }
+    }
+}
+static void cpu_lstm_backward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 4 * u;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    const bool fused = a.act == ACT_TANH && a.ract == ACT_SIGMOID;
+    if (a.first) {
+        std::fill(a.dh, a.dh + B * u, 0.f);
+        std::fill(a.dc, a.dc + B * u, 0.f);
+    }
+    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
+        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
+        if (d)
+            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * G;
+        const float *cp = a.cp + b * a.ldcp, *c = a.c + b * a.ldh;
+        if (fused && !masked(b)) {
+            simd::run<LstmStepBackK>(z, (const float *)dhb, a.dc + b * u, c, cp, u);
+            continue;
+        }
+        memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
+        if (masked(b)) { /* h_s = h_{s-1} (and c): dh and dc pass unchanged, no gate gradient */
+            std::fill(z, z + G, 0.f);
+            continue;
+        }
+        float *ac = a.tmp + b * u, *dcb = a.dc + b * u;
+        K().act_forward(a.act, c, ac, 1, u);
+        for (int64_t j = 0; j < u; j++) { /* dh o -> through act(c), into dc */
+            float o = tgb[3 * u + j];
+            z[3 * u + j] = dhb[j] * ac[j]; /* do */
+            dhb[j] *= o;
+        }
+        rnn_gate_backward(a.act, ac, dhb, dhb, u);
+        for (int64_t j = 0; j < u; j++) {
+            float d = dcb[j] + dhb[j];
+            z[j] = d * tgb[2 * u + j]; /* di = dc g */
+            z[u + j] = d * cp[j];      /* df = dc c_{s-1} */
+            z[2 * u + j] = d * tgb[j]; /* dg = dc i */
+            dcb[j] = d * tgb[u + j];   /* dc_{s-1} = dc f */
+        }
+        rnn_gate_backward(a.ract, tgb, z, z, 2 * u);
+        rnn_gate_backward(a.act, tgb + 2 * u, z + 2 * u, z + 2 * u, u);
+        rnn_gate_backward(a.ract, tgb + 3 * u, z + 3 * u, z + 3 * u, u);
+    }
+}
+
+/* The SimpleRNN step entries' CPU side (Kernels::simple_forward,
+   simple_backward): the loops Recurrent::forward and backward ran inline
+   for a SimpleRNN, moved unchanged. */
+static void cpu_simple_forward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *h = a.h + b * a.ldhn; /* h_s: the next step's h_{s-1} */
+        K().act_forward(a.act, z, z, 1, u);
+        memcpy(h, z, (size_t)u * sizeof(float));
+    }
+    if (a.mask) /* masked steps: the state stays as it was */
+        for (int64_t b = 0; b < B; b++) {
+            if (!masked(b)) continue;
+            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
+        }
+    for (int64_t b = 0; b < B; b++) { /* the output */
+        const float *h = a.h + b * a.ldhn;
+        if (a.seq) {
+            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
+            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+        } else if (s + 1 == T) {
+            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
+        }
+    }
+}
+static void cpu_simple_backward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.first) std::fill(a.dh, a.dh + B * u, 0.f);
+    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
+        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
+        if (d)
+            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * u;
+        memcpy(tgb, z, (size_t)u * sizeof(float)); /* the activated gates, for act'() */
+        if (masked(b)) { /* h_s = h_{s-1}: dh passes unchanged, no gate gradient */
+            std::fill(z, z + u, 0.f);
+            continue;
+        }
+        rnn_gate_backward(a.act, tgb, dhb, z, u);
+    }
+}
+
+/* The GRU step entries' CPU side (Kernels::gru_forward, gru_backward): the
+   loops Recurrent::forward and backward ran inline for a GRU, moved
+   unchanged. */
+static void cpu_gru_forward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 3 * u;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.phase == 0)
+        for (int64_t b = 0; b < B; b++) {
+            float *z = a.Z + b * a.ldz;
+            const float *hp = a.hr + b * a.ldh; /* read only by r * h_{s-1} (reset_after=False) */
+            const float *rr = a.rb + b * (a.reset_after ? G : 2 * u);
+            for (int64_t j = 0; j < 2 * u; j++) z[j] += rr[j];
+            K().act_forward(a.ract, z, z, 1, 2 * u);
+            float *rh = a.R + b * a.ldh;
+            if (a.reset_after) {
+                for (int64_t j = 0; j < u; j++) {
+                    rh[j] = rr[2 * u + j];
+                    z[2 * u + j] += z[u + j] * rr[2 * u + j];
+                }
+            } else {
+                for (int64_t j = 0; j < u; j++) rh[j] = z[u + j] * hp[j];
+            }
+        }
+    if (!a.reset_after && a.phase == 0) return; /* (r h_{s-1}) U_h comes first */
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz;
+        const float *hp = a.hp + b * a.ldh;
+        float *h = a.h + b * a.ldhn;
+        K().act_forward(a.act, z + 2 * u, z + 2 * u, 1, u);
+        for (int64_t j = 0; j < u; j++) h[j] = z[j] * hp[j] + (1.f - z[j]) * z[2 * u + j];
+    }
+    if (a.mask) /* masked steps: the state stays as it was */
+        for (int64_t b = 0; b < B; b++) {
+            if (!masked(b)) continue;
+            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
+        }
+    for (int64_t b = 0; b < B; b++) { /* the output */
+        const float *h = a.h + b * a.ldhn;
+        if (a.seq) {
+            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
+            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+        } else if (s + 1 == T) {
+            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
+        }
+    }
+}
+static void cpu_gru_backward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 3 * u;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.phase == 1) { /* d(r h_{s-1}) in tmp: dr, and its part of dh_{s-1} */
+        for (int64_t b = 0; b < B; b++) {
+            float *z = a.Z + b * a.ldz, *tgb = a.tg + b * G, *drh = a.tmp + b * u, *dnb = a.dn + b * u;
+            const float *hp = a.hr + b * a.ldh;
+            for (int64_t j = 0; j < u; j++) {
+                z[u + j] = drh[j] * hp[j];
+                if (a.drop_h) drh[j] *= tgb[u + j]; /* d(masked h_{s-1}), completed by the caller */
+                else dnb[j] += drh[j] * tgb[u + j];
+            }
+            rnn_gate_backward(a.ract, tgb, z, z, 2 * u);
+        }
+        return;
+    }
+    if (a.first) std::fill(a.dh, a.dh + B * u, 0.f);
+    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
+        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
+        if (d)
+            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
+    }
+    for (int64_t b = 0; b < B; b++) {
+        float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * G;
+        const float *hp = a.hp + b * a.ldh;
+        memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
+        if (masked(b)) { /* h_s = h_{s-1}: dh passes unchanged, no gate gradient */
+            std::fill(z, z + G, 0.f);
+            memcpy(a.dn + b * u, dhb, (size_t)u * sizeof(float));
+            if (a.reset_after) std::fill(a.R + b * a.ldh, a.R + b * a.ldh + u, 0.f);
+            continue;
+        }
+        /* h = z h_{s-1} + (1 - z) hh */
+        float *dnb = a.dn + b * u;
+        for (int64_t j = 0; j < u; j++) {
+            float zz = tgb[j], hh = tgb[2 * u + j];
+            z[j] = dhb[j] * (hp[j] - hh);
+            z[2 * u + j] = dhb[j] * (1.f - zz);
+            dnb[j] = dhb[j] * zz;
+        }
+        rnn_gate_backward(a.act, tgb + 2 * u, z + 2 * u, z + 2 * u, u); /* d pre(hh) */
+        if (a.reset_after) {
+            float *rh = a.R + b * a.ldh;
+            for (int64_t j = 0; j < u; j++) {
+                float da = z[2 * u + j];
+                z[u + j] = da * rh[j];   /* dr */
+                rh[j] = da * tgb[u + j]; /* d(recurrent h part) */
+            }
+            rnn_gate_backward(a.ract, tgb, z, z, 2 * u);
+        }
+    }
+}
+
 /* ---- Recurrent layers: SimpleRNN, LSTM, GRU -------------------------------
    Keras' cells, arguments, defaults and weight layouts. Per sample the input
    is (T, F) and the output (units) or, with return_sequences, (T, units).
@@ -5594,7 +5925,14 @@ public:
    unmasked state, as Keras' LSTMCell and GRUCell (implementation 1; Keras'
    GRU implementation 2 leaves recurrent_dropout out, which nnlite does not
    copy). Backward masks the gradients that flow back through the masked
-   values. */
+   values.
+   Kernel table (the GPU path, issue 15): each cell's per-step loops are
+   one entry each way (lstm_forward / lstm_backward, gru_forward /
+   gru_backward in two phases when reset_after=False, simple_forward /
+   simple_backward; CPU entries: the loops as they were, bit for bit), the
+   state rows and a masked row's dh go through rnn_rows, and on a GPU the
+   recurrent products are K().sgemm instead of the packed U. Dropout's masks
+   are drawn and applied on the host: gpu_path() is false with dropout. */
 class Recurrent : public Layer {
 public:
     enum CellKind { CELL_SIMPLE, CELL_LSTM, CELL_GRU } kind;
@@ -5697,6 +6035,10 @@ public:
        output, i.e. the carried h (zeros before the first kept step); with
        zero_output_for_mask=True (Keras 3's key), zeros. */
     bool any_length(const Shape &) const override { return true; }
+    /* GPU: without dropout (the cell, the masks, the state copies and
+       every GEMM go through K()). Not yet: dropout and recurrent_dropout
+       (their masks are drawn on the host). */
+    bool gpu_path() const override { return dropout == 0 && recurrent_dropout == 0; }
     bool keeps_length() const override { return return_sequences; }
     bool supports_mask() const override { return true; }
     bool passes_mask() const override { return return_sequences; }
@@ -5766,12 +6108,25 @@ public:
         for (int64_t i = 0; i < n; i++) m[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
     }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
-    /* LSTM with Keras' default activations: the fused step kernels */
-    bool fused_lstm() const { return kind == CELL_LSTM && act == ACT_TANH && ract == ACT_SIGMOID; }
+    /* step s (ws laid out for batch B) as the step entries take it */
+    CellArgs cell_args(int64_t B, int64_t s) const {
+        CellArgs a;
+        const int64_t u = units, t = tidx(s);
+        a.B = B, a.u = u, a.T = T, a.t = t, a.s = s, a.act = act, a.ract = ract;
+        a.Z = Zp() + t * gu(), a.ldz = T * gu();
+        a.hp = HP(B) + t * u, a.ldh = T * u;
+        if (kind == CELL_LSTM) { /* c: the other cells have none (their C is empty: no pointer into it) */
+            a.cp = s == 0 ? C0(B) : Cp(B) + tidx(s - 1) * u, a.ldcp = s == 0 ? u : T * u;
+            a.c = Cp(B) + t * u;
+        }
+        a.h = s + 1 < T ? HP(B) + tidx(s + 1) * u : TMP(B), a.ldhn = s + 1 < T ? T * u : u;
+        a.mask = mask_in ? mask : nullptr;
+        a.seq = return_sequences, a.zero_masked = zero_output_for_mask;
+        return a;
+    }
     /* dx = dy act'(.) from the activation's output y (n values) */
     static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
-        if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
-        for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
+        rnn_gate_backward(a, y, dy, dx, n);
     }
 
     void check_slots(int64_t B) const {
@@ -5803,20 +6158,14 @@ public:
         K().sgemm(false, false, N, G, F, 1.f, x, F, W, G, 0.f, Z, G);
         if (bias) K().bias_add(Z, bias, N, G); /* GRU reset_after: row 0, the input bias */
         const float *rbias = bias && kind == CELL_GRU && reset_after ? bias + G : nullptr;
-        /* U packed once for every step's h U (CPU only: recurrent layers have no GPU path yet) */
-        const bool packed = kind != CELL_GRU || reset_after, fused = fused_lstm();
+        /* U packed once for every step's h U on the CPU; on a GPU
+           each step's product is a K().sgemm */
+        const bool packed = (kind != CELL_GRU || reset_after) && !on_gpu;
         if (packed) gemm::pack_b_all(false, U, G, u, G, pk);
         /* the initial states: the slots' (stateful) or zeros */
         const int64_t t0 = tidx(0);
-        for (int64_t b = 0; b < B; b++) {
-            float *h = H + (b * T + t0) * u;
-            if (stateful) memcpy(h, states[0].s + b * u, (size_t)u * sizeof(float));
-            else std::fill(h, h + u, 0.f);
-            if (kind == CELL_LSTM) {
-                if (stateful) memcpy(c0 + b * u, states[1].s + b * u, (size_t)u * sizeof(float));
-                else std::fill(c0 + b * u, c0 + (b + 1) * u, 0.f);
-            }
-        }
+        K().rnn_rows(stateful ? states[0].s : nullptr, u, H + t0 * u, T * u, B, u, nullptr, 0, 0);
+        if (kind == CELL_LSTM) K().rnn_rows(stateful ? states[1].s : nullptr, u, c0, u, B, u, nullptr, 0, 0);
         for (int64_t s = 0; s < T; s++) {
             const int64_t t = tidx(s), ldz = T * G, ldh = T * u;
             float *Zs = Z + t * G;
@@ -5828,184 +6177,83 @@ public:
             bool zero_h = s == 0 && !stateful; /* h_{-1} = 0: no recurrent product */
             if (kind == CELL_GRU) {
                 if (reset_after) { /* rb = h U + recurrent bias, all three parts */
-                    gemm::sgemm_packed(B, Hr, ldh, pk, 0.f, rb, G);
+                    if (packed) gemm::sgemm_packed(B, Hr, ldh, pk, 0.f, rb, G);
+                    else K().sgemm(false, false, B, G, u, 1.f, Hr, ldh, U, G, 0.f, rb, G);
                     if (rbias) K().bias_add(rb, rbias, B, G);
                 } else { /* z and r parts first; h's needs r */
                     K().sgemm(false, false, B, 2 * u, u, 1.f, Hr, ldh, U, G, 0.f, rb, 2 * u);
                 }
             } else if (!zero_h) {
-                gemm::sgemm_packed(B, Hr, ldh, pk, 1.f, Zs, ldz);
+                if (packed) gemm::sgemm_packed(B, Hr, ldh, pk, 1.f, Zs, ldz);
+                else K().sgemm(false, false, B, G, u, 1.f, Hr, ldh, U, G, 1.f, Zs, ldz);
             }
-            if (fused) { /* LSTM with tanh and sigmoid: one vectorised pass over the step */
-                const float *cp = s == 0 ? c0 : C + tidx(s - 1) * u;
-                float *hn = s + 1 < T ? H + tidx(s + 1) * u : tmp;
-                simd::run<LstmStepK>(Zs, ldz, cp, s == 0 ? u : ldh, C + t * u, ldh, hn, s + 1 < T ? ldh : u, B, u);
+            if (kind == CELL_LSTM) { /* the cell, the mask and the output: one kernel-table entry */
+                CellArgs a = cell_args(B, s);
+                a.y = y;
+                K().lstm_forward(a);
+                continue;
             }
-            for (int64_t b = 0; b < B && !fused; b++) {
-                float *z = Zs + b * ldz;
-                const float *hp = Hr + b * ldh; /* read only by GRU's r * h_{s-1} (reset_after=False) */
-                float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u; /* h_s: the next step's h_{s-1} */
-                if (kind == CELL_SIMPLE) {
-                    K().act_forward(act, z, z, 1, u);
-                    memcpy(h, z, (size_t)u * sizeof(float));
-                } else if (kind == CELL_LSTM) {
-                    K().act_forward(ract, z, z, 1, 2 * u);
-                    K().act_forward(act, z + 2 * u, z + 2 * u, 1, u);
-                    K().act_forward(ract, z + 3 * u, z + 3 * u, 1, u);
-                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                    float *c = C + (b * T + t) * u;
-                    for (int64_t j = 0; j < u; j++) c[j] = z[u + j] * cp[j] + z[j] * z[2 * u + j];
-                    K().act_forward(act, c, h, 1, u);
-                    for (int64_t j = 0; j < u; j++) h[j] *= z[3 * u + j];
-                } else {
-                    const float *rr = rb + b * (reset_after ? G : 2 * u);
-                    for (int64_t j = 0; j < 2 * u; j++) z[j] += rr[j];
-                    K().act_forward(ract, z, z, 1, 2 * u);
-                    float *rh = R + (b * T + t) * u;
-                    if (reset_after) {
-                        for (int64_t j = 0; j < u; j++) {
-                            rh[j] = rr[2 * u + j];
-                            z[2 * u + j] += z[u + j] * rr[2 * u + j];
-                        }
-                    } else {
-                        for (int64_t j = 0; j < u; j++) rh[j] = z[u + j] * hp[j];
-                    }
-                }
-            }
-            if (kind == CELL_GRU) {
-                if (!reset_after) /* h part: (r * h_{s-1}) U_h, into Z's h columns */
+            if (kind == CELL_GRU) { /* the cell, the mask and the output: kernel-table entries */
+                CellArgs a = cell_args(B, s);
+                a.y = y, a.rb = rb, a.hr = Hr, a.R = R + t * u, a.reset_after = reset_after, a.phase = 0;
+                K().gru_forward(a);
+                if (!reset_after) { /* h part: (r * h_{s-1}) U_h, into Z's h columns */
                     K().sgemm(false, false, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, Zs + 2 * u, ldz);
-                for (int64_t b = 0; b < B; b++) {
-                    float *z = Zs + b * ldz;
-                    const float *hp = Hs + b * ldh;
-                    float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
-                    K().act_forward(act, z + 2 * u, z + 2 * u, 1, u);
-                    for (int64_t j = 0; j < u; j++) h[j] = z[j] * hp[j] + (1.f - z[j]) * z[2 * u + j];
+                    a.phase = 1;
+                    K().gru_forward(a);
                 }
+                continue;
             }
-            if (mask_in) /* masked steps: the state stays as it was */
-                for (int64_t b = 0; b < B; b++) {
-                    if (!masked(b, t)) continue;
-                    float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
-                    memcpy(h, Hs + b * ldh, (size_t)u * sizeof(float));
-                    if (kind == CELL_LSTM) {
-                        const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                        memcpy(C + (b * T + t) * u, cp, (size_t)u * sizeof(float));
-                    }
-                }
-            for (int64_t b = 0; b < B; b++) { /* the output */
-                const float *h = s + 1 < T ? H + (b * T + tidx(s + 1)) * u : tmp + b * u;
-                if (return_sequences) {
-                    if (zero_output_for_mask && masked(b, t)) std::fill(y + (b * T + s) * u, y + (b * T + s + 1) * u, 0.f);
-                    else memcpy(y + (b * T + s) * u, h, (size_t)u * sizeof(float));
-                } else if (s + 1 == T) {
-                    memcpy(y + b * u, h, (size_t)u * sizeof(float));
-                }
-            }
+            CellArgs a = cell_args(B, s); /* SimpleRNN: the cell, the mask and the output */
+            a.y = y;
+            K().simple_forward(a);
         }
-        if (stateful) /* the last states stay in the slots (tmp holds h_{T-1}) */
-            for (int64_t b = 0; b < B; b++) {
-                memcpy(states[0].s + b * u, tmp + b * u, (size_t)u * sizeof(float));
-                if (kind == CELL_LSTM) memcpy(states[1].s + b * u, C + (b * T + tidx(T - 1)) * u, (size_t)u * sizeof(float));
-            }
+        if (stateful) { /* the last states stay in the slots (tmp holds h_{T-1}) */
+            K().rnn_rows(tmp, u, states[0].s, u, B, u, nullptr, 0, 0);
+            if (kind == CELL_LSTM) K().rnn_rows(C + tidx(T - 1) * u, T * u, states[1].s, u, B, u, nullptr, 0, 0);
+        }
     }
 
     void backward(const float *x, const float *y, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         (void)y;
         const int64_t u = units, G = gu(), N = B * T, ldz = T * G, ldh = T * u;
-        float *Z = Zp(), *H = HP(B), *C = Cp(B), *R = Rp(B), *c0 = C0(B), *dh = DH(B), *dn = DN(B), *rb = RB(B),
+        float *Z = Zp(), *H = HP(B), *R = Rp(B), *dh = DH(B), *dn = DN(B), *rb = RB(B),
               *tg = TG(B), *tmp = TMP(B);
         const float *W = weights[0].w, *U = weights[1].w;
         float *dc = rb; /* LSTM: dc_s, carried like dh (rb is free in LSTM's backward) */
-        if (kind != CELL_GRU) gemm::pack_b_all(true, U, G, G, u, pk); /* U^T, for every step's dh */
-        const bool fused = fused_lstm();
+        const bool packed = kind != CELL_GRU && !on_gpu; /* a GPU takes K().sgemm instead */
+        if (packed) gemm::pack_b_all(true, U, G, G, u, pk); /* U^T, for every step's dh */
         /* dropout: the masked inputs and states that forward multiplied */
         const float *mh = MH(B), *HR = drop_h ? HDp(B) : H;
         if (drop_x) x = XD(B);
-        std::fill(dh, dh + B * u, 0.f);
-        if (kind == CELL_LSTM) std::fill(dc, dc + B * u, 0.f);
         for (int64_t s = T - 1; s >= 0; s--) {
             c.poll(); /* a data-parallel run's buckets in flight move on */
             const int64_t t = tidx(s);
             float *Zs = Z + t * G;
-            const float *Hs = H + t * u;
-            for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
-                const float *d = return_sequences ? dy + (b * T + s) * u : s + 1 == T ? dy + b * u : nullptr;
-                if (return_sequences && zero_output_for_mask && masked(b, t)) d = nullptr; /* a constant zero */
-                if (d)
-                    for (int64_t j = 0; j < u; j++) dh[b * u + j] += d[j];
+            if (kind == CELL_LSTM) { /* the output's gradient and the cell: one kernel-table entry */
+                CellArgs a = cell_args(B, s);
+                a.dy = dy, a.dh = dh, a.dc = dc, a.tg = tg, a.tmp = tmp, a.first = s == T - 1;
+                K().lstm_backward(a);
             }
-            for (int64_t b = 0; b < B; b++) {
-                float *z = Zs + b * ldz, *dhb = dh + b * u, *tgb = tg + b * G;
-                const float *hp = Hs + b * ldh;
-                if (fused && !masked(b, t)) {
-                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                    simd::run<LstmStepBackK>(z, (const float *)dhb, dc + b * u, (const float *)(C + (b * T + t) * u),
-                                             cp, u);
-                    continue;
-                }
-                memcpy(tgb, z, (size_t)G * sizeof(float)); /* the activated gates, for act'() */
-                if (masked(b, t)) { /* h_s = h_{s-1} (and c): dh and dc pass unchanged, no gate gradient */
-                    std::fill(z, z + G, 0.f);
-                    if (kind == CELL_GRU) {
-                        memcpy(dn + b * u, dhb, (size_t)u * sizeof(float));
-                        if (reset_after) std::fill(R + (b * T + t) * u, R + (b * T + t + 1) * u, 0.f);
-                    }
-                    continue;
-                }
-                if (kind == CELL_SIMPLE) {
-                    gate_backward(act, tgb, dhb, z, u);
-                } else if (kind == CELL_LSTM) {
-                    const float *cp = s == 0 ? c0 + b * u : C + (b * T + tidx(s - 1)) * u;
-                    const float *c = C + (b * T + t) * u;
-                    float *ac = tmp + b * u, *dcb = dc + b * u;
-                    K().act_forward(act, c, ac, 1, u);
-                    for (int64_t j = 0; j < u; j++) { /* dh o -> through act(c), into dc */
-                        float o = tgb[3 * u + j];
-                        z[3 * u + j] = dhb[j] * ac[j]; /* do */
-                        dhb[j] *= o;
-                    }
-                    gate_backward(act, ac, dhb, dhb, u);
-                    for (int64_t j = 0; j < u; j++) {
-                        float d = dcb[j] + dhb[j];
-                        z[j] = d * tgb[2 * u + j];     /* di = dc g */
-                        z[u + j] = d * cp[j];          /* df = dc c_{s-1} */
-                        z[2 * u + j] = d * tgb[j];     /* dg = dc i */
-                        dcb[j] = d * tgb[u + j];       /* dc_{s-1} = dc f */
-                    }
-                    gate_backward(ract, tgb, z, z, 2 * u);
-                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u);
-                    gate_backward(ract, tgb + 3 * u, z + 3 * u, z + 3 * u, u);
-                } else { /* GRU: h = z h_{s-1} + (1 - z) hh */
-                    float *dnb = dn + b * u;
-                    for (int64_t j = 0; j < u; j++) {
-                        float zz = tgb[j], hh = tgb[2 * u + j];
-                        z[j] = dhb[j] * (hp[j] - hh);
-                        z[2 * u + j] = dhb[j] * (1.f - zz);
-                        dnb[j] = dhb[j] * zz;
-                    }
-                    gate_backward(act, tgb + 2 * u, z + 2 * u, z + 2 * u, u); /* d pre(hh) */
-                    if (reset_after) {
-                        float *rh = R + (b * T + t) * u;
-                        for (int64_t j = 0; j < u; j++) {
-                            float da = z[2 * u + j];
-                            z[u + j] = da * rh[j];   /* dr */
-                            rh[j] = da * tgb[u + j]; /* d(recurrent h part) */
-                        }
-                        gate_backward(ract, tgb, z, z, 2 * u);
-                    }
-                }
+            CellArgs ga; /* GRU: the step's arguments, for both phases */
+            if (kind == CELL_GRU) { /* the output's gradient and the cell: a kernel-table entry */
+                ga = cell_args(B, s);
+                ga.dy = dy, ga.dh = dh, ga.dn = dn, ga.tg = tg, ga.tmp = tmp, ga.first = s == T - 1;
+                ga.R = R + t * u, ga.hr = HR + t * u, ga.reset_after = reset_after, ga.drop_h = drop_h, ga.phase = 0;
+                K().gru_backward(ga);
+            }
+            if (kind == CELL_SIMPLE) { /* the output's gradient and the cell: a kernel-table entry */
+                CellArgs a = cell_args(B, s);
+                a.dy = dy, a.dh = dh, a.tg = tg, a.first = s == T - 1;
+                K().simple_backward(a);
             }
             /* dh_{s-1}; a masked row keeps its dh (saved in tmp around the GEMM) */
             if (kind != CELL_GRU) {
-                if (mask_in)
-                    for (int64_t b = 0; b < B; b++)
-                        if (masked(b, t)) memcpy(tmp + b * u, dh + b * u, (size_t)u * sizeof(float));
-                gemm::sgemm_packed(B, Zs, ldz, pk, 0.f, dh, u);
+                if (mask_in) K().rnn_rows(dh, u, tmp, u, B, u, mask, T, t);
+                if (packed) gemm::sgemm_packed(B, Zs, ldz, pk, 0.f, dh, u);
+                else K().sgemm(false, true, B, u, G, 1.f, Zs, ldz, U, G, 0.f, dh, u);
                 if (drop_h) K().mul(dh, mh, dh, B * u);
-                if (mask_in)
-                    for (int64_t b = 0; b < B; b++)
-                        if (masked(b, t)) memcpy(dh + b * u, tmp + b * u, (size_t)u * sizeof(float));
+                if (mask_in) K().rnn_rows(tmp, u, dh, u, B, u, mask, T, t);
             } else if (reset_after) {
                 if (drop_h) { /* through the masked h_{s-1}: into tmp, masked, then added */
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 0.f, tmp, u);
@@ -6020,16 +6268,8 @@ public:
             } else {
                 /* d(r h_{s-1}) = d pre(hh) U_h^T, into tmp */
                 K().sgemm(false, true, B, u, u, 1.f, Zs + 2 * u, ldz, U + 2 * u, G, 0.f, tmp, u);
-                for (int64_t b = 0; b < B; b++) {
-                    float *z = Zs + b * ldz, *tgb = tg + b * G, *drh = tmp + b * u, *dnb = dn + b * u;
-                    const float *hp = HR + t * u + b * ldh;
-                    for (int64_t j = 0; j < u; j++) {
-                        z[u + j] = drh[j] * hp[j];
-                        if (drop_h) drh[j] *= tgb[u + j]; /* d(masked h_{s-1}), completed below */
-                        else dnb[j] += drh[j] * tgb[u + j];
-                    }
-                    gate_backward(ract, tgb, z, z, 2 * u);
-                }
+                ga.phase = 1; /* dr, and dh_{s-1} += d(r h) r (drop_h: completed below) */
+                K().gru_backward(ga);
                 if (drop_h) { /* dh_{s-1} += (d(r h) r + dZ_zr U_zr^T) * mask */
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, tmp, u);
                     for (int64_t b = 0; b < B; b++)
@@ -6054,7 +6294,7 @@ public:
             float *db = weights[2].g;
             K().bias_grad(Z, db, N, G);
             if (kind == CELL_GRU && reset_after) { /* the recurrent bias: z and r as the input's, h from R */
-                memcpy(db + G, db, (size_t)(2 * u) * sizeof(float));
+                K().copy(db, db + G, 2 * u);
                 K().bias_grad(R, db + G + 2 * u, N, u);
             }
         }
@@ -9595,14 +9835,20 @@ struct nnl_model : nnl::Model {};
    - Embedding's gradient sorts the batch's ids on the host (they come down
      once per step: a synchronisation) and sums each id's rows on the device
      in row order, without atomics (cu_embedding_grad).
-   - Layers whose code loops over data on the host (the recurrent layers,
-     Bidirectional: any layer whose gpu_path() is false) are refused with
-     NNL_ERR_UNSUPPORTED.
+   - The recurrent layers (SimpleRNN, LSTM, GRU) run a step as the
+     recurrent K().sgemm plus one cell entry (lstm_forward, gru_forward,
+     simple_forward and their backward; GRU with reset_after=False two
+     each way, around its inner product); their state rows and a masked
+     row's dh go through rnn_rows. Compiled, not yet run on a GPU.
+   - Layers whose code loops over data on the host (Bidirectional, a
+     recurrent layer with dropout or recurrent_dropout, whose masks are
+     drawn on the host: any layer whose gpu_path() is false) are refused
+     with NNL_ERR_UNSUPPORTED.
    ======================================================================== */
 namespace nnl {
 
-/* The layers of m with no GPU path (Layer::gpu_path false: the recurrent
-   layers and Bidirectional until the GPU issue, ...), as
+/* The layers of m with no GPU path (Layer::gpu_path false: Bidirectional,
+   recurrent layers with dropout, ...), as
    "layer 'lstm' (LSTM)" or "layers 'lstm' (LSTM), 'gru' (GRU)";
    empty when every layer has one. Both builds name them: the CUDA build
    refuses such a model before it looks for a device, the CPU-only build
@@ -9915,6 +10161,28 @@ static void cu_masking_forward(const float *x, float *y, float *mask, int64_t st
 static void cu_masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F) {
     nnl_cuda::masking_backward(D(mask), D(dy), D(dx), steps, F);
 }
+static void cu_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                        const float *mask, int64_t T, int64_t t) {
+    nnl_cuda::rnn_rows(D(src), lds, D(dst), ldd, B, u, D(mask), T, t);
+}
+/* CellArgs with device pointers */
+static nnl_cuda::CellStep cell_step(const CellArgs &a) {
+    nnl_cuda::CellStep d;
+    d.B = a.B, d.u = a.u, d.T = a.T, d.t = a.t, d.s = a.s, d.act = (int)a.act, d.ract = (int)a.ract;
+    d.Z = D(a.Z), d.hp = D(a.hp), d.cp = D(a.cp), d.c = D(a.c), d.h = D(a.h);
+    d.ldz = a.ldz, d.ldh = a.ldh, d.ldcp = a.ldcp, d.ldhn = a.ldhn;
+    d.mask = D(a.mask), d.y = D(a.y), d.dy = D(a.dy), d.dh = D(a.dh), d.dc = D(a.dc);
+    d.seq = a.seq, d.zero_masked = a.zero_masked, d.first = a.first;
+    d.rb = D(a.rb), d.hr = D(a.hr), d.R = D(a.R), d.dn = D(a.dn), d.tg = D(a.tg), d.tmp = D(a.tmp);
+    d.phase = a.phase, d.reset_after = a.reset_after, d.drop_h = a.drop_h;
+    return d;
+}
+static void cu_lstm_forward(const CellArgs &a) { nnl_cuda::lstm_forward(cell_step(a)); }
+static void cu_lstm_backward(const CellArgs &a) { nnl_cuda::lstm_backward(cell_step(a)); }
+static void cu_gru_forward(const CellArgs &a) { nnl_cuda::gru_forward(cell_step(a)); }
+static void cu_gru_backward(const CellArgs &a) { nnl_cuda::gru_backward(cell_step(a)); }
+static void cu_simple_forward(const CellArgs &a) { nnl_cuda::simple_forward(cell_step(a)); }
+static void cu_simple_backward(const CellArgs &a) { nnl_cuda::simple_backward(cell_step(a)); }
 
 static constexpr Kernels cuda_table() {
     Kernels k = {};
@@ -9950,6 +10218,13 @@ static constexpr Kernels cuda_table() {
     k.embedding_grad = cu_embedding_grad;
     k.masking_forward = cu_masking_forward;
     k.masking_backward = cu_masking_backward;
+    k.rnn_rows = cu_rnn_rows;
+    k.lstm_forward = cu_lstm_forward;
+    k.lstm_backward = cu_lstm_backward;
+    k.gru_forward = cu_gru_forward;
+    k.gru_backward = cu_gru_backward;
+    k.simple_forward = cu_simple_forward;
+    k.simple_backward = cu_simple_backward;
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();

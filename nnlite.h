@@ -111,10 +111,12 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. Recurrent layers run on the CPU only; MPI
-       data parallelism comes with a later version of this header. The CUDA
-       backend (see "GPU" below) runs dense and convolutional models, not
-       the recurrent layers, Embedding or Masking, on one GPU.
+       float32 arithmetic only. MPI data parallelism comes with a later
+       version of this header. The CUDA backend (see "GPU" below) runs
+       dense and convolutional models on one GPU; of the sequence layers,
+       Embedding, Masking, SimpleRNN, LSTM and GRU (without dropout) have a
+       GPU path, compiled but not yet run on a GPU; Bidirectional runs on
+       the CPU only.
        nnl_has_feature() says what a given build has. The ABI grows by
        adding functions, never by changing these.
 */
@@ -1192,8 +1194,9 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
    has no CUDA, no such device exists, or the model holds a layer or
    optimizer without a GPU path (the message names every such layer, e.g.
-   "layer 'lstm' (LSTM) has no GPU path yet": SimpleRNN, LSTM, GRU and
-   Bidirectional until their GPU kernels exist; a CUDA build checks the
+   "layer 'bidirectional' (Bidirectional) has no GPU path yet":
+   Bidirectional, and a SimpleRNN, LSTM or GRU with dropout or
+   recurrent_dropout until their GPU kernels exist; a CUDA build checks the
    layers before it looks for a device, and the CPU-only build names them in
    its message too; the layers with a
    GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
@@ -1201,9 +1204,11 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    AveragePooling2D, AveragePooling3D, GlobalMaxPooling1D,
    GlobalMaxPooling2D, GlobalMaxPooling3D, GlobalAveragePooling1D,
    GlobalAveragePooling2D, GlobalAveragePooling3D, BatchNormalization,
-   ZeroPadding2D, UpSampling2D, Embedding, Masking); Embedding's and
-   Masking's GPU paths (mask_zero and step-masked outputs included) are
-   compiled but have not yet run on a GPU; NNL_ERR_ARGUMENT for any other
+   ZeroPadding2D, UpSampling2D, Embedding, Masking, SimpleRNN, LSTM, GRU);
+   the GPU paths of Embedding, Masking and the three recurrent layers
+   (mask_zero and step-masked outputs included; the recurrent layers
+   without dropout) are compiled but have not yet run on a GPU;
+   NNL_ERR_ARGUMENT for any other
    device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
    CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or

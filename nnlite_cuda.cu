@@ -23,6 +23,8 @@
      5b Embedding and masking      row gather, the table's gradient from
                                    host-sorted row lists (no atomics), step
                                    masks
+     5c Recurrent layers           state row copies, one fused LSTM or GRU
+                                   step (forward, backward) per launch
      6  Losses and optimizers      fused sparse softmax cross-entropy; every
                                    loss and metric (row and element kernels);
                                    one fused update kernel per tensor
@@ -1527,6 +1529,246 @@ void masking_forward(const float *x, float *y, float *mask, int64_t steps, int64
 void masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F) {
     if (steps <= 0 || F <= 0) return;
     k_step_select<<<grid_for(steps * F), 256, 0, S()>>>(mask, dy, dx, steps, F);
+    LAUNCHED();
+}
+
+/* ========================================================================
+   5c Recurrent layers
+   nnlite.cpp's Recurrent runs a step as: the recurrent GEMM (gemm above),
+   then one launch here for all B rows of the step. The cell's formulas are
+   cpu_lstm_forward / cpu_lstm_backward's, value by value; activations as
+   act1, their derivatives from the output as the CPU's gate_backward
+   (hard_sigmoid: 0.2 strictly inside (0, 1), NaN passed on).
+   ======================================================================== */
+__global__ void k_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u,
+                           const float *mask, int64_t T, int64_t t) {
+    GRID_STRIDE(e, B * u) {
+        int64_t b = e / u, j = e % u;
+        if (mask && mask[b * T + t] != 0.f) continue;
+        dst[b * ldd + j] = src ? src[b * lds + j] : 0.f;
+    }
+}
+void rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u, const float *mask,
+              int64_t T, int64_t t) {
+    if (B <= 0 || u <= 0) return;
+    k_rnn_rows<<<grid_for(B * u), 256, 0, S()>>>(src, lds, dst, ldd, B, u, mask, T, t);
+    LAUNCHED();
+}
+
+/* dy act'(.) from the activation's output y, as the CPU's gate_backward
+   (act_backward given y for x) */
+__device__ __forceinline__ float gate_d(int a, float y, float dy) {
+    if (a == A_HARD_SIGMOID) return y != y ? y : (y > 0.f && y < 1.f ? 0.2f * dy : 0.f);
+    return dy * dact1(a, y, y);
+}
+
+/* forward: one thread per (row b, unit j) reads and writes column j of each
+   of the four gate blocks of its row, c and h: no two threads share a
+   value. h (the next step's hp, or the scratch row after the last step)
+   and c never alias hp and cp (other steps' rows, or C0). */
+__global__ void k_lstm_fwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz;
+        float ig = act1(a.ract, z[j]), fg = act1(a.ract, z[u + j]);
+        float gg = act1(a.act, z[2 * u + j]), og = act1(a.ract, z[3 * u + j]);
+        z[j] = ig;
+        z[u + j] = fg;
+        z[2 * u + j] = gg;
+        z[3 * u + j] = og;
+        float cpv = a.cp[b * a.ldcp + j];
+        float cv = fg * cpv + ig * gg;
+        float hv = act1(a.act, cv) * og;
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (m) { /* the state stays as it was */
+            cv = cpv;
+            hv = a.hp[b * a.ldh + j];
+        }
+        a.c[b * a.ldh + j] = cv;
+        a.h[b * a.ldhn + j] = hv;
+        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
+        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+    }
+}
+/* backward: the same ownership (row b, unit j) over Z's four gate columns,
+   dh and dc. dh ends as dL/dh_s (the output's gradient added), as the
+   CPU's fused path leaves it (the recurrent GEMM overwrites it next; a
+   masked row's is saved around it); dc as dL/dc_{s-1}. */
+__global__ void k_lstm_bwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float dh = a.first ? 0.f : a.dh[e], dc = a.first ? 0.f : a.dc[e];
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (a.seq) {
+            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
+        } else if (a.s + 1 == a.T) {
+            dh += a.dy[b * u + j];
+        }
+        float *z = a.Z + b * a.ldz;
+        a.dh[e] = dh;
+        if (m) { /* h_s = h_{s-1}, c_s = c_{s-1}: dh and dc pass, no gate gradient */
+            z[j] = z[u + j] = z[2 * u + j] = z[3 * u + j] = 0.f;
+            a.dc[e] = dc;
+            continue;
+        }
+        float ig = z[j], fg = z[u + j], gg = z[2 * u + j], og = z[3 * u + j];
+        float cpv = a.cp[b * a.ldcp + j], ac = act1(a.act, a.c[b * a.ldh + j]);
+        float dov = dh * ac;
+        float dhc = gate_d(a.act, ac, dh * og); /* dL/dc through h */
+        float d = dc + dhc;
+        z[j] = gate_d(a.ract, ig, d * gg);
+        z[u + j] = gate_d(a.ract, fg, d * cpv);
+        z[2 * u + j] = gate_d(a.act, gg, d * ig);
+        z[3 * u + j] = gate_d(a.ract, og, dov);
+        a.dc[e] = d * fg;
+    }
+}
+/* GRU forward: thread (b, j) owns column j of each of the three gate
+   blocks of row b (z, r, hh), R's, h's and the output's; it reads rb's and
+   hr's and hp's column j of row b only. h (the next step's hp, or the
+   scratch row) never aliases hp, hr (the same step's rows of H or HD) or R. */
+__global__ void k_gru_fwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz;
+        if (a.phase == 0) {
+            const float *rr = a.rb + b * (a.reset_after ? 3 * u : 2 * u);
+            float zg = act1(a.ract, z[j] + rr[j]), rg = act1(a.ract, z[u + j] + rr[u + j]);
+            z[j] = zg;
+            z[u + j] = rg;
+            if (a.reset_after) {
+                a.R[b * a.ldh + j] = rr[2 * u + j];
+                z[2 * u + j] += rg * rr[2 * u + j];
+            } else {
+                a.R[b * a.ldh + j] = rg * a.hr[b * a.ldh + j];
+                continue; /* (r h_{s-1}) U_h comes first: phase 1 */
+            }
+        }
+        float zg = z[j], hh = act1(a.act, z[2 * u + j]), hp = a.hp[b * a.ldh + j];
+        z[2 * u + j] = hh;
+        float hv = zg * hp + (1.f - zg) * hh;
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (m) hv = hp; /* the state stays as it was */
+        a.h[b * a.ldhn + j] = hv;
+        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
+        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+    }
+}
+/* GRU backward, the same ownership over Z's, tg's and R's columns j of row
+   b, dh's, dn's and tmp's value (b, j). Phase 1 reads tg, which phase 0
+   wrote (stream order). */
+__global__ void k_gru_bwd(CellStep a) {
+    const int64_t u = a.u, G = 3 * u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz, *tg = a.tg + b * G;
+        if (a.phase == 1) {
+            float drh = a.tmp[e], rg = tg[u + j];
+            float dr = drh * a.hr[b * a.ldh + j];
+            if (a.drop_h) a.tmp[e] = drh * rg;
+            else a.dn[e] += drh * rg;
+            z[j] = gate_d(a.ract, tg[j], z[j]);
+            z[u + j] = gate_d(a.ract, rg, dr);
+            continue;
+        }
+        float dh = a.first ? 0.f : a.dh[e];
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (a.seq) {
+            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
+        } else if (a.s + 1 == a.T) {
+            dh += a.dy[b * u + j];
+        }
+        a.dh[e] = dh;
+        float zg = z[j], rg = z[u + j], hh = z[2 * u + j];
+        tg[j] = zg;
+        tg[u + j] = rg;
+        tg[2 * u + j] = hh;
+        if (m) { /* h_s = h_{s-1}: dh passes on, no gate gradient */
+            z[j] = z[u + j] = z[2 * u + j] = 0.f;
+            a.dn[e] = dh;
+            if (a.reset_after) a.R[b * a.ldh + j] = 0.f;
+            continue;
+        }
+        float dz = dh * (a.hp[b * a.ldh + j] - hh);
+        float da = gate_d(a.act, hh, dh * (1.f - zg)); /* d pre(hh) */
+        z[2 * u + j] = da;
+        a.dn[e] = dh * zg;
+        if (a.reset_after) {
+            float *rh = a.R + b * a.ldh + j;
+            float dr = da * *rh;
+            *rh = da * rg;
+            z[j] = gate_d(a.ract, zg, dz);
+            z[u + j] = gate_d(a.ract, rg, dr);
+        } else {
+            z[j] = dz; /* act' in phase 1, with dr */
+        }
+    }
+}
+/* SimpleRNN: thread (b, j) owns Z's, h's, tg's and the output's column j of
+   row b, and dh's value (b, j) */
+__global__ void k_simple_fwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float *z = a.Z + b * a.ldz;
+        float hv = act1(a.act, z[j]);
+        z[j] = hv;
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (m) hv = a.hp[b * a.ldh + j]; /* the state stays as it was */
+        a.h[b * a.ldhn + j] = hv;
+        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
+        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+    }
+}
+__global__ void k_simple_bwd(CellStep a) {
+    const int64_t u = a.u;
+    GRID_STRIDE(e, a.B * u) {
+        int64_t b = e / u, j = e % u;
+        float dh = a.first ? 0.f : a.dh[e];
+        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        if (a.seq) {
+            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
+        } else if (a.s + 1 == a.T) {
+            dh += a.dy[b * u + j];
+        }
+        a.dh[e] = dh;
+        float *z = a.Z + b * a.ldz;
+        float hv = z[j];
+        a.tg[b * u + j] = hv;
+        z[j] = m ? 0.f : gate_d(a.act, hv, dh);
+    }
+}
+void simple_forward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_simple_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void simple_backward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_simple_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void gru_forward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_gru_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void gru_backward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_gru_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void lstm_forward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_lstm_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    LAUNCHED();
+}
+void lstm_backward(const CellStep &a) {
+    if (a.B <= 0 || a.u <= 0) return;
+    k_lstm_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
     LAUNCHED();
 }
 

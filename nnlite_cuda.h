@@ -123,6 +123,55 @@ void embedding_grad(const int32_t *h_csr, int64_t U, int64_t rows, const float *
    value, else 0; y (NULL: the mask alone) = the row where kept, else 0 */
 void masking_forward(const float *x, float *y, float *mask, int64_t steps, int64_t F, float value);
 void masking_backward(const float *mask, const float *dy, float *dx, int64_t steps, int64_t F);
+/* Recurrent layers. B rows of u values: dst[b * ldd + j] = src[b * lds +
+   j], or 0 when src is NULL; with a step mask (B, T; may be NULL) only the
+   rows b masked at time t (mask[b * T + t] == 0). */
+void rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t B, int64_t u, const float *mask,
+              int64_t T, int64_t t);
+/* One LSTM step over B rows (nnlite.cpp's CellArgs, field by field, device
+   pointers): row b of each array at p + b * ld. Forward: Z (pre-activations of i, f, g, o) becomes the gates, c = f
+   cp + i g, h = o act(c); a row masked at t keeps hp and cp; the output y
+   at step s. Backward: dh += the output's gradient; Z becomes the
+   pre-activations' gradients, dc dL/dc_{s-1}; a masked row's Z becomes 0
+   (dh, dc pass on); first: dh and dc start at 0. One thread per (row,
+   unit), no reductions. */
+struct CellStep {
+    int64_t B, u, T, t, s;
+    int act, ract;
+    float *Z;
+    const float *hp, *cp;
+    float *c, *h;
+    int64_t ldz, ldh, ldcp, ldhn;
+    const float *mask;
+    float *y;
+    const float *dy;
+    float *dh, *dc;
+    bool seq, zero_masked, first;
+    /* GRU (gates z, r, h): rb (B, 3u with reset_after, else 2u), hr (stride
+       ldh), R (stride ldh), dn, tg (B, 3u), tmp (B, u); phase 0 / 1 around
+       the product that reset_after=False puts inside a step */
+    const float *rb, *hr;
+    float *R, *dn, *tg, *tmp;
+    int phase;
+    bool reset_after, drop_h;
+};
+void lstm_forward(const CellStep &a);
+void lstm_backward(const CellStep &a);
+/* One GRU step (nnlite.cpp's cpu_gru_forward / cpu_gru_backward, value by
+   value): forward phase 0 activates z and r (rb added) and writes R (the
+   recurrent h part, reset_after, or r hr); with reset_after, or in phase 1,
+   hh, h, the step mask and the output. Backward phase 0: dh (first: from
+   0) += the output's gradient, tg = the gates, Z the gates' gradients, dn
+   = dh z, R (reset_after) the recurrent h part's; phase 1 (reset_after
+   False): dr from tmp = d(r h_{s-1}), dn += tmp r (drop_h: tmp *= r), act'
+   of z and r. One thread per (row, unit). */
+void gru_forward(const CellStep &a);
+void gru_backward(const CellStep &a);
+/* One SimpleRNN step (cpu_simple_forward / cpu_simple_backward): h =
+   act(Z), a masked row keeps hp, the output; backward dh (first: from 0)
+   += the output's gradient, tg = Z, Z = dh act'(h) (0 where masked). */
+void simple_forward(const CellStep &a);
+void simple_backward(const CellStep &a);
 
 /* ---- losses: sparse categorical cross-entropy from logits, fused ----
    z (rows, C) logits, labels (rows) class ids as floats. Writes dz =

@@ -43,11 +43,11 @@ TEST_CASE("GPU requests without a usable GPU fail cleanly and change nothing") {
     nnl_model_free(m);
 }
 
-TEST_CASE("nnl_set_device refuses recurrent layers by name (CPU only until the GPU issue), not Embedding") {
+TEST_CASE("nnl_set_device refuses the recurrent layers without a GPU path by name, not Embedding") {
     nnl_model *m = nnl_model_create();
     REQUIRE(nnl_add(m, "Embedding(30, 4, input_length=5)") == NNL_OK);
-    REQUIRE(nnl_add(m, "GRU(6, return_sequences=True)") == NNL_OK);
-    REQUIRE(nnl_add(m, "SimpleRNN(3)") == NNL_OK);
+    REQUIRE(nnl_add(m, "GRU(6, return_sequences=True, recurrent_dropout=0.1)") == NNL_OK); /* GRU's GPU path: no dropout */
+    REQUIRE(nnl_add(m, "SimpleRNN(3, dropout=0.1)") == NNL_OK);
     REQUIRE(nnl_add(m, "Dense(2)") == NNL_OK);
     for (const char *d : {"cuda", "cuda:0", "gpu"}) {
         CAPTURE(d);
@@ -61,7 +61,7 @@ TEST_CASE("nnl_set_device refuses recurrent layers by name (CPU only until the G
     CHECK(nnl_set_device(m, "cpu") == NNL_OK);
     nnl_model_free(m);
     nnl_model *l = nnl_model_create();
-    REQUIRE(nnl_add(l, "LSTM(4, input_shape=(5, 3))") == NNL_OK);
+    REQUIRE(nnl_add(l, "LSTM(4, dropout=0.2, input_shape=(5, 3))") == NNL_OK); /* LSTM's GPU path: no dropout */
     CHECK(nnl_set_device(l, "cuda") == NNL_ERR_UNSUPPORTED);
     CHECK(std::string(nnl_last_error()).find("layer 'lstm' (LSTM) has no GPU path yet") != std::string::npos);
     nnl_model_free(l);

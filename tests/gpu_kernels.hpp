@@ -571,6 +571,355 @@ TEST_CASE("Masking: the step mask, forward (with and without y) and backward are
         }
 }
 
+namespace gt {
+/* |gpu - cpu| <= atol + rtol |cpu| where the CPU wrote a value; a NaN on
+   both sides (poison neither wrote, by design: another step's output rows)
+   agrees, a NaN on one side only does not */
+static void close_nan(const std::vector<float> &g, const std::vector<float> &c, double rtol, double atol,
+                      const std::string &what) {
+    REQUIRE(g.size() == c.size());
+    std::vector<float> g2 = g, c2 = c;
+    for (size_t i = 0; i < g.size(); i++)
+        if (std::isnan(g[i]) && std::isnan(c[i])) g2[i] = c2[i] = 0.f;
+    close(g2, c2, rtol, atol, what);
+}
+/* One LSTM step's arrays laid out as Recurrent's ws (B samples, T steps, u
+   units): Z (B, T, 4u), H (B, T, u) the state before each step, C (B, T, u),
+   C0 (B, u), TMP (B, u); y (B, T, u) or (B, u); dy the same; dh, dc (B, u);
+   TG (B, 4u); the step mask (B, T). */
+struct LstmCase {
+    int64_t B, u, T, s;
+    bool back, seq, zero_masked, masked;
+    nnl::Act act, ract;
+    std::vector<float> Z, H, C, C0, TMP, y, dy, dh, dc, TG, mask;
+    int64_t tidx(int64_t q) const { return back ? T - 1 - q : q; }
+    /* the step's arguments, as Recurrent::lstm_args makes them, on base
+       pointers (host vectors or their device copies) */
+    nnl::CellArgs args(float *Z_, float *H_, float *C_, float *C0_, float *TMP_, float *y_, const float *dy_,
+                       float *dh_, float *dc_, float *TG_, const float *mask_) const {
+        nnl::CellArgs a;
+        const int64_t t = tidx(s), G = 4 * u;
+        a.B = B, a.u = u, a.T = T, a.t = t, a.s = s, a.act = act, a.ract = ract;
+        a.Z = Z_ + t * G, a.ldz = T * G;
+        a.hp = H_ + t * u, a.ldh = T * u;
+        a.cp = s == 0 ? C0_ : C_ + tidx(s - 1) * u, a.ldcp = s == 0 ? u : T * u;
+        a.c = C_ + t * u;
+        a.h = s + 1 < T ? H_ + tidx(s + 1) * u : TMP_, a.ldhn = s + 1 < T ? T * u : u;
+        a.mask = masked ? mask_ : nullptr;
+        a.y = y_, a.dy = dy_, a.dh = dh_, a.dc = dc_, a.tg = TG_, a.tmp = TMP_;
+        a.seq = seq, a.zero_masked = zero_masked;
+        return a;
+    }
+};
+static nnl_cuda::CellStep cell_dev(const nnl::CellArgs &a) {
+    nnl_cuda::CellStep d;
+    d.B = a.B, d.u = a.u, d.T = a.T, d.t = a.t, d.s = a.s, d.act = (int)a.act, d.ract = (int)a.ract;
+    d.Z = a.Z, d.hp = a.hp, d.cp = a.cp, d.c = a.c, d.h = a.h;
+    d.ldz = a.ldz, d.ldh = a.ldh, d.ldcp = a.ldcp, d.ldhn = a.ldhn;
+    d.mask = a.mask, d.y = a.y, d.dy = a.dy, d.dh = a.dh, d.dc = a.dc;
+    d.seq = a.seq, d.zero_masked = a.zero_masked, d.first = a.first;
+    d.rb = a.rb, d.hr = a.hr, d.R = a.R, d.dn = a.dn, d.tg = a.tg, d.tmp = a.tmp;
+    d.phase = a.phase, d.reset_after = a.reset_after, d.drop_h = a.drop_h;
+    return d;
+}
+} // namespace gt
+
+/* Recurrent's row copies (initial states, stateful slots, a masked row's
+   dh kept around the recurrent GEMM): exact copies, bit for bit; the rows
+   not selected keep the destination's values (random on both sides). */
+TEST_CASE("rnn_rows: state rows copied, zeroed, or kept for masked rows, bit for bit") {
+    gt::use(false);
+    const int64_t B = 37, u = 19, T = 5;
+    for (int with_src = 0; with_src < 2; with_src++)
+        for (int with_mask = 0; with_mask < 2; with_mask++)
+            for (int64_t t : {0, 3}) {
+                CAPTURE(with_src);
+                CAPTURE(with_mask);
+                CAPTURE(t);
+                const int64_t lds = T * u, ldd = u + 3;
+                auto src = gt::rnd((size_t)(B * lds), 131), dst = gt::rnd((size_t)(B * ldd), 132);
+                std::vector<float> mask((size_t)(B * T));
+                for (size_t i = 0; i < mask.size(); i++) mask[i] = (i * 7 + 3) % 5 < 2 ? 0.f : 1.f;
+                std::vector<float> want = dst;
+                gt::C().rnn_rows(with_src ? src.data() : nullptr, lds, want.data(), ldd, B, u,
+                                 with_mask ? mask.data() : nullptr, T, t);
+                gt::Dev ds(src), dd(dst), dm(mask);
+                nnl_cuda::rnn_rows(with_src ? ds.d : nullptr, lds, dd.d, ldd, B, u, with_mask ? dm.d : nullptr, T, t);
+                CHECK(gt::same_bits(dd.get(), want));
+            }
+}
+
+/* One LSTM step, forward and backward, against the CPU entries: Keras'
+   activations (the CPU's fused vectorised path) and others (relu,
+   hard_sigmoid, linear: one activation call per gate block on the CPU);
+   first, middle and last steps, go_backwards, return_sequences with and
+   without zero_output_for_mask, a step mask holding every third row
+   masked, B x u over one block (B = 70, u = 33). Outputs NaN-poisoned: the
+   step's c and h rows, the output (y), and in backward dh and dc when the
+   step is the first (the kernel must not read them then). Tolerances:
+   float32 transcendental functions (the CPU's are vectorised
+   approximations). */
+TEST_CASE("LSTM step: forward and backward (masks, go_backwards, sequences, activations) match the CPU entries") {
+    gt::use(false);
+    struct Acts { nnl::Act act, ract; };
+    const Acts acts[] = {{nnl::ACT_TANH, nnl::ACT_SIGMOID}, {nnl::ACT_RELU, nnl::ACT_HARD_SIGMOID},
+                         {nnl::ACT_LINEAR, nnl::ACT_SIGMOID}};
+    const int64_t B = 70, u = 33, T = 4;
+    int ncase = 0;
+    for (auto ac : acts)
+        for (int64_t s : {0, 2, 3})
+            for (int back = 0; back < 2; back++)
+                for (int seq = 0; seq < 3; seq++) /* 0: last output only, 1: sequences, 2: zero_output_for_mask */
+                    for (int masked = 0; masked < 2; masked++) {
+                        ncase++;
+                        CAPTURE((int)ac.act);
+                        CAPTURE((int)ac.ract);
+                        CAPTURE(s);
+                        CAPTURE(back);
+                        CAPTURE(seq);
+                        CAPTURE(masked);
+                        gt::LstmCase L;
+                        L.B = B, L.u = u, L.T = T, L.s = s, L.back = back != 0, L.seq = seq > 0,
+                        L.zero_masked = seq == 2, L.masked = masked != 0, L.act = ac.act, L.ract = ac.ract;
+                        const int64_t G = 4 * u, t = L.tidx(s);
+                        const uint64_t sd = 140 + (uint64_t)ncase;
+                        L.Z = gt::rnd((size_t)(B * T * G), sd, -2.f, 2.f);
+                        L.H = gt::rnd((size_t)(B * T * u), sd + 1);
+                        L.C = gt::rnd((size_t)(B * T * u), sd + 2);
+                        L.C0 = gt::rnd((size_t)(B * u), sd + 3);
+                        L.TMP = std::vector<float>((size_t)(B * u), NAN);
+                        L.y = std::vector<float>((size_t)(B * (L.seq ? T : 1) * u), NAN);
+                        L.mask.assign((size_t)(B * T), 1.f);
+                        for (int64_t b = 0; b < B; b += 3) L.mask[(size_t)(b * T + t)] = 0.f;
+                        for (int64_t b = 1; b < B; b += 5) L.mask[(size_t)(b * T + (t + 1) % T)] = 0.f;
+                        /* forward: the step's c and h rows poisoned */
+                        for (int64_t b = 0; b < B; b++)
+                            for (int64_t j = 0; j < u; j++) {
+                                L.C[(size_t)(b * T * u + t * u + j)] = NAN;
+                                if (s + 1 < T) L.H[(size_t)(b * T * u + L.tidx(s + 1) * u + j)] = NAN;
+                            }
+                        {
+                            auto Z = L.Z, H = L.H, C = L.C, C0 = L.C0, TMP = L.TMP, y = L.y;
+                            gt::C().lstm_forward(L.args(Z.data(), H.data(), C.data(), C0.data(), TMP.data(),
+                                                        y.data(), nullptr, nullptr, nullptr, nullptr, L.mask.data()));
+                            gt::Dev dZ(L.Z), dH(L.H), dC(L.C), dC0(L.C0), dT(L.TMP), dy(L.y), dm(L.mask);
+                            nnl_cuda::lstm_forward(gt::cell_dev(L.args(dZ.d, dH.d, dC.d, dC0.d, dT.d, dy.d, nullptr,
+                                                                       nullptr, nullptr, nullptr, dm.d)));
+                            gt::close_nan(dZ.get(), Z, 1e-5, 1e-5, "forward: gates");
+                            gt::close_nan(dH.get(), H, 1e-5, 1e-5, "forward: h");
+                            gt::close_nan(dC.get(), C, 1e-5, 1e-5, "forward: c");
+                            gt::close_nan(dT.get(), TMP, 1e-5, 1e-5, "forward: the last h");
+                            gt::close_nan(dy.get(), y, 1e-5, 1e-5, "forward: output");
+                            CHECK(gt::same_bits(dC0.get(), C0));
+                        }
+                        /* backward: Z holds gates in (0, 1) (and the relu's, linear's g in [0, 2)) */
+                        L.Z = gt::rnd((size_t)(B * T * G), sd + 4, 0.01f, 0.99f);
+                        L.C = gt::rnd((size_t)(B * T * u), sd + 5);
+                        L.dy = gt::rnd((size_t)(B * (L.seq ? T : 1) * u), sd + 6);
+                        L.TG = std::vector<float>((size_t)(B * G), NAN);
+                        for (int first = 0; first < 2; first++) {
+                            CAPTURE(first);
+                            auto dhv = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 7);
+                            auto dcv = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 8);
+                            auto Z = L.Z, TG = L.TG, TMP = L.TMP, dh = dhv, dc = dcv;
+                            nnl::CellArgs a = L.args(Z.data(), L.H.data(), L.C.data(), L.C0.data(), TMP.data(), nullptr,
+                                                     L.dy.data(), dh.data(), dc.data(), TG.data(), L.mask.data());
+                            a.first = first != 0;
+                            gt::C().lstm_backward(a);
+                            gt::Dev dZ(L.Z), dH(L.H), dC(L.C), dC0(L.C0), dT(L.TMP), ddy(L.dy), ddh(dhv), ddc(dcv),
+                                dm(L.mask);
+                            nnl::CellArgs da = L.args(dZ.d, dH.d, dC.d, dC0.d, dT.d, nullptr, ddy.d, ddh.d, ddc.d,
+                                                      nullptr, dm.d);
+                            da.first = first != 0;
+                            nnl_cuda::lstm_backward(gt::cell_dev(da));
+                            gt::close_nan(dZ.get(), Z, 1e-4, 1e-5, "backward: the gates' gradients");
+                            gt::close_nan(ddc.get(), dc, 1e-4, 1e-5, "backward: dc");
+                            /* dh: dL/dh_s, as the fused path leaves it; the
+                               other CPU path leaves scratch in an unmasked
+                               row (the recurrent GEMM overwrites it) */
+                            std::vector<float> gdh = ddh.get();
+                            bool fused = ac.act == nnl::ACT_TANH && ac.ract == nnl::ACT_SIGMOID;
+                            for (int64_t b = 0; b < B && !fused; b++)
+                                if (!(L.masked && L.mask[(size_t)(b * T + t)] == 0.f))
+                                    for (int64_t j = 0; j < u; j++) gdh[(size_t)(b * u + j)] = dh[(size_t)(b * u + j)];
+                            gt::close_nan(gdh, dh, 1e-5, 1e-6, "backward: dh");
+                        }
+                    }
+}
+
+/* One SimpleRNN step, forward and backward, against the CPU entries:
+   tanh, relu, hard_sigmoid, linear; first / middle / last steps,
+   go_backwards, return_sequences (with zero_output_for_mask), a step mask.
+   Outputs NaN-poisoned: the step's h rows, y, tg, and dh when first. */
+TEST_CASE("SimpleRNN step: forward and backward (masks, go_backwards, sequences) match the CPU entries") {
+    gt::use(false);
+    const nnl::Act acts[] = {nnl::ACT_TANH, nnl::ACT_RELU, nnl::ACT_HARD_SIGMOID, nnl::ACT_LINEAR};
+    const int64_t B = 70, u = 33, T = 4;
+    int ncase = 0;
+    for (auto act : acts)
+        for (int64_t s : {0, 2, 3})
+            for (int back = 0; back < 2; back++)
+                for (int seq = 0; seq < 3; seq++)
+                    for (int masked = 0; masked < 2; masked++) {
+                        ncase++;
+                        CAPTURE((int)act);
+                        CAPTURE(s);
+                        CAPTURE(back);
+                        CAPTURE(seq);
+                        CAPTURE(masked);
+                        gt::LstmCase L; /* the layout, with one gate (C, C0 unused) */
+                        L.B = B, L.u = u, L.T = T, L.s = s, L.back = back != 0, L.seq = seq > 0,
+                        L.zero_masked = seq == 2, L.masked = masked != 0, L.act = act, L.ract = act;
+                        const int64_t t = L.tidx(s);
+                        const uint64_t sd = 900 + 10 * (uint64_t)ncase;
+                        auto Z = gt::rnd((size_t)(B * T * u), sd, -2.f, 2.f), H = gt::rnd((size_t)(B * T * u), sd + 1);
+                        std::vector<float> TMP((size_t)(B * u), NAN), y((size_t)(B * (L.seq ? T : 1) * u), NAN),
+                            mask((size_t)(B * T), 1.f);
+                        for (int64_t b = 0; b < B; b += 3) mask[(size_t)(b * T + t)] = 0.f;
+                        for (int64_t b = 0; b < B; b++)
+                            for (int64_t j = 0; j < u && s + 1 < T; j++) H[(size_t)(b * T * u + L.tidx(s + 1) * u + j)] = NAN;
+                        auto rnn_args = [&](float *Z_, float *H_, float *TMP_, float *y_, const float *mask_) {
+                            nnl::CellArgs a = L.args(Z_, H_, H_, H_, TMP_, y_, nullptr, nullptr, nullptr, nullptr, mask_);
+                            a.Z = Z_ + t * u, a.ldz = T * u; /* one gate a row */
+                            return a;
+                        };
+                        { /* forward */
+                            auto cZ = Z, cH = H, cT = TMP, cy = y;
+                            gt::C().simple_forward(rnn_args(cZ.data(), cH.data(), cT.data(), cy.data(), mask.data()));
+                            gt::Dev dZ(Z), dH(H), dT(TMP), dy(y), dm(mask);
+                            nnl_cuda::simple_forward(gt::cell_dev(rnn_args(dZ.d, dH.d, dT.d, dy.d, dm.d)));
+                            gt::close_nan(dZ.get(), cZ, 1e-5, 1e-5, "forward: h in Z");
+                            gt::close_nan(dH.get(), cH, 1e-5, 1e-5, "forward: h");
+                            gt::close_nan(dT.get(), cT, 1e-5, 1e-5, "forward: the last h");
+                            gt::close_nan(dy.get(), cy, 1e-5, 1e-5, "forward: output");
+                        }
+                        Z = gt::rnd((size_t)(B * T * u), sd + 2, 0.01f, 0.99f); /* the activated outputs */
+                        auto dyv = gt::rnd((size_t)(B * (L.seq ? T : 1) * u), sd + 3);
+                        for (int first = 0; first < 2; first++) {
+                            CAPTURE(first);
+                            auto dh0 = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 4);
+                            std::vector<float> tg0((size_t)(B * u), NAN);
+                            auto cZ = Z, cdh = dh0, ctg = tg0;
+                            nnl::CellArgs a = rnn_args(cZ.data(), H.data(), TMP.data(), nullptr, mask.data());
+                            a.dy = dyv.data(), a.dh = cdh.data(), a.tg = ctg.data(), a.first = first != 0;
+                            gt::C().simple_backward(a);
+                            gt::Dev dZ(Z), dH(H), dT(TMP), ddy(dyv), ddh(dh0), dtg(tg0), dm(mask);
+                            nnl::CellArgs da = rnn_args(dZ.d, dH.d, dT.d, nullptr, dm.d);
+                            da.dy = ddy.d, da.dh = ddh.d, da.tg = dtg.d, da.first = first != 0;
+                            nnl_cuda::simple_backward(gt::cell_dev(da));
+                            gt::close_nan(dZ.get(), cZ, 1e-5, 1e-6, "backward: dZ");
+                            gt::close_nan(ddh.get(), cdh, 1e-5, 1e-6, "backward: dh");
+                            gt::close_nan(dtg.get(), ctg, 0, 0, "backward: tg");
+                        }
+                    }
+}
+
+/* One GRU step, forward (phase 0, and phase 1 for reset_after=False) and
+   backward (phase 0, then phase 1 with tmp as the product d pre(hh) U_h^T
+   would leave it, with and without drop_h), against the CPU entries:
+   reset_after both ways, Keras' activations and (relu, hard_sigmoid),
+   first / middle / last steps, go_backwards, return_sequences (with
+   zero_output_for_mask), a step mask. hr (the recurrent products' h_{s-1})
+   is an array of its own, so a kernel that read hp for it (or the
+   reverse) fails. Outputs NaN-poisoned: the step's h rows, R's row (forward),
+   y, dn, tg, and dh when first. */
+TEST_CASE("GRU step: forward and backward (reset_after, masks, go_backwards, sequences) match the CPU entries") {
+    gt::use(false);
+    struct Acts { nnl::Act act, ract; };
+    const Acts acts[] = {{nnl::ACT_TANH, nnl::ACT_SIGMOID}, {nnl::ACT_RELU, nnl::ACT_HARD_SIGMOID}};
+    const int64_t B = 70, u = 33, T = 4, G = 3 * u;
+    int ncase = 0;
+    for (auto ac : acts)
+        for (int ra = 0; ra < 2; ra++)
+            for (int64_t s : {0, 2, 3})
+                for (int back = 0; back < 2; back++)
+                    for (int seq = 0; seq < 3; seq++)
+                        for (int masked = 0; masked < 2; masked++) {
+                            ncase++;
+                            CAPTURE((int)ac.act);
+                            CAPTURE(ra);
+                            CAPTURE(s);
+                            CAPTURE(back);
+                            CAPTURE(seq);
+                            CAPTURE(masked);
+                            gt::LstmCase L; /* the layout (Z is B x T x 3u here; C, C0 unused) */
+                            L.B = B, L.u = u, L.T = T, L.s = s, L.back = back != 0, L.seq = seq > 0,
+                            L.zero_masked = seq == 2, L.masked = masked != 0, L.act = ac.act, L.ract = ac.ract;
+                            const int64_t t = L.tidx(s), rbw = ra ? G : 2 * u;
+                            const uint64_t sd = 400 + 10 * (uint64_t)ncase;
+                            auto Z = gt::rnd((size_t)(B * T * G), sd, -2.f, 2.f), H = gt::rnd((size_t)(B * T * u), sd + 1),
+                                 HR = gt::rnd((size_t)(B * T * u), sd + 2), R = gt::rnd((size_t)(B * T * u), sd + 3),
+                                 rb = gt::rnd((size_t)(B * rbw), sd + 4);
+                            std::vector<float> TMP((size_t)(B * u), NAN), y((size_t)(B * (L.seq ? T : 1) * u), NAN),
+                                mask((size_t)(B * T), 1.f);
+                            for (int64_t b = 0; b < B; b += 3) mask[(size_t)(b * T + t)] = 0.f;
+                            for (int64_t b = 0; b < B; b++)
+                                for (int64_t j = 0; j < u; j++) {
+                                    R[(size_t)(b * T * u + t * u + j)] = NAN;
+                                    if (s + 1 < T) H[(size_t)(b * T * u + L.tidx(s + 1) * u + j)] = NAN;
+                                }
+                            auto gru_args = [&](float *Z_, float *H_, float *HR_, float *R_, const float *rb_,
+                                                float *TMP_, float *y_, const float *mask_) {
+                                nnl::CellArgs a = L.args(Z_, H_, H_, H_, TMP_, y_, nullptr, nullptr, nullptr, nullptr,
+                                                         mask_);
+                                a.Z = Z_ + t * G, a.ldz = T * G; /* three gates a row */
+                                a.rb = rb_, a.hr = HR_ + t * u, a.R = R_ + t * u, a.reset_after = ra != 0;
+                                return a;
+                            };
+                            { /* forward */
+                                auto cZ = Z, cH = H, cR = R, cT = TMP, cy = y;
+                                nnl::CellArgs a = gru_args(cZ.data(), cH.data(), HR.data(), cR.data(), rb.data(),
+                                                           cT.data(), cy.data(), mask.data());
+                                gt::Dev dZ(Z), dH(H), dHR(HR), dR(R), drb(rb), dT(TMP), dy(y), dm(mask);
+                                nnl::CellArgs da = gru_args(dZ.d, dH.d, dHR.d, dR.d, drb.d, dT.d, dy.d, dm.d);
+                                for (int ph = 0; ph < (ra ? 1 : 2); ph++) {
+                                    a.phase = da.phase = ph;
+                                    gt::C().gru_forward(a);
+                                    nnl_cuda::gru_forward(gt::cell_dev(da));
+                                }
+                                gt::close_nan(dZ.get(), cZ, 1e-5, 1e-5, "forward: gates");
+                                gt::close_nan(dH.get(), cH, 1e-5, 1e-5, "forward: h");
+                                gt::close_nan(dR.get(), cR, 1e-5, 1e-5, "forward: R");
+                                gt::close_nan(dT.get(), cT, 1e-5, 1e-5, "forward: the last h");
+                                gt::close_nan(dy.get(), cy, 1e-5, 1e-5, "forward: output");
+                                CHECK(gt::same_bits(dHR.get(), HR));
+                            }
+                            /* backward: Z holds the gates */
+                            Z = gt::rnd((size_t)(B * T * G), sd + 5, 0.01f, 0.99f);
+                            R = gt::rnd((size_t)(B * T * u), sd + 6);
+                            auto dyv = gt::rnd((size_t)(B * (L.seq ? T : 1) * u), sd + 7);
+                            auto tmp0 = gt::rnd((size_t)(B * u), sd + 8);
+                            for (int first = 0; first < 2; first++)
+                                for (int drop = 0; drop < (ra ? 1 : 2); drop++) {
+                                    CAPTURE(first);
+                                    CAPTURE(drop);
+                                    auto dh0 = first ? std::vector<float>((size_t)(B * u), NAN) : gt::rnd((size_t)(B * u), sd + 9);
+                                    std::vector<float> dn0((size_t)(B * u), NAN), tg0((size_t)(B * G), NAN);
+                                    auto cZ = Z, cR = R, cdh = dh0, cdn = dn0, ctg = tg0, ct = tmp0;
+                                    nnl::CellArgs a = gru_args(cZ.data(), H.data(), HR.data(), cR.data(), nullptr,
+                                                               ct.data(), nullptr, mask.data());
+                                    a.dy = dyv.data(), a.dh = cdh.data(), a.dn = cdn.data(), a.tg = ctg.data();
+                                    gt::Dev dZ(Z), dH(H), dHR(HR), dR(R), ddy(dyv), ddh(dh0), ddn(dn0), dtg(tg0),
+                                        dT(tmp0), dm(mask);
+                                    nnl::CellArgs da = gru_args(dZ.d, dH.d, dHR.d, dR.d, nullptr, dT.d, nullptr, dm.d);
+                                    da.dy = ddy.d, da.dh = ddh.d, da.dn = ddn.d, da.tg = dtg.d;
+                                    a.first = da.first = first != 0;
+                                    a.drop_h = da.drop_h = drop != 0;
+                                    for (int ph = 0; ph < (ra ? 1 : 2); ph++) {
+                                        a.phase = da.phase = ph;
+                                        gt::C().gru_backward(a);
+                                        nnl_cuda::gru_backward(gt::cell_dev(da));
+                                    }
+                                    gt::close_nan(dZ.get(), cZ, 1e-4, 1e-5, "backward: the gates' gradients");
+                                    gt::close_nan(dR.get(), cR, 1e-4, 1e-5, "backward: R");
+                                    gt::close_nan(ddh.get(), cdh, 1e-5, 1e-6, "backward: dh");
+                                    gt::close_nan(ddn.get(), cdn, 1e-4, 1e-5, "backward: dn");
+                                    gt::close_nan(dtg.get(), ctg, 0, 0, "backward: tg");
+                                    gt::close_nan(dT.get(), ct, 1e-5, 1e-6, "backward: tmp");
+                                }
+                        }
+}
+
 /* nnl_cuda::loss_metrics against Loss::run and Metric::run: every loss (from
    logits, from probabilities, fused softmax/sigmoid), every metric, three
    shapes (several positions per sample; more elements than one grid pass

@@ -176,17 +176,18 @@ TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on th
 /* "no GPU" in the name: nnl_set_device checks the layers before it looks for
    a device, so this runs (and must pass) on a machine without one too */
 TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused by name and left on the CPU") {
-    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Reshape((2, 4))", "LSTM(4)",
+    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Reshape((2, 4))", "Bidirectional(GRU(4))",
                               "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "", 3);
     CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
-    CHECK(gm::err().find("layer 'lstm' (LSTM) has no GPU path") != std::string::npos); /* it alone */
+    CHECK(gm::err().find("layer 'bidirectional' (Bidirectional) has no GPU path") != std::string::npos); /* it alone */
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     nnl_model_free(m);
     /* recurrent layers: CPU only until the GPU issue; refused by name
-       (Embedding and Masking have a GPU path since issue 15) */
-    for (const char *spec : {"LSTM(4, input_shape=(5, 3))", "GRU(4, input_shape=(5, 3))",
-                             "SimpleRNN(4, input_shape=(5, 3))"}) {
+       (Embedding, Masking, and SimpleRNN, LSTM and GRU without dropout have
+       a GPU path since issue 15) */
+    for (const char *spec : {"LSTM(4, dropout=0.2, input_shape=(5, 3))", "GRU(4, recurrent_dropout=0.2, input_shape=(5, 3))",
+                             "SimpleRNN(4, dropout=0.2, input_shape=(5, 3))"}) {
         CAPTURE(spec);
         nnl_model *r = gm::build({spec, "Dense(2, activation='softmax')"}, "Adam()", "sparse_categorical_crossentropy",
                                  "", 3);
@@ -196,12 +197,15 @@ TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused b
         CHECK(std::string(nnl_get_device(r)) == "cpu");
         nnl_model_free(r);
     }
-    /* Embedding (mask_zero too) and Masking pass the layer check: without a
+    /* Embedding (mask_zero too), Masking and LSTM pass the layer check: without a
        device the refusal is about the device, naming no layer */
     std::vector<std::vector<const char *>> ok = {
         {"Embedding(7, 3, input_length=5)", "GlobalAveragePooling1D()", "Dense(2, activation='softmax')"},
         {"Embedding(7, 3, mask_zero=True, input_length=5)", "Dense(2, activation='softmax')"},
-        {"Masking(input_shape=(5, 3))", "Dense(2, activation='softmax')"}};
+        {"Masking(input_shape=(5, 3))", "Dense(2, activation='softmax')"},
+        {"Embedding(7, 3, mask_zero=True, input_length=5)", "LSTM(4)", "Dense(2, activation='softmax')"},
+        {"Embedding(7, 3, input_length=5)", "GRU(4)", "Dense(2, activation='softmax')"},
+        {"Embedding(7, 3, input_length=5)", "SimpleRNN(4)", "Dense(2, activation='softmax')"}};
     for (auto &layers : ok) {
         CAPTURE(layers[0]);
         nnl_model *e = gm::build(layers, "Adam()", "sparse_categorical_crossentropy", "", 3);
@@ -769,6 +773,199 @@ TEST_CASE("Embedding(mask_zero=True) and Masking with per-step Dense: masked out
             }
         gm::SeqRun run = gm::fit_both({"Masking(mask_value=0.0, input_shape=(10, 3))", "Dense(8, activation='tanh')",
                                        "Dense(1)"},
+                                      "mse", "mae", x, {T, F}, t, {T, 1}, n);
+        CHECK(run.host_steps >= 3 * 8);
+        CHECK(run.device_steps == 0);
+    }
+}
+
+/* LSTM on the GPU (issue 15): per step, the recurrent product is a
+   K().sgemm and the cell one lstm_forward / lstm_backward launch; the
+   weights' gradients are GEMMs over all steps and the bias gradient
+   bias_grad (fixed order). Embedding -> LSTM -> Dense with Keras' default
+   activations, the last output only: every batch's loss on the device; a
+   second GPU run repeats the first bit for bit; predictions with the same
+   weights agree. Tolerances as the other sequence models (gm::fit_both). */
+TEST_CASE("Embedding -> LSTM -> Dense: GPU history and weights match the CPU") {
+    const int n = 256, T = 12, V = 40;
+    nnl::Rng r(31);
+    std::vector<float> x((size_t)(n * T)), t((size_t)n);
+    for (int i = 0; i < n; i++) {
+        for (int q = 0; q < T; q++) x[(size_t)(i * T + q)] = (float)r.below(V);
+        /* the class of the last ids: order matters, as a recurrent layer sees it */
+        t[(size_t)i] = (float)(((int)x[(size_t)(i * T + T - 1)] + (int)x[(size_t)(i * T + T - 2)]) % 4);
+    }
+    std::vector<const char *> layers = {"Embedding(40, 8, input_length=12)", "LSTM(16)",
+                                        "Dense(4, activation='softmax')"};
+    const char *loss = "sparse_categorical_crossentropy", *metrics = "accuracy";
+    nnl_model *c = nullptr, *g = nullptr;
+    gm::SeqRun run = gm::fit_both(layers, loss, metrics, x, {T}, t, {}, n, &c, &g);
+    CHECK(run.device_steps >= 3 * 8);
+    CHECK(run.host_steps == 0);
+    nnl_model *g2 = gm::build(layers, gm::SEQ_OPT, loss, metrics, gm::SEQ_SEED);
+    REQUIRE_MESSAGE(nnl_set_device(g2, "cuda") == NNL_OK, gm::err());
+    gm::fit_seq(g2, x, {T}, t, {}, n);
+    CHECK(gm::weights(g2) == gm::weights(g)); /* no atomics: the same bits */
+    nnl_model_free(g2);
+    for (int i = 0; i < nnl_weight_count(g); i++) {
+        std::vector<float> w = gm::weight(g, i);
+        REQUIRE(nnl_set_weight(c, i, w.data(), (int64_t)w.size()) == NNL_OK);
+    }
+    int64_t xs[2] = {n, T};
+    std::vector<float> pc((size_t)(n * 4)), pg(pc.size());
+    REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), (int64_t)pc.size()) == NNL_OK);
+    REQUIRE(nnl_predict(g, x.data(), 2, xs, 64, pg.data(), (int64_t)pg.size()) == NNL_OK);
+    CHECK(gm::max_rel_diff(pg, pc) < 1e-4);
+    nnl_model_free(c);
+    nnl_model_free(g);
+}
+
+/* LSTM on step-masked sequences (the mask from Embedding(mask_zero=True) or
+   Masking, right-padded: a masked step keeps h and c, and with
+   return_sequences the mask passes on to a per-step Dense, whose masked
+   loss takes the host path); the CPU's non-fused cell (relu, hard_sigmoid)
+   and go_backwards; zero_output_for_mask. */
+TEST_CASE("LSTM with step masks, go_backwards, other activations: GPU history and weights match the CPU") {
+    const int n = 256, T = 10;
+    nnl::Rng r(37);
+    std::vector<int> len((size_t)n);
+    for (auto &l : len) l = 3 + (int)r.below(T - 2);
+    SUBCASE("Embedding(mask_zero=True) -> LSTM (last output) -> Dense") {
+        const int V = 30;
+        std::vector<float> x((size_t)(n * T), 0.f), t((size_t)n, 0.f);
+        for (int i = 0; i < n; i++) {
+            for (int q = 0; q < len[(size_t)i]; q++) x[(size_t)(i * T + q)] = (float)(1 + r.below(V - 1));
+            t[(size_t)i] = (float)((int)x[(size_t)i * T] % 3);
+        }
+        gm::SeqRun run = gm::fit_both({"Embedding(30, 6, mask_zero=True, input_length=10)", "LSTM(12)",
+                                       "Dense(3, activation='softmax')"},
+                                      "sparse_categorical_crossentropy", "accuracy", x, {T}, t, {}, n);
+        CHECK(run.device_steps >= 3 * 8); /* the mask ends at the LSTM: the loss is not masked */
+        CHECK(run.host_steps == 0);
+    }
+    SUBCASE("Masking -> LSTM(relu, hard_sigmoid, go_backwards, return_sequences) -> Dense per step, MSE") {
+        const int F = 3;
+        std::vector<float> x((size_t)(n * T * F), 0.f), t((size_t)(n * T), 0.f);
+        for (int i = 0; i < n; i++) {
+            float acc = 0;
+            for (int q = 0; q < len[(size_t)i]; q++) {
+                for (int f = 0; f < F; f++) {
+                    float v = (float)r.uniform() - 0.5f;
+                    x[(size_t)((i * T + q) * F + f)] = v;
+                    acc += v;
+                }
+                t[(size_t)(i * T + q)] = 0.5f * acc;
+            }
+        }
+        for (const char *lstm :
+             {"LSTM(8, activation='relu', recurrent_activation='hard_sigmoid', go_backwards=True, "
+              "return_sequences=True)",
+              "LSTM(8, return_sequences=True, zero_output_for_mask=True)"}) {
+            CAPTURE(lstm);
+            gm::SeqRun run = gm::fit_both({"Masking(mask_value=0.0, input_shape=(10, 3))", lstm, "Dense(1)"}, "mse",
+                                          "mae", x, {T, F}, t, {T, 1}, n);
+            CHECK(run.host_steps >= 3 * 8);
+            CHECK(run.device_steps == 0);
+        }
+    }
+}
+
+/* GRU on the GPU (issue 15): reset_after=True (one cell launch a step each
+   way; the recurrent bias's gradient through copy and bias_grad) and
+   reset_after=False (two launches around the product of r h_{s-1}), with
+   ids (the loss on the device) and with a step mask, go_backwards and
+   sequences (the host loss). History and weights as the LSTM's. */
+TEST_CASE("Embedding -> GRU -> Dense and masked GRU models: GPU history and weights match the CPU") {
+    const int n = 256, T = 10;
+    nnl::Rng r(43);
+    SUBCASE("Embedding -> GRU (reset_after both ways) -> Dense, the last output") {
+        const int V = 40;
+        std::vector<float> x((size_t)(n * T)), t((size_t)n);
+        for (int i = 0; i < n; i++) {
+            for (int q = 0; q < T; q++) x[(size_t)(i * T + q)] = (float)r.below(V);
+            t[(size_t)i] = (float)(((int)x[(size_t)(i * T + T - 1)] + (int)x[(size_t)(i * T)]) % 4);
+        }
+        for (const char *gru : {"GRU(16)", "GRU(16, reset_after=False)"}) {
+            CAPTURE(gru);
+            nnl_model *c = nullptr, *g = nullptr;
+            gm::SeqRun run = gm::fit_both({"Embedding(40, 8, input_length=10)", gru, "Dense(4, activation='softmax')"},
+                                          "sparse_categorical_crossentropy", "accuracy", x, {T}, t, {}, n, &c, &g);
+            CHECK(run.device_steps >= 3 * 8);
+            CHECK(run.host_steps == 0);
+            nnl_model *g2 = gm::build({"Embedding(40, 8, input_length=10)", gru, "Dense(4, activation='softmax')"},
+                                      gm::SEQ_OPT, "sparse_categorical_crossentropy", "accuracy", gm::SEQ_SEED);
+            REQUIRE_MESSAGE(nnl_set_device(g2, "cuda") == NNL_OK, gm::err());
+            gm::fit_seq(g2, x, {T}, t, {}, n);
+            CHECK(gm::weights(g2) == gm::weights(g)); /* no atomics: the same bits */
+            nnl_model_free(g2);
+            nnl_model_free(c);
+            nnl_model_free(g);
+        }
+    }
+    SUBCASE("Masking -> GRU(go_backwards, return_sequences) -> Dense per step, MSE") {
+        const int F = 3;
+        std::vector<int> len((size_t)n);
+        for (auto &l : len) l = 3 + (int)r.below(T - 2);
+        std::vector<float> x((size_t)(n * T * F), 0.f), t((size_t)(n * T), 0.f);
+        for (int i = 0; i < n; i++) {
+            float acc = 0;
+            for (int q = 0; q < len[(size_t)i]; q++) {
+                for (int f = 0; f < F; f++) {
+                    float v = (float)r.uniform() - 0.5f;
+                    x[(size_t)((i * T + q) * F + f)] = v;
+                    acc += v;
+                }
+                t[(size_t)(i * T + q)] = 0.5f * acc;
+            }
+        }
+        for (const char *gru : {"GRU(8, go_backwards=True, return_sequences=True)",
+                                "GRU(8, reset_after=False, recurrent_activation='hard_sigmoid', return_sequences=True, "
+                                "zero_output_for_mask=True)"}) {
+            CAPTURE(gru);
+            gm::SeqRun run = gm::fit_both({"Masking(mask_value=0.0, input_shape=(10, 3))", gru, "Dense(1)"}, "mse",
+                                          "mae", x, {T, F}, t, {T, 1}, n);
+            CHECK(run.host_steps >= 3 * 8);
+            CHECK(run.device_steps == 0);
+        }
+    }
+}
+
+/* SimpleRNN on the GPU (issue 15): ids -> Embedding -> SimpleRNN -> Dense
+   (the loss on the device), and a masked, go_backwards sequence model (the
+   host loss); stacked with an LSTM. History and weights as the LSTM's. */
+TEST_CASE("SimpleRNN models: GPU history and weights match the CPU") {
+    const int n = 256, T = 10;
+    nnl::Rng r(47);
+    SUBCASE("Embedding -> SimpleRNN -> Dense") {
+        std::vector<float> x((size_t)(n * T)), t((size_t)n);
+        for (int i = 0; i < n; i++) {
+            for (int q = 0; q < T; q++) x[(size_t)(i * T + q)] = (float)r.below(40);
+            t[(size_t)i] = (float)((int)x[(size_t)(i * T + T - 1)] % 4);
+        }
+        gm::SeqRun run = gm::fit_both({"Embedding(40, 8, input_length=10)", "SimpleRNN(16)",
+                                       "Dense(4, activation='softmax')"},
+                                      "sparse_categorical_crossentropy", "accuracy", x, {T}, t, {}, n);
+        CHECK(run.device_steps >= 3 * 8);
+        CHECK(run.host_steps == 0);
+    }
+    SUBCASE("Masking -> SimpleRNN(go_backwards, sequences) -> LSTM(sequences) -> Dense per step, MSE") {
+        const int F = 3;
+        std::vector<float> x((size_t)(n * T * F), 0.f), t((size_t)(n * T), 0.f);
+        for (int i = 0; i < n; i++) {
+            int len = 3 + (int)r.below(T - 2);
+            float acc = 0;
+            for (int q = 0; q < len; q++) {
+                for (int f = 0; f < F; f++) {
+                    float v = (float)r.uniform() - 0.5f;
+                    x[(size_t)((i * T + q) * F + f)] = v;
+                    acc += v;
+                }
+                t[(size_t)(i * T + q)] = 0.5f * acc;
+            }
+        }
+        gm::SeqRun run = gm::fit_both({"Masking(mask_value=0.0, input_shape=(10, 3))",
+                                       "SimpleRNN(8, go_backwards=True, return_sequences=True)",
+                                       "LSTM(6, return_sequences=True)", "Dense(1)"},
                                       "mse", "mae", x, {T, F}, t, {T, 1}, n);
         CHECK(run.host_steps >= 3 * 8);
         CHECK(run.device_steps == 0);

@@ -443,33 +443,53 @@ TEST_CASE("stateful LSTM: fit carries states, reset_states option, model files k
     CHECK(system(rm.c_str()) == 0);
 }
 
-TEST_CASE("recurrent layers have no GPU path yet: nnl_set_device's list leaves them out") {
-    for (const char *k : {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}) {
+TEST_CASE("SimpleRNN, LSTM and GRU have a GPU path (not with dropout); Bidirectional not yet: nnl_set_device's "
+          "list says so") {
+    for (const char *k : {"Bidirectional"}) {
         auto &kind = nnl::layer_registry().at(k);
         nnl::Spec sp = nnl::parse_spec(kind.example);
         nnl::Args a(sp, k);
         CHECK_FALSE(kind.make(a)->gpu_path());
         CHECK(nnl::gpu_layer_names().find(k) == std::string::npos);
     }
+    for (const char *k : {"SimpleRNN", "LSTM", "GRU"}) {
+        auto &kind = nnl::layer_registry().at(k);
+        nnl::Spec sp = nnl::parse_spec(kind.example);
+        nnl::Args a(sp, k);
+        CHECK(kind.make(a)->gpu_path());
+        CHECK(nnl::gpu_layer_names().find(k) != std::string::npos);
+        std::string base = std::string(k) + "(3, ";
+        for (std::string opt : {"dropout=0.2)", "recurrent_dropout=0.2)"}) {
+            std::string spec = base + opt;
+            nnl::Spec d = nnl::parse_spec(spec.c_str());
+            nnl::Args da(d, k);
+            CAPTURE(spec);
+            CHECK_FALSE(kind.make(da)->gpu_path());
+        }
+    }
+    nnl::Spec gs = nnl::parse_spec("GRU(3, reset_after=False)");
+    nnl::Args ga(gs, "GRU");
+    CHECK(nnl::layer_registry().at("GRU").make(ga)->gpu_path());
 }
 
-TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) names recurrent "
-          "layers, not Embedding or Masking") {
+TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) names the layers "
+          "without one (Bidirectional), not Embedding, Masking, SimpleRNN, LSTM or GRU") {
     nnl_model *m = nnl_model_create();
     REQUIRE(nnl_add(m, "Embedding(20, 4, input_length=6)") == NNL_OK);
     REQUIRE(nnl_add(m, "LSTM(5, return_sequences=True)") == NNL_OK);
     REQUIRE(nnl_add(m, "Bidirectional(GRU(2))") == NNL_OK);
     REQUIRE(nnl_add(m, "Dense(3)") == NNL_OK);
-    CHECK(nnl::gpu_missing_layers(*m) == "layers 'lstm' (LSTM), 'bidirectional' (Bidirectional)");
+    CHECK(nnl::gpu_missing_layers(*m) == "layer 'bidirectional' (Bidirectional)");
     /* the check that nnl::set_device (CUDA build) runs first, and that each
        GPU fit runs again: refused by name, NNL_ERR_UNSUPPORTED */
     CHECK(nnl::guard([&] { nnl::gpu_check_layers(*m); }) == NNL_ERR_UNSUPPORTED);
     std::string e = nnl_last_error();
-    CHECK(e.find("layers 'lstm' (LSTM), 'bidirectional' (Bidirectional) have no GPU path yet") != std::string::npos);
+    CHECK(e.find("layer 'bidirectional' (Bidirectional) has no GPU path yet") != std::string::npos);
     CHECK(e.find("GPU layers: Activation") != std::string::npos); /* and says which layers have one */
     CHECK(e.find("Embedding") != std::string::npos);               /* in that list, since the GPU issue */
     CHECK(e.find("Masking") != std::string::npos);
-    for (const char *spec : {"SimpleRNN(3, input_shape=(4, 2))", "GRU(3, input_shape=(4, 2))"}) {
+    for (const char *spec : {"SimpleRNN(3, dropout=0.1, input_shape=(4, 2))", "GRU(3, recurrent_dropout=0.1, input_shape=(4, 2))",
+                             "LSTM(3, dropout=0.1, input_shape=(4, 2))"}) {
         nnl_model *r = nnl_model_create();
         REQUIRE(nnl_add(r, spec) == NNL_OK);
         REQUIRE(nnl_add(r, "Dense(2)") == NNL_OK);
@@ -487,7 +507,14 @@ TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device
     for (std::vector<const char *> specs :
          {std::vector<const char *>{"Embedding(20, 4, input_length=6)", "GlobalAveragePooling1D()", "Dense(3)"},
           std::vector<const char *>{"Embedding(20, 4, mask_zero=True, input_length=6)", "Dense(3)"},
-          std::vector<const char *>{"Masking(input_shape=(6, 3))", "Dense(3)"}}) {
+          std::vector<const char *>{"Masking(input_shape=(6, 3))", "Dense(3)"},
+          std::vector<const char *>{"Embedding(20, 4, mask_zero=True, input_length=6)", "LSTM(5)", "Dense(3)"},
+          std::vector<const char *>{"Masking(input_shape=(6, 3))",
+                                    "LSTM(5, activation='relu', recurrent_activation='hard_sigmoid', "
+                                    "return_sequences=True, go_backwards=True)",
+                                    "Dense(3)"},
+          std::vector<const char *>{"Embedding(20, 4, input_length=6)", "GRU(5, reset_after=False)", "Dense(3)"},
+          std::vector<const char *>{"Masking(input_shape=(6, 3))", "SimpleRNN(5, stateful=False)", "Dense(3)"}}) {
         nnl_model *q = nnl_model_create();
         for (const char *s : specs) REQUIRE(nnl_add(q, s) == NNL_OK);
         CAPTURE(specs[0]);
@@ -501,7 +528,8 @@ TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device
     e = nnl_last_error();
     CHECK(e.rfind("nnl_set_device: ", 0) == 0);
     CHECK(e.find("'embedding' (Embedding)") == std::string::npos);
-    CHECK(e.find("'lstm' (LSTM)") != std::string::npos);
+    CHECK(e.find("'lstm' (LSTM)") == std::string::npos);
+    CHECK(e.find("'bidirectional' (Bidirectional)") != std::string::npos);
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     nnl_model_free(m);
 }
