@@ -111,8 +111,9 @@
 
    WHAT IS NOT SUPPORTED (yet)
        Only Sequential models (a stack of layers, one input, one output).
-       float32 arithmetic only. MPI data parallelism comes with a later
-       version of this header. The CUDA backend (see "GPU" below) runs
+       float32 arithmetic on the GPU (mixed_bfloat16 on the CPU only). MPI
+       data parallelism (nnl_distribute) needs a build with MPI=1. The CUDA
+       backend (see "GPU" below) runs
        dense and convolutional models on one GPU; of the sequence layers,
        Embedding, Masking, SimpleRNN, LSTM and GRU (without dropout) have a
        GPU path, compiled but not yet run on a GPU; Bidirectional runs on
