@@ -5665,9 +5665,42 @@ static void rnn_gate_backward(Act a, const float *y, const float *dy, float *dx,
     if (a != ACT_HARD_SIGMOID) return K().act_backward(a, y, y, dy, dx, 1, n);
     for (int64_t j = 0; j < n; j++) dx[j] = y[j] != y[j] ? y[j] : y[j] > 0.f && y[j] < 1.f ? 0.2f * dy[j] : 0.f;
 }
-static void cpu_lstm_forward(const CellArgs &a) {
+/* The end of every cell's forward step: a masked row keeps its state (h,
+   and c for an LSTM), then the step's output (each step's, or the last). */
+static void cell_finish_forward(const CellArgs &a) {
     const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
     auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.mask) /* masked steps: the state stays as it was */
+        for (int64_t b = 0; b < B; b++) {
+            if (!masked(b)) continue;
+            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
+            if (a.c) memcpy(a.c + b * a.ldh, a.cp + b * a.ldcp, (size_t)u * sizeof(float));
+        }
+    for (int64_t b = 0; b < B; b++) { /* the output */
+        const float *h = a.h + b * a.ldhn;
+        if (a.seq) {
+            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
+            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
+        } else if (s + 1 == T) {
+            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
+        }
+    }
+}
+/* The start of every cell's backward step: dh_s (zero before the first
+   step) gets the output's gradient. */
+static void cell_add_output_grad(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    if (a.first) std::fill(a.dh, a.dh + B * u, 0.f);
+    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
+        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
+        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
+        if (d)
+            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
+    }
+}
+static void cpu_lstm_forward(const CellArgs &a) {
+    const int64_t B = a.B, u = a.u;
     if (a.act == ACT_TANH && a.ract == ACT_SIGMOID) { /* one vectorised pass over the step */
         simd::run<LstmStepK>(a.Z, a.ldz, a.cp, a.ldcp, a.c, a.ldh, a.h, a.ldhn, B, u);
     } else {
@@ -5683,36 +5716,14 @@ static void cpu_lstm_forward(const CellArgs &a) {
             for (int64_t j = 0; j < u; j++) h[j] *= z[3 * u + j];
         }
     }
-    if (a.mask) /* masked steps: the state stays as it was */
-        for (int64_t b = 0; b < B; b++) {
-            if (!masked(b)) continue;
-            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
-            memcpy(a.c + b * a.ldh, a.cp + b * a.ldcp, (size_t)u * sizeof(float));
-        }
-    for (int64_t b = 0; b < B; b++) { /* the output */
-        const float *h = a.h + b * a.ldhn;
-        if (a.seq) {
-            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
-            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
-        } else if (s + 1 == T) {
-            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
-        }
-    }
+    cell_finish_forward(a);
 }
 static void cpu_lstm_backward(const CellArgs &a) {
-    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 4 * u;
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, G = 4 * u;
     auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
     const bool fused = a.act == ACT_TANH && a.ract == ACT_SIGMOID;
-    if (a.first) {
-        std::fill(a.dh, a.dh + B * u, 0.f);
-        std::fill(a.dc, a.dc + B * u, 0.f);
-    }
-    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
-        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
-        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
-        if (d)
-            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
-    }
+    if (a.first) std::fill(a.dc, a.dc + B * u, 0.f);
+    cell_add_output_grad(a);
     for (int64_t b = 0; b < B; b++) {
         float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * G;
         const float *cp = a.cp + b * a.ldcp, *c = a.c + b * a.ldh;
@@ -5750,38 +5761,18 @@ static void cpu_lstm_backward(const CellArgs &a) {
    simple_backward): the loops Recurrent::forward and backward ran inline
    for a SimpleRNN, moved unchanged. */
 static void cpu_simple_forward(const CellArgs &a) {
-    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
-    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    const int64_t B = a.B, u = a.u;
     for (int64_t b = 0; b < B; b++) {
         float *z = a.Z + b * a.ldz, *h = a.h + b * a.ldhn; /* h_s: the next step's h_{s-1} */
         K().act_forward(a.act, z, z, 1, u);
         memcpy(h, z, (size_t)u * sizeof(float));
     }
-    if (a.mask) /* masked steps: the state stays as it was */
-        for (int64_t b = 0; b < B; b++) {
-            if (!masked(b)) continue;
-            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
-        }
-    for (int64_t b = 0; b < B; b++) { /* the output */
-        const float *h = a.h + b * a.ldhn;
-        if (a.seq) {
-            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
-            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
-        } else if (s + 1 == T) {
-            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
-        }
-    }
+    cell_finish_forward(a);
 }
 static void cpu_simple_backward(const CellArgs &a) {
-    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s;
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t;
     auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
-    if (a.first) std::fill(a.dh, a.dh + B * u, 0.f);
-    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
-        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
-        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
-        if (d)
-            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
-    }
+    cell_add_output_grad(a);
     for (int64_t b = 0; b < B; b++) {
         float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * u;
         memcpy(tgb, z, (size_t)u * sizeof(float)); /* the activated gates, for act'() */
@@ -5797,8 +5788,7 @@ static void cpu_simple_backward(const CellArgs &a) {
    loops Recurrent::forward and backward ran inline for a GRU, moved
    unchanged. */
 static void cpu_gru_forward(const CellArgs &a) {
-    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 3 * u;
-    auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
+    const int64_t B = a.B, u = a.u, G = 3 * u;
     if (a.phase == 0)
         for (int64_t b = 0; b < B; b++) {
             float *z = a.Z + b * a.ldz;
@@ -5824,23 +5814,10 @@ static void cpu_gru_forward(const CellArgs &a) {
         K().act_forward(a.act, z + 2 * u, z + 2 * u, 1, u);
         for (int64_t j = 0; j < u; j++) h[j] = z[j] * hp[j] + (1.f - z[j]) * z[2 * u + j];
     }
-    if (a.mask) /* masked steps: the state stays as it was */
-        for (int64_t b = 0; b < B; b++) {
-            if (!masked(b)) continue;
-            memcpy(a.h + b * a.ldhn, a.hp + b * a.ldh, (size_t)u * sizeof(float));
-        }
-    for (int64_t b = 0; b < B; b++) { /* the output */
-        const float *h = a.h + b * a.ldhn;
-        if (a.seq) {
-            if (a.zero_masked && masked(b)) std::fill(a.y + (b * T + s) * u, a.y + (b * T + s + 1) * u, 0.f);
-            else memcpy(a.y + (b * T + s) * u, h, (size_t)u * sizeof(float));
-        } else if (s + 1 == T) {
-            memcpy(a.y + b * u, h, (size_t)u * sizeof(float));
-        }
-    }
+    cell_finish_forward(a);
 }
 static void cpu_gru_backward(const CellArgs &a) {
-    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, s = a.s, G = 3 * u;
+    const int64_t B = a.B, u = a.u, T = a.T, t = a.t, G = 3 * u;
     auto masked = [&](int64_t b) { return a.mask && a.mask[b * T + t] == 0.f; };
     if (a.phase == 1) { /* d(r h_{s-1}) in tmp: dr, and its part of dh_{s-1} */
         for (int64_t b = 0; b < B; b++) {
@@ -5855,13 +5832,7 @@ static void cpu_gru_backward(const CellArgs &a) {
         }
         return;
     }
-    if (a.first) std::fill(a.dh, a.dh + B * u, 0.f);
-    for (int64_t b = 0; b < B; b++) { /* dh_s += the output's gradient */
-        const float *d = a.seq ? a.dy + (b * T + s) * u : s + 1 == T ? a.dy + b * u : nullptr;
-        if (a.seq && a.zero_masked && masked(b)) d = nullptr; /* a constant zero */
-        if (d)
-            for (int64_t j = 0; j < u; j++) a.dh[b * u + j] += d[j];
-    }
+    cell_add_output_grad(a);
     for (int64_t b = 0; b < B; b++) {
         float *z = a.Z + b * a.ldz, *dhb = a.dh + b * u, *tgb = a.tg + b * G;
         const float *hp = a.hp + b * a.ldh;
@@ -6123,10 +6094,6 @@ public:
         a.mask = mask_in ? mask : nullptr;
         a.seq = return_sequences, a.zero_masked = zero_output_for_mask;
         return a;
-    }
-    /* dx = dy act'(.) from the activation's output y (n values) */
-    static void gate_backward(Act a, const float *y, const float *dy, float *dx, int64_t n) {
-        rnn_gate_backward(a, y, dy, dx, n);
     }
 
     void check_slots(int64_t B) const {

@@ -1562,6 +1562,26 @@ __device__ __forceinline__ float gate_d(int a, float y, float dy) {
     return dy * dact1(a, y, y);
 }
 
+/* row b is masked at the step */
+__device__ __forceinline__ bool step_masked(const CellStep &a, int64_t b) {
+    return a.mask && a.mask[b * a.T + a.t] == 0.f;
+}
+/* h_s (b, j) into the output: each step's (zero where masked, with
+   zero_output_for_mask), or the last step's */
+__device__ __forceinline__ void put_output(const CellStep &a, int64_t b, int64_t j, float hv, bool m) {
+    if (a.seq) a.y[(b * a.T + a.s) * a.u + j] = a.zero_masked && m ? 0.f : hv;
+    else if (a.s + 1 == a.T) a.y[b * a.u + j] = hv;
+}
+/* dL/dh_s (b, j): dh from the later steps plus the output's gradient */
+__device__ __forceinline__ float dh_in(const CellStep &a, float dh, int64_t b, int64_t j, bool m) {
+    if (a.seq) {
+        if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * a.u + j];
+    } else if (a.s + 1 == a.T) {
+        dh += a.dy[b * a.u + j];
+    }
+    return dh;
+}
+
 /* forward: one thread per (row b, unit j) reads and writes column j of each
    of the four gate blocks of its row, c and h: no two threads share a
    value. h (the next step's hp, or the scratch row after the last step)
@@ -1580,15 +1600,14 @@ __global__ void k_lstm_fwd(CellStep a) {
         float cpv = a.cp[b * a.ldcp + j];
         float cv = fg * cpv + ig * gg;
         float hv = act1(a.act, cv) * og;
-        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        bool m = step_masked(a, b);
         if (m) { /* the state stays as it was */
             cv = cpv;
             hv = a.hp[b * a.ldh + j];
         }
         a.c[b * a.ldh + j] = cv;
         a.h[b * a.ldhn + j] = hv;
-        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
-        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+        put_output(a, b, j, hv, m);
     }
 }
 /* backward: the same ownership (row b, unit j) over Z's four gate columns,
@@ -1600,12 +1619,8 @@ __global__ void k_lstm_bwd(CellStep a) {
     GRID_STRIDE(e, a.B * u) {
         int64_t b = e / u, j = e % u;
         float dh = a.first ? 0.f : a.dh[e], dc = a.first ? 0.f : a.dc[e];
-        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
-        if (a.seq) {
-            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
-        } else if (a.s + 1 == a.T) {
-            dh += a.dy[b * u + j];
-        }
+        bool m = step_masked(a, b);
+        dh = dh_in(a, dh, b, j, m);
         float *z = a.Z + b * a.ldz;
         a.dh[e] = dh;
         if (m) { /* h_s = h_{s-1}, c_s = c_{s-1}: dh and dc pass, no gate gradient */
@@ -1650,11 +1665,10 @@ __global__ void k_gru_fwd(CellStep a) {
         float zg = z[j], hh = act1(a.act, z[2 * u + j]), hp = a.hp[b * a.ldh + j];
         z[2 * u + j] = hh;
         float hv = zg * hp + (1.f - zg) * hh;
-        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        bool m = step_masked(a, b);
         if (m) hv = hp; /* the state stays as it was */
         a.h[b * a.ldhn + j] = hv;
-        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
-        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+        put_output(a, b, j, hv, m);
     }
 }
 /* GRU backward, the same ownership over Z's, tg's and R's columns j of row
@@ -1675,12 +1689,8 @@ __global__ void k_gru_bwd(CellStep a) {
             continue;
         }
         float dh = a.first ? 0.f : a.dh[e];
-        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
-        if (a.seq) {
-            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
-        } else if (a.s + 1 == a.T) {
-            dh += a.dy[b * u + j];
-        }
+        bool m = step_masked(a, b);
+        dh = dh_in(a, dh, b, j, m);
         a.dh[e] = dh;
         float zg = z[j], rg = z[u + j], hh = z[2 * u + j];
         tg[j] = zg;
@@ -1716,11 +1726,10 @@ __global__ void k_simple_fwd(CellStep a) {
         float *z = a.Z + b * a.ldz;
         float hv = act1(a.act, z[j]);
         z[j] = hv;
-        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
+        bool m = step_masked(a, b);
         if (m) hv = a.hp[b * a.ldh + j]; /* the state stays as it was */
         a.h[b * a.ldhn + j] = hv;
-        if (a.seq) a.y[(b * a.T + a.s) * u + j] = a.zero_masked && m ? 0.f : hv;
-        else if (a.s + 1 == a.T) a.y[b * u + j] = hv;
+        put_output(a, b, j, hv, m);
     }
 }
 __global__ void k_simple_bwd(CellStep a) {
@@ -1728,12 +1737,8 @@ __global__ void k_simple_bwd(CellStep a) {
     GRID_STRIDE(e, a.B * u) {
         int64_t b = e / u, j = e % u;
         float dh = a.first ? 0.f : a.dh[e];
-        bool m = a.mask && a.mask[b * a.T + a.t] == 0.f;
-        if (a.seq) {
-            if (!(a.zero_masked && m)) dh += a.dy[(b * a.T + a.s) * u + j];
-        } else if (a.s + 1 == a.T) {
-            dh += a.dy[b * u + j];
-        }
+        bool m = step_masked(a, b);
+        dh = dh_in(a, dh, b, j, m);
         a.dh[e] = dh;
         float *z = a.Z + b * a.ldz;
         float hv = z[j];
@@ -1741,36 +1746,18 @@ __global__ void k_simple_bwd(CellStep a) {
         z[j] = m ? 0.f : gate_d(a.act, hv, dh);
     }
 }
-void simple_forward(const CellStep &a) {
+/* one thread per (row, unit) of the step */
+template <void (*KERNEL)(CellStep)> static void cell_launch(const CellStep &a) {
     if (a.B <= 0 || a.u <= 0) return;
-    k_simple_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
+    KERNEL<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
     LAUNCHED();
 }
-void simple_backward(const CellStep &a) {
-    if (a.B <= 0 || a.u <= 0) return;
-    k_simple_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
-    LAUNCHED();
-}
-void gru_forward(const CellStep &a) {
-    if (a.B <= 0 || a.u <= 0) return;
-    k_gru_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
-    LAUNCHED();
-}
-void gru_backward(const CellStep &a) {
-    if (a.B <= 0 || a.u <= 0) return;
-    k_gru_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
-    LAUNCHED();
-}
-void lstm_forward(const CellStep &a) {
-    if (a.B <= 0 || a.u <= 0) return;
-    k_lstm_fwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
-    LAUNCHED();
-}
-void lstm_backward(const CellStep &a) {
-    if (a.B <= 0 || a.u <= 0) return;
-    k_lstm_bwd<<<grid_for(a.B * a.u), 256, 0, S()>>>(a);
-    LAUNCHED();
-}
+void simple_forward(const CellStep &a) { cell_launch<k_simple_fwd>(a); }
+void simple_backward(const CellStep &a) { cell_launch<k_simple_bwd>(a); }
+void gru_forward(const CellStep &a) { cell_launch<k_gru_fwd>(a); }
+void gru_backward(const CellStep &a) { cell_launch<k_gru_bwd>(a); }
+void lstm_forward(const CellStep &a) { cell_launch<k_lstm_fwd>(a); }
+void lstm_backward(const CellStep &a) { cell_launch<k_lstm_bwd>(a); }
 
 /* ========================================================================
    6  Losses and optimizers
