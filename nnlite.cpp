@@ -1404,6 +1404,13 @@ struct Window {
     int64_t kvol() const { return k[0] * k[1] * k[2]; }
 };
 
+/* Max pooling keeps, for each output, which tap of its window it took: one
+   byte when the window has fewer than 255 taps (every Keras model's 2x2 or
+   3x3), else four (all ones: no tap). A quarter of an int32 input index:
+   K-CNN's pooling keeps 1.1 MB instead of 4.4 MB at batch 120, at the
+   step's peak. nnlite_cuda.cu decides the same way (pool_arg_bytes). */
+static inline int pool_arg_bytes(const Window &g) { return g.kvol() < 255 ? 1 : 4; }
+
 /* One LSTM or GRU step over the B rows of a batch, as Recurrent lays it out
    (the Kernels' lstm_forward, lstm_backward, gru_forward, gru_backward):
    row b of each array at p + b * ld. */
@@ -1468,10 +1475,11 @@ struct Kernels {
     void (*im2col)(const Window &g, const float *x, float *col, int64_t n);
     /* dx[n, in..., C] = the sum of col's entries over the windows (overwrites dx) */
     void (*col2im)(const Window &g, const float *col, float *dx, int64_t n);
-    /* max (arg: index of the chosen input within its sample) or average
-       (over the unpadded entries) of each window */
-    void (*pool_forward)(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n);
-    void (*pool_backward)(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n);
+    /* max (arg: which tap of its window each output chose, as
+       pool_arg_bytes(g)-byte unsigned integers, all ones for none) or
+       average (over the unpadded entries) of each window */
+    void (*pool_forward)(const Window &g, bool max, const float *x, float *y, void *arg, int64_t n);
+    void (*pool_backward)(const Window &g, bool max, const float *dy, const void *arg, float *dx, int64_t n);
     /* biased mean and variance of each column of x[rows, C] */
     void (*moments)(const float *x, int64_t rows, int64_t C, float *mean, float *var);
     /* y[r, c] = x[r, c] * scale[c] + shift[c] */
@@ -3753,8 +3761,9 @@ static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) 
     });
 }
 
-static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
+template <class A> static void pool_forward_t(const Window &g, bool max, const float *x, float *y, A *arg, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, rows = n * P;
+    const A none = (A)~(A)0;
     (void)rows;
     par_for(rows, rows * C * g.kvol(), [&](int64_t lo_, int64_t hi_) {
         for (int64_t r = lo_; r < hi_; r++) {
@@ -3763,17 +3772,17 @@ static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y
             const float *xb = x + b * g.in_size() * C;
             float *o = y + r * C;
             if (max) {
-                int32_t *a = arg + r * C;
+                A *a = arg + r * C;
                 for (int64_t c = 0; c < C; c++) {
                     o[c] = -INFINITY;
-                    a[c] = -1;
+                    a[c] = none;
                 }
-                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t) {
+                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
                     const float *xs = xb + pos * C;
                     for (int64_t c = 0; c < C; c++) {
-                        bool gt = xs[c] > o[c] || a[c] < 0; /* first maximum wins; NaN propagates once chosen */
+                        bool gt = xs[c] > o[c] || a[c] == none; /* first maximum wins; NaN propagates once chosen */
                         o[c] = gt ? xs[c] : o[c];
-                        a[c] = gt ? (int32_t)(pos * C + c) : a[c];
+                        a[c] = gt ? (A)j : a[c];
                     }
                 });
             } else {
@@ -3791,19 +3800,64 @@ static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y
     });
 }
 
-static void cpu_pool_backward(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
+static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y, void *arg, int64_t n) {
+    if (max && pool_arg_bytes(g) == 4)
+        pool_forward_t(g, max, x, y, (uint32_t *)arg, n);
+    else
+        pool_forward_t(g, max, x, y, (uint8_t *)arg, n);
+}
+
+/* The input position (a spatial index) of tap j of output position p. */
+static inline int64_t tap_position(const Window &g, int64_t p, int64_t j) {
+    int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+    int64_t kw = j % g.k[2], kh = j / g.k[2] % g.k[1], kd = j / (g.k[2] * g.k[1]);
+    int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0], ih = oh * g.s[1] - g.pad[1] + kh * g.d[1],
+            iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+    return (id * g.in[1] + ih) * g.in[2] + iw;
+}
+
+/* Max pooling's backward: each output's gradient to the input its window
+   chose. One-byte taps go through a table of the window's positions (made
+   once per output position); four-byte ones (windows of 255 taps or more)
+   are located one by one. */
+template <class A>
+static void pool_backward_max(const Window &g, const float *dy, const A *arg, float *dx, int64_t b, int64_t n_) {
+    const int64_t P = g.out_size(), C = g.C, S = g.in_size() * C;
+    const A none = (A)~(A)0;
+    for (; b < n_; b++) {
+        float *db = dx + b * S;
+        memset(db, 0, (size_t)S * sizeof(float));
+        const float *d = dy + b * P * C;
+        const A *a = arg + b * P * C;
+        for (int64_t p = 0; p < P; p++, a += C, d += C) {
+            if (sizeof(A) == 1) {
+                int64_t tab[256];
+                int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) { tab[j] = pos * C; });
+                for (int64_t c = 0; c < C; c++)
+                    if (a[c] != none) db[tab[a[c]] + c] += d[c];
+            } else {
+                for (int64_t c = 0; c < C; c++)
+                    if (a[c] != none) db[tap_position(g, p, (int64_t)a[c]) * C + c] += d[c];
+            }
+        }
+    }
+}
+
+static void cpu_pool_backward(const Window &g, bool max, const float *dy, const void *arg, float *dx, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, S = g.in_size() * C;
     par_for(n, n * P * C, [&](int64_t lo_, int64_t hi_) {
+        if (max) {
+            if (pool_arg_bytes(g) == 4)
+                pool_backward_max(g, dy, (const uint32_t *)arg, dx, lo_, hi_);
+            else
+                pool_backward_max(g, dy, (const uint8_t *)arg, dx, lo_, hi_);
+            return;
+        }
         for (int64_t b = lo_; b < hi_; b++) {
             float *db = dx + b * S;
             memset(db, 0, (size_t)S * sizeof(float));
             const float *d = dy + b * P * C;
-            if (max) {
-                const int32_t *a = arg + b * P * C;
-                for (int64_t i = 0; i < P * C; i++)
-                    if (a[i] >= 0) db[a[i]] += d[i];
-                continue;
-            }
             for (int64_t p = 0; p < P; p++) {
                 int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
                 int64_t cnt = 0;
@@ -5110,7 +5164,8 @@ public:
     /* ws: [arg (max only)]; scratch (channels-first, on a side where no
        neighbour hands over channels-last data): [xcl = dxcl] (!cl_in: x in
        forward, dx in backward, never both in one call) [ycl] (!cl_out) */
-    int64_t argsize(int64_t B) const { return max ? B * out.size() : 0; }
+    /* the taps chosen, pool_arg_bytes(g) bytes each, in floats */
+    int64_t argsize(int64_t B) const { return max ? (B * out.size() * pool_arg_bytes(g) + 3) / 4 : 0; }
     int64_t workspace(int64_t B) const override { return argsize(B); }
     int64_t xclsize(int64_t B) const { return cf && !cl_in ? B * in.size() : 0; }
     int64_t scratch(int64_t B) const override { return xclsize(B) + (cf && !cl_out ? B * out.size() : 0); }
@@ -5120,7 +5175,7 @@ public:
     bool disjoint_max() const {
         return max && g.s[0] >= g.k[0] && g.s[1] >= g.k[1] && g.s[2] >= g.k[2] && !mask_in && !mask_out;
     }
-    int32_t *arg() const { return reinterpret_cast<int32_t *>(ws); }
+    void *arg() const { return ws; }
     float *xcl(int64_t) const { return sc; }
     float *ycl(int64_t B) const { return xcl(B) + xclsize(B); }
     float *dxcl(int64_t B) const { return xcl(B); }
@@ -10014,7 +10069,6 @@ float *GpuModel::dev(const float *p) {
 }
 
 static float *D(const float *p) { return tl_gpu->dev(p); }
-static int32_t *Di(const int32_t *p) { return (int32_t *)tl_gpu->dev((const float *)p); }
 static nnl_cuda::Win win(const Window &g) {
     nnl_cuda::Win w;
     memcpy(&w, &g, sizeof w);
@@ -10063,11 +10117,11 @@ static void cu_im2col(const Window &g, const float *x, float *col, int64_t n) {
 static void cu_col2im(const Window &g, const float *col, float *dx, int64_t n) {
     nnl_cuda::col2im(win(g), D(col), D(dx), n);
 }
-static void cu_pool_forward(const Window &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
-    nnl_cuda::pool_forward(win(g), max, D(x), D(y), max ? Di(arg) : nullptr, n);
+static void cu_pool_forward(const Window &g, bool max, const float *x, float *y, void *arg, int64_t n) {
+    nnl_cuda::pool_forward(win(g), max, D(x), D(y), max ? (void *)D((const float *)arg) : nullptr, n);
 }
-static void cu_pool_backward(const Window &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
-    nnl_cuda::pool_backward(win(g), max, D(dy), max ? Di(arg) : nullptr, D(dx), n);
+static void cu_pool_backward(const Window &g, bool max, const float *dy, const void *arg, float *dx, int64_t n) {
+    nnl_cuda::pool_backward(win(g), max, D(dy), max ? (const void *)D((const float *)arg) : nullptr, D(dx), n);
 }
 static void cu_moments(const float *x, int64_t rows, int64_t C, float *mean, float *var) {
     nnl_cuda::moments(D(x), rows, C, D(mean), D(var));

@@ -1227,14 +1227,15 @@ template <class I> __device__ __forceinline__ I window_count(const Win &g, I od,
     return cnt[0] * cnt[1] * cnt[2];
 }
 
-template <class I> __global__ void k_pool_fwd(Win g, bool max, const float *x, float *y, int32_t *arg, I n) {
+template <class I, class A> __global__ void k_pool_fwd(Win g, bool max, const float *x, float *y, A *arg, I n) {
     const I P = (I)g.out[0] * (I)g.out[1] * (I)g.out[2], C = (I)g.C, in_sz = (I)g.in[0] * (I)g.in[1] * (I)g.in[2];
+    const A none = (A)~(A)0;
     GRID_STRIDE_I(I, e, n * P * C) {
         I c = e % C, r = e / C, b = r / P, p = r % P;
         I ow = p % (I)g.out[2], oh = p / (I)g.out[2] % (I)g.out[1], od = p / ((I)g.out[2] * (I)g.out[1]);
         const float *xb = x + b * in_sz * C;
         float o = max ? -INFINITY : 0.f;
-        int32_t a = -1;
+        A a = none;
         I cnt = 0;
         for (I kd = 0; kd < (I)g.k[0]; kd++) {
             I id = od * (I)g.s[0] - (I)g.pad[0] + kd * (I)g.d[0];
@@ -1248,9 +1249,9 @@ template <class I> __global__ void k_pool_fwd(Win g, bool max, const float *x, f
                     I pos = (id * (I)g.in[1] + ih) * (I)g.in[2] + iw;
                     float v = xb[pos * C + c];
                     if (max) {
-                        bool gt = v > o || a < 0; /* the first maximum wins; NaN propagates once chosen */
+                        bool gt = v > o || a == none; /* the first maximum wins; NaN propagates once chosen */
                         o = gt ? v : o;
-                        a = gt ? (int32_t)(pos * C + c) : a;
+                        a = gt ? (A)((kd * (I)g.k[1] + kh) * (I)g.k[2] + kw) : a; /* the tap, as the CPU's for_taps counts */
                     } else {
                         o += v;
                         cnt++;
@@ -1266,31 +1267,39 @@ template <class I> __global__ void k_pool_fwd(Win g, bool max, const float *x, f
         }
     }
 }
-void pool_forward(const Win &g, bool max, const float *x, float *y, int32_t *arg, int64_t n) {
+template <class A> static void pool_fwd_launch(const Win &g, bool max, const float *x, float *y, A *arg, int64_t n,
+                                               int64_t total) {
+    if (small_index(total, n * g.in[0] * g.in[1] * g.in[2] * g.C))
+        k_pool_fwd<int32_t, A><<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, (int32_t)n);
+    else
+        k_pool_fwd<int64_t, A><<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
+}
+void pool_forward(const Win &g, bool max, const float *x, float *y, void *arg, int64_t n) {
     int64_t total = n * g.out[0] * g.out[1] * g.out[2] * g.C;
     if (total <= 0) return;
-    if (small_index(total, n * g.in[0] * g.in[1] * g.in[2] * g.C))
-        k_pool_fwd<int32_t><<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
+    if (max && pool_arg_bytes(g) == 4)
+        pool_fwd_launch(g, max, x, y, (uint32_t *)arg, n, total);
     else
-        k_pool_fwd<int64_t><<<grid_for(total), 256, 0, S()>>>(g, max, x, y, arg, n);
+        pool_fwd_launch(g, max, x, y, (uint8_t *)arg, n, total);
     LAUNCHED();
 }
 
 /* gather: each input element sums the gradients of the windows that chose
-   it (max) or that hold it (average, divided by the window's count) */
-template <class I> __global__ void k_pool_bwd(Win g, bool max, const float *dy, const int32_t *arg, float *dx, I n) {
+   it (max: the window's tap index is this element's) or that hold it
+   (average, divided by the window's count) */
+template <class I, class A>
+__global__ void k_pool_bwd(Win g, bool max, const float *dy, const A *arg, float *dx, I n) {
     const I P = (I)g.out[0] * (I)g.out[1] * (I)g.out[2], C = (I)g.C, in_sz = (I)g.in[0] * (I)g.in[1] * (I)g.in[2];
     GRID_STRIDE_I(I, e, n * in_sz * C) {
         I c = e % C, pos = e / C % in_sz, b = e / (C * in_sz);
         I iw = pos % (I)g.in[2], ih = pos / (I)g.in[2] % (I)g.in[1], id = pos / ((I)g.in[2] * (I)g.in[1]);
-        int32_t me = (int32_t)(pos * C + c);
         float s = 0.f;
-        taps_of(id, (I)g.s[0], (I)g.pad[0], (I)g.d[0], (I)g.k[0], (I)g.out[0], [&](I od, I) {
-            taps_of(ih, (I)g.s[1], (I)g.pad[1], (I)g.d[1], (I)g.k[1], (I)g.out[1], [&](I oh, I) {
-                taps_of(iw, (I)g.s[2], (I)g.pad[2], (I)g.d[2], (I)g.k[2], (I)g.out[2], [&](I ow, I) {
+        taps_of(id, (I)g.s[0], (I)g.pad[0], (I)g.d[0], (I)g.k[0], (I)g.out[0], [&](I od, I kd) {
+            taps_of(ih, (I)g.s[1], (I)g.pad[1], (I)g.d[1], (I)g.k[1], (I)g.out[1], [&](I oh, I kh) {
+                taps_of(iw, (I)g.s[2], (I)g.pad[2], (I)g.d[2], (I)g.k[2], (I)g.out[2], [&](I ow, I kw) {
                     I p = (od * (I)g.out[1] + oh) * (I)g.out[2] + ow, o = (b * P + p) * C + c;
                     if (max) {
-                        if (arg[o] == me) s += dy[o];
+                        if ((I)arg[o] == (kd * (I)g.k[1] + kh) * (I)g.k[2] + kw) s += dy[o];
                     } else {
                         I cnt = window_count(g, od, oh, ow);
                         if (cnt) s += dy[o] * (1.f / (float)cnt);
@@ -1303,32 +1312,51 @@ template <class I> __global__ void k_pool_bwd(Win g, bool max, const float *dy, 
 }
 /* max pooling whose windows do not overlap (stride >= the window's reach
    along every axis, as pool size 2 stride 2): each input is chosen by at
-   most one window, so dx is zeros and one write a window, no gather */
-__global__ void k_pool_bwd_scatter(const float *dy, const int32_t *arg, float *dx, int64_t outs, int64_t P,
-                                   int64_t C, int64_t in_elems) {
+   most one window, so dx is zeros and one write a window, no gather; the
+   chosen input's position from the output's position and its tap */
+template <class A>
+__global__ void k_pool_bwd_scatter(Win g, const float *dy, const A *arg, float *dx, int64_t outs, int64_t in_elems) {
+    const int32_t C = (int32_t)g.C, P = (int32_t)(g.out[0] * g.out[1] * g.out[2]);
+    const A none = (A)~(A)0;
     GRID_STRIDE_I(int32_t, e, outs) {
-        int32_t a = arg[e];
-        if (a >= 0) dx[(int64_t)(e / (int32_t)(P * C)) * in_elems + a] = dy[e];
+        A a = arg[e];
+        if (a == none) continue;
+        int32_t c = e % C, p = e / C % P, b = e / (C * P), j = (int32_t)a;
+        int32_t ow = p % (int32_t)g.out[2], oh = p / (int32_t)g.out[2] % (int32_t)g.out[1],
+                od = p / (int32_t)(g.out[2] * g.out[1]);
+        int32_t kw = j % (int32_t)g.k[2], kh = j / (int32_t)g.k[2] % (int32_t)g.k[1],
+                kd = j / (int32_t)(g.k[2] * g.k[1]);
+        int32_t id = od * (int32_t)g.s[0] - (int32_t)g.pad[0] + kd * (int32_t)g.d[0],
+                ih = oh * (int32_t)g.s[1] - (int32_t)g.pad[1] + kh * (int32_t)g.d[1],
+                iw = ow * (int32_t)g.s[2] - (int32_t)g.pad[2] + kw * (int32_t)g.d[2];
+        int32_t pos = (id * (int32_t)g.in[1] + ih) * (int32_t)g.in[2] + iw;
+        dx[(int64_t)b * in_elems + pos * C + c] = dy[e];
     }
 }
 
-void pool_backward(const Win &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n) {
-    int64_t total = n * g.in[0] * g.in[1] * g.in[2] * g.C;
-    if (total <= 0) return;
+template <class A>
+static void pool_bwd_launch(const Win &g, bool max, const float *dy, const A *arg, float *dx, int64_t n,
+                            int64_t total) {
     const int64_t P = g.out[0] * g.out[1] * g.out[2], outs = n * P * g.C;
     bool disjoint = true;
     for (int a = 0; a < 3; a++) disjoint = disjoint && g.s[a] >= (g.k[a] - 1) * g.d[a] + 1;
     if (max && disjoint && small_index(outs, total)) {
         memset0(dx, (size_t)total * sizeof(float));
-        if (outs > 0)
-            k_pool_bwd_scatter<<<grid_for(outs), 256, 0, S()>>>(dy, arg, dx, outs, P, g.C, total / n);
-        LAUNCHED();
+        if (outs > 0) k_pool_bwd_scatter<A><<<grid_for(outs), 256, 0, S()>>>(g, dy, arg, dx, outs, total / n);
         return;
     }
     if (small_index(total, n * g.out[0] * g.out[1] * g.out[2] * g.C))
-        k_pool_bwd<int32_t><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+        k_pool_bwd<int32_t, A><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, (int32_t)n);
     else
-        k_pool_bwd<int64_t><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+        k_pool_bwd<int64_t, A><<<grid_for(total), 256, 0, S()>>>(g, max, dy, arg, dx, n);
+}
+void pool_backward(const Win &g, bool max, const float *dy, const void *arg, float *dx, int64_t n) {
+    int64_t total = n * g.in[0] * g.in[1] * g.in[2] * g.C;
+    if (total <= 0) return;
+    if (max && pool_arg_bytes(g) == 4)
+        pool_bwd_launch(g, max, dy, (const uint32_t *)arg, dx, n, total);
+    else
+        pool_bwd_launch(g, max, dy, (const uint8_t *)arg, dx, n, total);
     LAUNCHED();
 }
 

@@ -87,8 +87,11 @@ double sumsq(const float *x, int64_t n, bool *finite);
 void transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C);
 void im2col(const Win &g, const float *x, float *col, int64_t n);
 void col2im(const Win &g, const float *col, float *dx, int64_t n);
-void pool_forward(const Win &g, bool max, const float *x, float *y, int32_t *arg, int64_t n);
-void pool_backward(const Win &g, bool max, const float *dy, const int32_t *arg, float *dx, int64_t n);
+/* arg: the tap of its window each max output chose, pool_arg_bytes(g)
+   bytes each (nnlite.cpp's Kernels::pool_forward) */
+inline int pool_arg_bytes(const Win &g) { return g.k[0] * g.k[1] * g.k[2] < 255 ? 1 : 4; }
+void pool_forward(const Win &g, bool max, const float *x, float *y, void *arg, int64_t n);
+void pool_backward(const Win &g, bool max, const float *dy, const void *arg, float *dx, int64_t n);
 void moments(const float *x, int64_t rows, int64_t C, float *mean, float *var);
 void scale_shift(const float *x, float *y, int64_t rows, int64_t C, const float *scale, const float *shift);
 void bn_backward(const float *x, const float *dy, float *dx, int64_t rows, int64_t C, const float *mean,

@@ -236,7 +236,10 @@ static std::vector<nnl::Window> test_windows() {
                     {3, {5, 6, 7}, 2, {3, 2, 3}, {1, 2, 1}, {1, 1, 1}, "same"},
                     /* windows that do not overlap (max pooling's backward scatters there) */
                     {2, {1, 9, 11}, 5, {1, 2, 2}, {1, 2, 2}, {1, 1, 1}, "valid"},
-                    {3, {4, 6, 5}, 3, {2, 2, 2}, {2, 2, 3}, {1, 1, 1}, "same"}};
+                    {3, {4, 6, 5}, 3, {2, 2, 2}, {2, 2, 3}, {1, 1, 1}, "same"},
+                    /* 256 and 288 taps: max pooling keeps four-byte taps (pool_arg_bytes) */
+                    {2, {1, 20, 20}, 2, {1, 16, 16}, {1, 4, 4}, {1, 1, 1}, "valid"},
+                    {2, {1, 24, 36}, 2, {1, 12, 24}, {1, 12, 12}, {1, 1, 1}, "same"}};
     for (auto &w : ws) {
         nnl::Window g;
         g.C = w.C;
@@ -287,18 +290,21 @@ TEST_CASE("max and average pooling, forward and backward") {
             auto x = gt::rnd((size_t)(n * S), 61);
             auto dy = gt::rnd((size_t)(n * P * g.C), 62);
             std::vector<float> y((size_t)(n * P * g.C)), dx((size_t)(n * S));
-            std::vector<int32_t> arg((size_t)(n * P * g.C));
+            /* the taps chosen: pool_arg_bytes(g) bytes each (room for four) */
+            size_t arg_bytes = (size_t)(n * P * g.C) * (size_t)nnl::pool_arg_bytes(g);
+            std::vector<uint32_t> arg((size_t)(n * P * g.C));
             gt::Dev dx_(x), ddy(dy), dy_(y.size()), darg(arg.size()), ddx(dx.size());
             gt::C().pool_forward(g, max, x.data(), y.data(), arg.data(), n);
-            nnl_cuda::pool_forward(nnl::win(g), max, dx_.d, dy_.d, max ? darg.i32() : nullptr, n);
+            nnl_cuda::pool_forward(nnl::win(g), max, dx_.d, dy_.d, max ? (void *)darg.d : nullptr, n);
             gt::close(dy_.get(), y, 1e-6, 1e-6, max ? "max pool forward" : "average pool forward");
             if (max) {
-                std::vector<int32_t> ga(arg.size());
-                nnl_cuda::download(ga.data(), darg.d, ga.size() * 4);
-                CHECK(ga == arg);
+                CHECK(nnl::pool_arg_bytes(g) == nnl_cuda::pool_arg_bytes(nnl::win(g)));
+                std::vector<uint32_t> ga(arg.size());
+                nnl_cuda::download(ga.data(), darg.d, arg_bytes);
+                CHECK(memcmp(ga.data(), arg.data(), arg_bytes) == 0);
             }
             gt::C().pool_backward(g, max, dy.data(), arg.data(), dx.data(), n);
-            nnl_cuda::pool_backward(nnl::win(g), max, ddy.d, max ? darg.i32() : nullptr, ddx.d, n);
+            nnl_cuda::pool_backward(nnl::win(g), max, ddy.d, max ? (const void *)darg.d : nullptr, ddx.d, n);
             gt::close(ddx.get(), dx, 1e-5, 1e-6, max ? "max pool backward" : "average pool backward");
         }
 }

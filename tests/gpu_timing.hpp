@@ -78,8 +78,8 @@ TEST_CASE("timing: R-LENET's kernels at batch 512" * doctest::skip()) {
         const nnl::Window &g = w.g;
         int64_t S = g.in_size() * g.C, P = g.out_size() * g.C;
         gt::Dev x(gt::rnd((size_t)(B * S), 4)), y((size_t)(B * P)), arg((size_t)(B * P)), dx((size_t)(B * S));
-        double f = gtime::time_us([&] { nnl_cuda::pool_forward(nnl::win(g), true, x.d, y.d, arg.i32(), B); }, 20);
-        double bw = gtime::time_us([&] { nnl_cuda::pool_backward(nnl::win(g), true, y.d, arg.i32(), dx.d, B); }, 20);
+        double f = gtime::time_us([&] { nnl_cuda::pool_forward(nnl::win(g), true, x.d, y.d, arg.d, B); }, 20);
+        double bw = gtime::time_us([&] { nnl_cuda::pool_backward(nnl::win(g), true, y.d, arg.d, dx.d, B); }, 20);
         double t = gtime::time_us([&] { nnl_cuda::transpose(x.d, dx.d, B, g.C, g.in_size()); }, 20);
         printf("timing %s max forward %9.1f us, backward %9.1f us, transpose of its input %9.1f us\n", w.what, f, bw, t);
     }

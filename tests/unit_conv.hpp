@@ -36,6 +36,10 @@ TEST_CASE("gradient check: pooling (max on distinct values), global pooling, pad
         gradcheck_layer(("MaxPooling2D(3, strides=2, padding='same'" + df + ")").c_str(), S({5, 5, 2}, {2, 5, 5}),
                         false, 3, true);
         gradcheck_layer(("MaxPooling3D(2" + df + ")").c_str(), S({4, 4, 2, 2}, {2, 4, 4, 2}), false, 2, true);
+        /* 256 and 300 taps: the chosen taps kept in four bytes (pool_arg_bytes), disjoint and overlapping */
+        gradcheck_layer(("MaxPooling2D(16, strides=4" + df + ")").c_str(), S({20, 20, 1}, {1, 20, 20}), false, 2, true);
+        gradcheck_layer(("MaxPooling1D(300, padding='same'" + df + ")").c_str(), S({450, 2}, {2, 450}), false, 2,
+                        true);
         gradcheck_layer(("AveragePooling1D(2" + df + ")").c_str(), S({6, 2}, {2, 6}));
         gradcheck_layer(("AveragePooling2D(3, strides=2, padding='same'" + df + ")").c_str(),
                         S({5, 4, 2}, {2, 5, 4}));

@@ -270,7 +270,10 @@ static std::vector<int32_t> kink_pattern(nnl_model &m, int64_t B) {
         if (l->output_act() == nnl::ACT_RELU)
             for (int64_t k = 0; k < B * l->out.size(); k++) p.push_back(m.act[i + 1][k] > 0.f);
         if (auto *pool = dynamic_cast<nnl::Pool *>(l))
-            if (pool->max) p.insert(p.end(), pool->arg(), pool->arg() + B * l->out.size());
+            if (pool->max) { /* the taps chosen, pool_arg_bytes(g) bytes each */
+                const uint8_t *a = (const uint8_t *)pool->arg();
+                p.insert(p.end(), a, a + B * l->out.size() * nnl::pool_arg_bytes(pool->g));
+            }
     }
     return p;
 }
