@@ -3772,19 +3772,28 @@ template <class A> static void pool_forward_t(const Window &g, bool max, const f
             const float *xb = x + b * g.in_size() * C;
             float *o = y + r * C;
             if (max) {
-                A *a = arg + r * C;
-                for (int64_t c = 0; c < C; c++) {
-                    o[c] = -INFINITY;
-                    a[c] = none;
-                }
-                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
-                    const float *xs = xb + pos * C;
-                    for (int64_t c = 0; c < C; c++) {
-                        bool gt = xs[c] > o[c] || a[c] == none; /* first maximum wins; NaN propagates once chosen */
-                        o[c] = gt ? xs[c] : o[c];
-                        a[c] = gt ? (A)j : a[c];
+                /* channels in blocks of 64 with the taps as int32 (the width
+                   of a float: the compare and both selects vectorise), then
+                   narrowed to A */
+                for (int64_t c0 = 0; c0 < C; c0 += 64) {
+                    const int64_t cn = std::min<int64_t>(64, C - c0);
+                    float *oc = o + c0;
+                    int32_t t[64];
+                    for (int64_t c = 0; c < cn; c++) {
+                        oc[c] = -INFINITY;
+                        t[c] = -1;
                     }
-                });
+                    for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
+                        const float *xs = xb + pos * C + c0;
+                        for (int64_t c = 0; c < cn; c++) {
+                            bool gt = xs[c] > oc[c] || t[c] < 0; /* first maximum wins; NaN propagates once chosen */
+                            oc[c] = gt ? xs[c] : oc[c];
+                            t[c] = gt ? (int32_t)j : t[c];
+                        }
+                    });
+                    A *a = arg + r * C + c0;
+                    for (int64_t c = 0; c < cn; c++) a[c] = t[c] < 0 ? none : (A)t[c];
+                }
             } else {
                 int64_t cnt = 0;
                 for (int64_t c = 0; c < C; c++) o[c] = 0.f;
@@ -3817,13 +3826,21 @@ static inline int64_t tap_position(const Window &g, int64_t p, int64_t j) {
 }
 
 /* Max pooling's backward: each output's gradient to the input its window
-   chose. One-byte taps go through a table of the window's positions (made
-   once per output position); four-byte ones (windows of 255 taps or more)
-   are located one by one. */
+   chose. An input position is linear in the output position and the tap
+   ((od s - pad + kd d) in1 + ...), so the chosen input is base(p) + off[j]
+   with off a table of the window's taps made once (one-byte taps: windows
+   under 255 taps); larger windows locate each chosen input from its tap.
+   A chosen tap is never in the padding, so the sum is a real position. */
 template <class A>
 static void pool_backward_max(const Window &g, const float *dy, const A *arg, float *dx, int64_t b, int64_t n_) {
     const int64_t P = g.out_size(), C = g.C, S = g.in_size() * C;
     const A none = (A)~(A)0;
+    int64_t off[256];
+    if (sizeof(A) == 1)
+        for (int64_t j = 0; j < g.kvol(); j++) {
+            int64_t kw = j % g.k[2], kh = j / g.k[2] % g.k[1], kd = j / (g.k[2] * g.k[1]);
+            off[j] = ((kd * g.d[0] * g.in[1] + kh * g.d[1]) * g.in[2] + kw * g.d[2]) * C;
+        }
     for (; b < n_; b++) {
         float *db = dx + b * S;
         memset(db, 0, (size_t)S * sizeof(float));
@@ -3831,11 +3848,11 @@ static void pool_backward_max(const Window &g, const float *dy, const A *arg, fl
         const A *a = arg + b * P * C;
         for (int64_t p = 0; p < P; p++, a += C, d += C) {
             if (sizeof(A) == 1) {
-                int64_t tab[256];
                 int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-                for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) { tab[j] = pos * C; });
-                for (int64_t c = 0; c < C; c++)
-                    if (a[c] != none) db[tab[a[c]] + c] += d[c];
+                int64_t base = (((od * g.s[0] - g.pad[0]) * g.in[1] + (oh * g.s[1] - g.pad[1])) * g.in[2] +
+                                (ow * g.s[2] - g.pad[2])) * C;
+                for (int64_t c = 0; c < C; c++) /* base may lie in the padding, base + off never */
+                    if (a[c] != none) db[base + off[a[c]] + c] += d[c];
             } else {
                 for (int64_t c = 0; c < C; c++)
                     if (a[c] != none) db[tap_position(g, p, (int64_t)a[c]) * C + c] += d[c];
