@@ -1425,7 +1425,8 @@ struct CellArgs {
        mask applied; stride ldh), R the step's row of Recurrent's R (stride
        ldh), dn dL/dh_{s-1} being built (B, u); phase: the part of the step
        before (0) or after (1) the product that reset_after=False puts
-       between; drop_h: recurrent_dropout in this batch (CPU only) */
+       between; drop_h: recurrent_dropout in this batch (phase 1 leaves
+       the masked part to the caller's mul_rows) */
     const float *rb = nullptr, *hr = nullptr;
     float *R = nullptr, *dn = nullptr;
     int phase = 0;
