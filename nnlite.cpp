@@ -1432,7 +1432,8 @@ struct CellArgs {
        mask applied; stride ldh), R the step's row of Recurrent's R (stride
        ldh), dn dL/dh_{s-1} being built (B, u); phase: the part of the step
        before (0) or after (1) the product that reset_after=False puts
-       between; drop_h: recurrent_dropout in this batch (CPU only) */
+       between; drop_h: recurrent_dropout in this batch (phase 1 leaves
+       the masked part to the caller's mul_rows) */
     const float *rb = nullptr, *hr = nullptr;
     float *R = nullptr, *dn = nullptr;
     int phase = 0;
@@ -1568,6 +1569,26 @@ struct Kernels {
        += the output's gradient, tg = Z, Z = dh act'(h), a masked row's Z 0 */
     void (*simple_forward)(const CellArgs &a);
     void (*simple_backward)(const CellArgs &a);
+    /* dropout and recurrent_dropout's masks (Recurrent::draw_mask): mask[i]
+       = 0 when the top 24 bits of dropout_forward's hash of (seed, i) fall
+       below rate * 2^24, else 1/(1-rate): dropout_forward's mask alone */
+    void (*dropout_mask)(float *mask, int64_t n, float rate, uint64_t seed);
+    /* rows of n values times a mask row shared by rep consecutive rows:
+       y[r * ldy + j] = a[r * lda + j] * m[(r / rep) * ldm + j], or += with
+       add (y may be a) */
+    void (*mul_rows)(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y, int64_t ldy,
+                     int64_t rows, int64_t n, bool add);
+    void (*add)(const float *a, const float *b, float *y, int64_t n); /* y = a + b */
+    /* Bidirectional's merge of B samples of T rows of u values (T = 1: the
+       last outputs): f the forward copy's rows in time order, b the
+       backward copy's in its processing order, so that row (s, t) of f
+       meets row (s, T-1-t) of b. mode: 0 concat (y rows of 2u: f then b),
+       1 sum, 2 mul, 3 ave ((f + b) / 2). Backward: df, db (each in its
+       copy's order, as f and b) from dy: concat splits, sum and ave give
+       dy and dy / 2 to both, mul dy b to f and dy f to b */
+    void (*bidir_merge)(int mode, const float *f, const float *b, float *y, int64_t B, int64_t T, int64_t u);
+    void (*bidir_split)(int mode, const float *dy, const float *f, const float *b, float *df, float *db, int64_t B,
+                        int64_t T, int64_t u);
 };
 
 /* ---- SGEMM: packed and cache-blocked (BLIS' loop order) -----------------
@@ -4160,6 +4181,61 @@ static void cpu_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd,
         else std::fill(dst + b * ldd, dst + b * ldd + u, 0.f);
     }
 }
+/* recurrent dropout: Recurrent::draw_mask's loop (dropout_forward's hash,
+   the mask alone), the per-row K().mul calls and the inline loops it ran
+   (the same products, rounded before any add: the same values) */
+static void cpu_dropout_mask(float *mask, int64_t n, float rate, uint64_t seed) {
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
+    float keep = 1.f / (1.f - rate);
+    for (int64_t i = 0; i < n; i++) mask[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
+}
+static void cpu_mul_rows(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y,
+                         int64_t ldy, int64_t rows, int64_t n, bool add) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *ar = a + r * lda, *mr = m + (r / rep) * ldm;
+        float *yr = y + r * ldy;
+        if (add)
+            for (int64_t j = 0; j < n; j++) yr[j] += ar[j] * mr[j];
+        else
+            for (int64_t j = 0; j < n; j++) yr[j] = ar[j] * mr[j];
+    }
+}
+static void cpu_add(const float *a, const float *b, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+/* Bidirectional's merge and its gradient (the loops Bidirectional ran,
+   with the backward copy's time reversal in the indexing instead of a flip
+   in place) */
+static void cpu_bidir_merge(int mode, const float *f, const float *b, float *y, int64_t B, int64_t T, int64_t u) {
+    for (int64_t r = 0; r < B * T; r++) {
+        const float *fr = f + r * u, *br = b + ((r / T) * T + (T - 1 - r % T)) * u;
+        if (mode == 0) {
+            memcpy(y + r * 2 * u, fr, (size_t)u * sizeof(float));
+            memcpy(y + r * 2 * u + u, br, (size_t)u * sizeof(float));
+            continue;
+        }
+        float *o = y + r * u;
+        for (int64_t j = 0; j < u; j++) o[j] = mode == 1 ? fr[j] + br[j] : mode == 2 ? fr[j] * br[j] : (fr[j] + br[j]) / 2;
+    }
+}
+static void cpu_bidir_split(int mode, const float *dy, const float *f, const float *b, float *df, float *db,
+                            int64_t B, int64_t T, int64_t u) {
+    for (int64_t r = 0; r < B * T; r++) {
+        const int64_t rb = (r / T) * T + (T - 1 - r % T);
+        float *dfr = df + r * u, *dbr = db + rb * u;
+        if (mode == 0) {
+            memcpy(dfr, dy + r * 2 * u, (size_t)u * sizeof(float));
+            memcpy(dbr, dy + r * 2 * u + u, (size_t)u * sizeof(float));
+            continue;
+        }
+        const float *d = dy + r * u, *fr = f + r * u, *br = b + rb * u;
+        for (int64_t j = 0; j < u; j++) {
+            dfr[j] = mode == 1 ? d[j] : mode == 2 ? d[j] * br[j] : d[j] / 2;
+            dbr[j] = mode == 1 ? d[j] : mode == 2 ? d[j] * fr[j] : d[j] / 2;
+        }
+    }
+}
 static void cpu_lstm_forward(const CellArgs &a);
 static void cpu_lstm_backward(const CellArgs &a);
 static void cpu_gru_forward(const CellArgs &a);
@@ -4225,6 +4301,11 @@ static constexpr Kernels cpu_table() {
     k.gru_backward = cpu_gru_backward;
     k.simple_forward = cpu_simple_forward;
     k.simple_backward = cpu_simple_backward;
+    k.dropout_mask = cpu_dropout_mask;
+    k.mul_rows = cpu_mul_rows;
+    k.add = cpu_add;
+    k.bidir_merge = cpu_bidir_merge;
+    k.bidir_split = cpu_bidir_split;
     return k;
 }
 static constexpr Kernels cpu_kernels = cpu_table(); /* constant-initialised: usable from any static constructor */
@@ -5975,7 +6056,11 @@ static void cpu_gru_backward(const CellArgs &a) {
    simple_backward; CPU entries: the loops as they were, bit for bit), the
    state rows and a masked row's dh go through rnn_rows, and on a GPU the
    recurrent products are K().sgemm instead of the packed U. Dropout's masks
-   are drawn and applied on the host: gpu_path() is false with dropout. */
+   are drawn by K().dropout_mask (the hash of the Dropout layer's masks:
+   counter-based, so a GPU draws the CPU's masks on the device, no upload)
+   and applied by K().mul_rows (a sample's mask on its T rows; the masked
+   h_{s-1} rows; GRU's dh_{s-1} += d(masked h) * mask): CPU and GPU train
+   with the same masks. */
 class Recurrent : public Layer {
 public:
     enum CellKind { CELL_SIMPLE, CELL_LSTM, CELL_GRU } kind;
@@ -6078,10 +6163,9 @@ public:
        output, i.e. the carried h (zeros before the first kept step); with
        zero_output_for_mask=True (Keras 3's key), zeros. */
     bool any_length(const Shape &) const override { return true; }
-    /* GPU: without dropout (the cell, the masks, the state copies and
-       every GEMM go through K()). Not yet: dropout and recurrent_dropout
-       (their masks are drawn on the host). */
-    bool gpu_path() const override { return dropout == 0 && recurrent_dropout == 0; }
+    /* GPU: every configuration (the cell, the step masks, the state copies,
+       dropout's masks and masked rows, and every GEMM go through K()) */
+    bool gpu_path() const override { return true; }
     bool keeps_length() const override { return return_sequences; }
     bool supports_mask() const override { return true; }
     bool passes_mask() const override { return return_sequences; }
@@ -6140,15 +6224,13 @@ public:
     float *MH(int64_t B) const { return XD(B) + (dropout > 0 ? B * T * F : 0); }
     float *HDp(int64_t B) const { return MH(B) + (recurrent_dropout > 0 ? B * units : 0); }
     /* the batch's masks: n values 0 (probability rate) or 1/(1-rate), from
-       the batch's seed, the layer's Keras seed, its name and which mask (salt) */
+       the batch's seed, the layer's Keras seed, its name and which mask
+       (salt); drawn by K().dropout_mask, a counter-based hash of (seed,
+       index), so a GPU draws them on the device, the CPU's bit for bit */
     void draw_mask(float *m, int64_t n, float rate, uint64_t batch_seed, uint64_t salt) const {
         uint64_t h = 1469598103934665603ull; /* FNV-1a of the name, as Dropout's */
         for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
-        uint64_t sd = mix64(batch_seed ^ (uint64_t)seed ^ h ^ salt);
-        uint32_t k0 = (uint32_t)sd, k1 = (uint32_t)(sd >> 32);
-        uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
-        float keep = 1.f / (1.f - rate);
-        for (int64_t i = 0; i < n; i++) m[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
+        K().dropout_mask(m, n, rate, mix64(batch_seed ^ (uint64_t)seed ^ h ^ salt));
     }
     int64_t tidx(int64_t s) const { return go_backwards ? T - 1 - s : s; }
     /* step s (ws laid out for batch B) as the step entries take it */
@@ -6188,8 +6270,7 @@ public:
         if (drop_x) {
             float *mx = MX(B), *xd = XD(B);
             draw_mask(mx, B * F, dropout, ctx.seed, 1);
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t t = 0; t < T; t++) K().mul(x + (b * T + t) * F, mx + b * F, xd + (b * T + t) * F, F);
+            K().mul_rows(x, F, mx, F, T, xd, F, B * T, F, false); /* sample b's mask on its T rows */
             x = xd;
         }
         if (drop_h) draw_mask(mh, B * u, recurrent_dropout, ctx.seed, 2);
@@ -6210,7 +6291,7 @@ public:
             float *Zs = Z + t * G;
             const float *Hs = H + t * u, *Hr = Hs; /* Hr: h_{s-1} as the recurrent products see it */
             if (drop_h) {
-                for (int64_t b = 0; b < B; b++) K().mul(Hs + b * ldh, mh + b * u, HD + (b * T + t) * u, u);
+                K().mul_rows(Hs, ldh, mh, u, 1, HD + t * u, ldh, B, u, false);
                 Hr = HD + t * u;
             }
             bool zero_h = s == 0 && !stateful; /* h_{-1} = 0: no recurrent product */
@@ -6297,8 +6378,7 @@ public:
                 if (drop_h) { /* through the masked h_{s-1}: into tmp, masked, then added */
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 0.f, tmp, u);
                     K().sgemm(false, true, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, tmp, u);
-                    for (int64_t b = 0; b < B; b++)
-                        for (int64_t j = 0; j < u; j++) dn[b * u + j] += tmp[b * u + j] * mh[b * u + j];
+                    K().mul_rows(tmp, u, mh, u, 1, dn, u, B, u, true);
                 } else {
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
                     K().sgemm(false, true, B, u, u, 1.f, R + t * u, ldh, U + 2 * u, G, 1.f, dn, u);
@@ -6311,8 +6391,7 @@ public:
                 K().gru_backward(ga);
                 if (drop_h) { /* dh_{s-1} += (d(r h) r + dZ_zr U_zr^T) * mask */
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, tmp, u);
-                    for (int64_t b = 0; b < B; b++)
-                        for (int64_t j = 0; j < u; j++) dn[b * u + j] += tmp[b * u + j] * mh[b * u + j];
+                    K().mul_rows(tmp, u, mh, u, 1, dn, u, B, u, true);
                 } else {
                     K().sgemm(false, true, B, u, 2 * u, 1.f, Zs, ldz, U, G, 1.f, dn, u);
                 }
@@ -6339,11 +6418,7 @@ public:
         }
         if (dx) {
             K().sgemm(false, true, N, F, G, 1.f, Z, G, W, G, 0.f, dx, F);
-            if (drop_x) { /* through the inputs' mask */
-                const float *mx = MX(B);
-                for (int64_t b = 0; b < B; b++)
-                    for (int64_t t = 0; t < T; t++) K().mul(dx + (b * T + t) * F, mx + b * F, dx + (b * T + t) * F, F);
-            }
+            if (drop_x) K().mul_rows(dx, F, MX(B), F, T, dx, F, B * T, F, false); /* through the inputs' mask */
         }
     }
 };
@@ -6375,8 +6450,12 @@ struct GRU : Recurrent {
    copies, merge_mode=None (two outputs), an explicit backward_layer other
    than the mirror of the forward one (Keras 3 writes that mirror in its
    JSON: it is read and checked). ws: the copies' workspaces, then both
-   outputs (kept for the 'mul' gradient); scratch: their dy and the
-   backward copy's dx.
+   outputs (kept for the 'mul' gradient; the backward copy's in its
+   processing order, which the merge and its gradient read reversed:
+   nothing is flipped in place); scratch: their dy and the backward copy's
+   dx. The merge, its gradient and the sum of the two dx are kernel-table
+   entries (bidir_merge, bidir_split, add) and the copies run through K():
+   the layer has a GPU path (issue 15; compiled, not yet run on a GPU).
    Variable length (input_shape=(None, F)) and step masks (Masking,
    Embedding's mask_zero) as the wrapped layer: the copies are rebuilt at
    each call's length, and both read the model's mask in time order, so
@@ -6406,6 +6485,8 @@ static bool json_equal(const Json &a, const Json &b) {
 class Bidirectional : public Layer {
 public:
     enum Merge { MERGE_CONCAT, MERGE_SUM, MERGE_MUL, MERGE_AVE } merge = MERGE_CONCAT;
+    static_assert(MERGE_CONCAT == 0 && MERGE_SUM == 1 && MERGE_MUL == 2 && MERGE_AVE == 3,
+                  "Kernels::bidir_merge's modes");
     std::unique_ptr<Recurrent> fw, bw;
     std::string inner; /* the wrapped layer's name, as given ("lstm") */
     int64_t so = 0;    /* values per sample of one copy's output */
@@ -6564,6 +6645,7 @@ public:
         }
         fw->ws = ws;
         bw->ws = ws ? ws + fw->workspace(B) : nullptr;
+        fw->on_gpu = bw->on_gpu = on_gpu; /* a GPU takes K().sgemm, not the packed U */
     }
     void initialized() override {
         bind(0);
@@ -6572,59 +6654,29 @@ public:
     }
     int64_t workspace(int64_t B) const override { return fw->workspace(B) + bw->workspace(B) + 2 * B * so; }
     int64_t scratch(int64_t B) const override { return 2 * B * so + B * in.size(); }
-    /* reverses the time axis of (B, T, u) in place (the backward copy's sequence) */
-    void flip(float *v, int64_t B) const {
-        if (!fw->return_sequences) return;
-        const int64_t T = fw->T, u = fw->units;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t t = 0; t < T / 2; t++)
-                std::swap_ranges(v + (b * T + t) * u, v + (b * T + t + 1) * u, v + (b * T + T - 1 - t) * u);
-    }
+    /* the merge's rows per sample: T with return_sequences (the backward
+       copy's rows meet the forward copy's reversed in time), else 1 */
+    int64_t merge_T() const { return fw->return_sequences ? fw->T : 1; }
+    /* GPU: the copies run through K() (Recurrent::gpu_path), and the merge,
+       its gradient and the dx sum are kernel-table entries */
+    bool gpu_path() const override { return fw->gpu_path() && bw->gpu_path(); }
     void forward(const float *x, float *y, int64_t B, const Ctx &c) override {
         bind(B);
         float *yf = ws + fw->workspace(B) + bw->workspace(B), *yb = yf + B * so;
         fw->forward(x, yf, B, c);
         bw->forward(x, yb, B, c);
-        flip(yb, B);
-        const int64_t u = fw->units, rows = B * so / u;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *f = yf + r * u, *b = yb + r * u;
-            if (merge == MERGE_CONCAT) {
-                memcpy(y + r * 2 * u, f, (size_t)u * sizeof(float));
-                memcpy(y + r * 2 * u + u, b, (size_t)u * sizeof(float));
-                continue;
-            }
-            float *o = y + r * u;
-            for (int64_t j = 0; j < u; j++)
-                o[j] = merge == MERGE_SUM ? f[j] + b[j] : merge == MERGE_MUL ? f[j] * b[j] : (f[j] + b[j]) / 2;
-        }
+        /* yb stays in processing order: the merge reads it reversed */
+        K().bidir_merge((int)merge, yf, yb, y, B, merge_T(), fw->units);
     }
     void backward(const float *x, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         bind(B);
         float *yf = ws + fw->workspace(B) + bw->workspace(B), *yb = yf + B * so;
         float *dyf = sc, *dyb = sc + B * so, *dx2 = dyb + B * so;
-        const int64_t u = fw->units, rows = B * so / u;
-        for (int64_t r = 0; r < rows; r++) {
-            float *df = dyf + r * u, *db = dyb + r * u;
-            const float *f = yf + r * u, *b = yb + r * u;
-            if (merge == MERGE_CONCAT) {
-                memcpy(df, dy + r * 2 * u, (size_t)u * sizeof(float));
-                memcpy(db, dy + r * 2 * u + u, (size_t)u * sizeof(float));
-                continue;
-            }
-            const float *d = dy + r * u;
-            for (int64_t j = 0; j < u; j++) {
-                float gf = merge == MERGE_SUM ? d[j] : merge == MERGE_MUL ? d[j] * b[j] : d[j] / 2;
-                float gb = merge == MERGE_SUM ? d[j] : merge == MERGE_MUL ? d[j] * f[j] : d[j] / 2;
-                df[j] = gf;
-                db[j] = gb;
-            }
-        }
-        flip(dyb, B); /* back to the backward copy's processing order */
+        /* dyb in the backward copy's processing order, as yb */
+        K().bidir_split((int)merge, dy, yf, yb, dyf, dyb, B, merge_T(), fw->units);
         fw->backward(x, yf, dyf, dx, B, c);
         bw->backward(x, yb, dyb, dx ? dx2 : nullptr, B, c);
-        if (dx)
-            for (int64_t i = 0; i < B * in.size(); i++) dx[i] += dx2[i];
+        if (dx) K().add(dx, dx2, dx, B * in.size());
     }
 };
 
@@ -9878,16 +9930,22 @@ struct nnl_model : nnl::Model {};
      recurrent K().sgemm plus one cell entry (lstm_forward, gru_forward,
      simple_forward and their backward; GRU with reset_after=False two
      each way, around its inner product); their state rows and a masked
-     row's dh go through rnn_rows. Compiled, not yet run on a GPU.
-   - Layers whose code loops over data on the host (Bidirectional, a
-     recurrent layer with dropout or recurrent_dropout, whose masks are
-     drawn on the host: any layer whose gpu_path() is false) are refused
-     with NNL_ERR_UNSUPPORTED.
+     row's dh go through rnn_rows. dropout and recurrent_dropout: the masks
+     are drawn on the device (dropout_mask: the Dropout layer's counter-
+     based hash, so the CPU's masks bit for bit, nothing uploaded) and
+     applied by mul_rows. Bidirectional runs its two copies so and merges
+     them with bidir_merge (backward: bidir_split, and add for dx), the
+     backward copy's time reversal in the indexing. Compiled, not yet run
+     on a GPU.
+   - Every built-in layer has a GPU path since issue 15. A layer whose
+     code loops over data on the host (gpu_path() false: a layer of the
+     tests' own, a future one) is refused by name with
+     NNL_ERR_UNSUPPORTED, as is a model of any sequence length (var_len).
    ======================================================================== */
 namespace nnl {
 
-/* The layers of m with no GPU path (Layer::gpu_path false: Bidirectional,
-   recurrent layers with dropout, ...), as
+/* The layers of m with no GPU path (Layer::gpu_path false: none of the
+   built-in ones since issue 15; a layer of the tests' own), as
    "layer 'lstm' (LSTM)" or "layers 'lstm' (LSTM), 'gru' (GRU)";
    empty when every layer has one. Both builds name them: the CUDA build
    refuses such a model before it looks for a device, the CPU-only build
@@ -10221,6 +10279,21 @@ static void cu_gru_forward(const CellArgs &a) { nnl_cuda::gru_forward(cell_step(
 static void cu_gru_backward(const CellArgs &a) { nnl_cuda::gru_backward(cell_step(a)); }
 static void cu_simple_forward(const CellArgs &a) { nnl_cuda::simple_forward(cell_step(a)); }
 static void cu_simple_backward(const CellArgs &a) { nnl_cuda::simple_backward(cell_step(a)); }
+static void cu_dropout_mask(float *mask, int64_t n, float rate, uint64_t seed) {
+    nnl_cuda::dropout_mask(D(mask), n, rate, seed);
+}
+static void cu_mul_rows(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y, int64_t ldy,
+                        int64_t rows, int64_t n, bool add) {
+    nnl_cuda::mul_rows(D(a), lda, D(m), ldm, rep, D(y), ldy, rows, n, add);
+}
+static void cu_add(const float *a, const float *b, float *y, int64_t n) { nnl_cuda::add(D(a), D(b), D(y), n); }
+static void cu_bidir_merge(int mode, const float *f, const float *b, float *y, int64_t B, int64_t T, int64_t u) {
+    nnl_cuda::bidir_merge(mode, D(f), D(b), D(y), B, T, u);
+}
+static void cu_bidir_split(int mode, const float *dy, const float *f, const float *b, float *df, float *db, int64_t B,
+                           int64_t T, int64_t u) {
+    nnl_cuda::bidir_split(mode, D(dy), D(f), D(b), D(df), D(db), B, T, u);
+}
 
 static constexpr Kernels cuda_table() {
     Kernels k = {};
@@ -10263,6 +10336,11 @@ static constexpr Kernels cuda_table() {
     k.gru_backward = cu_gru_backward;
     k.simple_forward = cu_simple_forward;
     k.simple_backward = cu_simple_backward;
+    k.dropout_mask = cu_dropout_mask;
+    k.mul_rows = cu_mul_rows;
+    k.add = cu_add;
+    k.bidir_merge = cu_bidir_merge;
+    k.bidir_split = cu_bidir_split;
     return k;
 }
 static constexpr Kernels cuda_kernels = cuda_table();

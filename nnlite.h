@@ -114,10 +114,11 @@
        float32 arithmetic on the GPU (mixed_bfloat16 on the CPU only). MPI
        data parallelism (nnl_distribute) needs a build with MPI=1. The CUDA
        backend (see "GPU" below) runs
-       dense and convolutional models on one GPU; of the sequence layers,
-       Embedding, Masking, SimpleRNN, LSTM and GRU (without dropout) have a
-       GPU path, compiled but not yet run on a GPU; Bidirectional runs on
-       the CPU only.
+       dense and convolutional models on one GPU; the sequence layers
+       (Embedding, Masking, SimpleRNN, LSTM and GRU, with dropout and
+       recurrent_dropout too, and Bidirectional) have a GPU path, compiled
+       but not yet run on a GPU. Models of any sequence length
+       (input_shape=(None, ...)) run on the CPU only.
        nnl_has_feature() says what a given build has. The ABI grows by
        adding functions, never by changing these.
 */
@@ -1195,20 +1196,22 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    Errors (the model is left as it was): NNL_ERR_UNSUPPORTED when this build
    has no CUDA, no such device exists, or the model holds a layer or
    optimizer without a GPU path (the message names every such layer, e.g.
-   "layer 'bidirectional' (Bidirectional) has no GPU path yet":
-   Bidirectional, and a SimpleRNN, LSTM or GRU with dropout or
-   recurrent_dropout until their GPU kernels exist; a CUDA build checks the
-   layers before it looks for a device, and the CPU-only build names them in
-   its message too; the layers with a
+   "layer 'x' (X) has no GPU path yet"; every built-in layer now has
+   one, so no built-in layer is refused; a model of any sequence length,
+   input_shape=(None, ...), is refused with its own message; a CUDA build
+   checks the layers before it looks for a device, and the CPU-only build
+   names them in its message too; the layers with a
    GPU path: Dense, Activation, Dropout, Flatten, Reshape, Conv1D, Conv2D,
    Conv3D, MaxPooling1D, MaxPooling2D, MaxPooling3D, AveragePooling1D,
    AveragePooling2D, AveragePooling3D, GlobalMaxPooling1D,
    GlobalMaxPooling2D, GlobalMaxPooling3D, GlobalAveragePooling1D,
    GlobalAveragePooling2D, GlobalAveragePooling3D, BatchNormalization,
-   ZeroPadding2D, UpSampling2D, Embedding, Masking, SimpleRNN, LSTM, GRU);
-   the GPU paths of Embedding, Masking and the three recurrent layers
-   (mask_zero and step-masked outputs included; the recurrent layers
-   without dropout) are compiled but have not yet run on a GPU;
+   ZeroPadding2D, UpSampling2D, Embedding, Masking, SimpleRNN, LSTM, GRU,
+   Bidirectional);
+   the GPU paths of Embedding, Masking, the three recurrent layers and
+   Bidirectional (mask_zero and step-masked outputs included; dropout and
+   recurrent_dropout with the CPU's masks, drawn on the device from the
+   same counter-based hash) are compiled but have not yet run on a GPU;
    NNL_ERR_ARGUMENT for any other
    device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
    CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors

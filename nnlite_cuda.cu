@@ -24,7 +24,9 @@
                                    host-sorted row lists (no atomics), step
                                    masks
      5c Recurrent layers           state row copies, one fused LSTM or GRU
-                                   step (forward, backward) per launch
+                                   step (forward, backward) per launch,
+                                   dropout masks and masked rows,
+                                   Bidirectional's merge and its gradient
      6  Losses and optimizers      fused sparse softmax cross-entropy; every
                                    loss and metric (row and element kernels);
                                    one fused update kernel per tensor
@@ -1786,6 +1788,90 @@ void gru_forward(const CellStep &a) { cell_launch<k_gru_fwd>(a); }
 void gru_backward(const CellStep &a) { cell_launch<k_gru_bwd>(a); }
 void lstm_forward(const CellStep &a) { cell_launch<k_lstm_fwd>(a); }
 void lstm_backward(const CellStep &a) { cell_launch<k_lstm_bwd>(a); }
+
+/* dropout and recurrent_dropout's masks: k_dropout's draw (mix32 above),
+   the mask alone; the CPU's cpu_dropout_mask bit for bit */
+__global__ void k_dropout_mask(float *mask, int64_t n, uint32_t thresh, float keep, uint64_t seed) {
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    GRID_STRIDE(i, n) mask[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
+}
+void dropout_mask(float *mask, int64_t n, float rate, uint64_t seed) {
+    if (n <= 0) return;
+    uint32_t thresh = (uint32_t)fmin(16777216.0, ceil((double)rate * 16777216.0));
+    k_dropout_mask<<<grid_for(n), 256, 0, S()>>>(mask, n, thresh, 1.f / (1.f - rate), seed);
+    LAUNCHED();
+}
+/* a mask row per rep rows: one thread per (row, value), each reading and
+   writing its own element only (y may be a). __fmul_rn: the product is
+   rounded before the add (no FMA contraction), as the CPU's loop: the
+   same bits */
+__global__ void k_mul_rows(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y,
+                           int64_t ldy, int64_t rows, int64_t n, bool add) {
+    GRID_STRIDE(e, rows * n) {
+        int64_t r = e / n, j = e % n;
+        float v = __fmul_rn(a[r * lda + j], m[(r / rep) * ldm + j]);
+        float *o = y + r * ldy + j;
+        *o = add ? *o + v : v;
+    }
+}
+void mul_rows(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y, int64_t ldy,
+              int64_t rows, int64_t n, bool add) {
+    if (rows <= 0 || n <= 0 || rep <= 0) return;
+    k_mul_rows<<<grid_for(rows * n), 256, 0, S()>>>(a, lda, m, ldm, rep, y, ldy, rows, n, add);
+    LAUNCHED();
+}
+__global__ void k_add(const float *a, const float *b, float *y, int64_t n) {
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+void add(const float *a, const float *b, float *y, int64_t n) {
+    if (n <= 0) return;
+    k_add<<<grid_for(n), 256, 0, S()>>>(a, b, y, n);
+    LAUNCHED();
+}
+/* Bidirectional: one thread per (row, unit) of the forward copy's B T rows;
+   row r = (s, t) of f meets row (s, T-1-t) of b (the backward copy's
+   processing order), so that nothing is reversed in place. Every output
+   element is written by exactly one thread (concat: two, y[r 2u + j] and
+   y[r 2u + u + j]; backward: df[r u + j] and db[rb u + j], rb running
+   over all rows as r does). Products and halvings are single roundings:
+   the CPU's values bit for bit. */
+__global__ void k_bidir_merge(int mode, const float *f, const float *b, float *y, int64_t B, int64_t T, int64_t u) {
+    GRID_STRIDE(e, B * T * u) {
+        int64_t r = e / u, j = e % u, rb = (r / T) * T + (T - 1 - r % T);
+        float fv = f[r * u + j], bv = b[rb * u + j];
+        if (mode == 0) {
+            y[r * 2 * u + j] = fv;
+            y[r * 2 * u + u + j] = bv;
+        } else {
+            y[r * u + j] = mode == 1 ? fv + bv : mode == 2 ? fv * bv : (fv + bv) / 2;
+        }
+    }
+}
+void bidir_merge(int mode, const float *f, const float *b, float *y, int64_t B, int64_t T, int64_t u) {
+    if (B <= 0 || T <= 0 || u <= 0) return;
+    k_bidir_merge<<<grid_for(B * T * u), 256, 0, S()>>>(mode, f, b, y, B, T, u);
+    LAUNCHED();
+}
+__global__ void k_bidir_split(int mode, const float *dy, const float *f, const float *b, float *df, float *db,
+                              int64_t B, int64_t T, int64_t u) {
+    GRID_STRIDE(e, B * T * u) {
+        int64_t r = e / u, j = e % u, rb = (r / T) * T + (T - 1 - r % T);
+        if (mode == 0) {
+            df[r * u + j] = dy[r * 2 * u + j];
+            db[rb * u + j] = dy[r * 2 * u + u + j];
+            continue;
+        }
+        float d = dy[r * u + j];
+        df[r * u + j] = mode == 1 ? d : mode == 2 ? d * b[rb * u + j] : d / 2;
+        db[rb * u + j] = mode == 1 ? d : mode == 2 ? d * f[r * u + j] : d / 2;
+    }
+}
+void bidir_split(int mode, const float *dy, const float *f, const float *b, float *df, float *db, int64_t B,
+                 int64_t T, int64_t u) {
+    if (B <= 0 || T <= 0 || u <= 0) return;
+    k_bidir_split<<<grid_for(B * T * u), 256, 0, S()>>>(mode, dy, f, b, df, db, B, T, u);
+    LAUNCHED();
+}
 
 /* ========================================================================
    6  Losses and optimizers

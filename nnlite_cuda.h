@@ -175,6 +175,20 @@ void gru_backward(const CellStep &a);
    += the output's gradient, tg = Z, Z = dh act'(h) (0 where masked). */
 void simple_forward(const CellStep &a);
 void simple_backward(const CellStep &a);
+/* recurrent dropout (nnlite.cpp's cpu_dropout_mask, cpu_mul_rows, cpu_add,
+   the same bits): dropout_forward's mask alone; y[r * ldy + j] (=, or +=
+   with add) a[r * lda + j] * m[(r / rep) * ldm + j], the product rounded
+   before the add (y may be a); y = a + b */
+void dropout_mask(float *mask, int64_t n, float rate, uint64_t seed);
+void mul_rows(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y, int64_t ldy,
+              int64_t rows, int64_t n, bool add);
+void add(const float *a, const float *b, float *y, int64_t n);
+/* Bidirectional (cpu_bidir_merge, cpu_bidir_split, the same bits): B
+   samples of T rows (T = 1: the last outputs) of u values; row (s, t) of
+   f meets row (s, T-1-t) of b. mode 0 concat, 1 sum, 2 mul, 3 ave. */
+void bidir_merge(int mode, const float *f, const float *b, float *y, int64_t B, int64_t T, int64_t u);
+void bidir_split(int mode, const float *dy, const float *f, const float *b, float *df, float *db, int64_t B,
+                 int64_t T, int64_t u);
 
 /* ---- losses: sparse categorical cross-entropy from logits, fused ----
    z (rows, C) logits, labels (rows) class ids as floats. Writes dz =

@@ -930,6 +930,83 @@ TEST_CASE("GRU step: forward and backward (reset_after, masks, go_backwards, seq
    logits, from probabilities, fused softmax/sigmoid), every metric, three
    shapes (several positions per sample; more elements than one grid pass
    covers, C > 32; more rows than one grid pass, C < 32). */
+/* Recurrent dropout's and Bidirectional's entries (issue 15) against the
+   CPU's, bit for bit: each is a hash or a single rounding per value
+   (__fmul_rn before the add in mul_rows; x / 2 is exact), so nothing may
+   differ. Outputs NaN-poisoned (mul_rows's add case starts from values,
+   and its padded rows keep the poison on both sides: same bits); sizes
+   past one block of 256 threads and odd; in-place calls as the layers
+   make them (mul_rows on dx, add into dx). */
+TEST_CASE("recurrent dropout and Bidirectional entries: dropout_mask, mul_rows, add, bidir_merge, bidir_split match "
+          "the CPU bit for bit") {
+    gt::use(false);
+    for (float rate : {0.f, 0.3f, 0.9f}) {
+        CAPTURE(rate);
+        const int64_t n = 70001;
+        std::vector<float> m((size_t)n);
+        gt::Dev dm((size_t)n);
+        gt::C().dropout_mask(m.data(), n, rate, 0xfeedbeef12345ull);
+        nnl_cuda::dropout_mask(dm.d, n, rate, 0xfeedbeef12345ull);
+        CHECK(gt::same_bits(dm.get(), m));
+    }
+    {
+        const int64_t B = 37, T = 9, F = 13, u = 29;
+        /* inputs' mask: a sample's row on its T rows; then in place (dx) */
+        auto x = gt::rnd((size_t)(B * T * F), 401), mx = gt::rnd((size_t)(B * F), 402);
+        std::vector<float> xd((size_t)(B * T * F));
+        gt::C().mul_rows(x.data(), F, mx.data(), F, T, xd.data(), F, B * T, F, false);
+        gt::Dev dx_(x), dmx(mx), dxd((size_t)(B * T * F));
+        nnl_cuda::mul_rows(dx_.d, F, dmx.d, F, T, dxd.d, F, B * T, F, false);
+        CHECK(gt::same_bits(dxd.get(), xd));
+        nnl_cuda::mul_rows(dx_.d, F, dmx.d, F, T, dx_.d, F, B * T, F, false);
+        CHECK(gt::same_bits(dx_.get(), xd));
+        /* step t's rows (stride T u) into HD's, the rest of HD untouched */
+        auto H = gt::rnd((size_t)(B * T * u), 403), mh = gt::rnd((size_t)(B * u), 404);
+        gt::Dev dH(H), dmh(mh);
+        for (int64_t t : {0, 4, 8}) {
+            CAPTURE(t);
+            std::vector<float> HD((size_t)(B * T * u), NAN);
+            gt::C().mul_rows(H.data() + t * u, T * u, mh.data(), u, 1, HD.data() + t * u, T * u, B, u, false);
+            gt::Dev dHD((size_t)(B * T * u));
+            nnl_cuda::mul_rows(dH.d + t * u, T * u, dmh.d, u, 1, dHD.d + t * u, T * u, B, u, false);
+            CHECK(gt::same_bits(dHD.get(), HD));
+        }
+        /* GRU's dn += tmp * mask: the product rounded, then added */
+        auto tmp = gt::rnd((size_t)(B * u), 405), dn = gt::rnd((size_t)(B * u), 406);
+        gt::Dev dtmp(tmp), ddn(dn);
+        gt::C().mul_rows(tmp.data(), u, mh.data(), u, 1, dn.data(), u, B, u, true);
+        nnl_cuda::mul_rows(dtmp.d, u, dmh.d, u, 1, ddn.d, u, B, u, true);
+        CHECK(gt::same_bits(ddn.get(), dn));
+        /* add, out of place and in place */
+        const int64_t n = 100003;
+        auto a = gt::rnd((size_t)n, 407), b = gt::rnd((size_t)n, 408);
+        std::vector<float> y((size_t)n);
+        gt::C().add(a.data(), b.data(), y.data(), n);
+        gt::Dev da(a), db(b), dy((size_t)n);
+        nnl_cuda::add(da.d, db.d, dy.d, n);
+        CHECK(gt::same_bits(dy.get(), y));
+        nnl_cuda::add(da.d, db.d, da.d, n);
+        CHECK(gt::same_bits(da.get(), y));
+    }
+    for (int mode = 0; mode < 4; mode++)
+        for (int64_t T : {1, 6, 11}) {
+            CAPTURE(mode);
+            CAPTURE(T);
+            const int64_t B = 29, u = 17, rows = B * T, w = mode == 0 ? 2 * u : u;
+            auto f = gt::rnd((size_t)(rows * u), 410 + T), b = gt::rnd((size_t)(rows * u), 420 + T);
+            auto dyv = gt::rnd((size_t)(rows * w), 430 + T);
+            std::vector<float> y((size_t)(rows * w)), df((size_t)(rows * u)), db((size_t)(rows * u));
+            gt::C().bidir_merge(mode, f.data(), b.data(), y.data(), B, T, u);
+            gt::C().bidir_split(mode, dyv.data(), f.data(), b.data(), df.data(), db.data(), B, T, u);
+            gt::Dev dfv(f), dbv(b), ddy(dyv), dy_((size_t)(rows * w)), ddf((size_t)(rows * u)), ddb((size_t)(rows * u));
+            nnl_cuda::bidir_merge(mode, dfv.d, dbv.d, dy_.d, B, T, u);
+            nnl_cuda::bidir_split(mode, ddy.d, dfv.d, dbv.d, ddf.d, ddb.d, B, T, u);
+            CHECK(gt::same_bits(dy_.get(), y));
+            CHECK(gt::same_bits(ddf.get(), df));
+            CHECK(gt::same_bits(ddb.get(), db));
+        }
+}
+
 TEST_CASE("every loss and metric on the device: loss, gradient, metric sums") {
     gt::use(false);
     struct Shape { int64_t B, per, C; };

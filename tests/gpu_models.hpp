@@ -173,39 +173,51 @@ TEST_CASE("no GPU: asking for one fails cleanly and the model stays usable on th
     nnl_model_free(m);
 }
 
+namespace gm {
+/* a layer whose loops run on the host (Layer::gpu_path false, the
+   default): since issue 15 no built-in layer is one */
+class HostLoop : public nnl::Layer {
+public:
+    explicit HostLoop(nnl::Args &) { cls = "HostLoop"; }
+    void build(const nnl::Shape &input) override { in = out = input; }
+    void config(nnl::Json &) const override {}
+    Size size_bound(const nnl::Shape &sh) const override { return {(double)sh.size(), 0}; }
+    void forward(const float *x, float *y, int64_t B, const nnl::Ctx &) override {
+        memcpy(y, x, (size_t)(B * in.size()) * sizeof(float));
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const nnl::Ctx &) override {
+        if (dx) memcpy(dx, dy, (size_t)(B * in.size()) * sizeof(float));
+    }
+};
+} // namespace gm
+
 /* "no GPU" in the name: nnl_set_device checks the layers before it looks for
    a device, so this runs (and must pass) on a machine without one too */
 TEST_CASE("no GPU needed: a model with a layer that has no GPU path is refused by name and left on the CPU") {
-    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "Reshape((2, 4))", "Bidirectional(GRU(4))",
-                              "Dense(3, activation='softmax')"},
+    nnl::register_layer("HostLoop", {nnl::make_layer<gm::HostLoop>, "HostLoop(input_shape=(3,))"});
+    nnl_model *m = gm::build({"Dense(8, input_shape=(4,))", "BatchNormalization()", "HostLoop()", "Reshape((2, 4))",
+                              "Bidirectional(GRU(4))", "Dense(3, activation='softmax')"},
                              "Adam()", "sparse_categorical_crossentropy", "", 3);
     CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
-    CHECK(gm::err().find("layer 'bidirectional' (Bidirectional) has no GPU path") != std::string::npos); /* it alone */
+    CHECK(gm::err().find("layer 'host_loop' (HostLoop) has no GPU path") != std::string::npos); /* it alone */
     CHECK(std::string(nnl_get_device(m)) == "cpu");
     nnl_model_free(m);
-    /* recurrent layers: CPU only until the GPU issue; refused by name
-       (Embedding, Masking, and SimpleRNN, LSTM and GRU without dropout have
-       a GPU path since issue 15) */
-    for (const char *spec : {"LSTM(4, dropout=0.2, input_shape=(5, 3))", "GRU(4, recurrent_dropout=0.2, input_shape=(5, 3))",
-                             "SimpleRNN(4, dropout=0.2, input_shape=(5, 3))"}) {
-        CAPTURE(spec);
-        nnl_model *r = gm::build({spec, "Dense(2, activation='softmax')"}, "Adam()", "sparse_categorical_crossentropy",
-                                 "", 3);
-        CHECK(nnl_set_device(r, "cuda") == NNL_ERR_UNSUPPORTED);
-        std::string kind(spec, strchr(spec, '(') - spec);
-        CHECK(gm::err().find("(" + kind + ") has no GPU path") != std::string::npos);
-        CHECK(std::string(nnl_get_device(r)) == "cpu");
-        nnl_model_free(r);
-    }
-    /* Embedding (mask_zero too), Masking and LSTM pass the layer check: without a
-       device the refusal is about the device, naming no layer */
+    /* every built-in layer passes the layer check (issue 15: Bidirectional
+       and recurrent dropout too): without a device the refusal is about the
+       device, naming no layer */
     std::vector<std::vector<const char *>> ok = {
         {"Embedding(7, 3, input_length=5)", "GlobalAveragePooling1D()", "Dense(2, activation='softmax')"},
         {"Embedding(7, 3, mask_zero=True, input_length=5)", "Dense(2, activation='softmax')"},
         {"Masking(input_shape=(5, 3))", "Dense(2, activation='softmax')"},
         {"Embedding(7, 3, mask_zero=True, input_length=5)", "LSTM(4)", "Dense(2, activation='softmax')"},
         {"Embedding(7, 3, input_length=5)", "GRU(4)", "Dense(2, activation='softmax')"},
-        {"Embedding(7, 3, input_length=5)", "SimpleRNN(4)", "Dense(2, activation='softmax')"}};
+        {"Embedding(7, 3, input_length=5)", "SimpleRNN(4)", "Dense(2, activation='softmax')"},
+        {"LSTM(4, dropout=0.2, input_shape=(5, 3))", "Dense(2, activation='softmax')"},
+        {"GRU(4, recurrent_dropout=0.2, input_shape=(5, 3))", "Dense(2, activation='softmax')"},
+        {"SimpleRNN(4, dropout=0.2, input_shape=(5, 3))", "Dense(2, activation='softmax')"},
+        {"Bidirectional(GRU(4), input_shape=(5, 3))", "Dense(2, activation='softmax')"},
+        {"Bidirectional(LSTM(4, return_sequences=True, recurrent_dropout=0.1), merge_mode='mul', input_shape=(5, 3))",
+         "GlobalAveragePooling1D()", "Dense(2, activation='softmax')"}};
     for (auto &layers : ok) {
         CAPTURE(layers[0]);
         nnl_model *e = gm::build(layers, "Adam()", "sparse_categorical_crossentropy", "", 3);
@@ -969,6 +981,126 @@ TEST_CASE("SimpleRNN models: GPU history and weights match the CPU") {
                                       "mse", "mae", x, {T, F}, t, {T, 1}, n);
         CHECK(run.host_steps >= 3 * 8);
         CHECK(run.device_steps == 0);
+    }
+}
+
+/* Bidirectional on the GPU (issue 15): the copies' steps as the recurrent
+   layers', the merge (bidir_merge), its gradient (bidir_split) and the dx
+   sum (add) on the device, the CPU's values bit for bit; so the two runs
+   differ only by the GEMMs' and the cells' float32 rounding, as the LSTM
+   and GRU cases above, and gm::fit_both's bounds (weights within 1e-3 of
+   the largest, history within 1e-4 relative, hits one sample apart) hold
+   for the same reason: two copies of a cell, no new source of error.
+   Every merge mode; the last outputs and sequences; LSTM, GRU (both
+   reset_after) and SimpleRNN copies; a masked model (the host loss). A
+   second GPU run repeats the first bit for bit. */
+TEST_CASE("Bidirectional LSTM/GRU/SimpleRNN, every merge mode: GPU history and weights match the CPU") {
+    const int n = 256, T = 10, V = 40;
+    nnl::Rng r(53);
+    std::vector<float> x((size_t)(n * T)), t((size_t)n);
+    for (int i = 0; i < n; i++) {
+        for (int q = 0; q < T; q++) x[(size_t)(i * T + q)] = (float)r.below(V);
+        /* the first and the last ids: both directions matter */
+        t[(size_t)i] = (float)(((int)x[(size_t)(i * T)] + (int)x[(size_t)(i * T + T - 1)]) % 4);
+    }
+    const char *loss = "sparse_categorical_crossentropy", *metrics = "accuracy";
+    for (std::vector<const char *> layers :
+         {std::vector<const char *>{"Embedding(40, 8, input_length=10)", "Bidirectional(LSTM(12))",
+                                    "Dense(4, activation='softmax')"},
+          std::vector<const char *>{"Embedding(40, 8, input_length=10)",
+                                    "Bidirectional(GRU(10, return_sequences=True), merge_mode='sum')",
+                                    "GlobalAveragePooling1D()", "Dense(4, activation='softmax')"},
+          std::vector<const char *>{"Embedding(40, 8, input_length=10)",
+                                    "Bidirectional(GRU(10, reset_after=False), merge_mode='mul')",
+                                    "Dense(4, activation='softmax')"},
+          std::vector<const char *>{"Embedding(40, 8, input_length=10)",
+                                    "Bidirectional(LSTM(8, return_sequences=True), merge_mode='ave')",
+                                    "Bidirectional(SimpleRNN(6))", "Dense(4, activation='softmax')"}}) {
+        CAPTURE(layers[1]);
+        nnl_model *c = nullptr, *g = nullptr;
+        gm::SeqRun run = gm::fit_both(layers, loss, metrics, x, {T}, t, {}, n, &c, &g);
+        CHECK(run.device_steps >= 3 * 8);
+        CHECK(run.host_steps == 0);
+        nnl_model *g2 = gm::build(layers, gm::SEQ_OPT, loss, metrics, gm::SEQ_SEED);
+        REQUIRE_MESSAGE(nnl_set_device(g2, "cuda") == NNL_OK, gm::err());
+        gm::fit_seq(g2, x, {T}, t, {}, n);
+        CHECK(gm::weights(g2) == gm::weights(g)); /* no atomics: the same bits */
+        nnl_model_free(g2);
+        for (int i = 0; i < nnl_weight_count(g); i++) { /* the same weights: predictions agree */
+            std::vector<float> w = gm::weight(g, i);
+            REQUIRE(nnl_set_weight(c, i, w.data(), (int64_t)w.size()) == NNL_OK);
+        }
+        int64_t xs[2] = {n, T};
+        std::vector<float> pc((size_t)(n * 4)), pg(pc.size());
+        REQUIRE(nnl_predict(c, x.data(), 2, xs, 64, pc.data(), (int64_t)pc.size()) == NNL_OK);
+        REQUIRE(nnl_predict(g, x.data(), 2, xs, 64, pg.data(), (int64_t)pg.size()) == NNL_OK);
+        CHECK(gm::max_rel_diff(pg, pc) < 1e-4);
+        nnl_model_free(c);
+        nnl_model_free(g);
+    }
+    /* a step mask (right-padded): masked steps keep each copy's state, the
+       merged output is zero there (Keras' forced zero_output_for_mask) and
+       the masked loss takes the host path */
+    const int F = 3;
+    std::vector<float> xm((size_t)(n * T * F), 0.f), tm((size_t)(n * T), 0.f);
+    for (int i = 0; i < n; i++) {
+        int len = 3 + (int)r.below(T - 2);
+        float acc = 0;
+        for (int q = 0; q < len; q++) {
+            for (int f = 0; f < F; f++) {
+                float v = (float)r.uniform() - 0.5f;
+                xm[(size_t)((i * T + q) * F + f)] = v;
+                acc += v;
+            }
+            tm[(size_t)(i * T + q)] = 0.5f * acc;
+        }
+    }
+    gm::SeqRun run = gm::fit_both({"Masking(mask_value=0.0, input_shape=(10, 3))",
+                                   "Bidirectional(LSTM(6, return_sequences=True), merge_mode='mul')", "Dense(1)"},
+                                  "mse", "mae", xm, {T, F}, tm, {T, 1}, n);
+    CHECK(run.host_steps >= 3 * 8);
+    CHECK(run.device_steps == 0);
+}
+
+/* dropout and recurrent_dropout on the GPU (issue 15): the masks are drawn
+   on the device by dropout_mask, the Dropout layer's counter-based hash of
+   (the batch's seed mixed with the layer's seed and name, index), so the
+   GPU trains with the CPU's masks exactly (bit for bit in the kernel
+   case); the products through them are single roundings. The runs differ
+   by the GEMMs' and the cells' rounding only: gm::fit_both's bounds as the
+   LSTM and GRU cases. The masks scale kept values by 1/(1 - rate) <= 1.43
+   here, which changes no error's order. LSTM with both, GRU with
+   reset_after=False and recurrent_dropout (the masked dh_{s-1} through
+   mul_rows' add), GRU (reset_after) and SimpleRNN with both, and a
+   Bidirectional LSTM with both; a second GPU run repeats the first bit for
+   bit (the masks depend on the seed only). */
+TEST_CASE("LSTM, GRU, SimpleRNN and Bidirectional with dropout and recurrent_dropout: GPU training matches the CPU") {
+    const int n = 256, T = 10, V = 40;
+    nnl::Rng r(59);
+    std::vector<float> x((size_t)(n * T)), t((size_t)n);
+    for (int i = 0; i < n; i++) {
+        for (int q = 0; q < T; q++) x[(size_t)(i * T + q)] = (float)r.below(V);
+        t[(size_t)i] = (float)(((int)x[(size_t)(i * T + T - 1)] + (int)x[(size_t)(i * T + T - 2)]) % 4);
+    }
+    const char *loss = "sparse_categorical_crossentropy", *metrics = "accuracy";
+    for (const char *rnn : {"LSTM(16, dropout=0.2, recurrent_dropout=0.3)",
+                            "GRU(12, reset_after=False, recurrent_dropout=0.25)",
+                            "GRU(12, dropout=0.1, recurrent_dropout=0.2, seed=7)",
+                            "SimpleRNN(12, dropout=0.3, recurrent_dropout=0.1)",
+                            "Bidirectional(LSTM(8, dropout=0.2, recurrent_dropout=0.2))"}) {
+        CAPTURE(rnn);
+        std::vector<const char *> layers = {"Embedding(40, 8, input_length=10)", rnn, "Dense(4, activation='softmax')"};
+        nnl_model *c = nullptr, *g = nullptr;
+        gm::SeqRun run = gm::fit_both(layers, loss, metrics, x, {T}, t, {}, n, &c, &g);
+        CHECK(run.device_steps >= 3 * 8);
+        CHECK(run.host_steps == 0);
+        nnl_model *g2 = gm::build(layers, gm::SEQ_OPT, loss, metrics, gm::SEQ_SEED);
+        REQUIRE_MESSAGE(nnl_set_device(g2, "cuda") == NNL_OK, gm::err());
+        gm::fit_seq(g2, x, {T}, t, {}, n);
+        CHECK(gm::weights(g2) == gm::weights(g)); /* no atomics, the same masks: the same bits */
+        nnl_model_free(g2);
+        nnl_model_free(c);
+        nnl_model_free(g);
     }
 }
 

@@ -443,66 +443,92 @@ TEST_CASE("stateful LSTM: fit carries states, reset_states option, model files k
     CHECK(system(rm.c_str()) == 0);
 }
 
-TEST_CASE("SimpleRNN, LSTM and GRU have a GPU path (not with dropout); Bidirectional not yet: nnl_set_device's "
-          "list says so") {
-    for (const char *k : {"Bidirectional"}) {
-        auto &kind = nnl::layer_registry().at(k);
-        nnl::Spec sp = nnl::parse_spec(kind.example);
-        nnl::Args a(sp, k);
-        CHECK_FALSE(kind.make(a)->gpu_path());
-        CHECK(nnl::gpu_layer_names().find(k) == std::string::npos);
-    }
-    for (const char *k : {"SimpleRNN", "LSTM", "GRU"}) {
+TEST_CASE("SimpleRNN, LSTM, GRU (dropout and recurrent_dropout too) and Bidirectional have a GPU path: "
+          "nnl_set_device's list says so") {
+    for (const char *k : {"SimpleRNN", "LSTM", "GRU", "Bidirectional"}) {
         auto &kind = nnl::layer_registry().at(k);
         nnl::Spec sp = nnl::parse_spec(kind.example);
         nnl::Args a(sp, k);
         CHECK(kind.make(a)->gpu_path());
         CHECK(nnl::gpu_layer_names().find(k) != std::string::npos);
+    }
+    for (const char *k : {"SimpleRNN", "LSTM", "GRU"}) {
+        auto &kind = nnl::layer_registry().at(k);
         std::string base = std::string(k) + "(3, ";
-        for (std::string opt : {"dropout=0.2)", "recurrent_dropout=0.2)"}) {
+        for (std::string opt : {"dropout=0.2)", "recurrent_dropout=0.2)", "dropout=0.1, recurrent_dropout=0.3)"}) {
             std::string spec = base + opt;
             nnl::Spec d = nnl::parse_spec(spec.c_str());
             nnl::Args da(d, k);
             CAPTURE(spec);
-            CHECK_FALSE(kind.make(da)->gpu_path());
+            CHECK(kind.make(da)->gpu_path());
         }
+    }
+    for (const char *spec : {"Bidirectional(GRU(3, reset_after=False, dropout=0.2), merge_mode='mul')",
+                             "Bidirectional(LSTM(3, recurrent_dropout=0.2, return_sequences=True))",
+                             "Bidirectional(SimpleRNN(3), merge_mode='ave')"}) {
+        CAPTURE(spec);
+        nnl::Spec bs = nnl::parse_spec(spec);
+        nnl::Args ba(bs, "Bidirectional");
+        CHECK(nnl::layer_registry().at("Bidirectional").make(ba)->gpu_path());
     }
     nnl::Spec gs = nnl::parse_spec("GRU(3, reset_after=False)");
     nnl::Args ga(gs, "GRU");
     CHECK(nnl::layer_registry().at("GRU").make(ga)->gpu_path());
 }
 
-TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) names the layers "
-          "without one (Bidirectional), not Embedding, Masking, SimpleRNN, LSTM or GRU") {
+namespace rnn_tests {
+/* a layer whose loops run on the host (Layer::gpu_path false, the
+   default): what nnl_set_device still refuses by name */
+class HostLoop : public nnl::Layer {
+public:
+    explicit HostLoop(nnl::Args &) { cls = "HostLoop"; }
+    void build(const nnl::Shape &input) override { in = out = input; }
+    void config(nnl::Json &) const override {}
+    Size size_bound(const nnl::Shape &s) const override { return {(double)s.size(), 0}; }
+    void forward(const float *x, float *y, int64_t B, const nnl::Ctx &) override {
+        memcpy(y, x, (size_t)(B * in.size()) * sizeof(float));
+    }
+    void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const nnl::Ctx &) override {
+        if (dx) memcpy(dx, dy, (size_t)(B * in.size()) * sizeof(float));
+    }
+};
+} // namespace rnn_tests
+
+TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device is sought) passes every built-in "
+          "layer (Bidirectional, recurrent dropout included) and names a layer without a GPU path") {
     nnl_model *m = nnl_model_create();
     REQUIRE(nnl_add(m, "Embedding(20, 4, input_length=6)") == NNL_OK);
-    REQUIRE(nnl_add(m, "LSTM(5, return_sequences=True)") == NNL_OK);
+    REQUIRE(nnl_add(m, "LSTM(5, return_sequences=True, dropout=0.1, recurrent_dropout=0.2)") == NNL_OK);
     REQUIRE(nnl_add(m, "Bidirectional(GRU(2))") == NNL_OK);
     REQUIRE(nnl_add(m, "Dense(3)") == NNL_OK);
-    CHECK(nnl::gpu_missing_layers(*m) == "layer 'bidirectional' (Bidirectional)");
-    /* the check that nnl::set_device (CUDA build) runs first, and that each
-       GPU fit runs again: refused by name, NNL_ERR_UNSUPPORTED */
-    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*m); }) == NNL_ERR_UNSUPPORTED);
+    CHECK(nnl::gpu_missing_layers(*m).empty());
+    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*m); }) == NNL_OK);
+    /* a layer of the tests' own with host loops: refused by name,
+       NNL_ERR_UNSUPPORTED, the check nnl::set_device (CUDA build) runs
+       first and each GPU fit runs again */
+    nnl::register_layer("HostLoop", {nnl::make_layer<rnn_tests::HostLoop>, "HostLoop(input_shape=(3,))"});
+    nnl_model *h = nnl_model_create();
+    REQUIRE(nnl_add(h, "Dense(3, input_shape=(4,))") == NNL_OK);
+    REQUIRE(nnl_add(h, "HostLoop()") == NNL_OK);
+    REQUIRE(nnl_add(h, "Dense(2)") == NNL_OK);
+    CHECK(nnl::gpu_missing_layers(*h) == "layer 'host_loop' (HostLoop)");
+    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*h); }) == NNL_ERR_UNSUPPORTED);
     std::string e = nnl_last_error();
-    CHECK(e.find("layer 'bidirectional' (Bidirectional) has no GPU path yet") != std::string::npos);
+    CHECK(e.find("layer 'host_loop' (HostLoop) has no GPU path yet") != std::string::npos);
     CHECK(e.find("GPU layers: Activation") != std::string::npos); /* and says which layers have one */
-    CHECK(e.find("Embedding") != std::string::npos);               /* in that list, since the GPU issue */
-    CHECK(e.find("Masking") != std::string::npos);
+    for (const char *k : {"Embedding", "Masking", "Bidirectional", "LSTM", "GRU", "SimpleRNN"})
+        CHECK(e.find(k) != std::string::npos); /* in that list, since the GPU issue */
     for (const char *spec : {"SimpleRNN(3, dropout=0.1, input_shape=(4, 2))", "GRU(3, recurrent_dropout=0.1, input_shape=(4, 2))",
-                             "LSTM(3, dropout=0.1, input_shape=(4, 2))"}) {
+                             "LSTM(3, dropout=0.1, input_shape=(4, 2))",
+                             "Bidirectional(LSTM(3, dropout=0.1, return_sequences=True), input_shape=(4, 2))"}) {
+        CAPTURE(spec);
         nnl_model *r = nnl_model_create();
         REQUIRE(nnl_add(r, spec) == NNL_OK);
         REQUIRE(nnl_add(r, "Dense(2)") == NNL_OK);
-        std::string kind(spec, strchr(spec, '(') - spec);
-        CHECK(nnl::guard([&] { nnl::gpu_check_layers(*r); }) == NNL_ERR_UNSUPPORTED);
-        CHECK(std::string(nnl_last_error()).find("(" + kind + ") has no GPU path yet") != std::string::npos);
+        CHECK(nnl::gpu_missing_layers(*r).empty());
+        CHECK(nnl::guard([&] { nnl::gpu_check_layers(*r); }) == NNL_OK);
         nnl_model_free(r);
     }
-    nnl_model *d = nnl_model_create(); /* GPU layers only: nothing to name, the check passes */
-    REQUIRE(nnl_add(d, "Dense(3, input_shape=(4,))") == NNL_OK);
-    CHECK(nnl::gpu_missing_layers(*d).empty());
-    CHECK(nnl::guard([&] { nnl::gpu_check_layers(*d); }) == NNL_OK);
-    nnl_model_free(d);
     /* Embedding (ids, mask_zero) and Masking have a GPU path */
     for (std::vector<const char *> specs :
          {std::vector<const char *>{"Embedding(20, 4, input_length=6)", "GlobalAveragePooling1D()", "Dense(3)"},
@@ -514,7 +540,9 @@ TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device
                                     "return_sequences=True, go_backwards=True)",
                                     "Dense(3)"},
           std::vector<const char *>{"Embedding(20, 4, input_length=6)", "GRU(5, reset_after=False)", "Dense(3)"},
-          std::vector<const char *>{"Masking(input_shape=(6, 3))", "SimpleRNN(5, stateful=False)", "Dense(3)"}}) {
+          std::vector<const char *>{"Masking(input_shape=(6, 3))", "SimpleRNN(5, stateful=False)", "Dense(3)"},
+          std::vector<const char *>{"Masking(input_shape=(6, 3))", "Bidirectional(LSTM(5, return_sequences=True))",
+                                    "Dense(3)"}}) {
         nnl_model *q = nnl_model_create();
         for (const char *s : specs) REQUIRE(nnl_add(q, s) == NNL_OK);
         CAPTURE(specs[0]);
@@ -522,16 +550,144 @@ TEST_CASE("nnl_set_device's layer check (the CUDA build's, run before any device
         CHECK(nnl::guard([&] { nnl::gpu_check_layers(*q); }) == NNL_OK);
         nnl_model_free(q);
     }
-    /* through the ABI, in this build: NNL_ERR_UNSUPPORTED naming the layers
-       (the CPU-only build says CUDA is not built, and names them too) */
-    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED);
+    /* through the ABI, in this build: NNL_ERR_UNSUPPORTED naming the layer
+       without a GPU path (the CPU-only build says CUDA is not built, and
+       names it too), no other */
+    CHECK(nnl_set_device(h, "cuda") == NNL_ERR_UNSUPPORTED);
     e = nnl_last_error();
     CHECK(e.rfind("nnl_set_device: ", 0) == 0);
-    CHECK(e.find("'embedding' (Embedding)") == std::string::npos);
+    CHECK(e.find("'host_loop' (HostLoop)") != std::string::npos);
+    CHECK(e.find("'dense' (Dense)") == std::string::npos);
+    CHECK(std::string(nnl_get_device(h)) == "cpu");
+    CHECK(nnl_set_device(m, "cuda") == NNL_ERR_UNSUPPORTED); /* no layer named: no CUDA here */
+    e = nnl_last_error();
+    CHECK(e.find("'bidirectional' (Bidirectional)") == std::string::npos);
     CHECK(e.find("'lstm' (LSTM)") == std::string::npos);
-    CHECK(e.find("'bidirectional' (Bidirectional)") != std::string::npos);
     CHECK(std::string(nnl_get_device(m)) == "cpu");
+    nnl_model_free(h);
     nnl_model_free(m);
+}
+
+/* The kernel-table entries that carry recurrent dropout and Bidirectional
+   (issue 15) against the code they replaced, bit for bit: dropout_mask is
+   dropout_forward's mask (Recurrent::draw_mask's former loop was that
+   hash); mul_rows the per-row K().mul calls and the inline += loops;
+   bidir_merge / bidir_split the former flip in place of the backward
+   copy's sequence followed by the merge loops; add the former dx loop. */
+namespace rnn_tests {
+static std::vector<float> rnd(size_t n, uint64_t seed) {
+    nnl::Rng r(seed);
+    std::vector<float> v(n);
+    for (auto &x : v) x = (float)r.uniform() * 2.f - 1.f;
+    return v;
+}
+static bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+} // namespace rnn_tests
+
+TEST_CASE("recurrent dropout and Bidirectional kernel entries equal the loops they replaced, bit for bit") {
+    const nnl::Kernels &k = nnl::cpu_kernels;
+    using rnn_tests::rnd;
+    using rnn_tests::same_bits;
+    for (float rate : {0.f, 0.2f, 0.5f, 0.95f})
+        for (uint64_t seed : {0ull, 0x9e3779b97f4a7c15ull}) {
+            CAPTURE(rate);
+            const int64_t n = 1037;
+            std::vector<float> ones((size_t)n, 1.f), y((size_t)n), want((size_t)n), got((size_t)n, NAN);
+            k.dropout_forward(ones.data(), y.data(), want.data(), n, rate, seed);
+            k.dropout_mask(got.data(), n, rate, seed);
+            CHECK(same_bits(got, want));
+            size_t zeros = 0;
+            for (float v : got) zeros += v == 0.f;
+            CHECK(std::fabs((double)zeros / (double)n - rate) < 0.05);
+        }
+    {
+        const int64_t B = 5, T = 7, F = 6, u = 4;
+        /* a sample's mask on its T rows (the inputs' dropout), in place too */
+        auto x = rnd((size_t)(B * T * F), 1), mx = rnd((size_t)(B * F), 2);
+        std::vector<float> want((size_t)(B * T * F)), got(want.size(), NAN);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++) k.mul(x.data() + (b * T + t) * F, mx.data() + b * F, want.data() + (b * T + t) * F, F);
+        k.mul_rows(x.data(), F, mx.data(), F, T, got.data(), F, B * T, F, false);
+        CHECK(same_bits(got, want));
+        std::vector<float> inplace = x;
+        k.mul_rows(inplace.data(), F, mx.data(), F, T, inplace.data(), F, B * T, F, false);
+        CHECK(same_bits(inplace, want));
+        /* step t's rows of H (stride T u) masked into HD's rows */
+        auto H = rnd((size_t)(B * T * u), 3), mh = rnd((size_t)(B * u), 4);
+        for (int64_t t : {0, 3, 6}) {
+            auto HDw = rnd((size_t)(B * T * u), 5), HDg = HDw;
+            for (int64_t b = 0; b < B; b++)
+                k.mul(H.data() + t * u + b * T * u, mh.data() + b * u, HDw.data() + (b * T + t) * u, u);
+            k.mul_rows(H.data() + t * u, T * u, mh.data(), u, 1, HDg.data() + t * u, T * u, B, u, false);
+            CHECK(same_bits(HDg, HDw));
+        }
+        /* GRU's dh_{s-1} += d(masked h) * mask */
+        auto tmp = rnd((size_t)(B * u), 6), dnw = rnd((size_t)(B * u), 7), dng = dnw;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < u; j++) dnw[b * u + j] += tmp[b * u + j] * mh[b * u + j];
+        k.mul_rows(tmp.data(), u, mh.data(), u, 1, dng.data(), u, B, u, true);
+        CHECK(same_bits(dng, dnw));
+        /* add */
+        auto a = rnd(101, 8), c = rnd(101, 9);
+        std::vector<float> sw = a, sg(101, NAN);
+        for (size_t i = 0; i < sw.size(); i++) sw[i] += c[i];
+        k.add(a.data(), c.data(), sg.data(), 101);
+        CHECK(same_bits(sg, sw));
+        k.add(a.data(), c.data(), a.data(), 101); /* in place, as Bidirectional's dx */
+        CHECK(same_bits(a, sw));
+    }
+    for (int mode = 0; mode < 4; mode++)
+        for (int64_t T : {1, 4, 5}) { /* T = 1: the last outputs (no sequence), no reversal */
+            CAPTURE(mode);
+            CAPTURE(T);
+            const int64_t B = 3, u = 7, rows = B * T, w = mode == 0 ? 2 * u : u;
+            auto f = rnd((size_t)(rows * u), 10 + T), b = rnd((size_t)(rows * u), 20 + T);
+            /* the former forward: b flipped in place, then merged row by row */
+            std::vector<float> bf = b;
+            for (int64_t s = 0; s < B; s++)
+                for (int64_t t = 0; t < T / 2; t++)
+                    std::swap_ranges(bf.data() + (s * T + t) * u, bf.data() + (s * T + t + 1) * u,
+                                     bf.data() + (s * T + T - 1 - t) * u);
+            std::vector<float> yw((size_t)(rows * w)), yg(yw.size(), NAN);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *fr = f.data() + r * u, *br = bf.data() + r * u;
+                if (mode == 0) {
+                    memcpy(yw.data() + r * 2 * u, fr, (size_t)u * sizeof(float));
+                    memcpy(yw.data() + r * 2 * u + u, br, (size_t)u * sizeof(float));
+                    continue;
+                }
+                for (int64_t j = 0; j < u; j++)
+                    yw[(size_t)(r * u + j)] = mode == 1 ? fr[j] + br[j] : mode == 2 ? fr[j] * br[j] : (fr[j] + br[j]) / 2;
+            }
+            k.bidir_merge(mode, f.data(), b.data(), yg.data(), B, T, u);
+            CHECK(same_bits(yg, yw));
+            /* the former backward: split into merged order, then the backward copy's flipped back */
+            auto dy = rnd((size_t)(rows * w), 30 + T);
+            std::vector<float> dfw((size_t)(rows * u)), dbw(dfw.size()), dfg(dfw.size(), NAN), dbg(dfw.size(), NAN);
+            for (int64_t r = 0; r < rows; r++) {
+                float *df = dfw.data() + r * u, *db = dbw.data() + r * u;
+                const float *fr = f.data() + r * u, *br = bf.data() + r * u;
+                if (mode == 0) {
+                    memcpy(df, dy.data() + r * 2 * u, (size_t)u * sizeof(float));
+                    memcpy(db, dy.data() + r * 2 * u + u, (size_t)u * sizeof(float));
+                    continue;
+                }
+                const float *d = dy.data() + r * u;
+                for (int64_t j = 0; j < u; j++) {
+                    df[j] = mode == 1 ? d[j] : mode == 2 ? d[j] * br[j] : d[j] / 2;
+                    db[j] = mode == 1 ? d[j] : mode == 2 ? d[j] * fr[j] : d[j] / 2;
+                }
+            }
+            for (int64_t s = 0; s < B; s++)
+                for (int64_t t = 0; t < T / 2; t++)
+                    std::swap_ranges(dbw.data() + (s * T + t) * u, dbw.data() + (s * T + t + 1) * u,
+                                     dbw.data() + (s * T + T - 1 - t) * u);
+            k.bidir_split(mode, dy.data(), f.data(), b.data(), dfg.data(), dbg.data(), B, T, u);
+            CHECK(same_bits(dfg, dfw));
+            CHECK(same_bits(dbg, dbw));
+        }
 }
 
 TEST_CASE("stateful models write their batch size in batch_input_shape, and read it back, as Keras") {
