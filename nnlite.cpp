@@ -25,7 +25,8 @@
                                    reduction point), fit, evaluate, predict,
                                    summary, history, progress line
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
-                                   of the arenas, optimizer steps on the GPU
+                                   of the arenas, optimizer steps on the GPU,
+                                   the training step as CUDA graphs
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
                                    image files and folders (stb_image),
                                    pictures (SVG curves, confusion matrices,
