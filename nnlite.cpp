@@ -25,7 +25,8 @@
                                    reduction point), fit, evaluate, predict,
                                    summary, history, progress line
      6b GPU backend (NNL_CUDA)     the CUDA kernel table over device mirrors
-                                   of the arenas, optimizer steps on the GPU
+                                   of the arenas, optimizer steps on the GPU,
+                                   the training step as CUDA graphs
      7  Data loaders and helpers   idx(.gz), npy, npz, normalize, shuffle...,
                                    image files and folders (stb_image),
                                    pictures (SVG curves, confusion matrices,
@@ -1458,7 +1459,11 @@ struct Kernels {
     /* dx = dy * act'(x); y = act(x) is given too (softmax uses y only) */
     void (*act_backward)(Act a, const float *x, const float *y, const float *dy, float *dx, int64_t rows, int64_t n);
     /* mask[i] = 0 with probability rate else 1/(1-rate); y = x * mask */
-    void (*dropout_forward)(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed);
+    /* the mask's seed is mix64(step ^ salt): the training step's seed and
+       the layer's bits apart, so that a GPU keeps the step's in device
+       memory (a CUDA graph replays the step with a new one) */
+    void (*dropout_forward)(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t step,
+                            uint64_t salt);
     void (*mul)(const float *a, const float *b, float *y, int64_t n); /* y = a*b */
     /* ReLU's derivative kept as one bit a value: bit i % 32 of bits[i / 32]
        is y[i] > 0 (i < n; the last word's spare bits 0); then dx = dy * 1
@@ -3536,7 +3541,9 @@ __attribute__((target("avx2"))) static void dropout_avx2(const float *x, float *
 }
 #endif
 
-static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
+static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t step,
+                                uint64_t salt) {
+    uint64_t seed = mix64(step ^ salt);
     float keep = 1.f / (1.f - rate);
     uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
     auto f = dropout_generic;
@@ -4811,7 +4818,7 @@ public:
         if (!c.training || rate == 0.f)
             K().copy(x, y, n);
         else
-            K().dropout_forward(x, y, ws, n, rate, mix64(c.seed ^ (uint64_t)seed ^ name_hash()));
+            K().dropout_forward(x, y, ws, n, rate, c.seed, (uint64_t)seed ^ name_hash());
     }
     void backward(const float *, const float *, const float *dy, float *dx, int64_t B, const Ctx &c) override {
         if (!dx) return;
@@ -8221,6 +8228,14 @@ struct StepReduce {
     int n_sparse = 0;
 };
 
+/* A training step of a GPU model as CUDA graphs (section 6b): false when
+   the step is to run as usual (no GPU, not eligible, warming up). */
+#ifdef NNL_CUDA
+bool gpu_graph_step(Model &m, int64_t B, uint64_t seed, StepReduce &r);
+#else
+static inline bool gpu_graph_step(Model &, int64_t, uint64_t, StepReduce &) { return false; }
+#endif
+
 class Reducer {
 public:
     virtual ~Reducer() {}
@@ -9143,6 +9158,7 @@ public:
         size_t L = layers.size(), nm = metrics.size();
         step_sums.assign((size_t)StepReduce::size_for((int)nm), 0.0); /* no allocation after the first step */
         StepReduce r{G.data(), nullptr, (int64_t)G.size(), step_sums.data(), (int)step_sums.size(), (int)nm};
+        if (!reducer && B > 0 && gpu_graph_step(*this, B, seed_, r)) return r; /* a GPU model's step as CUDA graphs */
         bool finite = true;
         if (reducer) r.grad_device = gpu_device(G.data()); /* a GPU model: the gradients are made there */
         if (reducer) { /* the gradients that are nonzero in a few rows: their marks, filled by backward */
@@ -9921,6 +9937,19 @@ struct nnl_model : nnl::Model {};
      step-masked output, from Embedding(mask_zero=True) or Masking, takes
      the host loss: the outputs and the mask come down, the gradient goes
      up), and the update runs as one fused kernel per tensor.
+   - The synchronisations and host decisions of an eager step: the loss
+     and metric sums come down (gpu_loss: one wait), the gradients' sum of
+     squares comes down (train_step's finiteness check: one wait; the host
+     then decides whether to update), clipnorm and global_clipnorm bring
+     norms down (one wait per tensor or one in all), Embedding brings its
+     ids down. Host values that change per step (the dropout step seed, the
+     optimizer's learning rate, decay and bias corrections) are read by the
+     kernels from device memory (nnlite_cuda.h, CUDA graphs). Allocations
+     happen only while warming up (scratch that grows, optimizer slots made
+     after the first step, mirrors re-laid for a larger batch).
+   - CUDA graphs (gpu_graph_step, below): the steady-state step of a model
+     of pure-kernel layers replayed as two graphs with one wait between
+     them (the finiteness decision), bit for bit the eager step.
    - The step mask (Model::maskbuf) has a device mirror like the arena's:
      the layers that make it (Embedding, Masking) write it there.
    - Embedding's gradient sorts the batch's ids on the host (they come down
@@ -10063,6 +10092,22 @@ struct GpuModel {
     size_t gstage_n = 0;
     int depth = 0; /* nested scopes (evaluate inside fit) */
     Model *model = nullptr;
+    /* every (re)allocation of a mirror bumps it: a captured graph holds the
+       mirrors' device addresses */
+    uint64_t gen = 0;
+    /* CUDA graphs of the training step (gpu_graph_step), kept within one fit */
+    struct GraphKey {
+        int64_t B = -1;
+        uint64_t gen = 0, sgen = 0; /* GpuModel::gen, nnl_cuda::scratch_generation() */
+        bool operator==(const GraphKey &o) const { return B == o.B && gen == o.gen && sgen == o.sgen; }
+    };
+    bool graphs_on = false; /* NNL_CUDA_GRAPHS (not "0"), read when fit starts; off after a failed capture */
+    nnl_cuda::Graph *graph_step = nullptr;   /* forward, loss, backward, the gradients' sum of squares */
+    nnl_cuda::Graph *graph_update = nullptr; /* clipping by value and the optimizer update */
+    GraphKey graph_key;                      /* what graph_step and graph_update were captured for */
+    GraphKey warm;                           /* the last step that ran without a graph */
+    bool graph_fused = false;                /* graph_step's loss took sparse_xent (gpu_loss_launch) */
+    void drop_graphs();
 
     ~GpuModel();
     float *dev(const float *p);
@@ -10077,6 +10122,7 @@ GpuModel::~GpuModel() {
     nnl_cuda::Context *prev = nnl_cuda::context_current();
     try {
         nnl_cuda::context_use(ctx);
+        drop_graphs();
         release(W);
         release(G);
         release(arena);
@@ -10098,8 +10144,16 @@ GpuModel::~GpuModel() {
 }
 
 void GpuModel::release(Mirror &m) {
+    if (m.d) gen++;
     nnl_cuda::dev_free(m.d);
     m = Mirror();
+}
+
+void GpuModel::drop_graphs() {
+    nnl_cuda::graph_free(graph_step);
+    nnl_cuda::graph_free(graph_update);
+    graph_step = graph_update = nullptr;
+    graph_key = warm = GraphKey();
 }
 
 /* (Re)creates m's device copy of [h, h+n) and uploads it; snapshot keeps
@@ -10107,6 +10161,7 @@ void GpuModel::release(Mirror &m) {
 void GpuModel::mirror(Mirror &m, const float *h, size_t n, bool snapshot) {
     if (m.h != h || m.n != n) {
         release(m);
+        gen++;
         m.d = (float *)nnl_cuda::dev_alloc(std::max<size_t>(n, 1) * sizeof(float));
         m.h = h;
         m.n = n;
@@ -10121,6 +10176,7 @@ float *GpuModel::dev(const float *p) {
     if ((arena.h != mm.arena.data() || arena.n != mm.arena.size()) && !mm.arena.empty()) {
         /* the activation arena was re-laid (a larger batch): mirror it anew */
         release(arena);
+        gen++;
         arena.d = (float *)nnl_cuda::dev_alloc(mm.arena.size() * sizeof(float));
         arena.h = mm.arena.data();
         arena.n = mm.arena.size();
@@ -10170,8 +10226,9 @@ static void cu_act_backward(Act a, const float *x, const float *y, const float *
                             int64_t n) {
     nnl_cuda::act_backward((int)a, D(x), D(y), D(dy), D(dx), rows, n);
 }
-static void cu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
-    nnl_cuda::dropout_forward(D(x), D(y), D(mask), n, rate, seed);
+static void cu_dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t step,
+                               uint64_t salt) {
+    nnl_cuda::dropout_forward(D(x), D(y), D(mask), n, rate, step, salt);
 }
 static void cu_mul(const float *a, const float *b, float *y, int64_t n) { nnl_cuda::mul(D(a), D(b), D(y), n); }
 /* the bits live in the activation arena (a layer's ws) like any float array */
@@ -10466,6 +10523,11 @@ GpuScope::GpuScope(Model &model, bool train) {
     m = &model;
     training = train;
     tl_kernels = &cuda_kernels;
+    /* graphs live within one fit (compile may replace the loss or the
+       optimizer between fits); NNL_CUDA_GRAPHS=0 turns them off */
+    g.drop_graphs();
+    const char *eg = getenv("NNL_CUDA_GRAPHS");
+    g.graphs_on = train && !(eg && strcmp(eg, "0") == 0);
 }
 
 GpuScope::~GpuScope() {
@@ -10478,6 +10540,8 @@ GpuScope::~GpuScope() {
     GpuModel &g = *m->gpu;
     if (--g.depth > 0) return;
     try {
+        g.drop_graphs();
+        g.graphs_on = false;
         if (training)
             gpu_sync_host(*m); /* also after a failed step: the last good weights */
         else
@@ -10599,12 +10663,18 @@ static_assert((int)M_SPARSE_ACC == nnl_cuda::MK_SPARSE_ACC && (int)M_CAT_ACC == 
    masked loss and metrics skip masked positions, which the device kernels
    do not do; Model::loss_and_grad brings the outputs and the mask down) and
    more than nnl_cuda::LOSS_MAX_METRICS metrics. */
-bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
-    if (!tl_gpu) return false;
-    if (m.output_masked() || m.metrics.size() > (size_t)nnl_cuda::LOSS_MAX_METRICS) {
-        gpu_loss_host_steps++;
-        return false;
-    }
+/* The device half of gpu_loss: the loss's and metrics' kernels (the
+   gradient into grad when not NULL), their sums into d_out (device
+   memory): with *fused (sparse CE from logits with sparse accuracy or
+   perplexity: the fused sparse_xent kernel) the loss sum and the hits,
+   otherwise the loss sum, then metric k's (loss_metrics). Returns how many
+   sums; 0 (nothing launched) when the step needs the host path: a
+   step-masked output (Embedding(mask_zero=True) or Masking upstream: the
+   masked loss and metrics skip masked positions, which the device kernels
+   do not do; Model::loss_and_grad brings the outputs and the mask down) or
+   more than nnl_cuda::LOSS_MAX_METRICS metrics. */
+static int gpu_loss_launch(Model &m, int64_t B, float *grad, double *d_out, bool *fused) {
+    if (m.output_masked() || m.metrics.size() > (size_t)nnl_cuda::LOSS_MAX_METRICS) return 0;
     const Loss &ls = m.loss;
     size_t L = m.layers.size();
     int64_t Dn = m.out_shape().size(), C = m.classes(), per = Dn / C;
@@ -10617,38 +10687,77 @@ bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
     bool sparse_only = true;
     for (auto &mt : m.metrics)
         if (mt.kind != M_SPARSE_ACC && mt.kind != M_PERPLEXITY) sparse_only = false;
-    if (ls.kind == LOSS_SPARSE_CCE && logits && sparse_only) {
-        /* accuracy from the argmax of the logits: that of the softmax */
-        double hits = 0;
-        double sum = nnl_cuda::sparse_xent(D(src), D(m.targets), B * per, C, scale, grad ? D(grad) : nullptr, &hits);
-        *loss = sum / (double)per;
-        for (size_t k = 0; k < m.metrics.size(); k++)
-            msum[k] += m.metrics[k].kind == M_PERPLEXITY ? *loss : hits / (double)per;
-        gpu_loss_device_steps++;
-        return true;
+    *fused = ls.kind == LOSS_SPARSE_CCE && logits && sparse_only;
+    if (*fused) { /* accuracy from the argmax of the logits: that of the softmax */
+        nnl_cuda::sparse_xent_async(D(src), D(m.targets), B * per, C, scale, grad ? D(grad) : nullptr, d_out);
+        return 2;
     }
     nnl_cuda::LossSpec spec{(int)ls.kind, logits, ls.delta, scale};
     nnl_cuda::MetricSpec ms[nnl_cuda::LOSS_MAX_METRICS];
-    double sums[nnl_cuda::LOSS_MAX_METRICS];
     int nm = (int)m.metrics.size();
     for (int k = 0; k < nm; k++) ms[k] = {(int)m.metrics[k].kind, m.metrics[k].k, m.metrics[k].threshold};
-    double sum = nnl_cuda::loss_metrics(spec, D(src), D(y), D(m.targets), B * Dn, C, grad ? D(grad) : nullptr, nm, ms,
-                                        sums);
-    *loss = sum / (double)(xent ? per : Dn);
-    for (int k = 0; k < nm; k++) {
+    nnl_cuda::loss_metrics_async(spec, D(src), D(y), D(m.targets), B * Dn, C, grad ? D(grad) : nullptr, nm, ms,
+                                 d_out);
+    return 1 + nm;
+}
+
+/* The host half: h holds gpu_loss_launch's sums (brought down); the loss
+   (summed over the batch) into *loss, each metric's sum added to msum[k],
+   as Loss::run and Metric::run divide them. */
+static void gpu_loss_finish(const Model &m, bool fused, const double *h, double *msum, double *loss) {
+    const Loss &ls = m.loss;
+    int64_t Dn = m.out_shape().size(), C = m.classes(), per = Dn / C;
+    bool xent = ls.kind == LOSS_SPARSE_CCE || ls.kind == LOSS_CCE;
+    if (fused) {
+        *loss = h[0] / (double)per;
+        for (size_t k = 0; k < m.metrics.size(); k++)
+            msum[k] += m.metrics[k].kind == M_PERPLEXITY ? *loss : h[1] / (double)per;
+        return;
+    }
+    *loss = h[0] / (double)(xent ? per : Dn);
+    for (size_t k = 0; k < m.metrics.size(); k++) {
         MetricKind mk = m.metrics[k].kind;
         bool rowwise = mk == M_SPARSE_ACC || mk == M_CAT_ACC || mk == M_SPARSE_TOPK || mk == M_TOPK;
-        msum[k] += mk == M_PERPLEXITY ? *loss : sums[k] / (double)(rowwise ? per : Dn);
+        msum[k] += mk == M_PERPLEXITY ? *loss : h[1 + k] / (double)(rowwise ? per : Dn);
     }
+}
+
+/* The loss, its gradient and the metrics on the device (Loss::run and
+   Metric::run, section 4): only the sums come back (one copy, which waits
+   for the stream). False: the host path (see gpu_loss_launch). */
+bool gpu_loss(Model &m, int64_t B, float *grad, double *msum, double *loss) {
+    if (!tl_gpu) return false;
+    bool fused = false;
+    int n = gpu_loss_launch(m, B, grad, nnl_cuda::results(), &fused);
+    if (!n) {
+        gpu_loss_host_steps++;
+        return false;
+    }
+    double h[1 + nnl_cuda::LOSS_MAX_METRICS];
+    nnl_cuda::download(h, nnl_cuda::results(), (size_t)n * sizeof(double));
+    gpu_loss_finish(m, fused, h, msum, loss);
     gpu_loss_device_steps++;
     return true;
+}
+
+/* The optimizer's fused kernel on each tensor, the step's scalars st (put
+   in device memory by opt_update, or before a graph replays them) */
+static void gpu_opt_updates(Model &m, const nnl_cuda::OptStep &st) {
+    GpuModel &g = *tl_gpu;
+    Optimizer &o = *m.opt;
+    int64_t off = 0;
+    for (auto &p : m.slices) {
+        float *sl[3] = {nullptr, nullptr, nullptr};
+        for (size_t k = 0; k < o.slots.size() && k < 3; k++) sl[k] = g.dev(o.slots[k].data() + off);
+        nnl_cuda::opt_update(st, D(p.w), D(p.g), sl[0], sl[1], sl[2], p.n);
+        off += p.n;
+    }
 }
 
 /* One optimizer step on the device: clipping, then one fused kernel per
    tensor; the host keeps the step count (and Nadam's product). */
 bool gpu_apply(Model &m) {
     if (!tl_gpu) return false;
-    GpuModel &g = *tl_gpu;
     Optimizer &o = *m.opt;
     ParamSlice *p = m.slices.data();
     int count = (int)m.slices.size();
@@ -10669,15 +10778,130 @@ bool gpu_apply(Model &m) {
         if (nrm > o.global_clipnorm)
             for (int i = 0; i < count; i++) nnl_cuda::scale(D(p[i].g), p[i].n, (float)(o.global_clipnorm / nrm));
     }
-    const nnl_cuda::OptStep st = cuda_step(o.step(o.current_lr()));
-    int64_t off = 0;
-    for (int i = 0; i < count; i++) {
-        float *sl[3] = {nullptr, nullptr, nullptr};
-        for (size_t k = 0; k < o.slots.size() && k < 3; k++) sl[k] = g.dev(o.slots[k].data() + off);
-        nnl_cuda::opt_update(st, D(p[i].w), D(p[i].g), sl[0], sl[1], sl[2], p[i].n);
-        off += p[i].n;
-    }
+    gpu_opt_updates(m, cuda_step(o.step(o.current_lr())));
     o.finish_step();
+    return true;
+}
+
+/* ---- CUDA graphs of the training step ----
+   A training step of a small model is launch-bound: K-MLP's is ~40 short
+   kernels and three waits. gpu_graph_step captures the step once as two
+   graphs and replays them while nothing they hold changes:
+     graph_step    forward, the loss and metrics (their sums into
+                   nnl_cuda::results()), backward, the sum of squares of G
+                   (the finiteness check), all sums brought down by one copy;
+     graph_update  clipping by value, the optimizer's kernel per tensor.
+   Between them the host waits once, reads the sums and decides, exactly
+   as train_step does, whether the step is finite; only then does it run
+   graph_update (so the weights stay the last good step's, and fit raises
+   at the same batch). What changes from step to step is in device memory,
+   put there before each launch: the dropout step seed and the optimizer's
+   scalars (learning rate and its decay or a callback's new value, Adam's
+   bias corrections, Nadam's schedule), see nnlite_cuda.h. The batch
+   itself goes up before the launch, as always, into the same arena.
+   A graph is captured for one key (batch size, the generation of the
+   mirrors and of the backend's scratch: any reallocation makes it stale);
+   a step with another key runs eagerly (the last partial batch of an
+   epoch), and a new graph is captured when two consecutive steps share a
+   key that has none (the first step warms up, growing scratch and
+   creating optimizer slots). Only models whose layers' GPU code is pure
+   kernel launches take graphs (Dense, Dropout, Activation, Flatten,
+   Reshape), with the device loss path, no clipnorm (its norm comes down
+   mid-step), one process. Graphs live within one fit call;
+   NNL_CUDA_GRAPHS=0 turns them off. A failed capture leaves the fit on
+   the eager path. The kernels, their arguments and order are the eager
+   step's: results are the same bit for bit (the GPU suite checks it). */
+static std::atomic<int64_t> gpu_graph_captures{0}, gpu_graph_replays{0};
+
+static bool graph_layer(const Layer &l) {
+    static const char *const ok[] = {"Dense", "Dropout", "Activation", "Flatten", "Reshape"};
+    for (const char *c : ok)
+        if (strcmp(l.cls, c) == 0) return true;
+    return false;
+}
+
+bool gpu_graph_step(Model &m, int64_t B, uint64_t seed, StepReduce &r) {
+    GpuModel *gp = tl_gpu;
+    if (!gp || !gp->graphs_on || B <= 0 || m.reducer || m.dist || !m.opt) return false;
+    GpuModel &g = *gp;
+    Optimizer &o = *m.opt;
+    if (m.output_masked() || m.metrics.size() > (size_t)nnl_cuda::LOSS_MAX_METRICS || o.clipnorm > 0 ||
+        o.global_clipnorm > 0)
+        return false;
+    for (auto &l : m.layers)
+        if (!graph_layer(*l)) return false;
+    /* the optimizer's slots exist (gpu_apply creates them after the first
+       step, eagerly) */
+    int64_t total = 0;
+    for (auto &p : m.slices) total += p.n;
+    int ns = o.nslots();
+    if ((int)o.slots.size() != ns || (ns > 0 && (int64_t)o.slots[0].size() != total) || g.slots.size() != o.slots.size())
+        return false;
+    GpuModel::GraphKey key;
+    key.B = B;
+    key.gen = g.gen;
+    key.sgen = nnl_cuda::scratch_generation();
+    size_t L = m.layers.size();
+    if (!(g.graph_step && g.graph_key == key)) {
+        if (!(g.warm == key)) { /* this step runs eagerly; the next one of the same key is captured */
+            g.warm = key;
+            return false;
+        }
+        nnl_cuda::graph_free(g.graph_step);
+        nnl_cuda::graph_free(g.graph_update);
+        g.graph_step = g.graph_update = nullptr;
+        /* the values the capture's dropout_forward and opt_update check */
+        nnl_cuda::set_step_seed(seed);
+        const nnl_cuda::OptStep st = cuda_step(o.step(o.current_lr()));
+        nnl_cuda::set_opt_step(st);
+        nnl_cuda::Graph *gs = nullptr, *gu = nullptr;
+        bool fused = false;
+        try {
+            nnl_cuda::capture_begin();
+            m.forward(B, true, seed);
+            int n = gpu_loss_launch(m, B, m.dact[L], nnl_cuda::results(), &fused);
+            m.backward(B, seed);
+            nnl_cuda::sumsq_async(D(m.G.data()), (int64_t)m.G.size(), nnl_cuda::results() + nnl_cuda::RESULTS - 1);
+            nnl_cuda::results_down(nnl_cuda::RESULTS);
+            gs = nnl_cuda::capture_end();
+            if (gs && n > 0) {
+                nnl_cuda::capture_begin();
+                if (o.clipvalue > 0)
+                    for (auto &p : m.slices) nnl_cuda::clip_value(D(p.g), p.n, (float)o.clipvalue);
+                gpu_opt_updates(m, st);
+                gu = nnl_cuda::capture_end();
+            }
+        } catch (...) {
+            nnl_cuda::capture_abort();
+        }
+        if (!gs || !gu) { /* (nothing ran) this fit goes on without graphs */
+            nnl_cuda::graph_free(gs);
+            nnl_cuda::graph_free(gu);
+            g.graphs_on = false;
+            return false;
+        }
+        g.graph_step = gs;
+        g.graph_update = gu;
+        g.graph_key = key;
+        g.graph_fused = fused;
+        gpu_graph_captures++;
+    }
+    /* replay: the batch is on its way to the arena (gather) */
+    nnl_cuda::set_step_seed(seed);
+    nnl_cuda::graph_launch(g.graph_step);
+    nnl_cuda::synchronize();
+    const double *h = nnl_cuda::results_host();
+    gpu_loss_finish(m, g.graph_fused, h, r.sums + 1, &r.loss());
+    r.count() = (double)B;
+    bool finite = std::isfinite(r.loss()) && std::isfinite(h[nnl_cuda::RESULTS - 1]);
+    r.nonfinite() = finite ? 0 : 1;
+    if (finite) {
+        nnl_cuda::set_opt_step(cuda_step(o.step(o.current_lr())));
+        nnl_cuda::graph_launch(g.graph_update);
+        o.finish_step();
+    }
+    gpu_loss_device_steps++;
+    gpu_graph_replays++;
     return true;
 }
 

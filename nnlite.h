@@ -1216,7 +1216,13 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
    CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors
    while training become NNL_ERR_MEMORY (out of device memory) or
-   NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). Each model on a
+   NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). nnl_fit runs
+   the steady-state training step of a model of Dense, Dropout, Activation,
+   Flatten and Reshape layers as CUDA graphs (captured once, replayed; the
+   same kernels in the same order, so the same results bit for bit; other
+   models, a partial last batch and the first steps run kernel by kernel;
+   compiled, not yet run on a GPU); the environment variable
+   NNL_CUDA_GRAPHS=0, read when nnl_fit starts, turns graphs off. Each model on a
    GPU has its own CUDA stream: different models may train concurrently from
    different threads; one model still from one thread at a time (since 0.5
    the predict calls may overlap; on a GPU model they run one at a time).

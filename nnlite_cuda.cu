@@ -9,6 +9,9 @@
    CONTENTS
      1  Errors, contexts, memory   status mapping, per-model stream and
                                    scratch, caching allocator, pinned copies
+     1b CUDA graphs                stream capture and replay of a training
+                                   step; the step's seed, optimizer scalars
+                                   and result sums in device memory
      2  GEMM                       FP32 shared-memory tiles; TF32 tensor
                                    cores (WMMA, sm_80+); bias + activation
                                    epilogue
@@ -32,7 +35,12 @@
                                    one fused update kernel per tensor
 
    Determinism: no kernel uses atomics; every reduction has a fixed order for
-   a given shape and device, so a run repeats bit for bit on the same GPU. */
+   a given shape and device, so a run repeats bit for bit on the same GPU.
+   A step replayed from a CUDA graph (section 1b) runs the kernels the eager
+   step launches, with the same arguments, in the same order; the values
+   that change from step to step (dropout's step seed, the optimizer's
+   scalars) are read from device memory in both modes, so the two agree
+   bit for bit too. */
 
 #include "nnlite_cuda.h"
 
@@ -100,6 +108,22 @@ struct Context {
     size_t sk_n = 0;
     int32_t *is = nullptr;  /* int scratch (device): Embedding's row lists */
     size_t is_n = 0;
+    /* CUDA graphs (section 1b) */
+    uint64_t gen = 0;       /* bumped whenever a scratch array above moves: a
+                               captured graph holds their addresses */
+    bool capturing = false; /* the stream is being captured */
+    bool capture_bad = false; /* something in the capture would differ at replay */
+    /* the step's parameters in device memory, read by the kernels (never
+       kernel arguments, so that a graph replays with new values): results
+       (RESULTS doubles), the dropout step seed, the optimizer step */
+    void *params = nullptr;
+    double *res = nullptr;
+    uint64_t *d_seed = nullptr;
+    OptStep *d_opt = nullptr;
+    uint64_t seed_put = 0; /* the value last put in d_seed (seed_valid) */
+    OptStep opt_put;       /* likewise d_opt (opt_valid) */
+    bool seed_valid = false, opt_valid = false;
+    double *hres = nullptr; /* pinned: the results brought down (results_down) */
 };
 
 static thread_local Context *tl_ctx = nullptr;
@@ -148,8 +172,20 @@ Context *context_create(int device) {
     try {
         CK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
         CK(cudaMallocHost((void **)&c->host, 64 * sizeof(double)));
+        CK(cudaMallocHost((void **)&c->hres, RESULTS * sizeof(double)));
+        /* [results | seed | optimizer step], each at a 256-byte boundary */
+        CK(cudaMalloc(&c->params, 1024));
+        c->res = (double *)c->params;
+        c->d_seed = (uint64_t *)((char *)c->params + 512);
+        c->d_opt = (OptStep *)((char *)c->params + 768);
+        static_assert(RESULTS * sizeof(double) <= 512 && sizeof(OptStep) <= 256, "the params block is too small");
+        CK(cudaMemsetAsync(c->params, 0, 1024, c->stream));
     } catch (...) {
+        if (c->params) cudaFree(c->params);
+        if (c->hres) cudaFreeHost(c->hres);
+        if (c->host) cudaFreeHost(c->host);
         if (c->stream) cudaStreamDestroy(c->stream);
+        cudaGetLastError();
         delete c;
         throw;
     }
@@ -166,6 +202,8 @@ void context_free(Context *c) {
     dev_free(c->fs);
     dev_free(c->sk);
     dev_free(c->is);
+    cudaFree(c->params);
+    cudaFreeHost(c->hres);
     cudaFreeHost(c->host);
     cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -290,10 +328,138 @@ void event_free(void *e) {
     }
 }
 
+/* ========================================================================
+   1b CUDA graphs and the step's parameters
+   A training step of nnlite.cpp is captured once (stream capture on the
+   context's stream) and replayed with cudaGraphLaunch. What changes from
+   step to step is never a kernel argument: the dropout step seed and the
+   optimizer step live in device memory (Context::d_seed, d_opt), put
+   there by a one-thread kernel before the kernels that read them, in
+   eager runs as before a replay; the losses, metrics and the gradients'
+   sum of squares land in Context::res and come down with one copy. The
+   same kernels read the same values either way: a replayed step is the
+   eager step bit for bit.
+   ======================================================================== */
+__device__ __forceinline__ uint64_t mix64_dev(uint64_t z) { /* nnlite.cpp's mix64 */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+__global__ void k_put_seed(uint64_t *d, uint64_t v) { *d = v; }
+__global__ void k_put_opt(OptStep *d, OptStep v) { *d = v; }
+
+struct Graph {
+    cudaGraphExec_t exec = nullptr;
+};
+
+bool capturing() { return tl_ctx && tl_ctx->capturing; }
+uint64_t scratch_generation() { return ctx().gen; }
+
+void capture_begin() {
+    Context &c = ctx();
+    if (c.capturing) fail(ST_INTERNAL, "capture_begin: a capture is already in progress");
+    CK(cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal));
+    c.capturing = true;
+    c.capture_bad = false;
+}
+
+Graph *capture_end() {
+    Context &c = ctx();
+    if (!c.capturing) fail(ST_INTERNAL, "capture_end: no capture in progress");
+    c.capturing = false;
+    bool bad = c.capture_bad;
+    c.capture_bad = false;
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(c.stream, &g);
+    if (e != cudaSuccess || !g || bad) {
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+        return nullptr;
+    }
+    cudaGraphExec_t x = nullptr;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    Graph *r = new Graph();
+    r->exec = x;
+    return r;
+}
+
+void capture_abort() {
+    Context *c = tl_ctx;
+    if (!c || !c->capturing) return;
+    c->capturing = false;
+    c->capture_bad = false;
+    cudaGraph_t g = nullptr;
+    cudaStreamEndCapture(c->stream, &g);
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+}
+
+void graph_launch(Graph *g) {
+    if (capturing()) fail(ST_INTERNAL, "graph_launch inside a capture");
+    CK(cudaGraphLaunch(g->exec, S()));
+}
+void graph_free(Graph *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec); /* one in flight is freed when it completes */
+    cudaGetLastError();
+    delete g;
+}
+
+void set_step_seed(uint64_t seed) {
+    Context &c = ctx();
+    if (c.capturing) fail(ST_INTERNAL, "set_step_seed inside a capture (it goes before the launch)");
+    k_put_seed<<<1, 1, 0, c.stream>>>(c.d_seed, seed);
+    LAUNCHED();
+    c.seed_put = seed;
+    c.seed_valid = true;
+}
+
+/* field by field, floats by their bits (-0 is not 0 here, NaN is itself):
+   the padding of a copied struct is not compared */
+static bool same_step(const OptStep &a, const OptStep &b) {
+#define NNL_SAME(f) (memcmp(&a.f, &b.f, sizeof a.f) == 0)
+    return NNL_SAME(kind) && NNL_SAME(lr) && NNL_SAME(momentum) && NNL_SAME(rho) && NNL_SAME(eps) &&
+           NNL_SAME(b1c) && NNL_SAME(b2c) && NNL_SAME(b2) && NNL_SAME(alpha) && NNL_SAME(wd) && NNL_SAME(a1) &&
+           NNL_SAME(a2) && NNL_SAME(vb) && NNL_SAME(step) && a.nesterov == b.nesterov && a.centered == b.centered &&
+           a.amsgrad == b.amsgrad;
+#undef NNL_SAME
+}
+
+void set_opt_step(const OptStep &s) {
+    Context &c = ctx();
+    if (c.capturing) fail(ST_INTERNAL, "set_opt_step inside a capture (it goes before the launch)");
+    k_put_opt<<<1, 1, 0, c.stream>>>(c.d_opt, s);
+    LAUNCHED();
+    c.opt_put = s;
+    c.opt_valid = true;
+}
+
+double *results() { return ctx().res; }
+const double *results_host() { return ctx().hres; }
+void results_down(int n) {
+    if (n < 0 || n > RESULTS) fail(ST_INTERNAL, "results_down: %d results, at most %d", n, RESULTS);
+    if (n) CK(cudaMemcpyAsync(ctx().hres, ctx().res, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, S()));
+}
+
+/* A scratch array is about to move: graphs captured with the old address
+   are stale (the generation says so), and a capture in progress cannot
+   allocate (nnlite.cpp captures a step only after the same step ran
+   eagerly, which grew the scratch already; this is the safety net). */
+static void scratch_moves(Context &c) {
+    if (c.capturing) fail(ST_INTERNAL, "nnlite CUDA backend: scratch memory grows during a graph capture");
+    c.gen++;
+}
+
 /* scratch that only grows: no allocation per batch once warm */
 static double *part_scratch(size_t n) {
     Context &c = ctx();
     if (c.part_n < n) {
+        scratch_moves(c);
         dev_free(c.part);
         c.part = (double *)dev_alloc(n * sizeof(double));
         c.part_n = n;
@@ -303,6 +469,7 @@ static double *part_scratch(size_t n) {
 static float *float_scratch(size_t n) {
     Context &c = ctx();
     if (c.fs_n < n) {
+        scratch_moves(c);
         dev_free(c.fs);
         c.fs = (float *)dev_alloc(n * sizeof(float));
         c.fs_n = n;
@@ -313,6 +480,7 @@ static float *float_scratch(size_t n) {
 static int32_t *int_scratch(size_t n) {
     Context &c = ctx();
     if (c.is_n < n) {
+        scratch_moves(c);
         dev_free(c.is);
         c.is = (int32_t *)dev_alloc(n * sizeof(int32_t));
         c.is_n = n;
@@ -651,6 +819,7 @@ static void gemm_launch(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
             Context &c = ctx();
             size_t need = (size_t)(splits * M * N);
             if (c.sk_n < need) {
+                scratch_moves(c);
                 dev_free(c.sk);
                 c.sk = nullptr;
                 c.sk_n = 0;
@@ -784,7 +953,8 @@ __device__ __forceinline__ uint32_t mix32(uint32_t x) {
     return x;
 }
 __global__ void k_dropout(const float *x, float *y, float *mask, int64_t n, uint32_t thresh, float keep,
-                          uint64_t seed) {
+                          const uint64_t *step, uint64_t salt) {
+    uint64_t seed = mix64_dev(*step ^ salt);
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     GRID_STRIDE(i, n) {
         uint32_t h = mix32(mix32((uint32_t)i ^ k0) + k1);
@@ -793,10 +963,20 @@ __global__ void k_dropout(const float *x, float *y, float *mask, int64_t n, uint
         y[i] = x[i] * m;
     }
 }
-void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed) {
+/* The step seed is read from Context::d_seed (section 1b): put there
+   first when it holds another value; a capture only checks that it holds
+   this one (the replay puts it before each launch). */
+void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t step, uint64_t salt) {
     if (n <= 0) return;
+    Context &c = ctx();
+    if (!c.seed_valid || c.seed_put != step) {
+        if (c.capturing)
+            c.capture_bad = true;
+        else
+            set_step_seed(step);
+    }
     uint32_t thresh = (uint32_t)fmin(16777216.0, ceil((double)rate * 16777216.0));
-    k_dropout<<<grid_for(n), 256, 0, S()>>>(x, y, mask, n, thresh, 1.f / (1.f - rate), seed);
+    k_dropout<<<grid_for(n), 256, 0, S()>>>(x, y, mask, n, thresh, 1.f / (1.f - rate), c.d_seed, salt);
     LAUNCHED();
 }
 
@@ -891,23 +1071,28 @@ __global__ void k_sum_parts(const double *part, int n, double *out) {
     if (threadIdx.x == 0) out[0] = sh[0];
 }
 
-static double sum_parts_to_host(double *part, int n) {
-    k_sum_parts<<<1, 256, 0, S()>>>(part, n, part + RED_BLOCKS);
+void sumsq_async(const float *x, int64_t n, double *out) {
+    if (n <= 0) {
+        memset0(out, sizeof(double));
+        return;
+    }
+    double *part = part_scratch(RED_BLOCKS + 1);
+    int blocks = (int)std::min<int64_t>(RED_BLOCKS, (n + 255) / 256);
+    k_sumsq_part<<<blocks, 256, 0, S()>>>(x, n, part);
     LAUNCHED();
-    double *h = ctx().host;
-    CK(cudaMemcpyAsync(h, part + RED_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost, S()));
-    CK(cudaStreamSynchronize(S()));
-    return h[0];
+    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, out);
+    LAUNCHED();
 }
 
 double sumsq(const float *x, int64_t n, bool *finite) {
     double s = 0;
     if (n > 0) {
         double *part = part_scratch(RED_BLOCKS + 1);
-        int blocks = (int)std::min<int64_t>(RED_BLOCKS, (n + 255) / 256);
-        k_sumsq_part<<<blocks, 256, 0, S()>>>(x, n, part);
-        LAUNCHED();
-        s = sum_parts_to_host(part, blocks);
+        sumsq_async(x, n, part + RED_BLOCKS);
+        double *h = ctx().host;
+        CK(cudaMemcpyAsync(h, part + RED_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost, S()));
+        CK(cudaStreamSynchronize(S()));
+        s = h[0];
     }
     if (finite) *finite = std::isfinite(s);
     return s;
@@ -1925,27 +2110,44 @@ __global__ void k_sum_rows(const double *x, int64_t n, double *part) {
     }
 }
 
+/* out (device; NULL: the scratch, as sparse_xent reads it): the loss sum,
+   then the hits */
+static double *sparse_xent_launch(const float *z, const float *labels, int64_t rows, int64_t C, float scale,
+                                  float *dz, double *out) {
+    double *buf = part_scratch((size_t)(2 * std::max<int64_t>(rows, 0) + 2 * (RED_BLOCKS + 1)));
+    double *loss = buf, *hit = buf + std::max<int64_t>(rows, 0), *part = hit + std::max<int64_t>(rows, 0);
+    if (!out) out = part + RED_BLOCKS;
+    if (rows <= 0) {
+        memset0(out, 2 * sizeof(double));
+        return out;
+    }
+    k_sparse_xent<<<grid_for(rows * 32), 256, 0, S()>>>(z, labels, rows, C, scale, dz, loss, hit);
+    LAUNCHED();
+    int blocks = (int)std::min<int64_t>(RED_BLOCKS, (rows + 255) / 256);
+    k_sum_rows<<<blocks, 256, 0, S()>>>(loss, rows, part);
+    LAUNCHED();
+    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, out);
+    LAUNCHED();
+    k_sum_rows<<<blocks, 256, 0, S()>>>(hit, rows, part);
+    LAUNCHED();
+    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, out + 1);
+    LAUNCHED();
+    return out;
+}
+void sparse_xent_async(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
+                       double *out) {
+    sparse_xent_launch(z, labels, rows, C, scale, dz, out);
+}
+
 double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
                    double *hits) {
     if (rows <= 0) {
         if (hits) *hits = 0;
         return 0;
     }
-    double *buf = part_scratch((size_t)(2 * rows + 2 * (RED_BLOCKS + 1)));
-    double *loss = buf, *hit = buf + rows, *part = buf + 2 * rows;
-    k_sparse_xent<<<grid_for(rows * 32), 256, 0, S()>>>(z, labels, rows, C, scale, dz, loss, hit);
-    LAUNCHED();
-    int blocks = (int)std::min<int64_t>(RED_BLOCKS, (rows + 255) / 256);
-    k_sum_rows<<<blocks, 256, 0, S()>>>(loss, rows, part);
-    LAUNCHED();
-    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, part + RED_BLOCKS);
-    LAUNCHED();
-    k_sum_rows<<<blocks, 256, 0, S()>>>(hit, rows, part);
-    LAUNCHED();
-    k_sum_parts<<<1, 256, 0, S()>>>(part, blocks, part + RED_BLOCKS + 1);
-    LAUNCHED();
+    double *out = sparse_xent_launch(z, labels, rows, C, scale, dz, nullptr);
     double *h = ctx().host;
-    CK(cudaMemcpyAsync(h, part + RED_BLOCKS, 2 * sizeof(double), cudaMemcpyDeviceToHost, S()));
+    CK(cudaMemcpyAsync(h, out, 2 * sizeof(double), cudaMemcpyDeviceToHost, S()));
     CK(cudaStreamSynchronize(S()));
     if (hits) *hits = h[1];
     return h[0];
@@ -2142,16 +2344,20 @@ __global__ void __launch_bounds__(256) k_loss_points(int mode, LossSpec L, Metri
     block_part(acc, part);
 }
 
-double loss_metrics(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
-                    float *dy, int nm, const MetricSpec *ms, double *msum) {
+/* The sums into out (device, 1 + nm doubles; NULL: the scratch, after the
+   partial sums); returns where they are. */
+static double *loss_metrics_launch(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n,
+                                   int64_t C, float *dy, int nm, const MetricSpec *ms, double *out) {
     if (nm < 0 || nm > LOSS_MAX_METRICS) fail(ST_INTERNAL, "loss_metrics: %d metrics, at most %d", nm, LOSS_MAX_METRICS);
-    for (int k = 0; k < nm; k++) msum[k] = 0;
-    if (n <= 0 || C <= 0) return 0;
     bool xent = L.kind == LK_SPARSE_CCE || L.kind == LK_CCE;
-    int64_t rows = n / C;
     int slots = 1 + nm;
     /* slot s: RED_BLOCKS partial sums at part + s * RED_BLOCKS; the totals after them */
-    double *part = part_scratch((size_t)slots * (RED_BLOCKS + 1)), *res = part + (size_t)slots * RED_BLOCKS;
+    double *part = part_scratch((size_t)slots * (RED_BLOCKS + 1)), *res = out ? out : part + (size_t)slots * RED_BLOCKS;
+    if (n <= 0 || C <= 0) {
+        memset0(res, (size_t)slots * sizeof(double));
+        return res;
+    }
+    int64_t rows = n / C;
     int rblocks = (int)std::min<int64_t>(RED_BLOCKS, (rows + 7) / 8), pblocks = (int)std::min<int64_t>(RED_BLOCKS, (n + 255) / 256);
     rblocks = std::max(rblocks, 1);
     const MetricSpec none{MK_PERPLEXITY, 0, 0.f};
@@ -2193,6 +2399,21 @@ double loss_metrics(const LossSpec &L, const float *src, const float *y, const f
             memset0(res + 1 + k, sizeof(double));
         }
     }
+    return res;
+}
+
+void loss_metrics_async(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
+                        float *dy, int nm, const MetricSpec *ms, double *out) {
+    loss_metrics_launch(L, src, y, t, n, C, dy, nm, ms, out);
+}
+
+double loss_metrics(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
+                    float *dy, int nm, const MetricSpec *ms, double *msum) {
+    if (nm < 0 || nm > LOSS_MAX_METRICS) fail(ST_INTERNAL, "loss_metrics: %d metrics, at most %d", nm, LOSS_MAX_METRICS);
+    for (int k = 0; k < nm; k++) msum[k] = 0;
+    if (n <= 0 || C <= 0) return 0;
+    int slots = 1 + nm;
+    double *res = loss_metrics_launch(L, src, y, t, n, C, dy, nm, ms, nullptr);
     double *h = ctx().host;
     CK(cudaMemcpyAsync(h, res, (size_t)slots * sizeof(double), cudaMemcpyDeviceToHost, S()));
     CK(cudaStreamSynchronize(S()));
@@ -2202,7 +2423,8 @@ double loss_metrics(const LossSpec &L, const float *src, const float *y, const f
 
 /* The CPU optimizers' loops (nnlite.cpp section 5: SgdK ... NadamK), one
    element per thread */
-__global__ void k_opt(OptStep s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
+__global__ void k_opt(const OptStep *ps, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
+    const OptStep s = *ps; /* Context::d_opt (section 1b) */
     GRID_STRIDE(i, n) {
         float gi = g[i], wi = w[i];
         switch (s.kind) {
@@ -2280,9 +2502,18 @@ __global__ void k_opt(OptStep s, float *w, const float *g, float *s0, float *s1,
         w[i] = wi;
     }
 }
+/* The step's scalars go to Context::d_opt when it holds others (a capture
+   only checks them, as dropout_forward its seed) */
 void opt_update(const OptStep &s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n) {
     if (n <= 0) return;
-    k_opt<<<grid_for(n), 256, 0, S()>>>(s, w, g, s0, s1, s2, n);
+    Context &c = ctx();
+    if (!c.opt_valid || !same_step(c.opt_put, s)) {
+        if (c.capturing)
+            c.capture_bad = true;
+        else
+            set_opt_step(s);
+    }
+    k_opt<<<grid_for(n), 256, 0, S()>>>(c.d_opt, w, g, s0, s1, s2, n);
     LAUNCHED();
 }
 

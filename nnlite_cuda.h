@@ -78,12 +78,16 @@ void bias_add(float *y, const float *b, int64_t rows, int64_t n);
 void bias_grad(const float *dy, float *db, int64_t rows, int64_t n);
 void act_forward(int act, const float *x, float *y, int64_t rows, int64_t n);
 void act_backward(int act, const float *x, const float *y, const float *dy, float *dx, int64_t rows, int64_t n);
-void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t seed);
+/* the CPU's dropout_forward with the seed mix64(step ^ salt): step is the
+   training step's seed (kept in device memory, see CUDA graphs below),
+   salt the layer's own bits */
+void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rate, uint64_t step, uint64_t salt);
 void mul(const float *a, const float *b, float *y, int64_t n);
 void relu_bits(const float *y, uint32_t *bits, int64_t n);
 void relu_bits_backward(const uint32_t *bits, const float *dy, float *dx, int64_t n);
 void copy(const float *x, float *y, int64_t n);
 double sumsq(const float *x, int64_t n, bool *finite);
+void sumsq_async(const float *x, int64_t n, double *d_out); /* the same sum into device memory, no wait */
 void transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C);
 void im2col(const Win &g, const float *x, float *col, int64_t n);
 void col2im(const Win &g, const float *col, float *dx, int64_t n);
@@ -197,6 +201,9 @@ void bidir_split(int mode, const float *dy, const float *f, const float *b, floa
    whose argmax is the label (first maximum wins, as std::max_element). */
 double sparse_xent(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
                    double *hits);
+/* the same, the two sums (loss, hits) into d_out (device), no wait */
+void sparse_xent_async(const float *z, const float *labels, int64_t rows, int64_t C, float scale, float *dz,
+                       double *d_out);
 
 /* ---- losses and metrics: every one of nnlite.cpp section 4 ----
    The kinds of nnl::LossKind and nnl::MetricKind, value by value
@@ -228,6 +235,10 @@ constexpr int LOSS_MAX_METRICS = 32;
    LOSS_MAX_METRICS. Fixed-order reductions, one copy of 1 + nm doubles back. */
 double loss_metrics(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
                     float *dy, int nm, const MetricSpec *ms, double *msum);
+/* the same, the 1 + nm sums (loss, then metric k) into d_out (device), no
+   wait */
+void loss_metrics_async(const LossSpec &L, const float *src, const float *y, const float *t, int64_t n, int64_t C,
+                        float *dy, int nm, const MetricSpec *ms, double *d_out);
 
 /* ---- optimizers: one fused kernel per tensor ---- */
 enum OptKind { OPT_SGD, OPT_SGD_MOMENTUM, OPT_RMSPROP, OPT_ADAGRAD, OPT_ADADELTA, OPT_ADAM, OPT_ADAMAX, OPT_NADAM };
@@ -239,9 +250,43 @@ struct OptStep {
     float alpha, wd, a1, a2, vb, step;          /* Adam's alpha, AdamW's wd*lr, Nadam's a1 a2 vb, Adamax' step */
     bool nesterov, centered, amsgrad;
 };
+/* s goes to device memory (see CUDA graphs below), which the kernel reads */
 void opt_update(const OptStep &s, float *w, const float *g, float *s0, float *s1, float *s2, int64_t n);
 void clip_value(float *g, int64_t n, float v); /* g = clamp(g, -v, v) */
 void scale(float *g, int64_t n, float f);     /* g *= f */
+
+/* ---- CUDA graphs: a training step captured once, replayed ----
+   Capture records the kernels queued on the current context's stream
+   between capture_begin and capture_end instead of running them;
+   graph_launch runs the recorded kernels (same arguments, same order).
+   Nothing that changes from step to step may be a kernel argument: the
+   dropout step seed and the optimizer step are read from device slots,
+   which set_step_seed / set_opt_step fill with a one-thread kernel
+   (dropout_forward and opt_update fill them themselves when not capturing
+   and the value differs; inside a capture they only check that the slot
+   already holds theirs, and a mismatch makes capture_end fail). Losses,
+   metrics and sums of squares that a step reads land in results() (RESULTS
+   doubles, device) and come down with results_down into results_host()
+   (pinned), read after synchronize(). Inside a capture nothing may wait
+   for the stream, allocate or free: scratch growth fails (it bumps
+   scratch_generation() otherwise, which makes graphs captured before it
+   stale). */
+constexpr int RESULTS = 64;
+struct Graph;
+bool capturing(); /* the current context's stream is being captured */
+uint64_t scratch_generation();
+void capture_begin();
+/* NULL when the capture failed or held a mismatched step value (fall back
+   to running the step without a graph); the capture is over either way */
+Graph *capture_end();
+void capture_abort(); /* ends a capture after an error, discarding it; never fails */
+void graph_launch(Graph *g);
+void graph_free(Graph *g); /* NULL is fine; never fails */
+void set_step_seed(uint64_t seed);
+void set_opt_step(const OptStep &s);
+double *results();
+const double *results_host();
+void results_down(int n); /* results()[0, n) -> results_host(), queued */
 
 } // namespace nnl_cuda
 

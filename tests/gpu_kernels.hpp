@@ -163,8 +163,8 @@ TEST_CASE("dropout: the GPU's masks are the CPU's, bit for bit; mul, copy, bias"
     auto x = gt::rnd((size_t)n, 31);
     gt::Dev dx_(x), dy_((size_t)n), dm((size_t)n);
     std::vector<float> y((size_t)n), m((size_t)n);
-    gt::C().dropout_forward(x.data(), y.data(), m.data(), n, 0.3f, 0x1234567ull);
-    nnl_cuda::dropout_forward(dx_.d, dy_.d, dm.d, n, 0.3f, 0x1234567ull);
+    gt::C().dropout_forward(x.data(), y.data(), m.data(), n, 0.3f, 0x1234567ull, 0x89abull);
+    nnl_cuda::dropout_forward(dx_.d, dy_.d, dm.d, n, 0.3f, 0x1234567ull, 0x89abull);
     CHECK(dm.get() == m);
     CHECK(dy_.get() == y);
     std::vector<float> p((size_t)n);

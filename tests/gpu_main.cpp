@@ -12,6 +12,7 @@
 
 #include "gpu_kernels.hpp"
 #include "gpu_models.hpp"
+#include "gpu_graphs.hpp"
 #include "gpu_timing.hpp"
 
 int main(int argc, char **argv) {
