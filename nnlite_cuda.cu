@@ -97,7 +97,6 @@ int error_status(int cuda_error, const char **hint) {
     case cudaErrorIllegalState:
     case cudaErrorLaunchOutOfResources:
     case cudaErrorCooperativeLaunchTooLarge:
-    case cudaErrorInvalidClusterSize:
     case cudaErrorHostMemoryAlreadyRegistered:
     case cudaErrorHostMemoryNotRegistered:
     case cudaErrorSetOnActiveProcess:
@@ -111,8 +110,13 @@ int error_status(int cuda_error, const char **hint) {
     case cudaErrorCapturedEvent:
     case cudaErrorStreamCaptureWrongThread:
     case cudaErrorGraphExecUpdateFailure:
+#if CUDART_VERSION >= 12000
+    case cudaErrorInvalidClusterSize:
+#endif
+#if CUDART_VERSION >= 13000 /* codes of later CUDAs (older builds: the default, NNL_ERR_DEVICE) */
     case cudaErrorInvalidResourceType:
     case cudaErrorInvalidResourceConfiguration:
+#endif
         st = ST_INTERNAL;
         break;
     /* a fault inside a running kernel: the context is lost (sticky) */
@@ -126,15 +130,19 @@ int error_status(int cuda_error, const char **hint) {
     case cudaErrorLaunchFailure:
     case cudaErrorLaunchTimeout:
     case cudaErrorPriorLaunchFailure:
+#if CUDART_VERSION >= 13000
     case cudaErrorTensorMemoryLeak:
+#endif
         h = "a fault in a kernel; this process's CUDA context is lost (one that repeats on a healthy GPU may be "
             "an nnlite bug: please report it)";
         break;
     /* the hardware failed: the context is lost */
     case cudaErrorECCUncorrectable:
     case cudaErrorNvlinkUncorrectable:
+#if CUDART_VERSION >= 13000
     case cudaErrorContained:
     case cudaErrorExternalDevice:
+#endif
     case cudaErrorUnknown:
         h = "the GPU failed; this process's CUDA context is lost";
         break;
