@@ -10510,13 +10510,16 @@ GpuScope::GpuScope(Model &model, bool train) {
     prev_model = tl_gpu;
     prev_k = tl_kernels;
     gpu_check_layers(model);
-    nnl_cuda::context_use(g.ctx);
-    tl_gpu = &g;
     try {
+        nnl_cuda::context_use(g.ctx); /* fails on a lost device (NNL_ERR_DEVICE) */
+        tl_gpu = &g;
         gpu_sync_device(model);
     } catch (...) {
         tl_gpu = (GpuModel *)prev_model;
-        nnl_cuda::context_use((nnl_cuda::Context *)prev_ctx);
+        try {
+            nnl_cuda::context_use((nnl_cuda::Context *)prev_ctx);
+        } catch (...) { /* the first error is the one to report */
+        }
         throw;
     }
     g.depth = 1;
@@ -10920,9 +10923,27 @@ static void set_device(Model &m, const char *device) {
     if (idx < 0) {
         if (m.gpu) {
             nnl_cuda::Context *prev = nnl_cuda::context_current();
-            nnl_cuda::context_use(m.gpu->ctx);
-            gpu_sync_host(m);
-            nnl_cuda::context_use(prev);
+            try {
+                nnl_cuda::context_use(m.gpu->ctx);
+                gpu_sync_host(m);
+            } catch (const Error &e) {
+                /* a failed device (its context lost, nnlite.h "GPU"): the
+                   model continues on the CPU with the host copy, that of
+                   its last GPU call that succeeded */
+                if (e.status != NNL_ERR_DEVICE) {
+                    try {
+                        nnl_cuda::context_use(prev);
+                    } catch (...) {
+                    }
+                    throw;
+                }
+                fprintf(stderr, "nnlite: GPU: %s; the model continues on the CPU with the weights of its last "
+                        "GPU call that succeeded\n", e.msg.c_str());
+            }
+            try {
+                nnl_cuda::context_use(prev);
+            } catch (const Error &) { /* prev's device failed too: none current */
+            }
             m.gpu.reset();
             for (auto &l : m.layers) l->on_gpu = false;
         }
@@ -10931,6 +10952,11 @@ static void set_device(Model &m, const char *device) {
     gpu_check_layers(m); /* by name, before (and whether or not) a device is found */
     nnl_cuda::set_error_handler(cuda_raise);
     int n = nnl_cuda::device_count();
+    if (n == 0) {
+        char why[512];
+        if (nnl_cuda::device_count_error(why, sizeof why) == NNL_ERR_DEVICE)
+            raise(NNL_ERR_DEVICE, "nnl_set_device: %s", why); /* a driver, but one that cannot serve */
+    }
     NNL_REQUIRE(n > 0, NNL_ERR_UNSUPPORTED, "nnl_set_device: no CUDA device on this machine (or no NVIDIA driver)");
     if (pick) idx = m.dist->local_rank % n;
     NNL_REQUIRE(idx < n, NNL_ERR_UNSUPPORTED, "nnl_set_device: CUDA device %d does not exist (%d present)", idx, n);
@@ -17219,8 +17245,10 @@ NNL_API const char *nnl_last_error(void) { return nnl::g_last_error.c_str(); }
 NNL_API const char *nnl_status_string(int status) {
     static const char *const names[] = {"NNL_OK", "NNL_ERR_ARGUMENT", "NNL_ERR_SHAPE", "NNL_ERR_STATE",
                                         "NNL_ERR_IO", "NNL_ERR_FORMAT", "NNL_ERR_MEMORY", "NNL_ERR_UNSUPPORTED",
-                                        "NNL_ERR_NUMERIC", "NNL_ERR_INTERNAL", "NNL_ERR_DISTRIBUTED"};
-    return status >= 0 && status <= NNL_ERR_DISTRIBUTED ? names[status] : "NNL_UNKNOWN_STATUS";
+                                        "NNL_ERR_NUMERIC", "NNL_ERR_INTERNAL", "NNL_ERR_DISTRIBUTED",
+                                        "NNL_ERR_DEVICE"};
+    static_assert(sizeof names / sizeof names[0] == NNL_ERR_DEVICE + 1, "a status code without a name");
+    return status >= 0 && status <= NNL_ERR_DEVICE ? names[status] : "NNL_UNKNOWN_STATUS";
 }
 
 NNL_API const char *nnl_version(void) { return NNL_VERSION_STRING; }

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.7.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.0
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -130,9 +130,9 @@
 #include <stdio.h>
 
 #define NNL_VERSION_MAJOR 0
-#define NNL_VERSION_MINOR 7
+#define NNL_VERSION_MINOR 8
 #define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.7.0"
+#define NNL_VERSION_STRING "0.8.0"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -161,8 +161,11 @@ enum {
     NNL_ERR_UNSUPPORTED = 7, /* feature not built in (e.g. no stb) or not implemented */
     NNL_ERR_NUMERIC = 8,     /* NaN or Inf in the loss or the weights; training stopped */
     NNL_ERR_INTERNAL = 9,    /* a bug in nnlite; please report the message */
-    NNL_ERR_DISTRIBUTED = 10 /* since 0.4: another rank of a data-parallel run failed,
-                                left it or timed out (nnl_distribute) */
+    NNL_ERR_DISTRIBUTED = 10, /* since 0.4: another rank of a data-parallel run failed,
+                                 left it or timed out (nnl_distribute) */
+    NNL_ERR_DEVICE = 11       /* since 0.8: the GPU or its driver failed or is unusable
+                                 (device lost, ECC error, kernel fault, driver too
+                                 old, no kernel image for this GPU); see "GPU" */
 };
 
 /* The message of the last failing call on this thread ("" when none).
@@ -200,7 +203,7 @@ NNL_API int nnl_version_number(void);
                 pictures; needs stb_image.h and stb_image_write.h; since 0.7)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.7.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.8.0; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no; bf16: no; images: yes". Owned by the library, the
    same for the whole process (made at the first call). Thread-safe. */
@@ -1214,15 +1217,38 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap);
    same counter-based hash) are compiled but have not yet run on a GPU;
    NNL_ERR_ARGUMENT for any other
    device string, in every build (so "gpu" is NNL_ERR_UNSUPPORTED without
-   CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT). CUDA errors
-   while training become NNL_ERR_MEMORY (out of device memory) or
-   NNL_ERR_INTERNAL, with CUDA's message in nnl_last_error(). nnl_fit runs
-   the steady-state training step of a model of Dense, Dropout, Activation,
-   Flatten and Reshape layers as CUDA graphs (captured once, replayed; the
-   same kernels in the same order, so the same results bit for bit; other
-   models, a partial last batch and the first steps run kernel by kernel;
-   compiled, not yet run on a GPU); the environment variable
-   NNL_CUDA_GRAPHS=0, read when nnl_fit starts, turns graphs off. Each model on a
+   CUDA, "gpu:x" or "tpu" NNL_ERR_ARGUMENT).
+   CUDA errors (since 0.8) carry CUDA's error name and text in
+   nnl_last_error(), after the name of the nnlite call ("nnl_fit: CUDA error
+   cudaErrorECCUncorrectable (uncorrectable ECC error encountered) in ..."),
+   and become: NNL_ERR_MEMORY for out of device memory; NNL_ERR_DEVICE
+   (since 0.8) when the GPU or its driver failed or cannot serve nnlite: the
+   device was lost or fell off the bus, an uncorrectable ECC or NVLink error,
+   a fault inside a kernel (illegal address, launch failure, timeout: the
+   message says so, and one that repeats on a healthy GPU is worth
+   reporting), a driver older than the CUDA runtime nnlite was built with,
+   no kernel image or PTX this GPU can run, the device busy or prohibited,
+   MPS failures; NNL_ERR_INTERNAL only for what is nnlite's own mistake (an
+   invalid argument or launch configuration). NNL_ERR_DEVICE can come from
+   nnl_set_device (to a GPU) and from every call that computes on a GPU
+   model: nnl_fit, nnl_evaluate, nnl_predict, nnl_predict_classes (and their
+   _typed forms), nnl_distribute of a GPU model; the calls that read the
+   host copy (nnl_get_weight, nnl_summary, the save functions) never touch
+   the GPU and do not fail so. After NNL_ERR_DEVICE: most such errors are
+   sticky, i.e. CUDA's context of that device is lost for the whole process
+   and every later GPU call of every model on it fails with NNL_ERR_DEVICE
+   again (only a new process gets the device back); the model itself stays
+   valid: nnl_set_device(m, "cpu") always succeeds then and continues on the
+   CPU with the host copy of the weights and optimizer state, i.e. those of
+   the model's last GPU call that succeeded (or of the last epoch callback
+   of the failed nnl_fit); the steps of the failed call are lost (a line on
+   stderr says so). nnl_fit runs the steady-state training step of a model
+   of Dense, Dropout, Activation, Flatten and Reshape layers as CUDA graphs
+   (captured once, replayed; the same kernels in the same order, so the
+   same results bit for bit; other models, a partial last batch and the
+   first steps run kernel by kernel; compiled, not yet run on a GPU); the
+   environment variable NNL_CUDA_GRAPHS=0, read when nnl_fit starts, turns
+   graphs off. Each model on a
    GPU has its own CUDA stream: different models may train concurrently from
    different threads; one model still from one thread at a time (since 0.5
    the predict calls may overlap; on a GPU model they run one at a time).

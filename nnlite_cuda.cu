@@ -64,7 +64,7 @@ namespace nnl_cuda {
    ======================================================================== */
 
 /* nnlite's status codes (nnlite.h), repeated to keep this file independent */
-enum { ST_MEMORY = 6, ST_UNSUPPORTED = 7, ST_INTERNAL = 9 };
+enum { ST_MEMORY = 6, ST_UNSUPPORTED = 7, ST_INTERNAL = 9, ST_DEVICE = 11 };
 
 static void default_handler(int, const char *msg) { throw std::runtime_error(msg); }
 static ErrorHandler g_handler = default_handler;
@@ -81,14 +81,113 @@ static void fail(int status, const char *fmt, ...) {
     throw std::runtime_error(buf); /* a handler that returns is a bug */
 }
 
+/* A CUDA error's nnlite status (nnlite.h "GPU"), by what it says about
+   who failed. Pure (no CUDA call), so tests check it without a GPU.
+   hint: NULL, or a clause for the message on what the error means for the
+   process. Out of device memory is NNL_ERR_MEMORY; nnlite's own mistakes
+   (a bad argument, pointer, handle or launch configuration) are
+   NNL_ERR_INTERNAL; everything else is the device's or the driver's:
+   NNL_ERR_DEVICE, unknown codes included (a later CUDA's new faults). */
+int error_status(int cuda_error, const char **hint) {
+    const char *h = nullptr;
+    int st = ST_DEVICE;
+    switch ((cudaError_t)cuda_error) {
+    case cudaSuccess: st = 0; break;
+    case cudaErrorMemoryAllocation: st = ST_MEMORY; break;
+    /* nnlite called CUDA wrongly: a bug in nnlite */
+    case cudaErrorInvalidValue:
+    case cudaErrorInvalidConfiguration:
+    case cudaErrorInvalidPitchValue:
+    case cudaErrorInvalidSymbol:
+    case cudaErrorInvalidHostPointer:
+    case cudaErrorInvalidDevicePointer:
+    case cudaErrorInvalidMemcpyDirection:
+    case cudaErrorMissingConfiguration:
+    case cudaErrorInvalidResourceHandle:
+    case cudaErrorIllegalState:
+    case cudaErrorLaunchOutOfResources:
+    case cudaErrorCooperativeLaunchTooLarge:
+    case cudaErrorHostMemoryAlreadyRegistered:
+    case cudaErrorHostMemoryNotRegistered:
+    case cudaErrorSetOnActiveProcess:
+    case cudaErrorStreamCaptureUnsupported:
+    case cudaErrorStreamCaptureInvalidated:
+    case cudaErrorStreamCaptureMerge:
+    case cudaErrorStreamCaptureUnmatched:
+    case cudaErrorStreamCaptureUnjoined:
+    case cudaErrorStreamCaptureIsolation:
+    case cudaErrorStreamCaptureImplicit:
+    case cudaErrorCapturedEvent:
+    case cudaErrorStreamCaptureWrongThread:
+    case cudaErrorGraphExecUpdateFailure:
+#if CUDART_VERSION >= 12000
+    case cudaErrorInvalidClusterSize:
+#endif
+#if CUDART_VERSION >= 13000 /* codes of later CUDAs (older builds: the default, NNL_ERR_DEVICE) */
+    case cudaErrorInvalidResourceType:
+    case cudaErrorInvalidResourceConfiguration:
+#endif
+        st = ST_INTERNAL;
+        break;
+    /* a fault inside a running kernel: the context is lost (sticky) */
+    case cudaErrorIllegalAddress:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorHardwareStackError:
+    case cudaErrorAssert:
+    case cudaErrorLaunchFailure:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorPriorLaunchFailure:
+#if CUDART_VERSION >= 13000
+    case cudaErrorTensorMemoryLeak:
+#endif
+        h = "a fault in a kernel; this process's CUDA context is lost (one that repeats on a healthy GPU may be "
+            "an nnlite bug: please report it)";
+        break;
+    /* the hardware failed: the context is lost */
+    case cudaErrorECCUncorrectable:
+    case cudaErrorNvlinkUncorrectable:
+#if CUDART_VERSION >= 13000
+    case cudaErrorContained:
+    case cudaErrorExternalDevice:
+#endif
+    case cudaErrorUnknown:
+        h = "the GPU failed; this process's CUDA context is lost";
+        break;
+    /* driver and runtime do not fit */
+    case cudaErrorInsufficientDriver:
+    case cudaErrorCallRequiresNewerDriver:
+    case cudaErrorSystemDriverMismatch:
+    case cudaErrorCompatNotSupportedOnDevice:
+    case cudaErrorStubLibrary:
+        h = "the NVIDIA driver does not fit the CUDA runtime nnlite was built with (update the driver)";
+        break;
+    /* no code for this GPU in the build */
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorInvalidKernelImage:
+    case cudaErrorInvalidDeviceFunction:
+    case cudaErrorInvalidPtx:
+    case cudaErrorUnsupportedPtxVersion:
+    case cudaErrorJitCompilerNotFound:
+    case cudaErrorJitCompilationDisabled:
+        h = "this build of nnlite has no code this GPU can run (build it for the GPU's architecture, "
+            "make CUDA=1 CUDA_ARCH='-gencode arch=compute_XY,code=sm_XY')";
+        break;
+    default: break; /* the device is gone, busy, prohibited or not ready; MPS; unknown codes */
+    }
+    if (hint) *hint = h;
+    return st;
+}
+
 static void check(cudaError_t e, const char *what, int line) {
     if (e == cudaSuccess) return;
-    int st = e == cudaErrorMemoryAllocation ? ST_MEMORY
-             : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice)
-                 ? ST_UNSUPPORTED
-                 : ST_INTERNAL;
+    const char *hint = nullptr;
+    int st = error_status((int)e, &hint);
     cudaGetLastError(); /* clear a non-sticky error */
-    fail(st, "CUDA error %s (%s) in %s (nnlite_cuda.cu:%d)", cudaGetErrorName(e), cudaGetErrorString(e), what, line);
+    fail(st, "CUDA error %s (%s) in %s (nnlite_cuda.cu:%d)%s%s", cudaGetErrorName(e), cudaGetErrorString(e), what,
+         line, hint ? ": " : "", hint ? hint : "");
 }
 #define CK(x) check((x), #x, __LINE__)
 #define LAUNCHED() check(cudaGetLastError(), "kernel launch", __LINE__)
@@ -141,6 +240,24 @@ int device_count() {
         return 0;
     }
     return n;
+}
+
+int device_count_error(char *buf, size_t cap) {
+    if (cap) buf[0] = 0;
+    int n = 0, drv = 0, rt = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    cudaGetLastError();
+    if (e == cudaSuccess || e == cudaErrorNoDevice || e == cudaErrorStubLibrary) return 0;
+    /* the runtime says "insufficient driver" when there is none at all */
+    if (cudaDriverGetVersion(&drv) != cudaSuccess || drv == 0) return 0;
+    cudaRuntimeGetVersion(&rt);
+    const char *hint = nullptr;
+    error_status((int)e, &hint);
+    if (cap)
+        snprintf(buf, cap, "CUDA error %s (%s) counting the devices (driver for CUDA %d.%d, runtime %d.%d)%s%s",
+                 cudaGetErrorName(e), cudaGetErrorString(e), drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10,
+                 hint ? ": " : "", hint ? hint : "");
+    return ST_DEVICE;
 }
 
 void device_name(int i, char *buf, size_t cap) {
@@ -263,9 +380,8 @@ void *dev_alloc(size_t bytes) {
     }
     if (e != cudaSuccess) {
         cudaGetLastError();
-        fail(e == cudaErrorMemoryAllocation ? ST_MEMORY : ST_INTERNAL,
-             "CUDA error %s (%s) allocating %zu bytes on device %d", cudaGetErrorName(e), cudaGetErrorString(e), sz,
-             dev);
+        fail(error_status((int)e, nullptr), "CUDA error %s (%s) allocating %zu bytes on device %d",
+             cudaGetErrorName(e), cudaGetErrorString(e), sz, dev);
     }
     g_live[p] = {dev, sz};
     return p;

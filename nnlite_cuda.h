@@ -35,9 +35,20 @@ struct Win {
 
 typedef void (*ErrorHandler)(int status, const char *msg);
 void set_error_handler(ErrorHandler h);
+/* The nnlite status of CUDA error code cuda_error (a cudaError_t): 0 for
+   cudaSuccess, NNL_ERR_MEMORY, NNL_ERR_INTERNAL (nnlite's own mistake) or
+   NNL_ERR_DEVICE (the GPU or driver failed; unknown codes too). *hint (when
+   hint is not NULL): NULL or a clause the message adds (the context is
+   lost, update the driver, ...). Pure: no CUDA call, works without a GPU. */
+int error_status(int cuda_error, const char **hint);
 
 /* ---- devices and contexts ---- */
 int device_count();  /* 0 when there is no driver or no device; never fails */
+/* Why device_count() is 0: 0 when there simply is no NVIDIA driver or no
+   device; NNL_ERR_DEVICE when a driver is there but cannot serve (older
+   than the runtime, devices busy or prohibited...), CUDA's message in buf
+   (cap bytes). Never fails. */
+int device_count_error(char *buf, size_t cap);
 /* "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" of device i */
 void device_name(int i, char *buf, size_t cap);
 struct Context;                 /* a device, a stream and scratch: one per model */

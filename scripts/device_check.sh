@@ -11,17 +11,20 @@
 #   examples.log  K-MLP and R-LENET on MNIST on the GPU (accuracy, speed)
 #   timing.log    each kernel of R-LENET's training step timed alone
 #   mpi.log       2 ranks on the GPU against 2 on the CPU (tests/mpi; when the pack has mpi_tests and the machine mpirun)
-#   bench.log     training samples/s, nnlite against PyTorch on the same GPU
+#   bench.log     training samples/s, nnlite against PyTorch on the same GPU;
+#                 then T-PTB words/s and one LSTM layer's training step
 #   summary.txt   one line per step: its exit status and seconds
 # NO_TORCH=1 skips PyTorch (its import alone takes 10+ s a run); MODELS,
-# BENCH_SECONDS, KMLP_EPOCHS, RLENET_EPOCHS change what runs.
+# BENCH_SECONDS, KMLP_EPOCHS, RLENET_EPOCHS change what runs; SEQ (default
+# "tptb lstm200x30 lstm650x35": T-PTB and two of bench/lstm_bench.cpp's
+# shapes, about a minute in all; "" skips them) the sequence workloads.
 # Every step has a time limit, so that one hanging kernel costs its step only.
 set -u
 cd "$(dirname "$0")/.."
 
 bin=build-device/pack
 out=${OUT:-build-device/out}
-budget=420
+budget=480
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin) bin=$2; shift 2 ;;
@@ -109,6 +112,18 @@ if [ -z "${NO_TORCH:-}" ]; then
     else
         step "bench torch all" 120 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py all 512 both ${BENCH_SECONDS:-3}
     fi
+fi
+# 3b. the sequence workloads at batch 20, FP32 and TF32: T-PTB words/s, one
+#     LSTM layer's step (bench_gpu.c); PyTorch (cuDNN) all in one process
+seq=${SEQ-tptb lstm200x30 lstm650x35}
+for m in $seq; do
+    for t in 0 1; do
+        step "bench nnlite $m tf32=$t" 30 "$out/bench.log" "$bin/bench_gpu" "$m" 20 "$t" ${BENCH_SECONDS:-3}
+    done
+done
+if [ -z "${NO_TORCH:-}" ] && [ -n "$seq" ]; then
+    step "bench torch seq" 90 "$out/bench.log" "$py" bench/gpu/bench_torch_gpu.py "$(echo $seq | tr ' ' ',')" 20 both \
+        ${BENCH_SECONDS:-3}
 fi
 grep -E '^(nnlite|torch)-gpu' "$out/bench.log" | tee -a "$out/summary.txt"
 echo "total $(($(date +%s) - start)) s" | tee -a "$out/summary.txt"

@@ -14,6 +14,7 @@
 #include "gpu_models.hpp"
 #include "gpu_graphs.hpp"
 #include "gpu_timing.hpp"
+#include "gpu_errors.hpp"
 
 int main(int argc, char **argv) {
     doctest::Context ctx(argc, argv);

@@ -460,3 +460,52 @@ TEST_CASE("persistent state: carried across batches, saved and loaded, never a w
     std::string rm = "rm -rf " + dir;
     CHECK(system(rm.c_str()) == 0);
 }
+
+/* Every status code of nnlite.h (NNL_ERR_DEVICE since 0.8) has its name in
+   nnl_status_string and its constant in both bindings, and the bindings
+   carry the header's version. */
+TEST_CASE("status codes: named by nnl_status_string and listed alike by the Fortran and Python bindings") {
+    using namespace seams;
+    std::string h = source_file("nnlite.h");
+    std::string en = between(h, "enum {\n    NNL_OK = 0,", "};");
+    std::vector<std::pair<std::string, int>> codes = {{"NNL_OK", 0}};
+    for (size_t i = en.find("NNL_ERR_"); i != std::string::npos; i = en.find("NNL_ERR_", i + 1)) {
+        size_t e = i;
+        while (e < en.size() && idc(en[e])) e++;
+        size_t eq = en.find(" = ", e);
+        if (eq != e) continue; /* a name in a comment */
+        codes.push_back({en.substr(i, e - i), atoi(en.c_str() + eq + 3)});
+    }
+    REQUIRE(codes.size() == 12);
+    CHECK(codes.back() == std::make_pair(std::string("NNL_ERR_DEVICE"), 11));
+    std::string f90 = source_file("bindings/fortran/nnlite.f90");
+    std::string f90_codes = between(f90, "integer, parameter, public :: NNL_OK = 0", "\n\n");
+    std::string py = source_file("bindings/python/nnlite/errors.py");
+    std::string py_names = between(py, "\nOK, ", " = range(");
+    std::vector<std::string> py_list = {"OK"};
+    {
+        std::stringstream ss(py_names);
+        for (std::string w; std::getline(ss, w, ',');) py_list.push_back(w.substr(w.find_first_not_of(' ')));
+    }
+    CHECK(py.find(" = range(" + std::to_string(codes.size()) + ")\n") != std::string::npos);
+    REQUIRE(py_list.size() == codes.size());
+    for (size_t k = 0; k < codes.size(); k++) {
+        const std::string &name = codes[k].first;
+        int v = codes[k].second;
+        CAPTURE(name);
+        CHECK(v == (int)k);
+        CHECK(std::string(nnl_status_string(v)) == name);
+        if (k) CHECK(f90_codes.find(name + " = " + std::to_string(v)) != std::string::npos);
+        CHECK(py_list[k] == (k ? name.substr(8) : std::string("OK")));
+        if (k) CHECK(py.find("    status = " + py_list[k] + "\n") != std::string::npos); /* its exception class */
+    }
+    CHECK(std::string(nnl_status_string((int)codes.size())) == "NNL_UNKNOWN_STATUS");
+    CHECK(std::string(nnl_status_string(-1)) == "NNL_UNKNOWN_STATUS");
+    /* the version, as the bindings repeat it */
+    char v[128];
+    snprintf(v, sizeof v, "HEADER_VERSION = (%d, %d, %d)\n", NNL_VERSION_MAJOR, NNL_VERSION_MINOR, NNL_VERSION_PATCH);
+    CHECK(source_file("bindings/python/nnlite/_lib.py").find(v) != std::string::npos);
+    snprintf(v, sizeof v, "NNL_VERSION_MAJOR = %d, NNL_VERSION_MINOR = %d, NNL_VERSION_PATCH = %d\n", NNL_VERSION_MAJOR,
+             NNL_VERSION_MINOR, NNL_VERSION_PATCH);
+    CHECK(f90.find(v) != std::string::npos);
+}

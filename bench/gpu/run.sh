@@ -1,10 +1,15 @@
 #!/bin/bash
 # bench/gpu/run.sh - GPU training throughput, nnlite against PyTorch on the
 # same GPU in the same command: K-MLP, R-LENET, T-LENET at batch size 512,
-# FP32 and TF32. Builds what it needs, then writes bench/gpu/RESULTS.md.
+# FP32 and TF32; and the sequence workloads at batch 20 (bench_gpu.c): T-PTB
+# training words/s and one LSTM layer's training step (forward + backward)
+# at bench/lstm_bench.cpp's shapes, against PyTorch's cuDNN LSTM. Builds what
+# it needs, then writes bench/gpu/RESULTS.md.
 #   PYTHON   a python with torch (CUDA) (default: python3)
 #   SECONDS_PER_RUN  time budget per measurement (default 6)
 #   MODELS, BATCH    default "kmlp rlenet tlenet" and 512
+#   SEQ      default "tptb lstm200x20 lstm200x30 lstm200x35 lstm650x20
+#            lstm650x30 lstm650x35" (lstmUxT: U units, T steps); "" skips them
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -12,6 +17,7 @@ py=${PYTHON:-python3}
 secs=${SECONDS_PER_RUN:-6}
 models=${MODELS:-kmlp rlenet tlenet}
 batch=${BATCH:-512}
+seq=${SEQ-tptb lstm200x20 lstm200x30 lstm200x35 lstm650x20 lstm650x30 lstm650x35}
 out=bench/gpu/RESULTS.md
 jobs=$(nproc 2>/dev/null || echo 2)
 
@@ -37,6 +43,19 @@ for m in $models; do
     done
 done
 
+# the sequence workloads, batch 20; PyTorch runs them all in one process
+declare -A sn st
+for m in $seq; do
+    for t in 0 1; do
+        sn[$m-$t]=$(build-cuda/bench_gpu "$m" 20 "$t" "$secs" | tee /dev/stderr | awk '{print $5}') || sn[$m-$t]=error
+    done
+done
+if [ -n "$seq" ]; then
+    while read -r _ m _ p v _; do
+        st[$m-$([ "$p" = tf32 ] && echo 1 || echo 0)]=$v
+    done < <("$py" bench/gpu/bench_torch_gpu.py "$(echo $seq | tr ' ' ',')" 20 both "$secs" | tee /dev/stderr)
+fi
+
 dev=$(build-cuda/bench_gpu kmlp 8 0 0.1 2>/dev/null | cut -d' ' -f6- || echo unknown)
 {
     echo "# nnlite GPU benchmark"
@@ -56,5 +75,32 @@ dev=$(build-cuda/bench_gpu kmlp 8 0 0.1 2>/dev/null | cut -d' ' -f6- || echo unk
             echo "| $m | $([ $t = 1 ] && echo TF32 || echo FP32) | ${nn[$k]} | ${th[$k]} | $ratio |"
         done
     done
+    if [ -n "$seq" ]; then
+        echo
+        echo "## Sequence models, batch 20"
+        echo
+        echo "Synthetic data, the median of 5 timed windows of about $((secs / 5)) s each after a warm-up;"
+        echo "PyTorch with cuDNN's LSTM (\`torch.backends.cudnn\` enabled), torch.cuda.synchronize()"
+        echo "around each window. T-PTB: Embedding(10000, 200) - LSTM(200) - LSTM(200) -"
+        echo "Dense(10000), 30 steps, SGD lr 0.05, ids uniform over 10,000 words: training"
+        echo "words/s. lstmUxT: one LSTM(U) layer over T steps of inputs U wide (bench/lstm_bench.cpp's"
+        echo "shapes), trained with an MSE loss and SGD: milliseconds per training step"
+        echo "(forward + backward + update). Ratios are nnlite's speed over PyTorch's (> 1: nnlite faster)."
+        echo
+        echo "| workload | precision | nnlite | PyTorch + cuDNN | nnlite / PyTorch |"
+        echo "|---|---|---:|---:|---:|"
+        for m in $seq; do
+            for t in 0 1; do
+                a=${sn[$m-$t]:-error} b=${st[$m-$t]:-error}
+                ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }')
+                if [ "$m" = tptb ]; then
+                    echo "| T-PTB words/s | $([ $t = 1 ] && echo TF32 || echo FP32) | $a | $b | $ratio |"
+                else # steps/s -> ms per step
+                    ms() { awk -v v="$1" 'BEGIN { if (v + 0 > 0) printf "%.3f", 1000 / v; else print v }'; }
+                    echo "| $m ms/step | $([ $t = 1 ] && echo TF32 || echo FP32) | $(ms "$a") | $(ms "$b") | $ratio |"
+                fi
+            done
+        done
+    fi
 } > "$out"
 cat "$out"

@@ -51,12 +51,13 @@ module nnlite
     implicit none
     private
 
-    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 7, NNL_VERSION_PATCH = 0
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 8, NNL_VERSION_PATCH = 0
     integer, parameter, public :: NNL_VERSION_NUMBER = &
         NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
     integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
         NNL_ERR_IO = 4, NNL_ERR_FORMAT = 5, NNL_ERR_MEMORY = 6, NNL_ERR_UNSUPPORTED = 7, &
-        NNL_ERR_NUMERIC = 8, NNL_ERR_INTERNAL = 9, NNL_ERR_DISTRIBUTED = 10
+        NNL_ERR_NUMERIC = 8, NNL_ERR_INTERNAL = 9, NNL_ERR_DISTRIBUTED = 10, &
+        NNL_ERR_DEVICE = 11
     ! model%distribute's flags (nnlite.h): data sharded or each rank's own, plus
     ! NNL_GLOBAL_BATCH (batch_size is the step's total, not per rank) and
     ! NNL_SYNC_BATCHNORM (BatchNormalization's statistics over all ranks)
@@ -577,7 +578,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.7.0; ...; threads: yes ...").
+    !> One line describing the library's build ("nnlite 0.8.0; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())

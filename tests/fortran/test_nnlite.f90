@@ -30,8 +30,8 @@ program test_nnlite
         stop "not reached: fit before compile did not stop"
     end if
 
-    call check(nnl_library_version() == "0.7.0", "library version")
-    call check(index(nnl_build_info(), "nnlite 0.7.0;") == 1, "build info: " // nnl_build_info())
+    call check(nnl_library_version() == "0.8.0", "library version")
+    call check(index(nnl_build_info(), "nnlite 0.8.0;") == 1, "build info: " // nnl_build_info())
     call check(.not. nnl_has_feature("mpi"), "no MPI in this version")
     call check(nnl_has_feature("threads") .eqv. (index(nnl_build_info(), "threads: yes") > 0), "threads as build info says")
     call check(.not. nnl_has_feature("no such feature"), "unknown feature: .false.")
@@ -41,6 +41,8 @@ program test_nnlite
     call nnl_initialize(st, header_version=(NNL_VERSION_MAJOR + 1) * 10000)
     call check(st == NNL_ERR_UNSUPPORTED, "nnl_init refuses another major version")
     call check(index(nnl_error_message(), "major") > 0, "the refusal says why: " // nnl_error_message())
+    call check(NNL_ERR_INTERNAL == 9 .and. NNL_ERR_DISTRIBUTED == 10 .and. NNL_ERR_DEVICE == 11, &
+               "status codes as nnlite.h's (NNL_ERR_DEVICE since 0.8)")
 
     ! quadrant classes: x(2, n) column-major is C's (n, 2)
     n = 800

@@ -349,6 +349,17 @@ class DistributedWithoutMPI(unittest.TestCase):
         self.assertIsInstance(e, RuntimeError)
         self.assertEqual((e.status, str(e)), (10, "model.distribute(): rank 1 left"))
 
+    def test_device_error(self):
+        # NNL_ERR_DEVICE (since 0.8): the library's name for the code is the binding's
+        self.assertEqual(nnlite.errors.DEVICE, 11)
+        self.assertEqual(nnlite._lib.lib.nnl_status_string(11).decode(), "NNL_ERR_DEVICE")
+        e = nnlite.errors.make(11, "nnl_fit: CUDA error cudaErrorECCUncorrectable (uncorrectable ECC error "
+                                   "encountered) in kernel launch")
+        self.assertIsInstance(e, nnlite.DeviceError)
+        self.assertIsInstance(e, RuntimeError)
+        self.assertEqual(e.status, 11)
+        self.assertTrue(str(e).startswith("model.fit(): CUDA error cudaErrorECCUncorrectable"), str(e))
+
 
 class KerasNames(unittest.TestCase):
     def test_default_names_and_initializers(self):

@@ -32,7 +32,8 @@ from . import optimizers
 from . import text
 from . import images
 from .errors import (Error, ArgumentError, ShapeError, StateError, FileError, FormatError, OutOfMemoryError,
-                     UnsupportedError, NumericError, InternalError, DistributedError)
+                     UnsupportedError, NumericError, InternalError, DistributedError,
+                     DeviceError)
 from .models import Sequential, History, Callback, load_model, model_from_json
 from .layers import Input
 
@@ -95,5 +96,5 @@ def get_threads():
 __all__ = ["cuda_device_count", "Sequential", "History", "Callback", "Input", "layers", "optimizers", "text", "images",
            "load_model", "model_from_json", "Error", "ArgumentError", "ShapeError", "StateError", "FileError",
            "FormatError", "OutOfMemoryError", "UnsupportedError", "NumericError", "InternalError", "DistributedError",
-           "check_version",
+           "DeviceError", "check_version",
            "library_version", "library_path", "set_threads", "get_threads", "has_feature", "build_info"]

@@ -5,7 +5,7 @@ names the Python call (model.fit(), model.compile()) where nnlite's C
 message names the C function (nnl_fit, nnl_compile)."""
 import re
 
-OK, ARGUMENT, SHAPE, STATE, IO, FORMAT, MEMORY, UNSUPPORTED, NUMERIC, INTERNAL, DISTRIBUTED = range(11)
+OK, ARGUMENT, SHAPE, STATE, IO, FORMAT, MEMORY, UNSUPPORTED, NUMERIC, INTERNAL, DISTRIBUTED, DEVICE = range(12)
 
 
 class Error(Exception):
@@ -75,9 +75,19 @@ class DistributedError(Error, RuntimeError):
     status = DISTRIBUTED
 
 
+class DeviceError(Error, RuntimeError):
+    """NNL_ERR_DEVICE (since 0.8): the GPU or its driver failed or cannot serve
+    (device lost, ECC error, a fault in a kernel, a driver older than the CUDA
+    runtime, no code for this GPU); the message holds CUDA's. The context of
+    the device is usually lost for the process: model.set_device("cpu")
+    continues on the CPU with the weights of the model's last GPU call that
+    succeeded."""
+    status = DEVICE
+
+
 BY_STATUS = {c.status: c for c in (ArgumentError, ShapeError, StateError, FileError, FormatError,
                                    OutOfMemoryError, UnsupportedError, NumericError, InternalError,
-                                   DistributedError)}
+                                   DistributedError, DeviceError)}
 
 
 # The C functions nnlite's messages name ("nnl_fit: the model is not
