@@ -3519,13 +3519,21 @@ static inline uint32_t mix32(uint32_t x) {
     x ^= x >> 16;
     return x;
 }
+/* rate * 2^24 rounded up: element i is dropped when its draw is below it */
+static inline uint32_t dropout_thresh(float rate) {
+    return (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
+}
+/* element i's mask value: 0 (dropped) or keep = 1 / (1 - rate) */
+static inline __attribute__((always_inline)) float dropout_draw(int64_t i, uint64_t seed, uint32_t thresh,
+                                                                float keep) {
+    uint32_t h = mix32(mix32((uint32_t)i ^ (uint32_t)seed) + (uint32_t)(seed >> 32));
+    return (h >> 8) < thresh ? 0.f : keep;
+}
 static inline __attribute__((always_inline)) void dropout_range(const float *x, float *y, float *mask, int64_t lo,
                                                                 int64_t hi, uint32_t thresh, float keep,
                                                                 uint64_t seed) {
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int64_t i = lo; i < hi; i++) {
-        uint32_t h = mix32(mix32((uint32_t)i ^ k0) + k1);
-        float m = (h >> 8) < thresh ? 0.f : keep;
+        float m = dropout_draw(i, seed, thresh, keep);
         mask[i] = m;
         y[i] = x[i] * m;
     }
@@ -3545,7 +3553,7 @@ static void cpu_dropout_forward(const float *x, float *y, float *mask, int64_t n
                                 uint64_t salt) {
     uint64_t seed = mix64(step ^ salt);
     float keep = 1.f / (1.f - rate);
-    uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
+    uint32_t thresh = dropout_thresh(rate);
     auto f = dropout_generic;
 #if NNL_X86
     if (have_avx2()) f = dropout_avx2;
@@ -4192,10 +4200,9 @@ static void cpu_rnn_rows(const float *src, int64_t lds, float *dst, int64_t ldd,
    the mask alone), the per-row K().mul calls and the inline loops it ran
    (the same products, rounded before any add: the same values) */
 static void cpu_dropout_mask(float *mask, int64_t n, float rate, uint64_t seed) {
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    uint32_t thresh = (uint32_t)std::min(16777216.0, std::ceil((double)rate * 16777216.0));
+    uint32_t thresh = dropout_thresh(rate);
     float keep = 1.f / (1.f - rate);
-    for (int64_t i = 0; i < n; i++) mask[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
+    for (int64_t i = 0; i < n; i++) mask[i] = dropout_draw(i, seed, thresh, keep);
 }
 static void cpu_mul_rows(const float *a, int64_t lda, const float *m, int64_t ldm, int64_t rep, float *y,
                          int64_t ldy, int64_t rows, int64_t n, bool add) {

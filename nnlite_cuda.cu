@@ -1068,13 +1068,18 @@ __device__ __forceinline__ uint32_t mix32(uint32_t x) {
     x ^= x >> 16;
     return x;
 }
+/* rate * 2^24 rounded up; element i's mask value (nnlite.cpp's
+   dropout_thresh and dropout_draw) */
+static uint32_t dropout_thresh(float rate) { return (uint32_t)fmin(16777216.0, ceil((double)rate * 16777216.0)); }
+__device__ __forceinline__ float dropout_draw(int64_t i, uint64_t seed, uint32_t thresh, float keep) {
+    uint32_t h = mix32(mix32((uint32_t)i ^ (uint32_t)seed) + (uint32_t)(seed >> 32));
+    return (h >> 8) < thresh ? 0.f : keep;
+}
 __global__ void k_dropout(const float *x, float *y, float *mask, int64_t n, uint32_t thresh, float keep,
                           const uint64_t *step, uint64_t salt) {
     uint64_t seed = mix64_dev(*step ^ salt);
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     GRID_STRIDE(i, n) {
-        uint32_t h = mix32(mix32((uint32_t)i ^ k0) + k1);
-        float m = (h >> 8) < thresh ? 0.f : keep;
+        float m = dropout_draw(i, seed, thresh, keep);
         mask[i] = m;
         y[i] = x[i] * m;
     }
@@ -1091,7 +1096,7 @@ void dropout_forward(const float *x, float *y, float *mask, int64_t n, float rat
         else
             set_step_seed(step);
     }
-    uint32_t thresh = (uint32_t)fmin(16777216.0, ceil((double)rate * 16777216.0));
+    uint32_t thresh = dropout_thresh(rate);
     k_dropout<<<grid_for(n), 256, 0, S()>>>(x, y, mask, n, thresh, 1.f / (1.f - rate), c.d_seed, salt);
     LAUNCHED();
 }
@@ -2093,12 +2098,11 @@ void lstm_backward(const CellStep &a) { cell_launch<k_lstm_bwd>(a); }
 /* dropout and recurrent_dropout's masks: k_dropout's draw (mix32 above),
    the mask alone; the CPU's cpu_dropout_mask bit for bit */
 __global__ void k_dropout_mask(float *mask, int64_t n, uint32_t thresh, float keep, uint64_t seed) {
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    GRID_STRIDE(i, n) mask[i] = (mix32(mix32((uint32_t)i ^ k0) + k1) >> 8) < thresh ? 0.f : keep;
+    GRID_STRIDE(i, n) mask[i] = dropout_draw(i, seed, thresh, keep);
 }
 void dropout_mask(float *mask, int64_t n, float rate, uint64_t seed) {
     if (n <= 0) return;
-    uint32_t thresh = (uint32_t)fmin(16777216.0, ceil((double)rate * 16777216.0));
+    uint32_t thresh = dropout_thresh(rate);
     k_dropout_mask<<<grid_for(n), 256, 0, S()>>>(mask, n, thresh, 1.f / (1.f - rate), seed);
     LAUNCHED();
 }
