@@ -38,7 +38,13 @@ TEST_CASE("sgemm is bit-for-bit the same on 1, 2, 3 and 4 threads (blocks of row
     for (auto c : cases)
         REQUIRE((double)c.M * c.N * c.K + 20.0 * ((double)c.M * c.N + (double)c.M * c.K + (double)c.K * c.N) >
                 NNL_GEMM_MIN_COST);
-    for (auto c : cases)
+    /* and a few rows against wide weights (batched inference of 5-16
+       samples): below that cost, split by columns because B is large */
+    struct Case few[] = {{16, 128, 784}, {5, 256, 300}, {11, 70, 1000}, {16, 500, 500}};
+    for (auto c : few) REQUIRE((int64_t)c.N * c.K >= NNL_GEMM_SMALL_SPLIT);
+    std::vector<Case> all(cases, cases + 5);
+    all.insert(all.end(), few, few + 4);
+    for (auto c : all)
         for (int t = 0; t < 4; t++) {
             bool ta = t & 1, tb = t & 2;
             int lda = ta ? c.M : c.K, ldb = tb ? c.K : c.N;
