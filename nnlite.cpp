@@ -2290,11 +2290,11 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
        is bound by reading B, as in sgemm_small_m: split by columns from the
        same size on, each thread reading its share of B once. AMD EPYC
        (Zen 3), two threads, K-MLP nnl_predict of 16 samples (cost 3.9e6):
-       235-249k -> 359-381k samples/s. */
-    double min_cost = M <= NNL_GEMM_SMALL_M && !split_m && N * K >= NNL_GEMM_SMALL_SPLIT ? 0 : NNL_GEMM_MIN_COST;
+       235-250k -> 359-387k samples/s. */
+    bool few = M <= NNL_GEMM_SMALL_M && !split_m && N * K >= NNL_GEMM_SMALL_SPLIT;
     int T = (int)std::min<double>(
-        {(double)threads(), (double)units, min_cost > 0 ? std::ceil(cost / min_cost) : (double)units});
-    if (T <= 1 || cost <= min_cost) {
+        {(double)threads(), (double)units, few ? (double)units : std::ceil(cost / NNL_GEMM_MIN_COST)});
+    if (T <= 1) { /* also every product of cost <= NNL_GEMM_MIN_COST but the few-row ones */
         block(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
         return;
     }
