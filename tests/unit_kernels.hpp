@@ -108,7 +108,9 @@ TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
    fuses its multiply-adds depends on the optimisation level; a -O1
    sanitizer build does not.) */
 template <int R> static void small_rows_case(bool avx512) {
-    for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 130})
+    /* N = 130 and K = 300: several k-blocks of the AVX2 kernel; N = 1100:
+       several column groups of it, the last one partial */
+    for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 130, 1100})
         for (int K : {1, 5, 300})
             for (int ta = 0; ta < 2; ta++)
                 for (float beta : {0.f, 0.5f}) {
