@@ -509,3 +509,85 @@ TEST_CASE("status codes: named by nnl_status_string and listed alike by the Fort
              NNL_VERSION_MINOR, NNL_VERSION_PATCH);
     CHECK(f90.find(v) != std::string::npos);
 }
+
+/* Inference reads a batch where the caller's array holds it (Model::
+   direct_input) when the first computing layer writes apart from its
+   input: the outputs are the bits of the old path (the batch copied into
+   act[0], then forward), the caller's array is untouched, and what act[0]
+   holds does not matter. Models that start with views, a Dense, a convolution, an
+   embedding, a recurrent layer, masking, dropout, and one of views only. */
+TEST_CASE("inference reads the caller's batch in place: same bits as copying it, input untouched") {
+    struct Spec {
+        std::vector<const char *> layers;
+        std::vector<int64_t> per;
+        bool ids; /* integer ids (Embedding) */
+    };
+    const std::vector<Spec> specs = {
+        {{"Flatten(input_shape=(6, 5))", "Dense(7, activation='relu')", "Dense(3, activation='softmax')"}, {6, 5}, false},
+        {{"Dense(4, activation='tanh', input_shape=(9,))", "Dense(2)"}, {9}, false},
+        {{"Conv2D(3, 3, activation='relu', input_shape=(6, 6, 2))", "MaxPooling2D(2)", "Flatten()", "Dense(3)"},
+         {6, 6, 2}, false},
+        {{"Conv2D(3, 3, padding='same', data_format='channels_first', input_shape=(2, 5, 5))", "Flatten()",
+          "Dense(2)"},
+         {2, 5, 5}, false},
+        {{"Embedding(11, 4, input_length=5)", "Flatten()", "Dense(3)"}, {5}, true},
+        {{"LSTM(6, input_shape=(4, 3))", "Dense(2)"}, {4, 3}, false},
+        {{"Masking(mask_value=0.0, input_shape=(4, 3))", "SimpleRNN(5)", "Dense(2)"}, {4, 3}, false},
+        {{"Dropout(0.5, input_shape=(8,))", "Dense(3)"}, {8}, false},
+        {{"Reshape((4, 2), input_shape=(8,))", "Flatten()"}, {8}, false},
+    };
+    for (size_t k = 0; k < specs.size(); k++) {
+        const Spec &s = specs[k];
+        INFO("model " << k << ": " << std::string(s.layers[0]));
+        nnl_model *m = nnl_model_create();
+        REQUIRE(nnl_model_set_seed(m, 3) == NNL_OK);
+        for (const char *l : s.layers) REQUIRE_MESSAGE(nnl_add(m, l) == NNL_OK, nnl_last_error());
+        REQUIRE_MESSAGE(nnl_compile(m, "SGD()", "mse", nullptr) == NNL_OK, nnl_last_error());
+        int64_t per = 1, n = 13;
+        for (int64_t d : s.per) per *= d;
+        std::vector<float> x((size_t)(n * per));
+        for (size_t i = 0; i < x.size(); i++)
+            x[i] = s.ids ? (float)((i * 7) % 11) : (i % 5 == 0 ? 0.f : (float)std::sin(0.37 * (double)i));
+        const std::vector<float> x0 = x;
+        std::vector<int64_t> xs{n};
+        xs.insert(xs.end(), s.per.begin(), s.per.end());
+        int64_t D = 1;
+        {
+            nnl::Model &mm = *m;
+            D = mm.out_shape().size();
+        }
+        std::vector<float> out((size_t)(n * D), -1.f);
+        REQUIRE_MESSAGE(nnl_predict(m, x.data(), (int)xs.size(), xs.data(), 4, out.data(), (int64_t)out.size()) ==
+                            NNL_OK,
+                        nnl_last_error());
+        CHECK(memcmp(x.data(), x0.data(), x.size() * sizeof(float)) == 0);
+        nnl::Model &mm = *m;
+        bool views_only = true;
+        for (auto &l : mm.layers) views_only = views_only && l->is_view();
+        CHECK(mm.direct_input() == !views_only);
+        /* the old path, batch by batch: the batch copied into act[0] */
+        std::vector<float> ref((size_t)(n * D), -2.f);
+        {
+            nnl::FpScope fp;
+            for (int64_t b0 = 0; b0 < n; b0 += 4) {
+                int64_t B = std::min<int64_t>(4, n - b0);
+                std::fill(mm.act[0], mm.act[0] + 4 * per, NAN);
+                memcpy(mm.act[0], x.data() + b0 * per, (size_t)(B * per) * sizeof(float));
+                mm.forward(B, false, 0);
+                memcpy(ref.data() + b0 * D, mm.act[mm.layers.size()], (size_t)(B * D) * sizeof(float));
+            }
+        }
+        CHECK(memcmp(out.data(), ref.data(), out.size() * sizeof(float)) == 0);
+        /* and act[0] is not read on the direct path: poisoned, the same bits
+           (a later buffer may share its memory: it is dead after the first
+           layer, so nothing checks that it stays poisoned) */
+        if (mm.direct_input()) {
+            std::fill(mm.act[0], mm.act[0] + 4 * per, NAN);
+            std::vector<float> again((size_t)(n * D), -3.f);
+            REQUIRE(nnl_predict(m, x.data(), (int)xs.size(), xs.data(), 4, again.data(), (int64_t)again.size()) ==
+                    NNL_OK);
+            CHECK(memcmp(again.data(), out.data(), out.size() * sizeof(float)) == 0);
+        }
+        nnl_model_free(m);
+    }
+}
