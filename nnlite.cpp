@@ -9193,15 +9193,17 @@ public:
 
     /* Whether inference may read a batch where the caller's array holds it
        rather than copy it into act[0] (K-MLP nnl_predict of 256 samples:
-       the copy was 4.5 % of the call): on the CPU, when the first layer
-       that computes (the views before it, Flatten, Reshape, only alias
-       act[0]) writes its output apart from its input, so nothing writes
-       act[0] and no later layer reads it. */
+       the copy was 4.5 % of the call): on the CPU, when some layer
+       computes. Only the first computing layer reads act[0] (the views
+       before it, Flatten, Reshape, alias it); no layer writes its input, and
+       ensure_batch gives that layer's output a buffer of its own (both are
+       live during its forward). A model of views only returns act[0]
+       itself, so it copies. */
     bool direct_input() const {
         if (gpu) return false;
-        size_t f = 0;
-        while (f < layers.size() && layers[f]->is_view()) f++;
-        return f < layers.size() && act[f + 1] != act[f];
+        for (auto &l : layers)
+            if (!l->is_view()) return true;
+        return false;
     }
 
     void backward(int64_t B, uint64_t seed_) {

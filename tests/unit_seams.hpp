@@ -511,11 +511,11 @@ TEST_CASE("status codes: named by nnl_status_string and listed alike by the Fort
 }
 
 /* Inference reads a batch where the caller's array holds it (Model::
-   direct_input) when the first computing layer writes apart from its
-   input: the outputs are the bits of the old path (the batch copied into
-   act[0], then forward), the caller's array is untouched, and what act[0]
-   holds does not matter. Models that start with views, a Dense, a convolution, an
-   embedding, a recurrent layer, masking, dropout, and one of views only. */
+   direct_input) on the CPU when some layer computes: the outputs are the
+   bits of the old path (the batch copied into act[0], then forward), the
+   caller's array is untouched, and what act[0] holds does not matter.
+   Models that start with views, a Dense, a convolution, an embedding, a
+   recurrent layer, masking, dropout, and one of views only (which copies). */
 TEST_CASE("inference reads the caller's batch in place: same bits as copying it, input untouched") {
     struct Spec {
         std::vector<const char *> layers;
