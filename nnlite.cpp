@@ -1736,8 +1736,8 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
         x = _mm256_broadcast_ss(a5 + o); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (mr == MR && nr == NR) {
-        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
         for (int r = 0; r < MR; r++)
             for (int h = 0; h < 2; h++) {
                 float *c = C + r * ldc + h * 8;
@@ -1747,9 +1747,48 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
             }
         return;
     }
-    alignas(32) float tmp[MR * NR];
-    for (int i = 0; i < 12; i++) _mm256_store_ps(tmp + i * 8, acc[i]);
-    store_tile(tmp, C, ldc, alpha, beta, mr, nr);
+    /* partial tiles (a product's edges) with masks, by the same formula */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int h = 0; h < 2 && h * 8 < nr; h++) {
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)std::min<int64_t>(8, nr - h * 8)), lane);
+        for (int r = 0; r < MR && r < mr; r++) {
+            float *c = C + r * ldc + h * 8;
+            __m256 v = _mm256_mul_ps(va, acc[2 * r + h]);
+            if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
+            _mm256_maskstore_ps(c, m, v);
+        }
+    }
+}
+/* The last panel of a product whose width leaves at most 8 columns in it
+   (R-LENET's 50 filters: 16 + 16 + 16 + 2; 20 filters: 16 + 4): a 6 x 8 tile
+   over the first half of the packed 16-wide panel, half the multiply-adds of
+   ukr_avx2 on columns that are only padding. Each element is the same
+   k-ordered chain of fused multiply-adds as in ukr_avx2, stored by the same
+   formula, so the results are the same bits. */
+__attribute__((target("avx2,fma"))) static void ukr_avx2_n8(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                             const float *b, float *C, int64_t ldc, float alpha,
+                                                             float beta, int64_t mr, int64_t nr) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
+    for (int64_t k = 0; k < kc; k++, b += NR) {
+        __m256 b0 = _mm256_load_ps(b);
+        int64_t o = k * cs;
+        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + o), b0, c0);
+        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + o), b0, c1);
+        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + o), b0, c2);
+        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + o), b0, c3);
+        c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(a4 + o), b0, c4);
+        c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(a5 + o), b0, c5);
+    }
+    __m256 acc[MR] = {c0, c1, c2, c3, c4, c5};
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int r = 0; r < MR && r < mr; r++) { /* ukr_avx2's formula */
+        float *c = C + r * ldc;
+        __m256 v = _mm256_mul_ps(va, acc[r]);
+        if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
+        _mm256_maskstore_ps(c, m, v);
+    }
 }
 /* AVX-512: the same 6 x 16 tile and packing, one zmm per row; k unrolled by
    two into separate accumulators so the FMA latency is hidden. */
@@ -1876,6 +1915,14 @@ static Ukr pick_ukr() {
     return ukr_generic;
 }
 static const Ukr ukr = pick_ukr();
+/* ukr for one tile, or ukr_avx2_n8 where the tile has at most 8 columns */
+static inline void ukr_tile(int64_t kc, const float *a, int64_t rs, int64_t cs, const float *b, float *C, int64_t ldc,
+                            float alpha, float beta, int64_t mr, int64_t nr) {
+#if NNL_X86
+    if (nr <= 8 && ukr == ukr_avx2) return ukr_avx2_n8(kc, a, rs, cs, b, C, ldc, alpha, beta, mr, nr);
+#endif
+    ukr(kc, a, rs, cs, b, C, ldc, alpha, beta, mr, nr);
+}
 /* A kernel over two B panels, where the ISA has registers for it (else NULL). */
 #if NNL_X86
 static const Ukr2 ukr2 = ukr == ukr_avx512 ? ukr2_avx512 : nullptr;
@@ -2116,12 +2163,15 @@ static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *
 }
 #endif
 
-/* Up to this many rows of C (and products below NNL_GEMM_MIN_COST) the
-   AVX-512 small-rows kernel, four rows per pass over B in place, beats
-   packing B: K-MLP inference at batch 16, 90 -> 64 us per call (B, the
-   weights, stays in L2 between the passes). */
+/* Up to this many rows of C (and products of at most NNL_GEMM_SMALL_M_MACS
+   multiply-adds) the AVX-512 small-rows kernel, four rows per pass over B
+   in place, beats packing B: K-MLP inference at batch 16, 90 -> 64 us per
+   call (B, the weights, stays in L2 between the passes). */
 #ifndef NNL_GEMM_SMALL_M
 #define NNL_GEMM_SMALL_M 16
+#endif
+#ifndef NNL_GEMM_SMALL_M_MACS
+#define NNL_GEMM_SMALL_M_MACS 1e7
 #endif
 /* A few-rows product reading at least this many floats of B is split by
    columns over the pool's threads: each reads its share of the weights
@@ -2258,7 +2308,7 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                                  C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
                                  std::min<int64_t>(2 * NR, nc - j));
                         else
-                            ukr(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc,
+                            ukr_tile(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc,
                                 C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
                                 std::min<int64_t>(NR, nc - j));
                     }
@@ -2285,10 +2335,17 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
    with a worker that must be woken (25-40 us there) two threads lose up to
    a cost of 5e6 (0.6-0.75x) and gain from 2.5e7 (1.3-1.8x); with the pool's
    polling worker, K-MLP's products (1.6e7) split make its training 1.1-1.3x
-   faster than one thread on an idle machine and 0.9x with a busy core, and
-   products below 1e7 are too short to be worth a second thread. */
+   faster than one thread on an idle machine and 0.9x with a busy core.
+   Smaller products gain too now that a worker is claimed chunk by chunk (a
+   late worker's chunk is taken by the caller): Zen 3, two threads against
+   one, back to back, median of 7 x 200 calls: 100^3 (cost 1.6e6) 41 -> 24
+   us, 196x50x500 (R-LENET's second convolution at batch 1, 7.6e6) 219 ->
+   127 us, 784x20x25 (its first, 1.1e6) 32 -> 13 us; with the worker asleep
+   (2 ms between calls) within the noise either way. R-LENET batch-1
+   nnl_predict on two threads 320-336 -> 237-239 us at 1e6 (245 at 2e6,
+   the old 1e7: its convolutions ran on one thread). */
 #ifndef NNL_GEMM_MIN_COST
-#define NNL_GEMM_MIN_COST 1e7
+#define NNL_GEMM_MIN_COST 1e6
 #endif
 /* A thread's block of the product: sgemm_block, or the bfloat16 one below
    (bf16::block), which shares this splitting. */
@@ -2305,7 +2362,7 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
         return;
     }
     if (block == sgemm_block && /* float32 (the bf16 tables pass their own block and do their few rows) */
-        (M <= 4 || (M <= NNL_GEMM_SMALL_M && !tb && ukr == ukr_avx512 && M * N * K <= NNL_GEMM_MIN_COST))) {
+        (M <= 4 || (M <= NNL_GEMM_SMALL_M && !tb && ukr == ukr_avx512 && M * N * K <= NNL_GEMM_SMALL_M_MACS))) {
         sgemm_small_m(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         epilogue(C, ldc, M, N, bias, act);
         return;
@@ -2422,7 +2479,7 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
                             ukr2(kc, Ap + ip * MR * kc, 1, MR, bp + jp * NR * kc, bp + (jp + 1) * NR * kc, c, ldc, 1.f,
                                  bet, std::min<int64_t>(MR, mc - i), std::min<int64_t>(2 * NR, N - j));
                         else
-                            ukr(kc, Ap + ip * MR * kc, 1, MR, bp + jp * NR * kc, c, ldc, 1.f, bet,
+                            ukr_tile(kc, Ap + ip * MR * kc, 1, MR, bp + jp * NR * kc, c, ldc, 1.f, bet,
                                 std::min<int64_t>(MR, mc - i), std::min<int64_t>(NR, N - j));
                     }
                     jp += w;

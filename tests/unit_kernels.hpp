@@ -1,4 +1,5 @@
 /* Kernels and the spec parser. Included by unit.cpp. */
+#include <array>
 #include <random>
 
 static std::vector<float> random_vec(size_t n, unsigned seed, float lo = -1.f, float hi = 1.f) {
@@ -55,6 +56,35 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
                             for (int j = c.N; j < ldc; j++) CHECK(C0[i * ldc + j] == C1[i * ldc + j]);
                     }
     }
+    nnl::g_threads = 0;
+}
+
+TEST_CASE("sgemm: a column of C has the same bits whatever the product's width (narrow last panels)") {
+    /* N = 50 and 20 end in a panel of 2 and 4 columns, which the AVX2 path
+       computes with its 6 x 8 tile; N + 8 puts the same columns in a 16-wide
+       tile. Both sum each element in the same order: the same bits. */
+    for (int threads : {1, 2})
+        for (auto c : {std::array<int, 3>{196, 50, 500}, {784, 20, 25}, {13, 3, 300}, {40, 8, 7}, {7, 24, 600}}) {
+            nnl::g_threads = threads;
+            const int M = c[0], N = c[1], K = c[2], W = N + 8;
+            auto A = random_vec((size_t)M * K, 11), B = random_vec((size_t)K * W, 12);
+            std::vector<float> Bn((size_t)K * N);
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < N; j++) Bn[(size_t)k * N + j] = B[(size_t)k * W + j];
+            for (float beta : {0.f, 0.5f}) {
+                auto Cw = random_vec((size_t)M * W, 13);
+                std::vector<float> Cn((size_t)M * N);
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) Cn[(size_t)i * N + j] = Cw[(size_t)i * W + j];
+                nnl::K().sgemm(false, false, M, W, K, 1.5f, A.data(), K, B.data(), W, beta, Cw.data(), W);
+                nnl::K().sgemm(false, false, M, N, K, 1.5f, A.data(), K, Bn.data(), N, beta, Cn.data(), N);
+                int diff = 0;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) diff += Cn[(size_t)i * N + j] != Cw[(size_t)i * W + j];
+                INFO("M=" << M << " N=" << N << " K=" << K << " beta=" << beta << " threads=" << threads);
+                CHECK(diff == 0);
+            }
+        }
     nnl::g_threads = 0;
 }
 

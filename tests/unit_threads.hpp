@@ -34,7 +34,9 @@ TEST_CASE("sgemm is bit-for-bit the same on 1, 2, 3 and 4 threads (blocks of row
     ThreadsGuard g;
     /* every product is above the threshold at which the GEMM splits */
     struct Case { int M, N, K; } cases[] = {{500, 100, 500}, {128, 500, 400}, {1000, 40, 600}, {61, 997, 300},
-                                           {100, 2100, 100}};
+                                           {100, 2100, 100},
+                                           /* small products split too (R-LENET's convolutions at batch 1) */
+                                           {196, 50, 500}, {784, 20, 25}};
     for (auto c : cases)
         REQUIRE((double)c.M * c.N * c.K + 20.0 * ((double)c.M * c.N + (double)c.M * c.K + (double)c.K * c.N) >
                 NNL_GEMM_MIN_COST);
@@ -42,7 +44,7 @@ TEST_CASE("sgemm is bit-for-bit the same on 1, 2, 3 and 4 threads (blocks of row
        samples): below that cost, split by columns because B is large */
     struct Case few[] = {{16, 128, 784}, {5, 256, 300}, {11, 70, 1000}, {16, 500, 500}};
     for (auto c : few) REQUIRE((int64_t)c.N * c.K >= NNL_GEMM_SMALL_SPLIT);
-    std::vector<Case> all(cases, cases + 5);
+    std::vector<Case> all(cases, cases + sizeof cases / sizeof cases[0]);
     all.insert(all.end(), few, few + 4);
     for (auto c : all)
         for (int t = 0; t < 4; t++) {
