@@ -3271,6 +3271,23 @@ template <class V, class F> static inline NNL_INLINE void loop(int64_t n, F f) {
     if (i < n) f(i, V::tail(n - i));
 }
 
+/* The same where f may run twice on an element with the same result (a
+   copy, a max): the last partial vector is the whole vector that ends at
+   n, overlapping the one before, when n >= W. AMD Zen 2/3 store masked
+   vectors (VMASKMOVPS) more than ten times slower than whole ones, and a
+   masked store per call made short loops (im2col's runs of 5 floats)
+   slower than memcpy. Below W the masked tail remains. */
+template <class V, class F> static inline NNL_INLINE void loop_over(int64_t n, F f) {
+    int64_t i = 0;
+    for (; i + V::W <= n; i += V::W) f(i, Full());
+    if (i < n) {
+        if (n >= V::W)
+            f(n - V::W, Full());
+        else
+            f(i, V::tail(n - i));
+    }
+}
+
 /* The dispatch: 0 plain C++, 1 AVX2 + FMA, 2 AVX-512 (lowered by the
    environment, above, and by tests). Unoptimised builds (-O0) inline
    nothing, and the primitives above work only inlined into run_v8/run_v16
@@ -3831,13 +3848,32 @@ template <class F> static inline void for_taps(const Window &g, int64_t od, int6
     }
 }
 
-static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
-    const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, rows = n * P, KW = g.k[2];
-    (void)rows;
-    par_for(rows, rows * row, [&](int64_t lo_, int64_t hi_) {
-        for (int64_t r = lo_; r < hi_; r++) {
-            int64_t b = r / P, p = r % P;
-            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+/* im2col rows lo..hi-1 (sample b, output position p: row b * P + p), each
+   kvol * C values: the window's taps in order, C channels each, zeros
+   for taps in the padding. The copies are vector loops with a masked tail
+   (R-LENET at batch 1 copies runs of 5 and 100 floats: memcpy calls and a
+   division per row made its first convolution's im2col 2x its GEMM). */
+struct Im2colK {
+    template <class V> static void run(const Window *gp, const float *x, float *col, int64_t lo, int64_t hi) {
+        const Window &g = *gp;
+        const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, KW = g.k[2];
+        /* short runs (a first convolution's 5 floats) element by element:
+           no masked store */
+        auto copy = [&](float *o, const float *src, int64_t n) NNL_INLINE {
+            if (n < V::W)
+                for (int64_t j = 0; j < n; j++) o[j] = src[j];
+            else
+                simd::loop_over<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { V::load(src + j, t).store(o + j, t); });
+        };
+        auto zero = [&](float *o, int64_t n) NNL_INLINE {
+            if (n < V::W)
+                for (int64_t j = 0; j < n; j++) o[j] = 0.f;
+            else
+                simd::loop_over<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { V::set(0.f).store(o + j, t); });
+        };
+        int64_t b = lo / P, p = lo % P;
+        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+        for (int64_t r = lo; r < hi; r++) {
             const float *xb = x + b * g.in_size() * C;
             float *o = col + r * row;
             int64_t iw0 = ow * g.s[2] - g.pad[2];
@@ -3848,25 +3884,38 @@ static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
                 for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
                     int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
                     if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
-                        memset(o, 0, (size_t)(KW * C) * sizeof(float));
+                        zero(o, KW * C);
                         continue;
                     }
                     const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
                     if (run) {
-                        memcpy(o, src + iw0 * C, (size_t)(KW * C) * sizeof(float));
+                        copy(o, src + iw0 * C, KW * C);
                         continue;
                     }
                     for (int64_t kw = 0; kw < KW; kw++) {
                         int64_t iw = iw0 + kw * g.d[2];
                         if (iw >= 0 && iw < g.in[2])
-                            memcpy(o + kw * C, src + iw * C, (size_t)C * sizeof(float));
+                            copy(o + kw * C, src + iw * C, C);
                         else
-                            memset(o + kw * C, 0, (size_t)C * sizeof(float));
+                            zero(o + kw * C, C);
                     }
                 }
             }
+            /* the next output position */
+            if (++ow == g.out[2]) {
+                ow = 0;
+                if (++oh == g.out[1]) {
+                    oh = 0;
+                    if (++od == g.out[0]) od = 0, b++;
+                }
+            }
         }
-    });
+    }
+};
+
+static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
+    const int64_t rows = n * g.out_size(), row = g.kvol() * g.C;
+    par_for(rows, rows * row, [&](int64_t lo, int64_t hi) { simd::run<Im2colK>(&g, x, col, lo, hi); });
 }
 
 static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) {
@@ -3936,8 +3985,59 @@ template <class A> static void pool_forward_t(const Window &g, bool max, const f
     });
 }
 
+/* Max pooling with one-byte taps (windows under 255 taps), outputs lo..hi-1:
+   the window's taps inside the input listed once per output, then each
+   vector of channels compared over them in registers; the tap as a float
+   (exact below 2^24), narrowed on the way out (the last vector of
+   channels may overlap the one before: the same values again). The first valid tap is
+   taken as it is, later ones only when greater, as pool_forward_t does
+   (NaN propagates once chosen; the same bits and taps). */
+struct PoolMaxK {
+    template <class V> static void run(const Window *gp, const float *x, float *y, uint8_t *arg, int64_t lo, int64_t hi) {
+        const Window &g = *gp;
+        const int64_t P = g.out_size(), C = g.C;
+        int64_t off[256];
+        float tap[256];
+        for (int64_t r = lo; r < hi; r++) {
+            int64_t b = r / P, p = r % P;
+            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+            int n = 0;
+            for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) NNL_INLINE {
+                off[n] = pos * C;
+                tap[n++] = (float)j;
+            });
+            const float *xb = x + b * g.in_size() * C;
+            float *o = y + r * C;
+            uint8_t *a = arg + r * C;
+            if (n == 0) { /* a window wholly in the padding */
+                for (int64_t c = 0; c < C; c++) o[c] = -INFINITY, a[c] = 0xFF;
+                continue;
+            }
+            simd::loop_over<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
+                V m = V::load(xb + off[0] + c, t), k = V::set(tap[0]);
+                for (int i = 1; i < n; i++) {
+                    V v = V::load(xb + off[i] + c, t);
+                    auto gtm = gt(v, m);
+                    m = sel(gtm, v, m);
+                    k = sel(gtm, V::set(tap[i]), k);
+                }
+                m.store(o + c, t);
+                alignas(64) float kf[V::W];
+                k.store(kf, simd::Full());
+                const int64_t w = std::min<int64_t>(V::W, C - c);
+                for (int64_t q = 0; q < w; q++) a[c + q] = (uint8_t)kf[q];
+            });
+        }
+    }
+};
+
 static void cpu_pool_forward(const Window &g, bool max, const float *x, float *y, void *arg, int64_t n) {
-    if (max && pool_arg_bytes(g) == 4)
+    if (max && pool_arg_bytes(g) == 1) {
+        const int64_t rows = n * g.out_size();
+        par_for(rows, rows * g.C * g.kvol(), [&](int64_t lo, int64_t hi) {
+            simd::run<PoolMaxK>(&g, x, y, (uint8_t *)arg, lo, hi);
+        });
+    } else if (max)
         pool_forward_t(g, max, x, y, (uint32_t *)arg, n);
     else
         pool_forward_t(g, max, x, y, (uint8_t *)arg, n);
