@@ -1747,15 +1747,20 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
             }
         return;
     }
-    /* partial tiles (a product's edges) with masks, by the same formula */
+    /* partial tiles (a product's edges) by the same formula: masked loads,
+       the stores element by element (a masked store, VMASKMOVPS, costs more
+       than ten plain ones on AMD Zen 2/3) */
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    alignas(32) float t[8];
     for (int h = 0; h < 2 && h * 8 < nr; h++) {
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)std::min<int64_t>(8, nr - h * 8)), lane);
+        const int64_t n = std::min<int64_t>(8, nr - h * 8);
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
         for (int r = 0; r < MR && r < mr; r++) {
             float *c = C + r * ldc + h * 8;
             __m256 v = _mm256_mul_ps(va, acc[2 * r + h]);
             if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
-            _mm256_maskstore_ps(c, m, v);
+            _mm256_store_ps(t, v);
+            for (int64_t j = 0; j < n; j++) c[j] = t[j];
         }
     }
 }
@@ -1783,11 +1788,17 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2_n8(int64_t kc, const fl
     __m256 acc[MR] = {c0, c1, c2, c3, c4, c5};
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int r = 0; r < MR && r < mr; r++) { /* ukr_avx2's formula */
+    alignas(32) float t[8];
+    for (int r = 0; r < MR && r < mr; r++) { /* ukr_avx2's formula and stores */
         float *c = C + r * ldc;
         __m256 v = _mm256_mul_ps(va, acc[r]);
         if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
-        _mm256_maskstore_ps(c, m, v);
+        if (nr == 8) {
+            _mm256_storeu_ps(c, v);
+            continue;
+        }
+        _mm256_store_ps(t, v);
+        for (int64_t j = 0; j < nr; j++) c[j] = t[j];
     }
 }
 /* AVX-512: the same 6 x 16 tile and packing, one zmm per row; k unrolled by
