@@ -1719,6 +1719,25 @@ static void ukr_generic(int64_t kc, const float *a, int64_t rs, int64_t cs, cons
 }
 
 #if NNL_X86
+/* The first n (<= 8) columns of a tile row: c = alpha acc + beta c, the
+   full tiles' formula, with a masked load and the stores element by element
+   (a masked store, VMASKMOVPS, costs more than ten plain ones on AMD Zen
+   2/3) */
+__attribute__((target("avx2,fma"))) static inline void store_part_avx2(float *c, __m256 acc, __m256 va, __m256 vb,
+                                                                        float beta, int64_t n) {
+    __m256 v = _mm256_mul_ps(va, acc);
+    if (beta != 0.f) {
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
+    }
+    if (n == 8) {
+        _mm256_storeu_ps(c, v);
+        return;
+    }
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    for (int64_t j = 0; j < n; j++) c[j] = t[j];
+}
 __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float *a, int64_t rs, int64_t cs,
                                                           const float *b, float *C, int64_t ldc, float alpha,
                                                           float beta, int64_t mr, int64_t nr) {
@@ -1747,22 +1766,10 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
             }
         return;
     }
-    /* partial tiles (a product's edges) by the same formula: masked loads,
-       the stores element by element (a masked store, VMASKMOVPS, costs more
-       than ten plain ones on AMD Zen 2/3) */
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    alignas(32) float t[8];
-    for (int h = 0; h < 2 && h * 8 < nr; h++) {
-        const int64_t n = std::min<int64_t>(8, nr - h * 8);
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
-        for (int r = 0; r < MR && r < mr; r++) {
-            float *c = C + r * ldc + h * 8;
-            __m256 v = _mm256_mul_ps(va, acc[2 * r + h]);
-            if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
-            _mm256_store_ps(t, v);
-            for (int64_t j = 0; j < n; j++) c[j] = t[j];
-        }
-    }
+    /* partial tiles (a product's edges) by the same formula */
+    for (int h = 0; h < 2 && h * 8 < nr; h++)
+        for (int r = 0; r < MR && r < mr; r++)
+            store_part_avx2(C + r * ldc + h * 8, acc[2 * r + h], va, vb, beta, std::min<int64_t>(8, nr - h * 8));
 }
 /* The last panel of a product whose width leaves at most 8 columns in it
    (R-LENET's 50 filters: 16 + 16 + 16 + 2; 20 filters: 16 + 4): a 6 x 8 tile
@@ -1787,19 +1794,7 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2_n8(int64_t kc, const fl
     }
     __m256 acc[MR] = {c0, c1, c2, c3, c4, c5};
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    alignas(32) float t[8];
-    for (int r = 0; r < MR && r < mr; r++) { /* ukr_avx2's formula and stores */
-        float *c = C + r * ldc;
-        __m256 v = _mm256_mul_ps(va, acc[r]);
-        if (beta != 0.f) v = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m), v);
-        if (nr == 8) {
-            _mm256_storeu_ps(c, v);
-            continue;
-        }
-        _mm256_store_ps(t, v);
-        for (int64_t j = 0; j < nr; j++) c[j] = t[j];
-    }
+    for (int r = 0; r < MR && r < mr; r++) store_part_avx2(C + r * ldc, acc[r], va, vb, beta, nr);
 }
 /* AVX-512: the same 6 x 16 tile and packing, one zmm per row; k unrolled by
    two into separate accumulators so the FMA latency is hidden. */
@@ -3861,9 +3856,10 @@ template <class F> static inline void for_taps(const Window &g, int64_t od, int6
 
 /* im2col rows lo..hi-1 (sample b, output position p: row b * P + p), each
    kvol * C values: the window's taps in order, C channels each, zeros
-   for taps in the padding. The copies are vector loops with a masked tail
-   (R-LENET at batch 1 copies runs of 5 and 100 floats: memcpy calls and a
-   division per row made its first convolution's im2col 2x its GEMM). */
+   for taps in the padding. Runs of a vector or more are vector loops ending
+   on an overlapping whole vector (simd::loop_over), shorter ones element by
+   element (R-LENET at batch 1 copies runs of 5 and 100 floats: memcpy calls
+   and a division per row made its first convolution's im2col 2x its GEMM). */
 struct Im2colK {
     template <class V> static void run(const Window *gp, const float *x, float *col, int64_t lo, int64_t hi) {
         const Window &g = *gp;
