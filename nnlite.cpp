@@ -2179,6 +2179,18 @@ static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *
 #ifndef NNL_GEMM_SMALL_M_MACS
 #define NNL_GEMM_SMALL_M_MACS 1e7
 #endif
+/* The AVX2 small-rows kernel up to NNL_GEMM_SMALL_M rows: always to 8 rows
+   (two passes over B), to 16 (four passes) while B holds at most this many
+   floats, so that the passes after the first read it from cache. AMD EPYC
+   (Zen 3), against packing B, median of 7 x 200 calls, 1 / 2 threads:
+   K-MLP's 16x128x784 56 -> 42 / 35 -> 24 us, 8x128x784 44 -> 21 / 24 -> 12,
+   16x500x2450 673 -> 589 / 364 -> 358, 16x10x128 2.0 -> 0.9, A^T
+   16x128x784 64 -> 52 / 38 -> 31; 8x1000x9216 9.4 -> 6.8 ms; beyond the
+   limit four passes lose: 16x1000x9216 10.6 -> 12.6 ms, 16x2048x2048
+   0.95x. */
+#ifndef NNL_GEMM_SMALL_M_AVX2_B
+#define NNL_GEMM_SMALL_M_AVX2_B (1 << 21)
+#endif
 /* A few-rows product reading at least this many floats of B is split by
    columns over the pool's threads: each reads its share of the weights
    once, at its core's bandwidth (batch-1 inference is bound by reading
@@ -2189,6 +2201,16 @@ static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *
 #ifndef NNL_GEMM_SMALL_SPLIT
 #define NNL_GEMM_SMALL_SPLIT 65536
 #endif
+/* Whether the small-rows kernel (B read in place, not packed) takes a
+   product of 5 to NNL_GEMM_SMALL_M rows (op(B) not transposed) */
+static bool small_m_fits(int64_t M, int64_t N, int64_t K) {
+#if NNL_X86
+    if (ukr == ukr_avx512) return (double)M * N * K <= NNL_GEMM_SMALL_M_MACS;
+    if (ukr == ukr_avx2) return M <= 8 || (double)N * K <= NNL_GEMM_SMALL_M_AVX2_B;
+#endif
+    (void)M, (void)N, (void)K;
+    return false;
+}
 static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if NNL_X86
@@ -2368,7 +2390,7 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
         return;
     }
     if (block == sgemm_block && /* float32 (the bf16 tables pass their own block and do their few rows) */
-        (M <= 4 || (M <= NNL_GEMM_SMALL_M && !tb && ukr == ukr_avx512 && M * N * K <= NNL_GEMM_SMALL_M_MACS))) {
+        (M <= 4 || (M <= NNL_GEMM_SMALL_M && !tb && small_m_fits(M, N, K)))) {
         sgemm_small_m(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         epilogue(C, ldc, M, N, bias, act);
         return;
@@ -2378,9 +2400,11 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     double cost = (double)M * N * K + 20.0 * ((double)M * N + (double)M * K + (double)K * N);
     /* A few rows against wide weights (batched inference of a few samples)
        is bound by reading B, as in sgemm_small_m: split by columns from the
-       same size on, each thread reading its share of B once. AMD EPYC
-       (Zen 3), two threads, K-MLP nnl_predict of 16 samples (cost 3.9e6):
-       235-250k -> 359-387k samples/s. */
+       same size on, each thread reading its share of B once (the few-row
+       products that small_m_fits leaves here: B^T, or B too large). AMD
+       EPYC (Zen 3), two threads, K-MLP nnl_predict of 16 samples (cost
+       3.9e6, before sgemm_small_m took it): 235-250k -> 359-387k
+       samples/s. */
     bool few = M <= NNL_GEMM_SMALL_M && !split_m && N * K >= NNL_GEMM_SMALL_SPLIT;
     int T = (int)std::min<double>(
         {(double)threads(), (double)units, few ? (double)units : std::ceil(cost / NNL_GEMM_MIN_COST)});

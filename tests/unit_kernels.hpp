@@ -29,7 +29,10 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
                                            /* A read in place (N <= 128), partial last row panel */
                                            {121, 128, 784}, {47, 97, 260},
                                            /* few rows split by columns over the threads (N K >= 65536) */
-                                           {3, 200, 700}, {2, 1000, 70}};
+                                           {3, 200, 700}, {2, 1000, 70},
+                                           /* 5-16 rows: B read in place (AVX2, AVX-512), split by columns;
+                                              16 rows of a B over NNL_GEMM_SMALL_M_AVX2_B floats: packed */
+                                           {16, 128, 784}, {9, 200, 700}, {8, 1050, 2000}, {16, 1050, 2000}};
     for (int threads : {1, 2}) {
         nnl::g_threads = threads;
         for (auto c : cases)
@@ -191,7 +194,7 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
     }
     /* split by columns over two threads (batch-1 inference of a wide layer):
        the same bits as one thread */
-    for (int M : {1, 3})
+    for (int M : {1, 3, 8, 16})
         for (int N : {128, 129, 1000}) {
             int K = 784;
             auto A = random_vec((size_t)M * K, 21), B = random_vec((size_t)K * N, 22);
