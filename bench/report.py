@@ -86,6 +86,49 @@ for line in open(raw):
     elif tag.startswith("gemm") and len(w) == 5:
         gemm[int(w[1])][(tag, int(w[2]))] = (float(w[3]), float(w[4]))
 
+
+
+def step_flops():
+    """{model: training FLOP per sample}, counted from bench/models.h: the
+    multiply-adds of the convolutions and Dense layers, forward, weight
+    gradient and input gradient (none for the first such layer), 2 FLOP each;
+    pooling, activations and the optimizer are not counted. Stride 1 and
+    square kernels, as the seed models have."""
+    import os
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "models.h")).read()
+    res = {}
+    for m in re.finditer(r'\{"(\w+)", \d, \{([\d, ]+)\},\s*\{(.*?), 0\}', src, re.S):
+        dims = [int(v) for v in m.group(2).split(",") if int(v) > 0]
+        first = dims[0] if len(dims) == 3 and "channels_first" in m.group(3) else None
+        if len(dims) == 3:  # (h, w, c): channels last inside this count
+            h, w_, c = (dims[1], dims[2], dims[0]) if first else tuple(dims)
+        else:
+            h, w_, c = 1, 1, 1
+            for v in dims:
+                c *= v
+        macs = []
+        for spec in re.findall(r'"([^"]*)"', m.group(3)):
+            name, a = spec.split("(", 1)
+            if name == "Conv2D":
+                f, kk = int(re.match(r"(\d+)", a).group(1)), int(re.search(r",\s*\(?(\d+)", a).group(1))
+                if "padding='same'" not in a:
+                    h, w_ = h - kk + 1, w_ - kk + 1
+                macs.append(h * w_ * kk * kk * c * f)
+                c = f
+            elif name == "MaxPooling2D":
+                p_ = int(re.match(r"(\d+)", a).group(1))
+                h, w_ = h // p_, w_ // p_
+            elif name == "Flatten":
+                h, w_, c = 1, 1, h * w_ * c
+            elif name == "Dense":
+                u = int(re.match(r"(\d+)", a).group(1))
+                macs.append(h * w_ * c * u)
+                h, w_, c = 1, 1, u
+        if macs:
+            res[m.group(1)] = 2 * (3 * sum(macs) - macs[0])
+    return res
+
+
 quick = meta.get("mode") == "quick"
 NM = " (NOT MEANINGFUL: --quick)" if quick else ""
 names = {"kmlp": "K-MLP", "rmlp": "R-MLP", "tlenet": "T-LENET", "kcnn": "K-CNN", "rlenet": "R-LENET"}
@@ -472,6 +515,7 @@ def verdict(ok_, what):
     return "- %s %s" % ("PASS" if ok_ else "MISS", what)
 
 
+flops = step_flops()
 for case, (n, t, kn, bp) in summary.items():
     m = case[0]
     if m in ("kmlp", "rmlp"):
@@ -490,6 +534,21 @@ for case, (n, t, kn, bp) in summary.items():
             names[m], dataname[case[1]], case[2], r.strip("*"))
         P("- UNRELIABLE: " + what if r == "UNRELIABLE" else
           verdict(float(n[0]["median"]) / float(t[0]["median"]) >= 1.5, what))
+    if m not in ("kmlp", "rmlp") and m in flops:  # the CNN step against the two-core SGEMM ceiling
+        two = best(case, "nnlite", 2)
+        ceil = max([v for n_ in gemm for (lab, th), pair in gemm[n_].items() if th == 2 for v in pair] or [0])
+        what = "%s (%s, batch %d): the whole step on 2 threads at %%s of the two-core SGEMM ceiling (target >= 40 %%%%)" % (
+            names[m], dataname[case[1]], case[2])
+        if two[0] is None:
+            P("- not measured: " + what % "?" + ": no 2-thread nnlite run")
+        elif not ceil:
+            P("- not measured: " + what % "?" + ": no SGEMM in this run (--only gemm measures it)")
+        else:
+            gf = float(two[0]["median"]) * flops[m] / 1e9
+            what = what % ("%.0f %%" % (100 * gf / ceil)) + " (%s samples/s x %.1f MFLOP = %.1f GFLOP/s; ceiling %.1f " \
+                "GFLOP/s, the fastest 2-thread SGEMM of the run, nnlite or OpenBLAS)" % (
+                    k(two[0]["median"]), flops[m] / 1e6, gf, ceil)
+            P("- UNRELIABLE: " + what if not two[1] else verdict(gf / ceil >= 0.4, what))
 for m, target in (("kmlp", 3.0), ("rlenet", 150.0)):
     d = lat_case.get((m, "synth", "nnlite"))
     if d:
