@@ -3881,9 +3881,16 @@ template <class F> static inline void for_taps(const Window &g, int64_t od, int6
 /* im2col rows lo..hi-1 (sample b, output position p: row b * P + p), each
    kvol * C values: the window's taps in order, C channels each, zeros
    for taps in the padding. Runs of a vector or more are vector loops ending
-   on an overlapping whole vector (simd::loop_over), shorter ones element by
-   element (R-LENET at batch 1 copies runs of 5 and 100 floats: memcpy calls
-   and a division per row made its first convolution's im2col 2x its GEMM). */
+   on an overlapping whole vector (simd::loop_over), shorter ones one whole
+   vector where a later run rewrites its tail, else element by element
+   (R-LENET at batch 1 copies runs of 5 and 100 floats: memcpy calls and a
+   division per row made its first convolution's im2col 2x its GEMM). Run
+   by run over a line of output positions, the source row fixed: the one-
+   channel first convolutions' im2col (runs of 3-5 floats) was bound by the
+   per-run index arithmetic. Zen 3, one thread, median of 9 x 20-200 calls:
+   T-LENET's first at batch 64 814-851 -> 478-535 us, K-CNN's 625-672 ->
+   446-470, R-LENET's at batch 1 23 -> 17; runs of 100-288 floats (the
+   second convolutions) within noise. */
 struct Im2colK {
     template <class V> static void run(const Window *gp, const float *x, float *col, int64_t lo, int64_t hi) {
         const Window &g = *gp;
@@ -3902,44 +3909,49 @@ struct Im2colK {
             else
                 simd::loop_over<V>(n, [&](int64_t j, const auto &t) NNL_INLINE { V::set(0.f).store(o + j, t); });
         };
-        int64_t b = lo / P, p = lo % P;
-        int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
-        for (int64_t r = lo; r < hi; r++) {
+        /* one output line (the positions along W of one sample, d and h)
+           at a time, run by run: the source row of a run is the same for
+           the whole line, so the inner loop over positions only copies */
+        for (int64_t r = lo; r < hi;) {
+            const int64_t b = r / P, p = r % P, ow0 = p % g.out[2], oh = p / g.out[2] % g.out[1],
+                          od = p / (g.out[2] * g.out[1]), seg = std::min(hi - r, g.out[2] - ow0);
             const float *xb = x + b * g.in_size() * C;
-            float *o = col + r * row;
-            int64_t iw0 = ow * g.s[2] - g.pad[2];
-            /* the taps along W are one contiguous run when dilation is 1 and all are inside */
-            bool run = g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2];
+            float *o = col + r * row; /* this run's floats in the line's first row */
             for (int64_t kd = 0; kd < g.k[0]; kd++) {
                 int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
                 for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
                     int64_t ih = oh * g.s[1] - g.pad[1] + kh * g.d[1];
                     if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
-                        zero(o, KW * C);
+                        for (int64_t j = 0; j < seg; j++) zero(o + j * row, KW * C);
                         continue;
                     }
                     const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
-                    if (run) {
-                        copy(o, src + iw0 * C, KW * C);
-                        continue;
-                    }
-                    for (int64_t kw = 0; kw < KW; kw++) {
-                        int64_t iw = iw0 + kw * g.d[2];
-                        if (iw >= 0 && iw < g.in[2])
-                            copy(o + kw * C, src + iw * C, C);
-                        else
-                            zero(o + kw * C, C);
+                    const float *end = col + (r + 1) * row; /* the end of row r + j: end + j * row */
+                    for (int64_t j = 0; j < seg; j++) {
+                        float *oj = o + j * row;
+                        int64_t iw0 = (ow0 + j) * g.s[2] - g.pad[2];
+                        /* the taps along W are one contiguous run when dilation is 1 and all are inside */
+                        if (g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2]) {
+                            /* a short run as one whole vector where the image row
+                               holds it and a later run of this row rewrites the
+                               floats past it (each run writes all of its own) */
+                            if (KW * C < V::W && iw0 * C + V::W <= g.in[2] * C && oj + V::W <= end + j * row)
+                                V::load(src + iw0 * C, simd::Full()).store(oj, simd::Full());
+                            else
+                                copy(oj, src + iw0 * C, KW * C);
+                            continue;
+                        }
+                        for (int64_t kw = 0; kw < KW; kw++) {
+                            int64_t iw = iw0 + kw * g.d[2];
+                            if (iw >= 0 && iw < g.in[2])
+                                copy(oj + kw * C, src + iw * C, C);
+                            else
+                                zero(oj + kw * C, C);
+                        }
                     }
                 }
             }
-            /* the next output position */
-            if (++ow == g.out[2]) {
-                ow = 0;
-                if (++oh == g.out[1]) {
-                    oh = 0;
-                    if (++od == g.out[0]) od = 0, b++;
-                }
-            }
+            r += seg;
         }
     }
 };

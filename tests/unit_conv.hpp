@@ -169,6 +169,60 @@ TEST_CASE("BatchNormalization: moving statistics, inference, non-trainable count
     CHECK(s.find("Non-trainable params: 4 ") != std::string::npos);
 }
 
+TEST_CASE("im2col equals a naive gather, writes nothing past its rows, on 1 and 2 threads (short runs as vectors)") {
+    /* first convolutions (one channel, runs of 3-7 floats shorter than a
+       vector), several channels, strides, dilation, 1-D and 3-D */
+    struct W { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+    const W ws[] = {{2, {1, 28, 28}, 1, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 28, 28}, 1, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same"},
+                    {2, {1, 28, 28}, 1, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 9, 9}, 1, {1, 7, 7}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 30, 31}, 1, {1, 5, 5}, {1, 2, 2}, {1, 1, 1}, "same"},
+                    /* the last row's last run has room for a whole vector in its image row */
+                    {2, {1, 24, 24}, 1, {1, 3, 3}, {1, 8, 8}, {1, 1, 1}, "valid"},
+                    {2, {1, 14, 14}, 3, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 12, 13}, 2, {1, 3, 3}, {1, 1, 1}, {1, 2, 2}, "same"},
+                    {2, {1, 14, 14}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {1, {1, 1, 50}, 1, {1, 1, 3}, {1, 1, 1}, {1, 1, 1}, "causal"},
+                    {3, {5, 6, 17}, 1, {2, 2, 4}, {1, 1, 1}, {1, 1, 1}, "same"}};
+    const int64_t n = 3, guard = 64;
+    int keep = nnl::g_threads;
+    for (auto &w : ws) {
+        nnl::Window g;
+        g.C = w.C;
+        for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
+        nnl::window_outputs(g, w.nd, w.pad, "test");
+        const int64_t P = g.out_size(), row = g.kvol() * g.C, S = g.in_size() * g.C;
+        auto x = random_vec((size_t)(n * S), 31);
+        std::vector<float> ref((size_t)(n * P * row));
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t p = 0; p < P; p++) {
+                int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+                float *o = ref.data() + (b * P + p) * row;
+                for (int64_t kd = 0; kd < g.k[0]; kd++)
+                    for (int64_t kh = 0; kh < g.k[1]; kh++)
+                        for (int64_t kw = 0; kw < g.k[2]; kw++)
+                            for (int64_t c = 0; c < g.C; c++) {
+                                int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0],
+                                        ih = oh * g.s[1] - g.pad[1] + kh * g.d[1],
+                                        iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+                                bool in = id >= 0 && id < g.in[0] && ih >= 0 && ih < g.in[1] && iw >= 0 && iw < g.in[2];
+                                *o++ = in ? x[(size_t)(b * S + ((id * g.in[1] + ih) * g.in[2] + iw) * g.C + c)] : 0.f;
+                            }
+            }
+        for (int threads : {1, 2}) {
+            nnl::g_threads = threads;
+            std::vector<float> col(ref.size() + guard, -7.f);
+            nnl::K().im2col(g, x.data(), col.data(), n);
+            INFO("in " << g.in[0] << "x" << g.in[1] << "x" << g.in[2] << " C=" << g.C << " k " << g.k[1] << "x"
+                       << g.k[2] << " " << w.pad << " threads=" << threads);
+            CHECK(std::equal(ref.begin(), ref.end(), col.begin()));
+            CHECK(std::all_of(col.begin() + (ptrdiff_t)ref.size(), col.end(), [](float v) { return v == -7.f; }));
+        }
+    }
+    nnl::g_threads = keep;
+}
+
 TEST_CASE("convolution results do not depend on the thread count") {
     nnl_model m1, m2;
     std::vector<float> x = random_vec(64 * 12 * 12 * 3, 21);
