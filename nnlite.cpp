@@ -2401,7 +2401,7 @@ static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
     /* A few rows against wide weights (batched inference of a few samples)
        is bound by reading B, as in sgemm_small_m: split by columns from the
        same size on, each thread reading its share of B once (the few-row
-       products that small_m_fits leaves here: B^T, or B too large). AMD
+       products small_m_fits leaves here: B^T, or too large for it). AMD
        EPYC (Zen 3), two threads, K-MLP nnl_predict of 16 samples (cost
        3.9e6, before sgemm_small_m took it): 235-250k -> 359-387k
        samples/s. */
@@ -3926,16 +3926,15 @@ struct Im2colK {
                         continue;
                     }
                     const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
-                    const float *end = col + (r + 1) * row; /* the end of row r + j: end + j * row */
                     for (int64_t j = 0; j < seg; j++) {
-                        float *oj = o + j * row;
+                        float *oj = o + j * row, *oe = col + (r + j + 1) * row; /* row r + j: its run, its end */
                         int64_t iw0 = (ow0 + j) * g.s[2] - g.pad[2];
                         /* the taps along W are one contiguous run when dilation is 1 and all are inside */
                         if (g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2]) {
                             /* a short run as one whole vector where the image row
                                holds it and a later run of this row rewrites the
                                floats past it (each run writes all of its own) */
-                            if (KW * C < V::W && iw0 * C + V::W <= g.in[2] * C && oj + V::W <= end + j * row)
+                            if (KW * C < V::W && iw0 * C + V::W <= g.in[2] * C && oj + V::W <= oe)
                                 V::load(src + iw0 * C, simd::Full()).store(oj, simd::Full());
                             else
                                 copy(oj, src + iw0 * C, KW * C);
