@@ -11,6 +11,7 @@ UNRELIABLE, and every ratio it would enter is printed as UNRELIABLE too. A
 between <!-- NAME: begin --> and <!-- NAME: end --> markers in FILE (written
 by busy_core.sh, lstm_run.sh, ptb_run.sh) are carried over at the end.
 """
+import os
 import re
 import sys
 from collections import defaultdict
@@ -94,14 +95,12 @@ def step_flops():
     gradient and input gradient (none for the first such layer), 2 FLOP each;
     pooling, activations and the optimizer are not counted. Stride 1 and
     square kernels, as the seed models have."""
-    import os
     src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "models.h")).read()
     res = {}
     for m in re.finditer(r'\{"(\w+)", \d, \{([\d, ]+)\},\s*\{(.*?), 0\}', src, re.S):
         dims = [int(v) for v in m.group(2).split(",") if int(v) > 0]
-        first = dims[0] if len(dims) == 3 and "channels_first" in m.group(3) else None
         if len(dims) == 3:  # (h, w, c): channels last inside this count
-            h, w_, c = (dims[1], dims[2], dims[0]) if first else tuple(dims)
+            h, w_, c = (dims[1], dims[2], dims[0]) if "channels_first" in m.group(3) else tuple(dims)
         else:
             h, w_, c = 1, 1, 1
             for v in dims:
