@@ -3985,6 +3985,315 @@ static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) 
     });
 }
 
+/* ---- A convolution of one input channel, without im2col ----
+   The first convolution of an image model (T-LENET's 5x5, 20 filters;
+   K-CNN's 3x3, 32): as a GEMM its depth is the kernel's volume (25, 9),
+   too short for the packed kernel, and its columns are kvol times the
+   input, written and read again by forward and by the weight gradient.
+   Here each sample is read in place (or from a zero-padded copy for
+   padding), the filters padded to whole vectors: forward keeps PB output
+   positions x NV filter vectors in registers over the taps (one broadcast
+   input value per position and tap); the weight gradient keeps TG taps x
+   NV filter vectors over the positions. AMD EPYC (Zen 3), median of 7 x
+   5 calls, against im2col + the GEMM: T-LENET's first convolution at
+   batch 512, forward with tanh 15.7-15.9 -> 10.0-10.1 ms on one thread
+   (7.9-8.1 -> 5.0-6.1 on two), weight gradient 16.6-17.2 -> 6.4-6.7 ms
+   (11.6-13.2 -> 3.1-3.3); K-CNN's at batch 120, 2.8 -> 2.2-2.4 and 3.7-3.9
+   -> 1.0 ms on one thread. */
+namespace conv1 {
+/* The input as the kernels read it: in place when the windows need no
+   padding, else a zero-padded copy of each sample (ext, strides S0, S1) */
+struct Geo {
+    int64_t ext[3], S0, S1, taps, P;
+    bool copy = false;
+    explicit Geo(const Window &g) : taps(g.kvol()), P(g.out_size()) {
+        for (int i = 0; i < 3; i++) {
+            ext[i] = (g.out[i] - 1) * g.s[i] + (g.k[i] - 1) * g.d[i] + 1;
+            copy = copy || g.pad[i] > 0 || ext[i] > g.in[i];
+        }
+        S1 = copy ? ext[2] : g.in[2];
+        S0 = copy ? ext[1] * ext[2] : g.in[1] * g.in[2];
+    }
+    int64_t padded_size() const { return copy ? ext[0] * ext[1] * ext[2] : 0; }
+    const float *sample(const Window &g, const float *xb, float *buf) const {
+        if (!copy) return xb;
+        for (int64_t a = 0; a < ext[0]; a++)
+            for (int64_t h = 0; h < ext[1]; h++) {
+                int64_t id = a - g.pad[0], ih = h - g.pad[1];
+                float *o = buf + a * S0 + h * S1;
+                bool row = id >= 0 && id < g.in[0] && ih >= 0 && ih < g.in[1];
+                const float *src = xb + (id * g.in[1] + ih) * g.in[2];
+                for (int64_t w = 0; w < ext[2]; w++) {
+                    int64_t iw = w - g.pad[2];
+                    o[w] = row && iw >= 0 && iw < g.in[2] ? src[iw] : 0.f;
+                }
+            }
+        return buf;
+    }
+    /* the offset of each tap from a window's first input (taps in the
+       kernel's order: depth, height, width) */
+    void tap_offsets(const Window &g, int64_t *off) const {
+        for (int64_t a = 0, t = 0; a < g.k[0]; a++)
+            for (int64_t h = 0; h < g.k[1]; h++)
+                for (int64_t w = 0; w < g.k[2]; w++) off[t++] = a * g.d[0] * S0 + h * g.d[1] * S1 + w * g.d[2];
+    }
+    /* the offset of output position (od, oh, 0)'s first input */
+    int64_t line(const Window &g, int64_t od, int64_t oh) const { return od * g.s[0] * S0 + oh * g.s[1] * S1; }
+};
+
+/* Filter vectors per register block: three where at least three remain
+   (but four go as two and two), else what remains. */
+static inline int block_vectors(int64_t rem) { return rem >= 3 && rem != 4 ? 3 : (int)std::min<int64_t>(rem, 2); }
+/* Twelve accumulators a block (AVX2 has sixteen registers: with NV filter
+   vectors and a broadcast input, 12 + NV + 1 <= 16) */
+constexpr int ACC = 12;
+
+/* The kernels' scratch: the filters padded to whole vectors (w: taps x
+   lw), a padded sample (x), the output gradients of a run of positions
+   padded (d), one output line (line), the taps' offsets (off), the
+   positions' offsets (pos) */
+struct Bufs {
+    float *w, *x, *d, *line;
+    int64_t *off, *pos;
+};
+/* ... per thread, grown once (outside the vector kernels, which call
+   nothing): positions = the most in one run of DwK, 0 for FwdK */
+static Bufs buffers(const Window &g, int64_t lw, int64_t positions) {
+    struct Scratch {
+        std::vector<float> w, x, d, line;
+        std::vector<int64_t> off, pos;
+    };
+    static thread_local Scratch s;
+    auto grow = [](auto &v, int64_t n) {
+        if ((int64_t)v.size() < n) v.resize((size_t)n);
+        return v.data();
+    };
+    const Geo geo(g);
+    const bool fwd = positions == 0;
+    return {grow(s.w, fwd ? geo.taps * lw : 0), grow(s.x, geo.padded_size()), grow(s.d, positions * lw),
+            grow(s.line, fwd ? (g.out[2] + ACC - 1) / ACC * ACC * lw : 0), grow(s.off, geo.taps + ACC),
+            grow(s.pos, positions)};
+}
+
+
+/* line[ow, v0 ...] for the OW positions of one output line: PB positions
+   at a time (the last block repeats the last position), NV vectors */
+template <class V, int NV, int PB>
+static inline NNL_INLINE void fwd_line(const float *xs, int64_t base, int64_t s2, int64_t OW, const int64_t *off,
+                                       int64_t taps, const float *wp, int64_t lw, float *line) {
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += PB) {
+        int64_t xp[PB];
+        #pragma GCC unroll 12
+        for (int i = 0; i < PB; i++) xp[i] = base + std::min<int64_t>(ow0 + i, OW - 1) * s2;
+        V acc[PB][NV];
+        #pragma GCC unroll 12
+        for (int i = 0; i < PB; i++)
+            #pragma GCC unroll 12
+            for (int v = 0; v < NV; v++) acc[i][v] = V::set(0.f);
+        for (int64_t t = 0; t < taps; t++) {
+            const float *xt = xs + off[t], *wt = wp + t * lw;
+            V wv[NV];
+            #pragma GCC unroll 12
+            for (int v = 0; v < NV; v++) wv[v] = V::load(wt + v * V::W, simd::Full());
+            #pragma GCC unroll 12
+            for (int i = 0; i < PB; i++) {
+                V xb = V::set(xt[xp[i]]);
+                #pragma GCC unroll 12
+                for (int v = 0; v < NV; v++) acc[i][v] = fma(xb, wv[v], acc[i][v]);
+            }
+        }
+        #pragma GCC unroll 12
+        for (int i = 0; i < PB; i++)
+            #pragma GCC unroll 12
+            for (int v = 0; v < NV; v++) acc[i][v].store(line + (ow0 + i) * lw + v * V::W, simd::Full());
+    }
+}
+
+/* y's output lines [l0, l1) (line l: sample l / (out[0] out[1]), its
+   positions along the width, F channels-last values each) = the
+   convolution of x (samples of g.in_size() values) with w (taps x F) */
+struct FwdK {
+    template <class V>
+    static void run(const Window *gp, const Bufs *bp, const float *x, const float *w, int64_t F, float *y, int64_t l0,
+                    int64_t l1) {
+        const Window &g = *gp;
+        const Bufs &s = *bp;
+        const Geo geo(g);
+        const int64_t nvt = (F + V::W - 1) / V::W, lw = nvt * V::W, OW = g.out[2], lines = g.out[0] * g.out[1];
+        for (int64_t t = 0; t < geo.taps; t++)
+            for (int64_t f = 0; f < lw; f++) s.w[t * lw + f] = f < F ? w[t * F + f] : 0.f;
+        geo.tap_offsets(g, s.off);
+        const float *xs = nullptr;
+        for (int64_t l = l0, b = -1; l < l1; l++) {
+            if (l / lines != b) {
+                b = l / lines;
+                xs = geo.sample(g, x + b * g.in_size(), s.x);
+            }
+            const int64_t base = geo.line(g, l % lines / g.out[1], l % g.out[1]);
+            for (int64_t v0 = 0; v0 < nvt;) {
+                int nv = block_vectors(nvt - v0);
+                const float *wp = s.w + v0 * V::W;
+                float *ln = s.line + v0 * V::W;
+                if (nv == 3)
+                    fwd_line<V, 3, ACC / 3>(xs, base, g.s[2], OW, s.off, geo.taps, wp, lw, ln);
+                else if (nv == 2)
+                    fwd_line<V, 2, ACC / 2>(xs, base, g.s[2], OW, s.off, geo.taps, wp, lw, ln);
+                else
+                    fwd_line<V, 1, ACC>(xs, base, g.s[2], OW, s.off, geo.taps, wp, lw, ln);
+                v0 += nv;
+            }
+            for (int64_t ow = 0; ow < OW; ow++) {
+                const float *src = s.line + ow * lw;
+                float *o = y + (l * OW + ow) * F;
+                simd::loop_over<V>(F, [&](int64_t j, const auto &t) NNL_INLINE { V::load(src + j, t).store(o + j, t); });
+            }
+        }
+    }
+};
+
+/* part[t, v0 ...] += the products of TG taps from t summed over P
+   positions (pos: the offsets of their first inputs in xs; dp: their
+   output gradients, rows of lw), NV vectors of filters */
+template <class V, int NV, int TG>
+static inline NNL_INLINE void dw_taps(const float *xs, const int64_t *pos, int64_t P, const int64_t *off,
+                                      const float *dp, int64_t lw, float *part) {
+    V acc[TG][NV];
+    #pragma GCC unroll 12
+    for (int t = 0; t < TG; t++)
+        #pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) acc[t][v] = V::load(part + t * lw + v * V::W, simd::Full());
+    int64_t o[TG];
+    #pragma GCC unroll 12
+    for (int t = 0; t < TG; t++) o[t] = off[t];
+    for (int64_t p = 0; p < P; p++) {
+        V d[NV];
+        #pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) d[v] = V::load(dp + p * lw + v * V::W, simd::Full());
+        const float *xp = xs + pos[p];
+        #pragma GCC unroll 12
+        for (int t = 0; t < TG; t++) {
+            V xb = V::set(xp[o[t]]);
+            #pragma GCC unroll 12
+            for (int v = 0; v < NV; v++) acc[t][v] = fma(xb, d[v], acc[t][v]);
+        }
+    }
+    #pragma GCC unroll 12
+    for (int t = 0; t < TG; t++)
+        #pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) acc[t][v].store(part + t * lw + v * V::W, simd::Full());
+}
+
+/* The rows of a group's partial weight gradient: the taps rounded up to a
+   multiple of every tap block (4, 6, 12); the extra rows take tap 0's
+   products and are never read */
+static inline int64_t part_rows(int64_t taps) { return (taps + ACC - 1) / ACC * ACC; }
+
+/* part (part_rows(taps) x lw, lw = F rounded up to whole vectors) = the
+   weight gradient of output lines [l0, l1) (as FwdK numbers them): x as
+   FwdK reads it, dz the output gradients (positions x F), summed line by
+   line in order */
+struct DwK {
+    /* the most positions in a run, for groups of up to n lines */
+    static int64_t positions(const Window &g, int64_t n) { return std::min(g.out_size(), n * g.out[2]); }
+    template <class V>
+    static void run(const Window *gp, const Bufs *bp, const float *x, const float *dz, int64_t F, float *part,
+                    int64_t l0, int64_t l1) {
+        const Window &g = *gp;
+        const Bufs &s = *bp;
+        const Geo geo(g);
+        const int64_t nvt = (F + V::W - 1) / V::W, lw = nvt * V::W, OW = g.out[2], lines = g.out[0] * g.out[1],
+                      rows = part_rows(geo.taps);
+        geo.tap_offsets(g, s.off);
+        for (int64_t t = geo.taps; t < rows; t++) s.off[t] = s.off[0];
+        for (int64_t i = 0; i < rows * lw; i++) part[i] = 0.f;
+        for (int64_t l = l0; l < l1;) { /* the run of lines [l, e) of one sample */
+            const int64_t b = l / lines, e = std::min(l1, (b + 1) * lines), np = (e - l) * OW;
+            const float *xs = geo.sample(g, x + b * g.in_size(), s.x), *db = dz + l * OW * F;
+            int64_t *pos = s.pos;
+            float *dp = s.d;
+            for (int64_t i = l, p = 0; i < e; i++) {
+                const int64_t base = geo.line(g, i % lines / g.out[1], i % g.out[1]), s2 = g.s[2];
+                for (int64_t ow = 0; ow < OW; ow++) pos[p++] = base + ow * s2;
+            }
+            for (int64_t p = 0; p < np; p++) { /* dz's rows padded to whole vectors */
+                for (int64_t f = 0; f < F; f++) dp[p * lw + f] = db[p * F + f];
+                for (int64_t f = F; f < lw; f++) dp[p * lw + f] = 0.f;
+            }
+            for (int64_t v0 = 0; v0 < nvt;) {
+                int nv = block_vectors(nvt - v0);
+                const int tg = ACC / nv;
+                for (int64_t t0 = 0; t0 < geo.taps; t0 += tg) {
+                    const int64_t *o = s.off + t0;
+                    float *pt = part + t0 * lw + v0 * V::W;
+                    if (nv == 3)
+                        dw_taps<V, 3, ACC / 3>(xs, pos, np, o, dp + v0 * V::W, lw, pt);
+                    else if (nv == 2)
+                        dw_taps<V, 2, ACC / 2>(xs, pos, np, o, dp + v0 * V::W, lw, pt);
+                    else
+                        dw_taps<V, 1, ACC>(xs, pos, np, o, dp + v0 * V::W, lw, pt);
+                }
+                v0 += nv;
+            }
+            l = e;
+        }
+    }
+};
+struct WidthK {
+    template <class V> static int64_t run(int64_t F) { return (F + V::W - 1) / V::W * V::W; }
+};
+} // namespace conv1
+
+/* Whether a convolution takes the kernels above (CPU, float32): one input
+   channel and a window of more than one tap or a stride (the rest are a
+   plain product) */
+static bool conv1_applies(const Window &g) {
+    return g.C == 1 && !(g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]);
+}
+
+/* y = act(conv(x, w) + bias) over n samples, channels-last. Threads take
+   ranges of output lines (a single large image splits too); bias and act
+   follow every few lines, while they are in cache. */
+static void cpu_conv1_forward(const Window &g, const float *x, const float *w, int64_t F, const float *bias, Act act,
+                              float *y, int64_t n) {
+    const int64_t lines = n * g.out[0] * g.out[1], OW = g.out[2], per = std::max<int64_t>(1, 16384 / (OW * F));
+    const int64_t lw = simd::run<conv1::WidthK>(F);
+    par_for(lines, lines * OW * F * g.kvol(), [&](int64_t lo, int64_t hi) {
+        const conv1::Bufs b = conv1::buffers(g, lw, 0);
+        for (int64_t l = lo; l < hi; l += per) {
+            int64_t m = std::min(per, hi - l);
+            simd::run<conv1::FwdK>(&g, &b, x, w, F, y, l, l + m);
+            epilogue(y + l * OW * F, F, m * OW, F, bias, act);
+        }
+    });
+}
+
+/* dw (taps x F) = the weight gradient over n samples. The output lines
+   go in fixed groups (at most 32, whatever the thread count), each summed
+   into its own partial in line order, the partials then added in group
+   order: the same bits on any number of threads. part: the caller's
+   buffer (grown once). */
+static void cpu_conv1_weight_grad(const Window &g, const float *x, const float *dz, int64_t F, float *dw, int64_t n,
+                                  std::vector<float> &part) {
+    const int64_t lw = simd::run<conv1::WidthK>(F), rows = conv1::part_rows(g.kvol()), sz = rows * lw;
+    /* (a group of at least 512 positions: fewer lines would spend more on
+       their partial than on their products) */
+    const int64_t lines = n * g.out[0] * g.out[1], want = std::min<int64_t>(32, (lines * g.out[2] + 511) / 512),
+                  per = (lines + want - 1) / want, groups = (lines + per - 1) / per;
+    part.resize((size_t)(groups * sz));
+    par_for(groups, lines * g.out[2] * F * g.kvol(), [&](int64_t lo, int64_t hi) {
+        const conv1::Bufs b = conv1::buffers(g, lw, conv1::DwK::positions(g, per));
+        for (int64_t c = lo; c < hi; c++)
+            simd::run<conv1::DwK>(&g, &b, x, dz, F, part.data() + c * sz, c * per, std::min(lines, (c + 1) * per));
+    });
+    const int64_t taps = g.kvol();
+    for (int64_t t = 0; t < taps; t++)
+        for (int64_t f = 0; f < F; f++) {
+            float s = 0.f;
+            for (int64_t c = 0; c < groups; c++) s += part[(size_t)(c * sz + t * lw + f)];
+            dw[t * F + f] = s;
+        }
+}
+
 template <class A> static void pool_forward_t(const Window &g, bool max, const float *x, float *y, A *arg, int64_t n) {
     const int64_t P = g.out_size(), C = g.C, rows = n * P;
     const A none = (A)~(A)0;
@@ -5239,6 +5548,7 @@ public:
     Act act;
     Window g;
     std::vector<float> gt; /* dW^T [filters, kvol * C] when backward computes it that way */
+    std::vector<float> parts; /* the weight gradient's partial sums (cpu_conv1_weight_grad) */
 
     Conv(Args &a, int nd_, const char *cls_) : nd(nd_) {
         cls = cls_;
@@ -5319,6 +5629,9 @@ public:
         return act != ACT_LINEAR && act != ACT_RELU && fused_epilogue() && !mask_in && !mask_out;
     }
     bool direct() const { return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]; }
+    /* one input channel on the CPU in float32: cpu_conv1_forward and
+       cpu_conv1_weight_grad, without im2col */
+    bool one_channel() const { return &K() == &cpu_kernels && conv1_applies(g); }
     int64_t col_row() const { return g.kvol() * g.C; }
     /* Samples per im2col block: up to 2 MB of columns. Smaller blocks (512 KB)
        stayed in L2 but left the weight-gradient GEMM a depth of one sample's
@@ -5377,7 +5690,9 @@ public:
         float *zc = cf && !cl_out ? ycl(B) : z;
         const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
         const float *bias = use_bias ? weights[1].w : nullptr;
-        for (int64_t b0 = 0; b0 < B; b0 += nb) {
+        const bool c1 = one_channel();
+        if (c1) cpu_conv1_forward(g, xc, weights[0].w, filters, ep ? bias : nullptr, ep ? act : ACT_LINEAR, zc, B);
+        for (int64_t b0 = 0; b0 < B && !c1; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             const float *cm = xc + b0 * S;
             if (!direct()) {
@@ -5421,9 +5736,11 @@ public:
         /* dW = col^T dz, or (dz^T col)^T when the kernel's tiles fit that
            shape better (CPU): R-LENET's 50 filters fill 78 % of two 32-wide
            panels but 93 % of nine 6-row tiles (1.3x faster product) */
-        const bool swap = &K() == &cpu_kernels && gemm::tile_fill(filters, R) > 1.05 * gemm::tile_fill(R, filters);
+        const bool c1 = one_channel(), swap = !c1 && &K() == &cpu_kernels &&
+                                              gemm::tile_fill(filters, R) > 1.05 * gemm::tile_fill(R, filters);
         if (swap) gt.resize((size_t)(filters * R)); /* the same size every call: allocated once */
-        for (int64_t b0 = 0; b0 < B; b0 += nb) {
+        if (c1) cpu_conv1_weight_grad(g, xc, dzc, filters, weights[0].g, B, parts);
+        for (int64_t b0 = 0; b0 < B && !c1; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             const float *cm = xc + b0 * S;
             if (!direct()) {

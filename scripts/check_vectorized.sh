@@ -37,10 +37,11 @@ if [ -z "$obj" ]; then
 fi
 objdump -d -r -C --no-show-raw-insn "$obj" >"$tmp/dis" || exit 1
 
-# kernel [needs vsqrtps] [may call log, once per row]
+# kernel[:sqrt: needs vsqrtps][:log: may call log, once per row]
 kernels="SgdK RmspropK:sqrt AdagradK:sqrt AdadeltaK:sqrt AdamK:sqrt AdamaxK NadamK:sqrt
 ClipValueK ScaleK SumsqK MulK AddRowsK BiasActK ActBackwardK SoftmaxK SoftmaxBackwardK
-ColAccK ScaleShiftK BnSumsK BnDxK XentLogitsK:log XentProbsK:log PointLossK Im2colK PoolMaxK"
+ColAccK ScaleShiftK BnSumsK BnDxK XentLogitsK:log XentProbsK:log PointLossK Im2colK PoolMaxK
+conv1::FwdK conv1::DwK"
 
 # the instructions of every function whose name contains $1
 body() {
@@ -52,7 +53,7 @@ body() {
 fail=0
 printf '%-18s %-5s %8s %8s  %s\n' kernel isa packed calls result
 for spec in $kernels; do
-    k=${spec%%:*}
+    k=${spec%%:[[:lower:]]*} # (a namespace's :: is part of the name)
     opts=${spec#"$k"}
     for isa in v8 v16; do
         reg=$([ $isa = v8 ] && echo ymm || echo zmm)

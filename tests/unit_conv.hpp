@@ -21,6 +21,8 @@ TEST_CASE("gradient check: Conv1D, Conv2D, Conv3D in both data formats") {
         gradcheck_layer(("Conv2D(2, 3, dilation_rate=2, padding='same', use_bias=False" + df + ")").c_str(),
                         S({5, 5, 1}, {1, 5, 5}));
         gradcheck_layer(("Conv2D(3, 1" + df + ")").c_str(), S({3, 3, 4}, {4, 3, 3})); /* 1x1: no im2col */
+        /* one input channel, 20 filters (three vectors of AVX2, the last partial): no im2col either */
+        gradcheck_layer(("Conv2D(20, 5, activation='tanh'" + df + ")").c_str(), S({7, 6, 1}, {1, 7, 6}));
         gradcheck_layer(("Conv3D(2, (2, 3, 2), strides=(1, 2, 1), padding='same'" + df + ")").c_str(),
                         S({3, 4, 3, 2}, {2, 3, 4, 3}), false, 2);
     }
@@ -221,6 +223,86 @@ TEST_CASE("im2col equals a naive gather, writes nothing past its rows, on 1 and 
         }
     }
     nnl::g_threads = keep;
+}
+
+TEST_CASE("one-channel convolutions without im2col: forward and weight gradient equal the products in double, "
+          "the same bits on 1 and 2 threads, at every SIMD level, nothing written past the output") {
+    /* the seed models' first convolutions, then strides, dilation, padding,
+       1-D and 3-D, filter counts around the vector widths (1, 7, 16, 20,
+       33, 50: one to four vectors, partial last ones), one tap with a
+       stride, kernels of 1-49 taps */
+    struct W { int nd; int64_t in[3], k[3], s[3], d[3]; const char *pad; int64_t F; };
+    const W ws[] = {{2, {1, 28, 28}, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid", 20},
+                    {2, {1, 28, 28}, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, "valid", 32},
+                    {2, {1, 28, 28}, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same", 20},
+                    {2, {1, 13, 11}, {1, 3, 2}, {1, 2, 3}, {1, 1, 1}, "same", 33},
+                    {2, {1, 12, 12}, {1, 3, 3}, {1, 1, 1}, {1, 2, 2}, "valid", 7},
+                    {2, {1, 9, 9}, {1, 7, 7}, {1, 1, 1}, {1, 1, 1}, "valid", 1},
+                    {2, {1, 6, 30}, {1, 1, 4}, {1, 1, 1}, {1, 1, 1}, "valid", 50},
+                    {1, {1, 1, 50}, {1, 1, 3}, {1, 1, 1}, {1, 1, 2}, "causal", 9},
+                    {3, {5, 6, 7}, {2, 2, 3}, {1, 1, 2}, {1, 1, 1}, "same", 16},
+                    {2, {1, 5, 5}, {1, 1, 1}, {1, 2, 2}, {1, 1, 1}, "valid", 4}};
+    const int64_t guard = 40;
+    const int keep = nnl::g_threads, keep_level = nnl::simd::level;
+    for (auto &w : ws)
+        for (int64_t n : {1, 70}) { /* 70 samples: the weight gradient's groups of lines cross samples */
+            nnl::Window g;
+            for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
+            nnl::window_outputs(g, w.nd, w.pad, "test");
+            REQUIRE(nnl::conv1_applies(g));
+            const int64_t P = g.out_size(), T = g.kvol(), S = g.in_size(), F = w.F;
+            auto x = random_vec((size_t)(n * S), 41), k = random_vec((size_t)(T * F), 42),
+                 dz = random_vec((size_t)(n * P * F), 43);
+            /* the reference: each output's window gathered as im2col does, sums in double */
+            std::vector<double> y_ref((size_t)(n * P * F)), dw_ref((size_t)(T * F)), dw_abs((size_t)(T * F));
+            for (int64_t b = 0; b < n; b++)
+                for (int64_t p = 0; p < P; p++) {
+                    int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+                    for (int64_t t = 0; t < T; t++) {
+                        int64_t kd = t / (g.k[1] * g.k[2]), kh = t / g.k[2] % g.k[1], kw = t % g.k[2];
+                        int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0], ih = oh * g.s[1] - g.pad[1] + kh * g.d[1],
+                                iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+                        if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) continue;
+                        double xv = x[(size_t)(b * S + (id * g.in[1] + ih) * g.in[2] + iw)];
+                        for (int64_t f = 0; f < F; f++) {
+                            y_ref[(size_t)((b * P + p) * F + f)] += xv * k[(size_t)(t * F + f)];
+                            double d = xv * dz[(size_t)((b * P + p) * F + f)];
+                            dw_ref[(size_t)(t * F + f)] += d;
+                            dw_abs[(size_t)(t * F + f)] += std::fabs(d);
+                        }
+                    }
+                }
+            std::vector<float> y0, dw0;
+            for (int level = 0; level <= nnl::simd::level_from_cpu(); level++)
+                for (int threads : {1, 2}) {
+                    nnl::simd::level = level;
+                    nnl::g_threads = threads;
+                    INFO("in " << g.in[0] << "x" << g.in[1] << "x" << g.in[2] << " k " << g.k[0] << "x" << g.k[1]
+                               << "x" << g.k[2] << " " << w.pad << " F=" << F << " n=" << n << " level " << level
+                               << " threads=" << threads);
+                    std::vector<float> y((size_t)(n * P * F + guard), -7.f), dw((size_t)(T * F)), parts;
+                    nnl::cpu_conv1_forward(g, x.data(), k.data(), F, nullptr, nnl::ACT_LINEAR, y.data(), n);
+                    nnl::cpu_conv1_weight_grad(g, x.data(), dz.data(), F, dw.data(), n, parts);
+                    double ey = 0, ew = 0;
+                    for (size_t i = 0; i < y_ref.size(); i++)
+                        ey = std::max(ey, std::fabs(y[i] - y_ref[i]) / (1.0 + std::fabs(y_ref[i])));
+                    for (size_t i = 0; i < dw_ref.size(); i++)
+                        ew = std::max(ew, std::fabs(dw[i] - dw_ref[i]) / (1.0 + dw_abs[i]));
+                    CHECK(ey < 1e-5);
+                    CHECK(ew < 1e-5);
+                    CHECK(std::all_of(y.end() - guard, y.end(), [](float v) { return v == -7.f; }));
+                    y.resize((size_t)(n * P * F));
+                    if (threads == 1) {
+                        y0 = y;
+                        dw0 = dw;
+                    } else {
+                        CHECK(y == y0);
+                        CHECK(dw == dw0);
+                    }
+                }
+        }
+    nnl::g_threads = keep;
+    nnl::simd::level = keep_level;
 }
 
 TEST_CASE("convolution results do not depend on the thread count") {
