@@ -4243,12 +4243,14 @@ struct WidthK {
 };
 } // namespace conv1
 
-/* Whether a convolution takes the kernels above (CPU, float32): one input
-   channel and a window of more than one tap or a stride (the rest are a
-   plain product) */
-static bool conv1_applies(const Window &g) {
-    return g.C == 1 && !(g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]);
+/* A window of one tap, stride 1, no padding: the convolution is a plain
+   product of the input and the kernel, no im2col */
+static bool pointwise(const Window &g) {
+    return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2];
 }
+/* Whether a convolution takes the kernels above (on the CPU, in float32):
+   one input channel, and not pointwise */
+static bool conv1_applies(const Window &g) { return g.C == 1 && !pointwise(g); }
 
 /* y = act(conv(x, w) + bias) over n samples, channels-last. Threads take
    ranges of output lines (a single large image splits too); bias and act
@@ -5628,7 +5630,7 @@ public:
     bool act_absorbable() const {
         return act != ACT_LINEAR && act != ACT_RELU && fused_epilogue() && !mask_in && !mask_out;
     }
-    bool direct() const { return g.kvol() == 1 && g.s[0] * g.s[1] * g.s[2] == 1 && !g.pad[0] && !g.pad[1] && !g.pad[2]; }
+    bool direct() const { return pointwise(g); }
     /* one input channel on the CPU in float32: cpu_conv1_forward and
        cpu_conv1_weight_grad, without im2col */
     bool one_channel() const { return &K() == &cpu_kernels && conv1_applies(g); }
