@@ -4048,6 +4048,11 @@ static inline int block_vectors(int64_t rem) { return rem >= 3 && rem != 4 ? 3 :
    vectors and a broadcast input, 12 + NV + 1 <= 16) */
 constexpr int ACC = 12;
 
+/* The rows of a group's partial weight gradient: the taps rounded up to a
+   multiple of every tap block (4, 6, 12); the extra rows take tap 0's
+   products and are never read */
+static inline int64_t part_rows(int64_t taps) { return (taps + ACC - 1) / ACC * ACC; }
+
 /* The kernels' scratch: the filters padded to whole vectors (w: taps x
    lw), a padded sample (x), the output gradients of a run of positions
    padded (d), one output line (line), the taps' offsets (off), the
@@ -4057,8 +4062,10 @@ struct Bufs {
     int64_t *off, *pos;
 };
 /* ... per thread, grown once (outside the vector kernels, which call
-   nothing): positions = the most in one run of DwK, 0 for FwdK */
-static Bufs buffers(const Window &g, int64_t lw, int64_t positions) {
+   nothing), with the taps' offsets filled in (part_rows of them, the
+   extra ones tap 0's) and, for FwdK, the padded filters (w: the kernel,
+   taps x F): positions = the most in one run of DwK, 0 for FwdK */
+static Bufs buffers(const Window &g, int64_t lw, int64_t positions, const float *w = nullptr, int64_t F = 0) {
     struct Scratch {
         std::vector<float> w, x, d, line;
         std::vector<int64_t> off, pos;
@@ -4070,11 +4077,42 @@ static Bufs buffers(const Window &g, int64_t lw, int64_t positions) {
     };
     const Geo geo(g);
     const bool fwd = positions == 0;
-    return {grow(s.w, fwd ? geo.taps * lw : 0), grow(s.x, geo.padded_size()), grow(s.d, positions * lw),
-            grow(s.line, fwd ? (g.out[2] + ACC - 1) / ACC * ACC * lw : 0), grow(s.off, geo.taps + ACC),
-            grow(s.pos, positions)};
+    const int64_t rows = part_rows(geo.taps);
+    Bufs b = {grow(s.w, fwd ? geo.taps * lw : 0), grow(s.x, geo.padded_size()), grow(s.d, positions * lw),
+              grow(s.line, fwd ? (g.out[2] + ACC - 1) / ACC * ACC * lw : 0), grow(s.off, rows), grow(s.pos, positions)};
+    geo.tap_offsets(g, b.off);
+    for (int64_t t = geo.taps; t < rows; t++) b.off[t] = b.off[0];
+    for (int64_t t = 0; t < (fwd ? geo.taps : 0); t++)
+        for (int64_t f = 0; f < lw; f++) b.w[t * lw + f] = f < F ? w[t * F + f] : 0.f;
+    return b;
 }
 
+/* A register block: R rows of NV vectors, rows ld floats apart in memory */
+template <class V, int R, int NV> static inline NNL_INLINE void block_load(V (&acc)[R][NV], const float *p, int64_t ld) {
+    #pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+        #pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) acc[r][v] = V::load(p + r * ld + v * V::W, simd::Full());
+}
+template <class V, int R, int NV> static inline NNL_INLINE void block_store(V (&acc)[R][NV], float *p, int64_t ld) {
+    #pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+        #pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) acc[r][v].store(p + r * ld + v * V::W, simd::Full());
+}
+/* acc[r][v] += x[idx[r]] b[v]: R broadcast inputs times NV vectors */
+template <class V, int R, int NV>
+static inline NNL_INLINE void outer_add(V (&acc)[R][NV], const float *x, const int64_t *idx, const float *b) {
+    V bv[NV];
+    #pragma GCC unroll 12
+    for (int v = 0; v < NV; v++) bv[v] = V::load(b + v * V::W, simd::Full());
+    #pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        V xb = V::set(x[idx[r]]);
+        #pragma GCC unroll 12
+        for (int v = 0; v < NV; v++) acc[r][v] = fma(xb, bv[v], acc[r][v]);
+    }
+}
 
 /* line[ow, v0 ...] for the OW positions of one output line: PB positions
    at a time (the last block repeats the last position), NV vectors */
@@ -4090,22 +4128,8 @@ static inline NNL_INLINE void fwd_line(const float *xs, int64_t base, int64_t s2
         for (int i = 0; i < PB; i++)
             #pragma GCC unroll 12
             for (int v = 0; v < NV; v++) acc[i][v] = V::set(0.f);
-        for (int64_t t = 0; t < taps; t++) {
-            const float *xt = xs + off[t], *wt = wp + t * lw;
-            V wv[NV];
-            #pragma GCC unroll 12
-            for (int v = 0; v < NV; v++) wv[v] = V::load(wt + v * V::W, simd::Full());
-            #pragma GCC unroll 12
-            for (int i = 0; i < PB; i++) {
-                V xb = V::set(xt[xp[i]]);
-                #pragma GCC unroll 12
-                for (int v = 0; v < NV; v++) acc[i][v] = fma(xb, wv[v], acc[i][v]);
-            }
-        }
-        #pragma GCC unroll 12
-        for (int i = 0; i < PB; i++)
-            #pragma GCC unroll 12
-            for (int v = 0; v < NV; v++) acc[i][v].store(line + (ow0 + i) * lw + v * V::W, simd::Full());
+        for (int64_t t = 0; t < taps; t++) outer_add<V, PB, NV>(acc, xs + off[t], xp, wp + t * lw);
+        block_store<V, PB, NV>(acc, line + ow0 * lw, lw);
     }
 }
 
@@ -4114,15 +4138,11 @@ static inline NNL_INLINE void fwd_line(const float *xs, int64_t base, int64_t s2
    convolution of x (samples of g.in_size() values) with w (taps x F) */
 struct FwdK {
     template <class V>
-    static void run(const Window *gp, const Bufs *bp, const float *x, const float *w, int64_t F, float *y, int64_t l0,
-                    int64_t l1) {
+    static void run(const Window *gp, const Bufs *bp, const float *x, int64_t F, float *y, int64_t l0, int64_t l1) {
         const Window &g = *gp;
         const Bufs &s = *bp;
         const Geo geo(g);
         const int64_t nvt = (F + V::W - 1) / V::W, lw = nvt * V::W, OW = g.out[2], lines = g.out[0] * g.out[1];
-        for (int64_t t = 0; t < geo.taps; t++)
-            for (int64_t f = 0; f < lw; f++) s.w[t * lw + f] = f < F ? w[t * F + f] : 0.f;
-        geo.tap_offsets(g, s.off);
         const float *xs = nullptr;
         for (int64_t l = l0, b = -1; l < l1; l++) {
             if (l / lines != b) {
@@ -4158,35 +4178,14 @@ template <class V, int NV, int TG>
 static inline NNL_INLINE void dw_taps(const float *xs, const int64_t *pos, int64_t P, const int64_t *off,
                                       const float *dp, int64_t lw, float *part) {
     V acc[TG][NV];
-    #pragma GCC unroll 12
-    for (int t = 0; t < TG; t++)
-        #pragma GCC unroll 12
-        for (int v = 0; v < NV; v++) acc[t][v] = V::load(part + t * lw + v * V::W, simd::Full());
+    block_load<V, TG, NV>(acc, part, lw);
     int64_t o[TG];
     #pragma GCC unroll 12
     for (int t = 0; t < TG; t++) o[t] = off[t];
-    for (int64_t p = 0; p < P; p++) {
-        V d[NV];
-        #pragma GCC unroll 12
-        for (int v = 0; v < NV; v++) d[v] = V::load(dp + p * lw + v * V::W, simd::Full());
-        const float *xp = xs + pos[p];
-        #pragma GCC unroll 12
-        for (int t = 0; t < TG; t++) {
-            V xb = V::set(xp[o[t]]);
-            #pragma GCC unroll 12
-            for (int v = 0; v < NV; v++) acc[t][v] = fma(xb, d[v], acc[t][v]);
-        }
-    }
-    #pragma GCC unroll 12
-    for (int t = 0; t < TG; t++)
-        #pragma GCC unroll 12
-        for (int v = 0; v < NV; v++) acc[t][v].store(part + t * lw + v * V::W, simd::Full());
+    for (int64_t p = 0; p < P; p++) outer_add<V, TG, NV>(acc, xs + pos[p], o, dp + p * lw);
+    block_store<V, TG, NV>(acc, part, lw);
 }
 
-/* The rows of a group's partial weight gradient: the taps rounded up to a
-   multiple of every tap block (4, 6, 12); the extra rows take tap 0's
-   products and are never read */
-static inline int64_t part_rows(int64_t taps) { return (taps + ACC - 1) / ACC * ACC; }
 
 /* part (part_rows(taps) x lw, lw = F rounded up to whole vectors) = the
    weight gradient of output lines [l0, l1) (as FwdK numbers them): x as
@@ -4203,8 +4202,6 @@ struct DwK {
         const Geo geo(g);
         const int64_t nvt = (F + V::W - 1) / V::W, lw = nvt * V::W, OW = g.out[2], lines = g.out[0] * g.out[1],
                       rows = part_rows(geo.taps);
-        geo.tap_offsets(g, s.off);
-        for (int64_t t = geo.taps; t < rows; t++) s.off[t] = s.off[0];
         for (int64_t i = 0; i < rows * lw; i++) part[i] = 0.f;
         for (int64_t l = l0; l < l1;) { /* the run of lines [l, e) of one sample */
             const int64_t b = l / lines, e = std::min(l1, (b + 1) * lines), np = (e - l) * OW;
@@ -4260,10 +4257,10 @@ static void cpu_conv1_forward(const Window &g, const float *x, const float *w, i
     const int64_t lines = n * g.out[0] * g.out[1], OW = g.out[2], per = std::max<int64_t>(1, 16384 / (OW * F));
     const int64_t lw = simd::run<conv1::WidthK>(F);
     par_for(lines, lines * OW * F * g.kvol(), [&](int64_t lo, int64_t hi) {
-        const conv1::Bufs b = conv1::buffers(g, lw, 0);
+        const conv1::Bufs b = conv1::buffers(g, lw, 0, w, F);
         for (int64_t l = lo; l < hi; l += per) {
             int64_t m = std::min(per, hi - l);
-            simd::run<conv1::FwdK>(&g, &b, x, w, F, y, l, l + m);
+            simd::run<conv1::FwdK>(&g, &b, x, F, y, l, l + m);
             epilogue(y + l * OW * F, F, m * OW, F, bias, act);
         }
     });
