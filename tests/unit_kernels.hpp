@@ -142,38 +142,49 @@ TEST_CASE("the portable micro-kernel agrees with the SIMD one") {
    sanitizer build does not.) */
 template <int R> static void small_rows_case(bool avx512) {
     /* N = 130 and K = 300: several k-blocks of the AVX2 kernel; N = 1100:
-       several column groups of it, the last one partial */
-    for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 130, 1100})
+       several column groups of it, the last one partial, and several
+       passes of the AVX-512 kernel. Strides: ldb = N + 1 (rows start
+       anywhere), and ldb a multiple of 16 with B `shift` floats past a
+       64-byte line (the AVX-512 kernel lays its vectors on the lines, its
+       first lanes before B and C masked off); C sits `shift` floats into
+       its buffer, whose head must stay untouched. */
+    for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 128, 130, 1100})
         for (int K : {1, 5, 300})
             for (int ta = 0; ta < 2; ta++)
-                for (float beta : {0.f, 0.5f}) {
-                    int lda = (ta ? R : K) + 3, ldb = N + 1, ldc = N + 2;
-                    auto A = random_vec((size_t)(ta ? K : R) * lda, 11);
-                    auto B = random_vec((size_t)K * ldb, 12);
-                    auto C0 = random_vec((size_t)R * ldc, 13);
-                    auto C1 = C0;
-                    int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
-                    if (avx512)
-                        nnl::gemm::small_rows_avx512_n<R>(N, K, 1.5f, A.data(), ars, aks, B.data(), ldb, beta,
-                                                          C0.data(), ldc);
-                    else
-                        nnl::gemm::small_rows_avx2r_n<R>(N, K, 1.5f, A.data(), ars, aks, B.data(), ldb, beta,
-                                                         C0.data(), ldc);
-                    naive_gemm(ta, false, R, N, K, 1.5f, A.data(), lda, B.data(), ldb, beta, C1.data(), ldc);
-                    INFO("R=" << R << " N=" << N << " K=" << K << " ta=" << ta << " beta=" << beta
-                              << (avx512 ? " avx512" : " avx2"));
-                    double worst = 0;
-                    for (int i = 0; i < R; i++)
-                        for (int j = 0; j < ldc; j++) {
-                            size_t q = (size_t)i * ldc + j;
-                            if (j >= N) { /* the padding between rows is never written */
-                                CHECK(C0[q] == C1[q]);
-                                continue;
+                for (float beta : {0.f, 0.5f})
+                    for (int shift : {-1, 0, 4, 15}) {
+                        int lda = (ta ? R : K) + 3, ldb = shift < 0 ? N + 1 : (N + 15) / 16 * 16 + 16,
+                            ldc = N + 2, cpad = shift < 0 ? 0 : shift;
+                        auto A = random_vec((size_t)(ta ? K : R) * lda, 11);
+                        auto Bbuf = random_vec((size_t)K * ldb + 16, 12);
+                        float *B = Bbuf.data();
+                        if (shift >= 0) /* B[0] `shift` floats past a line */
+                            B += ((uintptr_t)(16 + shift) - (uintptr_t)B / sizeof(float) % 16) % 16;
+                        auto C0 = random_vec((size_t)(R * ldc + cpad), 13);
+                        auto C1 = C0;
+                        int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
+                        if (avx512)
+                            nnl::gemm::small_rows_avx512_n<R>(N, K, 1.5f, A.data(), ars, aks, B, ldb, beta,
+                                                              C0.data() + cpad, ldc);
+                        else
+                            nnl::gemm::small_rows_avx2r_n<R>(N, K, 1.5f, A.data(), ars, aks, B, ldb, beta,
+                                                             C0.data() + cpad, ldc);
+                        naive_gemm(ta, false, R, N, K, 1.5f, A.data(), lda, B, ldb, beta, C1.data() + cpad, ldc);
+                        INFO("R=" << R << " N=" << N << " K=" << K << " ta=" << ta << " beta=" << beta
+                                  << " ldb=" << ldb << " shift=" << shift << (avx512 ? " avx512" : " avx2"));
+                        double worst = 0;
+                        for (int q = 0; q < cpad; q++) CHECK(C0[(size_t)q] == C1[(size_t)q]); /* before C */
+                        for (int i = 0; i < R; i++)
+                            for (int j = 0; j < ldc; j++) {
+                                size_t q = (size_t)(cpad + i * ldc + j);
+                                if (j >= N) { /* the padding between rows is never written */
+                                    CHECK(C0[q] == C1[q]);
+                                    continue;
+                                }
+                                worst = std::max(worst, (double)std::fabs(C0[q] - C1[q]) / (1.0 + std::fabs(C1[q])));
                             }
-                            worst = std::max(worst, (double)std::fabs(C0[q] - C1[q]) / (1.0 + std::fabs(C1[q])));
-                        }
-                    CHECK(worst < 1e-4 * std::sqrt((double)K));
-                }
+                        CHECK(worst < 1e-4 * std::sqrt((double)K));
+                    }
 }
 
 TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive product") {
