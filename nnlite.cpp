@@ -2276,7 +2276,9 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
                     }
             }
         };
-        /* column blocks of 64 (whole register blocks of either kernel) */
+        /* column blocks of 64: whole register blocks of the AVX2 kernel;
+           each starts as far past a 64-byte line as B does, so the AVX-512
+           kernel lays a thread's vectors on the same lines as one thread's */
         int64_t blocks = (N + 63) / 64;
         int T = (int)std::min<int64_t>(threads(), blocks);
         if (T <= 1 || N * K < NNL_GEMM_SMALL_SPLIT) {
