@@ -144,10 +144,11 @@ int main(int argc, char **argv) {
     float out[16];
     double *lat = (double *)malloc(sizeof(double) * (size_t)calls);
     if (!lat) return 1;
-    for (i = 0; i < 50; i++) CHECK(nnl_predict(m, x + (size_t)(i % 50) * feat, bm->rank + 1, s1, 1, out, 16));
+    int64_t ns = n < 50 ? n : 50; /* the samples the calls cycle through */
+    for (i = 0; i < 50; i++) CHECK(nnl_predict(m, x + (size_t)(i % ns) * feat, bm->rank + 1, s1, 1, out, 16));
     for (i = 0; i < calls; i++) {
         double a = now();
-        CHECK(nnl_predict(m, x + (size_t)(i % 50) * feat, bm->rank + 1, s1, 1, out, 16));
+        CHECK(nnl_predict(m, x + (size_t)(i % ns) * feat, bm->rank + 1, s1, 1, out, 16));
         lat[i] = now() - a;
     }
     qsort(lat, (size_t)calls, sizeof(double), bench_cmp_double);

@@ -146,44 +146,57 @@ template <int R> static void small_rows_case(bool avx512) {
        passes of the AVX-512 kernel. Strides: ldb = N + 1 (rows start
        anywhere), and ldb a multiple of 16 with B `shift` floats past a
        64-byte line (the AVX-512 kernel lays its vectors on the lines, its
-       first lanes before B and C masked off); C sits `shift` floats into
-       its buffer, whose head must stay untouched. */
-    for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 128, 130, 1100})
+       first lanes before B and C masked off), also with ldb = N (one row
+       read as one stream); C sits `shift` floats into its buffer, whose
+       head must stay untouched. */
+    for (int N : {1, 7, 8, 9, 16, 17, 24, 25, 63, 64, 65, 128, 130, 192, 1100})
         for (int K : {1, 5, 300})
             for (int ta = 0; ta < 2; ta++)
                 for (float beta : {0.f, 0.5f})
-                    for (int shift : {-1, 0, 4, 15}) {
-                        int lda = (ta ? R : K) + 3, ldb = shift < 0 ? N + 1 : (N + 15) / 16 * 16 + 16,
-                            ldc = N + 2, cpad = shift < 0 ? 0 : shift;
+                    for (int shift : {-1, 0, 4, 15, 16 + 4, 16 + 13}) {
+                        /* shift 16 + s: ldb = N (B's rows contiguous: one row's
+                           kernel reads them as one stream when N is a multiple
+                           of 16; a column is a dot product, N = 1) */
+                        int lda = (ta ? R : K) + 3,
+                            ldb = shift < 0 ? N + 1 : shift >= 16 ? N : (N + 15) / 16 * 16 + 16,
+                            ldc = N + 2, cpad = shift < 0 ? 0 : shift % 16;
                         auto A = random_vec((size_t)(ta ? K : R) * lda, 11);
                         auto Bbuf = random_vec((size_t)K * ldb + 16, 12);
                         float *B = Bbuf.data();
                         if (shift >= 0) /* B[0] `shift` floats past a line */
-                            B += ((uintptr_t)(16 + shift) - (uintptr_t)B / sizeof(float) % 16) % 16;
-                        auto C0 = random_vec((size_t)(R * ldc + cpad), 13);
-                        auto C1 = C0;
-                        int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
-                        if (avx512)
-                            nnl::gemm::small_rows_avx512_n<R>(N, K, 1.5f, A.data(), ars, aks, B, ldb, beta,
-                                                              C0.data() + cpad, ldc);
-                        else
-                            nnl::gemm::small_rows_avx2r_n<R>(N, K, 1.5f, A.data(), ars, aks, B, ldb, beta,
-                                                             C0.data() + cpad, ldc);
-                        naive_gemm(ta, false, R, N, K, 1.5f, A.data(), lda, B, ldb, beta, C1.data() + cpad, ldc);
-                        INFO("R=" << R << " N=" << N << " K=" << K << " ta=" << ta << " beta=" << beta
-                                  << " ldb=" << ldb << " shift=" << shift << (avx512 ? " avx512" : " avx2"));
-                        double worst = 0;
-                        for (int q = 0; q < cpad; q++) CHECK(C0[(size_t)q] == C1[(size_t)q]); /* before C */
-                        for (int i = 0; i < R; i++)
-                            for (int j = 0; j < ldc; j++) {
-                                size_t q = (size_t)(cpad + i * ldc + j);
-                                if (j >= N) { /* the padding between rows is never written */
-                                    CHECK(C0[q] == C1[q]);
-                                    continue;
+                            B += ((uintptr_t)(16 + shift % 16) - (uintptr_t)B / sizeof(float) % 16) % 16;
+                        /* one row of at most 16 columns: also the 8-chain kernel
+                           sgemm_small_m takes for it */
+                        for (int narrow = 0; narrow < (avx512 && R == 1 && N <= 16 ? 2 : 1); narrow++) {
+                            auto C0 = random_vec((size_t)(R * ldc + cpad), 13);
+                            auto C1 = C0;
+                            int64_t ars = ta ? 1 : lda, aks = ta ? lda : 1;
+                            if (narrow)
+                                nnl::gemm::small_row_narrow_avx512(N, K, 1.5f, A.data(), aks, B, ldb, beta,
+                                                                   C0.data() + cpad);
+                            else if (avx512)
+                                nnl::gemm::small_rows_avx512_n<R>(N, K, 1.5f, A.data(), ars, aks, B, ldb, beta,
+                                                                  C0.data() + cpad, ldc);
+                            else
+                                nnl::gemm::small_rows_avx2r_n<R>(N, K, 1.5f, A.data(), ars, aks, B, ldb, beta,
+                                                                 C0.data() + cpad, ldc);
+                            naive_gemm(ta, false, R, N, K, 1.5f, A.data(), lda, B, ldb, beta, C1.data() + cpad, ldc);
+                            INFO("R=" << R << " N=" << N << " K=" << K << " ta=" << ta << " beta=" << beta
+                                      << " ldb=" << ldb << " shift=" << shift
+                                      << (narrow ? " narrow" : avx512 ? " avx512" : " avx2"));
+                            double worst = 0;
+                            for (int q = 0; q < cpad; q++) CHECK(C0[(size_t)q] == C1[(size_t)q]); /* before C */
+                            for (int i = 0; i < R; i++)
+                                for (int j = 0; j < ldc; j++) {
+                                    size_t q = (size_t)(cpad + i * ldc + j);
+                                    if (j >= N) { /* the padding between rows is never written */
+                                        CHECK(C0[q] == C1[q]);
+                                        continue;
+                                    }
+                                    worst = std::max(worst, (double)std::fabs(C0[q] - C1[q]) / (1.0 + std::fabs(C1[q])));
                                 }
-                                worst = std::max(worst, (double)std::fabs(C0[q] - C1[q]) / (1.0 + std::fabs(C1[q])));
-                            }
-                        CHECK(worst < 1e-4 * std::sqrt((double)K));
+                            CHECK(worst < 1e-4 * std::sqrt((double)K));
+                        }
                     }
 }
 
@@ -203,17 +216,36 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
         small_rows_case<3>(avx512);
         small_rows_case<4>(avx512);
     }
+    /* one row read as one stream from a B larger than L2 (prefetched) */
+    if (__builtin_cpu_supports("avx512f")) {
+        const int N = 192, K = 1500;
+        auto A = random_vec(K, 31), Bbuf = random_vec((size_t)K * N + 16, 32);
+        float *B = Bbuf.data() + (16 + 5 - (uintptr_t)Bbuf.data() / sizeof(float) % 16) % 16; /* 5 floats past a line */
+        std::vector<float> C0(N + 5, 2.f), C1 = C0;
+        nnl::gemm::small_rows_avx512_n<1>(N, K, 1.f, A.data(), K, 1, B, N, 0.5f, C0.data() + 5, N);
+        naive_gemm(false, false, 1, N, K, 1.f, A.data(), K, B, N, 0.5f, C1.data() + 5, N);
+        for (int j = 0; j < 5; j++) CHECK(C0[(size_t)j] == C1[(size_t)j]); /* before C */
+        double worst = 0;
+        for (int j = 5; j < N + 5; j++)
+            worst = std::max(worst, (double)std::fabs(C0[(size_t)j] - C1[(size_t)j]) / (1.0 + std::fabs(C1[(size_t)j])));
+        CHECK(worst < 1e-4 * std::sqrt((double)K));
+    }
     /* split by columns over two threads (batch-1 inference of a wide layer):
        the same bits as one thread */
     for (int M : {1, 3, 8, 16})
         for (int N : {128, 129, 1000}) {
             int K = 784;
-            auto A = random_vec((size_t)M * K, 21), B = random_vec((size_t)K * N, 22);
+            /* B one float past malloc's alignment: not on a 64-byte line, so
+               one thread reads a whole-width B as one stream
+               (small_row_stream_avx512) and two read column blocks laid on
+               the lines */
+            auto Bbuf = random_vec((size_t)K * N + 1, 22), A = random_vec((size_t)M * K, 21);
+            const float *B = Bbuf.data() + 1;
             std::vector<float> C1((size_t)M * N, -1.f), C2 = C1;
             nnl::g_threads = 1;
-            nnl::K().sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C1.data(), N);
+            nnl::K().sgemm(false, false, M, N, K, 1.f, A.data(), K, B, N, 0.f, C1.data(), N);
             nnl::g_threads = 2;
-            nnl::K().sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C2.data(), N);
+            nnl::K().sgemm(false, false, M, N, K, 1.f, A.data(), K, B, N, 0.f, C2.data(), N);
             nnl::g_threads = 0;
             INFO("M=" << M << " N=" << N);
             CHECK(memcmp(C1.data(), C2.data(), C1.size() * sizeof(float)) == 0);
