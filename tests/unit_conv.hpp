@@ -140,7 +140,8 @@ TEST_CASE("seed CNNs have the parameter counts their sources print") {
         INFO(n.id);
         nnl_model m;
         for (auto *l : n.layers) m.add(l);
-        CHECK((int64_t)m.W.size() == n.params);
+        CHECK(m.param_total == n.params);
+        CHECK(nnl_param_count(&m) == n.params);
     }
 }
 

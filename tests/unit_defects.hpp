@@ -32,14 +32,17 @@ TEST_CASE("adding layers one at a time moves the weight arena O(log) times, keep
         at = m.W.data();
         REQUIRE(m.W.capacity() - m.W.size() <= (size_t)nnl::Model::ARENA_SLACK);
     }
-    CHECK(m.W.size() == 3001u * 72u);
+    CHECK(m.param_total == 3001 * 72);
+    CHECK(m.W.size() == 3000u * 80u + 72u); /* each 8 x 8 kernel and its 8 biases from a 64-byte line */
     CHECK(moves <= 24); /* doubling up to 1M floats, then 1M at a time: ~log2(216k) */
     CHECK(std::equal(first.begin(), first.end(), m.W.begin()));
     /* the pointers of every tensor and of the optimizer's slices follow the moves */
     int64_t off = 0;
     size_t k = 0;
+    CHECK((uintptr_t)m.W.data() % 64 == 0);
     for (auto &l : m.layers)
         for (auto &w : l->weights) {
+            off = nnl::Model::line_up(off); /* every tensor on a 64-byte line */
             CHECK(w.w == m.W.data() + off);
             CHECK(w.g == m.G.data() + off);
             REQUIRE(k < m.slices.size());
@@ -66,7 +69,8 @@ TEST_CASE("a JSON architecture is laid out once, with the weights adding the lay
     CHECK(b.W.capacity() == b.W.size()); /* one exact allocation */
     CHECK(b.W == a.W);                   /* the same RNG draws, in the same order */
     CHECK(b.slices.size() == a.slices.size());
-    CHECK(b.param_total == (int64_t)b.W.size());
+    CHECK(b.param_total == a.param_total);
+    CHECK(b.param_total == nnl_param_count(&b));
 }
 
 TEST_CASE("the layer count is bounded by NNL_MAX_LAYERS in nnl_add too") {

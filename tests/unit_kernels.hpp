@@ -153,7 +153,7 @@ template <int R> static void small_rows_case(bool avx512) {
         for (int K : {1, 5, 300})
             for (int ta = 0; ta < 2; ta++)
                 for (float beta : {0.f, 0.5f})
-                    for (int shift : {-1, 0, 4, 15, 16 + 4, 16 + 13}) {
+                    for (int shift : {-1, 0, 4, 15, 16 + 0, 16 + 4, 16 + 13}) {
                         /* shift 16 + s: ldb = N (B's rows contiguous: one row's
                            kernel reads them as one stream when N is a multiple
                            of 16; a column is a dot product, N = 1) */

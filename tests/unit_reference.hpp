@@ -302,7 +302,7 @@ TEST_CASE("whole model: finite differences of the loss agree with every gradient
     nnl_model m;
     refmodel::build(m, f, f.sgd);
     auto ws = refmodel::tensors(m);
-    std::vector<float> W0 = m.W; /* the moving statistics move at every forward pass: restored at the end */
+    nnl::LineVector W0 = m.W; /* the moving statistics move at every forward pass: restored at the end */
     refmodel::batch_loss(m, f, true);
     /* backward lends the activations' and the pooling indices' memory to
        the gradients (Model::ensure_batch): the pattern of a forward alone */

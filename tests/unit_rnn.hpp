@@ -425,9 +425,9 @@ TEST_CASE("stateful LSTM: fit carries states, reset_states option, model files k
     o.batch_size = 4;
     o.epochs = 1;
     o.reset_states = 1;
-    std::vector<float> w0 = back->W;
+    nnl::LineVector w0 = back->W;
     REQUIRE(nnl_fit(back, x.data(), 3, xs, y.data(), NNL_FLOAT32, 3, ys, &o) == NNL_OK);
-    std::vector<float> w1 = back->W;
+    nnl::LineVector w1 = back->W;
     nnl_model *fresh = nullptr;
     REQUIRE(nnl_load_model(f.c_str(), &fresh) == NNL_OK);
     REQUIRE(nnl_reset_states(fresh) == NNL_OK);
@@ -923,7 +923,7 @@ TEST_CASE("stateful LSTMs (with and without recurrent dropout): a run saved afte
     auto x = random_vec(16 * 5 * 2, 41), y = random_vec(16, 42);
     int64_t xs[3] = {16, 5, 2}, ys[2] = {16, 1};
     auto bits = [](const void *a, const void *b, size_t n) { return memcmp(a, b, n) == 0; };
-    auto same = [&](const std::vector<float> &a, const std::vector<float> &b) {
+    auto same = [&](const auto &a, const auto &b) {
         return a.size() == b.size() && bits(a.data(), b.data(), a.size() * sizeof(float));
     };
     char dir[] = "/tmp/nnlite_rnn_resume_XXXXXX";
