@@ -3572,10 +3572,54 @@ static void cpu_bias_add(float *y, const float *b, int64_t rows, int64_t n) {
     par_for(rows, total, [&](int64_t lo_, int64_t hi_) { simd::run<AddRowsK>(b, y + lo_ * n, hi_ - lo_, n); });
 }
 
+/* s[j] = the sum of column j over the rows, in row order: columns in
+   blocks of up to 4 vectors, summed in registers while the rows stream */
+struct ColSumK {
+    template <class V> static void run(const float *dy, float *s, int64_t rows, int64_t n) {
+        for (int64_t j0 = 0; j0 < n; j0 += 4 * V::W) {
+            const int64_t m = std::min<int64_t>(4 * V::W, n - j0), full = m / V::W, rem = m % V::W;
+            const auto t = V::tail(rem > 0 ? rem : 1);
+            V a[4] = {V::set(0.f), V::set(0.f), V::set(0.f), V::set(0.f)}, at = V::set(0.f);
+            const float *p = dy + j0;
+            for (int64_t r = 0; r < rows; r++, p += n) {
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; q++)
+                    if (q < full) a[q] = a[q] + V::load(p + q * V::W, simd::Full());
+                if (rem) at = at + V::load(p + full * V::W, t);
+            }
+            float *o = s + j0;
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++)
+                if (q < full) a[q].store(o + q * V::W, simd::Full());
+            if (rem) at.store(o + full * V::W, t);
+        }
+    }
+};
+
+/* db = the column sums of dy (rows x n). Rows in fixed groups of about
+   64K values (whatever the thread count, so the sums are the same on any
+   number of threads), each group's sums in row order, the groups' added in
+   order. One group (a Dense layer's batch) is the plain row-order sum. It
+   was a call per row: R-LENET's first convolution (100,352 rows of 20)
+   1.1-1.2 -> 0.2 ms, its backward 3.1-3.6 -> 2.3 ms a step (Intel Xeon,
+   AVX512-FP16 generation, two threads). */
 static void cpu_bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
-    for (int64_t j = 0; j < n; j++) db[j] = 0.f;
-    /* db += each row of dy in turn: dy streams, db stays in cache */
-    for (int64_t r = 0; r < rows; r++) simd::run<AddRowsK>(dy + r * n, db, (int64_t)1, n);
+    if (n <= 0) return;
+    const int64_t per = std::max<int64_t>(16, ((int64_t)1 << 16) / n), groups = (rows + per - 1) / per;
+    if (groups <= 1) {
+        if (rows > 0) simd::run<ColSumK>(dy, db, rows, n);
+        else std::fill(db, db + n, 0.f);
+        return;
+    }
+    thread_local std::vector<float> part; /* grows once */
+    if (part.size() < (size_t)(groups * n)) part.resize((size_t)(groups * n));
+    float *pp = part.data();
+    par_for(groups, rows * n, [&](int64_t lo, int64_t hi) {
+        for (int64_t g = lo; g < hi; g++)
+            simd::run<ColSumK>(dy + g * per * n, pp + g * n, std::min(per, rows - g * per), n);
+    });
+    for (int64_t j = 0; j < n; j++) db[j] = pp[j];
+    for (int64_t g = 1; g < groups; g++) simd::run<AddRowsK>(pp + g * n, db, (int64_t)1, n);
 }
 
 /* ---- Activations ----

@@ -353,6 +353,37 @@ TEST_CASE("sgemm with a bias and activation epilogue equals sgemm, bias_add, act
     nnl::g_threads = 0;
 }
 
+TEST_CASE("bias gradient: column sums of many rows, the same bits on any number of threads") {
+    /* one group (a Dense layer's batch: the plain row-order sum), several
+       fixed groups (a convolution's positions), column blocks beyond 4
+       vectors, ragged column counts */
+    for (int n : {1, 3, 16, 20, 50, 70, 130})
+        for (int rows : {0, 1, 7, 120, 5000, 40000}) {
+            auto dy = random_vec((size_t)rows * n + 1, 43);
+            std::vector<float> d1((size_t)n, -3.f), d2 = d1;
+            nnl::g_threads = 1;
+            nnl::K().bias_grad(dy.data(), d1.data(), rows, n);
+            nnl::g_threads = 2;
+            nnl::K().bias_grad(dy.data(), d2.data(), rows, n);
+            nnl::g_threads = 0;
+            INFO("n=" << n << " rows=" << rows);
+            CHECK(memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)) == 0);
+            for (int j = 0; j < n; j++) {
+                double ref = 0, mag = 0;
+                for (int r = 0; r < rows; r++) {
+                    ref += dy[(size_t)r * n + j];
+                    mag += std::fabs(dy[(size_t)r * n + j]);
+                }
+                CHECK(std::fabs(d1[(size_t)j] - ref) <= 1e-6 * mag + 1e-30);
+                if (rows <= 120) { /* one group: row order */
+                    float s = 0.f;
+                    for (int r = 0; r < rows; r++) s += dy[(size_t)r * n + j];
+                    CHECK(d1[(size_t)j] == s);
+                }
+            }
+        }
+}
+
 TEST_CASE("transpose: every shape, ragged edges, several samples") {
     for (int R : {1, 7, 8, 9, 31, 33, 70})
         for (int C : {1, 5, 8, 16, 20, 41})
