@@ -2217,7 +2217,8 @@ __attribute__((target("avx512f"))) static void small_row_stream_avx512(int64_t K
     const float *b = B - o;                         /* on a line */
     const __m512 z = _mm512_setzero_ps();
     __m512 acc[P], a = _mm512_set1_ps(A[0]);
-    acc[0] = _mm512_fmadd_ps(a, _mm512_maskz_load_ps((__mmask16)~lo, b), z); /* row 0: nothing before B */
+    /* row 0: nothing before B (lanes 0..o-1 not multiplied: 0 * Inf would be a NaN in a column) */
+    acc[0] = _mm512_maskz_fmadd_ps((__mmask16)~lo, a, _mm512_maskz_load_ps((__mmask16)~lo, b), z);
 #pragma GCC unroll 16
     for (int v = 1; v < P; v++) acc[v] = _mm512_fmadd_ps(a, _mm512_load_ps(b + 16 * v), z);
     b += N;
@@ -2243,7 +2244,8 @@ __attribute__((target("avx512f"))) static void small_row_stream_avx512(int64_t K
         }
     for (; k < K; k++) NNL_STREAM_ROW(_mm512_set1_ps(A[k * aks]));
 #undef NNL_STREAM_ROW
-    if (SH) acc[0] = _mm512_fmadd_ps(a, _mm512_maskz_load_ps(lo, b), acc[0]); /* row K - 1's last o columns */
+    if (SH) /* row K - 1's last o columns (the other lanes as they are) */
+        acc[0] = _mm512_mask3_fmadd_ps(a, _mm512_maskz_load_ps(lo, b), acc[0], lo);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
     for (int v = 1; v < P; v++) {

@@ -230,6 +230,20 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
             worst = std::max(worst, (double)std::fabs(C0[(size_t)j] - C1[(size_t)j]) / (1.0 + std::fabs(C1[(size_t)j])));
         CHECK(worst < 1e-4 * std::sqrt((double)K));
     }
+    /* an infinite input in the first or last row of the stream: each column
+       +-Inf as its own products give, no NaN from another column's lanes */
+    if (__builtin_cpu_supports("avx512f"))
+        for (int at : {0, 39}) {
+            const int N = 128, K = 40;
+            auto A = random_vec(K, 33), Bbuf = random_vec((size_t)K * N + 16, 34);
+            float *B = Bbuf.data() + (16 + 4 - (uintptr_t)Bbuf.data() / sizeof(float) % 16) % 16;
+            for (int i = 0; i < K * N; i++) B[i] += B[i] >= 0 ? 0.1f : -0.1f; /* no zero products */
+            A[(size_t)at] = INFINITY;
+            std::vector<float> C(N, 0.f);
+            nnl::gemm::small_rows_avx512_n<1>(N, K, 1.f, A.data(), K, 1, B, N, 0.f, C.data(), N);
+            INFO("A[" << at << "] = inf");
+            for (int j = 0; j < N; j++) CHECK(C[(size_t)j] == (B[at * N + j] > 0 ? INFINITY : -INFINITY));
+        }
     /* split by columns over two threads (batch-1 inference of a wide layer):
        the same bits as one thread */
     for (int M : {1, 3, 8, 16})
