@@ -2329,13 +2329,15 @@ __attribute__((target("avx512f"))) static void small_row_narrow_avx512(int64_t N
    same number of columns o past a 64-byte line, and the vectors are laid
    on the lines: the first starts o columns before B (those lanes masked
    off, in the loads and the stores), so no load straddles two lines. A
-   weight matrix starts anywhere in the model's arena: K-MLP's 784 x 128
-   sits 16 bytes past a line, and its batch-1 product took 5.0 us with a
-   split load per vector, 3.0 us laid on the lines (Intel Xeon, one
-   thread). The vectors go in as few passes over B as the registers allow
-   (12 vectors for one row, 4 for more), as even as can be: K-MLP's 9
-   vectors in one pass took 3.0 us, in passes of 5 and 4 3.5 us, and a
-   pass of one vector would be a single chain of dependent FMAs. */
+   model's weights start on a line (Model::W), but a B here may not (a
+   caller's matrix, a column block of a wide one): K-MLP's 784 x 128, 16
+   bytes past a line, took 5.0 us with a split load per vector, 3.0 us laid
+   on the lines (Intel Xeon, one thread). One row over a contiguous B goes
+   to small_row_stream_avx512 instead. The vectors go in as few passes
+   over B as the registers allow (12 vectors for one row, 4 for more), as
+   even as can be: K-MLP's 9 vectors in one pass took 3.0 us, in passes of
+   5 and 4 3.5 us, and a pass of one vector would be a single chain of
+   dependent FMAs. */
 template <int R>
 static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *A, int64_t ars, int64_t aks,
                                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
@@ -3608,9 +3610,8 @@ struct ColSumK {
 static void cpu_bias_grad(const float *dy, float *db, int64_t rows, int64_t n) {
     if (n <= 0) return;
     const int64_t per = std::max<int64_t>(16, ((int64_t)1 << 16) / n), groups = (rows + per - 1) / per;
-    if (groups <= 1) {
-        if (rows > 0) simd::run<ColSumK>(dy, db, rows, n);
-        else std::fill(db, db + n, 0.f);
+    if (groups <= 1) { /* (no rows: zeros) */
+        simd::run<ColSumK>(dy, db, rows, n);
         return;
     }
     thread_local std::vector<float> part; /* grows once */
