@@ -25,6 +25,10 @@
         }                                                                            \
     } while (0)
 
+/* Seconds of untimed batch-1 calls before the timed ones (every harness:
+   bench_nnlite, kann_mlp, bench_torch.py) */
+#define LATENCY_WARM_SECONDS 0.5
+
 static inline double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

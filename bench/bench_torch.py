@@ -34,6 +34,8 @@ import time
 import warnings
 
 import torch
+
+LATENCY_WARM_SECONDS = 0.5  # untimed batch-1 calls before the timed ones (bench_common.h)
 import torch.nn as nn
 
 ap = argparse.ArgumentParser()
@@ -145,8 +147,10 @@ for _ in range(a.windows):
 model.eval()
 lat = []
 with torch.no_grad():
-    for i in range(50):
+    warm0, i = time.perf_counter(), 0  # untimed calls first, as bench_nnlite
+    while i < 50 or time.perf_counter() - warm0 < LATENCY_WARM_SECONDS:
         model(x[i % 50:i % 50 + 1])
+        i += 1
     for i in range(a.calls):
         xi = x[i % 50:i % 50 + 1]
         t = time.perf_counter()

@@ -253,7 +253,8 @@ P("- A measurement whose windows spread more than %.0f %%, or a peer at 2 thread
 P("  figure (same core type), is rerun (at most %s times); if it still fails it is shown **UNRELIABLE** and no" %
   st.get("retries", "?"))
 P("  ratio is written from it (nor from the best of its framework and thread count, which it might have been).")
-P("- Batch-1 latency: the median of many single-sample calls after training (nnlite `nnl_predict`, PyTorch eager")
+P("- Batch-1 latency: the median of many single-sample calls after training, each harness after 0.5 s of untimed")
+P("  calls (nnlite `nnl_predict`, PyTorch eager")
 P("  under `torch.no_grad()` after `model.eval()`, KANN `kann_apply1`). Peak RSS: `getrusage` of the process")
 P("  (taken before the batched inference).")
 P("- Batched inference: samples/s of back-to-back calls of 1, 16 and 256 samples each (nnlite `nnl_predict` with")
