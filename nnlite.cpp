@@ -3730,6 +3730,24 @@ struct BiasActK {
     }
 };
 
+/* The same on rows that lie end to end (ldx = ldy = n): one run over
+   rows * n values, the bias read from rep (rep[k] = bias[k % n], n + W
+   values) at each vector's phase, so rows of a few vectors' width (a
+   convolution's 20 or 50 filters) waste no lanes on partial vectors.
+   Each value gets exactly the operations BiasActK gives it. */
+struct BiasActFlatK {
+    template <class V> static void run(float *Y, int64_t total, const float *rep, int64_t n, Act a) {
+        with_act(a, [&](auto k) NNL_INLINE {
+            int64_t ph = 0;
+            simd::loop<V>(total, [&](int64_t j, const auto &t) NNL_INLINE {
+                V v = V::load(Y + j, t) + V::load(rep + ph, t);
+                act_f<decltype(k)::value>(v).store(Y + j, t);
+                for (ph += V::W; ph >= n;) ph -= n;
+            });
+        });
+    }
+};
+
 /* dx = dy * act'(x) */
 struct ActBackwardK {
     template <class V>
@@ -3852,6 +3870,17 @@ static void bias_act_rows(float *C, int64_t ldc, int64_t rows, int64_t n, const 
             if (bias) simd::run<AddRowsK>(bias, C + r * ldc, (int64_t)1, n);
             simd::run<SoftmaxK>(C + r * ldc, C + r * ldc, (int64_t)1, n);
         }
+        return;
+    }
+    if (ldc == n && rows > 1 && n % 16 != 0) { /* end to end, rows not whole vectors */
+        if (!bias) {
+            simd::run<BiasActK>((const float *)C, n * rows, C, n * rows, (int64_t)1, n * rows, bias, act);
+            return;
+        }
+        static thread_local std::vector<float> rep; /* grown once per thread */
+        if ((int64_t)rep.size() < n + 16) rep.resize((size_t)(n + 16));
+        for (int64_t k = 0; k < n + 16; k++) rep[(size_t)k] = bias[k % n];
+        simd::run<BiasActFlatK>(C, n * rows, (const float *)rep.data(), n, act);
         return;
     }
     simd::run<BiasActK>((const float *)C, ldc, C, ldc, rows, n, bias, act);

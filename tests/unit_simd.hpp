@@ -278,6 +278,41 @@ TEST_CASE("the fused GEMM epilogue propagates NaN for every activation and SIMD 
             }
 }
 
+TEST_CASE("bias and activation on rows end to end (a convolution's filters) equal them row by row, bit for bit") {
+    std::vector<int> levels = simd_levels();
+    levels.insert(levels.begin(), 0);
+    for (int L : levels)
+        for (int64_t n : {1, 3, 10, 19, 20, 50, 64})
+            for (int64_t rows : {1, 2, 7, 33})
+                for (int a = 0; a < nnl::ACT_COUNT; a++) {
+                    nnl::Act act = (nnl::Act)a;
+                    if (act == nnl::ACT_SOFTMAX) continue; /* a row of its own */
+                    for (bool withb : {true, false}) {
+                        auto x = random_vec((size_t)(rows * n), 61), bias = random_vec((size_t)n, 62);
+                        for (auto &v : x) v *= 4.f;
+                        const int64_t ld = n + 5; /* the same rows apart: the row-by-row path */
+                        std::vector<float> flat = x, apart((size_t)(rows * ld), -7.f);
+                        for (int64_t r = 0; r < rows; r++)
+                            std::copy(x.begin() + r * n, x.begin() + (r + 1) * n, apart.begin() + r * ld);
+                        at_level(L, [&] {
+                            nnl::epilogue(flat.data(), n, rows, n, withb ? bias.data() : nullptr, act);
+                            nnl::epilogue(apart.data(), ld, rows, n, withb ? bias.data() : nullptr, act);
+                        });
+                        INFO("level " << L << " n " << n << " rows " << rows << " act " << nnl::act_names[a]
+                                      << " bias " << withb);
+                        int bad = 0;
+                        for (int64_t r = 0; r < rows; r++)
+                            for (int64_t j = 0; j < n; j++) {
+                                float u = flat[(size_t)(r * n + j)], v = apart[(size_t)(r * ld + j)];
+                                bad += memcmp(&u, &v, sizeof u) != 0;
+                            }
+                        CHECK(bad == 0);
+                        for (int64_t r = 0; r + 1 < rows; r++) /* the gaps untouched */
+                            for (int64_t j = n; j < ld; j++) CHECK(apart[(size_t)(r * ld + j)] == -7.f);
+                    }
+                }
+}
+
 /* One loss on (B, D) outputs: value and gradient at simd level L. */
 static double loss_at(int L, const char *spec, nnl::Act fused, const std::vector<float> &y, const std::vector<float> &z,
                       const std::vector<float> &t, int64_t B, int64_t D, int64_t C, std::vector<float> &g) {
