@@ -4264,7 +4264,11 @@ static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) 
    batch 512, forward with tanh 15.7-15.9 -> 10.0-10.1 ms on one thread
    (7.9-8.1 -> 5.0-6.1 on two), weight gradient 16.6-17.2 -> 6.4-6.7 ms
    (11.6-13.2 -> 3.1-3.3); K-CNN's at batch 120, 2.8 -> 2.2-2.4 and 3.7-3.9
-   -> 1.0 ms on one thread. */
+   -> 1.0 ms on one thread. With stride 1 along the width the weight
+   gradient puts positions in the lanes instead (DwK::run_lanes): Intel
+   Xeon (AVX-512), T-LENET's at batch 512 on two threads, min of 20 calls,
+   3.76 -> 3.09 ms (7.66 -> 7.45 on one); inside a training step, where
+   the gradients come from memory, its layer's backward 14.8 -> 12.2 ms. */
 namespace conv1 {
 /* The input as the kernels read it: in place when the windows need no
    padding, else a zero-padded copy of each sample (ext, strides S0, S1) */
@@ -4317,13 +4321,23 @@ constexpr int ACC = 12;
    multiple of every tap block (4, 6, 12); the extra rows take tap 0's
    products and are never read */
 static inline int64_t part_rows(int64_t taps) { return (taps + ACC - 1) / ACC * ACC; }
+/* DwK with positions in the lanes (stride 1 along the width): blocks of
+   DW_TAPS taps x DW_FILT filters (5 x 4 for 16 lanes, 3 x 3 for fewer:
+   the accumulators and one input vector a tap fit the registers); the taps
+   padded to a multiple of 15 (the extra ones tap 0's), the filters to a
+   multiple of 12 (zero gradients) */
+template <class V> struct DwShape {
+    static constexpr int TG = V::W >= 16 ? 5 : 3, FG = V::W >= 16 ? 4 : 3;
+};
+static inline int64_t lane_taps(int64_t taps) { return (taps + 14) / 15 * 15; }
+static inline int64_t lane_filters(int64_t F) { return (F + 11) / 12 * 12; }
 
 /* The kernels' scratch: the filters padded to whole vectors (w: taps x
    lw), a padded sample (x), the output gradients of a run of positions
    padded (d), one output line (line), the taps' offsets (off), the
    positions' offsets (pos) */
 struct Bufs {
-    float *w, *x, *d, *line;
+    float *w, *x, *d, *line, *vp;
     int64_t *off, *pos;
 };
 /* ... per thread, grown once (outside the vector kernels, which call
@@ -4332,7 +4346,7 @@ struct Bufs {
    taps x F): positions = the most in one run of DwK, 0 for FwdK */
 static Bufs buffers(const Window &g, int64_t lw, int64_t positions, const float *w = nullptr, int64_t F = 0) {
     struct Scratch {
-        std::vector<float> w, x, d, line;
+        std::vector<float> w, x, d, line, vp;
         std::vector<int64_t> off, pos;
     };
     static thread_local Scratch s;
@@ -4342,9 +4356,14 @@ static Bufs buffers(const Window &g, int64_t lw, int64_t positions, const float 
     };
     const Geo geo(g);
     const bool fwd = positions == 0;
-    const int64_t rows = part_rows(geo.taps);
-    Bufs b = {grow(s.w, fwd ? geo.taps * lw : 0), grow(s.x, geo.padded_size()), grow(s.d, positions * lw),
-              grow(s.line, fwd ? (g.out[2] + ACC - 1) / ACC * ACC * lw : 0), grow(s.off, rows), grow(s.pos, positions)};
+    const int64_t rows = std::max(part_rows(geo.taps), lane_taps(geo.taps));
+    /* DwK's output gradients: rows of lw, or (positions in the lanes) a
+       row of positions per filter; its vector partials */
+    const int64_t dsz = std::max(positions * lw, lane_filters(F) * positions);
+    const int64_t vsz = fwd ? 0 : lane_taps(geo.taps) * lane_filters(F) * 16;
+    Bufs b = {grow(s.w, fwd ? geo.taps * lw : 0), grow(s.x, geo.padded_size()), grow(s.d, dsz),
+              grow(s.line, fwd ? (g.out[2] + ACC - 1) / ACC * ACC * lw : 0), grow(s.vp, vsz), grow(s.off, rows),
+              grow(s.pos, positions)};
     geo.tap_offsets(g, b.off);
     for (int64_t t = geo.taps; t < rows; t++) b.off[t] = b.off[0];
     for (int64_t t = 0; t < (fwd ? geo.taps : 0); t++)
@@ -4452,6 +4471,46 @@ static inline NNL_INLINE void dw_taps(const float *xs, const int64_t *pos, int64
 }
 
 
+/* acc[t][f] += the products of TG taps (offsets off) and FG filters'
+   output gradients (rows of dt, ld apart) over the nl lines of one run
+   (bases: their first inputs in xs; each line's gradients OW apart in
+   dt), OW positions a line in vectors of W (the last one's lanes past OW
+   masked on both sides: no read past the line's end, nothing from the
+   next line) */
+template <class V, int TG, int FG>
+static inline NNL_INLINE void dw_lanes(const float *xs, const int64_t *bases, int64_t nl, int64_t OW,
+                                       const int64_t *off, const float *dt, int64_t ld, float *vp, int64_t vld) {
+    V acc[TG][FG];
+    #pragma GCC unroll 8
+    for (int t = 0; t < TG; t++)
+        #pragma GCC unroll 8
+        for (int f = 0; f < FG; f++) acc[t][f] = V::load(vp + t * vld + f * V::W, simd::Full());
+    int64_t o[TG];
+    #pragma GCC unroll 8
+    for (int t = 0; t < TG; t++) o[t] = off[t];
+    for (int64_t li = 0; li < nl; li++) {
+        const float *xl = xs + bases[li], *dl = dt + li * OW;
+        auto step = [&](int64_t ow0, const auto &tl) NNL_INLINE {
+            V xv[TG];
+            #pragma GCC unroll 8
+            for (int t = 0; t < TG; t++) xv[t] = V::load(xl + o[t] + ow0, tl);
+            #pragma GCC unroll 8
+            for (int f = 0; f < FG; f++) {
+                V d = V::load(dl + f * ld + ow0, tl);
+                #pragma GCC unroll 8
+                for (int t = 0; t < TG; t++) acc[t][f] = fma(xv[t], d, acc[t][f]);
+            }
+        };
+        int64_t ow0 = 0;
+        for (; ow0 + V::W <= OW; ow0 += V::W) step(ow0, simd::Full());
+        if (ow0 < OW) step(ow0, V::tail(OW - ow0));
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < TG; t++)
+        #pragma GCC unroll 8
+        for (int f = 0; f < FG; f++) acc[t][f].store(vp + t * vld + f * V::W, simd::Full());
+}
+
 /* part (part_rows(taps) x lw, lw = F rounded up to whole vectors) = the
    weight gradient of output lines [l0, l1) (as FwdK numbers them): x as
    FwdK reads it, dz the output gradients (positions x F), summed line by
@@ -4468,6 +4527,10 @@ struct DwK {
         const int64_t nvt = (F + V::W - 1) / V::W, lw = nvt * V::W, OW = g.out[2], lines = g.out[0] * g.out[1],
                       rows = part_rows(geo.taps);
         for (int64_t i = 0; i < rows * lw; i++) part[i] = 0.f;
+        if (g.s[2] == 1) { /* positions in the lanes */
+            run_lanes<V>(g, s, geo, x, dz, F, part, lw, l0, l1);
+            return;
+        }
         for (int64_t l = l0; l < l1;) { /* the run of lines [l, e) of one sample */
             const int64_t b = l / lines, e = std::min(l1, (b + 1) * lines), np = (e - l) * OW;
             const float *xs = geo.sample(g, x + b * g.in_size(), s.x), *db = dz + l * OW * F;
@@ -4498,6 +4561,52 @@ struct DwK {
             }
             l = e;
         }
+    }
+private:
+    /* Stride 1 along the width: each line's positions side by side in the
+       lanes, the output gradients transposed to a row per filter (zeros
+       past F), vector partials summed per tap and filter over
+       the group's lines in order, each reduced across its lanes at the
+       end. Lanes wasted: the last vector of a line (T-LENET's 24
+       positions: 25 %, R-LENET's 28: 12.5 %) against 37.5 % of filter
+       lanes and 17 % of taps (20 filters in 32 lanes, 25 taps in 30) the
+       other way. */
+    template <class V>
+    static NNL_INLINE void run_lanes(const Window &g, const Bufs &s, const Geo &geo, const float *x, const float *dz,
+                                     int64_t F, float *part, int64_t lw, int64_t l0, int64_t l1) {
+        constexpr int TG = DwShape<V>::TG, FG = DwShape<V>::FG;
+        const int64_t OW = g.out[2], lines = g.out[0] * g.out[1], Fp = lane_filters(F),
+                      Tp = lane_taps(geo.taps), vld = Fp * V::W, Fk = (F + FG - 1) / FG * FG;
+        for (int64_t i = 0; i < Tp * vld; i++) s.vp[i] = 0.f;
+        for (int64_t l = l0; l < l1;) { /* the run of lines [l, e) of one sample */
+            const int64_t b = l / lines, e = std::min(l1, (b + 1) * lines), nl = e - l, ld = nl * OW;
+            const float *xs = geo.sample(g, x + b * g.in_size(), s.x), *db = dz + l * OW * F;
+            for (int64_t i = l; i < e; i++) s.pos[i - l] = geo.line(g, i % lines / g.out[1], i % g.out[1]);
+            /* dt[f][position] (ld x F transposed), zero rows up to Fk */
+            int64_t pv = 0, fv = 0;
+#if NNL_X86
+            if constexpr (V::W >= 8) { /* 8 x 8 blocks in registers, the ragged edges below */
+                pv = ld / 8 * 8, fv = F / 8 * 8;
+                for (int64_t p = 0; p < pv; p += 8)
+                    for (int64_t f = 0; f < fv; f += 8) transpose8x8(db + p * F + f, F, s.d + f * ld + p, ld);
+            }
+#endif
+            for (int64_t p = 0; p < ld; p++)
+                for (int64_t f = p < pv ? fv : 0; f < F; f++) s.d[f * ld + p] = db[p * F + f];
+            for (int64_t i = F * ld; i < Fk * ld; i++) s.d[i] = 0.f;
+            for (int64_t t0 = 0; t0 < geo.taps; t0 += TG)
+                for (int64_t f0 = 0; f0 < Fk; f0 += FG)
+                    dw_lanes<V, TG, FG>(xs, s.pos, nl, OW, s.off + t0, s.d + f0 * ld, ld,
+                                        s.vp + t0 * vld + f0 * V::W, vld);
+            l = e;
+        }
+        for (int64_t t = 0; t < geo.taps; t++) /* each partial across its lanes, in lane order */
+            for (int64_t f = 0; f < F; f++) {
+                const float *v = s.vp + t * vld + f * V::W;
+                float sum = 0.f;
+                for (int i = 0; i < V::W; i++) sum += v[i];
+                part[t * lw + f] = sum;
+            }
     }
 };
 struct WidthK {
@@ -4545,7 +4654,7 @@ static void cpu_conv1_weight_grad(const Window &g, const float *x, const float *
                   per = (lines + want - 1) / want, groups = (lines + per - 1) / per;
     part.resize((size_t)(groups * sz));
     par_for(groups, lines * g.out[2] * F * g.kvol(), [&](int64_t lo, int64_t hi) {
-        const conv1::Bufs b = conv1::buffers(g, lw, conv1::DwK::positions(g, per));
+        const conv1::Bufs b = conv1::buffers(g, lw, conv1::DwK::positions(g, per), nullptr, F);
         for (int64_t c = lo; c < hi; c++)
             simd::run<conv1::DwK>(&g, &b, x, dz, F, part.data() + c * sz, c * per, std::min(lines, (c + 1) * per));
     });
