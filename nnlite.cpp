@@ -4594,10 +4594,21 @@ private:
             for (int64_t p = 0; p < ld; p++)
                 for (int64_t f = p < pv ? fv : 0; f < F; f++) s.d[f * ld + p] = db[p * F + f];
             for (int64_t i = F * ld; i < Fk * ld; i++) s.d[i] = 0.f;
+            /* the next run's output gradients on their way to the cache
+               while this one's products are summed, a share before each
+               block */
+            const char *nx = (const char *)(dz + e * OW * F);
+            const int64_t nbytes = std::min(l1 - e, lines) * OW * F * (int64_t)sizeof(float),
+                          blocks = (geo.taps + TG - 1) / TG * (Fk / FG), share = (nbytes / blocks + 63) / 64 * 64;
+            int64_t done = 0;
             for (int64_t t0 = 0; t0 < geo.taps; t0 += TG)
-                for (int64_t f0 = 0; f0 < Fk; f0 += FG)
+                for (int64_t f0 = 0; f0 < Fk; f0 += FG) {
+                    for (int64_t q = done, qe = std::min(nbytes, done + share); q < qe; q += 64)
+                        __builtin_prefetch(nx + q, 0, 3);
+                    done += share;
                     dw_lanes<V, TG, FG>(xs, s.pos, nl, OW, s.off + t0, s.d + f0 * ld, ld,
                                         s.vp + t0 * vld + f0 * V::W, vld);
+                }
             l = e;
         }
         for (int64_t t = 0; t < geo.taps; t++) /* each partial across its lanes, in lane order */
