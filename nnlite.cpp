@@ -4322,8 +4322,8 @@ constexpr int ACC = 12;
    products and are never read */
 static inline int64_t part_rows(int64_t taps) { return (taps + ACC - 1) / ACC * ACC; }
 /* DwK with positions in the lanes (stride 1 along the width): blocks of
-   DW_TAPS taps x DW_FILT filters (5 x 4 for 16 lanes, 3 x 3 for fewer:
-   the accumulators and one input vector a tap fit the registers); the taps
+   TG taps x FG filters (5 x 4 for 16 lanes, 3 x 3 for fewer: the
+   accumulators and one input vector a tap fit the registers); the taps
    padded to a multiple of 15 (the extra ones tap 0's), the filters to a
    multiple of 12 (zero gradients) */
 template <class V> struct DwShape {
