@@ -4095,6 +4095,22 @@ __attribute__((target("avx2"))) static void transpose8x8(const float *src, int64
 }
 #endif
 
+/* y[c * ldy + r] = x[r * ldx + c] for r < R, c < C on the calling thread:
+   8 x 8 blocks in registers where v8 (AVX2), the ragged edges one by one */
+static void transpose_block(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t R, int64_t C, bool v8) {
+    int64_t rv = 0, cv = 0;
+#if NNL_X86
+    if (v8) {
+        rv = R / 8 * 8, cv = C / 8 * 8;
+        for (int64_t r = 0; r < rv; r += 8)
+            for (int64_t c = 0; c < cv; c += 8) transpose8x8(x + r * ldx + c, ldx, y + c * ldy + r, ldy);
+    }
+#endif
+    (void)v8;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = r < rv ? cv : 0; c < C; c++) y[c * ldy + r] = x[r * ldx + c];
+}
+
 static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
     const int64_t T = 32; /* tiles keep both sides in cache */
     const int64_t tiles = (R + T - 1) / T;
@@ -4108,19 +4124,8 @@ static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, in
             int64_t b = it / tiles, r0 = it % tiles * T, r1 = std::min(R, r0 + T);
             const float *xb = x + b * R * C;
             float *yb = y + b * R * C;
-            for (int64_t c0 = 0; c0 < C; c0 += T) {
-                int64_t c1 = std::min(C, c0 + T), rv = r0, cv = c0;
-#if NNL_X86
-                if (v8) { /* 8 x 8 blocks in registers, the ragged edges below */
-                    rv = r0 + (r1 - r0) / 8 * 8;
-                    cv = c0 + (c1 - c0) / 8 * 8;
-                    for (int64_t r = r0; r < rv; r += 8)
-                        for (int64_t c = c0; c < cv; c += 8) transpose8x8(xb + r * C + c, C, yb + c * R + r, R);
-                }
-#endif
-                for (int64_t r = r0; r < r1; r++)
-                    for (int64_t c = (r < rv ? cv : c0); c < c1; c++) yb[c * R + r] = xb[r * C + c];
-            }
+            for (int64_t c0 = 0; c0 < C; c0 += T)
+                transpose_block(xb + r0 * C + c0, C, yb + c0 * R + r0, R, r1 - r0, std::min(C, c0 + T) - c0, v8);
         }
     });
 }
@@ -4583,16 +4588,7 @@ private:
             const float *xs = geo.sample(g, x + b * g.in_size(), s.x), *db = dz + l * OW * F;
             for (int64_t i = l; i < e; i++) s.pos[i - l] = geo.line(g, i % lines / g.out[1], i % g.out[1]);
             /* dt[f][position] (ld x F transposed), zero rows up to Fk */
-            int64_t pv = 0, fv = 0;
-#if NNL_X86
-            if constexpr (V::W >= 8) { /* 8 x 8 blocks in registers, the ragged edges below */
-                pv = ld / 8 * 8, fv = F / 8 * 8;
-                for (int64_t p = 0; p < pv; p += 8)
-                    for (int64_t f = 0; f < fv; f += 8) transpose8x8(db + p * F + f, F, s.d + f * ld + p, ld);
-            }
-#endif
-            for (int64_t p = 0; p < ld; p++)
-                for (int64_t f = p < pv ? fv : 0; f < F; f++) s.d[f * ld + p] = db[p * F + f];
+            transpose_block(db, F, s.d, ld, ld, F, V::W >= 8);
             for (int64_t i = F * ld; i < Fk * ld; i++) s.d[i] = 0.f;
             /* the next run's output gradients on their way to the cache
                while this one's products are summed, a share before each
