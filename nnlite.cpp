@@ -2024,16 +2024,29 @@ __attribute__((target("avx2,fma"))) static void small_rows_avx2(bool ta, bool tb
    without it the product of R-LENET's Dense(500) (4.9 MB, read from L3)
    took 10 % longer than masked loads had. Each element is the same
    k-ordered sum of fused multiply-adds as small_rows. */
+/* A few-rows product of more vectors than one pass holds whose B is larger
+   than this (bytes) is read in row blocks (small_rows_avx512_n). */
+#ifndef NNL_GEMM_SMALL_KBLOCK_B
+#define NNL_GEMM_SMALL_KBLOCK_B (1 << 20)
+#endif
+/* Sums parked between row blocks (small_rows_avx512_n): `in` holds them
+   before the block (NULL: zeros), `out` takes them after it instead of C
+   (NULL: the last block, stored to C); rows ld floats apart. */
+struct Park {
+    const float *in = nullptr;
+    float *out = nullptr;
+    int64_t ld = 0;
+};
 template <int R, int CV, bool EDGE>
 __attribute__((target("avx512f"))) static void small_rows_avx512(int64_t K, float alpha, const float *A, int64_t ars,
                                                                  int64_t aks, const float *B, int64_t ldb, float beta,
                                                                  float *C, int64_t ldc, __mmask16 first,
-                                                                 __mmask16 last) {
+                                                                 __mmask16 last, const Park &pk) {
     __m512 acc[R][CV];
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 16
-        for (int v = 0; v < CV; v++) acc[r][v] = _mm512_setzero_ps();
+        for (int v = 0; v < CV; v++) acc[r][v] = pk.in ? _mm512_load_ps(pk.in + r * pk.ld + 16 * v) : _mm512_setzero_ps();
     const float *b = B;
     for (int64_t k = 0; k < K; k++, b += ldb) {
         __m512 bv[CV];
@@ -2049,6 +2062,13 @@ __attribute__((target("avx512f"))) static void small_rows_avx512(int64_t K, floa
 #pragma GCC unroll 16
             for (int v = 0; v < CV; v++) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
         }
+    }
+    if (pk.out) { /* a row block that is not the last: the sums parked as they are */
+#pragma GCC unroll 16
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+            for (int v = 0; v < CV; v++) _mm512_store_ps(pk.out + r * pk.ld + 16 * v, acc[r][v]);
+        return;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
@@ -2178,15 +2198,15 @@ static void small_rows_avx2r_n(int64_t N, int64_t K, float alpha, const float *A
 template <int R, int CV = 1>
 static void small_rows_avx512_pass(int cv, bool edge, int64_t K, float alpha, const float *A, int64_t ars, int64_t aks,
                                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc, __mmask16 first,
-                                   __mmask16 last) {
+                                   __mmask16 last, const Park &pk = Park()) {
     if constexpr (CV < (R == 1 ? 12 : 4))
         if (cv > CV)
             return small_rows_avx512_pass<R, CV + 1>(cv, edge, K, alpha, A, ars, aks, B, ldb, beta, C, ldc, first,
-                                                     last);
+                                                     last, pk);
     if (edge)
-        small_rows_avx512<R, CV, true>(K, alpha, A, ars, aks, B, ldb, beta, C, ldc, first, last);
+        small_rows_avx512<R, CV, true>(K, alpha, A, ars, aks, B, ldb, beta, C, ldc, first, last, pk);
     else
-        small_rows_avx512<R, CV, false>(K, alpha, A, ars, aks, B, ldb, beta, C, ldc, first, last);
+        small_rows_avx512<R, CV, false>(K, alpha, A, ars, aks, B, ldb, beta, C, ldc, first, last, pk);
 }
 
 /* One row, B's rows contiguous (ldb == N, N = 16 P, P <= 12) and B o >= 0
@@ -2347,6 +2367,37 @@ static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *
     const int64_t maxv = R == 1 ? 12 : 4, passes = (nv + maxv - 1) / maxv;
     const int rem = (int)(o + N - 16 * (nv - 1)); /* columns in the last vector, 1..16 */
     const __mmask16 lo = (__mmask16)(0xFFFFu << o), hi = (__mmask16)(0xFFFFu >> (16 - rem));
+    if (passes > 1 && K * ldb * (int64_t)sizeof(float) > NNL_GEMM_SMALL_KBLOCK_B) {
+        /* B beyond L2, in several passes: row blocks of about 16 KB, each
+           read by every pass while it is in L1, the sums parked in between
+           (stored and reloaded exactly: the same bits as one pass over the
+           whole depth). Each pass over the whole depth read a part of every
+           row, a stride the prefetchers follow badly: R-LENET's Dense(500)
+           (2450 x 500, 4.9 MB), three passes, about 22 -> 38 GB/s; its
+           batch-1 nnl_predict, median of 4,001 calls, 360-372 -> 303-304 us
+           on one thread, 223-269 -> 203-220 us on two (Intel Xeon, AVX512-
+           FP16 generation; the block size, 8 to 32 KB, made no difference) */
+        constexpr int64_t GV = 32; /* vectors of one group of columns */
+        alignas(64) float part[R * GV * 16];
+        for (int64_t g0 = 0; g0 < nv; g0 += GV) {
+            const int64_t gv = std::min(GV, nv - g0), gp = (gv + maxv - 1) / maxv;
+            const int64_t kb = std::max<int64_t>(4, 256 / gv); /* 256 vectors: 16 KB */
+            for (int64_t k0 = 0; k0 < K; k0 += kb) {
+                const int64_t k1 = std::min(K, k0 + kb);
+                for (int64_t p = 0, v0 = g0; p < gp; p++) {
+                    int cv = (int)(gv / gp + (p < gv % gp));
+                    __mmask16 first = v0 == 0 ? lo : (__mmask16)0xFFFF, last = v0 + cv == nv ? hi : (__mmask16)0xFFFF;
+                    if (cv == 1) first = last = (__mmask16)(first & last);
+                    float *pp = part + 16 * (v0 - g0);
+                    small_rows_avx512_pass<R>(cv, first != 0xFFFF || last != 0xFFFF, k1 - k0, alpha, A + k0 * aks, ars,
+                                              aks, B - o + 16 * v0 + k0 * ldb, ldb, beta, C - o + 16 * v0, ldc, first,
+                                              last, Park{k0 > 0 ? pp : nullptr, k1 < K ? pp : nullptr, GV * 16});
+                    v0 += cv;
+                }
+            }
+        }
+        return;
+    }
     for (int64_t p = 0, v0 = 0; p < passes; p++) {
         int cv = (int)(nv / passes + (p < nv % passes));
         __mmask16 first = v0 == 0 ? lo : (__mmask16)0xFFFF, last = v0 + cv == nv ? hi : (__mmask16)0xFFFF;

@@ -230,6 +230,36 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
             worst = std::max(worst, (double)std::fabs(C0[(size_t)j] - C1[(size_t)j]) / (1.0 + std::fabs(C1[(size_t)j])));
         CHECK(worst < 1e-4 * std::sqrt((double)K));
     }
+    /* a B beyond L2 read in several passes: row blocks of about 16 KB, the
+       sums parked between them; each element is still the k-ordered chain
+       of fused multiply-adds of one pass over the whole depth, bit for bit
+       (the reference spells out each fma) */
+    if (__builtin_cpu_supports("avx512f"))
+        for (int R = 1; R <= 4; R++)
+            for (int N : {500, 1100})
+                for (int shift : {-1, 4}) {
+                    const int K = 700, ldb = shift < 0 ? N : (N + 15) / 16 * 16 + 16, ldc = N + 3;
+                    REQUIRE((int64_t)K * ldb * 4 > NNL_GEMM_SMALL_KBLOCK_B);
+                    auto A = random_vec((size_t)R * K, 35), Bbuf = random_vec((size_t)K * ldb + 16, 36);
+                    float *B = Bbuf.data();
+                    if (shift >= 0) B += ((uintptr_t)(16 + shift) - (uintptr_t)B / sizeof(float) % 16) % 16;
+                    std::vector<float> C((size_t)R * ldc, 0.25f), ref = C;
+                    switch (R) {
+                    case 1: nnl::gemm::small_rows_avx512_n<1>(N, K, 1.5f, A.data(), K, 1, B, ldb, 0.5f, C.data(), ldc); break;
+                    case 2: nnl::gemm::small_rows_avx512_n<2>(N, K, 1.5f, A.data(), K, 1, B, ldb, 0.5f, C.data(), ldc); break;
+                    case 3: nnl::gemm::small_rows_avx512_n<3>(N, K, 1.5f, A.data(), K, 1, B, ldb, 0.5f, C.data(), ldc); break;
+                    default: nnl::gemm::small_rows_avx512_n<4>(N, K, 1.5f, A.data(), K, 1, B, ldb, 0.5f, C.data(), ldc);
+                    }
+                    for (int r = 0; r < R; r++)
+                        for (int j = 0; j < N; j++) {
+                            float acc = 0.f;
+                            for (int k = 0; k < K; k++) acc = std::fma(A[(size_t)(r * K + k)], B[(size_t)k * ldb + j], acc);
+                            float *c = &ref[(size_t)(r * ldc + j)];
+                            *c = std::fma(0.5f, *c, 1.5f * acc);
+                        }
+                    INFO("R=" << R << " N=" << N << " ldb=" << ldb);
+                    CHECK(memcmp(C.data(), ref.data(), C.size() * sizeof(float)) == 0); /* the padding untouched too */
+                }
     /* an infinite input in the first or last row of the stream: each column
        +-Inf as its own products give, no NaN from another column's lanes */
     if (__builtin_cpu_supports("avx512f"))
