@@ -2823,10 +2823,12 @@ static void pack_b_all(bool tb, const float *B, int64_t ldb, int64_t K, int64_t 
 #define NNL_GEMM_PACKED_MIN_COST 1e6
 #endif
 
-/* C[M,N] = A[M,K] B + beta C with B packed by pack_b_all (A row-major);
-   threads take contiguous ranges of B's panels. Each element is summed in
-   the same order whatever the thread count. */
-static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &B, float beta, float *C, int64_t ldc) {
+/* C[M,N] = op(A)[M,K] B + beta C with B packed by pack_b_all (op(A) = A
+   row-major, or A^T: ta); threads take contiguous ranges of B's panels.
+   Each element is summed in the same order whatever the thread count, and
+   as sgemm sums it (the same kernels over the same KC blocks). */
+static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &B, float beta, float *C, int64_t ldc,
+                         bool ta = false) {
     const int64_t K = B.K, N = B.N, npan = (N + NR - 1) / NR;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -2845,7 +2847,7 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
             float bet = pc == 0 ? beta : 1.f;
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
-                for (int64_t ip = 0; ip < mpan; ip++) pack_a(false, A, lda, ic, pc, mc, kc, Ap, ip);
+                for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
                 for (int64_t jp = p0; jp < p1;) {
                     int w = ukr2 && jp + 1 < p1 ? 2 : 1;
                     for (int64_t ip = 0; ip < mpan; ip++) {
@@ -4316,7 +4318,9 @@ template <class F> static inline void for_taps(const Window &g, int64_t od, int6
    446-470, R-LENET's at batch 1 23 -> 17; runs of 100-288 floats (the
    second convolutions) within noise. */
 struct Im2colK {
-    template <class V> static void run(const Window *gp, const float *x, float *col, int64_t lo, int64_t hi) {
+    /* row r goes to col + (r - base) * row */
+    template <class V>
+    static void run(const Window *gp, const float *x, float *col, int64_t lo, int64_t hi, int64_t base) {
         const Window &g = *gp;
         const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, KW = g.k[2];
         /* short runs (a first convolution's 5 floats) element by element:
@@ -4340,7 +4344,7 @@ struct Im2colK {
             const int64_t b = r / P, p = r % P, ow0 = p % g.out[2], oh = p / g.out[2] % g.out[1],
                           od = p / (g.out[2] * g.out[1]), seg = std::min(hi - r, g.out[2] - ow0);
             const float *xb = x + b * g.in_size() * C;
-            float *o = col + r * row; /* this run's floats in the line's first row */
+            float *o = col + (r - base) * row; /* this run's floats in the line's first row */
             for (int64_t kd = 0; kd < g.k[0]; kd++) {
                 int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0];
                 for (int64_t kh = 0; kh < g.k[1]; kh++, o += KW * C) {
@@ -4351,7 +4355,7 @@ struct Im2colK {
                     }
                     const float *src = xb + ((id * g.in[1] + ih) * g.in[2]) * C;
                     for (int64_t j = 0; j < seg; j++) {
-                        float *oj = o + j * row, *oe = col + (r + j + 1) * row; /* row r + j: its run, its end */
+                        float *oj = o + j * row, *oe = col + (r - base + j + 1) * row; /* row r + j: its run, its end */
                         int64_t iw0 = (ow0 + j) * g.s[2] - g.pad[2];
                         /* the taps along W are one contiguous run when dilation is 1 and all are inside */
                         if (g.d[2] == 1 && iw0 >= 0 && iw0 + KW <= g.in[2]) {
@@ -4387,7 +4391,47 @@ struct Im2colK {
 static void cpu_im2col(const Window &g, const float *x, float *col, int64_t n) {
     const int64_t rows = n * g.out_size(), row = g.kvol() * g.C;
     const int64_t runs = g.k[0] * g.k[1], per_row = row + 64 * runs;
-    par_for(rows, rows * per_row, [&](int64_t lo, int64_t hi) { simd::run<Im2colK>(&g, x, col, lo, hi); });
+    par_for(rows, rows * per_row, [&](int64_t lo, int64_t hi) { simd::run<Im2colK>(&g, x, col, lo, hi, (int64_t)0); });
+}
+
+/* im2col straight into the layout of gemm::pack_b_all (the columns as the
+   B operand of a product, K = n * out_size rows of kvol * C): rows in
+   groups of 16 into a thread's buffer (L1), then each row's 16-column
+   pieces to their panels. The weight gradient dW^T = dz^T col read col
+   only as B: sgemm packed it again, a copy of all of it (pack_b, 7 % of
+   T-LENET's cycles with the dense layers' packing). Intel Xeon (AVX512-
+   FP16 generation), two threads, profile_layers: T-LENET's second
+   convolution backward 23.8-24.2 -> 22.9 ms (step 55.5-56.0 -> 54.7),
+   R-LENET's 19.4-19.8 -> 19.1-19.5 ms. */
+static void cpu_im2col_packed(const Window &g, const float *x, int64_t n, gemm::PackedB &out) {
+    using gemm::KC;
+    using gemm::NR;
+    const int64_t K = n * g.out_size(), N = g.kvol() * g.C, npan = (N + NR - 1) / NR;
+    const int64_t runs = g.k[0] * g.k[1], per_row = N + 64 * runs;
+    out.p = gemm::Buffers::grow(out.p, out.n, (size_t)(npan * NR * std::max<int64_t>(K, 1)));
+    out.K = K, out.N = N;
+    float *const dst = out.p;
+    par_for((K + 15) / 16, K * per_row, [&](int64_t g0, int64_t g1) {
+        static thread_local std::vector<float> tmp; /* grown once per thread */
+        if (tmp.size() < (size_t)(16 * N + 16)) tmp.resize((size_t)(16 * N + 16));
+        for (int64_t grp = g0; grp < g1; grp++) {
+            const int64_t lo = grp * 16, hi = std::min(K, lo + 16);
+            simd::run<Im2colK>(&g, x, tmp.data(), lo, hi, lo);
+            for (int64_t r = lo; r < hi; r++) {
+                const int64_t pc = r / KC * KC, kc = std::min<int64_t>(KC, K - pc);
+                float *d = dst + pc * npan * NR + (r - pc) * NR;
+                const float *src = tmp.data() + (r - lo) * N;
+                int64_t jp = 0;
+                for (; jp < N / NR; jp++) memcpy(d + jp * NR * kc, src + jp * NR, NR * sizeof(float));
+                if (jp < npan) {
+                    float *e = d + jp * NR * kc;
+                    int64_t c = 0;
+                    for (; c < N - jp * NR; c++) e[c] = src[jp * NR + c];
+                    for (; c < NR; c++) e[c] = 0.f;
+                }
+            }
+        }
+    });
 }
 
 static void cpu_col2im(const Window &g, const float *col, float *dx, int64_t n) {
@@ -6083,6 +6127,7 @@ public:
     Window g;
     std::vector<float> gt; /* dW^T [filters, kvol * C] when backward computes it that way */
     std::vector<float> parts; /* the weight gradient's partial sums (cpu_conv1_weight_grad) */
+    gemm::PackedB colp;       /* backward's columns packed as B (dW^T = dz^T col; grown once) */
 
     Conv(Args &a, int nd_, const char *cls_) : nd(nd_) {
         cls = cls_;
@@ -6277,6 +6322,12 @@ public:
         for (int64_t b0 = 0; b0 < B && !c1; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             const float *cm = xc + b0 * S;
+            if (swap && !direct()) { /* the columns only as B: written in its packed layout */
+                cpu_im2col_packed(g, cm, n, colp);
+                gemm::sgemm_packed(filters, dzc + b0 * P * filters, filters, colp, b0 ? 1.f : 0.f, gt.data(), R,
+                                   true);
+                continue;
+            }
             if (!direct()) {
                 K().im2col(g, cm, col(B), n);
                 cm = col(B);

@@ -226,6 +226,52 @@ TEST_CASE("im2col equals a naive gather, writes nothing past its rows, on 1 and 
     nnl::g_threads = keep;
 }
 
+TEST_CASE("im2col into packed panels is pack_b_all of im2col, and the weight gradient from it is sgemm's, bit for bit") {
+    /* the backward of a convolution whose dW^T = dz^T col takes col only as
+       B (cpu_im2col_packed + sgemm_packed): the seed models' second
+       convolutions, padding, strides, dilation, 1-D and 3-D, widths that
+       end in partial panels; enough rows for several KC blocks */
+    struct W { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+    const W ws[] = {{2, {1, 12, 12}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 14, 14}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same"},
+                    {2, {1, 13, 11}, 3, {1, 3, 2}, {1, 2, 3}, {1, 1, 1}, "same"},
+                    {2, {1, 12, 13}, 2, {1, 3, 3}, {1, 1, 1}, {1, 2, 2}, "same"},
+                    {1, {1, 1, 50}, 7, {1, 1, 3}, {1, 1, 1}, {1, 1, 1}, "causal"},
+                    {3, {5, 6, 7}, 2, {2, 2, 3}, {1, 1, 1}, {1, 1, 1}, "same"}};
+    const int64_t n = 7, F = 50;
+    int keep = nnl::g_threads;
+    for (auto &w : ws) {
+        nnl::Window g;
+        g.C = w.C;
+        for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
+        nnl::window_outputs(g, w.nd, w.pad, "test");
+        const int64_t P = g.out_size(), row = g.kvol() * g.C, K = n * P;
+        auto x = random_vec((size_t)(n * g.in_size() * g.C), 41), dz = random_vec((size_t)(K * F), 42);
+        for (int threads : {1, 2}) {
+            nnl::g_threads = threads;
+            std::vector<float> col((size_t)(K * row));
+            nnl::K().im2col(g, x.data(), col.data(), n);
+            nnl::gemm::PackedB ref, got;
+            nnl::gemm::pack_b_all(false, col.data(), row, K, row, ref);
+            nnl::cpu_im2col_packed(g, x.data(), n, got);
+            INFO("in " << g.in[0] << "x" << g.in[1] << "x" << g.in[2] << " C=" << g.C << " k " << g.k[1] << "x"
+                       << g.k[2] << " " << w.pad << " threads=" << threads << " K=" << K << " N=" << row);
+            const size_t len = (size_t)((row + 15) / 16 * 16 * K);
+            REQUIRE(got.K == K);
+            REQUIRE(got.N == row);
+            CHECK(memcmp(ref.p, got.p, len * sizeof(float)) == 0);
+            std::vector<float> c1((size_t)(F * row), 0.5f), c2 = c1;
+            nnl::gemm::sgemm(true, false, F, row, K, 1.f, dz.data(), F, col.data(), row, 0.f, c1.data(), row);
+            nnl::gemm::sgemm_packed(F, dz.data(), F, got, 0.f, c2.data(), row, true);
+            CHECK(memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0);
+            nnl::gemm::sgemm(true, false, F, row, K, 1.f, dz.data(), F, col.data(), row, 1.f, c1.data(), row);
+            nnl::gemm::sgemm_packed(F, dz.data(), F, got, 1.f, c2.data(), row, true);
+            CHECK(memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0); /* accumulated (beta = 1) */
+        }
+    }
+    nnl::g_threads = keep;
+}
+
 TEST_CASE("one-channel convolutions without im2col: forward and weight gradient equal the products in double, "
           "the same bits on 1 and 2 threads, at every SIMD level, nothing written past the output") {
     /* the seed models' first convolutions, then strides, dilation, padding,
