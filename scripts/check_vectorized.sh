@@ -40,7 +40,7 @@ objdump -d -r -C --no-show-raw-insn "$obj" >"$tmp/dis" || exit 1
 # kernel[:sqrt: needs vsqrtps][:log: may call log, once per row]
 kernels="SgdK RmspropK:sqrt AdagradK:sqrt AdadeltaK:sqrt AdamK:sqrt AdamaxK NadamK:sqrt
 ClipValueK ScaleK SumsqK MulK AddRowsK ColSumK BiasActK BiasActFlatK ActBackwardK SoftmaxK SoftmaxBackwardK
-ColAccK ScaleShiftK BnSumsK BnDxK XentLogitsK:log XentProbsK:log PointLossK Im2colK PoolMaxK
+ColAccK ScaleShiftK BnSumsK BnDxK XentLogitsK:log XentProbsK:log PointLossK Im2colK Col2imK PoolMaxK
 conv1::FwdK conv1::DwK"
 
 # the instructions of every function whose name contains $1

@@ -529,3 +529,49 @@ TEST_CASE("an optimizer describes itself: class, slots, step scalars, extra stat
     double u1 = 0.9 * (1 - 0.5 * std::pow(0.96, 1)), u2 = 0.9 * (1 - 0.5 * std::pow(0.96, 2));
     CHECK(*ex[0].value == doctest::Approx(u1 * u2).epsilon(1e-15));
 }
+
+TEST_CASE("col2im equals the tap-by-tap scatter bit for bit, at every SIMD level, on 1 and 2 threads") {
+    /* runs of KW * C floats where a position's taps along W are inside, a
+       run per tap elsewhere (padding, dilation, strides), 1-D and 3-D */
+    struct W { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+    const W ws[] = {{2, {1, 14, 14}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same"},
+                    {2, {1, 12, 12}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 26, 26}, 32, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {2, {1, 13, 11}, 3, {1, 3, 2}, {1, 2, 3}, {1, 1, 1}, "same"},
+                    {2, {1, 12, 13}, 2, {1, 3, 3}, {1, 1, 1}, {1, 2, 2}, "same"},
+                    {2, {1, 9, 9}, 1, {1, 7, 7}, {1, 1, 1}, {1, 1, 1}, "valid"},
+                    {1, {1, 1, 50}, 7, {1, 1, 3}, {1, 1, 1}, {1, 1, 2}, "causal"},
+                    {3, {5, 6, 7}, 2, {2, 2, 3}, {1, 1, 1}, {1, 1, 1}, "same"}};
+    const int64_t n = 3;
+    int keep = nnl::g_threads;
+    std::vector<int> levels = simd_levels();
+    levels.insert(levels.begin(), 0);
+    for (auto &w : ws) {
+        nnl::Window g;
+        g.C = w.C;
+        for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
+        nnl::window_outputs(g, w.nd, w.pad, "test");
+        const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, S = g.in_size() * C;
+        auto col = random_vec((size_t)(n * P * row), 43);
+        std::vector<float> ref((size_t)(n * S), 0.f);
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t p = 0; p < P; p++) {
+                int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+                const float *c = col.data() + (b * P + p) * row;
+                nnl::for_taps(g, od, oh, ow, [&](int64_t pos, int64_t j) {
+                    for (int64_t q = 0; q < C; q++) ref[(size_t)(b * S + pos * C + q)] += c[j * C + q];
+                });
+            }
+        for (int L : levels)
+            for (int threads : {1, 2}) {
+                nnl::g_threads = threads;
+                std::vector<float> dx((size_t)(n * S + 16), -3.f);
+                at_level(L, [&] { nnl::cpu_col2im(g, col.data(), dx.data(), n); });
+                INFO("in " << g.in[0] << "x" << g.in[1] << "x" << g.in[2] << " C=" << C << " " << w.pad << " level=" << L
+                           << " threads=" << threads);
+                CHECK(memcmp(dx.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+                CHECK(std::all_of(dx.begin() + (ptrdiff_t)ref.size(), dx.end(), [](float v) { return v == -3.f; }));
+            }
+    }
+    nnl::g_threads = keep;
+}
