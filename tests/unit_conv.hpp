@@ -172,10 +172,21 @@ TEST_CASE("BatchNormalization: moving statistics, inference, non-trainable count
     CHECK(s.find("Non-trainable params: 4 ") != std::string::npos);
 }
 
+/* A window for the im2col / col2im tests: rank, input (d, h, w), channels,
+   kernel, strides, dilation, padding */
+struct WinSpec { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+static nnl::Window test_window(const WinSpec &w) {
+    nnl::Window g;
+    g.C = w.C;
+    for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
+    nnl::window_outputs(g, w.nd, w.pad, "test");
+    return g;
+}
+
 TEST_CASE("im2col equals a naive gather, writes nothing past its rows, on 1 and 2 threads (short runs as vectors)") {
     /* first convolutions (one channel, runs of 3-7 floats shorter than a
        vector), several channels, strides, dilation, 1-D and 3-D */
-    struct W { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+    using W = WinSpec;
     const W ws[] = {{2, {1, 28, 28}, 1, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
                     {2, {1, 28, 28}, 1, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same"},
                     {2, {1, 28, 28}, 1, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, "valid"},
@@ -191,10 +202,7 @@ TEST_CASE("im2col equals a naive gather, writes nothing past its rows, on 1 and 
     const int64_t n = 3, guard = 64;
     int keep = nnl::g_threads;
     for (auto &w : ws) {
-        nnl::Window g;
-        g.C = w.C;
-        for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
-        nnl::window_outputs(g, w.nd, w.pad, "test");
+        const nnl::Window g = test_window(w);
         const int64_t P = g.out_size(), row = g.kvol() * g.C, S = g.in_size() * g.C;
         auto x = random_vec((size_t)(n * S), 31);
         std::vector<float> ref((size_t)(n * P * row));
@@ -231,7 +239,7 @@ TEST_CASE("im2col into packed panels is pack_b_all of im2col, and the weight gra
        B (cpu_im2col_packed + sgemm_packed): the seed models' second
        convolutions, padding, strides, dilation, 1-D and 3-D, widths that
        end in partial panels; enough rows for several KC blocks */
-    struct W { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+    using W = WinSpec;
     const W ws[] = {{2, {1, 12, 12}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
                     {2, {1, 14, 14}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same"},
                     {2, {1, 13, 11}, 3, {1, 3, 2}, {1, 2, 3}, {1, 1, 1}, "same"},
@@ -241,10 +249,7 @@ TEST_CASE("im2col into packed panels is pack_b_all of im2col, and the weight gra
     const int64_t n = 7, F = 50;
     int keep = nnl::g_threads;
     for (auto &w : ws) {
-        nnl::Window g;
-        g.C = w.C;
-        for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
-        nnl::window_outputs(g, w.nd, w.pad, "test");
+        const nnl::Window g = test_window(w);
         const int64_t P = g.out_size(), row = g.kvol() * g.C, K = n * P;
         auto x = random_vec((size_t)(n * g.in_size() * g.C), 41), dz = random_vec((size_t)(K * F), 42);
         for (int threads : {1, 2}) {

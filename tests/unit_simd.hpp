@@ -533,7 +533,7 @@ TEST_CASE("an optimizer describes itself: class, slots, step scalars, extra stat
 TEST_CASE("col2im equals the tap-by-tap scatter bit for bit, at every SIMD level, on 1 and 2 threads") {
     /* runs of KW * C floats where a position's taps along W are inside, a
        run per tap elsewhere (padding, dilation, strides), 1-D and 3-D */
-    struct W { int nd; int64_t in[3], C, k[3], s[3], d[3]; const char *pad; };
+    using W = WinSpec;
     const W ws[] = {{2, {1, 14, 14}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "same"},
                     {2, {1, 12, 12}, 20, {1, 5, 5}, {1, 1, 1}, {1, 1, 1}, "valid"},
                     {2, {1, 26, 26}, 32, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, "valid"},
@@ -547,10 +547,7 @@ TEST_CASE("col2im equals the tap-by-tap scatter bit for bit, at every SIMD level
     std::vector<int> levels = simd_levels();
     levels.insert(levels.begin(), 0);
     for (auto &w : ws) {
-        nnl::Window g;
-        g.C = w.C;
-        for (int i = 0; i < 3; i++) g.in[i] = w.in[i], g.k[i] = w.k[i], g.s[i] = w.s[i], g.d[i] = w.d[i];
-        nnl::window_outputs(g, w.nd, w.pad, "test");
+        const nnl::Window g = test_window(w);
         const int64_t P = g.out_size(), C = g.C, row = g.kvol() * C, S = g.in_size() * C;
         auto col = random_vec((size_t)(n * P * row), 43);
         std::vector<float> ref((size_t)(n * S), 0.f);
