@@ -125,6 +125,15 @@
 #else
 #define NNL_X86 0
 #endif
+/* AMX (the bfloat16 GEMM's tiles, section 2): CPUID, and the Linux call
+   that lets a process use the tile registers */
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <sys/syscall.h>
+#define NNL_AMX 1
+#else
+#define NNL_AMX 0
+#endif
 
 /* Let the compiler vectorise loops even at -O2 (im2col, pooling, packing).
    The hot elementwise loops do not rely on it: they are written for AVX2 and
@@ -2956,6 +2965,15 @@ template <bool HW> static inline void run32(const float *src, uint32_t *dst) {
 
 static thread_local Buffers tl_buf; /* packed bf16 words, in float-sized slots */
 
+/* kc floats of one run as (kc + 1) / 2 pairs; an odd last one gets a zero
+   partner */
+template <bool HW> static inline void run_pairs(const float *src, int64_t kc, uint32_t *dst) {
+    int64_t q = 0;
+    for (; 2 * q + 32 <= kc; q += 16) run32<HW>(src + 2 * q, dst + q);
+    for (; 2 * q + 1 < kc; q++) dst[q] = pair(src[2 * q], src[2 * q + 1]);
+    if (2 * q < kc) dst[q] = pair(src[2 * q], 0.f);
+}
+
 /* A's rows ic .. ic+mc-1, depths k0 .. k0+kc-1, as panels of MR rows
    (kp = (kc+1)/2 words a row, zero padded): row r of panel ip at
    Ap + ip*MR*kp + r*rs, pair q at q*cs. Rows of A in memory (!ta): each
@@ -2970,14 +2988,8 @@ static void pack_a(bool ta, const float *A, int64_t lda, int64_t ic, int64_t k0,
     for (int64_t i = mc; i < mpan * MR; i++) /* the last panel's missing rows */
         for (int64_t q = 0; q < kp; q++) Ap[(i / MR) * MR * kp + (i % MR) * rs + q * cs] = 0;
     if (!ta) {
-        for (int64_t i = 0; i < mc; i++) {
-            const float *src = A + (ic + i) * lda + k0;
-            uint32_t *dst = Ap + (i / MR) * MR * kp + (i % MR) * kp;
-            int64_t q = 0;
-            for (; 2 * q + 32 <= kc; q += 16) run32<HW>(src + 2 * q, dst + q);
-            for (; 2 * q + 1 < kc; q++) dst[q] = pair(src[2 * q], src[2 * q + 1]);
-            if (2 * q < kc) dst[q] = pair(src[2 * q], 0.f); /* odd depth: a zero partner */
-        }
+        for (int64_t i = 0; i < mc; i++)
+            run_pairs<HW>(A + (ic + i) * lda + k0, kc, Ap + (i / MR) * MR * kp + (i % MR) * kp);
         return;
     }
     uint32_t tmp[16];
@@ -2995,41 +3007,44 @@ static void pack_a(bool ta, const float *A, int64_t lda, int64_t ic, int64_t k0,
 
 /* Bp: panels of NR columns, each kp pairs x NR words (a zmm a pair), zero
    padded. B in memory (!tb): two rows at a time; B^T (tb): each column's
-   pairs from one run, scattered NR words apart. */
+   pairs from one run, scattered NR words apart. kpad > kp (the AMX tiles):
+   panels of kpad pairs, the last kpad - kp of them zero. */
 template <bool HW>
 static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0, int64_t kc, int64_t nc, uint32_t *Bp,
-                   int64_t panel) {
-    int64_t j = panel * NR, nr = std::min<int64_t>(NR, nc - j), kp = (kc + 1) / 2;
-    uint32_t *dst = Bp + panel * NR * kp;
+                   int64_t panel, int64_t kpad = 0) {
+    int64_t j = panel * NR, nr = std::min<int64_t>(NR, nc - j), kp = (kc + 1) / 2, ks = std::max(kp, kpad);
+    uint32_t *dst = Bp + panel * NR * ks;
     if (!tb) {
-        for (int64_t q = 0; q < kp; q++, dst += NR) {
+        for (int64_t q = 0; q < kp; q++) {
             const float *s0 = B + (k0 + 2 * q) * ldb + j0 + j, *s1 = s0 + ldb;
+            uint32_t *d = dst + q * NR;
             bool odd = 2 * q + 1 < kc;
             if (odd && nr == NR) {
-                pairs16<HW>(s0, s1, dst);
+                pairs16<HW>(s0, s1, d);
                 continue;
             }
             int64_t c = 0;
-            for (; c < nr; c++) dst[c] = pair(s0[c], odd ? s1[c] : 0.f);
-            for (; c < NR; c++) dst[c] = 0;
+            for (; c < nr; c++) d[c] = pair(s0[c], odd ? s1[c] : 0.f);
+            for (; c < NR; c++) d[c] = 0;
         }
-        return;
+    } else {
+        uint32_t tmp[16];
+        for (int64_t c = 0; c < NR; c++) {
+            if (c >= nr) {
+                for (int64_t q = 0; q < kp; q++) dst[q * NR + c] = 0;
+                continue;
+            }
+            const float *src = B + (j0 + j + c) * ldb + k0;
+            int64_t q = 0;
+            for (; 2 * q + 32 <= kc; q += 16) {
+                run32<HW>(src + 2 * q, tmp);
+                for (int t = 0; t < 16; t++) dst[(q + t) * NR + c] = tmp[t];
+            }
+            for (; 2 * q + 1 < kc; q++) dst[q * NR + c] = pair(src[2 * q], src[2 * q + 1]);
+            if (2 * q < kc) dst[q * NR + c] = pair(src[2 * q], 0.f);
+        }
     }
-    uint32_t tmp[16];
-    for (int64_t c = 0; c < NR; c++) {
-        if (c >= nr) {
-            for (int64_t q = 0; q < kp; q++) dst[q * NR + c] = 0;
-            continue;
-        }
-        const float *src = B + (j0 + j + c) * ldb + k0;
-        int64_t q = 0;
-        for (; 2 * q + 32 <= kc; q += 16) {
-            run32<HW>(src + 2 * q, tmp);
-            for (int t = 0; t < 16; t++) dst[(q + t) * NR + c] = tmp[t];
-        }
-        for (; 2 * q + 1 < kc; q++) dst[q * NR + c] = pair(src[2 * q], src[2 * q + 1]);
-        if (2 * q < kc) dst[q * NR + c] = pair(src[2 * q], 0.f);
-    }
+    if (ks > kp) memset(dst + kp * NR, 0, (size_t)((ks - kp) * NR) * sizeof(uint32_t));
 }
 
 /* Micro-kernels: C[mr, nr] = alpha * A B + beta * C over kp pairs, for one
@@ -3122,12 +3137,235 @@ static bool emulate() {
     return e && !strcmp(e, "emulate");
 }
 
+/* ---- AMX: the bf16 products on tiles (Intel Sapphire Rapids and newer) --
+   TDPBF16PS multiplies a tile of A (16 rows of 16 k-pairs: 16 x 32 bf16)
+   by a tile of B (16 k-pairs of 16 columns: one of pack_b's panels over 16
+   pairs) into a 16 x 16 tile of float32 sums: 8,192 products an
+   instruction, where VDPBF16PS does 32 (and issues, on the VM this was
+   written on, at a quarter of the FMA's rate: mixed_bfloat16 ran slower
+   than float32 without AMX). The operands are the same bf16 roundings and
+   the sums float32, but the tile unit rounds them its own way: neither
+   VDPBF16PS's order nor a chain of FMAs in either order within a pair
+   (measured here: 9 % of the elements differ in the last bits at depth
+   32, 72 % at 700; at depth 2 none). So the results meet the same error
+   bound as the AVX512-BF16 kernel (tests/unit_bf16.hpp), not its bits;
+   denormal sums flush to zero. Linux gives a process the
+   tiles' 8 KB of state only after arch_prctl(ARCH_REQ_XCOMP_PERM), asked
+   once here; where that is refused (an old kernel, a sandbox) or
+   NNL_BF16=avx512 is set, the AVX512-BF16 kernel runs. The instructions
+   are inline assembly (binutils 2.36 or newer): no compiler option. */
+#if NNL_AMX
+static bool amx_permitted() {
+    static const bool ok = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 22 & 1) || !(d >> 24 & 1)) return false; /* BF16, TILE */
+        const long get_perm = 0x1022, req_perm = 0x1023, xtiledata = 18; /* asm/prctl.h, fpu/xstate */
+        unsigned long mask = 0;
+        return syscall(SYS_arch_prctl, req_perm, xtiledata) == 0 && syscall(SYS_arch_prctl, get_perm, &mask) == 0 &&
+               (mask >> xtiledata & 1);
+    }();
+    return ok;
+}
+#endif
+/* Whether the bf16 products run on AMX: the CPU has it, the kernel allows
+   it, and hardware() holds without NNL_BF16=avx512. Read on each call. */
+static bool amx() {
+#if NNL_AMX
+    const char *e = getenv("NNL_BF16");
+    return hardware() && !(e && !strcmp(e, "avx512")) && amx_permitted();
+#else
+    return false;
+#endif
+}
+
+#if NNL_AMX
+/* Every tile 16 rows of 64 bytes: tmm0-3 the C tiles of a 32 x 32 block,
+   tmm4-5 its two A tiles, tmm6-7 its two B tiles */
+struct alignas(64) TileConfig {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+static TileConfig tile_config() {
+    TileConfig t;
+    memset(&t, 0, sizeof t);
+    t.palette = 1;
+    for (int i = 0; i < 8; i++) t.colsb[i] = 64, t.rows[i] = 16;
+    return t;
+}
+/* AT&T | Intel operand order; loads and stores are compiler barriers (the
+   packed buffers are written by ordinary stores just before) */
+#define NNL_TLOAD(t, p, stride)                                                                                        \
+    __asm__ volatile("{tileloadd (%0,%1,1), %%tmm" #t "|tileloadd %%tmm" #t ", [%0+%1*1]}" ::"r"(p),                   \
+                     "r"((int64_t)(stride))                                                                            \
+                     : "memory")
+#define NNL_TSTORE(t, p, stride)                                                                                       \
+    __asm__ volatile("{tilestored %%tmm" #t ", (%0,%1,1)|tilestored [%0+%1*1], %%tmm" #t "}" ::"r"(p),                 \
+                     "r"((int64_t)(stride))                                                                            \
+                     : "memory")
+#define NNL_TZERO(t) __asm__ volatile("tilezero %%tmm" #t ::)
+#define NNL_TDP(c, a, b) __asm__ volatile("{tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c "|tdpbf16ps %%tmm" #c ", %%tmm" #a ", %%tmm" #b "}" ::)
+
+/* C[mr, nr] = alpha A B + beta C for a block of MT x NT tiles (mr <= 16 MT,
+   nr <= 16 NT) over nch chunks of 16 pairs: a, 16 MT rows of kpad pairs
+   (pack_a_rows); b0, b1 two panels (pack_b with kpad). A whole block with
+   alpha 1 and beta 0 or 1 goes straight between C and the tiles; any other
+   through t (32 x 32 floats) and AVX-512 (alpha acc + beta C, as the other
+   kernels write their tiles). */
+template <int MT, int NT>
+NNL_BF16_TARGET static void amx_tiles(int64_t nch, const uint32_t *a, int64_t kpad, const uint32_t *b0,
+                                      const uint32_t *b1, float *C, int64_t ldc, float alpha, float beta, int64_t mr,
+                                      int64_t nr, float *t) {
+    const int64_t sa = kpad * 4, sc = ldc * 4;
+    const uint32_t *a1 = a + 16 * kpad;
+    const bool direct = mr == 16 * MT && nr == 16 * NT && alpha == 1.f && (beta == 0.f || beta == 1.f);
+    if (direct && beta == 1.f) {
+        NNL_TLOAD(0, C, sc);
+        if (NT == 2) NNL_TLOAD(1, C + 16, sc);
+        if (MT == 2) NNL_TLOAD(2, C + 16 * ldc, sc);
+        if (MT == 2 && NT == 2) NNL_TLOAD(3, C + 16 * ldc + 16, sc);
+    } else {
+        NNL_TZERO(0);
+        if (NT == 2) NNL_TZERO(1);
+        if (MT == 2) NNL_TZERO(2);
+        if (MT == 2 && NT == 2) NNL_TZERO(3);
+    }
+    for (int64_t q = 0; q < nch; q++) {
+        NNL_TLOAD(4, a + 16 * q, sa);
+        NNL_TLOAD(6, b0 + 256 * q, 64);
+        NNL_TDP(0, 4, 6);
+        if (NT == 2) {
+            NNL_TLOAD(7, b1 + 256 * q, 64);
+            NNL_TDP(1, 4, 7);
+        }
+        if (MT == 2) {
+            NNL_TLOAD(5, a1 + 16 * q, sa);
+            NNL_TDP(2, 5, 6);
+            if (NT == 2) NNL_TDP(3, 5, 7);
+        }
+    }
+    float *o = direct ? C : t;
+    const int64_t so = direct ? sc : 128, ro = direct ? ldc : 32;
+    NNL_TSTORE(0, o, so);
+    if (NT == 2) NNL_TSTORE(1, o + 16, so);
+    if (MT == 2) NNL_TSTORE(2, o + 16 * ro, so);
+    if (MT == 2 && NT == 2) NNL_TSTORE(3, o + 16 * ro + 16, so);
+    if (direct) return;
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t r = 0; r < mr; r++)
+        for (int64_t j = 0; j < nr; j += 16) {
+            __mmask16 m = nr - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nr - j)) - 1);
+            float *c = C + r * ldc + j;
+            __m512 v = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, t + r * 32 + j));
+            if (beta != 0.f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), v);
+            _mm512_mask_storeu_ps(c, m, v);
+        }
+}
+
+/* op(A)'s rows ic .. ic+mc-1, depths k0 .. k0+kc-1, as a matrix of kpad
+   pairs a row (the A tiles' layout: pack_a's rows in memory, with a row
+   stride of kpad), its rows rounded up to 16 and its pairs to kpad with
+   zeros. A^T: two rows of memory give a pair of 16 rows at a time. */
+template <bool HW>
+static void pack_a_rows(bool ta, const float *A, int64_t lda, int64_t ic, int64_t k0, int64_t mc, int64_t kc,
+                        uint32_t *Ap, int64_t kpad) {
+    const int64_t kp = (kc + 1) / 2, rows = (mc + 15) / 16 * 16;
+    if (!ta) {
+        for (int64_t i = 0; i < mc; i++) run_pairs<HW>(A + (ic + i) * lda + k0, kc, Ap + i * kpad);
+    } else { /* 16 pairs of 16 rows at a time, turned round in L1: whole lines of Ap written */
+        alignas(64) uint32_t T[16][16];
+        for (int64_t q0 = 0; q0 < kp; q0 += 16) {
+            const int64_t nq = std::min<int64_t>(16, kp - q0);
+            for (int64_t i = 0; i < mc; i += 16) {
+                const int64_t ni = std::min<int64_t>(16, mc - i);
+                for (int64_t u = 0; u < nq; u++) {
+                    const int64_t q = q0 + u;
+                    const float *lo = A + (k0 + 2 * q) * lda + ic + i, *hi = lo + lda;
+                    const bool odd = 2 * q + 1 < kc;
+                    if (odd && ni == 16)
+                        pairs16<HW>(lo, hi, T[u]);
+                    else
+                        for (int64_t c = 0; c < ni; c++) T[u][c] = pair(lo[c], odd ? hi[c] : 0.f);
+                }
+                for (int64_t r = 0; r < ni; r++)
+                    for (int64_t u = 0; u < nq; u++) Ap[(i + r) * kpad + q0 + u] = T[u][r];
+            }
+        }
+    }
+    if (kpad > kp)
+        for (int64_t i = 0; i < mc; i++) memset(Ap + i * kpad + kp, 0, (size_t)(kpad - kp) * sizeof(uint32_t));
+    memset(Ap + mc * kpad, 0, (size_t)((rows - mc) * kpad) * sizeof(uint32_t));
+}
+
+/* One thread's share on AMX: block<true>'s loops, with A in 16-row tiles
+   (two at a time: 32 x 32 blocks of C) and the depth in blocks of at most
+   NNL_AMX_KC (the tiles' sums go through C once per block), all but the
+   last a multiple of 32 and about equal, each in chunks of 16 pairs (zero
+   pairs pad the last): K-MLP's 784 is 416 + 368, not 256 x 3 + 16. */
+#ifndef NNL_AMX_KC
+#define NNL_AMX_KC 512
+#endif
+static void block_amx(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act) {
+    const bool ep = bias || act != ACT_LINEAR;
+    const int64_t nkb = (K + NNL_AMX_KC - 1) / NNL_AMX_KC, kcb = ((K + nkb - 1) / nkb + 31) / 32 * 32;
+    const int64_t ncmax = std::min<int64_t>(N, NC), kpmax = kcb / 2, rmax = (std::min<int64_t>(M, MC) + 15) / 16 * 16;
+    Buffers &buf = tl_buf;
+    buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kpmax));
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(rmax * kpmax + 32 * 32)); /* A's rows, then the 32 x 32 t */
+    uint32_t *Bp = (uint32_t *)buf.bp, *Ap = (uint32_t *)buf.ap;
+    float *t = buf.ap + rmax * kpmax; /* 64-byte aligned: rmax * kpmax is a multiple of 256 */
+    static const TileConfig cfg = tile_config();
+    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        const int64_t nc = std::min<int64_t>(NC, N - jc), npan = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < K; pc += kcb) { /* kcb is even: pairs never straddle two blocks */
+            const int64_t kc = std::min<int64_t>(kcb, K - pc), kpad = ((kc + 1) / 2 + 15) / 16 * 16;
+            const float bet = pc == 0 ? beta : 1.f;
+            for (int64_t jp = 0; jp < npan; jp++) pack_b<true>(tb, B, ldb, pc, jc, kc, nc, Bp, jp, kpad);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                const int64_t mc = std::min<int64_t>(MC, M - ic);
+                pack_a_rows<true>(ta, A, lda, ic, pc, mc, kc, Ap, kpad);
+                for (int64_t jp = 0; jp < npan; jp += 2) {
+                    const int64_t j = jp * NR, nr = std::min<int64_t>(2 * NR, nc - j);
+                    const uint32_t *b0 = Bp + jp * NR * kpad, *b1 = b0 + NR * kpad;
+                    for (int64_t i = 0; i < mc; i += 32) {
+                        const int64_t mr = std::min<int64_t>(32, mc - i);
+                        const uint32_t *a = Ap + i * kpad;
+                        float *c = C + (ic + i) * ldc + jc + j;
+                        if (mr > 16 && nr > 16)
+                            amx_tiles<2, 2>(kpad / 16, a, kpad, b0, b1, c, ldc, alpha, bet, mr, nr, t);
+                        else if (mr > 16)
+                            amx_tiles<2, 1>(kpad / 16, a, kpad, b0, b1, c, ldc, alpha, bet, mr, nr, t);
+                        else if (nr > 16)
+                            amx_tiles<1, 2>(kpad / 16, a, kpad, b0, b1, c, ldc, alpha, bet, mr, nr, t);
+                        else
+                            amx_tiles<1, 1>(kpad / 16, a, kpad, b0, b1, c, ldc, alpha, bet, mr, nr, t);
+                    }
+                }
+                if (ep && pc + kc >= K) /* this block of C is final and still in cache */
+                    epilogue(C + ic * ldc + jc, ldc, mc, nc, bias ? bias + jc : nullptr, act);
+            }
+        }
+    }
+    __asm__ volatile("tilerelease" ::);
+}
+#undef NNL_TLOAD
+#undef NNL_TSTORE
+#undef NNL_TZERO
+#undef NNL_TDP
+#endif
+
 /* One thread's share (gemm::Block): sgemm_block's loops on bf16 panels.
-   HW: the AVX512-BF16 conversions and kernel, else the portable ones. */
+   HW: the AVX512-BF16 conversions and kernel (or AMX: block_amx), else the
+   portable ones. */
 template <bool HW>
 static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc, const float *bias, Act act,
                   int /* sgemm_block's dot columns: none here */) {
+#if NNL_AMX
+    if (HW && amx()) return block_amx(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
+#endif
     bool ep = bias || act != ACT_LINEAR;
     Buffers &buf = tl_buf;
     int64_t ncmax = std::min<int64_t>(N, NC), kpmax = (std::min<int64_t>(K, KC) + 1) / 2,
@@ -6242,9 +6480,15 @@ public:
         return act != ACT_LINEAR && act != ACT_RELU && fused_epilogue() && !mask_in && !mask_out;
     }
     bool direct() const { return pointwise(g); }
-    /* one input channel on the CPU in float32: cpu_conv1_forward and
-       cpu_conv1_weight_grad, without im2col */
-    bool one_channel() const { return &K() == &cpu_kernels && conv1_applies(g); }
+    /* one input channel on the CPU: cpu_conv1_forward and
+       cpu_conv1_weight_grad, without im2col, in float32 also in
+       mixed_bfloat16 (the bf16 tables): a product 9-25 deep gains nothing
+       from bf16 operands, and rounding its columns cost more than the
+       direct kernel (R-LENET, 2 threads: see nnl_set_precision) */
+    bool one_channel() const {
+        return (&K() == &cpu_kernels || &K() == &bf16_kernels || &K() == &bf16_emulated_kernels) &&
+               conv1_applies(g);
+    }
     int64_t col_row() const { return g.kvol() * g.C; }
     /* Samples per im2col block: up to 2 MB of columns. Smaller blocks (512 KB)
        stayed in L2 but left the weight-gradient GEMM a depth of one sample's

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.0
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.1
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -131,8 +131,8 @@
 
 #define NNL_VERSION_MAJOR 0
 #define NNL_VERSION_MINOR 8
-#define NNL_VERSION_PATCH 0
-#define NNL_VERSION_STRING "0.8.0"
+#define NNL_VERSION_PATCH 1
+#define NNL_VERSION_STRING "0.8.1"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -203,7 +203,7 @@ NNL_API int nnl_version_number(void);
                 pictures; needs stb_image.h and stb_image_write.h; since 0.7)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.8.0; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.8.1; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no; bf16: no; images: yes". Owned by the library, the
    same for the whole process (made at the first call). Thread-safe. */
@@ -1280,12 +1280,19 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
    float32; the weights (nnl_get_weight, model files), the gradients, the
    optimizer state, losses, softmax and normalisation stay float32, as
    Keras keeps float32 master weights. The recurrent step's products with
-   U stay float32 where the layer packs U once per pass. It runs on AVX512-BF16 (VDPBF16PS; Intel Cooper Lake and
-   Sapphire Rapids or newer, AMD Zen 4 or newer; nnl_has_feature("bf16")).
+   U stay float32 where the layer packs U once per pass, and so does a
+   convolution over one input channel (a product 9-25 deep: its direct
+   kernel is faster than rounding its operands; since 0.8.1). It runs on
+   AVX512-BF16 (VDPBF16PS; Intel Cooper Lake and Sapphire Rapids or newer,
+   AMD Zen 4 or newer; nnl_has_feature("bf16")), and on the AMX tiles (TDPBF16PS; Intel Sapphire Rapids or newer) where
+   the CPU has them and Linux grants the process their state (asked once,
+   on the first product; since 0.8.1).
    Results differ from float32 by bf16's rounding (about 3 significant
    digits per operand); trained models reach about the float32 accuracy.
    The environment variable NNL_BF16=emulate selects a portable emulation
-   with the same rounding and sums on any CPU (slow; for tests), and
+   with VDPBF16PS's rounding and sums on any CPU (slow; for tests),
+   NNL_BF16=avx512 keeps VDPBF16PS where AMX is present (AMX rounds its
+   float32 sums its own way: other last bits, the same error bound), and
    NNL_BF16=off makes the library act as on a CPU without the feature.
 
    Sets the model's policy; any time (before or after nnl_compile, between

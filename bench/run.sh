@@ -107,9 +107,9 @@
 # - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
 #   (3 x 0.3 s + the untimed run)): about 80 processes, 5-6 minutes; the Fortran driver
 #   10 s, membw 4 s, predict_threads 15 s.
-# - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET at ~0.6x its
-#   float32 speed on a CPU whose VDPBF16PS runs at a quarter of the FMA's rate (the
-#   Xeon of issue 14), about 20 minutes more when BF16_MODELS lists it.
+# - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET about 10
+#   minutes more when BF16_MODELS lists it (on AMX, 0.8.1: faster than float32; it ran
+#   at ~0.6x float32 on VDPBF16PS alone, a quarter of the FMA's rate on the Xeon of issue 14).
 # In all about 2 hours (more with retries) on the AMD host these estimates come from;
 # about 3.5 hours on the Xeon of issue 14 (its CNNs at half the speed, PyTorch's
 # 2-thread MLP figures rerun as implausible): stopped earlier, --resume continues it. --quick --only kmlp: 2.5 minutes
