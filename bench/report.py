@@ -6,7 +6,8 @@ Every figure comes from the raw file of one run. A ratio is printed only where
 both sides are reliable: a measurement that run.sh marked status=UNRELIABLE
 (windows spread more than MAX_SPREAD, or a peer at 2 threads below half its own
 1-thread figure, after the reruns) is printed with its figure and the word
-UNRELIABLE, and every ratio it would enter is printed as UNRELIABLE too. A
+UNRELIABLE, and every ratio it would enter is printed as UNRELIABLE too (a
+framework's best, too, unless the unreliable run's fastest window is below it). A
 --quick run is labelled NOT MEANINGFUL everywhere. --keep FILE: the sections
 between <!-- NAME: begin --> and <!-- NAME: end --> markers in FILE (written
 by busy_core.sh, lstm_run.sh, ptb_run.sh) are carried over at the end.
@@ -158,6 +159,8 @@ def label(d):
         how = "%sT kann_mt" % th
     elif d["fw"] == "kann" and st.endswith("/blas"):
         how = "%sT BLAS" % th
+    elif d["fw"] == "torch" and st.endswith("/blas1"):
+        how = "%sT (OpenBLAS 1T)" % th
     else:
         how = "%sT" % th
     ct = st.split("/")[0]
@@ -178,14 +181,16 @@ def runs(case, fw, threads=None):
 
 
 def best(case, fw, threads=None):
-    """(the fastest reliable run, reliable?): unreliable when any run of this
-    framework and thread count is, since it might have been the fastest"""
+    """(the fastest reliable run, reliable?): unreliable when an unreliable run
+    of this framework and thread count might have been the fastest, i.e. when
+    its fastest window is not below that run's median (PyTorch's 2-thread
+    MLPs, 4x below its 1-thread figure in every window, cannot have been)"""
     rs = runs(case, fw, threads)
     if not rs:
         return None, True
     good = [d for d in rs if ok(d)]
     pick = max(good or rs, key=lambda d: float(d["median"]))
-    return pick, len(good) == len(rs)
+    return pick, bool(good) and all(float(d["max"]) < float(pick["median"]) for d in rs if not ok(d))
 
 
 def ratio(a, b):
@@ -240,7 +245,8 @@ P("  (synthetic), or the 60,000 Fashion-MNIST training images scaled to [0, 1]."
 P("- Peers at their best: OpenBLAS (PyTorch's BLAS, KANN's, the SGEMM reference) with `OPENBLAS_CORETYPE` unset")
 P("  (auto) and set to each of %s, `OPENBLAS_L2_SIZE` unset; 1 and 2 threads (KANN at 2: kann_mt's split of the" %
   ", ".join(st.get("coretypes", "?").split(",")[1:] or ["?"]))
-P("  batch, or OpenBLAS's threads); the fastest kept and named. PyTorch with `torch.set_flush_denormal(True)` and")
+P("  batch, or OpenBLAS's threads; PyTorch at 2: OpenBLAS's threads too, or OpenBLAS on 1 thread, \"OpenBLAS 1T\");")
+P("  the fastest kept and named. PyTorch with `torch.set_flush_denormal(True)` and")
 P("  KANN with FTZ/DAZ (nnlite flushes denormals itself). KANN has no Adam: bench/kann_mlp.c implements Keras' Adam")
 P("  over KANN's parameters. For %s every setting is measured in full; for the other models every setting is" %
   ", ".join(names.get(m, m) for m in st.get("full_search", "").split(",")))
@@ -252,7 +258,8 @@ P("- A measurement whose windows spread more than %.0f %%, or a peer at 2 thread
   (100 * float(st.get("max_spread", "0.2"))))
 P("  figure (same core type), is rerun (at most %s times); if it still fails it is shown **UNRELIABLE** and no" %
   st.get("retries", "?"))
-P("  ratio is written from it (nor from the best of its framework and thread count, which it might have been).")
+P("  ratio is written from it (nor from the best of its framework and thread count, when even its fastest")
+P("  window is not below that best: then it might have been the best).")
 P("- Batch-1 latency: the median of many single-sample calls after training, each harness after 0.5 s of untimed")
 P("  calls (nnlite `nnl_predict`, PyTorch eager")
 P("  under `torch.no_grad()` after `model.eval()`, KANN `kann_apply1`). Peak RSS: `getrusage` of the process")

@@ -54,7 +54,8 @@
 #   OpenBLAS (the MLPs only: bench/kann_mlp.c, built when $KANN_DIR holds KANN, else
 #   skipped with a message) run with OPENBLAS_CORETYPE unset ("auto") and set to each
 #   of CORETYPES, OPENBLAS_L2_SIZE unset, at 1 and 2 threads (KANN at 2: kann_mt's
-#   split of the batch, or OpenBLAS's threads); the fastest setting is kept and named.
+#   split of the batch, or OpenBLAS's threads; PyTorch at 2: OpenBLAS's threads too,
+#   or OpenBLAS on one); the fastest setting is kept and named.
 #   For the models in FULL_SEARCH (the MLPs: cheap) every setting is measured in full,
 #   nnlite at 1 and 2 threads. For the CNNs every peer setting at both thread counts is
 #   probed (one window of PROBE_STEPS steps; probes are listed in the report, never used
@@ -326,7 +327,8 @@ measure() {
 }
 
 # peer_cmd FW SETTING MODEL BATCH THREADS: sets CMD, the peer's command line.
-# SETTING: a core type (torch), or CORETYPE/1, CORETYPE/mt, CORETYPE/blas (kann).
+# SETTING: a core type or CORETYPE/blas1 (torch at 2 threads: OpenBLAS on one thread),
+# or CORETYPE/1, CORETYPE/mt, CORETYPE/blas (kann).
 peer_cmd() {
     local fw=$1 setting=$2 model=$3 batch=$4 th=$5 ct=${2%%/*} split=mt bt
     if [[ $setting == */* ]]; then split=${setting#*/}; fi
@@ -334,7 +336,11 @@ peer_cmd() {
     CMD=(env -u OPENBLAS_L2_SIZE)
     if [ "$ct" = auto ]; then CMD+=(-u OPENBLAS_CORETYPE); else CMD+=("OPENBLAS_CORETYPE=$ct"); fi
     case $fw in
-        torch) CMD+=("OMP_NUM_THREADS=$th" "$PY" bench/bench_torch.py "$model" "$batch" "$th" --setting "$setting") ;;
+        torch)
+            # /blas1: PyTorch's OpenMP threads with OpenBLAS on one (its threads and
+            # OpenMP's both spinning on 2 cores made K-MLP 3-4x slower than 1 thread)
+            if [ "$split" = blas1 ]; then CMD+=("OPENBLAS_NUM_THREADS=1"); fi
+            CMD+=("OMP_NUM_THREADS=$th" "$PY" bench/bench_torch.py "$model" "$batch" "$th" --setting "$setting") ;;
         kann)
             bt=1
             if [ "$split" = blas ]; then bt=$th; fi
@@ -354,7 +360,8 @@ peer() {
     local -a all=()
     for th in 1 2; do
         for s in $coretypes; do
-            if [ "$fw" != kann ]; then all+=("$th:$s")
+            if [ "$fw" = torch ] && [ $th = 2 ]; then all+=("$th:$s" "$th:$s/blas1")
+            elif [ "$fw" != kann ]; then all+=("$th:$s")
             elif [ $th = 1 ]; then all+=("$th:$s/1")
             else all+=("$th:$s/mt" "$th:$s/blas"); fi
         done
