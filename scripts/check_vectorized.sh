@@ -37,8 +37,8 @@ if [ -z "$obj" ]; then
 fi
 objdump -d -r -C --no-show-raw-insn "$obj" >"$tmp/dis" || exit 1
 
-# kernel[:sqrt: needs vsqrtps][:log: may call log, once per row]
-kernels="SgdK RmspropK:sqrt AdagradK:sqrt AdadeltaK:sqrt AdamK:sqrt AdamaxK NadamK:sqrt
+# kernel[:sqrt: needs vsqrtps][:rsqrt: needs vrsqrt14ps / vrsqrtps (vsqrt_nr)][:log: may call log, once per row]
+kernels="SgdK RmspropK:sqrt AdagradK:sqrt AdadeltaK:sqrt AdamK:rsqrt AdamaxK NadamK:sqrt
 ClipValueK ScaleK SumsqK MulK AddRowsK ColSumK BiasActK BiasActFlatK ActBackwardK SoftmaxK SoftmaxBackwardK
 ColAccK ScaleShiftK BnSumsK BnDxK XentLogitsK:log XentProbsK:log PointLossK Im2colK Col2imK PoolMaxK
 conv1::FwdK conv1::DwK"
@@ -82,6 +82,10 @@ for spec in $kernels; do
                 why="calls out of line: $(grep -E '^[[:space:]]*[0-9a-f]+:[[:space:]]+call' <<<"$code" |
                     sed 's/.*call[[:space:]]*//' | sort -u | head -3 | tr '\n' ' ')"
             case "$opts" in
+            *rsqrt*)
+                grep -qE "vrsqrt(14)?ps[[:space:]].*%${reg}" <<<"$code" || why="no vrsqrt(14)ps on $reg"
+                ! grep -qE 'v?r?sqrts[sd][[:space:]]' <<<"$code" || why="a scalar square root"
+                ;;
             *sqrt*)
                 grep -qE "vsqrtps[[:space:]].*%${reg}" <<<"$code" || why="no vsqrtps on $reg"
                 ! grep -qE 'v?sqrts[sd][[:space:]]' <<<"$code" || why="a scalar square root"
