@@ -4699,6 +4699,18 @@ static void cpu_im2col_packed(const Window &g, const float *x, int64_t n, gemm::
     });
 }
 
+/* A thread's columns for the sample-parallel convolution (Conv::groups):
+   grown once per thread and reused, as gemm's packing buffers are. */
+static float *thread_cols(size_t n) {
+    static thread_local gemm::Buffers b;
+    b.ap = gemm::Buffers::grow(b.ap, b.ap_n, n);
+    return b.ap;
+}
+static gemm::PackedB &thread_colp() {
+    static thread_local gemm::PackedB p;
+    return p;
+}
+
 /* col2im of samples lo..hi-1: each sample's dx is the sum over its output
    positions, in order, of the taps' runs of col. Per position and (kd, kh),
    one run of KW * C floats where the taps along W are contiguous and
@@ -6528,6 +6540,33 @@ public:
         int64_t per = g.out_size() * col_row(), cap = (int64_t)1 << (on_gpu ? 23 : 19);
         return std::max<int64_t>(1, std::min<int64_t>(B, cap / std::max<int64_t>(per, 1)));
     }
+    /* Sample-parallel (CPU, float32): the batch in groups of a few samples,
+       each group's im2col, product and col2im on one thread with its own
+       columns (thread_cols: at most 1 MB, in that core's L2), the threads
+       taking whole groups, instead of every product of a 2 MB block split
+       over the threads. The blocks' columns left L2 between im2col and the
+       product and the threads read each other's halves: K-CNN's second
+       convolution (batch 120, two threads, Intel Xeon) forward 10.6 ->
+       10.0 ms, weight gradient 17.3 -> 12.6, input gradient 14.6 -> 12.8.
+       Samples per group: enough for 512 rows of product (the weights are
+       packed once per group), at most 1 MB of columns; 0 where the path is
+       not taken (fewer than two groups, products of few rows, bf16 or GPU
+       kernels, one input channel, 1x1). The weight gradient goes in
+       wpart() partial sums, fixed by the shapes alone: the same bits on
+       any number of threads. */
+    int64_t group_samples(int64_t B) const {
+        if (&K() != &cpu_kernels || direct() || one_channel()) return 0;
+        const int64_t P = g.out_size(), per = P * col_row(), cap = (int64_t)1 << 18;
+        if (per > cap || P < 1) return 0;
+        const int64_t s = std::max<int64_t>(1, std::min((512 + P - 1) / P, cap / per));
+        return s * P >= 64 && B >= 2 * s ? s : 0;
+    }
+    /* partial sums of the weight gradient: at most 16, each at least one
+       group, all of them at most 4 M floats (else 0: not this path) */
+    int64_t wparts(int64_t B, int64_t s) const {
+        const int64_t groups = (B + s - 1) / s, wsz = col_row() * filters;
+        return std::min<int64_t>({16, groups, ((int64_t)1 << 22) / std::max<int64_t>(wsz, 1)});
+    }
     /* ws: [z: pre-activation] or ReLU's bits; scratch: [xcl][ycl][dxcl][col]
        (channels-first only, each only where no neighbour hands over
        channels-last data: x and dx for !cl_in, y and dy for !cl_out; R-LENET's
@@ -6575,13 +6614,11 @@ public:
         const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
         const float *bias = use_bias ? weights[1].w : nullptr;
         const bool c1 = one_channel();
-        if (c1) cpu_conv1_forward(g, xc, weights[0].w, filters, ep ? bias : nullptr, ep ? act : ACT_LINEAR, zc, B);
-        for (int64_t b0 = 0; b0 < B && !c1; b0 += nb) {
-            int64_t n = std::min(nb, B - b0);
+        auto block = [&](int64_t b0, int64_t n, float *cols) { /* samples b0.., n of them */
             const float *cm = xc + b0 * S;
             if (!direct()) {
-                K().im2col(g, cm, col(B), n);
-                cm = col(B);
+                K().im2col(g, cm, cols, n);
+                cm = cols;
             }
             if (ep)
                 K().sgemm_bias_act(n * P, filters, R, cm, R, weights[0].w, filters, zc + b0 * P * filters, filters,
@@ -6589,7 +6626,15 @@ public:
             else
                 K().sgemm(false, false, n * P, filters, R, 1.f, cm, R, weights[0].w, filters, 0.f,
                           zc + b0 * P * filters, filters);
-        }
+        };
+        if (c1) cpu_conv1_forward(g, xc, weights[0].w, filters, ep ? bias : nullptr, ep ? act : ACT_LINEAR, zc, B);
+        else if (const int64_t s = group_samples(B))
+            pool::run_chunks((B + s - 1) / s, threads(), [&](int64_t q) {
+                const int64_t n = std::min(s, B - q * s);
+                block(q * s, n, thread_cols((size_t)(n * P * R)));
+            });
+        else
+            for (int64_t b0 = 0; b0 < B; b0 += nb) block(b0, std::min(nb, B - b0), col(B));
         if (use_bias && !ep) K().bias_add(zc, bias, B * P, filters);
         if (cf && !cl_out) K().transpose(zc, z, B, P, filters);
         if (act != ACT_LINEAR && !ep)
@@ -6619,12 +6664,46 @@ public:
         if (use_bias) K().bias_grad(dzc, weights[1].g, B * P, filters);
         /* dW = col^T dz, or (dz^T col)^T when the kernel's tiles fit that
            shape better (CPU): R-LENET's 50 filters fill 78 % of two 32-wide
-           panels but 93 % of nine 6-row tiles (1.3x faster product) */
-        const bool c1 = one_channel(), swap = !c1 && &K() == &cpu_kernels &&
-                                              gemm::tile_fill(filters, R) > 1.05 * gemm::tile_fill(R, filters);
+           panels but 93 % of nine 6-row tiles (1.3x faster product). In
+           groups also at a slightly worse fill: the columns are then written
+           packed and never packed from A^T (K-CNN's second convolution, 64
+           filters, 97 % against 100 %: 13.2 -> 12.3-12.6 ms, two threads) */
+        const bool c1 = one_channel();
+        const int64_t s = c1 ? 0 : group_samples(B), wp = s ? wparts(B, s) : 0;
+        const bool swap = !c1 && &K() == &cpu_kernels &&
+                          gemm::tile_fill(filters, R) > (wp >= 2 ? 0.95 : 1.05) * gemm::tile_fill(R, filters);
         if (swap) gt.resize((size_t)(filters * R)); /* the same size every call: allocated once */
         if (c1) cpu_conv1_weight_grad(g, xc, dzc, filters, weights[0].g, B, parts);
-        for (int64_t b0 = 0; b0 < B && !c1; b0 += nb) {
+        if (wp >= 2) { /* partial c: samples [c q, (c + 1) q), a group of s at a time, on one thread */
+            const int64_t q = ((B + wp - 1) / wp + s - 1) / s * s, np = (B + q - 1) / q, wsz = R * filters;
+            parts.resize((size_t)(np * wsz)); /* the same size every call: allocated once */
+            pool::run_chunks(np, threads(), [&](int64_t c) {
+                float *pc = parts.data() + c * wsz;
+                for (int64_t b0 = c * q; b0 < std::min(B, (c + 1) * q); b0 += s) {
+                    const int64_t n = std::min({s, B - b0, (c + 1) * q - b0});
+                    const float *dzb = dzc + b0 * P * filters;
+                    const float beta = b0 > c * q ? 1.f : 0.f;
+                    if (swap) { /* dW^T (filters x R) = dz^T col, the columns written packed */
+                        gemm::PackedB &cp = thread_colp();
+                        cpu_im2col_packed(g, xc + b0 * S, n, cp);
+                        gemm::sgemm_packed(filters, dzb, filters, cp, beta, pc, R, true);
+                    } else {
+                        float *cols = thread_cols((size_t)(n * P * R));
+                        K().im2col(g, xc + b0 * S, cols, n);
+                        gemm::sgemm(true, false, R, filters, n * P, 1.f, cols, R, dzb, filters, beta, pc, filters);
+                    }
+                }
+            });
+            float *dw = swap ? gt.data() : weights[0].g;
+            par_for(wsz, wsz * np, [&](int64_t lo, int64_t hi) { /* in partial order: any thread count */
+                for (int64_t i = lo; i < hi; i++) {
+                    float a = parts[(size_t)i];
+                    for (int64_t c = 1; c < np; c++) a += parts[(size_t)(c * wsz + i)];
+                    dw[i] = a;
+                }
+            });
+        }
+        for (int64_t b0 = 0; b0 < B && !c1 && wp < 2; b0 += nb) {
             int64_t n = std::min(nb, B - b0);
             const float *cm = xc + b0 * S;
             if (swap && !direct()) { /* the columns only as B: written in its packed layout */
@@ -6647,17 +6726,23 @@ public:
         if (swap) K().transpose(gt.data(), weights[0].g, 1, filters, R);
         if (!dx) return;
         float *dxc = cf && !cl_in ? dxcl(B) : dx;
-        for (int64_t b0 = 0; b0 < B; b0 += nb) {
-            int64_t n = std::min(nb, B - b0);
+        auto dblock = [&](int64_t b0, int64_t n, float *cols) {
             if (direct()) {
                 K().sgemm(false, true, n * P, R, filters, 1.f, dzc + b0 * P * filters, filters, weights[0].w, filters,
                           0.f, dxc + b0 * S, R);
             } else {
                 K().sgemm(false, true, n * P, R, filters, 1.f, dzc + b0 * P * filters, filters, weights[0].w, filters,
-                          0.f, col(B), R);
-                K().col2im(g, col(B), dxc + b0 * S, n);
+                          0.f, cols, R);
+                K().col2im(g, cols, dxc + b0 * S, n);
             }
-        }
+        };
+        if (s)
+            pool::run_chunks((B + s - 1) / s, threads(), [&](int64_t q) {
+                const int64_t n = std::min(s, B - q * s);
+                dblock(q * s, n, thread_cols((size_t)(n * P * R)));
+            });
+        else
+            for (int64_t b0 = 0; b0 < B; b0 += nb) dblock(b0, std::min(nb, B - b0), col(B));
         if (cf && !cl_in) K().transpose(dxc, dx, B, g.in_size(), g.C);
     }
 };

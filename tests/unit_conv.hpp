@@ -374,6 +374,123 @@ TEST_CASE("convolution results do not depend on the thread count") {
     CHECK(y1 == y2);
 }
 
+TEST_CASE("convolutions in sample groups: output, weight, bias and input gradients equal sums in double, the same "
+          "bits on 1, 2 and 3 threads") {
+    /* Conv::group_samples: a few samples a thread, the weight gradient in
+       partial sums fixed by the shapes. Both data formats, strides,
+       dilation, padding, a partial last group, the weight gradient's two
+       orientations (16 filters over 54 columns: dW^T with packed columns;
+       64 over 36: dW), a ReLU (its bits in training) */
+    struct Case { const char *spec; nnl::Shape in; int B; bool cf; };
+    const Case cases[] = {{"Conv2D(16, 3, padding='same')", nnl::Shape{10, 10, 6}, 23, false},
+                          {"Conv2D(64, 3, activation='relu')", nnl::Shape{9, 9, 4}, 40, false},
+                          {"Conv2D(8, (3, 2), strides=2, padding='same', data_format='channels_first')",
+                           nnl::Shape{5, 12, 11}, 50, true},
+                          {"Conv1D(12, 5, dilation_rate=2, activation='relu')", nnl::Shape{40, 3}, 35, false}};
+    const int keep = nnl::g_threads;
+    for (const Case &cs : cases) {
+        INFO(std::string(cs.spec) << " batch " << cs.B);
+        nnl_model m;
+        m.seed = 7;
+        m.rng.reseed(m.seed);
+        m.seeded = true;
+        m.add(("Input(shape=" + cs.in.str(false) + ")").c_str());
+        m.add(cs.spec);
+        m.ensure_batch(cs.B);
+        auto *L = dynamic_cast<nnl::Conv *>(m.layers[0].get());
+        REQUIRE(L);
+        const int64_t B = cs.B, s = L->group_samples(B);
+        REQUIRE(s > 0); /* the path under test is taken, with several partials */
+        REQUIRE(L->wparts(B, s) >= 2);
+        const nnl::Window &g = L->g;
+        const int64_t C = g.C, F = L->filters, P = g.out_size(), Q = g.in_size(), T = g.kvol();
+        const bool relu = L->act == nnl::ACT_RELU;
+        auto x = random_vec((size_t)(B * Q * C), 51), dy = random_vec((size_t)(B * P * F), 52);
+        auto bw = random_vec((size_t)F, 53);
+        std::copy(bw.begin(), bw.end(), L->weights[1].w);
+        const float *W = L->weights[0].w;
+        auto xi = [&](int64_t b, int64_t q, int64_t c) { return b * Q * C + (cs.cf ? c * Q + q : q * C + c); };
+        auto yi = [&](int64_t b, int64_t p, int64_t f) { return b * P * F + (cs.cf ? f * P + p : p * F + f); };
+        /* the reference: every output's window, as im2col gathers it, in double */
+        std::vector<double> y_ref((size_t)(B * P * F)), dw((size_t)(T * C * F)), dwa(dw.size()), db((size_t)F),
+            dba((size_t)F), dx((size_t)(B * Q * C)), dxa(dx.size());
+        auto taps = [&](int64_t p, const std::function<void(int64_t, int64_t)> &f) { /* (input position, tap) */
+            int64_t ow = p % g.out[2], oh = p / g.out[2] % g.out[1], od = p / (g.out[2] * g.out[1]);
+            for (int64_t t = 0; t < T; t++) {
+                int64_t kd = t / (g.k[1] * g.k[2]), kh = t / g.k[2] % g.k[1], kw = t % g.k[2];
+                int64_t id = od * g.s[0] - g.pad[0] + kd * g.d[0], ih = oh * g.s[1] - g.pad[1] + kh * g.d[1],
+                        iw = ow * g.s[2] - g.pad[2] + kw * g.d[2];
+                if (id >= 0 && id < g.in[0] && ih >= 0 && ih < g.in[1] && iw >= 0 && iw < g.in[2])
+                    f((id * g.in[1] + ih) * g.in[2] + iw, t);
+            }
+        };
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t p = 0; p < P; p++) {
+                for (int64_t f = 0; f < F; f++) y_ref[(size_t)yi(b, p, f)] = bw[(size_t)f];
+                taps(p, [&](int64_t q, int64_t t) {
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t f = 0; f < F; f++)
+                            y_ref[(size_t)yi(b, p, f)] += (double)x[(size_t)xi(b, q, c)] * W[(t * C + c) * F + f];
+                });
+                for (int64_t f = 0; f < F; f++) {
+                    double &v = y_ref[(size_t)yi(b, p, f)];
+                    if (relu) v = std::max(v, 0.0);
+                }
+            }
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t p = 0; p < P; p++) {
+                std::vector<double> dz((size_t)F);
+                for (int64_t f = 0; f < F; f++) {
+                    double d = dy[(size_t)yi(b, p, f)];
+                    dz[(size_t)f] = relu && y_ref[(size_t)yi(b, p, f)] <= 0 ? 0.0 : d;
+                    db[(size_t)f] += dz[(size_t)f];
+                    dba[(size_t)f] += std::fabs(dz[(size_t)f]);
+                }
+                taps(p, [&](int64_t q, int64_t t) {
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t f = 0; f < F; f++) {
+                            double xv = x[(size_t)xi(b, q, c)], w = W[(t * C + c) * F + f];
+                            size_t wi = (size_t)((t * C + c) * F + f), di = (size_t)xi(b, q, c);
+                            dw[wi] += xv * dz[(size_t)f];
+                            dwa[wi] += std::fabs(xv * dz[(size_t)f]);
+                            dx[di] += w * dz[(size_t)f];
+                            dxa[di] += std::fabs(w * dz[(size_t)f]);
+                        }
+                });
+            }
+        auto worst = [](const float *got, const std::vector<double> &want, const std::vector<double> *mag) {
+            double e = 0;
+            for (size_t i = 0; i < want.size(); i++)
+                e = std::max(e, std::fabs(got[i] - want[i]) / (1.0 + (mag ? (*mag)[i] : std::fabs(want[i]))));
+            return e;
+        };
+        std::vector<float> y1, dw1, db1, dx1;
+        for (int threads : {1, 2, 3}) {
+            INFO("threads " << threads);
+            nnl::g_threads = threads;
+            std::vector<float> y((size_t)(B * P * F)), d = dy, dxv((size_t)(B * Q * C));
+            nnl::Ctx c;
+            c.training = true;
+            L->forward(x.data(), y.data(), B, c);
+            L->backward(x.data(), y.data(), d.data(), dxv.data(), B, c);
+            CHECK(worst(y.data(), y_ref, nullptr) < 1e-5);
+            CHECK(worst(L->weights[0].g, dw, &dwa) < 1e-5);
+            CHECK(worst(L->weights[1].g, db, &dba) < 1e-5);
+            CHECK(worst(dxv.data(), dx, &dxa) < 1e-5);
+            std::vector<float> gw(L->weights[0].g, L->weights[0].g + T * C * F), gb(L->weights[1].g, L->weights[1].g + F);
+            if (threads == 1) {
+                y1 = y, dw1 = gw, db1 = gb, dx1 = dxv;
+            } else {
+                CHECK(y == y1);
+                CHECK(gw == dw1);
+                CHECK(gb == db1);
+                CHECK(dxv == dx1);
+            }
+        }
+    }
+    nnl::g_threads = keep;
+}
+
 /* ---- comparison with PyTorch (tests/reference/layers_reference.py) ---- */
 
 static std::string find_torch_python() {
