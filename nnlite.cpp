@@ -4699,16 +4699,18 @@ static void cpu_im2col_packed(const Window &g, const float *x, int64_t n, gemm::
     });
 }
 
-/* A thread's columns for the sample-parallel convolution (Conv::groups):
-   grown once per thread and reused, as gemm's packing buffers are. */
-static float *thread_cols(size_t n) {
-    static thread_local gemm::Buffers b;
-    b.ap = gemm::Buffers::grow(b.ap, b.ap_n, n);
-    return b.ap;
-}
+/* A thread's columns for the convolution in sample groups
+   (Conv::group_samples), plain (thread_cols) or packed as B (thread_colp):
+   one buffer, grown once per thread and reused, as gemm's packing buffers
+   are; a group uses one of the two at a time. */
 static gemm::PackedB &thread_colp() {
     static thread_local gemm::PackedB p;
     return p;
+}
+static float *thread_cols(size_t n) {
+    gemm::PackedB &c = thread_colp();
+    c.p = gemm::Buffers::grow(c.p, c.n, n);
+    return c.p;
 }
 
 /* col2im of samples lo..hi-1: each sample's dx is the sum over its output
