@@ -6542,7 +6542,7 @@ public:
         int64_t per = g.out_size() * col_row(), cap = (int64_t)1 << (on_gpu ? 23 : 19);
         return std::max<int64_t>(1, std::min<int64_t>(B, cap / std::max<int64_t>(per, 1)));
     }
-    /* Sample-parallel (CPU, float32): the batch in groups of a few samples,
+    /* Sample groups (CPU, float32): the batch in groups of a few samples,
        each group's im2col, product and col2im on one thread with its own
        columns (thread_cols: at most 1 MB, in that core's L2), the threads
        taking whole groups, instead of every product of a 2 MB block split
@@ -6554,7 +6554,7 @@ public:
        packed once per group), at most 1 MB of columns; 0 where the path is
        not taken (fewer than two groups, products of few rows, bf16 or GPU
        kernels, one input channel, 1x1). The weight gradient goes in
-       wpart() partial sums, fixed by the shapes alone: the same bits on
+       wparts() partial sums, fixed by the shapes alone: the same bits on
        any number of threads. */
     int64_t group_samples(int64_t B) const {
         if (&K() != &cpu_kernels || direct() || one_channel()) return 0;
@@ -6564,7 +6564,8 @@ public:
         return s * P >= 64 && B >= 2 * s ? s : 0;
     }
     /* partial sums of the weight gradient: at most 16, each at least one
-       group, all of them at most 4 M floats (else 0: not this path) */
+       group, all of them at most 4 M floats (fewer than 2: the weight
+       gradient goes the blocks' way, the rest still in groups) */
     int64_t wparts(int64_t B, int64_t s) const {
         const int64_t groups = (B + s - 1) / s, wsz = col_row() * filters;
         return std::min<int64_t>({16, groups, ((int64_t)1 << 22) / std::max<int64_t>(wsz, 1)});
