@@ -6570,6 +6570,19 @@ public:
         const int64_t groups = (B + s - 1) / s, wsz = col_row() * filters;
         return std::min<int64_t>({16, groups, ((int64_t)1 << 22) / std::max<int64_t>(wsz, 1)});
     }
+    /* f(b0, n, cols) over the batch: in groups of s samples on the threads,
+       each with its thread's columns, or (s = 0) in blocks of chunk(B) with
+       the scratch's */
+    template <class F> void in_blocks(int64_t B, int64_t s, const F &f) const {
+        const int64_t P = g.out_size(), R = col_row(), nb = chunk(B);
+        if (s)
+            pool::run_chunks((B + s - 1) / s, threads(), [&](int64_t q) {
+                const int64_t n = std::min(s, B - q * s);
+                f(q * s, n, thread_cols((size_t)(n * P * R)));
+            });
+        else
+            for (int64_t b0 = 0; b0 < B; b0 += nb) f(b0, std::min(nb, B - b0), col(B));
+    }
     /* ws: [z: pre-activation] or ReLU's bits; scratch: [xcl][ycl][dxcl][col]
        (channels-first only, each only where no neighbour hands over
        channels-last data: x and dx for !cl_in, y and dy for !cl_out; R-LENET's
@@ -6614,7 +6627,7 @@ public:
         bool ep = fused_epilogue(); /* bias and activation inside the GEMM */
         float *z = act == ACT_LINEAR || ep ? y : ws;
         float *zc = cf && !cl_out ? ycl(B) : z;
-        const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C, nb = chunk(B);
+        const int64_t P = g.out_size(), R = col_row(), S = g.in_size() * g.C;
         const float *bias = use_bias ? weights[1].w : nullptr;
         const bool c1 = one_channel();
         auto block = [&](int64_t b0, int64_t n, float *cols) { /* samples b0.., n of them */
@@ -6631,13 +6644,7 @@ public:
                           zc + b0 * P * filters, filters);
         };
         if (c1) cpu_conv1_forward(g, xc, weights[0].w, filters, ep ? bias : nullptr, ep ? act : ACT_LINEAR, zc, B);
-        else if (const int64_t s = group_samples(B))
-            pool::run_chunks((B + s - 1) / s, threads(), [&](int64_t q) {
-                const int64_t n = std::min(s, B - q * s);
-                block(q * s, n, thread_cols((size_t)(n * P * R)));
-            });
-        else
-            for (int64_t b0 = 0; b0 < B; b0 += nb) block(b0, std::min(nb, B - b0), col(B));
+        else in_blocks(B, group_samples(B), block);
         if (use_bias && !ep) K().bias_add(zc, bias, B * P, filters);
         if (cf && !cl_out) K().transpose(zc, z, B, P, filters);
         if (act != ACT_LINEAR && !ep)
@@ -6739,13 +6746,7 @@ public:
                 K().col2im(g, cols, dxc + b0 * S, n);
             }
         };
-        if (s)
-            pool::run_chunks((B + s - 1) / s, threads(), [&](int64_t q) {
-                const int64_t n = std::min(s, B - q * s);
-                dblock(q * s, n, thread_cols((size_t)(n * P * R)));
-            });
-        else
-            for (int64_t b0 = 0; b0 < B; b0 += nb) dblock(b0, std::min(nb, B - b0), col(B));
+        in_blocks(B, s, dblock);
         if (cf && !cl_in) K().transpose(dxc, dx, B, g.in_size(), g.C);
     }
 };
