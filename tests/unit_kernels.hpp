@@ -65,6 +65,55 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
     nnl::g_threads = 0;
 }
 
+TEST_CASE("sgemm: a narrow weight gradient (A^T B, few columns) goes through its transpose, the same bits on any "
+          "thread count") {
+    /* gemm::narrow_transposed: C = A^T B of few columns is computed as C^T
+       = B^T A and transposed (a classifier's Dense(10), a regression's
+       Dense(1)). Against the product in double, with an epilogue (bias,
+       ReLU) and C's row padding untouched; the same bits on 1, 2 and 3
+       threads; beta != 0 and wide products keep the direct path. */
+    struct Case { int M, N, K; } cases[] = {{128, 10, 120}, {500, 10, 512}, {784, 10, 128}, {128, 1, 120},
+                                           {1000, 3, 64},  {37, 5, 300},   {300, 7, 1000}, {64, 2, 5}};
+    for (auto c : cases) {
+        REQUIRE(nnl::gemm::narrow_transposed(true, false, c.M, c.N, 0.f)); /* the path under test is taken */
+        const int lda = c.M + 3, ldb = c.N + 1, ldc = c.N + 2;
+        auto A = random_vec((size_t)c.K * lda, 21), B = random_vec((size_t)c.K * ldb, 22);
+        auto bias = random_vec((size_t)c.N, 23);
+        std::vector<float> ref((size_t)c.M * ldc, 7.f), first;
+        naive_gemm(true, false, c.M, c.N, c.K, 1.5f, A.data(), lda, B.data(), ldb, 0.f, ref.data(), ldc);
+        for (int threads : {1, 2, 3}) {
+            nnl::g_threads = threads;
+            std::vector<float> C((size_t)c.M * ldc, 7.f), E((size_t)c.M * ldc, 7.f);
+            nnl::K().sgemm(true, false, c.M, c.N, c.K, 1.5f, A.data(), lda, B.data(), ldb, 0.f, C.data(), ldc);
+            nnl::gemm::sgemm_ep(true, false, c.M, c.N, c.K, 1.5f, A.data(), lda, B.data(), ldb, 0.f, E.data(), ldc,
+                                bias.data(), nnl::ACT_RELU);
+            double worst = 0;
+            int ep_bad = 0, pad = 0;
+            for (int i = 0; i < c.M; i++) {
+                for (int j = 0; j < c.N; j++) {
+                    float r = ref[(size_t)i * ldc + j], v = C[(size_t)i * ldc + j];
+                    worst = std::max(worst, (double)std::fabs(v - r) / (1.0 + std::fabs(r)));
+                    ep_bad += E[(size_t)i * ldc + j] != std::max(0.f, v + bias[(size_t)j]);
+                }
+                for (int j = c.N; j < ldc; j++) pad += C[(size_t)i * ldc + j] != 7.f || E[(size_t)i * ldc + j] != 7.f;
+            }
+            INFO("M=" << c.M << " N=" << c.N << " K=" << c.K << " threads=" << threads);
+            CHECK(worst < 1e-5 * std::sqrt((double)c.K));
+            CHECK(ep_bad == 0);
+            CHECK(pad == 0);
+            if (threads == 1) first = C;
+            CHECK(memcmp(C.data(), first.data(), C.size() * sizeof(float)) == 0);
+        }
+    }
+    /* not taken: an accumulated gradient (beta != 0), a product transposed
+       the other way, a wide one, one as full either way */
+    CHECK_FALSE(nnl::gemm::narrow_transposed(true, false, 128, 10, 1.f));
+    CHECK_FALSE(nnl::gemm::narrow_transposed(false, false, 128, 10, 0.f));
+    CHECK_FALSE(nnl::gemm::narrow_transposed(true, false, 784, 128, 0.f));
+    CHECK_FALSE(nnl::gemm::narrow_transposed(true, false, 2450, 20, 0.f));
+    nnl::g_threads = 0;
+}
+
 TEST_CASE("sgemm: a column of C has the same bits whatever the product's width (narrow last panels)") {
     /* N = 50 and 20 end in a panel of 2 and 4 columns, which the AVX2 path
        computes with its 6 x 8 tile; N + 8 puts the same columns in a 16-wide
