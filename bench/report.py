@@ -28,6 +28,7 @@ raw = args[0]
 meta = {}
 train, probes, rejected, lat, rss, blas, skips, fails, cmds = [], [], [], [], [], [], [], [], []
 infer, pthreads, membw = [], [], {}
+pairs = defaultdict(list)  # (model, data, batch): nnlite and the best 1-thread peer alternated (run.sh's paired)
 bf16 = defaultdict(list)  # nnlite in mixed_bfloat16 (bench_nnlite --precision): kept out of the float32 tables
 gemm, optref, opt = defaultdict(dict), {}, defaultdict(dict)
 resumes = []  # bench/run.sh --resume: one line per later sitting
@@ -65,6 +66,9 @@ for line in open(raw):
         rss.append(kv(w[1:]))
     elif tag == "infer":
         infer.append(kv(w[1:]))
+    elif tag == "pair":
+        d = kv(w[1:])
+        pairs[(d["model"], d["data"], int(d["batch"]))].append(d)
     elif tag == "pthreads":
         pthreads.append(kv(w[1:]))
     elif tag == "membw":
@@ -307,6 +311,32 @@ for case in cases:
        ratio(n, t), ratio(n, kn), ratio(n, bp), ratio(best(case, "nnlite", 1), best_peer(case, 1)),
        ratio(best(case, "nnlite", 2), best_peer(case, 2))))
 
+
+
+def pair_stats(ps):
+    """median, min and max of the paired ratios"""
+    r = sorted(float(d["ratio"]) for d in ps)
+    n_ = len(r)
+    med = r[n_ // 2] if n_ % 2 else (r[n_ // 2 - 1] + r[n_ // 2]) / 2
+    return med, r[0], r[-1]
+
+
+if pairs:
+    P("\n### One thread, alternated: nnlite and the fastest 1-thread peer%s\n" % NM)
+    P("The 1-thread figures above come from measurements minutes apart, and this machine's speed drifts by more than")
+    P("the margins between them; here nnlite and the fastest peer setting of the 1-thread measurements run one after")
+    P("the other, %s times each, one window of %s steps a process, the order swapped every pair. Each ratio compares"
+      % (st.get("pairs", "?"), st.get("steps", "?")))
+    P("two windows seconds apart.\n")
+    P("| model | data | batch | peer (setting) | nnlite samples/s, each pair | peer samples/s, each pair"
+      " | nnlite / peer: median [min-max] |")
+    P("|---|---|---|---|---|---|---|")
+    for key, ps in pairs.items():
+        med, lo, hi = pair_stats(ps)
+        P("| %s | %s | %d | %s (%s) | %s | %s | **%.2fx** [%.2f-%.2f] |" %
+          (names.get(key[0], key[0]), dataname.get(key[1], key[1]), key[2], fwname[ps[0]["peer"]], ps[0]["setting"],
+           ", ".join(k(d["nnlite"]) for d in ps), ", ".join(k(d["peer_median"]) for d in ps), med, lo, hi))
+
 P("\n### Every measurement%s\n" % NM)
 P("| model | data | batch | library | threads, setting | samples/s: median [min-max, spread] | windows | steps/window"
   " | seconds | attempt |")
@@ -536,6 +566,13 @@ for case, (n, t, kn, bp) in summary.items():
                 names[m], dataname[case[1]], case[2], th, r.strip("*"))
             P("- UNRELIABLE: " + what if r == "UNRELIABLE" else
               verdict(float(a[0]["median"]) / float(b[0]["median"]) >= 1.2, what))
+            if th == 1 and pairs.get(case):
+                med, lo, hi = pair_stats(pairs[case])
+                ps = pairs[case]
+                P(verdict(med >= 1.2, "%s (%s, batch %d), 1 thread, alternated %d times with %s (%s): median of the "
+                          "paired ratios %.2fx [%.2f-%.2f] (target >= 1.2)" %
+                          (names[m], dataname[case[1]], case[2], len(ps), fwname[ps[0]["peer"]], ps[0]["setting"],
+                           med, lo, hi)))
     elif n[0] is not None and t[0] is not None:
         r = ratio(n, t)
         what = "%s (%s, batch %d): nnlite best / PyTorch best = %s (target >= 1.5)" % (

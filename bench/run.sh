@@ -38,7 +38,7 @@
 # also measured in mixed_bfloat16, default "kmlp:120:synth rmlp:128:synth"; add
 # rlenet:128:synth for a CNN, ~20 minutes; list them in MODELS too for the float32 side), FULL_SEARCH (models whose
 # peers are measured in full at every setting, default "kmlp rmlp"), PROBE_STEPS (200),
-# PROBE_KEEP (1), MAX_SPREAD (0.20), WARMUP (50), BUSY_CORE=0 (skip
+# PROBE_KEEP (1), PAIRS (5; --quick: 2), MAX_SPREAD (0.20), WARMUP (50), BUSY_CORE=0 (skip
 # bench/busy_core.sh). SECONDS_PER_RUN, the old window length, is ignored: windows
 # are counted in steps now.
 #
@@ -64,6 +64,13 @@
 #   at 1 thread, which checks that and gives the 1-thread latency, memory and batched
 #   inference (3 windows x 2000 steps at every setting would add 6-9 hours; at both
 #   thread counts for both frameworks, 1.5 hours).
+# - One thread, alternated (the MLPs, FULL_SEARCH): after the full measurements,
+#   nnlite and the fastest 1-thread peer setting run one after the other PAIRS times
+#   at 1 thread (one window of STEPS steps a process, the order swapped every pair),
+#   and the report gives the median and range of the paired ratios beside the ratio
+#   of the bests. The full measurements of a model are minutes apart and this VM's
+#   speed drifts by 5-10 % between them (the same K-MLP code measured 1.28x and 1.11x
+#   KANN at 1 thread in two runs on 2026-12-06); a pair is seconds apart.
 # - Implausible references are measured again: a measurement whose windows spread
 #   more than MAX_SPREAD (20 %), or a peer at 2 threads below half its own 1-thread
 #   figure (same core type), is rerun up to --retries times; if it still fails, the
@@ -99,7 +106,8 @@
 # RESULTS.md (each measurement's seconds are in the raw file and the report):
 # - MLPs: one measurement is 3 x 2000 steps at 40-230k samples/s, 3-20 s; K-MLP
 #   synthetic, K-MLP Fashion-MNIST and R-MLP with nnlite (2), PyTorch (8) and KANN
-#   (12 settings) each: about 15 minutes in all.
+#   (12 settings) each: about 15 minutes in all; the alternated pairs about a minute a
+#   model more.
 # - CNNs: the smallest honest setting, 3 windows x 2000 steps (batch 120-512, ~1-5k
 #   samples/s: 2-5 minutes a window), for nnlite at 2 threads and PyTorch's fastest
 #   probed setting, plus 9 probes of 200 steps: R-LENET ~16 min, K-CNN ~21 min,
@@ -168,6 +176,8 @@ else
 fi
 [ -n "${SECONDS_PER_RUN:-}" ] && echo "bench: SECONDS_PER_RUN is ignored (windows are counted in steps: --steps)" >&2
 max_spread=${MAX_SPREAD:-0.20}
+pairs=${PAIRS:-5}
+[ $quick = 1 ] && pairs=${PAIRS:-2}
 probe_keep=${PROBE_KEEP:-1}
 full_search=${FULL_SEARCH:-kmlp rmlp}
 # OpenBLAS (PyTorch's BLAS here, KANN's, and the SGEMM reference) runs with each of
@@ -234,7 +244,7 @@ field() { # field LINE KEY: the value of KEY=... in LINE
 
 # ---- the machine ----
 envs="" # the settings from the environment, for the command line in the report
-for v in CORETYPES MODELS FMNIST KANN_DIR FULL_SEARCH PROBE_STEPS PROBE_KEEP MAX_SPREAD WARMUP STEPS WINDOWS \
+for v in CORETYPES MODELS FMNIST KANN_DIR FULL_SEARCH PROBE_STEPS PROBE_KEEP PAIRS MAX_SPREAD WARMUP STEPS WINDOWS \
     RETRIES BUSY_CORE NNL_PYTHON INFER_SECONDS; do
     if [ -n "${!v:-}" ]; then envs+="$v='${!v}' "; fi
 done
@@ -248,7 +258,7 @@ code_id() {
 # finish_part NAME marks it finished
 part_done() { grep -qx "part_done $1" "$raw"; }
 finish_part() { echo "part_done $1" >>"$raw"; }
-settings_line="settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep full_search=${full_search// /,} coretypes=${coretypes// /,} infer_seconds=$infer_secs membw_seconds=$membw_secs threads_seconds=$threads_secs models=${models// /,} bf16_models=${bf16_models// /,}"
+settings_line="settings steps=$steps windows=$windows warmup=$warmup retries=$retries max_spread=$max_spread probe_steps=$probe_steps probe_keep=$probe_keep pairs=$pairs full_search=${full_search// /,} coretypes=${coretypes// /,} infer_seconds=$infer_secs membw_seconds=$membw_secs threads_seconds=$threads_secs models=${models// /,} bf16_models=${bf16_models// /,}"
 if [ $resume = 1 ]; then
     why=""
     mode=$([ $quick = 1 ] && echo quick || echo full)
@@ -296,11 +306,11 @@ echo "bench: $(grep '^cpu_model' "$raw" | cut -d' ' -f2-); $(grep '^cpu_flags' "
 # peer and core type ("" if none) that a 2-thread figure must reach half of. Appends
 # the output to the raw file, its train, latency, infer and rss lines with kind=, attempt=
 # and status=; sets LAST_MEDIAN (empty when the command failed).
-LAST_MEDIAN=""
+LAST_MEDIAN="" LAST_STATUS=""
 measure() {
     local kind=$1 ref=$2 attempt=0 res line med spread why
     shift 2
-    LAST_MEDIAN=""
+    LAST_MEDIAN="" LAST_STATUS=""
     while :; do
         attempt=$((attempt + 1))
         echo "cmd $*" >>"$raw"
@@ -324,7 +334,7 @@ measure() {
     local status=ok
     if [ -n "$why" ]; then status=UNRELIABLE:$why; fi
     sed -E "/^(train|latency|infer|rss) /s/\$/ kind=$kind attempt=$attempt status=$status/" <<<"$res" | tee -a "$raw"
-    LAST_MEDIAN=$med
+    LAST_MEDIAN=$med LAST_STATUS=$status
 }
 
 # peer_cmd FW SETTING MODEL BATCH THREADS: sets CMD, the peer's command line.
@@ -402,9 +412,46 @@ peer() {
         peer_cmd "$fw" "$s" "$model" "$batch" "$th"
         measure full "$ref" "${CMD[@]}" --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" \
             --infer-seconds "$infer_secs" "${dargs[@]}"
-        if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then one[${s%%/*}]=$LAST_MEDIAN; fi
+        if [ $th = 1 ] && [ -n "$LAST_MEDIAN" ]; then
+            one[${s%%/*}]=$LAST_MEDIAN
+            if [ "$LAST_STATUS" = ok ] && awk -v a="$LAST_MEDIAN" -v b="${BEST1_MEDIAN:-0}" 'BEGIN { exit !(a > b) }'; then
+                BEST1_MEDIAN=$LAST_MEDIAN BEST1_FW=$fw BEST1_SETTING=$s
+            fi
+        fi
     done
     return 0
+}
+
+# paired MODEL BATCH DATA_ARGS...: nnlite and the fastest 1-thread peer (BEST1_*, from
+# peer above) alternated at 1 thread, PAIRS times, one window of STEPS steps each
+# (after WARMUP), the order swapped every pair (nnlite first, then the peer first):
+# a ratio of two runs a few seconds apart, whatever the machine's speed does in the
+# minutes between the full measurements. Lines: pair ... nnlite= peer= ratio=.
+paired() {
+    local model=$1 batch=$2 i a b r
+    shift 2
+    [ -n "${BEST1_FW:-}" ] || return 0
+    peer_cmd "$BEST1_FW" "$BEST1_SETTING" "$model" "$batch" 1
+    local -a pcmd=("${CMD[@]}" --steps "$steps" --windows 1 --warmup "$warmup" --calls 3 --infer-seconds 0 "$@")
+    local -a ncmd=(env OMP_NUM_THREADS=1 "$out/bench_nnlite" "$model" "$batch" 1 --steps "$steps" --windows 1
+        --warmup "$warmup" --calls 3 --infer-seconds 0 "$@")
+    echo "bench: $model batch $batch ($data), 1 thread: nnlite and $BEST1_FW ($BEST1_SETTING) alternated $pairs times" >&2
+    echo "cmd pair: ${ncmd[*]} <-> ${pcmd[*]}" >>"$raw"
+    for ((i = 1; i <= pairs; i++)); do
+        if ((i % 2)); then
+            a=$(field "$("${ncmd[@]}" | grep '^train ')" median); b=$(field "$("${pcmd[@]}" | grep '^train ')" median)
+        else
+            b=$(field "$("${pcmd[@]}" | grep '^train ')" median); a=$(field "$("${ncmd[@]}" | grep '^train ')" median)
+        fi
+        if [ -z "$a" ] || [ -z "$b" ]; then
+            echo "bench: FAILED: pair $i of $model" >&2
+            echo "failed pair $i $model" >>"$raw"
+            continue
+        fi
+        r=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.4f", a / b }')
+        echo "pair model=$model data=$data batch=$batch threads=1 peer=$BEST1_FW setting=$BEST1_SETTING i=$i first=$( ((i % 2)) && echo nnlite || echo peer) nnlite=$a peer_median=$b ratio=$r" |
+            tee -a "$raw"
+    done
 }
 
 # ---- the seed models ----
@@ -442,8 +489,10 @@ for spec in $models; do
         measure full "" env "OMP_NUM_THREADS=$th" "$out/bench_nnlite" "$model" "$batch" "$th" --steps "$steps" \
             --windows "$windows" --warmup "$warmup" --calls "$calls" --infer-seconds "$infer_secs" "${dargs[@]}"
     done
+    BEST1_MEDIAN="" BEST1_FW="" BEST1_SETTING=""
     peer torch "$model" "$batch" "${dargs[@]}"
     if [ $have_kann = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then peer kann "$model" "$batch" "${dargs[@]}"; fi
+    if [[ " $full_search " == *" $model "* ]]; then paired "$model" "$batch" "${dargs[@]}"; fi
     finish_part "$spec"
 done
 
