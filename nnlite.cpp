@@ -2729,8 +2729,6 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
 #ifndef NNL_GEMM_MIN_COST
 #define NNL_GEMM_MIN_COST 1e6
 #endif
-/* A thread's block of the product: sgemm_block, or the bfloat16 one below
-   (bf16::block), which shares this splitting. */
 /* A weight gradient of few columns, C = A^T B with A^T the layer's input
    (K samples x M inputs) and B its output gradient (K x N outputs, N small:
    a classifier's Dense(10), a regression's Dense(1)), fills a fraction of
@@ -2754,6 +2752,8 @@ static bool narrow_transposed(bool ta, bool tb, int64_t M, int64_t N, float beta
     return ta && !tb && beta == 0.f && M > N && (double)M * N <= NNL_GEMM_NARROW_T_MAX &&
            tile_fill(N, M) >= 1.5 * tile_fill(M, N);
 }
+/* A thread's block of the product: sgemm_block, or the bfloat16 one below
+   (bf16::block), which shares this splitting. */
 typedef void (*Block)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
                       float, float *, int64_t, const float *, Act, int);
 static void sgemm_ep(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
