@@ -426,7 +426,7 @@ peer() {
 # peer above) alternated at 1 thread, PAIRS times, one window of STEPS steps each
 # (after WARMUP), the order swapped every pair (nnlite first, then the peer first):
 # a ratio of two runs a few seconds apart, whatever the machine's speed does in the
-# minutes between the full measurements. Lines: pair ... nnlite= peer= ratio=.
+# minutes between the full measurements. Lines: pair ... nnlite= peer_median= ratio=.
 paired() {
     local model=$1 batch=$2 i a b r
     shift 2
