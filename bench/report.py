@@ -333,7 +333,7 @@ if pairs:
     P("|---|---|---|---|---|---|---|")
     for key, ps in pairs.items():
         med, lo, hi = pair_stats(ps)
-        P("| %s | %s | %d | %s (%s) | %s | %s | **%.2fx** [%.2f-%.2f] |" %
+        P("| %s | %s | %d | %s (%s) | %s | %s | **%.3fx** [%.3f-%.3f] |" %
           (names.get(key[0], key[0]), dataname.get(key[1], key[1]), key[2], fwname[ps[0]["peer"]], ps[0]["setting"],
            ", ".join(k(d["nnlite"]) for d in ps), ", ".join(k(d["peer_median"]) for d in ps), med, lo, hi))
 
@@ -570,7 +570,7 @@ for case, (n, t, kn, bp) in summary.items():
                 med, lo, hi = pair_stats(pairs[case])
                 ps = pairs[case]
                 P(verdict(med >= 1.2, "%s (%s, batch %d), 1 thread, alternated %d times with %s (%s): median of the "
-                          "paired ratios %.2fx [%.2f-%.2f] (target >= 1.2)" %
+                          "paired ratios %.3fx [%.3f-%.3f] (target >= 1.2)" %
                           (names[m], dataname[case[1]], case[2], len(ps), fwname[ps[0]["peer"]], ps[0]["setting"],
                            med, lo, hi)))
     elif n[0] is not None and t[0] is not None:
