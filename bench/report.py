@@ -312,7 +312,6 @@ for case in cases:
        ratio(best(case, "nnlite", 2), best_peer(case, 2))))
 
 
-
 def pair_stats(ps):
     """median, min and max of the paired ratios"""
     r = sorted(float(d["ratio"]) for d in ps)
