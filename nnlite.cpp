@@ -2964,7 +2964,7 @@ static inline void run32_s(const float *src, uint32_t *dst) {
     for (int q = 0; q < 16; q++) dst[q] = pair(src[2 * q], src[2 * q + 1]);
 }
 #if NNL_X86
-#define NNL_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+#define NNL_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
 /* GCC 12's _mm512_cvtepu16_epi32 passes an undefined vector as its unused
    pass-through operand (as in section "Vectorised elementwise code") */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -3159,7 +3159,7 @@ static bool hardware() {
 #if NNL_X86
     const char *e = getenv("NNL_BF16");
     if (getenv("NNL_NO_SIMD") || (e && (!strcmp(e, "off") || !strcmp(e, "emulate")))) return false;
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
 #else
     return false;
 #endif
@@ -3452,32 +3452,28 @@ static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 /* A few rows (M <= 4, single-sample inference) with B in memory (!tb):
    packing B (rounding all of it into panels) cost more than the product
    (K-MLP's batch-1 prediction took 2.5x float32's time), so B is read in
-   place, rounded and widened back to float32 in registers, 64 columns at a
-   time. Each element gets the packed kernel's sums in its order: per KC
-   block from zero, per pair acc += hi*hi then acc += lo*lo, each one
-   rounding of an exact product added (FMA), then alpha acc + beta C: the
-   same bits as block<true> (but for denormal sums, which VDPBF16PS
-   flushes, and for beta other than 0 and 1 on its partial tiles). */
+   place, 64 columns at a time: two rows of B rounded into one vector of
+   bf16 pairs (VCVTNE2PS2BF16, then VPERMW to put row k and k+1 of each
+   column side by side, as pack_b does) and multiplied by the same
+   VDPBF16PS as the packed kernel, per KC block from zero, then alpha acc +
+   beta C: the same bits as block<true> on VDPBF16PS (but for beta other
+   than 0 and 1 on its partial tiles). a: the rows as pairs (kp words a
+   row). */
 #if NNL_X86
-#if defined(__GNUC__) && !defined(__clang__) /* _mm512_cvtepu16_epi32, as in pairs16_v */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-NNL_BF16_TARGET static inline __m512 widened(const float *p, __mmask16 m) {
-    __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 template <int R>
-NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha, const float *a, const float *B,
-                                              int64_t ldb, float beta, float *C, int64_t ldc) {
+NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha, const uint32_t *a, int64_t kp,
+                                              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    /* word 2i <- word i (row k, column i), word 2i+1 <- word 16+i (row k+1) */
+    alignas(64) static const uint16_t side_by_side[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                          8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i idx = _mm512_load_si512((const void *)side_by_side);
     for (int64_t j0 = 0; j0 < N; j0 += 64) {
         __mmask16 m[4];
         for (int v = 0; v < 4; v++) {
             int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
             m[v] = (__mmask16)((1u << n) - 1);
         }
-        for (int64_t pc = 0; pc < K; pc += KC) {
+        for (int64_t pc = 0; pc < K; pc += KC) { /* KC even: a block starts on a pair */
             int64_t kend = std::min<int64_t>(K, pc + KC);
             __m512 acc[R][4];
 #pragma GCC unroll 4
@@ -3487,20 +3483,18 @@ NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha,
             for (int64_t k = pc; k < kend; k += 2) {
                 const float *b0 = B + k * ldb + j0, *b1 = b0 + ldb;
                 bool odd = k + 1 < kend;
-                __m512 lo[4], hi[4];
+                __m512bh x[4];
 #pragma GCC unroll 4
                 for (int v = 0; v < 4; v++) {
-                    lo[v] = widened(b0 + 16 * v, m[v]);
-                    hi[v] = odd ? widened(b1 + 16 * v, m[v]) : _mm512_setzero_ps();
+                    __m512 lo = _mm512_maskz_loadu_ps(m[v], b0 + 16 * v);
+                    __m512 hi = odd ? _mm512_maskz_loadu_ps(m[v], b1 + 16 * v) : _mm512_setzero_ps();
+                    x[v] = (__m512bh)_mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
                 }
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    __m512 ah = _mm512_set1_ps(odd ? a[r * K + k + 1] : 0.f), al = _mm512_set1_ps(a[r * K + k]);
+                    __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r * kp + k / 2]);
 #pragma GCC unroll 4
-                    for (int v = 0; v < 4; v++) {
-                        acc[r][v] = _mm512_fmadd_ps(ah, hi[v], acc[r][v]);
-                        acc[r][v] = _mm512_fmadd_ps(al, lo[v], acc[r][v]);
-                    }
+                    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], u, x[v]);
                 }
             }
             float bet = pc == 0 ? beta : 1.f;
@@ -3515,25 +3509,24 @@ NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha,
         }
     }
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
 #endif
-#endif
-/* M <= 4 rows of op(A), rounded once into a (M x K, widened), then the rows
-   two or one at a time */
+/* M <= 4 rows of op(A), rounded once into pairs (M x kp words), then the
+   rows two or one at a time */
 static void small_m_avx512(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                            const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if NNL_X86
     Buffers &buf = tl_buf;
-    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * K));
-    float *a = buf.ap;
+    int64_t kp = (K + 1) / 2;
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * kp));
+    uint32_t *a = (uint32_t *)buf.ap;
     for (int64_t r = 0; r < M; r++)
-        for (int64_t k = 0; k < K; k++) a[r * K + k] = rounded(gemm::at(A, lda, ta, r, k));
+        for (int64_t q = 0; q < kp; q++)
+            a[r * kp + q] = pair(gemm::at(A, lda, ta, r, 2 * q), 2 * q + 1 < K ? gemm::at(A, lda, ta, r, 2 * q + 1) : 0.f);
     for (int64_t r = 0; r < M; r += 2) {
         if (r + 1 < M)
-            small_rows_avx512<2>(N, K, alpha, a + r * K, B, ldb, beta, C + r * ldc, ldc);
+            small_rows_avx512<2>(N, K, alpha, a + r * kp, kp, B, ldb, beta, C + r * ldc, ldc);
         else
-            small_rows_avx512<1>(N, K, alpha, a + r * K, B, ldb, beta, C + r * ldc, ldc);
+            small_rows_avx512<1>(N, K, alpha, a + r * kp, kp, B, ldb, beta, C + r * ldc, ldc);
     }
 #else
     (void)ta, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta, (void)C,

@@ -171,6 +171,36 @@ TEST_CASE("bf16 GEMM: the AVX512-BF16 kernel and the emulation agree") {
     CHECK(worst < 1e-5);
 }
 
+TEST_CASE("bf16 GEMM: a few rows (B read in place) give the bits of the same rows in a larger product") {
+    if (!bf16_cpu()) {
+        MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): the few-row path does not run");
+        return;
+    }
+    Bf16Env env("avx512"); /* the packed product on VDPBF16PS too (not AMX's own sums) */
+    nnl::g_threads = 1;
+    for (int K : {1, 2, 3, 31, 256, 257, 700})
+        for (int N : {1, 15, 16, 70, 129})
+            for (float beta : {0.f, 1.f}) {
+                const int Mbig = 29;
+                /* wide-ranging values, tiny ones included (VDPBF16PS flushes denormal products and sums) */
+                auto A = random_vec((size_t)Mbig * K, 41, -3.f, 3.f), B = random_vec((size_t)K * N, 42, -3.f, 3.f);
+                for (size_t i = 0; i < A.size(); i += 7) A[i] *= 1e-20f;
+                for (size_t i = 3; i < B.size(); i += 11) B[i] *= 1e-19f;
+                auto C0 = random_vec((size_t)Mbig * N, 43);
+                std::vector<float> big = C0;
+                nnl::gemm::bf16::sgemm<true>(false, false, Mbig, N, K, 0.5f, A.data(), K, B.data(), N, beta, big.data(), N);
+                for (int M = 1; M <= 4; M++) {
+                    std::vector<float> few(C0.begin(), C0.begin() + (size_t)M * N);
+                    nnl::gemm::bf16::sgemm<true>(false, false, M, N, K, 0.5f, A.data(), K, B.data(), N, beta, few.data(), N);
+                    int64_t differ = 0;
+                    for (size_t i = 0; i < few.size(); i++) differ += memcmp(&few[i], &big[i], sizeof(float)) != 0;
+                    INFO("M=" << M << " N=" << N << " K=" << K << " beta=" << beta);
+                    CHECK(differ == 0);
+                }
+            }
+    nnl::g_threads = 0;
+}
+
 TEST_CASE("bf16 GEMM: the bias and activation epilogue equals the product, bias_add and act_forward") {
     std::vector<std::pair<const char *, const nnl::Kernels *>> tables = {{"emulated", &nnl::bf16_emulated_kernels}};
     if (bf16_cpu()) tables.push_back({"AVX512-BF16", &nnl::bf16_kernels});
