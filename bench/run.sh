@@ -122,7 +122,7 @@
 # In all about 2 hours (more with retries) on the AMD host these estimates come from;
 # 3.5 hours on the Xeon of issue 14 when its CNNs ran at half the speed and PyTorch's
 # 2-thread MLP figures were rerun as implausible, 1 h 37-38 min there on 2026-12-06
-# (fa58376, 936c3f7), 1 h 22 min with faster CNNs (1fb67f6), 1 h 46 min with the alternated pairs in a slower hour (f7ca0ed); a run stopped early: --resume continues it. --quick --only kmlp: 2.5 minutes
+# (fa58376, 936c3f7), 1 h 22 min with faster CNNs (1fb67f6), 1 h 46 min with the alternated pairs in a slower hour (f7ca0ed), 2 h 5 min on an AMD EPYC Zen 4 (a9914e5); a run stopped early: --resume continues it. --quick --only kmlp: 2.5 minutes
 # measured with another benchmark running (its Fashion-MNIST windows are still whole
 # passes, 500 steps); --quick --only gemm,opt: 5 minutes (two builds of nnlite.cpp);
 # --quick --only kmlp,threads: 10-14 minutes measured on 2 cores shared with builds
