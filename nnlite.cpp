@@ -2439,6 +2439,72 @@ __attribute__((target("avx512f"))) static void small_row_narrow_avx512(int64_t N
     _mm512_mask_storeu_ps(C, m, t);
 }
 
+/* One row against a B beyond L2, wider than the registers hold (batch-1
+   inference of a large Dense layer: R-LENET's 2450 x 500, 4.9 MB): the
+   sums in memory (y, in L1), four rows of B at a time, so B is read once,
+   front to back, as one stream: y[v] = fma(a3, b3[v], fma(a2, b2[v],
+   fma(a1, b1[v], fma(a0, b0[v], y[v])))). A load and a store of y per four
+   multiply-adds cost less than the register blocks' row blocks with their
+   parked sums (small_rows_avx512_n), which read each row of B in parts.
+   Each element is the same k-ordered chain of fused multiply-adds (y is
+   stored and reloaded exactly): the same bits. AMD EPYC Zen 4, one thread,
+   best of 300 calls with B in L3: 1 x 500 x 2450 74-75 -> 57-58 us
+   (66 -> 85 GB/s), 1 x 1000 x 2450 181 -> 120 us; 2 MB and less (200 x
+   2450, 512 x 784) alike, and from L2 (512 x 512) 11.0 -> 12.4: so only
+   beyond NNL_GEMM_SMALL_MEM_B. Two or eight rows at a time were slower
+   (60, 59 us), and prefetching the next rows' lines too (62-70). Columns
+   go in blocks of at most NNL_MEMROW_COLS (y on the stack); o as in
+   small_rows_avx512_n (vectors laid on the 64-byte lines). */
+#ifndef NNL_GEMM_SMALL_MEM_B
+#define NNL_GEMM_SMALL_MEM_B (2 << 20)
+#endif
+#define NNL_MEMROW_COLS 1024
+__attribute__((target("avx512f"))) static void small_row_mem_avx512(int64_t N, int64_t K, float alpha,
+                                                                     const float *A, int64_t aks, const float *B,
+                                                                     int64_t ldb, int64_t o, float beta, float *C) {
+    alignas(64) float y[NNL_MEMROW_COLS];
+    for (int64_t l0 = 0; l0 < o + N; l0 += NNL_MEMROW_COLS) {
+        /* lanes l0..l1-1 of the row from B - o (on a line when o > 0):
+           the first o lanes of the first block and those past the last
+           column are masked */
+        const int64_t s = l0 == 0 ? o : 0, l1 = std::min<int64_t>(l0 + NNL_MEMROW_COLS, o + N),
+                      nv = (l1 - l0 + 15) / 16;
+        const __mmask16 lo = (__mmask16)(0xFFFFu << s), hi = (__mmask16)(0xFFFFu >> (16 * nv - (l1 - l0)));
+        const float *Bj = B - o + l0;
+        for (int64_t v = 0; v < nv; v++) _mm512_store_ps(y + 16 * v, _mm512_setzero_ps());
+        auto rows = [&](auto U, int64_t k) { /* rows k..k+U-1 */
+            constexpr int u_n = decltype(U)::value;
+            __m512 a[u_n];
+            const float *b[u_n];
+#pragma GCC unroll 4
+            for (int u = 0; u < u_n; u++) a[u] = _mm512_set1_ps(A[(k + u) * aks]), b[u] = Bj + (k + u) * ldb;
+            auto vec = [&](int64_t v, __mmask16 m, bool masked) {
+                __m512 t = _mm512_load_ps(y + 16 * v);
+#pragma GCC unroll 4
+                for (int u = 0; u < u_n; u++)
+                    t = _mm512_fmadd_ps(a[u], masked ? _mm512_maskz_loadu_ps(m, b[u] + 16 * v)
+                                                     : _mm512_loadu_ps(b[u] + 16 * v), t);
+                _mm512_store_ps(y + 16 * v, t);
+            };
+            if (nv == 1) return vec(0, (__mmask16)(lo & hi), true);
+            vec(0, lo, lo != 0xFFFF);
+            for (int64_t v = 1; v < nv - 1; v++) vec(v, 0xFFFF, false);
+            vec(nv - 1, hi, hi != 0xFFFF);
+        };
+        int64_t k = 0;
+        for (; k + 4 <= K; k += 4) rows(std::integral_constant<int, 4>(), k);
+        for (; k < K; k++) rows(std::integral_constant<int, 1>(), k);
+        const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        float *c = C - o + l0;
+        for (int64_t v = 0; v < nv; v++) {
+            __mmask16 m = (__mmask16)((v == 0 ? lo : 0xFFFF) & (v == nv - 1 ? hi : 0xFFFF));
+            __m512 t = _mm512_mul_ps(va, _mm512_load_ps(y + 16 * v));
+            if (beta != 0.f) t = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + 16 * v), t);
+            _mm512_mask_storeu_ps(c + 16 * v, m, t);
+        }
+    }
+}
+
 /* M <= 4 rows. When ldb is a multiple of 16, every row of B starts the
    same number of columns o past a 64-byte line, and the vectors are laid
    on the lines: the first starts o columns before B (those lanes masked
@@ -2461,6 +2527,8 @@ static void small_rows_avx512_n(int64_t N, int64_t K, float alpha, const float *
     const int64_t maxv = R == 1 ? 12 : 4, passes = (nv + maxv - 1) / maxv;
     const int rem = (int)(o + N - 16 * (nv - 1)); /* columns in the last vector, 1..16 */
     const __mmask16 lo = (__mmask16)(0xFFFFu << o), hi = (__mmask16)(0xFFFFu >> (16 - rem));
+    if (R == 1 && passes > 1 && K * N * (int64_t)sizeof(float) > NNL_GEMM_SMALL_MEM_B)
+        return small_row_mem_avx512(N, K, alpha, A, aks, B, ldb, o, beta, C);
     if (passes > 1 && K * ldb * (int64_t)sizeof(float) > NNL_GEMM_SMALL_KBLOCK_B) {
         /* B beyond L2, in several passes: row blocks of about 16 KB, each
            read by every pass while it is in L1, the sums parked in between

@@ -301,15 +301,21 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
         CHECK(worst < 1e-4 * std::sqrt((double)K));
     }
     /* a B beyond L2 read in several passes: row blocks of about 16 KB, the
-       sums parked between them; each element is still the k-ordered chain
-       of fused multiply-adds of one pass over the whole depth, bit for bit
-       (the reference spells out each fma) */
+       sums parked between them; and (one row, the B it reads beyond
+       NNL_GEMM_SMALL_MEM_B: all but 700 x 500) once, with the sums in
+       memory, in lane blocks of NNL_MEMROW_COLS (N = 1100: two). Each
+       element is still the k-ordered chain of fused multiply-adds of one
+       pass over the whole depth, bit for bit (the reference spells out
+       each fma) */
+    int mem_cases = 0, block_cases = 0;
     if (__builtin_cpu_supports("avx512f"))
+        for (int K : {700, 1500})
         for (int R = 1; R <= 4; R++)
             for (int N : {500, 1100})
-                for (int shift : {-1, 4}) {
-                    const int K = 700, ldb = shift < 0 ? N : (N + 15) / 16 * 16 + 16, ldc = N + 3;
+                for (int shift : {-1, 4, 15}) {
+                    const int ldb = shift < 0 ? N : (N + 15) / 16 * 16 + 16, ldc = N + 3;
                     REQUIRE((int64_t)K * ldb * 4 > NNL_GEMM_SMALL_KBLOCK_B);
+                    if (R == 1) ((int64_t)K * N * 4 > NNL_GEMM_SMALL_MEM_B ? mem_cases : block_cases)++;
                     auto A = random_vec((size_t)R * K, 35), Bbuf = random_vec((size_t)K * ldb + 16, 36);
                     float *B = Bbuf.data();
                     if (shift >= 0) B += ((uintptr_t)(16 + shift) - (uintptr_t)B / sizeof(float) % 16) % 16;
@@ -327,9 +333,10 @@ TEST_CASE("the few-rows inference kernels (AVX2, AVX-512) match the naive produc
                             float *c = &ref[(size_t)(r * ldc + j)];
                             *c = std::fma(0.5f, *c, 1.5f * acc);
                         }
-                    INFO("R=" << R << " N=" << N << " ldb=" << ldb);
+                    INFO("R=" << R << " N=" << N << " K=" << K << " ldb=" << ldb << " shift=" << shift);
                     CHECK(memcmp(C.data(), ref.data(), C.size() * sizeof(float)) == 0); /* the padding untouched too */
                 }
+    if (__builtin_cpu_supports("avx512f")) CHECK((mem_cases == 9 && block_cases == 3));
     /* an infinite input in the first or last row of the stream: each column
        +-Inf as its own products give, no NaN from another column's lanes */
     if (__builtin_cpu_supports("avx512f"))
