@@ -3033,24 +3033,23 @@ static inline void run32_s(const float *src, uint32_t *dst) {
 }
 #if NNL_X86
 #define NNL_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
-/* GCC 12's _mm512_cvtepu16_epi32 passes an undefined vector as its unused
-   pass-through operand (as in section "Vectorised elementwise code") */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+/* Words of two rows (lo[c], hi[c]), c = 0..15, in registers: both rows
+   rounded by one VCVTNE2PS2BF16 (hi's words above lo's), then VPERMW puts
+   word c of each row side by side (word 2c <- c, 2c + 1 <- 16 + c). pack_b
+   (pairs16_v) and the few-row kernel (small_rows_avx512) both make their
+   pairs here. */
+NNL_BF16_TARGET static inline __m512i pairs16_r(__m512 lo, __m512 hi) {
+    alignas(64) static const uint16_t side_by_side[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                          8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return _mm512_permutexvar_epi16(_mm512_load_si512((const void *)side_by_side),
+                                    (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
 NNL_BF16_TARGET static void pairs16_v(const float *lo, const float *hi, uint32_t *dst) {
-    __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(lo)), h = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(hi));
-    _mm512_storeu_si512((void *)dst,
-                        _mm512_or_si512(_mm512_cvtepu16_epi32(l), _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    _mm512_storeu_si512((void *)dst, pairs16_r(_mm512_loadu_ps(lo), _mm512_loadu_ps(hi)));
 }
 NNL_BF16_TARGET static void run32_v(const float *src, uint32_t *dst) {
     _mm512_storeu_si512((void *)dst, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src)));
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 #endif
 template <bool HW> static inline void pairs16(const float *lo, const float *hi, uint32_t *dst) {
 #if NNL_X86
@@ -3531,10 +3530,6 @@ static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 template <int R>
 NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha, const uint32_t *a, int64_t kp,
                                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    /* word 2i <- word i (row k, column i), word 2i+1 <- word 16+i (row k+1) */
-    alignas(64) static const uint16_t side_by_side[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                                          8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i idx = _mm512_load_si512((const void *)side_by_side);
     for (int64_t j0 = 0; j0 < N; j0 += 64) {
         __mmask16 m[4];
         for (int v = 0; v < 4; v++) {
@@ -3556,7 +3551,7 @@ NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha,
                 for (int v = 0; v < 4; v++) {
                     __m512 lo = _mm512_maskz_loadu_ps(m[v], b0 + 16 * v);
                     __m512 hi = odd ? _mm512_maskz_loadu_ps(m[v], b1 + 16 * v) : _mm512_setzero_ps();
-                    x[v] = (__m512bh)_mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                    x[v] = (__m512bh)pairs16_r(lo, hi);
                 }
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
