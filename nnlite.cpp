@@ -2448,13 +2448,17 @@ __attribute__((target("avx512f"))) static void small_row_narrow_avx512(int64_t N
    parked sums (small_rows_avx512_n), which read each row of B in parts.
    Each element is the same k-ordered chain of fused multiply-adds (y is
    stored and reloaded exactly): the same bits. AMD EPYC Zen 4, one thread,
-   best of 300 calls with B in L3: 1 x 500 x 2450 74-75 -> 57-58 us
-   (66 -> 85 GB/s), 1 x 1000 x 2450 181 -> 120 us; 2 MB and less (200 x
-   2450, 512 x 784) alike, and from L2 (512 x 512) 11.0 -> 12.4: so only
-   beyond NNL_GEMM_SMALL_MEM_B. Two or eight rows at a time were slower
-   (60, 59 us), and prefetching the next rows' lines too (62-70). Columns
-   go in blocks of at most NNL_MEMROW_COLS (y on the stack); o as in
-   small_rows_avx512_n (vectors laid on the 64-byte lines). */
+   gemm_bench (best of 200 calls, B in L3), 3 rounds: 1 x 500 x 2450
+   32.7-33.4 -> 41.2-42.0 GFLOP/s (74 -> 58 us), 1 x 1000 x 2450 27.1-27.8
+   -> 38.4-38.8; R-LENET's batch-1 nnl_predict, 10th percentile of 4,001
+   calls, 213-258 -> 198 us (two threads, 250 columns each, alike: 126
+   us). With the other core busy (a rough guide only): 2 MB and less (200
+   x 2450, 512 x 784) alike, from L2 (512 x 512) 11.0 -> 12.4 us, so only
+   beyond NNL_GEMM_SMALL_MEM_B; two or eight rows at a time slower than
+   four (60, 59 against 57 us), prefetching the next rows' lines too
+   (62-70). Columns go in blocks of at most NNL_MEMROW_COLS (y on the
+   stack); o as in small_rows_avx512_n (vectors laid on the 64-byte
+   lines). */
 #ifndef NNL_GEMM_SMALL_MEM_B
 #define NNL_GEMM_SMALL_MEM_B (2 << 20)
 #endif
