@@ -3587,8 +3587,11 @@ static void small_m_avx512(bool ta, int64_t M, int64_t N, int64_t K, float alpha
     buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * kp));
     uint32_t *a = (uint32_t *)buf.ap;
     for (int64_t r = 0; r < M; r++)
-        for (int64_t q = 0; q < kp; q++)
-            a[r * kp + q] = pair(gemm::at(A, lda, ta, r, 2 * q), 2 * q + 1 < K ? gemm::at(A, lda, ta, r, 2 * q + 1) : 0.f);
+        if (!ta) /* a row in memory: 32 floats a conversion, as pack_a */
+            run_pairs<true>(A + r * lda, K, a + r * kp);
+        else
+            for (int64_t q = 0; q < kp; q++)
+                a[r * kp + q] = pair(gemm::at(A, lda, ta, r, 2 * q), 2 * q + 1 < K ? gemm::at(A, lda, ta, r, 2 * q + 1) : 0.f);
     for (int64_t r = 0; r < M; r += 2) {
         if (r + 1 < M)
             small_rows_avx512<2>(N, K, alpha, a + r * kp, kp, B, ldb, beta, C + r * ldc, ldc);
