@@ -3604,6 +3604,188 @@ static void small_m_avx512(bool ta, int64_t M, int64_t N, int64_t K, float alpha
 #endif
 }
 
+/* ---- Rounded weights kept for small predictions --------------------------
+   A prediction of 1-4 samples rounds the whole of each Dense kernel to bf16
+   on every call (small_rows_avx512 reads B as float32): twice the bytes of
+   the bf16 words it multiplies, and the conversions. Under mixed_bfloat16,
+   nnl_predict and nnl_predict_classes keep the rounded kernel instead, made
+   at the first such call after the weights last changed and reused until
+   they change again. Layout: strips of 64 columns, each kp x 64 words
+   (k-pair major), zero past column N and past row K: one sequential stream
+   per strip, the words small_rows_avx512 makes (pairs16_r), multiplied in
+   the same order, so the same bits.
+   Validity: Model::wver, one more at the start and at the end of every call
+   that may change the model (nnl::Mutation: all but the predict calls). The
+   header's contract keeps those calls off a model while predictions run on
+   it, and a prediction nested in one (nnl_fit's callback) keeps nothing
+   (Model::mutating). Each workspace that predictions run in (the model, its
+   inference copies) has its own cache: one call at a time uses it. */
+struct WeightCache {
+    struct Entry {
+        const float *w = nullptr; /* the float32 weights it is made from; NULL: free */
+        int64_t K = 0, N = 0;
+        uint32_t *p = nullptr;
+        size_t cap = 0; /* words */
+    };
+    static constexpr int MAX_ENTRIES = 64;
+    static constexpr size_t MAX_BYTES = (size_t)256 << 20; /* beyond: rounded per call, as without */
+    uint64_t stamp = 0; /* the Model::wver the entries are for */
+    std::vector<Entry> e;
+    size_t bytes = 0;
+    WeightCache() {}
+    WeightCache(const WeightCache &) {} /* a copied model makes its own */
+    WeightCache &operator=(const WeightCache &) {
+        stamp = 0;
+        for (auto &x : e) x.w = nullptr;
+        return *this;
+    }
+    ~WeightCache() {
+        for (auto &x : e) free(x.p);
+    }
+    static int64_t words(int64_t K, int64_t N) { return (N + 63) / 64 * 64 * ((K + 1) / 2); }
+    /* the words of w (K x N, row-major, ldb N) for version ver, made if
+       missing; NULL when the limits say no (the caller rounds per call) */
+    const uint32_t *get(const float *w, int64_t K, int64_t N, uint64_t ver);
+};
+/* The cache of the prediction running on this thread (WeightCacheScope),
+   and the model version it is valid for. */
+static thread_local WeightCache *tl_wcache = nullptr;
+static thread_local uint64_t tl_wcache_ver = 0;
+
+#if NNL_X86
+/* the strips of W (K x N, ldb), as described above */
+NNL_BF16_TARGET static void pack_strips(const float *W, int64_t K, int64_t N, int64_t ldb, uint32_t *P) {
+    int64_t kp = (K + 1) / 2;
+    for (int64_t j0 = 0; j0 < N; j0 += 64) {
+        __mmask16 m[4];
+        for (int v = 0; v < 4; v++) {
+            int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
+            m[v] = (__mmask16)((1u << n) - 1);
+        }
+        uint32_t *dst = P + j0 * kp;
+        for (int64_t q = 0; q < kp; q++) {
+            const float *b0 = W + 2 * q * ldb + j0, *b1 = b0 + ldb;
+            bool odd = 2 * q + 1 < K;
+            for (int v = 0; v < 4; v++) {
+                __m512 lo = _mm512_maskz_loadu_ps(m[v], b0 + 16 * v);
+                __m512 hi = odd ? _mm512_maskz_loadu_ps(m[v], b1 + 16 * v) : _mm512_setzero_ps();
+                _mm512_store_si512((void *)(dst + q * 64 + 16 * v), pairs16_r(lo, hi));
+            }
+        }
+    }
+}
+
+/* small_rows_avx512 on the strips: R rows of pairs a (kp words a row) */
+template <int R>
+NNL_BF16_TARGET static void strip_rows_avx512(int64_t N, int64_t K, const uint32_t *a, int64_t kp, const uint32_t *P,
+                                              float *C, int64_t ldc) {
+    for (int64_t j0 = 0; j0 < N; j0 += 64) {
+        __mmask16 m[4];
+        for (int v = 0; v < 4; v++) {
+            int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
+            m[v] = (__mmask16)((1u << n) - 1);
+        }
+        const uint32_t *strip = P + j0 * kp;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t q0 = pc / 2, q1 = (std::min<int64_t>(K, pc + KC) + 1) / 2;
+            __m512 acc[R][4];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+            for (int64_t q = q0; q < q1; q++) {
+                __m512bh x[4];
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) x[v] = (__m512bh)_mm512_load_si512((const void *)(strip + q * 64 + 16 * v));
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r * kp + q]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], u, x[v]);
+                }
+            }
+            /* alpha 1, beta 0: small_rows_avx512's 1 * acc, then 1 * C + that */
+            for (int r = 0; r < R; r++)
+                for (int v = 0; v < 4; v++) {
+                    float *c = C + r * ldc + j0 + 16 * v;
+                    __m512 x = _mm512_mul_ps(_mm512_set1_ps(1.f), acc[r][v]);
+                    if (pc != 0) x = _mm512_fmadd_ps(_mm512_set1_ps(1.f), _mm512_maskz_loadu_ps(m[v], c), x);
+                    _mm512_mask_storeu_ps(c, m[v], x);
+                }
+        }
+    }
+}
+#endif
+
+const uint32_t *WeightCache::get(const float *w, int64_t K, int64_t N, uint64_t ver) {
+#if NNL_X86
+    if (stamp != ver) { /* the weights changed: every entry is stale (their memory is kept) */
+        for (auto &x : e) x.w = nullptr;
+        stamp = ver;
+    }
+    for (auto &x : e)
+        if (x.w == w && x.K == K && x.N == N) return x.p;
+    size_t need = (size_t)words(K, N);
+    Entry *f = nullptr;
+    for (auto &x : e) /* a free entry: one large enough, else any */
+        if (!x.w && (!f || (x.cap >= need && f->cap < need))) f = &x;
+    if (!f) {
+        if ((int)e.size() >= MAX_ENTRIES) return nullptr;
+        e.emplace_back();
+        f = &e.back();
+    }
+    if (f->cap < need) {
+        if (bytes - f->cap * 4 + need * 4 > MAX_BYTES) return nullptr;
+        free(f->p);
+        bytes -= f->cap * 4;
+        f->p = nullptr;
+        f->cap = 0;
+        void *q = nullptr;
+        if (posix_memalign(&q, 64, need * 4) != 0) return nullptr;
+        f->p = (uint32_t *)q;
+        f->cap = need;
+        bytes += need * 4;
+    }
+    pack_strips(w, K, N, N, f->p);
+    f->w = w;
+    f->K = K;
+    f->N = N;
+    return f->p;
+#else
+    (void)w, (void)K, (void)N, (void)ver;
+    return nullptr;
+#endif
+}
+
+/* Dense's product for M <= 4 rows on the kept words, with its bias and
+   activation: C = act(A W + bias). false (nothing written) where it does
+   not apply: no cache on this thread, not the AVX512-BF16 table, more rows,
+   or the cache's limits. */
+static bool small_cached(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *W, float *C,
+                         int64_t ldc, const float *bias, Act act) {
+#if NNL_X86
+    if (!tl_wcache || M < 1 || M > 4 || N < 1 || K < 1) return false;
+    const uint32_t *P = tl_wcache->get(W, K, N, tl_wcache_ver);
+    if (!P) return false;
+    Buffers &buf = tl_buf;
+    int64_t kp = (K + 1) / 2;
+    buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * kp));
+    uint32_t *a = (uint32_t *)buf.ap;
+    for (int64_t r = 0; r < M; r++) run_pairs<true>(A + r * lda, K, a + r * kp);
+    for (int64_t r = 0; r < M; r += 2) {
+        if (r + 1 < M)
+            strip_rows_avx512<2>(N, K, a + r * kp, kp, P, C + r * ldc, ldc);
+        else
+            strip_rows_avx512<1>(N, K, a + r * kp, kp, P, C + r * ldc, ldc);
+    }
+    if (bias || act != ACT_LINEAR) epilogue(C, ldc, M, N, bias, act);
+    return true;
+#else
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)W, (void)C, (void)ldc, (void)bias, (void)act;
+    return false;
+#endif
+}
+
 /* The kernel-table entries (Kernels::sgemm, sgemm_bias_act) of the bf16
    tables. Threads split C as sgemm_ep splits it; a few rows (M <= 4) run
    on the calling thread: small_m_avx512, or the block. */
@@ -6263,13 +6445,20 @@ public:
     bool reads_before_dx() const override { return true; }
     void forward(const float *x, float *y, int64_t B, const Ctx &) override {
         int64_t rows = B * (in.size() / in.last()), nin = in.last();
+        /* a prediction of a few samples in mixed_bfloat16: the kernel's
+           words kept (gemm::bf16::WeightCache) */
+        bool kept = rows <= 4 && gemm::bf16::tl_wcache && &K() == &bf16_kernels;
         if (fused_epilogue()) {
+            if (kept && gemm::bf16::small_cached(rows, units, nin, x, nin, weights[0].w, y, units,
+                                                 use_bias ? weights[1].w : nullptr, act))
+                return;
             K().sgemm_bias_act(rows, units, nin, x, nin, weights[0].w, units, y, units,
                                use_bias ? weights[1].w : nullptr, act);
             return;
         }
         float *z = act == ACT_LINEAR ? y : ws;
-        K().sgemm(false, false, rows, units, nin, 1.f, x, nin, weights[0].w, units, 0.f, z, units);
+        if (!kept || !gemm::bf16::small_cached(rows, units, nin, x, nin, weights[0].w, z, units, nullptr, ACT_LINEAR))
+            K().sgemm(false, false, rows, units, nin, 1.f, x, nin, weights[0].w, units, 0.f, z, units);
         if (use_bias) K().bias_add(z, weights[1].w, rows, units);
         if (act != ACT_LINEAR) K().act_forward(act, z, y, act == ACT_SOFTMAX ? rows : 1, act == ACT_SOFTMAX ? units : rows * units);
     }
@@ -10220,6 +10409,14 @@ public:
     /* One more whenever the plan is stale (replan): the inference copies
        (InferPool) made before are made again. */
     uint64_t plan_gen = 0;
+    /* The weights' version: one more at the start and at the end of every
+       API call that may change the model (Mutation); mutating: such calls
+       running (a prediction nested in one, from nnl_fit's callback, keeps
+       no rounded weights: the weights change under it). */
+    uint64_t wver = 0;
+    int mutating = 0;
+    /* the rounded weights the predictions in this workspace keep (mixed_bfloat16) */
+    gemm::bf16::WeightCache wcache;
     /* An inference copy (InferPool): its arena has no gradients or targets. */
     bool infer_only = false;
     /* The activation plan is stale (the layer list, the length or the
@@ -11246,7 +11443,30 @@ public:
     /* run(on, crowd) in the model itself or in an inference copy (see
        InferPool); on: where to compute, crowd: the calls in flight. The
        checks of the call run inside run, against this model. */
-    template <class F> void infer(F run) {
+    /* While a prediction runs in workspace `on` of this model (infer), the
+       bf16 words of its Dense kernels are kept in on's cache, for this
+       model's weight version: mixed_bfloat16 on AVX512-BF16, on the CPU, and
+       not nested in a call that changes the model. */
+    struct WeightCacheScope {
+        gemm::bf16::WeightCache *prev;
+        uint64_t prev_ver;
+        WeightCacheScope(const Model &src, Model &on) : prev(gemm::bf16::tl_wcache), prev_ver(gemm::bf16::tl_wcache_ver) {
+            bool use = src.precision == &bf16_kernels && !src.gpu && src.mutating == 0;
+            gemm::bf16::tl_wcache = use ? &on.wcache : nullptr;
+            gemm::bf16::tl_wcache_ver = src.wver;
+        }
+        ~WeightCacheScope() {
+            gemm::bf16::tl_wcache = prev;
+            gemm::bf16::tl_wcache_ver = prev_ver;
+        }
+        WeightCacheScope(const WeightCacheScope &) = delete;
+        WeightCacheScope &operator=(const WeightCacheScope &) = delete;
+    };
+    template <class F> void infer(F run_on) {
+        auto run = [&](Model &on, const std::atomic<int> *crowd) {
+            WeightCacheScope wc(*this, on);
+            run_on(on, crowd);
+        };
         InferPool &p = infer_pool;
         if (serial_inference()) { /* one at a time: the one running has the pool's workers */
             Hold g(p.own);
@@ -11642,6 +11862,26 @@ std::string Model::summary() const {
 } // namespace nnl
 
 struct nnl_model : nnl::Model {};
+
+namespace nnl {
+/* Every API call on a model but the predict calls: Model::wver one more at
+   its start and at its end (the bf16 words kept for predictions are made
+   again after it), Model::mutating while it runs. */
+struct Mutation {
+    Model *m;
+    explicit Mutation(Model *m_) : m(m_) {
+        if (m) m->wver++, m->mutating++;
+    }
+    ~Mutation() {
+        if (m) m->mutating--, m->wver++;
+    }
+    Mutation(const Mutation &) = delete;
+    Mutation &operator=(const Mutation &) = delete;
+};
+} // namespace nnl
+#define NNL_MUTATING(m) \
+    NNL_CHECK_MODEL(m); \
+    nnl::Mutation nnl_mutation_(m)
 
 /* ========================================================================
    6b GPU backend (compiled with -DNNL_CUDA; nnlite_cuda.cu holds the kernels)
@@ -18882,6 +19122,7 @@ NNL_API int nnl_save_weights(const nnl_model *m, const char *path) {
 NNL_API int nnl_load_weights(nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_load_weights: model or path is NULL");
+        nnl::Mutation nnl_mutation_(m);
         nnl::files::load_weights(*m, path);
     });
 }
@@ -18915,6 +19156,7 @@ NNL_API int nnl_save_weights_npz(const nnl_model *m, const char *path) {
 NNL_API int nnl_load_weights_npz(nnl_model *m, const char *path) {
     return nnl::guard(__func__, [&] {
         NNL_REQUIRE(m && path, NNL_ERR_ARGUMENT, "nnl_load_weights_npz: model or path is NULL");
+        nnl::Mutation nnl_mutation_(m);
         nnl::files::load_weights_npz(*m, path);
     });
 }
@@ -19053,7 +19295,7 @@ NNL_API void nnl_model_free(nnl_model *m) { delete m; }
 
 NNL_API int nnl_add(nnl_model *m, const char *spec) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->add(spec);
     });
 }
@@ -19074,21 +19316,21 @@ static std::string act_arg(const char *activation) {
 
 NNL_API int nnl_add_input(nnl_model *m, int rank, const int64_t *shape) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->add(("Input(shape=" + shape_tuple(rank, shape) + ")").c_str());
     });
 }
 
 NNL_API int nnl_add_dense(nnl_model *m, int units, const char *activation) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->add(nnl::format("Dense(%d, activation=%s)", units, act_arg(activation).c_str()).c_str());
     });
 }
 
 NNL_API int nnl_add_activation(nnl_model *m, const char *activation) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         NNL_REQUIRE(activation, NNL_ERR_ARGUMENT, "nnl_add_activation: activation is NULL");
         m->add(("Activation(" + act_arg(activation) + ")").c_str());
     });
@@ -19096,35 +19338,35 @@ NNL_API int nnl_add_activation(nnl_model *m, const char *activation) {
 
 NNL_API int nnl_add_dropout(nnl_model *m, float rate) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->add(("Dropout(" + nnl::c_num("%.9g", rate) + ")").c_str());
     });
 }
 
 NNL_API int nnl_add_flatten(nnl_model *m) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->add("Flatten()");
     });
 }
 
 NNL_API int nnl_add_reshape(nnl_model *m, int rank, const int64_t *shape) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->add(("Reshape(" + shape_tuple(rank, shape) + ")").c_str());
     });
 }
 
 NNL_API int nnl_reset_states(nnl_model *m) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->reset_states();
     });
 }
 
 NNL_API int nnl_model_set_seed(nnl_model *m, uint64_t seed) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         if (seed == 0) {
             m->seeded = false;
             m->ensure_seed();
@@ -19266,6 +19508,7 @@ NNL_API int nnl_get_weight(const nnl_model *m, int i, float *out, int64_t count)
 NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count) {
     return guard(__func__, [&] {
         nnl::WeightSpec &w = weight_at(m, i, "nnl_set_weight");
+        nnl::Mutation nnl_mutation_(m);
         NNL_REQUIRE(in, NNL_ERR_ARGUMENT, "nnl_set_weight: in is NULL");
         NNL_REQUIRE(count == w.shape.size(), NNL_ERR_SHAPE, "nnl_set_weight: weight %d has %lld values, not %lld", i,
                     (long long)w.shape.size(), (long long)count);
@@ -19278,14 +19521,14 @@ NNL_API int nnl_set_weight(nnl_model *m, int i, const float *in, int64_t count) 
 
 NNL_API int nnl_compile(nnl_model *m, const char *optimizer, const char *loss, const char *metrics) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->compile(optimizer, loss, metrics);
     });
 }
 
 NNL_API int nnl_set_learning_rate(nnl_model *m, double lr) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         NNL_REQUIRE(m->compiled, NNL_ERR_STATE, "nnl_set_learning_rate: the model is not compiled");
         NNL_REQUIRE(lr >= 0 && std::isfinite(lr), NNL_ERR_ARGUMENT, "learning rate must be finite and >= 0");
         m->opt->learning_rate = lr;
@@ -19359,7 +19602,7 @@ int callback_shim(void *u, nnl_model *m, int event, int epoch, int64_t batch, co
 static int fit_any(const char *api, nnl_model *m, const void *xin, int x_dtype, int x_rank, const int64_t *x_shape,
                           const void *y, int y_dtype, int y_rank, const int64_t *y_shape, const nnl_fit_options *opt) {
     return guard(api, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         nnl_fit_options o;
         nnl_fit_options_init(&o);
         if (m->dist) m->dist->where = "nnl_fit";
@@ -19401,7 +19644,7 @@ static int evaluate_any(const char *api, nnl_model *m, const void *xin, int x_dt
                                const void *y, int y_dtype, int y_rank, const int64_t *y_shape, int batch_size,
                                double *out, int out_cap) {
     return guard(api, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         std::vector<float> xb, T;
         nnl::InputArray X;
         if (m->dist) m->dist->where = "nnl_evaluate";
@@ -19546,7 +19789,7 @@ NNL_API int nnl_history_get(const nnl_model *m, const char *key, double *out, in
 
 NNL_API int nnl_history_clear(nnl_model *m) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         m->hist_keys.clear();
         m->hist.clear();
         m->hist_epochs = 0;
@@ -19580,7 +19823,7 @@ NNL_API int nnl_cuda_device_name(int device, char *buf, int cap) {
 
 NNL_API int nnl_set_device(nnl_model *m, const char *device) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         NNL_REQUIRE(device, NNL_ERR_ARGUMENT, "nnl_set_device: device is NULL");
         NNL_REQUIRE(!m->dist || nnl::parse_device(device) < 0 || !nnl::sync_bn_layers(*m, m->dist->flags),
                     NNL_ERR_UNSUPPORTED,
@@ -19612,7 +19855,7 @@ NNL_API const char *nnl_get_device(const nnl_model *m) {
 
 NNL_API int nnl_set_tf32(nnl_model *m, int on) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
 #ifdef NNL_CUDA
         NNL_REQUIRE(m->gpu, NNL_ERR_STATE, "nnl_set_tf32: the model is on the CPU (call nnl_set_device first)");
         NNL_REQUIRE(!on || nnl_cuda::tf32_available(m->gpu->ctx), NNL_ERR_UNSUPPORTED,
@@ -19627,7 +19870,7 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on) {
 
 NNL_API int nnl_set_precision(nnl_model *m, const char *policy) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         const char *known = "float32, mixed_bfloat16";
         NNL_REQUIRE(policy, NNL_ERR_ARGUMENT, "nnl_set_precision: policy is NULL (known: %s)", known);
         const nnl::Kernels *k = nullptr;
@@ -19796,7 +20039,7 @@ NNL_API int nnl_mpi_finalize(void) {
 
 NNL_API int nnl_distribute(nnl_model *m, const void *comm, int flags) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
 #ifdef NNL_MPI
         distribute(*m, comm ? *(const MPI_Comm *)comm : MPI_COMM_WORLD, comm == nullptr, flags, "nnl_distribute");
 #else
@@ -19809,7 +20052,7 @@ NNL_API int nnl_distribute(nnl_model *m, const void *comm, int flags) {
 
 NNL_API int nnl_distribute_f(nnl_model *m, int fortran_comm, int flags) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
 #ifdef NNL_MPI
         int init = 0;
         MPI_Initialized(&init);
@@ -19850,7 +20093,7 @@ NNL_API int nnl_mpi_rank(const nnl_model *m, int *rank, int *size) {
 
 NNL_API int nnl_scale_learning_rate(nnl_model *m) {
     return guard(__func__, [&] {
-        NNL_CHECK_MODEL(m);
+        NNL_MUTATING(m);
         NNL_REQUIRE(m->compiled && m->opt, NNL_ERR_STATE,
                     "nnl_scale_learning_rate: the model is not compiled: call nnl_compile first");
         m->opt->learning_rate *= m->dist ? m->dist->size : 1;

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.1
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.2
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -131,8 +131,8 @@
 
 #define NNL_VERSION_MAJOR 0
 #define NNL_VERSION_MINOR 8
-#define NNL_VERSION_PATCH 1
-#define NNL_VERSION_STRING "0.8.1"
+#define NNL_VERSION_PATCH 2
+#define NNL_VERSION_STRING "0.8.2"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -203,7 +203,7 @@ NNL_API int nnl_version_number(void);
                 pictures; needs stb_image.h and stb_image_write.h; since 0.7)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.8.1; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.8.2; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no; bf16: no; images: yes". Owned by the library, the
    same for the whole process (made at the first call). Thread-safe. */
@@ -1294,6 +1294,17 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
    NNL_BF16=avx512 keeps VDPBF16PS where AMX is present (AMX rounds its
    float32 sums its own way: other last bits, the same error bound), and
    NNL_BF16=off makes the library act as on a CPU without the feature.
+   Predictions of 1-4 samples at a time (nnl_predict, nnl_predict_classes
+   and their _typed forms with batch_size <= 4, or a last batch that
+   small; since 0.8.2) on AVX512-BF16 keep each Dense kernel rounded to
+   bf16, made at the first such call after the weights change and reused
+   until a call that may change the model (any call on m but the predict
+   calls): such a call reads half the kernel's float32 bytes and rounds
+   nothing; the results are the same bits. The memory: half of the Dense
+   kernels' float32 size (at most 256 MB; beyond, they are rounded on
+   each call) in each workspace that predictions run in (the model, and
+   each inference copy that concurrent predictions made), freed with the
+   model.
 
    Sets the model's policy; any time (before or after nnl_compile, between
    fits); it applies from the next nnl_fit, nnl_evaluate or predict call

@@ -64,6 +64,15 @@ int main(int argc, char **argv) {
         printf("%s, batch %lld, %d thread(s), min of %d runs\n", bm->name, (long long)B, threads, reps);
         printf("%-30s %9s %9s %10s %8s %8s %8s\n", "layer", "fwd ms", "bwd ms", "MFLOP/smp", "GFLOP/s", "act MB", "ws MB");
         double tf = 0, tb = 0, fl = 0;
+        /* PROFILE_PRECISION=mixed_bfloat16: the layers run on the bf16 kernels */
+        const char *prec = getenv("PROFILE_PRECISION");
+        bool bf = prec && !strcmp(prec, "mixed_bfloat16");
+        if (prec && !bf) {
+            fprintf(stderr, "PROFILE_PRECISION: only mixed_bfloat16\n");
+            return 2;
+        }
+        nnl::PrecisionScope ps(false, bf ? &nnl::bf16_kernels : nullptr);
+        if (bf) printf("precision mixed_bfloat16 (%s)\n", nnl::K().name);
         nnl::Ctx c;
         c.training = true;
         c.seed = 3;

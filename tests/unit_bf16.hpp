@@ -404,3 +404,167 @@ TEST_CASE("bf16 training: mixed_bfloat16 reaches the float32 loss and accuracy (
         CHECK(b16.first < f32.first * 1.1 + 0.02);
     }
 }
+
+/* The bf16 words of a Dense kernel kept for predictions of 1-4 samples
+   (gemm::bf16::WeightCache, since 0.8.2): the product on them gives the
+   bits of the path that rounds B on every call, every edge of K (odd, one
+   KC block and more) and N (a strip of 64 columns and parts of one). */
+TEST_CASE("bf16 GEMM: the kept weight words give the bits of the few-row product, and are made again for a new version") {
+    if (!bf16_cpu()) {
+        MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): no weights are kept");
+        return;
+    }
+    Bf16Env env("avx512");
+    nnl::g_threads = 1;
+    namespace b = nnl::gemm::bf16;
+    b::WeightCache cache;
+    b::WeightCache *prev = b::tl_wcache;
+    uint64_t prev_ver = b::tl_wcache_ver;
+    b::tl_wcache = &cache;
+    uint64_t ver = 7;
+    int cases = 0;
+    for (int K : {1, 2, 3, 31, 256, 257, 700, 1500})
+        for (int N : {1, 15, 16, 64, 65, 129, 500})
+            for (nnl::Act act : {nnl::ACT_LINEAR, nnl::ACT_RELU}) {
+                auto A = random_vec((size_t)4 * (K + 3), 51, -3.f, 3.f), W = random_vec((size_t)K * N, 52, -3.f, 3.f);
+                auto bias = random_vec((size_t)N, 53);
+                for (size_t i = 0; i < A.size(); i += 7) A[i] *= 1e-20f;
+                for (size_t i = 3; i < W.size(); i += 11) W[i] *= 1e-19f;
+                const float *bp = act == nnl::ACT_RELU ? bias.data() : nullptr;
+                for (int M = 1; M <= 4; M++)
+                    for (int round = 0; round < 3; round++) { /* 0: made, 1: reused, 2: made again (W and ver changed) */
+                        if (round == 2) {
+                            for (size_t i = 0; i < W.size(); i += 5) W[i] = -W[i] * 0.75f;
+                            ver++;
+                        }
+                        b::tl_wcache_ver = ver;
+                        int ldc = N + 3;
+                        auto C0 = random_vec((size_t)M * ldc, 54);
+                        std::vector<float> kept = C0, ref = C0;
+                        REQUIRE(b::small_cached(M, N, K, A.data(), K + 3, W.data(), kept.data(), ldc, bp, act));
+                        b::sgemm_bias_act<true>(M, N, K, A.data(), K + 3, W.data(), N, ref.data(), ldc, bp, act);
+                        int64_t differ = 0;
+                        for (size_t i = 0; i < kept.size(); i++) differ += memcmp(&kept[i], &ref[i], sizeof(float)) != 0;
+                        INFO("M=" << M << " N=" << N << " K=" << K << " act=" << nnl::act_names[act] << " round=" << round);
+                        CHECK(differ == 0); /* the padding past N included: untouched in both */
+                        cases++;
+                    }
+                ver++; /* the next W may come at the same address */
+            }
+    CHECK(cases == 8 * 7 * 2 * 4 * 3);
+    CHECK(cache.e.size() <= 2); /* stale entries are reused, not piled up */
+    /* nothing kept beyond the limits: the caller rounds per call */
+    b::tl_wcache = nullptr;
+    std::vector<float> one(4, 1.f), out(4);
+    CHECK(!b::small_cached(1, 4, 1, one.data(), 1, one.data(), out.data(), 4, nullptr, nnl::ACT_LINEAR));
+    b::tl_wcache = prev;
+    b::tl_wcache_ver = prev_ver;
+    nnl::g_threads = 0;
+}
+
+namespace {
+/* y of samples x (n x 20) from nnl_predict with batch_size bs */
+std::vector<float> bf16_pred(nnl_model *m, const std::vector<float> &x, int64_t n, int bs) {
+    int64_t xs[2] = {n, 20};
+    std::vector<float> y((size_t)n * 5);
+    REQUIRE_MESSAGE(nnl_predict(m, x.data(), 2, xs, bs, y.data(), (int64_t)y.size()) == NNL_OK, nnl_last_error());
+    return y;
+}
+/* one sample's prediction (the kept words) against the same sample in a batch of 6 (the packed product) */
+bool bf16_one_matches(nnl_model *m, const std::vector<float> &x) {
+    std::vector<float> one = bf16_pred(m, x, 1, 1), six = bf16_pred(m, x, 6, 6);
+    return memcmp(one.data(), six.data(), 5 * sizeof(float)) == 0;
+}
+struct Bf16Watch {
+    std::vector<float> x;
+    int calls = 0, mismatches = 0;
+    std::vector<float> first;
+};
+int bf16_watch(void *user, nnl_model *m, int event, int, int64_t, const double *, int) {
+    if (event != NNL_EVENT_BATCH_END) return 0;
+    auto *w = (Bf16Watch *)user;
+    std::vector<float> one = bf16_pred(m, w->x, 1, 1);
+    if (w->calls++ == 0) w->first = one;
+    w->mismatches += !bf16_one_matches(m, w->x);
+    return 0;
+}
+} // namespace
+
+/* The contract around the kept words: every call that changes the weights
+   (nnl_set_weight, nnl_fit, loading weights) is followed by predictions of
+   the new weights; a prediction inside nnl_fit's callback sees the weights
+   of that moment; concurrent predictions agree with one alone. */
+TEST_CASE("bf16 predictions of a few samples: kept weights follow every change of the model") {
+    Bf16Env env(bf16_cpu() ? nullptr : "emulate");
+    if (!bf16_cpu()) MESSAGE("no AVX512-BF16 on this CPU: the emulation keeps no words; the predictions are checked all the same");
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_model_set_seed(m, 5) == NNL_OK);
+    REQUIRE(nnl_add(m, "Input((20,))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(70, activation='relu')") == NNL_OK);
+    REQUIRE(nnl_add(m, "Dense(5, activation='softmax')") == NNL_OK);
+    REQUIRE(nnl_compile(m, "adam", "sparse_categorical_crossentropy", "accuracy") == NNL_OK);
+    REQUIRE(nnl_set_precision(m, "mixed_bfloat16") == NNL_OK);
+    auto x = random_vec(6 * 20, 61, -2.f, 2.f);
+    std::vector<float> p0 = bf16_pred(m, x, 1, 1);
+    CHECK(bf16_one_matches(m, x));
+    if (bf16_cpu()) { /* both kernels kept, for this version */
+        CHECK(m->wcache.e.size() == 2);
+        CHECK(m->wcache.stamp == m->wver);
+    }
+    char tmp[] = "/tmp/nnlite_bf16kept_XXXXXX";
+    REQUIRE(mkdtemp(tmp));
+    std::string wf = std::string(tmp) + "/m.weights";
+    REQUIRE(nnl_save_weights(m, wf.c_str()) == NNL_OK);
+
+    /* nnl_set_weight */
+    std::vector<float> k(20 * 70);
+    REQUIRE(nnl_get_weight(m, 0, k.data(), (int64_t)k.size()) == NNL_OK);
+    for (auto &v : k) v = -v;
+    REQUIRE(nnl_set_weight(m, 0, k.data(), (int64_t)k.size()) == NNL_OK);
+    std::vector<float> p1 = bf16_pred(m, x, 1, 1);
+    CHECK(p1 != p0);
+    CHECK(bf16_one_matches(m, x));
+
+    /* nnl_fit, with predictions in its callback after every batch */
+    std::vector<float> xt = random_vec(48 * 20, 62, -2.f, 2.f), yt(48);
+    for (size_t i = 0; i < yt.size(); i++) yt[i] = (float)(i % 5);
+    int64_t xs[2] = {48, 20}, ys[1] = {48};
+    Bf16Watch w;
+    w.x = x;
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 2;
+    o.batch_size = 8;
+    o.verbose = 0;
+    o.callback = bf16_watch;
+    o.callback_user = &w;
+    REQUIRE(nnl_fit(m, xt.data(), 2, xs, yt.data(), NNL_FLOAT32, 1, ys, &o) == NNL_OK);
+    CHECK(w.calls == 12);
+    CHECK(w.mismatches == 0);
+    std::vector<float> p2 = bf16_pred(m, x, 1, 1);
+    CHECK(p2 != w.first); /* the callback saw the weights move */
+    CHECK(p2 != p1);
+    CHECK(bf16_one_matches(m, x));
+
+    /* loading weights */
+    REQUIRE(nnl_load_weights(m, wf.c_str()) == NNL_OK);
+    CHECK(bf16_pred(m, x, 1, 1) == p0);
+    CHECK(bf16_one_matches(m, x));
+
+    /* many threads at once (inference copies keep their own words) */
+    std::vector<std::thread> ts;
+    std::atomic<int> bad{0};
+    for (int t = 0; t < 4; t++)
+        ts.emplace_back([&] {
+            for (int i = 0; i < 200; i++) {
+                std::vector<float> y(5);
+                int64_t s[2] = {1, 20};
+                if (nnl_predict(m, x.data(), 2, s, 1, y.data(), 5) != NNL_OK || y != p0) bad++;
+            }
+        });
+    for (auto &t : ts) t.join();
+    CHECK(bad == 0);
+    nnl_model_free(m);
+    remove(wf.c_str());
+    rmdir(tmp);
+}
