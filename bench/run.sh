@@ -116,7 +116,8 @@
 # - Batched inference: about 4-5 s per full measurement's process (3 batch sizes x
 #   (3 x 0.3 s + the untimed run)): about 80 processes, 5-6 minutes; the Fortran driver
 #   10 s, membw 4 s, predict_threads 15 s.
-# - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes; R-LENET about 10
+# - bf16: K-MLP and R-MLP at 1 and 2 threads, about 2 minutes, and R-LENET's batch-1
+#   latency (a probe of PROBE_STEPS steps, under a minute); R-LENET's training about 10
 #   minutes more when BF16_MODELS lists it (on AMX, 0.8.1: faster than float32; it ran
 #   at ~0.6x float32 on VDPBF16PS alone, a quarter of the FMA's rate on the Xeon of issue 14).
 # In all about 2 hours (more with retries) on the AMD host these estimates come from;
@@ -512,6 +513,17 @@ if want bf16 && ! part_done bf16; then
                     mixed_bfloat16 --steps "$steps" --windows "$windows" --warmup "$warmup" --calls "$calls" \
                     --infer-seconds 0 "${dargs[@]}"
             done
+        done
+        # batch-1 latency in mixed_bfloat16 of the latency models not trained above
+        # (a probe: its few training steps are not reported)
+        for model in kmlp rlenet; do
+            [[ " $models " == *" $model:"* ]] || continue
+            [[ " $bf16_models " == *" $model:"* ]] && continue
+            batch=120
+            [ "$model" = rlenet ] && batch=128
+            echo "bench: nnlite $model batch-1 latency, 1 thread, mixed_bfloat16" >&2
+            measure probe "" env OMP_NUM_THREADS=1 "$out/bench_nnlite" "$model" "$batch" 1 --precision mixed_bfloat16 \
+                --steps "$probe_steps" --windows 1 --warmup "$warmup" --calls "$calls" --infer-seconds 0
         done
     else
         echo "bench: this CPU has no AVX512-BF16: mixed_bfloat16 skipped" >&2

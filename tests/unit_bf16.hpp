@@ -405,11 +405,13 @@ TEST_CASE("bf16 training: mixed_bfloat16 reaches the float32 loss and accuracy (
     }
 }
 
-/* The bf16 words of a Dense kernel kept for predictions of 1-4 samples
-   (gemm::bf16::WeightCache, since 0.8.2): the product on them gives the
-   bits of the path that rounds B on every call, every edge of K (odd, one
-   KC block and more) and N (a strip of 64 columns and parts of one). */
-TEST_CASE("bf16 GEMM: the kept weight words give the bits of the few-row product, and are made again for a new version") {
+/* The bf16 words of a Dense or convolution kernel kept for predictions of
+   1-4 samples (gemm::bf16::WeightCache, since 0.8.2): the product on them
+   gives the bits of the path that rounds B on every call (the few-row
+   kernel for M <= 4, the packed product beyond), every edge of K (odd, one
+   KC block and more), N (a strip of 64 columns and parts of one) and M
+   (groups of 4 and the rest), on 1 and 2 threads. */
+TEST_CASE("bf16 GEMM: the kept weight words give the bits of the per-call product, and are made again for a new version") {
     if (!bf16_cpu()) {
         MESSAGE("no AVX512-BF16 on this CPU (or NNL_BF16, NNL_NO_SIMD turn it off): no weights are kept");
         return;
@@ -426,12 +428,12 @@ TEST_CASE("bf16 GEMM: the kept weight words give the bits of the few-row product
     for (int K : {1, 2, 3, 31, 256, 257, 700, 1500})
         for (int N : {1, 15, 16, 64, 65, 129, 500})
             for (nnl::Act act : {nnl::ACT_LINEAR, nnl::ACT_RELU}) {
-                auto A = random_vec((size_t)4 * (K + 3), 51, -3.f, 3.f), W = random_vec((size_t)K * N, 52, -3.f, 3.f);
+                auto A = random_vec((size_t)13 * (K + 3), 51, -3.f, 3.f), W = random_vec((size_t)K * N, 52, -3.f, 3.f);
                 auto bias = random_vec((size_t)N, 53);
                 for (size_t i = 0; i < A.size(); i += 7) A[i] *= 1e-20f;
                 for (size_t i = 3; i < W.size(); i += 11) W[i] *= 1e-19f;
                 const float *bp = act == nnl::ACT_RELU ? bias.data() : nullptr;
-                for (int M = 1; M <= 4; M++)
+                for (int M : {1, 2, 3, 4, 5, 7, 13})
                     for (int round = 0; round < 3; round++) { /* 0: made, 1: reused, 2: made again (W and ver changed) */
                         if (round == 2) {
                             for (size_t i = 0; i < W.size(); i += 5) W[i] = -W[i] * 0.75f;
@@ -441,7 +443,7 @@ TEST_CASE("bf16 GEMM: the kept weight words give the bits of the few-row product
                         int ldc = N + 3;
                         auto C0 = random_vec((size_t)M * ldc, 54);
                         std::vector<float> kept = C0, ref = C0;
-                        REQUIRE(b::small_cached(M, N, K, A.data(), K + 3, W.data(), kept.data(), ldc, bp, act));
+                        REQUIRE(b::kept_product(M, N, K, A.data(), K + 3, W.data(), kept.data(), ldc, bp, act));
                         b::sgemm_bias_act<true>(M, N, K, A.data(), K + 3, W.data(), N, ref.data(), ldc, bp, act);
                         int64_t differ = 0;
                         for (size_t i = 0; i < kept.size(); i++) differ += memcmp(&kept[i], &ref[i], sizeof(float)) != 0;
@@ -451,12 +453,29 @@ TEST_CASE("bf16 GEMM: the kept weight words give the bits of the few-row product
                     }
                 ver++; /* the next W may come at the same address */
             }
-    CHECK(cases == 8 * 7 * 2 * 4 * 3);
+    CHECK(cases == 8 * 7 * 2 * 7 * 3);
     CHECK(cache.e.size() <= 2); /* stale entries are reused, not piled up */
+    /* two threads split the rows: the same bits */
+    for (int M : {29, 200}) {
+        const int K = 500, N = 50;
+        auto A = random_vec((size_t)M * K, 55, -3.f, 3.f), W = random_vec((size_t)K * N, 56, -3.f, 3.f);
+        auto bias = random_vec((size_t)N, 57);
+        b::tl_wcache_ver = ++ver;
+        std::vector<float> one((size_t)M * N), two((size_t)M * N), ref((size_t)M * N);
+        b::sgemm_bias_act<true>(M, N, K, A.data(), K, W.data(), N, ref.data(), N, bias.data(), nnl::ACT_RELU);
+        nnl::g_threads = 1;
+        REQUIRE(b::kept_product(M, N, K, A.data(), K, W.data(), one.data(), N, bias.data(), nnl::ACT_RELU));
+        nnl::g_threads = 2;
+        REQUIRE(b::kept_product(M, N, K, A.data(), K, W.data(), two.data(), N, bias.data(), nnl::ACT_RELU));
+        INFO("M=" << M);
+        CHECK(memcmp(one.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+        CHECK(memcmp(two.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+    }
+    nnl::g_threads = 1;
     /* nothing kept beyond the limits: the caller rounds per call */
     b::tl_wcache = nullptr;
     std::vector<float> one(4, 1.f), out(4);
-    CHECK(!b::small_cached(1, 4, 1, one.data(), 1, one.data(), out.data(), 4, nullptr, nnl::ACT_LINEAR));
+    CHECK(!b::kept_product(1, 4, 1, one.data(), 1, one.data(), out.data(), 4, nullptr, nnl::ACT_LINEAR));
     b::tl_wcache = prev;
     b::tl_wcache_ver = prev_ver;
     nnl::g_threads = 0;
@@ -567,4 +586,33 @@ TEST_CASE("bf16 predictions of a few samples: kept weights follow every change o
     nnl_model_free(m);
     remove(wf.c_str());
     rmdir(tmp);
+
+    /* a convolution's kernel is kept too: one sample's prediction against the same sample in a batch of 6 */
+    nnl_model *c = nnl_model_create();
+    REQUIRE(nnl_model_set_seed(c, 6) == NNL_OK);
+    REQUIRE(nnl_add(c, "Input((9, 9, 3))") == NNL_OK);
+    REQUIRE(nnl_add(c, "Conv2D(20, 3, padding='same', activation='relu')") == NNL_OK);
+    REQUIRE(nnl_add(c, "Conv2D(7, 3)") == NNL_OK);
+    REQUIRE(nnl_add(c, "Flatten()") == NNL_OK);
+    REQUIRE(nnl_add(c, "Dense(5)") == NNL_OK);
+    REQUIRE(nnl_set_precision(c, "mixed_bfloat16") == NNL_OK);
+    auto xc = random_vec(6 * 243, 63, -2.f, 2.f);
+    auto cpred = [&](int64_t n) {
+        int64_t s[4] = {n, 9, 9, 3};
+        std::vector<float> y((size_t)n * 5);
+        REQUIRE_MESSAGE(nnl_predict(c, xc.data(), 4, s, (int)n, y.data(), (int64_t)y.size()) == NNL_OK, nnl_last_error());
+        return y;
+    };
+    for (int round = 0; round < 2; round++) {
+        std::vector<float> one = cpred(1), six = cpred(6);
+        CHECK(memcmp(one.data(), six.data(), 5 * sizeof(float)) == 0);
+        if (bf16_cpu()) CHECK(c->wcache.e.size() == 3); /* both convolutions and the Dense kernel */
+        std::vector<float> k(27 * 20);
+        REQUIRE(nnl_get_weight(c, 0, k.data(), (int64_t)k.size()) == NNL_OK);
+        for (auto &v : k) v *= -0.5f;
+        REQUIRE(nnl_set_weight(c, 0, k.data(), (int64_t)k.size()) == NNL_OK);
+        std::vector<float> after = cpred(1);
+        CHECK(after != one);
+    }
+    nnl_model_free(c);
 }
