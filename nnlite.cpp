@@ -3767,11 +3767,13 @@ const uint32_t *WeightCache::get(const float *w, int64_t K, int64_t N, uint64_t 
    thread, as pack_a rounds them), on the threads sgemm_ep would give the
    product, split by rows (whole groups): the same bits as block<true>, for
    any split. false (nothing written) where it does not apply: no cache on
-   this thread, the cache's limits. */
+   this thread, the cache's limits, more than 4 rows where the products run
+   on AMX. */
 static bool kept_product(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *W, float *C,
                          int64_t ldc, const float *bias, Act act) {
 #if NNL_X86
     if (!tl_wcache || M < 1 || N < 1 || K < 1) return false;
+    if (M > 4 && amx()) return false; /* the tiles' product (their own bits, and faster) */
     const uint32_t *P = tl_wcache->get(W, K, N, tl_wcache_ver);
     if (!P) return false;
     int64_t kp = (K + 1) / 2, groups = (M + 3) / 4;

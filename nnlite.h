@@ -1297,14 +1297,15 @@ NNL_API int nnl_set_tf32(nnl_model *m, int on);
    Predictions of 1-4 samples at a time (nnl_predict, nnl_predict_classes
    and their _typed forms with batch_size <= 4, or a last batch that
    small; since 0.8.2) on AVX512-BF16 keep the kernels of Dense and of
-   the convolutions that run on bf16 rounded to bf16, made at the first
-   such call after the weights change and reused until a call that may
-   change the model (any call on m but the predict calls): such a call
-   reads half the kernels' float32 bytes and rounds none of them; the
-   results are the same bits. The memory: half of those kernels' float32
-   size (at most 256 MB; beyond, they are rounded on each call) in each
-   workspace that predictions run in (the model, and each inference copy
-   that concurrent predictions made), freed with the model.
+   the convolutions that run on bf16 (but where AMX computes them)
+   rounded to bf16, made at the first such call after the weights change
+   and reused until a call that may change the model (any call on m but
+   the predict calls): such a call reads half the kernels' float32 bytes
+   and rounds none of them; the results are the same bits. The memory:
+   half of those kernels' float32 size (at most 256 MB; beyond, they are
+   rounded on each call) in each workspace that predictions run in (the
+   model, and each inference copy that concurrent predictions made),
+   freed with the model.
 
    Sets the model's policy; any time (before or after nnl_compile, between
    fits); it applies from the next nnl_fit, nnl_evaluate or predict call
