@@ -3763,10 +3763,12 @@ const uint32_t *WeightCache::get(const float *w, int64_t K, int64_t N, uint64_t 
 
 /* C = act(A W + bias) on the kept words of W (K x N, row-major): Dense's
    product for 1-4 rows, a convolution's for its few samples' positions.
-   The rows four at a time (each group's A rounded into pairs on its own
-   thread, as pack_a rounds them), on the threads sgemm_ep would give the
-   product, split by rows (whole groups): the same bits as block<true>, for
-   any split. false (nothing written) where it does not apply: no cache on
+   1-4 rows: rounded once, the strips split over the threads as
+   sgemm_small_m splits its columns (each thread reads its share of the
+   words). More: the rows four at a time (each group's A rounded into pairs
+   on its own thread, as pack_a rounds them), on the threads sgemm_ep would
+   give the product, split by rows (whole groups). The same bits as
+   block<true> (and as small_m_avx512 for 1-4 rows), for any split. false (nothing written) where it does not apply: no cache on
    this thread, the cache's limits, more than 4 rows where the products run
    on AMX. */
 static bool kept_product(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *W, float *C,
@@ -3777,6 +3779,33 @@ static bool kept_product(int64_t M, int64_t N, int64_t K, const float *A, int64_
     const uint32_t *P = tl_wcache->get(W, K, N, tl_wcache_ver);
     if (!P) return false;
     int64_t kp = (K + 1) / 2, groups = (M + 3) / 4;
+    if (M <= 4) { /* one group: split by strips, as sgemm_small_m splits its columns */
+        Buffers &buf = tl_buf;
+        buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * kp));
+        const uint32_t *a = (uint32_t *)buf.ap;
+        for (int64_t r = 0; r < M; r++) run_pairs<true>(A + r * lda, K, (uint32_t *)buf.ap + r * kp);
+        auto strips = [&](int64_t s0, int64_t s1) { /* strips s0 .. s1 - 1 */
+            int64_t j0 = 64 * s0, n = std::min(N, 64 * s1) - j0;
+            const uint32_t *Ps = P + j0 * kp;
+            float *c = C + j0;
+            switch (M) {
+            case 4: strip_rows_avx512<4>(n, K, a, kp, Ps, c, ldc); break;
+            case 3: strip_rows_avx512<3>(n, K, a, kp, Ps, c, ldc); break;
+            case 2: strip_rows_avx512<2>(n, K, a, kp, Ps, c, ldc); break;
+            default: strip_rows_avx512<1>(n, K, a, kp, Ps, c, ldc);
+            }
+            if (bias || act != ACT_LINEAR) epilogue(c, ldc, M, n, bias ? bias + j0 : nullptr, act);
+        };
+        int64_t ns = (N + 63) / 64;
+        int T = (int)std::min<int64_t>(threads(), ns);
+        if (T <= 1 || N * K < NNL_GEMM_SMALL_SPLIT) {
+            strips(0, ns);
+            return true;
+        }
+        int64_t per = (ns + T - 1) / T;
+        pool::run_chunks((ns + per - 1) / per, T, [&](int64_t c) { strips(c * per, std::min(ns, (c + 1) * per)); });
+        return true;
+    }
     auto rows = [&](int64_t g0, int64_t g1) { /* groups g0 .. g1 - 1 */
         Buffers &buf = tl_buf;
         buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(4 * kp));

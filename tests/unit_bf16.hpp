@@ -456,8 +456,8 @@ TEST_CASE("bf16 GEMM: the kept weight words give the bits of the per-call produc
     CHECK(cases == 8 * 7 * 2 * 7 * 3);
     CHECK(cache.e.size() <= 2); /* stale entries are reused, not piled up */
     /* two threads split the rows: the same bits */
-    for (int M : {29, 200}) {
-        const int K = 500, N = 50;
+    for (int M : {1, 3, 29, 200}) {
+        const int K = M <= 4 ? 2450 : 500, N = M <= 4 ? 500 : 50; /* 1-4 rows: 8 strips, split by strips */
         auto A = random_vec((size_t)M * K, 55, -3.f, 3.f), W = random_vec((size_t)K * N, 56, -3.f, 3.f);
         auto bias = random_vec((size_t)N, 57);
         b::tl_wcache_ver = ++ver;
