@@ -4,6 +4,8 @@
    layers directly.
 
    usage: profile_layers MODEL BATCH [THREADS] [REPS]
+   (PROFILE_PRECISION=mixed_bfloat16 in the environment: the layers on the
+   bf16 kernel table)
    build: g++ -std=c++17 -O2 -pthread -I. bench/profile_layers.cpp -o build/bench/profile_layers
 
    For every layer: forward and backward time (the minimum over REPS runs,
@@ -61,9 +63,6 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < B * m.input.size(); i++) m.act[0][i] = (float)r.uniform();
         for (int64_t i = 0; i < B * m.target_width(); i++) m.targets[i] = (float)(i % 10);
         std::vector<double> ms(m.metrics.size());
-        printf("%s, batch %lld, %d thread(s), min of %d runs\n", bm->name, (long long)B, threads, reps);
-        printf("%-30s %9s %9s %10s %8s %8s %8s\n", "layer", "fwd ms", "bwd ms", "MFLOP/smp", "GFLOP/s", "act MB", "ws MB");
-        double tf = 0, tb = 0, fl = 0;
         /* PROFILE_PRECISION=mixed_bfloat16: the layers run on the bf16 kernels */
         const char *prec = getenv("PROFILE_PRECISION");
         bool bf = prec && !strcmp(prec, "mixed_bfloat16");
@@ -71,8 +70,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "PROFILE_PRECISION: only mixed_bfloat16\n");
             return 2;
         }
+        if (bf && !nnl::gemm::bf16::hardware()) {
+            fprintf(stderr, "PROFILE_PRECISION=mixed_bfloat16: this CPU has no AVX512-BF16 (or NNL_BF16 turns it off)\n");
+            return 2;
+        }
         nnl::PrecisionScope ps(false, bf ? &nnl::bf16_kernels : nullptr);
-        if (bf) printf("precision mixed_bfloat16 (%s)\n", nnl::K().name);
+        printf("%s, batch %lld, %d thread(s), min of %d runs%s%s\n", bm->name, (long long)B, threads, reps,
+               bf ? ", mixed_bfloat16 on " : "", bf ? nnl::K().name : "");
+        printf("%-30s %9s %9s %10s %8s %8s %8s\n", "layer", "fwd ms", "bwd ms", "MFLOP/smp", "GFLOP/s", "act MB", "ws MB");
+        double tf = 0, tb = 0, fl = 0;
         nnl::Ctx c;
         c.training = true;
         c.seed = 3;
