@@ -3529,37 +3529,56 @@ static void block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
    VDPBF16PS as the packed kernel, per KC block from zero, then alpha acc +
    beta C: the same bits as block<true> on VDPBF16PS (but for beta other
    than 0 and 1 on its partial tiles). a: the rows as pairs (kp words a
-   row). */
+   row). words: where B's pairs come from, rounded here (PairsOfB) or kept
+   from an earlier call (KeptPairs, WeightCache). */
 #if NNL_X86
-template <int R>
+/* the lanes of vector v (0..3) of the 64 columns from j0 that lie before N */
+static inline __mmask16 strip_mask(int64_t N, int64_t j0, int v) {
+    int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
+    return (__mmask16)((1u << n) - 1);
+}
+/* The words of rows k = 2q, k + 1 of B (float32, read in place and
+   rounded): vector v of the 64 columns from j0 (lanes m); a zero partner
+   past K */
+struct PairsOfB {
+    const float *B;
+    int64_t ldb, K;
+    NNL_BF16_TARGET __m512bh operator()(int64_t j0, int64_t q, int v, __mmask16 m) const {
+        int64_t k = 2 * q;
+        const float *b0 = B + k * ldb + j0 + 16 * v;
+        __m512 lo = _mm512_maskz_loadu_ps(m, b0);
+        __m512 hi = k + 1 < K ? _mm512_maskz_loadu_ps(m, b0 + ldb) : _mm512_setzero_ps();
+        return (__m512bh)pairs16_r(lo, hi);
+    }
+};
+/* The same words, kept (WeightCache's strips: kp x 64 words a strip) */
+struct KeptPairs {
+    const uint32_t *P;
+    int64_t kp;
+    NNL_BF16_TARGET __m512bh operator()(int64_t j0, int64_t q, int v, __mmask16) const {
+        return (__m512bh)_mm512_load_si512((const void *)(P + j0 * kp + q * 64 + 16 * v));
+    }
+};
+template <int R, class Words>
 NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha, const uint32_t *a, int64_t kp,
-                                              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+                                              Words words, float beta, float *C, int64_t ldc) {
     for (int64_t j0 = 0; j0 < N; j0 += 64) {
         __mmask16 m[4];
-        for (int v = 0; v < 4; v++) {
-            int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
-            m[v] = (__mmask16)((1u << n) - 1);
-        }
+        for (int v = 0; v < 4; v++) m[v] = strip_mask(N, j0, v);
         for (int64_t pc = 0; pc < K; pc += KC) { /* KC even: a block starts on a pair */
-            int64_t kend = std::min<int64_t>(K, pc + KC);
+            int64_t qend = (std::min<int64_t>(K, pc + KC) + 1) / 2;
             __m512 acc[R][4];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
                 for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
-            for (int64_t k = pc; k < kend; k += 2) {
-                const float *b0 = B + k * ldb + j0, *b1 = b0 + ldb;
-                bool odd = k + 1 < kend;
+            for (int64_t q = pc / 2; q < qend; q++) {
                 __m512bh x[4];
 #pragma GCC unroll 4
-                for (int v = 0; v < 4; v++) {
-                    __m512 lo = _mm512_maskz_loadu_ps(m[v], b0 + 16 * v);
-                    __m512 hi = odd ? _mm512_maskz_loadu_ps(m[v], b1 + 16 * v) : _mm512_setzero_ps();
-                    x[v] = (__m512bh)pairs16_r(lo, hi);
-                }
+                for (int v = 0; v < 4; v++) x[v] = words(j0, q, v, m[v]);
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r * kp + k / 2]);
+                    __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r * kp + q]);
 #pragma GCC unroll 4
                     for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], u, x[v]);
                 }
@@ -3574,6 +3593,17 @@ NNL_BF16_TARGET static void small_rows_avx512(int64_t N, int64_t K, float alpha,
                     _mm512_mask_storeu_ps(c, m[v], x);
                 }
         }
+    }
+}
+/* small_rows_avx512 for 1-4 rows (R at run time) */
+template <class Words>
+static void rows_avx512(int R, int64_t N, int64_t K, float alpha, const uint32_t *a, int64_t kp, Words words,
+                        float beta, float *C, int64_t ldc) {
+    switch (R) {
+    case 4: return small_rows_avx512<4>(N, K, alpha, a, kp, words, beta, C, ldc);
+    case 3: return small_rows_avx512<3>(N, K, alpha, a, kp, words, beta, C, ldc);
+    case 2: return small_rows_avx512<2>(N, K, alpha, a, kp, words, beta, C, ldc);
+    default: return small_rows_avx512<1>(N, K, alpha, a, kp, words, beta, C, ldc);
     }
 }
 #endif
@@ -3592,12 +3622,9 @@ static void small_m_avx512(bool ta, int64_t M, int64_t N, int64_t K, float alpha
         else
             for (int64_t q = 0; q < kp; q++)
                 a[r * kp + q] = pair(gemm::at(A, lda, ta, r, 2 * q), 2 * q + 1 < K ? gemm::at(A, lda, ta, r, 2 * q + 1) : 0.f);
-    for (int64_t r = 0; r < M; r += 2) {
-        if (r + 1 < M)
-            small_rows_avx512<2>(N, K, alpha, a + r * kp, kp, B, ldb, beta, C + r * ldc, ldc);
-        else
-            small_rows_avx512<1>(N, K, alpha, a + r * kp, kp, B, ldb, beta, C + r * ldc, ldc);
-    }
+    for (int64_t r = 0; r < M; r += 2)
+        rows_avx512((int)std::min<int64_t>(2, M - r), N, K, alpha, a + r * kp, kp, PairsOfB{B, ldb, K}, beta,
+                    C + r * ldc, ldc);
 #else
     (void)ta, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb, (void)beta, (void)C,
         (void)ldc;
@@ -3614,8 +3641,8 @@ static void small_m_avx512(bool ta, int64_t M, int64_t N, int64_t K, float alpha
    call after the weights last changed and reused until they change again.
    Layout: strips of 64 columns, each kp x 64 words (k-pair major), zero
    past column N and past row K: one sequential stream per strip, the words
-   small_rows_avx512 and pack_b make (pairs16_r), multiplied in the same
-   order, so the same bits. AMD EPYC Zen 4, 1 thread, median batch-1
+   small_rows_avx512 and pack_b make (pairs16_r), multiplied by the same
+   kernel (small_rows_avx512 with KeptPairs), so the same bits. AMD EPYC Zen 4, 1 thread, median batch-1
    latency: K-MLP 4.2 -> 2.2 us, R-LENET 192-250 -> 128 us (its Dense(500)
    and second convolution).
    Validity: Model::wver, one more at the start and at the end of every call
@@ -3657,67 +3684,15 @@ static thread_local WeightCache *tl_wcache = nullptr;
 static thread_local uint64_t tl_wcache_ver = 0;
 
 #if NNL_X86
-/* the strips of W (K x N, ldb), as described above */
+/* the strips of W (K x N, ldb), as described above: PairsOfB's words */
 NNL_BF16_TARGET static void pack_strips(const float *W, int64_t K, int64_t N, int64_t ldb, uint32_t *P) {
     int64_t kp = (K + 1) / 2;
-    for (int64_t j0 = 0; j0 < N; j0 += 64) {
-        __mmask16 m[4];
-        for (int v = 0; v < 4; v++) {
-            int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
-            m[v] = (__mmask16)((1u << n) - 1);
-        }
-        uint32_t *dst = P + j0 * kp;
-        for (int64_t q = 0; q < kp; q++) {
-            const float *b0 = W + 2 * q * ldb + j0, *b1 = b0 + ldb;
-            bool odd = 2 * q + 1 < K;
-            for (int v = 0; v < 4; v++) {
-                __m512 lo = _mm512_maskz_loadu_ps(m[v], b0 + 16 * v);
-                __m512 hi = odd ? _mm512_maskz_loadu_ps(m[v], b1 + 16 * v) : _mm512_setzero_ps();
-                _mm512_store_si512((void *)(dst + q * 64 + 16 * v), pairs16_r(lo, hi));
-            }
-        }
-    }
-}
-
-/* small_rows_avx512 on the strips: R rows of pairs a (kp words a row) */
-template <int R>
-NNL_BF16_TARGET static void strip_rows_avx512(int64_t N, int64_t K, const uint32_t *a, int64_t kp, const uint32_t *P,
-                                              float *C, int64_t ldc) {
-    for (int64_t j0 = 0; j0 < N; j0 += 64) {
-        __mmask16 m[4];
-        for (int v = 0; v < 4; v++) {
-            int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, N - j0 - 16 * v));
-            m[v] = (__mmask16)((1u << n) - 1);
-        }
-        const uint32_t *strip = P + j0 * kp;
-        for (int64_t pc = 0; pc < K; pc += KC) {
-            int64_t q0 = pc / 2, q1 = (std::min<int64_t>(K, pc + KC) + 1) / 2;
-            __m512 acc[R][4];
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
-            for (int64_t q = q0; q < q1; q++) {
-                __m512bh x[4];
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; v++) x[v] = (__m512bh)_mm512_load_si512((const void *)(strip + q * 64 + 16 * v));
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++) {
-                    __m512bh u = (__m512bh)_mm512_set1_epi32((int)a[r * kp + q]);
-#pragma GCC unroll 4
-                    for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], u, x[v]);
-                }
-            }
-            /* alpha 1, beta 0: small_rows_avx512's 1 * acc, then 1 * C + that */
-            for (int r = 0; r < R; r++)
-                for (int v = 0; v < 4; v++) {
-                    float *c = C + r * ldc + j0 + 16 * v;
-                    __m512 x = _mm512_mul_ps(_mm512_set1_ps(1.f), acc[r][v]);
-                    if (pc != 0) x = _mm512_fmadd_ps(_mm512_set1_ps(1.f), _mm512_maskz_loadu_ps(m[v], c), x);
-                    _mm512_mask_storeu_ps(c, m[v], x);
-                }
-        }
-    }
+    PairsOfB words{W, ldb, K};
+    for (int64_t j0 = 0; j0 < N; j0 += 64)
+        for (int64_t q = 0; q < kp; q++)
+            for (int v = 0; v < 4; v++)
+                _mm512_store_si512((void *)(P + j0 * kp + q * 64 + 16 * v),
+                                   (__m512i)words(j0, q, v, strip_mask(N, j0, v)));
 }
 #endif
 
@@ -3786,14 +3761,8 @@ static bool kept_product(int64_t M, int64_t N, int64_t K, const float *A, int64_
         for (int64_t r = 0; r < M; r++) run_pairs<true>(A + r * lda, K, (uint32_t *)buf.ap + r * kp);
         auto strips = [&](int64_t s0, int64_t s1) { /* strips s0 .. s1 - 1 */
             int64_t j0 = 64 * s0, n = std::min(N, 64 * s1) - j0;
-            const uint32_t *Ps = P + j0 * kp;
             float *c = C + j0;
-            switch (M) {
-            case 4: strip_rows_avx512<4>(n, K, a, kp, Ps, c, ldc); break;
-            case 3: strip_rows_avx512<3>(n, K, a, kp, Ps, c, ldc); break;
-            case 2: strip_rows_avx512<2>(n, K, a, kp, Ps, c, ldc); break;
-            default: strip_rows_avx512<1>(n, K, a, kp, Ps, c, ldc);
-            }
+            rows_avx512((int)M, n, K, 1.f, a, kp, KeptPairs{P + j0 * kp, kp}, 0.f, c, ldc);
             if (bias || act != ACT_LINEAR) epilogue(c, ldc, M, n, bias ? bias + j0 : nullptr, act);
         };
         int64_t ns = (N + 63) / 64;
@@ -3813,13 +3782,7 @@ static bool kept_product(int64_t M, int64_t N, int64_t K, const float *A, int64_
         for (int64_t g = g0; g < g1; g++) {
             int64_t r0 = 4 * g, R = std::min<int64_t>(4, M - r0);
             for (int64_t r = 0; r < R; r++) run_pairs<true>(A + (r0 + r) * lda, K, a + r * kp);
-            float *c = C + r0 * ldc;
-            switch (R) {
-            case 4: strip_rows_avx512<4>(N, K, a, kp, P, c, ldc); break;
-            case 3: strip_rows_avx512<3>(N, K, a, kp, P, c, ldc); break;
-            case 2: strip_rows_avx512<2>(N, K, a, kp, P, c, ldc); break;
-            default: strip_rows_avx512<1>(N, K, a, kp, P, c, ldc);
-            }
+            rows_avx512((int)R, N, K, 1.f, a, kp, KeptPairs{P, kp}, 0.f, C + r0 * ldc, ldc);
         }
         int64_t r0 = 4 * g0, r1 = std::min(M, 4 * g1);
         if (g1 > g0 && (bias || act != ACT_LINEAR)) epilogue(C + r0 * ldc, ldc, r1 - r0, N, bias, act);
