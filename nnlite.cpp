@@ -2617,6 +2617,22 @@ static bool small_m_fits(int64_t M, int64_t N, int64_t K) {
     (void)M, (void)N, (void)K;
     return false;
 }
+/* cols(j0, j1) over the N columns of a few-rows product K deep: on this
+   thread, or from NNL_GEMM_SMALL_SPLIT floats of B on split over the
+   pool's threads in blocks of 64 columns (whole register blocks of the AVX2
+   kernel, whole strips of the kept bf16 words; each starts as far past a
+   64-byte line as B does, so the AVX-512 kernel lays a thread's vectors on
+   the same lines as one thread's) */
+template <class F> static void split_columns(int64_t N, int64_t K, F cols) {
+    int64_t blocks = (N + 63) / 64;
+    int T = (int)std::min<int64_t>(threads(), blocks);
+    if (T <= 1 || N * K < NNL_GEMM_SMALL_SPLIT) {
+        cols(0, N);
+        return;
+    }
+    int64_t per = (blocks + T - 1) / T;
+    pool::run_chunks((blocks + per - 1) / per, T, [&](int64_t c) { cols(c * per * 64, std::min(N, (c + 1) * per * 64)); });
+}
 static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if NNL_X86
@@ -2648,18 +2664,7 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
                     }
             }
         };
-        /* column blocks of 64: whole register blocks of the AVX2 kernel;
-           each starts as far past a 64-byte line as B does, so the AVX-512
-           kernel lays a thread's vectors on the same lines as one thread's */
-        int64_t blocks = (N + 63) / 64;
-        int T = (int)std::min<int64_t>(threads(), blocks);
-        if (T <= 1 || N * K < NNL_GEMM_SMALL_SPLIT) {
-            cols(0, N);
-            return;
-        }
-        int64_t per = (blocks + T - 1) / T;
-        pool::run_chunks((blocks + per - 1) / per, T,
-                         [&](int64_t c) { cols(c * per * 64, std::min(N, (c + 1) * per * 64)); });
+        split_columns(N, K, cols);
         return;
     }
 #endif
@@ -3754,25 +3759,16 @@ static bool kept_product(int64_t M, int64_t N, int64_t K, const float *A, int64_
     const uint32_t *P = tl_wcache->get(W, K, N, tl_wcache_ver);
     if (!P) return false;
     int64_t kp = (K + 1) / 2, groups = (M + 3) / 4;
-    if (M <= 4) { /* one group: split by strips, as sgemm_small_m splits its columns */
+    if (M <= 4) { /* one group: split by strips, as sgemm_small_m splits its columns (split_columns) */
         Buffers &buf = tl_buf;
         buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)(M * kp));
         const uint32_t *a = (uint32_t *)buf.ap;
         for (int64_t r = 0; r < M; r++) run_pairs<true>(A + r * lda, K, (uint32_t *)buf.ap + r * kp);
-        auto strips = [&](int64_t s0, int64_t s1) { /* strips s0 .. s1 - 1 */
-            int64_t j0 = 64 * s0, n = std::min(N, 64 * s1) - j0;
+        split_columns(N, K, [&](int64_t j0, int64_t j1) { /* whole strips: j0 a multiple of 64 */
             float *c = C + j0;
-            rows_avx512((int)M, n, K, 1.f, a, kp, KeptPairs{P + j0 * kp, kp}, 0.f, c, ldc);
-            if (bias || act != ACT_LINEAR) epilogue(c, ldc, M, n, bias ? bias + j0 : nullptr, act);
-        };
-        int64_t ns = (N + 63) / 64;
-        int T = (int)std::min<int64_t>(threads(), ns);
-        if (T <= 1 || N * K < NNL_GEMM_SMALL_SPLIT) {
-            strips(0, ns);
-            return true;
-        }
-        int64_t per = (ns + T - 1) / T;
-        pool::run_chunks((ns + per - 1) / per, T, [&](int64_t c) { strips(c * per, std::min(ns, (c + 1) * per)); });
+            rows_avx512((int)M, j1 - j0, K, 1.f, a, kp, KeptPairs{P + j0 * kp, kp}, 0.f, c, ldc);
+            if (bias || act != ACT_LINEAR) epilogue(c, ldc, M, j1 - j0, bias ? bias + j0 : nullptr, act);
+        });
         return true;
     }
     auto rows = [&](int64_t g0, int64_t g1) { /* groups g0 .. g1 - 1 */
