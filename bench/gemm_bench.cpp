@@ -36,6 +36,16 @@ int main(int argc, char **argv) {
     nnl::g_threads = threads;
     openblas_set_num_threads(threads);
     printf("blas fw=gemm core=%s\n", openblas_get_corename());
+    /* Every size with nnlite first, then every size with OpenBLAS: OpenBLAS's
+       idle threads poll for a while after each call (sched_yield), and on
+       two cores a thread of theirs still polling would take a core from
+       nnlite's worker when the two libraries alternate size by size. */
+    struct Size {
+        long long m, n, k;
+        bool at, bt;
+        double t_nnl, t_blas;
+    };
+    std::vector<Size> sizes;
     for (int a = 2; a < argc; a++) {
         long long m = 0, n = 0, k = 0;
         char ta = 'n', tb = 'n';
@@ -44,23 +54,33 @@ int main(int argc, char **argv) {
             fprintf(stderr, "gemm_bench: bad size '%s' (N or MxNxK[:ab], a and b n or t)\n", argv[a]);
             return 2;
         }
-        bool at = ta == 't', bt = tb == 't';
-        std::vector<float> A((size_t)(m * k)), B((size_t)(k * n)), C((size_t)(m * n));
-        int64_t lda = at ? m : k, ldb = bt ? k : n;
-        nnl::Rng rng(1);
-        for (auto &v : A) v = rng.uniform() - 0.5f;
-        for (auto &v : B) v = rng.uniform() - 0.5f;
-        double flops = 2.0 * m * n * k;
-        int reps = flops <= 3e8 ? 200 : flops <= 3e9 ? 6 : 3;
-        double tn = best_of(reps, [&] {
-            nnl::K().sgemm(at, bt, m, n, k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(), n);
-        });
-        double tb2 = best_of(reps, [&] {
-            cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans, (int)m, (int)n,
-                        (int)k, 1.f, A.data(), (int)lda, B.data(), (int)ldb, 0.f, C.data(), (int)n);
-        });
-        printf("gemm %s %d %.1f %.1f\n", argv[a], threads, flops / tn / 1e9, flops / tb2 / 1e9);
-        fflush(stdout);
+        sizes.push_back({m, n, k, ta == 't', tb == 't', 0, 0});
+    }
+    for (int lib = 0; lib < 2; lib++)
+        for (Size &z : sizes) {
+            long long m = z.m, n = z.n, k = z.k;
+            bool at = z.at, bt = z.bt;
+            std::vector<float> A((size_t)(m * k)), B((size_t)(k * n)), C((size_t)(m * n));
+            int64_t lda = at ? m : k, ldb = bt ? k : n;
+            nnl::Rng rng(1);
+            for (auto &v : A) v = rng.uniform() - 0.5f;
+            for (auto &v : B) v = rng.uniform() - 0.5f;
+            double flops = 2.0 * m * n * k;
+            int reps = flops <= 3e8 ? 200 : flops <= 3e9 ? 6 : 3;
+            if (lib == 0)
+                z.t_nnl = best_of(reps, [&] {
+                    nnl::K().sgemm(at, bt, m, n, k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(), n);
+                });
+            else
+                z.t_blas = best_of(reps, [&] {
+                    cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans, (int)m,
+                                (int)n, (int)k, 1.f, A.data(), (int)lda, B.data(), (int)ldb, 0.f, C.data(), (int)n);
+                });
+        }
+    for (size_t i = 0; i < sizes.size(); i++) {
+        const Size &z = sizes[i];
+        double flops = 2.0 * z.m * z.n * z.k;
+        printf("gemm %s %d %.1f %.1f\n", argv[i + 2], threads, flops / z.t_nnl / 1e9, flops / z.t_blas / 1e9);
     }
     return 0;
 }
