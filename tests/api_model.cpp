@@ -360,6 +360,53 @@ TEST_CASE("the same run gives the same weights with 1 and 2 threads") {
     CHECK(w[0] == w[1]); /* each output element is summed in the same order */
 }
 
+TEST_CASE("the same weights with 1 and 2 threads when the batch's gather is split over the threads") {
+    /* 100 rows of 400 floats a batch (40,000: from NNL_GATHER_SPLIT = 32,768
+       on, two threads each copy half of the shuffled rows), and a last
+       batch of 37 rows */
+    const int64_t n = 437, d = 400;
+    std::vector<float> x((size_t)(n * d));
+    std::vector<int32_t> y((size_t)n);
+    uint32_t r = 12345;
+    for (auto &v : x) {
+        r = r * 1664525u + 1013904223u;
+        v = (float)(r >> 8) / 16777216.f;
+    }
+    for (int64_t i = 0; i < n; i++) y[(size_t)i] = (int32_t)(x[(size_t)(i * d + i % d)] * 3.f);
+    int64_t xs[2] = {n, d}, ys[1] = {n};
+    std::vector<float> w[2];
+    for (int t = 0; t < 2; t++) {
+        nnl_set_threads(t + 1);
+        nnl_model *m = nnl_model_create();
+        nnl_model_set_seed(m, 1);
+        nnl_add(m, "Dense(32, activation='relu', input_shape=(400,))");
+        nnl_add(m, "Dense(3, activation='softmax')");
+        nnl_compile(m, "adam", "sparse_categorical_crossentropy", "");
+        nnl_fit_options o;
+        nnl_fit_options_init(&o);
+        o.epochs = 2;
+        o.batch_size = 100;
+        o.verbose = 0;
+        o.seed = 4;
+        REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+        w[t].resize(400 * 32);
+        REQUIRE(nnl_get_weight(m, 0, w[t].data(), 400 * 32) == NNL_OK);
+        nnl_model_free(m);
+    }
+    nnl_set_threads(0);
+    CHECK(w[0] == w[1]);
+    /* and the training moved the weights from their initial values */
+    nnl_model *m0 = nnl_model_create();
+    nnl_model_set_seed(m0, 1);
+    nnl_add(m0, "Dense(32, activation='relu', input_shape=(400,))");
+    nnl_add(m0, "Dense(3, activation='softmax')");
+    nnl_compile(m0, "adam", "sparse_categorical_crossentropy", "");
+    std::vector<float> w0(400 * 32);
+    REQUIRE(nnl_get_weight(m0, 0, w0.data(), 400 * 32) == NNL_OK);
+    nnl_model_free(m0);
+    CHECK(w0 != w[0]);
+}
+
 TEST_CASE("every optimizer and loss trains a small problem") {
     std::vector<float> x;
     std::vector<int32_t> y;
