@@ -629,8 +629,9 @@ if gemm:
     P("\n## SGEMM, square row-major C = A B (GFLOP/s)%s\n" % NM)
     P("gemm_bench times each library's best of several calls. nnlite is measured in every OpenBLAS run")
     P("(OPENBLAS_CORETYPE does not touch it) and its best figure is shown, as OpenBLAS gets its best core")
-    P("type. Both run in one process: OpenBLAS's threads keep spinning after a call and take a core from")
-    P("the next nnlite call, whose pool workers yield it, so nnlite's 2-thread figures vary from run to run.\n")
+    P("type. Both run in one process, each library over every size in turn (nnlite first), after 0.2 s of")
+    P("untimed calls that start its threads: OpenBLAS's idle threads keep polling for a while after a call,")
+    P("and alternating the libraries size by size gave them a core that nnlite's worker needed.\n")
     P("| n | threads | nnlite | OpenBLAS (auto) | OpenBLAS (best core type) | nnlite / best OpenBLAS |")
     P("|---|---|---|---|---|---|")
     for n_ in sorted(gemm):
