@@ -906,6 +906,11 @@ struct Hold {
    (Zen 4) VM, two threads, K-MLP at batch 120 (94,080 floats), synthetic
    data, 3 windows of 2,000 steps, alternated: the gather 42.9 -> 20.4 us a
    step, training 304-308k -> 323-328k samples/s. */
+/* Multiply-adds of a Dense layer's kernel gradient (and of its dx) from
+   which the two are computed at once on two threads (Dense::backward). */
+#ifndef NNL_DENSE_PAIR_MACS
+#define NNL_DENSE_PAIR_MACS 100000
+#endif
 #ifndef NNL_GATHER_SPLIT
 #define NNL_GATHER_SPLIT 32768
 #endif
@@ -6493,9 +6498,41 @@ public:
                              act == ACT_SOFTMAX ? units : rows * units);
             dz = d;
         }
-        K().sgemm(true, false, nin, units, rows, 1.f, x, nin, dz, units, 0.f, weights[0].g, units);
-        if (use_bias) K().bias_grad(dz, weights[1].g, rows, units);
-        if (dx) K().sgemm(false, true, rows, nin, units, 1.f, dz, units, weights[0].w, units, 0.f, dx, nin);
+        const Kernels &k = K(); /* the caller's table (it is per thread) */
+        auto kernel_grad = [&] {
+            k.sgemm(true, false, nin, units, rows, 1.f, x, nin, dz, units, 0.f, weights[0].g, units);
+            if (use_bias) k.bias_grad(dz, weights[1].g, rows, units);
+        };
+        auto input_grad = [&] {
+            k.sgemm(false, true, rows, nin, units, 1.f, dz, units, weights[0].w, units, 0.f, dx, nin);
+        };
+        if (dx && paired_products(k, rows, nin, x, dx)) {
+            pool::run_chunks(2, 2, [&](int64_t c) {
+                if (c == 0)
+                    kernel_grad();
+                else
+                    input_grad();
+            });
+            return;
+        }
+        kernel_grad();
+        if (dx) input_grad();
+    }
+
+    /* On two threads the kernel's gradient and dx (the same multiply-adds,
+       rows x nin x units each) are computed at once, each whole on one
+       thread, rather than one after the other with each split over both: no
+       B packed twice, no second wait for the other thread, and each
+       product's elements are the same sums as on one thread (the same bits).
+       Not where dx takes x's memory (reads_before_dx: the arena may lend
+       it), nor below NNL_DENSE_PAIR_MACS, nor off the CPU's kernel tables.
+       AMD EPYC (Zen 4) VM, two threads, alternated: see the commit. */
+    bool paired_products(const Kernels &k, int64_t rows, int64_t nin, const float *x, const float *dx) const {
+        if (threads() != 2 || (&k != &cpu_kernels && &k != &bf16_kernels && &k != &bf16_emulated_kernels))
+            return false;
+        if ((double)rows * (double)nin * (double)units < NNL_DENSE_PAIR_MACS) return false;
+        int64_t n = rows * nin;
+        return dx + n <= x || x + n <= dx; /* x (read by the first) and dx (written by the second) apart */
     }
 };
 

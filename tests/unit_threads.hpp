@@ -70,6 +70,56 @@ TEST_CASE("sgemm is bit-for-bit the same on 1, 2, 3 and 4 threads (blocks of row
         }
 }
 
+TEST_CASE("Dense backward on two threads: the kernel's gradient and dx at once, the same bits as one thread") {
+    ThreadsGuard g;
+    const int64_t B = 64, nin = 300, units = 200; /* 3.8M multiply-adds a product */
+    REQUIRE((double)B * nin * units >= NNL_DENSE_PAIR_MACS);
+    nnl_model m;
+    m.seed = 3;
+    m.rng.reseed(m.seed);
+    m.seeded = true;
+    m.add("Input(shape=(300,))");
+    m.add("Dense(200, activation='relu')");
+    m.ensure_batch(B);
+    auto *L = dynamic_cast<nnl::Dense *>(m.layers[0].get());
+    REQUIRE(L);
+    auto x = random_vec((size_t)(B * nin), 61), dy = random_vec((size_t)(B * units), 62);
+    struct Out {
+        std::vector<float> y, gw, gb, dx;
+    };
+    /* dx apart from x, or in x's memory (the arena may lend it: the two
+       products must then run one after the other) */
+    auto run = [&](int threads, bool alias) {
+        nnl::g_threads = threads;
+        Out o;
+        o.y.resize((size_t)(B * units));
+        std::vector<float> xin = x, d = dy, dxv((size_t)(B * nin));
+        nnl::Ctx c;
+        c.training = true;
+        L->forward(xin.data(), o.y.data(), B, c);
+        float *dx = alias ? xin.data() : dxv.data();
+        CHECK(L->paired_products(nnl::K(), B, nin, xin.data(), dx) == (threads == 2 && !alias));
+        L->backward(xin.data(), o.y.data(), d.data(), dx, B, c);
+        o.gw.assign(L->weights[0].g, L->weights[0].g + nin * units);
+        o.gb.assign(L->weights[1].g, L->weights[1].g + units);
+        o.dx.assign(dx, dx + B * nin);
+        return o;
+    };
+    Out ref = run(1, false);
+    float gsum = 0;
+    for (float v : ref.gw) gsum += std::fabs(v);
+    CHECK(gsum > 0); /* relu lets some gradient through */
+    for (int threads : {2, 3})
+        for (bool alias : {false, true}) {
+            INFO("threads " << threads << (alias ? ", dx in x's memory" : ""));
+            Out o = run(threads, alias);
+            CHECK(o.y == ref.y);
+            CHECK(o.gw == ref.gw);
+            CHECK(o.gb == ref.gb);
+            CHECK(o.dx == ref.dx);
+        }
+}
+
 TEST_CASE("concurrent callers and a par_for inside a chunk neither deadlock nor mix their work") {
     ThreadsGuard g;
     nnl::g_threads = 2;
