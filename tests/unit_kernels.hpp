@@ -35,7 +35,13 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
                                            {16, 128, 784}, {9, 200, 700}, {8, 1050, 2000}, {16, 1050, 2000},
                                            /* AVX-512: the last N % 16 <= 4 columns as dot products, over
                                               row blocks (M >= N) or in the last column block (M < N) */
-                                           {250, 50, 520}, {40, 130, 300}, {30, 4, 17}, {20, 68, 64}};
+                                           {250, 50, 520}, {40, 130, 300}, {30, 4, 17}, {20, 68, 64},
+                                           /* C over NNL_GEMM_PREFETCH_C_B with rows NNL_GEMM_PREFETCH_C_LD
+                                              apart, two depth blocks: the kernel prefetches its tiles */
+                                           {150, 900, 300}};
+    REQUIRE(150.0 * 900 * sizeof(float) > NNL_GEMM_PREFETCH_C_B);
+    REQUIRE(900 + 2 >= NNL_GEMM_PREFETCH_C_LD);
+    REQUIRE(300 > nnl::gemm::KC);
     for (int threads : {1, 2}) {
         nnl::g_threads = threads;
         for (auto c : cases)
