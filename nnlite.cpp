@@ -906,13 +906,13 @@ struct Hold {
    (Zen 4) VM, two threads, K-MLP at batch 120 (94,080 floats), synthetic
    data, 3 windows of 2,000 steps, alternated: the gather 42.9 -> 20.4 us a
    step, training 304-308k -> 323-328k samples/s. */
+#ifndef NNL_GATHER_SPLIT
+#define NNL_GATHER_SPLIT 32768
+#endif
 /* Multiply-adds of a Dense layer's kernel gradient (and of its dx) from
    which the two are computed at once on two threads (Dense::backward). */
 #ifndef NNL_DENSE_PAIR_MACS
 #define NNL_DENSE_PAIR_MACS 100000
-#endif
-#ifndef NNL_GATHER_SPLIT
-#define NNL_GATHER_SPLIT 32768
 #endif
 
 /* body(lo, hi) over [0, n), in chunks on the pool when the work (in elements
@@ -6572,8 +6572,10 @@ public:
         if (threads() != 2 || (&k != &cpu_kernels && &k != &bf16_kernels && &k != &bf16_emulated_kernels))
             return false;
         if ((double)rows * (double)nin * (double)units < NNL_DENSE_PAIR_MACS) return false;
-        int64_t n = rows * nin;
-        return dx + n <= x || x + n <= dx; /* x (read by the first) and dx (written by the second) apart */
+        /* x (read by the first) and dx (written by the second) apart; as
+           addresses: the two may point into different arrays */
+        uintptr_t a = (uintptr_t)x, b = (uintptr_t)dx, bytes = (uintptr_t)(rows * nin) * sizeof(float);
+        return b + bytes <= a || a + bytes <= b;
     }
 };
 
