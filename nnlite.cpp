@@ -2773,6 +2773,7 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
+            tl_prefetch_c = prefetch_c(M, N, ldc, bet);
             for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
             float *Bt = Bp + npan * NR * kc; /* the dot columns, a row each */
             for (int c = 0; c < dt; c++)
@@ -2795,7 +2796,6 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                         if (!in_place || (ip + 1) * MR > mc) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
                 /* jp outer: one B panel (or two, for ukr2) stays in L1 while
                    the A panels stream */
-                tl_prefetch_c = prefetch_c(M, N, ldc, bet);
                 for (int64_t jp = 0; jp < npan;) {
                     int w = ukr2 && jp + 1 < npan ? 2 : 1;
                     for (int64_t ip = 0; ip < mpan; ip++) {
@@ -11366,12 +11366,9 @@ public:
            lines were last read by every thread (the first layer's product
            reads all of it), so one thread alone writing them waits on the
            other core's copies being dropped (NNL_GATHER_SPLIT) */
-        int T = threads();
-        if (T > 1 && B > 1 && B * d >= NNL_GATHER_SPLIT)
-            pool::run_chunks(std::min<int64_t>(T, B), T, [&](int64_t c) {
-                int64_t n = std::min<int64_t>(T, B);
-                rows(B * c / n, B * (c + 1) / n);
-            });
+        int64_t T = std::min<int64_t>(threads(), B);
+        if (T > 1 && B * d >= NNL_GATHER_SPLIT)
+            pool::run_chunks(T, (int)T, [&](int64_t c) { rows(B * c / T, B * (c + 1) / T); });
         else
             rows(0, B);
         if (sx) gpu_stage_upload(act[0], B * d);

@@ -332,31 +332,46 @@ TEST_CASE("a seed reproduces initial weights and the whole training run") {
     CHECK(w[0] != w[2]);
 }
 
+/* A model of two Dense layers (specs l0, l1) compiled with Adam, seed 1. */
+static nnl_model *two_dense(const char *l0, const char *l1) {
+    nnl_model *m = nnl_model_create();
+    nnl_model_set_seed(m, 1);
+    nnl_add(m, l0);
+    nnl_add(m, l1);
+    nnl_compile(m, "adam", "sparse_categorical_crossentropy", "");
+    return m;
+}
+
+/* Weight i (count floats) of two_dense(l0, l1) after 2 epochs of batches of
+   100 on `threads` threads, shuffled from seed; the default thread count after. */
+static std::vector<float> fitted_weight(int threads, const char *l0, const char *l1, const std::vector<float> &x,
+                                        const int64_t *xs, const std::vector<int32_t> &y, uint64_t seed, int i,
+                                        int64_t count) {
+    nnl_set_threads(threads);
+    nnl_model *m = two_dense(l0, l1);
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 2;
+    o.batch_size = 100;
+    o.verbose = 0;
+    o.seed = seed;
+    int64_t ys[1] = {xs[0]};
+    REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
+    std::vector<float> w((size_t)count);
+    REQUIRE(nnl_get_weight(m, i, w.data(), count) == NNL_OK);
+    nnl_model_free(m);
+    nnl_set_threads(0);
+    return w;
+}
+
 TEST_CASE("the same run gives the same weights with 1 and 2 threads") {
     std::vector<float> x;
     std::vector<int32_t> y;
     quadrants(300, x, y, 4);
-    int64_t xs[2] = {300, 2}, ys[1] = {300};
+    int64_t xs[2] = {300, 2};
+    const char *l0 = "Dense(300, activation='relu', input_shape=(2,))", *l1 = "Dense(4, activation='softmax')";
     std::vector<float> w[2];
-    for (int t = 0; t < 2; t++) {
-        nnl_set_threads(t + 1);
-        nnl_model *m = nnl_model_create();
-        nnl_model_set_seed(m, 1);
-        nnl_add(m, "Dense(300, activation='relu', input_shape=(2,))");
-        nnl_add(m, "Dense(4, activation='softmax')");
-        nnl_compile(m, "adam", "sparse_categorical_crossentropy", "");
-        nnl_fit_options o;
-        nnl_fit_options_init(&o);
-        o.epochs = 2;
-        o.batch_size = 100;
-        o.verbose = 0;
-        o.seed = 3;
-        REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
-        w[t].resize(1200);
-        nnl_get_weight(m, 2, w[t].data(), 1200);
-        nnl_model_free(m);
-    }
-    nnl_set_threads(0);
+    for (int t = 0; t < 2; t++) w[t] = fitted_weight(t + 1, l0, l1, x, xs, y, 3, 2, 1200);
     CHECK(w[0] == w[1]); /* each output element is summed in the same order */
 }
 
@@ -373,34 +388,13 @@ TEST_CASE("the same weights with 1 and 2 threads when the batch's gather is spli
         v = (float)(r >> 8) / 16777216.f;
     }
     for (int64_t i = 0; i < n; i++) y[(size_t)i] = (int32_t)(x[(size_t)(i * d + i % d)] * 3.f);
-    int64_t xs[2] = {n, d}, ys[1] = {n};
+    int64_t xs[2] = {n, d};
+    const char *l0 = "Dense(32, activation='relu', input_shape=(400,))", *l1 = "Dense(3, activation='softmax')";
     std::vector<float> w[2];
-    for (int t = 0; t < 2; t++) {
-        nnl_set_threads(t + 1);
-        nnl_model *m = nnl_model_create();
-        nnl_model_set_seed(m, 1);
-        nnl_add(m, "Dense(32, activation='relu', input_shape=(400,))");
-        nnl_add(m, "Dense(3, activation='softmax')");
-        nnl_compile(m, "adam", "sparse_categorical_crossentropy", "");
-        nnl_fit_options o;
-        nnl_fit_options_init(&o);
-        o.epochs = 2;
-        o.batch_size = 100;
-        o.verbose = 0;
-        o.seed = 4;
-        REQUIRE(nnl_fit(m, x.data(), 2, xs, y.data(), NNL_INT32, 1, ys, &o) == NNL_OK);
-        w[t].resize(400 * 32);
-        REQUIRE(nnl_get_weight(m, 0, w[t].data(), 400 * 32) == NNL_OK);
-        nnl_model_free(m);
-    }
-    nnl_set_threads(0);
+    for (int t = 0; t < 2; t++) w[t] = fitted_weight(t + 1, l0, l1, x, xs, y, 4, 0, 400 * 32);
     CHECK(w[0] == w[1]);
     /* and the training moved the weights from their initial values */
-    nnl_model *m0 = nnl_model_create();
-    nnl_model_set_seed(m0, 1);
-    nnl_add(m0, "Dense(32, activation='relu', input_shape=(400,))");
-    nnl_add(m0, "Dense(3, activation='softmax')");
-    nnl_compile(m0, "adam", "sparse_categorical_crossentropy", "");
+    nnl_model *m0 = two_dense(l0, l1);
     std::vector<float> w0(400 * 32);
     REQUIRE(nnl_get_weight(m0, 0, w0.data(), 400 * 32) == NNL_OK);
     nnl_model_free(m0);
