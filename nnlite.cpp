@@ -1916,12 +1916,21 @@ static thread_local bool tl_prefetch_c = false;
    for six), so the FMA units, not the loads, set the pace. Each element is
    summed exactly as ukr_avx512 sums it (even and odd k apart, then added),
    so results do not depend on which kernel a tile got. b0 and b1 are the two
-   packed panels; nr <= 2 * NR. */
-__attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const float *a, int64_t rs, int64_t cs,
-                                                            const float *b0p, const float *b1p, float *C,
-                                                            int64_t ldc, float alpha, float beta, int64_t mr,
-                                                            int64_t nr) {
+   packed panels; nr <= 2 * NR. PACK: b0 and b1 are written, not read: the
+   two whole panels are read where they lie in a row-major B (bs, rows ldb
+   apart, bs[k * ldb + j] for j < 2 * NR) and stored packed as they go (the
+   loads have room beside the FMAs: a separate pass over B cost 3-5 % of
+   K-MLP's products). The loops over MR are unrolled for GCC to keep the 24
+   accumulators in registers (else it zeroes them on the stack and loads
+   them back: 2-3 % of a call of 120 steps). */
+template <bool PACK>
+__attribute__((target("avx512f"))) static inline void ukr2_avx512_t(int64_t kc, const float *a, int64_t rs,
+                                                                    int64_t cs, const float *b0p, const float *b1p,
+                                                                    float *C, int64_t ldc, float alpha, float beta,
+                                                                    int64_t mr, int64_t nr, const float *bs,
+                                                                    int64_t ldb) {
     __m512 c[MR][2], d[MR][2];
+#pragma GCC unroll 6
     for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = d[r][0] = d[r][1] = _mm512_setzero_ps();
     const float *ar[MR] = {a, a + rs, a + 2 * rs, a + 3 * rs, a + 4 * rs, a + 5 * rs};
     if (tl_prefetch_c) /* (written here: GCC 12 drops prefetches inlined from a function of another target) */
@@ -1933,8 +1942,17 @@ __attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const flo
         }
     int64_t k = 0;
     for (; k + 2 <= kc; k += 2, b0p += 2 * NR, b1p += 2 * NR) {
-        __m512 x0 = _mm512_load_ps(b0p), x1 = _mm512_load_ps(b1p);
-        __m512 y0 = _mm512_load_ps(b0p + NR), y1 = _mm512_load_ps(b1p + NR);
+        __m512 x0, x1, y0, y1;
+        if (PACK) {
+            x0 = _mm512_loadu_ps(bs), x1 = _mm512_loadu_ps(bs + NR);
+            y0 = _mm512_loadu_ps(bs + ldb), y1 = _mm512_loadu_ps(bs + ldb + NR);
+            bs += 2 * ldb;
+            _mm512_store_ps((float *)b0p, x0), _mm512_store_ps((float *)b1p, x1);
+            _mm512_store_ps((float *)b0p + NR, y0), _mm512_store_ps((float *)b1p + NR, y1);
+        } else {
+            x0 = _mm512_load_ps(b0p), x1 = _mm512_load_ps(b1p);
+            y0 = _mm512_load_ps(b0p + NR), y1 = _mm512_load_ps(b1p + NR);
+        }
         int64_t o = k * cs, p = o + cs;
 #define NNL_ROW(r)                                                                                                     \
     {                                                                                                                  \
@@ -1948,8 +1966,15 @@ __attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const flo
 #undef NNL_ROW
     }
     if (k < kc) {
-        __m512 x0 = _mm512_load_ps(b0p), x1 = _mm512_load_ps(b1p);
+        __m512 x0, x1;
+        if (PACK) {
+            x0 = _mm512_loadu_ps(bs), x1 = _mm512_loadu_ps(bs + NR);
+            _mm512_store_ps((float *)b0p, x0), _mm512_store_ps((float *)b1p, x1);
+        } else {
+            x0 = _mm512_load_ps(b0p), x1 = _mm512_load_ps(b1p);
+        }
         int64_t o = k * cs;
+#pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
             __m512 u = _mm512_set1_ps(ar[r][o]);
             c[r][0] = _mm512_fmadd_ps(u, x0, c[r][0]);
@@ -1974,12 +1999,27 @@ __attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const flo
         }
     }
 }
+__attribute__((target("avx512f"))) static void ukr2_avx512(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                            const float *b0p, const float *b1p, float *C,
+                                                            int64_t ldc, float alpha, float beta, int64_t mr,
+                                                            int64_t nr) {
+    ukr2_avx512_t<false>(kc, a, rs, cs, b0p, b1p, C, ldc, alpha, beta, mr, nr, nullptr, 0);
+}
+__attribute__((target("avx512f"))) static void ukr2_avx512_pack(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                                 float *b0p, float *b1p, float *C, int64_t ldc,
+                                                                 float alpha, float beta, int64_t mr, int64_t nr,
+                                                                 const float *bs, int64_t ldb) {
+    ukr2_avx512_t<true>(kc, a, rs, cs, b0p, b1p, C, ldc, alpha, beta, mr, nr, bs, ldb);
+}
 #endif
 
 typedef void (*Ukr)(int64_t, const float *, int64_t, int64_t, const float *, float *, int64_t, float, float, int64_t,
                     int64_t);
 typedef void (*Ukr2)(int64_t, const float *, int64_t, int64_t, const float *, const float *, float *, int64_t, float,
                      float, int64_t, int64_t);
+/* Ukr2 that packs its two B panels as it reads them (ukr2_avx512_pack) */
+typedef void (*Ukr2Pack)(int64_t, const float *, int64_t, int64_t, float *, float *, float *, int64_t, float, float,
+                         int64_t, int64_t, const float *, int64_t);
 
 static Ukr pick_ukr() {
 #if NNL_X86
@@ -2002,8 +2042,10 @@ static inline void ukr_tile(int64_t kc, const float *a, int64_t rs, int64_t cs, 
 /* A kernel over two B panels, where the ISA has registers for it (else NULL). */
 #if NNL_X86
 static const Ukr2 ukr2 = ukr == ukr_avx512 ? ukr2_avx512 : nullptr;
+static const Ukr2Pack ukr2_pack = ukr == ukr_avx512 ? ukr2_avx512_pack : nullptr;
 #else
 static const Ukr2 ukr2 = nullptr;
+static const Ukr2Pack ukr2_pack = nullptr;
 #endif
 #if NNL_X86
 /* The sum of v's lanes (in a fixed order) */
@@ -2750,7 +2792,12 @@ static void sgemm_small_m(bool ta, bool tb, int64_t M, int64_t N, int64_t K, flo
    L1 between, and packing it cost more than the strided reads. Measured on
    an Intel Xeon (AVX-512, 2 MB L2), one thread, best of 200: K-MLP's
    120x128x784 product 98 -> 111 GFLOP/s (OpenBLAS SkylakeX: 112), 128^3
-   78 -> 105; wider B loses (N = 256: A is re-read from L2 too often). */
+   78 -> 105; wider B loses (N = 256: A is re-read from L2 too often).
+   A^T (ta) too: a tile's six rows are six consecutive floats of each of
+   A's rows (rs = 1, cs = lda). AMD EPYC (Zen 4) VM, one thread, GFLOP/s:
+   K-MLP's weight gradient 784x128x120 (A^T B) 99.7 -> 103.4, 128^3 89 ->
+   98, 500x50x25088 50 -> 62 (the kernel's other changes of the same
+   commit not counted). */
 #ifndef NNL_GEMM_INPLACE_PANELS
 #define NNL_GEMM_INPLACE_PANELS 8
 #endif
@@ -2774,26 +2821,30 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
             tl_prefetch_c = prefetch_c(M, N, ldc, bet);
-            for (int64_t jp = 0; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
+            /* pairs of whole panels of a row-major B are packed by the
+               first kernel call on them (ukr2_pack), the rest here */
+            int64_t fused = ukr2_pack && !tb ? std::min<int64_t>(npan, (nc - dt) / NR) / 2 * 2 : 0;
+            for (int64_t jp = fused; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
             float *Bt = Bp + npan * NR * kc; /* the dot columns, a row each */
             for (int c = 0; c < dt; c++)
                 for (int64_t k = 0; k < kc; k++)
                     Bt[c * kc + k] = tb ? B[(jc + nc - dt + c) * ldb + pc + k] : B[(pc + k) * ldb + jc + nc - dt + c];
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
-                /* A in place when it is row-major and few B panels reuse it;
-                   a partial last panel is always packed (no reads past M) */
-                bool in_place = !ta && npan <= NNL_GEMM_INPLACE_PANELS;
-                if (ta && mc == mpan * MR) /* A^T: whole rows of A at a time, full panels */
+                /* A in place when few B panels reuse it; a partial last
+                   panel is always packed (no reads past M) */
+                bool in_place = npan <= NNL_GEMM_INPLACE_PANELS;
+                int64_t full = mc / MR; /* whole panels */
+                if (!in_place && ta) { /* A^T: whole rows of A at a time, full panels */
                     for (int64_t k = 0; k < kc; k++) {
                         const float *src = A + (pc + k) * lda + ic;
                         float *dst = Ap + k * MR;
-                        for (int64_t ip = 0; ip < mpan; ip++, src += MR, dst += MR * kc)
+                        for (int64_t ip = 0; ip < full; ip++, src += MR, dst += MR * kc)
                             for (int r = 0; r < MR; r++) dst[r] = src[r];
                     }
-                else
-                    for (int64_t ip = 0; ip < mpan; ip++)
-                        if (!in_place || (ip + 1) * MR > mc) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+                } else if (!in_place)
+                    for (int64_t ip = 0; ip < full; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
+                if (full < mpan) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, full);
                 /* jp outer: one B panel (or two, for ukr2) stays in L1 while
                    the A panels stream */
                 for (int64_t jp = 0; jp < npan;) {
@@ -2801,13 +2852,21 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                     for (int64_t ip = 0; ip < mpan; ip++) {
                         int64_t i = ip * MR, j = jp * NR;
                         bool packed = !in_place || (ip + 1) * MR > mc;
-                        const float *a = packed ? Ap + ip * MR * kc : A + (ic + i) * lda + pc;
-                        if (w == 2)
-                            ukr2(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc, Bp + (jp + 1) * NR * kc,
+                        /* (in place, A^T: element (i, k) at A[k * lda + i]) */
+                        const float *a = packed ? Ap + ip * MR * kc
+                                         : ta   ? A + pc * lda + ic + i
+                                                : A + (ic + i) * lda + pc;
+                        int64_t ars = packed || ta ? 1 : lda, acs = packed ? MR : ta ? lda : 1;
+                        if (w == 2 && jp < fused && ic == 0 && ip == 0)
+                            ukr2_pack(kc, a, ars, acs, Bp + jp * NR * kc, Bp + (jp + 1) * NR * kc,
+                                      C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
+                                      2 * NR, B + pc * ldb + jc + j, ldb);
+                        else if (w == 2)
+                            ukr2(kc, a, ars, acs, Bp + jp * NR * kc, Bp + (jp + 1) * NR * kc,
                                  C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
                                  std::min<int64_t>(2 * NR, nc - j));
                         else
-                            ukr_tile(kc, a, packed ? 1 : lda, packed ? MR : 1, Bp + jp * NR * kc,
+                            ukr_tile(kc, a, ars, acs, Bp + jp * NR * kc,
                                 C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
                                 std::min<int64_t>(NR, nc - j));
 #if NNL_X86

@@ -71,6 +71,42 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
     nnl::g_threads = 0;
 }
 
+TEST_CASE("sgemm: A read in place (A or A^T) and B packed by the kernel's first tile give the bits of the packed path") {
+    /* sgemm_block reads A where it lies when B has at most
+       NNL_GEMM_INPLACE_PANELS panels (A^T too: six consecutive floats of
+       each of A's rows), and on AVX-512 the first kernel call on a pair of
+       whole panels of a row-major B packs them as it reads them
+       (ukr2_pack). sgemm_packed packs A and all of B first, then runs the
+       same kernels over the same blocks: every element the same sum in the
+       same order, so the same bits. N a multiple of 16 (no dot-product
+       columns); odd panel counts (a pair and a single panel), M with a
+       partial row panel, two depth blocks (K > KC), several row blocks
+       (M > MC), B wider than the in-place bound (N = 144, 160). */
+    struct Case { int M, N, K; } cases[] = {{120, 128, 784}, {121, 128, 300}, {47, 96, 260}, {200, 48, 70},
+                                           {17, 32, 5}, {250, 144, 300}, {33, 160, 257}, {784, 128, 120}};
+    REQUIRE(300 > nnl::gemm::KC);
+    REQUIRE(250 > nnl::gemm::MC);
+    for (int threads : {1, 2})
+        for (auto c : cases)
+            for (int ta = 0; ta < 2; ta++)
+                for (float beta : {0.f, 0.5f}) {
+                    nnl::g_threads = threads;
+                    REQUIRE_FALSE(nnl::gemm::narrow_transposed(ta, false, c.M, c.N, beta));
+                    const int lda = (ta ? c.M : c.K) + 3, ldb = c.N + 5, ldc = c.N + 2;
+                    auto A = random_vec((size_t)(ta ? c.K : c.M) * lda, 31);
+                    auto B = random_vec((size_t)c.K * ldb, 32);
+                    auto C0 = random_vec((size_t)c.M * ldc, 33), C1 = C0;
+                    nnl::K().sgemm(ta, false, c.M, c.N, c.K, 1.f, A.data(), lda, B.data(), ldb, beta, C0.data(), ldc);
+                    nnl::gemm::PackedB pb;
+                    nnl::gemm::pack_b_all(false, B.data(), ldb, c.K, c.N, pb);
+                    nnl::gemm::sgemm_packed(c.M, A.data(), lda, pb, beta, C1.data(), ldc, ta);
+                    INFO("M=" << c.M << " N=" << c.N << " K=" << c.K << " ta=" << ta << " beta=" << beta
+                              << " threads=" << threads);
+                    CHECK(memcmp(C0.data(), C1.data(), C0.size() * sizeof(float)) == 0);
+                }
+    nnl::g_threads = 0;
+}
+
 TEST_CASE("sgemm: a narrow weight gradient (A^T B, few columns) goes through its transpose, the same bits on any "
           "thread count") {
     /* gemm::narrow_transposed: C = A^T B of few columns is computed as C^T
