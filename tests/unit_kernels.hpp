@@ -117,7 +117,11 @@ TEST_CASE("sgemm: a narrow weight gradient (A^T B, few columns) goes through its
     struct Case { int M, N, K; } cases[] = {{128, 10, 120}, {500, 10, 512}, {784, 10, 128}, {128, 1, 120},
                                            {1000, 3, 64},  {37, 5, 300},   {300, 7, 1000}, {64, 2, 5}};
     for (auto c : cases) {
-        REQUIRE(nnl::gemm::narrow_transposed(true, false, c.M, c.N, 0.f)); /* the path under test is taken */
+        /* the path under test is taken: with the AVX-512 kernels' 6 x 32
+           tiles for every case, with 6 x 16 tiles (AVX2, portable) for the
+           narrowest (10 of 16 columns is too full a tile); the rest of the
+           checks hold either way */
+        if (nnl::gemm::ukr2 || c.N <= 5) REQUIRE(nnl::gemm::narrow_transposed(true, false, c.M, c.N, 0.f));
         const int lda = c.M + 3, ldb = c.N + 1, ldc = c.N + 2;
         auto A = random_vec((size_t)c.K * lda, 21), B = random_vec((size_t)c.K * ldb, 22);
         auto bias = random_vec((size_t)c.N, 23);
