@@ -1747,12 +1747,14 @@ __attribute__((target("avx512f"))) static void pack_bt16_avx512(const float *src
     for (; k < kc; k++)
         for (int c = 0; c < 16; c++) dst[k * 16 + c] = src[c * ld + k];
 }
-/* whether pack_b may use it (the conditions of the AVX-512 micro-kernel) */
-static bool pack_avx512() {
+/* Whether the AVX-512 micro-kernels are used (pick_ukr) and pack_b may use
+   pack_bt16_avx512: NNL_SIMD=avx2 caps the choice (to compare kernels),
+   NNL_NO_SIMD takes the portable code */
+static bool avx512_kernels() {
     const char *simd = getenv("NNL_SIMD");
     return !getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx512f") && !(simd && !strcmp(simd, "avx2"));
 }
-static const bool pack_bt16 = pack_avx512();
+static const bool pack_bt16 = avx512_kernels();
 #endif
 
 /* Bp: panels of NR columns, each kc x NR (k-major), zero padded. */
@@ -2082,9 +2084,7 @@ typedef void (*Ukr2Pack)(int64_t, const float *, int64_t, int64_t, float *, floa
 
 static Ukr pick_ukr() {
 #if NNL_X86
-    const char *simd = getenv("NNL_SIMD"); /* "avx2" caps the choice (to compare kernels) */
-    if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx512f") && !(simd && !strcmp(simd, "avx2")))
-        return ukr_avx512;
+    if (avx512_kernels()) return ukr_avx512;
     if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ukr_avx2;
 #endif
     return ukr_generic;
