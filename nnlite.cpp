@@ -1644,6 +1644,31 @@ static void epilogue(float *C, int64_t ldc, int64_t rows, int64_t n, const float
     bias_act_rows(C, ldc, rows, n, bias, act);
 }
 
+#if NNL_X86
+/* dst (8 x 8, row stride ldd) = the transpose of src (8 x 8, row stride lds) */
+__attribute__((target("avx2"))) static void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds), r2 = _mm256_loadu_ps(src + 2 * lds),
+           r3 = _mm256_loadu_ps(src + 3 * lds), r4 = _mm256_loadu_ps(src + 4 * lds),
+           r5 = _mm256_loadu_ps(src + 5 * lds), r6 = _mm256_loadu_ps(src + 6 * lds),
+           r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 namespace gemm {
 constexpr int MR = 6, NR = 16, KC = 256, MC = 192, NC = 3072;
 
@@ -1755,6 +1780,14 @@ static bool avx512_kernels() {
     return !getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx512f") && !(simd && !strcmp(simd, "avx2"));
 }
 static const bool pack_bt16 = avx512_kernels();
+/* Whether the AVX2 + FMA kernels are used where the AVX-512 ones are not */
+static bool avx2_kernels() {
+    return !getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+/* pack_b's B^T panels by 8 x 8 register transposes (two per 8 steps of k)
+   where the AVX2 kernels run: the scalar copy wrote a float at a time, 16
+   floats apart */
+static const bool pack_bt8 = !pack_bt16 && avx2_kernels();
 #endif
 
 /* Bp: panels of NR columns, each kc x NR (k-major), zero padded. */
@@ -1769,6 +1802,15 @@ static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0,
     } else if (tb && nr == NR && pack_bt16) {
         static_assert(NR == 16, "pack_bt16_avx512 packs 16-wide panels");
         pack_bt16_avx512(B + (j0 + j) * ldb + k0, ldb, kc, dst);
+    } else if (tb && nr == NR && pack_bt8) {
+        const float *src = B + (j0 + j) * ldb + k0;
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            transpose8x8(src + k, ldb, dst + k * NR, NR);
+            transpose8x8(src + 8 * ldb + k, ldb, dst + k * NR + 8, NR);
+        }
+        for (; k < kc; k++)
+            for (int64_t c = 0; c < NR; c++) dst[k * NR + c] = src[c * ldb + k];
 #endif
     } else if (!tb) {
         for (int64_t k = 0; k < kc; k++) {
@@ -1834,14 +1876,31 @@ __attribute__((target("avx2,fma"))) static inline void store_part_avx2(float *c,
     _mm256_store_ps(t, v);
     for (int64_t j = 0; j < n; j++) c[j] = t[j];
 }
-__attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float *a, int64_t rs, int64_t cs,
-                                                          const float *b, float *C, int64_t ldc, float alpha,
-                                                          float beta, int64_t mr, int64_t nr) {
+/* PACK: b is written, not read: the whole panel is read where it lies in a
+   row-major B (bs, rows ldb apart, bs[k * ldb + j] for j < NR) and stored
+   packed as it goes, by the first kernel call on it (as ukr2_avx512_pack
+   does for two panels): the same loads, and a store beside them. AMD EPYC
+   (Zen 4) VM with NNL_SIMD=avx2, one thread, gemm_bench GFLOP/s (OpenBLAS
+   Haswell in the same run), with pack_b's 8 x 8 transposes for B^T:
+   K-MLP's 120x128x784 107.6 -> 111.8 (108.0), 128^3 with B^T 96.8 -> 105.9
+   (100.7 - 102.9), 120x784x128 with B^T 98.4 -> 107.0 (104.7). */
+template <bool PACK>
+__attribute__((target("avx2,fma"))) static inline void ukr_avx2_t(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                                   const float *b, float *C, int64_t ldc, float alpha,
+                                                                   float beta, int64_t mr, int64_t nr,
+                                                                   const float *bs, int64_t ldb) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
     for (int64_t k = 0; k < kc; k++, b += NR) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
+        __m256 b0, b1, x;
+        if (PACK) {
+            b0 = _mm256_loadu_ps(bs), b1 = _mm256_loadu_ps(bs + 8);
+            bs += ldb;
+            _mm256_store_ps((float *)b, b0), _mm256_store_ps((float *)b + 8, b1);
+        } else {
+            b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        }
         int64_t o = k * cs;
         x = _mm256_broadcast_ss(a0 + o); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
         x = _mm256_broadcast_ss(a1 + o); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
@@ -1853,7 +1912,9 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
     __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (mr == MR && nr == NR) {
+#pragma GCC unroll 6
         for (int r = 0; r < MR; r++)
+#pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 float *c = C + r * ldc + h * 8;
                 __m256 v = _mm256_mul_ps(va, acc[2 * r + h]);
@@ -1866,6 +1927,17 @@ __attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float
     for (int h = 0; h < 2 && h * 8 < nr; h++)
         for (int r = 0; r < MR && r < mr; r++)
             store_part_avx2(C + r * ldc + h * 8, acc[2 * r + h], va, vb, beta, std::min<int64_t>(8, nr - h * 8));
+}
+__attribute__((target("avx2,fma"))) static void ukr_avx2(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                          const float *b, float *C, int64_t ldc, float alpha,
+                                                          float beta, int64_t mr, int64_t nr) {
+    ukr_avx2_t<false>(kc, a, rs, cs, b, C, ldc, alpha, beta, mr, nr, nullptr, 0);
+}
+__attribute__((target("avx2,fma"))) static void ukr_avx2_pack(int64_t kc, const float *a, int64_t rs, int64_t cs,
+                                                               float *b, float *C, int64_t ldc, float alpha,
+                                                               float beta, int64_t mr, int64_t nr, const float *bs,
+                                                               int64_t ldb) {
+    ukr_avx2_t<true>(kc, a, rs, cs, b, C, ldc, alpha, beta, mr, nr, bs, ldb);
 }
 /* The last panel of a product whose width leaves at most 8 columns in it
    (R-LENET's 50 filters: 16 + 16 + 16 + 2; 20 filters: 16 + 4): a 6 x 8 tile
@@ -2081,11 +2153,14 @@ typedef void (*Ukr2)(int64_t, const float *, int64_t, int64_t, const float *, co
 /* Ukr2 that packs its two B panels as it reads them (ukr2_avx512_pack) */
 typedef void (*Ukr2Pack)(int64_t, const float *, int64_t, int64_t, float *, float *, float *, int64_t, float, float,
                          int64_t, int64_t, const float *, int64_t);
+/* Ukr that packs its B panel as it reads it (ukr_avx2_pack) */
+typedef void (*UkrPack)(int64_t, const float *, int64_t, int64_t, float *, float *, int64_t, float, float, int64_t,
+                        int64_t, const float *, int64_t);
 
 static Ukr pick_ukr() {
 #if NNL_X86
     if (avx512_kernels()) return ukr_avx512;
-    if (!getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ukr_avx2;
+    if (avx2_kernels()) return ukr_avx2;
 #endif
     return ukr_generic;
 }
@@ -2102,9 +2177,11 @@ static inline void ukr_tile(int64_t kc, const float *a, int64_t rs, int64_t cs, 
 #if NNL_X86
 static const Ukr2 ukr2 = ukr == ukr_avx512 ? ukr2_avx512 : nullptr;
 static const Ukr2Pack ukr2_pack = ukr == ukr_avx512 ? ukr2_avx512_pack : nullptr;
+static const UkrPack ukr_pack = ukr == ukr_avx2 ? ukr_avx2_pack : nullptr;
 #else
 static const Ukr2 ukr2 = nullptr;
 static const Ukr2Pack ukr2_pack = nullptr;
+static const UkrPack ukr_pack = nullptr;
 #endif
 #if NNL_X86
 /* The sum of v's lanes (in a fixed order) */
@@ -2880,9 +2957,11 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
             tl_prefetch_c = prefetch_c(M, N, ldc, bet);
-            /* pairs of whole panels of a row-major B are packed by the
-               first kernel call on them (ukr2_pack), the rest here */
-            int64_t fused = ukr2_pack && !tb ? std::min<int64_t>(npan, (nc - dt) / NR) / 2 * 2 : 0;
+            /* whole panels of a row-major B (pairs for ukr2) are packed by
+               the first kernel call on them (ukr2_pack, ukr_pack), the rest
+               here */
+            int64_t whole = std::min<int64_t>(npan, (nc - dt) / NR);
+            int64_t fused = tb ? 0 : ukr2_pack ? whole / 2 * 2 : ukr_pack ? whole : 0;
             for (int64_t jp = fused; jp < npan; jp++) pack_b(tb, B, ldb, pc, jc, kc, nc, Bp, jp);
             float *Bt = Bp + npan * NR * kc; /* the dot columns, a row each */
             for (int c = 0; c < dt; c++)
@@ -2920,6 +2999,9 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                             ukr2_pack(kc, a, ars, acs, Bp + jp * NR * kc, Bp + (jp + 1) * NR * kc,
                                       C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
                                       2 * NR, B + pc * ldb + jc + j, ldb);
+                        else if (w == 1 && jp < fused && ic == 0 && ip == 0)
+                            ukr_pack(kc, a, ars, acs, Bp + jp * NR * kc, C + (ic + i) * ldc + jc + j, ldc, alpha,
+                                     bet, std::min<int64_t>(MR, mc - i), NR, B + pc * ldb + jc + j, ldb);
                         else if (w == 2)
                             ukr2(kc, a, ars, acs, Bp + jp * NR * kc, Bp + (jp + 1) * NR * kc,
                                  C + (ic + i) * ldc + jc + j, ldc, alpha, bet, std::min<int64_t>(MR, mc - i),
@@ -4929,11 +5011,31 @@ static void cpu_relu_bits_backward(const uint32_t *bits, const float *dy, float 
     par_for((n + 31) / 32, n, [&](int64_t lo, int64_t hi) { f(bits, dy, dx, lo, hi, n); });
 }
 
-/* float partial sums over blocks of 256 (one per lane), the total in double */
+/* float partial sums over blocks of 256 (one per lane), the total in double.
+   Four whole blocks at a time: four independent chains of multiply-adds
+   (one chain waits on each FMA's latency: a train step's finiteness check
+   of K-MLP's 101,770 gradients took 5 us with AVX-512, 10 with AVX2); each
+   block's sum, and the order they are added in, as one at a time. */
 struct SumsqK {
     template <class V> static double run(const float *x, int64_t n) {
         double s = 0;
-        for (int64_t b = 0; b < n; b += 256) {
+        int64_t b = 0;
+        for (; b + 1024 <= n; b += 1024) {
+            V a0 = V::set(0.f), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t i = 0; i < 256; i += V::W) {
+                V v0 = V::load(x + b + i, simd::Full()), v1 = V::load(x + b + 256 + i, simd::Full()),
+                  v2 = V::load(x + b + 512 + i, simd::Full()), v3 = V::load(x + b + 768 + i, simd::Full());
+                a0 = fma(v0, v0, a0);
+                a1 = fma(v1, v1, a1);
+                a2 = fma(v2, v2, a2);
+                a3 = fma(v3, v3, a3);
+            }
+            s += hsum(a0);
+            s += hsum(a1);
+            s += hsum(a2);
+            s += hsum(a3);
+        }
+        for (; b < n; b += 256) {
             V acc = V::set(0.f);
             simd::loop<V>(std::min<int64_t>(256, n - b), [&](int64_t i, const auto &t) NNL_INLINE {
                 V v = V::load(x + b + i, t);
@@ -4953,30 +5055,6 @@ static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
 
 /* ---- Convolution, pooling and normalisation kernels ---- */
 
-#if NNL_X86
-/* dst (8 x 8, row stride ldd) = the transpose of src (8 x 8, row stride lds) */
-__attribute__((target("avx2"))) static void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
-    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds), r2 = _mm256_loadu_ps(src + 2 * lds),
-           r3 = _mm256_loadu_ps(src + 3 * lds), r4 = _mm256_loadu_ps(src + 4 * lds),
-           r5 = _mm256_loadu_ps(src + 5 * lds), r6 = _mm256_loadu_ps(src + 6 * lds),
-           r7 = _mm256_loadu_ps(src + 7 * lds);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
-           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
-           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
-           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
-           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
-           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
 
 /* y[c * ldy + r] = x[r * ldx + c] for r < R, c < C on the calling thread:
    8 x 8 blocks in registers where v8 (AVX2), the ragged edges one by one */

@@ -74,9 +74,9 @@ TEST_CASE("sgemm matches a naive product for every transpose, odd sizes and bloc
 TEST_CASE("sgemm: A read in place (A or A^T) and B packed by the kernel's first tile give the bits of the packed path") {
     /* sgemm_block reads A where it lies when B has at most
        NNL_GEMM_INPLACE_PANELS panels (A^T too: six consecutive floats of
-       each of A's rows), and on AVX-512 the first kernel call on a pair of
-       whole panels of a row-major B packs them as it reads them
-       (ukr2_pack). sgemm_packed packs A and all of B first, then runs the
+       each of A's rows), and the first kernel call on a pair of whole
+       panels of a row-major B (AVX-512: ukr2_pack), or on one (AVX2:
+       ukr_pack), packs them as it reads them. sgemm_packed packs A and all of B first, then runs the
        same kernels over the same blocks: every element the same sum in the
        same order, so the same bits. N a multiple of 16 (no dot-product
        columns); odd panel counts (a pair and a single panel), M with a

@@ -428,6 +428,39 @@ TEST_CASE("SIMD norm loops, bias and sums equal the scalar path") {
             }
 }
 
+TEST_CASE("sumsq: four blocks at a time give the bits of one block at a time; its flag catches NaN, Inf and "
+          "overflow") {
+    /* SumsqK sums four whole blocks of 256 at once (four chains of
+       multiply-adds); a call on fewer than 1024 floats takes the loop over
+       one block at a time, so the sum of the calls on each block, in order,
+       is the same double to the bit */
+    for (int L : simd_levels())
+        for (int64_t n : {255, 256, 1024, 1300, 4096, 3 * 1024 + 517}) {
+            INFO("level " << L << " n " << n);
+            auto x = random_vec((size_t)n, 91, -3.f, 3.f);
+            at_level(L, [&] {
+                bool finite = false;
+                double whole = nnl::K().sumsq(x.data(), n, &finite), blocks = 0;
+                CHECK(finite);
+                for (int64_t b = 0; b < n; b += 256)
+                    blocks += nnl::K().sumsq(x.data() + b, std::min<int64_t>(256, n - b), nullptr);
+                CHECK(memcmp(&whole, &blocks, sizeof whole) == 0);
+                double exact = 0;
+                for (float v : x) exact += (double)v * v;
+                CHECK(std::fabs(whole - exact) <= 1e-5 * exact);
+                /* one bad value anywhere (in the four-block part and in the tail) */
+                for (int64_t at : {(int64_t)0, n / 2, n - 1})
+                    for (float bad : {NAN, INFINITY, -INFINITY, 3e19f /* its square overflows a float */}) {
+                        auto y = x;
+                        y[(size_t)at] = bad;
+                        nnl::K().sumsq(y.data(), n, &finite);
+                        INFO("at " << at << " value " << bad);
+                        CHECK_FALSE(finite);
+                    }
+            });
+        }
+}
+
 /* Three steps of `spec` on two tensors (odd lengths) at simd level L and
    thread count T; returns the weights then every slot. */
 static std::vector<float> optimizer_run(const char *spec, int L, int T) {
