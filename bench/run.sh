@@ -70,7 +70,10 @@
 #   and the report gives the median and range of the paired ratios beside the ratio
 #   of the bests. The full measurements of a model are minutes apart and this VM's
 #   speed drifts by 5-10 % between them (the same K-MLP code measured 1.28x and 1.11x
-#   KANN at 1 thread in two runs on 2026-12-06); a pair is seconds apart.
+#   KANN at 1 thread in two runs on 2026-12-06); a pair is seconds apart. On a CPU
+#   with AVX-512, the MLPs also alternate nnlite with NNL_SIMD=avx2 (the AVX2 kernels a
+#   CPU without AVX-512 runs) and KANN on OpenBLAS's Haswell (AVX2) kernels; KANN's own
+#   code stays built for this CPU (-march=native).
 # - Implausible references are measured again: a measurement whose windows spread
 #   more than MAX_SPREAD (20 %), or a peer at 2 threads below half its own 1-thread
 #   figure (same core type), is rerun up to --retries times; if it still fails, the
@@ -434,9 +437,10 @@ paired() {
     [ -n "${BEST1_FW:-}" ] || return 0
     peer_cmd "$BEST1_FW" "$BEST1_SETTING" "$model" "$batch" 1
     local -a pcmd=("${CMD[@]}" --steps "$steps" --windows 1 --warmup "$warmup" --calls 3 --infer-seconds 0 "$@")
-    local -a ncmd=(env OMP_NUM_THREADS=1 "$out/bench_nnlite" "$model" "$batch" 1 --steps "$steps" --windows 1
-        --warmup "$warmup" --calls 3 --infer-seconds 0 "$@")
-    echo "bench: $model batch $batch ($data), 1 thread: nnlite and $BEST1_FW ($BEST1_SETTING) alternated $pairs times" >&2
+    local -a ncmd=(env OMP_NUM_THREADS=1 ${PAIR_ENV:-} "$out/bench_nnlite" "$model" "$batch" 1 --steps "$steps"
+        --windows 1 --warmup "$warmup" --calls 3 --infer-seconds 0 "$@")
+    echo "bench: $model batch $batch ($data), 1 thread: nnlite${PAIR_ENV:+ ($PAIR_ENV)} and $BEST1_FW ($BEST1_SETTING)" \
+        "alternated $pairs times" >&2
     echo "cmd pair: ${ncmd[*]} <-> ${pcmd[*]}" >>"$raw"
     for ((i = 1; i <= pairs; i++)); do
         if ((i % 2)); then
@@ -450,12 +454,14 @@ paired() {
             continue
         fi
         r=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.4f", a / b }')
-        echo "pair model=$model data=$data batch=$batch threads=1 peer=$BEST1_FW setting=$BEST1_SETTING i=$i first=$( ((i % 2)) && echo nnlite || echo peer) nnlite=$a peer_median=$b ratio=$r" |
+        echo "pair model=$model data=$data batch=$batch threads=1 peer=$BEST1_FW setting=$BEST1_SETTING i=$i first=$( ((i % 2)) && echo nnlite || echo peer) nnlite=$a peer_median=$b ratio=$r${PAIR_TAG:-}" |
             tee -a "$raw"
     done
 }
 
 # ---- the seed models ----
+cpu_avx512=0
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then cpu_avx512=1; fi
 have_fmnist=0
 if [ -e "$fmnist/train-images-idx3-ubyte.gz" ] || [ -e "$fmnist/train-images-idx3-ubyte" ]; then have_fmnist=1; fi
 [ $have_kann = 0 ] && {
@@ -493,7 +499,17 @@ for spec in $models; do
     BEST1_MEDIAN="" BEST1_FW="" BEST1_SETTING=""
     peer torch "$model" "$batch" "${dargs[@]}"
     if [ $have_kann = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then peer kann "$model" "$batch" "${dargs[@]}"; fi
-    if [[ " $full_search " == *" $model "* ]]; then paired "$model" "$batch" "${dargs[@]}"; fi
+    if [[ " $full_search " == *" $model "* ]]; then
+        paired "$model" "$batch" "${dargs[@]}"
+        # On a CPU with AVX-512, the kernels a CPU without it runs (NNL_SIMD=avx2: the
+        # 6 x 16 AVX2 + FMA GEMM kernel, 8-wide loops) against KANN on OpenBLAS's AVX2
+        # kernels (Haswell), alternated the same way: a speed-up measured with AVX-512
+        # is not quoted for CPUs without it.
+        if [ $have_kann = 1 ] && [ $cpu_avx512 = 1 ] && [[ $model == kmlp || $model == rmlp ]]; then
+            BEST1_FW=kann BEST1_SETTING=Haswell/mt PAIR_ENV=NNL_SIMD=avx2 PAIR_TAG=" simd=avx2" \
+                paired "$model" "$batch" "${dargs[@]}"
+        fi
+    fi
     finish_part "$spec"
 done
 
