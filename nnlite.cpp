@@ -5013,9 +5013,10 @@ static void cpu_relu_bits_backward(const uint32_t *bits, const float *dy, float 
 
 /* float partial sums over blocks of 256 (one per lane), the total in double.
    Four whole blocks at a time: four independent chains of multiply-adds
-   (one chain waits on each FMA's latency: a train step's finiteness check
-   of K-MLP's 101,770 gradients took 5 us with AVX-512, 10 with AVX2); each
-   block's sum, and the order they are added in, as one at a time. */
+   (one chain waits on each FMA's latency). A train step's finiteness check
+   of K-MLP's 101,770 gradients, Zen 4, one thread (perf samples): 7.0 ->
+   5.6 us with AVX-512, 12.6 -> 6.2 us with AVX2. Each block's sum, and the
+   order the blocks are added in, are those of one block at a time. */
 struct SumsqK {
     template <class V> static double run(const float *x, int64_t n) {
         double s = 0;
@@ -5054,7 +5055,6 @@ static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
 }
 
 /* ---- Convolution, pooling and normalisation kernels ---- */
-
 
 /* y[c * ldy + r] = x[r * ldx + c] for r < R, c < C on the calling thread:
    8 x 8 blocks in registers where v8 (AVX2), the ragged edges one by one */
