@@ -1856,6 +1856,37 @@ static void ukr_generic(int64_t kc, const float *a, int64_t rs, int64_t cs, cons
     store_tile(acc, C, ldc, alpha, beta, mr, nr);
 }
 
+/* Where the thread's block of C is larger than NNL_GEMM_PREFETCH_C_B bytes
+   (it has left the core's caches since a previous depth block touched it,
+   or was never in them) and its rows are at least NNL_GEMM_PREFETCH_C_LD
+   floats apart (a tile's six rows on six pages, where the hardware's
+   prefetchers do not follow), the kernel asks for its tile of C as it
+   starts: its loads of C at the end (a depth block after the first, beta =
+   1) or its stores (beta = 0: each store's line is fetched first) otherwise
+   wait on memory. AMD EPYC (Zen 4) VM, GFLOP/s (gemm_bench, OpenBLAS Haswell
+   in the same run): one thread 1024^3 86.1 -> 99.3 (107.5), 2048^3 86.6 ->
+   100.7 (108.5); two threads 172.7 -> 180.3 (218.7), 167.4 -> 189.1
+   (216.7); with beta = 0 too (T-PTB's output layer, a 24 MB C), one thread
+   600x10000x200 94.5-95.7 -> 103.0-104.5 (104.8-106.4), its weight
+   gradient 200x10000x600 (A^T) 87-89 -> 90-91 (101-104). Products whose C
+   stays in cache (K-MLP's, 128^3) lost 1-7 % with it, and the convolutions'
+   narrow C (rows of 20-64 filters, one stream the hardware follows) 4-6 %
+   of their training: hence both bounds. */
+#ifndef NNL_GEMM_PREFETCH_C_B
+#define NNL_GEMM_PREFETCH_C_B (512 << 10)
+#endif
+#ifndef NNL_GEMM_PREFETCH_C_LD
+#define NNL_GEMM_PREFETCH_C_LD 512
+#endif
+/* Whether the kernel calls over a block of C (m x n, rows ldc apart)
+   prefetch their tiles of C */
+static inline bool prefetch_c(int64_t m, int64_t n, int64_t ldc) {
+    return ldc >= NNL_GEMM_PREFETCH_C_LD && (double)m * (double)n * sizeof(float) > NNL_GEMM_PREFETCH_C_B;
+}
+/* prefetch_c for the kernel calls of the current depth block, set by
+   sgemm_block and sgemm_packed (false again when they return) */
+static thread_local bool tl_prefetch_c = false;
+
 #if NNL_X86
 /* The first n (<= 8) columns of a tile row: c = alpha acc + beta c, the
    full tiles' formula, with a masked load and the stores element by element
@@ -1892,6 +1923,12 @@ __attribute__((target("avx2,fma"))) static inline void ukr_avx2_t(int64_t kc, co
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
            c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs, *a5 = a + 5 * rs;
+    if (tl_prefetch_c) /* (as ukr2_avx512_t does) */
+        for (int r = 0; r < MR && r < mr; r++) {
+            const char *p = (const char *)(C + r * ldc);
+            _mm_prefetch(p, _MM_HINT_T0);
+            _mm_prefetch(p + 60, _MM_HINT_T0); /* a row of 16 floats not 64-byte aligned */
+        }
     for (int64_t k = 0; k < kc; k++, b += NR) {
         __m256 b0, b1, x;
         if (PACK) {
@@ -2015,34 +2052,6 @@ __attribute__((target("avx512f"))) static void ukr_avx512(int64_t kc, const floa
         _mm512_mask_storeu_ps(c, m, v);
     }
 }
-
-/* Where a depth block after the first loads C (beta = 1), the thread's
-   block of C is larger than NNL_GEMM_PREFETCH_C_B bytes (it has left the
-   core's caches since the previous depth block touched it) and its rows are
-   at least NNL_GEMM_PREFETCH_C_LD floats apart (a tile's six rows on six
-   pages, where the hardware's prefetchers do not follow), the kernel asks
-   for its tile of C as it starts: its loads of C at the end otherwise wait
-   on memory. AMD EPYC (Zen 4) VM, GFLOP/s (gemm_bench, OpenBLAS Haswell in
-   the same run): one thread 1024^3 86.1 -> 99.3 (107.5), 2048^3 86.6 ->
-   100.7 (108.5); two threads 172.7 -> 180.3 (218.7), 167.4 -> 189.1
-   (216.7). Products whose C stays in cache (K-MLP's, 128^3) lost 1-7 %
-   with it, and the convolutions' narrow C (rows of 20-64 filters, one
-   stream the hardware follows) 4-6 % of their training: hence both bounds. */
-#ifndef NNL_GEMM_PREFETCH_C_B
-#define NNL_GEMM_PREFETCH_C_B (512 << 10)
-#endif
-#ifndef NNL_GEMM_PREFETCH_C_LD
-#define NNL_GEMM_PREFETCH_C_LD 512
-#endif
-/* Whether the kernel calls over a block of C (m x n, rows ldc apart)
-   prefetch their tiles of C, in a depth block with this beta. */
-static inline bool prefetch_c(int64_t m, int64_t n, int64_t ldc, float bet) {
-    return bet != 0.f && ldc >= NNL_GEMM_PREFETCH_C_LD &&
-           (double)m * (double)n * sizeof(float) > NNL_GEMM_PREFETCH_C_B;
-}
-/* prefetch_c for the kernel calls of the current depth block, set by
-   sgemm_block and sgemm_packed (false again when they return) */
-static thread_local bool tl_prefetch_c = false;
 
 /* AVX-512, two B panels at once: a 6 x 32 tile. Per k step it loads two B
    vectors and six A values for twelve FMAs (the 6 x 16 kernel: one and six
@@ -2956,7 +2965,7 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
-            tl_prefetch_c = prefetch_c(M, N, ldc, bet);
+            tl_prefetch_c = prefetch_c(M, N, ldc);
             /* whole panels of a row-major B (pairs for ukr2) are packed by
                the first kernel call on them (ukr2_pack, ukr_pack), the rest
                here */
@@ -3215,7 +3224,7 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
-            tl_prefetch_c = prefetch_c(M, (p1 - p0) * NR, ldc, bet);
+            tl_prefetch_c = prefetch_c(M, (p1 - p0) * NR, ldc);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
                 for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
