@@ -4,7 +4,10 @@
 # one run, for the thesis preset (2x200 LSTM, 30 steps, batch 20) and the
 # small one (20 steps, stateful): one epoch over the first WORDS words of
 # each file (default 100000: 166 batches of the thesis preset), words/s and
-# batches/s of training, at 1 and 2 threads, PyTorch also with
+# batches/s of training (the training batches alone on both sides: nnlite's
+# figure leaves out fit's validation pass since 2026-12-07, as PyTorch's
+# leaves out its separate one; before, nnlite's counted it: about a quarter
+# of its time at these sizes), at 1 and 2 threads, PyTorch also with
 # OPENBLAS_CORETYPE unset and set to each of $CORETYPES; the ratio is
 # nnlite's best over PyTorch's best. Run it on an otherwise idle machine.
 # The full runs (perplexities) are the examples themselves:

@@ -57,6 +57,8 @@ typedef struct {
     double lr0;  /* the learning rate of the first epochs */
     int small;   /* the small preset's schedule */
     double t0;   /* the epoch's start (wall clock) */
+    double t_batch; /* the end of its last training batch */
+    double train_s; /* the training batches' seconds, validation not counted (as the PyTorch reference counts) */
     int64_t steps_per_epoch;
     nnl_model *m;
 } run_state;
@@ -66,8 +68,10 @@ typedef struct {
 static int on_event(void *user, nnl_model *m, int event, int epoch, int64_t batch, const double *logs, int n) {
     run_state *s = (run_state *)user;
     (void)batch;
+    if (event == NNL_EVENT_BATCH_END) s->t_batch = ex_seconds();
     if (event != NNL_EVENT_EPOCH_END) return 0;
-    double t = ex_seconds() - s->t0;
+    double t = ex_seconds() - s->t0, tt = s->t_batch - s->t0;
+    s->train_s += tt;
     double train_ppl = NAN, val_ppl = NAN;
     int k;
     for (k = 0; k < n; k++) {
@@ -75,14 +79,15 @@ static int on_event(void *user, nnl_model *m, int event, int epoch, int64_t batc
         if (key && !strcmp(key, "perplexity")) train_ppl = logs[k];
         if (key && !strcmp(key, "val_perplexity")) val_ppl = logs[k];
     }
-    printf("epoch %2d: lr %.4g  train perplexity %.2f  valid perplexity %.2f  %.1f s  %.2f batches/s\n", epoch + 1,
-           nnl_get_learning_rate(m), train_ppl, val_ppl, t, (double)s->steps_per_epoch / t);
+    printf("epoch %2d: lr %.4g  train perplexity %.2f  valid perplexity %.2f  %.1f s (training %.1f s)  %.2f "
+           "batches/s\n",
+           epoch + 1, nnl_get_learning_rate(m), train_ppl, val_ppl, t, tt, tt > 0 ? (double)s->steps_per_epoch / tt : 0);
     fflush(stdout);
     if (s->small) { /* epoch index i = epoch + 1 next: lr0 * 0.5 ** max(i + 1 - 4, 0) */
         int i = epoch + 1, p = i + 1 - 4 > 0 ? i + 1 - 4 : 0;
         nnl_set_learning_rate(m, s->lr0 * pow(0.5, p));
     }
-    s->t0 = ex_seconds();
+    s->t0 = s->t_batch = ex_seconds();
     return 0;
 }
 
@@ -230,6 +235,7 @@ int main(int argc, char **argv) {
     run_state st;
     st.lr0 = nnl_get_learning_rate(m);
     st.small = small;
+    st.train_s = 0;
     int start = 0; /* epochs already trained (a checkpoint's) */
     if (ckpt && ex_readable(ckpt)) {
         nnl_model_free(m);
@@ -268,7 +274,7 @@ int main(int argc, char **argv) {
         o.initial_epoch = e;
         o.epochs = ckpt ? e + 1 : a.epochs;
         double t1 = ex_seconds();
-        st.t0 = t1;
+        st.t0 = st.t_batch = t1;
         CHECK(nnl_fit_typed(m, nnl_array_data(xt), NNL_INT32, 2, nnl_array_shape(xt), nnl_array_data(yt), NNL_INT32,
                             2, nnl_array_shape(yt), &o));
         t += ex_seconds() - t1;
@@ -282,9 +288,11 @@ int main(int argc, char **argv) {
     CHECK(nnl_evaluate_typed(m, nnl_array_data(xs), NNL_INT32, 2, nnl_array_shape(xs), nnl_array_data(ys), NNL_INT32,
                              2, nnl_array_shape(ys), B, r, 2));
     printf("test loss: %.4f  test perplexity: %.2f\n", r[0], r[1]);
-    double wps = t > 0 ? (double)nnl_array_size(xt) * epochs / t : 0;
-    printf("training (this run, %d epochs): %.1f s, %.0f words/s, %.2f batches/s, %d thread(s)\n", epochs, t, wps,
-           t > 0 ? (double)st.steps_per_epoch * epochs / t : 0, nnl_get_threads());
+    /* the speed of the training batches alone: fit's time less each epoch's validation pass */
+    double tr = st.train_s, wps = tr > 0 ? (double)nnl_array_size(xt) * epochs / tr : 0;
+    printf("training (this run, %d epochs): %.1f s, %.0f words/s, %.2f batches/s, %d thread(s); with validation "
+           "%.1f s\n",
+           epochs, tr, wps, tr > 0 ? (double)st.steps_per_epoch * epochs / tr : 0, nnl_get_threads(), t);
 
     nnl_model_free(m);
     nnl_array_free(xt), nnl_array_free(yt), nnl_array_free(xv), nnl_array_free(yv);
