@@ -1669,6 +1669,22 @@ __attribute__((target("avx2"))) static void transpose8x8(const float *src, int64
 }
 #endif
 
+/* y[c * ldy + r] = x[r * ldx + c] for r < R, c < C on the calling thread:
+   8 x 8 blocks in registers where v8 (AVX2), the ragged edges one by one */
+static void transpose_block(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t R, int64_t C, bool v8) {
+    int64_t rv = 0, cv = 0;
+#if NNL_X86
+    if (v8) {
+        rv = R / 8 * 8, cv = C / 8 * 8;
+        for (int64_t r = 0; r < rv; r += 8)
+            for (int64_t c = 0; c < cv; c += 8) transpose8x8(x + r * ldx + c, ldx, y + c * ldy + r, ldy);
+    }
+#endif
+    (void)v8;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = r < rv ? cv : 0; c < C; c++) y[c * ldy + r] = x[r * ldx + c];
+}
+
 namespace gemm {
 constexpr int MR = 6, NR = 16, KC = 256, MC = 192, NC = 3072;
 
@@ -1784,7 +1800,7 @@ static const bool pack_bt16 = avx512_kernels();
 static bool avx2_kernels() {
     return !getenv("NNL_NO_SIMD") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
-/* pack_b's B^T panels by 8 x 8 register transposes (two per 8 steps of k)
+/* pack_b's B^T panels by 8 x 8 register transposes (transpose_block)
    where the AVX2 kernels run: the scalar copy wrote a float at a time, 16
    floats apart */
 static const bool pack_bt8 = !pack_bt16 && avx2_kernels();
@@ -1803,14 +1819,7 @@ static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t j0,
         static_assert(NR == 16, "pack_bt16_avx512 packs 16-wide panels");
         pack_bt16_avx512(B + (j0 + j) * ldb + k0, ldb, kc, dst);
     } else if (tb && nr == NR && pack_bt8) {
-        const float *src = B + (j0 + j) * ldb + k0;
-        int64_t k = 0;
-        for (; k + 8 <= kc; k += 8) {
-            transpose8x8(src + k, ldb, dst + k * NR, NR);
-            transpose8x8(src + 8 * ldb + k, ldb, dst + k * NR + 8, NR);
-        }
-        for (; k < kc; k++)
-            for (int64_t c = 0; c < NR; c++) dst[k * NR + c] = src[c * ldb + k];
+        transpose_block(B + (j0 + j) * ldb + k0, ldb, dst, NR, NR, kc, true);
 #endif
     } else if (!tb) {
         for (int64_t k = 0; k < kc; k++) {
@@ -5064,22 +5073,6 @@ static double cpu_sumsq(const float *x, int64_t n, bool *finite) {
 }
 
 /* ---- Convolution, pooling and normalisation kernels ---- */
-
-/* y[c * ldy + r] = x[r * ldx + c] for r < R, c < C on the calling thread:
-   8 x 8 blocks in registers where v8 (AVX2), the ragged edges one by one */
-static void transpose_block(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t R, int64_t C, bool v8) {
-    int64_t rv = 0, cv = 0;
-#if NNL_X86
-    if (v8) {
-        rv = R / 8 * 8, cv = C / 8 * 8;
-        for (int64_t r = 0; r < rv; r += 8)
-            for (int64_t c = 0; c < cv; c += 8) transpose8x8(x + r * ldx + c, ldx, y + c * ldy + r, ldy);
-    }
-#endif
-    (void)v8;
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t c = r < rv ? cv : 0; c < C; c++) y[c * ldy + r] = x[r * ldx + c];
-}
 
 static void cpu_transpose(const float *x, float *y, int64_t batch, int64_t R, int64_t C) {
     const int64_t T = 32; /* tiles keep both sides in cache */
