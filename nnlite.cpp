@@ -1892,7 +1892,7 @@ static void ukr_generic(int64_t kc, const float *a, int64_t rs, int64_t cs, cons
 static inline bool prefetch_c(int64_t m, int64_t n, int64_t ldc) {
     return ldc >= NNL_GEMM_PREFETCH_C_LD && (double)m * (double)n * sizeof(float) > NNL_GEMM_PREFETCH_C_B;
 }
-/* prefetch_c for the kernel calls of the current depth block, set by
+/* prefetch_c for the kernel calls of the current product, set by
    sgemm_block and sgemm_packed (false again when they return) */
 static thread_local bool tl_prefetch_c = false;
 
@@ -2982,6 +2982,7 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
     buf.bp = Buffers::grow(buf.bp, buf.bp_n, (size_t)((ncmax + NR - 1) / NR * NR * kcmax));
     buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)((mcmax + MR - 1) / MR * MR * kcmax));
     float *Bp = buf.bp, *Ap = buf.ap;
+    tl_prefetch_c = prefetch_c(M, N, ldc);
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = std::min<int64_t>(NC, N - jc);
         const int dt = jc + nc == N && nc % NR == tail ? tail : 0; /* the last dt columns: dot products */
@@ -2989,7 +2990,6 @@ static void sgemm_block(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
-            tl_prefetch_c = prefetch_c(M, N, ldc);
             /* whole panels of a row-major B (pairs for ukr2) are packed by
                the first kernel call on them (ukr2_pack, ukr_pack), the rest
                here */
@@ -3245,10 +3245,10 @@ static void sgemm_packed(int64_t M, const float *A, int64_t lda, const PackedB &
         buf.ap = Buffers::grow(buf.ap, buf.ap_n, (size_t)((mcmax + MR - 1) / MR * MR * kcmax));
         float *Ap = buf.ap;
         const float *bp = B.p;
+        tl_prefetch_c = prefetch_c(M, (p1 - p0) * NR, ldc);
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = std::min<int64_t>(KC, K - pc);
             float bet = pc == 0 ? beta : 1.f;
-            tl_prefetch_c = prefetch_c(M, (p1 - p0) * NR, ldc);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = std::min<int64_t>(MC, M - ic), mpan = (mc + MR - 1) / MR;
                 for (int64_t ip = 0; ip < mpan; ip++) pack_a(ta, A, lda, ic, pc, mc, kc, Ap, ip);
