@@ -5270,6 +5270,204 @@ static float *thread_cols(size_t n) {
     return c.p;
 }
 
+/* ---- Winograd convolution (inference) ----
+   A 2-D convolution with a 3x3 or 5x5 window, stride 1, no dilation, as
+   F(4x4, 3x3) or F(2x2, 5x5) (Lavin and Gray, "Fast Algorithms for
+   Convolutional Neural Networks", 2016): 6x6 input tiles d and the
+   kernel's g transformed over the points 0, 1, -1, 2, -2 and infinity,
+   Y = A^T [(G g G^T) . (B^T d B)] A. Per output the products fall from
+   r*r*C to 36*C / (m*m): 9 -> 2.25 (3x3), 25 -> 9 (5x5). The 36 products
+   of the transformed tiles (T x C) by the transformed kernel (C x F) are
+   SGEMMs. Taken by the inference forward only (predictions, evaluation,
+   validation; Conv::winograd): the transforms round where the direct sum
+   does not, about 1e-6 of the sum of the terms' magnitudes (tested against
+   sums in double), and training keeps the direct form its gradients are
+   checked against. The transformed kernel is made once per weight version
+   in predictions (Conv::WinoCache, wino::tl_ver), per call elsewhere.
+   AMD EPYC Zen 4, 1 thread, batch-1 latency: R-LENET 205-206 -> 166-168
+   us, K-CNN 280-284 -> 150-153 us; batch 256: K-CNN 1.7-1.9x. */
+namespace wino {
+constexpr int AL = 6; /* the tile's side */
+/* whether the Winograd path takes a convolution's window: 2-D, 3x3 or 5x5,
+   stride 1, no dilation, at least 8 input channels (fewer: the products
+   are too shallow to gain) */
+static bool fits(const Window &g) {
+    return g.in[0] == 1 && g.k[0] == 1 && g.k[1] == g.k[2] && (g.k[1] == 3 || g.k[1] == 5) && g.s[1] == 1 &&
+           g.s[2] == 1 && g.d[1] == 1 && g.d[2] == 1 && g.C >= 8;
+}
+/* The weight version a prediction on this thread runs for (Model::wver + 1),
+   0 outside a prediction or inside a call that changes the model: then
+   the transformed kernel is made again each call. */
+static thread_local uint64_t tl_ver = 0;
+
+/* U[xi][c][f] = (G g[.][.][c][f] G^T)[xi] for a kernel (r, r, C, F), Keras'
+   layout (G over the points, made in double) */
+static void transform_kernel(const float *w, int64_t r, int64_t C, int64_t F, float *U) {
+    static const double pts[AL - 1] = {0, 1, -1, 2, -2};
+    double G[AL][5] = {};
+    for (int j = 0; j < AL - 1; j++) {
+        double den = 1;
+        for (int l = 0; l < AL - 1; l++)
+            if (l != j) den *= pts[j] - pts[l];
+        for (int k = 0; k < r; k++) G[j][k] = std::pow(pts[j], k) / den;
+    }
+    G[AL - 1][r - 1] = 1;
+    const int64_t CF = C * F;
+    for (int p = 0; p < AL; p++)
+        for (int q = 0; q < AL; q++) {
+            float *__restrict u = U + (p * AL + q) * CF;
+            std::fill(u, u + CF, 0.f);
+            for (int64_t i = 0; i < r; i++)
+                for (int64_t j = 0; j < r; j++) {
+                    const float a = (float)(G[p][i] * G[q][j]), *__restrict s = w + (i * r + j) * CF;
+                    if (a != 0.f)
+                        for (int64_t e = 0; e < CF; e++) u[e] += a * s[e];
+                }
+        }
+}
+
+/* o = B^T d over 6 values (the points' transform, exactly as Lavin's F(4x4, 3x3)) */
+template <class V> static inline NNL_INLINE void bt(const V *d, V *o) {
+    const V four = V::set(4.f), mfour = V::set(-4.f), two = V::set(2.f), mfive = V::set(-5.f);
+    o[0] = fma(four, d[0], fma(mfive, d[2], d[4]));
+    o[1] = fma(mfour, d[1] + d[2], d[3] + d[4]);
+    o[2] = fma(four, d[1] - d[2], d[4] - d[3]);
+    o[3] = fma(two, d[3] - d[1], d[4] - d[2]);
+    o[4] = fma(two, d[1] - d[3], d[4] - d[2]);
+    o[5] = fma(four, d[1], fma(mfive, d[3], d[5]));
+}
+/* y = A^T s for M outputs of 6 sums (M = 2: 5x5 windows, 4: 3x3) */
+template <int M, class V> static inline NNL_INLINE void at(const V *s, V *y) {
+    const V a12 = s[1] + s[2], s12 = s[1] - s[2], a34 = s[3] + s[4], s34 = s[3] - s[4];
+    if constexpr (M == 2) {
+        y[0] = s[0] + a12 + a34;
+        y[1] = fma(V::set(2.f), s34, s12) + s[5];
+    } else {
+        y[0] = s[0] + a12 + a34;
+        y[1] = fma(V::set(2.f), s34, s12);
+        y[2] = fma(V::set(4.f), a34, a12);
+        y[3] = fma(V::set(8.f), s34, s12) + s[5];
+    }
+}
+/* Where tile t of a batch lies: sample, top row, left column of its outputs */
+struct Tiles {
+    int64_t th, tw, m;
+    void at(int64_t t, int64_t &b, int64_t &oy, int64_t &ox) const {
+        b = t / (th * tw);
+        oy = t / tw % th * m;
+        ox = t % tw * m;
+    }
+};
+/* The input tiles t0 .. t0 + tc - 1 of x (channels last), transformed:
+   Vt[xi][t - t0][c], zeros outside the image */
+struct InK {
+    template <class V> static void run(const Window *gp, const Tiles *tp, const float *x, float *Vt, int64_t t0, int64_t tc) {
+        const Window &g = *gp;
+        const int64_t C = g.C, H = g.in[1], W = g.in[2];
+        for (int64_t l = 0; l < tc; l++) {
+            int64_t b, oy, ox;
+            tp->at(t0 + l, b, oy, ox);
+            const int64_t y0 = oy - g.pad[1], x0 = ox - g.pad[2];
+            const float *xb = x + b * H * W * C;
+            bool inside[AL][AL];
+            for (int i = 0; i < AL; i++)
+                for (int j = 0; j < AL; j++)
+                    inside[i][j] = y0 + i >= 0 && y0 + i < H && x0 + j >= 0 && x0 + j < W;
+            simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
+                V e[AL][AL];
+#pragma GCC unroll 6
+                for (int i = 0; i < AL; i++) { /* rows: e[i][.] = B^T d[i][.] */
+                    V d[AL];
+#pragma GCC unroll 6
+                    for (int j = 0; j < AL; j++)
+                        d[j] = inside[i][j] ? V::load(xb + ((y0 + i) * W + x0 + j) * C + c, t) : V::set(0.f);
+                    bt(d, e[i]);
+                }
+#pragma GCC unroll 6
+                for (int j = 0; j < AL; j++) { /* columns: B^T e[.][j] */
+                    V col[AL], o[AL];
+#pragma GCC unroll 6
+                    for (int i = 0; i < AL; i++) col[i] = e[i][j];
+                    bt(col, o);
+#pragma GCC unroll 6
+                    for (int i = 0; i < AL; i++) o[i].store(Vt + ((i * AL + j) * tc + l) * C + c, t);
+                }
+            });
+        }
+    }
+};
+/* The outputs of tiles t0 .. t0 + tc - 1 from their products Mt[xi][t - t0][f]:
+   z (positions x F, channels last), the parts of edge tiles inside it */
+struct OutK {
+    template <int M, class V>
+    static void tiles(const Window &g, const Tiles &tl, const float *Mt, float *z, int64_t F, int64_t t0, int64_t tc) {
+        const int64_t OH = g.out[1], OW = g.out[2];
+        for (int64_t l = 0; l < tc; l++) {
+            int64_t b, oy, ox;
+            tl.at(t0 + l, b, oy, ox);
+            const int64_t nh = std::min<int64_t>(M, OH - oy), nw = std::min<int64_t>(M, OW - ox);
+            float *zb = z + (b * OH * OW) * F;
+            simd::loop<V>(F, [&](int64_t f, const auto &t) NNL_INLINE {
+                V u[M][AL];
+#pragma GCC unroll 6
+                for (int j = 0; j < AL; j++) { /* columns: u[.][j] = A^T s[.][j] */
+                    V s[AL], y[M];
+#pragma GCC unroll 6
+                    for (int i = 0; i < AL; i++) s[i] = V::load(Mt + ((i * AL + j) * tc + l) * F + f, t);
+                    at<M>(s, y);
+#pragma GCC unroll 4
+                    for (int a = 0; a < M; a++) u[a][j] = y[a];
+                }
+#pragma GCC unroll 4
+                for (int a = 0; a < M; a++) {
+                    V y[M];
+                    at<M>(u[a], y);
+                    if (a < nh)
+#pragma GCC unroll 4
+                        for (int c = 0; c < M; c++)
+                            if (c < nw) y[c].store(zb + ((oy + a) * OW + ox + c) * F + f, t);
+                }
+            });
+        }
+    }
+    template <class V>
+    static void run(const Window *gp, const Tiles *tp, const float *Mt, float *z, int64_t F, int64_t t0, int64_t tc) {
+        if (tp->m == 2) tiles<2, V>(*gp, *tp, Mt, z, F, t0, tc);
+        else tiles<4, V>(*gp, *tp, Mt, z, F, t0, tc);
+    }
+};
+} // namespace wino
+
+/* z (B x positions x F, channels last) = the convolution of x (channels
+   last) with the kernel transformed into U (wino::transform_kernel), no
+   bias. The tiles in chunks over the pool's threads, each chunk's
+   transformed inputs and products (36 x tiles x (C + F) floats, about 1 MB
+   at most) in its thread's buffer (thread_cols). The same bits on any
+   number of threads: a product of more than NNL_GEMM_SMALL_M rows takes
+   the packed kernel, whose sums do not depend on the number of rows, so
+   the chunks are either all the tiles or each more than NNL_GEMM_SMALL_M
+   (a short last one joins the one before). SGEMM rather than
+   sgemm_packed on U packed once: the latter packs A, which sgemm reads in
+   place here (R-LENET's batch-1 prediction 164-165 against 169-171 us). */
+static void cpu_wino_forward(const Window &g, const float *x, const float *U, int64_t F, float *z, int64_t B) {
+    using namespace wino;
+    const int64_t r = g.k[1], m = AL - r + 1, C = g.C, least = NNL_GEMM_SMALL_M + 1;
+    const Tiles tl{(g.out[1] + m - 1) / m, (g.out[2] + m - 1) / m, m};
+    const int64_t T = B * tl.th * tl.tw, cap = std::max<int64_t>(least, 8192 / (C + F));
+    const int64_t nch = std::max<int64_t>((T + cap - 1) / cap, std::min<int64_t>(threads(), T / least));
+    const int64_t per = std::max<int64_t>(least, (T + nch - 1) / nch);
+    int64_t chunks = (T + per - 1) / per;
+    if (chunks > 1 && T - (chunks - 1) * per < least) chunks--;
+    pool::run_chunks(chunks, threads(), [&](int64_t q) {
+        const int64_t t0 = q * per, tc = q == chunks - 1 ? T - t0 : per;
+        float *Vt = thread_cols((size_t)(AL * AL * tc * (C + F))), *Mt = Vt + AL * AL * tc * C;
+        simd::run<InK>(&g, &tl, x, Vt, t0, tc);
+        for (int xi = 0; xi < AL * AL; xi++)
+            gemm::sgemm(false, false, tc, F, C, 1.f, Vt + xi * tc * C, C, U + xi * C * F, F, 0.f, Mt + xi * tc * F, F);
+        simd::run<OutK>(&g, &tl, (const float *)Mt, z, F, t0, tc);
+    });
+}
+
 /* col2im of samples lo..hi-1: each sample's dx is the sum over its output
    positions, in order, of the taps' runs of col. Per position and (kd, kh),
    one run of KW * C floats where the taps along W are contiguous and
@@ -7041,6 +7239,20 @@ public:
     std::vector<float> gt; /* dW^T [filters, kvol * C] when backward computes it that way */
     std::vector<float> parts; /* the weight gradient's partial sums (cpu_conv1_weight_grad) */
     gemm::PackedB colp;       /* backward's columns packed as B (dW^T = dz^T col; grown once) */
+    /* the kernel transformed for the Winograd path (wino::transform_kernel),
+       for weights w at version ver (wino::tl_ver); a copied layer makes its own */
+    struct WinoCache {
+        std::vector<float> u;
+        const float *w = nullptr;
+        uint64_t ver = 0;
+        WinoCache() {}
+        WinoCache(const WinoCache &) {}
+        WinoCache &operator=(const WinoCache &) {
+            w = nullptr;
+            ver = 0;
+            return *this;
+        }
+    } wk;
 
     Conv(Args &a, int nd_, const char *cls_) : nd(nd_) {
         cls = cls_;
@@ -7131,6 +7343,25 @@ public:
                conv1_applies(g);
     }
     int64_t col_row() const { return g.kvol() * g.C; }
+    /* A prediction's forward as F(4x4, 3x3) or F(2x2, 5x5) (cpu_wino_forward):
+       float32 on the CPU, a window wino::fits, at least 16 filters, an
+       activation the GEMM's epilogue would apply; NNL_WINOGRAD=0 in the
+       environment turns it off (im2col and SGEMM as in training) */
+    bool winograd(const Ctx &c) const {
+        static const bool on = !(getenv("NNL_WINOGRAD") && !strcmp(getenv("NNL_WINOGRAD"), "0"));
+        return on && !c.training && &K() == &cpu_kernels && !direct() && !one_channel() && wino::fits(g) &&
+               filters >= 16 && act_from_output(act);
+    }
+    const float *wino_kernel() {
+        const uint64_t v = wino::tl_ver;
+        if (!v || wk.w != weights[0].w || wk.ver != v) {
+            wk.u.resize((size_t)(wino::AL * wino::AL * g.C * filters)); /* the same size every call */
+            wino::transform_kernel(weights[0].w, g.k[1], g.C, filters, wk.u.data());
+            wk.w = v ? weights[0].w : nullptr;
+            wk.ver = v;
+        }
+        return wk.u.data();
+    }
     /* Samples per im2col block: up to 2 MB of columns. Smaller blocks (512 KB)
        stayed in L2 but left the weight-gradient GEMM a depth of one sample's
        positions (196 for R-LENET's second convolution), too short to split
@@ -7250,7 +7481,11 @@ public:
                           zc + b0 * P * filters, filters);
         };
         if (c1) cpu_conv1_forward(g, xc, weights[0].w, filters, ep ? bias : nullptr, ep ? act : ACT_LINEAR, zc, B);
-        else in_blocks(B, group_samples(B), block);
+        else if (winograd(c)) {
+            cpu_wino_forward(g, xc, wino_kernel(), filters, zc, B);
+            if (ep) bias_act_rows(zc, filters, B * P, filters, bias, act);
+        } else
+            in_blocks(B, group_samples(B), block);
         if (use_bias && !ep) K().bias_add(zc, bias, B * P, filters);
         if (cf && !cl_out) K().transpose(zc, z, B, P, filters);
         if (act != ACT_LINEAR && !ep)
@@ -11785,14 +12020,18 @@ public:
     struct WeightCacheScope {
         gemm::bf16::WeightCache *prev;
         uint64_t prev_ver;
-        WeightCacheScope(const Model &src, Model &on) : prev(gemm::bf16::tl_wcache), prev_ver(gemm::bf16::tl_wcache_ver) {
+        uint64_t prev_wino;
+        WeightCacheScope(const Model &src, Model &on)
+            : prev(gemm::bf16::tl_wcache), prev_ver(gemm::bf16::tl_wcache_ver), prev_wino(wino::tl_ver) {
             bool use = src.precision == &bf16_kernels && !src.gpu && src.mutating == 0;
             gemm::bf16::tl_wcache = use ? &on.wcache : nullptr;
             gemm::bf16::tl_wcache_ver = src.wver;
+            wino::tl_ver = src.mutating == 0 ? src.wver + 1 : 0;
         }
         ~WeightCacheScope() {
             gemm::bf16::tl_wcache = prev;
             gemm::bf16::tl_wcache_ver = prev_ver;
+            wino::tl_ver = prev_wino;
         }
         WeightCacheScope(const WeightCacheScope &) = delete;
         WeightCacheScope &operator=(const WeightCacheScope &) = delete;

@@ -1,4 +1,4 @@
-/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.2
+/* nnlite.h - a small neural-network library with a stable C ABI.   v0.8.3
 
    nnlite trains and runs Keras-style neural networks from C, C++, Fortran and
    Python without a Python framework. Two files are all a project needs:
@@ -131,8 +131,8 @@
 
 #define NNL_VERSION_MAJOR 0
 #define NNL_VERSION_MINOR 8
-#define NNL_VERSION_PATCH 2
-#define NNL_VERSION_STRING "0.8.2"
+#define NNL_VERSION_PATCH 3
+#define NNL_VERSION_STRING "0.8.3"
 /* MAJOR*10000 + MINOR*100 + PATCH, comparable with nnl_version_number(). */
 #define NNL_VERSION_NUMBER (NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH)
 
@@ -203,7 +203,7 @@ NNL_API int nnl_version_number(void);
                 pictures; needs stb_image.h and stb_image_write.h; since 0.7)
    Thread-safe. */
 NNL_API int nnl_has_feature(const char *name);
-/* The same as one line for logs and bug reports: "nnlite 0.8.2; g++ 12.2.0;
+/* The same as one line for logs and bug reports: "nnlite 0.8.3; g++ 12.2.0;
    C++201703; stb: yes; threads: yes; cuda: no; mpi: no; hdf5: no; avx2:
    yes; avx512f: no; bf16: no; images: yes". Owned by the library, the
    same for the whole process (made at the first call). Thread-safe. */
@@ -882,7 +882,20 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
    shape) floats; out_count must be at least that (NNL_ERR_SHAPE otherwise).
    Works before compile. batch_size <= 0 means 32. Non-finite values in x
    are refused as nnl_fit refuses them (NNL_ERR_NUMERIC naming the sample;
-   out is not written): a NaN input never comes back as an answer. */
+   out is not written): a NaN input never comes back as an answer.
+   Convolutions by Winograd's algorithm (since 0.8.3): in float32 on the
+   CPU, the inference forward (the predict calls, nnl_evaluate, nnl_fit's
+   validation) computes a Conv2D with a 3x3 or 5x5 window, strides 1, no
+   dilation, at least 8 input channels and 16 filters as F(4x4, 3x3) or
+   F(2x2, 5x5): 2.25 and 9 products per output and input channel instead
+   of 9 and 25, rounded differently from the training forward (about 1e-6
+   of the sum of the terms' magnitudes; the same bits on any number of
+   threads). The predict calls keep the transformed kernel (36 floats per
+   input channel and filter, 4x a 3x3 kernel, 1.44x a 5x5 one) in each
+   workspace that predictions run in, made at the first call after the
+   weights change; the other calls make it per batch. The environment
+   variable NNL_WINOGRAD=0, read once per process, turns this off (im2col
+   and SGEMM, as in training). */
 NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
                         int batch_size, float *out, int64_t out_count);
 /* Concurrent predictions (since 0.5). nnl_predict, nnl_predict_classes,

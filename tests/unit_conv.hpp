@@ -491,6 +491,133 @@ TEST_CASE("convolutions in sample groups: output, weight, bias and input gradien
     nnl::g_threads = keep;
 }
 
+TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(2x2, 5x5) (predictions): outputs equal sums in double, the "
+          "same bits on 1-3 threads") {
+    /* F(4x4, 3x3) and F(2x2, 5x5) (cpu_wino_forward): both data formats,
+       'same' and 'valid', edge tiles (outputs not a multiple of the tile),
+       channels and filters not whole vectors, images smaller than a tile,
+       several chunks of tiles, R-LENET's, K-CNN's and T-LENET's shapes */
+    struct Case { const char *spec; nnl::Shape in; int B; bool cf; };
+    const Case cases[] = {
+        {"Conv2D(16, 3, padding='same')", nnl::Shape{9, 7, 8}, 5, false},
+        {"Conv2D(50, 5, padding='same', activation='relu', data_format='channels_first')", nnl::Shape{20, 14, 14}, 3,
+         true},
+        {"Conv2D(64, 3, activation='relu')", nnl::Shape{12, 12, 32}, 4, false},
+        {"Conv2D(50, 5, activation='tanh')", nnl::Shape{12, 12, 20}, 2, false},
+        {"Conv2D(17, 5, padding='same', use_bias=False)", nnl::Shape{6, 5, 9}, 37, false},
+        {"Conv2D(24, 3, data_format='channels_first')", nnl::Shape{8, 5, 5}, 2, true},
+    };
+    const int keep = nnl::g_threads;
+    for (const Case &cs : cases) {
+        INFO(std::string(cs.spec) << " batch " << cs.B);
+        nnl_model m;
+        m.seed = 7;
+        m.rng.reseed(m.seed);
+        m.seeded = true;
+        m.add(("Input(shape=" + cs.in.str(false) + ")").c_str());
+        m.add(cs.spec);
+        m.ensure_batch(cs.B);
+        auto *L = dynamic_cast<nnl::Conv *>(m.layers[0].get());
+        REQUIRE(L);
+        nnl::Ctx c; /* a prediction */
+        REQUIRE(L->winograd(c)); /* the path under test is taken */
+        const nnl::Window &g = L->g;
+        const int64_t B = cs.B, C = g.C, F = L->filters, P = g.out_size(), Q = g.in_size(), T = g.kvol();
+        const bool relu = L->act == nnl::ACT_RELU, th = L->act == nnl::ACT_TANH;
+        auto x = random_vec((size_t)(B * Q * C), 61);
+        std::vector<float> bw((size_t)F, 0.f);
+        if (L->use_bias) {
+            bw = random_vec((size_t)F, 62);
+            std::copy(bw.begin(), bw.end(), L->weights[1].w);
+        }
+        const float *W = L->weights[0].w;
+        auto xi = [&](int64_t b, int64_t q, int64_t ch) { return b * Q * C + (cs.cf ? ch * Q + q : q * C + ch); };
+        auto yi = [&](int64_t b, int64_t p, int64_t f) { return b * P * F + (cs.cf ? f * P + p : p * F + f); };
+        /* the reference in double, and the sum of the terms' magnitudes */
+        std::vector<double> ref((size_t)(B * P * F)), mag(ref.size());
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t p = 0; p < P; p++)
+                for (int64_t f = 0; f < F; f++) {
+                    int64_t ow = p % g.out[2], oh = p / g.out[2];
+                    double s = bw[(size_t)f], a = std::fabs(bw[(size_t)f]);
+                    for (int64_t t = 0; t < T; t++) {
+                        int64_t ih = oh - g.pad[1] + t / g.k[2], iw = ow - g.pad[2] + t % g.k[2];
+                        if (ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) continue;
+                        for (int64_t ch = 0; ch < C; ch++) {
+                            double v = (double)x[(size_t)xi(b, ih * g.in[2] + iw, ch)] * W[(t * C + ch) * F + f];
+                            s += v;
+                            a += std::fabs(v);
+                        }
+                    }
+                    ref[(size_t)yi(b, p, f)] = relu ? std::max(s, 0.0) : th ? std::tanh(s) : s;
+                    mag[(size_t)yi(b, p, f)] = a;
+                }
+        std::vector<float> y1;
+        for (int threads : {1, 2, 3}) {
+            INFO("threads " << threads);
+            nnl::g_threads = threads;
+            std::vector<float> y((size_t)(B * P * F), -7.f);
+            L->forward(x.data(), y.data(), B, c);
+            double worst = 0;
+            for (size_t i = 0; i < ref.size(); i++)
+                worst = std::max(worst, std::fabs(y[i] - ref[i]) / (1.0 + mag[i]));
+            INFO("largest difference / (1 + sum of |terms|): " << worst);
+            CHECK(worst < 2e-6);
+            if (threads == 1)
+                y1 = y;
+            else
+                CHECK(y == y1);
+        }
+    }
+    nnl::g_threads = keep;
+}
+
+TEST_CASE("Winograd convolutions: predictions follow nnl_set_weight and training (the transformed kernel is made "
+          "again)") {
+    nnl_model *m = nnl_model_create();
+    REQUIRE(nnl_add(m, "Conv2D(16, 3, padding='same', use_bias=False, input_shape=(6, 6, 8))") == NNL_OK);
+    REQUIRE(nnl_add(m, "Flatten()") == NNL_OK);
+    REQUIRE(nnl_compile(m, "SGD(learning_rate=0.1)", "mse", nullptr) == NNL_OK);
+    auto x = random_vec(2 * 6 * 6 * 8, 71);
+    const int64_t xs[4] = {2, 6, 6, 8}, n = 2 * 6 * 6 * 16;
+    std::vector<float> y1((size_t)n), y2((size_t)n), y3((size_t)n), w(3 * 3 * 8 * 16);
+    REQUIRE(nnl_predict(m, x.data(), 4, xs, 2, y1.data(), n) == NNL_OK);
+    REQUIRE(nnl_get_weight(m, 0, w.data(), (int64_t)w.size()) == NNL_OK);
+    for (auto &v : w) v *= 2.f; /* a power of two: every product, and so every output, exactly doubled */
+    REQUIRE(nnl_set_weight(m, 0, w.data(), (int64_t)w.size()) == NNL_OK);
+    REQUIRE(nnl_predict(m, x.data(), 4, xs, 2, y2.data(), n) == NNL_OK);
+    for (auto &v : y1) v *= 2.f;
+    CHECK(y2 == y1);
+    /* one step of training changes the kernel: the next prediction uses it */
+    std::vector<float> t((size_t)n, 0.5f);
+    const int64_t ts[2] = {2, 6 * 6 * 16};
+    nnl_fit_options o;
+    nnl_fit_options_init(&o);
+    o.epochs = 1;
+    o.batch_size = 2;
+    o.verbose = 0;
+    o.shuffle = 0;
+    REQUIRE(nnl_fit(m, x.data(), 4, xs, t.data(), NNL_FLOAT32, 2, ts, &o) == NNL_OK);
+    REQUIRE(nnl_predict(m, x.data(), 4, xs, 2, y3.data(), n) == NNL_OK);
+    REQUIRE(nnl_get_weight(m, 0, w.data(), (int64_t)w.size()) == NNL_OK);
+    double worst = 0;
+    for (int64_t b = 0; b < 2; b++)
+        for (int64_t p = 0; p < 36; p++)
+            for (int64_t f = 0; f < 16; f++) {
+                double s = 0;
+                for (int64_t k = 0; k < 9; k++) {
+                    int64_t ih = p / 6 - 1 + k / 3, iw = p % 6 - 1 + k % 3;
+                    if (ih < 0 || ih >= 6 || iw < 0 || iw >= 6) continue;
+                    for (int64_t ch = 0; ch < 8; ch++)
+                        s += (double)x[(size_t)(((b * 6 + ih) * 6 + iw) * 8 + ch)] * w[(size_t)((k * 8 + ch) * 16 + f)];
+                }
+                worst = std::max(worst, std::fabs(y3[(size_t)((b * 36 + p) * 16 + f)] - s));
+            }
+    CHECK(worst < 1e-4);
+    CHECK(y3 != y2);
+    nnl_model_free(m);
+}
+
 /* ---- comparison with PyTorch (tests/reference/layers_reference.py) ---- */
 
 static std::string find_torch_python() {

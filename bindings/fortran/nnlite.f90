@@ -51,7 +51,7 @@ module nnlite
     implicit none
     private
 
-    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 8, NNL_VERSION_PATCH = 2
+    integer, parameter, public :: NNL_VERSION_MAJOR = 0, NNL_VERSION_MINOR = 8, NNL_VERSION_PATCH = 3
     integer, parameter, public :: NNL_VERSION_NUMBER = &
         NNL_VERSION_MAJOR * 10000 + NNL_VERSION_MINOR * 100 + NNL_VERSION_PATCH
     integer, parameter, public :: NNL_OK = 0, NNL_ERR_ARGUMENT = 1, NNL_ERR_SHAPE = 2, NNL_ERR_STATE = 3, &
@@ -578,7 +578,7 @@ contains
         nnl_has_feature = c_has_feature(cstr(name)) == 1
     end function
 
-    !> One line describing the library's build ("nnlite 0.8.2; ...; threads: yes ...").
+    !> One line describing the library's build ("nnlite 0.8.3; ...; threads: yes ...").
     function nnl_build_info() result(v)
         character(len=:), allocatable :: v
         v = fstr(c_build_info())

@@ -30,8 +30,8 @@ program test_nnlite
         stop "not reached: fit before compile did not stop"
     end if
 
-    call check(nnl_library_version() == "0.8.2", "library version")
-    call check(index(nnl_build_info(), "nnlite 0.8.2;") == 1, "build info: " // nnl_build_info())
+    call check(nnl_library_version() == "0.8.3", "library version")
+    call check(index(nnl_build_info(), "nnlite 0.8.3;") == 1, "build info: " // nnl_build_info())
     call check(.not. nnl_has_feature("mpi"), "no MPI in this version")
     call check(nnl_has_feature("threads") .eqv. (index(nnl_build_info(), "threads: yes") > 0), "threads as build info says")
     call check(.not. nnl_has_feature("no such feature"), "unknown feature: .false.")

@@ -16,7 +16,7 @@ import os
 
 # The nnlite.h this package mirrors (MAJOR, MINOR, PATCH). Tests check it
 # against the header; nnl_init() checks it against the library at load time.
-HEADER_VERSION = (0, 8, 2)
+HEADER_VERSION = (0, 8, 3)
 HEADER_VERSION_NUMBER = HEADER_VERSION[0] * 10000 + HEADER_VERSION[1] * 100 + HEADER_VERSION[2]
 SONAME = "libnnlite.so.%d" % HEADER_VERSION[0]
 
