@@ -5270,6 +5270,37 @@ static float *thread_cols(size_t n) {
     return c.p;
 }
 
+namespace gemm {
+/* C (M x N, ldc) = A (M x K, row-major, lda) B, B packed by pack_b_all:
+   the packed kernels tile by tile, A read in place (the last tile reads up
+   to MR - 1 rows past M: the caller's memory, whose products are not
+   stored), B's pairs of panels outer. No dispatch, packing or threads: for
+   many small products (the Winograd path's 36 per chunk of tiles). Each
+   element of C is the kernels' sum over the depth, whatever M. */
+static void product_packed(int64_t M, const float *A, int64_t lda, const PackedB &B, float *C, int64_t ldc) {
+    const int64_t K = B.K, N = B.N, npan = (N + NR - 1) / NR;
+    const float *bp = B.p;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min<int64_t>(KC, K - pc);
+        const float beta = pc ? 1.f : 0.f;
+        for (int64_t jp = 0; jp < npan;) {
+            const int w = ukr2 && jp + 1 < npan ? 2 : 1;
+            const float *b0 = bp + jp * NR * kc;
+            const int64_t nr = std::min<int64_t>(w * NR, N - jp * NR);
+            for (int64_t i = 0; i < M; i += MR) {
+                const int64_t mr = std::min<int64_t>(MR, M - i);
+                if (w == 2)
+                    ukr2(kc, A + i * lda + pc, lda, 1, b0, b0 + NR * kc, C + i * ldc + jp * NR, ldc, 1.f, beta, mr, nr);
+                else
+                    ukr_tile(kc, A + i * lda + pc, lda, 1, b0, C + i * ldc + jp * NR, ldc, 1.f, beta, mr, nr);
+            }
+            jp += w;
+        }
+        bp += npan * NR * kc;
+    }
+}
+} // namespace gemm
+
 /* ---- Winograd convolution (inference) ----
    A 2-D convolution with a 3x3 or 5x5 window, stride 1, no dilation, as
    F(4x4, 3x3) or F(2x2, 5x5) (Lavin and Gray, "Fast Algorithms for
@@ -5300,9 +5331,10 @@ static bool fits(const Window &g) {
    the transformed kernel is made again each call. */
 static thread_local uint64_t tl_ver = 0;
 
-/* U[xi][c][f] = (G g[.][.][c][f] G^T)[xi] for a kernel (r, r, C, F), Keras'
-   layout (G over the points, made in double) */
-static void transform_kernel(const float *w, int64_t r, int64_t C, int64_t F, float *U) {
+/* U[xi] = (G g[.][.][c][f] G^T)[xi] (C x F) for a kernel (r, r, C, F),
+   Keras' layout, each packed as the SGEMM's B (G over the points, made in
+   double; u: a C x F buffer) */
+static void transform_kernel(const float *w, int64_t r, int64_t C, int64_t F, gemm::PackedB *U, std::vector<float> &u) {
     static const double pts[AL - 1] = {0, 1, -1, 2, -2};
     double G[AL][5] = {};
     for (int j = 0; j < AL - 1; j++) {
@@ -5313,16 +5345,18 @@ static void transform_kernel(const float *w, int64_t r, int64_t C, int64_t F, fl
     }
     G[AL - 1][r - 1] = 1;
     const int64_t CF = C * F;
+    u.resize((size_t)CF); /* the same size every call */
     for (int p = 0; p < AL; p++)
         for (int q = 0; q < AL; q++) {
-            float *__restrict u = U + (p * AL + q) * CF;
-            std::fill(u, u + CF, 0.f);
+            float *__restrict t = u.data();
+            std::fill(t, t + CF, 0.f);
             for (int64_t i = 0; i < r; i++)
                 for (int64_t j = 0; j < r; j++) {
                     const float a = (float)(G[p][i] * G[q][j]), *__restrict s = w + (i * r + j) * CF;
                     if (a != 0.f)
-                        for (int64_t e = 0; e < CF; e++) u[e] += a * s[e];
+                        for (int64_t e = 0; e < CF; e++) t[e] += a * s[e];
                 }
+            gemm::pack_b_all(false, t, F, C, F, U[p * AL + q]);
         }
 }
 
@@ -5439,31 +5473,27 @@ struct OutK {
 } // namespace wino
 
 /* z (B x positions x F, channels last) = the convolution of x (channels
-   last) with the kernel transformed into U (wino::transform_kernel), no
-   bias. The tiles in chunks over the pool's threads, each chunk's
-   transformed inputs and products (36 x tiles x (C + F) floats, about 1 MB
-   at most) in its thread's buffer (thread_cols). The same bits on any
-   number of threads: a product of more than NNL_GEMM_SMALL_M rows takes
-   the packed kernel, whose sums do not depend on the number of rows, so
-   the chunks are either all the tiles or each more than NNL_GEMM_SMALL_M
-   (a short last one joins the one before). SGEMM rather than
-   sgemm_packed on U packed once: the latter packs A, which sgemm reads in
-   place here (R-LENET's batch-1 prediction 164-165 against 169-171 us). */
-static void cpu_wino_forward(const Window &g, const float *x, const float *U, int64_t F, float *z, int64_t B) {
+   last) with the kernel transformed and packed into U[36]
+   (wino::transform_kernel), no bias. The tiles in chunks over the pool's
+   threads, each chunk's transformed inputs and products (36 x tiles x
+   (C + F) floats, about 1 MB at most) in its thread's buffer
+   (thread_cols); gemm::product_packed takes the 36 products (A in place, U
+   packed once: sgemm's dispatch and packing per product took a third of
+   their time). The same bits on any number of threads: each output's sums
+   do not depend on the chunk's size. */
+static void cpu_wino_forward(const Window &g, const float *x, const gemm::PackedB *U, int64_t F, float *z, int64_t B) {
     using namespace wino;
-    const int64_t r = g.k[1], m = AL - r + 1, C = g.C, least = NNL_GEMM_SMALL_M + 1;
+    const int64_t r = g.k[1], m = AL - r + 1, C = g.C;
     const Tiles tl{(g.out[1] + m - 1) / m, (g.out[2] + m - 1) / m, m};
-    const int64_t T = B * tl.th * tl.tw, cap = std::max<int64_t>(least, 8192 / (C + F));
-    const int64_t nch = std::max<int64_t>((T + cap - 1) / cap, std::min<int64_t>(threads(), T / least));
-    const int64_t per = std::max<int64_t>(least, (T + nch - 1) / nch);
-    int64_t chunks = (T + per - 1) / per;
-    if (chunks > 1 && T - (chunks - 1) * per < least) chunks--;
+    const int64_t T = B * tl.th * tl.tw, cap = std::max<int64_t>(8, 8192 / (C + F));
+    const int64_t nch = std::max<int64_t>((T + cap - 1) / cap, std::min<int64_t>(threads(), T / 16));
+    const int64_t per = (T + nch - 1) / nch, chunks = (T + per - 1) / per;
     pool::run_chunks(chunks, threads(), [&](int64_t q) {
-        const int64_t t0 = q * per, tc = q == chunks - 1 ? T - t0 : per;
-        float *Vt = thread_cols((size_t)(AL * AL * tc * (C + F))), *Mt = Vt + AL * AL * tc * C;
+        const int64_t t0 = q * per, tc = std::min(per, T - t0), nv = AL * AL * tc * C, slack = gemm::MR * C;
+        float *Vt = thread_cols((size_t)(nv + slack + AL * AL * tc * F)), *Mt = Vt + nv + slack;
+        std::fill(Vt + nv, Vt + nv + slack, 0.f); /* the rows the last product's last tile reads past its tiles */
         simd::run<InK>(&g, &tl, x, Vt, t0, tc);
-        for (int xi = 0; xi < AL * AL; xi++)
-            gemm::sgemm(false, false, tc, F, C, 1.f, Vt + xi * tc * C, C, U + xi * C * F, F, 0.f, Mt + xi * tc * F, F);
+        for (int xi = 0; xi < AL * AL; xi++) gemm::product_packed(tc, Vt + xi * tc * C, C, U[xi], Mt + xi * tc * F, F);
         simd::run<OutK>(&g, &tl, (const float *)Mt, z, F, t0, tc);
     });
 }
@@ -7242,6 +7272,7 @@ public:
     /* the kernel transformed for the Winograd path (wino::transform_kernel),
        for weights w at version ver (wino::tl_ver); a copied layer makes its own */
     struct WinoCache {
+        std::vector<gemm::PackedB> U; /* 36 */
         std::vector<float> u;
         const float *w = nullptr;
         uint64_t ver = 0;
@@ -7352,15 +7383,15 @@ public:
         return on && !c.training && &K() == &cpu_kernels && !direct() && !one_channel() && wino::fits(g) &&
                filters >= 16 && act_from_output(act);
     }
-    const float *wino_kernel() {
+    const gemm::PackedB *wino_kernel() {
         const uint64_t v = wino::tl_ver;
         if (!v || wk.w != weights[0].w || wk.ver != v) {
-            wk.u.resize((size_t)(wino::AL * wino::AL * g.C * filters)); /* the same size every call */
-            wino::transform_kernel(weights[0].w, g.k[1], g.C, filters, wk.u.data());
+            wk.U.resize(wino::AL * wino::AL); /* grown once */
+            wino::transform_kernel(weights[0].w, g.k[1], g.C, filters, wk.U.data(), wk.u);
             wk.w = v ? weights[0].w : nullptr;
             wk.ver = v;
         }
-        return wk.u.data();
+        return wk.U.data();
     }
     /* Samples per im2col block: up to 2 MB of columns. Smaller blocks (512 KB)
        stayed in L2 but left the weight-gradient GEMM a depth of one sample's
