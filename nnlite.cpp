@@ -5309,12 +5309,12 @@ static void product_packed(int64_t M, const float *A, int64_t lda, const PackedB
    Y = A^T [(G g G^T) . (B^T d B)] A. Per output the products fall from
    r*r*C to 36*C / (m*m): 9 -> 2.25 (3x3), 25 -> 9 (5x5). The 36 products
    of the transformed tiles (T x C) by the transformed kernel (C x F) are
-   SGEMMs. Taken by the inference forward only (predictions, evaluation,
-   validation; Conv::winograd): the transforms round where the direct sum
-   does not, about 1e-6 of the sum of the terms' magnitudes (tested against
-   sums in double), and training keeps the direct form its gradients are
-   checked against. The transformed kernel is made once per weight version
-   in predictions (Conv::WinoCache, wino::tl_ver), per call elsewhere.
+   SGEMMs. Taken by the forward (Conv::winograd); the backward keeps im2col
+   and SGEMM. The transforms round where the direct sum does not, about
+   1e-6 of the sum of the terms' magnitudes (tested against sums in
+   double). The transformed kernel is made once per weight version in
+   predictions (Conv::WinoCache, wino::tl_ver), per call elsewhere (a
+   training step's: ~0.1 % of K-CNN's).
    AMD EPYC Zen 4, 1 thread, batch-1 latency: R-LENET 205-206 -> 166-168
    us, K-CNN 280-284 -> 150-153 us; batch 256: K-CNN 1.7-1.9x. */
 namespace wino {
@@ -7374,14 +7374,17 @@ public:
                conv1_applies(g);
     }
     int64_t col_row() const { return g.kvol() * g.C; }
-    /* A prediction's forward as F(4x4, 3x3) or F(2x2, 5x5) (cpu_wino_forward):
-       float32 on the CPU, a window wino::fits, at least 16 filters, an
-       activation the GEMM's epilogue would apply; NNL_WINOGRAD=0 in the
-       environment turns it off (im2col and SGEMM as in training) */
-    bool winograd(const Ctx &c) const {
+    /* The forward as F(4x4, 3x3) or F(2x2, 5x5) (cpu_wino_forward): float32
+       on the CPU, a window wino::fits, at least 16 filters, an activation
+       the GEMM's epilogue would apply; NNL_WINOGRAD=0 in the environment
+       turns it off (im2col and SGEMM, as the backward). In training too:
+       AMD Zen 4, two threads, 2 alternated rounds of 3 x 60 steps, K-CNN
+       1,988-1,990 -> 2,213-2,316 samples/s, R-LENET 3,586-3,718 ->
+       3,754-4,031, T-LENET (batch 512) 9,805-10,187 -> 10,073-10,299. */
+    bool winograd(const Ctx &) const {
         static const bool on = !(getenv("NNL_WINOGRAD") && !strcmp(getenv("NNL_WINOGRAD"), "0"));
-        return on && !c.training && &K() == &cpu_kernels && !direct() && !one_channel() && wino::fits(g) &&
-               filters >= 16 && act_from_output(act);
+        return on && &K() == &cpu_kernels && !direct() && !one_channel() && wino::fits(g) && filters >= 16 &&
+               act_from_output(act);
     }
     const gemm::PackedB *wino_kernel() {
         const uint64_t v = wino::tl_ver;

@@ -884,18 +884,18 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
    are refused as nnl_fit refuses them (NNL_ERR_NUMERIC naming the sample;
    out is not written): a NaN input never comes back as an answer.
    Convolutions by Winograd's algorithm (since 0.8.3): in float32 on the
-   CPU, the inference forward (the predict calls, nnl_evaluate, nnl_fit's
-   validation) computes a Conv2D with a 3x3 or 5x5 window, strides 1, no
-   dilation, at least 8 input channels and 16 filters as F(4x4, 3x3) or
-   F(2x2, 5x5): 2.25 and 9 products per output and input channel instead
-   of 9 and 25, rounded differently from the training forward (about 1e-6
-   of the sum of the terms' magnitudes; the same bits on any number of
-   threads). The predict calls keep the transformed kernel (36 floats per
-   input channel and filter, 4x a 3x3 kernel, 1.44x a 5x5 one) in each
-   workspace that predictions run in, made at the first call after the
-   weights change; the other calls make it per batch. The environment
-   variable NNL_WINOGRAD=0, read once per process, turns this off (im2col
-   and SGEMM, as in training). */
+   CPU, the forward pass (training and inference) computes a Conv2D with a
+   3x3 or 5x5 window, strides 1, no dilation, at least 8 input channels
+   and 16 filters as F(4x4, 3x3) or F(2x2, 5x5): 2.25 and 9 products per
+   output and input channel instead of 9 and 25, rounded differently from
+   the direct sum (about 1e-6 of the sum of the terms' magnitudes; the same
+   bits on any number of threads); the backward pass stays direct. The
+   predict calls keep the transformed kernel (36 floats per input channel
+   and filter, 4x a 3x3 kernel, 1.44x a 5x5 one) in each workspace that
+   predictions run in, made at the first call after the weights change;
+   the other calls make it per batch. The environment variable
+   NNL_WINOGRAD=0, read once per process, turns this off (im2col and SGEMM,
+   as before 0.8.3). */
 NNL_API int nnl_predict(nnl_model *m, const float *x, int x_rank, const int64_t *x_shape,
                         int batch_size, float *out, int64_t out_count);
 /* Concurrent predictions (since 0.5). nnl_predict, nnl_predict_classes,

@@ -491,8 +491,8 @@ TEST_CASE("convolutions in sample groups: output, weight, bias and input gradien
     nnl::g_threads = keep;
 }
 
-TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(2x2, 5x5) (predictions): outputs equal sums in double, the "
-          "same bits on 1-3 threads") {
+TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(2x2, 5x5): outputs equal sums in double, the same bits on "
+          "1-3 threads and in training") {
     /* F(4x4, 3x3) and F(2x2, 5x5) (cpu_wino_forward): both data formats,
        'same' and 'valid', edge tiles (outputs not a multiple of the tile),
        channels and filters not whole vectors, images smaller than a tile,
@@ -568,6 +568,13 @@ TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(2x2, 5x5) (predictions):
             else
                 CHECK(y == y1);
         }
+        /* a training step's forward takes the same path: the same bits */
+        nnl::Ctx tc;
+        tc.training = true;
+        REQUIRE(L->winograd(tc));
+        std::vector<float> yt((size_t)(B * P * F), -7.f);
+        L->forward(x.data(), yt.data(), B, tc);
+        CHECK(yt == y1);
     }
     nnl::g_threads = keep;
 }
