@@ -5270,13 +5270,28 @@ static float *thread_cols(size_t n) {
     return c.p;
 }
 
+/* ---- Winograd convolution ----
+   A 2-D convolution with a 3x3 or 5x5 window, stride 1, no dilation, as
+   F(4x4, 3x3) or F(4x4, 5x5) (Lavin and Gray, "Fast Algorithms for
+   Convolutional Neural Networks", 2016): input tiles d of 6x6 or 8x8 and
+   the kernel g transformed over the points 0, 1, -1, 2, -2 (and 1/2, -1/2
+   for 8x8) and infinity, Y = A^T [(G g G^T) . (B^T d B)] A, 4x4 outputs a
+   tile. Per output the multiply-adds fall from r*r*C to A*A*C / 16: 9 ->
+   2.25 (3x3), 25 -> 4 (5x5). The A*A products of the transformed tiles
+   (T x C) by the transformed kernel (C x F) are small GEMMs. Taken by the
+   forward (Conv::winograd); the backward keeps im2col and SGEMM. The
+   transforms round where the direct sum does not: at most about 1e-6 of
+   the sum of the terms' magnitudes (float32, C = 20, both sizes; tested
+   against sums in double). The transformed kernel is made once per weight
+   version in predictions (Conv::WinoCache, wino::tl_ver), per call
+   elsewhere (a training step's: ~0.1 % of K-CNN's). */
 namespace gemm {
 /* C (M x N, ldc) = A (M x K, row-major, lda) B, B packed by pack_b_all:
    the packed kernels tile by tile, A read in place (the last tile reads up
    to MR - 1 rows past M: the caller's memory, whose products are not
    stored), B's pairs of panels outer. No dispatch, packing or threads: for
-   many small products (the Winograd path's 36 per chunk of tiles). Each
-   element of C is the kernels' sum over the depth, whatever M. */
+   many small products (the Winograd path's 36 or 64 per chunk of tiles).
+   Each element of C is the kernels' sum over the depth, whatever M. */
 static void product_packed(int64_t M, const float *A, int64_t lda, const PackedB &B, float *C, int64_t ldc) {
     const int64_t K = B.K, N = B.N, npan = (N + NR - 1) / NR;
     const float *bp = B.p;
@@ -5301,24 +5316,11 @@ static void product_packed(int64_t M, const float *A, int64_t lda, const PackedB
 }
 } // namespace gemm
 
-/* ---- Winograd convolution (inference) ----
-   A 2-D convolution with a 3x3 or 5x5 window, stride 1, no dilation, as
-   F(4x4, 3x3) or F(2x2, 5x5) (Lavin and Gray, "Fast Algorithms for
-   Convolutional Neural Networks", 2016): 6x6 input tiles d and the
-   kernel's g transformed over the points 0, 1, -1, 2, -2 and infinity,
-   Y = A^T [(G g G^T) . (B^T d B)] A. Per output the products fall from
-   r*r*C to 36*C / (m*m): 9 -> 2.25 (3x3), 25 -> 9 (5x5). The 36 products
-   of the transformed tiles (T x C) by the transformed kernel (C x F) are
-   SGEMMs. Taken by the forward (Conv::winograd); the backward keeps im2col
-   and SGEMM. The transforms round where the direct sum does not, about
-   1e-6 of the sum of the terms' magnitudes (tested against sums in
-   double). The transformed kernel is made once per weight version in
-   predictions (Conv::WinoCache, wino::tl_ver), per call elsewhere (a
-   training step's: ~0.1 % of K-CNN's).
-   AMD EPYC Zen 4, 1 thread, batch-1 latency: R-LENET 205-206 -> 166-168
-   us, K-CNN 280-284 -> 150-153 us; batch 256: K-CNN 1.7-1.9x. */
 namespace wino {
-constexpr int AL = 6; /* the tile's side */
+constexpr int MT = 4;   /* outputs a tile side */
+constexpr int AMAX = 8; /* the largest tile side */
+/* the tile's side for an r x r window */
+static inline int side(int64_t r) { return (int)r + MT - 1; }
 /* whether the Winograd path takes a convolution's window: 2-D, 3x3 or 5x5,
    stride 1, no dilation, at least 8 input channels (fewer: the products
    are too shallow to gain) */
@@ -5332,22 +5334,23 @@ static bool fits(const Window &g) {
 static thread_local uint64_t tl_ver = 0;
 
 /* U[xi] = (G g[.][.][c][f] G^T)[xi] (C x F) for a kernel (r, r, C, F),
-   Keras' layout, each packed as the SGEMM's B (G over the points, made in
-   double; u: a C x F buffer) */
+   Keras' layout, each packed as the SGEMM's B (G over the points by
+   Toom-Cook, in double; u: a C x F buffer) */
 static void transform_kernel(const float *w, int64_t r, int64_t C, int64_t F, gemm::PackedB *U, std::vector<float> &u) {
-    static const double pts[AL - 1] = {0, 1, -1, 2, -2};
-    double G[AL][5] = {};
-    for (int j = 0; j < AL - 1; j++) {
+    static const double pts[AMAX - 1] = {0, 1, -1, 2, -2, 0.5, -0.5};
+    const int A = side(r);
+    double G[AMAX][5] = {};
+    for (int j = 0; j < A - 1; j++) {
         double den = 1;
-        for (int l = 0; l < AL - 1; l++)
+        for (int l = 0; l < A - 1; l++)
             if (l != j) den *= pts[j] - pts[l];
         for (int k = 0; k < r; k++) G[j][k] = std::pow(pts[j], k) / den;
     }
-    G[AL - 1][r - 1] = 1;
+    G[A - 1][r - 1] = 1;
     const int64_t CF = C * F;
     u.resize((size_t)CF); /* the same size every call */
-    for (int p = 0; p < AL; p++)
-        for (int q = 0; q < AL; q++) {
+    for (int p = 0; p < A; p++)
+        for (int q = 0; q < A; q++) {
             float *__restrict t = u.data();
             std::fill(t, t + CF, 0.f);
             for (int64_t i = 0; i < r; i++)
@@ -5356,45 +5359,66 @@ static void transform_kernel(const float *w, int64_t r, int64_t C, int64_t F, ge
                     if (a != 0.f)
                         for (int64_t e = 0; e < CF; e++) t[e] += a * s[e];
                 }
-            gemm::pack_b_all(false, t, F, C, F, U[p * AL + q]);
+            gemm::pack_b_all(false, t, F, C, F, U[p * A + q]);
         }
 }
 
-/* o = B^T d over 6 values (the points' transform, exactly as Lavin's F(4x4, 3x3)) */
-template <class V> static inline NNL_INLINE void bt(const V *d, V *o) {
-    const V four = V::set(4.f), mfour = V::set(-4.f), two = V::set(2.f), mfive = V::set(-5.f);
-    o[0] = fma(four, d[0], fma(mfive, d[2], d[4]));
-    o[1] = fma(mfour, d[1] + d[2], d[3] + d[4]);
-    o[2] = fma(four, d[1] - d[2], d[4] - d[3]);
-    o[3] = fma(two, d[3] - d[1], d[4] - d[2]);
-    o[4] = fma(two, d[1] - d[3], d[4] - d[2]);
-    o[5] = fma(four, d[1], fma(mfive, d[3], d[5]));
-}
-/* y = A^T s for M outputs of 6 sums (M = 2: 5x5 windows, 4: 3x3) */
-template <int M, class V> static inline NNL_INLINE void at(const V *s, V *y) {
-    const V a12 = s[1] + s[2], s12 = s[1] - s[2], a34 = s[3] + s[4], s34 = s[3] - s[4];
-    if constexpr (M == 2) {
-        y[0] = s[0] + a12 + a34;
-        y[1] = fma(V::set(2.f), s34, s12) + s[5];
+/* o = B^T d over A values (the points' transforms, exactly as Lavin's
+   F(4x4, 3x3) and F(6x6, 3x3), whose 8 points F(4x4, 5x5) shares) */
+template <int A, class V> static inline NNL_INLINE void bt(const V *d, V *o) {
+    if constexpr (A == 6) {
+        const V four = V::set(4.f), mfour = V::set(-4.f), two = V::set(2.f), mfive = V::set(-5.f);
+        o[0] = fma(four, d[0], fma(mfive, d[2], d[4]));
+        o[1] = fma(mfour, d[1] + d[2], d[3] + d[4]);
+        o[2] = fma(four, d[1] - d[2], d[4] - d[3]);
+        o[3] = fma(two, d[3] - d[1], d[4] - d[2]);
+        o[4] = fma(two, d[1] - d[3], d[4] - d[2]);
+        o[5] = fma(four, d[1], fma(mfive, d[3], d[5]));
     } else {
+        const V c525 = V::set(5.25f), m425 = V::set(-4.25f);
+        o[0] = fma(c525, d[2] - d[4], d[6] - d[0]);
+        const V p1 = fma(m425, d[3], d[1] + d[5]), p2 = fma(m425, d[4], d[2] + d[6]);
+        o[1] = p2 + p1;
+        o[2] = p2 - p1;
+        const V q1 = fma(V::set(0.5f), d[1], fma(V::set(-2.5f), d[3], V::set(2.f) * d[5]));
+        const V q2 = fma(V::set(0.25f), d[2], fma(V::set(-1.25f), d[4], d[6]));
+        o[3] = q2 + q1;
+        o[4] = q2 - q1;
+        const V r1 = fma(V::set(2.f), d[1], fma(V::set(-2.5f), d[3], V::set(0.5f) * d[5]));
+        const V r2 = fma(V::set(4.f), d[2], fma(V::set(-5.f), d[4], d[6]));
+        o[5] = r2 + r1;
+        o[6] = r2 - r1;
+        o[7] = fma(c525, d[3] - d[5], d[7] - d[1]);
+    }
+}
+/* y = A^T s: 4 outputs of A sums */
+template <int A, class V> static inline NNL_INLINE void at(const V *s, V *y) {
+    const V a12 = s[1] + s[2], s12 = s[1] - s[2], a34 = s[3] + s[4], s34 = s[3] - s[4];
+    if constexpr (A == 6) {
         y[0] = s[0] + a12 + a34;
         y[1] = fma(V::set(2.f), s34, s12);
         y[2] = fma(V::set(4.f), a34, a12);
         y[3] = fma(V::set(8.f), s34, s12) + s[5];
+    } else {
+        const V a56 = s[5] + s[6], s56 = s[5] - s[6];
+        y[0] = s[0] + a12 + a34 + a56;
+        y[1] = fma(V::set(0.5f), s56, fma(V::set(2.f), s34, s12));
+        y[2] = fma(V::set(0.25f), a56, fma(V::set(4.f), a34, a12));
+        y[3] = fma(V::set(0.125f), s56, fma(V::set(8.f), s34, s12)) + s[7];
     }
 }
 /* Where tile t of a batch lies: sample, top row, left column of its outputs */
 struct Tiles {
-    int64_t th, tw, m;
+    int64_t th, tw;
     void at(int64_t t, int64_t &b, int64_t &oy, int64_t &ox) const {
         b = t / (th * tw);
-        oy = t / tw % th * m;
-        ox = t % tw * m;
+        oy = t / tw % th * MT;
+        ox = t % tw * MT;
     }
 };
 /* The input tiles t0 .. t0 + tc - 1 of x (channels last), transformed:
-   Vt[xi][t - t0][c], zeros outside the image */
-struct InK {
+   Vt[xi][t - t0][c], zeros outside the image (A: the tile's side) */
+template <int A> struct InK {
     template <class V> static void run(const Window *gp, const Tiles *tp, const float *x, float *Vt, int64_t t0, int64_t tc) {
         const Window &g = *gp;
         const int64_t C = g.C, H = g.in[1], W = g.in[2];
@@ -5403,28 +5427,28 @@ struct InK {
             tp->at(t0 + l, b, oy, ox);
             const int64_t y0 = oy - g.pad[1], x0 = ox - g.pad[2];
             const float *xb = x + b * H * W * C;
-            bool inside[AL][AL];
-            for (int i = 0; i < AL; i++)
-                for (int j = 0; j < AL; j++)
+            bool inside[A][A];
+            for (int i = 0; i < A; i++)
+                for (int j = 0; j < A; j++)
                     inside[i][j] = y0 + i >= 0 && y0 + i < H && x0 + j >= 0 && x0 + j < W;
             simd::loop<V>(C, [&](int64_t c, const auto &t) NNL_INLINE {
-                V e[AL][AL];
-#pragma GCC unroll 6
-                for (int i = 0; i < AL; i++) { /* rows: e[i][.] = B^T d[i][.] */
-                    V d[AL];
-#pragma GCC unroll 6
-                    for (int j = 0; j < AL; j++)
+                V e[A][A];
+#pragma GCC unroll 8
+                for (int i = 0; i < A; i++) { /* rows: e[i][.] = B^T d[i][.] */
+                    V d[A];
+#pragma GCC unroll 8
+                    for (int j = 0; j < A; j++)
                         d[j] = inside[i][j] ? V::load(xb + ((y0 + i) * W + x0 + j) * C + c, t) : V::set(0.f);
-                    bt(d, e[i]);
+                    bt<A>(d, e[i]);
                 }
-#pragma GCC unroll 6
-                for (int j = 0; j < AL; j++) { /* columns: B^T e[.][j] */
-                    V col[AL], o[AL];
-#pragma GCC unroll 6
-                    for (int i = 0; i < AL; i++) col[i] = e[i][j];
-                    bt(col, o);
-#pragma GCC unroll 6
-                    for (int i = 0; i < AL; i++) o[i].store(Vt + ((i * AL + j) * tc + l) * C + c, t);
+#pragma GCC unroll 8
+                for (int j = 0; j < A; j++) { /* columns: B^T e[.][j] */
+                    V col[A], o[A];
+#pragma GCC unroll 8
+                    for (int i = 0; i < A; i++) col[i] = e[i][j];
+                    bt<A>(col, o);
+#pragma GCC unroll 8
+                    for (int i = 0; i < A; i++) o[i].store(Vt + ((i * A + j) * tc + l) * C + c, t);
                 }
             });
         }
@@ -5432,69 +5456,69 @@ struct InK {
 };
 /* The outputs of tiles t0 .. t0 + tc - 1 from their products Mt[xi][t - t0][f]:
    z (positions x F, channels last), the parts of edge tiles inside it */
-struct OutK {
-    template <int M, class V>
-    static void tiles(const Window &g, const Tiles &tl, const float *Mt, float *z, int64_t F, int64_t t0, int64_t tc) {
+template <int A> struct OutK {
+    template <class V>
+    static void run(const Window *gp, const Tiles *tp, const float *Mt, float *z, int64_t F, int64_t t0, int64_t tc) {
+        const Window &g = *gp;
         const int64_t OH = g.out[1], OW = g.out[2];
         for (int64_t l = 0; l < tc; l++) {
             int64_t b, oy, ox;
-            tl.at(t0 + l, b, oy, ox);
-            const int64_t nh = std::min<int64_t>(M, OH - oy), nw = std::min<int64_t>(M, OW - ox);
+            tp->at(t0 + l, b, oy, ox);
+            const int64_t nh = std::min<int64_t>(MT, OH - oy), nw = std::min<int64_t>(MT, OW - ox);
             float *zb = z + (b * OH * OW) * F;
             simd::loop<V>(F, [&](int64_t f, const auto &t) NNL_INLINE {
-                V u[M][AL];
-#pragma GCC unroll 6
-                for (int j = 0; j < AL; j++) { /* columns: u[.][j] = A^T s[.][j] */
-                    V s[AL], y[M];
-#pragma GCC unroll 6
-                    for (int i = 0; i < AL; i++) s[i] = V::load(Mt + ((i * AL + j) * tc + l) * F + f, t);
-                    at<M>(s, y);
+                V u[MT][A];
+#pragma GCC unroll 8
+                for (int j = 0; j < A; j++) { /* columns: u[.][j] = A^T s[.][j] */
+                    V s[A], y[MT];
+#pragma GCC unroll 8
+                    for (int i = 0; i < A; i++) s[i] = V::load(Mt + ((i * A + j) * tc + l) * F + f, t);
+                    at<A>(s, y);
 #pragma GCC unroll 4
-                    for (int a = 0; a < M; a++) u[a][j] = y[a];
+                    for (int a = 0; a < MT; a++) u[a][j] = y[a];
                 }
 #pragma GCC unroll 4
-                for (int a = 0; a < M; a++) {
-                    V y[M];
-                    at<M>(u[a], y);
+                for (int a = 0; a < MT; a++) {
+                    V y[MT];
+                    at<A>(u[a], y);
                     if (a < nh)
 #pragma GCC unroll 4
-                        for (int c = 0; c < M; c++)
+                        for (int c = 0; c < MT; c++)
                             if (c < nw) y[c].store(zb + ((oy + a) * OW + ox + c) * F + f, t);
                 }
             });
         }
     }
-    template <class V>
-    static void run(const Window *gp, const Tiles *tp, const float *Mt, float *z, int64_t F, int64_t t0, int64_t tc) {
-        if (tp->m == 2) tiles<2, V>(*gp, *tp, Mt, z, F, t0, tc);
-        else tiles<4, V>(*gp, *tp, Mt, z, F, t0, tc);
-    }
 };
 } // namespace wino
 
 /* z (B x positions x F, channels last) = the convolution of x (channels
-   last) with the kernel transformed and packed into U[36]
+   last) with the kernel transformed and packed into U[A * A]
    (wino::transform_kernel), no bias. The tiles in chunks over the pool's
-   threads, each chunk's transformed inputs and products (36 x tiles x
+   threads, each chunk's transformed inputs and products (A * A x tiles x
    (C + F) floats, about 1 MB at most) in its thread's buffer
-   (thread_cols); gemm::product_packed takes the 36 products (A in place, U
-   packed once: sgemm's dispatch and packing per product took a third of
-   their time). The same bits on any number of threads: each output's sums
-   do not depend on the chunk's size. */
+   (thread_cols); gemm::product_packed takes the A * A products (A in
+   place, U packed once: sgemm's dispatch and packing per product took a
+   third of their time). The same bits on any number of threads: each
+   output's sums do not depend on the chunk's size. */
 static void cpu_wino_forward(const Window &g, const float *x, const gemm::PackedB *U, int64_t F, float *z, int64_t B) {
     using namespace wino;
-    const int64_t r = g.k[1], m = AL - r + 1, C = g.C;
-    const Tiles tl{(g.out[1] + m - 1) / m, (g.out[2] + m - 1) / m, m};
-    const int64_t T = B * tl.th * tl.tw, cap = std::max<int64_t>(8, 8192 / (C + F));
+    const int A = side(g.k[1]);
+    const int64_t C = g.C;
+    const Tiles tl{(g.out[1] + MT - 1) / MT, (g.out[2] + MT - 1) / MT};
+    const int64_t T = B * tl.th * tl.tw, cap = std::max<int64_t>(8, 294912 / (A * A) / (C + F));
+    if (T <= 0) return;
     const int64_t nch = std::max<int64_t>((T + cap - 1) / cap, std::min<int64_t>(threads(), T / 16));
     const int64_t per = (T + nch - 1) / nch, chunks = (T + per - 1) / per;
     pool::run_chunks(chunks, threads(), [&](int64_t q) {
-        const int64_t t0 = q * per, tc = std::min(per, T - t0), nv = AL * AL * tc * C, slack = gemm::MR * C;
-        float *Vt = thread_cols((size_t)(nv + slack + AL * AL * tc * F)), *Mt = Vt + nv + slack;
+        const int64_t t0 = q * per, tc = std::min(per, T - t0), nv = A * A * tc * C, slack = gemm::MR * C;
+        float *Vt = thread_cols((size_t)(nv + slack + A * A * tc * F)), *Mt = Vt + nv + slack;
         std::fill(Vt + nv, Vt + nv + slack, 0.f); /* the rows the last product's last tile reads past its tiles */
-        simd::run<InK>(&g, &tl, x, Vt, t0, tc);
-        for (int xi = 0; xi < AL * AL; xi++) gemm::product_packed(tc, Vt + xi * tc * C, C, U[xi], Mt + xi * tc * F, F);
-        simd::run<OutK>(&g, &tl, (const float *)Mt, z, F, t0, tc);
+        if (A == 6) simd::run<InK<6>>(&g, &tl, x, Vt, t0, tc);
+        else simd::run<InK<8>>(&g, &tl, x, Vt, t0, tc);
+        for (int xi = 0; xi < A * A; xi++) gemm::product_packed(tc, Vt + xi * tc * C, C, U[xi], Mt + xi * tc * F, F);
+        if (A == 6) simd::run<OutK<6>>(&g, &tl, (const float *)Mt, z, F, t0, tc);
+        else simd::run<OutK<8>>(&g, &tl, (const float *)Mt, z, F, t0, tc);
     });
 }
 
@@ -7272,7 +7296,7 @@ public:
     /* the kernel transformed for the Winograd path (wino::transform_kernel),
        for weights w at version ver (wino::tl_ver); a copied layer makes its own */
     struct WinoCache {
-        std::vector<gemm::PackedB> U; /* 36 */
+        std::vector<gemm::PackedB> U; /* 36 or 64 */
         std::vector<float> u;
         const float *w = nullptr;
         uint64_t ver = 0;
@@ -7374,13 +7398,13 @@ public:
                conv1_applies(g);
     }
     int64_t col_row() const { return g.kvol() * g.C; }
-    /* The forward as F(4x4, 3x3) or F(2x2, 5x5) (cpu_wino_forward): float32
+    /* The forward as F(4x4, 3x3) or F(4x4, 5x5) (cpu_wino_forward): float32
        on the CPU, a window wino::fits, at least 16 filters, an activation
        the GEMM's epilogue would apply; NNL_WINOGRAD=0 in the environment
        turns it off (im2col and SGEMM, as the backward). In training too:
-       AMD Zen 4, two threads, 2 alternated rounds of 3 x 60 steps, K-CNN
-       1,988-1,990 -> 2,213-2,316 samples/s, R-LENET 3,586-3,718 ->
-       3,754-4,031, T-LENET (batch 512) 9,805-10,187 -> 10,073-10,299. */
+       AMD Zen 4, two threads, 3 alternated rounds of 3 windows, K-CNN
+       1,965-2,026 -> 2,057-2,337 samples/s, R-LENET 3,498-3,769 ->
+       3,960-4,341, T-LENET (batch 512) 9,354-10,646 -> 10,816-11,515. */
     bool winograd(const Ctx &) const {
         static const bool on = !(getenv("NNL_WINOGRAD") && !strcmp(getenv("NNL_WINOGRAD"), "0"));
         return on && &K() == &cpu_kernels && !direct() && !one_channel() && wino::fits(g) && filters >= 16 &&
@@ -7389,7 +7413,7 @@ public:
     const gemm::PackedB *wino_kernel() {
         const uint64_t v = wino::tl_ver;
         if (!v || wk.w != weights[0].w || wk.ver != v) {
-            wk.U.resize(wino::AL * wino::AL); /* grown once */
+            wk.U.resize((size_t)(wino::side(g.k[1]) * wino::side(g.k[1]))); /* grown once */
             wino::transform_kernel(weights[0].w, g.k[1], g.C, filters, wk.U.data(), wk.u);
             wk.w = v ? weights[0].w : nullptr;
             wk.ver = v;

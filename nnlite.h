@@ -886,12 +886,13 @@ NNL_API int nnl_evaluate(nnl_model *m, const float *x, int x_rank, const int64_t
    Convolutions by Winograd's algorithm (since 0.8.3): in float32 on the
    CPU, the forward pass (training and inference) computes a Conv2D with a
    3x3 or 5x5 window, strides 1, no dilation, at least 8 input channels
-   and 16 filters as F(4x4, 3x3) or F(2x2, 5x5): 2.25 and 9 products per
+   and 16 filters as F(4x4, 3x3) or F(4x4, 5x5): 2.25 and 4 products per
    output and input channel instead of 9 and 25, rounded differently from
-   the direct sum (about 1e-6 of the sum of the terms' magnitudes; the same
-   bits on any number of threads); the backward pass stays direct. The
-   predict calls keep the transformed kernel (36 floats per input channel
-   and filter, 4x a 3x3 kernel, 1.44x a 5x5 one) in each workspace that
+   the direct sum (at most a few 1e-6 of the sum of the terms' magnitudes;
+   the same bits on any number of threads); the backward pass stays
+   direct. The predict calls keep the transformed kernel (36 and 64 floats
+   per input channel and filter: 4x a 3x3 kernel, 2.56x a 5x5 one) in each
+   workspace that
    predictions run in, made at the first call after the weights change;
    the other calls make it per batch. The environment variable
    NNL_WINOGRAD=0, read once per process, turns this off (im2col and SGEMM,

@@ -41,7 +41,7 @@ objdump -d -r -C --no-show-raw-insn "$obj" >"$tmp/dis" || exit 1
 kernels="SgdK RmspropK:sqrt AdagradK:sqrt AdadeltaK:sqrt AdamK:rsqrt AdamaxK NadamK:sqrt
 ClipValueK ScaleK SumsqK MulK AddRowsK ColSumK BiasActK BiasActFlatK ActBackwardK SoftmaxK SoftmaxBackwardK
 ColAccK ScaleShiftK BnSumsK BnDxK XentLogitsK:log XentProbsK:log PointLossK Im2colK Col2imK PoolMaxK
-conv1::FwdK conv1::DwK wino::InK wino::OutK"
+conv1::FwdK conv1::DwK wino::InK<6> wino::InK<8> wino::OutK<6> wino::OutK<8>"
 
 # the instructions of every function whose name contains $1
 body() {
