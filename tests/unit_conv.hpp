@@ -491,9 +491,9 @@ TEST_CASE("convolutions in sample groups: output, weight, bias and input gradien
     nnl::g_threads = keep;
 }
 
-TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(2x2, 5x5): outputs equal sums in double, the same bits on "
+TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(4x4, 5x5): outputs equal sums in double, the same bits on "
           "1-3 threads and in training") {
-    /* F(4x4, 3x3) and F(2x2, 5x5) (cpu_wino_forward): both data formats,
+    /* F(4x4, 3x3) and F(4x4, 5x5) (cpu_wino_forward): both data formats,
        'same' and 'valid', edge tiles (outputs not a multiple of the tile),
        channels and filters not whole vectors, images smaller than a tile,
        several chunks of tiles, R-LENET's, K-CNN's and T-LENET's shapes */
