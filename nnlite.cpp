@@ -7405,7 +7405,7 @@ public:
        AMD Zen 4, two threads, 3 alternated rounds of 3 windows, K-CNN
        1,965-2,026 -> 2,057-2,337 samples/s, R-LENET 3,498-3,769 ->
        3,960-4,341, T-LENET (batch 512) 9,354-10,646 -> 10,816-11,515. */
-    bool winograd(const Ctx &) const {
+    bool winograd() const {
         static const bool on = !(getenv("NNL_WINOGRAD") && !strcmp(getenv("NNL_WINOGRAD"), "0"));
         return on && &K() == &cpu_kernels && !direct() && !one_channel() && wino::fits(g) && filters >= 16 &&
                act_from_output(act);
@@ -7539,7 +7539,7 @@ public:
                           zc + b0 * P * filters, filters);
         };
         if (c1) cpu_conv1_forward(g, xc, weights[0].w, filters, ep ? bias : nullptr, ep ? act : ACT_LINEAR, zc, B);
-        else if (winograd(c)) {
+        else if (winograd()) {
             cpu_wino_forward(g, xc, wino_kernel(), filters, zc, B);
             if (ep) bias_act_rows(zc, filters, B * P, filters, bias, act);
         } else

@@ -374,6 +374,19 @@ TEST_CASE("convolution results do not depend on the thread count") {
     CHECK(y1 == y2);
 }
 
+/* A model of one convolution (spec) over inputs `in`, seed 7, planned for batch B: its layer */
+static nnl::Conv *seeded_conv(nnl_model &m, const char *spec, const nnl::Shape &in, int B) {
+    m.seed = 7;
+    m.rng.reseed(m.seed);
+    m.seeded = true;
+    m.add(("Input(shape=" + in.str(false) + ")").c_str());
+    m.add(spec);
+    m.ensure_batch(B);
+    auto *L = dynamic_cast<nnl::Conv *>(m.layers[0].get());
+    REQUIRE(L);
+    return L;
+}
+
 TEST_CASE("convolutions in sample groups: output, weight, bias and input gradients equal sums in double, the same "
           "bits on 1, 2 and 3 threads") {
     /* Conv::group_samples: a few samples a thread, the weight gradient in
@@ -391,14 +404,7 @@ TEST_CASE("convolutions in sample groups: output, weight, bias and input gradien
     for (const Case &cs : cases) {
         INFO(std::string(cs.spec) << " batch " << cs.B);
         nnl_model m;
-        m.seed = 7;
-        m.rng.reseed(m.seed);
-        m.seeded = true;
-        m.add(("Input(shape=" + cs.in.str(false) + ")").c_str());
-        m.add(cs.spec);
-        m.ensure_batch(cs.B);
-        auto *L = dynamic_cast<nnl::Conv *>(m.layers[0].get());
-        REQUIRE(L);
+        nnl::Conv *L = seeded_conv(m, cs.spec, cs.in, cs.B);
         const int64_t B = cs.B, s = L->group_samples(B);
         REQUIRE(s > 0); /* the path under test is taken, with several partials */
         REQUIRE(L->wparts(B, s) >= 2);
@@ -511,16 +517,9 @@ TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(4x4, 5x5): outputs equal
     for (const Case &cs : cases) {
         INFO(std::string(cs.spec) << " batch " << cs.B);
         nnl_model m;
-        m.seed = 7;
-        m.rng.reseed(m.seed);
-        m.seeded = true;
-        m.add(("Input(shape=" + cs.in.str(false) + ")").c_str());
-        m.add(cs.spec);
-        m.ensure_batch(cs.B);
-        auto *L = dynamic_cast<nnl::Conv *>(m.layers[0].get());
-        REQUIRE(L);
+        nnl::Conv *L = seeded_conv(m, cs.spec, cs.in, cs.B);
         nnl::Ctx c; /* a prediction */
-        REQUIRE(L->winograd(c)); /* the path under test is taken */
+        REQUIRE(L->winograd()); /* the path under test is taken */
         const nnl::Window &g = L->g;
         const int64_t B = cs.B, C = g.C, F = L->filters, P = g.out_size(), Q = g.in_size(), T = g.kvol();
         const bool relu = L->act == nnl::ACT_RELU, th = L->act == nnl::ACT_TANH;
@@ -571,7 +570,7 @@ TEST_CASE("convolutions by Winograd's F(4x4, 3x3) and F(4x4, 5x5): outputs equal
         /* a training step's forward takes the same path: the same bits */
         nnl::Ctx tc;
         tc.training = true;
-        REQUIRE(L->winograd(tc));
+        REQUIRE(L->winograd());
         std::vector<float> yt((size_t)(B * P * F), -7.f);
         L->forward(x.data(), yt.data(), B, tc);
         CHECK(yt == y1);
